@@ -1,0 +1,1 @@
+"""The FastAPI application: routers per audience, auth, RFC 9457 problems."""

@@ -1,0 +1,1 @@
+"""The `copyledger` command line."""

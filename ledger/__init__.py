@@ -1,0 +1,1 @@
+"""The log itself: pure Merkle maths, canonical entries, blocks, storage, sequencing, audit, verify."""

@@ -1,0 +1,1 @@
+"""Key custody and signing: signers, signed notes over checkpoints and blocks."""
