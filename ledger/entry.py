@@ -1,0 +1,429 @@
+"""Entry kinds, their validation, and the canonical bytes that become Merkle leaf data.
+
+An entry is evidence in a dispute years from now, so what goes into the log is checked strictly
+once, here: every field, every type, no unknown keys, no nulls, and one canonical encoding
+(RFC 8785) whose bytes are what the log commits to. Pure: no I/O, no clock except utc_now().
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+import unicodedata
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+from ledger import jcs
+from ledger.errors import InvalidInput
+
+__all__ = [
+    "KINDS",
+    "MAX_ENTRY_BYTES",
+    "MAX_METADATA_DEPTH",
+    "SCHEMA",
+    "WORK_TYPES",
+    "build_evidence",
+    "build_work",
+    "canonical_bytes",
+    "content_sha256",
+    "utc_now",
+    "validate",
+]
+
+SCHEMA = "copyledger/entry/v1"
+MAX_ENTRY_BYTES = 16_384  # canonical size limit
+KINDS = ("work", "evidence")  # later issues add "transfer", "claim"
+WORK_TYPES = ("text", "image", "audio", "video", "software", "dataset", "other")
+MAX_METADATA_DEPTH = 5
+MAX_REPORTED_ERRORS = 100
+
+FieldError = dict[str, str]
+Errors = list[FieldError]
+Check = Callable[[object, str, Errors], None]
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_REGISTRANT = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_MEDIA_NAME = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"  # RFC 6838 restricted-name
+_MEDIA_TYPE = re.compile(f"{_MEDIA_NAME}/{_MEDIA_NAME}")
+_TIMESTAMP = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]{1,9})?"
+    r"(Z|([+-])([0-9]{2}):([0-9]{2}))"
+)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+# ---------------------------------------------------------------- public API
+
+
+def build_work(
+    *,
+    registrant: str,
+    received_at: str,
+    sha256: str,
+    title: str,
+    creators: list[str],
+    work_type: str,
+    size: int | None = None,
+    media_type: str | None = None,
+    license: str | None = None,
+    metadata: dict[str, object] | None = None,
+) -> dict[str, object]:
+    """Build and validate a work registration entry (optional fields left out when None)."""
+    entry: dict[str, object] = {
+        "schema": SCHEMA,
+        "kind": "work",
+        "registrant": registrant,
+        "received_at": received_at,
+        "content": _content(sha256, size, media_type),
+        "title": title,
+        "creators": list(creators),
+        "work_type": work_type,
+    }
+    _put(entry, "license", license)
+    _put(entry, "metadata", copy.deepcopy(metadata))
+    return validate(entry)
+
+
+def build_evidence(
+    *,
+    registrant: str,
+    received_at: str,
+    sha256: str,
+    source_url: str | None,
+    captured_at: str,
+    capture_method: str,
+    description: str,
+    related_work: int | None = None,
+    size: int | None = None,
+    media_type: str | None = None,
+    metadata: dict[str, object] | None = None,
+) -> dict[str, object]:
+    """Build and validate an evidence deposit entry (optional fields left out when None)."""
+    entry: dict[str, object] = {
+        "schema": SCHEMA,
+        "kind": "evidence",
+        "registrant": registrant,
+        "received_at": received_at,
+        "content": _content(sha256, size, media_type),
+        "captured_at": captured_at,
+        "capture_method": capture_method,
+        "description": description,
+    }
+    _put(entry, "source_url", source_url)
+    _put(entry, "related_work", related_work)
+    _put(entry, "metadata", copy.deepcopy(metadata))
+    return validate(entry)
+
+
+def validate(entry: object) -> dict[str, object]:
+    """Check any entry (freshly built or parsed back from the log) and return it unchanged.
+
+    Raises InvalidInput with `errors=[{"field", "message"}, ...]` naming every bad field, so a
+    client can fix all of them in one round trip.
+    """
+    return _check(entry)[0]
+
+
+def canonical_bytes(entry: dict[str, object]) -> bytes:
+    """The RFC 8785 bytes of a valid entry: exactly what the log stores and hashes."""
+    return _check(entry)[1]
+
+
+def content_sha256(entry: dict[str, object]) -> str:
+    """The registered content hash, the key every lookup and claim check uses."""
+    content = entry.get("content")
+    if isinstance(content, dict):
+        digest = content.get("sha256")
+        if isinstance(digest, str):
+            return digest
+    raise InvalidInput(
+        "entry has no content.sha256",
+        errors=[{"field": "content.sha256", "message": "required"}],
+    )
+
+
+def utc_now() -> str:
+    """Now as RFC 3339 UTC with microseconds, e.g. 2024-05-01T12:00:00.123456Z."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# ---------------------------------------------------------------- building
+
+
+def _content(sha256: str, size: int | None, media_type: str | None) -> dict[str, object]:
+    content: dict[str, object] = {"sha256": sha256}
+    _put(content, "size", size)
+    _put(content, "media_type", media_type)
+    return content
+
+
+def _put(target: dict[str, object], key: str, value: object) -> None:
+    if value is not None:
+        target[key] = value
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _check(entry: object) -> tuple[dict[str, object], bytes]:
+    if not isinstance(entry, dict):
+        raise InvalidInput(
+            "entry must be a JSON object",
+            errors=[{"field": "entry", "message": "must be a JSON object"}],
+        )
+    errors: Errors = []
+    kind = entry.get("kind")
+    fields = _KIND_FIELDS.get(kind) if isinstance(kind, str) else None
+    _check_object(entry, fields if fields is not None else _COMMON, "", errors)
+    # Without a known kind we cannot tell which other keys belong; _check_kind said why.
+    if fields is not None:
+        for key in entry:
+            if key not in fields:
+                errors.append({"field": _key_path("", key), "message": "unknown field"})
+    _raise_if(errors)
+    canonical = jcs.canonicalize(entry)
+    if len(canonical) > MAX_ENTRY_BYTES:
+        message = f"canonical entry is {len(canonical)} bytes; the limit is {MAX_ENTRY_BYTES}"
+        _raise_if([{"field": "entry", "message": message}])
+    return entry, canonical
+
+
+def _check_object(
+    value: Mapping[object, object],
+    fields: Mapping[str, tuple[bool, Check]],
+    prefix: str,
+    errors: Errors,
+) -> None:
+    """Required/optional fields and their checks; unknown keys are the caller's business."""
+    for name, (required, check) in fields.items():
+        path = _key_path(prefix, name)
+        if name not in value:
+            if required:
+                errors.append({"field": path, "message": "required"})
+        elif value[name] is None:
+            errors.append({"field": path, "message": "must be left out rather than null"})
+        else:
+            check(value[name], path, errors)
+
+
+def _raise_if(errors: Errors) -> None:
+    if not errors:
+        return
+    first = errors[0]
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    raise InvalidInput(
+        f"invalid entry: {first['field']}: {first['message']}{more}",
+        errors=errors[:MAX_REPORTED_ERRORS],
+    )
+
+
+def _key_path(prefix: str, key: object) -> str:
+    name = key if isinstance(key, str) else repr(key)
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _check_schema(value: object, path: str, errors: Errors) -> None:
+    if value != SCHEMA:
+        errors.append({"field": path, "message": f"must be {SCHEMA!r}"})
+
+
+def _check_kind(value: object, path: str, errors: Errors) -> None:
+    if not isinstance(value, str) or value not in KINDS:
+        errors.append({"field": path, "message": f"must be one of {', '.join(KINDS)}"})
+
+
+def _check_work_type(value: object, path: str, errors: Errors) -> None:
+    if not isinstance(value, str) or value not in WORK_TYPES:
+        errors.append({"field": path, "message": f"must be one of {', '.join(WORK_TYPES)}"})
+
+
+def _check_registrant(value: object, path: str, errors: Errors) -> None:
+    if not isinstance(value, str) or not _REGISTRANT.fullmatch(value):
+        message = "must be 1 to 64 characters from A-Z, a-z, 0-9, '.', '_' and '-'"
+        errors.append({"field": path, "message": message})
+
+
+def _check_sha256(value: object, path: str, errors: Errors) -> None:
+    if not isinstance(value, str) or not _SHA256.fullmatch(value):
+        errors.append({"field": path, "message": "must be 64 lowercase hex characters"})
+
+
+def _check_count(value: object, path: str, errors: Errors) -> None:
+    """Non-negative integers (sizes, sequence numbers) that JSON can carry exactly."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        errors.append({"field": path, "message": "must be an integer"})
+    elif not 0 <= value <= jcs.MAX_SAFE_INTEGER:
+        errors.append({"field": path, "message": f"must be between 0 and {jcs.MAX_SAFE_INTEGER}"})
+
+
+def _check_media_type(value: object, path: str, errors: Errors) -> None:
+    if not isinstance(value, str) or len(value) > 127 or not _MEDIA_TYPE.fullmatch(value):
+        message = "must be a media type 'type/subtype' (RFC 6838), at most 127 characters"
+        errors.append({"field": path, "message": message})
+
+
+def _text(max_length: int, *, controls: bool = False) -> Check:
+    """A check for free text: non-blank, capped, and free of control characters unless allowed."""
+
+    def check(value: object, path: str, errors: Errors) -> None:
+        if not isinstance(value, str):
+            errors.append({"field": path, "message": "must be a string"})
+        elif _SURROGATE.search(value):
+            errors.append({"field": path, "message": "must be valid Unicode (lone surrogate)"})
+        elif not value.strip():
+            errors.append({"field": path, "message": "must not be empty"})
+        elif len(value) > max_length:
+            errors.append({"field": path, "message": f"must be at most {max_length} characters"})
+        elif not controls and _has_control(value):
+            errors.append({"field": path, "message": "must not contain control characters"})
+
+    return check
+
+
+def _has_control(text: str) -> bool:
+    return any(unicodedata.category(char) == "Cc" for char in text)
+
+
+def _check_creators(value: object, path: str, errors: Errors) -> None:
+    if not isinstance(value, list):
+        errors.append({"field": path, "message": "must be a list of names"})
+    elif not 1 <= len(value) <= 50:
+        errors.append({"field": path, "message": "must list 1 to 50 creators"})
+    else:
+        check = _text(200)
+        for index, name in enumerate(value):
+            check(name, f"{path}[{index}]", errors)
+
+
+def _check_timestamp(value: object, path: str, errors: Errors) -> None:
+    if not isinstance(value, str) or not _valid_timestamp(value):
+        message = "must be an RFC 3339 timestamp such as 2024-05-01T12:00:00Z or ...+02:00"
+        errors.append({"field": path, "message": message})
+
+
+def _valid_timestamp(text: str) -> bool:
+    """RFC 3339 date-time with "T" and "Z" (or a numeric offset), up to nanosecond digits."""
+    match = _TIMESTAMP.fullmatch(text)
+    if not match:
+        return False
+    year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
+    try:
+        datetime(year, month, day)
+    except ValueError:
+        return False
+    offset = 0
+    if match.group(8) != "Z":
+        offset_hour, offset_minute = int(match.group(10)), int(match.group(11))
+        if offset_hour > 23 or offset_minute > 59:
+            return False
+        offset = (offset_hour * 60 + offset_minute) * (1 if match.group(9) == "+" else -1)
+    if hour > 23 or minute > 59 or second > 60:
+        return False
+    # A leap second exists only as 23:59:60 UTC.
+    return second < 60 or (hour * 60 + minute - offset) % 1440 == 23 * 60 + 59
+
+
+def _check_url(value: object, path: str, errors: Errors) -> None:
+    message = "must be an http or https URL with a host, at most 2048 characters"
+    if not isinstance(value, str) or len(value) > 2048 or _SURROGATE.search(value):
+        errors.append({"field": path, "message": message})
+        return
+    if any(char.isspace() or unicodedata.category(char) == "Cc" for char in value):
+        errors.append({"field": path, "message": "must not contain spaces or control characters"})
+        return
+    try:
+        parts = urlsplit(value)
+        _ = parts.port  # raises ValueError for a bad port
+    except ValueError:
+        errors.append({"field": path, "message": message})
+        return
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        errors.append({"field": path, "message": message})
+
+
+def _check_metadata(value: object, path: str, errors: Errors) -> None:
+    if not isinstance(value, dict):
+        errors.append({"field": path, "message": "must be a JSON object"})
+        return
+    _check_json(value, path, 1, errors)
+
+
+def _check_json(value: object, path: str, depth: int, errors: Errors) -> None:
+    """Free-form JSON that JCS can encode; control characters allowed in string values."""
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if not -jcs.MAX_SAFE_INTEGER <= value <= jcs.MAX_SAFE_INTEGER:
+            errors.append({"field": path, "message": "integer outside +-(2**53-1)"})
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            errors.append({"field": path, "message": "must be a finite number"})
+    elif isinstance(value, str):
+        if _SURROGATE.search(value):
+            errors.append({"field": path, "message": "must be valid Unicode (lone surrogate)"})
+    elif isinstance(value, list | dict):
+        if depth > MAX_METADATA_DEPTH:
+            message = f"nested deeper than {MAX_METADATA_DEPTH} levels"
+            errors.append({"field": path, "message": message})
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                _check_json(item, f"{path}[{index}]", depth + 1, errors)
+        else:
+            for key, item in value.items():
+                item_path = _key_path(path, key)
+                if not isinstance(key, str):
+                    errors.append({"field": item_path, "message": "keys must be strings"})
+                elif _SURROGATE.search(key) or _has_control(key):
+                    message = "keys must be valid Unicode without control characters"
+                    errors.append({"field": item_path, "message": message})
+                else:
+                    _check_json(item, item_path, depth + 1, errors)
+    else:
+        errors.append({"field": path, "message": f"{type(value).__name__} is not a JSON value"})
+
+
+def _check_content(value: object, path: str, errors: Errors) -> None:
+    if not isinstance(value, dict):
+        errors.append({"field": path, "message": "must be a JSON object"})
+        return
+    _check_object(value, _CONTENT, path, errors)
+    for key in value:
+        if key not in _CONTENT:
+            errors.append({"field": _key_path(path, key), "message": "unknown field"})
+
+
+_CONTENT: dict[str, tuple[bool, Check]] = {
+    "sha256": (True, _check_sha256),
+    "size": (False, _check_count),
+    "media_type": (False, _check_media_type),
+}
+
+_COMMON: dict[str, tuple[bool, Check]] = {
+    "schema": (True, _check_schema),
+    "kind": (True, _check_kind),
+    "registrant": (True, _check_registrant),
+    "received_at": (True, _check_timestamp),
+    "content": (True, _check_content),
+}
+
+_KIND_FIELDS: dict[str, dict[str, tuple[bool, Check]]] = {
+    "work": {
+        **_COMMON,
+        "title": (True, _text(500)),
+        "creators": (True, _check_creators),
+        "work_type": (True, _check_work_type),
+        "license": (False, _text(100)),
+        "metadata": (False, _check_metadata),
+    },
+    "evidence": {
+        **_COMMON,
+        "source_url": (False, _check_url),
+        "captured_at": (True, _check_timestamp),
+        "capture_method": (True, _text(100)),
+        "description": (True, _text(5000, controls=True)),
+        "related_work": (False, _check_count),
+        "metadata": (False, _check_metadata),
+    },
+}

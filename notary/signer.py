@@ -1,0 +1,170 @@
+"""Key custody behind a small interface.
+
+The sequencer and the API only ever see a `Signer`: a name and a way to sign bytes. Whether the
+key sits in a PEM file or in an HSM (PKCS#11, a later step) is decided here and nowhere else,
+and the private key never leaves its holder.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ledger import note
+from ledger.errors import Conflict, InvalidInput
+
+__all__ = ["FileSigner", "Signer", "sign_note", "verifier_key"]
+
+
+@runtime_checkable
+class Signer(Protocol):
+    """An Ed25519 key whose name is the log origin; what the notary needs and nothing more."""
+
+    name: str
+
+    @property
+    def public_key(self) -> bytes:
+        """The raw 32-byte Ed25519 public key."""
+        ...
+
+    def sign(self, message: bytes) -> bytes:
+        """The 64-byte Ed25519 signature of message."""
+        ...
+
+
+def verifier_key(signer: Signer) -> str:
+    """The signer's vkey in Go `note` format, for publishing at /v1/log."""
+    return note.format_verifier_key(signer.name, signer.public_key)
+
+
+def sign_note(text: str, signers: Sequence[Signer]) -> str:
+    """Sign note text with each signer and return the whole signed note."""
+    note.check_text(text)
+    message = note.signature_message(text)
+    signatures = []
+    for signer in signers:
+        public_key = signer.public_key
+        signature = signer.sign(message)
+        if len(signature) != 64:
+            raise InvalidInput(f"signer {signer.name} returned a {len(signature)}-byte signature")
+        signatures.append(
+            note.Signature(signer.name, note.key_id(signer.name, public_key), signature)
+        )
+    return note.format_note(text, signatures)
+
+
+class FileSigner:
+    """An Ed25519 key held in memory, loaded from (or generated into) a PKCS#8 PEM file."""
+
+    def __init__(self, name: str, private_key: Ed25519PrivateKey) -> None:
+        if not note.is_valid_key_name(name):
+            raise InvalidInput(f"invalid key name {name!r}: no spaces, '+' or control characters")
+        self.name = name
+        self._private_key = private_key
+        self._public_key = private_key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+
+    def __repr__(self) -> str:
+        key_id = note.key_id(self.name, self._public_key).hex()
+        return f"FileSigner(name={self.name!r}, key_id={key_id})"
+
+    @property
+    def public_key(self) -> bytes:
+        return self._public_key
+
+    def sign(self, message: bytes) -> bytes:
+        return self._private_key.sign(message)
+
+    @classmethod
+    def generate(cls, name: str, path: Path, passphrase: bytes | None = None) -> FileSigner:
+        """Create a new key at path, readable by the owner only; never overwrites a key.
+
+        The file is created with O_EXCL and mode 0600 before any key byte is written, so the
+        key is never readable by others, not even for a moment, and an existing key (and the
+        log signed with it) cannot be clobbered.
+        """
+        signer = cls(name, Ed25519PrivateKey.generate())
+        encryption: serialization.KeySerializationEncryption = (
+            serialization.BestAvailableEncryption(passphrase)
+            if passphrase
+            else serialization.NoEncryption()
+        )
+        pem = signer._private_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+        )
+        _write_new_private_file(Path(path), pem)
+        return signer
+
+    @classmethod
+    def load(cls, name: str, path: Path, passphrase: bytes | None = None) -> FileSigner:
+        """Load a PKCS#8 PEM Ed25519 key, with a clear error for each way that can fail."""
+        path = Path(path)
+        try:
+            pem = path.read_bytes()
+        except FileNotFoundError:
+            raise InvalidInput(f"no key file at {path}") from None
+        except OSError as exc:
+            raise InvalidInput(f"cannot read key file {path}: {exc.strerror}") from None
+        encrypted = b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in pem
+        if encrypted and not passphrase:
+            raise InvalidInput(f"key file {path} is encrypted: a passphrase is needed")
+        if not encrypted and passphrase:
+            raise InvalidInput(f"key file {path} is not encrypted, but a passphrase was given")
+        try:
+            key = serialization.load_pem_private_key(pem, password=passphrase or None)
+        except ValueError:
+            reason = "wrong passphrase or corrupt key" if encrypted else "not a PEM private key"
+            raise InvalidInput(f"cannot load key file {path}: {reason}") from None
+        except TypeError as exc:  # passphrase given or missing, in a form we did not spot
+            raise InvalidInput(f"cannot load key file {path}: {exc}") from None
+        except UnsupportedAlgorithm:
+            raise InvalidInput(f"cannot load key file {path}: unsupported key type") from None
+        if not isinstance(key, Ed25519PrivateKey):
+            raise InvalidInput(
+                f"key file {path} holds a {type(key).__name__}, not an Ed25519 private key"
+            )
+        return cls(name, key)
+
+
+def _write_new_private_file(path: Path, data: bytes) -> None:
+    """Write data to a new file with mode 0600; Conflict if it exists; no partial file left."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        raise Conflict(f"a key file already exists at {path}; refusing to overwrite it") from None
+    except OSError as exc:
+        raise InvalidInput(f"cannot create key file {path}: {exc.strerror}") from None
+    try:
+        os.fchmod(fd, 0o600)  # the umask may only have narrowed it; make it exact
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the new directory entry durable, so a crash cannot lose a key already in use."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
