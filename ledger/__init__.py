@@ -1,1 +1,1 @@
-"""The log itself: pure Merkle maths, canonical entries, blocks, storage, sequencing, audit, verify."""
+"""The log itself: pure Merkle maths, canonical entries, blocks, storage, sequencing, audit."""

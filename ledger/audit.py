@@ -1,0 +1,204 @@
+"""The audit: recompute everything from the rows, trust nothing stored.
+
+Every leaf hash from its entry's bytes, every stored Merkle node from the leaves, every block
+header from the tree, every link of the block chain, and every checkpoint and block signature
+under the log's verifier key. A row edited behind the triggers' back shows up here, named by its
+sequence number or block height.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ledger import entry as entry_mod
+from ledger import jcs, merkle, note
+from ledger.block import GENESIS_PREV, check_header, check_link
+from ledger.errors import CopyledgerError
+from ledger.store import BlockRow, CachedReader, EntryRow, Store
+
+
+@dataclass
+class AuditReport:
+    ok: bool = True
+    entries: int = 0
+    blocks: int = 0
+    nodes: int = 0
+    tree_size: int = 0
+    root: str = ""
+    problem: str | None = None
+    bad_seq: int | None = None
+    bad_height: int | None = None
+    checked: list[str] = field(default_factory=list)
+
+    def fail(self, problem: str, *, seq: int | None = None, height: int | None = None) -> None:
+        if self.ok:
+            self.ok, self.problem, self.bad_seq, self.bad_height = False, problem, seq, height
+
+
+Progress = Callable[[int], None]
+
+
+def audit(store: Store, verifier_key: str, progress: Progress | None = None) -> AuditReport:
+    """Audit the whole log; stop at the first fault and name where it is."""
+    rep = AuditReport()
+    verifier = note.parse_verifier_key(verifier_key)
+    blocks = list(store.iter_blocks())
+    rep.blocks = len(blocks)
+    if not blocks:
+        rep.checked.append("no blocks yet")
+        return rep
+    # Block chain and per-block rules first: cheap, and they say which sizes must have which roots.
+    roots_at: dict[int, list[BlockRow]] = {}
+    prev: BlockRow | None = None
+    for b in blocks:
+        try:
+            if b.hash != b.header.hash():
+                raise CopyledgerError(f"block {b.header.height}: stored hash != hash of header")
+            if prev is None:
+                if b.header.height != 0 or b.header.prev_block_hash != GENESIS_PREV:
+                    raise CopyledgerError("the first block is not a genesis block")
+                check_header(b.header)
+            else:
+                check_link(prev.header, b.header)
+            _check_signatures(b, verifier)
+        except CopyledgerError as e:
+            rep.fail(e.detail, height=b.header.height)
+            return rep
+        roots_at.setdefault(b.header.tree_size, []).append(b)
+        prev = b
+    rep.checked.append(f"{len(blocks)} block headers chain, and their signatures verify")
+
+    for b in roots_at.get(0, ()):
+        if b.header.tree_root != merkle.EMPTY_ROOT:
+            rep.fail(f"block {b.header.height}: root of the empty tree is wrong",
+                     height=b.header.height)
+            return rep
+    last = blocks[-1].header
+    size, frontier = 0, list[bytes]()
+    pending = iter(blocks)  # blocks whose batch is not yet fully read
+    cur = next(pending)
+    batch: list[bytes] = []
+
+    def finish_blocks_up_to(seq: int) -> str | None:
+        """Close every block that ends at or before `seq`; check its batch root."""
+        nonlocal cur, batch
+        while cur.header.tree_size <= seq:
+            if merkle.root(batch) != cur.header.batch_root:
+                return f"block {cur.header.height}: batch_root != root of its entries"
+            batch = []
+            nxt = next(pending, None)
+            if nxt is None:
+                return None
+            cur = nxt
+        return None
+
+    for chunk in store.iter_entries():
+        lo = size
+        for row in chunk:
+            if row.seq != size:
+                rep.fail(f"seq {size} is missing (next stored is {row.seq})", seq=size)
+                return rep
+            err = _check_entry(row)
+            if err:
+                rep.fail(err, seq=row.seq)
+                return rep
+            size += 1
+        appended = merkle.append(lo, frontier, [r.leaf_hash for r in chunk])
+        bad = _check_nodes(store, appended.nodes)
+        if bad is not None:
+            lv, ix = bad
+            first = ix << lv
+            rep.fail(f"stored Merkle node (level {lv}, index {ix}) does not match the entries; "
+                     f"first leaf under it is seq {first}", seq=first)
+            return rep
+        for row in chunk:  # walk the blocks alongside: heights and batch roots
+            err = finish_blocks_up_to(row.seq)
+            if err:
+                rep.fail(err, height=cur.header.height)
+                return rep
+            if row.block_height != cur.header.height or row.seq >= cur.header.tree_size:
+                rep.fail(f"seq {row.seq}: recorded in block {row.block_height}, "
+                         f"but block {cur.header.height} sealed it", seq=row.seq)
+                return rep
+            batch.append(row.leaf_hash)
+        rep.nodes += len(appended.nodes)
+        # Every block root at a size inside this chunk, from the recomputed nodes.
+        reader = CachedReader(dict(zip(merkle.frontier_ids(lo), frontier, strict=True)), store)
+        reader.nodes.update(((lv, ix), hs) for lv, ix, hs in appended.nodes)
+        for s in range(lo + 1, size + 1):
+            for b in roots_at.get(s, ()):
+                if b.header.tree_root != merkle.tree_hash(s, reader):
+                    rep.fail(f"block {b.header.height}: tree_root != root of the first {s} "
+                             "entries", height=b.header.height)
+                    return rep
+        frontier = appended.frontier
+        if progress is not None:
+            progress(len(chunk))
+    rep.entries = size
+    if size != last.tree_size:
+        rep.fail(f"the log holds {size} entries but the last block says {last.tree_size}",
+                 seq=min(size, last.tree_size))
+        return rep
+    err = finish_blocks_up_to(size)
+    if err:
+        rep.fail(err, height=cur.header.height)
+        return rep
+    stored = store.count_nodes()
+    if stored != rep.nodes:
+        rep.fail(f"{stored} Merkle nodes are stored but the entries make {rep.nodes}")
+        return rep
+    rep.tree_size = size
+    rep.root = merkle.root_from_frontier(frontier).hex()
+    rep.checked += [
+        f"{size} entries: canonical JSON, valid, leaf hashes match",
+        f"{rep.nodes} stored Merkle nodes recomputed from the leaves",
+        "every block's tree root and batch root recomputed",
+    ]
+    return rep
+
+
+def _check_entry(row: EntryRow) -> str | None:
+    seq, data = row.seq, row.data
+    if merkle.leaf_hash(data) != row.leaf_hash:
+        return f"seq {seq}: stored leaf hash != SHA-256(0x00 || entry bytes)"
+    try:
+        obj = jcs.parse(data)
+        if jcs.canonicalize(obj) != data:
+            return f"seq {seq}: entry bytes are not RFC 8785 canonical JSON"
+        if not isinstance(obj, dict):
+            return f"seq {seq}: entry is not a JSON object"
+        entry_mod.validate(obj)
+    except CopyledgerError as e:
+        return f"seq {seq}: {e.detail}"
+    # The indexed columns (what search answers from) must say what the entry says.
+    if (row.kind, row.sha256, row.registrant) != (
+        obj["kind"], entry_mod.content_sha256(obj), obj["registrant"]
+    ):
+        return f"seq {seq}: indexed columns (kind, sha256, registrant) differ from the entry"
+    return None
+
+
+def _check_signatures(b: BlockRow, verifier: note.Verifier) -> None:
+    h = b.header
+    n, _ = note.verify_note(b.checkpoint, [verifier])
+    cp = note.parse_checkpoint(n.text)
+    if (cp.origin, cp.size, cp.root) != (verifier.name, h.tree_size, h.tree_root):
+        raise CopyledgerError(f"block {h.height}: checkpoint does not match the block header")
+    bn, _ = note.verify_note(b.block_note, [verifier])
+    origin, height, bhash = note.parse_block_note_text(bn.text)
+    if (origin, height, bhash) != (verifier.name, h.height, b.hash):
+        raise CopyledgerError(f"block {h.height}: block note does not match the block")
+
+
+def _check_nodes(store: Store, nodes: list[tuple[int, int, bytes]]) -> tuple[int, int] | None:
+    by_level: dict[int, list[tuple[int, bytes]]] = {}
+    for lv, ix, hs in nodes:
+        by_level.setdefault(lv, []).append((ix, hs))
+    for lv in sorted(by_level):
+        items = by_level[lv]
+        stored = store.read_node_range(lv, items[0][0], items[-1][0] + 1)
+        for ix, hs in items:
+            if stored.get(ix) != hs:
+                return lv, ix
+    return None

@@ -1,0 +1,1 @@
+"""Alembic migrations for the ledger schema; run by `Store.open` and `copyledger init`."""

@@ -1,0 +1,72 @@
+"""The database schema (SQLAlchemy Core), shared by the store and the Alembic migrations."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+# One row per log entry. seq is the RFC 6962 leaf index; data is the canonical JSON leaf data.
+entries = Table(
+    "entries",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("leaf_hash", LargeBinary(32), nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("registrant", String(64), nullable=False),
+    Column("block_height", BigInteger, nullable=False),
+    Index("ix_entries_sha256", "sha256", "seq"),
+)
+
+# Every complete subtree hash: (level, idx) covers leaves [idx << level, (idx + 1) << level).
+merkle_nodes = Table(
+    "merkle_nodes",
+    metadata,
+    Column("level", SmallInteger, primary_key=True, autoincrement=False),
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", LargeBinary(32), nullable=False),
+)
+
+blocks = Table(
+    "blocks",
+    metadata,
+    Column("height", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", LargeBinary(32), nullable=False, unique=True),
+    Column("prev_hash", LargeBinary(32), nullable=False),
+    Column("batch_root", LargeBinary(32), nullable=False),
+    Column("first_seq", BigInteger, nullable=False),
+    Column("count", BigInteger, nullable=False),
+    Column("tree_size", BigInteger, nullable=False),
+    Column("tree_root", LargeBinary(32), nullable=False),
+    Column("sealed_at", String(40), nullable=False),
+    Column("checkpoint", Text, nullable=False),
+    Column("block_note", Text, nullable=False),
+    Index("ix_blocks_tree_size", "tree_size"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key_hash", LargeBinary(32), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("account", String(64), nullable=False),
+    Column("created_at", String(40), nullable=False),
+    Column("revoked_at", String(40), nullable=True),
+)
+
+APPEND_ONLY = ("entries", "merkle_nodes", "blocks")

@@ -1,0 +1,263 @@
+"""The sequencer: group commit.
+
+Writers hand entries over and wait. One thread collects what has arrived (up to `max_batch`,
+lingering `linger` seconds for more), and seals it as one block in one transaction: entries, Merkle
+nodes, chained header, signed checkpoint and signed block note, then a single durable commit. Only
+then is every waiting writer answered, with an inclusion proof to that block's checkpoint. Under
+load a block holds thousands of entries; idle it holds one; with nothing to do the log still seals
+an empty block every `heartbeat` seconds, so a fresh signature shows it is alive.
+
+The signer is handed in as a function from note text to signed note text, so `ledger` never
+imports `notary`.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from ledger import entry as entry_mod
+from ledger import merkle, note
+from ledger.block import GENESIS_PREV, BlockHeader
+from ledger.errors import Unavailable
+from ledger.store import BlockRow, CachedReader, EntryRow, Store
+
+log = logging.getLogger("copyledger.sequencer")
+
+SignFn = Callable[[str], str]
+
+
+@dataclass(frozen=True)
+class Pending:
+    data: bytes  # canonical leaf data
+    kind: str
+    sha256: str
+    registrant: str
+
+
+@dataclass(frozen=True)
+class Receipt:
+    seq: int
+    leaf_hash: bytes
+    block_height: int
+    tree_size: int
+    root: bytes
+    proof: list[bytes]
+    checkpoint: str
+
+
+@dataclass
+class _Item:
+    pending: Pending
+    future: Future[Receipt]
+
+
+class LogState:
+    """What the sequencer keeps in memory between blocks: tree size, frontier, last block."""
+
+    def __init__(self, size: int, frontier: list[bytes], last: BlockRow | None) -> None:
+        self.size = size
+        self.frontier = frontier
+        self.last = last
+
+    @classmethod
+    def load(cls, store: Store) -> LogState:
+        last = store.latest_block()
+        size = last.header.tree_size if last else 0
+        frontier = store.read_hashes(merkle.frontier_ids(size))
+        return cls(size, frontier, last)
+
+
+class Sequencer:
+    def __init__(
+        self,
+        store: Store,
+        sign: SignFn,
+        origin: str,
+        *,
+        max_batch: int = 10_000,
+        linger: float = 0.002,
+        heartbeat: float = 300.0,
+        max_queue: int = 200_000,
+        on_seal: Callable[[BlockRow], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.sign = sign
+        self.origin = origin
+        self.max_batch = max_batch
+        self.linger = linger
+        self.heartbeat = heartbeat
+        self.on_seal = on_seal
+        self._queue: queue.Queue[_Item | None] = queue.Queue(maxsize=max_queue)
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self.state = LogState.load(store)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.store.acquire_sequencer_lock()
+        self.state = LogState.load(self.store)
+        if self.state.last is None:
+            self._seal([])  # genesis: block 0 signs the empty tree, so there is always a checkpoint
+        self._thread = threading.Thread(target=self._run, name="sequencer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Seal what is queued, then stop."""
+        self._stopping = True
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout)
+            self._thread = None
+        self.store.release_sequencer_lock()
+
+    # -- the writers' side --------------------------------------------------------------------
+
+    def submit(self, pending: Pending) -> Future[Receipt]:
+        if self._stopping or self._thread is None:
+            raise Unavailable("the sequencer is not running")
+        fut: Future[Receipt] = Future()
+        try:
+            self._queue.put_nowait(_Item(pending, fut))
+        except queue.Full:
+            raise Unavailable("the sequencer's queue is full; retry shortly") from None
+        return fut
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        last_seal = time.monotonic()
+        while True:
+            timeout = max(0.0, last_seal + self.heartbeat - time.monotonic())
+            try:
+                first = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                self._seal_guarded([])
+                last_seal = time.monotonic()
+                continue
+            batch, done = self._collect(first)
+            if batch:
+                self._seal_guarded(batch)
+                last_seal = time.monotonic()
+            if done:
+                return
+
+    def _collect(self, first: _Item | None) -> tuple[list[_Item], bool]:
+        if first is None:
+            return self._drain(), True
+        batch = [first]
+        deadline = time.monotonic() + self.linger
+        while len(batch) < self.max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    item = self._queue.get(timeout=left)
+                except queue.Empty:
+                    break
+            if item is None:
+                batch.extend(self._drain())
+                return batch, True
+            batch.append(item)
+        return batch, False
+
+    def _drain(self) -> list[_Item]:
+        out: list[_Item] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return out
+            if item is not None:
+                out.append(item)
+
+    def _seal_guarded(self, batch: list[_Item]) -> None:
+        for i in range(0, max(len(batch), 1), self.max_batch):
+            chunk = batch[i : i + self.max_batch]
+            try:
+                receipts = self._seal([it.pending for it in chunk])
+            except Exception as e:  # answer every waiter; nothing of this block was committed
+                log.exception("sealing a block of %d entries failed", len(chunk))
+                self.state = LogState.load(self.store)
+                err = e if isinstance(e, Unavailable) else Unavailable(
+                    f"sealing failed; nothing was recorded: {e}"
+                )
+                for it in chunk:
+                    it.future.set_exception(err)
+                continue
+            for it, r in zip(chunk, receipts, strict=True):
+                it.future.set_result(r)
+
+    def _seal(self, pendings: Sequence[Pending]) -> list[Receipt]:
+        """Seal one block. Raises before anything is committed, or commits it all."""
+        st = self.state
+        leaves = merkle.leaf_hashes([p.data for p in pendings])
+        appended = merkle.append(st.size, st.frontier, leaves)
+        height = st.last.header.height + 1 if st.last else 0
+        header = BlockHeader(
+            height=height,
+            prev_block_hash=st.last.hash if st.last else GENESIS_PREV,
+            batch_root=merkle.root(leaves),
+            first_seq=st.size,
+            count=len(pendings),
+            tree_size=appended.size,
+            tree_root=appended.root,
+            sealed_at=entry_mod.utc_now(),
+        )
+        bhash = header.hash()
+        checkpoint = self.sign(
+            note.format_checkpoint(note.Checkpoint(self.origin, appended.size, appended.root))
+        )
+        block_note = self.sign(note.block_note_text(self.origin, height, bhash))
+        block = BlockRow(header=header, hash=bhash, checkpoint=checkpoint, block_note=block_note)
+        rows = [
+            EntryRow(
+                seq=st.size + i,
+                leaf_hash=leaves[i],
+                data=p.data,
+                kind=p.kind,
+                sha256=p.sha256,
+                registrant=p.registrant,
+                block_height=height,
+            )
+            for i, p in enumerate(pendings)
+        ]
+        self.store.append_block(rows, appended.nodes, block)  # the one durable commit
+
+        # Proofs for the new entries need only the new nodes and the old frontier.
+        reader = CachedReader(
+            dict(zip(merkle.frontier_ids(st.size), st.frontier, strict=True)), self.store
+        )
+        reader.nodes.update(((lv, ix), hs) for lv, ix, hs in appended.nodes)
+        receipts = [
+            Receipt(
+                seq=r.seq,
+                leaf_hash=r.leaf_hash,
+                block_height=height,
+                tree_size=appended.size,
+                root=appended.root,
+                proof=merkle.inclusion_proof(r.seq, appended.size, reader),
+                checkpoint=checkpoint,
+            )
+            for r in rows
+        ]
+        self.state = LogState(appended.size, appended.frontier, block)
+        if self.on_seal is not None:
+            try:
+                self.on_seal(block)
+            except Exception:
+                log.exception("on_seal hook failed")
+        log.info(
+            "sealed block",
+            extra={"height": height, "count": len(rows), "tree_size": appended.size},
+        )
+        return receipts

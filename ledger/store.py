@@ -1,0 +1,344 @@
+"""Storage: SQLAlchemy Core over SQLite (WAL, embedded default) or PostgreSQL.
+
+The store only reads and writes rows; it never decides what a hash should be. Writes come in one
+shape, a whole sealed block in one transaction, so a crash leaves either the whole block or nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, create_engine, event, func, select, text, tuple_
+from sqlalchemy.exc import IntegrityError as SAIntegrityError
+
+from ledger import merkle
+from ledger.block import BlockHeader
+from ledger.errors import Conflict, NotFound
+from ledger.schema import api_keys, blocks, entries, merkle_nodes
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+SEQUENCER_LOCK_ID = 0x636F70796C656467  # "copyledg": PostgreSQL advisory lock for the one sequencer
+
+
+@dataclass(frozen=True)
+class EntryRow:
+    seq: int
+    leaf_hash: bytes
+    data: bytes
+    kind: str
+    sha256: str
+    registrant: str
+    block_height: int
+
+
+@dataclass(frozen=True)
+class BlockRow:
+    header: BlockHeader
+    hash: bytes
+    checkpoint: str
+    block_note: str
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    id: int
+    prefix: str
+    role: str
+    account: str
+    created_at: str
+    revoked_at: str | None
+
+
+class CachedReader:
+    """In-memory node hashes first, then a fallback reader (the store) for the rest. The
+    sequencer proves fresh entries from the nodes it just computed; the audit checks roots from
+    nodes it recomputed."""
+
+    def __init__(self, nodes: dict[merkle.NodeId, bytes], fallback: merkle.HashReader) -> None:
+        self.nodes = nodes
+        self.fallback = fallback
+
+    def read_hashes(self, ids: Sequence[merkle.NodeId]) -> list[bytes]:
+        missing = [i for i in ids if i not in self.nodes]
+        if missing:
+            self.nodes.update(zip(missing, self.fallback.read_hashes(missing), strict=True))
+        return [self.nodes[i] for i in ids]
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    # FULL: a commit is on disk before the receipt goes out, even across a power cut.
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the latest Alembic revision."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+class Store:
+    """Reads and batched writes. Also a `merkle.HashReader` over the stored node hashes."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._lock_conn: Connection | None = None
+        self._lock_guard = threading.Lock()
+
+    @classmethod
+    def open(cls, url: str, *, migrate_schema: bool = True) -> Store:
+        engine = make_engine(url)
+        if migrate_schema:
+            migrate(engine)
+        return cls(engine)
+
+    def close(self) -> None:
+        self.release_sequencer_lock()
+        self.engine.dispose()
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    # -- the one sequencer ------------------------------------------------------------------
+
+    def acquire_sequencer_lock(self) -> None:
+        """Make this process the only sequencer (PostgreSQL advisory lock; SQLite's writer lock
+        and the primary keys serialise writers there)."""
+        if self.dialect != "postgresql":
+            return
+        with self._lock_guard:
+            if self._lock_conn is not None:
+                return
+            conn = self.engine.connect()
+            got = conn.execute(select(func.pg_try_advisory_lock(SEQUENCER_LOCK_ID))).scalar()
+            conn.commit()
+            if not got:
+                conn.close()
+                raise Conflict("another sequencer already holds this log's lock")
+            self._lock_conn = conn
+
+    def release_sequencer_lock(self) -> None:
+        with self._lock_guard:
+            if self._lock_conn is not None:
+                self._lock_conn.close()
+                self._lock_conn = None
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def append_block(
+        self,
+        rows: Sequence[EntryRow],
+        nodes: Sequence[tuple[int, int, bytes]],
+        block: BlockRow,
+    ) -> None:
+        """Write one sealed block, its entries and its new Merkle nodes in ONE transaction."""
+        h = block.header
+        try:
+            with self.engine.begin() as conn:
+                if rows:
+                    conn.execute(
+                        entries.insert(),
+                        [
+                            {
+                                "seq": r.seq,
+                                "leaf_hash": r.leaf_hash,
+                                "data": r.data,
+                                "kind": r.kind,
+                                "sha256": r.sha256,
+                                "registrant": r.registrant,
+                                "block_height": r.block_height,
+                            }
+                            for r in rows
+                        ],
+                    )
+                if nodes:
+                    conn.execute(
+                        merkle_nodes.insert(),
+                        [{"level": lv, "idx": ix, "hash": hs} for lv, ix, hs in nodes],
+                    )
+                conn.execute(
+                    blocks.insert().values(
+                        height=h.height,
+                        hash=block.hash,
+                        prev_hash=h.prev_block_hash,
+                        batch_root=h.batch_root,
+                        first_seq=h.first_seq,
+                        count=h.count,
+                        tree_size=h.tree_size,
+                        tree_root=h.tree_root,
+                        sealed_at=h.sealed_at,
+                        checkpoint=block.checkpoint,
+                        block_note=block.block_note,
+                    )
+                )
+        except SAIntegrityError as e:
+            raise Conflict(f"block {h.height} conflicts with stored rows (another writer?)") from e
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def read_hashes(self, ids: Sequence[merkle.NodeId]) -> list[bytes]:
+        if not ids:
+            return []
+        wanted = list(dict.fromkeys(ids))
+        with self.engine.connect() as conn:
+            got: dict[tuple[int, int], bytes] = {}
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i : i + 500]
+                q = select(merkle_nodes.c.level, merkle_nodes.c.idx, merkle_nodes.c.hash).where(
+                    tuple_(merkle_nodes.c.level, merkle_nodes.c.idx).in_(chunk)
+                )
+                for lv, ix, hs in conn.execute(q):
+                    got[(lv, ix)] = bytes(hs)
+        try:
+            return [got[i] for i in ids]
+        except KeyError as e:
+            raise NotFound(f"stored Merkle hash {e.args[0]} is missing") from None
+
+    def read_node_range(self, level: int, lo: int, hi: int) -> dict[int, bytes]:
+        """Stored hashes at `level` with lo <= idx < hi (for the audit)."""
+        q = select(merkle_nodes.c.idx, merkle_nodes.c.hash).where(
+            merkle_nodes.c.level == level, merkle_nodes.c.idx >= lo, merkle_nodes.c.idx < hi
+        )
+        with self.engine.connect() as conn:
+            return {ix: bytes(hs) for ix, hs in conn.execute(q)}
+
+    def count_nodes(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(merkle_nodes)).scalar_one())
+
+    def tree_size(self) -> int:
+        last = self.latest_block()
+        return last.header.tree_size if last else 0
+
+    def get_entry(self, seq: int) -> EntryRow:
+        with self.engine.connect() as conn:
+            r = conn.execute(select(entries).where(entries.c.seq == seq)).first()
+        if r is None:
+            raise NotFound(f"no entry with seq {seq}")
+        return _entry(r)
+
+    def iter_entries(self, start: int = 0, chunk: int = 10_000) -> Iterator[list[EntryRow]]:
+        """Entries in seq order, a chunk at a time (for the audit)."""
+        seq = start
+        while True:
+            with self.engine.connect() as conn:
+                rs = conn.execute(
+                    select(entries)
+                    .where(entries.c.seq >= seq)
+                    .order_by(entries.c.seq)
+                    .limit(chunk)
+                ).all()
+            if not rs:
+                return
+            yield [_entry(r) for r in rs]
+            seq = rs[-1].seq + 1
+
+    def search_sha256(self, sha256: str, limit: int = 1000) -> list[EntryRow]:
+        q = select(entries).where(entries.c.sha256 == sha256).order_by(entries.c.seq).limit(limit)
+        with self.engine.connect() as conn:
+            return [_entry(r) for r in conn.execute(q)]
+
+    def get_block(self, height: int) -> BlockRow:
+        with self.engine.connect() as conn:
+            r = conn.execute(select(blocks).where(blocks.c.height == height)).first()
+        if r is None:
+            raise NotFound(f"no block at height {height}")
+        return _block(r)
+
+    def latest_block(self) -> BlockRow | None:
+        with self.engine.connect() as conn:
+            r = conn.execute(select(blocks).order_by(blocks.c.height.desc()).limit(1)).first()
+        return _block(r) if r is not None else None
+
+    def block_for_size(self, tree_size: int) -> BlockRow | None:
+        """The first block whose tree reached `tree_size` exactly, if any."""
+        with self.engine.connect() as conn:
+            r = conn.execute(
+                select(blocks)
+                .where(blocks.c.tree_size == tree_size)
+                .order_by(blocks.c.height)
+                .limit(1)
+            ).first()
+        return _block(r) if r is not None else None
+
+    def iter_blocks(self, chunk: int = 1000) -> Iterator[BlockRow]:
+        height = 0
+        while True:
+            with self.engine.connect() as conn:
+                rs = conn.execute(
+                    select(blocks)
+                    .where(blocks.c.height >= height)
+                    .order_by(blocks.c.height)
+                    .limit(chunk)
+                ).all()
+            if not rs:
+                return
+            for r in rs:
+                yield _block(r)
+            height = rs[-1].height + 1
+
+    # -- API keys -----------------------------------------------------------------------------
+
+    def add_key(
+        self, key_hash: bytes, prefix: str, role: str, account: str, created_at: str
+    ) -> int:
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                api_keys.insert().values(
+                    key_hash=key_hash, prefix=prefix, role=role, account=account,
+                    created_at=created_at,
+                )
+            )
+            pk = res.inserted_primary_key
+            assert pk is not None
+            return int(pk[0])
+
+    def find_key(self, key_hash: bytes) -> KeyRow | None:
+        with self.engine.connect() as conn:
+            r = conn.execute(select(api_keys).where(api_keys.c.key_hash == key_hash)).first()
+        if r is None:
+            return None
+        return KeyRow(r.id, r.prefix, r.role, r.account, r.created_at, r.revoked_at)
+
+    def execute_raw(self, sql: str) -> None:
+        """For tests and operators' tooling only."""
+        with self.engine.begin() as conn:
+            conn.execute(text(sql))
+
+
+def _entry(r: Any) -> EntryRow:
+    return EntryRow(
+        seq=r.seq, leaf_hash=bytes(r.leaf_hash), data=bytes(r.data), kind=r.kind,
+        sha256=r.sha256, registrant=r.registrant, block_height=r.block_height,
+    )
+
+
+def _block(r: Any) -> BlockRow:
+    header = BlockHeader(
+        height=r.height, prev_block_hash=bytes(r.prev_hash), batch_root=bytes(r.batch_root),
+        first_seq=r.first_seq, count=r.count, tree_size=r.tree_size,
+        tree_root=bytes(r.tree_root), sealed_at=r.sealed_at,
+    )
+    return BlockRow(header=header, hash=bytes(r.hash), checkpoint=r.checkpoint,
+                    block_note=r.block_note)
