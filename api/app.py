@@ -1,0 +1,125 @@
+"""The FastAPI application: wiring only. Routers hold the endpoints, `Registry` the state."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api import metrics, problems
+from api.auth import KeyCache
+from api.registry import Registry
+from api.routes import entries, log, works
+from ledger.store import BlockRow
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class BodyLimit:
+    """Refuse request bodies over the limit (413, problem+json) before they are read whole.
+    Multipart uploads get the larger upload limit; they are hashed while streaming."""
+
+    def __init__(self, app: ASGIApp, max_body: int, max_upload: int) -> None:
+        self.app = app
+        self.max_body = max_body
+        self.max_upload = max_upload
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        ctype = headers.get(b"content-type", b"")
+        limit = self.max_upload if ctype.startswith(b"multipart/") else self.max_body
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._reject(scope, receive, send, limit)
+            return
+        seen = 0
+
+        async def counting() -> Message:
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > limit:
+                    raise _TooLarge()
+            return msg
+
+        try:
+            await self.app(scope, counting, send)
+        except _TooLarge:
+            await self._reject(scope, receive, send, limit)
+
+    @staticmethod
+    async def _reject(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        resp = problems.problem(413, "payload-too-large", "Request body too large",
+                                f"the limit is {limit} bytes", scope.get("path", ""))
+        await resp(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _on_seal(block: BlockRow) -> None:
+    metrics.BLOCKS.inc()
+    metrics.ENTRIES.inc(block.header.count)
+    metrics.BATCH.observe(block.header.count)
+    metrics.TREE_SIZE.set(block.header.tree_size)
+    metrics.BLOCK_HEIGHT.set(block.header.height)
+
+
+def create_app(registry: Registry, *, manage: bool = True) -> FastAPI:
+    """The app for a registry. With `manage`, the app starts and stops the sequencer."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if manage:
+            registry.start()
+        try:
+            yield
+        finally:
+            if manage:
+                registry.stop()
+
+    app = FastAPI(
+        title="copyledger",
+        version="1",
+        summary="Copyright evidence registry on an RFC 6962 transparency log",
+        description="Every answer is checkable offline: entries are leaves of an RFC 6962 tree, "
+        "checkpoints are C2SP signed notes, and receipts are inclusion proofs. Errors are "
+        "RFC 9457 application/problem+json.",
+        lifespan=lifespan,
+    )
+    app.state.registry = registry
+    app.state.keys = KeyCache(registry.store)
+    registry.sequencer.on_seal = _on_seal
+    problems.install(app)
+    app.include_router(works.router)
+    app.include_router(entries.router)
+    app.include_router(log.router)
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus() -> Response:
+        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/healthz", tags=["operator"], summary="Liveness and log size")
+    def healthz(request: Request) -> JSONResponse:
+        st = registry.sequencer.state
+        return JSONResponse({"status": "ok", "tree_size": st.size})
+
+    app.add_middleware(
+        BodyLimit,  # type: ignore[arg-type]
+        max_body=registry.settings.max_body_bytes,
+        max_upload=registry.settings.max_upload_bytes,
+    )
+    return app

@@ -1,0 +1,98 @@
+"""Shared helpers for the routers: the registry on app state, JSON bodies with limits, hex."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, TypeVar
+
+from fastapi import Request
+from pydantic import BaseModel, ValidationError
+
+from api.registry import Registry
+from ledger import entry as entry_mod
+from ledger import jcs
+from ledger.errors import InvalidInput, PayloadTooLarge
+from ledger.sequencer import Pending, Receipt
+from ledger.store import EntryRow
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def registry(request: Request) -> Registry:
+    reg: Registry = request.app.state.registry
+    return reg
+
+
+async def json_body(request: Request, model: type[M]) -> M:
+    limit = registry(request).settings.max_body_bytes
+    body = await request.body()
+    if len(body) > limit:
+        raise PayloadTooLarge(f"request body is {len(body)} bytes; the limit is {limit}")
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as e:
+        errors = [
+            {"field": ".".join(str(p) for p in err["loc"]) or "body", "message": err["msg"]}
+            for err in e.errors()
+        ]
+        detail = "; ".join(f"{x['field']}: {x['message']}" for x in errors)
+        raise InvalidInput(detail, errors=errors) from None
+
+
+async def append(request: Request, entry: dict[str, Any]) -> tuple[Receipt, dict[str, Any]]:
+    """Canonicalise an entry, hand it to the sequencer and wait for its durable receipt."""
+    data = entry_mod.canonical_bytes(entry)
+    pending = Pending(
+        data=data,
+        kind=str(entry["kind"]),
+        sha256=entry_mod.content_sha256(entry),
+        registrant=str(entry["registrant"]),
+    )
+    fut = registry(request).sequencer.submit(pending)
+    receipt = await asyncio.wrap_future(fut)
+    return receipt, entry
+
+
+def registration_json(receipt: Receipt, entry: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "seq": receipt.seq,
+        "leaf_hash": receipt.leaf_hash.hex(),
+        "block_height": receipt.block_height,
+        "entry": entry,
+        "receipt": {
+            "tree_size": receipt.tree_size,
+            "root": receipt.root.hex(),
+            "proof": [p.hex() for p in receipt.proof],
+            "checkpoint": receipt.checkpoint,
+        },
+    }
+
+
+def entry_json(row: EntryRow) -> dict[str, Any]:
+    obj = jcs.parse(row.data)
+    return {
+        "seq": row.seq,
+        "leaf_hash": row.leaf_hash.hex(),
+        "block_height": row.block_height,
+        "entry": obj,
+    }
+
+
+def parse_hex_hash(value: str, field: str) -> bytes:
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise InvalidInput(f"{field}: must be 64 lowercase hex characters",
+                           errors=[{"field": field, "message": "must be 64 lowercase hex"}])
+    return bytes.fromhex(value)
+
+
+def parse_metadata(raw: str | None) -> dict[str, Any] | None:
+    if raw is None or raw == "":
+        return None
+    try:
+        v = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise InvalidInput(f"metadata: not JSON: {e}") from None
+    if not isinstance(v, dict):
+        raise InvalidInput("metadata: must be a JSON object")
+    return v

@@ -1,0 +1,111 @@
+"""Settings: command-line flag, then environment variable, then `config.toml` in the data
+directory, then default. One place, so `serve`, `audit` and `keys` agree on where things are."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from ledger.errors import InvalidInput
+
+ENV_PREFIX = "COPYLEDGER_"
+CONFIG_FILE = "config.toml"
+DEFAULT_DATA_DIR = "copyledger-data"
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path(DEFAULT_DATA_DIR)
+    database: str = ""  # SQLAlchemy URL; empty = SQLite file in the data directory
+    origin: str = "localhost/copyledger"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    linger_ms: float = 2.0  # how long the sequencer waits for more entries before sealing
+    max_batch: int = 10_000
+    heartbeat_s: float = 300.0  # idle: seal an empty, freshly signed block this often
+    max_body_bytes: int = 65_536  # JSON request bodies
+    max_upload_bytes: int = 2 * 1024**3  # multipart file uploads (hashed while streaming)
+    log_level: str = "info"
+    log_json: bool = True
+    key_passphrase_env: str = "COPYLEDGER_KEY_PASSPHRASE"
+
+    @property
+    def database_url(self) -> str:
+        return self.database or f"sqlite:///{self.data_dir / 'ledger.sqlite3'}"
+
+    @property
+    def log_key_path(self) -> Path:
+        return self.data_dir / "notary" / "log-key.pem"
+
+    @property
+    def verifier_key_path(self) -> Path:
+        return self.data_dir / "notary" / "log.vkey"
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / CONFIG_FILE
+
+
+def _coerce(name: str, typ: Any, raw: object) -> object:
+    try:
+        if typ in (int, "int"):
+            return int(str(raw))
+        if typ in (float, "float"):
+            return float(str(raw))
+        if typ in (bool, "bool"):
+            if isinstance(raw, bool):
+                return raw
+            return str(raw).strip().lower() in ("1", "true", "yes", "on")
+        if typ in (Path, "Path"):
+            return Path(str(raw))
+        return str(raw)
+    except ValueError:
+        raise InvalidInput(f"setting {name}: cannot read {raw!r} as {typ}") from None
+
+
+def load(data_dir: str | Path | None = None, **overrides: object) -> Settings:
+    """Resolve settings. `overrides` are command-line values; None means "not given"."""
+    env = os.environ
+    dd = Path(
+        str(data_dir)
+        if data_dir is not None
+        else env.get(ENV_PREFIX + "DATA_DIR", DEFAULT_DATA_DIR)
+    )
+    values: dict[str, object] = {}
+    cfg_path = dd / CONFIG_FILE
+    if cfg_path.exists():
+        try:
+            values.update(tomllib.loads(cfg_path.read_text()))
+        except tomllib.TOMLDecodeError as e:
+            raise InvalidInput(f"{cfg_path}: {e}") from None
+    known = {f.name: f.type for f in fields(Settings)}
+    unknown = set(values) - set(known)
+    if unknown:
+        raise InvalidInput(f"{cfg_path}: unknown settings {sorted(unknown)}")
+    for name in known:
+        if ENV_PREFIX + name.upper() in env and name != "data_dir":
+            values[name] = env[ENV_PREFIX + name.upper()]
+    for name, v in overrides.items():
+        if name not in known:
+            raise InvalidInput(f"unknown setting {name}")
+        if v is not None:
+            values[name] = v
+    values.pop("data_dir", None)
+    s = Settings(data_dir=dd)
+    return replace(s, **{k: _coerce(k, known[k], v) for k, v in values.items()})
+
+
+def write_config(s: Settings) -> None:
+    """Record what `init` chose (origin, database) so later commands need no flags."""
+    lines = [f"origin = {_toml_str(s.origin)}"]
+    if s.database:
+        lines.append(f"database = {_toml_str(s.database)}")
+    s.data_dir.mkdir(parents=True, exist_ok=True)
+    s.config_path.write_text("\n".join(lines) + "\n")
+
+
+def _toml_str(v: str) -> str:
+    return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -1,0 +1,327 @@
+"""The `copyledger` command: one small function per command, calling the packages."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import httpx
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from api import settings as settings_mod
+from ledger import merkle, note
+from ledger.audit import audit as run_audit
+from ledger.errors import CopyledgerError
+
+app = typer.Typer(
+    name="copyledger",
+    help="Copyright evidence registry on an RFC 6962 transparency log.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+out = Console()
+err = Console(stderr=True)
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", envvar="COPYLEDGER_DATA_DIR", help="registry data directory"),
+]
+Database = Annotated[
+    str | None,
+    typer.Option("--database", envvar="COPYLEDGER_DATABASE",
+                 help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db (default: SQLite "
+                 "in the data directory)"),
+]
+Json = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+Server = Annotated[
+    str, typer.Option("--server", envvar="COPYLEDGER_SERVER", help="registry URL")
+]
+ApiKey = Annotated[
+    str | None, typer.Option("--api-key", envvar="COPYLEDGER_API_KEY", help="Bearer API key")
+]
+
+
+def _die(msg: str, code: int = 2) -> NoReturn:
+    err.print(f"[red]error:[/red] {msg}")
+    raise typer.Exit(code)
+
+
+def _emit(as_json: bool, obj: Any, human: str | None = None) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+    elif human is not None:
+        out.print(human)
+
+
+def _settings(data_dir: Path | None, database: str | None = None, **kw: Any) -> Any:
+    try:
+        return settings_mod.load(data_dir, database=database, **kw)
+    except CopyledgerError as e:
+        _die(e.detail)
+
+
+@app.command()
+def init(
+    data_dir: DataDir = None,
+    database: Database = None,
+    origin: Annotated[
+        str | None, typer.Option(help="log origin, e.g. registry.example/log")
+    ] = None,
+    as_json: Json = False,
+) -> None:
+    """Create a registry: data directory, config, notary key (mode 0600) and database schema."""
+    from api.registry import init_data_dir
+
+    s = _settings(data_dir, database, origin=origin)
+    try:
+        r = init_data_dir(s)
+    except CopyledgerError as e:
+        _die(e.detail)
+    _emit(as_json, {"data_dir": str(s.data_dir), "origin": s.origin, "verifier_key":
+                    r.verifier_key, "created_key": r.created_key, "database": _redact(s)},
+          f"registry in [bold]{s.data_dir}[/bold]\norigin       {s.origin}\n"
+          f"verifier key {r.verifier_key}\n"
+          + ("new notary key written (mode 0600)" if r.created_key else "existing key kept"))
+
+
+def _redact(s: Any) -> str:
+    url: str = s.database_url
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':')[0]}:***@{host}"
+    return url
+
+
+@app.command()
+def serve(
+    data_dir: DataDir = None,
+    database: Database = None,
+    host: Annotated[str | None, typer.Option(envvar="COPYLEDGER_HOST")] = None,
+    port: Annotated[int | None, typer.Option(envvar="COPYLEDGER_PORT")] = None,
+) -> None:
+    """Run the registry's HTTP API (creates the registry on first start)."""
+    import uvicorn
+
+    from api.app import create_app
+    from api.logs import configure
+    from api.registry import Registry
+
+    s = _settings(data_dir, database, host=host, port=port)
+    configure(s.log_level, s.log_json)
+    try:
+        reg = Registry.open(s)
+    except CopyledgerError as e:
+        _die(e.detail)
+    err.print(f"copyledger: serving {s.origin} from {s.data_dir} on http://{s.host}:{s.port} "
+              f"(docs at /docs)")
+    uvicorn.run(create_app(reg), host=s.host, port=s.port, log_level="warning",
+                access_log=False)
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[str, typer.Option(help="creator, platform, court or admin")],
+    account: Annotated[str, typer.Option(help="the account the key acts for")] = "default",
+    data_dir: DataDir = None,
+    database: Database = None,
+    as_json: Json = False,
+) -> None:
+    """Mint an API key. It is printed once; only its hash is stored."""
+    from api.auth import mint_key
+    from api.registry import open_store
+
+    s = _settings(data_dir, database)
+    try:
+        store = open_store(s)
+        secret, row = mint_key(store, role, account)
+    except CopyledgerError as e:
+        _die(e.detail)
+    store.close()
+    _emit(as_json, {"key": secret, "role": row.role, "account": row.account, "id": row.id},
+          f"{secret}\n[dim]role {row.role}, account {row.account}; shown once, keep it safe[/dim]")
+
+
+def _hash_files(paths: list[Path], show: bool) -> list[tuple[Path, str, int]]:
+    total = sum(p.stat().st_size for p in paths)
+    results = []
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+        TimeRemainingColumn(), console=err, disable=not show, transient=True,
+    ) as prog:
+        task = prog.add_task("hashing", total=total)
+        for p in paths:
+            h = hashlib.sha256()
+            with p.open("rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+                    prog.advance(task, len(chunk))
+            results.append((p, h.hexdigest(), p.stat().st_size))
+    return results
+
+
+def _problem(r: httpx.Response) -> str:
+    try:
+        body = r.json()
+        return f"{r.status_code} {body.get('title')}: {body.get('detail')}"
+    except ValueError:
+        return f"{r.status_code} {r.text[:200]}"
+
+
+@app.command()
+def register(
+    files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, readable=True)],
+    title: Annotated[str | None, typer.Option(help="title (default: the file name)")] = None,
+    creator: Annotated[
+        list[str] | None, typer.Option("--creator", help="repeat per creator")
+    ] = None,
+    work_type: Annotated[str, typer.Option(help="text, image, audio, video, software, "
+                                                 "dataset, other")] = "other",
+    license: Annotated[str | None, typer.Option(help="licence, e.g. CC-BY-4.0")] = None,
+    server: Server = "http://127.0.0.1:8000",
+    api_key: ApiKey = None,
+    receipts: Annotated[Path | None, typer.Option(help="directory to save receipts in")] = None,
+    as_json: Json = False,
+) -> None:
+    """Hash files locally (they never leave this machine) and register them."""
+    if not api_key:
+        _die("an API key is needed: --api-key or COPYLEDGER_API_KEY")
+    hashed = _hash_files(files, show=not as_json and sys.stderr.isatty())
+    results = []
+    failed = False
+    with httpx.Client(base_url=server, timeout=60,
+                      headers={"Authorization": f"Bearer {api_key}"}) as client:
+        for path, sha, size in hashed:
+            body = {"sha256": sha, "size": size, "title": title or path.name,
+                    "creators": creator or ["unknown"], "work_type": work_type}
+            if license:
+                body["license"] = license
+            try:
+                r = client.post("/v1/works", json=body)
+            except httpx.HTTPError as e:
+                _die(f"cannot reach {server}: {e}")
+            if r.status_code != 201:
+                failed = True
+                results.append({"file": str(path), "sha256": sha, "error": _problem(r)})
+                continue
+            reg = r.json()
+            _check_receipt(reg)
+            if receipts:
+                receipts.mkdir(parents=True, exist_ok=True)
+                (receipts / f"{reg['seq']}.json").write_text(json.dumps(reg, indent=2))
+            results.append({"file": str(path), "sha256": sha, "seq": reg["seq"],
+                            "leaf_hash": reg["leaf_hash"],
+                            "tree_size": reg["receipt"]["tree_size"]})
+    if as_json:
+        _emit(True, results)
+    else:
+        t = Table("file", "sha256", "seq", "result")
+        for res in results:
+            t.add_row(res["file"], res["sha256"][:16] + "…", str(res.get("seq", "")),
+                      res.get("error", "registered, receipt verified"))
+        out.print(t)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _check_receipt(reg: dict[str, Any]) -> None:
+    """The receipt's proof must lead from the leaf to the root it names; the checkpoint must
+    carry that root (its signature is checked against the log's key by `verify`)."""
+    rc = reg["receipt"]
+    merkle.verify_inclusion(reg["seq"], rc["tree_size"], bytes.fromhex(reg["leaf_hash"]),
+                            [bytes.fromhex(p) for p in rc["proof"]], bytes.fromhex(rc["root"]))
+    cp = note.parse_checkpoint(note.parse_note(rc["checkpoint"]).text)
+    if cp.size != rc["tree_size"] or cp.root.hex() != rc["root"]:
+        raise CopyledgerError("the receipt's checkpoint does not match its proof")
+
+
+@app.command()
+def proof(
+    seq: Annotated[int, typer.Argument(min=0)],
+    tree_size: Annotated[int | None, typer.Option(help="default: the latest")] = None,
+    server: Server = "http://127.0.0.1:8000",
+    as_json: Json = False,
+) -> None:
+    """Fetch an entry's inclusion proof and check it against the log's signed checkpoint."""
+    with httpx.Client(base_url=server, timeout=30) as client:
+        try:
+            params = {"tree_size": tree_size} if tree_size else {}
+            r = client.get(f"/v1/entries/{seq}/proof", params=params)
+            if r.status_code != 200:
+                _die(_problem(r))
+            p = r.json()
+            log = client.get("/v1/log").json()
+        except httpx.HTTPError as e:
+            _die(f"cannot reach {server}: {e}")
+    try:
+        merkle.verify_inclusion(seq, p["tree_size"], bytes.fromhex(p["leaf_hash"]),
+                                [bytes.fromhex(h) for h in p["proof"]], bytes.fromhex(p["root"]))
+        signed = None
+        if p.get("checkpoint"):
+            n, _ = note.verify_note(p["checkpoint"], [note.parse_verifier_key(log["verifier_key"])])
+            cp = note.parse_checkpoint(n.text)
+            if (cp.size, cp.root.hex()) != (p["tree_size"], p["root"]):
+                raise CopyledgerError("checkpoint does not match the proof")
+            signed = True
+    except CopyledgerError as e:
+        _die(f"proof does NOT verify: {e.detail}", 1)
+    p["verified"] = True
+    p["checkpoint_verified"] = signed
+    _emit(as_json, p, f"seq {seq} is included in the tree of size {p['tree_size']} "
+          f"(root {p['root'][:16]}…): proof of {len(p['proof'])} hashes verified"
+          + ("; checkpoint signature verified" if signed else ""))
+
+
+@app.command()
+def audit(
+    data_dir: DataDir = None,
+    database: Database = None,
+    as_json: Json = False,
+) -> None:
+    """Recompute every hash, node, block link, root and signature from the database."""
+    from api.registry import open_store, read_verifier_key
+
+    s = _settings(data_dir, database)
+    try:
+        store = open_store(s)
+        vkey = read_verifier_key(s)
+    except CopyledgerError as e:
+        _die(e.detail)
+    show = not as_json and sys.stderr.isatty()
+    with Progress(TextColumn("auditing"), BarColumn(), TextColumn("{task.completed} entries"),
+                  console=err, disable=not show, transient=True) as prog:
+        task = prog.add_task("audit", total=store.tree_size())
+        rep = run_audit(store, vkey, progress=lambda n: prog.advance(task, n))
+    store.close()
+    obj = {k: getattr(rep, k) for k in ("ok", "entries", "blocks", "nodes", "tree_size", "root",
+                                        "problem", "bad_seq", "bad_height", "checked")}
+    if rep.ok:
+        checks = "\n".join(f"  ✓ {c}" for c in rep.checked)
+        _emit(as_json, obj, "[green]audit OK[/green]\n" + checks)
+    else:
+        where = (f"seq {rep.bad_seq}" if rep.bad_seq is not None
+                 else f"block {rep.bad_height}" if rep.bad_height is not None else "log")
+        _emit(as_json, obj, f"[red]audit FAILED[/red] at {where}: {rep.problem}")
+        raise typer.Exit(1)
+
+
+def main() -> None:  # pragma: no cover - console entry
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    app()
