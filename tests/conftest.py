@@ -1,0 +1,112 @@
+"""Shared fixtures: a real PostgreSQL server started by the tests, registries on either engine,
+API clients, and the independent Go checker (tlogcheck)."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("COPYLEDGER_SHARED", REPO.parent / "shared"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _missing(what: str, env: str) -> None:
+    if os.environ.get(env) == "1":
+        pytest.fail(f"{what} is required in this run ({env}=1) but is not available")
+    pytest.skip(f"{what} is not available")
+
+
+class PostgresServer:
+    """A throw-away PostgreSQL cluster on a loopback port, trust auth, fsync on."""
+
+    def __init__(self) -> None:
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        if not bins:
+            raise FileNotFoundError("initdb")
+        self.bindir = Path(bins[-1]).parent
+        self.root = Path(tempfile.mkdtemp(prefix="copyledger-pg-"))
+        self.datadir = self.root / "data"
+        self.port = _free_port()
+        self.as_root = os.geteuid() == 0
+        if self.as_root:
+            shutil.chown(self.root, "postgres", "postgres")
+        self._run([str(self.bindir / "initdb"), "-D", str(self.datadir), "-A", "trust",
+                   "-U", "postgres", "--no-sync", "-E", "UTF8"])
+        self._run([str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-w", "-l",
+                   str(self.root / "log"), "-o",
+                   f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+                   "-c max_connections=200", "start"])
+
+    def _run(self, cmd: list[str]) -> None:
+        if self.as_root:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        subprocess.run(cmd, check=True, capture_output=True, cwd=self.root)
+
+    def url(self, db: str = "postgres") -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{db}"
+
+    def new_database(self) -> str:
+        import psycopg
+
+        name = "t_" + uuid.uuid4().hex[:12]
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
+                             autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def stop(self) -> None:
+        try:
+            self._run([str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate",
+                       "stop"])
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    try:
+        server = PostgresServer()
+    except (FileNotFoundError, subprocess.CalledProcessError) as e:
+        _missing(f"a PostgreSQL server ({e})", "COPYLEDGER_REQUIRE_POSTGRES")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test that takes this runs once on SQLite and once on a real PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    server: PostgresServer = request.getfixturevalue("pg_server")
+    return server.new_database()
+
+
+@pytest.fixture(scope="session")
+def tlogcheck() -> str:
+    """Path to tlogcheck, built from ../shared/tools/tlogcheck on Go's sumdb/tlog and note."""
+    build = SHARED / "tools" / "tlogcheck" / "build"
+    if not build.exists():
+        _missing(f"tlogcheck ({build})", "COPYLEDGER_REQUIRE_TLOGCHECK")
+    out = Path(tempfile.mkdtemp(prefix="tlogcheck-")) / "tlogcheck"
+    try:
+        r = subprocess.run([str(build), str(out)], capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        _missing("tlogcheck (build timed out)", "COPYLEDGER_REQUIRE_TLOGCHECK")
+    if r.returncode != 0:
+        _missing(f"tlogcheck (build failed: {r.stderr.strip()})", "COPYLEDGER_REQUIRE_TLOGCHECK")
+    return r.stdout.strip().splitlines()[-1]

@@ -1,0 +1,36 @@
+"""Small builders the tests share."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from api.registry import Registry
+from api.settings import Settings
+
+
+def settings_for(tmp: Path, database_url: str = "", **kw: Any) -> Settings:
+    base = Settings(data_dir=tmp / "data", database=database_url, origin="test.example/log",
+                    linger_ms=1.0, heartbeat_s=3600.0, log_json=False)
+    return Settings(**{**base.__dict__, **kw})
+
+
+def open_registry(tmp: Path, database_url: str = "", **kw: Any) -> Registry:
+    return Registry.open(settings_for(tmp, database_url, **kw))
+
+
+def sha(i: int | str | bytes) -> str:
+    data = i if isinstance(i, bytes) else str(i).encode()
+    return hashlib.sha256(data).hexdigest()
+
+
+def work_body(i: int | str, **kw: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "sha256": sha(i),
+        "title": f"Work {i}",
+        "creators": ["Ada Example"],
+        "work_type": "image",
+    }
+    body.update(kw)
+    return body

@@ -1,0 +1,82 @@
+"""The command line: init, keys, register (against a real server), proof, audit."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from tests.server import ServerProcess
+
+runner = CliRunner()
+
+
+def run(*args: str) -> tuple[int, str]:
+    r = runner.invoke(app, list(args))
+    return r.exit_code, r.stdout + (r.stderr if r.stderr_bytes else "")
+
+
+def test_init_is_idempotent_and_key_is_private(tmp_path: Path) -> None:
+    d = tmp_path / "reg"
+    code, out = run("init", "--data-dir", str(d), "--origin", "example.org/log", "--json")
+    assert code == 0, out
+    first = json.loads(out)
+    assert first["created_key"] is True and first["verifier_key"].startswith("example.org/log+")
+    key = d / "notary" / "log-key.pem"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    code, out = run("init", "--data-dir", str(d), "--json")
+    assert code == 0 and json.loads(out)["created_key"] is False
+    assert json.loads(out)["verifier_key"] == first["verifier_key"]  # origin came from config
+
+
+def test_keys_and_audit_without_a_server(tmp_path: Path) -> None:
+    d = str(tmp_path / "reg")
+    assert run("init", "--data-dir", d)[0] == 0
+    code, out = run("keys", "create", "--role", "creator", "--account", "alice", "--data-dir", d,
+                    "--json")
+    assert code == 0 and json.loads(out)["key"].startswith("cl_")
+    code, out = run("keys", "create", "--role", "emperor", "--data-dir", d)
+    assert code == 2 and "role" in out
+    code, out = run("audit", "--data-dir", d, "--json")
+    assert code == 0 and json.loads(out)["ok"] is True
+
+
+def test_audit_on_missing_registry_is_a_clear_error(tmp_path: Path) -> None:
+    code, out = run("audit", "--data-dir", str(tmp_path / "nothing"))
+    assert code == 2 and "copyledger init" in out
+
+
+@pytest.mark.slow
+def test_register_proof_audit_with_running_server(tmp_path: Path) -> None:
+    d = tmp_path / "reg"
+    assert run("init", "--data-dir", str(d))[0] == 0
+    key = json.loads(run("keys", "create", "--role", "creator", "--data-dir", str(d),
+                         "--json")[1])["key"]
+    files = []
+    for i in range(3):
+        f = tmp_path / f"work{i}.txt"
+        f.write_bytes(os.urandom(100_000 + i))
+        files.append(str(f))
+    srv = ServerProcess(d).start()
+    try:
+        code, out = run("register", *files, "--server", srv.url, "--api-key", key,
+                        "--work-type", "text", "--creator", "Ada", "--json")
+        assert code == 0, out
+        res = json.loads(out)
+        assert [r["seq"] for r in res] == [0, 1, 2]
+        code, out = run("proof", "1", "--server", srv.url, "--json")
+        assert code == 0, out
+        p = json.loads(out)
+        assert p["verified"] is True and p["checkpoint_verified"] is True
+        code, out = run("register", files[0], "--server", srv.url, "--api-key", "cl_wrong")
+        assert code == 1 and "401" in out
+        # audit works while the server runs on the same data directory
+        code, out = run("audit", "--data-dir", str(d), "--json")
+        assert code == 0 and json.loads(out)["entries"] == 3
+    finally:
+        srv.stop()

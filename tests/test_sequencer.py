@@ -1,0 +1,127 @@
+"""Group commit: batching, no gaps, receipts, heartbeat, and failure that writes nothing."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ledger import entry as entry_mod
+from ledger import merkle, note
+from ledger.errors import Unavailable
+from ledger.sequencer import Pending, Sequencer
+from ledger.store import Store
+from notary.signer import FileSigner, sign_note
+from tests.helpers import sha
+
+
+def pending(i: int) -> Pending:
+    e = entry_mod.build_work(registrant="alice", received_at=entry_mod.utc_now(), sha256=sha(i),
+                             title=f"w{i}", creators=["A"], work_type="text")
+    return Pending(entry_mod.canonical_bytes(e), "work", sha(i), "alice")
+
+
+@pytest.fixture
+def signer(tmp_path: Path) -> FileSigner:
+    return FileSigner.generate("test.example/log", tmp_path / "k.pem")
+
+
+def make(store: Store, signer: FileSigner, **kw: float) -> Sequencer:
+    return Sequencer(store, lambda t: sign_note(t, [signer]), "test.example/log", **kw)  # type: ignore[arg-type]
+
+
+def test_concurrent_writers_get_gapless_seqs_and_valid_receipts(
+    database_url: str, signer: FileSigner
+) -> None:
+    store = Store.open(database_url)
+    seq = make(store, signer, linger=0.02)
+    seq.start()
+    verifier = note.parse_verifier_key(
+        note.format_verifier_key(signer.name, signer.public_key))
+    receipts = []
+    lock = threading.Lock()
+
+    def writer(base: int) -> None:
+        futs = [seq.submit(pending(base * 100 + i)) for i in range(25)]
+        got = [f.result(timeout=30) for f in futs]
+        with lock:
+            receipts.extend(got)
+
+    threads = [threading.Thread(target=writer, args=(b,)) for b in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seq.stop()
+    assert sorted(r.seq for r in receipts) == list(range(200))
+    blocks = list(store.iter_blocks())
+    assert len(blocks) < 1 + 200  # batched: fewer blocks than entries
+    for r in receipts:
+        merkle.verify_inclusion(r.seq, r.tree_size, r.leaf_hash, r.proof, r.root)
+        n, _ = note.verify_note(r.checkpoint, [verifier])
+        assert note.parse_checkpoint(n.text).root == r.root
+        assert store.get_entry(r.seq).leaf_hash == r.leaf_hash
+    store.close()
+
+
+def test_restart_continues_the_same_tree(tmp_path: Path, signer: FileSigner) -> None:
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    store = Store.open(url)
+    s1 = make(store, signer)
+    s1.start()
+    first = [s1.submit(pending(i)).result(10) for i in range(5)]
+    s1.stop()
+    store2 = Store.open(url)
+    s2 = make(store2, signer)
+    s2.start()
+    r = s2.submit(pending(99)).result(10)
+    s2.stop()
+    assert r.seq == 5
+    old = first[-1]
+    proof = merkle.consistency_proof(old.tree_size, r.tree_size, store2)
+    merkle.verify_consistency(old.tree_size, r.tree_size, old.root, r.root, proof)
+
+
+def test_heartbeat_seals_fresh_empty_blocks(tmp_path: Path, signer: FileSigner) -> None:
+    store = Store.open(f"sqlite:///{tmp_path / 'l.db'}")
+    s = make(store, signer, heartbeat=0.05)
+    s.start()
+    s.submit(pending(1)).result(10)
+    time.sleep(0.4)
+    s.stop()
+    blocks = list(store.iter_blocks())
+    empties = [b for b in blocks[2:] if b.header.count == 0]
+    assert len(empties) >= 2
+    assert all(b.header.tree_size == 1 for b in empties)
+    assert len({b.block_note for b in empties}) == len(empties)  # each freshly signed
+
+
+def test_signing_failure_writes_nothing_and_answers_503(tmp_path: Path, signer: FileSigner) -> None:
+    store = Store.open(f"sqlite:///{tmp_path / 'l.db'}")
+    broken = {"on": False}
+
+    def sign(text: str) -> str:
+        if broken["on"]:
+            raise OSError("HSM unplugged")
+        return sign_note(text, [signer])
+
+    s = Sequencer(store, sign, "test.example/log", linger=0.001)
+    s.start()
+    s.submit(pending(0)).result(10)
+    broken["on"] = True
+    fut = s.submit(pending(1))
+    with pytest.raises(Unavailable, match="nothing was recorded"):
+        fut.result(10)
+    assert store.tree_size() == 1
+    broken["on"] = False
+    assert s.submit(pending(2)).result(10).seq == 1  # no gap
+    s.stop()
+
+
+def test_submit_when_stopped_is_unavailable(tmp_path: Path, signer: FileSigner) -> None:
+    store = Store.open(f"sqlite:///{tmp_path / 'l.db'}")
+    s = make(store, signer)
+    with pytest.raises(Unavailable):
+        s.submit(pending(0))
