@@ -337,9 +337,23 @@ def tree_hash(size: int, reader: HashReader) -> bytes:
 
 def inclusion_proof(index: int, size: int, reader: HashReader) -> list[bytes]:
     """RFC 9162 inclusion proof of leaf `index` in the tree of `size` leaves."""
-    if size <= 0 or not 0 <= index < size:
-        raise InvalidInput(f"leaf index {index} is not in a tree of size {size}")
-    return _range_hashes(_inclusion_ranges(index, size), reader)
+    return inclusion_proofs([index], size, reader)[0]
+
+
+def inclusion_proofs(
+    indexes: Sequence[int], size: int, reader: HashReader
+) -> list[list[bytes]]:
+    """Inclusion proofs for many leaves of one tree, sharing work: the subtrees they have in
+    common (the old frontier, the right edge) are read and hashed once, in ONE read. This is
+    how the sequencer proves a whole block's entries at the cost of a few hashes each."""
+    plans = []
+    for index in indexes:
+        if size <= 0 or not 0 <= index < size:
+            raise InvalidInput(f"leaf index {index} is not in a tree of size {size}")
+        plans.append(_inclusion_ranges(index, size))
+    unique = list(dict.fromkeys(r for plan in plans for r in plan))
+    hashes = dict(zip(unique, _range_hashes(unique, reader), strict=True))
+    return [[hashes[r] for r in plan] for plan in plans]
 
 
 def consistency_proof(old_size: int, new_size: int, reader: HashReader) -> list[bytes]:

@@ -238,6 +238,7 @@ class Sequencer:
             dict(zip(merkle.frontier_ids(st.size), st.frontier, strict=True)), self.store
         )
         reader.nodes.update(((lv, ix), hs) for lv, ix, hs in appended.nodes)
+        proofs = merkle.inclusion_proofs([r.seq for r in rows], appended.size, reader)
         receipts = [
             Receipt(
                 seq=r.seq,
@@ -245,10 +246,10 @@ class Sequencer:
                 block_height=height,
                 tree_size=appended.size,
                 root=appended.root,
-                proof=merkle.inclusion_proof(r.seq, appended.size, reader),
+                proof=proof,
                 checkpoint=checkpoint,
             )
-            for r in rows
+            for r, proof in zip(rows, proofs, strict=True)
         ]
         self.state = LogState(appended.size, appended.frontier, block)
         if self.on_seal is not None:

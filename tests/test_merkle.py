@@ -30,6 +30,7 @@ from ledger.merkle import (
     consistency_proof,
     frontier_ids,
     inclusion_proof,
+    inclusion_proofs,
     leaf_hash,
     leaf_hashes,
     node_hash,
@@ -308,6 +309,19 @@ def test_inclusion_proof_matches_naive(case: tuple[list[bytes], int, int]) -> No
     assert tree_hash(size, reader) == r
     assert root_from_inclusion_proof(index, size, d[index], proof) == r
     verify_inclusion(index, size, d[index], proof, r)
+
+
+@FAST
+@given(st.integers(1, 200), st.data())
+def test_batch_inclusion_proofs_equal_single_ones(n: int, data: st.DataObject) -> None:
+    d = make_leaves(n)
+    size = data.draw(st.integers(1, n))
+    lo = data.draw(st.integers(0, size - 1))
+    hi = data.draw(st.integers(lo + 1, size))
+    counting = CountingReader(build(d))
+    proofs = inclusion_proofs(list(range(lo, hi)), size, counting)
+    assert len(counting.calls) <= 1  # one read for the whole batch
+    assert proofs == [naive_path(i, d[:size]) for i in range(lo, hi)]
 
 
 @st.composite
