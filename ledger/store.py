@@ -22,6 +22,9 @@ from ledger.block import BlockHeader
 from ledger.errors import Conflict, NotFound
 from ledger.schema import api_keys, blocks, entries, merkle_nodes
 
+_ENTRY_COLS = ("seq", "leaf_hash", "data", "kind", "sha256", "registrant", "block_height")
+_BLOCK_COLS = ("height", "hash", "prev_hash", "batch_root", "first_seq", "count", "tree_size",
+               "tree_root", "sealed_at", "checkpoint", "block_note")
 MIGRATIONS = Path(__file__).with_name("migrations")
 SEQUENCER_LOCK_ID = 0x636F70796C656467  # "copyledg": PostgreSQL advisory lock for the one sequencer
 
@@ -156,44 +159,33 @@ class Store:
         h = block.header
         try:
             with self.engine.begin() as conn:
+                # Hot path: straight to the driver's executemany, no per-row SQL compilation.
                 if rows:
-                    conn.execute(
-                        entries.insert(),
+                    conn.exec_driver_sql(
+                        self._insert_sql("entries", _ENTRY_COLS),
                         [
-                            {
-                                "seq": r.seq,
-                                "leaf_hash": r.leaf_hash,
-                                "data": r.data,
-                                "kind": r.kind,
-                                "sha256": r.sha256,
-                                "registrant": r.registrant,
-                                "block_height": r.block_height,
-                            }
+                            (r.seq, r.leaf_hash, r.data, r.kind, r.sha256, r.registrant,
+                             r.block_height)
                             for r in rows
                         ],
                     )
                 if nodes:
-                    conn.execute(
-                        merkle_nodes.insert(),
-                        [{"level": lv, "idx": ix, "hash": hs} for lv, ix, hs in nodes],
+                    conn.exec_driver_sql(
+                        self._insert_sql("merkle_nodes", ("level", "idx", "hash")), list(nodes)
                     )
-                conn.execute(
-                    blocks.insert().values(
-                        height=h.height,
-                        hash=block.hash,
-                        prev_hash=h.prev_block_hash,
-                        batch_root=h.batch_root,
-                        first_seq=h.first_seq,
-                        count=h.count,
-                        tree_size=h.tree_size,
-                        tree_root=h.tree_root,
-                        sealed_at=h.sealed_at,
-                        checkpoint=block.checkpoint,
-                        block_note=block.block_note,
-                    )
+                conn.exec_driver_sql(
+                    self._insert_sql("blocks", _BLOCK_COLS),
+                    (h.height, block.hash, h.prev_block_hash, h.batch_root, h.first_seq,
+                     h.count, h.tree_size, h.tree_root, h.sealed_at, block.checkpoint,
+                     block.block_note),
                 )
         except SAIntegrityError as e:
             raise Conflict(f"block {h.height} conflicts with stored rows (another writer?)") from e
+
+    def _insert_sql(self, table: str, cols: Sequence[str]) -> str:
+        mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        return (f"INSERT INTO {table} ({', '.join(cols)}) "
+                f"VALUES ({', '.join([mark] * len(cols))})")
 
     # -- reads --------------------------------------------------------------------------------
 
