@@ -6,7 +6,9 @@ import asyncio
 import json
 from typing import Any, TypeVar
 
+import orjson
 from fastapi import Request
+from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
 from api.registry import Registry
@@ -42,7 +44,7 @@ async def json_body(request: Request, model: type[M]) -> M:
 
 async def append(request: Request, entry: dict[str, Any]) -> tuple[Receipt, dict[str, Any]]:
     """Canonicalise an entry, hand it to the sequencer and wait for its durable receipt."""
-    data = entry_mod.canonical_bytes(entry)
+    entry, data = entry_mod.encode(entry)
     pending = Pending(
         data=data,
         kind=str(entry["kind"]),
@@ -52,6 +54,15 @@ async def append(request: Request, entry: dict[str, Any]) -> tuple[Receipt, dict
     fut = registry(request).sequencer.submit(pending)
     receipt = await asyncio.wrap_future(fut)
     return receipt, entry
+
+
+class FastJSONResponse(Response):
+    """JSON via orjson: the registration answer is rendered on the hot path."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
 
 
 def registration_json(receipt: Receipt, entry: dict[str, Any]) -> dict[str, Any]:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import copy
 import math
 import re
-import unicodedata
+import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from urllib.parse import urlsplit
 
 from ledger import jcs
@@ -69,8 +69,10 @@ def build_work(
     media_type: str | None = None,
     license: str | None = None,
     metadata: dict[str, object] | None = None,
+    check: bool = True,
 ) -> dict[str, object]:
-    """Build and validate a work registration entry (optional fields left out when None)."""
+    """Build a work registration entry (optional fields left out when None); validated unless
+    `check` is False, for callers that go on to `encode` it (which validates) anyway."""
     entry: dict[str, object] = {
         "schema": SCHEMA,
         "kind": "work",
@@ -83,7 +85,7 @@ def build_work(
     }
     _put(entry, "license", license)
     _put(entry, "metadata", copy.deepcopy(metadata))
-    return validate(entry)
+    return validate(entry) if check else entry
 
 
 def build_evidence(
@@ -99,8 +101,10 @@ def build_evidence(
     size: int | None = None,
     media_type: str | None = None,
     metadata: dict[str, object] | None = None,
+    check: bool = True,
 ) -> dict[str, object]:
-    """Build and validate an evidence deposit entry (optional fields left out when None)."""
+    """Build an evidence deposit entry (optional fields left out when None); validated unless
+    `check` is False."""
     entry: dict[str, object] = {
         "schema": SCHEMA,
         "kind": "evidence",
@@ -114,7 +118,7 @@ def build_evidence(
     _put(entry, "source_url", source_url)
     _put(entry, "related_work", related_work)
     _put(entry, "metadata", copy.deepcopy(metadata))
-    return validate(entry)
+    return validate(entry) if check else entry
 
 
 def validate(entry: object) -> dict[str, object]:
@@ -129,6 +133,11 @@ def validate(entry: object) -> dict[str, object]:
 def canonical_bytes(entry: dict[str, object]) -> bytes:
     """The RFC 8785 bytes of a valid entry: exactly what the log stores and hashes."""
     return _check(entry)[1]
+
+
+def encode(entry: object) -> tuple[dict[str, object], bytes]:
+    """Validate once and return the entry with its RFC 8785 bytes (the write path)."""
+    return _check(entry)
 
 
 def content_sha256(entry: dict[str, object]) -> str:
@@ -146,7 +155,8 @@ def content_sha256(entry: dict[str, object]) -> str:
 
 def utc_now() -> str:
     """Now as RFC 3339 UTC with microseconds, e.g. 2024-05-01T12:00:00.123456Z."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    seconds, micros = divmod(time.time_ns() // 1000, 1_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{micros:06d}Z"
 
 
 # ---------------------------------------------------------------- building
@@ -282,8 +292,11 @@ def _text(max_length: int, *, controls: bool = False) -> Check:
     return check
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # exactly Unicode category Cc
+
+
 def _has_control(text: str) -> bool:
-    return any(unicodedata.category(char) == "Cc" for char in text)
+    return _CONTROL.search(text) is not None
 
 
 def _check_creators(value: object, path: str, errors: Errors) -> None:
@@ -330,7 +343,7 @@ def _check_url(value: object, path: str, errors: Errors) -> None:
     if not isinstance(value, str) or len(value) > 2048 or _SURROGATE.search(value):
         errors.append({"field": path, "message": message})
         return
-    if any(char.isspace() or unicodedata.category(char) == "Cc" for char in value):
+    if _has_control(value) or any(char.isspace() for char in value):
         errors.append({"field": path, "message": "must not contain spaces or control characters"})
         return
     try:

@@ -129,6 +129,8 @@ def _quote(text: str) -> str:
     """A JSON string literal as ES6 JSON.stringify writes it (RFC 8785 3.2.2.2)."""
     if _SURROGATE.search(text):
         raise InvalidInput("string contains a lone surrogate (not valid Unicode)")
+    if not _NEEDS_ESCAPE.search(text):  # the common case: nothing to escape
+        return '"' + text + '"'
     return '"' + _NEEDS_ESCAPE.sub(lambda m: _ESCAPES[m.group(0)], text) + '"'
 
 

@@ -6,11 +6,17 @@ import hashlib
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 
 from api import auth
-from api.deps import append, json_body, parse_metadata, registration_json, registry
+from api.deps import (
+    FastJSONResponse,
+    append,
+    json_body,
+    parse_metadata,
+    registration_json,
+    registry,
+)
 from api.models import EvidenceIn, RegistrationOut, WorkIn
 from ledger import entry as entry_mod
 from ledger.errors import InvalidInput, NotFound
@@ -80,6 +86,7 @@ async def _work_from_form(request: Request, registrant: str) -> dict[str, Any]:
             work_type=text("work_type") or "",
             license=text("license"),
             metadata=parse_metadata(text("metadata")),
+            check=False,
         )
     finally:
         await form.close()
@@ -96,7 +103,7 @@ async def _work_from_form(request: Request, registrant: str) -> dict[str, Any]:
     "checkpoint of that block. Needs a creator key.",
     openapi_extra=_WORK_DOC,
 )
-async def register_work(request: Request) -> JSONResponse:
+async def register_work(request: Request) -> FastJSONResponse:
     who = auth.require(request, "creator")
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         entry = await _work_from_form(request, who.account)
@@ -113,9 +120,10 @@ async def register_work(request: Request) -> JSONResponse:
             work_type=w.work_type,
             license=w.license,
             metadata=w.metadata,
+            check=False,
         )
     receipt, entry = await append(request, entry)
-    return JSONResponse(registration_json(receipt, entry), status_code=201)
+    return FastJSONResponse(registration_json(receipt, entry), status_code=201)
 
 
 def _require_work(request: Request, seq: int) -> None:
@@ -141,7 +149,7 @@ def _require_work(request: Request, seq: int) -> None:
     openapi_extra={"requestBody": {"required": True, "content": {
         "application/json": {"schema": EvidenceIn.model_json_schema()}}}},
 )
-async def deposit_evidence(request: Request) -> JSONResponse:
+async def deposit_evidence(request: Request) -> FastJSONResponse:
     who = auth.require(request, "creator", "platform", "court")
     ev = await json_body(request, EvidenceIn)
     if ev.related_work is not None:
@@ -158,6 +166,7 @@ async def deposit_evidence(request: Request) -> JSONResponse:
         size=ev.size,
         media_type=ev.media_type,
         metadata=ev.metadata,
+        check=False,
     )
     receipt, entry = await append(request, entry)
-    return JSONResponse(registration_json(receipt, entry), status_code=201)
+    return FastJSONResponse(registration_json(receipt, entry), status_code=201)
