@@ -78,6 +78,17 @@ def _settings(data_dir: Path | None, database: str | None = None, **kw: Any) -> 
         _die(e.detail)
 
 
+def _open_store(data_dir: Path | None, database: str | None) -> tuple[Any, Any]:
+    """Settings and the store of an existing registry, or a clear error and exit 2."""
+    from api.registry import open_store
+
+    s = _settings(data_dir, database)
+    try:
+        return s, open_store(s)
+    except CopyledgerError as e:
+        _die(e.detail)
+
+
 @app.command()
 def init(
     data_dir: DataDir = None,
@@ -152,11 +163,9 @@ def keys_create(
 ) -> None:
     """Mint an API key. It is printed once; only its hash is stored."""
     from api.auth import mint_key
-    from api.registry import open_store
 
-    s = _settings(data_dir, database)
+    _, store = _open_store(data_dir, database)
     try:
-        store = open_store(s)
         secret, row = mint_key(store, role, account)
     except CopyledgerError as e:
         _die(e.detail)
@@ -302,11 +311,10 @@ def audit(
     as_json: Json = False,
 ) -> None:
     """Recompute every hash, node, block link, root and signature from the database."""
-    from api.registry import open_store, read_verifier_key
+    from api.registry import read_verifier_key
 
-    s = _settings(data_dir, database)
+    s, store = _open_store(data_dir, database)
     try:
-        store = open_store(s)
         vkey = read_verifier_key(s)
     except CopyledgerError as e:
         _die(e.detail)

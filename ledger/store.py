@@ -14,7 +14,17 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event, func, select, text, tuple_
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    create_engine,
+    event,
+    func,
+    select,
+    text,
+    tuple_,
+)
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
 from ledger import merkle
@@ -230,21 +240,23 @@ class Store:
             raise NotFound(f"no entry with seq {seq}")
         return _entry(r)
 
-    def iter_entries(self, start: int = 0, chunk: int = 10_000) -> Iterator[list[EntryRow]]:
-        """Entries in seq order, a chunk at a time (for the audit)."""
-        seq = start
+    def _pages(self, table: Table, key: str, start: int, chunk: int) -> Iterator[Sequence[Any]]:
+        """Rows of an append-only table in key order, `chunk` at a time (keyset paging)."""
+        col = table.c[key]
         while True:
             with self.engine.connect() as conn:
                 rs = conn.execute(
-                    select(entries)
-                    .where(entries.c.seq >= seq)
-                    .order_by(entries.c.seq)
-                    .limit(chunk)
+                    select(table).where(col >= start).order_by(col).limit(chunk)
                 ).all()
             if not rs:
                 return
+            yield rs
+            start = getattr(rs[-1], key) + 1
+
+    def iter_entries(self, start: int = 0, chunk: int = 10_000) -> Iterator[list[EntryRow]]:
+        """Entries in seq order, a chunk at a time (for the audit)."""
+        for rs in self._pages(entries, "seq", start, chunk):
             yield [_entry(r) for r in rs]
-            seq = rs[-1].seq + 1
 
     def search_sha256(self, sha256: str, limit: int = 1000) -> list[EntryRow]:
         q = select(entries).where(entries.c.sha256 == sha256).order_by(entries.c.seq).limit(limit)
@@ -275,20 +287,8 @@ class Store:
         return _block(r) if r is not None else None
 
     def iter_blocks(self, chunk: int = 1000) -> Iterator[BlockRow]:
-        height = 0
-        while True:
-            with self.engine.connect() as conn:
-                rs = conn.execute(
-                    select(blocks)
-                    .where(blocks.c.height >= height)
-                    .order_by(blocks.c.height)
-                    .limit(chunk)
-                ).all()
-            if not rs:
-                return
-            for r in rs:
-                yield _block(r)
-            height = rs[-1].height + 1
+        for rs in self._pages(blocks, "height", 0, chunk):
+            yield from (_block(r) for r in rs)
 
     # -- API keys -----------------------------------------------------------------------------
 

@@ -39,6 +39,11 @@ def reg(tmp_path: Path, database_url: str) -> Iterator[Registry]:
     r.stop()
 
 
+def blob(reg: Registry, hexdata: str) -> str:
+    """A bytes literal in this engine's SQL dialect."""
+    return f"X'{hexdata}'" if reg.store.dialect == "sqlite" else f"'\\x{hexdata}'::bytea"
+
+
 def drop_trigger(reg: Registry, table: str, verb: str) -> None:
     if reg.store.dialect == "postgresql":
         reg.store.execute_raw(f"DROP TRIGGER {table}_append_only ON {table}")
@@ -76,16 +81,13 @@ def test_edited_entry_is_found_by_seq(reg: Registry) -> None:
     forged = entry_mod.build_work(registrant="mallory", received_at="2020-01-01T00:00:00Z",
                                   sha256=sha(13), title="w13", creators=["M"], work_type="text")
     data = entry_mod.canonical_bytes(forged)
-    hexdata = data.hex()
-    blob = f"X'{hexdata}'" if reg.store.dialect == "sqlite" else f"'\\x{hexdata}'::bytea"
-    reg.store.execute_raw(f"UPDATE entries SET data = {blob} WHERE seq = 13")
+    reg.store.execute_raw(f"UPDATE entries SET data = {blob(reg, data.hex())} WHERE seq = 13")
     rep = audit(reg.store, reg.verifier_key)
     assert not rep.ok and rep.bad_seq == 13, rep
     assert "leaf hash" in (rep.problem or "")
     # A careful forger also rewrites the leaf hash: the stored Merkle node then gives it away.
     leaf = merkle.leaf_hash(data).hex()
-    lblob = f"X'{leaf}'" if reg.store.dialect == "sqlite" else f"'\\x{leaf}'::bytea"
-    reg.store.execute_raw(f"UPDATE entries SET leaf_hash = {lblob} WHERE seq = 13")
+    reg.store.execute_raw(f"UPDATE entries SET leaf_hash = {blob(reg, leaf)} WHERE seq = 13")
     rep = audit(reg.store, reg.verifier_key)
     assert not rep.ok and rep.bad_seq == 13, rep
 
@@ -94,8 +96,9 @@ def test_edited_node_and_block_are_found(reg: Registry) -> None:
     fill(reg, 16)
     drop_trigger(reg, "merkle_nodes", "update")
     fake = hashlib.sha256(b"fake").hexdigest()
-    blob = f"X'{fake}'" if reg.store.dialect == "sqlite" else f"'\\x{fake}'::bytea"
-    reg.store.execute_raw(f"UPDATE merkle_nodes SET hash = {blob} WHERE level = 2 AND idx = 2")
+    reg.store.execute_raw(
+        f"UPDATE merkle_nodes SET hash = {blob(reg, fake)} WHERE level = 2 AND idx = 2"
+    )
     rep = audit(reg.store, reg.verifier_key)
     assert not rep.ok and rep.bad_seq == 8, rep
 
