@@ -70,10 +70,11 @@ class _TooLarge(Exception):
     pass
 
 
-def _on_seal(block: BlockRow) -> None:
-    metrics.BLOCKS.inc()
-    metrics.ENTRIES.inc(block.header.count)
-    metrics.BATCH.observe(block.header.count)
+def _on_seal(block: BlockRow, count: bool = True) -> None:
+    if count:
+        metrics.BLOCKS.inc()
+        metrics.ENTRIES.inc(block.header.count)
+        metrics.BATCH.observe(block.header.count)
     metrics.TREE_SIZE.set(block.header.tree_size)
     metrics.BLOCK_HEIGHT.set(block.header.height)
 
@@ -85,6 +86,8 @@ def create_app(registry: Registry, *, manage: bool = True) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if manage:
             registry.start()
+        if registry.sequencer.state.last is not None:
+            _on_seal(registry.sequencer.state.last, count=False)
         try:
             yield
         finally:

@@ -297,13 +297,13 @@ def _inclusion_ranges(index: int, size: int) -> list[tuple[int, int]]:
     ranges = []
     lo, hi = 0, size
     while hi - lo > 1:
-        k = _split(hi - lo)
-        if index < lo + k:
-            ranges.append((lo + k, hi))
-            hi = lo + k
+        mid = lo + (1 << ((hi - lo - 1).bit_length() - 1))  # lo + _split(hi - lo), inlined: hot
+        if index < mid:
+            ranges.append((mid, hi))
+            hi = mid
         else:
-            ranges.append((lo, lo + k))
-            lo += k
+            ranges.append((lo, mid))
+            lo = mid
     ranges.reverse()
     return ranges
 
