@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any, TypeVar
 
@@ -51,8 +50,7 @@ async def append(request: Request, entry: dict[str, Any]) -> tuple[Receipt, dict
         sha256=entry_mod.content_sha256(entry),
         registrant=str(entry["registrant"]),
     )
-    fut = registry(request).sequencer.submit(pending)
-    receipt = await asyncio.wrap_future(fut)
+    receipt = await registry(request).sequencer.submit_async(pending)
     return receipt, entry
 
 

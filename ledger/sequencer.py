@@ -13,6 +13,7 @@ imports `notary`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
@@ -54,7 +55,22 @@ class Receipt:
 @dataclass
 class _Item:
     pending: Pending
-    future: Future[Receipt]
+    future: Future[Receipt] | asyncio.Future[Receipt]
+    loop: asyncio.AbstractEventLoop | None = None  # set for asyncio waiters
+
+
+Outcome = Receipt | BaseException
+
+
+def _settle(waiters: list[tuple[asyncio.Future[Receipt], Outcome]]) -> None:
+    """Runs in the event loop: answer a whole block's asyncio waiters in one wake-up."""
+    for fut, outcome in waiters:
+        if fut.done():  # the client went away; the entry is recorded all the same
+            continue
+        if isinstance(outcome, BaseException):
+            fut.set_exception(outcome)
+        else:
+            fut.set_result(outcome)
 
 
 class LogState:
@@ -120,14 +136,26 @@ class Sequencer:
     # -- the writers' side --------------------------------------------------------------------
 
     def submit(self, pending: Pending) -> Future[Receipt]:
+        """Queue an entry; the future resolves once its block is durably committed."""
+        fut: Future[Receipt] = Future()
+        self._put(_Item(pending, fut))
+        return fut
+
+    def submit_async(self, pending: Pending) -> asyncio.Future[Receipt]:
+        """As `submit`, for a coroutine: call it in the event loop that will await the result.
+        A block's waiters in one loop are answered with one thread-safe call, not one each."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Receipt] = loop.create_future()
+        self._put(_Item(pending, fut, loop))
+        return fut
+
+    def _put(self, item: _Item) -> None:
         if self._stopping or self._thread is None:
             raise Unavailable("the sequencer is not running")
-        fut: Future[Receipt] = Future()
         try:
-            self._queue.put_nowait(_Item(pending, fut))
+            self._queue.put_nowait(item)
         except queue.Full:
             raise Unavailable("the sequencer's queue is full; retry shortly") from None
-        return fut
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -191,11 +219,28 @@ class Sequencer:
                 err = e if isinstance(e, Unavailable) else Unavailable(
                     f"sealing failed; nothing was recorded: {e}"
                 )
-                for it in chunk:
-                    it.future.set_exception(err)
+                self._answer(chunk, [err] * len(chunk))
                 continue
-            for it, r in zip(chunk, receipts, strict=True):
-                it.future.set_result(r)
+            self._answer(chunk, receipts)
+
+    @staticmethod
+    def _answer(chunk: Sequence[_Item], outcomes: Sequence[Outcome]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Receipt], Outcome]]]
+        by_loop = {}
+        for it, outcome in zip(chunk, outcomes, strict=True):
+            if it.loop is not None:
+                assert isinstance(it.future, asyncio.Future)
+                by_loop.setdefault(it.loop, []).append((it.future, outcome))
+            elif isinstance(outcome, BaseException):
+                it.future.set_exception(outcome)
+            else:
+                it.future.set_result(outcome)
+        for loop, waiters in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, waiters)
+            except RuntimeError:  # that loop has closed: nobody is waiting any more
+                log.warning("event loop closed before %d receipts could be delivered",
+                            len(waiters))
 
     def _seal(self, pendings: Sequence[Pending]) -> list[Receipt]:
         """Seal one block. Raises before anything is committed, or commits it all."""

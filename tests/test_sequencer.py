@@ -125,3 +125,20 @@ def test_submit_when_stopped_is_unavailable(tmp_path: Path, signer: FileSigner) 
     s = make(store, signer)
     with pytest.raises(Unavailable):
         s.submit(pending(0))
+
+
+def test_async_waiters_are_answered_per_block(tmp_path: Path, signer: FileSigner) -> None:
+    import asyncio
+
+    store = Store.open(f"sqlite:///{tmp_path / 'l.db'}")
+    s = make(store, signer, linger=0.02)
+    s.start()
+
+    async def main() -> list[int]:
+        futs = [s.submit_async(pending(i)) for i in range(64)]
+        return [r.seq for r in await asyncio.gather(*futs)]
+
+    seqs = asyncio.run(main())
+    s.stop()
+    assert sorted(seqs) == list(range(64))
+    assert len(list(store.iter_blocks())) <= 1 + 4  # genesis + a few blocks, not 64
