@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from ledger.entry import utc_now
+from ledger.entry import utc_now, valid_registrant
 from ledger.errors import Forbidden, InvalidInput, Unauthorized
 from ledger.store import KeyRow, Store
 
@@ -32,8 +32,8 @@ def mint_key(store: Store, role: str, account: str) -> tuple[str, KeyRow]:
     """Create a key; return the secret (never stored) and its row."""
     if role not in ROLES:
         raise InvalidInput(f"role must be one of {', '.join(ROLES)}, not {role!r}")
-    if not account or len(account) > 64 or not all(c.isalnum() or c in "._-" for c in account):
-        raise InvalidInput("account must be 1-64 characters of letters, digits, '.', '_', '-'")
+    if not valid_registrant(account):  # the account is what entries record as registrant
+        raise InvalidInput("account must be 1-64 characters from A-Z, a-z, 0-9, '.', '_', '-'")
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
     prefix = secret[: len(KEY_PREFIX) + 6]
     created = utc_now()

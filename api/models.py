@@ -139,8 +139,12 @@ class BlockOut(BaseModel):
     header: dict[str, Any]
     checkpoint: str
     block_note: str
+    timestamps: list[dict[str, str]] = Field(
+        default_factory=list, description="RFC 3161 tokens (base64 DER) over the block hash"
+    )
 
 
 class SearchOut(BaseModel):
     sha256: str
     results: list[EntryOut]
+    truncated: bool = False

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from api.settings import Settings, write_config
+from ledger import note
+from ledger.bundle import NotaryKeys
 from ledger.errors import InvalidInput, NotFound
 from ledger.sequencer import Sequencer
 from ledger.store import Store, make_engine, migrate
@@ -33,6 +35,7 @@ def init_data_dir(s: Settings) -> InitResult:
     """Create the data directory, its config, the notary key and the schema. Idempotent:
     an existing key is kept, never overwritten."""
     s.data_dir.mkdir(parents=True, exist_ok=True)
+    check_origin(s)
     if not s.config_path.exists():
         write_config(s)
     created = False
@@ -52,6 +55,18 @@ def init_data_dir(s: Settings) -> InitResult:
     return InitResult(created, vkey, s.database_url)
 
 
+def check_origin(s: Settings) -> None:
+    """The origin names the log in every checkpoint and is the key's name: fixed at `init`.
+    Refuse a different one from flags, environment or config rather than fork the log."""
+    if s.verifier_key_path.exists():
+        fixed = note.parse_verifier_key(s.verifier_key_path.read_text().strip()).name
+        if fixed != s.origin:
+            raise InvalidInput(
+                f"this registry's origin is {fixed!r} and cannot change (the settings say "
+                f"{s.origin!r}); remove the origin override or use a new data directory"
+            )
+
+
 def load_signer(s: Settings) -> Signer:
     if not s.log_key_path.exists():
         raise NotFound(f"no notary key at {s.log_key_path}: run `copyledger init` first")
@@ -66,11 +81,12 @@ def read_verifier_key(s: Settings) -> str:
 
 
 def open_store(s: Settings) -> Store:
+    """The store of an initialised registry, as it is (no migration: `audit` only reads)."""
     if not s.database and not (s.data_dir / "ledger.sqlite3").exists():
         raise NotFound(
             f"no registry in {s.data_dir}: run `copyledger init --data-dir {s.data_dir}`"
         )
-    return Store.open(s.database_url)
+    return Store.open(s.database_url, migrate_schema=False)
 
 
 class Registry:
@@ -84,6 +100,7 @@ class Registry:
         self.signer = signer
         self.origin = settings.origin
         self.verifier_key = verifier_key(signer)
+        self._keys: NotaryKeys | None = None
         self.sequencer = Sequencer(
             store,
             lambda text: sign_note(text, [signer]),
@@ -93,10 +110,32 @@ class Registry:
             heartbeat=settings.heartbeat_s,
         )
 
+    def notary_keys(self) -> NotaryKeys:
+        """The public half of the notary: log verifier keys and the TSA certificates."""
+        if self._keys is None:
+            genesis = self.store.get_block(0) if self.store.latest_block() else None
+            self._keys = NotaryKeys(
+                log_keys=[{
+                    "verifier_key": self.verifier_key,
+                    "valid_from": genesis.header.sealed_at if genesis else None,
+                    "valid_until": None,
+                }],
+            )
+        return self._keys
+
     @classmethod
     def open(cls, s: Settings) -> Registry:
         init_data_dir(s)
-        return cls(s, Store.open(s.database_url), load_signer(s))
+        store = Store.open(s.database_url)
+        genesis = store.get_block(0) if store.latest_block() else None
+        if genesis is not None:
+            logged = note.parse_checkpoint(note.parse_note(genesis.checkpoint).text).origin
+            if logged != s.origin:
+                store.close()
+                raise InvalidInput(
+                    f"the database holds log {logged!r}, not {s.origin!r}: wrong --database?"
+                )
+        return cls(s, store, load_signer(s))
 
     def start(self) -> None:
         self.sequencer.start()

@@ -104,7 +104,10 @@ def write_config(s: Settings) -> None:
     if s.database:
         lines.append(f"database = {_toml_str(s.database)}")
     s.data_dir.mkdir(parents=True, exist_ok=True)
-    s.config_path.write_text("\n".join(lines) + "\n")
+    # 0600: the database URL may carry a password.
+    fd = os.open(s.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("\n".join(lines) + "\n")
 
 
 def _toml_str(v: str) -> str:

@@ -27,6 +27,7 @@ from api import settings as settings_mod
 from ledger import merkle, note
 from ledger.audit import audit as run_audit
 from ledger.errors import CopyledgerError
+from ledger.verify import verify_receipt
 
 app = typer.Typer(
     name="copyledger",
@@ -53,6 +54,11 @@ Database = Annotated[
 Json = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 Server = Annotated[
     str, typer.Option("--server", envvar="COPYLEDGER_SERVER", help="registry URL")
+]
+Trust = Annotated[
+    list[str] | None,
+    typer.Option("--trust", envvar="COPYLEDGER_TRUST",
+                 help="the log's verifier key to pin (name+id+key); default: ask the server"),
 ]
 ApiKey = Annotated[
     str | None, typer.Option("--api-key", envvar="COPYLEDGER_API_KEY", help="Bearer API key")
@@ -213,9 +219,11 @@ def register(
     server: Server = "http://127.0.0.1:8000",
     api_key: ApiKey = None,
     receipts: Annotated[Path | None, typer.Option(help="directory to save receipts in")] = None,
+    trust: Trust = None,
     as_json: Json = False,
 ) -> None:
-    """Hash files locally (they never leave this machine) and register them."""
+    """Hash files locally (they never leave this machine), register them, and check each
+    receipt: entry bytes, file hash, inclusion proof and the checkpoint's signature."""
     if not api_key:
         _die("an API key is needed: --api-key or COPYLEDGER_API_KEY")
     hashed = _hash_files(files, show=not as_json and sys.stderr.isatty())
@@ -223,6 +231,7 @@ def register(
     failed = False
     with httpx.Client(base_url=server, timeout=60,
                       headers={"Authorization": f"Bearer {api_key}"}) as client:
+        verifiers, pinned = _verifiers(client, trust)
         for path, sha, size in hashed:
             body = {"sha256": sha, "size": size, "title": title or path.name,
                     "creators": creator or ["unknown"], "work_type": work_type}
@@ -237,13 +246,19 @@ def register(
                 results.append({"file": str(path), "sha256": sha, "error": _problem(r)})
                 continue
             reg = r.json()
-            _check_receipt(reg)
+            try:
+                verify_receipt(reg, verifiers, file_sha256=sha)
+            except CopyledgerError as e:
+                failed = True
+                results.append({"file": str(path), "sha256": sha, "seq": reg.get("seq"),
+                                "error": f"receipt does NOT verify: {e.detail}"})
+                continue
             if receipts:
                 receipts.mkdir(parents=True, exist_ok=True)
                 (receipts / f"{reg['seq']}.json").write_text(json.dumps(reg, indent=2))
             results.append({"file": str(path), "sha256": sha, "seq": reg["seq"],
                             "leaf_hash": reg["leaf_hash"],
-                            "tree_size": reg["receipt"]["tree_size"]})
+                            "tree_size": reg["receipt"]["tree_size"], "key_pinned": pinned})
     if as_json:
         _emit(True, results)
     else:
@@ -252,19 +267,23 @@ def register(
             t.add_row(res["file"], res["sha256"][:16] + "…", str(res.get("seq", "")),
                       res.get("error", "registered, receipt verified"))
         out.print(t)
+        if not pinned:
+            err.print("[yellow]receipts checked under the key the server itself published; "
+                      "pin the log's key with --trust[/yellow]")
     if failed:
         raise typer.Exit(1)
 
 
-def _check_receipt(reg: dict[str, Any]) -> None:
-    """The receipt's proof must lead from the leaf to the root it names; the checkpoint must
-    carry that root (its signature is checked against the log's key by `verify`)."""
-    rc = reg["receipt"]
-    merkle.verify_inclusion(reg["seq"], rc["tree_size"], bytes.fromhex(reg["leaf_hash"]),
-                            [bytes.fromhex(p) for p in rc["proof"]], bytes.fromhex(rc["root"]))
-    cp = note.parse_checkpoint(note.parse_note(rc["checkpoint"]).text)
-    if cp.size != rc["tree_size"] or cp.root.hex() != rc["root"]:
-        raise CopyledgerError("the receipt's checkpoint does not match its proof")
+def _verifiers(client: httpx.Client, trust: list[str] | None) -> tuple[list[Any], bool]:
+    """The keys to check signatures with: pinned ones, or (said so) the server's own."""
+    try:
+        if trust:
+            return [note.parse_verifier_key(k) for k in trust], True
+        return [note.parse_verifier_key(client.get("/v1/log").json()["verifier_key"])], False
+    except CopyledgerError as e:
+        _die(f"bad verifier key: {e.detail}")
+    except (httpx.HTTPError, ValueError, KeyError) as e:
+        _die(f"cannot read the log's key from {client.base_url}: {e}")
 
 
 @app.command()
@@ -272,6 +291,7 @@ def proof(
     seq: Annotated[int, typer.Argument(min=0)],
     tree_size: Annotated[int | None, typer.Option(help="default: the latest")] = None,
     server: Server = "http://127.0.0.1:8000",
+    trust: Trust = None,
     as_json: Json = False,
 ) -> None:
     """Fetch an entry's inclusion proof and check it against the log's signed checkpoint."""
@@ -282,15 +302,15 @@ def proof(
             if r.status_code != 200:
                 _die(_problem(r))
             p = r.json()
-            log = client.get("/v1/log").json()
         except httpx.HTTPError as e:
             _die(f"cannot reach {server}: {e}")
+        verifiers, pinned = _verifiers(client, trust)
     try:
         merkle.verify_inclusion(seq, p["tree_size"], bytes.fromhex(p["leaf_hash"]),
                                 [bytes.fromhex(h) for h in p["proof"]], bytes.fromhex(p["root"]))
         signed = None
         if p.get("checkpoint"):
-            n, _ = note.verify_note(p["checkpoint"], [note.parse_verifier_key(log["verifier_key"])])
+            n, _ = note.verify_note(p["checkpoint"], verifiers)
             cp = note.parse_checkpoint(n.text)
             if (cp.size, cp.root.hex()) != (p["tree_size"], p["root"]):
                 raise CopyledgerError("checkpoint does not match the proof")
@@ -299,6 +319,7 @@ def proof(
         _die(f"proof does NOT verify: {e.detail}", 1)
     p["verified"] = True
     p["checkpoint_verified"] = signed
+    p["key_pinned"] = pinned
     _emit(as_json, p, f"seq {seq} is included in the tree of size {p['tree_size']} "
           f"(root {p['root'][:16]}…): proof of {len(p['proof'])} hashes verified"
           + ("; checkpoint signature verified" if signed else ""))
@@ -333,6 +354,80 @@ def audit(
         where = (f"seq {rep.bad_seq}" if rep.bad_seq is not None
                  else f"block {rep.bad_height}" if rep.bad_height is not None else "log")
         _emit(as_json, obj, f"[red]audit FAILED[/red] at {where}: {rep.problem}")
+        raise typer.Exit(1)
+
+
+@app.command()
+def bundle(
+    seq: Annotated[int, typer.Argument(min=0)],
+    output: Annotated[Path, typer.Option("-o", "--output", help="where to save the bundle")],
+    tlog_proof: Annotated[Path | None, typer.Option(
+        help="also save the C2SP tlog-proof text form here")] = None,
+    server: Server = "http://127.0.0.1:8000",
+) -> None:
+    """Save an entry's evidence bundle (verify it offline with `copyledger verify`)."""
+    try:
+        r = httpx.get(f"{server}/v1/entries/{seq}/bundle", timeout=30)
+    except httpx.HTTPError as e:
+        _die(f"cannot reach {server}: {e}")
+    if r.status_code != 200:
+        _die(_problem(r))
+    output.write_text(json.dumps(r.json(), indent=2) + "\n")
+    if tlog_proof is not None:
+        tlog_proof.write_text(r.json()["tlog_proof"])
+    err.print(f"bundle for seq {seq} saved to {output}")
+
+
+def _sha256_file(path: Path) -> str:
+    return _hash_files([path], show=sys.stderr.isatty())[0][1]
+
+
+@app.command()
+def verify(
+    bundle_file: Annotated[Path, typer.Argument(metavar="BUNDLE", exists=True, dir_okay=False)],
+    file: Annotated[Path | None, typer.Argument(exists=True, dir_okay=False,
+                                                help="the exhibit file to check")] = None,
+    trust: Annotated[list[str] | None, typer.Option(
+        help="a trusted log verifier key (name+id+key); repeatable")] = None,
+    trust_file: Annotated[Path | None, typer.Option(
+        help="file of trusted verifier keys, one per line")] = None,
+    tsa_roots: Annotated[Path | None, typer.Option(
+        help="PEM file of trusted TSA root certificates")] = None,
+    as_json: Json = False,
+) -> None:
+    """Verify an evidence bundle offline, step by step; exit 0 only if every step holds."""
+    from ledger.verify import verify_bundle
+
+    try:
+        doc = json.loads(bundle_file.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        _die(f"{bundle_file} is not JSON: {e}")
+    keys = list(trust or [])
+    if trust_file is not None:
+        keys += [ln.strip() for ln in trust_file.read_text().splitlines() if ln.strip()]
+    rep = verify_bundle(
+        doc,
+        file_sha256=_sha256_file(file) if file is not None else None,
+        trusted_keys=keys,
+        tsa_roots_pem=tsa_roots.read_bytes() if tsa_roots is not None else None,
+    )
+    if as_json:
+        _emit(True, rep.to_json())
+    else:
+        marks = {"ok": "[green]✓[/green]", "failed": "[red]✗[/red]",
+                 "skipped": "[yellow]–[/yellow]", "not checked": "[dim]·[/dim]"}
+        for st in rep.steps:
+            detail = f"\n    {st.detail}" if st.detail else ""
+            out.print(f"{marks[st.status]} {st.title}{detail}")
+        if rep.ok:
+            out.print("[green bold]VERIFIED[/green bold]"
+                      + ("" if rep.trust == "pinned" else
+                         " [yellow](log key taken from the bundle: pin it with --trust)[/yellow]"))
+        else:
+            failed = rep.failed
+            out.print(f"[red bold]NOT VERIFIED[/red bold]: step '{failed.name if failed else '?'}' "
+                      "failed")
+    if not rep.ok:
         raise typer.Exit(1)
 
 

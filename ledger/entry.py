@@ -249,8 +249,13 @@ def _check_work_type(value: object, path: str, errors: Errors) -> None:
         errors.append({"field": path, "message": f"must be one of {', '.join(WORK_TYPES)}"})
 
 
+def valid_registrant(value: object) -> bool:
+    """An account name entries can record: 1-64 of [A-Za-z0-9._-]."""
+    return isinstance(value, str) and _REGISTRANT.fullmatch(value) is not None
+
+
 def _check_registrant(value: object, path: str, errors: Errors) -> None:
-    if not isinstance(value, str) or not _REGISTRANT.fullmatch(value):
+    if not valid_registrant(value):
         message = "must be 1 to 64 characters from A-Z, a-z, 0-9, '.', '_' and '-'"
         errors.append({"field": path, "message": message})
 

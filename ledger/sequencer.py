@@ -31,6 +31,7 @@ from ledger.store import BlockRow, CachedReader, EntryRow, Store
 log = logging.getLogger("copyledger.sequencer")
 
 SignFn = Callable[[str], str]
+StampFn = Callable[[bytes], bytes]  # block hash -> DER RFC 3161 TimeStampToken over it
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,23 @@ def _settle(waiters: list[tuple[asyncio.Future[Receipt], Outcome]]) -> None:
             fut.set_result(outcome)
 
 
+_SEAL_FAILED = {
+    "before": "sealing failed before anything was written; nothing was recorded: {e}",
+    "during": "the database write failed; the entry is most likely not recorded, but check "
+    "GET /v1/search?sha256=... before retrying: {e}",
+    "after": "the entry WAS recorded, but its receipt could not be built; fetch it with "
+    "GET /v1/search?sha256=...: {e}",
+}
+
+
+class _SealFailed(Exception):
+    """Sealing failed at or after the database write; `phase` says whether it was recorded."""
+
+    def __init__(self, phase: str) -> None:
+        super().__init__(phase)
+        self.phase = phase
+
+
 class LogState:
     """What the sequencer keeps in memory between blocks: tree size, frontier, last block."""
 
@@ -101,6 +119,7 @@ class Sequencer:
         heartbeat: float = 300.0,
         max_queue: int = 200_000,
         on_seal: Callable[[BlockRow], None] | None = None,
+        stamp: StampFn | None = None,
     ) -> None:
         self.store = store
         self.sign = sign
@@ -109,6 +128,7 @@ class Sequencer:
         self.linger = linger
         self.heartbeat = heartbeat
         self.on_seal = on_seal
+        self.stamp = stamp
         self._queue: queue.Queue[_Item | None] = queue.Queue(maxsize=max_queue)
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -213,12 +233,12 @@ class Sequencer:
             chunk = batch[i : i + self.max_batch]
             try:
                 receipts = self._seal([it.pending for it in chunk])
-            except Exception as e:  # answer every waiter; nothing of this block was committed
+            except Exception as e:  # answer every waiter, saying truly what became of it
                 log.exception("sealing a block of %d entries failed", len(chunk))
                 self.state = LogState.load(self.store)
-                err = e if isinstance(e, Unavailable) else Unavailable(
-                    f"sealing failed; nothing was recorded: {e}"
-                )
+                failed = e if isinstance(e, _SealFailed) else None
+                phase = failed.phase if failed else "before"
+                err = Unavailable(_SEAL_FAILED[phase].format(e=failed.__cause__ if failed else e))
                 self._answer(chunk, [err] * len(chunk))
                 continue
             self._answer(chunk, receipts)
@@ -276,7 +296,20 @@ class Sequencer:
             )
             for i, p in enumerate(pendings)
         ]
-        self.store.append_block(rows, appended.nodes, block)  # the one durable commit
+        stamps = [("notary", self.stamp(bhash))] if self.stamp is not None else []
+        try:
+            self.store.append_block(rows, appended.nodes, block, stamps)  # the durable commit
+        except Exception as e:
+            raise _SealFailed("during") from e
+        try:
+            return self._after_commit(st, rows, appended, block)
+        except Exception as e:
+            raise _SealFailed("after") from e
+
+    def _after_commit(
+        self, st: LogState, rows: list[EntryRow], appended: merkle.Appended, block: BlockRow
+    ) -> list[Receipt]:
+        height, checkpoint = block.header.height, block.checkpoint
 
         # Proofs for the new entries need only the new nodes and the old frontier.
         reader = CachedReader(

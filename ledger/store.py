@@ -6,11 +6,12 @@ shape, a whole sealed block in one transaction, so a crash leaves either the who
 
 from __future__ import annotations
 
+import fcntl
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from alembic import command
 from alembic.config import Config
@@ -30,7 +31,7 @@ from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from ledger import merkle
 from ledger.block import BlockHeader
 from ledger.errors import Conflict, NotFound
-from ledger.schema import api_keys, blocks, entries, merkle_nodes
+from ledger.schema import api_keys, block_timestamps, blocks, entries, merkle_nodes
 
 _ENTRY_COLS = ("seq", "leaf_hash", "data", "kind", "sha256", "registrant", "block_height")
 _BLOCK_COLS = ("height", "hash", "prev_hash", "batch_root", "first_seq", "count", "tree_size",
@@ -116,6 +117,7 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._lock_conn: Connection | None = None
+        self._lock_file: IO[str] | None = None
         self._lock_guard = threading.Lock()
 
     @classmethod
@@ -136,9 +138,10 @@ class Store:
     # -- the one sequencer ------------------------------------------------------------------
 
     def acquire_sequencer_lock(self) -> None:
-        """Make this process the only sequencer (PostgreSQL advisory lock; SQLite's writer lock
-        and the primary keys serialise writers there)."""
+        """Make this process the only sequencer of this log: a PostgreSQL session advisory lock,
+        or an exclusive lock on a file beside the SQLite database."""
         if self.dialect != "postgresql":
+            self._lock_sqlite()
             return
         with self._lock_guard:
             if self._lock_conn is not None:
@@ -151,9 +154,27 @@ class Store:
                 raise Conflict("another sequencer already holds this log's lock")
             self._lock_conn = conn
 
+    def _lock_sqlite(self) -> None:
+        db = self.engine.url.database
+        if not db or db == ":memory:" or self._lock_file is not None:
+            return
+        f = open(db + ".sequencer-lock", "a")  # noqa: SIM115 - held open for the lock's life
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            raise Conflict(f"another process is already sequencing {db}") from None
+        self._lock_file = f
+
     def release_sequencer_lock(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()  # closing releases the flock
+            self._lock_file = None
         with self._lock_guard:
             if self._lock_conn is not None:
+                # The connection goes back to the pool, session and all: unlock explicitly.
+                self._lock_conn.execute(select(func.pg_advisory_unlock(SEQUENCER_LOCK_ID)))
+                self._lock_conn.commit()
                 self._lock_conn.close()
                 self._lock_conn = None
 
@@ -164,8 +185,10 @@ class Store:
         rows: Sequence[EntryRow],
         nodes: Sequence[tuple[int, int, bytes]],
         block: BlockRow,
+        timestamps: Sequence[tuple[str, bytes]] = (),
     ) -> None:
-        """Write one sealed block, its entries and its new Merkle nodes in ONE transaction."""
+        """Write one sealed block, its entries, its new Merkle nodes and its time-stamp tokens
+        in ONE transaction."""
         h = block.header
         try:
             with self.engine.begin() as conn:
@@ -189,6 +212,11 @@ class Store:
                      h.count, h.tree_size, h.tree_root, h.sealed_at, block.checkpoint,
                      block.block_note),
                 )
+                if timestamps:
+                    conn.exec_driver_sql(
+                        self._insert_sql("block_timestamps", ("height", "tsa", "token")),
+                        [(h.height, tsa, token) for tsa, token in timestamps],
+                    )
         except SAIntegrityError as e:
             raise Conflict(f"block {h.height} conflicts with stored rows (another writer?)") from e
 
@@ -211,7 +239,7 @@ class Store:
                     tuple_(merkle_nodes.c.level, merkle_nodes.c.idx).in_(chunk)
                 )
                 for lv, ix, hs in conn.execute(q):
-                    got[(lv, ix)] = bytes(hs)
+                    got[(lv, ix)] = _bytes(hs)
         try:
             return [got[i] for i in ids]
         except KeyError as e:
@@ -223,7 +251,7 @@ class Store:
             merkle_nodes.c.level == level, merkle_nodes.c.idx >= lo, merkle_nodes.c.idx < hi
         )
         with self.engine.connect() as conn:
-            return {ix: bytes(hs) for ix, hs in conn.execute(q)}
+            return {ix: _bytes(hs) for ix, hs in conn.execute(q)}
 
     def count_nodes(self) -> int:
         with self.engine.connect() as conn:
@@ -290,6 +318,16 @@ class Store:
         for rs in self._pages(blocks, "height", 0, chunk):
             yield from (_block(r) for r in rs)
 
+    def get_timestamps(self, height: int) -> list[tuple[str, bytes]]:
+        """(tsa, DER token) pairs over block `height`'s hash, ours first."""
+        q = (
+            select(block_timestamps.c.tsa, block_timestamps.c.token)
+            .where(block_timestamps.c.height == height)
+            .order_by((block_timestamps.c.tsa != "notary"), block_timestamps.c.tsa)
+        )
+        with self.engine.connect() as conn:
+            return [(tsa, _bytes(tok)) for tsa, tok in conn.execute(q)]
+
     # -- API keys -----------------------------------------------------------------------------
 
     def add_key(
@@ -319,18 +357,28 @@ class Store:
             conn.execute(text(sql))
 
 
+def _bytes(v: object) -> bytes:
+    """A BLOB column's value. SQLite lets any type into any column, so a tampered row may hold
+    text: take its UTF-8 bytes, and let the hash checks report it, rather than crash."""
+    if isinstance(v, str):
+        return v.encode("utf-8", "surrogatepass")
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return bytes(v)
+    return str(v).encode()
+
+
 def _entry(r: Any) -> EntryRow:
     return EntryRow(
-        seq=r.seq, leaf_hash=bytes(r.leaf_hash), data=bytes(r.data), kind=r.kind,
+        seq=r.seq, leaf_hash=_bytes(r.leaf_hash), data=_bytes(r.data), kind=r.kind,
         sha256=r.sha256, registrant=r.registrant, block_height=r.block_height,
     )
 
 
 def _block(r: Any) -> BlockRow:
     header = BlockHeader(
-        height=r.height, prev_block_hash=bytes(r.prev_hash), batch_root=bytes(r.batch_root),
+        height=r.height, prev_block_hash=_bytes(r.prev_hash), batch_root=_bytes(r.batch_root),
         first_seq=r.first_seq, count=r.count, tree_size=r.tree_size,
-        tree_root=bytes(r.tree_root), sealed_at=r.sealed_at,
+        tree_root=_bytes(r.tree_root), sealed_at=r.sealed_at,
     )
-    return BlockRow(header=header, hash=bytes(r.hash), checkpoint=r.checkpoint,
+    return BlockRow(header=header, hash=_bytes(r.hash), checkpoint=r.checkpoint,
                     block_note=r.block_note)

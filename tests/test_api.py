@@ -217,3 +217,20 @@ def test_openapi_documents_contract(client: TestClient) -> None:
     body = spec["paths"]["/v1/works"]["post"]["requestBody"]["content"]
     assert "examples" in body["application/json"]["schema"]
     assert "multipart/form-data" in body
+
+
+def test_metrics_count_requests_and_seals(client: TestClient, creator: dict[str, str]) -> None:
+    register(client, creator, 0)
+    client.get("/v1/entries/99")
+    text = client.get("/metrics").text
+    assert 'copyledger_http_requests_total{method="POST",status="2xx"}' in text
+    assert 'copyledger_http_requests_total{method="GET",status="4xx"}' in text
+    assert "copyledger_tree_size 1.0" in text
+
+
+def test_multipart_to_json_only_endpoint_gets_json_limit(
+    client: TestClient, creator: dict[str, str]
+) -> None:
+    r = client.post("/v1/evidence", headers=creator,
+                    files={"file": ("x.bin", b"x" * 200_000, "application/octet-stream")})
+    assert_problem(r, 413)

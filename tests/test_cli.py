@@ -80,3 +80,20 @@ def test_register_proof_audit_with_running_server(tmp_path: Path) -> None:
         assert code == 0 and json.loads(out)["entries"] == 3
     finally:
         srv.stop()
+
+
+def test_origin_is_fixed_at_init(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = str(tmp_path / "reg")
+    assert run("init", "--data-dir", d, "--origin", "a.example/log")[0] == 0
+    code, out = run("init", "--data-dir", d, "--origin", "b.example/log")
+    assert code == 2 and "cannot change" in out
+    monkeypatch.setenv("COPYLEDGER_ORIGIN", "b.example/log")
+    code, out = run("init", "--data-dir", d)
+    assert code == 2 and "cannot change" in out
+
+
+def test_accounts_are_ascii_like_registrants(tmp_path: Path) -> None:
+    d = str(tmp_path / "reg")
+    assert run("init", "--data-dir", d)[0] == 0
+    code, out = run("keys", "create", "--role", "creator", "--account", "zoë", "--data-dir", d)
+    assert code == 2 and "account" in out

@@ -142,3 +142,43 @@ def test_async_waiters_are_answered_per_block(tmp_path: Path, signer: FileSigner
     s.stop()
     assert sorted(seqs) == list(range(64))
     assert len(list(store.iter_blocks())) <= 1 + 4  # genesis + a few blocks, not 64
+
+
+def test_one_sequencer_per_log(database_url: str, signer: FileSigner) -> None:
+    from ledger.errors import Conflict
+
+    a, b = Store.open(database_url), Store.open(database_url)
+    s1 = make(a, signer)
+    s1.start()
+    with pytest.raises(Conflict, match="already"):
+        make(b, signer).start()
+    s1.stop()
+    s2 = make(b, signer)
+    s2.start()  # the lock is free again
+    s2.stop()
+    a.close()
+    b.close()
+
+
+@pytest.mark.parametrize("phase", ["during", "after"])
+def test_failure_messages_say_what_was_recorded(
+    tmp_path: Path, signer: FileSigner, monkeypatch: pytest.MonkeyPatch, phase: str
+) -> None:
+    store = Store.open(f"sqlite:///{tmp_path / 'l.db'}")
+    s = make(store, signer)
+    s.start()
+    if phase == "during":
+        monkeypatch.setattr(store, "append_block", lambda *a, **k: (_ for _ in ()).throw(
+            OSError("disk full")))
+    else:
+        monkeypatch.setattr(merkle, "inclusion_proofs", lambda *a, **k: (_ for _ in ()).throw(
+            MemoryError("out of memory")))
+    with pytest.raises(Unavailable) as info:
+        s.submit(pending(0)).result(10)
+    monkeypatch.undo()
+    if phase == "during":
+        assert "most likely not recorded" in info.value.detail and store.tree_size() == 0
+    else:
+        assert "WAS recorded" in info.value.detail and store.tree_size() == 1
+    assert s.submit(pending(1)).result(10).seq == store.tree_size() - 1  # and it carries on
+    s.stop()

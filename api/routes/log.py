@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from fastapi import APIRouter, Path, Query, Request
@@ -71,10 +72,26 @@ def get_consistency(
     }
 
 
+@router.get(
+    "/v1/notary/keys",
+    summary="Notary keys",
+    description="The log's verifier keys (Go note format) with their validity, and the RFC 3161 "
+    "TSA certificate chain (PEM): what to pin when verifying bundles and tokens offline.",
+)
+def get_notary_keys(request: Request) -> dict[str, Any]:
+    k = registry(request).notary_keys()
+    return {"log_keys": k.log_keys, "tsa_roots": k.tsa_roots, "tsa_chain": k.tsa_chain}
+
+
 @router.get("/v1/blocks/{height}", response_model=BlockOut, summary="A block header")
 def get_block(request: Request, height: int = Path(ge=0)) -> dict[str, Any]:
-    b = registry(request).store.get_block(height)
+    reg = registry(request)
+    b = reg.store.get_block(height)
     return {
+        "timestamps": [
+            {"tsa": tsa, "hash_alg": "sha256", "token": base64.b64encode(tok).decode()}
+            for tsa, tok in reg.store.get_timestamps(height)
+        ],
         "height": b.header.height,
         "hash": b.hash.hex(),
         "header": b.header.to_json(),
