@@ -57,6 +57,16 @@ blocks = Table(
     Index("ix_blocks_tree_size", "tree_size"),
 )
 
+# RFC 3161 tokens over block hashes: our notary's, sealed with the block, and external TSAs'
+# (added later, when they answer). One row per (block, TSA).
+block_timestamps = Table(
+    "block_timestamps",
+    metadata,
+    Column("height", BigInteger, primary_key=True, autoincrement=False),
+    Column("tsa", String(255), primary_key=True),
+    Column("token", LargeBinary, nullable=False),
+)
+
 api_keys = Table(
     "api_keys",
     metadata,
@@ -69,4 +79,4 @@ api_keys = Table(
     Column("revoked_at", String(40), nullable=True),
 )
 
-APPEND_ONLY = ("entries", "merkle_nodes", "blocks")
+APPEND_ONLY = ("entries", "merkle_nodes", "blocks", "block_timestamps")
