@@ -1,0 +1,404 @@
+#!/usr/bin/env python3
+"""An independent, offline checker for copyledger receipts, checkpoints and block headers.
+
+It follows docs/verification.md step by step and imports nothing from copyledger: only the
+Python standard library, plus Ed25519 from the `cryptography` package if it is installed, else
+from the `openssl` command (OpenSSL 3.0 or later). It is documentation, meant to be read; the
+registry's own checks live in ledger/ (merkle.py, note.py, block.py, audit.py).
+
+    python3 verify_receipt.py receipt  RECEIPT.json VKEY.txt [--file EXHIBIT] [--block BLOCK.json]
+    python3 verify_receipt.py consistency OLD_CHECKPOINT.txt NEW_CHECKPOINT.txt PROOF.json VKEY.txt
+    python3 verify_receipt.py chain VKEY.txt BLOCK.json [BLOCK.json ...]   (ascending heights)
+
+Exit status 0: everything verified. 1: something did not (the reason is printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+
+EM_DASH_PREFIX = "\u2014 "  # U+2014 EM DASH, then a space, starts every signature line
+ENTRY_SCHEMA = "copyledger/entry/v1"
+BLOCK_SCHEMA = "copyledger/block/v1"
+BLOCK_NOTE_HEADER = "copyledger/block/v1"
+
+
+class Failed(Exception):
+    pass
+
+
+# ---------------------------------------------------------------- (a) RFC 8785 canonical JSON
+
+
+def jcs(value: object) -> bytes:
+    """RFC 8785 JSON Canonicalization Scheme, UTF-8 encoded."""
+    return _jcs(value).encode("utf-8")
+
+
+def _jcs(v: object) -> str:
+    if v is None:
+        return "null"
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if isinstance(v, int):
+        if abs(v) > 2**53 - 1:
+            raise Failed(f"integer {v} is outside the range JSON numbers hold exactly")
+        return str(v)
+    if isinstance(v, float):
+        return _es6_number(v)
+    if isinstance(v, str):
+        return _es6_string(v)
+    if isinstance(v, list):
+        return "[" + ",".join(_jcs(x) for x in v) + "]"
+    if isinstance(v, dict):
+        keys = sorted(v, key=lambda k: k.encode("utf-16-be"))  # UTF-16 code unit order
+        return "{" + ",".join(_es6_string(k) + ":" + _jcs(v[k]) for k in keys) + "}"
+    raise Failed(f"{type(v).__name__} is not a JSON value")
+
+
+def _es6_string(s: str) -> str:
+    short = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f",
+             "\r": "\\r"}
+    out = []
+    for ch in s:
+        if ch in short:
+            out.append(short[ch])
+        elif ord(ch) < 0x20:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _es6_number(x: float) -> str:
+    """ECMAScript Number::toString for a finite double (RFC 8785 section 3.2.2.3)."""
+    if not math.isfinite(x):
+        raise Failed("NaN and Infinity are not JSON")
+    if x == 0:
+        return "0"
+    if x < 0:
+        return "-" + _es6_number(-x)
+    mantissa, _, exp = repr(x).partition("e")  # repr: shortest round-tripping digits
+    whole, _, frac = mantissa.partition(".")
+    digits = whole + frac
+    n = len(whole) + (int(exp) if exp else 0)  # x = 0.<digits> * 10**n
+    stripped = digits.lstrip("0")
+    n -= len(digits) - len(stripped)
+    digits = stripped.rstrip("0")
+    k = len(digits)
+    if k <= n <= 21:
+        return digits + "0" * (n - k)
+    if 0 < n <= 21:
+        return digits[:n] + "." + digits[n:]
+    if -6 < n <= 0:
+        return "0." + "0" * -n + digits
+    e = n - 1
+    return digits[0] + ("." + digits[1:] if k > 1 else "") + ("e+" if e >= 0 else "e-") + str(abs(e))
+
+
+def leaf_hash(data: bytes) -> bytes:
+    return hashlib.sha256(b"\x00" + data).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def merkle_root(leaf_hashes: list[bytes]) -> bytes:
+    """RFC 6962 MTH over leaf hashes; SHA-256 of the empty string for none."""
+    if not leaf_hashes:
+        return hashlib.sha256(b"").digest()
+    if len(leaf_hashes) == 1:
+        return leaf_hashes[0]
+    k = 1 << ((len(leaf_hashes) - 1).bit_length() - 1)  # largest power of two < n
+    return node_hash(merkle_root(leaf_hashes[:k]), merkle_root(leaf_hashes[k:]))
+
+
+# ---------------------------------------------------------------- (b) RFC 9162 2.1.3.2
+
+
+def verify_inclusion(index: int, size: int, leaf: bytes, proof: list[bytes], root: bytes) -> None:
+    if not 0 <= index < size:
+        raise Failed(f"leaf index {index} is not in a tree of size {size}")
+    fn, sn, r = index, size - 1, leaf
+    for p in proof:
+        if sn == 0:
+            raise Failed("inclusion proof is too long")
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            if not fn & 1:
+                while fn and not fn & 1:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise Failed("inclusion proof is too short")
+    if r != root:
+        raise Failed("inclusion proof does not lead to the root")
+
+
+# ---------------------------------------------------------------- (e) RFC 9162 2.1.4.2
+
+
+def verify_consistency(m: int, n: int, old_root: bytes, new_root: bytes, proof: list[bytes]) -> None:
+    if m <= 0 or n < m:
+        raise Failed(f"no consistency proof from size {m} to size {n}")
+    if m == n:
+        if proof or old_root != new_root:
+            raise Failed("equal sizes need an empty proof and equal roots")
+        return
+    if not proof:
+        raise Failed("empty consistency proof")
+    path = ([old_root] if m & (m - 1) == 0 else []) + list(proof)
+    fn, sn = m - 1, n - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            raise Failed("consistency proof is too long")
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            if not fn & 1:
+                while fn and not fn & 1:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0 or fr != old_root or sr != new_root:
+        raise Failed("consistency proof does not verify")
+
+
+# ---------------------------------------------------------------- (c) C2SP signed notes
+
+
+def _b64(text: str) -> bytes:
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise Failed(f"not base64: {text!r}") from None
+    if base64.b64encode(raw).decode() != text:
+        raise Failed(f"not canonical base64: {text!r}")
+    return raw
+
+
+def parse_vkey(vkey: str) -> tuple[str, bytes, bytes]:
+    """name+hex(key id)+base64(0x01 || public key); only the first two '+' separate fields."""
+    name, key_id_hex, key_b64 = vkey.strip().split("+", 2)
+    key = _b64(key_b64)
+    if len(key) != 33 or key[0] != 0x01:
+        raise Failed("not an Ed25519 verifier key (want 0x01 followed by 32 bytes)")
+    key_id = hashlib.sha256(name.encode() + b"\n" + key).digest()[:4]  # name || 0x0A || 0x01 || pk
+    if key_id.hex() != key_id_hex:
+        raise Failed("verifier key: key id does not match name and key")
+    return name, key_id, key[1:]
+
+
+def ed25519_verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    try:
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    except ImportError:
+        return _openssl_verify(public_key, message, signature)
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+        return True
+    except InvalidSignature:
+        return False
+
+
+def _openssl_verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    spki = bytes.fromhex("302a300506032b6570032100") + public_key  # SubjectPublicKeyInfo, Ed25519
+    with tempfile.TemporaryDirectory() as d:
+        paths = {}
+        for name, data in (("pub.der", spki), ("msg", message), ("sig", signature)):
+            paths[name] = os.path.join(d, name)
+            with open(paths[name], "wb") as f:
+                f.write(data)
+        r = subprocess.run(["openssl", "pkeyutl", "-verify", "-pubin", "-keyform", "DER",
+                            "-inkey", paths["pub.der"], "-rawin", "-in", paths["msg"],
+                            "-sigfile", paths["sig"]], capture_output=True)
+        return r.returncode == 0
+
+
+def open_note(note: str, vkey: str) -> str:
+    """Verify a signed note under one trusted key; return its text (final newline included)."""
+    name, key_id, public_key = parse_vkey(vkey)
+    split = note.rfind("\n\n")
+    if split < 0 or not note.endswith("\n"):
+        raise Failed("malformed note")
+    text, lines = note[: split + 1], note[split + 2 : -1].split("\n")
+    good = False
+    for line in lines:
+        if not line.startswith(EM_DASH_PREFIX):
+            raise Failed("malformed signature line")
+        sig_name, _, sig_b64 = line[len(EM_DASH_PREFIX):].partition(" ")
+        raw = _b64(sig_b64)
+        if sig_name != name or raw[:4] != key_id:
+            continue  # another key's signature (a witness, say): ignored
+        if len(raw) != 68 or not ed25519_verify(public_key, text.encode("utf-8"), raw[4:]):
+            raise Failed(f"bad signature by {sig_name}")
+        good = True
+    if not good:
+        raise Failed("no signature by the trusted key")
+    return text
+
+
+def parse_checkpoint(text: str) -> tuple[str, int, bytes]:
+    lines = text[:-1].split("\n")
+    if len(lines) < 3 or lines[1] != str(int(lines[1])):
+        raise Failed("malformed checkpoint")
+    root = _b64(lines[2])
+    if len(root) != 32:
+        raise Failed("checkpoint root is not 32 bytes")
+    return lines[0], int(lines[1]), root
+
+
+# ---------------------------------------------------------------- (f) block headers
+
+BLOCK_FIELDS = {"schema", "height", "prev_block_hash", "batch_root", "first_seq", "count",
+                "tree_size", "tree_root", "sealed_at"}
+
+
+def check_block(block: dict, vkey: str) -> None:
+    """A block as GET /v1/blocks/{height} returns it: header, hash, checkpoint, block_note."""
+    h = block["header"]
+    if set(h) != BLOCK_FIELDS or h["schema"] != BLOCK_SCHEMA:
+        raise Failed("block header fields are not those of copyledger/block/v1")
+    block_hash = hashlib.sha256(jcs(h)).digest()
+    if block_hash.hex() != block["hash"]:
+        raise Failed(f"block {h['height']}: hash != SHA-256 of the canonical header")
+    if h["tree_size"] != h["first_seq"] + h["count"]:
+        raise Failed(f"block {h['height']}: tree_size != first_seq + count")
+    if h["height"] == 0 and (h["prev_block_hash"] != "00" * 32 or h["first_seq"] != 0):
+        raise Failed("block 0 must start at seq 0 with a zero prev_block_hash")
+    origin = parse_vkey(vkey)[0]
+    if parse_checkpoint(open_note(block["checkpoint"], vkey)) != (
+        origin, h["tree_size"], bytes.fromhex(h["tree_root"])
+    ):
+        raise Failed(f"block {h['height']}: checkpoint does not match the header")
+    want = f"{BLOCK_NOTE_HEADER}\n{origin}\n{h['height']}\n{base64.b64encode(block_hash).decode()}\n"
+    if open_note(block["block_note"], vkey) != want:
+        raise Failed(f"block {h['height']}: block note does not name this block")
+
+
+def check_link(prev: dict, block: dict) -> None:
+    p, h = prev["header"], block["header"]
+    if h["height"] != p["height"] + 1:
+        raise Failed(f"block {h['height']} does not follow block {p['height']}")
+    if h["prev_block_hash"] != prev["hash"]:
+        raise Failed(f"block {h['height']}: prev_block_hash != hash of block {p['height']}")
+    if h["first_seq"] != p["tree_size"]:
+        raise Failed(f"block {h['height']}: first_seq != previous tree_size")
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_receipt(a: argparse.Namespace) -> None:
+    reg = json.load(open(a.receipt, encoding="utf-8"))
+    vkey = open(a.vkey, encoding="utf-8").read()
+    origin = parse_vkey(vkey)[0]
+    entry, rc = reg["entry"], reg["receipt"]
+    if entry.get("schema") != ENTRY_SCHEMA:
+        raise Failed("not a copyledger/entry/v1 entry")
+    lh = leaf_hash(jcs(entry))
+    if lh.hex() != reg["leaf_hash"]:
+        raise Failed("(a) leaf_hash != SHA-256(0x00 || RFC 8785 bytes of the entry)")
+    print(f"(a) entry canonical bytes hash to leaf {lh.hex()}")
+    if a.file:
+        digest = hashlib.sha256(open(a.file, "rb").read()).hexdigest()
+        if digest != entry["content"]["sha256"]:
+            raise Failed(f"the exhibit's SHA-256 {digest} is not the registered one")
+        print(f"    exhibit {a.file} has the registered SHA-256 {digest}")
+    root = bytes.fromhex(rc["root"])
+    verify_inclusion(reg["seq"], rc["tree_size"], lh, [bytes.fromhex(p) for p in rc["proof"]], root)
+    print(f"(b) inclusion proof: seq {reg['seq']} is in the tree of size {rc['tree_size']}")
+    text = open_note(rc["checkpoint"], vkey)
+    print(f"(c) checkpoint signature verifies under {vkey.strip()}")
+    if parse_checkpoint(text) != (origin, rc["tree_size"], root):
+        raise Failed("(d) checkpoint origin/size/root differ from the receipt's")
+    print(f"(d) checkpoint says origin {origin}, size {rc['tree_size']}, root {rc['root']}")
+    if a.block:
+        block = json.load(open(a.block, encoding="utf-8"))
+        check_block(block, vkey)
+        h = block["header"]
+        if not h["first_seq"] <= reg["seq"] < h["tree_size"] or h["tree_root"] != rc["root"]:
+            raise Failed("(f) this block did not seal this entry")
+        print(f"(f) block {h['height']} (hash {block['hash']}) sealed the entry at {h['sealed_at']}")
+    print("receipt OK")
+
+
+def cmd_consistency(a: argparse.Namespace) -> None:
+    vkey = open(a.vkey, encoding="utf-8").read()
+    origin = parse_vkey(vkey)[0]
+    old = parse_checkpoint(open_note(open(a.old, encoding="utf-8").read(), vkey))
+    new = parse_checkpoint(open_note(open(a.new, encoding="utf-8").read(), vkey))
+    if old[0] != origin or new[0] != origin:
+        raise Failed("checkpoints are not from this log")
+    proof = json.load(open(a.proof, encoding="utf-8"))
+    if (proof["from"], proof["to"]) != (old[1], new[1]):
+        raise Failed("the proof is for other tree sizes")
+    verify_consistency(old[1], new[1], old[2], new[2], [bytes.fromhex(p) for p in proof["proof"]])
+    print(f"(e) the tree of size {old[1]} is a prefix of the tree of size {new[1]}: consistency OK")
+
+
+def cmd_chain(a: argparse.Namespace) -> None:
+    vkey = open(a.vkey, encoding="utf-8").read()
+    prev = None
+    for path in a.blocks:
+        block = json.load(open(path, encoding="utf-8"))
+        check_block(block, vkey)
+        if prev is not None:
+            check_link(prev, block)
+        print(f"(f) block {block['header']['height']}: hash, signatures"
+              + (" and link" if prev else "") + " OK")
+        prev = block
+    print("chain OK")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("receipt")
+    r.add_argument("receipt")
+    r.add_argument("vkey")
+    r.add_argument("--file")
+    r.add_argument("--block")
+    c = sub.add_parser("consistency")
+    c.add_argument("old")
+    c.add_argument("new")
+    c.add_argument("proof")
+    c.add_argument("vkey")
+    b = sub.add_parser("chain")
+    b.add_argument("vkey")
+    b.add_argument("blocks", nargs="+")
+    a = ap.parse_args()
+    try:
+        {"receipt": cmd_receipt, "consistency": cmd_consistency, "chain": cmd_chain}[a.cmd](a)
+    except (Failed, KeyError, ValueError) as e:
+        print(f"FAILED: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
