@@ -34,7 +34,7 @@ _WORK_DOC = {
                     "required": ["file", "title", "creators", "work_type"],
                     "properties": {
                         "file": {"type": "string", "format": "binary",
-                                 "description": "hashed while streaming; not kept"},
+                                 "description": "hashed by the server, then deleted"},
                         "title": {"type": "string"},
                         "creators": {"type": "array", "items": {"type": "string"}},
                         "work_type": {"type": "string"},
@@ -98,7 +98,7 @@ async def _work_from_form(request: Request, registrant: str) -> dict[str, Any]:
     response_model=RegistrationOut,
     summary="Register a work",
     description="Registers a work by its SHA-256 (JSON) or by uploading the file (multipart; the "
-    "server hashes it while streaming and does not keep it). Answers only after the block that "
+    "server hashes it from a temporary spool file and deletes it, keeping only the hash). Answers only after the block that "
     "holds the entry is durably committed, with a receipt: the inclusion proof to the signed "
     "checkpoint of that block. Needs a creator key.",
     openapi_extra=_WORK_DOC,
