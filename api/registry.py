@@ -10,6 +10,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
 from api.settings import Settings, write_config
 from ledger import note
 from ledger.bundle import NotaryKeys
@@ -17,6 +20,8 @@ from ledger.errors import InvalidInput, NotFound
 from ledger.sequencer import Sequencer
 from ledger.store import Store, make_engine, migrate
 from notary.signer import FileSigner, Signer, sign_note, verifier_key
+from notary.tsa import TimeStampAuthority
+from notary.tsa_certs import ROOT_FILE, TSA_CERT_FILE, TsaIdentity, create_tsa_chain, load_tsa
 
 
 def _passphrase(s: Settings) -> bytes | None:
@@ -47,6 +52,9 @@ def init_data_dir(s: Settings) -> InitResult:
         created = True
     vkey = verifier_key(signer)
     s.verifier_key_path.write_text(vkey + "\n")
+    if not (s.tsa_dir / TSA_CERT_FILE).exists():
+        s.tsa_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        create_tsa_chain(s.tsa_dir, s.origin, passphrase=_passphrase(s))
     engine = make_engine(s.database_url)
     try:
         migrate(engine)
@@ -89,10 +97,24 @@ def open_store(s: Settings) -> Store:
     return Store.open(s.database_url, migrate_schema=False)
 
 
-class Registry:
-    """A running registry: the store, the signer and the sequencer that seals blocks."""
+def load_tsa_identity(s: Settings) -> TsaIdentity:
+    return load_tsa(s.tsa_dir, _passphrase(s))
 
-    def __init__(self, settings: Settings, store: Store, signer: Signer) -> None:
+
+def tsa_roots_pem(s: Settings) -> bytes:
+    """The TSA root certificate(s) this registry's tokens chain to (for audit and bundles)."""
+    path = s.tsa_dir / ROOT_FILE
+    if not path.exists():
+        raise NotFound(f"no TSA root certificate at {path}: run `copyledger init` first")
+    return path.read_bytes()
+
+
+class Registry:
+    """A running registry: the store, the signer, the TSA and the sequencer that seals blocks."""
+
+    def __init__(
+        self, settings: Settings, store: Store, signer: Signer, tsa: TimeStampAuthority
+    ) -> None:
         if signer.name != settings.origin:
             raise InvalidInput(f"key name {signer.name!r} != origin {settings.origin!r}")
         self.settings = settings
@@ -100,6 +122,7 @@ class Registry:
         self.signer = signer
         self.origin = settings.origin
         self.verifier_key = verifier_key(signer)
+        self.tsa = tsa
         self._keys: NotaryKeys | None = None
         self.sequencer = Sequencer(
             store,
@@ -108,18 +131,23 @@ class Registry:
             max_batch=settings.max_batch,
             linger=settings.linger_ms / 1000.0,
             heartbeat=settings.heartbeat_s,
+            stamp=tsa.timestamp_digest,
         )
 
     def notary_keys(self) -> NotaryKeys:
         """The public half of the notary: log verifier keys and the TSA certificates."""
         if self._keys is None:
             genesis = self.store.get_block(0) if self.store.latest_block() else None
+            ident = self.tsa.identity
             self._keys = NotaryKeys(
                 log_keys=[{
                     "verifier_key": self.verifier_key,
                     "valid_from": genesis.header.sealed_at if genesis else None,
                     "valid_until": None,
                 }],
+                tsa_roots=[tsa_roots_pem(self.settings).decode()],
+                tsa_chain=[_pem(c) for c in [ident.certificate, *ident.chain]
+                           if c.issuer != c.subject],
             )
         return self._keys
 
@@ -135,7 +163,7 @@ class Registry:
                 raise InvalidInput(
                     f"the database holds log {logged!r}, not {s.origin!r}: wrong --database?"
                 )
-        return cls(s, store, load_signer(s))
+        return cls(s, store, load_signer(s), TimeStampAuthority(load_tsa_identity(s)))
 
     def start(self) -> None:
         self.sequencer.start()
@@ -143,3 +171,7 @@ class Registry:
     def stop(self) -> None:
         self.sequencer.stop()
         self.store.close()
+
+
+def _pem(cert: x509.Certificate) -> str:
+    return cert.public_bytes(serialization.Encoding.PEM).decode()

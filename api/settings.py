@@ -31,6 +31,7 @@ class Settings:
     log_level: str = "info"
     log_json: bool = True
     key_passphrase_env: str = "COPYLEDGER_KEY_PASSPHRASE"
+    timestamp_rate_per_s: float = 50.0  # POST /v1/timestamp, per client address
 
     @property
     def database_url(self) -> str:
@@ -39,6 +40,10 @@ class Settings:
     @property
     def log_key_path(self) -> Path:
         return self.data_dir / "notary" / "log-key.pem"
+
+    @property
+    def tsa_dir(self) -> Path:
+        return self.data_dir / "notary" / "tsa"
 
     @property
     def verifier_key_path(self) -> Path:

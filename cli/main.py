@@ -332,18 +332,20 @@ def audit(
     as_json: Json = False,
 ) -> None:
     """Recompute every hash, node, block link, root and signature from the database."""
-    from api.registry import read_verifier_key
+    from api.registry import read_verifier_key, tsa_roots_pem
 
     s, store = _open_store(data_dir, database)
     try:
         vkey = read_verifier_key(s)
+        roots = tsa_roots_pem(s)
     except CopyledgerError as e:
         _die(e.detail)
     show = not as_json and sys.stderr.isatty()
     with Progress(TextColumn("auditing"), BarColumn(), TextColumn("{task.completed} entries"),
                   console=err, disable=not show, transient=True) as prog:
         task = prog.add_task("audit", total=store.tree_size())
-        rep = run_audit(store, vkey, progress=lambda n: prog.advance(task, n))
+        rep = run_audit(store, vkey, progress=lambda n: prog.advance(task, n),
+                        tsa_roots_pem=roots)
     store.close()
     obj = {k: getattr(rep, k) for k in ("ok", "entries", "blocks", "nodes", "tree_size", "root",
                                         "problem", "bad_seq", "bad_height", "checked")}

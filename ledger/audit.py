@@ -39,8 +39,15 @@ class AuditReport:
 Progress = Callable[[int], None]
 
 
-def audit(store: Store, verifier_key: str, progress: Progress | None = None) -> AuditReport:
-    """Audit the whole log; stop at the first fault and name where it is."""
+def audit(
+    store: Store,
+    verifier_key: str,
+    progress: Progress | None = None,
+    *,
+    tsa_roots_pem: bytes | None = None,
+) -> AuditReport:
+    """Audit the whole log; stop at the first fault and name where it is. With the notary's
+    TSA roots, also check that every block carries a valid RFC 3161 token over its hash."""
     rep = AuditReport()
     verifier = note.parse_verifier_key(verifier_key)
     blocks = list(store.iter_blocks())
@@ -68,6 +75,12 @@ def audit(store: Store, verifier_key: str, progress: Progress | None = None) -> 
         roots_at.setdefault(b.header.tree_size, []).append(b)
         prev = b
     rep.checked.append(f"{len(blocks)} block headers chain, and their signatures verify")
+    if tsa_roots_pem is not None:
+        stamp_fault = _check_timestamps(store, blocks, tsa_roots_pem)
+        if stamp_fault is not None:
+            rep.fail(stamp_fault[1], height=stamp_fault[0])
+            return rep
+        rep.checked.append(f"{len(blocks)} RFC 3161 tokens verify over their block hashes")
 
     for b in roots_at.get(0, ()):
         if b.header.tree_root != merkle.EMPTY_ROOT:
@@ -189,6 +202,27 @@ def _check_signatures(b: BlockRow, verifier: note.Verifier) -> None:
     origin, height, bhash = note.parse_block_note_text(bn.text)
     if (origin, height, bhash) != (verifier.name, h.height, b.hash):
         raise CopyledgerError(f"block {h.height}: block note does not match the block")
+
+
+def _check_timestamps(
+    store: Store, blocks: list[BlockRow], roots_pem: bytes
+) -> tuple[int, str] | None:
+    from ledger.timestamp import verify_token
+
+    hashes = {b.header.height: b.hash for b in blocks}
+    seen = set()
+    for height, token in store.iter_timestamps():
+        if height not in hashes:
+            return height, f"a time-stamp token names block {height}, which does not exist"
+        try:
+            verify_token(token, hashes[height], roots_pem)
+        except CopyledgerError as e:
+            return height, f"block {height}: time-stamp token: {e.detail}"
+        seen.add(height)
+    missing = sorted(set(hashes) - seen)
+    if missing:
+        return missing[0], f"block {missing[0]} has no time-stamp token from the notary"
+    return None
 
 
 def _check_nodes(store: Store, nodes: list[tuple[int, int, bytes]]) -> tuple[int, int] | None:

@@ -58,6 +58,12 @@ class PayloadTooLarge(CopyledgerError):
     title = "Request body too large"
 
 
+class RateLimited(CopyledgerError):
+    status = 429
+    slug = "rate-limited"
+    title = "Too many requests"
+
+
 class Unavailable(CopyledgerError):
     """The registry cannot take writes right now (shutting down, signer unreachable)."""
 

@@ -328,6 +328,17 @@ class Store:
         with self.engine.connect() as conn:
             return [(tsa, _bytes(tok)) for tsa, tok in conn.execute(q)]
 
+    def iter_timestamps(self, tsa: str = "notary") -> Iterator[tuple[int, bytes]]:
+        """(height, token) of one TSA's tokens, by height (for the audit)."""
+        q = (
+            select(block_timestamps.c.height, block_timestamps.c.token)
+            .where(block_timestamps.c.tsa == tsa)
+            .order_by(block_timestamps.c.height)
+        )
+        with self.engine.connect() as conn:
+            for height, tok in conn.execute(q):
+                yield height, _bytes(tok)
+
     # -- API keys -----------------------------------------------------------------------------
 
     def add_key(

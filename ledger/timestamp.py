@@ -42,6 +42,7 @@ from ledger.errors import VerificationError
 
 __all__ = [
     "HASH_ALGORITHMS",
+    "HASH_CLASSES",
     "TimeStampResp",
     "TimestampError",
     "TokenInfo",
@@ -57,7 +58,7 @@ HASH_ALGORITHMS: dict[str, tuple[str, int]] = {
     "sha384": ("2.16.840.1.101.3.4.2.2", 48),
     "sha512": ("2.16.840.1.101.3.4.2.3", 64),
 }
-_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
+HASH_CLASSES: dict[str, type[hashes.HashAlgorithm]] = {
     "sha256": hashes.SHA256,
     "sha384": hashes.SHA384,
     "sha512": hashes.SHA512,
@@ -115,7 +116,7 @@ def _fail(reason: str, detail: str) -> TimestampError:
     return TimestampError(detail, reason=reason)
 
 
-def hash_name(algorithm: Any) -> str:
+def _hash_name(algorithm: Any) -> str:
     """The accepted hash name for an asn1crypto DigestAlgorithm, or TimestampError."""
     name = str(algorithm["algorithm"].native)
     if name not in HASH_ALGORITHMS:
@@ -161,6 +162,21 @@ def verify_token(
     untrusted_pem may hold the TSA certificate and intermediates when the token does not embed
     them (a query with certReq false). Raises TimestampError on any failure.
     """
+    try:
+        return _verify_token(token_der, digest, roots_pem, untrusted_pem, nonce)
+    except TimestampError:
+        raise
+    except Exception as exc:  # fail closed: asn1crypto parses lazily and raises many types
+        raise _fail("malformed-token", f"not a valid RFC 3161 token: {exc}") from None
+
+
+def _verify_token(
+    token_der: bytes,
+    digest: bytes,
+    roots_pem: bytes,
+    untrusted_pem: bytes | None,
+    nonce: int | None,
+) -> TokenInfo:
     roots = _load_pem_certs(roots_pem, "roots")
     if not roots:
         raise _fail("no-roots", "no trusted root certificate given")
@@ -171,7 +187,7 @@ def verify_token(
     # 2. What the token says.
     if tst["version"].native != "v1":
         raise _fail("bad-version", f"TSTInfo version {tst['version'].native} is not 1")
-    imprint_alg = hash_name(tst["message_imprint"]["hash_algorithm"])
+    imprint_alg = _hash_name(tst["message_imprint"]["hash_algorithm"])
     imprint = bytes(tst["message_imprint"]["hashed_message"].native)
     if not hmac.compare_digest(imprint, digest):
         raise _fail("imprint-mismatch", "the token stamps a different digest")
@@ -350,6 +366,7 @@ def _parse_token(token_der: bytes) -> _Token:
         if len(signer_infos) != 1:
             raise ValueError(f"{len(signer_infos)} SignerInfos, expected exactly one")
         si = signer_infos[0]
+        si.native  # noqa: B018 - parse it all here, so later checks meet no parse errors
         signed_attrs = si["signed_attrs"]
         if not signed_attrs:
             raise ValueError("the SignerInfo has no signed attributes")
@@ -368,7 +385,7 @@ def _parse_token(token_der: bytes) -> _Token:
             econtent=econtent,
             certificates=certificates,
             sid=si["sid"],
-            digest_alg=hash_name(si["digest_algorithm"]),
+            digest_alg=_hash_name(si["digest_algorithm"]),
             signature_alg=si["signature_algorithm"],
             signature=bytes(si["signature"].native),
             signed_attrs_der=signed_attrs_der,
@@ -436,33 +453,25 @@ def _check_ess(attrs: dict[str, list[Any]], signer: x509.Certificate) -> None:
 
 
 def _verify_signature(signer: x509.Certificate, token: _Token) -> None:
+    """ECDSA or RSA PKCS#1 v1.5 (what TSAs use); RSA-PSS and others are refused, not guessed."""
     sig_alg = token.signature_alg
     kind = sig_alg.signature_algo
     try:
         embedded = sig_alg.hash_algo
-    except ValueError:  # e.g. plain rsaEncryption: the digestAlgorithm says which hash
+    except ValueError:  # plain rsaEncryption or id-ecPublicKey: digestAlgorithm says which hash
         embedded = None
-    if kind == "rsassa_pss":
-        embedded = sig_alg["parameters"]["hash_algorithm"]["algorithm"].native
     if embedded is not None and embedded != token.digest_alg:
         raise _fail("bad-signature", "signatureAlgorithm and digestAlgorithm disagree")
-    hash_alg = _HASHES[token.digest_alg]()
+    hash_alg = HASH_CLASSES[token.digest_alg]()
     key = signer.public_key()
     try:
         if kind == "ecdsa" and isinstance(key, ec.EllipticCurvePublicKey):
             key.verify(token.signature, token.signed_attrs_der, ec.ECDSA(hash_alg))
         elif kind == "rsassa_pkcs1v15" and isinstance(key, rsa.RSAPublicKey):
             key.verify(token.signature, token.signed_attrs_der, padding.PKCS1v15(), hash_alg)
-        elif kind == "rsassa_pss" and isinstance(key, rsa.RSAPublicKey):
-            params = sig_alg["parameters"]
-            mgf_hash = params["mask_gen_algorithm"]["parameters"]["algorithm"].native
-            if mgf_hash not in _HASHES:
-                raise _fail("bad-signature", f"MGF1 hash {mgf_hash} is not supported")
-            pss = padding.PSS(padding.MGF1(_HASHES[mgf_hash]()), int(params["salt_length"].native))
-            key.verify(token.signature, token.signed_attrs_der, pss, hash_alg)
         else:
             raise _fail(
-                "bad-signature", f"signature algorithm {kind} does not fit the signer's key"
+                "bad-signature", f"signature algorithm {kind} with this key is not supported"
             )
     except InvalidSignature:
         raise _fail("bad-signature", "the token's signature does not verify") from None

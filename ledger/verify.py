@@ -231,6 +231,9 @@ def _timestamps(
             info = verify_token(token, ctx["bhash"], roots, untrusted_pem=chain)
         except VerificationError as e:
             raise _Fail(f"token from {t.get('tsa')}: {e.detail}") from None
+        if t.get("hash_alg", info.hash_alg) != info.hash_alg:
+            raise _Fail(f"timestamps[{i}].hash_alg says {t.get('hash_alg')}, the token "
+                        f"{info.hash_alg}")
         times.append(f"{t.get('tsa')}: {info.gen_time.isoformat()}")
     rep.facts["timestamps"] = times
     how = "roots you supplied" if pinned else "roots in the bundle (not pinned)"

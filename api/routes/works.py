@@ -98,9 +98,9 @@ async def _work_from_form(request: Request, registrant: str) -> dict[str, Any]:
     response_model=RegistrationOut,
     summary="Register a work",
     description="Registers a work by its SHA-256 (JSON) or by uploading the file (multipart; the "
-    "server hashes it from a temporary spool file and deletes it, keeping only the hash). Answers only after the block that "
-    "holds the entry is durably committed, with a receipt: the inclusion proof to the signed "
-    "checkpoint of that block. Needs a creator key.",
+    "server hashes it from a temporary spool file and deletes it, keeping only the hash). "
+    "Answers only after the block that holds the entry is durably committed, with a receipt: "
+    "the inclusion proof to the signed checkpoint of that block. Needs a creator key.",
     openapi_extra=_WORK_DOC,
 )
 async def register_work(request: Request) -> FastJSONResponse:

@@ -1,0 +1,65 @@
+"""Anyone: RFC 3161 time-stamping (application/timestamp-query in, timestamp-reply out)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from api.deps import registry
+from ledger.errors import InvalidInput, RateLimited
+
+router = APIRouter(tags=["time-stamping"])
+
+QUERY_TYPE = "application/timestamp-query"
+REPLY_TYPE = "application/timestamp-reply"
+MAX_QUERY_BYTES = 16_384  # a TimeStampReq is a few hundred bytes
+
+
+class RateLimiter:
+    """A token bucket per client address: `rate` requests a second, bursts of `2 * rate`."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.burst = max(1.0, 2 * rate)
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, client: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(client, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            if tokens < 1:
+                raise RateLimited(f"at most {self.rate:g} time-stamp requests a second")
+            self._buckets[client] = (tokens - 1, now)
+            if len(self._buckets) > 100_000:  # forget idle clients
+                self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < 60}
+
+
+@router.post(
+    "/v1/timestamp",
+    summary="RFC 3161 time-stamp",
+    description="Send a DER TimeStampReq (`openssl ts -query -data FILE -sha256 -cert`) as "
+    "`application/timestamp-query`; get a DER TimeStampResp as `application/timestamp-reply`. "
+    "A malformed query gets an RFC 3161 rejection (status 2 with failInfo), not an HTTP error. "
+    "Verify with `openssl ts -verify -data FILE -in reply.tsr -CAfile root.pem -untrusted "
+    "tsa.pem` using the chain from /v1/notary/keys. Rate-limited per client address.",
+    openapi_extra={"requestBody": {"required": True, "content": {
+        QUERY_TYPE: {"schema": {"type": "string", "format": "binary"}}}}},
+    responses={200: {"content": {REPLY_TYPE: {"schema": {"type": "string", "format": "binary"}}}},
+               429: {"description": "rate limited (problem+json)"}},
+)
+async def timestamp(request: Request) -> Response:
+    limiter: RateLimiter = request.app.state.tsa_limiter
+    limiter.check(request.client.host if request.client else "unknown")
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != QUERY_TYPE:
+        raise InvalidInput(f"send the query as {QUERY_TYPE}, not {ctype or 'nothing'}")
+    body = await request.body()
+    if len(body) > MAX_QUERY_BYTES:
+        raise InvalidInput(f"a time-stamp query is at most {MAX_QUERY_BYTES} bytes")
+    reply = registry(request).tsa.respond(body)
+    return Response(reply, media_type=REPLY_TYPE)
