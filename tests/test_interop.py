@@ -87,3 +87,29 @@ def test_tampered_proof_is_rejected_by_go(tmp_path: Path, tlogcheck: str) -> Non
     r = subprocess.run([tlogcheck, "inclusion", "9", p["root"], "4", p["leaf_hash"],
                         ",".join(bad)], capture_output=True, text=True)
     assert r.returncode == 1
+
+
+def test_bundle_proof_and_checkpoint_verify_with_go(tmp_path: Path, tlogcheck: str) -> None:
+    import base64
+
+    reg = open_registry(tmp_path)
+    key, _ = mint_key(reg.store, "creator", "alice")
+    with TestClient(create_app(reg)) as c:
+        for i in range(11):
+            c.post("/v1/works", json=work_body(i), headers={"Authorization": f"Bearer {key}"})
+        vkey = c.get("/v1/log").json()["verifier_key"]
+        b = c.get("/v1/entries/7/bundle").json()
+    inc = b["inclusion"]
+    check(tlogcheck, "inclusion", str(inc["tree_size"]), inc["root"], "7", b["leaf_hash"],
+          ",".join(inc["proof"]))
+    f = tmp_path / "cp"
+    f.write_text(b["checkpoint"])
+    assert check(tlogcheck, "checkpoint", vkey, str(f)).split()[1:] == [
+        str(inc["tree_size"]), inc["root"]]
+    # The C2SP tlog-proof form inside the bundle carries the same proof and checkpoint.
+    head, _, cp = b["tlog_proof"].partition("\n\n")
+    lines = head.splitlines()
+    assert lines[0] == "c2sp.org/tlog-proof@v1" and lines[2] == "index 7"
+    assert [base64.b64decode(x).hex() for x in lines[3:]] == inc["proof"]
+    f.write_text(cp)
+    check(tlogcheck, "checkpoint", vkey, str(f))
