@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from api import metrics, problems
 from api.auth import KeyCache
 from api.registry import Registry
-from api.routes import entries, log, tsa, works
+from api.routes import entries, log, transfers, tsa, works
 from ledger.store import BlockRow
 
 Scope = MutableMapping[str, Any]
@@ -142,6 +142,8 @@ def create_app(registry: Registry, *, manage: bool = True) -> FastAPI:
     app.include_router(entries.router)
     app.include_router(log.router)
     app.include_router(tsa.router)
+    app.include_router(transfers.router)
+    app.state.transfer_locks = {}
     app.state.tsa_limiter = tsa.RateLimiter(registry.settings.timestamp_rate_per_s)
 
     @app.get("/metrics", include_in_schema=False)

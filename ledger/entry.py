@@ -25,6 +25,7 @@ __all__ = [
     "SCHEMA",
     "WORK_TYPES",
     "build_evidence",
+    "build_transfer",
     "build_work",
     "canonical_bytes",
     "content_sha256",
@@ -34,7 +35,8 @@ __all__ = [
 
 SCHEMA = "copyledger/entry/v1"
 MAX_ENTRY_BYTES = 16_384  # canonical size limit
-KINDS = ("work", "evidence")  # later issues add "transfer", "claim"
+KINDS = ("work", "evidence", "transfer")  # "claim" comes with the platforms' claims
+TRANSFER_TYPES = ("assignment", "exclusive_licence", "non_exclusive_licence")
 WORK_TYPES = ("text", "image", "audio", "video", "software", "dataset", "other")
 MAX_METADATA_DEPTH = 5
 MAX_REPORTED_ERRORS = 100
@@ -121,6 +123,45 @@ def build_evidence(
     return validate(entry) if check else entry
 
 
+def build_transfer(
+    *,
+    registrant: str,
+    received_at: str,
+    work_seq: int,
+    work_sha256: str,
+    from_account: str,
+    to_account: str,
+    transfer_type: str,
+    territory: str = "worldwide",
+    term_start: str | None = None,
+    term_end: str | None = None,
+    terms_sha256: str | None = None,
+    note: str | None = None,
+    check: bool = True,
+) -> dict[str, object]:
+    """Build an assignment or licence of rights on a registered work. `registrant` is the
+    account that records it, which the API requires to be `from_account`, the current holder."""
+    entry: dict[str, object] = {
+        "schema": SCHEMA,
+        "kind": "transfer",
+        "registrant": registrant,
+        "received_at": received_at,
+        "work": {"seq": work_seq, "sha256": work_sha256},
+        "from": from_account,
+        "to": to_account,
+        "transfer_type": transfer_type,
+        "territory": territory,
+    }
+    term: dict[str, object] = {}
+    _put(term, "start", term_start)
+    _put(term, "end", term_end)
+    if term:
+        entry["term"] = term
+    _put(entry, "terms_sha256", terms_sha256)
+    _put(entry, "note", note)
+    return validate(entry) if check else entry
+
+
 def validate(entry: object) -> dict[str, object]:
     """Check any entry (freshly built or parsed back from the log) and return it unchanged.
 
@@ -141,8 +182,9 @@ def encode(entry: object) -> tuple[dict[str, object], bytes]:
 
 
 def content_sha256(entry: dict[str, object]) -> str:
-    """The registered content hash, the key every lookup and claim check uses."""
-    content = entry.get("content")
+    """The registered content hash, the key every lookup and claim check uses. A transfer is
+    indexed under its work's hash, so a lookup by content also finds the chain of title."""
+    content = entry.get("content", entry.get("work"))
     if isinstance(content, dict):
         digest = content.get("sha256")
         if isinstance(digest, str):
@@ -186,7 +228,7 @@ def _check(entry: object) -> tuple[dict[str, object], bytes]:
     errors: Errors = []
     kind = entry.get("kind")
     fields = _KIND_FIELDS.get(kind) if isinstance(kind, str) else None
-    _check_object(entry, fields if fields is not None else _COMMON, "", errors)
+    _check_object(entry, fields if fields is not None else _BASE, "", errors)
     # Without a known kind we cannot tell which other keys belong; _check_kind said why.
     if fields is not None:
         for key in entry:
@@ -418,13 +460,56 @@ _CONTENT: dict[str, tuple[bool, Check]] = {
     "media_type": (False, _check_media_type),
 }
 
-_COMMON: dict[str, tuple[bool, Check]] = {
+def _check_work_ref(value: object, path: str, errors: Errors) -> None:
+    if not isinstance(value, dict):
+        errors.append({"field": path, "message": "must be a JSON object"})
+        return
+    _check_object(value, _WORK_REF, path, errors)
+    for key in value:
+        if key not in _WORK_REF:
+            errors.append({"field": _key_path(path, key), "message": "unknown field"})
+
+
+def _check_transfer_type(value: object, path: str, errors: Errors) -> None:
+    if not isinstance(value, str) or value not in TRANSFER_TYPES:
+        errors.append({"field": path, "message": f"must be one of {', '.join(TRANSFER_TYPES)}"})
+
+
+def _check_term(value: object, path: str, errors: Errors) -> None:
+    if not isinstance(value, dict) or not value:
+        errors.append({"field": path, "message": "must be an object with start and/or end"})
+        return
+    _check_object(value, _TERM, path, errors)
+    for key in value:
+        if key not in _TERM:
+            errors.append({"field": _key_path(path, key), "message": "unknown field"})
+    start, end = value.get("start"), value.get("end")
+    if isinstance(start, str) and isinstance(end, str) and _valid_timestamp(start) \
+            and _valid_timestamp(end) and _parse_ts(end) <= _parse_ts(start):
+        errors.append({"field": _key_path(path, "end"), "message": "must be after start"})
+
+
+def _parse_ts(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+_WORK_REF: dict[str, tuple[bool, Check]] = {
+    "seq": (True, _check_count),
+    "sha256": (True, _check_sha256),
+}
+
+_TERM: dict[str, tuple[bool, Check]] = {
+    "start": (False, _check_timestamp),
+    "end": (False, _check_timestamp),
+}
+
+_BASE: dict[str, tuple[bool, Check]] = {
     "schema": (True, _check_schema),
     "kind": (True, _check_kind),
     "registrant": (True, _check_registrant),
     "received_at": (True, _check_timestamp),
-    "content": (True, _check_content),
 }
+_COMMON: dict[str, tuple[bool, Check]] = {**_BASE, "content": (True, _check_content)}
 
 _KIND_FIELDS: dict[str, dict[str, tuple[bool, Check]]] = {
     "work": {
@@ -443,5 +528,16 @@ _KIND_FIELDS: dict[str, dict[str, tuple[bool, Check]]] = {
         "description": (True, _text(5000, controls=True)),
         "related_work": (False, _check_count),
         "metadata": (False, _check_metadata),
+    },
+    "transfer": {
+        **_BASE,
+        "work": (True, _check_work_ref),
+        "from": (True, _check_registrant),
+        "to": (True, _check_registrant),
+        "transfer_type": (True, _check_transfer_type),
+        "territory": (True, _text(200)),
+        "term": (False, _check_term),
+        "terms_sha256": (False, _check_sha256),
+        "note": (False, _text(2000)),
     },
 }
