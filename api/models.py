@@ -67,6 +67,11 @@ class EvidenceIn(BaseModel):
     size: int | None = None
     media_type: str | None = None
     metadata: dict[str, Any] | None = None
+    warc_records: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="for a WARC capture: each response record's target_uri, warc_date, "
+        "record_id and payload_sha256 (the CLI computes them)",
+    )
 
 
 class ReceiptOut(BaseModel):

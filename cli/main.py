@@ -237,41 +237,56 @@ def register(
                     "creators": creator or ["unknown"], "work_type": work_type}
             if license:
                 body["license"] = license
-            try:
-                r = client.post("/v1/works", json=body)
-            except httpx.HTTPError as e:
-                _die(f"cannot reach {server}: {e}")
-            if r.status_code != 201:
-                failed = True
-                results.append({"file": str(path), "sha256": sha, "error": _problem(r)})
-                continue
-            reg = r.json()
-            try:
-                verify_receipt(reg, verifiers, file_sha256=sha)
-            except CopyledgerError as e:
-                failed = True
-                results.append({"file": str(path), "sha256": sha, "seq": reg.get("seq"),
-                                "error": f"receipt does NOT verify: {e.detail}"})
-                continue
-            if receipts:
-                receipts.mkdir(parents=True, exist_ok=True)
-                (receipts / f"{reg['seq']}.json").write_text(json.dumps(reg, indent=2))
-            results.append({"file": str(path), "sha256": sha, "seq": reg["seq"],
-                            "leaf_hash": reg["leaf_hash"],
-                            "tree_size": reg["receipt"]["tree_size"], "key_pinned": pinned})
+            res = _submit(client, "/v1/works", body, verifiers, path, sha, receipts)
+            res["key_pinned"] = pinned
+            failed = failed or "error" in res
+            results.append(res)
     if as_json:
         _emit(True, results)
     else:
-        t = Table("file", "sha256", "seq", "result")
-        for res in results:
-            t.add_row(res["file"], res["sha256"][:16] + "…", str(res.get("seq", "")),
-                      res.get("error", "registered, receipt verified"))
-        out.print(t)
+        _results_table(results, "registered, receipt verified")
         if not pinned:
             err.print("[yellow]receipts checked under the key the server itself published; "
                       "pin the log's key with --trust[/yellow]")
     if failed:
         raise typer.Exit(1)
+
+
+def _submit(
+    client: httpx.Client,
+    endpoint: str,
+    body: dict[str, Any],
+    verifiers: list[Any],
+    path: Path,
+    sha: str,
+    receipts: Path | None,
+) -> dict[str, Any]:
+    """POST one registration or deposit and check its receipt; a result row either way."""
+    try:
+        r = client.post(endpoint, json=body)
+    except httpx.HTTPError as e:
+        _die(f"cannot reach {client.base_url}: {e}")
+    if r.status_code != 201:
+        return {"file": str(path), "sha256": sha, "error": _problem(r)}
+    reg = r.json()
+    try:
+        verify_receipt(reg, verifiers, file_sha256=sha)
+    except CopyledgerError as e:
+        return {"file": str(path), "sha256": sha, "seq": reg.get("seq"),
+                "error": f"receipt does NOT verify: {e.detail}"}
+    if receipts:
+        receipts.mkdir(parents=True, exist_ok=True)
+        (receipts / f"{reg['seq']}.json").write_text(json.dumps(reg, indent=2))
+    return {"file": str(path), "sha256": sha, "seq": reg["seq"], "leaf_hash": reg["leaf_hash"],
+            "tree_size": reg["receipt"]["tree_size"]}
+
+
+def _results_table(results: list[dict[str, Any]], ok_text: str) -> None:
+    t = Table("file", "sha256", "seq", "result")
+    for res in results:
+        t.add_row(res["file"], res["sha256"][:16] + "…", str(res.get("seq", "")),
+                  res.get("error", ok_text))
+    out.print(t)
 
 
 def _verifiers(client: httpx.Client, trust: list[str] | None) -> tuple[list[Any], bool]:
@@ -284,6 +299,85 @@ def _verifiers(client: httpx.Client, trust: list[str] | None) -> tuple[list[Any]
         _die(f"bad verifier key: {e.detail}")
     except (httpx.HTTPError, ValueError, KeyError) as e:
         _die(f"cannot read the log's key from {client.base_url}: {e}")
+
+
+@app.command()
+def evidence(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    captured_at: Annotated[str, typer.Option(help="RFC 3339 capture time")],
+    method: Annotated[str, typer.Option(help="capture method, e.g. screenshot, warc, "
+                                              "browser-export")],
+    description: Annotated[str, typer.Option(help="what the capture shows")],
+    url: Annotated[str | None, typer.Option(help="source URL of the capture")] = None,
+    related_work: Annotated[int | None, typer.Option(help="seq of the work concerned")] = None,
+    server: Server = "http://127.0.0.1:8000",
+    api_key: ApiKey = None,
+    receipts: Annotated[Path | None, typer.Option(help="directory to save receipts in")] = None,
+    trust: Trust = None,
+    as_json: Json = False,
+) -> None:
+    """Deposit evidence: the file is hashed here; a WARC file's response records are hashed
+    and listed one by one, so each captured page can be checked on its own."""
+    from ledger.warc import warc_records
+
+    if not api_key:
+        _die("an API key is needed: --api-key or COPYLEDGER_API_KEY")
+    _, sha, size = _hash_files([file], show=not as_json and sys.stderr.isatty())[0]
+    body: dict[str, Any] = {"sha256": sha, "size": size, "captured_at": captured_at,
+                            "capture_method": method, "description": description}
+    if url:
+        body["source_url"] = url
+    if related_work is not None:
+        body["related_work"] = related_work
+    if file.name.endswith((".warc", ".warc.gz")):
+        try:
+            body["warc_records"] = warc_records(file)
+        except CopyledgerError as e:
+            _die(e.detail)
+    with httpx.Client(base_url=server, timeout=60,
+                      headers={"Authorization": f"Bearer {api_key}"}) as client:
+        verifiers, pinned = _verifiers(client, trust)
+        res = _submit(client, "/v1/evidence", body, verifiers, file, sha, receipts)
+    res["key_pinned"] = pinned
+    res["warc_records"] = len(body.get("warc_records", []))
+    if as_json:
+        _emit(True, res)
+    else:
+        _results_table([res], "deposited, receipt verified"
+                       + (f" ({res['warc_records']} WARC records)" if res["warc_records"] else ""))
+    if "error" in res:
+        raise typer.Exit(1)
+
+
+@app.command()
+def lookup(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    server: Server = "http://127.0.0.1:8000",
+    as_json: Json = False,
+) -> None:
+    """Every registration, deposit and transfer of this exact content, oldest first."""
+    sha = _sha256_file(file)
+    try:
+        r = httpx.get(f"{server}/v1/search", params={"sha256": sha}, timeout=30)
+    except httpx.HTTPError as e:
+        _die(f"cannot reach {server}: {e}")
+    if r.status_code != 200:
+        _die(_problem(r))
+    found = r.json()["results"]
+    rows = [{"seq": x["seq"], "kind": x["entry"]["kind"], "registrant": x["entry"]["registrant"],
+             "received_at": x["entry"]["received_at"], "block_height": x["block_height"],
+             "bundle": f"{server}/v1/entries/{x['seq']}/bundle"} for x in found]
+    if as_json:
+        _emit(True, {"sha256": sha, "results": rows, "truncated": r.json().get("truncated")})
+        return
+    if not rows:
+        out.print(f"no entry registers {sha}")
+        return
+    t = Table("seq", "kind", "registrant", "received at", "bundle")
+    for x in rows:
+        t.add_row(str(x["seq"]), x["kind"], x["registrant"], x["received_at"], x["bundle"])
+    out.print(f"SHA-256 {sha}: {len(rows)} entr{'y' if len(rows) == 1 else 'ies'}, oldest first")
+    out.print(t)
 
 
 @app.command()

@@ -103,6 +103,7 @@ def build_evidence(
     size: int | None = None,
     media_type: str | None = None,
     metadata: dict[str, object] | None = None,
+    warc_records: list[dict[str, object]] | None = None,
     check: bool = True,
 ) -> dict[str, object]:
     """Build an evidence deposit entry (optional fields left out when None); validated unless
@@ -119,6 +120,7 @@ def build_evidence(
     }
     _put(entry, "source_url", source_url)
     _put(entry, "related_work", related_work)
+    _put(entry, "warc_records", copy.deepcopy(warc_records))
     _put(entry, "metadata", copy.deepcopy(metadata))
     return validate(entry) if check else entry
 
@@ -493,6 +495,28 @@ def _parse_ts(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
+def _check_warc_records(value: object, path: str, errors: Errors) -> None:
+    if not isinstance(value, list) or not 1 <= len(value) <= 1000:
+        errors.append({"field": path, "message": "must be a list of 1 to 1000 records"})
+        return
+    for i, rec in enumerate(value):
+        where = f"{path}[{i}]"
+        if not isinstance(rec, dict):
+            errors.append({"field": where, "message": "must be a JSON object"})
+            continue
+        _check_object(rec, _WARC_RECORD, where, errors)
+        for key in rec:
+            if key not in _WARC_RECORD:
+                errors.append({"field": _key_path(where, key), "message": "unknown field"})
+
+
+_WARC_RECORD: dict[str, tuple[bool, Check]] = {
+    "target_uri": (True, _text(2048)),
+    "warc_date": (True, _check_timestamp),
+    "record_id": (False, _text(200)),
+    "payload_sha256": (True, _check_sha256),
+}
+
 _WORK_REF: dict[str, tuple[bool, Check]] = {
     "seq": (True, _check_count),
     "sha256": (True, _check_sha256),
@@ -527,6 +551,7 @@ _KIND_FIELDS: dict[str, dict[str, tuple[bool, Check]]] = {
         "capture_method": (True, _text(100)),
         "description": (True, _text(5000, controls=True)),
         "related_work": (False, _check_count),
+        "warc_records": (False, _check_warc_records),
         "metadata": (False, _check_metadata),
     },
     "transfer": {

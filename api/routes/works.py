@@ -166,6 +166,7 @@ async def deposit_evidence(request: Request) -> FastJSONResponse:
         size=ev.size,
         media_type=ev.media_type,
         metadata=ev.metadata,
+        warc_records=ev.warc_records,
         check=False,
     )
     receipt, entry = await append(request, entry)
