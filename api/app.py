@@ -136,7 +136,8 @@ def create_app(registry: Registry, *, manage: bool = True) -> FastAPI:
     )
     app.state.registry = registry
     app.state.keys = KeyCache(registry.store)
-    registry.sequencer.on_seal = _on_seal
+    registry.listeners.append(_on_seal)
+    registry.external.on_missing = lambda url, n: metrics.EXTERNAL_MISSING.labels(url).set(n)
     problems.install(app)
     app.include_router(works.router)
     app.include_router(entries.router)
@@ -153,7 +154,8 @@ def create_app(registry: Registry, *, manage: bool = True) -> FastAPI:
     @app.get("/healthz", tags=["operator"], summary="Liveness and log size")
     def healthz(request: Request) -> JSONResponse:
         st = registry.sequencer.state
-        return JSONResponse({"status": "ok", "tree_size": st.size})
+        return JSONResponse({"status": "ok", "tree_size": st.size,
+                             "external_tsa_missing": registry.external.missing})
 
     app.add_middleware(
         BodyLimit,  # type: ignore[arg-type]

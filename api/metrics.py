@@ -22,3 +22,9 @@ REQUESTS = Counter(
     ["method", "status"],
     registry=REGISTRY,
 )
+EXTERNAL_MISSING = Gauge(
+    "copyledger_external_tsa_missing_blocks",
+    "Blocks not yet stamped by an external TSA",
+    ["tsa"],
+    registry=REGISTRY,
+)

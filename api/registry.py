@@ -7,6 +7,7 @@ the same whether or not a server is running on it.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,8 @@ from ledger import note
 from ledger.bundle import NotaryKeys
 from ledger.errors import InvalidInput, NotFound
 from ledger.sequencer import Sequencer
-from ledger.store import Store, make_engine, migrate
+from ledger.store import BlockRow, Store, make_engine, migrate
+from notary.external_tsa import ExternalStamper
 from notary.signer import FileSigner, Signer, sign_note, verifier_key
 from notary.tsa import TimeStampAuthority
 from notary.tsa_certs import ROOT_FILE, TSA_CERT_FILE, TsaIdentity, create_tsa_chain, load_tsa
@@ -132,7 +134,18 @@ class Registry:
             linger=settings.linger_ms / 1000.0,
             heartbeat=settings.heartbeat_s,
             stamp=tsa.timestamp_digest,
+            on_seal=self._sealed,
         )
+        self.listeners: list[Callable[[BlockRow], None]] = []
+        roots = Path(settings.external_tsa_roots).read_bytes() if settings.external_tsa_roots \
+            else None
+        self.external = ExternalStamper(store, settings.external_tsa_urls, roots_pem=roots)
+        self._external_roots = roots
+
+    def _sealed(self, block: BlockRow) -> None:
+        self.external.poke()
+        for listener in self.listeners:
+            listener(block)
 
     def notary_keys(self) -> NotaryKeys:
         """The public half of the notary: log verifier keys and the TSA certificates."""
@@ -145,7 +158,8 @@ class Registry:
                     "valid_from": genesis.header.sealed_at if genesis else None,
                     "valid_until": None,
                 }],
-                tsa_roots=[tsa_roots_pem(self.settings).decode()],
+                tsa_roots=[tsa_roots_pem(self.settings).decode()]
+                + ([self._external_roots.decode()] if self._external_roots else []),
                 tsa_chain=[_pem(c) for c in [ident.certificate, *ident.chain]
                            if c.issuer != c.subject],
             )
@@ -167,8 +181,10 @@ class Registry:
 
     def start(self) -> None:
         self.sequencer.start()
+        self.external.start()
 
     def stop(self) -> None:
+        self.external.stop()
         self.sequencer.stop()
         self.store.close()
 

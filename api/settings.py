@@ -32,6 +32,12 @@ class Settings:
     log_json: bool = True
     key_passphrase_env: str = "COPYLEDGER_KEY_PASSPHRASE"
     timestamp_rate_per_s: float = 50.0  # POST /v1/timestamp, per client address
+    external_tsas: str = ""  # comma-separated RFC 3161 TSA URLs that also stamp every block
+    external_tsa_roots: str = ""  # PEM file of those TSAs' root certificates (to check tokens)
+
+    @property
+    def external_tsa_urls(self) -> list[str]:
+        return [u.strip() for u in self.external_tsas.split(",") if u.strip()]
 
     @property
     def database_url(self) -> str:

@@ -328,6 +328,31 @@ class Store:
         with self.engine.connect() as conn:
             return [(tsa, _bytes(tok)) for tsa, tok in conn.execute(q)]
 
+    def _missing_q(self, tsa: str) -> Any:
+        stamped = select(block_timestamps.c.height).where(block_timestamps.c.tsa == tsa)
+        return blocks.c.height.not_in(stamped)
+
+    def blocks_missing_timestamp(self, tsa: str, limit: int = 100) -> list[tuple[int, bytes]]:
+        """(height, block hash) of the oldest blocks without a token from `tsa`."""
+        q = (
+            select(blocks.c.height, blocks.c.hash)
+            .where(self._missing_q(tsa))
+            .order_by(blocks.c.height)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [(h, _bytes(x)) for h, x in conn.execute(q)]
+
+    def count_missing_timestamps(self, tsa: str) -> int:
+        q = select(func.count()).select_from(blocks).where(self._missing_q(tsa))
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar_one())
+
+    def add_timestamp(self, height: int, tsa: str, token: bytes) -> None:
+        """Keep a token that arrived after its block was sealed (an external TSA's)."""
+        with self.engine.begin() as conn:
+            conn.execute(block_timestamps.insert().values(height=height, tsa=tsa, token=token))
+
     def iter_timestamps(self, tsa: str = "notary") -> Iterator[tuple[int, bytes]]:
         """(height, token) of one TSA's tokens, by height (for the audit)."""
         q = (

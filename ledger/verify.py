@@ -221,7 +221,7 @@ def _timestamps(
     roots = roots_pem if roots_pem is not None else "".join(
         require(notary, "tsa_roots", list, "notary")).encode()
     chain = "".join(notary.get("tsa_chain", [])).encode() or None
-    times = []
+    times, untrusted = [], []
     for i, t in enumerate(stamps):
         try:
             token = base64.b64decode(require(t, "token", str, f"timestamps[{i}]"), validate=True)
@@ -230,14 +230,21 @@ def _timestamps(
         try:
             info = verify_token(token, ctx["bhash"], roots, untrusted_pem=chain)
         except VerificationError as e:
+            if e.extra.get("reason") == "untrusted":  # a TSA whose root you do not trust
+                untrusted.append(str(t.get("tsa")))
+                continue
             raise _Fail(f"token from {t.get('tsa')}: {e.detail}") from None
         if t.get("hash_alg", info.hash_alg) != info.hash_alg:
             raise _Fail(f"timestamps[{i}].hash_alg says {t.get('hash_alg')}, the token "
                         f"{info.hash_alg}")
         times.append(f"{t.get('tsa')}: {info.gen_time.isoformat()}")
+    if not times:
+        raise _Fail("no time-stamp token chains to a trusted TSA root "
+                    f"(untrusted: {', '.join(untrusted)})")
     rep.facts["timestamps"] = times
     how = "roots you supplied" if pinned else "roots in the bundle (not pinned)"
-    return f"{len(times)} token(s) under {how}: " + "; ".join(times)
+    also = f"; not trusted, so not counted: {', '.join(untrusted)}" if untrusted else ""
+    return f"{len(times)} token(s) under {how}: " + "; ".join(times) + also
 
 
 def _tlog_proof(ctx: dict[str, Any]) -> str:

@@ -1,0 +1,65 @@
+"""External TSAs: their tokens are fetched off the sealing path, kept beside ours, and an
+outage neither blocks sealing nor loses the stamp (it is fetched when the TSA returns)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.auth import mint_key
+from api.registry import tsa_roots_pem
+from ledger.verify import verify_bundle
+from tests.helpers import open_registry, work_body
+from tests.server import ServerProcess, cli
+
+pytestmark = pytest.mark.slow
+
+
+def wait_until(cond: object, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():  # type: ignore[operator]
+            return
+        time.sleep(0.2)
+    raise AssertionError("timed out")
+
+
+def test_external_tsa_outage_then_recovery(tmp_path: Path) -> None:
+    ext_dir = tmp_path / "external"
+    assert cli("init", "--data-dir", str(ext_dir), "--origin", "tsa.example/log").returncode == 0
+    external = ServerProcess(ext_dir)  # not started yet: the TSA is "down"
+    url = external.url + "/v1/timestamp"
+    ext_root = ext_dir / "notary" / "tsa" / "root.pem"
+    reg = open_registry(tmp_path, external_tsas=url, external_tsa_roots=str(ext_root))
+    key, _ = mint_key(reg.store, "creator", "alice")
+    h = {"Authorization": f"Bearer {key}"}
+    with TestClient(create_app(reg)) as c:
+        t0 = time.monotonic()
+        for i in range(5):
+            assert c.post("/v1/works", json=work_body(i), headers=h).status_code == 201
+        assert time.monotonic() - t0 < 10  # sealing did not wait for the dead TSA
+        wait_until(lambda: reg.external.missing.get(url, 0) > 0)
+        assert c.get("/healthz").json()["external_tsa_missing"][url] > 0
+        assert len(c.get("/v1/entries/2/bundle").json()["timestamps"]) == 1  # ours only
+
+        external.start()  # the TSA comes back: the missing stamps are fetched
+        try:
+            wait_until(lambda: reg.store.count_missing_timestamps(url) == 0)
+            b = c.get("/v1/entries/2/bundle").json()
+            vkey = c.get("/v1/log").json()["verifier_key"]
+        finally:
+            external.stop()
+    assert [t["tsa"] for t in b["timestamps"]] == ["notary", url]
+    rep = verify_bundle(b, trusted_keys=[vkey])
+    assert rep.ok, rep.to_json()
+    assert len(rep.facts["timestamps"]) == 2
+    # A court that trusts only our notary's root still verifies, and is told what it skipped.
+    rep = verify_bundle(b, trusted_keys=[vkey], tsa_roots_pem=tsa_roots_pem(reg.settings))
+    assert rep.ok and "not trusted" in [s for s in rep.steps if s.name == "timestamp"][0].detail
+    # ... and one that trusts only the external TSA verifies on that token alone.
+    rep = verify_bundle(b, trusted_keys=[vkey], tsa_roots_pem=ext_root.read_bytes())
+    assert rep.ok
