@@ -21,6 +21,7 @@ from ledger.errors import InvalidInput, NotFound
 from ledger.sequencer import Sequencer
 from ledger.store import BlockRow, Store, make_engine, migrate
 from notary.external_tsa import ExternalStamper
+from notary.remote import RemoteNotary, RemoteSigner, RemoteTSA
 from notary.signer import FileSigner, Signer, sign_note, verifier_key
 from notary.tsa import TimeStampAuthority
 from notary.tsa_certs import ROOT_FILE, TSA_CERT_FILE, TsaIdentity, create_tsa_chain, load_tsa
@@ -39,12 +40,26 @@ class InitResult:
 
 
 def init_data_dir(s: Settings) -> InitResult:
-    """Create the data directory, its config, the notary key and the schema. Idempotent:
-    an existing key is kept, never overwritten."""
+    """Create the data directory, its config, the notary keys (unless a stand-alone notary
+    holds them) and the schema. Idempotent: an existing key is kept, never overwritten."""
     s.data_dir.mkdir(parents=True, exist_ok=True)
     check_origin(s)
     if not s.config_path.exists():
         write_config(s)
+    if s.notary_url:
+        created, vkey = False, _publish_remote_identity(s, connect_notary(s))
+    else:
+        created, vkey = init_notary_keys(s)
+    engine = make_engine(s.database_url)
+    try:
+        migrate(engine)
+    finally:
+        engine.dispose()
+    return InitResult(created, vkey, s.database_url)
+
+
+def init_notary_keys(s: Settings) -> tuple[bool, str]:
+    """The log key and the TSA chain in the data directory (created if missing)."""
     created = False
     if s.log_key_path.exists():
         signer = FileSigner.load(s.origin, s.log_key_path, _passphrase(s))
@@ -57,12 +72,30 @@ def init_data_dir(s: Settings) -> InitResult:
     if not (s.tsa_dir / TSA_CERT_FILE).exists():
         s.tsa_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         create_tsa_chain(s.tsa_dir, s.origin, passphrase=_passphrase(s))
-    engine = make_engine(s.database_url)
-    try:
-        migrate(engine)
-    finally:
-        engine.dispose()
-    return InitResult(created, vkey, s.database_url)
+    return created, vkey
+
+
+def connect_notary(s: Settings) -> RemoteNotary:
+    token = os.environ.get(s.notary_token_env, "")
+    if not token:
+        raise InvalidInput(f"--notary-url needs the notary's token in ${s.notary_token_env}")
+    notary = RemoteNotary(s.notary_url, token)
+    if notary.name != s.origin:
+        notary.close()
+        raise InvalidInput(f"the notary signs for {notary.name!r}, but this registry's origin "
+                           f"is {s.origin!r}: pass --origin {notary.name} at init")
+    return notary
+
+
+def _publish_remote_identity(s: Settings, notary: RemoteNotary) -> str:
+    """Keep the notary's PUBLIC keys in the data directory (for audit and bundles)."""
+    s.verifier_key_path.parent.mkdir(parents=True, exist_ok=True)
+    s.verifier_key_path.write_text(notary.verifier_key + "\n")
+    s.tsa_dir.mkdir(parents=True, exist_ok=True)
+    certs = [notary.identity.certificate, *notary.identity.chain]
+    roots = [c for c in certs if c.issuer == c.subject] or certs[-1:]
+    (s.tsa_dir / ROOT_FILE).write_text("".join(_pem(c) for c in roots))
+    return notary.verifier_key
 
 
 def check_origin(s: Settings) -> None:
@@ -115,7 +148,11 @@ class Registry:
     """A running registry: the store, the signer, the TSA and the sequencer that seals blocks."""
 
     def __init__(
-        self, settings: Settings, store: Store, signer: Signer, tsa: TimeStampAuthority
+        self,
+        settings: Settings,
+        store: Store,
+        signer: Signer,
+        tsa: TimeStampAuthority | RemoteTSA,
     ) -> None:
         if signer.name != settings.origin:
             raise InvalidInput(f"key name {signer.name!r} != origin {settings.origin!r}")
@@ -177,6 +214,9 @@ class Registry:
                 raise InvalidInput(
                     f"the database holds log {logged!r}, not {s.origin!r}: wrong --database?"
                 )
+        if s.notary_url:
+            notary = connect_notary(s)
+            return cls(s, store, RemoteSigner(notary), RemoteTSA(notary))
         return cls(s, store, load_signer(s), TimeStampAuthority(load_tsa_identity(s)))
 
     def start(self) -> None:

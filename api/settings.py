@@ -32,6 +32,8 @@ class Settings:
     log_json: bool = True
     key_passphrase_env: str = "COPYLEDGER_KEY_PASSPHRASE"
     timestamp_rate_per_s: float = 50.0  # POST /v1/timestamp, per client address
+    notary_url: str = ""  # a stand-alone notary (http://host:port or unix:/path): no keys here
+    notary_token_env: str = "COPYLEDGER_NOTARY_TOKEN"
     external_tsas: str = ""  # comma-separated RFC 3161 TSA URLs that also stamp every block
     external_tsa_roots: str = ""  # PEM file of those TSAs' root certificates (to check tokens)
 
@@ -114,6 +116,8 @@ def write_config(s: Settings) -> None:
     lines = [f"origin = {_toml_str(s.origin)}"]
     if s.database:
         lines.append(f"database = {_toml_str(s.database)}")
+    if s.notary_url:
+        lines.append(f"notary_url = {_toml_str(s.notary_url)}")
     s.data_dir.mkdir(parents=True, exist_ok=True)
     # 0600: the database URL may carry a password.
     fd = os.open(s.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -37,6 +37,9 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+notary_app = typer.Typer(help="The stand-alone notary (log key and TSA key holder).",
+                         no_args_is_help=True)
+app.add_typer(notary_app, name="notary")
 
 out = Console()
 err = Console(stderr=True)
@@ -52,6 +55,12 @@ Database = Annotated[
                  "in the data directory)"),
 ]
 Json = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+NotaryUrl = Annotated[
+    str | None,
+    typer.Option("--notary-url", envvar="COPYLEDGER_NOTARY_URL",
+                 help="sign through a stand-alone notary (http://host:port or unix:/path); "
+                 "its token comes from COPYLEDGER_NOTARY_TOKEN"),
+]
 Server = Annotated[
     str, typer.Option("--server", envvar="COPYLEDGER_SERVER", help="registry URL")
 ]
@@ -102,12 +111,13 @@ def init(
     origin: Annotated[
         str | None, typer.Option(help="log origin, e.g. registry.example/log")
     ] = None,
+    notary_url: NotaryUrl = None,
     as_json: Json = False,
 ) -> None:
     """Create a registry: data directory, config, notary key (mode 0600) and database schema."""
     from api.registry import init_data_dir
 
-    s = _settings(data_dir, database, origin=origin)
+    s = _settings(data_dir, database, origin=origin, notary_url=notary_url)
     try:
         r = init_data_dir(s)
     except CopyledgerError as e:
@@ -134,6 +144,7 @@ def serve(
     database: Database = None,
     host: Annotated[str | None, typer.Option(envvar="COPYLEDGER_HOST")] = None,
     port: Annotated[int | None, typer.Option(envvar="COPYLEDGER_PORT")] = None,
+    notary_url: NotaryUrl = None,
 ) -> None:
     """Run the registry's HTTP API (creates the registry on first start)."""
     import uvicorn
@@ -142,7 +153,7 @@ def serve(
     from api.logs import configure
     from api.registry import Registry
 
-    s = _settings(data_dir, database, host=host, port=port)
+    s = _settings(data_dir, database, host=host, port=port, notary_url=notary_url)
     configure(s.log_level, s.log_json)
     try:
         reg = Registry.open(s)
@@ -525,6 +536,61 @@ def verify(
                       "failed")
     if not rep.ok:
         raise typer.Exit(1)
+
+
+@notary_app.command("init")
+def notary_init(
+    data_dir: DataDir = None,
+    origin: Annotated[str | None, typer.Option(help="the log origin it will sign for")] = None,
+    as_json: Json = False,
+) -> None:
+    """Create the notary's keys (log key and TSA chain) in its own data directory."""
+    from api.registry import init_notary_keys
+    from api.settings import write_config
+
+    s = _settings(data_dir, None, origin=origin)
+    try:
+        from api.registry import check_origin
+
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        check_origin(s)
+        if not s.config_path.exists():
+            write_config(s)
+        created, vkey = init_notary_keys(s)
+    except CopyledgerError as e:
+        _die(e.detail)
+    _emit(as_json, {"data_dir": str(s.data_dir), "origin": s.origin, "verifier_key": vkey,
+                    "created_key": created}, f"notary keys in {s.data_dir}\n{vkey}")
+
+
+@notary_app.command("serve")
+def notary_serve(
+    data_dir: DataDir = None,
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8100,
+    uds: Annotated[str | None, typer.Option(help="serve on this Unix socket instead")] = None,
+) -> None:
+    """Run the stand-alone notary; clients authenticate with COPYLEDGER_NOTARY_TOKEN."""
+    import uvicorn
+
+    from api.logs import configure
+    from api.registry import load_signer, load_tsa_identity
+    from notary.service import create_notary_app
+    from notary.tsa import TimeStampAuthority
+
+    s = _settings(data_dir, None)
+    configure(s.log_level, s.log_json)
+    token = os.environ.get(s.notary_token_env, "")
+    try:
+        app_ = create_notary_app(load_signer(s), TimeStampAuthority(load_tsa_identity(s)), token)
+    except CopyledgerError as e:
+        _die(e.detail)
+    where = f"unix:{uds}" if uds else f"http://{host}:{port}"
+    err.print(f"copyledger notary for {s.origin} on {where}")
+    if uds:
+        uvicorn.run(app_, uds=uds, log_level="warning", access_log=False)
+    else:
+        uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -25,17 +25,19 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 
 class ServerProcess:
-    def __init__(self, data_dir: Path, database: str = "", **env: str) -> None:
+    def __init__(self, data_dir: Path, database: str = "", *, command: tuple[str, ...] = ("serve",),
+                 port: int | None = None, **env: str) -> None:
         self.data_dir = data_dir
         self.database = database
-        self.port = free_port()
+        self.command = command
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "COPYLEDGER_LOG_JSON": "true", **env}
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir.parent / f"server-{self.port}.log"
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
-        args = [sys.executable, "-m", "cli", "serve", "--data-dir", str(self.data_dir),
+        args = [sys.executable, "-m", "cli", *self.command, "--data-dir", str(self.data_dir),
                 "--port", str(self.port)]
         if self.database:
             args += ["--database", self.database]

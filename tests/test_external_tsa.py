@@ -59,7 +59,7 @@ def test_external_tsa_outage_then_recovery(tmp_path: Path) -> None:
     assert len(rep.facts["timestamps"]) == 2
     # A court that trusts only our notary's root still verifies, and is told what it skipped.
     rep = verify_bundle(b, trusted_keys=[vkey], tsa_roots_pem=tsa_roots_pem(reg.settings))
-    assert rep.ok and "not trusted" in [s for s in rep.steps if s.name == "timestamp"][0].detail
+    assert rep.ok and "not trusted" in next(s for s in rep.steps if s.name == "timestamp").detail
     # ... and one that trusts only the external TSA verifies on that token alone.
     rep = verify_bundle(b, trusted_keys=[vkey], tsa_roots_pem=ext_root.read_bytes())
     assert rep.ok

@@ -1,0 +1,115 @@
+"""The stand-alone notary: the only process that holds the log key and the TSA key.
+
+`copyledger notary serve` runs it on its own port or Unix socket; `copyledger serve --notary-url`
+then signs through it and holds no private key. It signs only what a notary should: C2SP
+checkpoints and block notes for its own origin, and RFC 3161 tokens. Every call needs the
+shared bearer token.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from ledger import note
+from ledger.errors import CopyledgerError, InvalidInput, Unauthorized
+from notary.signer import Signer, verifier_key
+from notary.tsa import TimeStampAuthority
+
+PREFIX = "/notary/v1"
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _unb64(v: object, what: str) -> bytes:
+    if not isinstance(v, str):
+        raise InvalidInput(f"{what} must be a base64 string")
+    try:
+        return base64.b64decode(v, validate=True)
+    except binascii.Error:
+        raise InvalidInput(f"{what} is not base64") from None
+
+
+def check_signable(message: bytes, origin: str) -> str:
+    """The notary signs a checkpoint or a block note of its own log, nothing else."""
+    try:
+        text = message.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput("refused: not UTF-8 note text") from None
+    try:
+        if note.parse_checkpoint(text).origin == origin:
+            return "checkpoint"
+    except CopyledgerError:
+        pass
+    try:
+        if note.parse_block_note_text(text)[0] == origin:
+            return "block note"
+    except CopyledgerError:
+        pass
+    raise InvalidInput(f"refused: only checkpoints and block notes of {origin} are signed")
+
+
+def create_notary_app(signer: Signer, tsa: TimeStampAuthority, token: str) -> FastAPI:
+    if len(token) < 16:
+        raise InvalidInput("the notary token must be at least 16 characters")
+    app = FastAPI(title="copyledger notary", version="1", docs_url=None, redoc_url=None)
+    chain = [tsa.identity.certificate, *tsa.identity.chain]
+
+    @app.middleware("http")
+    async def bearer(request: Request, call_next: Any) -> Any:
+        if request.url.path == "/healthz":
+            return await call_next(request)
+        got = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(got.encode(), token.encode()):
+            return _problem(Unauthorized("the notary needs its bearer token"))
+        return await call_next(request)
+
+    @app.exception_handler(CopyledgerError)
+    async def _err(_request: Request, exc: CopyledgerError) -> JSONResponse:
+        return _problem(exc)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get(PREFIX + "/identity")
+    def identity() -> dict[str, Any]:
+        return {
+            "name": signer.name,
+            "public_key": _b64(signer.public_key),
+            "verifier_key": verifier_key(signer),
+            "tsa_chain": [c.public_bytes(serialization.Encoding.PEM).decode() for c in chain],
+        }
+
+    @app.post(PREFIX + "/sign")
+    async def sign(request: Request) -> dict[str, str]:
+        body = await request.json()
+        message = _unb64(body.get("message") if isinstance(body, dict) else None, "message")
+        check_signable(message, signer.name)
+        return {"signature": _b64(signer.sign(message))}
+
+    @app.post(PREFIX + "/timestamp-digest")
+    async def stamp(request: Request) -> dict[str, str]:
+        body = await request.json()
+        digest = _unb64(body.get("digest") if isinstance(body, dict) else None, "digest")
+        return {"token": _b64(tsa.timestamp_digest(digest))}
+
+    @app.post(PREFIX + "/timestamp")
+    async def rfc3161(request: Request) -> Response:
+        return Response(tsa.respond(await request.body()),
+                        media_type="application/timestamp-reply")
+
+    return app
+
+
+def _problem(exc: CopyledgerError) -> JSONResponse:
+    return JSONResponse({"title": exc.title, "status": exc.status, "detail": exc.detail},
+                        status_code=exc.status, media_type="application/problem+json")

@@ -1,0 +1,90 @@
+"""A stand-alone notary: the API process holds no key, and a notary outage loses nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ledger.verify import verify_bundle
+from tests.helpers import work_body
+from tests.server import ServerProcess, cli
+
+pytestmark = pytest.mark.slow
+TOKEN = "test-notary-token-0123456789"
+
+
+def test_api_without_keys_and_notary_outage(tmp_path: Path) -> None:
+    env = {"COPYLEDGER_NOTARY_TOKEN": TOKEN}
+    ndir, adir = tmp_path / "notary", tmp_path / "api"
+    r = cli("notary", "init", "--data-dir", str(ndir), "--origin", "n.example/log")
+    assert r.returncode == 0, r.stderr
+    notary = ServerProcess(ndir, command=("notary", "serve"), **env).start()
+    try:
+        r = cli("init", "--data-dir", str(adir), "--origin", "n.example/log", "--notary-url",
+                notary.url, env=env)
+        assert r.returncode == 0, r.stderr
+        key = json.loads(cli("keys", "create", "--role", "creator", "--data-dir", str(adir),
+                             "--json").stdout)["key"]
+        api = ServerProcess(adir, **env).start()
+        h = {"Authorization": f"Bearer {key}"}
+        try:
+            # No private key anywhere in the API's data directory or environment.
+            for f in adir.rglob("*"):
+                if f.is_file() and f.suffix != ".sqlite3":
+                    assert b"PRIVATE KEY" not in f.read_bytes(), f
+            assert api.proc is not None
+            environ = Path(f"/proc/{api.proc.pid}/environ").read_bytes()
+            assert b"PRIVATE KEY" not in environ and b"KEY_PASSPHRASE" not in environ
+            with httpx.Client(base_url=api.url, timeout=30) as c:
+                for i in range(3):
+                    assert c.post("/v1/works", json=work_body(i), headers=h).status_code == 201
+                vkey = c.get("/v1/log").json()["verifier_key"]
+                assert verify_bundle(c.get("/v1/entries/1/bundle").json(),
+                                     trusted_keys=[vkey]).ok
+
+                notary.stop()  # outage: writes get 503 and nothing is half-written
+                size = c.get("/v1/log").json()["tree_size"]
+                r = c.post("/v1/works", json=work_body("during"), headers=h)
+                assert r.status_code == 503 and r.headers.get("retry-after")
+                assert "nothing was recorded" in r.json()["detail"]
+                assert c.get("/v1/log").json()["tree_size"] == size
+
+                notary = ServerProcess(ndir, command=("notary", "serve"), port=notary.port,
+                                       **env).start()  # back: the sequencer resumes
+                r = c.post("/v1/works", json=work_body("after"), headers=h)
+                assert r.status_code == 201 and r.json()["seq"] == size
+        finally:
+            api.stop()
+        rep = cli("audit", "--data-dir", str(adir), "--json")
+        assert rep.returncode == 0 and json.loads(rep.stdout)["ok"], rep.stdout
+    finally:
+        notary.stop()
+
+
+def test_notary_signs_only_its_own_notes(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.registry import init_notary_keys, load_signer, load_tsa_identity
+    from api.settings import load
+    from notary.service import create_notary_app
+    from notary.tsa import TimeStampAuthority
+
+    s = load(tmp_path / "n", origin="n.example/log")
+    init_notary_keys(s)
+    app = create_notary_app(load_signer(s), TimeStampAuthority(load_tsa_identity(s)), TOKEN)
+    c = TestClient(app)
+    h = {"Authorization": f"Bearer {TOKEN}"}
+    import base64
+
+    def sign(text: str, headers: dict[str, str] = h) -> int:
+        msg = base64.b64encode(text.encode()).decode()
+        return c.post("/notary/v1/sign", json={"message": msg}, headers=headers).status_code
+
+    root = base64.b64encode(bytes(32)).decode()
+    assert sign(f"n.example/log\n5\n{root}\n") == 200
+    assert sign(f"other.example/log\n5\n{root}\n") == 422
+    assert sign("please sign this contract\n") == 422
+    assert sign(f"n.example/log\n5\n{root}\n", {"Authorization": "Bearer wrong"}) == 401
