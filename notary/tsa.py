@@ -32,11 +32,11 @@ from typing import Any, ClassVar
 from asn1crypto import cms, core, tsp  # type: ignore[import-untyped]
 from asn1crypto import x509 as asn1_x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ledger.errors import InvalidInput, Unavailable
-from ledger.timestamp import HASH_ALGORITHMS, HASH_CLASSES, TimeStampResp
-from notary.tsa_certs import TsaIdentity
+from ledger.timestamp import HASH_ALGORITHMS, TimeStampResp
+from notary.tsa_certs import TsaIdentity, TsaKey, as_tsa_key
 
 __all__ = ["DEFAULT_POLICY_OID", "TimeStampAuthority"]
 
@@ -119,7 +119,8 @@ class TimeStampAuthority:
         self._serial = serial or _random_serial
         cert_der = identity.certificate.public_bytes(serialization.Encoding.DER)
         cert = asn1_x509.Certificate.load(cert_der)
-        self._digest_alg, self._signature_alg = _signature_algorithms(identity)
+        self._key = as_tsa_key(identity.private_key)  # a file key or an HSM key, signing alike
+        self._digest_alg, self._signature_alg = _signature_algorithms(self._key)
         # The parts that never change, as DER. asn1crypto re-encodes (slowly: Names sort their
         # SETs) any object reused inside a new structure, but a freshly loaded one dumps as-is.
         self._cert_der = cert_der
@@ -248,22 +249,18 @@ class TimeStampAuthority:
         return cms.ContentInfo({"content_type": "signed_data", "content": signed_data})
 
     def _sign(self, data: bytes) -> bytes:
-        key = self.identity.private_key
-        hash_alg = HASH_CLASSES[self._digest_alg]()
-        if isinstance(key, ec.EllipticCurvePrivateKey):
-            return key.sign(data, ec.ECDSA(hash_alg))
-        return key.sign(data, padding.PKCS1v15(), hash_alg)
+        return self._key.sign(data)
 
 
-def _signature_algorithms(identity: TsaIdentity) -> tuple[str, dict[str, Any]]:
-    """(digest algorithm, SignerInfo signatureAlgorithm) matched to the key's strength."""
-    key = identity.private_key
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        digest = {384: "sha384", 521: "sha512"}.get(key.curve.key_size, "sha256")
+def _signature_algorithms(key: TsaKey) -> tuple[str, dict[str, Any]]:
+    """(digest algorithm, SignerInfo signatureAlgorithm): the key's own hash and key type."""
+    digest = key.digest_algorithm
+    public_key = key.public_key()
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
         return digest, {"algorithm": f"{digest}_ecdsa"}
-    if isinstance(key, rsa.RSAPrivateKey):
-        return "sha256", {"algorithm": "rsassa_pkcs1v15", "parameters": None}
-    raise InvalidInput(f"a TSA cannot sign with a {type(key).__name__}")
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return digest, {"algorithm": "rsassa_pkcs1v15", "parameters": None}
+    raise InvalidInput(f"a TSA cannot sign with a {type(public_key).__name__}")
 
 
 def _ess_signing_certificate_v2(cert_der: bytes, cert: Any) -> Any:

@@ -14,6 +14,10 @@ On disk, in one directory:
 `create_tsa_chain` makes a fresh root whose private key is used once and then discarded unless
 the caller asks for it to be kept (`root_key_path`): a root that can sign nothing more is the
 safest root, at the price of publishing a new root when the TSA certificate is rotated.
+
+The TSA key may instead live in an HSM (notary.pkcs11): anything that is a `TsaKey` — it signs
+and shows its public key, but cannot be exported — is certified by `create_tsa_chain(...,
+tsa_key=...)` and used through `load_tsa(..., tsa_key=...)`; then there is no `tsa-key.pem`.
 """
 
 from __future__ import annotations
@@ -22,24 +26,29 @@ import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ledger.errors import Conflict, InvalidInput
-from ledger.timestamp import TimestampError, check_tsa_certificate, validate_chain
+from ledger.timestamp import HASH_CLASSES, TimestampError, check_tsa_certificate, validate_chain
 from notary.signer import _fsync_dir, _write_new_private_file
 
 __all__ = [
     "ROOT_FILE",
     "TSA_CERT_FILE",
     "TSA_KEY_FILE",
+    "FileTsaKey",
     "TsaChainPaths",
     "TsaIdentity",
+    "TsaKey",
     "TsaPrivateKey",
+    "TsaPublicKey",
+    "as_tsa_key",
     "create_tsa_chain",
     "import_tsa",
     "load_tsa",
@@ -53,6 +62,62 @@ TSA_VALIDITY = timedelta(days=1827)  # five years; rotate well before
 BACKDATE = timedelta(hours=1)  # so verifiers whose clocks lag a little accept a new chain
 
 TsaPrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+TsaPublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
+
+
+class TsaKey(Protocol):
+    """A TSA signing key the TSA cannot look inside: a file key (FileTsaKey) or an HSM key.
+
+    sign() returns the signature as it goes into a CMS SignerInfo: a DER ECDSA-Sig-Value for an
+    EC key, a PKCS#1 v1.5 signature for an RSA key, either over digest_algorithm(data).
+    """
+
+    @property
+    def digest_algorithm(self) -> str:
+        """The hash sign() applies to its input: sha256, sha384 or sha512."""
+        ...
+
+    def public_key(self) -> TsaPublicKey: ...
+
+    def sign(self, data: bytes) -> bytes: ...
+
+
+class FileTsaKey:
+    """A TsaKey over a private key held in memory, with the hash matched to the key's size."""
+
+    def __init__(self, private_key: TsaPrivateKey) -> None:
+        self._private_key = private_key
+        self.digest_algorithm = _digest_for(private_key.public_key())
+
+    def __repr__(self) -> str:
+        return f"FileTsaKey({type(self._private_key).__name__})"
+
+    def public_key(self) -> TsaPublicKey:
+        return self._private_key.public_key()
+
+    def sign(self, data: bytes) -> bytes:
+        hash_alg = HASH_CLASSES[self.digest_algorithm]()
+        if isinstance(self._private_key, ec.EllipticCurvePrivateKey):
+            return self._private_key.sign(data, ec.ECDSA(hash_alg))
+        return self._private_key.sign(data, padding.PKCS1v15(), hash_alg)
+
+
+def _digest_for(public_key: TsaPublicKey) -> str:
+    """The hash a TSA uses with this key: as strong as the curve, SHA-256 for RSA."""
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        return {384: "sha384", 521: "sha512"}.get(public_key.curve.key_size, "sha256")
+    return "sha256"
+
+
+def as_tsa_key(key: TsaPrivateKey | TsaKey) -> TsaKey:
+    """Whatever TsaIdentity holds, as a TsaKey; cryptography keys are wrapped, others kept."""
+    if isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        return FileTsaKey(key)
+    if not isinstance(key.public_key(), ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
+        raise InvalidInput(f"a TSA cannot sign with a {type(key).__name__}")
+    if key.digest_algorithm not in HASH_CLASSES:
+        raise InvalidInput(f"a TSA key cannot sign with {key.digest_algorithm!r}")
+    return key
 
 
 @dataclass(frozen=True)
@@ -71,11 +136,12 @@ class TsaChainPaths:
 
 @dataclass(frozen=True)
 class TsaIdentity:
-    """A TSA certificate, its issuers (intermediates first, root(s) last) and its signing key."""
+    """A TSA certificate, its issuers (intermediates first, root(s) last) and its signing key:
+    a private key loaded from a file, or a TsaKey (an HSM key) that only signs."""
 
     certificate: x509.Certificate
     chain: list[x509.Certificate]
-    private_key: TsaPrivateKey = field(repr=False)
+    private_key: TsaPrivateKey | TsaKey = field(repr=False)
 
     def chain_pem(self) -> bytes:
         """The TSA certificate then its issuers, as PEM: what /v1/notary/keys publishes."""
@@ -90,12 +156,14 @@ def create_tsa_chain(
     passphrase: bytes | None = None,
     root_key_path: Path | None = None,
     now: datetime | None = None,
+    tsa_key: TsaKey | None = None,
 ) -> TsaChainPaths:
     """Create a root CA and a TSA certificate (both ECDSA P-256) in directory; never overwrite.
 
     name (say, the log origin) becomes the organisation of both subjects. The TSA key is
     written with mode 0600 and encrypted if a passphrase is given; so is the root key if
-    root_key_path is given, otherwise the root key is discarded.
+    root_key_path is given, otherwise the root key is discarded. Given tsa_key (an HSM key),
+    the TSA certificate is issued for it and no TSA key file is written.
     """
     org = _check_name(name)
     now = (now or datetime.now(UTC)).astimezone(UTC)
@@ -106,7 +174,12 @@ def create_tsa_chain(
     _refuse_existing(targets)
 
     root_key = ec.generate_private_key(ec.SECP256R1())
-    tsa_key = ec.generate_private_key(ec.SECP256R1())
+    file_key: TsaPrivateKey | None = None
+    if tsa_key is None:
+        file_key = ec.generate_private_key(ec.SECP256R1())
+        tsa_public: TsaPublicKey = file_key.public_key()
+    else:
+        tsa_public = as_tsa_key(tsa_key).public_key()
     root_name = _subject(org, "copyledger TSA root CA")
     root_ski = x509.SubjectKeyIdentifier.from_public_key(root_key.public_key())
     root = (
@@ -126,7 +199,7 @@ def create_tsa_chain(
         x509.CertificateBuilder()
         .subject_name(_subject(org, "copyledger TSA"))
         .issuer_name(root_name)
-        .public_key(tsa_key.public_key())
+        .public_key(tsa_public)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - BACKDATE)
         .not_valid_after(now + TSA_VALIDITY)
@@ -136,7 +209,7 @@ def create_tsa_chain(
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True)
         .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(tsa_key.public_key()), critical=False
+            x509.SubjectKeyIdentifier.from_public_key(tsa_public), critical=False
         )
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(root_ski),
@@ -145,10 +218,11 @@ def create_tsa_chain(
         .sign(root_key, hashes.SHA256())
     )
     files = [
-        (paths.key, _private_pem(tsa_key, passphrase), True),
         (paths.certificate, tsa.public_bytes(serialization.Encoding.PEM), False),
         (paths.root, root.public_bytes(serialization.Encoding.PEM), False),
     ]
+    if file_key is not None:
+        files.insert(0, (paths.key, _private_pem(file_key, passphrase), True))
     if root_key_path is not None:
         files.append((Path(root_key_path), _private_pem(root_key, passphrase), True))
     _write_all(files)
@@ -193,21 +267,32 @@ def import_tsa(
 
 
 def load_tsa(
-    directory: Path, passphrase: bytes | None = None, *, now: datetime | None = None
+    directory: Path,
+    passphrase: bytes | None = None,
+    *,
+    now: datetime | None = None,
+    tsa_key: TsaKey | None = None,
 ) -> TsaIdentity:
     """Load and check the TSA chain in directory: a usable TSA certificate, valid now, whose
-    key is the one on disk and which chains to root.pem."""
+    key is the one on disk (or tsa_key, an HSM key, if given) and which chains to root.pem."""
     paths = TsaChainPaths.in_directory(directory)
     certs = _parse_certs(_read(paths.certificate, "TSA certificate"), str(paths.certificate))
     roots = _parse_certs(_read(paths.root, "TSA root certificate"), str(paths.root))
-    key = _load_private_key(_read(paths.key, "TSA key"), passphrase, f"key file {paths.key}")
+    key: TsaPrivateKey | TsaKey
+    if tsa_key is not None:
+        key = as_tsa_key(tsa_key)
+    else:
+        key = _load_private_key(_read(paths.key, "TSA key"), passphrase, f"key file {paths.key}")
     chain = [*certs[1:], *roots]
     _check_identity(certs[0], chain, key, (now or datetime.now(UTC)).astimezone(UTC))
     return TsaIdentity(certificate=certs[0], chain=chain, private_key=key)
 
 
 def _check_identity(
-    cert: x509.Certificate, issuers: list[x509.Certificate], key: TsaPrivateKey, now: datetime
+    cert: x509.Certificate,
+    issuers: list[x509.Certificate],
+    key: TsaPrivateKey | TsaKey,
+    now: datetime,
 ) -> None:
     """Everything that would otherwise only show up as tokens that no one can verify."""
     try:

@@ -1,0 +1,378 @@
+"""Keys that never leave an HSM: PKCS#11 signers for the log key and the TSA key.
+
+A court trusts a signature more when the key could not have been copied. So keys are generated
+inside the token as sensitive and non-extractable, and a key that the token would export is
+refused at load time: only the token ever computes with it.
+
+- `Pkcs11Ed25519Signer` is a notary.signer.Signer (CKM_EDDSA, pure Ed25519) for checkpoints.
+- `Pkcs11EcdsaKey` is a notary.tsa_certs.TsaKey (CKM_ECDSA on P-256 over a SHA-256 digest taken
+  here, the raw r||s turned into DER) for RFC 3161 tokens.
+
+Why one session and one lock:
+
+- python-pkcs11 initialises a module with C_Initialize(NULL), which promises the module that no
+  two threads call it at once. The sequencer signs from its thread while the API time-stamps
+  from others, so every call into one module goes through that module's lock. A signature
+  takes well under a millisecond in SoftHSM2, and a block is signed once, so the lock is cheap.
+- PKCS#11 login state belongs to the whole process: a second C_Login on a logged-in token
+  answers CKR_USER_ALREADY_LOGGED_IN whatever PIN it is given. So a process keeps one logged-in
+  session per (module, token), shared by the keys in it, and checks every later PIN against the
+  one that logged in rather than accept any PIN.
+- A PKCS#11 session does not survive fork(): open tokens in the process that signs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import os
+import secrets
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pkcs11
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
+from pkcs11 import exceptions as p11
+
+from ledger import note
+from ledger.errors import Conflict, CopyledgerError, InvalidInput, Unavailable
+
+__all__ = [
+    "Pkcs11EcdsaKey",
+    "Pkcs11Ed25519Signer",
+    "Pkcs11Token",
+    "close_all",
+    "open_token",
+]
+
+T = TypeVar("T")
+
+# CKA_EC_PARAMS: the curve as an OID, or (PKCS#11 3.0, for Edwards curves) as a PrintableString.
+_ED25519_OID = bytes.fromhex("06032b6570")  # 1.3.101.112, id-Ed25519
+_ED25519_NAME = b"\x13\x0cedwards25519"
+_P256_OID = bytes.fromhex("06082a8648ce3d030107")  # 1.2.840.10045.3.1.7, prime256v1
+_PROBE = b"copyledger: does this private key match its public key?"
+
+_registry_lock = threading.Lock()
+_module_locks: dict[str, threading.RLock] = {}
+_tokens: dict[tuple[str, str], Pkcs11Token] = {}
+_pin_salt = secrets.token_bytes(32)  # PINs are compared as salted digests, never kept
+
+
+class Pkcs11Token:
+    """One logged-in session on one token; every call into it holds the module's lock."""
+
+    def __init__(
+        self, module: str, label: str, session: Any, lock: threading.RLock, pin_digest: bytes
+    ) -> None:
+        self.module = module
+        self.label = label
+        self._session: Any = session  # pkcs11.Session; Any: its methods are loosely typed
+        self._lock = lock
+        self._pin_digest = pin_digest
+
+    def __repr__(self) -> str:
+        state = "open" if self._session is not None else "closed"
+        return f"Pkcs11Token(module={self.module!r}, label={self.label!r}, {state})"
+
+    def run(self, what: str, operation: Callable[[Any], T]) -> T:
+        """operation(session) under the lock; a PKCS#11 failure becomes Unavailable."""
+        with self._lock:
+            if self._session is None:
+                raise Unavailable(f"the session on token {self.label!r} is closed")
+            try:
+                return operation(self._session)
+            except CopyledgerError:
+                raise
+            except p11.PKCS11Error as exc:
+                raise Unavailable(
+                    f"HSM {what} failed on token {self.label!r}: {_describe(exc)}"
+                ) from exc
+
+    def has_object(self, label: str) -> bool:
+        """Whether any object (key, certificate, ...) in the token carries this label."""
+
+        def find(session: Any) -> bool:
+            return next(iter(session.get_objects({Attribute.LABEL: label})), None) is not None
+
+        return self.run("object lookup", find)
+
+    def close(self) -> None:
+        """Log out and close the session, for every key that shares it; idempotent."""
+        with _registry_lock:
+            if _tokens.get((self.module, self.label)) is self:
+                del _tokens[(self.module, self.label)]
+        with self._lock:
+            session, self._session = self._session, None
+            if session is not None:
+                with contextlib.suppress(p11.PKCS11Error):  # the token went away already
+                    session.close()
+
+
+def open_token(module: str, token_label: str, pin: str) -> Pkcs11Token:
+    """Log in to the token labelled token_label in a PKCS#11 module (a .so path).
+
+    Opened once per process and shared: later calls with the same PIN get the same session.
+    InvalidInput for a missing module, an unknown token or a wrong PIN; Unavailable if the
+    module or token fails.
+    """
+    if not pin:
+        raise InvalidInput(f"no PIN given for token {token_label!r}")
+    path = Path(module)
+    if not path.is_file():
+        raise InvalidInput(f"no PKCS#11 module at {module}")
+    module = os.path.realpath(path)
+    digest = hashlib.sha256(_pin_salt + pin.encode()).digest()
+    with _registry_lock:
+        token = _tokens.get((module, token_label))
+        if token is not None:
+            if not hmac.compare_digest(token._pin_digest, digest):
+                raise InvalidInput(f"wrong PIN for token {token_label!r}")
+            return token
+        lock = _module_locks.setdefault(module, threading.RLock())
+        with lock:
+            session = _login(module, token_label, pin)
+        token = Pkcs11Token(module, token_label, session, lock, digest)
+        _tokens[(module, token_label)] = token
+        return token
+
+
+def close_all() -> None:
+    """Close every session this process opened and finalise the modules (tests, shutdown).
+
+    A module re-reads its configuration when next opened: that is how tests point SoftHSM2 at
+    a fresh token directory.
+    """
+    with _registry_lock:
+        tokens = list(_tokens.values())
+    for token in tokens:
+        token.close()
+    with _registry_lock:
+        for module, lock in _module_locks.items():
+            with lock, contextlib.suppress(p11.PKCS11Error, RuntimeError, OSError):
+                pkcs11.lib(module).finalize()
+
+
+def _custody(private_key: Any) -> dict[str, bool]:
+    """The attributes that say where a private key has been (PKCS#11 4.9): generated in the
+    token (local), never readable (always_sensitive) and never exportable (never_extractable)."""
+    names = {
+        "sensitive": Attribute.SENSITIVE,
+        "extractable": Attribute.EXTRACTABLE,
+        "always_sensitive": Attribute.ALWAYS_SENSITIVE,
+        "never_extractable": Attribute.NEVER_EXTRACTABLE,
+        "local": Attribute.LOCAL,
+    }
+    values = private_key.get_attributes(list(names.values()))
+    return {name: bool(values.get(attr)) for name, attr in names.items()}
+
+
+class Pkcs11Ed25519Signer:
+    """The log key in a token: a notary.signer.Signer whose private half never leaves it."""
+
+    def __init__(self, name: str, token: Pkcs11Token, key_label: str) -> None:
+        if not note.is_valid_key_name(name):
+            raise InvalidInput(f"invalid key name {name!r}: no spaces, '+' or control characters")
+        self.name = name
+        self.token = token
+        self.key_label = key_label
+        self._private, public = token.run(
+            "key lookup", lambda s: _find_pair(s, token.label, key_label, KeyType.EC_EDWARDS)
+        )
+        self._public_key = token.run("key read", lambda _s: _ed25519_point(public))
+        _check(Ed25519PublicKey.from_public_bytes(self._public_key).verify, self, key_label)
+
+    def __repr__(self) -> str:
+        key_id = note.key_id(self.name, self._public_key).hex()
+        return f"Pkcs11Ed25519Signer(name={self.name!r}, label={self.key_label!r}, key_id={key_id})"
+
+    @property
+    def public_key(self) -> bytes:
+        return self._public_key
+
+    def custody(self) -> dict[str, bool]:
+        """What the token says about the private key: sensitive, extractable, local, ..."""
+        return self.token.run("attribute read", lambda _s: _custody(self._private))
+
+    def sign(self, message: bytes) -> bytes:
+        return self.token.run("Ed25519 signing", lambda _s: self._sign(message))
+
+    def _sign(self, message: bytes) -> bytes:
+        return bytes(self._private.sign(message, mechanism=Mechanism.EDDSA))
+
+    @classmethod
+    def generate(cls, name: str, token: Pkcs11Token, key_label: str) -> Pkcs11Ed25519Signer:
+        """Create an Ed25519 key pair inside the token; Conflict if key_label is taken."""
+        _generate(token, key_label, KeyType.EC_EDWARDS, _ED25519_OID)
+        return cls(name, token, key_label)
+
+
+class Pkcs11EcdsaKey:
+    """The TSA key in a token: a notary.tsa_certs.TsaKey (ECDSA P-256 with SHA-256)."""
+
+    digest_algorithm = "sha256"
+
+    def __init__(self, token: Pkcs11Token, key_label: str) -> None:
+        self.token = token
+        self.key_label = key_label
+        self._private, public = token.run(
+            "key lookup", lambda s: _find_pair(s, token.label, key_label, KeyType.EC)
+        )
+        self._public_key = token.run("key read", lambda _s: _p256_point(public, key_label))
+        _check(self._verify, self, key_label)
+
+    def __repr__(self) -> str:
+        return f"Pkcs11EcdsaKey(token={self.token.label!r}, label={self.key_label!r})"
+
+    def public_key(self) -> ec.EllipticCurvePublicKey:
+        return self._public_key
+
+    def custody(self) -> dict[str, bool]:
+        """What the token says about the private key: sensitive, extractable, local, ..."""
+        return self.token.run("attribute read", lambda _s: _custody(self._private))
+
+    def sign(self, data: bytes) -> bytes:
+        """A DER ECDSA-Sig-Value over SHA-256(data): what a CMS SignerInfo carries."""
+        digest = hashlib.sha256(data).digest()
+        raw = self.token.run("ECDSA signing", lambda _s: self._sign_digest(digest))
+        if len(raw) != 64:
+            raise Unavailable(f"the HSM returned a {len(raw)}-byte P-256 signature, not 64")
+        r, s = int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big")
+        return encode_dss_signature(r, s)
+
+    def _sign_digest(self, digest: bytes) -> bytes:
+        return bytes(self._private.sign(digest, mechanism=Mechanism.ECDSA))
+
+    def _verify(self, signature: bytes, data: bytes) -> None:
+        self._public_key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+
+    @classmethod
+    def generate(cls, token: Pkcs11Token, key_label: str) -> Pkcs11EcdsaKey:
+        """Create a P-256 key pair inside the token; Conflict if key_label is taken."""
+        _generate(token, key_label, KeyType.EC, _P256_OID)
+        return cls(token, key_label)
+
+
+def _login(module: str, token_label: str, pin: str) -> Any:
+    """A read-write session on the token, logged in as its user."""
+    try:
+        lib = pkcs11.lib(module)
+    except (RuntimeError, OSError) as exc:  # not a shared library, or no C_GetFunctionList
+        raise InvalidInput(f"{module} is not a usable PKCS#11 module: {exc}") from None
+    try:
+        tokens = list(lib.get_tokens(token_label=token_label))
+        if not tokens:
+            labels = sorted(t.label for t in lib.get_tokens() if t.label)
+            raise InvalidInput(
+                f"no token labelled {token_label!r} in {module}; tokens: {labels or 'none'}"
+            )
+        if len(tokens) > 1:
+            raise InvalidInput(f"{len(tokens)} tokens are labelled {token_label!r} in {module}")
+        return tokens[0].open(rw=True, user_pin=pin)
+    except (p11.PinIncorrect, p11.PinInvalid, p11.PinLenRange):
+        raise InvalidInput(f"wrong PIN for token {token_label!r}") from None
+    except p11.PinLocked:
+        raise InvalidInput(f"the user PIN of token {token_label!r} is locked") from None
+    except p11.UserPinNotInitialized:
+        raise InvalidInput(f"token {token_label!r} has no user PIN yet") from None
+    except p11.UserAlreadyLoggedIn:
+        raise Unavailable(
+            f"token {token_label!r} is already logged in by other code in this process"
+        ) from None
+    except p11.PKCS11Error as exc:
+        raise Unavailable(f"cannot open token {token_label!r}: {_describe(exc)}") from exc
+
+
+def _find_pair(session: Any, token_label: str, label: str, key_type: KeyType) -> tuple[Any, Any]:
+    """The private and public key objects labelled label, checked to be usable and unexportable."""
+    where = f"key {label!r} in token {token_label!r}"
+    pair = []
+    classes = ((ObjectClass.PRIVATE_KEY, "private"), (ObjectClass.PUBLIC_KEY, "public"))
+    for object_class, what in classes:
+        found = list(session.get_objects({Attribute.CLASS: object_class, Attribute.LABEL: label}))
+        if not found:
+            raise InvalidInput(f"no {what} {where}")
+        if len(found) > 1:
+            raise InvalidInput(f"{len(found)} {what} keys are labelled {label!r}; keep one")
+        if found[0].key_type != key_type:
+            kind = getattr(found[0].key_type, "name", found[0].key_type)
+            raise InvalidInput(f"{where} has key type {kind}, not {key_type.name}")
+        pair.append(found[0])
+    private = pair[0]
+    if private[Attribute.EXTRACTABLE] or not private[Attribute.SENSITIVE]:
+        raise InvalidInput(
+            f"{where} can be exported from the token; generate one inside it instead"
+        )
+    return private, pair[1]
+
+
+def _generate(token: Pkcs11Token, label: str, key_type: KeyType, ec_params: bytes) -> None:
+    """Generate a signing key pair on the token: private sensitive, never extractable."""
+
+    def generate(session: Any) -> None:
+        if token.has_object(label):  # the lock is re-entrant; check and create under one hold
+            raise Conflict(f"token {token.label!r} already holds {label!r}; refusing to overwrite")
+        session.generate_keypair(
+            key_type,
+            store=True,
+            label=label,
+            id=secrets.token_bytes(16),  # pairs the two halves for tools that match by CKA_ID
+            capabilities=MechanismFlag.SIGN | MechanismFlag.VERIFY,
+            public_template={Attribute.EC_PARAMS: ec_params, Attribute.PRIVATE: False},
+            private_template={
+                Attribute.SENSITIVE: True,
+                Attribute.EXTRACTABLE: False,
+                Attribute.PRIVATE: True,
+            },
+        )
+
+    token.run("key generation", generate)
+
+
+def _ed25519_point(public: Any) -> bytes:
+    """The raw 32-byte key: PKCS#11 3.0 wraps CKA_EC_POINT in an OCTET STRING; some don't."""
+    params = bytes(public[Attribute.EC_PARAMS])
+    if params not in (_ED25519_OID, _ED25519_NAME):
+        raise InvalidInput(f"key {public.label!r} is an Edwards key, but not on Ed25519")
+    point = bytes(public[Attribute.EC_POINT])
+    if len(point) == 34 and point[:2] == b"\x04\x20":
+        point = point[2:]
+    if len(point) != 32:
+        raise InvalidInput(f"key {public.label!r} has a {len(point)}-byte Ed25519 point")
+    return point
+
+
+def _p256_point(public: Any, label: str) -> ec.EllipticCurvePublicKey:
+    """The public key from CKA_EC_POINT (an uncompressed point, DER-wrapped or raw)."""
+    if bytes(public[Attribute.EC_PARAMS]) != _P256_OID:
+        raise InvalidInput(f"key {label!r} is not on P-256 (prime256v1)")
+    point = bytes(public[Attribute.EC_POINT])
+    if len(point) == 67 and point[:2] == b"\x04\x41":
+        point = point[2:]
+    try:
+        return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
+    except ValueError:
+        raise InvalidInput(f"key {label!r} has an unreadable P-256 point") from None
+
+
+def _check(verify: Callable[[bytes, bytes], None], key: Any, label: str) -> None:
+    """Sign once and verify: two objects that share a label but not a key fail here, not later."""
+    signature = key.sign(_PROBE)
+    try:
+        verify(signature, _PROBE)
+    except InvalidSignature:
+        raise InvalidInput(
+            f"the private and public keys labelled {label!r} are not one pair"
+        ) from None
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}{': ' + str(exc) if str(exc) else ''}"
