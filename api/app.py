@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,8 +13,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api import metrics, problems
 from api.auth import KeyCache
+from api.indexing import LiveIndex
 from api.registry import Registry
-from api.routes import entries, log, transfers, tsa, works
+from api.routes import claims, entries, log, pages, transfers, tsa, works
 from ledger.store import BlockRow
 
 Scope = MutableMapping[str, Any]
@@ -119,6 +121,8 @@ def create_app(registry: Registry, *, manage: bool = True) -> FastAPI:
             registry.start()
         if registry.sequencer.state.last is not None:
             _on_seal(registry.sequencer.state.last, count=False)
+        threading.Thread(target=app.state.fp_index.build, args=(registry.store,),
+                         name="fp-index", daemon=True).start()
         try:
             yield
         finally:
@@ -144,6 +148,9 @@ def create_app(registry: Registry, *, manage: bool = True) -> FastAPI:
     app.include_router(log.router)
     app.include_router(tsa.router)
     app.include_router(transfers.router)
+    app.include_router(claims.router)
+    app.include_router(pages.router)
+    app.state.fp_index = LiveIndex()  # rebuilt in the background at start
     app.state.transfer_locks = {}
     app.state.tsa_limiter = tsa.RateLimiter(registry.settings.timestamp_rate_per_s)
 
@@ -154,8 +161,10 @@ def create_app(registry: Registry, *, manage: bool = True) -> FastAPI:
     @app.get("/healthz", tags=["operator"], summary="Liveness and log size")
     def healthz(request: Request) -> JSONResponse:
         st = registry.sequencer.state
+        idx = request.app.state.fp_index
         return JSONResponse({"status": "ok", "tree_size": st.size,
-                             "external_tsa_missing": registry.external.missing})
+                             "external_tsa_missing": registry.external.missing,
+                             "fingerprint_index": {"ready": idx.ready, "entries": idx.size()}})
 
     app.add_middleware(
         BodyLimit,  # type: ignore[arg-type]

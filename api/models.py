@@ -40,6 +40,11 @@ class WorkIn(BaseModel):
     media_type: str | None = None
     license: str | None = None
     metadata: dict[str, Any] | None = None
+    fingerprints: dict[str, Any] | None = Field(
+        default=None,
+        description="perceptual fingerprints computed on the creator's machine "
+        "(`copyledger register` does): pdq, phash (images), minhash (text)",
+    )
 
 
 class EvidenceIn(BaseModel):

@@ -20,11 +20,13 @@ from ledger.bundle import NotaryKeys
 from ledger.errors import InvalidInput, NotFound
 from ledger.sequencer import Sequencer
 from ledger.store import BlockRow, Store, make_engine, migrate
+from notary import keys
 from notary.external_tsa import ExternalStamper
+from notary.keys import KeyConfig, init_log_signer, init_tsa_chain, load_log_signer
 from notary.remote import RemoteNotary, RemoteSigner, RemoteTSA
-from notary.signer import FileSigner, Signer, sign_note, verifier_key
+from notary.signer import Signer, sign_note, verifier_key
 from notary.tsa import TimeStampAuthority
-from notary.tsa_certs import ROOT_FILE, TSA_CERT_FILE, TsaIdentity, create_tsa_chain, load_tsa
+from notary.tsa_certs import ROOT_FILE, TsaIdentity
 
 
 def _passphrase(s: Settings) -> bytes | None:
@@ -58,20 +60,24 @@ def init_data_dir(s: Settings) -> InitResult:
     return InitResult(created, vkey, s.database_url)
 
 
+def key_config(s: Settings) -> KeyConfig:
+    return KeyConfig(
+        backend=s.key_backend,
+        pkcs11_module=s.pkcs11_module or None,
+        token_label=s.pkcs11_token_label or None,
+        pin_env=s.pkcs11_pin_env,
+        log_key_label=s.pkcs11_log_key_label,
+        tsa_key_label=s.pkcs11_tsa_key_label,
+    )
+
+
 def init_notary_keys(s: Settings) -> tuple[bool, str]:
-    """The log key and the TSA chain in the data directory (created if missing)."""
-    created = False
-    if s.log_key_path.exists():
-        signer = FileSigner.load(s.origin, s.log_key_path, _passphrase(s))
-    else:
-        s.log_key_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        signer = FileSigner.generate(s.origin, s.log_key_path, _passphrase(s))
-        created = True
+    """The log key (PEM file or HSM token) and the TSA chain, created if missing."""
+    signer, created = init_log_signer(key_config(s), s.origin, s.log_key_path, _passphrase(s))
     vkey = verifier_key(signer)
+    s.verifier_key_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     s.verifier_key_path.write_text(vkey + "\n")
-    if not (s.tsa_dir / TSA_CERT_FILE).exists():
-        s.tsa_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        create_tsa_chain(s.tsa_dir, s.origin, passphrase=_passphrase(s))
+    init_tsa_chain(key_config(s), s.tsa_dir, s.origin, _passphrase(s))
     return created, vkey
 
 
@@ -111,9 +117,9 @@ def check_origin(s: Settings) -> None:
 
 
 def load_signer(s: Settings) -> Signer:
-    if not s.log_key_path.exists():
+    if s.key_backend == "file" and not s.log_key_path.exists():
         raise NotFound(f"no notary key at {s.log_key_path}: run `copyledger init` first")
-    return FileSigner.load(s.origin, s.log_key_path, _passphrase(s))
+    return load_log_signer(key_config(s), s.origin, s.log_key_path, _passphrase(s))
 
 
 def read_verifier_key(s: Settings) -> str:
@@ -133,7 +139,7 @@ def open_store(s: Settings) -> Store:
 
 
 def load_tsa_identity(s: Settings) -> TsaIdentity:
-    return load_tsa(s.tsa_dir, _passphrase(s))
+    return keys.load_tsa_identity(key_config(s), s.tsa_dir, _passphrase(s))
 
 
 def tsa_roots_pem(s: Settings) -> bytes:

@@ -32,6 +32,12 @@ class Settings:
     log_json: bool = True
     key_passphrase_env: str = "COPYLEDGER_KEY_PASSPHRASE"
     timestamp_rate_per_s: float = 50.0  # POST /v1/timestamp, per client address
+    key_backend: str = "file"  # "file" (PEM files) or "pkcs11" (keys inside an HSM token)
+    pkcs11_module: str = ""  # e.g. /usr/lib/softhsm/libsofthsm2.so
+    pkcs11_token_label: str = ""
+    pkcs11_pin_env: str = "COPYLEDGER_HSM_PIN"  # the PIN is only ever read from this variable
+    pkcs11_log_key_label: str = "copyledger-log"
+    pkcs11_tsa_key_label: str = "copyledger-tsa"
     notary_url: str = ""  # a stand-alone notary (http://host:port or unix:/path): no keys here
     notary_token_env: str = "COPYLEDGER_NOTARY_TOKEN"
     external_tsas: str = ""  # comma-separated RFC 3161 TSA URLs that also stamp every block
@@ -118,6 +124,10 @@ def write_config(s: Settings) -> None:
         lines.append(f"database = {_toml_str(s.database)}")
     if s.notary_url:
         lines.append(f"notary_url = {_toml_str(s.notary_url)}")
+    if s.key_backend != "file":
+        lines += [f"key_backend = {_toml_str(s.key_backend)}",
+                  f"pkcs11_module = {_toml_str(s.pkcs11_module)}",
+                  f"pkcs11_token_label = {_toml_str(s.pkcs11_token_label)}"]
     s.data_dir.mkdir(parents=True, exist_ok=True)
     # 0600: the database URL may carry a password.
     fd = os.open(s.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import mimetypes
 import os
 import sys
 from pathlib import Path
@@ -246,6 +247,12 @@ def register(
         for path, sha, size in hashed:
             body = {"sha256": sha, "size": size, "title": title or path.name,
                     "creators": creator or ["unknown"], "work_type": work_type}
+            media = mimetypes.guess_type(path.name)[0]
+            if media:
+                body["media_type"] = media
+                fps = _local_fingerprints(path, size, media)
+                if fps:
+                    body["fingerprints"] = fps
             if license:
                 body["license"] = license
             res = _submit(client, "/v1/works", body, verifiers, path, sha, receipts)
@@ -261,6 +268,19 @@ def register(
                       "pin the log's key with --trust[/yellow]")
     if failed:
         raise typer.Exit(1)
+
+
+def _local_fingerprints(path: Path, size: int, media: str) -> dict[str, Any]:
+    """Perceptual fingerprints computed here, so the file need not leave this machine."""
+    from ledger import fingerprint as fp
+
+    if size > 64 * 1024 * 1024:
+        return {}
+    try:
+        return fp.fingerprints_for(path.read_bytes(), media)
+    except CopyledgerError as e:
+        err.print(f"[yellow]{path}: no fingerprints ({e.detail})[/yellow]")
+        return {}
 
 
 def _submit(
@@ -389,6 +409,76 @@ def lookup(
         t.add_row(str(x["seq"]), x["kind"], x["registrant"], x["received_at"], x["bundle"])
     out.print(f"SHA-256 {sha}: {len(rows)} entr{'y' if len(rows) == 1 else 'ies'}, oldest first")
     out.print(t)
+
+
+@app.command("check-claim")
+def check_claim(
+    claimant: Annotated[str, typer.Option(help="the claimant's account")],
+    file: Annotated[Path | None, typer.Option(exists=True, dir_okay=False,
+                                              help="the disputed content")] = None,
+    sha256: Annotated[str | None, typer.Option(help="or just its SHA-256")] = None,
+    work_seq: Annotated[int | None, typer.Option(help="the claimed work's seq")] = None,
+    work_sha256: Annotated[str | None, typer.Option(help="or its SHA-256")] = None,
+    server: Server = "http://127.0.0.1:8000",
+    api_key: ApiKey = None,
+    trust: Trust = None,
+    as_json: Json = False,
+) -> None:
+    """Check a takedown claim: registration, priority, holder, near-duplicate matches. The
+    disputed file is fingerprinted here; only hashes are sent. The signed answer is verified."""
+    from ledger import claims as claims_mod
+    from ledger import jcs
+
+    if not api_key:
+        _die("an API key is needed: --api-key or COPYLEDGER_API_KEY")
+    content: dict[str, Any] = {}
+    if file is not None:
+        _, content["sha256"], size = _hash_files([file], show=False)[0]
+        media = mimetypes.guess_type(file.name)[0]
+        if media:
+            content.update(_local_fingerprints(file, size, media))
+    elif sha256:
+        content["sha256"] = sha256
+    body: dict[str, Any] = {"claimant": claimant, "content": content}
+    if work_seq is not None:
+        body["work_seq"] = work_seq
+    if work_sha256:
+        body["work_sha256"] = work_sha256
+    with httpx.Client(base_url=server, timeout=60,
+                      headers={"Authorization": f"Bearer {api_key}"}) as client:
+        verifiers, pinned = _verifiers(client, trust)
+        try:
+            r = client.post("/v1/claims/check", json=body)
+        except httpx.HTTPError as e:
+            _die(f"cannot reach {server}: {e}")
+    if r.status_code != 200:
+        _die(_problem(r))
+    a = r.json()
+    try:
+        n, _ = note.verify_note(a["signature"], verifiers)
+        _, _, digest = claims_mod.parse_check_note_text(n.text)
+        unsigned = {k: v for k, v in a.items() if k != "signature"}
+        if hashlib.sha256(jcs.canonicalize(unsigned)).digest() != digest:
+            raise CopyledgerError("the signature covers a different answer")
+    except CopyledgerError as e:
+        _die(f"the answer's signature does NOT verify: {e.detail}", 1)
+    a["signature_verified"], a["key_pinned"] = True, pinned
+    if as_json:
+        _emit(True, a)
+        return
+    e = a["earliest_registration"]
+    out.print(f"verdict: [bold]{a['verdict']}[/bold]; work registered: {a['work_registered']}; "
+              f"claimant is registrant: {a['claimant_is_registrant']}, holder: "
+              f"{a['claimant_is_holder']}")
+    if e:
+        out.print(f"earliest registration of this content: seq {e['seq']} by {e['registrant']} "
+                  f"at {e['registered_at']}")
+    for m in a["matches"]:
+        score = m.get("distance", m.get("similarity"))
+        out.print(f"  seq {m['seq']}: {m['algorithm']} {score} (threshold {m['threshold']}) "
+                  f"→ {m['verdict']}")
+    for c in a["caveats"]:
+        out.print(f"[dim]• {c}[/dim]")
 
 
 @app.command()

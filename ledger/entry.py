@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from urllib.parse import urlsplit
 
-from ledger import jcs
+from ledger import claims, jcs
 from ledger.errors import InvalidInput
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "MAX_METADATA_DEPTH",
     "SCHEMA",
     "WORK_TYPES",
+    "build_claim",
     "build_evidence",
     "build_transfer",
     "build_work",
@@ -35,7 +36,7 @@ __all__ = [
 
 SCHEMA = "copyledger/entry/v1"
 MAX_ENTRY_BYTES = 16_384  # canonical size limit
-KINDS = ("work", "evidence", "transfer")  # "claim" comes with the platforms' claims
+KINDS = ("work", "evidence", "transfer", "claim")
 TRANSFER_TYPES = ("assignment", "exclusive_licence", "non_exclusive_licence")
 WORK_TYPES = ("text", "image", "audio", "video", "software", "dataset", "other")
 MAX_METADATA_DEPTH = 5
@@ -71,6 +72,7 @@ def build_work(
     media_type: str | None = None,
     license: str | None = None,
     metadata: dict[str, object] | None = None,
+    fingerprints: dict[str, object] | None = None,
     check: bool = True,
 ) -> dict[str, object]:
     """Build a work registration entry (optional fields left out when None); validated unless
@@ -80,7 +82,7 @@ def build_work(
         "kind": "work",
         "registrant": registrant,
         "received_at": received_at,
-        "content": _content(sha256, size, media_type),
+        "content": _content(sha256, size, media_type, fingerprints),
         "title": title,
         "creators": list(creators),
         "work_type": work_type,
@@ -164,6 +166,25 @@ def build_transfer(
     return validate(entry) if check else entry
 
 
+def build_claim(
+    *,
+    registrant: str,
+    received_at: str,
+    body: dict[str, object],
+    check: bool = True,
+) -> dict[str, object]:
+    """A takedown notice or counter-notice: `body` holds its fields (notice_type, regime,
+    claimant, works, targets, ...); see ledger.claims for what each regime requires."""
+    entry: dict[str, object] = {
+        "schema": SCHEMA,
+        "kind": "claim",
+        "registrant": registrant,
+        "received_at": received_at,
+        **{k: copy.deepcopy(v) for k, v in body.items() if v is not None},
+    }
+    return validate(entry) if check else entry
+
+
 def validate(entry: object) -> dict[str, object]:
     """Check any entry (freshly built or parsed back from the log) and return it unchanged.
 
@@ -187,6 +208,10 @@ def content_sha256(entry: dict[str, object]) -> str:
     """The registered content hash, the key every lookup and claim check uses. A transfer is
     indexed under its work's hash, so a lookup by content also finds the chain of title."""
     content = entry.get("content", entry.get("work"))
+    if content is None and entry.get("kind") == "claim":  # indexed under its first work
+        works = entry.get("works")
+        first = works[0] if isinstance(works, list) and works else None
+        content = first if isinstance(first, dict) and "sha256" in first else None
     if isinstance(content, dict):
         digest = content.get("sha256")
         if isinstance(digest, str):
@@ -206,10 +231,15 @@ def utc_now() -> str:
 # ---------------------------------------------------------------- building
 
 
-def _content(sha256: str, size: int | None, media_type: str | None) -> dict[str, object]:
+def _content(
+    sha256: str, size: int | None, media_type: str | None,
+    fingerprints: dict[str, object] | None = None,
+) -> dict[str, object]:
     content: dict[str, object] = {"sha256": sha256}
     _put(content, "size", size)
     _put(content, "media_type", media_type)
+    if fingerprints:
+        content["fingerprints"] = copy.deepcopy(fingerprints)
     return content
 
 
@@ -237,6 +267,15 @@ def _check(entry: object) -> tuple[dict[str, object], bytes]:
             if key not in fields:
                 errors.append({"field": _key_path("", key), "message": "unknown field"})
     _raise_if(errors)
+    if kind == "claim":
+        missing = claims.missing_fields(entry)
+        if missing:
+            raise InvalidInput(
+                f"the {entry['regime']} {entry['notice_type']} lacks what the regime "
+                f"requires: {', '.join(missing)}",
+                missing=missing,
+                errors=[{"field": m, "message": "required by the regime"} for m in missing],
+            )
     canonical = jcs.canonicalize(entry)
     if len(canonical) > MAX_ENTRY_BYTES:
         message = f"canonical entry is {len(canonical)} bytes; the limit is {MAX_ENTRY_BYTES}"
@@ -291,6 +330,11 @@ def _check_kind(value: object, path: str, errors: Errors) -> None:
 def _check_work_type(value: object, path: str, errors: Errors) -> None:
     if not isinstance(value, str) or value not in WORK_TYPES:
         errors.append({"field": path, "message": f"must be one of {', '.join(WORK_TYPES)}"})
+
+
+def valid_sha256(value: object) -> bool:
+    """64 lowercase hex characters, the only form content hashes take here."""
+    return isinstance(value, str) and _SHA256.fullmatch(value) is not None
 
 
 def valid_registrant(value: object) -> bool:
@@ -456,10 +500,24 @@ def _check_content(value: object, path: str, errors: Errors) -> None:
             errors.append({"field": _key_path(path, key), "message": "unknown field"})
 
 
+def _check_fingerprints(value: object, path: str, errors: Errors) -> None:
+    from ledger import fingerprint  # heavy libraries load only when they compute, not here
+
+    try:
+        normal = fingerprint.validate_fingerprints(value, field=path)
+    except InvalidInput as e:
+        errors.append({"field": path, "message": e.detail})
+        return
+    if normal != value:
+        errors.append({"field": path, "message": "not in normal form (lowercase hex, "
+                       "low_quality as its quality implies)"})
+
+
 _CONTENT: dict[str, tuple[bool, Check]] = {
     "sha256": (True, _check_sha256),
     "size": (False, _check_count),
     "media_type": (False, _check_media_type),
+    "fingerprints": (False, _check_fingerprints),
 }
 
 def _check_work_ref(value: object, path: str, errors: Errors) -> None:
@@ -517,6 +575,66 @@ _WARC_RECORD: dict[str, tuple[bool, Check]] = {
     "payload_sha256": (True, _check_sha256),
 }
 
+def _enum(values: tuple[str, ...]) -> Check:
+    def check(value: object, path: str, errors: Errors) -> None:
+        if not isinstance(value, str) or value not in values:
+            errors.append({"field": path, "message": f"must be one of {', '.join(values)}"})
+
+    return check
+
+
+def _obj(fields: dict[str, tuple[bool, Check]], *, non_empty: bool = False) -> Check:
+    def check(value: object, path: str, errors: Errors) -> None:
+        if not isinstance(value, dict) or (non_empty and not value):
+            errors.append({"field": path, "message": "must be a non-empty JSON object"
+                           if non_empty else "must be a JSON object"})
+            return
+        _check_object(value, fields, path, errors)
+        for key in value:
+            if key not in fields:
+                errors.append({"field": _key_path(path, key), "message": "unknown field"})
+
+    return check
+
+
+def _list_of(item: Check, low: int, high: int) -> Check:
+    def check(value: object, path: str, errors: Errors) -> None:
+        if not isinstance(value, list) or not low <= len(value) <= high:
+            errors.append({"field": path, "message": f"must be a list of {low} to {high} items"})
+            return
+        for i, v in enumerate(value):
+            item(v, f"{path}[{i}]", errors)
+
+    return check
+
+
+def _check_bool(value: object, path: str, errors: Errors) -> None:
+    if not isinstance(value, bool):
+        errors.append({"field": path, "message": "must be true or false"})
+
+
+_CLAIMANT: dict[str, tuple[bool, Check]] = {
+    "name": (True, _text(200)),
+    "email": (False, _text(254)),
+    "phone": (False, _text(50)),
+    "address": (False, _text(500)),
+    "authority": (False, _enum(claims.AUTHORITIES)),
+    "account": (False, _check_registrant),
+}
+_CLAIMED_WORK: dict[str, tuple[bool, Check]] = {
+    "seq": (False, _check_count),
+    "sha256": (False, _check_sha256),
+    "description": (False, _text(2000)),
+}
+_TARGET: dict[str, tuple[bool, Check]] = {
+    "url": (True, _check_url),
+    "sha256": (False, _check_sha256),
+}
+_STATEMENTS: dict[str, tuple[bool, Check]] = {
+    k: (False, _check_bool)
+    for k in ("good_faith", "accuracy", "perjury", "mistake", "jurisdiction_consent")
+}
+
 _WORK_REF: dict[str, tuple[bool, Check]] = {
     "seq": (True, _check_count),
     "sha256": (True, _check_sha256),
@@ -564,5 +682,18 @@ _KIND_FIELDS: dict[str, dict[str, tuple[bool, Check]]] = {
         "term": (False, _check_term),
         "terms_sha256": (False, _check_sha256),
         "note": (False, _text(2000)),
+    },
+    "claim": {
+        **_BASE,
+        "notice_type": (True, _enum(claims.NOTICE_TYPES)),
+        "regime": (True, _enum(claims.REGIMES)),
+        "refers_to": (False, _check_count),
+        "claimant": (True, _obj(_CLAIMANT)),
+        "works": (False, _list_of(_obj(_CLAIMED_WORK, non_empty=True), 1, 50)),
+        "targets": (False, _list_of(_obj(_TARGET), 1, 100)),
+        "substantiation": (False, _text(10_000, controls=True)),
+        "statements": (False, _obj(_STATEMENTS)),
+        "requested_action": (False, _enum(claims.ACTIONS)),
+        "signature": (False, _text(200)),
     },
 }

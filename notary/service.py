@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from ledger import note
+from ledger import claims, note
 from ledger.errors import CopyledgerError, InvalidInput, Unauthorized
 from notary.signer import Signer, verifier_key
 from notary.tsa import TimeStampAuthority
@@ -39,7 +39,8 @@ def _unb64(v: object, what: str) -> bytes:
 
 
 def check_signable(message: bytes, origin: str) -> str:
-    """The notary signs a checkpoint or a block note of its own log, nothing else."""
+    """The notary signs checkpoints, block notes and claim-check answers of its own log,
+    nothing else."""
     try:
         text = message.decode("utf-8")
     except UnicodeDecodeError:
@@ -54,7 +55,13 @@ def check_signable(message: bytes, origin: str) -> str:
             return "block note"
     except CopyledgerError:
         pass
-    raise InvalidInput(f"refused: only checkpoints and block notes of {origin} are signed")
+    try:
+        if claims.parse_check_note_text(text)[0] == origin:
+            return "claim-check answer"
+    except CopyledgerError:
+        pass
+    raise InvalidInput(f"refused: only checkpoints, block notes and claim-check answers of "
+                       f"{origin} are signed")
 
 
 def create_notary_app(signer: Signer, tsa: TimeStampAuthority, token: str) -> FastAPI:

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import hashlib
+import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from api.registry import Registry
 from api.settings import Settings
 
+HSM = os.environ.get("COPYLEDGER_KEY_BACKEND") == "pkcs11"  # the whole suite, keys in an HSM
+
 
 def settings_for(tmp: Path, database_url: str = "", **kw: Any) -> Settings:
     base = Settings(data_dir=tmp / "data", database=database_url, origin="test.example/log",
                     linger_ms=1.0, heartbeat_s=3600.0, log_json=False)
+    if HSM:
+        base = replace(base, key_backend="pkcs11",
+                       pkcs11_module=os.environ["COPYLEDGER_PKCS11_MODULE"],
+                       pkcs11_token_label=os.environ["COPYLEDGER_PKCS11_TOKEN_LABEL"])
     return Settings(**{**base.__dict__, **kw})
 
 

@@ -119,16 +119,29 @@ def test_search_oldest_first(client: TestClient, reg: Registry, creator: dict[st
 
 
 def test_multipart_upload_is_hashed_by_server(client: TestClient, creator: dict[str, str]) -> None:
-    data = b"\x89PNG fake image bytes" * 1000
+    import io
+
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (640, 480), "white")
+    ImageDraw.Draw(img).ellipse((100, 100, 400, 380), fill="navy")
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    data = buf.getvalue()
     r = client.post("/v1/works", headers=creator,
                     files={"file": ("a.png", data, "image/png")},
                     data={"title": "Upload", "creators": ["A", "B"], "work_type": "image",
                           "metadata": json.dumps({"year": 2026})})
     assert r.status_code == 201, r.text
     content = r.json()["entry"]["content"]
-    assert content == {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
-                       "media_type": "image/png"}
+    assert {k: content[k] for k in ("sha256", "size", "media_type")} == {
+        "sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "media_type": "image/png"}
+    assert set(content["fingerprints"]) == {"pdq", "phash"}  # computed by the server
     assert r.json()["entry"]["creators"] == ["A", "B"]
+    fake = client.post("/v1/works", headers=creator,
+                       files={"file": ("b.png", b"\x89PNG not really", "image/png")},
+                       data={"title": "Fake", "creators": ["A"], "work_type": "image"})
+    assert_problem(fake, 422, "image")
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import hashlib
 from typing import Any
 
 from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from api import auth
@@ -19,6 +20,7 @@ from api.deps import (
 )
 from api.models import EvidenceIn, RegistrationOut, WorkIn
 from ledger import entry as entry_mod
+from ledger import fingerprint as fp
 from ledger.errors import InvalidInput, NotFound
 
 router = APIRouter(tags=["creators"])
@@ -48,6 +50,7 @@ _WORK_DOC = {
 }
 
 CHUNK = 1 << 20
+MAX_FINGERPRINT_BYTES = 64 * 1024 * 1024  # larger uploads are hashed but not fingerprinted
 
 
 async def _hash_upload(upload: UploadFile) -> tuple[str, int]:
@@ -70,6 +73,11 @@ async def _work_from_form(request: Request, registrant: str) -> dict[str, Any]:
         media_type = (upload.content_type or "").split(";")[0].strip().lower() or None
         if media_type == "application/octet-stream":
             media_type = None
+        fingerprints: dict[str, Any] = {}
+        if media_type and size <= MAX_FINGERPRINT_BYTES:
+            await upload.seek(0)
+            fingerprints = await run_in_threadpool(
+                fp.fingerprints_for, await upload.read(), media_type)
 
         def text(name: str) -> str | None:
             v = form.get(name)
@@ -86,6 +94,7 @@ async def _work_from_form(request: Request, registrant: str) -> dict[str, Any]:
             work_type=text("work_type") or "",
             license=text("license"),
             metadata=parse_metadata(text("metadata")),
+            fingerprints=fingerprints or None,
             check=False,
         )
     finally:
@@ -120,9 +129,13 @@ async def register_work(request: Request) -> FastJSONResponse:
             work_type=w.work_type,
             license=w.license,
             metadata=w.metadata,
+            fingerprints=fp.validate_fingerprints(w.fingerprints) if w.fingerprints else None,
             check=False,
         )
     receipt, entry = await append(request, entry)
+    fps = entry["content"].get("fingerprints")  # type: ignore[union-attr]
+    if fps:  # matchable at once
+        request.app.state.fp_index.add(receipt.seq, fps)
     return FastJSONResponse(registration_json(receipt, entry), status_code=201)
 
 

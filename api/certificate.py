@@ -1,0 +1,490 @@
+"""The evidence certificate: a human-readable summary of one evidence bundle, in HTML and PDF.
+
+A certificate is not itself evidence: it only says what the bundle says, and tells the reader
+how to check the bundle without trusting us (the verification page, `copyledger verify`,
+`sha256sum`, `openssl ts -verify`). So it is rendered from the bundle alone, escapes every
+string a registrant chose, and shows a time-stamp as verified only when the token verifies.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import html
+import io
+import json
+import shlex
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import qrcode  # type: ignore[import-untyped]
+from fpdf import FPDF
+from fpdf.enums import XPos, YPos
+from qrcode.image.pil import PilImage  # type: ignore[import-untyped]
+
+from ledger import note
+from ledger.errors import CopyledgerError
+from ledger.timestamp import verify_token
+
+__all__ = ["Facts", "certificate_html", "certificate_pdf", "facts", "openssl_commands", "qr_png"]
+
+FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")  # Debian: fonts-dejavu-core
+FALLBACK_FONTS = (  # for scripts DejaVu lacks (CJK), used when installed
+    Path("/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf"),  # fonts-droid-fallback
+    Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"),  # fonts-noto-cjk
+)
+TITLES = {
+    "work": "Certificate of registration",
+    "evidence": "Certificate of evidence deposit",
+    "transfer": "Certificate of a recorded transfer of rights",
+}
+MAX_METADATA_CHARS = 600
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """One RFC 3161 token as the certificate reports it."""
+
+    tsa: str  # "notary" (our TSA) or the external TSA's URL, as the bundle names it
+    authority: str  # subject of the TSA certificate that signed, when the token verifies
+    gen_time: str  # ISO 8601 UTC, when the token verifies
+    status: str  # "verified ..." or "not verified: why"
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Everything a certificate prints, as plain strings, in display order."""
+
+    title: str
+    seq: int
+    origin: str
+    kind: str
+    registrant: str
+    received_at: str
+    described: list[tuple[str, str]]  # what the entry says about the work/evidence/transfer
+    hashes: list[tuple[str, str]]
+    block_height: int
+    block_hash: str
+    sealed_at: str
+    checkpoint_size: int
+    checkpoint_root: str
+    checkpoint: str  # the signed note, verbatim
+    verifier_keys: list[str]
+    stamps: list[Stamp] = field(default_factory=list)
+
+
+def facts(bundle: dict[str, Any]) -> Facts:
+    """Pick the certificate's facts out of a bundle (the server's own, so shape is trusted;
+    content is not: every string may be anything a registrant typed)."""
+    entry = bundle["entry"]
+    block = bundle["block"]
+    cp = note.parse_checkpoint(note.parse_note(bundle["checkpoint"]).text)
+    kind = str(entry.get("kind", ""))
+    return Facts(
+        title=TITLES.get(kind, "Certificate of a log entry"),
+        seq=int(bundle["seq"]),
+        origin=str(bundle["origin"]),
+        kind=kind,
+        registrant=str(entry.get("registrant", "")),
+        received_at=str(entry.get("received_at", "")),
+        described=_described(entry),
+        hashes=_hashes(entry),
+        block_height=int(block["height"]),
+        block_hash=str(block["hash"]),
+        sealed_at=str(block["header"]["sealed_at"]),
+        checkpoint_size=cp.size,
+        checkpoint_root=cp.root.hex(),
+        checkpoint=str(bundle["checkpoint"]),
+        verifier_keys=[str(k["verifier_key"]) for k in bundle["notary"]["log_keys"]],
+        stamps=[_stamp(bundle, i) for i in range(len(bundle["timestamps"]))],
+    )
+
+
+def _described(entry: dict[str, Any]) -> list[tuple[str, str]]:
+    kind = entry.get("kind")
+    rows: list[tuple[str, object]] = []
+    if kind == "work":
+        rows = [("Title", entry.get("title")), ("Work type", entry.get("work_type")),
+                ("Creators", "; ".join(map(str, entry.get("creators") or []))),
+                ("Licence", entry.get("license"))]
+    elif kind == "evidence":
+        rows = [("Description", entry.get("description")),
+                ("Source URL", entry.get("source_url")),
+                ("Captured at", entry.get("captured_at")),
+                ("Capture method", entry.get("capture_method")),
+                ("Related work", _seq(entry.get("related_work")))]
+    elif kind == "transfer":
+        work = entry.get("work") or {}
+        term = entry.get("term") or {}
+        rows = [("Work", _seq(work.get("seq"))), ("Type", entry.get("transfer_type")),
+                ("From", entry.get("from")), ("To", entry.get("to")),
+                ("Territory", entry.get("territory")),
+                ("Term", " to ".join(str(term[k]) for k in ("start", "end") if k in term)),
+                ("Terms SHA-256", entry.get("terms_sha256")), ("Note", entry.get("note"))]
+    if entry.get("metadata"):
+        meta = json.dumps(entry["metadata"], ensure_ascii=False, sort_keys=True)
+        if len(meta) > MAX_METADATA_CHARS:
+            meta = meta[:MAX_METADATA_CHARS] + " … (see the bundle)"
+        rows.append(("Metadata", meta))
+    return [(k, str(v)) for k, v in rows if v not in (None, "")]
+
+
+def _seq(v: object) -> str | None:
+    return None if v is None else f"entry {v} of this log"
+
+
+def _hashes(entry: dict[str, Any]) -> list[tuple[str, str]]:
+    content = entry.get("content") or entry.get("work") or {}
+    rows = [("SHA-256", str(content.get("sha256", "")))]
+    if "size" in content:
+        rows.append(("Size", f"{content['size']} bytes"))
+    if "media_type" in content:
+        rows.append(("Media type", str(content["media_type"])))
+    for k, v in content.items():
+        if k == "fingerprints" and isinstance(v, dict):
+            rows += [(f"Fingerprint ({name})", _fingerprint(fp)) for name, fp in v.items()]
+        elif k not in ("sha256", "size", "media_type", "seq"):
+            rows.append((str(k), _short(v)))
+    return rows
+
+
+def _fingerprint(fp: object) -> str:
+    """A perceptual hash in a line: its hash when it has one (PDQ, pHash), else a pointer to
+    the bundle (a MinHash signature is kilobytes of base64 no reader compares by eye)."""
+    if isinstance(fp, dict) and isinstance(fp.get("hash"), str):
+        quality = f" (quality {fp['quality']})" if "quality" in fp else ""
+        return f"{fp['hash']}{quality}"
+    return "recorded in the bundle (entry.content.fingerprints)"
+
+
+def _short(v: object) -> str:
+    text = v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, sort_keys=True)
+    return text if len(text) <= 200 else text[:200] + " … (see the bundle)"
+
+
+def _stamp(bundle: dict[str, Any], i: int) -> Stamp:
+    """Verify token i over the block hash under the bundle's own TSA roots: the certificate
+    reports a time only when a signature vouches for it."""
+    t = bundle["timestamps"][i]
+    tsa = str(t.get("tsa", ""))
+    try:
+        notary = bundle["notary"]
+        info = verify_token(
+            base64.b64decode(t["token"], validate=True),
+            bytes.fromhex(bundle["block"]["hash"]),
+            "".join(notary["tsa_roots"]).encode(),
+            untrusted_pem="".join(notary.get("tsa_chain", [])).encode() or None,
+        )
+    except (CopyledgerError, KeyError, TypeError, ValueError) as e:
+        why = e.detail if isinstance(e, CopyledgerError) else f"malformed token ({e})"
+        return Stamp(tsa, "", "", f"not verified: {why}")
+    gen = info.gen_time.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return Stamp(tsa, info.tsa_certificate.subject.rfc4514_string(), gen,
+                 "verified over the block hash under the bundle's TSA root certificate")
+
+
+def base_url(verify_url: str) -> str:
+    """The registry's address, from its verification URL ({base}/verify?seq=N)."""
+    parts = urlsplit(verify_url)
+    path = parts.path[: -len("/verify")] if parts.path.endswith("/verify") else ""
+    return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+def openssl_commands(bundle: dict[str, Any], i: int = 0, name: str = "bundle.json") -> list[str]:
+    """Shell commands that check time-stamp token i with OpenSSL (and jq) alone."""
+    chain = bool(bundle["notary"].get("tsa_chain"))
+    cmds = [
+        f"jq -r '.timestamps[{i}].token' {name} | base64 -d > token.der",
+        f"jq -r '.notary.tsa_roots[]' {name} > root.pem",
+    ]
+    if chain:
+        cmds.append(f"jq -r '.notary.tsa_chain[]' {name} > chain.pem")
+    cmds.append(
+        f"openssl ts -verify -digest {bundle['block']['hash']} -in token.der -token_in "
+        "-CAfile root.pem" + (" -untrusted chain.pem" if chain else "")
+    )
+    return cmds
+
+
+def _instructions(f: Facts, bundle: dict[str, Any], verify_url: str) -> list[tuple[str, str,
+                                                                                 list[str]]]:
+    """(heading, plain-language text, commands) for each independent way to check."""
+    base = base_url(verify_url)
+    vkey = f.verifier_keys[0] if f.verifier_keys else "KEY"
+    sha = f.hashes[0][1]
+    items = [
+        ("1. In a web browser",
+         f"Open {verify_url} (or scan the QR code) and choose the file. Your browser computes "
+         "the file's SHA-256 and checks the proofs and signatures itself; the file is not "
+         "uploaded. The page also accepts a saved bundle file instead of the address.", []),
+        ("2. With the copyledger program, offline",
+         "Save the evidence bundle once, then check it with no network. Take the log key from "
+         "the operator's own publication, not from this certificate, and pass it with --trust.",
+         [f"copyledger bundle {f.seq} -o bundle.json --server {shlex.quote(base)}",
+          f"copyledger verify bundle.json EXHIBIT-FILE --trust {shlex.quote(vkey)}"]),
+        ("3. The file's fingerprint, with standard tools",
+         f"The SHA-256 of the exhibit must be {sha}.", ["sha256sum EXHIBIT-FILE"]),
+    ]
+    if bundle["timestamps"]:
+        items.append((
+            "4. The trusted time, with OpenSSL",
+            f"The RFC 3161 token covers block hash {f.block_hash}. OpenSSL must print "
+            "\"Verification: OK\". Compare root.pem with the time-stamp authority's published "
+            "root certificate."
+            + (f" The bundle holds {len(f.stamps)} tokens; for token i, write "
+               ".timestamps[i] in the first command." if len(f.stamps) > 1 else ""),
+            openssl_commands(bundle)))
+    items.append((
+        f"{len(items) + 1}. With any RFC 6962 / C2SP verifier",
+        "The bundle's tlog_proof field is the c2sp.org/tlog-proof form of the inclusion proof "
+        "and signed checkpoint; Go's golang.org/x/mod/sumdb packages and other transparency-log "
+        "tools read it.", []))
+    return items
+
+
+LIMITS = (
+    "What this shows: that the holder of the log key recorded exactly this content hash, with "
+    "these details, for this account, in the signed tree of the block that sealed it; and that "
+    "the time-stamp authority saw that block no later than the time shown. It does not show "
+    "who owns the rights: the registry records claims, it does not decide them."
+)
+
+
+def qr_png(url: str) -> bytes:
+    """A QR code (error correction M, quiet zone 4) for url, as PNG bytes."""
+    qr = qrcode.QRCode(error_correction=qrcode.constants.ERROR_CORRECT_M, box_size=8, border=4)
+    qr.add_data(url)
+    qr.make(fit=True)
+    buf = io.BytesIO()
+    qr.make_image(image_factory=PilImage).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------- HTML
+
+_CSS = """
+body{font-family:system-ui,sans-serif;max-width:52rem;margin:2rem auto;padding:0 1rem;
+color:#111;line-height:1.4}
+h1{font-size:1.6rem;margin-bottom:.2rem} h2{font-size:1.15rem;margin-top:1.6rem;
+border-bottom:1px solid #ccc} .sub{color:#555;margin-top:0}
+table{border-collapse:collapse;width:100%} th{text-align:left;vertical-align:top;
+width:13rem;padding:.2rem .6rem .2rem 0;font-weight:600} td{padding:.2rem 0;
+overflow-wrap:anywhere} code,pre,.mono{font-family:ui-monospace,monospace;font-size:.85rem}
+pre{background:#f4f4f4;padding:.5rem;white-space:pre-wrap;overflow-wrap:anywhere}
+.qr{float:right;margin:0 0 1rem 1rem;text-align:center;font-size:.8rem}
+.qr img{width:10rem;height:10rem;image-rendering:pixelated}
+.bad{color:#a00} .ok{color:#060}
+@media print{body{margin:0;max-width:none} a{color:inherit}}
+"""
+
+
+def _e(s: object) -> str:
+    return html.escape(str(s), quote=True)
+
+
+def _rows(rows: list[tuple[str, str]], mono: frozenset[str] = frozenset()) -> str:
+    cls = ' class="mono"'
+    return "".join(f"<tr><th>{_e(k)}</th><td{cls if k in mono else ''}>{_e(v)}</td></tr>"
+                   for k, v in rows)
+
+
+def certificate_html(bundle: dict[str, Any], verify_url: str) -> str:
+    """The certificate as one self-contained HTML page (no scripts, no external resources)."""
+    f = facts(bundle)
+    qr = base64.b64encode(qr_png(verify_url)).decode()
+    stamps = "".join(
+        f"<tr><th>{_e(s.tsa)}</th><td>"
+        + (f"{_e(s.gen_time)}<br>{_e(s.authority)}<br><span class=\"ok\">{_e(s.status)}</span>"
+           if s.gen_time else f"<span class=\"bad\">{_e(s.status)}</span>")
+        + "</td></tr>" for s in f.stamps) or "<tr><th>none</th><td>no token</td></tr>"
+    howto = "".join(
+        f"<h3>{_e(h)}</h3><p>{_e(text)}</p>"
+        + (f"<pre>{_e(chr(10).join(cmds))}</pre>" if cmds else "")
+        for h, text, cmds in _instructions(f, bundle, verify_url))
+    registration = [("Registrant", f.registrant), ("Registered at", f.received_at),
+                    ("Log", f.origin), ("Entry number (seq)", str(f.seq)), *f.described]
+    block = [("Block height", str(f.block_height)), ("Block hash", f.block_hash),
+             ("Block sealed at", f.sealed_at)]
+    checkpoint = [("Log (origin)", f.origin), ("Tree size", str(f.checkpoint_size)),
+                  ("Root hash", f.checkpoint_root)]
+    mono = frozenset({"SHA-256", "Block hash", "Root hash", "Terms SHA-256"})
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width,initial-scale=1">
+<title>{_e(f.title)} — entry {f.seq}</title><style>{_CSS}</style></head>
+<body>
+<div class="qr"><img src="data:image/png;base64,{qr}" alt="QR code for {_e(verify_url)}"><br>
+Scan to verify</div>
+<h1>{_e(f.title)}</h1>
+<p class="sub">Entry {f.seq} of the transparency log {_e(f.origin)}</p>
+<p>Verify at <a href="{_e(verify_url)}">{_e(verify_url)}</a></p>
+<h2>Registration</h2><table>{_rows(registration)}</table>
+<h2>Content</h2><table>{_rows(f.hashes, mono)}</table>
+<h2>Block</h2><table>{_rows(block, mono)}</table>
+<h2>Signed checkpoint</h2><table>{_rows(checkpoint, mono)}</table>
+<pre>{_e(f.checkpoint)}</pre>
+<p>Log key (the operator publishes it; compare before trusting):</p>
+<pre>{_e(chr(10).join(f.verifier_keys))}</pre>
+<h2>Trusted time (RFC 3161)</h2><table>{stamps}</table>
+<h2>How to check this yourself</h2>{howto}
+<p>{_e(LIMITS)}</p>
+</body></html>
+"""
+
+
+# ---------------------------------------------------------------- PDF
+
+
+class _Pdf(FPDF):
+    """A4 with DejaVu when Debian's fonts-dejavu-core is there (any Unicode a registrant may
+    type), else the PDF core fonts with non-Latin-1 characters replaced by '?'."""
+
+    def __init__(self) -> None:
+        super().__init__(format="A4")
+        self.set_margins(18, 16, 18)
+        self.set_auto_page_break(True, margin=16)
+        sans, bold, mono = (FONT_DIR / n for n in ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf",
+                                                   "DejaVuSansMono.ttf"))
+        self.unicode = all(p.is_file() for p in (sans, bold, mono))
+        if self.unicode:
+            self.add_font("dv", "", str(sans))
+            self.add_font("dv", "B", str(bold))
+            self.add_font("dvmono", "", str(mono))
+        self.sans, self.mono = ("dv", "dvmono") if self.unicode else ("helvetica", "courier")
+
+    def cover(self, text: str) -> list[str]:
+        """Make every character of text printable if a font here can: fallback fonts are
+        loaded only when needed (a CJK font costs a second to parse). Returns the characters
+        still without a glyph (printed blank or as '?'): the certificate says so, rather than
+        silently showing a different title."""
+        chars = {c for c in text if not c.isspace()}
+        if not self.unicode:
+            return sorted(c for c in chars if ord(c) > 0xFF)
+        missing = self._uncovered(chars)
+        names = []
+        for path in FALLBACK_FONTS:
+            if not missing:
+                break
+            if path.is_file():
+                names.append(f"fb{len(names)}")
+                self.add_font(names[-1], "", str(path))
+                missing = self._uncovered(missing)
+        if names:
+            self.set_fallback_fonts(names, exact_match=False)
+        return sorted(missing)
+
+    def _uncovered(self, chars: set[str]) -> set[str]:
+        maps = [f.cmap for f in self.fonts.values() if hasattr(f, "cmap")]
+        return {c for c in chars if not any(ord(c) in m for m in maps)}
+
+    def text_(self, s: str) -> str:
+        return s if self.unicode else s.encode("latin-1", "replace").decode("latin-1")
+
+    def para(self, s: str, size: float = 9, style: str = "", mono: bool = False) -> None:
+        self.set_font(self.mono if mono else self.sans, "" if mono else style, size)
+        self.multi_cell(0, size * 0.5, self.text_(s), align="L", new_x=XPos.LMARGIN,
+                        new_y=YPos.NEXT)
+
+    def heading(self, s: str) -> None:
+        self.ln(2.5)
+        self.para(s, 11.5, "B")
+        self.line(self.l_margin, self.get_y(), self.w - self.r_margin, self.get_y())
+        self.ln(1.2)
+
+    def rows(self, rows: list[tuple[str, str]], mono: frozenset[str] = frozenset(),
+             width: float = 0) -> None:
+        value_w = (width or self.epw) - 42
+        for k, v in rows:
+            label, value = self.text_(k), self.text_(v)
+            value_font = (self.mono, 8.5) if k in mono else (self.sans, 9.0)
+            self.set_font(self.sans, "B", 9)
+            h = cast(float, self.multi_cell(40, 4.6, label, dry_run=True, output="HEIGHT"))
+            self.set_font(value_font[0], "", value_font[1])
+            h = max(h, cast(float, self.multi_cell(value_w, 4.6, value, dry_run=True,
+                                                   output="HEIGHT")))
+            if self.get_y() + h > self.page_break_trigger:
+                self.add_page()
+            y = self.get_y()
+            self.set_font(self.sans, "B", 9)
+            self.multi_cell(40, 4.6, label, align="L")
+            self.set_xy(self.l_margin + 42, y)
+            self.set_font(value_font[0], "", value_font[1])
+            self.multi_cell(value_w, 4.6, value, align="L")
+            self.set_xy(self.l_margin, y + h)
+
+
+def certificate_pdf(bundle: dict[str, Any], verify_url: str) -> bytes:
+    """The certificate as a PDF (A4): facts and QR code on page 1, how to check after."""
+    f = facts(bundle)
+    pdf = _Pdf()
+    missing = pdf.cover(json.dumps(dataclasses.asdict(f), ensure_ascii=False) + verify_url)
+    pdf.set_title(pdf.text_(f"{f.title}: entry {f.seq} of {f.origin}"))
+    pdf.set_creator("copyledger")
+    pdf.set_creation_date(_parse_time(f.sealed_at))
+    pdf.add_page()
+    qr_size = 42
+    pdf.image(io.BytesIO(qr_png(verify_url)), x=pdf.w - pdf.r_margin - qr_size, y=14,
+              w=qr_size, h=qr_size)
+    narrow = pdf.epw - qr_size - 4
+    pdf.set_font(pdf.sans, "B", 17)
+    pdf.multi_cell(narrow, 8, pdf.text_(f.title), align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    pdf.set_font(pdf.sans, "", 10)
+    pdf.multi_cell(narrow, 5, pdf.text_(f"Entry {f.seq} of the transparency log {f.origin}"),
+                   align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    pdf.ln(2)
+    pdf.set_font(pdf.sans, "", 8.5)
+    pdf.multi_cell(narrow, 4.3, pdf.text_(f"Scan the code or open {verify_url} to check it."),
+                   align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    if missing:
+        pdf.ln(1)
+        pdf.set_font(pdf.sans, "B", 8.5)
+        shown = ", ".join(f"U+{ord(c):04X}" for c in missing[:12])
+        more = f" and {len(missing) - 12} more" if len(missing) > 12 else ""
+        pdf.multi_cell(narrow, 4.3, f"Some characters cannot be printed with this PDF's fonts and "
+                       f"are left out or shown as '?': {shown}{more}. The HTML certificate and "
+                       "the evidence bundle hold the exact text.", align="L",
+                       new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    pdf.set_y(max(pdf.get_y(), 14 + qr_size + 2))
+
+    pdf.heading("Registration")
+    pdf.rows([("Registrant", f.registrant), ("Registered at", f.received_at),
+              ("Entry number (seq)", str(f.seq)), *f.described])
+    pdf.heading("Content")
+    mono = frozenset({"SHA-256", "Block hash", "Root hash", "Terms SHA-256"})
+    pdf.rows(f.hashes, mono)
+    pdf.heading("Block and signed checkpoint")
+    pdf.rows([("Block height", str(f.block_height)), ("Block hash", f.block_hash),
+              ("Block sealed at", f.sealed_at), ("Log (origin)", f.origin),
+              ("Tree size", str(f.checkpoint_size)), ("Root hash", f.checkpoint_root)], mono)
+    pdf.ln(1)
+    pdf.para(f.checkpoint.rstrip("\n"), 7.5, mono=True)
+    pdf.ln(1)
+    pdf.para("Log key (published by the operator; compare before trusting): "
+             + ", ".join(f.verifier_keys), 8)
+    pdf.heading("Trusted time (RFC 3161)")
+    if not f.stamps:
+        pdf.para("No time-stamp token in the bundle.")
+    for s in f.stamps:
+        pdf.rows([("Authority", f"{s.tsa}" + (f" ({s.authority})" if s.authority else "")),
+                  ("Time (genTime)", s.gen_time or "-"), ("Status", s.status)])
+    pdf.heading("How to check this yourself")
+    for h, text, cmds in _instructions(f, bundle, verify_url):
+        pdf.para(h, 9.5, "B")
+        pdf.para(text, 9)
+        for c in cmds:
+            pdf.para(c, 7.5, mono=True)
+        pdf.ln(1.5)
+    pdf.ln(1)
+    pdf.para(LIMITS, 8.5)
+    return bytes(pdf.output())
+
+
+def _parse_time(s: str) -> datetime:
+    try:
+        return datetime.fromisoformat(s.replace("Z", "+00:00"))
+    except ValueError:
+        return datetime.now(UTC)
+

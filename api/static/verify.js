@@ -1,0 +1,741 @@
+/* copyledger verification page: checks an exhibit file against its evidence bundle in the
+ * browser, with this file's own code and WebCrypto (SHA-256, Ed25519). No third-party code,
+ * no upload. The steps and their names follow ledger/verify.py and docs/verification.md, so
+ * this page and `copyledger verify` agree on what passes and what fails, and where.
+ *
+ * Every string from a bundle is shown with textContent, never as HTML: a bundle is input.
+ */
+'use strict';
+
+(function () {
+  const FORMAT = 'copyledger/bundle/v1';
+  const BLOCK_SCHEMA = 'copyledger/block/v1';
+  const BLOCK_NOTE_HEADER = 'copyledger/block/v1';
+  const TLOG_PROOF_HEADER = 'c2sp.org/tlog-proof@v1';
+  const MAX_UINT64 = (1n << 64n) - 1n;
+  const STREAM_OVER = 256 * 1024 * 1024; // larger files are hashed in chunks by our SHA-256
+  const MAX_BUNDLE = 32 * 1024 * 1024;
+
+  const STEPS = [
+    ['format', 'The bundle is a copyledger/bundle/v1 document'],
+    ['file', "The file's SHA-256 is the registered content hash"],
+    ['entry', "The entry's RFC 8785 bytes hash to the leaf hash"],
+    ['inclusion', 'The RFC 9162 inclusion proof leads from the leaf to the root'],
+    ['checkpoint', 'The checkpoint is signed by a trusted log key and names that root'],
+    ['block', 'The block header hashes to the block hash and matches the checkpoint'],
+    ['block-signature', 'The block note is signed by the same key and names that block'],
+    ['timestamp', 'The RFC 3161 time-stamp token covers the block hash'],
+    ['tlog-proof', 'The C2SP tlog-proof form says the same as the bundle'],
+  ];
+
+  class Fail extends Error {}
+  const fail = (msg) => { throw new Fail(msg); };
+
+  // ------------------------------------------------------------ bytes
+
+  const enc = new TextEncoder();
+  const toHex = (b) => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+  const eq = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
+  const concat = (...parts) => {
+    const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+    let o = 0;
+    for (const p of parts) { out.set(p, o); o += p.length; }
+    return out;
+  };
+
+  function fromHex(s, what) {
+    if (typeof s !== 'string' || !/^[0-9a-fA-F]{64}$/.test(s)) fail(`${what} is not 64 hex characters`);
+    const out = new Uint8Array(32);
+    for (let i = 0; i < 32; i++) out[i] = parseInt(s.substr(2 * i, 2), 16);
+    return out;
+  }
+
+  function b64encode(bytes) {
+    let s = '';
+    for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+    return btoa(s);
+  }
+
+  /** Standard padded base64; with `canonical`, only the one spelling that re-encodes alike. */
+  function b64decode(s, what, canonical = true) {
+    let bin;
+    try { bin = atob(s); } catch (e) { fail(`${what} is not base64`); }
+    const out = Uint8Array.from(bin, (c) => c.charCodeAt(0));
+    if (canonical && b64encode(out) !== s) fail(`${what} is not canonical base64`);
+    return out;
+  }
+
+  async function sha256(data) {
+    return new Uint8Array(await crypto.subtle.digest('SHA-256', data));
+  }
+
+  // ------------------------------------------------------------ SHA-256 for large files
+  // WebCrypto has no streaming digest; a file of gigabytes cannot be one ArrayBuffer. This is
+  // FIPS 180-4 SHA-256, fed chunk by chunk; the tests check it against WebCrypto.
+
+  const K = new Uint32Array([
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+  ]);
+
+  class Sha256 {
+    constructor() {
+      this.h = new Uint32Array([0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+        0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19]);
+      this.w = new Uint32Array(64);
+      this.buf = new Uint8Array(64);
+      this.fill = 0;
+      this.total = 0;
+    }
+    update(data) {
+      let i = 0;
+      this.total += data.length;
+      if (this.fill) {
+        const take = Math.min(64 - this.fill, data.length);
+        this.buf.set(data.subarray(0, take), this.fill);
+        this.fill += take; i = take;
+        if (this.fill < 64) return this;
+        this.block(this.buf, 0); this.fill = 0;
+      }
+      for (; i + 64 <= data.length; i += 64) this.block(data, i);
+      this.buf.set(data.subarray(i), 0);
+      this.fill = data.length - i;
+      return this;
+    }
+    block(d, o) {
+      const w = this.w, h = this.h;
+      for (let t = 0; t < 16; t++) {
+        w[t] = (d[o + 4 * t] << 24) | (d[o + 4 * t + 1] << 16) | (d[o + 4 * t + 2] << 8) | d[o + 4 * t + 3];
+      }
+      for (let t = 16; t < 64; t++) {
+        const a = w[t - 15], b = w[t - 2];
+        const s0 = ((a >>> 7) | (a << 25)) ^ ((a >>> 18) | (a << 14)) ^ (a >>> 3);
+        const s1 = ((b >>> 17) | (b << 15)) ^ ((b >>> 19) | (b << 13)) ^ (b >>> 10);
+        w[t] = (w[t - 16] + s0 + w[t - 7] + s1) | 0;
+      }
+      let [a, b, c, e0, e, f, g, hh] = h;
+      for (let t = 0; t < 64; t++) {
+        const S1 = ((e >>> 6) | (e << 26)) ^ ((e >>> 11) | (e << 21)) ^ ((e >>> 25) | (e << 7));
+        const t1 = (hh + S1 + ((e & f) ^ (~e & g)) + K[t] + w[t]) | 0;
+        const S0 = ((a >>> 2) | (a << 30)) ^ ((a >>> 13) | (a << 19)) ^ ((a >>> 22) | (a << 10));
+        const t2 = (S0 + ((a & b) ^ (a & c) ^ (b & c))) | 0;
+        hh = g; g = f; f = e; e = (e0 + t1) | 0; e0 = c; c = b; b = a; a = (t1 + t2) | 0;
+      }
+      h[0] += a; h[1] += b; h[2] += c; h[3] += e0; h[4] += e; h[5] += f; h[6] += g; h[7] += hh;
+    }
+    digest() {
+      const bits = BigInt(this.total) * 8n;
+      const pad = new Uint8Array(((this.fill < 56) ? 56 : 120) - this.fill + 8);
+      pad[0] = 0x80;
+      for (let i = 0; i < 8; i++) pad[pad.length - 1 - i] = Number((bits >> BigInt(8 * i)) & 0xffn);
+      this.update(pad);
+      const out = new Uint8Array(32);
+      this.h.forEach((v, i) => { out[4 * i] = v >>> 24; out[4 * i + 1] = v >>> 16; out[4 * i + 2] = v >>> 8; out[4 * i + 3] = v; });
+      return out;
+    }
+  }
+
+  /** SHA-256 of a File: WebCrypto in one piece when it fits, else streamed through Sha256. */
+  async function hashFile(file, progress) {
+    if (file.size <= STREAM_OVER) return sha256(await file.arrayBuffer());
+    const h = new Sha256();
+    const reader = file.stream().getReader();
+    let done = 0;
+    for (;;) {
+      const { value, done: end } = await reader.read();
+      if (end) break;
+      h.update(value);
+      done += value.length;
+      progress(done / file.size);
+    }
+    return h.digest();
+  }
+
+  // ------------------------------------------------------------ RFC 8785 (JCS)
+
+  const wellFormed = (s) => (typeof s.isWellFormed === 'function' ? s.isWellFormed()
+    : !/[\ud800-\udbff](?![\udc00-\udfff])|(?:^|[^\ud800-\udbff])[\udc00-\udfff]/.test(s));
+
+  /** RFC 8785: ES6 JSON.stringify for strings and numbers, keys sorted by UTF-16 code units
+   * (which is what Array.prototype.sort does with strings), no whitespace. */
+  function jcs(v) {
+    if (v === null || typeof v === 'boolean') return JSON.stringify(v);
+    if (typeof v === 'number') {
+      if (!Number.isFinite(v)) fail('the entry holds a number JSON cannot represent');
+      return JSON.stringify(v);
+    }
+    if (typeof v === 'string') {
+      if (!wellFormed(v)) fail('the entry holds a string that is not valid Unicode');
+      return JSON.stringify(v);
+    }
+    if (Array.isArray(v)) return '[' + v.map(jcs).join(',') + ']';
+    if (typeof v === 'object') {
+      return '{' + Object.keys(v).sort().map((k) => jcs(k) + ':' + jcs(v[k])).join(',') + '}';
+    }
+    return fail(`${typeof v} is not a JSON value`);
+  }
+
+  // ------------------------------------------------------------ RFC 6962 / 9162 Merkle
+
+  const leafHash = (data) => sha256(concat(Uint8Array.of(0), data));
+  const nodeHash = (l, r) => sha256(concat(Uint8Array.of(1), l, r));
+
+  /** RFC 9162 section 2.1.3.2, in BigInt: JS bit operators are 32-bit, tree sizes are not. */
+  async function rootFromInclusion(index, size, leaf, proof) {
+    if (index < 0n || size <= 0n || index >= size) fail(`leaf index ${index} is not in a tree of size ${size}`);
+    let fn = index, sn = size - 1n, r = leaf;
+    for (const p of proof) {
+      if (sn === 0n) fail('the inclusion proof is too long');
+      if ((fn & 1n) === 1n || fn === sn) {
+        r = await nodeHash(p, r);
+        while (fn !== 0n && (fn & 1n) === 0n) { fn >>= 1n; sn >>= 1n; }
+      } else {
+        r = await nodeHash(r, p);
+      }
+      fn >>= 1n; sn >>= 1n;
+    }
+    if (sn !== 0n) fail('the inclusion proof is too short');
+    return r;
+  }
+
+  // ------------------------------------------------------------ C2SP signed notes
+
+  const CONTROL = /[\x00-\x09\x0b-\x1f]/;
+  const validName = (n) => n.length > 0 && !n.includes('+') && !/[\s\x00-\x1f\x85\xa0]/u.test(n)
+    && wellFormed(n);
+
+  async function keyId(name, pub) {
+    return (await sha256(concat(enc.encode(name + '\n'), Uint8Array.of(1), pub))).subarray(0, 4);
+  }
+
+  /** name+hex(key ID)+base64(0x01 || Ed25519 key), the vkey format of Go's note package. */
+  async function parseVerifierKey(vkey) {
+    const i = vkey.indexOf('+'), j = vkey.indexOf('+', i + 1);
+    if (i < 0 || j < 0) fail('a verifier key is name+keyid+key');
+    const name = vkey.slice(0, i), hexId = vkey.slice(i + 1, j);
+    if (!validName(name)) fail(`the verifier key has an invalid name ${JSON.stringify(name)}`);
+    if (!/^[0-9a-f]{8}$/.test(hexId)) fail('a verifier key ID is 8 lowercase hex digits');
+    const key = b64decode(vkey.slice(j + 1), 'the verifier key');
+    if (key.length !== 33 || key[0] !== 1) fail('the verifier key is not an Ed25519 key');
+    const pub = key.subarray(1);
+    if (toHex(await keyId(name, pub)) !== hexId) fail('the verifier key ID does not match its key');
+    let cryptoKey;
+    try {
+      cryptoKey = await crypto.subtle.importKey('raw', pub, { name: 'Ed25519' }, false, ['verify']);
+    } catch (e) {
+      if (e && e.name === 'NotSupportedError') throw new Unsupported();
+      fail(`the verifier key is not a valid Ed25519 key (${e})`);
+    }
+    return { name, hexId, vkey, cryptoKey };
+  }
+
+  class Unsupported extends Error {
+    constructor() { super('this browser cannot check Ed25519 signatures (WebCrypto lacks Ed25519)'); }
+  }
+
+  function parseNote(msg) {
+    if (CONTROL.test(msg) || !wellFormed(msg)) fail('malformed note: control character or bad Unicode');
+    const split = msg.lastIndexOf('\n\n');
+    if (split < 0) fail('malformed note: no blank line before the signatures');
+    const text = msg.slice(0, split + 1), block = msg.slice(split + 2);
+    if (!block.endsWith('\n')) fail('malformed note: signatures must end with a newline');
+    const lines = block.slice(0, -1).split('\n');
+    if (lines.length > 100) fail('malformed note: more than 100 signatures');
+    const sigs = lines.map((line) => {
+      if (!line.startsWith('\u2014 ')) fail('malformed note: a signature line must start with an em dash');
+      const rest = line.slice(2), sp = rest.indexOf(' ');
+      const name = sp < 0 ? rest : rest.slice(0, sp);
+      const raw = b64decode(sp < 0 ? '' : rest.slice(sp + 1), 'a note signature');
+      if (!validName(name) || raw.length < 5) fail('malformed note: bad signature line');
+      return { name, hexId: toHex(raw.subarray(0, 4)), sig: raw.subarray(4) };
+    });
+    return { text, sigs };
+  }
+
+  /** As Go's note.Open: signatures by unknown keys are ignored, every signature by a known key
+   * must verify, and at least one must be there. Returns the text and the keys that signed. */
+  async function verifyNote(msg, verifiers) {
+    const n = parseNote(msg);
+    const data = enc.encode(n.text);
+    const good = [];
+    for (const s of n.sigs) {
+      const v = verifiers.find((k) => k.name === s.name && k.hexId === s.hexId);
+      if (!v) continue;
+      const ok = s.sig.length === 64
+        && await crypto.subtle.verify({ name: 'Ed25519' }, v.cryptoKey, s.sig, data);
+      if (!ok) fail(`invalid signature by ${s.name}`);
+      if (!good.includes(v)) good.push(v);
+    }
+    if (!good.length) fail('no signature by a trusted key');
+    return { text: n.text, signers: good };
+  }
+
+  function noteLines(text, what) {
+    if (!text.endsWith('\n')) fail(`${what} text must end with a newline`);
+    return text.slice(0, -1).split('\n');
+  }
+
+  function parseUint64(s, what) {
+    if (s.length > 20 || !/^(0|[1-9][0-9]*)$/.test(s) || BigInt(s) > MAX_UINT64) {
+      fail(`${what} must be a decimal uint64 without leading zeros`);
+    }
+    return BigInt(s);
+  }
+
+  function parseCheckpoint(text) {
+    const lines = noteLines(text, 'checkpoint');
+    if (lines.length < 3) fail('a checkpoint needs origin, size and root lines');
+    if (lines.some((l, i) => !l && i !== 1)) fail('checkpoint lines must not be empty');
+    const root = b64decode(lines[2], 'the checkpoint root');
+    if (root.length !== 32) fail('the checkpoint root is not 32 bytes');
+    return { origin: lines[0], size: parseUint64(lines[1], 'the tree size'), root };
+  }
+
+  // ------------------------------------------------------------ RFC 3161, just enough DER
+  // The token's signature and certificate chain need X.509 path validation, which browsers
+  // do not expose; `openssl ts -verify` does that (commands on the page). Here: the token is
+  // a SignedData over a TSTInfo whose messageImprint is the block hash, and its genTime.
+
+  function der(buf, pos) {
+    if (pos + 2 > buf.length) fail('truncated DER');
+    const tag = buf[pos];
+    if ((tag & 0x1f) === 0x1f) fail('unsupported DER tag');
+    let len = buf[pos + 1], off = pos + 2;
+    if (len & 0x80) {
+      const n = len & 0x7f;
+      if (n < 1 || n > 4) fail('bad DER length');
+      len = 0;
+      for (let i = 0; i < n; i++) len = len * 256 + buf[off++];
+    }
+    if (off + len > buf.length) fail('truncated DER');
+    return { tag, start: off, end: off + len, bytes: buf.subarray(off, off + len) };
+  }
+
+  function kids(buf, node) {
+    const out = [];
+    for (let p = node.start; p < node.end;) { const c = der(buf, p); out.push(c); p = c.end; }
+    return out;
+  }
+
+  function expect(node, tag, what) {
+    if (!node || node.tag !== tag) fail(`the token is not an RFC 3161 token (${what})`);
+    return node;
+  }
+
+  const OID_SIGNED_DATA = '2a864886f70d010702';
+  const OID_TST_INFO = '2a864886f70d0109100104';
+  const HASH_OIDS = { '608648016503040201': 'sha256', '608648016503040202': 'sha384', '608648016503040203': 'sha512' };
+
+  function parseToken(tok) {
+    const ci = kids(tok, expect(der(tok, 0), 0x30, 'ContentInfo'));
+    if (toHex(expect(ci[0], 0x06, 'contentType').bytes) !== OID_SIGNED_DATA) fail('the token is not CMS SignedData');
+    const sd = kids(tok, expect(kids(tok, expect(ci[1], 0xa0, 'content'))[0], 0x30, 'SignedData'));
+    const eci = kids(tok, expect(sd[2], 0x30, 'encapContentInfo'));
+    if (toHex(expect(eci[0], 0x06, 'eContentType').bytes) !== OID_TST_INFO) fail('the token does not hold a TSTInfo');
+    const tstDer = expect(kids(tok, expect(eci[1], 0xa0, 'eContent'))[0], 0x04, 'eContent').bytes;
+    const tst = kids(tstDer, expect(der(tstDer, 0), 0x30, 'TSTInfo'));
+    if (!eq(expect(tst[0], 0x02, 'version').bytes, [1])) fail('TSTInfo version is not 1');
+    const mi = kids(tstDer, expect(tst[2], 0x30, 'messageImprint'));
+    const alg = HASH_OIDS[toHex(expect(kids(tstDer, expect(mi[0], 0x30, 'hashAlgorithm'))[0], 0x06, 'hash OID').bytes)];
+    if (!alg) fail('the token uses a hash algorithm other than SHA-256/384/512');
+    const imprint = expect(mi[1], 0x04, 'hashedMessage').bytes;
+    const serial = toHex(expect(tst[3], 0x02, 'serialNumber').bytes);
+    const g = new TextDecoder().decode(expect(tst[4], 0x18, 'genTime').bytes);
+    const m = /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\.\d+)?Z$/.exec(g);
+    if (!m) fail('the token genTime is malformed');
+    const genTime = `${m[1]}-${m[2]}-${m[3]}T${m[4]}:${m[5]}:${m[6]}${m[7] || ''}Z`;
+    return { alg, imprint, serial, genTime };
+  }
+
+  function opensslCommands(b, i) {
+    const chain = Array.isArray(b.notary.tsa_chain) && b.notary.tsa_chain.length > 0;
+    const cmds = [
+      `jq -r '.timestamps[${i}].token' bundle.json | base64 -d > token.der`,
+      "jq -r '.notary.tsa_roots[]' bundle.json > root.pem",
+    ];
+    if (chain) cmds.push("jq -r '.notary.tsa_chain[]' bundle.json > chain.pem");
+    cmds.push(`openssl ts -verify -digest ${b.block.hash} -in token.der -token_in -CAfile root.pem`
+      + (chain ? ' -untrusted chain.pem' : ''));
+    return cmds;
+  }
+
+  // ------------------------------------------------------------ the steps
+
+  function need(obj, key, type, where) {
+    const path = where ? `${where}.${key}` : key;
+    if (obj === null || typeof obj !== 'object' || !(key in obj)) fail(`bundle: ${path} is missing`);
+    const v = obj[key];
+    const ok = type === 'int' ? Number.isSafeInteger(v) && v >= 0
+      : type === 'array' ? Array.isArray(v)
+        : type === 'object' ? v !== null && typeof v === 'object' && !Array.isArray(v)
+          : typeof v === type;
+    if (!ok) fail(`bundle: ${path} has the wrong type`);
+    return v;
+  }
+
+  const checks = {
+    format(ctx) {
+      const b = ctx.bundle;
+      if (b === null || typeof b !== 'object' || b.format !== FORMAT) fail(`not a ${FORMAT} document`);
+      for (const [k, t] of [['origin', 'string'], ['seq', 'int'], ['leaf_hash', 'string'],
+        ['entry', 'object'], ['inclusion', 'object'], ['checkpoint', 'string'], ['block', 'object'],
+        ['timestamps', 'array'], ['notary', 'object']]) need(b, k, t);
+      return `entry ${b.seq} of log ${b.origin}`;
+    },
+
+    file(ctx) {
+      const content = ctx.bundle.entry.content || ctx.bundle.entry.work;
+      const registered = content && content.sha256;
+      if (typeof registered !== 'string' || !/^[0-9a-f]{64}$/.test(registered)) fail('the entry has no content.sha256');
+      ctx.registered = registered;
+      if (!ctx.fileHash) return { status: 'skipped', detail: `no file chosen; the registered SHA-256 is ${registered}` };
+      if (ctx.fileHash !== registered) fail(`the file's SHA-256 is ${ctx.fileHash}, the entry registers ${registered}`);
+      return `SHA-256 ${registered}`;
+    },
+
+    async entry(ctx) {
+      const b = ctx.bundle;
+      ctx.data = enc.encode(jcs(b.entry));
+      ctx.leaf = await leafHash(ctx.data);
+      if (!eq(ctx.leaf, fromHex(b.leaf_hash, 'leaf_hash'))) {
+        fail(`SHA-256(0x00 || entry) is ${toHex(ctx.leaf)}, the bundle says ${b.leaf_hash}`);
+      }
+      return `leaf hash ${toHex(ctx.leaf)} (${ctx.data.length} canonical bytes)`;
+    },
+
+    async inclusion(ctx) {
+      const inc = ctx.bundle.inclusion;
+      ctx.size = BigInt(need(inc, 'tree_size', 'int', 'inclusion'));
+      ctx.root = fromHex(need(inc, 'root', 'string', 'inclusion'), 'inclusion.root');
+      ctx.proof = need(inc, 'proof', 'array', 'inclusion').map((h) => fromHex(h, 'an inclusion proof hash'));
+      const got = await rootFromInclusion(BigInt(ctx.bundle.seq), ctx.size, ctx.leaf, ctx.proof);
+      if (!eq(got, ctx.root)) fail('the inclusion proof does not lead to the root');
+      return `seq ${ctx.bundle.seq} in the tree of ${ctx.size} entries, root ${toHex(ctx.root)}`;
+    },
+
+    async checkpoint(ctx) {
+      const b = ctx.bundle;
+      const verifiers = [];
+      if (ctx.pinned.length) {
+        ctx.trust = 'pinned';
+        for (const k of ctx.pinned) {
+          try { verifiers.push(await parseVerifierKey(k)); } catch (e) {
+            if (e instanceof Fail) fail(`the key you pinned: ${e.message}`);
+            throw e;
+          }
+        }
+      } else {
+        ctx.trust = 'bundle';
+        for (const k of need(b.notary, 'log_keys', 'array', 'notary')) {
+          verifiers.push(await parseVerifierKey(need(k, 'verifier_key', 'string', 'notary.log_keys[]')));
+        }
+      }
+      const n = await verifyNote(b.checkpoint, verifiers);
+      const cp = parseCheckpoint(n.text);
+      if (cp.origin !== b.origin) fail(`the checkpoint is for log ${JSON.stringify(cp.origin)}, not ${JSON.stringify(b.origin)}`);
+      if (cp.size !== ctx.size || !eq(cp.root, ctx.root)) fail("the signed checkpoint's size and root differ from the inclusion proof's");
+      ctx.verifiers = n.signers;
+      const how = ctx.trust === 'pinned' ? 'a key you pinned' : 'the key in the bundle (not pinned)';
+      return `signed by ${n.signers[0].name} (${how}); tree size ${cp.size}`;
+    },
+
+    async block(ctx) {
+      const b = ctx.bundle, blk = need(b, 'block', 'object');
+      const h = need(blk, 'header', 'object', 'block');
+      if (h.schema !== BLOCK_SCHEMA) fail(`the block header is not a ${BLOCK_SCHEMA} header`);
+      const header = { schema: BLOCK_SCHEMA }; // the fields the block hash covers, as ledger/block.py
+      for (const k of ['height', 'first_seq', 'count', 'tree_size']) header[k] = need(h, k, 'int', 'block.header');
+      for (const k of ['prev_block_hash', 'batch_root', 'tree_root']) header[k] = toHex(fromHex(h[k], `block.header.${k}`));
+      if (!('sealed_at' in h)) fail('bundle: block.header.sealed_at is missing');
+      header.sealed_at = String(h.sealed_at);
+      ctx.blockHash = fromHex(need(blk, 'hash', 'string', 'block'), 'block.hash');
+      if (!eq(await sha256(enc.encode(jcs(header))), ctx.blockHash)) fail("SHA-256 of the header's canonical JSON is not the block hash");
+      if (header.height !== need(blk, 'height', 'int', 'block')) fail("block.height differs from the header's height");
+      if (BigInt(header.tree_size) !== ctx.size || header.tree_root !== toHex(ctx.root)) fail("the block header's tree size and root differ from the checkpoint's");
+      if (!(header.first_seq <= b.seq && b.seq < header.tree_size)) fail(`seq ${b.seq} is not among this block's entries`);
+      ctx.header = header;
+      return `block ${header.height} sealed at ${header.sealed_at}`;
+    },
+
+    async 'block-signature'(ctx) {
+      const b = ctx.bundle;
+      const n = await verifyNote(need(b.block, 'block_note', 'string', 'block'), ctx.verifiers);
+      const lines = noteLines(n.text, 'block note');
+      if (lines.length !== 4 || lines[0] !== BLOCK_NOTE_HEADER) fail(`the block note must be ${BLOCK_NOTE_HEADER}, origin, height and hash`);
+      const hash = b64decode(lines[3], 'the block note hash');
+      if (lines[1] !== b.origin || parseUint64(lines[2], 'block height') !== BigInt(ctx.header.height) || !eq(hash, ctx.blockHash)) {
+        fail('the block note names a different log, height or block hash');
+      }
+      return 'the block note verifies';
+    },
+
+    timestamp(ctx) {
+      const b = ctx.bundle;
+      if (!b.timestamps.length) fail('the bundle carries no time-stamp token');
+      const times = b.timestamps.map((t, i) => {
+        const what = `timestamps[${i}] (${t && t.tsa})`;
+        let info;
+        try { info = parseToken(b64decode(need(t, 'token', 'string', `timestamps[${i}]`), `${what} token`, false)); } catch (e) {
+          if (e instanceof Fail) fail(`${what}: ${e.message}`);
+          throw e;
+        }
+        if (!eq(info.imprint, ctx.blockHash)) fail(`${what}: the token covers ${toHex(info.imprint)}, not the block hash`);
+        if (t.hash_alg !== undefined && t.hash_alg !== info.alg) fail(`${what}: hash_alg says ${t.hash_alg}, the token ${info.alg}`);
+        ctx.facts.push([`Time-stamp (${t.tsa})`, `${info.genTime} (serial ${info.serial})`]);
+        return `${t.tsa}: ${info.genTime}`;
+      });
+      ctx.openssl = opensslCommands(b, 0);
+      return {
+        status: 'external',
+        detail: `${times.join('; ')} — the token covers the block hash. Its signature and `
+          + 'certificate chain: check with openssl ts -verify (commands below).',
+      };
+    },
+
+    'tlog-proof'(ctx) {
+      const b = ctx.bundle;
+      if (b.tlog_proof === undefined || b.tlog_proof === null) return { status: 'skipped', detail: 'no tlog-proof in the bundle' };
+      const text = need(b, 'tlog_proof', 'string');
+      const k = text.indexOf('\n\n');
+      if (k < 0) fail('tlog-proof: no blank line before the checkpoint');
+      const lines = text.slice(0, k).split('\n'), checkpoint = text.slice(k + 2);
+      if (lines[0] !== TLOG_PROOF_HEADER) fail(`tlog-proof: the first line must be ${TLOG_PROOF_HEADER}`);
+      let pos = 1, extra = null;
+      if (pos < lines.length && lines[pos].startsWith('extra ')) extra = b64decode(lines[pos++].slice(6), 'tlog-proof extra', false);
+      const m = pos < lines.length && /^index (0|[1-9][0-9]*)$/.exec(lines[pos]);
+      if (!m) fail("tlog-proof: missing or bad 'index' line");
+      const proof = lines.slice(pos + 1).map((l) => b64decode(l, 'tlog-proof hash', false));
+      const same = BigInt(m[1]) === BigInt(b.seq) && checkpoint === b.checkpoint
+        && proof.length === ctx.proof.length && proof.every((p, i) => eq(p, ctx.proof[i]))
+        && extra !== null && eq(extra, ctx.data);
+      if (!same) fail("the tlog-proof differs from the bundle's entry, proof or checkpoint");
+      return 'same index, entry, proof and checkpoint';
+    },
+  };
+
+  /** Run the steps in order; stop at the first failure (each step builds on the one before). */
+  async function verify(bundle, fileHash, pinned) {
+    const ctx = { bundle, fileHash, pinned, facts: [], trust: '', openssl: null };
+    const results = STEPS.map(([name, title]) => ({ name, title, status: 'not checked', detail: '' }));
+    for (const r of results) {
+      try {
+        const out = await checks[r.name](ctx);
+        if (typeof out === 'string') { r.status = 'ok'; r.detail = out; } else { r.status = out.status; r.detail = out.detail; }
+      } catch (e) {
+        if (e instanceof Unsupported) { r.status = 'failed'; r.detail = e.message; return { results, ctx, unsupported: true }; }
+        r.status = 'failed';
+        r.detail = e instanceof Fail ? e.message : `unexpected error: ${e}`;
+        break;
+      }
+    }
+    return { results, ctx, unsupported: false };
+  }
+
+  // ------------------------------------------------------------ the page
+
+  const $ = (id) => document.getElementById(id);
+  const state = { file: null, fileHash: null, hashing: null, bundle: null, run: 0 };
+
+  function setVerdict(status, text) {
+    const v = $('verdict');
+    v.dataset.status = status;
+    v.textContent = text;
+  }
+
+  function renderSteps(results) {
+    const ol = $('steps');
+    ol.replaceChildren(...results.map((r) => {
+      const li = document.createElement('li');
+      li.dataset.step = r.name;
+      li.dataset.status = r.status;
+      const t = document.createElement('span');
+      t.className = 'title';
+      t.textContent = `${r.title} — ${r.status === 'external' ? 'see below' : r.status}`;
+      const d = document.createElement('span');
+      d.className = 'detail';
+      d.textContent = r.detail;
+      li.append(t, d);
+      return li;
+    }));
+  }
+
+  function renderFacts(rows) {
+    $('facts-title').hidden = rows.length === 0;
+    $('facts').replaceChildren(...rows.flatMap(([k, v]) => {
+      const dt = document.createElement('dt'); dt.textContent = k;
+      const dd = document.createElement('dd'); dd.textContent = v;
+      return [dt, dd];
+    }));
+  }
+
+  function entryFacts(b) {
+    const e = b.entry, rows = [['Log', b.origin], ['Entry (seq)', String(b.seq)], ['Kind', e.kind],
+      ['Registrant', e.registrant], ['Registered at (registry clock)', e.received_at]];
+    if (e.kind === 'work') rows.push(['Title', e.title], ['Creators', (e.creators || []).join('; ')], ['Work type', e.work_type]);
+    if (e.kind === 'evidence') rows.push(['Description', e.description], ['Captured at', e.captured_at]);
+    rows.push(['Block', `${b.block.height}, sealed at ${b.block.header.sealed_at}`]);
+    return rows.filter(([, v]) => v !== undefined).map(([k, v]) => [k, String(v)]);
+  }
+
+  async function run() {
+    const me = ++state.run;
+    $('openssl').hidden = true;
+    if (!state.bundle) {
+      renderSteps([]); renderFacts([]);
+      setVerdict('waiting', state.file ? 'Now add the evidence bundle (bundle.json).' : 'Waiting for the exhibit file and its bundle.');
+      return;
+    }
+    setVerdict('running', 'Checking…');
+    if (state.file && !state.fileHash) {
+      const file = state.file;
+      setVerdict('running', 'Computing the file\u2019s SHA-256 (on this computer)…');
+      let hash;
+      try { hash = await state.hashing; } catch (e) {
+        if (me === state.run) setVerdict('failed', `Could not read ${file.name}: ${e.message}`);
+        return;
+      }
+      if (state.file !== file || me !== state.run) return; // a newer run reports
+      state.fileHash = hash;
+      $('exhibit-info').textContent = `Exhibit: ${file.name} (${file.size} bytes), SHA-256 ${hash}`;
+    }
+    const pinned = $('pin').value.split(/\r?\n/).map((l) => l.trim()).filter(Boolean);
+    const { results, ctx, unsupported } = await verify(state.bundle, state.fileHash, pinned);
+    if (me !== state.run) return; // a newer run has started; it will report
+    renderSteps(results);
+    const failed = results.find((r) => r.status === 'failed');
+    if (unsupported) {
+      setVerdict('unsupported', `Cannot verify in this browser: ${failed.detail}. Use a current Chrome, Edge, Firefox or Safari, or copyledger verify.`);
+    } else if (failed) {
+      setVerdict('failed', `NOT verified: ${failed.name} — ${failed.detail}`);
+    } else if (!state.fileHash) {
+      setVerdict('incomplete', 'The bundle verifies; now choose the exhibit file to check it against the registration.');
+    } else {
+      setVerdict('verified', 'Verified: this exact file is the registered content, and the record is intact and signed.');
+    }
+    const signed = results.find((r) => r.name === 'checkpoint').status === 'ok';
+    $('trust').textContent = !signed ? ''
+      : ctx.trust === 'pinned' ? 'Trust: signatures checked against the key you pinned.'
+        : 'Trust: signatures checked against the log key carried in the bundle. Pin the operator\u2019s published key for full assurance.';
+    renderFacts(failed ? [] : [...entryFacts(state.bundle), ...ctx.facts]);
+    if (ctx.openssl) {
+      $('openssl-commands').textContent = ctx.openssl.join('\n');
+      $('openssl').hidden = false;
+    }
+  }
+
+  function setBundle(obj, source) {
+    state.bundle = obj;
+    $('bundle-info').textContent = source;
+    const a = $('save-bundle');
+    if (a.href) URL.revokeObjectURL(a.href);
+    a.href = URL.createObjectURL(new Blob([JSON.stringify(obj, null, 2) + '\n'], { type: 'application/json' }));
+    a.download = 'bundle.json';
+    a.hidden = false;
+  }
+
+  function setFile(file) {
+    state.file = file;
+    state.fileHash = null;
+    state.hashing = hashFile(file, (p) => {
+      if (state.file === file) setVerdict('running', `Computing the file\u2019s SHA-256: ${Math.round(100 * p)}%`);
+    }).then(toHex);
+    state.hashing.catch(() => {}); // reported by run()
+    $('exhibit-info').textContent = `Exhibit: ${file.name} (${file.size} bytes)`;
+  }
+
+  /** A dropped file is the bundle if it parses as a copyledger bundle, else the exhibit. */
+  async function classify(file) {
+    if (file.size <= MAX_BUNDLE) {
+      const head = new Uint8Array(await file.slice(0, 64).arrayBuffer());
+      const first = head.find((c) => ![0x20, 0x09, 0x0a, 0x0d].includes(c));
+      if (first === 0x7b) {
+        try {
+          const obj = JSON.parse(await file.text());
+          if (obj && obj.format === FORMAT) return { bundle: obj };
+        } catch (e) { /* not JSON: an exhibit */ }
+      }
+    }
+    return { exhibit: file };
+  }
+
+  async function takeFiles(files, from) {
+    let exhibits = 0;
+    for (const f of files) {
+      const c = await classify(f);
+      if (c.bundle) setBundle(c.bundle, `Bundle: ${f.name} (${from})`);
+      else { setFile(f); exhibits++; }
+    }
+    if (exhibits > 1) $('exhibit-info').textContent += ' — several files were dropped; this last one is the exhibit.';
+    run();
+  }
+
+  async function loadSeq(seq) {
+    $('bundle-info').textContent = `Loading the bundle of entry ${seq} from this registry…`;
+    try {
+      const r = await fetch(`v1/entries/${seq}/bundle`, { headers: { Accept: 'application/json' } });
+      const body = await r.json();
+      if (!r.ok) throw new Error(body.detail || r.statusText);
+      if (!state.bundle) setBundle(body, `Bundle of entry ${seq}, loaded from this registry (${location.host}).`);
+    } catch (e) {
+      $('bundle-info').textContent = `Could not load the bundle of entry ${seq}: ${e.message}. Choose a bundle file instead.`;
+    }
+    run();
+  }
+
+  async function checkSupport() {
+    const msg = (t) => { $('support').textContent = t; $('support').hidden = false; };
+    if (!window.isSecureContext || !window.crypto || !crypto.subtle) {
+      msg('This browser offers no WebCrypto here (the page must be opened over HTTPS, or from localhost), so it cannot check anything. Use copyledger verify instead.');
+      return false;
+    }
+    try { // RFC 8032 test 1 public key
+      await crypto.subtle.importKey('raw', fromHex('d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a', 'key'), { name: 'Ed25519' }, false, ['verify']);
+    } catch (e) {
+      msg('This browser cannot check Ed25519 signatures (WebCrypto without Ed25519: Chrome/Edge 137+, Firefox 129+ or Safari 17+ can). It can still hash the file, but cannot verify the record; use copyledger verify instead.');
+      return false;
+    }
+    return true;
+  }
+
+  function init() {
+    const drop = $('drop');
+    for (const ev of ['dragenter', 'dragover']) {
+      document.addEventListener(ev, (e) => { e.preventDefault(); drop.classList.add('over'); });
+    }
+    document.addEventListener('dragleave', (e) => { if (!e.relatedTarget) drop.classList.remove('over'); });
+    document.addEventListener('drop', (e) => {
+      e.preventDefault();
+      drop.classList.remove('over');
+      if (e.dataTransfer && e.dataTransfer.files.length) takeFiles(Array.from(e.dataTransfer.files), 'dropped');
+    });
+    $('exhibit').addEventListener('change', (e) => { if (e.target.files[0]) { setFile(e.target.files[0]); run(); } });
+    $('bundle').addEventListener('change', async (e) => {
+      const f = e.target.files[0];
+      if (!f) return;
+      try {
+        setBundle(JSON.parse(await f.text()), `Bundle: ${f.name}`);
+      } catch (err) {
+        state.bundle = null;
+        $('bundle-info').textContent = `${f.name} is not JSON: ${err.message}`;
+      }
+      run();
+    });
+    $('pin').addEventListener('change', run);
+    $('run').addEventListener('click', run);
+    checkSupport();
+    const seq = new URLSearchParams(location.search).get('seq');
+    if (seq !== null && /^(0|[1-9][0-9]{0,15})$/.test(seq)) loadSeq(seq);
+  }
+
+  // For tests and for the curious, from the console: the pure functions.
+  window.copyledgerVerify = { jcs, Sha256, sha256, rootFromInclusion, parseToken, verify, toHex };
+
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', init);
+  else init();
+}());

@@ -1,0 +1,233 @@
+"""Takedown claims: complete notices per regime, timelines, and the signed claim check."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image, ImageDraw, ImageEnhance
+
+from api.app import create_app
+from api.auth import mint_key
+from api.registry import Registry
+from ledger import claims, jcs, note
+from tests.helpers import open_registry, sha
+
+DMCA = {
+    "notice_type": "notice", "regime": "dmca_512c3",
+    "claimant": {"name": "Ada Example", "email": "ada@example.org", "phone": "+1 555 0100",
+                 "address": "1 Harbour St", "authority": "owner", "account": "ada"},
+    "targets": [{"url": "https://video.example/watch/1"}],
+    "statements": {"good_faith": True, "accuracy": True, "perjury": True},
+    "requested_action": "remove", "signature": "/Ada Example/",
+}
+
+
+def png(seed: int, *, bright: float = 1.0) -> bytes:
+    img = Image.new("RGB", (640, 480), (seed * 40 % 255, 90, 160))
+    d = ImageDraw.Draw(img)
+    for i in range(12):
+        x, y = (seed * 97 + i * 53) % 600, (seed * 31 + i * 71) % 440
+        d.rectangle((x, y, x + 60 + i * 5, y + 40), fill=((i * 50) % 255, (seed * 13) % 255, i * 9))
+    if bright != 1.0:
+        img = ImageEnhance.Brightness(img).enhance(bright)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=40 if bright != 1.0 else 90)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def reg(tmp_path: Path) -> Registry:
+    return open_registry(tmp_path)
+
+
+@pytest.fixture
+def client(reg: Registry) -> Iterator[TestClient]:
+    with TestClient(create_app(reg)) as c:
+        deadline = time.monotonic() + 10
+        while not c.app.state.fp_index.ready and time.monotonic() < deadline:  # type: ignore[attr-defined]
+            time.sleep(0.05)
+        yield c
+
+
+def hdr(reg: Registry, role: str, account: str) -> dict[str, str]:
+    k, _ = mint_key(reg.store, role, account)
+    return {"Authorization": f"Bearer {k}"}
+
+
+def upload(c: TestClient, h: dict[str, str], data: bytes, title: str) -> Any:
+    r = c.post("/v1/works", headers=h, files={"file": ("x.jpg", data, "image/jpeg")},
+               data={"title": title, "creators": ["A"], "work_type": "image"})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+@pytest.mark.parametrize("regime", claims.REGIMES)
+def test_incomplete_notice_names_missing_fields_and_writes_nothing(
+    client: TestClient, reg: Registry, regime: str
+) -> None:
+    plat = hdr(reg, "platform", "tube")
+    size = client.get("/v1/log").json()["tree_size"]
+    r = client.post("/v1/claims", headers=plat, json={
+        "notice_type": "notice", "regime": regime, "claimant": {"name": "X"},
+        "works": [{"sha256": sha(1)}]})
+    assert r.status_code == 422, r.text
+    body = r.json()
+    want = [f for f in claims.REQUIRED[(regime, "notice")] if f not in ("claimant.name", "works")]
+    assert body["missing"] == want
+    assert client.get("/v1/log").json()["tree_size"] == size
+
+
+def test_notice_counter_notice_timeline(client: TestClient, reg: Registry) -> None:
+    ada, plat = hdr(reg, "creator", "ada"), hdr(reg, "platform", "tube")
+    w = client.post("/v1/works", headers=ada, json={
+        "sha256": sha("song"), "title": "Song", "creators": ["Ada"], "work_type": "audio"}).json()
+    r = client.post("/v1/claims", headers=plat, json={**DMCA, "works": [{"seq": w["seq"]}]})
+    assert r.status_code == 201, r.text
+    claim = r.json()
+    assert claim["entry"]["works"] == [{"seq": w["seq"], "sha256": sha("song")}]
+    counter = {
+        "notice_type": "counter_notice", "regime": "dmca_512c3", "refers_to": claim["seq"],
+        "claimant": {"name": "Bob Uploader", "address": "2 Main St", "phone": "+1 555 0199"},
+        "targets": [{"url": "https://video.example/watch/1"}],
+        "statements": {"mistake": True, "perjury": True, "jurisdiction_consent": True},
+        "signature": "/Bob/", "requested_action": "restore"}
+    r2 = client.post("/v1/claims", headers=plat, json=counter)
+    assert r2.status_code == 201, r2.text
+    t = client.get(f"/v1/claims/{claim['seq']}").json()["timeline"]
+    assert [(x["seq"], x["notice_type"]) for x in t] == [
+        (claim["seq"], "notice"), (r2.json()["seq"], "counter_notice")]
+    bad = client.post("/v1/claims", headers=plat, json={**counter, "refers_to": w["seq"]})
+    assert bad.status_code == 422 and "not a claim" in bad.json()["detail"]
+    forbidden = client.post("/v1/claims", headers=ada, json={**DMCA, "works": [{"seq": 0}]})
+    assert forbidden.status_code == 403
+
+
+def test_claim_check_priority_and_near_duplicates(client: TestClient, reg: Registry) -> None:
+    ada, bob = hdr(reg, "creator", "ada"), hdr(reg, "creator", "bob")
+    plat = hdr(reg, "platform", "tube")
+    original = png(3)
+    first = upload(client, ada, original, "Harbour")  # ada registers first
+    upload(client, bob, original, "Harbour (copy)")  # bob registers the same bytes later
+    other = upload(client, bob, png(11), "Unrelated")
+    vkey = client.get("/v1/log").json()["verifier_key"]
+
+    # The disputed upload is a re-encoded, brightened copy: not byte-identical.
+    disputed = png(3, bright=1.2)
+    r = client.post("/v1/claims/check", headers=plat,
+                    files={"file": ("d.jpg", disputed, "image/jpeg")},
+                    data={"claimant": "bob", "work_seq": str(first["seq"])})
+    assert r.status_code == 200, r.text
+    a = r.json()
+    assert a["work_registered"] is True and a["verdict"] == "match"
+    assert a["earliest_registration"]["registrant"] == "ada"
+    assert a["claimant_is_registrant"] is False and a["claimant_is_holder"] is False
+    assert [x["seq"] for x in a["registrations"]][:2] == [first["seq"], first["seq"] + 1]
+    assert other["seq"] not in {m["seq"] for m in a["matches"] if m["verdict"] == "match"}
+    assert {m["algorithm"] for m in a["matches"]} >= {"pdq"}
+    assert a["caveats"]
+
+    # The answer is signed: the note names the SHA-256 of the answer without its signature.
+    n, _ = note.verify_note(a["signature"], [note.parse_verifier_key(vkey)])
+    _, size, digest = claims.parse_check_note_text(n.text)
+    unsigned = {k: v for k, v in a.items() if k != "signature"}
+    assert digest == hashlib.sha256(jcs.canonicalize(unsigned)).digest()
+    assert size == a["tree_size"]
+
+    # JSON form, exact hash, claimant is the registrant.
+    r = client.post("/v1/claims/check", headers=plat, json={
+        "claimant": "ada", "work_sha256": hashlib.sha256(original).hexdigest(),
+        "content": {"sha256": hashlib.sha256(original).hexdigest()}})
+    a = r.json()
+    assert a["verdict"] == "match" and a["claimant_is_registrant"] and a["claimant_is_holder"]
+    assert a["matches"][0] == {"seq": first["seq"], "algorithm": "sha256", "distance": 0,
+                               "threshold": 0, "verdict": "match"}
+
+    # Unregistered work, unrelated content.
+    r = client.post("/v1/claims/check", headers=plat, json={
+        "claimant": "ada", "work_sha256": sha("nothing"), "content": {"sha256": sha("x")}})
+    a = r.json()
+    assert (a["work_registered"], a["verdict"], a["registrations"]) == (False, "none", [])
+    _ = base64
+
+
+def test_claim_check_input_errors(client: TestClient, reg: Registry) -> None:
+    plat = hdr(reg, "platform", "tube")
+    for body in ({"claimant": "ada", "content": {"sha256": sha(1)}},
+                 {"claimant": "ada", "work_seq": 0, "work_sha256": sha(1),
+                  "content": {"sha256": sha(1)}},
+                 {"claimant": "ada", "work_seq": 0, "content": {}},
+                 {"claimant": "ada", "work_seq": 0, "content": {"pdq": "zz"}},
+                 {"claimant": "a d a", "work_seq": 0, "content": {"sha256": sha(1)}}):
+        r = client.post("/v1/claims/check", headers=plat, json=body)
+        assert r.status_code == 422, (body, r.text)
+    creator = hdr(reg, "creator", "ada")
+    assert client.post("/v1/claims/check", headers=creator, json={}).status_code == 403
+
+
+@pytest.mark.slow
+def test_cli_register_fingerprints_locally_and_check_claim(tmp_path: Path) -> None:
+    import json
+
+    import httpx
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from tests.server import ServerProcess
+
+    runner = CliRunner()
+    d = tmp_path / "reg"
+    assert runner.invoke(app, ["init", "--data-dir", str(d)]).exit_code == 0
+
+    def key(role: str, account: str) -> str:
+        out = runner.invoke(app, ["keys", "create", "--role", role, "--account", account,
+                                  "--data-dir", str(d), "--json"]).stdout
+        return str(json.loads(out)["key"])
+
+    ada, plat = key("creator", "ada"), key("platform", "tube")
+    (tmp_path / "harbour.jpg").write_bytes(png(5))
+    (tmp_path / "disputed.jpg").write_bytes(png(5, bright=1.2))
+    srv = ServerProcess(d).start()
+    try:
+        r = runner.invoke(app, ["register", str(tmp_path / "harbour.jpg"), "--work-type", "image",
+                                "--server", srv.url, "--api-key", ada, "--json"])
+        assert r.exit_code == 0, r.stdout
+        seq = json.loads(r.stdout)[0]["seq"]
+        deadline = time.monotonic() + 30  # the index is rebuilt in the background at start
+        while not httpx.get(f"{srv.url}/healthz").json()["fingerprint_index"]["ready"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        got = httpx.get(f"{srv.url}/v1/entries/{seq}").json()
+        assert "fingerprints" in got["entry"]["content"], (r.stdout, r.stderr)
+        e = json.loads(runner.invoke(app, ["lookup", str(tmp_path / "harbour.jpg"), "--server",
+                                           srv.url, "--json"]).stdout)
+        assert e["results"][0]["seq"] == seq
+        r = runner.invoke(app, ["check-claim", "--claimant", "ada", "--work-seq", str(seq),
+                                "--file", str(tmp_path / "disputed.jpg"), "--server", srv.url,
+                                "--api-key", plat, "--json"])
+        assert r.exit_code == 0, r.stdout
+        a = json.loads(r.stdout)
+        assert a["verdict"] == "match" and a["claimant_is_registrant"], (a["matches"], r.stderr)
+        assert a["signature_verified"] is True
+    finally:
+        srv.stop()
+
+
+def test_live_index_keeps_registrations_made_during_rebuild(tmp_path: Path) -> None:
+    from api.indexing import LiveIndex
+    from ledger import fingerprint as fp
+    from ledger.store import Store
+
+    li = LiveIndex()
+    fps = fp.image_fingerprints(png(1))
+    li.add(7, fps)  # arrives while the index is rebuilding
+    assert not li.ready and li.search(fps) == []
+    li.build(Store.open(f"sqlite:///{tmp_path / 'l.db'}"))
+    assert li.ready and [c.seq for c in li.search(fps)] == [7, 7]  # pdq and phash

@@ -1,0 +1,291 @@
+"""The /verify page end to end in headless Chromium (Debian's `chromium`, driven by Playwright
+with the system browser): a real server, a real file, the browser's own checks. Also: the page's
+JavaScript agrees with ledger/verify.py on every mutated field, and its JCS and SHA-256 agree
+with ours."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import io
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NoReturn
+
+import httpx
+import pytest
+
+from ledger import jcs
+from ledger.verify import verify_bundle
+from tests.server import ServerProcess, cli
+from tests.test_verify import flip_char, leaves, set_at
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = os.environ.get("COPYLEDGER_CHROMIUM", "/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _jpeg() -> bytes:
+    from PIL import Image
+
+    img = Image.new("RGB", (120, 80))
+    img.putdata([(x * 2, y * 3, (x ^ y) % 256) for y in range(80) for x in range(120)])
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+EXHIBIT = _jpeg()
+WAIT_MS = 20_000
+
+
+def _missing(what: str) -> NoReturn:
+    if os.environ.get("COPYLEDGER_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"{what} is required in this run (COPYLEDGER_REQUIRE_BROWSER=1)")
+    pytest.skip(f"{what} is not available")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
+        _missing(f"headless Chromium ({CHROMIUM}; Debian: chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("the playwright Python package")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    root = tmp_path_factory.mktemp("verify-page")
+    data = root / "data"
+    assert cli("init", "--data-dir", str(data)).returncode == 0
+    made = cli("keys", "create", "--role", "creator", "--data-dir", str(data), "--json")
+    key = json.loads(made.stdout)["key"]
+    srv = ServerProcess(data).start()
+    try:
+        h = {"Authorization": f"Bearer {key}"}
+        with httpx.Client(base_url=srv.url, headers=h, timeout=30) as c:
+            for i in range(3):  # so the exhibit's inclusion proof has hashes in it
+                c.post("/v1/works", json={"sha256": hashlib.sha256(b"%d" % i).hexdigest(),
+                                          "title": f"w{i}", "creators": ["A"],
+                                          "work_type": "text"}).raise_for_status()
+            r = c.post("/v1/works", files={"file": ("harbour.jpg", EXHIBIT, "image/jpeg")},
+                       data={"title": "Harbour <at> dawn", "creators": ["Zoë"],
+                             "work_type": "image"})
+            r.raise_for_status()
+            seq = r.json()["seq"]
+            bundle = c.get(f"/v1/entries/{seq}/bundle").json()
+            page = c.get("/verify")
+            assert page.status_code == 200, "GET /verify: is api.routes.pages wired in api/app.py?"
+        (root / "harbour.jpg").write_bytes(EXHIBIT)
+        (root / "other.jpg").write_bytes(EXHIBIT + b"!")
+        (root / "bundle.json").write_text(json.dumps(bundle, indent=2))
+        yield {"url": srv.url, "seq": seq, "bundle": bundle, "dir": root}
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def page(browser: Any, server: dict[str, Any]) -> Iterator[Any]:
+    ctx = browser.new_context()
+    pg = ctx.new_page()
+    requests: list[str] = []
+    pg.on("request", lambda req: requests.append(req.url))
+    pg.requests = requests
+    yield pg
+    ctx.close()
+
+
+def verdict(pg: Any, *statuses: str) -> tuple[str, str]:
+    sel = ", ".join(f'#verdict[data-status="{s}"]' for s in statuses)
+    pg.wait_for_selector(sel, timeout=WAIT_MS)
+    el = pg.locator("#verdict")
+    return str(el.get_attribute("data-status")), el.inner_text()
+
+
+def step_statuses(pg: Any) -> dict[str, str]:
+    return {str(li.get_attribute("data-step")): str(li.get_attribute("data-status"))
+            for li in pg.locator("#steps li").all()}
+
+
+def test_qr_link_mode_verifies_the_file_then_rejects_a_wrong_one(
+    page: Any, server: dict[str, Any]
+) -> None:
+    url, seq, d = server["url"], server["seq"], server["dir"]
+    page.goto(f"{url}/verify?seq={seq}")
+    page.wait_for_selector("#bundle-info:has-text('loaded from this registry')", timeout=WAIT_MS)
+    status, text = verdict(page, "incomplete", "failed")  # bundle alone: checked, file awaited
+    assert status == "incomplete", text
+
+    page.set_input_files("#exhibit", str(d / "harbour.jpg"))
+    status, text = verdict(page, "verified", "failed", "unsupported")
+    assert status == "verified", (text, step_statuses(page))
+    assert text.startswith("Verified")
+    steps = step_statuses(page)
+    assert steps.pop("timestamp") == "external"  # signature: openssl, commands shown
+    assert set(steps.values()) == {"ok"}, steps
+    assert hashlib.sha256(EXHIBIT).hexdigest() in page.locator("#exhibit-info").inner_text()
+    assert "Harbour <at> dawn" in page.locator("#facts").inner_text()  # as text, not markup
+    assert page.locator("#facts at").count() == 0
+    cmds = page.locator("#openssl-commands").inner_text()
+    assert f"openssl ts -verify -digest {server['bundle']['block']['hash']}" in cmds
+
+    page.set_input_files("#exhibit", str(d / "other.jpg"))
+    status, text = verdict(page, "failed")
+    assert text.startswith("NOT verified: file"), text
+    assert step_statuses(page)["file"] == "failed"
+    assert hashlib.sha256(EXHIBIT + b"!").hexdigest() in text
+    # the file never left the browser, and nothing came from anywhere but the registry
+    assert all(u.startswith(url + "/") for u in page.requests), page.requests
+    assert not any("harbour" in u or "other" in u for u in page.requests)
+
+
+def test_drop_bundle_and_file_together(page: Any, server: dict[str, Any]) -> None:
+    page.goto(f"{server['url']}/verify")
+    verdict(page, "waiting")
+    dt = page.evaluate_handle(
+        """([bundle, b64]) => {
+            const dt = new DataTransfer();
+            dt.items.add(new File([bundle], 'bundle.json', {type: 'application/json'}));
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            dt.items.add(new File([bytes], 'harbour.jpg', {type: 'image/jpeg'}));
+            return dt;
+        }""",
+        [(server["dir"] / "bundle.json").read_text(), base64.b64encode(EXHIBIT).decode()],
+    )
+    page.dispatch_event("#drop", "drop", {"dataTransfer": dt})
+    status, text = verdict(page, "verified", "failed", "unsupported")
+    assert status == "verified", (text, step_statuses(page))
+    assert "bundle.json" in page.locator("#bundle-info").inner_text()
+    assert "not pinned" in page.locator("#steps").inner_text()
+
+    # pin the log's published key: trust says so; pin another key: the checkpoint step fails
+    vkey = server["bundle"]["notary"]["log_keys"][0]["verifier_key"]
+    page.click("#pin-box summary")
+    page.fill("#pin", vkey)
+    page.click("#run")
+    status, _ = verdict(page, "verified", "failed")
+    assert status == "verified" and "key you pinned" in page.locator("#trust").inner_text()
+    page.fill("#pin", "other.example/log+1c1c0ff3+AcYm3BbTtlO3Hm2iexg7zDO4fSLXhYHTm1EIvw8ck3IP")
+    page.click("#run")
+    status, text = verdict(page, "failed")
+    assert text.startswith("NOT verified: checkpoint"), text
+
+
+def test_page_agrees_with_the_python_verifier_on_every_mutation(
+    page: Any, server: dict[str, Any]
+) -> None:
+    """Each field of the bundle changed in turn: the page's JavaScript fails at the same step as
+    ledger/verify.py, except where the page delegates (the token's signature, the TSA roots)."""
+    page.goto(f"{server['url']}/verify")
+    verdict(page, "waiting")
+    good = server["bundle"]
+    file_hash = hashlib.sha256(EXHIBIT).hexdigest()
+    cases = []
+    for path, value in leaves(good):
+        if isinstance(value, bool) or value is None:
+            continue
+        b = copy.deepcopy(good)
+        if isinstance(value, int):
+            set_at(b, path, value + 1)
+        else:
+            set_at(b, path, flip_char(value, len(value) // 2) if value else "x")
+        cases.append((path, b))
+    js = page.evaluate(
+        """async ([cases, hash]) => {
+            const out = [];
+            for (const b of cases) {
+                const r = await window.copyledgerVerify.verify(b, hash, []);
+                const f = r.results.find((s) => s.status === 'failed');
+                out.push(f ? f.name : null);
+            }
+            return out;
+        }""",
+        [[b for _, b in cases], file_hash],
+    )
+    delegated = {("notary", "tsa_roots"), ("notary", "tsa_chain")}
+    compared = 0
+    for (path, b), js_failed in zip(cases, js, strict=True):
+        rep = verify_bundle(b, file_sha256=file_hash)
+        py_failed = rep.failed.name if rep.failed else None
+        if path[:2] in delegated or (path[:1] == ("timestamps",) and path[-1] == "token"):
+            assert js_failed in (py_failed, None), (path, py_failed, js_failed)
+            continue
+        assert js_failed == py_failed, (path, py_failed, js_failed)
+        compared += 1
+    assert compared > 30
+    # and the unmodified bundle passes in both
+    assert verify_bundle(good, file_sha256=file_hash).ok
+
+
+def test_jcs_and_streaming_sha256_agree_with_python(page: Any, server: dict[str, Any]) -> None:
+    page.goto(f"{server['url']}/verify")
+    value = {"b": [1, 1.5, -0.0, 1e21, 1e-7, 0.1, 2**53 - 1, True, None], "a": "x\u2028\"\\\n\x1f",
+             "\U0001f600": "emoji key sorts by UTF-16 code units", "\uff61": "after U+D83D",
+             "é": {"z": [], "y": {}}, "": "empty key"}
+    text = json.dumps(value, ensure_ascii=False)
+    got = page.evaluate("(t) => window.copyledgerVerify.jcs(JSON.parse(t))", text)
+    assert got.encode() == jcs.canonicalize(value)
+
+    sizes = [0, 1, 55, 56, 63, 64, 65, 119, 120, 1000, 65_537, 300_001]
+    out = page.evaluate(
+        """async (sizes) => {
+            const V = window.copyledgerVerify, res = [];
+            for (const n of sizes) {
+                const d = new Uint8Array(n);
+                for (let i = 0; i < n; i++) d[i] = (i * 2654435761) >>> 24;
+                const h = new V.Sha256();
+                for (let i = 0; i < n; i += 4099) h.update(d.subarray(i, i + 4099));
+                res.push([V.toHex(h.digest()), V.toHex(await V.sha256(d))]);
+            }
+            return res;
+        }""", sizes)
+    for n, (ours, webcrypto) in zip(sizes, out, strict=True):
+        data = bytes(((i * 2654435761) & 0xFFFFFFFF) >> 24 for i in range(n))
+        assert ours == webcrypto == hashlib.sha256(data).hexdigest(), n
+
+
+def test_without_ed25519_the_page_says_it_cannot_verify(
+    browser: Any, server: dict[str, Any]
+) -> None:
+    ctx = browser.new_context()
+    ctx.add_init_script("""(() => {
+        const real = crypto.subtle.importKey.bind(crypto.subtle);
+        crypto.subtle.importKey = (fmt, key, alg, ...rest) =>
+            (alg && alg.name === 'Ed25519')
+                ? Promise.reject(new DOMException('no Ed25519', 'NotSupportedError'))
+                : real(fmt, key, alg, ...rest);
+    })();""")
+    pg = ctx.new_page()
+    try:
+        pg.goto(f"{server['url']}/verify?seq={server['seq']}")
+        pg.set_input_files("#exhibit", str(server["dir"] / "harbour.jpg"))
+        status, text = verdict(pg, "unsupported", "verified", "failed")
+        assert status == "unsupported" and "Ed25519" in text, text
+        assert pg.locator("#support").is_visible()
+    finally:
+        ctx.close()
+
+
+def test_page_and_assets_are_served_with_a_strict_policy(server: dict[str, Any]) -> None:
+    url = server["url"]
+    r = httpx.get(f"{url}/verify")
+    assert "script-src 'self'" in r.headers["content-security-policy"]
+    assert "<script src=\"static/verify.js\"" in r.text
+    js = httpx.get(f"{url}/static/verify.js")
+    assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript")
+    assert "http://" not in js.text and "https://" not in js.text  # no third-party code
+    assert httpx.get(f"{url}/static/verify.css").status_code == 200
+    for bad in ("../app.py", "nope.js", "verify.html"):
+        assert httpx.get(f"{url}/static/{bad}").status_code == 404
+
