@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from api.rotation import overlap_signers, retired_keys
 from api.settings import Settings, write_config
 from ledger import note
 from ledger.bundle import NotaryKeys
@@ -143,11 +145,17 @@ def load_tsa_identity(s: Settings) -> TsaIdentity:
 
 
 def tsa_roots_pem(s: Settings) -> bytes:
-    """The TSA root certificate(s) this registry's tokens chain to (for audit and bundles)."""
+    """The TSA root certificate(s) this registry's tokens chain to, the current one and those
+    of retired TSA certificates (for audit and bundles)."""
     path = s.tsa_dir / ROOT_FILE
     if not path.exists():
         raise NotFound(f"no TSA root certificate at {path}: run `copyledger init` first")
-    return path.read_bytes()
+    return path.read_bytes() + "".join(r.tsa_root for r in retired_keys(s)).encode()
+
+
+def all_verifier_keys(s: Settings) -> list[str]:
+    """The current log key and every retired one: what the audit accepts signatures from."""
+    return [read_verifier_key(s), *(r.verifier_key for r in retired_keys(s))]
 
 
 class Registry:
@@ -169,9 +177,10 @@ class Registry:
         self.verifier_key = verifier_key(signer)
         self.tsa = tsa
         self._keys: NotaryKeys | None = None
+        self._overlap: list[tuple[Signer, datetime]] = []
         self.sequencer = Sequencer(
             store,
-            lambda text: sign_note(text, [signer]),
+            lambda text: sign_note(text, self.signers()),
             settings.origin,
             max_batch=settings.max_batch,
             linger=settings.linger_ms / 1000.0,
@@ -185,6 +194,11 @@ class Registry:
         self.external = ExternalStamper(store, settings.external_tsa_urls, roots_pem=roots)
         self._external_roots = roots
 
+    def signers(self) -> list[Signer]:
+        """The current key, and retired keys still inside their overlap (they co-sign)."""
+        now = datetime.now(UTC)
+        return [self.signer, *(sg for sg, until in self._overlap if until > now)]
+
     def _sealed(self, block: BlockRow) -> None:
         self.external.poke()
         for listener in self.listeners:
@@ -195,16 +209,24 @@ class Registry:
         if self._keys is None:
             genesis = self.store.get_block(0) if self.store.latest_block() else None
             ident = self.tsa.identity
+            retired = retired_keys(self.settings)
             self._keys = NotaryKeys(
-                log_keys=[{
-                    "verifier_key": self.verifier_key,
-                    "valid_from": genesis.header.sealed_at if genesis else None,
-                    "valid_until": None,
-                }],
+                log_keys=[
+                    *({"verifier_key": r.verifier_key, "valid_from": r.valid_from,
+                       "valid_until": r.valid_until, "cosigns_until": r.overlap_until}
+                      for r in retired),
+                    {
+                        "verifier_key": self.verifier_key,
+                        "valid_from": retired[-1].valid_until if retired
+                        else genesis.header.sealed_at if genesis else None,
+                        "valid_until": None,
+                    },
+                ],
                 tsa_roots=[tsa_roots_pem(self.settings).decode()]
                 + ([self._external_roots.decode()] if self._external_roots else []),
                 tsa_chain=[_pem(c) for c in [ident.certificate, *ident.chain]
-                           if c.issuer != c.subject],
+                           if c.issuer != c.subject]
+                + [c for r in retired for c in r.tsa_chain],
             )
         return self._keys
 
@@ -223,7 +245,9 @@ class Registry:
         if s.notary_url:
             notary = connect_notary(s)
             return cls(s, store, RemoteSigner(notary), RemoteTSA(notary))
-        return cls(s, store, load_signer(s), TimeStampAuthority(load_tsa_identity(s)))
+        reg = cls(s, store, load_signer(s), TimeStampAuthority(load_tsa_identity(s)))
+        reg._overlap = overlap_signers(s, _passphrase(s))
+        return reg
 
     def start(self) -> None:
         self.sequencer.start()

@@ -527,11 +527,11 @@ def audit(
     as_json: Json = False,
 ) -> None:
     """Recompute every hash, node, block link, root and signature from the database."""
-    from api.registry import read_verifier_key, tsa_roots_pem
+    from api.registry import all_verifier_keys, tsa_roots_pem
 
     s, store = _open_store(data_dir, database)
     try:
-        vkey = read_verifier_key(s)
+        vkey = all_verifier_keys(s)
         roots = tsa_roots_pem(s)
     except CopyledgerError as e:
         _die(e.detail)
@@ -651,6 +651,62 @@ def notary_init(
         _die(e.detail)
     _emit(as_json, {"data_dir": str(s.data_dir), "origin": s.origin, "verifier_key": vkey,
                     "created_key": created}, f"notary keys in {s.data_dir}\n{vkey}")
+
+
+@notary_app.command("rotate")
+def notary_rotate(
+    data_dir: DataDir = None,
+    database: Database = None,
+    overlap_hours: Annotated[float, typer.Option(
+        help="how long the old key keeps co-signing checkpoints")] = 168.0,
+    as_json: Json = False,
+) -> None:
+    """Rotate the log key and the TSA certificate (with the server stopped). The rotation is
+    recorded in the ledger, in a block signed by both keys."""
+    from datetime import timedelta
+
+    from api.registry import Registry, init_notary_keys
+    from api.rotation import retired_keys, rotate, sha256_text
+    from ledger import entry as entry_mod
+    from ledger.sequencer import Pending
+
+    s, store = _open_store(data_dir, database)
+    try:
+        store.acquire_sequencer_lock()  # refuse while a server sequences this log
+        store.release_sequencer_lock()
+        genesis = store.get_block(0) if store.latest_block() else None
+    except CopyledgerError as e:
+        _die(f"{e.detail} (stop the server before rotating)")
+    finally:
+        store.close()
+    done = retired_keys(s)
+    valid_from = done[-1].valid_until if done else (genesis.header.sealed_at if genesis else None)
+    try:
+        old = rotate(s, overlap=timedelta(hours=overlap_hours), valid_from=valid_from)
+        _, new_vkey = init_notary_keys(s)
+        reg = Registry.open(s)
+    except CopyledgerError as e:
+        _die(e.detail)
+    reg.start()
+    try:
+        entry = {
+            "schema": entry_mod.SCHEMA, "kind": "rotation", "registrant": "notary",
+            "received_at": entry_mod.utc_now(), "content": {"sha256": sha256_text(new_vkey)},
+            "old_verifier_key": old.verifier_key, "new_verifier_key": new_vkey,
+            "old_tsa_root_sha256": sha256_text(old.tsa_root),
+            "new_tsa_root_sha256": sha256_text((s.tsa_dir / "root.pem").read_text()),
+            "overlap_until": old.overlap_until,
+        }
+        entry, data = entry_mod.encode(entry)
+        receipt = reg.sequencer.submit(Pending(data, "rotation", sha256_text(new_vkey),
+                                               "notary")).result(60)
+    finally:
+        reg.stop()
+    _emit(as_json, {"old_verifier_key": old.verifier_key, "new_verifier_key": new_vkey,
+                    "overlap_until": old.overlap_until, "seq": receipt.seq,
+                    "block_height": receipt.block_height},
+          f"rotated: new key {new_vkey}\nold key co-signs until {old.overlap_until}; "
+          f"recorded as entry {receipt.seq}")
 
 
 @notary_app.command("serve")

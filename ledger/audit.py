@@ -8,7 +8,7 @@ sequence number or block height.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ledger import entry as entry_mod
@@ -41,7 +41,7 @@ Progress = Callable[[int], None]
 
 def audit(
     store: Store,
-    verifier_key: str,
+    verifier_key: str | Sequence[str],
     progress: Progress | None = None,
     *,
     tsa_roots_pem: bytes | None = None,
@@ -49,7 +49,8 @@ def audit(
     """Audit the whole log; stop at the first fault and name where it is. With the notary's
     TSA roots, also check that every block carries a valid RFC 3161 token over its hash."""
     rep = AuditReport()
-    verifier = note.parse_verifier_key(verifier_key)
+    keys = [verifier_key] if isinstance(verifier_key, str) else list(verifier_key)
+    verifiers = [note.parse_verifier_key(k) for k in keys]
     blocks = list(store.iter_blocks())
     rep.blocks = len(blocks)
     if not blocks:
@@ -68,7 +69,7 @@ def audit(
                 check_header(b.header)
             else:
                 check_link(prev.header, b.header)
-            _check_signatures(b, verifier)
+            _check_signatures(b, verifiers)
         except CopyledgerError as e:
             rep.fail(e.detail, height=b.header.height)
             return rep
@@ -192,15 +193,16 @@ def _check_entry(row: EntryRow) -> str | None:
     return None
 
 
-def _check_signatures(b: BlockRow, verifier: note.Verifier) -> None:
+def _check_signatures(b: BlockRow, verifiers: list[note.Verifier]) -> None:
     h = b.header
-    n, _ = note.verify_note(b.checkpoint, [verifier])
+    name = verifiers[0].name
+    n, _ = note.verify_note(b.checkpoint, verifiers)
     cp = note.parse_checkpoint(n.text)
-    if (cp.origin, cp.size, cp.root) != (verifier.name, h.tree_size, h.tree_root):
+    if (cp.origin, cp.size, cp.root) != (name, h.tree_size, h.tree_root):
         raise CopyledgerError(f"block {h.height}: checkpoint does not match the block header")
-    bn, _ = note.verify_note(b.block_note, [verifier])
+    bn, _ = note.verify_note(b.block_note, verifiers)
     origin, height, bhash = note.parse_block_note_text(bn.text)
-    if (origin, height, bhash) != (verifier.name, h.height, b.hash):
+    if (origin, height, bhash) != (name, h.height, b.hash):
         raise CopyledgerError(f"block {h.height}: block note does not match the block")
 
 

@@ -36,7 +36,7 @@ __all__ = [
 
 SCHEMA = "copyledger/entry/v1"
 MAX_ENTRY_BYTES = 16_384  # canonical size limit
-KINDS = ("work", "evidence", "transfer", "claim")
+KINDS = ("work", "evidence", "transfer", "claim", "rotation")
 TRANSFER_TYPES = ("assignment", "exclusive_licence", "non_exclusive_licence")
 WORK_TYPES = ("text", "image", "audio", "video", "software", "dataset", "other")
 MAX_METADATA_DEPTH = 5
@@ -682,6 +682,15 @@ _KIND_FIELDS: dict[str, dict[str, tuple[bool, Check]]] = {
         "term": (False, _check_term),
         "terms_sha256": (False, _check_sha256),
         "note": (False, _text(2000)),
+    },
+    "rotation": {  # the notary's keys changed; indexed under SHA-256 of the new key
+        **_BASE,
+        "content": (True, _check_content),
+        "old_verifier_key": (True, _text(300)),
+        "new_verifier_key": (True, _text(300)),
+        "old_tsa_root_sha256": (True, _check_sha256),
+        "new_tsa_root_sha256": (True, _check_sha256),
+        "overlap_until": (True, _check_timestamp),
     },
     "claim": {
         **_BASE,
