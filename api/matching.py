@@ -15,6 +15,7 @@ holds it for a millisecond or two; faiss itself may use OpenMP threads inside th
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -48,6 +49,10 @@ LSH_THRESHOLD = 0.4
 scoring afterwards drops whatever falls under the 'possible' similarity."""
 DEFAULT_LIMIT = 50
 FAISS_THREADS = 1
+# omp_set_num_threads() only binds the calling thread; searches run in the server's worker
+# threads, which would otherwise get OpenMP's default team. The variable binds them all, as
+# long as it is set before faiss (and its OpenMP runtime) is first loaded.
+os.environ.setdefault("OMP_NUM_THREADS", str(FAISS_THREADS))
 """faiss parallelises over queries, and we send one at a time: with OpenMP's default team of
 one thread per core, a search alternating between two indexes measured ~48 ms instead of
 ~0.4 ms (idle workers sleeping and waking). One thread is the fast setting; it is process-wide."""

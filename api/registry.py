@@ -189,6 +189,9 @@ class Registry:
             on_seal=self._sealed,
         )
         self.listeners: list[Callable[[BlockRow], None]] = []
+        if settings.external_tsa_urls and not settings.external_tsa_roots:
+            raise InvalidInput("external_tsas needs external_tsa_roots (their root certificates), "
+                               "so that every external token is verified before it is kept")
         roots = Path(settings.external_tsa_roots).read_bytes() if settings.external_tsa_roots \
             else None
         self.external = ExternalStamper(store, settings.external_tsa_urls, roots_pem=roots)

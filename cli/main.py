@@ -734,6 +734,7 @@ def notary_serve(
     where = f"unix:{uds}" if uds else f"http://{host}:{port}"
     err.print(f"copyledger notary for {s.origin} on {where}")
     if uds:
+        os.umask(0o077)  # the socket: this user only
         uvicorn.run(app_, uds=uds, log_level="warning", access_log=False)
     else:
         uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)

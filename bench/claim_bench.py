@@ -1,0 +1,126 @@
+"""Claim checks over HTTP against a registry holding N works with perceptual fingerprints.
+
+1. Registers N works (default 1,000,000), each with a random PDQ and pHash fingerprint, through
+   the sequencer in blocks of 10,000 (the HTTP path is measured by http_bench.py).
+2. Starts `copyledger serve` on that data directory and times the fingerprint index rebuild
+   (start of the server until /healthz says the index is ready).
+3. Sends Q claim checks (POST /v1/claims/check, JSON, one at a time from one client), half of
+   them near-duplicates of registered works, half random; reports p50/p99/max latency, and
+   checks that the near-duplicates were found.
+
+Prints one JSON object. Usage: python bench/claim_bench.py [--works 1000000] [--queries 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from api.auth import mint_key
+from api.registry import Registry
+from api.settings import load
+from ledger import entry as entry_mod
+from ledger.sequencer import Pending
+from tests.server import ServerProcess
+
+
+def fps(rng: random.Random) -> tuple[dict[str, object], int, int]:
+    pdq, ph = rng.getrandbits(256), rng.getrandbits(64)
+    return {"pdq": {"algorithm": "pdq", "hash": f"{pdq:064x}", "quality": 100,
+                    "version": "pdqhash-0.2.8", "low_quality": False},
+            "phash": {"algorithm": "phash", "hash": f"{ph:016x}", "version": "imagehash-4.3.2"}
+            }, pdq, ph
+
+
+def flip(value: int, bits: int, n: int, rng: random.Random) -> int:
+    for b in rng.sample(range(bits), n):
+        value ^= 1 << b
+    return value
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--works", type=int, default=1_000_000)
+    ap.add_argument("--queries", type=int, default=1000)
+    args = ap.parse_args()
+    rng = random.Random(4242)
+    tmp = Path(tempfile.mkdtemp(prefix="copyledger-claim-bench-"))
+    s = load(tmp / "data", heartbeat_s=3600.0, max_batch=10_000)
+    reg = Registry.open(s)
+    key, _ = mint_key(reg.store, "platform", "bench")
+    reg.start()
+    t0 = time.monotonic()
+    sample: list[tuple[int, int, int]] = []  # (seq, pdq, phash) of some registered works
+    for start in range(0, args.works, 10_000):
+        futs = []
+        for i in range(start, min(args.works, start + 10_000)):
+            f, pdq, ph = fps(rng)
+            e, data = entry_mod.encode(entry_mod.build_work(
+                registrant=f"owner{i % 97}", received_at=entry_mod.utc_now(),
+                sha256=f"{rng.getrandbits(256):064x}", title=f"work {i}", creators=["Bench"],
+                work_type="image", fingerprints=f, check=False))
+            futs.append(reg.sequencer.submit(Pending(data, "work", entry_mod.content_sha256(e),
+                                                     str(e["registrant"]))))
+            if len(sample) < args.queries and rng.random() < 0.01:
+                sample.append((i, pdq, ph))
+        for fut in futs:
+            fut.result(600)
+    load_s = time.monotonic() - t0
+    reg.stop()
+
+    srv = ServerProcess(s.data_dir, COPYLEDGER_LOG_LEVEL="warning")
+    t1 = time.monotonic()
+    srv.start(timeout=120)
+    with httpx.Client(base_url=srv.url, timeout=60) as c:
+        while not c.get("/healthz").json()["fingerprint_index"]["ready"]:
+            time.sleep(0.05)
+        index_s = time.monotonic() - t1
+        lat, found, n_near = [], 0, 0
+        h = {"Authorization": f"Bearer {key}"}
+        for q in range(args.queries):
+            near = q % 2 == 0 and sample
+            if near:
+                seq, pdq, ph = sample[(q // 2) % len(sample)]
+                pdq, ph = flip(pdq, 256, rng.randint(0, 20), rng), flip(ph, 64, 2, rng)
+                n_near += 1
+            else:
+                seq, pdq, ph = -1, rng.getrandbits(256), rng.getrandbits(64)
+            body = {"claimant": "owner1", "work_seq": max(seq, 0),
+                    "content": {"pdq": f"{pdq:064x}", "phash": f"{ph:016x}"}}
+            t = time.perf_counter()
+            r = c.post("/v1/claims/check", json=body, headers=h)
+            lat.append((time.perf_counter() - t) * 1000)
+            assert r.status_code == 200, r.text
+            if near and any(m["seq"] == seq for m in r.json()["matches"]):
+                found += 1
+    srv.stop()
+    lat.sort()
+    out = {
+        "benchmark": "POST /v1/claims/check over HTTP, one client, sequential",
+        "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
+        "works_registered": args.works,
+        "register_seconds": round(load_s, 1),
+        "index_rebuild_seconds_at_start": round(index_s, 2),
+        "queries": args.queries,
+        "latency_ms": {"p50": round(lat[len(lat) // 2], 2),
+                       "p99": round(lat[int(len(lat) * 0.99) - 1], 2),
+                       "max": round(lat[-1], 2)},
+        "near_duplicates_found": f"{found}/{n_near}",
+        "target": {"p99_ms": "< 20"},
+    }
+    shutil.rmtree(tmp, ignore_errors=True)
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
