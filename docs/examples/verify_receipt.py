@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""An independent, offline checker for copyledger receipts, checkpoints and block headers.
+"""An independent, offline checker for copyledger receipts, bundles, checkpoints and blocks.
 
 It follows docs/verification.md step by step and imports nothing from copyledger: only the
 Python standard library, plus Ed25519 from the `cryptography` package if it is installed, else
@@ -9,6 +9,11 @@ registry's own checks live in ledger/ (merkle.py, note.py, block.py, audit.py).
     python3 verify_receipt.py receipt  RECEIPT.json VKEY.txt [--file EXHIBIT] [--block BLOCK.json]
     python3 verify_receipt.py consistency OLD_CHECKPOINT.txt NEW_CHECKPOINT.txt PROOF.json VKEY.txt
     python3 verify_receipt.py chain VKEY.txt BLOCK.json [BLOCK.json ...]   (ascending heights)
+    python3 verify_receipt.py bundle BUNDLE.json VKEY.txt [--file EXHIBIT] [--tsa-roots ROOT.pem]
+    python3 verify_receipt.py tlog-proof PROOF.tlog-proof VKEY.txt
+
+`bundle` checks an evidence bundle (docs/verification.md section 10); its RFC 3161 tokens are
+checked with `openssl ts -verify` at each token's own genTime (`-attime`).
 
 Exit status 0: everything verified. 1: something did not (the reason is printed).
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import datetime
 import hashlib
 import json
 import math
@@ -375,6 +381,159 @@ def cmd_chain(a: argparse.Namespace) -> None:
     print("chain OK")
 
 
+# ---------------------------------------------------------------- evidence bundles (section 10)
+
+BUNDLE_FORMAT = "copyledger/bundle/v1"
+TLOG_PROOF_HEADER = "c2sp.org/tlog-proof@v1"
+
+
+def parse_tlog_proof(text: str) -> tuple[int, list[bytes], str, bytes | None]:
+    """(index, proof, checkpoint note, extra) of a c2sp.org/tlog-proof@v1 text."""
+    head, sep, checkpoint = text.partition("\n\n")
+    lines = head.split("\n")
+    if not sep or not checkpoint or lines[0] != TLOG_PROOF_HEADER:
+        raise Failed("not a c2sp.org/tlog-proof@v1 text")
+    pos, extra = 1, None
+    if len(lines) > 1 and lines[1].startswith("extra "):
+        extra, pos = _b64(lines[1][6:]), 2
+    if len(lines) <= pos or not lines[pos].startswith("index "):
+        raise Failed("tlog-proof: no index line")
+    digits = lines[pos][6:]
+    if not digits.isdigit() or (digits != "0" and digits.startswith("0")):
+        raise Failed(f"tlog-proof: bad index {digits!r}")
+    proof = [_b64(x) for x in lines[pos + 1:]]
+    if any(len(h) != 32 for h in proof):
+        raise Failed("tlog-proof: every proof line must be a 32-byte hash")
+    return int(digits), proof, checkpoint, extra
+
+
+def _openssl_token(token: bytes, digest_hex: str, roots: str, chain: str) -> tuple[bool, str]:
+    """`openssl ts -verify` of one DER token over a digest, certificates checked at genTime."""
+    with tempfile.TemporaryDirectory() as d:
+        files = {"token.der": token, "root.pem": roots.encode(), "tsa.pem": chain.encode()}
+        for name, data in files.items():
+            with open(os.path.join(d, name), "wb") as f:
+                f.write(data)
+        text = subprocess.run(["openssl", "ts", "-reply", "-in", "token.der", "-token_in",
+                               "-token_out", "-text"], cwd=d, capture_output=True, text=True)
+        line = next((ln for ln in text.stdout.splitlines() if ln.startswith("Time stamp: ")), "")
+        when = line[len("Time stamp: "):].replace(" GMT", "")
+        gen_time = None
+        for fmt in ("%b %d %H:%M:%S.%f %Y", "%b %d %H:%M:%S %Y"):
+            try:
+                gen_time = datetime.datetime.strptime(" ".join(when.split()), fmt)
+                break
+            except ValueError:
+                continue
+        if gen_time is None:
+            return False, "cannot read the token's genTime"
+        at = str(int(gen_time.replace(tzinfo=datetime.timezone.utc).timestamp()))
+        args = ["openssl", "ts", "-verify", "-digest", digest_hex, "-in", "token.der",
+                "-token_in", "-CAfile", "root.pem", "-attime", at]
+        if chain:
+            args += ["-untrusted", "tsa.pem"]
+        r = subprocess.run(args, cwd=d, capture_output=True, text=True)
+        if "Verification: OK" in r.stdout:
+            return True, gen_time.isoformat() + "Z"
+        return False, r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "FAILED"
+
+
+def cmd_bundle(a: argparse.Namespace) -> None:
+    b = json.load(open(a.bundle, encoding="utf-8"))
+    vkey = open(a.vkey, encoding="utf-8").read()
+    # format
+    if not isinstance(b, dict) or b.get("format") != BUNDLE_FORMAT:
+        raise Failed("format: not a copyledger/bundle/v1 document")
+    for key, typ in (("origin", str), ("seq", int), ("leaf_hash", str), ("entry", dict),
+                     ("inclusion", dict), ("checkpoint", str), ("block", dict),
+                     ("timestamps", list), ("notary", dict)):
+        if not isinstance(b.get(key), typ) or isinstance(b.get(key), bool):
+            raise Failed(f"format: {key} is missing or has the wrong type")
+    entry, origin = b["entry"], b["origin"]
+    print(f"format     entry {b['seq']} of log {origin}")
+    # file
+    registered = (entry.get("content") or entry.get("work") or {}).get("sha256")
+    if a.file:
+        digest = hashlib.sha256(open(a.file, "rb").read()).hexdigest()
+        if digest != registered:
+            raise Failed(f"file: the file's SHA-256 is {digest}, the entry registers {registered}")
+        print(f"file       SHA-256 {digest}")
+    # entry
+    if entry.get("schema") != ENTRY_SCHEMA:
+        raise Failed("entry: not a copyledger/entry/v1 entry")
+    data = jcs(entry)
+    leaf = leaf_hash(data)
+    if leaf.hex() != b["leaf_hash"]:
+        raise Failed("entry: SHA-256(0x00 || RFC 8785 bytes) != leaf_hash")
+    print(f"entry      leaf hash {leaf.hex()}")
+    # inclusion
+    inc = b["inclusion"]
+    size, root = inc["tree_size"], bytes.fromhex(inc["root"])
+    proof = [bytes.fromhex(p) for p in inc["proof"]]
+    verify_inclusion(b["seq"], size, leaf, proof, root)
+    print(f"inclusion  seq {b['seq']} in the tree of {size}, root {inc['root']}")
+    # checkpoint (under the pinned key only)
+    if parse_checkpoint(open_note(b["checkpoint"], vkey)) != (origin, size, root):
+        raise Failed("checkpoint: origin, size or root differ from the bundle's")
+    print(f"checkpoint signed by {vkey.strip()}")
+    # block
+    blk = b["block"]
+    h = blk["header"]
+    if set(h) != BLOCK_FIELDS or h["schema"] != BLOCK_SCHEMA:
+        raise Failed("block: header fields are not those of copyledger/block/v1")
+    block_hash = hashlib.sha256(jcs(h)).digest()
+    if block_hash.hex() != blk["hash"] or h["height"] != blk["height"]:
+        raise Failed("block: hash or height differ from the header's")
+    if (h["tree_size"], h["tree_root"]) != (size, inc["root"]):
+        raise Failed("block: tree size and root differ from the checkpoint's")
+    if not h["first_seq"] <= b["seq"] < h["tree_size"]:
+        raise Failed("block: the entry is not in this block")
+    print(f"block      {h['height']} (hash {blk['hash']}) sealed at {h['sealed_at']}")
+    # block-signature
+    b64_hash = base64.b64encode(block_hash).decode()
+    want = f"{BLOCK_NOTE_HEADER}\n{origin}\n{h['height']}\n{b64_hash}\n"
+    if open_note(blk["block_note"], vkey) != want:
+        raise Failed("block-signature: the block note does not name this block")
+    print("block-sig  block note verifies")
+    # timestamp (openssl)
+    roots = open(a.tsa_roots, encoding="utf-8").read() if a.tsa_roots \
+        else "".join(b["notary"].get("tsa_roots", []))
+    chain = "".join(b["notary"].get("tsa_chain", []))
+    counted = 0
+    for t in b["timestamps"]:
+        ok, what = _openssl_token(_b64(t["token"]), blk["hash"], roots, chain)
+        if not ok and "unable to get local issuer certificate" not in what:
+            raise Failed(f"timestamp: token from {t.get('tsa')} does not verify: {what}")
+        print(f"timestamp  {t.get('tsa')}: " + (f"genTime {what}" if ok else
+                                               "root not trusted, so not counted"))
+        counted += ok
+    if not counted:
+        raise Failed("timestamp: no token verifies under the TSA roots")
+    if not a.tsa_roots:
+        print("           (TSA roots taken from the bundle: pin them with --tsa-roots)")
+    # tlog-proof
+    if "tlog_proof" in b:
+        index, tproof, tcp, extra = parse_tlog_proof(b["tlog_proof"])
+        if (index, tproof, tcp, extra) != (b["seq"], proof, b["checkpoint"], data):
+            raise Failed("tlog-proof: differs from the bundle's entry, proof or checkpoint")
+        print("tlog-proof same index, entry, proof and checkpoint")
+    print("bundle OK")
+
+
+def cmd_tlog_proof(a: argparse.Namespace) -> None:
+    vkey = open(a.vkey, encoding="utf-8").read()
+    index, proof, checkpoint, extra = parse_tlog_proof(open(a.proof, encoding="utf-8").read())
+    if extra is None:
+        raise Failed("no extra line: the entry bytes are needed to compute the leaf hash")
+    origin, size, root = parse_checkpoint(open_note(checkpoint, vkey))
+    if origin != parse_vkey(vkey)[0]:
+        raise Failed("the checkpoint is for another log")
+    leaf = leaf_hash(extra)  # copyledger's extra line: the entry's RFC 8785 bytes
+    verify_inclusion(index, size, leaf, proof, root)
+    print(f"entry {index} of {origin} (tree size {size}): {extra.decode('utf-8')}")
+    print("tlog-proof OK")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -391,10 +550,19 @@ def main() -> int:
     b = sub.add_parser("chain")
     b.add_argument("vkey")
     b.add_argument("blocks", nargs="+")
+    u = sub.add_parser("bundle")
+    u.add_argument("bundle")
+    u.add_argument("vkey")
+    u.add_argument("--file")
+    u.add_argument("--tsa-roots")
+    t = sub.add_parser("tlog-proof")
+    t.add_argument("proof")
+    t.add_argument("vkey")
     a = ap.parse_args()
     try:
-        {"receipt": cmd_receipt, "consistency": cmd_consistency, "chain": cmd_chain}[a.cmd](a)
-    except (Failed, KeyError, ValueError) as e:
+        {"receipt": cmd_receipt, "consistency": cmd_consistency, "chain": cmd_chain,
+         "bundle": cmd_bundle, "tlog-proof": cmd_tlog_proof}[a.cmd](a)
+    except (Failed, KeyError, TypeError, ValueError) as e:
         print(f"FAILED: {e}", file=sys.stderr)
         return 1
     return 0
