@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 DATA_DIR ?= copyledger-data
 
-.PHONY: run test lint typecheck unit system-deps bench bench-merkle bench-http clean
+.PHONY: run test lint typecheck unit system-deps bench bench-merkle bench-http bench-claims clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,13 +37,20 @@ $(VENV)/.bench: $(STAMP)
 	$(BIN)/python -m pip install -q --no-deps merkletools
 	touch $@
 
+$(VENV)/.bench-deps:
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	touch $@
+
 bench-merkle: $(VENV)/.bench
 	$(BIN)/python bench/merkle_bench.py
 
-bench-http: $(VENV)/.bench
+bench-http: $(VENV)/.bench $(VENV)/.bench-deps
 	$(BIN)/python bench/http_bench.py
 
-bench: bench-merkle bench-http
+bench-claims: $(VENV)/.bench
+	$(BIN)/python bench/claim_bench.py
+
+bench: bench-merkle bench-http bench-claims
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
