@@ -37,10 +37,10 @@ __all__ = [
 
 MULTIHASH_FROM = 2_000_000
 """PDQ codes past which the exact flat scan gives way to IndexBinaryMultiHash, searched at the
-match radius only. Measured at 1 M (bench/index_bench.py): flat range search ~2.6 ms at any
-radius, 31 MiB; multi-hash 1.9 ms at radius 31 but 20 ms at 47 and 190 ms at 63, 7 s to build
-and +335 MiB. So past the switch PDQ reports 'match' candidates only (pHash still reports its
-'possible' band); the flat scan grows linearly, ~2.6 ms per million codes."""
+match radius only. Measured at 1 M (bench/index_bench.py): flat range search 2.4 ms p50 at any
+radius, 31 MiB; multi-hash 1.9 ms at radius 31 but 18 ms at 47 and 184 ms at 63, 5.6 s to
+build and +314 MiB. So past the switch PDQ reports 'match' candidates only (pHash still reports
+its 'possible' band); the flat scan grows linearly, ~2.5 ms per million codes."""
 MULTIHASH_TABLES = 16
 """256 bits as 16 substrings of 16 bits: a code within radius r differs from the query by at
 most r // 16 bits in some substring, so flipping that many bits per table keeps search exact."""
@@ -49,13 +49,15 @@ LSH_THRESHOLD = 0.4
 scoring afterwards drops whatever falls under the 'possible' similarity."""
 DEFAULT_LIMIT = 50
 FAISS_THREADS = 1
-# omp_set_num_threads() only binds the calling thread; searches run in the server's worker
-# threads, which would otherwise get OpenMP's default team. The variable binds them all, as
-# long as it is set before faiss (and its OpenMP runtime) is first loaded.
-os.environ.setdefault("OMP_NUM_THREADS", str(FAISS_THREADS))
 """faiss parallelises over queries, and we send one at a time: with OpenMP's default team of
 one thread per core, a search alternating between two indexes measured ~48 ms instead of
-~0.4 ms (idle workers sleeping and waking). One thread is the fast setting; it is process-wide."""
+~0.4 ms (idle workers sleeping and waking). One thread is the fast setting."""
+# omp_set_num_threads() only binds the calling thread; searches run in the server's worker
+# threads, which would otherwise get OpenMP's default team. The variable binds them all, as
+# long as it is set before faiss (and its OpenMP runtime) is first loaded; search() also sets
+# it once per calling thread, in case faiss was loaded first.
+os.environ.setdefault("OMP_NUM_THREADS", str(FAISS_THREADS))
+_omp = threading.local()
 
 _ORDER = {name: i for i, name in enumerate(fp.ALGORITHMS)}
 _VERDICT_ORDER = {"match": 0, "possible": 1, "none": 2}
@@ -166,8 +168,9 @@ class FingerprintIndex:
         import faiss
         from datasketch import MinHashLSH  # type: ignore[import-untyped]
 
+        self._faiss_threads = faiss_threads
         if faiss_threads is not None:
-            faiss.omp_set_num_threads(faiss_threads)  # process-wide, see FAISS_THREADS
+            faiss.omp_set_num_threads(faiss_threads)  # this thread; search() does the others
         self._lock = threading.Lock()
         self._pdq = _BinaryCodes(256, fp.PDQ_POSSIBLE, multihash_from, fp.PDQ_MATCH)
         self._phash = _BinaryCodes(64, fp.PHASH_POSSIBLE)
@@ -254,6 +257,11 @@ class FingerprintIndex:
         if "minhash" in fingerprints:
             queries["minhash"] = _minhash_bytes(fingerprints["minhash"])
         query_low = bool(fingerprints.get("pdq", {}).get("low_quality"))
+        if self._faiss_threads is not None and getattr(_omp, "n", None) != self._faiss_threads:
+            import faiss
+
+            faiss.omp_set_num_threads(self._faiss_threads)  # binds this (worker) thread
+            _omp.n = self._faiss_threads
         best: dict[tuple[int, str], Candidate] = {}
         with self._lock:
             if "pdq" in queries:

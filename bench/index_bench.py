@@ -186,7 +186,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--only", default="flat,multihash,phash,fingerprint_index")
     parser.add_argument("--omp-threads", type=int, default=1,
-                        help="faiss OpenMP threads (FingerprintIndex uses 1)")
+                        help="faiss OpenMP threads for the raw faiss runs (FingerprintIndex "
+                        "sets its own: 1)")
     parser.add_argument("--nflips", default="1,2,3",
                         help="multi-hash nflip values to try (exact up to 16*(nflip+1)-1 bits)")
     args = parser.parse_args()
@@ -210,28 +211,40 @@ def main() -> None:
         "cpus": os.cpu_count(),
     }
     pdq_queries, pdq_targets = make_queries(pdq, args.queries, fp.PDQ_MATCH, rng)
+    ph_queries, ph_targets = make_queries(phash, args.queries, fp.PHASH_MATCH, rng)
     radii = [fp.PDQ_MATCH, fp.PDQ_POSSIBLE]
+    nflips = tuple(int(k) for k in args.nflips.split(","))
     for kind in ("flat", "multihash"):
         if kind in only:
-            report[f"pdq_{kind}"] = bench_faiss(
-                kind, pdq, pdq_queries, pdq_targets, radii,
-                tuple(int(k) for k in args.nflips.split(",")),
+            report[f"pdq_{kind}"] = isolated(
+                bench_faiss, kind, pdq, pdq_queries, pdq_targets, radii, nflips
             )
     if "phash" in only:
-        ph_queries, ph_targets = make_queries(phash, args.queries, fp.PHASH_MATCH, rng)
-        report["phash_flat"] = bench_faiss(
-            "flat", phash, ph_queries, ph_targets, [fp.PHASH_POSSIBLE]
+        report["phash_flat"] = isolated(
+            bench_faiss, "flat", phash, ph_queries, ph_targets, [fp.PHASH_POSSIBLE]
         )
     if "fingerprint_index" in only:
-        report["fingerprint_index"] = bench_fingerprint_index(pdq, phash, args.queries, rng)
-    report["peak_rss_mib"] = round(_peak_rss_mib(), 1)
+        report["fingerprint_index"] = isolated(
+            bench_fingerprint_index, pdq, phash, args.queries, rng
+        )
     print(json.dumps(report, indent=2))
 
 
-def _peak_rss_mib() -> float:
+def isolated(fn: Any, *args: Any) -> Any:
+    """Run one measurement in a forked child, so its memory figure is its own (freed memory
+    of an earlier index would otherwise be reused and hide the growth) and its peak RSS too."""
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        return pool.apply(_with_peak, (fn, *args))
+
+
+def _with_peak(fn: Any, *args: Any) -> Any:
     import resource
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out = fn(*args)
+    out["child_peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return out
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ def build_work(
     media_type: str | None = None,
     license: str | None = None,
     metadata: dict[str, object] | None = None,
-    fingerprints: dict[str, object] | None = None,
+    fingerprints: Mapping[str, object] | None = None,
     check: bool = True,
 ) -> dict[str, object]:
     """Build a work registration entry (optional fields left out when None); validated unless
@@ -233,7 +233,7 @@ def utc_now() -> str:
 
 def _content(
     sha256: str, size: int | None, media_type: str | None,
-    fingerprints: dict[str, object] | None = None,
+    fingerprints: Mapping[str, object] | None = None,
 ) -> dict[str, object]:
     content: dict[str, object] = {"sha256": sha256}
     _put(content, "size", size)

@@ -384,6 +384,15 @@ def test_palette_and_greyscale_inputs() -> None:
         assert fp.compare("pdq", want, got).verdict == "match", variant.mode
 
 
+def test_sixteen_bit_greyscale_is_scaled_not_clipped() -> None:
+    _, image = make_original(1)
+    grey = image.convert("L")
+    want = fp.image_fingerprints(encode(grey))["pdq"]
+    wide = Image.fromarray(np.asarray(grey).astype(np.uint16) * 257)  # I;16
+    got = fp.image_fingerprints(encode(wide))["pdq"]
+    assert fp.compare("pdq", want, got).distance == 0
+
+
 def _png_claiming(width: int, height: int) -> bytes:
     """A 1x1 PNG whose header claims another size (decoding stops at the header check)."""
     data = bytearray(encode(Image.new("L", (1, 1))))
