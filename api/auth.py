@@ -66,12 +66,15 @@ class KeyCache:
 
 def require(request: Request, *roles: str) -> Principal:
     """The caller's principal, if its key has one of `roles` (admin may do anything)."""
-    header = request.headers.get("authorization", "")
+    return check(request.app.state.keys, request.headers.get("authorization", ""), roles)
+
+
+def check(cache: KeyCache, header: str, roles: tuple[str, ...]) -> Principal:
+    """As `require`, from the Authorization header's value."""
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("send 'Authorization: Bearer <api key>'; mint one with "
                            "`copyledger keys create --role ...`")
-    cache: KeyCache = request.app.state.keys
     p = cache.lookup(token.strip())
     if p.role != "admin" and p.role not in roles:
         raise Forbidden(f"a {p.role} key may not do this; needs one of: {', '.join(roles)}")

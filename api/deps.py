@@ -26,8 +26,11 @@ def registry(request: Request) -> Registry:
 
 
 async def json_body(request: Request, model: type[M]) -> M:
-    limit = registry(request).settings.max_body_bytes
-    body = await request.body()
+    return parse_body(model, await request.body(), registry(request).settings.max_body_bytes)
+
+
+def parse_body(model: type[M], body: bytes, limit: int) -> M:
+    """A JSON request body as `model`, or InvalidInput naming every bad field."""
     if len(body) > limit:
         raise PayloadTooLarge(f"request body is {len(body)} bytes; the limit is {limit}")
     try:
@@ -43,6 +46,10 @@ async def json_body(request: Request, model: type[M]) -> M:
 
 async def append(request: Request, entry: dict[str, Any]) -> tuple[Receipt, dict[str, Any]]:
     """Canonicalise an entry, hand it to the sequencer and wait for its durable receipt."""
+    return await append_entry(registry(request), entry)
+
+
+async def append_entry(reg: Registry, entry: dict[str, Any]) -> tuple[Receipt, dict[str, Any]]:
     entry, data = entry_mod.encode(entry)
     pending = Pending(
         data=data,
@@ -50,7 +57,7 @@ async def append(request: Request, entry: dict[str, Any]) -> tuple[Receipt, dict
         sha256=entry_mod.content_sha256(entry),
         registrant=str(entry["registrant"]),
     )
-    receipt = await registry(request).sequencer.submit_async(pending)
+    receipt = await reg.sequencer.submit_async(pending)
     return receipt, entry
 
 

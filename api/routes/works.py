@@ -13,7 +13,9 @@ from api import auth
 from api.deps import (
     FastJSONResponse,
     append,
+    append_entry,
     json_body,
+    parse_body,
     parse_metadata,
     registration_json,
     registry,
@@ -113,30 +115,44 @@ async def _work_from_form(request: Request, registrant: str) -> dict[str, Any]:
     openapi_extra=_WORK_DOC,
 )
 async def register_work(request: Request) -> FastJSONResponse:
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        return FastJSONResponse(await register_json(
+            request.app.state, request.headers.get("authorization", ""), await request.body()),
+            status_code=201)
     who = auth.require(request, "creator")
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        entry = await _work_from_form(request, who.account)
-    else:
-        w = await json_body(request, WorkIn)
-        entry = entry_mod.build_work(
-            registrant=who.account,
-            received_at=entry_mod.utc_now(),
-            sha256=w.sha256,
-            size=w.size,
-            media_type=w.media_type,
-            title=w.title,
-            creators=w.creators,
-            work_type=w.work_type,
-            license=w.license,
-            metadata=w.metadata,
-            fingerprints=fp.validate_fingerprints(w.fingerprints) if w.fingerprints else None,
-            check=False,
-        )
-    receipt, entry = await append(request, entry)
-    fps = entry["content"].get("fingerprints")  # type: ignore[union-attr]
+    entry = await _work_from_form(request, who.account)
+    return FastJSONResponse(await _record_work(request.app.state, entry), status_code=201)
+
+
+async def register_json(state: Any, authorization: str, body: bytes) -> dict[str, Any]:
+    """The JSON registration, from the raw header and body: the route above and the ASGI fast
+    path (api.app.FastRegister) both call it, so there is one implementation."""
+    who = auth.check(state.keys, authorization, ("creator",))
+    reg = state.registry
+    w = parse_body(WorkIn, body, reg.settings.max_body_bytes)
+    entry = entry_mod.build_work(
+        registrant=who.account,
+        received_at=entry_mod.utc_now(),
+        sha256=w.sha256,
+        size=w.size,
+        media_type=w.media_type,
+        title=w.title,
+        creators=w.creators,
+        work_type=w.work_type,
+        license=w.license,
+        metadata=w.metadata,
+        fingerprints=fp.validate_fingerprints(w.fingerprints) if w.fingerprints else None,
+        check=False,
+    )
+    return await _record_work(state, entry)
+
+
+async def _record_work(state: Any, entry: dict[str, Any]) -> dict[str, Any]:
+    receipt, entry = await append_entry(state.registry, entry)
+    fps = entry["content"].get("fingerprints")
     if fps:  # matchable at once
-        request.app.state.fp_index.add(receipt.seq, fps)
-    return FastJSONResponse(registration_json(receipt, entry), status_code=201)
+        state.fp_index.add(receipt.seq, fps)
+    return registration_json(receipt, entry)
 
 
 def _require_work(request: Request, seq: int) -> None:
