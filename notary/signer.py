@@ -135,15 +135,21 @@ class FileSigner:
 
 def _write_new_private_file(path: Path, data: bytes) -> None:
     """Write data to a new file with mode 0600; Conflict if it exists; no partial file left."""
+    write_new_file(path, data, 0o600)
+
+
+def write_new_file(path: Path, data: bytes, mode: int) -> None:
+    """Write data to a new file with exactly `mode`, durably; Conflict if the file exists,
+    and no partial file left behind on failure."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(path, flags, 0o600)
+        fd = os.open(path, flags, mode)
     except FileExistsError:
-        raise Conflict(f"a key file already exists at {path}; refusing to overwrite it") from None
+        raise Conflict(f"{path} already exists; refusing to overwrite it") from None
     except OSError as exc:
-        raise InvalidInput(f"cannot create key file {path}: {exc.strerror}") from None
+        raise InvalidInput(f"cannot create {path}: {exc.strerror}") from None
     try:
-        os.fchmod(fd, 0o600)  # the umask may only have narrowed it; make it exact
+        os.fchmod(fd, mode)  # the umask may only have narrowed it; make it exact
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]

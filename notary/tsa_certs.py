@@ -22,7 +22,6 @@ tsa_key=...)` and used through `load_tsa(..., tsa_key=...)`; then there is no `t
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,7 +35,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ledger.errors import Conflict, InvalidInput
 from ledger.timestamp import HASH_CLASSES, TimestampError, check_tsa_certificate, validate_chain
-from notary.signer import _fsync_dir, _write_new_private_file
+from notary.signer import _write_new_private_file, write_new_file
 
 __all__ = [
     "ROOT_FILE",
@@ -420,7 +419,7 @@ def _write_all(files: list[tuple[Path, bytes, bool]]) -> None:
             if private:
                 _write_new_private_file(path, data)
             else:
-                _write_new_public_file(path, data)
+                write_new_file(path, data, 0o644)
             written.append(path)
     except BaseException:
         for path in written:
@@ -428,23 +427,3 @@ def _write_all(files: list[tuple[Path, bytes, bool]]) -> None:
         raise
 
 
-def _write_new_public_file(path: Path, data: bytes) -> None:
-    """Like signer._write_new_private_file, for a certificate anyone may read."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(path, flags, 0o644)
-    except FileExistsError:
-        raise Conflict(f"{path} already exists; refusing to overwrite it") from None
-    except OSError as exc:
-        raise InvalidInput(f"cannot create {path}: {exc.strerror}") from None
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        path.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    _fsync_dir(path.parent)
