@@ -27,7 +27,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-UPLOAD_PATHS = frozenset({"/v1/works"})  # the only endpoints that take a file
+UPLOAD_PATHS = frozenset({"/v1/works", "/v1/claims/check"})  # the endpoints that take a file
 
 
 class BodyLimit:

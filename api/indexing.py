@@ -46,6 +46,13 @@ class LiveIndex:
 
     def build(self, store: Store) -> None:
         """Read every work's fingerprints from the log (run it in a background thread)."""
+        try:
+            self._build(store)
+        except Exception:
+            log.exception("the fingerprint index could not be built; claim checks will say "
+                          "so (index_ready false) until a restart")
+
+    def _build(self, store: Store) -> None:
         from api.matching import FingerprintIndex
 
         t0 = time.monotonic()

@@ -192,8 +192,10 @@ class Registry:
         if settings.external_tsa_urls and not settings.external_tsa_roots:
             raise InvalidInput("external_tsas needs external_tsa_roots (their root certificates), "
                                "so that every external token is verified before it is kept")
-        roots = Path(settings.external_tsa_roots).read_bytes() if settings.external_tsa_roots \
-            else None
+        roots_path = Path(settings.external_tsa_roots) if settings.external_tsa_roots else None
+        if roots_path is not None and not roots_path.is_file():
+            raise InvalidInput(f"external_tsa_roots: no such file {roots_path}")
+        roots = roots_path.read_bytes() if roots_path is not None else None
         self.external = ExternalStamper(store, settings.external_tsa_urls, roots_pem=roots)
         self._external_roots = roots
 

@@ -125,9 +125,9 @@ def write_config(s: Settings) -> None:
     if s.notary_url:
         lines.append(f"notary_url = {_toml_str(s.notary_url)}")
     if s.key_backend != "file":
-        lines += [f"key_backend = {_toml_str(s.key_backend)}",
-                  f"pkcs11_module = {_toml_str(s.pkcs11_module)}",
-                  f"pkcs11_token_label = {_toml_str(s.pkcs11_token_label)}"]
+        lines += [f"{k} = {_toml_str(str(getattr(s, k)))}" for k in (
+            "key_backend", "pkcs11_module", "pkcs11_token_label", "pkcs11_pin_env",
+            "pkcs11_log_key_label", "pkcs11_tsa_key_label")]
     s.data_dir.mkdir(parents=True, exist_ok=True)
     # 0600: the database URL may carry a password.
     fd = os.open(s.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -709,6 +709,25 @@ def notary_rotate(
           f"recorded as entry {receipt.seq}")
 
 
+def _restrict_socket(path: str) -> None:
+    """uvicorn makes its Unix socket mode 0666 after binding it; make it 0600 (this user only)
+    as soon as it appears."""
+    import threading
+    import time
+
+    def fix() -> None:
+        for _ in range(600):
+            if os.path.exists(path):
+                time.sleep(0.05)  # let uvicorn's own chmod happen first
+                os.chmod(path, 0o600)
+                return
+            time.sleep(0.05)
+
+    if os.path.exists(path):
+        os.unlink(path)
+    threading.Thread(target=fix, daemon=True).start()
+
+
 @notary_app.command("serve")
 def notary_serve(
     data_dir: DataDir = None,
@@ -734,7 +753,7 @@ def notary_serve(
     where = f"unix:{uds}" if uds else f"http://{host}:{port}"
     err.print(f"copyledger notary for {s.origin} on {where}")
     if uds:
-        os.umask(0o077)  # the socket: this user only
+        _restrict_socket(uds)
         uvicorn.run(app_, uds=uds, log_level="warning", access_log=False)
     else:
         uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)

@@ -8,6 +8,7 @@ once, here: every field, every type, no unknown keys, no nulls, and one canonica
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import re
 import time
@@ -208,10 +209,8 @@ def content_sha256(entry: dict[str, object]) -> str:
     """The registered content hash, the key every lookup and claim check uses. A transfer is
     indexed under its work's hash, so a lookup by content also finds the chain of title."""
     content = entry.get("content", entry.get("work"))
-    if content is None and entry.get("kind") == "claim":  # indexed under its first work
-        works = entry.get("works")
-        first = works[0] if isinstance(works, list) and works else None
-        content = first if isinstance(first, dict) and "sha256" in first else None
+    if content is None and entry.get("kind") == "claim":
+        return _claim_index(entry)
     if isinstance(content, dict):
         digest = content.get("sha256")
         if isinstance(digest, str):
@@ -220,6 +219,22 @@ def content_sha256(entry: dict[str, object]) -> str:
         "entry has no content.sha256",
         errors=[{"field": "content.sha256", "message": "required"}],
     )
+
+
+def _claim_index(entry: dict[str, object]) -> str:
+    """A claim is indexed under its first work's hash, else its first target's content hash,
+    else the SHA-256 of its first target URL (a DSA notice may name no work)."""
+    for key in ("works", "targets"):
+        items = entry.get(key)
+        first = items[0] if isinstance(items, list) and items else None
+        if isinstance(first, dict) and isinstance(first.get("sha256"), str):
+            return str(first["sha256"])
+    targets = entry.get("targets")
+    first = targets[0] if isinstance(targets, list) and targets else None
+    if isinstance(first, dict) and isinstance(first.get("url"), str):
+        return hashlib.sha256(str(first["url"]).encode()).hexdigest()
+    raise InvalidInput("a claim needs a work or a target to be found by",
+                       errors=[{"field": "works", "message": "or targets: required"}])
 
 
 def utc_now() -> str:

@@ -231,3 +231,32 @@ def test_live_index_keeps_registrations_made_during_rebuild(tmp_path: Path) -> N
     assert not li.ready and li.search(fps) == []
     li.build(Store.open(f"sqlite:///{tmp_path / 'l.db'}"))
     assert li.ready and [c.seq for c in li.search(fps)] == [7, 7]  # pdq and phash
+
+
+def test_dsa_notice_may_name_no_work(client: TestClient, reg: Registry) -> None:
+    plat = hdr(reg, "platform", "tube")
+    r = client.post("/v1/claims", headers=plat, json={
+        "notice_type": "notice", "regime": "eu_dsa_art16",
+        "claimant": {"name": "Ada", "email": "ada@example.org"},
+        "targets": [{"url": "https://video.example/watch/9"}],
+        "substantiation": "This video copies my film.", "statements": {"accuracy": True}})
+    assert r.status_code == 201, r.text
+    seq = r.json()["seq"]
+    t = client.get(f"/v1/claims/{seq}").json()["timeline"]
+    assert [x["seq"] for x in t] == [seq]
+
+
+def test_large_upload_to_claim_check(client: TestClient, reg: Registry) -> None:
+    ada, plat = hdr(reg, "creator", "ada"), hdr(reg, "platform", "tube")
+    img = Image.effect_noise((1600, 1200), 60).convert("RGB")
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    data = buf.getvalue()
+    assert len(data) > 1_000_000
+    first = upload(client, ada, data, "Noise")
+    r = client.post("/v1/claims/check", headers=plat,
+                    files={"file": ("n.png", data, "image/png")},
+                    data={"claimant": "ada", "work_seq": str(first["seq"]),
+                          "pdq": "0" * 64})  # a form value never overrides the file's own
+    assert r.status_code == 200, r.text
+    assert r.json()["verdict"] == "match" and r.json()["claimant_is_registrant"]

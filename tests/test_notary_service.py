@@ -88,3 +88,34 @@ def test_notary_signs_only_its_own_notes(tmp_path: Path) -> None:
     assert sign(f"other.example/log\n5\n{root}\n") == 422
     assert sign("please sign this contract\n") == 422
     assert sign(f"n.example/log\n5\n{root}\n", {"Authorization": "Bearer wrong"}) == 401
+
+
+def test_notary_on_a_private_unix_socket(tmp_path: Path) -> None:
+    import os
+    import stat
+    import subprocess
+    import sys
+    import time
+
+    from notary.remote import RemoteNotary
+
+    ndir, sock = tmp_path / "notary", tmp_path / "notary.sock"
+    assert cli("notary", "init", "--data-dir", str(ndir), "--origin", "n.example/log"
+               ).returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "notary", "serve", "--data-dir",
+                             str(ndir), "--uds", str(sock)],
+                            env={**os.environ, "COPYLEDGER_NOTARY_TOKEN": TOKEN},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not sock.exists():
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.1)
+        time.sleep(0.5)
+        assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+        n = RemoteNotary(f"unix:{sock}", TOKEN)
+        assert n.name == "n.example/log"
+        n.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -110,9 +110,6 @@ async def record_claim(request: Request) -> FastJSONResponse:
         body.setdefault("works", claim.get("works", []))
     entry = entry_mod.build_claim(registrant=who.account, received_at=entry_mod.utc_now(),
                                   body=body, check=False)
-    if not entry.get("works") or "sha256" not in entry["works"][0]:  # type: ignore[index]
-        raise InvalidInput("works: at least the first claimed work needs a seq or sha256, so "
-                           "the claim can be found by the work's content", missing=["works"])
     receipt, entry = await append(request, entry)
     return FastJSONResponse(registration_json(receipt, entry), status_code=201)
 
@@ -163,11 +160,11 @@ async def _check_from_form(request: Request) -> CheckIn:
             content["sha256"] = h.hexdigest()
             if len(data) <= MAX_FINGERPRINT_BYTES:
                 media = (upload.content_type or "").split(";")[0].strip().lower() or None
-                content.update(fp.fingerprints_for(data, media))
+                content.update(await run_in_threadpool(fp.fingerprints_for, data, media))
         for k in ("sha256", "pdq", "phash"):
             v = form.get(k)
             if isinstance(v, str) and v:
-                content[k] = v
+                content.setdefault(k, v)  # what the server computed from the file wins
         seq_s, sha_s, claimant = form.get("work_seq"), form.get("work_sha256"), form.get(
             "claimant")
         return CheckIn(claimant=claimant if isinstance(claimant, str) else "",
@@ -291,5 +288,5 @@ def run_check(request: Request, q: CheckIn) -> dict[str, Any]:
     }
     digest = hashlib.sha256(jcs.canonicalize(answer)).digest()
     text = claims_mod.check_note_text(reg.origin, last.header.tree_size, digest)
-    answer["signature"] = sign_note(text, [reg.signer])
+    answer["signature"] = sign_note(text, reg.signers())
     return answer
