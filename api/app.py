@@ -78,7 +78,7 @@ class BodyLimit:
 
 
 class _TooLarge(Exception):
-    pass
+    """The body passed its limit while streaming in."""
 
 
 class FastRegister:

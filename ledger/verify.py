@@ -67,7 +67,7 @@ class Report:
 
 
 class _Fail(Exception):
-    pass
+    """A verification step does not hold; the message says why."""
 
 
 def _hex(v: object, what: str, n: int = 32) -> bytes:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+from collections.abc import Callable
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -45,21 +46,17 @@ def check_signable(message: bytes, origin: str) -> str:
         text = message.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidInput("refused: not UTF-8 note text") from None
-    try:
-        if note.parse_checkpoint(text).origin == origin:
-            return "checkpoint"
-    except CopyledgerError:
-        pass
-    try:
-        if note.parse_block_note_text(text)[0] == origin:
-            return "block note"
-    except CopyledgerError:
-        pass
-    try:
-        if claims.parse_check_note_text(text)[0] == origin:
-            return "claim-check answer"
-    except CopyledgerError:
-        pass
+    readers: tuple[tuple[str, Callable[[str], str]], ...] = (
+        ("checkpoint", lambda t: note.parse_checkpoint(t).origin),
+        ("block note", lambda t: note.parse_block_note_text(t)[0]),
+        ("claim-check answer", lambda t: claims.parse_check_note_text(t)[0]),
+    )
+    for what, origin_of in readers:
+        try:
+            if origin_of(text) == origin:
+                return what
+        except CopyledgerError:
+            continue
     raise InvalidInput(f"refused: only checkpoints, block notes and claim-check answers of "
                        f"{origin} are signed")
 
