@@ -150,7 +150,7 @@ def serve(
     """Run the registry's HTTP API (creates the registry on first start)."""
     import uvicorn
 
-    from api.app import create_app
+    from api.app import create_app, serving_app
     from api.logs import configure
     from api.registry import Registry
 
@@ -167,7 +167,7 @@ def serve(
     gc.set_threshold(50_000, 20, 100)
     err.print(f"copyledger: serving {s.origin} from {s.data_dir} on http://{s.host}:{s.port} "
               f"(docs at /docs)")
-    uvicorn.run(create_app(reg), host=s.host, port=s.port, log_level="warning",
+    uvicorn.run(serving_app(create_app(reg)), host=s.host, port=s.port, log_level="warning",
                 access_log=False)
 
 
