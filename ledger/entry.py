@@ -276,7 +276,7 @@ def _check(entry: object) -> tuple[dict[str, object], bytes]:
     kind = entry.get("kind")
     fields = _KIND_FIELDS.get(kind) if isinstance(kind, str) else None
     _check_object(entry, fields if fields is not None else _BASE, "", errors)
-    # Without a known kind we cannot tell which other keys belong; _check_kind said why.
+    # Without a known kind we cannot tell which other keys belong; the kind check said why.
     if fields is not None:
         for key in entry:
             if key not in fields:
@@ -332,19 +332,42 @@ def _key_path(prefix: str, key: object) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
+def _enum(values: tuple[str, ...]) -> Check:
+    def check(value: object, path: str, errors: Errors) -> None:
+        if not isinstance(value, str) or value not in values:
+            errors.append({"field": path, "message": f"must be one of {', '.join(values)}"})
+
+    return check
+
+
+def _obj(fields: dict[str, tuple[bool, Check]], *, non_empty: bool = False) -> Check:
+    def check(value: object, path: str, errors: Errors) -> None:
+        if not isinstance(value, dict) or (non_empty and not value):
+            errors.append({"field": path, "message": "must be a non-empty JSON object"
+                           if non_empty else "must be a JSON object"})
+            return
+        _check_object(value, fields, path, errors)
+        for key in value:
+            if key not in fields:
+                errors.append({"field": _key_path(path, key), "message": "unknown field"})
+
+    return check
+
+
+def _list_of(item: Check, low: int, high: int, noun: str = "items") -> Check:
+    def check(value: object, path: str, errors: Errors) -> None:
+        if not isinstance(value, list) or not low <= len(value) <= high:
+            errors.append({"field": path, "message": f"must be a list of {low} to {high} {noun}"})
+            return
+        for i, v in enumerate(value):
+            item(v, f"{path}[{i}]", errors)
+
+    return check
+
+
 def _check_schema(value: object, path: str, errors: Errors) -> None:
     if value != SCHEMA:
         errors.append({"field": path, "message": f"must be {SCHEMA!r}"})
-
-
-def _check_kind(value: object, path: str, errors: Errors) -> None:
-    if not isinstance(value, str) or value not in KINDS:
-        errors.append({"field": path, "message": f"must be one of {', '.join(KINDS)}"})
-
-
-def _check_work_type(value: object, path: str, errors: Errors) -> None:
-    if not isinstance(value, str) or value not in WORK_TYPES:
-        errors.append({"field": path, "message": f"must be one of {', '.join(WORK_TYPES)}"})
 
 
 def valid_sha256(value: object) -> bool:
@@ -505,16 +528,6 @@ def _check_json(value: object, path: str, depth: int, errors: Errors) -> None:
         errors.append({"field": path, "message": f"{type(value).__name__} is not a JSON value"})
 
 
-def _check_content(value: object, path: str, errors: Errors) -> None:
-    if not isinstance(value, dict):
-        errors.append({"field": path, "message": "must be a JSON object"})
-        return
-    _check_object(value, _CONTENT, path, errors)
-    for key in value:
-        if key not in _CONTENT:
-            errors.append({"field": _key_path(path, key), "message": "unknown field"})
-
-
 def _check_fingerprints(value: object, path: str, errors: Errors) -> None:
     from ledger import fingerprint  # heavy libraries load only when they compute, not here
 
@@ -534,21 +547,7 @@ _CONTENT: dict[str, tuple[bool, Check]] = {
     "media_type": (False, _check_media_type),
     "fingerprints": (False, _check_fingerprints),
 }
-
-def _check_work_ref(value: object, path: str, errors: Errors) -> None:
-    if not isinstance(value, dict):
-        errors.append({"field": path, "message": "must be a JSON object"})
-        return
-    _check_object(value, _WORK_REF, path, errors)
-    for key in value:
-        if key not in _WORK_REF:
-            errors.append({"field": _key_path(path, key), "message": "unknown field"})
-
-
-def _check_transfer_type(value: object, path: str, errors: Errors) -> None:
-    if not isinstance(value, str) or value not in TRANSFER_TYPES:
-        errors.append({"field": path, "message": f"must be one of {', '.join(TRANSFER_TYPES)}"})
-
+_check_content = _obj(_CONTENT)
 
 def _check_term(value: object, path: str, errors: Errors) -> None:
     if not isinstance(value, dict) or not value:
@@ -568,60 +567,13 @@ def _parse_ts(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def _check_warc_records(value: object, path: str, errors: Errors) -> None:
-    if not isinstance(value, list) or not 1 <= len(value) <= 1000:
-        errors.append({"field": path, "message": "must be a list of 1 to 1000 records"})
-        return
-    for i, rec in enumerate(value):
-        where = f"{path}[{i}]"
-        if not isinstance(rec, dict):
-            errors.append({"field": where, "message": "must be a JSON object"})
-            continue
-        _check_object(rec, _WARC_RECORD, where, errors)
-        for key in rec:
-            if key not in _WARC_RECORD:
-                errors.append({"field": _key_path(where, key), "message": "unknown field"})
-
-
 _WARC_RECORD: dict[str, tuple[bool, Check]] = {
     "target_uri": (True, _text(2048)),
     "warc_date": (True, _check_timestamp),
     "record_id": (False, _text(200)),
     "payload_sha256": (True, _check_sha256),
 }
-
-def _enum(values: tuple[str, ...]) -> Check:
-    def check(value: object, path: str, errors: Errors) -> None:
-        if not isinstance(value, str) or value not in values:
-            errors.append({"field": path, "message": f"must be one of {', '.join(values)}"})
-
-    return check
-
-
-def _obj(fields: dict[str, tuple[bool, Check]], *, non_empty: bool = False) -> Check:
-    def check(value: object, path: str, errors: Errors) -> None:
-        if not isinstance(value, dict) or (non_empty and not value):
-            errors.append({"field": path, "message": "must be a non-empty JSON object"
-                           if non_empty else "must be a JSON object"})
-            return
-        _check_object(value, fields, path, errors)
-        for key in value:
-            if key not in fields:
-                errors.append({"field": _key_path(path, key), "message": "unknown field"})
-
-    return check
-
-
-def _list_of(item: Check, low: int, high: int) -> Check:
-    def check(value: object, path: str, errors: Errors) -> None:
-        if not isinstance(value, list) or not low <= len(value) <= high:
-            errors.append({"field": path, "message": f"must be a list of {low} to {high} items"})
-            return
-        for i, v in enumerate(value):
-            item(v, f"{path}[{i}]", errors)
-
-    return check
-
+_check_warc_records = _list_of(_obj(_WARC_RECORD), 1, 1000, "records")
 
 def _check_bool(value: object, path: str, errors: Errors) -> None:
     if not isinstance(value, bool):
@@ -654,6 +606,7 @@ _WORK_REF: dict[str, tuple[bool, Check]] = {
     "seq": (True, _check_count),
     "sha256": (True, _check_sha256),
 }
+_check_work_ref = _obj(_WORK_REF)
 
 _TERM: dict[str, tuple[bool, Check]] = {
     "start": (False, _check_timestamp),
@@ -662,7 +615,7 @@ _TERM: dict[str, tuple[bool, Check]] = {
 
 _BASE: dict[str, tuple[bool, Check]] = {
     "schema": (True, _check_schema),
-    "kind": (True, _check_kind),
+    "kind": (True, _enum(KINDS)),
     "registrant": (True, _check_registrant),
     "received_at": (True, _check_timestamp),
 }
@@ -673,7 +626,7 @@ _KIND_FIELDS: dict[str, dict[str, tuple[bool, Check]]] = {
         **_COMMON,
         "title": (True, _text(500)),
         "creators": (True, _check_creators),
-        "work_type": (True, _check_work_type),
+        "work_type": (True, _enum(WORK_TYPES)),
         "license": (False, _text(100)),
         "metadata": (False, _check_metadata),
     },
@@ -692,7 +645,7 @@ _KIND_FIELDS: dict[str, dict[str, tuple[bool, Check]]] = {
         "work": (True, _check_work_ref),
         "from": (True, _check_registrant),
         "to": (True, _check_registrant),
-        "transfer_type": (True, _check_transfer_type),
+        "transfer_type": (True, _enum(TRANSFER_TYPES)),
         "territory": (True, _text(200)),
         "term": (False, _check_term),
         "terms_sha256": (False, _check_sha256),
