@@ -78,18 +78,7 @@ class Candidate:
     """A PDQ hash involved (indexed or queried) has low quality: needs a human look."""
 
     def to_json(self) -> dict[str, object]:
-        out: dict[str, object] = {"seq": self.seq, "algorithm": self.algorithm}
-        if self.distance is not None:
-            out["distance"] = self.distance
-        if self.similarity is not None:
-            out["similarity"] = self.similarity
-        out.update(
-            threshold=self.threshold,
-            possible_threshold=self.possible_threshold,
-            verdict=self.verdict,
-            low_quality=self.low_quality,
-        )
-        return out
+        return {"seq": self.seq, **fp.score_json(self)}
 
 
 class _BinaryCodes:

@@ -24,7 +24,7 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib.metadata import version as _dist_version
-from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeGuard
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, Protocol, TypeGuard
 
 from ledger.errors import InvalidInput
 
@@ -456,19 +456,38 @@ class Match:
     low_quality: bool = False
 
     def to_json(self) -> dict[str, object]:
-        out: dict[str, object] = {"algorithm": self.algorithm}
-        if self.distance is not None:
-            out["distance"] = self.distance
-        if self.similarity is not None:
-            out["similarity"] = self.similarity
-        out.update(
-            threshold=self.threshold,
-            possible_threshold=self.possible_threshold,
-            verdict=self.verdict,
-            version=self.version,
-            low_quality=self.low_quality,
-        )
-        return out
+        return {**score_json(self), "version": self.version}
+
+
+class Scored(Protocol):
+    """What a match report shows of any score: a Match, or an index search's Candidate."""
+
+    @property
+    def algorithm(self) -> str: ...
+    @property
+    def verdict(self) -> Verdict: ...
+    @property
+    def threshold(self) -> float: ...
+    @property
+    def possible_threshold(self) -> float: ...
+    @property
+    def distance(self) -> int | None: ...
+    @property
+    def similarity(self) -> float | None: ...
+    @property
+    def low_quality(self) -> bool: ...
+
+
+def score_json(m: Scored) -> dict[str, object]:
+    """A score as JSON: distance (pdq/phash) or similarity (minhash), thresholds, verdict."""
+    out: dict[str, object] = {"algorithm": m.algorithm}
+    if m.distance is not None:
+        out["distance"] = m.distance
+    if m.similarity is not None:
+        out["similarity"] = m.similarity
+    out.update(threshold=m.threshold, possible_threshold=m.possible_threshold,
+               verdict=m.verdict, low_quality=m.low_quality)
+    return out
 
 
 def hamming(a_hex: str, b_hex: str) -> int:
