@@ -15,6 +15,7 @@ from typing import Protocol, runtime_checkable
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from ledger import note
 from ledger.errors import Conflict, InvalidInput
@@ -112,25 +113,30 @@ class FileSigner:
             raise InvalidInput(f"no key file at {path}") from None
         except OSError as exc:
             raise InvalidInput(f"cannot read key file {path}: {exc.strerror}") from None
-        encrypted = b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in pem
-        if encrypted and not passphrase:
-            raise InvalidInput(f"key file {path} is encrypted: a passphrase is needed")
-        if not encrypted and passphrase:
-            raise InvalidInput(f"key file {path} is not encrypted, but a passphrase was given")
-        try:
-            key = serialization.load_pem_private_key(pem, password=passphrase or None)
-        except ValueError:
-            reason = "wrong passphrase or corrupt key" if encrypted else "not a PEM private key"
-            raise InvalidInput(f"cannot load key file {path}: {reason}") from None
-        except TypeError as exc:  # passphrase given or missing, in a form we did not spot
-            raise InvalidInput(f"cannot load key file {path}: {exc}") from None
-        except UnsupportedAlgorithm:
-            raise InvalidInput(f"cannot load key file {path}: unsupported key type") from None
+        key = load_private_pem(pem, passphrase, f"key file {path}")
         if not isinstance(key, Ed25519PrivateKey):
             raise InvalidInput(
                 f"key file {path} holds a {type(key).__name__}, not an Ed25519 private key"
             )
         return cls(name, key)
+
+
+def load_private_pem(pem: bytes, passphrase: bytes | None, what: str) -> PrivateKeyTypes:
+    """A PEM private key, with one clear message for each way loading can fail."""
+    encrypted = b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in pem or b"Proc-Type: 4,ENCRYPTED" in pem
+    if encrypted and not passphrase:
+        raise InvalidInput(f"{what} is encrypted: a passphrase is needed")
+    if not encrypted and passphrase:
+        raise InvalidInput(f"{what} is not encrypted, but a passphrase was given")
+    try:
+        return serialization.load_pem_private_key(pem, password=passphrase or None)
+    except ValueError:
+        reason = "wrong passphrase or corrupt key" if encrypted else "not a PEM private key"
+        raise InvalidInput(f"cannot load {what}: {reason}") from None
+    except TypeError as exc:  # passphrase given or missing, in a form we did not spot
+        raise InvalidInput(f"cannot load {what}: {exc}") from None
+    except UnsupportedAlgorithm:
+        raise InvalidInput(f"cannot load {what}: unsupported key type") from None
 
 
 def _write_new_private_file(path: Path, data: bytes) -> None:
@@ -170,7 +176,7 @@ def _fsync_dir(directory: Path) -> None:
         return
     try:
         os.fsync(fd)
-    except OSError:
-        pass
+    except OSError:  # some filesystems cannot fsync a directory: best effort there
+        return
     finally:
         os.close(fd)

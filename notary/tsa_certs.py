@@ -28,14 +28,13 @@ from pathlib import Path
 from typing import Protocol
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ledger.errors import Conflict, InvalidInput
 from ledger.timestamp import HASH_CLASSES, TimestampError, check_tsa_certificate, validate_chain
-from notary.signer import _write_new_private_file, write_new_file
+from notary.signer import _write_new_private_file, load_private_pem, write_new_file
 
 __all__ = [
     "ROOT_FILE",
@@ -383,20 +382,7 @@ def _parse_certs(pem: bytes, what: str) -> list[x509.Certificate]:
 
 def _load_private_key(pem: bytes, passphrase: bytes | None, what: str) -> TsaPrivateKey:
     """An EC or RSA private key from PEM, with one clear message for each way that fails."""
-    encrypted = b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in pem or b"Proc-Type: 4,ENCRYPTED" in pem
-    if encrypted and not passphrase:
-        raise InvalidInput(f"{what} is encrypted: a passphrase is needed")
-    if not encrypted and passphrase:
-        raise InvalidInput(f"{what} is not encrypted, but a passphrase was given")
-    try:
-        key = serialization.load_pem_private_key(pem, password=passphrase or None)
-    except ValueError:
-        reason = "wrong passphrase or corrupt key" if encrypted else "not a PEM private key"
-        raise InvalidInput(f"cannot load {what}: {reason}") from None
-    except TypeError as exc:
-        raise InvalidInput(f"cannot load {what}: {exc}") from None
-    except UnsupportedAlgorithm:
-        raise InvalidInput(f"cannot load {what}: unsupported key type") from None
+    key = load_private_pem(pem, passphrase, what)
     if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
         raise InvalidInput(f"{what} holds a {type(key).__name__}; a TSA needs an EC or RSA key")
     if isinstance(key, rsa.RSAPrivateKey) and key.key_size < 2048:

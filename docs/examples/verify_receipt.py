@@ -39,7 +39,7 @@ BLOCK_NOTE_HEADER = "copyledger/block/v1"
 
 
 class Failed(Exception):
-    pass
+    """A check did not hold; the message says which and why."""
 
 
 # ---------------------------------------------------------------- (a) RFC 8785 canonical JSON
