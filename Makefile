@@ -22,10 +22,10 @@ system-deps:
 	@bash .ci/system-deps
 
 lint: $(STAMP)
-	$(BIN)/ruff check ledger notary api cli tests bench
+	$(BIN)/ruff check ledger notary api cli matching service client copyledger tests bench
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict ledger notary
+	$(BIN)/mypy --strict -p copyledger.ledger -p copyledger.notary
 
 unit: $(STAMP)
 	$(BIN)/pytest -q

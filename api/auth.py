@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from ledger.entry import utc_now, valid_registrant
-from ledger.errors import Forbidden, InvalidInput, Unauthorized
-from ledger.store import KeyRow, Store
+from copyledger.ledger.entry import utc_now, valid_registrant
+from copyledger.ledger.errors import Forbidden, InvalidInput, Unauthorized
+from copyledger.ledger.store import KeyRow, Store
 
 ROLES = ("creator", "platform", "court", "admin")
 KEY_PREFIX = "cl_"

@@ -25,9 +25,9 @@ from fpdf import FPDF
 from fpdf.enums import XPos, YPos
 from qrcode.image.pil import PilImage  # type: ignore[import-untyped]
 
-from ledger import note
-from ledger.errors import CopyledgerError
-from ledger.timestamp import verify_token
+from copyledger.ledger import note
+from copyledger.ledger.errors import CopyledgerError
+from copyledger.ledger.timestamp import verify_token
 
 __all__ = ["Facts", "certificate_html", "certificate_pdf", "facts", "openssl_commands", "qr_png"]
 

@@ -10,12 +10,12 @@ from fastapi import Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
-from api.registry import Registry
-from ledger import entry as entry_mod
-from ledger import jcs
-from ledger.errors import InvalidInput, PayloadTooLarge
-from ledger.sequencer import Pending, Receipt
-from ledger.store import EntryRow
+from copyledger.api.registry import Registry
+from copyledger.ledger import entry as entry_mod
+from copyledger.ledger import jcs
+from copyledger.ledger.errors import InvalidInput, PayloadTooLarge
+from copyledger.ledger.sequencer import Pending, Receipt
+from copyledger.ledger.store import EntryRow
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -13,8 +13,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from ledger import jcs
-from ledger.store import Store
+from copyledger.ledger import jcs
+from copyledger.ledger.store import Store
 
 log = logging.getLogger("copyledger.index")
 
@@ -53,7 +53,7 @@ class LiveIndex:
                           "so (index_ready false) until a restart")
 
     def _build(self, store: Store) -> None:
-        from api.matching import FingerprintIndex
+        from copyledger.api.matching import FingerprintIndex
 
         t0 = time.monotonic()
         index = FingerprintIndex()

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from ledger import fingerprint as fp
-from ledger.errors import InvalidInput
+from copyledger.ledger import fingerprint as fp
+from copyledger.ledger.errors import InvalidInput
 
 __all__ = [
     "DEFAULT_LIMIT",

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ledger.errors import CopyledgerError
+from copyledger.ledger.errors import CopyledgerError
 
 MEDIA_TYPE = "application/problem+json"
 TYPE_BASE = "https://copyledger.dev/problems/"

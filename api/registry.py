@@ -15,20 +15,20 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from api.rotation import overlap_signers, retired_keys
-from api.settings import Settings, write_config
-from ledger import note
-from ledger.bundle import NotaryKeys
-from ledger.errors import InvalidInput, NotFound
-from ledger.sequencer import Sequencer
-from ledger.store import BlockRow, Store, make_engine, migrate
-from notary import keys
-from notary.external_tsa import ExternalStamper
-from notary.keys import KeyConfig, init_log_signer, init_tsa_chain, load_log_signer
-from notary.remote import RemoteNotary, RemoteSigner, RemoteTSA
-from notary.signer import Signer, sign_note, verifier_key
-from notary.tsa import TimeStampAuthority
-from notary.tsa_certs import ROOT_FILE, TsaIdentity
+from copyledger.api.rotation import overlap_signers, retired_keys
+from copyledger.api.settings import Settings, write_config
+from copyledger.ledger import note
+from copyledger.ledger.bundle import NotaryKeys
+from copyledger.ledger.errors import InvalidInput, NotFound
+from copyledger.ledger.sequencer import Sequencer
+from copyledger.ledger.store import BlockRow, Store, make_engine, migrate
+from copyledger.notary import keys
+from copyledger.notary.external_tsa import ExternalStamper
+from copyledger.notary.keys import KeyConfig, init_log_signer, init_tsa_chain, load_log_signer
+from copyledger.notary.remote import RemoteNotary, RemoteSigner, RemoteTSA
+from copyledger.notary.signer import Signer, sign_note, verifier_key
+from copyledger.notary.tsa import TimeStampAuthority
+from copyledger.notary.tsa_certs import ROOT_FILE, TsaIdentity
 
 
 def _passphrase(s: Settings) -> bytes | None:

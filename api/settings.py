@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from ledger.errors import InvalidInput
+from copyledger.ledger.errors import InvalidInput
 
 ENV_PREFIX = "COPYLEDGER_"
 CONFIG_FILE = "config.toml"

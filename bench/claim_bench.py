@@ -26,11 +26,11 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from api.auth import mint_key
-from api.registry import Registry
-from api.settings import load
-from ledger import entry as entry_mod
-from ledger.sequencer import Pending
+from copyledger.api.auth import mint_key
+from copyledger.api.registry import Registry
+from copyledger.api.settings import load
+from copyledger.ledger import entry as entry_mod
+from copyledger.ledger.sequencer import Pending
 from tests.server import ServerProcess
 
 

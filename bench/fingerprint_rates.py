@@ -32,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ledger import fingerprint as fp
+from copyledger.ledger import fingerprint as fp
 from tests.test_fingerprint import TRANSFORMS, encode, make_original
 
 Row = dict[str, Any]

@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from api.matching import FingerprintIndex
-from ledger import fingerprint as fp
+from copyledger.api.matching import FingerprintIndex
+from copyledger.ledger import fingerprint as fp
 
 
 def rss_mib() -> float:

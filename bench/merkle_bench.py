@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ledger import merkle
+from copyledger.ledger import merkle
 
 BATCH = 1000
 

@@ -24,11 +24,11 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from api import settings as settings_mod
-from ledger import merkle, note
-from ledger.audit import audit as run_audit
-from ledger.errors import CopyledgerError
-from ledger.verify import verify_receipt
+from copyledger.api import settings as settings_mod
+from copyledger.ledger import merkle, note
+from copyledger.ledger.audit import audit as run_audit
+from copyledger.ledger.errors import CopyledgerError
+from copyledger.ledger.verify import verify_receipt
 
 app = typer.Typer(
     name="copyledger",
@@ -96,7 +96,7 @@ def _settings(data_dir: Path | None, database: str | None = None, **kw: Any) -> 
 
 def _open_store(data_dir: Path | None, database: str | None) -> tuple[Any, Any]:
     """Settings and the store of an existing registry, or a clear error and exit 2."""
-    from api.registry import open_store
+    from copyledger.api.registry import open_store
 
     s = _settings(data_dir, database)
     try:
@@ -116,7 +116,7 @@ def init(
     as_json: Json = False,
 ) -> None:
     """Create a registry: data directory, config, notary key (mode 0600) and database schema."""
-    from api.registry import init_data_dir
+    from copyledger.api.registry import init_data_dir
 
     s = _settings(data_dir, database, origin=origin, notary_url=notary_url)
     try:
@@ -150,9 +150,9 @@ def serve(
     """Run the registry's HTTP API (creates the registry on first start)."""
     import uvicorn
 
-    from api.app import create_app, serving_app
-    from api.logs import configure
-    from api.registry import Registry
+    from copyledger.api.app import create_app, serving_app
+    from copyledger.api.logs import configure
+    from copyledger.api.registry import Registry
 
     s = _settings(data_dir, database, host=host, port=port, notary_url=notary_url)
     configure(s.log_level, s.log_json)
@@ -180,7 +180,7 @@ def keys_create(
     as_json: Json = False,
 ) -> None:
     """Mint an API key. It is printed once; only its hash is stored."""
-    from api.auth import mint_key
+    from copyledger.api.auth import mint_key
 
     _, store = _open_store(data_dir, database)
     try:
@@ -272,7 +272,7 @@ def register(
 
 def _local_fingerprints(path: Path, size: int, media: str) -> dict[str, Any]:
     """Perceptual fingerprints computed here, so the file need not leave this machine."""
-    from ledger import fingerprint as fp
+    from copyledger.ledger import fingerprint as fp
 
     if size > 64 * 1024 * 1024:
         return {}
@@ -349,7 +349,7 @@ def evidence(
 ) -> None:
     """Deposit evidence: the file is hashed here; a WARC file's response records are hashed
     and listed one by one, so each captured page can be checked on its own."""
-    from ledger.warc import warc_records
+    from copyledger.ledger.warc import warc_records
 
     if not api_key:
         _die("an API key is needed: --api-key or COPYLEDGER_API_KEY")
@@ -426,8 +426,8 @@ def check_claim(
 ) -> None:
     """Check a takedown claim: registration, priority, holder, near-duplicate matches. The
     disputed file is fingerprinted here; only hashes are sent. The signed answer is verified."""
-    from ledger import claims as claims_mod
-    from ledger import jcs
+    from copyledger.ledger import claims as claims_mod
+    from copyledger.ledger import jcs
 
     if not api_key:
         _die("an API key is needed: --api-key or COPYLEDGER_API_KEY")
@@ -527,7 +527,7 @@ def audit(
     as_json: Json = False,
 ) -> None:
     """Recompute every hash, node, block link, root and signature from the database."""
-    from api.registry import all_verifier_keys, tsa_roots_pem
+    from copyledger.api.registry import all_verifier_keys, tsa_roots_pem
 
     s, store = _open_store(data_dir, database)
     try:
@@ -593,7 +593,7 @@ def verify(
     as_json: Json = False,
 ) -> None:
     """Verify an evidence bundle offline, step by step; exit 0 only if every step holds."""
-    from ledger.verify import verify_bundle
+    from copyledger.ledger.verify import verify_bundle
 
     try:
         doc = json.loads(bundle_file.read_text())
@@ -635,12 +635,12 @@ def notary_init(
     as_json: Json = False,
 ) -> None:
     """Create the notary's keys (log key and TSA chain) in its own data directory."""
-    from api.registry import init_notary_keys
-    from api.settings import write_config
+    from copyledger.api.registry import init_notary_keys
+    from copyledger.api.settings import write_config
 
     s = _settings(data_dir, None, origin=origin)
     try:
-        from api.registry import check_origin
+        from copyledger.api.registry import check_origin
 
         s.data_dir.mkdir(parents=True, exist_ok=True)
         check_origin(s)
@@ -665,10 +665,10 @@ def notary_rotate(
     recorded in the ledger, in a block signed by both keys."""
     from datetime import timedelta
 
-    from api.registry import Registry, init_notary_keys
-    from api.rotation import retired_keys, rotate, sha256_text
-    from ledger import entry as entry_mod
-    from ledger.sequencer import Pending
+    from copyledger.api.registry import Registry, init_notary_keys
+    from copyledger.api.rotation import retired_keys, rotate, sha256_text
+    from copyledger.ledger import entry as entry_mod
+    from copyledger.ledger.sequencer import Pending
 
     s, store = _open_store(data_dir, database)
     try:
@@ -738,10 +738,10 @@ def notary_serve(
     """Run the stand-alone notary; clients authenticate with COPYLEDGER_NOTARY_TOKEN."""
     import uvicorn
 
-    from api.logs import configure
-    from api.registry import load_signer, load_tsa_identity
-    from notary.service import create_notary_app
-    from notary.tsa import TimeStampAuthority
+    from copyledger.api.logs import configure
+    from copyledger.api.registry import load_signer, load_tsa_identity
+    from copyledger.notary.service import create_notary_app
+    from copyledger.notary.tsa import TimeStampAuthority
 
     s = _settings(data_dir, None)
     configure(s.log_level, s.log_json)

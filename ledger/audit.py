@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ledger import entry as entry_mod
-from ledger import jcs, merkle, note
-from ledger.block import GENESIS_PREV, check_header, check_link
-from ledger.errors import CopyledgerError
-from ledger.store import BlockRow, CachedReader, EntryRow, Store
+from copyledger.ledger import entry as entry_mod
+from copyledger.ledger import jcs, merkle, note
+from copyledger.ledger.block import GENESIS_PREV, check_header, check_link
+from copyledger.ledger.errors import CopyledgerError
+from copyledger.ledger.store import BlockRow, CachedReader, EntryRow, Store
 
 
 @dataclass
@@ -209,7 +209,7 @@ def _check_signatures(b: BlockRow, verifiers: list[note.Verifier]) -> None:
 def _check_timestamps(
     store: Store, blocks: list[BlockRow], roots_pem: bytes
 ) -> tuple[int, str] | None:
-    from ledger.timestamp import verify_token
+    from copyledger.ledger.timestamp import verify_token
 
     hashes = {b.header.height: b.hash for b in blocks}
     seen = set()

@@ -11,8 +11,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from ledger import jcs
-from ledger.errors import IntegrityError, InvalidInput
+from copyledger.ledger import jcs
+from copyledger.ledger.errors import IntegrityError, InvalidInput
 
 SCHEMA = "copyledger/block/v1"
 GENESIS_PREV = bytes(32)

@@ -12,10 +12,10 @@ import base64
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledger import jcs
-from ledger.block import BlockHeader
-from ledger.errors import InvalidInput
-from ledger.tlog_proof import TlogProof, format_tlog_proof
+from copyledger.ledger import jcs
+from copyledger.ledger.block import BlockHeader
+from copyledger.ledger.errors import InvalidInput
+from copyledger.ledger.tlog_proof import TlogProof, format_tlog_proof
 
 FORMAT = "copyledger/bundle/v1"
 

@@ -114,7 +114,7 @@ def parse_check_note_text(text: str) -> tuple[str, int, bytes]:
     import base64
     import binascii
 
-    from ledger.errors import InvalidInput
+    from copyledger.ledger.errors import InvalidInput
 
     lines = text.split("\n")
     if len(lines) != 5 or lines[0] != CHECK_NOTE_HEADER or lines[4] != "":

@@ -16,8 +16,8 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from urllib.parse import urlsplit
 
-from ledger import claims, jcs
-from ledger.errors import InvalidInput
+from copyledger.ledger import claims, jcs
+from copyledger.ledger.errors import InvalidInput
 
 __all__ = [
     "KINDS",
@@ -529,7 +529,9 @@ def _check_json(value: object, path: str, depth: int, errors: Errors) -> None:
 
 
 def _check_fingerprints(value: object, path: str, errors: Errors) -> None:
-    from ledger import fingerprint  # heavy libraries load only when they compute, not here
+    from copyledger.ledger import (
+        fingerprint,  # heavy libraries load only when they compute, not here
+    )
 
     try:
         normal = fingerprint.validate_fingerprints(value, field=path)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from importlib.metadata import version as _dist_version
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, Protocol, TypeGuard
 
-from ledger.errors import InvalidInput
+from copyledger.ledger.errors import InvalidInput
 
 if TYPE_CHECKING:
     from PIL.Image import Image

@@ -11,7 +11,7 @@ import json
 import math
 import re
 
-from ledger.errors import InvalidInput
+from copyledger.ledger.errors import InvalidInput
 
 __all__ = ["MAX_SAFE_INTEGER", "canonicalize", "format_number", "parse"]
 

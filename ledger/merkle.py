@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from itertools import chain, repeat
 from typing import Protocol
 
-from ledger.errors import IntegrityError, InvalidInput, NotFound, ProofError
+from copyledger.ledger.errors import IntegrityError, InvalidInput, NotFound, ProofError
 
 __all__ = [
     "EMPTY_ROOT",

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ledger.errors import InvalidInput, SignatureError
+from copyledger.ledger.errors import InvalidInput, SignatureError
 
 __all__ = [
     "ALG_ED25519",

@@ -22,11 +22,11 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from ledger import entry as entry_mod
-from ledger import merkle, note
-from ledger.block import GENESIS_PREV, BlockHeader
-from ledger.errors import Unavailable
-from ledger.store import BlockRow, CachedReader, EntryRow, Store
+from copyledger.ledger import entry as entry_mod
+from copyledger.ledger import merkle, note
+from copyledger.ledger.block import GENESIS_PREV, BlockHeader
+from copyledger.ledger.errors import Unavailable
+from copyledger.ledger.store import BlockRow, CachedReader, EntryRow, Store
 
 log = logging.getLogger("copyledger.sequencer")
 

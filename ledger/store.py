@@ -28,10 +28,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
-from ledger import merkle
-from ledger.block import BlockHeader
-from ledger.errors import Conflict, NotFound
-from ledger.schema import api_keys, block_timestamps, blocks, entries, merkle_nodes
+from copyledger.ledger import merkle
+from copyledger.ledger.block import BlockHeader
+from copyledger.ledger.errors import Conflict, NotFound
+from copyledger.ledger.schema import api_keys, block_timestamps, blocks, entries, merkle_nodes
 
 _ENTRY_COLS = ("seq", "leaf_hash", "data", "kind", "sha256", "registrant", "block_height")
 _BLOCK_COLS = ("height", "hash", "prev_hash", "batch_root", "first_seq", "count", "tree_size",

@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from ledger.errors import VerificationError
+from copyledger.ledger.errors import VerificationError
 
 __all__ = [
     "HASH_ALGORITHMS",

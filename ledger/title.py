@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledger.errors import IntegrityError, InvalidInput
+from copyledger.ledger.errors import IntegrityError, InvalidInput
 
 
 @dataclass(frozen=True)

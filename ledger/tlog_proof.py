@@ -8,7 +8,7 @@ import base64
 import binascii
 from dataclasses import dataclass
 
-from ledger.errors import InvalidInput
+from copyledger.ledger.errors import InvalidInput
 
 HEADER = "c2sp.org/tlog-proof@v1"
 

@@ -14,12 +14,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledger import entry as entry_mod
-from ledger import jcs, merkle, note
-from ledger.block import BlockHeader
-from ledger.bundle import FORMAT, require
-from ledger.errors import CopyledgerError, VerificationError
-from ledger.tlog_proof import parse_tlog_proof
+from copyledger.ledger import entry as entry_mod
+from copyledger.ledger import jcs, merkle, note
+from copyledger.ledger.block import BlockHeader
+from copyledger.ledger.bundle import FORMAT, require
+from copyledger.ledger.errors import CopyledgerError, VerificationError
+from copyledger.ledger.tlog_proof import parse_tlog_proof
 
 STEPS = (
     ("format", "the bundle is a copyledger/bundle/v1 document"),
@@ -208,7 +208,7 @@ def _block_signature(ctx: dict[str, Any]) -> str:
 def _timestamps(
     ctx: dict[str, Any], rep: Report, roots_pem: bytes | None, required: bool
 ) -> str:
-    from ledger.timestamp import verify_token  # asn1crypto only when there are tokens
+    from copyledger.ledger.timestamp import verify_token  # asn1crypto only when there are tokens
 
     b = ctx["b"]
     stamps = b["timestamps"]

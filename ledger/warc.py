@@ -7,7 +7,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from ledger.errors import InvalidInput
+from copyledger.ledger.errors import InvalidInput
 
 MAX_RECORDS = 60  # what fits in one entry (MAX_ENTRY_BYTES) with room for the other fields
 

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 import httpx
 from asn1crypto import tsp  # type: ignore[import-untyped]
 
-from ledger.errors import CopyledgerError
-from ledger.store import Store
-from ledger.timestamp import token_from_response, verify_token
+from copyledger.ledger.errors import CopyledgerError
+from copyledger.ledger.store import Store
+from copyledger.ledger.timestamp import token_from_response, verify_token
 
 log = logging.getLogger("copyledger.external_tsa")
 

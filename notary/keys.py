@@ -11,10 +11,16 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ledger.errors import InvalidInput
-from notary.pkcs11 import Pkcs11EcdsaKey, Pkcs11Ed25519Signer, Pkcs11Token, open_token
-from notary.signer import FileSigner, Signer
-from notary.tsa_certs import TSA_CERT_FILE, TsaIdentity, TsaKey, create_tsa_chain, load_tsa
+from copyledger.ledger.errors import InvalidInput
+from copyledger.notary.pkcs11 import Pkcs11EcdsaKey, Pkcs11Ed25519Signer, Pkcs11Token, open_token
+from copyledger.notary.signer import FileSigner, Signer
+from copyledger.notary.tsa_certs import (
+    TSA_CERT_FILE,
+    TsaIdentity,
+    TsaKey,
+    create_tsa_chain,
+    load_tsa,
+)
 
 __all__ = [
     "BACKENDS",

@@ -42,8 +42,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
 from pkcs11 import exceptions as p11
 
-from ledger import note
-from ledger.errors import Conflict, CopyledgerError, InvalidInput, Unavailable
+from copyledger.ledger import note
+from copyledger.ledger.errors import Conflict, CopyledgerError, InvalidInput, Unavailable
 
 __all__ = [
     "Pkcs11EcdsaKey",

@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 from cryptography import x509
 
-from ledger import note
-from ledger.errors import CopyledgerError, InvalidInput, Unavailable
+from copyledger.ledger import note
+from copyledger.ledger.errors import CopyledgerError, InvalidInput, Unavailable
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,10 @@ from cryptography.hazmat.primitives import serialization
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from ledger import claims, note
-from ledger.errors import CopyledgerError, InvalidInput, Unauthorized
-from notary.signer import Signer, verifier_key
-from notary.tsa import TimeStampAuthority
+from copyledger.ledger import claims, note
+from copyledger.ledger.errors import CopyledgerError, InvalidInput, Unauthorized
+from copyledger.notary.signer import Signer, verifier_key
+from copyledger.notary.tsa import TimeStampAuthority
 
 PREFIX = "/notary/v1"
 

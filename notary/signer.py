@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-from ledger import note
-from ledger.errors import Conflict, InvalidInput
+from copyledger.ledger import note
+from copyledger.ledger.errors import Conflict, InvalidInput
 
 __all__ = ["FileSigner", "Signer", "sign_note", "verifier_key"]
 

@@ -34,9 +34,9 @@ from asn1crypto import x509 as asn1_x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from ledger.errors import InvalidInput, Unavailable
-from ledger.timestamp import HASH_ALGORITHMS, TimeStampResp
-from notary.tsa_certs import TsaIdentity, TsaKey, as_tsa_key
+from copyledger.ledger.errors import InvalidInput, Unavailable
+from copyledger.ledger.timestamp import HASH_ALGORITHMS, TimeStampResp
+from copyledger.notary.tsa_certs import TsaIdentity, TsaKey, as_tsa_key
 
 __all__ = ["DEFAULT_POLICY_OID", "TimeStampAuthority"]
 

@@ -32,9 +32,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ledger.errors import Conflict, InvalidInput
-from ledger.timestamp import HASH_CLASSES, TimestampError, check_tsa_certificate, validate_chain
-from notary.signer import _write_new_private_file, load_private_pem, write_new_file
+from copyledger.ledger.errors import Conflict, InvalidInput
+from copyledger.ledger.timestamp import (
+    HASH_CLASSES,
+    TimestampError,
+    check_tsa_certificate,
+    validate_chain,
+)
+from copyledger.notary.signer import _write_new_private_file, load_private_pem, write_new_file
 
 __all__ = [
     "ROOT_FILE",

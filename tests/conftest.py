@@ -110,3 +110,13 @@ def tlogcheck() -> str:
     if r.returncode != 0:
         _missing(f"tlogcheck (build failed: {r.stderr.strip()})", "COPYLEDGER_REQUIRE_TLOGCHECK")
     return r.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_import_name() -> Iterator[None]:
+    """Everything loads as copyledger.<package>: a bare `ledger` would be a second copy."""
+    yield
+    import sys
+
+    assert not {"ledger", "notary", "api", "cli", "matching", "service", "client"} & set(
+        sys.modules)

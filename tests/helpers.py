@@ -8,8 +8,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from api.registry import Registry
-from api.settings import Settings
+from copyledger.api.registry import Registry
+from copyledger.api.settings import Settings
 
 HSM = os.environ.get("COPYLEDGER_KEY_BACKEND") == "pkcs11"  # the whole suite, keys in an HSM
 

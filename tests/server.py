@@ -20,8 +20,8 @@ def free_port() -> int:
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=120)
+    return subprocess.run([sys.executable, "-m", "copyledger.cli", *args], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, timeout=120)
 
 
 class ServerProcess:
@@ -37,8 +37,8 @@ class ServerProcess:
         self.log = data_dir.parent / f"server-{self.port}.log"
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
-        args = [sys.executable, "-m", "cli", *self.command, "--data-dir", str(self.data_dir),
-                "--port", str(self.port)]
+        args = [sys.executable, "-m", "copyledger.cli", *self.command,
+                "--data-dir", str(self.data_dir), "--port", str(self.port)]
         if self.database:
             args += ["--database", self.database]
         self.proc = subprocess.Popen(args, env=self.env, stdout=self.log.open("ab"),

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from api.auth import mint_key
-from api.registry import Registry
-from ledger import jcs, merkle, note
+from copyledger.api.app import create_app
+from copyledger.api.auth import mint_key
+from copyledger.api.registry import Registry
+from copyledger.ledger import jcs, merkle, note
 from tests.helpers import open_registry, sha, work_body
 
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy.exc import DBAPIError
 
-from api.registry import Registry, tsa_roots_pem
-from ledger import entry as entry_mod
-from ledger import merkle
-from ledger.audit import AuditReport, audit
-from ledger.sequencer import Pending
+from copyledger.api.registry import Registry, tsa_roots_pem
+from copyledger.ledger import entry as entry_mod
+from copyledger.ledger import merkle
+from copyledger.ledger.audit import AuditReport, audit
+from copyledger.ledger.sequencer import Pending
 from tests.helpers import open_registry, sha
 
 

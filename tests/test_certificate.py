@@ -17,10 +17,10 @@ from typing import Any, NoReturn
 import pytest
 from fastapi.testclient import TestClient
 
-from api import certificate
-from api.app import create_app
-from api.auth import mint_key
-from api.certificate import certificate_html, certificate_pdf, openssl_commands
+from copyledger.api import certificate
+from copyledger.api.app import create_app
+from copyledger.api.auth import mint_key
+from copyledger.api.certificate import certificate_html, certificate_pdf, openssl_commands
 from tests.helpers import open_registry, work_body
 
 

@@ -14,10 +14,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw, ImageEnhance
 
-from api.app import create_app
-from api.auth import mint_key
-from api.registry import Registry
-from ledger import claims, jcs, note
+from copyledger.api.app import create_app
+from copyledger.api.auth import mint_key
+from copyledger.api.registry import Registry
+from copyledger.ledger import claims, jcs, note
 from tests.helpers import open_registry, sha
 
 DMCA = {
@@ -179,7 +179,7 @@ def test_cli_register_fingerprints_locally_and_check_claim(tmp_path: Path) -> No
     import httpx
     from typer.testing import CliRunner
 
-    from cli.main import app
+    from copyledger.cli.main import app
     from tests.server import ServerProcess
 
     runner = CliRunner()
@@ -221,9 +221,9 @@ def test_cli_register_fingerprints_locally_and_check_claim(tmp_path: Path) -> No
 
 
 def test_live_index_keeps_registrations_made_during_rebuild(tmp_path: Path) -> None:
-    from api.indexing import LiveIndex
-    from ledger import fingerprint as fp
-    from ledger.store import Store
+    from copyledger.api.indexing import LiveIndex
+    from copyledger.ledger import fingerprint as fp
+    from copyledger.ledger.store import Store
 
     li = LiveIndex()
     fps = fp.image_fingerprints(png(1))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
+from copyledger.cli.main import app
 from tests.helpers import HSM
 from tests.server import ServerProcess
 

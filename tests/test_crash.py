@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ledger import merkle, note
+from copyledger.ledger import merkle, note
 from tests.helpers import work_body
 from tests.server import ServerProcess, cli
 

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger import entry, jcs
-from ledger.errors import InvalidInput
+from copyledger.ledger import entry, jcs
+from copyledger.ledger.errors import InvalidInput
 
 SHA = "ab" * 32
 WHEN = "2024-05-01T12:00:00.123456Z"

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
-from ledger.errors import InvalidInput
-from ledger.warc import warc_records
+from copyledger.cli.main import app
+from copyledger.ledger.errors import InvalidInput
+from copyledger.ledger.warc import warc_records
 from tests.server import ServerProcess
 
 runner = CliRunner()

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from api.auth import mint_key
-from api.registry import tsa_roots_pem
-from ledger.verify import verify_bundle
+from copyledger.api.app import create_app
+from copyledger.api.auth import mint_key
+from copyledger.api.registry import tsa_roots_pem
+from copyledger.ledger.verify import verify_bundle
 from tests.helpers import open_registry, work_body
 from tests.server import ServerProcess, cli
 

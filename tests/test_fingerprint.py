@@ -26,8 +26,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 
-from ledger import fingerprint as fp
-from ledger.errors import InvalidInput
+from copyledger.ledger import fingerprint as fp
+from copyledger.ledger.errors import InvalidInput
 
 # ---------------------------------------------------------------- image generator
 
@@ -697,7 +697,7 @@ def test_compare_minhash_and_overall_verdict() -> None:
 def test_import_is_cheap() -> None:
     """ledger.fingerprint must not pull in numpy/Pillow/faiss at import time."""
     code = (
-        "import sys, ledger.fingerprint; "
+        "import sys, copyledger.ledger.fingerprint; "
         "heavy = {'numpy', 'PIL', 'pdqhash', 'imagehash', 'datasketch', 'faiss'}; "
         "print(sorted(heavy & set(sys.modules)))"
     )

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from api.auth import mint_key
+from copyledger.api.app import create_app
+from copyledger.api.auth import mint_key
 from tests.helpers import open_registry, work_body
 
 pytestmark = pytest.mark.interop
@@ -67,7 +67,7 @@ def test_proofs_and_checkpoints_verify_with_go(tmp_path: Path, tlogcheck: str) -
 
         # Go's leaf hash of our entry bytes equals ours.
         e = c.get("/v1/entries/5").json()
-        from ledger import jcs
+        from copyledger.ledger import jcs
 
         leaf_b64 = check(tlogcheck, "leafhash", jcs.canonicalize(e["entry"]).hex()).strip()
         import base64

@@ -9,8 +9,8 @@ import rfc8785
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger import jcs
-from ledger.errors import InvalidInput
+from copyledger.ledger import jcs
+from copyledger.ledger.errors import InvalidInput
 
 # RFC 8785 3.2.2.3 / Appendix B: IEEE 754 bit patterns and their canonical text.
 NUMBER_VECTORS = [

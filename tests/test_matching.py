@@ -8,9 +8,9 @@ import threading
 import numpy as np
 import pytest
 
-from api.matching import Candidate, FingerprintIndex
-from ledger import fingerprint as fp
-from ledger.errors import InvalidInput
+from copyledger.api.matching import Candidate, FingerprintIndex
+from copyledger.ledger import fingerprint as fp
+from copyledger.ledger.errors import InvalidInput
 
 Fingerprints = dict[str, dict[str, object]]
 RNG = np.random.default_rng(11)

@@ -20,9 +20,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger import merkle
-from ledger.errors import InvalidInput, NotFound, ProofError
-from ledger.merkle import (
+from copyledger.ledger import merkle
+from copyledger.ledger.errors import InvalidInput, NotFound, ProofError
+from copyledger.ledger.merkle import (
     EMPTY_ROOT,
     MemoryReader,
     NodeId,

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ledger.verify import verify_bundle
+from copyledger.ledger.verify import verify_bundle
 from tests.helpers import work_body
 from tests.server import ServerProcess, cli
 
@@ -67,10 +67,10 @@ def test_api_without_keys_and_notary_outage(tmp_path: Path) -> None:
 def test_notary_signs_only_its_own_notes(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
-    from api.registry import init_notary_keys, load_signer, load_tsa_identity
-    from api.settings import load
-    from notary.service import create_notary_app
-    from notary.tsa import TimeStampAuthority
+    from copyledger.api.registry import init_notary_keys, load_signer, load_tsa_identity
+    from copyledger.api.settings import load
+    from copyledger.notary.service import create_notary_app
+    from copyledger.notary.tsa import TimeStampAuthority
 
     s = load(tmp_path / "n", origin="n.example/log")
     init_notary_keys(s)
@@ -97,13 +97,13 @@ def test_notary_on_a_private_unix_socket(tmp_path: Path) -> None:
     import sys
     import time
 
-    from notary.remote import RemoteNotary
+    from copyledger.notary.remote import RemoteNotary
 
     ndir, sock = tmp_path / "notary", tmp_path / "notary.sock"
     assert cli("notary", "init", "--data-dir", str(ndir), "--origin", "n.example/log"
                ).returncode == 0
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "notary", "serve", "--data-dir",
-                             str(ndir), "--uds", str(sock)],
+    proc = subprocess.Popen([sys.executable, "-m", "copyledger.cli", "notary", "serve",
+                             "--data-dir", str(ndir), "--uds", str(sock)],
                             env={**os.environ, "COPYLEDGER_NOTARY_TOKEN": TOKEN},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger import note
-from ledger.errors import InvalidInput, SignatureError
+from copyledger.ledger import note
+from copyledger.ledger.errors import InvalidInput, SignatureError
 
 VECTORS = Path(__file__).parent / "vectors"
 C2SP = VECTORS / "c2sp" / "examples"

@@ -23,10 +23,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pkcs11 import Attribute, KeyType, MechanismFlag, ObjectClass
 from pkcs11 import exceptions as p11
 
-from ledger import note
-from ledger.errors import Conflict, InvalidInput, Unavailable, VerificationError
-from ledger.timestamp import token_from_response, verify_token
-from notary.keys import (
+from copyledger.ledger import note
+from copyledger.ledger.errors import Conflict, InvalidInput, Unavailable, VerificationError
+from copyledger.ledger.timestamp import token_from_response, verify_token
+from copyledger.notary.keys import (
     KeyConfig,
     init_log_signer,
     init_tsa_chain,
@@ -34,16 +34,16 @@ from notary.keys import (
     load_tsa_identity,
     load_tsa_key,
 )
-from notary.pkcs11 import (
+from copyledger.notary.pkcs11 import (
     Pkcs11EcdsaKey,
     Pkcs11Ed25519Signer,
     Pkcs11Token,
     close_all,
     open_token,
 )
-from notary.signer import FileSigner, sign_note, verifier_key
-from notary.tsa import TimeStampAuthority
-from notary.tsa_certs import TSA_KEY_FILE, TsaChainPaths, create_tsa_chain, load_tsa
+from copyledger.notary.signer import FileSigner, sign_note, verifier_key
+from copyledger.notary.tsa import TimeStampAuthority
+from copyledger.notary.tsa_certs import TSA_KEY_FILE, TsaChainPaths, create_tsa_chain, load_tsa
 
 MODULES = ("/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so")
 ORIGIN = "example.org/log"

@@ -13,13 +13,13 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from api.app import create_app
-from api.auth import mint_key
-from api.registry import all_verifier_keys, tsa_roots_pem
-from cli.main import app as cli_app
-from ledger import note
-from ledger.audit import audit
-from ledger.verify import verify_bundle
+from copyledger.api.app import create_app
+from copyledger.api.auth import mint_key
+from copyledger.api.registry import all_verifier_keys, tsa_roots_pem
+from copyledger.cli.main import app as cli_app
+from copyledger.ledger import note
+from copyledger.ledger.audit import audit
+from copyledger.ledger.verify import verify_bundle
 from tests.helpers import HSM, open_registry, work_body
 
 pytestmark = pytest.mark.skipif(HSM, reason="rotation of file keys; HSM keys rotate by label")

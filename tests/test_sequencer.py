@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from ledger import entry as entry_mod
-from ledger import merkle, note
-from ledger.errors import Unavailable
-from ledger.sequencer import Pending, Sequencer
-from ledger.store import Store
-from notary.signer import FileSigner, sign_note
+from copyledger.ledger import entry as entry_mod
+from copyledger.ledger import merkle, note
+from copyledger.ledger.errors import Unavailable
+from copyledger.ledger.sequencer import Pending, Sequencer
+from copyledger.ledger.store import Store
+from copyledger.notary.signer import FileSigner, sign_note
 from tests.helpers import sha
 
 
@@ -145,7 +145,7 @@ def test_async_waiters_are_answered_per_block(tmp_path: Path, signer: FileSigner
 
 
 def test_one_sequencer_per_log(database_url: str, signer: FileSigner) -> None:
-    from ledger.errors import Conflict
+    from copyledger.ledger.errors import Conflict
 
     a, b = Store.open(database_url), Store.open(database_url)
     s1 = make(a, signer)

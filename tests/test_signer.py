@@ -15,9 +15,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger import note
-from ledger.errors import Conflict, InvalidInput, SignatureError
-from notary.signer import FileSigner, Signer, sign_note, verifier_key
+from copyledger.ledger import note
+from copyledger.ledger.errors import Conflict, InvalidInput, SignatureError
+from copyledger.notary.signer import FileSigner, Signer, sign_note, verifier_key
 
 pytestmark = pytest.mark.filterwarnings("error")
 

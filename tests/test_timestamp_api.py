@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
+from copyledger.api.app import create_app
 from tests.helpers import open_registry
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")

@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from api.auth import mint_key
-from api.registry import Registry
-from ledger import merkle, note
-from ledger.errors import IntegrityError
-from ledger.title import chain_of_title
-from ledger.verify import verify_bundle
+from copyledger.api.app import create_app
+from copyledger.api.auth import mint_key
+from copyledger.api.registry import Registry
+from copyledger.ledger import merkle, note
+from copyledger.ledger.errors import IntegrityError
+from copyledger.ledger.title import chain_of_title
+from copyledger.ledger.verify import verify_bundle
 from tests.helpers import open_registry, sha, work_body
 
 

@@ -23,10 +23,21 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger.errors import Conflict, InvalidInput, Unavailable, VerificationError
-from ledger.timestamp import TimestampError, TimeStampResp, token_from_response, verify_token
-from notary.tsa import DEFAULT_POLICY_OID, TimeStampAuthority
-from notary.tsa_certs import TsaChainPaths, TsaIdentity, create_tsa_chain, import_tsa, load_tsa
+from copyledger.ledger.errors import Conflict, InvalidInput, Unavailable, VerificationError
+from copyledger.ledger.timestamp import (
+    TimestampError,
+    TimeStampResp,
+    token_from_response,
+    verify_token,
+)
+from copyledger.notary.tsa import DEFAULT_POLICY_OID, TimeStampAuthority
+from copyledger.notary.tsa_certs import (
+    TsaChainPaths,
+    TsaIdentity,
+    create_tsa_chain,
+    import_tsa,
+    load_tsa,
+)
 
 DATA = b"The Raven, by Edgar Allan Poe, first edition scan\n"
 OPENSSL = shutil.which("openssl")
@@ -768,8 +779,8 @@ def test_constructor_and_digest_checks(chain: Chain) -> None:
 
 
 def test_ledger_does_not_import_notary() -> None:
-    code = ("import sys, ledger.timestamp; "
-            "sys.exit(any(m.split('.')[0] == 'notary' for m in sys.modules))")
+    code = ("import sys, copyledger.ledger.timestamp; "
+            "sys.exit(any(m.startswith('copyledger.notary') for m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
 
 

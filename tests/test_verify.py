@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from api.auth import mint_key
-from ledger.verify import verify_bundle
+from copyledger.api.app import create_app
+from copyledger.api.auth import mint_key
+from copyledger.ledger.verify import verify_bundle
 from tests.helpers import open_registry
 
 FILE = b"The exhibit: a photograph's bytes, say." * 100
@@ -191,7 +191,7 @@ def test_token_verifies_with_openssl(made: dict[str, Any], tmp_path: Path) -> No
 def test_cli_verify(made: dict[str, Any], tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from cli.main import app
+    from copyledger.cli.main import app
 
     bf, ff = tmp_path / "b.json", tmp_path / "exhibit.jpg"
     bf.write_text(json.dumps(made["bundle"]))

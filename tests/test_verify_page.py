@@ -18,8 +18,8 @@ from typing import Any, NoReturn
 import httpx
 import pytest
 
-from ledger import jcs
-from ledger.verify import verify_bundle
+from copyledger.ledger import jcs
+from copyledger.ledger.verify import verify_bundle
 from tests.server import ServerProcess, cli
 from tests.test_verify import flip_char, leaves, set_at
 

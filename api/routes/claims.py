@@ -11,19 +11,19 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from api import auth
-from api.deps import FastJSONResponse, append, json_body, registration_json, registry
-from api.models import RegistrationOut
-from api.registry import Registry
-from api.routes.transfers import load_title
-from api.routes.works import MAX_FINGERPRINT_BYTES
-from ledger import claims as claims_mod
-from ledger import entry as entry_mod
-from ledger import fingerprint as fp
-from ledger import jcs
-from ledger.errors import InvalidInput, NotFound
-from ledger.store import EntryRow
-from notary.signer import sign_note
+from copyledger.api import auth
+from copyledger.api.deps import FastJSONResponse, append, json_body, registration_json, registry
+from copyledger.api.models import RegistrationOut
+from copyledger.api.registry import Registry
+from copyledger.api.routes.transfers import load_title
+from copyledger.api.routes.works import MAX_FINGERPRINT_BYTES
+from copyledger.ledger import claims as claims_mod
+from copyledger.ledger import entry as entry_mod
+from copyledger.ledger import fingerprint as fp
+from copyledger.ledger import jcs
+from copyledger.ledger.errors import InvalidInput, NotFound
+from copyledger.ledger.store import EntryRow
+from copyledger.notary.signer import sign_note
 
 router = APIRouter(tags=["platforms"])
 

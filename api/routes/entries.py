@@ -6,12 +6,12 @@ from typing import Any
 
 from fastapi import APIRouter, Path, Query, Request
 
-from api.deps import FastJSONResponse, entry_json, parse_hex_hash, registry
-from api.models import EntryOut, ProofOut, SearchOut
-from api.registry import Registry
-from ledger import merkle
-from ledger.bundle import Timestamp, make_bundle
-from ledger.errors import InvalidInput
+from copyledger.api.deps import FastJSONResponse, entry_json, parse_hex_hash, registry
+from copyledger.api.models import EntryOut, ProofOut, SearchOut
+from copyledger.api.registry import Registry
+from copyledger.ledger import merkle
+from copyledger.ledger.bundle import Timestamp, make_bundle
+from copyledger.ledger.errors import InvalidInput
 
 router = APIRouter(tags=["entries"])
 SEARCH_LIMIT = 1000  # the oldest registrations come first, so priority is never cut off

@@ -8,11 +8,11 @@ from typing import Any
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import PlainTextResponse
 
-from api.deps import registry
-from api.models import BlockOut, ConsistencyOut, LogOut
-from api.routes.entries import resolve_size
-from ledger import merkle
-from ledger.errors import InvalidInput, NotFound
+from copyledger.api.deps import registry
+from copyledger.api.models import BlockOut, ConsistencyOut, LogOut
+from copyledger.api.routes.entries import resolve_size
+from copyledger.ledger import merkle
+from copyledger.ledger.errors import InvalidInput, NotFound
 
 router = APIRouter(tags=["log"])
 

@@ -13,10 +13,10 @@ from typing import Literal
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
-from api.certificate import certificate_html, certificate_pdf
-from api.deps import registry
-from api.routes.entries import build_bundle
-from ledger.errors import NotFound
+from copyledger.api.certificate import certificate_html, certificate_pdf
+from copyledger.api.deps import registry
+from copyledger.api.routes.entries import build_bundle
+from copyledger.ledger.errors import NotFound
 
 router = APIRouter(tags=["pages"])
 STATIC = FsPath(__file__).resolve().parent.parent / "static"

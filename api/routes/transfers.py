@@ -8,14 +8,14 @@ from typing import Any
 from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from api import auth
-from api.deps import FastJSONResponse, append, json_body, registration_json, registry
-from api.models import RegistrationOut
-from api.registry import Registry
-from ledger import entry as entry_mod
-from ledger import jcs, merkle
-from ledger.errors import Forbidden, InvalidInput, NotFound
-from ledger.title import Title, chain_of_title
+from copyledger.api import auth
+from copyledger.api.deps import FastJSONResponse, append, json_body, registration_json, registry
+from copyledger.api.models import RegistrationOut
+from copyledger.api.registry import Registry
+from copyledger.ledger import entry as entry_mod
+from copyledger.ledger import jcs, merkle
+from copyledger.ledger.errors import Forbidden, InvalidInput, NotFound
+from copyledger.ledger.title import Title, chain_of_title
 
 router = APIRouter(tags=["creators"])
 

@@ -8,8 +8,8 @@ import time
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from api.deps import registry
-from ledger.errors import InvalidInput, RateLimited
+from copyledger.api.deps import registry
+from copyledger.ledger.errors import InvalidInput, RateLimited
 
 router = APIRouter(tags=["time-stamping"])
 

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from api import auth
-from api.deps import (
+from copyledger.api import auth
+from copyledger.api.deps import (
     FastJSONResponse,
     append,
     append_entry,
@@ -20,10 +20,10 @@ from api.deps import (
     registration_json,
     registry,
 )
-from api.models import EvidenceIn, RegistrationOut, WorkIn
-from ledger import entry as entry_mod
-from ledger import fingerprint as fp
-from ledger.errors import InvalidInput, NotFound
+from copyledger.api.models import EvidenceIn, RegistrationOut, WorkIn
+from copyledger.ledger import entry as entry_mod
+from copyledger.ledger import fingerprint as fp
+from copyledger.ledger.errors import InvalidInput, NotFound
 
 router = APIRouter(tags=["creators"])
 

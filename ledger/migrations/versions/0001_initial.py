@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from alembic import op
 
-from ledger.migrations.triggers import append_only
-from ledger.schema import api_keys, blocks, entries, merkle_nodes
+from copyledger.ledger.migrations.triggers import append_only
+from copyledger.ledger.schema import api_keys, blocks, entries, merkle_nodes
 
 revision = "0001"
 down_revision = None

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from alembic import op
 
-from ledger.migrations.triggers import append_only
-from ledger.schema import block_timestamps
+from copyledger.ledger.migrations.triggers import append_only
+from copyledger.ledger.schema import block_timestamps
 
 revision = "0002"
 down_revision = "0001"

@@ -1,0 +1,1 @@
+"""Perceptual fingerprints: compute, compare (one threshold table), the near-duplicate index."""

@@ -1,0 +1,58 @@
+"""The installed package: one import name (`copyledger`), nothing generic in site-packages."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                    "-w", str(out), str(REPO)],
+                   check=True, capture_output=True, timeout=300)
+    (whl,) = out.glob("copyledger-*.whl")
+    return whl
+
+
+def test_wheel_installs_one_top_level_name(wheel: Path) -> None:
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names}
+    assert {t for t in tops if not t.endswith(".dist-info")} == {"copyledger"}
+    # data files the code reads at run time travel with it
+    for needed in ("copyledger/py.typed", "copyledger/ledger/py.typed",
+                   "copyledger/ledger/migrations/env.py",
+                   "copyledger/ledger/migrations/versions/0001_initial.py",
+                   "copyledger/api/static/verify.js"):
+        assert needed in names, needed
+    # real files, not links back into a source tree
+    assert "copyledger/ledger/merkle.py" in names
+
+
+def test_installed_copy_imports_only_as_copyledger(wheel: Path, tmp_path: Path) -> None:
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
+                    str(target), str(wheel)], check=True, capture_output=True, timeout=300)
+    assert sorted(p.name for p in target.iterdir() if not p.name.endswith(".dist-info")
+                  and p.name != "bin") == ["copyledger"]
+    code = (
+        "import importlib.util, sys\n"
+        "import copyledger, copyledger.ledger.merkle, copyledger.api.app, copyledger.cli.main\n"
+        f"assert copyledger.ledger.merkle.__file__.startswith({str(target)!r})\n"
+        "for name in ('api', 'cli', 'ledger', 'notary'):\n"
+        "    assert importlib.util.find_spec(name) is None, name\n"
+        "print(copyledger.__version__)\n"
+    )
+    # Run outside the repository, with the installed copy first on the path.
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                       text=True, env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "0.1.0"
