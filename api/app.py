@@ -1,24 +1,25 @@
-"""The FastAPI application: wiring only. Routers hold the endpoints, `Registry` the state."""
+"""The one ASGI stack: FastAPI, its routers and three small pure-ASGI middlewares.
+
+HTTP lives only in `api/`; routes parse, call one service operation and render.
+"""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from copyledger.api import metrics, problems
-from copyledger.api.auth import KeyCache
 from copyledger.api.deps import FastJSONResponse
-from copyledger.api.indexing import LiveIndex
-from copyledger.api.registry import Registry
 from copyledger.api.routes import claims, entries, log, pages, transfers, tsa, works
-from copyledger.ledger.errors import CopyledgerError
+from copyledger.ledger.errors import CopyledgerError, PayloadTooLarge
 from copyledger.ledger.store import BlockRow
+from copyledger.service.apikeys import KeyCache
+from copyledger.service.node import Node
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -72,8 +73,8 @@ class BodyLimit:
 
     @staticmethod
     async def _reject(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
-        resp = problems.problem(413, "payload-too-large", "Request body too large",
-                                f"the limit is {limit} bytes", scope.get("path", ""))
+        resp = problems.from_error(PayloadTooLarge(f"the limit is {limit} bytes"),
+                                   scope.get("path", ""))
         await resp(scope, receive, send)
 
 
@@ -82,15 +83,14 @@ class _TooLarge(Exception):
 
 
 class FastRegister:
-    """POST /v1/works with a JSON body, served without routing and dependency solving: the
-    hottest path, and HTTP framework overhead is most of its cost. It calls the very function
-    the documented route calls (works.register_json); everything else goes to the app."""
+    """JSON `POST /v1/works`, answered without routing and dependency solving: the hottest
+    path, where framework overhead is most of the cost. It sits inside the same stack as every
+    other request (metrics and body limits outside it, the same problem mapping) and calls the
+    same function the documented route does, `works.register_json`."""
 
-    def __init__(self, app: ASGIApp, state: Any, max_body: int, count: bool = False) -> None:
+    def __init__(self, app: ASGIApp, state: Any) -> None:
         self.app = app
         self.state = state
-        self.max_body = max_body
-        self.count = count  # outside the app (see `serving_app`), it counts its own requests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] != "http" or scope["method"] != "POST"
@@ -101,35 +101,31 @@ class FastRegister:
         if not headers.get(b"content-type", b"").startswith(b"application/json"):
             await self.app(scope, receive, send)
             return
-        chunks, size, more = [], 0, True
-        while more:
-            msg = await receive()
-            if msg["type"] != "http.request":
-                return  # the client went away
-            chunk = msg.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                await problems.problem(413, "payload-too-large", "Request body too large",
-                                       f"the limit is {self.max_body} bytes",
-                                       "/v1/works")(scope, receive, send)
-                return
-            chunks.append(chunk)
-            more = msg.get("more_body", False)
+        body = await read_body(receive)
+        if body is None:
+            return  # the client went away
         auth_header = headers.get(b"authorization", b"").decode("latin-1")
         try:
-            result = await works.register_json(self.state, auth_header, b"".join(chunks))
+            result = await works.register_json(self.state.node, self.state.keys, auth_header,
+                                               body)
             response: Response = FastJSONResponse(result, status_code=201)
         except CopyledgerError as e:
-            response = problems.problem(e.status, e.slug, e.title, e.detail, "/v1/works",
-                                        **e.extra)
+            response = problems.from_error(e, "/v1/works")
         except Exception:
-            problems.log.exception("unhandled error on /v1/works")
-            response = problems.problem(500, "internal-error", "Internal error",
-                                        "the server failed; nothing was recorded by this "
-                                        "request", "/v1/works")
-        if self.count:
-            metrics.REQUESTS.labels("POST", f"{response.status_code // 100}xx").inc()
+            response = problems.internal_error("/v1/works")
         await response(scope, receive, send)
+
+
+async def read_body(receive: Receive) -> bytes | None:
+    """The whole request body (None if the client disconnected). The limit is BodyLimit's."""
+    chunks = []
+    while True:
+        msg = await receive()
+        if msg["type"] != "http.request":
+            return None
+        chunks.append(msg.get("body", b""))
+        if not msg.get("more_body", False):
+            return b"".join(chunks)
 
 
 class RequestMetrics:
@@ -165,29 +161,22 @@ def _on_seal(block: BlockRow, count: bool = True) -> None:
     metrics.BLOCK_HEIGHT.set(block.header.height)
 
 
-def serving_app(app: FastAPI) -> ASGIApp:
-    """What `copyledger serve` runs: the app, with the JSON registration fast path in front of
-    FastAPI itself (not only of its router), so the hot path skips every framework layer."""
-    reg: Registry = app.state.registry
-    return FastRegister(app, app.state, reg.settings.max_body_bytes, count=True)  # type: ignore[arg-type]
-
-
-def create_app(registry: Registry, *, manage: bool = True) -> FastAPI:
-    """The app for a registry. With `manage`, the app starts and stops the sequencer."""
+def create_app(node: Node, *, manage: bool = True) -> FastAPI:
+    """The one ASGI application for a node: what `copyledger serve` runs and what the tests
+    drive. With `manage`, it starts and stops the node's sequencer with the app."""
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if manage:
-            registry.start()
-        if registry.sequencer.state.last is not None:
-            _on_seal(registry.sequencer.state.last, count=False)
-        threading.Thread(target=app.state.fp_index.build, args=(registry.store,),
-                         name="fp-index", daemon=True).start()
+            node.start()
+        if node.sequencer.state.last is not None:
+            _on_seal(node.sequencer.state.last, count=False)
+        node.start_index()
         try:
             yield
         finally:
             if manage:
-                registry.stop()
+                node.stop()
 
     app = FastAPI(
         title="copyledger",
@@ -198,44 +187,33 @@ def create_app(registry: Registry, *, manage: bool = True) -> FastAPI:
         "RFC 9457 application/problem+json.",
         lifespan=lifespan,
     )
-    app.state.registry = registry
-    app.state.keys = KeyCache(registry.store)
-    registry.listeners.append(_on_seal)
-    registry.external.on_missing = lambda url, n: metrics.EXTERNAL_MISSING.labels(url).set(n)
+    app.state.node = node
+    app.state.keys = KeyCache(node.store)
+    node.listeners.append(_on_seal)
+    node.external.on_missing = lambda url, n: metrics.EXTERNAL_MISSING.labels(url).set(n)
     problems.install(app)
-    app.include_router(works.router)
-    app.include_router(entries.router)
-    app.include_router(log.router)
-    app.include_router(tsa.router)
-    app.include_router(transfers.router)
-    app.include_router(claims.router)
-    app.include_router(pages.router)
-    app.state.fp_index = LiveIndex()  # rebuilt in the background at start
-    app.state.transfer_locks = {}
-    app.state.tsa_limiter = tsa.RateLimiter(registry.settings.timestamp_rate_per_s)
+    for r in (works, entries, log, tsa, transfers, claims, pages):
+        app.include_router(r.router)
+    app.state.tsa_limiter = tsa.RateLimiter(node.settings.timestamp_rate_per_s)
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus() -> Response:
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", tags=["operator"], summary="Liveness and log size")
-    def healthz(request: Request) -> JSONResponse:
-        st = registry.sequencer.state
-        idx = request.app.state.fp_index
-        return JSONResponse({"status": "ok", "tree_size": st.size,
-                             "external_tsa_missing": registry.external.missing,
+    def healthz() -> JSONResponse:
+        idx = node.index
+        return JSONResponse({"status": "ok", "tree_size": node.sequencer.state.size,
+                             "external_tsa_missing": node.external.missing,
                              "fingerprint_index": {"ready": idx.ready, "entries": idx.size()}})
 
+    # Outermost last: RequestMetrics -> BodyLimit -> FastRegister -> routes.
+    app.add_middleware(FastRegister, state=app.state)
     app.add_middleware(
-        BodyLimit,  # type: ignore[arg-type]
-        max_body=registry.settings.max_body_bytes,
-        max_upload=registry.settings.max_upload_bytes,
+        BodyLimit,
+        max_body=node.settings.max_body_bytes,
+        max_upload=node.settings.max_upload_bytes,
         upload_paths=UPLOAD_PATHS,
     )
-    app.add_middleware(
-        FastRegister,  # type: ignore[arg-type]
-        state=app.state,
-        max_body=registry.settings.max_body_bytes,
-    )
-    app.add_middleware(RequestMetrics)  # type: ignore[arg-type]
+    app.add_middleware(RequestMetrics)
     return app

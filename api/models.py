@@ -7,76 +7,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+from copyledger.service.inputs import SHA, CheckIn, ClaimIn, EvidenceIn, TransferIn, WorkIn
+
+__all__ = ["CheckIn", "ClaimIn", "EvidenceIn", "TransferIn", "WorkIn"]
+
 CHECKPOINT_EXAMPLE = (
     "localhost/copyledger\n1\nnqnn6B6z2v1mFpQl3gb4nXxYCS1fBGLiEz7qM5SWkCQ=\n\n"
     "— localhost/copyledger uQ3kU2Ww...==\n"
 )
-
-
-class WorkIn(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "sha256": SHA,
-                    "size": 1048576,
-                    "media_type": "image/png",
-                    "title": "Harbour at dawn",
-                    "creators": ["Ada Example"],
-                    "work_type": "image",
-                    "license": "CC-BY-4.0",
-                    "metadata": {"year": 2026},
-                }
-            ]
-        },
-    )
-    sha256: str = Field(description="SHA-256 of the work's bytes, 64 lowercase hex characters")
-    title: str
-    creators: list[str]
-    work_type: str = Field(description="text, image, audio, video, software, dataset or other")
-    size: int | None = Field(default=None, description="size in bytes")
-    media_type: str | None = None
-    license: str | None = None
-    metadata: dict[str, Any] | None = None
-    fingerprints: dict[str, Any] | None = Field(
-        default=None,
-        description="perceptual fingerprints computed on the creator's machine "
-        "(`copyledger register` does): pdq, phash (images), minhash (text)",
-    )
-
-
-class EvidenceIn(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "sha256": SHA,
-                    "source_url": "https://example.org/listing/42",
-                    "captured_at": "2026-11-20T10:00:00Z",
-                    "capture_method": "screenshot",
-                    "description": "Listing offering copies of the registered photograph",
-                    "related_work": 0,
-                }
-            ]
-        },
-    )
-    sha256: str
-    captured_at: str
-    capture_method: str
-    description: str
-    source_url: str | None = None
-    related_work: int | None = None
-    size: int | None = None
-    media_type: str | None = None
-    metadata: dict[str, Any] | None = None
-    warc_records: list[dict[str, Any]] | None = Field(
-        default=None,
-        description="for a WARC capture: each response record's target_uri, warc_date, "
-        "record_id and payload_sha256 (the CLI computes them)",
-    )
 
 
 class ReceiptOut(BaseModel):

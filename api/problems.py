@@ -10,11 +10,68 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from copyledger.ledger.errors import CopyledgerError
+from copyledger.ledger.errors import (
+    Conflict,
+    CopyledgerError,
+    Forbidden,
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    ProofError,
+    RateLimited,
+    SignatureError,
+    Unauthorized,
+    Unavailable,
+    VerificationError,
+)
+from copyledger.ledger.timestamp import TimestampError
 
 MEDIA_TYPE = "application/problem+json"
 TYPE_BASE = "https://copyledger.dev/problems/"
 log = logging.getLogger("copyledger.api")
+
+# The one place a domain error becomes HTTP: class -> (status, problem type slug, title).
+# A class not listed maps as its nearest listed base class.
+PROBLEMS: dict[type[CopyledgerError], tuple[int, str, str]] = {
+    CopyledgerError: (500, "internal-error", "Internal error"),
+    InvalidInput: (422, "invalid-input", "Invalid input"),
+    NotFound: (404, "not-found", "Not found"),
+    Unauthorized: (401, "unauthorized", "Missing or unknown API key"),
+    Forbidden: (403, "forbidden", "This API key may not do that"),
+    Conflict: (409, "conflict", "Conflict"),
+    PayloadTooLarge: (413, "payload-too-large", "Request body too large"),
+    RateLimited: (429, "rate-limited", "Too many requests"),
+    Unavailable: (503, "unavailable", "Service unavailable"),
+    VerificationError: (422, "verification-failed", "Verification failed"),
+    ProofError: (422, "proof-failed", "Merkle proof does not verify"),
+    SignatureError: (422, "signature-failed", "Signature does not verify"),
+    TimestampError: (422, "timestamp-failed", "Time-stamp token does not verify"),
+    IntegrityError: (500, "integrity", "Ledger integrity violated"),
+}
+
+
+def classify(exc: CopyledgerError) -> tuple[int, str, str]:
+    """(status, slug, title) for a domain error, from PROBLEMS."""
+    for cls in type(exc).__mro__:
+        if issubclass(cls, CopyledgerError) and cls in PROBLEMS:
+            return PROBLEMS[cls]
+    return PROBLEMS[CopyledgerError]
+
+
+def from_error(exc: CopyledgerError, instance: str) -> JSONResponse:
+    """The problem+json response for a domain error (logged when it is the server's fault)."""
+    status, slug, title = classify(exc)
+    if status >= 500:
+        log.error("server error on %s: %s", instance, exc.detail)
+    return problem(status, slug, title, exc.detail, instance, **exc.extra)
+
+
+def internal_error(instance: str) -> JSONResponse:
+    """An unexpected exception: logged with its traceback, never shown to the client."""
+    log.exception("unhandled error on %s", instance)
+    return problem(500, "internal-error", "Internal error",
+                   "the server failed; nothing was recorded by this request", instance)
 
 
 def problem(
@@ -35,9 +92,7 @@ def problem(
 def install(app: FastAPI) -> None:
     @app.exception_handler(CopyledgerError)
     async def _copyledger(request: Request, exc: CopyledgerError) -> JSONResponse:
-        if exc.status >= 500:
-            log.error("server error: %s", exc.detail)
-        return problem(exc.status, exc.slug, exc.title, exc.detail, request.url.path, **exc.extra)
+        return from_error(exc, request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -61,7 +116,4 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s", request.url.path)
-        return problem(500, "internal-error", "Internal error",
-                       "the server failed; nothing was recorded by this request",
-                       request.url.path)
+        return internal_error(request.url.path)

@@ -26,11 +26,11 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from copyledger.api.auth import mint_key
-from copyledger.api.registry import Registry
-from copyledger.api.settings import load
 from copyledger.ledger import entry as entry_mod
 from copyledger.ledger.sequencer import Pending
+from copyledger.service.apikeys import create_key
+from copyledger.service.node import Node
+from copyledger.service.settings import load
 from tests.server import ServerProcess
 
 
@@ -56,8 +56,8 @@ def main() -> None:
     rng = random.Random(4242)
     tmp = Path(tempfile.mkdtemp(prefix="copyledger-claim-bench-"))
     s = load(tmp / "data", heartbeat_s=3600.0, max_batch=10_000)
-    reg = Registry.open(s)
-    key, _ = mint_key(reg.store, "platform", "bench")
+    reg = Node.open(s)
+    key, _ = create_key(reg.store, "platform", "bench")
     reg.start()
     t0 = time.monotonic()
     sample: list[tuple[int, int, int]] = []  # (seq, pdq, phash) of some registered works

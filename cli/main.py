@@ -24,11 +24,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from copyledger.api import settings as settings_mod
 from copyledger.ledger import merkle, note
-from copyledger.ledger.audit import audit as run_audit
 from copyledger.ledger.errors import CopyledgerError
 from copyledger.ledger.verify import verify_receipt
+from copyledger.service import settings as settings_mod
 
 app = typer.Typer(
     name="copyledger",
@@ -94,17 +93,6 @@ def _settings(data_dir: Path | None, database: str | None = None, **kw: Any) -> 
         _die(e.detail)
 
 
-def _open_store(data_dir: Path | None, database: str | None) -> tuple[Any, Any]:
-    """Settings and the store of an existing registry, or a clear error and exit 2."""
-    from copyledger.api.registry import open_store
-
-    s = _settings(data_dir, database)
-    try:
-        return s, open_store(s)
-    except CopyledgerError as e:
-        _die(e.detail)
-
-
 @app.command()
 def init(
     data_dir: DataDir = None,
@@ -116,7 +104,7 @@ def init(
     as_json: Json = False,
 ) -> None:
     """Create a registry: data directory, config, notary key (mode 0600) and database schema."""
-    from copyledger.api.registry import init_data_dir
+    from copyledger.service.node import init_data_dir
 
     s = _settings(data_dir, database, origin=origin, notary_url=notary_url)
     try:
@@ -150,14 +138,14 @@ def serve(
     """Run the registry's HTTP API (creates the registry on first start)."""
     import uvicorn
 
-    from copyledger.api.app import create_app, serving_app
+    from copyledger.api.app import create_app
     from copyledger.api.logs import configure
-    from copyledger.api.registry import Registry
+    from copyledger.service.node import Node
 
     s = _settings(data_dir, database, host=host, port=port, notary_url=notary_url)
     configure(s.log_level, s.log_json)
     try:
-        reg = Registry.open(s)
+        reg = Node.open(s)
     except CopyledgerError as e:
         _die(e.detail)
     # Long-lived objects (app, routes, schema) out of the collector's sight, and fewer young
@@ -167,7 +155,7 @@ def serve(
     gc.set_threshold(50_000, 20, 100)
     err.print(f"copyledger: serving {s.origin} from {s.data_dir} on http://{s.host}:{s.port} "
               f"(docs at /docs)")
-    uvicorn.run(serving_app(create_app(reg)), host=s.host, port=s.port, log_level="warning",
+    uvicorn.run(create_app(reg), host=s.host, port=s.port, log_level="warning",
                 access_log=False)
 
 
@@ -180,16 +168,56 @@ def keys_create(
     as_json: Json = False,
 ) -> None:
     """Mint an API key. It is printed once; only its hash is stored."""
-    from copyledger.api.auth import mint_key
+    from copyledger.service.admin import create_key
 
-    _, store = _open_store(data_dir, database)
     try:
-        secret, row = mint_key(store, role, account)
+        secret, row = create_key(_settings(data_dir, database), role, account)
     except CopyledgerError as e:
         _die(e.detail)
-    store.close()
     _emit(as_json, {"key": secret, "role": row.role, "account": row.account, "id": row.id},
           f"{secret}\n[dim]role {row.role}, account {row.account}; shown once, keep it safe[/dim]")
+
+
+@keys_app.command("list")
+def keys_list(
+    account: Annotated[str | None, typer.Option(help="only this account's keys")] = None,
+    data_dir: DataDir = None,
+    database: Database = None,
+    as_json: Json = False,
+) -> None:
+    """List API keys (id, prefix, role, account, created, revoked); never their secrets."""
+    from copyledger.service.admin import list_keys
+
+    try:
+        rows = list_keys(_settings(data_dir, database), account)
+    except CopyledgerError as e:
+        _die(e.detail)
+    if as_json:
+        _emit(True, [r.to_dict() for r in rows])
+        return
+    table = Table("id", "prefix", "role", "account", "created", "revoked")
+    for r in rows:
+        table.add_row(str(r.id), r.prefix + "…", r.role, r.account, r.created_at,
+                      r.revoked_at or "")
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[int, typer.Argument(help="the key's id (from `keys list`)")],
+    data_dir: DataDir = None,
+    database: Database = None,
+    as_json: Json = False,
+) -> None:
+    """Revoke an API key. Running servers refuse it within 30 seconds."""
+    from copyledger.service.admin import revoke_key
+
+    try:
+        row = revoke_key(_settings(data_dir, database), key_id)
+    except CopyledgerError as e:
+        _die(e.detail)
+    _emit(as_json, row.to_dict(), f"key {row.id} ({row.prefix}…, {row.account}) revoked at "
+          f"{row.revoked_at}")
 
 
 def _hash_files(paths: list[Path], show: bool) -> list[tuple[Path, str, int]]:
@@ -527,21 +555,18 @@ def audit(
     as_json: Json = False,
 ) -> None:
     """Recompute every hash, node, block link, root and signature from the database."""
-    from copyledger.api.registry import all_verifier_keys, tsa_roots_pem
+    from copyledger.service.admin import audit_registry
 
-    s, store = _open_store(data_dir, database)
-    try:
-        vkey = all_verifier_keys(s)
-        roots = tsa_roots_pem(s)
-    except CopyledgerError as e:
-        _die(e.detail)
     show = not as_json and sys.stderr.isatty()
     with Progress(TextColumn("auditing"), BarColumn(), TextColumn("{task.completed} entries"),
                   console=err, disable=not show, transient=True) as prog:
-        task = prog.add_task("audit", total=store.tree_size())
-        rep = run_audit(store, vkey, progress=lambda n: prog.advance(task, n),
-                        tsa_roots_pem=roots)
-    store.close()
+        task = prog.add_task("audit", total=None)
+        try:
+            rep = audit_registry(_settings(data_dir, database),
+                                 on_start=lambda total: prog.update(task, total=total),
+                                 progress=lambda n: prog.advance(task, n))
+        except CopyledgerError as e:
+            _die(e.detail)
     obj = {k: getattr(rep, k) for k in ("ok", "entries", "blocks", "nodes", "tree_size", "root",
                                         "problem", "bad_seq", "bad_height", "checked")}
     if rep.ok:
@@ -635,18 +660,11 @@ def notary_init(
     as_json: Json = False,
 ) -> None:
     """Create the notary's keys (log key and TSA chain) in its own data directory."""
-    from copyledger.api.registry import init_notary_keys
-    from copyledger.api.settings import write_config
+    from copyledger.service.node import init_notary_dir
 
     s = _settings(data_dir, None, origin=origin)
     try:
-        from copyledger.api.registry import check_origin
-
-        s.data_dir.mkdir(parents=True, exist_ok=True)
-        check_origin(s)
-        if not s.config_path.exists():
-            write_config(s)
-        created, vkey = init_notary_keys(s)
+        created, vkey = init_notary_dir(s)
     except CopyledgerError as e:
         _die(e.detail)
     _emit(as_json, {"data_dir": str(s.data_dir), "origin": s.origin, "verifier_key": vkey,
@@ -665,48 +683,16 @@ def notary_rotate(
     recorded in the ledger, in a block signed by both keys."""
     from datetime import timedelta
 
-    from copyledger.api.registry import Registry, init_notary_keys
-    from copyledger.api.rotation import retired_keys, rotate, sha256_text
-    from copyledger.ledger import entry as entry_mod
-    from copyledger.ledger.sequencer import Pending
+    from copyledger.service.operations import rotate_keys
 
-    s, store = _open_store(data_dir, database)
+    s = _settings(data_dir, database)
     try:
-        store.acquire_sequencer_lock()  # refuse while a server sequences this log
-        store.release_sequencer_lock()
-        genesis = store.get_block(0) if store.latest_block() else None
-    except CopyledgerError as e:
-        _die(f"{e.detail} (stop the server before rotating)")
-    finally:
-        store.close()
-    done = retired_keys(s)
-    valid_from = done[-1].valid_until if done else (genesis.header.sealed_at if genesis else None)
-    try:
-        old = rotate(s, overlap=timedelta(hours=overlap_hours), valid_from=valid_from)
-        _, new_vkey = init_notary_keys(s)
-        reg = Registry.open(s)
+        r = rotate_keys(s, overlap=timedelta(hours=overlap_hours))
     except CopyledgerError as e:
         _die(e.detail)
-    reg.start()
-    try:
-        entry = {
-            "schema": entry_mod.SCHEMA, "kind": "rotation", "registrant": "notary",
-            "received_at": entry_mod.utc_now(), "content": {"sha256": sha256_text(new_vkey)},
-            "old_verifier_key": old.verifier_key, "new_verifier_key": new_vkey,
-            "old_tsa_root_sha256": sha256_text(old.tsa_root),
-            "new_tsa_root_sha256": sha256_text((s.tsa_dir / "root.pem").read_text()),
-            "overlap_until": old.overlap_until,
-        }
-        entry, data = entry_mod.encode(entry)
-        receipt = reg.sequencer.submit(Pending(data, "rotation", sha256_text(new_vkey),
-                                               "notary")).result(60)
-    finally:
-        reg.stop()
-    _emit(as_json, {"old_verifier_key": old.verifier_key, "new_verifier_key": new_vkey,
-                    "overlap_until": old.overlap_until, "seq": receipt.seq,
-                    "block_height": receipt.block_height},
-          f"rotated: new key {new_vkey}\nold key co-signs until {old.overlap_until}; "
-          f"recorded as entry {receipt.seq}")
+    _emit(as_json, r.to_dict(),
+          f"rotated: new key {r.new_verifier_key}\nold key co-signs until {r.overlap_until}; "
+          f"recorded as entry {r.seq}")
 
 
 def _restrict_socket(path: str) -> None:
@@ -739,15 +725,14 @@ def notary_serve(
     import uvicorn
 
     from copyledger.api.logs import configure
-    from copyledger.api.registry import load_signer, load_tsa_identity
-    from copyledger.notary.service import create_notary_app
-    from copyledger.notary.tsa import TimeStampAuthority
+    from copyledger.api.notary_app import create_notary_app
+    from copyledger.service.node import open_notary
 
     s = _settings(data_dir, None)
     configure(s.log_level, s.log_json)
     token = os.environ.get(s.notary_token_env, "")
     try:
-        app_ = create_notary_app(load_signer(s), TimeStampAuthority(load_tsa_identity(s)), token)
+        app_ = create_notary_app(*open_notary(s), token)
     except CopyledgerError as e:
         _die(e.detail)
     where = f"unix:{uds}" if uds else f"http://{host}:{port}"

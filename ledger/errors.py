@@ -1,18 +1,16 @@
 """One exception hierarchy for the whole project.
 
-Every error a client can cause maps to an HTTP status and an RFC 9457 problem type, so the API
-layer never has to guess, and the CLI can print the same message a server would send.
+Domain errors only: they say what went wrong, never how a transport reports it. The HTTP layer
+maps each class to a status and an RFC 9457 problem type in one table
+(`copyledger.api.problems.PROBLEMS`), and the CLI prints the same `detail` a server would send.
 """
 
 from __future__ import annotations
 
 
 class CopyledgerError(Exception):
-    """Base class. `status` and `slug` drive the problem+json rendering."""
-
-    status: int = 500
-    slug: str = "internal-error"
-    title: str = "Internal error"
+    """Base class: `detail` is the human message; `extra` holds machine-readable members (for
+    example `errors`, a list of every bad field)."""
 
     def __init__(self, detail: str, **extra: object) -> None:
         super().__init__(detail)
@@ -23,79 +21,46 @@ class CopyledgerError(Exception):
 class InvalidInput(CopyledgerError):
     """The request or file is malformed; nothing was written."""
 
-    status = 422
-    slug = "invalid-input"
-    title = "Invalid input"
-
 
 class NotFound(CopyledgerError):
-    status = 404
-    slug = "not-found"
-    title = "Not found"
+    """No such entry, block, key or file."""
 
 
 class Unauthorized(CopyledgerError):
-    status = 401
-    slug = "unauthorized"
-    title = "Missing or unknown API key"
+    """No credential, or one nobody issued (or that was revoked)."""
 
 
 class Forbidden(CopyledgerError):
-    status = 403
-    slug = "forbidden"
-    title = "This API key may not do that"
+    """A known caller asked for something its role or position does not allow."""
 
 
 class Conflict(CopyledgerError):
-    status = 409
-    slug = "conflict"
-    title = "Conflict"
+    """The request contradicts what is already recorded."""
 
 
 class PayloadTooLarge(CopyledgerError):
-    status = 413
-    slug = "payload-too-large"
-    title = "Request body too large"
+    """The input is larger than this registry accepts."""
 
 
 class RateLimited(CopyledgerError):
-    status = 429
-    slug = "rate-limited"
-    title = "Too many requests"
+    """The caller asked too often; try again later."""
 
 
 class Unavailable(CopyledgerError):
     """The registry cannot take writes right now (shutting down, signer unreachable)."""
 
-    status = 503
-    slug = "unavailable"
-    title = "Service unavailable"
-
 
 class VerificationError(CopyledgerError):
     """A proof, signature or hash did not check out."""
-
-    status = 422
-    slug = "verification-failed"
-    title = "Verification failed"
 
 
 class ProofError(VerificationError):
     """A Merkle inclusion or consistency proof is malformed or does not verify."""
 
-    slug = "proof-failed"
-    title = "Merkle proof does not verify"
-
 
 class SignatureError(VerificationError):
     """A signed note is malformed or no trusted signature verifies."""
 
-    slug = "signature-failed"
-    title = "Signature does not verify"
-
 
 class IntegrityError(CopyledgerError):
     """Stored data does not match what it commits to (found by audit)."""
-
-    slug = "integrity"
-    title = "Ledger integrity violated"

@@ -31,7 +31,7 @@ from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from copyledger.ledger import merkle
 from copyledger.ledger.block import BlockHeader
 from copyledger.ledger.errors import Conflict, NotFound
-from copyledger.ledger.schema import api_keys, block_timestamps, blocks, entries, merkle_nodes
+from copyledger.ledger.schema import block_timestamps, blocks, entries, merkle_nodes
 
 _ENTRY_COLS = ("seq", "leaf_hash", "data", "kind", "sha256", "registrant", "block_height")
 _BLOCK_COLS = ("height", "hash", "prev_hash", "batch_root", "first_seq", "count", "tree_size",
@@ -57,16 +57,6 @@ class BlockRow:
     hash: bytes
     checkpoint: str
     block_note: str
-
-
-@dataclass(frozen=True)
-class KeyRow:
-    id: int
-    prefix: str
-    role: str
-    account: str
-    created_at: str
-    revoked_at: str | None
 
 
 class CachedReader:
@@ -363,29 +353,6 @@ class Store:
         with self.engine.connect() as conn:
             for height, tok in conn.execute(q):
                 yield height, _bytes(tok)
-
-    # -- API keys -----------------------------------------------------------------------------
-
-    def add_key(
-        self, key_hash: bytes, prefix: str, role: str, account: str, created_at: str
-    ) -> int:
-        with self.engine.begin() as conn:
-            res = conn.execute(
-                api_keys.insert().values(
-                    key_hash=key_hash, prefix=prefix, role=role, account=account,
-                    created_at=created_at,
-                )
-            )
-            pk = res.inserted_primary_key
-            assert pk is not None
-            return int(pk[0])
-
-    def find_key(self, key_hash: bytes) -> KeyRow | None:
-        with self.engine.connect() as conn:
-            r = conn.execute(select(api_keys).where(api_keys.c.key_hash == key_hash)).first()
-        if r is None:
-            return None
-        return KeyRow(r.id, r.prefix, r.role, r.account, r.created_at, r.revoked_at)
 
     def execute_raw(self, sql: str) -> None:
         """For tests and operators' tooling only."""

@@ -79,9 +79,6 @@ class TimeStampResp(core.Sequence):  # type: ignore[misc]
 class TimestampError(VerificationError):
     """A time-stamp token or reply is malformed or does not verify; `extra["reason"]` says how."""
 
-    slug = "timestamp-failed"
-    title = "Time-stamp token does not verify"
-
 
 @dataclass(frozen=True)
 class TokenInfo:

@@ -8,8 +8,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from copyledger.api.registry import Registry
-from copyledger.api.settings import Settings
+from copyledger.service.node import Node
+from copyledger.service.settings import Settings
 
 HSM = os.environ.get("COPYLEDGER_KEY_BACKEND") == "pkcs11"  # the whole suite, keys in an HSM
 
@@ -24,8 +24,8 @@ def settings_for(tmp: Path, database_url: str = "", **kw: Any) -> Settings:
     return Settings(**{**base.__dict__, **kw})
 
 
-def open_registry(tmp: Path, database_url: str = "", **kw: Any) -> Registry:
-    return Registry.open(settings_for(tmp, database_url, **kw))
+def open_registry(tmp: Path, database_url: str = "", **kw: Any) -> Node:
+    return Node.open(settings_for(tmp, database_url, **kw))
 
 
 def sha(i: int | str | bytes) -> str:

@@ -13,27 +13,27 @@ import pytest
 from fastapi.testclient import TestClient
 
 from copyledger.api.app import create_app
-from copyledger.api.auth import mint_key
-from copyledger.api.registry import Registry
 from copyledger.ledger import jcs, merkle, note
+from copyledger.service.apikeys import create_key
+from copyledger.service.node import Node
 from tests.helpers import open_registry, sha, work_body
 
 
 @pytest.fixture
-def reg(tmp_path: Path, database_url: str) -> Iterator[Registry]:
+def reg(tmp_path: Path, database_url: str) -> Iterator[Node]:
     r = open_registry(tmp_path, database_url)
     yield r
 
 
 @pytest.fixture
-def client(reg: Registry) -> Iterator[TestClient]:
+def client(reg: Node) -> Iterator[TestClient]:
     with TestClient(create_app(reg)) as c:
         yield c
 
 
 @pytest.fixture
-def creator(reg: Registry) -> dict[str, str]:
-    key, _ = mint_key(reg.store, "creator", "alice")
+def creator(reg: Node) -> dict[str, str]:
+    key, _ = create_key(reg.store, "creator", "alice")
     return {"Authorization": f"Bearer {key}"}
 
 
@@ -106,8 +106,8 @@ def test_entry_proof_and_consistency_shapes(client: TestClient, creator: dict[st
     assert b["header"]["prev_block_hash"] == prev["hash"]
 
 
-def test_search_oldest_first(client: TestClient, reg: Registry, creator: dict[str, str]) -> None:
-    key2, _ = mint_key(reg.store, "creator", "bob")
+def test_search_oldest_first(client: TestClient, reg: Node, creator: dict[str, str]) -> None:
+    key2, _ = create_key(reg.store, "creator", "bob")
     register(client, creator, "x")
     register(client, {"Authorization": f"Bearer {key2}"}, "x", title="Copy")
     register(client, creator, "y")
@@ -176,11 +176,11 @@ def test_malformed_json_and_wrong_types(client: TestClient, creator: dict[str, s
     assert client.get("/v1/log").json()["tree_size"] == 0
 
 
-def test_auth(client: TestClient, reg: Registry) -> None:
+def test_auth(client: TestClient, reg: Node) -> None:
     assert_problem(client.post("/v1/works", json=work_body(1)), 401, "Bearer")
     assert_problem(client.post("/v1/works", json=work_body(1),
                                headers={"Authorization": "Bearer cl_nope"}), 401)
-    platform, _ = mint_key(reg.store, "platform", "tube")
+    platform, _ = create_key(reg.store, "platform", "tube")
     assert_problem(client.post("/v1/works", json=work_body(1),
                                headers={"Authorization": f"Bearer {platform}"}), 403, "platform")
     assert client.get("/v1/log").json()["tree_size"] == 0

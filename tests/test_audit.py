@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy.exc import DBAPIError
 
-from copyledger.api.registry import Registry, tsa_roots_pem
 from copyledger.ledger import entry as entry_mod
 from copyledger.ledger import merkle
 from copyledger.ledger.audit import AuditReport, audit
 from copyledger.ledger.sequencer import Pending
+from copyledger.service.node import Node, tsa_roots_pem
 from tests.helpers import open_registry, sha
 
 
-def fill(reg: Registry, n: int, batch: int = 4) -> None:
+def fill(reg: Node, n: int, batch: int = 4) -> None:
     """n entries, sealed in blocks of `batch` (plus the genesis block)."""
     for start in range(0, n, batch):
         futs = []
@@ -32,23 +32,23 @@ def fill(reg: Registry, n: int, batch: int = 4) -> None:
 
 
 @pytest.fixture
-def reg(tmp_path: Path, database_url: str) -> Iterator[Registry]:
+def reg(tmp_path: Path, database_url: str) -> Iterator[Node]:
     r = open_registry(tmp_path, database_url, linger_ms=50.0)
     r.start()
     yield r
     r.stop()
 
 
-def run_audit(reg: Registry) -> AuditReport:
+def run_audit(reg: Node) -> AuditReport:
     return audit(reg.store, reg.verifier_key, tsa_roots_pem=tsa_roots_pem(reg.settings))
 
 
-def blob(reg: Registry, hexdata: str) -> str:
+def blob(reg: Node, hexdata: str) -> str:
     """A bytes literal in this engine's SQL dialect."""
     return f"X'{hexdata}'" if reg.store.dialect == "sqlite" else f"'\\x{hexdata}'::bytea"
 
 
-def drop_trigger(reg: Registry, table: str, verb: str) -> None:
+def drop_trigger(reg: Node, table: str, verb: str) -> None:
     if reg.store.dialect == "postgresql":
         reg.store.execute_raw(f"DROP TRIGGER IF EXISTS {table}_append_only ON {table}")
     else:
@@ -56,7 +56,7 @@ def drop_trigger(reg: Registry, table: str, verb: str) -> None:
 
 
 @pytest.mark.parametrize("table", ["entries", "merkle_nodes", "blocks", "block_timestamps"])
-def test_triggers_refuse_update_and_delete(reg: Registry, table: str) -> None:
+def test_triggers_refuse_update_and_delete(reg: Node, table: str) -> None:
     fill(reg, 3)
     col = {"entries": "kind", "merkle_nodes": "level", "blocks": "sealed_at",
            "block_timestamps": "tsa"}[table]
@@ -68,7 +68,7 @@ def test_triggers_refuse_update_and_delete(reg: Registry, table: str) -> None:
     assert run_audit(reg).ok
 
 
-def test_clean_log_audits_ok(reg: Registry) -> None:
+def test_clean_log_audits_ok(reg: Node) -> None:
     fill(reg, 37, batch=5)
     rep = run_audit(reg)
     assert rep.ok, rep.problem
@@ -77,7 +77,7 @@ def test_clean_log_audits_ok(reg: Registry) -> None:
     assert rep.root == reg.sequencer.state.last.header.tree_root.hex()  # type: ignore[union-attr]
 
 
-def test_edited_entry_is_found_by_seq(reg: Registry) -> None:
+def test_edited_entry_is_found_by_seq(reg: Node) -> None:
     fill(reg, 20)
     drop_trigger(reg, "entries", "update")
     reg.store.execute_raw("UPDATE entries SET registrant = 'mallory' WHERE seq = 13")
@@ -97,7 +97,7 @@ def test_edited_entry_is_found_by_seq(reg: Registry) -> None:
     assert not rep.ok and rep.bad_seq == 13, rep
 
 
-def test_edited_node_and_block_are_found(reg: Registry) -> None:
+def test_edited_node_and_block_are_found(reg: Node) -> None:
     fill(reg, 16)
     drop_trigger(reg, "merkle_nodes", "update")
     fake = hashlib.sha256(b"fake").hexdigest()
@@ -108,7 +108,7 @@ def test_edited_node_and_block_are_found(reg: Registry) -> None:
     assert not rep.ok and rep.bad_seq == 8, rep
 
 
-def test_edited_block_time_is_found_by_height(reg: Registry) -> None:
+def test_edited_block_time_is_found_by_height(reg: Node) -> None:
     fill(reg, 8)
     drop_trigger(reg, "blocks", "update")
     reg.store.execute_raw("UPDATE blocks SET sealed_at = '2001-01-01T00:00:00Z' WHERE height = 2")
@@ -116,7 +116,7 @@ def test_edited_block_time_is_found_by_height(reg: Registry) -> None:
     assert not rep.ok and rep.bad_height == 2, rep
 
 
-def test_deleted_entry_is_found(reg: Registry) -> None:
+def test_deleted_entry_is_found(reg: Node) -> None:
     fill(reg, 8)
     drop_trigger(reg, "entries", "delete")
     reg.store.execute_raw("DELETE FROM entries WHERE seq = 5")
@@ -124,7 +124,7 @@ def test_deleted_entry_is_found(reg: Registry) -> None:
     assert not rep.ok and rep.bad_seq == 5, rep
 
 
-def test_swapped_or_deleted_token_is_found(reg: Registry) -> None:
+def test_swapped_or_deleted_token_is_found(reg: Node) -> None:
     fill(reg, 8)
     drop_trigger(reg, "block_timestamps", "update")
     reg.store.execute_raw("UPDATE block_timestamps SET height = 99 WHERE height = 1")

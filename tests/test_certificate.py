@@ -17,10 +17,10 @@ from typing import Any, NoReturn
 import pytest
 from fastapi.testclient import TestClient
 
-from copyledger.api import certificate
 from copyledger.api.app import create_app
-from copyledger.api.auth import mint_key
-from copyledger.api.certificate import certificate_html, certificate_pdf, openssl_commands
+from copyledger.service import certificate
+from copyledger.service.apikeys import create_key
+from copyledger.service.certificate import certificate_html, certificate_pdf, openssl_commands
 from tests.helpers import open_registry, work_body
 
 
@@ -49,7 +49,7 @@ def _missing(what: str, env: str = "COPYLEDGER_REQUIRE_POPPLER") -> NoReturn:
 @pytest.fixture(scope="module")
 def made(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     reg = open_registry(tmp_path_factory.mktemp("reg"))
-    key, _ = mint_key(reg.store, "creator", "alice")
+    key, _ = create_key(reg.store, "creator", "alice")
     h = {"Authorization": f"Bearer {key}"}
     with TestClient(create_app(reg)) as c:
         for i in range(3):

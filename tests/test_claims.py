@@ -15,9 +15,9 @@ from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw, ImageEnhance
 
 from copyledger.api.app import create_app
-from copyledger.api.auth import mint_key
-from copyledger.api.registry import Registry
 from copyledger.ledger import claims, jcs, note
+from copyledger.service.apikeys import create_key
+from copyledger.service.node import Node
 from tests.helpers import open_registry, sha
 
 DMCA = {
@@ -44,21 +44,21 @@ def png(seed: int, *, bright: float = 1.0) -> bytes:
 
 
 @pytest.fixture
-def reg(tmp_path: Path) -> Registry:
+def reg(tmp_path: Path) -> Node:
     return open_registry(tmp_path)
 
 
 @pytest.fixture
-def client(reg: Registry) -> Iterator[TestClient]:
+def client(reg: Node) -> Iterator[TestClient]:
     with TestClient(create_app(reg)) as c:
         deadline = time.monotonic() + 10
-        while not c.app.state.fp_index.ready and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        while not reg.index.ready and time.monotonic() < deadline:
             time.sleep(0.05)
         yield c
 
 
-def hdr(reg: Registry, role: str, account: str) -> dict[str, str]:
-    k, _ = mint_key(reg.store, role, account)
+def hdr(reg: Node, role: str, account: str) -> dict[str, str]:
+    k, _ = create_key(reg.store, role, account)
     return {"Authorization": f"Bearer {k}"}
 
 
@@ -71,7 +71,7 @@ def upload(c: TestClient, h: dict[str, str], data: bytes, title: str) -> Any:
 
 @pytest.mark.parametrize("regime", claims.REGIMES)
 def test_incomplete_notice_names_missing_fields_and_writes_nothing(
-    client: TestClient, reg: Registry, regime: str
+    client: TestClient, reg: Node, regime: str
 ) -> None:
     plat = hdr(reg, "platform", "tube")
     size = client.get("/v1/log").json()["tree_size"]
@@ -85,7 +85,7 @@ def test_incomplete_notice_names_missing_fields_and_writes_nothing(
     assert client.get("/v1/log").json()["tree_size"] == size
 
 
-def test_notice_counter_notice_timeline(client: TestClient, reg: Registry) -> None:
+def test_notice_counter_notice_timeline(client: TestClient, reg: Node) -> None:
     ada, plat = hdr(reg, "creator", "ada"), hdr(reg, "platform", "tube")
     w = client.post("/v1/works", headers=ada, json={
         "sha256": sha("song"), "title": "Song", "creators": ["Ada"], "work_type": "audio"}).json()
@@ -110,7 +110,7 @@ def test_notice_counter_notice_timeline(client: TestClient, reg: Registry) -> No
     assert forbidden.status_code == 403
 
 
-def test_claim_check_priority_and_near_duplicates(client: TestClient, reg: Registry) -> None:
+def test_claim_check_priority_and_near_duplicates(client: TestClient, reg: Node) -> None:
     ada, bob = hdr(reg, "creator", "ada"), hdr(reg, "creator", "bob")
     plat = hdr(reg, "platform", "tube")
     original = png(3)
@@ -158,7 +158,7 @@ def test_claim_check_priority_and_near_duplicates(client: TestClient, reg: Regis
     _ = base64
 
 
-def test_claim_check_input_errors(client: TestClient, reg: Registry) -> None:
+def test_claim_check_input_errors(client: TestClient, reg: Node) -> None:
     plat = hdr(reg, "platform", "tube")
     for body in ({"claimant": "ada", "content": {"sha256": sha(1)}},
                  {"claimant": "ada", "work_seq": 0, "work_sha256": sha(1),
@@ -233,7 +233,7 @@ def test_live_index_keeps_registrations_made_during_rebuild(tmp_path: Path) -> N
     assert li.ready and [c.seq for c in li.search(fps)] == [7, 7]  # pdq and phash
 
 
-def test_dsa_notice_may_name_no_work(client: TestClient, reg: Registry) -> None:
+def test_dsa_notice_may_name_no_work(client: TestClient, reg: Node) -> None:
     plat = hdr(reg, "platform", "tube")
     r = client.post("/v1/claims", headers=plat, json={
         "notice_type": "notice", "regime": "eu_dsa_art16",
@@ -246,7 +246,7 @@ def test_dsa_notice_may_name_no_work(client: TestClient, reg: Registry) -> None:
     assert [x["seq"] for x in t] == [seq]
 
 
-def test_large_upload_to_claim_check(client: TestClient, reg: Registry) -> None:
+def test_large_upload_to_claim_check(client: TestClient, reg: Node) -> None:
     ada, plat = hdr(reg, "creator", "ada"), hdr(reg, "platform", "tube")
     img = Image.effect_noise((1600, 1200), 60).convert("RGB")
     buf = io.BytesIO()

@@ -10,9 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from copyledger.api.app import create_app
-from copyledger.api.auth import mint_key
-from copyledger.api.registry import tsa_roots_pem
 from copyledger.ledger.verify import verify_bundle
+from copyledger.service.apikeys import create_key
+from copyledger.service.node import tsa_roots_pem
 from tests.helpers import open_registry, work_body
 from tests.server import ServerProcess, cli
 
@@ -35,7 +35,7 @@ def test_external_tsa_outage_then_recovery(tmp_path: Path) -> None:
     url = external.url + "/v1/timestamp"
     ext_root = ext_dir / "notary" / "tsa" / "root.pem"
     reg = open_registry(tmp_path, external_tsas=url, external_tsa_roots=str(ext_root))
-    key, _ = mint_key(reg.store, "creator", "alice")
+    key, _ = create_key(reg.store, "creator", "alice")
     h = {"Authorization": f"Bearer {key}"}
     with TestClient(create_app(reg)) as c:
         t0 = time.monotonic()

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from copyledger.api.app import create_app
-from copyledger.api.auth import mint_key
+from copyledger.service.apikeys import create_key
 from tests.helpers import open_registry, work_body
 
 pytestmark = pytest.mark.interop
@@ -25,7 +25,7 @@ def check(tool: str, *args: str) -> str:
 def test_proofs_and_checkpoints_verify_with_go(tmp_path: Path, tlogcheck: str) -> None:
     rnd = random.Random(6962)
     reg = open_registry(tmp_path, linger_ms=0.5)
-    key, _ = mint_key(reg.store, "creator", "alice")
+    key, _ = create_key(reg.store, "creator", "alice")
     h = {"Authorization": f"Bearer {key}"}
     with TestClient(create_app(reg)) as c:
         vkey = c.get("/v1/log").json()["verifier_key"]
@@ -77,7 +77,7 @@ def test_proofs_and_checkpoints_verify_with_go(tmp_path: Path, tlogcheck: str) -
 
 def test_tampered_proof_is_rejected_by_go(tmp_path: Path, tlogcheck: str) -> None:
     reg = open_registry(tmp_path)
-    key, _ = mint_key(reg.store, "creator", "alice")
+    key, _ = create_key(reg.store, "creator", "alice")
     with TestClient(create_app(reg)) as c:
         for i in range(9):
             c.post("/v1/works", json=work_body(i), headers={"Authorization": f"Bearer {key}"})
@@ -93,7 +93,7 @@ def test_bundle_proof_and_checkpoint_verify_with_go(tmp_path: Path, tlogcheck: s
     import base64
 
     reg = open_registry(tmp_path)
-    key, _ = mint_key(reg.store, "creator", "alice")
+    key, _ = create_key(reg.store, "creator", "alice")
     with TestClient(create_app(reg)) as c:
         for i in range(11):
             c.post("/v1/works", json=work_body(i), headers={"Authorization": f"Bearer {key}"})

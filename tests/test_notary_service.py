@@ -67,10 +67,10 @@ def test_api_without_keys_and_notary_outage(tmp_path: Path) -> None:
 def test_notary_signs_only_its_own_notes(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
-    from copyledger.api.registry import init_notary_keys, load_signer, load_tsa_identity
-    from copyledger.api.settings import load
-    from copyledger.notary.service import create_notary_app
+    from copyledger.api.notary_app import create_notary_app
     from copyledger.notary.tsa import TimeStampAuthority
+    from copyledger.service.node import init_notary_keys, load_signer, load_tsa_identity
+    from copyledger.service.settings import load
 
     s = load(tmp_path / "n", origin="n.example/log")
     init_notary_keys(s)

@@ -14,12 +14,12 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from copyledger.api.app import create_app
-from copyledger.api.auth import mint_key
-from copyledger.api.registry import all_verifier_keys, tsa_roots_pem
 from copyledger.cli.main import app as cli_app
 from copyledger.ledger import note
 from copyledger.ledger.audit import audit
 from copyledger.ledger.verify import verify_bundle
+from copyledger.service.apikeys import create_key
+from copyledger.service.node import all_verifier_keys, tsa_roots_pem
 from tests.helpers import HSM, open_registry, work_body
 
 pytestmark = pytest.mark.skipif(HSM, reason="rotation of file keys; HSM keys rotate by label")
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.skipif(HSM, reason="rotation of file keys; HSM keys rot
 def register_some(tmp: Path, key: str | None, n: int, tag: str) -> tuple[dict[str, Any], str, str]:
     reg = open_registry(tmp)
     if key is None:
-        key, _ = mint_key(reg.store, "creator", "alice")
+        key, _ = create_key(reg.store, "creator", "alice")
     with TestClient(create_app(reg)) as c:
         for i in range(n):
             r = c.post("/v1/works", json=work_body(f"{tag}{i}"),

@@ -10,28 +10,28 @@ import pytest
 from fastapi.testclient import TestClient
 
 from copyledger.api.app import create_app
-from copyledger.api.auth import mint_key
-from copyledger.api.registry import Registry
 from copyledger.ledger import merkle, note
 from copyledger.ledger.errors import IntegrityError
 from copyledger.ledger.title import chain_of_title
 from copyledger.ledger.verify import verify_bundle
+from copyledger.service.apikeys import create_key
+from copyledger.service.node import Node
 from tests.helpers import open_registry, sha, work_body
 
 
 @pytest.fixture
-def reg(tmp_path: Path, database_url: str) -> Registry:
+def reg(tmp_path: Path, database_url: str) -> Node:
     return open_registry(tmp_path, database_url)
 
 
 @pytest.fixture
-def client(reg: Registry) -> Iterator[TestClient]:
+def client(reg: Node) -> Iterator[TestClient]:
     with TestClient(create_app(reg)) as c:
         yield c
 
 
-def key(reg: Registry, account: str) -> dict[str, str]:
-    k, _ = mint_key(reg.store, "creator", account)
+def key(reg: Node, account: str) -> dict[str, str]:
+    k, _ = create_key(reg.store, "creator", account)
     return {"Authorization": f"Bearer {k}"}
 
 
@@ -39,7 +39,7 @@ def transfer(client: TestClient, h: dict[str, str], **body: Any) -> Any:
     return client.post("/v1/transfers", json=body, headers=h)
 
 
-def test_chain_of_title_with_two_transfers(client: TestClient, reg: Registry) -> None:
+def test_chain_of_title_with_two_transfers(client: TestClient, reg: Node) -> None:
     alice, bob, carol = key(reg, "alice"), key(reg, "bob"), key(reg, "carol")
     w = client.post("/v1/works", json=work_body("song"), headers=alice).json()["seq"]
     r1 = transfer(client, alice, work_seq=w, to="bob", transfer_type="assignment",
@@ -79,7 +79,7 @@ def test_chain_of_title_with_two_transfers(client: TestClient, reg: Registry) ->
     _ = carol
 
 
-def test_transfer_validation(client: TestClient, reg: Registry) -> None:
+def test_transfer_validation(client: TestClient, reg: Node) -> None:
     alice = key(reg, "alice")
     w = client.post("/v1/works", json=work_body("w"), headers=alice).json()["seq"]
     ev = client.post("/v1/evidence", headers=alice, json={

@@ -14,8 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from copyledger.api.app import create_app
-from copyledger.api.auth import mint_key
 from copyledger.ledger.verify import verify_bundle
+from copyledger.service.apikeys import create_key
 from tests.helpers import open_registry
 
 FILE = b"The exhibit: a photograph's bytes, say." * 100
@@ -24,7 +24,7 @@ FILE = b"The exhibit: a photograph's bytes, say." * 100
 @pytest.fixture(scope="module")
 def made(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     reg = open_registry(tmp_path_factory.mktemp("reg"))
-    key, _ = mint_key(reg.store, "creator", "alice")
+    key, _ = create_key(reg.store, "creator", "alice")
     h = {"Authorization": f"Bearer {key}"}
     with TestClient(create_app(reg)) as c:
         for i in range(6):

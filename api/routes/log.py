@@ -2,34 +2,21 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import PlainTextResponse
 
-from copyledger.api.deps import registry
+from copyledger.api.deps import node
 from copyledger.api.models import BlockOut, ConsistencyOut, LogOut
-from copyledger.api.routes.entries import resolve_size
-from copyledger.ledger import merkle
-from copyledger.ledger.errors import InvalidInput, NotFound
+from copyledger.service import reads
 
 router = APIRouter(tags=["log"])
 
 
 @router.get("/v1/log", response_model=LogOut, summary="The log's identity and size")
 def get_log(request: Request) -> dict[str, Any]:
-    reg = registry(request)
-    st = reg.sequencer.state
-    if st.last is None:
-        raise NotFound("the log has no block yet")
-    return {
-        "origin": reg.origin,
-        "verifier_key": reg.verifier_key,
-        "tree_size": st.last.header.tree_size,
-        "root": st.last.header.tree_root.hex(),
-        "block_height": st.last.header.height,
-    }
+    return reads.log_info(node(request))
 
 
 @router.get(
@@ -41,10 +28,8 @@ def get_log(request: Request) -> dict[str, Any]:
     responses={200: {"content": {"text/plain": {}}}},
 )
 def get_checkpoint(request: Request) -> PlainTextResponse:
-    last = registry(request).sequencer.state.last
-    if last is None:
-        raise NotFound("the log has no checkpoint yet")
-    return PlainTextResponse(last.checkpoint, media_type="text/plain; charset=utf-8")
+    return PlainTextResponse(reads.checkpoint(node(request)),
+                             media_type="text/plain; charset=utf-8")
 
 
 @router.get(
@@ -58,18 +43,7 @@ def get_consistency(
     from_: int = Query(alias="from", ge=0),
     to: int | None = Query(default=None, ge=0),
 ) -> dict[str, Any]:
-    reg = registry(request)
-    new = resolve_size(request, to)
-    if from_ > new:
-        raise InvalidInput(f"from ({from_}) must not exceed to ({new})")
-    proof = merkle.consistency_proof(from_, new, reg.store)
-    return {
-        "from": from_,
-        "to": new,
-        "old_root": merkle.tree_hash(from_, reg.store).hex(),
-        "new_root": merkle.tree_hash(new, reg.store).hex(),
-        "proof": [p.hex() for p in proof],
-    }
+    return reads.consistency(node(request), from_, to)
 
 
 @router.get(
@@ -79,22 +53,9 @@ def get_consistency(
     "TSA certificate chain (PEM): what to pin when verifying bundles and tokens offline.",
 )
 def get_notary_keys(request: Request) -> dict[str, Any]:
-    k = registry(request).notary_keys()
-    return {"log_keys": k.log_keys, "tsa_roots": k.tsa_roots, "tsa_chain": k.tsa_chain}
+    return reads.notary_keys(node(request))
 
 
 @router.get("/v1/blocks/{height}", response_model=BlockOut, summary="A block header")
 def get_block(request: Request, height: int = Path(ge=0)) -> dict[str, Any]:
-    reg = registry(request)
-    b = reg.store.get_block(height)
-    return {
-        "timestamps": [
-            {"tsa": tsa, "hash_alg": "sha256", "token": base64.b64encode(tok).decode()}
-            for tsa, tok in reg.store.get_timestamps(height)
-        ],
-        "height": b.header.height,
-        "hash": b.hash.hex(),
-        "header": b.header.to_json(),
-        "checkpoint": b.checkpoint,
-        "block_note": b.block_note,
-    }
+    return reads.block(node(request), height)

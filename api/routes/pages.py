@@ -13,10 +13,10 @@ from typing import Literal
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
-from copyledger.api.certificate import certificate_html, certificate_pdf
-from copyledger.api.deps import registry
-from copyledger.api.routes.entries import build_bundle
+from copyledger.api.deps import node
 from copyledger.ledger.errors import NotFound
+from copyledger.service import reads
+from copyledger.service.certificate import certificate_html, certificate_pdf
 
 router = APIRouter(tags=["pages"])
 STATIC = FsPath(__file__).resolve().parent.parent / "static"
@@ -72,7 +72,7 @@ def get_certificate(
     seq: int = Path(ge=0),
     format: Literal["html", "pdf"] | None = Query(default=None),
 ) -> Response:
-    bundle = build_bundle(registry(request), seq)
+    bundle = reads.bundle(node(request), seq)
     url = verify_url(request, seq)
     as_pdf = format == "pdf" or (format is None and _wants_pdf(request.headers.get("accept", "")))
     headers = {**SECURITY, "Vary": "Accept"}

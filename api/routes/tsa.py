@@ -8,7 +8,7 @@ import time
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from copyledger.api.deps import registry
+from copyledger.api.deps import node
 from copyledger.ledger.errors import InvalidInput, RateLimited
 
 router = APIRouter(tags=["time-stamping"])
@@ -61,5 +61,5 @@ async def timestamp(request: Request) -> Response:
     body = await request.body()
     if len(body) > MAX_QUERY_BYTES:
         raise InvalidInput(f"a time-stamp query is at most {MAX_QUERY_BYTES} bytes")
-    reply = registry(request).tsa.respond(body)
+    reply = node(request).tsa.respond(body)
     return Response(reply, media_type=REPLY_TYPE)

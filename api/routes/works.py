@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import json
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -10,20 +10,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from copyledger.api import auth
-from copyledger.api.deps import (
-    FastJSONResponse,
-    append,
-    append_entry,
-    json_body,
-    parse_body,
-    parse_metadata,
-    registration_json,
-    registry,
-)
+from copyledger.api.deps import FastJSONResponse, json_body, node, parse_body
 from copyledger.api.models import EvidenceIn, RegistrationOut, WorkIn
-from copyledger.ledger import entry as entry_mod
-from copyledger.ledger import fingerprint as fp
-from copyledger.ledger.errors import InvalidInput, NotFound
+from copyledger.ledger.errors import InvalidInput
+from copyledger.service import operations
+from copyledger.service.apikeys import KeyCache
+from copyledger.service.node import Node
 
 router = APIRouter(tags=["creators"])
 
@@ -51,56 +43,27 @@ _WORK_DOC = {
     }
 }
 
-CHUNK = 1 << 20
-MAX_FINGERPRINT_BYTES = 64 * 1024 * 1024  # larger uploads are hashed but not fingerprinted
+
+async def register_json(n: Node, keys: KeyCache, authorization: str, body: bytes
+                        ) -> dict[str, Any]:
+    """The JSON registration from the raw header and body. The ASGI fast path
+    (`api.app.FastRegister`) calls it for every JSON `POST /v1/works`; the route below only
+    documents that body and takes uploads."""
+    who = auth.check(keys, authorization, ("creator",))
+    w = parse_body(WorkIn, body, n.settings.max_body_bytes)
+    return (await operations.register_work(n, who, w)).to_dict()
 
 
-async def _hash_upload(upload: UploadFile) -> tuple[str, int]:
-    h = hashlib.sha256()
-    size = 0
-    while chunk := await upload.read(CHUNK):
-        h.update(chunk)
-        size += len(chunk)
-    return h.hexdigest(), size
-
-
-async def _work_from_form(request: Request, registrant: str) -> dict[str, Any]:
-    form = await request.form(max_files=1, max_fields=100)
+def _metadata(raw: str | None) -> dict[str, Any] | None:
+    if raw is None or raw == "":
+        return None
     try:
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise InvalidInput("file: a multipart upload needs a 'file' part",
-                               errors=[{"field": "file", "message": "required"}])
-        sha256, size = await _hash_upload(upload)
-        media_type = (upload.content_type or "").split(";")[0].strip().lower() or None
-        if media_type == "application/octet-stream":
-            media_type = None
-        fingerprints: dict[str, Any] = {}
-        if media_type and size <= MAX_FINGERPRINT_BYTES:
-            await upload.seek(0)
-            fingerprints = await run_in_threadpool(
-                fp.fingerprints_for, await upload.read(), media_type)
-
-        def text(name: str) -> str | None:
-            v = form.get(name)
-            return v if isinstance(v, str) else None
-
-        return entry_mod.build_work(
-            registrant=registrant,
-            received_at=entry_mod.utc_now(),
-            sha256=sha256,
-            size=size,
-            media_type=media_type,
-            title=text("title") or "",
-            creators=[c for c in form.getlist("creators") if isinstance(c, str)],
-            work_type=text("work_type") or "",
-            license=text("license"),
-            metadata=parse_metadata(text("metadata")),
-            fingerprints=fingerprints or None,
-            check=False,
-        )
-    finally:
-        await form.close()
+        v = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise InvalidInput(f"metadata: not JSON: {e}") from None
+    if not isinstance(v, dict):
+        raise InvalidInput("metadata: must be a JSON object")
+    return v
 
 
 @router.post(
@@ -115,57 +78,33 @@ async def _work_from_form(request: Request, registrant: str) -> dict[str, Any]:
     openapi_extra=_WORK_DOC,
 )
 async def register_work(request: Request) -> FastJSONResponse:
+    n = node(request)
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         return FastJSONResponse(await register_json(
-            request.app.state, request.headers.get("authorization", ""), await request.body()),
-            status_code=201)
+            n, request.app.state.keys, request.headers.get("authorization", ""),
+            await request.body()), status_code=201)
     who = auth.require(request, "creator")
-    entry = await _work_from_form(request, who.account)
-    return FastJSONResponse(await _record_work(request.app.state, entry), status_code=201)
-
-
-async def register_json(state: Any, authorization: str, body: bytes) -> dict[str, Any]:
-    """The JSON registration, from the raw header and body: the route above and the ASGI fast
-    path (api.app.FastRegister) both call it, so there is one implementation."""
-    who = auth.check(state.keys, authorization, ("creator",))
-    reg = state.registry
-    w = parse_body(WorkIn, body, reg.settings.max_body_bytes)
-    entry = entry_mod.build_work(
-        registrant=who.account,
-        received_at=entry_mod.utc_now(),
-        sha256=w.sha256,
-        size=w.size,
-        media_type=w.media_type,
-        title=w.title,
-        creators=w.creators,
-        work_type=w.work_type,
-        license=w.license,
-        metadata=w.metadata,
-        fingerprints=fp.validate_fingerprints(w.fingerprints) if w.fingerprints else None,
-        check=False,
-    )
-    return await _record_work(state, entry)
-
-
-async def _record_work(state: Any, entry: dict[str, Any]) -> dict[str, Any]:
-    receipt, entry = await append_entry(state.registry, entry)
-    fps = entry["content"].get("fingerprints")
-    if fps:  # matchable at once
-        state.fp_index.add(receipt.seq, fps)
-    return registration_json(receipt, entry)
-
-
-def _require_work(request: Request, seq: int) -> None:
-    msg = None
+    form = await request.form(max_files=1, max_fields=100)
     try:
-        row = registry(request).store.get_entry(seq)
-        if row.kind != "work":
-            msg = f"entry {seq} is a {row.kind}, not a work"
-    except NotFound:
-        msg = f"no entry with seq {seq}"
-    if msg:
-        raise InvalidInput(f"related_work: {msg}",
-                           errors=[{"field": "related_work", "message": msg}])
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise InvalidInput("file: a multipart upload needs a 'file' part",
+                               errors=[{"field": "file", "message": "required"}])
+        facts = await run_in_threadpool(operations.describe_file, upload.file,
+                                        upload.content_type)
+
+        def text(name: str) -> str:
+            v = form.get(name)
+            return v if isinstance(v, str) else ""
+
+        w = WorkIn(sha256=facts.sha256, size=facts.size, media_type=facts.media_type,
+                   title=text("title"), work_type=text("work_type"),
+                   creators=[c for c in form.getlist("creators") if isinstance(c, str)],
+                   license=text("license") or None, metadata=_metadata(text("metadata")))
+    finally:
+        await form.close()
+    recorded = await operations.register_work(n, who, w, computed=facts.fingerprints)
+    return FastJSONResponse(recorded.to_dict(), status_code=201)
 
 
 @router.post(
@@ -181,22 +120,5 @@ def _require_work(request: Request, seq: int) -> None:
 async def deposit_evidence(request: Request) -> FastJSONResponse:
     who = auth.require(request, "creator", "platform", "court")
     ev = await json_body(request, EvidenceIn)
-    if ev.related_work is not None:
-        _require_work(request, ev.related_work)
-    entry = entry_mod.build_evidence(
-        registrant=who.account,
-        received_at=entry_mod.utc_now(),
-        sha256=ev.sha256,
-        source_url=ev.source_url,
-        captured_at=ev.captured_at,
-        capture_method=ev.capture_method,
-        description=ev.description,
-        related_work=ev.related_work,
-        size=ev.size,
-        media_type=ev.media_type,
-        metadata=ev.metadata,
-        warc_records=ev.warc_records,
-        check=False,
-    )
-    receipt, entry = await append(request, entry)
-    return FastJSONResponse(registration_json(receipt, entry), status_code=201)
+    recorded = await operations.deposit_evidence(node(request), who, ev)
+    return FastJSONResponse(recorded.to_dict(), status_code=201)

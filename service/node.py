@@ -1,4 +1,5 @@
-"""Opening a registry from its data directory: store, notary key, sequencer.
+"""The running node: a registry opened from its data directory (store, notary keys, TSA,
+sequencer, external time-stamping, the near-duplicate index).
 
 `copyledger init`, `serve`, `keys` and `audit` all come through here, so a data directory works
 the same whether or not a server is running on it.
@@ -6,7 +7,9 @@ the same whether or not a server is running on it.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,8 +18,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from copyledger.api.rotation import overlap_signers, retired_keys
-from copyledger.api.settings import Settings, write_config
+from copyledger.api.indexing import LiveIndex
 from copyledger.ledger import note
 from copyledger.ledger.bundle import NotaryKeys
 from copyledger.ledger.errors import InvalidInput, NotFound
@@ -29,6 +31,8 @@ from copyledger.notary.remote import RemoteNotary, RemoteSigner, RemoteTSA
 from copyledger.notary.signer import Signer, sign_note, verifier_key
 from copyledger.notary.tsa import TimeStampAuthority
 from copyledger.notary.tsa_certs import ROOT_FILE, TsaIdentity
+from copyledger.service.rotation import overlap_signers, retired_keys
+from copyledger.service.settings import Settings, write_config
 
 
 def _passphrase(s: Settings) -> bytes | None:
@@ -81,6 +85,20 @@ def init_notary_keys(s: Settings) -> tuple[bool, str]:
     s.verifier_key_path.write_text(vkey + "\n")
     init_tsa_chain(key_config(s), s.tsa_dir, s.origin, _passphrase(s))
     return created, vkey
+
+
+def init_notary_dir(s: Settings) -> tuple[bool, str]:
+    """A stand-alone notary's data directory: config and keys only (no database)."""
+    s.data_dir.mkdir(parents=True, exist_ok=True)
+    check_origin(s)
+    if not s.config_path.exists():
+        write_config(s)
+    return init_notary_keys(s)
+
+
+def open_notary(s: Settings) -> tuple[Signer, TimeStampAuthority]:
+    """The keys a stand-alone notary serves with: the log signer and the TSA."""
+    return load_signer(s), TimeStampAuthority(load_tsa_identity(s))
 
 
 def connect_notary(s: Settings) -> RemoteNotary:
@@ -158,8 +176,9 @@ def all_verifier_keys(s: Settings) -> list[str]:
     return [read_verifier_key(s), *(r.verifier_key for r in retired_keys(s))]
 
 
-class Registry:
-    """A running registry: the store, the signer, the TSA and the sequencer that seals blocks."""
+class Node:
+    """A running registry: the store, the signer, the TSA, the sequencer that seals blocks,
+    and the state the operations share (the near-duplicate index, per-work transfer locks)."""
 
     def __init__(
         self,
@@ -198,6 +217,8 @@ class Registry:
         roots = roots_path.read_bytes() if roots_path is not None else None
         self.external = ExternalStamper(store, settings.external_tsa_urls, roots_pem=roots)
         self._external_roots = roots
+        self.index = LiveIndex()  # rebuilt from the log by `start_index`
+        self.transfer_locks: dict[int, asyncio.Lock] = {}
 
     def signers(self) -> list[Signer]:
         """The current key, and retired keys still inside their overlap (they co-sign)."""
@@ -236,7 +257,7 @@ class Registry:
         return self._keys
 
     @classmethod
-    def open(cls, s: Settings) -> Registry:
+    def open(cls, s: Settings) -> Node:
         init_data_dir(s)
         store = Store.open(s.database_url)
         genesis = store.get_block(0) if store.latest_block() else None
@@ -257,6 +278,12 @@ class Registry:
     def start(self) -> None:
         self.sequencer.start()
         self.external.start()
+
+    def start_index(self) -> None:
+        """Rebuild the near-duplicate index from the log in the background; until it is done
+        `index.ready` is false and claim checks say so."""
+        threading.Thread(target=self.index.build, args=(self.store,), name="fp-index",
+                         daemon=True).start()
 
     def stop(self) -> None:
         self.external.stop()

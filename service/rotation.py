@@ -20,9 +20,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from copyledger.api.settings import Settings
 from copyledger.ledger.errors import InvalidInput
 from copyledger.notary.signer import FileSigner, Signer
+from copyledger.service.settings import Settings
 
 ROTATIONS = "rotations.json"
 

@@ -114,7 +114,8 @@ def load(data_dir: str | Path | None = None, **overrides: object) -> Settings:
             values[name] = v
     values.pop("data_dir", None)
     s = Settings(data_dir=dd)
-    return replace(s, **{k: _coerce(k, known[k], v) for k, v in values.items()})
+    coerced: dict[str, Any] = {k: _coerce(k, known[k], v) for k, v in values.items()}
+    return replace(s, **coerced)
 
 
 def write_config(s: Settings) -> None:

@@ -1,4 +1,4 @@
-"""The stand-alone notary: the only process that holds the log key and the TSA key.
+"""The stand-alone notary's HTTP face: the only process that holds the log key and the TSA key.
 
 `copyledger notary serve` runs it on its own port or Unix socket; `copyledger serve --notary-url`
 then signs through it and holds no private key. It signs only what a notary should: C2SP
@@ -11,15 +11,15 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-from collections.abc import Callable
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from copyledger.ledger import claims, note
+from copyledger.api import problems
 from copyledger.ledger.errors import CopyledgerError, InvalidInput, Unauthorized
+from copyledger.notary.policy import check_signable
 from copyledger.notary.signer import Signer, verifier_key
 from copyledger.notary.tsa import TimeStampAuthority
 
@@ -37,28 +37,6 @@ def _unb64(v: object, what: str) -> bytes:
         return base64.b64decode(v, validate=True)
     except binascii.Error:
         raise InvalidInput(f"{what} is not base64") from None
-
-
-def check_signable(message: bytes, origin: str) -> str:
-    """The notary signs checkpoints, block notes and claim-check answers of its own log,
-    nothing else."""
-    try:
-        text = message.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidInput("refused: not UTF-8 note text") from None
-    readers: tuple[tuple[str, Callable[[str], str]], ...] = (
-        ("checkpoint", lambda t: note.parse_checkpoint(t).origin),
-        ("block note", lambda t: note.parse_block_note_text(t)[0]),
-        ("claim-check answer", lambda t: claims.parse_check_note_text(t)[0]),
-    )
-    for what, origin_of in readers:
-        try:
-            if origin_of(text) == origin:
-                return what
-        except CopyledgerError:
-            continue
-    raise InvalidInput(f"refused: only checkpoints, block notes and claim-check answers of "
-                       f"{origin} are signed")
 
 
 def create_notary_app(signer: Signer, tsa: TimeStampAuthority, token: str) -> FastAPI:
@@ -115,5 +93,4 @@ def create_notary_app(signer: Signer, tsa: TimeStampAuthority, token: str) -> Fa
 
 
 def _problem(exc: CopyledgerError) -> JSONResponse:
-    return JSONResponse({"title": exc.title, "status": exc.status, "detail": exc.detail},
-                        status_code=exc.status, media_type="application/problem+json")
+    return problems.from_error(exc, "")

@@ -364,7 +364,7 @@ class _Pdf(FPDF):
         if not self.unicode:
             return sorted(c for c in chars if ord(c) > 0xFF)
         missing = self._uncovered(chars)
-        names = []
+        names: list[str] = []
         for path in FALLBACK_FONTS:
             if not missing:
                 break

@@ -1,0 +1,142 @@
+"""Platforms' questions about a claim: its timeline, and the signed claim check (who registered
+the work, first, and does the disputed content match it)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from copyledger.ledger import claims as claims_mod
+from copyledger.ledger import entry as entry_mod
+from copyledger.ledger import fingerprint as fp
+from copyledger.ledger import jcs
+from copyledger.ledger.errors import InvalidInput, NotFound
+from copyledger.ledger.store import EntryRow
+from copyledger.notary.signer import sign_note
+from copyledger.service.inputs import CheckIn
+from copyledger.service.node import Node
+from copyledger.service.title import _parsed, claim_entry, load_title
+
+CAVEATS = [
+    "The registry proves who registered which content and when, as the operator authenticated "
+    "them; it does not prove ownership of copyright.",
+    "An earlier registration by someone else is evidence of priority, not of infringement.",
+    "Perceptual hashes (PDQ, pHash, MinHash) survive re-encoding, resizing, recolouring and "
+    "light edits, but not heavy crops, overlays, mirroring or re-composition; a 'none' verdict "
+    "does not prove the content is different.",
+    "Fingerprints supplied by a client are taken as given; upload the file to have them "
+    "computed by the server.",
+]
+
+
+def claim_timeline(node: Node, seq: int) -> dict[str, Any]:
+    """A claim and every notice and counter-notice in its thread."""
+    row, claim = claim_entry(node, seq)
+    root_seq = claim.get("refers_to", seq) if claim["notice_type"] == "counter_notice" else seq
+    timeline = []
+    for r in node.store.search_sha256(row.sha256, limit=100_000):
+        if r.kind != "claim":
+            continue
+        c = _parsed(r)
+        if r.seq == root_seq or c.get("refers_to") == root_seq:
+            timeline.append({"seq": r.seq, "notice_type": c["notice_type"],
+                             "regime": c["regime"], "registrant": c["registrant"],
+                             "received_at": c["received_at"], "claimant": c["claimant"]["name"],
+                             "bundle": f"/v1/entries/{r.seq}/bundle"})
+    return {"seq": seq, "leaf_hash": row.leaf_hash.hex(), "block_height": row.block_height,
+            "entry": claim, "timeline": timeline}
+
+
+def check_claim(node: Node, q: CheckIn) -> dict[str, Any]:
+    """The signed claim-check answer (blocking reads: run it off the event loop)."""
+    if not entry_mod.valid_registrant(q.claimant):
+        raise InvalidInput("claimant: an account name (A-Z, a-z, 0-9, '.', '_', '-')")
+    if (q.work_seq is None) == (q.work_sha256 is None):
+        raise InvalidInput("give exactly one of work_seq and work_sha256")
+    content = dict(q.content)
+    sha = content.pop("sha256", None)
+    if sha is not None and (not isinstance(sha, str) or not entry_mod.valid_sha256(sha)):
+        raise InvalidInput("content.sha256: must be 64 lowercase hex characters")
+    fps = fp.validate_fingerprints(content, field="content", allow_bare=True) if content else {}
+    if sha is None and not fps:
+        raise InvalidInput("content: give the disputed content's sha256 and/or fingerprints, "
+                           "or upload it")
+
+    # The claimed work.
+    work_row: EntryRow | None = None
+    if q.work_seq is not None:
+        try:
+            work_row = node.store.get_entry(q.work_seq)
+        except NotFound:
+            work_row = None
+        if work_row is not None and work_row.kind != "work":
+            raise InvalidInput(f"work_seq: entry {q.work_seq} is a {work_row.kind}, not a work")
+    else:
+        assert q.work_sha256 is not None
+        if not entry_mod.valid_sha256(q.work_sha256):
+            raise InvalidInput("work_sha256: must be 64 lowercase hex characters")
+        works = [r for r in node.store.search_sha256(q.work_sha256) if r.kind == "work"]
+        work_row = works[0] if works else None
+    registered = work_row is not None
+    title = load_title(node, work_row.seq)[0] if work_row is not None else None
+
+    # Everything that matches the disputed content.
+    matches: list[dict[str, Any]] = []
+    if sha is not None:
+        for r in node.store.search_sha256(sha):
+            if r.kind == "work":
+                matches.append({"seq": r.seq, "algorithm": "sha256", "distance": 0,
+                                "threshold": 0, "verdict": "match"})
+    index = node.index
+    caveats = list(CAVEATS)
+    if fps:
+        if not index.ready:
+            caveats.insert(0, "The near-duplicate index is still being rebuilt after a restart: "
+                           "only exact (SHA-256) matches were checked. Ask again shortly.")
+        matches += [c.to_json() for c in index.search(fps)]
+    matched_seqs = sorted({m["seq"] for m in matches})
+    registrations = []
+    for s in matched_seqs:
+        e = _parsed(node.store.get_entry(s))
+        registrations.append({"seq": s, "registrant": e["registrant"],
+                              "registered_at": e["received_at"], "title": e.get("title"),
+                              "bundle": f"/v1/entries/{s}/bundle"})
+    on_work = [m for m in matches if work_row is not None and m["seq"] == work_row.seq]
+    verdict = ("match" if any(m["verdict"] == "match" for m in on_work)
+               else "possible" if on_work else "none")
+    earliest = registrations[0] if registrations else None
+
+    claims_on_work = []
+    if work_row is not None:
+        for r in node.store.search_sha256(work_row.sha256, limit=100_000):
+            if r.kind == "claim":
+                c = _parsed(r)
+                claims_on_work.append({"seq": r.seq, "notice_type": c["notice_type"],
+                                       "regime": c["regime"], "registrant": c["registrant"],
+                                       "received_at": c["received_at"],
+                                       "refers_to": c.get("refers_to")})
+    last = node.sequencer.state.last
+    assert last is not None
+    answer: dict[str, Any] = {
+        "verdict": verdict,
+        "work_registered": registered,
+        "work_seq": work_row.seq if work_row is not None else None,
+        "claimant": q.claimant,
+        "claimant_is_registrant": bool(title and title.registrant == q.claimant),
+        "claimant_is_holder": bool(title and title.holder == q.claimant),
+        "holder": title.holder if title else None,
+        "earliest_registration": earliest and {k: earliest[k] for k in
+                                               ("seq", "registrant", "registered_at")},
+        "registrations": registrations,
+        "matches": matches,
+        "claims": claims_on_work,
+        "caveats": caveats,
+        "index_ready": index.ready,
+        "checked_at": entry_mod.utc_now(),
+        "tree_size": last.header.tree_size,
+        "origin": node.origin,
+    }
+    digest = hashlib.sha256(jcs.canonicalize(answer)).digest()
+    text = claims_mod.check_note_text(node.origin, last.header.tree_size, digest)
+    answer["signature"] = sign_note(text, node.signers())
+    return answer

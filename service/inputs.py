@@ -1,0 +1,151 @@
+"""Typed inputs of the service operations, with their documentation and examples.
+
+The HTTP layer parses request bodies into these (`parse_input`), the CLI builds them directly;
+the field rules of an entry live in `ledger.entry` (one place), so these models give types,
+documentation and examples, and refuse unknown members.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from copyledger.ledger.errors import InvalidInput
+
+SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_input(model: type[M], body: bytes) -> M:
+    """A JSON document as `model`, or InvalidInput naming every bad field."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as e:
+        errors = [
+            {"field": ".".join(str(p) for p in err["loc"]) or "body", "message": err["msg"]}
+            for err in e.errors()
+        ]
+        detail = "; ".join(f"{x['field']}: {x['message']}" for x in errors)
+        raise InvalidInput(detail, errors=errors) from None
+
+
+class WorkIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "sha256": SHA,
+                    "size": 1048576,
+                    "media_type": "image/png",
+                    "title": "Harbour at dawn",
+                    "creators": ["Ada Example"],
+                    "work_type": "image",
+                    "license": "CC-BY-4.0",
+                    "metadata": {"year": 2026},
+                }
+            ]
+        },
+    )
+    sha256: str = Field(description="SHA-256 of the work's bytes, 64 lowercase hex characters")
+    title: str
+    creators: list[str]
+    work_type: str = Field(description="text, image, audio, video, software, dataset or other")
+    size: int | None = Field(default=None, description="size in bytes")
+    media_type: str | None = None
+    license: str | None = None
+    metadata: dict[str, Any] | None = None
+    fingerprints: dict[str, Any] | None = Field(
+        default=None,
+        description="perceptual fingerprints computed on the creator's machine "
+        "(`copyledger register` does): pdq, phash (images), minhash (text)",
+    )
+
+
+class EvidenceIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "sha256": SHA,
+                    "source_url": "https://example.org/listing/42",
+                    "captured_at": "2026-11-20T10:00:00Z",
+                    "capture_method": "screenshot",
+                    "description": "Listing offering copies of the registered photograph",
+                    "related_work": 0,
+                }
+            ]
+        },
+    )
+    sha256: str
+    captured_at: str
+    capture_method: str
+    description: str
+    source_url: str | None = None
+    related_work: int | None = None
+    size: int | None = None
+    media_type: str | None = None
+    metadata: dict[str, Any] | None = None
+    warc_records: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="for a WARC capture: each response record's target_uri, warc_date, "
+        "record_id and payload_sha256 (the CLI computes them)",
+    )
+
+
+class TransferIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{
+            "work_seq": 0, "to": "harbour-press", "transfer_type": "exclusive_licence",
+            "territory": "EU", "term_start": "2027-01-01T00:00:00Z",
+            "term_end": "2032-01-01T00:00:00Z",
+            "terms_sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+        }]},
+    )
+    work_seq: int = Field(ge=0, description="seq of the registered work")
+    to: str = Field(description="the receiving account")
+    transfer_type: str = Field(description="assignment, exclusive_licence or non_exclusive_licence")
+    territory: str = "worldwide"
+    term_start: str | None = None
+    term_end: str | None = None
+    terms_sha256: str | None = Field(default=None, description="SHA-256 of the signed contract")
+    note: str | None = None
+
+
+class ClaimIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "notice_type": "notice", "regime": "dmca_512c3",
+        "claimant": {"name": "Ada Example", "email": "ada@example.org", "phone": "+1 555 0100",
+                     "address": "1 Harbour St, Springfield", "authority": "owner",
+                     "account": "ada"},
+        "works": [{"seq": 0}],
+        "targets": [{"url": "https://video.example/watch/123"}],
+        "statements": {"good_faith": True, "accuracy": True, "perjury": True},
+        "requested_action": "remove", "signature": "/Ada Example/",
+    }]})
+    notice_type: str = "notice"
+    regime: str
+    refers_to: int | None = Field(default=None, description="a counter-notice's claim seq")
+    claimant: dict[str, Any]
+    works: list[dict[str, Any]] | None = None
+    targets: list[dict[str, Any]] | None = None
+    substantiation: str | None = None
+    statements: dict[str, Any] | None = None
+    requested_action: str | None = None
+    signature: str | None = None
+
+
+class CheckIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "claimant": "ada", "work_seq": 0,
+        "content": {"sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                    "pdq": "f" * 64},
+    }]})
+    claimant: str = Field(description="the claimant's account in this registry")
+    work_seq: int | None = Field(default=None, ge=0)
+    work_sha256: str | None = None
+    content: dict[str, Any] = Field(default_factory=dict,
+                                    description="disputed content: sha256, pdq, phash, minhash")

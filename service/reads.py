@@ -1,0 +1,138 @@
+"""What anyone may read: entries, proofs, the log's signed state, blocks, search, bundles."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from copyledger.ledger import jcs, merkle
+from copyledger.ledger.bundle import Timestamp, make_bundle
+from copyledger.ledger.entry import valid_sha256
+from copyledger.ledger.errors import InvalidInput, NotFound
+from copyledger.ledger.store import EntryRow
+from copyledger.service.node import Node
+
+SEARCH_LIMIT = 1000  # the oldest registrations come first, so priority is never cut off
+
+
+def entry_dict(row: EntryRow) -> dict[str, Any]:
+    return {"seq": row.seq, "leaf_hash": row.leaf_hash.hex(), "block_height": row.block_height,
+            "entry": jcs.parse(row.data)}
+
+
+def entry(node: Node, seq: int) -> dict[str, Any]:
+    return entry_dict(node.store.get_entry(seq))
+
+
+def resolve_size(node: Node, tree_size: int | None) -> int:
+    """`tree_size`, or the latest size when None; never past the log's end."""
+    size = node.sequencer.state.size
+    if tree_size is None:
+        return size
+    if tree_size > size:
+        raise InvalidInput(f"tree_size {tree_size} is beyond the log's size {size}")
+    return tree_size
+
+
+def proof(node: Node, seq: int, tree_size: int | None) -> dict[str, Any]:
+    """RFC 9162 inclusion proof of `seq` in the tree of `tree_size` leaves (default latest)."""
+    size = resolve_size(node, tree_size)
+    if seq >= size:
+        raise InvalidInput(f"seq {seq} is not in a tree of size {size}")
+    leaf = node.store.read_hashes([(0, seq)])[0]
+    block = node.store.block_for_size(size)
+    return {
+        "seq": seq,
+        "tree_size": size,
+        "leaf_hash": leaf.hex(),
+        "root": merkle.tree_hash(size, node.store).hex(),
+        "proof": [p.hex() for p in merkle.inclusion_proof(seq, size, node.store)],
+        "checkpoint": block.checkpoint if block else None,
+    }
+
+
+def consistency(node: Node, old: int, new: int | None) -> dict[str, Any]:
+    """RFC 9162 consistency proof from tree size `old` to `new` (default latest)."""
+    size = resolve_size(node, new)
+    if old > size:
+        raise InvalidInput(f"from ({old}) must not exceed to ({size})")
+    return {
+        "from": old,
+        "to": size,
+        "old_root": merkle.tree_hash(old, node.store).hex(),
+        "new_root": merkle.tree_hash(size, node.store).hex(),
+        "proof": [p.hex() for p in merkle.consistency_proof(old, size, node.store)],
+    }
+
+
+def log_info(node: Node) -> dict[str, Any]:
+    last = node.sequencer.state.last
+    if last is None:
+        raise NotFound("the log has no block yet")
+    return {
+        "origin": node.origin,
+        "verifier_key": node.verifier_key,
+        "tree_size": last.header.tree_size,
+        "root": last.header.tree_root.hex(),
+        "block_height": last.header.height,
+    }
+
+
+def checkpoint(node: Node) -> str:
+    """The latest signed checkpoint (a C2SP signed note)."""
+    last = node.sequencer.state.last
+    if last is None:
+        raise NotFound("the log has no checkpoint yet")
+    return last.checkpoint
+
+
+def notary_keys(node: Node) -> dict[str, Any]:
+    k = node.notary_keys()
+    return {"log_keys": k.log_keys, "tsa_roots": k.tsa_roots, "tsa_chain": k.tsa_chain}
+
+
+def block(node: Node, height: int) -> dict[str, Any]:
+    b = node.store.get_block(height)
+    return {
+        "timestamps": [
+            {"tsa": tsa, "hash_alg": "sha256", "token": base64.b64encode(tok).decode()}
+            for tsa, tok in node.store.get_timestamps(height)
+        ],
+        "height": b.header.height,
+        "hash": b.hash.hex(),
+        "header": b.header.to_json(),
+        "checkpoint": b.checkpoint,
+        "block_note": b.block_note,
+    }
+
+
+def search(node: Node, sha256: str) -> dict[str, Any]:
+    """Every entry whose content has this SHA-256, oldest first, at most SEARCH_LIMIT."""
+    if not valid_sha256(sha256):
+        raise InvalidInput("sha256: must be 64 lowercase hex characters",
+                           errors=[{"field": "sha256", "message": "must be 64 lowercase hex"}])
+    rows = node.store.search_sha256(sha256, limit=SEARCH_LIMIT + 1)
+    return {
+        "sha256": sha256,
+        "results": [entry_dict(r) for r in rows[:SEARCH_LIMIT]],
+        "truncated": len(rows) > SEARCH_LIMIT,
+    }
+
+
+def bundle(node: Node, seq: int) -> dict[str, Any]:
+    """The evidence bundle (`copyledger/bundle/v1`) of entry `seq`."""
+    row = node.store.get_entry(seq)
+    blk = node.store.get_block(row.block_height)
+    return make_bundle(
+        origin=node.origin,
+        seq=seq,
+        leaf_hash=row.leaf_hash,
+        entry_data=row.data,
+        proof=merkle.inclusion_proof(seq, blk.header.tree_size, node.store),
+        header=blk.header,
+        block_hash=blk.hash,
+        checkpoint=blk.checkpoint,
+        block_note=blk.block_note,
+        timestamps=[Timestamp(t, tok) for t, tok in node.store.get_timestamps(blk.header.height)],
+        notary=node.notary_keys(),
+    )

@@ -1,0 +1,85 @@
+"""Chain of title: a work, the transfers recorded on it, and who holds it now."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from copyledger.ledger import jcs, merkle
+from copyledger.ledger.errors import InvalidInput, NotFound
+from copyledger.ledger.store import EntryRow
+from copyledger.ledger.title import Title, chain_of_title
+from copyledger.service.node import Node
+
+
+def _parsed(row: EntryRow) -> dict[str, Any]:
+    obj = jcs.parse(row.data)
+    assert isinstance(obj, dict)  # the sequencer stores only validated JSON objects
+    return obj
+
+
+def load_title(node: Node, work_seq: int) -> tuple[Title, dict[str, Any], list[Any]]:
+    """The work, its transfers in log order, and the replayed chain of title."""
+    row = node.store.get_entry(work_seq)
+    work = _parsed(row)
+    if row.kind != "work":
+        raise InvalidInput(f"work_seq: entry {work_seq} is a {row.kind}, not a work",
+                           errors=[{"field": "work_seq", "message": "not a work"}])
+    transfers = []
+    for r in node.store.search_sha256(row.sha256, limit=100_000):
+        if r.kind == "transfer":
+            t = _parsed(r)
+            if t["work"]["seq"] == work_seq:
+                transfers.append((r, t))
+    title = chain_of_title(work_seq, work, [(r.seq, t) for r, t in transfers])
+    return title, work, transfers
+
+
+def claim_entry(node: Node, seq: int) -> tuple[EntryRow, dict[str, Any]]:
+    """The claim at `seq` (NotFound if it is not one)."""
+    row = node.store.get_entry(seq)
+    if row.kind != "claim":
+        raise NotFound(f"entry {seq} is a {row.kind}, not a claim")
+    return row, _parsed(row)
+
+
+def history(node: Node, seq: int) -> dict[str, Any]:
+    """The work, every transfer on it in log order, who held it after each, and each link's
+    inclusion proof to the latest signed checkpoint (included)."""
+    title, _, transfers = load_title(node, seq)
+    last = node.sequencer.state.last
+    assert last is not None  # a work exists, so a block does
+    size = last.header.tree_size
+    ids = [seq] + [r.seq for r, _ in transfers]
+    proofs = merkle.inclusion_proofs(ids, size, node.store)
+    rows = [node.store.get_entry(seq)] + [r for r, _ in transfers]
+    links = [
+        {
+            "seq": r.seq,
+            "kind": r.kind,
+            "entry": jcs.parse(r.data),
+            "leaf_hash": r.leaf_hash.hex(),
+            "holder_after": _holder_after(title, r.seq),
+            "proof": [h.hex() for h in p],
+            "bundle": f"/v1/entries/{r.seq}/bundle",
+        }
+        for r, p in zip(rows, proofs, strict=True)
+    ]
+    return {
+        "work_seq": seq,
+        "registrant": title.registrant,
+        "holder": title.holder,
+        "licences": [{"seq": li.seq, "to": li.to_account, "transfer_type": li.transfer_type}
+                     for li in title.licences],
+        "tree_size": size,
+        "root": last.header.tree_root.hex(),
+        "checkpoint": last.checkpoint,
+        "links": links,
+    }
+
+
+def _holder_after(title: Title, seq: int) -> str:
+    holder = title.registrant
+    for link in title.links:
+        if link.seq <= seq:
+            holder = link.holder_after
+    return holder
