@@ -14,11 +14,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from copyledger.api import metrics, problems
 from copyledger.api.auth import KeyCache
 from copyledger.api.deps import FastJSONResponse
-from copyledger.api.indexing import LiveIndex
 from copyledger.api.registry import Registry
 from copyledger.api.routes import claims, entries, log, pages, transfers, tsa, works
 from copyledger.ledger.errors import CopyledgerError
 from copyledger.ledger.store import BlockRow
+from copyledger.matching import LiveIndex
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -23,6 +23,7 @@ from copyledger.ledger import fingerprint as fp
 from copyledger.ledger import jcs
 from copyledger.ledger.errors import InvalidInput, NotFound
 from copyledger.ledger.store import EntryRow
+from copyledger.matching import fingerprints_for
 from copyledger.notary.signer import sign_note
 
 router = APIRouter(tags=["platforms"])
@@ -160,7 +161,7 @@ async def _check_from_form(request: Request) -> CheckIn:
             content["sha256"] = h.hexdigest()
             if len(data) <= MAX_FINGERPRINT_BYTES:
                 media = (upload.content_type or "").split(";")[0].strip().lower() or None
-                content.update(await run_in_threadpool(fp.fingerprints_for, data, media))
+                content.update(await run_in_threadpool(fingerprints_for, data, media))
         for k in ("sha256", "pdq", "phash"):
             v = form.get(k)
             if isinstance(v, str) and v:

@@ -24,6 +24,7 @@ from copyledger.api.models import EvidenceIn, RegistrationOut, WorkIn
 from copyledger.ledger import entry as entry_mod
 from copyledger.ledger import fingerprint as fp
 from copyledger.ledger.errors import InvalidInput, NotFound
+from copyledger.matching import fingerprints_for
 
 router = APIRouter(tags=["creators"])
 
@@ -79,7 +80,7 @@ async def _work_from_form(request: Request, registrant: str) -> dict[str, Any]:
         if media_type and size <= MAX_FINGERPRINT_BYTES:
             await upload.seek(0)
             fingerprints = await run_in_threadpool(
-                fp.fingerprints_for, await upload.read(), media_type)
+                fingerprints_for, await upload.read(), media_type)
 
         def text(name: str) -> str | None:
             v = form.get(name)
