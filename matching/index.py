@@ -31,7 +31,6 @@ from copyledger.ledger.fingerprint import (
     MINHASH_SEED,
 )
 from copyledger.matching.scoring import (
-    PDQ_MATCH,
     THRESHOLDS,
     VERDICT_RANK,
     Candidate,
@@ -154,8 +153,10 @@ class FingerprintIndex:
         if faiss_threads is not None:
             faiss.omp_set_num_threads(faiss_threads)  # this thread; search() does the others
         self._lock = threading.Lock()
-        self._pdq = _BinaryCodes(256, _radius("pdq"), multihash_from, PDQ_MATCH)
-        self._phash = _BinaryCodes(64, _radius("phash"))
+        # Hamming radii searched: the edge of 'possible' (of 'match' once PDQ is multi-hash).
+        pdq, phash = THRESHOLDS["pdq"], THRESHOLDS["phash"]
+        self._pdq = _BinaryCodes(256, int(pdq.possible), multihash_from, int(pdq.match))
+        self._phash = _BinaryCodes(64, int(phash.possible))
         self._lsh: Any = MinHashLSH(threshold=lsh_threshold, num_perm=MINHASH_NUM_PERM)
         self._minhashes: dict[int, bytes] = {}
         self._count = 0
@@ -278,11 +279,6 @@ class FingerprintIndex:
             if candidate.verdict != "none":
                 out.append(candidate)
         return out
-
-
-def _radius(algorithm: str) -> int:
-    """The Hamming radius searched: the edge of the algorithm's 'possible' band."""
-    return int(THRESHOLDS[algorithm].possible)
 
 
 def _keep(best: dict[tuple[int, str], Candidate], candidate: Candidate) -> None:
