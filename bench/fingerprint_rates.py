@@ -1,9 +1,9 @@
-"""Measure PDQ and pHash miss and false-match rates at the thresholds in ledger/fingerprint.py.
+"""Measure PDQ and pHash miss and false-match rates at the thresholds in matching/scoring.py.
 
 Generates N originals with the test suite's generator (gradients, shapes, text, noise textures,
 photo-like blobs at 640x480 up to 1920x1080), applies the five transforms a platform sees
 (JPEG quality 30, resize to 25 %, brightness +20 %, Gaussian blur radius 2, greyscale), and
-fingerprints everything through ledger.fingerprint.image_fingerprints, exactly as the server
+fingerprints everything through matching.compute.image_fingerprints, exactly as the server
 does. Prints JSON:
 
 - per algorithm and transform: distances to the original (p50/p95/max) and the share of pairs
@@ -32,7 +32,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from copyledger.ledger import fingerprint as fp
+from copyledger.ledger import fingerprint as schema
+from copyledger.matching import compute, scoring
 from tests.test_fingerprint import TRANSFORMS, encode, make_original
 
 Row = dict[str, Any]
@@ -42,8 +43,8 @@ def measure_one(args: tuple[int, int]) -> Row:
     """Fingerprint one original and its five variants."""
     index, seed = args
     kind, image = make_original(index, seed)
-    original = fp.image_fingerprints(encode(image))
-    variants = {name: fp.image_fingerprints(t(image)) for name, t in TRANSFORMS.items()}
+    original = compute.image_fingerprints(encode(image))
+    variants = {name: compute.image_fingerprints(t(image)) for name, t in TRANSFORMS.items()}
     return {
         "index": index,
         "kind": kind,
@@ -70,7 +71,8 @@ def _pct(values: np.ndarray, q: float) -> float:
 
 
 def _verdicts(algorithm: str, distances: np.ndarray) -> dict[str, float]:
-    match, possible = fp._RADII[algorithm]
+    bands = scoring.THRESHOLDS[algorithm]
+    match, possible = bands.match, bands.possible
     n = max(len(distances), 1)
     return {
         "match": round(float(np.count_nonzero(distances <= match)) / n, 5),
@@ -83,15 +85,16 @@ def _verdicts(algorithm: str, distances: np.ndarray) -> dict[str, float]:
 
 def summarise(rows: list[Row]) -> dict[str, Any]:
     rows = sorted(rows, key=lambda r: r["index"])
-    trusted = np.array([r["original"]["pdq"]["quality"] >= fp.PDQ_LOW_QUALITY for r in rows])
+    trusted = np.array([r["original"]["pdq"]["quality"] >= schema.PDQ_LOW_QUALITY for r in rows])
     kinds = np.array([r["kind"] for r in rows])
     report: dict[str, Any] = {}
     for algorithm in ("pdq", "phash"):
         originals = _bits(r["original"][algorithm]["hash"] for r in rows)
         subsets = {"all": np.ones(len(rows), bool)}
         if algorithm == "pdq":
-            subsets[f"quality>={fp.PDQ_LOW_QUALITY}"] = trusted
-        match, possible = fp._RADII[algorithm]
+            subsets[f"quality>={schema.PDQ_LOW_QUALITY}"] = trusted
+        bands = scoring.THRESHOLDS[algorithm]
+        match, possible = bands.match, bands.possible
         section: dict[str, Any] = {"match_threshold": match, "possible_threshold": possible}
         for subset_name, mask in subsets.items():
             per_transform: dict[str, Any] = {}
@@ -145,7 +148,8 @@ def summarise(rows: list[Row]) -> dict[str, Any]:
 
 
 def _unrelated(algorithm: str, d: np.ndarray) -> dict[str, Any]:
-    match, possible = fp._RADII[algorithm]
+    bands = scoring.THRESHOLDS[algorithm]
+    match, possible = bands.match, bands.possible
     return {
         "pairs": len(d),
         "min": int(d.min()) if len(d) else None,
@@ -160,17 +164,13 @@ def _unrelated(algorithm: str, d: np.ndarray) -> dict[str, Any]:
 
 def _combined(rows: list[Row], trusted: np.ndarray) -> dict[str, Any]:
     """Best verdict of the two algorithms per variant: how many still miss."""
-    rank = {"match": 2, "possible": 1, "none": 0}
     out: dict[str, Any] = {}
     for name in TRANSFORMS:
         counts = {"match": 0, "possible": 0, "none": 0}
         for r in rows:
-            best = max(
-                (
-                    fp.compare(a, r["original"][a], r["variants"][name][a]).verdict
-                    for a in ("pdq", "phash")
-                ),
-                key=rank.__getitem__,
+            best = scoring.overall_verdict(
+                scoring.compare(a, r["original"][a], r["variants"][name][a])
+                for a in ("pdq", "phash")
             )
             counts[best] += 1
         out[name] = counts
@@ -232,21 +232,20 @@ def edit(text: str, how: str, other: str, rng: np.random.Generator) -> str:
 def measure_text(limit: int, seed: int) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     texts = stdlib_texts(limit)
-    originals = [fp.text_fingerprints(t)["minhash"] for t in texts]
+    originals = [compute.text_fingerprints(t)["minhash"] for t in texts]
     report: dict[str, Any] = {
         "corpus": f"{len(texts)} standard-library docstrings, first {TEXT_WORDS} words each",
-        "match_threshold": fp.MINHASH_MATCH,
-        "possible_threshold": fp.MINHASH_POSSIBLE,
+        "match_threshold": scoring.MINHASH_MATCH,
+        "possible_threshold": scoring.MINHASH_POSSIBLE,
         "edits": {},
     }
     for how in TEXT_EDITS:
         estimated, exact = [], []
         for i, text in enumerate(texts):
             edited = edit(text, how, texts[(i + 1) % len(texts)], rng)
-            estimated.append(
-                fp.minhash_similarity(originals[i], fp.text_fingerprints(edited)["minhash"])
-            )
-            a, b = set(fp.text_shingles(text)), set(fp.text_shingles(edited))
+            edited_fp = compute.text_fingerprints(edited)["minhash"]
+            estimated.append(scoring.minhash_similarity(originals[i], edited_fp))
+            a, b = set(compute.text_shingles(text)), set(compute.text_shingles(edited))
             exact.append(len(a & b) / len(a | b))
         est = np.array(estimated)
         report["edits"][how] = {
@@ -254,13 +253,13 @@ def measure_text(limit: int, seed: int) -> dict[str, Any]:
             "exact_jaccard_p50": round(float(np.median(exact)), 3),
             "estimate_p50": round(float(np.median(est)), 3),
             "estimate_min": round(float(est.min()), 3),
-            "match": round(float(np.mean(est >= fp.MINHASH_MATCH)), 4),
+            "match": round(float(np.mean(est >= scoring.MINHASH_MATCH)), 4),
             "possible": round(
-                float(np.mean((est < fp.MINHASH_MATCH) & (est >= fp.MINHASH_POSSIBLE))), 4
+                float(np.mean((est < scoring.MINHASH_MATCH) & (est >= scoring.MINHASH_POSSIBLE))), 4
             ),
-            "none": round(float(np.mean(est < fp.MINHASH_POSSIBLE)), 4),
+            "none": round(float(np.mean(est < scoring.MINHASH_POSSIBLE)), 4),
         }
-    values = np.array([fp.minhash_hashvalues(o) for o in originals])
+    values = np.array([scoring.minhash_hashvalues(o) for o in originals])
     unrelated = [
         float(np.count_nonzero(values[i] == values[j])) / values.shape[1]
         for i in range(len(values))
@@ -271,8 +270,8 @@ def measure_text(limit: int, seed: int) -> dict[str, Any]:
         "pairs": len(u),
         "max": round(float(u.max()), 3),
         "p99": round(float(np.percentile(u, 99)), 3),
-        "false_match": int(np.count_nonzero(u >= fp.MINHASH_MATCH)),
-        "false_possible": int(np.count_nonzero(u >= fp.MINHASH_POSSIBLE)),
+        "false_match": int(np.count_nonzero(u >= scoring.MINHASH_MATCH)),
+        "false_possible": int(np.count_nonzero(u >= scoring.MINHASH_POSSIBLE)),
     }
     return report
 

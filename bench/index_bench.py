@@ -7,7 +7,7 @@ Three measurements, each printed as JSON:
    radius (31) and at the 'possible' radius (63); build seconds, p50/p99 per query, recall of
    the planted near-duplicates, resident memory added.
 2. faiss alone, pHash (64-bit codes): IndexBinaryFlat at radius 12.
-3. api.matching.FingerprintIndex as the server uses it: add_many() of 1 M entries with a PDQ
+3. matching.index.FingerprintIndex as the server uses it: add_many() of 1 M entries with a PDQ
    and a pHash fingerprint each (hex parsing included), then search() with both.
 
 Queries are answered one at a time, in process: half are near-duplicates of indexed codes
@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from copyledger.api.matching import FingerprintIndex
-from copyledger.ledger import fingerprint as fp
+from copyledger.matching import scoring
+from copyledger.matching.index import FingerprintIndex
 
 
 def rss_mib() -> float:
@@ -152,7 +152,7 @@ def bench_fingerprint_index(
             )
         )
     build = time.perf_counter() - started
-    q_pdq, targets = make_queries(pdq, n_queries, fp.PDQ_MATCH, rng)
+    q_pdq, targets = make_queries(pdq, n_queries, scoring.PDQ_MATCH, rng)
     q_phash = phash[rng.integers(0, len(phash), n_queries)]
     q_phash[: len(targets)] = flip_bits(phash[targets], rng.integers(0, 5, len(targets)), rng)
     queries = [
@@ -210,9 +210,9 @@ def main() -> None:
         "cpu": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
     }
-    pdq_queries, pdq_targets = make_queries(pdq, args.queries, fp.PDQ_MATCH, rng)
-    ph_queries, ph_targets = make_queries(phash, args.queries, fp.PHASH_MATCH, rng)
-    radii = [fp.PDQ_MATCH, fp.PDQ_POSSIBLE]
+    pdq_queries, pdq_targets = make_queries(pdq, args.queries, scoring.PDQ_MATCH, rng)
+    ph_queries, ph_targets = make_queries(phash, args.queries, scoring.PHASH_MATCH, rng)
+    radii = [scoring.PDQ_MATCH, scoring.PDQ_POSSIBLE]
     nflips = tuple(int(k) for k in args.nflips.split(","))
     for kind in ("flat", "multihash"):
         if kind in only:
@@ -221,7 +221,7 @@ def main() -> None:
             )
     if "phash" in only:
         report["phash_flat"] = isolated(
-            bench_faiss, "flat", phash, ph_queries, ph_targets, [fp.PHASH_POSSIBLE]
+            bench_faiss, "flat", phash, ph_queries, ph_targets, [scoring.PHASH_POSSIBLE]
         )
     if "fingerprint_index" in only:
         report["fingerprint_index"] = isolated(

@@ -300,12 +300,12 @@ def register(
 
 def _local_fingerprints(path: Path, size: int, media: str) -> dict[str, Any]:
     """Perceptual fingerprints computed here, so the file need not leave this machine."""
-    from copyledger.ledger import fingerprint as fp
+    from copyledger.matching import fingerprints_for
 
     if size > 64 * 1024 * 1024:
         return {}
     try:
-        return fp.fingerprints_for(path.read_bytes(), media)
+        return fingerprints_for(path.read_bytes(), media)
     except CopyledgerError as e:
         err.print(f"[yellow]{path}: no fingerprints ({e.detail})[/yellow]")
         return {}

@@ -18,12 +18,12 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from copyledger.api.indexing import LiveIndex
 from copyledger.ledger import note
 from copyledger.ledger.bundle import NotaryKeys
 from copyledger.ledger.errors import InvalidInput, NotFound
 from copyledger.ledger.sequencer import Sequencer
 from copyledger.ledger.store import BlockRow, Store, make_engine, migrate
+from copyledger.matching import LiveIndex
 from copyledger.notary import keys
 from copyledger.notary.external_tsa import ExternalStamper
 from copyledger.notary.keys import KeyConfig, init_log_signer, init_tsa_chain, load_log_signer

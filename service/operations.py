@@ -17,6 +17,7 @@ from copyledger.ledger import entry as entry_mod
 from copyledger.ledger import fingerprint as fp
 from copyledger.ledger.errors import CopyledgerError, Forbidden, InvalidInput, NotFound
 from copyledger.ledger.sequencer import Pending, Receipt
+from copyledger.matching import fingerprints_for
 from copyledger.service.apikeys import Principal
 from copyledger.service.inputs import ClaimIn, EvidenceIn, TransferIn, WorkIn
 from copyledger.service.node import Node, init_notary_keys, open_store
@@ -87,7 +88,7 @@ def describe_file(file: IO[bytes], media_type: str | None) -> FileFacts:
     fps: dict[str, Any] = {}
     if media and size <= MAX_FINGERPRINT_BYTES:
         file.seek(0)
-        fps = dict(fp.fingerprints_for(file.read(), media))
+        fps = dict(fingerprints_for(file.read(), media))
     return FileFacts(h.hexdigest(), size, media, fps)
 
 

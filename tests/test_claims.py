@@ -221,12 +221,11 @@ def test_cli_register_fingerprints_locally_and_check_claim(tmp_path: Path) -> No
 
 
 def test_live_index_keeps_registrations_made_during_rebuild(tmp_path: Path) -> None:
-    from copyledger.api.indexing import LiveIndex
-    from copyledger.ledger import fingerprint as fp
     from copyledger.ledger.store import Store
+    from copyledger.matching import LiveIndex, image_fingerprints
 
     li = LiveIndex()
-    fps = fp.image_fingerprints(png(1))
+    fps = image_fingerprints(png(1))
     li.add(7, fps)  # arrives while the index is rebuilding
     assert not li.ready and li.search(fps) == []
     li.build(Store.open(f"sqlite:///{tmp_path / 'l.db'}"))

@@ -26,8 +26,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 
-from copyledger.ledger import fingerprint as fp
+from copyledger.ledger import fingerprint as schema
 from copyledger.ledger.errors import InvalidInput
+from copyledger.matching import compute, scoring
 
 # ---------------------------------------------------------------- image generator
 
@@ -230,16 +231,16 @@ class ImageSet:
             kind, image = make_original(i)
             self.kinds.append(kind)
             self.sizes.append(image.size)
-            self.originals.append(fp.image_fingerprints(encode(image)))
+            self.originals.append(compute.image_fingerprints(encode(image)))
             self.variants.append(
-                {name: fp.image_fingerprints(t(image)) for name, t in TRANSFORMS.items()}
+                {name: compute.image_fingerprints(t(image)) for name, t in TRANSFORMS.items()}
             )
 
-    def pairs(self) -> list[tuple[int, str, fp.Match, fp.Match]]:
+    def pairs(self) -> list[tuple[int, str, scoring.Match, scoring.Match]]:
         """(original index, transform, PDQ match, pHash match) for every variant."""
         return [
-            (i, name, fp.compare("pdq", o["pdq"], v["pdq"]),
-             fp.compare("phash", o["phash"], v["phash"]))
+            (i, name, scoring.compare("pdq", o["pdq"], v["pdq"]),
+             scoring.compare("phash", o["phash"], v["phash"]))
             for i, o in enumerate(self.originals)
             for name, v in self.variants[i].items()
         ]
@@ -277,7 +278,7 @@ def test_every_variant_matches_under_pdq_or_phash(image_set: ImageSet) -> None:
     which is at least 'possible'. (PDQ alone misses smooth gradients after JPEG 30 or
     brightening; pHash, the second opinion, catches them.)"""
     for i, name, pdq, phash in image_set.pairs():
-        best = fp.overall_verdict([pdq, phash])
+        best = scoring.overall_verdict([pdq, phash])
         assert best == max(pdq.verdict, phash.verdict, key=RANK.__getitem__)
         label = (image_set.kinds[i], i, name, pdq.distance, phash.distance)
         if image_set.kinds[i] == "gradient" and name == "bright20":
@@ -290,8 +291,8 @@ def test_unrelated_originals_do_not_match(image_set: ImageSet) -> None:
     """No two different originals are even 'possible' under PDQ, nor a pHash 'match'."""
     originals = image_set.originals
     for (i, a), (j, b) in itertools.combinations(enumerate(originals), 2):
-        pdq = fp.compare("pdq", a["pdq"], b["pdq"])
-        phash = fp.compare("phash", a["phash"], b["phash"])
+        pdq = scoring.compare("pdq", a["pdq"], b["pdq"])
+        phash = scoring.compare("phash", a["phash"], b["phash"])
         assert pdq.verdict == "none", (i, j, pdq.distance)
         assert phash.verdict != "match", (i, j, phash.distance)
 
@@ -301,7 +302,7 @@ def test_variants_do_not_match_other_originals(image_set: ImageSet) -> None:
         for name, v in variants.items():
             for j, o in enumerate(image_set.originals):
                 if i != j:
-                    pdq = fp.compare("pdq", o["pdq"], v["pdq"])
+                    pdq = scoring.compare("pdq", o["pdq"], v["pdq"])
                     assert pdq.verdict == "none", (i, name, j, pdq.distance)
 
 
@@ -310,7 +311,7 @@ def test_variants_do_not_match_other_originals(image_set: ImageSet) -> None:
 
 def test_image_fingerprint_shape() -> None:
     _, image = make_original(3)
-    got = fp.image_fingerprints(encode(image))
+    got = compute.image_fingerprints(encode(image))
     assert set(got) == {"pdq", "phash"}
     pdq, phash = got["pdq"], got["phash"]
     assert pdq["algorithm"] == "pdq" and phash["algorithm"] == "phash"
@@ -320,7 +321,7 @@ def test_image_fingerprint_shape() -> None:
     assert pdq["quality"] == 100 and pdq["low_quality"] is False
     assert pdq["version"] == metadata.version("pdqhash")
     assert phash["version"] == metadata.version("imagehash")
-    assert fp.validate_fingerprints(got) == got
+    assert schema.validate_fingerprints(got) == got
 
 
 def test_pdq_hex_is_the_canonical_bit_order() -> None:
@@ -330,23 +331,23 @@ def test_pdq_hex_is_the_canonical_bit_order() -> None:
 
     _, image = make_original(8)
     small = image.copy()
-    small.thumbnail((fp.THUMBNAIL_PX, fp.THUMBNAIL_PX))
+    small.thumbnail((compute.THUMBNAIL_PX, compute.THUMBNAIL_PX))
     bits, _ = pdqhash.compute(np.asarray(small.convert("RGB")))
     as_int = int("".join(str(int(b)) for b in bits), 2)
-    assert fp.image_fingerprints(encode(image))["pdq"]["hash"] == f"{as_int:064x}"
+    assert compute.image_fingerprints(encode(image))["pdq"]["hash"] == f"{as_int:064x}"
 
 
 def test_flat_images_are_flagged_low_quality() -> None:
     flat = Image.new("RGB", (640, 480), (120, 130, 140))
     faint = Image.linear_gradient("L").resize((640, 480)).point(lambda v: 100 + v // 32)
     for image in (flat, faint):
-        pdq = fp.image_fingerprints(encode(image))["pdq"]
-        assert isinstance(pdq["quality"], int) and pdq["quality"] < fp.PDQ_LOW_QUALITY
+        pdq = compute.image_fingerprints(encode(image))["pdq"]
+        assert isinstance(pdq["quality"], int) and pdq["quality"] < schema.PDQ_LOW_QUALITY
         assert pdq["low_quality"] is True
-    ok = fp.image_fingerprints(encode(make_original(1)[1]))["pdq"]
-    low = fp.image_fingerprints(encode(flat))["pdq"]
-    assert fp.compare("pdq", ok, low).low_quality is True
-    assert fp.compare("pdq", ok, ok).low_quality is False
+    ok = compute.image_fingerprints(encode(make_original(1)[1]))["pdq"]
+    low = compute.image_fingerprints(encode(flat))["pdq"]
+    assert scoring.compare("pdq", ok, low).low_quality is True
+    assert scoring.compare("pdq", ok, ok).low_quality is False
 
 
 def test_exif_orientation_is_applied() -> None:
@@ -355,11 +356,11 @@ def test_exif_orientation_is_applied() -> None:
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
     tagged = encode(stored, "JPEG", quality=95, exif=exif.tobytes())
-    want = fp.image_fingerprints(encode(upright, "JPEG", quality=95))
-    got = fp.image_fingerprints(tagged)
-    assert fp.compare("pdq", want["pdq"], got["pdq"]).verdict == "match"
-    untagged = fp.image_fingerprints(encode(stored, "JPEG", quality=95))
-    assert fp.compare("pdq", want["pdq"], untagged["pdq"]).verdict == "none"
+    want = compute.image_fingerprints(encode(upright, "JPEG", quality=95))
+    got = compute.image_fingerprints(tagged)
+    assert scoring.compare("pdq", want["pdq"], got["pdq"]).verdict == "match"
+    untagged = compute.image_fingerprints(encode(stored, "JPEG", quality=95))
+    assert scoring.compare("pdq", want["pdq"], untagged["pdq"]).verdict == "none"
 
 
 def test_transparency_is_composited_on_white() -> None:
@@ -370,27 +371,27 @@ def test_transparency_is_composited_on_white() -> None:
     rgba.putalpha(alpha)
     flattened = Image.new("RGB", image.size, "white")
     flattened.paste(image, mask=alpha)
-    a = fp.image_fingerprints(encode(rgba))
-    b = fp.image_fingerprints(encode(flattened))
-    assert fp.hamming(str(a["pdq"]["hash"]), str(b["pdq"]["hash"])) <= 2
+    a = compute.image_fingerprints(encode(rgba))
+    b = compute.image_fingerprints(encode(flattened))
+    assert scoring.hamming(str(a["pdq"]["hash"]), str(b["pdq"]["hash"])) <= 2
 
 
 def test_palette_and_greyscale_inputs() -> None:
     _, image = make_original(1)
-    want = fp.image_fingerprints(encode(image))["pdq"]
+    want = compute.image_fingerprints(encode(image))["pdq"]
     palette = image.convert("P", palette=Image.Palette.ADAPTIVE, colors=256)
     for variant in (palette, image.convert("L"), image.convert("LA")):
-        got = fp.image_fingerprints(encode(variant))["pdq"]
-        assert fp.compare("pdq", want, got).verdict == "match", variant.mode
+        got = compute.image_fingerprints(encode(variant))["pdq"]
+        assert scoring.compare("pdq", want, got).verdict == "match", variant.mode
 
 
 def test_sixteen_bit_greyscale_is_scaled_not_clipped() -> None:
     _, image = make_original(1)
     grey = image.convert("L")
-    want = fp.image_fingerprints(encode(grey))["pdq"]
+    want = compute.image_fingerprints(encode(grey))["pdq"]
     wide = Image.fromarray(np.asarray(grey).astype(np.uint16) * 257)  # I;16
-    got = fp.image_fingerprints(encode(wide))["pdq"]
-    assert fp.compare("pdq", want, got).distance == 0
+    got = compute.image_fingerprints(encode(wide))["pdq"]
+    assert scoring.compare("pdq", want, got).distance == 0
 
 
 def _png_claiming(width: int, height: int) -> bytes:
@@ -418,7 +419,7 @@ def _png_claiming(width: int, height: int) -> bytes:
 )
 def test_rejects_non_images_and_bombs(data: bytes) -> None:
     with pytest.raises(InvalidInput) as caught:
-        fp.image_fingerprints(data)
+        compute.image_fingerprints(data)
     assert caught.value.extra["errors"][0]["field"] == "file"  # type: ignore[index]
 
 
@@ -450,37 +451,37 @@ UNRELATED = (
 
 
 def _minhash(text: str) -> dict[str, object]:
-    return fp.text_fingerprints(text)["minhash"]
+    return compute.text_fingerprints(text)["minhash"]
 
 
 def test_text_fingerprint_shape() -> None:
-    got = fp.text_fingerprints(PARAGRAPH)
+    got = compute.text_fingerprints(PARAGRAPH)
     minhash = got["minhash"]
     assert minhash["algorithm"] == "minhash"
     assert minhash["num_perm"] == 128 and minhash["seed"] == 1 and minhash["shingle"] == 5
-    assert minhash["scheme"] == "legacy" and minhash["tokens"] == fp.TEXT_TOKENS
+    assert minhash["scheme"] == "legacy" and minhash["tokens"] == schema.TEXT_TOKENS
     assert minhash["version"] == metadata.version("datasketch")
     raw = base64.b64decode(str(minhash["hashvalues"]))
     assert len(raw) == 128 * 8
     assert max(np.frombuffer(raw, "<u8")) < 2**32
-    assert fp.validate_fingerprints(got) == got
+    assert schema.validate_fingerprints(got) == got
 
 
 def test_text_with_a_few_words_changed_matches() -> None:
     """Two words changed in ~200 (1 %): 'match' (measured: 100 % of 1 % edits, 98 % of 1.5 %,
     41 % of 2.5 %; bench/fingerprint_rates.py). Three words here land just under 0.8."""
     two = PARAGRAPH.replace("forty years", "fifty years").replace("price of rope", "price of tar")
-    match = fp.compare("minhash", _minhash(PARAGRAPH), _minhash(two))
+    match = scoring.compare("minhash", _minhash(PARAGRAPH), _minhash(two))
     assert match.verdict == "match", match.similarity
     assert match.similarity is not None and 0.8 <= match.similarity < 1.0
     three = two.replace("iron gall ink", "iron gall paint")
-    assert fp.compare("minhash", _minhash(PARAGRAPH), _minhash(three)).verdict != "none"
+    assert scoring.compare("minhash", _minhash(PARAGRAPH), _minhash(three)).verdict != "none"
 
 
 def test_text_with_a_passage_rewritten_is_possible() -> None:
     words = PARAGRAPH.split()
     words[100:120] = [f"new{i}" for i in range(20)]  # a tenth of the text, in one place
-    match = fp.compare("minhash", _minhash(PARAGRAPH), _minhash(" ".join(words)))
+    match = scoring.compare("minhash", _minhash(PARAGRAPH), _minhash(" ".join(words)))
     assert match.verdict == "possible", match.similarity
 
 
@@ -488,28 +489,28 @@ def test_reflowed_recased_repunctuated_text_is_identical() -> None:
     words = PARAGRAPH.split()
     reflowed = "\n".join(" ".join(words[i : i + 7]) for i in range(0, len(words), 7))
     styled = reflowed.upper().replace(",", " ;").replace(".", "!  ").replace("'", "\u2019")
-    assert fp.text_shingles(styled) == fp.text_shingles(PARAGRAPH)
-    assert fp.minhash_similarity(_minhash(PARAGRAPH), _minhash(styled)) == 1.0
+    assert compute.text_shingles(styled) == compute.text_shingles(PARAGRAPH)
+    assert scoring.minhash_similarity(_minhash(PARAGRAPH), _minhash(styled)) == 1.0
     fullwidth = "\uff34\uff28\uff25 harbour"  # NFKC folds fullwidth letters
-    assert fp.text_shingles(fullwidth) == ["the harbour"]
+    assert compute.text_shingles(fullwidth) == ["the harbour"]
 
 
 def test_half_rewritten_text_is_possible() -> None:
     sentences = PARAGRAPH.split(". ")
     half = ". ".join(sentences[: len(sentences) // 2 + 1]) + ". " + UNRELATED
-    match = fp.compare("minhash", _minhash(PARAGRAPH), _minhash(half))
+    match = scoring.compare("minhash", _minhash(PARAGRAPH), _minhash(half))
     assert match.verdict in ("possible", "none"), match.similarity
-    assert match.similarity is not None and match.similarity < fp.MINHASH_MATCH
+    assert match.similarity is not None and match.similarity < scoring.MINHASH_MATCH
 
 
 def test_unrelated_text_does_not_match() -> None:
-    match = fp.compare("minhash", _minhash(PARAGRAPH), _minhash(UNRELATED))
+    match = scoring.compare("minhash", _minhash(PARAGRAPH), _minhash(UNRELATED))
     assert match.verdict == "none"
     assert match.similarity is not None and match.similarity < 0.1
 
 
 def test_cjk_text_is_tokenised_per_character() -> None:
-    shingles = fp.text_shingles("著作权登记册，记录每一部作品。")
+    shingles = compute.text_shingles("著作权登记册，记录每一部作品。")
     assert shingles[0] == "著 作 权 登 记"
     assert len(shingles) == 13 - 4
 
@@ -517,12 +518,12 @@ def test_cjk_text_is_tokenised_per_character() -> None:
 @pytest.mark.parametrize("text", ["", "   \n\t", "... --- !!!", "___"])
 def test_empty_text_is_refused(text: str) -> None:
     with pytest.raises(InvalidInput):
-        fp.text_fingerprints(text)
+        compute.text_fingerprints(text)
 
 
 def test_short_text_is_one_shingle() -> None:
-    assert fp.text_shingles("Hello, World") == ["hello world"]
-    assert fp.text_fingerprints("Hello, World")["minhash"]["algorithm"] == "minhash"
+    assert compute.text_shingles("Hello, World") == ["hello world"]
+    assert compute.text_fingerprints("Hello, World")["minhash"]["algorithm"] == "minhash"
 
 
 # ---------------------------------------------------------------- dispatch by media type
@@ -530,17 +531,17 @@ def test_short_text_is_one_shingle() -> None:
 
 def test_fingerprints_for_dispatches_on_media_type() -> None:
     png = encode(make_original(1)[1])
-    assert set(fp.fingerprints_for(png, "image/png")) == {"pdq", "phash"}
-    assert set(fp.fingerprints_for(png, "IMAGE/PNG; x=1")) == {"pdq", "phash"}
+    assert set(compute.fingerprints_for(png, "image/png")) == {"pdq", "phash"}
+    assert set(compute.fingerprints_for(png, "IMAGE/PNG; x=1")) == {"pdq", "phash"}
     text = PARAGRAPH.encode("utf-8")
-    assert set(fp.fingerprints_for(text, "text/plain; charset=utf-8")) == {"minhash"}
-    assert set(fp.fingerprints_for(text + b"\xff\xfe", "text/markdown")) == {"minhash"}
-    assert fp.fingerprints_for(b"   ", "text/plain") == {}
-    assert fp.fingerprints_for(png, None) == {}
-    assert fp.fingerprints_for(png, "application/pdf") == {}
-    assert fp.fingerprints_for(b"<svg/>", "image/svg+xml") == {}
+    assert set(compute.fingerprints_for(text, "text/plain; charset=utf-8")) == {"minhash"}
+    assert set(compute.fingerprints_for(text + b"\xff\xfe", "text/markdown")) == {"minhash"}
+    assert compute.fingerprints_for(b"   ", "text/plain") == {}
+    assert compute.fingerprints_for(png, None) == {}
+    assert compute.fingerprints_for(png, "application/pdf") == {}
+    assert compute.fingerprints_for(b"<svg/>", "image/svg+xml") == {}
     with pytest.raises(InvalidInput):
-        fp.fingerprints_for(b"not a png", "image/png")
+        compute.fingerprints_for(b"not a png", "image/png")
 
 
 # ---------------------------------------------------------------- validation
@@ -548,33 +549,33 @@ def test_fingerprints_for_dispatches_on_media_type() -> None:
 
 @pytest.fixture(scope="module")
 def good() -> dict[str, dict[str, object]]:
-    fps = fp.image_fingerprints(encode(make_original(2)[1]))
-    fps.update(fp.text_fingerprints(PARAGRAPH))
+    fps = compute.image_fingerprints(encode(make_original(2)[1]))
+    fps.update(compute.text_fingerprints(PARAGRAPH))
     return fps
 
 
 def test_validate_accepts_and_normalises(good: dict[str, dict[str, object]]) -> None:
-    assert fp.validate_fingerprints(good) == good
+    assert schema.validate_fingerprints(good) == good
     upper = copy.deepcopy(good)
     upper["pdq"]["hash"] = str(upper["pdq"]["hash"]).upper()
-    assert fp.validate_fingerprints(upper)["pdq"]["hash"] == good["pdq"]["hash"]
-    assert fp.validate_fingerprints({}) == {}
+    assert schema.validate_fingerprints(upper)["pdq"]["hash"] == good["pdq"]["hash"]
+    assert schema.validate_fingerprints({}) == {}
     partial = {"phash": good["phash"]}
-    assert fp.validate_fingerprints(partial) == partial
+    assert schema.validate_fingerprints(partial) == partial
     without_flag = copy.deepcopy(good["pdq"])
     del without_flag["low_quality"]
-    assert fp.validate_fingerprints({"pdq": without_flag})["pdq"] == good["pdq"]
+    assert schema.validate_fingerprints({"pdq": without_flag})["pdq"] == good["pdq"]
 
 
 def test_validate_bare_hashes_only_when_allowed(good: dict[str, dict[str, object]]) -> None:
     bare = {"pdq": good["pdq"]["hash"], "phash": good["phash"]["hash"]}
-    got = fp.validate_fingerprints(bare, allow_bare=True)
+    got = schema.validate_fingerprints(bare, allow_bare=True)
     assert got["pdq"] == {"algorithm": "pdq", "hash": good["pdq"]["hash"]}
-    assert fp.compare("pdq", good["pdq"], got["pdq"]).verdict == "match"
+    assert scoring.compare("pdq", good["pdq"], got["pdq"]).verdict == "match"
     with pytest.raises(InvalidInput):
-        fp.validate_fingerprints(bare)
+        schema.validate_fingerprints(bare)
     with pytest.raises(InvalidInput):
-        fp.validate_fingerprints({"pdq": "abc"}, allow_bare=True)
+        schema.validate_fingerprints({"pdq": "abc"}, allow_bare=True)
 
 
 def _set(obj: dict[str, dict[str, object]], path: str, value: object) -> dict[str, object]:
@@ -632,7 +633,7 @@ def test_validate_rejects_bad_shapes(
     good: dict[str, dict[str, object]], path: str, value: object, field: str
 ) -> None:
     with pytest.raises(InvalidInput) as caught:
-        fp.validate_fingerprints(_set(good, path, value))
+        schema.validate_fingerprints(_set(good, path, value))
     assert caught.value.extra["errors"][0]["field"] == field  # type: ignore[index]
     assert field in caught.value.detail
 
@@ -640,34 +641,42 @@ def test_validate_rejects_bad_shapes(
 @pytest.mark.parametrize("obj", [None, [], "pdq", 1])
 def test_validate_rejects_non_objects(obj: object) -> None:
     with pytest.raises(InvalidInput) as caught:
-        fp.validate_fingerprints(obj, field="content")
+        schema.validate_fingerprints(obj, field="content")
     assert caught.value.extra["errors"][0]["field"] == "content"  # type: ignore[index]
 
 
 # ---------------------------------------------------------------- comparison
 
 
+def test_one_threshold_table_covers_every_algorithm() -> None:
+    """compare() and the index both read THRESHOLDS: an algorithm missing from it has no verdict."""
+    assert set(scoring.THRESHOLDS) == set(schema.ALGORITHMS)
+    for bands in scoring.THRESHOLDS.values():
+        assert bands.verdict(bands.match) == "match"
+        assert bands.verdict(bands.possible) == "possible"
+
+
 def test_hamming() -> None:
-    assert fp.hamming("00", "ff") == 8
-    assert fp.hamming("0f" * 32, "0f" * 32) == 0
-    assert fp.hamming("8000", "0001") == 2
+    assert scoring.hamming("00", "ff") == 8
+    assert scoring.hamming("0f" * 32, "0f" * 32) == 0
+    assert scoring.hamming("8000", "0001") == 2
     with pytest.raises(InvalidInput):
-        fp.hamming("00", "000")
+        scoring.hamming("00", "000")
     with pytest.raises(InvalidInput):
-        fp.hamming("zz", "00")
+        scoring.hamming("zz", "00")
 
 
 @pytest.mark.parametrize(
     ("distance", "verdict"),
-    [(0, "match"), (fp.PDQ_MATCH, "match"), (fp.PDQ_MATCH + 1, "possible"),
-     (fp.PDQ_POSSIBLE, "possible"), (fp.PDQ_POSSIBLE + 1, "none"), (256, "none")],
+    [(0, "match"), (scoring.PDQ_MATCH, "match"), (scoring.PDQ_MATCH + 1, "possible"),
+     (scoring.PDQ_POSSIBLE, "possible"), (scoring.PDQ_POSSIBLE + 1, "none"), (256, "none")],
 )
 def test_pdq_verdict_bands(distance: int, verdict: str) -> None:
     a = {"algorithm": "pdq", "version": "0.2.8", "hash": "0" * 64}
     b = {"algorithm": "pdq", "version": "0.2.8", "hash": f"{(1 << distance) - 1:064x}"}
-    match = fp.compare("pdq", a, b)
+    match = scoring.compare("pdq", a, b)
     assert (match.distance, match.verdict) == (distance, verdict)
-    assert (match.threshold, match.possible_threshold) == (fp.PDQ_MATCH, fp.PDQ_POSSIBLE)
+    assert (match.threshold, match.possible_threshold) == (scoring.PDQ_MATCH, scoring.PDQ_POSSIBLE)
     assert match.version == "0.2.8"
     assert match.to_json()["distance"] == distance and "similarity" not in match.to_json()
 
@@ -676,28 +685,34 @@ def test_phash_verdict_bands() -> None:
     zero = {"algorithm": "phash", "hash": "0" * 16, "version": "4.3.2"}
     for distance, verdict in [(8, "match"), (9, "possible"), (10, "possible"), (11, "none")]:
         other = {"algorithm": "phash", "hash": f"{(1 << distance) - 1:016x}", "version": "4.4"}
-        match = fp.compare("phash", zero, other)
+        match = scoring.compare("phash", zero, other)
         assert match.verdict == verdict
         assert match.version == "4.3.2/4.4"
 
 
 def test_compare_minhash_and_overall_verdict() -> None:
     a, b = _minhash(PARAGRAPH), _minhash(UNRELATED)
-    same = fp.compare("minhash", a, a)
+    same = scoring.compare("minhash", a, a)
     assert same.similarity == 1.0 and same.verdict == "match" and same.distance is None
     assert same.to_json()["similarity"] == 1.0
-    other = fp.compare("minhash", a, b)
-    assert fp.overall_verdict([other]) == "none"
-    assert fp.overall_verdict([other, same]) == "match"
-    assert fp.overall_verdict([]) == "none"
+    other = scoring.compare("minhash", a, b)
+    assert scoring.overall_verdict([other]) == "none"
+    assert scoring.overall_verdict([other, same]) == "match"
+    assert scoring.overall_verdict([]) == "none"
     with pytest.raises(InvalidInput):
-        fp.compare("sha1", a, b)
+        scoring.compare("sha1", a, b)
 
 
-def test_import_is_cheap() -> None:
-    """ledger.fingerprint must not pull in numpy/Pillow/faiss at import time."""
+@pytest.mark.parametrize(
+    "module",
+    ["copyledger.ledger.fingerprint", "copyledger.ledger.entry", "copyledger.matching",
+     "copyledger.matching.compute", "copyledger.matching.scoring", "copyledger.matching.live"],
+)
+def test_import_is_cheap(module: str) -> None:
+    """Validating entries, and starting a server or CLI, must not pull in numpy/Pillow/faiss:
+    they load only when something is computed, compared or indexed."""
     code = (
-        "import sys, copyledger.ledger.fingerprint; "
+        f"import sys, {module}; "
         "heavy = {'numpy', 'PIL', 'pdqhash', 'imagehash', 'datasketch', 'faiss'}; "
         "print(sorted(heavy & set(sys.modules)))"
     )

@@ -8,9 +8,11 @@ import threading
 import numpy as np
 import pytest
 
-from copyledger.api.matching import Candidate, FingerprintIndex
-from copyledger.ledger import fingerprint as fp
+from copyledger.ledger import fingerprint as schema
 from copyledger.ledger.errors import InvalidInput
+from copyledger.matching import compute, scoring
+from copyledger.matching.index import FingerprintIndex
+from copyledger.matching.scoring import Candidate
 
 Fingerprints = dict[str, dict[str, object]]
 RNG = np.random.default_rng(11)
@@ -36,7 +38,7 @@ def pdq(hex_code: str, quality: int = 100) -> Fingerprints:
             "version": "0.2.8",
             "hash": hex_code,
             "quality": quality,
-            "low_quality": quality < fp.PDQ_LOW_QUALITY,
+            "low_quality": quality < schema.PDQ_LOW_QUALITY,
         }
     }
 
@@ -46,7 +48,7 @@ def phash(hex_code: str) -> Fingerprints:
 
 
 def text(words: list[str]) -> Fingerprints:
-    return fp.text_fingerprints(" ".join(words))
+    return compute.text_fingerprints(" ".join(words))
 
 
 VOCABULARY = [f"w{i}" for i in range(5000)]
@@ -79,8 +81,8 @@ def test_pdq_radius_search_and_verdicts(index: FingerprintIndex) -> None:
         assert [(c.seq, c.algorithm, c.distance, c.verdict) for c in found] == [
             (10, "pdq", distance, verdict)
         ]
-        assert found[0].threshold == fp.PDQ_MATCH
-        assert found[0].possible_threshold == fp.PDQ_POSSIBLE
+        assert found[0].threshold == scoring.PDQ_MATCH
+        assert found[0].possible_threshold == scoring.PDQ_POSSIBLE
     assert index.search(pdq(flip(base, 64))) == []
 
 
@@ -90,7 +92,7 @@ def test_verdicts_agree_with_compare(index: FingerprintIndex) -> None:
     for distance in range(0, 64, 7):
         query = pdq(flip(base, distance))
         (candidate,) = index.search(query)
-        assert candidate.verdict == fp.compare("pdq", pdq(base)["pdq"], query["pdq"]).verdict
+        assert candidate.verdict == scoring.compare("pdq", pdq(base)["pdq"], query["pdq"]).verdict
 
 
 def test_oldest_registration_first(index: FingerprintIndex) -> None:
@@ -221,8 +223,8 @@ def test_minhash_lsh_finds_edited_text(index: FingerprintIndex) -> None:
         edited[position] = "changed"
     found = index.search(text(edited))
     assert [(c.seq, c.algorithm, c.verdict) for c in found] == [(1042, "minhash", "match")]
-    assert found[0].similarity is not None and found[0].similarity >= fp.MINHASH_MATCH
-    assert found[0].threshold == fp.MINHASH_MATCH
+    assert found[0].similarity is not None and found[0].similarity >= scoring.MINHASH_MATCH
+    assert found[0].threshold == scoring.MINHASH_MATCH
     # Half the text copied into a new one: 'possible'.
     mixed = target[:200] + random_words(100, rng)
     found = index.search(text(mixed))
@@ -240,7 +242,7 @@ def test_minhash_search_agrees_with_compare(index: FingerprintIndex) -> None:
         for position in rng.sample(range(200), changed):
             edited[position] = "x"
         query = text(edited)
-        expected = fp.compare("minhash", text(words)["minhash"], query["minhash"])
+        expected = scoring.compare("minhash", text(words)["minhash"], query["minhash"])
         found = index.search(query)
         if expected.verdict == "none":
             assert found == []

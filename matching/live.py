@@ -3,6 +3,9 @@
 Until the rebuild has read the whole log the index is not `ready`, and a claim check says so
 rather than answer "none" from a half-built index. Registrations that arrive meanwhile are held
 and added when the rebuild finishes, so none is missed.
+
+This module imports no heavy library: the server builds a LiveIndex at start, and faiss, numpy
+and datasketch load (with copyledger.matching.index) only in the background rebuild.
 """
 
 from __future__ import annotations
@@ -11,18 +14,26 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from copyledger.ledger import jcs
 from copyledger.ledger.store import Store
+
+if TYPE_CHECKING:
+    from copyledger.matching.index import FingerprintIndex
+    from copyledger.matching.scoring import Candidate
+
+__all__ = ["LiveIndex"]
 
 log = logging.getLogger("copyledger.index")
 
 
 class LiveIndex:
+    """One FingerprintIndex per server process, usable (empty, not `ready`) before it is built."""
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._index: Any = None  # api.matching.FingerprintIndex once built
+        self._index: FingerprintIndex | None = None
         self._pending: list[tuple[int, Mapping[str, Any]]] = []
 
     @property
@@ -36,7 +47,7 @@ class LiveIndex:
                 return
         self._index.add(seq, fingerprints)
 
-    def search(self, fingerprints: Mapping[str, Any]) -> list[Any]:
+    def search(self, fingerprints: Mapping[str, Any]) -> list[Candidate]:
         index = self._index
         return [] if index is None else list(index.search(fingerprints))
 
@@ -53,7 +64,7 @@ class LiveIndex:
                           "so (index_ready false) until a restart")
 
     def _build(self, store: Store) -> None:
-        from copyledger.api.matching import FingerprintIndex
+        from copyledger.matching.index import FingerprintIndex
 
         t0 = time.monotonic()
         index = FingerprintIndex()

@@ -4,8 +4,9 @@ The server rebuilds one FingerprintIndex from the log at start and adds each sea
 fingerprints, so a registration is matchable as soon as it is sealed. PDQ and pHash codes live
 in faiss binary indexes searched by Hamming radius (exact: every code within the 'possible'
 radius is found); MinHash fingerprints go through datasketch's LSH, whose candidates are then
-scored by their exact estimated Jaccard similarity. Verdicts and thresholds come from
-ledger.fingerprint, so a search and a one-to-one compare() always agree.
+scored by their exact estimated Jaccard similarity. Verdicts, thresholds and the similarity
+itself come from copyledger.matching.scoring, so a search and a one-to-one compare() always
+agree.
 
 Results are ordered oldest registration first (lowest seq): on a claim, priority is what matters.
 
@@ -18,20 +19,30 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from copyledger.ledger import fingerprint as fp
 from copyledger.ledger.errors import InvalidInput
+from copyledger.ledger.fingerprint import (
+    ALGORITHMS,
+    MINHASH_NUM_PERM,
+    MINHASH_SCHEME,
+    MINHASH_SEED,
+)
+from copyledger.matching.scoring import (
+    THRESHOLDS,
+    VERDICT_RANK,
+    Candidate,
+    estimated_jaccard,
+    minhash_hashvalues,
+)
 
 __all__ = [
     "DEFAULT_LIMIT",
     "FAISS_THREADS",
     "LSH_THRESHOLD",
     "MULTIHASH_FROM",
-    "Candidate",
     "FingerprintIndex",
 ]
 
@@ -45,7 +56,7 @@ MULTIHASH_TABLES = 16
 """256 bits as 16 substrings of 16 bits: a code within radius r differs from the query by at
 most r // 16 bits in some substring, so flipping that many bits per table keeps search exact."""
 LSH_THRESHOLD = 0.4
-"""Below fp.MINHASH_POSSIBLE on purpose: LSH misses some pairs near its threshold, and exact
+"""Below scoring.MINHASH_POSSIBLE on purpose: LSH misses some pairs near its threshold, and exact
 scoring afterwards drops whatever falls under the 'possible' similarity."""
 DEFAULT_LIMIT = 50
 FAISS_THREADS = 1
@@ -59,26 +70,7 @@ one thread per core, a search alternating between two indexes measured ~48 ms in
 os.environ.setdefault("OMP_NUM_THREADS", str(FAISS_THREADS))
 _omp = threading.local()
 
-_ORDER = {name: i for i, name in enumerate(fp.ALGORITHMS)}
-_VERDICT_ORDER = {"match": 0, "possible": 1, "none": 2}
-
-
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """A registered entry whose fingerprint is within the 'possible' band of the query."""
-
-    seq: int
-    algorithm: str
-    verdict: fp.Verdict
-    threshold: float
-    possible_threshold: float
-    distance: int | None = None
-    similarity: float | None = None
-    low_quality: bool = False
-    """A PDQ hash involved (indexed or queried) has low quality: needs a human look."""
-
-    def to_json(self) -> dict[str, object]:
-        return {"seq": self.seq, **fp.score_json(self)}
+_ORDER = {name: i for i, name in enumerate(ALGORITHMS)}
 
 
 class _BinaryCodes:
@@ -161,9 +153,11 @@ class FingerprintIndex:
         if faiss_threads is not None:
             faiss.omp_set_num_threads(faiss_threads)  # this thread; search() does the others
         self._lock = threading.Lock()
-        self._pdq = _BinaryCodes(256, fp.PDQ_POSSIBLE, multihash_from, fp.PDQ_MATCH)
-        self._phash = _BinaryCodes(64, fp.PHASH_POSSIBLE)
-        self._lsh: Any = MinHashLSH(threshold=lsh_threshold, num_perm=fp.MINHASH_NUM_PERM)
+        # Hamming radii searched: the edge of 'possible' (of 'match' once PDQ is multi-hash).
+        pdq, phash = THRESHOLDS["pdq"], THRESHOLDS["phash"]
+        self._pdq = _BinaryCodes(256, int(pdq.possible), multihash_from, int(pdq.match))
+        self._phash = _BinaryCodes(64, int(phash.possible))
+        self._lsh: Any = MinHashLSH(threshold=lsh_threshold, num_perm=MINHASH_NUM_PERM)
         self._minhashes: dict[int, bytes] = {}
         self._count = 0
 
@@ -255,16 +249,16 @@ class FingerprintIndex:
         with self._lock:
             if "pdq" in queries:
                 for seq, d, low in self._pdq.search(queries["pdq"]):
-                    _keep(best, _hamming_candidate("pdq", seq, d, low or query_low))
+                    _keep(best, Candidate.rate("pdq", d, low_quality=low or query_low, seq=seq))
             if "phash" in queries:
                 for seq, d, _ in self._phash.search(queries["phash"]):
-                    _keep(best, _hamming_candidate("phash", seq, d, False))
+                    _keep(best, Candidate.rate("phash", d, seq=seq))
             if "minhash" in queries:
                 for candidate in self._search_text(queries["minhash"]):
                     _keep(best, candidate)
         ordered = sorted(
             best.values(),
-            key=lambda c: (c.seq, _VERDICT_ORDER[c.verdict], _ORDER[c.algorithm]),
+            key=lambda c: (c.seq, -VERDICT_RANK[c.verdict], _ORDER[c.algorithm]),
         )
         out: list[Candidate] = []
         seqs: set[int] = set()
@@ -281,36 +275,10 @@ class FingerprintIndex:
         out = []
         for seq in self._lsh.query(_lean(values)):
             other = np.frombuffer(self._minhashes[seq], np.uint32)
-            similarity = float(np.count_nonzero(query == other)) / len(query)
-            verdict = fp.verdict_for_similarity(similarity)
-            if verdict != "none":
-                out.append(
-                    Candidate(
-                        seq=int(seq),
-                        algorithm="minhash",
-                        verdict=verdict,
-                        threshold=fp.MINHASH_MATCH,
-                        possible_threshold=fp.MINHASH_POSSIBLE,
-                        similarity=similarity,
-                    )
-                )
+            candidate = Candidate.rate("minhash", estimated_jaccard(query, other), seq=int(seq))
+            if candidate.verdict != "none":
+                out.append(candidate)
         return out
-
-
-def _hamming_candidate(algorithm: str, seq: int, distance: int, low: bool) -> Candidate:
-    match, possible = (
-        (fp.PDQ_MATCH, fp.PDQ_POSSIBLE) if algorithm == "pdq" else (fp.PHASH_MATCH,
-                                                                    fp.PHASH_POSSIBLE)
-    )
-    return Candidate(
-        seq=seq,
-        algorithm=algorithm,
-        verdict=fp.verdict_for_distance(algorithm, distance),
-        threshold=match,
-        possible_threshold=possible,
-        distance=distance,
-        low_quality=low,
-    )
 
 
 def _keep(best: dict[tuple[int, str], Candidate], candidate: Candidate) -> None:
@@ -347,10 +315,10 @@ def _minhash_bytes(item: Mapping[str, object]) -> bytes:
     if not isinstance(item, Mapping) or "hashvalues" not in item:
         raise InvalidInput("minhash.hashvalues is required")
     try:
-        values = fp.minhash_hashvalues(dict(item))
+        values = minhash_hashvalues(item)
     except ValueError:
         raise InvalidInput("minhash.hashvalues must be base64") from None
-    if len(values) != fp.MINHASH_NUM_PERM or int(values.max()) >= 1 << 32:
+    if len(values) != MINHASH_NUM_PERM or int(values.max()) >= 1 << 32:
         raise InvalidInput("minhash.hashvalues must hold 128 values below 2**32")
     return bytes(values.astype("<u4").tobytes())
 
@@ -359,9 +327,9 @@ def _lean(values: bytes) -> Any:
     from datasketch import LeanMinHash
 
     return LeanMinHash(
-        seed=fp.MINHASH_SEED,
+        seed=MINHASH_SEED,
         hashvalues=np.frombuffer(values, "<u4").astype(np.uint64),
-        scheme=fp.MINHASH_SCHEME,
+        scheme=MINHASH_SCHEME,
     )
 
 

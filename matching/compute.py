@@ -1,0 +1,234 @@
+"""Computing fingerprints: PDQ and pHash of an encoded image, MinHash of a text.
+
+Images get PDQ (256 bits, Meta's hash for exactly this job, with its quality score) and pHash
+(64 bits) as a second opinion; text gets a MinHash over word 5-shingles. Every fingerprint names
+its algorithm and hasher version, because a match report is evidence and must say what produced
+it; its shape is the entry schema in copyledger.ledger.fingerprint.
+
+The same functions run in the creator's CLI and on the server, so the bytes of a fingerprint do
+not depend on where it was computed. Heavy libraries (Pillow, numpy, pdqhash, imagehash,
+datasketch) are imported inside functions: importing this module costs nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import unicodedata
+from importlib.metadata import version as _dist_version
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from copyledger.ledger.errors import InvalidInput
+from copyledger.ledger.fingerprint import (
+    MINHASH_NUM_PERM,
+    MINHASH_SCHEME,
+    MINHASH_SEED,
+    MINHASH_SHINGLE,
+    PDQ_LOW_QUALITY,
+    TEXT_TOKENS,
+    Fingerprints,
+)
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+__all__ = [
+    "IMAGE_FORMATS",
+    "IMAGE_MEDIA_TYPES",
+    "MAX_IMAGE_PIXELS",
+    "THUMBNAIL_PX",
+    "fingerprints_for",
+    "image_fingerprints",
+    "text_fingerprints",
+    "text_shingles",
+]
+
+THUMBNAIL_PX = 512
+"""Images are thumbnailed to this long side before hashing: PDQ downsamples to 64x64 anyway,
+and hashing a 24-megapixel photo at full size costs ~20x more for the same bits."""
+MAX_IMAGE_PIXELS = 89_478_485
+"""Pillow's decompression-bomb limit (~ 0.25 GiB of RGB): larger images are refused."""
+IMAGE_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
+"""Formats Pillow may open; never EPS/PS (they run Ghostscript) or other exotic plugins."""
+IMAGE_MEDIA_TYPES = frozenset(
+    {"image/jpeg", "image/jpg", "image/png", "image/gif", "image/webp", "image/bmp", "image/tiff"}
+)
+
+# CJK ideographs, kana and hangul are written without spaces: each is its own token.
+_CJK = re.compile(
+    "([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\U00020000-\U0002fa1f])"
+)
+_WORD = re.compile(r"[^\W_]+")
+_ORIENTATION_TAG = 0x0112
+_SHINGLE_BATCH = 65_536
+
+
+def image_fingerprints(data: bytes) -> Fingerprints:
+    """PDQ and pHash of an encoded image, as stored in entries and sent by the CLI."""
+    import imagehash
+    import numpy as np
+    import pdqhash  # type: ignore[import-untyped]
+
+    image = _decode_image(data)
+    bits, quality = pdqhash.compute(np.asarray(image, dtype=np.uint8))
+    # pdqhash returns bit 255 first, so packing big-endian gives the canonical PDQ hex
+    # (the one ThreatExchange and Meta's reference tools print).
+    pdq_hex = np.packbits(np.asarray(bits, dtype=np.uint8)).tobytes().hex()
+    phash_hex = str(imagehash.phash(image))
+    return {
+        "pdq": {
+            "algorithm": "pdq",
+            "version": _dist_version("pdqhash"),
+            "hash": pdq_hex,
+            "quality": int(quality),
+            "low_quality": int(quality) < PDQ_LOW_QUALITY,
+        },
+        "phash": {
+            "algorithm": "phash",
+            "version": _dist_version("imagehash"),
+            "hash": phash_hex,
+        },
+    }
+
+
+def text_fingerprints(text: str) -> Fingerprints:
+    """MinHash of the text's word 5-shingles; refuses text with no words."""
+    import numpy as np
+
+    shingles = text_shingles(text)
+    if not shingles:
+        raise InvalidInput(
+            "text has no words to fingerprint",
+            errors=[{"field": "text", "message": "empty after normalisation"}],
+        )
+    minhash = _new_minhash()
+    for start in range(0, len(shingles), _SHINGLE_BATCH):  # bounded memory for long texts
+        minhash.update_batch([s.encode("utf-8") for s in shingles[start : start + _SHINGLE_BATCH]])
+    values = np.asarray(minhash.hashvalues, dtype="<u8")
+    return {
+        "minhash": {
+            "algorithm": "minhash",
+            "version": _dist_version("datasketch"),
+            "scheme": MINHASH_SCHEME,
+            "tokens": TEXT_TOKENS,
+            "num_perm": MINHASH_NUM_PERM,
+            "seed": MINHASH_SEED,
+            "shingle": MINHASH_SHINGLE,
+            "hashvalues": base64.b64encode(values.tobytes()).decode("ascii"),
+        }
+    }
+
+
+def fingerprints_for(data: bytes, media_type: str | None) -> Fingerprints:
+    """The fingerprints a file of this media type gets; {} when none applies.
+
+    An image type Pillow should decode but cannot is refused (the file is not what it claims);
+    text with no words and types we have no perceptual hash for get {}.
+    """
+    if not media_type:
+        return {}
+    essence = media_type.split(";", 1)[0].strip().lower()
+    if essence in IMAGE_MEDIA_TYPES:
+        return image_fingerprints(data)
+    if essence.startswith("text/"):
+        try:
+            return text_fingerprints(data.decode("utf-8", errors="replace"))
+        except InvalidInput:  # no words: nothing perceptual to compare
+            return {}
+    return {}
+
+
+def text_shingles(text: str) -> list[str]:
+    """Word 5-shingles after NFKC, casefolding, and dropping punctuation and spacing.
+
+    Reflowed lines, changed quotes or dashes and case changes therefore do not change the
+    fingerprint. A text shorter than five words is one shingle.
+    """
+    normal = unicodedata.normalize("NFKC", text).casefold()
+    words = _WORD.findall(_CJK.sub(r" \1 ", normal))
+    if len(words) <= MINHASH_SHINGLE:
+        return [" ".join(words)] if words else []
+    return [" ".join(words[i : i + MINHASH_SHINGLE]) for i in range(len(words) - 4)]
+
+
+def _decode_image(data: bytes) -> Image:
+    """Decode, refuse bombs, thumbnail, apply EXIF orientation, flatten to RGB on white."""
+    from PIL import Image, UnidentifiedImageError
+
+    transpose = {
+        2: Image.Transpose.FLIP_LEFT_RIGHT,
+        3: Image.Transpose.ROTATE_180,
+        4: Image.Transpose.FLIP_TOP_BOTTOM,
+        5: Image.Transpose.TRANSPOSE,
+        6: Image.Transpose.ROTATE_270,
+        7: Image.Transpose.TRANSVERSE,
+        8: Image.Transpose.ROTATE_90,
+    }
+    try:
+        image: Image.Image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+        width, height = image.size
+        if width < 1 or height < 1 or width * height > MAX_IMAGE_PIXELS:
+            message = f"image is {width}x{height} pixels; the limit is {MAX_IMAGE_PIXELS}"
+            raise InvalidInput(f"file: {message}", errors=[{"field": "file", "message": message}])
+        orientation = image.getexif().get(_ORIENTATION_TAG, 1)
+        if image.mode not in _RESAMPLABLE_MODES:
+            image = _to_rgb(image)  # palette/bilevel/16-bit: resampling needs real colours
+        image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))  # decodes; JPEG in DCT draft mode
+        if orientation in transpose:
+            image = image.transpose(transpose[orientation])
+        return _to_rgb(image)
+    except InvalidInput:
+        raise
+    except Image.DecompressionBombError as exc:
+        _bad_file(f"image exceeds the limit of {MAX_IMAGE_PIXELS} pixels", exc)
+    except UnidentifiedImageError as exc:
+        _bad_file(f"not a supported image ({', '.join(IMAGE_FORMATS)})", exc)
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
+        _bad_file(f"image does not decode: {exc}", exc)
+
+
+_RESAMPLABLE_MODES = frozenset({"RGB", "RGBA", "L", "LA", "CMYK", "YCbCr"})
+
+
+def _bad_file(message: str, cause: BaseException) -> NoReturn:
+    raise InvalidInput(message, errors=[{"field": "file", "message": message}]) from cause
+
+
+def _to_rgb(image: Image) -> Image:
+    """RGB, with any transparency composited on white (what a viewer shows)."""
+    from PIL import Image as PILImage
+
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        image = _to_8bit_grey(image)
+    has_alpha = image.mode in ("RGBA", "LA", "PA") or (
+        image.mode == "P" and "transparency" in image.info
+    )
+    if not has_alpha:
+        return image.convert("RGB")
+    rgba = image.convert("RGBA")
+    background = PILImage.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return PILImage.alpha_composite(background, rgba).convert("RGB")
+
+
+def _to_8bit_grey(image: Image) -> Image:
+    """16-bit and 32-bit greyscale to 8 bits: Pillow's own conversion clips at 255, which
+    would turn a 16-bit PNG white."""
+    import numpy as np
+    from PIL import Image as PILImage
+
+    pixels = np.asarray(image.convert("F"), dtype=np.float64)
+    high = float(pixels.max()) if pixels.size else 0.0
+    if image.mode == "F" and high <= 1.0:
+        pixels = pixels * 255.0  # float image in 0..1
+    elif high > 255.0:
+        pixels = pixels / 257.0  # 16-bit range (65535 -> 255)
+    return PILImage.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
+
+
+def _new_minhash(hashvalues: Any = None) -> Any:
+    from datasketch import MinHash  # type: ignore[import-untyped]
+
+    return MinHash(
+        num_perm=MINHASH_NUM_PERM, seed=MINHASH_SEED, hashvalues=hashvalues, scheme=MINHASH_SCHEME
+    )
