@@ -25,7 +25,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check ledger notary api cli matching service client copyledger tests bench
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict -p copyledger.ledger -p copyledger.notary
+	$(BIN)/mypy --strict -p copyledger
 
 unit: $(STAMP)
 	$(BIN)/pytest -q

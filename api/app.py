@@ -16,8 +16,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from copyledger.api import metrics, problems
 from copyledger.api.deps import FastJSONResponse
 from copyledger.api.routes import claims, entries, log, pages, transfers, tsa, works
+from copyledger.ledger.block import BlockHeader
 from copyledger.ledger.errors import CopyledgerError, PayloadTooLarge
-from copyledger.ledger.store import BlockRow
 from copyledger.service.apikeys import KeyCache
 from copyledger.service.node import Node
 
@@ -152,13 +152,13 @@ class RequestMetrics:
         await self.app(scope, receive, counting_send)
 
 
-def _on_seal(block: BlockRow, count: bool = True) -> None:
+def _on_seal(header: BlockHeader, count: bool = True) -> None:
     if count:
         metrics.BLOCKS.inc()
-        metrics.ENTRIES.inc(block.header.count)
-        metrics.BATCH.observe(block.header.count)
-    metrics.TREE_SIZE.set(block.header.tree_size)
-    metrics.BLOCK_HEIGHT.set(block.header.height)
+        metrics.ENTRIES.inc(header.count)
+        metrics.BATCH.observe(header.count)
+    metrics.TREE_SIZE.set(header.tree_size)
+    metrics.BLOCK_HEIGHT.set(header.height)
 
 
 def create_app(node: Node, *, manage: bool = True) -> FastAPI:
@@ -170,7 +170,7 @@ def create_app(node: Node, *, manage: bool = True) -> FastAPI:
         if manage:
             node.start()
         if node.sequencer.state.last is not None:
-            _on_seal(node.sequencer.state.last, count=False)
+            _on_seal(node.sequencer.state.last.header, count=False)
         node.start_index()
         try:
             yield

@@ -561,12 +561,18 @@ def _check_term(value: object, path: str, errors: Errors) -> None:
             errors.append({"field": _key_path(path, key), "message": "unknown field"})
     start, end = value.get("start"), value.get("end")
     if isinstance(start, str) and isinstance(end, str) and _valid_timestamp(start) \
-            and _valid_timestamp(end) and _parse_ts(end) <= _parse_ts(start):
+            and _valid_timestamp(end) and parse_timestamp(end) <= parse_timestamp(start):
         errors.append({"field": _key_path(path, "end"), "message": "must be after start"})
 
 
-def _parse_ts(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+def parse_timestamp(text: str) -> datetime:
+    """An RFC 3339 timestamp (as entries hold them) as an aware datetime: the one parser for
+    entries, certificates and rotation records. Digits past microseconds are dropped and a leap
+    second reads as :59; anything that is not RFC 3339 raises InvalidInput, never a guess."""
+    if not _valid_timestamp(text):
+        raise InvalidInput(f"not an RFC 3339 timestamp: {text!r}")
+    text = re.sub(r"(\.\d{6})\d+", r"\1", text.replace("Z", "+00:00"))
+    return datetime.fromisoformat(re.sub(r":60(?=[.+-])", ":59", text))
 
 
 _WARC_RECORD: dict[str, tuple[bool, Check]] = {

@@ -15,7 +15,7 @@ import io
 import json
 import shlex
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -26,6 +26,7 @@ from fpdf.enums import XPos, YPos
 from qrcode.image.pil import PilImage  # type: ignore[import-untyped]
 
 from copyledger.ledger import note
+from copyledger.ledger.entry import parse_timestamp
 from copyledger.ledger.errors import CopyledgerError
 from copyledger.ledger.timestamp import verify_token
 
@@ -423,7 +424,7 @@ def certificate_pdf(bundle: dict[str, Any], verify_url: str) -> bytes:
     missing = pdf.cover(json.dumps(dataclasses.asdict(f), ensure_ascii=False) + verify_url)
     pdf.set_title(pdf.text_(f"{f.title}: entry {f.seq} of {f.origin}"))
     pdf.set_creator("copyledger")
-    pdf.set_creation_date(_parse_time(f.sealed_at))
+    pdf.set_creation_date(parse_timestamp(f.sealed_at))
     pdf.add_page()
     qr_size = 42
     pdf.image(io.BytesIO(qr_png(verify_url)), x=pdf.w - pdf.r_margin - qr_size, y=14,
@@ -482,9 +483,4 @@ def certificate_pdf(bundle: dict[str, Any], verify_url: str) -> bytes:
     return bytes(pdf.output())
 
 
-def _parse_time(s: str) -> datetime:
-    try:
-        return datetime.fromisoformat(s.replace("Z", "+00:00"))
-    except ValueError:
-        return datetime.now(UTC)
 

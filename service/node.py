@@ -19,6 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from copyledger.ledger import note
+from copyledger.ledger.block import BlockHeader
 from copyledger.ledger.bundle import NotaryKeys
 from copyledger.ledger.errors import InvalidInput, NotFound
 from copyledger.ledger.sequencer import Sequencer
@@ -207,7 +208,7 @@ class Node:
             stamp=tsa.timestamp_digest,
             on_seal=self._sealed,
         )
-        self.listeners: list[Callable[[BlockRow], None]] = []
+        self.listeners: list[Callable[[BlockHeader], None]] = []  # told of each new block
         if settings.external_tsa_urls and not settings.external_tsa_roots:
             raise InvalidInput("external_tsas needs external_tsa_roots (their root certificates), "
                                "so that every external token is verified before it is kept")
@@ -228,7 +229,7 @@ class Node:
     def _sealed(self, block: BlockRow) -> None:
         self.external.poke()
         for listener in self.listeners:
-            listener(block)
+            listener(block.header)
 
     def notary_keys(self) -> NotaryKeys:
         """The public half of the notary: log verifier keys and the TSA certificates."""

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from copyledger.ledger.entry import parse_timestamp
 from copyledger.ledger.errors import InvalidInput
 from copyledger.notary.signer import FileSigner, Signer
 from copyledger.service.settings import Settings
@@ -47,8 +48,6 @@ def _ts(t: datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _parse(ts: str) -> datetime:
-    return datetime.fromisoformat(ts.replace("Z", "+00:00"))
 
 
 def retired_keys(s: Settings) -> list[Retired]:
@@ -68,7 +67,7 @@ def overlap_signers(s: Settings, passphrase: bytes | None) -> list[tuple[Signer,
     """Retired keys still inside their overlap, with the moment each stops co-signing."""
     out: list[tuple[Signer, datetime]] = []
     for r in retired_keys(s):
-        until = _parse(r.overlap_until)
+        until = parse_timestamp(r.overlap_until)
         if until > _now() and r.key_path.exists():
             out.append((FileSigner.load(s.origin, r.key_path, passphrase), until))
     return out

@@ -444,3 +444,36 @@ def test_random_entries_round_trip(built: dict[str, object]) -> None:
     data = entry.canonical_bytes(built)
     parsed = entry.validate(jcs.parse(data))
     assert entry.canonical_bytes(parsed) == data
+
+
+@given(st.datetimes(min_value=__import__("datetime").datetime(1, 1, 2),
+                    max_value=__import__("datetime").datetime(9999, 12, 30),
+                    timezones=st.timezones()),
+       st.sampled_from(["Z", "offset"]), st.integers(0, 999))
+def test_parse_timestamp_reads_what_rfc3339_writes(dt: Any, zone: str, extra_ns: int) -> None:
+    """The one RFC 3339 parser returns the instant written, whatever the offset or precision."""
+    from datetime import UTC, timedelta
+
+    aware = dt.replace(tzinfo=dt.tzinfo or UTC)
+    offset = aware.utcoffset() or timedelta(0)
+    if offset.seconds % 60 or abs(offset) >= timedelta(hours=24):
+        return  # RFC 3339 offsets are whole minutes
+    def clock(t: Any) -> str:
+        return (f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:"
+                f"{t.second:02d}.{t.microsecond:06d}")
+
+    if zone == "Z":
+        aware = aware.astimezone(UTC)
+        text = clock(aware) + f"{extra_ns:03d}Z"
+    else:
+        mins = int(offset.total_seconds()) // 60
+        sign = "+" if mins >= 0 else "-"
+        text = clock(aware) + f"{sign}{abs(mins) // 60:02d}:{abs(mins) % 60:02d}"
+    assert entry.parse_timestamp(text) == aware
+
+
+@pytest.mark.parametrize("text", ["2024-02-30T00:00:00Z", "2024-05-01 12:00:00Z",
+                                  "2024-05-01T12:00:00", "now", ""])
+def test_parse_timestamp_refuses_what_is_not_rfc3339(text: str) -> None:
+    with pytest.raises(InvalidInput):
+        entry.parse_timestamp(text)
