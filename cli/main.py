@@ -349,7 +349,7 @@ def evidence(
 ) -> None:
     """Deposit evidence: the file is hashed here; a WARC file's response records are hashed
     and listed one by one, so each captured page can be checked on its own."""
-    from copyledger.ledger.warc import warc_records
+    from copyledger.client.warc import warc_records
 
     if not api_key:
         _die("an API key is needed: --api-key or COPYLEDGER_API_KEY")

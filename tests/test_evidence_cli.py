@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from copyledger.cli.main import app
 from copyledger.ledger.errors import InvalidInput
-from copyledger.ledger.warc import warc_records
+from copyledger.client.warc import warc_records
 from tests.server import ServerProcess
 
 runner = CliRunner()
