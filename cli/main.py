@@ -8,10 +8,11 @@ import json
 import mimetypes
 import os
 import sys
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
-import httpx
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -24,9 +25,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from copyledger.ledger import merkle, note
+from copyledger.client import Client, ClientError, ProblemError, Receipt, UnverifiedAnswer
 from copyledger.ledger.errors import CopyledgerError
-from copyledger.ledger.verify import verify_receipt
 from copyledger.service import settings as settings_mod
 
 app = typer.Typer(
@@ -238,12 +238,13 @@ def _hash_files(paths: list[Path], show: bool) -> list[tuple[Path, str, int]]:
     return results
 
 
-def _problem(r: httpx.Response) -> str:
+def _client(server: str, api_key: str | None, trust: list[str] | None,
+            timeout: float) -> Client:
+    """A client for the registry at `server`, checking answers with the pinned keys."""
     try:
-        body = r.json()
-        return f"{r.status_code} {body.get('title')}: {body.get('detail')}"
-    except ValueError:
-        return f"{r.status_code} {r.text[:200]}"
+        return Client(server, api_key=api_key, trusted_keys=trust or (), timeout=timeout)
+    except CopyledgerError as e:
+        _die(f"bad verifier key: {e.detail}")
 
 
 @app.command()
@@ -269,21 +270,16 @@ def register(
     hashed = _hash_files(files, show=not as_json and sys.stderr.isatty())
     results = []
     failed = False
-    with httpx.Client(base_url=server, timeout=60,
-                      headers={"Authorization": f"Bearer {api_key}"}) as client:
-        verifiers, pinned = _verifiers(client, trust)
+    with _client(server, api_key, trust, 60) as client:
+        pinned = _verifiers(client)
         for path, sha, size in hashed:
-            body = {"sha256": sha, "size": size, "title": title or path.name,
-                    "creators": creator or ["unknown"], "work_type": work_type}
             media = mimetypes.guess_type(path.name)[0]
-            if media:
-                body["media_type"] = media
-                fps = _local_fingerprints(path, size, media)
-                if fps:
-                    body["fingerprints"] = fps
-            if license:
-                body["license"] = license
-            res = _submit(client, "/v1/works", body, verifiers, path, sha, receipts)
+            fps = _local_fingerprints(path, size, media) if media else {}
+            res = _submit(partial(
+                client.register_work, sha256=sha, size=size, title=title or path.name,
+                creators=creator or ["unknown"], work_type=work_type, media_type=media,
+                fingerprints=fps or None, license=license or None,
+            ), path, sha, receipts)
             res["key_pinned"] = pinned
             failed = failed or "error" in res
             results.append(res)
@@ -300,44 +296,34 @@ def register(
 
 def _local_fingerprints(path: Path, size: int, media: str) -> dict[str, Any]:
     """Perceptual fingerprints computed here, so the file need not leave this machine."""
-    from copyledger.matching import fingerprints_for
+    from copyledger.client import fingerprint_file
 
-    if size > 64 * 1024 * 1024:
-        return {}
     try:
-        return fingerprints_for(path.read_bytes(), media)
+        return fingerprint_file(path, media)
     except CopyledgerError as e:
         err.print(f"[yellow]{path}: no fingerprints ({e.detail})[/yellow]")
         return {}
 
 
 def _submit(
-    client: httpx.Client,
-    endpoint: str,
-    body: dict[str, Any],
-    verifiers: list[Any],
-    path: Path,
-    sha: str,
-    receipts: Path | None,
+    send: Callable[[], Receipt], path: Path, sha: str, receipts: Path | None
 ) -> dict[str, Any]:
-    """POST one registration or deposit and check its receipt; a result row either way."""
+    """Send one registration or deposit (its receipt is checked); a result row either way."""
     try:
-        r = client.post(endpoint, json=body)
-    except httpx.HTTPError as e:
-        _die(f"cannot reach {client.base_url}: {e}")
-    if r.status_code != 201:
-        return {"file": str(path), "sha256": sha, "error": _problem(r)}
-    reg = r.json()
-    try:
-        verify_receipt(reg, verifiers, file_sha256=sha)
-    except CopyledgerError as e:
-        return {"file": str(path), "sha256": sha, "seq": reg.get("seq"),
+        rc = send()
+    except ProblemError as e:
+        return {"file": str(path), "sha256": sha, "error": str(e)}
+    except UnverifiedAnswer as e:
+        seq = e.answer.get("seq") if isinstance(e.answer, dict) else None
+        return {"file": str(path), "sha256": sha, "seq": seq,
                 "error": f"receipt does NOT verify: {e.detail}"}
+    except ClientError as e:
+        _die(str(e))
     if receipts:
         receipts.mkdir(parents=True, exist_ok=True)
-        (receipts / f"{reg['seq']}.json").write_text(json.dumps(reg, indent=2))
-    return {"file": str(path), "sha256": sha, "seq": reg["seq"], "leaf_hash": reg["leaf_hash"],
-            "tree_size": reg["receipt"]["tree_size"]}
+        (receipts / f"{rc.seq}.json").write_text(json.dumps(rc.to_dict(), indent=2))
+    return {"file": str(path), "sha256": sha, "seq": rc.seq, "leaf_hash": rc.leaf_hash,
+            "tree_size": rc.tree_size}
 
 
 def _results_table(results: list[dict[str, Any]], ok_text: str) -> None:
@@ -348,16 +334,16 @@ def _results_table(results: list[dict[str, Any]], ok_text: str) -> None:
     out.print(t)
 
 
-def _verifiers(client: httpx.Client, trust: list[str] | None) -> tuple[list[Any], bool]:
-    """The keys to check signatures with: pinned ones, or (said so) the server's own."""
+def _verifiers(client: Client) -> bool:
+    """Fetch the keys to check signatures with now: pinned ones, or (said so, False) the
+    server's own."""
     try:
-        if trust:
-            return [note.parse_verifier_key(k) for k in trust], True
-        return [note.parse_verifier_key(client.get("/v1/log").json()["verifier_key"])], False
-    except CopyledgerError as e:
-        _die(f"bad verifier key: {e.detail}")
-    except (httpx.HTTPError, ValueError, KeyError) as e:
+        client.verifiers()
+    except ProblemError as e:
         _die(f"cannot read the log's key from {client.base_url}: {e}")
+    except ClientError as e:
+        _die(str(e))
+    return client.key_pinned
 
 
 @app.command()
@@ -377,7 +363,7 @@ def evidence(
 ) -> None:
     """Deposit evidence: the file is hashed here; a WARC file's response records are hashed
     and listed one by one, so each captured page can be checked on its own."""
-    from copyledger.ledger.warc import warc_records
+    from copyledger.client.warc import warc_records
 
     if not api_key:
         _die("an API key is needed: --api-key or COPYLEDGER_API_KEY")
@@ -393,10 +379,9 @@ def evidence(
             body["warc_records"] = warc_records(file)
         except CopyledgerError as e:
             _die(e.detail)
-    with httpx.Client(base_url=server, timeout=60,
-                      headers={"Authorization": f"Bearer {api_key}"}) as client:
-        verifiers, pinned = _verifiers(client, trust)
-        res = _submit(client, "/v1/evidence", body, verifiers, file, sha, receipts)
+    with _client(server, api_key, trust, 60) as client:
+        pinned = _verifiers(client)
+        res = _submit(lambda: client.deposit_evidence(**body), file, sha, receipts)
     res["key_pinned"] = pinned
     res["warc_records"] = len(body.get("warc_records", []))
     if as_json:
@@ -416,18 +401,17 @@ def lookup(
 ) -> None:
     """Every registration, deposit and transfer of this exact content, oldest first."""
     sha = _sha256_file(file)
-    try:
-        r = httpx.get(f"{server}/v1/search", params={"sha256": sha}, timeout=30)
-    except httpx.HTTPError as e:
-        _die(f"cannot reach {server}: {e}")
-    if r.status_code != 200:
-        _die(_problem(r))
-    found = r.json()["results"]
+    with _client(server, None, None, 30) as client:
+        try:
+            answer = client.search(sha)
+        except ClientError as e:
+            _die(str(e))
+    found = answer["results"]
     rows = [{"seq": x["seq"], "kind": x["entry"]["kind"], "registrant": x["entry"]["registrant"],
              "received_at": x["entry"]["received_at"], "block_height": x["block_height"],
              "bundle": f"{server}/v1/entries/{x['seq']}/bundle"} for x in found]
     if as_json:
-        _emit(True, {"sha256": sha, "results": rows, "truncated": r.json().get("truncated")})
+        _emit(True, {"sha256": sha, "results": rows, "truncated": answer.get("truncated")})
         return
     if not rows:
         out.print(f"no entry registers {sha}")
@@ -454,9 +438,6 @@ def check_claim(
 ) -> None:
     """Check a takedown claim: registration, priority, holder, near-duplicate matches. The
     disputed file is fingerprinted here; only hashes are sent. The signed answer is verified."""
-    from copyledger.ledger import claims as claims_mod
-    from copyledger.ledger import jcs
-
     if not api_key:
         _die("an API key is needed: --api-key or COPYLEDGER_API_KEY")
     content: dict[str, Any] = {}
@@ -467,40 +448,27 @@ def check_claim(
             content.update(_local_fingerprints(file, size, media))
     elif sha256:
         content["sha256"] = sha256
-    body: dict[str, Any] = {"claimant": claimant, "content": content}
-    if work_seq is not None:
-        body["work_seq"] = work_seq
-    if work_sha256:
-        body["work_sha256"] = work_sha256
-    with httpx.Client(base_url=server, timeout=60,
-                      headers={"Authorization": f"Bearer {api_key}"}) as client:
-        verifiers, pinned = _verifiers(client, trust)
+    with _client(server, api_key, trust, 60) as client:
+        pinned = _verifiers(client)
         try:
-            r = client.post("/v1/claims/check", json=body)
-        except httpx.HTTPError as e:
-            _die(f"cannot reach {server}: {e}")
-    if r.status_code != 200:
-        _die(_problem(r))
-    a = r.json()
-    try:
-        n, _ = note.verify_note(a["signature"], verifiers)
-        _, _, digest = claims_mod.parse_check_note_text(n.text)
-        unsigned = {k: v for k, v in a.items() if k != "signature"}
-        if hashlib.sha256(jcs.canonicalize(unsigned)).digest() != digest:
-            raise CopyledgerError("the signature covers a different answer")
-    except CopyledgerError as e:
-        _die(f"the answer's signature does NOT verify: {e.detail}", 1)
+            checked = client.check_claim(content, claimant=claimant, work_seq=work_seq,
+                                         work_sha256=work_sha256 or None)
+        except UnverifiedAnswer as e:
+            _die(f"the answer's signature does NOT verify: {e.detail}", 1)
+        except ClientError as e:
+            _die(str(e))
+    a = dict(checked.answer)
     a["signature_verified"], a["key_pinned"] = True, pinned
     if as_json:
         _emit(True, a)
         return
-    e = a["earliest_registration"]
+    first = a["earliest_registration"]
     out.print(f"verdict: [bold]{a['verdict']}[/bold]; work registered: {a['work_registered']}; "
               f"claimant is registrant: {a['claimant_is_registrant']}, holder: "
               f"{a['claimant_is_holder']}")
-    if e:
-        out.print(f"earliest registration of this content: seq {e['seq']} by {e['registrant']} "
-                  f"at {e['registered_at']}")
+    if first:
+        out.print(f"earliest registration of this content: seq {first['seq']} by "
+                  f"{first['registrant']} at {first['registered_at']}")
     for m in a["matches"]:
         score = m.get("distance", m.get("similarity"))
         out.print(f"  seq {m['seq']}: {m['algorithm']} {score} (threshold {m['threshold']}) "
@@ -518,31 +486,18 @@ def proof(
     as_json: Json = False,
 ) -> None:
     """Fetch an entry's inclusion proof and check it against the log's signed checkpoint."""
-    with httpx.Client(base_url=server, timeout=30) as client:
+    with _client(server, None, trust, 30) as client:
         try:
-            params = {"tree_size": tree_size} if tree_size else {}
-            r = client.get(f"/v1/entries/{seq}/proof", params=params)
-            if r.status_code != 200:
-                _die(_problem(r))
-            p = r.json()
-        except httpx.HTTPError as e:
-            _die(f"cannot reach {server}: {e}")
-        verifiers, pinned = _verifiers(client, trust)
-    try:
-        merkle.verify_inclusion(seq, p["tree_size"], bytes.fromhex(p["leaf_hash"]),
-                                [bytes.fromhex(h) for h in p["proof"]], bytes.fromhex(p["root"]))
-        signed = None
-        if p.get("checkpoint"):
-            n, _ = note.verify_note(p["checkpoint"], verifiers)
-            cp = note.parse_checkpoint(n.text)
-            if (cp.size, cp.root.hex()) != (p["tree_size"], p["root"]):
-                raise CopyledgerError("checkpoint does not match the proof")
-            signed = True
-    except CopyledgerError as e:
-        _die(f"proof does NOT verify: {e.detail}", 1)
+            checked = client.proof(seq, tree_size)
+        except UnverifiedAnswer as e:
+            _die(f"proof does NOT verify: {e.detail}", 1)
+        except ClientError as e:
+            _die(str(e))
+    signed = checked.checkpoint_verified or None
+    p = checked.to_dict()
     p["verified"] = True
     p["checkpoint_verified"] = signed
-    p["key_pinned"] = pinned
+    p["key_pinned"] = client.key_pinned
     _emit(as_json, p, f"seq {seq} is included in the tree of size {p['tree_size']} "
           f"(root {p['root'][:16]}…): proof of {len(p['proof'])} hashes verified"
           + ("; checkpoint signature verified" if signed else ""))
@@ -588,15 +543,14 @@ def bundle(
     server: Server = "http://127.0.0.1:8000",
 ) -> None:
     """Save an entry's evidence bundle (verify it offline with `copyledger verify`)."""
-    try:
-        r = httpx.get(f"{server}/v1/entries/{seq}/bundle", timeout=30)
-    except httpx.HTTPError as e:
-        _die(f"cannot reach {server}: {e}")
-    if r.status_code != 200:
-        _die(_problem(r))
-    output.write_text(json.dumps(r.json(), indent=2) + "\n")
+    with _client(server, None, None, 30) as client:
+        try:
+            doc = client.bundle(seq)
+        except ClientError as e:
+            _die(str(e))
+    output.write_text(json.dumps(doc, indent=2) + "\n")
     if tlog_proof is not None:
-        tlog_proof.write_text(r.json()["tlog_proof"])
+        tlog_proof.write_text(doc["tlog_proof"])
     err.print(f"bundle for seq {seq} saved to {output}")
 
 

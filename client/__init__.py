@@ -1,2 +1,52 @@
 """The public HTTP client (`Client`, `AsyncClient`): talks to a registry and verifies what it
-receives against pinned keys."""
+receives against pinned keys. The offline checks it runs are public too (`check_*`), for
+receipts, proofs and claim checks kept on disk. docs/client.md shows how to use it."""
+
+from copyledger.client._client import AsyncClient, Client
+from copyledger.client.errors import (
+    ClientError,
+    ProblemError,
+    ResponseError,
+    TransportError,
+    UnverifiedAnswer,
+)
+from copyledger.client.files import fingerprint_file
+from copyledger.client.results import (
+    ClaimCheck,
+    ConsistencyProof,
+    InclusionProof,
+    Receipt,
+    SignedCheckpoint,
+)
+from copyledger.client.verify import (
+    check_checkpoint,
+    check_claim_check,
+    check_consistency,
+    check_history,
+    check_proof,
+    check_receipt,
+)
+from copyledger.ledger.errors import VerificationError
+
+__all__ = [
+    "AsyncClient",
+    "ClaimCheck",
+    "Client",
+    "ClientError",
+    "ConsistencyProof",
+    "InclusionProof",
+    "ProblemError",
+    "Receipt",
+    "ResponseError",
+    "SignedCheckpoint",
+    "TransportError",
+    "UnverifiedAnswer",
+    "VerificationError",
+    "check_checkpoint",
+    "check_claim_check",
+    "check_consistency",
+    "check_history",
+    "check_proof",
+    "check_receipt",
+    "fingerprint_file",
+]

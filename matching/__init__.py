@@ -9,7 +9,12 @@ Importing this package loads no heavy library; FingerprintIndex is not re-export
 its module loads numpy (and faiss when one is built).
 """
 
-from copyledger.matching.compute import fingerprints_for, image_fingerprints, text_fingerprints
+from copyledger.matching.compute import (
+    MAX_FINGERPRINT_BYTES,
+    fingerprints_for,
+    image_fingerprints,
+    text_fingerprints,
+)
 from copyledger.matching.live import LiveIndex
 from copyledger.matching.scoring import (
     THRESHOLDS,
@@ -21,6 +26,7 @@ from copyledger.matching.scoring import (
 )
 
 __all__ = [
+    "MAX_FINGERPRINT_BYTES",
     "THRESHOLDS",
     "Candidate",
     "LiveIndex",

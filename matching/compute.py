@@ -44,6 +44,7 @@ __all__ = [
     "text_shingles",
 ]
 
+MAX_FINGERPRINT_BYTES = 64 * 1024 * 1024  # larger files are hashed but not fingerprinted
 THUMBNAIL_PX = 512
 """Images are thumbnailed to this long side before hashing: PDQ downsamples to 64x64 anyway,
 and hashing a 24-megapixel photo at full size costs ~20x more for the same bits."""

@@ -17,7 +17,7 @@ from copyledger.ledger import entry as entry_mod
 from copyledger.ledger import fingerprint as fp
 from copyledger.ledger.errors import CopyledgerError, Forbidden, InvalidInput, NotFound
 from copyledger.ledger.sequencer import Pending, Receipt
-from copyledger.matching import fingerprints_for
+from copyledger.matching import MAX_FINGERPRINT_BYTES, fingerprints_for
 from copyledger.service.apikeys import Principal
 from copyledger.service.inputs import ClaimIn, EvidenceIn, TransferIn, WorkIn
 from copyledger.service.node import Node, init_notary_keys, open_store
@@ -26,7 +26,6 @@ from copyledger.service.settings import Settings
 from copyledger.service.title import claim_entry, load_title
 
 CHUNK = 1 << 20
-MAX_FINGERPRINT_BYTES = 64 * 1024 * 1024  # larger files are hashed but not fingerprinted
 
 
 @dataclass(frozen=True)

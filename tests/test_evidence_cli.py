@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from copyledger.cli.main import app
+from copyledger.client.warc import warc_records
 from copyledger.ledger.errors import InvalidInput
-from copyledger.ledger.warc import warc_records
 from tests.server import ServerProcess
 
 runner = CliRunner()

@@ -1,0 +1,315 @@
+"""Every API call as a pure description (`Call`): what to send, which status means success,
+and how to turn the answer into a result. `Client` and `AsyncClient` only send it, so the two
+share all request building, error mapping and verification.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mimetypes
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, Literal, NotRequired, Required, TypedDict, TypeVar
+
+from copyledger.client import verify
+from copyledger.client.errors import ProblemError, ResponseError
+from copyledger.client.results import (
+    ClaimCheck,
+    ConsistencyProof,
+    InclusionProof,
+    Receipt,
+    SignedCheckpoint,
+)
+from copyledger.ledger import note as note_mod
+from copyledger.ledger.errors import CopyledgerError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Trust:
+    """The keys answers are checked with, and whether the caller pinned them (else they are
+    the key the server itself published, which proves the answers agree, not who signed)."""
+
+    verifiers: tuple[note_mod.Verifier, ...]
+    pinned: bool
+
+
+NO_TRUST = Trust((), pinned=False)
+
+
+def _raw(data: Any, _: Trust) -> Any:
+    return data
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One HTTP exchange. `finish` turns the decoded answer into the result; it gets the keys
+    only when `needs_trust` is set (the client fetches the server's key first if none are
+    pinned)."""
+
+    method: str
+    path: str
+    finish: Callable[[Any, Trust], T]
+    params: dict[str, str | int] | None = None
+    json: Any = None
+    data: dict[str, str | list[str]] | None = None
+    files: dict[str, tuple[str, bytes, str]] | None = None
+    content: bytes | None = None
+    headers: dict[str, str] | None = None
+    expect: int = 200
+    decode: Literal["json", "text", "bytes"] = "json"
+    needs_trust: bool = False
+
+    def request(self) -> dict[str, Any]:
+        """Keyword arguments for httpx's `request`, sync or async alike."""
+        kw: dict[str, Any] = {"method": self.method, "url": self.path}
+        for name in ("params", "json", "data", "files", "content", "headers"):
+            if getattr(self, name) is not None:
+                kw[name] = getattr(self, name)
+        return kw
+
+    def read(self, status: int, body: bytes) -> Any:
+        """The decoded answer; ProblemError for any other status than the expected one."""
+        if status != self.expect:
+            raise ProblemError.from_response(status, body)
+        if self.decode == "bytes":
+            return body
+        try:
+            return body.decode() if self.decode == "text" else json.loads(body)
+        except ValueError:  # UnicodeDecodeError is one
+            raise ResponseError(f"{self.method} {self.path}: the answer is not "
+                                f"{'UTF-8 text' if self.decode == 'text' else 'JSON'}") from None
+
+
+def learn_trust(log: Any) -> Trust:
+    """The key a server publishes at GET /v1/log, for when the caller pinned none."""
+    try:
+        return Trust((note_mod.parse_verifier_key(log["verifier_key"]),), pinned=False)
+    except (KeyError, TypeError) as e:
+        raise ResponseError(f"GET /v1/log: no verifier_key ({e})") from None
+    except CopyledgerError as e:
+        raise ResponseError(f"GET /v1/log: bad verifier key: {e.detail}") from None
+
+
+def _body(fields: Any) -> dict[str, Any]:
+    return {k: v for k, v in dict(fields).items() if v is not None}
+
+
+# ------------------------------------------------------------------ writes
+
+
+class WorkFields(TypedDict, total=False):
+    """A work to register by its hash (POST /v1/works, JSON)."""
+
+    sha256: Required[str]
+    title: Required[str]
+    creators: Required[list[str]]
+    work_type: Required[str]
+    size: int | None
+    media_type: str | None
+    license: str | None
+    metadata: dict[str, Any] | None
+    fingerprints: dict[str, Any] | None
+
+
+class UploadFields(TypedDict, total=False):
+    """A work to register by uploading it (POST /v1/works, multipart): the server hashes and
+    fingerprints it, then deletes it."""
+
+    title: Required[str]
+    creators: Required[list[str]]
+    work_type: Required[str]
+    filename: str
+    media_type: str | None
+    license: str | None
+    metadata: dict[str, Any] | None
+
+
+class EvidenceFields(TypedDict, total=False):
+    """Evidence to deposit by its hash (POST /v1/evidence)."""
+
+    sha256: Required[str]
+    captured_at: Required[str]
+    capture_method: Required[str]
+    description: Required[str]
+    source_url: str | None
+    related_work: int | None
+    size: int | None
+    media_type: str | None
+    metadata: dict[str, Any] | None
+    warc_records: list[dict[str, Any]] | None
+
+
+class TransferFields(TypedDict, total=False):
+    """An assignment or licence of a registered work (POST /v1/transfers)."""
+
+    work_seq: Required[int]
+    to: Required[str]
+    transfer_type: Required[str]
+    territory: str | None
+    term_start: str | None
+    term_end: str | None
+    terms_sha256: str | None
+    note: str | None
+
+
+class CheckFields(TypedDict):
+    """Which work a claim is about and who claims it (POST /v1/claims/check)."""
+
+    claimant: str
+    work_seq: NotRequired[int | None]
+    work_sha256: NotRequired[str | None]
+
+
+def _receipt(path: str, body: Any = None, *, file_sha256: str | None = None,
+             data: dict[str, str | list[str]] | None = None,
+             files: dict[str, tuple[str, bytes, str]] | None = None) -> Call[Receipt]:
+    def finish(answer: Any, trust: Trust) -> Receipt:
+        return verify.check_receipt(answer, trust.verifiers, file_sha256=file_sha256)
+
+    return Call("POST", path, finish, json=body, data=data, files=files, expect=201,
+                needs_trust=True)
+
+
+def register_work(fields: WorkFields) -> Call[Receipt]:
+    body = _body(fields)
+    return _receipt("/v1/works", body, file_sha256=body["sha256"])
+
+
+def read_file(file: bytes | Path, name: str | None, media_type: str | None
+              ) -> tuple[bytes, str, str | None]:
+    """An upload's bytes, file name and media type (guessed from the name if not given)."""
+    if isinstance(file, Path):
+        name = name or file.name
+        file = file.read_bytes()
+    name = name or "upload"
+    return file, name, media_type or mimetypes.guess_type(name)[0]
+
+
+def upload_work(file: bytes | Path, fields: UploadFields) -> Call[Receipt]:
+    f = _body(fields)
+    content, name, media = read_file(file, f.get("filename"), f.get("media_type"))
+    data: dict[str, str | list[str]] = {
+        "title": f["title"], "creators": list(f["creators"]), "work_type": f["work_type"]}
+    if "license" in f:
+        data["license"] = f["license"]
+    if "metadata" in f:
+        data["metadata"] = json.dumps(f["metadata"])
+    upload = (name, content, media or "application/octet-stream")
+    return _receipt("/v1/works", data=data, files={"file": upload},
+                    file_sha256=hashlib.sha256(content).hexdigest())
+
+
+def deposit_evidence(fields: EvidenceFields) -> Call[Receipt]:
+    body = _body(fields)
+    return _receipt("/v1/evidence", body, file_sha256=body["sha256"])
+
+
+def transfer(fields: TransferFields) -> Call[Receipt]:
+    return _receipt("/v1/transfers", _body(fields))
+
+
+def file_claim(notice: dict[str, Any]) -> Call[Receipt]:
+    return _receipt("/v1/claims", notice)
+
+
+def _claim_check(answer: Any, trust: Trust) -> ClaimCheck:
+    return verify.check_claim_check(answer, trust.verifiers)
+
+
+def check_claim(content: dict[str, Any], fields: CheckFields) -> Call[ClaimCheck]:
+    f = _body(fields)
+    body = {"claimant": f.pop("claimant"), "content": content, **f}
+    return Call("POST", "/v1/claims/check", _claim_check, json=body, needs_trust=True)
+
+
+def check_claim_upload(
+    file: bytes | Path, fields: CheckFields, *, filename: str | None, media_type: str | None
+) -> Call[ClaimCheck]:
+    data: dict[str, str | list[str]] = {k: str(v) for k, v in _body(fields).items()}
+    content, name, media = read_file(file, filename, media_type)
+    upload = (name, content, media or "application/octet-stream")
+    return Call("POST", "/v1/claims/check", _claim_check, data=data, files={"file": upload},
+                needs_trust=True)
+
+
+def timestamp(query: bytes) -> Call[bytes]:
+    return Call("POST", "/v1/timestamp", _raw, content=query,
+                headers={"Content-Type": "application/timestamp-query"}, decode="bytes")
+
+
+# ------------------------------------------------------------------ reads
+
+
+def get(path: str, params: dict[str, str | int] | None = None) -> Call[Any]:
+    """A read whose answer is returned as parsed JSON (see results.py for why)."""
+    return Call("GET", path, _raw, params=params)
+
+
+def entry(seq: int) -> Call[Any]:
+    return get(f"/v1/entries/{int(seq)}")
+
+
+def bundle(seq: int) -> Call[Any]:
+    return get(f"/v1/entries/{int(seq)}/bundle")
+
+
+def search(sha256: str) -> Call[Any]:
+    return get("/v1/search", {"sha256": sha256})
+
+
+def claim(seq: int) -> Call[Any]:
+    return get(f"/v1/claims/{int(seq)}")
+
+
+def log() -> Call[Any]:
+    return get("/v1/log")
+
+
+def notary_keys() -> Call[Any]:
+    return get("/v1/notary/keys")
+
+
+def block(height: int) -> Call[Any]:
+    return get(f"/v1/blocks/{int(height)}")
+
+
+def healthz() -> Call[Any]:
+    return get("/healthz")
+
+
+def proof(seq: int, tree_size: int | None) -> Call[InclusionProof]:
+    def finish(answer: Any, trust: Trust) -> InclusionProof:
+        return verify.check_proof(answer, trust.verifiers)
+
+    params: dict[str, str | int] | None = {"tree_size": tree_size} if tree_size else None
+    return Call("GET", f"/v1/entries/{int(seq)}/proof", finish, params=params, needs_trust=True)
+
+
+def certificate(seq: int, pdf: bool) -> Call[bytes]:
+    return Call("GET", f"/v1/entries/{int(seq)}/certificate", _raw,
+                params={"format": "pdf" if pdf else "html"}, decode="bytes")
+
+
+def history(seq: int) -> Call[dict[str, Any]]:
+    def finish(answer: Any, trust: Trust) -> dict[str, Any]:
+        return verify.check_history(answer, trust.verifiers)
+
+    return Call("GET", f"/v1/works/{int(seq)}/history", finish, needs_trust=True)
+
+
+def checkpoint() -> Call[SignedCheckpoint]:
+    def finish(text: Any, trust: Trust) -> SignedCheckpoint:
+        return verify.check_checkpoint(text, trust.verifiers)
+
+    return Call("GET", "/v1/log/checkpoint", finish, decode="text", needs_trust=True)
+
+
+def consistency(old: SignedCheckpoint, new: SignedCheckpoint) -> Call[ConsistencyProof]:
+    def finish(answer: Any, _: Trust) -> ConsistencyProof:
+        return verify.check_consistency(answer, old, new)
+
+    return Call("GET", "/v1/log/consistency", finish, params={"from": old.size, "to": new.size})

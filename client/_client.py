@@ -1,0 +1,305 @@
+"""`Client` and `AsyncClient`: the same calls (built in `_calls`), sent with httpx, sync or
+async. Every answer that can be verified is, against the pinned keys, before it is returned."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar, Unpack
+
+import httpx
+
+from copyledger.client import _calls as calls
+from copyledger.client._calls import (
+    Call,
+    CheckFields,
+    EvidenceFields,
+    TransferFields,
+    Trust,
+    UploadFields,
+    WorkFields,
+)
+from copyledger.client.errors import TransportError
+from copyledger.client.results import (
+    ClaimCheck,
+    ConsistencyProof,
+    InclusionProof,
+    Receipt,
+    SignedCheckpoint,
+)
+from copyledger.client.verify import Keys, verifiers
+from copyledger.ledger import note
+
+__all__ = ["AsyncClient", "Client"]
+
+T = TypeVar("T")
+_HTTPX_ERRORS = (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError)
+
+
+class _Base:
+    """What both clients hold: the server, the API key and the trusted keys."""
+
+    def __init__(self, base_url: str, api_key: str | None, trusted_keys: Keys) -> None:
+        self.base_url = base_url.rstrip("/")
+        pinned = verifiers(trusted_keys)  # InvalidInput for a malformed key, before any I/O
+        self._trust: Trust | None = Trust(pinned, pinned=True) if pinned else None
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+    @property
+    def key_pinned(self) -> bool:
+        """True if answers are checked against keys the caller gave; False if against the key
+        the server itself publishes (which shows answers agree with each other, no more)."""
+        return self._trust is not None and self._trust.pinned
+
+    def _unreachable(self, e: Exception) -> TransportError:
+        return TransportError(f"cannot reach {self.base_url}: {e}")
+
+
+class Client(_Base):
+    """A registry over HTTP, synchronously.
+
+    `trusted_keys` are the log's verifier keys (`name+hexkeyid+base64key`) to check receipts,
+    proofs, checkpoints and claim checks with. Without them the client uses the key the server
+    publishes at GET /v1/log, and `key_pinned` says so.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        trusted_keys: Keys = (),
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(base_url, api_key, trusted_keys)
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout,
+                                  headers=self._headers, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def _send(self, call: Call[Any]) -> Any:
+        try:
+            r = self._http.request(**call.request())
+        except _HTTPX_ERRORS as e:
+            raise self._unreachable(e) from e
+        return call.read(r.status_code, r.content)
+
+    def _run(self, call: Call[T]) -> T:
+        trust = self._trusted() if call.needs_trust else calls.NO_TRUST
+        return call.finish(self._send(call), trust)
+
+    def _trusted(self) -> Trust:
+        if self._trust is None:
+            self._trust = calls.learn_trust(self._send(calls.log()))
+        return self._trust
+
+    def verifiers(self) -> tuple[note.Verifier, ...]:
+        """The keys answers are checked with (fetching the server's if none were pinned)."""
+        return self._trusted().verifiers
+
+    # writes
+    def register_work(self, **fields: Unpack[WorkFields]) -> Receipt:
+        """Register a work by its SHA-256 (the file stays here); the receipt is verified."""
+        return self._run(calls.register_work(fields))
+
+    def upload_work(self, file: bytes | Path, **fields: Unpack[UploadFields]) -> Receipt:
+        """Register a work by uploading it; the receipt must register the file's SHA-256."""
+        return self._run(calls.upload_work(file, fields))
+
+    def deposit_evidence(self, **fields: Unpack[EvidenceFields]) -> Receipt:
+        return self._run(calls.deposit_evidence(fields))
+
+    def transfer(self, **fields: Unpack[TransferFields]) -> Receipt:
+        return self._run(calls.transfer(fields))
+
+    def file_claim(self, notice: dict[str, Any]) -> Receipt:
+        """Record a takedown notice or counter-notice (the POST /v1/claims document)."""
+        return self._run(calls.file_claim(notice))
+
+    def check_claim(self, content: dict[str, Any], **fields: Unpack[CheckFields]) -> ClaimCheck:
+        """Check a claim given the disputed content's hashes (`sha256`, `pdq`, `phash`,
+        `minhash`); the notary's signature over the answer is verified."""
+        return self._run(calls.check_claim(content, fields))
+
+    def check_claim_upload(self, file: bytes | Path, *, filename: str | None = None,
+                           media_type: str | None = None,
+                           **fields: Unpack[CheckFields]) -> ClaimCheck:
+        """Check a claim by uploading the disputed content (the server fingerprints it)."""
+        return self._run(calls.check_claim_upload(file, fields, filename=filename,
+                                                  media_type=media_type))
+
+    def timestamp(self, query: bytes) -> bytes:
+        """An RFC 3161 TimeStampResp (DER) for a TimeStampReq (DER)."""
+        return self._run(calls.timestamp(query))
+
+    # reads
+    def entry(self, seq: int) -> dict[str, Any]:
+        return self._run(calls.entry(seq))
+
+    def proof(self, seq: int, tree_size: int | None = None) -> InclusionProof:
+        return self._run(calls.proof(seq, tree_size))
+
+    def bundle(self, seq: int) -> dict[str, Any]:
+        """The evidence bundle, as sent: keep it, verify it offline (`copyledger verify`)."""
+        return self._run(calls.bundle(seq))
+
+    def certificate(self, seq: int, *, pdf: bool = False) -> bytes:
+        return self._run(calls.certificate(seq, pdf))
+
+    def search(self, sha256: str) -> dict[str, Any]:
+        return self._run(calls.search(sha256))
+
+    def history(self, seq: int) -> dict[str, Any]:
+        """A work's chain of title; its checkpoint and every link's proof are verified."""
+        return self._run(calls.history(seq))
+
+    def claim(self, seq: int) -> dict[str, Any]:
+        """A claim and its timeline."""
+        return self._run(calls.claim(seq))
+
+    def log(self) -> dict[str, Any]:
+        return self._run(calls.log())
+
+    def checkpoint(self) -> SignedCheckpoint:
+        return self._run(calls.checkpoint())
+
+    def consistency(
+        self, old: SignedCheckpoint, new: SignedCheckpoint | None = None
+    ) -> ConsistencyProof:
+        """Prove the log at `new` (default: its latest checkpoint) extends `old`."""
+        return self._run(calls.consistency(old, new or self.checkpoint()))
+
+    def notary_keys(self) -> dict[str, Any]:
+        return self._run(calls.notary_keys())
+
+    def block(self, height: int) -> dict[str, Any]:
+        return self._run(calls.block(height))
+
+    def healthz(self) -> dict[str, Any]:
+        return self._run(calls.healthz())
+
+
+class AsyncClient(_Base):
+    """`Client`, with every call a coroutine."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        trusted_keys: Keys = (),
+        timeout: float = 60.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(base_url, api_key, trusted_keys)
+        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout,
+                                       headers=self._headers, transport=transport)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, t: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    async def _send(self, call: Call[Any]) -> Any:
+        try:
+            r = await self._http.request(**call.request())
+        except _HTTPX_ERRORS as e:
+            raise self._unreachable(e) from e
+        return call.read(r.status_code, r.content)
+
+    async def _run(self, call: Call[T]) -> T:
+        trust = await self._trusted() if call.needs_trust else calls.NO_TRUST
+        return call.finish(await self._send(call), trust)
+
+    async def _trusted(self) -> Trust:
+        if self._trust is None:
+            self._trust = calls.learn_trust(await self._send(calls.log()))
+        return self._trust
+
+    async def verifiers(self) -> tuple[note.Verifier, ...]:
+        return (await self._trusted()).verifiers
+
+    # writes
+    async def register_work(self, **fields: Unpack[WorkFields]) -> Receipt:
+        return await self._run(calls.register_work(fields))
+
+    async def upload_work(self, file: bytes | Path, **fields: Unpack[UploadFields]) -> Receipt:
+        return await self._run(calls.upload_work(file, fields))
+
+    async def deposit_evidence(self, **fields: Unpack[EvidenceFields]) -> Receipt:
+        return await self._run(calls.deposit_evidence(fields))
+
+    async def transfer(self, **fields: Unpack[TransferFields]) -> Receipt:
+        return await self._run(calls.transfer(fields))
+
+    async def file_claim(self, notice: dict[str, Any]) -> Receipt:
+        return await self._run(calls.file_claim(notice))
+
+    async def check_claim(self, content: dict[str, Any],
+                          **fields: Unpack[CheckFields]) -> ClaimCheck:
+        return await self._run(calls.check_claim(content, fields))
+
+    async def check_claim_upload(self, file: bytes | Path, *, filename: str | None = None,
+                                 media_type: str | None = None,
+                                 **fields: Unpack[CheckFields]) -> ClaimCheck:
+        return await self._run(calls.check_claim_upload(file, fields, filename=filename,
+                                                        media_type=media_type))
+
+    async def timestamp(self, query: bytes) -> bytes:
+        return await self._run(calls.timestamp(query))
+
+    # reads
+    async def entry(self, seq: int) -> dict[str, Any]:
+        return await self._run(calls.entry(seq))
+
+    async def proof(self, seq: int, tree_size: int | None = None) -> InclusionProof:
+        return await self._run(calls.proof(seq, tree_size))
+
+    async def bundle(self, seq: int) -> dict[str, Any]:
+        return await self._run(calls.bundle(seq))
+
+    async def certificate(self, seq: int, *, pdf: bool = False) -> bytes:
+        return await self._run(calls.certificate(seq, pdf))
+
+    async def search(self, sha256: str) -> dict[str, Any]:
+        return await self._run(calls.search(sha256))
+
+    async def history(self, seq: int) -> dict[str, Any]:
+        return await self._run(calls.history(seq))
+
+    async def claim(self, seq: int) -> dict[str, Any]:
+        return await self._run(calls.claim(seq))
+
+    async def log(self) -> dict[str, Any]:
+        return await self._run(calls.log())
+
+    async def checkpoint(self) -> SignedCheckpoint:
+        return await self._run(calls.checkpoint())
+
+    async def consistency(
+        self, old: SignedCheckpoint, new: SignedCheckpoint | None = None
+    ) -> ConsistencyProof:
+        return await self._run(calls.consistency(old, new or await self.checkpoint()))
+
+    async def notary_keys(self) -> dict[str, Any]:
+        return await self._run(calls.notary_keys())
+
+    async def block(self, height: int) -> dict[str, Any]:
+        return await self._run(calls.block(height))
+
+    async def healthz(self) -> dict[str, Any]:
+        return await self._run(calls.healthz())

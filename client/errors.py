@@ -1,0 +1,96 @@
+"""What a client call can fail with, inside the project's one hierarchy.
+
+`ProblemError`: the server answered with an RFC 9457 problem (or another error status).
+`TransportError`: no answer at all (connection refused, timeout, bad URL).
+`ResponseError`: an answer, but not the one the API promises (not JSON, wrong shape).
+`UnverifiedAnswer`: the answer arrived but does not verify against the pinned keys; it is a
+`VerificationError`, and keeps the answer so the caller can report or keep it.
+No httpx exception ever escapes a client call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from copyledger.ledger.errors import CopyledgerError, VerificationError
+
+__all__ = ["ClientError", "ProblemError", "ResponseError", "TransportError", "UnverifiedAnswer"]
+
+
+class ClientError(CopyledgerError):
+    """A call to a registry did not produce a usable answer."""
+
+    slug = "client-error"
+    title = "Client error"
+
+
+class ProblemError(ClientError):
+    """The server refused the request. The problem's members are kept as the server sent them:
+    `status`, `type`, `title`, `detail`, `instance`, and any others (`errors`, `missing`…)
+    in `extra`."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        type: str = "about:blank",
+        title: str = "",
+        instance: str | None = None,
+        is_problem: bool = True,
+        **extra: object,
+    ) -> None:
+        super().__init__(detail, **extra)
+        self.is_problem = is_problem  # False: the body was not problem+json (a proxy's page)
+        self.status = status
+        self.type = type
+        self.title = title
+        self.instance = instance
+        self.slug = type.rsplit("/", 1)[-1]
+
+    @classmethod
+    def from_response(cls, status: int, body: bytes) -> ProblemError:
+        """A problem from an error answer; a body that is not a problem+json object is kept
+        (its first 200 characters) as the detail."""
+        import json
+
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict):
+            return cls(status, body.decode("utf-8", "replace")[:200], is_problem=False)
+        members = {k: v for k, v in doc.items()
+                   if k not in ("status", "type", "title", "detail", "instance")}
+        return cls(status, str(doc.get("detail")), type=str(doc.get("type", "about:blank")),
+                   title=str(doc.get("title")), instance=doc.get("instance"), **members)
+
+    def __str__(self) -> str:
+        """`401 Missing or unknown API key: no Authorization header` — what the CLI prints."""
+        if not self.is_problem:
+            return f"{self.status} {self.detail}"
+        return f"{self.status} {self.title}: {self.detail}"
+
+
+class TransportError(ClientError):
+    """The registry could not be reached, or the exchange broke off."""
+
+    status = 503
+    slug = "transport"
+    title = "Registry unreachable"
+
+
+class ResponseError(ClientError):
+    """The registry answered, but not with what the API promises."""
+
+    status = 502
+    slug = "bad-response"
+    title = "Malformed answer"
+
+
+class UnverifiedAnswer(VerificationError):
+    """The answer does not verify. `answer` is what the server sent (parsed JSON or text)."""
+
+    def __init__(self, detail: str, answer: Any) -> None:
+        super().__init__(detail)
+        self.answer = answer

@@ -1,0 +1,147 @@
+"""Offline checks of what a registry answers, against pinned log keys. The clients run these on
+every answer they verify; they are public so a receipt, proof or claim check kept on disk can be
+checked again later with no server.
+
+Each check returns the verified answer as a typed result, or raises `UnverifiedAnswer` (a
+`VerificationError`) saying why and carrying the answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
+
+from copyledger.client.errors import UnverifiedAnswer
+from copyledger.client.results import (
+    ClaimCheck,
+    ConsistencyProof,
+    InclusionProof,
+    Receipt,
+    SignedCheckpoint,
+)
+from copyledger.ledger import claims, jcs, merkle, note
+from copyledger.ledger.errors import CopyledgerError, VerificationError
+from copyledger.ledger.verify import verify_receipt
+
+__all__ = [
+    "Keys",
+    "check_checkpoint",
+    "check_claim_check",
+    "check_consistency",
+    "check_history",
+    "check_proof",
+    "check_receipt",
+    "verifiers",
+]
+
+Keys = Iterable[str | note.Verifier]
+"""Trusted log keys: Go note verifier key strings (`name+hexkeyid+base64key`) or parsed ones."""
+
+
+def verifiers(keys: Keys) -> tuple[note.Verifier, ...]:
+    """Parse verifier key strings (InvalidInput for a malformed one)."""
+    return tuple(k if isinstance(k, note.Verifier) else note.parse_verifier_key(k) for k in keys)
+
+
+@contextmanager
+def _checking(answer: Any) -> Iterator[None]:
+    """Whatever goes wrong while checking an answer is a verification failure of that answer."""
+    try:
+        yield
+    except UnverifiedAnswer as e:
+        if e.answer is answer:
+            raise
+        raise UnverifiedAnswer(e.detail, answer) from e
+    except CopyledgerError as e:
+        raise UnverifiedAnswer(e.detail, answer) from e
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise UnverifiedAnswer(f"malformed answer ({type(e).__name__}: {e})", answer) from e
+
+
+def _unhex(v: str) -> bytes:
+    return bytes.fromhex(v)
+
+
+def check_receipt(
+    registration: dict[str, Any], keys: Keys, *, file_sha256: str | None = None
+) -> Receipt:
+    """A registration answer: its entry hashes to the leaf, the proof leads to the root, and a
+    trusted key signed a checkpoint of that size and root; with `file_sha256`, the entry
+    registers that content."""
+    with _checking(registration):
+        verify_receipt(registration, verifiers(keys), file_sha256=file_sha256)
+        return Receipt.from_dict(registration)
+
+
+def check_checkpoint(signed_note: str, keys: Keys) -> SignedCheckpoint:
+    """A C2SP checkpoint signed by a trusted key."""
+    with _checking(signed_note):
+        n, _ = note.verify_note(signed_note, verifiers(keys))
+        cp = note.parse_checkpoint(n.text)
+        return SignedCheckpoint(signed_note, cp.origin, cp.size, cp.root)
+
+
+def check_proof(answer: dict[str, Any], keys: Keys) -> InclusionProof:
+    """An inclusion-proof answer: the leaf is at `seq` in the tree with `root`, and, when the
+    answer has one, a trusted key signed a checkpoint of that size and root."""
+    with _checking(answer):
+        p = InclusionProof.from_dict(answer)
+        merkle.verify_inclusion(p.seq, p.tree_size, _unhex(p.leaf_hash),
+                                [_unhex(h) for h in p.proof], _unhex(p.root))
+        if p.checkpoint is None:
+            return p
+        cp = check_checkpoint(p.checkpoint, keys)
+        if (cp.size, cp.root.hex()) != (p.tree_size, p.root):
+            raise VerificationError("checkpoint does not match the proof")
+        return replace(p, checkpoint_verified=True)
+
+
+def check_consistency(
+    answer: dict[str, Any], old: SignedCheckpoint, new: SignedCheckpoint
+) -> ConsistencyProof:
+    """A consistency-proof answer between two verified checkpoints: the log only grew."""
+    with _checking(answer):
+        c = ConsistencyProof.from_dict(answer)
+        if old.origin != new.origin:
+            raise VerificationError(f"checkpoints of two logs: {old.origin}, {new.origin}")
+        if (c.old_size, c.old_root, c.new_size, c.new_root) != (
+            old.size, old.root.hex(), new.size, new.root.hex()
+        ):
+            raise VerificationError("the proof is not between the two signed checkpoints")
+        merkle.verify_consistency(old.size, new.size, old.root, new.root,
+                                  [_unhex(h) for h in c.proof])
+        return c
+
+
+def check_history(answer: dict[str, Any], keys: Keys) -> dict[str, Any]:
+    """A chain of title (GET /v1/works/{seq}/history): a trusted key signed its checkpoint,
+    and every link's entry is in that tree. Returned as it came (see results.py)."""
+    with _checking(answer):
+        cp = check_checkpoint(answer["checkpoint"], keys)
+        size, root = answer["tree_size"], answer["root"]
+        if (cp.size, cp.root.hex()) != (size, root):
+            raise VerificationError("checkpoint does not match the chain's tree")
+        for link in answer["links"]:
+            leaf = merkle.leaf_hash(jcs.canonicalize(link["entry"]))
+            if leaf.hex() != link["leaf_hash"]:
+                raise VerificationError(f"link {link['seq']}: the entry does not hash to its leaf")
+            merkle.verify_inclusion(link["seq"], size, leaf, [_unhex(h) for h in link["proof"]],
+                                    cp.root)
+        return answer
+
+
+def check_claim_check(answer: dict[str, Any], keys: Keys) -> ClaimCheck:
+    """A claim-check answer: a trusted key signed the SHA-256 of its RFC 8785 JSON without
+    `signature`, for this log at this size."""
+    with _checking(answer):
+        n, _ = note.verify_note(answer["signature"], verifiers(keys))
+        origin, size, digest = claims.parse_check_note_text(n.text)
+        unsigned = {k: v for k, v in answer.items() if k != "signature"}
+        if hashlib.sha256(jcs.canonicalize(unsigned)).digest() != digest:
+            raise VerificationError("the signature covers a different answer")
+        if (origin, size) != (answer.get("origin"), answer.get("tree_size")):
+            raise VerificationError("the signature names another log or tree size")
+        return ClaimCheck.from_dict(answer)

@@ -1,0 +1,383 @@
+"""The public client against a live registry: every endpoint, problem details mapped to typed
+errors, tampered answers refused, the async client agreeing with the sync one, and the examples
+of docs/client.md run as written."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import io
+import json
+import os
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from asn1crypto import tsp
+from typer.testing import CliRunner
+
+from copyledger import (
+    AsyncClient,
+    Client,
+    ClientError,
+    ProblemError,
+    ResponseError,
+    TransportError,
+    UnverifiedAnswer,
+    VerificationError,
+)
+from copyledger.cli.main import app
+from copyledger.client import (
+    ClaimCheck,
+    InclusionProof,
+    Receipt,
+    check_claim_check,
+    check_proof,
+    check_receipt,
+)
+from copyledger.ledger.errors import CopyledgerError, InvalidInput
+from tests.server import ServerProcess
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "client.md"
+OTHER_KEY = "other.example/log+87e58a47+AfPai71h/wSQO2SAp1HRdqFzIukz77paajEsvtZch3NF"
+
+
+class Live:
+    """A registry served by `copyledger serve`, with a creator (ada) and a platform key."""
+
+    def __init__(self, root: Path) -> None:
+        runner = CliRunner()
+        d = root / "reg"
+
+        def cli(*args: str) -> dict[str, Any]:
+            r = runner.invoke(app, [*args, "--data-dir", str(d), "--json"])
+            assert r.exit_code == 0, r.stdout
+            out: dict[str, Any] = json.loads(r.stdout)
+            return out
+
+        self.log_key: str = cli("init")["verifier_key"]
+        self.creator: str = cli("keys", "create", "--role", "creator", "--account", "ada")["key"]
+        self.bob: str = cli("keys", "create", "--role", "creator", "--account", "bob")["key"]
+        self.platform: str = cli("keys", "create", "--role", "platform",
+                                 "--account", "tube")["key"]
+        self.server = ServerProcess(d).start()
+        self.url = self.server.url
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    srv = Live(tmp_path_factory.mktemp("client"))
+    yield srv
+    srv.server.stop()
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def work(c: Client, data: bytes, **kw: Any) -> Receipt:
+    return c.register_work(sha256=sha(data), title=kw.pop("title", "W"), creators=["Ada"],
+                           work_type="text", **kw)
+
+
+NOTICE: dict[str, Any] = {
+    "regime": "dmca_512c3",
+    "claimant": {"name": "Ada Example", "email": "ada@example.org", "phone": "+1 555 0100",
+                 "address": "1 Harbour St", "authority": "owner", "account": "ada"},
+    "targets": [{"url": "https://video.example/watch/1"}],
+    "statements": {"good_faith": True, "accuracy": True, "perjury": True},
+    "requested_action": "remove", "signature": "/Ada Example/",
+}
+
+
+def test_every_endpoint(live: Live, tmp_path: Path) -> None:
+    with Client(live.url, api_key=live.creator, trusted_keys=[live.log_key]) as c:
+        assert c.key_pinned and c.healthz()["status"] == "ok"
+        first = work(c, b"every endpoint", size=14, license="CC0-1.0", metadata={"isbn": "1"})
+        assert isinstance(first, Receipt) and first.entry["registrant"] == "ada"
+        assert first.entry["content"]["sha256"] == sha(b"every endpoint")
+
+        f = tmp_path / "page.txt"
+        f.write_bytes(b"uploaded by multipart")
+        up = c.upload_work(f, title="Up", creators=["Ada", "Bo"], work_type="text",
+                           license="CC-BY-4.0")
+        assert up.entry["content"]["sha256"] == sha(b"uploaded by multipart")
+        assert up.entry["title"] == "Up" and up.entry["creators"] == ["Ada", "Bo"]
+
+        ev = c.deposit_evidence(sha256=sha(b"screenshot"), captured_at="2026-01-01T00:00:00Z",
+                                capture_method="screenshot", description="the copy",
+                                source_url="https://copy.example/", related_work=first.seq)
+        assert ev.entry["kind"] == "evidence" and ev.entry["related_work"] == first.seq
+
+        tr = c.transfer(work_seq=first.seq, to="harbour-press",
+                        transfer_type="exclusive_licence", territory="EU")
+        assert tr.entry["kind"] == "transfer"
+        hist = c.history(first.seq)
+        assert [link["seq"] for link in hist["links"]] == [first.seq, tr.seq]
+
+        assert c.entry(first.seq)["entry"] == first.entry
+        p = c.proof(first.seq)
+        assert isinstance(p, InclusionProof) and p.leaf_hash == first.leaf_hash
+        assert c.proof(first.seq, tree_size=first.tree_size).tree_size == first.tree_size
+        assert c.bundle(first.seq)["seq"] == first.seq
+        assert c.certificate(first.seq).startswith(b"<!doctype html>")
+        assert c.certificate(first.seq, pdf=True).startswith(b"%PDF")
+        assert c.search(sha(b"every endpoint"))["results"][0]["seq"] == first.seq
+        log = c.log()
+        assert log["verifier_key"] == live.log_key
+        cp = c.checkpoint()
+        assert (cp.origin, cp.size) == (log["origin"], log["tree_size"])
+        assert c.block(log["block_height"])["height"] == log["block_height"]
+        assert live.log_key in [k["verifier_key"] if isinstance(k, dict) else k
+                                for k in c.notary_keys()["log_keys"]]
+
+        old = c.checkpoint()
+        work(c, b"grows the log")
+        grown = c.consistency(old)
+        assert grown.old_size == old.size and grown.new_size > old.size
+
+        imprint = {"hash_algorithm": {"algorithm": "sha256"},
+                   "hashed_message": hashlib.sha256(b"x").digest()}
+        query = tsp.TimeStampReq({"version": 1, "message_imprint": imprint, "cert_req": True})
+        reply = tsp.TimeStampResp.load(c.timestamp(query.dump()))
+        assert reply["status"]["status"].native == "granted"
+
+    with Client(live.url, api_key=live.platform, trusted_keys=[live.log_key]) as plat:
+        notice = plat.file_claim({**NOTICE, "works": [{"seq": first.seq}]})
+        assert plat.claim(notice.seq)["timeline"][0]["seq"] == notice.seq
+        check = plat.check_claim({"sha256": sha(b"every endpoint")}, claimant="ada",
+                                 work_seq=first.seq)
+        assert isinstance(check, ClaimCheck) and check.verdict == "match"
+        assert check.answer["claims"][0]["seq"] == notice.seq
+        # a licence leaves the holder as it was
+        assert check.holder == "ada" and check.claimant_is_holder
+        up_check = plat.check_claim_upload(b"uploaded by multipart", claimant="bob",
+                                           work_sha256=up.entry["content"]["sha256"])
+        assert up_check.verdict == "match" and not up_check.claimant_is_registrant
+
+
+def test_unpinned_client_uses_and_says_the_servers_key(live: Live) -> None:
+    with Client(live.url, api_key=live.creator) as c:
+        assert not c.key_pinned
+        work(c, b"unpinned")
+        assert [v.name for v in c.verifiers()] == [live.log_key.split("+")[0]]
+        assert not c.key_pinned  # still: the key came from the server
+
+
+def test_problems_become_typed_errors(live: Live) -> None:
+    c = Client(live.url, api_key="cl_wrong", trusted_keys=[live.log_key])
+    with c, pytest.raises(ProblemError) as e401:
+        work(c, b"no key")
+    e = e401.value
+    assert isinstance(e, ClientError) and isinstance(e, CopyledgerError)
+    assert (e.status, e.slug, e.title) == (401, "unauthorized", "Missing or unknown API key")
+    assert e.type.startswith("https://") and e.instance == "/v1/works"
+    assert str(e) == f"401 {e.title}: {e.detail}"
+
+    with Client(live.url, api_key=live.creator, trusted_keys=[live.log_key]) as c:
+        with pytest.raises(ProblemError) as e422:
+            c.register_work(sha256="nope", title="x", creators=["A"], work_type="text")
+        assert e422.value.status == 422 and e422.value.slug == "invalid-input"
+        assert e422.value.extra["errors"][0]["field"] == "content.sha256"
+        with pytest.raises(ProblemError) as e404:
+            c.entry(10**9)
+        assert e404.value.status == 404
+        first = work(c, b"only ada may transfer")
+    with Client(live.url, api_key=live.bob, trusted_keys=[live.log_key]) as bob:
+        with pytest.raises(ProblemError) as e403:
+            bob.transfer(work_seq=first.seq, to="bob", transfer_type="assignment")
+        assert e403.value.status == 403 and "current holder" in e403.value.detail
+    with Client(live.url, api_key=live.platform, trusted_keys=[live.log_key]) as plat:
+        with pytest.raises(ProblemError) as missing:
+            plat.file_claim({"regime": "dmca_512c3", "claimant": {"name": "A"},
+                             "works": [{"seq": first.seq}]})
+        assert "signature" in missing.value.extra["missing"]
+
+
+def test_no_httpx_exception_escapes() -> None:
+    with pytest.raises(TransportError) as down:
+        Client("http://127.0.0.1:9", timeout=2).healthz()
+    assert "cannot reach http://127.0.0.1:9" in down.value.detail
+    with pytest.raises(TransportError):
+        Client("nonsense://x").healthz()
+
+    def gateway(_: httpx.Request) -> httpx.Response:
+        return httpx.Response(502, text="<html>bad gateway</html>")
+
+    with pytest.raises(ProblemError) as bad:
+        Client("http://r.example", transport=httpx.MockTransport(gateway)).log()
+    assert not bad.value.is_problem and str(bad.value) == "502 <html>bad gateway</html>"
+
+    def not_json(_: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, text="<html>a captive portal</html>")
+
+    with pytest.raises(ResponseError):
+        Client("http://r.example", transport=httpx.MockTransport(not_json)).log()
+    with pytest.raises(InvalidInput):
+        Client("http://r.example", trusted_keys=["not a key"])
+
+
+class Tamper(httpx.BaseTransport):
+    """Forward to the real server; change the JSON answer of one path on the way back."""
+
+    def __init__(self, path: str, change: Callable[[Any], None]) -> None:
+        self.inner, self.path, self.change = httpx.HTTPTransport(), path, change
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        r = self.inner.handle_request(request)
+        if not re.fullmatch(self.path, request.url.path):
+            return r
+        r.read()
+        body = json.loads(r.content)
+        self.change(body)
+        return httpx.Response(r.status_code, json=body)
+
+
+def _flip(h: str) -> str:
+    return ("0" if h[0] != "0" else "1") + h[1:]
+
+
+@pytest.mark.parametrize("change", [
+    lambda b: b["entry"].update(title="Another title"),
+    lambda b: b["receipt"].update(root=_flip(b["receipt"]["root"])),
+    lambda b: b.update(leaf_hash=_flip(b["leaf_hash"])),
+    lambda b: b["receipt"].update(checkpoint=b["receipt"]["checkpoint"].replace("\n\n", "\n\nx")),
+])
+def test_tampered_receipt_refused(live: Live, change: Callable[[Any], None]) -> None:
+    data = os.urandom(16)
+    c = Client(live.url, api_key=live.creator, trusted_keys=[live.log_key],
+               transport=Tamper("/v1/works", change))
+    with c, pytest.raises(UnverifiedAnswer) as e:
+        work(c, data)
+    assert isinstance(e.value, VerificationError)
+    assert e.value.answer["entry"]["content"]["sha256"] == sha(data)  # the answer is kept
+
+
+def test_tampered_proof_and_claim_check_refused(live: Live) -> None:
+    with Client(live.url, api_key=live.creator, trusted_keys=[live.log_key]) as c:
+        for i in range(3):
+            last = work(c, b"proof %d" % i)
+    p = Client(live.url).proof(0).to_dict()
+    assert check_proof(p, [live.log_key]).checkpoint_verified
+    with pytest.raises(UnverifiedAnswer):
+        check_proof({**p, "leaf_hash": _flip(p["leaf_hash"])}, [live.log_key])
+    with pytest.raises(UnverifiedAnswer):
+        check_proof(p, [OTHER_KEY])  # signed, but not by the pinned key
+
+    def flip_proof(b: Any) -> None:
+        b["proof"][0] = _flip(b["proof"][0])
+
+    with pytest.raises(UnverifiedAnswer):
+        Client(live.url, trusted_keys=[live.log_key],
+               transport=Tamper(r"/v1/entries/\d+/proof", flip_proof)).proof(0)
+    with pytest.raises(UnverifiedAnswer):
+        Client(live.url, trusted_keys=[OTHER_KEY]).checkpoint()
+
+    def cleared(b: Any) -> None:
+        b["verdict"] = "none"
+
+    plat = Client(live.url, api_key=live.platform, trusted_keys=[live.log_key],
+                  transport=Tamper("/v1/claims/check", cleared))
+    with plat, pytest.raises(UnverifiedAnswer) as e:
+        plat.check_claim({"sha256": sha(b"proof 2")}, claimant="ada", work_seq=last.seq)
+    assert "different answer" in e.value.detail
+    with Client(live.url, api_key=live.platform, trusted_keys=[live.log_key]) as plat:
+        good = plat.check_claim({"sha256": sha(b"proof 2")}, claimant="ada", work_seq=last.seq)
+    assert check_claim_check(good.to_dict(), [live.log_key]) == good
+    with pytest.raises(UnverifiedAnswer):
+        check_claim_check({**good.to_dict(), "holder": "mallory"}, [live.log_key])
+    with pytest.raises(UnverifiedAnswer):
+        check_claim_check(good.to_dict(), [OTHER_KEY])
+    with pytest.raises(UnverifiedAnswer):
+        check_receipt(last.to_dict(), [live.log_key], file_sha256=sha(b"another file"))
+
+
+def test_async_client_does_the_same(live: Live) -> None:
+    async def run() -> None:
+        async with AsyncClient(live.url, api_key=live.creator,
+                               trusted_keys=[live.log_key]) as ac:
+            r = await ac.register_work(sha256=sha(b"async"), title="A", creators=["Ada"],
+                                       work_type="text")
+            with Client(live.url, trusted_keys=[live.log_key]) as c:
+                assert await ac.entry(r.seq) == c.entry(r.seq)
+                assert await ac.proof(r.seq, r.tree_size) == c.proof(r.seq, r.tree_size)
+                assert await ac.search(sha(b"async")) == c.search(sha(b"async"))
+                assert (await ac.log())["origin"] == c.log()["origin"]
+            up = await ac.upload_work(b"async upload", title="U", creators=["Ada"],
+                                      work_type="text")
+            ev = await ac.deposit_evidence(sha256=sha(b"async ev"),
+                                           captured_at="2026-01-01T00:00:00Z",
+                                           capture_method="screenshot", description="d")
+            tr = await ac.transfer(work_seq=r.seq, to="x", transfer_type="non_exclusive_licence")
+            assert (await ac.history(r.seq))["links"][-1]["seq"] == tr.seq
+            assert (await ac.bundle(ev.seq))["seq"] == ev.seq
+            assert (await ac.certificate(up.seq)).startswith(b"<!doctype html>")
+            old = await ac.checkpoint()
+            await ac.register_work(sha256=sha(b"async 2"), title="B", creators=["Ada"],
+                                   work_type="text")
+            assert (await ac.consistency(old)).new_size > old.size
+            assert (await ac.healthz())["status"] == "ok"
+            assert (await ac.block(0))["height"] == 0
+            assert "log_keys" in await ac.notary_keys()
+            assert (await ac.timestamp(b"garbage"))[:1] == b"0"  # an RFC 3161 rejection
+            with pytest.raises(ProblemError) as e:
+                await ac.entry(10**9)
+            assert e.value.status == 404
+        async with AsyncClient(live.url, api_key=live.platform,
+                               trusted_keys=[live.log_key]) as ap:
+            n = await ap.file_claim({**NOTICE, "works": [{"seq": r.seq}]})
+            assert (await ap.claim(n.seq))["seq"] == n.seq
+            check = await ap.check_claim({"sha256": sha(b"async")}, claimant="ada",
+                                         work_seq=r.seq)
+            assert check.verdict == "match"
+            up_check = await ap.check_claim_upload(b"async upload", claimant="ada",
+                                                   work_seq=up.seq)
+            assert up_check.verdict == "match"
+        async with AsyncClient(live.url, trusted_keys=[live.log_key],
+                               transport=_AsyncTamper()) as bad:
+            with pytest.raises(UnverifiedAnswer):
+                await bad.proof(r.seq)
+        with pytest.raises(TransportError):
+            await AsyncClient("http://127.0.0.1:9", timeout=2).healthz()
+
+    asyncio.run(run())
+
+
+class _AsyncTamper(httpx.AsyncBaseTransport):
+    """The async twin of Tamper, for proofs: the root is changed."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        r = await self.inner.handle_async_request(request)
+        if not request.url.path.endswith("/proof"):
+            return r
+        await r.aread()
+        body = json.loads(r.content)
+        body["root"] = _flip(body["root"])
+        return httpx.Response(r.status_code, json=body)
+
+
+def test_docs_examples_run(live: Live, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocks = re.findall(r"```python\n(.*?)```", DOCS.read_text(), re.S)
+    assert len(blocks) >= 8
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "poem.txt").write_text("The harbour at dawn, in grey and gold.\n")
+    ns: dict[str, Any] = {"SERVER": live.url, "CREATOR_KEY": live.creator,
+                          "PLATFORM_KEY": live.platform, "LOG_KEY": live.log_key,
+                          "__name__": "docs"}
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        for i, block in enumerate(blocks):
+            exec(compile(block, f"docs/client.md block {i + 1}", "exec"), ns)
+    printed = out.getvalue()
+    assert "['content.sha256']" in printed
+    assert "cannot reach http://127.0.0.1:9" in printed
+    assert "not signed by the pinned key:" in printed
+    assert "match" in printed and "Harbour at dawn" in printed
+    assert (tmp_path / f"bundle-{ns['receipt'].seq}.json").exists()
