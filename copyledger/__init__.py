@@ -6,6 +6,31 @@ The public surface is what this package names in ``__all__``; every other module
 
 from __future__ import annotations
 
+from copyledger.ledger.documents import (
+    Bundle,
+    Claim,
+    ClaimCheck,
+    Entry,
+    Evidence,
+    Receipt,
+    Rotation,
+    Transfer,
+    Work,
+    parse_entry,
+)
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = [
+    "Bundle",
+    "Claim",
+    "ClaimCheck",
+    "Entry",
+    "Evidence",
+    "Receipt",
+    "Rotation",
+    "Transfer",
+    "Work",
+    "__version__",
+    "parse_entry",
+]
