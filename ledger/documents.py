@@ -641,8 +641,9 @@ class Receipt(_Part):
             try:
                 entry = parse_entry(raw)
             except InvalidInput as e:
-                found: list[dict[str, str]] = list(e.extra.get("errors") or [])  # type: ignore[call-overload]
-                errors += [{**err, "field": f"entry.{err['field']}"} for err in found] or [
+                found = e.extra.get("errors")
+                errors += [{**err, "field": f"entry.{err['field']}"}
+                           for err in (found if isinstance(found, list) else [])] or [
                     {"field": "entry", "message": e.detail}]
         out = cls(seq=r.get("seq", int), leaf_hash=r.get("leaf_hash", str),
                   block_height=r.get("block_height", int), entry=entry,  # type: ignore[arg-type]

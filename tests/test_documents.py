@@ -165,7 +165,13 @@ def test_valid_entries_round_trip_to_the_same_bytes(d: dict[str, Any]) -> None:
     assert doc.canonical_bytes() == canonical
     assert d == before  # reading does not change the caller's object
     assert parse_entry(canonical) == doc == parse_entry(d)
-    assert doc.content_sha256 == entry.content_sha256(d)
+    try:
+        index = entry.content_sha256(d)
+    except InvalidInput:  # a valid claim naming works only by seq has no hash to be found by
+        with pytest.raises(InvalidInput):
+            _ = doc.content_sha256
+    else:
+        assert doc.content_sha256 == index
     assert (doc.registrant, doc.received_at, doc.KIND) == (d["registrant"], d["received_at"],
                                                            d["kind"])
 
