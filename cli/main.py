@@ -572,7 +572,7 @@ def verify(
     as_json: Json = False,
 ) -> None:
     """Verify an evidence bundle offline, step by step; exit 0 only if every step holds."""
-    from copyledger.ledger.verify import verify_bundle
+    from copyledger.ledger.verify import Status, verify_bundle
 
     try:
         doc = json.loads(bundle_file.read_text())
@@ -590,8 +590,8 @@ def verify(
     if as_json:
         _emit(True, rep.to_json())
     else:
-        marks = {"ok": "[green]✓[/green]", "failed": "[red]✗[/red]",
-                 "skipped": "[yellow]–[/yellow]", "not checked": "[dim]·[/dim]"}
+        marks = {Status.PASSED: "[green]✓[/green]", Status.FAILED: "[red]✗[/red]",
+                 Status.SKIPPED: "[yellow]–[/yellow]", Status.NOT_CHECKED: "[dim]·[/dim]"}
         for st in rep.steps:
             detail = f"\n    {st.detail}" if st.detail else ""
             out.print(f"{marks[st.status]} {st.title}{detail}")

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from copyledger.ledger import entry as entry_mod
 from copyledger.ledger import jcs, merkle, note
 from copyledger.ledger.block import GENESIS_PREV, check_header, check_link
+from copyledger.ledger.documents import parse_entry
 from copyledger.ledger.errors import CopyledgerError
 from copyledger.ledger.store import BlockRow, CachedReader, EntryRow, Store
 
@@ -182,13 +182,11 @@ def _check_entry(row: EntryRow) -> str | None:
             return f"seq {seq}: entry bytes are not RFC 8785 canonical JSON"
         if not isinstance(obj, dict):
             return f"seq {seq}: entry is not a JSON object"
-        entry_mod.validate(obj)
+        doc = parse_entry(obj)
     except CopyledgerError as e:
         return f"seq {seq}: {e.detail}"
     # The indexed columns (what search answers from) must say what the entry says.
-    if (row.kind, row.sha256, row.registrant) != (
-        obj["kind"], entry_mod.content_sha256(obj), obj["registrant"]
-    ):
+    if (row.kind, row.sha256, row.registrant) != (doc.KIND, doc.content_sha256, doc.registrant):
         return f"seq {seq}: indexed columns (kind, sha256, registrant) differ from the entry"
     return None
 

@@ -14,10 +14,17 @@ from typing import Any
 
 from copyledger.ledger import jcs
 from copyledger.ledger.block import BlockHeader
-from copyledger.ledger.errors import InvalidInput
+from copyledger.ledger.documents import (
+    BUNDLE_FORMAT,
+    Bundle,
+    BundleBlock,
+    BundleTimestamp,
+    Inclusion,
+    NotaryPublicKeys,
+)
 from copyledger.ledger.tlog_proof import TlogProof, format_tlog_proof
 
-FORMAT = "copyledger/bundle/v1"
+FORMAT = BUNDLE_FORMAT
 
 
 @dataclass(frozen=True)
@@ -47,46 +54,23 @@ def make_bundle(
     timestamps: list[Timestamp],
     notary: NotaryKeys,
 ) -> dict[str, Any]:
-    """Assemble a bundle; the inclusion proof is to the sealing block's tree size."""
-    return {
-        "format": FORMAT,
-        "origin": origin,
-        "seq": seq,
-        "leaf_hash": leaf_hash.hex(),
-        "entry": jcs.parse(entry_data),
-        "inclusion": {
-            "tree_size": header.tree_size,
-            "root": header.tree_root.hex(),
-            "proof": [h.hex() for h in proof],
-        },
-        "checkpoint": checkpoint,
-        "block": {
-            "height": header.height,
-            "hash": block_hash.hex(),
-            "header": header.to_json(),
-            "block_note": block_note,
-        },
-        "timestamps": [
-            {"tsa": t.tsa, "hash_alg": "sha256", "token": base64.b64encode(t.token).decode()}
-            for t in timestamps
-        ],
-        "notary": {
-            "log_keys": notary.log_keys,
-            "tsa_roots": notary.tsa_roots,
-            "tsa_chain": notary.tsa_chain,
-        },
-        "tlog_proof": format_tlog_proof(
+    """Assemble a bundle as JSON; the inclusion proof is to the sealing block's tree size."""
+    return Bundle(
+        origin=origin,
+        seq=seq,
+        leaf_hash=leaf_hash.hex(),
+        entry=jcs.parse_object(entry_data),
+        inclusion=Inclusion(tree_size=header.tree_size, root=header.tree_root.hex(),
+                            proof=tuple(h.hex() for h in proof)),
+        checkpoint=checkpoint,
+        block=BundleBlock(height=header.height, hash=block_hash.hex(), header=header.to_json(),
+                          block_note=block_note),
+        timestamps=tuple(BundleTimestamp(tsa=t.tsa, hash_alg="sha256",
+                                         token=base64.b64encode(t.token).decode())
+                         for t in timestamps),
+        notary=NotaryPublicKeys(log_keys=tuple(notary.log_keys), tsa_roots=tuple(notary.tsa_roots),
+                                tsa_chain=tuple(notary.tsa_chain)),
+        tlog_proof=format_tlog_proof(
             TlogProof(index=seq, proof=proof, checkpoint=checkpoint, extra=entry_data)
         ),
-    }
-
-
-def require(obj: dict[str, Any], key: str, typ: type | tuple[type, ...], where: str = "") -> Any:
-    """A field of the expected JSON type, or InvalidInput naming it."""
-    path = f"{where}.{key}" if where else key
-    if key not in obj:
-        raise InvalidInput(f"bundle: {path} is missing")
-    v = obj[key]
-    if not isinstance(v, typ) or (isinstance(v, bool) and typ is int):
-        raise InvalidInput(f"bundle: {path} has the wrong type")
-    return v
+    ).to_dict()

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import math
 import re
+from typing import Any
 
 from copyledger.ledger.errors import InvalidInput
 
-__all__ = ["MAX_SAFE_INTEGER", "canonicalize", "format_number", "parse"]
+__all__ = ["MAX_SAFE_INTEGER", "canonicalize", "format_number", "parse", "parse_object"]
 
 MAX_SAFE_INTEGER = 2**53 - 1
 """Largest integer an IEEE 754 double holds exactly; JCS numbers are doubles (RFC 8785 3.2.2.3)."""
@@ -77,6 +78,15 @@ def parse(data: bytes) -> object:
     except ValueError as exc:  # int() digit limit
         raise InvalidInput(f"invalid JSON number: {exc}") from None
     _reject_surrogates(value)
+    return value
+
+
+def parse_object(data: bytes) -> dict[str, Any]:
+    """`parse` for the documents here, which are all JSON objects: anything else is
+    InvalidInput, so callers need no isinstance check of their own."""
+    value = parse(data)
+    if not isinstance(value, dict):
+        raise InvalidInput("JSON document is not an object")
     return value
 
 

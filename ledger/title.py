@@ -8,10 +8,11 @@ holder of the moment may assign or license, so a link recorded by anyone else br
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from copyledger.ledger.documents import Entry, Transfer, Work, WorkRef, parse_entry
 from copyledger.ledger.errors import IntegrityError, InvalidInput
 
 
@@ -34,29 +35,38 @@ class Title:
 
 
 def chain_of_title(
-    work_seq: int, work: dict[str, Any], transfers: Sequence[tuple[int, dict[str, Any]]]
+    work_seq: int,
+    work: Entry | Mapping[str, Any],
+    transfers: Sequence[tuple[int, Entry | Mapping[str, Any]]],
 ) -> Title:
-    """Replay `transfers` (seq, entry), in seq order, on the work registered at `work_seq`."""
-    if work.get("kind") != "work":
-        raise InvalidInput(f"entry {work_seq} is a {work.get('kind')}, not a work")
-    sha = work["content"]["sha256"]
-    title = Title(work_seq, work["registrant"], work["registrant"])
+    """Replay `transfers` (seq, entry), in seq order, on the work registered at `work_seq`.
+    Entries may be typed documents or their JSON (validated here, as read from the log)."""
+    w = _document(work)
+    if not isinstance(w, Work):
+        raise InvalidInput(f"entry {work_seq} is a {w.KIND}, not a work")
+    ref = WorkRef(seq=work_seq, sha256=w.content.sha256)
+    title = Title(work_seq, w.registrant, w.registrant)
     last = work_seq
-    for seq, t in transfers:
+    for seq, entry in transfers:
         if seq <= last:
             raise InvalidInput("transfers must come after the work, in log order")
         last = seq
-        if t.get("kind") != "transfer" or t["work"] != {"seq": work_seq, "sha256": sha}:
+        t = _document(entry)
+        if not isinstance(t, Transfer) or t.work != ref:
             raise IntegrityError(f"entry {seq} is not a transfer of work {work_seq}", seq=seq)
-        if t["from"] != title.holder or t["registrant"] != title.holder:
+        if t.from_account != title.holder or t.registrant != title.holder:
             raise IntegrityError(
-                f"transfer {seq} was made by {t['registrant']!r} from {t['from']!r}, but "
+                f"transfer {seq} was made by {t.registrant!r} from {t.from_account!r}, but "
                 f"{title.holder!r} held the work then", seq=seq,
             )
-        if t["transfer_type"] == "assignment":
-            title.holder = t["to"]
-            title.links.append(Link(seq, t["from"], t["to"], "assignment", title.holder))
+        link = Link(seq, t.from_account, t.to_account, t.transfer_type, title.holder)
+        if t.transfer_type == "assignment":
+            title.holder = t.to_account
+            title.links.append(replace(link, holder_after=title.holder))
         else:
-            title.licences.append(Link(seq, t["from"], t["to"], t["transfer_type"],
-                                       title.holder))
+            title.licences.append(link)
     return title
+
+
+def _document(entry: Entry | Mapping[str, Any]) -> Entry:
+    return parse_entry(entry) if isinstance(entry, Mapping) else entry

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
-from copyledger.ledger import entry as entry_mod
-from copyledger.ledger import jcs, merkle, note
+from copyledger.ledger import merkle, note
 from copyledger.ledger.block import BlockHeader
-from copyledger.ledger.bundle import FORMAT, require
+from copyledger.ledger.documents import BUNDLE_FORMAT, Bundle, Entry, Receipt
 from copyledger.ledger.errors import CopyledgerError, VerificationError
 from copyledger.ledger.tlog_proof import parse_tlog_proof
+
+__all__ = ["STEPS", "Report", "Status", "Step", "StepResult", "verify_bundle", "verify_receipt"]
 
 STEPS = (
     ("format", "the bundle is a copyledger/bundle/v1 document"),
@@ -34,27 +36,45 @@ STEPS = (
 )
 
 
+class Status(StrEnum):
+    """How a step ended. The values are the JSON report's (and compare equal to those strings)."""
+
+    PASSED = "ok"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # nothing to check (no file given, no tlog-proof); does not fail
+    NOT_CHECKED = "not checked"  # an earlier step failed, and this one builds on it
+
+
 @dataclass
-class Step:
+class StepResult:
+    """One step of the report: which, what it checks, how it ended and why."""
+
     name: str
     title: str
-    status: str = "not checked"  # "ok", "failed", "skipped", "not checked"
+    status: Status = Status.NOT_CHECKED
     detail: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        return {"name": self.name, "title": self.title, "status": self.status.value,
+                "detail": self.detail}
+
+
+Step = StepResult  # the name the report's rows had before they were typed
 
 
 @dataclass
 class Report:
-    steps: list[Step] = field(default_factory=lambda: [Step(n, t) for n, t in STEPS])
+    steps: list[StepResult] = field(default_factory=lambda: [StepResult(n, t) for n, t in STEPS])
     trust: str = ""  # "pinned" (keys the verifier supplied) or "bundle" (keys the bundle carries)
     facts: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        return all(s.status in ("ok", "skipped") for s in self.steps)
+        return all(s.status in (Status.PASSED, Status.SKIPPED) for s in self.steps)
 
     @property
-    def failed(self) -> Step | None:
-        return next((s for s in self.steps if s.status == "failed"), None)
+    def failed(self) -> StepResult | None:
+        return next((s for s in self.steps if s.status is Status.FAILED), None)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -62,8 +82,20 @@ class Report:
             "failed_step": self.failed.name if self.failed else None,
             "trust": self.trust,
             "facts": self.facts,
-            "steps": [vars(s) for s in self.steps],
+            "steps": [s.to_json() for s in self.steps],
         }
+
+
+@dataclass(frozen=True)
+class _Held:
+    """A step that holds: PASSED, or SKIPPED when there was nothing to check."""
+
+    detail: str
+    status: Status = Status.PASSED
+
+
+def _skipped(detail: str) -> _Held:
+    return _Held(detail, Status.SKIPPED)
 
 
 class _Fail(Exception):
@@ -87,201 +119,202 @@ def verify_bundle(
     tsa_roots_pem: bytes | None = None,
     require_timestamp: bool = True,
 ) -> Report:
-    """Check a bundle. Without `trusted_keys` the log keys in the bundle are used, and the
-    report says so (trust = "bundle"): pin the log's published key for real assurance."""
-    rep = Report()
-    ctx: dict[str, Any] = {}
-    checks: list[Callable[[], str]] = [
-        lambda: _format(bundle, ctx),
-        lambda: _file(ctx, file_sha256),
-        lambda: _entry(ctx, rep),
-        lambda: _inclusion(ctx),
-        lambda: _checkpoint(ctx, rep, trusted_keys),
-        lambda: _block(ctx, rep),
-        lambda: _block_signature(ctx),
-        lambda: _timestamps(ctx, rep, tsa_roots_pem, require_timestamp),
-        lambda: _tlog_proof(ctx),
+    """Check a bundle (its JSON object, or a parsed Bundle). Without `trusted_keys` the log keys
+    in the bundle are used, and the report says so (trust = "bundle"): pin the log's published
+    key for real assurance."""
+    run = _Run(Report(), bundle)
+    checks: list[Callable[[], _Held]] = [
+        run.format,
+        lambda: run.file(file_sha256),
+        run.entry,
+        run.inclusion,
+        lambda: run.checkpoint(trusted_keys),
+        run.block,
+        run.block_signature,
+        lambda: run.timestamps(tsa_roots_pem, require_timestamp),
+        run.tlog_proof,
     ]
-    for step, check in zip(rep.steps, checks, strict=True):
+    for step, check in zip(run.rep.steps, checks, strict=True):
         try:
-            detail = check()
+            held = check()
         except (_Fail, CopyledgerError, KeyError, TypeError, ValueError) as e:
-            step.status = "failed"
+            step.status = Status.FAILED
             step.detail = e.detail if isinstance(e, CopyledgerError) else str(e)
             break
-        step.status, step.detail = ("skipped", detail[8:]) if detail.startswith("SKIPPED:") \
-            else ("ok", detail)
-    return rep
+        step.status, step.detail = held.status, held.detail
+    return run.rep
 
 
-def _format(bundle: object, ctx: dict[str, Any]) -> str:
-    if not isinstance(bundle, dict) or bundle.get("format") != FORMAT:
-        raise _Fail(f"not a {FORMAT} document")
-    ctx["b"] = bundle
-    for key, typ in (("origin", str), ("seq", int), ("leaf_hash", str), ("entry", dict),
-                     ("inclusion", dict), ("checkpoint", str), ("block", dict),
-                     ("timestamps", list), ("notary", dict)):
-        require(bundle, key, typ)
-    return f"entry {bundle['seq']} of log {bundle['origin']}"
+class _Run:
+    """One verification: each step reads the bundle and what earlier steps established (set
+    below as they hold), and adds what it establishes for the later ones."""
 
+    b: Bundle
+    document: Entry
+    data: bytes  # the entry's RFC 8785 bytes
+    leaf: bytes
+    size: int
+    root: bytes
+    proof: list[bytes]
+    verifiers: list[note.Verifier]  # the trusted keys that signed the checkpoint
+    header: BlockHeader
+    bhash: bytes
 
-def _file(ctx: dict[str, Any], file_sha256: str | None) -> str:
-    registered = entry_mod.content_sha256(ctx["b"]["entry"])
-    if file_sha256 is None:
-        return f"SKIPPED:no file given; the registered SHA-256 is {registered}"
-    if file_sha256 != registered:
-        raise _Fail(f"the file's SHA-256 is {file_sha256}, the entry registers {registered}")
-    return f"SHA-256 {registered}"
+    def __init__(self, rep: Report, raw: object) -> None:
+        self.rep, self.raw = rep, raw
 
+    def format(self) -> _Held:
+        raw = self.raw
+        if isinstance(raw, Bundle):
+            self.b = raw
+        elif not isinstance(raw, Mapping) or raw.get("format") != BUNDLE_FORMAT:
+            raise _Fail(f"not a {BUNDLE_FORMAT} document")
+        else:
+            self.b = Bundle.from_dict(dict(raw))
+        return _Held(f"entry {self.b.seq} of log {self.b.origin}")
 
-def _entry(ctx: dict[str, Any], rep: Report) -> str:
-    b = ctx["b"]
-    entry = entry_mod.validate(b["entry"])
-    data = jcs.canonicalize(entry)
-    leaf = merkle.leaf_hash(data)
-    if leaf != _hex(b["leaf_hash"], "leaf_hash"):
-        raise _Fail(f"SHA-256(0x00 || entry) is {leaf.hex()}, the bundle says {b['leaf_hash']}")
-    ctx["leaf"], ctx["data"] = leaf, data
-    rep.facts.update({"kind": entry["kind"], "registrant": entry["registrant"],
-                      "received_at": entry["received_at"],
-                      "sha256": entry_mod.content_sha256(entry)})
-    return f"leaf hash {leaf.hex()}"
+    def file(self, file_sha256: str | None) -> _Held:
+        from copyledger.ledger.entry import content_sha256  # before the entry is validated
 
+        registered = content_sha256(dict(self.b.entry))
+        if file_sha256 is None:
+            return _skipped(f"no file given; the registered SHA-256 is {registered}")
+        if file_sha256 != registered:
+            raise _Fail(f"the file's SHA-256 is {file_sha256}, the entry registers {registered}")
+        return _Held(f"SHA-256 {registered}")
 
-def _inclusion(ctx: dict[str, Any]) -> str:
-    inc = ctx["b"]["inclusion"]
-    size = require(inc, "tree_size", int, "inclusion")
-    root = _hex(require(inc, "root", str, "inclusion"), "inclusion.root")
-    proof = [_hex(h, "inclusion.proof hash") for h in require(inc, "proof", list, "inclusion")]
-    merkle.verify_inclusion(ctx["b"]["seq"], size, ctx["leaf"], proof, root)
-    ctx["size"], ctx["root"], ctx["proof"] = size, root, proof
-    return f"seq {ctx['b']['seq']} in the tree of {size} entries, root {root.hex()}"
+    def entry(self) -> _Held:
+        doc = self.b.document()
+        data = doc.canonical_bytes()
+        leaf = merkle.leaf_hash(data)
+        if leaf != _hex(self.b.leaf_hash, "leaf_hash"):
+            raise _Fail(f"SHA-256(0x00 || entry) is {leaf.hex()}, the bundle says "
+                        f"{self.b.leaf_hash}")
+        self.document, self.data, self.leaf = doc, data, leaf
+        self.rep.facts.update({"kind": doc.KIND, "registrant": doc.registrant,
+                               "received_at": doc.received_at, "sha256": doc.content_sha256})
+        return _Held(f"leaf hash {leaf.hex()}")
 
+    def inclusion(self) -> _Held:
+        inc = self.b.inclusion
+        root = _hex(inc.root, "inclusion.root")
+        proof = [_hex(h, "inclusion.proof hash") for h in inc.proof]
+        merkle.verify_inclusion(self.b.seq, inc.tree_size, self.leaf, proof, root)
+        self.size, self.root, self.proof = inc.tree_size, root, proof
+        return _Held(f"seq {self.b.seq} in the tree of {inc.tree_size} entries, root {root.hex()}")
 
-def _checkpoint(ctx: dict[str, Any], rep: Report, trusted: Sequence[str]) -> str:
-    b = ctx["b"]
-    if trusted:
-        keys, rep.trust = list(trusted), "pinned"
-    else:
-        keys = [k["verifier_key"] for k in require(b["notary"], "log_keys", list, "notary")]
-        rep.trust = "bundle"
-    verifiers = [note.parse_verifier_key(k) for k in keys]
-    n, ok = note.verify_note(b["checkpoint"], verifiers)
-    cp = note.parse_checkpoint(n.text)
-    if cp.origin != b["origin"]:
-        raise _Fail(f"the checkpoint is for log {cp.origin!r}, not {b['origin']!r}")
-    if (cp.size, cp.root) != (ctx["size"], ctx["root"]):
-        raise _Fail("the signed checkpoint's size and root differ from the inclusion proof's")
-    ctx["verifiers"] = ok
-    how = "a key you supplied" if rep.trust == "pinned" else "the key in the bundle (not pinned)"
-    return f"signed by {ok[0].name} ({how}); tree size {cp.size}"
+    def checkpoint(self, trusted: Sequence[str]) -> _Held:
+        if trusted:
+            keys, self.rep.trust = list(trusted), "pinned"
+        else:
+            keys, self.rep.trust = self.b.notary.verifier_keys, "bundle"
+        n, ok = note.verify_note(self.b.checkpoint, [note.parse_verifier_key(k) for k in keys])
+        cp = note.parse_checkpoint(n.text)
+        if cp.origin != self.b.origin:
+            raise _Fail(f"the checkpoint is for log {cp.origin!r}, not {self.b.origin!r}")
+        if (cp.size, cp.root) != (self.size, self.root):
+            raise _Fail("the signed checkpoint's size and root differ from the inclusion proof's")
+        self.verifiers = ok
+        how = ("a key you supplied" if self.rep.trust == "pinned"
+               else "the key in the bundle (not pinned)")
+        return _Held(f"signed by {ok[0].name} ({how}); tree size {cp.size}")
 
+    def block(self) -> _Held:
+        blk = self.b.block
+        header = BlockHeader.from_json(dict(blk.header))
+        bhash = _hex(blk.hash, "block.hash")
+        if header.hash() != bhash:
+            raise _Fail("SHA-256 of the header's canonical JSON is not the block hash")
+        if header.height != blk.height:
+            raise _Fail("block.height differs from the header's height")
+        if (header.tree_size, header.tree_root) != (self.size, self.root):
+            raise _Fail("the block header's tree size and root differ from the checkpoint's")
+        if not header.first_seq <= self.b.seq < header.tree_size:
+            raise _Fail(f"seq {self.b.seq} is not among this block's entries")
+        self.header, self.bhash = header, bhash
+        self.rep.facts.update({"block_height": header.height, "sealed_at": header.sealed_at,
+                               "block_hash": bhash.hex()})
+        return _Held(f"block {header.height} sealed at {header.sealed_at}")
 
-def _block(ctx: dict[str, Any], rep: Report) -> str:
-    blk = ctx["b"]["block"]
-    header = BlockHeader.from_json(require(blk, "header", dict, "block"))
-    bhash = _hex(require(blk, "hash", str, "block"), "block.hash")
-    if header.hash() != bhash:
-        raise _Fail("SHA-256 of the header's canonical JSON is not the block hash")
-    if header.height != require(blk, "height", int, "block"):
-        raise _Fail("block.height differs from the header's height")
-    if (header.tree_size, header.tree_root) != (ctx["size"], ctx["root"]):
-        raise _Fail("the block header's tree size and root differ from the checkpoint's")
-    seq = ctx["b"]["seq"]
-    if not header.first_seq <= seq < header.tree_size:
-        raise _Fail(f"seq {seq} is not among this block's entries")
-    ctx["header"], ctx["bhash"] = header, bhash
-    rep.facts.update({"block_height": header.height, "sealed_at": header.sealed_at,
-                      "block_hash": bhash.hex()})
-    return f"block {header.height} sealed at {header.sealed_at}"
+    def block_signature(self) -> _Held:
+        n, _ = note.verify_note(self.b.block.block_note, self.verifiers)
+        origin, height, bhash = note.parse_block_note_text(n.text)
+        if (origin, height, bhash) != (self.b.origin, self.header.height, self.bhash):
+            raise _Fail("the block note names a different log, height or block hash")
+        return _Held("block note verifies")
 
+    def timestamps(self, roots_pem: bytes | None, required: bool) -> _Held:
+        from copyledger.ledger.timestamp import verify_token  # asn1crypto only for tokens
 
-def _block_signature(ctx: dict[str, Any]) -> str:
-    n, _ = note.verify_note(require(ctx["b"]["block"], "block_note", str, "block"),
-                            ctx["verifiers"])
-    origin, height, bhash = note.parse_block_note_text(n.text)
-    if (origin, height, bhash) != (ctx["b"]["origin"], ctx["header"].height, ctx["bhash"]):
-        raise _Fail("the block note names a different log, height or block hash")
-    return "block note verifies"
+        stamps, notary = self.b.timestamps, self.b.notary
+        if not stamps:
+            if required:
+                raise _Fail("the bundle carries no time-stamp token")
+            return _skipped("no time-stamp token in the bundle")
+        pinned = roots_pem is not None
+        roots = roots_pem if roots_pem is not None else "".join(notary.tsa_roots).encode()
+        chain = "".join(notary.tsa_chain or ()).encode() or None
+        times, untrusted = [], []
+        for i, t in enumerate(stamps):
+            try:
+                token = base64.b64decode(t.token, validate=True)
+            except binascii.Error:
+                raise _Fail(f"timestamps[{i}].token is not base64") from None
+            try:
+                info = verify_token(token, self.bhash, roots, untrusted_pem=chain)
+            except VerificationError as e:
+                if e.extra.get("reason") == "untrusted":  # a TSA whose root you do not trust
+                    untrusted.append(t.tsa)
+                    continue
+                raise _Fail(f"token from {t.tsa}: {e.detail}") from None
+            if (t.hash_alg or info.hash_alg) != info.hash_alg:
+                raise _Fail(f"timestamps[{i}].hash_alg says {t.hash_alg}, the token "
+                            f"{info.hash_alg}")
+            times.append(f"{t.tsa}: {info.gen_time.isoformat()}")
+        if not times:
+            raise _Fail("no time-stamp token chains to a trusted TSA root "
+                        f"(untrusted: {', '.join(untrusted)})")
+        self.rep.facts["timestamps"] = times
+        how = "roots you supplied" if pinned else "roots in the bundle (not pinned)"
+        also = f"; not trusted, so not counted: {', '.join(untrusted)}" if untrusted else ""
+        return _Held(f"{len(times)} token(s) under {how}: " + "; ".join(times) + also)
 
-
-def _timestamps(
-    ctx: dict[str, Any], rep: Report, roots_pem: bytes | None, required: bool
-) -> str:
-    from copyledger.ledger.timestamp import verify_token  # asn1crypto only when there are tokens
-
-    b = ctx["b"]
-    stamps = b["timestamps"]
-    if not stamps:
-        if required:
-            raise _Fail("the bundle carries no time-stamp token")
-        return "SKIPPED:no time-stamp token in the bundle"
-    notary = b["notary"]
-    pinned = roots_pem is not None
-    roots = roots_pem if roots_pem is not None else "".join(
-        require(notary, "tsa_roots", list, "notary")).encode()
-    chain = "".join(notary.get("tsa_chain", [])).encode() or None
-    times, untrusted = [], []
-    for i, t in enumerate(stamps):
-        try:
-            token = base64.b64decode(require(t, "token", str, f"timestamps[{i}]"), validate=True)
-        except binascii.Error:
-            raise _Fail(f"timestamps[{i}].token is not base64") from None
-        try:
-            info = verify_token(token, ctx["bhash"], roots, untrusted_pem=chain)
-        except VerificationError as e:
-            if e.extra.get("reason") == "untrusted":  # a TSA whose root you do not trust
-                untrusted.append(str(t.get("tsa")))
-                continue
-            raise _Fail(f"token from {t.get('tsa')}: {e.detail}") from None
-        if t.get("hash_alg", info.hash_alg) != info.hash_alg:
-            raise _Fail(f"timestamps[{i}].hash_alg says {t.get('hash_alg')}, the token "
-                        f"{info.hash_alg}")
-        times.append(f"{t.get('tsa')}: {info.gen_time.isoformat()}")
-    if not times:
-        raise _Fail("no time-stamp token chains to a trusted TSA root "
-                    f"(untrusted: {', '.join(untrusted)})")
-    rep.facts["timestamps"] = times
-    how = "roots you supplied" if pinned else "roots in the bundle (not pinned)"
-    also = f"; not trusted, so not counted: {', '.join(untrusted)}" if untrusted else ""
-    return f"{len(times)} token(s) under {how}: " + "; ".join(times) + also
-
-
-def _tlog_proof(ctx: dict[str, Any]) -> str:
-    text = ctx["b"].get("tlog_proof")
-    if text is None:
-        return "SKIPPED:no tlog-proof in the bundle"
-    p = parse_tlog_proof(require(ctx["b"], "tlog_proof", str))
-    if (p.index, p.proof, p.checkpoint, p.extra) != (
-        ctx["b"]["seq"], ctx["proof"], ctx["b"]["checkpoint"], ctx["data"]
-    ):
-        raise _Fail("the tlog-proof differs from the bundle's entry, proof or checkpoint")
-    return "same index, entry, proof and checkpoint"
+    def tlog_proof(self) -> _Held:
+        if self.b.tlog_proof is None:
+            return _skipped("no tlog-proof in the bundle")
+        p = parse_tlog_proof(self.b.tlog_proof)
+        if (p.index, p.proof, p.checkpoint, p.extra) != (
+            self.b.seq, self.proof, self.b.checkpoint, self.data
+        ):
+            raise _Fail("the tlog-proof differs from the bundle's entry, proof or checkpoint")
+        return _Held("same index, entry, proof and checkpoint")
 
 
 def verify_receipt(
-    registration: dict[str, Any],
+    registration: Mapping[str, Any] | Receipt,
     verifiers: Sequence[note.Verifier],
     *,
     file_sha256: str | None = None,
 ) -> None:
-    """Check the answer to a registration (POST /v1/works, /v1/evidence): the entry's bytes
-    give the leaf hash, the proof leads to the root, and a trusted key signed a checkpoint
-    with that root and size. Raises VerificationError (or InvalidInput for a malformed one)."""
-    entry = entry_mod.validate(require(registration, "entry", dict))
-    if file_sha256 is not None and entry_mod.content_sha256(entry) != file_sha256:
+    """Check the answer to a registration (POST /v1/works, /v1/evidence, ...), as JSON or a
+    parsed Receipt: the entry's bytes give the leaf hash, the proof leads to the root, and a
+    trusted key signed a checkpoint with that root and size. Raises VerificationError (or
+    InvalidInput for a malformed one)."""
+    r = registration if isinstance(registration, Receipt) else Receipt.from_dict(
+        dict(registration))
+    if file_sha256 is not None and r.entry.content_sha256 != file_sha256:
         raise VerificationError("the receipt registers a different SHA-256 than the file's")
-    leaf = merkle.leaf_hash(jcs.canonicalize(entry))
+    leaf = merkle.leaf_hash(r.entry.canonical_bytes())
+    rc = r.receipt
     try:
-        if leaf != _hex(require(registration, "leaf_hash", str), "leaf_hash"):
+        if leaf != _hex(r.leaf_hash, "leaf_hash"):
             raise VerificationError("the entry's bytes do not hash to the receipt's leaf hash")
-        rc = require(registration, "receipt", dict)
-        size, root = require(rc, "tree_size", int, "receipt"), _hex(rc["root"], "receipt.root")
-        proof = [_hex(h, "receipt.proof hash") for h in require(rc, "proof", list, "receipt")]
+        root = _hex(rc.root, "receipt.root")
+        proof = [_hex(h, "receipt.proof hash") for h in rc.proof]
     except _Fail as e:
         raise VerificationError(str(e)) from None
-    merkle.verify_inclusion(require(registration, "seq", int), size, leaf, proof, root)
-    n, _ = note.verify_note(require(rc, "checkpoint", str, "receipt"), verifiers)
+    merkle.verify_inclusion(r.seq, rc.tree_size, leaf, proof, root)
+    n, _ = note.verify_note(rc.checkpoint, verifiers)
     cp = note.parse_checkpoint(n.text)
-    if (cp.size, cp.root) != (size, root):
+    if (cp.size, cp.root) != (rc.tree_size, root):
         raise VerificationError("the signed checkpoint's size and root differ from the proof's")

@@ -25,7 +25,10 @@ from tests.helpers import HSM, open_registry, work_body
 pytestmark = pytest.mark.skipif(HSM, reason="rotation of file keys; HSM keys rotate by label")
 
 
-def register_some(tmp: Path, key: str | None, n: int, tag: str) -> tuple[dict[str, Any], str, str]:
+def register_some(
+    tmp: Path, key: str | None, n: int, tag: str
+) -> tuple[dict[str, Any], str, str, dict[str, Any]]:
+    """Register n works; the last one's bundle, the log key, the API key, the published keys."""
     reg = open_registry(tmp)
     if key is None:
         key, _ = create_key(reg.store, "creator", "alice")
@@ -38,8 +41,7 @@ def register_some(tmp: Path, key: str | None, n: int, tag: str) -> tuple[dict[st
         bundle = c.get(f"/v1/entries/{seq}/bundle").json()
         vkey = c.get("/v1/log").json()["verifier_key"]
         keys = c.get("/v1/notary/keys").json()
-    bundle["_keys"] = keys
-    return bundle, vkey, key
+    return bundle, vkey, key, keys
 
 
 def rotate(tmp: Path, hours: float) -> dict[str, Any]:
@@ -51,14 +53,13 @@ def rotate(tmp: Path, hours: float) -> dict[str, Any]:
 
 
 def test_rotation_with_overlap(tmp_path: Path, tlogcheck: str) -> None:
-    old_bundle, old_vkey, key = register_some(tmp_path, None, 3, "before")
+    old_bundle, old_vkey, key, _ = register_some(tmp_path, None, 3, "before")
     rot = rotate(tmp_path, 24)
     assert rot["old_verifier_key"] == old_vkey and rot["new_verifier_key"] != old_vkey
-    new_bundle, new_vkey, _ = register_some(tmp_path, key, 2, "after")
+    new_bundle, new_vkey, _, keys = register_some(tmp_path, key, 2, "after")
     assert new_vkey == rot["new_verifier_key"]
 
     # Published: both keys with their validity; both TSA roots.
-    keys = new_bundle["_keys"]
     assert [k["verifier_key"] for k in keys["log_keys"]] == [old_vkey, new_vkey]
     assert keys["log_keys"][0]["valid_until"] and keys["log_keys"][1]["valid_until"] is None
     assert len(keys["tsa_roots"][0].split("BEGIN CERTIFICATE")) == 3  # new root + retired root
@@ -88,9 +89,9 @@ def test_rotation_with_overlap(tmp_path: Path, tlogcheck: str) -> None:
 
 
 def test_after_the_overlap_only_the_new_key_signs(tmp_path: Path) -> None:
-    _, old_vkey, key = register_some(tmp_path, None, 1, "a")
+    _, old_vkey, key, _ = register_some(tmp_path, None, 1, "a")
     rotate(tmp_path, 0)
-    bundle, new_vkey, _ = register_some(tmp_path, key, 1, "b")
+    bundle, new_vkey, _, _ = register_some(tmp_path, key, 1, "b")
     assert verify_bundle(bundle, trusted_keys=[new_vkey]).ok
     rep = verify_bundle(bundle, trusted_keys=[old_vkey])
     assert rep.failed is not None and rep.failed.name == "checkpoint"

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from copyledger.api.app import create_app
-from copyledger.ledger import merkle, note
+from copyledger.ledger import entry, merkle, note
 from copyledger.ledger.errors import IntegrityError
 from copyledger.ledger.title import chain_of_title
 from copyledger.ledger.verify import verify_bundle
@@ -101,8 +101,11 @@ def test_transfer_validation(client: TestClient, reg: Node) -> None:
 
 
 def test_replay_rejects_a_link_by_a_non_holder() -> None:
-    work = {"kind": "work", "registrant": "alice", "content": {"sha256": sha(1)}}
-    forged = {"kind": "transfer", "registrant": "mallory", "from": "mallory", "to": "mallory",
-              "transfer_type": "assignment", "work": {"seq": 0, "sha256": sha(1)}}
+    at = "2026-01-01T00:00:00Z"
+    work = entry.build_work(registrant="alice", received_at=at, sha256=sha(1), title="w",
+                            creators=["A"], work_type="text")
+    forged = entry.build_transfer(registrant="mallory", received_at=at, work_seq=0,
+                                  work_sha256=sha(1), from_account="mallory",
+                                  to_account="mallory", transfer_type="assignment")
     with pytest.raises(IntegrityError, match="held the work"):
         chain_of_title(0, work, [(1, forged)])

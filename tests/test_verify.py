@@ -203,3 +203,20 @@ def test_cli_verify(made: dict[str, Any], tmp_path: Path) -> None:
     ff.write_bytes(FILE[:-1])
     r = runner.invoke(app, ["verify", str(bf), str(ff), "--trust", made["vkey"]])
     assert r.exit_code == 1 and "file" in r.stdout and "NOT VERIFIED" in r.stdout
+
+
+def test_steps_end_with_a_typed_status(made: dict[str, Any]) -> None:
+    """A parsed Bundle verifies like its JSON; each step's status is a Status, and the JSON
+    report spells it as before."""
+    from copyledger.verify import Bundle, Status
+
+    rep = verify_bundle(Bundle.from_dict(made["bundle"]), trusted_keys=[made["vkey"]])
+    by_name = {s.name: s.status for s in rep.steps}
+    assert rep.ok and by_name["file"] is Status.SKIPPED and by_name["entry"] is Status.PASSED
+    assert rep.to_json()["steps"][1]["status"] == "skipped"
+    b = copy.deepcopy(made["bundle"])
+    b["inclusion"]["root"] = 5  # not a bundle/v1 document: the later steps are not checked
+    rep = check(b, made["vkey"])
+    assert rep.failed is not None and rep.failed.name == "format"
+    assert "inclusion.root" in rep.failed.detail
+    assert [s.status for s in rep.steps[1:]] == [Status.NOT_CHECKED] * (len(rep.steps) - 1)
