@@ -1,6 +1,6 @@
 """Where the notary's keys live, decided once: PEM files in the data directory, or a PKCS#11 token.
 
-`api.registry` calls these and never asks which backend is in use, so `init`, `serve`, `keys`
+`service.node` calls these and never asks which backend is in use, so `init`, `serve`, `keys`
 and `audit` treat file keys and HSM keys alike. The token's user PIN is read from an environment
 variable, never from a config file, so it is not written to disk with the settings.
 """
