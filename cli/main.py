@@ -323,7 +323,7 @@ def _submit(
         receipts.mkdir(parents=True, exist_ok=True)
         (receipts / f"{rc.seq}.json").write_text(json.dumps(rc.to_dict(), indent=2))
     return {"file": str(path), "sha256": sha, "seq": rc.seq, "leaf_hash": rc.leaf_hash,
-            "tree_size": rc.tree_size}
+            "tree_size": rc.receipt.tree_size}
 
 
 def _results_table(results: list[dict[str, Any]], ok_text: str) -> None:
@@ -457,7 +457,7 @@ def check_claim(
             _die(f"the answer's signature does NOT verify: {e.detail}", 1)
         except ClientError as e:
             _die(str(e))
-    a = dict(checked.answer)
+    a = checked.to_dict()
     a["signature_verified"], a["key_pinned"] = True, pinned
     if as_json:
         _emit(True, a)

@@ -20,8 +20,6 @@ __all__ = ["ClientError", "ProblemError", "ResponseError", "TransportError", "Un
 class ClientError(CopyledgerError):
     """A call to a registry did not produce a usable answer."""
 
-    slug = "client-error"
-    title = "Client error"
 
 
 class ProblemError(ClientError):
@@ -75,17 +73,9 @@ class ProblemError(ClientError):
 class TransportError(ClientError):
     """The registry could not be reached, or the exchange broke off."""
 
-    status = 503
-    slug = "transport"
-    title = "Registry unreachable"
-
 
 class ResponseError(ClientError):
     """The registry answered, but not with what the API promises."""
-
-    status = 502
-    slug = "bad-response"
-    title = "Malformed answer"
 
 
 class UnverifiedAnswer(VerificationError):

@@ -1,6 +1,7 @@
-"""What the client returns once an answer has verified: small frozen classes for the answers
-it checks (receipts, proofs, checkpoints, claim checks), each with `from_dict`/`to_dict` in the
-API's JSON shape.
+"""What the client returns once an answer has verified. Receipts and claim checks are the
+log's own typed documents (`ledger.documents.Receipt`, `ClaimCheck`, re-exported here); proofs
+and checkpoints get the small frozen classes below, with `from_dict`/`to_dict` in the API's JSON
+shape.
 
 Answers the client passes through unchanged (entries, bundles, search results, chains of title,
 notary keys, blocks, health) stay parsed JSON (`dict`): a class would only mirror the shapes
@@ -9,39 +10,12 @@ docs/api.md already specifies, and a bundle must be kept exactly as the server s
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from copyledger.ledger.documents import ClaimCheck, Receipt
+
 __all__ = ["ClaimCheck", "ConsistencyProof", "InclusionProof", "Receipt", "SignedCheckpoint"]
-
-
-@dataclass(frozen=True)
-class Receipt:
-    """A verified registration (POST /v1/works, /v1/evidence, /v1/transfers, /v1/claims): the
-    entry as sealed, its leaf hash, and its inclusion proof to a signed checkpoint."""
-
-    seq: int
-    leaf_hash: str
-    block_height: int
-    entry: dict[str, Any]
-    tree_size: int
-    root: str
-    proof: tuple[str, ...]
-    checkpoint: str
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Receipt:
-        rc = d["receipt"]
-        return cls(seq=d["seq"], leaf_hash=d["leaf_hash"], block_height=d["block_height"],
-                   entry=d["entry"], tree_size=rc["tree_size"], root=rc["root"],
-                   proof=tuple(rc["proof"]), checkpoint=rc["checkpoint"])
-
-    def to_dict(self) -> dict[str, Any]:
-        """The registration JSON, as the server sent it (keep it: it is the receipt)."""
-        return {"seq": self.seq, "leaf_hash": self.leaf_hash, "block_height": self.block_height,
-                "entry": self.entry, "receipt": {"tree_size": self.tree_size, "root": self.root,
-                                                 "proof": list(self.proof),
-                                                 "checkpoint": self.checkpoint}}
 
 
 @dataclass(frozen=True)
@@ -96,29 +70,3 @@ class ConsistencyProof:
     def to_dict(self) -> dict[str, Any]:
         return {"from": self.old_size, "to": self.new_size, "old_root": self.old_root,
                 "new_root": self.new_root, "proof": list(self.proof)}
-
-
-@dataclass(frozen=True)
-class ClaimCheck:
-    """A claim-check answer whose notary signature verified. The fields a platform decides on
-    are typed; `answer` is the whole signed JSON (keep it: it re-verifies offline)."""
-
-    verdict: str
-    work_registered: bool
-    work_seq: int | None
-    claimant_is_registrant: bool
-    claimant_is_holder: bool
-    holder: str | None
-    origin: str
-    tree_size: int
-    answer: dict[str, Any] = field(repr=False)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ClaimCheck:
-        return cls(verdict=d["verdict"], work_registered=d["work_registered"],
-                   work_seq=d["work_seq"], claimant_is_registrant=d["claimant_is_registrant"],
-                   claimant_is_holder=d["claimant_is_holder"], holder=d["holder"],
-                   origin=d["origin"], tree_size=d["tree_size"], answer=d)
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.answer
