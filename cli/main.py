@@ -74,6 +74,9 @@ ApiKey = Annotated[
 ]
 
 
+UNPINNED_EXIT = 3  # `verify`: every step held, but under no key the user pinned
+
+
 def _die(msg: str, code: int = 2) -> NoReturn:
     err.print(f"[red]error:[/red] {msg}")
     raise typer.Exit(code)
@@ -569,9 +572,13 @@ def verify(
         help="file of trusted verifier keys, one per line")] = None,
     tsa_roots: Annotated[Path | None, typer.Option(
         help="PEM file of trusted TSA root certificates")] = None,
+    allow_unpinned: Annotated[bool, typer.Option(
+        help="accept a bundle checked only against the log key it carries itself")] = False,
     as_json: Json = False,
 ) -> None:
-    """Verify an evidence bundle offline, step by step; exit 0 only if every step holds."""
+    """Verify an evidence bundle offline, step by step. Exit 0 only if every step holds under a
+    log key you pinned (--trust or --trust-file); 1 if a step fails; 3 if every step holds but
+    no key was pinned, so nothing ties the bundle to a log you know (unless --allow-unpinned)."""
     from copyledger.ledger.verify import Status, verify_bundle
 
     try:
@@ -595,16 +602,20 @@ def verify(
         for st in rep.steps:
             detail = f"\n    {st.detail}" if st.detail else ""
             out.print(f"{marks[st.status]} {st.title}{detail}")
-        if rep.ok:
-            out.print("[green bold]VERIFIED[/green bold]"
-                      + ("" if rep.trust == "pinned" else
-                         " [yellow](log key taken from the bundle: pin it with --trust)[/yellow]"))
+        if rep.ok and rep.trust == "pinned":
+            out.print("[green bold]VERIFIED[/green bold]")
+        elif rep.ok:
+            out.print("[yellow bold]CONSISTENT, NOT TIED TO A KNOWN LOG[/yellow bold]: the bundle "
+                      "was checked only against the log key it carries itself, so any log could "
+                      "have produced it; pin the registry's published key with --trust")
         else:
             failed = rep.failed
             out.print(f"[red bold]NOT VERIFIED[/red bold]: step '{failed.name if failed else '?'}' "
                       "failed")
     if not rep.ok:
         raise typer.Exit(1)
+    if rep.trust != "pinned" and not allow_unpinned:
+        raise typer.Exit(UNPINNED_EXIT)
 
 
 @notary_app.command("init")

@@ -220,3 +220,32 @@ def test_steps_end_with_a_typed_status(made: dict[str, Any]) -> None:
     assert rep.failed is not None and rep.failed.name == "format"
     assert "inclusion.root" in rep.failed.detail
     assert [s.status for s in rep.steps[1:]] == [Status.NOT_CHECKED] * (len(rep.steps) - 1)
+
+
+def test_cli_verify_without_a_pinned_key_says_so_and_exits_3(
+        made: dict[str, Any], tmp_path: Path) -> None:
+    """Without --trust, nothing ties the bundle to a known log: another log with the same
+    origin would pass the same checks. `verify` says so and exits 3 unless --allow-unpinned."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+    from typer.testing import CliRunner
+
+    from copyledger.cli.main import UNPINNED_EXIT, app
+    from copyledger.ledger import note
+
+    bf = tmp_path / "b.json"
+    bf.write_text(json.dumps(made["bundle"]))
+    runner = CliRunner()
+    r = runner.invoke(app, ["verify", str(bf)])
+    assert r.exit_code == UNPINNED_EXIT == 3, r.stdout
+    assert "NOT TIED TO A KNOWN LOG" in r.stdout and "VERIFIED" not in r.stdout.replace(
+        "NOT VERIFIED", "")
+    r = runner.invoke(app, ["verify", str(bf), "--json"])
+    assert r.exit_code == 3 and json.loads(r.stdout)["trust"] == "bundle"
+    r = runner.invoke(app, ["verify", str(bf), "--allow-unpinned"])
+    assert r.exit_code == 0, r.stdout
+    # Another log's key with the same origin: the bundle does not verify under it.
+    origin = note.parse_verifier_key(made["vkey"]).name
+    other = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    r = runner.invoke(app, ["verify", str(bf), "--trust", note.format_verifier_key(origin, other)])
+    assert r.exit_code == 1 and "NOT VERIFIED" in r.stdout
