@@ -1,5 +1,5 @@
 """Shared fixtures: a real PostgreSQL server started by the tests, registries on either engine,
-API clients, and the independent Go checker (tlogcheck)."""
+API clients, and our independent Go checker (tools/tlogcheck)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("COPYLEDGER_SHARED", REPO.parent / "shared"))
 
 
 def _free_port() -> int:
@@ -98,18 +97,23 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture(scope="session")
 def tlogcheck() -> str:
-    """Path to tlogcheck, built from ../shared/tools/tlogcheck on Go's sumdb/tlog and note."""
-    build = SHARED / "tools" / "tlogcheck" / "build"
-    if not build.exists():
-        _missing(f"tlogcheck ({build})", "COPYLEDGER_REQUIRE_TLOGCHECK")
-    out = Path(tempfile.mkdtemp(prefix="tlogcheck-")) / "tlogcheck"
+    """Path to tools/tlogcheck, our checker built only from Go's sumdb/tlog and note.
+
+    `make tlogcheck` (which `make test` runs first) builds it into .venv/bin when main.go is newer;
+    without Go it builds nothing and the tests that need it skip. A build that fails with Go
+    present is our bug, so it fails.
+    """
+    binary = REPO / ".venv" / "bin" / "tlogcheck"
     try:
-        r = subprocess.run([str(build), str(out)], capture_output=True, text=True, timeout=600)
-    except subprocess.TimeoutExpired:
-        _missing("tlogcheck (build timed out)", "COPYLEDGER_REQUIRE_TLOGCHECK")
+        r = subprocess.run(["make", "-s", "-C", str(REPO), "tlogcheck"],
+                           capture_output=True, text=True, timeout=600)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        _missing(f"tlogcheck (make tlogcheck: {e})", "COPYLEDGER_REQUIRE_TLOGCHECK")
     if r.returncode != 0:
-        _missing(f"tlogcheck (build failed: {r.stderr.strip()})", "COPYLEDGER_REQUIRE_TLOGCHECK")
-    return r.stdout.strip().splitlines()[-1]
+        pytest.fail(f"make tlogcheck failed: {r.stderr.strip()}")
+    if not binary.exists():
+        _missing(f"tlogcheck ({r.stderr.strip()})", "COPYLEDGER_REQUIRE_TLOGCHECK")
+    return str(binary)
 
 
 @pytest.fixture(scope="session", autouse=True)
