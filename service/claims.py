@@ -34,7 +34,7 @@ def claim_timeline(node: Node, seq: int) -> dict[str, Any]:
     row, claim = claim_entry(node, seq)
     root_seq = claim.get("refers_to", seq) if claim["notice_type"] == "counter_notice" else seq
     root = row if root_seq == seq else node.store.get_entry(root_seq)
-    thread = [root] + node.store.get_entries(node.store.linked(root_seq, links.REPLY))
+    thread = [root, *node.store.get_entries(node.store.linked(root_seq, links.REPLY))]
     timeline = []
     for r in thread:
         c = _parsed(r)
