@@ -1,9 +1,10 @@
 """The audit: recompute everything from the rows, trust nothing stored.
 
 Every leaf hash from its entry's bytes, every stored Merkle node from the leaves, every block
-header from the tree, every link of the block chain, and every checkpoint and block signature
-under the log's verifier key. A row edited behind the triggers' back shows up here, named by its
-sequence number or block height.
+header from the tree, every link of the block chain, every checkpoint and block signature
+under the log's verifier key, every `entry_links` row from the entries, and every chain of title
+(each transfer made by the holder of its moment, so a double assignment fails). A row edited
+behind the triggers' back shows up here, named by its sequence number or block height.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from dataclasses import dataclass, field
 
 from copyledger.ledger import jcs, merkle, note
 from copyledger.ledger.block import GENESIS_PREV, check_header, check_link
-from copyledger.ledger.documents import parse_entry
+from copyledger.ledger.documents import Entry, Transfer, parse_entry
 from copyledger.ledger.errors import CopyledgerError
+from copyledger.ledger.links import LINKED_KINDS, Link, links_of, resolve
 from copyledger.ledger.store import BlockRow, CachedReader, EntryRow, Store
+from copyledger.ledger.title import Title
 
 
 @dataclass
@@ -107,17 +110,33 @@ def audit(
             cur = nxt
         return None
 
+    titles = _Titles(store)
+    n_links = 0
     for chunk in store.iter_entries():
         lo = size
+        links: list[Link] = []
         for row in chunk:
             if row.seq != size:
                 rep.fail(f"seq {size} is missing (next stored is {row.seq})", seq=size)
                 return rep
-            err = _check_entry(row)
-            if err:
-                rep.fail(err, seq=row.seq)
+            try:
+                doc = _check_entry(row)
+                if doc.KIND in LINKED_KINDS:
+                    links += resolve(row.seq, links_of(doc), store.first_work)
+                if isinstance(doc, Transfer):
+                    titles.apply(row.seq, doc)
+            except CopyledgerError as e:
+                rep.fail(f"seq {row.seq}: {e.detail}", seq=row.seq)
                 return rep
             size += 1
+        stored_links = store.links_between(lo, size)
+        if stored_links != sorted(links):
+            diff = set(stored_links) ^ set(links)
+            at = min(s for _, s, _ in diff)
+            rep.fail(f"seq {at}: stored links (entry_links) differ from what the entry names",
+                     seq=at)
+            return rep
+        n_links += len(links)
         appended = merkle.append(lo, frontier, [r.leaf_hash for r in chunk])
         bad = _check_nodes(store, appended.nodes)
         if bad is not None:
@@ -162,33 +181,58 @@ def audit(
     if stored != rep.nodes:
         rep.fail(f"{stored} Merkle nodes are stored but the entries make {rep.nodes}")
         return rep
+    stored = store.count_links()
+    if stored != n_links:
+        rep.fail(f"{stored} links are stored but the entries make {n_links}")
+        return rep
     rep.tree_size = size
     rep.root = merkle.root_from_frontier(frontier).hex()
     rep.checked += [
         f"{size} entries: canonical JSON, valid, leaf hashes match",
         f"{rep.nodes} stored Merkle nodes recomputed from the leaves",
         "every block's tree root and batch root recomputed",
+        f"{n_links} links (transfers and claims to what they name) recomputed",
+        f"{len(titles.titles)} chains of title replayed: every transfer by the holder of the time",
     ]
     return rep
 
 
-def _check_entry(row: EntryRow) -> str | None:
-    seq, data = row.seq, row.data
+def _check_entry(row: EntryRow) -> Entry:
+    """The entry's document, if its bytes, leaf hash and indexed columns are right."""
+    data = row.data
     if merkle.leaf_hash(data) != row.leaf_hash:
-        return f"seq {seq}: stored leaf hash != SHA-256(0x00 || entry bytes)"
-    try:
-        obj = jcs.parse(data)
-        if jcs.canonicalize(obj) != data:
-            return f"seq {seq}: entry bytes are not RFC 8785 canonical JSON"
-        if not isinstance(obj, dict):
-            return f"seq {seq}: entry is not a JSON object"
-        doc = parse_entry(obj)
-    except CopyledgerError as e:
-        return f"seq {seq}: {e.detail}"
+        raise CopyledgerError("stored leaf hash != SHA-256(0x00 || entry bytes)")
+    obj = jcs.parse(data)
+    if jcs.canonicalize(obj) != data:
+        raise CopyledgerError("entry bytes are not RFC 8785 canonical JSON")
+    if not isinstance(obj, dict):
+        raise CopyledgerError("entry is not a JSON object")
+    doc = parse_entry(obj)
     # The indexed columns (what search answers from) must say what the entry says.
     if (row.kind, row.sha256, row.registrant) != (doc.KIND, doc.content_sha256, doc.registrant):
-        return f"seq {seq}: indexed columns (kind, sha256, registrant) differ from the entry"
-    return None
+        raise CopyledgerError(
+            "indexed columns (kind, sha256, registrant) differ from the entry")
+    return doc
+
+
+class _Titles:
+    """Every transferred work's chain of title, replayed as the log is read. Only works with
+    transfers are held in memory; the rest cost nothing."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.titles: dict[int, Title] = {}
+
+    def apply(self, seq: int, t: Transfer) -> None:
+        """IntegrityError if `t` was not made by the holder of its work at `seq` (a double
+        assignment, or a transfer by a stranger), or names no earlier work."""
+        title = self.titles.get(t.work.seq)
+        if title is None:
+            if t.work.seq >= seq:
+                raise CopyledgerError(f"transfer names entry {t.work.seq}, which is not before it")
+            title = Title.of(t.work.seq, parse_entry(self.store.get_entry(t.work.seq).data))
+            self.titles[t.work.seq] = title
+        title.apply(seq, t)
 
 
 def _check_signatures(b: BlockRow, verifiers: list[note.Verifier]) -> None:

@@ -67,6 +67,17 @@ block_timestamps = Table(
     Column("token", LargeBinary, nullable=False),
 )
 
+# Which entry names which: transfers and claims on a work, counter-notices on a claim
+# (`ledger/links.py`). Written with the entries, in the same transaction; recomputed by the audit.
+entry_links = Table(
+    "entry_links",
+    metadata,
+    Column("target", BigInteger, primary_key=True, autoincrement=False),
+    Column("rel", String(16), primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Index("ix_entry_links_seq", "seq"),
+)
+
 api_keys = Table(
     "api_keys",
     metadata,
@@ -79,4 +90,4 @@ api_keys = Table(
     Column("revoked_at", String(40), nullable=True),
 )
 
-APPEND_ONLY = ("entries", "merkle_nodes", "blocks", "block_timestamps")
+APPEND_ONLY = ("entries", "merkle_nodes", "blocks", "block_timestamps", "entry_links")

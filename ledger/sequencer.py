@@ -23,6 +23,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from copyledger.ledger import entry as entry_mod
+from copyledger.ledger import links as links_mod
 from copyledger.ledger import merkle, note
 from copyledger.ledger.block import GENESIS_PREV, BlockHeader
 from copyledger.ledger.errors import Unavailable
@@ -40,6 +41,9 @@ class Pending:
     kind: str
     sha256: str
     registrant: str
+    # What the entry names (`links.links_of`); content hashes are resolved to the earliest work
+    # at sealing, when the log before the entry is exactly known.
+    links: tuple[tuple[links_mod.Target, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -296,15 +300,36 @@ class Sequencer:
             )
             for i, p in enumerate(pendings)
         ]
+        links = self._links(rows, pendings)
         stamps = [("notary", self.stamp(bhash))] if self.stamp is not None else []
         try:
-            self.store.append_block(rows, appended.nodes, block, stamps)  # the durable commit
+            self.store.append_block(rows, appended.nodes, block, stamps, links)  # durable commit
         except Exception as e:
             raise _SealFailed("during") from e
         try:
             return self._after_commit(st, rows, appended, block)
         except Exception as e:
             raise _SealFailed("after") from e
+
+    def _links(self, rows: Sequence[EntryRow], pendings: Sequence[Pending]) -> list[links_mod.Link]:
+        """The batch's link rows. A hash resolves to the earliest work with it: in the log if
+        there is one there, else earlier in this batch."""
+        if not any(p.links for p in pendings):
+            return []
+        batch_works: dict[str, int] = {}
+        for r in rows:
+            if r.kind == "work":
+                batch_works.setdefault(r.sha256, r.seq)
+
+        def first_work(sha256: str) -> int | None:
+            found = self.store.first_work(sha256)
+            return found if found is not None else batch_works.get(sha256)
+
+        out: list[links_mod.Link] = []
+        for r, p in zip(rows, pendings, strict=True):
+            if p.links:
+                out += links_mod.resolve(r.seq, p.links, first_work)
+        return out
 
     def _after_commit(
         self, st: LogState, rows: list[EntryRow], appended: merkle.Appended, block: BlockRow

@@ -31,7 +31,8 @@ from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from copyledger.ledger import merkle
 from copyledger.ledger.block import BlockHeader
 from copyledger.ledger.errors import Conflict, NotFound
-from copyledger.ledger.schema import block_timestamps, blocks, entries, merkle_nodes
+from copyledger.ledger.links import Link
+from copyledger.ledger.schema import block_timestamps, blocks, entries, entry_links, merkle_nodes
 
 _ENTRY_COLS = ("seq", "leaf_hash", "data", "kind", "sha256", "registrant", "block_height")
 _BLOCK_COLS = ("height", "hash", "prev_hash", "batch_root", "first_seq", "count", "tree_size",
@@ -176,9 +177,10 @@ class Store:
         nodes: Sequence[tuple[int, int, bytes]],
         block: BlockRow,
         timestamps: Sequence[tuple[str, bytes]] = (),
+        links: Sequence[Link] = (),
     ) -> None:
-        """Write one sealed block, its entries, its new Merkle nodes and its time-stamp tokens
-        in ONE transaction."""
+        """Write one sealed block, its entries, their links, its new Merkle nodes and its
+        time-stamp tokens in ONE transaction."""
         h = block.header
         try:
             with self.engine.begin() as conn:
@@ -191,6 +193,10 @@ class Store:
                              r.block_height)
                             for r in rows
                         ],
+                    )
+                if links:
+                    conn.exec_driver_sql(
+                        self._insert_sql("entry_links", ("target", "seq", "rel")), list(links)
                     )
                 if nodes:
                     conn.exec_driver_sql(
@@ -276,10 +282,56 @@ class Store:
         for rs in self._pages(entries, "seq", start, chunk):
             yield [_entry(r) for r in rs]
 
-    def search_sha256(self, sha256: str, limit: int = 1000) -> list[EntryRow]:
-        q = select(entries).where(entries.c.sha256 == sha256).order_by(entries.c.seq).limit(limit)
+    def get_entries(self, seqs: Sequence[int]) -> list[EntryRow]:
+        """The entries at `seqs`, in seq order (NotFound if one is missing)."""
+        wanted = sorted(set(seqs))
+        got: list[EntryRow] = []
         with self.engine.connect() as conn:
-            return [_entry(r) for r in conn.execute(q)]
+            for i in range(0, len(wanted), 500):
+                q = (select(entries).where(entries.c.seq.in_(wanted[i : i + 500]))
+                     .order_by(entries.c.seq))
+                got += [_entry(r) for r in conn.execute(q)]
+        if len(got) != len(wanted):
+            missing = sorted(set(wanted) - {r.seq for r in got})[0]
+            raise NotFound(f"no entry with seq {missing}")
+        return got
+
+    def search_sha256(
+        self, sha256: str, limit: int = 1000, *, kind: str | None = None
+    ) -> list[EntryRow]:
+        """Entries with this content hash (of one kind, if given), oldest first."""
+        q = select(entries).where(entries.c.sha256 == sha256)
+        if kind is not None:
+            q = q.where(entries.c.kind == kind)
+        with self.engine.connect() as conn:
+            return [_entry(r) for r in conn.execute(q.order_by(entries.c.seq).limit(limit))]
+
+    def first_work(self, sha256: str) -> int | None:
+        """The seq of the earliest `work` entry with this content hash, if any."""
+        q = (select(entries.c.seq).where(entries.c.sha256 == sha256, entries.c.kind == "work")
+             .order_by(entries.c.seq).limit(1))
+        with self.engine.connect() as conn:
+            found = conn.execute(q).scalar()
+        return None if found is None else int(found)
+
+    def linked(self, target: int, rel: str) -> list[int]:
+        """Seqs of the entries linked to `target` by `rel` (`ledger/links.py`), in log order."""
+        q = (select(entry_links.c.seq)
+             .where(entry_links.c.target == target, entry_links.c.rel == rel)
+             .order_by(entry_links.c.seq))
+        with self.engine.connect() as conn:
+            return [int(s) for s in conn.execute(q).scalars()]
+
+    def links_between(self, lo: int, hi: int) -> list[Link]:
+        """Stored link rows of the entries lo <= seq < hi, sorted (for the audit)."""
+        q = (select(entry_links.c.target, entry_links.c.seq, entry_links.c.rel)
+             .where(entry_links.c.seq >= lo, entry_links.c.seq < hi))
+        with self.engine.connect() as conn:
+            return sorted((int(t), int(s), str(r)) for t, s, r in conn.execute(q))
+
+    def count_links(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(entry_links)).scalar_one())
 
     def get_block(self, height: int) -> BlockRow:
         with self.engine.connect() as conn:

@@ -32,6 +32,37 @@ class Title:
     holder: str
     links: list[Link] = field(default_factory=list)
     licences: list[Link] = field(default_factory=list)
+    sha256: str = ""  # the work's content hash, which each transfer must name
+    last: int = -1  # the seq of the last entry applied (the work, then each transfer)
+
+    @classmethod
+    def of(cls, work_seq: int, work: Entry | Mapping[str, Any]) -> Title:
+        """The title of a freshly registered work: its registrant holds it."""
+        w = _document(work)
+        if not isinstance(w, Work):
+            raise InvalidInput(f"entry {work_seq} is a {w.KIND}, not a work")
+        return cls(work_seq, w.registrant, w.registrant, sha256=w.content.sha256, last=work_seq)
+
+    def apply(self, seq: int, entry: Entry | Mapping[str, Any]) -> None:
+        """Apply the transfer at `seq`; IntegrityError unless the holder of the moment made it
+        (the audit replays every work's transfers through this, as `chain_of_title` does)."""
+        if seq <= self.last:
+            raise InvalidInput("transfers must come after the work, in log order")
+        self.last = seq
+        t = _document(entry)
+        if not isinstance(t, Transfer) or t.work != WorkRef(seq=self.work_seq, sha256=self.sha256):
+            raise IntegrityError(f"entry {seq} is not a transfer of work {self.work_seq}", seq=seq)
+        if t.from_account != self.holder or t.registrant != self.holder:
+            raise IntegrityError(
+                f"transfer {seq} was made by {t.registrant!r} from {t.from_account!r}, but "
+                f"{self.holder!r} held the work then", seq=seq,
+            )
+        link = Link(seq, t.from_account, t.to_account, t.transfer_type, self.holder)
+        if t.transfer_type == "assignment":
+            self.holder = t.to_account
+            self.links.append(replace(link, holder_after=self.holder))
+        else:
+            self.licences.append(link)
 
 
 def chain_of_title(
@@ -41,30 +72,9 @@ def chain_of_title(
 ) -> Title:
     """Replay `transfers` (seq, entry), in seq order, on the work registered at `work_seq`.
     Entries may be typed documents or their JSON (validated here, as read from the log)."""
-    w = _document(work)
-    if not isinstance(w, Work):
-        raise InvalidInput(f"entry {work_seq} is a {w.KIND}, not a work")
-    ref = WorkRef(seq=work_seq, sha256=w.content.sha256)
-    title = Title(work_seq, w.registrant, w.registrant)
-    last = work_seq
+    title = Title.of(work_seq, work)
     for seq, entry in transfers:
-        if seq <= last:
-            raise InvalidInput("transfers must come after the work, in log order")
-        last = seq
-        t = _document(entry)
-        if not isinstance(t, Transfer) or t.work != ref:
-            raise IntegrityError(f"entry {seq} is not a transfer of work {work_seq}", seq=seq)
-        if t.from_account != title.holder or t.registrant != title.holder:
-            raise IntegrityError(
-                f"transfer {seq} was made by {t.registrant!r} from {t.from_account!r}, but "
-                f"{title.holder!r} held the work then", seq=seq,
-            )
-        link = Link(seq, t.from_account, t.to_account, t.transfer_type, title.holder)
-        if t.transfer_type == "assignment":
-            title.holder = t.to_account
-            title.links.append(replace(link, holder_after=title.holder))
-        else:
-            title.licences.append(link)
+        title.apply(seq, entry)
     return title
 
 

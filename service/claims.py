@@ -9,7 +9,7 @@ from typing import Any
 from copyledger.ledger import claims as claims_mod
 from copyledger.ledger import entry as entry_mod
 from copyledger.ledger import fingerprint as fp
-from copyledger.ledger import jcs
+from copyledger.ledger import jcs, links
 from copyledger.ledger.errors import InvalidInput, NotFound
 from copyledger.ledger.store import EntryRow
 from copyledger.notary.signer import sign_note
@@ -33,16 +33,15 @@ def claim_timeline(node: Node, seq: int) -> dict[str, Any]:
     """A claim and every notice and counter-notice in its thread."""
     row, claim = claim_entry(node, seq)
     root_seq = claim.get("refers_to", seq) if claim["notice_type"] == "counter_notice" else seq
+    root = row if root_seq == seq else node.store.get_entry(root_seq)
+    thread = [root, *node.store.get_entries(node.store.linked(root_seq, links.REPLY))]
     timeline = []
-    for r in node.store.search_sha256(row.sha256, limit=100_000):
-        if r.kind != "claim":
-            continue
+    for r in thread:
         c = _parsed(r)
-        if r.seq == root_seq or c.get("refers_to") == root_seq:
-            timeline.append({"seq": r.seq, "notice_type": c["notice_type"],
-                             "regime": c["regime"], "registrant": c["registrant"],
-                             "received_at": c["received_at"], "claimant": c["claimant"]["name"],
-                             "bundle": f"/v1/entries/{r.seq}/bundle"})
+        timeline.append({"seq": r.seq, "notice_type": c["notice_type"],
+                         "regime": c["regime"], "registrant": c["registrant"],
+                         "received_at": c["received_at"], "claimant": c["claimant"]["name"],
+                         "bundle": f"/v1/entries/{r.seq}/bundle"})
     return {"seq": seq, "leaf_hash": row.leaf_hash.hex(), "block_height": row.block_height,
             "entry": claim, "timeline": timeline}
 
@@ -75,18 +74,17 @@ def check_claim(node: Node, q: CheckIn) -> dict[str, Any]:
         assert q.work_sha256 is not None
         if not entry_mod.valid_sha256(q.work_sha256):
             raise InvalidInput("work_sha256: must be 64 lowercase hex characters")
-        works = [r for r in node.store.search_sha256(q.work_sha256) if r.kind == "work"]
-        work_row = works[0] if works else None
+        first = node.store.first_work(q.work_sha256)
+        work_row = node.store.get_entry(first) if first is not None else None
     registered = work_row is not None
     title = load_title(node, work_row.seq)[0] if work_row is not None else None
 
     # Everything that matches the disputed content.
     matches: list[dict[str, Any]] = []
     if sha is not None:
-        for r in node.store.search_sha256(sha):
-            if r.kind == "work":
-                matches.append({"seq": r.seq, "algorithm": "sha256", "distance": 0,
-                                "threshold": 0, "verdict": "match"})
+        for r in node.store.search_sha256(sha, kind="work"):
+            matches.append({"seq": r.seq, "algorithm": "sha256", "distance": 0,
+                           "threshold": 0, "verdict": "match"})
     index = node.index
     caveats = list(CAVEATS)
     if fps:
@@ -96,11 +94,11 @@ def check_claim(node: Node, q: CheckIn) -> dict[str, Any]:
         matches += [c.to_json() for c in index.search(fps)]
     matched_seqs = sorted({m["seq"] for m in matches})
     registrations = []
-    for s in matched_seqs:
-        e = _parsed(node.store.get_entry(s))
-        registrations.append({"seq": s, "registrant": e["registrant"],
+    for r in node.store.get_entries(matched_seqs):
+        e = _parsed(r)
+        registrations.append({"seq": r.seq, "registrant": e["registrant"],
                               "registered_at": e["received_at"], "title": e.get("title"),
-                              "bundle": f"/v1/entries/{s}/bundle"})
+                              "bundle": f"/v1/entries/{r.seq}/bundle"})
     on_work = [m for m in matches if work_row is not None and m["seq"] == work_row.seq]
     verdict = ("match" if any(m["verdict"] == "match" for m in on_work)
                else "possible" if on_work else "none")
@@ -108,13 +106,12 @@ def check_claim(node: Node, q: CheckIn) -> dict[str, Any]:
 
     claims_on_work = []
     if work_row is not None:
-        for r in node.store.search_sha256(work_row.sha256, limit=100_000):
-            if r.kind == "claim":
-                c = _parsed(r)
-                claims_on_work.append({"seq": r.seq, "notice_type": c["notice_type"],
-                                       "regime": c["regime"], "registrant": c["registrant"],
-                                       "received_at": c["received_at"],
-                                       "refers_to": c.get("refers_to")})
+        for r in node.store.get_entries(node.store.linked(work_row.seq, links.CLAIM)):
+            c = _parsed(r)
+            claims_on_work.append({"seq": r.seq, "notice_type": c["notice_type"],
+                                   "regime": c["regime"], "registrant": c["registrant"],
+                                   "received_at": c["received_at"],
+                                   "refers_to": c.get("refers_to")})
     last = node.sequencer.state.last
     assert last is not None
     answer: dict[str, Any] = {

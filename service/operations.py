@@ -15,7 +15,9 @@ from typing import IO, Any
 
 from copyledger.ledger import entry as entry_mod
 from copyledger.ledger import fingerprint as fp
+from copyledger.ledger.documents import parse_entry
 from copyledger.ledger.errors import CopyledgerError, Forbidden, InvalidInput, NotFound
+from copyledger.ledger.links import LINKED_KINDS, links_of
 from copyledger.ledger.sequencer import Pending, Receipt
 from copyledger.matching import MAX_FINGERPRINT_BYTES, fingerprints_for
 from copyledger.service.apikeys import Principal
@@ -67,9 +69,10 @@ async def record(node: Node, entry: dict[str, Any]) -> Recorded:
     """Validate and canonicalise an entry, hand it to the sequencer, and wait for its receipt,
     which exists only once the block holding it is durably committed."""
     entry, data = entry_mod.encode(entry)
-    pending = Pending(data=data, kind=str(entry["kind"]),
-                      sha256=entry_mod.content_sha256(entry),
-                      registrant=str(entry["registrant"]))
+    kind = str(entry["kind"])
+    pending = Pending(data=data, kind=kind, sha256=entry_mod.content_sha256(entry),
+                      registrant=str(entry["registrant"]),
+                      links=links_of(parse_entry(entry)) if kind in LINKED_KINDS else ())
     receipt = await node.sequencer.submit_async(pending)
     return Recorded(receipt, entry)
 
