@@ -452,12 +452,14 @@ def test_random_entries_round_trip(built: dict[str, object]) -> None:
        st.sampled_from(["Z", "offset"]), st.integers(0, 999))
 def test_parse_timestamp_reads_what_rfc3339_writes(dt: Any, zone: str, extra_ns: int) -> None:
     """The one RFC 3339 parser returns the instant written, whatever the offset or precision."""
-    from datetime import UTC, timedelta
+    from datetime import UTC, timedelta, timezone
 
     aware = dt.replace(tzinfo=dt.tzinfo or UTC)
     offset = aware.utcoffset() or timedelta(0)
     if offset.seconds % 60 or abs(offset) >= timedelta(hours=24):
         return  # RFC 3339 offsets are whole minutes
+    # A fixed offset: Python never finds an ambiguous (DST fold) local time equal across zones.
+    aware = aware.replace(tzinfo=timezone(offset))
     def clock(t: Any) -> str:
         return (f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:"
                 f"{t.second:02d}.{t.microsecond:06d}")
