@@ -2,8 +2,9 @@
 
 `copyledger notary serve` runs it on its own port or Unix socket; `copyledger serve --notary-url`
 then signs through it and holds no private key. It signs only what a notary should: C2SP
-checkpoints and block notes for its own origin, and RFC 3161 tokens. Every call needs the
-shared bearer token.
+checkpoints and block notes for its own origin, and RFC 3161 tokens. A checkpoint is signed
+only if it extends the last one signed, proved by the request's `consistency` (D18). Every call
+needs the shared bearer token.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from copyledger.api import problems
+from copyledger.ledger import note
 from copyledger.ledger.errors import CopyledgerError, InvalidInput, Unauthorized
-from copyledger.notary.policy import check_signable
+from copyledger.ledger.merkle import Consistency
+from copyledger.notary.policy import CheckpointGuard, check_signable
 from copyledger.notary.signer import Signer, verifier_key
 from copyledger.notary.tsa import TimeStampAuthority
 
@@ -39,7 +42,11 @@ def _unb64(v: object, what: str) -> bytes:
         raise InvalidInput(f"{what} is not base64") from None
 
 
-def create_notary_app(signer: Signer, tsa: TimeStampAuthority, token: str) -> FastAPI:
+def create_notary_app(signer: Signer, tsa: TimeStampAuthority, token: str, *,
+                      checkpoints: CheckpointGuard) -> FastAPI:
+    if checkpoints.origin != signer.name:
+        raise InvalidInput(f"the checkpoint memory is for {checkpoints.origin}, "
+                           f"the key for {signer.name}")
     if len(token) < 16:
         raise InvalidInput("the notary token must be at least 16 characters")
     app = FastAPI(title="copyledger notary", version="1", docs_url=None, redoc_url=None)
@@ -74,9 +81,16 @@ def create_notary_app(signer: Signer, tsa: TimeStampAuthority, token: str) -> Fa
     @app.post(PREFIX + "/sign")
     async def sign(request: Request) -> dict[str, str]:
         body = await request.json()
-        message = _unb64(body.get("message") if isinstance(body, dict) else None, "message")
-        check_signable(message, signer.name)
-        return {"signature": _b64(signer.sign(message))}
+        if not isinstance(body, dict):
+            raise InvalidInput("the body must be a JSON object")
+        message = _unb64(body.get("message"), "message")
+        if check_signable(message, signer.name) != "checkpoint":
+            return {"signature": _b64(signer.sign(message))}
+        proof = body.get("consistency")
+        consistency = None if proof is None else Consistency.from_dict(proof)
+        checkpoint = note.parse_checkpoint(message.decode())
+        return {"signature": _b64(checkpoints.sign(checkpoint, consistency,
+                                                   lambda: signer.sign(message)))}
 
     @app.post(PREFIX + "/timestamp-digest")
     async def stamp(request: Request) -> dict[str, str]:

@@ -697,7 +697,8 @@ def notary_serve(
     configure(s.log_level, s.log_json)
     token = os.environ.get(s.notary_token_env, "")
     try:
-        app_ = create_notary_app(*open_notary(s), token)
+        signer, tsa, checkpoints = open_notary(s)
+        app_ = create_notary_app(signer, tsa, token, checkpoints=checkpoints)
     except CopyledgerError as e:
         _die(e.detail)
     where = f"unix:{uds}" if uds else f"http://{host}:{port}"

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain, repeat
-from typing import Protocol
+from typing import Any, Protocol
 
 from copyledger.ledger.errors import IntegrityError, InvalidInput, NotFound, ProofError
 
@@ -29,6 +29,7 @@ __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
     "Appended",
+    "Consistency",
     "HashReader",
     "MemoryReader",
     "NodeId",
@@ -471,3 +472,53 @@ def verify_consistency(
         raise ProofError("consistency proof does not lead to the old root", size=old_size)
     if sr != new_root:
         raise ProofError("consistency proof does not lead to the new root", size=new_size)
+
+
+@dataclass(frozen=True)
+class Consistency:
+    """What a notary needs before it signs a bigger tree: the last tree it signed
+    (`old_size`, `old_root`) and the RFC 9162 proof that the new tree extends it.
+
+    The empty tree is a prefix of every tree, so from size 0 the proof is empty; this is the
+    one case `verify_consistency` refuses and C2SP tlog-witness accepts, and we follow the latter.
+    On the wire: `{"old_size": int, "old_root": hex, "proof": [hex, ...]}`.
+    """
+
+    old_size: int
+    old_root: bytes
+    proof: tuple[bytes, ...] = ()
+
+    def verify(self, new_size: int, new_root: bytes) -> None:
+        """ProofError unless the tree (new_size, new_root) extends the old one."""
+        if self.old_size == 0:
+            if self.old_root != EMPTY_ROOT or self.proof:
+                raise ProofError("the empty tree has the empty root and an empty proof")
+            return
+        verify_consistency(self.old_size, new_size, self.old_root, new_root, self.proof)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"old_size": self.old_size, "old_root": self.old_root.hex(),
+                "proof": [h.hex() for h in self.proof]}
+
+    @classmethod
+    def from_dict(cls, d: object) -> Consistency:
+        """Strict: exactly the three members, a non-negative size, 32-byte hex hashes."""
+        if not isinstance(d, dict) or set(d) != {"old_size", "old_root", "proof"}:
+            raise InvalidInput("consistency must be {old_size, old_root, proof}")
+        size, proof = d["old_size"], d["proof"]
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise InvalidInput("consistency.old_size must be a non-negative integer")
+        if not isinstance(proof, list):
+            raise InvalidInput("consistency.proof must be a list of hex hashes")
+        return cls(size, _unhex(d["old_root"], "consistency.old_root"),
+                   tuple(_unhex(h, "consistency.proof") for h in proof))
+
+
+def _unhex(v: object, what: str) -> bytes:
+    try:
+        h = bytes.fromhex(v) if isinstance(v, str) else b""
+    except ValueError:
+        h = b""
+    if len(h) != HASH_SIZE:
+        raise InvalidInput(f"{what} must hold {HASH_SIZE}-byte hex hashes")
+    return h

@@ -8,7 +8,9 @@ load a block holds thousands of entries; idle it holds one; with nothing to do t
 an empty block every `heartbeat` seconds, so a fresh signature shows it is alive.
 
 The signer is handed in as a function from note text to signed note text, so `ledger` never
-imports `notary`.
+imports `notary`. With a checkpoint it also gets the consistency proof from the last sealed
+tree, which the notary demands (D18): the sequencer holds the old frontier and the new nodes, so
+the proof costs a few hashes and no read.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from copyledger.ledger.store import BlockRow, CachedReader, EntryRow, Store
 
 log = logging.getLogger("copyledger.sequencer")
 
-SignFn = Callable[[str], str]
+SignFn = Callable[[str, merkle.Consistency | None], str]
+"""(note text, consistency proof for a checkpoint, None for a block note) -> signed note."""
 StampFn = Callable[[bytes], bytes]  # block hash -> DER RFC 3161 TimeStampToken over it
 
 
@@ -283,10 +286,18 @@ class Sequencer:
             sealed_at=entry_mod.utc_now(),
         )
         bhash = header.hash()
-        checkpoint = self.sign(
-            note.format_checkpoint(note.Checkpoint(self.origin, appended.size, appended.root))
+        reader = self._reader(st, appended)
+        consistency = merkle.Consistency(
+            st.size, st.last.header.tree_root if st.last else merkle.EMPTY_ROOT,
+            tuple(merkle.consistency_proof(st.size, appended.size, reader)),
         )
-        block_note = self.sign(note.block_note_text(self.origin, height, bhash))
+        stamps = [("notary", self.stamp(bhash))] if self.stamp is not None else []
+        block_note = self.sign(note.block_note_text(self.origin, height, bhash), None)
+        # The checkpoint last: once signed, a notary that remembers it accepts only its extensions.
+        checkpoint = self.sign(
+            note.format_checkpoint(note.Checkpoint(self.origin, appended.size, appended.root)),
+            consistency,
+        )
         block = BlockRow(header=header, hash=bhash, checkpoint=checkpoint, block_note=block_note)
         rows = [
             EntryRow(
@@ -301,13 +312,12 @@ class Sequencer:
             for i, p in enumerate(pendings)
         ]
         links = self._links(rows, pendings)
-        stamps = [("notary", self.stamp(bhash))] if self.stamp is not None else []
         try:
             self.store.append_block(rows, appended.nodes, block, stamps, links)  # durable commit
         except Exception as e:
             raise _SealFailed("during") from e
         try:
-            return self._after_commit(st, rows, appended, block)
+            return self._after_commit(st, rows, appended, block, reader)
         except Exception as e:
             raise _SealFailed("after") from e
 
@@ -331,16 +341,19 @@ class Sequencer:
                 out += links_mod.resolve(r.seq, p.links, first_work)
         return out
 
-    def _after_commit(
-        self, st: LogState, rows: list[EntryRow], appended: merkle.Appended, block: BlockRow
-    ) -> list[Receipt]:
-        height, checkpoint = block.header.height, block.checkpoint
-
-        # Proofs for the new entries need only the new nodes and the old frontier.
+    def _reader(self, st: LogState, appended: merkle.Appended) -> CachedReader:
+        """The old frontier and the new nodes: all that proofs into the new tree need."""
         reader = CachedReader(
             dict(zip(merkle.frontier_ids(st.size), st.frontier, strict=True)), self.store
         )
         reader.nodes.update(((lv, ix), hs) for lv, ix, hs in appended.nodes)
+        return reader
+
+    def _after_commit(
+        self, st: LogState, rows: list[EntryRow], appended: merkle.Appended, block: BlockRow,
+        reader: CachedReader,
+    ) -> list[Receipt]:
+        height, checkpoint = block.header.height, block.checkpoint
         proofs = merkle.inclusion_proofs([r.seq for r in rows], appended.size, reader)
         receipts = [
             Receipt(

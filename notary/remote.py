@@ -13,6 +13,7 @@ from cryptography import x509
 
 from copyledger.ledger import note
 from copyledger.ledger.errors import CopyledgerError, InvalidInput, Unavailable
+from copyledger.ledger.merkle import Consistency
 
 
 @dataclass(frozen=True)
@@ -61,19 +62,26 @@ class RemoteNotary:
 
 
 class RemoteSigner:
-    """notary.signer.Signer over the notary service."""
+    """notary.signer.Signer over the notary service. The notary signs a checkpoint only with a
+    consistency proof from the last one it signed: `proving` gives the signer that sends it."""
 
-    def __init__(self, notary: RemoteNotary) -> None:
+    def __init__(self, notary: RemoteNotary, consistency: Consistency | None = None) -> None:
         self.notary = notary
         self.name = notary.name
+        self.consistency = consistency
+
+    def proving(self, consistency: Consistency) -> RemoteSigner:
+        return RemoteSigner(self.notary, consistency)
 
     @property
     def public_key(self) -> bytes:
         return self.notary.public_key_bytes
 
     def sign(self, message: bytes) -> bytes:
-        r = self.notary._call("POST", "/notary/v1/sign",
-                              json={"message": base64.b64encode(message).decode()})
+        body: dict[str, Any] = {"message": base64.b64encode(message).decode()}
+        if self.consistency is not None:
+            body["consistency"] = self.consistency.to_dict()
+        r = self.notary._call("POST", "/notary/v1/sign", json=body)
         return base64.b64decode(r["signature"])
 
 

@@ -168,6 +168,24 @@ def write_new_file(path: Path, data: bytes, mode: int) -> None:
     _fsync_dir(path.parent)
 
 
+def replace_file(path: Path, data: bytes, mode: int) -> None:
+    """Replace path's content with data atomically and durably: a crash leaves the old
+    content or the new, never a mix, and the new is on disk when this returns."""
+    tmp = path.with_name(path.name + ".tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(tmp, flags, mode)
+    try:
+        os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
 def _fsync_dir(directory: Path) -> None:
     """Make the new directory entry durable, so a crash cannot lose a key already in use."""
     try:

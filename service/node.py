@@ -22,12 +22,14 @@ from copyledger.ledger import note
 from copyledger.ledger.block import BlockHeader
 from copyledger.ledger.bundle import NotaryKeys
 from copyledger.ledger.errors import InvalidInput, NotFound
+from copyledger.ledger.merkle import Consistency
 from copyledger.ledger.sequencer import Sequencer
 from copyledger.ledger.store import BlockRow, Store, make_engine, migrate
 from copyledger.matching import LiveIndex
 from copyledger.notary import keys
 from copyledger.notary.external_tsa import ExternalStamper
 from copyledger.notary.keys import KeyConfig, init_log_signer, init_tsa_chain, load_log_signer
+from copyledger.notary.policy import CheckpointGuard
 from copyledger.notary.remote import RemoteNotary, RemoteSigner, RemoteTSA
 from copyledger.notary.signer import Signer, sign_note, verifier_key
 from copyledger.notary.tsa import TimeStampAuthority
@@ -97,9 +99,11 @@ def init_notary_dir(s: Settings) -> tuple[bool, str]:
     return init_notary_keys(s)
 
 
-def open_notary(s: Settings) -> tuple[Signer, TimeStampAuthority]:
-    """The keys a stand-alone notary serves with: the log signer and the TSA."""
-    return load_signer(s), TimeStampAuthority(load_tsa_identity(s))
+def open_notary(s: Settings) -> tuple[Signer, TimeStampAuthority, CheckpointGuard]:
+    """What a stand-alone notary serves with: the log signer, the TSA, and its durable memory
+    of the last checkpoint it signed."""
+    return (load_signer(s), TimeStampAuthority(load_tsa_identity(s)),
+            CheckpointGuard(s.origin, s.last_checkpoint_path))
 
 
 def connect_notary(s: Settings) -> RemoteNotary:
@@ -198,9 +202,12 @@ class Node:
         self.tsa = tsa
         self._keys: NotaryKeys | None = None
         self._overlap: list[tuple[Signer, datetime]] = []
+        # The log is this notary's memory: it admits an extension of the last committed tree,
+        # so a failed commit or a crash after signing never leaves it refusing the real next one.
+        self.checkpoints = CheckpointGuard(settings.origin)
         self.sequencer = Sequencer(
             store,
-            lambda text: sign_note(text, self.signers()),
+            self._sign,
             settings.origin,
             max_batch=settings.max_batch,
             linger=settings.linger_ms / 1000.0,
@@ -226,7 +233,19 @@ class Node:
         now = datetime.now(UTC)
         return [self.signer, *(sg for sg, until in self._overlap if until > now)]
 
+    def _sign(self, text: str, consistency: Consistency | None) -> str:
+        """The sequencer's signer: a checkpoint comes with its consistency proof, checked here
+        and, with a stand-alone notary, sent to it to be checked again."""
+        signers = self.signers()
+        if consistency is not None:
+            self.checkpoints.admit(note.parse_checkpoint(text), consistency)
+            signers = [sg.proving(consistency) if isinstance(sg, RemoteSigner) else sg
+                       for sg in signers]
+        return sign_note(text, signers)
+
     def _sealed(self, block: BlockRow) -> None:
+        h = block.header
+        self.checkpoints.remember(note.Checkpoint(self.origin, h.tree_size, h.tree_root))
         self.external.poke()
         for listener in self.listeners:
             listener(block.header)
@@ -277,6 +296,10 @@ class Node:
         return reg
 
     def start(self) -> None:
+        last = self.store.latest_block()
+        if last is not None:
+            h = last.header
+            self.checkpoints.remember(note.Checkpoint(self.origin, h.tree_size, h.tree_root))
         self.sequencer.start()
         self.external.start()
 

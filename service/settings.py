@@ -60,6 +60,11 @@ class Settings:
         return self.data_dir / "notary" / "tsa"
 
     @property
+    def last_checkpoint_path(self) -> Path:
+        """A stand-alone notary's memory of the last checkpoint it signed (D18)."""
+        return self.data_dir / "notary" / "last-checkpoint"
+
+    @property
     def verifier_key_path(self) -> Path:
         return self.data_dir / "notary" / "log.vkey"
 

@@ -527,3 +527,25 @@ def test_go_sumdb_tlog_accepts_our_proofs(tlogcheck: str) -> None:
         assert check(*args, ",".join(p.hex() for p in proof)).returncode == 0
         bad = _flip(proof, 0, 0, 1)
         assert check(*args, ",".join(p.hex() for p in bad)).returncode == 1
+
+
+def test_consistency_document_round_trips_and_the_empty_tree_needs_no_proof() -> None:
+    from copyledger.ledger.merkle import Consistency
+
+    reader = merkle.MemoryReader()
+    appended = merkle.append(0, [], merkle.leaf_hashes([b"%d" % i for i in range(7)]))
+    reader.update(appended.nodes)
+    c = Consistency(3, merkle.tree_hash(3, reader), tuple(merkle.consistency_proof(3, 7, reader)))
+    assert Consistency.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+    c.verify(7, appended.root)
+    with pytest.raises(ProofError):
+        c.verify(7, bytes(32))
+    Consistency(0, merkle.EMPTY_ROOT).verify(7, appended.root)
+    with pytest.raises(ProofError):
+        Consistency(0, bytes(32)).verify(7, appended.root)
+    for bad in ({"old_size": -1, "old_root": "00" * 32, "proof": []},
+                {"old_size": 1, "old_root": "00", "proof": []},
+                {"old_size": 1, "old_root": "00" * 32, "proof": "ab"},
+                {"old_size": True, "old_root": "00" * 32, "proof": []}):
+        with pytest.raises(InvalidInput):
+            Consistency.from_dict(bad)

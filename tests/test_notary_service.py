@@ -68,13 +68,15 @@ def test_notary_signs_only_its_own_notes(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
     from copyledger.api.notary_app import create_notary_app
+    from copyledger.notary.policy import CheckpointGuard
     from copyledger.notary.tsa import TimeStampAuthority
     from copyledger.service.node import init_notary_keys, load_signer, load_tsa_identity
     from copyledger.service.settings import load
 
     s = load(tmp_path / "n", origin="n.example/log")
     init_notary_keys(s)
-    app = create_notary_app(load_signer(s), TimeStampAuthority(load_tsa_identity(s)), TOKEN)
+    app = create_notary_app(load_signer(s), TimeStampAuthority(load_tsa_identity(s)), TOKEN,
+                            checkpoints=CheckpointGuard(s.origin, s.last_checkpoint_path))
     c = TestClient(app)
     h = {"Authorization": f"Bearer {TOKEN}"}
     import base64

@@ -29,7 +29,7 @@ def signer(tmp_path: Path) -> FileSigner:
 
 
 def make(store: Store, signer: FileSigner, **kw: float) -> Sequencer:
-    return Sequencer(store, lambda t: sign_note(t, [signer]), "test.example/log", **kw)  # type: ignore[arg-type]
+    return Sequencer(store, lambda t, _c: sign_note(t, [signer]), "test.example/log", **kw)  # type: ignore[arg-type]
 
 
 def test_concurrent_writers_get_gapless_seqs_and_valid_receipts(
@@ -102,7 +102,7 @@ def test_signing_failure_writes_nothing_and_answers_503(tmp_path: Path, signer: 
     store = Store.open(f"sqlite:///{tmp_path / 'l.db'}")
     broken = {"on": False}
 
-    def sign(text: str) -> str:
+    def sign(text: str, _consistency: object) -> str:
         if broken["on"]:
             raise OSError("HSM unplugged")
         return sign_note(text, [signer])
