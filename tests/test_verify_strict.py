@@ -28,7 +28,12 @@ FILE = b"An exhibit for the strict verifier."
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    reg = open_registry(tmp_path_factory.mktemp("strict"))
+    return make(tmp_path_factory.mktemp("strict"))
+
+
+def make(tmp: Path) -> dict[str, Any]:
+    """A registry of four works, the last one the exhibit's; its bundle, key and TSA roots."""
+    reg = open_registry(tmp)
     key, _ = create_key(reg.store, "creator", "alice")
     h = {"Authorization": f"Bearer {key}"}
     with TestClient(create_app_for(reg)) as c:
@@ -236,3 +241,61 @@ def test_cli_reads_strictly_and_names_its_trust_anchors(made: dict[str, Any],
     bf.write_text(json.dumps(made["bundle"])[:-1] + ', "seq": 0}')  # a second seq
     r = CliRunner().invoke(app, ["verify", str(bf), "--trust", made["vkey"], "--json"])
     assert r.exit_code == 1 and json.loads(r.stdout)["failed_step"] == "format"
+
+
+def attack_bundles(made: dict[str, Any]) -> list[tuple[str, Any, str]]:
+    """Each attack above as (name, bundle JSON text or object, the step that must refuse it):
+    what tests/test_verify_page.py gives the browser page too."""
+    out: list[tuple[str, Any, str]] = []
+    good = made["bundle"]
+    text = json.dumps(good)
+    title = json.dumps(good["entry"]["title"])
+    out.append(("duplicate title", text.replace(f'"title": {title}',
+                                                f'"title": "Forged", "title": {title}'), "format"))
+
+    def variant(name: str, step: str, change: Any, *, forged: bool = True,
+                extension: str = "") -> None:
+        b = copy.deepcopy(good)
+        change(b)
+        out.append((name, forge(made, b, extension=extension) if forged else b, step))
+
+    for where in ((), ("inclusion",), ("block",), ("notary",), ("timestamps", 0),
+                  ("notary", "log_keys", 0)):
+        def add(b: Any, where: tuple[Any, ...] = where) -> None:
+            for k in where:
+                b = b[k]
+            b["court_certified"] = True
+        variant(f"unknown member in {where}", "format", add, forged=False)
+    variant("unknown member in entry", "entry", lambda b: b["entry"].update(court_certified=True))
+    variant("unknown member in entry.content", "entry",
+            lambda b: b["entry"]["content"].update(court_certified=True))
+    variant("unknown member in block.header", "block",
+            lambda b: b["block"]["header"].update(court_certified=True))
+    variant("uppercase leaf_hash", "entry",
+            lambda b: b.update(leaf_hash=b["leaf_hash"].upper()), forged=False)
+    variant("uppercase inclusion.root", "inclusion",
+            lambda b: b["inclusion"].update(root=b["inclusion"]["root"].upper()), forged=False)
+    variant("uppercase prev_block_hash", "block", lambda b: b["block"]["header"].update(
+        prev_block_hash=b["block"]["header"]["prev_block_hash"].upper()))
+    variant("count 0", "block", lambda b: b["block"]["header"].update(count=0))
+    variant("count 2", "block", lambda b: b["block"]["header"].update(count=2))
+    variant("seq before the block", "block", lambda b: b["block"]["header"].update(
+        first_seq=b["block"]["header"]["first_seq"] + 1, count=0))
+    variant("checkpoint extension line", "checkpoint", lambda b: None,
+            extension="court-certified: yes\n")
+    variant("received after sealed", "block",
+            lambda b: b["entry"].update(received_at="2099-01-01T00:00:00.000000Z"))
+
+    def late_seal(b: Any) -> None:
+        b["entry"]["received_at"] = "2099-01-01T00:00:00.000000Z"
+        b["block"]["header"]["sealed_at"] = "2099-01-01T00:00:01.000000Z"
+    variant("sealed after genTime", "timestamp", late_seal)
+    return out
+
+
+def test_every_attack_fails_at_its_step(made: dict[str, Any]) -> None:
+    sha = hashlib.sha256(FILE).hexdigest()
+    for name, payload, step in attack_bundles(made):
+        raw = payload.encode() if isinstance(payload, str) else payload
+        rep = verify_bundle(raw, file_sha256=sha)  # the keys in the bundle: the operator's own
+        assert rep.failed is not None and rep.failed.name == step, (name, rep.to_json())
