@@ -109,7 +109,7 @@ _HEX64 = re.compile("[0-9a-f]{64}")
 
 # A token without an accuracy field: its genTime is taken to the second, the unit of a
 # GeneralizedTime without fraction (docs/verification.md section 10.3, step 8).
-NO_ACCURACY = timedelta(seconds=1)
+_NO_ACCURACY = timedelta(seconds=1)
 
 
 def _hex(v: object, what: str) -> bytes:
@@ -319,7 +319,7 @@ class _Run:
                 raise _Fail(f"timestamps[{i}].hash_alg says {t.hash_alg}, the token "
                             f"{info.hash_alg}")
             latest = info.gen_time + (info.accuracy if info.accuracy is not None
-                                      else NO_ACCURACY)
+                                      else _NO_ACCURACY)
             if self.sealed > latest:
                 raise _Fail(f"timestamps[{i}]: the block was sealed at {self.header.sealed_at}, "
                             f"after the token's time {info.gen_time.isoformat()} (+ accuracy)")
@@ -328,7 +328,7 @@ class _Run:
             times.append(f"{subject}: {info.gen_time.isoformat()}")
             sources.append({
                 "tsa_certificate": subject, "gen_time": info.gen_time.isoformat(),
-                "accuracy_seconds": (info.accuracy or NO_ACCURACY).total_seconds(),
+                "accuracy_seconds": (info.accuracy or _NO_ACCURACY).total_seconds(),
                 "root_sha256": _der_sha256(info.root) if info.root is not None else None,
                 "root_pinned": pinned, "independent": independent,
             })
