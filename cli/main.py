@@ -581,15 +581,11 @@ def verify(
     no key was pinned, so nothing ties the bundle to a log you know (unless --allow-unpinned)."""
     from copyledger.ledger.verify import Status, verify_bundle
 
-    try:
-        doc = json.loads(bundle_file.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        _die(f"{bundle_file} is not JSON: {e}")
     keys = list(trust or [])
     if trust_file is not None:
         keys += [ln.strip() for ln in trust_file.read_text().splitlines() if ln.strip()]
     rep = verify_bundle(
-        doc,
+        bundle_file.read_bytes(),  # read strictly: a duplicate member fails the format step
         file_sha256=_sha256_file(file) if file is not None else None,
         trusted_keys=keys,
         tsa_roots_pem=tsa_roots.read_bytes() if tsa_roots is not None else None,
@@ -602,6 +598,8 @@ def verify(
         for st in rep.steps:
             detail = f"\n    {st.detail}" if st.detail else ""
             out.print(f"{marks[st.status]} {st.title}{detail}")
+        for line in _trust_lines(rep.facts):
+            out.print(line, markup=False, soft_wrap=True)
         if rep.ok and rep.trust == "pinned":
             out.print("[green bold]VERIFIED[/green bold]")
         elif rep.ok:
@@ -616,6 +614,24 @@ def verify(
         raise typer.Exit(1)
     if rep.trust != "pinned" and not allow_unpinned:
         raise typer.Exit(UNPINNED_EXIT)
+
+
+def _trust_lines(facts: dict[str, Any]) -> list[str]:
+    """What the checks rested on: the trust anchors (pinned or taken from the bundle, with full
+    SHA-256 fingerprints) and which time sources are independent of the operator."""
+    lines = []
+    for k in facts.get("log_keys", []):
+        how = "pinned" if k["pinned"] else "taken from the bundle, NOT pinned"
+        lines.append(f"log key ({how}): {k['verifier_key']}\n    SHA-256 {k['sha256']}")
+    for r in facts.get("tsa_roots", []):
+        how = "pinned" if r["pinned"] else "taken from the bundle, NOT pinned"
+        lines.append(f"TSA root ({how}): {r['subject']}\n    SHA-256 {r['sha256']}")
+    if "time_sources" in facts:
+        independent = [t for t in facts["time_sources"] if t["independent"]]
+        lines.append("time sources independent of the operator: "
+                     + ("; ".join(f"{t['tsa_certificate']} at {t['gen_time']}"
+                                  for t in independent) or "none"))
+    return lines
 
 
 @notary_app.command("init")

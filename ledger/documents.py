@@ -543,8 +543,14 @@ class NotaryPublicKeys(_Part):
 
 
 def _log_key(obj: object, path: str, errors: list[dict[str, str]]) -> JSON:
+    """A log-key record: `verifier_key`, and the validity times shown to people (not checked
+    against anything, but no other member: a bundle says nothing it is not specified to)."""
     r = _Reader(obj, path, errors)
-    r.get("verifier_key", str)  # the rest (validity, labels) is shown to people, not checked
+    r.get("verifier_key", str)
+    r.get("valid_from", str, required=False)
+    for key in ("valid_until", "cosigns_until"):
+        r.get(key, (str, type(None)), required=False)
+    r.done()
     return copy.deepcopy(r.obj)
 
 

@@ -47,6 +47,7 @@ __all__ = [
     "TimestampError",
     "TokenInfo",
     "check_tsa_certificate",
+    "load_pem_certs",
     "token_from_response",
     "validate_chain",
     "verify_token",
@@ -92,6 +93,7 @@ class TokenInfo:
     nonce: int | None
     accuracy: timedelta | None
     tsa_certificate: x509.Certificate
+    root: x509.Certificate | None = None  # the trusted root the TSA certificate chains to
 
 
 @dataclass(frozen=True)
@@ -215,7 +217,7 @@ def _verify_token(
     # 6. The certificate is a TSA certificate from a trusted root, valid at genTime.
     check_tsa_certificate(signer)
     intermediates = [c for c in [*token.certificates, *extra] if c != signer]
-    validate_chain(signer, intermediates, roots, at=gen_time)
+    path = validate_chain(signer, intermediates, roots, at=gen_time)
 
     # 7. A tsa name, if given, must be the signer's.
     if tst["tsa"].native is not None:
@@ -230,6 +232,7 @@ def _verify_token(
         nonce=token_nonce,
         accuracy=_accuracy(tst["accuracy"]),
         tsa_certificate=signer,
+        root=path[-1],
     )
 
 
@@ -330,6 +333,11 @@ def _check_validity(cert: x509.Certificate, at: datetime) -> None:
             "expired",
             f"the certificate {cert.subject.rfc4514_string()} was not valid at {at.isoformat()}",
         )
+
+
+def load_pem_certs(pem: bytes) -> list[x509.Certificate]:
+    """The certificates of a PEM bundle (none if it holds none); TimestampError if unreadable."""
+    return _load_pem_certs(pem, "certificates")
 
 
 def _load_pem_certs(pem: bytes, what: str) -> list[x509.Certificate]:

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from copyledger.ledger import merkle, note
-from copyledger.ledger.block import BlockHeader
+from copyledger.ledger import jcs, merkle, note
+from copyledger.ledger.block import BlockHeader, check_header
 from copyledger.ledger.documents import BUNDLE_FORMAT, Bundle, Entry, Receipt
 from copyledger.ledger.errors import CopyledgerError, VerificationError
 from copyledger.ledger.tlog_proof import parse_tlog_proof
@@ -102,13 +105,31 @@ class _Fail(Exception):
     """A verification step does not hold; the message says why."""
 
 
-def _hex(v: object, what: str, n: int = 32) -> bytes:
-    if not isinstance(v, str) or len(v) != 2 * n:
-        raise _Fail(f"{what} is not {2 * n} hex characters")
+_HEX64 = re.compile("[0-9a-f]{64}")
+
+# A token without an accuracy field: its genTime is taken to the second, the unit of a
+# GeneralizedTime without fraction (docs/verification.md section 10.3, step 8).
+_NO_ACCURACY = timedelta(seconds=1)
+
+
+def _hex(v: object, what: str) -> bytes:
+    """A 32-byte hash as the spec writes it: exactly 64 lowercase hex characters."""
+    if not isinstance(v, str) or not _HEX64.fullmatch(v):
+        raise _Fail(f"{what} is not 64 lowercase hex characters")
+    return bytes.fromhex(v)
+
+
+def _sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _time(text: str, what: str) -> datetime:
+    from copyledger.ledger.entry import parse_timestamp
+
     try:
-        return bytes.fromhex(v)
-    except ValueError:
-        raise _Fail(f"{what} is not hex") from None
+        return parse_timestamp(text)
+    except CopyledgerError:
+        raise _Fail(f"{what} is not an RFC 3339 timestamp") from None
 
 
 def verify_bundle(
@@ -119,9 +140,10 @@ def verify_bundle(
     tsa_roots_pem: bytes | None = None,
     require_timestamp: bool = True,
 ) -> Report:
-    """Check a bundle (its JSON object, or a parsed Bundle). Without `trusted_keys` the log keys
-    in the bundle are used, and the report says so (trust = "bundle"): pin the log's published
-    key for real assurance."""
+    """Check a bundle (its JSON bytes, its JSON object, or a parsed Bundle). Bytes are read
+    strictly (`jcs.parse`: a duplicate member fails the format step). Without `trusted_keys` the
+    log keys in the bundle are used, and the report says so (trust = "bundle"): pin the log's
+    published key for real assurance."""
     run = _Run(Report(), bundle)
     checks: list[Callable[[], _Held]] = [
         run.format,
@@ -159,12 +181,15 @@ class _Run:
     verifiers: list[note.Verifier]  # the trusted keys that signed the checkpoint
     header: BlockHeader
     bhash: bytes
+    sealed: datetime  # the header's sealed_at
 
     def __init__(self, rep: Report, raw: object) -> None:
         self.rep, self.raw = rep, raw
 
     def format(self) -> _Held:
         raw = self.raw
+        if isinstance(raw, bytes):
+            raw = jcs.parse(raw)  # InvalidInput on a duplicate member, as on any bad JSON
         if isinstance(raw, Bundle):
             self.b = raw
         elif not isinstance(raw, Mapping) or raw.get("format") != BUNDLE_FORMAT:
@@ -208,30 +233,48 @@ class _Run:
             keys, self.rep.trust = list(trusted), "pinned"
         else:
             keys, self.rep.trust = self.b.notary.verifier_keys, "bundle"
-        n, ok = note.verify_note(self.b.checkpoint, [note.parse_verifier_key(k) for k in keys])
+        parsed = [note.parse_verifier_key(k) for k in keys]
+        n, ok = note.verify_note(self.b.checkpoint, parsed)
         cp = note.parse_checkpoint(n.text)
+        if cp.extensions:
+            raise _Fail("the checkpoint has extension lines; copyledger/bundle/v1 allows none")
         if cp.origin != self.b.origin:
             raise _Fail(f"the checkpoint is for log {cp.origin!r}, not {self.b.origin!r}")
         if (cp.size, cp.root) != (self.size, self.root):
             raise _Fail("the signed checkpoint's size and root differ from the inclusion proof's")
         self.verifiers = ok
-        how = ("a key you supplied" if self.rep.trust == "pinned"
-               else "the key in the bundle (not pinned)")
-        return _Held(f"signed by {ok[0].name} ({how}); tree size {cp.size}")
+        pinned = self.rep.trust == "pinned"
+        signed_by = [keys[parsed.index(v)] for v in ok]
+        self.rep.facts["log_keys"] = [{"verifier_key": k, "sha256": _sha256_hex(k.encode()),
+                                       "pinned": pinned} for k in signed_by]
+        how = "a key you supplied" if pinned else "the key in the bundle (not pinned)"
+        return _Held(f"signed by {signed_by[0]} ({how}; SHA-256 "
+                     f"{_sha256_hex(signed_by[0].encode())}); tree size {cp.size}")
 
     def block(self) -> _Held:
         blk = self.b.block
         header = BlockHeader.from_json(dict(blk.header))
+        if header.to_json() != dict(blk.header):
+            raise _Fail("the block header is not exactly the nine members of a block/v1 header "
+                        "(hashes in lowercase hex, sealed_at a string)")
         bhash = _hex(blk.hash, "block.hash")
         if header.hash() != bhash:
             raise _Fail("SHA-256 of the header's canonical JSON is not the block hash")
         if header.height != blk.height:
             raise _Fail("block.height differs from the header's height")
+        check_header(header)  # tree_size = first_seq + count; the genesis rules
         if (header.tree_size, header.tree_root) != (self.size, self.root):
             raise _Fail("the block header's tree size and root differ from the checkpoint's")
-        if not header.first_seq <= self.b.seq < header.tree_size:
+        if not header.first_seq <= self.b.seq < header.first_seq + header.count:
             raise _Fail(f"seq {self.b.seq} is not among this block's entries")
-        self.header, self.bhash = header, bhash
+        if header.count == 1 and header.batch_root != self.leaf:
+            raise _Fail("the block seals this entry alone, but its batch_root is not the "
+                        "entry's leaf hash")
+        sealed = _time(header.sealed_at, "the block's sealed_at")
+        if _time(self.document.received_at, "the entry's received_at") > sealed:
+            raise _Fail(f"the entry was received at {self.document.received_at}, after the "
+                        f"block that seals it was sealed ({header.sealed_at})")
+        self.header, self.bhash, self.sealed = header, bhash, sealed
         self.rep.facts.update({"block_height": header.height, "sealed_at": header.sealed_at,
                                "block_hash": bhash.hex()})
         return _Held(f"block {header.height} sealed at {header.sealed_at}")
@@ -244,7 +287,7 @@ class _Run:
         return _Held("block note verifies")
 
     def timestamps(self, roots_pem: bytes | None, required: bool) -> _Held:
-        from copyledger.ledger.timestamp import verify_token  # asn1crypto only for tokens
+        from copyledger.ledger.timestamp import load_pem_certs, verify_token
 
         stamps, notary = self.b.timestamps, self.b.notary
         if not stamps:
@@ -254,7 +297,12 @@ class _Run:
         pinned = roots_pem is not None
         roots = roots_pem if roots_pem is not None else "".join(notary.tsa_roots).encode()
         chain = "".join(notary.tsa_chain or ()).encode() or None
-        times, untrusted = [], []
+        # The operator's own TSA: the first tsa_roots string and the notary's TSA certificates.
+        own = [*_certs(notary.tsa_roots[:1]), *_certs(notary.tsa_chain or ())]
+        self.rep.facts["tsa_roots"] = [_cert_fact(c, pinned) for c in load_pem_certs(roots)]
+        times: list[str] = []
+        sources: list[dict[str, Any]] = []
+        untrusted: list[str] = []
         for i, t in enumerate(stamps):
             try:
                 token = base64.b64decode(t.token, validate=True)
@@ -264,20 +312,36 @@ class _Run:
                 info = verify_token(token, self.bhash, roots, untrusted_pem=chain)
             except VerificationError as e:
                 if e.extra.get("reason") == "untrusted":  # a TSA whose root you do not trust
-                    untrusted.append(t.tsa)
+                    untrusted.append(f"timestamps[{i}]")
                     continue
-                raise _Fail(f"token from {t.tsa}: {e.detail}") from None
+                raise _Fail(f"timestamps[{i}]: {e.detail}") from None
             if (t.hash_alg or info.hash_alg) != info.hash_alg:
                 raise _Fail(f"timestamps[{i}].hash_alg says {t.hash_alg}, the token "
                             f"{info.hash_alg}")
-            times.append(f"{t.tsa}: {info.gen_time.isoformat()}")
+            latest = info.gen_time + (info.accuracy if info.accuracy is not None
+                                      else _NO_ACCURACY)
+            if self.sealed > latest:
+                raise _Fail(f"timestamps[{i}]: the block was sealed at {self.header.sealed_at}, "
+                            f"after the token's time {info.gen_time.isoformat()} (+ accuracy)")
+            subject = info.tsa_certificate.subject.rfc4514_string()
+            independent = pinned and info.root not in own and info.tsa_certificate not in own
+            times.append(f"{subject}: {info.gen_time.isoformat()}")
+            sources.append({
+                "tsa_certificate": subject, "gen_time": info.gen_time.isoformat(),
+                "accuracy_seconds": (info.accuracy or _NO_ACCURACY).total_seconds(),
+                "root_sha256": _der_sha256(info.root) if info.root is not None else None,
+                "root_pinned": pinned, "independent": independent,
+            })
         if not times:
             raise _Fail("no time-stamp token chains to a trusted TSA root "
                         f"(untrusted: {', '.join(untrusted)})")
         self.rep.facts["timestamps"] = times
+        self.rep.facts["time_sources"] = sources
         how = "roots you supplied" if pinned else "roots in the bundle (not pinned)"
+        indep = sum(1 for src in sources if src["independent"])
         also = f"; not trusted, so not counted: {', '.join(untrusted)}" if untrusted else ""
-        return _Held(f"{len(times)} token(s) under {how}: " + "; ".join(times) + also)
+        return _Held(f"{len(times)} token(s) under {how}: " + "; ".join(times)
+                     + f"; independent of the operator: {indep}" + also)
 
     def tlog_proof(self) -> _Held:
         if self.b.tlog_proof is None:
@@ -288,6 +352,24 @@ class _Run:
         ):
             raise _Fail("the tlog-proof differs from the bundle's entry, proof or checkpoint")
         return _Held("same index, entry, proof and checkpoint")
+
+
+def _certs(pems: Sequence[str]) -> list[Any]:
+    from copyledger.ledger.timestamp import load_pem_certs
+
+    return load_pem_certs("".join(pems).encode()) if pems else []
+
+
+def _der_sha256(cert: Any) -> str:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return _sha256_hex(cert.public_bytes(Encoding.DER))
+
+
+def _cert_fact(cert: Any, pinned: bool) -> dict[str, Any]:
+    """A trust anchor as the report names it: subject, SHA-256 of its DER, pinned or not."""
+    return {"subject": cert.subject.rfc4514_string(), "sha256": _der_sha256(cert),
+            "pinned": pinned}
 
 
 def verify_receipt(

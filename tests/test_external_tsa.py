@@ -57,9 +57,15 @@ def test_external_tsa_outage_then_recovery(tmp_path: Path) -> None:
     rep = verify_bundle(b, trusted_keys=[vkey])
     assert rep.ok, rep.to_json()
     assert len(rep.facts["timestamps"]) == 2
+    # Roots taken from the bundle are the operator's word: no time source is independent.
+    assert [t["independent"] for t in rep.facts["time_sources"]] == [False, False]
     # A court that trusts only our notary's root still verifies, and is told what it skipped.
     rep = verify_bundle(b, trusted_keys=[vkey], tsa_roots_pem=tsa_roots_pem(reg.settings))
     assert rep.ok and "not trusted" in next(s for s in rep.steps if s.name == "timestamp").detail
-    # ... and one that trusts only the external TSA verifies on that token alone.
+    assert [t["independent"] for t in rep.facts["time_sources"]] == [False]  # the operator's
+    # ... and one that trusts only the external TSA verifies on that token alone, which is
+    # independent of the operator: its root is pinned and is not the notary's.
     rep = verify_bundle(b, trusted_keys=[vkey], tsa_roots_pem=ext_root.read_bytes())
     assert rep.ok
+    assert [t["independent"] for t in rep.facts["time_sources"]] == [True]
+    assert "independent of the operator: 1" in rep.steps[7].detail

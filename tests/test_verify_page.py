@@ -228,6 +228,37 @@ def test_page_agrees_with_the_python_verifier_on_every_mutation(
     assert verify_bundle(good, file_sha256=file_hash).ok
 
 
+def test_page_refuses_each_attack_at_the_same_step_as_python(
+    page: Any, server: dict[str, Any], tmp_path: Path
+) -> None:
+    """Bundles the operator forged and re-signed (tests/test_verify_strict.py): duplicate and
+    unknown members, uppercase hex, headers that break the rules, a checkpoint extension line,
+    times out of order. The page refuses each at the step where ledger/verify.py does."""
+    from tests.test_verify_strict import FILE, attack_bundles, make
+
+    attacks = attack_bundles(make(tmp_path))
+    page.goto(f"{server['url']}/verify")
+    verdict(page, "waiting")
+    sha = hashlib.sha256(FILE).hexdigest()
+    js = page.evaluate(
+        """async ([cases, hash]) => {
+            const out = [];
+            for (const b of cases) {
+                const r = await window.copyledgerVerify.verify(b, hash, []);
+                const f = r.results.find((s) => s.status === 'failed');
+                out.push(f ? f.name + ': ' + f.detail : null);
+            }
+            return out;
+        }""",
+        [[payload for _, payload, _ in attacks], sha],
+    )
+    for (name, payload, step), js_failed in zip(attacks, js, strict=True):
+        raw = payload.encode() if isinstance(payload, str) else payload
+        rep = verify_bundle(raw, file_sha256=sha)
+        assert rep.failed is not None and rep.failed.name == step, (name, rep.to_json())
+        assert js_failed is not None and js_failed.split(":")[0] == step, (name, js_failed)
+
+
 def test_jcs_and_streaming_sha256_agree_with_python(page: Any, server: dict[str, Any]) -> None:
     page.goto(f"{server['url']}/verify")
     value = {"b": [1, 1.5, -0.0, 1e21, 1e-7, 0.1, 2**53 - 1, True, None], "a": "x\u2028\"\\\n\x1f",

@@ -15,6 +15,7 @@
   const MAX_UINT64 = (1n << 64n) - 1n;
   const STREAM_OVER = 256 * 1024 * 1024; // larger files are hashed in chunks by our SHA-256
   const MAX_BUNDLE = 32 * 1024 * 1024;
+  const NO_ACCURACY = 1e6; // microseconds: a token without accuracy counts to the second
 
   const STEPS = [
     ['format', 'The bundle is a copyledger/bundle/v1 document'],
@@ -44,7 +45,7 @@
   };
 
   function fromHex(s, what) {
-    if (typeof s !== 'string' || !/^[0-9a-fA-F]{64}$/.test(s)) fail(`${what} is not 64 hex characters`);
+    if (typeof s !== 'string' || !/^[0-9a-f]{64}$/.test(s)) fail(`${what} is not 64 lowercase hex characters`);
     const out = new Uint8Array(32);
     for (let i = 0; i < 32; i++) out[i] = parseInt(s.substr(2 * i, 2), 16);
     return out;
@@ -155,6 +156,54 @@
       progress(done / file.size);
     }
     return h.digest();
+  }
+
+  // ------------------------------------------------------------ strict JSON, RFC 3339
+
+  /** JSON.parse keeps the last of two equal member names; a reader that kept the first would
+   * see another document. As ledger/jcs.py's parse: refuse the text. */
+  function parseStrict(text) {
+    let value;
+    try { value = JSON.parse(text); } catch (e) { fail(`invalid JSON: ${e.message}`); }
+    const stack = []; // per open object: its member names so far, and whether a name is next
+    for (let i = 0; i < text.length; i++) {
+      const c = text[i], top = stack[stack.length - 1];
+      if (c === '"') {
+        let j = i + 1;
+        while (text[j] !== '"') j += text[j] === '\\' ? 2 : 1;
+        if (top && top.names && top.nameNext) {
+          const name = JSON.parse(text.slice(i, j + 1));
+          if (top.names.has(name)) fail(`invalid JSON: duplicate member ${JSON.stringify(name)}`);
+          top.names.add(name);
+          top.nameNext = false;
+        }
+        i = j;
+      } else if (c === '{') stack.push({ names: new Set(), nameNext: true });
+      else if (c === '[') stack.push({ names: null });
+      else if (c === '}' || c === ']') stack.pop();
+      else if (c === ',' && top && top.names) top.nameNext = true;
+    }
+    return value;
+  }
+
+  const RFC3339 = /^([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]{1,9})?(Z|([+-])([0-9]{2}):([0-9]{2}))$/;
+
+  /** An RFC 3339 timestamp as microseconds since 1970, as ledger/entry.py's parse_timestamp:
+   * digits past microseconds dropped, a leap second (only 23:59:60 UTC) read as :59. */
+  function micros(text, what) {
+    const m = typeof text === 'string' && RFC3339.exec(text);
+    if (!m) fail(`${what} is not an RFC 3339 timestamp`);
+    const [y, mo, d, h, mi, sec] = m.slice(1, 7).map(Number);
+    const t = new Date(0);
+    t.setUTCFullYear(y, mo - 1, d);
+    const offset = m[8] === 'Z' ? 0 : (Number(m[10]) * 60 + Number(m[11])) * (m[9] === '+' ? 1 : -1);
+    const bad = y < 1 || mo < 1 || mo > 12 || t.getUTCMonth() !== mo - 1 || t.getUTCDate() !== d
+      || (m[8] !== 'Z' && (Number(m[10]) > 23 || Number(m[11]) > 59)) || h > 23 || mi > 59 || sec > 60
+      || (sec === 60 && ((((h * 60 + mi - offset) % 1440) + 1440) % 1440) !== 23 * 60 + 59);
+    if (bad) fail(`${what} is not an RFC 3339 timestamp`);
+    t.setUTCHours(h, mi, Math.min(sec, 59), 0);
+    const frac = Number(((m[7] || '.').slice(1) + '000000').slice(0, 6));
+    return t.getTime() * 1000 + frac - offset * 60e6;
   }
 
   // ------------------------------------------------------------ RFC 8785 (JCS)
@@ -292,6 +341,7 @@
     const lines = noteLines(text, 'checkpoint');
     if (lines.length < 3) fail('a checkpoint needs origin, size and root lines');
     if (lines.some((l, i) => !l && i !== 1)) fail('checkpoint lines must not be empty');
+    if (lines.length > 3) fail('the checkpoint has extension lines; copyledger/bundle/v1 allows none');
     const root = b64decode(lines[2], 'the checkpoint root');
     if (root.length !== 32) fail('the checkpoint root is not 32 bytes');
     return { origin: lines[0], size: parseUint64(lines[1], 'the tree size'), root };
@@ -350,7 +400,16 @@
     const m = /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\.\d+)?Z$/.exec(g);
     if (!m) fail('the token genTime is malformed');
     const genTime = `${m[1]}-${m[2]}-${m[3]}T${m[4]}:${m[5]}:${m[6]}${m[7] || ''}Z`;
-    return { alg, imprint, serial, genTime };
+    let accuracy = NO_ACCURACY; // Accuracy ::= SEQUENCE { seconds, [0] millis, [1] micros }
+    if (tst[5] && tst[5].tag === 0x30) {
+      const unit = { 0x02: 1e6, 0x80: 1e3, 0x81: 1 };
+      accuracy = 0;
+      for (const k of kids(tstDer, tst[5])) {
+        if (!(k.tag in unit)) fail('the token accuracy is malformed');
+        accuracy += k.bytes.reduce((n, x) => n * 256 + x, 0) * unit[k.tag];
+      }
+    }
+    return { alg, imprint, serial, genTime, accuracy };
   }
 
   function opensslCommands(b, i) {
@@ -379,13 +438,98 @@
     return v;
   }
 
+  // The members of a bundle/v1 document, as ledger/documents.py's Bundle.from_dict reads them:
+  // [name, type, required]; a nested object's members follow as a fourth element.
+  const LOG_KEY = [['verifier_key', 'string', true], ['valid_from', 'string', false],
+    ['valid_until', 'string?', false], ['cosigns_until', 'string?', false]];
+  const BUNDLE = [
+    ['format', 'string', true], ['origin', 'string', true], ['seq', 'integer', true],
+    ['leaf_hash', 'string', true], ['entry', 'object', true],
+    ['inclusion', 'object', true, [['tree_size', 'integer', true], ['root', 'string', true],
+      ['proof', 'strings', true]]],
+    ['checkpoint', 'string', true],
+    ['block', 'object', true, [['height', 'integer', true], ['hash', 'string', true],
+      ['header', 'object', true], ['block_note', 'string', true]]],
+    ['timestamps', 'objects', true, [['tsa', 'string', true], ['hash_alg', 'string', false],
+      ['token', 'string', true]]],
+    ['notary', 'object', true, [['log_keys', 'objects', true, LOG_KEY],
+      ['tsa_roots', 'strings', true], ['tsa_chain', 'strings', false]]],
+    ['tlog_proof', 'string', false],
+  ];
+  const isObj = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
+  const TYPES = {
+    string: (v) => typeof v === 'string', 'string?': (v) => v === null || typeof v === 'string',
+    integer: Number.isInteger, object: isObj, strings: (v) => Array.isArray(v) && v.every((x) => typeof x === 'string'),
+    objects: Array.isArray,
+  };
+
+  /** Exactly the members `spec` names, each of its type: nothing else, nothing missing. */
+  function checkShape(obj, spec, path) {
+    if (!isObj(obj)) fail(`bundle: ${path || 'the document'} must be a JSON object`);
+    const at = (k) => (path ? `${path}.${k}` : k);
+    for (const k of Object.keys(obj)) if (!spec.some(([n]) => n === k)) fail(`bundle: ${at(k)}: unknown field`);
+    for (const [k, type, required, members] of spec) {
+      if (!(k in obj)) { if (required) fail(`bundle: ${at(k)}: required`); continue; }
+      if (!TYPES[type](obj[k])) fail(`bundle: ${at(k)} has the wrong type`);
+      if (members && type === 'objects') obj[k].forEach((o, i) => checkShape(o, members, `${at(k)}[${i}]`));
+      else if (members) checkShape(obj[k], members, at(k));
+    }
+  }
+
+  // The members of each entry kind and of its nested objects (ledger/entry.py), and the
+  // members that hold a SHA-256 (64 lowercase hex).
+  const ENTRY_BASE = ['schema', 'kind', 'registrant', 'received_at'];
+  const ENTRY_KINDS = {
+    work: [...ENTRY_BASE, 'content', 'title', 'creators', 'work_type', 'license', 'metadata'],
+    evidence: [...ENTRY_BASE, 'content', 'source_url', 'captured_at', 'capture_method', 'description',
+      'related_work', 'warc_records', 'metadata'],
+    transfer: [...ENTRY_BASE, 'work', 'from', 'to', 'transfer_type', 'territory', 'term', 'terms_sha256', 'note'],
+    rotation: [...ENTRY_BASE, 'content', 'old_verifier_key', 'new_verifier_key', 'old_tsa_root_sha256',
+      'new_tsa_root_sha256', 'overlap_until'],
+    claim: [...ENTRY_BASE, 'notice_type', 'regime', 'refers_to', 'claimant', 'works', 'targets',
+      'substantiation', 'statements', 'requested_action', 'signature'],
+  };
+  const ENTRY_PARTS = {
+    content: ['sha256', 'size', 'media_type', 'fingerprints'], work: ['seq', 'sha256'], term: ['start', 'end'],
+    claimant: ['name', 'email', 'phone', 'address', 'authority', 'account'],
+    statements: ['good_faith', 'accuracy', 'perjury', 'mistake', 'jurisdiction_consent'],
+    warc_records: ['target_uri', 'warc_date', 'record_id', 'payload_sha256'],
+    works: ['seq', 'sha256', 'description'], targets: ['url', 'sha256'],
+  };
+  const ENTRY_HEX = ['sha256', 'terms_sha256', 'old_tsa_root_sha256', 'new_tsa_root_sha256', 'payload_sha256'];
+
+  /** The entry's members: exactly those of its kind (and of each nested object), no null
+   * outside metadata, content hashes in lowercase hex, received_at RFC 3339. The values' other
+   * rules (lengths, enumerations, ...) are ledger/entry.py's; `copyledger verify` checks them. */
+  function checkEntry(e) {
+    if (!isObj(e) || e.schema !== 'copyledger/entry/v1') fail('invalid entry: schema: must be copyledger/entry/v1');
+    const allowed = ENTRY_KINDS[e.kind];
+    if (!allowed) fail('invalid entry: kind: must be one of work, evidence, transfer, claim, rotation');
+    const members = (obj, names, path) => {
+      for (const [k, v] of Object.entries(obj)) {
+        const at = path ? `${path}.${k}` : k;
+        if (!names.includes(k)) fail(`invalid entry: ${at}: unknown field`);
+        if (v === null) fail(`invalid entry: ${at}: must be left out rather than null`);
+        if (ENTRY_HEX.includes(k) && !(typeof v === 'string' && /^[0-9a-f]{64}$/.test(v))) {
+          fail(`invalid entry: ${at}: must be 64 lowercase hex characters`);
+        }
+        const part = ENTRY_PARTS[k];
+        if (part && k !== 'metadata') {
+          if (Array.isArray(v)) v.forEach((o, i) => { if (isObj(o)) members(o, part, `${at}[${i}]`); });
+          else if (isObj(v)) members(v, part, at);
+        }
+      }
+    };
+    members(e, allowed, '');
+    micros(e.received_at, 'invalid entry: received_at');
+  }
+
   const checks = {
     format(ctx) {
+      if (typeof ctx.bundle === 'string') ctx.bundle = parseStrict(ctx.bundle);
       const b = ctx.bundle;
       if (b === null || typeof b !== 'object' || b.format !== FORMAT) fail(`not a ${FORMAT} document`);
-      for (const [k, t] of [['origin', 'string'], ['seq', 'int'], ['leaf_hash', 'string'],
-        ['entry', 'object'], ['inclusion', 'object'], ['checkpoint', 'string'], ['block', 'object'],
-        ['timestamps', 'array'], ['notary', 'object']]) need(b, k, t);
+      checkShape(b, BUNDLE, '');
       return `entry ${b.seq} of log ${b.origin}`;
     },
 
@@ -401,6 +545,7 @@
 
     async entry(ctx) {
       const b = ctx.bundle;
+      checkEntry(b.entry);
       ctx.data = enc.encode(jcs(b.entry));
       ctx.leaf = await leafHash(ctx.data);
       if (!eq(ctx.leaf, fromHex(b.leaf_hash, 'leaf_hash'))) {
@@ -441,8 +586,13 @@
       if (cp.origin !== b.origin) fail(`the checkpoint is for log ${JSON.stringify(cp.origin)}, not ${JSON.stringify(b.origin)}`);
       if (cp.size !== ctx.size || !eq(cp.root, ctx.root)) fail("the signed checkpoint's size and root differ from the inclusion proof's");
       ctx.verifiers = n.signers;
-      const how = ctx.trust === 'pinned' ? 'a key you pinned' : 'the key in the bundle (not pinned)';
-      return `signed by ${n.signers[0].name} (${how}); tree size ${cp.size}`;
+      const pinned = ctx.trust === 'pinned';
+      const how = pinned ? 'a key you pinned' : 'the key in the bundle (not pinned)';
+      for (const v of n.signers) {
+        ctx.facts.push([pinned ? 'Log key (pinned)' : 'Log key (taken from the bundle, NOT pinned)',
+          `${v.vkey} — SHA-256 ${toHex(await sha256(enc.encode(v.vkey)))}`]);
+      }
+      return `signed by ${n.signers[0].vkey} (${how}; SHA-256 ${toHex(await sha256(enc.encode(n.signers[0].vkey)))}); tree size ${cp.size}`;
     },
 
     async block(ctx) {
@@ -454,11 +604,25 @@
       for (const k of ['prev_block_hash', 'batch_root', 'tree_root']) header[k] = toHex(fromHex(h[k], `block.header.${k}`));
       if (!('sealed_at' in h)) fail('bundle: block.header.sealed_at is missing');
       header.sealed_at = String(h.sealed_at);
+      if (jcs(header) !== jcs(h)) {
+        fail('the block header is not exactly the nine members of a block/v1 header (hashes in lowercase hex, sealed_at a string)');
+      }
       ctx.blockHash = fromHex(need(blk, 'hash', 'string', 'block'), 'block.hash');
       if (!eq(await sha256(enc.encode(jcs(header))), ctx.blockHash)) fail("SHA-256 of the header's canonical JSON is not the block hash");
       if (header.height !== need(blk, 'height', 'int', 'block')) fail("block.height differs from the header's height");
+      if (header.tree_size !== header.first_seq + header.count) fail(`block ${header.height}: tree_size ${header.tree_size} != first_seq + count`);
+      if (header.height === 0 && (header.prev_block_hash !== '0'.repeat(64) || header.first_seq !== 0)) {
+        fail('block 0: genesis must start at seq 0 with a zero prev hash');
+      }
       if (BigInt(header.tree_size) !== ctx.size || header.tree_root !== toHex(ctx.root)) fail("the block header's tree size and root differ from the checkpoint's");
-      if (!(header.first_seq <= b.seq && b.seq < header.tree_size)) fail(`seq ${b.seq} is not among this block's entries`);
+      if (!(header.first_seq <= b.seq && b.seq < header.first_seq + header.count)) fail(`seq ${b.seq} is not among this block's entries`);
+      if (header.count === 1 && header.batch_root !== toHex(ctx.leaf)) {
+        fail("the block seals this entry alone, but its batch_root is not the entry's leaf hash");
+      }
+      ctx.sealed = micros(header.sealed_at, "the block's sealed_at");
+      if (micros(b.entry.received_at, "the entry's received_at") > ctx.sealed) {
+        fail(`the entry was received at ${b.entry.received_at}, after the block that seals it was sealed (${header.sealed_at})`);
+      }
       ctx.header = header;
       return `block ${header.height} sealed at ${header.sealed_at}`;
     },
@@ -479,7 +643,7 @@
       const b = ctx.bundle;
       if (!b.timestamps.length) fail('the bundle carries no time-stamp token');
       const times = b.timestamps.map((t, i) => {
-        const what = `timestamps[${i}] (${t && t.tsa})`;
+        const what = `timestamps[${i}]`;
         let info;
         try { info = parseToken(b64decode(need(t, 'token', 'string', `timestamps[${i}]`), `${what} token`, false)); } catch (e) {
           if (e instanceof Fail) fail(`${what}: ${e.message}`);
@@ -487,8 +651,12 @@
         }
         if (!eq(info.imprint, ctx.blockHash)) fail(`${what}: the token covers ${toHex(info.imprint)}, not the block hash`);
         if (t.hash_alg !== undefined && t.hash_alg !== info.alg) fail(`${what}: hash_alg says ${t.hash_alg}, the token ${info.alg}`);
-        ctx.facts.push([`Time-stamp (${t.tsa})`, `${info.genTime} (serial ${info.serial})`]);
-        return `${t.tsa}: ${info.genTime}`;
+        if (ctx.sealed > micros(info.genTime, `${what} genTime`) + info.accuracy) {
+          fail(`${what}: the block was sealed at ${ctx.header.sealed_at}, after the token's time ${info.genTime} (+ accuracy)`);
+        }
+        // `tsa` is a label nobody signed: the page names the token by its place in the bundle.
+        ctx.facts.push([`Time-stamp timestamps[${i}]`, `${info.genTime} (serial ${info.serial}); who signed it, and whether that TSA is independent of the operator, only openssl ts -verify or copyledger verify --tsa-roots can tell`]);
+        return `${what}: ${info.genTime}`;
       });
       ctx.openssl = opensslCommands(b, 0);
       return {
@@ -500,7 +668,7 @@
 
     'tlog-proof'(ctx) {
       const b = ctx.bundle;
-      if (b.tlog_proof === undefined || b.tlog_proof === null) return { status: 'skipped', detail: 'no tlog-proof in the bundle' };
+      if (b.tlog_proof === undefined) return { status: 'skipped', detail: 'no tlog-proof in the bundle' };
       const text = need(b, 'tlog_proof', 'string');
       const k = text.indexOf('\n\n');
       if (k < 0) fail('tlog-proof: no blank line before the checkpoint');
@@ -540,7 +708,7 @@
   // ------------------------------------------------------------ the page
 
   const $ = (id) => document.getElementById(id);
-  const state = { file: null, fileHash: null, hashing: null, bundle: null, run: 0 };
+  const state = { file: null, fileHash: null, hashing: null, bundle: null, bundleText: null, run: 0 };
 
   function setVerdict(status, text) {
     const v = $('verdict');
@@ -605,7 +773,7 @@
       $('exhibit-info').textContent = `Exhibit: ${file.name} (${file.size} bytes), SHA-256 ${hash}`;
     }
     const pinned = $('pin').value.split(/\r?\n/).map((l) => l.trim()).filter(Boolean);
-    const { results, ctx, unsupported } = await verify(state.bundle, state.fileHash, pinned);
+    const { results, ctx, unsupported } = await verify(state.bundleText ?? state.bundle, state.fileHash, pinned);
     if (me !== state.run) return; // a newer run has started; it will report
     renderSteps(results);
     const failed = results.find((r) => r.status === 'failed');
@@ -622,15 +790,17 @@
     $('trust').textContent = !signed ? ''
       : ctx.trust === 'pinned' ? 'Trust: signatures checked against the key you pinned.'
         : 'Trust: signatures checked against the log key carried in the bundle. Pin the operator\u2019s published key for full assurance.';
-    renderFacts(failed ? [] : [...entryFacts(state.bundle), ...ctx.facts]);
+    renderFacts(failed ? [] : [...entryFacts(ctx.bundle), ...ctx.facts]);
     if (ctx.openssl) {
       $('openssl-commands').textContent = ctx.openssl.join('\n');
       $('openssl').hidden = false;
     }
   }
 
-  function setBundle(obj, source) {
+  /** `text`, when there is one, is what gets verified: read strictly (no duplicate member). */
+  function setBundle(obj, source, text = null) {
     state.bundle = obj;
+    state.bundleText = text;
     $('bundle-info').textContent = source;
     const a = $('save-bundle');
     if (a.href) URL.revokeObjectURL(a.href);
@@ -657,7 +827,7 @@
       if (first === 0x7b) {
         try {
           const obj = JSON.parse(await file.text());
-          if (obj && obj.format === FORMAT) return { bundle: obj };
+          if (obj && obj.format === FORMAT) return { bundle: obj, text: await file.text() };
         } catch (e) { /* not JSON: an exhibit */ }
       }
     }
@@ -668,7 +838,7 @@
     let exhibits = 0;
     for (const f of files) {
       const c = await classify(f);
-      if (c.bundle) setBundle(c.bundle, `Bundle: ${f.name} (${from})`);
+      if (c.bundle) setBundle(c.bundle, `Bundle: ${f.name} (${from})`, c.text);
       else { setFile(f); exhibits++; }
     }
     if (exhibits > 1) $('exhibit-info').textContent += ' — several files were dropped; this last one is the exhibit.';
@@ -679,9 +849,10 @@
     $('bundle-info').textContent = `Loading the bundle of entry ${seq} from this registry…`;
     try {
       const r = await fetch(`v1/entries/${seq}/bundle`, { headers: { Accept: 'application/json' } });
-      const body = await r.json();
+      const text = await r.text();
+      const body = JSON.parse(text);
       if (!r.ok) throw new Error(body.detail || r.statusText);
-      if (!state.bundle) setBundle(body, `Bundle of entry ${seq}, loaded from this registry (${location.host}).`);
+      if (!state.bundle) setBundle(body, `Bundle of entry ${seq}, loaded from this registry (${location.host}).`, text);
     } catch (e) {
       $('bundle-info').textContent = `Could not load the bundle of entry ${seq}: ${e.message}. Choose a bundle file instead.`;
     }
@@ -719,7 +890,8 @@
       const f = e.target.files[0];
       if (!f) return;
       try {
-        setBundle(JSON.parse(await f.text()), `Bundle: ${f.name}`);
+        const text = await f.text();
+        setBundle(JSON.parse(text), `Bundle: ${f.name}`, text);
       } catch (err) {
         state.bundle = null;
         $('bundle-info').textContent = `${f.name} is not JSON: ${err.message}`;
@@ -734,7 +906,7 @@
   }
 
   // For tests and for the curious, from the console: the pure functions.
-  window.copyledgerVerify = { jcs, Sha256, sha256, rootFromInclusion, parseToken, verify, toHex };
+  window.copyledgerVerify = { jcs, Sha256, sha256, rootFromInclusion, parseToken, parseStrict, verify, toHex };
 
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', init);
   else init();
