@@ -1,0 +1,44 @@
+"""Anyone: the log as C2SP tlog-tiles (c2sp.org/tlog-tiles) at the root, not under /v1 — the
+spec fixes these paths relative to the log's prefix: `/checkpoint`, `/tile/<L>/<N>[.p/<W>]` and
+`/tile/entries/<N>[.p/<W>]`. Full tiles are cached for a year, partial ones and the checkpoint
+briefly."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse, Response
+
+from copyledger.api.deps import node
+from copyledger.service import tiles
+
+router = APIRouter(tags=["tiles"])
+
+
+@router.get(
+    "/checkpoint",
+    response_class=PlainTextResponse,
+    summary="Latest signed checkpoint (tlog-tiles)",
+    description="The same C2SP checkpoint as /v1/log/checkpoint, at the path tlog-tiles "
+    "clients expect.",
+    responses={200: {"content": {"text/plain": {}}}},
+)
+def get_checkpoint(request: Request) -> PlainTextResponse:
+    return PlainTextResponse(tiles.checkpoint(node(request)),
+                             media_type="text/plain; charset=utf-8",
+                             headers={"Cache-Control": tiles.CHECKPOINT_CACHE})
+
+
+@router.get(
+    "/tile/{path:path}",
+    response_class=Response,
+    summary="A Merkle tree tile or an entry bundle (tlog-tiles)",
+    description="`/tile/<L>/<N>[.p/<W>]`: 256 (or W) consecutive RFC 6962 hashes at Merkle "
+    "level 8·L; `/tile/entries/<N>[.p/<W>]`: the canonical entries of the level-0 tile, each "
+    "after a big-endian uint16 length. <N> is written in 3-digit elements, all but the last "
+    "prefixed with `x` (1234067 is `x001/x234/067`).",
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+def get_tile(request: Request, path: str) -> Response:
+    data, cache = tiles.tile(node(request), "tile/" + path)
+    return Response(data, media_type="application/octet-stream",
+                    headers={"Cache-Control": cache})
