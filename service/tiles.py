@@ -70,14 +70,14 @@ def checkpoint(node: Node) -> str:
     return reads.checkpoint(node)
 
 
-def tile(node: Node, path: str) -> tuple[bytes, str]:
-    """The bytes a tile path names in the node's current tree, and its Cache-Control. A path
-    that names no tile is NotFound, as it would be on a static server."""
+def tile(node: Node, path: str) -> tuple[t.Tile, bytes]:
+    """The tile a path names and its bytes in the node's current tree. A path that names no
+    tile is NotFound, as it would be on a static server."""
     try:
         want = t.parse_path(path)
     except InvalidInput as e:
         raise NotFound(e.detail) from None
-    return read_tile(node.store, want, node.sequencer.state.size), cache_control(want)
+    return want, read_tile(node.store, want, node.sequencer.state.size)
 
 
 @dataclass

@@ -192,9 +192,14 @@ def test_api_serves_tiles_bundles_and_checkpoint(reg: Node) -> None:
         assert c.get("/tile/0/002.p/10").content == b"".join(leaves[512:522])
         r = c.get("/tile/1/000.p/2")
         assert r.content == merkle.root(leaves[:256]) + merkle.root(leaves[256:512])
-        r = c.get("/tile/entries/000")
+        assert "content-encoding" not in r.headers  # hashes do not compress
+        r = c.get("/tile/entries/000")  # httpx asks for gzip and decodes it
         assert r.headers["cache-control"] == FULL_TILE_CACHE
+        assert r.headers["content-encoding"] == "gzip"
+        assert int(r.headers["content-length"]) < len(r.content) // 2
         assert t.decode_bundle(r.content) == datas[:256]
+        plain = c.get("/tile/entries/000", headers={"Accept-Encoding": "identity"})
+        assert "content-encoding" not in plain.headers and plain.content == r.content
         assert t.decode_bundle(c.get("/tile/entries/002.p/88").content) == datas[512:]
         assert merkle.leaf_hashes(t.decode_bundle(r.content)) == leaves[:256]
         # Tiles the tree does not have yet, and paths that name no tile, are 404.
@@ -348,6 +353,15 @@ def test_export_is_incremental_and_verifies(tmp_path: Path, tlogcheck: str) -> N
                              "tile/entries/001", "tile/entries/002", "tile/entries/003.p/232",
                              "checkpoint"]
         assert full.stat().st_mtime_ns == 1 != stamp  # the full tile was not rewritten
+
+        # An export interrupted before its checkpoint: the next run finds the full tiles it
+        # wrote and leaves them alone.
+        (out / "checkpoint").unlink()
+        redo = export(reg.store, out)
+        assert (redo.previous_size, redo.skipped) == (0, 6)
+        assert redo.paths == ["tile/0/003.p/232", "tile/1/000.p/3", "tile/entries/003.p/232",
+                              "checkpoint"]
+        assert full.stat().st_mtime_ns == 1
         sizes = [1, 256, 300, 301, 999, 1000]
         with Uvicorn(reg) as srv:
             got = go_read(tlogcheck, str(out), reg.verifier_key, sizes)

@@ -5,6 +5,8 @@ briefly."""
 
 from __future__ import annotations
 
+import gzip
+
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 
@@ -39,6 +41,26 @@ def get_checkpoint(request: Request) -> PlainTextResponse:
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
 def get_tile(request: Request, path: str) -> Response:
-    data, cache = tiles.tile(node(request), "tile/" + path)
-    return Response(data, media_type="application/octet-stream",
-                    headers={"Cache-Control": cache})
+    tile, data = tiles.tile(node(request), "tile/" + path)
+    headers = {"Cache-Control": tiles.cache_control(tile)}
+    if tile.entries:
+        # Entry bundles are JSON text: gzip them for clients that accept it (the spec asks for
+        # compression at the HTTP layer). Hash tiles are random bytes and stay as they are.
+        headers["Vary"] = "Accept-Encoding"
+        if _accepts_gzip(request.headers.get("accept-encoding", "")):
+            data = gzip.compress(data, compresslevel=6, mtime=0)
+            headers["Content-Encoding"] = "gzip"
+    return Response(data, media_type="application/octet-stream", headers=headers)
+
+
+def _accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an Accept-Encoding header admits gzip (and does not refuse it with q=0)."""
+    for part in accept_encoding.split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip().lower() in ("gzip", "x-gzip"):
+            q = params.strip().lower().removeprefix("q=")
+            try:
+                return not params or float(q) > 0
+            except ValueError:
+                return False
+    return False
