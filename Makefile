@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 DATA_DIR ?= copyledger-data
 
-.PHONY: run test lint typecheck unit system-deps tlogcheck bench bench-merkle bench-http bench-claims clean
+.PHONY: run test lint typecheck unit system-deps tlogcheck bench bench-merkle bench-http bench-claims bench-tiles clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -67,7 +67,10 @@ bench-http: $(VENV)/.bench $(VENV)/.bench-deps
 bench-claims: $(VENV)/.bench
 	$(BIN)/python bench/claim_bench.py
 
-bench: bench-merkle bench-http bench-claims
+bench-tiles: $(VENV)/.bench
+	$(BIN)/python bench/tiles_bench.py
+
+bench: bench-merkle bench-http bench-claims bench-tiles
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

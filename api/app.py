@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from copyledger.api import metrics, problems
 from copyledger.api.deps import FastJSONResponse
-from copyledger.api.routes import claims, entries, log, pages, transfers, tsa, works
+from copyledger.api.routes import claims, entries, log, pages, tiles, transfers, tsa, works
 from copyledger.ledger.block import BlockHeader
 from copyledger.ledger.errors import CopyledgerError, PayloadTooLarge
 from copyledger.service.apikeys import KeyCache
@@ -192,7 +192,7 @@ def create_app(node: Node, *, manage: bool = True) -> FastAPI:
     node.listeners.append(_on_seal)
     node.external.on_missing = lambda url, n: metrics.EXTERNAL_MISSING.labels(url).set(n)
     problems.install(app)
-    for r in (works, entries, log, tsa, transfers, claims, pages):
+    for r in (works, entries, log, tiles, tsa, transfers, claims, pages):
         app.include_router(r.router)
     app.state.tsa_limiter = tsa.RateLimiter(node.settings.timestamp_rate_per_s)
 

@@ -40,6 +40,8 @@ app.add_typer(keys_app, name="keys")
 notary_app = typer.Typer(help="The stand-alone notary (log key and TSA key holder).",
                          no_args_is_help=True)
 app.add_typer(notary_app, name="notary")
+tiles_app = typer.Typer(help="The log as C2SP tlog-tiles static files.", no_args_is_help=True)
+app.add_typer(tiles_app, name="tiles")
 
 out = Console()
 err = Console(stderr=True)
@@ -535,6 +537,38 @@ def audit(
                  else f"block {rep.bad_height}" if rep.bad_height is not None else "log")
         _emit(as_json, obj, f"[red]audit FAILED[/red] at {where}: {rep.problem}")
         raise typer.Exit(1)
+
+
+@tiles_app.command("export")
+def tiles_export(
+    directory: Annotated[Path, typer.Argument(help="where to write checkpoint and tile/…")],
+    data_dir: DataDir = None,
+    database: Database = None,
+    as_json: Json = False,
+) -> None:
+    """Write the log as static C2SP tlog-tiles files, serveable by any web server or bucket.
+
+    Incremental: a second run writes only the tiles completed since, the current partial tiles
+    and the checkpoint (last); a full tile is never rewritten.
+    """
+    from copyledger.service.tiles import export_registry
+
+    show = not as_json and sys.stderr.isatty()
+    with Progress(TextColumn("exporting"), BarColumn(), TextColumn("{task.completed}/{task.total}"
+                  " files"), console=err, disable=not show, transient=True) as prog:
+        task = prog.add_task("export", total=None)
+        try:
+            rep = export_registry(_settings(data_dir, database), directory,
+                                  on_start=lambda total: prog.update(task, total=total),
+                                  progress=lambda n: prog.advance(task, n))
+        except CopyledgerError as e:
+            _die(e.detail)
+    obj = {k: getattr(rep, k) for k in ("directory", "tree_size", "previous_size", "files",
+                                        "bytes", "tiles", "bundles", "checkpoint", "skipped")}
+    _emit(as_json, obj, f"tree of {rep.tree_size} leaves in [bold]{rep.directory}[/bold] "
+          f"(was {rep.previous_size}): {rep.files} files written ({rep.tiles} tiles, "
+          f"{rep.bundles} entry bundles{', checkpoint' if rep.checkpoint else ''}), "
+          f"{rep.bytes} bytes")
 
 
 @app.command()

@@ -242,12 +242,20 @@ class Store:
             raise NotFound(f"stored Merkle hash {e.args[0]} is missing") from None
 
     def read_node_range(self, level: int, lo: int, hi: int) -> dict[int, bytes]:
-        """Stored hashes at `level` with lo <= idx < hi (for the audit)."""
+        """Stored hashes at `level` with lo <= idx < hi, in one query (the audit; a tile)."""
         q = select(merkle_nodes.c.idx, merkle_nodes.c.hash).where(
             merkle_nodes.c.level == level, merkle_nodes.c.idx >= lo, merkle_nodes.c.idx < hi
         )
         with self.engine.connect() as conn:
             return {ix: _bytes(hs) for ix, hs in conn.execute(q)}
+
+    def read_entry_data(self, lo: int, hi: int) -> list[bytes]:
+        """The canonical bytes of entries lo <= seq < hi, in seq order, in one query (an entry
+        bundle). Fewer than hi - lo means some are not stored."""
+        q = (select(entries.c.data).where(entries.c.seq >= lo, entries.c.seq < hi)
+             .order_by(entries.c.seq))
+        with self.engine.connect() as conn:
+            return [_bytes(d) for (d,) in conn.execute(q)]
 
     def count_nodes(self) -> int:
         with self.engine.connect() as conn:
