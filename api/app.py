@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from copyledger.api import metrics, problems
+from copyledger.api import auth, metrics, problems
 from copyledger.api.deps import FastJSONResponse
 from copyledger.api.routes import claims, entries, log, pages, tiles, transfers, tsa, works
 from copyledger.ledger.block import BlockHeader
@@ -33,7 +33,10 @@ UPLOAD_PATHS = frozenset({"/v1/works", "/v1/claims/check"})  # the endpoints tha
 
 class BodyLimit:
     """Refuse request bodies over the limit (413, problem+json) before they are read whole.
-    Multipart uploads get the larger upload limit; they are hashed while streaming."""
+
+    Only `multipart/form-data` POSTs to an upload path get the larger upload limit (they are
+    spooled to disk and hashed as they stream in); every other body, whatever its type, gets
+    the small JSON limit, so no request can make the server hold more than that in memory."""
 
     def __init__(
         self, app: ASGIApp, max_body: int, max_upload: int, upload_paths: frozenset[str]
@@ -49,7 +52,8 @@ class BodyLimit:
             return
         headers = dict(scope.get("headers") or [])
         ctype = headers.get(b"content-type", b"")
-        upload = ctype.startswith(b"multipart/") and scope.get("path") in self.upload_paths
+        upload = (scope.get("method") == "POST" and scope.get("path") in self.upload_paths
+                  and ctype.split(b";", 1)[0].strip().lower() == b"multipart/form-data")
         limit = self.max_upload if upload else self.max_body
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -101,18 +105,23 @@ class FastRegister:
         if not headers.get(b"content-type", b"").startswith(b"application/json"):
             await self.app(scope, receive, send)
             return
-        body = await read_body(receive)
-        if body is None:
-            return  # the client went away
         auth_header = headers.get(b"authorization", b"").decode("latin-1")
+        response: Response
         try:
-            result = await works.register_json(self.state.node, self.state.keys, auth_header,
-                                               body)
-            response: Response = FastJSONResponse(result, status_code=201)
+            who = auth.check(self.state.keys, auth_header, ("creator",))  # before any body
         except CopyledgerError as e:
             response = problems.from_error(e, "/v1/works")
-        except Exception:
-            response = problems.internal_error("/v1/works")
+        else:
+            body = await read_body(receive)  # BodyLimit's _TooLarge passes through
+            if body is None:
+                return  # the client went away
+            try:
+                result = await works.register_json(self.state.node, who, body)
+                response = FastJSONResponse(result, status_code=201)
+            except CopyledgerError as e:
+                response = problems.from_error(e, "/v1/works")
+            except Exception:
+                response = problems.internal_error("/v1/works")
         await response(scope, receive, send)
 
 

@@ -13,11 +13,15 @@ datasketch) are imported inside functions: importing this module costs nothing.
 from __future__ import annotations
 
 import base64
+import codecs
 import io
+import itertools
 import re
 import unicodedata
+from collections import deque
+from collections.abc import Iterable, Iterator
 from importlib.metadata import version as _dist_version
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from copyledger.ledger.errors import InvalidInput
 from copyledger.ledger.fingerprint import (
@@ -36,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "IMAGE_FORMATS",
     "IMAGE_MEDIA_TYPES",
+    "MAX_DECODE_BYTES",
     "MAX_IMAGE_PIXELS",
     "THUMBNAIL_PX",
     "fingerprints_for",
@@ -50,6 +55,12 @@ THUMBNAIL_PX = 512
 and hashing a 24-megapixel photo at full size costs ~20x more for the same bits."""
 MAX_IMAGE_PIXELS = 89_478_485
 """Pillow's decompression-bomb limit (~ 0.25 GiB of RGB): larger images are refused."""
+MAX_DECODE_BYTES = MAX_IMAGE_PIXELS * 9
+"""The most one image decode holds (~ 768 MiB at the pixel limit), the thumbnail and hashes
+being small beside it. Bytes a pixel, measured: 16-bit greyscale ~2.3 (decoded as it is and
+resampled in its own mode), bilevel 2, RGB 4, palette 5 (widened to RGB), RGBA 8 (Pillow
+resamples a premultiplied copy), palette with transparency 9. JPEG is decoded at 1/2 to 1/8
+size (DCT draft mode), so it takes far less."""
 IMAGE_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 """Formats Pillow may open; never EPS/PS (they run Ghostscript) or other exotic plugins."""
 IMAGE_MEDIA_TYPES = frozenset(
@@ -62,11 +73,14 @@ _CJK = re.compile(
 )
 _WORD = re.compile(r"[^\W_]+")
 _ORIENTATION_TAG = 0x0112
-_SHINGLE_BATCH = 65_536
+_SHINGLE_BATCH = 8_192  # a batch costs MINHASH_NUM_PERM * 24 bytes a shingle in datasketch
+_TEXT_PIECE = 1 << 20  # bytes of a text file read, and normalised, at a time
+_CUT_BEFORE = (" ", "\n", "\t", "\r", "\u3000")  # whitespace a piece of text may start at
 
 
-def image_fingerprints(data: bytes) -> Fingerprints:
-    """PDQ and pHash of an encoded image, as stored in entries and sent by the CLI."""
+def image_fingerprints(data: bytes | IO[bytes]) -> Fingerprints:
+    """PDQ and pHash of an encoded image (its bytes, or a seekable file holding them), as
+    stored in entries and sent by the CLI."""
     import imagehash
     import numpy as np
     import pdqhash  # type: ignore[import-untyped]
@@ -95,17 +109,26 @@ def image_fingerprints(data: bytes) -> Fingerprints:
 
 def text_fingerprints(text: str) -> Fingerprints:
     """MinHash of the text's word 5-shingles; refuses text with no words."""
-    import numpy as np
-
-    shingles = text_shingles(text)
-    if not shingles:
+    fps = _minhash_of(_shingles(_words([text])))
+    if fps is None:
         raise InvalidInput(
             "text has no words to fingerprint",
             errors=[{"field": "text", "message": "empty after normalisation"}],
         )
-    minhash = _new_minhash()
-    for start in range(0, len(shingles), _SHINGLE_BATCH):  # bounded memory for long texts
-        minhash.update_batch([s.encode("utf-8") for s in shingles[start : start + _SHINGLE_BATCH]])
+    return fps
+
+
+def _minhash_of(shingles: Iterator[str]) -> Fingerprints | None:
+    """MinHash of the shingles, taken a batch at a time (memory does not grow with the text;
+    a MinHash is a minimum over the set, so batching does not change it); None if none."""
+    import numpy as np
+
+    minhash, empty = _new_minhash(), True
+    while batch := [s.encode("utf-8") for s in itertools.islice(shingles, _SHINGLE_BATCH)]:
+        minhash.update_batch(batch)
+        empty = False
+    if empty:
+        return None
     values = np.asarray(minhash.hashvalues, dtype="<u8")
     return {
         "minhash": {
@@ -121,7 +144,7 @@ def text_fingerprints(text: str) -> Fingerprints:
     }
 
 
-def fingerprints_for(data: bytes, media_type: str | None) -> Fingerprints:
+def fingerprints_for(data: bytes | IO[bytes], media_type: str | None) -> Fingerprints:
     """The fingerprints a file of this media type gets; {} when none applies.
 
     An image type Pillow should decode but cannot is refused (the file is not what it claims);
@@ -132,11 +155,10 @@ def fingerprints_for(data: bytes, media_type: str | None) -> Fingerprints:
     essence = media_type.split(";", 1)[0].strip().lower()
     if essence in IMAGE_MEDIA_TYPES:
         return image_fingerprints(data)
-    if essence.startswith("text/"):
-        try:
-            return text_fingerprints(data.decode("utf-8", errors="replace"))
-        except InvalidInput:  # no words: nothing perceptual to compare
-            return {}
+    if essence.startswith("text/"):  # no words: nothing perceptual to compare, so {}
+        pieces = ([data.decode("utf-8", errors="replace")] if isinstance(data, bytes)
+                  else _text_pieces(data))
+        return _minhash_of(_shingles(_words(pieces))) or {}
     return {}
 
 
@@ -146,15 +168,55 @@ def text_shingles(text: str) -> list[str]:
     Reflowed lines, changed quotes or dashes and case changes therefore do not change the
     fingerprint. A text shorter than five words is one shingle.
     """
-    normal = unicodedata.normalize("NFKC", text).casefold()
-    words = _WORD.findall(_CJK.sub(r" \1 ", normal))
-    if len(words) <= MINHASH_SHINGLE:
-        return [" ".join(words)] if words else []
-    return [" ".join(words[i : i + MINHASH_SHINGLE]) for i in range(len(words) - 4)]
+    return list(_shingles(_words([text])))
 
 
-def _decode_image(data: bytes) -> Image:
-    """Decode, refuse bombs, thumbnail, apply EXIF orientation, flatten to RGB on white."""
+def _words(pieces: Iterable[str]) -> Iterator[str]:
+    """The words of a text given in pieces that each start at whitespace (or at its start):
+    NFKC keeps whitespace whitespace, so no word or normalisation spans two pieces."""
+    for piece in pieces:
+        normal = unicodedata.normalize("NFKC", piece).casefold()
+        yield from _WORD.findall(_CJK.sub(r" \1 ", normal))
+
+
+def _shingles(words: Iterable[str]) -> Iterator[str]:
+    """Every run of five consecutive words, or all of them if there are fewer."""
+    window: deque[str] = deque(maxlen=MINHASH_SHINGLE)
+    for n, word in enumerate(words, 1):
+        window.append(word)
+        if n >= MINHASH_SHINGLE:
+            yield " ".join(window)
+    if 0 < len(window) < MINHASH_SHINGLE:
+        yield " ".join(window)
+
+
+def _text_pieces(file: IO[bytes]) -> Iterator[str]:
+    """A UTF-8 file's text (bad bytes replaced) in pieces of about _TEXT_PIECE characters, each
+    cut just before whitespace; a run of 4 pieces with no whitespace at all is cut anyway,
+    which bounds memory and can change at most the shingles across that cut."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    text = ""
+    while raw := file.read(_TEXT_PIECE):
+        text += decoder.decode(raw)
+        cut = max(text.rfind(c) for c in _CUT_BEFORE)
+        if cut <= 0:
+            if len(text) < 4 * _TEXT_PIECE:
+                continue
+            cut = len(text)
+        yield text[:cut]
+        text = text[cut:]
+    yield text + decoder.decode(b"", final=True)
+
+
+def _decode_image(data: bytes | IO[bytes]) -> Image:
+    """Decode, refuse bombs, thumbnail, apply EXIF orientation, flatten to RGB on white.
+
+    Memory is bounded by the full-size decode and nothing more: JPEG is decoded at reduced size
+    (DCT draft mode, in `thumbnail`), every other image is thumbnailed in its own mode before
+    any conversion, so no full-size copy in a wider mode is ever made (a 16-bit 9400x9400 PNG
+    once took 2.5 GiB that way). Palette and bilevel images, which cannot be resampled, are
+    widened first (see MAX_DECODE_BYTES).
+    """
     from PIL import Image, UnidentifiedImageError
 
     transpose = {
@@ -167,18 +229,27 @@ def _decode_image(data: bytes) -> Image:
         8: Image.Transpose.ROTATE_90,
     }
     try:
-        image: Image.Image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+        source = io.BytesIO(data) if isinstance(data, bytes) else data
+        image: Image.Image = Image.open(source, formats=IMAGE_FORMATS)
         width, height = image.size
         if width < 1 or height < 1 or width * height > MAX_IMAGE_PIXELS:
             message = f"image is {width}x{height} pixels; the limit is {MAX_IMAGE_PIXELS}"
             raise InvalidInput(f"file: {message}", errors=[{"field": "file", "message": message}])
         orientation = image.getexif().get(_ORIENTATION_TAG, 1)
-        if image.mode not in _RESAMPLABLE_MODES:
-            image = _to_rgb(image)  # palette/bilevel/16-bit: resampling needs real colours
-        image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))  # decodes; JPEG in DCT draft mode
+        high = None
+        if image.mode.startswith("I;16") and image.mode != "I;16":
+            image = image.convert("I")  # byte-order variants (TIFF): Pillow resamples "I"
+        if image.mode in _WIDE_GREY_MODES:
+            extrema = image.getextrema()  # scale by the whole image, as before
+            high = float(extrema[1]) if isinstance(extrema[1], (int, float)) else None
+        elif image.mode not in _RESAMPLABLE_MODES:
+            image = _widen(image)  # palette/bilevel: resampling needs real colours
+        # Decodes; JPEG in DCT draft mode. Pillow cannot reduce() "I;16": resample it directly.
+        gap = None if image.mode == "I;16" else 2.0
+        image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX), reducing_gap=gap)
         if orientation in transpose:
             image = image.transpose(transpose[orientation])
-        return _to_rgb(image)
+        return _to_rgb(image, high)
     except InvalidInput:
         raise
     except Image.DecompressionBombError as exc:
@@ -190,18 +261,30 @@ def _decode_image(data: bytes) -> Image:
 
 
 _RESAMPLABLE_MODES = frozenset({"RGB", "RGBA", "L", "LA", "CMYK", "YCbCr"})
+_WIDE_GREY_MODES = frozenset({"I;16", "I", "F"})  # resampled as they are, scaled to 8 bits after
 
 
 def _bad_file(message: str, cause: BaseException) -> NoReturn:
     raise InvalidInput(message, errors=[{"field": "file", "message": message}]) from cause
 
 
-def _to_rgb(image: Image) -> Image:
-    """RGB, with any transparency composited on white (what a viewer shows)."""
+def _widen(image: Image) -> Image:
+    """A mode Pillow can resample with the same colours: L for bilevel, RGB(A) otherwise."""
+    if image.mode == "1":
+        return image.convert("L")
+    has_alpha = image.mode in ("PA", "La", "RGBa") or (
+        image.mode == "P" and "transparency" in image.info
+    )
+    return image.convert("RGBA" if has_alpha else "RGB")
+
+
+def _to_rgb(image: Image, high: float | None = None) -> Image:
+    """RGB, with any transparency composited on white (what a viewer shows). `high` is the
+    brightest value of a 16/32-bit greyscale image before it was thumbnailed."""
     from PIL import Image as PILImage
 
-    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
-        image = _to_8bit_grey(image)
+    if image.mode in _WIDE_GREY_MODES:
+        image = _to_8bit_grey(image, high)
     has_alpha = image.mode in ("RGBA", "LA", "PA") or (
         image.mode == "P" and "transparency" in image.info
     )
@@ -212,14 +295,15 @@ def _to_rgb(image: Image) -> Image:
     return PILImage.alpha_composite(background, rgba).convert("RGB")
 
 
-def _to_8bit_grey(image: Image) -> Image:
+def _to_8bit_grey(image: Image, high: float | None) -> Image:
     """16-bit and 32-bit greyscale to 8 bits: Pillow's own conversion clips at 255, which
-    would turn a 16-bit PNG white."""
+    would turn a 16-bit PNG white. `high` (default: this image's) picks the range."""
     import numpy as np
     from PIL import Image as PILImage
 
     pixels = np.asarray(image.convert("F"), dtype=np.float64)
-    high = float(pixels.max()) if pixels.size else 0.0
+    if high is None:
+        high = float(pixels.max()) if pixels.size else 0.0
     if image.mode == "F" and high <= 1.0:
         pixels = pixels * 255.0  # float image in 0..1
     elif high > 255.0:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import IO, Any
@@ -26,8 +28,6 @@ from copyledger.service.node import Node, init_notary_keys, open_store
 from copyledger.service.rotation import retired_keys, rotate, sha256_text
 from copyledger.service.settings import Settings
 from copyledger.service.title import claim_entry, load_title
-
-CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -77,21 +77,49 @@ async def record(node: Node, entry: dict[str, Any]) -> Recorded:
     return Recorded(receipt, entry)
 
 
-def describe_file(file: IO[bytes], media_type: str | None) -> FileFacts:
-    """Hash a file in chunks and fingerprint it when its type is one we fingerprint and it is
-    at most MAX_FINGERPRINT_BYTES (blocking: run it off the event loop)."""
+def _facts(file: IO[bytes], sha256: str, size: int, media_type: str | None) -> FileFacts:
     media = (media_type or "").split(";")[0].strip().lower() or None
     if media == "application/octet-stream":
         media = None
-    h, size = hashlib.sha256(), 0
-    while chunk := file.read(CHUNK):
-        h.update(chunk)
-        size += len(chunk)
     fps: dict[str, Any] = {}
     if media and size <= MAX_FINGERPRINT_BYTES:
         file.seek(0)
-        fps = dict(fingerprints_for(file.read(), media))
-    return FileFacts(h.hexdigest(), size, media, fps)
+        fps = dict(fingerprints_for(file, media))
+    return FileFacts(sha256, size, media, fps)
+
+
+FINGERPRINT_WORKERS = 2
+"""Uploads fingerprinted at once, however many arrive: each decode may take up to
+`matching.MAX_DECODE_BYTES`, so this, not the number of clients, bounds that memory."""
+_fingerprinting = ThreadPoolExecutor(FINGERPRINT_WORKERS, thread_name_prefix="fingerprint")
+
+
+class Upload:
+    """A file as it arrives: hashed chunk by chunk and spooled to an anonymous temporary file,
+    so an upload is never held in memory whole, and is hashed by the time its last byte is in.
+    `write` and `close` block on the disk: call them off the event loop."""
+
+    def __init__(self, media_type: str | None) -> None:
+        self.media_type = media_type
+        self.size = 0
+        self._hash = hashlib.sha256()
+        self._file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
+
+    def write(self, *chunks: bytes) -> None:
+        for chunk in chunks:
+            self._hash.update(chunk)
+            self._file.write(chunk)
+            self.size += len(chunk)
+
+    def close(self) -> None:
+        self._file.close()
+
+    async def describe(self) -> FileFacts:
+        """The facts of the complete upload; fingerprinting runs in the bounded pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            _fingerprinting, _facts, self._file, self._hash.hexdigest(), self.size,
+            self.media_type)
 
 
 async def register_work(

@@ -7,9 +7,8 @@ from typing import Any
 
 from fastapi import APIRouter, Path, Request
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 
-from copyledger.api import auth
+from copyledger.api import auth, uploads
 from copyledger.api.deps import FastJSONResponse, json_body, node
 from copyledger.api.models import CheckIn, ClaimIn, RegistrationOut
 from copyledger.service import claims, operations
@@ -44,26 +43,21 @@ def get_claim(request: Request, seq: int = Path(ge=0)) -> dict[str, Any]:
 
 async def _check_from_form(request: Request) -> CheckIn:
     """A multipart claim check: the file is hashed and fingerprinted by the service."""
-    form = await request.form(max_files=1, max_fields=20)
+    form = await uploads.read_form(request, max_fields=20)
     try:
         content: dict[str, Any] = {}
-        upload = form.get("file")
-        if isinstance(upload, UploadFile):
-            facts = await run_in_threadpool(operations.describe_file, upload.file,
-                                            upload.content_type)
+        if form.file is not None:
+            facts = await form.file.describe()
             content = {"sha256": facts.sha256, **facts.fingerprints}
         for k in ("sha256", "pdq", "phash"):
-            v = form.get(k)
-            if isinstance(v, str) and v:
+            if v := form.get(k):
                 content.setdefault(k, v)  # what the server computed from the file wins
-        seq_s, sha_s, claimant = form.get("work_seq"), form.get("work_sha256"), form.get(
-            "claimant")
-        return CheckIn(claimant=claimant if isinstance(claimant, str) else "",
-                       work_seq=int(seq_s) if isinstance(seq_s, str) and seq_s.isdigit() else None,
-                       work_sha256=sha_s if isinstance(sha_s, str) and sha_s else None,
-                       content=content)
+        seq_s = form.get("work_seq")
+        return CheckIn(claimant=form.get("claimant"),
+                       work_seq=int(seq_s) if seq_s.isdigit() else None,
+                       work_sha256=form.get("work_sha256") or None, content=content)
     finally:
-        await form.close()
+        form.close()
 
 
 @router.post(

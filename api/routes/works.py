@@ -6,15 +6,13 @@ import json
 from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 
-from copyledger.api import auth
+from copyledger.api import auth, uploads
 from copyledger.api.deps import FastJSONResponse, json_body, node, parse_body
 from copyledger.api.models import EvidenceIn, RegistrationOut, WorkIn
 from copyledger.ledger.errors import InvalidInput
 from copyledger.service import operations
-from copyledger.service.apikeys import KeyCache
+from copyledger.service.apikeys import Principal
 from copyledger.service.node import Node
 
 router = APIRouter(tags=["creators"])
@@ -44,12 +42,10 @@ _WORK_DOC = {
 }
 
 
-async def register_json(n: Node, keys: KeyCache, authorization: str, body: bytes
-                        ) -> dict[str, Any]:
-    """The JSON registration from the raw header and body. The ASGI fast path
-    (`api.app.FastRegister`) calls it for every JSON `POST /v1/works`; the route below only
-    documents that body and takes uploads."""
-    who = auth.check(keys, authorization, ("creator",))
+async def register_json(n: Node, who: Principal, body: bytes) -> dict[str, Any]:
+    """The JSON registration from the raw body, for a caller already authenticated (before its
+    body was read). The ASGI fast path (`api.app.FastRegister`) calls it for every JSON
+    `POST /v1/works`; the route below only documents that body and takes uploads."""
     w = parse_body(WorkIn, body, n.settings.max_body_bytes)
     return (await operations.register_work(n, who, w)).to_dict()
 
@@ -79,30 +75,22 @@ def _metadata(raw: str | None) -> dict[str, Any] | None:
 )
 async def register_work(request: Request) -> FastJSONResponse:
     n = node(request)
+    who = auth.require(request, "creator")  # before reading any of the body
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        return FastJSONResponse(await register_json(
-            n, request.app.state.keys, request.headers.get("authorization", ""),
-            await request.body()), status_code=201)
-    who = auth.require(request, "creator")
-    form = await request.form(max_files=1, max_fields=100)
+        return FastJSONResponse(await register_json(n, who, await request.body()),
+                                status_code=201)
+    form = await uploads.read_form(request, max_fields=100)
     try:
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
+        if form.file is None:
             raise InvalidInput("file: a multipart upload needs a 'file' part",
                                errors=[{"field": "file", "message": "required"}])
-        facts = await run_in_threadpool(operations.describe_file, upload.file,
-                                        upload.content_type)
-
-        def text(name: str) -> str:
-            v = form.get(name)
-            return v if isinstance(v, str) else ""
-
+        facts = await form.file.describe()
         w = WorkIn(sha256=facts.sha256, size=facts.size, media_type=facts.media_type,
-                   title=text("title"), work_type=text("work_type"),
-                   creators=[c for c in form.getlist("creators") if isinstance(c, str)],
-                   license=text("license") or None, metadata=_metadata(text("metadata")))
+                   title=form.get("title"), work_type=form.get("work_type"),
+                   creators=form.getlist("creators"), license=form.get("license") or None,
+                   metadata=_metadata(form.get("metadata")))
     finally:
-        await form.close()
+        form.close()
     recorded = await operations.register_work(n, who, w, computed=facts.fingerprints)
     return FastJSONResponse(recorded.to_dict(), status_code=201)
 
