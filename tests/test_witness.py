@@ -10,6 +10,7 @@ import json
 import shutil
 import struct
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -20,7 +21,7 @@ from fastapi.testclient import TestClient
 from copyledger.api.witness_app import create_witness_app
 from copyledger.ledger import cosignature, merkle, note
 from copyledger.ledger.cosignature import AddCheckpointRequest, Cosignature
-from copyledger.ledger.errors import InvalidInput, SignatureError
+from copyledger.ledger.errors import Conflict, InvalidInput, SignatureError
 from copyledger.notary.signer import FileSigner, sign_note
 from copyledger.service import reads
 from copyledger.service.node import Node
@@ -30,15 +31,13 @@ from tests.server import ServerProcess, cli
 from tests.test_audit import fill
 from tests.test_notary_consistency import ORIGIN, Tree
 
-EXAMPLES = Path("/work/shared/vectors/c2sp/examples")
+VECTORS = Path(__file__).parent / "vectors"
+EXAMPLES = VECTORS / "c2sp" / "examples"
 W = "witness.example/w1"
 
 
 def _example(name: str) -> bytes:
-    path = EXAMPLES / name
-    if not path.exists():
-        pytest.skip(f"C2SP example {name} not present")
-    return path.read_bytes()
+    return (EXAMPLES / name).read_bytes()
 
 
 @pytest.fixture
@@ -70,6 +69,20 @@ def test_the_spec_example_cosignature_line_reads_back() -> None:
     cosig = Cosignature.from_note_signature(line)
     assert cosig.timestamp == 1679315147  # the time line of the spec's signed message
     assert note.format_signature_line(line) == cosig.line()
+
+
+def test_transparency_dev_cosignature_vectors() -> None:
+    """Another implementation's 0x04 vkey has the key ID we compute, and its cosignature's
+    timestamp reads as it says."""
+    vectors = json.loads((VECTORS / "transparency-dev-formats" / "note-vectors.json").read_text())
+    vkey = next(v.split(" ")[0] for v in vectors["cosignature_v1_vkeys"] if "0x04" in v)
+    assert cosignature.parse_verifier_key(vkey).name == "remora.n621.de"
+    with pytest.raises(InvalidInput):  # a 0x01 (log) key is not a cosignature key
+        cosignature.parse_verifier_key(vectors["sum_golang_org_vkey"])
+    parse = vectors["cosignature_v1_timestamp_parse"]
+    raw = base64.b64decode(parse["sig_base64"])
+    cosig = Cosignature.from_note_signature(note.Signature("w", raw[:4], raw[4:]))
+    assert cosig.timestamp == parse["want_unix_time"]
 
 
 def test_the_spec_example_request_parses_and_formats_back() -> None:
@@ -114,6 +127,29 @@ def test_a_cosignature_verifies_by_the_spec_text_alone(tmp_path: Path,
     with pytest.raises(SignatureError):
         cosignature.cosignatures_of(signed.replace("\n5\n", "\n6\n") + line,
                                     [cosignature.parse_verifier_key(w.verifier_key)])
+
+
+def test_concurrent_requests_cannot_roll_the_witness_back(tmp_path: Path,
+                                                          log_key: FileSigner) -> None:
+    """The spec's race: many requests from old size 0 at once; one wins, the rest get 409,
+    and the witness ends at the size it cosigned."""
+    w = make_witness(tmp_path, LogConfig(ORIGIN, (note.parse_verifier_key(
+        note.format_verifier_key(ORIGIN, log_key.public_key)),)))
+    tree = Tree().grow(20)
+    bodies = [body(0, [], sign_note(tree.checkpoint(n), [log_key])) for n in range(1, 21)]
+
+    def submit(b: bytes) -> bool:
+        try:
+            w.add_checkpoint(b)
+        except Conflict:
+            return False
+        return True
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(submit, bodies))
+    assert results.count(True) == 1
+    won = results.index(True) + 1  # bodies[n - 1] is the checkpoint of size n
+    assert w.latest(ORIGIN) == note.Checkpoint(ORIGIN, won, tree.root(won))
 
 
 # ---------------------------------------------------------------- the rules, over HTTP
