@@ -40,6 +40,9 @@ app.add_typer(keys_app, name="keys")
 notary_app = typer.Typer(help="The stand-alone notary (log key and TSA key holder).",
                          no_args_is_help=True)
 app.add_typer(notary_app, name="notary")
+witness_app = typer.Typer(help="A C2SP tlog-witness that cosigns other logs' checkpoints.",
+                          no_args_is_help=True)
+app.add_typer(witness_app, name="witness")
 tiles_app = typer.Typer(help="The log as C2SP tlog-tiles static files.", no_args_is_help=True)
 app.add_typer(tiles_app, name="tiles")
 
@@ -758,6 +761,55 @@ def notary_serve(
         uvicorn.run(app_, uds=uds, log_level="warning", access_log=False)
     else:
         uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)
+
+
+WitnessDir = Annotated[
+    Path, typer.Option("--data-dir", envvar="COPYLEDGER_WITNESS_DIR",
+                       help="the witness's data directory (key, logs, cosigned checkpoints)"),
+]
+
+
+@witness_app.command("init")
+def witness_init(
+    data_dir: WitnessDir,
+    name: Annotated[str | None, typer.Option(
+        help="the witness's key name, e.g. witness.example/w1 (fixed at the first init)")] = None,
+    log: Annotated[list[str] | None, typer.Option(
+        "--log", help="a log's verifier key to follow (its name is the log's origin); "
+        "repeat for more logs or keys")] = None,
+    as_json: Json = False,
+) -> None:
+    """Create the witness key (mode 0600) and add logs to follow; prints its verifier key."""
+    from copyledger.service.witness import init_witness_dir
+
+    try:
+        created, vkey = init_witness_dir(data_dir, name, log or [])
+    except CopyledgerError as e:
+        _die(e.detail)
+    _emit(as_json, {"data_dir": str(data_dir), "verifier_key": vkey, "created_key": created},
+          f"witness in {data_dir}\n{vkey}")
+
+
+@witness_app.command("serve")
+def witness_serve(
+    data_dir: WitnessDir,
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8200,
+) -> None:
+    """Serve POST /add-checkpoint (C2SP tlog-witness)."""
+    import uvicorn
+
+    from copyledger.api.witness_app import create_witness_app
+    from copyledger.service.witness import open_witness
+
+    try:
+        witness = open_witness(data_dir)
+    except CopyledgerError as e:
+        _die(e.detail)
+    err.print(f"copyledger witness {witness.name} for {', '.join(witness.logs) or 'no log'} "
+              f"on http://{host}:{port}")
+    uvicorn.run(create_witness_app(witness), host=host, port=port, log_level="warning",
+                access_log=False)
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -28,10 +28,12 @@ __all__ = [
     "Note",
     "Signature",
     "Verifier",
+    "b64",
     "block_note_text",
     "check_text",
     "format_checkpoint",
     "format_note",
+    "format_signature_line",
     "format_verifier_key",
     "is_valid_key_name",
     "key_id",
@@ -40,6 +42,7 @@ __all__ = [
     "parse_note",
     "parse_verifier_key",
     "signature_message",
+    "unb64",
     "verify_note",
 ]
 
@@ -109,7 +112,7 @@ def format_verifier_key(name: str, public_key: bytes) -> str:
         raise InvalidInput(f"invalid key name {name!r}")
     if len(public_key) != 32:
         raise InvalidInput("an Ed25519 public key is 32 bytes")
-    encoded = _b64(bytes([ALG_ED25519]) + public_key)
+    encoded = b64(bytes([ALG_ED25519]) + public_key)
     return f"{name}+{key_id(name, public_key).hex()}+{encoded}"
 
 
@@ -126,7 +129,7 @@ def parse_verifier_key(vkey: str) -> Verifier:
         raise InvalidInput(f"verifier key has an invalid name {name!r}")
     if not re.fullmatch(r"[0-9a-f]{8}", hex_id):
         raise InvalidInput("verifier key ID must be 8 lowercase hex digits")
-    key = _unb64(encoded)
+    key = unb64(encoded)
     if key is None or not key:
         raise InvalidInput("verifier key material is not valid base64")
     if key[0] != ALG_ED25519:
@@ -177,14 +180,16 @@ def format_note(text: str, signatures: Sequence[Signature]) -> str:
     check_text(text)
     if not signatures:
         raise InvalidInput("a signed note needs at least one signature")
-    lines = []
-    for sig in signatures:
-        if not is_valid_key_name(sig.name):
-            raise InvalidInput(f"invalid key name {sig.name!r}")
-        if len(sig.key_id) != 4 or not sig.signature:
-            raise InvalidInput("a signature has a 4-byte key ID and a non-empty signature")
-        lines.append(f"{_SIG_PREFIX}{sig.name} {_b64(sig.key_id + sig.signature)}\n")
-    return text + "\n" + "".join(lines)
+    return text + "\n" + "".join(format_signature_line(sig) for sig in signatures)
+
+
+def format_signature_line(sig: Signature) -> str:
+    """One signature line, `— name base64(key ID || signature)`, with its newline."""
+    if not is_valid_key_name(sig.name):
+        raise InvalidInput(f"invalid key name {sig.name!r}")
+    if len(sig.key_id) != 4 or not sig.signature:
+        raise InvalidInput("a signature has a 4-byte key ID and a non-empty signature")
+    return f"{_SIG_PREFIX}{sig.name} {b64(sig.key_id + sig.signature)}\n"
 
 
 def parse_note(data: str | bytes) -> Note:
@@ -220,7 +225,7 @@ def _parse_signature_line(line: str) -> Signature:
     if not line.startswith(_SIG_PREFIX):
         raise SignatureError("malformed note: signature line must start with an em dash")
     name, _, encoded = line[len(_SIG_PREFIX) :].partition(" ")
-    raw = _unb64(encoded)
+    raw = unb64(encoded)
     if not is_valid_key_name(name) or raw is None or len(raw) < 5:
         raise SignatureError("malformed note: bad signature line")
     return Signature(name, raw[:4], raw[4:])
@@ -276,7 +281,7 @@ def format_checkpoint(cp: Checkpoint) -> str:
         raise InvalidInput("checkpoint root must be a 32-byte SHA-256 hash")
     for line in cp.extensions:
         _check_line("checkpoint extension line", line)
-    lines = [cp.origin, str(cp.size), _b64(cp.root), *cp.extensions]
+    lines = [cp.origin, str(cp.size), b64(cp.root), *cp.extensions]
     return "".join(line + "\n" for line in lines)
 
 
@@ -301,7 +306,7 @@ def block_note_text(origin: str, height: int, block_hash: bytes) -> str:
         raise InvalidInput("block height must be an integer in 0..2**64-1")
     if len(block_hash) != 32:
         raise InvalidInput("block hash must be 32 bytes")
-    return f"{BLOCK_NOTE_HEADER}\n{origin}\n{height}\n{_b64(block_hash)}\n"
+    return f"{BLOCK_NOTE_HEADER}\n{origin}\n{height}\n{b64(block_hash)}\n"
 
 
 def parse_block_note_text(text: str) -> tuple[str, int, bytes]:
@@ -338,17 +343,18 @@ def _parse_size(line: str, what: str) -> int:
 
 
 def _parse_hash(line: str) -> bytes:
-    raw = _unb64(line)
+    raw = unb64(line)
     if raw is None or len(raw) != 32:
         raise InvalidInput("hash must be the base64 of 32 bytes")
     return raw
 
 
-def _b64(data: bytes) -> str:
+def b64(data: bytes) -> str:
+    """Standard padded base64, as text."""
     return base64.b64encode(data).decode("ascii")
 
 
-def _unb64(text: str) -> bytes | None:
+def unb64(text: str) -> bytes | None:
     """Standard padded base64, canonical only (re-encodes to the same text); None if not."""
     if not text.isascii():
         return None
@@ -356,4 +362,4 @@ def _unb64(text: str) -> bytes | None:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         return None
-    return raw if _b64(raw) == text else None
+    return raw if b64(raw) == text else None

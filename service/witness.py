@@ -1,0 +1,187 @@
+"""A C2SP tlog-witness (c2sp.org/tlog-witness): a separate party that cosigns a log's
+checkpoint only if it extends the last one it cosigned for that log, so that an operator who
+shows two different trees to two people is caught by the witness's refusal (decision D28).
+
+HTTP-free: `Witness.add_checkpoint` takes the request body and returns the cosignature line or
+raises a domain error; `api/witness_app.py` maps those to the spec's status codes. The memory
+of the last cosigned checkpoint per log is a SQLite table written with synchronous=FULL, and
+the check and the update happen in one IMMEDIATE transaction, committed before the
+cosignature is returned: a SIGKILL after the answer cannot lose it, and two concurrent requests
+(even from two processes on one data directory) cannot roll the log back.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from copyledger.ledger import cosignature, merkle, note
+from copyledger.ledger.errors import Conflict, InvalidInput, NotFound, ProofError, SignatureError
+from copyledger.notary.signer import FileSigner, Signer, replace_file
+
+__all__ = ["LogConfig", "Witness", "init_witness_dir", "open_witness"]
+
+KEY_FILE = "witness.key"
+CONFIG_FILE = "witness.json"
+STATE_FILE = "witness.sqlite3"
+
+_SCHEMA = """CREATE TABLE IF NOT EXISTS checkpoints (
+    origin TEXT PRIMARY KEY,
+    size TEXT NOT NULL,      -- decimal: tree sizes are uint64, SQLite integers are int64
+    root BLOB NOT NULL,
+    checkpoint TEXT NOT NULL -- the signed note as received, evidence if the log forks later
+)"""
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """A log the witness follows: its origin line and the keys that may sign its checkpoints."""
+
+    origin: str
+    verifiers: tuple[note.Verifier, ...]
+
+    @classmethod
+    def from_vkeys(cls, origin: str, vkeys: Sequence[str]) -> LogConfig:
+        if not vkeys:
+            raise InvalidInput(f"log {origin} needs at least one verifier key")
+        return cls(origin, tuple(note.parse_verifier_key(v) for v in vkeys))
+
+
+class Witness:
+    """One witness key, the logs it follows, and its durable memory of what it cosigned."""
+
+    def __init__(self, signer: Signer, logs: Sequence[LogConfig], state_path: Path) -> None:
+        self.signer = signer
+        self.name = signer.name
+        self.key_id = cosignature.key_id(signer.name, signer.public_key)
+        self.verifier_key = cosignature.format_verifier_key(signer.name, signer.public_key)
+        self.logs = {log.origin: log for log in logs}
+        if len(self.logs) != len(logs):
+            raise InvalidInput("a log origin is configured twice")
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(state_path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def latest(self, origin: str) -> note.Checkpoint | None:
+        """The last checkpoint cosigned for `origin`, or None."""
+        with self._lock:
+            row = self._db.execute("SELECT checkpoint FROM checkpoints WHERE origin = ?",
+                                   (origin,)).fetchone()
+        return None if row is None else note.parse_checkpoint(note.parse_note(row[0]).text)
+
+    def add_checkpoint(self, body: bytes, now: int | None = None) -> str:
+        """Cosign the checkpoint in an add-checkpoint body, or raise (the spec's order):
+        InvalidInput (400) for a malformed body or `old` above the checkpoint's size,
+        NotFound (404) for an unknown origin, SignatureError (403) with no valid signature by
+        the log's key, Conflict (409, `size` = the witness's latest) when `old` is not that
+        size, ProofError (422) when the checkpoint does not extend the last one cosigned."""
+        req = cosignature.AddCheckpointRequest.from_bytes(body)
+        try:
+            text = note.parse_note(req.checkpoint_note).text
+        except SignatureError as e:
+            raise InvalidInput(e.detail) from None
+        cp = note.parse_checkpoint(text)
+        log = self.logs.get(cp.origin)
+        if log is None:
+            raise NotFound(f"this witness does not follow the log {cp.origin}")
+        note.verify_note(req.checkpoint_note, log.verifiers)
+        if req.old_size > cp.size:
+            raise InvalidInput(f"old size {req.old_size} is above the checkpoint's {cp.size}")
+        timestamp = int(time.time()) if now is None else now
+        message = cosignature.signed_message(text, timestamp)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute("SELECT size, root FROM checkpoints WHERE origin = ?",
+                                       (cp.origin,)).fetchone()
+                size, root = (0, merkle.EMPTY_ROOT) if row is None else (int(row[0]), row[1])
+                if req.old_size != size:
+                    raise Conflict(f"the latest checkpoint cosigned for {cp.origin} has size "
+                                   f"{size}, not {req.old_size}", size=size)
+                _check_extends(size, root, cp, req.proof)
+                line = cosignature.Cosignature(self.name, self.key_id, timestamp,
+                                               self.signer.sign(message)).line()
+                self._db.execute(
+                    "INSERT INTO checkpoints (origin, size, root, checkpoint) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (origin) DO UPDATE SET size = excluded.size,"
+                    " root = excluded.root, checkpoint = excluded.checkpoint",
+                    (cp.origin, str(cp.size), cp.root, req.checkpoint_note.decode()))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return line
+
+
+def _check_extends(size: int, root: bytes, cp: note.Checkpoint, proof: Sequence[bytes]) -> None:
+    """ProofError unless `cp` extends the tree (size, root) by `proof` (tlog-witness rules)."""
+    if cp.size == 0 and cp.root != merkle.EMPTY_ROOT:
+        raise ProofError("a checkpoint of size 0 must have the empty tree's root")
+    if size == 0:
+        if proof:
+            raise ProofError("from old size 0 the consistency proof must be empty")
+        return
+    try:
+        merkle.verify_consistency(size, cp.size, root, cp.root, proof)
+    except ProofError as e:
+        raise ProofError(f"checkpoint {cp.size} does not extend the one cosigned at size "
+                         f"{size}: {e.detail}") from None
+
+
+# ---------------------------------------------------------------- data directory
+
+
+def init_witness_dir(data_dir: Path, name: str | None = None,
+                     logs: Sequence[str] = ()) -> tuple[bool, str]:
+    """Create (or keep) the witness key (PEM, mode 0600) and add the logs' verifier keys
+    (`origin` = the key's name) to its configuration. Returns (key created, witness vkey)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    config_path = data_dir / CONFIG_FILE
+    config = _read_config(config_path) if config_path.exists() else {"name": name, "logs": {}}
+    if name is not None and name != config["name"]:
+        raise InvalidInput(f"this witness is named {config['name']!r}; use a new directory")
+    if not isinstance(config["name"], str):
+        raise InvalidInput("a new witness needs --name")
+    known: dict[str, list[str]] = config["logs"]
+    for vkey in logs:
+        origin = note.parse_verifier_key(vkey).name
+        if vkey not in known.setdefault(origin, []):
+            known[origin].append(vkey)
+    key_path = data_dir / KEY_FILE
+    created = not key_path.exists()
+    signer = (FileSigner.generate(config["name"], key_path) if created
+              else FileSigner.load(config["name"], key_path))
+    replace_file(config_path, (json.dumps(config, indent=2) + "\n").encode(), 0o644)
+    return created, cosignature.format_verifier_key(signer.name, signer.public_key)
+
+
+def open_witness(data_dir: Path) -> Witness:
+    """The witness of an initialised data directory."""
+    config_path = data_dir / CONFIG_FILE
+    if not config_path.exists():
+        raise NotFound(f"no witness in {data_dir}: run `copyledger witness init` first")
+    config = _read_config(config_path)
+    logs = [LogConfig.from_vkeys(origin, vkeys) for origin, vkeys in config["logs"].items()]
+    signer = FileSigner.load(config["name"], data_dir / KEY_FILE)
+    return Witness(signer, logs, data_dir / STATE_FILE)
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        config = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError) as e:
+        raise InvalidInput(f"cannot read {path}: {e}") from None
+    if not isinstance(config, dict) or not isinstance(config.get("name"), str) \
+            or not isinstance(config.get("logs"), dict):
+        raise InvalidInput(f"{path} must be {{\"name\": str, \"logs\": {{origin: [vkey]}}}}")
+    return config
