@@ -812,6 +812,120 @@ def witness_serve(
                 access_log=False)
 
 
+# --- monitor: follow a log through its tiles into a verified mirror ----------------------------
+
+monitor_app = typer.Typer(
+    help="Follow a log through its C2SP tiles into a verified copy; answer proofs from it.")
+app.add_typer(monitor_app, name="monitor")
+
+MonitorDir = Annotated[Path, typer.Option("--data-dir", help="the monitor's own directory "
+                                          "(its verified copy is mirror.sqlite there)")]
+ALERT_EXIT = 1  # `monitor`: the log misbehaved (fork, rollback, bad signature, tile or entry)
+
+
+@monitor_app.callback(invoke_without_command=True)
+def monitor(
+    ctx: typer.Context,
+    log: Annotated[str | None, typer.Option("--log", help="the log's tlog-tiles URL prefix "
+                                            "(the registry's URL)")] = None,
+    trust: Annotated[str | None, typer.Option("--trust", help="the log's verifier key to pin "
+                                              "(name+id+key)")] = None,
+    data_dir: Annotated[Path | None, typer.Option(
+        "--data-dir", help="the monitor's own directory")] = None,
+    interval: Annotated[float, typer.Option(help="seconds between checkpoint polls")] = 60.0,
+    once: Annotated[bool, typer.Option("--once", help="poll once and exit")] = False,
+    alert_webhook: Annotated[str | None, typer.Option(
+        "--alert-webhook", help="POST each alert to this URL as JSON")] = None,
+    as_json: Json = False,
+) -> None:
+    """Follow a log: check every checkpoint's signature, that it extends every tree seen
+    before, and every entry against its tile, keeping a verified copy in --data-dir.
+
+    Exits 1 on a fork (split view), rollback, bad signature, bad tile or invalid entry, after
+    printing the alert (and POSTing it to --alert-webhook); 2 on usage or, with --once,
+    network errors.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if not (log and trust and data_dir):
+        _die("--log, --trust and --data-dir are required to follow a log")
+    import time
+
+    from copyledger.client.tiles import TileFetcher, post_alert
+    from copyledger.service.monitor import LogMisbehaved, open_follower
+
+    with TileFetcher(log) as fetch:
+        try:
+            follower = open_follower(data_dir, fetch, trust)
+        except CopyledgerError as e:
+            _die(e.detail)
+        try:
+            while True:
+                try:
+                    up = follower.poll()
+                except LogMisbehaved as e:
+                    alert = {**e.alert.to_dict(), "log": log}
+                    sys.stdout.write(json.dumps(alert, indent=None if as_json else 2) + "\n")
+                    err.print(f"[red]ALERT[/red] {e.alert.kind}: {e.detail}")
+                    if alert_webhook:
+                        try:
+                            post_alert(alert_webhook, alert)
+                        except ClientError as w:
+                            err.print(f"[red]error:[/red] alert not delivered: {w}")
+                    raise typer.Exit(ALERT_EXIT) from None
+                except CopyledgerError as e:
+                    if once:
+                        _die(e.detail)
+                    err.print(f"[yellow]warning:[/yellow] {e.detail}")
+                else:
+                    _emit(as_json, up.to_dict(),
+                          f"{log}: tree {up.tree_size} ({up.entries} new entries verified) "
+                          f"root {up.root.hex()}")
+                    if as_json:
+                        sys.stdout.flush()
+                if once:
+                    return
+                time.sleep(interval)
+        finally:
+            follower.mirror.close()
+
+
+@monitor_app.command("bundle")
+def monitor_bundle(
+    seq: Annotated[int, typer.Argument(min=0)],
+    data_dir: MonitorDir,
+    tree_size: Annotated[int | None, typer.Option(
+        help="a tree size the monitor verified (default: its latest)")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output",
+                                                help="write here, not to stdout")] = None,
+    tlog_proof: Annotated[Path | None, typer.Option(
+        help="also save the C2SP tlog-proof text form here")] = None,
+) -> None:
+    """An entry's inclusion proof to a checkpoint the monitor verified, from its copy alone:
+    the entry, the proof, the root and the signed checkpoint (no block header or RFC 3161
+    token: those are not in the tiles)."""
+    from copyledger.service.monitor import Mirror
+
+    if not data_dir.is_dir():
+        _die(f"{data_dir} is not a monitor directory")
+    mirror = Mirror(data_dir)
+    try:
+        doc = mirror.proof(seq, tree_size)
+    except CopyledgerError as e:
+        _die(e.detail)
+    finally:
+        mirror.close()
+    text = json.dumps(doc, indent=2) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)
+    if tlog_proof is not None:
+        tlog_proof.write_text(doc["tlog_proof"])
+
+# --- end of monitor ---------------------------------------------------------------------------
+
+
 def main() -> None:  # pragma: no cover - console entry
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     app()

@@ -18,8 +18,8 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from copyledger.ledger.errors import InvalidInput
-from copyledger.ledger.merkle import HASH_SIZE
+from copyledger.ledger.errors import InvalidInput, VerificationError
+from copyledger.ledger.merkle import HASH_SIZE, leaf_hashes
 
 __all__ = [
     "ENTRIES",
@@ -27,6 +27,7 @@ __all__ = [
     "MAX_LEVEL",
     "WIDTH",
     "Tile",
+    "check_bundle",
     "decode_bundle",
     "encode_bundle",
     "encode_index",
@@ -223,4 +224,26 @@ def decode_bundle(data: bytes) -> list[bytes]:
         pos += 2 + n
     if not 1 <= len(entries) <= WIDTH:
         raise InvalidInput(f"an entry bundle holds 1..{WIDTH} entries, not {len(entries)}")
+    return entries
+
+
+def check_bundle(tile: Tile, bundle: bytes, hashes: bytes) -> list[bytes]:
+    """The entries of entry bundle `tile` (bytes `bundle`), each checked against the level-0
+    hash tile of the same index and width (bytes `hashes`): entry i must hash to hash i, as
+    SHA-256(0x00 || entry). This is all that ties a bundle to the tree; a mismatch is a
+    VerificationError naming the first entry (`seq`) that does not hash to its tile."""
+    if not tile.entries:
+        raise InvalidInput(f"{tile.path()} is not an entry bundle")
+    try:
+        entries, want = decode_bundle(bundle), split_tile(hashes)
+    except InvalidInput as e:
+        raise VerificationError(f"{tile.path()}: {e.detail}") from None
+    if len(entries) != tile.width or len(want) != tile.width:
+        raise VerificationError(f"{tile.path()} holds {len(entries)} entries and its hash tile "
+                                f"{len(want)} hashes, not {tile.width}")
+    for i, (got, h) in enumerate(zip(leaf_hashes(entries), want, strict=True)):
+        if got != h:
+            seq = tile.index * WIDTH + i
+            raise VerificationError(f"entry {seq} in {tile.path()} does not hash to its leaf "
+                                    f"hash in the level-0 tile", seq=seq)
     return entries

@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from copyledger.ledger import note
 from copyledger.ledger import tiles as t
@@ -26,6 +27,7 @@ __all__ = [
     "FULL_TILE_CACHE",
     "PARTIAL_TILE_CACHE",
     "ExportReport",
+    "TileSource",
     "cache_control",
     "checkpoint",
     "export",
@@ -47,7 +49,15 @@ def cache_control(tile: t.Tile) -> str:
     return FULL_TILE_CACHE if tile.full else PARTIAL_TILE_CACHE
 
 
-def read_tile(store: Store, tile: t.Tile, size: int) -> bytes:
+class TileSource(Protocol):
+    """What tiles are read from: the registry's `Store`, or a monitor's `Mirror`."""
+
+    def read_node_range(self, level: int, lo: int, hi: int) -> dict[int, bytes]: ...
+
+    def read_entry_data(self, lo: int, hi: int) -> list[bytes]: ...
+
+
+def read_tile(store: TileSource, tile: t.Tile, size: int) -> bytes:
     """The bytes of `tile` (a hash tile or an entry bundle) of the tree of `size` leaves, read
     with one query. NotFound if the tree is too small to have it (the spec's empty tiles)."""
     level, lo, hi = tile.node_range()

@@ -1,0 +1,475 @@
+"""A monitor and mirror: follows a log through its C2SP tlog-tiles and keeps a verified copy.
+
+A court or platform runs it against a registry it does not operate. Each `Follower.poll` reads
+the log's `/checkpoint` and accepts it only if
+
+- a pinned key signed it, for the log (origin) the mirror has followed from the start;
+- its tree extends the last tree the mirror verified: the new entries come from the entry
+  bundles, each entry must hash to its leaf in the level-0 tile and pass entry validation, and
+  appending those leaf hashes to the stored frontier must give the checkpoint's root. Every
+  hash tile of the new tree must then equal the mirror's own nodes.
+
+Because every accepted tree is the previous one extended, each checkpoint is consistent with
+every one seen before, without a proof from the log. Anything else is a `LogMisbehaved` naming
+what the log served and what the mirror holds; a split view also names the first tree size at
+which the two trees differ and both roots there. Nothing is stored from a poll that fails.
+
+The copy (entries, every complete Merkle node, every verified checkpoint) is one SQLite file,
+`mirror.sqlite`, in the monitor's data directory. From it alone `Mirror.proof` answers an
+inclusion proof of any entry to any checkpoint the mirror verified (the registry's
+`/v1/entries/{seq}/proof` shape, plus the entry and the C2SP tlog-proof text), and
+`Mirror.read_node_range` / `read_entry_data` are what `service.tiles.read_tile` needs to serve
+the mirror's tiles. It cannot answer what the log never put in its tiles: block headers, RFC 3161
+tokens, the notary's TSA certificates (a full evidence bundle needs the registry).
+
+Fetching is injected (`Fetch`: a tlog-tiles path such as `checkpoint` or `tile/0/000.p/5` to its
+bytes, NotFound if absent), so the CLI passes `copyledger.client.tiles.TileFetcher` and tests
+pass bytes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from copyledger.ledger import entry as entry_mod
+from copyledger.ledger import jcs, merkle, note
+from copyledger.ledger import tiles as t
+from copyledger.ledger.errors import (
+    Conflict,
+    CopyledgerError,
+    InvalidInput,
+    NotFound,
+    VerificationError,
+)
+from copyledger.ledger.tlog_proof import TlogProof, format_tlog_proof
+
+__all__ = [
+    "MIRROR_FILE",
+    "Alert",
+    "Fetch",
+    "Follower",
+    "LogMisbehaved",
+    "Mirror",
+    "Update",
+    "VerifiedCheckpoint",
+    "open_follower",
+]
+
+MIRROR_FILE = "mirror.sqlite"
+
+Fetch = Callable[[str], bytes]
+"""A tlog-tiles path (no leading slash) to its bytes; raises ledger.errors.NotFound if absent."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS entries (seq INTEGER PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS nodes (level INTEGER NOT NULL, idx INTEGER NOT NULL,
+    hash BLOB NOT NULL, PRIMARY KEY (level, idx)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checkpoints (size INTEGER PRIMARY KEY, root BLOB NOT NULL,
+    note TEXT NOT NULL, verified_at TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class VerifiedCheckpoint:
+    """A checkpoint the mirror accepted: its tree, the signed note verbatim, and when."""
+
+    size: int
+    root: bytes
+    note: str
+    verified_at: str
+
+
+class Mirror:
+    """The verified copy in `directory/mirror.sqlite`. It pins the log's origin and verifier key
+    the first time it follows one and refuses to follow another into the same copy."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / MIRROR_FILE
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # --- what it follows
+
+    def _meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    @property
+    def verifier_key(self) -> str | None:
+        return self._meta("verifier_key")
+
+    def pin(self, verifier_key: str) -> note.Verifier:
+        """The verifier of `verifier_key`, remembered on first use; Conflict if the mirror
+        already follows a log under another key (a new key is a new mirror)."""
+        verifier = note.parse_verifier_key(verifier_key)
+        held = self.verifier_key
+        if held is None:
+            self._db.execute("INSERT INTO meta VALUES ('verifier_key', ?)", (verifier_key,))
+        elif held != verifier_key:
+            raise Conflict(f"{self.path} follows the log of key {held}, not {verifier_key}")
+        return verifier
+
+    # --- reads
+
+    def latest(self) -> VerifiedCheckpoint | None:
+        row = self._db.execute("SELECT size, root, note, verified_at FROM checkpoints "
+                               "ORDER BY size DESC LIMIT 1").fetchone()
+        return None if row is None else VerifiedCheckpoint(row[0], bytes(row[1]), row[2], row[3])
+
+    def checkpoint(self, size: int) -> VerifiedCheckpoint:
+        row = self._db.execute("SELECT size, root, note, verified_at FROM checkpoints "
+                               "WHERE size = ?", (size,)).fetchone()
+        if row is None:
+            raise NotFound(f"the mirror verified no checkpoint of size {size}")
+        return VerifiedCheckpoint(row[0], bytes(row[1]), row[2], row[3])
+
+    def sizes(self) -> list[int]:
+        """Every tree size the mirror verified a checkpoint of, in order."""
+        return [r[0] for r in self._db.execute("SELECT size FROM checkpoints ORDER BY size")]
+
+    def read_hashes(self, ids: Sequence[merkle.NodeId]) -> list[bytes]:
+        """A merkle.HashReader over the stored nodes."""
+        out = []
+        for level, idx in ids:
+            row = self._db.execute("SELECT hash FROM nodes WHERE level = ? AND idx = ?",
+                                   (level, idx)).fetchone()
+            if row is None:
+                raise NotFound(f"Merkle node {(level, idx)} is not in the mirror")
+            out.append(bytes(row[0]))
+        return out
+
+    def read_node_range(self, level: int, lo: int, hi: int) -> dict[int, bytes]:
+        """Stored hashes at `level` with lo <= idx < hi (a hash tile)."""
+        rows = self._db.execute("SELECT idx, hash FROM nodes WHERE level = ? AND idx >= ? "
+                                "AND idx < ?", (level, lo, hi))
+        return {i: bytes(h) for i, h in rows}
+
+    def read_entry_data(self, lo: int, hi: int) -> list[bytes]:
+        """The entries lo <= seq < hi, in order (an entry bundle)."""
+        rows = self._db.execute("SELECT data FROM entries WHERE seq >= ? AND seq < ? "
+                                "ORDER BY seq", (lo, hi))
+        return [bytes(d) for (d,) in rows]
+
+    def proof(self, seq: int, size: int | None = None) -> dict[str, Any]:
+        """Inclusion proof of entry `seq` in the tree of a checkpoint the mirror verified (the
+        latest by default), from the mirror alone: the registry's `/v1/entries/{seq}/proof`
+        members, plus the entry and the same proof as C2SP tlog-proof text."""
+        cp = self.latest() if size is None else self.checkpoint(size)
+        if cp is None:
+            raise NotFound("the mirror holds no verified checkpoint yet")
+        if not 0 <= seq < cp.size:
+            raise InvalidInput(f"seq {seq} is not in the mirror's tree of size {cp.size}")
+        data = self.read_entry_data(seq, seq + 1)[0]
+        path = merkle.inclusion_proof(seq, cp.size, self)
+        leaf = self.read_hashes([(0, seq)])[0]
+        merkle.verify_inclusion(seq, cp.size, leaf, path, cp.root)  # the copy is still intact
+        return {
+            "seq": seq,
+            "tree_size": cp.size,
+            "leaf_hash": leaf.hex(),
+            "root": cp.root.hex(),
+            "proof": [h.hex() for h in path],
+            "checkpoint": cp.note,
+            "entry": jcs.parse(data),
+            "tlog_proof": format_tlog_proof(TlogProof(seq, path, cp.note, extra=data)),
+        }
+
+    # --- writes (only Follower calls these)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _add(self, start: int, datas: Sequence[bytes], nodes: list[tuple[int, int, bytes]]) -> None:
+        self._db.executemany("INSERT INTO entries VALUES (?, ?)",
+                             zip(range(start, start + len(datas)), datas, strict=True))
+        self._db.executemany("INSERT INTO nodes VALUES (?, ?, ?)", nodes)
+
+    def _add_checkpoint(self, cp: note.Checkpoint, text: str) -> None:
+        now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        self._db.execute("INSERT INTO checkpoints VALUES (?, ?, ?, ?)",
+                         (cp.size, cp.root, text, now))
+
+
+@dataclass(frozen=True)
+class Alert:
+    """What a log did wrong, with the trees involved (roots as hex in `to_dict`).
+
+    `kind` is one of `fork` (a checkpoint inconsistent with one verified before: a split view),
+    `rollback` (a smaller tree than one verified before), `bad-signature` (no valid signature by
+    the pinned key, or another log's origin), `invalid-entry` (an entry that fails validation),
+    `bad-tile` (a tile or bundle that contradicts the tree, another tile or the checkpoint).
+    `verified_*` is the mirror's last tree, `served_*` the log's checkpoint. For a fork,
+    `first_difference` is the smallest tree size at which the two trees differ and `ours` /
+    `theirs` their roots at that size (None if the log's tiles do not show where)."""
+
+    kind: str
+    detail: str
+    origin: str
+    verified_size: int
+    verified_root: bytes
+    served_size: int | None = None
+    served_root: bytes | None = None
+    first_difference: int | None = None
+    ours: bytes | None = None
+    theirs: bytes | None = None
+    seq: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        def h(b: bytes | None) -> str | None:
+            return None if b is None else b.hex()
+
+        return {"alert": self.kind, "detail": self.detail, "origin": self.origin,
+                "verified": {"tree_size": self.verified_size, "root": h(self.verified_root)},
+                "served": {"tree_size": self.served_size, "root": h(self.served_root)},
+                "first_difference": None if self.first_difference is None else {
+                    "tree_size": self.first_difference, "ours": h(self.ours),
+                    "theirs": h(self.theirs)},
+                "seq": self.seq}
+
+
+class LogMisbehaved(VerificationError):
+    """The log served something the mirror cannot accept; `alert` says what and where."""
+
+    def __init__(self, alert: Alert) -> None:
+        members = alert.to_dict()
+        del members["detail"]
+        super().__init__(alert.detail, **members)
+        self.alert = alert
+
+
+@dataclass(frozen=True)
+class Update:
+    """One poll that held: the tree grew from `previous_size` to `tree_size` (or stayed)."""
+
+    previous_size: int
+    tree_size: int
+    root: bytes
+    entries: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"previous_size": self.previous_size, "tree_size": self.tree_size,
+                "root": self.root.hex(), "entries": self.entries}
+
+
+@dataclass(frozen=True)
+class _Served:
+    text: str
+    cp: note.Checkpoint
+
+
+class Follower:
+    """Follows one log into one Mirror, under one pinned verifier key."""
+
+    def __init__(self, mirror: Mirror, fetch: Fetch, verifier_key: str) -> None:
+        self.mirror = mirror
+        self.fetch = fetch
+        self.verifier = mirror.pin(verifier_key)
+
+    def poll(self) -> Update:
+        """Fetch the checkpoint and catch up to it; LogMisbehaved if anything fails to check.
+        Transport errors (and NotFound for the checkpoint itself) pass through unchanged."""
+        last = self.mirror.latest()
+        size, root = (last.size, last.root) if last else (0, merkle.EMPTY_ROOT)
+        served = self._checkpoint(size, root)
+        cp = served.cp
+        if cp.size < size:
+            raise self._rollback(size, root, cp)
+        if cp.size == size:
+            if cp.root != root:
+                raise self._fork(size, root, cp, "a different root for the verified tree size")
+            return Update(size, size, root, 0)
+        with self.mirror._transaction():
+            new_root = self._extend(size, root, cp)
+            if new_root != cp.root:
+                raise self._extension_mismatch(size, root, cp)
+            self._check_hash_tiles(size, root, cp)
+            self.mirror._add_checkpoint(cp, served.text)
+        return Update(size, cp.size, cp.root, cp.size - size)
+
+    # --- steps
+
+    def _checkpoint(self, size: int, root: bytes) -> _Served:
+        raw = self.fetch("checkpoint")
+        try:
+            text = raw.decode()
+            msg, _ = note.verify_note(text, [self.verifier])
+            cp = note.parse_checkpoint(msg.text)
+        except (UnicodeDecodeError, CopyledgerError) as e:
+            detail = e.detail if isinstance(e, CopyledgerError) else "not UTF-8"
+            raise LogMisbehaved(Alert("bad-signature", f"checkpoint: {detail}",
+                                      self.verifier.name, size, root)) from None
+        if cp.origin != self.verifier.name:
+            raise LogMisbehaved(Alert("bad-signature", f"checkpoint of log {cp.origin!r}, not "
+                                      f"{self.verifier.name!r}", self.verifier.name, size, root,
+                                      cp.size, cp.root))
+        return _Served(text, cp)
+
+    def _extend(self, size: int, root: bytes, cp: note.Checkpoint) -> bytes:
+        """Append the entries [size, cp.size) from the bundles, checked, and store them with
+        their nodes (inside the caller's transaction); the new root."""
+        frontier = self.mirror.read_hashes(merkle.frontier_ids(size))
+        for bundle in t.new_tiles(size, cp.size, entries=True):
+            _, lo, _ = bundle.node_range()
+            entries = self._bundle(bundle, size, root, cp)
+            held = max(0, size - lo)  # entries of a partial bundle the mirror already has
+            if held:
+                self._check_held(lo, entries[:held], size, root, cp)
+            new = entries[held:]
+            for i, data in enumerate(new):
+                self._validate(lo + held + i, data, size, root, cp)
+            done = merkle.append(lo + held, frontier, merkle.leaf_hashes(new))
+            self.mirror._add(lo + held, new, done.nodes)
+            frontier = done.frontier
+        return merkle.root_from_frontier(frontier)
+
+    def _bundle(self, bundle: t.Tile, size: int, root: bytes, cp: note.Checkpoint) -> list[bytes]:
+        tile = t.Tile(0, bundle.index, bundle.width)
+        try:
+            return t.check_bundle(bundle, self._get(bundle, size, root, cp),
+                                  self._get(tile, size, root, cp))
+        except VerificationError as e:
+            raise self._alert("bad-tile", e.detail, size, root, cp,
+                              seq=_int(e.extra.get("seq"))) from None
+
+    def _get(self, tile: t.Tile, size: int, root: bytes, cp: note.Checkpoint) -> bytes:
+        try:
+            return self.fetch(tile.path())
+        except NotFound:
+            raise self._alert("bad-tile", f"the log does not serve {tile.path()}, which its "
+                              f"tree of {cp.size} has", size, root, cp) from None
+
+    def _check_held(self, lo: int, datas: list[bytes], size: int, root: bytes,
+                    cp: note.Checkpoint) -> None:
+        """Entries re-served in a partial bundle must be the ones already verified."""
+        ours = self.mirror.read_node_range(0, lo, lo + len(datas))
+        for i, h in enumerate(merkle.leaf_hashes(datas)):
+            if ours[lo + i] != h:
+                raise self._fork_at(lo + i, h, size, root, cp, "other entries in place of "
+                                    "verified ones")
+
+    def _validate(self, seq: int, data: bytes, size: int, root: bytes,
+                  cp: note.Checkpoint) -> None:
+        """The entry must be a valid entry in its canonical bytes (what the log promises)."""
+        try:
+            _, canonical = entry_mod.encode(jcs.parse(data))
+            if canonical != data:
+                raise InvalidInput("not in canonical (RFC 8785) form")
+        except CopyledgerError as e:
+            raise self._alert("invalid-entry", f"entry {seq}: {e.detail}", size, root, cp,
+                              seq=seq) from None
+
+    def _check_hash_tiles(self, size: int, root: bytes, cp: note.Checkpoint) -> None:
+        """Every hash tile above level 0 the new tree has must hold the mirror's own nodes, so
+        the log serves other tile readers the tree it signed (level 0 went with the bundles)."""
+        for tile in t.new_tiles(size, cp.size):
+            if tile.level == 0:
+                continue
+            level, lo, hi = tile.node_range()
+            nodes = self.mirror.read_node_range(level, lo, hi)
+            if self._get(tile, size, root, cp) != b"".join(nodes[i] for i in range(lo, hi)):
+                raise self._alert("bad-tile", f"{tile.path()} does not hold the hashes of the "
+                                  f"verified tree of {cp.size}", size, root, cp)
+
+    # --- alerts
+
+    def _alert(self, kind: str, detail: str, size: int, root: bytes, cp: note.Checkpoint,
+               **kw: Any) -> LogMisbehaved:
+        return LogMisbehaved(Alert(kind, detail, cp.origin, size, root, cp.size, cp.root, **kw))
+
+    def _divergence(self, upto: int, cp: note.Checkpoint) -> tuple[int, bytes] | None:
+        """The first leaf below `upto` where the log's level-0 tiles (of its tree of cp.size)
+        leave the mirror's tree, and the log's hash there: one tile per 256 entries, stopping at
+        the first difference. None if the tiles agree (or end) before `upto`."""
+        for tile in t.tiles_for_size(cp.size):
+            if tile.level or tile.index * t.WIDTH >= upto:
+                break
+            _, lo, hi = tile.node_range()
+            try:
+                theirs = t.split_tile(self.fetch(tile.path()))
+            except (NotFound, InvalidInput):
+                return None
+            ours = self.mirror.read_node_range(0, lo, min(hi, upto))
+            for i in range(lo, min(hi, upto, lo + len(theirs))):
+                if ours[i] != theirs[i - lo]:
+                    return i, theirs[i - lo]
+        return None
+
+    def _fork(self, size: int, root: bytes, cp: note.Checkpoint, what: str) -> LogMisbehaved:
+        """A split view, located by `_divergence` when the log's tiles show it."""
+        found = self._divergence(size, cp)
+        if found is not None:
+            return self._fork_at(*found, size, root, cp, what)
+        return self._alert("fork", f"split view: {what}; its tiles do not show where the "
+                           f"trees part", size, root, cp)
+
+    def _extension_mismatch(self, size: int, root: bytes,
+                            cp: note.Checkpoint) -> LogMisbehaved:
+        """The served entries, appended to the verified tree, do not give the checkpoint's root:
+        a fork if the log's tiles part from the verified entries, else tiles that contradict
+        the checkpoint they are served with."""
+        found = self._divergence(size, cp)
+        if found is not None:
+            return self._fork_at(*found, size, root, cp, "a checkpoint that does not extend "
+                                 "the verified tree")
+        return self._alert("bad-tile", f"the served entries {size}..{cp.size - 1} appended to "
+                           f"the verified tree do not give the checkpoint's root", size, root, cp)
+
+    def _rollback(self, size: int, root: bytes, cp: note.Checkpoint) -> LogMisbehaved:
+        """A smaller tree than one verified: a rollback, and a fork too if it is not ours."""
+        detail = f"the log serves a tree of {cp.size} entries after one of {size} was verified"
+        if merkle.tree_hash(cp.size, self.mirror) == cp.root:
+            return self._alert("rollback", detail + " (an earlier state of the same tree)",
+                               size, root, cp)
+        found = self._divergence(cp.size, cp)
+        if found is None:
+            return self._alert("rollback", detail + ", with another root", size, root, cp)
+        seq, leaf = found
+        fork = self._fork_at(seq, leaf, size, root, cp, "")
+        return self._alert("rollback", detail + f", and another tree from size {seq + 1}",
+                           size, root, cp, first_difference=seq + 1, ours=fork.alert.ours,
+                           theirs=fork.alert.theirs, seq=seq)
+
+    def _fork_at(self, seq: int, their_leaf: bytes, size: int, root: bytes,
+                 cp: note.Checkpoint, what: str) -> LogMisbehaved:
+        """The fork at leaf `seq`: the trees of size seq + 1 are the first that differ."""
+        frontier = self.mirror.read_hashes(merkle.frontier_ids(seq))
+        theirs = merkle.append(seq, frontier, [their_leaf]).root
+        ours = merkle.tree_hash(seq + 1, self.mirror)
+        return self._alert("fork", f"split view: {what}; the trees differ from size {seq + 1} "
+                           f"(entry {seq}) on: ours {ours.hex()}, the log's {theirs.hex()}",
+                           size, root, cp, first_difference=seq + 1, ours=ours, theirs=theirs,
+                           seq=seq)
+
+
+def _int(v: object) -> int | None:
+    return v if isinstance(v, int) else None
+
+
+def open_follower(directory: Path, fetch: Fetch, verifier_key: str) -> Follower:
+    """A Follower over the mirror in `directory`; the caller closes `follower.mirror`."""
+    mirror = Mirror(directory)
+    try:
+        return Follower(mirror, fetch, verifier_key)
+    except BaseException:
+        mirror.close()
+        raise
+

@@ -1,0 +1,343 @@
+"""The monitor and mirror (`copyledger monitor`, `service/monitor.py`): it catches up on a live
+registry through its tiles past a tile boundary and follows new entries, answers the same proofs
+as the registry from its copy alone, and reports a split view (two copies of one database that
+diverge), a rollback, a bad signature, a tampered entry bundle and an invalid entry, naming the
+tree sizes and roots involved, with a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from copyledger.client.tiles import TileFetcher
+from copyledger.ledger import entry as entry_mod
+from copyledger.ledger import merkle, note
+from copyledger.ledger import tiles as t
+from copyledger.ledger.errors import NotFound, VerificationError
+from copyledger.ledger.sequencer import Pending
+from copyledger.service import tiles as service_tiles
+from copyledger.service.monitor import Follower, LogMisbehaved, Mirror
+from copyledger.service.node import Node
+from tests.helpers import open_registry, sha
+from tests.server import cli
+from tests.test_tiles import Uvicorn
+
+# --- the pure check ---------------------------------------------------------------------------
+
+
+def test_check_bundle_ties_each_entry_to_its_leaf_hash() -> None:
+    entries = [b"a", b"bb", b"ccc"]
+    bundle, tile = t.Tile(t.ENTRIES, 4, 3), t.encode_tile(merkle.leaf_hashes(entries))
+    assert t.check_bundle(bundle, t.encode_bundle(entries), tile) == entries
+    with pytest.raises(VerificationError) as e:
+        t.check_bundle(bundle, t.encode_bundle([b"a", b"bX", b"ccc"]), tile)
+    assert e.value.extra["seq"] == 4 * 256 + 1
+    with pytest.raises(VerificationError, match="not 3"):
+        t.check_bundle(bundle, t.encode_bundle(entries[:2]), tile)
+    with pytest.raises(VerificationError, match="ends inside"):
+        t.check_bundle(bundle, t.encode_bundle(entries)[:-1], tile)
+
+
+# --- a registry to follow ---------------------------------------------------------------------
+
+
+def fill(reg: Node, n: int, salt: str = "") -> None:
+    """Append n valid work entries (content hashes from `salt` and the seq) in big blocks."""
+    start = reg.sequencer.state.size
+    model = entry_mod.canonical_bytes(entry_mod.build_work(
+        registrant="alice", received_at=entry_mod.utc_now(), sha256=sha("model"), title="w",
+        creators=["A"], work_type="text"))
+    futs = []
+    for i in range(start, start + n):
+        h = sha(f"{salt}{i}")
+        futs.append(reg.sequencer.submit(
+            Pending(model.replace(sha("model").encode(), h.encode()), "work", h, "alice")))
+    for f in futs:
+        f.result(timeout=120)
+    assert reg.sequencer.state.size == start + n
+
+
+def node_fetch(reg: Node) -> Callable[[str], bytes]:
+    """What a tiles server would answer, without HTTP."""
+    def fetch(path: str) -> bytes:
+        if path == "checkpoint":
+            return service_tiles.checkpoint(reg).encode()
+        return service_tiles.tile(reg, path)[1]
+    return fetch
+
+
+@pytest.fixture
+def reg(tmp_path: Path) -> Iterator[Node]:
+    r = open_registry(tmp_path / "reg", linger_ms=20.0)
+    r.start()
+    yield r
+    r.stop()
+
+
+def monitor_cli(url: str, vkey: str, mdir: Path, *extra: str) -> tuple[int, Any]:
+    r = cli("monitor", "--log", url, "--trust", vkey, "--data-dir", str(mdir), "--once",
+            "--json", *extra)
+    try:
+        return r.returncode, json.loads(r.stdout)
+    except ValueError:
+        return r.returncode, r.stdout + r.stderr
+
+
+# --- catching up and following ----------------------------------------------------------------
+
+
+def test_catches_up_past_tile_boundaries_follows_and_answers_the_registrys_proofs(
+        reg: Node, tmp_path: Path) -> None:
+    mdir = tmp_path / "monitor"
+    fill(reg, 2000)  # 7 full level-0 tiles and one of 208
+    with Uvicorn(reg) as srv:
+        code, up = monitor_cli(srv.url, reg.verifier_key, mdir)
+        assert code == 0, up
+        root = httpx.get(srv.url + "/v1/log").json()["root"]
+        assert up == {"previous_size": 0, "tree_size": 2000, "root": root, "entries": 2000}
+
+        fill(reg, 300)  # completes tile 7, starts tile 8: re-reads the partial bundle it held
+        mirror = Mirror(mdir)
+        with TileFetcher(srv.url) as fetch:
+            follower = Follower(mirror, fetch, reg.verifier_key)
+            up2 = follower.poll()
+            assert (up2.previous_size, up2.tree_size, up2.entries) == (2000, 2300, 300)
+            assert follower.poll().entries == 0  # nothing new: nothing stored, nothing wrong
+        assert mirror.sizes() == [2000, 2300]
+
+        # The mirror's proofs are the registry's, at every tree size it verified.
+        for seq, size in ((0, 2000), (1999, 2000), (5, 2300), (2100, 2300), (2299, 2300)):
+            mine = mirror.proof(seq, size)
+            theirs = httpx.get(f"{srv.url}/v1/entries/{seq}/proof",
+                               params={"tree_size": size}).json()
+            assert {k: mine[k] for k in theirs} == theirs, (seq, size)
+            assert mine["entry"] == httpx.get(f"{srv.url}/v1/entries/{seq}").json()["entry"]
+        # The last entry was sealed at 2300: the mirror's tlog-proof is the bundle's, byte for byte.
+        assert mirror.proof(2299)["tlog_proof"] == httpx.get(
+            f"{srv.url}/v1/entries/2299/bundle").json()["tlog_proof"]
+        # It can serve the same tiles as the registry, from its copy alone.
+        for tile in t.tiles_for_size(2300) + t.tiles_for_size(2300, entries=True):
+            assert service_tiles.read_tile(mirror, tile, 2300) == httpx.get(
+                f"{srv.url}/{tile.path()}").content, tile
+        mirror.close()
+
+        r = cli("monitor", "bundle", "2100", "--data-dir", str(mdir))
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["proof"] == httpx.get(
+            f"{srv.url}/v1/entries/2100/proof").json()["proof"]
+        assert cli("monitor", "bundle", "2300", "--data-dir", str(mdir)).returncode == 2
+
+
+# --- split view ----------------------------------------------------------------------------
+
+
+class Webhook:
+    """A tiny server that records the JSON alerts POSTed to it."""
+
+    def __init__(self) -> None:
+        got: list[Any] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                got.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.alerts = got
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alert"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_split_view_is_reported_with_the_first_differing_tree_size_and_both_roots(
+        tmp_path: Path) -> None:
+    a = open_registry(tmp_path / "a", linger_ms=20.0)
+    a.start()
+    fill(a, 300)
+    a.stop()
+    shutil.copytree(tmp_path / "a", tmp_path / "b")  # the same database, copied
+    a, b = open_registry(tmp_path / "a", linger_ms=20.0), open_registry(tmp_path / "b",
+                                                                         linger_ms=20.0)
+    a.start()
+    b.start()
+    hook = Webhook()
+    try:
+        fill(a, 50, salt="A")  # 350 entries on branch A, 300 shared
+        fill(b, 30, salt="B")
+        assert a.verifier_key == b.verifier_key
+        mdir = tmp_path / "monitor"
+        with Uvicorn(a) as sa, Uvicorn(b) as sb:
+            assert monitor_cli(sa.url, a.verifier_key, mdir)[0] == 0
+
+            def root_at(url: str, size: int) -> str:
+                return str(httpx.get(url + "/v1/log/consistency",
+                                     params={"from": size}).json()["old_root"])
+
+            ours, theirs = root_at(sa.url, 301), root_at(sb.url, 301)
+            assert ours != theirs and root_at(sa.url, 300) == root_at(sb.url, 300)
+            fork = {"tree_size": 301, "ours": ours, "theirs": theirs}
+            verified = {"tree_size": 350, "root": root_at(sa.url, 350)}
+
+            # B is smaller (330): a rollback, and a different tree from 301 on.
+            code, alert = monitor_cli(sb.url, b.verifier_key, mdir, "--alert-webhook", hook.url)
+            assert code == 1
+            assert alert["alert"] == "rollback" and alert["first_difference"] == fork
+            assert alert["verified"] == verified
+            assert alert["served"] == {"tree_size": 330, "root": root_at(sb.url, 330)}
+            assert hook.alerts == [alert]
+
+            fill(b, 20, salt="B")  # the same size as A, another root: located through tiles
+            code, alert = monitor_cli(sb.url, b.verifier_key, mdir)
+            assert code == 1 and alert["alert"] == "fork" and alert["first_difference"] == fork
+            assert alert["served"]["tree_size"] == 350 and alert["seq"] == 300
+            assert alert["served"]["root"] != verified["root"]
+
+            fill(b, 30, salt="B")  # larger: its partial bundle re-serves entries 256.. otherwise
+            code, alert = monitor_cli(sb.url, b.verifier_key, mdir)
+            assert code == 1 and alert["alert"] == "fork" and alert["first_difference"] == fork
+            assert alert["served"] == {"tree_size": 380, "root": root_at(sb.url, 380)}
+
+            # Nothing from B was stored: A is still followed as before.
+            fill(a, 10, salt="A")
+            code, up = monitor_cli(sa.url, a.verifier_key, mdir)
+            assert code == 0 and (up["previous_size"], up["tree_size"]) == (350, 360)
+    finally:
+        hook.close()
+        a.stop()
+        b.stop()
+
+
+# --- rollback, signatures, tampered tiles, invalid entries -----------------------------------
+
+
+def _poll_alert(follower: Follower) -> LogMisbehaved:
+    with pytest.raises(LogMisbehaved) as e:
+        follower.poll()
+    return e.value
+
+
+def test_a_rollback_to_an_earlier_checkpoint_is_reported(reg: Node, tmp_path: Path) -> None:
+    fill(reg, 300)
+    old = service_tiles.checkpoint(reg)
+    fill(reg, 100)
+    fetch = node_fetch(reg)
+    follower = Follower(Mirror(tmp_path / "m"), fetch, reg.verifier_key)
+    assert follower.poll().tree_size == 400
+    follower.fetch = lambda p: old.encode() if p == "checkpoint" else fetch(p)
+    e = _poll_alert(follower)
+    assert e.alert.kind == "rollback" and "earlier state of the same tree" in e.detail
+    assert (e.alert.verified_size, e.alert.served_size) == (400, 300)
+    assert e.alert.served_root == note.parse_checkpoint(note.parse_note(old).text).root
+    assert e.alert.verified_root.hex() == reg.store.latest_block().header.tree_root.hex()
+
+
+def test_a_checkpoint_not_signed_by_the_pinned_key_is_reported(reg: Node,
+                                                               tmp_path: Path) -> None:
+    fill(reg, 10)
+    public = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw,
+                                                                    PublicFormat.Raw)
+    other = note.format_verifier_key("test.example/log", public)
+    follower = Follower(Mirror(tmp_path / "m"), node_fetch(reg), other)
+    e = _poll_alert(follower)
+    assert e.alert.kind == "bad-signature" and "no signature by a trusted key" in e.detail
+    assert follower.mirror.latest() is None
+
+
+Fetch = Callable[[str], bytes]
+
+
+def _tamper(fetch: Fetch, path: str, change: Callable[[list[bytes]], list[bytes]], *,
+            retile: bool) -> Fetch:
+    """Serve bundle `path` with its entries changed; with `retile`, its level-0 tile too, so
+    the two agree and only the checkpoint's root (or validation) can catch it."""
+    bundle = t.parse_path(path)
+    tile = t.Tile(0, bundle.index, bundle.width).path()
+
+    def tampered(p: str) -> bytes:
+        entries = change(t.decode_bundle(fetch(path)))
+        if p == path:
+            return t.encode_bundle(entries)
+        if p == tile and retile:
+            return t.encode_tile(merkle.leaf_hashes(entries))
+        return fetch(p)
+    return tampered
+
+
+def _swap_byte(entries: list[bytes]) -> list[bytes]:
+    e = entries[10]
+    return [*entries[:10], e.replace(b'"w"', b'"v"'), *entries[11:]]
+
+
+def test_a_tampered_entry_bundle_is_reported(reg: Node, tmp_path: Path) -> None:
+    fill(reg, 300)
+    fetch = node_fetch(reg)
+    f = Follower(Mirror(tmp_path / "m"), _tamper(fetch, "tile/entries/001.p/44", _swap_byte,
+                                                 retile=False), reg.verifier_key)
+    e = _poll_alert(f)
+    assert e.alert.kind == "bad-tile" and e.alert.seq == 266
+    assert "entry 266 in tile/entries/001.p/44 does not hash" in e.detail
+    assert f.mirror.latest() is None and f.mirror.read_entry_data(0, 300) == []
+
+    # Bundle and tile changed together: the entries no longer make the signed root.
+    f = Follower(Mirror(tmp_path / "m2"), _tamper(fetch, "tile/entries/001.p/44", _swap_byte,
+                                                  retile=True), reg.verifier_key)
+    e = _poll_alert(f)
+    assert e.alert.kind == "bad-tile" and "do not give the checkpoint's root" in e.detail
+    assert (e.alert.served_size, e.alert.verified_size) == (300, 0)
+
+    # A hash tile above level 0 that is not the tree's.
+    fill(reg, 100)  # 400 entries: level 1 has a partial tile of 1 hash
+    bad = t.Tile(1, 0, 1).path()
+    f = Follower(Mirror(tmp_path / "m3"),
+                 lambda p: bytes(32) if p == bad else fetch(p), reg.verifier_key)
+    e = _poll_alert(f)
+    assert e.alert.kind == "bad-tile" and bad in e.detail
+
+    # A tile the tree has but the log does not serve.
+    def missing(p: str) -> bytes:
+        if p == "tile/0/001.p/144":
+            raise NotFound(p)
+        return fetch(p)
+    e = _poll_alert(Follower(Mirror(tmp_path / "m4"), missing, reg.verifier_key))
+    assert e.alert.kind == "bad-tile" and "does not serve tile/0/001.p/144" in e.detail
+
+
+def test_an_invalid_entry_is_reported(reg: Node, tmp_path: Path) -> None:
+    fill(reg, 20)
+    fetch = node_fetch(reg)
+
+    def bad_kind(entries: list[bytes]) -> list[bytes]:
+        return [*entries[:7], entries[7].replace(b'"kind":"work"', b'"kind":"wxrk"'),
+                *entries[8:]]
+    f = Follower(Mirror(tmp_path / "m"), _tamper(fetch, "tile/entries/000.p/20", bad_kind,
+                                                 retile=True), reg.verifier_key)
+    e = _poll_alert(f)
+    assert e.alert.kind == "invalid-entry" and e.alert.seq == 7 and "entry 7" in e.detail
+    assert e.alert.to_dict()["served"]["tree_size"] == 20
+
+
+def test_a_mirror_follows_one_log_key(reg: Node, tmp_path: Path) -> None:
+    fill(reg, 1)
+    Follower(Mirror(tmp_path / "m"), node_fetch(reg), reg.verifier_key).poll()
+    public = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw,
+                                                                    PublicFormat.Raw)
+    r = cli("monitor", "--log", "http://127.0.0.1:9", "--trust",
+            note.format_verifier_key("x", public), "--data-dir", str(tmp_path / "m"), "--once")
+    assert r.returncode == 2 and "follows the log of key" in r.stderr
