@@ -9,10 +9,11 @@ from fastapi import APIRouter, Path, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from copyledger.api import auth
+from copyledger.api import auth, deps
 from copyledger.api.deps import FastJSONResponse, json_body, node
 from copyledger.api.models import CheckIn, ClaimIn, RegistrationOut
 from copyledger.service import claims, operations
+from copyledger.service.inputs import MAX_INT, parse_count
 
 router = APIRouter(tags=["platforms"])
 
@@ -38,13 +39,13 @@ async def record_claim(request: Request) -> FastJSONResponse:
 
 
 @router.get("/v1/claims/{seq}", summary="A claim and its timeline")
-def get_claim(request: Request, seq: int = Path(ge=0)) -> dict[str, Any]:
+def get_claim(request: Request, seq: int = Path(ge=0, le=MAX_INT)) -> dict[str, Any]:
     return claims.claim_timeline(node(request), seq)
 
 
 async def _check_from_form(request: Request) -> CheckIn:
     """A multipart claim check: the file is hashed and fingerprinted by the service."""
-    form = await request.form(max_files=1, max_fields=20)
+    form = await deps.form(request, max_files=1, max_fields=20)
     try:
         content: dict[str, Any] = {}
         upload = form.get("file")
@@ -59,7 +60,8 @@ async def _check_from_form(request: Request) -> CheckIn:
         seq_s, sha_s, claimant = form.get("work_seq"), form.get("work_sha256"), form.get(
             "claimant")
         return CheckIn(claimant=claimant if isinstance(claimant, str) else "",
-                       work_seq=int(seq_s) if isinstance(seq_s, str) and seq_s.isdigit() else None,
+                       work_seq=parse_count(seq_s, "work_seq") if isinstance(seq_s, str)
+                       and seq_s else None,
                        work_sha256=sha_s if isinstance(sha_s, str) and sha_s else None,
                        content=content)
     finally:

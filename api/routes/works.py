@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from copyledger.api import auth
+from copyledger.api import auth, deps
 from copyledger.api.deps import FastJSONResponse, json_body, node, parse_body
 from copyledger.api.models import EvidenceIn, RegistrationOut, WorkIn
 from copyledger.ledger.errors import InvalidInput
 from copyledger.service import operations
 from copyledger.service.apikeys import KeyCache
+from copyledger.service.inputs import parse_metadata
 from copyledger.service.node import Node
 
 router = APIRouter(tags=["creators"])
@@ -54,18 +54,6 @@ async def register_json(n: Node, keys: KeyCache, authorization: str, body: bytes
     return (await operations.register_work(n, who, w)).to_dict()
 
 
-def _metadata(raw: str | None) -> dict[str, Any] | None:
-    if raw is None or raw == "":
-        return None
-    try:
-        v = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise InvalidInput(f"metadata: not JSON: {e}") from None
-    if not isinstance(v, dict):
-        raise InvalidInput("metadata: must be a JSON object")
-    return v
-
-
 @router.post(
     "/v1/works",
     status_code=201,
@@ -84,7 +72,7 @@ async def register_work(request: Request) -> FastJSONResponse:
             n, request.app.state.keys, request.headers.get("authorization", ""),
             await request.body()), status_code=201)
     who = auth.require(request, "creator")
-    form = await request.form(max_files=1, max_fields=100)
+    form = await deps.form(request, max_files=1, max_fields=100)
     try:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
@@ -100,7 +88,7 @@ async def register_work(request: Request) -> FastJSONResponse:
         w = WorkIn(sha256=facts.sha256, size=facts.size, media_type=facts.media_type,
                    title=text("title"), work_type=text("work_type"),
                    creators=[c for c in form.getlist("creators") if isinstance(c, str)],
-                   license=text("license") or None, metadata=_metadata(text("metadata")))
+                   license=text("license") or None, metadata=parse_metadata(text("metadata")))
     finally:
         await form.close()
     recorded = await operations.register_work(n, who, w, computed=facts.fingerprints)
