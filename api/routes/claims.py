@@ -76,6 +76,14 @@ async def _check_from_form(request: Request) -> CheckIn:
     "/ MinHash), oldest first, and what claims exist on the work. The answer is signed by the "
     "notary (`signature`, a C2SP signed note over the SHA-256 of the answer's RFC 8785 JSON "
     "without `signature`). JSON, or multipart/form-data with a `file`. Needs a platform key.",
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": CheckIn.model_json_schema()},
+        "multipart/form-data": {"schema": {"type": "object", "required": ["claimant"],
+                                           "properties": {
+            "file": {"type": "string", "format": "binary"},
+            "claimant": {"type": "string"}, "work_seq": {"type": "string"},
+            "work_sha256": {"type": "string"}, "sha256": {"type": "string"},
+            "pdq": {"type": "string"}, "phash": {"type": "string"}}}}}}},
 )
 async def check_claim(request: Request) -> FastJSONResponse:
     auth.require(request, "platform")
