@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import json
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -42,6 +43,18 @@ def _unb64(v: object, what: str) -> bytes:
         raise InvalidInput(f"{what} is not base64") from None
 
 
+async def _json_object(request: Request) -> dict[str, Any]:
+    """The body as a JSON object; anything else (not JSON, not UTF-8, nested past the parser's
+    recursion limit, not an object) is the caller's mistake, a 422."""
+    try:
+        body = json.loads(await request.body())
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError included
+        raise InvalidInput("the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise InvalidInput("the body must be a JSON object")
+    return body
+
+
 def create_notary_app(signer: Signer, tsa: TimeStampAuthority, token: str, *,
                       checkpoints: CheckpointGuard) -> FastAPI:
     if checkpoints.origin != signer.name:
@@ -65,6 +78,10 @@ def create_notary_app(signer: Signer, tsa: TimeStampAuthority, token: str, *,
     async def _err(_request: Request, exc: CopyledgerError) -> JSONResponse:
         return _problem(exc)
 
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, _exc: Exception) -> JSONResponse:
+        return problems.internal_error(request.url.path)  # a problem, never an HTML page
+
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -80,9 +97,7 @@ def create_notary_app(signer: Signer, tsa: TimeStampAuthority, token: str, *,
 
     @app.post(PREFIX + "/sign")
     async def sign(request: Request) -> dict[str, str]:
-        body = await request.json()
-        if not isinstance(body, dict):
-            raise InvalidInput("the body must be a JSON object")
+        body = await _json_object(request)
         message = _unb64(body.get("message"), "message")
         if check_signable(message, signer.name) != "checkpoint":
             return {"signature": _b64(signer.sign(message))}
@@ -94,8 +109,8 @@ def create_notary_app(signer: Signer, tsa: TimeStampAuthority, token: str, *,
 
     @app.post(PREFIX + "/timestamp-digest")
     async def stamp(request: Request) -> dict[str, str]:
-        body = await request.json()
-        digest = _unb64(body.get("digest") if isinstance(body, dict) else None, "digest")
+        body = await _json_object(request)
+        digest = _unb64(body.get("digest"), "digest")
         return {"token": _b64(tsa.timestamp_digest(digest))}
 
     @app.post(PREFIX + "/timestamp")

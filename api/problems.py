@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from copyledger.ledger.errors import (
@@ -89,23 +91,31 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 
+def invalid_input(errors: Sequence[Any], instance: str) -> JSONResponse:
+    """422 naming each field pydantic refused (`loc` without the leading `body`)."""
+    fields = [
+        {
+            "field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"),
+            "message": e.get("msg", ""),
+        }
+        for e in errors
+    ]
+    detail = "; ".join(f"{e['field']}: {e['message']}" for e in fields) or "invalid request"
+    return problem(422, "invalid-input", "Invalid input", detail, instance, errors=fields)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(CopyledgerError)
     async def _copyledger(request: Request, exc: CopyledgerError) -> JSONResponse:
         return from_error(exc, request.url.path)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {
-                "field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"),
-                "message": e.get("msg", ""),
-            }
-            for e in exc.errors()
-        ]
-        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "invalid request"
-        return problem(422, "invalid-input", "Invalid input", detail, request.url.path,
-                       errors=errors)
+    @app.exception_handler(ValidationError)
+    async def _validation(request: Request, exc: Exception) -> JSONResponse:
+        # A route's parameters (RequestValidationError) or an input model a route builds
+        # itself, e.g. from a form (pydantic's ValidationError): the client's mistake either way.
+        assert isinstance(exc, RequestValidationError | ValidationError)
+        return invalid_input(exc.errors(), request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -16,6 +16,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from copyledger.ledger.errors import InvalidInput
 from copyledger.service.operations import Upload
 
 FILE_FIELD = "file"
@@ -105,7 +106,12 @@ class _Parts:
 
     def on_part_end(self) -> None:
         if self.name is not None:
-            value = self.value.decode("utf-8", errors="replace")
+            try:  # strictly: a field in mojibake would be recorded as it reads
+                value = self.value.decode("utf-8")
+            except UnicodeDecodeError:
+                message = "is not valid UTF-8"
+                raise InvalidInput(f"{self.name}: {message}",
+                                   errors=[{"field": self.name, "message": message}]) from None
             self.form.fields.setdefault(self.name, []).append(value)
 
 

@@ -12,6 +12,7 @@ import hashlib
 import math
 import re
 import time
+import unicodedata
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from urllib.parse import urlsplit
@@ -391,11 +392,17 @@ def _check_sha256(value: object, path: str, errors: Errors) -> None:
         errors.append({"field": path, "message": "must be 64 lowercase hex characters"})
 
 
+def valid_count(value: object) -> bool:
+    """A non-negative integer (a size, a sequence number) that JSON can carry exactly."""
+    return not isinstance(value, bool) and isinstance(value, int) \
+        and 0 <= value <= jcs.MAX_SAFE_INTEGER
+
+
 def _check_count(value: object, path: str, errors: Errors) -> None:
     """Non-negative integers (sizes, sequence numbers) that JSON can carry exactly."""
     if isinstance(value, bool) or not isinstance(value, int):
         errors.append({"field": path, "message": "must be an integer"})
-    elif not 0 <= value <= jcs.MAX_SAFE_INTEGER:
+    elif not valid_count(value):
         errors.append({"field": path, "message": f"must be between 0 and {jcs.MAX_SAFE_INTEGER}"})
 
 
@@ -406,7 +413,8 @@ def _check_media_type(value: object, path: str, errors: Errors) -> None:
 
 
 def _text(max_length: int, *, controls: bool = False) -> Check:
-    """A check for free text: non-blank, capped, and free of control characters unless allowed."""
+    """A check for free text: non-blank, capped, something visible, no bidi override (text a
+    court reads must show what it says), and free of control characters unless allowed."""
 
     def check(value: object, path: str, errors: Errors) -> None:
         if not isinstance(value, str):
@@ -417,6 +425,12 @@ def _text(max_length: int, *, controls: bool = False) -> Check:
             errors.append({"field": path, "message": "must not be empty"})
         elif len(value) > max_length:
             errors.append({"field": path, "message": f"must be at most {max_length} characters"})
+        elif _BIDI.search(value):
+            errors.append({"field": path, "message": "must not contain bidirectional embedding, "
+                           "override or isolate characters (U+202A-U+202E, U+2066-U+2069)"})
+        elif _invisible(value):
+            errors.append({"field": path, "message": "must contain a visible character, not "
+                           "only whitespace and format characters such as U+200B"})
         elif not controls and _has_control(value):
             errors.append({"field": path, "message": "must not contain control characters"})
 
@@ -424,10 +438,19 @@ def _text(max_length: int, *, controls: bool = False) -> Check:
 
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # exactly Unicode category Cc
+# Embeddings, overrides and isolates reorder what is displayed ("evil\u202egpj.exe" shows as
+# "evilexe.jpg"); the implicit marks U+200E/U+200F only set direction and stay allowed.
+_BIDI = re.compile("[\u202a-\u202e\u2066-\u2069]")
 
 
 def _has_control(text: str) -> bool:
     return _CONTROL.search(text) is not None
+
+
+def _invisible(text: str) -> bool:
+    """Only whitespace and format characters (Unicode category Cf: U+200B, U+2060, U+FEFF,
+    ...), so it displays as nothing: a title or a name no one can read or tell apart."""
+    return all(c.isspace() or unicodedata.category(c) == "Cf" for c in text)
 
 
 def _check_creators(value: object, path: str, errors: Errors) -> None:

@@ -43,6 +43,7 @@ HEIGHT = 8
 WIDTH = 1 << HEIGHT
 """Hashes (or entries) in a full tile: 256."""
 MAX_LEVEL = 63
+MAX_INDEX_ELEMENTS = 7  # 2**64 has 20 digits: 7 three-digit elements
 ENTRIES = -1
 """The tile level that names entry bundles (`tile/entries/...`), as Go's L = -1 names data."""
 MAX_ENTRY = 0xFFFF
@@ -132,8 +133,9 @@ def parse_path(path: str) -> Tile:
     last = elems[-1]
     if not (len(last) == 3 and last.isdigit() and last.isascii()):
         raise bad
-    if not all(_INDEX_ELEMENT.fullmatch(e) for e in elems[:-1]):
-        raise bad
+    if len(elems) > MAX_INDEX_ELEMENTS or not all(
+            _INDEX_ELEMENT.fullmatch(e) for e in elems[:-1]):
+        raise bad  # more digits than any 64-bit index has: refused before `int` reads them
     index = int("".join(e.lstrip("x") for e in elems))
     if len(elems) > 1 and elems[0] == "x000":
         raise bad  # not the shortest encoding: it would name the same tile twice

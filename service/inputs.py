@@ -7,14 +7,23 @@ documentation and examples, and refuse unknown members.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+import json
+import re
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from copyledger.ledger.entry import MAX_METADATA_DEPTH
 from copyledger.ledger.errors import InvalidInput
 
 SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 M = TypeVar("M", bound=BaseModel)
+
+MAX_INT = 2**63 - 1
+"""The largest integer a request may carry: the database's 64-bit signed integer. A bigger one
+is refused as input (422) instead of overflowing the driver (500); entries hold at most
+2**53-1, which `ledger.entry` checks."""
+Count = Annotated[int, Field(ge=0, le=MAX_INT)]
 
 
 def parse_input(model: type[M], body: bytes) -> M:
@@ -28,6 +37,54 @@ def parse_input(model: type[M], body: bytes) -> M:
         ]
         detail = "; ".join(f"{x['field']}: {x['message']}" for x in errors)
         raise InvalidInput(detail, errors=errors) from None
+
+
+def parse_count(raw: str, field: str) -> int:
+    """A form field holding a non-negative integer: ASCII digits only (`str.isdigit` also
+    accepts "²" and "٣", which `int` refuses), at most MAX_INT."""
+    if not re.fullmatch(r"[0-9]{1,19}", raw) or int(raw) > MAX_INT:
+        raise InvalidInput(f"{field}: must be an integer from 0 to {MAX_INT}",
+                           errors=[{"field": field, "message": f"must be an integer from 0 to "
+                                    f"{MAX_INT}"}])
+    return int(raw)
+
+
+def parse_metadata(raw: str) -> dict[str, Any] | None:
+    """A form's `metadata` field (a JSON object as text), or None when empty. Nesting past the
+    entry limit is refused by a scan before parsing, so a document nested thousands deep never
+    reaches the recursive JSON parser."""
+    if raw == "":
+        return None
+    if _nesting(raw) > MAX_METADATA_DEPTH:
+        message = f"nested deeper than {MAX_METADATA_DEPTH} levels"
+        raise InvalidInput(f"metadata: {message}",
+                           errors=[{"field": "metadata", "message": message}])
+    try:
+        v = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise InvalidInput(f"metadata: not JSON: {e}",
+                           errors=[{"field": "metadata", "message": "not JSON"}]) from None
+    if not isinstance(v, dict):
+        raise InvalidInput("metadata: must be a JSON object",
+                           errors=[{"field": "metadata", "message": "must be a JSON object"}])
+    return v
+
+
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{}]')
+
+
+def _nesting(text: str) -> int:
+    """The deepest nesting of arrays and objects in JSON text, brackets inside strings not
+    counted; linear, and needs no valid JSON (the parser judges that afterwards)."""
+    depth = deepest = 0
+    for m in _JSON_TOKEN.finditer(text):
+        c = m.group()
+        if c in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in "]}":
+            depth -= 1
+    return deepest
 
 
 class WorkIn(BaseModel):
@@ -52,7 +109,7 @@ class WorkIn(BaseModel):
     title: str
     creators: list[str]
     work_type: str = Field(description="text, image, audio, video, software, dataset or other")
-    size: int | None = Field(default=None, description="size in bytes")
+    size: Count | None = Field(default=None, description="size in bytes")
     media_type: str | None = None
     license: str | None = None
     metadata: dict[str, Any] | None = None
@@ -84,8 +141,8 @@ class EvidenceIn(BaseModel):
     capture_method: str
     description: str
     source_url: str | None = None
-    related_work: int | None = None
-    size: int | None = None
+    related_work: Count | None = None
+    size: Count | None = None
     media_type: str | None = None
     metadata: dict[str, Any] | None = None
     warc_records: list[dict[str, Any]] | None = Field(
@@ -105,7 +162,7 @@ class TransferIn(BaseModel):
             "terms_sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
         }]},
     )
-    work_seq: int = Field(ge=0, description="seq of the registered work")
+    work_seq: Count = Field(description="seq of the registered work")
     to: str = Field(description="the receiving account")
     transfer_type: str = Field(description="assignment, exclusive_licence or non_exclusive_licence")
     territory: str = "worldwide"
@@ -128,7 +185,7 @@ class ClaimIn(BaseModel):
     }]})
     notice_type: str = "notice"
     regime: str
-    refers_to: int | None = Field(default=None, description="a counter-notice's claim seq")
+    refers_to: Count | None = Field(default=None, description="a counter-notice's claim seq")
     claimant: dict[str, Any]
     works: list[dict[str, Any]] | None = None
     targets: list[dict[str, Any]] | None = None
@@ -145,7 +202,7 @@ class CheckIn(BaseModel):
                     "pdq": "f" * 64},
     }]})
     claimant: str = Field(description="the claimant's account in this registry")
-    work_seq: int | None = Field(default=None, ge=0)
+    work_seq: Count | None = None
     work_sha256: str | None = None
     content: dict[str, Any] = Field(default_factory=dict,
                                     description="disputed content: sha256, pdq, phash, minhash")

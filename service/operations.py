@@ -194,7 +194,9 @@ async def record_claim(node: Node, who: Principal, c: ClaimIn) -> Recorded:
     """Record a takedown notice or counter-notice (complete for its regime, or refused)."""
     body = c.model_dump(exclude_none=True)
     for i, w in enumerate(body.get("works", [])):
-        if "seq" in w:
+        # A seq that is no count (text, a fraction, past 2**53-1) is left for the entry rules
+        # to name; looking it up could only fail in the database.
+        if entry_mod.valid_count(w.get("seq")):
             try:
                 row = node.store.get_entry(w["seq"])
             except NotFound:

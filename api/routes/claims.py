@@ -12,6 +12,7 @@ from copyledger.api import auth, uploads
 from copyledger.api.deps import FastJSONResponse, json_body, node
 from copyledger.api.models import CheckIn, ClaimIn, RegistrationOut
 from copyledger.service import claims, operations
+from copyledger.service.inputs import MAX_INT, parse_count
 
 router = APIRouter(tags=["platforms"])
 
@@ -37,7 +38,7 @@ async def record_claim(request: Request) -> FastJSONResponse:
 
 
 @router.get("/v1/claims/{seq}", summary="A claim and its timeline")
-def get_claim(request: Request, seq: int = Path(ge=0)) -> dict[str, Any]:
+def get_claim(request: Request, seq: int = Path(ge=0, le=MAX_INT)) -> dict[str, Any]:
     return claims.claim_timeline(node(request), seq)
 
 
@@ -54,7 +55,7 @@ async def _check_from_form(request: Request) -> CheckIn:
                 content.setdefault(k, v)  # what the server computed from the file wins
         seq_s = form.get("work_seq")
         return CheckIn(claimant=form.get("claimant"),
-                       work_seq=int(seq_s) if seq_s.isdigit() else None,
+                       work_seq=parse_count(seq_s, "work_seq") if seq_s else None,
                        work_sha256=form.get("work_sha256") or None, content=content)
     finally:
         form.close()
@@ -68,6 +69,14 @@ async def _check_from_form(request: Request) -> CheckIn:
     "/ MinHash), oldest first, and what claims exist on the work. The answer is signed by the "
     "notary (`signature`, a C2SP signed note over the SHA-256 of the answer's RFC 8785 JSON "
     "without `signature`). JSON, or multipart/form-data with a `file`. Needs a platform key.",
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": CheckIn.model_json_schema()},
+        "multipart/form-data": {"schema": {"type": "object", "required": ["claimant"],
+                                           "properties": {
+            "file": {"type": "string", "format": "binary"},
+            "claimant": {"type": "string"}, "work_seq": {"type": "string"},
+            "work_sha256": {"type": "string"}, "sha256": {"type": "string"},
+            "pdq": {"type": "string"}, "phash": {"type": "string"}}}}}}},
 )
 async def check_claim(request: Request) -> FastJSONResponse:
     auth.require(request, "platform")

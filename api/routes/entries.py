@@ -10,12 +10,13 @@ from fastapi import APIRouter, Path, Query, Request
 from copyledger.api.deps import FastJSONResponse, node
 from copyledger.api.models import EntryOut, ProofOut, SearchOut
 from copyledger.service import reads
+from copyledger.service.inputs import MAX_INT
 
 router = APIRouter(tags=["entries"])
 
 
 @router.get("/v1/entries/{seq}", response_model=EntryOut, summary="An entry")
-def get_entry(request: Request, seq: int = Path(ge=0)) -> dict[str, Any]:
+def get_entry(request: Request, seq: int = Path(ge=0, le=MAX_INT)) -> dict[str, Any]:
     return reads.entry(node(request), seq)
 
 
@@ -28,8 +29,8 @@ def get_entry(request: Request, seq: int = Path(ge=0)) -> dict[str, Any]:
 )
 def get_proof(
     request: Request,
-    seq: int = Path(ge=0),
-    tree_size: int | None = Query(default=None, ge=1),
+    seq: int = Path(ge=0, le=MAX_INT),
+    tree_size: int | None = Query(default=None, ge=1, le=MAX_INT),
 ) -> dict[str, Any]:
     return reads.proof(node(request), seq, tree_size)
 
@@ -43,7 +44,7 @@ def get_proof(
     "keys and TSA certificates, and the same proof in C2SP tlog-proof text form. Verify it with "
     "`copyledger verify BUNDLE [FILE]`; docs/verification.md specifies each step.",
 )
-def get_bundle(request: Request, seq: int = Path(ge=0)) -> FastJSONResponse:
+def get_bundle(request: Request, seq: int = Path(ge=0, le=MAX_INT)) -> FastJSONResponse:
     return FastJSONResponse(reads.bundle(node(request), seq))
 
 

@@ -10,6 +10,7 @@ from fastapi.responses import PlainTextResponse
 from copyledger.api.deps import node
 from copyledger.api.models import BlockOut, ConsistencyOut, LogOut
 from copyledger.service import reads
+from copyledger.service.inputs import MAX_INT
 
 router = APIRouter(tags=["log"])
 
@@ -40,8 +41,8 @@ def get_checkpoint(request: Request) -> PlainTextResponse:
 )
 def get_consistency(
     request: Request,
-    from_: int = Query(alias="from", ge=0),
-    to: int | None = Query(default=None, ge=0),
+    from_: int = Query(alias="from", ge=0, le=MAX_INT),
+    to: int | None = Query(default=None, ge=0, le=MAX_INT),
 ) -> dict[str, Any]:
     return reads.consistency(node(request), from_, to)
 
@@ -57,5 +58,5 @@ def get_notary_keys(request: Request) -> dict[str, Any]:
 
 
 @router.get("/v1/blocks/{height}", response_model=BlockOut, summary="A block header")
-def get_block(request: Request, height: int = Path(ge=0)) -> dict[str, Any]:
+def get_block(request: Request, height: int = Path(ge=0, le=MAX_INT)) -> dict[str, Any]:
     return reads.block(node(request), height)

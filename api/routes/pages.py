@@ -17,6 +17,7 @@ from copyledger.api.deps import node
 from copyledger.ledger.errors import NotFound
 from copyledger.service import reads
 from copyledger.service.certificate import certificate_html, certificate_pdf
+from copyledger.service.inputs import MAX_INT
 
 router = APIRouter(tags=["pages"])
 STATIC = FsPath(__file__).resolve().parent.parent / "static"
@@ -69,7 +70,7 @@ def _wants_pdf(accept: str) -> bool:
 )
 def get_certificate(
     request: Request,
-    seq: int = Path(ge=0),
+    seq: int = Path(ge=0, le=MAX_INT),
     format: Literal["html", "pdf"] | None = Query(default=None),
 ) -> Response:
     bundle = reads.bundle(node(request), seq)

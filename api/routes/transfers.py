@@ -10,6 +10,7 @@ from copyledger.api import auth
 from copyledger.api.deps import FastJSONResponse, json_body, node
 from copyledger.api.models import RegistrationOut, TransferIn
 from copyledger.service import operations, title
+from copyledger.service.inputs import MAX_INT
 
 router = APIRouter(tags=["creators"])
 
@@ -39,5 +40,5 @@ async def record_transfer(request: Request) -> FastJSONResponse:
     "and for each link its inclusion proof to the latest signed checkpoint (included), so the "
     "chain can be checked link by link. Each link's full evidence bundle is at `bundle`.",
 )
-def history(request: Request, seq: int = Path(ge=0)) -> dict[str, Any]:
+def history(request: Request, seq: int = Path(ge=0, le=MAX_INT)) -> dict[str, Any]:
     return title.history(node(request), seq)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -13,6 +12,7 @@ from copyledger.api.models import EvidenceIn, RegistrationOut, WorkIn
 from copyledger.ledger.errors import InvalidInput
 from copyledger.service import operations
 from copyledger.service.apikeys import Principal
+from copyledger.service.inputs import parse_metadata
 from copyledger.service.node import Node
 
 router = APIRouter(tags=["creators"])
@@ -50,18 +50,6 @@ async def register_json(n: Node, who: Principal, body: bytes) -> dict[str, Any]:
     return (await operations.register_work(n, who, w)).to_dict()
 
 
-def _metadata(raw: str | None) -> dict[str, Any] | None:
-    if raw is None or raw == "":
-        return None
-    try:
-        v = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise InvalidInput(f"metadata: not JSON: {e}") from None
-    if not isinstance(v, dict):
-        raise InvalidInput("metadata: must be a JSON object")
-    return v
-
-
 @router.post(
     "/v1/works",
     status_code=201,
@@ -88,7 +76,7 @@ async def register_work(request: Request) -> FastJSONResponse:
         w = WorkIn(sha256=facts.sha256, size=facts.size, media_type=facts.media_type,
                    title=form.get("title"), work_type=form.get("work_type"),
                    creators=form.getlist("creators"), license=form.get("license") or None,
-                   metadata=_metadata(form.get("metadata")))
+                   metadata=parse_metadata(form.get("metadata")))
     finally:
         form.close()
     recorded = await operations.register_work(n, who, w, computed=facts.fingerprints)
