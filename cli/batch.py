@@ -2,10 +2,10 @@
 run stop anywhere and start again.
 
 The receipts folder holds one `<sha256>.json` per registration (the verified receipt, as the
-server sent it) and `manifest.jsonl`, one line per file: path, SHA-256, seq, registrant and the
-receipt's file name (null when the registration was found in the log rather than made by this
-run, so its receipt is not here; `copyledger bundle SEQ` fetches the evidence). A line is
-appended only after its receipt is on disk.
+server sent it) and `manifest.jsonl`, one line per file: path, SHA-256, seq, registrant, a tag
+of the API key used (`key_tag`) and the receipt's file name (null when the registration was
+found in the log rather than made by this run, so its receipt is not here; `copyledger bundle
+SEQ` fetches the evidence). A line is appended only after its receipt is on disk.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 from copyledger.client.media import SNIFF_BYTES
 
-__all__ = ["MANIFEST", "Hashed", "Manifest", "collect_files", "hash_file"]
+__all__ = ["MANIFEST", "Hashed", "Manifest", "collect_files", "hash_file", "key_tag"]
 
 MANIFEST = "manifest.jsonl"
 
@@ -86,6 +86,12 @@ def hash_file(path: Path) -> Hashed:
     return Hashed(path, h.hexdigest(), size, head)
 
 
+def key_tag(key: str) -> str:
+    """A short tag of an API key (it is a random secret, so its hash reveals nothing): which
+    key made a registration, so a rerun with another key does not take that key's account."""
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
 class Manifest:
     """The receipts folder: what earlier runs registered, and where each receipt is."""
 
@@ -103,11 +109,12 @@ class Manifest:
                     self.lines.append(line)
         self._seen = {(ln.get("path"), ln.get("sha256")) for ln in self.lines}
 
-    @property
-    def account(self) -> str | None:
-        """The account the latest recorded registration was made by."""
+    def account(self, key: str) -> str | None:
+        """The account the latest registration made with this API key was made by: only a
+        receipt tells which account a key acts for."""
+        tag = key_tag(key)
         for ln in reversed(self.lines):
-            if isinstance(ln.get("registrant"), str):
+            if ln.get("key") == tag and isinstance(ln.get("registrant"), str):
                 return str(ln["registrant"])
         return None
 
@@ -121,12 +128,12 @@ class Manifest:
         return name
 
     def add(self, path: Path, sha256: str, seq: int, registrant: str,
-            receipt: str | None) -> None:
+            receipt: str | None, key: str) -> None:
         """Record a file's registration, once per (path, content)."""
         if (str(path), sha256) in self._seen:
             return
         line = {"path": str(path), "sha256": sha256, "seq": seq, "registrant": registrant,
-                "receipt": receipt}
+                "receipt": receipt, "key": key_tag(key)}
         self.folder.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as f:
             f.write(json.dumps(line) + "\n")

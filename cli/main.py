@@ -329,13 +329,13 @@ def register(
     ) as prog:
         pinned = _verifiers(client)
         task = prog.add_task("registering", total=len(paths))
-        account = manifest.account
+        account = manifest.account(api_key)
         for path in paths:
             prog.update(task, description=_short(path))
             f = hash_file(path)
             res = _already_registered(client, f.sha256, account)
             if res is not None:
-                manifest.add(path, f.sha256, res["seq"], res["registrant"], None)
+                manifest.add(path, f.sha256, res["seq"], res["registrant"], None, api_key)
                 results.append({"file": str(path), "sha256": f.sha256, "seq": res["seq"],
                                 "skipped": f"already registered by {res['registrant']}"})
                 prog.advance(task)
@@ -351,7 +351,7 @@ def register(
                 doc = rc.to_dict()
                 account = doc["entry"]["registrant"]
                 name = manifest.save_receipt(f.sha256, doc)
-                manifest.add(path, f.sha256, rc.seq, account, name)
+                manifest.add(path, f.sha256, rc.seq, account, name, api_key)
             res["key_pinned"] = pinned
             results.append(res)
             prog.advance(task)

@@ -97,12 +97,13 @@ def test_collect_files_walks_filters_and_skips_the_receipts(tmp_path: Path) -> N
 
 def test_manifest_survives_a_line_cut_short(tmp_path: Path) -> None:
     m = Manifest(tmp_path)
-    m.add(Path("a"), "0" * 64, 0, "alice", m.save_receipt("0" * 64, {"seq": 0}))
-    m.add(Path("a"), "0" * 64, 0, "alice", None)  # once per (path, content)
+    m.add(Path("a"), "0" * 64, 0, "alice", m.save_receipt("0" * 64, {"seq": 0}), "cl_a")
+    m.add(Path("a"), "0" * 64, 0, "alice", None, "cl_a")  # once per (path, content)
     with (tmp_path / "manifest.jsonl").open("a") as f:
         f.write('{"path": "b", "sha')  # killed mid-write
     again = Manifest(tmp_path)
-    assert len(again.lines) == 1 and again.account == "alice"
+    assert len(again.lines) == 1 and again.account("cl_a") == "alice"
+    assert again.account("cl_b") is None  # another key's account is not assumed
     assert json.loads((tmp_path / ("0" * 64 + ".json")).read_text()) == {"seq": 0}
 
 
