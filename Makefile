@@ -14,8 +14,20 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
-run: $(STAMP)
-	$(BIN)/copyledger serve --data-dir $(DATA_DIR)
+# Serving needs only the package itself: no test, lint or type-check tools. A venv that has
+# the dev install already (make test) is used as it is.
+RUN_STAMP := $(VENV)/.run-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+
+$(RUN_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -e $(STAMP) || $(BIN)/python -m pip install -q -e .
+	rm -f $(VENV)/.run-*
+	touch $(RUN_STAMP)
+
+# HOST and PORT, from the environment or the command line: `PORT=8001 make run`.
+run: $(RUN_STAMP)
+	$(BIN)/copyledger serve --data-dir $(DATA_DIR) $(if $(HOST),--host $(HOST)) \
+	  $(if $(PORT),--port $(PORT))
 
 # Debian packages the tests use: a PostgreSQL server and Go (for the independent tlogcheck).
 system-deps:

@@ -58,7 +58,10 @@ def test_audit_on_missing_registry_is_a_clear_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_register_proof_audit_with_running_server(tmp_path: Path) -> None:
+def test_register_proof_audit_with_running_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # receipts are kept in ./copyledger-receipts
     d = tmp_path / "reg"
     assert run("init", "--data-dir", str(d))[0] == 0
     key = json.loads(run("keys", "create", "--role", "creator", "--data-dir", str(d),
