@@ -611,11 +611,16 @@ def verify(
         help="PEM file of trusted TSA root certificates")] = None,
     allow_unpinned: Annotated[bool, typer.Option(
         help="accept a bundle checked only against the log key it carries itself")] = False,
+    witness: Annotated[list[str] | None, typer.Option(
+        help="a trusted witness's cosignature vkey (name+id+key); repeatable")] = None,
+    quorum: Annotated[int, typer.Option(
+        help="how many of the --witness keys must have cosigned", min=1)] = 1,
     as_json: Json = False,
 ) -> None:
     """Verify an evidence bundle offline, step by step. Exit 0 only if every step holds under a
     log key you pinned (--trust or --trust-file); 1 if a step fails; 3 if every step holds but
-    no key was pinned, so nothing ties the bundle to a log you know (unless --allow-unpinned)."""
+    no key was pinned, so nothing ties the bundle to a log you know (unless --allow-unpinned).
+    With --witness, the bundle must also carry a later checkpoint cosigned by --quorum of them."""
     from copyledger.ledger.verify import Status, verify_bundle
 
     keys = list(trust or [])
@@ -626,6 +631,8 @@ def verify(
         file_sha256=_sha256_file(file) if file is not None else None,
         trusted_keys=keys,
         tsa_roots_pem=tsa_roots.read_bytes() if tsa_roots is not None else None,
+        witness_keys=list(witness or []),
+        quorum=quorum,
     )
     if as_json:
         _emit(True, rep.to_json())
