@@ -439,7 +439,7 @@ class Store:
              .where(cosignatures.c.tree_size == tree_size,
                     cosignatures.c.witness.in_(list(witnesses))))
         with self.engine.connect() as conn:
-            found = dict(conn.execute(q).tuples().all())
+            found = {str(w): str(line) for w, line in conn.execute(q)}
         return [found[w] for w in witnesses if w in found]
 
     def last_cosigned(self, witness: str) -> int | None:
