@@ -27,6 +27,7 @@ from copyledger.ledger.errors import InvalidInput
 from copyledger.ledger.verify import Status, verify_bundle
 from copyledger.notary.signer import FileSigner
 from copyledger.service import reads
+from copyledger.service.certificate import certificate_html, certificate_pdf
 from copyledger.service.node import Node
 from copyledger.service.witness import LogConfig, Witness
 from tests.helpers import open_registry
@@ -189,6 +190,12 @@ def test_verify_needs_a_valid_cosignature_by_the_witness(
     n, b = witnessed
     wkey = vkey_of(witness_key)
     assert verify(b, n, [wkey]).ok
+    # the certificate lists who cosigned (and says it did not check them)
+    page = certificate_html(b, "https://example.test/verify")
+    assert f"<th>{W}</th>" in page and "not checked here" in page
+    assert "cosigned tree size" in certificate_html(b, "x") and certificate_pdf(b, "x")
+    assert "no witnessed checkpoint" in certificate_html(
+        {k: v for k, v in b.items() if k != "witnessed"}, "x")
     # without witness keys the step is skipped, and says so
     rep = verify_bundle(b, trusted_keys=[n.verifier_key])
     assert rep.ok and rep.steps[-1].status is Status.SKIPPED
