@@ -269,6 +269,29 @@ def test_a_bundle_from_a_forked_branch_has_no_witness(tmp_path: Path, port: int,
         b.stop()
 
 
+def witnessed_bundle(tmp: Path, seq: int = 2) -> tuple[dict[str, Any], str, str]:
+    """A bundle with a witnessed checkpoint, made without threads or sockets: the node is filled,
+    then its Cosigner's pass runs once against the witness app. (bundle, log vkey, witness vkey)"""
+    signer = FileSigner.generate(W, tmp / "w.key")
+    n = open_registry(tmp / "a")
+    n.start()
+    fill(n, 6)
+    n.stop()
+    n = open_registry(tmp / "a", witnesses=f"http://testserver {vkey_of(signer)}")
+    try:
+        with TestClient(create_witness_app(make_witness(tmp, signer, n))) as http:
+            n.cosigner.run_once(http)
+        return reads.bundle(n, seq), n.verifier_key, vkey_of(signer)
+    finally:
+        n.store.close()
+
+
+def test_one_pass_without_threads(tmp_path: Path) -> None:
+    b, log_vkey, wkey = witnessed_bundle(tmp_path)
+    rep = verify_bundle(b, trusted_keys=[log_vkey], witness_keys=[wkey])
+    assert rep.ok, rep.to_json()
+
+
 def test_witness_settings_are_checked(tmp_path: Path, witness_key: FileSigner) -> None:
     with pytest.raises(InvalidInput, match="witness_quorum"):
         open_registry(tmp_path / "a", witnesses=f"http://w {vkey_of(witness_key)}",

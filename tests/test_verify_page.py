@@ -133,6 +133,7 @@ def test_qr_link_mode_verifies_the_file_then_rejects_a_wrong_one(
     assert text.startswith("Verified")
     steps = step_statuses(page)
     assert steps.pop("timestamp") == "external"  # signature: openssl, commands shown
+    assert steps.pop("witnessed") == "skipped"  # this registry has no witnesses
     assert set(steps.values()) == {"ok"}, steps
     assert hashlib.sha256(EXHIBIT).hexdigest() in page.locator("#exhibit-info").inner_text()
     assert "Harbour <at> dawn" in page.locator("#facts").inner_text()  # as text, not markup
@@ -257,6 +258,38 @@ def test_page_refuses_each_attack_at_the_same_step_as_python(
         rep = verify_bundle(raw, file_sha256=sha)
         assert rep.failed is not None and rep.failed.name == step, (name, rep.to_json())
         assert js_failed is not None and js_failed.split(":")[0] == step, (name, js_failed)
+
+
+def test_page_names_witnesses_as_not_verified(page: Any, server: dict[str, Any],
+                                              tmp_path: Path) -> None:
+    """A bundle with a witnessed checkpoint: the page checks the log's signature on it and
+    names the cosigners, but says it did not verify them (it has no witness keys), as
+    `copyledger verify` without --witness skips the step."""
+    from tests.test_cosign import W, witnessed_bundle
+
+    b, log_vkey, _ = witnessed_bundle(tmp_path)
+    page.goto(f"{server['url']}/verify")
+    verdict(page, "waiting")
+    out = page.evaluate(
+        """async ([b, pin]) => {
+            const r = await window.copyledgerVerify.verify(b, null, [pin]);
+            return r.results.map((s) => [s.name, s.status, s.detail]);
+        }""", [b, log_vkey])
+    steps = {name: (status, detail) for name, status, detail in out}
+    assert steps["witnessed"][0] == "skipped"
+    assert W in steps["witnessed"][1] and "NOT verified" in steps["witnessed"][1]
+    assert steps["checkpoint"][0] == "ok"
+    # a witnessed checkpoint the log did not sign fails, as in Python
+    forged = copy.deepcopy(b)
+    forged["witnessed"]["checkpoint"] = forged["witnessed"]["checkpoint"].replace(
+        "\n\n", "\nx\n\n", 1)
+    js = page.evaluate(
+        """async ([b, pin]) => {
+            const r = await window.copyledgerVerify.verify(b, null, [pin]);
+            const f = r.results.find((s) => s.status === 'failed');
+            return f ? f.name : null;
+        }""", [forged, log_vkey])
+    assert js == "witnessed"
 
 
 def test_jcs_and_streaming_sha256_agree_with_python(page: Any, server: dict[str, Any]) -> None:

@@ -27,6 +27,7 @@
     ['block-signature', 'The block note is signed by the same key and names that block'],
     ['timestamp', 'The RFC 3161 time-stamp token covers the block hash'],
     ['tlog-proof', 'The C2SP tlog-proof form says the same as the bundle'],
+    ['witnessed', 'Trusted witnesses cosigned a checkpoint that extends this one'],
   ];
 
   class Fail extends Error {}
@@ -455,6 +456,7 @@
     ['notary', 'object', true, [['log_keys', 'objects', true, LOG_KEY],
       ['tsa_roots', 'strings', true], ['tsa_chain', 'strings', false]]],
     ['tlog_proof', 'string', false],
+    ['witnessed', 'object', false, [['checkpoint', 'string', true], ['consistency', 'strings', true]]],
   ];
   const isObj = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
   const TYPES = {
@@ -684,6 +686,22 @@
         && extra !== null && eq(extra, ctx.data);
       if (!same) fail("the tlog-proof differs from the bundle's entry, proof or checkpoint");
       return 'same index, entry, proof and checkpoint';
+    },
+
+    // The page has no witness keys to trust, so, like `copyledger verify` without --witness, it
+    // skips this step; it names who cosigned, as NOT verified, so no one mistakes it for a check.
+    async witnessed(ctx) {
+      const w = ctx.bundle.witnessed;
+      if (w === undefined) return { status: 'skipped', detail: 'no witnessed checkpoint in the bundle' };
+      const n = parseNote(w.checkpoint);
+      const size = parseCheckpoint((await verifyNote(w.checkpoint, ctx.verifiers)).text).size;
+      const names = n.sigs.filter((s) => s.sig.length === 72).map((s) => s.name);
+      ctx.facts.push(['Witnesses (NOT verified by this page)', names.length ? names.join(', ') : 'none']);
+      return {
+        status: 'skipped',
+        detail: `the bundle says ${names.length ? names.join(', ') : 'no witness'} cosigned tree size ${size}; `
+          + 'NOT verified here: check with copyledger verify --witness <key> --quorum <n>',
+      };
     },
   };
 
