@@ -576,22 +576,39 @@ def tiles_export(
 
 @app.command()
 def bundle(
-    seq: Annotated[int, typer.Argument(min=0)],
     output: Annotated[Path, typer.Option("-o", "--output", help="where to save the bundle")],
+    seq: Annotated[int | None, typer.Argument(min=0, metavar="SEQ")] = None,
     tlog_proof: Annotated[Path | None, typer.Option(
         help="also save the C2SP tlog-proof text form here")] = None,
+    refresh: Annotated[Path | None, typer.Option(
+        exists=True, dir_okay=False, help="instead of SEQ: a saved bundle, to which the log's "
+        "latest witnessed checkpoint and the consistency proof to it are added")] = None,
+    trust: Annotated[list[str] | None, typer.Option(
+        help="a trusted log verifier key (name+id+key); repeatable")] = None,
     server: Server = "http://127.0.0.1:8000",
 ) -> None:
-    """Save an entry's evidence bundle (verify it offline with `copyledger verify`)."""
-    with _client(server, None, None, 30) as client:
+    """Save an entry's evidence bundle (verify it offline with `copyledger verify`), or, with
+    --refresh, bring a saved bundle's witnessed checkpoint up to date."""
+    if (seq is None) == (refresh is None):
+        _die("give either SEQ or --refresh BUNDLE")
+    with _client(server, None, trust, 30) as client:
         try:
-            doc = client.bundle(seq)
+            if refresh is not None:
+                doc = client.refresh_bundle(json.loads(refresh.read_text()))
+            else:
+                doc = client.bundle(int(str(seq)))
         except ClientError as e:
             _die(str(e))
+        except ValueError as e:
+            _die(f"{refresh}: not JSON ({e})")
     output.write_text(json.dumps(doc, indent=2) + "\n")
     if tlog_proof is not None:
         tlog_proof.write_text(doc["tlog_proof"])
-    err.print(f"bundle for seq {seq} saved to {output}")
+    if refresh is not None:
+        err.print(f"bundle {refresh} refreshed with the latest witnessed checkpoint, saved to "
+                  f"{output}")
+    else:
+        err.print(f"bundle for seq {seq} saved to {output}")
 
 
 def _sha256_file(path: Path) -> str:
