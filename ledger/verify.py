@@ -185,6 +185,7 @@ class _Run:
     root: bytes
     proof: list[bytes]
     verifiers: list[note.Verifier]  # the trusted keys that signed the checkpoint
+    log_keys: list[note.Verifier]  # every trusted log key (a later checkpoint may use another)
     header: BlockHeader
     bhash: bytes
     sealed: datetime  # the header's sealed_at
@@ -248,7 +249,7 @@ class _Run:
             raise _Fail(f"the checkpoint is for log {cp.origin!r}, not {self.b.origin!r}")
         if (cp.size, cp.root) != (self.size, self.root):
             raise _Fail("the signed checkpoint's size and root differ from the inclusion proof's")
-        self.verifiers = ok
+        self.verifiers, self.log_keys = ok, parsed
         pinned = self.rep.trust == "pinned"
         signed_by = [keys[parsed.index(v)] for v in ok]
         self.rep.facts["log_keys"] = [{"verifier_key": k, "sha256": _sha256_hex(k.encode()),
@@ -369,7 +370,7 @@ class _Run:
         if w is None:
             raise _Fail("the bundle carries no witnessed checkpoint")
         witnesses = [cosignature.parse_verifier_key(k) for k in vkeys]
-        n, _ = note.verify_note(w.checkpoint, self.verifiers)  # the same log keys
+        n, _ = note.verify_note(w.checkpoint, self.log_keys)
         cp = note.parse_checkpoint(n.text)
         if cp.extensions or cp.origin != self.b.origin:
             raise _Fail("the witnessed checkpoint is not a plain checkpoint of this log")

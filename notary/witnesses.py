@@ -96,7 +96,10 @@ class Cosigner:
     def _run(self) -> None:
         with httpx.Client(timeout=self.timeout) as http:
             while not self._stop.is_set():
-                self.run_once(http)
+                try:
+                    self.run_once(http)
+                except Exception:  # e.g. the database is away: keep the thread, try again
+                    log.exception("witness pass failed")
                 now = time.monotonic()
                 waits = [t - now for t in self._retry_at.values() if t > now]
                 self._wake.wait(min([self.interval, *waits]))

@@ -177,7 +177,7 @@ def witnessed(tmp_path: Path, port: int, witness_key: FileSigner
         n.stop()
 
 
-def _flip_cosignature(signed: str) -> str:
+def flip_cosignature(signed: str) -> str:
     head, last = signed.rstrip("\n").rsplit("\n", 1)
     name, sig = last.rsplit(" ", 1)
     raw = bytearray(base64.b64decode(sig))
@@ -208,7 +208,7 @@ def test_verify_needs_a_valid_cosignature_by_the_witness(
         assert why in rep.failed.detail, rep.failed.detail
 
     flipped = copy.deepcopy(b)
-    flipped["witnessed"]["checkpoint"] = _flip_cosignature(b["witnessed"]["checkpoint"])
+    flipped["witnessed"]["checkpoint"] = flip_cosignature(b["witnessed"]["checkpoint"])
     fails(flipped, [wkey], "invalid cosignature")
     bare = copy.deepcopy(b)  # the log's own signature only: no cosignature at all
     bare["witnessed"]["checkpoint"] = b["witnessed"]["checkpoint"].rsplit("—", 1)[0]
