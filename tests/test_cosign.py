@@ -5,6 +5,7 @@ bundles, and checked offline by `verify_bundle(..., witness_keys=, quorum=)` and
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import json
@@ -22,6 +23,7 @@ from fastapi.testclient import TestClient
 
 from copyledger.api.app import create_app
 from copyledger.api.witness_app import create_witness_app
+from copyledger.client import AsyncClient
 from copyledger.ledger import cosignature, note
 from copyledger.ledger.errors import InvalidInput
 from copyledger.ledger.verify import Status, verify_bundle
@@ -304,7 +306,14 @@ def test_a_bundle_refreshed_after_1000_more_entries(tmp_path: Path, port: int,
             bad = cli("bundle", "--refresh", str(saved), "-o", str(tmp_path / "x.json"),
                       "--server", registry.url, "--trust", verifier_key(other))
             assert bad.returncode != 0
+
+            async def refresh_async() -> dict[str, Any]:
+                async with AsyncClient(registry.url, trusted_keys=[n.verifier_key]) as c:
+                    return await c.refresh_bundle(json.loads(saved.read_text()))
+
+            by_async = asyncio.run(refresh_async())
         b = json.loads(out.read_text())
+        assert by_async == b  # the two clients share everything but the send
         later = b["witnessed"]["checkpoint"]
         assert later != early
         assert note.parse_checkpoint(note.parse_note(later).text).size == size > 1000
