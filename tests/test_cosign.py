@@ -355,6 +355,21 @@ def test_one_pass_without_threads(tmp_path: Path) -> None:
     assert rep.ok, rep.to_json()
 
 
+def test_cosignatures_are_append_only(tmp_path: Path) -> None:
+    from sqlalchemy.exc import DBAPIError
+
+    n = open_registry(tmp_path / "a")
+    try:
+        assert n.store.add_cosignature(3, "w+00000000+x", "line 1\n")
+        assert not n.store.add_cosignature(3, "w+00000000+x", "line 2\n")  # the first stays
+        assert n.store.cosignature_lines(3, ["w+00000000+x"]) == ["line 1\n"]
+        for sql in ("UPDATE cosignatures SET line = 'x'", "DELETE FROM cosignatures"):
+            with pytest.raises(DBAPIError, match="append-only"):
+                n.store.execute_raw(sql)
+    finally:
+        n.store.close()
+
+
 def test_witness_settings_are_checked(tmp_path: Path, witness_key: FileSigner) -> None:
     with pytest.raises(InvalidInput, match="witness_quorum"):
         open_registry(tmp_path / "a", witnesses=f"http://w {vkey_of(witness_key)}",
