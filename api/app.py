@@ -200,6 +200,7 @@ def create_app(node: Node, *, manage: bool = True) -> FastAPI:
     app.state.keys = KeyCache(node.store)
     node.listeners.append(_on_seal)
     node.external.on_missing = lambda url, n: metrics.EXTERNAL_MISSING.labels(url).set(n)
+    node.cosigner.on_lag = lambda vkey, n: metrics.WITNESS_LAG.labels(vkey).set(n)
     problems.install(app)
     for r in (works, entries, log, tiles, tsa, transfers, claims, pages):
         app.include_router(r.router)
@@ -214,6 +215,7 @@ def create_app(node: Node, *, manage: bool = True) -> FastAPI:
         idx = node.index
         return JSONResponse({"status": "ok", "tree_size": node.sequencer.state.size,
                              "external_tsa_missing": node.external.missing,
+                             "witness_uncosigned": dict(node.cosigner.lag),
                              "fingerprint_index": {"ready": idx.ready, "entries": idx.size()}})
 
     # Outermost last: RequestMetrics -> BodyLimit -> FastRegister -> routes.

@@ -28,3 +28,9 @@ EXTERNAL_MISSING = Gauge(
     ["tsa"],
     registry=REGISTRY,
 )
+WITNESS_LAG = Gauge(
+    "copyledger_witness_uncosigned_entries",
+    "Entries of the log not yet covered by a witness's latest cosignature",
+    ["witness"],
+    registry=REGISTRY,
+)

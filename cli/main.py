@@ -949,22 +949,39 @@ def tiles_export(
 
 @app.command()
 def bundle(
-    seq: Annotated[int, typer.Argument(min=0)],
     output: Annotated[Path, typer.Option("-o", "--output", help="where to save the bundle")],
+    seq: Annotated[int | None, typer.Argument(min=0, metavar="SEQ")] = None,
     tlog_proof: Annotated[Path | None, typer.Option(
         help="also save the C2SP tlog-proof text form here")] = None,
+    refresh: Annotated[Path | None, typer.Option(
+        exists=True, dir_okay=False, help="instead of SEQ: a saved bundle, to which the log's "
+        "latest witnessed checkpoint and the consistency proof to it are added")] = None,
+    trust: Annotated[list[str] | None, typer.Option(
+        help="a trusted log verifier key (name+id+key); repeatable")] = None,
     server: Server = "http://127.0.0.1:8000",
 ) -> None:
-    """Save an entry's evidence bundle (verify it offline with `copyledger verify`)."""
-    with _client(server, None, None, 30) as client:
+    """Save an entry's evidence bundle (verify it offline with `copyledger verify`), or, with
+    --refresh, bring a saved bundle's witnessed checkpoint up to date."""
+    if (seq is None) == (refresh is None):
+        _die("give either SEQ or --refresh BUNDLE")
+    with _client(server, None, trust, 30) as client:
         try:
-            doc = client.bundle(seq)
+            if refresh is not None:
+                doc = client.refresh_bundle(json.loads(refresh.read_text()))
+            else:
+                doc = client.bundle(int(str(seq)))
         except ClientError as e:
             _die(str(e))
+        except ValueError as e:
+            _die(f"{refresh}: not JSON ({e})")
     output.write_text(json.dumps(doc, indent=2) + "\n")
     if tlog_proof is not None:
         tlog_proof.write_text(doc["tlog_proof"])
-    err.print(f"bundle for seq {seq} saved to {output}")
+    if refresh is not None:
+        err.print(f"bundle {refresh} refreshed with the latest witnessed checkpoint, saved to "
+                  f"{output}")
+    else:
+        err.print(f"bundle for seq {seq} saved to {output}")
 
 
 def _sha256_file(path: Path) -> str:
@@ -984,11 +1001,16 @@ def verify(
         help="PEM file of trusted TSA root certificates")] = None,
     allow_unpinned: Annotated[bool, typer.Option(
         help="accept a bundle checked only against the log key it carries itself")] = False,
+    witness: Annotated[list[str] | None, typer.Option(
+        help="a trusted witness's cosignature vkey (name+id+key); repeatable")] = None,
+    quorum: Annotated[int, typer.Option(
+        help="how many of the --witness keys must have cosigned", min=1)] = 1,
     as_json: Json = False,
 ) -> None:
     """Verify an evidence bundle offline, step by step. Exit 0 only if every step holds under a
     log key you pinned (--trust or --trust-file); 1 if a step fails; 3 if every step holds but
-    no key was pinned, so nothing ties the bundle to a log you know (unless --allow-unpinned)."""
+    no key was pinned, so nothing ties the bundle to a log you know (unless --allow-unpinned).
+    With --witness, the bundle must also carry a later checkpoint cosigned by --quorum of them."""
     from copyledger.ledger.verify import Status, verify_bundle
 
     keys = list(trust or [])
@@ -999,6 +1021,8 @@ def verify(
         file_sha256=_sha256_file(file) if file is not None else None,
         trusted_keys=keys,
         tsa_roots_pem=tsa_roots.read_bytes() if tsa_roots is not None else None,
+        witness_keys=list(witness or []),
+        quorum=quorum,
     )
     if as_json:
         _emit(True, rep.to_json())

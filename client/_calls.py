@@ -308,6 +308,31 @@ def checkpoint() -> Call[SignedCheckpoint]:
     return Call("GET", "/v1/log/checkpoint", finish, decode="text", needs_trust=True)
 
 
+def cosigned_checkpoint() -> Call[SignedCheckpoint]:
+    """The latest checkpoint a quorum of the log's witnesses cosigned; the log's signature is
+    checked here, the cosignatures by whoever pins the witnesses' keys (`verify_bundle`)."""
+    def finish(text: Any, trust: Trust) -> SignedCheckpoint:
+        return verify.check_checkpoint(text, trust.verifiers)
+
+    return Call("GET", "/v1/log/cosigned-checkpoint", finish, decode="text", needs_trust=True)
+
+
+def bundle_checkpoint(bundle: dict[str, Any], trust: Trust) -> SignedCheckpoint:
+    """The checkpoint an evidence bundle was sealed under, signed by a trusted key."""
+    text = bundle.get("checkpoint") if isinstance(bundle, dict) else None
+    if not isinstance(text, str):
+        raise ResponseError("not an evidence bundle: it has no checkpoint")
+    return verify.check_checkpoint(text, trust.verifiers)
+
+
+def refreshed(bundle: dict[str, Any], witnessed: SignedCheckpoint,
+              proof: ConsistencyProof) -> dict[str, Any]:
+    """The bundle with `witnessed` set to a later cosigned checkpoint and the (verified)
+    consistency proof from the bundle's own checkpoint to it."""
+    return {**bundle, "witnessed": {"checkpoint": witnessed.note,
+                                    "consistency": list(proof.proof)}}
+
+
 def consistency(old: SignedCheckpoint, new: SignedCheckpoint) -> Call[ConsistencyProof]:
     def finish(answer: Any, _: Trust) -> ConsistencyProof:
         return verify.check_consistency(answer, old, new)

@@ -178,6 +178,17 @@ class Client(_Base):
         """Prove the log at `new` (default: its latest checkpoint) extends `old`."""
         return self._run(calls.consistency(old, new or self.checkpoint()))
 
+    def cosigned_checkpoint(self) -> SignedCheckpoint:
+        """The latest checkpoint a quorum of the log's witnesses cosigned (log key checked)."""
+        return self._run(calls.cosigned_checkpoint())
+
+    def refresh_bundle(self, bundle: dict[str, Any]) -> dict[str, Any]:
+        """The bundle with the log's latest cosigned checkpoint and the consistency proof from
+        the bundle's checkpoint to it (both checked here): nothing was rewritten since."""
+        old = calls.bundle_checkpoint(bundle, self._trusted())
+        new = self.cosigned_checkpoint()
+        return calls.refreshed(bundle, new, self.consistency(old, new))
+
     def notary_keys(self) -> dict[str, Any]:
         return self._run(calls.notary_keys())
 
@@ -294,6 +305,14 @@ class AsyncClient(_Base):
         self, old: SignedCheckpoint, new: SignedCheckpoint | None = None
     ) -> ConsistencyProof:
         return await self._run(calls.consistency(old, new or await self.checkpoint()))
+
+    async def cosigned_checkpoint(self) -> SignedCheckpoint:
+        return await self._run(calls.cosigned_checkpoint())
+
+    async def refresh_bundle(self, bundle: dict[str, Any]) -> dict[str, Any]:
+        old = calls.bundle_checkpoint(bundle, await self._trusted())
+        new = await self.cosigned_checkpoint()
+        return calls.refreshed(bundle, new, await self.consistency(old, new))
 
     async def notary_keys(self) -> dict[str, Any]:
         return await self._run(calls.notary_keys())

@@ -19,6 +19,7 @@ from copyledger.ledger.documents import (
     Bundle,
     BundleBlock,
     BundleTimestamp,
+    BundleWitnessed,
     Inclusion,
     NotaryPublicKeys,
 )
@@ -53,8 +54,10 @@ def make_bundle(
     block_note: str,
     timestamps: list[Timestamp],
     notary: NotaryKeys,
+    witnessed: BundleWitnessed | None = None,
 ) -> dict[str, Any]:
-    """Assemble a bundle as JSON; the inclusion proof is to the sealing block's tree size."""
+    """Assemble a bundle as JSON; the inclusion proof is to the sealing block's tree size, and
+    `witnessed`, if given, is a later cosigned checkpoint with the consistency proof to it."""
     return Bundle(
         origin=origin,
         seq=seq,
@@ -73,4 +76,5 @@ def make_bundle(
         tlog_proof=format_tlog_proof(
             TlogProof(index=seq, proof=proof, checkpoint=checkpoint, extra=entry_data)
         ),
+        witnessed=witnessed,
     ).to_dict()

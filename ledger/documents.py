@@ -555,6 +555,23 @@ def _log_key(obj: object, path: str, errors: list[dict[str, str]]) -> JSON:
 
 
 @dataclass(frozen=True, kw_only=True)
+class BundleWitnessed(_Part):
+    """A later checkpoint of the same log that witnesses cosigned (the signed note with their
+    cosignature lines), and the RFC 9162 consistency proof (hex) from the entry's checkpoint
+    to it: the tree that holds the entry is a prefix of a tree the witnesses vouch for."""
+
+    checkpoint: str
+    consistency: tuple[str, ...]
+
+    @classmethod
+    def _read(cls, obj: object, path: str, errors: list[dict[str, str]]) -> BundleWitnessed:
+        r = _Reader(obj, path, errors)
+        out = cls(checkpoint=r.get("checkpoint", str), consistency=r.strings("consistency") or ())
+        r.done()
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
 class Bundle(_Part):
     """A `copyledger/bundle/v1` evidence bundle: everything needed to prove one entry offline.
 
@@ -575,6 +592,7 @@ class Bundle(_Part):
     timestamps: tuple[BundleTimestamp, ...]
     notary: NotaryPublicKeys
     tlog_proof: str | None = None
+    witnessed: BundleWitnessed | None = None
 
     @classmethod
     def from_dict(cls, d: object) -> Bundle:
@@ -592,6 +610,8 @@ class Bundle(_Part):
             timestamps=r.objects("timestamps", BundleTimestamp._read) or (),
             notary=r.part("notary", NotaryPublicKeys._read),
             tlog_proof=r.get("tlog_proof", str, required=False),
+            witnessed=(r.part("witnessed", BundleWitnessed._read)
+                       if r.ok and "witnessed" in r.obj else None),
         )
         r.done()
         _raise_if("bundle", errors)

@@ -78,6 +78,16 @@ entry_links = Table(
     Index("ix_entry_links_seq", "seq"),
 )
 
+# C2SP cosignatures of our checkpoints, one row per (tree size, witness vkey): the note signature
+# line the witness returned, kept as it came (`notary/witnesses.py`, decision D30).
+cosignatures = Table(
+    "cosignatures",
+    metadata,
+    Column("tree_size", BigInteger, primary_key=True, autoincrement=False),
+    Column("witness", String(255), primary_key=True),
+    Column("line", Text, nullable=False),
+)
+
 api_keys = Table(
     "api_keys",
     metadata,
@@ -90,4 +100,5 @@ api_keys = Table(
     Column("revoked_at", String(40), nullable=True),
 )
 
-APPEND_ONLY = ("entries", "merkle_nodes", "blocks", "block_timestamps", "entry_links")
+APPEND_ONLY = ("entries", "merkle_nodes", "blocks", "block_timestamps", "entry_links",
+               "cosignatures")

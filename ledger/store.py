@@ -32,7 +32,14 @@ from copyledger.ledger import merkle
 from copyledger.ledger.block import BlockHeader
 from copyledger.ledger.errors import Conflict, NotFound
 from copyledger.ledger.links import Link
-from copyledger.ledger.schema import block_timestamps, blocks, entries, entry_links, merkle_nodes
+from copyledger.ledger.schema import (
+    block_timestamps,
+    blocks,
+    cosignatures,
+    entries,
+    entry_links,
+    merkle_nodes,
+)
 
 _ENTRY_COLS = ("seq", "leaf_hash", "data", "kind", "sha256", "registrant", "block_height")
 _BLOCK_COLS = ("height", "hash", "prev_hash", "batch_root", "first_seq", "count", "tree_size",
@@ -413,6 +420,46 @@ class Store:
         with self.engine.connect() as conn:
             for height, tok in conn.execute(q):
                 yield height, _bytes(tok)
+
+    def add_cosignature(self, tree_size: int, witness: str, line: str) -> bool:
+        """Keep a witness's cosignature line of the checkpoint of `tree_size`; False if that
+        witness's cosignature of that size is already kept (the first one stays)."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(cosignatures.insert().values(tree_size=tree_size, witness=witness,
+                                                          line=line))
+        except SAIntegrityError:
+            return False
+        return True
+
+    def cosignature_lines(self, tree_size: int, witnesses: Sequence[str]) -> list[str]:
+        """The kept cosignature lines of the checkpoint of `tree_size` by these witnesses, in
+        the order given."""
+        q = (select(cosignatures.c.witness, cosignatures.c.line)
+             .where(cosignatures.c.tree_size == tree_size,
+                    cosignatures.c.witness.in_(list(witnesses))))
+        with self.engine.connect() as conn:
+            found = {str(w): str(line) for w, line in conn.execute(q)}
+        return [found[w] for w in witnesses if w in found]
+
+    def last_cosigned(self, witness: str) -> int | None:
+        """The largest tree size this witness has cosigned for us, if any."""
+        q = select(func.max(cosignatures.c.tree_size)).where(cosignatures.c.witness == witness)
+        with self.engine.connect() as conn:
+            v = conn.execute(q).scalar()
+        return None if v is None else int(v)
+
+    def latest_quorum_size(self, witnesses: Sequence[str], quorum: int) -> int | None:
+        """The largest tree size cosigned by at least `quorum` of these witnesses."""
+        q = (select(cosignatures.c.tree_size)
+             .where(cosignatures.c.witness.in_(list(witnesses)))
+             .group_by(cosignatures.c.tree_size)
+             .having(func.count() >= quorum)
+             .order_by(cosignatures.c.tree_size.desc())
+             .limit(1))
+        with self.engine.connect() as conn:
+            v = conn.execute(q).scalar()
+        return None if v is None else int(v)
 
     def execute_raw(self, sql: str) -> None:
         """For tests and operators' tooling only."""

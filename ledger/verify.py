@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from copyledger.ledger import jcs, merkle, note
+from copyledger.ledger import cosignature, jcs, merkle, note
 from copyledger.ledger.block import BlockHeader, check_header
 from copyledger.ledger.documents import BUNDLE_FORMAT, Bundle, Entry, Receipt
 from copyledger.ledger.errors import CopyledgerError, VerificationError
@@ -36,6 +36,7 @@ STEPS = (
     ("block-signature", "the block note is signed by the same key and names that block"),
     ("timestamp", "RFC 3161 tokens over the block hash verify under the TSA roots"),
     ("tlog-proof", "the C2SP tlog-proof form says the same as the bundle"),
+    ("witnessed", "trusted witnesses cosigned a checkpoint that extends this one"),
 )
 
 
@@ -139,11 +140,15 @@ def verify_bundle(
     trusted_keys: Sequence[str] = (),
     tsa_roots_pem: bytes | None = None,
     require_timestamp: bool = True,
+    witness_keys: Sequence[str] = (),
+    quorum: int = 1,
 ) -> Report:
     """Check a bundle (its JSON bytes, its JSON object, or a parsed Bundle). Bytes are read
     strictly (`jcs.parse`: a duplicate member fails the format step). Without `trusted_keys` the
     log keys in the bundle are used, and the report says so (trust = "bundle"): pin the log's
-    published key for real assurance."""
+    published key for real assurance. With `witness_keys` (cosignature vkeys), the bundle must
+    carry a later checkpoint cosigned by at least `quorum` of them and consistent with the
+    entry's; without them that step is skipped, and says so."""
     run = _Run(Report(), bundle)
     checks: list[Callable[[], _Held]] = [
         run.format,
@@ -155,6 +160,7 @@ def verify_bundle(
         run.block_signature,
         lambda: run.timestamps(tsa_roots_pem, require_timestamp),
         run.tlog_proof,
+        lambda: run.witnessed(witness_keys, quorum),
     ]
     for step, check in zip(run.rep.steps, checks, strict=True):
         try:
@@ -179,6 +185,7 @@ class _Run:
     root: bytes
     proof: list[bytes]
     verifiers: list[note.Verifier]  # the trusted keys that signed the checkpoint
+    log_keys: list[note.Verifier]  # every trusted log key (a later checkpoint may use another)
     header: BlockHeader
     bhash: bytes
     sealed: datetime  # the header's sealed_at
@@ -242,7 +249,7 @@ class _Run:
             raise _Fail(f"the checkpoint is for log {cp.origin!r}, not {self.b.origin!r}")
         if (cp.size, cp.root) != (self.size, self.root):
             raise _Fail("the signed checkpoint's size and root differ from the inclusion proof's")
-        self.verifiers = ok
+        self.verifiers, self.log_keys = ok, parsed
         pinned = self.rep.trust == "pinned"
         signed_by = [keys[parsed.index(v)] for v in ok]
         self.rep.facts["log_keys"] = [{"verifier_key": k, "sha256": _sha256_hex(k.encode()),
@@ -352,6 +359,37 @@ class _Run:
         ):
             raise _Fail("the tlog-proof differs from the bundle's entry, proof or checkpoint")
         return _Held("same index, entry, proof and checkpoint")
+
+    def witnessed(self, vkeys: Sequence[str], quorum: int) -> _Held:
+        w = self.b.witnessed
+        if not vkeys:
+            return _skipped("no witness keys given, so witness cosignatures were not checked"
+                            + ("" if w is None else " (the bundle carries a witnessed checkpoint)"))
+        if not 1 <= quorum <= len(vkeys):
+            raise _Fail(f"the quorum must be 1..{len(vkeys)} (the number of witness keys)")
+        if w is None:
+            raise _Fail("the bundle carries no witnessed checkpoint")
+        witnesses = [cosignature.parse_verifier_key(k) for k in vkeys]
+        n, _ = note.verify_note(w.checkpoint, self.log_keys)
+        cp = note.parse_checkpoint(n.text)
+        if cp.extensions or cp.origin != self.b.origin:
+            raise _Fail("the witnessed checkpoint is not a plain checkpoint of this log")
+        proof = [_hex(h, "witnessed.consistency hash") for h in w.consistency]
+        if cp.size < self.size:
+            raise _Fail(f"the witnessed checkpoint (size {cp.size}) is older than the entry's "
+                        f"({self.size})")
+        merkle.verify_consistency(self.size, cp.size, self.root, cp.root, proof)
+        cosigs = cosignature.cosignatures_of(w.checkpoint, witnesses)
+        cosigners = sorted({(c.name, c.key_id) for c in cosigs})
+        if len(cosigners) < quorum:
+            raise _Fail(f"{len(cosigners)} valid cosignature(s) by the witness keys given, "
+                        f"{quorum} required")
+        self.rep.facts["witnessed_size"] = cp.size
+        self.rep.facts["witnesses"] = [
+            {"name": c.name, "key_id": c.key_id.hex(), "cosigned_at": c.timestamp}
+            for c in cosigs]
+        return _Held(f"tree size {cp.size}, consistent with size {self.size}; cosigned by "
+                     + ", ".join(name for name, _ in cosigners) + f" (quorum {quorum})")
 
 
 def _certs(pems: Sequence[str]) -> list[Any]:

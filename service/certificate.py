@@ -15,7 +15,7 @@ import io
 import json
 import shlex
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -25,7 +25,7 @@ from fpdf import FPDF
 from fpdf.enums import XPos, YPos
 from qrcode.image.pil import PilImage  # type: ignore[import-untyped]
 
-from copyledger.ledger import note
+from copyledger.ledger import cosignature, note
 from copyledger.ledger.entry import parse_timestamp
 from copyledger.ledger.errors import CopyledgerError
 from copyledger.ledger.timestamp import verify_token
@@ -75,6 +75,14 @@ class Facts:
     checkpoint: str  # the signed note, verbatim
     verifier_keys: list[str]
     stamps: list[Stamp] = field(default_factory=list)
+    witnesses: list[tuple[str, str]] = field(default_factory=list)  # (witness, what it signed)
+
+
+WITNESS_NOTE = ("Witnesses are independent parties that cosign a checkpoint only if it extends "
+                "every checkpoint they cosigned before, so the log cannot show this tree to one "
+                "person and another tree to someone else. The cosignatures are listed as the "
+                "bundle carries them; check them against the witnesses' published keys with "
+                "copyledger verify --witness <key>.")
 
 
 def facts(bundle: dict[str, Any]) -> Facts:
@@ -101,7 +109,31 @@ def facts(bundle: dict[str, Any]) -> Facts:
         checkpoint=str(bundle["checkpoint"]),
         verifier_keys=[str(k["verifier_key"]) for k in bundle["notary"]["log_keys"]],
         stamps=[_stamp(bundle, i) for i in range(len(bundle["timestamps"]))],
+        witnesses=_witnesses(bundle),
     )
+
+
+def _witnesses(bundle: dict[str, Any]) -> list[tuple[str, str]]:
+    """Who cosigned the bundle's witnessed checkpoint (signature lines shaped as cosignature/v1:
+    a timestamp and an Ed25519 signature), with the tree size and the time they state."""
+    witnessed = bundle.get("witnessed")
+    if not witnessed:
+        return []
+    signed = note.parse_note(witnessed["checkpoint"])
+    size = note.parse_checkpoint(signed.text).size
+    rows = []
+    for sig in signed.signatures:
+        try:
+            cosig = cosignature.Cosignature.from_note_signature(sig)
+        except CopyledgerError:
+            continue  # the log's own signature
+        try:
+            when = datetime.fromtimestamp(cosig.timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        except (OverflowError, ValueError, OSError):
+            when = f"POSIX time {cosig.timestamp}"
+        rows.append((cosig.name, f"cosigned tree size {size} at {when} "
+                                 f"(key ID {cosig.key_id.hex()}; not checked here)"))
+    return rows
 
 
 def _described(entry: dict[str, Any]) -> list[tuple[str, str]]:
@@ -330,6 +362,9 @@ Scan to verify</div>
 <p>Log key (the operator publishes it; compare before trusting):</p>
 <pre>{_e(chr(10).join(f.verifier_keys))}</pre>
 <h2>Trusted time (RFC 3161)</h2><table>{stamps}</table>
+<h2>Witnesses</h2><table>{_rows(f.witnesses) or "<tr><th>none</th><td>no witnessed "
+                                                  "checkpoint in the bundle</td></tr>"}</table>
+<p>{_e(WITNESS_NOTE)}</p>
 <h2>How to check this yourself</h2>{howto}
 <p>{_e(LIMITS)}</p>
 </body></html>
@@ -471,6 +506,12 @@ def certificate_pdf(bundle: dict[str, Any], verify_url: str) -> bytes:
     for s in f.stamps:
         pdf.rows([("Authority", f"{s.tsa}" + (f" ({s.authority})" if s.authority else "")),
                   ("Time (genTime)", s.gen_time or "-"), ("Status", s.status)])
+    pdf.heading("Witnesses")
+    if f.witnesses:
+        pdf.rows(f.witnesses)
+    else:
+        pdf.para("No witnessed checkpoint in the bundle.")
+    pdf.para(WITNESS_NOTE, 8.5)
     pdf.heading("How to check this yourself")
     for h, text, cmds in _instructions(f, bundle, verify_url):
         pdf.para(h, 9.5, "B")

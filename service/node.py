@@ -1,5 +1,5 @@
 """The running node: a registry opened from its data directory (store, notary keys, TSA,
-sequencer, external time-stamping, the near-duplicate index).
+sequencer, external time-stamping, witness cosignatures, the near-duplicate index).
 
 `copyledger init`, `serve`, `keys` and `audit` all come through here, so a data directory works
 the same whether or not a server is running on it.
@@ -34,6 +34,7 @@ from copyledger.notary.remote import RemoteNotary, RemoteSigner, RemoteTSA
 from copyledger.notary.signer import Signer, sign_note, verifier_key
 from copyledger.notary.tsa import TimeStampAuthority
 from copyledger.notary.tsa_certs import ROOT_FILE, TsaIdentity
+from copyledger.notary.witnesses import Cosigner, WitnessConfig
 from copyledger.service.rotation import overlap_signers, retired_keys
 from copyledger.service.settings import Settings, write_config
 
@@ -225,6 +226,11 @@ class Node:
         roots = roots_path.read_bytes() if roots_path is not None else None
         self.external = ExternalStamper(store, settings.external_tsa_urls, roots_pem=roots)
         self._external_roots = roots
+        self.witnesses = [WitnessConfig(url, vkey) for url, vkey in settings.witness_list]
+        if self.witnesses and not 1 <= settings.witness_quorum <= len(self.witnesses):
+            raise InvalidInput(f"witness_quorum must be 1..{len(self.witnesses)} (the number "
+                               f"of witnesses)")
+        self.cosigner = Cosigner(store, self.witnesses)
         self.index = LiveIndex()  # rebuilt from the log by `start_index`
         self.transfer_locks: dict[int, asyncio.Lock] = {}
 
@@ -247,6 +253,7 @@ class Node:
         h = block.header
         self.checkpoints.remember(note.Checkpoint(self.origin, h.tree_size, h.tree_root))
         self.external.poke()
+        self.cosigner.poke()
         for listener in self.listeners:
             listener(block.header)
 
@@ -302,6 +309,7 @@ class Node:
             self.checkpoints.remember(note.Checkpoint(self.origin, h.tree_size, h.tree_root))
         self.sequencer.start()
         self.external.start()
+        self.cosigner.start()
 
     def start_index(self) -> None:
         """Rebuild the near-duplicate index from the log in the background; until it is done
@@ -310,6 +318,7 @@ class Node:
                          daemon=True).start()
 
     def stop(self) -> None:
+        self.cosigner.stop()
         self.external.stop()
         self.sequencer.stop()
         self.store.close()

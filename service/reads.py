@@ -7,6 +7,7 @@ from typing import Any
 
 from copyledger.ledger import jcs, merkle
 from copyledger.ledger.bundle import Timestamp, make_bundle
+from copyledger.ledger.documents import BundleWitnessed
 from copyledger.ledger.entry import valid_sha256
 from copyledger.ledger.errors import InvalidInput, NotFound
 from copyledger.ledger.store import EntryRow
@@ -86,6 +87,27 @@ def checkpoint(node: Node) -> str:
     return last.checkpoint
 
 
+def cosigned(node: Node) -> tuple[int, str] | None:
+    """The latest checkpoint that a quorum of the configured witnesses cosigned: its size and
+    the signed note with their cosignature lines appended (C2SP: cosignatures are note
+    signatures). None if there is none yet (or no witness is configured)."""
+    vkeys = [w.vkey for w in node.witnesses]
+    size = node.store.latest_quorum_size(vkeys, node.settings.witness_quorum) if vkeys else None
+    blk = node.store.block_for_size(size) if size is not None else None
+    if size is None or blk is None:
+        return None
+    return size, blk.checkpoint + "".join(node.store.cosignature_lines(size, vkeys))
+
+
+def cosigned_checkpoint(node: Node) -> str:
+    """The latest checkpoint a quorum of witnesses cosigned, with their cosignatures."""
+    found = cosigned(node)
+    if found is None:
+        raise NotFound("no checkpoint has been cosigned by a quorum of witnesses yet"
+                       if node.witnesses else "this registry has no witnesses configured")
+    return found[1]
+
+
 def notary_keys(node: Node) -> dict[str, Any]:
     k = node.notary_keys()
     return {"log_keys": k.log_keys, "tsa_roots": k.tsa_roots, "tsa_chain": k.tsa_chain}
@@ -123,6 +145,12 @@ def bundle(node: Node, seq: int) -> dict[str, Any]:
     """The evidence bundle (`copyledger/bundle/v1`) of entry `seq`."""
     row = node.store.get_entry(seq)
     blk = node.store.get_block(row.block_height)
+    size = blk.header.tree_size
+    witnessed = None
+    found = cosigned(node)
+    if found is not None and found[0] >= size:
+        proof = merkle.consistency_proof(size, found[0], node.store)
+        witnessed = BundleWitnessed(checkpoint=found[1], consistency=tuple(h.hex() for h in proof))
     return make_bundle(
         origin=node.origin,
         seq=seq,
@@ -135,4 +163,5 @@ def bundle(node: Node, seq: int) -> dict[str, Any]:
         block_note=blk.block_note,
         timestamps=[Timestamp(t, tok) for t, tok in node.store.get_timestamps(blk.header.height)],
         notary=node.notary_keys(),
+        witnessed=witnessed,
     )

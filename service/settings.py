@@ -42,10 +42,24 @@ class Settings:
     notary_token_env: str = "COPYLEDGER_NOTARY_TOKEN"
     external_tsas: str = ""  # comma-separated RFC 3161 TSA URLs that also stamp every block
     external_tsa_roots: str = ""  # PEM file of those TSAs' root certificates (to check tokens)
+    witnesses: str = ""  # comma-separated `<url> <cosignature vkey>`: C2SP witnesses to ask
+    witness_quorum: int = 1  # how many of them must cosign a checkpoint for it to be served
 
     @property
     def external_tsa_urls(self) -> list[str]:
         return [u.strip() for u in self.external_tsas.split(",") if u.strip()]
+
+    @property
+    def witness_list(self) -> list[tuple[str, str]]:
+        """(add-checkpoint URL prefix, cosignature vkey) of each configured witness."""
+        out = []
+        for item in self.witnesses.split(","):
+            if item.strip():
+                parts = item.split()
+                if len(parts) != 2:
+                    raise InvalidInput(f"witnesses: {item.strip()!r} is not `<url> <vkey>`")
+                out.append((parts[0].rstrip("/"), parts[1]))
+        return out
 
     @property
     def database_url(self) -> str:

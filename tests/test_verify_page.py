@@ -133,6 +133,7 @@ def test_qr_link_mode_verifies_the_file_then_rejects_a_wrong_one(
     assert text.startswith("Verified")
     steps = step_statuses(page)
     assert steps.pop("timestamp") == "external"  # signature: openssl, commands shown
+    assert steps.pop("witnessed") == "skipped"  # this registry has no witnesses
     assert set(steps.values()) == {"ok"}, steps
     assert hashlib.sha256(EXHIBIT).hexdigest() in page.locator("#exhibit-info").inner_text()
     assert "Harbour <at> dawn" in page.locator("#facts").inner_text()  # as text, not markup
@@ -257,6 +258,37 @@ def test_page_refuses_each_attack_at_the_same_step_as_python(
         rep = verify_bundle(raw, file_sha256=sha)
         assert rep.failed is not None and rep.failed.name == step, (name, rep.to_json())
         assert js_failed is not None and js_failed.split(":")[0] == step, (name, js_failed)
+
+
+def test_page_names_witnesses_as_not_verified(page: Any, server: dict[str, Any],
+                                              tmp_path: Path) -> None:
+    """A bundle with a witnessed checkpoint: the page has no witness keys to pin, so, like
+    `copyledger verify` without --witness, it skips the step, and names the cosigners the
+    bundle claims as NOT verified; on a bundle whose cosignature is broken it agrees with
+    Python (skipped, not passed)."""
+    from tests.test_cosign import W, flip_cosignature, witnessed_bundle
+
+    b, log_vkey, _ = witnessed_bundle(tmp_path)
+    broken = copy.deepcopy(b)
+    broken["witnessed"]["checkpoint"] = flip_cosignature(b["witnessed"]["checkpoint"])
+    page.goto(f"{server['url']}/verify")
+    verdict(page, "waiting")
+    out = page.evaluate(
+        """async ([cases, pin]) => {
+            const out = [];
+            for (const b of cases) {
+                const r = await window.copyledgerVerify.verify(b, null, [pin]);
+                out.push(Object.fromEntries(r.results.map((s) => [s.name, [s.status, s.detail]])));
+            }
+            return out;
+        }""", [[b, broken], log_vkey])
+    for case, steps in zip((b, broken), out, strict=True):
+        assert steps["witnessed"][0] == "skipped", steps
+        assert "NOT verified" in steps["witnessed"][1] and W in steps["witnessed"][1]
+        assert all(s == "ok" for name, (s, _) in steps.items()
+                   if name not in ("file", "timestamp", "witnessed")), steps
+        rep = verify_bundle(case, trusted_keys=[log_vkey])
+        assert rep.ok and rep.steps[-1].status == "skipped"
 
 
 def test_jcs_and_streaming_sha256_agree_with_python(page: Any, server: dict[str, Any]) -> None:

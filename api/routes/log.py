@@ -34,6 +34,20 @@ def get_checkpoint(request: Request) -> PlainTextResponse:
 
 
 @router.get(
+    "/v1/log/cosigned-checkpoint",
+    response_class=PlainTextResponse,
+    summary="Latest checkpoint cosigned by a quorum of witnesses",
+    description="The latest signed checkpoint that at least `witness_quorum` of the configured "
+    "C2SP witnesses cosigned, with their `cosignature/v1` lines appended as note signatures. "
+    "404 until there is one.",
+    responses={200: {"content": {"text/plain": {}}}},
+)
+def get_cosigned_checkpoint(request: Request) -> PlainTextResponse:
+    return PlainTextResponse(reads.cosigned_checkpoint(node(request)),
+                             media_type="text/plain; charset=utf-8")
+
+
+@router.get(
     "/v1/log/consistency",
     response_model=ConsistencyOut,
     summary="Consistency proof",

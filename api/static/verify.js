@@ -27,6 +27,7 @@
     ['block-signature', 'The block note is signed by the same key and names that block'],
     ['timestamp', 'The RFC 3161 time-stamp token covers the block hash'],
     ['tlog-proof', 'The C2SP tlog-proof form says the same as the bundle'],
+    ['witnessed', 'Trusted witnesses cosigned a checkpoint that extends this one'],
   ];
 
   class Fail extends Error {}
@@ -455,6 +456,7 @@
     ['notary', 'object', true, [['log_keys', 'objects', true, LOG_KEY],
       ['tsa_roots', 'strings', true], ['tsa_chain', 'strings', false]]],
     ['tlog_proof', 'string', false],
+    ['witnessed', 'object', false, [['checkpoint', 'string', true], ['consistency', 'strings', true]]],
   ];
   const isObj = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
   const TYPES = {
@@ -684,6 +686,24 @@
         && extra !== null && eq(extra, ctx.data);
       if (!same) fail("the tlog-proof differs from the bundle's entry, proof or checkpoint");
       return 'same index, entry, proof and checkpoint';
+    },
+
+    // The page has no witness keys to pin, so, like `copyledger verify` without --witness, it
+    // skips this step; it names the cosigners the bundle claims, as NOT verified.
+    witnessed(ctx) {
+      const w = ctx.bundle.witnessed;
+      if (w === undefined) return { status: 'skipped', detail: 'no witness keys given, so witness cosignatures were not checked' };
+      let names = [];
+      try { names = parseNote(w.checkpoint).sigs.filter((s) => s.sig.length === 72).map((s) => s.name); } catch (e) {
+        if (!(e instanceof Fail)) throw e;
+      }
+      const who = names.length ? names.join(', ') : 'none';
+      ctx.facts.push(['Witnesses the bundle names (NOT verified by this page)', who]);
+      return {
+        status: 'skipped',
+        detail: `no witness keys given, so witness cosignatures were not checked; the bundle names as cosigners: ${who} `
+          + '(NOT verified) — check with copyledger verify --witness <key> --quorum <n>',
+      };
     },
   };
 

@@ -1,0 +1,164 @@
+"""Cosignatures of our checkpoints from C2SP witnesses, collected off the sealing path.
+
+Like the external TSAs (`notary/external_tsa.py`), witnesses are asked by one background thread,
+poked after each seal: a witness that is slow or down never delays a write. On each pass every
+witness is sent the latest checkpoint with C2SP tlog-witness `add-checkpoint`, from the size it
+last cosigned (first the largest size we kept from it, else 0; a 409 tells us its real size in
+`text/x.tlog.size`, and we retry once from there). A returned line is verified under the
+witness's vkey before it is kept, append-only, in the `cosignatures` table. A witness that fails
+is asked again after a delay that doubles up to `max_delay`, so cosignatures are filled in when
+it returns (decision D30).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import httpx
+
+from copyledger.ledger import cosignature, merkle, note
+from copyledger.ledger.cosignature import AddCheckpointRequest, Cosignature, CosignatureVerifier
+from copyledger.ledger.errors import Conflict, CopyledgerError, VerificationError
+from copyledger.ledger.store import Store
+
+__all__ = ["Cosigner", "WitnessConfig", "add_checkpoint"]
+
+log = logging.getLogger("copyledger.witnesses")
+
+SIZE_MEDIA_TYPE = "text/x.tlog.size"
+
+
+@dataclass(frozen=True)
+class WitnessConfig:
+    """A witness we ask: its URL prefix (where `/add-checkpoint` is) and its cosignature vkey."""
+
+    url: str
+    vkey: str
+    verifier: CosignatureVerifier = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:  # a malformed vkey is refused at open, not in the thread
+        object.__setattr__(self, "verifier", cosignature.parse_verifier_key(self.vkey))
+
+
+def add_checkpoint(http: httpx.Client, url: str, request: AddCheckpointRequest) -> str:
+    """POST one add-checkpoint request; the cosignature line (unverified). Conflict (with the
+    witness's `size`) on a 409, VerificationError on any other refusal."""
+    r = http.post(url.rstrip("/") + "/add-checkpoint", content=request.to_bytes())
+    if r.status_code == 409 and r.headers.get("content-type", "").startswith(SIZE_MEDIA_TYPE):
+        text = r.text.strip()
+        if not text.isdigit():
+            raise VerificationError(f"witness {url}: 409 without a tree size")
+        raise Conflict(f"witness {url} last cosigned size {text}", size=int(text))
+    if r.status_code != 200:
+        raise VerificationError(f"witness {url}: HTTP {r.status_code}: {r.text[:200]}")
+    return r.text
+
+
+@dataclass
+class Cosigner:
+    """Background thread: every pass, send the latest checkpoint to each witness that has not
+    cosigned it, and keep what they return."""
+
+    store: Store
+    witnesses: Sequence[WitnessConfig]
+    interval: float = 2.0
+    timeout: float = 10.0
+    max_delay: float = 60.0
+    on_lag: Callable[[str, int], None] | None = None
+    lag: dict[str, int] = field(default_factory=dict)  # entries not yet cosigned, by vkey
+    _sizes: dict[str, int] = field(default_factory=dict)  # what each witness last cosigned
+    _retry_at: dict[str, float] = field(default_factory=dict)
+    _delay: dict[str, float] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _wake: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if not self.witnesses:
+            return
+        self._thread = threading.Thread(target=self._run, name="witnesses", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(self.timeout * 2)
+
+    def poke(self) -> None:
+        """A block was sealed: look sooner than the interval."""
+        self._wake.set()
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=self.timeout) as http:
+            while not self._stop.is_set():
+                try:
+                    self.run_once(http)
+                except Exception:  # e.g. the database is away: keep the thread, try again
+                    log.exception("witness pass failed")
+                now = time.monotonic()
+                waits = [t - now for t in self._retry_at.values() if t > now]
+                self._wake.wait(min([self.interval, *waits]))
+                self._wake.clear()
+
+    def run_once(self, http: httpx.Client) -> None:
+        """One pass over the witnesses (each one that is not backing off)."""
+        last = self.store.latest_block()
+        if last is None:
+            return
+        size = last.header.tree_size
+        for w in self.witnesses:
+            if self._stop.is_set():
+                return
+            if self._retry_at.get(w.vkey, 0.0) <= time.monotonic():
+                self._ask(http, w, size, last.checkpoint)
+            cosigned = self._known_size(w)
+            self.lag[w.vkey] = size - cosigned if cosigned is not None else size
+            if self.on_lag is not None:
+                self.on_lag(w.vkey, self.lag[w.vkey])
+
+    def _known_size(self, w: WitnessConfig) -> int | None:
+        if w.vkey not in self._sizes:
+            kept = self.store.last_cosigned(w.vkey)
+            if kept is None:
+                return None
+            self._sizes[w.vkey] = kept
+        return self._sizes[w.vkey]
+
+    def _ask(self, http: httpx.Client, w: WitnessConfig, size: int, signed: str) -> None:
+        old = self._known_size(w) or 0
+        if old == size and self.store.cosignature_lines(size, [w.vkey]):
+            return
+        try:
+            for _ in range(2):  # once more after a 409 told us the witness's size
+                try:
+                    line = add_checkpoint(http, w.url, self._request(old, size, signed))
+                    break
+                except Conflict as e:
+                    old = int(str(e.extra["size"]))
+                    if old > size:
+                        raise VerificationError(f"witness {w.url} has cosigned size {old}, "
+                                                f"beyond this log's {size}: a fork?") from None
+            else:
+                raise VerificationError(f"witness {w.url} keeps answering 409")
+            cosig = Cosignature.parse_line(line)
+            cosignature.verify_cosignature(note.parse_note(signed).text, cosig, w.verifier)
+        except (httpx.HTTPError, CopyledgerError) as e:
+            delay = min(self._delay.get(w.vkey, self.interval / 2) * 2, self.max_delay)
+            self._delay[w.vkey] = delay
+            self._retry_at[w.vkey] = time.monotonic() + delay
+            log.warning("witness %s: no cosignature of size %d (%s); again in %.1f s",
+                        w.url, size, e, delay)
+            return
+        self.store.add_cosignature(size, w.vkey, cosig.line())
+        self._sizes[w.vkey] = size
+        self._delay.pop(w.vkey, None)
+        self._retry_at.pop(w.vkey, None)
+
+    def _request(self, old: int, size: int, signed: str) -> AddCheckpointRequest:
+        proof = merkle.consistency_proof(old, size, self.store) if 0 < old < size else []
+        return AddCheckpointRequest(old, tuple(proof), signed.encode())

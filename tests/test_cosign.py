@@ -1,0 +1,380 @@
+"""The log's side of witnessing (D30): cosignatures are collected off the sealing path from a
+real witness served over HTTP, kept durably, served as the cosigned checkpoint, carried by
+bundles, and checked offline by `verify_bundle(..., witness_keys=, quorum=)` and
+`copyledger verify --witness`."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import json
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+
+from copyledger.api.app import create_app
+from copyledger.api.witness_app import create_witness_app
+from copyledger.client import AsyncClient
+from copyledger.ledger import cosignature, note
+from copyledger.ledger.errors import InvalidInput
+from copyledger.ledger.verify import Status, verify_bundle
+from copyledger.notary.signer import FileSigner, verifier_key
+from copyledger.service import reads
+from copyledger.service.certificate import certificate_html, certificate_pdf
+from copyledger.service.node import Node
+from copyledger.service.witness import LogConfig, Witness
+from tests.helpers import open_registry
+from tests.server import cli, free_port
+from tests.test_audit import fill
+
+W = "witness.example/w1"
+
+
+class WitnessServer:
+    """`create_witness_app` on a real socket, in a thread of this process."""
+
+    def __init__(self, witness: Witness, port: int) -> None:
+        config = uvicorn.Config(create_witness_app(witness), host="127.0.0.1", port=port,
+                                log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> WitnessServer:
+        self.thread.start()
+        wait_for(lambda: self.server.started, "the witness did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+def wait_for(cond: Callable[[], object], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def witness_key(tmp_path: Path) -> FileSigner:
+    return FileSigner.generate(W, tmp_path / "w.key")
+
+
+def vkey_of(signer: FileSigner) -> str:
+    return cosignature.format_verifier_key(signer.name, signer.public_key)
+
+
+def open_witnessed(tmp: Path, port: int, signer: FileSigner) -> Node:
+    n = open_registry(tmp, witnesses=f"http://127.0.0.1:{port} {vkey_of(signer)}")
+    n.cosigner.interval, n.cosigner.max_delay = 0.2, 0.5
+    return n
+
+
+def make_witness(tmp: Path, signer: FileSigner, n: Node) -> Witness:
+    return Witness(signer, [LogConfig.from_vkeys(n.origin, [n.verifier_key])],
+                   tmp / "w.sqlite3")
+
+
+def cosigned_up_to_date(n: Node) -> bool:
+    found = reads.cosigned(n)
+    return found is not None and found[0] == n.sequencer.state.size
+
+
+@pytest.fixture
+def port() -> Iterator[int]:
+    yield free_port()
+
+
+def verify(b: dict[str, Any], n: Node, wkeys: list[str], quorum: int = 1) -> Any:
+    return verify_bundle(b, trusted_keys=[n.verifier_key], witness_keys=wkeys, quorum=quorum)
+
+
+def test_writes_proceed_while_the_witness_hangs_and_cosignatures_follow(
+        tmp_path: Path, port: int, witness_key: FileSigner) -> None:
+    # A "witness" that accepts connections and never answers: the worst kind of down.
+    hung = socket.socket()
+    hung.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    hung.bind(("127.0.0.1", port))
+    hung.listen(64)
+    hung.settimeout(30)
+    n = open_witnessed(tmp_path / "a", port, witness_key)
+    n.cosigner.timeout = 4.0
+    n.start()
+    held = None
+    try:
+        fill(n, 3)
+        held, _ = hung.accept()  # the cosigner's request is now waiting on us
+        t0 = time.monotonic()
+        fill(n, 40)
+        assert time.monotonic() - t0 < 3.0
+        assert not n.cosigner.lag  # still waiting: the writes did not wait for it
+        wait_for(lambda: n.cosigner.lag, "the cosigner never gave up on the hung witness")
+        assert reads.cosigned(n) is None
+        assert "witnessed" not in reads.bundle(n, 5)
+        api = TestClient(create_app(n, manage=False))
+        assert api.get("/v1/log/cosigned-checkpoint").status_code == 404
+        assert api.get("/healthz").json()["witness_uncosigned"][vkey_of(witness_key)] > 0
+
+        held.close()
+        hung.close()  # it comes back, as a real witness on the same address
+        with WitnessServer(make_witness(tmp_path, witness_key, n), port):
+            wait_for(lambda: cosigned_up_to_date(n), "cosignatures were not filled in")
+            fill(n, 5)  # and it follows new checkpoints, from the size it cosigned
+            wait_for(lambda: cosigned_up_to_date(n), "the next checkpoint was not cosigned")
+        size = n.sequencer.state.size
+        served = api.get("/v1/log/cosigned-checkpoint")
+        assert served.status_code == 200
+        signed = served.text
+        assert note.verify_note(signed, [note.parse_verifier_key(n.verifier_key)])
+        [cosig] = cosignature.cosignatures_of(signed, [cosignature.parse_verifier_key(
+            vkey_of(witness_key))])
+        assert cosig.name == W
+        assert note.parse_checkpoint(note.parse_note(signed).text).size == size
+        assert f'copyledger_witness_uncosigned_entries{{witness="{vkey_of(witness_key)}"}} 0.0' \
+            in api.get("/metrics").text
+        assert api.get("/healthz").json()["witness_uncosigned"][vkey_of(witness_key)] == 0
+
+        b = reads.bundle(n, 5)
+        assert b["witnessed"]["checkpoint"] == signed
+        assert b["witnessed"]["consistency"]  # from the entry's early tree to the later one
+        rep = verify(b, n, [vkey_of(witness_key)])
+        assert rep.ok, rep.to_json()
+        assert rep.steps[-1].status is Status.PASSED
+        assert rep.facts["witnesses"][0]["name"] == W
+        assert rep.facts["witnessed_size"] == size
+    finally:
+        if held is not None:
+            held.close()
+        hung.close()
+        n.stop()
+    # durable: a restarted node serves them from the table
+    n = open_witnessed(tmp_path / "a", port, witness_key)
+    try:
+        assert reads.cosigned(n) == (size, signed)
+    finally:
+        n.store.close()
+
+
+@pytest.fixture
+def witnessed(tmp_path: Path, port: int, witness_key: FileSigner
+              ) -> Iterator[tuple[Node, dict[str, Any]]]:
+    n = open_witnessed(tmp_path / "a", port, witness_key)
+    n.start()
+    try:
+        with WitnessServer(make_witness(tmp_path, witness_key, n), port):
+            fill(n, 6)
+            wait_for(lambda: cosigned_up_to_date(n), "not cosigned")
+        yield n, reads.bundle(n, 2)
+    finally:
+        n.stop()
+
+
+def flip_cosignature(signed: str) -> str:
+    head, last = signed.rstrip("\n").rsplit("\n", 1)
+    name, sig = last.rsplit(" ", 1)
+    raw = bytearray(base64.b64decode(sig))
+    raw[-1] ^= 1
+    return f"{head}\n{name} {base64.b64encode(bytes(raw)).decode()}\n"
+
+
+def test_verify_needs_a_valid_cosignature_by_the_witness(
+        tmp_path: Path, witnessed: tuple[Node, dict[str, Any]], witness_key: FileSigner) -> None:
+    n, b = witnessed
+    wkey = vkey_of(witness_key)
+    assert verify(b, n, [wkey]).ok
+    # the certificate lists who cosigned (and says it did not check them)
+    page = certificate_html(b, "https://example.test/verify")
+    assert f"<th>{W}</th>" in page and "not checked here" in page
+    assert "cosigned tree size" in certificate_html(b, "x") and certificate_pdf(b, "x")
+    assert "no witnessed checkpoint" in certificate_html(
+        {k: v for k, v in b.items() if k != "witnessed"}, "x")
+    # without witness keys the step is skipped, and says so
+    rep = verify_bundle(b, trusted_keys=[n.verifier_key])
+    assert rep.ok and rep.steps[-1].status is Status.SKIPPED
+    assert "no witness keys" in rep.steps[-1].detail
+
+    def fails(bad: dict[str, Any], keys: list[str], why: str, quorum: int = 1) -> None:
+        rep = verify(bad, n, keys, quorum)
+        assert not rep.ok and rep.failed is not None and rep.failed.name == "witnessed", \
+            rep.to_json()
+        assert why in rep.failed.detail, rep.failed.detail
+
+    flipped = copy.deepcopy(b)
+    flipped["witnessed"]["checkpoint"] = flip_cosignature(b["witnessed"]["checkpoint"])
+    fails(flipped, [wkey], "invalid cosignature")
+    bare = copy.deepcopy(b)  # the log's own signature only: no cosignature at all
+    bare["witnessed"]["checkpoint"] = b["witnessed"]["checkpoint"].rsplit("—", 1)[0]
+    fails(bare, [wkey], "0 valid cosignature(s)")
+    other = vkey_of(FileSigner.generate("witness.example/w2", tmp_path / "w2.key"))
+    fails(b, [other], "0 valid cosignature(s)")
+    fails(b, [wkey, other], "1 valid cosignature(s) by the witness keys given, 2 required", 2)
+    missing = {k: v for k, v in b.items() if k != "witnessed"}
+    fails(missing, [wkey], "carries no witnessed checkpoint")
+    wrong = copy.deepcopy(b)
+    wrong["witnessed"]["consistency"][0] = "00" * 32
+    fails(wrong, [wkey], "")
+
+    # the CLI: exit 0 on the log's bundle, 1 on the one with a broken cosignature
+    good_file, bad_file = tmp_path / "good.json", tmp_path / "bad.json"
+    good_file.write_text(json.dumps(b))
+    bad_file.write_text(json.dumps(flipped))
+    args = ["--trust", n.verifier_key, "--witness", wkey, "--quorum", "1", "--json"]
+    r = cli("verify", str(good_file), *args)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(r.stdout)["steps"][-1]["status"] == "ok"
+    r = cli("verify", str(bad_file), *args)
+    assert r.returncode == 1 and json.loads(r.stdout)["failed_step"] == "witnessed"
+
+
+def test_a_bundle_from_a_forked_branch_has_no_witness(tmp_path: Path, port: int,
+                                                      witness_key: FileSigner) -> None:
+    a = open_registry(tmp_path / "a")
+    a.start()
+    fill(a, 4)
+    base = a.sequencer.state.size
+    a.stop()
+    shutil.copytree(tmp_path / "a", tmp_path / "b")  # two copies that will diverge after 4
+    a = open_witnessed(tmp_path / "a", port, witness_key)
+    b = open_witnessed(tmp_path / "b", port, witness_key)
+    wkey = vkey_of(witness_key)
+    a.start()
+    b.start()
+    try:
+        with WitnessServer(make_witness(tmp_path, witness_key, a), port):
+            fill(a, 3)
+            wait_for(lambda: cosigned_up_to_date(a), "branch a was not cosigned")
+            fill(b, 5)
+            size_b = b.sequencer.state.size
+            # b's checkpoints reached the witness and were refused: its lag is counted from
+            # the shared prefix at most (the witness may have cosigned that, honestly)
+            wait_for(lambda: b.cosigner.lag.get(wkey, 0) >= size_b - base,
+                     "branch b was never sent")
+            time.sleep(1.0)  # several passes: the witness keeps refusing b
+            found = reads.cosigned(b)
+            assert found is None or found[0] <= base
+        seq = b.sequencer.state.size - 1  # an entry only branch b has
+        fork_bundle = reads.bundle(b, seq)
+        assert "witnessed" not in fork_bundle
+        assert verify_bundle(fork_bundle, trusted_keys=[b.verifier_key]).ok  # signed by the log
+        rep = verify(fork_bundle, b, [wkey])
+        assert rep.failed is not None and rep.failed.name == "witnessed"
+        # branch a's witnessed checkpoint spliced into the fork's bundle does not fit it
+        spliced = {**fork_bundle, "witnessed": reads.bundle(a, 1)["witnessed"]}
+        rep = verify(spliced, b, [wkey])
+        assert rep.failed is not None and rep.failed.name == "witnessed"
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_a_bundle_refreshed_after_1000_more_entries(tmp_path: Path, port: int,
+                                                    witness_key: FileSigner) -> None:
+    """`copyledger bundle --refresh` (through the client) adds the later witnessed checkpoint and
+    the consistency proof to a saved bundle, and the result verifies offline."""
+    from tests.test_tiles import Uvicorn
+
+    n = open_witnessed(tmp_path / "a", port, witness_key)
+    wkey = vkey_of(witness_key)
+    n.start()
+    try:
+        with WitnessServer(make_witness(tmp_path, witness_key, n), port):
+            fill(n, 5)
+            wait_for(lambda: cosigned_up_to_date(n), "not cosigned")
+            saved = tmp_path / "saved.json"
+            saved.write_text(json.dumps(reads.bundle(n, 2)))
+            early = json.loads(saved.read_text())["witnessed"]["checkpoint"]
+            fill(n, 1000, batch=100)
+            wait_for(lambda: cosigned_up_to_date(n), "the later checkpoint was not cosigned")
+        size = n.sequencer.state.size
+        out = tmp_path / "refreshed.json"
+        with Uvicorn(n) as registry:
+            r = cli("bundle", "--refresh", str(saved), "-o", str(out), "--server", registry.url,
+                    "--trust", n.verifier_key)
+            assert r.returncode == 0, r.stdout + r.stderr
+            # a bundle sealed under a key the client does not trust is not refreshed
+            other = FileSigner.generate(n.origin, tmp_path / "other.key")
+            bad = cli("bundle", "--refresh", str(saved), "-o", str(tmp_path / "x.json"),
+                      "--server", registry.url, "--trust", verifier_key(other))
+            assert bad.returncode != 0
+
+            async def refresh_async() -> dict[str, Any]:
+                async with AsyncClient(registry.url, trusted_keys=[n.verifier_key]) as c:
+                    return await c.refresh_bundle(json.loads(saved.read_text()))
+
+            by_async = asyncio.run(refresh_async())
+        b = json.loads(out.read_text())
+        assert by_async == b  # the two clients share everything but the send
+        later = b["witnessed"]["checkpoint"]
+        assert later != early
+        assert note.parse_checkpoint(note.parse_note(later).text).size == size > 1000
+        assert len(b["witnessed"]["consistency"]) > 1
+        assert {k: v for k, v in b.items() if k != "witnessed"} == {
+            k: v for k, v in json.loads(saved.read_text()).items() if k != "witnessed"}
+    finally:
+        n.stop()
+    r = cli("verify", str(out), "--trust", n.verifier_key, "--witness", wkey, "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(r.stdout)["facts"]["witnessed_size"] == size
+    # and a refreshed bundle whose proof was tampered with does not
+    b["witnessed"]["consistency"][-1] = "00" * 32
+    out.write_text(json.dumps(b))
+    r = cli("verify", str(out), "--trust", n.verifier_key, "--witness", wkey, "--json")
+    assert r.returncode == 1 and json.loads(r.stdout)["failed_step"] == "witnessed"
+
+
+def witnessed_bundle(tmp: Path, seq: int = 2) -> tuple[dict[str, Any], str, str]:
+    """A bundle with a witnessed checkpoint, made without threads or sockets: the node is filled,
+    then its Cosigner's pass runs once against the witness app. (bundle, log vkey, witness vkey)"""
+    signer = FileSigner.generate(W, tmp / "w.key")
+    n = open_registry(tmp / "a")
+    n.start()
+    fill(n, 6)
+    n.stop()
+    n = open_registry(tmp / "a", witnesses=f"http://testserver {vkey_of(signer)}")
+    try:
+        with TestClient(create_witness_app(make_witness(tmp, signer, n))) as http:
+            n.cosigner.run_once(http)
+        return reads.bundle(n, seq), n.verifier_key, vkey_of(signer)
+    finally:
+        n.store.close()
+
+
+def test_one_pass_without_threads(tmp_path: Path) -> None:
+    b, log_vkey, wkey = witnessed_bundle(tmp_path)
+    rep = verify_bundle(b, trusted_keys=[log_vkey], witness_keys=[wkey])
+    assert rep.ok, rep.to_json()
+
+
+def test_cosignatures_are_append_only(tmp_path: Path) -> None:
+    from sqlalchemy.exc import DBAPIError
+
+    n = open_registry(tmp_path / "a")
+    try:
+        assert n.store.add_cosignature(3, "w+00000000+x", "line 1\n")
+        assert not n.store.add_cosignature(3, "w+00000000+x", "line 2\n")  # the first stays
+        assert n.store.cosignature_lines(3, ["w+00000000+x"]) == ["line 1\n"]
+        for sql in ("UPDATE cosignatures SET line = 'x'", "DELETE FROM cosignatures"):
+            with pytest.raises(DBAPIError, match="append-only"):
+                n.store.execute_raw(sql)
+    finally:
+        n.store.close()
+
+
+def test_witness_settings_are_checked(tmp_path: Path, witness_key: FileSigner) -> None:
+    with pytest.raises(InvalidInput, match="witness_quorum"):
+        open_registry(tmp_path / "a", witnesses=f"http://w {vkey_of(witness_key)}",
+                      witness_quorum=2)
+    with pytest.raises(InvalidInput):
+        open_registry(tmp_path / "b", witnesses="http://w not-a-vkey")
+    with pytest.raises(InvalidInput, match="not `<url> <vkey>`"):
+        open_registry(tmp_path / "c", witnesses="http://w")
