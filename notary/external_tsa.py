@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from asn1crypto import tsp  # type: ignore[import-untyped]
 from copyledger.ledger.errors import CopyledgerError
 from copyledger.ledger.store import Store
 from copyledger.ledger.timestamp import token_from_response, verify_token
+from copyledger.notary.worker import Worker
 
 log = logging.getLogger("copyledger.external_tsa")
 
@@ -78,38 +78,31 @@ class ExternalStamper:
     batch: int = 50
     on_missing: Callable[[str, int], None] | None = None
     missing: dict[str, int] = field(default_factory=dict)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _wake: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _worker: Worker = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._worker = Worker("external-tsa", self.interval, self.timeout)
 
     def start(self) -> None:
-        if not self.urls:
-            return
-        self._thread = threading.Thread(target=self._run, name="external-tsa", daemon=True)
-        self._thread.start()
+        if self.urls:
+            self._worker.start(self._pass_all)
 
     def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(self.timeout * 2)
+        self._worker.stop()
 
     def poke(self) -> None:
         """A block was sealed: look sooner than the interval."""
-        self._wake.set()
+        self._worker.poke()
 
-    def _run(self) -> None:
-        with httpx.Client(timeout=self.timeout) as client:
-            while not self._stop.is_set():
-                for url in self.urls:
-                    self._pass(client, url)
-                self._wake.wait(self.interval)
-                self._wake.clear()
+    def _pass_all(self, client: httpx.Client) -> float:
+        for url in self.urls:
+            self._pass(client, url)
+        return self.interval
 
     def _pass(self, client: httpx.Client, url: str) -> None:
         todo = self.store.blocks_missing_timestamp(url, limit=self.batch)
         for height, bhash in todo:
-            if self._stop.is_set():
+            if self._worker.stopping.is_set():
                 return
             try:
                 token = fetch_token(client, url, bhash, roots_pem=self.roots_pem)

@@ -13,7 +13,6 @@ it returns (decision D30).
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from copyledger.ledger import cosignature, merkle, note
 from copyledger.ledger.cosignature import AddCheckpointRequest, Cosignature, CosignatureVerifier
 from copyledger.ledger.errors import Conflict, CopyledgerError, VerificationError
 from copyledger.ledger.store import Store
+from copyledger.notary.worker import Worker
 
 __all__ = ["Cosigner", "WitnessConfig", "add_checkpoint"]
 
@@ -73,37 +73,26 @@ class Cosigner:
     _sizes: dict[str, int] = field(default_factory=dict)  # what each witness last cosigned
     _retry_at: dict[str, float] = field(default_factory=dict)
     _delay: dict[str, float] = field(default_factory=dict)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _wake: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _worker: Worker = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._worker = Worker("witnesses", self.interval, self.timeout)
 
     def start(self) -> None:
-        if not self.witnesses:
-            return
-        self._thread = threading.Thread(target=self._run, name="witnesses", daemon=True)
-        self._thread.start()
+        if self.witnesses:
+            self._worker.start(self._pass)
 
     def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(self.timeout * 2)
+        self._worker.stop()
 
     def poke(self) -> None:
         """A block was sealed: look sooner than the interval."""
-        self._wake.set()
+        self._worker.poke()
 
-    def _run(self) -> None:
-        with httpx.Client(timeout=self.timeout) as http:
-            while not self._stop.is_set():
-                try:
-                    self.run_once(http)
-                except Exception:  # e.g. the database is away: keep the thread, try again
-                    log.exception("witness pass failed")
-                now = time.monotonic()
-                waits = [t - now for t in self._retry_at.values() if t > now]
-                self._wake.wait(min([self.interval, *waits]))
-                self._wake.clear()
+    def _pass(self, http: httpx.Client) -> float:
+        self.run_once(http)
+        now = time.monotonic()
+        return min([self.interval, *(t - now for t in self._retry_at.values() if t > now)])
 
     def run_once(self, http: httpx.Client) -> None:
         """One pass over the witnesses (each one that is not backing off)."""
@@ -112,7 +101,7 @@ class Cosigner:
             return
         size = last.header.tree_size
         for w in self.witnesses:
-            if self._stop.is_set():
+            if self._worker.stopping.is_set():
                 return
             if self._retry_at.get(w.vkey, 0.0) <= time.monotonic():
                 self._ask(http, w, size, last.checkpoint)
