@@ -48,7 +48,8 @@ timestamps = st.builds(
 
 
 def texts(max_size: int) -> st.SearchStrategy[str]:
-    chars = st.characters(blacklist_categories=("Cc", "Cs"))
+    # No format characters (Cf): bidi overrides and invisible-only text are not valid entries.
+    chars = st.characters(blacklist_categories=("Cc", "Cs", "Cf"))
     return st.text(chars, min_size=1, max_size=min(max_size, 40)).filter(lambda s: bool(s.strip()))
 
 
@@ -98,8 +99,8 @@ warc_record = st.fixed_dictionaries(
     optional={"record_id": texts(200)})
 evidences = entry_of("evidence", {
     "content": content(False), "captured_at": timestamps, "capture_method": texts(100),
-    "description": st.text(min_size=1, max_size=50).filter(lambda s: bool(s.strip()))
-    .filter(lambda s: not any(0xD800 <= ord(c) <= 0xDFFF for c in s))},
+    "description": st.text(st.characters(blacklist_categories=("Cs", "Cf")), min_size=1,
+                           max_size=50).filter(lambda s: bool(s.strip()))},
     {"source_url": urls, "related_work": counts, "metadata": metadata,
      "warc_records": st.lists(warc_record, min_size=1, max_size=3)})
 transfers = entry_of("transfer", {
