@@ -7,7 +7,8 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -86,6 +87,15 @@ def _die(msg: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+@contextmanager
+def _domain_errors_exit() -> Iterator[None]:
+    """A domain error ends the command: its message on stderr, exit status 2."""
+    try:
+        yield
+    except CopyledgerError as e:
+        _die(e.detail)
+
+
 def _emit(as_json: bool, obj: Any, human: str | None = None) -> None:
     if as_json:
         sys.stdout.write(json.dumps(obj, indent=2) + "\n")
@@ -94,10 +104,8 @@ def _emit(as_json: bool, obj: Any, human: str | None = None) -> None:
 
 
 def _settings(data_dir: Path | None, database: str | None = None, **kw: Any) -> Any:
-    try:
+    with _domain_errors_exit():
         return settings_mod.load(data_dir, database=database, **kw)
-    except CopyledgerError as e:
-        _die(e.detail)
 
 
 @app.command()
@@ -114,10 +122,8 @@ def init(
     from copyledger.service.node import init_data_dir
 
     s = _settings(data_dir, database, origin=origin, notary_url=notary_url)
-    try:
+    with _domain_errors_exit():
         r = init_data_dir(s)
-    except CopyledgerError as e:
-        _die(e.detail)
     _emit(as_json, {"data_dir": str(s.data_dir), "origin": s.origin, "verifier_key":
                     r.verifier_key, "created_key": r.created_key, "database": _redact(s)},
           f"registry in [bold]{s.data_dir}[/bold]\norigin       {s.origin}\n"
@@ -152,10 +158,8 @@ def serve(
     s = _settings(data_dir, database, host=host, port=port, notary_url=notary_url)
     configure(s.log_level, s.log_json)
     _check_port(s.host, s.port)
-    try:
+    with _domain_errors_exit():
         reg = Node.open(s)
-    except CopyledgerError as e:
-        _die(e.detail)
     # Long-lived objects (app, routes, schema) out of the collector's sight, and fewer young
     # collections: the hot path allocates many short-lived objects and makes no cycles.
     gc.collect()
@@ -202,10 +206,8 @@ def keys_create(
     """Mint an API key. It is printed once; only its hash is stored."""
     from copyledger.service.admin import create_key
 
-    try:
+    with _domain_errors_exit():
         secret, row = create_key(_settings(data_dir, database), role, account)
-    except CopyledgerError as e:
-        _die(e.detail)
     _emit(as_json, {"key": secret, "role": row.role, "account": row.account, "id": row.id},
           f"{secret}\n[dim]role {row.role}, account {row.account}; shown once, keep it safe[/dim]")
 
@@ -220,10 +222,8 @@ def keys_list(
     """List API keys (id, prefix, role, account, created, revoked); never their secrets."""
     from copyledger.service.admin import list_keys
 
-    try:
+    with _domain_errors_exit():
         rows = list_keys(_settings(data_dir, database), account)
-    except CopyledgerError as e:
-        _die(e.detail)
     if as_json:
         _emit(True, [r.to_dict() for r in rows])
         return
@@ -244,10 +244,8 @@ def keys_revoke(
     """Revoke an API key. Running servers refuse it within 30 seconds."""
     from copyledger.service.admin import revoke_key
 
-    try:
+    with _domain_errors_exit():
         row = revoke_key(_settings(data_dir, database), key_id)
-    except CopyledgerError as e:
-        _die(e.detail)
     _emit(as_json, row.to_dict(), f"key {row.id} ({row.prefix}…, {row.account}) revoked at "
           f"{row.revoked_at}")
 
@@ -474,10 +472,8 @@ def evidence(
     if related_work is not None:
         body["related_work"] = related_work
     if file.name.endswith((".warc", ".warc.gz")):
-        try:
+        with _domain_errors_exit():
             body["warc_records"] = warc_records(file)
-        except CopyledgerError as e:
-            _die(e.detail)
     with _client(server, api_key, trust, 60) as client:
         pinned = _verifiers(client)
         res, _ = _submit(lambda: client.deposit_evidence(**body), file, sha, receipts)
@@ -897,12 +893,10 @@ def audit(
     with Progress(TextColumn("auditing"), BarColumn(), TextColumn("{task.completed} entries"),
                   console=err, disable=not show, transient=True) as prog:
         task = prog.add_task("audit", total=None)
-        try:
+        with _domain_errors_exit():
             rep = audit_registry(_settings(data_dir, database),
                                  on_start=lambda total: prog.update(task, total=total),
                                  progress=lambda n: prog.advance(task, n))
-        except CopyledgerError as e:
-            _die(e.detail)
     obj = {k: getattr(rep, k) for k in ("ok", "entries", "blocks", "nodes", "tree_size", "root",
                                         "problem", "bad_seq", "bad_height", "checked")}
     if rep.ok:
@@ -933,12 +927,10 @@ def tiles_export(
     with Progress(TextColumn("exporting"), BarColumn(), TextColumn("{task.completed}/{task.total}"
                   " files"), console=err, disable=not show, transient=True) as prog:
         task = prog.add_task("export", total=None)
-        try:
+        with _domain_errors_exit():
             rep = export_registry(_settings(data_dir, database), directory,
                                   on_start=lambda total: prog.update(task, total=total),
                                   progress=lambda n: prog.advance(task, n))
-        except CopyledgerError as e:
-            _die(e.detail)
     obj = {k: getattr(rep, k) for k in ("directory", "tree_size", "previous_size", "files",
                                         "bytes", "tiles", "bundles", "checkpoint", "skipped")}
     _emit(as_json, obj, f"tree of {rep.tree_size} leaves in [bold]{rep.directory}[/bold] "
@@ -1078,10 +1070,8 @@ def notary_init(
     from copyledger.service.node import init_notary_dir
 
     s = _settings(data_dir, None, origin=origin)
-    try:
+    with _domain_errors_exit():
         created, vkey = init_notary_dir(s)
-    except CopyledgerError as e:
-        _die(e.detail)
     _emit(as_json, {"data_dir": str(s.data_dir), "origin": s.origin, "verifier_key": vkey,
                     "created_key": created}, f"notary keys in {s.data_dir}\n{vkey}")
 
@@ -1101,10 +1091,8 @@ def notary_rotate(
     from copyledger.service.operations import rotate_keys
 
     s = _settings(data_dir, database)
-    try:
+    with _domain_errors_exit():
         r = rotate_keys(s, overlap=timedelta(hours=overlap_hours))
-    except CopyledgerError as e:
-        _die(e.detail)
     _emit(as_json, r.to_dict(),
           f"rotated: new key {r.new_verifier_key}\nold key co-signs until {r.overlap_until}; "
           f"recorded as entry {r.seq}")
@@ -1146,11 +1134,9 @@ def notary_serve(
     s = _settings(data_dir, None)
     configure(s.log_level, s.log_json)
     token = os.environ.get(s.notary_token_env, "")
-    try:
+    with _domain_errors_exit():
         signer, tsa, checkpoints = open_notary(s)
         app_ = create_notary_app(signer, tsa, token, checkpoints=checkpoints)
-    except CopyledgerError as e:
-        _die(e.detail)
     where = f"unix:{uds}" if uds else f"http://{host}:{port}"
     err.print(f"copyledger notary for {s.origin} on {where}")
     if uds:
@@ -1179,10 +1165,8 @@ def witness_init(
     """Create the witness key (mode 0600) and add logs to follow; prints its verifier key."""
     from copyledger.service.witness import init_witness_dir
 
-    try:
+    with _domain_errors_exit():
         created, vkey = init_witness_dir(data_dir, name, log or [])
-    except CopyledgerError as e:
-        _die(e.detail)
     _emit(as_json, {"data_dir": str(data_dir), "verifier_key": vkey, "created_key": created},
           f"witness in {data_dir}\n{vkey}")
 
@@ -1199,10 +1183,8 @@ def witness_serve(
     from copyledger.api.witness_app import create_witness_app
     from copyledger.service.witness import open_witness
 
-    try:
+    with _domain_errors_exit():
         witness = open_witness(data_dir)
-    except CopyledgerError as e:
-        _die(e.detail)
     err.print(f"copyledger witness {witness.name} for {', '.join(witness.logs) or 'no log'} "
               f"on http://{host}:{port}")
     uvicorn.run(create_witness_app(witness), host=host, port=port, log_level="warning",
@@ -1252,10 +1234,8 @@ def monitor(
     from copyledger.service.monitor import LogMisbehaved, open_follower
 
     with TileFetcher(log) as fetch:
-        try:
+        with _domain_errors_exit():
             follower = open_follower(data_dir, fetch, trust)
-        except CopyledgerError as e:
-            _die(e.detail)
         try:
             while True:
                 try:
@@ -1307,9 +1287,8 @@ def monitor_bundle(
         _die(f"{data_dir} is not a monitor directory")
     mirror = Mirror(data_dir)
     try:
-        doc = mirror.proof(seq, tree_size)
-    except CopyledgerError as e:
-        _die(e.detail)
+        with _domain_errors_exit():
+            doc = mirror.proof(seq, tree_size)
     finally:
         mirror.close()
     text = json.dumps(doc, indent=2) + "\n"
