@@ -96,8 +96,10 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 def answers(example: Any, status: int = 200, media_type: str = "application/json",
             model: type[BaseModel] | None = None) -> dict[int | str, dict[str, Any]]:
-    """A `responses=` entry for the success answer: its example, and its model when the route
-    returns a Response itself (so FastAPI documents the shape without re-validating it)."""
+    """A `responses=` entry for the success answer: its example, and `model` for a route with
+    `response_model=None` (FastAPI then documents the shape without re-validating the answer).
+    FastAPI drops `null` members from examples: what an example shows as null must be optional
+    in the model."""
     response: dict[str, Any] = {"content": {media_type: {"example": example}}}
     if model is not None:
         response["model"] = model
@@ -138,8 +140,10 @@ def install(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            doc = get_openapi(title=app.title, version=app.version, summary=app.summary,
-                              description=app.description, routes=app.routes)
+            doc = get_openapi(title=app.title, version=app.version,
+                              openapi_version=app.openapi_version, summary=app.summary,
+                              description=app.description, routes=app.routes,
+                              separate_input_output_schemas=app.separate_input_output_schemas)
             components = doc.setdefault("components", {})
             schemas = components.setdefault("schemas", {})
             for name in ("HTTPValidationError", "ValidationError"):
