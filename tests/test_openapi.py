@@ -105,17 +105,32 @@ def test_every_example_fits_its_schema(doc: dict[str, Any]) -> None:
 
 
 def test_security_as_described_is_what_the_server_enforces(
-        client: TestClient, doc: dict[str, Any]) -> None:
-    """Without a key, a secured operation answers 401 and a public one never does."""
+        client: TestClient, reg: Node, doc: dict[str, Any]) -> None:
+    """Without a key, a secured operation answers 401 and a public one never does; a key of a
+    role the operation lists (`x-roles`) gets past authorisation, any other gets 403."""
+    keys = {role: create_key(reg.store, role, f"{role}-account")[0] for role in ROLES}
+
+    def send(method: str, url: str, key: str | None) -> Any:
+        headers = {"content-type": "application/json"}
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return client.request(method.upper(), url, content=b"{}", headers=headers)
+
     for method, path, op in operations(doc):
+        where = f"{method.upper()} {path}"
         url = re.sub(r"\{[^}]+\}", "0", path)
-        r = client.request(method.upper(), url, content=b"{}",
-                           headers={"content-type": "application/json"})
-        if op["security"]:
-            assert r.status_code == 401, f"{method.upper()} {path}: {r.status_code}"
-            assert r.headers["content-type"] == PROBLEM
-        else:
-            assert r.status_code != 401, f"{method.upper()} {path}"
+        r = send(method, url, None)
+        if not op["security"]:
+            assert r.status_code != 401, where
+            continue
+        assert r.status_code == 401, f"{where}: {r.status_code}"
+        assert r.headers["content-type"] == PROBLEM
+        for role, key in keys.items():
+            status = send(method, url, key).status_code
+            if role in op["x-roles"]:
+                assert status not in (401, 403), f"{where} as {role}: {status}"
+            else:
+                assert status == 403, f"{where} as {role}: {status}"
 
 
 def test_request_examples_are_accepted(client: TestClient, reg: Node, doc: dict[str, Any]) -> None:
