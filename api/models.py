@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from copyledger.ledger import fingerprint
 from copyledger.service.apikeys import ROLES
 from copyledger.service.inputs import (
     SHA,
@@ -32,9 +33,9 @@ CHECKPOINT_EXAMPLE = (
 
 
 Role = Annotated[str, closed(ROLES)]
-Verdict = Annotated[str, closed(("match", "possible", "none"))]
+Verdict = Annotated[str, closed(("match", "possible", "none"))]  # matching.scoring.Verdict
 MatchVerdict = Annotated[str, closed(("match", "possible"))]
-Algorithm = Annotated[str, closed(("sha256", "pdq", "phash", "minhash"))]
+Algorithm = Annotated[str, closed(("sha256", *fingerprint.ALGORITHMS))]
 LinkKind = Annotated[str, closed(("work", "transfer"))]
 
 
