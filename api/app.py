@@ -11,11 +11,23 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from copyledger.api import auth, metrics, problems
+from copyledger.api import auth, metrics, openapi, problems
 from copyledger.api.deps import FastJSONResponse
-from copyledger.api.routes import claims, entries, log, pages, tiles, transfers, tsa, works
+from copyledger.api.models import HEALTH_EXAMPLE, HealthOut
+from copyledger.api.routes import (
+    account,
+    claims,
+    entries,
+    log,
+    pages,
+    tiles,
+    transfers,
+    tsa,
+    works,
+)
 from copyledger.ledger.block import BlockHeader
 from copyledger.ledger.errors import CopyledgerError, PayloadTooLarge
 from copyledger.service.apikeys import KeyCache
@@ -170,6 +182,11 @@ def _on_seal(header: BlockHeader, count: bool = True) -> None:
     metrics.BLOCK_HEIGHT.set(header.height)
 
 
+def _operation_id(route: APIRoute) -> str:
+    """The route function's name: what a generated client calls the operation."""
+    return route.name
+
+
 def create_app(node: Node, *, manage: bool = True) -> FastAPI:
     """The one ASGI application for a node: what `copyledger serve` runs and what the tests
     drive. With `manage`, it starts and stops the node's sequencer with the app."""
@@ -195,6 +212,7 @@ def create_app(node: Node, *, manage: bool = True) -> FastAPI:
         "checkpoints are C2SP signed notes, and receipts are inclusion proofs. Errors are "
         "RFC 9457 application/problem+json.",
         lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
     )
     app.state.node = node
     app.state.keys = KeyCache(node.store)
@@ -202,7 +220,8 @@ def create_app(node: Node, *, manage: bool = True) -> FastAPI:
     node.external.on_missing = lambda url, n: metrics.EXTERNAL_MISSING.labels(url).set(n)
     node.cosigner.on_lag = lambda vkey, n: metrics.WITNESS_LAG.labels(vkey).set(n)
     problems.install(app)
-    for r in (works, entries, log, tiles, tsa, transfers, claims, pages):
+    openapi.install(app)
+    for r in (works, entries, log, tiles, tsa, transfers, claims, account, pages):
         app.include_router(r.router)
     app.state.tsa_limiter = tsa.RateLimiter(node.settings.timestamp_rate_per_s)
 
@@ -210,7 +229,10 @@ def create_app(node: Node, *, manage: bool = True) -> FastAPI:
     def prometheus() -> Response:
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/healthz", tags=["operator"], summary="Liveness and log size")
+    @app.get("/healthz", tags=["operator"], summary="Liveness and log size",
+             response_model=None,
+             responses=openapi.answers(HEALTH_EXAMPLE, model=HealthOut),
+             openapi_extra=openapi.PUBLIC)
     def healthz() -> JSONResponse:
         idx = node.index
         return JSONResponse({"status": "ok", "tree_size": node.sequencer.state.size,

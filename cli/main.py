@@ -518,6 +518,24 @@ def lookup(
     out.print(t)
 
 
+@app.command()
+def whoami(
+    server: Server = "http://127.0.0.1:8000",
+    api_key: ApiKey = None,
+    as_json: Json = False,
+) -> None:
+    """Which account and role your API key acts for (its id and prefix, never the key)."""
+    if not api_key:
+        _die("give an API key with --api-key or COPYLEDGER_API_KEY")
+    with _client(server, api_key, None, 30) as client:
+        try:
+            me = client.whoami()
+        except ClientError as e:
+            _die(str(e))
+    _emit(as_json, me, f"account [bold]{me['account']}[/bold], role {me['role']}; key "
+          f"{me['key_id']} ({me['key_prefix']}…), created {me['created_at']}")
+
+
 @app.command("check-claim")
 def check_claim(
     claimant: Annotated[str, typer.Option(help="the claimant's account")],

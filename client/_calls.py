@@ -281,6 +281,10 @@ def healthz() -> Call[Any]:
     return get("/healthz")
 
 
+def whoami() -> Call[Any]:
+    return get("/v1/whoami")
+
+
 def proof(seq: int, tree_size: int | None) -> Call[InclusionProof]:
     def finish(answer: Any, trust: Trust) -> InclusionProof:
         return verify.check_proof(answer, trust.verifiers)

@@ -198,6 +198,11 @@ class Client(_Base):
     def healthz(self) -> dict[str, Any]:
         return self._run(calls.healthz())
 
+    def whoami(self) -> dict[str, Any]:
+        """The account, role, key id and key prefix of this client's API key (never the key):
+        check the setup before writing anything."""
+        return self._run(calls.whoami())
+
 
 class AsyncClient(_Base):
     """`Client`, with every call a coroutine."""
@@ -322,3 +327,6 @@ class AsyncClient(_Base):
 
     async def healthz(self) -> dict[str, Any]:
         return await self._run(calls.healthz())
+
+    async def whoami(self) -> dict[str, Any]:
+        return await self._run(calls.whoami())

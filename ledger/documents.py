@@ -449,11 +449,7 @@ _TYPE_NAMES: dict[Any, str] = {
 
 
 def _raise_if(what: str, errors: list[dict[str, str]]) -> None:
-    if errors:
-        first = errors[0]
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise InvalidInput(f"invalid {what}: {first['field']}: {first['message']}{more}",
-                           errors=errors)
+    entry_mod.raise_invalid(what, errors)
 
 
 def _json_object(r: _Reader, key: str) -> JSON | None:

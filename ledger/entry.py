@@ -318,14 +318,18 @@ def _check_object(
 
 
 def _raise_if(errors: Errors) -> None:
+    raise_invalid("entry", errors)
+
+
+def raise_invalid(what: str, errors: Errors) -> None:
+    """InvalidInput naming every bad field (up to MAX_REPORTED_ERRORS) in `detail` as well as
+    in `errors`: a reader of the message alone sees the whole list, with every allowed value."""
     if not errors:
         return
-    first = errors[0]
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    raise InvalidInput(
-        f"invalid entry: {first['field']}: {first['message']}{more}",
-        errors=errors[:MAX_REPORTED_ERRORS],
-    )
+    shown = errors[:MAX_REPORTED_ERRORS]
+    listed = "; ".join(f"{e['field']}: {e['message']}" for e in shown)
+    more = f"; and {len(errors) - len(shown)} more" if len(errors) > len(shown) else ""
+    raise InvalidInput(f"invalid {what}: {listed}{more}", errors=shown)
 
 
 def _key_path(prefix: str, key: object) -> str:

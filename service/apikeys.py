@@ -95,6 +95,18 @@ def revoke_key(store: Store, key_id: int) -> KeyRow:
     return _row(r)
 
 
+def whoami(store: Store, who: Principal) -> dict[str, object]:
+    """What a caller may learn about its own key: account, role, id and prefix, never the
+    secret (which is not stored anyway)."""
+    with store.engine.connect() as conn:
+        r = conn.execute(select(api_keys).where(api_keys.c.id == who.key_id)).first()
+    if r is None:  # deleted under a cached principal: it is no key any more
+        raise Unauthorized("this API key no longer exists")
+    row = _row(r)
+    return {"account": who.account, "role": who.role, "key_id": row.id,
+            "key_prefix": row.prefix, "created_at": row.created_at}
+
+
 def find_key(store: Store, secret: str) -> KeyRow | None:
     with store.engine.connect() as conn:
         r = conn.execute(select(api_keys).where(api_keys.c.key_hash == key_hash(secret))).first()

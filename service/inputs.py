@@ -11,9 +11,10 @@ import json
 import re
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
 
-from copyledger.ledger.entry import MAX_METADATA_DEPTH
+from copyledger.ledger import claims
+from copyledger.ledger.entry import MAX_METADATA_DEPTH, TRANSFER_TYPES, WORK_TYPES
 from copyledger.ledger.errors import InvalidInput
 
 SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
@@ -24,6 +25,39 @@ MAX_INT = 2**63 - 1
 is refused as input (422) instead of overflowing the driver (500); entries hold at most
 2**53-1, which `ledger.entry` checks."""
 Count = Annotated[int, Field(ge=0, le=MAX_INT)]
+
+
+def closed(values: tuple[str, ...]) -> WithJsonSchema:
+    """A closed set of strings as the OpenAPI description shows it (an enum). Validation stays
+    with the entry rules in `ledger/`, whose messages list every allowed value."""
+    return WithJsonSchema({"type": "string", "enum": list(values)})
+
+
+WorkType = Annotated[str, closed(WORK_TYPES)]
+TransferType = Annotated[str, closed(TRANSFER_TYPES)]
+Regime = Annotated[str, closed(claims.REGIMES)]
+NoticeType = Annotated[str, closed(claims.NOTICE_TYPES)]
+Action = Annotated[str, closed(claims.ACTIONS)]
+
+
+def _shape(schema: dict[str, Any]) -> WithJsonSchema:
+    """The documented members of a JSON object the entry rules check (unknown ones refused)."""
+    return WithJsonSchema({"type": "object", "additionalProperties": False, **schema})
+
+
+_STR = {"type": "string"}
+_HEX = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+Claimant = Annotated[dict[str, Any], _shape({"required": ["name"], "properties": {
+    "name": _STR, "email": _STR, "phone": _STR, "address": _STR,
+    "authority": {"type": "string", "enum": list(claims.AUTHORITIES)},
+    "account": {**_STR, "description": "the claimant's account in this registry"}}})]
+ClaimedWork = Annotated[dict[str, Any], _shape({"properties": {
+    "seq": {"type": "integer", "minimum": 0}, "sha256": _HEX, "description": _STR}})]
+Target = Annotated[dict[str, Any], _shape({"required": ["url"], "properties": {
+    "url": _STR, "sha256": _HEX}})]
+Statements = Annotated[dict[str, Any], _shape({"properties": {
+    k: {"type": "boolean"} for k in ("good_faith", "accuracy", "perjury", "mistake",
+                                     "jurisdiction_consent")}})]
 
 
 def parse_input(model: type[M], body: bytes) -> M:
@@ -108,7 +142,7 @@ class WorkIn(BaseModel):
     sha256: str = Field(description="SHA-256 of the work's bytes, 64 lowercase hex characters")
     title: str
     creators: list[str]
-    work_type: str = Field(description="text, image, audio, video, software, dataset or other")
+    work_type: WorkType
     size: Count | None = Field(default=None, description="size in bytes")
     media_type: str | None = None
     license: str | None = None
@@ -164,7 +198,7 @@ class TransferIn(BaseModel):
     )
     work_seq: Count = Field(description="seq of the registered work")
     to: str = Field(description="the receiving account")
-    transfer_type: str = Field(description="assignment, exclusive_licence or non_exclusive_licence")
+    transfer_type: TransferType
     territory: str = "worldwide"
     term_start: str | None = None
     term_end: str | None = None
@@ -183,15 +217,15 @@ class ClaimIn(BaseModel):
         "statements": {"good_faith": True, "accuracy": True, "perjury": True},
         "requested_action": "remove", "signature": "/Ada Example/",
     }]})
-    notice_type: str = "notice"
-    regime: str
+    notice_type: NoticeType = "notice"
+    regime: Regime
     refers_to: Count | None = Field(default=None, description="a counter-notice's claim seq")
-    claimant: dict[str, Any]
-    works: list[dict[str, Any]] | None = None
-    targets: list[dict[str, Any]] | None = None
+    claimant: Claimant
+    works: list[ClaimedWork] | None = None
+    targets: list[Target] | None = None
     substantiation: str | None = None
-    statements: dict[str, Any] | None = None
-    requested_action: str | None = None
+    statements: Statements | None = None
+    requested_action: Action | None = None
     signature: str | None = None
 
 

@@ -163,6 +163,35 @@ def test_every_endpoint(live: Live, tmp_path: Path) -> None:
         assert up_check.verdict == "match" and not up_check.claimant_is_registrant
 
 
+def test_whoami_sync_async_and_cli(live: Live) -> None:
+    """Who a key acts for, from the client (both flavours) and `copyledger whoami`; never the
+    key itself."""
+    with Client(live.url, api_key=live.platform) as c:
+        me = c.whoami()
+    assert (me["account"], me["role"]) == ("tube", "platform")
+    assert me["key_prefix"] == live.platform[:len(me["key_prefix"])] != live.platform
+
+    async def run() -> dict[str, Any]:
+        async with AsyncClient(live.url, api_key=live.creator) as c:
+            return await c.whoami()
+
+    assert asyncio.run(run())["account"] == "ada"
+    with Client(live.url, api_key="cl_unknown") as c, pytest.raises(ProblemError) as e:
+        c.whoami()
+    assert e.value.status == 401
+
+    r = CliRunner().invoke(app, ["whoami", "--server", live.url, "--api-key", live.creator,
+                                 "--json"])
+    assert r.exit_code == 0, r.output
+    shown = json.loads(r.stdout)
+    assert (shown["account"], shown["role"]) == ("ada", "creator")
+    assert live.creator not in r.stdout
+    r = CliRunner().invoke(app, ["whoami", "--server", live.url, "--api-key", live.creator])
+    assert r.exit_code == 0 and "account ada, role creator" in r.stdout, r.output
+    r = CliRunner().invoke(app, ["whoami", "--server", live.url, "--api-key", "cl_unknown"])
+    assert r.exit_code == 2 and "unknown" in r.output.lower(), r.output
+
+
 def test_unpinned_client_uses_and_says_the_servers_key(live: Live) -> None:
     with Client(live.url, api_key=live.creator) as c:
         assert not c.key_pinned

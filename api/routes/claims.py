@@ -10,11 +10,26 @@ from starlette.concurrency import run_in_threadpool
 
 from copyledger.api import auth, uploads
 from copyledger.api.deps import FastJSONResponse, json_body, node
-from copyledger.api.models import CheckIn, ClaimIn, RegistrationOut
+from copyledger.api.models import (
+    CHECK_EXAMPLE,
+    CLAIM_EXAMPLE,
+    REGISTRATION_EXAMPLE,
+    CheckIn,
+    ClaimCheckOut,
+    ClaimIn,
+    ClaimOut,
+    RegistrationOut,
+)
+from copyledger.api.openapi import PUBLIC, answers, json_request, problems, secured
 from copyledger.service import claims, operations
 from copyledger.service.inputs import MAX_INT, parse_count
 
 router = APIRouter(tags=["platforms"])
+_CHECK_FORM = {"type": "object", "required": ["claimant"], "properties": {
+    "file": {"type": "string", "format": "binary"},
+    "claimant": {"type": "string"}, "work_seq": {"type": "string"},
+    "work_sha256": {"type": "string"}, "sha256": {"type": "string"},
+    "pdq": {"type": "string"}, "phash": {"type": "string"}}}
 
 
 @router.post(
@@ -27,8 +42,8 @@ router = APIRouter(tags=["platforms"])
     "42/43, Information Network Dissemination Regulations Art. 14/16): an incomplete notice is "
     "refused with 422 and `missing` naming the fields, and nothing is written. Works given by "
     "registry seq get their content hash filled in. Needs a platform key.",
-    openapi_extra={"requestBody": {"required": True, "content": {
-        "application/json": {"schema": ClaimIn.model_json_schema()}}}},
+    responses={**answers(REGISTRATION_EXAMPLE, 201), **problems(401, 403, 413, 422, 503)},
+    openapi_extra={**secured("platform"), **json_request(ClaimIn)},
 )
 async def record_claim(request: Request) -> FastJSONResponse:
     who = auth.require(request, "platform")
@@ -37,7 +52,9 @@ async def record_claim(request: Request) -> FastJSONResponse:
     return FastJSONResponse(recorded.to_dict(), status_code=201)
 
 
-@router.get("/v1/claims/{seq}", summary="A claim and its timeline")
+@router.get("/v1/claims/{seq}", summary="A claim and its timeline", response_model=None,
+            responses={**answers(CLAIM_EXAMPLE, model=ClaimOut), **problems(404, 422)},
+            openapi_extra=PUBLIC)
 def get_claim(request: Request, seq: int = Path(ge=0, le=MAX_INT)) -> dict[str, Any]:
     return claims.claim_timeline(node(request), seq)
 
@@ -69,14 +86,11 @@ async def _check_from_form(request: Request) -> CheckIn:
     "/ MinHash), oldest first, and what claims exist on the work. The answer is signed by the "
     "notary (`signature`, a C2SP signed note over the SHA-256 of the answer's RFC 8785 JSON "
     "without `signature`). JSON, or multipart/form-data with a `file`. Needs a platform key.",
-    openapi_extra={"requestBody": {"required": True, "content": {
-        "application/json": {"schema": CheckIn.model_json_schema()},
-        "multipart/form-data": {"schema": {"type": "object", "required": ["claimant"],
-                                           "properties": {
-            "file": {"type": "string", "format": "binary"},
-            "claimant": {"type": "string"}, "work_seq": {"type": "string"},
-            "work_sha256": {"type": "string"}, "sha256": {"type": "string"},
-            "pdq": {"type": "string"}, "phash": {"type": "string"}}}}}}},
+    response_model=ClaimCheckOut,
+    responses={**answers(CHECK_EXAMPLE), **problems(400, 401, 403, 413, 422, 503)},
+    openapi_extra={**secured("platform"), **json_request(
+        CheckIn, multipart=_CHECK_FORM,
+        multipart_example={"claimant": "ada", "work_seq": "5", "file": "(the disputed file)"})},
 )
 async def check_claim(request: Request) -> FastJSONResponse:
     auth.require(request, "platform")

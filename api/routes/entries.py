@@ -8,14 +8,25 @@ from typing import Any
 from fastapi import APIRouter, Path, Query, Request
 
 from copyledger.api.deps import FastJSONResponse, node
-from copyledger.api.models import EntryOut, ProofOut, SearchOut
+from copyledger.api.models import (
+    BUNDLE_EXAMPLE,
+    ENTRY_EXAMPLE,
+    PROOF_EXAMPLE,
+    SEARCH_EXAMPLE,
+    BundleOut,
+    EntryOut,
+    ProofOut,
+    SearchOut,
+)
+from copyledger.api.openapi import PUBLIC, answers, problems
 from copyledger.service import reads
 from copyledger.service.inputs import MAX_INT
 
 router = APIRouter(tags=["entries"])
 
 
-@router.get("/v1/entries/{seq}", response_model=EntryOut, summary="An entry")
+@router.get("/v1/entries/{seq}", response_model=EntryOut, summary="An entry",
+            responses={**answers(ENTRY_EXAMPLE), **problems(404, 422)}, openapi_extra=PUBLIC)
 def get_entry(request: Request, seq: int = Path(ge=0, le=MAX_INT)) -> dict[str, Any]:
     return reads.entry(node(request), seq)
 
@@ -26,6 +37,8 @@ def get_entry(request: Request, seq: int = Path(ge=0, le=MAX_INT)) -> dict[str, 
     summary="Inclusion proof",
     description="RFC 9162 inclusion proof of entry `seq` in the tree of `tree_size` leaves "
     "(default: the latest). Hashes are lowercase hex.",
+    responses={**answers(PROOF_EXAMPLE), **problems(404, 422)},
+    openapi_extra=PUBLIC,
 )
 def get_proof(
     request: Request,
@@ -43,6 +56,9 @@ def get_proof(
     "block header and signed block note, the RFC 3161 tokens over the block hash, the notary's "
     "keys and TSA certificates, and the same proof in C2SP tlog-proof text form. Verify it with "
     "`copyledger verify BUNDLE [FILE]`; docs/verification.md specifies each step.",
+    response_model=BundleOut,
+    responses={**answers(BUNDLE_EXAMPLE), **problems(404, 422)},
+    openapi_extra=PUBLIC,
 )
 def get_bundle(request: Request, seq: int = Path(ge=0, le=MAX_INT)) -> FastJSONResponse:
     return FastJSONResponse(reads.bundle(node(request), seq))
@@ -54,6 +70,8 @@ def get_bundle(request: Request, seq: int = Path(ge=0, le=MAX_INT)) -> FastJSONR
     summary="Find content by hash",
     description="Every entry whose content has this SHA-256, oldest first (priority order); "
     "at most 1000, with `truncated` true when there are more.",
+    responses={**answers(SEARCH_EXAMPLE), **problems(422)},
+    openapi_extra=PUBLIC,
 )
 def search(request: Request, sha256: str = Query(description="64 lowercase hex")) -> dict[str, Any]:
     return reads.search(node(request), sha256)

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from copyledger.api.deps import node
+from copyledger.api.openapi import PUBLIC, problems
 from copyledger.ledger.errors import NotFound
 from copyledger.service import reads
 from copyledger.service.certificate import certificate_html, certificate_pdf
@@ -66,7 +67,11 @@ def _wants_pdf(accept: str) -> bool:
     "to check it independently. HTML by default; PDF with `?format=pdf` or "
     "`Accept: application/pdf`.",
     response_class=HTMLResponse,
-    responses={200: {"content": {"text/html": {}, "application/pdf": {}}}},
+    responses={200: {"content": {
+        "text/html": {"example": "<!doctype html><html lang=\"en\">…</html>"},
+        "application/pdf": {"schema": {"type": "string", "format": "binary"}}}},
+        **problems(404, 422)},
+    openapi_extra=PUBLIC,
 )
 def get_certificate(
     request: Request,
@@ -88,7 +93,10 @@ def get_certificate(
 @router.get("/verify", summary="Verification page", response_class=HTMLResponse,
             description="Checks a file and its evidence bundle in the browser, with the page's "
             "own JavaScript (WebCrypto SHA-256 and Ed25519). `?seq=N` loads entry N's bundle "
-            "from this registry. The file is never uploaded.")
+            "from this registry. The file is never uploaded.",
+            responses={200: {"content": {"text/html": {
+                "example": "<!doctype html><html lang=\"en\">…</html>"}}}},
+            openapi_extra=PUBLIC)
 def verify_page() -> HTMLResponse:
     return HTMLResponse((STATIC / "verify.html").read_text(encoding="utf-8"),
                         headers={**SECURITY, "Content-Security-Policy": PAGE_CSP,

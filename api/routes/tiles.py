@@ -11,6 +11,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 
 from copyledger.api.deps import node
+from copyledger.api.models import CHECKPOINT_EXAMPLE
+from copyledger.api.openapi import PUBLIC, answers, problems
 from copyledger.service import tiles
 
 router = APIRouter(tags=["tiles"])
@@ -22,7 +24,9 @@ router = APIRouter(tags=["tiles"])
     summary="Latest signed checkpoint (tlog-tiles)",
     description="The same C2SP checkpoint as /v1/log/checkpoint, at the path tlog-tiles "
     "clients expect.",
-    responses={200: {"content": {"text/plain": {}}}},
+    responses={**answers(CHECKPOINT_EXAMPLE, media_type="text/plain"), **problems(404)},
+    openapi_extra=PUBLIC,
+    operation_id="get_tiles_checkpoint",
 )
 def get_checkpoint(request: Request) -> PlainTextResponse:
     return PlainTextResponse(tiles.checkpoint(node(request)),
@@ -38,7 +42,9 @@ def get_checkpoint(request: Request) -> PlainTextResponse:
     "level 8·L; `/tile/entries/<N>[.p/<W>]`: the canonical entries of the level-0 tile, each "
     "after a big-endian uint16 length. <N> is written in 3-digit elements, all but the last "
     "prefixed with `x` (1234067 is `x001/x234/067`).",
-    responses={200: {"content": {"application/octet-stream": {}}}},
+    responses={200: {"content": {"application/octet-stream": {
+        "schema": {"type": "string", "format": "binary"}}}}, **problems(404)},
+    openapi_extra=PUBLIC,
 )
 def get_tile(request: Request, path: str) -> Response:
     tile, data = tiles.tile(node(request), "tile/" + path)

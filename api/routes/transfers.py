@@ -8,7 +8,14 @@ from fastapi import APIRouter, Path, Request
 
 from copyledger.api import auth
 from copyledger.api.deps import FastJSONResponse, json_body, node
-from copyledger.api.models import RegistrationOut, TransferIn
+from copyledger.api.models import (
+    HISTORY_EXAMPLE,
+    REGISTRATION_EXAMPLE,
+    HistoryOut,
+    RegistrationOut,
+    TransferIn,
+)
+from copyledger.api.openapi import PUBLIC, answers, json_request, problems, secured
 from copyledger.service import operations, title
 from copyledger.service.inputs import MAX_INT
 
@@ -23,8 +30,8 @@ router = APIRouter(tags=["creators"])
     description="Records an assignment or licence of rights in a registered work. Only the "
     "work's current holder (the registrant, or whoever it was last assigned to) may do this; "
     "anyone else gets 403 and nothing is written. Needs a creator key.",
-    openapi_extra={"requestBody": {"required": True, "content": {
-        "application/json": {"schema": TransferIn.model_json_schema()}}}},
+    responses={**answers(REGISTRATION_EXAMPLE, 201), **problems(401, 403, 413, 422, 503)},
+    openapi_extra={**secured("creator"), **json_request(TransferIn)},
 )
 async def record_transfer(request: Request) -> FastJSONResponse:
     who = auth.require(request, "creator")
@@ -39,6 +46,9 @@ async def record_transfer(request: Request) -> FastJSONResponse:
     description="The work, every transfer recorded on it in log order, who held it after each, "
     "and for each link its inclusion proof to the latest signed checkpoint (included), so the "
     "chain can be checked link by link. Each link's full evidence bundle is at `bundle`.",
+    response_model=None,
+    responses={**answers(HISTORY_EXAMPLE, model=HistoryOut), **problems(404, 422)},
+    openapi_extra=PUBLIC,
 )
 def history(request: Request, seq: int = Path(ge=0, le=MAX_INT)) -> dict[str, Any]:
     return title.history(node(request), seq)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from copyledger.api.deps import node
+from copyledger.api.openapi import PUBLIC, problems
 from copyledger.ledger.errors import InvalidInput, RateLimited
 
 router = APIRouter(tags=["time-stamping"])
@@ -47,10 +48,11 @@ class RateLimiter:
     "A malformed query gets an RFC 3161 rejection (status 2 with failInfo), not an HTTP error. "
     "Verify with `openssl ts -verify -data FILE -in reply.tsr -CAfile root.pem -untrusted "
     "tsa.pem` using the chain from /v1/notary/keys. Rate-limited per client address.",
-    openapi_extra={"requestBody": {"required": True, "content": {
+    response_class=Response,
+    openapi_extra={**PUBLIC, "requestBody": {"required": True, "content": {
         QUERY_TYPE: {"schema": {"type": "string", "format": "binary"}}}}},
     responses={200: {"content": {REPLY_TYPE: {"schema": {"type": "string", "format": "binary"}}}},
-               429: {"description": "rate limited (problem+json)"}},
+               **problems(413, 422, 429, 503)},
 )
 async def timestamp(request: Request) -> Response:
     limiter: RateLimiter = request.app.state.tsa_limiter

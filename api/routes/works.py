@@ -8,7 +8,8 @@ from fastapi import APIRouter, Request
 
 from copyledger.api import auth, uploads
 from copyledger.api.deps import FastJSONResponse, json_body, node, parse_body
-from copyledger.api.models import EvidenceIn, RegistrationOut, WorkIn
+from copyledger.api.models import REGISTRATION_EXAMPLE, EvidenceIn, RegistrationOut, WorkIn
+from copyledger.api.openapi import answers, json_request, problems, secured
 from copyledger.ledger.errors import InvalidInput
 from copyledger.service import operations
 from copyledger.service.apikeys import Principal
@@ -17,29 +18,22 @@ from copyledger.service.node import Node
 
 router = APIRouter(tags=["creators"])
 
-_WORK_DOC = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {"schema": WorkIn.model_json_schema()},
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file", "title", "creators", "work_type"],
-                    "properties": {
-                        "file": {"type": "string", "format": "binary",
-                                 "description": "hashed by the server, then deleted"},
-                        "title": {"type": "string"},
-                        "creators": {"type": "array", "items": {"type": "string"}},
-                        "work_type": {"type": "string"},
-                        "license": {"type": "string"},
-                        "metadata": {"type": "string", "description": "a JSON object"},
-                    },
-                }
-            },
-        },
-    }
+_UPLOAD = {
+    "type": "object",
+    "required": ["file", "title", "creators", "work_type"],
+    "properties": {
+        "file": {"type": "string", "format": "binary",
+                 "description": "hashed by the server, then deleted"},
+        "title": {"type": "string"},
+        "creators": {"type": "array", "items": {"type": "string"}},
+        "work_type": WorkIn.model_json_schema()["properties"]["work_type"],
+        "license": {"type": "string"},
+        "metadata": {"type": "string", "description": "a JSON object"},
+    },
 }
+_UPLOAD_EXAMPLE = {"file": "(the file's bytes)", "title": "Harbour at dawn",
+                   "creators": ["Ada Example"], "work_type": "image", "license": "CC-BY-4.0"}
+_REGISTERED = answers(REGISTRATION_EXAMPLE, 201)
 
 
 async def register_json(n: Node, who: Principal, body: bytes) -> dict[str, Any]:
@@ -59,7 +53,9 @@ async def register_json(n: Node, who: Principal, body: bytes) -> dict[str, Any]:
     "server hashes it from a temporary spool file and deletes it, keeping only the hash). "
     "Answers only after the block that holds the entry is durably committed, with a receipt: "
     "the inclusion proof to the signed checkpoint of that block. Needs a creator key.",
-    openapi_extra=_WORK_DOC,
+    responses={**_REGISTERED, **problems(400, 401, 403, 413, 422, 503)},
+    openapi_extra={**secured("creator"),
+                   **json_request(WorkIn, multipart=_UPLOAD, multipart_example=_UPLOAD_EXAMPLE)},
 )
 async def register_work(request: Request) -> FastJSONResponse:
     n = node(request)
@@ -90,8 +86,8 @@ async def register_work(request: Request) -> FastJSONResponse:
     summary="Deposit evidence",
     description="Records the hash of captured evidence (a screenshot, a web capture) with its "
     "source, capture time and method. Needs a creator, platform or court key.",
-    openapi_extra={"requestBody": {"required": True, "content": {
-        "application/json": {"schema": EvidenceIn.model_json_schema()}}}},
+    responses={**_REGISTERED, **problems(401, 403, 413, 422, 503)},
+    openapi_extra={**secured("creator", "platform", "court"), **json_request(EvidenceIn)},
 )
 async def deposit_evidence(request: Request) -> FastJSONResponse:
     who = auth.require(request, "creator", "platform", "court")
