@@ -903,6 +903,12 @@ def audit(
     data_dir: DataDir = None,
     database: Database = None,
     as_json: Json = False,
+    incremental: Annotated[bool, typer.Option(
+        "--incremental",
+        help="check only what was appended since the last clean audit of this data directory "
+             "(its head must be unchanged); everything, if there was none")] = False,
+    workers: Annotated[int | None, typer.Option(
+        min=1, help="processes that share the checks (default: one per CPU)")] = None,
 ) -> None:
     """Recompute every hash, node, block link, root and signature from the database."""
     from copyledger.service.admin import audit_registry
@@ -914,9 +920,11 @@ def audit(
         with _domain_errors_exit():
             rep = audit_registry(_settings(data_dir, database),
                                  on_start=lambda total: prog.update(task, total=total),
-                                 progress=lambda n: prog.advance(task, n))
+                                 progress=lambda n: prog.advance(task, n),
+                                 workers=workers, incremental=incremental)
     obj = {k: getattr(rep, k) for k in ("ok", "entries", "blocks", "nodes", "tree_size", "root",
-                                        "problem", "bad_seq", "bad_height", "checked")}
+                                        "problem", "bad_seq", "bad_height", "checked",
+                                        "resumed_from")}
     if rep.ok:
         checks = "\n".join(f"  ✓ {c}" for c in rep.checked)
         _emit(as_json, obj, "[green]audit OK[/green]\n" + checks)

@@ -2,23 +2,80 @@
 
 Every leaf hash from its entry's bytes, every stored Merkle node from the leaves, every block
 header from the tree, every link of the block chain, every checkpoint and block signature
-under the log's verifier key, every `entry_links` row from the entries, and every chain of title
-(each transfer made by the holder of its moment, so a double assignment fails). A row edited
-behind the triggers' back shows up here, named by its sequence number or block height.
+under the log's verifier key, every RFC 3161 token, every `entry_links` row from the entries,
+and every chain of title (each transfer made by the holder of its moment, so a double
+assignment fails). A row edited behind the triggers' back shows up here, named by its
+sequence number or block height.
+
+The checks of one block or one entry need nothing from the others, so they run in worker
+processes (`workers`), a chunk at a time, while this process walks the tree, the block chain
+and the links in order. An audit that ends well reports an `AuditState`; given back as
+`since`, the next audit checks that the head it ended on is unchanged and then only what was
+appended after it (D39).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import multiprocessing
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any, NamedTuple, TypeVar
 
 from copyledger.ledger import jcs, merkle, note
-from copyledger.ledger.block import GENESIS_PREV, check_header, check_link
+from copyledger.ledger.block import GENESIS_PREV, BlockHeader, check_header, check_link
 from copyledger.ledger.documents import Entry, Transfer, parse_entry
 from copyledger.ledger.errors import CopyledgerError
-from copyledger.ledger.links import LINKED_KINDS, Link, links_of, resolve
+from copyledger.ledger.links import LINKED_KINDS, TRANSFER, Link, Target, links_of, resolve
 from copyledger.ledger.store import BlockRow, CachedReader, EntryRow, Store
 from copyledger.ledger.title import Title
+
+BLOCK_CHUNK = 512
+"""Blocks per unit of work handed to a worker."""
+
+ENTRY_CHUNK = 10_000
+"""Entries per unit of work (and per read of the entries table)."""
+
+
+@dataclass(frozen=True)
+class AuditState:
+    """Where an audit that found nothing wrong ended: enough to resume from there.
+
+    The frontier is the hashes of the maximal complete subtrees of the first `tree_size`
+    entries (what the next entries are appended to); `nodes` and `links` count the stored
+    rows the audit accounted for, so a row added or deleted before the head shows up.
+    """
+
+    tree_size: int
+    root: str
+    height: int
+    block_hash: str
+    frontier: tuple[str, ...]
+    nodes: int
+    links: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": 1, "tree_size": self.tree_size, "root": self.root,
+                "height": self.height, "block_hash": self.block_hash,
+                "frontier": list(self.frontier), "nodes": self.nodes, "links": self.links}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AuditState:
+        """InvalidInput-free strict parse: CopyledgerError if anything is off."""
+        want = {"version", "tree_size", "root", "height", "block_hash", "frontier", "nodes",
+                "links"}
+        if not isinstance(d, dict) or set(d) != want or d["version"] != 1:
+            raise CopyledgerError("not an audit state (version 1)")
+        ints = [d[k] for k in ("tree_size", "height", "nodes", "links")]
+        hexes = [d["root"], d["block_hash"], *d["frontier"]] if isinstance(
+            d["frontier"], list) else None
+        if (not all(type(v) is int and v >= 0 for v in ints) or hexes is None
+                or not all(isinstance(h, str) and len(h) == 64
+                           and h == bytes.fromhex(h).hex() for h in hexes)):
+            raise CopyledgerError("the audit state is malformed")
+        return cls(d["tree_size"], d["root"], d["height"], d["block_hash"],
+                   tuple(d["frontier"]), d["nodes"], d["links"])
 
 
 @dataclass
@@ -33,6 +90,10 @@ class AuditReport:
     bad_seq: int | None = None
     bad_height: int | None = None
     checked: list[str] = field(default_factory=list)
+    resumed_from: int | None = None
+    """The tree size an incremental audit resumed from (None: everything was checked)."""
+    state: AuditState | None = None
+    """Where this audit ended, if it found nothing wrong."""
 
     def fail(self, problem: str, *, seq: int | None = None, height: int | None = None) -> None:
         if self.ok:
@@ -42,159 +103,379 @@ class AuditReport:
 Progress = Callable[[int], None]
 
 
+class _Fault(CopyledgerError):
+    """A fault found by a check, with where it is."""
+
+    def __init__(self, detail: str, *, seq: int | None = None, height: int | None = None):
+        super().__init__(detail)
+        self.seq, self.height = seq, height
+
+
+class _Head(NamedTuple):
+    """What the tree walk needs of a block (its notes and token are checked in a worker)."""
+
+    height: int
+    first_seq: int
+    tree_size: int
+    tree_root: bytes
+    batch_root: bytes
+
+
 def audit(
     store: Store,
     verifier_key: str | Sequence[str],
     progress: Progress | None = None,
     *,
     tsa_roots_pem: bytes | None = None,
+    workers: int = 1,
+    since: AuditState | None = None,
 ) -> AuditReport:
-    """Audit the whole log; stop at the first fault and name where it is. With the notary's
-    TSA roots, also check that every block carries a valid RFC 3161 token over its hash."""
+    """Audit the log (from `since` on, if given); stop at the first fault and name where it
+    is. With the notary's TSA roots, also check that every block carries a valid RFC 3161
+    token over its hash. `workers` > 1 checks blocks and entries in that many processes."""
     rep = AuditReport()
     keys = [verifier_key] if isinstance(verifier_key, str) else list(verifier_key)
-    verifiers = [note.parse_verifier_key(k) for k in keys]
-    blocks = list(store.iter_blocks())
-    rep.blocks = len(blocks)
-    if not blocks:
-        rep.checked.append("no blocks yet")
-        return rep
-    # Block chain and per-block rules first: cheap, and they say which sizes must have which roots.
-    roots_at: dict[int, list[BlockRow]] = {}
-    prev: BlockRow | None = None
-    for b in blocks:
+    for k in keys:
+        note.parse_verifier_key(k)
+    try:
+        with _pool(workers) as pool:
+            _run(store, keys, tsa_roots_pem, pool, since, progress, rep)
+    except _Fault as e:
+        rep.fail(e.detail, seq=e.seq, height=e.height)
+    if not rep.ok:
+        rep.state = None
+    return rep
+
+
+def _run(
+    store: Store,
+    keys: list[str],
+    roots_pem: bytes | None,
+    pool: Executor | None,
+    since: AuditState | None,
+    progress: Progress | None,
+    rep: AuditReport,
+) -> None:
+    start = _resume(store, since) if since is not None else None
+    prev = start.block if start is not None else None
+    heads = _check_blocks(store, keys, roots_pem, pool, prev, rep)
+    if not heads:
+        if start is None:
+            rep.checked.append("no blocks yet")
+            rep.state = None
+        else:
+            st = start.state
+            rep.resumed_from = rep.entries = rep.tree_size = st.tree_size
+            rep.root, rep.nodes, rep.state = st.root, st.nodes, st
+            rep.checked.append(f"resumed from the audit of tree size {st.tree_size} (block "
+                               f"{st.height}): that block, its root and the stored frontier "
+                               "nodes are unchanged; nothing was appended since")
+        return
+    for h in heads:
+        if h.tree_size == 0 and h.tree_root != merkle.EMPTY_ROOT:
+            raise _Fault(f"block {h.height}: root of the empty tree is wrong", height=h.height)
+    _check_entries(store, pool, heads, start, progress, rep)
+
+
+# -- Resuming -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Start:
+    state: AuditState
+    block: BlockRow
+
+
+def _resume(store: Store, st: AuditState) -> _Start:
+    """The head the last audit ended on must be exactly as it was: its block's hash, tree size
+    and root, and the stored frontier nodes the next entries hang from."""
+    try:
+        block = store.get_block(st.height)
+    except CopyledgerError:
+        raise _Fault(f"block {st.height}, where the last audit ended, is gone",
+                     height=st.height) from None
+    h = block.header
+    if (block.hash.hex(), h.tree_size, h.tree_root.hex()) != (st.block_hash, st.tree_size,
+                                                              st.root):
+        raise _Fault(f"block {st.height} differs from the one the last audit ended on "
+                     f"(tree size {st.tree_size}, root {st.root})", height=st.height)
+    ids = merkle.frontier_ids(st.tree_size)
+    try:
+        stored = store.read_hashes(ids)
+    except CopyledgerError:
+        stored = []
+    if [x.hex() for x in stored] != list(st.frontier):
+        raise _Fault(f"the stored Merkle nodes of the first {st.tree_size} entries changed "
+                     "since the last audit")
+    return _Start(st, block)
+
+
+# -- Blocks ---------------------------------------------------------------------------------
+
+
+def _check_blocks(
+    store: Store,
+    keys: list[str],
+    roots_pem: bytes | None,
+    pool: Executor | None,
+    prev: BlockRow | None,
+    rep: AuditReport,
+) -> list[_Head]:
+    """Check every block after `prev` (all, if None), in chunks: hash, link, notes, token."""
+    first = 0 if prev is None else prev.header.height + 1
+    if roots_pem is not None:
+        for stray in store.stray_timestamps(start=first)[:1]:
+            _stray_token(stray)
+    tokens = store.iter_timestamps(start=first) if roots_pem is not None else iter(())
+    pending_token = next(tokens, None)
+    heads: list[_Head] = []
+
+    def chunks() -> Iterator[tuple[BlockHeader | None, list[BlockRow], list[bytes | None],
+                                   list[str], bytes | None]]:
+        nonlocal pending_token
+        last = prev.header if prev is not None else None
+        blocks = store.iter_blocks(start=first)
+        while chunk := list(islice(blocks, BLOCK_CHUNK)):
+            toks: list[bytes | None] = []
+            for b in chunk:
+                h = b.header.height
+                while pending_token is not None and pending_token[0] < h:
+                    _stray_token(pending_token[0])
+                if pending_token is not None and pending_token[0] == h:
+                    toks.append(pending_token[1])
+                    pending_token = next(tokens, None)
+                else:
+                    toks.append(None)
+                heads.append(_Head(h, b.header.first_seq, b.header.tree_size,
+                                   b.header.tree_root, b.header.batch_root))
+            yield last, chunk, toks, keys, roots_pem
+            last = chunk[-1].header
+
+    for _, fault in _ordered(pool, _check_block_chunk, chunks()):
+        if fault is not None:
+            raise _Fault(fault[1], height=fault[0])
+    if pending_token is not None:
+        _stray_token(pending_token[0])
+    rep.blocks = len(heads) if prev is None else prev.header.height + 1 + len(heads)
+    if heads:
+        rep.checked.append(f"{len(heads)} block headers chain, and their signatures verify")
+        if roots_pem is not None:
+            rep.checked.append(f"{len(heads)} RFC 3161 tokens verify over their block hashes")
+    return heads
+
+
+def _stray_token(height: int) -> None:
+    raise _Fault(f"a time-stamp token names block {height}, which does not exist",
+                 height=height)
+
+
+def _check_block_chunk(
+    job: tuple[BlockHeader | None, list[BlockRow], list[bytes | None], list[str], bytes | None],
+) -> tuple[int, str] | None:
+    """The first fault among these blocks, as (height, problem): each block's stored hash,
+    its link to the one before (or the genesis rules), its two signed notes and, with TSA
+    roots, its time-stamp token. Runs in a worker."""
+    prev, blocks, tokens, keys, roots_pem = job
+    verifiers = _verifiers(tuple(keys))
+    for b, token in zip(blocks, tokens, strict=True):
+        height = b.header.height
         try:
             if b.hash != b.header.hash():
-                raise CopyledgerError(f"block {b.header.height}: stored hash != hash of header")
+                raise CopyledgerError(f"block {height}: stored hash != hash of header")
             if prev is None:
-                if b.header.height != 0 or b.header.prev_block_hash != GENESIS_PREV:
+                if height != 0 or b.header.prev_block_hash != GENESIS_PREV:
                     raise CopyledgerError("the first block is not a genesis block")
                 check_header(b.header)
             else:
-                check_link(prev.header, b.header)
+                check_link(prev, b.header)
             _check_signatures(b, verifiers)
+            if roots_pem is not None:
+                if token is None:
+                    raise CopyledgerError(f"block {height} has no time-stamp token from the "
+                                          "notary")
+                _check_token(height, token, b.hash, roots_pem)
         except CopyledgerError as e:
-            rep.fail(e.detail, height=b.header.height)
-            return rep
-        roots_at.setdefault(b.header.tree_size, []).append(b)
-        prev = b
-    rep.checked.append(f"{len(blocks)} block headers chain, and their signatures verify")
-    if tsa_roots_pem is not None:
-        stamp_fault = _check_timestamps(store, blocks, tsa_roots_pem)
-        if stamp_fault is not None:
-            rep.fail(stamp_fault[1], height=stamp_fault[0])
-            return rep
-        rep.checked.append(f"{len(blocks)} RFC 3161 tokens verify over their block hashes")
+            return height, e.detail
+        prev = b.header
+    return None
 
-    for b in roots_at.get(0, ()):
-        if b.header.tree_root != merkle.EMPTY_ROOT:
-            rep.fail(f"block {b.header.height}: root of the empty tree is wrong",
-                     height=b.header.height)
-            return rep
-    last = blocks[-1].header
-    size, frontier = 0, list[bytes]()
-    pending = iter(blocks)  # blocks whose batch is not yet fully read
+
+_VERIFIERS: dict[tuple[str, ...], list[note.Verifier]] = {}
+
+
+def _verifiers(keys: tuple[str, ...]) -> list[note.Verifier]:
+    """Parsed verifier keys, once per worker process."""
+    if keys not in _VERIFIERS:
+        _VERIFIERS[keys] = [note.parse_verifier_key(k) for k in keys]
+    return _VERIFIERS[keys]
+
+
+def _check_token(height: int, token: bytes, block_hash: bytes, roots_pem: bytes) -> None:
+    from copyledger.ledger.timestamp import verify_token
+
+    try:
+        verify_token(token, block_hash, roots_pem)
+    except CopyledgerError as e:
+        raise CopyledgerError(f"block {height}: time-stamp token: {e.detail}") from None
+
+
+def _check_signatures(b: BlockRow, verifiers: list[note.Verifier]) -> None:
+    h = b.header
+    name = verifiers[0].name
+    n, _ = note.verify_note(b.checkpoint, verifiers)
+    cp = note.parse_checkpoint(n.text)
+    if (cp.origin, cp.size, cp.root) != (name, h.tree_size, h.tree_root):
+        raise CopyledgerError(f"block {h.height}: checkpoint does not match the block header")
+    bn, _ = note.verify_note(b.block_note, verifiers)
+    origin, height, bhash = note.parse_block_note_text(bn.text)
+    if (origin, height, bhash) != (name, h.height, b.hash):
+        raise CopyledgerError(f"block {h.height}: block note does not match the block")
+
+
+# -- Entries, the tree and the links -------------------------------------------------------
+
+
+_Linked = tuple[int, tuple[tuple[Target, str], ...], Transfer | None]
+"""(seq, what the entry names, the entry if it is a transfer) for each linked entry."""
+
+
+def _check_entry_chunk(
+    rows: list[EntryRow],
+) -> tuple[tuple[int, str] | None, list[_Linked]]:
+    """The first fault among these entries (seq, problem), and what the linked ones name.
+    Runs in a worker."""
+    linked: list[_Linked] = []
+    for row in rows:
+        try:
+            doc = _check_entry(row)
+        except CopyledgerError as e:
+            return (row.seq, f"seq {row.seq}: {e.detail}"), linked
+        if doc.KIND in LINKED_KINDS:
+            linked.append((row.seq, links_of(doc), doc if isinstance(doc, Transfer) else None))
+    return None, linked
+
+
+def _check_entries(
+    store: Store,
+    pool: Executor | None,
+    heads: list[_Head],
+    start: _Start | None,
+    progress: Progress | None,
+    rep: AuditReport,
+) -> None:
+    """Walk the entries after the start in seq order with the blocks after it: leaf hashes,
+    Merkle nodes, batch and tree roots, which block sealed which entry, links and titles."""
+    if start is None:
+        size, frontier, nodes0, links0 = 0, list[bytes](), 0, 0
+    else:
+        st = start.state
+        size, frontier = st.tree_size, [bytes.fromhex(x) for x in st.frontier]
+        nodes0, links0 = st.nodes, st.links
+        rep.resumed_from = size
+    first_size = size
+    roots_at: dict[int, list[_Head]] = {}
+    for h in heads:
+        roots_at.setdefault(h.tree_size, []).append(h)
+    pending = iter(heads)
     cur = next(pending)
     batch: list[bytes] = []
 
-    def finish_blocks_up_to(seq: int) -> str | None:
+    def finish_blocks_up_to(seq: int) -> None:
         """Close every block that ends at or before `seq`; check its batch root."""
         nonlocal cur, batch
-        while cur.header.tree_size <= seq:
-            if merkle.root(batch) != cur.header.batch_root:
-                return f"block {cur.header.height}: batch_root != root of its entries"
+        while cur.tree_size <= seq:
+            if merkle.root(batch) != cur.batch_root:
+                raise _Fault(f"block {cur.height}: batch_root != root of its entries",
+                             height=cur.height)
             batch = []
             nxt = next(pending, None)
             if nxt is None:
-                return None
+                return
             cur = nxt
-        return None
 
-    titles = _Titles(store)
-    n_links = 0
-    for chunk in store.iter_entries():
+    titles = _Titles(store, first_size)
+    n_links = n_nodes = 0
+    chunks = store.iter_entries(start=size, chunk=ENTRY_CHUNK)
+    for chunk, (fault, linked) in _ordered(pool, _check_entry_chunk, chunks):
         lo = size
-        links: list[Link] = []
         for row in chunk:
             if row.seq != size:
-                rep.fail(f"seq {size} is missing (next stored is {row.seq})", seq=size)
-                return rep
-            try:
-                doc = _check_entry(row)
-                if doc.KIND in LINKED_KINDS:
-                    links += resolve(row.seq, links_of(doc), store.first_work)
-                if isinstance(doc, Transfer):
-                    titles.apply(row.seq, doc)
-            except CopyledgerError as e:
-                rep.fail(f"seq {row.seq}: {e.detail}", seq=row.seq)
-                return rep
+                raise _Fault(f"seq {size} is missing (next stored is {row.seq})", seq=size)
+            if fault is not None and row.seq == fault[0]:
+                raise _Fault(fault[1], seq=fault[0])
             size += 1
+        links: list[Link] = []
+        for seq, targets, transfer in linked:
+            try:
+                links += resolve(seq, targets, store.first_work)
+                if transfer is not None:
+                    titles.apply(seq, transfer)
+            except CopyledgerError as e:
+                raise _Fault(f"seq {seq}: {e.detail}", seq=seq) from None
         stored_links = store.links_between(lo, size)
         if stored_links != sorted(links):
             diff = set(stored_links) ^ set(links)
             at = min(s for _, s, _ in diff)
-            rep.fail(f"seq {at}: stored links (entry_links) differ from what the entry names",
-                     seq=at)
-            return rep
+            raise _Fault(f"seq {at}: stored links (entry_links) differ from what the entry "
+                         "names", seq=at)
         n_links += len(links)
         appended = merkle.append(lo, frontier, [r.leaf_hash for r in chunk])
         bad = _check_nodes(store, appended.nodes)
         if bad is not None:
             lv, ix = bad
             first = ix << lv
-            rep.fail(f"stored Merkle node (level {lv}, index {ix}) does not match the entries; "
-                     f"first leaf under it is seq {first}", seq=first)
-            return rep
+            raise _Fault(f"stored Merkle node (level {lv}, index {ix}) does not match the "
+                         f"entries; first leaf under it is seq {first}", seq=first)
         for row in chunk:  # walk the blocks alongside: heights and batch roots
-            err = finish_blocks_up_to(row.seq)
-            if err:
-                rep.fail(err, height=cur.header.height)
-                return rep
-            if row.block_height != cur.header.height or row.seq >= cur.header.tree_size:
-                rep.fail(f"seq {row.seq}: recorded in block {row.block_height}, "
-                         f"but block {cur.header.height} sealed it", seq=row.seq)
-                return rep
+            finish_blocks_up_to(row.seq)
+            if row.block_height != cur.height or row.seq >= cur.tree_size:
+                raise _Fault(f"seq {row.seq}: recorded in block {row.block_height}, "
+                             f"but block {cur.height} sealed it", seq=row.seq)
             batch.append(row.leaf_hash)
-        rep.nodes += len(appended.nodes)
+        n_nodes += len(appended.nodes)
         # Every block root at a size inside this chunk, from the recomputed nodes.
         reader = CachedReader(dict(zip(merkle.frontier_ids(lo), frontier, strict=True)), store)
         reader.nodes.update(((lv, ix), hs) for lv, ix, hs in appended.nodes)
         for s in range(lo + 1, size + 1):
-            for b in roots_at.get(s, ()):
-                if b.header.tree_root != merkle.tree_hash(s, reader):
-                    rep.fail(f"block {b.header.height}: tree_root != root of the first {s} "
-                             "entries", height=b.header.height)
-                    return rep
+            for h in roots_at.get(s, ()):
+                if h.tree_root != merkle.tree_hash(s, reader):
+                    raise _Fault(f"block {h.height}: tree_root != root of the first {s} "
+                                 "entries", height=h.height)
         frontier = appended.frontier
         if progress is not None:
             progress(len(chunk))
+    last = heads[-1]
     rep.entries = size
     if size != last.tree_size:
-        rep.fail(f"the log holds {size} entries but the last block says {last.tree_size}",
-                 seq=min(size, last.tree_size))
-        return rep
-    err = finish_blocks_up_to(size)
-    if err:
-        rep.fail(err, height=cur.header.height)
-        return rep
+        raise _Fault(f"the log holds {size} entries but the last block says {last.tree_size}",
+                     seq=min(size, last.tree_size))
+    finish_blocks_up_to(size)
+    rep.nodes = nodes0 + n_nodes
     stored = store.count_nodes()
     if stored != rep.nodes:
-        rep.fail(f"{stored} Merkle nodes are stored but the entries make {rep.nodes}")
-        return rep
+        raise _Fault(f"{stored} Merkle nodes are stored but the entries make {rep.nodes}")
     stored = store.count_links()
-    if stored != n_links:
-        rep.fail(f"{stored} links are stored but the entries make {n_links}")
-        return rep
+    if stored != links0 + n_links:
+        raise _Fault(f"{stored} links are stored but the entries make {links0 + n_links}")
     rep.tree_size = size
     rep.root = merkle.root_from_frontier(frontier).hex()
+    new = size - first_size
+    if start is not None:
+        rep.checked.append(
+            f"resumed from the audit of tree size {first_size} (block {start.state.height}): "
+            "that block, its root and the stored frontier nodes are unchanged")
     rep.checked += [
-        f"{size} entries: canonical JSON, valid, leaf hashes match",
-        f"{rep.nodes} stored Merkle nodes recomputed from the leaves",
+        f"{new} entries: canonical JSON, valid, leaf hashes match",
+        f"{n_nodes} stored Merkle nodes recomputed from the leaves",
         "every block's tree root and batch root recomputed",
         f"{n_links} links (transfers and claims to what they name) recomputed",
-        f"{len(titles.titles)} chains of title replayed: every transfer by the holder of the time",
+        f"{len(titles.titles)} chains of title replayed: every transfer by the holder of the "
+        "time",
     ]
-    return rep
+    rep.state = AuditState(
+        tree_size=size, root=rep.root, height=last.height,
+        block_hash=store.get_block(last.height).hash.hex(),
+        frontier=tuple(x.hex() for x in frontier), nodes=rep.nodes, links=links0 + n_links)
 
 
 def _check_entry(row: EntryRow) -> Entry:
@@ -217,56 +498,27 @@ def _check_entry(row: EntryRow) -> Entry:
 
 class _Titles:
     """Every transferred work's chain of title, replayed as the log is read. Only works with
-    transfers are held in memory; the rest cost nothing."""
+    transfers are held in memory; the rest cost nothing. Resuming at `before`, a work first
+    met after it is replayed from its own earlier transfers (read by the work's links)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, before: int) -> None:
         self.store = store
+        self.before = before
         self.titles: dict[int, Title] = {}
 
     def apply(self, seq: int, t: Transfer) -> None:
-        """IntegrityError if `t` was not made by the holder of its work at `seq` (a double
+        """CopyledgerError if `t` was not made by the holder of its work at `seq` (a double
         assignment, or a transfer by a stranger), or names no earlier work."""
         title = self.titles.get(t.work.seq)
         if title is None:
             if t.work.seq >= seq:
                 raise CopyledgerError(f"transfer names entry {t.work.seq}, which is not before it")
             title = Title.of(t.work.seq, parse_entry(self.store.get_entry(t.work.seq).data))
+            earlier = [s for s in self.store.linked(t.work.seq, TRANSFER) if s < self.before]
+            for row in self.store.get_entries(earlier) if earlier else ():
+                title.apply(row.seq, parse_entry(row.data))
             self.titles[t.work.seq] = title
         title.apply(seq, t)
-
-
-def _check_signatures(b: BlockRow, verifiers: list[note.Verifier]) -> None:
-    h = b.header
-    name = verifiers[0].name
-    n, _ = note.verify_note(b.checkpoint, verifiers)
-    cp = note.parse_checkpoint(n.text)
-    if (cp.origin, cp.size, cp.root) != (name, h.tree_size, h.tree_root):
-        raise CopyledgerError(f"block {h.height}: checkpoint does not match the block header")
-    bn, _ = note.verify_note(b.block_note, verifiers)
-    origin, height, bhash = note.parse_block_note_text(bn.text)
-    if (origin, height, bhash) != (name, h.height, b.hash):
-        raise CopyledgerError(f"block {h.height}: block note does not match the block")
-
-
-def _check_timestamps(
-    store: Store, blocks: list[BlockRow], roots_pem: bytes
-) -> tuple[int, str] | None:
-    from copyledger.ledger.timestamp import verify_token
-
-    hashes = {b.header.height: b.hash for b in blocks}
-    seen = set()
-    for height, token in store.iter_timestamps():
-        if height not in hashes:
-            return height, f"a time-stamp token names block {height}, which does not exist"
-        try:
-            verify_token(token, hashes[height], roots_pem)
-        except CopyledgerError as e:
-            return height, f"block {height}: time-stamp token: {e.detail}"
-        seen.add(height)
-    missing = sorted(set(hashes) - seen)
-    if missing:
-        return missing[0], f"block {missing[0]} has no time-stamp token from the notary"
-    return None
 
 
 def _check_nodes(store: Store, nodes: list[tuple[int, int, bytes]]) -> tuple[int, int] | None:
@@ -280,3 +532,48 @@ def _check_nodes(store: Store, nodes: list[tuple[int, int, bytes]]) -> tuple[int
             if stored.get(ix) != hs:
                 return lv, ix
     return None
+
+
+# -- Running chunks in workers, answers in order --------------------------------------------
+
+_J = TypeVar("_J")
+_R = TypeVar("_R")
+
+
+class _pool:
+    """A process pool of `workers` (spawned: the parent may hold database connections and
+    threads), or None for one: then chunks are checked in this process."""
+
+    def __init__(self, workers: int) -> None:
+        self.executor: Executor | None = None
+        if workers > 1:
+            self.executor = ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context("spawn"))
+
+    def __enter__(self) -> Executor | None:
+        return self.executor
+
+    def __exit__(self, *exc: object) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _ordered(
+    pool: Executor | None, fn: Callable[[_J], _R], jobs: Iterable[_J]
+) -> Iterator[tuple[_J, _R]]:
+    """(job, fn(job)) in the order of `jobs`, with at most two jobs per worker in flight so
+    memory stays bounded by the chunk size, whatever the log's size."""
+    if pool is None:
+        for job in jobs:
+            yield job, fn(job)
+        return
+    depth = 2 * max(1, getattr(pool, "_max_workers", 2))
+    queue: list[tuple[_J, Future[_R]]] = []
+    it = iter(jobs)
+    for job in it:
+        queue.append((job, pool.submit(fn, job)))
+        if len(queue) >= depth:
+            head, fut = queue.pop(0)
+            yield head, fut.result()
+    for head, fut in queue:
+        yield head, fut.result()

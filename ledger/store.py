@@ -371,8 +371,9 @@ class Store:
             ).first()
         return _block(r) if r is not None else None
 
-    def iter_blocks(self, chunk: int = 1000) -> Iterator[BlockRow]:
-        for rs in self._pages(blocks, "height", 0, chunk):
+    def iter_blocks(self, start: int = 0, chunk: int = 1000) -> Iterator[BlockRow]:
+        """Blocks from height `start` on, in height order."""
+        for rs in self._pages(blocks, "height", start, chunk):
             yield from (_block(r) for r in rs)
 
     def get_timestamps(self, height: int) -> list[tuple[str, bytes]]:
@@ -410,16 +411,30 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(block_timestamps.insert().values(height=height, tsa=tsa, token=token))
 
-    def iter_timestamps(self, tsa: str = "notary") -> Iterator[tuple[int, bytes]]:
-        """(height, token) of one TSA's tokens, by height (for the audit)."""
+    def iter_timestamps(
+        self, tsa: str = "notary", start: int = 0
+    ) -> Iterator[tuple[int, bytes]]:
+        """(height, token) of one TSA's tokens over blocks from height `start` on, by height
+        (for the audit)."""
         q = (
             select(block_timestamps.c.height, block_timestamps.c.token)
-            .where(block_timestamps.c.tsa == tsa)
+            .where(block_timestamps.c.tsa == tsa, block_timestamps.c.height >= start)
             .order_by(block_timestamps.c.height)
         )
         with self.engine.connect() as conn:
             for height, tok in conn.execute(q):
                 yield height, _bytes(tok)
+
+    def stray_timestamps(self, tsa: str = "notary", start: int = 0) -> list[int]:
+        """Heights >= `start` that one TSA's tokens name but no block has (for the audit)."""
+        q = (
+            select(block_timestamps.c.height)
+            .where(block_timestamps.c.tsa == tsa, block_timestamps.c.height >= start,
+                   ~block_timestamps.c.height.in_(select(blocks.c.height)))
+            .order_by(block_timestamps.c.height)
+        )
+        with self.engine.connect() as conn:
+            return [int(h) for h in conn.execute(q).scalars()]
 
     def add_cosignature(self, tree_size: int, witness: str, line: str) -> bool:
         """Keep a witness's cosignature line of the checkpoint of `tree_size`; False if that

@@ -23,6 +23,7 @@ because a stamp over a colliding digest is a stamp over two documents.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections.abc import Sequence
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
-from asn1crypto import cms, core, tsp  # type: ignore[import-untyped]
+from asn1crypto import cms, core, parser, tsp  # type: ignore[import-untyped]
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -102,8 +103,8 @@ class _Token:
 
     tst_info: Any  # asn1crypto tsp.TSTInfo
     econtent: bytes
-    certificates: list[x509.Certificate]
-    sid: Any  # asn1crypto cms.SignerIdentifier
+    certificates_der: bytes  # the CertificateSet as received (empty if absent)
+    sid_der: bytes  # the SignerIdentifier as received
     digest_alg: str
     signature_alg: Any  # asn1crypto algos.SignedDigestAlgorithm
     signature: bytes
@@ -176,10 +177,8 @@ def _verify_token(
     untrusted_pem: bytes | None,
     nonce: int | None,
 ) -> TokenInfo:
-    roots = _load_pem_certs(roots_pem, "roots")
-    if not roots:
+    if not _load_pem_certs(roots_pem, "roots"):
         raise _fail("no-roots", "no trusted root certificate given")
-    extra = _load_pem_certs(untrusted_pem, "untrusted certificates") if untrusted_pem else []
     token = _parse_token(token_der)
     tst = token.tst_info
 
@@ -209,19 +208,23 @@ def _verify_token(
     if not hmac.compare_digest(bytes(digests[0].native), econtent_hash):
         raise _fail("content-digest-mismatch", "messageDigest is not the hash of the TSTInfo")
 
-    # 4-5. The signer certificate and the signature.
-    signer = _find_signer(token.sid, [*token.certificates, *extra])
-    _check_ess(token.attrs, signer)
+    # 4-6. The signer certificate (named by the ESS attribute), a TSA certificate from a
+    # trusted root, valid at genTime; then the signature.
+    v2 = "signing_certificate_v2" in token.attrs
+    ess = token.attrs.get("signing_certificate_v2") or token.attrs.get("signing_certificate")
+    signer, path = _signer_of(
+        token.certificates_der, untrusted_pem or b"", token.sid_der,
+        ess[0].dump() if ess and len(ess) == 1 else b"", len(ess or ()), v2, roots_pem,
+    )
+    for cert in path:
+        _check_validity(cert, gen_time)
     _verify_signature(signer, token)
 
-    # 6. The certificate is a TSA certificate from a trusted root, valid at genTime.
-    check_tsa_certificate(signer)
-    intermediates = [c for c in [*token.certificates, *extra] if c != signer]
-    path = validate_chain(signer, intermediates, roots, at=gen_time)
-
     # 7. A tsa name, if given, must be the signer's.
-    if tst["tsa"].native is not None:
-        _check_tsa_name(tst["tsa"], signer)
+    tsa = tst["tsa"]
+    if not isinstance(tsa, core.Void):
+        # [0] EXPLICIT: the GeneralName is the tag's content.
+        _check_tsa_name(parser.parse(tsa.dump())[4], _cert_der(signer))
 
     return TokenInfo(
         gen_time=gen_time,
@@ -273,11 +276,30 @@ def validate_chain(
 
     A deliberately small path builder: issuer by name and signature, CA flag and keyCertSign on
     every issuer, pathLenConstraint honoured, no revocation (this runs offline). A root given as
-    trusted is a trust anchor even if it is not self-signed; the leaf itself may be one.
+    trusted is a trust anchor even if it is not self-signed; the leaf itself may be one. The
+    path depends only on the certificates, so it is built once per distinct set of them; the
+    validity at `at` is checked on every call.
     """
+    _check_validity(leaf, at)
+    path = _build_path(
+        _cert_der(leaf),
+        tuple(_cert_der(c) for c in intermediates),
+        tuple(_cert_der(c) for c in roots),
+    )
+    for cert in path[1:]:
+        _check_validity(cert, at)
+    return list(path)
+
+
+@functools.lru_cache(maxsize=64)
+def _build_path(
+    leaf_der: bytes, intermediate_ders: tuple[bytes, ...], root_ders: tuple[bytes, ...]
+) -> tuple[x509.Certificate, ...]:
+    leaf = x509.load_der_x509_certificate(leaf_der)
+    intermediates = [x509.load_der_x509_certificate(d) for d in intermediate_ders]
+    roots = [x509.load_der_x509_certificate(d) for d in root_ders]
     path = [leaf]
     current = leaf
-    _check_validity(current, at)
     while current not in roots:
         if len(path) > _MAX_CHAIN:
             raise _fail("untrusted", "certificate chain too long")
@@ -289,10 +311,9 @@ def validate_chain(
                 "trusted root",
             )
         _check_ca(issuer, cas_below=len(path) - 1)
-        _check_validity(issuer, at)
         path.append(issuer)
         current = issuer
-    return path
+    return tuple(path)
 
 
 def _find_issuer(
@@ -362,22 +383,25 @@ def _parse_token(token_der: bytes) -> _Token:
         econtent = bytes(encap["content"])
         tst_info = tsp.TSTInfo.load(econtent, strict=True)
         tst_info.native  # noqa: B018 - parse every field now, not lazily during the checks
-        certificates = [
-            x509.load_der_x509_certificate(choice.chosen.dump())
-            for choice in signed["certificates"] or []
-            if choice.name == "certificate"
-        ]
+        certificates = signed["certificates"]
+        # [0] IMPLICIT as received; kept as a universal SET, like the signed attributes below.
+        certificates_der = (
+            b"" if isinstance(certificates, core.Void) else b"\x31" + certificates.dump()[1:]
+        )
         signer_infos = signed["signer_infos"]
         if len(signer_infos) != 1:
             raise ValueError(f"{len(signer_infos)} SignerInfos, expected exactly one")
         si = signer_infos[0]
-        si.native  # noqa: B018 - parse it all here, so later checks meet no parse errors
         signed_attrs = si["signed_attrs"]
-        if not signed_attrs:
-            raise ValueError("the SignerInfo has no signed attributes")
         # The signature covers the attributes as a universal SET (tag 0x31), not as the [0]
         # IMPLICIT field they travel in (RFC 5652 section 5.4); the bytes as received are kept.
+        # Taken before anything else is parsed: asn1crypto normalises some values while parsing
+        # (NULL algorithm parameters), after which dump() re-encodes the whole structure. The
+        # rest of the SignerInfo is parsed as the checks read it; a parse error there is still
+        # a malformed-token error (verify_token catches every exception).
         raw = signed_attrs.dump()
+        if not signed_attrs:
+            raise ValueError("the SignerInfo has no signed attributes")
         signed_attrs_der = b"\x31" + raw[1:]
         attrs: dict[str, list[Any]] = {}
         for attr in signed_attrs:
@@ -388,8 +412,8 @@ def _parse_token(token_der: bytes) -> _Token:
         return _Token(
             tst_info=tst_info,
             econtent=econtent,
-            certificates=certificates,
-            sid=si["sid"],
+            certificates_der=certificates_der,
+            sid_der=si["sid"].dump(),
             digest_alg=_hash_name(si["digest_algorithm"]),
             signature_alg=si["signature_algorithm"],
             signature=bytes(si["signature"].native),
@@ -400,6 +424,47 @@ def _parse_token(token_der: bytes) -> _Token:
         raise
     except Exception as exc:  # asn1crypto raises many types on bad input
         raise _fail("malformed-token", f"not a valid RFC 3161 token: {exc}") from None
+
+
+@functools.lru_cache(maxsize=64)
+def _signer_of(
+    certificates_der: bytes,
+    untrusted_pem: bytes,
+    sid_der: bytes,
+    ess_der: bytes,
+    ess_count: int,
+    ess_v2: bool,
+    roots_pem: bytes,
+) -> tuple[x509.Certificate, tuple[x509.Certificate, ...]]:
+    """The signer certificate and its path to a trusted root (validity aside).
+
+    All of it depends only on these bytes, which are the same for every token a TSA key
+    issues, so an audit of a million blocks works it out once: the certificate the
+    SignerIdentifier names, which the ESS signing-certificate attribute (its one value,
+    `ess_der`) must identify (RFC 3161 2.4.1), with the TSA profile, chaining to a root.
+    """
+    roots = _load_pem_certs(roots_pem, "roots")
+    extra = _load_pem_certs(untrusted_pem, "untrusted certificates") if untrusted_pem else []
+    carried = [
+        x509.load_der_x509_certificate(choice.chosen.dump())
+        for choice in (cms.CertificateSet.load(certificates_der) if certificates_der else [])
+        if choice.name == "certificate"
+    ]
+    signer = _find_signer(cms.SignerIdentifier.load(sid_der), [*carried, *extra])
+    if ess_count == 0:
+        raise _fail("no-ess-certid", "no ESS signing-certificate attribute (RFC 3161 2.4.1)")
+    if ess_count != 1:
+        raise _fail("no-ess-certid", "the ESS signing-certificate attribute is malformed")
+    _check_ess((tsp.SigningCertificateV2 if ess_v2 else tsp.SigningCertificate).load(ess_der),
+               signer)
+    check_tsa_certificate(signer)
+    intermediates = [c for c in [*carried, *extra] if c != signer]
+    path = _build_path(
+        _cert_der(signer),
+        tuple(_cert_der(c) for c in intermediates),
+        tuple(_cert_der(c) for c in roots),
+    )
+    return signer, path
 
 
 def _find_signer(sid: Any, certificates: Sequence[x509.Certificate]) -> x509.Certificate:
@@ -414,11 +479,10 @@ def _find_signer(sid: Any, certificates: Sequence[x509.Certificate]) -> x509.Cer
 
 def _matches_sid(sid: Any, cert: x509.Certificate) -> bool:
     if sid.name == "issuer_and_serial_number":
-        parsed = _asn1_cert(cert)
         chosen = sid.chosen
         return bool(
             chosen["serial_number"].native == cert.serial_number
-            and chosen["issuer"] == parsed.issuer
+            and _same_name(chosen["issuer"].dump(), _cert_der(cert), "issuer")
         )
     try:
         ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
@@ -427,14 +491,11 @@ def _matches_sid(sid: Any, cert: x509.Certificate) -> bool:
     return bool(sid.chosen.native == ski)
 
 
-def _check_ess(attrs: dict[str, list[Any]], signer: x509.Certificate) -> None:
+def _check_ess(value: Any, signer: x509.Certificate) -> None:
     """The first ESS cert id must hash to the signer certificate (and name it, if it says)."""
-    values = attrs.get("signing_certificate_v2") or attrs.get("signing_certificate")
-    if not values:
-        raise _fail("no-ess-certid", "no ESS signing-certificate attribute (RFC 3161 2.4.1)")
-    if len(values) != 1 or len(values[0]["certs"]) == 0:
+    if len(value["certs"]) == 0:
         raise _fail("no-ess-certid", "the ESS signing-certificate attribute is malformed")
-    cert_id = values[0]["certs"][0]
+    cert_id = value["certs"][0]
     # ESSCertID (v1) is SHA-1 by definition (RFC 2634); it identifies, it does not sign.
     if isinstance(cert_id, tsp.ESSCertID):
         alg = "sha1"
@@ -448,9 +509,9 @@ def _check_ess(attrs: dict[str, list[Any]], signer: x509.Certificate) -> None:
     issuer_serial = cert_id["issuer_serial"]
     if issuer_serial.native is None:
         return
-    issuer = _asn1_cert(signer).issuer
+    der = _cert_der(signer)
     named = any(
-        name.name == "directory_name" and name.chosen == issuer
+        name.name == "directory_name" and _same_name(name.chosen.untag().dump(), der, "issuer")
         for name in issuer_serial["issuer"]
     )
     if not named or issuer_serial["serial_number"].native != signer.serial_number:
@@ -482,12 +543,14 @@ def _verify_signature(signer: x509.Certificate, token: _Token) -> None:
         raise _fail("bad-signature", "the token's signature does not verify") from None
 
 
-def _check_tsa_name(name: Any, signer: x509.Certificate) -> None:
-    """As OpenSSL does: the name is the signer's subject or one of its subjectAltNames."""
-    parsed = _asn1_cert(signer)
-    if name.name == "directory_name" and name.chosen == parsed.subject:
+@functools.lru_cache(maxsize=64)
+def _check_tsa_name(name_der: bytes, der: bytes) -> None:
+    """As OpenSSL does: the name (a DER GeneralName) is the signer's subject or one of its
+    subjectAltNames."""
+    name = asn1_x509.GeneralName.load(name_der)
+    if name.name == "directory_name" and _same_name(name.chosen.untag().dump(), der, "subject"):
         return
-    alt_names = parsed.subject_alt_name_value
+    alt_names = _asn1_cert(der).subject_alt_name_value
     if alt_names is not None and any(n.dump() == name.dump() for n in alt_names):
         return
     raise _fail("tsa-name-mismatch", "the TSTInfo's tsa name does not name the signer")
@@ -504,5 +567,23 @@ def _accuracy(accuracy: Any) -> timedelta | None:
     )
 
 
-def _asn1_cert(cert: x509.Certificate) -> Any:
-    return asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
+def _cert_der(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+# An audit checks one token per block, nearly all from the same few certificates; what depends
+# only on certificate and name bytes is worked out once per distinct bytes (bounded caches).
+
+
+@functools.lru_cache(maxsize=64)
+def _asn1_cert(der: bytes) -> Any:
+    return asn1_x509.Certificate.load(der)
+
+
+@functools.lru_cache(maxsize=256)
+def _same_name(name_der: bytes, cert_der: bytes, which: str) -> bool:
+    """X.501 name equality as RFC 5280 7.1 compares (asn1crypto's, with string preparation),
+    between a DER Name and the issuer or subject of a DER certificate."""
+    cert = _asn1_cert(cert_der)
+    return bool(asn1_x509.Name.load(name_der) == (cert.issuer if which == "issuer"
+                                                   else cert.subject))

@@ -1,12 +1,16 @@
 """Operator tasks on a data directory, with or without a server running on it: API keys and the
-full audit. The CLI's `keys` and `audit` commands are thin adapters over these."""
+audit. The CLI's `keys` and `audit` commands are thin adapters over these."""
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
-from copyledger.ledger.audit import AuditReport, audit
+from copyledger.ledger.audit import AuditReport, AuditState, audit
+from copyledger.ledger.errors import CopyledgerError, InvalidInput
 from copyledger.ledger.store import Store
 from copyledger.service import apikeys
 from copyledger.service.apikeys import KeyRow
@@ -40,15 +44,54 @@ def revoke_key(s: Settings, key_id: int) -> KeyRow:
         return apikeys.revoke_key(store, key_id)
 
 
+AUDIT_STATE = "audit-state.json"
+"""Where, in the data directory, an audit that found nothing wrong leaves its end state."""
+
+
 def audit_registry(
     s: Settings,
     on_start: Callable[[int], None] = lambda total: None,
     progress: Callable[[int], None] = lambda n: None,
+    *,
+    workers: int | None = None,
+    incremental: bool = False,
 ) -> AuditReport:
     """Recompute every hash, node, block link, root, signature and token from the database,
     accepting every log key and TSA root the registry has held. `on_start` gets the number of
-    entries to check, `progress` each batch checked."""
+    entries to check, `progress` each batch checked. `workers` processes (default: one per
+    CPU) share the checks. With `incremental`, resume from where the last clean audit of this
+    data directory ended (everything, if there is none): the head it ended on must be
+    unchanged, and only what came after is checked (D39). A clean audit saves its end."""
     keys, roots = all_verifier_keys(s), tsa_roots_pem(s)
+    path = s.data_dir / AUDIT_STATE
+    since = _load_state(path) if incremental else None
     with _store(s) as store:
-        on_start(store.tree_size())
-        return audit(store, keys, progress=progress, tsa_roots_pem=roots)
+        on_start(store.tree_size() - (since.tree_size if since else 0))
+        rep = audit(store, keys, progress=progress, tsa_roots_pem=roots,
+                    workers=workers or os.cpu_count() or 1, since=since)
+    if rep.state is not None:
+        _save_state(path, rep.state)
+    return rep
+
+
+def _load_state(path: Path) -> AuditState | None:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        return AuditState.from_dict(json.loads(raw))
+    except (ValueError, CopyledgerError):
+        raise InvalidInput(f"{path} is not an audit state; delete it to audit everything") \
+            from None
+
+
+def _save_state(path: Path, state: AuditState) -> None:
+    """Write atomically, readable by the operator only."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(state.to_dict(), f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy.exc import DBAPIError
 
+from copyledger.ledger import audit as audit_mod
 from copyledger.ledger import entry as entry_mod
 from copyledger.ledger import merkle
-from copyledger.ledger.audit import AuditReport, audit
+from copyledger.ledger.audit import AuditReport, AuditState, audit
 from copyledger.ledger.sequencer import Pending
 from copyledger.service.node import Node, tsa_roots_pem
 from tests.helpers import open_registry, sha
@@ -39,8 +40,9 @@ def reg(tmp_path: Path, database_url: str) -> Iterator[Node]:
     r.stop()
 
 
-def run_audit(reg: Node) -> AuditReport:
-    return audit(reg.store, reg.verifier_key, tsa_roots_pem=tsa_roots_pem(reg.settings))
+def run_audit(reg: Node, workers: int = 1, since: AuditState | None = None) -> AuditReport:
+    return audit(reg.store, reg.verifier_key, tsa_roots_pem=tsa_roots_pem(reg.settings),
+                 workers=workers, since=since)
 
 
 def blob(reg: Node, hexdata: str) -> str:
@@ -138,3 +140,81 @@ def test_swapped_or_deleted_token_is_found(reg: Node) -> None:
     reg.store.execute_raw("DELETE FROM block_timestamps WHERE height IN (1, 2)")
     rep = run_audit(reg)
     assert not rep.ok and rep.bad_height == 1 and "no time-stamp" in (rep.problem or ""), rep
+
+
+# -- Several processes, and resuming where the last audit ended (D39) ------------------------
+
+
+def test_workers_find_what_one_process_finds(reg: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks and entries checked in two worker processes, chunks small enough that the log
+    spans several: the same report, and the same fault at the same place."""
+    monkeypatch.setattr(audit_mod, "BLOCK_CHUNK", 3)
+    monkeypatch.setattr(audit_mod, "ENTRY_CHUNK", 5)
+    fill(reg, 23, batch=2)
+    one, two = run_audit(reg), run_audit(reg, workers=2)
+    assert one.ok and two.ok, (one, two)
+    assert (two.entries, two.blocks, two.nodes, two.root, two.state) == (
+        one.entries, one.blocks, one.nodes, one.root, one.state)
+    drop_trigger(reg, "entries", "update")
+    reg.store.execute_raw(f"UPDATE entries SET data = {blob(reg, '7b7d')} WHERE seq = 17")
+    one, two = run_audit(reg), run_audit(reg, workers=2)
+    assert not two.ok and (two.bad_seq, two.problem) == (one.bad_seq, one.problem) == (
+        17, one.problem), (one, two)
+    drop_trigger(reg, "blocks", "update")
+    reg.store.execute_raw("UPDATE blocks SET checkpoint = (SELECT checkpoint FROM blocks "
+                          "WHERE height = 3) WHERE height = 8")
+    two = run_audit(reg, workers=2)
+    assert not two.ok and two.bad_height == 8 and "checkpoint" in (two.problem or ""), two
+
+
+def test_incremental_audit_checks_only_what_is_new(reg: Node) -> None:
+    fill(reg, 10)
+    first = run_audit(reg)
+    assert first.ok and first.state is not None and first.resumed_from is None
+    fill(reg, 9)
+    rep = run_audit(reg, since=first.state)
+    full = run_audit(reg)
+    assert rep.ok, rep
+    assert rep.resumed_from == 10 and rep.entries == full.entries == 19
+    assert (rep.root, rep.nodes, rep.blocks, rep.state) == (
+        full.root, full.nodes, full.blocks, full.state)
+    assert "9 entries: canonical JSON, valid, leaf hashes match" in rep.checked
+    # Nothing new: the head is checked and the state stays.
+    again = run_audit(reg, since=rep.state)
+    assert again.ok and again.state == rep.state and again.resumed_from == 19
+
+
+def test_incremental_audit_finds_faults_after_and_at_the_head(reg: Node) -> None:
+    fill(reg, 10)
+    st = run_audit(reg).state
+    assert st is not None
+    fill(reg, 6)
+    drop_trigger(reg, "entries", "update")
+    # After the head: found, by seq.
+    reg.store.execute_raw(f"UPDATE entries SET data = {blob(reg, '7b7d')} WHERE seq = 12")
+    rep = run_audit(reg, since=st)
+    assert not rep.ok and rep.bad_seq == 12 and rep.state is None, rep
+    reg.store.execute_raw(f"UPDATE entries SET data = {blob(reg, '7b7d')} WHERE seq = 3")
+    # Before the head: an incremental audit trusts what the last one checked; a full one finds it.
+    reg.store.execute_raw("UPDATE entries SET data = (SELECT data FROM entries WHERE seq = 13) "
+                          "WHERE seq = 12")
+    full = run_audit(reg)
+    assert not full.ok and full.bad_seq == 3, full
+    # The head itself rewritten: the block the last audit ended on, or a frontier node.
+    drop_trigger(reg, "blocks", "update")
+    reg.store.execute_raw(f"UPDATE blocks SET hash = {blob(reg, '00' * 32)} "
+                          f"WHERE height = {st.height}")
+    rep = run_audit(reg, since=st)
+    assert not rep.ok and rep.bad_height == st.height and "last audit" in (rep.problem or "")
+
+
+def test_incremental_audit_finds_a_rewritten_frontier_node(reg: Node) -> None:
+    fill(reg, 6)
+    st = run_audit(reg).state
+    assert st is not None
+    lv, ix = merkle.frontier_ids(st.tree_size)[0]
+    drop_trigger(reg, "merkle_nodes", "update")
+    reg.store.execute_raw(f"UPDATE merkle_nodes SET hash = {blob(reg, 'ab' * 32)} "
+                          f"WHERE level = {lv} AND idx = {ix}")
+    rep = run_audit(reg, since=st)
+    assert not rep.ok and "stored Merkle nodes" in (rep.problem or ""), rep

@@ -85,8 +85,19 @@ def test_register_proof_audit_with_running_server(
         code, out = run("register", files[0], "--server", srv.url, "--api-key", "cl_wrong")
         assert code == 1 and "401" in out
         # audit works while the server runs on the same data directory
-        code, out = run("audit", "--data-dir", str(d), "--json")
+        code, out = run("audit", "--data-dir", str(d), "--json", "--workers", "2")
         assert code == 0 and json.loads(out)["entries"] == 3
+        assert json.loads(out)["resumed_from"] is None
+        state = d / "audit-state.json"
+        assert stat.S_IMODE(state.stat().st_mode) == 0o600
+        assert json.loads(state.read_text())["tree_size"] == 3
+        # The next audit resumes there, and checks the one entry registered since.
+        code, out = run("audit", "--data-dir", str(d), "--json", "--incremental")
+        rep = json.loads(out)
+        assert code == 0 and rep["resumed_from"] == 3 and rep["entries"] == 3, rep
+        state.write_text("{}")
+        code, out = run("audit", "--data-dir", str(d), "--incremental")
+        assert code == 2 and "not an audit state; delete it" in out.replace("\n", " "), out
     finally:
         srv.stop()
 

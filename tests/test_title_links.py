@@ -267,3 +267,19 @@ def test_migration_0003_backfills_links_of_a_0002_log(reg: Node, database_url: s
         assert s.count_links() == len(written)
     finally:
         s.close()
+
+
+def test_incremental_audit_replays_titles_across_the_head(started: Node) -> None:
+    """A work transferred before the head of the last audit and again after it: the replay
+    after the head starts from the work's earlier transfers, so a double assignment after it
+    is found (D39)."""
+    [w] = submit(started, [work()])
+    submit(started, [transfer(w, "alice", "bob")])
+    first = run_audit(started)
+    assert first.ok and first.state is not None, first
+    submit(started, [transfer(w, "bob", "carol")])
+    rep = audit(started.store, started.verifier_key, since=first.state)
+    assert rep.ok and rep.resumed_from == first.state.tree_size, rep
+    [bad] = submit(started, [transfer(w, "alice", "mallory")])  # alice no longer holds it
+    rep = audit(started.store, started.verifier_key, since=rep.state)
+    assert not rep.ok and rep.bad_seq == bad and "'carol' held the work" in (rep.problem or "")

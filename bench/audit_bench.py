@@ -1,0 +1,131 @@
+"""How fast the audit recomputes a log: full, and incremental after growth.
+
+1. Builds a log of N entries through the sequencer (valid work entries that differ in their
+   content hash) in blocks of random size 1..2*mean-1 (default mean 2.15, as a lightly loaded
+   registry seals them: 70,000 entries in about 32,500 blocks), each block with its two signed
+   notes and its RFC 3161 token from the node's own TSA, and some transfers so chains of title
+   are replayed.
+2. Times the full audit (`service.admin.audit_registry`) in one process and with one worker
+   process per CPU: entries/s and blocks/s.
+3. Appends --grow more entries and times the incremental audit (`--incremental`) that resumes
+   from the state the full audit saved.
+
+Prints one JSON object. Usage:
+    python bench/audit_bench.py [--entries 70000] [--mean-block 2.15] [--grow 10000]
+                                [--workers N] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from copyledger.ledger import entry as entry_mod
+from copyledger.ledger.sequencer import Pending
+from copyledger.service.admin import audit_registry
+from copyledger.service.node import Node
+from copyledger.service.settings import Settings, load
+
+
+def sha(i: int) -> str:
+    return hashlib.sha256(b"audit bench %d" % i).hexdigest()
+
+
+def fill(node: Node, n: int, mean_block: float, rng: random.Random) -> None:
+    """n entries in blocks of 1..2*mean_block-1 entries; every 50th block also transfers a work."""
+    model_sha = sha(-1)
+    model = entry_mod.canonical_bytes(entry_mod.build_work(
+        registrant="bench", received_at=entry_mod.utc_now(), sha256=model_sha, title="bench",
+        creators=["Bench"], work_type="text"))
+    start = node.sequencer.state.size
+    top = max(1, round(2 * mean_block - 1))
+    i = start
+    while i < start + n:
+        k = min(rng.randint(1, top), start + n - i)
+        futs = [node.sequencer.submit(
+            Pending(model.replace(model_sha.encode(), sha(j).encode()), "work", sha(j), "bench"))
+            for j in range(i, i + k)]
+        for f in futs:
+            f.result(timeout=600)
+        i += k
+
+
+def timed_audit(s: Settings, **kw: Any) -> dict[str, Any]:
+    """One audit: wall seconds, this process's CPU seconds (the workers' are not in it)."""
+    t, c = time.perf_counter(), time.process_time()
+    rep = audit_registry(s, **kw)
+    secs, cpu = time.perf_counter() - t, time.process_time() - c
+    if not rep.ok:
+        raise SystemExit(f"audit failed: {rep.problem}")
+    new = rep.entries - (rep.resumed_from or 0)
+    return {"workers": kw.get("workers"), "incremental": kw.get("incremental", False),
+            "entries": rep.entries, "blocks": rep.blocks, "entries_checked": new,
+            "seconds": round(secs, 3), "main_process_cpu_seconds": round(cpu, 3),
+            "entries_per_s": round(new / secs), "blocks_per_s": round(rep.blocks / secs)
+            if not rep.resumed_from else None}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--entries", type=int, default=70_000)
+    ap.add_argument("--mean-block", type=float, default=2.15)
+    ap.add_argument("--grow", type=int, default=10_000)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--keep", help="build (or reuse) the log in this directory and keep it")
+    args = ap.parse_args()
+    rng = random.Random(args.seed)
+    tmp = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="copyledger-audit-"))
+    s = load(tmp / "data", heartbeat_s=3600.0)
+
+    def grow(n: int) -> float:
+        node = Node.open(s)
+        node.start()
+        try:
+            t = time.perf_counter()
+            fill(node, n, args.mean_block, rng)
+            return time.perf_counter() - t
+        finally:
+            node.stop()
+            node.store.close()
+
+    try:
+        node = Node.open(s)
+        have = node.sequencer.state.size
+        node.store.close()
+        fill_s = grow(max(0, args.entries - have))
+        one = timed_audit(s, workers=1)
+        both = timed_audit(s, workers=os.cpu_count() or 1)
+        grow(args.grow)
+        incremental = timed_audit(s, workers=os.cpu_count() or 1, incremental=True)
+        print(json.dumps({
+            "benchmark": "audit",
+            "entries": one["entries"],
+            "blocks": one["blocks"],
+            "fill_seconds": round(fill_s, 1),
+            "full_audit_one_process": one,
+            "full_audit_all_cpus": both,
+            "incremental_after_growth": incremental,
+            "cpus": os.cpu_count(),
+            "load_average_1m": round(os.getloadavg()[0], 2),
+            "database": "sqlite",
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+        }, indent=2))
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
