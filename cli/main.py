@@ -1057,6 +1057,10 @@ def _trust_lines(facts: dict[str, Any]) -> list[str]:
         lines.append("time sources independent of the operator: "
                      + ("; ".join(f"{t['tsa_certificate']} at {t['gen_time']}"
                                   for t in independent) or "none"))
+    if "title_chain" in facts:  # set only by a title step that held
+        t = facts["title_chain"]
+        lines.append(f"holder (verified chain of title of work {t['work_seq']}, as of tree size "
+                     f"{t['tree_size']}): {t['holder']}")
     return lines
 
 
