@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import signal
 import socket
@@ -67,3 +69,25 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+
+
+def init_registry(data_dir: Path, role: str = "creator") -> tuple[str, str]:
+    """`copyledger init` a registry and create an API key: (the log's verifier key, the key)."""
+    made = cli("init", "--data-dir", str(data_dir), "--json")
+    assert made.returncode == 0, made.stdout + made.stderr
+    key = cli("keys", "create", "--role", role, "--data-dir", str(data_dir), "--json")
+    assert key.returncode == 0, key.stdout + key.stderr
+    return str(json.loads(made.stdout)["verifier_key"]), str(json.loads(key.stdout)["key"])
+
+
+def post_works(url: str, key: str, n: int, salt: str = "") -> list[int]:
+    """Register `n` small works (content hashes of `salt` and a counter) over HTTP: their seqs."""
+    seqs = []
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as c:
+        for i in range(n):
+            r = c.post("/v1/works", json={
+                "sha256": hashlib.sha256(f"{salt}{i}".encode()).hexdigest(),
+                "title": f"w{salt}{i}", "creators": ["A"], "work_type": "text"})
+            r.raise_for_status()
+            seqs.append(int(r.json()["seq"]))
+    return seqs

@@ -20,7 +20,7 @@ import pytest
 
 from copyledger.ledger import jcs
 from copyledger.ledger.verify import verify_bundle
-from tests.server import ServerProcess, cli
+from tests.server import ServerProcess, init_registry, post_works
 from tests.test_verify import flip_char, leaves, set_at
 
 pytestmark = pytest.mark.slow
@@ -68,17 +68,12 @@ def browser() -> Iterator[Any]:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("verify-page")
     data = root / "data"
-    assert cli("init", "--data-dir", str(data)).returncode == 0
-    made = cli("keys", "create", "--role", "creator", "--data-dir", str(data), "--json")
-    key = json.loads(made.stdout)["key"]
+    _, key = init_registry(data)
     srv = ServerProcess(data).start()
     try:
+        post_works(srv.url, key, 3)  # so the exhibit's inclusion proof has hashes in it
         h = {"Authorization": f"Bearer {key}"}
         with httpx.Client(base_url=srv.url, headers=h, timeout=30) as c:
-            for i in range(3):  # so the exhibit's inclusion proof has hashes in it
-                c.post("/v1/works", json={"sha256": hashlib.sha256(b"%d" % i).hexdigest(),
-                                          "title": f"w{i}", "creators": ["A"],
-                                          "work_type": "text"}).raise_for_status()
             r = c.post("/v1/works", files={"file": ("harbour.jpg", EXHIBIT, "image/jpeg")},
                        data={"title": "Harbour <at> dawn", "creators": ["Zoë"],
                              "work_type": "image"})
