@@ -2,9 +2,11 @@
 
 Every leaf hash from its entry's bytes, every stored Merkle node from the leaves, every block
 header from the tree, every link of the block chain, every checkpoint and block signature
-under the log's verifier key, every `entry_links` row from the entries, and every chain of title
-(each transfer made by the holder of its moment, so a double assignment fails). A row edited
-behind the triggers' back shows up here, named by its sequence number or block height.
+under the log's verifier key, every `entry_links` row from the entries, every chain of title
+(each transfer made by the holder of its moment, so a double assignment fails), and every kept
+witness cosignature (over a checkpoint the log signed at that size, under the witness's key).
+A row edited behind the triggers' back shows up here, named by its sequence number or block
+height.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from copyledger.ledger import jcs, merkle, note
+from copyledger.ledger import cosignature, jcs, merkle, note
 from copyledger.ledger.block import GENESIS_PREV, check_header, check_link
 from copyledger.ledger.documents import Entry, Transfer, parse_entry
 from copyledger.ledger.errors import CopyledgerError
@@ -48,9 +50,12 @@ def audit(
     progress: Progress | None = None,
     *,
     tsa_roots_pem: bytes | None = None,
+    witness_keys: Sequence[str] = (),
 ) -> AuditReport:
     """Audit the whole log; stop at the first fault and name where it is. With the notary's
-    TSA roots, also check that every block carries a valid RFC 3161 token over its hash."""
+    TSA roots, also check that every block carries a valid RFC 3161 token over its hash.
+    `witness_keys` are the configured witnesses' vkeys: the report says how many kept
+    cosignatures are by others (each is still checked under the key its row names)."""
     rep = AuditReport()
     keys = [verifier_key] if isinstance(verifier_key, str) else list(verifier_key)
     verifiers = [note.parse_verifier_key(k) for k in keys]
@@ -85,6 +90,14 @@ def audit(
             rep.fail(stamp_fault[1], height=stamp_fault[0])
             return rep
         rep.checked.append(f"{len(blocks)} RFC 3161 tokens verify over their block hashes")
+
+    try:
+        cosigned = _check_cosignatures(store, roots_at, witness_keys)
+    except CopyledgerError as e:
+        rep.fail(e.detail)
+        return rep
+    if cosigned:
+        rep.checked.append(cosigned)
 
     for b in roots_at.get(0, ()):
         if b.header.tree_root != merkle.EMPTY_ROOT:
@@ -246,6 +259,31 @@ def _check_signatures(b: BlockRow, verifiers: list[note.Verifier]) -> None:
     origin, height, bhash = note.parse_block_note_text(bn.text)
     if (origin, height, bhash) != (name, h.height, b.hash):
         raise CopyledgerError(f"block {h.height}: block note does not match the block")
+
+
+def _check_cosignatures(store: Store, roots_at: dict[int, list[BlockRow]],
+                        configured: Sequence[str]) -> str | None:
+    """Each kept cosignature line must verify, under the witness vkey its row names, over the
+    checkpoint the log signed at its tree size (whose signature the block check verified)."""
+    n = others = 0
+    for size, witness, line in store.iter_cosignatures():
+        where = f"the cosignature of tree size {size} by {witness}"
+        signed = roots_at.get(size)
+        if not signed:
+            raise CopyledgerError(f"{where}: the log signed no checkpoint of that size")
+        try:
+            found = cosignature.cosignatures_of(signed[0].checkpoint + line,
+                                                [cosignature.parse_verifier_key(witness)])
+        except CopyledgerError as e:
+            raise CopyledgerError(f"{where}: {e.detail}") from None
+        if not found:
+            raise CopyledgerError(f"{where}: the line is not a cosignature by that witness")
+        n, others = n + 1, others + (witness not in configured)
+    if not n:
+        return None
+    by_others = f" ({others} by witnesses no longer configured)" if others else ""
+    return (f"{n} kept witness cosignatures{by_others} verify over the checkpoints the log "
+            "signed at their sizes")
 
 
 def _check_timestamps(

@@ -442,6 +442,15 @@ class Store:
             found = {str(w): str(line) for w, line in conn.execute(q)}
         return [found[w] for w in witnesses if w in found]
 
+    def iter_cosignatures(self) -> Iterator[tuple[int, str, str]]:
+        """Every kept cosignature (tree size, witness vkey, line), by size then witness (for
+        the audit)."""
+        q = select(cosignatures.c.tree_size, cosignatures.c.witness, cosignatures.c.line).order_by(
+            cosignatures.c.tree_size, cosignatures.c.witness)
+        with self.engine.connect() as conn:
+            for size, witness, line in conn.execute(q):
+                yield int(size), str(witness), str(line)
+
     def last_cosigned(self, witness: str) -> int | None:
         """The largest tree size this witness has cosigned for us, if any."""
         q = select(func.max(cosignatures.c.tree_size)).where(cosignatures.c.witness == witness)

@@ -51,4 +51,5 @@ def audit_registry(
     keys, roots = all_verifier_keys(s), tsa_roots_pem(s)
     with _store(s) as store:
         on_start(store.tree_size())
-        return audit(store, keys, progress=progress, tsa_roots_pem=roots)
+        return audit(store, keys, progress=progress, tsa_roots_pem=roots,
+                     witness_keys=[vkey for _, vkey in s.witness_list])
