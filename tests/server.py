@@ -28,10 +28,13 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 class ServerProcess:
     def __init__(self, data_dir: Path, database: str = "", *, command: tuple[str, ...] = ("serve",),
-                 port: int | None = None, **env: str) -> None:
+                 port: int | None = None, listen: str = "--port", **env: str) -> None:
+        """`listen` is the option that takes the port: `--port N`, or for `--serve`,
+        `--serve 127.0.0.1:N` (a monitor's)."""
         self.data_dir = data_dir
         self.database = database
         self.command = command
+        self.listen = listen
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "COPYLEDGER_LOG_JSON": "true", **env}
@@ -39,8 +42,9 @@ class ServerProcess:
         self.log = data_dir.parent / f"server-{self.port}.log"
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
+        where = f"127.0.0.1:{self.port}" if self.listen == "--serve" else str(self.port)
         args = [sys.executable, "-m", "copyledger.cli", *self.command,
-                "--data-dir", str(self.data_dir), "--port", str(self.port)]
+                "--data-dir", str(self.data_dir), self.listen, where]
         if self.database:
             args += ["--database", self.database]
         self.proc = subprocess.Popen(args, env=self.env, stdout=self.log.open("ab"),
