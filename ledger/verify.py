@@ -403,7 +403,7 @@ class _Run:
         c = self.b.title_chain
         if c is None:
             return _skipped("the bundle carries no chain of title, so none was checked: it "
-                            "shows who registered the entry, not who holds the work now")
+                            "does not show who holds a work now")
         n, _ = note.verify_note(c.checkpoint, self.log_keys)
         cp = note.parse_checkpoint(n.text)
         if cp.extensions or cp.origin != self.b.origin:

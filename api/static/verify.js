@@ -746,7 +746,7 @@
     async title(ctx) {
       const b = ctx.bundle, c = b.title_chain;
       if (c === undefined) {
-        return { status: 'skipped', detail: 'the bundle carries no chain of title, so none was checked: it shows who registered the entry, not who holds the work now' };
+        return { status: 'skipped', detail: 'the bundle carries no chain of title, so none was checked: it does not show who holds a work now' };
       }
       const cp = parseCheckpoint((await verifyNote(c.checkpoint, ctx.logKeys)).text);
       if (cp.origin !== b.origin) fail("the chain's checkpoint is not a plain checkpoint of this log");
