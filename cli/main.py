@@ -1083,6 +1083,10 @@ def _trust_lines(facts: dict[str, Any]) -> list[str]:
         lines.append("time sources independent of the operator: "
                      + ("; ".join(f"{t['tsa_certificate']} at {t['gen_time']}"
                                   for t in independent) or "none"))
+    if "title_chain" in facts:  # set only by a title step that held
+        t = facts["title_chain"]
+        lines.append(f"holder (verified chain of title of work {t['work_seq']}, as of tree size "
+                     f"{t['tree_size']}): {t['holder']}")
     return lines
 
 
@@ -1241,6 +1245,9 @@ def monitor(
     once: Annotated[bool, typer.Option("--once", help="poll once and exit")] = False,
     alert_webhook: Annotated[str | None, typer.Option(
         "--alert-webhook", help="POST each alert to this URL as JSON")] = None,
+    serve: Annotated[str | None, typer.Option(
+        "--serve", metavar="HOST:PORT", help="also serve the verified copy (tiles, checkpoint, "
+        "proofs) and /metrics here; alerts then do not stop the monitor")] = None,
     as_json: Json = False,
 ) -> None:
     """Follow a log: check every checkpoint's signature, that it extends every tree seen
@@ -1248,34 +1255,45 @@ def monitor(
 
     Exits 1 on a fork (split view), rollback, bad signature, bad tile or invalid entry, after
     printing the alert (and POSTing it to --alert-webhook); 2 on usage or, with --once,
-    network errors.
+    network errors. With --serve it keeps serving its copy and polling after an alert (which
+    /metrics counts and the webhook hears once per distinct alert), until stopped.
     """
     if ctx.invoked_subcommand is not None:
         return
     if not (log and trust and data_dir):
         _die("--log, --trust and --data-dir are required to follow a log")
+    if serve is not None and once:
+        _die("--serve keeps the monitor running: it cannot be combined with --once")
     import time
 
     from copyledger.client.tiles import TileFetcher, post_alert
-    from copyledger.service.monitor import LogMisbehaved, open_follower
+    from copyledger.service.monitor import LogMisbehaved, MonitorStatus, open_follower
 
+    status = MonitorStatus()
     with TileFetcher(log) as fetch:
         with _domain_errors_exit():
             follower = open_follower(data_dir, fetch, trust)
+        if serve is not None:
+            _serve_monitor(serve, data_dir, status)
         try:
             while True:
                 try:
-                    up = follower.poll()
+                    up = status.poll(follower)
                 except LogMisbehaved as e:
                     alert = {**e.alert.to_dict(), "log": log}
-                    sys.stdout.write(json.dumps(alert, indent=None if as_json else 2) + "\n")
-                    err.print(f"[red]ALERT[/red] {e.alert.kind}: {e.detail}")
-                    if alert_webhook:
+                    if not status.repeated:
+                        sys.stdout.write(json.dumps(alert, indent=None if as_json else 2) + "\n")
+                        sys.stdout.flush()
+                        err.print(f"[red]ALERT[/red] {e.alert.kind}: {e.detail}")
+                    if alert_webhook and not status.repeated:
                         try:
                             post_alert(alert_webhook, alert)
                         except ClientError as w:
                             err.print(f"[red]error:[/red] alert not delivered: {w}")
-                    raise typer.Exit(ALERT_EXIT) from None
+                    if serve is None:
+                        raise typer.Exit(ALERT_EXIT) from None
+                    time.sleep(interval)
+                    continue
                 except CopyledgerError as e:
                     if once:
                         _die(e.detail)
@@ -1291,6 +1309,31 @@ def monitor(
                 time.sleep(interval)
         finally:
             follower.mirror.close()
+
+
+def _serve_monitor(where: str, data_dir: Path, status: Any) -> None:
+    """Serve the monitor's copy (api/monitor_app.py) on HOST:PORT from a daemon thread, so the
+    follower keeps polling in this one; returns once it listens."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from copyledger.api.monitor_app import create_monitor_app
+
+    host, _, port = where.rpartition(":")
+    if not host or not port.isdigit():
+        _die(f"--serve: {where!r} is not HOST:PORT")
+    server = uvicorn.Server(uvicorn.Config(create_monitor_app(data_dir, status), host=host,
+                                           port=int(port), log_level="warning",
+                                           access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            _die(f"--serve: cannot listen on {where}")
+        time.sleep(0.05)
+    err.print(f"serving the verified copy on http://{host}:{port}")
 
 
 @monitor_app.command("bundle")

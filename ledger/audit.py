@@ -3,8 +3,9 @@
 Every leaf hash from its entry's bytes, every stored Merkle node from the leaves, every block
 header from the tree, every link of the block chain, every checkpoint and block signature
 under the log's verifier key, every RFC 3161 token, every `entry_links` row from the entries,
-and every chain of title (each transfer made by the holder of its moment, so a double
-assignment fails). A row edited behind the triggers' back shows up here, named by its
+every chain of title (each transfer made by the holder of its moment, so a double assignment
+fails), and every kept witness cosignature (over a checkpoint the log signed at that size,
+under the witness's key). A row edited behind the triggers' back shows up here, named by its
 sequence number or block height.
 
 The checks of one block or one entry need nothing from the others, so they run in worker
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, NamedTuple, TypeVar
 
-from copyledger.ledger import jcs, merkle, note
+from copyledger.ledger import cosignature, jcs, merkle, note
 from copyledger.ledger.block import GENESIS_PREV, BlockHeader, check_header, check_link
 from copyledger.ledger.documents import Entry, Transfer, parse_entry
 from copyledger.ledger.errors import CopyledgerError
@@ -129,10 +130,13 @@ def audit(
     tsa_roots_pem: bytes | None = None,
     workers: int = 1,
     since: AuditState | None = None,
+    witness_keys: Sequence[str] = (),
 ) -> AuditReport:
     """Audit the log (from `since` on, if given); stop at the first fault and name where it
     is. With the notary's TSA roots, also check that every block carries a valid RFC 3161
-    token over its hash. `workers` > 1 checks blocks and entries in that many processes."""
+    token over its hash. `workers` > 1 checks blocks and entries in that many processes.
+    `witness_keys` are the configured witnesses' vkeys: the report says how many kept
+    cosignatures are by others (each is still checked under the key its row names)."""
     rep = AuditReport()
     keys = [verifier_key] if isinstance(verifier_key, str) else list(verifier_key)
     for k in keys:
@@ -140,6 +144,9 @@ def audit(
     try:
         with _pool(workers) as pool:
             _run(store, keys, tsa_roots_pem, pool, since, progress, rep)
+            cosigned = _check_cosignatures(store, witness_keys)
+            if cosigned:
+                rep.checked.append(cosigned)
     except _Fault as e:
         rep.fail(e.detail, seq=e.seq, height=e.height)
     if not rep.ok:
@@ -519,6 +526,31 @@ class _Titles:
                 title.apply(row.seq, parse_entry(row.data))
             self.titles[t.work.seq] = title
         title.apply(seq, t)
+
+
+def _check_cosignatures(store: Store, configured: Sequence[str]) -> str | None:
+    """Each kept cosignature line must verify, under the witness vkey its row names, over the
+    checkpoint the log signed at its tree size (whose signature the block check verified, in
+    this audit or the one it resumed from). Every row is checked, incremental or not: a
+    witness that was down cosigns older sizes when it returns."""
+    n = others = 0
+    for size, witness, line, checkpoint in store.iter_cosigned_checkpoints():
+        where = f"the cosignature of tree size {size} by {witness}"
+        if checkpoint is None:
+            raise _Fault(f"{where}: the log signed no checkpoint of that size")
+        try:
+            found = cosignature.cosignatures_of(checkpoint + line,
+                                                [cosignature.parse_verifier_key(witness)])
+        except CopyledgerError as e:
+            raise _Fault(f"{where}: {e.detail}") from None
+        if not found:
+            raise _Fault(f"{where}: the line is not a cosignature by that witness")
+        n, others = n + 1, others + (witness not in configured)
+    if not n:
+        return None
+    by_others = f" ({others} by witnesses no longer configured)" if others else ""
+    return (f"{n} kept witness cosignatures{by_others} verify over the checkpoints the log "
+            "signed at their sizes")
 
 
 def _check_nodes(store: Store, nodes: list[tuple[int, int, bytes]]) -> tuple[int, int] | None:

@@ -22,6 +22,7 @@ from copyledger.ledger.documents import (
     BundleWitnessed,
     Inclusion,
     NotaryPublicKeys,
+    TitleChain,
 )
 from copyledger.ledger.tlog_proof import TlogProof, format_tlog_proof
 
@@ -55,9 +56,11 @@ def make_bundle(
     timestamps: list[Timestamp],
     notary: NotaryKeys,
     witnessed: BundleWitnessed | None = None,
+    title_chain: TitleChain | None = None,
 ) -> dict[str, Any]:
-    """Assemble a bundle as JSON; the inclusion proof is to the sealing block's tree size, and
-    `witnessed`, if given, is a later cosigned checkpoint with the consistency proof to it."""
+    """Assemble a bundle as JSON; the inclusion proof is to the sealing block's tree size,
+    `witnessed`, if given, is a later cosigned checkpoint with the consistency proof to it, and
+    `title_chain` the links of the work the entry is or belongs to."""
     return Bundle(
         origin=origin,
         seq=seq,
@@ -77,4 +80,5 @@ def make_bundle(
             TlogProof(index=seq, proof=proof, checkpoint=checkpoint, extra=entry_data)
         ),
         witnessed=witnessed,
+        title_chain=title_chain,
     ).to_dict()

@@ -28,6 +28,7 @@ __all__ = [
     "Bundle",
     "BundleBlock",
     "BundleTimestamp",
+    "ChainLink",
     "CheckClaim",
     "CheckRegistration",
     "Claim",
@@ -45,6 +46,7 @@ __all__ = [
     "Statements",
     "Target",
     "Term",
+    "TitleChain",
     "Transfer",
     "WarcRecord",
     "Work",
@@ -568,6 +570,45 @@ class BundleWitnessed(_Part):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ChainLink(_Part):
+    """One link of a chain of title: an entry (its JSON, as the log holds it) at `seq`, and the
+    RFC 9162 inclusion proof (hex) of its leaf in the chain's checkpoint."""
+
+    seq: int
+    entry: Mapping[str, Any]
+    proof: tuple[str, ...]
+
+    @classmethod
+    def _read(cls, obj: object, path: str, errors: list[dict[str, str]]) -> ChainLink:
+        r = _Reader(obj, path, errors)
+        out = cls(seq=r.get("seq", int), entry=_json_object(r, "entry") or {},
+                  proof=r.strings("proof") or ())
+        r.done()
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class TitleChain(_Part):
+    """A work's chain of title: the registration and every entry linked to it that affects who
+    holds it, in log order, each proved included in `checkpoint` (a checkpoint of the same log,
+    that of the block that sealed the last link), and the consistency proof (hex) from the
+    bundle's own checkpoint to it. Who held the work after each link is not carried: the
+    verifier replays it."""
+
+    checkpoint: str
+    consistency: tuple[str, ...]
+    links: tuple[ChainLink, ...]
+
+    @classmethod
+    def _read(cls, obj: object, path: str, errors: list[dict[str, str]]) -> TitleChain:
+        r = _Reader(obj, path, errors)
+        out = cls(checkpoint=r.get("checkpoint", str), consistency=r.strings("consistency") or (),
+                  links=r.objects("links", ChainLink._read) or ())
+        r.done()
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
 class Bundle(_Part):
     """A `copyledger/bundle/v1` evidence bundle: everything needed to prove one entry offline.
 
@@ -589,6 +630,7 @@ class Bundle(_Part):
     notary: NotaryPublicKeys
     tlog_proof: str | None = None
     witnessed: BundleWitnessed | None = None
+    title_chain: TitleChain | None = None  # for a work, or an entry linked to one
 
     @classmethod
     def from_dict(cls, d: object) -> Bundle:
@@ -608,6 +650,8 @@ class Bundle(_Part):
             tlog_proof=r.get("tlog_proof", str, required=False),
             witnessed=(r.part("witnessed", BundleWitnessed._read)
                        if r.ok and "witnessed" in r.obj else None),
+            title_chain=(r.part("title_chain", TitleChain._read)
+                            if r.ok and "title_chain" in r.obj else None),
         )
         r.done()
         _raise_if("bundle", errors)

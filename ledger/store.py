@@ -457,6 +457,19 @@ class Store:
             found = {str(w): str(line) for w, line in conn.execute(q)}
         return [found[w] for w in witnesses if w in found]
 
+    def iter_cosigned_checkpoints(self) -> Iterator[tuple[int, str, str, str | None]]:
+        """Every kept cosignature (tree size, witness vkey, line) with the checkpoint the log
+        signed at that size (that of the first block of that size; None if there is none), by
+        size then witness (for the audit)."""
+        first = (select(blocks.c.checkpoint).where(blocks.c.tree_size == cosignatures.c.tree_size)
+                 .order_by(blocks.c.height).limit(1).scalar_subquery())
+        q = select(cosignatures.c.tree_size, cosignatures.c.witness, cosignatures.c.line,
+                   first).order_by(cosignatures.c.tree_size, cosignatures.c.witness)
+        with self.engine.connect() as conn:
+            for size, witness, line, checkpoint in conn.execute(q):
+                yield int(size), str(witness), str(line), (
+                    None if checkpoint is None else str(checkpoint))
+
     def last_cosigned(self, witness: str) -> int | None:
         """The largest tree size this witness has cosigned for us, if any."""
         q = select(func.max(cosignatures.c.tree_size)).where(cosignatures.c.witness == witness)

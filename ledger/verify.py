@@ -13,14 +13,14 @@ import binascii
 import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from copyledger.ledger import cosignature, jcs, merkle, note
+from copyledger.ledger import cosignature, jcs, links, merkle, note
 from copyledger.ledger.block import BlockHeader, check_header
-from copyledger.ledger.documents import BUNDLE_FORMAT, Bundle, Entry, Receipt
+from copyledger.ledger.documents import BUNDLE_FORMAT, Bundle, Entry, Receipt, parse_entry
 from copyledger.ledger.errors import CopyledgerError, VerificationError
 from copyledger.ledger.tlog_proof import parse_tlog_proof
 
@@ -36,6 +36,7 @@ STEPS = (
     ("block-signature", "the block note is signed by the same key and names that block"),
     ("timestamp", "RFC 3161 tokens over the block hash verify under the TSA roots"),
     ("tlog-proof", "the C2SP tlog-proof form says the same as the bundle"),
+    ("title", "every link of the work's chain of title is in the log, in order, and replays"),
     ("witnessed", "trusted witnesses cosigned a checkpoint that extends this one"),
 )
 
@@ -160,6 +161,7 @@ def verify_bundle(
         run.block_signature,
         lambda: run.timestamps(tsa_roots_pem, require_timestamp),
         run.tlog_proof,
+        run.title,
         lambda: run.witnessed(witness_keys, quorum),
     ]
     for step, check in zip(run.rep.steps, checks, strict=True):
@@ -390,6 +392,62 @@ class _Run:
             for c in cosigs]
         return _Held(f"tree size {cp.size}, consistent with size {self.size}; cosigned by "
                      + ", ".join(name for name, _ in cosigners) + f" (quorum {quorum})")
+
+    def title(self) -> _Held:
+        """Replay the chain of title the bundle carries. The holder rules are `ledger.title`'s
+        alone (`Title.of`, `Title.apply`); this step checks only that the links are the log's:
+        each included in a checkpoint this log signed that extends the entry's, each naming the
+        work, in log order, the bundled entry among them."""
+        from copyledger.ledger.title import Title
+
+        c = self.b.title_chain
+        if c is None:
+            return _skipped("the bundle carries no chain of title, so none was checked: it "
+                            "does not show who holds a work now")
+        n, _ = note.verify_note(c.checkpoint, self.log_keys)
+        cp = note.parse_checkpoint(n.text)
+        if cp.extensions or cp.origin != self.b.origin:
+            raise _Fail("the chain's checkpoint is not a plain checkpoint of this log")
+        if cp.size < self.size:
+            raise _Fail(f"the chain's checkpoint (size {cp.size}) is older than the entry's "
+                        f"({self.size})")
+        proof = [_hex(h, "title_chain.consistency hash") for h in c.consistency]
+        merkle.verify_consistency(self.size, cp.size, self.root, cp.root, proof)
+        if not c.links:
+            raise _Fail("the chain of title has no links (the first must be the work)")
+        title: Title | None = None
+        carried, prev = False, -1
+        for i, link in enumerate(c.links):
+            at = f"link {i} (seq {link.seq})"
+            try:
+                doc = parse_entry(link.entry)
+                data = doc.canonical_bytes()
+                merkle.verify_inclusion(link.seq, cp.size, merkle.leaf_hash(data),
+                                        [_hex(h, "proof hash") for h in link.proof], cp.root)
+                if link.seq <= prev:
+                    raise _Fail("out of log order (each link must come after the one before)")
+                if title is None:
+                    title = Title.of(link.seq, doc)
+                else:
+                    if not any(t == c.links[0].seq for t, _ in links.links_of(doc)):
+                        raise _Fail(f"the entry does not name work {c.links[0].seq}")
+                    title.apply(link.seq, doc)
+            except (_Fail, CopyledgerError) as e:
+                why = e.detail if isinstance(e, CopyledgerError) else str(e)
+                raise _Fail(f"{at}: {why}") from None
+            carried = carried or (link.seq, data) == (self.b.seq, self.data)
+            prev = link.seq
+        assert title is not None
+        if not carried:
+            raise _Fail(f"the bundled entry (seq {self.b.seq}) is not a link of the chain")
+        holders = [title.registrant, *(f"{li.holder_after} (seq {li.seq})" for li in title.links)]
+        self.rep.facts["title_chain"] = {
+            "work_seq": c.links[0].seq, "registrant": title.registrant, "holder": title.holder,
+            "links": [asdict(li) for li in title.links],
+            "licences": [asdict(li) for li in title.licences], "tree_size": cp.size,
+        }
+        return _Held(f"work {c.links[0].seq}: " + " → ".join(holders)
+                     + f"; {len(title.licences)} licence(s); as of tree size {cp.size}")
 
 
 def _certs(pems: Sequence[str]) -> list[Any]:

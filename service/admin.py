@@ -68,7 +68,8 @@ def audit_registry(
     with _store(s) as store:
         on_start(store.tree_size() - (since.tree_size if since else 0))
         rep = audit(store, keys, progress=progress, tsa_roots_pem=roots,
-                    workers=workers or os.cpu_count() or 1, since=since)
+                    workers=workers or os.cpu_count() or 1, since=since,
+                    witness_keys=[vkey for _, vkey in s.witness_list])
     if rep.state is not None:
         _save_state(path, rep.state)
     return rep

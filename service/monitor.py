@@ -30,9 +30,12 @@ pass bytes.
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -56,6 +59,7 @@ __all__ = [
     "Follower",
     "LogMisbehaved",
     "Mirror",
+    "MonitorStatus",
     "Update",
     "VerifiedCheckpoint",
     "open_follower",
@@ -458,6 +462,50 @@ class Follower:
                            f"(entry {seq}) on: ours {ours.hex()}, the log's {theirs.hex()}",
                            size, root, cp, first_difference=seq + 1, ours=ours, theirs=theirs,
                            seq=seq)
+
+
+@dataclass
+class MonitorStatus:
+    """What a serving monitor reports about its polls (`/metrics`): how many reached the log,
+    when the last did and the last held, and the alerts by kind. The same alert raised again by
+    the next poll (the log still serving the same bad state) is counted once, and `repeated`
+    says so, so that a webhook hears of it once."""
+
+    checks: int = 0
+    last_check: float = 0.0  # POSIX time of the last poll that reached the log; 0: none yet
+    last_verified: float = 0.0  # ... of the last poll that held
+    alerts: Counter[str] = field(default_factory=Counter)
+    last_alert: dict[str, Any] | None = None  # the latest alert (as `Alert.to_dict`)
+    alerting: bool = False  # the last poll raised an alert
+    repeated: bool = False  # ... the same as the one before it
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def poll(self, follower: Follower) -> Update:
+        """`follower.poll()`, recorded. LogMisbehaved passes through after it is counted;
+        transport errors pass through uncounted (the log was not reached)."""
+        try:
+            up = follower.poll()
+        except LogMisbehaved as e:
+            alert = e.alert.to_dict()
+            with self._lock:
+                self.checks, self.last_check = self.checks + 1, time.time()
+                self.repeated = self.alerting and alert == self.last_alert
+                if not self.repeated:
+                    self.alerts[e.alert.kind] += 1
+                self.last_alert, self.alerting = alert, True
+            raise
+        with self._lock:
+            self.checks += 1
+            self.last_check = self.last_verified = time.time()
+            self.alerting = self.repeated = False
+        return up
+
+    def snapshot(self) -> dict[str, Any]:
+        """A consistent copy of the counters, for one scrape."""
+        with self._lock:
+            return {"checks": self.checks, "last_check": self.last_check,
+                    "last_verified": self.last_verified, "alerts": dict(self.alerts),
+                    "alerting": self.alerting, "last_alert": self.last_alert}
 
 
 def _int(v: object) -> int | None:

@@ -12,6 +12,7 @@ from copyledger.ledger.entry import valid_sha256
 from copyledger.ledger.errors import InvalidInput, NotFound
 from copyledger.ledger.store import EntryRow
 from copyledger.service.node import Node
+from copyledger.service.title import title_chain_proofs, work_of
 
 SEARCH_LIMIT = 1000  # the oldest registrations come first, so priority is never cut off
 
@@ -142,7 +143,8 @@ def search(node: Node, sha256: str) -> dict[str, Any]:
 
 
 def bundle(node: Node, seq: int) -> dict[str, Any]:
-    """The evidence bundle (`copyledger/bundle/v1`) of entry `seq`."""
+    """The evidence bundle (`copyledger/bundle/v1`) of entry `seq`; for a work, or an entry in
+    a work's chain of title, with every link of that chain."""
     row = node.store.get_entry(seq)
     blk = node.store.get_block(row.block_height)
     size = blk.header.tree_size
@@ -151,6 +153,7 @@ def bundle(node: Node, seq: int) -> dict[str, Any]:
     if found is not None and found[0] >= size:
         proof = merkle.consistency_proof(size, found[0], node.store)
         witnessed = BundleWitnessed(checkpoint=found[1], consistency=tuple(h.hex() for h in proof))
+    work_seq = work_of(node, row)
     return make_bundle(
         origin=node.origin,
         seq=seq,
@@ -164,4 +167,5 @@ def bundle(node: Node, seq: int) -> dict[str, Any]:
         timestamps=[Timestamp(t, tok) for t, tok in node.store.get_timestamps(blk.header.height)],
         notary=node.notary_keys(),
         witnessed=witnessed,
+        title_chain=None if work_seq is None else title_chain_proofs(node, work_seq, size),
     )

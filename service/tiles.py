@@ -34,6 +34,7 @@ __all__ = [
     "export_registry",
     "read_tile",
     "tile",
+    "tile_at",
 ]
 
 FULL_TILE_CACHE = "public, max-age=31536000, immutable"
@@ -81,13 +82,19 @@ def checkpoint(node: Node) -> str:
 
 
 def tile(node: Node, path: str) -> tuple[t.Tile, bytes]:
-    """The tile a path names and its bytes in the node's current tree. A path that names no
-    tile is NotFound, as it would be on a static server."""
+    """The tile a path names and its bytes in the node's current tree."""
+    return tile_at(node.store, path, node.sequencer.state.size)
+
+
+def tile_at(source: TileSource, path: str, size: int) -> tuple[t.Tile, bytes]:
+    """The tile a path names and its bytes in the tree of `size` leaves of `source` (the
+    registry's store, or a monitor's verified copy). A path that names no tile is NotFound, as
+    it would be on a static server."""
     try:
         want = t.parse_path(path)
     except InvalidInput as e:
         raise NotFound(e.detail) from None
-    return want, read_tile(node.store, want, node.sequencer.state.size)
+    return want, read_tile(source, want, size)
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from copyledger.ledger import jcs, links, merkle
+from copyledger.ledger.documents import ChainLink, TitleChain
 from copyledger.ledger.errors import InvalidInput, NotFound
 from copyledger.ledger.store import EntryRow
 from copyledger.ledger.title import Title, chain_of_title
@@ -25,10 +26,40 @@ def load_title(node: Node, work_seq: int) -> tuple[Title, dict[str, Any], list[A
     if row.kind != "work":
         raise InvalidInput(f"work_seq: entry {work_seq} is a {row.kind}, not a work",
                            errors=[{"field": "work_seq", "message": "not a work"}])
-    rows = node.store.get_entries(node.store.linked(work_seq, links.TRANSFER))
-    transfers = [(r, _parsed(r)) for r in rows]
+    transfers = [(r, _parsed(r)) for r in _transfer_rows(node, work_seq)]
     title = chain_of_title(work_seq, work, [(r.seq, t) for r, t in transfers])
     return title, work, transfers
+
+
+def _transfer_rows(node: Node, work_seq: int) -> list[EntryRow]:
+    return node.store.get_entries(node.store.linked(work_seq, links.TRANSFER))
+
+
+def work_of(node: Node, row: EntryRow) -> int | None:
+    """The work whose chain of title the entry `row` belongs to (itself, if it is a work), by
+    its stored links; None for an entry outside every chain (evidence, claims, rotations)."""
+    if row.kind == "work":
+        return row.seq
+    return next((target for target, _, rel in node.store.links_between(row.seq, row.seq + 1)
+                 if rel == links.TRANSFER), None)
+
+
+def title_chain_proofs(node: Node, work_seq: int, size: int) -> TitleChain:
+    """The work's chain of title as a bundle carries it: the registration and its transfers in
+    log order, each with its inclusion proof in the checkpoint of the block that sealed the last
+    of them, and the consistency proof from the tree of `size` (the bundle's own) to that one.
+    That checkpoint changes only when the title does, so the bundle stays a stable document."""
+    rows = [node.store.get_entry(work_seq), *_transfer_rows(node, work_seq)]
+    blk = node.store.get_block(rows[-1].block_height)  # the bundled entry is a link: size <= at
+    at = blk.header.tree_size
+    proofs = merkle.inclusion_proofs([r.seq for r in rows], at, node.store)
+    return TitleChain(
+        checkpoint=blk.checkpoint,
+        consistency=tuple(h.hex() for h in merkle.consistency_proof(size, at, node.store)),
+        links=tuple(ChainLink(seq=r.seq, entry=jcs.parse_object(r.data),
+                              proof=tuple(h.hex() for h in p))
+                    for r, p in zip(rows, proofs, strict=True)),
+    )
 
 
 def claim_entry(node: Node, seq: int) -> tuple[EntryRow, dict[str, Any]]:

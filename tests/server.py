@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import signal
 import socket
@@ -26,10 +28,13 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 class ServerProcess:
     def __init__(self, data_dir: Path, database: str = "", *, command: tuple[str, ...] = ("serve",),
-                 port: int | None = None, **env: str) -> None:
+                 port: int | None = None, listen: str = "--port", **env: str) -> None:
+        """`listen` is the option that takes the port: `--port N`, or for `--serve`,
+        `--serve 127.0.0.1:N` (a monitor's)."""
         self.data_dir = data_dir
         self.database = database
         self.command = command
+        self.listen = listen
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "COPYLEDGER_LOG_JSON": "true", **env}
@@ -37,8 +42,9 @@ class ServerProcess:
         self.log = data_dir.parent / f"server-{self.port}.log"
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
+        where = f"127.0.0.1:{self.port}" if self.listen == "--serve" else str(self.port)
         args = [sys.executable, "-m", "copyledger.cli", *self.command,
-                "--data-dir", str(self.data_dir), "--port", str(self.port)]
+                "--data-dir", str(self.data_dir), self.listen, where]
         if self.database:
             args += ["--database", self.database]
         self.proc = subprocess.Popen(args, env=self.env, stdout=self.log.open("ab"),
@@ -67,3 +73,25 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+
+
+def init_registry(data_dir: Path, role: str = "creator") -> tuple[str, str]:
+    """`copyledger init` a registry and create an API key: (the log's verifier key, the key)."""
+    made = cli("init", "--data-dir", str(data_dir), "--json")
+    assert made.returncode == 0, made.stdout + made.stderr
+    key = cli("keys", "create", "--role", role, "--data-dir", str(data_dir), "--json")
+    assert key.returncode == 0, key.stdout + key.stderr
+    return str(json.loads(made.stdout)["verifier_key"]), str(json.loads(key.stdout)["key"])
+
+
+def post_works(url: str, key: str, n: int, salt: str = "") -> list[int]:
+    """Register `n` small works (content hashes of `salt` and a counter) over HTTP: their seqs."""
+    seqs = []
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as c:
+        for i in range(n):
+            r = c.post("/v1/works", json={
+                "sha256": hashlib.sha256(f"{salt}{i}".encode()).hexdigest(),
+                "title": f"w{salt}{i}", "creators": ["A"], "work_type": "text"})
+            r.raise_for_status()
+            seqs.append(int(r.json()["seq"]))
+    return seqs

@@ -332,21 +332,71 @@ def test_a_bundle_refreshed_after_1000_more_entries(tmp_path: Path, port: int,
     assert r.returncode == 1 and json.loads(r.stdout)["failed_step"] == "witnessed"
 
 
-def witnessed_bundle(tmp: Path, seq: int = 2) -> tuple[dict[str, Any], str, str]:
-    """A bundle with a witnessed checkpoint, made without threads or sockets: the node is filled,
-    then its Cosigner's pass runs once against the witness app. (bundle, log vkey, witness vkey)"""
+def cosigned_registry(tmp: Path) -> tuple[Node, str]:
+    """A registry of 6 entries whose latest checkpoint a witness cosigned, made without threads
+    or sockets: the node is filled, then its Cosigner's pass runs once against the witness app.
+    (the node, not started: close its store; the witness's vkey)"""
     signer = FileSigner.generate(W, tmp / "w.key")
     n = open_registry(tmp / "a")
     n.start()
     fill(n, 6)
     n.stop()
     n = open_registry(tmp / "a", witnesses=f"http://testserver {vkey_of(signer)}")
+    with TestClient(create_witness_app(make_witness(tmp, signer, n))) as http:
+        n.cosigner.run_once(http)
+    return n, vkey_of(signer)
+
+
+def witnessed_bundle(tmp: Path, seq: int = 2) -> tuple[dict[str, Any], str, str]:
+    """A bundle with a witnessed checkpoint (cosigned_registry's). (bundle, log vkey, witness
+    vkey)"""
+    n, wkey = cosigned_registry(tmp)
     try:
-        with TestClient(create_witness_app(make_witness(tmp, signer, n))) as http:
-            n.cosigner.run_once(http)
-        return reads.bundle(n, seq), n.verifier_key, vkey_of(signer)
+        return reads.bundle(n, seq), n.verifier_key, wkey
     finally:
         n.store.close()
+
+
+def test_the_audit_checks_every_kept_cosignature(tmp_path: Path) -> None:
+    """Each kept cosignature must verify under its witness's key over the checkpoint the log
+    signed at its size: a forged row, a row moved to another size, or one for a size the log
+    never signed fails the audit, naming the size and the witness."""
+    from copyledger.ledger.audit import audit
+    from copyledger.service.admin import audit_registry
+
+    (tmp_path / "base").mkdir()
+    n, wkey = cosigned_registry(tmp_path / "base")
+    size = n.sequencer.state.size
+    earlier = next(b.header.tree_size for b in n.store.iter_blocks()
+                   if 0 < b.header.tree_size < size)  # signed by the log, not cosigned
+    line = n.store.cosignature_lines(size, [wkey])[0]
+    n.store.close()
+    rep = audit_registry(n.settings)
+    assert rep.ok, rep.problem
+    assert any("1 kept witness cosignatures verify" in c for c in rep.checked), rep.checked
+
+    def audited(row: tuple[int, str, str] | None, *, configured: list[str]) -> Any:
+        copy_dir = tmp_path / f"copy{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(tmp_path / "base", copy_dir)
+        m = open_registry(copy_dir / "a")
+        try:
+            if row is not None:
+                assert m.store.add_cosignature(*row)
+            return audit(m.store, m.verifier_key, witness_keys=configured)
+        finally:
+            m.store.close()
+
+    rep = audited(None, configured=[])  # the witness was dropped from the settings since
+    assert rep.ok and any("(1 by witnesses no longer configured)" in c for c in rep.checked)
+    for row, why in [
+        ((earlier, wkey, flip_cosignature("x\n" + line).split("\n", 1)[1]), "invalid"),
+        ((earlier, wkey, line), "invalid"),  # a true cosignature, of another size
+        ((size + 5, wkey, line), "the log signed no checkpoint of that size"),
+        ((earlier, W + "+00000000+AQ==", line), ""),  # not a witness key at all
+    ]:
+        rep = audited(row, configured=[wkey])
+        assert not rep.ok, row
+        assert f"tree size {row[0]} by {row[1]}" in str(rep.problem) and why in str(rep.problem)
 
 
 def test_one_pass_without_threads(tmp_path: Path) -> None:

@@ -104,7 +104,7 @@ NOT_EVIDENCE = {("timestamps", 0, "tsa"), ("notary", "log_keys", 0, "valid_from"
 EXPECTED = {
     "format": "format", "origin": "checkpoint", "seq": "inclusion", "leaf_hash": "entry",
     "entry": "entry", "inclusion": "inclusion", "checkpoint": "checkpoint", "block": "block",
-    "timestamps": "timestamp", "tlog_proof": "tlog-proof",
+    "timestamps": "timestamp", "tlog_proof": "tlog-proof", "title_chain": "title",
 }
 
 

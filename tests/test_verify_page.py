@@ -20,7 +20,7 @@ import pytest
 
 from copyledger.ledger import jcs
 from copyledger.ledger.verify import verify_bundle
-from tests.server import ServerProcess, cli
+from tests.server import ServerProcess, init_registry, post_works
 from tests.test_verify import flip_char, leaves, set_at
 
 pytestmark = pytest.mark.slow
@@ -68,17 +68,12 @@ def browser() -> Iterator[Any]:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("verify-page")
     data = root / "data"
-    assert cli("init", "--data-dir", str(data)).returncode == 0
-    made = cli("keys", "create", "--role", "creator", "--data-dir", str(data), "--json")
-    key = json.loads(made.stdout)["key"]
+    _, key = init_registry(data)
     srv = ServerProcess(data).start()
     try:
+        post_works(srv.url, key, 3)  # so the exhibit's inclusion proof has hashes in it
         h = {"Authorization": f"Bearer {key}"}
         with httpx.Client(base_url=srv.url, headers=h, timeout=30) as c:
-            for i in range(3):  # so the exhibit's inclusion proof has hashes in it
-                c.post("/v1/works", json={"sha256": hashlib.sha256(b"%d" % i).hexdigest(),
-                                          "title": f"w{i}", "creators": ["A"],
-                                          "work_type": "text"}).raise_for_status()
             r = c.post("/v1/works", files={"file": ("harbour.jpg", EXHIBIT, "image/jpeg")},
                        data={"title": "Harbour <at> dawn", "creators": ["Zoë"],
                              "work_type": "image"})
@@ -134,6 +129,7 @@ def test_qr_link_mode_verifies_the_file_then_rejects_a_wrong_one(
     steps = step_statuses(page)
     assert steps.pop("timestamp") == "external"  # signature: openssl, commands shown
     assert steps.pop("witnessed") == "skipped"  # this registry has no witnesses
+    assert steps.pop("title") == "external"  # links checked; holders replayed by the CLI only
     assert set(steps.values()) == {"ok"}, steps
     assert hashlib.sha256(EXHIBIT).hexdigest() in page.locator("#exhibit-info").inner_text()
     assert "Harbour <at> dawn" in page.locator("#facts").inner_text()  # as text, not markup
@@ -285,10 +281,11 @@ def test_page_names_witnesses_as_not_verified(page: Any, server: dict[str, Any],
     for case, steps in zip((b, broken), out, strict=True):
         assert steps["witnessed"][0] == "skipped", steps
         assert "NOT verified" in steps["witnessed"][1] and W in steps["witnessed"][1]
+        assert steps["title"][0] == "external" and "copyledger verify" in steps["title"][1]
         assert all(s == "ok" for name, (s, _) in steps.items()
-                   if name not in ("file", "timestamp", "witnessed")), steps
+                   if name not in ("file", "timestamp", "witnessed", "title")), steps
         rep = verify_bundle(case, trusted_keys=[log_vkey])
-        assert rep.ok and rep.steps[-1].status == "skipped"
+        assert rep.ok and {s.name: s.status for s in rep.steps}["witnessed"] == "skipped"
 
 
 def test_jcs_and_streaming_sha256_agree_with_python(page: Any, server: dict[str, Any]) -> None:
@@ -352,3 +349,37 @@ def test_page_and_assets_are_served_with_a_strict_policy(server: dict[str, Any])
     for bad in ("../app.py", "nope.js", "verify.html"):
         assert httpx.get(f"{url}/static/{bad}").status_code == 404
 
+
+
+def test_page_refuses_chain_of_title_tampering_at_the_title_step(
+    page: Any, server: dict[str, Any], tmp_path: Path
+) -> None:
+    """A reordered, foreign or altered link, or a chain not signed by the log: the page fails
+    the title step as ledger/verify.py does. (A dropped link that only the holder replay
+    catches is the CLI's: the page does not restate the title rules, and says so.)"""
+    from tests.test_title_bundle import make_title_log, tampered_chains
+
+    made = make_title_log(tmp_path)
+    cases = tampered_chains(made)
+    page.goto(f"{server['url']}/verify")
+    verdict(page, "waiting")
+    js = page.evaluate(
+        """async ([cases, pin]) => {
+            const out = [];
+            for (const b of cases) {
+                const r = await window.copyledgerVerify.verify(b, null, [pin]);
+                const f = r.results.find((s) => s.status === 'failed');
+                out.push(f ? f.name : Object.fromEntries(r.results.map((s) => [s.name, s.status])));
+            }
+            return out;
+        }""", [[b for _, b in cases], made["vkey"]])
+    for (name, b), js_failed in zip(cases, js, strict=True):
+        rep = verify_bundle(b, trusted_keys=[made["vkey"]])
+        assert rep.failed is not None and rep.failed.name == "title", name
+        assert js_failed == "title", (name, js_failed)
+    good = made["bundles"][made["ab"]]
+    ok = page.evaluate("""async ([b, pin]) => {
+        const r = await window.copyledgerVerify.verify(b, null, [pin]);
+        return Object.fromEntries(r.results.map((s) => [s.name, s.status]));
+    }""", [good, made["vkey"]])
+    assert ok["title"] == "external", ok

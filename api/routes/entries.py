@@ -54,7 +54,8 @@ def get_proof(
     description="One self-contained JSON document that proves the entry offline: the entry, its "
     "leaf hash, the inclusion proof to the signed checkpoint of the block that sealed it, the "
     "block header and signed block note, the RFC 3161 tokens over the block hash, the notary's "
-    "keys and TSA certificates, and the same proof in C2SP tlog-proof text form. Verify it with "
+    "keys and TSA certificates, the same proof in C2SP tlog-proof text form, and for a work or "
+    "a transfer the work's chain of title, each link with its proof. Verify it with "
     "`copyledger verify BUNDLE [FILE]`; docs/verification.md specifies each step.",
     response_model=BundleOut,
     responses={**answers(BUNDLE_EXAMPLE), **problems(404, 422)},

@@ -27,6 +27,7 @@
     ['block-signature', 'The block note is signed by the same key and names that block'],
     ['timestamp', 'The RFC 3161 time-stamp token covers the block hash'],
     ['tlog-proof', 'The C2SP tlog-proof form says the same as the bundle'],
+    ['title', "Every link of the work's chain of title is in the log, in order, and replays"],
     ['witnessed', 'Trusted witnesses cosigned a checkpoint that extends this one'],
   ];
 
@@ -254,6 +255,35 @@
     return r;
   }
 
+  /** RFC 9162 section 2.1.4.2, as ledger/merkle.py's verify_consistency (same edge cases). */
+  async function verifyConsistency(oldSize, newSize, oldRoot, newRoot, proof) {
+    if (oldSize === 0n || newSize < oldSize) fail(`tree size ${oldSize} cannot precede ${newSize}`);
+    if (oldSize === newSize) {
+      if (proof.length) fail('equal tree sizes need an empty consistency proof');
+      if (!eq(oldRoot, newRoot)) fail('equal tree sizes but different roots');
+      return;
+    }
+    if (!proof.length) fail('empty consistency proof for different tree sizes');
+    const path = (oldSize & (oldSize - 1n)) === 0n ? [oldRoot, ...proof] : [...proof];
+    let fn = oldSize - 1n, sn = newSize - 1n;
+    while ((fn & 1n) === 1n) { fn >>= 1n; sn >>= 1n; }
+    let fr = path[0], sr = path[0];
+    for (const c of path.slice(1)) {
+      if (sn === 0n) fail('the consistency proof is too long');
+      if ((fn & 1n) === 1n || fn === sn) {
+        fr = await nodeHash(c, fr);
+        sr = await nodeHash(c, sr);
+        if ((fn & 1n) === 0n) while (fn !== 0n && (fn & 1n) === 0n) { fn >>= 1n; sn >>= 1n; }
+      } else {
+        sr = await nodeHash(sr, c);
+      }
+      fn >>= 1n; sn >>= 1n;
+    }
+    if (sn !== 0n) fail('the consistency proof is too short');
+    if (!eq(fr, oldRoot)) fail('the consistency proof does not lead to the old root');
+    if (!eq(sr, newRoot)) fail('the consistency proof does not lead to the new root');
+  }
+
   // ------------------------------------------------------------ C2SP signed notes
 
   const CONTROL = /[\x00-\x09\x0b-\x1f]/;
@@ -457,6 +487,8 @@
       ['tsa_roots', 'strings', true], ['tsa_chain', 'strings', false]]],
     ['tlog_proof', 'string', false],
     ['witnessed', 'object', false, [['checkpoint', 'string', true], ['consistency', 'strings', true]]],
+    ['title_chain', 'object', false, [['checkpoint', 'string', true], ['consistency', 'strings', true],
+      ['links', 'objects', true, [['seq', 'integer', true], ['entry', 'object', true], ['proof', 'strings', true]]]]],
   ];
   const isObj = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
   const TYPES = {
@@ -588,6 +620,7 @@
       if (cp.origin !== b.origin) fail(`the checkpoint is for log ${JSON.stringify(cp.origin)}, not ${JSON.stringify(b.origin)}`);
       if (cp.size !== ctx.size || !eq(cp.root, ctx.root)) fail("the signed checkpoint's size and root differ from the inclusion proof's");
       ctx.verifiers = n.signers;
+      ctx.logKeys = verifiers;
       const pinned = ctx.trust === 'pinned';
       const how = pinned ? 'a key you pinned' : 'the key in the bundle (not pinned)';
       for (const v of n.signers) {
@@ -703,6 +736,53 @@
         status: 'skipped',
         detail: `no witness keys given, so witness cosignatures were not checked; the bundle names as cosigners: ${who} `
           + '(NOT verified) — check with copyledger verify --witness <key> --quorum <n>',
+      };
+    },
+
+    // The links are checked here as ledger/verify.py checks them: each in a checkpoint this log
+    // signed that extends the entry's, in log order, naming the work, the bundled entry among
+    // them. Who held the work after each link is ledger/title.py's replay, which this page does
+    // not restate: it names the links, as NOT replayed, and leaves the holder to copyledger verify.
+    async title(ctx) {
+      const b = ctx.bundle, c = b.title_chain;
+      if (c === undefined) {
+        return { status: 'skipped', detail: 'the bundle carries no chain of title, so none was checked: it does not show who holds a work now' };
+      }
+      const cp = parseCheckpoint((await verifyNote(c.checkpoint, ctx.logKeys)).text);
+      if (cp.origin !== b.origin) fail("the chain's checkpoint is not a plain checkpoint of this log");
+      if (cp.size < ctx.size) fail(`the chain's checkpoint (size ${cp.size}) is older than the entry's (${ctx.size})`);
+      const cons = c.consistency.map((h) => fromHex(h, 'title_chain.consistency hash'));
+      await verifyConsistency(ctx.size, cp.size, ctx.root, cp.root, cons);
+      if (!c.links.length) fail('the chain of title has no links (the first must be the work)');
+      const work = c.links[0].seq;
+      const names = (e) => (isObj(e.work) && e.work.seq === work) || e.refers_to === work
+        || (Array.isArray(e.works) && e.works.some((w) => isObj(w) && w.seq === work));
+      let prev = -1, carried = false;
+      for (const [i, link] of c.links.entries()) {
+        try {
+          checkEntry(link.entry);
+          const data = enc.encode(jcs(link.entry));
+          const proof = link.proof.map((h) => fromHex(h, 'proof hash'));
+          if (!eq(await rootFromInclusion(BigInt(link.seq), cp.size, await leafHash(data), proof), cp.root)) {
+            fail('the inclusion proof does not lead to the root');
+          }
+          if (link.seq <= prev) fail('out of log order (each link must come after the one before)');
+          if (i === 0 && link.entry.kind !== 'work') fail(`entry ${link.seq} is a ${link.entry.kind}, not a work`);
+          if (i > 0 && !names(link.entry)) fail(`the entry does not name work ${work}`);
+          carried = carried || (link.seq === b.seq && eq(data, ctx.data));
+          prev = link.seq;
+        } catch (e) {
+          if (e instanceof Fail) fail(`link ${i} (seq ${link.seq}): ${e.message}`);
+          throw e;
+        }
+      }
+      if (!carried) fail(`the bundled entry (seq ${b.seq}) is not a link of the chain`);
+      const seqs = c.links.map((l) => `${l.seq} (${l.entry.kind})`).join(', ');
+      ctx.facts.push(['Chain of title links (in the log; holders NOT replayed by this page)', seqs]);
+      return {
+        status: 'external',
+        detail: `${c.links.length} link(s) of work ${work} in the log as of tree size ${cp.size}: ${seqs}. `
+          + 'Who held the work after each: check with copyledger verify, which replays the chain.',
       };
     },
   };

@@ -1,0 +1,119 @@
+"""A split view caught end to end, with real processes: one log's database copied and diverging
+after entry N, each copy served by its own `copyledger serve`; one `copyledger witness serve`
+that both copies send their checkpoints to; a monitor (`copyledger monitor`) and the offline
+verifier (`copyledger verify --witness`). The witness cosigns branch A and refuses branch B
+with the spec's status; the monitor that saw A reports B's fork at the first differing tree
+size with both hashes; a bundle from B fails `verify --quorum 1`, one from A passes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+from copyledger.ledger import note
+from tests.server import ServerProcess, cli, init_registry, post_works
+from tests.test_cosign import W, wait_for
+from tests.test_monitor import monitor_cli
+from tests.test_witness import body
+
+pytestmark = pytest.mark.slow
+
+N = 5  # entries both branches share
+
+
+def cosigned_size(url: str) -> int | None:
+    r = httpx.get(url + "/v1/log/cosigned-checkpoint", timeout=10)
+    if r.status_code == 404:
+        return None
+    r.raise_for_status()
+    return note.parse_checkpoint(note.parse_note(r.text).text).size
+
+
+def log_state(url: str) -> tuple[str, int]:
+    signed = httpx.get(url + "/checkpoint", timeout=10).text
+    return signed, note.parse_checkpoint(note.parse_note(signed).text).size
+
+
+def root_at(url: str, size: int) -> str:
+    r = httpx.get(url + "/v1/log/consistency", params={"from": size}, timeout=10)
+    return str(r.json()["old_root"])
+
+
+def test_a_split_view_is_caught_by_the_witness_the_monitor_and_the_verifier(
+        tmp_path: Path) -> None:
+    a_dir, b_dir = tmp_path / "a" / "data", tmp_path / "b" / "data"
+    vkey, key = init_registry(a_dir)
+    first = ServerProcess(a_dir).start()
+    try:
+        post_works(first.url, key, N)
+    finally:
+        first.stop()
+    shutil.copytree(tmp_path / "a", tmp_path / "b")  # the operator's second copy
+
+    wdir = tmp_path / "w" / "data"
+    made = cli("witness", "init", "--data-dir", str(wdir), "--name", W, "--log", vkey, "--json")
+    assert made.returncode == 0, made.stdout + made.stderr
+    wkey = json.loads(made.stdout)["verifier_key"]
+    witness = ServerProcess(wdir, command=("witness", "serve")).start()
+    asked = {"COPYLEDGER_WITNESSES": f"{witness.url} {wkey}"}
+    a = ServerProcess(a_dir, **asked)
+    b = ServerProcess(b_dir, **asked)
+    try:
+        a.start()
+        b.start()
+        post_works(a.url, key, 3, salt="A")
+        _, size_a = log_state(a.url)
+        wait_for(lambda: cosigned_size(a.url) == size_a, "branch A was not cosigned")
+        post_works(b.url, key, 5, salt="B")
+        signed_b, size_b = log_state(b.url)
+        assert size_b > size_a > N
+        assert root_at(a.url, N) == root_at(b.url, N)
+
+        # The witness refuses B, as C2SP tlog-witness says: 409 (with its size) for an old size
+        # that is not the last it cosigned, 422 for B's own proof from A's size.
+        post = lambda req: httpx.post(witness.url + "/add-checkpoint", content=req,  # noqa: E731
+                                      timeout=10)
+        stale = post(body(N, [bytes.fromhex(h) for h in httpx.get(
+            b.url + "/v1/log/consistency", params={"from": N}).json()["proof"]], signed_b))
+        assert stale.status_code == 409 and stale.text.strip() == str(size_a)
+        proof_b = [bytes.fromhex(h) for h in httpx.get(
+            b.url + "/v1/log/consistency", params={"from": size_a}).json()["proof"]]
+        assert post(body(size_a, proof_b, signed_b)).status_code == 422
+        # B's own cosigner is refused too: it never gets a cosigned checkpoint past the fork
+        found = cosigned_size(b.url)
+        assert found is None or found <= N
+        assert cosigned_size(a.url) == size_a  # while A stays cosigned
+
+        # The monitor that followed A reports B's fork: first differing size, both hashes.
+        mdir = tmp_path / "monitor"
+        code, up = monitor_cli(a.url, vkey, mdir)
+        assert code == 0 and up["tree_size"] == size_a, up
+        code, alert = monitor_cli(b.url, vkey, mdir)
+        assert code == 1, alert
+        assert alert["alert"] == "fork"
+        assert alert["first_difference"] == {"tree_size": N + 1, "ours": root_at(a.url, N + 1),
+                                             "theirs": root_at(b.url, N + 1)}
+        assert alert["verified"] == {"tree_size": size_a, "root": root_at(a.url, size_a)}
+        assert alert["served"] == {"tree_size": size_b, "root": root_at(b.url, size_b)}
+
+        # A bundle of an entry only B has fails `verify --witness --quorum 1`; A's passes.
+        only_b, on_a = tmp_path / "b-bundle.json", tmp_path / "a-bundle.json"
+        only_b.write_text(httpx.get(f"{b.url}/v1/entries/{size_b - 1}/bundle").text)
+        on_a.write_text(httpx.get(f"{a.url}/v1/entries/{size_a - 1}/bundle").text)
+        args = ["--trust", vkey, "--witness", wkey, "--quorum", "1", "--json"]
+        r = cli("verify", str(only_b), *args)
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert json.loads(r.stdout)["failed_step"] == "witnessed"
+        r = cli("verify", str(on_a), *args)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert json.loads(r.stdout)["facts"]["witnesses"][0]["name"] == W
+        # the log's own signature alone does not tell the branches apart
+        r = cli("verify", str(only_b), "--trust", vkey, "--json")
+        assert r.returncode == 0, r.stdout + r.stderr
+    finally:
+        for p in (a, b, witness):
+            p.stop()
