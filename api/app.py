@@ -15,7 +15,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from copyledger.api import auth, metrics, problems
 from copyledger.api.deps import FastJSONResponse
-from copyledger.api.routes import claims, entries, log, pages, tiles, transfers, tsa, works
+from copyledger.api.routes import (
+    claims,
+    entries,
+    explorer,
+    log,
+    pages,
+    tiles,
+    transfers,
+    tsa,
+    works,
+)
 from copyledger.ledger.block import BlockHeader
 from copyledger.ledger.errors import CopyledgerError, PayloadTooLarge
 from copyledger.service.apikeys import KeyCache
@@ -202,7 +212,7 @@ def create_app(node: Node, *, manage: bool = True) -> FastAPI:
     node.external.on_missing = lambda url, n: metrics.EXTERNAL_MISSING.labels(url).set(n)
     node.cosigner.on_lag = lambda vkey, n: metrics.WITNESS_LAG.labels(vkey).set(n)
     problems.install(app)
-    for r in (works, entries, log, tiles, tsa, transfers, claims, pages):
+    for r in (works, entries, log, tiles, tsa, transfers, claims, pages, explorer):
         app.include_router(r.router)
     app.state.tsa_limiter = tsa.RateLimiter(node.settings.timestamp_rate_per_s)
 
