@@ -270,8 +270,8 @@ def _blocks_table(rows: list[dict[str, Any]], root: str, caption: str) -> str:
 
 
 def _range(b: dict[str, Any]) -> str:
-    if b["count"] == 0:
-        return "—"
+    if b["count"] <= 1:
+        return str(b["first_seq"]) if b["count"] else "—"
     return f"{b['first_seq']}–{b['first_seq'] + b['count'] - 1}"
 
 

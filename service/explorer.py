@@ -56,7 +56,8 @@ def _label(e: dict[str, Any]) -> str:
         if isinstance(e.get(key), str) and e[key]:
             return str(e[key])
     if isinstance(e.get("claimant"), dict):
-        return f"{e.get('notice_type', '')} by {e['claimant'].get('name', '')}".strip()
+        notice = str(e.get("notice_type", "")).replace("_", "-")
+        return f"{notice} by {e['claimant'].get('name', '')}".strip()
     if "from" in e and "to" in e:
         return f"{e.get('transfer_type', e.get('kind', ''))}: {e['from']} to {e['to']}"
     return ""
