@@ -215,7 +215,8 @@ def layout(title: str, body: str, depth: int, *, script: bool = False) -> str:
     t = EN["layout"]
     root = "../" * depth
     home = root or "./"
-    js = f'<script src="{root}static/explorer.js" defer></script>' if script else ""
+    js = (f'<script src="{root}static/dropzone.js" defer></script>'
+          f'<script src="{root}static/explorer.js" defer></script>') if script else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1">

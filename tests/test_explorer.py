@@ -92,6 +92,7 @@ def test_home_says_what_the_registry_is_and_shows_its_state(
     assert "http://" not in html and "https://" not in html  # no third-party asset
     assert c.get("/static/explorer.js").status_code == 200
     assert c.get("/static/explorer.css").status_code == 200
+    assert c.get("/static/dropzone.js").status_code == 200
     assert "/" not in c.get("/openapi.json").json()["paths"]  # HTML pages are not the API
 
 

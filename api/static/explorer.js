@@ -32,17 +32,8 @@
   }
 
   function init() {
-    const drop = $('drop');
-    if (!drop) return;
-    for (const ev of ['dragenter', 'dragover']) {
-      document.addEventListener(ev, (e) => { e.preventDefault(); drop.classList.add('over'); });
-    }
-    document.addEventListener('dragleave', (e) => { if (!e.relatedTarget) drop.classList.remove('over'); });
-    document.addEventListener('drop', (e) => {
-      e.preventDefault();
-      drop.classList.remove('over');
-      if (e.dataTransfer && e.dataTransfer.files.length) lookUp(e.dataTransfer.files[0]);
-    });
+    if (!$('drop')) return;
+    window.copyledgerDropZone($('drop'), (files) => lookUp(files[0]));
     $('file').addEventListener('change', (e) => { if (e.target.files[0]) lookUp(e.target.files[0]); });
   }
 

@@ -953,16 +953,7 @@
   }
 
   function init() {
-    const drop = $('drop');
-    for (const ev of ['dragenter', 'dragover']) {
-      document.addEventListener(ev, (e) => { e.preventDefault(); drop.classList.add('over'); });
-    }
-    document.addEventListener('dragleave', (e) => { if (!e.relatedTarget) drop.classList.remove('over'); });
-    document.addEventListener('drop', (e) => {
-      e.preventDefault();
-      drop.classList.remove('over');
-      if (e.dataTransfer && e.dataTransfer.files.length) takeFiles(Array.from(e.dataTransfer.files), 'dropped');
-    });
+    window.copyledgerDropZone($('drop'), (files) => takeFiles(files, 'dropped'));
     $('exhibit').addEventListener('change', (e) => { if (e.target.files[0]) { setFile(e.target.files[0]); run(); } });
     $('bundle').addEventListener('change', async (e) => {
       const f = e.target.files[0];
