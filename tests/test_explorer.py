@@ -207,3 +207,41 @@ def test_human_time() -> None:
     assert human_time("not a time") == "not a time"
 
 
+
+
+def test_a_block_and_an_entrys_referrers_are_paged(tmp_path: Path) -> None:
+    """A block of many entries and a work named by many claims: each page holds at most
+    `limit` rows, and following "next" visits every row once."""
+    from tests.test_sequencer import pending
+
+    reg = open_registry(tmp_path, linger_ms=200.0)  # one block for the batch below
+    with TestClient(create_app(reg)) as c:
+        futures = [reg.sequencer.submit(pending(i)) for i in range(7)]
+        seqs = [f.result(timeout=30).seq for f in futures]
+        height = c.get(f"/v1/entries/{seqs[0]}").json()["block_height"]
+        assert c.get(f"/v1/entries/{seqs[-1]}").json()["block_height"] == height
+        seen, after = [], None
+        while True:
+            d = explorer.block_view(reg, height, after, 3)
+            assert len(d["rows"]) <= 3
+            seen += [r["seq"] for r in d["rows"]]
+            if d["next"] is None:
+                break
+            html = page(c, f"/blocks/{height}?after={d['next']}&limit=3")
+            assert f'href="../entries/{d["next"] + 1}"' in html
+            after = d["next"]
+        assert seen == seqs
+
+
+def test_the_entries_that_refer_to_an_entry_are_paged(
+        world: tuple[TestClient, dict[str, int]], monkeypatch: pytest.MonkeyPatch) -> None:
+    c, s = world
+    monkeypatch.setattr(explorer, "MAX_ROWS", 2)
+    first = page(c, f"/entries/{s['song']}")
+    shown = re.findall(r'href="\.\./entries/(\d+)">\d+</a></td><td>', first)
+    assert shown == [str(s["transfer"]), str(s["claim"])]
+    more = f"../entries/{s['song']}?after={s['claim']}"
+    assert f'href="{more}"' in first
+    rest = page(c, f"/entries/{s['song']}?after={s['claim']}")
+    assert re.findall(r'href="\.\./entries/(\d+)">\d+</a></td><td>', rest) == [str(s["counter"])]
+    assert "?after=" not in rest

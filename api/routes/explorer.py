@@ -28,8 +28,15 @@ EXPLORER_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-sr
                 "frame-ancestors 'none'")
 HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
            "Content-Security-Policy": EXPLORER_CSP, "Cache-Control": "no-cache"}
-LIMIT = Query(default=None, ge=1, le=explorer.MAX_ROWS)
-KEY = Query(default=None, ge=0, le=MAX_INT)
+
+
+def _limit() -> Any:
+    """A fresh Query for each parameter: FastAPI binds a Query object to one parameter name."""
+    return Query(default=None, ge=1, le=explorer.MAX_ROWS)
+
+
+def _key() -> Any:
+    return Query(default=None, ge=0, le=MAX_INT)
 
 
 def _page(depth: int, read: Callable[[], Any],
@@ -51,21 +58,21 @@ def home(request: Request) -> Response:
 
 
 @router.get("/entries")
-def entries(request: Request, before: int | None = KEY, limit: int | None = LIMIT
+def entries(request: Request, before: int | None = _key(), limit: int | None = _limit()
             ) -> Response:
     return _page(0, lambda: explorer.entries_page(node(request), before, limit),
                  pages.entries_page)
 
 
 @router.get("/blocks")
-def blocks(request: Request, before: int | None = KEY, limit: int | None = LIMIT
+def blocks(request: Request, before: int | None = _key(), limit: int | None = _limit()
            ) -> Response:
     return _page(0, lambda: explorer.blocks_page(node(request), before, limit),
                  pages.blocks_page)
 
 
 @router.get("/entries/{seq}")
-def entry(request: Request, seq: int = Path(ge=0, le=MAX_INT), after: int | None = KEY
+def entry(request: Request, seq: int = Path(ge=0, le=MAX_INT), after: int | None = _key()
           ) -> Response:
     return _page(1, lambda: explorer.entry_view(node(request), seq,
                                                 -1 if after is None else after),
@@ -73,8 +80,8 @@ def entry(request: Request, seq: int = Path(ge=0, le=MAX_INT), after: int | None
 
 
 @router.get("/blocks/{height}")
-def block(request: Request, height: int = Path(ge=0, le=MAX_INT), after: int | None = KEY,
-          limit: int | None = LIMIT) -> Response:
+def block(request: Request, height: int = Path(ge=0, le=MAX_INT), after: int | None = _key(),
+          limit: int | None = _limit()) -> Response:
     return _page(1, lambda: explorer.block_view(node(request), height, after, limit),
                  pages.block_page)
 
@@ -91,7 +98,7 @@ def claim(request: Request, seq: int = Path(ge=0, le=MAX_INT)) -> Response:
 
 @router.get("/search")
 def search(request: Request, q: str = Query(default="", max_length=200),
-           after: int | None = KEY, limit: int | None = LIMIT) -> Response:
+           after: int | None = _key(), limit: int | None = _limit()) -> Response:
     """An entry number goes to its page (303); a SHA-256 lists the entries with that content."""
     return _page(0, lambda: explorer.find(node(request), q, after, limit), _found)
 
