@@ -8,6 +8,7 @@ by offset, so no page costs more than its own rows whatever the log's size. The 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from copyledger.ledger import jcs
@@ -151,7 +152,7 @@ def find(node: Node, query: str, after: int | None, limit: int | None) -> dict[s
     entries with that content, oldest first, a page at a time."""
     n = _rows(limit)
     q = query.strip().lower()
-    if q.isdigit() and len(q) <= 18:
+    if re.fullmatch(r"[0-9]{1,18}", q):
         seq = int(q)
         if seq >= node.sequencer.state.size:
             raise NotFound(f"no entry with seq {seq}")

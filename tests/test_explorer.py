@@ -173,7 +173,7 @@ HOSTILE = [
     ("/search?q=nonsense", 422), ("/search?q=" + "9" * 40, 422), ("/search?q=", 422),
     ("/entries?limit=0", 422), ("/entries?limit=101", 422), ("/entries?before=-1", 422),
     ("/blocks/abc", 422), ("/entries/99999999999999999999999", 422),
-    ("/search?q=" + "x" * 5000, 422), ("/search?q=%00%ff", 422),
+    ("/search?q=" + "x" * 5000, 422), ("/search?q=%00%ff", 422), ("/search?q=%D9%A3", 422),
 ]
 
 

@@ -61,6 +61,8 @@
   const FACTS = { log: 'Registry', seq: 'Entry number', kind: 'What', registrant: 'Registered for',
     when: 'Registered on', title: 'Title', creators: 'Creators', workType: 'Type of work',
     description: 'Description', captured: 'Captured on', block: 'Sealed in block' };
+  const KINDS = { work: 'Registered work', evidence: 'Evidence deposit', transfer: 'Transfer of rights',
+    claim: 'Claim' };
 
   class Fail extends Error {}
   const fail = (msg) => { throw new Fail(msg); };
@@ -813,7 +815,7 @@
 
   /** The record in plain words (times as a reader says them, in UTC). */
   function entryFacts(b) {
-    const e = b.entry, f = FACTS, rows = [[f.log, b.origin], [f.seq, String(b.seq)], [f.kind, e.kind],
+    const e = b.entry, f = FACTS, rows = [[f.log, b.origin], [f.seq, String(b.seq)], [f.kind, KINDS[e.kind] || e.kind],
       [f.registrant, e.registrant], [f.when, humanTime(e.received_at)]];
     if (e.kind === 'work') rows.push([f.title, e.title], [f.creators, (e.creators || []).join('; ')], [f.workType, e.work_type]);
     if (e.kind === 'evidence') rows.push([f.description, e.description], [f.captured, e.captured_at && humanTime(e.captured_at)]);
