@@ -398,7 +398,7 @@ def _e(s: object) -> str:
 
 def _rows(rows: list[tuple[str, str]], mono: frozenset[str] = frozenset()) -> str:
     cls = ' class="mono"'
-    return "".join(f'<tr><th scope="row">{_e(k)}</th>'
+    return "".join(f'<tr><th>{_e(k)}</th>'
                    f"<td{cls if k in mono else ''}>{_e(v)}</td></tr>" for k, v in rows)
 
 
@@ -410,10 +410,10 @@ def certificate_html(bundle: dict[str, Any], verify_url: str) -> str:
     j = _judge(f)
     qr = base64.b64encode(qr_png(verify_url)).decode()
     stamps = "".join(
-        f"<tr><th scope=\"row\">{_e(s.tsa)}</th><td>"
+        f"<tr><th>{_e(s.tsa)}</th><td>"
         + (f"{_e(s.gen_time)}<br>{_e(s.authority)}<br><span class=\"ok\">{_e(s.status)}</span>"
            if s.gen_time else f"<span class=\"bad\">{_e(s.status)}</span>")
-        + "</td></tr>" for s in f.stamps) or "<tr><th scope=\"row\">none</th><td>no token</td></tr>"
+        + "</td></tr>" for s in f.stamps) or "<tr><th>none</th><td>no token</td></tr>"
     howto = "".join(
         f"<h4>{_e(h)}</h4><p>{_e(text)}</p>"
         + (f"<pre>{_e(chr(10).join(cmds))}</pre>" if cmds else "")
