@@ -21,6 +21,7 @@ from copyledger.api.routes import (
     account,
     claims,
     entries,
+    explorer,
     log,
     pages,
     tiles,
@@ -221,7 +222,7 @@ def create_app(node: Node, *, manage: bool = True) -> FastAPI:
     node.cosigner.on_lag = lambda vkey, n: metrics.WITNESS_LAG.labels(vkey).set(n)
     problems.install(app)
     openapi.install(app)
-    for r in (works, entries, log, tiles, tsa, transfers, claims, account, pages):
+    for r in (works, entries, log, tiles, tsa, transfers, claims, account, pages, explorer):
         app.include_router(r.router)
     app.state.tsa_limiter = tsa.RateLimiter(node.settings.timestamp_rate_per_s)
 

@@ -312,10 +312,11 @@ class Store:
         return got
 
     def search_sha256(
-        self, sha256: str, limit: int = 1000, *, kind: str | None = None
+        self, sha256: str, limit: int = 1000, *, kind: str | None = None, after: int = -1
     ) -> list[EntryRow]:
-        """Entries with this content hash (of one kind, if given), oldest first."""
-        q = select(entries).where(entries.c.sha256 == sha256)
+        """Entries with this content hash (of one kind, if given), oldest first, from seq
+        `after` + 1 on (keyset paging)."""
+        q = select(entries).where(entries.c.sha256 == sha256, entries.c.seq > after)
         if kind is not None:
             q = q.where(entries.c.kind == kind)
         with self.engine.connect() as conn:
@@ -337,6 +338,15 @@ class Store:
         with self.engine.connect() as conn:
             return [int(s) for s in conn.execute(q).scalars()]
 
+    def links_to(self, target: int, limit: int, after: int = -1) -> list[tuple[int, str]]:
+        """(seq, relation) of the entries linked to `target` by any relation, in log order,
+        from seq `after` + 1 on, at most `limit` (keyset paging)."""
+        q = (select(entry_links.c.seq, entry_links.c.rel)
+             .where(entry_links.c.target == target, entry_links.c.seq > after)
+             .order_by(entry_links.c.seq, entry_links.c.rel).limit(limit))
+        with self.engine.connect() as conn:
+            return [(int(s), str(r)) for s, r in conn.execute(q)]
+
     def links_between(self, lo: int, hi: int) -> list[Link]:
         """Stored link rows of the entries lo <= seq < hi, sorted (for the audit)."""
         q = (select(entry_links.c.target, entry_links.c.seq, entry_links.c.rel)
@@ -354,6 +364,13 @@ class Store:
         if r is None:
             raise NotFound(f"no block at height {height}")
         return _block(r)
+
+    def get_blocks(self, lo: int, hi: int) -> list[BlockRow]:
+        """Blocks lo <= height < hi, in height order."""
+        q = (select(blocks).where(blocks.c.height >= lo, blocks.c.height < hi)
+             .order_by(blocks.c.height))
+        with self.engine.connect() as conn:
+            return [_block(r) for r in conn.execute(q)]
 
     def latest_block(self) -> BlockRow | None:
         with self.engine.connect() as conn:

@@ -29,6 +29,7 @@ from copyledger.ledger import cosignature, note
 from copyledger.ledger.entry import parse_timestamp
 from copyledger.ledger.errors import CopyledgerError
 from copyledger.ledger.timestamp import verify_token
+from copyledger.service.dates import human_time
 
 __all__ = ["Facts", "certificate_html", "certificate_pdf", "facts", "openssl_commands", "qr_png"]
 
@@ -286,6 +287,80 @@ LIMITS = (
 )
 
 
+TEXT: dict[str, str] = {  # the certificate's words for a reader who is not an engineer (page 1)
+    "for_reader": "For the reader",
+    "for_expert": "Technical detail, for an expert",
+    "expert_intro": "Everything a technical expert needs to check this certificate "
+                    "independently, without trusting the registry: the exact values, the "
+                    "signatures and the commands.",
+    "summary": "This certifies that the account {who} registered the file described below with "
+               "the copyright evidence registry {origin} on {when}, as entry {seq} of its "
+               "public log.",
+    "what": "What was registered",
+    "who_when": "Who registered it, and when",
+    "fingerprint": "File fingerprint (SHA-256)",
+    "fingerprint_note": "A file's fingerprint changes completely if even one byte of the file "
+                        "changes: a re-saved, resized or converted copy has a different one.",
+    "registered_by": "Registered by (account)",
+    "registered_on": "Registered on",
+    "timestamp": "Independently time-stamped",
+    "timestamp_by": "{when}, by {authority}",
+    "timestamp_none": "no verified independent time-stamp in this record",
+    "sealed_on": "Sealed into the public log",
+    "sealed_text": "{when} (block {height})",
+    "proves": "What this proves",
+    "not_proves": "What this does not prove",
+    "check": "How to check it",
+    "check_text": "Scan the code, or open {url}, and choose the file: the page tells you in "
+                  "plain words whether it is exactly the registered file. It runs in your "
+                  "browser and does not upload the file. Page 2 explains how an expert can check "
+                  "everything independently.",
+    "all_times_utc": "All times are in UTC (Coordinated Universal Time).",
+}
+
+PROVES = (  # page 1: what the certificate proves, in plain words
+    "That exactly this file (identified by its fingerprint) was registered by this account "
+    "at the time shown, and that the record has not been changed since.",
+    "That an independent time-stamp authority saw the record no later than the time "
+    "stamped, when a time-stamp is shown above.",
+    "That the record is part of a public log that cannot be rewritten without anyone who "
+    "checks it noticing.",
+)
+NOT_PROVES = (  # page 1: and what it does not
+    "Who owns the copyright: the registry records who registered what and when; it does "
+    "not decide rights.",
+    "That the person behind the account is who they say they are, beyond how the registry "
+    "identified its account holders.",
+    "That any other file is the same work: a copy that differs by even one byte has a "
+    "different fingerprint.",
+)
+
+
+def _judge(f: Facts) -> dict[str, Any]:
+    """Page 1's facts, in words: the summary, what and who/when rows."""
+    t = TEXT
+    stamp = next((s for s in f.stamps if s.gen_time), None)
+    authority = ""
+    if stamp is not None:
+        cn = [p[3:] for p in stamp.authority.split(",") if p.startswith("CN=")]
+        authority = cn[0] if cn else stamp.authority or stamp.tsa
+    what = [r for r in f.described if r[0] != "Metadata"]
+    what += [(t["fingerprint"], f.hashes[0][1])] + [r for r in f.hashes[1:]
+                                                     if r[0] in ("Size", "Media type")]
+    who = [
+        (t["registered_by"], f.registrant),
+        (t["registered_on"], human_time(f.received_at)),
+        (t["timestamp"], t["timestamp_by"].format(when=human_time(stamp.gen_time),
+                                                  authority=authority)
+         if stamp is not None else t["timestamp_none"]),
+        (t["sealed_on"], t["sealed_text"].format(when=human_time(f.sealed_at),
+                                                 height=f.block_height)),
+    ]
+    return {"summary": t["summary"].format(who=f'"{f.registrant}"', origin=f.origin,
+                                           when=human_time(f.received_at), seq=f.seq),
+            "what": what, "who": who}
+
+
 def qr_png(url: str) -> bytes:
     """A QR code (error correction M, quiet zone 4) for url, as PNG bytes."""
     qr = qrcode.QRCode(error_correction=qrcode.constants.ERROR_CORRECT_M, box_size=8, border=4)
@@ -309,8 +384,11 @@ overflow-wrap:anywhere} code,pre,.mono{font-family:ui-monospace,monospace;font-s
 pre{background:#f4f4f4;padding:.5rem;white-space:pre-wrap;overflow-wrap:anywhere}
 .qr{float:right;margin:0 0 1rem 1rem;text-align:center;font-size:.8rem}
 .qr img{width:10rem;height:10rem;image-rendering:pixelated}
-.bad{color:#a00} .ok{color:#060}
-@media print{body{margin:0;max-width:none} a{color:inherit}}
+.bad{color:#a00} .ok{color:#060} .lead{font-size:1.1rem} .note{color:#444;font-size:.9rem}
+.vh{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}
+.expert{margin-top:3rem;border-top:2px solid #888}
+@media print{body{margin:0;max-width:none} a{color:inherit} .expert{break-before:page;
+border-top:none;margin-top:0}}
 """
 
 
@@ -320,13 +398,16 @@ def _e(s: object) -> str:
 
 def _rows(rows: list[tuple[str, str]], mono: frozenset[str] = frozenset()) -> str:
     cls = ' class="mono"'
-    return "".join(f"<tr><th>{_e(k)}</th><td{cls if k in mono else ''}>{_e(v)}</td></tr>"
-                   for k, v in rows)
+    return "".join(f'<tr><th>{_e(k)}</th>'
+                   f"<td{cls if k in mono else ''}>{_e(v)}</td></tr>" for k, v in rows)
 
 
 def certificate_html(bundle: dict[str, Any], verify_url: str) -> str:
-    """The certificate as one self-contained HTML page (no scripts, no external resources)."""
+    """The certificate as one self-contained HTML page (no scripts, no external resources):
+    first what a judge reads, in words; then, from a new printed page, the expert's detail."""
     f = facts(bundle)
+    t = TEXT
+    j = _judge(f)
     qr = base64.b64encode(qr_png(verify_url)).decode()
     stamps = "".join(
         f"<tr><th>{_e(s.tsa)}</th><td>"
@@ -334,7 +415,7 @@ def certificate_html(bundle: dict[str, Any], verify_url: str) -> str:
            if s.gen_time else f"<span class=\"bad\">{_e(s.status)}</span>")
         + "</td></tr>" for s in f.stamps) or "<tr><th>none</th><td>no token</td></tr>"
     howto = "".join(
-        f"<h3>{_e(h)}</h3><p>{_e(text)}</p>"
+        f"<h4>{_e(h)}</h4><p>{_e(text)}</p>"
         + (f"<pre>{_e(chr(10).join(cmds))}</pre>" if cmds else "")
         for h, text, cmds in _instructions(f, bundle, verify_url))
     registration = [("Registrant", f.registrant), ("Registered at", f.received_at),
@@ -343,31 +424,47 @@ def certificate_html(bundle: dict[str, Any], verify_url: str) -> str:
              ("Block sealed at", f.sealed_at)]
     checkpoint = [("Log (origin)", f.origin), ("Tree size", str(f.checkpoint_size)),
                   ("Root hash", f.checkpoint_root)]
-    mono = frozenset({"SHA-256", "Block hash", "Root hash", "Terms SHA-256"})
+    mono = frozenset({"SHA-256", "Block hash", "Root hash", "Terms SHA-256", t["fingerprint"]})
+    items = "".join
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1">
 <title>{_e(f.title)} — entry {f.seq}</title><style>{_CSS}</style></head>
-<body>
+<body><main>
+<section aria-labelledby="reader-h">
 <div class="qr"><img src="data:image/png;base64,{qr}" alt="QR code for {_e(verify_url)}"><br>
 Scan to verify</div>
 <h1>{_e(f.title)}</h1>
 <p class="sub">Entry {f.seq} of the transparency log {_e(f.origin)}</p>
+<h2 id="reader-h" class="vh">{_e(t["for_reader"])}</h2>
+<p class="lead">{_e(j["summary"])}</p>
+<h2>{_e(t["what"])}</h2><table>{_rows(j["what"], mono)}</table>
+<p class="note">{_e(t["fingerprint_note"])}</p>
+<h2>{_e(t["who_when"])}</h2><table>{_rows(j["who"])}</table>
+<h2>{_e(t["proves"])}</h2><ul>{items(f"<li>{_e(x)}</li>" for x in PROVES)}</ul>
+<h2>{_e(t["not_proves"])}</h2><ul>{items(f"<li>{_e(x)}</li>" for x in NOT_PROVES)}</ul>
+<h2>{_e(t["check"])}</h2>
+<p>{_e(t["check_text"].format(url=verify_url))}</p>
 <p>Verify at <a href="{_e(verify_url)}">{_e(verify_url)}</a></p>
-<h2>Registration</h2><table>{_rows(registration)}</table>
-<h2>Content</h2><table>{_rows(f.hashes, mono)}</table>
-<h2>Block</h2><table>{_rows(block, mono)}</table>
-<h2>Signed checkpoint</h2><table>{_rows(checkpoint, mono)}</table>
+<p class="note">{_e(t["all_times_utc"])}</p>
+</section>
+<section class="expert" aria-labelledby="expert-h">
+<h2 id="expert-h">{_e(t["for_expert"])}</h2><p>{_e(t["expert_intro"])}</p>
+<h3>Registration</h3><table>{_rows(registration)}</table>
+<h3>Content</h3><table>{_rows(f.hashes, mono)}</table>
+<h3>Block</h3><table>{_rows(block, mono)}</table>
+<h3>Signed checkpoint</h3><table>{_rows(checkpoint, mono)}</table>
 <pre>{_e(f.checkpoint)}</pre>
 <p>Log key (the operator publishes it; compare before trusting):</p>
 <pre>{_e(chr(10).join(f.verifier_keys))}</pre>
-<h2>Trusted time (RFC 3161)</h2><table>{stamps}</table>
-<h2>Witnesses</h2><table>{_rows(f.witnesses) or "<tr><th>none</th><td>no witnessed "
-                                                  "checkpoint in the bundle</td></tr>"}</table>
+<h3>Trusted time (RFC 3161)</h3><table>{stamps}</table>
+<h3>Witnesses</h3><table>{_rows(f.witnesses) or _rows([("none", "no witnessed checkpoint in "
+                                                                  "the bundle")])}</table>
 <p>{_e(WITNESS_NOTE)}</p>
-<h2>How to check this yourself</h2>{howto}
+<h3>How to check this yourself</h3>{howto}
 <p>{_e(LIMITS)}</p>
-</body></html>
+</section>
+</main></body></html>
 """
 
 
@@ -453,7 +550,9 @@ class _Pdf(FPDF):
 
 
 def certificate_pdf(bundle: dict[str, Any], verify_url: str) -> bytes:
-    """The certificate as a PDF (A4): facts and QR code on page 1, how to check after."""
+    """The certificate as a PDF (A4): page 1 for a judge (the QR code, what was registered, by
+    whom, when, what it proves and does not, in words), page 2 on for an expert (the exact
+    values, signatures and how to check them)."""
     f = facts(bundle)
     pdf = _Pdf()
     missing = pdf.cover(json.dumps(dataclasses.asdict(f), ensure_ascii=False) + verify_url)
@@ -485,11 +584,31 @@ def certificate_pdf(bundle: dict[str, Any], verify_url: str) -> bytes:
                        new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     pdf.set_y(max(pdf.get_y(), 14 + qr_size + 2))
 
+    # Page 1, for a judge: what, who, when, in words; what it proves and does not.
+    t, j = TEXT, _judge(f)
+    pdf.para(j["summary"], 10.5)
+    mono = frozenset({"SHA-256", "Block hash", "Root hash", "Terms SHA-256", t["fingerprint"]})
+    pdf.heading(t["what"])
+    pdf.rows(j["what"], mono)
+    pdf.para(t["fingerprint_note"], 8.5)
+    pdf.heading(t["who_when"])
+    pdf.rows(j["who"])
+    for head, items in ((t["proves"], PROVES), (t["not_proves"], NOT_PROVES)):
+        pdf.heading(head)
+        for x in items:
+            pdf.para(f"\u2022 {x}" if pdf.unicode else f"- {x}", 9)
+    pdf.heading(t["check"])
+    pdf.para(t["check_text"].format(url=verify_url), 9)
+    pdf.para(t["all_times_utc"], 8)
+
+    # Page 2 on, for an expert: the exact values, signatures and commands.
+    pdf.add_page()
+    pdf.para(t["for_expert"], 14, "B")
+    pdf.para(t["expert_intro"], 9)
     pdf.heading("Registration")
     pdf.rows([("Registrant", f.registrant), ("Registered at", f.received_at),
               ("Entry number (seq)", str(f.seq)), *f.described])
     pdf.heading("Content")
-    mono = frozenset({"SHA-256", "Block hash", "Root hash", "Terms SHA-256"})
     pdf.rows(f.hashes, mono)
     pdf.heading("Block and signed checkpoint")
     pdf.rows([("Block height", str(f.block_height)), ("Block hash", f.block_hash),

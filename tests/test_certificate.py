@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import base64
 import copy
+import html
 import io
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -222,3 +224,45 @@ def test_characters_no_font_can_print_are_named_not_dropped(
     text = subprocess.run([pdftotext, "-", "-"], input=pdf, capture_output=True, check=True,
                           timeout=60).stdout.decode()
     assert "Some characters cannot be printed" in text and "U+6E2F" in text
+
+
+def test_first_page_speaks_to_a_judge_the_second_to_an_expert(
+    made: dict[str, Any]
+) -> None:
+    """Page 1 says what was registered, by whom and when in words and human dates, and what it
+    proves and does not; the exact values, signatures and commands come after, on page 2."""
+    from copyledger.service.dates import human_time
+
+    b = made["bundle"]
+    entry = b["entry"]
+    when = human_time(entry["received_at"])
+    assert re.fullmatch(r"\d{1,2} [A-Z][a-z]+ \d{4}, \d\d:\d\d UTC", when), when
+    summary = (f'This certifies that the account "alice" registered the file described below '
+               f"with the copyright evidence registry {b['origin']} on {when}, as entry "
+               f"{b['seq']} of its public log.")
+    page = made["client"].get(f"/v1/entries/{b['seq']}/certificate").text
+    reader, expert = page.split('<section class="expert"', 1)
+    assert html.unescape(summary) in html.unescape(reader)
+    for words in ("What was registered", "What this proves", "What this does not prove",
+                  "Who owns the copyright", entry["content"]["sha256"], when,
+                  human_time(b["block"]["header"]["sealed_at"]), "by copyledger TSA"):
+        assert words in html.unescape(reader), words
+    for technical in (entry["received_at"], b["block"]["hash"], "openssl ts -verify", "jq -r",
+                      b["notary"]["log_keys"][0]["verifier_key"]):
+        assert technical not in reader and technical in expert, technical
+
+    pdftotext = shutil.which("pdftotext")
+    if pdftotext is None:
+        _missing("pdftotext (Debian: poppler-utils)")
+    pdf = certificate_pdf(b, f"{BASE}/verify?seq={b['seq']}")
+
+    def text_of(first: int, last: int) -> str:
+        out = subprocess.run([pdftotext, "-f", str(first), "-l", str(last), "-", "-"], input=pdf,
+                             capture_output=True, check=True, timeout=60).stdout.decode()
+        return " ".join(out.split())
+
+    one, rest = text_of(1, 1), text_of(2, 99)
+    assert " ".join(summary.split()) in one and "What this does not prove" in one
+    assert entry["received_at"] not in one and "openssl" not in one
+    assert rest.startswith("Technical detail, for an expert")
+    assert entry["received_at"] in rest and "openssl ts -verify" in rest

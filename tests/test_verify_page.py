@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
@@ -102,10 +103,20 @@ def page(browser: Any, server: dict[str, Any]) -> Iterator[Any]:
 
 
 def verdict(pg: Any, *statuses: str) -> tuple[str, str]:
+    """The technical verdict, read as an expert would: with the technical detail unfolded."""
+    pg.wait_for_selector("#tech", state="attached", timeout=WAIT_MS)
+    pg.evaluate("() => { document.getElementById('tech').open = true; }")
     sel = ", ".join(f'#verdict[data-status="{s}"]' for s in statuses)
     pg.wait_for_selector(sel, timeout=WAIT_MS)
     el = pg.locator("#verdict")
     return str(el.get_attribute("data-status")), el.inner_text()
+
+
+def plain(pg: Any) -> tuple[str, str]:
+    """The plain-language verdict a reader sees first: its status and headline."""
+    el = pg.locator("#plain")
+    assert el.is_visible()
+    return str(el.get_attribute("data-status")), pg.locator("#plain-verdict").inner_text()
 
 
 def step_statuses(pg: Any) -> dict[str, str]:
@@ -134,6 +145,9 @@ def test_qr_link_mode_verifies_the_file_then_rejects_a_wrong_one(
     assert hashlib.sha256(EXHIBIT).hexdigest() in page.locator("#exhibit-info").inner_text()
     assert "Harbour <at> dawn" in page.locator("#facts").inner_text()  # as text, not markup
     assert page.locator("#facts at").count() == 0
+    assert plain(page) == ("verified", "This file is exactly the registered one.")
+    when = page.locator("#facts").inner_text()
+    assert re.search(r"Registered on\s+\d{1,2} [A-Z][a-z]+ 20\d\d, \d\d:\d\d UTC", when), when
     cmds = page.locator("#openssl-commands").inner_text()
     assert f"openssl ts -verify -digest {server['bundle']['block']['hash']}" in cmds
 
@@ -142,6 +156,14 @@ def test_qr_link_mode_verifies_the_file_then_rejects_a_wrong_one(
     assert text.startswith("NOT verified: file"), text
     assert step_statuses(page)["file"] == "failed"
     assert hashlib.sha256(EXHIBIT + b"!").hexdigest() in text
+    # the plain words come first; the hashes are in the technical detail, folded
+    assert plain(page) == ("failed", "This is not the registered file; even a re-saved or "
+                                     "resized copy is a different file.")
+    page.evaluate("() => { document.getElementById('tech').open = false; }")
+    assert not page.locator("#verdict").is_visible()
+    assert "even a re-saved or resized copy" in page.locator("#plain").inner_text()
+    result = page.locator("section[aria-labelledby=result-h]").inner_text()
+    assert hashlib.sha256(EXHIBIT + b"!").hexdigest() not in result
     # the file never left the browser, and nothing came from anywhere but the registry
     assert all(u.startswith(url + "/") for u in page.requests), page.requests
     assert not any("harbour" in u or "other" in u for u in page.requests)

@@ -25,6 +25,9 @@ STATIC = FsPath(__file__).resolve().parent.parent / "static"
 ASSETS = {  # the only files served from api/static, and their media types
     "verify.js": "text/javascript; charset=utf-8",
     "verify.css": "text/css; charset=utf-8",
+    "explorer.js": "text/javascript; charset=utf-8",
+    "dropzone.js": "text/javascript; charset=utf-8",
+    "explorer.css": "text/css; charset=utf-8",
 }
 CERT_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; "
             "form-action 'none'; frame-ancestors 'none'")

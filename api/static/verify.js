@@ -31,6 +31,40 @@
     ['witnessed', 'Trusted witnesses cosigned a checkpoint that extends this one'],
   ];
 
+  /** What a reader is told first, in plain words, for each outcome: [headline, explanation].
+   * Placeholders in braces are filled in; the technical verdict is folded below. */
+  const PLAIN = {
+    waiting: ['Choose the file you want to check.',
+      'Add its evidence bundle too, unless this page was opened from a registry link or QR code.'],
+    bundle: ['Now add the evidence bundle (bundle.json).',
+      'The bundle is the registry\u2019s signed record of the file; the certificate names it.'],
+    running: ['Checking\u2026', ''],
+    hashing: ['Computing the file\u2019s fingerprint on this computer\u2026', 'The file is not uploaded.'],
+    incomplete: ['The record is genuine and intact.',
+      'Now choose the file to compare it with what was registered.'],
+    verified: ['This file is exactly the registered one.',
+      'It was registered for {who} on {when}, and the record of it has not been changed since.'],
+    verifiedUnpinned: ['This file is exactly the registered one.',
+      'It was registered for {who} on {when}, and the record of it has not been changed since. '
+      + 'For full assurance of who signed the record, compare the log key with the one the '
+      + 'registry publishes (technical detail, below).'],
+    file: ['This is not the registered file; even a re-saved or resized copy is a different file.',
+      'Its digital fingerprint differs from the registered one, so it is not the same file, byte '
+      + 'for byte. If you have the original file, choose that one instead.'],
+    failed: ['This record could not be confirmed: it may have been altered or damaged.',
+      'Do not rely on it. The technical detail below names the check that failed.'],
+    unsupported: ['This browser cannot do the check.',
+      'Use a current Chrome, Edge, Firefox or Safari, or the copyledger program.'],
+    unreadable: ['The file could not be read.', '{why}'],
+  };
+  const MONTHS = ['January', 'February', 'March', 'April', 'May', 'June', 'July', 'August',
+    'September', 'October', 'November', 'December'];
+  const FACTS = { log: 'Registry', seq: 'Entry number', kind: 'What', registrant: 'Registered for',
+    when: 'Registered on', title: 'Title', creators: 'Creators', workType: 'Type of work',
+    description: 'Description', captured: 'Captured on', block: 'Sealed in block' };
+  const KINDS = { work: 'Registered work', evidence: 'Evidence deposit', transfer: 'Transfer of rights',
+    claim: 'Claim' };
+
   class Fail extends Error {}
   const fail = (msg) => { throw new Fail(msg); };
 
@@ -810,10 +844,25 @@
   const $ = (id) => document.getElementById(id);
   const state = { file: null, fileHash: null, hashing: null, bundle: null, bundleText: null, run: 0 };
 
-  function setVerdict(status, text) {
+  /** The technical verdict (folded) and, first, the plain one: PLAIN[key], filled in. */
+  function setVerdict(status, text, key = status, vars = {}) {
     const v = $('verdict');
     v.dataset.status = status;
     v.textContent = text;
+    const fill = (t) => Object.entries(vars).reduce((s, [k, x]) => s.split(`{${k}}`).join(x), t);
+    const [head, more] = PLAIN[key] || PLAIN.failed;
+    $('plain').dataset.status = status;
+    $('plain-verdict').textContent = fill(head);
+    $('plain-more').textContent = fill(more);
+  }
+
+  /** "29 November 2026, 23:44 UTC" for an RFC 3339 time; the text itself if it is not one. */
+  function humanTime(text) {
+    let t;
+    try { t = new Date(micros(text, 'time') / 1000); } catch (e) { return String(text); }
+    const pad = (n) => String(n).padStart(2, '0');
+    return `${t.getUTCDate()} ${MONTHS[t.getUTCMonth()]} ${t.getUTCFullYear()}, `
+      + `${pad(t.getUTCHours())}:${pad(t.getUTCMinutes())} UTC`;
   }
 
   function renderSteps(results) {
@@ -833,39 +882,47 @@
     }));
   }
 
-  function renderFacts(rows) {
-    $('facts-title').hidden = rows.length === 0;
-    $('facts').replaceChildren(...rows.flatMap(([k, v]) => {
+  function renderFacts(rows, tech = []) {
+    const dl = (id, list) => $(id).replaceChildren(...list.flatMap(([k, v]) => {
       const dt = document.createElement('dt'); dt.textContent = k;
       const dd = document.createElement('dd'); dd.textContent = v;
       return [dt, dd];
     }));
+    $('facts-title').hidden = rows.length === 0;
+    dl('facts', rows);
+    dl('tech-facts', tech);
   }
 
+  /** The record in plain words (times as a reader says them, in UTC). */
   function entryFacts(b) {
-    const e = b.entry, rows = [['Log', b.origin], ['Entry (seq)', String(b.seq)], ['Kind', e.kind],
-      ['Registrant', e.registrant], ['Registered at (registry clock)', e.received_at]];
-    if (e.kind === 'work') rows.push(['Title', e.title], ['Creators', (e.creators || []).join('; ')], ['Work type', e.work_type]);
-    if (e.kind === 'evidence') rows.push(['Description', e.description], ['Captured at', e.captured_at]);
-    rows.push(['Block', `${b.block.height}, sealed at ${b.block.header.sealed_at}`]);
+    const e = b.entry, f = FACTS, rows = [[f.log, b.origin], [f.seq, String(b.seq)], [f.kind, KINDS[e.kind] || e.kind],
+      [f.registrant, e.registrant], [f.when, humanTime(e.received_at)]];
+    if (e.kind === 'work') rows.push([f.title, e.title], [f.creators, (e.creators || []).join('; ')], [f.workType, e.work_type]);
+    if (e.kind === 'evidence') rows.push([f.description, e.description], [f.captured, e.captured_at && humanTime(e.captured_at)]);
+    rows.push([f.block, `${b.block.height}, on ${humanTime(b.block.header.sealed_at)}`]);
     return rows.filter(([, v]) => v !== undefined).map(([k, v]) => [k, String(v)]);
   }
+
+  /** The exact times, for the technical detail. */
+  const exactTimes = (b) => [['Registered at (registry clock, RFC 3339)', String(b.entry.received_at)],
+    ['Block sealed at (RFC 3339)', String(b.block.header.sealed_at)]];
 
   async function run() {
     const me = ++state.run;
     $('openssl').hidden = true;
     if (!state.bundle) {
       renderSteps([]); renderFacts([]);
-      setVerdict('waiting', state.file ? 'Now add the evidence bundle (bundle.json).' : 'Waiting for the exhibit file and its bundle.');
+      setVerdict('waiting', state.file ? 'Now add the evidence bundle (bundle.json).' : 'Waiting for the exhibit file and its bundle.',
+        state.file ? 'bundle' : 'waiting');
       return;
     }
     setVerdict('running', 'Checking…');
     if (state.file && !state.fileHash) {
       const file = state.file;
-      setVerdict('running', 'Computing the file\u2019s SHA-256 (on this computer)…');
+      setVerdict('running', 'Computing the file\u2019s SHA-256 (on this computer)…', 'hashing');
       let hash;
       try { hash = await state.hashing; } catch (e) {
-        if (me === state.run) setVerdict('failed', `Could not read ${file.name}: ${e.message}`);
+        if (me === state.run) setVerdict('failed', `Could not read ${file.name}: ${e.message}`, 'unreadable', { why: e.message });
         return;
       }
       if (state.file !== file || me !== state.run) return; // a newer run reports
@@ -877,20 +934,23 @@
     if (me !== state.run) return; // a newer run has started; it will report
     renderSteps(results);
     const failed = results.find((r) => r.status === 'failed');
+    const who = { who: String(ctx.bundle && ctx.bundle.entry ? ctx.bundle.entry.registrant : ''),
+      when: ctx.bundle && ctx.bundle.entry ? humanTime(ctx.bundle.entry.received_at) : '' };
     if (unsupported) {
       setVerdict('unsupported', `Cannot verify in this browser: ${failed.detail}. Use a current Chrome, Edge, Firefox or Safari, or copyledger verify.`);
     } else if (failed) {
-      setVerdict('failed', `NOT verified: ${failed.name} — ${failed.detail}`);
+      setVerdict('failed', `NOT verified: ${failed.name} — ${failed.detail}`, failed.name === 'file' ? 'file' : 'failed');
     } else if (!state.fileHash) {
       setVerdict('incomplete', 'The bundle verifies; now choose the exhibit file to check it against the registration.');
     } else {
-      setVerdict('verified', 'Verified: this exact file is the registered content, and the record is intact and signed.');
+      setVerdict('verified', 'Verified: this exact file is the registered content, and the record is intact and signed.',
+        ctx.trust === 'pinned' ? 'verified' : 'verifiedUnpinned', who);
     }
     const signed = results.find((r) => r.name === 'checkpoint').status === 'ok';
     $('trust').textContent = !signed ? ''
       : ctx.trust === 'pinned' ? 'Trust: signatures checked against the key you pinned.'
         : 'Trust: signatures checked against the log key carried in the bundle. Pin the operator\u2019s published key for full assurance.';
-    renderFacts(failed ? [] : [...entryFacts(ctx.bundle), ...ctx.facts]);
+    renderFacts(failed ? [] : entryFacts(ctx.bundle), failed ? [] : [...exactTimes(ctx.bundle), ...ctx.facts]);
     if (ctx.openssl) {
       $('openssl-commands').textContent = ctx.openssl.join('\n');
       $('openssl').hidden = false;
@@ -913,7 +973,7 @@
     state.file = file;
     state.fileHash = null;
     state.hashing = hashFile(file, (p) => {
-      if (state.file === file) setVerdict('running', `Computing the file\u2019s SHA-256: ${Math.round(100 * p)}%`);
+      if (state.file === file) setVerdict('running', `Computing the file\u2019s SHA-256: ${Math.round(100 * p)}%`, 'hashing');
     }).then(toHex);
     state.hashing.catch(() => {}); // reported by run()
     $('exhibit-info').textContent = `Exhibit: ${file.name} (${file.size} bytes)`;
@@ -975,16 +1035,7 @@
   }
 
   function init() {
-    const drop = $('drop');
-    for (const ev of ['dragenter', 'dragover']) {
-      document.addEventListener(ev, (e) => { e.preventDefault(); drop.classList.add('over'); });
-    }
-    document.addEventListener('dragleave', (e) => { if (!e.relatedTarget) drop.classList.remove('over'); });
-    document.addEventListener('drop', (e) => {
-      e.preventDefault();
-      drop.classList.remove('over');
-      if (e.dataTransfer && e.dataTransfer.files.length) takeFiles(Array.from(e.dataTransfer.files), 'dropped');
-    });
+    window.copyledgerDropZone($('drop'), (files) => takeFiles(files, 'dropped'));
     $('exhibit').addEventListener('change', (e) => { if (e.target.files[0]) { setFile(e.target.files[0]); run(); } });
     $('bundle').addEventListener('change', async (e) => {
       const f = e.target.files[0];

@@ -1,0 +1,247 @@
+"""The log explorer's pages, in process: what a reader sees on each, links that lead where they
+say, bounded pages, and hostile queries answered with a 4xx page that changes nothing."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from copyledger.api.app import create_app
+from copyledger.service import explorer
+from copyledger.service.apikeys import create_key
+from copyledger.service.dates import human_time
+from copyledger.service.node import Node
+from tests.helpers import open_registry, sha, work_body
+
+COUNTER = {
+    "notice_type": "counter_notice", "regime": "dmca_512c3",
+    "claimant": {"name": "Bob Uploader", "address": "2 Main St", "phone": "+1 555 0199"},
+    "targets": [{"url": "https://video.example/watch/1"}],
+    "statements": {"mistake": True, "perjury": True, "jurisdiction_consent": True},
+    "signature": "/Bob/", "requested_action": "restore"}
+
+
+def hdr(reg: Node, role: str, account: str) -> dict[str, str]:
+    k, _ = create_key(reg.store, role, account)
+    return {"Authorization": f"Bearer {k}"}
+
+
+def populate(c: TestClient, reg: Node) -> dict[str, int]:
+    """Works (one titled with markup), a transfer, a claim and its counter-notice."""
+    from tests.test_claims import DMCA
+
+    ada, plat = hdr(reg, "creator", "ada"), hdr(reg, "platform", "tube")
+    seqs = [c.post("/v1/works", headers=ada, json=work_body(i)).json()["seq"] for i in range(3)]
+    song = c.post("/v1/works", headers=ada, json={
+        "sha256": sha("song"), "title": "Song <b>bold</b>", "creators": ["Ada"],
+        "work_type": "audio"}).json()["seq"]
+    t = c.post("/v1/transfers", headers=ada, json={
+        "work_seq": song, "to": "bob", "transfer_type": "assignment"})
+    assert t.status_code == 201, t.text
+    claim = c.post("/v1/claims", headers=plat, json={**DMCA, "works": [{"seq": song}]})
+    assert claim.status_code == 201, claim.text
+    counter = c.post("/v1/claims", headers=plat,
+                     json={**COUNTER, "refers_to": claim.json()["seq"]})
+    assert counter.status_code == 201, counter.text
+    return {"first": seqs[0], "song": song, "transfer": t.json()["seq"],
+            "claim": claim.json()["seq"], "counter": counter.json()["seq"]}
+
+
+@pytest.fixture
+def reg(tmp_path: Path, database_url: str) -> Node:
+    return open_registry(tmp_path, database_url)
+
+
+@pytest.fixture
+def world(reg: Node) -> Iterator[tuple[TestClient, dict[str, int]]]:
+    with TestClient(create_app(reg)) as c:
+        yield c, populate(c, reg)
+
+
+def text(html: str) -> str:
+    """The page's words, tags dropped, whitespace folded (what a reader reads)."""
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html)).replace("&lt;", "<") \
+        .replace("&gt;", ">").replace("&amp;", "&")
+
+
+def page(c: TestClient, path: str, status: int = 200) -> str:
+    r = c.get(path, follow_redirects=False)
+    assert r.status_code == status, (path, r.status_code, r.text[:500])
+    assert r.headers["content-type"].startswith("text/html")
+    csp = r.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "script-src 'self'" in csp
+    return r.text
+
+
+def test_home_says_what_the_registry_is_and_shows_its_state(
+        world: tuple[TestClient, dict[str, int]]) -> None:
+    c, s = world
+    html = page(c, "/")
+    words = text(html)
+    assert "public, permanent record of creative works" in words
+    size = c.get("/v1/log").json()["tree_size"]
+    assert re.search(rf"Entries recorded {size}\b", words)
+    assert c.get("/v1/log/checkpoint").text.splitlines()[0] in html  # the signed note
+    assert f'href="entries/{s["counter"]}"' in html and 'href="blocks/' in html
+    assert "Song <b>bold</b>" in words and "<b>bold</b>" not in html  # escaped
+    assert 'src="static/explorer.js"' in html and "<script>" not in html  # no inline script
+    assert "http://" not in html and "https://" not in html  # no third-party asset
+    assert c.get("/static/explorer.js").status_code == 200
+    assert c.get("/static/explorer.css").status_code == 200
+    assert c.get("/static/dropzone.js").status_code == 200
+    assert "/" not in c.get("/openapi.json").json()["paths"]  # HTML pages are not the API
+
+
+def test_entry_page_in_plain_words_with_proof_and_links(
+        world: tuple[TestClient, dict[str, int]]) -> None:
+    c, s = world
+    song = s["song"]
+    html = page(c, f"/entries/{song}")
+    words = text(html)
+    e = c.get(f"/v1/entries/{song}").json()
+    when = human_time(e["entry"]["received_at"])
+    assert re.fullmatch(r"\d{1,2} [A-Z][a-z]+ \d{4}, \d\d:\d\d UTC", when)
+    assert f"ada recorded this registered work on {when}" in words
+    for href in (f"../v1/entries/{song}/certificate", f"../verify?seq={song}",
+                 f"../v1/entries/{song}/bundle", f"../works/{song}",
+                 f"../v1/entries/{song}/certificate?format=pdf"):
+        assert f'href="{href.replace("&", "&amp;")}"' in html, href
+    proof = c.get(f"/v1/entries/{song}/proof").json()
+    assert all(h in html for h in proof["proof"]) and proof["root"] in html
+    # the entries that name it: the transfer and the claim, linked
+    for named_by in (s["transfer"], s["claim"]):
+        assert f'href="../entries/{named_by}"' in html
+    assert "transfer of the work" in words and "claim naming the work" in words
+    # a transfer names the work
+    t = page(c, f"/entries/{s['transfer']}")
+    assert f'href="../entries/{song}"' in t and "Transfer of rights" in text(t)
+
+
+def test_chain_of_title_claim_timeline_and_block(
+        world: tuple[TestClient, dict[str, int]]) -> None:
+    c, s = world
+    words = text(page(c, f"/works/{s['song']}"))
+    assert "ada registered this work. Today it is held by bob." in words
+    claim = text(page(c, f"/claims/{s['claim']}"))
+    assert "Ada Example filed this notice under dmca_512c3" in claim
+    assert "counter-notice" in claim and "Bob Uploader" in claim
+    # the counter-notice's page leads to the same timeline
+    assert f'href="../claims/{s["counter"]}"' in page(c, f"/entries/{s['counter']}")
+    height = c.get(f"/v1/entries/{s['song']}").json()["block_height"]
+    b = page(c, f"/blocks/{height}")
+    blk = c.get(f"/v1/blocks/{height}").json()
+    assert blk["hash"] in b and blk["checkpoint"].splitlines()[0] in b
+    assert f"Block {height} was sealed on {human_time(blk['header']['sealed_at'])}" in text(b)
+
+
+def test_search_by_hash_and_by_number(world: tuple[TestClient, dict[str, int]]) -> None:
+    c, s = world
+    html = page(c, f"/search?q={sha('song').upper()}")  # any case
+    assert f'href="entries/{s["song"]}"' in html
+    assert "earliest registration" in text(html)
+    none = text(page(c, f"/search?q={sha('never')}"))
+    assert "Nothing in this registry has a file with the SHA-256 fingerprint" in none
+    r = c.get(f"/search?q={s['song']}", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == f"entries/{s['song']}"
+
+
+def test_pages_are_bounded_and_link_to_their_neighbours(reg: Node) -> None:
+    with TestClient(create_app(reg)) as c:
+        h = hdr(reg, "creator", "ada")
+        for i in range(7):
+            c.post("/v1/works", headers=h, json=work_body(i)).raise_for_status()
+        first = page(c, "/entries?limit=3")
+        assert [int(x) for x in re.findall(r'href="entries/(\d+)"', first)] == [6, 5, 4]
+        assert 'href="entries?before=4&amp;limit=3"' in first
+        second = page(c, "/entries?before=4&limit=3")
+        assert [int(x) for x in re.findall(r'href="entries/(\d+)"', second)] == [3, 2, 1]
+        assert 'href="entries?before=7&amp;limit=3"' in second  # newer
+        last = page(c, "/entries?before=1&limit=3")
+        assert re.findall(r'href="entries/(\d+)"', last) == ["0"] and "Older" not in last
+        d = explorer.entries_page(reg, None, explorer.MAX_ROWS)
+        assert len(d["rows"]) == 7
+        blocks = page(c, "/blocks?limit=2")
+        assert len(re.findall(r'href="blocks/(\d+)"', blocks)) == 2
+
+
+HOSTILE = [
+    ("/entries/999", 404), ("/blocks/999", 404), ("/works/999", 404), ("/claims/0", 404),
+    ("/search?q=nonsense", 422), ("/search?q=" + "9" * 40, 422), ("/search?q=", 422),
+    ("/entries?limit=0", 422), ("/entries?limit=101", 422), ("/entries?before=-1", 422),
+    ("/blocks/abc", 422), ("/entries/99999999999999999999999", 422),
+    ("/search?q=" + "x" * 5000, 422), ("/search?q=%00%ff", 422), ("/search?q=%D9%A3", 422),
+]
+
+
+def test_hostile_queries_get_a_4xx_and_change_nothing(
+        world: tuple[TestClient, dict[str, int]]) -> None:
+    c, _ = world
+    size = c.get("/v1/log").json()["tree_size"]
+    for path, status in HOSTILE:
+        r = c.get(path, follow_redirects=False)
+        assert r.status_code == status, (path, r.text[:300])
+    assert c.get("/v1/log").json()["tree_size"] == size
+
+
+def test_works_page_refuses_what_is_not_a_work(
+        world: tuple[TestClient, dict[str, int]]) -> None:
+    c, s = world
+    html = page(c, f"/works/{s['transfer']}", 422)
+    assert "not a work" in html
+
+
+def test_empty_log_home(tmp_path: Path) -> None:
+    reg = open_registry(tmp_path)
+    with TestClient(create_app(reg)) as c:
+        words = text(page(c, "/"))  # a genesis block, sealed at start, and no entry
+        assert "Entries recorded 0" in words and "Nothing here yet." in words
+
+
+def test_human_time() -> None:
+    assert human_time("2026-11-29T23:44:51.123456Z") == "29 November 2026, 23:44 UTC"
+    assert human_time("2026-03-01T01:02:03+02:00") == "28 February 2026, 23:02 UTC"
+    assert human_time("not a time") == "not a time"
+
+
+
+
+def test_a_block_and_an_entrys_referrers_are_paged(tmp_path: Path) -> None:
+    """A block of many entries and a work named by many claims: each page holds at most
+    `limit` rows, and following "next" visits every row once."""
+    from tests.test_sequencer import pending
+
+    reg = open_registry(tmp_path, linger_ms=200.0)  # one block for the batch below
+    with TestClient(create_app(reg)) as c:
+        futures = [reg.sequencer.submit(pending(i)) for i in range(7)]
+        seqs = [f.result(timeout=30).seq for f in futures]
+        height = c.get(f"/v1/entries/{seqs[0]}").json()["block_height"]
+        assert c.get(f"/v1/entries/{seqs[-1]}").json()["block_height"] == height
+        seen, after = [], None
+        while True:
+            d = explorer.block_view(reg, height, after, 3)
+            assert len(d["rows"]) <= 3
+            seen += [r["seq"] for r in d["rows"]]
+            if d["next"] is None:
+                break
+            html = page(c, f"/blocks/{height}?after={d['next']}&limit=3")
+            assert f'href="../entries/{d["next"] + 1}"' in html
+            after = d["next"]
+        assert seen == seqs
+
+
+def test_the_entries_that_refer_to_an_entry_are_paged(
+        world: tuple[TestClient, dict[str, int]], monkeypatch: pytest.MonkeyPatch) -> None:
+    c, s = world
+    monkeypatch.setattr(explorer, "MAX_ROWS", 2)
+    first = page(c, f"/entries/{s['song']}")
+    shown = re.findall(r'href="\.\./entries/(\d+)">\d+</a></td><td>', first)
+    assert shown == [str(s["transfer"]), str(s["claim"])]
+    more = f"../entries/{s['song']}?after={s['claim']}"
+    assert f'href="{more}"' in first
+    rest = page(c, f"/entries/{s['song']}?after={s['claim']}")
+    assert re.findall(r'href="\.\./entries/(\d+)">\d+</a></td><td>', rest) == [str(s["counter"])]
+    assert "?after=" not in rest
