@@ -15,11 +15,24 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from copyledger.api import auth, metrics, problems
 from copyledger.api.deps import FastJSONResponse
-from copyledger.api.routes import claims, entries, log, pages, tiles, transfers, tsa, works
+from copyledger.api.routes import (
+    claims,
+    entries,
+    keys,
+    log,
+    pages,
+    tiles,
+    transfers,
+    tsa,
+    works,
+)
 from copyledger.ledger.block import BlockHeader
 from copyledger.ledger.errors import CopyledgerError, PayloadTooLarge
 from copyledger.service.apikeys import KeyCache
+from copyledger.service.certificate import certificate_pdf
 from copyledger.service.node import Node
+from copyledger.service.quotas import TokenBuckets
+from copyledger.service.rendercache import RenderCache
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -108,7 +121,8 @@ class FastRegister:
         auth_header = headers.get(b"authorization", b"").decode("latin-1")
         response: Response
         try:
-            who = auth.check(self.state.keys, auth_header, ("creator",))  # before any body
+            who = auth.check_write(self.state.keys, self.state.write_quota, auth_header,
+                                   ("creator",))  # before any body
         except CopyledgerError as e:
             response = problems.from_error(e, "/v1/works")
         else:
@@ -197,14 +211,17 @@ def create_app(node: Node, *, manage: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.node = node
-    app.state.keys = KeyCache(node.store)
+    app.state.keys = KeyCache(node.store, node.settings.key_recheck_s)
     node.listeners.append(_on_seal)
     node.external.on_missing = lambda url, n: metrics.EXTERNAL_MISSING.labels(url).set(n)
     node.cosigner.on_lag = lambda vkey, n: metrics.WITNESS_LAG.labels(vkey).set(n)
     problems.install(app)
-    for r in (works, entries, log, tiles, tsa, transfers, claims, pages):
+    for r in (works, entries, log, tiles, tsa, transfers, claims, keys, pages):
         app.include_router(r.router)
-    app.state.tsa_limiter = tsa.RateLimiter(node.settings.timestamp_rate_per_s)
+    app.state.tsa_limiter = tsa.limiter(node.settings.timestamp_rate_per_s)
+    app.state.write_quota = TokenBuckets(node.settings.write_rate_per_s,
+                                         node.settings.write_burst, "writes per API key")
+    app.state.pdf_cache = RenderCache(certificate_pdf)
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus() -> Response:

@@ -87,7 +87,8 @@ def problem(
         "instance": instance,
     }
     body.update(extra)
-    headers = {"Retry-After": "1"} if status in (429, 503) else None
+    headers = ({"Retry-After": str(extra.get("retry_after", 1))} if status in (429, 503)
+               else None)
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 

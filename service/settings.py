@@ -44,6 +44,12 @@ class Settings:
     external_tsa_roots: str = ""  # PEM file of those TSAs' root certificates (to check tokens)
     witnesses: str = ""  # comma-separated `<url> <cosignature vkey>`: C2SP witnesses to ask
     witness_quorum: int = 1  # how many of them must cosign a checkpoint for it to be served
+    public_url: str = ""  # where clients reach this registry (links, QR codes); never from Host
+    write_rate_per_s: float = 5000.0  # writes per API key per second (token bucket, per process)
+    write_burst: int = 10_000  # how many writes a key may make at once before the rate applies
+    body_timeout_s: float = 30.0  # a request body must arrive within this long (else 408)
+    keep_alive_s: float = 5.0  # an idle keep-alive connection is closed after this long
+    key_recheck_s: float = 30.0  # a cached API key is looked up again after this long
 
     @property
     def external_tsa_urls(self) -> list[str]:
@@ -60,6 +66,11 @@ class Settings:
                     raise InvalidInput(f"witnesses: {item.strip()!r} is not `<url> <vkey>`")
                 out.append((parts[0].rstrip("/"), parts[1]))
         return out
+
+    @property
+    def base_url(self) -> str:
+        """This registry's public address: `public_url`, else the address it listens on."""
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     @property
     def database_url(self) -> str:

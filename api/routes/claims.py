@@ -31,7 +31,7 @@ router = APIRouter(tags=["platforms"])
         "application/json": {"schema": ClaimIn.model_json_schema()}}}},
 )
 async def record_claim(request: Request) -> FastJSONResponse:
-    who = auth.require(request, "platform")
+    who = auth.require_write(request, "platform")
     c = await json_body(request, ClaimIn)
     recorded = await operations.record_claim(node(request), who, c)
     return FastJSONResponse(recorded.to_dict(), status_code=201)
