@@ -8,6 +8,7 @@ import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from copyledger.ledger.errors import InvalidInput
 
@@ -145,7 +146,20 @@ def load(data_dir: str | Path | None = None, **overrides: object) -> Settings:
     values.pop("data_dir", None)
     s = Settings(data_dir=dd)
     coerced: dict[str, Any] = {k: _coerce(k, known[k], v) for k, v in values.items()}
-    return replace(s, **coerced)
+    s = replace(s, **coerced)
+    _check_public_url(s.public_url)
+    return s
+
+
+def _check_public_url(url: str) -> None:
+    """Links and QR codes are built from it: only a plain http(s) address with a host."""
+    if not url:
+        return
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query \
+            or parts.fragment or any(c.isspace() or c in "\"'<>" for c in url):
+        raise InvalidInput(f"setting public_url: {url!r} is not an http(s) URL like "
+                           "https://registry.example.org (a path is allowed, a query is not)")
 
 
 def write_config(s: Settings) -> None:
