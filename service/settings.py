@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from copyledger.ledger.errors import InvalidInput
+from copyledger.service.fsperm import private_dir
 
 ENV_PREFIX = "COPYLEDGER_"
 CONFIG_FILE = "config.toml"
@@ -173,7 +174,7 @@ def write_config(s: Settings) -> None:
         lines += [f"{k} = {_toml_str(str(getattr(s, k)))}" for k in (
             "key_backend", "pkcs11_module", "pkcs11_token_label", "pkcs11_pin_env",
             "pkcs11_log_key_label", "pkcs11_tsa_key_label")]
-    s.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(s.data_dir)
     # 0600: the database URL may carry a password.
     fd = os.open(s.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
