@@ -65,7 +65,7 @@ def from_error(exc: CopyledgerError, instance: str) -> JSONResponse:
     """The problem+json response for a domain error (logged when it is the server's fault)."""
     status, slug, title = classify(exc)
     if status >= 500:
-        log.error("server error on %s: %s", instance, exc.detail)
+        log.error("server error on %s: %s", instance, exc.full_detail)
     return problem(status, slug, title, exc.detail, instance, **exc.extra)
 
 

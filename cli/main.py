@@ -93,7 +93,7 @@ def _domain_errors_exit() -> Iterator[None]:
     try:
         yield
     except CopyledgerError as e:
-        _die(e.detail)
+        _die(e.full_detail)
 
 
 def _emit(as_json: bool, obj: Any, human: str | None = None) -> None:

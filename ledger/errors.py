@@ -7,15 +7,25 @@ maps each class to a status and an RFC 9457 problem type in one table
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class CopyledgerError(Exception):
     """Base class: `detail` is the human message; `extra` holds machine-readable members (for
-    example `errors`, a list of every bad field)."""
+    example `errors`, a list of every bad field). `internal` is what only the operator may see
+    (an internal URL, a file path, an errno, a database message): logs and the CLI show it,
+    clients of the HTTP API never get it."""
 
-    def __init__(self, detail: str, **extra: object) -> None:
-        super().__init__(detail)
+    def __init__(self, detail: str, *, internal: str = "", **extra: Any) -> None:
+        super().__init__(f"{detail} ({internal})" if internal else detail)  # str(): operator's
         self.detail = detail
+        self.internal = internal
         self.extra = extra
+
+    @property
+    def full_detail(self) -> str:
+        """`detail` with the internal cause, for the operator's eyes only."""
+        return str(self)
 
 
 class InvalidInput(CopyledgerError):
