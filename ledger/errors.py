@@ -7,8 +7,6 @@ maps each class to a status and an RFC 9457 problem type in one table
 
 from __future__ import annotations
 
-from typing import Any
-
 
 class CopyledgerError(Exception):
     """Base class: `detail` is the human message; `extra` holds machine-readable members (for
@@ -16,7 +14,8 @@ class CopyledgerError(Exception):
     (an internal URL, a file path, an errno, a database message): logs and the CLI show it,
     clients of the HTTP API never get it."""
 
-    def __init__(self, detail: str, *, internal: str = "", **extra: Any) -> None:
+    def __init__(self, detail: str, **extra: object) -> None:
+        internal = str(extra.pop("internal", "") or "")
         super().__init__(f"{detail} ({internal})" if internal else detail)  # str(): operator's
         self.detail = detail
         self.internal = internal
