@@ -5,6 +5,7 @@ HTTP lives only in `api/`; routes parse, call one service operation and render.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -27,7 +28,7 @@ from copyledger.api.routes import (
     works,
 )
 from copyledger.ledger.block import BlockHeader
-from copyledger.ledger.errors import CopyledgerError, PayloadTooLarge
+from copyledger.ledger.errors import CopyledgerError, PayloadTooLarge, RequestTimeout
 from copyledger.service.apikeys import KeyCache
 from copyledger.service.certificate import certificate_pdf
 from copyledger.service.node import Node
@@ -45,19 +46,26 @@ UPLOAD_PATHS = frozenset({"/v1/works", "/v1/claims/check"})  # the endpoints tha
 
 
 class BodyLimit:
-    """Refuse request bodies over the limit (413, problem+json) before they are read whole.
+    """Refuse request bodies over the limit (413, problem+json) before they are read whole, and
+    bodies that do not arrive in time (408, and the connection closed).
 
     Only `multipart/form-data` POSTs to an upload path get the larger upload limit (they are
     spooled to disk and hashed as they stream in); every other body, whatever its type, gets
-    the small JSON limit, so no request can make the server hold more than that in memory."""
+    the small JSON limit, so no request can make the server hold more than that in memory.
+    The time limit is for the whole body, not between pieces, so a client that trickles a byte
+    at a time holds a connection no longer than one that stalls; uploads get
+    `upload_timeout` seconds, other bodies `timeout`."""
 
     def __init__(
-        self, app: ASGIApp, max_body: int, max_upload: int, upload_paths: frozenset[str]
+        self, app: ASGIApp, max_body: int, max_upload: int, upload_paths: frozenset[str],
+        timeout: float = 30.0, upload_timeout: float = 3600.0,
     ) -> None:
         self.app = app
         self.max_body = max_body
         self.max_upload = max_upload
         self.upload_paths = upload_paths
+        self.timeout = timeout
+        self.upload_timeout = upload_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -73,20 +81,44 @@ class BodyLimit:
             await self._reject(scope, receive, send, limit)
             return
         seen = 0
+        allowed = self.upload_timeout if upload else self.timeout
+        deadline = asyncio.get_running_loop().time() + allowed
+        body_done = False
+        started = False
 
         async def counting() -> Message:
-            nonlocal seen
-            msg = await receive()
+            nonlocal seen, body_done
+            if body_done:  # after the body, receive() waits for a disconnect: no deadline
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):  # no task per call, unlike wait_for
+                    msg = await receive()
+            except TimeoutError:
+                raise _TooSlow() from None
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > limit:
                     raise _TooLarge()
+                body_done = not msg.get("more_body", False)
             return msg
 
+        async def watching(msg: Message) -> None:
+            nonlocal started
+            started = started or msg["type"] == "http.response.start"
+            await send(msg)
+
         try:
-            await self.app(scope, counting, send)
+            await self.app(scope, counting, watching)
         except _TooLarge:
             await self._reject(scope, receive, send, limit)
+        except _TooSlow:
+            if started:
+                raise
+            resp = problems.from_error(
+                RequestTimeout(f"the request body did not arrive within {allowed:g} s"),
+                scope.get("path", ""))
+            resp.headers["Connection"] = "close"  # the server closes it after this answer
+            await resp(scope, receive, send)
 
     @staticmethod
     async def _reject(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
@@ -97,6 +129,10 @@ class BodyLimit:
 
 class _TooLarge(Exception):
     """The body passed its limit while streaming in."""
+
+
+class _TooSlow(Exception):
+    """The body was not all in by its deadline."""
 
 
 class FastRegister:
@@ -242,6 +278,8 @@ def create_app(node: Node, *, manage: bool = True) -> FastAPI:
         max_body=node.settings.max_body_bytes,
         max_upload=node.settings.max_upload_bytes,
         upload_paths=UPLOAD_PATHS,
+        timeout=node.settings.body_timeout_s,
+        upload_timeout=node.settings.upload_timeout_s,
     )
     app.add_middleware(RequestMetrics)
     return app

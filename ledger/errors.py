@@ -51,6 +51,10 @@ class PayloadTooLarge(CopyledgerError):
     """The input is larger than this registry accepts."""
 
 
+class RequestTimeout(CopyledgerError):
+    """The request did not arrive in the time allowed; nothing was written."""
+
+
 class RateLimited(CopyledgerError):
     """The caller asked too often; try again later."""
 

@@ -50,6 +50,7 @@ class Settings:
     write_rate_per_s: float = 5000.0  # writes per API key per second (token bucket, per process)
     write_burst: int = 10_000  # how many writes a key may make at once before the rate applies
     body_timeout_s: float = 30.0  # a request body must arrive within this long (else 408)
+    upload_timeout_s: float = 3600.0  # the same for a multipart upload to an upload path
     keep_alive_s: float = 5.0  # an idle keep-alive connection is closed after this long
     key_recheck_s: float = 30.0  # a cached API key is looked up again after this long
 
