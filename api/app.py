@@ -18,6 +18,7 @@ from copyledger.api import auth, metrics, problems
 from copyledger.api.deps import FastJSONResponse
 from copyledger.api.routes import (
     claims,
+    docs,
     entries,
     keys,
     log,
@@ -245,6 +246,7 @@ def create_app(node: Node, *, manage: bool = True) -> FastAPI:
         "checkpoints are C2SP signed notes, and receipts are inclusion proofs. Errors are "
         "RFC 9457 application/problem+json.",
         lifespan=lifespan,
+        docs_url=None,  # served by routes/docs.py from packaged files, not from a CDN
     )
     app.state.node = node
     app.state.keys = KeyCache(node.store, node.settings.key_recheck_s)
@@ -252,7 +254,7 @@ def create_app(node: Node, *, manage: bool = True) -> FastAPI:
     node.external.on_missing = lambda url, n: metrics.EXTERNAL_MISSING.labels(url).set(n)
     node.cosigner.on_lag = lambda vkey, n: metrics.WITNESS_LAG.labels(vkey).set(n)
     problems.install(app)
-    for r in (works, entries, log, tiles, tsa, transfers, claims, keys, pages):
+    for r in (works, entries, log, tiles, tsa, transfers, claims, keys, pages, docs):
         app.include_router(r.router)
     app.state.tsa_limiter = tsa.limiter(node.settings.timestamp_rate_per_s)
     app.state.write_quota = TokenBuckets(node.settings.write_rate_per_s,
