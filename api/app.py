@@ -5,6 +5,7 @@ HTTP lives only in `api/`; routes parse, call one service operation and render.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,8 +21,10 @@ from copyledger.api.models import HEALTH_EXAMPLE, HealthOut
 from copyledger.api.routes import (
     account,
     claims,
+    docs,
     entries,
     explorer,
+    keys,
     log,
     pages,
     tiles,
@@ -30,9 +33,12 @@ from copyledger.api.routes import (
     works,
 )
 from copyledger.ledger.block import BlockHeader
-from copyledger.ledger.errors import CopyledgerError, PayloadTooLarge
+from copyledger.ledger.errors import CopyledgerError, PayloadTooLarge, RequestTimeout
 from copyledger.service.apikeys import KeyCache
+from copyledger.service.certificate import certificate_pdf
 from copyledger.service.node import Node
+from copyledger.service.quotas import TokenBuckets
+from copyledger.service.rendercache import RenderCache
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -45,19 +51,26 @@ UPLOAD_PATHS = frozenset({"/v1/works", "/v1/claims/check"})  # the endpoints tha
 
 
 class BodyLimit:
-    """Refuse request bodies over the limit (413, problem+json) before they are read whole.
+    """Refuse request bodies over the limit (413, problem+json) before they are read whole, and
+    bodies that do not arrive in time (408, and the connection closed).
 
     Only `multipart/form-data` POSTs to an upload path get the larger upload limit (they are
     spooled to disk and hashed as they stream in); every other body, whatever its type, gets
-    the small JSON limit, so no request can make the server hold more than that in memory."""
+    the small JSON limit, so no request can make the server hold more than that in memory.
+    The time limit is for the whole body, not between pieces, so a client that trickles a byte
+    at a time holds a connection no longer than one that stalls; uploads get
+    `upload_timeout` seconds, other bodies `timeout`."""
 
     def __init__(
-        self, app: ASGIApp, max_body: int, max_upload: int, upload_paths: frozenset[str]
+        self, app: ASGIApp, max_body: int, max_upload: int, upload_paths: frozenset[str],
+        timeout: float = 30.0, upload_timeout: float = 3600.0,
     ) -> None:
         self.app = app
         self.max_body = max_body
         self.max_upload = max_upload
         self.upload_paths = upload_paths
+        self.timeout = timeout
+        self.upload_timeout = upload_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -73,20 +86,44 @@ class BodyLimit:
             await self._reject(scope, receive, send, limit)
             return
         seen = 0
+        allowed = self.upload_timeout if upload else self.timeout
+        deadline = asyncio.get_running_loop().time() + allowed
+        body_done = False
+        started = False
 
         async def counting() -> Message:
-            nonlocal seen
-            msg = await receive()
+            nonlocal seen, body_done
+            if body_done:  # after the body, receive() waits for a disconnect: no deadline
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):  # no task per call, unlike wait_for
+                    msg = await receive()
+            except TimeoutError:
+                raise _TooSlow() from None
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > limit:
                     raise _TooLarge()
+                body_done = not msg.get("more_body", False)
             return msg
 
+        async def watching(msg: Message) -> None:
+            nonlocal started
+            started = started or msg["type"] == "http.response.start"
+            await send(msg)
+
         try:
-            await self.app(scope, counting, send)
+            await self.app(scope, counting, watching)
         except _TooLarge:
             await self._reject(scope, receive, send, limit)
+        except _TooSlow:
+            if started:
+                raise
+            resp = problems.from_error(
+                RequestTimeout(f"the request body did not arrive within {allowed:g} s"),
+                scope.get("path", ""))
+            resp.headers["Connection"] = "close"  # the server closes it after this answer
+            await resp(scope, receive, send)
 
     @staticmethod
     async def _reject(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
@@ -97,6 +134,10 @@ class BodyLimit:
 
 class _TooLarge(Exception):
     """The body passed its limit while streaming in."""
+
+
+class _TooSlow(Exception):
+    """The body was not all in by its deadline."""
 
 
 class FastRegister:
@@ -121,7 +162,8 @@ class FastRegister:
         auth_header = headers.get(b"authorization", b"").decode("latin-1")
         response: Response
         try:
-            who = auth.check(self.state.keys, auth_header, ("creator",))  # before any body
+            who = auth.check_write(self.state.keys, self.state.write_quota, auth_header,
+                                   ("creator",))  # before any body
         except CopyledgerError as e:
             response = problems.from_error(e, "/v1/works")
         else:
@@ -214,17 +256,22 @@ def create_app(node: Node, *, manage: bool = True) -> FastAPI:
         "RFC 9457 application/problem+json.",
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
+        docs_url=None,  # served by routes/docs.py from packaged files, not from a CDN
     )
     app.state.node = node
-    app.state.keys = KeyCache(node.store)
+    app.state.keys = KeyCache(node.store, node.settings.key_recheck_s)
     node.listeners.append(_on_seal)
     node.external.on_missing = lambda url, n: metrics.EXTERNAL_MISSING.labels(url).set(n)
     node.cosigner.on_lag = lambda vkey, n: metrics.WITNESS_LAG.labels(vkey).set(n)
     problems.install(app)
     openapi.install(app)
-    for r in (works, entries, log, tiles, tsa, transfers, claims, account, pages, explorer):
+    for r in (works, entries, log, tiles, tsa, transfers, claims, account, keys, pages, explorer,
+              docs):
         app.include_router(r.router)
-    app.state.tsa_limiter = tsa.RateLimiter(node.settings.timestamp_rate_per_s)
+    app.state.tsa_limiter = tsa.limiter(node.settings.timestamp_rate_per_s)
+    app.state.write_quota = TokenBuckets(node.settings.write_rate_per_s,
+                                         node.settings.write_burst, "writes per API key")
+    app.state.pdf_cache = RenderCache(certificate_pdf)
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus() -> Response:
@@ -248,6 +295,8 @@ def create_app(node: Node, *, manage: bool = True) -> FastAPI:
         max_body=node.settings.max_body_bytes,
         max_upload=node.settings.max_upload_bytes,
         upload_paths=UPLOAD_PATHS,
+        timeout=node.settings.body_timeout_s,
+        upload_timeout=node.settings.upload_timeout_s,
     )
     app.add_middleware(RequestMetrics)
     return app

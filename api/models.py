@@ -374,3 +374,33 @@ LOG_EXAMPLE = {"origin": "example.org/copyledger",
 BLOCK_EXAMPLE = {**BUNDLE_EXAMPLE["block"], "checkpoint": _NOTE,
                  "timestamps": BUNDLE_EXAMPLE["timestamps"]}
 SEARCH_EXAMPLE = {"sha256": SHA, "results": [ENTRY_EXAMPLE], "truncated": False}
+
+
+class KeyIn(BaseModel):
+    """A key to mint: its role and the account it acts for."""
+
+    model_config = ConfigDict(extra="forbid",
+                              json_schema_extra={"examples": [{"role": "creator",
+                                                               "account": "alice"}]})
+    role: str = Field(description="creator, platform, court or admin")
+    account: str = Field(description="1-64 characters from A-Z, a-z, 0-9, '.', '_', '-'; what "
+                         "entries record as registrant")
+
+
+class KeyOut(BaseModel):
+    """A stored key, without its secret."""
+
+    id: int
+    prefix: str = Field(description="the key's first characters, to recognise it")
+    role: str
+    account: str
+    created_at: str
+    revoked_at: str | None
+
+
+class KeyCreatedOut(KeyOut):
+    key: str = Field(description="the secret; shown once, only its SHA-256 is stored")
+
+
+class KeyListOut(BaseModel):
+    keys: list[KeyOut]

@@ -22,6 +22,7 @@ from copyledger.ledger.errors import (
     PayloadTooLarge,
     ProofError,
     RateLimited,
+    RequestTimeout,
     SignatureError,
     Unauthorized,
     Unavailable,
@@ -44,6 +45,7 @@ PROBLEMS: dict[type[CopyledgerError], tuple[int, str, str]] = {
     Conflict: (409, "conflict", "Conflict"),
     PayloadTooLarge: (413, "payload-too-large", "Request body too large"),
     RateLimited: (429, "rate-limited", "Too many requests"),
+    RequestTimeout: (408, "request-timeout", "Request body too slow"),
     Unavailable: (503, "unavailable", "Service unavailable"),
     VerificationError: (422, "verification-failed", "Verification failed"),
     ProofError: (422, "proof-failed", "Merkle proof does not verify"),
@@ -65,7 +67,7 @@ def from_error(exc: CopyledgerError, instance: str) -> JSONResponse:
     """The problem+json response for a domain error (logged when it is the server's fault)."""
     status, slug, title = classify(exc)
     if status >= 500:
-        log.error("server error on %s: %s", instance, exc.detail)
+        log.error("server error on %s: %s", instance, exc.full_detail)
     return problem(status, slug, title, exc.detail, instance, **exc.extra)
 
 
@@ -87,7 +89,8 @@ def problem(
         "instance": instance,
     }
     body.update(extra)
-    headers = {"Retry-After": "1"} if status in (429, 503) else None
+    headers = ({"Retry-After": str(extra.get("retry_after", 1))} if status in (429, 503)
+               else None)
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 

@@ -93,7 +93,7 @@ def _domain_errors_exit() -> Iterator[None]:
     try:
         yield
     except CopyledgerError as e:
-        _die(e.detail)
+        _die(e.full_detail)
 
 
 def _emit(as_json: bool, obj: Any, human: str | None = None) -> None:
@@ -170,7 +170,7 @@ def serve(
     err.print(f"next, in another terminal: create an API key with\n  copyledger keys create "
               f"--role creator --account you --data-dir {s.data_dir}", markup=False)
     uvicorn.run(create_app(reg), host=s.host, port=s.port, log_level="warning",
-                access_log=False)
+                access_log=False, timeout_keep_alive=max(1, round(s.keep_alive_s)))
 
 
 def _check_port(host: str, port: int) -> None:

@@ -10,12 +10,21 @@ from __future__ import annotations
 
 class CopyledgerError(Exception):
     """Base class: `detail` is the human message; `extra` holds machine-readable members (for
-    example `errors`, a list of every bad field)."""
+    example `errors`, a list of every bad field). `internal` is what only the operator may see
+    (an internal URL, a file path, an errno, a database message): logs and the CLI show it,
+    clients of the HTTP API never get it."""
 
     def __init__(self, detail: str, **extra: object) -> None:
-        super().__init__(detail)
+        internal = str(extra.pop("internal", "") or "")
+        super().__init__(f"{detail} ({internal})" if internal else detail)  # str(): operator's
         self.detail = detail
+        self.internal = internal
         self.extra = extra
+
+    @property
+    def full_detail(self) -> str:
+        """`detail` with the internal cause, for the operator's eyes only."""
+        return str(self)
 
 
 class InvalidInput(CopyledgerError):
@@ -40,6 +49,10 @@ class Conflict(CopyledgerError):
 
 class PayloadTooLarge(CopyledgerError):
     """The input is larger than this registry accepts."""
+
+
+class RequestTimeout(CopyledgerError):
+    """The request did not arrive in the time allowed; nothing was written."""
 
 
 class RateLimited(CopyledgerError):

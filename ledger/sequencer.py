@@ -28,7 +28,7 @@ from copyledger.ledger import entry as entry_mod
 from copyledger.ledger import links as links_mod
 from copyledger.ledger import merkle, note
 from copyledger.ledger.block import GENESIS_PREV, BlockHeader
-from copyledger.ledger.errors import Unavailable
+from copyledger.ledger.errors import CopyledgerError, Unavailable
 from copyledger.ledger.store import BlockRow, CachedReader, EntryRow, Store
 
 log = logging.getLogger("copyledger.sequencer")
@@ -82,12 +82,20 @@ def _settle(waiters: list[tuple[asyncio.Future[Receipt], Outcome]]) -> None:
 
 
 _SEAL_FAILED = {
-    "before": "sealing failed before anything was written; nothing was recorded: {e}",
+    "before": "sealing failed before anything was written; nothing was recorded",
     "during": "the database write failed; the entry is most likely not recorded, but check "
-    "GET /v1/search?sha256=... before retrying: {e}",
+    "GET /v1/search?sha256=... before retrying",
     "after": "the entry WAS recorded, but its receipt could not be built; fetch it with "
-    "GET /v1/search?sha256=...: {e}",
+    "GET /v1/search?sha256=...",
 }
+
+
+def _seal_failed(phase: str, cause: BaseException | None) -> Unavailable:
+    """What waiters are told: a domain error's own detail (it names nothing internal), but only
+    the operator's log sees anything else (a driver's message with paths, an errno, a URL)."""
+    if isinstance(cause, CopyledgerError):
+        return Unavailable(f"{_SEAL_FAILED[phase]}: {cause.detail}", internal=cause.internal)
+    return Unavailable(_SEAL_FAILED[phase], internal=f"{type(cause).__name__}: {cause}")
 
 
 class _SealFailed(Exception):
@@ -245,7 +253,7 @@ class Sequencer:
                 self.state = LogState.load(self.store)
                 failed = e if isinstance(e, _SealFailed) else None
                 phase = failed.phase if failed else "before"
-                err = Unavailable(_SEAL_FAILED[phase].format(e=failed.__cause__ if failed else e))
+                err = _seal_failed(phase, failed.__cause__ if failed else e)
                 self._answer(chunk, [err] * len(chunk))
                 continue
             self._answer(chunk, receipts)

@@ -7,6 +7,7 @@ shape, a whole sealed block in one transaction, so a crash leaves either the who
 from __future__ import annotations
 
 import fcntl
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from sqlalchemy import (
     text,
     tuple_,
 )
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
 from copyledger.ledger import merkle
@@ -94,10 +96,29 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
+        _private_sqlite_files(make_url(url).database)
         engine = create_engine(url, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+def _private_sqlite_files(db: str | None) -> None:
+    """Create the SQLite file 0600 before SQLite does (it would use 0644 minus the umask, so
+    0666 under umask 000), and narrow an existing one. SQLite gives its -wal and -shm files the
+    database file's mode; those left by an older process are narrowed too."""
+    if not db or db == ":memory:" or db.startswith("file:"):
+        return
+    fd = os.open(db, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if os.fstat(fd).st_uid == os.geteuid():
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm", "-journal", ".sequencer-lock"):
+        side = Path(db + suffix)
+        if side.exists() and side.stat().st_uid == os.geteuid():
+            os.chmod(side, 0o600)
 
 
 def migrate(engine: Engine) -> None:
@@ -156,7 +177,8 @@ class Store:
         db = self.engine.url.database
         if not db or db == ":memory:" or self._lock_file is not None:
             return
-        f = open(db + ".sequencer-lock", "a")  # noqa: SIM115 - held open for the lock's life
+        fd = os.open(db + ".sequencer-lock", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        f = os.fdopen(fd, "a")  # held open for the lock's life
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

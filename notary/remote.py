@@ -48,13 +48,15 @@ class RemoteNotary:
         try:
             r = self._client.request(method, path, **kw)
         except httpx.HTTPError as e:
-            raise Unavailable(f"the notary at {self.url} cannot be reached: {e}") from None
+            raise Unavailable("the notary cannot be reached",
+                              internal=f"{self.url}: {e}") from None
         if r.status_code != 200:
             detail = r.json().get("detail") if r.headers.get("content-type", "").endswith(
                 "json") else r.text[:200]
             if r.status_code >= 500 or r.status_code == 401:
-                raise Unavailable(f"the notary answered {r.status_code}: {detail}")
-            raise CopyledgerError(f"the notary refused: {detail}")
+                raise Unavailable(f"the notary answered {r.status_code}",
+                                  internal=f"{self.url}: {detail}")
+            raise CopyledgerError(f"the notary refused: {detail}")  # its own problem detail
         return r if path.endswith("/timestamp") else r.json()
 
     def close(self) -> None:

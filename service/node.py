@@ -35,6 +35,7 @@ from copyledger.notary.signer import Signer, sign_note, verifier_key
 from copyledger.notary.tsa import TimeStampAuthority
 from copyledger.notary.tsa_certs import ROOT_FILE, TsaIdentity
 from copyledger.notary.witnesses import Cosigner, WitnessConfig
+from copyledger.service.fsperm import private_dir, trusted_text, write_public
 from copyledger.service.rotation import overlap_signers, retired_keys
 from copyledger.service.settings import Settings, write_config
 
@@ -54,7 +55,7 @@ class InitResult:
 def init_data_dir(s: Settings) -> InitResult:
     """Create the data directory, its config, the notary keys (unless a stand-alone notary
     holds them) and the schema. Idempotent: an existing key is kept, never overwritten."""
-    s.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(s.data_dir)
     check_origin(s)
     if not s.config_path.exists():
         write_config(s)
@@ -85,15 +86,15 @@ def init_notary_keys(s: Settings) -> tuple[bool, str]:
     """The log key (PEM file or HSM token) and the TSA chain, created if missing."""
     signer, created = init_log_signer(key_config(s), s.origin, s.log_key_path, _passphrase(s))
     vkey = verifier_key(signer)
-    s.verifier_key_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    s.verifier_key_path.write_text(vkey + "\n")
+    private_dir(s.verifier_key_path.parent)
+    write_public(s.verifier_key_path, vkey + "\n")
     init_tsa_chain(key_config(s), s.tsa_dir, s.origin, _passphrase(s))
     return created, vkey
 
 
 def init_notary_dir(s: Settings) -> tuple[bool, str]:
     """A stand-alone notary's data directory: config and keys only (no database)."""
-    s.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(s.data_dir)
     check_origin(s)
     if not s.config_path.exists():
         write_config(s)
@@ -121,12 +122,12 @@ def connect_notary(s: Settings) -> RemoteNotary:
 
 def _publish_remote_identity(s: Settings, notary: RemoteNotary) -> str:
     """Keep the notary's PUBLIC keys in the data directory (for audit and bundles)."""
-    s.verifier_key_path.parent.mkdir(parents=True, exist_ok=True)
-    s.verifier_key_path.write_text(notary.verifier_key + "\n")
-    s.tsa_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(s.verifier_key_path.parent)
+    write_public(s.verifier_key_path, notary.verifier_key + "\n")
+    private_dir(s.tsa_dir)
     certs = [notary.identity.certificate, *notary.identity.chain]
     roots = [c for c in certs if c.issuer == c.subject] or certs[-1:]
-    (s.tsa_dir / ROOT_FILE).write_text("".join(_pem(c) for c in roots))
+    write_public(s.tsa_dir / ROOT_FILE, "".join(_pem(c) for c in roots))
     return notary.verifier_key
 
 
@@ -134,7 +135,7 @@ def check_origin(s: Settings) -> None:
     """The origin names the log in every checkpoint and is the key's name: fixed at `init`.
     Refuse a different one from flags, environment or config rather than fork the log."""
     if s.verifier_key_path.exists():
-        fixed = note.parse_verifier_key(s.verifier_key_path.read_text().strip()).name
+        fixed = note.parse_verifier_key(read_verifier_key(s)).name
         if fixed != s.origin:
             raise InvalidInput(
                 f"this registry's origin is {fixed!r} and cannot change (the settings say "
@@ -152,7 +153,7 @@ def read_verifier_key(s: Settings) -> str:
     p: Path = s.verifier_key_path
     if not p.exists():
         raise NotFound(f"no verifier key at {p}: run `copyledger init` first")
-    return p.read_text().strip()
+    return trusted_text(p, s.data_dir).strip()
 
 
 def open_store(s: Settings) -> Store:

@@ -23,6 +23,7 @@ from typing import Any
 from copyledger.ledger.entry import parse_timestamp
 from copyledger.ledger.errors import InvalidInput
 from copyledger.notary.signer import FileSigner, Signer
+from copyledger.service.fsperm import trusted_text
 from copyledger.service.settings import Settings
 
 ROTATIONS = "rotations.json"
@@ -84,7 +85,7 @@ def rotate(s: Settings, *, overlap: timedelta, valid_from: str | None) -> Retire
     dest = notary / "retired" / str(n)
     dest.mkdir(parents=True, mode=0o700)
     now = _now()
-    vkey = s.verifier_key_path.read_text().strip()
+    vkey = trusted_text(s.verifier_key_path, s.data_dir).strip()
     tsa_root = (s.tsa_dir / "root.pem").read_text()
     chain_text = (s.tsa_dir / "tsa.pem").read_text()
     shutil.move(str(s.log_key_path), dest / "log-key.pem")

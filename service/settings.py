@@ -8,8 +8,10 @@ import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from copyledger.ledger.errors import InvalidInput
+from copyledger.service.fsperm import private_dir
 
 ENV_PREFIX = "COPYLEDGER_"
 CONFIG_FILE = "config.toml"
@@ -44,6 +46,13 @@ class Settings:
     external_tsa_roots: str = ""  # PEM file of those TSAs' root certificates (to check tokens)
     witnesses: str = ""  # comma-separated `<url> <cosignature vkey>`: C2SP witnesses to ask
     witness_quorum: int = 1  # how many of them must cosign a checkpoint for it to be served
+    public_url: str = ""  # where clients reach this registry (links, QR codes); never from Host
+    write_rate_per_s: float = 5000.0  # writes per API key per second (token bucket, per process)
+    write_burst: int = 10_000  # how many writes a key may make at once before the rate applies
+    body_timeout_s: float = 30.0  # a request body must arrive within this long (else 408)
+    upload_timeout_s: float = 3600.0  # the same for a multipart upload to an upload path
+    keep_alive_s: float = 5.0  # an idle keep-alive connection is closed after this long
+    key_recheck_s: float = 30.0  # a cached API key is looked up again after this long
 
     @property
     def external_tsa_urls(self) -> list[str]:
@@ -60,6 +69,11 @@ class Settings:
                     raise InvalidInput(f"witnesses: {item.strip()!r} is not `<url> <vkey>`")
                 out.append((parts[0].rstrip("/"), parts[1]))
         return out
+
+    @property
+    def base_url(self) -> str:
+        """This registry's public address: `public_url`, else the address it listens on."""
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     @property
     def database_url(self) -> str:
@@ -134,7 +148,20 @@ def load(data_dir: str | Path | None = None, **overrides: object) -> Settings:
     values.pop("data_dir", None)
     s = Settings(data_dir=dd)
     coerced: dict[str, Any] = {k: _coerce(k, known[k], v) for k, v in values.items()}
-    return replace(s, **coerced)
+    s = replace(s, **coerced)
+    _check_public_url(s.public_url)
+    return s
+
+
+def _check_public_url(url: str) -> None:
+    """Links and QR codes are built from it: only a plain http(s) address with a host."""
+    if not url:
+        return
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query \
+            or parts.fragment or any(c.isspace() or c in "\"'<>" for c in url):
+        raise InvalidInput(f"setting public_url: {url!r} is not an http(s) URL like "
+                           "https://registry.example.org (a path is allowed, a query is not)")
 
 
 def write_config(s: Settings) -> None:
@@ -148,7 +175,7 @@ def write_config(s: Settings) -> None:
         lines += [f"{k} = {_toml_str(str(getattr(s, k)))}" for k in (
             "key_backend", "pkcs11_module", "pkcs11_token_label", "pkcs11_pin_env",
             "pkcs11_log_key_label", "pkcs11_tsa_key_label")]
-    s.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(s.data_dir)
     # 0600: the database URL may carry a password.
     fd = os.open(s.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:

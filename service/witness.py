@@ -24,6 +24,7 @@ from typing import Any
 from copyledger.ledger import cosignature, merkle, note
 from copyledger.ledger.errors import Conflict, InvalidInput, NotFound, ProofError, SignatureError
 from copyledger.notary.signer import FileSigner, Signer, replace_file
+from copyledger.service.fsperm import private_dir
 
 __all__ = ["LogConfig", "Witness", "init_witness_dir", "open_witness"]
 
@@ -145,7 +146,7 @@ def init_witness_dir(data_dir: Path, name: str | None = None,
                      logs: Sequence[str] = ()) -> tuple[bool, str]:
     """Create (or keep) the witness key (PEM, mode 0600) and add the logs' verifier keys
     (`origin` = the key's name) to its configuration. Returns (key created, witness vkey)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     config_path = data_dir / CONFIG_FILE
     config = _read_config(config_path) if config_path.exists() else {"name": name, "logs": {}}
     if name is not None and name != config["name"]:

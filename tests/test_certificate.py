@@ -50,7 +50,7 @@ def _missing(what: str, env: str = "COPYLEDGER_REQUIRE_POPPLER") -> NoReturn:
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    reg = open_registry(tmp_path_factory.mktemp("reg"))
+    reg = open_registry(tmp_path_factory.mktemp("reg"), public_url=BASE)
     key, _ = create_key(reg.store, "creator", "alice")
     h = {"Authorization": f"Bearer {key}"}
     with TestClient(create_app(reg)) as c:

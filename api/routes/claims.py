@@ -46,7 +46,7 @@ _CHECK_FORM = {"type": "object", "required": ["claimant"], "properties": {
     openapi_extra={**secured("platform"), **json_request(ClaimIn)},
 )
 async def record_claim(request: Request) -> FastJSONResponse:
-    who = auth.require(request, "platform")
+    who = auth.require_write(request, "platform")
     c = await json_body(request, ClaimIn)
     recorded = await operations.record_claim(node(request), who, c)
     return FastJSONResponse(recorded.to_dict(), status_code=201)

@@ -17,8 +17,9 @@ from copyledger.api.deps import node
 from copyledger.api.openapi import PUBLIC, problems
 from copyledger.ledger.errors import NotFound
 from copyledger.service import reads
-from copyledger.service.certificate import certificate_html, certificate_pdf
+from copyledger.service.certificate import certificate_html
 from copyledger.service.inputs import MAX_INT
+from copyledger.service.rendercache import RenderCache
 
 router = APIRouter(tags=["pages"])
 STATIC = FsPath(__file__).resolve().parent.parent / "static"
@@ -37,8 +38,9 @@ SECURITY = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer
 
 
 def verify_url(request: Request, seq: int) -> str:
-    """Where the QR code points: this registry's /verify page, opened on this entry."""
-    return f"{str(request.base_url).rstrip('/')}/verify?seq={seq}"
+    """Where the QR code points: this registry's /verify page, opened on this entry. From the
+    configured public URL, never from the request's Host header, which the client chooses."""
+    return f"{node(request).settings.base_url}/verify?seq={seq}"
 
 
 def _wants_pdf(accept: str) -> bool:
@@ -87,7 +89,8 @@ def get_certificate(
     headers = {**SECURITY, "Vary": "Accept"}
     if as_pdf:
         headers["Content-Disposition"] = f'attachment; filename="copyledger-entry-{seq}.pdf"'
-        return Response(certificate_pdf(bundle, url), media_type="application/pdf",
+        pdf: RenderCache = request.app.state.pdf_cache
+        return Response(pdf(bundle, url), media_type="application/pdf",
                         headers=headers)
     return HTMLResponse(certificate_html(bundle, url),
                         headers={**headers, "Content-Security-Policy": CERT_CSP})

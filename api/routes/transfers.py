@@ -34,7 +34,7 @@ router = APIRouter(tags=["creators"])
     openapi_extra={**secured("creator"), **json_request(TransferIn)},
 )
 async def record_transfer(request: Request) -> FastJSONResponse:
-    who = auth.require(request, "creator")
+    who = auth.require_write(request, "creator")
     t = await json_body(request, TransferIn)
     recorded = await operations.record_transfer(node(request), who, t)
     return FastJSONResponse(recorded.to_dict(), status_code=201)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-import time
-
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from copyledger.api.deps import node
 from copyledger.api.openapi import PUBLIC, problems
-from copyledger.ledger.errors import InvalidInput, RateLimited
+from copyledger.ledger.errors import InvalidInput
+from copyledger.service.quotas import TokenBuckets
 
 router = APIRouter(tags=["time-stamping"])
 
@@ -19,25 +17,9 @@ REPLY_TYPE = "application/timestamp-reply"
 MAX_QUERY_BYTES = 16_384  # a TimeStampReq is a few hundred bytes
 
 
-class RateLimiter:
-    """A token bucket per client address: `rate` requests a second, bursts of `2 * rate`."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self.burst = max(1.0, 2 * rate)
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._lock = threading.Lock()
-
-    def check(self, client: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            tokens, last = self._buckets.get(client, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - last) * self.rate)
-            if tokens < 1:
-                raise RateLimited(f"at most {self.rate:g} time-stamp requests a second")
-            self._buckets[client] = (tokens - 1, now)
-            if len(self._buckets) > 100_000:  # forget idle clients
-                self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < 60}
+def limiter(rate: float) -> TokenBuckets:
+    """Per client address: `rate` requests a second, bursts of twice that (at least 1)."""
+    return TokenBuckets(rate, 2 * rate, "time-stamp requests")
 
 
 @router.post(
@@ -55,8 +37,8 @@ class RateLimiter:
                **problems(413, 422, 429, 503)},
 )
 async def timestamp(request: Request) -> Response:
-    limiter: RateLimiter = request.app.state.tsa_limiter
-    limiter.check(request.client.host if request.client else "unknown")
+    limiter: TokenBuckets = request.app.state.tsa_limiter
+    limiter.take(request.client.host if request.client else "unknown")
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != QUERY_TYPE:
         raise InvalidInput(f"send the query as {QUERY_TYPE}, not {ctype or 'nothing'}")

@@ -59,7 +59,7 @@ async def register_json(n: Node, who: Principal, body: bytes) -> dict[str, Any]:
 )
 async def register_work(request: Request) -> FastJSONResponse:
     n = node(request)
-    who = auth.require(request, "creator")  # before reading any of the body
+    who = auth.require_write(request, "creator")  # before reading any of the body
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         return FastJSONResponse(await register_json(n, who, await request.body()),
                                 status_code=201)
@@ -90,7 +90,7 @@ async def register_work(request: Request) -> FastJSONResponse:
     openapi_extra={**secured("creator", "platform", "court"), **json_request(EvidenceIn)},
 )
 async def deposit_evidence(request: Request) -> FastJSONResponse:
-    who = auth.require(request, "creator", "platform", "court")
+    who = auth.require_write(request, "creator", "platform", "court")
     ev = await json_body(request, EvidenceIn)
     recorded = await operations.deposit_evidence(node(request), who, ev)
     return FastJSONResponse(recorded.to_dict(), status_code=201)
