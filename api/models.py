@@ -395,7 +395,7 @@ class KeyOut(BaseModel):
     role: str
     account: str
     created_at: str
-    revoked_at: str | None
+    revoked_at: str | None = None
 
 
 class KeyCreatedOut(KeyOut):
