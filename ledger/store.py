@@ -35,6 +35,7 @@ from copyledger.ledger.links import Link
 from copyledger.ledger.schema import (
     block_timestamps,
     blocks,
+    claim_contacts,
     cosignatures,
     entries,
     entry_links,
@@ -460,6 +461,29 @@ class Store:
         with self.engine.connect() as conn:
             v = conn.execute(q).scalar()
         return None if v is None else int(v)
+
+    # -- claimants' contact details (erasable, off the log: D32) ---------------------------
+
+    def put_contact(self, commitment: str, salt: str, contact_json: str, created_at: str) -> None:
+        """Keep the contact details a claim about to be logged commits to."""
+        with self.engine.begin() as conn:
+            conn.execute(claim_contacts.insert().values(
+                commitment=commitment, salt=salt, contact=contact_json, created_at=created_at))
+
+    def get_contact(self, commitment: str) -> tuple[str, str] | None:
+        """(salt, contact JSON) kept for `commitment`, or None (never kept, or erased)."""
+        q = (select(claim_contacts.c.salt, claim_contacts.c.contact)
+             .where(claim_contacts.c.commitment == commitment))
+        with self.engine.connect() as conn:
+            row = conn.execute(q).first()
+        return None if row is None else (str(row[0]), str(row[1]))
+
+    def delete_contact(self, commitment: str) -> bool:
+        """Erase the contact details kept for `commitment`; False if there were none."""
+        with self.engine.begin() as conn:
+            done = conn.execute(claim_contacts.delete()
+                                .where(claim_contacts.c.commitment == commitment))
+        return bool(done.rowcount)
 
     def execute_raw(self, sql: str) -> None:
         """For tests and operators' tooling only."""

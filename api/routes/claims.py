@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from copyledger.api import auth, uploads
 from copyledger.api.deps import FastJSONResponse, json_body, node
 from copyledger.api.models import CheckIn, ClaimIn, RegistrationOut
-from copyledger.service import claims, operations
+from copyledger.service import claims, contacts, operations
 from copyledger.service.inputs import MAX_INT, parse_count
 
 router = APIRouter(tags=["platforms"])
@@ -40,6 +40,34 @@ async def record_claim(request: Request) -> FastJSONResponse:
 @router.get("/v1/claims/{seq}", summary="A claim and its timeline")
 def get_claim(request: Request, seq: int = Path(ge=0, le=MAX_INT)) -> dict[str, Any]:
     return claims.claim_timeline(node(request), seq)
+
+
+@router.get(
+    "/v1/claims/{seq}/contact",
+    summary="A claimant's contact details (the filing platform and admins only)",
+    description="The address, telephone and e-mail the claim was given, which the log holds "
+    "only as a salted commitment (`claimant.contact_commitment`), with the salt that opens it: "
+    "SHA-256 of the RFC 8785 JSON of `{\"contact\": contact, \"salt\": salt}` (decision D32). "
+    "Needs the key of the platform account that filed the claim, or an admin key: 403 for "
+    "others; 404 if none are kept (erased, none given, or a claim logged before D32).",
+)
+def get_claim_contact(request: Request,
+                      seq: int = Path(ge=0, le=MAX_INT)) -> dict[str, Any]:
+    who = auth.require(request, "platform")
+    return contacts.disclose(node(request).store, who, seq).to_dict()
+
+
+@router.delete(
+    "/v1/claims/{seq}/contact",
+    summary="Erase a claimant's contact details (admin)",
+    description="Deletes the kept contact details and salt; the commitment stays in the log, "
+    "which stays verifiable, and now proves nothing about anyone. Needs an admin key. 404 if "
+    "there is nothing to erase.",
+)
+def erase_claim_contact(request: Request,
+                        seq: int = Path(ge=0, le=MAX_INT)) -> dict[str, Any]:
+    auth.require(request, "admin")
+    return contacts.erase(node(request).store, seq)
 
 
 async def _check_from_form(request: Request) -> CheckIn:
