@@ -271,3 +271,73 @@ def test_a_claim_logged_before_keeps_verifying(client: TestClient, reg: Node) ->
     r = client.get(f"/v1/claims/{seq}/contact", headers=hdr(reg, "admin", "root"))
     assert r.status_code == 404 and "logged before" in r.json()["detail"]
     assert audit(reg.store, reg.verifier_key, tsa_roots_pem=tsa_roots_pem(reg.settings)).ok
+
+
+def test_migration_0005_adds_the_table_to_a_0004_log(reg: Node, tmp_path: Path) -> None:
+    from copyledger.ledger import store
+    from copyledger.ledger.schema import claim_contacts
+
+    url = str(reg.store.engine.url)
+    claim_contacts.drop(reg.store.engine)
+    reg.store.execute_raw("UPDATE alembic_version SET version_num = '0004'")
+    reg.store.close()
+    s = store.Store.open(url)
+    try:
+        salt, digest = seal({"email": "a@b"})
+        s.put_contact(digest, salt, '{"email":"a@b"}', "2026-01-01T00:00:00Z")
+        assert s.get_contact(digest) == (salt, '{"email":"a@b"}')
+        assert s.delete_contact(digest) and s.get_contact(digest) is None
+        assert not s.delete_contact(digest)
+    finally:
+        s.close()
+
+
+def test_cli_shows_contacts_to_the_filer_and_an_admin_erases_them(tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from copyledger.cli.main import app
+    from tests.server import ServerProcess
+
+    runner = CliRunner()
+
+    def run(*args: str) -> tuple[int, str]:
+        r = runner.invoke(app, list(args))
+        return r.exit_code, r.stdout + (r.stderr if r.stderr_bytes else "")
+
+    d = tmp_path / "reg"
+    assert run("init", "--data-dir", str(d))[0] == 0
+    keys = {a: json.loads(run("keys", "create", "--role", role, "--account", a,
+                              "--data-dir", str(d), "--json")[1])["key"]
+            for a, role in (("tube", "platform"), ("vid", "platform"))}
+    srv = ServerProcess(d).start()
+    try:
+        code, out = run("claim", "notice", "--regime", "eu_dsa_art16", "--claimant-name", "Ada",
+                        "--claimant-email", "ada@example.org", "--target",
+                        "https://video.example/watch/9", "--substantiation", "copied",
+                        "--statement", "accuracy", "--server", srv.url, "--api-key",
+                        keys["tube"], "--json")
+        assert code == 0, out
+        filed = json.loads(out)
+        seq = filed["seq"]
+        assert filed["contact"]["contact"] == {"email": "ada@example.org"}
+        assert "ada@example.org" not in json.dumps(filed["receipt"])
+        code, out = run("claim", "show", str(seq), "--server", srv.url)
+        assert code == 0 and "ada@example.org" not in out, out
+        code, out = run("claim", "show", str(seq), "--server", srv.url, "--api-key", keys["vid"])
+        assert code == 0 and "ada@example.org" not in out, out
+        code, out = run("claim", "show", str(seq), "--server", srv.url, "--api-key",
+                        keys["tube"])
+        assert code == 0 and "email: ada@example.org" in out and "salt:" in out, out
+        code, out = run("claim", "erase-contact", str(seq), "--data-dir", str(d), "--json")
+        assert code == 0 and json.loads(out)["erased"] is True, out
+        code, out = run("claim", "erase-contact", str(seq), "--data-dir", str(d))
+        assert code == 2 and "already erased" in out, out
+        code, out = run("claim", "show", str(seq), "--server", srv.url, "--api-key",
+                        keys["tube"], "--json")
+        assert code == 0 and "contact" not in json.loads(out), out
+        code, out = run("audit", "--data-dir", str(d), "--json")
+        assert code == 0 and json.loads(out)["ok"] is True, out
+    finally:
+        srv.stop()
