@@ -322,6 +322,13 @@ class Store:
         with self.engine.connect() as conn:
             return [_entry(r) for r in conn.execute(q.order_by(entries.c.seq).limit(limit))]
 
+    def holds_leaf(self, sha256: str, leaf_hash: bytes) -> bool:
+        """Whether an entry with this content hash and leaf hash is stored."""
+        q = (select(entries.c.seq)
+             .where(entries.c.sha256 == sha256, entries.c.leaf_hash == leaf_hash).limit(1))
+        with self.engine.connect() as conn:
+            return conn.execute(q).first() is not None
+
     def first_work(self, sha256: str) -> int | None:
         """The seq of the earliest `work` entry with this content hash, if any."""
         q = (select(entries.c.seq).where(entries.c.sha256 == sha256, entries.c.kind == "work")

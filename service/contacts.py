@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from copyledger.ledger import entry as entry_mod
-from copyledger.ledger import jcs
+from copyledger.ledger import jcs, merkle
 from copyledger.ledger.contact import CONTACT_FIELDS, Disclosure, seal, split
 from copyledger.ledger.errors import Forbidden, InvalidInput, NotFound
 from copyledger.ledger.store import Store
@@ -46,6 +46,22 @@ def seal_claim(store: Store, entry: dict[str, Any]) -> dict[str, Any]:
     # ... so a row is kept only for a claim about to be logged.
     store.put_contact(commitment, salt, jcs.canonicalize(contact).decode(), entry_mod.utc_now())
     return logged
+
+
+def forget_unless_logged(store: Store, logged: dict[str, Any]) -> None:
+    """After a failed write: erase the details kept for `logged` unless the claim is in the log
+    after all (a failure after the commit, D13). If even that cannot be told, keep them: they
+    are never shown unless a logged claim commits to them."""
+    claimant = logged.get("claimant")
+    found = claimant.get("contact_commitment") if isinstance(claimant, dict) else None
+    if not isinstance(found, str):
+        return
+    try:
+        data = entry_mod.canonical_bytes(logged)
+        if not store.holds_leaf(entry_mod.content_sha256(logged), merkle.leaf_hash(data)):
+            store.delete_contact(found)
+    except Exception:  # best effort, while the write path is failing already
+        return
 
 
 def _commitment(store: Store, seq: int) -> tuple[str, str | None]:

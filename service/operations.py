@@ -223,7 +223,12 @@ async def record_claim(node: Node, who: Principal, c: ClaimIn) -> Recorded:
             body.setdefault("targets", claim["targets"])
     entry = entry_mod.build_claim(registrant=who.account, received_at=entry_mod.utc_now(),
                                   body=body, check=False)
-    return await record(node, contacts.seal_claim(node.store, entry))
+    logged = contacts.seal_claim(node.store, entry)
+    try:
+        return await record(node, logged)
+    except CopyledgerError:  # not on cancellation: the entry may still be sealed (D13)
+        await asyncio.to_thread(contacts.forget_unless_logged, node.store, logged)
+        raise
 
 
 @dataclass(frozen=True)

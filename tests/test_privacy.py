@@ -341,3 +341,33 @@ def test_cli_shows_contacts_to_the_filer_and_an_admin_erases_them(tmp_path: Path
         assert code == 0 and json.loads(out)["ok"] is True, out
     finally:
         srv.stop()
+
+
+def _kept(reg: Node) -> int:
+    from sqlalchemy import func, select
+
+    from copyledger.ledger.schema import claim_contacts
+
+    with reg.store.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(claim_contacts)).scalar_one())
+
+
+def test_a_failed_write_keeps_no_contact_details_unless_logged(
+    client: TestClient, reg: Node
+) -> None:
+    import asyncio
+
+    from copyledger.ledger.errors import Unavailable
+    from copyledger.service import contacts, operations
+    from copyledger.service.apikeys import Principal
+    from copyledger.service.inputs import ClaimIn
+
+    tube = Principal(account="tube", role="platform", key_id=1)
+    done = asyncio.run(operations.record_claim(reg, tube, ClaimIn(**DSA)))
+    assert _kept(reg) == 1
+    contacts.forget_unless_logged(reg.store, done.entry)  # it is logged: kept
+    assert _kept(reg) == 1
+    reg.stop()  # the sequencer is not running: the write fails, nothing is logged
+    with pytest.raises(Unavailable):
+        asyncio.run(operations.record_claim(reg, tube, ClaimIn(**DSA)))
+    assert _kept(reg) == 1
