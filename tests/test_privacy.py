@@ -371,3 +371,18 @@ def test_a_failed_write_keeps_no_contact_details_unless_logged(
     with pytest.raises(Unavailable):
         asyncio.run(operations.record_claim(reg, tube, ClaimIn(**DSA)))
     assert _kept(reg) == 1
+
+
+def test_the_verify_page_accepts_the_committed_claimant() -> None:
+    """The browser verifier checks an entry's members by name: it must know the new ones, or
+    it would refuse every claim logged from D32 on."""
+    import re
+
+    from copyledger import api
+
+    js = (Path(api.__file__).parent / "static" / "verify.js").read_text()
+    found = re.search(r"claimant: \[([^\]]*)\]", js)
+    assert found is not None
+    assert set(re.findall(r"'(\w+)'", found.group(1))) == set(entry_mod._CLAIMANT)
+    hex_members = re.search(r"const ENTRY_HEX = \[([^\]]*)\]", js)
+    assert hex_members is not None and "'contact_commitment'" in hex_members.group(1)
