@@ -386,3 +386,15 @@ def test_the_verify_page_accepts_the_committed_claimant() -> None:
     assert set(re.findall(r"'(\w+)'", found.group(1))) == set(entry_mod._CLAIMANT)
     hex_members = re.search(r"const ENTRY_HEX = \[([^\]]*)\]", js)
     assert hex_members is not None and "'contact_commitment'" in hex_members.group(1)
+
+
+def test_timelines_follow_refers_to_not_the_content_hash(client: TestClient, reg: Node) -> None:
+    tube = hdr(reg, "platform", "tube")
+    a = file_notice(client, tube, DMCA)["seq"]
+    b = file_notice(client, tube, DMCA)["seq"]  # the same work hash, another dispute
+    c = file_notice(client, tube, {**COUNTER, "refers_to": a})["seq"]
+    d = file_notice(client, tube, {**COUNTER, "refers_to": c})["seq"]  # answers the answer
+    for s in (a, c, d):
+        t = client.get(f"/v1/claims/{s}").json()["timeline"]
+        assert [x["seq"] for x in t] == [a, c, d], s
+    assert [x["seq"] for x in client.get(f"/v1/claims/{b}").json()["timeline"]] == [b]
