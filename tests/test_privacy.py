@@ -53,8 +53,8 @@ DSA = {
 
 
 @pytest.fixture
-def reg(tmp_path: Path) -> Node:
-    return open_registry(tmp_path)
+def reg(tmp_path: Path, database_url: str) -> Node:
+    return open_registry(tmp_path, database_url)
 
 
 @pytest.fixture
@@ -273,15 +273,14 @@ def test_a_claim_logged_before_keeps_verifying(client: TestClient, reg: Node) ->
     assert audit(reg.store, reg.verifier_key, tsa_roots_pem=tsa_roots_pem(reg.settings)).ok
 
 
-def test_migration_0005_adds_the_table_to_a_0004_log(reg: Node, tmp_path: Path) -> None:
+def test_migration_0005_adds_the_table_to_a_0004_log(reg: Node, database_url: str) -> None:
     from copyledger.ledger import store
     from copyledger.ledger.schema import claim_contacts
 
-    url = str(reg.store.engine.url)
     claim_contacts.drop(reg.store.engine)
     reg.store.execute_raw("UPDATE alembic_version SET version_num = '0004'")
     reg.store.close()
-    s = store.Store.open(url)
+    s = store.Store.open(database_url)
     try:
         salt, digest = seal({"email": "a@b"})
         s.put_contact(digest, salt, '{"email":"a@b"}', "2026-01-01T00:00:00Z")
