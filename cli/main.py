@@ -765,9 +765,43 @@ def _file_claim(notice_type: str, source: Path | None, fields: dict[str, Any],
     kind = notice_type.replace("_", "-")
     with _client(server, api_key, trust, 60) as client:
         rc, pinned = _write(client, partial(client.file_claim, body), kind)
-    _emit(as_json, _receipt_row(rc, pinned),
-          f"{kind} ({body['regime']}) recorded as seq {rc.seq} (tree size "
+        row = _receipt_row(rc, pinned)
+        contact = _contact(client, rc.seq, rc.entry.to_dict())  # the filer: allowed
+    if contact is not None:
+        row["contact"] = contact
+    _emit(as_json, row, f"{kind} ({body['regime']}) recorded as seq {rc.seq} (tree size "
           f"{rc.receipt.tree_size}); receipt verified")
+    if contact is not None and not as_json:
+        _print_contact(contact)
+
+
+def _contact(client: Client, seq: int, claim: dict[str, Any]) -> dict[str, Any] | None:
+    """The claimant's contact details kept off the log, if this key may see them (D32),
+    checked to open the commitment in the logged claim; None if there are none to see."""
+    logged = claim.get("claimant", {}).get("contact_commitment")
+    if logged is None:
+        return None
+    try:
+        d = client.claim_contact(seq)
+    except ProblemError as e:
+        if e.status in (403, 404):
+            return None
+        _die(str(e))
+    except UnverifiedAnswer as e:
+        _die(f"the contact details do NOT open their commitment: {e.detail}", 1)
+    except ClientError as e:
+        _die(str(e))
+    if not d.opens(logged):
+        _die(f"the contact details do NOT open the commitment logged in claim {seq}", 1)
+    return d.to_dict()
+
+
+def _print_contact(d: dict[str, Any]) -> None:
+    out.print("contact details (kept off the log; the salt proves them against its commitment "
+              f"{d['commitment'][:16]}…):")
+    for k, v in d["contact"].items():
+        out.print(f"  {k}: {v}")
+    out.print(f"  salt: {d['salt']}")
 
 
 @claim_app.command("notice")
@@ -850,14 +884,20 @@ def claim_counter(
 def claim_show(
     seq: Annotated[int, typer.Argument(min=0, help="a notice's or counter-notice's seq")],
     server: Server = "http://127.0.0.1:8000",
+    api_key: Annotated[str | None, typer.Option(
+        "--api-key", help="the filing platform's or an admin key: also show the claimant's "
+        "contact details, which the log does not hold")] = None,
     as_json: Json = False,
 ) -> None:
     """A claim and its timeline: the notice and every counter-notice answering it."""
-    with _client(server, None, None, 30) as client:
+    with _client(server, api_key, None, 30) as client:
         try:
             c = client.claim(seq)
         except ClientError as e:
             _die(str(e))
+        contact = _contact(client, seq, c["entry"]) if api_key else None
+    if contact is not None:
+        c["contact"] = contact
     if as_json:
         _emit(True, c)
         return
@@ -870,6 +910,26 @@ def claim_show(
         t.add_row(str(x["seq"]), x["notice_type"], x["regime"], x["claimant"], x["registrant"],
                   x["received_at"])
     out.print(t)
+    if contact is not None:
+        _print_contact(contact)
+
+
+@claim_app.command("erase-contact")
+def claim_erase_contact(
+    seq: Annotated[int, typer.Argument(min=0, help="the claim's seq")],
+    data_dir: DataDir = None,
+    database: Database = None,
+    as_json: Json = False,
+) -> None:
+    """Erase a claimant's contact details (an admin's act, on the registry's own database).
+    The log keeps the commitment and stays verifiable; claims logged before the details were
+    kept off the log cannot be changed."""
+    from copyledger.service.admin import erase_claim_contact
+
+    with _domain_errors_exit():
+        done = erase_claim_contact(_settings(data_dir, database), seq)
+    _emit(as_json, done, f"contact details of claim {seq} erased; the log keeps the commitment "
+          f"{done['commitment'][:16]}…")
 
 
 @app.command()

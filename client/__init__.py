@@ -22,10 +22,12 @@ from copyledger.client.verify import (
     check_checkpoint,
     check_claim_check,
     check_consistency,
+    check_contact,
     check_history,
     check_proof,
     check_receipt,
 )
+from copyledger.ledger.contact import Disclosure
 from copyledger.ledger.errors import VerificationError
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "Client",
     "ClientError",
     "ConsistencyProof",
+    "Disclosure",
     "InclusionProof",
     "ProblemError",
     "Receipt",
@@ -45,6 +48,7 @@ __all__ = [
     "check_checkpoint",
     "check_claim_check",
     "check_consistency",
+    "check_contact",
     "check_history",
     "check_proof",
     "check_receipt",

@@ -23,6 +23,7 @@ from copyledger.client.results import (
     SignedCheckpoint,
 )
 from copyledger.ledger import note as note_mod
+from copyledger.ledger.contact import Disclosure
 from copyledger.ledger.errors import CopyledgerError
 
 T = TypeVar("T")
@@ -263,6 +264,15 @@ def search(sha256: str) -> Call[Any]:
 
 def claim(seq: int) -> Call[Any]:
     return get(f"/v1/claims/{int(seq)}")
+
+
+def claim_contact(seq: int) -> Call[Disclosure]:
+    return Call("GET", f"/v1/claims/{int(seq)}/contact",
+                lambda answer, _: verify.check_contact(answer))
+
+
+def erase_claim_contact(seq: int) -> Call[Any]:
+    return Call("DELETE", f"/v1/claims/{int(seq)}/contact", _raw)
 
 
 def log() -> Call[Any]:

@@ -29,6 +29,7 @@ from copyledger.client.results import (
 )
 from copyledger.client.verify import Keys, verifiers
 from copyledger.ledger import note
+from copyledger.ledger.contact import Disclosure
 
 __all__ = ["AsyncClient", "Client"]
 
@@ -166,6 +167,15 @@ class Client(_Base):
         """A claim and its timeline."""
         return self._run(calls.claim(seq))
 
+    def claim_contact(self, seq: int) -> Disclosure:
+        """The claimant's contact details, for the platform that filed the claim or an admin;
+        checked to open the commitment given with them."""
+        return self._run(calls.claim_contact(seq))
+
+    def erase_claim_contact(self, seq: int) -> dict[str, Any]:
+        """Erase the claimant's contact details (admin key); the log keeps the commitment."""
+        return self._run(calls.erase_claim_contact(seq))
+
     def log(self) -> dict[str, Any]:
         return self._run(calls.log())
 
@@ -299,6 +309,12 @@ class AsyncClient(_Base):
 
     async def claim(self, seq: int) -> dict[str, Any]:
         return await self._run(calls.claim(seq))
+
+    async def claim_contact(self, seq: int) -> Disclosure:
+        return await self._run(calls.claim_contact(seq))
+
+    async def erase_claim_contact(self, seq: int) -> dict[str, Any]:
+        return await self._run(calls.erase_claim_contact(seq))
 
     async def log(self) -> dict[str, Any]:
         return await self._run(calls.log())

@@ -23,6 +23,7 @@ from copyledger.client.results import (
     SignedCheckpoint,
 )
 from copyledger.ledger import claims, jcs, merkle, note
+from copyledger.ledger.contact import Disclosure
 from copyledger.ledger.errors import CopyledgerError, VerificationError
 from copyledger.ledger.verify import verify_receipt
 
@@ -74,6 +75,14 @@ def check_receipt(
     with _checking(registration):
         verify_receipt(registration, verifiers(keys), file_sha256=file_sha256)
         return Receipt.from_dict(registration)
+
+
+def check_contact(answer: Any) -> Disclosure:
+    """A claimant's contact details (GET /v1/claims/{seq}/contact): the salt and contact open
+    the commitment given with them. Compare that commitment with the one in the logged claim
+    (`entry.claimant.contact_commitment`, whose inclusion a bundle proves)."""
+    with _checking(answer):
+        return Disclosure.from_dict(answer)
 
 
 def check_checkpoint(signed_note: str, keys: Keys) -> SignedCheckpoint:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from copyledger.ledger.contact import CONTACT_FIELDS
+
 REGIMES = ("dmca_512c3", "eu_dsa_art16", "cn_ecommerce_art42", "cn_indr_art14")
 NOTICE_TYPES = ("notice", "counter_notice")
 ACTIONS = ("remove", "disable_access", "restore", "other")
@@ -73,9 +75,16 @@ REQUIRED: dict[tuple[str, str], tuple[str, ...]] = {
 
 
 def _present(claim: dict[str, Any], path: str) -> bool:
+    c = claim.get("claimant")
+    # From D32 on, a logged claim names the contact fields it was given (`contact_fields`) and
+    # commits to them; their values are kept off the log (`ledger.contact`).
+    given = c.get("contact_fields") if isinstance(c, dict) else None
+    committed = set(given) if isinstance(given, list) else set()
     if path == "claimant.contact":  # any way to reach the claimant
-        c = claim.get("claimant")
-        return isinstance(c, dict) and any(c.get(k) for k in ("email", "phone", "address"))
+        return isinstance(c, dict) and (bool(committed) or any(
+            c.get(k) for k in CONTACT_FIELDS))
+    if path.removeprefix("claimant.") in committed:
+        return True
     node: Any = claim
     for part in path.split("."):
         if not isinstance(node, dict) or part not in node:

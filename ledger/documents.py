@@ -153,17 +153,22 @@ class Claimant(_Part):
     """Who gives a notice: the regimes require different ways to reach them."""
 
     name: str
-    email: str | None = None
+    email: str | None = None  # email, phone, address: only in claims logged before D32
     phone: str | None = None
     address: str | None = None
+    contact_fields: tuple[str, ...] | None = None  # which of them were given ...
+    contact_commitment: str | None = None  # ... and the commitment to them (`ledger.contact`)
     authority: str | None = None
     account: str | None = None
 
     @classmethod
     def _from(cls, d: JSON) -> Claimant:
+        fields = d.get("contact_fields")
         return cls(name=d["name"], email=d.get("email"), phone=d.get("phone"),
-                   address=d.get("address"), authority=d.get("authority"),
-                   account=d.get("account"))
+                   address=d.get("address"),
+                   contact_fields=None if fields is None else tuple(fields),
+                   contact_commitment=d.get("contact_commitment"),
+                   authority=d.get("authority"), account=d.get("account"))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -18,6 +18,7 @@ from datetime import datetime
 from urllib.parse import urlsplit
 
 from copyledger.ledger import claims, jcs
+from copyledger.ledger.contact import CONTACT_FIELDS
 from copyledger.ledger.errors import InvalidInput
 
 __all__ = [
@@ -191,7 +192,9 @@ def validate(entry: object) -> dict[str, object]:
     """Check any entry (freshly built or parsed back from the log) and return it unchanged.
 
     Raises InvalidInput with `errors=[{"field", "message"}, ...]` naming every bad field, so a
-    client can fix all of them in one round trip.
+    client can fix all of them in one round trip. Entries logged under earlier rules stay valid
+    (a claim with its claimant's contact details in clear, before D32); `encode(..., new=True)`
+    applies the rules for what is written now.
     """
     return _check(entry)[0]
 
@@ -201,9 +204,24 @@ def canonical_bytes(entry: dict[str, object]) -> bytes:
     return _check(entry)[1]
 
 
-def encode(entry: object) -> tuple[dict[str, object], bytes]:
-    """Validate once and return the entry with its RFC 8785 bytes (the write path)."""
-    return _check(entry)
+def encode(entry: object, *, new: bool = False) -> tuple[dict[str, object], bytes]:
+    """Validate once and return the entry with its RFC 8785 bytes. `new` is for the write path:
+    it also refuses what may no longer enter the log (a claimant's address, phone or e-mail in
+    clear: D32), which entries already logged may hold."""
+    out = _check(entry)
+    if new:
+        _raise_if(_retired(out[0]))
+    return out
+
+
+def _retired(entry: dict[str, object]) -> Errors:
+    """What entries logged before may hold but new ones may not."""
+    claimant = entry.get("claimant") if entry.get("kind") == "claim" else None
+    if not isinstance(claimant, dict):
+        return []
+    return [{"field": f"claimant.{k}", "message": "contact details are not logged: the "
+             "registry keeps them off the log and logs a commitment (claimant.contact_commitment)"}
+            for k in CONTACT_FIELDS if k in claimant]
 
 
 def content_sha256(entry: dict[str, object]) -> str:
@@ -282,6 +300,8 @@ def _check(entry: object) -> tuple[dict[str, object], bytes]:
         for key in entry:
             if key not in fields:
                 errors.append({"field": _key_path("", key), "message": "unknown field"})
+    if kind == "claim" and isinstance(entry.get("claimant"), dict):
+        _check_contact_commitment(entry["claimant"], errors)
     _raise_if(errors)
     if kind == "claim":
         missing = claims.missing_fields(entry)
@@ -615,11 +635,33 @@ def _check_bool(value: object, path: str, errors: Errors) -> None:
         errors.append({"field": path, "message": "must be true or false"})
 
 
+def _check_contact_fields(value: object, path: str, errors: Errors) -> None:
+    if not isinstance(value, list) or not value or any(v not in CONTACT_FIELDS for v in value) \
+            or value != sorted(set(value), key=CONTACT_FIELDS.index):
+        errors.append({"field": path, "message": "must list distinct fields among "
+                       f"{', '.join(CONTACT_FIELDS)}, in that order"})
+
+
+def _check_contact_commitment(claimant: dict[object, object], errors: Errors) -> None:
+    """A commitment comes with the names of the fields it covers, and never with the fields
+    themselves in clear (`ledger.contact`)."""
+    committed = "contact_commitment" in claimant
+    if committed != ("contact_fields" in claimant):
+        errors.append({"field": "claimant.contact_fields", "message": "contact_fields and "
+                       "contact_commitment come together"})
+    if committed:
+        errors += [{"field": f"claimant.{k}", "message": "must be left out: the claimant's "
+                    "contact details are committed to, not logged"}
+                   for k in CONTACT_FIELDS if k in claimant]
+
+
 _CLAIMANT: dict[str, tuple[bool, Check]] = {
     "name": (True, _text(200)),
-    "email": (False, _text(254)),
+    "email": (False, _text(254)),  # only in claims logged before D32
     "phone": (False, _text(50)),
     "address": (False, _text(500)),
+    "contact_fields": (False, _check_contact_fields),
+    "contact_commitment": (False, _check_sha256),
     "authority": (False, _enum(claims.AUTHORITIES)),
     "account": (False, _check_registrant),
 }

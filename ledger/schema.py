@@ -88,6 +88,18 @@ cosignatures = Table(
     Column("line", Text, nullable=False),
 )
 
+# Claimants' contact details, kept off the log (decision D32): one row per claim entry that
+# commits to them (`ledger/contact.py`). NOT append-only: erasure deletes the row, and the
+# commitment left in the log then proves nothing about anyone.
+claim_contacts = Table(
+    "claim_contacts",
+    metadata,
+    Column("commitment", String(64), primary_key=True),
+    Column("salt", String(64), nullable=False),
+    Column("contact", Text, nullable=False),  # the RFC 8785 JSON of the contact object
+    Column("created_at", String(40), nullable=False),
+)
+
 api_keys = Table(
     "api_keys",
     metadata,

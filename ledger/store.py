@@ -37,6 +37,7 @@ from copyledger.ledger.links import Link
 from copyledger.ledger.schema import (
     block_timestamps,
     blocks,
+    claim_contacts,
     cosignatures,
     entries,
     entry_links,
@@ -344,6 +345,13 @@ class Store:
         with self.engine.connect() as conn:
             return [_entry(r) for r in conn.execute(q.order_by(entries.c.seq).limit(limit))]
 
+    def holds_leaf(self, sha256: str, leaf_hash: bytes) -> bool:
+        """Whether an entry with this content hash and leaf hash is stored."""
+        q = (select(entries.c.seq)
+             .where(entries.c.sha256 == sha256, entries.c.leaf_hash == leaf_hash).limit(1))
+        with self.engine.connect() as conn:
+            return conn.execute(q).first() is not None
+
     def first_work(self, sha256: str) -> int | None:
         """The seq of the earliest `work` entry with this content hash, if any."""
         q = (select(entries.c.seq).where(entries.c.sha256 == sha256, entries.c.kind == "work")
@@ -527,6 +535,29 @@ class Store:
         with self.engine.connect() as conn:
             v = conn.execute(q).scalar()
         return None if v is None else int(v)
+
+    # -- claimants' contact details (erasable, off the log: D32) ---------------------------
+
+    def put_contact(self, commitment: str, salt: str, contact_json: str, created_at: str) -> None:
+        """Keep the contact details a claim about to be logged commits to."""
+        with self.engine.begin() as conn:
+            conn.execute(claim_contacts.insert().values(
+                commitment=commitment, salt=salt, contact=contact_json, created_at=created_at))
+
+    def get_contact(self, commitment: str) -> tuple[str, str] | None:
+        """(salt, contact JSON) kept for `commitment`, or None (never kept, or erased)."""
+        q = (select(claim_contacts.c.salt, claim_contacts.c.contact)
+             .where(claim_contacts.c.commitment == commitment))
+        with self.engine.connect() as conn:
+            row = conn.execute(q).first()
+        return None if row is None else (str(row[0]), str(row[1]))
+
+    def delete_contact(self, commitment: str) -> bool:
+        """Erase the contact details kept for `commitment`; False if there were none."""
+        with self.engine.begin() as conn:
+            done = conn.execute(claim_contacts.delete()
+                                .where(claim_contacts.c.commitment == commitment))
+        return bool(done.rowcount)
 
     def execute_raw(self, sql: str) -> None:
         """For tests and operators' tooling only."""

@@ -1,5 +1,6 @@
-"""Operator tasks on a data directory, with or without a server running on it: API keys and the
-audit. The CLI's `keys` and `audit` commands are thin adapters over these."""
+"""Operator tasks on a data directory, with or without a server running on it: API keys,
+erasing a claimant's contact details, and the audit. The CLI's `keys`, `claim erase-contact`
+and `audit` commands are thin adapters over these."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from copyledger.ledger.audit import AuditReport, AuditState, audit
 from copyledger.ledger.errors import CopyledgerError, InvalidInput
 from copyledger.ledger.store import Store
-from copyledger.service import apikeys
+from copyledger.service import apikeys, contacts
 from copyledger.service.apikeys import KeyRow
 from copyledger.service.node import all_verifier_keys, open_store, tsa_roots_pem
 from copyledger.service.settings import Settings
@@ -42,6 +44,12 @@ def revoke_key(s: Settings, key_id: int) -> KeyRow:
     """Revoke a key; running servers refuse it within `apikeys.RECHECK_S` seconds."""
     with _store(s) as store:
         return apikeys.revoke_key(store, key_id)
+
+
+def erase_claim_contact(s: Settings, seq: int) -> dict[str, Any]:
+    """Erase the contact details of the claim at `seq` (`service.contacts.erase`)."""
+    with _store(s) as store:
+        return contacts.erase(store, seq)
 
 
 AUDIT_STATE = "audit-state.json"

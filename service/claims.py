@@ -30,11 +30,26 @@ CAVEATS = [
 
 
 def claim_timeline(node: Node, seq: int) -> dict[str, Any]:
-    """A claim and every notice and counter-notice in its thread."""
+    """A claim and every notice and counter-notice in its thread: from the notice its
+    `refers_to` chain leads back to, every claim that answers one in the thread, by their
+    links (never by content hash, which anyone can register again)."""
     row, claim = claim_entry(node, seq)
-    root_seq = claim.get("refers_to", seq) if claim["notice_type"] == "counter_notice" else seq
-    root = row if root_seq == seq else node.store.get_entry(root_seq)
-    thread = [root, *node.store.get_entries(node.store.linked(root_seq, links.REPLY))]
+    root, c = row, claim
+    # Up to the notice; only to earlier claims, so an entry written behind the service's back
+    # cannot make this loop.
+    while c["notice_type"] == "counter_notice" and isinstance(up := c.get("refers_to"), int) \
+            and up < root.seq:
+        try:
+            root, c = claim_entry(node, up)
+        except NotFound:
+            break
+    seen, todo = {root.seq}, [root.seq]
+    while todo:  # down through every answer, and answers to answers
+        for answer in node.store.linked(todo.pop(), links.REPLY):
+            if answer not in seen:
+                seen.add(answer)
+                todo.append(answer)
+    thread = node.store.get_entries(sorted(seen))
     timeline = []
     for r in thread:
         c = _parsed(r)

@@ -22,6 +22,7 @@ from copyledger.ledger.errors import CopyledgerError, Forbidden, InvalidInput, N
 from copyledger.ledger.links import LINKED_KINDS, links_of
 from copyledger.ledger.sequencer import Pending, Receipt
 from copyledger.matching import MAX_FINGERPRINT_BYTES, fingerprints_for
+from copyledger.service import contacts
 from copyledger.service.apikeys import Principal
 from copyledger.service.inputs import ClaimIn, EvidenceIn, TransferIn, WorkIn
 from copyledger.service.node import Node, init_notary_keys, open_store
@@ -68,7 +69,7 @@ class FileFacts:
 async def record(node: Node, entry: dict[str, Any]) -> Recorded:
     """Validate and canonicalise an entry, hand it to the sequencer, and wait for its receipt,
     which exists only once the block holding it is durably committed."""
-    entry, data = entry_mod.encode(entry)
+    entry, data = entry_mod.encode(entry, new=True)
     kind = str(entry["kind"])
     pending = Pending(data=data, kind=kind, sha256=entry_mod.content_sha256(entry),
                       registrant=str(entry["registrant"]),
@@ -210,13 +211,24 @@ async def record_claim(node: Node, who: Principal, c: ClaimIn) -> Recorded:
             raise InvalidInput("refers_to: a counter-notice names the claim it answers",
                                missing=["refers_to"])
         try:
-            _, claim = claim_entry(node, c.refers_to)
+            answered, claim = claim_entry(node, c.refers_to)
         except NotFound as e:
             raise InvalidInput(f"refers_to: {e.detail}") from None
-        body.setdefault("works", claim.get("works", []))
+        if who.role != "admin" and answered.registrant != who.account:
+            raise Forbidden(f"refers_to: claim {c.refers_to} was filed through another platform "
+                            "account; a counter-notice is filed where the notice was")
+        if "works" in claim:
+            body.setdefault("works", claim["works"])
+        elif "targets" in claim:  # a DSA notice may name no work: it is found by its targets
+            body.setdefault("targets", claim["targets"])
     entry = entry_mod.build_claim(registrant=who.account, received_at=entry_mod.utc_now(),
                                   body=body, check=False)
-    return await record(node, entry)
+    logged = contacts.seal_claim(node.store, entry)
+    try:
+        return await record(node, logged)
+    except CopyledgerError:  # not on cancellation: the entry may still be sealed (D13)
+        await asyncio.to_thread(contacts.forget_unless_logged, node.store, logged)
+        raise
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from copyledger.ledger import claims, entry, jcs
+from copyledger.ledger.contact import CONTACT_FIELDS
 from copyledger.ledger.documents import (
     Bundle,
     Claim,
@@ -148,6 +149,12 @@ def claims_(draw: st.DrawFn) -> dict[str, Any]:
     if "claimant.contact" in required and not any(
             k in full["claimant"] for k in ("email", "phone", "address")):
         full["claimant"]["email"] = claimant["email"]
+    given = [k for k in CONTACT_FIELDS if k in full["claimant"]]
+    if given and draw(st.booleans()):  # as logged from D32 on: a commitment, not the details
+        for k in given:
+            del full["claimant"][k]
+        full["claimant"]["contact_fields"] = given
+        full["claimant"]["contact_commitment"] = draw(sha256s)
     return full
 
 

@@ -19,7 +19,7 @@ from copyledger.ledger import entry as entry_mod
 from copyledger.ledger import links, store
 from copyledger.ledger.audit import audit
 from copyledger.ledger.documents import parse_entry
-from copyledger.ledger.schema import cosignatures, entry_links
+from copyledger.ledger.schema import claim_contacts, cosignatures, entry_links
 from copyledger.ledger.sequencer import Pending
 from copyledger.service import claims, title
 from copyledger.service.apikeys import create_key
@@ -247,9 +247,11 @@ def test_migration_0003_backfills_links_of_a_0002_log(reg: Node, database_url: s
     written = reg.store.links_between(0, cn + 1)
     assert written == sorted([(w, t, links.TRANSFER), (w, c, links.CLAIM),
                               (other, cn, links.CLAIM), (c, cn, links.REPLY)])
-    # Take the log back to revision 0002: the same entries, no links (nor cosignatures) table.
+    # Take the log back to revision 0002: the same entries, no links (nor cosignatures, nor
+    # claim contacts) table.
     entry_links.drop(reg.store.engine)
     cosignatures.drop(reg.store.engine)
+    claim_contacts.drop(reg.store.engine)
     reg.store.execute_raw("UPDATE alembic_version SET version_num = '0002'")
     reg.store.close()
 

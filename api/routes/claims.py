@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Path, Request
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from copyledger.api import auth, uploads
@@ -21,7 +22,7 @@ from copyledger.api.models import (
     RegistrationOut,
 )
 from copyledger.api.openapi import PUBLIC, answers, json_request, problems, secured
-from copyledger.service import claims, operations
+from copyledger.service import claims, contacts, operations
 from copyledger.service.inputs import MAX_INT, parse_count
 
 router = APIRouter(tags=["platforms"])
@@ -57,6 +58,62 @@ async def record_claim(request: Request) -> FastJSONResponse:
             openapi_extra=PUBLIC)
 def get_claim(request: Request, seq: int = Path(ge=0, le=MAX_INT)) -> dict[str, Any]:
     return claims.claim_timeline(node(request), seq)
+
+
+_COMMITMENT = "5f1c" + "0" * 60
+_DISCLOSURE = {"seq": 12, "contact": {"email": "legal@example.org", "phone": "+44 20 7946 0000"},
+               "salt": "9a" * 32, "commitment": _COMMITMENT}
+_ERASED = {"seq": 12, "erased": True, "commitment": _COMMITMENT}
+
+
+class ContactOut(BaseModel):
+    """A claimant's contact details and the salt that opens the logged commitment."""
+
+    seq: int
+    contact: dict[str, str] = Field(description="address, email and/or phone, as given")
+    salt: str = Field(description="64 hex digits")
+    commitment: str = Field(description="SHA-256 (hex) of the RFC 8785 JSON of "
+                            "{\"contact\": contact, \"salt\": salt}, as logged")
+
+
+class ErasedOut(BaseModel):
+    seq: int
+    erased: bool
+    commitment: str = Field(description="stays in the log; without the salt it proves nothing")
+
+
+@router.get(
+    "/v1/claims/{seq}/contact",
+    summary="A claimant's contact details (the filing platform and admins only)",
+    description="The address, telephone and e-mail the claim was given, which the log holds "
+    "only as a salted commitment (`claimant.contact_commitment`), with the salt that opens it: "
+    "SHA-256 of the RFC 8785 JSON of `{\"contact\": contact, \"salt\": salt}` (decision D32). "
+    "Needs the key of the platform account that filed the claim, or an admin key: 403 for "
+    "others; 404 if none are kept (erased, none given, or a claim logged before D32).",
+    response_model=None,
+    responses={**answers(_DISCLOSURE, model=ContactOut), **problems(401, 403, 404, 422)},
+    openapi_extra=secured("platform"),
+)
+def get_claim_contact(request: Request,
+                      seq: int = Path(ge=0, le=MAX_INT)) -> dict[str, Any]:
+    who = auth.require(request, "platform")
+    return contacts.disclose(node(request).store, who, seq).to_dict()
+
+
+@router.delete(
+    "/v1/claims/{seq}/contact",
+    summary="Erase a claimant's contact details (admin)",
+    description="Deletes the kept contact details and salt; the commitment stays in the log, "
+    "which stays verifiable, and now proves nothing about anyone. Needs an admin key. 404 if "
+    "there is nothing to erase.",
+    response_model=None,
+    responses={**answers(_ERASED, model=ErasedOut), **problems(401, 403, 404, 422)},
+    openapi_extra=secured("admin"),
+)
+def erase_claim_contact(request: Request,
+                        seq: int = Path(ge=0, le=MAX_INT)) -> dict[str, Any]:
+    auth.require(request, "admin")
+    return contacts.erase(node(request).store, seq)
 
 
 async def _check_from_form(request: Request) -> CheckIn:

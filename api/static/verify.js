@@ -559,12 +559,14 @@
   };
   const ENTRY_PARTS = {
     content: ['sha256', 'size', 'media_type', 'fingerprints'], work: ['seq', 'sha256'], term: ['start', 'end'],
-    claimant: ['name', 'email', 'phone', 'address', 'authority', 'account'],
+    claimant: ['name', 'email', 'phone', 'address', 'contact_fields', 'contact_commitment', 'authority',
+      'account'],
     statements: ['good_faith', 'accuracy', 'perjury', 'mistake', 'jurisdiction_consent'],
     warc_records: ['target_uri', 'warc_date', 'record_id', 'payload_sha256'],
     works: ['seq', 'sha256', 'description'], targets: ['url', 'sha256'],
   };
-  const ENTRY_HEX = ['sha256', 'terms_sha256', 'old_tsa_root_sha256', 'new_tsa_root_sha256', 'payload_sha256'];
+  const ENTRY_HEX = ['sha256', 'terms_sha256', 'old_tsa_root_sha256', 'new_tsa_root_sha256', 'payload_sha256',
+    'contact_commitment'];
 
   /** The entry's members: exactly those of its kind (and of each nested object), no null
    * outside metadata, content hashes in lowercase hex, received_at RFC 3339. The values' other
