@@ -14,7 +14,6 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from copyledger.api import auth, metrics, problems
-from copyledger.api.deps import FastJSONResponse
 from copyledger.api.routes import claims, entries, log, pages, tiles, transfers, tsa, works
 from copyledger.ledger.block import BlockHeader
 from copyledger.ledger.errors import CopyledgerError, PayloadTooLarge
@@ -116,8 +115,8 @@ class FastRegister:
             if body is None:
                 return  # the client went away
             try:
-                result = await works.register_json(self.state.node, who, body)
-                response = FastJSONResponse(result, status_code=201)
+                response = await works.register_json(self.state.node, who, body,
+                                                     scope.get("query_string", b""))
             except CopyledgerError as e:
                 response = problems.from_error(e, "/v1/works")
             except Exception:

@@ -7,9 +7,17 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from copyledger.service.inputs import SHA, CheckIn, ClaimIn, EvidenceIn, TransferIn, WorkIn
+from copyledger.service.inputs import (
+    SHA,
+    AnswerIn,
+    CheckIn,
+    ClaimIn,
+    EvidenceIn,
+    TransferIn,
+    WorkIn,
+)
 
-__all__ = ["CheckIn", "ClaimIn", "EvidenceIn", "TransferIn", "WorkIn"]
+__all__ = ["AnswerIn", "CheckIn", "ClaimIn", "EvidenceIn", "TransferIn", "WorkIn"]
 
 CHECKPOINT_EXAMPLE = (
     "localhost/copyledger\n1\nnqnn6B6z2v1mFpQl3gb4nXxYCS1fBGLiEz7qM5SWkCQ=\n\n"
@@ -44,6 +52,9 @@ class RegistrationOut(BaseModel):
     block_height: int
     entry: dict[str, Any]
     receipt: ReceiptOut
+    already_registered: bool | None = Field(
+        default=None, description="present (true) only when the answer is this account's "
+        "earlier registration of the same content (status 200), not a new entry")
 
 
 class EntryOut(BaseModel):

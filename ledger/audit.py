@@ -3,7 +3,8 @@
 Every leaf hash from its entry's bytes, every stored Merkle node from the leaves, every block
 header from the tree, every link of the block chain, every checkpoint and block signature
 under the log's verifier key, every `entry_links` row from the entries, and every chain of title
-(each transfer made by the holder of its moment, so a double assignment fails). A row edited
+(each transfer made by the holder of its moment, each acceptance by the recipient of a pending
+offer, so a double assignment fails). A row edited
 behind the triggers' back shows up here, named by its sequence number or block height.
 """
 
@@ -14,11 +15,11 @@ from dataclasses import dataclass, field
 
 from copyledger.ledger import jcs, merkle, note
 from copyledger.ledger.block import GENESIS_PREV, check_header, check_link
-from copyledger.ledger.documents import Entry, Transfer, parse_entry
+from copyledger.ledger.documents import Acceptance, Entry, Transfer, Withdrawal, parse_entry
 from copyledger.ledger.errors import CopyledgerError
 from copyledger.ledger.links import LINKED_KINDS, Link, links_of, resolve
 from copyledger.ledger.store import BlockRow, CachedReader, EntryRow, Store
-from copyledger.ledger.title import Title
+from copyledger.ledger.title import TITLE_KINDS, Title
 
 
 @dataclass
@@ -123,7 +124,7 @@ def audit(
                 doc = _check_entry(row)
                 if doc.KIND in LINKED_KINDS:
                     links += resolve(row.seq, links_of(doc), store.first_work)
-                if isinstance(doc, Transfer):
+                if isinstance(doc, TITLE_KINDS):
                     titles.apply(row.seq, doc)
             except CopyledgerError as e:
                 rep.fail(f"seq {row.seq}: {e.detail}", seq=row.seq)
@@ -223,9 +224,10 @@ class _Titles:
         self.store = store
         self.titles: dict[int, Title] = {}
 
-    def apply(self, seq: int, t: Transfer) -> None:
-        """IntegrityError if `t` was not made by the holder of its work at `seq` (a double
-        assignment, or a transfer by a stranger), or names no earlier work."""
+    def apply(self, seq: int, t: Transfer | Acceptance | Withdrawal) -> None:
+        """IntegrityError if `t` was not made by the account entitled to at `seq` (a double
+        assignment, a transfer by a stranger, an acceptance without a pending offer or by
+        someone other than its recipient), or names no earlier work."""
         title = self.titles.get(t.work.seq)
         if title is None:
             if t.work.seq >= seq:

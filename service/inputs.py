@@ -11,7 +11,7 @@ import json
 import re
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from copyledger.ledger.entry import MAX_METADATA_DEPTH
 from copyledger.ledger.errors import InvalidInput
@@ -118,6 +118,11 @@ class WorkIn(BaseModel):
         description="perceptual fingerprints computed on the creator's machine "
         "(`copyledger register` does): pdq, phash (images), minhash (text)",
     )
+    again: StrictBool | None = Field(
+        default=None,
+        description="register anew even if this account already registered this content "
+        "(otherwise the earlier registration is the answer, status 200); not recorded",
+    )
 
 
 class EvidenceIn(BaseModel):
@@ -170,6 +175,14 @@ class TransferIn(BaseModel):
     term_end: str | None = None
     terms_sha256: str | None = Field(default=None, description="SHA-256 of the signed contract")
     note: str | None = None
+
+
+class AnswerIn(BaseModel):
+    """The body of an acceptance or withdrawal of an offer of assignment (may be empty)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "note": "accepted under the contract of 2027-01-01"}]})
+    note: str | None = Field(default=None, description="a short public note")
 
 
 class ClaimIn(BaseModel):
