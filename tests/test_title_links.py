@@ -146,10 +146,15 @@ def test_flood_of_same_hash_breaks_neither_title_nor_claims(
                                             content={"sha256": sha("disputed")}))
         assert [c["seq"] for c in a["claims"]] == claim_seqs
 
-    before = reads.measure(history), reads.measure(claim_check)
+    def lookup() -> None:  # is this content already registered by this account? (D36)
+        found = reg.store.find_work("alice", song)
+        assert found is not None and found.seq == w
+
+    before = reads.measure(history), reads.measure(claim_check), reads.measure(lookup)
     flood(reg, song, 1500, start=1500)
-    after = reads.measure(history), reads.measure(claim_check)
+    after = reads.measure(history), reads.measure(claim_check), reads.measure(lookup)
     assert before == after
+    assert before[2] == (1, 1)  # one row in one statement, however many copies others made
     # the work, its two offers and their acceptances (each read at most twice)
     assert before[0][0] <= 2 * 5
     rep = audit(reg.store, reg.verifier_key, tsa_roots_pem=tsa_roots_pem(reg.settings))

@@ -162,7 +162,11 @@ def test_a_transfer_to_a_mistyped_account_cannot_lock_a_work(
     assert h["holder"] == "alice" and h["pending_offer"] is None
     # ... and she can now assign it to the right account.
     right = transfer(client, alice, work_seq=w, to="bob", transfer_type="assignment").json()
-    assert accept(client, bob, right["seq"]).status_code == 201
+    done = accept(client, bob, right["seq"])
+    assert done.status_code == 201
+    cert = client.get(f"/v1/entries/{done.json()['seq']}/certificate")
+    assert cert.status_code == 200 and "Certificate of an accepted assignment" in cert.text
+    assert "Accepted by" in cert.text
     h = holder(client, w)
     assert h["holder"] == "bob"
     assert [li["kind"] for li in h["links"]] == [
