@@ -16,7 +16,6 @@ from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from copyledger.api import auth, metrics, openapi, problems
-from copyledger.api.deps import FastJSONResponse
 from copyledger.api.models import HEALTH_EXAMPLE, HealthOut
 from copyledger.api.routes import (
     account,
@@ -171,8 +170,8 @@ class FastRegister:
             if body is None:
                 return  # the client went away
             try:
-                result = await works.register_json(self.state.node, who, body)
-                response = FastJSONResponse(result, status_code=201)
+                response = await works.register_json(self.state.node, who, body,
+                                                     scope.get("query_string", b""))
             except CopyledgerError as e:
                 response = problems.from_error(e, "/v1/works")
             except Exception:

@@ -11,6 +11,7 @@ from copyledger.ledger import fingerprint
 from copyledger.service.apikeys import ROLES
 from copyledger.service.inputs import (
     SHA,
+    AnswerIn,
     CheckIn,
     ClaimIn,
     EvidenceIn,
@@ -22,7 +23,7 @@ from copyledger.service.inputs import (
     closed,
 )
 
-__all__ = ["CheckIn", "ClaimIn", "EvidenceIn", "TransferIn", "WorkIn"]
+__all__ = ["AnswerIn", "CheckIn", "ClaimIn", "EvidenceIn", "TransferIn", "WorkIn"]
 TS = "2026-11-22T04:04:50.102030Z"
 BUNDLE = "/v1/entries/5/bundle"
 
@@ -65,6 +66,9 @@ class RegistrationOut(BaseModel):
     block_height: int
     entry: dict[str, Any]
     receipt: ReceiptOut
+    already_registered: bool | None = Field(
+        default=None, description="present (true) only when the answer is this account's "
+        "earlier registration of the same content (status 200), not a new entry")
 
 
 class EntryOut(BaseModel):

@@ -24,6 +24,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
+from typer.core import TyperGroup
 
 from copyledger.client import Client, ClientError, ProblemError, Receipt, UnverifiedAnswer
 from copyledger.ledger.errors import CopyledgerError
@@ -303,14 +304,18 @@ def register(
     api_key: ApiKey = None,
     receipts: Annotated[Path, typer.Option(
         help="folder for receipts (<sha256>.json) and manifest.jsonl")] = DEFAULT_RECEIPTS,
+    again: Annotated[bool, typer.Option(
+        "--again", help="register anew content this account already registered (a new "
+        "entry; without this the earlier registration is reported)")] = False,
     trust: Trust = None,
     as_json: Json = False,
 ) -> None:
     """Hash files locally (they never leave this machine), register them, and check each
     receipt: entry bytes, file hash, inclusion proof and the checkpoint's signature.
 
-    Resumable: a file whose SHA-256 this account has already registered is skipped, so a run
-    that was stopped can simply be started again."""
+    Resumable: a file whose SHA-256 this account has already registered is skipped (reported
+    as "already registered (seq N)"), so a run that was stopped can simply be started again;
+    --again registers such files anew."""
     from copyledger.cli.batch import Manifest, collect_files, hash_file
     from copyledger.client.media import media_type_of, work_type_of
 
@@ -331,11 +336,12 @@ def register(
         for path in paths:
             prog.update(task, description=_short(path))
             f = hash_file(path)
-            res = _already_registered(client, f.sha256, account)
+            res = None if again else _already_registered(client, f.sha256, account)
             if res is not None:
                 manifest.add(path, f.sha256, res["seq"], res["registrant"], None, api_key)
                 results.append({"file": str(path), "sha256": f.sha256, "seq": res["seq"],
-                                "skipped": f"already registered by {res['registrant']}"})
+                                "skipped": f"already registered by {res['registrant']} "
+                                           f"(seq {res['seq']})"})
                 prog.advance(task)
                 continue
             media = media_type_of(f.head, path.name)
@@ -344,7 +350,10 @@ def register(
                 client.register_work, sha256=f.sha256, size=f.size, title=title or path.name,
                 creators=creator or ["unknown"], work_type=work_type or work_type_of(media),
                 media_type=media, fingerprints=fps or None, license=license or None,
+                again=again,
             ), path, f.sha256, None)
+            if rc is not None and rc.already_registered:  # the server knew it, the manifest not
+                res["skipped"] = f"already registered by {rc.entry.registrant} (seq {rc.seq})"
             if rc is not None:
                 doc = rc.to_dict()
                 account = doc["entry"]["registrant"]
@@ -427,7 +436,7 @@ def _results_table(results: list[dict[str, Any]], ok_text: str) -> None:
     t = Table("file", "sha256", "seq", "result")
     for res in results:
         t.add_row(res["file"], res["sha256"][:16] + "…", str(res.get("seq", "")),
-                  res.get("error", ok_text))
+                  res.get("error", res.get("skipped", ok_text)))
     out.print(t)
 
 
@@ -627,12 +636,32 @@ def _receipt_row(rc: Receipt, pinned: bool) -> dict[str, Any]:
             "receipt": rc.to_dict()}
 
 
-@app.command()
+class _TransferGroup(TyperGroup):
+    """`transfer WORK_SEQ ...` as it always was, next to `transfer accept|withdraw OFFER_SEQ`:
+    arguments that do not start with a subcommand's name go to the hidden `record` command."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # typer's own click Context
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["record", *args]
+        return super().parse_args(ctx, args)
+
+
+transfer_app = typer.Typer(
+    cls=_TransferGroup, no_args_is_help=True,
+    help="Transfer rights in a work you hold: `transfer WORK_SEQ --to ACCOUNT --type TYPE`. A "
+    "licence is recorded at once; an assignment is an offer that ACCOUNT accepts with "
+    "`transfer accept OFFER_SEQ` (you keep the work until then, and may `transfer withdraw "
+    "OFFER_SEQ`, e.g. after a typo).")
+app.add_typer(transfer_app, name="transfer")
+
+
+@transfer_app.command("record", hidden=True)
 def transfer(
     work_seq: Annotated[int, typer.Argument(min=0, help="the registered work's seq")],
-    to: Annotated[str, typer.Option("--to", help="the receiving account")],
+    to: Annotated[str, typer.Option("--to", help="the receiving account (must exist)")],
     transfer_type: Annotated[str, typer.Option(
-        "--type", help="assignment, exclusive_licence or non_exclusive_licence")],
+        "--type", help="assignment (an offer the recipient accepts), exclusive_licence or "
+        "non_exclusive_licence")],
     territory: Annotated[str | None, typer.Option(help="default: worldwide")] = None,
     term_start: Annotated[str | None, typer.Option(help="RFC 3339 start of the term")] = None,
     term_end: Annotated[str | None, typer.Option(help="RFC 3339 end of the term")] = None,
@@ -645,7 +674,8 @@ def transfer(
     trust: Trust = None,
     as_json: Json = False,
 ) -> None:
-    """Assign or license a registered work you hold; the receipt is verified."""
+    """License a registered work you hold, or offer to assign it (the recipient accepts with
+    `transfer accept`); the receipt is verified."""
     from copyledger.cli.batch import hash_file
 
     if not api_key:
@@ -659,12 +689,66 @@ def transfer(
             territory=territory, term_start=term_start, term_end=term_end,
             terms_sha256=terms_sha, note=note), "transfer")
     row = {**_receipt_row(rc, pinned), "work_seq": work_seq, "to": to,
-           "transfer_type": transfer_type, "terms_sha256": terms_sha}
-    _emit(as_json, row, f"{transfer_type} of work {work_seq} to {to} recorded as seq {rc.seq} "
-          f"(tree size {rc.receipt.tree_size}); receipt verified")
+           "transfer_type": transfer_type, "terms_sha256": terms_sha,
+           "pending": transfer_type == "assignment"}
+    if transfer_type == "assignment":
+        human = (f"offer to assign work {work_seq} to {to} recorded as seq {rc.seq} (tree size "
+                 f"{rc.receipt.tree_size}); receipt verified. You hold the work until {to} "
+                 f"accepts (copyledger transfer accept {rc.seq}); to take it back: "
+                 f"copyledger transfer withdraw {rc.seq}")
+    else:
+        human = (f"{transfer_type} of work {work_seq} to {to} recorded as seq {rc.seq} "
+                 f"(tree size {rc.receipt.tree_size}); receipt verified")
+    _emit(as_json, row, human)
+    _pin_hint(as_json, pinned)
+
+
+def _pin_hint(as_json: bool, pinned: bool) -> None:
     if not as_json and not pinned:
         err.print("[yellow]receipt checked under the key the server itself published; pin the "
                   "log's key with --trust[/yellow]")
+
+
+def _answer(offer_seq: int, what: str, note: str | None, server: str, api_key: str | None,
+            trust: list[str] | None, as_json: bool) -> None:
+    if not api_key:
+        _die("an API key is needed: --api-key or COPYLEDGER_API_KEY")
+    with _client(server, api_key, trust, 60) as client:
+        send = client.accept_offer if what == "accept" else client.withdraw_offer
+        rc, pinned = _write(client, partial(send, offer_seq, note), what)
+    work_seq = rc.to_dict()["entry"]["work"]["seq"]
+    row = {**_receipt_row(rc, pinned), "offer": offer_seq, "work_seq": work_seq}
+    done = ("accepted: you now hold" if what == "accept" else "withdrawn: you still hold")
+    _emit(as_json, row, f"offer {offer_seq} {done} work {work_seq} (recorded as seq {rc.seq}, "
+          f"tree size {rc.receipt.tree_size}); receipt verified")
+    _pin_hint(as_json, pinned)
+
+
+OfferSeq = Annotated[int, typer.Argument(min=0, help="the offer's seq (from `transfer` or "
+                                                     "`history`)")]
+AnswerNote = Annotated[str | None, typer.Option(help="a short public note")]
+
+
+def _answer_command(what: str) -> Callable[..., None]:
+    """The `transfer accept` or `transfer withdraw` command (same options, one verb)."""
+
+    def command(
+        offer_seq: OfferSeq,
+        note: AnswerNote = None,
+        server: Server = "http://127.0.0.1:8000",
+        api_key: ApiKey = None,
+        trust: Trust = None,
+        as_json: Json = False,
+    ) -> None:
+        _answer(offer_seq, what, note, server, api_key, trust, as_json)
+
+    return command
+
+
+transfer_app.command("accept", help="Accept an offer of assignment made to your account: you "
+                     "then hold the work.")(_answer_command("accept"))
+transfer_app.command("withdraw", help="Withdraw an offer of assignment you made that no one has "
+                     "accepted: you keep the work.")(_answer_command("withdraw"))
 
 
 @app.command()
@@ -691,17 +775,31 @@ def history(
               f"[bold]{h['holder']}[/bold]")
     for li in h["licences"]:
         out.print(f"  licence seq {li['seq']}: {li['transfer_type']} to {li['to']}")
+    pending = h.get("pending_offer")
+    if pending:
+        out.print(f"  [yellow]pending offer seq {pending['seq']}: assignment to {pending['to']}, "
+                  f"awaiting acceptance (copyledger transfer accept {pending['seq']}); "
+                  f"{pending['from']} holds the work until then[/yellow]")
     t = Table("seq", "kind", "what", "holder after", "received at")
     for link in h["links"]:
-        ent = link["entry"]
-        what = (f"{ent['transfer_type']} to {ent['to']}" if link["kind"] == "transfer"
-                else f"registered by {ent['registrant']}")
-        t.add_row(str(link["seq"]), link["kind"], what, link["holder_after"],
-                  ent["received_at"])
+        t.add_row(str(link["seq"]), link["kind"], _link_text(link["kind"], link["entry"]),
+                  link["holder_after"], link["entry"]["received_at"])
     out.print(t)
     out.print(f"{len(h['links'])} link(s), each proof verified against the signed checkpoint of "
               f"tree size {h['tree_size']}" + ("" if pinned else
                                               " (under the server's own key: pin with --trust)"))
+
+
+def _link_text(kind: str, ent: dict[str, Any]) -> str:
+    """One link of a chain of title in words."""
+    if kind == "transfer":
+        offer = " (offer)" if ent.get("needs_acceptance") else ""
+        return f"{ent['transfer_type']} to {ent['to']}{offer}"
+    if kind == "acceptance":
+        return f"offer {ent['offer']} accepted by {ent['registrant']}"
+    if kind == "withdrawal":
+        return f"offer {ent['offer']} withdrawn by {ent['registrant']}"
+    return f"registered by {ent['registrant']}"
 
 
 claim_app = typer.Typer(help="Takedown notices and counter-notices.", no_args_is_help=True)

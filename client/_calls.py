@@ -60,7 +60,7 @@ class Call(Generic[T]):
     files: dict[str, tuple[str, bytes, str]] | None = None
     content: bytes | None = None
     headers: dict[str, str] | None = None
-    expect: int = 200
+    expect: int | tuple[int, ...] = 200
     decode: Literal["json", "text", "bytes"] = "json"
     needs_trust: bool = False
 
@@ -73,8 +73,8 @@ class Call(Generic[T]):
         return kw
 
     def read(self, status: int, body: bytes) -> Any:
-        """The decoded answer; ProblemError for any other status than the expected one."""
-        if status != self.expect:
+        """The decoded answer; ProblemError for any other status than the expected one(s)."""
+        if status not in ((self.expect,) if isinstance(self.expect, int) else self.expect):
             raise ProblemError.from_response(status, body)
         if self.decode == "bytes":
             return body
@@ -114,6 +114,7 @@ class WorkFields(TypedDict, total=False):
     license: str | None
     metadata: dict[str, Any] | None
     fingerprints: dict[str, Any] | None
+    again: bool
 
 
 class UploadFields(TypedDict, total=False):
@@ -127,6 +128,7 @@ class UploadFields(TypedDict, total=False):
     media_type: str | None
     license: str | None
     metadata: dict[str, Any] | None
+    again: bool
 
 
 class EvidenceFields(TypedDict, total=False):
@@ -167,17 +169,25 @@ class CheckFields(TypedDict):
 
 def _receipt(path: str, body: Any = None, *, file_sha256: str | None = None,
              data: dict[str, str | list[str]] | None = None,
-             files: dict[str, tuple[str, bytes, str]] | None = None) -> Call[Receipt]:
+             files: dict[str, tuple[str, bytes, str]] | None = None,
+             expect: int | tuple[int, ...] = 201) -> Call[Receipt]:
     def finish(answer: Any, trust: Trust) -> Receipt:
         return verify.check_receipt(answer, trust.verifiers, file_sha256=file_sha256)
 
-    return Call("POST", path, finish, json=body, data=data, files=files, expect=201,
+    return Call("POST", path, finish, json=body, data=data, files=files, expect=expect,
                 needs_trust=True)
+
+
+REGISTERED = (200, 201)
+"""A registration answers 201 with a new entry, or 200 with this account's earlier one
+(`Receipt.already_registered`), unless `again` asked for a new entry."""
 
 
 def register_work(fields: WorkFields) -> Call[Receipt]:
     body = _body(fields)
-    return _receipt("/v1/works", body, file_sha256=body["sha256"])
+    if not body.get("again"):
+        body.pop("again", None)
+    return _receipt("/v1/works", body, file_sha256=body["sha256"], expect=REGISTERED)
 
 
 def read_file(file: bytes | Path, name: str | None, media_type: str | None
@@ -199,9 +209,11 @@ def upload_work(file: bytes | Path, fields: UploadFields) -> Call[Receipt]:
         data["license"] = f["license"]
     if "metadata" in f:
         data["metadata"] = json.dumps(f["metadata"])
+    if f.get("again"):
+        data["again"] = "true"
     upload = (name, content, media or "application/octet-stream")
     return _receipt("/v1/works", data=data, files={"file": upload},
-                    file_sha256=hashlib.sha256(content).hexdigest())
+                    file_sha256=hashlib.sha256(content).hexdigest(), expect=REGISTERED)
 
 
 def deposit_evidence(fields: EvidenceFields) -> Call[Receipt]:
@@ -211,6 +223,12 @@ def deposit_evidence(fields: EvidenceFields) -> Call[Receipt]:
 
 def transfer(fields: TransferFields) -> Call[Receipt]:
     return _receipt("/v1/transfers", _body(fields))
+
+
+def answer_offer(offer_seq: int, what: Literal["accept", "withdraw"],
+                 note: str | None) -> Call[Receipt]:
+    """Accept (as its recipient) or withdraw (as its offerer) an offer of assignment."""
+    return _receipt(f"/v1/transfers/{offer_seq}/{what}", {} if note is None else {"note": note})
 
 
 def file_claim(notice: dict[str, Any]) -> Call[Receipt]:

@@ -120,7 +120,16 @@ class Client(_Base):
         return self._run(calls.deposit_evidence(fields))
 
     def transfer(self, **fields: Unpack[TransferFields]) -> Receipt:
+        """Record a licence, or offer an assignment (the recipient must `accept_offer` it)."""
         return self._run(calls.transfer(fields))
+
+    def accept_offer(self, offer_seq: int, note: str | None = None) -> Receipt:
+        """Accept an offer of assignment made to this account: it then holds the work."""
+        return self._run(calls.answer_offer(offer_seq, "accept", note))
+
+    def withdraw_offer(self, offer_seq: int, note: str | None = None) -> Receipt:
+        """Withdraw an offer of assignment this account made and no one has accepted."""
+        return self._run(calls.answer_offer(offer_seq, "withdraw", note))
 
     def file_claim(self, notice: dict[str, Any]) -> Receipt:
         """Record a takedown notice or counter-notice (the POST /v1/claims document)."""
@@ -270,7 +279,16 @@ class AsyncClient(_Base):
         return await self._run(calls.deposit_evidence(fields))
 
     async def transfer(self, **fields: Unpack[TransferFields]) -> Receipt:
+        """Record a licence, or offer an assignment (the recipient must `accept_offer` it)."""
         return await self._run(calls.transfer(fields))
+
+    async def accept_offer(self, offer_seq: int, note: str | None = None) -> Receipt:
+        """Accept an offer of assignment made to this account: it then holds the work."""
+        return await self._run(calls.answer_offer(offer_seq, "accept", note))
+
+    async def withdraw_offer(self, offer_seq: int, note: str | None = None) -> Receipt:
+        """Withdraw an offer of assignment this account made and no one has accepted."""
+        return await self._run(calls.answer_offer(offer_seq, "withdraw", note))
 
     async def file_claim(self, notice: dict[str, Any]) -> Receipt:
         return await self._run(calls.file_claim(notice))

@@ -3,10 +3,10 @@
 Every leaf hash from its entry's bytes, every stored Merkle node from the leaves, every block
 header from the tree, every link of the block chain, every checkpoint and block signature
 under the log's verifier key, every RFC 3161 token, every `entry_links` row from the entries,
-every chain of title (each transfer made by the holder of its moment, so a double assignment
-fails), and every kept witness cosignature (over a checkpoint the log signed at that size,
-under the witness's key). A row edited behind the triggers' back shows up here, named by its
-sequence number or block height.
+every chain of title (each transfer made by the holder of its moment, each acceptance by the
+recipient of a pending offer, so a double assignment fails), and every kept witness
+cosignature (over a checkpoint the log signed at that size, under the witness's key). A row
+edited behind the triggers' back shows up here, named by its sequence number or block height.
 
 The checks of one block or one entry need nothing from the others, so they run in worker
 processes (`workers`), a chunk at a time, while this process walks the tree, the block chain
@@ -26,11 +26,11 @@ from typing import Any, NamedTuple, TypeVar
 
 from copyledger.ledger import cosignature, jcs, merkle, note
 from copyledger.ledger.block import GENESIS_PREV, BlockHeader, check_header, check_link
-from copyledger.ledger.documents import Entry, Transfer, parse_entry
+from copyledger.ledger.documents import Acceptance, Entry, Transfer, Withdrawal, parse_entry
 from copyledger.ledger.errors import CopyledgerError
 from copyledger.ledger.links import LINKED_KINDS, TRANSFER, Link, Target, links_of, resolve
 from copyledger.ledger.store import BlockRow, CachedReader, EntryRow, Store
-from copyledger.ledger.title import Title
+from copyledger.ledger.title import TITLE_KINDS, Title
 
 BLOCK_CHUNK = 512
 """Blocks per unit of work handed to a worker."""
@@ -342,8 +342,9 @@ def _check_signatures(b: BlockRow, verifiers: list[note.Verifier]) -> None:
 # -- Entries, the tree and the links -------------------------------------------------------
 
 
-_Linked = tuple[int, tuple[tuple[Target, str], ...], Transfer | None]
-"""(seq, what the entry names, the entry if it is a transfer) for each linked entry."""
+_Linked = tuple[int, tuple[tuple[Target, str], ...], Transfer | Acceptance | Withdrawal | None]
+"""(seq, what the entry names, the entry if it is a link of a chain of title) for each linked
+entry."""
 
 
 def _check_entry_chunk(
@@ -358,7 +359,8 @@ def _check_entry_chunk(
         except CopyledgerError as e:
             return (row.seq, f"seq {row.seq}: {e.detail}"), linked
         if doc.KIND in LINKED_KINDS:
-            linked.append((row.seq, links_of(doc), doc if isinstance(doc, Transfer) else None))
+            linked.append((row.seq, links_of(doc),
+                           doc if isinstance(doc, TITLE_KINDS) else None))
     return None, linked
 
 
@@ -513,9 +515,10 @@ class _Titles:
         self.before = before
         self.titles: dict[int, Title] = {}
 
-    def apply(self, seq: int, t: Transfer) -> None:
-        """CopyledgerError if `t` was not made by the holder of its work at `seq` (a double
-        assignment, or a transfer by a stranger), or names no earlier work."""
+    def apply(self, seq: int, t: Transfer | Acceptance | Withdrawal) -> None:
+        """CopyledgerError if `t` was not made by the account entitled to at `seq` (a double
+        assignment, a transfer by a stranger, an acceptance without a pending offer or by
+        someone other than its recipient), or names no earlier work."""
         title = self.titles.get(t.work.seq)
         if title is None:
             if t.work.seq >= seq:

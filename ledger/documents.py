@@ -25,6 +25,7 @@ from copyledger.ledger import jcs
 from copyledger.ledger.errors import InvalidInput
 
 __all__ = [
+    "Acceptance",
     "Bundle",
     "BundleBlock",
     "BundleTimestamp",
@@ -49,6 +50,7 @@ __all__ = [
     "TitleChain",
     "Transfer",
     "WarcRecord",
+    "Withdrawal",
     "Work",
     "WorkRef",
     "parse_entry",
@@ -295,7 +297,8 @@ class Evidence(_Entry):
 
 @dataclass(frozen=True, kw_only=True)
 class Transfer(_Entry):
-    """An assignment or licence of rights in a registered work, by its holder."""
+    """An assignment or licence of rights in a registered work, by its holder. An assignment
+    with `needs_acceptance` is an offer: it moves nothing until its recipient accepts it."""
 
     KIND: ClassVar[str] = "transfer"
     JSON_NAMES: ClassVar[Mapping[str, str]] = {"from_account": "from", "to_account": "to"}
@@ -307,6 +310,7 @@ class Transfer(_Entry):
     term: Term | None = None
     terms_sha256: str | None = None
     note: str | None = None
+    needs_acceptance: bool | None = None
 
     @classmethod
     def _from(cls, d: JSON) -> Self:
@@ -315,7 +319,41 @@ class Transfer(_Entry):
                    work=WorkRef._from(d["work"]), from_account=d["from"], to_account=d["to"],
                    transfer_type=d["transfer_type"], territory=d["territory"],
                    term=None if term is None else Term._from(term),
-                   terms_sha256=d.get("terms_sha256"), note=d.get("note"))
+                   terms_sha256=d.get("terms_sha256"), note=d.get("note"),
+                   needs_acceptance=d.get("needs_acceptance"))
+
+    @property
+    def is_offer(self) -> bool:
+        """An assignment that waits for its recipient's acceptance."""
+        return self.needs_acceptance is True
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Answer(_Entry):
+    """An answer to the offer at `offer` on `work`; `registrant` is who answers."""
+
+    work: WorkRef
+    offer: int
+    note: str | None = None
+
+    @classmethod
+    def _from(cls, d: JSON) -> Self:
+        return cls(registrant=d["registrant"], received_at=d["received_at"],
+                   work=WorkRef._from(d["work"]), offer=d["offer"], note=d.get("note"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Acceptance(_Answer):
+    """The recipient of an offer of assignment accepts it: from here on they hold the work."""
+
+    KIND: ClassVar[str] = "acceptance"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Withdrawal(_Answer):
+    """The offerer withdraws an offer not yet accepted: they go on holding the work."""
+
+    KIND: ClassVar[str] = "withdrawal"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -370,9 +408,9 @@ class Rotation(_Entry):
                    overlap_until=d["overlap_until"])
 
 
-Entry: TypeAlias = Work | Evidence | Transfer | Claim | Rotation
-_BY_KIND: dict[str, type[Work | Evidence | Transfer | Claim | Rotation]] = {
-    c.KIND: c for c in (Work, Evidence, Transfer, Claim, Rotation)
+Entry: TypeAlias = Work | Evidence | Transfer | Claim | Rotation | Acceptance | Withdrawal
+_BY_KIND: dict[str, type[Entry]] = {
+    c.KIND: c for c in (Work, Evidence, Transfer, Claim, Rotation, Acceptance, Withdrawal)
 }
 
 
@@ -701,6 +739,7 @@ class Receipt(_Part):
     block_height: int
     entry: Entry
     receipt: ReceiptProof
+    already_registered: bool | None = None  # true: this account's earlier registration
 
     @classmethod
     def from_dict(cls, d: object) -> Receipt:
@@ -718,7 +757,8 @@ class Receipt(_Part):
                     {"field": "entry", "message": e.detail}]
         out = cls(seq=r.get("seq", int), leaf_hash=r.get("leaf_hash", str),
                   block_height=r.get("block_height", int), entry=entry,  # type: ignore[arg-type]
-                  receipt=r.part("receipt", ReceiptProof._read))
+                  receipt=r.part("receipt", ReceiptProof._read),
+                  already_registered=r.get("already_registered", bool, required=False))
         r.done()
         _raise_if("receipt", errors)
         return out

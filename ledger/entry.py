@@ -27,6 +27,7 @@ __all__ = [
     "MAX_METADATA_DEPTH",
     "SCHEMA",
     "WORK_TYPES",
+    "build_answer",
     "build_claim",
     "build_evidence",
     "build_transfer",
@@ -39,7 +40,8 @@ __all__ = [
 
 SCHEMA = "copyledger/entry/v1"
 MAX_ENTRY_BYTES = 16_384  # canonical size limit
-KINDS = ("work", "evidence", "transfer", "claim", "rotation")
+KINDS = ("work", "evidence", "transfer", "claim", "rotation", "acceptance", "withdrawal")
+ANSWER_KINDS = ("acceptance", "withdrawal")  # answers to an offer of assignment
 TRANSFER_TYPES = ("assignment", "exclusive_licence", "non_exclusive_licence")
 WORK_TYPES = ("text", "image", "audio", "video", "software", "dataset", "other")
 MAX_METADATA_DEPTH = 5
@@ -144,10 +146,13 @@ def build_transfer(
     term_end: str | None = None,
     terms_sha256: str | None = None,
     note: str | None = None,
+    needs_acceptance: bool = False,
     check: bool = True,
 ) -> dict[str, object]:
     """Build an assignment or licence of rights on a registered work. `registrant` is the
-    account that records it, which the API requires to be `from_account`, the current holder."""
+    account that records it, which the API requires to be `from_account`, the current holder.
+    With `needs_acceptance` an assignment is only an offer: the holder changes when `to_account`
+    records an acceptance naming it (`build_answer`)."""
     entry: dict[str, object] = {
         "schema": SCHEMA,
         "kind": "transfer",
@@ -165,6 +170,32 @@ def build_transfer(
     if term:
         entry["term"] = term
     _put(entry, "terms_sha256", terms_sha256)
+    _put(entry, "note", note)
+    _put(entry, "needs_acceptance", True if needs_acceptance else None)
+    return validate(entry) if check else entry
+
+
+def build_answer(
+    *,
+    kind: str,
+    registrant: str,
+    received_at: str,
+    work_seq: int,
+    work_sha256: str,
+    offer: int,
+    note: str | None = None,
+    check: bool = True,
+) -> dict[str, object]:
+    """Build the answer to an offer of assignment: an `acceptance` by its recipient (who then
+    holds the work) or a `withdrawal` by its offerer (who goes on holding it)."""
+    entry: dict[str, object] = {
+        "schema": SCHEMA,
+        "kind": kind,
+        "registrant": registrant,
+        "received_at": received_at,
+        "work": {"seq": work_seq, "sha256": work_sha256},
+        "offer": offer,
+    }
     _put(entry, "note", note)
     return validate(entry) if check else entry
 
@@ -303,6 +334,10 @@ def _check(entry: object) -> tuple[dict[str, object], bytes]:
     if kind == "claim" and isinstance(entry.get("claimant"), dict):
         _check_contact_commitment(entry["claimant"], errors)
     _raise_if(errors)
+    if kind == "transfer" and "needs_acceptance" in entry \
+            and entry["transfer_type"] != "assignment":
+        _raise_if([{"field": "needs_acceptance",
+                    "message": "only an assignment waits for acceptance"}])
     if kind == "claim":
         missing = claims.missing_fields(entry)
         if missing:
@@ -655,6 +690,12 @@ def _check_contact_commitment(claimant: dict[object, object], errors: Errors) ->
                    for k in CONTACT_FIELDS if k in claimant]
 
 
+def _check_true(value: object, path: str, errors: Errors) -> None:
+    """A flag with one canonical form: present and true, or left out."""
+    if value is not True:
+        errors.append({"field": path, "message": "must be true (or left out)"})
+
+
 _CLAIMANT: dict[str, tuple[bool, Check]] = {
     "name": (True, _text(200)),
     "email": (False, _text(254)),  # only in claims logged before D32
@@ -727,7 +768,14 @@ _KIND_FIELDS: dict[str, dict[str, tuple[bool, Check]]] = {
         "term": (False, _check_term),
         "terms_sha256": (False, _check_sha256),
         "note": (False, _text(2000)),
+        "needs_acceptance": (False, _check_true),
     },
+    **{kind: {  # an answer to an offer: `offer` is the offer's seq
+        **_BASE,
+        "work": (True, _check_work_ref),
+        "offer": (True, _check_count),
+        "note": (False, _text(2000)),
+    } for kind in ANSWER_KINDS},
     "rotation": {  # the notary's keys changed; indexed under SHA-256 of the new key
         **_BASE,
         "content": (True, _check_content),

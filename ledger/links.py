@@ -4,9 +4,11 @@ Chains of title, claim timelines and claim checks read a work's links (the `entr
 so their cost depends on that work's own transfers and claims, never on how many other entries
 share its content hash. Links are a pure function of the entries, so the audit recomputes them.
 
-A transfer links to its `work.seq` (`TRANSFER`). A claim links to each work it names by `seq`
-(`CLAIM`); a work it names only by `sha256` is linked to the EARLIEST `work` entry with that hash
-before the claim (none if there is none), and a counter-notice links to the notice it answers,
+A transfer, and an acceptance or withdrawal of an offer of assignment, links to its `work.seq`
+(`TRANSFER`): all three are links in the work's chain of title. A claim links to each work it
+names by `seq` (`CLAIM`); a work it names only by `sha256` is linked to the EARLIEST `work` entry
+with that hash before the claim (none if there is none), and a counter-notice links to the
+notice it answers,
 `refers_to` (`REPLY`).
 """
 
@@ -14,12 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from copyledger.ledger.documents import Claim, Entry, Transfer
+from copyledger.ledger.documents import Acceptance, Claim, Entry, Transfer, Withdrawal
 
-TRANSFER = "transfer"  # a transfer of the target work
+TRANSFER = "transfer"  # a transfer of the target work, or an answer to an offer of it
 CLAIM = "claim"  # a notice or counter-notice on the target work
 REPLY = "reply"  # a counter-notice answering the target claim
-LINKED_KINDS = frozenset({Transfer.KIND, Claim.KIND})
+LINKED_KINDS = frozenset({Transfer.KIND, Acceptance.KIND, Withdrawal.KIND, Claim.KIND})
 
 Target = int | str
 """A linked entry's seq, or a content hash still to be resolved to the earliest work with it."""
@@ -30,7 +32,7 @@ Link = tuple[int, int, str]
 
 def links_of(doc: Entry) -> tuple[tuple[Target, str], ...]:
     """The (target, relation) pairs `doc` names, a str target being a work's content hash."""
-    if isinstance(doc, Transfer):
+    if isinstance(doc, Transfer | Acceptance | Withdrawal):
         return ((doc.work.seq, TRANSFER),)
     if not isinstance(doc, Claim):
         return ()

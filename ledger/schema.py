@@ -30,6 +30,9 @@ entries = Table(
     Column("block_height", BigInteger, nullable=False),
     Index("ix_entries_sha256", "sha256", "seq"),
 )
+# An account's own registrations of a content hash (`Store.find_work`); created by revision 0006,
+# so it is not part of the table revision 0001 creates.
+ENTRIES_BY_REGISTRANT = ("ix_entries_registrant_sha256", ("registrant", "sha256", "seq"))
 
 # Every complete subtree hash: (level, idx) covers leaves [idx << level, (idx + 1) << level).
 merkle_nodes = Table(

@@ -352,6 +352,17 @@ class Store:
         with self.engine.connect() as conn:
             return conn.execute(q).first() is not None
 
+    def find_work(self, registrant: str, sha256: str) -> EntryRow | None:
+        """The earliest `work` entry `registrant` registered with this content hash, if any:
+        one row read through `ix_entries_registrant_sha256`, however often others registered
+        the same hash."""
+        q = (select(entries).where(entries.c.registrant == registrant,
+                                   entries.c.sha256 == sha256, entries.c.kind == "work")
+             .order_by(entries.c.seq).limit(1))
+        with self.engine.connect() as conn:
+            r = conn.execute(q).first()
+        return None if r is None else _entry(r)
+
     def first_work(self, sha256: str) -> int | None:
         """The seq of the earliest `work` entry with this content hash, if any."""
         q = (select(entries.c.seq).where(entries.c.sha256 == sha256, entries.c.kind == "work")

@@ -4,6 +4,14 @@ Pure: given the work's entry and its transfer entries in log order, replay them.
 holds a work first; an assignment moves it to `to`; licences leave the holder unchanged. Only the
 holder of the moment may assign or license, so a link recorded by anyone else breaks the chain
 (the API refuses such a transfer; this replay lets anyone check that it did).
+
+An assignment marked `needs_acceptance` is an offer (decision D36): the holder stays the holder
+until the offer's recipient records an `acceptance` naming it; the offerer may record a
+`withdrawal` instead. While an offer is pending nothing else may be transferred: no second offer,
+no licence, so the recipient accepts exactly the title that was offered. An acceptance without a
+pending offer, or by anyone but the recipient, and a withdrawal by anyone but the offerer, break
+the chain. Assignments without the mark (all of them before D36) move the holder at once, as
+they always did.
 """
 
 from __future__ import annotations
@@ -12,7 +20,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from copyledger.ledger.documents import Entry, Transfer, Work, WorkRef, parse_entry
+from copyledger.ledger.documents import (
+    Acceptance,
+    Entry,
+    Transfer,
+    Withdrawal,
+    Work,
+    WorkRef,
+    parse_entry,
+)
 from copyledger.ledger.errors import IntegrityError, InvalidInput
 
 
@@ -23,6 +39,11 @@ class Link:
     to_account: str
     transfer_type: str
     holder_after: str
+    offer: int | None = None  # for an accepted assignment, the seq of the offer it accepted
+
+
+TITLE_KINDS = (Transfer, Acceptance, Withdrawal)
+"""The entry classes `Title.apply` takes: the links of a chain of title."""
 
 
 @dataclass
@@ -34,6 +55,7 @@ class Title:
     licences: list[Link] = field(default_factory=list)
     sha256: str = ""  # the work's content hash, which each transfer must name
     last: int = -1  # the seq of the last entry applied (the work, then each transfer)
+    pending: Link | None = None  # the offer of assignment awaiting an answer, if any
 
     @classmethod
     def of(cls, work_seq: int, work: Entry | Mapping[str, Any]) -> Title:
@@ -44,25 +66,59 @@ class Title:
         return cls(work_seq, w.registrant, w.registrant, sha256=w.content.sha256, last=work_seq)
 
     def apply(self, seq: int, entry: Entry | Mapping[str, Any]) -> None:
-        """Apply the transfer at `seq`; IntegrityError unless the holder of the moment made it
-        (the audit replays every work's transfers through this, as `chain_of_title` does)."""
+        """Apply the transfer, acceptance or withdrawal at `seq`; IntegrityError unless the
+        account entitled to at that moment made it (the audit replays every work's chain
+        through this, as `chain_of_title` does)."""
         if seq <= self.last:
             raise InvalidInput("transfers must come after the work, in log order")
         self.last = seq
         t = _document(entry)
-        if not isinstance(t, Transfer) or t.work != WorkRef(seq=self.work_seq, sha256=self.sha256):
+        if not isinstance(t, TITLE_KINDS) or t.work != WorkRef(seq=self.work_seq,
+                                                               sha256=self.sha256):
             raise IntegrityError(f"entry {seq} is not a transfer of work {self.work_seq}", seq=seq)
+        if isinstance(t, Transfer):
+            self._transfer(seq, t)
+        else:
+            self._answer(seq, t)
+
+    def _transfer(self, seq: int, t: Transfer) -> None:
         if t.from_account != self.holder or t.registrant != self.holder:
             raise IntegrityError(
                 f"transfer {seq} was made by {t.registrant!r} from {t.from_account!r}, but "
                 f"{self.holder!r} held the work then", seq=seq,
             )
+        if self.pending is not None:
+            raise IntegrityError(
+                f"transfer {seq} was made while offer {self.pending.seq} to "
+                f"{self.pending.to_account!r} was pending", seq=seq,
+            )
         link = Link(seq, t.from_account, t.to_account, t.transfer_type, self.holder)
-        if t.transfer_type == "assignment":
+        if t.is_offer:
+            self.pending = link
+        elif t.transfer_type == "assignment":
             self.holder = t.to_account
             self.links.append(replace(link, holder_after=self.holder))
         else:
             self.licences.append(link)
+
+    def _answer(self, seq: int, a: Acceptance | Withdrawal) -> None:
+        offer = self.pending
+        if offer is None or offer.seq != a.offer:
+            raise IntegrityError(
+                f"{a.KIND} {seq} names offer {a.offer}, which is not pending on work "
+                f"{self.work_seq}", seq=seq,
+            )
+        entitled = offer.to_account if isinstance(a, Acceptance) else offer.from_account
+        if a.registrant != entitled:
+            raise IntegrityError(
+                f"{a.KIND} {seq} was made by {a.registrant!r}, but only {entitled!r} may "
+                f"{'accept' if isinstance(a, Acceptance) else 'withdraw'} offer {offer.seq}",
+                seq=seq,
+            )
+        self.pending = None
+        if isinstance(a, Acceptance):
+            self.holder = offer.to_account
+            self.links.append(replace(offer, seq=seq, holder_after=self.holder, offer=offer.seq))
 
 
 def chain_of_title(
@@ -70,7 +126,8 @@ def chain_of_title(
     work: Entry | Mapping[str, Any],
     transfers: Sequence[tuple[int, Entry | Mapping[str, Any]]],
 ) -> Title:
-    """Replay `transfers` (seq, entry), in seq order, on the work registered at `work_seq`.
+    """Replay `transfers` (seq, entry: transfers, acceptances, withdrawals), in seq order, on
+    the work registered at `work_seq`.
     Entries may be typed documents or their JSON (validated here, as read from the log)."""
     title = Title.of(work_seq, work)
     for seq, entry in transfers:

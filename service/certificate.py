@@ -42,6 +42,8 @@ TITLES = {
     "work": "Certificate of registration",
     "evidence": "Certificate of evidence deposit",
     "transfer": "Certificate of a recorded transfer of rights",
+    "acceptance": "Certificate of an accepted assignment of rights",
+    "withdrawal": "Certificate of a withdrawn offer of assignment",
 }
 MAX_METADATA_CHARS = 600
 
@@ -157,7 +159,14 @@ def _described(entry: dict[str, Any]) -> list[tuple[str, str]]:
                 ("From", entry.get("from")), ("To", entry.get("to")),
                 ("Territory", entry.get("territory")),
                 ("Term", " to ".join(str(term[k]) for k in ("start", "end") if k in term)),
-                ("Terms SHA-256", entry.get("terms_sha256")), ("Note", entry.get("note"))]
+                ("Terms SHA-256", entry.get("terms_sha256")), ("Note", entry.get("note")),
+                ("Awaits acceptance", "yes: an offer, until its recipient accepts it"
+                 if entry.get("needs_acceptance") else None)]
+    elif kind in ("acceptance", "withdrawal"):
+        work = entry.get("work") or {}
+        rows = [("Work", _seq(work.get("seq"))), ("Offer", _seq(entry.get("offer"))),
+                ("Accepted by" if kind == "acceptance" else "Withdrawn by",
+                 entry.get("registrant")), ("Note", entry.get("note"))]
     if entry.get("metadata"):
         meta = json.dumps(entry["metadata"], ensure_ascii=False, sort_keys=True)
         if len(meta) > MAX_METADATA_CHARS:

@@ -11,7 +11,7 @@ import json
 import re
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, WithJsonSchema
 
 from copyledger.ledger import claims
 from copyledger.ledger.entry import MAX_METADATA_DEPTH, TRANSFER_TYPES, WORK_TYPES
@@ -152,6 +152,11 @@ class WorkIn(BaseModel):
         description="perceptual fingerprints computed on the creator's machine "
         "(`copyledger register` does): pdq, phash (images), minhash (text)",
     )
+    again: StrictBool | None = Field(
+        default=None,
+        description="register anew even if this account already registered this content "
+        "(otherwise the earlier registration is the answer, status 200); not recorded",
+    )
 
 
 class EvidenceIn(BaseModel):
@@ -204,6 +209,14 @@ class TransferIn(BaseModel):
     term_end: str | None = None
     terms_sha256: str | None = Field(default=None, description="SHA-256 of the signed contract")
     note: str | None = None
+
+
+class AnswerIn(BaseModel):
+    """The body of an acceptance or withdrawal of an offer of assignment (may be empty)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "note": "accepted under the contract of 2027-01-01"}]})
+    note: str | None = Field(default=None, description="a short public note")
 
 
 class ClaimIn(BaseModel):

@@ -8,9 +8,10 @@ the same whether or not a server is running on it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -183,6 +184,31 @@ def all_verifier_keys(s: Settings) -> list[str]:
     return [read_verifier_key(s), *(r.verifier_key for r in retired_keys(s))]
 
 
+class KeyedLocks:
+    """An asyncio lock per key, dropped when no one holds or awaits it, so keys that are each
+    used once (an account's content hashes) cost no memory afterwards."""
+
+    def __init__(self) -> None:
+        self._locks: dict[object, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: object) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
 class Node:
     """A running registry: the store, the signer, the TSA, the sequencer that seals blocks,
     and the state the operations share (the near-duplicate index, per-work transfer locks)."""
@@ -234,6 +260,7 @@ class Node:
         self.cosigner = Cosigner(store, self.witnesses)
         self.index = LiveIndex()  # rebuilt from the log by `start_index`
         self.transfer_locks: dict[int, asyncio.Lock] = {}
+        self.register_locks = KeyedLocks()  # (account, sha256): one registration at a time
 
     def signers(self) -> list[Signer]:
         """The current key, and retired keys still inside their overlap (they co-sign)."""

@@ -17,18 +17,20 @@ from typing import IO, Any
 
 from copyledger.ledger import entry as entry_mod
 from copyledger.ledger import fingerprint as fp
-from copyledger.ledger.documents import parse_entry
-from copyledger.ledger.errors import CopyledgerError, Forbidden, InvalidInput, NotFound
+from copyledger.ledger import merkle
+from copyledger.ledger.documents import Transfer, parse_entry
+from copyledger.ledger.errors import Conflict, CopyledgerError, Forbidden, InvalidInput, NotFound
 from copyledger.ledger.links import LINKED_KINDS, links_of
 from copyledger.ledger.sequencer import Pending, Receipt
+from copyledger.ledger.store import EntryRow
 from copyledger.matching import MAX_FINGERPRINT_BYTES, fingerprints_for
 from copyledger.service import contacts
-from copyledger.service.apikeys import Principal
+from copyledger.service.apikeys import Principal, list_keys
 from copyledger.service.inputs import ClaimIn, EvidenceIn, TransferIn, WorkIn
 from copyledger.service.node import Node, init_notary_keys, open_store
 from copyledger.service.rotation import retired_keys, rotate, sha256_text
 from copyledger.service.settings import Settings
-from copyledger.service.title import claim_entry, load_title
+from copyledger.service.title import _parsed, claim_entry, load_title
 
 
 @dataclass(frozen=True)
@@ -38,10 +40,13 @@ class Recorded:
 
     receipt: Receipt
     entry: dict[str, Any]
+    existing: bool = False  # an earlier registration, answered instead of recording again
 
     def to_dict(self) -> dict[str, Any]:
-        """The registration answer (`RegistrationOut`)."""
+        """The registration answer (`RegistrationOut`); an earlier registration answered again
+        says so with `already_registered`."""
         r = self.receipt
+        marker = {"already_registered": True} if self.existing else {}
         return {
             "seq": r.seq,
             "leaf_hash": r.leaf_hash.hex(),
@@ -53,6 +58,7 @@ class Recorded:
                 "proof": [p.hex() for p in r.proof],
                 "checkpoint": r.checkpoint,
             },
+            **marker,
         }
 
 
@@ -124,10 +130,38 @@ class Upload:
 
 
 async def register_work(
-    node: Node, who: Principal, w: WorkIn, computed: dict[str, Any] | None = None
+    node: Node, who: Principal, w: WorkIn, computed: dict[str, Any] | None = None,
+    *, again: bool = False,
 ) -> Recorded:
     """Register a work by its hash. `computed` holds fingerprints the server computed from an
-    upload; otherwise fingerprints the client sent are validated as given."""
+    upload; otherwise fingerprints the client sent are validated as given.
+
+    Content this account already registered is not registered twice by mistake: the earlier
+    registration is the answer (`existing`), unless `again` (or `w.again`) asks for a new entry.
+    A per-(account, hash) lock makes two simultaneous requests one registration."""
+    if again or w.again:
+        return await _register(node, who, w, computed)
+    async with node.register_locks.hold((who.account, w.sha256)):
+        row = node.store.find_work(who.account, w.sha256)
+        if row is not None:
+            return Recorded(sealed_receipt(node, row), _parsed(row), existing=True)
+        return await _register(node, who, w, computed)
+
+
+def sealed_receipt(node: Node, row: EntryRow) -> Receipt:
+    """The receipt of an entry already in the log: its inclusion proof to the checkpoint of
+    the block that sealed it, exactly as its registration answered."""
+    blk = node.store.get_block(row.block_height)
+    size = blk.header.tree_size
+    return Receipt(seq=row.seq, leaf_hash=row.leaf_hash, block_height=row.block_height,
+                   tree_size=size, root=blk.header.tree_root,
+                   proof=merkle.inclusion_proof(row.seq, size, node.store),
+                   checkpoint=blk.checkpoint)
+
+
+async def _register(
+    node: Node, who: Principal, w: WorkIn, computed: dict[str, Any] | None
+) -> Recorded:
     if computed is not None:
         fps = computed or None
     else:
@@ -169,8 +203,18 @@ async def deposit_evidence(node: Node, who: Principal, ev: EvidenceIn) -> Record
     return await record(node, entry)
 
 
+def _require_account(node: Node, account: str) -> None:
+    """InvalidInput unless `account` holds a key on this registry (revoked keys do not count):
+    a right sent to an account no one can use would be lost to a typo."""
+    if not any(k.revoked_at is None for k in list_keys(node.store, account)):
+        msg = f"no account {account!r} on this registry; check the spelling"
+        raise InvalidInput(f"to: {msg}", errors=[{"field": "to", "message": msg}])
+
+
 async def record_transfer(node: Node, who: Principal, t: TransferIn) -> Recorded:
-    """Record an assignment or licence; only the work's current holder may."""
+    """Record a licence, or an offer of assignment (the holder changes only when the recipient
+    accepts it, `answer_offer`); only the work's current holder may, to an existing account,
+    and not while an offer on the work is pending."""
     # One transfer per work at a time, until sealed, so the holder check cannot race.
     async with node.transfer_locks.setdefault(t.work_seq, asyncio.Lock()):
         try:
@@ -181,13 +225,46 @@ async def record_transfer(node: Node, who: Principal, t: TransferIn) -> Recorded
         if title.holder != who.account:
             raise Forbidden(f"only the current holder of work {t.work_seq} ({title.holder!r}) "
                             f"may transfer or license it, not {who.account!r}")
-        entry = entry_mod.build_transfer(
+        entry = entry_mod.build_transfer(  # validated: bad fields are named before the rest
             registrant=who.account, received_at=entry_mod.utc_now(), work_seq=t.work_seq,
             work_sha256=entry_mod.content_sha256(work), from_account=title.holder,
             to_account=t.to, transfer_type=t.transfer_type, territory=t.territory,
             term_start=t.term_start, term_end=t.term_end, terms_sha256=t.terms_sha256,
-            note=t.note, check=False,
+            note=t.note, needs_acceptance=t.transfer_type == "assignment",
         )
+        _require_account(node, t.to)
+        if title.pending is not None:
+            raise Conflict(f"offer {title.pending.seq} of work {t.work_seq} to "
+                           f"{title.pending.to_account!r} is pending; withdraw it first "
+                           f"(POST /v1/transfers/{title.pending.seq}/withdraw)")
+        return await record(node, entry)
+
+
+async def answer_offer(
+    node: Node, who: Principal, offer_seq: int, kind: str, note: str | None = None
+) -> Recorded:
+    """Record the `acceptance` (by its recipient) or `withdrawal` (by its offerer) of the
+    pending offer of assignment at `offer_seq`. NotFound if that entry is no offer, Conflict if
+    it was already answered, Forbidden for anyone else."""
+    row = node.store.get_entry(offer_seq)
+    offer = parse_entry(row.data)
+    if not isinstance(offer, Transfer) or not offer.is_offer:
+        raise NotFound(f"entry {offer_seq} is not an offer of assignment")
+    async with node.transfer_locks.setdefault(offer.work.seq, asyncio.Lock()):
+        title, _, _ = load_title(node, offer.work.seq)
+        pending = title.pending
+        if pending is None or pending.seq != offer_seq:
+            raise Conflict(f"offer {offer_seq} is no longer pending: it was accepted or "
+                           f"withdrawn (see GET /v1/works/{offer.work.seq}/history)")
+        entitled = pending.to_account if kind == "acceptance" else pending.from_account
+        if who.account != entitled:
+            verb = "accept" if kind == "acceptance" else "withdraw"
+            raise Forbidden(f"only {entitled!r} may {verb} offer {offer_seq}, "
+                            f"not {who.account!r}")
+        entry = entry_mod.build_answer(
+            kind=kind, registrant=who.account, received_at=entry_mod.utc_now(),
+            work_seq=offer.work.seq, work_sha256=offer.work.sha256, offer=offer_seq, note=note,
+            check=False)
         return await record(node, entry)
 
 

@@ -13,6 +13,7 @@ from copyledger.service.node import Node
 
 
 def _parsed(row: EntryRow) -> dict[str, Any]:
+    """A stored entry's JSON object."""
     obj = jcs.parse(row.data)
     assert isinstance(obj, dict)  # the sequencer stores only validated JSON objects
     return obj
@@ -71,8 +72,9 @@ def claim_entry(node: Node, seq: int) -> tuple[EntryRow, dict[str, Any]]:
 
 
 def history(node: Node, seq: int) -> dict[str, Any]:
-    """The work, every transfer on it in log order, who held it after each, and each link's
-    inclusion proof to the latest signed checkpoint (included)."""
+    """The work, every transfer on it in log order (offers of assignment and their acceptance
+    or withdrawal included), who held it after each, the offer still awaiting an answer, and
+    each link's inclusion proof to the latest signed checkpoint (included)."""
     title, _, transfers = load_title(node, seq)
     last = node.sequencer.state.last
     assert last is not None  # a work exists, so a block does
@@ -98,6 +100,9 @@ def history(node: Node, seq: int) -> dict[str, Any]:
         "holder": title.holder,
         "licences": [{"seq": li.seq, "to": li.to_account, "transfer_type": li.transfer_type}
                      for li in title.licences],
+        "pending_offer": None if title.pending is None else {
+            "seq": title.pending.seq, "from": title.pending.from_account,
+            "to": title.pending.to_account, "transfer_type": title.pending.transfer_type},
         "tree_size": size,
         "root": last.header.tree_root.hex(),
         "checkpoint": last.checkpoint,

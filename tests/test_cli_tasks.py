@@ -164,17 +164,39 @@ def test_register_a_folder_then_transfer_history_claims(
     code, out = run("register", str(art / "poem.txt"), "--server", srv.url, "--api-key",
                     keys["bob"], "--receipts", str(tmp_path / "bob"), "--json")
     assert code == 0 and "skipped" not in json.loads(out)[0], out
+    bobs = json.loads(out)[0]["seq"]
+    # Without its manifest the server still knows: the earlier registration, no new entry ...
+    code, out = run("register", str(art / "poem.txt"), "--server", srv.url, "--api-key",
+                    keys["bob"], "--receipts", str(tmp_path / "bob2"), "--json")
+    assert code == 0 and f"already registered by bob (seq {bobs})" in json.loads(out)[0][
+        "skipped"], out
+    # ... unless asked for one.
+    code, out = run("register", str(art / "poem.txt"), "--again", "--server", srv.url,
+                    "--api-key", keys["bob"], "--receipts", str(tmp_path / "bob"), "--json")
+    assert code == 0 and "skipped" not in json.loads(out)[0], out
+    assert json.loads(out)[0]["seq"] > bobs
 
     work = rows[0]["seq"]
     terms = tmp_path / "contract.pdf"
     terms.write_bytes(b"%PDF-1.4 signed contract")
+    code, out = run("transfer", str(work), "--to", "bbo", "--type", "assignment",
+                    "--server", srv.url, "--api-key", keys["alice"])  # a typo: no such account
+    assert code == 1 and "no account 'bbo'" in out, out
     code, out = run("transfer", str(work), "--to", "bob", "--type", "assignment", "--terms",
                     str(terms), "--note", "sold", "--server", srv.url, "--api-key",
                     keys["alice"], "--json")
     assert code == 0, out
     t = json.loads(out)
     assert t["receipt_verified"] is True and t["receipt"]["entry"]["to"] == "bob"
-    assert t["terms_sha256"] == t["receipt"]["entry"]["terms_sha256"]
+    assert t["terms_sha256"] == t["receipt"]["entry"]["terms_sha256"] and t["pending"] is True
+    code, out = run("history", str(work), "--server", srv.url)
+    assert code == 0 and "holder alice" in out and f"pending offer seq {t['seq']}" in out, out
+    code, out = run("transfer", "accept", str(t["seq"]), "--server", srv.url, "--api-key",
+                    keys["carol"])  # not carol's to accept
+    assert code == 1 and "refused" in out, out
+    code, out = run("transfer", "accept", str(t["seq"]), "--server", srv.url, "--api-key",
+                    keys["bob"])
+    assert code == 0 and "you now hold work" in out, out
     code, out = run("transfer", str(work), "--to", "carol", "--type", "exclusive_licence",
                     "--territory", "EU", "--server", srv.url, "--api-key", keys["bob"])
     assert code == 0 and "recorded as seq" in out, out
@@ -189,7 +211,9 @@ def test_register_a_folder_then_transfer_history_claims(
     assert code == 0, out
     h = json.loads(out)
     assert h["verified"] is True and h["holder"] == "bob"
-    assert [x["holder_after"] for x in h["links"]] == ["alice", "bob", "bob"]
+    assert [x["holder_after"] for x in h["links"]] == ["alice", "alice", "bob", "bob"]
+    assert [x["kind"] for x in h["links"]] == ["work", "transfer", "acceptance", "transfer"]
+    assert h["pending_offer"] is None
     assert h["licences"][0]["to"] == "carol"
     code, out = run("history", str(work), "--server", srv.url)
     assert code == 0 and "holder bob" in out and "exclusive_licence to carol" in out, out

@@ -64,6 +64,8 @@ class Live:
         self.bob: str = cli("keys", "create", "--role", "creator", "--account", "bob")["key"]
         self.platform: str = cli("keys", "create", "--role", "platform",
                                  "--account", "tube")["key"]
+        # rights go only to accounts the registry knows
+        cli("keys", "create", "--role", "creator", "--account", "harbour-press")
         self.server = ServerProcess(d).start()
         self.url = self.server.url
 
@@ -345,8 +347,11 @@ def test_async_client_does_the_same(live: Live) -> None:
             ev = await ac.deposit_evidence(sha256=sha(b"async ev"),
                                            captured_at="2026-01-01T00:00:00Z",
                                            capture_method="screenshot", description="d")
-            tr = await ac.transfer(work_seq=r.seq, to="x", transfer_type="non_exclusive_licence")
+            tr = await ac.transfer(work_seq=r.seq, to="bob", transfer_type="non_exclusive_licence")
             assert (await ac.history(r.seq))["links"][-1]["seq"] == tr.seq
+            off = await ac.transfer(work_seq=r.seq, to="bob", transfer_type="assignment")
+            assert (await ac.withdraw_offer(off.seq)).entry.KIND == "withdrawal"
+            assert (await ac.history(r.seq))["holder"] == "ada"
             assert (await ac.bundle(ev.seq))["seq"] == ev.seq
             assert (await ac.certificate(up.seq)).startswith(b"<!doctype html>")
             old = await ac.checkpoint()
@@ -414,3 +419,33 @@ def test_docs_examples_run(live: Live, tmp_path: Path, monkeypatch: pytest.Monke
     assert "not signed by the pinned key:" in printed
     assert "match" in printed and "Harbour at dawn" in printed
     assert (tmp_path / f"bundle-{ns['receipt'].seq}.json").exists()
+
+
+def test_registering_again_and_offers_of_assignment(live: Live) -> None:
+    data = os.urandom(16)
+    with Client(live.url, api_key=live.creator, trusted_keys=[live.log_key]) as ada:
+        first = work(ada, data)
+        assert first.already_registered is None
+        same = work(ada, data, title="renamed")  # the earlier registration, verified as ever
+        assert same.already_registered is True and same.seq == first.seq
+        assert same.to_dict() == {**first.to_dict(), "already_registered": True}
+        anew = work(ada, data, again=True)
+        assert anew.seq > first.seq and anew.already_registered is None
+        up = ada.upload_work(data, title="Up", creators=["Ada"], work_type="text")
+        assert up.already_registered is True and up.seq == first.seq
+        offer = ada.transfer(work_seq=first.seq, to="bob", transfer_type="assignment")
+        assert offer.to_dict()["entry"]["needs_acceptance"] is True
+        assert ada.history(first.seq)["pending_offer"]["seq"] == offer.seq
+        with pytest.raises(ProblemError) as e403:
+            ada.accept_offer(offer.seq)
+        assert e403.value.status == 403 and "'bob'" in e403.value.detail
+    with Client(live.url, api_key=live.bob, trusted_keys=[live.log_key]) as bob:
+        accepted = bob.accept_offer(offer.seq, note="thanks")
+        assert accepted.entry.KIND == "acceptance"
+        assert bob.history(first.seq)["holder"] == "bob"
+        with pytest.raises(ProblemError) as e409:
+            bob.accept_offer(offer.seq)
+        assert e409.value.status == 409
+        again = bob.transfer(work_seq=first.seq, to="ada", transfer_type="assignment")
+        assert bob.withdraw_offer(again.seq).entry.KIND == "withdrawal"
+        assert bob.history(first.seq)["holder"] == "bob"

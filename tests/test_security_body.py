@@ -157,7 +157,8 @@ def test_decompression_bombs_at_once_stay_bounded(server: tuple[ServerProcess, s
 
     def upload(i: int) -> None:
         files = {"file": (f"bomb{i}.png", bomb, "image/png")}
-        data = {"title": f"bomb {i}", "creators": "Ada", "work_type": "image"}
+        data = {"title": f"bomb {i}", "creators": "Ada", "work_type": "image",
+                "again": "true"}  # three registrations of one bomb, decoded at once
         results.append(httpx.post(srv.url + "/v1/works", files=files, data=data,
                                   headers={"Authorization": f"Bearer {key}"}, timeout=300))
 

@@ -19,7 +19,7 @@ from copyledger.ledger import entry as entry_mod
 from copyledger.ledger import links, store
 from copyledger.ledger.audit import audit
 from copyledger.ledger.documents import parse_entry
-from copyledger.ledger.schema import claim_contacts, cosignatures, entry_links
+from copyledger.ledger.schema import ENTRIES_BY_REGISTRANT, claim_contacts, cosignatures, entry_links
 from copyledger.ledger.sequencer import Pending
 from copyledger.service import claims, title
 from copyledger.service.apikeys import create_key
@@ -96,6 +96,7 @@ def test_flood_of_same_hash_breaks_neither_title_nor_claims(
     client: TestClient, reg: Node, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     alice, bob = hdr(reg, "creator", "alice"), hdr(reg, "creator", "bob")
+    carol = hdr(reg, "creator", "carol")
     plat = hdr(reg, "platform", "tube")
     song = sha("song")
     w = client.post("/v1/works", headers=alice, json={
@@ -106,14 +107,19 @@ def test_flood_of_same_hash_breaks_neither_title_nor_claims(
     r = client.post("/v1/transfers", headers=alice,
                     json={"work_seq": w, "to": "bob", "transfer_type": "assignment"})
     assert r.status_code == 201, r.text
+    ok = client.post(f"/v1/transfers/{r.json()['seq']}/accept", headers=bob)
+    assert ok.status_code == 201, ok.text
     hist = client.get(f"/v1/works/{w}/history").json()
-    assert hist["holder"] == "bob" and [x["seq"] for x in hist["links"]] == [w, r.json()["seq"]]
+    assert hist["holder"] == "bob" and [x["seq"] for x in hist["links"]] == [
+        w, r.json()["seq"], ok.json()["seq"]]
     again = client.post("/v1/transfers", headers=alice,
                         json={"work_seq": w, "to": "mallory", "transfer_type": "assignment"})
     assert again.status_code == 403, again.text
     onward = client.post("/v1/transfers", headers=bob,
                          json={"work_seq": w, "to": "carol", "transfer_type": "assignment"})
     assert onward.status_code == 201, onward.text
+    ok = client.post(f"/v1/transfers/{onward.json()['seq']}/accept", headers=carol)
+    assert ok.status_code == 201, ok.text
 
     # One notice names the work by seq, one only by hash (linked to the EARLIEST work with it).
     by_seq = client.post("/v1/claims", headers=plat, json={**DMCA, "works": [{"seq": w}]})
@@ -140,11 +146,17 @@ def test_flood_of_same_hash_breaks_neither_title_nor_claims(
                                             content={"sha256": sha("disputed")}))
         assert [c["seq"] for c in a["claims"]] == claim_seqs
 
-    before = reads.measure(history), reads.measure(claim_check)
+    def lookup() -> None:  # is this content already registered by this account? (D36)
+        found = reg.store.find_work("alice", song)
+        assert found is not None and found.seq == w
+
+    before = reads.measure(history), reads.measure(claim_check), reads.measure(lookup)
     flood(reg, song, 1500, start=1500)
-    after = reads.measure(history), reads.measure(claim_check)
+    after = reads.measure(history), reads.measure(claim_check), reads.measure(lookup)
     assert before == after
-    assert before[0][0] <= 2 * 3  # the work and its two transfers (each read at most twice)
+    assert before[2] == (1, 1)  # one row in one statement, however many copies others made
+    # the work, its two offers and their acceptances (each read at most twice)
+    assert before[0][0] <= 2 * 5
     rep = audit(reg.store, reg.verifier_key, tsa_roots_pem=tsa_roots_pem(reg.settings))
     assert rep.ok, rep.problem
 
@@ -182,6 +194,44 @@ def test_audit_fails_on_a_double_assignment(started: Node) -> None:
     rep = run_audit(started)
     assert not rep.ok and rep.bad_seq == t2 > t1, rep
     assert "'bob' held the work" in (rep.problem or "")
+
+
+def offer(work: int, who: str, to: str) -> dict[str, Any]:
+    return entry_mod.build_transfer(
+        registrant=who, received_at=entry_mod.utc_now(), work_seq=work, work_sha256=sha("w"),
+        from_account=who, to_account=to, transfer_type="assignment", needs_acceptance=True)
+
+
+def answer(kind: str, work: int, who: str, offer_seq: int) -> dict[str, Any]:
+    return entry_mod.build_answer(kind=kind, registrant=who, received_at=entry_mod.utc_now(),
+                                  work_seq=work, work_sha256=sha("w"), offer=offer_seq)
+
+
+@pytest.mark.parametrize("case", ["accept without offer", "accept by the wrong account",
+                                  "second offer while one is pending"])
+def test_audit_fails_on_an_answer_out_of_turn(started: Node, case: str) -> None:
+    [w] = submit(started, [work()])
+    [o] = submit(started, [offer(w, "alice", "bob")])
+    [wd] = submit(started, [answer("withdrawal", w, "alice", o)])
+    [o2] = submit(started, [offer(w, "alice", "bob")])
+    assert started.store.linked(w, links.TRANSFER) == [o, wd, o2]
+    assert run_audit(started).ok
+    bad = {"accept without offer": answer("acceptance", w, "bob", o),  # withdrawn already
+           "accept by the wrong account": answer("acceptance", w, "mallory", o2),
+           "second offer while one is pending": offer(w, "alice", "carol")}[case]
+    [b] = submit(started, [bad])
+    rep = run_audit(started)
+    assert not rep.ok and rep.bad_seq == b, rep
+
+
+def test_audit_passes_an_accepted_offer_after_a_legacy_assignment(started: Node) -> None:
+    [w] = submit(started, [work()])
+    [t] = submit(started, [transfer(w, "alice", "bob")])  # one step, as logged before offers
+    [o] = submit(started, [offer(w, "bob", "carol")])
+    [a] = submit(started, [answer("acceptance", w, "carol", o)])
+    assert started.store.linked(w, links.TRANSFER) == [t, o, a]
+    assert run_audit(started).ok
+    assert title.history(started, w)["holder"] == "carol"
 
 
 def test_audit_fails_on_a_tampered_link(started: Node) -> None:
@@ -252,6 +302,7 @@ def test_migration_0003_backfills_links_of_a_0002_log(reg: Node, database_url: s
     entry_links.drop(reg.store.engine)
     cosignatures.drop(reg.store.engine)
     claim_contacts.drop(reg.store.engine)
+    reg.store.execute_raw(f"DROP INDEX {ENTRIES_BY_REGISTRANT[0]}")  # revision 0006's
     reg.store.execute_raw("UPDATE alembic_version SET version_num = '0002'")
     reg.store.close()
 

@@ -405,3 +405,37 @@ def test_page_refuses_chain_of_title_tampering_at_the_title_step(
         return Object.fromEntries(r.results.map((s) => [s.name, s.status]));
     }""", [good, made["vkey"]])
     assert ok["title"] == "external", ok
+
+
+def test_page_verifies_an_offer_and_its_acceptance(page: Any, server: dict[str, Any]) -> None:
+    """The entry kinds of a two-step assignment (D36) pass the page's entry rules, as Python's."""
+    data = server["dir"] / "data"
+    keys = {}
+    for account in ("offerer", "recipient"):
+        made = cli("keys", "create", "--role", "creator", "--account", account,
+                   "--data-dir", str(data), "--json")
+        keys[account] = {"Authorization": f"Bearer {json.loads(made.stdout)['key']}"}
+    with httpx.Client(base_url=server["url"], timeout=30) as c:
+        w = c.post("/v1/works", headers=keys["offerer"], json={
+            "sha256": hashlib.sha256(b"offered").hexdigest(), "title": "o", "creators": ["A"],
+            "work_type": "text"}).json()["seq"]
+        offer = c.post("/v1/transfers", headers=keys["offerer"], json={
+            "work_seq": w, "to": "recipient", "transfer_type": "assignment"}).json()["seq"]
+        accepted = c.post(f"/v1/transfers/{offer}/accept", headers=keys["recipient"],
+                          json={"note": "agreed"}).json()["seq"]
+        bundles = [c.get(f"/v1/entries/{s}/bundle").json() for s in (offer, accepted)]
+    assert [b["entry"]["kind"] for b in bundles] == ["transfer", "acceptance"]
+    page.goto(f"{server['url']}/verify")
+    verdict(page, "waiting")
+    failed = page.evaluate(
+        """async (bundles) => {
+            const out = [];
+            for (const b of bundles) {
+                const r = await window.copyledgerVerify.verify(b, null, []);
+                const f = r.results.find((s) => s.status === 'failed');
+                out.push(f ? `${f.name}: ${f.detail}` : null);
+            }
+            return out;
+        }""", bundles)
+    assert failed == [None, None]
+    assert all(verify_bundle(b).ok for b in bundles)

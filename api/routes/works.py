@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
 
@@ -29,19 +29,51 @@ _UPLOAD = {
         "work_type": WorkIn.model_json_schema()["properties"]["work_type"],
         "license": {"type": "string"},
         "metadata": {"type": "string", "description": "a JSON object"},
+        "again": {"type": "string", "enum": ["true", "false"],
+                  "description": "register anew content this account already registered"},
     },
 }
 _UPLOAD_EXAMPLE = {"file": "(the file's bytes)", "title": "Harbour at dawn",
                    "creators": ["Ada Example"], "work_type": "image", "license": "CC-BY-4.0"}
 _REGISTERED = answers(REGISTRATION_EXAMPLE, 201)
+_ALREADY = answers({**REGISTRATION_EXAMPLE, "already_registered": True}, 200)
+_ALREADY[200]["description"] = ("This account already registered this content: the earlier "
+                                "registration (`already_registered: true`); nothing was written.")
 
 
-async def register_json(n: Node, who: Principal, body: bytes) -> dict[str, Any]:
-    """The JSON registration from the raw body, for a caller already authenticated (before its
-    body was read). The ASGI fast path (`api.app.FastRegister`) calls it for every JSON
-    `POST /v1/works`; the route below only documents that body and takes uploads."""
+async def register_json(n: Node, who: Principal, body: bytes, query: bytes) -> FastJSONResponse:
+    """The JSON registration from the raw body and query string, for a caller already
+    authenticated (before its body was read). The ASGI fast path (`api.app.FastRegister`) calls
+    it for every JSON `POST /v1/works`; the route below only documents that body and takes
+    uploads."""
+    again = again_query(query)
     w = parse_body(WorkIn, body, n.settings.max_body_bytes)
-    return (await operations.register_work(n, who, w)).to_dict()
+    return registration_answer(await operations.register_work(n, who, w, again=again))
+
+
+def again_query(query: bytes) -> bool:
+    """`?again=true` (or 1): register anew even content this account already registered."""
+    values = [v for k, v in parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+              if k == "again"]
+    return any(_flag(v, "again") for v in values)
+
+
+def _flag(value: str, name: str) -> bool:
+    if value.lower() in ("true", "1"):
+        return True
+    if value.lower() in ("false", "0", ""):
+        return False
+    raise InvalidInput(f"{name}: must be true or false",
+                       errors=[{"field": name, "message": "must be true or false"}])
+
+
+def registration_answer(recorded: operations.Recorded) -> FastJSONResponse:
+    """201 with a new entry's receipt; 200, `already_registered` and the earlier entry's
+    address in `Content-Location` when this account had registered the content before."""
+    if not recorded.existing:
+        return FastJSONResponse(recorded.to_dict(), status_code=201)
+    return FastJSONResponse(recorded.to_dict(), status_code=200, headers={
+        "Content-Location": f"/v1/entries/{recorded.receipt.seq}"})
 
 
 @router.post(
@@ -52,8 +84,12 @@ async def register_json(n: Node, who: Principal, body: bytes) -> dict[str, Any]:
     description="Registers a work by its SHA-256 (JSON) or by uploading the file (multipart; the "
     "server hashes it from a temporary spool file and deletes it, keeping only the hash). "
     "Answers only after the block that holds the entry is durably committed, with a receipt: "
-    "the inclusion proof to the signed checkpoint of that block. Needs a creator key.",
-    responses={**_REGISTERED, **problems(400, 401, 403, 413, 422, 503)},
+    "the inclusion proof to the signed checkpoint of that block. Content this account already "
+    "registered is not registered twice by mistake: the answer is then the earlier "
+    "registration, status 200, with `already_registered: true` and `Content-Location` naming "
+    "the earlier entry; `again: true` (JSON or form field) or `?again=true` records a new entry "
+    "anyway (201). Needs a creator key.",
+    responses={**_REGISTERED, **_ALREADY, **problems(400, 401, 403, 413, 422, 503)},
     openapi_extra={**secured("creator"),
                    **json_request(WorkIn, multipart=_UPLOAD, multipart_example=_UPLOAD_EXAMPLE)},
 )
@@ -61,13 +97,15 @@ async def register_work(request: Request) -> FastJSONResponse:
     n = node(request)
     who = auth.require_write(request, "creator")  # before reading any of the body
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        return FastJSONResponse(await register_json(n, who, await request.body()),
-                                status_code=201)
+        return await register_json(n, who, await request.body(),
+                                   request.scope.get("query_string", b""))
+    again = again_query(request.scope.get("query_string", b""))
     form = await uploads.read_form(request, max_fields=100)
     try:
         if form.file is None:
             raise InvalidInput("file: a multipart upload needs a 'file' part",
                                errors=[{"field": "file", "message": "required"}])
+        again = _flag(form.get("again"), "again") or again
         facts = await form.file.describe()
         w = WorkIn(sha256=facts.sha256, size=facts.size, media_type=facts.media_type,
                    title=form.get("title"), work_type=form.get("work_type"),
@@ -75,8 +113,9 @@ async def register_work(request: Request) -> FastJSONResponse:
                    metadata=parse_metadata(form.get("metadata")))
     finally:
         form.close()
-    recorded = await operations.register_work(n, who, w, computed=facts.fingerprints)
-    return FastJSONResponse(recorded.to_dict(), status_code=201)
+    recorded = await operations.register_work(n, who, w, computed=facts.fingerprints,
+                                              again=again)
+    return registration_answer(recorded)
 
 
 @router.post(

@@ -551,7 +551,10 @@
     work: [...ENTRY_BASE, 'content', 'title', 'creators', 'work_type', 'license', 'metadata'],
     evidence: [...ENTRY_BASE, 'content', 'source_url', 'captured_at', 'capture_method', 'description',
       'related_work', 'warc_records', 'metadata'],
-    transfer: [...ENTRY_BASE, 'work', 'from', 'to', 'transfer_type', 'territory', 'term', 'terms_sha256', 'note'],
+    transfer: [...ENTRY_BASE, 'work', 'from', 'to', 'transfer_type', 'territory', 'term', 'terms_sha256', 'note',
+      'needs_acceptance'],
+    acceptance: [...ENTRY_BASE, 'work', 'offer', 'note'],
+    withdrawal: [...ENTRY_BASE, 'work', 'offer', 'note'],
     rotation: [...ENTRY_BASE, 'content', 'old_verifier_key', 'new_verifier_key', 'old_tsa_root_sha256',
       'new_tsa_root_sha256', 'overlap_until'],
     claim: [...ENTRY_BASE, 'notice_type', 'regime', 'refers_to', 'claimant', 'works', 'targets',
@@ -574,7 +577,7 @@
   function checkEntry(e) {
     if (!isObj(e) || e.schema !== 'copyledger/entry/v1') fail('invalid entry: schema: must be copyledger/entry/v1');
     const allowed = ENTRY_KINDS[e.kind];
-    if (!allowed) fail('invalid entry: kind: must be one of work, evidence, transfer, claim, rotation');
+    if (!allowed) fail('invalid entry: kind: must be one of work, evidence, transfer, claim, rotation, acceptance, withdrawal');
     const members = (obj, names, path) => {
       for (const [k, v] of Object.entries(obj)) {
         const at = path ? `${path}.${k}` : k;

@@ -1,0 +1,121 @@
+"""Registering content this account already registered answers with the earlier registration
+(200) unless the request asks for a new entry (`again`); nobody else's registrations count."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from copyledger.api.app import create_app
+from copyledger.ledger import note
+from copyledger.ledger.verify import verify_receipt
+from copyledger.service import operations
+from copyledger.service.apikeys import Principal, create_key
+from copyledger.service.inputs import WorkIn
+from copyledger.service.node import Node
+from tests.helpers import open_registry, sha, work_body
+
+Api = tuple[TestClient, Node]
+
+
+@pytest.fixture
+def api(tmp_path: Path, database_url: str) -> Iterator[Api]:
+    reg = open_registry(tmp_path, database_url)
+    with TestClient(create_app(reg)) as c:
+        yield c, reg
+
+
+def key(reg: Node, account: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {create_key(reg.store, 'creator', account)[0]}"}
+
+
+
+def size(client: TestClient) -> int:
+    return int(client.get("/v1/log").json()["tree_size"])
+
+
+def test_the_same_content_twice_is_the_earlier_registration(api: Api) -> None:
+    client, reg = api
+    alice, bob = key(reg, "alice"), key(reg, "bob")
+    first = client.post("/v1/works", json=work_body("song"), headers=alice)
+    assert first.status_code == 201 and "already_registered" not in first.json()
+    n = size(client)
+    # Other metadata, same content: still the earlier entry, nothing written.
+    dup = client.post("/v1/works", json=work_body("song", title="Song (final)"), headers=alice)
+    assert dup.status_code == 200, dup.text
+    assert dup.json() == {**first.json(), "already_registered": True}
+    assert dup.headers["content-location"] == f"/v1/entries/{first.json()['seq']}"
+    assert size(client) == n
+    vkey = client.get("/v1/log").json()["verifier_key"]
+    verify_receipt(dup.json(), [note.parse_verifier_key(vkey)], file_sha256=sha("song"))
+    # Asked for: a new entry, by body or by query.
+    by_body = client.post("/v1/works", json=work_body("song", again=True), headers=alice)
+    by_query = client.post("/v1/works?again=true", json=work_body("song"), headers=alice)
+    assert by_body.status_code == by_query.status_code == 201, by_query.text
+    seqs = {first.json()["seq"], by_body.json()["seq"], by_query.json()["seq"]}
+    assert len(seqs) == 3 and "again" not in by_body.json()["entry"]
+    # The answer stays the EARLIEST registration; another account's is its own.
+    assert client.post("/v1/works", json=work_body("song"), headers=alice).json()["seq"] == min(
+        seqs)
+    other = client.post("/v1/works", json=work_body("song"), headers=bob)
+    assert other.status_code == 201 and other.json()["seq"] not in seqs
+    # Evidence is not a work: depositing it twice is not guarded (each capture is its own).
+    assert client.get(f"/v1/search?sha256={sha('song')}").json()["results"][-1]["entry"][
+        "registrant"] == "bob"
+
+
+def test_an_upload_of_registered_content(api: Api) -> None:
+    client, reg = api
+    alice = key(reg, "alice")
+    form = {"title": "Notes", "creators": "Ada", "work_type": "text"}
+    files = {"file": ("notes.txt", b"field notes", "text/plain")}
+    first = client.post("/v1/works", data=form, files=files, headers=alice)
+    assert first.status_code == 201, first.text
+    dup = client.post("/v1/works", data=form, files=files, headers=alice)
+    assert dup.status_code == 200 and dup.json()["seq"] == first.json()["seq"]
+    anew = client.post("/v1/works", data={**form, "again": "true"}, files=files, headers=alice)
+    assert anew.status_code == 201 and anew.json()["seq"] != first.json()["seq"]
+    also = client.post("/v1/works?again=1", data=form, files=files, headers=alice)
+    assert also.status_code == 201, also.text
+
+
+@pytest.mark.parametrize("ask", [
+    {"query": "?again=maybe"}, {"query": "?again=yes&again=true"}, {"body": {"again": "yes"}},
+    {"body": {"again": 1}}])
+def test_a_malformed_again_is_a_clear_422(api: Api, ask: Any) -> None:
+    client, reg = api
+    alice = key(reg, "alice")
+    client.post("/v1/works", json=work_body("w"), headers=alice)
+    n = size(client)
+    r = client.post("/v1/works" + ask.get("query", ""), headers=alice,
+                    json={**work_body("w"), **ask.get("body", {})})
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0]["field"] == "again"
+    assert size(client) == n
+
+
+def test_simultaneous_registrations_of_the_same_content_are_one(
+    tmp_path: Path, database_url: str
+) -> None:
+    reg = open_registry(tmp_path, database_url)
+    key(reg, "alice")
+    who = Principal("alice", "creator", 1)
+    w = WorkIn(**work_body("race"))
+
+    async def race() -> list[operations.Recorded]:
+        return list(await asyncio.gather(*(operations.register_work(reg, who, w)
+                                           for _ in range(8))))
+
+    reg.start()
+    try:
+        done = asyncio.run(race())
+    finally:
+        reg.stop()
+    assert len({r.receipt.seq for r in done}) == 1
+    assert sum(not r.existing for r in done) == 1
+    assert len(reg.register_locks) == 0  # nothing held once the registrations are done
