@@ -19,7 +19,12 @@ from copyledger.ledger import entry as entry_mod
 from copyledger.ledger import links, store
 from copyledger.ledger.audit import audit
 from copyledger.ledger.documents import parse_entry
-from copyledger.ledger.schema import ENTRIES_BY_REGISTRANT, claim_contacts, cosignatures, entry_links
+from copyledger.ledger.schema import (
+    ENTRIES_BY_REGISTRANT,
+    claim_contacts,
+    cosignatures,
+    entry_links,
+)
 from copyledger.ledger.sequencer import Pending
 from copyledger.service import claims, title
 from copyledger.service.apikeys import create_key

@@ -21,7 +21,7 @@ import pytest
 
 from copyledger.ledger import jcs
 from copyledger.ledger.verify import verify_bundle
-from tests.server import ServerProcess, init_registry, post_works
+from tests.server import ServerProcess, cli, init_registry, post_works
 from tests.test_verify import flip_char, leaves, set_at
 
 pytestmark = pytest.mark.slow
