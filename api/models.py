@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from copyledger.ledger import fingerprint
+from copyledger.ledger.title import TITLE_KINDS
 from copyledger.service.apikeys import ROLES
 from copyledger.service.inputs import (
     SHA,
@@ -37,7 +38,7 @@ Role = Annotated[str, closed(ROLES)]
 Verdict = Annotated[str, closed(("match", "possible", "none"))]  # matching.scoring.Verdict
 MatchVerdict = Annotated[str, closed(("match", "possible"))]
 Algorithm = Annotated[str, closed(("sha256", *fingerprint.ALGORITHMS))]
-LinkKind = Annotated[str, closed(("work", "transfer"))]
+LinkKind = Annotated[str, closed(("work", *(k.KIND for k in TITLE_KINDS)))]
 
 
 class ReceiptOut(BaseModel):
@@ -216,6 +217,16 @@ class Link(BaseModel):
     bundle: str
 
 
+class PendingOffer(BaseModel):
+    """An offer of assignment not yet accepted or withdrawn (D36)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+    seq: int
+    from_: str = Field(alias="from")
+    to: str
+    transfer_type: TransferType
+
+
 class HistoryOut(BaseModel):
     """A work's chain of title, every link provable against one signed checkpoint."""
 
@@ -223,6 +234,8 @@ class HistoryOut(BaseModel):
     registrant: str
     holder: str
     licences: list[Licence]
+    pending_offer: PendingOffer | None = Field(
+        default=None, description="the offer of assignment awaiting its recipient, or null")
     tree_size: int
     root: str
     checkpoint: str

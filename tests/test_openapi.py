@@ -104,6 +104,14 @@ def test_every_example_fits_its_schema(doc: dict[str, Any]) -> None:
     assert checked >= 40, checked
 
 
+def path_value(op: dict[str, Any], name: str) -> str:
+    """A path parameter's first allowed value if it is a closed set, else 0."""
+    for p in op.get("parameters", []):
+        if p["in"] == "path" and p["name"] == name and "enum" in p["schema"]:
+            return str(p["schema"]["enum"][0])
+    return "0"
+
+
 def test_security_as_described_is_what_the_server_enforces(
         client: TestClient, reg: Node, doc: dict[str, Any]) -> None:
     """Without a key, a secured operation answers 401 and a public one never does; a key of a
@@ -118,7 +126,7 @@ def test_security_as_described_is_what_the_server_enforces(
 
     for method, path, op in operations(doc):
         where = f"{method.upper()} {path}"
-        url = re.sub(r"\{[^}]+\}", "0", path)
+        url = re.sub(r"\{([^}]+)\}", lambda m, op=op: path_value(op, m[1]), path)
         r = send(method, url, None)
         if not op["security"]:
             assert r.status_code != 401, where
@@ -137,6 +145,7 @@ def test_request_examples_are_accepted(client: TestClient, reg: Node, doc: dict[
     """The documented request examples are real: sent as they are, each is accepted."""
     creator, _ = create_key(reg.store, "creator", "ada")
     platform, _ = create_key(reg.store, "platform", "tube")
+    create_key(reg.store, "creator", "harbour-press")  # the transfer example's recipient
     ops = {path: op for _, path, op in operations(doc)}
     for path, key, status in (("/v1/works", creator, 201), ("/v1/evidence", creator, 201),
                               ("/v1/transfers", creator, 201), ("/v1/claims", platform, 201),
@@ -164,7 +173,7 @@ def test_closed_sets_are_enums(doc: dict[str, Any]) -> None:
         list(claims.AUTHORITIES)
     assert enum("WhoamiOut", "role") == list(ROLES)
     assert enum("ClaimCheckOut", "verdict") == ["match", "possible", "none"]
-    assert enum("Link", "kind") == ["work", "transfer"]
+    assert enum("Link", "kind") == ["work", "transfer", "acceptance", "withdrawal"]
     assert enum("Match", "algorithm") == ["sha256", "pdq", "phash", "minhash"]
 
 

@@ -22,11 +22,12 @@ from tests.helpers import open_registry, work_body
 
 
 def make_title_log(root: Path) -> dict[str, Any]:
-    """Work W assigned alice → bob → carol, with a licence by bob in between; another work X
-    assigned by dave, so the log holds a foreign transfer; and an evidence entry."""
+    """Work W assigned alice → bob → carol (each an offer its recipient accepts, D36), with a
+    licence by bob in between; another work X assigned by dave, so the log holds a foreign
+    transfer; and an evidence entry."""
     reg = open_registry(root)
     h = {a: {"Authorization": f"Bearer {create_key(reg.store, 'creator', a)[0]}"}
-         for a in ("alice", "bob", "carol", "dave")}
+         for a in ("alice", "bob", "carol", "dave", "erin", "radio")}
     with TestClient(create_app(reg)) as c:
         def post(path: str, who: str, body: dict[str, Any]) -> int:
             r = c.post(path, json=body, headers=h[who])
@@ -36,20 +37,26 @@ def make_title_log(root: Path) -> dict[str, Any]:
         def assign(who: str, work: int, to: str, kind: str = "assignment") -> int:
             return post("/v1/transfers", who, {"work_seq": work, "to": to, "transfer_type": kind})
 
+        def accept(who: str, offer: int) -> int:
+            return post(f"/v1/transfers/{offer}/accept", who, {})
+
         w = post("/v1/works", "alice", work_body("title-w"))
         x = post("/v1/works", "dave", work_body("title-x"))
         ab = assign("alice", w, "bob")
+        ab_a = accept("bob", ab)
         foreign = assign("dave", x, "erin")
         lic = assign("bob", w, "radio", "non_exclusive_licence")
         bc = assign("bob", w, "carol")
+        bc_a = accept("carol", bc)
         ev = post("/v1/evidence", "alice", {"sha256": work_body("cap")["sha256"],
                                             "captured_at": "2026-01-01T00:00:00Z",
                                             "capture_method": "s", "description": "d"})
         post("/v1/works", "alice", work_body("title-later"))  # the log grows after the chain
         vkey = c.get("/v1/log").json()["verifier_key"]
-        bundles = {s: c.get(f"/v1/entries/{s}/bundle").json() for s in (w, ab, lic, bc, ev)}
-    return {"reg": reg, "vkey": vkey, "w": w, "ab": ab, "lic": lic, "bc": bc, "ev": ev,
-            "foreign": foreign, "bundles": bundles}
+        bundles = {s: c.get(f"/v1/entries/{s}/bundle").json()
+                   for s in (w, ab, ab_a, lic, bc, bc_a, ev)}
+    return {"reg": reg, "vkey": vkey, "w": w, "ab": ab, "ab_a": ab_a, "lic": lic, "bc": bc,
+            "bc_a": bc_a, "ev": ev, "foreign": foreign, "bundles": bundles}
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +66,7 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 def foreign_link(made: dict[str, Any]) -> dict[str, Any]:
     """A transfer of another work, with a valid inclusion proof in W's chain checkpoint."""
-    size = made["bundles"][made["bc"]]["block"]["header"]["tree_size"]
+    size = made["bundles"][made["bc_a"]]["block"]["header"]["tree_size"]
     reg, f = made["reg"], made["foreign"]
     return {"seq": f, "entry": json.loads(reg.store.get_entry(f).data),
             "proof": [p.hex() for p in merkle.inclusion_proof(f, size, reg.store)]}
@@ -69,13 +76,15 @@ def tampered_chains(made: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """W's bundle with its chain reordered, a foreign link slipped in, a link altered, or the
     chain's checkpoint not signed by the log: each caught without replaying the holders."""
     good = made["bundles"][made["w"]]
-    w, ab, lic, bc = _links(good)
+    w, ab, ab_a, lic, bc, bc_a = _links(good)
     forged = copy.deepcopy(bc)
     forged["entry"]["to"] = "mallory"
     out = []
-    for name, links in [("duplicate", [w, ab, ab, lic, bc]), ("reordered", [w, ab, bc, lic]),
-                        ("foreign", [w, ab, foreign_link(made), lic, bc]),
-                        ("altered", [w, ab, lic, forged]), ("registration dropped", [ab, lic, bc])]:
+    for name, links in [("duplicate", [w, ab, ab, ab_a, lic, bc, bc_a]),
+                        ("reordered", [w, ab, ab_a, bc, bc_a, lic]),
+                        ("foreign", [w, ab, ab_a, foreign_link(made), lic, bc, bc_a]),
+                        ("altered", [w, ab, ab_a, lic, forged, bc_a]),
+                        ("registration dropped", [ab, ab_a, lic, bc, bc_a])]:
         b = copy.deepcopy(good)
         b["title_chain"]["links"] = links
         out.append((name, b))
@@ -93,17 +102,17 @@ def title_step(rep: Any) -> Any:
     return next(s for s in rep.steps if s.name == "title")
 
 
-@pytest.mark.parametrize("which", ["w", "ab", "lic", "bc"])
+@pytest.mark.parametrize("which", ["w", "ab", "ab_a", "lic", "bc", "bc_a"])
 def test_work_and_transfer_bundles_verify_the_whole_chain(made: dict[str, Any],
                                                          which: str) -> None:
     b = made["bundles"][made[which]]
     assert [li["seq"] for li in b["title_chain"]["links"]] == [
-        made["w"], made["ab"], made["lic"], made["bc"]]
+        made["w"], made["ab"], made["ab_a"], made["lic"], made["bc"], made["bc_a"]]
     rep = check(made, b)
     assert rep.ok, rep.to_json()
     step = title_step(rep)
     assert step.status is Status.PASSED
-    assert f"alice → bob (seq {made['ab']}) → carol (seq {made['bc']})" in step.detail
+    assert f"alice → bob (seq {made['ab_a']}) → carol (seq {made['bc_a']})" in step.detail
     chain = rep.facts["title_chain"]
     assert (chain["work_seq"], chain["registrant"], chain["holder"]) == (made["w"], "alice",
                                                                          "carol")
@@ -146,40 +155,47 @@ def _refused(rep: Any, *words: str) -> None:
 
 
 def test_a_missing_link_is_refused(made: dict[str, Any]) -> None:
-    w, ab, lic, bc = _links(made["bundles"][made["w"]])
-    _refused(_with_links(made, "w", [w, lic, bc]), f"link 1 (seq {made['lic']})", "held the work")
-    _refused(_with_links(made, "bc", [ab, lic, bc]), f"link 0 (seq {made['ab']})", "not a work")
+    w, ab, ab_a, lic, bc, bc_a = _links(made["bundles"][made["w"]])
+    _refused(_with_links(made, "w", [w, lic, bc, bc_a]), f"link 1 (seq {made['lic']})",
+             "held the work")
+    # the acceptance dropped: bob never held the work, so his licence is refused
+    _refused(_with_links(made, "w", [w, ab, lic, bc, bc_a]), f"link 2 (seq {made['lic']})",
+             "held the work")
+    _refused(_with_links(made, "bc", [ab, ab_a, lic, bc, bc_a]), f"link 0 (seq {made['ab']})",
+             "not a work")
     _refused(_with_links(made, "w", []), "no links")
     # the licence dropped: the holders still replay, but the bundled licence is not in the chain
-    _refused(_with_links(made, "lic", [w, ab, bc]), f"seq {made['lic']}", "not a link")
+    _refused(_with_links(made, "lic", [w, ab, ab_a, bc, bc_a]), f"seq {made['lic']}",
+             "not a link")
 
 
 def test_an_extra_or_reordered_link_is_refused(made: dict[str, Any]) -> None:
-    w, ab, lic, bc = _links(made["bundles"][made["w"]])
-    _refused(_with_links(made, "w", [w, ab, ab, lic, bc]), f"link 2 (seq {made['ab']})",
-             "log order")
-    _refused(_with_links(made, "w", [w, lic, ab, bc]), f"link 1 (seq {made['lic']})",
+    w, ab, ab_a, lic, bc, bc_a = _links(made["bundles"][made["w"]])
+    _refused(_with_links(made, "w", [w, ab, ab, ab_a, lic, bc, bc_a]),
+             f"link 2 (seq {made['ab']})", "log order")
+    _refused(_with_links(made, "w", [w, lic, ab, ab_a, bc, bc_a]), f"link 1 (seq {made['lic']})",
              "held the work")  # bob's licence, before bob held the work
-    _refused(_with_links(made, "w", [w, ab, bc, lic]), f"link 3 (seq {made['lic']})", "log order")
+    _refused(_with_links(made, "w", [w, ab, ab_a, bc, bc_a, lic]), f"link 5 (seq {made['lic']})",
+             "log order")
 
 
 def test_a_foreign_link_is_refused_though_it_is_in_the_log(made: dict[str, Any]) -> None:
     """A transfer of another work, with a valid inclusion proof in the chain's checkpoint."""
-    w, ab, lic, bc = _links(made["bundles"][made["w"]])
-    _refused(_with_links(made, "w", [w, ab, foreign_link(made), lic, bc]),
-             f"link 2 (seq {made['foreign']})", f"does not name work {made['w']}")
+    w, ab, ab_a, lic, bc, bc_a = _links(made["bundles"][made["w"]])
+    _refused(_with_links(made, "w", [w, ab, ab_a, foreign_link(made), lic, bc, bc_a]),
+             f"link 3 (seq {made['foreign']})", f"does not name work {made['w']}")
 
 
 def test_an_altered_link_or_proof_is_refused(made: dict[str, Any]) -> None:
-    w, ab, lic, bc = _links(made["bundles"][made["w"]])
+    w, ab, ab_a, lic, bc, bc_a = _links(made["bundles"][made["w"]])
     forged = copy.deepcopy(bc)
     forged["entry"]["to"] = "mallory"  # the last assignment, to someone else
-    _refused(_with_links(made, "w", [w, ab, lic, forged]), f"link 3 (seq {made['bc']})",
-             "inclusion proof")
+    _refused(_with_links(made, "w", [w, ab, ab_a, lic, forged, bc_a]),
+             f"link 4 (seq {made['bc']})", "inclusion proof")
     moved = {**bc, "seq": bc["seq"] + 1}
-    _refused(_with_links(made, "w", [w, ab, lic, moved]), "link 3")
+    _refused(_with_links(made, "w", [w, ab, ab_a, lic, moved, bc_a]), "link 4")
     short = {**ab, "proof": ab["proof"][:-1]}
-    _refused(_with_links(made, "w", [w, short, lic, bc]), "link 1")
+    _refused(_with_links(made, "w", [w, short, ab_a, lic, bc, bc_a]), "link 1")
 
 
 def test_the_chain_checkpoint_must_be_signed_and_extend_the_entry(made: dict[str, Any]) -> None:
