@@ -66,6 +66,7 @@ VIEW_TRANSFORMS = ("mirrored", "rotated 90°", "rotated 180°", "rotated 270°",
 """What a disputed image's extra PDQ `views` may be: its dihedral transforms (PDQ's), and its
 content region once borders, letterbox bars and caption bars are trimmed."""
 _MAX_VIEWS = 16
+_VIEW_KEYS = frozenset({"transform", "hash", "region"})
 _MAX_SIDE = 65_535
 _PDQ_HEX = 64
 _PHASH_HEX = 16
@@ -207,13 +208,24 @@ def _validate_views(value: object, where: str) -> list[dict[str, object]]:
     out = []
     for i, view in enumerate(value):
         at = f"{where}[{i}]"
-        if not isinstance(view, dict) or set(view) != {"transform", "hash"}:
-            _bad(at, "must be an object with exactly transform and hash")
+        if not isinstance(view, dict) or not {"transform", "hash"} <= set(view) <= _VIEW_KEYS:
+            _bad(at, "must be an object with transform, hash and, for a region, region")
         if view["transform"] not in VIEW_TRANSFORMS:
             _bad(f"{at}.transform", f"must be one of: {', '.join(VIEW_TRANSFORMS)}")
-        out.append({"transform": view["transform"],
-                    "hash": _hex(view["hash"], _PDQ_HEX, f"{at}.hash")})
+        item: dict[str, object] = {"transform": view["transform"],
+                                   "hash": _hex(view["hash"], _PDQ_HEX, f"{at}.hash")}
+        if "region" in view:
+            item["region"] = _region(view["region"], f"{at}.region")
+        out.append(item)
     return out
+
+
+def _region(value: object, where: str) -> list[int]:
+    """[left, top, right, bottom] of the upload in thousandths: 0 <= left < right <= 1000."""
+    if (not isinstance(value, list) or len(value) != 4 or not all(_is_int(v) for v in value)
+            or not 0 <= value[0] < value[2] <= 1000 or not 0 <= value[1] < value[3] <= 1000):
+        _bad(where, "must be [left, top, right, bottom] in thousandths of the upload")
+    return list(value)
 
 
 def _b64(value: object, where: str) -> bytes:

@@ -126,10 +126,13 @@ def query_fingerprints(data: bytes | IO[bytes]) -> Fingerprints:
     box = content_box(image)
     if box is not None:
         region = np.asarray(image.crop(box), dtype=np.uint8)
-        views.append({"transform": "content region", "hash": _pdq_hex(pdqhash.compute(region)[0])})
+        where = [round(1000 * box[0] / image.width), round(1000 * box[1] / image.height),
+                 round(1000 * box[2] / image.width), round(1000 * box[3] / image.height)]
         mirrored = np.ascontiguousarray(region[:, ::-1])
-        views.append({"transform": "content region, mirrored",
-                      "hash": _pdq_hex(pdqhash.compute(mirrored)[0])})
+        views += [{"transform": "content region", "region": where,
+                   "hash": _pdq_hex(pdqhash.compute(region)[0])},
+                  {"transform": "content region, mirrored", "region": where,
+                   "hash": _pdq_hex(pdqhash.compute(mirrored)[0])}]
     fps["views"] = views  # type: ignore[assignment]
     if isinstance(data, bytes):
         large = _decode_image(data, ORB_QUERY_PX)

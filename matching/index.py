@@ -45,6 +45,7 @@ __all__ = [
     "LSH_THRESHOLD",
     "MULTIHASH_FROM",
     "FingerprintIndex",
+    "explain_view",
 ]
 
 MULTIHASH_FROM = 2_000_000
@@ -244,7 +245,7 @@ class FingerprintIndex:
         if "pdq" in fingerprints:
             pdq_views.append((_code(fingerprints["pdq"], 32, "pdq"), None))
         for view in _views(fingerprints):
-            pdq_views.append((_code(view, 32, "views"), str(view["transform"])))
+            pdq_views.append((_code(view, 32, "views"), explain_view(view)))
         if "phash" in fingerprints:
             queries["phash"] = np.frombuffer(_code(fingerprints["phash"], 8, "phash"), np.uint8)
         if "minhash" in fingerprints:
@@ -293,6 +294,19 @@ class FingerprintIndex:
             if candidate.verdict != "none":
                 out.append(candidate)
         return out
+
+
+def explain_view(view: Mapping[str, object]) -> str:
+    """A PDQ view in words: its transform, and for a content region how it sat in the upload
+    ("shown at 58 % inside a larger image", or which bars or borders were trimmed)."""
+    transform = str(view["transform"])
+    region = view.get("region")
+    if not isinstance(region, list):
+        return transform
+    left, top, right, bottom = region
+    if right - left >= 970 or bottom - top >= 970:
+        return f"{transform}: bars, borders or captions trimmed"
+    return f"{transform}: shown at {round((right - left) / 10)} % inside a larger image"
 
 
 def _views(fingerprints: Mapping[str, object]) -> list[Mapping[str, object]]:

@@ -54,7 +54,7 @@ class Placement:
     rounded to the nearest 90 when within 10 degrees of it; `scale` upload pixels per original
     pixel; `visible` the share of the original's area inside the upload; `origin` the top-left
     of that visible part as fractions of the original; `coverage` the share of the upload's
-    width (or height) the original spans.
+    width the original spans.
     """
 
     inliers: int
@@ -221,8 +221,6 @@ def _placement(matrix: Any, size: tuple[int, int], qsize: tuple[int, int], inlie
     corners = np.array([[0, 0], [width, 0], [width, height], [0, height]],
                        np.float32).reshape(-1, 1, 2)
     on_query = cv2.transform(corners, matrix).reshape(-1, 2)
-    spans = (float(on_query[:, 0].max() - on_query[:, 0].min()) / qw,
-             float(on_query[:, 1].max() - on_query[:, 1].min()) / qh)
-    coverage = min(1.0, max(spans))
+    coverage = min(1.0, float(on_query[:, 0].max() - on_query[:, 0].min()) / qw)
     return Placement(inliers=inliers, mirrored=mirrored, rotation=rotation, scale=scale,
                      visible=visible, origin=origin, coverage=coverage)

@@ -29,7 +29,7 @@ from copyledger.ledger.errors import InvalidInput
 from copyledger.ledger.fingerprint import ORB_RECORD_BYTES, validate_fingerprints
 from copyledger.matching import local
 from copyledger.matching.compute import content_box, image_fingerprints, query_fingerprints
-from copyledger.matching.index import FingerprintIndex
+from copyledger.matching.index import FingerprintIndex, explain_view
 from copyledger.service.apikeys import create_key
 from copyledger.service.node import Node
 from tests.helpers import open_registry
@@ -125,13 +125,20 @@ def test_orb_schema_is_strict() -> None:
 
 
 def test_claim_content_may_carry_views_and_more_keypoints() -> None:
+    region = {"transform": "content region", "hash": "0" * 64, "region": [200, 100, 800, 700]}
     content = {"orb": {**_orb(512), "mirrored": _orb(512)["keypoints"]},
-               "views": [{"transform": "rotated 90°", "hash": "A" * 64}]}
+               "views": [{"transform": "rotated 90°", "hash": "A" * 64}, region]}
     got = validate_fingerprints(content, field="content", allow_bare=True)
-    assert got["views"] == [{"transform": "rotated 90°", "hash": "a" * 64}]
+    assert got["views"] == [{"transform": "rotated 90°", "hash": "a" * 64}, region]
+    assert explain_view(region) == "content region: shown at 60 % inside a larger image"
+    assert explain_view({**region, "region": [0, 150, 1000, 850]}) == (
+        "content region: bars, borders or captions trimmed")
     for views in ([], [{"transform": "sheared", "hash": "0" * 64}],
                   [{"transform": "mirrored", "hash": "0" * 63}],
-                  [{"transform": "mirrored", "hash": "0" * 64, "x": 1}], "mirrored"):
+                  [{"transform": "mirrored", "hash": "0" * 64, "x": 1}], "mirrored",
+                  [{**region, "region": [500, 0, 500, 1000]}],
+                  [{**region, "region": [0, 0, 1001, 1000]}],
+                  [{**region, "region": [0, 0, 1000]}], [{**region, "region": [0, 0, 1, True]}]):
         with pytest.raises(InvalidInput):
             validate_fingerprints({"views": views}, field="content", allow_bare=True)
     with pytest.raises(InvalidInput):
