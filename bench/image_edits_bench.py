@@ -103,8 +103,9 @@ def main() -> None:
                     explained[edit][0] += hit and EXPECT[edit] in why.get(i, "")
                     explained[edit][1] += 1
                 right_inliers[edit].append(inliers.get(i, 0))
+                inside = (i + 1) % len(pictures) if edit == "picture_in_picture" else i
                 for seq in range(len(pictures)):
-                    if seq != i:
+                    if seq not in (i, inside):  # PiP's background photo is in the upload
                         unrelated_inliers[inliers.get(seq, 0)] += 1
                         pairs += 1
                         false_match += best[seq] == "match"
