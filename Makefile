@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 DATA_DIR ?= copyledger-data
 
-.PHONY: run test lint typecheck unit system-deps tlogcheck bench bench-merkle bench-http bench-claims bench-tiles bench-soak clean
+.PHONY: run test lint typecheck unit system-deps tlogcheck bench bench-merkle bench-http bench-claims bench-tiles bench-soak bench-images clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -85,6 +85,9 @@ bench-tiles: $(VENV)/.bench
 # Ten minutes at 50 connections of mixed reads and writes (SOAK_SECONDS to change it).
 bench-soak: $(STAMP)
 	$(BIN)/python bench/soak.py --seconds $(or $(SOAK_SECONDS),600)
+
+bench-images: $(VENV)/.bench system-deps
+	$(BIN)/python bench/image_edits_bench.py
 
 bench: bench-merkle bench-http bench-claims bench-tiles
 

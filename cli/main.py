@@ -399,12 +399,13 @@ def _already_registered(client: Client, sha: str, account: str | None) -> dict[s
     return None
 
 
-def _local_fingerprints(path: Path, size: int, media: str) -> dict[str, Any]:
+def _local_fingerprints(path: Path, size: int, media: str,
+                        query: bool = False) -> dict[str, Any]:
     """Perceptual fingerprints computed here, so the file need not leave this machine."""
     from copyledger.client import fingerprint_file
 
     try:
-        return fingerprint_file(path, media)
+        return fingerprint_file(path, media, query=query)
     except CopyledgerError as e:
         err.print(f"[yellow]{path}: no fingerprints ({e.detail})[/yellow]")
         return {}
@@ -571,7 +572,7 @@ def check_claim(
         content["sha256"] = f.sha256
         media = media_type_of(f.head, file.name)
         if media:
-            content.update(_local_fingerprints(file, f.size, media))
+            content.update(_local_fingerprints(file, f.size, media, query=True))
     elif sha256:
         content["sha256"] = sha256
     with _client(server, api_key, trust, 60) as client:
@@ -604,9 +605,10 @@ def check_claim(
     if a["work_seq"] is not None and not a["claims"]:
         out.print("  no claim on this work")
     for m in a["matches"]:
-        score = m.get("distance", m.get("similarity"))
+        score = m.get("distance", m.get("similarity", m.get("inliers")))
+        why = f": {m['explanation']}" if m.get("explanation") else ""
         out.print(f"  seq {m['seq']}: {m['algorithm']} {score} (threshold {m['threshold']}) "
-                  f"→ {m['verdict']}")
+                  f"→ {m['verdict']}{why}")
     for c in a["caveats"]:
         out.print(f"[dim]• {c}[/dim]")
 

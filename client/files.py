@@ -8,10 +8,12 @@ from typing import Any
 from copyledger.matching import MAX_FINGERPRINT_BYTES, fingerprints_for
 
 
-def fingerprint_file(path: Path, media_type: str) -> dict[str, Any]:
-    """The perceptual fingerprints of a file (PDQ and pHash for images, MinHash for text), as
-    the server would compute them from an upload; empty for other types and for files over
-    MAX_FINGERPRINT_BYTES. InvalidInput if a file of an image type does not decode."""
+def fingerprint_file(path: Path, media_type: str, *, query: bool = False) -> dict[str, Any]:
+    """The perceptual fingerprints of a file (PDQ, pHash and ORB keypoints for images, MinHash
+    for text), as the server would compute them from an upload; empty for other types and for
+    files over MAX_FINGERPRINT_BYTES. `query`: a claim check's disputed content (an image also
+    gets PDQ views and more keypoints). InvalidInput if a file of an image type does not
+    decode."""
     if path.stat().st_size > MAX_FINGERPRINT_BYTES:
         return {}
-    return dict(fingerprints_for(path.read_bytes(), media_type))
+    return dict(fingerprints_for(path.read_bytes(), media_type, query=query))

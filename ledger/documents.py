@@ -841,7 +841,8 @@ class ClaimCheck(_Part):
     """The signed answer to POST /v1/claims/check: does the log hold the claimed work, who holds
     it, what matches the disputed content, and which notices are on record, at `tree_size`.
     `signature` is a signed note over the SHA-256 of the RFC 8785 answer without it
-    (`ledger.claims.check_note_text`)."""
+    (`ledger.claims.check_note_text`). `fingerprinted` names the algorithms the disputed
+    content was fingerprinted with (empty: none could be; absent in answers before D37)."""
 
     verdict: str
     work_registered: bool
@@ -856,6 +857,7 @@ class ClaimCheck(_Part):
     claims: tuple[CheckClaim, ...]
     caveats: tuple[str, ...]
     index_ready: bool
+    fingerprinted: tuple[str, ...] | None = None
     checked_at: str
     tree_size: int
     origin: str
@@ -877,6 +879,7 @@ class ClaimCheck(_Part):
             matches=r.objects("matches", _match) or (),
             claims=r.objects("claims", CheckClaim._read) or (),
             caveats=r.strings("caveats") or (), index_ready=r.get("index_ready", bool),
+            fingerprinted=r.strings("fingerprinted", required=False),
             checked_at=r.get("checked_at", str), tree_size=r.get("tree_size", int),
             origin=r.get("origin", str), signature=r.get("signature", str),
         )

@@ -1,6 +1,7 @@
 """The fingerprint schema: what a `content.fingerprints` object in an entry may hold.
 
-A work may carry perceptual fingerprints (PDQ and pHash of an image, MinHash of a text). They
+A work may carry perceptual fingerprints (PDQ, pHash and ORB keypoints of an image, MinHash of
+a text). They
 are kept in the log forever, so their shape is part of the entry format and is checked here,
 strictly, with the rest of the entry. Computing and comparing them is copyledger.matching's
 job; this module imports nothing beyond the standard library, so validating an entry never
@@ -22,15 +23,20 @@ __all__ = [
     "MINHASH_SCHEME",
     "MINHASH_SEED",
     "MINHASH_SHINGLE",
+    "ORB_QUERY_LIMIT",
+    "ORB_RECORD_BYTES",
+    "ORB_REGISTERED_MAX",
+    "ORB_SCHEME",
     "PDQ_LOW_QUALITY",
     "TEXT_TOKENS",
+    "VIEW_TRANSFORMS",
     "Fingerprints",
     "validate_fingerprints",
 ]
 
 Fingerprints = dict[str, dict[str, object]]
 
-ALGORITHMS = ("pdq", "phash", "minhash")
+ALGORITHMS = ("pdq", "phash", "minhash", "orb")
 PDQ_LOW_QUALITY = 50
 """PDQ quality below this (flat or featureless images) makes the hash unreliable: flagged.
 `low_quality` is recomputed from `quality` with it, so it is part of the schema. 14 of our 300
@@ -45,6 +51,23 @@ TEXT_TOKENS = "nfkc-casefold-words-v1"
 """Names the text normalisation (copyledger.matching.compute.text_shingles); a different
 normalisation would need a new name."""
 
+ORB_SCHEME = "orb-v1"
+"""Names how keypoints are chosen and packed (copyledger.matching.local): ORB on the 512 px
+thumbnail, the strongest spread over a 4x4 grid, each record x and y as little-endian uint16 in
+1/8 pixel then the 32-byte descriptor. Entries without `orb` (all before it) stay valid."""
+ORB_RECORD_BYTES = 36
+ORB_REGISTERED_MAX = 128
+"""Keypoints a registered work stores: 4,608 bytes, 6,144 in base64, within an entry's 16 KiB."""
+ORB_QUERY_LIMIT = 512
+"""Keypoints a claim check's disputed content may send (each of `keypoints` and `mirrored`)."""
+VIEW_TRANSFORMS = ("mirrored", "rotated 90°", "rotated 180°", "rotated 270°",
+                   "mirrored, rotated 90°", "mirrored, rotated 180°", "mirrored, rotated 270°",
+                   "content region", "content region, mirrored")
+"""What a disputed image's extra PDQ `views` may be: its dihedral transforms (PDQ's), and its
+content region once borders, letterbox bars and caption bars are trimmed."""
+_MAX_VIEWS = 16
+_VIEW_KEYS = frozenset({"transform", "hash", "region"})
+_MAX_SIDE = 65_535
 _PDQ_HEX = 64
 _PHASH_HEX = 16
 _MINHASH_MAX = (1 << 32) - 1  # datasketch stores 32-bit values in uint64
@@ -61,13 +84,18 @@ def validate_fingerprints(
     Keys are a subset of ALGORITHMS; each value has exactly the shape copyledger.matching
     computes (hex is lowercased, `low_quality` is recomputed from `quality`). With `allow_bare`
     (a claim check's disputed content), `pdq`/`phash` may also be a bare hex string, with no
-    version or quality. Raises InvalidInput naming the first bad field.
+    version or quality, `orb` may carry up to ORB_QUERY_LIMIT keypoints and their `mirrored`
+    twins, and `views` lists extra PDQ hashes of transforms of the content. Raises InvalidInput
+    naming the first bad field.
     """
     if not isinstance(obj, dict):
         _bad(field, "must be an object")
     out: Fingerprints = {}
     for name, value in obj.items():
         where = f"{field}.{name}"
+        if allow_bare and name == "views":
+            out["views"] = _validate_views(value, where)  # type: ignore[assignment]
+            continue
         if name not in ALGORITHMS:
             _bad(where, f"unknown algorithm (known: {', '.join(ALGORITHMS)})")
         if allow_bare and name in ("pdq", "phash") and isinstance(value, str):
@@ -125,13 +153,7 @@ def _validate_minhash(value: object, where: str, partial: bool) -> dict[str, obj
     out: dict[str, object] = {"algorithm": "minhash",
                               "version": _version(fp["version"], f"{where}.version")}
     out.update(fixed)
-    encoded = fp["hashvalues"]
-    if not isinstance(encoded, str) or not _B64.fullmatch(encoded):
-        _bad(f"{where}.hashvalues", "must be standard base64")
-    try:
-        raw = base64.b64decode(encoded, validate=True)
-    except (binascii.Error, ValueError):
-        _bad(f"{where}.hashvalues", "must be standard base64")
+    raw = _b64(fp["hashvalues"], f"{where}.hashvalues")
     if len(raw) != 8 * MINHASH_NUM_PERM:
         _bad(f"{where}.hashvalues", f"must encode {MINHASH_NUM_PERM} uint64 values")
     values = [int.from_bytes(raw[i : i + 8], "little") for i in range(0, len(raw), 8)]
@@ -143,7 +165,80 @@ def _validate_minhash(value: object, where: str, partial: bool) -> dict[str, obj
     return out
 
 
-_VALIDATORS = {"pdq": _validate_pdq, "phash": _validate_phash, "minhash": _validate_minhash}
+def _validate_orb(value: object, where: str, partial: bool) -> dict[str, object]:
+    keys = {"algorithm", "version", "scheme", "width", "height", "keypoints"}
+    fp = _shape(value, where, "orb", keys | ({"mirrored"} if partial else set()),
+                {"version", "mirrored"} if partial else set())
+    out: dict[str, object] = {"algorithm": "orb"}
+    if "version" in fp:
+        out["version"] = _version(fp["version"], f"{where}.version")
+    if fp["scheme"] != ORB_SCHEME:
+        _bad(f"{where}.scheme", f"must be {ORB_SCHEME!r}")
+    out["scheme"] = ORB_SCHEME
+    for side in ("width", "height"):
+        length = fp[side]
+        if not _is_int(length) or not 1 <= length <= _MAX_SIDE:
+            _bad(f"{where}.{side}", f"must be an integer from 1 to {_MAX_SIDE}")
+        out[side] = length
+    limit = ORB_QUERY_LIMIT if partial else ORB_REGISTERED_MAX
+    for key in ("keypoints", "mirrored"):
+        if key in fp:
+            out[key] = _keypoints(fp[key], limit, out, f"{where}.{key}")
+    return out
+
+
+def _keypoints(value: object, limit: int, size: dict[str, object], where: str) -> str:
+    """Standard base64 of 1..limit records; every point inside the image."""
+    raw = _b64(value, where)
+    if not raw or len(raw) % ORB_RECORD_BYTES or len(raw) > limit * ORB_RECORD_BYTES:
+        _bad(where, f"must encode 1 to {limit} records of {ORB_RECORD_BYTES} bytes")
+    width, height = size["width"], size["height"]
+    assert isinstance(width, int) and isinstance(height, int)
+    for i in range(0, len(raw), ORB_RECORD_BYTES):
+        x = int.from_bytes(raw[i:i + 2], "little")
+        y = int.from_bytes(raw[i + 2:i + 4], "little")
+        if x > 8 * width or y > 8 * height:
+            _bad(where, "a keypoint lies outside the image")
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _validate_views(value: object, where: str) -> list[dict[str, object]]:
+    if not isinstance(value, list) or not 1 <= len(value) <= _MAX_VIEWS:
+        _bad(where, f"must be a list of 1 to {_MAX_VIEWS} views")
+    out = []
+    for i, view in enumerate(value):
+        at = f"{where}[{i}]"
+        if not isinstance(view, dict) or not {"transform", "hash"} <= set(view) <= _VIEW_KEYS:
+            _bad(at, "must be an object with transform, hash and, for a region, region")
+        if view["transform"] not in VIEW_TRANSFORMS:
+            _bad(f"{at}.transform", f"must be one of: {', '.join(VIEW_TRANSFORMS)}")
+        item: dict[str, object] = {"transform": view["transform"],
+                                   "hash": _hex(view["hash"], _PDQ_HEX, f"{at}.hash")}
+        if "region" in view:
+            item["region"] = _region(view["region"], f"{at}.region")
+        out.append(item)
+    return out
+
+
+def _region(value: object, where: str) -> list[int]:
+    """[left, top, right, bottom] of the upload in thousandths: 0 <= left < right <= 1000."""
+    if (not isinstance(value, list) or len(value) != 4 or not all(_is_int(v) for v in value)
+            or not 0 <= value[0] < value[2] <= 1000 or not 0 <= value[1] < value[3] <= 1000):
+        _bad(where, "must be [left, top, right, bottom] in thousandths of the upload")
+    return list(value)
+
+
+def _b64(value: object, where: str) -> bytes:
+    if not isinstance(value, str) or not _B64.fullmatch(value):
+        _bad(where, "must be standard base64")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        _bad(where, "must be standard base64")
+
+
+_VALIDATORS = {"pdq": _validate_pdq, "phash": _validate_phash, "minhash": _validate_minhash,
+               "orb": _validate_orb}
 
 
 def _shape(

@@ -29,6 +29,7 @@ from copyledger.ledger.fingerprint import (
     MINHASH_SCHEME,
     MINHASH_SEED,
     MINHASH_SHINGLE,
+    ORB_SCHEME,
     PDQ_LOW_QUALITY,
     TEXT_TOKENS,
     Fingerprints,
@@ -45,6 +46,7 @@ __all__ = [
     "THUMBNAIL_PX",
     "fingerprints_for",
     "image_fingerprints",
+    "query_fingerprints",
     "text_fingerprints",
     "text_shingles",
 ]
@@ -78,18 +80,118 @@ _TEXT_PIECE = 1 << 20  # bytes of a text file read, and normalised, at a time
 _CUT_BEFORE = (" ", "\n", "\t", "\r", "\u3000")  # whitespace a piece of text may start at
 
 
+_DIHEDRAL = (None, "rotated 90°", "rotated 180°", "rotated 270°", "mirrored, rotated 180°",
+             "mirrored", "mirrored, rotated 270°", "mirrored, rotated 90°")
+"""What was done to an original whose hash is pdqhash.compute_dihedral's i-th of the upload
+(the i-th hash undoes it: 1 turns the upload 90° counter-clockwise, 5 flips it left-right)."""
+_BAR_SHARE = 0.6  # a bar's lines are on average at least this much the bar's colour
+_CLEAN = 0.9  # a bar ends at a line at least this much the bar's colour (its margin)
+_MAX_BAR = 0.45  # no side loses more than this share at a time
+_BAR_TOLERANCE = 28  # per channel, for "the bar's colour" (JPEG noise, anti-aliased text)
+_MIN_TRIM = 0.03  # trimmed less than this on every side: the content region is the image
+
+
 def image_fingerprints(data: bytes | IO[bytes]) -> Fingerprints:
-    """PDQ and pHash of an encoded image (its bytes, or a seekable file holding them), as
-    stored in entries and sent by the CLI."""
-    import imagehash
+    """PDQ, pHash and ORB keypoints of an encoded image (its bytes, or a seekable file holding
+    them), as stored in entries and sent by the CLI."""
+    from copyledger.matching.local import orb_keypoints
+
+    image = _decode_image(data)
+    fps = _global_hashes(image)
+    if keypoints := orb_keypoints(image):
+        fps["orb"] = _orb(image, keypoints)
+    return fps
+
+
+def query_fingerprints(data: bytes | IO[bytes]) -> Fingerprints:
+    """What a claim check sends for a disputed image: its own PDQ and pHash, PDQ `views` of its
+    dihedral transforms and of its content region (borders, letterbox and caption bars
+    trimmed), and up to ORB_QUERY_MAX keypoints of it and of its mirror image."""
     import numpy as np
     import pdqhash  # type: ignore[import-untyped]
 
+    from copyledger.matching.local import (
+        ORB_QUERY_MAX,
+        ORB_QUERY_PX,
+        encode_keypoints,
+        orb_keypoints,
+    )
+
     image = _decode_image(data)
+    fps = _global_hashes(image)
+    hashes, _ = pdqhash.compute_dihedral(np.asarray(image, dtype=np.uint8))
+    views: list[dict[str, object]] = [
+        {"transform": name, "hash": _pdq_hex(bits)}
+        for name, bits in zip(_DIHEDRAL, hashes, strict=True) if name is not None]
+    box = content_box(image)
+    if box is not None:
+        region = np.asarray(image.crop(box), dtype=np.uint8)
+        where = [round(1000 * box[0] / image.width), round(1000 * box[1] / image.height),
+                 round(1000 * box[2] / image.width), round(1000 * box[3] / image.height)]
+        mirrored = np.ascontiguousarray(region[:, ::-1])
+        views += [{"transform": "content region", "region": where,
+                   "hash": _pdq_hex(pdqhash.compute(region)[0])},
+                  {"transform": "content region, mirrored", "region": where,
+                   "hash": _pdq_hex(pdqhash.compute(mirrored)[0])}]
+    fps["views"] = views  # type: ignore[assignment]
+    if isinstance(data, bytes):
+        large = _decode_image(data, ORB_QUERY_PX)
+    else:
+        data.seek(0)
+        large = _decode_image(data, ORB_QUERY_PX)
+    if keypoints := orb_keypoints(large, ORB_QUERY_MAX):
+        fps["orb"] = _orb(large, keypoints)
+        if twins := orb_keypoints(large, ORB_QUERY_MAX, mirror=True):
+            fps["orb"]["mirrored"] = encode_keypoints(twins)
+    return fps
+
+
+def content_box(image: Image) -> tuple[int, int, int, int] | None:
+    """The picture inside added borders, letterbox or pillarbox bars, caption bars and the
+    plain page around a screenshot: each side is trimmed, again and again while that changes
+    something, down to the deepest clean line (one almost all the edge's colour) before which
+    most lines are mostly that colour (text on a bar leaves them mostly so). None when less
+    than _MIN_TRIM of the image would go on every side, or nearly all of it would."""
+    import numpy as np
+
+    pixels = np.asarray(image, dtype=np.int16)
+    height, width = pixels.shape[:2]
+    left, top, right, bottom = 0, 0, width, height
+    for _ in range(4):
+        region = pixels[top:bottom, left:right]
+        cuts = (_bar_depth(region.transpose(1, 0, 2)), _bar_depth(region),
+                _bar_depth(region.transpose(1, 0, 2)[::-1]), _bar_depth(region[::-1]))
+        if not any(cuts):
+            break
+        left, top, right, bottom = (left + cuts[0], top + cuts[1], right - cuts[2],
+                                    bottom - cuts[3])
+    if right - left < width * 0.2 or bottom - top < height * 0.2:
+        return None
+    trims = (left / width, top / height, 1 - right / width, 1 - bottom / height)
+    return (left, top, right, bottom) if max(trims) >= _MIN_TRIM else None
+
+
+def _bar_depth(lines: Any) -> int:
+    """How many leading lines (rows of `lines`, each a row of RGB pixels) form a bar."""
+    import numpy as np
+
+    colour = np.median(lines[0], axis=0)
+    near = np.all(np.abs(lines - colour) <= _BAR_TOLERANCE, axis=2).mean(axis=1)
+    limit = int(len(lines) * _MAX_BAR)
+    if limit < 1 or near[0] < _CLEAN:
+        return 0
+    share = np.cumsum(near[:limit]) / np.arange(1, limit + 1)
+    ends = np.flatnonzero((near[:limit] >= _CLEAN) & (share >= _BAR_SHARE))
+    return int(ends[-1]) + 1 if ends.size else 0
+
+
+def _global_hashes(image: Image) -> Fingerprints:
+    import imagehash
+    import numpy as np
+    import pdqhash
+
     bits, quality = pdqhash.compute(np.asarray(image, dtype=np.uint8))
-    # pdqhash returns bit 255 first, so packing big-endian gives the canonical PDQ hex
-    # (the one ThreatExchange and Meta's reference tools print).
-    pdq_hex = np.packbits(np.asarray(bits, dtype=np.uint8)).tobytes().hex()
+    pdq_hex = _pdq_hex(bits)
     phash_hex = str(imagehash.phash(image))
     return {
         "pdq": {
@@ -105,6 +207,22 @@ def image_fingerprints(data: bytes | IO[bytes]) -> Fingerprints:
             "hash": phash_hex,
         },
     }
+
+
+def _pdq_hex(bits: Any) -> str:
+    """pdqhash returns bit 255 first, so packing big-endian gives the canonical PDQ hex (the
+    one ThreatExchange and Meta's reference tools print)."""
+    import numpy as np
+
+    return bytes(np.packbits(np.asarray(bits, dtype=np.uint8)).tobytes()).hex()
+
+
+def _orb(image: Image, keypoints: bytes) -> dict[str, object]:
+    from copyledger.matching.local import encode_keypoints
+
+    return {"algorithm": "orb", "version": _dist_version("opencv-python-headless"),
+            "scheme": ORB_SCHEME, "width": image.width, "height": image.height,
+            "keypoints": encode_keypoints(keypoints)}
 
 
 def text_fingerprints(text: str) -> Fingerprints:
@@ -144,8 +262,10 @@ def _minhash_of(shingles: Iterator[str]) -> Fingerprints | None:
     }
 
 
-def fingerprints_for(data: bytes | IO[bytes], media_type: str | None) -> Fingerprints:
-    """The fingerprints a file of this media type gets; {} when none applies.
+def fingerprints_for(data: bytes | IO[bytes], media_type: str | None, *,
+                     query: bool = False) -> Fingerprints:
+    """The fingerprints a file of this media type gets; {} when none applies. `query`: the
+    file is a claim check's disputed content (an image gets query_fingerprints).
 
     An image type Pillow should decode but cannot is refused (the file is not what it claims);
     text with no words and types we have no perceptual hash for get {}.
@@ -154,7 +274,7 @@ def fingerprints_for(data: bytes | IO[bytes], media_type: str | None) -> Fingerp
         return {}
     essence = media_type.split(";", 1)[0].strip().lower()
     if essence in IMAGE_MEDIA_TYPES:
-        return image_fingerprints(data)
+        return query_fingerprints(data) if query else image_fingerprints(data)
     if essence.startswith("text/"):  # no words: nothing perceptual to compare, so {}
         pieces = ([data.decode("utf-8", errors="replace")] if isinstance(data, bytes)
                   else _text_pieces(data))
@@ -208,8 +328,9 @@ def _text_pieces(file: IO[bytes]) -> Iterator[str]:
     yield text + decoder.decode(b"", final=True)
 
 
-def _decode_image(data: bytes | IO[bytes]) -> Image:
-    """Decode, refuse bombs, thumbnail, apply EXIF orientation, flatten to RGB on white.
+def _decode_image(data: bytes | IO[bytes], side: int = THUMBNAIL_PX) -> Image:
+    """Decode, refuse bombs, thumbnail to `side`, apply EXIF orientation, flatten to RGB on
+    white.
 
     Memory is bounded by the full-size decode and nothing more: JPEG is decoded at reduced size
     (DCT draft mode, in `thumbnail`), every other image is thumbnailed in its own mode before
@@ -246,7 +367,7 @@ def _decode_image(data: bytes | IO[bytes]) -> Image:
             image = _widen(image)  # palette/bilevel: resampling needs real colours
         # Decodes; JPEG in DCT draft mode. Pillow cannot reduce() "I;16": resample it directly.
         gap = None if image.mode == "I;16" else 2.0
-        image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX), reducing_gap=gap)
+        image.thumbnail((side, side), reducing_gap=gap)
         if orientation in transpose:
             image = image.transpose(transpose[orientation])
         return _to_rgb(image, high)

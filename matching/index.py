@@ -16,6 +16,7 @@ holds it for a millisecond or two; faiss itself may use OpenMP threads inside th
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from collections.abc import Iterable, Mapping
@@ -44,6 +45,7 @@ __all__ = [
     "LSH_THRESHOLD",
     "MULTIHASH_FROM",
     "FingerprintIndex",
+    "explain_view",
 ]
 
 MULTIHASH_FROM = 2_000_000
@@ -121,13 +123,16 @@ class _BinaryCodes:
 
     def search(self, code: np.ndarray) -> list[tuple[int, int, bool]]:
         """(seq, distance, low_quality) of every code within the radius."""
+        return self.search_many(code.reshape(1, -1))[0]
+
+    def search_many(self, codes: np.ndarray) -> list[list[tuple[int, int, bool]]]:
+        """search() of each row of `codes`, in one faiss call (one pass over the codes)."""
         if not len(self):
-            return []
-        _, distances, ids = self.index.range_search(code.reshape(1, -1), self.radius + 1)
-        return [
-            (int(self.seqs[i]), int(d), int(i) in self.low)
-            for d, i in zip(distances.tolist(), ids.tolist(), strict=True)
-        ]
+            return [[] for _ in range(len(codes))]
+        limits, distances, ids = self.index.range_search(codes, self.radius + 1)
+        found = list(zip(distances.tolist(), ids.tolist(), strict=True))
+        return [[(int(self.seqs[i]), int(d), int(i) in self.low) for d, i in found[a:b]]
+                for a, b in itertools.pairwise(limits.tolist())]
 
 
 class FingerprintIndex:
@@ -226,6 +231,9 @@ class FingerprintIndex:
     ) -> list[Candidate]:
         """Registered entries within the 'possible' band of any given fingerprint.
 
+        A claim check's PDQ `views` (the upload mirrored, rotated, trimmed) are searched with
+        its own PDQ; a candidate found through one names it in `explanation`.
+
         Sorted by seq (oldest registration first), then verdict (match first), then algorithm.
         `limit` counts distinct seqs: all algorithms' candidates for the `limit` oldest seqs are
         returned.
@@ -233,8 +241,11 @@ class FingerprintIndex:
         if limit < 1:
             raise InvalidInput("limit must be at least 1")
         queries: dict[str, Any] = {}
+        pdq_views: list[tuple[bytes, str | None]] = []  # (code, the view's transform)
         if "pdq" in fingerprints:
-            queries["pdq"] = np.frombuffer(_code(fingerprints["pdq"], 32, "pdq"), np.uint8)
+            pdq_views.append((_code(fingerprints["pdq"], 32, "pdq"), None))
+        for view in _views(fingerprints):
+            pdq_views.append((_code(view, 32, "views"), explain_view(view)))
         if "phash" in fingerprints:
             queries["phash"] = np.frombuffer(_code(fingerprints["phash"], 8, "phash"), np.uint8)
         if "minhash" in fingerprints:
@@ -247,9 +258,13 @@ class FingerprintIndex:
             _omp.n = self._faiss_threads
         best: dict[tuple[int, str], Candidate] = {}
         with self._lock:
-            if "pdq" in queries:
-                for seq, d, low in self._pdq.search(queries["pdq"]):
-                    _keep(best, Candidate.rate("pdq", d, low_quality=low or query_low, seq=seq))
+            if pdq_views:
+                codes = _stack([code for code, _ in pdq_views])
+                for (_, transform), hits in zip(pdq_views, self._pdq.search_many(codes),
+                                                strict=True):
+                    for seq, d, low in hits:
+                        _keep(best, Candidate.rate("pdq", d, low_quality=low or query_low,
+                                                   seq=seq, explanation=transform))
             if "phash" in queries:
                 for seq, d, _ in self._phash.search(queries["phash"]):
                     _keep(best, Candidate.rate("phash", d, seq=seq))
@@ -279,6 +294,27 @@ class FingerprintIndex:
             if candidate.verdict != "none":
                 out.append(candidate)
         return out
+
+
+def explain_view(view: Mapping[str, object]) -> str:
+    """A PDQ view in words: its transform, and for a content region how it sat in the upload
+    ("shown at 58 % inside a larger image", or which bars or borders were trimmed)."""
+    transform = str(view["transform"])
+    region = view.get("region")
+    if not isinstance(region, list):
+        return transform
+    left, top, right, bottom = region
+    if right - left >= 970 or bottom - top >= 970:
+        return f"{transform}: bars, borders or captions trimmed"
+    return f"{transform}: shown at {round((right - left) / 10)} % inside a larger image"
+
+
+def _views(fingerprints: Mapping[str, object]) -> list[Mapping[str, object]]:
+    """A claim check's extra PDQ views (validated by ledger.fingerprint); none elsewhere."""
+    views = fingerprints.get("views", [])
+    if not isinstance(views, list) or not all(isinstance(v, Mapping) for v in views):
+        raise InvalidInput("views must be a list of objects")
+    return views
 
 
 def _keep(best: dict[tuple[int, str], Candidate], candidate: Candidate) -> None:

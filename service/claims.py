@@ -12,6 +12,7 @@ from copyledger.ledger import fingerprint as fp
 from copyledger.ledger import jcs, links
 from copyledger.ledger.errors import InvalidInput, NotFound
 from copyledger.ledger.store import EntryRow
+from copyledger.matching.scoring import compare, geometric_candidates
 from copyledger.notary.signer import sign_note
 from copyledger.service.inputs import CheckIn
 from copyledger.service.node import Node
@@ -22,8 +23,9 @@ CAVEATS = [
     "them; it does not prove ownership of copyright.",
     "An earlier registration by someone else is evidence of priority, not of infringement.",
     "Perceptual hashes (PDQ, pHash, MinHash) survive re-encoding, resizing, recolouring and "
-    "light edits, but not heavy crops, overlays, mirroring or re-composition; a 'none' verdict "
-    "does not prove the content is different.",
+    "light edits; with the disputed image's PDQ views and ORB keypoints, mirroring, rotation, "
+    "borders, crops to half the area and screenshots are found too, each match explained. A "
+    "'none' verdict does not prove the content is different.",
     "Fingerprints supplied by a client are taken as given; upload the file to have them "
     "computed by the server.",
 ]
@@ -59,6 +61,22 @@ def claim_timeline(node: Node, seq: int) -> dict[str, Any]:
                          "bundle": f"/v1/entries/{r.seq}/bundle"})
     return {"seq": seq, "leaf_hash": row.leaf_hash.hex(), "block_height": row.block_height,
             "entry": claim, "timeline": timeline}
+
+
+def _geometric(node: Node, query: dict[str, object], work_row: EntryRow | None,
+               found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Geometric verification (ORB + RANSAC) of the disputed image against the claimed work
+    and the closest candidates the hashes found: the stage that sees crops and screenshots."""
+    seqs = geometric_candidates(found, work_row.seq if work_row is not None else None)
+    out = []
+    for row in node.store.get_entries(sorted(seqs)):
+        registered = _parsed(row).get("content", {}).get("fingerprints", {}).get("orb")
+        if registered is None:
+            continue
+        score = compare("orb", registered, query)
+        if score.verdict != "none":
+            out.append({"seq": row.seq, **score.to_json()})
+    return out
 
 
 def check_claim(node: Node, q: CheckIn) -> dict[str, Any]:
@@ -107,6 +125,12 @@ def check_claim(node: Node, q: CheckIn) -> dict[str, Any]:
             caveats.insert(0, "The near-duplicate index is still being rebuilt after a restart: "
                            "only exact (SHA-256) matches were checked. Ask again shortly.")
         matches += [c.to_json() for c in index.search(fps)]
+        if "orb" in fps:
+            matches += _geometric(node, fps["orb"], work_row, matches)
+    else:
+        caveats.insert(0, "No perceptual fingerprint of the disputed content was given or could "
+                       "be computed (it is not an image or text this registry fingerprints): "
+                       "only exact (SHA-256) matches were checked.")
     matched_seqs = sorted({m["seq"] for m in matches})
     registrations = []
     for r in node.store.get_entries(matched_seqs):
@@ -144,6 +168,7 @@ def check_claim(node: Node, q: CheckIn) -> dict[str, Any]:
         "claims": claims_on_work,
         "caveats": caveats,
         "index_ready": index.ready,
+        "fingerprinted": sorted(k for k in fps if k != "views"),
         "checked_at": entry_mod.utc_now(),
         "tree_size": last.header.tree_size,
         "origin": node.origin,

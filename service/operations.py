@@ -24,6 +24,8 @@ from copyledger.ledger.links import LINKED_KINDS, links_of
 from copyledger.ledger.sequencer import Pending, Receipt
 from copyledger.ledger.store import EntryRow
 from copyledger.matching import MAX_FINGERPRINT_BYTES, fingerprints_for
+from copyledger.matching.compute import IMAGE_MEDIA_TYPES
+from copyledger.matching.media import SNIFF_BYTES, sniff
 from copyledger.service import contacts
 from copyledger.service.apikeys import Principal, list_keys
 from copyledger.service.inputs import ClaimIn, EvidenceIn, TransferIn, WorkIn
@@ -84,14 +86,25 @@ async def record(node: Node, entry: dict[str, Any]) -> Recorded:
     return Recorded(receipt, entry)
 
 
-def _facts(file: IO[bytes], sha256: str, size: int, media_type: str | None) -> FileFacts:
-    media = (media_type or "").split(";")[0].strip().lower() or None
-    if media == "application/octet-stream":
-        media = None
+def _facts(file: IO[bytes], sha256: str, size: int, media_type: str | None,
+           query: bool = False) -> FileFacts:
+    """Hash facts plus fingerprints. With no declared type (or application/octet-stream: an
+    upload kept as `blob-8721`) the type comes from the bytes, as it does when the bytes are an
+    image declared as something else; a declared image type stays, so bytes that are not an
+    image are refused (D21)."""
+    declared = (media_type or "").split(";")[0].strip().lower() or None
+    if declared == "application/octet-stream":
+        declared = None
+    file.seek(0)
+    sniffed = sniff(file.read(SNIFF_BYTES))
+    if declared is None or (sniffed in IMAGE_MEDIA_TYPES and declared not in IMAGE_MEDIA_TYPES):
+        media = sniffed
+    else:
+        media = declared
     fps: dict[str, Any] = {}
     if media and size <= MAX_FINGERPRINT_BYTES:
         file.seek(0)
-        fps = dict(fingerprints_for(file, media))
+        fps = dict(fingerprints_for(file, media, query=query))
     return FileFacts(sha256, size, media, fps)
 
 
@@ -121,12 +134,13 @@ class Upload:
     def close(self) -> None:
         self._file.close()
 
-    async def describe(self) -> FileFacts:
-        """The facts of the complete upload; fingerprinting runs in the bounded pool."""
+    async def describe(self, *, query: bool = False) -> FileFacts:
+        """The facts of the complete upload; fingerprinting runs in the bounded pool. `query`:
+        a claim check's disputed content (an image gets matching's query fingerprints)."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
             _fingerprinting, _facts, self._file, self._hash.hexdigest(), self.size,
-            self.media_type)
+            self.media_type, query)
 
 
 async def register_work(

@@ -136,7 +136,7 @@ def test_multipart_upload_is_hashed_by_server(client: TestClient, creator: dict[
     content = r.json()["entry"]["content"]
     assert {k: content[k] for k in ("sha256", "size", "media_type")} == {
         "sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "media_type": "image/png"}
-    assert set(content["fingerprints"]) == {"pdq", "phash"}  # computed by the server
+    assert set(content["fingerprints"]) == {"pdq", "phash", "orb"}  # by the server (orb: D37)
     assert r.json()["entry"]["creators"] == ["A", "B"]
     fake = client.post("/v1/works", headers=creator,
                        files={"file": ("b.png", b"\x89PNG not really", "image/png")},

@@ -312,8 +312,11 @@ def test_variants_do_not_match_other_originals(image_set: ImageSet) -> None:
 def test_image_fingerprint_shape() -> None:
     _, image = make_original(3)
     got = compute.image_fingerprints(encode(image))
-    assert set(got) == {"pdq", "phash"}
-    pdq, phash = got["pdq"], got["phash"]
+    assert set(got) == {"pdq", "phash", "orb"}  # orb: issue 11, D37
+    pdq, phash, orb = got["pdq"], got["phash"], got["orb"]
+    assert orb["version"] == metadata.version("opencv-python-headless")
+    assert orb["scheme"] == "orb-v1" and max(orb["width"], orb["height"]) == 512  # thumbnail
+    assert 0 < len(base64.b64decode(str(orb["keypoints"]))) <= 36 * 128
     assert pdq["algorithm"] == "pdq" and phash["algorithm"] == "phash"
     assert isinstance(pdq["hash"], str) and len(pdq["hash"]) == 64
     assert pdq["hash"] == pdq["hash"].lower()
@@ -531,8 +534,10 @@ def test_short_text_is_one_shingle() -> None:
 
 def test_fingerprints_for_dispatches_on_media_type() -> None:
     png = encode(make_original(1)[1])
-    assert set(compute.fingerprints_for(png, "image/png")) == {"pdq", "phash"}
-    assert set(compute.fingerprints_for(png, "IMAGE/PNG; x=1")) == {"pdq", "phash"}
+    assert set(compute.fingerprints_for(png, "image/png")) == {"pdq", "phash", "orb"}
+    assert set(compute.fingerprints_for(png, "IMAGE/PNG; x=1")) == {"pdq", "phash", "orb"}
+    query = compute.fingerprints_for(png, "image/png", query=True)
+    assert set(query) == {"pdq", "phash", "orb", "views"} and "mirrored" in query["orb"]
     text = PARAGRAPH.encode("utf-8")
     assert set(compute.fingerprints_for(text, "text/plain; charset=utf-8")) == {"minhash"}
     assert set(compute.fingerprints_for(text + b"\xff\xfe", "text/markdown")) == {"minhash"}

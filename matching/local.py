@@ -1,0 +1,226 @@
+"""Local features: ORB keypoints of an image, and geometric verification of two images.
+
+Global hashes (PDQ, pHash) see a whole picture; a crop, a screenshot or a picture-in-picture
+changes the whole and defeats them. Keypoints survive: the registered image's strongest ORB
+keypoints are stored in its entry (compact, spread over the picture), the disputed image's
+are sent with the claim check, and a RANSAC fit of a similarity transform (scale, rotation,
+shift) says whether enough of them agree on one placement of the original inside the upload.
+That placement is the explanation: mirrored, rotated, which part of the original, how large.
+
+OpenCV and numpy are imported inside functions: importing this module costs nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from copyledger.ledger.fingerprint import ORB_RECORD_BYTES, ORB_REGISTERED_MAX
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+__all__ = [
+    "ORB_QUERY_MAX",
+    "ORB_QUERY_PX",
+    "Placement",
+    "decode_keypoints",
+    "encode_keypoints",
+    "orb_keypoints",
+    "verify",
+]
+
+ORB_QUERY_MAX = 512
+"""Keypoints the disputed image sends: more than a registration stores, because a picture
+shown small inside a screenshot has only a share of the upload's keypoints."""
+ORB_QUERY_PX = 1024
+"""The disputed image's keypoints are found at this long side, twice the registered one's:
+a picture at 40 % of a screenshot's width is then still about as large as when registered."""
+_DETECT = 1500  # keypoints detected before the spread-out selection
+_GRID = 4  # the registered keypoints are picked evenly over a 4x4 grid
+_RATIO = 0.8  # Lowe's ratio test on Hamming distances
+_RANSAC_PX = 6.0  # reprojection error (thumbnail pixels) of an inlier
+_SUBPIXEL = 8  # coordinates are stored in 1/8 pixel
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where the registered picture was found in the disputed one.
+
+    `inliers` keypoints agree on a similarity transform; `mirrored` when they agree only
+    with the upload flipped left-right; `rotation` in degrees clockwise (after any mirroring),
+    rounded to the nearest 90 when within 10 degrees of it; `scale` upload pixels per original
+    pixel; `visible` the share of the original's area inside the upload; `origin` the top-left
+    of that visible part as fractions of the original; `coverage` the share of the upload's
+    width the original spans.
+    """
+
+    inliers: int
+    mirrored: bool
+    rotation: float
+    scale: float
+    visible: float
+    origin: tuple[float, float]
+    coverage: float
+
+    def explain(self) -> str:
+        """One human sentence: what was done to the original to give the upload."""
+        parts = []
+        if self.mirrored:
+            parts.append("mirrored")
+        if self.rotation:
+            parts.append(f"rotated {self.rotation:g}°")
+        if self.visible < 0.9:
+            x, y = self.origin
+            parts.append(f"crop of {round(100 * self.visible)} % of the original at "
+                         f"x {round(100 * x)} %, y {round(100 * y)} %")
+        if self.coverage < 0.85 and self.visible >= 0.9:
+            parts.append(f"shown at {round(100 * self.coverage)} % inside a larger image")
+        what = ", ".join(parts) or "the whole picture"
+        return f"{what} ({self.inliers} geometrically consistent keypoints)"
+
+    def to_json(self) -> dict[str, object]:
+        return {"mirrored": self.mirrored, "rotation": self.rotation,
+                "scale": round(self.scale, 3), "visible": round(self.visible, 3),
+                "origin": [round(self.origin[0], 3), round(self.origin[1], 3)],
+                "coverage": round(self.coverage, 3)}
+
+
+def orb_keypoints(image: Image, limit: int = ORB_REGISTERED_MAX, *,
+                  mirror: bool = False) -> bytes:
+    """The image's ORB keypoints as stored: `limit` of the strongest, spread over a grid so a
+    crop of any part keeps some; each record is x, y (uint16, 1/8 px) and 32 descriptor bytes."""
+    import cv2
+    import numpy as np
+
+    grey = np.asarray(image.convert("L"), dtype=np.uint8)
+    if mirror:
+        grey = np.ascontiguousarray(grey[:, ::-1])
+    detect = _DETECT * max(1, limit // ORB_REGISTERED_MAX // 2)
+    orb = cv2.ORB.create(nfeatures=detect, fastThreshold=10, edgeThreshold=15, patchSize=15)
+    points, descriptors = orb.detectAndCompute(grey, None)
+    if descriptors is None or not points:
+        return b""
+    height, width = grey.shape
+    order = sorted(range(len(points)), key=lambda i: -points[i].response)
+    chosen = _spread(order, points, width, height, limit)
+    out = bytearray()
+    for i in chosen:
+        x, y = points[i].pt
+        out += round(x * _SUBPIXEL).to_bytes(2, "little")
+        out += round(y * _SUBPIXEL).to_bytes(2, "little")
+        out += descriptors[i].tobytes()
+    return bytes(out)
+
+
+def _spread(order: list[int], points: Any, width: int, height: int, limit: int) -> list[int]:
+    """Up to `limit` keypoints, strongest first, at most limit / cells from any grid cell
+    until every cell has had its turn; then the strongest of the rest."""
+    per_cell = max(1, limit // (_GRID * _GRID))
+    counts: dict[tuple[int, int], int] = {}
+    chosen: list[int] = []
+    rest: list[int] = []
+    for i in order:
+        x, y = points[i].pt
+        cell = (min(_GRID - 1, int(x * _GRID / width)), min(_GRID - 1, int(y * _GRID / height)))
+        if counts.get(cell, 0) < per_cell:
+            counts[cell] = counts.get(cell, 0) + 1
+            chosen.append(i)
+        else:
+            rest.append(i)
+    return (chosen + rest)[:limit]
+
+
+def encode_keypoints(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+def decode_keypoints(encoded: str) -> tuple[Any, Any]:
+    """(points as float32 N x 2 in pixels, descriptors as uint8 N x 32) of stored keypoints."""
+    import numpy as np
+
+    raw = base64.b64decode(encoded)
+    records = np.frombuffer(raw, np.uint8).reshape(-1, ORB_RECORD_BYTES)
+    xy = records[:, :4].copy().view("<u2").astype(np.float32) / _SUBPIXEL
+    return xy, np.ascontiguousarray(records[:, 4:])
+
+
+def verify(registered: dict[str, object], query: dict[str, object]) -> Placement | None:
+    """The best placement of the registered picture in the query (tried as sent and mirrored),
+    or None when fewer than 4 keypoints agree on one."""
+    reg = decode_keypoints(str(registered["keypoints"]))
+    size = (int(str(registered["width"])), int(str(registered["height"])))
+    qsize = (int(str(query["width"])), int(str(query["height"])))
+    best: Placement | None = None
+    for mirrored, field in ((False, "keypoints"), (True, "mirrored")):
+        if field not in query:
+            continue
+        found = _fit(reg, decode_keypoints(str(query[field])), size, qsize, mirrored)
+        if found is not None and (best is None or found.inliers > best.inliers):
+            best = found
+    return best
+
+
+def _fit(reg: tuple[Any, Any], qry: tuple[Any, Any], size: tuple[int, int],
+         qsize: tuple[int, int], mirrored: bool) -> Placement | None:
+    import cv2
+    import numpy as np
+
+    (rxy, rdesc), (qxy, qdesc) = reg, qry
+    if len(rdesc) < 2 or len(qdesc) < 2:
+        return None
+    matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
+    pairs = matcher.knnMatch(rdesc, qdesc, k=2)
+    good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < _RATIO * p[1].distance]
+    if len(good) < 4:
+        return None
+    src = np.array([rxy[m.queryIdx] for m in good], dtype=np.float32)
+    dst = np.array([qxy[m.trainIdx] for m in good], dtype=np.float32)
+    matrix, mask = cv2.estimateAffinePartial2D(
+        src, dst, method=cv2.RANSAC, ransacReprojThreshold=_RANSAC_PX, maxIters=2000,
+        confidence=0.995)
+    if matrix is None:
+        return None
+    inliers = _distinct(dst[mask.ravel().astype(bool)])
+    if inliers < 4:
+        return None
+    a, b = float(matrix[0, 0]), float(matrix[1, 0])
+    scale = math.hypot(a, b)
+    if not 0.05 <= scale <= 8.0:
+        return None
+    angle = math.degrees(math.atan2(b, a)) % 360  # clockwise on screen: image y points down
+    nearest = round(angle / 90) * 90 % 360
+    rotation = float(nearest) if abs((angle - nearest + 180) % 360 - 180) <= 10 else round(angle)
+    return _placement(matrix, size, qsize, inliers, mirrored, rotation, scale)
+
+
+def _distinct(points: Any) -> int:
+    """Inliers counted once per query location (several registered keypoints can land on one
+    repeated texture point; they are one piece of evidence)."""
+    return len({(int(x) // 3, int(y) // 3) for x, y in points.tolist()})
+
+
+def _placement(matrix: Any, size: tuple[int, int], qsize: tuple[int, int], inliers: int,
+               mirrored: bool, rotation: float, scale: float) -> Placement:
+    """Visible share of the original and where, from where the upload's frame falls on it."""
+    import cv2
+    import numpy as np
+
+    width, height = size
+    qw, qh = qsize
+    inverse = cv2.invertAffineTransform(matrix)
+    frame = np.array([[0, 0], [qw, 0], [qw, qh], [0, qh]], np.float32).reshape(-1, 1, 2)
+    on_original = cv2.transform(frame, inverse).reshape(-1, 2)
+    xs = np.clip(on_original[:, 0], 0, width)
+    ys = np.clip(on_original[:, 1], 0, height)
+    visible_w, visible_h = float(xs.max() - xs.min()), float(ys.max() - ys.min())
+    visible = min(1.0, visible_w * visible_h / float(width * height))
+    origin = (float(xs.min()) / width, float(ys.min()) / height)  # mirrored: flipped back
+    corners = np.array([[0, 0], [width, 0], [width, height], [0, height]],
+                       np.float32).reshape(-1, 1, 2)
+    on_query = cv2.transform(corners, matrix).reshape(-1, 2)
+    coverage = min(1.0, float(on_query[:, 0].max() - on_query[:, 0].min()) / qw)
+    return Placement(inliers=inliers, mirrored=mirrored, rotation=rotation, scale=scale,
+                     visible=visible, origin=origin, coverage=coverage)
