@@ -20,6 +20,8 @@ from typing import Any, Literal, Self
 from copyledger.ledger.errors import InvalidInput
 
 __all__ = [
+    "CHROMAPRINT_MATCH",
+    "CHROMAPRINT_POSSIBLE",
     "MINHASH_MATCH",
     "MINHASH_POSSIBLE",
     "PDQ_MATCH",
@@ -28,6 +30,8 @@ __all__ = [
     "PHASH_POSSIBLE",
     "THRESHOLDS",
     "VERDICT_RANK",
+    "VPDQ_MATCH",
+    "VPDQ_POSSIBLE",
     "Candidate",
     "Match",
     "Score",
@@ -73,6 +77,13 @@ MINHASH_MATCH = 0.8
 1 % of words changed, 98 % at 1.5 %, 41 % at 2.5 % (the rest 'possible')."""
 MINHASH_POSSIBLE = 0.5
 """Estimated Jaccard similarity for 'possible': 5 % of words changed lands here (99 %)."""
+CHROMAPRINT_MATCH = 0.75
+"""Share of Chromaprint bits agreeing over the aligned overlap (matching.avindex), measured by
+bench/av_bench.py (docs/platforms.md)."""
+CHROMAPRINT_POSSIBLE = 0.68
+VPDQ_MATCH = 0.5
+"""Share of a video query's frames that find their registered frame at one offset."""
+VPDQ_POSSIBLE = 0.3
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +113,8 @@ THRESHOLDS: Mapping[str, Thresholds] = MappingProxyType({
     "pdq": Thresholds(PDQ_MATCH, PDQ_POSSIBLE),
     "phash": Thresholds(PHASH_MATCH, PHASH_POSSIBLE),
     "minhash": Thresholds(MINHASH_MATCH, MINHASH_POSSIBLE, similarity=True),
+    "chromaprint": Thresholds(CHROMAPRINT_MATCH, CHROMAPRINT_POSSIBLE, similarity=True),
+    "vpdq": Thresholds(VPDQ_MATCH, VPDQ_POSSIBLE, similarity=True),
 })
 """The verdict bands of every algorithm in ledger.fingerprint.ALGORITHMS."""
 
@@ -235,6 +248,10 @@ def compare(algorithm: str, a: Mapping[str, object], b: Mapping[str, object]) ->
     version = _versions(a, b)
     if algorithm == "minhash":
         return Match.rate(algorithm, minhash_similarity(a, b), version=version)
+    if algorithm in ("chromaprint", "vpdq"):
+        from copyledger.matching.avindex import aligned_similarity
+
+        return Match.rate(algorithm, aligned_similarity(algorithm, a, b), version=version)
     return Match.rate(
         algorithm,
         hamming(str(a["hash"]), str(b["hash"])),
