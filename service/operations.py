@@ -77,20 +77,22 @@ async def record(node: Node, entry: dict[str, Any]) -> Recorded:
     return Recorded(receipt, entry)
 
 
-def _facts(file: IO[bytes], sha256: str, size: int, media_type: str | None) -> FileFacts:
+def _facts(file: IO[bytes], sha256: str, size: int, media_type: str | None,
+           probe: bool = False) -> FileFacts:
     media = (media_type or "").split(";")[0].strip().lower() or None
     if media == "application/octet-stream":
         media = None
     fps: dict[str, Any] = {}
     if media and size <= MAX_FINGERPRINT_BYTES:
         file.seek(0)
-        fps = dict(fingerprints_for(file, media))
+        fps = dict(fingerprints_for(file, media, probe=probe))
     return FileFacts(sha256, size, media, fps)
 
 
 FINGERPRINT_WORKERS = 2
 """Uploads fingerprinted at once, however many arrive: each decode may take up to
-`matching.MAX_DECODE_BYTES`, so this, not the number of clients, bounds that memory."""
+`matching.MAX_DECODE_BYTES`, so this, not the number of clients, bounds that memory. Audio and
+video are decoded by one FFmpeg process each, streamed (matching.audio), within the same pool."""
 _fingerprinting = ThreadPoolExecutor(FINGERPRINT_WORKERS, thread_name_prefix="fingerprint")
 
 
@@ -114,12 +116,13 @@ class Upload:
     def close(self) -> None:
         self._file.close()
 
-    async def describe(self) -> FileFacts:
-        """The facts of the complete upload; fingerprinting runs in the bounded pool."""
+    async def describe(self, *, probe: bool = False) -> FileFacts:
+        """The facts of the complete upload; fingerprinting runs in the bounded pool. A
+        `probe` is a claim check's disputed content (video is sampled more densely)."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
             _fingerprinting, _facts, self._file, self._hash.hexdigest(), self.size,
-            self.media_type)
+            self.media_type, probe)
 
 
 async def register_work(

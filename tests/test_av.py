@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -26,6 +27,8 @@ from copyledger.ledger import fingerprint as schema
 from copyledger.ledger.errors import InvalidInput
 from copyledger.matching import audio, compute, scoring, video
 from copyledger.matching.index import FingerprintIndex
+from copyledger.service.node import Node
+from tests.test_claims import client, hdr, reg  # noqa: F401 - fixtures
 from tests.test_fingerprint import make_original
 
 RATE = 22_050
@@ -353,3 +356,48 @@ def test_media_schemas_accept_only_their_exact_shape(raw: bytes, duration: int,
     else:
         with pytest.raises(InvalidInput):
             schema.validate_fingerprints(fps)
+
+
+# ---------------------------------------------------------------- the server
+
+
+def test_upload_is_fingerprinted_by_the_server_and_a_claim_check_finds_the_excerpt(
+    client: TestClient, reg: Node, tmp_path: Path,  # noqa: F811 - the fixtures above
+) -> None:
+    """A song uploaded for registration is fingerprinted by the server (the same fingerprint
+    the creator's CLI computes); a degraded excerpt uploaded to a claim check matches it, with
+    its offset, an explanation and the audio caveats in the signed answer."""
+    song = write_song(7, tmp_path / "song.flac", 40).read_bytes()
+    clip = excerpt(tmp_path / "song.flac", 12.0, 15.0, "mp3_32k")
+    r = client.post("/v1/works", headers=hdr(reg, "creator", "ada"),
+                    data={"title": "Song", "creators": ["Ada"], "work_type": "audio"},
+                    files={"file": ("song.flac", song, "audio/flac")})
+    assert r.status_code == 201, r.text
+    fps = r.json()["entry"]["content"]["fingerprints"]
+    assert fps == compute.fingerprints_for(song, "audio/flac")
+    check = client.post("/v1/claims/check", headers=hdr(reg, "platform", "tube"),
+                        files={"file": ("clip.mp3", clip, "audio/mpeg")},
+                        data={"claimant": "ada", "work_seq": str(r.json()["seq"])})
+    assert check.status_code == 200, check.text
+    answer = check.json()
+    assert answer["verdict"] == "match"
+    [hit] = [m for m in answer["matches"] if m["algorithm"] == "chromaprint"]
+    assert hit["offset_seconds"] == pytest.approx(12.0, abs=0.25)
+    assert "align with 12." in hit["explanation"]
+    assert any("Chromaprint" in c for c in answer["caveats"])
+
+
+def test_server_decode_streams_in_chunks_and_stops_at_the_length_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory per upload is one chunk of PCM and Chromaprint's state, whatever the length:
+    FFmpeg's output arrives in chunks of at most the size asked for, and nothing past
+    MAX_MEDIA_SECONDS is decoded."""
+    song = write_song(8, tmp_path / "s.wav", 30)
+    with song.open("rb") as f:
+        sizes = [len(b) for b in audio.ffmpeg_stream(f, ["-ac", "1", "-f", "s16le"], 4096)]
+    assert len(sizes) > 100 and max(sizes) <= 4096
+    monkeypatch.setattr(audio, "MAX_MEDIA_SECONDS", 10)
+    with song.open("rb") as f:
+        fp = audio.audio_fingerprints(f)["chromaprint"]
+    assert fp["duration"] == 10

@@ -48,7 +48,7 @@ async def _check_from_form(request: Request) -> CheckIn:
     try:
         content: dict[str, Any] = {}
         if form.file is not None:
-            facts = await form.file.describe()
+            facts = await form.file.describe(probe=True)
             content = {"sha256": facts.sha256, **facts.fingerprints}
         for k in ("sha256", "pdq", "phash"):
             if v := form.get(k):
