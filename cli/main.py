@@ -390,12 +390,21 @@ def _already_registered(client: Client, sha: str, account: str | None) -> dict[s
     return None
 
 
-def _local_fingerprints(path: Path, size: int, media: str) -> dict[str, Any]:
+def _local_fingerprints(path: Path, size: int, media: str, probe: bool = False
+                        ) -> dict[str, Any]:
     """Perceptual fingerprints computed here, so the file need not leave this machine."""
     from copyledger.client import fingerprint_file
 
+    timed = media.split("/", 1)[0] in ("audio", "video")
+    show = timed and sys.stderr.isatty()
     try:
-        return fingerprint_file(path, media)
+        with Progress(TextColumn(f"fingerprinting {path.name}"), BarColumn(),
+                      TextColumn("{task.completed:.0f} s of media"), console=err,
+                      disable=not show, transient=True) as prog:
+            task = prog.add_task("fingerprint", total=None)
+            return fingerprint_file(path, media,
+                                    lambda s: prog.update(task, completed=s) if show else None,
+                                    probe=probe)
     except CopyledgerError as e:
         err.print(f"[yellow]{path}: no fingerprints ({e.detail})[/yellow]")
         return {}
@@ -544,7 +553,7 @@ def check_claim(
         content["sha256"] = f.sha256
         media = media_type_of(f.head, file.name)
         if media:
-            content.update(_local_fingerprints(file, f.size, media))
+            content.update(_local_fingerprints(file, f.size, media, probe=True))
     elif sha256:
         content["sha256"] = sha256
     with _client(server, api_key, trust, 60) as client:
