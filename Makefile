@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 DATA_DIR ?= copyledger-data
 
-.PHONY: run test lint typecheck unit system-deps tlogcheck bench bench-merkle bench-http bench-claims bench-tiles clean
+.PHONY: run test lint typecheck unit system-deps tlogcheck bench bench-merkle bench-http bench-claims bench-tiles bench-av clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -81,6 +81,9 @@ bench-claims: $(VENV)/.bench
 
 bench-tiles: $(VENV)/.bench
 	$(BIN)/python bench/tiles_bench.py
+
+bench-av: $(STAMP) system-deps
+	$(BIN)/python bench/av_bench.py
 
 bench: bench-merkle bench-http bench-claims bench-tiles
 
