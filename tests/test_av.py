@@ -401,3 +401,14 @@ def test_server_decode_streams_in_chunks_and_stops_at_the_length_limit(
     with song.open("rb") as f:
         fp = audio.audio_fingerprints(f)["chromaprint"]
     assert fp["duration"] == 10
+
+
+def test_client_fingerprints_stream_from_the_file_and_report_progress(tmp_path: Path) -> None:
+    """The CLI's progress bar hears the seconds decoded; the fingerprint equals the server's."""
+    from copyledger.client import fingerprint_file
+
+    song = write_song(9, tmp_path / "s.flac", 20)
+    heard: list[float] = []
+    fps = fingerprint_file(song, "audio/flac", heard.append)
+    assert fps == compute.fingerprints_for(song.read_bytes(), "audio/flac")
+    assert heard == sorted(heard) and heard[-1] == pytest.approx(20.0, abs=0.1)
