@@ -412,3 +412,21 @@ def test_client_fingerprints_stream_from_the_file_and_report_progress(tmp_path: 
     fps = fingerprint_file(song, "audio/flac", heard.append)
     assert fps == compute.fingerprints_for(song.read_bytes(), "audio/flac")
     assert heard == sorted(heard) and heard[-1] == pytest.approx(20.0, abs=0.1)
+
+
+def test_the_largest_media_fingerprints_fit_one_entry() -> None:
+    """A video's full vpdq and soundtrack, or a track's full chromaprint, with a long title
+    and 50 creators, stays under the 16 KiB entry limit; the items cap is what keeps it so."""
+    from copyledger.ledger import entry as entry_mod
+
+    most = {"chromaprint": _chromaprint(bytes(2 * video.SOUNDTRACK_ITEMS), duration=300),
+            "vpdq": _vpdq([(4 * i, bytes(32), 100) for i in range(schema.MAX_VIDEO_FRAMES)],
+                          duration=schema.MAX_VIDEO_FRAMES)}
+    track = {"chromaprint": _chromaprint(bytes(2 * schema.MAX_AUDIO_ITEMS), duration=600)}
+    for fps in (most, track):
+        entry = entry_mod.build_work(
+            registrant="ada", received_at=entry_mod.utc_now(), sha256="ab" * 32,
+            title="t" * 200, creators=[f"creator {i}" for i in range(50)], work_type="video",
+            fingerprints=schema.validate_fingerprints(fps), check=False)
+        _, data = entry_mod.encode(entry)
+        assert len(data) <= entry_mod.MAX_ENTRY_BYTES
