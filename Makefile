@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 DATA_DIR ?= copyledger-data
 
-.PHONY: run test lint typecheck unit system-deps tlogcheck bench bench-merkle bench-http bench-claims bench-tiles bench-soak bench-images clean
+.PHONY: run test lint typecheck unit system-deps tlogcheck bench bench-merkle bench-http bench-claims bench-tiles bench-soak bench-images bench-av clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -88,6 +88,9 @@ bench-soak: $(STAMP)
 
 bench-images: $(VENV)/.bench system-deps
 	$(BIN)/python bench/image_edits_bench.py
+
+bench-av: $(STAMP) system-deps
+	$(BIN)/python bench/av_bench.py
 
 bench: bench-merkle bench-http bench-claims bench-tiles
 

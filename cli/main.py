@@ -399,13 +399,21 @@ def _already_registered(client: Client, sha: str, account: str | None) -> dict[s
     return None
 
 
-def _local_fingerprints(path: Path, size: int, media: str,
-                        query: bool = False) -> dict[str, Any]:
+def _local_fingerprints(path: Path, size: int, media: str, query: bool = False
+                        ) -> dict[str, Any]:
     """Perceptual fingerprints computed here, so the file need not leave this machine."""
     from copyledger.client import fingerprint_file
 
+    timed = media.split("/", 1)[0] in ("audio", "video")
+    show = timed and sys.stderr.isatty()
     try:
-        return fingerprint_file(path, media, query=query)
+        with Progress(TextColumn(f"fingerprinting {path.name}"), BarColumn(),
+                      TextColumn("{task.completed:.0f} s of media"), console=err,
+                      disable=not show, transient=True) as prog:
+            task = prog.add_task("fingerprint", total=None)
+            return fingerprint_file(path, media,
+                                    lambda s: prog.update(task, completed=s) if show else None,
+                                    query=query)
     except CopyledgerError as e:
         err.print(f"[yellow]{path}: no fingerprints ({e.detail})[/yellow]")
         return {}

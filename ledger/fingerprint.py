@@ -19,6 +19,10 @@ from copyledger.ledger.errors import InvalidInput
 
 __all__ = [
     "ALGORITHMS",
+    "CHROMAPRINT_SCHEME",
+    "MAX_AUDIO_ITEMS",
+    "MAX_MEDIA_SECONDS",
+    "MAX_VIDEO_FRAMES",
     "MINHASH_NUM_PERM",
     "MINHASH_SCHEME",
     "MINHASH_SEED",
@@ -30,13 +34,15 @@ __all__ = [
     "PDQ_LOW_QUALITY",
     "TEXT_TOKENS",
     "VIEW_TRANSFORMS",
+    "VPDQ_FRAME_BYTES",
+    "VPDQ_SCHEME",
     "Fingerprints",
     "validate_fingerprints",
 ]
 
 Fingerprints = dict[str, dict[str, object]]
 
-ALGORITHMS = ("pdq", "phash", "minhash", "orb")
+ALGORITHMS = ("pdq", "phash", "minhash", "orb", "chromaprint", "vpdq")
 PDQ_LOW_QUALITY = 50
 """PDQ quality below this (flat or featureless images) makes the hash unreliable: flagged.
 `low_quality` is recomputed from `quality` with it, so it is part of the schema. 14 of our 300
@@ -68,6 +74,25 @@ content region once borders, letterbox bars and caption bars are trimmed."""
 _MAX_VIEWS = 16
 _VIEW_KEYS = frozenset({"transform", "hash", "region"})
 _MAX_SIDE = 65_535
+CHROMAPRINT_SCHEME = "chromaprint-test2-11025-high16-v1"
+"""Chromaprint's default algorithm on mono 11,025 Hz PCM, keeping the high 16 bits of each
+32-bit sub-fingerprint as little-endian uint16 (D38)."""
+MAX_AUDIO_ITEMS = 4_096
+"""Sub-fingerprints an entry may hold: 8.45 minutes at ~0.124 s each, 10.9 KB of base64, so
+an entry stays under its 16 KiB limit (longer media are fingerprinted from the start)."""
+VPDQ_SCHEME = "pdq-trimmed-centre-grey128-quarters-v1"
+"""Frames scaled to 128x128 grey, dark borders trimmed, the centre hashed with PDQ; times in
+quarter seconds (a registration hashes a frame a second, a claim check's probe several crops
+of two frames a second, D38)."""
+VPDQ_FRAME_BYTES = 35
+"""Per frame: time in quarter seconds (uint16 little-endian), PDQ hash (32 bytes), PDQ quality
+(1 byte)."""
+MAX_VIDEO_FRAMES = 160
+"""Frames an entry may hold (the first 160 s of a video, 7.5 KB of base64), leaving room for
+its soundtrack's chromaprint in the same 16 KiB entry."""
+MAX_MEDIA_SECONDS = 4 * 3600
+"""Longest media decoded; `duration` fields are at most this."""
+
 _PDQ_HEX = 64
 _PHASH_HEX = 16
 _MINHASH_MAX = (1 << 32) - 1  # datasketch stores 32-bit values in uint64
@@ -237,8 +262,54 @@ def _b64(value: object, where: str) -> bytes:
         _bad(where, "must be standard base64")
 
 
+
+
+def _validate_chromaprint(value: object, where: str, partial: bool) -> dict[str, object]:
+    fp = _shape(value, where, "chromaprint",
+                {"algorithm", "version", "scheme", "duration", "items"}, set())
+    raw = _media_head(fp, where, CHROMAPRINT_SCHEME)
+    if not 2 <= len(raw) <= 2 * MAX_AUDIO_ITEMS or len(raw) % 2:
+        _bad(f"{where}.items", f"must encode 1 to {MAX_AUDIO_ITEMS} uint16 values")
+    return _media_out(fp, "items", raw)
+
+
+def _validate_vpdq(value: object, where: str, partial: bool) -> dict[str, object]:
+    fp = _shape(value, where, "vpdq", {"algorithm", "version", "scheme", "duration", "frames"},
+                set())
+    raw = _media_head(fp, where, VPDQ_SCHEME, "frames")
+    size = VPDQ_FRAME_BYTES
+    if not size <= len(raw) <= size * MAX_VIDEO_FRAMES or len(raw) % size:
+        _bad(f"{where}.frames", f"must encode 1 to {MAX_VIDEO_FRAMES} frames of {size} bytes")
+    last = -1
+    for i in range(0, len(raw), size):
+        tick = int.from_bytes(raw[i : i + 2], "little")
+        if tick < last or tick > 4 * fp["duration"]:  # type: ignore[operator]
+            _bad(f"{where}.frames", "frame times must not decrease and lie within duration")
+        if raw[i + size - 1] > 100:
+            _bad(f"{where}.frames", "frame quality must be 0 to 100")
+        last = tick
+    return _media_out(fp, "frames", raw)
+
+
+def _media_head(fp: dict[str, object], where: str, scheme: str, key: str = "items") -> bytes:
+    """Checks shared by the audio and video schemas; returns the decoded `key` bytes."""
+    _version(fp["version"], f"{where}.version")
+    if fp["scheme"] != scheme:
+        _bad(f"{where}.scheme", f"must be {scheme!r}")
+    duration = fp["duration"]
+    if not _is_int(duration) or not 0 <= duration <= MAX_MEDIA_SECONDS:
+        _bad(f"{where}.duration", f"must be an integer from 0 to {MAX_MEDIA_SECONDS}")
+    return _b64(fp[key], f"{where}.{key}")
+
+
+def _media_out(fp: dict[str, object], key: str, raw: bytes) -> dict[str, object]:
+    return {"algorithm": fp["algorithm"], "version": fp["version"], "scheme": fp["scheme"],
+            "duration": fp["duration"], key: base64.b64encode(raw).decode("ascii")}
+
+
 _VALIDATORS = {"pdq": _validate_pdq, "phash": _validate_phash, "minhash": _validate_minhash,
-               "orb": _validate_orb}
+               "orb": _validate_orb, "chromaprint": _validate_chromaprint,
+               "vpdq": _validate_vpdq}
 
 
 def _shape(

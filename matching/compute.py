@@ -19,8 +19,9 @@ import itertools
 import re
 import unicodedata
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from importlib.metadata import version as _dist_version
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from copyledger.ledger.errors import InvalidInput
@@ -262,17 +263,32 @@ def _minhash_of(shingles: Iterator[str]) -> Fingerprints | None:
     }
 
 
-def fingerprints_for(data: bytes | IO[bytes], media_type: str | None, *,
+def fingerprints_for(data: bytes | IO[bytes] | Path, media_type: str | None,
+                     progress: Callable[[float], None] | None = None, *,
                      query: bool = False) -> Fingerprints:
-    """The fingerprints a file of this media type gets; {} when none applies. `query`: the
-    file is a claim check's disputed content (an image gets query_fingerprints).
+    """The fingerprints a file of this media type gets; {} when none applies.
 
     An image type Pillow should decode but cannot is refused (the file is not what it claims);
-    text with no words and types we have no perceptual hash for get {}.
+    so is audio or video FFmpeg cannot decode. Text with no words and types we have no
+    perceptual hash for get {}. `progress` hears the seconds of audio or video decoded.
+    `query`: the file is a claim check's disputed content, so an image gets
+    query_fingerprints (PDQ views, more keypoints) and a video is sampled more densely, as a
+    probe (see matching.video.video_fingerprints).
     """
     if not media_type:
         return {}
     essence = media_type.split(";", 1)[0].strip().lower()
+    major = essence.split("/", 1)[0]
+    if major in ("audio", "video"):
+        from copyledger.matching.audio import audio_fingerprints
+        from copyledger.matching.video import video_fingerprints
+
+        source = io.BytesIO(data) if isinstance(data, bytes) else data
+        if major == "audio":
+            return audio_fingerprints(source, progress)
+        return video_fingerprints(source, progress, probe=query)
+    if isinstance(data, Path):
+        data = data.read_bytes()
     if essence in IMAGE_MEDIA_TYPES:
         return query_fingerprints(data) if query else image_fingerprints(data)
     if essence.startswith("text/"):  # no words: nothing perceptual to compare, so {}

@@ -31,6 +31,7 @@ from copyledger.ledger.fingerprint import (
     MINHASH_SCHEME,
     MINHASH_SEED,
 )
+from copyledger.matching.avindex import AVIndex
 from copyledger.matching.scoring import (
     THRESHOLDS,
     VERDICT_RANK,
@@ -165,6 +166,7 @@ class FingerprintIndex:
         self._lsh: Any = MinHashLSH(threshold=lsh_threshold, num_perm=MINHASH_NUM_PERM)
         self._minhashes: dict[int, bytes] = {}
         self._count = 0
+        self._av = AVIndex()  # chromaprint and vpdq, with their own lock
 
     def __len__(self) -> int:
         """Number of add() calls that brought at least one fingerprint."""
@@ -182,6 +184,10 @@ class FingerprintIndex:
                 "minhash": len(self._minhashes),
             }
 
+    def media_stats(self) -> dict[str, int]:
+        """Audio tracks, videos, postings and frames indexed (matching.avindex)."""
+        return self._av.stats()
+
     def add(self, seq: int, fingerprints: Mapping[str, Mapping[str, object]]) -> None:
         self.add_many([(seq, fingerprints)])
 
@@ -196,6 +202,7 @@ class FingerprintIndex:
         pdq: list[tuple[int, bytes, bool]] = []
         phash: list[tuple[int, bytes]] = []
         texts: list[tuple[int, bytes]] = []
+        media: list[tuple[int, Mapping[str, Mapping[str, object]]]] = []
         count = 0
         for seq, fingerprints in items:
             if not _is_seq(seq):
@@ -211,7 +218,12 @@ class FingerprintIndex:
             if "minhash" in fingerprints:
                 texts.append((seq, _minhash_bytes(fingerprints["minhash"])))
                 seen = True
+            if "chromaprint" in fingerprints or "vpdq" in fingerprints:
+                media.append((seq, fingerprints))
+                seen = True
             count += seen
+        if media:  # parses all before adding any; nothing below can fail
+            self._av.add_many(media)
         with self._lock:
             if pdq:
                 self._pdq.add(_stack([c for _, c, _ in pdq]), [s for s, _, _ in pdq],
@@ -257,6 +269,8 @@ class FingerprintIndex:
             faiss.omp_set_num_threads(self._faiss_threads)  # binds this (worker) thread
             _omp.n = self._faiss_threads
         best: dict[tuple[int, str], Candidate] = {}
+        for aligned in self._av.search(fingerprints):
+            _keep(best, aligned)
         with self._lock:
             if pdq_views:
                 codes = _stack([code for code, _ in pdq_views])

@@ -29,6 +29,16 @@ CAVEATS = [
     "Fingerprints supplied by a client are taken as given; upload the file to have them "
     "computed by the server.",
 ]
+MEDIA_CAVEATS = [
+    "Audio is matched by Chromaprint over the aligned overlap: it survives re-encoding, volume "
+    "changes, noise and resampling, but not pitch or tempo changes, and needs about 15 s of "
+    "the work; a cover version or a remix is not the same recording and is not found.",
+    "Video is matched frame by frame (PDQ of one frame a second, borders trimmed): it survives "
+    "re-encoding, resizing, letterboxing and crops of up to about 15 %, but not mirroring, "
+    "picture-in-picture or heavy overlays. Only the first minutes of a long work are in its "
+    "fingerprint (the 16 KiB entry limit); time ranges are accurate to about a second.",
+]
+"""Added to a claim check whose disputed content has audio or video fingerprints."""
 
 
 def claim_timeline(node: Node, seq: int) -> dict[str, Any]:
@@ -127,10 +137,12 @@ def check_claim(node: Node, q: CheckIn) -> dict[str, Any]:
         matches += [c.to_json() for c in index.search(fps)]
         if "orb" in fps:
             matches += _geometric(node, fps["orb"], work_row, matches)
+        if "chromaprint" in fps or "vpdq" in fps:
+            caveats += MEDIA_CAVEATS
     else:
         caveats.insert(0, "No perceptual fingerprint of the disputed content was given or could "
-                       "be computed (it is not an image or text this registry fingerprints): "
-                       "only exact (SHA-256) matches were checked.")
+                       "be computed (it is not an image, text, audio or video this registry "
+                       "fingerprints): only exact (SHA-256) matches were checked.")
     matched_seqs = sorted({m["seq"] for m in matches})
     registrations = []
     for r in node.store.get_entries(matched_seqs):

@@ -150,7 +150,8 @@ class WorkIn(BaseModel):
     fingerprints: dict[str, Any] | None = Field(
         default=None,
         description="perceptual fingerprints computed on the creator's machine "
-        "(`copyledger register` does): pdq, phash (images), minhash (text)",
+        "(`copyledger register` does): pdq, phash (images), minhash (text), chromaprint "
+        "(audio), vpdq and chromaprint (video)",
     )
     again: StrictBool | None = Field(
         default=None,
@@ -252,4 +253,5 @@ class CheckIn(BaseModel):
     work_seq: Count | None = None
     work_sha256: str | None = None
     content: dict[str, Any] = Field(default_factory=dict,
-                                    description="disputed content: sha256, pdq, phash, minhash")
+                                    description="disputed content: sha256, pdq, phash, minhash, "
+                                                "chromaprint, vpdq")

@@ -110,7 +110,8 @@ def _facts(file: IO[bytes], sha256: str, size: int, media_type: str | None,
 
 FINGERPRINT_WORKERS = 2
 """Uploads fingerprinted at once, however many arrive: each decode may take up to
-`matching.MAX_DECODE_BYTES`, so this, not the number of clients, bounds that memory."""
+`matching.MAX_DECODE_BYTES`, so this, not the number of clients, bounds that memory. Audio and
+video are decoded by one FFmpeg process each, streamed (matching.audio), within the same pool."""
 _fingerprinting = ThreadPoolExecutor(FINGERPRINT_WORKERS, thread_name_prefix="fingerprint")
 
 

@@ -1,0 +1,252 @@
+"""Measure audio and video matching: recall per degradation, false matches, speed, latency.
+
+Audio: N registered tracks and U unrelated ones, synthesised by the test suite's generator
+(tests/test_av.py: random key, scale, tempo, six-harmonic timbre, bass, drums; no real music
+ships in a package we may use), all registered in one index. From every registered track a
+15 s excerpt at a random offset is cut and degraded five ways (MP3 32 kbit/s, Ogg Vorbis q0,
+-10 dB, pink noise ~15 dB below, resampled to 8 kHz); a hit is a 'match' for the right track
+with the offset within 0.5 s. False matches: any 'match' for another track, over those queries
+and over Q excerpts of tracks that were never registered.
+
+Video: V videos (tests/test_av.py: scenes panning and zooming over generated photo-like
+images, a moving object, hard cuts, a soundtrack), each edited six ways (VP9 re-encode at
+160x120, a 10 s clip, a 12 s letterboxed clip, pillarboxed, a 10 % crop, a 6 % crop); a hit is
+a 'match' for the right video with the offset within 1 s. False matches as for audio.
+
+Scale (--scale-tracks, --scale-videos): random fingerprints of 3.5-minute tracks and
+160-frame videos fill an index to that size, and a query's search latency is timed
+(p50/p95 over 50 queries); memory is the process's RSS growth. Prints JSON.
+
+Usage: python bench/av_bench.py [--tracks 50] [--unrelated 1000] [--videos 50]
+       [--scale-tracks 100000] [--scale-videos 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from copyledger.ledger import fingerprint as schema
+from copyledger.matching import compute, scoring
+from copyledger.matching.avindex import AVIndex
+from copyledger.matching.index import FingerprintIndex
+from tests.test_av import AUDIO_DEGRADATIONS, excerpt, ffmpeg, make_video, write_song
+
+VIDEO_EDITS: dict[str, tuple[float, float | None, str]] = {
+    "reencode_vp9_160x120": (0.0, None, "scale=160:120"),
+    "clip_10s": (7.4, 10.0, "null"),
+    "letterbox_clip_12s": (3.2, 12.0, "scale=320:180,pad=320:240:0:30"),
+    "pillarbox": (0.0, None, "pad=428:240:54:0"),
+    "crop_10pct": (5.0, 14.0, "crop=iw*0.90:ih*0.90,scale=288:216"),
+    "crop_6pct": (2.0, 14.0, "crop=iw*0.94:ih*0.94"),
+}
+
+
+def rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def pct(values: list[float], q: float) -> float:
+    return round(float(np.percentile(values, q)), 4) if values else float("nan")
+
+
+def audio_part(tmp: Path, tracks: int, unrelated: int, unregistered: int,
+               seed: int) -> dict[str, Any]:
+    index = FingerprintIndex()
+    rng = np.random.default_rng(seed)
+    decoded = wall = 0.0
+    paths = []
+    for seq in range(tracks + unrelated):
+        length = 60.0 if seq < tracks else 30.0
+        path = write_song(seed * 100_000 + seq, tmp / f"t{seq}.flac", length)
+        t0 = time.perf_counter()
+        fps = compute.fingerprints_for(path, "audio/flac")
+        wall += time.perf_counter() - t0
+        decoded += length
+        index.add(seq, schema.validate_fingerprints(fps))
+        paths.append(path)
+    per: dict[str, dict[str, Any]] = {}
+    false: list[dict[str, Any]] = []
+    true_sim: list[float] = []
+    other_sim: list[float] = []
+    for name in sorted(AUDIO_DEGRADATIONS):
+        hits, errors = 0, []
+        for seq in range(tracks):
+            start = round(float(rng.uniform(0, 44)), 2)
+            clip = excerpt(paths[seq], start, 15.0, name)
+            found = index.search(schema.validate_fingerprints(
+                compute.fingerprints_for(clip, "audio/wav")))
+            for c in found:
+                j = c.to_json()
+                if c.seq == seq:
+                    true_sim.append(float(c.similarity or 0))
+                    if c.verdict == "match" and abs(float(j["offset_seconds"]) - start) <= 0.5:  # type: ignore[arg-type]
+                        hits += 1
+                        errors.append(abs(float(j["offset_seconds"]) - start))  # type: ignore[arg-type]
+                else:
+                    other_sim.append(float(c.similarity or 0))
+                    if c.verdict == "match":
+                        false.append({"query": seq, "degradation": name, "found": c.seq})
+        per[name] = {"recall": hits / tracks, "excerpts": tracks,
+                     "offset_error_p95_s": pct(errors, 95)}
+    for k in range(unregistered):
+        path = write_song(seed * 100_000 + 90_000 + k, tmp / "u.flac", 30.0)
+        clip = excerpt(path, 5.0, 15.0, "mp3_32k")
+        for c in index.search(compute.fingerprints_for(clip, "audio/mpeg")):
+            other_sim.append(float(c.similarity or 0))
+            if c.verdict == "match":
+                false.append({"query": f"unregistered {k}", "found": c.seq})
+    return {
+        "registered_tracks": tracks + unrelated,
+        "queries": tracks * len(AUDIO_DEGRADATIONS) + unregistered,
+        "per_degradation": per,
+        "false_matches": false,
+        "similarity_true_min": min(true_sim, default=None),
+        "similarity_true_p5": pct(true_sim, 5),
+        "similarity_other_max": max(other_sim, default=None),
+        "thresholds": {"match": scoring.CHROMAPRINT_MATCH,
+                       "possible": scoring.CHROMAPRINT_POSSIBLE},
+        "fingerprint_speed_x_realtime": round(decoded / wall, 1),
+    }
+
+
+def video_part(tmp: Path, videos: int, seed: int) -> dict[str, Any]:
+    index = FingerprintIndex()
+    paths = []
+    decoded = wall = 0.0
+    for seq in range(videos):
+        path = make_video(seed * 1_000 + seq, tmp / f"v{seq}.mp4", sound=True)
+        t0 = time.perf_counter()
+        fps = compute.fingerprints_for(path, "video/mp4")
+        wall += time.perf_counter() - t0
+        decoded += 24.0
+        index.add(seq, schema.validate_fingerprints(fps))
+        paths.append(path)
+    per: dict[str, Any] = {}
+    false: list[dict[str, Any]] = []
+    true_sim: list[float] = []
+    other_sim: list[float] = []
+    for name, (start, length, vf) in VIDEO_EDITS.items():
+        hits = sound = 0
+        for seq, path in enumerate(paths):
+            span = ["-ss", str(start)] + (["-t", str(length)] if length else [])
+            codec = (["-c:v", "libvpx-vp9", "-b:v", "150k"] if name.startswith("reencode")
+                     else ["-c:v", "libx264", "-crf", "32"])
+            out = tmp / f"e{seq}.mkv"
+            ffmpeg(*span, "-i", str(path), "-vf", vf, *codec, "-c:a", "libopus", "-b:a", "48k",
+                   str(out))
+            q = compute.fingerprints_for(out, "video/webm", query=True)
+            for c in index.search(schema.validate_fingerprints(q)):
+                j = c.to_json()
+                if c.seq != seq:
+                    other_sim.append(float(c.similarity or 0))
+                    if c.verdict == "match":
+                        false.append({"query": seq, "edit": name, "found": c.seq,
+                                      "algorithm": c.algorithm})
+                elif c.algorithm == "vpdq":
+                    true_sim.append(float(c.similarity or 0))
+                    off = float(j["offset_seconds"])  # type: ignore[arg-type]
+                    hits += c.verdict == "match" and abs(off - start) <= 1.0
+                elif c.verdict == "match":
+                    sound += 1
+        per[name] = {"recall_vpdq": hits / videos, "recall_soundtrack": sound / videos}
+    return {
+        "registered_videos": videos, "per_edit": per, "false_matches": false,
+        "similarity_true_min": min(true_sim, default=None),
+        "similarity_other_max": max(other_sim, default=None),
+        "thresholds": {"match": scoring.VPDQ_MATCH, "possible": scoring.VPDQ_POSSIBLE},
+        "fingerprint_speed_x_realtime": round(decoded / wall, 1),
+    }
+
+
+def scale_part(tracks: int, videos: int, seed: int) -> dict[str, Any]:
+    """Search latency with `tracks` and `videos` random fingerprints registered."""
+    rng = np.random.default_rng(seed)
+    items = 1_700  # 3.5 minutes
+    index = AVIndex()
+    before = rss_mib()
+    t0 = time.perf_counter()
+    batch = []
+    stored = []
+    for seq in range(tracks):
+        values = rng.integers(0, 1 << 16, items, dtype=np.uint16)
+        if seq % max(1, tracks // 50) == 0:
+            stored.append((seq, values))
+        batch.append((seq, {"chromaprint": {"items": _b64(values.tobytes())}}))
+        if len(batch) == 20_000:
+            index.add_many(batch)
+            batch = []
+    for seq in range(tracks, tracks + videos):
+        codes = rng.integers(0, 256, (160, 32), dtype=np.uint8)
+        rows = np.zeros((160, 35), np.uint8)
+        rows[:, 0] = (np.arange(160) * 4) & 0xFF
+        rows[:, 1] = (np.arange(160) * 4) >> 8
+        rows[:, 2:34] = codes
+        rows[:, 34] = 100
+        batch.append((seq, {"vpdq": {"frames": _b64(rows.tobytes())}}))
+        if seq == tracks:
+            video_query = rows[20:80].copy()
+    index.add_many(batch)
+    build = time.perf_counter() - t0
+    grown = rss_mib() - before
+    audio_ms, video_ms = [], []
+    for seq, values in stored:
+        noisy = values[500:621] ^ (rng.random(121) < 0.05).astype(np.uint16) << 3
+        t1 = time.perf_counter()
+        found = index.search({"chromaprint": {"items": _b64(noisy.tobytes())}})
+        audio_ms.append((time.perf_counter() - t1) * 1000)
+        assert any(c.seq == seq for c in found)
+    if videos:
+        for _ in range(20):
+            t1 = time.perf_counter()
+            index.search({"vpdq": {"frames": _b64(video_query.tobytes())}})
+            video_ms.append((time.perf_counter() - t1) * 1000)
+    return {"tracks": tracks, "videos": videos, "build_s": round(build, 1),
+            "rss_growth_mib": round(grown), "audio_search_ms_p50": pct(audio_ms, 50),
+            "audio_search_ms_p95": pct(audio_ms, 95), "video_search_ms_p50": pct(video_ms, 50),
+            "video_search_ms_p95": pct(video_ms, 95), "stats": index.stats(),
+            "registered_minutes": round(tracks * items * 0.12384 / 60)}
+
+
+def _b64(raw: bytes) -> str:
+    import base64
+
+    return base64.b64encode(raw).decode("ascii")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tracks", type=int, default=50)
+    parser.add_argument("--unrelated", type=int, default=1_000)
+    parser.add_argument("--unregistered", type=int, default=100)
+    parser.add_argument("--videos", type=int, default=50)
+    parser.add_argument("--scale-tracks", type=int, default=0)
+    parser.add_argument("--scale-videos", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    report: dict[str, Any] = {"machine": "2 cores shared with other jobs"}
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.tracks:
+            report["audio"] = audio_part(Path(tmp), args.tracks, args.unrelated,
+                                         args.unregistered, args.seed)
+            print(json.dumps(report["audio"]), file=sys.stderr)
+        if args.videos:
+            report["video"] = video_part(Path(tmp), args.videos, args.seed)
+            print(json.dumps(report["video"]), file=sys.stderr)
+    if args.scale_tracks or args.scale_videos:
+        report["scale"] = scale_part(args.scale_tracks, args.scale_videos, args.seed)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""Audio and video decoding with FFmpeg, and Chromaprint fingerprints of the sound.
+
+FFmpeg (a subprocess, Debian's `ffmpeg`) decodes any container we sniff to mono 16-bit PCM at
+Chromaprint's own rate, streamed in chunks into libchromaprint (through pyacoustid's binding),
+so memory does not grow with the length of the media; the decode has a deadline and reads at
+most MAX_MEDIA_SECONDS. FFmpeg may use only the demuxers in DEMUXERS: never a playlist or
+concat demuxer, which would read other files or URLs named inside a hostile upload.
+
+Chromaprint gives one 32-bit sub-fingerprint every ITEM_SECONDS (~0.124 s); an entry keeps the
+high 16 bits of each (D38: 969 bytes a minute, so a track fits the 16 KiB entry), at most
+MAX_AUDIO_ITEMS of them, from the start of the media.
+"""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from copyledger.ledger.errors import InvalidInput
+from copyledger.ledger.fingerprint import (
+    CHROMAPRINT_SCHEME,
+    MAX_AUDIO_ITEMS,
+    MAX_MEDIA_SECONDS,
+    Fingerprints,
+)
+
+__all__ = [
+    "DECODE_TIMEOUT",
+    "DEMUXERS",
+    "ITEM_SECONDS",
+    "SAMPLE_RATE",
+    "Progress",
+    "audio_fingerprints",
+    "chromaprint_items",
+    "ffmpeg_stream",
+    "items_of",
+]
+
+SAMPLE_RATE = 11025
+"""Chromaprint resamples to this rate itself; decoding straight to it saves the work."""
+ITEM_SECONDS = 4096 / 3 / SAMPLE_RATE
+"""Chromaprint's hop: one sub-fingerprint per 1365.33 samples at 11,025 Hz."""
+DECODE_TIMEOUT = 900.0
+"""Seconds one decode may take (a 4-hour film decodes at ~100x real time here)."""
+DEMUXERS = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,ogg,mp3,flac,wav,aiff,avi,aac,asf,mpegts"
+_CHUNK = 1 << 16
+
+Source = Path | IO[bytes]
+Progress = Callable[[float], None]
+"""Called with the seconds of media decoded so far (the CLI's progress bar)."""
+
+
+def ffmpeg_stream(source: Source, output: list[str], chunk: int = _CHUNK) -> Iterator[bytes]:
+    """Raw bytes FFmpeg writes for `output` options (filters, `-f` format), chunk by chunk.
+
+    `source` is a path or a seekable file (an upload's spool file: FFmpeg opens it through
+    /dev/stdin, so MP4s whose index sits at the end still decode). A decode that FFmpeg
+    refuses, or that overruns DECODE_TIMEOUT, raises InvalidInput.
+    """
+    if isinstance(source, Path):
+        yield from _run(str(source), subprocess.DEVNULL, output, chunk)
+        return
+    try:
+        source.fileno()
+    except (AttributeError, OSError):  # in memory (io.BytesIO): FFmpeg needs a real file
+        with tempfile.TemporaryFile() as spool:
+            source.seek(0)
+            shutil.copyfileobj(source, spool)
+            spool.seek(0)
+            yield from _run("/dev/stdin", spool, output, chunk)
+        return
+    source.seek(0)
+    yield from _run("/dev/stdin", source, output, chunk)
+
+
+def _run(name: str, stdin: Any, output: list[str], chunk: int) -> Iterator[bytes]:
+    cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-format_whitelist",
+           DEMUXERS, "-protocol_whitelist", "file,pipe", "-i", name, "-t",
+           str(MAX_MEDIA_SECONDS), *output, "pipe:1"]
+    proc = subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    timer = threading.Timer(DECODE_TIMEOUT, proc.kill)
+    timer.start()
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        while block := proc.stdout.read(chunk):
+            yield block
+        err = proc.stderr.read(4096).decode("utf-8", "replace").strip()
+        code = proc.wait()
+    finally:
+        timer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+    if code != 0 and "does not contain any stream" in err:
+        return  # no stream of the kind mapped (a silent video, a video-less file): nothing
+    if code != 0:
+        why = "took too long" if code == -9 else (err.splitlines() or ["unknown error"])[-1]
+        message = f"media does not decode: {why}"
+        raise InvalidInput(message, errors=[{"field": "file", "message": message}])
+
+
+def chromaprint_items(source: Source,
+                      progress: Progress | None = None) -> tuple[list[int], float]:
+    """Chromaprint's raw 32-bit sub-fingerprints of the first audio stream ([] if none) and
+    the seconds of sound decoded."""
+    import chromaprint  # type: ignore[import-untyped]
+
+    printer = chromaprint.Fingerprinter()
+    printer.start(SAMPLE_RATE, 1)
+    samples = 0
+    for block in ffmpeg_stream(source, ["-map", "0:a:0?", "-vn", "-ac", "1", "-ar",
+                                        str(SAMPLE_RATE), "-f", "s16le"]):
+        printer.feed(block)
+        samples += len(block) // 2
+        if progress is not None:
+            progress(samples / SAMPLE_RATE)
+    seconds = samples / SAMPLE_RATE
+    if samples < SAMPLE_RATE:  # under a second: nothing to fingerprint
+        return [], seconds
+    raw = printer.finish()
+    items, _ = chromaprint.decode_fingerprint(raw)
+    return [int(v) & 0xFFFFFFFF for v in items], seconds
+
+
+def audio_fingerprints(source: Source, progress: Progress | None = None,
+                       max_items: int = MAX_AUDIO_ITEMS) -> Fingerprints:
+    """{"chromaprint": ...} for media with sound, {} for media without."""
+    import numpy as np
+
+    items, seconds = chromaprint_items(source, progress)
+    if not items:
+        return {}
+    high = (np.asarray(items, dtype=np.uint32) >> 16).astype("<u2")
+    return {"chromaprint": {
+        "algorithm": "chromaprint",
+        "version": _library_version(),
+        "scheme": CHROMAPRINT_SCHEME,
+        "duration": min(MAX_MEDIA_SECONDS, int(seconds)),
+        "items": base64.b64encode(high[:max_items].tobytes()).decode("ascii"),
+    }}
+
+
+def items_of(fingerprint: dict[str, object] | Any) -> Any:
+    """The uint16 numpy array inside a (validated) chromaprint fingerprint."""
+    import numpy as np
+
+    return np.frombuffer(base64.b64decode(str(fingerprint["items"])), dtype="<u2")
+
+
+def _library_version() -> str:
+    import chromaprint
+
+    return str(chromaprint._libchromaprint.chromaprint_get_version().decode("ascii"))
