@@ -174,7 +174,8 @@ def test_closed_sets_are_enums(doc: dict[str, Any]) -> None:
     assert enum("WhoamiOut", "role") == list(ROLES)
     assert enum("ClaimCheckOut", "verdict") == ["match", "possible", "none"]
     assert enum("Link", "kind") == ["work", "transfer", "acceptance", "withdrawal"]
-    assert enum("Match", "algorithm") == ["sha256", "pdq", "phash", "minhash"]
+    assert enum("Match", "algorithm") == ["sha256", "pdq", "phash", "minhash", "orb",
+                                         "chromaprint", "vpdq"]
 
 
 def test_a_refusal_lists_every_problem_and_every_allowed_value(
