@@ -88,6 +88,11 @@ class Placement:
                 "coverage": round(self.coverage, 3)}
 
 
+ORB_MIN_SIDE = 32
+"""Images narrower or shorter than this get no keypoints: a keypoint's 15-pixel patch plus the
+15-pixel edge margin leave no room, and OpenCV's pyramid refuses them (a 1x1 PNG was a 500)."""
+
+
 def orb_keypoints(image: Image, limit: int = ORB_REGISTERED_MAX, *,
                   mirror: bool = False) -> bytes:
     """The image's ORB keypoints as stored: `limit` of the strongest, spread over a grid so a
@@ -95,6 +100,8 @@ def orb_keypoints(image: Image, limit: int = ORB_REGISTERED_MAX, *,
     import cv2
     import numpy as np
 
+    if min(image.size) < ORB_MIN_SIDE:
+        return b""
     grey = np.asarray(image.convert("L"), dtype=np.uint8)
     if mirror:
         grey = np.ascontiguousarray(grey[:, ::-1])

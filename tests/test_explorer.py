@@ -31,7 +31,8 @@ def hdr(reg: Node, role: str, account: str) -> dict[str, str]:
 
 
 def populate(c: TestClient, reg: Node) -> dict[str, int]:
-    """Works (one titled with markup), a transfer, a claim and its counter-notice."""
+    """Works (one titled with markup), an assignment offered and accepted, a claim and its
+    counter-notice."""
     from tests.test_claims import DMCA
 
     ada, plat = hdr(reg, "creator", "ada"), hdr(reg, "platform", "tube")
@@ -39,15 +40,19 @@ def populate(c: TestClient, reg: Node) -> dict[str, int]:
     song = c.post("/v1/works", headers=ada, json={
         "sha256": sha("song"), "title": "Song <b>bold</b>", "creators": ["Ada"],
         "work_type": "audio"}).json()["seq"]
+    bob = hdr(reg, "creator", "bob")
     t = c.post("/v1/transfers", headers=ada, json={
         "work_seq": song, "to": "bob", "transfer_type": "assignment"})
     assert t.status_code == 201, t.text
+    accepted = c.post(f"/v1/transfers/{t.json()['seq']}/accept", headers=bob, json={})
+    assert accepted.status_code == 201, accepted.text  # bob holds the song (D36)
     claim = c.post("/v1/claims", headers=plat, json={**DMCA, "works": [{"seq": song}]})
     assert claim.status_code == 201, claim.text
     counter = c.post("/v1/claims", headers=plat,
                      json={**COUNTER, "refers_to": claim.json()["seq"]})
     assert counter.status_code == 201, counter.text
     return {"first": seqs[0], "song": song, "transfer": t.json()["seq"],
+            "accepted": accepted.json()["seq"],
             "claim": claim.json()["seq"], "counter": counter.json()["seq"]}
 
 
@@ -239,9 +244,10 @@ def test_the_entries_that_refer_to_an_entry_are_paged(
     monkeypatch.setattr(explorer, "MAX_ROWS", 2)
     first = page(c, f"/entries/{s['song']}")
     shown = re.findall(r'href="\.\./entries/(\d+)">\d+</a></td><td>', first)
-    assert shown == [str(s["transfer"]), str(s["claim"])]
-    more = f"../entries/{s['song']}?after={s['claim']}"
+    assert shown == [str(s["transfer"]), str(s["accepted"])]
+    more = f"../entries/{s['song']}?after={s['accepted']}"
     assert f'href="{more}"' in first
-    rest = page(c, f"/entries/{s['song']}?after={s['claim']}")
-    assert re.findall(r'href="\.\./entries/(\d+)">\d+</a></td><td>', rest) == [str(s["counter"])]
-    assert "?after=" not in rest
+    rest = page(c, f"/entries/{s['song']}?after={s['accepted']}")
+    assert re.findall(r'href="\.\./entries/(\d+)">\d+</a></td><td>', rest) == [
+        str(s["claim"]), str(s["counter"])]
+    assert f"?after={s['counter']}" not in rest

@@ -45,6 +45,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     data = root / "data"
     assert cli("init", "--data-dir", str(data)).returncode == 0
     ada, plat = _key(str(data), "creator", "ada"), _key(str(data), "platform", "tube")
+    bob = _key(str(data), "creator", "bob")
     srv = ServerProcess(data).start()
     try:
         with httpx.Client(base_url=srv.url, timeout=30) as c:
@@ -63,6 +64,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             t = c.post("/v1/transfers", headers=a, json={"work_seq": work, "to": "bob",
                                                          "transfer_type": "assignment"})
             t.raise_for_status()
+            c.post(f"/v1/transfers/{t.json()['seq']}/accept", json={},
+                   headers={"Authorization": f"Bearer {bob}"}).raise_for_status()
             claim = c.post("/v1/claims", headers=p, json={**DMCA, "works": [{"seq": work}]})
             claim.raise_for_status()
             c.post("/v1/claims", headers=p, json={**COUNTER, "refers_to": claim.json()["seq"]}
