@@ -17,6 +17,7 @@ from typing import IO, Any
 
 from copyledger.ledger import entry as entry_mod
 from copyledger.ledger import fingerprint as fp
+from copyledger.ledger import sm2
 from copyledger.ledger.documents import parse_entry
 from copyledger.ledger.errors import CopyledgerError, Forbidden, InvalidInput, NotFound
 from copyledger.ledger.links import LINKED_KINDS, links_of
@@ -63,6 +64,7 @@ class FileFacts:
     size: int
     media_type: str | None
     fingerprints: dict[str, Any]
+    sm3: str | None = None  # computed for SM-suite registries only (D40)
 
 
 async def record(node: Node, entry: dict[str, Any]) -> Recorded:
@@ -77,7 +79,8 @@ async def record(node: Node, entry: dict[str, Any]) -> Recorded:
     return Recorded(receipt, entry)
 
 
-def _facts(file: IO[bytes], sha256: str, size: int, media_type: str | None) -> FileFacts:
+def _facts(file: IO[bytes], sha256: str, size: int, media_type: str | None,
+           sm3: bool = False) -> FileFacts:
     media = (media_type or "").split(";")[0].strip().lower() or None
     if media == "application/octet-stream":
         media = None
@@ -85,7 +88,11 @@ def _facts(file: IO[bytes], sha256: str, size: int, media_type: str | None) -> F
     if media and size <= MAX_FINGERPRINT_BYTES:
         file.seek(0)
         fps = dict(fingerprints_for(file, media))
-    return FileFacts(sha256, size, media, fps)
+    sm3_hex = None
+    if sm3:
+        file.seek(0)
+        sm3_hex = sm2.sm3_file(file)
+    return FileFacts(sha256, size, media, fps, sm3_hex)
 
 
 FINGERPRINT_WORKERS = 2
@@ -114,12 +121,13 @@ class Upload:
     def close(self) -> None:
         self._file.close()
 
-    async def describe(self) -> FileFacts:
-        """The facts of the complete upload; fingerprinting runs in the bounded pool."""
+    async def describe(self, sm3: bool = False) -> FileFacts:
+        """The facts of the complete upload; fingerprinting runs in the bounded pool. With
+        `sm3` (an SM-suite registry) the spooled file is read again for its SM3 digest."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
             _fingerprinting, _facts, self._file, self._hash.hexdigest(), self.size,
-            self.media_type)
+            self.media_type, sm3)
 
 
 async def register_work(
@@ -131,10 +139,15 @@ async def register_work(
         fps = computed or None
     else:
         fps = fp.validate_fingerprints(w.fingerprints) if w.fingerprints else None
+    if node.settings.sm_suite and w.sm3 is None:
+        raise InvalidInput(
+            "sm3: this registry uses the SM suite, so a work records its SM3 digest too "
+            "(copyledger register computes it)",
+            errors=[{"field": "sm3", "message": "required by this SM-suite registry"}])
     entry = entry_mod.build_work(
         registrant=who.account, received_at=entry_mod.utc_now(), sha256=w.sha256, size=w.size,
         media_type=w.media_type, title=w.title, creators=w.creators, work_type=w.work_type,
-        license=w.license, metadata=w.metadata, fingerprints=fps, check=False,
+        license=w.license, metadata=w.metadata, fingerprints=fps, check=False, sm3=w.sm3,
     )
     recorded = await record(node, entry)
     if fps:  # matchable at once

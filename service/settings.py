@@ -14,6 +14,7 @@ from copyledger.ledger.errors import InvalidInput
 ENV_PREFIX = "COPYLEDGER_"
 CONFIG_FILE = "config.toml"
 DEFAULT_DATA_DIR = "copyledger-data"
+CRYPTO_SUITES = ("standard", "sm")
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class Settings:
     external_tsa_roots: str = ""  # PEM file of those TSAs' root certificates (to check tokens)
     witnesses: str = ""  # comma-separated `<url> <cosignature vkey>`: C2SP witnesses to ask
     witness_quorum: int = 1  # how many of them must cosign a checkpoint for it to be served
+    crypto_suite: str = "standard"  # "sm" adds SM3 digests and SM2 note signatures (D40)
+    sm2_distid: str = "1234567812345678"  # the SM2 distinguishing ID (fixed at init, as the key)
 
     @property
     def external_tsa_urls(self) -> list[str]:
@@ -60,6 +63,22 @@ class Settings:
                     raise InvalidInput(f"witnesses: {item.strip()!r} is not `<url> <vkey>`")
                 out.append((parts[0].rstrip("/"), parts[1]))
         return out
+
+    @property
+    def sm_suite(self) -> bool:
+        """True for a registry created with the SM suite; InvalidInput for an unknown suite."""
+        if self.crypto_suite not in CRYPTO_SUITES:
+            raise InvalidInput(f"crypto_suite {self.crypto_suite!r} is not one of "
+                               f"{', '.join(CRYPTO_SUITES)}")
+        return self.crypto_suite == "sm"
+
+    @property
+    def sm2_key_path(self) -> Path:
+        return self.data_dir / "notary" / "log-sm2-key.pem"
+
+    @property
+    def sm2_verifier_key_path(self) -> Path:
+        return self.data_dir / "notary" / "log-sm2.vkey"
 
     @property
     def database_url(self) -> str:
@@ -144,6 +163,9 @@ def write_config(s: Settings) -> None:
         lines.append(f"database = {_toml_str(s.database)}")
     if s.notary_url:
         lines.append(f"notary_url = {_toml_str(s.notary_url)}")
+    if s.sm_suite:
+        lines += [f"crypto_suite = {_toml_str(s.crypto_suite)}",
+                  f"sm2_distid = {_toml_str(s.sm2_distid)}"]
     if s.key_backend != "file":
         lines += [f"{k} = {_toml_str(str(getattr(s, k)))}" for k in (
             "key_backend", "pkcs11_module", "pkcs11_token_label", "pkcs11_pin_env",
