@@ -988,8 +988,7 @@ def bundle(
         exists=True, dir_okay=False, help="instead of SEQ: a saved bundle, to which the log's "
         "latest witnessed checkpoint and the consistency proof to it are added")] = None,
     trust: Annotated[list[str] | None, typer.Option(
-        help="a trusted log verifier key (name+id+key), Ed25519 or an SM-suite log's SM2 "
-        "key; repeatable")] = None,
+        help="a trusted log verifier key (name+id+key); repeatable")] = None,
     server: Server = "http://127.0.0.1:8000",
 ) -> None:
     """Save an entry's evidence bundle (verify it offline with `copyledger verify`), or, with
@@ -1034,7 +1033,8 @@ def verify(
     file: Annotated[Path | None, typer.Argument(exists=True, dir_okay=False,
                                                 help="the exhibit file to check")] = None,
     trust: Annotated[list[str] | None, typer.Option(
-        help="a trusted log verifier key (name+id+key); repeatable")] = None,
+        help="a trusted log verifier key (name+id+key), Ed25519 or an SM-suite log's SM2 "
+        "key; repeatable")] = None,
     trust_file: Annotated[Path | None, typer.Option(
         help="file of trusted verifier keys, one per line")] = None,
     tsa_roots: Annotated[Path | None, typer.Option(

@@ -380,3 +380,49 @@ def test_a_standard_bundle_skips_the_sm2_step(tmp_path: Path) -> None:
     assert rep.ok and rep.steps[-1].name == "sm2" and rep.steps[-1].status == "skipped"
     rep = verify_bundle(b, trusted_keys=[log["verifier_key"]], sm2_keys=[SIGNER.verifier_key])
     assert rep.failed is not None and rep.failed.name == "sm2"  # a pinned SM2 key must sign
+
+
+@pytest.mark.slow
+def test_cli_init_register_bundle_verify_audit(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """`init --suite sm`, then the CLI hashes SM3 on the creator's side, and the bundle it
+    fetches verifies offline under both pinned keys; the audit reads the SM-suite log."""
+    if HSM:
+        pytest.skip("the SM suite keeps its SM2 key in a file (no PKCS#11 SM2): see D40")
+    from tests.server import ServerProcess
+
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+
+    def run(*args: str) -> tuple[int, str]:
+        r = runner.invoke(app, list(args))
+        return r.exit_code, r.stdout + (r.stderr if r.stderr_bytes else "")
+
+    d = tmp_path / "reg"
+    code, out = run("init", "--data-dir", str(d), "--suite", "sm", "--json")
+    assert code == 0, out
+    made = json.loads(out)
+    assert made["crypto_suite"] == "sm" and sm2.is_verifier_key(made["sm2_verifier_key"])
+    assert (d / "notary" / "log-sm2-key.pem").stat().st_mode & 0o777 == 0o600
+    assert 'crypto_suite = "sm"' in (d / "config.toml").read_text()
+    key = json.loads(run("keys", "create", "--role", "creator", "--data-dir", str(d),
+                         "--json")[1])["key"]
+    work = tmp_path / "poem.txt"
+    work.write_bytes(FILE)
+    srv = ServerProcess(d).start()
+    try:
+        code, out = run("register", str(work), "--server", srv.url, "--api-key", key,
+                        "--work-type", "text", "--creator", "李白", "--json")
+        assert code == 0, out
+        seq = json.loads(out)[0]["seq"]
+        code, out = run("bundle", str(seq), "-o", str(tmp_path / "b.json"), "--server", srv.url)
+        assert code == 0, out
+    finally:
+        srv.stop()
+    b = json.loads((tmp_path / "b.json").read_text())
+    assert b["entry"]["content"]["sm3"] == sm2.sm3_hex(FILE)  # computed by the CLI
+    code, out = run("verify", str(tmp_path / "b.json"), str(work), "--trust",
+                    made["verifier_key"], "--trust", made["sm2_verifier_key"])
+    assert code == 0 and "VERIFIED" in out and "SM2 key (pinned)" in out, out
+    code, out = run("audit", "--data-dir", str(d), "--json")
+    assert code == 0, out
