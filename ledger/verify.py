@@ -36,8 +36,8 @@ STEPS = (
     ("block-signature", "the block note is signed by the same key and names that block"),
     ("timestamp", "RFC 3161 tokens over the block hash verify under the TSA roots"),
     ("tlog-proof", "the C2SP tlog-proof form says the same as the bundle"),
-    ("witnessed", "trusted witnesses cosigned a checkpoint that extends this one"),
     ("sm2", "an SM-suite log's SM2 key signed the checkpoint and the block note (SM2/SM3)"),
+    ("witnessed", "trusted witnesses cosigned a checkpoint that extends this one"),
 )
 
 
@@ -166,8 +166,8 @@ def verify_bundle(
         run.block_signature,
         lambda: run.timestamps(tsa_roots_pem, require_timestamp),
         run.tlog_proof,
-        lambda: run.witnessed(witness_keys, quorum),
         lambda: run.sm2(sm2_keys),
+        lambda: run.witnessed(witness_keys, quorum),
     ]
     for step, check in zip(run.rep.steps, checks, strict=True):
         try:
