@@ -427,3 +427,17 @@ def test_cli_init_register_bundle_verify_audit(tmp_path: Path,
     assert code == 0 and "VERIFIED" in out and "SM2 key (pinned)" in out, out
     code, out = run("audit", "--data-dir", str(d), "--json")
     assert code == 0, out
+
+
+def sm_bundle(tmp: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A bundle of an uploaded file from a fresh SM-suite registry, and its /v1/log."""
+    reg = Node.open(settings_for(tmp, crypto_suite="sm"))
+    key, _ = create_key(reg.store, "creator", "alice")
+    try:
+        with TestClient(create_app(reg)) as c:
+            up = c.post("/v1/works", headers={"Authorization": f"Bearer {key}"},
+                        files={"file": ("x.bin", FILE, "application/octet-stream")},
+                        data={"title": "画作", "creators": ["李雷"], "work_type": "image"})
+            return c.get(f"/v1/entries/{up.json()['seq']}/bundle").json(), c.get("/v1/log").json()
+    finally:
+        reg.stop()
