@@ -84,6 +84,10 @@ def check_suite(s: Settings) -> None:
         if s.key_backend != "file":
             raise InvalidInput("the SM suite needs the file key backend: PKCS#11 tokens such "
                                "as SoftHSM2 2.6 offer no SM2 mechanism")
+        if _passphrase(s):
+            raise InvalidInput(f"the SM suite's SM2 key file cannot be encrypted yet: unset "
+                               f"{s.key_passphrase_env} (and keep the data directory on an "
+                               f"encrypted disk), or use the standard suite")
     if s.verifier_key_path.exists() and s.sm2_verifier_key_path.exists() != s.sm_suite:
         fixed = "sm" if s.sm2_verifier_key_path.exists() else "standard"
         raise InvalidInput(f"this registry's crypto suite is {fixed!r} and cannot change (the "

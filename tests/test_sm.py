@@ -358,6 +358,10 @@ def test_the_suite_is_fixed_at_init(sm_reg: dict[str, Any], tmp_path: Path) -> N
         Node.open(replace(std, crypto_suite="sm"))
     with pytest.raises(InvalidInput, match="not one of"):
         Node.open(settings_for(tmp_path / "x", crypto_suite="gm"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("COPYLEDGER_KEY_PASSPHRASE", "secret")
+        with pytest.raises(InvalidInput, match="cannot be encrypted yet"):
+            Node.open(settings_for(tmp_path / "z", crypto_suite="sm"))
     with pytest.raises(InvalidInput, match="PKCS#11"):
         Node.open(settings_for(tmp_path / "y", crypto_suite="sm", key_backend="pkcs11",
                                pkcs11_module="/x.so", pkcs11_token_label="t"))
