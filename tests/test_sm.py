@@ -445,3 +445,25 @@ def sm_bundle(tmp: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             return c.get(f"/v1/entries/{up.json()['seq']}/bundle").json(), c.get("/v1/log").json()
     finally:
         reg.stop()
+
+
+def test_audit_checks_the_sm2_lines(tmp_path: Path) -> None:
+    from copyledger.ledger.audit import audit
+    from copyledger.service.node import all_verifier_keys
+
+    reg = Node.open(settings_for(tmp_path, crypto_suite="sm"))
+    key, _ = create_key(reg.store, "creator", "alice")
+    try:
+        with TestClient(create_app(reg)) as c:
+            for i in range(3):
+                c.post("/v1/works", headers={"Authorization": f"Bearer {key}"}, json={
+                    "sha256": hashlib.sha256(b"%d" % i).hexdigest(),
+                    "sm3": sm2.sm3_hex(b"%d" % i), "title": "t", "creators": ["A"],
+                    "work_type": "text"}).raise_for_status()
+        keys = all_verifier_keys(reg.settings)
+        sm2_vkey = reg.settings.sm2_verifier_key_path.read_text().strip()
+        assert audit(reg.store, [*keys, sm2_vkey]).ok
+        rep = audit(reg.store, [*keys, Sm2Signer(ORIGIN, 7).verifier_key])  # not the signer
+        assert not rep.ok and rep.bad_height == 0 and "SM2 signature" in (rep.problem or ""), rep
+    finally:
+        reg.stop()
