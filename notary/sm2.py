@@ -15,6 +15,11 @@ import hmac
 import secrets
 from pathlib import Path
 
+from asn1crypto import core, keys  # type: ignore[import-untyped]
+from cryptography.hazmat.primitives import hashes, padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
+
 from copyledger.ledger import note, sm2
 from copyledger.ledger.errors import InvalidInput
 from copyledger.notary.signer import write_new_file
@@ -23,6 +28,8 @@ __all__ = ["Sm2Signer", "private_key_der"]
 
 _ALG_ID = bytes.fromhex("301306072a8648ce3d020106082a811ccf5501822d")
 _PEM_LABEL = "PRIVATE KEY"
+_ENCRYPTED_LABEL = "ENCRYPTED PRIVATE KEY"
+PBKDF2_ITERATIONS = 600_000  # PBKDF2-HMAC-SHA256, as OWASP advises (2023)
 
 
 class Sm2Signer:
@@ -69,15 +76,20 @@ class Sm2Signer:
         return int.from_bytes(seed, "big") % (sm2.N - 1) + 1
 
     @classmethod
-    def generate(cls, name: str, path: Path, distid: bytes = sm2.DEFAULT_ID) -> Sm2Signer:
-        """Create a new key at path (0600, never overwriting one)."""
+    def generate(cls, name: str, path: Path, distid: bytes = sm2.DEFAULT_ID,
+                 passphrase: bytes | None = None) -> Sm2Signer:
+        """Create a new key at path (0600, never overwriting one), encrypted (PKCS#8 PBES2:
+        PBKDF2-HMAC-SHA256, AES-256-CBC, as OpenSSL writes) if a passphrase is given."""
         signer = cls(name, secrets.randbelow(sm2.N - 2) + 1, distid)
-        write_new_file(Path(path), _pem(private_key_der(signer._d, signer.public_key)), 0o600)
+        der = private_key_der(signer._d, signer.public_key)
+        pem = _pem(encrypt(der, passphrase), _ENCRYPTED_LABEL) if passphrase else _pem(der)
+        write_new_file(Path(path), pem, 0o600)
         return signer
 
     @classmethod
-    def load(cls, name: str, path: Path, distid: bytes = sm2.DEFAULT_ID) -> Sm2Signer:
-        """Load an unencrypted PKCS#8 PEM SM2 key, ours or one `openssl genpkey` made."""
+    def load(cls, name: str, path: Path, distid: bytes = sm2.DEFAULT_ID,
+             passphrase: bytes | None = None) -> Sm2Signer:
+        """Load a PKCS#8 PEM SM2 key, ours or one `openssl genpkey` made, encrypted or not."""
         path = Path(path)
         try:
             text = path.read_text("ascii")
@@ -85,7 +97,65 @@ class Sm2Signer:
             raise InvalidInput(f"no SM2 key file at {path}") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise InvalidInput(f"cannot read SM2 key file {path}: {exc}") from None
-        return cls(name, _read_private_key(_unpem(text, path)), distid)
+        encrypted = f"-----BEGIN {_ENCRYPTED_LABEL}-----" in text
+        if encrypted and not passphrase:
+            raise InvalidInput(f"SM2 key file {path} is encrypted: a passphrase is needed")
+        if not encrypted and passphrase:
+            raise InvalidInput(f"SM2 key file {path} is not encrypted, but a passphrase was given")
+        if not (encrypted and passphrase):
+            return cls(name, _read_private_key(_unpem(text, path)), distid)
+        der = decrypt(_unpem(text, path, _ENCRYPTED_LABEL), passphrase, path)
+        try:  # a wrong passphrase may still unpad (1 in 256): then the key does not parse
+            return cls(name, _read_private_key(der), distid)
+        except InvalidInput:
+            raise InvalidInput(f"cannot load SM2 key file {path}: wrong passphrase or corrupt "
+                               "key") from None
+
+
+def _kek(passphrase: bytes, salt: bytes, iterations: int) -> bytes:
+    kdf = PBKDF2HMAC(algorithm=hashes.SHA256(), length=32, salt=salt, iterations=iterations)
+    return kdf.derive(passphrase)
+
+
+def encrypt(der: bytes, passphrase: bytes) -> bytes:
+    """PKCS#8 EncryptedPrivateKeyInfo (RFC 5958, PBES2 of RFC 8018) of a PrivateKeyInfo."""
+    salt, iv = secrets.token_bytes(16), secrets.token_bytes(16)
+    padder = padding.PKCS7(128).padder()
+    plain = padder.update(der) + padder.finalize()
+    enc = Cipher(algorithms.AES(_kek(passphrase, salt, PBKDF2_ITERATIONS)),
+                 modes.CBC(iv)).encryptor()
+    return bytes(keys.EncryptedPrivateKeyInfo({
+        "encryption_algorithm": {"algorithm": "pbes2", "parameters": {
+            "key_derivation_func": {"algorithm": "pbkdf2", "parameters": {
+                "salt": core.OctetString(salt), "iteration_count": PBKDF2_ITERATIONS,
+                "prf": {"algorithm": "sha256", "parameters": core.Null()}}},
+            "encryption_scheme": {"algorithm": "aes256_cbc", "parameters": iv}}},
+        "encrypted_data": enc.update(plain) + enc.finalize(),
+    }).dump())
+
+
+def decrypt(der: bytes, passphrase: bytes, path: Path) -> bytes:
+    """The PrivateKeyInfo inside a PBES2 (PBKDF2-HMAC-SHA256, AES-256-CBC) EncryptedPrivateKeyInfo;
+    InvalidInput for another scheme, a wrong passphrase or a corrupt file."""
+    try:
+        info = keys.EncryptedPrivateKeyInfo.load(der)
+        alg = info["encryption_algorithm"]
+        scheme = (alg.kdf, alg.kdf_hmac, alg.encryption_cipher, alg.encryption_mode,
+                  alg.key_length)
+        salt, iterations, iv = alg.kdf_salt, alg.kdf_iterations, alg.encryption_iv
+        data = info["encrypted_data"].native
+    except (ValueError, KeyError, TypeError):
+        raise InvalidInput(f"{path} is not an encrypted PKCS#8 private key") from None
+    if scheme != ("pbkdf2", "sha256", "aes", "cbc", 32) or not 1 <= iterations <= 10_000_000:
+        raise InvalidInput(f"{path}: only PBES2 with PBKDF2-HMAC-SHA256 and AES-256-CBC is read")
+    dec = Cipher(algorithms.AES(_kek(passphrase, salt, iterations)), modes.CBC(iv)).decryptor()
+    try:
+        plain = dec.update(data) + dec.finalize()
+        unpadder = padding.PKCS7(128).unpadder()
+        return unpadder.update(plain) + unpadder.finalize()
+    except ValueError:
+        raise InvalidInput(f"cannot load SM2 key file {path}: wrong passphrase or corrupt "
+                           "key") from None
 
 
 def private_key_der(d: int, public_key: bytes) -> bytes:
@@ -128,17 +198,17 @@ def _read_private_key(der: bytes) -> int:
     return int.from_bytes(d, "big")
 
 
-def _pem(der: bytes) -> bytes:
+def _pem(der: bytes, label: str = _PEM_LABEL) -> bytes:
     b64 = note.b64(der)
     lines = [b64[i : i + 64] for i in range(0, len(b64), 64)]
-    return (f"-----BEGIN {_PEM_LABEL}-----\n" + "\n".join(lines)
-            + f"\n-----END {_PEM_LABEL}-----\n").encode()
+    return (f"-----BEGIN {label}-----\n" + "\n".join(lines)
+            + f"\n-----END {label}-----\n").encode()
 
 
-def _unpem(text: str, path: Path) -> bytes:
-    begin, end = f"-----BEGIN {_PEM_LABEL}-----", f"-----END {_PEM_LABEL}-----"
+def _unpem(text: str, path: Path, label: str = _PEM_LABEL) -> bytes:
+    begin, end = f"-----BEGIN {label}-----", f"-----END {label}-----"
     if begin not in text or end not in text:
-        raise InvalidInput(f"{path} is not an unencrypted PKCS#8 PEM private key")
+        raise InvalidInput(f"{path} is not a PKCS#8 PEM private key")
     body = "".join(text.split(begin, 1)[1].split(end, 1)[0].split())
     der = note.unb64(body)
     if der is None:

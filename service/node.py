@@ -84,10 +84,6 @@ def check_suite(s: Settings) -> None:
         if s.key_backend != "file":
             raise InvalidInput("the SM suite needs the file key backend: PKCS#11 tokens such "
                                "as SoftHSM2 2.6 offer no SM2 mechanism")
-        if _passphrase(s):
-            raise InvalidInput(f"the SM suite's SM2 key file cannot be encrypted yet: unset "
-                               f"{s.key_passphrase_env} (and keep the data directory on an "
-                               f"encrypted disk), or use the standard suite")
     if s.verifier_key_path.exists() and s.sm2_verifier_key_path.exists() != s.sm_suite:
         fixed = "sm" if s.sm2_verifier_key_path.exists() else "standard"
         raise InvalidInput(f"this registry's crypto suite is {fixed!r} and cannot change (the "
@@ -123,8 +119,8 @@ def init_sm2_signer(s: Settings) -> tuple[Sm2Signer, bool]:
     """The SM suite's SM2 key file, created (0600) if missing; (signer, created)."""
     distid = s.sm2_distid.encode()
     if s.sm2_key_path.exists():
-        return Sm2Signer.load(s.origin, s.sm2_key_path, distid), False
-    return Sm2Signer.generate(s.origin, s.sm2_key_path, distid), True
+        return Sm2Signer.load(s.origin, s.sm2_key_path, distid, _passphrase(s)), False
+    return Sm2Signer.generate(s.origin, s.sm2_key_path, distid, _passphrase(s)), True
 
 
 def load_sm2_signer(s: Settings) -> Sm2Signer | None:
@@ -133,7 +129,7 @@ def load_sm2_signer(s: Settings) -> Sm2Signer | None:
         return None
     if not s.sm2_key_path.exists():
         raise NotFound(f"no SM2 key at {s.sm2_key_path}: run `copyledger init` first")
-    return Sm2Signer.load(s.origin, s.sm2_key_path, s.sm2_distid.encode())
+    return Sm2Signer.load(s.origin, s.sm2_key_path, s.sm2_distid.encode(), _passphrase(s))
 
 
 def init_notary_dir(s: Settings) -> tuple[bool, str]:

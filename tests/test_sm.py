@@ -156,6 +156,31 @@ def test_key_file_is_private_and_reloads(tmp_path: Path) -> None:
         Sm2Signer.load(ORIGIN, tmp_path / "bad.pem")
 
 
+def test_encrypted_key_files_interoperate_with_openssl(openssl: str, tmp_path: Path) -> None:
+    ours = tmp_path / "ours.pem"
+    made = Sm2Signer.generate(ORIGIN, ours, passphrase=b"s3cret")
+    r = subprocess.run([openssl, "pkey", "-in", str(ours), "-passin", "pass:s3cret", "-pubout",
+                        "-outform", "DER"], capture_output=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == sm2.public_key_der(made.public_key)  # openssl decrypts our file
+    theirs = tmp_path / "theirs.pem"
+    subprocess.run([openssl, "genpkey", "-algorithm", "SM2", "-aes-256-cbc", "-pass",
+                    "pass:s3cret", "-out", str(theirs)], check=True, capture_output=True,
+                   timeout=30)
+    loaded = Sm2Signer.load(ORIGIN, theirs, passphrase=b"s3cret")  # we decrypt openssl's
+    r = subprocess.run([openssl, "pkey", "-in", str(theirs), "-passin", "pass:s3cret",
+                        "-pubout", "-outform", "DER"], capture_output=True, timeout=30)
+    assert r.stdout == sm2.public_key_der(loaded.public_key)
+    assert Sm2Signer.load(ORIGIN, ours, passphrase=b"s3cret").public_key == made.public_key
+    for path, passphrase, message in ((ours, b"wrong", "wrong passphrase"),
+                                      (ours, None, "a passphrase is needed"),
+                                      (tmp_path / "plain.pem", b"x", "not encrypted")):
+        if not path.exists():
+            Sm2Signer.generate(ORIGIN, path)
+        with pytest.raises(InvalidInput, match=message):
+            Sm2Signer.load(ORIGIN, path, passphrase=passphrase)
+
+
 def test_c2sp_verifiers_ignore_the_sm2_line() -> None:
     ed = FileSigner(ORIGIN, Ed25519PrivateKey.generate())
     signed = sign_note("hello\n", [ed, SIGNER])
@@ -358,10 +383,13 @@ def test_the_suite_is_fixed_at_init(sm_reg: dict[str, Any], tmp_path: Path) -> N
         Node.open(replace(std, crypto_suite="sm"))
     with pytest.raises(InvalidInput, match="not one of"):
         Node.open(settings_for(tmp_path / "x", crypto_suite="gm"))
-    with pytest.MonkeyPatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp:  # with a passphrase, the SM2 key is encrypted
         mp.setenv("COPYLEDGER_KEY_PASSPHRASE", "secret")
-        with pytest.raises(InvalidInput, match="cannot be encrypted yet"):
-            Node.open(settings_for(tmp_path / "z", crypto_suite="sm"))
+        Node.open(settings_for(tmp_path / "z", crypto_suite="sm")).stop()
+        pem = settings_for(tmp_path / "z").sm2_key_path.read_text()
+        assert pem.startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    with pytest.raises(InvalidInput, match="is encrypted: a passphrase is needed"):
+        Node.open(settings_for(tmp_path / "z", crypto_suite="sm"))
     with pytest.raises(InvalidInput, match="PKCS#11"):
         Node.open(settings_for(tmp_path / "y", crypto_suite="sm", key_backend="pkcs11",
                                pkcs11_module="/x.so", pkcs11_token_label="t"))
