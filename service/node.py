@@ -77,6 +77,10 @@ def init_data_dir(s: Settings) -> InitResult:
 def check_suite(s: Settings) -> None:
     """The crypto suite is fixed at `init`, like the origin: an SM-suite registry has an SM2
     key from its first block on, a standard one never gains one (D40)."""
+    if s.verifier_key_path.exists() and s.sm2_verifier_key_path.exists() != s.sm_suite:
+        fixed = "sm" if s.sm2_verifier_key_path.exists() else "standard"
+        raise InvalidInput(f"this registry's crypto suite is {fixed!r} and cannot change (the "
+                           f"settings say {s.crypto_suite!r}); use a new data directory")
     if s.sm_suite:
         if s.notary_url:
             raise InvalidInput("the SM suite needs the notary keys in this data directory: a "
@@ -84,10 +88,6 @@ def check_suite(s: Settings) -> None:
         if s.key_backend != "file":
             raise InvalidInput("the SM suite needs the file key backend: PKCS#11 tokens such "
                                "as SoftHSM2 2.6 offer no SM2 mechanism")
-    if s.verifier_key_path.exists() and s.sm2_verifier_key_path.exists() != s.sm_suite:
-        fixed = "sm" if s.sm2_verifier_key_path.exists() else "standard"
-        raise InvalidInput(f"this registry's crypto suite is {fixed!r} and cannot change (the "
-                           f"settings say {s.crypto_suite!r}); use a new data directory")
 
 
 def key_config(s: Settings) -> KeyConfig:

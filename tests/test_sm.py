@@ -31,7 +31,7 @@ from copyledger.notary.sm2 import Sm2Signer
 from copyledger.service.apikeys import create_key
 from copyledger.service.node import Node
 from tests.conftest import _missing
-from tests.helpers import HSM, settings_for
+from tests.helpers import settings_for
 
 ORIGIN = "test.example/log"
 FILE = "一幅画的字节 — the exhibit's bytes.".encode() * 50
@@ -83,6 +83,12 @@ def replace_sm2(signed: str, vkey: str, sig: bytes) -> str:
     n = note.parse_note(signed)
     sigs = [replace(s, signature=sig) if s == old else s for s in n.signatures]
     return note.format_note(n.text, sigs)
+
+
+def sm_settings(tmp: Path, **kw: Any) -> Any:
+    """An SM-suite registry's settings: its keys are files even when the suite runs with
+    HSM keys (no PKCS#11 token offers SM2, D40)."""
+    return settings_for(tmp, crypto_suite="sm", key_backend="file", **kw)
 
 
 # ---------------------------------------------------------------- SM2 and SM3 themselves
@@ -231,10 +237,8 @@ def test_openssl_verifies_ours_and_we_verify_openssl(openssl: str, tmp_path: Pat
 
 @pytest.fixture(scope="module")
 def sm_reg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    if HSM:
-        pytest.skip("the SM suite keeps its SM2 key in a file (no PKCS#11 SM2): see D40")
     tmp = tmp_path_factory.mktemp("sm")
-    reg = Node.open(settings_for(tmp, crypto_suite="sm"))
+    reg = Node.open(sm_settings(tmp))
     key, _ = create_key(reg.store, "creator", "alice")
     h = {"Authorization": f"Bearer {key}"}
     with TestClient(create_app(reg)) as c:
@@ -374,9 +378,9 @@ def test_openssl_verifies_the_bundle_signatures(sm_reg: dict[str, Any], openssl:
 
 
 def test_the_suite_is_fixed_at_init(sm_reg: dict[str, Any], tmp_path: Path) -> None:
-    sm_settings = settings_for(sm_reg["tmp"], crypto_suite="sm")
+    sm = sm_settings(sm_reg["tmp"])
     with pytest.raises(InvalidInput, match="crypto suite is 'sm'"):
-        Node.open(replace(sm_settings, crypto_suite="standard"))
+        Node.open(replace(sm, crypto_suite="standard"))
     std = settings_for(tmp_path)
     Node.open(std).stop()
     with pytest.raises(InvalidInput, match="crypto suite is 'standard'"):
@@ -385,11 +389,11 @@ def test_the_suite_is_fixed_at_init(sm_reg: dict[str, Any], tmp_path: Path) -> N
         Node.open(settings_for(tmp_path / "x", crypto_suite="gm"))
     with pytest.MonkeyPatch.context() as mp:  # with a passphrase, the SM2 key is encrypted
         mp.setenv("COPYLEDGER_KEY_PASSPHRASE", "secret")
-        Node.open(settings_for(tmp_path / "z", crypto_suite="sm")).stop()
+        Node.open(sm_settings(tmp_path / "z")).stop()
         pem = settings_for(tmp_path / "z").sm2_key_path.read_text()
         assert pem.startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----")
     with pytest.raises(InvalidInput, match="is encrypted: a passphrase is needed"):
-        Node.open(settings_for(tmp_path / "z", crypto_suite="sm"))
+        Node.open(sm_settings(tmp_path / "z"))
     with pytest.raises(InvalidInput, match="PKCS#11"):
         Node.open(settings_for(tmp_path / "y", crypto_suite="sm", key_backend="pkcs11",
                                pkcs11_module="/x.so", pkcs11_token_label="t"))
@@ -420,11 +424,10 @@ def test_cli_init_register_bundle_verify_audit(tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """`init --suite sm`, then the CLI hashes SM3 on the creator's side, and the bundle it
     fetches verifies offline under both pinned keys; the audit reads the SM-suite log."""
-    if HSM:
-        pytest.skip("the SM suite keeps its SM2 key in a file (no PKCS#11 SM2): see D40")
     from tests.server import ServerProcess
 
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("COPYLEDGER_KEY_BACKEND", raising=False)  # SM2 keys are files (D40)
     runner = CliRunner()
 
     def run(*args: str) -> tuple[int, str]:
@@ -463,7 +466,7 @@ def test_cli_init_register_bundle_verify_audit(tmp_path: Path,
 
 def sm_bundle(tmp: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """A bundle of an uploaded file from a fresh SM-suite registry, and its /v1/log."""
-    reg = Node.open(settings_for(tmp, crypto_suite="sm"))
+    reg = Node.open(sm_settings(tmp))
     key, _ = create_key(reg.store, "creator", "alice")
     try:
         with TestClient(create_app(reg)) as c:
@@ -479,7 +482,7 @@ def test_audit_checks_the_sm2_lines(tmp_path: Path) -> None:
     from copyledger.ledger.audit import audit
     from copyledger.service.node import all_verifier_keys
 
-    reg = Node.open(settings_for(tmp_path, crypto_suite="sm"))
+    reg = Node.open(sm_settings(tmp_path))
     key, _ = create_key(reg.store, "creator", "alice")
     try:
         with TestClient(create_app(reg)) as c:
