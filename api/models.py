@@ -102,6 +102,10 @@ class ConsistencyOut(BaseModel):
 class LogOut(BaseModel):
     origin: str
     verifier_key: str = Field(description="Go note verifier key: name+hexkeyid+base64(0x01||key)")
+    crypto_suite: str = Field(default="standard", description="`standard`, or `sm`: works "
+                              "record SM3 digests and notes carry an SM2 signature line too")
+    sm2_verifier_key: str | None = Field(default=None, description="the SM suite's SM2 key: "
+                                         "name+hexkeyid+base64(0xff||type||04||x||y||ID)")
     tree_size: int
     root: str
     block_height: int

@@ -117,18 +117,24 @@ def init(
         str | None, typer.Option(help="log origin, e.g. registry.example/log")
     ] = None,
     notary_url: NotaryUrl = None,
+    suite: Annotated[str | None, typer.Option(
+        "--suite", help="crypto suite, fixed at init: standard, or sm (SM3 digests and SM2 "
+        "signatures beside SHA-256 and Ed25519)")] = None,
     as_json: Json = False,
 ) -> None:
     """Create a registry: data directory, config, notary key (mode 0600) and database schema."""
     from copyledger.service.node import init_data_dir
 
-    s = _settings(data_dir, database, origin=origin, notary_url=notary_url)
+    s = _settings(data_dir, database, origin=origin, notary_url=notary_url, crypto_suite=suite)
     with _domain_errors_exit():
         r = init_data_dir(s)
+    sm2_line = f"SM2 key      {r.sm2_verifier_key}\n" if r.sm2_verifier_key else ""
     _emit(as_json, {"data_dir": str(s.data_dir), "origin": s.origin, "verifier_key":
-                    r.verifier_key, "created_key": r.created_key, "database": _redact(s)},
+                    r.verifier_key, "created_key": r.created_key, "database": _redact(s),
+                    **({"crypto_suite": s.crypto_suite, "sm2_verifier_key": r.sm2_verifier_key}
+                       if r.sm2_verifier_key else {})},
           f"registry in [bold]{s.data_dir}[/bold]\norigin       {s.origin}\n"
-          f"verifier key {r.verifier_key}\n"
+          f"verifier key {r.verifier_key}\n" + sm2_line
           + ("new notary key written (mode 0600)" if r.created_key else "existing key kept"))
 
 
@@ -318,6 +324,7 @@ def register(
     --again registers such files anew."""
     from copyledger.cli.batch import Manifest, collect_files, hash_file
     from copyledger.client.media import media_type_of, work_type_of
+    from copyledger.ledger import sm2
 
     if not api_key:
         _die("an API key is needed: --api-key or COPYLEDGER_API_KEY")
@@ -331,6 +338,8 @@ def register(
         console=err, disable=not show, transient=True,
     ) as prog:
         pinned = _verifiers(client)
+        sm_suite = _sm_suite(client)
+        extra: dict[str, Any] = {}
         task = prog.add_task("registering", total=len(paths))
         account = manifest.account(api_key)
         for path in paths:
@@ -346,8 +355,12 @@ def register(
                 continue
             media = media_type_of(f.head, path.name)
             fps = _local_fingerprints(path, f.size, media) if media else {}
+            if sm_suite:
+                with path.open("rb") as fh:
+                    extra["sm3"] = sm2.sm3_file(fh)
             res, rc = _submit(partial(
-                client.register_work, sha256=f.sha256, size=f.size, title=title or path.name,
+                client.register_work, **extra, sha256=f.sha256, size=f.size,
+                title=title or path.name,
                 creators=creator or ["unknown"], work_type=work_type or work_type_of(media),
                 media_type=media, fingerprints=fps or None, license=license or None,
                 again=again,
@@ -1170,6 +1183,14 @@ def bundle(
         err.print(f"bundle for seq {seq} saved to {output}")
 
 
+def _sm_suite(client: Any) -> bool:
+    """True if the registry was created with the SM suite: its works record SM3 too (D40)."""
+    try:
+        return bool(client.log().get("crypto_suite") == "sm")
+    except ClientError:
+        return False  # no block yet, or an older server: the standard suite
+
+
 def _sha256_file(path: Path) -> str:
     return _hash_files([path], show=sys.stderr.isatty())[0][1]
 
@@ -1180,7 +1201,8 @@ def verify(
     file: Annotated[Path | None, typer.Argument(exists=True, dir_okay=False,
                                                 help="the exhibit file to check")] = None,
     trust: Annotated[list[str] | None, typer.Option(
-        help="a trusted log verifier key (name+id+key); repeatable")] = None,
+        help="a trusted log verifier key (name+id+key), Ed25519 or an SM-suite log's SM2 "
+        "key; repeatable")] = None,
     trust_file: Annotated[Path | None, typer.Option(
         help="file of trusted verifier keys, one per line")] = None,
     tsa_roots: Annotated[Path | None, typer.Option(
@@ -1197,18 +1219,26 @@ def verify(
     log key you pinned (--trust or --trust-file); 1 if a step fails; 3 if every step holds but
     no key was pinned, so nothing ties the bundle to a log you know (unless --allow-unpinned).
     With --witness, the bundle must also carry a later checkpoint cosigned by --quorum of them."""
+    from copyledger.ledger import sm2
     from copyledger.ledger.verify import Status, verify_bundle
 
     keys = list(trust or [])
     if trust_file is not None:
         keys += [ln.strip() for ln in trust_file.read_text().splitlines() if ln.strip()]
+    raw = bundle_file.read_bytes()
+    file_sm3 = None
+    if file is not None and b'"sm3"' in raw:  # an SM-suite entry: check the file's SM3 too
+        with file.open("rb") as f:
+            file_sm3 = sm2.sm3_file(f)
     rep = verify_bundle(
-        bundle_file.read_bytes(),  # read strictly: a duplicate member fails the format step
+        raw,  # read strictly: a duplicate member fails the format step
         file_sha256=_sha256_file(file) if file is not None else None,
-        trusted_keys=keys,
+        trusted_keys=[k for k in keys if not sm2.is_verifier_key(k)],
         tsa_roots_pem=tsa_roots.read_bytes() if tsa_roots is not None else None,
         witness_keys=list(witness or []),
         quorum=quorum,
+        sm2_keys=[k for k in keys if sm2.is_verifier_key(k)],
+        file_sm3=file_sm3,
     )
     if as_json:
         _emit(True, rep.to_json())
@@ -1243,6 +1273,9 @@ def _trust_lines(facts: dict[str, Any]) -> list[str]:
     for k in facts.get("log_keys", []):
         how = "pinned" if k["pinned"] else "taken from the bundle, NOT pinned"
         lines.append(f"log key ({how}): {k['verifier_key']}\n    SHA-256 {k['sha256']}")
+    for k in facts.get("sm2_keys", []):
+        how = "pinned" if k["pinned"] else "taken from the bundle, NOT pinned"
+        lines.append(f"SM2 key ({how}): {k['verifier_key']}\n    SHA-256 {k['sha256']}")
     for r in facts.get("tsa_roots", []):
         how = "pinned" if r["pinned"] else "taken from the bundle, NOT pinned"
         lines.append(f"TSA root ({how}): {r['subject']}\n    SHA-256 {r['sha256']}")

@@ -106,6 +106,7 @@ class WorkFields(TypedDict, total=False):
     """A work to register by its hash (POST /v1/works, JSON)."""
 
     sha256: Required[str]
+    sm3: str | None  # SM3 of the bytes: SM-suite registries require it (GET /v1/log says)
     title: Required[str]
     creators: Required[list[str]]
     work_type: Required[str]

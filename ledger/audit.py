@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, NamedTuple, TypeVar
 
-from copyledger.ledger import cosignature, jcs, merkle, note
+from copyledger.ledger import cosignature, jcs, merkle, note, sm2
 from copyledger.ledger.block import GENESIS_PREV, BlockHeader, check_header, check_link
 from copyledger.ledger.documents import Acceptance, Entry, Transfer, Withdrawal, parse_entry
 from copyledger.ledger.errors import CopyledgerError
@@ -136,11 +136,12 @@ def audit(
     is. With the notary's TSA roots, also check that every block carries a valid RFC 3161
     token over its hash. `workers` > 1 checks blocks and entries in that many processes.
     `witness_keys` are the configured witnesses' vkeys: the report says how many kept
-    cosignatures are by others (each is still checked under the key its row names)."""
+    cosignatures are by others (each is still checked under the key its row names).
+    SM2 keys among the verifier keys (an SM-suite log, D40) must also have signed every
+    checkpoint and block note."""
     rep = AuditReport()
     keys = [verifier_key] if isinstance(verifier_key, str) else list(verifier_key)
-    for k in keys:
-        note.parse_verifier_key(k)
+    _verifiers(tuple(keys))  # every key parses, before anything is read
     try:
         with _pool(workers) as pool:
             _run(store, keys, tsa_roots_pem, pool, since, progress, rep)
@@ -283,7 +284,7 @@ def _check_block_chunk(
     its link to the one before (or the genesis rules), its two signed notes and, with TSA
     roots, its time-stamp token. Runs in a worker."""
     prev, blocks, tokens, keys, roots_pem = job
-    verifiers = _verifiers(tuple(keys))
+    verifiers, sm2_verifiers = _verifiers(tuple(keys))
     for b, token in zip(blocks, tokens, strict=True):
         height = b.header.height
         try:
@@ -295,7 +296,7 @@ def _check_block_chunk(
                 check_header(b.header)
             else:
                 check_link(prev, b.header)
-            _check_signatures(b, verifiers)
+            _check_signatures(b, verifiers, sm2_verifiers)
             if roots_pem is not None:
                 if token is None:
                     raise CopyledgerError(f"block {height} has no time-stamp token from the "
@@ -307,13 +308,15 @@ def _check_block_chunk(
     return None
 
 
-_VERIFIERS: dict[tuple[str, ...], list[note.Verifier]] = {}
+_VERIFIERS: dict[tuple[str, ...], tuple[list[note.Verifier], list[sm2.Verifier]]] = {}
 
 
-def _verifiers(keys: tuple[str, ...]) -> list[note.Verifier]:
-    """Parsed verifier keys, once per worker process."""
+def _verifiers(keys: tuple[str, ...]) -> tuple[list[note.Verifier], list[sm2.Verifier]]:
+    """Parsed verifier keys, Ed25519 and SM2 (D40), once per worker process."""
     if keys not in _VERIFIERS:
-        _VERIFIERS[keys] = [note.parse_verifier_key(k) for k in keys]
+        _VERIFIERS[keys] = (
+            [note.parse_verifier_key(k) for k in keys if not sm2.is_verifier_key(k)],
+            [sm2.parse_verifier_key(k) for k in keys if sm2.is_verifier_key(k)])
     return _VERIFIERS[keys]
 
 
@@ -326,7 +329,8 @@ def _check_token(height: int, token: bytes, block_hash: bytes, roots_pem: bytes)
         raise CopyledgerError(f"block {height}: time-stamp token: {e.detail}") from None
 
 
-def _check_signatures(b: BlockRow, verifiers: list[note.Verifier]) -> None:
+def _check_signatures(b: BlockRow, verifiers: list[note.Verifier],
+                      sm2_verifiers: Sequence[sm2.Verifier] = ()) -> None:
     h = b.header
     name = verifiers[0].name
     n, _ = note.verify_note(b.checkpoint, verifiers)
@@ -337,6 +341,13 @@ def _check_signatures(b: BlockRow, verifiers: list[note.Verifier]) -> None:
     origin, height, bhash = note.parse_block_note_text(bn.text)
     if (origin, height, bhash) != (name, h.height, b.hash):
         raise CopyledgerError(f"block {h.height}: block note does not match the block")
+    if sm2_verifiers:
+        for what, signed in (("checkpoint", b.checkpoint), ("block note", b.block_note)):
+            try:
+                note.verify_note(signed, sm2_verifiers)
+            except CopyledgerError as e:
+                raise CopyledgerError(f"block {h.height}: {what}: SM2 signature: "
+                                      f"{e.detail}") from None
 
 
 # -- Entries, the tree and the links -------------------------------------------------------

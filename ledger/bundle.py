@@ -40,6 +40,7 @@ class NotaryKeys:
     log_keys: list[dict[str, Any]] = field(default_factory=list)  # {verifier_key, valid_from,...}
     tsa_roots: list[str] = field(default_factory=list)  # PEM
     tsa_chain: list[str] = field(default_factory=list)  # PEM: TSA certificate and intermediates
+    sm2_keys: list[dict[str, Any]] = field(default_factory=list)  # SM suite: {verifier_key}
 
 
 def make_bundle(
@@ -75,7 +76,8 @@ def make_bundle(
                                          token=base64.b64encode(t.token).decode())
                          for t in timestamps),
         notary=NotaryPublicKeys(log_keys=tuple(notary.log_keys), tsa_roots=tuple(notary.tsa_roots),
-                                tsa_chain=tuple(notary.tsa_chain)),
+                                tsa_chain=tuple(notary.tsa_chain),
+                                sm2_keys=tuple(notary.sm2_keys) or None),
         tlog_proof=format_tlog_proof(
             TlogProof(index=seq, proof=proof, checkpoint=checkpoint, extra=entry_data)
         ),

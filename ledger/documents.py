@@ -104,11 +104,12 @@ class Content(_Part):
     size: int | None = None
     media_type: str | None = None
     fingerprints: Mapping[str, Any] | None = None
+    sm3: str | None = None  # the SM3 digest, recorded by SM-suite registries (D40)
 
     @classmethod
     def _from(cls, d: JSON) -> Content:
         return cls(sha256=d["sha256"], size=d.get("size"), media_type=d.get("media_type"),
-                   fingerprints=copy.deepcopy(d.get("fingerprints")))
+                   fingerprints=copy.deepcopy(d.get("fingerprints")), sm3=d.get("sm3"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -568,19 +569,29 @@ class NotaryPublicKeys(_Part):
     log_keys: tuple[Mapping[str, Any], ...]
     tsa_roots: tuple[str, ...]
     tsa_chain: tuple[str, ...] | None = None
+    sm2_keys: tuple[Mapping[str, Any], ...] | None = None  # an SM-suite registry's (D40)
 
     @classmethod
     def _read(cls, obj: object, path: str, errors: list[dict[str, str]]) -> NotaryPublicKeys:
         r = _Reader(obj, path, errors)
         out = cls(log_keys=r.objects("log_keys", _log_key) or (),
                   tsa_roots=r.strings("tsa_roots") or (),
-                  tsa_chain=r.strings("tsa_chain", required=False))
+                  tsa_chain=r.strings("tsa_chain", required=False),
+                  sm2_keys=r.objects("sm2_keys", _sm2_key, required=False))
         r.done()
         return out
 
     @property
     def verifier_keys(self) -> list[str]:
         return [str(k["verifier_key"]) for k in self.log_keys]
+
+
+def _sm2_key(obj: object, path: str, errors: list[dict[str, str]]) -> JSON:
+    """An SM2 key record: `verifier_key` (ledger.sm2's format), nothing else."""
+    r = _Reader(obj, path, errors)
+    r.get("verifier_key", str)
+    r.done()
+    return copy.deepcopy(r.obj)
 
 
 def _log_key(obj: object, path: str, errors: list[dict[str, str]]) -> JSON:

@@ -79,15 +79,17 @@ def build_work(
     metadata: dict[str, object] | None = None,
     fingerprints: Mapping[str, object] | None = None,
     check: bool = True,
+    sm3: str | None = None,
 ) -> dict[str, object]:
     """Build a work registration entry (optional fields left out when None); validated unless
-    `check` is False, for callers that go on to `encode` it (which validates) anyway."""
+    `check` is False, for callers that go on to `encode` it (which validates) anyway. `sm3` is
+    the content's SM3 digest, which SM-suite registries record beside its SHA-256 (D40)."""
     entry: dict[str, object] = {
         "schema": SCHEMA,
         "kind": "work",
         "registrant": registrant,
         "received_at": received_at,
-        "content": _content(sha256, size, media_type, fingerprints),
+        "content": _content(sha256, size, media_type, fingerprints, sm3),
         "title": title,
         "creators": list(creators),
         "work_type": work_type,
@@ -298,9 +300,10 @@ def utc_now() -> str:
 
 def _content(
     sha256: str, size: int | None, media_type: str | None,
-    fingerprints: Mapping[str, object] | None = None,
+    fingerprints: Mapping[str, object] | None = None, sm3: str | None = None,
 ) -> dict[str, object]:
     content: dict[str, object] = {"sha256": sha256}
+    _put(content, "sm3", sm3)
     _put(content, "size", size)
     _put(content, "media_type", media_type)
     if fingerprints:
@@ -627,6 +630,7 @@ def _check_fingerprints(value: object, path: str, errors: Errors) -> None:
 
 _CONTENT: dict[str, tuple[bool, Check]] = {
     "sha256": (True, _check_sha256),
+    "sm3": (False, _check_sha256),  # SM3 digest (same form), SM-suite registries (D40)
     "size": (False, _check_count),
     "media_type": (False, _check_media_type),
     "fingerprints": (False, _check_fingerprints),

@@ -14,6 +14,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -25,6 +26,7 @@ __all__ = [
     "BLOCK_NOTE_HEADER",
     "MAX_SIGNATURES",
     "Checkpoint",
+    "KeyVerifier",
     "Note",
     "Signature",
     "Verifier",
@@ -231,21 +233,36 @@ def _parse_signature_line(line: str) -> Signature:
     return Signature(name, raw[:4], raw[4:])
 
 
-def verify_note(data: str | bytes, verifiers: Sequence[Verifier]) -> tuple[Note, list[Verifier]]:
+class KeyVerifier(Protocol):
+    """What `verify_note` needs of a key: Ed25519 (`Verifier`) or SM2 (`sm2.Verifier`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def key_id(self) -> bytes: ...
+    @property
+    def public_key(self) -> bytes: ...
+    def verify(self, msg: bytes, sig: bytes) -> bool: ...
+
+
+V = TypeVar("V", bound=KeyVerifier)
+
+
+def verify_note(data: str | bytes, verifiers: Sequence[V]) -> tuple[Note, list[V]]:
     """Open a signed note as Go's note.Open does: the note and the verifiers that signed it.
 
     Signatures by keys not in `verifiers` (other name or ID) are ignored, as the spec requires,
     so witnesses may cosign and keys may rotate. Every signature by a known key must verify;
     at least one must be present. Otherwise SignatureError.
     """
-    known: dict[tuple[str, bytes], Verifier] = {}
+    known: dict[tuple[str, bytes], V] = {}
     for verifier in verifiers:
         other = known.setdefault((verifier.name, verifier.key_id), verifier)
         if other.public_key != verifier.public_key:
             raise InvalidInput(f"two verifiers share name and key ID: {verifier.name}")
     note = parse_note(data)
     message = signature_message(note.text)
-    good: list[Verifier] = []
+    good: list[V] = []
     for sig in note.signatures:
         signer = known.get((sig.name, sig.key_id))
         if signer is None:

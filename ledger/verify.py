@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from copyledger.ledger import cosignature, jcs, links, merkle, note
+from copyledger.ledger import cosignature, jcs, links, merkle, note, sm2
 from copyledger.ledger.block import BlockHeader, check_header
 from copyledger.ledger.documents import BUNDLE_FORMAT, Bundle, Entry, Receipt, parse_entry
 from copyledger.ledger.errors import CopyledgerError, VerificationError
@@ -37,6 +37,7 @@ STEPS = (
     ("timestamp", "RFC 3161 tokens over the block hash verify under the TSA roots"),
     ("tlog-proof", "the C2SP tlog-proof form says the same as the bundle"),
     ("title", "every link of the work's chain of title is in the log, in order, and replays"),
+    ("sm2", "an SM-suite log's SM2 key signed the checkpoint and the block note (SM2/SM3)"),
     ("witnessed", "trusted witnesses cosigned a checkpoint that extends this one"),
 )
 
@@ -143,17 +144,22 @@ def verify_bundle(
     require_timestamp: bool = True,
     witness_keys: Sequence[str] = (),
     quorum: int = 1,
+    sm2_keys: Sequence[str] = (),
+    file_sm3: str | None = None,
 ) -> Report:
     """Check a bundle (its JSON bytes, its JSON object, or a parsed Bundle). Bytes are read
     strictly (`jcs.parse`: a duplicate member fails the format step). Without `trusted_keys` the
     log keys in the bundle are used, and the report says so (trust = "bundle"): pin the log's
     published key for real assurance. With `witness_keys` (cosignature vkeys), the bundle must
     carry a later checkpoint cosigned by at least `quorum` of them and consistent with the
-    entry's; without them that step is skipped, and says so."""
+    entry's; without them that step is skipped, and says so. An SM-suite bundle's SM2 lines
+    are checked under `sm2_keys` if given (pinned), else the SM2 keys it carries; a bundle
+    without SM2 keys, none pinned, skips that step. `file_sm3` is checked against the entry's
+    `content.sm3` where it records one."""
     run = _Run(Report(), bundle)
     checks: list[Callable[[], _Held]] = [
         run.format,
-        lambda: run.file(file_sha256),
+        lambda: run.file(file_sha256, file_sm3),
         run.entry,
         run.inclusion,
         lambda: run.checkpoint(trusted_keys),
@@ -162,6 +168,7 @@ def verify_bundle(
         lambda: run.timestamps(tsa_roots_pem, require_timestamp),
         run.tlog_proof,
         run.title,
+        lambda: run.sm2(sm2_keys),
         lambda: run.witnessed(witness_keys, quorum),
     ]
     for step, check in zip(run.rep.steps, checks, strict=True):
@@ -207,7 +214,7 @@ class _Run:
             self.b = Bundle.from_dict(dict(raw))
         return _Held(f"entry {self.b.seq} of log {self.b.origin}")
 
-    def file(self, file_sha256: str | None) -> _Held:
+    def file(self, file_sha256: str | None, file_sm3: str | None = None) -> _Held:
         from copyledger.ledger.entry import content_sha256  # before the entry is validated
 
         registered = content_sha256(dict(self.b.entry))
@@ -215,7 +222,13 @@ class _Run:
             return _skipped(f"no file given; the registered SHA-256 is {registered}")
         if file_sha256 != registered:
             raise _Fail(f"the file's SHA-256 is {file_sha256}, the entry registers {registered}")
-        return _Held(f"SHA-256 {registered}")
+        content = self.b.entry.get("content")
+        sm3 = content.get("sm3") if isinstance(content, Mapping) else None
+        if sm3 is None or file_sm3 is None:
+            return _Held(f"SHA-256 {registered}")
+        if file_sm3 != sm3:
+            raise _Fail(f"the file's SM3 is {file_sm3}, the entry registers {sm3}")
+        return _Held(f"SHA-256 {registered}; SM3 {sm3}")
 
     def entry(self) -> _Held:
         doc = self.b.document()
@@ -448,6 +461,27 @@ class _Run:
         }
         return _Held(f"work {c.links[0].seq}: " + " → ".join(holders)
                      + f"; {len(title.licences)} licence(s); as of tree size {cp.size}")
+
+
+    def sm2(self, pinned: Sequence[str]) -> _Held:
+        carried = [str(k["verifier_key"]) for k in self.b.notary.sm2_keys or ()]
+        if not pinned and not carried:
+            return _skipped("not an SM-suite log: the bundle carries no SM2 key")
+        keys = list(pinned) or carried
+        parsed = [sm2.parse_verifier_key(k) for k in keys]
+        for what, signed in (("checkpoint", self.b.checkpoint),
+                             ("block note", self.b.block.block_note)):
+            try:
+                _, ok = note.verify_note(signed, parsed)
+            except CopyledgerError as e:
+                raise _Fail(f"the {what}'s SM2 signature: {e.detail}") from None
+        key = keys[parsed.index(ok[0])]
+        self.rep.facts["sm2_keys"] = [{"verifier_key": key, "sha256": _sha256_hex(key.encode()),
+                                       "pinned": bool(pinned)}]
+        if "sm3" in self.document.to_dict().get("content", {}):
+            self.rep.facts["sm3"] = self.document.to_dict()["content"]["sm3"]
+        how = "a key you supplied" if pinned else "the key in the bundle (not pinned)"
+        return _Held(f"SM2 with SM3 and ID {ok[0].distid.decode('latin-1')!r}, by {key} ({how})")
 
 
 def _certs(pems: Sequence[str]) -> list[Any]:

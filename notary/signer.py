@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from copyledger.ledger import note
 from copyledger.ledger.errors import Conflict, InvalidInput
 
-__all__ = ["FileSigner", "Signer", "sign_note", "verifier_key"]
+__all__ = ["ExtraSigner", "FileSigner", "Signer", "sign_note", "verifier_key"]
 
 
 @runtime_checkable
@@ -39,17 +39,33 @@ class Signer(Protocol):
         ...
 
 
+@runtime_checkable
+class ExtraSigner(Protocol):
+    """A key of another algorithm (the SM suite's SM2 key, D40) that adds its own signature
+    line, under its own key name and ID, which C2SP verifiers without the key ignore."""
+
+    name: str
+    key_id: bytes
+
+    def sign(self, message: bytes) -> bytes:
+        """The signature of message, in the algorithm's own encoding."""
+        ...
+
+
 def verifier_key(signer: Signer) -> str:
     """The signer's vkey in Go `note` format, for publishing at /v1/log."""
     return note.format_verifier_key(signer.name, signer.public_key)
 
 
-def sign_note(text: str, signers: Sequence[Signer]) -> str:
+def sign_note(text: str, signers: Sequence[Signer | ExtraSigner]) -> str:
     """Sign note text with each signer and return the whole signed note."""
     note.check_text(text)
     message = note.signature_message(text)
     signatures = []
     for signer in signers:
+        if isinstance(signer, ExtraSigner):
+            signatures.append(note.Signature(signer.name, signer.key_id, signer.sign(message)))
+            continue
         public_key = signer.public_key
         signature = signer.sign(message)
         if len(signature) != 64:

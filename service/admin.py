@@ -71,6 +71,8 @@ def audit_registry(
     data directory ended (everything, if there is none): the head it ended on must be
     unchanged, and only what came after is checked (D39). A clean audit saves its end."""
     keys, roots = all_verifier_keys(s), tsa_roots_pem(s)
+    if s.sm_suite:  # its SM2 line is checked too (D40)
+        keys.append(s.sm2_verifier_key_path.read_text().strip())
     path = s.data_dir / AUDIT_STATE
     since = _load_state(path) if incremental else None
     with _store(s) as store:

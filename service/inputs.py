@@ -140,6 +140,12 @@ class WorkIn(BaseModel):
         },
     )
     sha256: str = Field(description="SHA-256 of the work's bytes, 64 lowercase hex characters")
+    sm3: str | None = Field(
+        default=None,
+        description="SM3 (GB/T 32905) of the work's bytes, 64 lowercase hex characters: required "
+        "by registries created with the SM suite (GET /v1/log says crypto_suite), optional "
+        "elsewhere; `copyledger register` computes it",
+    )
     title: str
     creators: list[str]
     work_type: WorkType

@@ -32,7 +32,8 @@ from copyledger.notary.external_tsa import ExternalStamper
 from copyledger.notary.keys import KeyConfig, init_log_signer, init_tsa_chain, load_log_signer
 from copyledger.notary.policy import CheckpointGuard
 from copyledger.notary.remote import RemoteNotary, RemoteSigner, RemoteTSA
-from copyledger.notary.signer import Signer, sign_note, verifier_key
+from copyledger.notary.signer import ExtraSigner, Signer, sign_note, verifier_key
+from copyledger.notary.sm2 import Sm2Signer
 from copyledger.notary.tsa import TimeStampAuthority
 from copyledger.notary.tsa_certs import ROOT_FILE, TsaIdentity
 from copyledger.notary.witnesses import Cosigner, WitnessConfig
@@ -51,6 +52,7 @@ class InitResult:
     created_key: bool
     verifier_key: str
     database_url: str
+    sm2_verifier_key: str | None = None  # an SM-suite registry's SM2 key (D40)
 
 
 def init_data_dir(s: Settings) -> InitResult:
@@ -58,6 +60,7 @@ def init_data_dir(s: Settings) -> InitResult:
     holds them) and the schema. Idempotent: an existing key is kept, never overwritten."""
     private_dir(s.data_dir)
     check_origin(s)
+    check_suite(s)
     if not s.config_path.exists():
         write_config(s)
     if s.notary_url:
@@ -69,7 +72,24 @@ def init_data_dir(s: Settings) -> InitResult:
         migrate(engine)
     finally:
         engine.dispose()
-    return InitResult(created, vkey, s.database_url)
+    sm2_vkey = s.sm2_verifier_key_path.read_text().strip() if s.sm_suite else None
+    return InitResult(created, vkey, s.database_url, sm2_vkey)
+
+
+def check_suite(s: Settings) -> None:
+    """The crypto suite is fixed at `init`, like the origin: an SM-suite registry has an SM2
+    key from its first block on, a standard one never gains one (D40)."""
+    if s.verifier_key_path.exists() and s.sm2_verifier_key_path.exists() != s.sm_suite:
+        fixed = "sm" if s.sm2_verifier_key_path.exists() else "standard"
+        raise InvalidInput(f"this registry's crypto suite is {fixed!r} and cannot change (the "
+                           f"settings say {s.crypto_suite!r}); use a new data directory")
+    if s.sm_suite:
+        if s.notary_url:
+            raise InvalidInput("the SM suite needs the notary keys in this data directory: a "
+                               "stand-alone notary does not sign with SM2")
+        if s.key_backend != "file":
+            raise InvalidInput("the SM suite needs the file key backend: PKCS#11 tokens such "
+                               "as SoftHSM2 2.6 offer no SM2 mechanism")
 
 
 def key_config(s: Settings) -> KeyConfig:
@@ -90,13 +110,35 @@ def init_notary_keys(s: Settings) -> tuple[bool, str]:
     private_dir(s.verifier_key_path.parent)
     write_public(s.verifier_key_path, vkey + "\n")
     init_tsa_chain(key_config(s), s.tsa_dir, s.origin, _passphrase(s))
+    if s.sm_suite:
+        sm2_signer, sm2_created = init_sm2_signer(s)
+        s.sm2_verifier_key_path.write_text(sm2_signer.verifier_key + "\n")
+        created = created or sm2_created
     return created, vkey
+
+
+def init_sm2_signer(s: Settings) -> tuple[Sm2Signer, bool]:
+    """The SM suite's SM2 key file, created (0600) if missing; (signer, created)."""
+    distid = s.sm2_distid.encode()
+    if s.sm2_key_path.exists():
+        return Sm2Signer.load(s.origin, s.sm2_key_path, distid, _passphrase(s)), False
+    return Sm2Signer.generate(s.origin, s.sm2_key_path, distid, _passphrase(s)), True
+
+
+def load_sm2_signer(s: Settings) -> Sm2Signer | None:
+    """An SM-suite registry's SM2 key; None for the standard suite."""
+    if not s.sm_suite:
+        return None
+    if not s.sm2_key_path.exists():
+        raise NotFound(f"no SM2 key at {s.sm2_key_path}: run `copyledger init` first")
+    return Sm2Signer.load(s.origin, s.sm2_key_path, s.sm2_distid.encode(), _passphrase(s))
 
 
 def init_notary_dir(s: Settings) -> tuple[bool, str]:
     """A stand-alone notary's data directory: config and keys only (no database)."""
     private_dir(s.data_dir)
     check_origin(s)
+    check_suite(s)
     if not s.config_path.exists():
         write_config(s)
     return init_notary_keys(s)
@@ -230,6 +272,7 @@ class Node:
         self.tsa = tsa
         self._keys: NotaryKeys | None = None
         self._overlap: list[tuple[Signer, datetime]] = []
+        self.sm2_signer: Sm2Signer | None = None  # set by `open` for an SM-suite registry
         # The log is this notary's memory: it admits an extension of the last committed tree,
         # so a failed commit or a crash after signing never leaves it refusing the real next one.
         self.checkpoints = CheckpointGuard(settings.origin)
@@ -269,12 +312,15 @@ class Node:
 
     def _sign(self, text: str, consistency: Consistency | None) -> str:
         """The sequencer's signer: a checkpoint comes with its consistency proof, checked here
-        and, with a stand-alone notary, sent to it to be checked again."""
-        signers = self.signers()
+        and, with a stand-alone notary, sent to it to be checked again. An SM-suite registry's
+        SM2 line follows the Ed25519 ones (D40)."""
+        signers: list[Signer | ExtraSigner] = list(self.signers())
         if consistency is not None:
             self.checkpoints.admit(note.parse_checkpoint(text), consistency)
             signers = [sg.proving(consistency) if isinstance(sg, RemoteSigner) else sg
                        for sg in signers]
+        if self.sm2_signer is not None:
+            signers.append(self.sm2_signer)
         return sign_note(text, signers)
 
     def _sealed(self, block: BlockRow) -> None:
@@ -308,6 +354,8 @@ class Node:
                 tsa_chain=[_pem(c) for c in [ident.certificate, *ident.chain]
                            if c.issuer != c.subject]
                 + [c for r in retired for c in r.tsa_chain],
+                sm2_keys=[{"verifier_key": self.sm2_signer.verifier_key}]
+                if self.sm2_signer is not None else [],
             )
         return self._keys
 
@@ -328,6 +376,7 @@ class Node:
             return cls(s, store, RemoteSigner(notary), RemoteTSA(notary))
         reg = cls(s, store, load_signer(s), TimeStampAuthority(load_tsa_identity(s)))
         reg._overlap = overlap_signers(s, _passphrase(s))
+        reg.sm2_signer = load_sm2_signer(s)
         return reg
 
     def start(self) -> None:

@@ -17,7 +17,7 @@ from typing import IO, Any
 
 from copyledger.ledger import entry as entry_mod
 from copyledger.ledger import fingerprint as fp
-from copyledger.ledger import merkle
+from copyledger.ledger import merkle, sm2
 from copyledger.ledger.documents import Transfer, parse_entry
 from copyledger.ledger.errors import Conflict, CopyledgerError, Forbidden, InvalidInput, NotFound
 from copyledger.ledger.links import LINKED_KINDS, links_of
@@ -72,6 +72,7 @@ class FileFacts:
     size: int
     media_type: str | None
     fingerprints: dict[str, Any]
+    sm3: str | None = None  # computed for SM-suite registries only (D40)
 
 
 async def record(node: Node, entry: dict[str, Any]) -> Recorded:
@@ -87,11 +88,12 @@ async def record(node: Node, entry: dict[str, Any]) -> Recorded:
 
 
 def _facts(file: IO[bytes], sha256: str, size: int, media_type: str | None,
-           query: bool = False) -> FileFacts:
+           query: bool = False, sm3: bool = False) -> FileFacts:
     """Hash facts plus fingerprints. With no declared type (or application/octet-stream: an
     upload kept as `blob-8721`) the type comes from the bytes, as it does when the bytes are an
     image declared as something else; a declared image type stays, so bytes that are not an
-    image are refused (D21)."""
+    image are refused (D21). With `sm3` (an SM-suite registry) the file is read again for its
+    SM3 digest."""
     declared = (media_type or "").split(";")[0].strip().lower() or None
     if declared == "application/octet-stream":
         declared = None
@@ -105,7 +107,11 @@ def _facts(file: IO[bytes], sha256: str, size: int, media_type: str | None,
     if media and size <= MAX_FINGERPRINT_BYTES:
         file.seek(0)
         fps = dict(fingerprints_for(file, media, query=query))
-    return FileFacts(sha256, size, media, fps)
+    sm3_hex = None
+    if sm3:
+        file.seek(0)
+        sm3_hex = sm2.sm3_file(file)
+    return FileFacts(sha256, size, media, fps, sm3_hex)
 
 
 FINGERPRINT_WORKERS = 2
@@ -135,13 +141,14 @@ class Upload:
     def close(self) -> None:
         self._file.close()
 
-    async def describe(self, *, query: bool = False) -> FileFacts:
+    async def describe(self, *, query: bool = False, sm3: bool = False) -> FileFacts:
         """The facts of the complete upload; fingerprinting runs in the bounded pool. `query`:
-        a claim check's disputed content (an image gets matching's query fingerprints)."""
+        a claim check's disputed content (an image gets matching's query fingerprints). With
+        `sm3` (an SM-suite registry) the spooled file is read again for its SM3 digest."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
             _fingerprinting, _facts, self._file, self._hash.hexdigest(), self.size,
-            self.media_type, query)
+            self.media_type, query, sm3)
 
 
 async def register_work(
@@ -181,10 +188,15 @@ async def _register(
         fps = computed or None
     else:
         fps = fp.validate_fingerprints(w.fingerprints) if w.fingerprints else None
+    if node.settings.sm_suite and w.sm3 is None:
+        raise InvalidInput(
+            "sm3: this registry uses the SM suite, so a work records its SM3 digest too "
+            "(copyledger register computes it)",
+            errors=[{"field": "sm3", "message": "required by this SM-suite registry"}])
     entry = entry_mod.build_work(
         registrant=who.account, received_at=entry_mod.utc_now(), sha256=w.sha256, size=w.size,
         media_type=w.media_type, title=w.title, creators=w.creators, work_type=w.work_type,
-        license=w.license, metadata=w.metadata, fingerprints=fps, check=False,
+        license=w.license, metadata=w.metadata, fingerprints=fps, check=False, sm3=w.sm3,
     )
     recorded = await record(node, entry)
     if fps:  # matchable at once

@@ -74,6 +74,8 @@ def log_info(node: Node) -> dict[str, Any]:
     return {
         "origin": node.origin,
         "verifier_key": node.verifier_key,
+        "crypto_suite": node.settings.crypto_suite,
+        **({"sm2_verifier_key": node.sm2_signer.verifier_key} if node.sm2_signer else {}),
         "tree_size": last.header.tree_size,
         "root": last.header.tree_root.hex(),
         "block_height": last.header.height,

@@ -16,6 +16,7 @@ from copyledger.service.fsperm import private_dir
 ENV_PREFIX = "COPYLEDGER_"
 CONFIG_FILE = "config.toml"
 DEFAULT_DATA_DIR = "copyledger-data"
+CRYPTO_SUITES = ("standard", "sm")
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ class Settings:
     upload_timeout_s: float = 3600.0  # the same for a multipart upload to an upload path
     keep_alive_s: float = 5.0  # an idle keep-alive connection is closed after this long
     key_recheck_s: float = 30.0  # a cached API key is looked up again after this long
+    crypto_suite: str = "standard"  # "sm" adds SM3 digests and SM2 note signatures (D40)
+    sm2_distid: str = "1234567812345678"  # the SM2 distinguishing ID (fixed at init, as the key)
 
     @property
     def external_tsa_urls(self) -> list[str]:
@@ -74,6 +77,22 @@ class Settings:
     def base_url(self) -> str:
         """This registry's public address: `public_url`, else the address it listens on."""
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def sm_suite(self) -> bool:
+        """True for a registry created with the SM suite; InvalidInput for an unknown suite."""
+        if self.crypto_suite not in CRYPTO_SUITES:
+            raise InvalidInput(f"crypto_suite {self.crypto_suite!r} is not one of "
+                               f"{', '.join(CRYPTO_SUITES)}")
+        return self.crypto_suite == "sm"
+
+    @property
+    def sm2_key_path(self) -> Path:
+        return self.data_dir / "notary" / "log-sm2-key.pem"
+
+    @property
+    def sm2_verifier_key_path(self) -> Path:
+        return self.data_dir / "notary" / "log-sm2.vkey"
 
     @property
     def database_url(self) -> str:
@@ -171,6 +190,9 @@ def write_config(s: Settings) -> None:
         lines.append(f"database = {_toml_str(s.database)}")
     if s.notary_url:
         lines.append(f"notary_url = {_toml_str(s.notary_url)}")
+    if s.sm_suite:
+        lines += [f"crypto_suite = {_toml_str(s.crypto_suite)}",
+                  f"sm2_distid = {_toml_str(s.sm2_distid)}"]
     if s.key_backend != "file":
         lines += [f"{k} = {_toml_str(str(getattr(s, k)))}" for k in (
             "key_backend", "pkcs11_module", "pkcs11_token_label", "pkcs11_pin_env",

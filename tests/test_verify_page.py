@@ -141,6 +141,7 @@ def test_qr_link_mode_verifies_the_file_then_rejects_a_wrong_one(
     assert steps.pop("timestamp") == "external"  # signature: openssl, commands shown
     assert steps.pop("witnessed") == "skipped"  # this registry has no witnesses
     assert steps.pop("title") == "external"  # links checked; holders replayed by the CLI only
+    assert steps.pop("sm2") == "skipped"  # nor the SM suite
     assert set(steps.values()) == {"ok"}, steps
     assert hashlib.sha256(EXHIBIT).hexdigest() in page.locator("#exhibit-info").inner_text()
     assert "Harbour <at> dawn" in page.locator("#facts").inner_text()  # as text, not markup
@@ -304,8 +305,9 @@ def test_page_names_witnesses_as_not_verified(page: Any, server: dict[str, Any],
         assert steps["witnessed"][0] == "skipped", steps
         assert "NOT verified" in steps["witnessed"][1] and W in steps["witnessed"][1]
         assert steps["title"][0] == "external" and "copyledger verify" in steps["title"][1]
+        assert steps["sm2"][0] == "skipped", steps  # not an SM-suite log
         assert all(s == "ok" for name, (s, _) in steps.items()
-                   if name not in ("file", "timestamp", "witnessed", "title")), steps
+                   if name not in ("file", "timestamp", "witnessed", "title", "sm2")), steps
         rep = verify_bundle(case, trusted_keys=[log_vkey])
         assert rep.ok and {s.name: s.status for s in rep.steps}["witnessed"] == "skipped"
 
@@ -439,3 +441,57 @@ def test_page_verifies_an_offer_and_its_acceptance(page: Any, server: dict[str, 
         }""", bundles)
     assert failed == [None, None]
     assert all(verify_bundle(b).ok for b in bundles)
+
+
+def test_page_checks_an_sm_suite_bundle_as_python_does(
+    page: Any, server: dict[str, Any], tmp_path: Path
+) -> None:
+    """The SM suite (D40) on the page: its own SM3 agrees with ours, an SM-suite bundle verifies
+    (both keys pinned, or the SM2 key it carries), and any flipped byte of an SM2 signature
+    fails the sm2 step, as in ledger/verify.py."""
+    from copyledger.ledger import sm2
+    from tests.test_sm import FILE, replace_sm2, sm2_line, sm_bundle
+
+    b, log = sm_bundle(tmp_path)
+    page.goto(f"{server['url']}/verify")
+    verdict(page, "waiting")
+    for data in (b"", b"abc", b"a" * 64, b"x" * 1000, FILE):
+        got = page.evaluate("(d) => window.copyledgerVerify.toHex("
+                            "window.copyledgerVerify.sm3(new Uint8Array(d)))", list(data))
+        assert got == sm2.sm3_hex(data)
+    vkey, sm2_vkey = log["verifier_key"], log["sm2_verifier_key"]
+    cases = [b]
+    for which in ("checkpoint", "block_note"):
+        signed = b["checkpoint"] if which == "checkpoint" else b["block"]["block_note"]
+        sig = sm2_line(signed, sm2_vkey).signature
+        for i in (0, 3, len(sig) // 2, len(sig) - 1):
+            bad = bytearray(sig)
+            bad[i] ^= 0x04
+            changed = copy.deepcopy(b)
+            if which == "checkpoint":
+                changed["checkpoint"] = replace_sm2(signed, sm2_vkey, bytes(bad))
+                changed.pop("tlog_proof")
+            else:
+                changed["block"]["block_note"] = replace_sm2(signed, sm2_vkey, bytes(bad))
+            cases.append(changed)
+    sha = hashlib.sha256(FILE).hexdigest()
+    for pins in ([vkey, sm2_vkey], [vkey]):
+        out = page.evaluate(
+            """async ([cases, hash, pins]) => {
+                const out = [];
+                for (const b of cases) {
+                    const r = await window.copyledgerVerify.verify(b, hash, pins);
+                    out.push(Object.fromEntries(
+                        r.results.map((s) => [s.name, [s.status, s.detail]])));
+                }
+                return out;
+            }""", [cases, sha, pins])
+        good, *broken = out
+        assert good["sm2"][0] == "ok" and "1234567812345678" in good["sm2"][1], [
+            (k, v) for k, v in good.items() if v[0] != "ok"]
+        assert all(s in ("ok", "external", "skipped") for s, _ in good.values()), good
+        for case, steps in zip(cases[1:], broken, strict=True):
+            assert steps["sm2"][0] == "failed", {k: v for k, v in steps.items() if v[0] != "ok"}
+            assert steps["block-signature"][0] == "ok", steps
+            rep = verify_bundle(case, trusted_keys=[vkey], sm2_keys=pins[1:])
+            assert rep.failed is not None and rep.failed.name == "sm2"

@@ -26,7 +26,8 @@ from copyledger.service.inputs import MAX_INT
 router = APIRouter(tags=["log"])
 
 
-@router.get("/v1/log", response_model=LogOut, summary="The log's identity and size",
+@router.get("/v1/log", response_model=LogOut, response_model_exclude_none=True,
+            summary="The log's identity and size",
             responses=answers(LOG_EXAMPLE), openapi_extra=PUBLIC)
 def get_log(request: Request) -> dict[str, Any]:
     return reads.log_info(node(request))

@@ -106,8 +106,9 @@ async def register_work(request: Request) -> FastJSONResponse:
             raise InvalidInput("file: a multipart upload needs a 'file' part",
                                errors=[{"field": "file", "message": "required"}])
         again = _flag(form.get("again"), "again") or again
-        facts = await form.file.describe()
-        w = WorkIn(sha256=facts.sha256, size=facts.size, media_type=facts.media_type,
+        facts = await form.file.describe(sm3=n.settings.sm_suite)
+        w = WorkIn(sha256=facts.sha256, sm3=facts.sm3, size=facts.size,
+                   media_type=facts.media_type,
                    title=form.get("title"), work_type=form.get("work_type"),
                    creators=form.getlist("creators"), license=form.get("license") or None,
                    metadata=parse_metadata(form.get("metadata")))

@@ -28,6 +28,7 @@
     ['timestamp', 'The RFC 3161 time-stamp token covers the block hash'],
     ['tlog-proof', 'The C2SP tlog-proof form says the same as the bundle'],
     ['title', "Every link of the work's chain of title is in the log, in order, and replays"],
+    ['sm2', "An SM-suite log's SM2 key signed the checkpoint and the block note (SM2/SM3)"],
     ['witnessed', 'Trusted witnesses cosigned a checkpoint that extends this one'],
   ];
 
@@ -381,7 +382,7 @@
     for (const s of n.sigs) {
       const v = verifiers.find((k) => k.name === s.name && k.hexId === s.hexId);
       if (!v) continue;
-      const ok = s.sig.length === 64
+      const ok = v.sm2 ? v.verify(data, s.sig) : s.sig.length === 64
         && await crypto.subtle.verify({ name: 'Ed25519' }, v.cryptoKey, s.sig, data);
       if (!ok) fail(`invalid signature by ${s.name}`);
       if (!good.includes(v)) good.push(v);
@@ -411,6 +412,143 @@
     if (root.length !== 32) fail('the checkpoint root is not 32 bytes');
     return { origin: lines[0], size: parseUint64(lines[1], 'the tree size'), root };
   }
+
+  // ------------------------------------------------------------ SM3 and SM2 (the SM suite, D40)
+  // GB/T 32905 and GB/T 32918, as ledger/sm2.py: WebCrypto has neither, so they are here, in
+  // the page's own code (checked against ledger/sm2.py and openssl by tests/test_sm.py).
+
+  const rotl = (x, n) => ((x << (n & 31)) | (x >>> ((32 - (n & 31)) & 31))) >>> 0;
+
+  function sm3(data) {
+    const bits = BigInt(data.length) * 8n;
+    const padded = new Uint8Array(((data.length + 9 + 63) >> 6) << 6);
+    padded.set(data);
+    padded[data.length] = 0x80;
+    new DataView(padded.buffer).setBigUint64(padded.length - 8, bits);
+    const v = [0x7380166f, 0x4914b2b9, 0x172442d7, 0xda8a0600, 0xa96f30bc, 0x163138aa, 0xe38dee4d, 0xb0fb0e4e];
+    const w = new Uint32Array(68), w1 = new Uint32Array(64), view = new DataView(padded.buffer);
+    const p0 = (x) => (x ^ rotl(x, 9) ^ rotl(x, 17)) >>> 0, p1 = (x) => (x ^ rotl(x, 15) ^ rotl(x, 23)) >>> 0;
+    for (let off = 0; off < padded.length; off += 64) {
+      for (let j = 0; j < 16; j++) w[j] = view.getUint32(off + 4 * j);
+      for (let j = 16; j < 68; j++) w[j] = p1(w[j - 16] ^ w[j - 9] ^ rotl(w[j - 3], 15)) ^ rotl(w[j - 13], 7) ^ w[j - 6];
+      for (let j = 0; j < 64; j++) w1[j] = w[j] ^ w[j + 4];
+      let [a, b, c, d, e, f, g, h] = v;
+      for (let j = 0; j < 64; j++) {
+        const t = j < 16 ? 0x79cc4519 : 0x7a879d8a;
+        const ss1 = rotl((rotl(a, 12) + e + rotl(t, j % 32)) >>> 0, 7);
+        const ss2 = (ss1 ^ rotl(a, 12)) >>> 0;
+        const ff = j < 16 ? a ^ b ^ c : (a & b) | (a & c) | (b & c);
+        const gg = j < 16 ? e ^ f ^ g : (e & f) | (~e & g);
+        const tt1 = ((ff >>> 0) + d + ss2 + w1[j]) >>> 0;
+        const tt2 = ((gg >>> 0) + h + ss1 + w[j]) >>> 0;
+        d = c; c = rotl(b, 9); b = a; a = tt1; h = g; g = rotl(f, 19); f = e; e = p0(tt2);
+      }
+      [a, b, c, d, e, f, g, h].forEach((x, i) => { v[i] = (v[i] ^ x) >>> 0; });
+    }
+    const out = new Uint8Array(32), ov = new DataView(out.buffer);
+    v.forEach((x, i) => ov.setUint32(4 * i, x));
+    return out;
+  }
+
+  const SM2 = {
+    p: 0xFFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF00000000FFFFFFFFFFFFFFFFn,
+    a: 0xFFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF00000000FFFFFFFFFFFFFFFCn,
+    b: 0x28E9FA9E9D9F5E344D5A9E4BCF6509A7F39789F515AB8F92DDBCBD414D940E93n,
+    n: 0xFFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFF7203DF6B21C6052B53BBF40939D54123n,
+    gx: 0x32C4AE2C1F1981195F9904466A39C9948FE30BBFF2660BE1715A4589334C74C7n,
+    gy: 0xBC3736A2F4F6779C59BDCEE36B692153D0A9877CC62A474002DF32E52139F0A0n,
+  };
+  const SM2_KEY_TYPE = concat(Uint8Array.of(0xff), enc.encode('copyledger/sm2-sm3/v1'));
+  const big = (bytes) => BigInt(`0x${toHex(bytes) || '0'}`);
+  const be32 = (x) => fromHex(x.toString(16).padStart(64, '0'), 'a field element');
+  const mod = (x, m = SM2.p) => ((x % m) + m) % m;
+  function modPow(b, e, m) {
+    let r = 1n; b = mod(b, m);
+    for (; e > 0n; e >>= 1n) { if (e & 1n) r = r * b % m; b = b * b % m; }
+    return r;
+  }
+  // Jacobian points [X, Y, Z]; Z = 0 is the point at infinity.
+  function dbl([x, y, z]) {
+    if (z === 0n || y === 0n) return [1n, 1n, 0n];
+    const zz = z * z % SM2.p, m = mod(3n * (x - zz) * (x + zz)), s = mod(4n * x * y * y);
+    const x3 = mod(m * m - 2n * s);
+    return [x3, mod(m * (s - x3) - 8n * modPow(y, 4n, SM2.p)), mod(2n * y * z)];
+  }
+  function add(p1, p2) {
+    if (p1[2] === 0n) return p2;
+    if (p2[2] === 0n) return p1;
+    const [x1, y1, z1] = p1, [x2, y2, z2] = p2;
+    const z1z1 = z1 * z1 % SM2.p, z2z2 = z2 * z2 % SM2.p;
+    const u1 = x1 * z2z2 % SM2.p, u2 = x2 * z1z1 % SM2.p;
+    const s1 = y1 * z2 % SM2.p * z2z2 % SM2.p, s2 = y2 * z1 % SM2.p * z1z1 % SM2.p;
+    if (u1 === u2) return s1 === s2 ? dbl(p1) : [1n, 1n, 0n];
+    const h = mod(u2 - u1), r = mod(s2 - s1), hh = h * h % SM2.p, hhh = h * hh % SM2.p, v = u1 * hh % SM2.p;
+    const x3 = mod(r * r - hhh - 2n * v);
+    return [x3, mod(r * (v - x3) - s1 * hhh), h * z1 % SM2.p * z2 % SM2.p];
+  }
+  function affineX([x, , z]) {
+    if (z === 0n) return null;
+    const zi = modPow(z, SM2.p - 2n, SM2.p);
+    return x * zi % SM2.p * zi % SM2.p;
+  }
+
+  /** r and s of a minimal DER SEQUENCE { INTEGER, INTEGER }, both in [1, n-1]; else null. */
+  function sm2Signature(sig) {
+    if (sig.length < 8 || sig[0] !== 0x30 || sig[1] !== sig.length - 2) return null;
+    const ints = [];
+    let pos = 2;
+    for (let i = 0; i < 2; i++) {
+      if (sig[pos] !== 2 || pos + 2 > sig.length) return null;
+      const len = sig[pos + 1], raw = sig.subarray(pos + 2, pos + 2 + len);
+      if (len < 1 || len > 33 || raw.length !== len || raw[0] & 0x80 || (len > 1 && raw[0] === 0 && !(raw[1] & 0x80))) return null;
+      ints.push(big(raw));
+      pos += 2 + len;
+    }
+    if (pos !== sig.length || ints.some((v) => v < 1n || v >= SM2.n)) return null;
+    return ints;
+  }
+
+  /** name+hex(key ID)+base64(KEY_TYPE || 04 || x || y || distinguishing ID), as ledger/sm2.py. */
+  async function parseSm2Key(vkey) {
+    const i = vkey.indexOf('+'), j = vkey.indexOf('+', i + 1);
+    if (i < 0 || j < 0) fail('an SM2 verifier key is name+keyid+key');
+    const name = vkey.slice(0, i), hexId = vkey.slice(i + 1, j);
+    if (!validName(name) || !/^[0-9a-f]{8}$/.test(hexId)) fail('the SM2 verifier key has a bad name or key ID');
+    const raw = b64decode(vkey.slice(j + 1), 'the SM2 verifier key');
+    if (!eq(raw.subarray(0, SM2_KEY_TYPE.length), SM2_KEY_TYPE)) fail('not an SM2 verifier key');
+    const pub = raw.subarray(SM2_KEY_TYPE.length, SM2_KEY_TYPE.length + 65), distid = raw.subarray(SM2_KEY_TYPE.length + 65);
+    if (pub.length !== 65 || pub[0] !== 4 || distid.length < 1 || distid.length > 64) fail('the SM2 verifier key is malformed');
+    const x = big(pub.subarray(1, 33)), y = big(pub.subarray(33));
+    if (x >= SM2.p || y >= SM2.p || mod(y * y - x * x * x - SM2.a * x - SM2.b) !== 0n) fail('the SM2 key is not on the SM2 curve');
+    const id = (await sha256(concat(enc.encode(name + '\n'), raw))).subarray(0, 4);
+    if (toHex(id) !== hexId) fail('the SM2 verifier key ID does not match its key');
+    const za = sm3(concat(Uint8Array.of(distid.length >> 5, (distid.length * 8) & 0xff), distid,
+      ...[SM2.a, SM2.b, SM2.gx, SM2.gy].map(be32), pub.subarray(1)));
+    const verify = (msg, sig) => {
+      const rs = sm2Signature(sig);
+      if (!rs) return false;
+      const [r, s] = rs, t = (r + s) % SM2.n;
+      if (t === 0n) return false;
+      const e = big(sm3(concat(za, msg)));
+      const g = [SM2.gx, SM2.gy, 1n], q = [x, y, 1n], gq = add(g, q);
+      let acc = [1n, 1n, 0n];
+      for (let k = 255n; k >= 0n; k--) {
+        acc = dbl(acc);
+        const b1 = (s >> k) & 1n, b2 = (t >> k) & 1n;
+        if (b1 && b2) acc = add(acc, gq); else if (b1) acc = add(acc, g); else if (b2) acc = add(acc, q);
+      }
+      const x1 = affineX(acc);
+      return x1 !== null && (e + x1) % SM2.n === r;
+    };
+    return { name, hexId, vkey, distid: new TextDecoder('latin1').decode(distid), sm2: true, verify };
+  }
+
+  /** True if vkey claims to be an SM2 key (its key type says so), valid or not. The base64 key
+   * may itself hold '+': it starts after the second one. */
+  const isSm2Key = (vkey) => {
+    const j = vkey.indexOf('+', vkey.indexOf('+') + 1);
+    try { return j > 0 && eq(b64decode(vkey.slice(j + 1), 'key').subarray(0, SM2_KEY_TYPE.length), SM2_KEY_TYPE); } catch (e) { return false; }
+  };
 
   // ------------------------------------------------------------ RFC 3161, just enough DER
   // The token's signature and certificate chain need X.509 path validation, which browsers
@@ -518,7 +656,8 @@
     ['timestamps', 'objects', true, [['tsa', 'string', true], ['hash_alg', 'string', false],
       ['token', 'string', true]]],
     ['notary', 'object', true, [['log_keys', 'objects', true, LOG_KEY],
-      ['tsa_roots', 'strings', true], ['tsa_chain', 'strings', false]]],
+      ['tsa_roots', 'strings', true], ['tsa_chain', 'strings', false],
+      ['sm2_keys', 'objects', false, [['verifier_key', 'string', true]]]]],
     ['tlog_proof', 'string', false],
     ['witnessed', 'object', false, [['checkpoint', 'string', true], ['consistency', 'strings', true]]],
     ['title_chain', 'object', false, [['checkpoint', 'string', true], ['consistency', 'strings', true],
@@ -561,14 +700,14 @@
       'substantiation', 'statements', 'requested_action', 'signature'],
   };
   const ENTRY_PARTS = {
-    content: ['sha256', 'size', 'media_type', 'fingerprints'], work: ['seq', 'sha256'], term: ['start', 'end'],
+    content: ['sha256', 'sm3', 'size', 'media_type', 'fingerprints'], work: ['seq', 'sha256'], term: ['start', 'end'],
     claimant: ['name', 'email', 'phone', 'address', 'contact_fields', 'contact_commitment', 'authority',
       'account'],
     statements: ['good_faith', 'accuracy', 'perjury', 'mistake', 'jurisdiction_consent'],
     warc_records: ['target_uri', 'warc_date', 'record_id', 'payload_sha256'],
     works: ['seq', 'sha256', 'description'], targets: ['url', 'sha256'],
   };
-  const ENTRY_HEX = ['sha256', 'terms_sha256', 'old_tsa_root_sha256', 'new_tsa_root_sha256', 'payload_sha256',
+  const ENTRY_HEX = ['sha256', 'sm3', 'terms_sha256', 'old_tsa_root_sha256', 'new_tsa_root_sha256', 'payload_sha256',
     'contact_commitment'];
 
   /** The entry's members: exactly those of its kind (and of each nested object), no null
@@ -640,9 +779,10 @@
     async checkpoint(ctx) {
       const b = ctx.bundle;
       const verifiers = [];
-      if (ctx.pinned.length) {
+      const pinnedEd = ctx.pinned.filter((k) => !isSm2Key(k));
+      if (pinnedEd.length) {
         ctx.trust = 'pinned';
-        for (const k of ctx.pinned) {
+        for (const k of pinnedEd) {
           try { verifiers.push(await parseVerifierKey(k)); } catch (e) {
             if (e instanceof Fail) fail(`the key you pinned: ${e.message}`);
             throw e;
@@ -758,6 +898,28 @@
         && extra !== null && eq(extra, ctx.data);
       if (!same) fail("the tlog-proof differs from the bundle's entry, proof or checkpoint");
       return 'same index, entry, proof and checkpoint';
+    },
+
+    // An SM-suite bundle: its SM2 key (pinned, or the one it carries) signed the checkpoint and
+    // the block note too. Nothing to check for a bundle of the standard suite.
+    async sm2(ctx) {
+      const b = ctx.bundle, pinned = ctx.pinned.filter(isSm2Key);
+      const carried = (b.notary.sm2_keys || []).map((k) => k.verifier_key);
+      if (!pinned.length && !carried.length) return { status: 'skipped', detail: 'not an SM-suite log: the bundle carries no SM2 key' };
+      const keys = [];
+      for (const k of pinned.length ? pinned : carried) keys.push(await parseSm2Key(k));
+      let n;
+      for (const [what, signed] of [['checkpoint', b.checkpoint], ['block note', b.block.block_note]]) {
+        try { n = await verifyNote(signed, keys); } catch (e) {
+          if (e instanceof Fail) fail(`the ${what}'s SM2 signature: ${e.message}`);
+          throw e;
+        }
+      }
+      const v = n.signers[0], how = pinned.length ? 'a key you pinned' : 'the key in the bundle (not pinned)';
+      ctx.facts.push([pinned.length ? 'SM2 key (pinned)' : 'SM2 key (taken from the bundle, NOT pinned)',
+        `${v.vkey} — SHA-256 ${toHex(await sha256(enc.encode(v.vkey)))}`]);
+      if (b.entry.content && b.entry.content.sm3) ctx.facts.push(['SM3 (registered)', b.entry.content.sm3]);
+      return `SM2 with SM3 and ID '${v.distid}', by ${v.vkey} (${how})`;
     },
 
     // The page has no witness keys to pin, so, like `copyledger verify` without --witness, it
@@ -1062,7 +1224,7 @@
   }
 
   // For tests and for the curious, from the console: the pure functions.
-  window.copyledgerVerify = { jcs, Sha256, sha256, rootFromInclusion, parseToken, parseStrict, verify, toHex };
+  window.copyledgerVerify = { jcs, Sha256, sha256, sm3, rootFromInclusion, parseToken, parseStrict, verify, toHex };
 
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', init);
   else init();
