@@ -63,6 +63,7 @@ from copyledger.ledger.tlog_proof import TlogProof, format_tlog_proof
 
 __all__ = [
     "MIRROR_FILE",
+    "WITNESS_STATUSES",
     "Alert",
     "Fetch",
     "Follower",
@@ -321,9 +322,13 @@ class WitnessSource:
         return cls(verifier, fetch, "v1/log/cosigned-checkpoint", where)
 
 
+WITNESS_STATUSES = ("consistent", "ahead", "none", "unreachable", "unverified", "fork")
+
+
 @dataclass(frozen=True)
 class WitnessView:
-    """What one witness's cosigned checkpoint said against the copy. `status`: `consistent`
+    """What one witness's cosigned checkpoint said against the copy. `status` (one of
+    `WITNESS_STATUSES`): `consistent`
     (the copy has that tree), `ahead` (a larger tree than the copy, compared once the copy
     gets there), `none` (nothing cosigned yet), `unreachable`, or `unverified` (no valid log
     signature or cosignature: it proves nothing either way); `detail` says why."""
@@ -600,7 +605,8 @@ class MonitorStatus:
     """What a serving monitor reports about its polls (`/metrics`): how many reached the log,
     when the last did and the last held, and the alerts by kind. The same alert raised again by
     the next poll (the log still serving the same bad state) is counted once, and `repeated`
-    says so, so that a webhook hears of it once."""
+    says so, so that a webhook hears of it once. `witnesses` is the last `WitnessView.status`
+    of each configured witness (`fork` once one showed a split view)."""
 
     checks: int = 0
     last_check: float = 0.0  # POSIX time of the last poll that reached the log; 0: none yet
@@ -609,6 +615,7 @@ class MonitorStatus:
     last_alert: dict[str, Any] | None = None  # the latest alert (as `Alert.to_dict`)
     alerting: bool = False  # the last poll raised an alert
     repeated: bool = False  # ... the same as the one before it
+    witnesses: dict[str, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def poll(self, follower: Follower) -> Update:
@@ -624,11 +631,14 @@ class MonitorStatus:
                 if not self.repeated:
                     self.alerts[e.alert.kind] += 1
                 self.last_alert, self.alerting = alert, True
+                if e.alert.witness is not None:
+                    self.witnesses[e.alert.witness["name"]] = "fork"
             raise
         with self._lock:
             self.checks += 1
             self.last_check = self.last_verified = time.time()
             self.alerting = self.repeated = False
+            self.witnesses.update((w.witness, w.status) for w in up.witnesses)
         return up
 
     def snapshot(self) -> dict[str, Any]:
@@ -636,7 +646,8 @@ class MonitorStatus:
         with self._lock:
             return {"checks": self.checks, "last_check": self.last_check,
                     "last_verified": self.last_verified, "alerts": dict(self.alerts),
-                    "alerting": self.alerting, "last_alert": self.last_alert}
+                    "alerting": self.alerting, "last_alert": self.last_alert,
+                    "witnesses": dict(self.witnesses)}
 
 
 def _int(v: object) -> int | None:

@@ -19,6 +19,7 @@ from copyledger.service.monitor import (
     Follower,
     LogMisbehaved,
     Mirror,
+    MonitorStatus,
     WitnessSource,
     parse_witness_option,
 )
@@ -64,7 +65,9 @@ def test_a_witness_that_saw_the_copys_tree_or_a_larger_one_is_consistent_or_ahea
     assert [v.status for v in up.witnesses] == ["none"]  # it cosigned nothing yet
     signed, cp = checkpoint(reg)
     w.add_checkpoint(body(0, [], signed), now=1_700_000_000)
-    (view,) = follower.poll().witnesses
+    status = MonitorStatus()
+    (view,) = status.poll(follower).witnesses
+    assert status.snapshot()["witnesses"] == {"witness.example/w1": "consistent"}
     assert (view.status, view.tree_size, view.root, view.cosigned_at) == (
         "consistent", 30, cp.root, 1_700_000_000)
     assert up.to_dict()["witnesses"][0]["status"] == "none"

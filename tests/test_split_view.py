@@ -22,6 +22,7 @@ from copyledger.ledger import note
 from tests.server import ServerProcess, cli, init_registry, post_works
 from tests.test_cosign import W, wait_for
 from tests.test_monitor import Webhook, monitor_cli
+from tests.test_monitor_serve import metric
 from tests.test_witness import body
 
 pytestmark = pytest.mark.slow
@@ -187,3 +188,31 @@ def test_a_monitor_on_branch_b_sees_the_fork_in_what_the_witness_cosigned(
 def cli_json(*args: str) -> tuple[int, Any]:
     r = cli(*args)
     return r.returncode, json.loads(r.stdout) if r.returncode == 0 else r.stderr
+
+
+def test_a_serving_monitor_counts_the_witness_fork_and_posts_it_once(
+        split: SplitView, tmp_path: Path) -> None:
+    hook = Webhook()
+    monitor = ServerProcess(tmp_path / "m", command=(
+        "monitor", "--log", split.b.url, "--trust", split.vkey, "--interval", "0.2",
+        "--witness", f"{split.witness.url}={split.wkey}", "--alert-webhook", hook.url,
+        "--json"), listen="--serve")
+    try:
+        m = monitor.start().url
+        wait_for(lambda: metric(m, 'copyledger_monitor_alerts_total{kind="fork"}') == 1,
+                 "the witness's fork was not counted")
+        checks = metric(m, "copyledger_monitor_checks_total")
+        wait_for(lambda: metric(m, "copyledger_monitor_checks_total") >= checks + 3,
+                 "the monitor stopped polling")
+        assert len(hook.alerts) == 1 and hook.alerts[0]["witness"]["name"] == W
+        assert metric(m, 'copyledger_monitor_alerts_total{kind="fork"}') == 1
+        assert metric(m, "copyledger_monitor_alerting") == 1
+        assert metric(m, f'copyledger_monitor_witness_status{{status="fork",witness="{W}"}}') \
+            == 1
+        assert metric(m, f'copyledger_monitor_witness_status{{status="consistent",witness="{W}"}}'
+                      ) == 0
+        # it verified B's own tree and serves it: the fork is in what W cosigned, not in B
+        assert metric(m, "copyledger_monitor_verified_tree_size") == split.size_b
+    finally:
+        hook.close()
+        monitor.stop()
