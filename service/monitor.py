@@ -57,6 +57,7 @@ from copyledger.ledger.errors import (
     CopyledgerError,
     InvalidInput,
     NotFound,
+    SignatureError,
     VerificationError,
 )
 from copyledger.ledger.tlog_proof import TlogProof, format_tlog_proof
@@ -327,11 +328,11 @@ WITNESS_STATUSES = ("consistent", "ahead", "none", "unreachable", "unverified", 
 
 @dataclass(frozen=True)
 class WitnessView:
-    """What one witness's cosigned checkpoint said against the copy. `status` (one of
-    `WITNESS_STATUSES`): `consistent`
+    """What one witness's cosigned checkpoint said against the copy. `status`: `consistent`
     (the copy has that tree), `ahead` (a larger tree than the copy, compared once the copy
     gets there), `none` (nothing cosigned yet), `unreachable`, or `unverified` (no valid log
-    signature or cosignature: it proves nothing either way); `detail` says why."""
+    signature or cosignature: it proves nothing either way); `detail` says why. (`fork` is
+    an alert, not a view: `MonitorStatus` records it.)"""
 
     witness: str
     where: str
@@ -410,18 +411,25 @@ class Follower:
     def _checkpoint(self, size: int, root: bytes) -> _Served:
         raw = self.fetch("checkpoint")
         try:
-            text = raw.decode()
-            msg, _ = note.verify_note(text, [self.verifier])
-            cp = note.parse_checkpoint(msg.text)
-        except (UnicodeDecodeError, CopyledgerError) as e:
-            detail = e.detail if isinstance(e, CopyledgerError) else "not UTF-8"
-            raise LogMisbehaved(Alert("bad-signature", f"checkpoint: {detail}",
+            text, cp = self._open(raw)
+        except (SignatureError, InvalidInput) as e:
+            raise LogMisbehaved(Alert("bad-signature", f"checkpoint: {e.detail}",
                                       self.verifier.name, size, root)) from None
         if cp.origin != self.verifier.name:
             raise LogMisbehaved(Alert("bad-signature", f"checkpoint of log {cp.origin!r}, not "
                                       f"{self.verifier.name!r}", self.verifier.name, size, root,
                                       cp.size, cp.root))
         return _Served(text, cp)
+
+    def _open(self, raw: bytes) -> tuple[str, note.Checkpoint]:
+        """The note text and checkpoint of `raw` if the pinned key signed it (any origin);
+        SignatureError or InvalidInput otherwise."""
+        try:
+            text = raw.decode()
+        except UnicodeDecodeError:
+            raise InvalidInput("not UTF-8") from None
+        msg, _ = note.verify_note(text, [self.verifier])
+        return text, note.parse_checkpoint(msg.text)
 
     def _extend(self, size: int, root: bytes, cp: note.Checkpoint) -> bytes:
         """Append the entries [size, cp.size) from the bundles, checked, and store them with
@@ -503,17 +511,14 @@ class Follower:
         except CopyledgerError as e:
             return WitnessView(name, source.where, "unreachable", detail=e.detail)
         try:
-            text = raw.decode()
-            msg, _ = note.verify_note(text, [self.verifier])
-            cp = note.parse_checkpoint(msg.text)
+            text, cp = self._open(raw)
             if cp.origin != self.verifier.name:
                 raise InvalidInput(f"a checkpoint of log {cp.origin!r}")
             cosigs = cosignature.cosignatures_of(text, [source.verifier])
             if not cosigs:
                 raise InvalidInput(f"no cosignature by {name}")
-        except (UnicodeDecodeError, CopyledgerError) as e:
-            detail = e.detail if isinstance(e, CopyledgerError) else "not UTF-8"
-            return WitnessView(name, source.where, "unverified", detail=detail)
+        except CopyledgerError as e:
+            return WitnessView(name, source.where, "unverified", detail=e.detail)
         at = max(c.timestamp for c in cosigs)
         last = self.mirror.latest()
         if last is None or cp.size > last.size:
