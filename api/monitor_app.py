@@ -6,7 +6,8 @@ without asking the registry (D31b).
   latest tree the monitor verified (the same bytes the log served, checked);
 - `/v1/entries/{seq}/proof[?tree_size=N]`: an entry's inclusion proof to a checkpoint the
   monitor verified, with the entry and the C2SP tlog-proof text (`monitor bundle`'s document);
-- `/metrics`: Prometheus text (verified tree size, last check, alerts by kind);
+- `/metrics`: Prometheus text (verified tree size, last check, alerts by kind, and how each
+  witness's cosigned checkpoint compared with the copy);
 - `/healthz`.
 
 It reads the copy through its own connection (the follower writes through another; SQLite's
@@ -28,7 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, gen
 from copyledger.api import problems
 from copyledger.ledger.errors import NotFound
 from copyledger.service import tiles
-from copyledger.service.monitor import Mirror, MonitorStatus
+from copyledger.service.monitor import WITNESS_STATUSES, Mirror, MonitorStatus
 
 __all__ = ["create_monitor_app"]
 
@@ -107,6 +108,9 @@ class _Metrics:
                               registry=r)
         self.alerts = Gauge("copyledger_monitor_alerts_total",
                             "Distinct alerts raised, by kind", ["kind"], registry=r)
+        self.witness = Gauge("copyledger_monitor_witness_status",
+                             "1 for each --witness's last comparison with the copy (D43)",
+                             ["witness", "status"], registry=r)
 
     def render(self, size: int, s: dict[str, Any]) -> bytes:
         self.size.set(size)
@@ -116,4 +120,7 @@ class _Metrics:
         self.alerting.set(1 if s["alerting"] else 0)
         for kind in {*ALERT_KINDS, *s["alerts"]}:
             self.alerts.labels(kind=kind).set(s["alerts"].get(kind, 0))
+        for name, now in s["witnesses"].items():
+            for status in WITNESS_STATUSES:
+                self.witness.labels(witness=name, status=status).set(status == now)
         return generate_latest(self.registry)

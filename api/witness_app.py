@@ -4,6 +4,8 @@ submission prefix is the witness's URL), run by `copyledger witness serve`.
 The spec's status codes are normative and differ from the registry's problem table: a malformed
 body is 400 (not 422) and a checkpoint without a valid signature by the log is 403 (not 422),
 and a 409 carries the witness's latest size as `text/x.tlog.size`, which a log reads to retry.
+`GET /<origin hash>/checkpoint` is the spec's monitor retrieval mechanism (the monitoring prefix
+is the witness's URL too): the last checkpoint it cosigned for that log, or 404 (D43).
 So this app maps the domain errors itself, in `STATUS`; everything else goes through
 `api/problems.py` like the other apps (D28).
 """
@@ -11,7 +13,7 @@ So this app maps the domain errors itself, in `STATUS`; everything else goes thr
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from copyledger.api import problems
@@ -45,6 +47,7 @@ def create_witness_app(witness: Witness) -> FastAPI:
     app = FastAPI(title="copyledger witness", version="1", docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.state.witness = witness
+    problems.install(app)  # the read below answers NotFound as a 404 problem
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -63,6 +66,14 @@ def create_witness_app(witness: Witness) -> FastAPI:
         except CopyledgerError as exc:
             return _error(exc, request.url.path)
         return Response(line.encode(), headers={"content-type": "text/plain; charset=utf-8"})
+
+    @app.get("/{origin_hash}/checkpoint", response_class=PlainTextResponse)
+    def cosigned_checkpoint(origin_hash: str) -> PlainTextResponse:
+        # a checkpoint may change at every add-checkpoint: caches revalidate (the spec allows an
+        # hour's delay, which a monitor comparing views does not want)
+        return PlainTextResponse(witness.cosigned_checkpoint(origin_hash),
+                                 media_type="text/plain; charset=utf-8",
+                                 headers={"Cache-Control": "no-cache"})
 
     return app
 

@@ -1449,10 +1449,16 @@ def monitor(
     serve: Annotated[str | None, typer.Option(
         "--serve", metavar="HOST:PORT", help="also serve the verified copy (tiles, checkpoint, "
         "proofs) and /metrics here; alerts then do not stop the monitor")] = None,
+    witness: Annotated[list[str] | None, typer.Option(
+        "--witness", metavar="URL=VKEY", help="compare the copy with what this witness "
+        "cosigned, read from the witness at URL (tlog-witness `<origin hash>/checkpoint`) or, "
+        "given only VKEY, from the log's cosigned checkpoint; repeatable")] = None,
     as_json: Json = False,
 ) -> None:
     """Follow a log: check every checkpoint's signature, that it extends every tree seen
-    before, and every entry against its tile, keeping a verified copy in --data-dir.
+    before, and every entry against its tile, keeping a verified copy in --data-dir. With
+    --witness, also check each witness's cosigned checkpoint against the copy: one that
+    contradicts it is a split view (a fork alert), even on a branch this monitor never saw.
 
     Exits 1 on a fork (split view), rollback, bad signature, bad tile or invalid entry, after
     printing the alert (and POSTing it to --alert-webhook); 2 on usage or, with --once,
@@ -1466,14 +1472,29 @@ def monitor(
     if serve is not None and once:
         _die("--serve keeps the monitor running: it cannot be combined with --once")
     import time
+    from contextlib import ExitStack
 
     from copyledger.client.tiles import TileFetcher, post_alert
-    from copyledger.service.monitor import LogMisbehaved, MonitorStatus, open_follower
+    from copyledger.service.monitor import (
+        LogMisbehaved,
+        MonitorStatus,
+        WitnessSource,
+        open_follower,
+        parse_witness_option,
+    )
 
     status = MonitorStatus()
-    with TileFetcher(log) as fetch:
+    with ExitStack() as stack:
+        fetch = stack.enter_context(TileFetcher(log))
+        sources = []
         with _domain_errors_exit():
-            follower = open_follower(data_dir, fetch, trust)
+            for value in witness or ():
+                url, verifier = parse_witness_option(value)
+                sources.append(
+                    WitnessSource.at_log(verifier, fetch, log) if url is None else
+                    WitnessSource.at_witness(verifier, stack.enter_context(TileFetcher(url)),
+                                             url))
+            follower = open_follower(data_dir, fetch, trust, sources)
         if serve is not None:
             _serve_monitor(serve, data_dir, status)
         try:
@@ -1502,7 +1523,10 @@ def monitor(
                 else:
                     _emit(as_json, up.to_dict(),
                           f"{log}: tree {up.tree_size} ({up.entries} new entries verified) "
-                          f"root {up.root.hex()}")
+                          f"root {up.root.hex()}" + "".join(
+                              f"\n  witness {w.witness}: {w.status}"
+                              + (f" at {w.tree_size}" if w.tree_size is not None else "")
+                              + (f" ({w.detail})" if w.detail else "") for w in up.witnesses))
                     if as_json:
                         sys.stdout.flush()
                 if once:

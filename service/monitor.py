@@ -22,6 +22,14 @@ inclusion proof of any entry to any checkpoint the mirror verified (the registry
 the mirror's tiles. It cannot answer what the log never put in its tiles: block headers, RFC 3161
 tokens, the notary's TSA certificates (a full evidence bundle needs the registry).
 
+With witnesses (`WitnessSource`: a pinned witness key and where to read the checkpoint it
+cosigned: the witness's own tlog-witness monitor retrieval path, or the log's cosigned
+checkpoint), each poll that held then compares what the witnesses cosigned with the copy: a
+checkpoint signed by the log and cosigned by the witness whose tree is not the copy's at that
+size is a split view (a `fork` alert naming the witness, both sizes and both roots), even if the
+log never showed the monitor that tree (D43). A cosigned tree larger than the copy waits until
+the copy reaches that size; one that does not verify proves nothing and is only reported.
+
 Fetching is injected (`Fetch`: a tlog-tiles path such as `checkpoint` or `tile/0/000.p/5` to its
 bytes, NotFound if absent), so the CLI passes `copyledger.client.tiles.TileFetcher` and tests
 pass bytes.
@@ -29,6 +37,7 @@ pass bytes.
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 import time
@@ -40,20 +49,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from copyledger.ledger import cosignature, jcs, merkle, note
 from copyledger.ledger import entry as entry_mod
-from copyledger.ledger import jcs, merkle, note
 from copyledger.ledger import tiles as t
 from copyledger.ledger.errors import (
     Conflict,
     CopyledgerError,
     InvalidInput,
     NotFound,
+    SignatureError,
     VerificationError,
 )
 from copyledger.ledger.tlog_proof import TlogProof, format_tlog_proof
 
 __all__ = [
     "MIRROR_FILE",
+    "WITNESS_STATUSES",
     "Alert",
     "Fetch",
     "Follower",
@@ -62,7 +73,10 @@ __all__ = [
     "MonitorStatus",
     "Update",
     "VerifiedCheckpoint",
+    "WitnessSource",
+    "WitnessView",
     "open_follower",
+    "parse_witness_option",
 ]
 
 MIRROR_FILE = "mirror.sqlite"
@@ -223,7 +237,9 @@ class Alert:
     `bad-tile` (a tile or bundle that contradicts the tree, another tile or the checkpoint).
     `verified_*` is the mirror's last tree, `served_*` the log's checkpoint. For a fork,
     `first_difference` is the smallest tree size at which the two trees differ and `ours` /
-    `theirs` their roots at that size (None if the log's tiles do not show where)."""
+    `theirs` their roots at that size (None if the log's tiles do not show where). A fork found
+    by a witness has `served_*` the tree the witness cosigned and `witness` naming it, where its
+    checkpoint was read, when it cosigned, and `ours`: the copy's root at the cosigned size."""
 
     kind: str
     detail: str
@@ -236,6 +252,7 @@ class Alert:
     ours: bytes | None = None
     theirs: bytes | None = None
     seq: int | None = None
+    witness: dict[str, Any] | None = None  # a fork shown by a witness's cosigned checkpoint
 
     def to_dict(self) -> dict[str, Any]:
         def h(b: bytes | None) -> str | None:
@@ -247,7 +264,7 @@ class Alert:
                 "first_difference": None if self.first_difference is None else {
                     "tree_size": self.first_difference, "ours": h(self.ours),
                     "theirs": h(self.theirs)},
-                "seq": self.seq}
+                "seq": self.seq, "witness": self.witness}
 
 
 class LogMisbehaved(VerificationError):
@@ -268,10 +285,79 @@ class Update:
     tree_size: int
     root: bytes
     entries: int
+    witnesses: tuple[WitnessView, ...] = ()  # one per configured witness, in order
 
     def to_dict(self) -> dict[str, Any]:
-        return {"previous_size": self.previous_size, "tree_size": self.tree_size,
-                "root": self.root.hex(), "entries": self.entries}
+        out: dict[str, Any] = {"previous_size": self.previous_size,
+                               "tree_size": self.tree_size, "root": self.root.hex(),
+                               "entries": self.entries}
+        if self.witnesses:
+            out["witnesses"] = [w.to_dict() for w in self.witnesses]
+        return out
+
+
+@dataclass(frozen=True)
+class WitnessSource:
+    """A witness the monitor compares its copy with: its pinned cosignature key, a Fetch and
+    the path at which that Fetch returns the checkpoint the witness cosigned (None: the
+    tlog-witness monitor retrieval path of the followed log's origin), and `where` (a URL,
+    for reports)."""
+
+    verifier: cosignature.CosignatureVerifier
+    fetch: Fetch
+    path: str | None
+    where: str
+
+    @classmethod
+    def at_witness(cls, verifier: cosignature.CosignatureVerifier, fetch: Fetch,
+                   where: str) -> WitnessSource:
+        """Read the witness itself (tlog-witness monitor retrieval: `<origin hash>/checkpoint`
+        under its URL), so a log that shows the monitor another branch cannot hide it."""
+        return cls(verifier, fetch, None, where)
+
+    @classmethod
+    def at_log(cls, verifier: cosignature.CosignatureVerifier, fetch: Fetch,
+               where: str) -> WitnessSource:
+        """Read the log's `/v1/log/cosigned-checkpoint`, for a witness with no read endpoint:
+        it only shows what the log chose to keep, but a line there still binds the witness."""
+        return cls(verifier, fetch, "v1/log/cosigned-checkpoint", where)
+
+
+WITNESS_STATUSES = ("consistent", "ahead", "none", "unreachable", "unverified", "fork")
+
+
+@dataclass(frozen=True)
+class WitnessView:
+    """What one witness's cosigned checkpoint said against the copy. `status`: `consistent`
+    (the copy has that tree), `ahead` (a larger tree than the copy, compared once the copy
+    gets there), `none` (nothing cosigned yet), `unreachable`, or `unverified` (no valid log
+    signature or cosignature: it proves nothing either way); `detail` says why. (`fork` is
+    an alert, not a view: `MonitorStatus` records it.)"""
+
+    witness: str
+    where: str
+    status: str
+    tree_size: int | None = None
+    root: bytes | None = None
+    cosigned_at: int | None = None
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"witness": self.witness, "where": self.where, "status": self.status,
+                "tree_size": self.tree_size,
+                "root": None if self.root is None else self.root.hex(),
+                "cosigned_at": self.cosigned_at, "detail": self.detail}
+
+
+def parse_witness_option(value: str) -> tuple[str | None, cosignature.CosignatureVerifier]:
+    """`URL=VKEY` (read the witness at URL) or a bare `VKEY` (read the log's cosigned
+    checkpoint). The URL ends at the first `=`, so it must not hold one."""
+    url = None
+    if value.startswith(("http://", "https://")):
+        url, sep, value = value.partition("=")
+        if not sep:
+            raise InvalidInput(f"--witness {url!r}: give URL=VKEY")
+    return url, cosignature.parse_verifier_key(value)
 
 
 @dataclass(frozen=True)
@@ -283,14 +369,25 @@ class _Served:
 class Follower:
     """Follows one log into one Mirror, under one pinned verifier key."""
 
-    def __init__(self, mirror: Mirror, fetch: Fetch, verifier_key: str) -> None:
+    def __init__(self, mirror: Mirror, fetch: Fetch, verifier_key: str,
+                 witnesses: Sequence[WitnessSource] = ()) -> None:
         self.mirror = mirror
         self.fetch = fetch
         self.verifier = mirror.pin(verifier_key)
+        self.witnesses = tuple(witnesses)
 
     def poll(self) -> Update:
-        """Fetch the checkpoint and catch up to it; LogMisbehaved if anything fails to check.
-        Transport errors (and NotFound for the checkpoint itself) pass through unchanged."""
+        """Catch up to the log's checkpoint, then compare the witnesses' cosigned checkpoints
+        with the copy; LogMisbehaved if anything fails to check. Transport errors from the log
+        (and NotFound for its checkpoint) pass through unchanged; a witness that cannot be read
+        is only reported in `Update.witnesses`."""
+        up = self._follow()
+        if not self.witnesses:
+            return up
+        views = tuple(self._compare(w) for w in self.witnesses)
+        return Update(up.previous_size, up.tree_size, up.root, up.entries, views)
+
+    def _follow(self) -> Update:
         last = self.mirror.latest()
         size, root = (last.size, last.root) if last else (0, merkle.EMPTY_ROOT)
         served = self._checkpoint(size, root)
@@ -314,18 +411,25 @@ class Follower:
     def _checkpoint(self, size: int, root: bytes) -> _Served:
         raw = self.fetch("checkpoint")
         try:
-            text = raw.decode()
-            msg, _ = note.verify_note(text, [self.verifier])
-            cp = note.parse_checkpoint(msg.text)
-        except (UnicodeDecodeError, CopyledgerError) as e:
-            detail = e.detail if isinstance(e, CopyledgerError) else "not UTF-8"
-            raise LogMisbehaved(Alert("bad-signature", f"checkpoint: {detail}",
+            text, cp = self._open(raw)
+        except (SignatureError, InvalidInput) as e:
+            raise LogMisbehaved(Alert("bad-signature", f"checkpoint: {e.detail}",
                                       self.verifier.name, size, root)) from None
         if cp.origin != self.verifier.name:
             raise LogMisbehaved(Alert("bad-signature", f"checkpoint of log {cp.origin!r}, not "
                                       f"{self.verifier.name!r}", self.verifier.name, size, root,
                                       cp.size, cp.root))
         return _Served(text, cp)
+
+    def _open(self, raw: bytes) -> tuple[str, note.Checkpoint]:
+        """The note text and checkpoint of `raw` if the pinned key signed it (any origin);
+        SignatureError or InvalidInput otherwise."""
+        try:
+            text = raw.decode()
+        except UnicodeDecodeError:
+            raise InvalidInput("not UTF-8") from None
+        msg, _ = note.verify_note(text, [self.verifier])
+        return text, note.parse_checkpoint(msg.text)
 
     def _extend(self, size: int, root: bytes, cp: note.Checkpoint) -> bytes:
         """Append the entries [size, cp.size) from the bundles, checked, and store them with
@@ -392,6 +496,43 @@ class Follower:
             if self._get(tile, size, root, cp) != b"".join(nodes[i] for i in range(lo, hi)):
                 raise self._alert("bad-tile", f"{tile.path()} does not hold the hashes of the "
                                   f"verified tree of {cp.size}", size, root, cp)
+
+    # --- witnesses
+
+    def _compare(self, source: WitnessSource) -> WitnessView:
+        """One witness's cosigned checkpoint against the copy (LogMisbehaved on a split view)."""
+        name = source.verifier.name
+        path = source.path or (hashlib.sha256(self.verifier.name.encode()).hexdigest()
+                               + "/checkpoint")
+        try:
+            raw = source.fetch(path)
+        except NotFound:
+            return WitnessView(name, source.where, "none", detail="nothing cosigned yet")
+        except CopyledgerError as e:
+            return WitnessView(name, source.where, "unreachable", detail=e.detail)
+        try:
+            text, cp = self._open(raw)
+            if cp.origin != self.verifier.name:
+                raise InvalidInput(f"a checkpoint of log {cp.origin!r}")
+            cosigs = cosignature.cosignatures_of(text, [source.verifier])
+            if not cosigs:
+                raise InvalidInput(f"no cosignature by {name}")
+        except CopyledgerError as e:
+            return WitnessView(name, source.where, "unverified", detail=e.detail)
+        at = max(c.timestamp for c in cosigs)
+        last = self.mirror.latest()
+        if last is None or cp.size > last.size:
+            return WitnessView(name, source.where, "ahead", cp.size, cp.root, at,
+                               "a larger tree than the copy: compared once the copy has it")
+        ours = merkle.tree_hash(cp.size, self.mirror)
+        if ours != cp.root:
+            raise LogMisbehaved(Alert(
+                "fork", f"split view: witness {name} cosigned a tree of {cp.size} entries with "
+                f"root {cp.root.hex()}; the copy's tree of {cp.size} has root {ours.hex()}",
+                cp.origin, last.size, last.root, cp.size, cp.root,
+                witness={"name": name, "where": source.where, "cosigned_at": at,
+                         "ours": ours.hex()}))
+        return WitnessView(name, source.where, "consistent", cp.size, cp.root, at)
 
     # --- alerts
 
@@ -469,7 +610,8 @@ class MonitorStatus:
     """What a serving monitor reports about its polls (`/metrics`): how many reached the log,
     when the last did and the last held, and the alerts by kind. The same alert raised again by
     the next poll (the log still serving the same bad state) is counted once, and `repeated`
-    says so, so that a webhook hears of it once."""
+    says so, so that a webhook hears of it once. `witnesses` is the last `WitnessView.status`
+    of each configured witness (`fork` once one showed a split view)."""
 
     checks: int = 0
     last_check: float = 0.0  # POSIX time of the last poll that reached the log; 0: none yet
@@ -478,6 +620,7 @@ class MonitorStatus:
     last_alert: dict[str, Any] | None = None  # the latest alert (as `Alert.to_dict`)
     alerting: bool = False  # the last poll raised an alert
     repeated: bool = False  # ... the same as the one before it
+    witnesses: dict[str, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def poll(self, follower: Follower) -> Update:
@@ -493,11 +636,14 @@ class MonitorStatus:
                 if not self.repeated:
                     self.alerts[e.alert.kind] += 1
                 self.last_alert, self.alerting = alert, True
+                if e.alert.witness is not None:
+                    self.witnesses[e.alert.witness["name"]] = "fork"
             raise
         with self._lock:
             self.checks += 1
             self.last_check = self.last_verified = time.time()
             self.alerting = self.repeated = False
+            self.witnesses.update((w.witness, w.status) for w in up.witnesses)
         return up
 
     def snapshot(self) -> dict[str, Any]:
@@ -505,18 +651,20 @@ class MonitorStatus:
         with self._lock:
             return {"checks": self.checks, "last_check": self.last_check,
                     "last_verified": self.last_verified, "alerts": dict(self.alerts),
-                    "alerting": self.alerting, "last_alert": self.last_alert}
+                    "alerting": self.alerting, "last_alert": self.last_alert,
+                    "witnesses": dict(self.witnesses)}
 
 
 def _int(v: object) -> int | None:
     return v if isinstance(v, int) else None
 
 
-def open_follower(directory: Path, fetch: Fetch, verifier_key: str) -> Follower:
+def open_follower(directory: Path, fetch: Fetch, verifier_key: str,
+                  witnesses: Sequence[WitnessSource] = ()) -> Follower:
     """A Follower over the mirror in `directory`; the caller closes `follower.mirror`."""
     mirror = Mirror(directory)
     try:
-        return Follower(mirror, fetch, verifier_key)
+        return Follower(mirror, fetch, verifier_key, witnesses)
     except BaseException:
         mirror.close()
         raise

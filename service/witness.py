@@ -8,10 +8,16 @@ of the last cosigned checkpoint per log is a SQLite table written with synchrono
 the check and the update happen in one IMMEDIATE transaction, committed before the
 cosignature is returned: a SIGKILL after the answer cannot lose it, and two concurrent requests
 (even from two processes on one data directory) cannot roll the log back.
+
+The spec's monitor retrieval mechanism (`GET /<origin hash>/checkpoint`) is
+`Witness.cosigned_checkpoint`: the last checkpoint cosigned for a log, with the log's signatures
+and the cosignature line add-checkpoint returned, so a monitor compares what it was shown with
+what the witness saw (D43).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import threading
@@ -36,7 +42,8 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS checkpoints (
     origin TEXT PRIMARY KEY,
     size TEXT NOT NULL,      -- decimal: tree sizes are uint64, SQLite integers are int64
     root BLOB NOT NULL,
-    checkpoint TEXT NOT NULL -- the signed note as received, evidence if the log forks later
+    checkpoint TEXT NOT NULL, -- the signed note as received, evidence if the log forks later
+    cosignature TEXT          -- the line add-checkpoint returned for it (NULL before D43)
 )"""
 
 
@@ -69,6 +76,9 @@ class Witness:
         self._db = sqlite3.connect(state_path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(_SCHEMA)
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(checkpoints)")}
+        if "cosignature" not in columns:  # a state file from before D43
+            self._db.execute("ALTER TABLE checkpoints ADD COLUMN cosignature TEXT")
 
     def close(self) -> None:
         self._db.close()
@@ -79,6 +89,32 @@ class Witness:
             row = self._db.execute("SELECT checkpoint FROM checkpoints WHERE origin = ?",
                                    (origin,)).fetchone()
         return None if row is None else note.parse_checkpoint(note.parse_note(row[0]).text)
+
+    def cosigned_checkpoint(self, origin_hash: str, now: int | None = None) -> str:
+        """The last checkpoint cosigned for the log whose origin hashes (SHA-256, lowercase hex)
+        to `origin_hash`: the log's note as received plus this witness's cosignature line
+        (tlog-witness monitor retrieval). NotFound if it never cosigned one for that log. A row
+        stored before D43 kept no line: it is cosigned again now, which states the same thing."""
+        for origin in self.logs:
+            if hashlib.sha256(origin.encode()).hexdigest() == origin_hash:
+                break
+        else:
+            raise NotFound("this witness follows no log of that origin hash")
+        with self._lock:
+            row = self._db.execute("SELECT checkpoint, cosignature FROM checkpoints "
+                                   "WHERE origin = ?", (origin,)).fetchone()
+        if row is None:
+            raise NotFound(f"this witness has not cosigned a checkpoint of {origin} yet")
+        signed, line = str(row[0]), row[1]
+        if line is None:
+            timestamp = int(time.time()) if now is None else now
+            line = self._cosign(note.parse_note(signed).text, timestamp)
+        return signed + str(line)
+
+    def _cosign(self, text: str, timestamp: int) -> str:
+        message = cosignature.signed_message(text, timestamp)
+        return cosignature.Cosignature(self.name, self.key_id, timestamp,
+                                       self.signer.sign(message)).line()
 
     def add_checkpoint(self, body: bytes, now: int | None = None) -> str:
         """Cosign the checkpoint in an add-checkpoint body, or raise (the spec's order):
@@ -99,7 +135,6 @@ class Witness:
         if req.old_size > cp.size:
             raise InvalidInput(f"old size {req.old_size} is above the checkpoint's {cp.size}")
         timestamp = int(time.time()) if now is None else now
-        message = cosignature.signed_message(text, timestamp)
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -110,13 +145,13 @@ class Witness:
                     raise Conflict(f"the latest checkpoint cosigned for {cp.origin} has size "
                                    f"{size}, not {req.old_size}", size=size)
                 _check_extends(size, root, cp, req.proof)
-                line = cosignature.Cosignature(self.name, self.key_id, timestamp,
-                                               self.signer.sign(message)).line()
+                line = self._cosign(text, timestamp)
                 self._db.execute(
-                    "INSERT INTO checkpoints (origin, size, root, checkpoint) VALUES (?, ?, ?, ?)"
-                    " ON CONFLICT (origin) DO UPDATE SET size = excluded.size,"
-                    " root = excluded.root, checkpoint = excluded.checkpoint",
-                    (cp.origin, str(cp.size), cp.root, req.checkpoint_note.decode()))
+                    "INSERT INTO checkpoints (origin, size, root, checkpoint, cosignature)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (origin) DO UPDATE SET"
+                    " size = excluded.size, root = excluded.root,"
+                    " checkpoint = excluded.checkpoint, cosignature = excluded.cosignature",
+                    (cp.origin, str(cp.size), cp.root, req.checkpoint_note.decode(), line))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")

@@ -305,3 +305,44 @@ def test_a_killed_witness_never_contradicts_what_it_cosigned(tmp_path: Path,
     finally:
         server.stop()
     assert open_witness(wdir).latest(ORIGIN) == note.Checkpoint(ORIGIN, 9, honest.root())
+
+
+# ---------------------------------------------------------------- monitor retrieval (D43)
+
+
+def test_the_witness_serves_what_it_cosigned_for_monitors(tmp_path: Path, node: Node) -> None:
+    """tlog-witness `GET <origin hash>/checkpoint`: the log's note as the witness verified it,
+    with the cosignature line add-checkpoint returned; 404 before that or for another log."""
+    w = witness_for(tmp_path, node)
+    path = "/" + hashlib.sha256(node.origin.encode()).hexdigest() + "/checkpoint"
+    assert w.get(path).status_code == 404  # nothing cosigned yet
+    assert w.get("/" + hashlib.sha256(b"other").hexdigest() + "/checkpoint").status_code == 404
+    fill(node, 3)
+    signed, _ = state(node)
+    line = w.post("/add-checkpoint", content=body(0, [], signed)).text
+    r = w.get(path)
+    assert r.status_code == 200 and r.text == signed + line
+    assert r.headers["cache-control"] == "no-cache"
+    wkey = cosignature.parse_verifier_key(w.app.state.witness.verifier_key)
+    assert len(cosignature.cosignatures_of(r.text, [wkey])) == 1
+    note.verify_note(r.text, [note.parse_verifier_key(node.verifier_key)])
+
+    # A state file from before D43 kept no line: the checkpoint is cosigned again when read.
+    witness: Witness = w.app.state.witness
+    witness._db.execute("UPDATE checkpoints SET cosignature = NULL")
+    again = witness.cosigned_checkpoint(path.split("/")[1], now=1_800_000_000)
+    assert again.startswith(signed) and again != signed + line
+    (cosig,) = cosignature.cosignatures_of(again, [wkey])
+    assert cosig.timestamp == 1_800_000_000
+
+
+def test_a_state_file_from_before_monitor_retrieval_gains_the_column(tmp_path: Path) -> None:
+    import sqlite3
+    old = sqlite3.connect(tmp_path / "w.sqlite3")
+    old.execute("CREATE TABLE checkpoints (origin TEXT PRIMARY KEY, size TEXT NOT NULL, "
+                "root BLOB NOT NULL, checkpoint TEXT NOT NULL)")
+    old.commit()
+    old.close()
+    w = make_witness(tmp_path)
+    assert "cosignature" in {r[1] for r in w._db.execute("PRAGMA table_info(checkpoints)")}
+    w.close()
