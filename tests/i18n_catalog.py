@@ -99,7 +99,9 @@ def merge(lang: str) -> Catalog:
     path = po_path(lang)
     old = read_po(path.open("rb"), locale=i18n.LANGS[lang]) if path.exists() else None
     cat = Catalog(locale=i18n.LANGS[lang], domain=i18n.DOMAIN, project="copyledger",
-                  charset="utf-8")
+                  charset="utf-8", fuzzy=False)
+    if old is not None:  # a merge that changes no message changes no byte
+        cat.creation_date, cat.revision_date = old.creation_date, old.revision_date
     for msgid, where in sorted(messages().items()):
         prev = old.get(msgid) if old is not None else None
         cat.add(msgid, prev.string if prev is not None else "",

@@ -45,6 +45,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     data = root / "data"
     assert cli("init", "--data-dir", str(data)).returncode == 0
     ada, plat = _key(str(data), "creator", "ada"), _key(str(data), "platform", "tube")
+    _key(str(data), "creator", "bob")  # a transfer's recipient must have an account (D36)
     srv = ServerProcess(data).start()
     try:
         with httpx.Client(base_url=srv.url, timeout=30) as c:

@@ -86,6 +86,10 @@
     verified: 'Verified: this exact file is the registered content, and the record is intact '
       + 'and signed.',
     date: '{day} {month} {year}, {hh}:{mm} UTC',
+    sealedIn: '{height}, on {when}',
+    bundleFrom: 'Bundle of entry {seq}, loaded from this registry ({host}).',
+    bundleFile: 'Bundle: {name}',
+    bundleFileFrom: 'Bundle: {name} ({from})',
   };
 
   /* The page's language: verify.html carries, as a JSON data block, the translation of every
@@ -945,7 +949,7 @@
       [f.registrant, e.registrant], [f.when, humanTime(e.received_at)]];
     if (e.kind === 'work') rows.push([f.title, e.title], [f.creators, (e.creators || []).join('; ')], [f.workType, e.work_type]);
     if (e.kind === 'evidence') rows.push([f.description, e.description], [f.captured, e.captured_at && humanTime(e.captured_at)]);
-    rows.push([f.block, `${b.block.height}, on ${humanTime(b.block.header.sealed_at)}`]);
+    rows.push([f.block, say('sealedIn', { height: b.block.height, when: humanTime(b.block.header.sealed_at) })]);
     return rows.filter(([, v]) => v !== undefined).map(([k, v]) => [k, String(v)]);
   }
 
@@ -1044,7 +1048,7 @@
     let exhibits = 0;
     for (const f of files) {
       const c = await classify(f);
-      if (c.bundle) setBundle(c.bundle, `Bundle: ${f.name} (${from})`, c.text);
+      if (c.bundle) setBundle(c.bundle, say('bundleFileFrom', { name: f.name, from }), c.text);
       else { setFile(f); exhibits++; }
     }
     if (exhibits > 1) $('exhibit-info').textContent += ' — several files were dropped; this last one is the exhibit.';
@@ -1058,7 +1062,7 @@
       const text = await r.text();
       const body = JSON.parse(text);
       if (!r.ok) throw new Error(body.detail || r.statusText);
-      if (!state.bundle) setBundle(body, `Bundle of entry ${seq}, loaded from this registry (${location.host}).`, text);
+      if (!state.bundle) setBundle(body, say('bundleFrom', { seq, host: location.host }), text);
     } catch (e) {
       $('bundle-info').textContent = say('loadFailed', { seq, why: e.message });
     }
@@ -1088,7 +1092,7 @@
       if (!f) return;
       try {
         const text = await f.text();
-        setBundle(JSON.parse(text), `Bundle: ${f.name}`, text);
+        setBundle(JSON.parse(text), say('bundleFile', { name: f.name }), text);
       } catch (err) {
         state.bundle = null;
         $('bundle-info').textContent = say('notJson', { name: f.name, why: err.message });
