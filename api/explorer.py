@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from copyledger.service.dates import human_time
@@ -371,20 +371,21 @@ def home_page(d: dict[str, Any], lang: str = DEFAULT) -> str:
     return layout(f"{t['title']}: {d['origin']}", body, 0, script=True, lang=lang)
 
 
-def entries_page(d: dict[str, Any], lang: str = DEFAULT) -> str:
+def _list_page(d: dict[str, Any], lang: str, page: str, table: Callable[..., str]) -> str:
+    """/entries or /blocks: one page of rows, newest first, and the pager."""
     d = localize(d, lang)
-    t = _t(lang, "entries")
-    body = (_entries_table(d["rows"], "", t["caption"], lang=lang)
-            + _pager("entries", "before", d["older"], d["newer"], d["limit"], lang=lang))
+    t = _t(lang, page)
+    body = (table(d["rows"], "", t["caption"], lang=lang)
+            + _pager(page, "before", d["older"], d["newer"], d["limit"], lang=lang))
     return layout(t["title"], body, 0, lang=lang)
+
+
+def entries_page(d: dict[str, Any], lang: str = DEFAULT) -> str:
+    return _list_page(d, lang, "entries", _entries_table)
 
 
 def blocks_page(d: dict[str, Any], lang: str = DEFAULT) -> str:
-    d = localize(d, lang)
-    t = _t(lang, "blocks")
-    body = (_blocks_table(d["rows"], "", t["caption"], lang=lang)
-            + _pager("blocks", "before", d["older"], d["newer"], d["limit"], lang=lang))
-    return layout(t["title"], body, 0, lang=lang)
+    return _list_page(d, lang, "blocks", _blocks_table)
 
 
 def entry_page(d: dict[str, Any], lang: str = DEFAULT) -> str:
