@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 DATA_DIR ?= copyledger-data
 
-.PHONY: run test lint typecheck unit system-deps tlogcheck bench bench-merkle bench-http bench-claims bench-tiles bench-soak bench-images bench-av clean
+.PHONY: run run-deps i18n test lint typecheck unit system-deps tlogcheck bench bench-merkle bench-http bench-claims bench-tiles bench-soak bench-images bench-av clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,9 +25,17 @@ $(RUN_STAMP): pyproject.toml
 	touch $(RUN_STAMP)
 
 # HOST and PORT, from the environment or the command line: `PORT=8001 make run`.
-run: $(RUN_STAMP)
+run: $(RUN_STAMP) run-deps
 	$(BIN)/copyledger serve --data-dir $(DATA_DIR) $(if $(HOST),--host $(HOST)) \
 	  $(if $(PORT),--port $(PORT))
+
+# Debian packages the server itself needs (the certificate's DejaVu and CJK fonts, FFmpeg).
+run-deps:
+	@bash .ci/system-deps --run
+
+# The message catalogues: new English strings added as msgids, translations kept (D44).
+i18n: $(STAMP)
+	$(BIN)/python -m tests.i18n_catalog
 
 # Debian packages the tests use: a PostgreSQL server and Go (for the independent tlogcheck).
 system-deps:

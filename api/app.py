@@ -16,6 +16,7 @@ from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from copyledger.api import auth, metrics, openapi, problems
+from copyledger.api.language import Language
 from copyledger.api.models import HEALTH_EXAMPLE, HealthOut
 from copyledger.api.routes import (
     account,
@@ -35,6 +36,7 @@ from copyledger.ledger.block import BlockHeader
 from copyledger.ledger.errors import CopyledgerError, PayloadTooLarge, RequestTimeout
 from copyledger.service.apikeys import KeyCache
 from copyledger.service.certificate import certificate_pdf
+from copyledger.service.i18n import DEFAULT
 from copyledger.service.node import Node
 from copyledger.service.quotas import TokenBuckets
 from copyledger.service.rendercache import RenderCache
@@ -120,15 +122,20 @@ class BodyLimit:
                 raise
             resp = problems.from_error(
                 RequestTimeout(f"the request body did not arrive within {allowed:g} s"),
-                scope.get("path", ""))
+                scope.get("path", ""), _lang(scope))
             resp.headers["Connection"] = "close"  # the server closes it after this answer
             await resp(scope, receive, send)
 
     @staticmethod
     async def _reject(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         resp = problems.from_error(PayloadTooLarge(f"the limit is {limit} bytes"),
-                                   scope.get("path", ""))
+                                   scope.get("path", ""), _lang(scope))
         await resp(scope, receive, send)
+
+
+def _lang(scope: Scope) -> str:
+    """The language `Language` (outside these middlewares) chose for the request."""
+    return str(scope.get("state", {}).get("lang", DEFAULT))
 
 
 class _TooLarge(Exception):
@@ -164,7 +171,7 @@ class FastRegister:
             who = auth.check_write(self.state.keys, self.state.write_quota, auth_header,
                                    ("creator",))  # before any body
         except CopyledgerError as e:
-            response = problems.from_error(e, "/v1/works")
+            response = problems.from_error(e, "/v1/works", _lang(scope))
         else:
             body = await read_body(receive)  # BodyLimit's _TooLarge passes through
             if body is None:
@@ -173,9 +180,9 @@ class FastRegister:
                 response = await works.register_json(self.state.node, who, body,
                                                      scope.get("query_string", b""))
             except CopyledgerError as e:
-                response = problems.from_error(e, "/v1/works")
+                response = problems.from_error(e, "/v1/works", _lang(scope))
             except Exception:
-                response = problems.internal_error("/v1/works")
+                response = problems.internal_error("/v1/works", _lang(scope))
         await response(scope, receive, send)
 
 
@@ -297,5 +304,6 @@ def create_app(node: Node, *, manage: bool = True) -> FastAPI:
         timeout=node.settings.body_timeout_s,
         upload_timeout=node.settings.upload_timeout_s,
     )
+    app.add_middleware(Language)
     app.add_middleware(RequestMetrics)
     return app

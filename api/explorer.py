@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
+
+from copyledger.service.dates import human_time
+from copyledger.service.i18n import DEFAULT, gettext, table
 
 EN: dict[str, dict[str, str]] = {
     "layout": {
@@ -30,6 +33,8 @@ EN: dict[str, dict[str, str]] = {
         "next": "Next page",
         "none": "Nothing here yet.",
         "utc": "All times are in UTC (Coordinated Universal Time).",
+        "language": "Language",
+        "entry_prefix": "entry ",
     },
     "home": {
         "title": "Copyright evidence registry",
@@ -127,6 +132,7 @@ EN: dict[str, dict[str, str]] = {
         "proof_note": "Each record's inclusion proof to the log's tree of {size} entries is in "
                       "the chain of title data (JSON).",
         "json": "Chain of title (JSON)",
+        "licence": "{type} to {to}",
     },
     "claim": {
         "title": "Claim timeline: entry {seq}",
@@ -175,13 +181,44 @@ RELS = {"transfer": "transfer of the work", "claim": "claim naming the work",
 NOTICES = {"notice": "notice", "counter_notice": "counter-notice"}
 
 
-def kind_name(kind: str) -> str:
+SWITCH = {"en": "English", "zh-CN": "中文"}  # each language named in itself, never translated
+
+
+def kind_name(kind: str, lang: str = DEFAULT) -> str:
     """A kind in words; a kind added later reads as its name until it is given words here."""
-    return KINDS.get(kind, kind.replace("_", " ").capitalize())
+    return gettext(lang, KINDS[kind]) if kind in KINDS else kind.replace("_", " ").capitalize()
 
 
-def _notice(notice_type: str) -> str:
-    return NOTICES.get(notice_type, notice_type.replace("_", "-"))
+def _notice(notice_type: str, lang: str = DEFAULT) -> str:
+    return (gettext(lang, NOTICES[notice_type]) if notice_type in NOTICES
+            else notice_type.replace("_", "-"))
+
+
+def _rel(rel: str, lang: str) -> str:
+    return gettext(lang, RELS[rel]) if rel in RELS else rel
+
+
+def _t(lang: str, page: str) -> dict[str, str]:
+    return table(lang, EN[page])
+
+
+def localize(d: Any, lang: str) -> Any:
+    """`d` with every "when" (a time in words, made by the service in English) said again in
+    `lang`, from the exact time beside it (received_at, sealed_at, or the entry's)."""
+    if lang == DEFAULT:
+        return d
+    if isinstance(d, list):
+        return [localize(x, lang) for x in d]
+    if not isinstance(d, dict):
+        return d
+    out = {k: localize(v, lang) for k, v in d.items()}
+    if "when" in out:
+        entry = out.get("entry")
+        raw = out.get("received_at") or out.get("sealed_at") or (
+            entry.get("received_at") if isinstance(entry, dict) else None)
+        if isinstance(raw, str) and raw:
+            out["when"] = human_time(raw, lang)
+    return out
 
 
 def _e(s: object) -> str:
@@ -210,15 +247,19 @@ def _code(s: object) -> str:
     return f'<code class="hash">{_e(s)}</code>'
 
 
-def layout(title: str, body: str, depth: int, *, script: bool = False) -> str:
+def layout(title: str, body: str, depth: int, *, script: bool = False,
+           lang: str = DEFAULT) -> str:
     """A whole page: head, the site's navigation and search, `body` in <main>."""
-    t = EN["layout"]
+    t = _t(lang, "layout")
     root = "../" * depth
     home = root or "./"
+    switch = " ".join(f'<a href="?lang={code}" hreflang="{code}" lang="{code}"'
+                      + (' aria-current="true"' if code == lang else "") + f">{_e(name)}</a>"
+                      for code, name in SWITCH.items())
     js = (f'<script src="{root}static/dropzone.js" defer></script>'
           f'<script src="{root}static/explorer.js" defer></script>') if script else ""
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
+<html lang="{lang}"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1">
 <title>{_e(title)} — {_e(t["site"])}</title>
 <link rel="stylesheet" href="{root}static/explorer.css">{js}</head>
@@ -227,6 +268,7 @@ def layout(title: str, body: str, depth: int, *, script: bool = False) -> str:
 <li>{_a(home, t["home"])}</li><li>{_a(root + "entries", t["entries"])}</li>
 <li>{_a(root + "blocks", t["blocks"])}</li><li>{_a(root + "verify", t["verify"])}</li>
 </ul></nav>
+<nav aria-label="{_e(t["language"])}" class="lang">{switch}</nav>
 <form role="search" action="{root}search" method="get">
 <label for="site-q">{_e(t["search_label"])}</label>
 <input id="site-q" name="q" type="search" autocomplete="off" spellcheck="false">
@@ -241,25 +283,26 @@ def layout(title: str, body: str, depth: int, *, script: bool = False) -> str:
 
 
 def _entries_table(rows: list[dict[str, Any]], root: str, caption: str,
-                   rel: bool = False) -> str:
-    t = EN["tables"]
+                   rel: bool = False, lang: str = DEFAULT) -> str:
+    t = _t(lang, "tables")
     if not rows:
-        return f"<p>{_e(EN['layout']['none'])}</p>"
+        return f"<p>{_e(_t(lang, 'layout')['none'])}</p>"
     head = (["rel"] if rel else []) + ["seq", "kind", "label", "who", "when"]
     ths = "".join(f'<th scope="col">{_e(t[h])}</th>' for h in head)
     body = "".join(
-        "<tr>" + (f"<td>{_e(RELS.get(r['rel'], r['rel']))}</td>" if rel else "")
-        + f"<td>{_entry(root, r['seq'])}</td><td>{_e(kind_name(r['kind']))}"
+        "<tr>" + (f"<td>{_e(_rel(r['rel'], lang))}</td>" if rel else "")
+        + f"<td>{_entry(root, r['seq'])}</td><td>{_e(kind_name(r['kind'], lang))}"
         f"</td><td>{_e(r['label'])}</td><td>{_e(r['registrant'])}</td><td>{_e(r['when'])}</td>"
         "</tr>" for r in rows)
     return (f"<table><caption>{_e(caption)}</caption><thead><tr>{ths}</tr></thead>"
             f"<tbody>{body}</tbody></table>")
 
 
-def _blocks_table(rows: list[dict[str, Any]], root: str, caption: str) -> str:
-    t = EN["tables"]
+def _blocks_table(rows: list[dict[str, Any]], root: str, caption: str,
+                  lang: str = DEFAULT) -> str:
+    t = _t(lang, "tables")
     if not rows:
-        return f"<p>{_e(EN['layout']['none'])}</p>"
+        return f"<p>{_e(_t(lang, 'layout')['none'])}</p>"
     ths = "".join(f'<th scope="col">{_e(t[h])}</th>' for h in ("height", "sealed", "count",
                                                                  "range"))
     body = "".join(
@@ -276,8 +319,9 @@ def _range(b: dict[str, Any]) -> str:
     return f"{b['first_seq']}–{b['first_seq'] + b['count'] - 1}"
 
 
-def _pager(path: str, key: str, older: int | None, newer: int | None, limit: int) -> str:
-    t = EN["layout"]
+def _pager(path: str, key: str, older: int | None, newer: int | None, limit: int,
+           lang: str = DEFAULT) -> str:
+    t = _t(lang, "layout")
     links = []
     if newer is not None:
         links.append(f'<a rel="prev" href="{_e(path)}?{key}={newer}&amp;limit={limit}">'
@@ -289,8 +333,9 @@ def _pager(path: str, key: str, older: int | None, newer: int | None, limit: int
         if links else ""
 
 
-def home_page(d: dict[str, Any]) -> str:
-    t = EN["home"]
+def home_page(d: dict[str, Any], lang: str = DEFAULT) -> str:
+    d = localize(d, lang)
+    t = _t(lang, "home")
     s = d["state"]
     if s is None:
         state = f"<p>{_e(t['empty'])}</p>"
@@ -308,40 +353,46 @@ def home_page(d: dict[str, Any]) -> str:
 <section aria-labelledby="lookup-h"><h2 id="lookup-h">{_e(t["search"])}</h2>
 <p>{_e(t["search_text"])}</p>
 <form action="search" method="get" class="lookup">
-<label for="q">{_e(EN["layout"]["search_label"])}</label>
+<label for="q">{_e(_t(lang, "layout")["search_label"])}</label>
 <input id="q" name="q" autocomplete="off" spellcheck="false">
-<button type="submit">{_e(EN["layout"]["search_button"])}</button></form>
+<button type="submit">{_e(_t(lang, "layout")["search_button"])}</button></form>
 <div id="drop" class="drop"{_data(t)}><label for="file">{_e(t["file_label"])}</label>
 <input id="file" type="file"> <span>{_e(t["drop"])}</span>
 <p id="file-status" class="info" aria-live="polite"></p></div>
 <noscript><p>{_e(t["file_needs_js"])}</p></noscript></section>
 <section aria-labelledby="blocks-h"><h2 id="blocks-h">{_e(t["recent_blocks"])}</h2>
-{_blocks_table(d["blocks"], "", t["recent_blocks"])}<p>{_a("blocks", t["all_blocks"])}</p>
+{_blocks_table(d["blocks"], "", t["recent_blocks"], lang=lang)}
+<p>{_a("blocks", t["all_blocks"])}</p>
 </section>
 <section aria-labelledby="entries-h"><h2 id="entries-h">{_e(t["recent_entries"])}</h2>
-{_entries_table(d["entries"], "", t["recent_entries"])}<p>{_a("entries", t["all_entries"])}</p>
+{_entries_table(d["entries"], "", t["recent_entries"], lang=lang)}
+<p>{_a("entries", t["all_entries"])}</p>
 </section>"""
-    return layout(f"{t['title']}: {d['origin']}", body, 0, script=True)
+    return layout(f"{t['title']}: {d['origin']}", body, 0, script=True, lang=lang)
 
 
-def entries_page(d: dict[str, Any]) -> str:
-    t = EN["entries"]
-    body = (_entries_table(d["rows"], "", t["caption"])
-            + _pager("entries", "before", d["older"], d["newer"], d["limit"]))
-    return layout(t["title"], body, 0)
+def _list_page(d: dict[str, Any], lang: str, page: str, table: Callable[..., str]) -> str:
+    """/entries or /blocks: one page of rows, newest first, and the pager."""
+    d = localize(d, lang)
+    t = _t(lang, page)
+    body = (table(d["rows"], "", t["caption"], lang=lang)
+            + _pager(page, "before", d["older"], d["newer"], d["limit"], lang=lang))
+    return layout(t["title"], body, 0, lang=lang)
 
 
-def blocks_page(d: dict[str, Any]) -> str:
-    t = EN["blocks"]
-    body = (_blocks_table(d["rows"], "", t["caption"])
-            + _pager("blocks", "before", d["older"], d["newer"], d["limit"]))
-    return layout(t["title"], body, 0)
+def entries_page(d: dict[str, Any], lang: str = DEFAULT) -> str:
+    return _list_page(d, lang, "entries", _entries_table)
 
 
-def entry_page(d: dict[str, Any]) -> str:
-    t = EN["entry"]
+def blocks_page(d: dict[str, Any], lang: str = DEFAULT) -> str:
+    return _list_page(d, lang, "blocks", _blocks_table)
+
+
+def entry_page(d: dict[str, Any], lang: str = DEFAULT) -> str:
+    d = localize(d, lang)
+    t = _t(lang, "entry")
     seq, root = d["seq"], "../"
-    kind = kind_name(d["kind"])
+    kind = kind_name(d["kind"], lang)
     plain = t["plain"].format(who=d["registrant"], kind_lower=kind.lower(), when=d["when"],
                               seq=seq, height=d["block_height"])
     facts = [(t["kind"], _e(kind))]
@@ -360,8 +411,8 @@ def entry_page(d: dict[str, Any]) -> str:
         actions.insert(0, _a(f"{root}works/{seq}", t["title_link"]))
     if d["kind"] == "claim":
         actions.insert(0, _a(f"{root}claims/{seq}", t["claim_link"]))
-    names = "".join(f"<li>{_e(RELS.get(o['rel'], o['rel']))}: "
-                    f"{_entry(root, o['seq'], 'entry ')}</li>"
+    names = "".join(f"<li>{_e(_rel(o['rel'], lang))}: "
+                    f"{_entry(root, o['seq'], _t(lang, 'layout')['entry_prefix'])}</li>"
                     for o in d["links_out"])
     after = d["links_in_more"]
     more = (f"<p>{_a(f'{root}entries/{seq}?after={after}', t['more'])}</p>"
@@ -378,27 +429,29 @@ def entry_page(d: dict[str, Any]) -> str:
 {f'<section aria-labelledby="out-h"><h2 id="out-h">{_e(t["names"])}</h2><ul>{names}</ul></section>'
  if names else ""}
 {f'<section aria-labelledby="in-h"><h2 id="in-h">{_e(t["named_by"])}</h2>'
- f'{_entries_table(d["links_in"], root, t["named_by"], rel=True)}{more}</section>'
+ f'{_entries_table(d["links_in"], root, t["named_by"], rel=True, lang=lang)}'
+ f'{more}</section>'
  if d["links_in"] else ""}
 <details><summary>{_e(t["proof"])}</summary>
 <p>{_e(t["proof_text"].format(seq=seq, size=p["tree_size"]))}</p>{proof}
 <h3>{_e(t["checkpoint"])}</h3><pre>{_e(p["checkpoint"] or "")}</pre></details>
 <details><summary>{_e(t["record"])}</summary>
 <pre>{_e(json.dumps(d["entry"], indent=2, ensure_ascii=False, sort_keys=True))}</pre></details>"""
-    return layout(t["title"].format(seq=seq, kind=kind), body, 1)
+    return layout(t["title"].format(seq=seq, kind=kind), body, 1, lang=lang)
 
 
-def title_page(d: dict[str, Any]) -> str:
-    t, tt = EN["title"], EN["tables"]
+def title_page(d: dict[str, Any], lang: str = DEFAULT) -> str:
+    d = localize(d, lang)
+    t, tt = _t(lang, "title"), _t(lang, "tables")
     seq, root = d["work_seq"], "../"
     rows = "".join(
         f"<tr><td>{_entry(root, li['seq'])}</td>"
-        f"<td>{_e(kind_name(li['kind']))}</td><td>{_e(li['when'])}</td>"
+        f"<td>{_e(kind_name(li['kind'], lang))}</td><td>{_e(li['when'])}</td>"
         f"<td>{_e(li['holder_after'])}</td></tr>" for li in d["links"])
     heads = "".join(f'<th scope="col">{_e(h)}</th>'
                     for h in (tt["seq"], tt["kind"], tt["when"], t["holder_after"]))
-    licences = "".join(f"<li>{_e(li['transfer_type'])} to {_e(li['to'])} "
-                       f"({_entry(root, li['seq'], 'entry ')})</li>"
+    licences = "".join(f"<li>{_e(t['licence'].format(type=li['transfer_type'], to=li['to']))} "
+                       f"({_entry(root, li['seq'], _t(lang, 'layout')['entry_prefix'])})</li>"
                        for li in d["licences"])
     facts = [(t["registrant"], _e(d["registrant"])), (t["holder"], _e(d["holder"]))]
     if licences:
@@ -411,30 +464,32 @@ def title_page(d: dict[str, Any]) -> str:
 <tbody>{rows}</tbody></table>
 <p>{_e(t["proof_note"].format(size=d["tree_size"]))}
 {_a(f"{root}v1/works/{seq}/history", t["json"])}</p>"""
-    return layout(t["title"].format(seq=seq), body, 1)
+    return layout(t["title"].format(seq=seq), body, 1, lang=lang)
 
 
-def claim_page(d: dict[str, Any]) -> str:
-    t = EN["claim"]
+def claim_page(d: dict[str, Any], lang: str = DEFAULT) -> str:
+    d = localize(d, lang)
+    t = _t(lang, "claim")
     root = "../"
     first = d["timeline"][0]
     plain = t["plain"].format(claimant=first["claimant"],
-                              notice=_notice(first["notice_type"]),
+                              notice=_notice(first["notice_type"], lang),
                               regime=first["regime"], when=first["when"])
     heads = "".join(f'<th scope="col">{_e(t[h])}</th>'
                     for h in ("notice", "regime", "claimant", "who", "when"))
     rows = "".join(
-        f"<tr><td>{_entry(root, c['seq'], _notice(c['notice_type']) + ' ')}</td>"
+        f"<tr><td>{_entry(root, c['seq'], _notice(c['notice_type'], lang) + ' ')}</td>"
         f"<td>{_e(c['regime'])}</td><td>{_e(c['claimant'])}</td><td>{_e(c['registrant'])}</td>"
         f"<td>{_e(c['when'])}</td></tr>" for c in d["timeline"])
     body = f"""<p class="lead">{_e(plain)}</p>
 <table><caption>{_e(t["timeline"])}</caption><thead><tr>{heads}</tr></thead>
 <tbody>{rows}</tbody></table>"""
-    return layout(t["title"].format(seq=d["seq"]), body, 1)
+    return layout(t["title"].format(seq=d["seq"]), body, 1, lang=lang)
 
 
-def block_page(d: dict[str, Any]) -> str:
-    t = EN["block"]
+def block_page(d: dict[str, Any], lang: str = DEFAULT) -> str:
+    d = localize(d, lang)
+    t = _t(lang, "block")
     root = "../"
     h = d["height"]
     plain = (t["plain"].format(height=h, when=d["when"], count=d["count"], first=d["first_seq"],
@@ -446,34 +501,36 @@ def block_page(d: dict[str, Any]) -> str:
                  (t["hash"], _code(d["hash"])), (t["root"], _code(d["root"]))])
     pager = ""
     if d["next"] is not None:
-        pager = (f'<nav aria-label="{_e(EN["layout"]["pages"])}" class="pager">'
+        pager = (f'<nav aria-label="{_e(_t(lang, "layout")["pages"])}" class="pager">'
                  f'<a rel="next" href="{h}?after={d["next"]}&amp;limit={d["limit"]}">'
-                 f'{_e(EN["layout"]["next"])}</a></nav>')
+                 f'{_e(_t(lang, "layout")["next"])}</a></nav>')
     body = f"""<p class="lead">{_e(plain)}</p>{facts}
 <section aria-labelledby="be-h"><h2 id="be-h">{_e(t["entries"])}</h2>
-{_entries_table(d["rows"], root, t["entries"])}{pager}</section>
+{_entries_table(d["rows"], root, t["entries"], lang=lang)}{pager}</section>
 <details><summary>{_e(t["notes"])}</summary>
 <h3>{_e(t["checkpoint"])}</h3><pre>{_e(d["checkpoint"])}</pre>
 <h3>{_e(t["note"])}</h3><pre>{_e(d["block_note"])}</pre>
 <p>{_a(f"{root}v1/blocks/{h}", t["json"])}</p></details>"""
-    return layout(t["title"].format(height=h), body, 1)
+    return layout(t["title"].format(height=h), body, 1, lang=lang)
 
 
-def search_page(d: dict[str, Any]) -> str:
-    t = EN["search"]
+def search_page(d: dict[str, Any], lang: str = DEFAULT) -> str:
+    d = localize(d, lang)
+    t = _t(lang, "search")
     if d["rows"]:
         body = (f"<p>{_e(t['found'].format(sha=d['sha256']))}</p>"
-                + _entries_table(d["rows"], "", t["title"]))
+                + _entries_table(d["rows"], "", t["title"], lang=lang))
     else:
         body = f'<p class="lead">{_e(t["none"].format(sha=d["sha256"]))}</p>'
     if d["next"] is not None:
-        body += (f'<nav aria-label="{_e(EN["layout"]["pages"])}" class="pager">'
+        body += (f'<nav aria-label="{_e(_t(lang, "layout")["pages"])}" class="pager">'
                  f'<a rel="next" href="search?q={d["sha256"]}&amp;after={d["next"]}&amp;'
-                 f'limit={d["limit"]}">{_e(EN["layout"]["next"])}</a></nav>')
-    return layout(t["title"], body, 0)
+                 f'limit={d["limit"]}">{_e(_t(lang, "layout")["next"])}</a></nav>')
+    return layout(t["title"], body, 0, lang=lang)
 
 
-def error_page(status: int, title: str, detail: str, depth: int) -> str:
-    t = EN["error"]
+def error_page(status: int, title: str, detail: str, depth: int,
+               lang: str = DEFAULT) -> str:
+    t = _t(lang, "error")
     body = f"<p>{_e(detail)}</p><p>{_a('../' * depth or './', t['back'])}</p>"
-    return layout(f"{status}: {title}", body, depth)
+    return layout(f"{status}: {title}", body, depth, lang=lang)

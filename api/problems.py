@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from copyledger.api.language import lang
 from copyledger.ledger.errors import (
     Conflict,
     CopyledgerError,
@@ -29,6 +30,7 @@ from copyledger.ledger.errors import (
     VerificationError,
 )
 from copyledger.ledger.timestamp import TimestampError
+from copyledger.service.i18n import DEFAULT, gettext
 
 MEDIA_TYPE = "application/problem+json"
 TYPE_BASE = "https://copyledger.dev/problems/"
@@ -54,6 +56,11 @@ PROBLEMS: dict[type[CopyledgerError], tuple[int, str, str]] = {
     IntegrityError: (500, "integrity", "Ledger integrity violated"),
 }
 
+INTERNAL = "the server failed; nothing was recorded by this request"
+# Fixed details, translated like the titles. A domain error's own detail is built where it is
+# raised, often with values in it, and reads in English unless it is one of these.
+DETAILS = (INTERNAL, "invalid request", "Not Found", "Method Not Allowed", "Unauthorized")
+
 
 def classify(exc: CopyledgerError) -> tuple[int, str, str]:
     """(status, slug, title) for a domain error, from PROBLEMS."""
@@ -63,19 +70,21 @@ def classify(exc: CopyledgerError) -> tuple[int, str, str]:
     return PROBLEMS[CopyledgerError]
 
 
-def from_error(exc: CopyledgerError, instance: str) -> JSONResponse:
-    """The problem+json response for a domain error (logged when it is the server's fault)."""
+def from_error(exc: CopyledgerError, instance: str, lang: str = DEFAULT) -> JSONResponse:
+    """The problem+json response for a domain error (logged when it is the server's fault),
+    its title and detail in `lang` where the catalogue has them."""
     status, slug, title = classify(exc)
     if status >= 500:
         log.error("server error on %s: %s", instance, exc.full_detail)
-    return problem(status, slug, title, exc.detail, instance, **exc.extra)
+    return problem(status, slug, gettext(lang, title), gettext(lang, exc.detail), instance,
+                   **exc.extra)
 
 
-def internal_error(instance: str) -> JSONResponse:
+def internal_error(instance: str, lang: str = DEFAULT) -> JSONResponse:
     """An unexpected exception: logged with its traceback, never shown to the client."""
     log.exception("unhandled error on %s", instance)
-    return problem(500, "internal-error", "Internal error",
-                   "the server failed; nothing was recorded by this request", instance)
+    return problem(500, "internal-error", gettext(lang, "Internal error"),
+                   gettext(lang, INTERNAL), instance)
 
 
 def problem(
@@ -94,7 +103,7 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 
-def invalid_input(errors: Sequence[Any], instance: str) -> JSONResponse:
+def invalid_input(errors: Sequence[Any], instance: str, lang: str = DEFAULT) -> JSONResponse:
     """422 naming each field pydantic refused (`loc` without the leading `body`)."""
     fields = [
         {
@@ -103,14 +112,16 @@ def invalid_input(errors: Sequence[Any], instance: str) -> JSONResponse:
         }
         for e in errors
     ]
-    detail = "; ".join(f"{e['field']}: {e['message']}" for e in fields) or "invalid request"
-    return problem(422, "invalid-input", "Invalid input", detail, instance, errors=fields)
+    detail = ("; ".join(f"{e['field']}: {e['message']}" for e in fields)
+              or gettext(lang, "invalid request"))
+    return problem(422, "invalid-input", gettext(lang, "Invalid input"), detail, instance,
+                   errors=fields)
 
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(CopyledgerError)
     async def _copyledger(request: Request, exc: CopyledgerError) -> JSONResponse:
-        return from_error(exc, request.url.path)
+        return from_error(exc, request.url.path, lang(request))
 
     @app.exception_handler(RequestValidationError)
     @app.exception_handler(ValidationError)
@@ -118,15 +129,16 @@ def install(app: FastAPI) -> None:
         # A route's parameters (RequestValidationError) or an input model a route builds
         # itself, e.g. from a form (pydantic's ValidationError): the client's mistake either way.
         assert isinstance(exc, RequestValidationError | ValidationError)
-        return invalid_input(exc.errors(), request.url.path)
+        return invalid_input(exc.errors(), request.url.path, lang(request))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         slug = {404: "not-found", 405: "method-not-allowed", 401: "unauthorized"}.get(
             exc.status_code, "http-error"
         )
-        return problem(exc.status_code, slug, str(exc.detail), str(exc.detail), request.url.path)
+        words = gettext(lang(request), str(exc.detail))
+        return problem(exc.status_code, slug, words, words, request.url.path)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        return internal_error(request.url.path)
+        return internal_error(request.url.path, lang(request))

@@ -30,14 +30,31 @@ from copyledger.ledger.entry import parse_timestamp
 from copyledger.ledger.errors import CopyledgerError
 from copyledger.ledger.timestamp import verify_token
 from copyledger.service.dates import human_time
+from copyledger.service.i18n import DEFAULT, gettext
 
 __all__ = ["Facts", "certificate_html", "certificate_pdf", "facts", "openssl_commands", "qr_png"]
 
 FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")  # Debian: fonts-dejavu-core
-FALLBACK_FONTS = (  # for scripts DejaVu lacks (CJK), used when installed
+# The CJK font the project installs (.ci/system-deps: fonts-wqy-microhei, TrueType outlines
+# in a collection, which fpdf2 embeds and subsets); the others are used when installed.
+CJK_FONT = Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc")
+FALLBACK_FONTS = (  # for scripts DejaVu lacks (CJK)
+    CJK_FONT,
     Path("/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf"),  # fonts-droid-fallback
-    Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"),  # fonts-noto-cjk
 )
+
+
+def N_(s: str) -> str:
+    """Marks an English label as a msgid (tests/i18n_catalog.py extracts it); translated where
+    it is shown, with `gettext`."""
+    return s
+
+
+def _t(lang: str, s: str) -> str:
+    return gettext(lang, s)
+
+
+DEFAULT_TITLE = "Certificate of a log entry"
 TITLES = {
     "work": "Certificate of registration",
     "evidence": "Certificate of evidence deposit",
@@ -88,22 +105,23 @@ WITNESS_NOTE = ("Witnesses are independent parties that cosign a checkpoint only
                 "copyledger verify --witness <key>.")
 
 
-def facts(bundle: dict[str, Any]) -> Facts:
+def facts(bundle: dict[str, Any], lang: str = DEFAULT) -> Facts:
     """Pick the certificate's facts out of a bundle (the server's own, so shape is trusted;
-    content is not: every string may be anything a registrant typed)."""
+    content is not: every string may be anything a registrant typed). Labels stay English
+    msgids (`N_`), translated where shown; values in words are in `lang`."""
     entry = bundle["entry"]
     block = bundle["block"]
     cp = note.parse_checkpoint(note.parse_note(bundle["checkpoint"]).text)
     kind = str(entry.get("kind", ""))
     return Facts(
-        title=TITLES.get(kind, "Certificate of a log entry"),
+        title=_t(lang, TITLES.get(kind, DEFAULT_TITLE)),
         seq=int(bundle["seq"]),
         origin=str(bundle["origin"]),
         kind=kind,
         registrant=str(entry.get("registrant", "")),
         received_at=str(entry.get("received_at", "")),
-        described=_described(entry),
-        hashes=_hashes(entry),
+        described=_described(entry, lang),
+        hashes=_hashes(entry, lang),
         block_height=int(block["height"]),
         block_hash=str(block["hash"]),
         sealed_at=str(block["header"]["sealed_at"]),
@@ -111,12 +129,12 @@ def facts(bundle: dict[str, Any]) -> Facts:
         checkpoint_root=cp.root.hex(),
         checkpoint=str(bundle["checkpoint"]),
         verifier_keys=[str(k["verifier_key"]) for k in bundle["notary"]["log_keys"]],
-        stamps=[_stamp(bundle, i) for i in range(len(bundle["timestamps"]))],
-        witnesses=_witnesses(bundle),
+        stamps=[_stamp(bundle, i, lang) for i in range(len(bundle["timestamps"]))],
+        witnesses=_witnesses(bundle, lang),
     )
 
 
-def _witnesses(bundle: dict[str, Any]) -> list[tuple[str, str]]:
+def _witnesses(bundle: dict[str, Any], lang: str) -> list[tuple[str, str]]:
     """Who cosigned the bundle's witnessed checkpoint (signature lines shaped as cosignature/v1:
     a timestamp and an Ed25519 signature), with the tree size and the time they state."""
     witnessed = bundle.get("witnessed")
@@ -134,81 +152,88 @@ def _witnesses(bundle: dict[str, Any]) -> list[tuple[str, str]]:
             when = datetime.fromtimestamp(cosig.timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         except (OverflowError, ValueError, OSError):
             when = f"POSIX time {cosig.timestamp}"
-        rows.append((cosig.name, f"cosigned tree size {size} at {when} "
-                                 f"(key ID {cosig.key_id.hex()}; not checked here)"))
+        rows.append((cosig.name, _t(lang, "cosigned tree size {size} at {when} (key ID {key}; "
+                                          "not checked here)").format(
+                                              size=size, when=when, key=cosig.key_id.hex())))
     return rows
 
 
-def _described(entry: dict[str, Any]) -> list[tuple[str, str]]:
+def _described(entry: dict[str, Any], lang: str) -> list[tuple[str, str]]:
     kind = entry.get("kind")
     rows: list[tuple[str, object]] = []
     if kind == "work":
-        rows = [("Title", entry.get("title")), ("Work type", entry.get("work_type")),
-                ("Creators", "; ".join(map(str, entry.get("creators") or []))),
-                ("Licence", entry.get("license"))]
+        rows = [(N_("Title"), entry.get("title")), (N_("Work type"), entry.get("work_type")),
+                (N_("Creators"), "; ".join(map(str, entry.get("creators") or []))),
+                (N_("Licence"), entry.get("license"))]
     elif kind == "evidence":
-        rows = [("Description", entry.get("description")),
-                ("Source URL", entry.get("source_url")),
-                ("Captured at", entry.get("captured_at")),
-                ("Capture method", entry.get("capture_method")),
-                ("Related work", _seq(entry.get("related_work")))]
+        rows = [(N_("Description"), entry.get("description")),
+                (N_("Source URL"), entry.get("source_url")),
+                (N_("Captured at"), entry.get("captured_at")),
+                (N_("Capture method"), entry.get("capture_method")),
+                (N_("Related work"), _seq(entry.get("related_work"), lang))]
     elif kind == "transfer":
         work = entry.get("work") or {}
         term = entry.get("term") or {}
-        rows = [("Work", _seq(work.get("seq"))), ("Type", entry.get("transfer_type")),
-                ("From", entry.get("from")), ("To", entry.get("to")),
-                ("Territory", entry.get("territory")),
-                ("Term", " to ".join(str(term[k]) for k in ("start", "end") if k in term)),
-                ("Terms SHA-256", entry.get("terms_sha256")), ("Note", entry.get("note")),
-                ("Awaits acceptance", "yes: an offer, until its recipient accepts it"
+        rows = [(N_("Work"), _seq(work.get("seq"), lang)),
+                (N_("Type"), entry.get("transfer_type")),
+                (N_("From"), entry.get("from")), (N_("To"), entry.get("to")),
+                (N_("Territory"), entry.get("territory")),
+                (N_("Term"), _t(lang, " to ").join(str(term[k]) for k in ("start", "end")
+                                                   if k in term)),
+                (N_("Terms SHA-256"), entry.get("terms_sha256")), (N_("Note"), entry.get("note")),
+                (N_("Awaits acceptance"),
+                 _t(lang, "yes: an offer, until its recipient accepts it")
                  if entry.get("needs_acceptance") else None)]
     elif kind in ("acceptance", "withdrawal"):
         work = entry.get("work") or {}
-        rows = [("Work", _seq(work.get("seq"))), ("Offer", _seq(entry.get("offer"))),
-                ("Accepted by" if kind == "acceptance" else "Withdrawn by",
-                 entry.get("registrant")), ("Note", entry.get("note"))]
+        rows = [(N_("Work"), _seq(work.get("seq"), lang)),
+                (N_("Offer"), _seq(entry.get("offer"), lang)),
+                (N_("Accepted by") if kind == "acceptance" else N_("Withdrawn by"),
+                 entry.get("registrant")), (N_("Note"), entry.get("note"))]
     if entry.get("metadata"):
         meta = json.dumps(entry["metadata"], ensure_ascii=False, sort_keys=True)
         if len(meta) > MAX_METADATA_CHARS:
-            meta = meta[:MAX_METADATA_CHARS] + " … (see the bundle)"
-        rows.append(("Metadata", meta))
+            meta = meta[:MAX_METADATA_CHARS] + _t(lang, " … (see the bundle)")
+        rows.append((N_("Metadata"), meta))
     return [(k, str(v)) for k, v in rows if v not in (None, "")]
 
 
-def _seq(v: object) -> str | None:
-    return None if v is None else f"entry {v} of this log"
+def _seq(v: object, lang: str) -> str | None:
+    return None if v is None else _t(lang, "entry {seq} of this log").format(seq=v)
 
 
-def _hashes(entry: dict[str, Any]) -> list[tuple[str, str]]:
+def _hashes(entry: dict[str, Any], lang: str) -> list[tuple[str, str]]:
     content = entry.get("content") or entry.get("work") or {}
-    rows = [("SHA-256", str(content.get("sha256", "")))]
+    rows = [(N_("SHA-256"), str(content.get("sha256", "")))]
     if "size" in content:
-        rows.append(("Size", f"{content['size']} bytes"))
+        rows.append((N_("Size"), _t(lang, "{n} bytes").format(n=content["size"])))
     if "media_type" in content:
-        rows.append(("Media type", str(content["media_type"])))
+        rows.append((N_("Media type"), str(content["media_type"])))
     for k, v in content.items():
         if k == "fingerprints" and isinstance(v, dict):
-            rows += [(f"Fingerprint ({name})", _fingerprint(fp)) for name, fp in v.items()]
+            rows += [(_t(lang, "Fingerprint ({name})").format(name=name), _fingerprint(fp, lang))
+                     for name, fp in v.items()]
         elif k not in ("sha256", "size", "media_type", "seq"):
-            rows.append((str(k), _short(v)))
+            rows.append((str(k), _short(v, lang)))
     return rows
 
 
-def _fingerprint(fp: object) -> str:
+def _fingerprint(fp: object, lang: str) -> str:
     """A perceptual hash in a line: its hash when it has one (PDQ, pHash), else a pointer to
     the bundle (a MinHash signature is kilobytes of base64 no reader compares by eye)."""
     if isinstance(fp, dict) and isinstance(fp.get("hash"), str):
-        quality = f" (quality {fp['quality']})" if "quality" in fp else ""
+        quality = (_t(lang, " (quality {q})").format(q=fp["quality"]) if "quality" in fp
+                   else "")
         return f"{fp['hash']}{quality}"
-    return "recorded in the bundle (entry.content.fingerprints)"
+    return _t(lang, "recorded in the bundle (entry.content.fingerprints)")
 
 
-def _short(v: object) -> str:
+def _short(v: object, lang: str) -> str:
     text = v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, sort_keys=True)
-    return text if len(text) <= 200 else text[:200] + " … (see the bundle)"
+    return text if len(text) <= 200 else text[:200] + _t(lang, " … (see the bundle)")
 
 
-def _stamp(bundle: dict[str, Any], i: int) -> Stamp:
+def _stamp(bundle: dict[str, Any], i: int, lang: str = DEFAULT) -> Stamp:
     """Verify token i over the block hash under the bundle's own TSA roots: the certificate
     reports a time only when a signature vouches for it."""
     t = bundle["timestamps"][i]
@@ -223,10 +248,11 @@ def _stamp(bundle: dict[str, Any], i: int) -> Stamp:
         )
     except (CopyledgerError, KeyError, TypeError, ValueError) as e:
         why = e.detail if isinstance(e, CopyledgerError) else f"malformed token ({e})"
-        return Stamp(tsa, "", "", f"not verified: {why}")
+        return Stamp(tsa, "", "", _t(lang, "not verified: {why}").format(why=why))
     gen = info.gen_time.astimezone(UTC).isoformat().replace("+00:00", "Z")
     return Stamp(tsa, info.tsa_certificate.subject.rfc4514_string(), gen,
-                 "verified over the block hash under the bundle's TSA root certificate")
+                 _t(lang, "verified over the block hash under the bundle's TSA root "
+                          "certificate"))
 
 
 def base_url(verify_url: str) -> str:
@@ -252,39 +278,43 @@ def openssl_commands(bundle: dict[str, Any], i: int = 0, name: str = "bundle.jso
     return cmds
 
 
-def _instructions(f: Facts, bundle: dict[str, Any], verify_url: str) -> list[tuple[str, str,
-                                                                                 list[str]]]:
+def _instructions(f: Facts, bundle: dict[str, Any], verify_url: str,
+                  lang: str = DEFAULT) -> list[tuple[str, str, list[str]]]:
     """(heading, plain-language text, commands) for each independent way to check."""
     base = base_url(verify_url)
     vkey = f.verifier_keys[0] if f.verifier_keys else "KEY"
     sha = f.hashes[0][1]
     items = [
-        ("1. In a web browser",
-         f"Open {verify_url} (or scan the QR code) and choose the file. Your browser computes "
-         "the file's SHA-256 and checks the proofs and signatures itself; the file is not "
-         "uploaded. The page also accepts a saved bundle file instead of the address.", []),
-        ("2. With the copyledger program, offline",
-         "Save the evidence bundle once, then check it with no network. Take the log key from "
-         "the operator's own publication, not from this certificate, and pass it with --trust.",
+        (_t(lang, "1. In a web browser"),
+         _t(lang, "Open {url} (or scan the QR code) and choose the file. Your browser computes "
+                  "the file's SHA-256 and checks the proofs and signatures itself; the file is "
+                  "not uploaded. The page also accepts a saved bundle file instead of the "
+                  "address.").format(url=verify_url), []),
+        (_t(lang, "2. With the copyledger program, offline"),
+         _t(lang, "Save the evidence bundle once, then check it with no network. Take the log "
+                  "key from the operator's own publication, not from this certificate, and "
+                  "pass it with --trust."),
          [f"copyledger bundle {f.seq} -o bundle.json --server {shlex.quote(base)}",
           f"copyledger verify bundle.json EXHIBIT-FILE --trust {shlex.quote(vkey)}"]),
-        ("3. The file's fingerprint, with standard tools",
-         f"The SHA-256 of the exhibit must be {sha}.", ["sha256sum EXHIBIT-FILE"]),
+        (_t(lang, "3. The file's fingerprint, with standard tools"),
+         _t(lang, "The SHA-256 of the exhibit must be {sha}.").format(sha=sha),
+         ["sha256sum EXHIBIT-FILE"]),
     ]
     if bundle["timestamps"]:
         items.append((
-            "4. The trusted time, with OpenSSL",
-            f"The RFC 3161 token covers block hash {f.block_hash}. OpenSSL must print "
-            "\"Verification: OK\". Compare root.pem with the time-stamp authority's published "
-            "root certificate."
-            + (f" The bundle holds {len(f.stamps)} tokens; for token i, write "
-               ".timestamps[i] in the first command." if len(f.stamps) > 1 else ""),
+            _t(lang, "4. The trusted time, with OpenSSL"),
+            _t(lang, "The RFC 3161 token covers block hash {hash}. OpenSSL must print "
+                     "\"Verification: OK\". Compare root.pem with the time-stamp authority's "
+                     "published root certificate.").format(hash=f.block_hash)
+            + (_t(lang, " The bundle holds {n} tokens; for token i, write .timestamps[i] in "
+                        "the first command.").format(n=len(f.stamps))
+               if len(f.stamps) > 1 else ""),
             openssl_commands(bundle)))
     items.append((
-        f"{len(items) + 1}. With any RFC 6962 / C2SP verifier",
-        "The bundle's tlog_proof field is the c2sp.org/tlog-proof form of the inclusion proof "
-        "and signed checkpoint; Go's golang.org/x/mod/sumdb packages and other transparency-log "
-        "tools read it.", []))
+        _t(lang, "{n}. With any RFC 6962 / C2SP verifier").format(n=len(items) + 1),
+        _t(lang, "The bundle's tlog_proof field is the c2sp.org/tlog-proof form of the inclusion "
+                 "proof and signed checkpoint; Go's golang.org/x/mod/sumdb packages and other "
+                 "transparency-log tools read it."), []))
     return items
 
 
@@ -325,6 +355,13 @@ TEXT: dict[str, str] = {  # the certificate's words for a reader who is not an e
                   "browser and does not upload the file. Page 2 explains how an expert can check "
                   "everything independently.",
     "all_times_utc": "All times are in UTC (Coordinated Universal Time).",
+    "entry_n": "entry {seq}",
+    "qr_alt": "QR code for {url}",
+    "scan": "Scan to verify",
+    "verify_at": "Verify at",
+    "none": "none",
+    "no_token": "no token",
+    "log_key": "Log key (the operator publishes it; compare before trusting):",
 }
 
 PROVES = (  # page 1: what the certificate proves, in plain words
@@ -345,9 +382,9 @@ NOT_PROVES = (  # page 1: and what it does not
 )
 
 
-def _judge(f: Facts) -> dict[str, Any]:
-    """Page 1's facts, in words: the summary, what and who/when rows."""
-    t = TEXT
+def _judge(f: Facts, lang: str = DEFAULT) -> dict[str, Any]:
+    """Page 1's facts, in words: the summary, what and who/when rows (labels translated)."""
+    t = _text(lang)
     stamp = next((s for s in f.stamps if s.gen_time), None)
     authority = ""
     if stamp is not None:
@@ -358,16 +395,32 @@ def _judge(f: Facts) -> dict[str, Any]:
                                                      if r[0] in ("Size", "Media type")]
     who = [
         (t["registered_by"], f.registrant),
-        (t["registered_on"], human_time(f.received_at)),
-        (t["timestamp"], t["timestamp_by"].format(when=human_time(stamp.gen_time),
+        (t["registered_on"], human_time(f.received_at, lang)),
+        (t["timestamp"], t["timestamp_by"].format(when=human_time(stamp.gen_time, lang),
                                                   authority=authority)
          if stamp is not None else t["timestamp_none"]),
-        (t["sealed_on"], t["sealed_text"].format(when=human_time(f.sealed_at),
+        (t["sealed_on"], t["sealed_text"].format(when=human_time(f.sealed_at, lang),
                                                  height=f.block_height)),
     ]
-    return {"summary": t["summary"].format(who=f'"{f.registrant}"', origin=f.origin,
-                                           when=human_time(f.received_at), seq=f.seq),
-            "what": what, "who": who}
+    quote = _t(lang, '"{who}"').format(who=f.registrant)
+    return {"summary": t["summary"].format(who=quote, origin=f.origin,
+                                           when=human_time(f.received_at, lang), seq=f.seq),
+            "what": _labels(what, lang), "who": who}
+
+
+def _text(lang: str) -> dict[str, str]:
+    return {k: _t(lang, v) for k, v in TEXT.items()}
+
+
+def _labels(rows: list[tuple[str, str]], lang: str) -> list[tuple[str, str]]:
+    """Rows with their (English msgid) labels in `lang`."""
+    return [(_t(lang, k), v) for k, v in rows]
+
+
+def _mono(lang: str) -> frozenset[str]:
+    """The labels whose values are hashes, shown in a monospaced font."""
+    return frozenset(_t(lang, k) for k in (N_("SHA-256"), N_("Block hash"), N_("Root hash"),
+                                           N_("Terms SHA-256"), TEXT["fingerprint"]))
 
 
 def qr_png(url: str) -> bytes:
@@ -411,67 +464,75 @@ def _rows(rows: list[tuple[str, str]], mono: frozenset[str] = frozenset()) -> st
                    f"<td{cls if k in mono else ''}>{_e(v)}</td></tr>" for k, v in rows)
 
 
-def certificate_html(bundle: dict[str, Any], verify_url: str) -> str:
+def certificate_html(bundle: dict[str, Any], verify_url: str, lang: str = DEFAULT) -> str:
     """The certificate as one self-contained HTML page (no scripts, no external resources):
-    first what a judge reads, in words; then, from a new printed page, the expert's detail."""
-    f = facts(bundle)
-    t = TEXT
-    j = _judge(f)
+    first what a judge reads, in words; then, from a new printed page, the expert's detail.
+    In `lang`; the values (names, hashes, keys, commands) as recorded."""
+    f = facts(bundle, lang)
+    t = _text(lang)
+    j = _judge(f, lang)
     qr = base64.b64encode(qr_png(verify_url)).decode()
     stamps = "".join(
         f"<tr><th>{_e(s.tsa)}</th><td>"
         + (f"{_e(s.gen_time)}<br>{_e(s.authority)}<br><span class=\"ok\">{_e(s.status)}</span>"
            if s.gen_time else f"<span class=\"bad\">{_e(s.status)}</span>")
-        + "</td></tr>" for s in f.stamps) or "<tr><th>none</th><td>no token</td></tr>"
+        + "</td></tr>" for s in f.stamps) or (f"<tr><th>{_e(t['none'])}</th>"
+                                              f"<td>{_e(t['no_token'])}</td></tr>")
     howto = "".join(
         f"<h4>{_e(h)}</h4><p>{_e(text)}</p>"
         + (f"<pre>{_e(chr(10).join(cmds))}</pre>" if cmds else "")
-        for h, text, cmds in _instructions(f, bundle, verify_url))
-    registration = [("Registrant", f.registrant), ("Registered at", f.received_at),
-                    ("Log", f.origin), ("Entry number (seq)", str(f.seq)), *f.described]
-    block = [("Block height", str(f.block_height)), ("Block hash", f.block_hash),
-             ("Block sealed at", f.sealed_at)]
-    checkpoint = [("Log (origin)", f.origin), ("Tree size", str(f.checkpoint_size)),
-                  ("Root hash", f.checkpoint_root)]
-    mono = frozenset({"SHA-256", "Block hash", "Root hash", "Terms SHA-256", t["fingerprint"]})
+        for h, text, cmds in _instructions(f, bundle, verify_url, lang))
+    registration = _labels([(N_("Registrant"), f.registrant),
+                            (N_("Registered at"), f.received_at), (N_("Log"), f.origin),
+                            (N_("Entry number (seq)"), str(f.seq)), *f.described], lang)
+    block = _labels([(N_("Block height"), str(f.block_height)), (N_("Block hash"), f.block_hash),
+                     (N_("Block sealed at"), f.sealed_at)], lang)
+    checkpoint = _labels([(N_("Log (origin)"), f.origin),
+                          (N_("Tree size"), str(f.checkpoint_size)),
+                          (N_("Root hash"), f.checkpoint_root)], lang)
+    mono = _mono(lang)
+    witnesses = _rows(f.witnesses) or _rows([(t["none"],
+                                              _t(lang, "no witnessed checkpoint in the bundle"))])
     items = "".join
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
+<html lang="{_e(lang)}"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1">
-<title>{_e(f.title)} — entry {f.seq}</title><style>{_CSS}</style></head>
+<title>{_e(f.title)} — {_e(t["entry_n"].format(seq=f.seq))}</title>
+<style>{_CSS}</style></head>
 <body><main>
 <section aria-labelledby="reader-h">
-<div class="qr"><img src="data:image/png;base64,{qr}" alt="QR code for {_e(verify_url)}"><br>
-Scan to verify</div>
+<div class="qr"><img src="data:image/png;base64,{qr}"
+alt="{_e(t["qr_alt"].format(url=verify_url))}"><br>
+{_e(t["scan"])}</div>
 <h1>{_e(f.title)}</h1>
-<p class="sub">Entry {f.seq} of the transparency log {_e(f.origin)}</p>
+<p class="sub">{_e(_t(lang, "Entry {seq} of the transparency log {origin}")
+                   .format(seq=f.seq, origin=f.origin))}</p>
 <h2 id="reader-h" class="vh">{_e(t["for_reader"])}</h2>
 <p class="lead">{_e(j["summary"])}</p>
 <h2>{_e(t["what"])}</h2><table>{_rows(j["what"], mono)}</table>
 <p class="note">{_e(t["fingerprint_note"])}</p>
 <h2>{_e(t["who_when"])}</h2><table>{_rows(j["who"])}</table>
-<h2>{_e(t["proves"])}</h2><ul>{items(f"<li>{_e(x)}</li>" for x in PROVES)}</ul>
-<h2>{_e(t["not_proves"])}</h2><ul>{items(f"<li>{_e(x)}</li>" for x in NOT_PROVES)}</ul>
+<h2>{_e(t["proves"])}</h2><ul>{items(f"<li>{_e(_t(lang, x))}</li>" for x in PROVES)}</ul>
+<h2>{_e(t["not_proves"])}</h2><ul>{items(f"<li>{_e(_t(lang, x))}</li>" for x in NOT_PROVES)}</ul>
 <h2>{_e(t["check"])}</h2>
 <p>{_e(t["check_text"].format(url=verify_url))}</p>
-<p>Verify at <a href="{_e(verify_url)}">{_e(verify_url)}</a></p>
+<p>{_e(t["verify_at"])} <a href="{_e(verify_url)}">{_e(verify_url)}</a></p>
 <p class="note">{_e(t["all_times_utc"])}</p>
 </section>
 <section class="expert" aria-labelledby="expert-h">
 <h2 id="expert-h">{_e(t["for_expert"])}</h2><p>{_e(t["expert_intro"])}</p>
-<h3>Registration</h3><table>{_rows(registration)}</table>
-<h3>Content</h3><table>{_rows(f.hashes, mono)}</table>
-<h3>Block</h3><table>{_rows(block, mono)}</table>
-<h3>Signed checkpoint</h3><table>{_rows(checkpoint, mono)}</table>
+<h3>{_e(_t(lang, "Registration"))}</h3><table>{_rows(registration)}</table>
+<h3>{_e(_t(lang, "Content"))}</h3><table>{_rows(_labels(f.hashes, lang), mono)}</table>
+<h3>{_e(_t(lang, "Block"))}</h3><table>{_rows(block, mono)}</table>
+<h3>{_e(_t(lang, "Signed checkpoint"))}</h3><table>{_rows(checkpoint, mono)}</table>
 <pre>{_e(f.checkpoint)}</pre>
-<p>Log key (the operator publishes it; compare before trusting):</p>
+<p>{_e(t["log_key"])}</p>
 <pre>{_e(chr(10).join(f.verifier_keys))}</pre>
-<h3>Trusted time (RFC 3161)</h3><table>{stamps}</table>
-<h3>Witnesses</h3><table>{_rows(f.witnesses) or _rows([("none", "no witnessed checkpoint in "
-                                                                  "the bundle")])}</table>
-<p>{_e(WITNESS_NOTE)}</p>
-<h3>How to check this yourself</h3>{howto}
-<p>{_e(LIMITS)}</p>
+<h3>{_e(_t(lang, "Trusted time (RFC 3161)"))}</h3><table>{stamps}</table>
+<h3>{_e(_t(lang, "Witnesses"))}</h3><table>{witnesses}</table>
+<p>{_e(_t(lang, WITNESS_NOTE))}</p>
+<h3>{_e(_t(lang, "How to check this yourself"))}</h3>{howto}
+<p>{_e(_t(lang, LIMITS))}</p>
 </section>
 </main></body></html>
 """
@@ -482,9 +543,11 @@ Scan to verify</div>
 
 class _Pdf(FPDF):
     """A4 with DejaVu when Debian's fonts-dejavu-core is there (any Unicode a registrant may
-    type), else the PDF core fonts with non-Latin-1 characters replaced by '?'."""
+    type), else the PDF core fonts with non-Latin-1 characters replaced by '?'. In Chinese the
+    text font is WenQuanYi Micro Hei (CJK_FONT; it has Latin too, and no bold face, so headings
+    are set larger instead). fpdf2 embeds only the glyphs used (a subset)."""
 
-    def __init__(self) -> None:
+    def __init__(self, lang: str = DEFAULT) -> None:
         super().__init__(format="A4")
         self.set_margins(18, 16, 18)
         self.set_auto_page_break(True, margin=16)
@@ -496,6 +559,11 @@ class _Pdf(FPDF):
             self.add_font("dv", "B", str(bold))
             self.add_font("dvmono", "", str(mono))
         self.sans, self.mono = ("dv", "dvmono") if self.unicode else ("helvetica", "courier")
+        if self.unicode and lang == "zh-CN" and CJK_FONT.is_file():
+            self.add_font("cjk", "", str(CJK_FONT))
+            self.add_font("cjk", "B", str(CJK_FONT))
+            self.sans = "cjk"
+            self.set_fallback_fonts(["cjk"], exact_match=False)  # Chinese in a monospaced line
 
     def cover(self, text: str) -> list[str]:
         """Make every character of text printable if a font here can: fallback fonts are
@@ -510,12 +578,13 @@ class _Pdf(FPDF):
         for path in FALLBACK_FONTS:
             if not missing:
                 break
-            if path.is_file():
+            if path.is_file() and not (path == CJK_FONT and "cjk" in self.fonts):
                 names.append(f"fb{len(names)}")
                 self.add_font(names[-1], "", str(path))
                 missing = self._uncovered(missing)
         if names:
-            self.set_fallback_fonts(names, exact_match=False)
+            known = [n for n in ("cjk",) if n in self.fonts]
+            self.set_fallback_fonts(known + names, exact_match=False)
         return sorted(missing)
 
     def _uncovered(self, chars: set[str]) -> set[str]:
@@ -558,14 +627,17 @@ class _Pdf(FPDF):
             self.set_xy(self.l_margin, y + h)
 
 
-def certificate_pdf(bundle: dict[str, Any], verify_url: str) -> bytes:
-    """The certificate as a PDF (A4): page 1 for a judge (the QR code, what was registered, by
-    whom, when, what it proves and does not, in words), page 2 on for an expert (the exact
-    values, signatures and how to check them)."""
-    f = facts(bundle)
-    pdf = _Pdf()
+def certificate_pdf(bundle: dict[str, Any], verify_url: str, lang: str = DEFAULT) -> bytes:
+    """The certificate as a PDF (A4), in `lang`: page 1 for a judge (the QR code, what was
+    registered, by whom, when, what it proves and does not, in words), page 2 on for an expert
+    (the exact values, signatures and how to check them)."""
+    f = facts(bundle, lang)
+    t, j = _text(lang), _judge(f, lang)
+    pdf = _Pdf(lang)
     missing = pdf.cover(json.dumps(dataclasses.asdict(f), ensure_ascii=False) + verify_url)
-    pdf.set_title(pdf.text_(f"{f.title}: entry {f.seq} of {f.origin}"))
+    pdf.set_title(pdf.text_(_t(lang, "{title}: entry {seq} of {origin}").format(
+        title=f.title, seq=f.seq, origin=f.origin)))
+    pdf.set_lang(lang)
     pdf.set_creator("copyledger")
     pdf.set_creation_date(parse_timestamp(f.sealed_at))
     pdf.add_page()
@@ -576,11 +648,13 @@ def certificate_pdf(bundle: dict[str, Any], verify_url: str) -> bytes:
     pdf.set_font(pdf.sans, "B", 17)
     pdf.multi_cell(narrow, 8, pdf.text_(f.title), align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     pdf.set_font(pdf.sans, "", 10)
-    pdf.multi_cell(narrow, 5, pdf.text_(f"Entry {f.seq} of the transparency log {f.origin}"),
+    pdf.multi_cell(narrow, 5, pdf.text_(_t(lang, "Entry {seq} of the transparency log {origin}")
+                                        .format(seq=f.seq, origin=f.origin)),
                    align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     pdf.ln(2)
     pdf.set_font(pdf.sans, "", 8.5)
-    pdf.multi_cell(narrow, 4.3, pdf.text_(f"Scan the code or open {verify_url} to check it."),
+    pdf.multi_cell(narrow, 4.3, pdf.text_(_t(lang, "Scan the code or open {url} to check it.")
+                                          .format(url=verify_url)),
                    align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     if missing:
         pdf.ln(1)
@@ -594,9 +668,8 @@ def certificate_pdf(bundle: dict[str, Any], verify_url: str) -> bytes:
     pdf.set_y(max(pdf.get_y(), 14 + qr_size + 2))
 
     # Page 1, for a judge: what, who, when, in words; what it proves and does not.
-    t, j = TEXT, _judge(f)
     pdf.para(j["summary"], 10.5)
-    mono = frozenset({"SHA-256", "Block hash", "Root hash", "Terms SHA-256", t["fingerprint"]})
+    mono = _mono(lang)
     pdf.heading(t["what"])
     pdf.rows(j["what"], mono)
     pdf.para(t["fingerprint_note"], 8.5)
@@ -605,7 +678,7 @@ def certificate_pdf(bundle: dict[str, Any], verify_url: str) -> bytes:
     for head, items in ((t["proves"], PROVES), (t["not_proves"], NOT_PROVES)):
         pdf.heading(head)
         for x in items:
-            pdf.para(f"\u2022 {x}" if pdf.unicode else f"- {x}", 9)
+            pdf.para(f"\u2022 {_t(lang, x)}" if pdf.unicode else f"- {x}", 9)
     pdf.heading(t["check"])
     pdf.para(t["check_text"].format(url=verify_url), 9)
     pdf.para(t["all_times_utc"], 8)
@@ -614,42 +687,42 @@ def certificate_pdf(bundle: dict[str, Any], verify_url: str) -> bytes:
     pdf.add_page()
     pdf.para(t["for_expert"], 14, "B")
     pdf.para(t["expert_intro"], 9)
-    pdf.heading("Registration")
-    pdf.rows([("Registrant", f.registrant), ("Registered at", f.received_at),
-              ("Entry number (seq)", str(f.seq)), *f.described])
-    pdf.heading("Content")
-    pdf.rows(f.hashes, mono)
-    pdf.heading("Block and signed checkpoint")
-    pdf.rows([("Block height", str(f.block_height)), ("Block hash", f.block_hash),
-              ("Block sealed at", f.sealed_at), ("Log (origin)", f.origin),
-              ("Tree size", str(f.checkpoint_size)), ("Root hash", f.checkpoint_root)], mono)
+    pdf.heading(_t(lang, "Registration"))
+    pdf.rows(_labels([(N_("Registrant"), f.registrant), (N_("Registered at"), f.received_at),
+                      (N_("Entry number (seq)"), str(f.seq)), *f.described], lang))
+    pdf.heading(_t(lang, "Content"))
+    pdf.rows(_labels(f.hashes, lang), mono)
+    pdf.heading(_t(lang, "Block and signed checkpoint"))
+    pdf.rows(_labels([(N_("Block height"), str(f.block_height)), (N_("Block hash"), f.block_hash),
+                      (N_("Block sealed at"), f.sealed_at), (N_("Log (origin)"), f.origin),
+                      (N_("Tree size"), str(f.checkpoint_size)),
+                      (N_("Root hash"), f.checkpoint_root)], lang), mono)
     pdf.ln(1)
     pdf.para(f.checkpoint.rstrip("\n"), 7.5, mono=True)
     pdf.ln(1)
-    pdf.para("Log key (published by the operator; compare before trusting): "
+    pdf.para(_t(lang, "Log key (published by the operator; compare before trusting): ")
              + ", ".join(f.verifier_keys), 8)
-    pdf.heading("Trusted time (RFC 3161)")
+    pdf.heading(_t(lang, "Trusted time (RFC 3161)"))
     if not f.stamps:
-        pdf.para("No time-stamp token in the bundle.")
+        pdf.para(_t(lang, "No time-stamp token in the bundle."))
     for s in f.stamps:
-        pdf.rows([("Authority", f"{s.tsa}" + (f" ({s.authority})" if s.authority else "")),
-                  ("Time (genTime)", s.gen_time or "-"), ("Status", s.status)])
-    pdf.heading("Witnesses")
+        pdf.rows(_labels([(N_("Authority"),
+                           f"{s.tsa}" + (f" ({s.authority})" if s.authority else "")),
+                          (N_("Time (genTime)"), s.gen_time or "-"), (N_("Status"), s.status)],
+                         lang))
+    pdf.heading(_t(lang, "Witnesses"))
     if f.witnesses:
         pdf.rows(f.witnesses)
     else:
-        pdf.para("No witnessed checkpoint in the bundle.")
-    pdf.para(WITNESS_NOTE, 8.5)
-    pdf.heading("How to check this yourself")
-    for h, text, cmds in _instructions(f, bundle, verify_url):
+        pdf.para(_t(lang, "No witnessed checkpoint in the bundle."))
+    pdf.para(_t(lang, WITNESS_NOTE), 8.5)
+    pdf.heading(_t(lang, "How to check this yourself"))
+    for h, text, cmds in _instructions(f, bundle, verify_url, lang):
         pdf.para(h, 9.5, "B")
         pdf.para(text, 9)
         for c in cmds:
             pdf.para(c, 7.5, mono=True)
         pdf.ln(1.5)
     pdf.ln(1)
-    pdf.para(LIMITS, 8.5)
+    pdf.para(_t(lang, LIMITS), 8.5)
     return bytes(pdf.output())
-
-
-

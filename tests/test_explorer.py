@@ -36,6 +36,7 @@ def populate(c: TestClient, reg: Node) -> dict[str, int]:
     from tests.test_claims import DMCA
 
     ada, plat = hdr(reg, "creator", "ada"), hdr(reg, "platform", "tube")
+    hdr(reg, "creator", "bob")  # a transfer's recipient must have an account (D36)
     seqs = [c.post("/v1/works", headers=ada, json=work_body(i)).json()["seq"] for i in range(3)]
     song = c.post("/v1/works", headers=ada, json={
         "sha256": sha("song"), "title": "Song <b>bold</b>", "creators": ["Ada"],

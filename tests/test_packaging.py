@@ -30,7 +30,8 @@ def test_wheel_installs_one_top_level_name(wheel: Path) -> None:
     for needed in ("copyledger/py.typed", "copyledger/ledger/py.typed",
                    "copyledger/ledger/migrations/env.py",
                    "copyledger/ledger/migrations/versions/0001_initial.py",
-                   "copyledger/api/static/verify.js"):
+                   "copyledger/api/static/verify.js",
+                   "copyledger/service/locale/zh_CN/LC_MESSAGES/copyledger.po"):
         assert needed in names, needed
     # real files, not links back into a source tree
     assert "copyledger/ledger/merkle.py" in names

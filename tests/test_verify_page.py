@@ -495,3 +495,35 @@ def test_page_checks_an_sm_suite_bundle_as_python_does(
             assert steps["block-signature"][0] == "ok", steps
             rep = verify_bundle(case, trusted_keys=[vkey], sm2_keys=pins[1:])
             assert rep.failed is not None and rep.failed.name == "sm2"
+
+
+def test_in_chinese_the_page_speaks_chinese_and_its_statuses_do_not_change(
+    browser: Any, server: dict[str, Any]
+) -> None:
+    """Accept-Language: zh-CN (issue 15): the page and the script's words in Chinese, the same
+    verdicts and data-status values, the same checks, nothing fetched from elsewhere."""
+    url, seq, d = server["url"], server["seq"], server["dir"]
+    ctx = browser.new_context(locale="zh-CN", extra_http_headers={"Accept-Language": "zh-CN"})
+    pg = ctx.new_page()
+    requests: list[str] = []
+    pg.on("request", lambda req: requests.append(req.url))
+    try:
+        pg.goto(f"{url}/verify?seq={seq}")
+        assert pg.locator("h1").inner_text() == "核验证据文件"
+        pg.wait_for_selector("#bundle-info:has-text('载入条目')", timeout=WAIT_MS)
+        pg.set_input_files("#exhibit", str(d / "harbour.jpg"))
+        status, text = verdict(pg, "verified", "failed", "unsupported")
+        assert status == "verified" and text.startswith("核验通过"), text
+        assert plain(pg) == ("verified", "该文件正是登记的文件。")
+        facts = pg.locator("#facts").inner_text()
+        assert re.search(r"登记时间\s+20\d\d年\d{1,2}月\d{1,2}日 \d\d:\d\d UTC", facts), facts
+        assert "区块 " not in facts and "Registered" not in facts
+        steps = step_statuses(pg)
+        assert steps["file"] == "ok" and steps["timestamp"] == "external"
+        pg.set_input_files("#exhibit", str(d / "other.jpg"))
+        status, text = verdict(pg, "failed")
+        assert text.startswith("核验未通过：file"), text  # the step's name is machine-readable
+        assert plain(pg)[0] == "failed"
+        assert all(u.startswith(url + "/") for u in requests), requests
+    finally:
+        ctx.close()

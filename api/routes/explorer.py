@@ -15,10 +15,12 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from copyledger.api import explorer as pages
+from copyledger.api import language
 from copyledger.api.deps import node
 from copyledger.api.problems import classify
 from copyledger.ledger.errors import CopyledgerError
 from copyledger.service import explorer
+from copyledger.service.i18n import gettext
 from copyledger.service.inputs import MAX_INT
 
 router = APIRouter(tags=["explorer"], include_in_schema=False)
@@ -39,42 +41,44 @@ def _key() -> Any:
     return Query(default=None, ge=0, le=MAX_INT)
 
 
-def _page(depth: int, read: Callable[[], Any],
-          render: Callable[[Any], str | Response]) -> Response:
-    """Read, render; a domain error (no such entry, a bad query) as an HTML page with the
-    status its problem would have."""
+def _page(request: Request, depth: int, read: Callable[[], Any],
+          render: Callable[[Any, str], str | Response]) -> Response:
+    """Read, render in the reader's language; a domain error (no such entry, a bad query) as
+    an HTML page with the status its problem would have."""
+    lang = language.lang(request)
     try:
-        out = render(read())
+        out = render(read(), lang)
     except CopyledgerError as e:
         status, _, title = classify(e)
-        return HTMLResponse(pages.error_page(status, title, e.detail, depth), status_code=status,
-                            headers=HEADERS)
+        return HTMLResponse(pages.error_page(status, gettext(lang, title),
+                                             gettext(lang, e.detail), depth, lang),
+                            status_code=status, headers=HEADERS)
     return out if isinstance(out, Response) else HTMLResponse(out, headers=HEADERS)
 
 
 @router.get("/")
 def home(request: Request) -> Response:
-    return _page(0, lambda: explorer.overview(node(request)), pages.home_page)
+    return _page(request, 0, lambda: explorer.overview(node(request)), pages.home_page)
 
 
 @router.get("/entries")
 def entries(request: Request, before: int | None = _key(), limit: int | None = _limit()
             ) -> Response:
-    return _page(0, lambda: explorer.entries_page(node(request), before, limit),
+    return _page(request, 0, lambda: explorer.entries_page(node(request), before, limit),
                  pages.entries_page)
 
 
 @router.get("/blocks")
 def blocks(request: Request, before: int | None = _key(), limit: int | None = _limit()
            ) -> Response:
-    return _page(0, lambda: explorer.blocks_page(node(request), before, limit),
+    return _page(request, 0, lambda: explorer.blocks_page(node(request), before, limit),
                  pages.blocks_page)
 
 
 @router.get("/entries/{seq}")
 def entry(request: Request, seq: int = Path(ge=0, le=MAX_INT), after: int | None = _key()
           ) -> Response:
-    return _page(1, lambda: explorer.entry_view(node(request), seq,
+    return _page(request, 1, lambda: explorer.entry_view(node(request), seq,
                                                 -1 if after is None else after),
                  pages.entry_page)
 
@@ -82,28 +86,28 @@ def entry(request: Request, seq: int = Path(ge=0, le=MAX_INT), after: int | None
 @router.get("/blocks/{height}")
 def block(request: Request, height: int = Path(ge=0, le=MAX_INT), after: int | None = _key(),
           limit: int | None = _limit()) -> Response:
-    return _page(1, lambda: explorer.block_view(node(request), height, after, limit),
+    return _page(request, 1, lambda: explorer.block_view(node(request), height, after, limit),
                  pages.block_page)
 
 
 @router.get("/works/{seq}")
 def work_title(request: Request, seq: int = Path(ge=0, le=MAX_INT)) -> Response:
-    return _page(1, lambda: explorer.title_view(node(request), seq), pages.title_page)
+    return _page(request, 1, lambda: explorer.title_view(node(request), seq), pages.title_page)
 
 
 @router.get("/claims/{seq}")
 def claim(request: Request, seq: int = Path(ge=0, le=MAX_INT)) -> Response:
-    return _page(1, lambda: explorer.claim_view(node(request), seq), pages.claim_page)
+    return _page(request, 1, lambda: explorer.claim_view(node(request), seq), pages.claim_page)
 
 
 @router.get("/search")
 def search(request: Request, q: str = Query(default="", max_length=200),
            after: int | None = _key(), limit: int | None = _limit()) -> Response:
     """An entry number goes to its page (303); a SHA-256 lists the entries with that content."""
-    return _page(0, lambda: explorer.find(node(request), q, after, limit), _found)
+    return _page(request, 0, lambda: explorer.find(node(request), q, after, limit), _found)
 
 
-def _found(d: dict[str, Any]) -> str | Response:
+def _found(d: dict[str, Any], lang: str) -> str | Response:
     if "seq" in d:
         return RedirectResponse(f"entries/{d['seq']}", status_code=303, headers=HEADERS)
-    return pages.search_page(d)
+    return pages.search_page(d, lang)

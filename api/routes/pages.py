@@ -7,6 +7,10 @@ that way: the certificate runs no script at all, the page only its own.
 
 from __future__ import annotations
 
+import functools
+import html
+import json
+import re
 from pathlib import Path as FsPath
 from typing import Literal
 
@@ -14,10 +18,12 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from copyledger.api.deps import node
+from copyledger.api.language import lang as language
 from copyledger.api.openapi import PUBLIC, problems
 from copyledger.ledger.errors import NotFound
 from copyledger.service import reads
 from copyledger.service.certificate import certificate_html
+from copyledger.service.i18n import DEFAULT, gettext, located
 from copyledger.service.inputs import MAX_INT
 from copyledger.service.rendercache import RenderCache
 
@@ -85,14 +91,15 @@ def get_certificate(
 ) -> Response:
     bundle = reads.bundle(node(request), seq)
     url = verify_url(request, seq)
+    lang = language(request)
     as_pdf = format == "pdf" or (format is None and _wants_pdf(request.headers.get("accept", "")))
     headers = {**SECURITY, "Vary": "Accept"}
     if as_pdf:
         headers["Content-Disposition"] = f'attachment; filename="copyledger-entry-{seq}.pdf"'
         pdf: RenderCache = request.app.state.pdf_cache
-        return Response(pdf(bundle, url), media_type="application/pdf",
+        return Response(pdf(bundle, url, lang), media_type="application/pdf",
                         headers=headers)
-    return HTMLResponse(certificate_html(bundle, url),
+    return HTMLResponse(certificate_html(bundle, url, lang),
                         headers={**headers, "Content-Security-Policy": CERT_CSP})
 
 
@@ -103,10 +110,29 @@ def get_certificate(
             responses={200: {"content": {"text/html": {
                 "example": "<!doctype html><html lang=\"en\">…</html>"}}}},
             openapi_extra=PUBLIC)
-def verify_page() -> HTMLResponse:
-    return HTMLResponse((STATIC / "verify.html").read_text(encoding="utf-8"),
+def verify_page(request: Request) -> HTMLResponse:
+    return HTMLResponse(verify_html(language(request)),
                         headers={**SECURITY, "Content-Security-Policy": PAGE_CSP,
                                  "Cache-Control": "no-cache"})
+
+
+MARKER = re.compile(r"\{\{(.+?)\}\}", re.S)
+
+
+@functools.cache
+def verify_html(lang: str = DEFAULT) -> str:
+    """verify.html in `lang`: each `{{...}}` segment (an HTML fragment of ours, whitespace
+    folded, is the msgid) replaced by its translation, and for verify.js the translations of its
+    tables as a JSON data block (never executed, so the CSP stays `script-src 'self'`)."""
+    page = (STATIC / "verify.html").read_text(encoding="utf-8")
+    page = MARKER.sub(lambda m: gettext(lang, " ".join(m.group(1).split())), page)
+    page = page.replace('<html lang="en">', f'<html lang="{html.escape(lang)}">', 1)
+    words = located(lang, "api/static/verify.js")
+    if words:
+        data = json.dumps(words, ensure_ascii=False).replace("<", "\\u003c")
+        page = page.replace("</head>", f'<script type="application/json" id="l10n">{data}'
+                            "</script>\n</head>", 1)
+    return page
 
 
 @router.get("/static/{name}", include_in_schema=False)

@@ -65,6 +65,51 @@
     description: 'Description', captured: 'Captured on', block: 'Sealed in block' };
   const KINDS = { work: 'Registered work', evidence: 'Evidence deposit', transfer: 'Transfer of rights',
     claim: 'Claim' };
+  /** Lines the page fills in as it works; placeholders in braces. */
+  const WORDS = {
+    seeBelow: 'see below',
+    exhibit: 'Exhibit: {name} ({size} bytes)',
+    exhibitHash: 'Exhibit: {name} ({size} bytes), SHA-256 {hash}',
+    loading: 'Loading the bundle of entry {seq} from this registry\u2026',
+    loadFailed: 'Could not load the bundle of entry {seq}: {why}. Choose a bundle file instead.',
+    notJson: '{name} is not JSON: {why}',
+    needBundle: 'Now add the evidence bundle (bundle.json).',
+    waiting: 'Waiting for the exhibit file and its bundle.',
+    checking: 'Checking\u2026',
+    hashing: 'Computing the file\u2019s SHA-256 (on this computer)\u2026',
+    hashingPct: 'Computing the file\u2019s SHA-256: {pct}%',
+    unreadable: 'Could not read {name}: {why}',
+    unsupported: 'Cannot verify in this browser: {why}. Use a current Chrome, Edge, Firefox or '
+      + 'Safari, or copyledger verify.',
+    notVerified: 'NOT verified: {step} \u2014 {why}',
+    incomplete: 'The bundle verifies; now choose the exhibit file to check it against the '
+      + 'registration.',
+    verified: 'Verified: this exact file is the registered content, and the record is intact '
+      + 'and signed.',
+    date: '{day} {month} {year}, {hh}:{mm} UTC',
+    sealedIn: '{height}, on {when}',
+    bundleFrom: 'Bundle of entry {seq}, loaded from this registry ({host}).',
+    bundleFile: 'Bundle: {name}',
+    bundleFileFrom: 'Bundle: {name} ({from})',
+  };
+
+  /* The page's language: verify.html carries, as a JSON data block, the translation of every
+   * string of the tables above (English text: translation); a string without one stays English.
+   * Machine-readable values (step names, data-status) are never translated. */
+  const L10N = (() => {
+    const el = document.getElementById('l10n');
+    try { return el ? JSON.parse(el.textContent) : {}; } catch (e) { return {}; }
+  })();
+  const tr = (text) => (Object.prototype.hasOwnProperty.call(L10N, text) ? L10N[text] : text);
+  STEPS.forEach((step) => { step[1] = tr(step[1]); });
+  Object.values(PLAIN).forEach((p) => { p[0] = tr(p[0]); p[1] = tr(p[1]); });
+  MONTHS.forEach((m, i) => { MONTHS[i] = tr(m); });
+  for (const table of [FACTS, KINDS, WORDS]) {
+    for (const k of Object.keys(table)) table[k] = tr(table[k]);
+  }
+  const fillIn = (text, vars) => Object.entries(vars).reduce(
+    (s, [k, x]) => s.split(`{${k}}`).join(String(x)), text);
+  const say = (key, vars = {}) => fillIn(WORDS[key], vars);
 
   class Fail extends Error {}
   const fail = (msg) => { throw new Fail(msg); };
@@ -1016,7 +1061,7 @@
     const v = $('verdict');
     v.dataset.status = status;
     v.textContent = text;
-    const fill = (t) => Object.entries(vars).reduce((s, [k, x]) => s.split(`{${k}}`).join(x), t);
+    const fill = (t) => fillIn(t, vars);
     const [head, more] = PLAIN[key] || PLAIN.failed;
     $('plain').dataset.status = status;
     $('plain-verdict').textContent = fill(head);
@@ -1028,8 +1073,8 @@
     let t;
     try { t = new Date(micros(text, 'time') / 1000); } catch (e) { return String(text); }
     const pad = (n) => String(n).padStart(2, '0');
-    return `${t.getUTCDate()} ${MONTHS[t.getUTCMonth()]} ${t.getUTCFullYear()}, `
-      + `${pad(t.getUTCHours())}:${pad(t.getUTCMinutes())} UTC`;
+    return say('date', { day: t.getUTCDate(), month: MONTHS[t.getUTCMonth()],
+      year: t.getUTCFullYear(), hh: pad(t.getUTCHours()), mm: pad(t.getUTCMinutes()) });
   }
 
   function renderSteps(results) {
@@ -1040,7 +1085,7 @@
       li.dataset.status = r.status;
       const t = document.createElement('span');
       t.className = 'title';
-      t.textContent = `${r.title} — ${r.status === 'external' ? 'see below' : r.status}`;
+      t.textContent = `${r.title} — ${r.status === 'external' ? say('seeBelow') : r.status}`;
       const d = document.createElement('span');
       d.className = 'detail';
       d.textContent = r.detail;
@@ -1066,7 +1111,7 @@
       [f.registrant, e.registrant], [f.when, humanTime(e.received_at)]];
     if (e.kind === 'work') rows.push([f.title, e.title], [f.creators, (e.creators || []).join('; ')], [f.workType, e.work_type]);
     if (e.kind === 'evidence') rows.push([f.description, e.description], [f.captured, e.captured_at && humanTime(e.captured_at)]);
-    rows.push([f.block, `${b.block.height}, on ${humanTime(b.block.header.sealed_at)}`]);
+    rows.push([f.block, say('sealedIn', { height: b.block.height, when: humanTime(b.block.header.sealed_at) })]);
     return rows.filter(([, v]) => v !== undefined).map(([k, v]) => [k, String(v)]);
   }
 
@@ -1079,22 +1124,22 @@
     $('openssl').hidden = true;
     if (!state.bundle) {
       renderSteps([]); renderFacts([]);
-      setVerdict('waiting', state.file ? 'Now add the evidence bundle (bundle.json).' : 'Waiting for the exhibit file and its bundle.',
+      setVerdict('waiting', state.file ? say('needBundle') : say('waiting'),
         state.file ? 'bundle' : 'waiting');
       return;
     }
-    setVerdict('running', 'Checking…');
+    setVerdict('running', say('checking'));
     if (state.file && !state.fileHash) {
       const file = state.file;
-      setVerdict('running', 'Computing the file\u2019s SHA-256 (on this computer)…', 'hashing');
+      setVerdict('running', say('hashing'), 'hashing');
       let hash;
       try { hash = await state.hashing; } catch (e) {
-        if (me === state.run) setVerdict('failed', `Could not read ${file.name}: ${e.message}`, 'unreadable', { why: e.message });
+        if (me === state.run) setVerdict('failed', say('unreadable', { name: file.name, why: e.message }), 'unreadable', { why: e.message });
         return;
       }
       if (state.file !== file || me !== state.run) return; // a newer run reports
       state.fileHash = hash;
-      $('exhibit-info').textContent = `Exhibit: ${file.name} (${file.size} bytes), SHA-256 ${hash}`;
+      $('exhibit-info').textContent = say('exhibitHash', { name: file.name, size: file.size, hash });
     }
     const pinned = $('pin').value.split(/\r?\n/).map((l) => l.trim()).filter(Boolean);
     const { results, ctx, unsupported } = await verify(state.bundleText ?? state.bundle, state.fileHash, pinned);
@@ -1104,13 +1149,13 @@
     const who = { who: String(ctx.bundle && ctx.bundle.entry ? ctx.bundle.entry.registrant : ''),
       when: ctx.bundle && ctx.bundle.entry ? humanTime(ctx.bundle.entry.received_at) : '' };
     if (unsupported) {
-      setVerdict('unsupported', `Cannot verify in this browser: ${failed.detail}. Use a current Chrome, Edge, Firefox or Safari, or copyledger verify.`);
+      setVerdict('unsupported', say('unsupported', { why: failed.detail }));
     } else if (failed) {
-      setVerdict('failed', `NOT verified: ${failed.name} — ${failed.detail}`, failed.name === 'file' ? 'file' : 'failed');
+      setVerdict('failed', say('notVerified', { step: failed.name, why: failed.detail }), failed.name === 'file' ? 'file' : 'failed');
     } else if (!state.fileHash) {
-      setVerdict('incomplete', 'The bundle verifies; now choose the exhibit file to check it against the registration.');
+      setVerdict('incomplete', say('incomplete'));
     } else {
-      setVerdict('verified', 'Verified: this exact file is the registered content, and the record is intact and signed.',
+      setVerdict('verified', say('verified'),
         ctx.trust === 'pinned' ? 'verified' : 'verifiedUnpinned', who);
     }
     const signed = results.find((r) => r.name === 'checkpoint').status === 'ok';
@@ -1140,10 +1185,10 @@
     state.file = file;
     state.fileHash = null;
     state.hashing = hashFile(file, (p) => {
-      if (state.file === file) setVerdict('running', `Computing the file\u2019s SHA-256: ${Math.round(100 * p)}%`, 'hashing');
+      if (state.file === file) setVerdict('running', say('hashingPct', { pct: Math.round(100 * p) }), 'hashing');
     }).then(toHex);
     state.hashing.catch(() => {}); // reported by run()
-    $('exhibit-info').textContent = `Exhibit: ${file.name} (${file.size} bytes)`;
+    $('exhibit-info').textContent = say('exhibit', { name: file.name, size: file.size });
   }
 
   /** A dropped file is the bundle if it parses as a copyledger bundle, else the exhibit. */
@@ -1165,7 +1210,7 @@
     let exhibits = 0;
     for (const f of files) {
       const c = await classify(f);
-      if (c.bundle) setBundle(c.bundle, `Bundle: ${f.name} (${from})`, c.text);
+      if (c.bundle) setBundle(c.bundle, say('bundleFileFrom', { name: f.name, from }), c.text);
       else { setFile(f); exhibits++; }
     }
     if (exhibits > 1) $('exhibit-info').textContent += ' — several files were dropped; this last one is the exhibit.';
@@ -1173,15 +1218,15 @@
   }
 
   async function loadSeq(seq) {
-    $('bundle-info').textContent = `Loading the bundle of entry ${seq} from this registry…`;
+    $('bundle-info').textContent = say('loading', { seq });
     try {
       const r = await fetch(`v1/entries/${seq}/bundle`, { headers: { Accept: 'application/json' } });
       const text = await r.text();
       const body = JSON.parse(text);
       if (!r.ok) throw new Error(body.detail || r.statusText);
-      if (!state.bundle) setBundle(body, `Bundle of entry ${seq}, loaded from this registry (${location.host}).`, text);
+      if (!state.bundle) setBundle(body, say('bundleFrom', { seq, host: location.host }), text);
     } catch (e) {
-      $('bundle-info').textContent = `Could not load the bundle of entry ${seq}: ${e.message}. Choose a bundle file instead.`;
+      $('bundle-info').textContent = say('loadFailed', { seq, why: e.message });
     }
     run();
   }
@@ -1209,10 +1254,10 @@
       if (!f) return;
       try {
         const text = await f.text();
-        setBundle(JSON.parse(text), `Bundle: ${f.name}`, text);
+        setBundle(JSON.parse(text), say('bundleFile', { name: f.name }), text);
       } catch (err) {
         state.bundle = null;
-        $('bundle-info').textContent = `${f.name} is not JSON: ${err.message}`;
+        $('bundle-info').textContent = say('notJson', { name: f.name, why: err.message });
       }
       run();
     });

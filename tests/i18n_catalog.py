@@ -1,0 +1,124 @@
+"""Every English string a person reads, with where it lives: the catalogue's msgids.
+
+`python -m tests.i18n_catalog` (or `make i18n`) merges them into each `.po` (new msgids are
+added untranslated, translations kept, vanished msgids dropped); `tests/test_i18n.py` fails
+while any of them lacks a translation. Sources: the explorer's tables, the certificate's
+tables and its `_t(lang, "...")` calls, the problem table, the date format, and the
+verification page's HTML (`{{...}}` markers) and script tables.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from babel.messages.catalog import Catalog
+from babel.messages.extract import extract_from_file
+from babel.messages.pofile import read_po, write_po
+
+from copyledger.api import explorer, problems
+from copyledger.service import certificate, dates, i18n
+
+ROOT = Path(__file__).resolve().parent.parent
+VERIFY_JS = "api/static/verify.js"
+VERIFY_HTML = "api/static/verify.html"
+JS_TABLES = ("STEPS", "PLAIN", "MONTHS", "FACTS", "KINDS", "WORDS")
+MARKER = re.compile(r"\{\{(.+?)\}\}", re.S)
+
+
+def _values(x: object) -> Iterator[str]:
+    if isinstance(x, str):
+        yield x
+    elif isinstance(x, Mapping):
+        for v in x.values():
+            yield from _values(v)
+    elif isinstance(x, list | tuple):
+        for v in x:
+            yield from _values(v)
+
+
+def js_strings(source: str) -> list[str]:
+    """The string literals of verify.js's tables (`const NAME = ...;` blocks), with
+    JavaScript's escapes and `+` continuations resolved."""
+    out: list[str] = []
+    for name in JS_TABLES:
+        m = re.search(rf"const {name} = (.*?);\n", source, re.S)
+        if not m:
+            continue
+        block = re.sub(r"'\s*\+\s*'", "", m.group(1))  # 'a' + 'b' -> 'ab'
+        if name == "STEPS":  # [name, words] pairs: the name is machine-readable
+            block = re.sub(r"\[\s*'[\w-]+',", "[", block)
+        for _, text in re.findall(r"""(['"])((?:\\.|(?!\1).)*)\1""", block):
+            s = text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+            if re.sub(r"\{\w*\}", "", s).strip() and s not in out:  # words, not "{why}"
+                out.append(s)
+    return out
+
+
+def html_markers(source: str) -> list[str]:
+    """The `{{...}}` segments of a page template (HTML fragments, translated whole)."""
+    return [" ".join(m.split()) for m in MARKER.findall(source)]
+
+
+def messages() -> dict[str, set[str]]:
+    """{msgid: {source file, ...}} for everything a person reads."""
+    found: dict[str, set[str]] = {}
+
+    def add(where: str, strings: Iterator[str] | list[str]) -> None:
+        for s in strings:
+            if re.sub(r"\{\w*\}", "", s).strip():  # words, not a bare "{why}"
+                found.setdefault(s, set()).add(where)
+
+    add("api/explorer.py", _values([explorer.EN, explorer.KINDS, explorer.RELS,
+                                    explorer.NOTICES]))
+    add("api/problems.py", (t for _, _, t in problems.PROBLEMS.values()))
+    add("api/problems.py", iter(problems.DETAILS))
+    add("service/dates.py", _values([dates.MONTHS, dates.FORMAT]))
+    add("service/certificate.py", _values([certificate.TITLES, certificate.TEXT,
+                                           certificate.PROVES, certificate.NOT_PROVES,
+                                           certificate.WITNESS_NOTE, certificate.LIMITS,
+                                           certificate.DEFAULT_TITLE]))
+    for path in ("service/certificate.py",):
+        for _, msg, _, _ in extract_from_file("python", ROOT / path,
+                                               keywords={"_t": (2,), "N_": None}):
+            add(path, [str(msg)])
+    add(VERIFY_JS, js_strings((ROOT / VERIFY_JS).read_text(encoding="utf-8")))
+    add(VERIFY_HTML, html_markers((ROOT / VERIFY_HTML).read_text(encoding="utf-8")))
+    return found
+
+
+def po_path(lang: str) -> Path:
+    return i18n.LOCALE_DIR / i18n.LANGS[lang] / "LC_MESSAGES" / f"{i18n.DOMAIN}.po"
+
+
+def merge(lang: str) -> Catalog:
+    """The catalogue for `lang` with exactly today's msgids, translations kept."""
+    path = po_path(lang)
+    old = read_po(path.open("rb"), locale=i18n.LANGS[lang]) if path.exists() else None
+    cat = Catalog(locale=i18n.LANGS[lang], domain=i18n.DOMAIN, project="copyledger",
+                  charset="utf-8", fuzzy=False)
+    if old is not None:  # a merge that changes no message changes no byte
+        cat.creation_date, cat.revision_date = old.creation_date, old.revision_date
+    for msgid, where in sorted(messages().items()):
+        prev = old.get(msgid) if old is not None else None
+        cat.add(msgid, prev.string if prev is not None else "",
+                locations=[(w, None) for w in sorted(where)])
+    return cat
+
+
+def main() -> None:
+    for lang in i18n.LANGS:
+        if lang == i18n.DEFAULT:
+            continue
+        buf = io.BytesIO()
+        write_po(buf, merge(lang), width=100, omit_header=False, sort_output=True)
+        po_path(lang).parent.mkdir(parents=True, exist_ok=True)
+        po_path(lang).write_bytes(buf.getvalue())
+        print(f"{po_path(lang).relative_to(ROOT)}: {len(messages())} messages", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
