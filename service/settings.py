@@ -53,6 +53,8 @@ class Settings:
     upload_timeout_s: float = 3600.0  # the same for a multipart upload to an upload path
     keep_alive_s: float = 5.0  # an idle keep-alive connection is closed after this long
     key_recheck_s: float = 30.0  # a cached API key is looked up again after this long
+    max_batch_body_bytes: int = 8 * 1024**2  # a batch of up to 1,000 works or deposits
+    idempotency_ttl_s: int = 86_400  # how long an Idempotency-Key's answer is kept (D41)
 
     @property
     def external_tsa_urls(self) -> list[str]:
