@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
+from itertools import chain
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -26,6 +27,7 @@ from rich.progress import (
 from rich.table import Table
 from typer.core import TyperGroup
 
+from copyledger.cli.catalogue import ImportProgress, Row, read_rows
 from copyledger.client import Client, ClientError, ProblemError, Receipt, UnverifiedAnswer
 from copyledger.ledger.errors import CopyledgerError
 from copyledger.service import settings as settings_mod
@@ -382,6 +384,96 @@ def register(
 def _short(path: Path, width: int = 40) -> str:
     s = str(path)
     return s if len(s) <= width else "…" + s[-(width - 1):]
+
+
+# ------------------------------------------------------------ import: a catalogue by hash
+# (issue 13 item 3: through the batch endpoint, resumable without duplicates)
+
+
+@app.command("import")
+def import_(
+    catalogue: Annotated[Path, typer.Argument(
+        exists=True, dir_okay=False, readable=True,
+        help="FILE.jsonl (one work a line) or FILE.csv (header: sha256,title,creators,"
+        "work_type[,size,media_type,license,metadata]; creators separated by ';')")],
+    server: Server = "http://127.0.0.1:8000",
+    api_key: ApiKey = None,
+    progress_file: Annotated[Path | None, typer.Option(
+        help="where finished chunks are recorded, to resume (default: FILE.progress)")] = None,
+    chunk: Annotated[int, typer.Option(min=1, max=1000, help="works per request")] = 1000,
+    trust: Trust = None,
+    as_json: Json = False,
+) -> None:
+    """Register a catalogue of works by hash, 1,000 a request, each receipt verified.
+
+    Resumable: rerun the same command after an interruption. Finished chunks are skipped (the
+    progress file), and a work this account already registered is answered with its earlier
+    registration, never a second entry, so the log holds what single registrations would.
+    Rows the registry refuses are listed (file line and problem); the import goes on."""
+    if not api_key:
+        _die("an API key is needed: --api-key or COPYLEDGER_API_KEY")
+    state = ImportProgress.load(progress_file or catalogue.with_name(catalogue.name + ".progress"))
+    total = sum(1 for _ in read_rows(catalogue))
+    show = not as_json and sys.stderr.isatty()
+    stopped: str | None = None
+    with _client(server, api_key, trust, 300) as client, Progress(
+        TextColumn("importing"), BarColumn(), TextColumn("{task.completed}/{task.total} works"),
+        TimeRemainingColumn(), console=err, disable=not show, transient=True,
+    ) as prog:
+        pinned = _verifiers(client)
+        task = prog.add_task("importing", total=total, completed=state.done)
+        rows = read_rows(catalogue)
+        for _ in range(state.done):
+            next(rows, None)
+        batch: list[Row] = []
+        for row in chain(rows, [None]):
+            if row is not None:
+                batch.append(row)
+                if len(batch) < chunk:
+                    continue
+            if not batch:
+                break
+            stopped = _import_chunk(client, batch, state)
+            if stopped:
+                break
+            prog.advance(task, len(batch))
+            batch = []
+    summary = {"file": str(catalogue), "done": state.done, "total": total,
+               "registered": state.registered, "already_registered": state.already,
+               "refused": state.refused, "key_pinned": pinned, "stopped": stopped}
+    if as_json:
+        _emit(True, summary)
+    else:
+        for r in state.refused:
+            err.print(f"line {r['line']}: {r['problem']}")
+        err.print(f"{state.done}/{total} rows: {state.registered} registered, {state.already} "
+                  f"already registered, {len(state.refused)} refused"
+                  + (f"; stopped: {stopped} (run the command again to resume)" if stopped
+                     else ""))
+    if stopped or state.refused:
+        raise typer.Exit(1)
+
+
+def _import_chunk(client: Client, batch: list[Row], state: ImportProgress) -> str | None:
+    """Send one chunk and record it; why the import must stop (nothing recorded), or None."""
+    sendable = [(r, r.work) for r in batch if r.work is not None]
+    refused = [{"line": r.line, "problem": r.error} for r in batch if r.work is None]
+    try:
+        answers = client.register_works([w for _, w in sendable]) if sendable else []
+    except ClientError as e:  # unreachable, refused whole (429, 503…), or not verified
+        return str(e)
+    registered = already = 0
+    for (r, _), a in zip(sendable, answers, strict=True):
+        if isinstance(a, ProblemError):
+            if a.status in (429, 503):  # not the row's fault: resend the chunk later
+                return str(a)
+            refused.append({"line": r.line, "problem": str(a)})
+        elif a.already_registered:
+            already += 1
+        else:
+            registered += 1
+    state.advance(len(batch), registered, already, sorted(refused, key=lambda x: x["line"]))
+    return None
 
 
 def _already_registered(client: Client, sha: str, account: str | None) -> dict[str, Any] | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import mimetypes
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Literal, NotRequired, Required, TypedDict, TypeVar
@@ -184,10 +184,49 @@ REGISTERED = (200, 201)
 
 
 def register_work(fields: WorkFields) -> Call[Receipt]:
+    body = _work_body(fields)
+    return _receipt("/v1/works", body, file_sha256=body["sha256"], expect=REGISTERED)
+
+
+def _work_body(fields: WorkFields | BatchWork) -> dict[str, Any]:
     body = _body(fields)
     if not body.get("again"):
         body.pop("again", None)
-    return _receipt("/v1/works", body, file_sha256=body["sha256"], expect=REGISTERED)
+    return body
+
+
+class BatchWork(WorkFields, total=False):
+    """A work in a batch (POST /v1/works/batch), with its own Idempotency-Key if wanted."""
+
+    idempotency_key: str
+
+
+MAX_BATCH = 1000
+"""Works one batch request may carry."""
+
+
+def register_works(works: Sequence[BatchWork], again: bool = False
+                   ) -> Call[list[Receipt | ProblemError]]:
+    """Many works in one request: for each, in order, its verified receipt (a new entry, or
+    `already_registered`) or the problem that refused it (nothing written for that one)."""
+    bodies = [_work_body(w) for w in works]
+
+    def finish(answer: Any, trust: Trust) -> list[Receipt | ProblemError]:
+        try:
+            results = answer["results"]
+            if [r["index"] for r in results] != list(range(len(bodies))):
+                raise ResponseError("POST /v1/works/batch: the answer does not list each work "
+                                    "once, in order")
+            return [verify.check_receipt(r["registration"], trust.verifiers,
+                                         file_sha256=b["sha256"])
+                    if "registration" in r else ProblemError.from_problem(r["status"],
+                                                                         r["problem"])
+                    for r, b in zip(results, bodies, strict=True)]
+        except (KeyError, TypeError) as e:
+            raise ResponseError(f"POST /v1/works/batch: malformed answer ({e!r})") from None
+
+    return Call("POST", "/v1/works/batch", finish, json={"works": bodies},
+                params={"again": "true"} if again else None, expect=200, needs_trust=True)
 
 
 def read_file(file: bytes | Path, name: str | None, media_type: str | None
