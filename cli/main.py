@@ -28,7 +28,14 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from copyledger.cli.catalogue import ImportProgress, Row, read_rows
-from copyledger.client import Client, ClientError, ProblemError, Receipt, UnverifiedAnswer
+from copyledger.client import (
+    BatchWork,
+    Client,
+    ClientError,
+    ProblemError,
+    Receipt,
+    UnverifiedAnswer,
+)
 from copyledger.ledger.errors import CopyledgerError
 from copyledger.service import settings as settings_mod
 
@@ -284,6 +291,7 @@ def _client(server: str, api_key: str | None, trust: list[str] | None,
 # (issue #14: folders, resumable runs, receipts kept by default, work type from the content)
 
 DEFAULT_RECEIPTS = Path("copyledger-receipts")
+REGISTER_CHUNK = 100  # files registered per request: receipts are saved after each
 
 
 @app.command()
@@ -335,6 +343,33 @@ def register(
         pinned = _verifiers(client)
         task = prog.add_task("registering", total=len(paths))
         account = manifest.account(api_key)
+        waiting: list[tuple[int, Path, str, BatchWork]] = []  # (result slot, file, hash, work)
+
+        def send() -> None:
+            """Register the waiting files in one request, and record each answer."""
+            nonlocal account
+            answers: list[Receipt | ProblemError | UnverifiedAnswer]
+            try:
+                answers = list(client.register_works([w for *_, w in waiting]))
+            except ProblemError as e:  # the whole request refused (401, 429…): each file says
+                answers = [e] * len(waiting)
+            except ClientError as e:
+                _die(str(e))
+            for (slot, path, sha, _), a in zip(waiting, answers, strict=True):
+                res, rc = _answered(path, sha, a)
+                if rc is not None and rc.already_registered:  # the server knew, the manifest not
+                    res["skipped"] = (f"already registered by {rc.entry.registrant} "
+                                      f"(seq {rc.seq})")
+                if rc is not None:
+                    doc = rc.to_dict()
+                    account = doc["entry"]["registrant"]
+                    name = manifest.save_receipt(sha, doc)
+                    manifest.add(path, sha, rc.seq, account, name, api_key)
+                res["key_pinned"] = pinned
+                results[slot] = res
+            prog.advance(task, len(waiting))
+            waiting.clear()
+
         for path in paths:
             prog.update(task, description=_short(path))
             f = hash_file(path)
@@ -348,22 +383,17 @@ def register(
                 continue
             media = media_type_of(f.head, path.name)
             fps = _local_fingerprints(path, f.size, media) if media else {}
-            res, rc = _submit(partial(
-                client.register_work, sha256=f.sha256, size=f.size, title=title or path.name,
+            work = BatchWork(
+                sha256=f.sha256, size=f.size, title=title or path.name,
                 creators=creator or ["unknown"], work_type=work_type or work_type_of(media),
                 media_type=media, fingerprints=fps or None, license=license or None,
-                again=again,
-            ), path, f.sha256, None)
-            if rc is not None and rc.already_registered:  # the server knew it, the manifest not
-                res["skipped"] = f"already registered by {rc.entry.registrant} (seq {rc.seq})"
-            if rc is not None:
-                doc = rc.to_dict()
-                account = doc["entry"]["registrant"]
-                name = manifest.save_receipt(f.sha256, doc)
-                manifest.add(path, f.sha256, rc.seq, account, name, api_key)
-            res["key_pinned"] = pinned
-            results.append(res)
-            prog.advance(task)
+                again=again)
+            results.append({})  # filled in by send(), in the files' order
+            waiting.append((len(results) - 1, path, f.sha256, work))
+            if len(waiting) == REGISTER_CHUNK:
+                send()
+        if waiting:
+            send()
     failed = any("error" in r for r in results)
     if as_json:
         _emit(True, results)
@@ -468,6 +498,8 @@ def _import_chunk(client: Client, batch: list[Row], state: ImportProgress) -> st
             if a.status in (429, 503):  # not the row's fault: resend the chunk later
                 return str(a)
             refused.append({"line": r.line, "problem": str(a)})
+        elif isinstance(a, UnverifiedAnswer):  # the registry's fault: stop, tell, resend later
+            return f"line {r.line}: receipt does NOT verify: {a.detail}"
         elif a.already_registered:
             already += 1
         else:
@@ -517,20 +549,29 @@ def _submit(
     """Send one registration or deposit (its receipt is checked); a result row either way, and
     the verified receipt when there is one."""
     try:
-        rc = send()
-    except ProblemError as e:
-        return {"file": str(path), "sha256": sha, "error": str(e)}, None
-    except UnverifiedAnswer as e:
-        seq = e.answer.get("seq") if isinstance(e.answer, dict) else None
-        return {"file": str(path), "sha256": sha, "seq": seq,
-                "error": f"receipt does NOT verify: {e.detail}"}, None
+        rc: Receipt | ProblemError | UnverifiedAnswer = send()
+    except (ProblemError, UnverifiedAnswer) as e:
+        rc = e
     except ClientError as e:
         _die(str(e))
-    if receipts:
+    res, verified = _answered(path, sha, rc)
+    if receipts and verified is not None:
         receipts.mkdir(parents=True, exist_ok=True)
-        (receipts / f"{rc.seq}.json").write_text(json.dumps(rc.to_dict(), indent=2))
-    return {"file": str(path), "sha256": sha, "seq": rc.seq, "leaf_hash": rc.leaf_hash,
-            "tree_size": rc.receipt.tree_size}, rc
+        (receipts / f"{verified.seq}.json").write_text(json.dumps(verified.to_dict(), indent=2))
+    return res, verified
+
+
+def _answered(path: Path, sha: str, answer: Receipt | ProblemError | UnverifiedAnswer
+              ) -> tuple[dict[str, Any], Receipt | None]:
+    """A file's result row, and its receipt when it verified."""
+    if isinstance(answer, ProblemError):
+        return {"file": str(path), "sha256": sha, "error": str(answer)}, None
+    if isinstance(answer, UnverifiedAnswer):
+        seq = answer.answer.get("seq") if isinstance(answer.answer, dict) else None
+        return {"file": str(path), "sha256": sha, "seq": seq,
+                "error": f"receipt does NOT verify: {answer.detail}"}, None
+    return {"file": str(path), "sha256": sha, "seq": answer.seq, "leaf_hash": answer.leaf_hash,
+            "tree_size": answer.receipt.tree_size}, answer
 
 
 def _results_table(results: list[dict[str, Any]], ok_text: str) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Generic, Literal, NotRequired, Required, TypedDict, TypeVar
 
 from copyledger.client import verify
-from copyledger.client.errors import ProblemError, ResponseError
+from copyledger.client.errors import ProblemError, ResponseError, UnverifiedAnswer
 from copyledger.client.results import (
     ClaimCheck,
     ConsistencyProof,
@@ -205,28 +205,38 @@ MAX_BATCH = 1000
 """Works one batch request may carry."""
 
 
+BatchResult = Receipt | ProblemError | UnverifiedAnswer
+"""A batch item's answer: its verified receipt, the problem that refused it (nothing written
+for it), or a receipt that does NOT verify (the exception holds what the server sent)."""
+
+
 def register_works(works: Sequence[BatchWork], again: bool = False
-                   ) -> Call[list[Receipt | ProblemError]]:
+                   ) -> Call[list[BatchResult]]:
     """Many works in one request: for each, in order, its verified receipt (a new entry, or
-    `already_registered`) or the problem that refused it (nothing written for that one)."""
+    `already_registered`), the problem that refused it, or UnverifiedAnswer."""
     bodies = [_work_body(w) for w in works]
 
-    def finish(answer: Any, trust: Trust) -> list[Receipt | ProblemError]:
+    def finish(answer: Any, trust: Trust) -> list[BatchResult]:
         try:
             results = answer["results"]
             if [r["index"] for r in results] != list(range(len(bodies))):
                 raise ResponseError("POST /v1/works/batch: the answer does not list each work "
                                     "once, in order")
-            return [verify.check_receipt(r["registration"], trust.verifiers,
-                                         file_sha256=b["sha256"])
-                    if "registration" in r else ProblemError.from_problem(r["status"],
-                                                                         r["problem"])
-                    for r, b in zip(results, bodies, strict=True)]
+            return [_item(r, b["sha256"], trust) for r, b in zip(results, bodies, strict=True)]
         except (KeyError, TypeError) as e:
             raise ResponseError(f"POST /v1/works/batch: malformed answer ({e!r})") from None
 
     return Call("POST", "/v1/works/batch", finish, json={"works": bodies},
                 params={"again": "true"} if again else None, expect=200, needs_trust=True)
+
+
+def _item(result: dict[str, Any], sha256: str, trust: Trust) -> BatchResult:
+    if "registration" not in result:
+        return ProblemError.from_problem(result["status"], result["problem"])
+    try:
+        return verify.check_receipt(result["registration"], trust.verifiers, file_sha256=sha256)
+    except UnverifiedAnswer as e:
+        return e
 
 
 def read_file(file: bytes | Path, name: str | None, media_type: str | None

@@ -12,6 +12,7 @@ import httpx
 
 from copyledger.client import _calls as calls
 from copyledger.client._calls import (
+    BatchResult,
     BatchWork,
     Call,
     CheckFields,
@@ -21,7 +22,7 @@ from copyledger.client._calls import (
     UploadFields,
     WorkFields,
 )
-from copyledger.client.errors import ProblemError, TransportError
+from copyledger.client.errors import TransportError
 from copyledger.client.results import (
     ClaimCheck,
     ConsistencyProof,
@@ -115,9 +116,10 @@ class Client(_Base):
         return self._run(calls.register_work(fields))
 
     def register_works(self, works: Sequence[BatchWork], *, again: bool = False
-                       ) -> list[Receipt | ProblemError]:
+                       ) -> list[BatchResult]:
         """Register up to 1,000 works by hash in one request (POST /v1/works/batch): for each,
-        in order, its verified receipt or the ProblemError that refused it."""
+        in order, its verified receipt, the ProblemError that refused it, or UnverifiedAnswer
+        (a receipt that does not verify)."""
         return self._run(calls.register_works(works, again))
 
     def upload_work(self, file: bytes | Path, **fields: Unpack[UploadFields]) -> Receipt:
@@ -281,7 +283,7 @@ class AsyncClient(_Base):
         return await self._run(calls.register_work(fields))
 
     async def register_works(self, works: Sequence[BatchWork], *, again: bool = False
-                             ) -> list[Receipt | ProblemError]:
+                             ) -> list[BatchResult]:
         return await self._run(calls.register_works(works, again))
 
     async def upload_work(self, file: bytes | Path, **fields: Unpack[UploadFields]) -> Receipt:

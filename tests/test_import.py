@@ -98,3 +98,40 @@ def test_a_csv_catalogue_with_bad_rows(tmp_path: Path, server: tuple[ServerProce
     assert [x["line"] for x in s["refused"]] == [3, 4]
     logged = works_in_log(srv)
     assert logged == [(sha(1), "Song")]
+
+
+def test_register_of_many_files_sends_them_in_batches(
+    tmp_path: Path, server: tuple[ServerProcess, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    srv, key = server
+    monkeypatch.chdir(tmp_path)
+    files = []
+    for i in range(5):
+        f = tmp_path / f"note{i}.txt"
+        f.write_text(f"note {i}")
+        files.append(str(f))
+    r = cli("register", *files, "--server", srv.url, "--api-key", key, "--work-type", "text",
+            "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    res = json.loads(r.stdout)
+    assert [x["file"] for x in res] == files  # in the files' order
+    receipts = [json.loads((tmp_path / "copyledger-receipts" / f"{x['sha256']}.json")
+                           .read_text()) for x in res]
+    assert len({rc["block_height"] for rc in receipts}) == 1  # one request, one block
+    manifest = (tmp_path / "copyledger-receipts" / "manifest.jsonl").read_text().splitlines()
+    assert len(manifest) == 5
+
+
+def test_the_client_answers_each_item(server: tuple[ServerProcess, str]) -> None:
+    from copyledger.client import BatchWork, Client, ProblemError, Receipt
+
+    srv, key = server
+    with Client(srv.url, api_key=key) as c:
+        out = c.register_works([
+            BatchWork(sha256=sha(1), title="A", creators=["Ada"], work_type="text"),
+            BatchWork(sha256=sha(2), title="B", creators=["Ada"], work_type="poem"),
+            BatchWork(sha256=sha(1), title="A", creators=["Ada"], work_type="text")])
+    assert isinstance(out[0], Receipt) and not out[0].already_registered
+    assert isinstance(out[1], ProblemError) and out[1].status == 422
+    assert isinstance(out[2], Receipt) and out[2].already_registered
+    assert out[2].seq == out[0].seq
