@@ -227,6 +227,7 @@ async def register_works(
     async with contextlib.AsyncExitStack() as stack:
         for sha in wanted:  # sorted: two batches take their locks in one order
             await stack.enter_async_context(node.register_locks.hold((who.account, sha)))
+        known = await asyncio.to_thread(node.store.find_works, who.account, wanted)
         out: list[Outcome | None] = []
         entries: list[dict[str, Any] | CopyledgerError] = []
         first: dict[str, int] = {}  # content new in this batch -> the index of its entry
@@ -235,7 +236,7 @@ async def register_works(
                 out.append(w)
                 continue
             fresh = again or w.again
-            row = None if fresh else node.store.find_work(who.account, w.sha256)
+            row = None if fresh else known.get(w.sha256)
             if row is not None:
                 out.append(Recorded(sealed_receipt(node, row), _parsed(row), existing=True))
                 continue
@@ -256,9 +257,9 @@ async def register_works(
         for w, o in zip(works, out, strict=True):
             if o is None:
                 assert isinstance(w, WorkIn)
-                known = first.get(w.sha256)
-                if known is not None and known < len(at):  # a repeat: the first's answer
-                    prior = at[known]
+                earlier = first.get(w.sha256)
+                if earlier is not None and earlier < len(at):  # a repeat: the first's answer
+                    prior = at[earlier]
                     o = (Recorded(prior.receipt, prior.entry, existing=True)
                          if isinstance(prior, Recorded) else prior)
                 else:
