@@ -222,7 +222,9 @@ def register_works(works: Sequence[BatchWork], again: bool = False
             if [r["index"] for r in results] != list(range(len(bodies))):
                 raise ResponseError("POST /v1/works/batch: the answer does not list each work "
                                     "once, in order")
-            return [_item(r, b["sha256"], trust) for r, b in zip(results, bodies, strict=True)]
+            checked: dict[str, note_mod.Checkpoint] = {}  # one signature check per block
+            return [_item(r, b["sha256"], trust, checked)
+                    for r, b in zip(results, bodies, strict=True)]
         except (KeyError, TypeError) as e:
             raise ResponseError(f"POST /v1/works/batch: malformed answer ({e!r})") from None
 
@@ -230,11 +232,13 @@ def register_works(works: Sequence[BatchWork], again: bool = False
                 params={"again": "true"} if again else None, expect=200, needs_trust=True)
 
 
-def _item(result: dict[str, Any], sha256: str, trust: Trust) -> BatchResult:
+def _item(result: dict[str, Any], sha256: str, trust: Trust,
+          checked: dict[str, note_mod.Checkpoint]) -> BatchResult:
     if "registration" not in result:
         return ProblemError.from_problem(result["status"], result["problem"])
     try:
-        return verify.check_receipt(result["registration"], trust.verifiers, file_sha256=sha256)
+        return verify.check_receipt(result["registration"], trust.verifiers, file_sha256=sha256,
+                                    checked=checked)
     except UnverifiedAnswer as e:
         return e
 

@@ -130,3 +130,24 @@ def test_evidence_batch(api: Api) -> None:
     results = r.json()["results"]
     assert [x["status"] for x in results] == [201, 422]
     assert results[0]["registration"]["entry"]["kind"] == "evidence"
+
+
+def test_a_batch_receipts_checkpoint_is_verified_once_and_still_bound(api: Api) -> None:
+    from copyledger.ledger.errors import CopyledgerError
+
+    client, reg = api
+    doc = client.post("/v1/works/batch", json={"works": [work_body(i) for i in range(3)]},
+                      headers=key(reg, "alice")).json()
+    vkey = note.parse_verifier_key(client.get("/v1/log").json()["verifier_key"])
+    checked: dict[str, note.Checkpoint] = {}
+    regs = [r["registration"] for r in doc["results"]]
+    for i, r in enumerate(regs):
+        verify_receipt(r, [vkey], file_sha256=sha(i), checked=checked)
+    assert len(checked) == 1  # one block, one signature check
+    # A remembered checkpoint still has to match the proof; an altered one is verified anew.
+    wrong_root = {**regs[0], "receipt": {**regs[0]["receipt"], "root": "00" * 32}}
+    forged = {**regs[1], "receipt": {**regs[1]["receipt"],
+                                     "checkpoint": regs[1]["receipt"]["checkpoint"] + " "}}
+    for bad in (wrong_root, forged):
+        with pytest.raises(CopyledgerError):
+            verify_receipt(bad, [vkey], checked=checked)
