@@ -3,42 +3,22 @@ answered on its own, the refused ones not written, the others sealed together.""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from fastapi.testclient import TestClient
 
-from copyledger.api.app import create_app
 from copyledger.ledger import note
 from copyledger.ledger.verify import verify_receipt
-from copyledger.service.apikeys import create_key
 from copyledger.service.node import Node
-from tests.helpers import open_registry, sha, work_body
+from tests.helpers import bearer, sha, tree_size, work_body
 
 Api = tuple[TestClient, Node]
 
 
-@pytest.fixture
-def api(tmp_path: Path, database_url: str) -> Iterator[Api]:
-    reg = open_registry(tmp_path, database_url)
-    with TestClient(create_app(reg)) as c:
-        yield c, reg
-
-
-def key(reg: Node, account: str, role: str = "creator") -> dict[str, str]:
-    return {"Authorization": f"Bearer {create_key(reg.store, role, account)[0]}"}
-
-
-def size(client: TestClient) -> int:
-    return int(client.get("/v1/log").json()["tree_size"])
-
-
 def test_each_item_is_answered_in_order_and_refused_items_are_not_written(api: Api) -> None:
     client, reg = api
-    alice = key(reg, "alice")
+    alice = bearer(reg, "alice")
     single = client.post("/v1/works", json=work_body("old"), headers=alice).json()
-    n = size(client)
+    n = tree_size(client)
     works = [work_body(0), {**work_body(1), "sha256": "nothex"}, work_body("old"),
              work_body(2), "not an object", work_body(0)]
     r = client.post("/v1/works/batch", json={"works": works}, headers=alice)
@@ -53,7 +33,7 @@ def test_each_item_is_answered_in_order_and_refused_items_are_not_written(api: A
     # The same content twice in one batch: one entry, the second answered with it.
     first, again = doc["results"][0]["registration"], doc["results"][5]["registration"]
     assert again["seq"] == first["seq"] and again["already_registered"] is True
-    assert size(client) == n + 2
+    assert tree_size(client) == n + 2
     vkey = note.parse_verifier_key(client.get("/v1/log").json()["verifier_key"])
     for i, item in ((0, doc["results"][0]), (2, doc["results"][3])):
         verify_receipt(item["registration"], [vkey], file_sha256=sha(i))
@@ -63,7 +43,7 @@ def test_each_item_is_answered_in_order_and_refused_items_are_not_written(api: A
 
 def test_a_batch_writes_what_single_registrations_would(api: Api) -> None:
     client, reg = api
-    alice = key(reg, "alice")
+    alice = bearer(reg, "alice")
     batch = client.post("/v1/works/batch", json={"works": [work_body(i) for i in range(5)]},
                         headers=alice).json()
     for item, i in zip(batch["results"], range(5), strict=True):
@@ -74,7 +54,7 @@ def test_a_batch_writes_what_single_registrations_would(api: Api) -> None:
 
 def test_again_for_the_whole_batch(api: Api) -> None:
     client, reg = api
-    alice = key(reg, "alice")
+    alice = bearer(reg, "alice")
     client.post("/v1/works", json=work_body(7), headers=alice)
     r = client.post("/v1/works/batch?again=true", json={"works": [work_body(7)]}, headers=alice)
     assert r.json()["results"][0]["status"] == 201
@@ -86,24 +66,24 @@ def test_again_for_the_whole_batch(api: Api) -> None:
 ])
 def test_a_body_that_is_no_batch_is_refused_whole(api: Api, body: bytes) -> None:
     client, reg = api
-    n = size(client)
+    n = tree_size(client)
     r = client.post("/v1/works/batch", content=body, headers={
-        **key(reg, "alice"), "content-type": "application/json"})
+        **bearer(reg, "alice"), "content-type": "application/json"})
     assert r.status_code == 422 and r.headers["content-type"].startswith(
         "application/problem+json")
-    assert size(client) == n
+    assert tree_size(client) == n
 
 
 def test_at_most_1000_items_and_the_body_limit_fits_them(api: Api) -> None:
     client, reg = api
-    alice = key(reg, "alice")
+    alice = bearer(reg, "alice")
     works = [work_body(i, metadata={"note": "x" * 200}) for i in range(1001)]
     too_many = client.post("/v1/works/batch", json={"works": works}, headers=alice)
     assert too_many.status_code == 422 and "1000" in too_many.json()["detail"]
-    n = size(client)
+    n = tree_size(client)
     ok = client.post("/v1/works/batch", json={"works": works[:1000]}, headers=alice)
     assert ok.status_code == 200 and ok.json()["registered"] == 1000  # > 64 KiB of JSON
-    assert size(client) == n + 1000
+    assert tree_size(client) == n + 1000
     huge = b'{"works": ["' + b"x" * (reg.settings.max_batch_body_bytes) + b'"]}'
     r = client.post("/v1/works/batch", content=huge,
                     headers={**alice, "content-type": "application/json"})
@@ -113,14 +93,14 @@ def test_at_most_1000_items_and_the_body_limit_fits_them(api: Api) -> None:
 def test_authentication_comes_before_the_body(api: Api) -> None:
     client, reg = api
     assert client.post("/v1/works/batch", content=b"not json").status_code == 401
-    platform = key(reg, "tube", "platform")
+    platform = bearer(reg, "tube", "platform")
     r = client.post("/v1/works/batch", json={"works": [work_body(1)]}, headers=platform)
     assert r.status_code == 403
 
 
 def test_evidence_batch(api: Api) -> None:
     client, reg = api
-    tube = key(reg, "tube", "platform")
+    tube = bearer(reg, "tube", "platform")
     ev = {"sha256": sha("shot"), "source_url": "https://example.org/x",
           "captured_at": "2026-11-01T00:00:00Z", "capture_method": "screenshot",
           "description": "a listing"}
@@ -137,7 +117,7 @@ def test_a_batch_receipts_checkpoint_is_verified_once_and_still_bound(api: Api) 
 
     client, reg = api
     doc = client.post("/v1/works/batch", json={"works": [work_body(i) for i in range(3)]},
-                      headers=key(reg, "alice")).json()
+                      headers=bearer(reg, "alice")).json()
     vkey = note.parse_verifier_key(client.get("/v1/log").json()["verifier_key"])
     checked: dict[str, note.Checkpoint] = {}
     regs = [r["registration"] for r in doc["results"]]

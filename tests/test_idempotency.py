@@ -5,65 +5,47 @@ keys are per account and kept for `idempotency_ttl_s`."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from copyledger.api.app import create_app
 from copyledger.ledger.schema import idempotency_keys
-from copyledger.service.apikeys import create_key
 from copyledger.service.node import Node
-from tests.helpers import open_registry, sha, work_body
+from tests.helpers import bearer, sha, tree_size, work_body
 from tests.test_claims import DMCA
 
 Api = tuple[TestClient, Node]
 
 
-@pytest.fixture
-def api(tmp_path: Path, database_url: str) -> Iterator[Api]:
-    reg = open_registry(tmp_path, database_url)
-    with TestClient(create_app(reg)) as c:
-        yield c, reg
-
-
-def key(reg: Node, account: str, role: str = "creator") -> dict[str, str]:
-    return {"Authorization": f"Bearer {create_key(reg.store, role, account)[0]}"}
-
-
-def size(client: TestClient) -> int:
-    return int(client.get("/v1/log").json()["tree_size"])
-
-
 def _work(client: TestClient, reg: Node) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    return "/v1/works", key(reg, "alice"), work_body("keyed")
+    return "/v1/works", bearer(reg, "alice"), work_body("keyed")
 
 
 def _again(client: TestClient, reg: Node) -> tuple[str, dict[str, Any], dict[str, Any]]:
     # `again`: without the key, every request would be a new entry
-    return "/v1/works", key(reg, "alice"), work_body("keyed", again=True)
+    return "/v1/works", bearer(reg, "alice"), work_body("keyed", again=True)
 
 
 def _evidence(client: TestClient, reg: Node) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    return "/v1/evidence", key(reg, "tube", "platform"), {
+    return "/v1/evidence", bearer(reg, "tube", "platform"), {
         "sha256": sha("capture"), "source_url": "https://example.org/x",
         "captured_at": "2026-11-01T00:00:00Z", "capture_method": "screenshot",
         "description": "a listing"}
 
 
 def _transfer(client: TestClient, reg: Node) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    alice = key(reg, "alice")
-    key(reg, "bob")
+    alice = bearer(reg, "alice")
+    bearer(reg, "bob")
     work = client.post("/v1/works", json=work_body("licensed"), headers=alice).json()
     return "/v1/transfers", alice, {"work_seq": work["seq"], "to": "bob",
                                     "transfer_type": "non_exclusive_licence"}
 
 
 def _claim(client: TestClient, reg: Node) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    return "/v1/claims", key(reg, "tube", "platform"), {**DMCA, "works": [{"sha256": sha(1)}]}
+    return "/v1/claims", bearer(reg, "tube", "platform"), {**DMCA, "works": [{"sha256": sha(1)}]}
 
 
 WRITES: dict[str, Callable[[TestClient, Node], tuple[str, dict[str, Any], dict[str, Any]]]] = {
@@ -78,16 +60,16 @@ def test_a_retry_answers_as_the_first_and_writes_nothing(api: Api, write: str) -
     h = {**auth, "Idempotency-Key": "9b2f1d7e-retry"}
     first = client.post(path, json=body, headers=h)
     assert first.status_code == 201, first.text
-    n = size(client)
+    n = tree_size(client)
     retry = client.post(path, json=body, headers=h)
     assert (retry.status_code, retry.json()) == (201, first.json())
     assert retry.headers["idempotent-replayed"] == "true"
-    assert size(client) == n
+    assert tree_size(client) == n
     # The same key with another body: refused, nothing written.
     other = client.post(path, json={**body, "sha256": sha("other")}
                         if "sha256" in body else {**body, "to": "alice"}, headers=h)
     assert other.status_code == 422 and "Idempotency-Key" in other.json()["detail"]
-    assert size(client) == n
+    assert tree_size(client) == n
     # Without the key, or with another, the request is a request of its own.
     fresh = client.post(path, json=body, headers={**auth, "Idempotency-Key": "another"})
     assert "idempotent-replayed" not in fresh.headers
@@ -95,7 +77,7 @@ def test_a_retry_answers_as_the_first_and_writes_nothing(api: Api, write: str) -
 
 def test_keys_are_per_account_and_expire(api: Api) -> None:
     client, reg = api
-    alice, bob = key(reg, "alice"), key(reg, "bob")
+    alice, bob = bearer(reg, "alice"), bearer(reg, "bob")
     body = work_body("song", again=True)
     a = client.post("/v1/works", json=body, headers={**alice, "Idempotency-Key": "k1"}).json()
     b = client.post("/v1/works", json=body, headers={**bob, "Idempotency-Key": "k1"}).json()
@@ -111,7 +93,7 @@ def test_keys_are_per_account_and_expire(api: Api) -> None:
 
 def test_a_refused_request_is_not_kept(api: Api) -> None:
     client, reg = api
-    h = {**key(reg, "alice"), "Idempotency-Key": "k2"}
+    h = {**bearer(reg, "alice"), "Idempotency-Key": "k2"}
     bad = client.post("/v1/works", json={**work_body(1), "work_type": "poem"}, headers=h)
     assert bad.status_code == 422
     good = client.post("/v1/works", json=work_body(1), headers=h)
@@ -121,15 +103,15 @@ def test_a_refused_request_is_not_kept(api: Api) -> None:
 @pytest.mark.parametrize("bad", [b"", b"x" * 256, b"tab\there", "é".encode()])
 def test_a_malformed_key_is_refused(api: Api, bad: bytes) -> None:
     client, reg = api
-    n = size(client)
+    n = tree_size(client)
     r = client.post("/v1/works", json=work_body(1),
-                    headers=[*key(reg, "alice").items(), ("Idempotency-Key", bad)])  # type: ignore[list-item]
-    assert r.status_code == 422 and size(client) == n
+                    headers=[*bearer(reg, "alice").items(), ("Idempotency-Key", bad)])  # type: ignore[list-item]
+    assert r.status_code == 422 and tree_size(client) == n
 
 
 def test_an_upload_with_a_key_is_refused(api: Api) -> None:
     client, reg = api
-    r = client.post("/v1/works", headers={**key(reg, "alice"), "Idempotency-Key": "k"},
+    r = client.post("/v1/works", headers={**bearer(reg, "alice"), "Idempotency-Key": "k"},
                     files={"file": ("a.txt", b"abc", "text/plain")},
                     data={"title": "A", "creators": "Ada", "work_type": "text"})
     assert r.status_code == 422 and "JSON" in r.json()["detail"]
@@ -137,13 +119,13 @@ def test_an_upload_with_a_key_is_refused(api: Api) -> None:
 
 def test_batch_items_with_keys(api: Api) -> None:
     client, reg = api
-    alice = key(reg, "alice")
+    alice = bearer(reg, "alice")
     items = [{**work_body(i, again=True), "idempotency_key": f"item-{i}"} for i in range(3)]
     first = client.post("/v1/works/batch", json={"works": items}, headers=alice).json()
-    n = size(client)
+    n = tree_size(client)
     retry = client.post("/v1/works/batch", json={"works": [*items, work_body(9)]},
                         headers=alice).json()
-    assert size(client) == n + 1  # only the new, unkeyed item
+    assert tree_size(client) == n + 1  # only the new, unkeyed item
     for a, b in zip(first["results"], retry["results"], strict=False):
         assert b["replayed"] is True and b["registration"] == a["registration"]
     assert retry["results"][3]["status"] == 201 and "replayed" not in retry["results"][3]
@@ -154,4 +136,4 @@ def test_batch_items_with_keys(api: Api) -> None:
     assert [x["status"] for x in r["results"]] == [422, 201, 422]
     assert r["results"][1]["replayed"] is True
     assert "repeated" in r["results"][2]["problem"]["detail"]
-    assert size(client) == n + 1
+    assert tree_size(client) == n + 1
