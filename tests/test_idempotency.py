@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,8 +14,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from copyledger.ledger.schema import idempotency_keys
+from copyledger.ledger.store import Store
 from copyledger.service.node import Node
-from tests.helpers import bearer, sha, tree_size, work_body
+from tests.helpers import bearer, open_registry, sha, tree_size, work_body
 from tests.test_claims import DMCA
 
 Api = tuple[TestClient, Node]
@@ -137,3 +139,19 @@ def test_batch_items_with_keys(api: Api) -> None:
     assert r["results"][1]["replayed"] is True
     assert "repeated" in r["results"][2]["problem"]["detail"]
     assert tree_size(client) == n + 1
+
+
+def test_migration_0007_adds_the_table_to_a_0006_log(tmp_path: Path, database_url: str) -> None:
+    from copyledger.service.idempotency import Answer, Keys
+
+    reg = open_registry(tmp_path, database_url)
+    idempotency_keys.drop(reg.store.engine)
+    reg.store.execute_raw("UPDATE alembic_version SET version_num = '0006'")
+    reg.store.close()
+    s = Store.open(database_url or reg.settings.database_url)
+    try:
+        kept = Keys(s, 60)
+        kept.keep("alice", "k", "ab" * 32, Answer(201, b"{}"))
+        assert kept.recall("alice", "k", "ab" * 32) == Answer(201, b"{}")
+    finally:
+        s.close()
