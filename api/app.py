@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from copyledger.api import auth, metrics, openapi, problems
+from copyledger.api import auth, idempotent, metrics, openapi, problems
 from copyledger.api.language import Language
 from copyledger.api.models import HEALTH_EXAMPLE, HealthOut
 from copyledger.api.routes import (
@@ -49,6 +49,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 UPLOAD_PATHS = frozenset({"/v1/works", "/v1/claims/check"})  # the endpoints that take a file
+BATCH_PATHS = frozenset({"/v1/works/batch", "/v1/evidence/batch"})  # up to 1,000 items
 
 
 class BodyLimit:
@@ -58,6 +59,7 @@ class BodyLimit:
     Only `multipart/form-data` POSTs to an upload path get the larger upload limit (they are
     spooled to disk and hashed as they stream in); every other body, whatever its type, gets
     the small JSON limit, so no request can make the server hold more than that in memory.
+    A POST to a batch path gets the batch limit (JSON, up to 1,000 items).
     The time limit is for the whole body, not between pieces, so a client that trickles a byte
     at a time holds a connection no longer than one that stalls; uploads get
     `upload_timeout` seconds, other bodies `timeout`."""
@@ -65,9 +67,12 @@ class BodyLimit:
     def __init__(
         self, app: ASGIApp, max_body: int, max_upload: int, upload_paths: frozenset[str],
         timeout: float = 30.0, upload_timeout: float = 3600.0,
+        max_batch: int = 0, batch_paths: frozenset[str] = frozenset(),
     ) -> None:
         self.app = app
         self.max_body = max_body
+        self.max_batch = max(max_batch, max_body)
+        self.batch_paths = batch_paths
         self.max_upload = max_upload
         self.upload_paths = upload_paths
         self.timeout = timeout
@@ -81,7 +86,12 @@ class BodyLimit:
         ctype = headers.get(b"content-type", b"")
         upload = (scope.get("method") == "POST" and scope.get("path") in self.upload_paths
                   and ctype.split(b";", 1)[0].strip().lower() == b"multipart/form-data")
-        limit = self.max_upload if upload else self.max_body
+        if upload:
+            limit = self.max_upload
+        elif scope.get("method") == "POST" and scope.get("path") in self.batch_paths:
+            limit = self.max_batch
+        else:
+            limit = self.max_body
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await self._reject(scope, receive, send, limit)
@@ -170,6 +180,7 @@ class FastRegister:
         try:
             who = auth.check_write(self.state.keys, self.state.write_quota, auth_header,
                                    ("creator",))  # before any body
+            key = idempotent.key_of(headers)
         except CopyledgerError as e:
             response = problems.from_error(e, "/v1/works", _lang(scope))
         else:
@@ -178,7 +189,7 @@ class FastRegister:
                 return  # the client went away
             try:
                 response = await works.register_json(self.state.node, who, body,
-                                                     scope.get("query_string", b""))
+                                                     scope.get("query_string", b""), key)
             except CopyledgerError as e:
                 response = problems.from_error(e, "/v1/works", _lang(scope))
             except Exception:
@@ -301,6 +312,8 @@ def create_app(node: Node, *, manage: bool = True) -> FastAPI:
         max_body=node.settings.max_body_bytes,
         max_upload=node.settings.max_upload_bytes,
         upload_paths=UPLOAD_PATHS,
+        max_batch=node.settings.max_batch_body_bytes,
+        batch_paths=BATCH_PATHS,
         timeout=node.settings.body_timeout_s,
         upload_timeout=node.settings.upload_timeout_s,
     )

@@ -425,3 +425,65 @@ class KeyCreatedOut(KeyOut):
 
 class KeyListOut(BaseModel):
     keys: list[KeyOut]
+
+
+# Batches (POST /v1/works/batch, POST /v1/evidence/batch; decision D41)
+_ITEM_KEY = Field(default=None, max_length=255, description="this item's Idempotency-Key: a "
+                  "retried batch answers a kept item as it was first answered, writing nothing")
+
+
+class KeyedWork(WorkIn):
+    idempotency_key: str | None = _ITEM_KEY
+
+
+class KeyedEvidence(EvidenceIn):
+    idempotency_key: str | None = _ITEM_KEY
+
+
+_WORK_IN_EXAMPLE = WorkIn.model_json_schema()["examples"][0]
+_EVIDENCE_IN_EXAMPLE = EvidenceIn.model_json_schema()["examples"][0]
+
+
+class WorksBatchIn(BaseModel):
+    """Up to 1,000 works, each registered (or refused) as `POST /v1/works` would."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"works": [
+        {**_WORK_IN_EXAMPLE, "idempotency_key": "catalogue-0001"}]}]})
+    works: list[KeyedWork] = Field(min_length=1, max_length=1000)
+
+
+class EvidenceBatchIn(BaseModel):
+    """Up to 1,000 evidence deposits, each recorded (or refused) as `POST /v1/evidence` would."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"evidence": [
+        _EVIDENCE_IN_EXAMPLE]}]})
+    evidence: list[KeyedEvidence] = Field(min_length=1, max_length=1000)
+
+
+class BatchItemOut(BaseModel):
+    index: int = Field(description="the item's place in the request, from 0")
+    status: int = Field(description="as the single request would have answered: 201 new, 200 "
+                        "this account's earlier registration, 4xx/503 refused (nothing written)")
+    registration: RegistrationOut | None = None
+    problem: dict[str, Any] | None = Field(default=None, description="an RFC 9457 problem")
+    replayed: bool | None = Field(default=None, description="true: the answer kept under the "
+                                  "item's idempotency_key; nothing was written")
+
+
+class BatchOut(BaseModel):
+    results: list[BatchItemOut]
+    registered: int
+    already_registered: int
+    refused: int
+
+
+BATCH_EXAMPLE: dict[str, Any] = {
+    "results": [
+        {"index": 0, "status": 201, "registration": REGISTRATION_EXAMPLE},
+        {"index": 1, "status": 422, "problem": {
+            "type": "https://copyledger.dev/problems/invalid-input", "title": "Invalid input",
+            "status": 422, "detail": "works[1].sha256: String should match pattern "
+            "'^[0-9a-f]{64}$'", "instance": "/v1/works/batch"}},
+    ],
+    "registered": 1, "already_registered": 0, "refused": 1,
+}

@@ -80,6 +80,19 @@ def from_error(exc: CopyledgerError, instance: str, lang: str = DEFAULT) -> JSON
                    **exc.extra)
 
 
+def body_of(exc: CopyledgerError, instance: str) -> dict[str, Any]:
+    """The problem document of a domain error, as a batch item's answer carries it."""
+    status, slug, title = classify(exc)
+    return problem_body(status, slug, title, exc.detail, instance, **exc.extra)
+
+
+def problem_body(
+    status: int, slug: str, title: str, detail: str, instance: str, **extra: Any
+) -> dict[str, Any]:
+    return {"type": TYPE_BASE + slug, "title": title, "status": status, "detail": detail,
+            "instance": instance, **extra}
+
+
 def internal_error(instance: str, lang: str = DEFAULT) -> JSONResponse:
     """An unexpected exception: logged with its traceback, never shown to the client."""
     log.exception("unhandled error on %s", instance)
@@ -90,14 +103,7 @@ def internal_error(instance: str, lang: str = DEFAULT) -> JSONResponse:
 def problem(
     status: int, slug: str, title: str, detail: str, instance: str, **extra: Any
 ) -> JSONResponse:
-    body: dict[str, Any] = {
-        "type": TYPE_BASE + slug,
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "instance": instance,
-    }
-    body.update(extra)
+    body = problem_body(status, slug, title, detail, instance, **extra)
     headers = ({"Retry-After": str(extra.get("retry_after", 1))} if status in (429, 503)
                else None)
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
+from itertools import chain
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -26,7 +27,15 @@ from rich.progress import (
 from rich.table import Table
 from typer.core import TyperGroup
 
-from copyledger.client import Client, ClientError, ProblemError, Receipt, UnverifiedAnswer
+from copyledger.cli.catalogue import ImportProgress, Row, read_rows
+from copyledger.client import (
+    BatchWork,
+    Client,
+    ClientError,
+    ProblemError,
+    Receipt,
+    UnverifiedAnswer,
+)
 from copyledger.ledger.errors import CopyledgerError
 from copyledger.service import settings as settings_mod
 
@@ -288,6 +297,7 @@ def _client(server: str, api_key: str | None, trust: list[str] | None,
 # (issue #14: folders, resumable runs, receipts kept by default, work type from the content)
 
 DEFAULT_RECEIPTS = Path("copyledger-receipts")
+REGISTER_CHUNK = 100  # files registered per request: receipts are saved after each
 
 
 @app.command()
@@ -339,9 +349,35 @@ def register(
     ) as prog:
         pinned = _verifiers(client)
         sm_suite = _sm_suite(client)
-        extra: dict[str, Any] = {}
         task = prog.add_task("registering", total=len(paths))
         account = manifest.account(api_key)
+        waiting: list[tuple[int, Path, str, BatchWork]] = []  # (result slot, file, hash, work)
+
+        def send() -> None:
+            """Register the waiting files in one request, and record each answer."""
+            nonlocal account
+            answers: list[Receipt | ProblemError | UnverifiedAnswer]
+            try:
+                answers = list(client.register_works([w for *_, w in waiting]))
+            except ProblemError as e:  # the whole request refused (401, 429…): each file says
+                answers = [e] * len(waiting)
+            except ClientError as e:
+                _die(str(e))
+            for (slot, path, sha, _), a in zip(waiting, answers, strict=True):
+                res, rc = _answered(path, sha, a)
+                if rc is not None and rc.already_registered:  # the server knew, the manifest not
+                    res["skipped"] = (f"already registered by {rc.entry.registrant} "
+                                      f"(seq {rc.seq})")
+                if rc is not None:
+                    doc = rc.to_dict()
+                    account = doc["entry"]["registrant"]
+                    name = manifest.save_receipt(sha, doc)
+                    manifest.add(path, sha, rc.seq, account, name, api_key)
+                res["key_pinned"] = pinned
+                results[slot] = res
+            prog.advance(task, len(waiting))
+            waiting.clear()
+
         for path in paths:
             prog.update(task, description=_short(path))
             f = hash_file(path)
@@ -355,26 +391,20 @@ def register(
                 continue
             media = media_type_of(f.head, path.name)
             fps = _local_fingerprints(path, f.size, media) if media else {}
-            if sm_suite:
-                with path.open("rb") as fh:
-                    extra["sm3"] = sm2.sm3_file(fh)
-            res, rc = _submit(partial(
-                client.register_work, **extra, sha256=f.sha256, size=f.size,
-                title=title or path.name,
+            work = BatchWork(
+                sha256=f.sha256, size=f.size, title=title or path.name,
                 creators=creator or ["unknown"], work_type=work_type or work_type_of(media),
                 media_type=media, fingerprints=fps or None, license=license or None,
-                again=again,
-            ), path, f.sha256, None)
-            if rc is not None and rc.already_registered:  # the server knew it, the manifest not
-                res["skipped"] = f"already registered by {rc.entry.registrant} (seq {rc.seq})"
-            if rc is not None:
-                doc = rc.to_dict()
-                account = doc["entry"]["registrant"]
-                name = manifest.save_receipt(f.sha256, doc)
-                manifest.add(path, f.sha256, rc.seq, account, name, api_key)
-            res["key_pinned"] = pinned
-            results.append(res)
-            prog.advance(task)
+                again=again)
+            if sm_suite:
+                with path.open("rb") as fh:
+                    work["sm3"] = sm2.sm3_file(fh)
+            results.append({})  # filled in by send(), in the files' order
+            waiting.append((len(results) - 1, path, f.sha256, work))
+            if len(waiting) == REGISTER_CHUNK:
+                send()
+        if waiting:
+            send()
     failed = any("error" in r for r in results)
     if as_json:
         _emit(True, results)
@@ -395,6 +425,98 @@ def register(
 def _short(path: Path, width: int = 40) -> str:
     s = str(path)
     return s if len(s) <= width else "…" + s[-(width - 1):]
+
+
+# ------------------------------------------------------------ import: a catalogue by hash
+# (issue 13 item 3: through the batch endpoint, resumable without duplicates)
+
+
+@app.command("import")
+def import_(
+    catalogue: Annotated[Path, typer.Argument(
+        exists=True, dir_okay=False, readable=True,
+        help="FILE.jsonl (one work a line) or FILE.csv (header: sha256,title,creators,"
+        "work_type[,size,media_type,license,metadata]; creators separated by ';')")],
+    server: Server = "http://127.0.0.1:8000",
+    api_key: ApiKey = None,
+    progress_file: Annotated[Path | None, typer.Option(
+        help="where finished chunks are recorded, to resume (default: FILE.progress)")] = None,
+    chunk: Annotated[int, typer.Option(min=1, max=1000, help="works per request")] = 1000,
+    trust: Trust = None,
+    as_json: Json = False,
+) -> None:
+    """Register a catalogue of works by hash, 1,000 a request, each receipt verified.
+
+    Resumable: rerun the same command after an interruption. Finished chunks are skipped (the
+    progress file), and a work this account already registered is answered with its earlier
+    registration, never a second entry, so the log holds what single registrations would.
+    Rows the registry refuses are listed (file line and problem); the import goes on."""
+    if not api_key:
+        _die("an API key is needed: --api-key or COPYLEDGER_API_KEY")
+    state = ImportProgress.load(progress_file or catalogue.with_name(catalogue.name + ".progress"))
+    total = sum(1 for _ in read_rows(catalogue))
+    show = not as_json and sys.stderr.isatty()
+    stopped: str | None = None
+    with _client(server, api_key, trust, 300) as client, Progress(
+        TextColumn("importing"), BarColumn(), TextColumn("{task.completed}/{task.total} works"),
+        TimeRemainingColumn(), console=err, disable=not show, transient=True,
+    ) as prog:
+        pinned = _verifiers(client)
+        task = prog.add_task("importing", total=total, completed=state.done)
+        rows = read_rows(catalogue)
+        for _ in range(state.done):
+            next(rows, None)
+        batch: list[Row] = []
+        for row in chain(rows, [None]):
+            if row is not None:
+                batch.append(row)
+                if len(batch) < chunk:
+                    continue
+            if not batch:
+                break
+            stopped = _import_chunk(client, batch, state)
+            if stopped:
+                break
+            prog.advance(task, len(batch))
+            batch = []
+    summary = {"file": str(catalogue), "done": state.done, "total": total,
+               "registered": state.registered, "already_registered": state.already,
+               "refused": state.refused, "key_pinned": pinned, "stopped": stopped}
+    if as_json:
+        _emit(True, summary)
+    else:
+        for r in state.refused:
+            err.print(f"line {r['line']}: {r['problem']}")
+        err.print(f"{state.done}/{total} rows: {state.registered} registered, {state.already} "
+                  f"already registered, {len(state.refused)} refused"
+                  + (f"; stopped: {stopped} (run the command again to resume)" if stopped
+                     else ""))
+    if stopped or state.refused:
+        raise typer.Exit(1)
+
+
+def _import_chunk(client: Client, batch: list[Row], state: ImportProgress) -> str | None:
+    """Send one chunk and record it; why the import must stop (nothing recorded), or None."""
+    sendable = [(r, r.work) for r in batch if r.work is not None]
+    refused = [{"line": r.line, "problem": r.error} for r in batch if r.work is None]
+    try:
+        answers = client.register_works([w for _, w in sendable]) if sendable else []
+    except ClientError as e:  # unreachable, refused whole (429, 503…), or not verified
+        return str(e)
+    registered = already = 0
+    for (r, _), a in zip(sendable, answers, strict=True):
+        if isinstance(a, ProblemError):
+            if a.status in (429, 503):  # not the row's fault: resend the chunk later
+                return str(a)
+            refused.append({"line": r.line, "problem": str(a)})
+        elif isinstance(a, UnverifiedAnswer):  # the registry's fault: stop, tell, resend later
+            return f"line {r.line}: receipt does NOT verify: {a.detail}"
+        elif a.already_registered:
+            already += 1
+        else:
+            registered += 1
+    state.advance(len(batch), registered, already, sorted(refused, key=lambda x: x["line"]))
+    return None
 
 
 def _already_registered(client: Client, sha: str, account: str | None) -> dict[str, Any] | None:
@@ -438,20 +560,29 @@ def _submit(
     """Send one registration or deposit (its receipt is checked); a result row either way, and
     the verified receipt when there is one."""
     try:
-        rc = send()
-    except ProblemError as e:
-        return {"file": str(path), "sha256": sha, "error": str(e)}, None
-    except UnverifiedAnswer as e:
-        seq = e.answer.get("seq") if isinstance(e.answer, dict) else None
-        return {"file": str(path), "sha256": sha, "seq": seq,
-                "error": f"receipt does NOT verify: {e.detail}"}, None
+        rc: Receipt | ProblemError | UnverifiedAnswer = send()
+    except (ProblemError, UnverifiedAnswer) as e:
+        rc = e
     except ClientError as e:
         _die(str(e))
-    if receipts:
+    res, verified = _answered(path, sha, rc)
+    if receipts and verified is not None:
         receipts.mkdir(parents=True, exist_ok=True)
-        (receipts / f"{rc.seq}.json").write_text(json.dumps(rc.to_dict(), indent=2))
-    return {"file": str(path), "sha256": sha, "seq": rc.seq, "leaf_hash": rc.leaf_hash,
-            "tree_size": rc.receipt.tree_size}, rc
+        (receipts / f"{verified.seq}.json").write_text(json.dumps(verified.to_dict(), indent=2))
+    return res, verified
+
+
+def _answered(path: Path, sha: str, answer: Receipt | ProblemError | UnverifiedAnswer
+              ) -> tuple[dict[str, Any], Receipt | None]:
+    """A file's result row, and its receipt when it verified."""
+    if isinstance(answer, ProblemError):
+        return {"file": str(path), "sha256": sha, "error": str(answer)}, None
+    if isinstance(answer, UnverifiedAnswer):
+        seq = answer.answer.get("seq") if isinstance(answer.answer, dict) else None
+        return {"file": str(path), "sha256": sha, "seq": seq,
+                "error": f"receipt does NOT verify: {answer.detail}"}, None
+    return {"file": str(path), "sha256": sha, "seq": answer.seq, "leaf_hash": answer.leaf_hash,
+            "tree_size": answer.receipt.tree_size}, answer
 
 
 def _results_table(results: list[dict[str, Any]], ok_text: str) -> None:

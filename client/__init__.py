@@ -2,6 +2,7 @@
 receives against pinned keys. The offline checks it runs are public too (`check_*`), for
 receipts, proofs and claim checks kept on disk. docs/client.md shows how to use it."""
 
+from copyledger.client._calls import BatchWork
 from copyledger.client._client import AsyncClient, Client
 from copyledger.client.errors import (
     ClientError,
@@ -32,6 +33,7 @@ from copyledger.ledger.errors import VerificationError
 
 __all__ = [
     "AsyncClient",
+    "BatchWork",
     "ClaimCheck",
     "Client",
     "ClientError",

@@ -8,13 +8,13 @@ from __future__ import annotations
 import hashlib
 import json
 import mimetypes
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Literal, NotRequired, Required, TypedDict, TypeVar
 
 from copyledger.client import verify
-from copyledger.client.errors import ProblemError, ResponseError
+from copyledger.client.errors import ProblemError, ResponseError, UnverifiedAnswer
 from copyledger.client.results import (
     ClaimCheck,
     ConsistencyProof,
@@ -185,10 +185,63 @@ REGISTERED = (200, 201)
 
 
 def register_work(fields: WorkFields) -> Call[Receipt]:
+    body = _work_body(fields)
+    return _receipt("/v1/works", body, file_sha256=body["sha256"], expect=REGISTERED)
+
+
+def _work_body(fields: WorkFields | BatchWork) -> dict[str, Any]:
     body = _body(fields)
     if not body.get("again"):
         body.pop("again", None)
-    return _receipt("/v1/works", body, file_sha256=body["sha256"], expect=REGISTERED)
+    return body
+
+
+class BatchWork(WorkFields, total=False):
+    """A work in a batch (POST /v1/works/batch), with its own Idempotency-Key if wanted."""
+
+    idempotency_key: str
+
+
+MAX_BATCH = 1000
+"""Works one batch request may carry."""
+
+
+BatchResult = Receipt | ProblemError | UnverifiedAnswer
+"""A batch item's answer: its verified receipt, the problem that refused it (nothing written
+for it), or a receipt that does NOT verify (the exception holds what the server sent)."""
+
+
+def register_works(works: Sequence[BatchWork], again: bool = False
+                   ) -> Call[list[BatchResult]]:
+    """Many works in one request: for each, in order, its verified receipt (a new entry, or
+    `already_registered`), the problem that refused it, or UnverifiedAnswer."""
+    bodies = [_work_body(w) for w in works]
+
+    def finish(answer: Any, trust: Trust) -> list[BatchResult]:
+        try:
+            results = answer["results"]
+            if [r["index"] for r in results] != list(range(len(bodies))):
+                raise ResponseError("POST /v1/works/batch: the answer does not list each work "
+                                    "once, in order")
+            checked: dict[str, note_mod.Checkpoint] = {}  # one signature check per block
+            return [_item(r, b["sha256"], trust, checked)
+                    for r, b in zip(results, bodies, strict=True)]
+        except (KeyError, TypeError) as e:
+            raise ResponseError(f"POST /v1/works/batch: malformed answer ({e!r})") from None
+
+    return Call("POST", "/v1/works/batch", finish, json={"works": bodies},
+                params={"again": "true"} if again else None, expect=200, needs_trust=True)
+
+
+def _item(result: dict[str, Any], sha256: str, trust: Trust,
+          checked: dict[str, note_mod.Checkpoint]) -> BatchResult:
+    if "registration" not in result:
+        return ProblemError.from_problem(result["status"], result["problem"])
+    try:
+        return verify.check_receipt(result["registration"], trust.verifiers, file_sha256=sha256,
+                                    checked=checked)
+    except UnverifiedAnswer as e:
+        return e
 
 
 def read_file(file: bytes | Path, name: str | None, media_type: str | None

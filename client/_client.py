@@ -3,6 +3,7 @@ async. Every answer that can be verified is, against the pinned keys, before it 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar, Unpack
@@ -11,6 +12,8 @@ import httpx
 
 from copyledger.client import _calls as calls
 from copyledger.client._calls import (
+    BatchResult,
+    BatchWork,
     Call,
     CheckFields,
     EvidenceFields,
@@ -111,6 +114,13 @@ class Client(_Base):
     def register_work(self, **fields: Unpack[WorkFields]) -> Receipt:
         """Register a work by its SHA-256 (the file stays here); the receipt is verified."""
         return self._run(calls.register_work(fields))
+
+    def register_works(self, works: Sequence[BatchWork], *, again: bool = False
+                       ) -> list[BatchResult]:
+        """Register up to 1,000 works by hash in one request (POST /v1/works/batch): for each,
+        in order, its verified receipt, the ProblemError that refused it, or UnverifiedAnswer
+        (a receipt that does not verify)."""
+        return self._run(calls.register_works(works, again))
 
     def upload_work(self, file: bytes | Path, **fields: Unpack[UploadFields]) -> Receipt:
         """Register a work by uploading it; the receipt must register the file's SHA-256."""
@@ -271,6 +281,10 @@ class AsyncClient(_Base):
     # writes
     async def register_work(self, **fields: Unpack[WorkFields]) -> Receipt:
         return await self._run(calls.register_work(fields))
+
+    async def register_works(self, works: Sequence[BatchWork], *, again: bool = False
+                             ) -> list[BatchResult]:
+        return await self._run(calls.register_works(works, again))
 
     async def upload_work(self, file: bytes | Path, **fields: Unpack[UploadFields]) -> Receipt:
         return await self._run(calls.upload_work(file, fields))

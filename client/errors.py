@@ -58,6 +58,11 @@ class ProblemError(ClientError):
             doc = None
         if not isinstance(doc, dict):
             return cls(status, body.decode("utf-8", "replace")[:200], is_problem=False)
+        return cls.from_problem(status, doc)
+
+    @classmethod
+    def from_problem(cls, status: int, doc: dict[str, Any]) -> ProblemError:
+        """A problem from its decoded document (a batch item's `problem`)."""
         members = {k: v for k, v in doc.items()
                    if k not in ("status", "type", "title", "detail", "instance")}
         return cls(status, str(doc.get("detail")), type=str(doc.get("type", "about:blank")),

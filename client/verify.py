@@ -67,13 +67,14 @@ def _unhex(v: str) -> bytes:
 
 
 def check_receipt(
-    registration: dict[str, Any], keys: Keys, *, file_sha256: str | None = None
+    registration: dict[str, Any], keys: Keys, *, file_sha256: str | None = None,
+    checked: dict[str, note.Checkpoint] | None = None,
 ) -> Receipt:
     """A registration answer: its entry hashes to the leaf, the proof leads to the root, and a
     trusted key signed a checkpoint of that size and root; with `file_sha256`, the entry
-    registers that content."""
+    registers that content. `checked`: checkpoints already verified under `keys` (a batch's)."""
     with _checking(registration):
-        verify_receipt(registration, verifiers(keys), file_sha256=file_sha256)
+        verify_receipt(registration, verifiers(keys), file_sha256=file_sha256, checked=checked)
         return Receipt.from_dict(registration)
 
 

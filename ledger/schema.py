@@ -115,5 +115,18 @@ api_keys = Table(
     Column("revoked_at", String(40), nullable=True),
 )
 
+# Idempotency-Key answers (decision D41): the first successful answer to a keyed write, replayed
+# to a retry with the same key and body. NOT append-only: rows past their lifetime are deleted.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("account", String(64), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("request_sha256", String(64), nullable=False),  # of the request it answered
+    Column("status", SmallInteger, nullable=False),
+    Column("answer", Text, nullable=False),  # the JSON answer, as sent
+    Column("created", BigInteger, nullable=False, index=True),  # Unix seconds
+)
+
 APPEND_ONLY = ("entries", "merkle_nodes", "blocks", "block_timestamps", "entry_links",
                "cosignatures")

@@ -70,6 +70,11 @@ class _Item:
 Outcome = Receipt | BaseException
 
 
+def _items(queued: _Item | list[_Item]) -> list[_Item]:
+    """A queued entry, or a group queued as one (`submit_many_async`), as a list."""
+    return queued if isinstance(queued, list) else [queued]
+
+
 def _settle(waiters: list[tuple[asyncio.Future[Receipt], Outcome]]) -> None:
     """Runs in the event loop: answer a whole block's asyncio waiters in one wake-up."""
     for fut, outcome in waiters:
@@ -144,7 +149,7 @@ class Sequencer:
         self.heartbeat = heartbeat
         self.on_seal = on_seal
         self.stamp = stamp
-        self._queue: queue.Queue[_Item | None] = queue.Queue(maxsize=max_queue)
+        self._queue: queue.Queue[_Item | list[_Item] | None] = queue.Queue(maxsize=max_queue)
         self._thread: threading.Thread | None = None
         self._stopping = False
         self.state = LogState.load(store)
@@ -184,7 +189,16 @@ class Sequencer:
         self._put(_Item(pending, fut, loop))
         return fut
 
-    def _put(self, item: _Item) -> None:
+    def submit_many_async(self, pendings: Sequence[Pending]) -> list[asyncio.Future[Receipt]]:
+        """As `submit_async` for many entries, queued as one: the sequencer takes them all
+        into the same block (or consecutive blocks past `max_batch`)."""
+        loop = asyncio.get_running_loop()
+        items = [_Item(p, loop.create_future(), loop) for p in pendings]
+        if items:
+            self._put(items)
+        return [it.future for it in items]  # type: ignore[misc]
+
+    def _put(self, item: _Item | list[_Item]) -> None:
         if self._stopping or self._thread is None:
             raise Unavailable("the sequencer is not running")
         try:
@@ -211,10 +225,10 @@ class Sequencer:
             if done:
                 return
 
-    def _collect(self, first: _Item | None) -> tuple[list[_Item], bool]:
+    def _collect(self, first: _Item | list[_Item] | None) -> tuple[list[_Item], bool]:
         if first is None:
             return self._drain(), True
-        batch = [first]
+        batch = _items(first)
         deadline = time.monotonic() + self.linger
         while len(batch) < self.max_batch:
             try:
@@ -230,7 +244,7 @@ class Sequencer:
             if item is None:
                 batch.extend(self._drain())
                 return batch, True
-            batch.append(item)
+            batch.extend(_items(item))
         return batch, False
 
     def _drain(self) -> list[_Item]:
@@ -241,7 +255,7 @@ class Sequencer:
             except queue.Empty:
                 return out
             if item is not None:
-                out.append(item)
+                out.extend(_items(item))
 
     def _seal_guarded(self, batch: list[_Item]) -> None:
         for i in range(0, max(len(batch), 1), self.max_batch):

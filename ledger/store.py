@@ -9,7 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -362,6 +362,21 @@ class Store:
         with self.engine.connect() as conn:
             r = conn.execute(q).first()
         return None if r is None else _entry(r)
+
+    def find_works(self, registrant: str, sha256s: Iterable[str]) -> dict[str, EntryRow]:
+        """`find_work` for many hashes in a few reads (a batch): hash -> earliest entry, for
+        the hashes `registrant` registered."""
+        wanted = sorted(set(sha256s))
+        found: dict[str, EntryRow] = {}
+        with self.engine.connect() as conn:
+            for i in range(0, len(wanted), 500):  # well under any engine's parameter limit
+                q = (select(entries).where(entries.c.registrant == registrant,
+                                           entries.c.sha256.in_(wanted[i:i + 500]),
+                                           entries.c.kind == "work")
+                     .order_by(entries.c.seq))
+                for r in conn.execute(q):
+                    found.setdefault(r.sha256, _entry(r))
+        return found
 
     def first_work(self, sha256: str) -> int | None:
         """The seq of the earliest `work` entry with this content hash, if any."""

@@ -507,11 +507,13 @@ def verify_receipt(
     verifiers: Sequence[note.Verifier],
     *,
     file_sha256: str | None = None,
+    checked: dict[str, note.Checkpoint] | None = None,
 ) -> None:
     """Check the answer to a registration (POST /v1/works, /v1/evidence, ...), as JSON or a
     parsed Receipt: the entry's bytes give the leaf hash, the proof leads to the root, and a
     trusted key signed a checkpoint with that root and size. Raises VerificationError (or
-    InvalidInput for a malformed one)."""
+    InvalidInput for a malformed one). `checked` remembers signed checkpoints already verified
+    under the same `verifiers` (a batch's receipts share their block's): half the cost."""
     r = registration if isinstance(registration, Receipt) else Receipt.from_dict(
         dict(registration))
     if file_sha256 is not None and r.entry.content_sha256 != file_sha256:
@@ -526,7 +528,11 @@ def verify_receipt(
     except _Fail as e:
         raise VerificationError(str(e)) from None
     merkle.verify_inclusion(r.seq, rc.tree_size, leaf, proof, root)
-    n, _ = note.verify_note(rc.checkpoint, verifiers)
-    cp = note.parse_checkpoint(n.text)
+    cp = checked.get(rc.checkpoint) if checked is not None else None
+    if cp is None:
+        n, _ = note.verify_note(rc.checkpoint, verifiers)
+        cp = note.parse_checkpoint(n.text)
+        if checked is not None:
+            checked[rc.checkpoint] = cp
     if (cp.size, cp.root) != (rc.tree_size, root):
         raise VerificationError("the signed checkpoint's size and root differ from the proof's")

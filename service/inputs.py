@@ -65,12 +65,25 @@ def parse_input(model: type[M], body: bytes) -> M:
     try:
         return model.model_validate_json(body)
     except ValidationError as e:
-        errors = [
-            {"field": ".".join(str(p) for p in err["loc"]) or "body", "message": err["msg"]}
-            for err in e.errors()
-        ]
-        detail = "; ".join(f"{x['field']}: {x['message']}" for x in errors)
-        raise InvalidInput(detail, errors=errors) from None
+        raise _invalid(e, "") from None
+
+
+def parse_value(model: type[M], value: Any, where: str = "") -> M:
+    """An already decoded JSON value as `model` (one item of a batch), or InvalidInput naming
+    every bad field, prefixed with `where` (`works[3].`)."""
+    try:
+        return model.model_validate(value)
+    except ValidationError as e:
+        raise _invalid(e, where) from None
+
+
+def _invalid(e: ValidationError, where: str) -> InvalidInput:
+    errors = [
+        {"field": where + ".".join(str(p) for p in err["loc"]) or "body", "message": err["msg"]}
+        for err in e.errors()
+    ]
+    return InvalidInput("; ".join(f"{x['field']}: {x['message']}" for x in errors),
+                        errors=errors)
 
 
 def parse_count(raw: str, field: str) -> int:

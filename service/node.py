@@ -37,6 +37,7 @@ from copyledger.notary.sm2 import Sm2Signer
 from copyledger.notary.tsa import TimeStampAuthority
 from copyledger.notary.tsa_certs import ROOT_FILE, TsaIdentity
 from copyledger.notary.witnesses import Cosigner, WitnessConfig
+from copyledger.service import idempotency
 from copyledger.service.fsperm import private_dir, trusted_text, write_public
 from copyledger.service.rotation import overlap_signers, retired_keys
 from copyledger.service.settings import Settings, write_config
@@ -304,6 +305,8 @@ class Node:
         self.index = LiveIndex()  # rebuilt from the log by `start_index`
         self.transfer_locks: dict[int, asyncio.Lock] = {}
         self.register_locks = KeyedLocks()  # (account, sha256): one registration at a time
+        self.idempotency = idempotency.Keys(store, settings.idempotency_ttl_s)
+        self.idempotency_locks = KeyedLocks()  # (account, key): one keyed request at a time
 
     def signers(self) -> list[Signer]:
         """The current key, and retired keys still inside their overlap (they co-sign)."""

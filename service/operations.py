@@ -8,8 +8,10 @@ write ends in `record`, the one path from an entry to a durable receipt.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import tempfile
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -64,6 +66,13 @@ class Recorded:
         }
 
 
+MAX_BATCH = 1_000
+"""Works (or evidence deposits) one batch request may carry."""
+
+Outcome = Recorded | CopyledgerError
+"""One item's answer in a batch: its registration, or the domain error that refused it."""
+
+
 @dataclass(frozen=True)
 class FileFacts:
     """What the registry learns from an uploaded file before discarding it."""
@@ -78,13 +87,52 @@ class FileFacts:
 async def record(node: Node, entry: dict[str, Any]) -> Recorded:
     """Validate and canonicalise an entry, hand it to the sequencer, and wait for its receipt,
     which exists only once the block holding it is durably committed."""
-    entry, data = entry_mod.encode(entry, new=True)
-    kind = str(entry["kind"])
-    pending = Pending(data=data, kind=kind, sha256=entry_mod.content_sha256(entry),
-                      registrant=str(entry["registrant"]),
-                      links=links_of(parse_entry(entry)) if kind in LINKED_KINDS else ())
+    entry, pending = _pending(entry)
     receipt = await node.sequencer.submit_async(pending)
     return Recorded(receipt, entry)
+
+
+def _pending(entry: dict[str, Any]) -> tuple[dict[str, Any], Pending]:
+    """The canonical entry and what the sequencer takes (InvalidInput if the entry is bad)."""
+    entry, data = entry_mod.encode(entry, new=True)
+    kind = str(entry["kind"])
+    return entry, Pending(data=data, kind=kind, sha256=entry_mod.content_sha256(entry),
+                          registrant=str(entry["registrant"]),
+                          links=links_of(parse_entry(entry)) if kind in LINKED_KINDS else ())
+
+
+async def record_many(node: Node, entries: Sequence[dict[str, Any] | CopyledgerError]
+                      ) -> list[Outcome]:
+    """`record` for many entries at once, in order, all queued to the sequencer as one so they
+    share blocks: a bad entry is answered with its error and not written; the rest are."""
+    slots: list[dict[str, Any] | CopyledgerError] = []  # an entry awaiting its receipt
+    pendings: list[Pending] = []
+    for e in entries:
+        try:
+            if isinstance(e, CopyledgerError):
+                raise e
+            entry, pending = _pending(e)
+        except CopyledgerError as err:
+            slots.append(err)
+            continue
+        slots.append(entry)
+        pendings.append(pending)
+    try:
+        futures = node.sequencer.submit_many_async(pendings)
+    except CopyledgerError as err:  # nothing queued: the queue is full, or sequencing stopped
+        return [err if isinstance(o, dict) else o for o in slots]
+    receipts = iter(await asyncio.gather(*futures, return_exceptions=True))
+    result: list[Outcome] = []
+    for slot in slots:
+        got = next(receipts) if isinstance(slot, dict) else slot
+        if isinstance(got, Receipt):
+            assert isinstance(slot, dict)
+            result.append(Recorded(got, slot))
+        elif isinstance(got, CopyledgerError):
+            result.append(got)
+        else:  # not a domain error: the server's fault, a 500 like any other
+            raise got
+    return result
 
 
 def _facts(file: IO[bytes], sha256: str, size: int, media_type: str | None,
@@ -170,6 +218,87 @@ async def register_work(
         return await _register(node, who, w, computed)
 
 
+async def register_works(
+    node: Node, who: Principal, works: Sequence[WorkIn | CopyledgerError], *,
+    again: bool = False,
+) -> list[Outcome]:
+    """Register many works at once, each exactly as `register_work` would, in order: the
+    earlier registration for content this account already registered (also earlier in this
+    batch), unless `again` or the item's `again` asks for a new entry.
+
+    Items already refused (a CopyledgerError in `works`) or refused here are not written; the
+    others are queued to the sequencer as one, so they share blocks."""
+    _batch_size(works)
+    wanted = sorted({w.sha256 for w in works
+                     if isinstance(w, WorkIn) and not (again or w.again)})
+    async with contextlib.AsyncExitStack() as stack:
+        for sha in wanted:  # sorted: two batches take their locks in one order
+            await stack.enter_async_context(node.register_locks.hold((who.account, sha)))
+        known = await asyncio.to_thread(node.store.find_works, who.account, wanted)
+        out: list[Outcome | None] = []
+        entries: list[dict[str, Any] | CopyledgerError] = []
+        first: dict[str, int] = {}  # content new in this batch -> the index of its entry
+        for w in works:
+            if isinstance(w, CopyledgerError):
+                out.append(w)
+                continue
+            fresh = again or w.again
+            row = None if fresh else known.get(w.sha256)
+            if row is not None:
+                out.append(Recorded(sealed_receipt(node, row), _parsed(row), existing=True))
+                continue
+            if not fresh and w.sha256 in first:
+                out.append(None)  # the entry of this content earlier in the batch
+                continue
+            try:
+                entries.append(_work_entry(node, who, w, None))
+            except CopyledgerError as e:
+                out.append(e)
+                continue
+            if not fresh:
+                first[w.sha256] = len(entries) - 1
+            out.append(None)
+        recorded = iter(await record_many(node, entries))
+        done: list[Outcome] = []
+        at: list[Outcome] = []  # outcome of each entry, by its index in `entries`
+        for w, o in zip(works, out, strict=True):
+            if o is None:
+                assert isinstance(w, WorkIn)
+                earlier = first.get(w.sha256)
+                if earlier is not None and earlier < len(at):  # a repeat: the first's answer
+                    prior = at[earlier]
+                    o = (Recorded(prior.receipt, prior.entry, existing=True)
+                         if isinstance(prior, Recorded) else prior)
+                else:
+                    o = next(recorded)
+                    at.append(o)
+                    if isinstance(o, Recorded) and o.entry["content"].get("fingerprints"):
+                        node.index.add(o.receipt.seq, o.entry["content"]["fingerprints"])
+            done.append(o)
+        return done
+
+
+async def deposit_evidence_many(
+    node: Node, who: Principal, deposits: Sequence[EvidenceIn | CopyledgerError],
+) -> list[Outcome]:
+    """Record many evidence deposits at once, each as `deposit_evidence` would, in order,
+    queued to the sequencer as one."""
+    _batch_size(deposits)
+    entries: list[dict[str, Any] | CopyledgerError] = []
+    for ev in deposits:
+        try:
+            entries.append(ev if isinstance(ev, CopyledgerError)
+                           else _evidence_entry(node, who, ev))
+        except CopyledgerError as e:
+            entries.append(e)
+    return await record_many(node, entries)
+
+
+def _batch_size(items: Sequence[object]) -> None:
+    if len(items) > MAX_BATCH:
+        raise InvalidInput(f"a batch holds at most {MAX_BATCH} items, not {len(items)}")
+
+
 def sealed_receipt(node: Node, row: EntryRow) -> Receipt:
     """The receipt of an entry already in the log: its inclusion proof to the checkpoint of
     the block that sealed it, exactly as its registration answered."""
@@ -184,6 +313,17 @@ def sealed_receipt(node: Node, row: EntryRow) -> Receipt:
 async def _register(
     node: Node, who: Principal, w: WorkIn, computed: dict[str, Any] | None
 ) -> Recorded:
+    entry = _work_entry(node, who, w, computed)
+    recorded = await record(node, entry)
+    if "fingerprints" in recorded.entry["content"]:  # matchable at once
+        node.index.add(recorded.receipt.seq, recorded.entry["content"]["fingerprints"])
+    return recorded
+
+
+def _work_entry(node: Node, who: Principal, w: WorkIn,
+                computed: dict[str, Any] | None) -> dict[str, Any]:
+    """The work entry for `w`, refused if it lacks what this registry records (an SM-suite
+    registry's SM3 digest, D40)."""
     if computed is not None:
         fps = computed or None
     else:
@@ -193,15 +333,11 @@ async def _register(
             "sm3: this registry uses the SM suite, so a work records its SM3 digest too "
             "(copyledger register computes it)",
             errors=[{"field": "sm3", "message": "required by this SM-suite registry"}])
-    entry = entry_mod.build_work(
+    return entry_mod.build_work(
         registrant=who.account, received_at=entry_mod.utc_now(), sha256=w.sha256, size=w.size,
         media_type=w.media_type, title=w.title, creators=w.creators, work_type=w.work_type,
         license=w.license, metadata=w.metadata, fingerprints=fps, check=False, sm3=w.sm3,
     )
-    recorded = await record(node, entry)
-    if fps:  # matchable at once
-        node.index.add(recorded.receipt.seq, recorded.entry["content"]["fingerprints"])
-    return recorded
 
 
 def _require_work(node: Node, seq: int, field: str) -> None:
@@ -218,16 +354,19 @@ def _require_work(node: Node, seq: int, field: str) -> None:
 
 async def deposit_evidence(node: Node, who: Principal, ev: EvidenceIn) -> Recorded:
     """Record the hash of captured evidence, optionally tied to a registered work."""
+    return await record(node, _evidence_entry(node, who, ev))
+
+
+def _evidence_entry(node: Node, who: Principal, ev: EvidenceIn) -> dict[str, Any]:
     if ev.related_work is not None:
         _require_work(node, ev.related_work, "related_work")
-    entry = entry_mod.build_evidence(
+    return entry_mod.build_evidence(
         registrant=who.account, received_at=entry_mod.utc_now(), sha256=ev.sha256,
         source_url=ev.source_url, captured_at=ev.captured_at, capture_method=ev.capture_method,
         description=ev.description, related_work=ev.related_work, size=ev.size,
         media_type=ev.media_type, metadata=ev.metadata, warc_records=ev.warc_records,
         check=False,
     )
-    return await record(node, entry)
 
 
 def _require_account(node: Node, account: str) -> None:

@@ -56,6 +56,8 @@ class Settings:
     key_recheck_s: float = 30.0  # a cached API key is looked up again after this long
     crypto_suite: str = "standard"  # "sm" adds SM3 digests and SM2 note signatures (D40)
     sm2_distid: str = "1234567812345678"  # the SM2 distinguishing ID (fixed at init, as the key)
+    max_batch_body_bytes: int = 8 * 1024**2  # a batch of up to 1,000 works or deposits
+    idempotency_ttl_s: int = 86_400  # how long an Idempotency-Key's answer is kept (D41)
 
     @property
     def external_tsa_urls(self) -> list[str]:

@@ -12,6 +12,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -124,3 +125,16 @@ def _one_import_name() -> Iterator[None]:
 
     assert not {"ledger", "notary", "api", "cli", "matching", "service", "client"} & set(
         sys.modules)
+
+
+@pytest.fixture
+def api(tmp_path: Path, database_url: str) -> Iterator[tuple[Any, Any]]:
+    """A registry on either engine, and a TestClient of its API: (client, node)."""
+    from fastapi.testclient import TestClient
+
+    from copyledger.api.app import create_app
+    from tests.helpers import open_registry
+
+    reg = open_registry(tmp_path, database_url)
+    with TestClient(create_app(reg)) as c:
+        yield c, reg

@@ -42,3 +42,14 @@ def work_body(i: int | str, **kw: Any) -> dict[str, Any]:
     }
     body.update(kw)
     return body
+
+
+def bearer(reg: Node, account: str, role: str = "creator") -> dict[str, str]:
+    """The Authorization header of a new key for `account`."""
+    from copyledger.service.apikeys import create_key
+
+    return {"Authorization": f"Bearer {create_key(reg.store, role, account)[0]}"}
+
+
+def tree_size(client: Any) -> int:
+    return int(client.get("/v1/log").json()["tree_size"])

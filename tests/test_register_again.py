@@ -4,14 +4,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from copyledger.api.app import create_app
 from copyledger.ledger import note
 from copyledger.ledger.verify import verify_receipt
 from copyledger.service import operations
@@ -21,13 +19,6 @@ from copyledger.service.node import Node
 from tests.helpers import open_registry, sha, work_body
 
 Api = tuple[TestClient, Node]
-
-
-@pytest.fixture
-def api(tmp_path: Path, database_url: str) -> Iterator[Api]:
-    reg = open_registry(tmp_path, database_url)
-    with TestClient(create_app(reg)) as c:
-        yield c, reg
 
 
 def key(reg: Node, account: str) -> dict[str, str]:

@@ -24,6 +24,7 @@ from copyledger.ledger.schema import (
     claim_contacts,
     cosignatures,
     entry_links,
+    idempotency_keys,
 )
 from copyledger.ledger.sequencer import Pending
 from copyledger.service import claims, title
@@ -308,6 +309,7 @@ def test_migration_0003_backfills_links_of_a_0002_log(reg: Node, database_url: s
     cosignatures.drop(reg.store.engine)
     claim_contacts.drop(reg.store.engine)
     reg.store.execute_raw(f"DROP INDEX {ENTRIES_BY_REGISTRANT[0]}")  # revision 0006's
+    idempotency_keys.drop(reg.store.engine)  # revision 0007's
     reg.store.execute_raw("UPDATE alembic_version SET version_num = '0002'")
     reg.store.close()
 

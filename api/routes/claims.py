@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Path, Request
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from copyledger.api import auth, uploads
+from copyledger.api import auth, idempotent, uploads
 from copyledger.api.deps import FastJSONResponse, json_body, node
 from copyledger.api.models import (
     CHECK_EXAMPLE,
@@ -46,11 +47,15 @@ _CHECK_FORM = {"type": "object", "required": ["claimant"], "properties": {
     responses={**answers(REGISTRATION_EXAMPLE, 201), **problems(401, 403, 413, 422, 503)},
     openapi_extra={**secured("platform"), **json_request(ClaimIn)},
 )
-async def record_claim(request: Request) -> FastJSONResponse:
+async def record_claim(request: Request) -> Response:
     who = auth.require_write(request, "platform")
-    c = await json_body(request, ClaimIn)
-    recorded = await operations.record_claim(node(request), who, c)
-    return FastJSONResponse(recorded.to_dict(), status_code=201)
+
+    async def run() -> Response:
+        c = await json_body(request, ClaimIn)
+        recorded = await operations.record_claim(node(request), who, c)
+        return FastJSONResponse(recorded.to_dict(), status_code=201)
+
+    return await idempotent.keyed(request, who, run)
 
 
 @router.get("/v1/claims/{seq}", summary="A claim and its timeline", response_model=None,

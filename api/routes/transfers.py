@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter, Path, Request
+from fastapi.responses import Response
 
-from copyledger.api import auth
+from copyledger.api import auth, idempotent
 from copyledger.api.deps import FastJSONResponse, json_body, node, parse_body
 from copyledger.api.models import (
     HISTORY_EXAMPLE,
@@ -38,11 +39,15 @@ router = APIRouter(tags=["creators"])
     responses={**answers(REGISTRATION_EXAMPLE, 201), **problems(401, 403, 409, 413, 422, 503)},
     openapi_extra={**secured("creator"), **json_request(TransferIn)},
 )
-async def record_transfer(request: Request) -> FastJSONResponse:
+async def record_transfer(request: Request) -> Response:
     who = auth.require_write(request, "creator")
-    t = await json_body(request, TransferIn)
-    recorded = await operations.record_transfer(node(request), who, t)
-    return FastJSONResponse(recorded.to_dict(), status_code=201)
+
+    async def run() -> Response:
+        t = await json_body(request, TransferIn)
+        recorded = await operations.record_transfer(node(request), who, t)
+        return FastJSONResponse(recorded.to_dict(), status_code=201)
+
+    return await idempotent.keyed(request, who, run)
 
 
 # The body is optional (an acceptance may carry a note, or nothing).

@@ -5,14 +5,25 @@ from __future__ import annotations
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
+from fastapi.responses import Response
 
-from copyledger.api import auth, uploads
+from copyledger.api import auth, batch, idempotent, uploads
 from copyledger.api.deps import FastJSONResponse, json_body, node, parse_body
-from copyledger.api.models import REGISTRATION_EXAMPLE, EvidenceIn, RegistrationOut, WorkIn
+from copyledger.api.models import (
+    BATCH_EXAMPLE,
+    REGISTRATION_EXAMPLE,
+    BatchOut,
+    EvidenceBatchIn,
+    EvidenceIn,
+    RegistrationOut,
+    WorkIn,
+    WorksBatchIn,
+)
 from copyledger.api.openapi import answers, json_request, problems, secured
 from copyledger.ledger.errors import InvalidInput
 from copyledger.service import operations
 from copyledger.service.apikeys import Principal
+from copyledger.service.idempotency import HEADER
 from copyledger.service.inputs import parse_metadata
 from copyledger.service.node import Node
 
@@ -40,15 +51,30 @@ _ALREADY = answers({**REGISTRATION_EXAMPLE, "already_registered": True}, 200)
 _ALREADY[200]["description"] = ("This account already registered this content: the earlier "
                                 "registration (`already_registered: true`); nothing was written.")
 
+_KEYED = ("Send `Idempotency-Key: <unique string>` to make a retry safe: the same key with "
+          "the same body within 24 hours answers as the first request did (with "
+          "`Idempotent-Replayed: true`) and writes nothing; with another body it is refused "
+          "(422).")
+_BATCH_DOC = ("Each item is validated and answered on its own, in order: `registration` (as "
+              "the single request answers, status 201 or 200) or `problem` (an RFC 9457 "
+              "problem; that item is not written). The others are written, in shared blocks. "
+              "An item's `idempotency_key` makes its retry answer as it first did "
+              "(`replayed: true`), writing nothing. The body may be up to 8 MiB. ")
 
-async def register_json(n: Node, who: Principal, body: bytes, query: bytes) -> FastJSONResponse:
+
+async def register_json(n: Node, who: Principal, body: bytes, query: bytes,
+                        key: str | None = None) -> Response:
     """The JSON registration from the raw body and query string, for a caller already
-    authenticated (before its body was read). The ASGI fast path (`api.app.FastRegister`) calls
-    it for every JSON `POST /v1/works`; the route below only documents that body and takes
-    uploads."""
-    again = again_query(query)
-    w = parse_body(WorkIn, body, n.settings.max_body_bytes)
-    return registration_answer(await operations.register_work(n, who, w, again=again))
+    authenticated (before its body was read), replayed under its Idempotency-Key `key`. The
+    ASGI fast path (`api.app.FastRegister`) calls it for every JSON `POST /v1/works`; the
+    route below only documents that body and takes uploads."""
+
+    async def run() -> Response:
+        again = again_query(query)
+        w = parse_body(WorkIn, body, n.settings.max_body_bytes)
+        return registration_answer(await operations.register_work(n, who, w, again=again))
+
+    return await idempotent.once(n, who, key, (b"/v1/works", query, body), run)
 
 
 def again_query(query: bytes) -> bool:
@@ -88,17 +114,22 @@ def registration_answer(recorded: operations.Recorded) -> FastJSONResponse:
     "registered is not registered twice by mistake: the answer is then the earlier "
     "registration, status 200, with `already_registered: true` and `Content-Location` naming "
     "the earlier entry; `again: true` (JSON or form field) or `?again=true` records a new entry "
-    "anyway (201). Needs a creator key.",
+    "anyway (201). " + _KEYED + " Needs a creator key.",
     responses={**_REGISTERED, **_ALREADY, **problems(400, 401, 403, 413, 422, 503)},
     openapi_extra={**secured("creator"),
                    **json_request(WorkIn, multipart=_UPLOAD, multipart_example=_UPLOAD_EXAMPLE)},
 )
-async def register_work(request: Request) -> FastJSONResponse:
+async def register_work(request: Request) -> Response:
     n = node(request)
     who = auth.require_write(request, "creator")  # before reading any of the body
+    key = idempotent.key_of(dict(request.scope["headers"]))
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         return await register_json(n, who, await request.body(),
-                                   request.scope.get("query_string", b""))
+                                   request.scope.get("query_string", b""), key)
+    if key is not None:  # an upload is not kept; its retry is answered by D36 anyway
+        raise InvalidInput(f"{HEADER}: only for JSON registrations; a retried upload is "
+                           "answered with the earlier registration (already_registered)",
+                           errors=[{"field": HEADER, "message": "only for JSON bodies"}])
     again = again_query(request.scope.get("query_string", b""))
     form = await uploads.read_form(request, max_fields=100)
     try:
@@ -125,12 +156,54 @@ async def register_work(request: Request) -> FastJSONResponse:
     response_model=RegistrationOut,
     summary="Deposit evidence",
     description="Records the hash of captured evidence (a screenshot, a web capture) with its "
-    "source, capture time and method. Needs a creator, platform or court key.",
+    "source, capture time and method. " + _KEYED + " Needs a creator, platform or court key.",
     responses={**_REGISTERED, **problems(401, 403, 413, 422, 503)},
     openapi_extra={**secured("creator", "platform", "court"), **json_request(EvidenceIn)},
 )
-async def deposit_evidence(request: Request) -> FastJSONResponse:
+async def deposit_evidence(request: Request) -> Response:
     who = auth.require_write(request, "creator", "platform", "court")
-    ev = await json_body(request, EvidenceIn)
-    recorded = await operations.deposit_evidence(node(request), who, ev)
-    return FastJSONResponse(recorded.to_dict(), status_code=201)
+
+    async def run() -> Response:
+        ev = await json_body(request, EvidenceIn)
+        recorded = await operations.deposit_evidence(node(request), who, ev)
+        return FastJSONResponse(recorded.to_dict(), status_code=201)
+
+    return await idempotent.keyed(request, who, run)
+
+
+@router.post(
+    "/v1/works/batch",
+    response_model=BatchOut,
+    summary="Register up to 1,000 works",
+    description="Registers each work as `POST /v1/works` (JSON) would, including the answer "
+    "with the earlier registration for content this account already registered (`again` per "
+    "item, or `?again=true` for all). " + _BATCH_DOC + "Needs a creator key.",
+    responses={**answers(BATCH_EXAMPLE), **problems(401, 403, 413, 422, 429)},
+    openapi_extra={**secured("creator"), **json_request(WorksBatchIn)},
+)
+async def register_works(request: Request) -> FastJSONResponse:
+    n = node(request)
+    who = auth.require_write(request, "creator")  # before reading any of the body
+    query = request.scope.get("query_string", b"")
+    again = again_query(query)
+    return await batch.answer(
+        n, who, await request.body(), query, "/v1/works/batch", "works", WorkIn,
+        lambda items: operations.register_works(n, who, items, again=again))
+
+
+@router.post(
+    "/v1/evidence/batch",
+    response_model=BatchOut,
+    summary="Deposit up to 1,000 pieces of evidence",
+    description="Records each deposit as `POST /v1/evidence` would. " + _BATCH_DOC
+    + "Needs a creator, platform or court key.",
+    responses={**answers(BATCH_EXAMPLE), **problems(401, 403, 413, 422, 429)},
+    openapi_extra={**secured("creator", "platform", "court"), **json_request(EvidenceBatchIn)},
+)
+async def deposit_evidence_many(request: Request) -> FastJSONResponse:
+    n = node(request)
+    who = auth.require_write(request, "creator", "platform", "court")
+    return await batch.answer(
+        n, who, await request.body(), request.scope.get("query_string", b""),
+        "/v1/evidence/batch", "evidence", EvidenceIn,
+        lambda items: operations.deposit_evidence_many(n, who, items))

@@ -1,0 +1,108 @@
+"""Batch writes (`POST /v1/works/batch`, `POST /v1/evidence/batch`): many items in one request,
+each validated, kept or replayed under its own `idempotency_key`, and answered on its own."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
+from typing import Any
+
+import orjson
+from pydantic import BaseModel
+
+from copyledger.api.deps import FastJSONResponse
+from copyledger.api.problems import body_of
+from copyledger.ledger.errors import CopyledgerError, InvalidInput, PayloadTooLarge
+from copyledger.service.apikeys import Principal
+from copyledger.service.idempotency import Answer, check_key, request_hash
+from copyledger.service.inputs import parse_value
+from copyledger.service.node import Node
+from copyledger.service.operations import MAX_BATCH, Outcome
+
+Run = Callable[[Sequence[Any]], Awaitable[list[Outcome]]]
+
+
+def items_of(body: bytes, member: str, limit: int) -> list[Any]:
+    """The batch's list of raw items; InvalidInput (nothing written) for any other body."""
+    if len(body) > limit:
+        raise PayloadTooLarge(f"request body is {len(body)} bytes; the limit is {limit}")
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise InvalidInput("body: not JSON") from None
+    raw = doc.get(member) if isinstance(doc, dict) and set(doc) == {member} else None
+    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_BATCH:
+        msg = f"must be an object with only `{member}`: a list of 1 to {MAX_BATCH} items"
+        raise InvalidInput(f"body: {msg}", errors=[{"field": member, "message": msg}])
+    return raw
+
+
+def _parse(raw: Any, model: type[BaseModel], where: str, seen: set[str]
+           ) -> tuple[BaseModel | CopyledgerError, str | None, bytes]:
+    """One item: the model (or the error refusing it), its key and its canonical bytes."""
+    if not isinstance(raw, dict):
+        return InvalidInput(f"{where}: must be an object"), None, b""
+    item = dict(raw)
+    key = item.pop("idempotency_key", None)
+    canonical = orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
+    try:
+        if key is not None:
+            if not isinstance(key, str):
+                raise InvalidInput(f"{where}.idempotency_key: must be a string")
+            check_key(key, f"{where}.idempotency_key")
+            if key in seen:
+                raise InvalidInput(f"{where}.idempotency_key: {key!r} is repeated in this batch")
+            seen.add(key)
+        return parse_value(model, item, f"{where}."), key, canonical
+    except CopyledgerError as e:
+        return e, None, canonical
+
+
+async def answer(
+    n: Node, who: Principal, body: bytes, query: bytes, path: str, member: str,
+    model: type[BaseModel], run: Run,
+) -> FastJSONResponse:
+    """Parse, recall kept answers, run the rest together, keep the new successes, and answer
+    every item in order: `{index, status, registration}` or `{index, status, problem}`."""
+    raw = items_of(body, member, n.settings.max_batch_body_bytes)
+    seen: set[str] = set()
+    parsed = [_parse(item, model, f"{member}[{i}]", seen) for i, item in enumerate(raw)]
+    results: list[dict[str, Any] | None] = [None] * len(parsed)
+    digests = {i: request_hash(path.encode(), query, canonical)
+               for i, (_, key, canonical) in enumerate(parsed) if key is not None}
+    async with AsyncExitStack() as stack:
+        for i in sorted(digests, key=lambda i: str(parsed[i][1])):  # one order: no deadlock
+            await stack.enter_async_context(n.idempotency_locks.hold((who.account,
+                                                                      parsed[i][1])))
+        for i, digest in digests.items():
+            try:
+                kept = n.idempotency.recall(who.account, str(parsed[i][1]), digest)
+            except CopyledgerError as e:
+                results[i] = _refused(i, e, path)
+                continue
+            if kept is not None:
+                results[i] = {"index": i, "status": kept.status,
+                              "registration": orjson.loads(kept.body), "replayed": True}
+        todo = [i for i in range(len(parsed)) if results[i] is None]
+        outcomes = await run([parsed[i][0] for i in todo])
+        for i, outcome in zip(todo, outcomes, strict=True):
+            if isinstance(outcome, CopyledgerError):
+                results[i] = _refused(i, outcome, path)
+                continue
+            status = 200 if outcome.existing else 201
+            results[i] = {"index": i, "status": status, "registration": outcome.to_dict()}
+            if i in digests:
+                n.idempotency.keep(who.account, str(parsed[i][1]), digests[i], Answer(
+                    status, orjson.dumps(results[i]["registration"])))  # type: ignore[index]
+    done = [r for r in results if r is not None]
+    return FastJSONResponse({
+        "results": done,
+        "registered": sum(1 for r in done if r["status"] == 201),
+        "already_registered": sum(1 for r in done if r["status"] == 200),
+        "refused": sum(1 for r in done if r["status"] >= 400),
+    })
+
+
+def _refused(i: int, e: CopyledgerError, path: str) -> dict[str, Any]:
+    problem = body_of(e, path)
+    return {"index": i, "status": problem["status"], "problem": problem}

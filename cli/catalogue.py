@@ -1,0 +1,118 @@
+"""`copyledger import`: a catalogue of works by hash (JSON Lines or CSV), read in chunks for the
+batch endpoint, with a progress file so an interrupted import resumes where it stopped.
+
+Resuming is safe without the progress file too: a work this account already registered is
+answered with its earlier registration (D36), so a chunk sent twice writes nothing twice. The
+file only saves sending the finished chunks again."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from copyledger.client import BatchWork
+
+FIELDS = ("sha256", "title", "creators", "work_type", "size", "media_type", "license",
+          "metadata", "fingerprints", "again")
+CSV_LISTS = ";"  # creators in a CSV cell: "Ada Example;Bob Example"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the catalogue: its number (from 1) and the work, or why it cannot be sent."""
+
+    line: int
+    work: BatchWork | None
+    error: str | None = None
+
+
+def read_rows(path: Path) -> Iterator[Row]:
+    """The catalogue's works, line by line: `.csv` (a header row naming the columns), else
+    JSON Lines (one object a line; blank lines skipped)."""
+    if path.suffix.lower() == ".csv":
+        yield from _csv_rows(path)
+    else:
+        yield from _jsonl_rows(path)
+
+
+def _jsonl_rows(path: Path) -> Iterator[Row]:
+    with path.open(encoding="utf-8") as f:
+        for n, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                doc = json.loads(raw)
+            except ValueError as e:
+                yield Row(n, None, f"not JSON: {e}")
+                continue
+            yield _row(n, doc)
+
+
+def _csv_rows(path: Path) -> Iterator[Row]:
+    with path.open(encoding="utf-8", newline="") as f:
+        for n, rec in enumerate(csv.DictReader(f), 2):  # line 1 is the header
+            doc: dict[str, Any] = {k: v for k, v in rec.items() if k is not None and v != ""}
+            try:
+                if "creators" in doc:
+                    doc["creators"] = [c.strip() for c in doc["creators"].split(CSV_LISTS)]
+                if "size" in doc:
+                    doc["size"] = int(doc["size"])
+                for name in ("metadata", "fingerprints"):
+                    if name in doc:
+                        doc[name] = json.loads(doc[name])
+                if "again" in doc:
+                    doc["again"] = doc["again"].lower() in ("true", "1")
+            except ValueError as e:
+                yield Row(n, None, f"bad cell: {e}")
+                continue
+            yield _row(n, doc)
+
+
+def _row(n: int, doc: Any) -> Row:
+    if not isinstance(doc, dict):
+        return Row(n, None, "not a JSON object")
+    unknown = sorted(set(doc) - set(FIELDS))
+    if unknown:
+        return Row(n, None, f"unknown fields: {', '.join(unknown)} (known: {', '.join(FIELDS)})")
+    return Row(n, BatchWork(**doc))  # type: ignore[typeddict-item]
+
+
+@dataclass
+class ImportProgress:
+    """The progress file beside the catalogue: one JSON line per finished chunk, the last one
+    (complete) telling how many rows are done. A line cut short by a kill is ignored."""
+
+    path: Path
+    done: int = 0
+    registered: int = 0
+    already: int = 0
+    refused: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: Path) -> ImportProgress:
+        p = cls(path)
+        if path.exists():
+            for raw in path.read_text().splitlines():
+                try:
+                    doc = json.loads(raw)
+                    p.done, p.registered, p.already = (int(doc["done"]), int(doc["registered"]),
+                                                       int(doc["already"]))
+                    p.refused.extend(doc["refused"])
+                except (ValueError, KeyError, TypeError):
+                    continue
+        return p
+
+    def advance(self, rows: int, registered: int, already: int,
+                refused: list[dict[str, Any]]) -> None:
+        """Record a finished chunk (appended and flushed: a kill loses at most the chunk)."""
+        self.done += rows
+        self.registered += registered
+        self.already += already
+        self.refused.extend(refused)
+        with self.path.open("a") as f:
+            f.write(json.dumps({"done": self.done, "registered": self.registered,
+                                "already": self.already, "refused": refused}) + "\n")

@@ -1,0 +1,133 @@
+"""Batch registration (issue 13 item 2, D41): up to 1,000 works or deposits in one request, each
+answered on its own, the refused ones not written, the others sealed together."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from copyledger.ledger import note
+from copyledger.ledger.verify import verify_receipt
+from copyledger.service.node import Node
+from tests.helpers import bearer, sha, tree_size, work_body
+
+Api = tuple[TestClient, Node]
+
+
+def test_each_item_is_answered_in_order_and_refused_items_are_not_written(api: Api) -> None:
+    client, reg = api
+    alice = bearer(reg, "alice")
+    single = client.post("/v1/works", json=work_body("old"), headers=alice).json()
+    n = tree_size(client)
+    works = [work_body(0), {**work_body(1), "sha256": "nothex"}, work_body("old"),
+             work_body(2), "not an object", work_body(0)]
+    r = client.post("/v1/works/batch", json={"works": works}, headers=alice)
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert [x["index"] for x in doc["results"]] == list(range(6))
+    assert [x["status"] for x in doc["results"]] == [201, 422, 200, 201, 422, 200]
+    assert (doc["registered"], doc["already_registered"], doc["refused"]) == (2, 2, 2)
+    assert doc["results"][1]["problem"]["errors"][0]["field"].endswith("sha256")
+    assert doc["results"][4]["problem"]["detail"] == "works[4]: must be an object"
+    assert doc["results"][2]["registration"] == {**single, "already_registered": True}
+    # The same content twice in one batch: one entry, the second answered with it.
+    first, again = doc["results"][0]["registration"], doc["results"][5]["registration"]
+    assert again["seq"] == first["seq"] and again["already_registered"] is True
+    assert tree_size(client) == n + 2
+    vkey = note.parse_verifier_key(client.get("/v1/log").json()["verifier_key"])
+    for i, item in ((0, doc["results"][0]), (2, doc["results"][3])):
+        verify_receipt(item["registration"], [vkey], file_sha256=sha(i))
+    # Sealed together: both new entries are in one block.
+    assert first["block_height"] == doc["results"][3]["registration"]["block_height"]
+
+
+def test_a_batch_writes_what_single_registrations_would(api: Api) -> None:
+    client, reg = api
+    alice = bearer(reg, "alice")
+    batch = client.post("/v1/works/batch", json={"works": [work_body(i) for i in range(5)]},
+                        headers=alice).json()
+    for item, i in zip(batch["results"], range(5), strict=True):
+        entry = item["registration"]["entry"]
+        single = client.post("/v1/works?again=true", json=work_body(i), headers=alice).json()
+        assert {**entry, "received_at": None} == {**single["entry"], "received_at": None}
+
+
+def test_again_for_the_whole_batch(api: Api) -> None:
+    client, reg = api
+    alice = bearer(reg, "alice")
+    client.post("/v1/works", json=work_body(7), headers=alice)
+    r = client.post("/v1/works/batch?again=true", json={"works": [work_body(7)]}, headers=alice)
+    assert r.json()["results"][0]["status"] == 201
+
+
+@pytest.mark.parametrize("body", [
+    b"not json", b"[]", b'{"works": []}', b'{"works": {}}', b'{"works": [], "x": 1}',
+    b'{"items": [{}]}',
+])
+def test_a_body_that_is_no_batch_is_refused_whole(api: Api, body: bytes) -> None:
+    client, reg = api
+    n = tree_size(client)
+    r = client.post("/v1/works/batch", content=body, headers={
+        **bearer(reg, "alice"), "content-type": "application/json"})
+    assert r.status_code == 422 and r.headers["content-type"].startswith(
+        "application/problem+json")
+    assert tree_size(client) == n
+
+
+def test_at_most_1000_items_and_the_body_limit_fits_them(api: Api) -> None:
+    client, reg = api
+    alice = bearer(reg, "alice")
+    works = [work_body(i, metadata={"note": "x" * 200}) for i in range(1001)]
+    too_many = client.post("/v1/works/batch", json={"works": works}, headers=alice)
+    assert too_many.status_code == 422 and "1000" in too_many.json()["detail"]
+    n = tree_size(client)
+    ok = client.post("/v1/works/batch", json={"works": works[:1000]}, headers=alice)
+    assert ok.status_code == 200 and ok.json()["registered"] == 1000  # > 64 KiB of JSON
+    assert tree_size(client) == n + 1000
+    huge = b'{"works": ["' + b"x" * (reg.settings.max_batch_body_bytes) + b'"]}'
+    r = client.post("/v1/works/batch", content=huge,
+                    headers={**alice, "content-type": "application/json"})
+    assert r.status_code == 413
+
+
+def test_authentication_comes_before_the_body(api: Api) -> None:
+    client, reg = api
+    assert client.post("/v1/works/batch", content=b"not json").status_code == 401
+    platform = bearer(reg, "tube", "platform")
+    r = client.post("/v1/works/batch", json={"works": [work_body(1)]}, headers=platform)
+    assert r.status_code == 403
+
+
+def test_evidence_batch(api: Api) -> None:
+    client, reg = api
+    tube = bearer(reg, "tube", "platform")
+    ev = {"sha256": sha("shot"), "source_url": "https://example.org/x",
+          "captured_at": "2026-11-01T00:00:00Z", "capture_method": "screenshot",
+          "description": "a listing"}
+    r = client.post("/v1/evidence/batch", json={"evidence": [ev, {**ev, "related_work": 999}]},
+                    headers=tube)
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert [x["status"] for x in results] == [201, 422]
+    assert results[0]["registration"]["entry"]["kind"] == "evidence"
+
+
+def test_a_batch_receipts_checkpoint_is_verified_once_and_still_bound(api: Api) -> None:
+    from copyledger.ledger.errors import CopyledgerError
+
+    client, reg = api
+    doc = client.post("/v1/works/batch", json={"works": [work_body(i) for i in range(3)]},
+                      headers=bearer(reg, "alice")).json()
+    vkey = note.parse_verifier_key(client.get("/v1/log").json()["verifier_key"])
+    checked: dict[str, note.Checkpoint] = {}
+    regs = [r["registration"] for r in doc["results"]]
+    for i, r in enumerate(regs):
+        verify_receipt(r, [vkey], file_sha256=sha(i), checked=checked)
+    assert len(checked) == 1  # one block, one signature check
+    # A remembered checkpoint still has to match the proof; an altered one is verified anew.
+    wrong_root = {**regs[0], "receipt": {**regs[0]["receipt"], "root": "00" * 32}}
+    forged = {**regs[1], "receipt": {**regs[1]["receipt"],
+                                     "checkpoint": regs[1]["receipt"]["checkpoint"] + " "}}
+    for bad in (wrong_root, forged):
+        with pytest.raises(CopyledgerError):
+            verify_receipt(bad, [vkey], checked=checked)

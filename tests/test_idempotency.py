@@ -1,0 +1,157 @@
+"""Idempotent retries (issue 13 item 6, D41): a write sent again with the same Idempotency-Key
+and body answers as the first did and writes nothing; the key with another body is refused;
+keys are per account and kept for `idempotency_ttl_s`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import update
+
+from copyledger.ledger.schema import idempotency_keys
+from copyledger.ledger.store import Store
+from copyledger.service.node import Node
+from tests.helpers import bearer, open_registry, sha, tree_size, work_body
+from tests.test_claims import DMCA
+
+Api = tuple[TestClient, Node]
+
+
+def _work(client: TestClient, reg: Node) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    return "/v1/works", bearer(reg, "alice"), work_body("keyed")
+
+
+def _again(client: TestClient, reg: Node) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    # `again`: without the key, every request would be a new entry
+    return "/v1/works", bearer(reg, "alice"), work_body("keyed", again=True)
+
+
+def _evidence(client: TestClient, reg: Node) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    return "/v1/evidence", bearer(reg, "tube", "platform"), {
+        "sha256": sha("capture"), "source_url": "https://example.org/x",
+        "captured_at": "2026-11-01T00:00:00Z", "capture_method": "screenshot",
+        "description": "a listing"}
+
+
+def _transfer(client: TestClient, reg: Node) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    alice = bearer(reg, "alice")
+    bearer(reg, "bob")
+    work = client.post("/v1/works", json=work_body("licensed"), headers=alice).json()
+    return "/v1/transfers", alice, {"work_seq": work["seq"], "to": "bob",
+                                    "transfer_type": "non_exclusive_licence"}
+
+
+def _claim(client: TestClient, reg: Node) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    return "/v1/claims", bearer(reg, "tube", "platform"), {**DMCA, "works": [{"sha256": sha(1)}]}
+
+
+WRITES: dict[str, Callable[[TestClient, Node], tuple[str, dict[str, Any], dict[str, Any]]]] = {
+    "work": _work, "work-again": _again, "evidence": _evidence, "transfer": _transfer,
+    "claim": _claim}
+
+
+@pytest.mark.parametrize("write", WRITES)
+def test_a_retry_answers_as_the_first_and_writes_nothing(api: Api, write: str) -> None:
+    client, reg = api
+    path, auth, body = WRITES[write](client, reg)
+    h = {**auth, "Idempotency-Key": "9b2f1d7e-retry"}
+    first = client.post(path, json=body, headers=h)
+    assert first.status_code == 201, first.text
+    n = tree_size(client)
+    retry = client.post(path, json=body, headers=h)
+    assert (retry.status_code, retry.json()) == (201, first.json())
+    assert retry.headers["idempotent-replayed"] == "true"
+    assert tree_size(client) == n
+    # The same key with another body: refused, nothing written.
+    other = client.post(path, json={**body, "sha256": sha("other")}
+                        if "sha256" in body else {**body, "to": "alice"}, headers=h)
+    assert other.status_code == 422 and "Idempotency-Key" in other.json()["detail"]
+    assert tree_size(client) == n
+    # Without the key, or with another, the request is a request of its own.
+    fresh = client.post(path, json=body, headers={**auth, "Idempotency-Key": "another"})
+    assert "idempotent-replayed" not in fresh.headers
+
+
+def test_keys_are_per_account_and_expire(api: Api) -> None:
+    client, reg = api
+    alice, bob = bearer(reg, "alice"), bearer(reg, "bob")
+    body = work_body("song", again=True)
+    a = client.post("/v1/works", json=body, headers={**alice, "Idempotency-Key": "k1"}).json()
+    b = client.post("/v1/works", json=body, headers={**bob, "Idempotency-Key": "k1"}).json()
+    assert b["entry"]["registrant"] == "bob" and b["seq"] != a["seq"]
+    # Past its lifetime a key is forgotten: the request is made again.
+    with reg.store.engine.begin() as conn:
+        conn.execute(update(idempotency_keys).values(
+            created=int(time.time()) - reg.settings.idempotency_ttl_s - 1))
+    again = client.post("/v1/works", json=body, headers={**alice, "Idempotency-Key": "k1"})
+    assert again.status_code == 201 and again.json()["seq"] > b["seq"]
+    assert "idempotent-replayed" not in again.headers
+
+
+def test_a_refused_request_is_not_kept(api: Api) -> None:
+    client, reg = api
+    h = {**bearer(reg, "alice"), "Idempotency-Key": "k2"}
+    bad = client.post("/v1/works", json={**work_body(1), "work_type": "poem"}, headers=h)
+    assert bad.status_code == 422
+    good = client.post("/v1/works", json=work_body(1), headers=h)
+    assert good.status_code == 201  # the key answered nothing yet: free for the fixed body
+
+
+@pytest.mark.parametrize("bad", [b"", b"x" * 256, b"tab\there", "é".encode()])
+def test_a_malformed_key_is_refused(api: Api, bad: bytes) -> None:
+    client, reg = api
+    n = tree_size(client)
+    r = client.post("/v1/works", json=work_body(1),
+                    headers=[*bearer(reg, "alice").items(), ("Idempotency-Key", bad)])  # type: ignore[list-item]
+    assert r.status_code == 422 and tree_size(client) == n
+
+
+def test_an_upload_with_a_key_is_refused(api: Api) -> None:
+    client, reg = api
+    r = client.post("/v1/works", headers={**bearer(reg, "alice"), "Idempotency-Key": "k"},
+                    files={"file": ("a.txt", b"abc", "text/plain")},
+                    data={"title": "A", "creators": "Ada", "work_type": "text"})
+    assert r.status_code == 422 and "JSON" in r.json()["detail"]
+
+
+def test_batch_items_with_keys(api: Api) -> None:
+    client, reg = api
+    alice = bearer(reg, "alice")
+    items = [{**work_body(i, again=True), "idempotency_key": f"item-{i}"} for i in range(3)]
+    first = client.post("/v1/works/batch", json={"works": items}, headers=alice).json()
+    n = tree_size(client)
+    retry = client.post("/v1/works/batch", json={"works": [*items, work_body(9)]},
+                        headers=alice).json()
+    assert tree_size(client) == n + 1  # only the new, unkeyed item
+    for a, b in zip(first["results"], retry["results"], strict=False):
+        assert b["replayed"] is True and b["registration"] == a["registration"]
+    assert retry["results"][3]["status"] == 201 and "replayed" not in retry["results"][3]
+    # A kept item key with another item, or a key twice in one batch: that item refused.
+    changed = {**items[0], "title": "Other"}
+    r = client.post("/v1/works/batch", json={"works": [changed, items[1], items[1]]},
+                    headers=alice).json()
+    assert [x["status"] for x in r["results"]] == [422, 201, 422]
+    assert r["results"][1]["replayed"] is True
+    assert "repeated" in r["results"][2]["problem"]["detail"]
+    assert tree_size(client) == n + 1
+
+
+def test_migration_0007_adds_the_table_to_a_0006_log(tmp_path: Path, database_url: str) -> None:
+    from copyledger.service.idempotency import Answer, Keys
+
+    reg = open_registry(tmp_path, database_url)
+    idempotency_keys.drop(reg.store.engine)
+    reg.store.execute_raw("UPDATE alembic_version SET version_num = '0006'")
+    reg.store.close()
+    s = Store.open(database_url or reg.settings.database_url)
+    try:
+        kept = Keys(s, 60)
+        kept.keep("alice", "k", "ab" * 32, Answer(201, b"{}"))
+        assert kept.recall("alice", "k", "ab" * 32) == Answer(201, b"{}")
+    finally:
+        s.close()
