@@ -2,27 +2,48 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
-DATA_DIR ?= copyledger-data
+# Python packages come from lock files with hashes (requirements/dev.txt for tests and tools,
+# requirements/run.txt, a subset with the same pins, for serving; `make lock` refreshes them):
+# pip checks every download against its SHA-256 and installs nothing unlisted, then installs
+# copyledger itself without dependencies. A stamp per lock reinstalls when it changes (D42).
+LOCK_DEV := requirements/dev.txt
+LOCK_RUN := requirements/run.txt
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK_DEV) | sha256sum | cut -c1-12)
 
-.PHONY: run run-deps i18n test lint typecheck unit system-deps tlogcheck bench bench-merkle bench-http bench-claims bench-tiles bench-soak bench-images bench-av clean
+.PHONY: run run-deps i18n test lint typecheck unit system-deps tlogcheck lock bench bench-merkle bench-http bench-claims bench-tiles bench-soak bench-images bench-av clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK_DEV)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --require-hashes -r $(LOCK_DEV)
+	$(BIN)/python -m pip install -q --no-deps -e .
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
 # Serving needs only the package itself: no test, lint or type-check tools. A venv that has
 # the dev install already (make test) is used as it is.
-RUN_STAMP := $(VENV)/.run-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+RUN_STAMP := $(VENV)/.run-$(shell cat pyproject.toml $(LOCK_RUN) | sha256sum | cut -c1-12)
 
-$(RUN_STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml $(LOCK_RUN)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	test -e $(STAMP) || $(BIN)/python -m pip install -q -e .
+	test -e $(STAMP) || $(BIN)/python -m pip install -q --require-hashes -r $(LOCK_RUN)
+	test -e $(STAMP) || $(BIN)/python -m pip install -q --no-deps -e .
 	rm -f $(VENV)/.run-*
 	touch $(RUN_STAMP)
+
+# Refresh the locks from pyproject.toml: keeps every pin that still fits and resolves what is
+# new (a dependency added, a bound changed); `make lock UPGRADE=1` moves everything to the
+# newest releases. pip-tools runs from its own venv, so the project's venv is untouched.
+LOCK_VENV := .venv-lock
+LOCK_FLAGS := --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+  --no-emit-find-links $(if $(UPGRADE),--upgrade)
+
+lock:
+	test -x $(LOCK_VENV)/bin/pip-compile || ($(PYTHON) -m venv $(LOCK_VENV) && \
+	  $(LOCK_VENV)/bin/python -m pip install -q 'pip-tools>=7.4')
+	CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/pip-compile $(LOCK_FLAGS) --extra dev \
+	  --output-file $(LOCK_DEV) pyproject.toml
+	CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/pip-compile $(LOCK_FLAGS) \
+	  --constraint $(LOCK_DEV) --output-file $(LOCK_RUN) pyproject.toml
 
 # HOST and PORT, from the environment or the command line: `PORT=8001 make run`.
 run: $(RUN_STAMP) run-deps
@@ -103,4 +124,4 @@ bench-av: $(STAMP) system-deps
 bench: bench-merkle bench-http bench-claims bench-tiles
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LOCK_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -142,7 +142,7 @@ def main() -> None:
     keys = [json.loads(cli("keys", "create", "--role", "creator", "--account", f"soak{i}",
                            "--data-dir", str(data), *db, "--json").stdout)["key"]
             for i in range(KEYS)]
-    srv = ServerProcess(data, args.database, COPYLEDGER_LOG_LEVEL="warning").start()
+    srv = ServerProcess(data, args.database, COPYLEDGER_LOG_LEVEL="warning").start(timeout=180)
     assert srv.proc is not None
     try:
         t0 = time.monotonic()

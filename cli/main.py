@@ -165,6 +165,7 @@ def serve(
     notary_url: NotaryUrl = None,
 ) -> None:
     """Run the registry's HTTP API (creates the registry on first start)."""
+    _bound_malloc_arenas()
     import uvicorn
 
     from copyledger.api.app import create_app
@@ -187,6 +188,27 @@ def serve(
               f"--role creator --account you --data-dir {s.data_dir}", markup=False)
     uvicorn.run(create_app(reg), host=s.host, port=s.port, log_level="warning",
                 access_log=False, timeout_keep_alive=max(1, round(s.keep_alive_s)))
+
+
+MALLOC_ARENA_MAX = "2"
+
+
+def _bound_malloc_arenas() -> None:
+    """Re-execute this very command with `MALLOC_ARENA_MAX=2` unless the environment already
+    sets it (D42). glibc gives each thread that contends for the heap an arena of its own, up
+    to 8 per core, and hands little of it back: in side-by-side 75-s soaks at 50 connections
+    RSS grew 80 % with glibc's default and 33 % with the limit (not flat yet: D42). The
+    variable is read when the process starts, so it is set for the process rather than with
+    `mallopt` later (libraries' threads have made their arenas by then); `exec` keeps the PID.
+    An operator's own value wins (`MALLOC_ARENA_MAX=` keeps glibc's default)."""
+    import platform
+
+    if "MALLOC_ARENA_MAX" in os.environ or platform.libc_ver()[0] != "glibc":
+        return
+    os.environ["MALLOC_ARENA_MAX"] = MALLOC_ARENA_MAX
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 
 def _check_port(host: str, port: int) -> None:

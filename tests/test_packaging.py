@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -57,3 +59,32 @@ def test_installed_copy_imports_only_as_copyledger(wheel: Path, tmp_path: Path) 
                        timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "0.1.0"
+
+
+def _pins(lock: Path) -> dict[str, str]:
+    """name -> the text of its entry (version and hashes) in a pip-compile lock."""
+    entries: dict[str, str] = {}
+    for block in re.split(r"\n(?=[A-Za-z0-9])", lock.read_text()):
+        m = re.match(r"([A-Za-z0-9_.-]+)==\S+", block)
+        if m:
+            entries[re.sub(r"[-_.]+", "-", m.group(1)).lower()] = block
+    return entries
+
+
+def _names(requirements: list[str]) -> set[str]:
+    """The normalised project names in requirement strings ("uvicorn[standard]>=0.29")."""
+    return {re.sub(r"[-_.]+", "-", re.split(r"[\[<>=!~;\s]", r, maxsplit=1)[0]).lower()
+            for r in requirements}
+
+
+def test_the_locks_pin_every_dependency_with_hashes() -> None:
+    """`make run` and `make test` install only what the locks list (--require-hashes): a
+    dependency added to pyproject.toml without `make lock` would be missing at run time."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    run, dev = _pins(REPO / "requirements/run.txt"), _pins(REPO / "requirements/dev.txt")
+    assert _names(project["dependencies"]) <= set(run)
+    assert _names(project["dependencies"] + project["optional-dependencies"]["dev"]) <= set(dev)
+    for name, entry in {**run, **dev}.items():
+        assert "--hash=sha256:" in entry, name
+    # the serving lock is the runtime part of the test lock, with the same pins
+    assert {n: run[n].split()[0] for n in run} == {n: dev[n].split()[0] for n in run}
