@@ -6,14 +6,18 @@ turns answers into bytes and back."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from fastapi import Request
 from fastapi.responses import Response
+from pydantic import BaseModel
 
-from copyledger.api.deps import node
+from copyledger.api import auth
+from copyledger.api.deps import FastJSONResponse, json_body, node
 from copyledger.service.apikeys import Principal
 from copyledger.service.idempotency import Answer, check_key, request_hash
 from copyledger.service.node import Node
+from copyledger.service.operations import Recorded
 
 REPLAYED = "Idempotent-Replayed"
 
@@ -53,6 +57,25 @@ async def keyed(request: Request, who: Principal,
     ident = (request.url.path.encode(), request.scope.get("query_string", b""),
              await request.body() if key is not None else b"")
     return await once(node(request), who, key, ident, run)
+
+
+_In = TypeVar("_In", bound=BaseModel)
+
+
+async def record(
+    request: Request, roles: tuple[str, ...], model: type[_In],
+    operation: Callable[[Node, Principal, _In], Awaitable[Recorded]],
+) -> Response:
+    """A JSON write route's whole work: the key checked for one of `roles` before any of the
+    body is read, then, under the request's Idempotency-Key, the body parsed as `model`,
+    `operation` run and its receipt answered with 201."""
+    who = auth.require_write(request, *roles)
+
+    async def run() -> Response:
+        recorded = await operation(node(request), who, await json_body(request, model))
+        return FastJSONResponse(recorded.to_dict(), status_code=201)
+
+    return await keyed(request, who, run)
 
 
 def replay(kept: Answer) -> Response:

@@ -48,14 +48,7 @@ _CHECK_FORM = {"type": "object", "required": ["claimant"], "properties": {
     openapi_extra={**secured("platform"), **json_request(ClaimIn)},
 )
 async def record_claim(request: Request) -> Response:
-    who = auth.require_write(request, "platform")
-
-    async def run() -> Response:
-        c = await json_body(request, ClaimIn)
-        recorded = await operations.record_claim(node(request), who, c)
-        return FastJSONResponse(recorded.to_dict(), status_code=201)
-
-    return await idempotent.keyed(request, who, run)
+    return await idempotent.record(request, ("platform",), ClaimIn, operations.record_claim)
 
 
 @router.get("/v1/claims/{seq}", summary="A claim and its timeline", response_model=None,

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
 from copyledger.api import auth, idempotent
-from copyledger.api.deps import FastJSONResponse, json_body, node, parse_body
+from copyledger.api.deps import FastJSONResponse, node, parse_body
 from copyledger.api.models import (
     HISTORY_EXAMPLE,
     REGISTRATION_EXAMPLE,
@@ -40,14 +40,7 @@ router = APIRouter(tags=["creators"])
     openapi_extra={**secured("creator"), **json_request(TransferIn)},
 )
 async def record_transfer(request: Request) -> Response:
-    who = auth.require_write(request, "creator")
-
-    async def run() -> Response:
-        t = await json_body(request, TransferIn)
-        recorded = await operations.record_transfer(node(request), who, t)
-        return FastJSONResponse(recorded.to_dict(), status_code=201)
-
-    return await idempotent.keyed(request, who, run)
+    return await idempotent.record(request, ("creator",), TransferIn, operations.record_transfer)
 
 
 # The body is optional (an acceptance may carry a note, or nothing).

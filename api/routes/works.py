@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from copyledger.api import auth, batch, idempotent, uploads
-from copyledger.api.deps import FastJSONResponse, json_body, node, parse_body
+from copyledger.api.deps import FastJSONResponse, node, parse_body
 from copyledger.api.models import (
     BATCH_EXAMPLE,
     REGISTRATION_EXAMPLE,
@@ -161,14 +161,8 @@ async def register_work(request: Request) -> Response:
     openapi_extra={**secured("creator", "platform", "court"), **json_request(EvidenceIn)},
 )
 async def deposit_evidence(request: Request) -> Response:
-    who = auth.require_write(request, "creator", "platform", "court")
-
-    async def run() -> Response:
-        ev = await json_body(request, EvidenceIn)
-        recorded = await operations.deposit_evidence(node(request), who, ev)
-        return FastJSONResponse(recorded.to_dict(), status_code=201)
-
-    return await idempotent.keyed(request, who, run)
+    return await idempotent.record(request, ("creator", "platform", "court"), EvidenceIn,
+                                   operations.deposit_evidence)
 
 
 @router.post(
