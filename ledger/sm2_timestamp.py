@@ -6,7 +6,7 @@ over SM3 and the default distinguishing ID 1234567812345678. OpenSSL 3.0 can nei
 verify such a CMS SignedData (`openssl cms -verify` and `ts -verify` refuse it), and
 `cryptography` cannot load an SM2 public key, so this module reads the token with asn1crypto and
 checks it with `ledger.sm2`; every check is one the `openssl` command line can repeat piece by
-piece (docs/verification.md §13.4). What is checked, in order:
+piece (docs/verification.md §12.5). What is checked, in order:
 
 1. a CMS SignedData (RFC 5652) with eContentType id-ct-TSTInfo, exactly one SignerInfo with
    signed attributes, digestAlgorithm SM3 and signatureAlgorithm SM2-with-SM3;

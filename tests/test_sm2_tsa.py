@@ -135,7 +135,7 @@ def _run(*args: str, data: bytes | None = None) -> subprocess.CompletedProcess[b
 
 def test_openssl_checks_each_part_of_the_token(reg: dict[str, Any], openssl: str,
                                                tmp_path: Path) -> None:
-    """What docs/verification.md §13.4 tells a verifier to run."""
+    """What docs/verification.md §12.5 tells a verifier to run."""
     b = reg["bundle"]
     token = _token(b)
     (tmp_path / "token.der").write_bytes(token)
