@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from copyledger.ledger.sm2_timestamp import (
 from copyledger.notary.signer import write_new_file
 from copyledger.notary.sm2 import Sm2Signer, _pem
 from copyledger.notary.tsa import DEFAULT_POLICY_OID, _cms_time, _random_serial, _utc_now
+from copyledger.notary.tsa_certs import TsaChainPaths
 
 __all__ = [
     "SM2_ROOT_FILE",
@@ -48,6 +48,7 @@ __all__ = [
     "Sm2TimeStampAuthority",
     "create_sm2_tsa_chain",
     "load_sm2_tsa",
+    "sm2_tsa_paths",
 ]
 
 SM2_ROOT_FILE = "sm2-root.pem"
@@ -156,23 +157,17 @@ class Sm2TimeStampAuthority:
         }}).dump())
 
 
-@dataclass(frozen=True)
-class Sm2TsaPaths:
-    root: Path
-    certificate: Path
-    key: Path
-
-    @classmethod
-    def in_directory(cls, directory: Path) -> Sm2TsaPaths:
-        d = Path(directory)
-        return cls(d / SM2_ROOT_FILE, d / SM2_TSA_CERT_FILE, d / SM2_TSA_KEY_FILE)
+def sm2_tsa_paths(directory: Path) -> TsaChainPaths:
+    """Where the SM2 TSA chain lives: beside the ECDSA one, in the same TSA directory."""
+    d = Path(directory)
+    return TsaChainPaths(d / SM2_ROOT_FILE, d / SM2_TSA_CERT_FILE, d / SM2_TSA_KEY_FILE)
 
 
 def create_sm2_tsa_chain(directory: Path, name: str, *, passphrase: bytes | None = None,
-                         now: datetime | None = None) -> Sm2TsaPaths:
+                         now: datetime | None = None) -> TsaChainPaths:
     """An SM2 root CA (its key discarded) and an SM2 TSA certificate it issues, in directory;
     never overwrites. name (the origin) is the organisation of both subjects."""
-    paths = Sm2TsaPaths.in_directory(directory)
+    paths = sm2_tsa_paths(directory)
     for path in (paths.root, paths.certificate, paths.key):
         if path.exists():
             raise Conflict(f"{path} already exists; refusing to overwrite an SM2 TSA chain")
@@ -199,7 +194,7 @@ def load_sm2_tsa(directory: Path, name: str, passphrase: bytes | None = None,
                  **kw: Any) -> Sm2TimeStampAuthority:
     """The SM2 TSA in directory, checked: its key matches its certificate, which the root
     signed."""
-    paths = Sm2TsaPaths.in_directory(directory)
+    paths = sm2_tsa_paths(directory)
     certs = [load_certificates(p.read_bytes()) if p.exists() else []
              for p in (paths.certificate, paths.root)]
     if not all(certs):
