@@ -22,6 +22,7 @@ piece (docs/verification.md §12.5). What is checked, in order:
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import re
@@ -214,7 +215,7 @@ def _verify(token_der: bytes, digest: bytes, roots_pem: bytes) -> Sm2TokenInfo:
         raise _fail("bad-signature", "the token's SM2 signature does not verify")
 
     # 5. A trusted root signed it; both valid at genTime.
-    root = next((r for r in roots if r == signer or _issued_by(signer, cert, r)), None)
+    root = next((r for r in roots if r == signer or _issued_by(signer, r)), None)
     if root is None:
         raise _fail("untrusted", f"the SM2 TSA certificate {cert.subject.human_friendly} does "
                     "not chain to a trusted SM2 root")
@@ -245,8 +246,11 @@ def _names(iss: Any, cert: Any) -> bool:
                 and iss["issuer"] == cert.issuer)
 
 
-def _issued_by(cert_der: bytes, cert: Any, root_der: bytes) -> bool:
-    """The root is an SM2 CA whose subject is the certificate's issuer and whose key signed it."""
+@functools.lru_cache(maxsize=64)
+def _issued_by(cert_der: bytes, root_der: bytes) -> bool:
+    """The root is an SM2 CA whose subject is the certificate's issuer and whose key signed it.
+    The same for every token a TSA key issues, so an audit works it out once."""
+    cert = asn1_x509.Certificate.load(cert_der)
     root = asn1_x509.Certificate.load(root_der)
     if root.subject != cert.issuer or not root.ca:
         return False
