@@ -120,6 +120,9 @@ class BlockOut(BaseModel):
     timestamps: list[dict[str, str]] = Field(
         default_factory=list, description="RFC 3161 tokens (base64 DER) over the block hash"
     )
+    sm2_timestamps: list[dict[str, str]] | None = Field(
+        default=None, description="an SM-suite registry's SM2/SM3 RFC 3161 tokens (base64 "
+        "DER) over SM3 of the header's RFC 8785 bytes (absent otherwise)")
 
 
 class SearchOut(BaseModel):
@@ -276,6 +279,10 @@ class NotaryKeysOut(BaseModel):
     log_keys: list[LogKey]
     tsa_roots: list[str] = Field(description="PEM")
     tsa_chain: list[str] | None = Field(default=None, description="PEM, leaf first")
+    sm2_keys: list[dict[str, str]] | None = Field(
+        default=None, description="an SM-suite registry's SM2 note key(s) (bundles only)")
+    sm2_tsa_roots: list[str] | None = Field(
+        default=None, description="an SM-suite registry's SM2 TSA root, PEM")
 
 
 class Witnessed(BaseModel):
@@ -299,6 +306,8 @@ class BundleOut(BaseModel):
     notary: NotaryKeysOut
     tlog_proof: str | None = None
     witnessed: Witnessed | None = None
+    sm2_timestamps: list[BundleTimestamp] | None = Field(
+        default=None, description="an SM-suite registry's SM2/SM3 tokens (hash_alg sm3)")
 
 
 class FingerprintIndex(BaseModel):

@@ -1360,6 +1360,9 @@ def verify(
         help="file of trusted verifier keys, one per line")] = None,
     tsa_roots: Annotated[Path | None, typer.Option(
         help="PEM file of trusted TSA root certificates")] = None,
+    sm2_tsa_roots: Annotated[Path | None, typer.Option(
+        help="PEM file of trusted SM2 TSA root certificates (an SM-suite log's SM2/SM3 "
+        "time-stamps)")] = None,
     allow_unpinned: Annotated[bool, typer.Option(
         help="accept a bundle checked only against the log key it carries itself")] = False,
     witness: Annotated[list[str] | None, typer.Option(
@@ -1392,6 +1395,7 @@ def verify(
         quorum=quorum,
         sm2_keys=[k for k in keys if sm2.is_verifier_key(k)],
         file_sm3=file_sm3,
+        sm2_tsa_roots_pem=sm2_tsa_roots.read_bytes() if sm2_tsa_roots is not None else None,
     )
     if as_json:
         _emit(True, rep.to_json())
@@ -1432,6 +1436,9 @@ def _trust_lines(facts: dict[str, Any]) -> list[str]:
     for r in facts.get("tsa_roots", []):
         how = "pinned" if r["pinned"] else "taken from the bundle, NOT pinned"
         lines.append(f"TSA root ({how}): {r['subject']}\n    SHA-256 {r['sha256']}")
+    for r in facts.get("sm2_tsa_roots", []):
+        how = "pinned" if r["pinned"] else "taken from the bundle, NOT pinned"
+        lines.append(f"SM2 TSA root ({how}): SHA-256 {r['sha256']}")
     if "time_sources" in facts:
         independent = [t for t in facts["time_sources"] if t["independent"]]
         lines.append("time sources independent of the operator: "

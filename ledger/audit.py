@@ -29,6 +29,7 @@ from copyledger.ledger.block import GENESIS_PREV, BlockHeader, check_header, che
 from copyledger.ledger.documents import Acceptance, Entry, Transfer, Withdrawal, parse_entry
 from copyledger.ledger.errors import CopyledgerError
 from copyledger.ledger.links import LINKED_KINDS, TRANSFER, Link, Target, links_of, resolve
+from copyledger.ledger.sm2_timestamp import TSA_LABEL as SM2_TSA_LABEL
 from copyledger.ledger.store import BlockRow, CachedReader, EntryRow, Store
 from copyledger.ledger.title import TITLE_KINDS, Title
 
@@ -131,6 +132,7 @@ def audit(
     workers: int = 1,
     since: AuditState | None = None,
     witness_keys: Sequence[str] = (),
+    sm2_tsa_roots_pem: bytes | None = None,
 ) -> AuditReport:
     """Audit the log (from `since` on, if given); stop at the first fault and name where it
     is. With the notary's TSA roots, also check that every block carries a valid RFC 3161
@@ -138,13 +140,15 @@ def audit(
     `witness_keys` are the configured witnesses' vkeys: the report says how many kept
     cosignatures are by others (each is still checked under the key its row names).
     SM2 keys among the verifier keys (an SM-suite log, D40) must also have signed every
-    checkpoint and block note."""
+    checkpoint and block note; with `sm2_tsa_roots_pem`, every SM2/SM3 token kept (D51) is
+    checked too, and every block after the first that has one must have one."""
     rep = AuditReport()
     keys = [verifier_key] if isinstance(verifier_key, str) else list(verifier_key)
     _verifiers(tuple(keys))  # every key parses, before anything is read
     try:
         with _pool(workers) as pool:
-            _run(store, keys, tsa_roots_pem, pool, since, progress, rep)
+            _run(store, keys, (tsa_roots_pem, sm2_tsa_roots_pem), pool, since, progress,
+                 rep)
             cosigned = _check_cosignatures(store, witness_keys)
             if cosigned:
                 rep.checked.append(cosigned)
@@ -158,7 +162,7 @@ def audit(
 def _run(
     store: Store,
     keys: list[str],
-    roots_pem: bytes | None,
+    roots_pem: _Roots,
     pool: Executor | None,
     since: AuditState | None,
     progress: Progress | None,
@@ -221,39 +225,65 @@ def _resume(store: Store, st: AuditState) -> _Start:
 # -- Blocks ---------------------------------------------------------------------------------
 
 
+_Roots = tuple[bytes | None, bytes | None]
+"""(the notary TSA's roots, its SM2 TSA's roots), PEM; None: those tokens are not checked."""
+_BlockJob = tuple[BlockHeader | None, list[BlockRow], list[tuple[bytes | None, bytes | None]],
+                  list[str], _Roots]
+
+
+class _Tokens:
+    """One TSA's tokens (height order), handed out beside the blocks they stamp; a token
+    naming no block is a fault."""
+
+    def __init__(self, store: Store, tsa: str, start: int, check: bool) -> None:
+        if check:
+            for stray in store.stray_timestamps(tsa, start=start)[:1]:
+                _stray_token(stray)
+        self._it = store.iter_timestamps(tsa, start=start) if check else iter(())
+        self._next = next(self._it, None)
+        self.first: int | None = None  # the first height that had one
+
+    def at(self, height: int) -> bytes | None:
+        while self._next is not None and self._next[0] < height:
+            _stray_token(self._next[0])
+        if self._next is None or self._next[0] != height:
+            return None
+        token = self._next[1]
+        self._next = next(self._it, None)
+        self.first = height if self.first is None else self.first
+        return token
+
+    def finish(self) -> None:
+        if self._next is not None:
+            _stray_token(self._next[0])
+
+
 def _check_blocks(
     store: Store,
     keys: list[str],
-    roots_pem: bytes | None,
+    roots_pem: _Roots,
     pool: Executor | None,
     prev: BlockRow | None,
     rep: AuditReport,
 ) -> list[_Head]:
-    """Check every block after `prev` (all, if None), in chunks: hash, link, notes, token."""
+    """Check every block after `prev` (all, if None), in chunks: hash, link, notes, tokens."""
     first = 0 if prev is None else prev.header.height + 1
-    if roots_pem is not None:
-        for stray in store.stray_timestamps(start=first)[:1]:
-            _stray_token(stray)
-    tokens = store.iter_timestamps(start=first) if roots_pem is not None else iter(())
-    pending_token = next(tokens, None)
+    tokens = _Tokens(store, "notary", first, roots_pem[0] is not None)
+    sm2_tokens = _Tokens(store, SM2_TSA_LABEL, first, roots_pem[1] is not None)
     heads: list[_Head] = []
 
-    def chunks() -> Iterator[tuple[BlockHeader | None, list[BlockRow], list[bytes | None],
-                                   list[str], bytes | None]]:
-        nonlocal pending_token
+    def chunks() -> Iterator[_BlockJob]:
         last = prev.header if prev is not None else None
         blocks = store.iter_blocks(start=first)
         while chunk := list(islice(blocks, BLOCK_CHUNK)):
-            toks: list[bytes | None] = []
+            toks: list[tuple[bytes | None, bytes | None]] = []
             for b in chunk:
                 h = b.header.height
-                while pending_token is not None and pending_token[0] < h:
-                    _stray_token(pending_token[0])
-                if pending_token is not None and pending_token[0] == h:
-                    toks.append(pending_token[1])
-                    pending_token = next(tokens, None)
-                else:
-                    toks.append(None)
+                sm2_token = sm2_tokens.at(h)
+                if sm2_token is None and sm2_tokens.first is not None:
+                    raise _Fault(f"block {h} has no SM2 time-stamp token, though block "
+                                 f"{sm2_tokens.first} has one", height=h)
+                toks.append((tokens.at(h), sm2_token))
                 heads.append(_Head(h, b.header.first_seq, b.header.tree_size,
                                    b.header.tree_root, b.header.batch_root))
             yield last, chunk, toks, keys, roots_pem
@@ -262,13 +292,17 @@ def _check_blocks(
     for _, fault in _ordered(pool, _check_block_chunk, chunks()):
         if fault is not None:
             raise _Fault(fault[1], height=fault[0])
-    if pending_token is not None:
-        _stray_token(pending_token[0])
+    tokens.finish()
+    sm2_tokens.finish()
     rep.blocks = len(heads) if prev is None else prev.header.height + 1 + len(heads)
     if heads:
         rep.checked.append(f"{len(heads)} block headers chain, and their signatures verify")
-        if roots_pem is not None:
+        if roots_pem[0] is not None:
             rep.checked.append(f"{len(heads)} RFC 3161 tokens verify over their block hashes")
+        if sm2_tokens.first is not None:
+            n = heads[-1].height - sm2_tokens.first + 1
+            rep.checked.append(f"{n} SM2/SM3 RFC 3161 tokens verify over their headers' SM3 "
+                               f"(from block {sm2_tokens.first} on)")
     return heads
 
 
@@ -277,15 +311,13 @@ def _stray_token(height: int) -> None:
                  height=height)
 
 
-def _check_block_chunk(
-    job: tuple[BlockHeader | None, list[BlockRow], list[bytes | None], list[str], bytes | None],
-) -> tuple[int, str] | None:
+def _check_block_chunk(job: _BlockJob) -> tuple[int, str] | None:
     """The first fault among these blocks, as (height, problem): each block's stored hash,
     its link to the one before (or the genesis rules), its two signed notes and, with TSA
     roots, its time-stamp token. Runs in a worker."""
     prev, blocks, tokens, keys, roots_pem = job
     verifiers, sm2_verifiers = _verifiers(tuple(keys))
-    for b, token in zip(blocks, tokens, strict=True):
+    for b, (token, sm2_token) in zip(blocks, tokens, strict=True):
         height = b.header.height
         try:
             if b.hash != b.header.hash():
@@ -297,11 +329,13 @@ def _check_block_chunk(
             else:
                 check_link(prev, b.header)
             _check_signatures(b, verifiers, sm2_verifiers)
-            if roots_pem is not None:
+            if roots_pem[0] is not None:
                 if token is None:
                     raise CopyledgerError(f"block {height} has no time-stamp token from the "
                                           "notary")
-                _check_token(height, token, b.hash, roots_pem)
+                _check_token(height, token, b.hash, roots_pem[0])
+            if sm2_token is not None and roots_pem[1] is not None:
+                _check_sm2_token(height, sm2_token, b.header, roots_pem[1])
         except CopyledgerError as e:
             return height, e.detail
         prev = b.header
@@ -327,6 +361,15 @@ def _check_token(height: int, token: bytes, block_hash: bytes, roots_pem: bytes)
         verify_token(token, block_hash, roots_pem)
     except CopyledgerError as e:
         raise CopyledgerError(f"block {height}: time-stamp token: {e.detail}") from None
+
+
+def _check_sm2_token(height: int, token: bytes, header: BlockHeader, roots_pem: bytes) -> None:
+    from copyledger.ledger.sm2_timestamp import verify_sm2_token
+
+    try:
+        verify_sm2_token(token, sm2.sm3(header.canonical_bytes()), roots_pem)
+    except CopyledgerError as e:
+        raise CopyledgerError(f"block {height}: SM2 time-stamp token: {e.detail}") from None
 
 
 def _check_signatures(b: BlockRow, verifiers: list[note.Verifier],

@@ -24,6 +24,7 @@ from copyledger.ledger.documents import (
     NotaryPublicKeys,
     TitleChain,
 )
+from copyledger.ledger.sm2_timestamp import TSA_LABEL as SM2_TSA_LABEL
 from copyledger.ledger.tlog_proof import TlogProof, format_tlog_proof
 
 FORMAT = BUNDLE_FORMAT
@@ -41,6 +42,7 @@ class NotaryKeys:
     tsa_roots: list[str] = field(default_factory=list)  # PEM
     tsa_chain: list[str] = field(default_factory=list)  # PEM: TSA certificate and intermediates
     sm2_keys: list[dict[str, Any]] = field(default_factory=list)  # SM suite: {verifier_key}
+    sm2_tsa_roots: list[str] = field(default_factory=list)  # SM suite: the SM2 TSA root, PEM
 
 
 def make_bundle(
@@ -74,13 +76,17 @@ def make_bundle(
                           block_note=block_note),
         timestamps=tuple(BundleTimestamp(tsa=t.tsa, hash_alg="sha256",
                                          token=base64.b64encode(t.token).decode())
-                         for t in timestamps),
+                         for t in timestamps if t.tsa != SM2_TSA_LABEL),
         notary=NotaryPublicKeys(log_keys=tuple(notary.log_keys), tsa_roots=tuple(notary.tsa_roots),
                                 tsa_chain=tuple(notary.tsa_chain),
-                                sm2_keys=tuple(notary.sm2_keys) or None),
+                                sm2_keys=tuple(notary.sm2_keys) or None,
+                                sm2_tsa_roots=tuple(notary.sm2_tsa_roots) or None),
         tlog_proof=format_tlog_proof(
             TlogProof(index=seq, proof=proof, checkpoint=checkpoint, extra=entry_data)
         ),
         witnessed=witnessed,
         title_chain=title_chain,
+        sm2_timestamps=tuple(BundleTimestamp(tsa=t.tsa, hash_alg="sm3",
+                                             token=base64.b64encode(t.token).decode())
+                             for t in timestamps if t.tsa == SM2_TSA_LABEL) or None,
     ).to_dict()

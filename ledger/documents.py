@@ -570,6 +570,7 @@ class NotaryPublicKeys(_Part):
     tsa_roots: tuple[str, ...]
     tsa_chain: tuple[str, ...] | None = None
     sm2_keys: tuple[Mapping[str, Any], ...] | None = None  # an SM-suite registry's (D40)
+    sm2_tsa_roots: tuple[str, ...] | None = None  # its SM2 TSA root, PEM (D51)
 
     @classmethod
     def _read(cls, obj: object, path: str, errors: list[dict[str, str]]) -> NotaryPublicKeys:
@@ -577,7 +578,8 @@ class NotaryPublicKeys(_Part):
         out = cls(log_keys=r.objects("log_keys", _log_key) or (),
                   tsa_roots=r.strings("tsa_roots") or (),
                   tsa_chain=r.strings("tsa_chain", required=False),
-                  sm2_keys=r.objects("sm2_keys", _sm2_key, required=False))
+                  sm2_keys=r.objects("sm2_keys", _sm2_key, required=False),
+                  sm2_tsa_roots=r.strings("sm2_tsa_roots", required=False))
         r.done()
         return out
 
@@ -685,6 +687,8 @@ class Bundle(_Part):
     tlog_proof: str | None = None
     witnessed: BundleWitnessed | None = None
     title_chain: TitleChain | None = None  # for a work, or an entry linked to one
+    # An SM-suite registry's SM2/SM3 tokens over SM3 of the block header (D51).
+    sm2_timestamps: tuple[BundleTimestamp, ...] | None = None
 
     @classmethod
     def from_dict(cls, d: object) -> Bundle:
@@ -706,6 +710,7 @@ class Bundle(_Part):
                        if r.ok and "witnessed" in r.obj else None),
             title_chain=(r.part("title_chain", TitleChain._read)
                             if r.ok and "title_chain" in r.obj else None),
+            sm2_timestamps=r.objects("sm2_timestamps", BundleTimestamp._read, required=False),
         )
         r.done()
         _raise_if("bundle", errors)

@@ -36,6 +36,8 @@ log = logging.getLogger("copyledger.sequencer")
 SignFn = Callable[[str, merkle.Consistency | None], str]
 """(note text, consistency proof for a checkpoint, None for a block note) -> signed note."""
 StampFn = Callable[[bytes], bytes]  # block hash -> DER RFC 3161 TimeStampToken over it
+ExtraStampFn = Callable[[BlockHeader], list[tuple[str, bytes]]]
+"""block header -> more (tsa, DER token) pairs sealed with it (an SM-suite TSA's, D51)."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,7 @@ class Sequencer:
         max_queue: int = 200_000,
         on_seal: Callable[[BlockRow], None] | None = None,
         stamp: StampFn | None = None,
+        extra_stamps: ExtraStampFn | None = None,
     ) -> None:
         self.store = store
         self.sign = sign
@@ -149,6 +152,7 @@ class Sequencer:
         self.heartbeat = heartbeat
         self.on_seal = on_seal
         self.stamp = stamp
+        self.extra_stamps = extra_stamps
         self._queue: queue.Queue[_Item | list[_Item] | None] = queue.Queue(maxsize=max_queue)
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -314,6 +318,8 @@ class Sequencer:
             tuple(merkle.consistency_proof(st.size, appended.size, reader)),
         )
         stamps = [("notary", self.stamp(bhash))] if self.stamp is not None else []
+        if self.extra_stamps is not None:
+            stamps += self.extra_stamps(header)
         block_note = self.sign(note.block_note_text(self.origin, height, bhash), None)
         # The checkpoint last: once signed, a notary that remembers it accepts only its extensions.
         checkpoint = self.sign(

@@ -146,6 +146,7 @@ def verify_bundle(
     quorum: int = 1,
     sm2_keys: Sequence[str] = (),
     file_sm3: str | None = None,
+    sm2_tsa_roots_pem: bytes | None = None,
 ) -> Report:
     """Check a bundle (its JSON bytes, its JSON object, or a parsed Bundle). Bytes are read
     strictly (`jcs.parse`: a duplicate member fails the format step). Without `trusted_keys` the
@@ -155,7 +156,9 @@ def verify_bundle(
     entry's; without them that step is skipped, and says so. An SM-suite bundle's SM2 lines
     are checked under `sm2_keys` if given (pinned), else the SM2 keys it carries; a bundle
     without SM2 keys, none pinned, skips that step. `file_sm3` is checked against the entry's
-    `content.sm3` where it records one."""
+    `content.sm3` where it records one. The same step checks the bundle's SM2/SM3 time-stamp
+    tokens (D51) under `sm2_tsa_roots_pem` if given (pinned), else the SM2 TSA roots it
+    carries."""
     run = _Run(Report(), bundle)
     checks: list[Callable[[], _Held]] = [
         run.format,
@@ -168,7 +171,7 @@ def verify_bundle(
         lambda: run.timestamps(tsa_roots_pem, require_timestamp),
         run.tlog_proof,
         run.title,
-        lambda: run.sm2(sm2_keys),
+        lambda: run.sm2(sm2_keys, sm2_tsa_roots_pem),
         lambda: run.witnessed(witness_keys, quorum),
     ]
     for step, check in zip(run.rep.steps, checks, strict=True):
@@ -463,9 +466,12 @@ class _Run:
                      + f"; {len(title.licences)} licence(s); as of tree size {cp.size}")
 
 
-    def sm2(self, pinned: Sequence[str]) -> _Held:
+    def sm2(self, pinned: Sequence[str], tsa_roots_pem: bytes | None) -> _Held:
         carried = [str(k["verifier_key"]) for k in self.b.notary.sm2_keys or ()]
         if not pinned and not carried:
+            if tsa_roots_pem is not None or self.b.sm2_timestamps:
+                raise _Fail("the bundle carries SM2 time-stamps or SM2 TSA roots were given, "
+                            "but there is no SM2 key to check its notes with")
             return _skipped("not an SM-suite log: the bundle carries no SM2 key")
         keys = list(pinned) or carried
         parsed = [sm2.parse_verifier_key(k) for k in keys]
@@ -481,7 +487,54 @@ class _Run:
         if "sm3" in self.document.to_dict().get("content", {}):
             self.rep.facts["sm3"] = self.document.to_dict()["content"]["sm3"]
         how = "a key you supplied" if pinned else "the key in the bundle (not pinned)"
-        return _Held(f"SM2 with SM3 and ID {ok[0].distid.decode('latin-1')!r}, by {key} ({how})")
+        return _Held(f"SM2 with SM3 and ID {ok[0].distid.decode('latin-1')!r}, by {key} ({how})"
+                     + self._sm2_timestamps(tsa_roots_pem))
+
+    def _sm2_timestamps(self, roots_pem: bytes | None) -> str:
+        """The SM2/SM3 tokens over SM3 of the block header (D51), under the pinned SM2 TSA
+        roots or the bundle's; what the sm2 step's detail adds."""
+        from copyledger.ledger.sm2_timestamp import load_certificates, verify_sm2_token
+
+        stamps = self.b.sm2_timestamps or ()
+        pinned = roots_pem is not None
+        roots = roots_pem if roots_pem is not None else "".join(
+            self.b.notary.sm2_tsa_roots or ()).encode()
+        if not stamps:
+            if pinned:
+                raise _Fail("SM2 TSA roots were given, but the bundle carries no SM2 "
+                            "time-stamp token")
+            return "; no SM2 time-stamp token in the bundle"
+        digest = sm2.sm3(self.header.canonical_bytes())
+        self.rep.facts["sm2_tsa_roots"] = [
+            {"sha256": _sha256_hex(der), "pinned": pinned} for der in load_certificates(roots)]
+        found = []
+        for i, t in enumerate(stamps):
+            what = f"sm2_timestamps[{i}]"
+            if (t.hash_alg or "sm3") != "sm3":
+                raise _Fail(f"{what}.hash_alg says {t.hash_alg}, an SM2 token's is sm3")
+            try:
+                token = base64.b64decode(t.token, validate=True)
+            except binascii.Error:
+                raise _Fail(f"{what}.token is not base64") from None
+            try:
+                info = verify_sm2_token(token, digest, roots)
+            except VerificationError as e:
+                raise _Fail(f"{what}: {e.detail}") from None
+            latest = info.gen_time + (info.accuracy or _NO_ACCURACY)
+            if self.sealed > latest:
+                raise _Fail(f"{what}: the block was sealed at {self.header.sealed_at}, after "
+                            f"the token's time {info.gen_time.isoformat()} (+ accuracy)")
+            found.append({"tsa_certificate": info.tsa_subject,
+                          "gen_time": info.gen_time.isoformat(),
+                          "serial_number": f"{info.serial_number:x}",
+                          "accuracy_seconds": (info.accuracy or _NO_ACCURACY).total_seconds(),
+                          "root_sha256": info.root_sha256, "root_pinned": pinned,
+                          "header_sm3": digest.hex()})
+        self.rep.facts["sm2_timestamps"] = found
+        how = "roots you supplied" if pinned else "the SM2 TSA root in the bundle (not pinned)"
+        return (f"; {len(found)} SM2/SM3 time-stamp token(s) over the header's SM3 "
+                f"{digest.hex()}, under {how}: "
+                + "; ".join(f"{f['tsa_certificate']}: {f['gen_time']}" for f in found))
 
 
 def _certs(pems: Sequence[str]) -> list[Any]:

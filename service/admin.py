@@ -14,6 +14,7 @@ from typing import Any
 from copyledger.ledger.audit import AuditReport, AuditState, audit
 from copyledger.ledger.errors import CopyledgerError, InvalidInput
 from copyledger.ledger.store import Store
+from copyledger.notary.sm2_tsa import SM2_ROOT_FILE
 from copyledger.service import apikeys, contacts
 from copyledger.service.apikeys import KeyRow
 from copyledger.service.node import all_verifier_keys, open_store, tsa_roots_pem
@@ -71,15 +72,19 @@ def audit_registry(
     data directory ended (everything, if there is none): the head it ended on must be
     unchanged, and only what came after is checked (D39). A clean audit saves its end."""
     keys, roots = all_verifier_keys(s), tsa_roots_pem(s)
-    if s.sm_suite:  # its SM2 line is checked too (D40)
+    sm2_roots = None
+    if s.sm_suite:  # its SM2 line is checked too (D40), and its SM2 tokens (D51)
         keys.append(s.sm2_verifier_key_path.read_text().strip())
+        sm2_root = s.tsa_dir / SM2_ROOT_FILE
+        sm2_roots = sm2_root.read_bytes() if sm2_root.exists() else None
     path = s.data_dir / AUDIT_STATE
     since = _load_state(path) if incremental else None
     with _store(s) as store:
         on_start(store.tree_size() - (since.tree_size if since else 0))
         rep = audit(store, keys, progress=progress, tsa_roots_pem=roots,
                     workers=workers or os.cpu_count() or 1, since=since,
-                    witness_keys=[vkey for _, vkey in s.witness_list])
+                    witness_keys=[vkey for _, vkey in s.witness_list],
+                    sm2_tsa_roots_pem=sm2_roots)
     if rep.state is not None:
         _save_state(path, rep.state)
     return rep

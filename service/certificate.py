@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import html
 import io
 import json
@@ -25,14 +26,16 @@ from fpdf import FPDF
 from fpdf.enums import XPos, YPos
 from qrcode.image.pil import PilImage  # type: ignore[import-untyped]
 
-from copyledger.ledger import cosignature, note
+from copyledger.ledger import cosignature, jcs, note, sm2
 from copyledger.ledger.entry import parse_timestamp
 from copyledger.ledger.errors import CopyledgerError
+from copyledger.ledger.sm2_timestamp import verify_sm2_token
 from copyledger.ledger.timestamp import verify_token
 from copyledger.service.dates import human_time
 from copyledger.service.i18n import DEFAULT, gettext
 
-__all__ = ["Facts", "certificate_html", "certificate_pdf", "facts", "openssl_commands", "qr_png"]
+__all__ = ["Deposit", "Facts", "certificate_html", "certificate_pdf", "deposit",
+           "deposit_number", "facts", "openssl_commands", "qr_png"]
 
 FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")  # Debian: fonts-dejavu-core
 # The CJK font the project installs (.ci/system-deps: fonts-wqy-microhei, TrueType outlines
@@ -73,6 +76,7 @@ class Stamp:
     authority: str  # subject of the TSA certificate that signed, when the token verifies
     gen_time: str  # ISO 8601 UTC, when the token verifies
     status: str  # "verified ..." or "not verified: why"
+    serial: str = ""  # the token's serial number in hex, when it verifies
 
 
 @dataclass(frozen=True)
@@ -252,7 +256,7 @@ def _stamp(bundle: dict[str, Any], i: int, lang: str = DEFAULT) -> Stamp:
     gen = info.gen_time.astimezone(UTC).isoformat().replace("+00:00", "Z")
     return Stamp(tsa, info.tsa_certificate.subject.rfc4514_string(), gen,
                  _t(lang, "verified over the block hash under the bundle's TSA root "
-                          "certificate"))
+                          "certificate"), f"{info.serial_number:x}")
 
 
 def base_url(verify_url: str) -> str:
@@ -433,6 +437,141 @@ def qr_png(url: str) -> bytes:
     return buf.getvalue()
 
 
+# ---------------------------------------------------------------- the deposit record (D51)
+# Issue 15 item 5: what a certificate of electronic evidence deposit (电子数据存证证书) states
+# in Chinese practice, beside what the certificate already shows: the deposit number, every
+# hash with its algorithm, the deposit time and its source (the TSA and the token's serial),
+# the block's height and hash, how to verify in plain words, and what the deposit does and
+# does not prove.
+
+DEPOSIT = {
+    "heading": N_("Deposit record"),
+    "number": N_("Deposit number"),
+    "number_note": N_("The deposit number is CL-, the first 8 hexadecimal digits (upper case) "
+                      "of the SHA-256 of the log's name ({origin}), a hyphen, and the entry's "
+                      "number in the log, in 12 digits: it names this entry of this log and "
+                      "no other, and anyone can recompute it."),
+    "file_sha256": N_("File hash (SHA-256)"),
+    "file_sm3": N_("File hash (SM3)"),
+    "block_sha256": N_("Block hash (SHA-256)"),
+    "header_sm3": N_("Block header hash (SM3)"),
+    "height": N_("Block height"),
+    "time": N_("Deposit time"),
+    "time_value": N_("{when} (UTC {utc})"),
+    "source": N_("Time source"),
+    "source_value": N_("{authority}: RFC 3161 time-stamp token, serial number {serial}, "
+                       "verified over the block hash"),
+    "sm2_source": N_("Time source (SM2/SM3)"),
+    "sm2_source_value": N_("{authority}: SM2/SM3 RFC 3161 time-stamp token, serial number "
+                           "{serial}, verified over the block header's SM3 hash"),
+    "no_source": N_("no verified time-stamp token: the time shown is the registry's own clock "
+                    "when it sealed the block"),
+    "method": N_("Verification method"),
+    "method_text": N_("Compute the hash of the exhibit file and compare it with the file hash "
+                      "above; then check, with the evidence bundle, that the entry is in the "
+                      "log's signed tree (an RFC 6962 Merkle proof), that the block and its "
+                      "signed checkpoint name that tree, and that the time-stamp tokens verify "
+                      "over the block. The verification page, the copyledger program and "
+                      "standard tools (sha256sum, OpenSSL) each do this without trusting the "
+                      "registry; page 2 gives the commands."),
+    "sm_method_text": N_("This registry uses the SM suite as well: SM3 hashes, an SM2 "
+                         "signature on each checkpoint and block note, and an SM2/SM3 "
+                         "time-stamp token, which copyledger verify checks and the OpenSSL "
+                         "command line checks piece by piece (openssl dgst -sm3, openssl "
+                         "pkeyutl -verify with the SM2 distinguishing ID 1234567812345678)."),
+    "statement": N_("Statement"),
+    "does": N_("This deposit proves that the file with the hash above existed, unchanged, no "
+               "later than the deposit time, and that the record has been kept in a public "
+               "append-only log since then: anyone can detect a change."),
+    "does_not": N_("It does not prove who created the work or owns its rights, that the "
+                   "content is lawful or true, or who stands behind the account. It is not a "
+                   "notarisation by a notary office nor a forensic appraisal; a court weighs "
+                   "it with the other evidence."),
+}
+
+
+def deposit_number(origin: str, seq: int) -> str:
+    """CL-<first 8 hex digits, upper case, of SHA-256(origin)>-<seq in 12 digits>: stable,
+    derived from the log alone, different for each log and entry (docs/zh-CN/verification.md)."""
+    return f"CL-{hashlib.sha256(origin.encode()).hexdigest()[:8].upper()}-{seq:012d}"
+
+
+@dataclass(frozen=True)
+class Deposit:
+    """The deposit record's rows, in `lang`, and whether the SM suite is in use."""
+
+    origin: str
+    rows: list[tuple[str, str]]
+    sm_suite: bool
+
+
+def deposit(bundle: dict[str, Any], f: Facts, lang: str = DEFAULT) -> Deposit:
+    """The deposit record of a bundle: times only from tokens that verify under the bundle's
+    own roots (as `_stamp`), hashes with their algorithms."""
+    d = {k: _t(lang, v) for k, v in DEPOSIT.items()}
+    content = bundle["entry"].get("content") or {}
+    rows = [(d["number"], deposit_number(f.origin, f.seq)),
+            (d["file_sha256"], f.hashes[0][1])]
+    if isinstance(content.get("sm3"), str):
+        rows.append((d["file_sm3"], content["sm3"]))
+    rows += [(d["height"], str(f.block_height)), (d["block_sha256"], f.block_hash)]
+    sm2_stamp = _sm2_stamp(bundle)
+    if sm2_stamp is not None:
+        rows.append((d["header_sm3"], sm2_stamp[2]))
+    stamp = next((s for s in f.stamps if s.gen_time), None)
+    when = stamp.gen_time if stamp is not None else f.sealed_at
+    rows.append((d["time"], d["time_value"].format(when=human_time(when, lang), utc=when)))
+    if stamp is not None:
+        rows.append((d["source"], d["source_value"].format(
+            authority=stamp.authority or stamp.tsa, serial=stamp.serial)))
+    else:
+        rows.append((d["source"], d["no_source"]))
+    if sm2_stamp is not None:
+        rows.append((d["sm2_source"], d["sm2_source_value"].format(
+            authority=sm2_stamp[0], serial=sm2_stamp[1])))
+    return Deposit(f.origin, rows, bool(bundle["notary"].get("sm2_keys")))
+
+
+def _sm2_stamp(bundle: dict[str, Any]) -> tuple[str, str, str] | None:
+    """(TSA subject, serial in hex, header SM3 in hex) of the first SM2/SM3 token that verifies
+    under the bundle's SM2 TSA roots; None if there is none."""
+    header_sm3 = sm2.sm3(jcs.canonicalize(bundle["block"]["header"]))
+    roots = "".join(bundle["notary"].get("sm2_tsa_roots") or []).encode()
+    for t in bundle.get("sm2_timestamps") or []:
+        try:
+            info = verify_sm2_token(base64.b64decode(t["token"], validate=True), header_sm3,
+                                    roots)
+        except (CopyledgerError, KeyError, TypeError, ValueError):
+            continue
+        return info.tsa_subject, f"{info.serial_number:x}", header_sm3.hex()
+    return None
+
+
+def _deposit_html(dep: Deposit, lang: str) -> str:
+    d = {k: _t(lang, v) for k, v in DEPOSIT.items()}
+    mono = frozenset(d[k] for k in ("file_sha256", "file_sm3", "block_sha256", "header_sm3"))
+    method = d["method_text"] + (" " + d["sm_method_text"] if dep.sm_suite else "")
+    return (f'<section class="deposit" aria-labelledby="deposit-h">'
+            f'<h3 id="deposit-h">{_e(d["heading"])}</h3><table>{_rows(dep.rows, mono)}</table>'
+            f'<p class="note">{_e(d["number_note"].format(origin=dep.origin))}</p>'
+            f'<h4>{_e(d["method"])}</h4><p>{_e(method)}</p>'
+            f'<h4>{_e(d["statement"])}</h4><p>{_e(d["does"])}</p><p>{_e(d["does_not"])}</p>'
+            "</section>")
+
+
+def _deposit_pdf(pdf: _Pdf, dep: Deposit, lang: str) -> None:
+    d = {k: _t(lang, v) for k, v in DEPOSIT.items()}
+    mono = frozenset(d[k] for k in ("file_sha256", "file_sm3", "block_sha256", "header_sm3"))
+    pdf.heading(d["heading"])
+    pdf.rows(dep.rows, mono)
+    pdf.para(d["number_note"].format(origin=dep.origin), 8)
+    pdf.para(d["method"], 9.5, "B")
+    pdf.para(d["method_text"] + (" " + d["sm_method_text"] if dep.sm_suite else ""), 9)
+    pdf.para(d["statement"], 9.5, "B")
+    pdf.para(d["does"], 9)
+    pdf.para(d["does_not"], 9)
+
+
 # ---------------------------------------------------------------- HTML
 
 _CSS = """
@@ -521,6 +660,7 @@ alt="{_e(t["qr_alt"].format(url=verify_url))}"><br>
 </section>
 <section class="expert" aria-labelledby="expert-h">
 <h2 id="expert-h">{_e(t["for_expert"])}</h2><p>{_e(t["expert_intro"])}</p>
+{_deposit_html(deposit(bundle, f, lang), lang)}
 <h3>{_e(_t(lang, "Registration"))}</h3><table>{_rows(registration)}</table>
 <h3>{_e(_t(lang, "Content"))}</h3><table>{_rows(_labels(f.hashes, lang), mono)}</table>
 <h3>{_e(_t(lang, "Block"))}</h3><table>{_rows(block, mono)}</table>
@@ -687,6 +827,7 @@ def certificate_pdf(bundle: dict[str, Any], verify_url: str, lang: str = DEFAULT
     pdf.add_page()
     pdf.para(t["for_expert"], 14, "B")
     pdf.para(t["expert_intro"], 9)
+    _deposit_pdf(pdf, deposit(bundle, f, lang), lang)
     pdf.heading(_t(lang, "Registration"))
     pdf.rows(_labels([(N_("Registrant"), f.registrant), (N_("Registered at"), f.received_at),
                       (N_("Entry number (seq)"), str(f.seq)), *f.described], lang))

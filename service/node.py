@@ -25,6 +25,7 @@ from copyledger.ledger.bundle import NotaryKeys
 from copyledger.ledger.errors import InvalidInput, NotFound
 from copyledger.ledger.merkle import Consistency
 from copyledger.ledger.sequencer import Sequencer
+from copyledger.ledger.sm2_timestamp import TSA_LABEL as SM2_TSA_LABEL
 from copyledger.ledger.store import BlockRow, Store, make_engine, migrate
 from copyledger.matching import LiveIndex
 from copyledger.notary import keys
@@ -34,6 +35,12 @@ from copyledger.notary.policy import CheckpointGuard
 from copyledger.notary.remote import RemoteNotary, RemoteSigner, RemoteTSA
 from copyledger.notary.signer import ExtraSigner, Signer, sign_note, verifier_key
 from copyledger.notary.sm2 import Sm2Signer
+from copyledger.notary.sm2_tsa import (
+    SM2_TSA_CERT_FILE,
+    Sm2TimeStampAuthority,
+    create_sm2_tsa_chain,
+    load_sm2_tsa,
+)
 from copyledger.notary.tsa import TimeStampAuthority
 from copyledger.notary.tsa_certs import ROOT_FILE, TsaIdentity
 from copyledger.notary.witnesses import Cosigner, WitnessConfig
@@ -115,6 +122,8 @@ def init_notary_keys(s: Settings) -> tuple[bool, str]:
         sm2_signer, sm2_created = init_sm2_signer(s)
         s.sm2_verifier_key_path.write_text(sm2_signer.verifier_key + "\n")
         created = created or sm2_created
+        if not (s.tsa_dir / SM2_TSA_CERT_FILE).exists():  # also for a registry made before D51
+            create_sm2_tsa_chain(s.tsa_dir, s.origin, passphrase=_passphrase(s))
     return created, vkey
 
 
@@ -133,6 +142,13 @@ def load_sm2_signer(s: Settings) -> Sm2Signer | None:
     if not s.sm2_key_path.exists():
         raise NotFound(f"no SM2 key at {s.sm2_key_path}: run `copyledger init` first")
     return Sm2Signer.load(s.origin, s.sm2_key_path, s.sm2_distid.encode(), _passphrase(s))
+
+
+def load_sm2_tsa_authority(s: Settings) -> Sm2TimeStampAuthority | None:
+    """An SM-suite registry's SM2/SM3 TSA (D51); None for the standard suite."""
+    if not s.sm_suite:
+        return None
+    return load_sm2_tsa(s.tsa_dir, s.origin, _passphrase(s))
 
 
 def init_notary_dir(s: Settings) -> tuple[bool, str]:
@@ -274,6 +290,7 @@ class Node:
         self._keys: NotaryKeys | None = None
         self._overlap: list[tuple[Signer, datetime]] = []
         self.sm2_signer: Sm2Signer | None = None  # set by `open` for an SM-suite registry
+        self.sm2_tsa: Sm2TimeStampAuthority | None = None  # likewise (D51)
         # The log is this notary's memory: it admits an extension of the last committed tree,
         # so a failed commit or a crash after signing never leaves it refusing the real next one.
         self.checkpoints = CheckpointGuard(settings.origin)
@@ -285,6 +302,7 @@ class Node:
             linger=settings.linger_ms / 1000.0,
             heartbeat=settings.heartbeat_s,
             stamp=tsa.timestamp_digest,
+            extra_stamps=self._extra_stamps,
             on_seal=self._sealed,
         )
         self.listeners: list[Callable[[BlockHeader], None]] = []  # told of each new block
@@ -326,6 +344,12 @@ class Node:
             signers.append(self.sm2_signer)
         return sign_note(text, signers)
 
+    def _extra_stamps(self, header: BlockHeader) -> list[tuple[str, bytes]]:
+        """An SM-suite registry's SM2/SM3 token over the SM3 of the header's bytes (D51)."""
+        if self.sm2_tsa is None:
+            return []
+        return [(SM2_TSA_LABEL, self.sm2_tsa.timestamp(header.canonical_bytes()))]
+
     def _sealed(self, block: BlockRow) -> None:
         h = block.header
         self.checkpoints.remember(note.Checkpoint(self.origin, h.tree_size, h.tree_root))
@@ -359,6 +383,7 @@ class Node:
                 + [c for r in retired for c in r.tsa_chain],
                 sm2_keys=[{"verifier_key": self.sm2_signer.verifier_key}]
                 if self.sm2_signer is not None else [],
+                sm2_tsa_roots=[self.sm2_tsa.root_pem] if self.sm2_tsa is not None else [],
             )
         return self._keys
 
@@ -380,6 +405,7 @@ class Node:
         reg = cls(s, store, load_signer(s), TimeStampAuthority(load_tsa_identity(s)))
         reg._overlap = overlap_signers(s, _passphrase(s))
         reg.sm2_signer = load_sm2_signer(s)
+        reg.sm2_tsa = load_sm2_tsa_authority(s)
         return reg
 
     def start(self) -> None:

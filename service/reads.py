@@ -10,6 +10,7 @@ from copyledger.ledger.bundle import Timestamp, make_bundle
 from copyledger.ledger.documents import BundleWitnessed
 from copyledger.ledger.entry import valid_sha256
 from copyledger.ledger.errors import InvalidInput, NotFound
+from copyledger.ledger.sm2_timestamp import TSA_LABEL as SM2_TSA_LABEL
 from copyledger.ledger.store import EntryRow
 from copyledger.service.node import Node
 from copyledger.service.title import title_chain_proofs, work_of
@@ -113,15 +114,21 @@ def cosigned_checkpoint(node: Node) -> str:
 
 def notary_keys(node: Node) -> dict[str, Any]:
     k = node.notary_keys()
-    return {"log_keys": k.log_keys, "tsa_roots": k.tsa_roots, "tsa_chain": k.tsa_chain}
+    out = {"log_keys": k.log_keys, "tsa_roots": k.tsa_roots, "tsa_chain": k.tsa_chain}
+    if k.sm2_tsa_roots:  # an SM-suite registry's SM2 TSA root (D51)
+        out["sm2_tsa_roots"] = k.sm2_tsa_roots
+    return out
 
 
 def block(node: Node, height: int) -> dict[str, Any]:
+    """A block with its tokens; an SM-suite registry's SM2/SM3 tokens (over SM3 of the
+    header) apart, in `sm2_timestamps`, so `timestamps` keeps holding SHA-256 tokens only."""
     b = node.store.get_block(height)
-    return {
+    stamps = node.store.get_timestamps(height)
+    out: dict[str, Any] = {
         "timestamps": [
             {"tsa": tsa, "hash_alg": "sha256", "token": base64.b64encode(tok).decode()}
-            for tsa, tok in node.store.get_timestamps(height)
+            for tsa, tok in stamps if tsa != SM2_TSA_LABEL
         ],
         "height": b.header.height,
         "hash": b.hash.hex(),
@@ -129,6 +136,11 @@ def block(node: Node, height: int) -> dict[str, Any]:
         "checkpoint": b.checkpoint,
         "block_note": b.block_note,
     }
+    sm2_stamps = [{"tsa": tsa, "hash_alg": "sm3", "token": base64.b64encode(tok).decode()}
+                  for tsa, tok in stamps if tsa == SM2_TSA_LABEL]
+    if sm2_stamps:
+        out["sm2_timestamps"] = sm2_stamps
+    return out
 
 
 def search(node: Node, sha256: str) -> dict[str, Any]:

@@ -448,7 +448,8 @@ def test_page_checks_an_sm_suite_bundle_as_python_does(
 ) -> None:
     """The SM suite (D40) on the page: its own SM3 agrees with ours, an SM-suite bundle verifies
     (both keys pinned, or the SM2 key it carries), and any flipped byte of an SM2 signature
-    fails the sm2 step, as in ledger/verify.py."""
+    fails the sm2 step, as in ledger/verify.py; so does a flipped byte of its SM2/SM3
+    time-stamp token (D51), a sample of them across the token."""
     from copyledger.ledger import sm2
     from tests.test_sm import FILE, replace_sm2, sm2_line, sm_bundle
 
@@ -474,6 +475,13 @@ def test_page_checks_an_sm_suite_bundle_as_python_does(
             else:
                 changed["block"]["block_note"] = replace_sm2(signed, sm2_vkey, bytes(bad))
             cases.append(changed)
+    token = base64.b64decode(b["sm2_timestamps"][0]["token"])
+    for i in range(0, len(token), max(1, len(token) // 24)):
+        bad = bytearray(token)
+        bad[i] ^= 0x01
+        changed = copy.deepcopy(b)
+        changed["sm2_timestamps"][0]["token"] = base64.b64encode(bytes(bad)).decode()
+        cases.append(changed)
     sha = hashlib.sha256(FILE).hexdigest()
     for pins in ([vkey, sm2_vkey], [vkey]):
         out = page.evaluate(
@@ -489,6 +497,7 @@ def test_page_checks_an_sm_suite_bundle_as_python_does(
         good, *broken = out
         assert good["sm2"][0] == "ok" and "1234567812345678" in good["sm2"][1], [
             (k, v) for k, v in good.items() if v[0] != "ok"]
+        assert "1 SM2/SM3 time-stamp token(s) over the header's SM3" in good["sm2"][1], good
         assert all(s in ("ok", "external", "skipped") for s, _ in good.values()), good
         for case, steps in zip(cases[1:], broken, strict=True):
             assert steps["sm2"][0] == "failed", {k: v for k, v in steps.items() if v[0] != "ok"}

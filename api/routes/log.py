@@ -92,6 +92,7 @@ def get_notary_keys(request: Request) -> dict[str, Any]:
 
 
 @router.get("/v1/blocks/{height}", response_model=BlockOut, summary="A block header",
+            response_model_exclude_none=True,
             responses={**answers(BLOCK_EXAMPLE), **problems(404, 422)}, openapi_extra=PUBLIC)
 def get_block(request: Request, height: int = Path(ge=0, le=MAX_INT)) -> dict[str, Any]:
     return reads.block(node(request), height)

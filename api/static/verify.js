@@ -567,6 +567,15 @@
     if (x >= SM2.p || y >= SM2.p || mod(y * y - x * x * x - SM2.a * x - SM2.b) !== 0n) fail('the SM2 key is not on the SM2 curve');
     const id = (await sha256(concat(enc.encode(name + '\n'), raw))).subarray(0, 4);
     if (toHex(id) !== hexId) fail('the SM2 verifier key ID does not match its key');
+    return { name, hexId, vkey, distid: new TextDecoder('latin1').decode(distid), sm2: true, verify: sm2Verifier(pub, distid) };
+  }
+
+  /** verify(msg, sig): SM2 with SM3 and the distinguishing ID under a 65-byte key, as ledger/sm2.py. */
+  function sm2Verifier(pub, distid) {
+    const x = big(pub.subarray(1, 33)), y = big(pub.subarray(33));
+    if (pub.length !== 65 || pub[0] !== 4 || x >= SM2.p || y >= SM2.p || mod(y * y - x * x * x - SM2.a * x - SM2.b) !== 0n) {
+      fail('the SM2 key is not on the SM2 curve');
+    }
     const za = sm3(concat(Uint8Array.of(distid.length >> 5, (distid.length * 8) & 0xff), distid,
       ...[SM2.a, SM2.b, SM2.gx, SM2.gy].map(be32), pub.subarray(1)));
     const verify = (msg, sig) => {
@@ -585,7 +594,7 @@
       const x1 = affineX(acc);
       return x1 !== null && (e + x1) % SM2.n === r;
     };
-    return { name, hexId, vkey, distid: new TextDecoder('latin1').decode(distid), sm2: true, verify };
+    return verify;
   }
 
   /** True if vkey claims to be an SM2 key (its key type says so), valid or not. The base64 key
@@ -612,7 +621,7 @@
       for (let i = 0; i < n; i++) len = len * 256 + buf[off++];
     }
     if (off + len > buf.length) fail('truncated DER');
-    return { tag, start: off, end: off + len, bytes: buf.subarray(off, off + len) };
+    return { tag, pos, start: off, end: off + len, bytes: buf.subarray(off, off + len) };
   }
 
   function kids(buf, node) {
@@ -628,7 +637,7 @@
 
   const OID_SIGNED_DATA = '2a864886f70d010702';
   const OID_TST_INFO = '2a864886f70d0109100104';
-  const HASH_OIDS = { '608648016503040201': 'sha256', '608648016503040202': 'sha384', '608648016503040203': 'sha512' };
+  const HASH_OIDS = { '608648016503040201': 'sha256', '608648016503040202': 'sha384', '608648016503040203': 'sha512', '2a811ccf55018311': 'sm3' };
 
   function parseToken(tok) {
     const ci = kids(tok, expect(der(tok, 0), 0x30, 'ContentInfo'));
@@ -641,7 +650,7 @@
     if (!eq(expect(tst[0], 0x02, 'version').bytes, [1])) fail('TSTInfo version is not 1');
     const mi = kids(tstDer, expect(tst[2], 0x30, 'messageImprint'));
     const alg = HASH_OIDS[toHex(expect(kids(tstDer, expect(mi[0], 0x30, 'hashAlgorithm'))[0], 0x06, 'hash OID').bytes)];
-    if (!alg) fail('the token uses a hash algorithm other than SHA-256/384/512');
+    if (!alg) fail('the token uses a hash algorithm other than SHA-256/384/512 or SM3');
     const imprint = expect(mi[1], 0x04, 'hashedMessage').bytes;
     const serial = toHex(expect(tst[3], 0x02, 'serialNumber').bytes);
     const g = new TextDecoder().decode(expect(tst[4], 0x18, 'genTime').bytes);
@@ -657,7 +666,98 @@
         accuracy += k.bytes.reduce((n, x) => n * 256 + x, 0) * unit[k.tag];
       }
     }
-    return { alg, imprint, serial, genTime, accuracy };
+    return { alg, imprint, serial, genTime, accuracy, tstDer, sd };
+  }
+
+  // ------------------------------------------------------------ SM2/SM3 tokens (D51)
+  // As ledger/sm2_timestamp.py: the imprint is SM3 of the header, messageDigest SM3 of the
+  // TSTInfo, the ESS cert id SM3 of the signer certificate, which carries a critical
+  // timeStamping EKU, signed (SM2, default ID) by the bundle's SM2 TSA root; and the SM2
+  // signature over the signed attributes. WebCrypto has no SM2, so here all of it is checkable.
+  const OID_SM3 = '2a811ccf55018311', OID_SM2_SM3 = '2a811ccf55018375';
+  const SM2_SPKI = '3059301306072a8648ce3d020106082a811ccf5501822d034200';
+  const DEFAULT_ID = enc.encode('1234567812345678');
+  const raw = (buf, n) => buf.subarray(n.pos, n.end);
+  const oid = (buf, n, what) => toHex(expect(n, 0x06, what).bytes);
+
+  function pemCerts(pem) {
+    return [...pem.matchAll(/-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]+?)-----END CERTIFICATE-----/g)]
+      .map((m) => b64decode(m[1].replace(/\s+/g, ''), 'an SM2 TSA root', false));
+  }
+
+  function gmTime(n) {
+    const t = new TextDecoder().decode(n.bytes);
+    const m = /^(\d{2}|\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/.exec(t);
+    if (!m || (n.tag === 0x17) !== (m[1].length === 2)) fail('a certificate time is malformed');
+    const year = m[1].length === 2 ? (Number(m[1]) < 50 ? 2000 : 1900) + Number(m[1]) : m[1];
+    return micros(`${year}-${m[2]}-${m[3]}T${m[4]}:${m[5]}:${m[6]}Z`, 'a certificate time');
+  }
+
+  function sm2Cert(cert) {
+    const c = kids(cert, expect(der(cert, 0), 0x30, 'Certificate'));
+    const f = kids(cert, expect(c[0], 0x30, 'TBSCertificate'));
+    const k = f[0].tag === 0xa0 ? 1 : 0, spki = raw(cert, f[k + 5]);
+    if (oid(cert, kids(cert, c[1])[0], 'signature algorithm') !== OID_SM2_SM3) fail('the certificate is not signed with SM2-with-SM3');
+    if (toHex(spki.subarray(0, 26)) !== SM2_SPKI || spki.length !== 91) fail("the certificate's key is not an SM2 key");
+    const sig = expect(c[2], 0x03, 'signatureValue').bytes;
+    const validity = kids(cert, f[k + 3]);
+    let eku = false, ca = false;
+    const exts = f.find((n) => n.tag === 0xa3);
+    for (const e of exts ? kids(cert, kids(cert, exts)[0]) : []) {
+      const p = kids(cert, e), id = oid(cert, p[0], 'extnID'), body = p[p.length - 1].bytes;
+      if (id !== '551d25' && id !== '551d13') continue;
+      const v = kids(body, der(body, 0));
+      if (id === '551d25') eku = p.length === 3 && eq(p[1].bytes, [0xff]) && v.length === 1 && toHex(v[0].bytes) === '2b06010505070308';
+      if (id === '551d13') ca = v.length >= 1 && v[0].tag === 0x01 && v[0].bytes[0] === 0xff;
+    }
+    return { der: cert, tbs: raw(cert, c[0]), sig: sig.subarray(1), serial: f[k].bytes, issuer: raw(cert, f[k + 2]),
+      subject: raw(cert, f[k + 4]), notBefore: gmTime(validity[0]), notAfter: gmTime(validity[1]),
+      pub: spki.subarray(26), eku, ca };
+  }
+
+  function checkSm2Token(tok, digest, roots) {
+    const info = parseToken(tok), sd = info.sd;
+    if (info.alg !== 'sm3') fail('the messageImprint is not an SM3 digest');
+    if (!eq(info.imprint, digest)) fail(`the token covers ${toHex(info.imprint)}, not the SM3 of the block header`);
+    if (!eq(sd[0].bytes, [3])) fail('SignedData version must be 3');
+    const algs = kids(tok, expect(sd[1], 0x31, 'digestAlgorithms'));
+    if (algs.length !== 1 || oid(tok, kids(tok, algs[0])[0], 'digest algorithm') !== OID_SM3) fail("the SignedData's digest algorithms are not SM3 alone");
+    const sis = kids(tok, expect(sd[sd.length - 1], 0x31, 'signerInfos'));
+    if (sis.length !== 1) fail('the token must have exactly one SignerInfo');
+    const si = kids(tok, expect(sis[0], 0x30, 'SignerInfo'));
+    if (!eq(expect(si[0], 0x02, 'SignerInfo version').bytes, [1])) fail('SignerInfo version must be 1');
+    if (oid(tok, kids(tok, si[2])[0], 'digestAlgorithm') !== OID_SM3 || oid(tok, kids(tok, si[4])[0], 'signatureAlgorithm') !== OID_SM2_SM3) {
+      fail('the SignerInfo is not SM2-with-SM3');
+    }
+    const attrs = {};
+    for (const a of kids(tok, expect(si[3], 0xa0, 'signedAttrs'))) {
+      const [type, values] = kids(tok, a);
+      const name = oid(tok, type, 'attribute type');
+      if (name in attrs) fail('a signed attribute appears twice');
+      attrs[name] = kids(tok, expect(values, 0x31, 'attribute values'));
+    }
+    const ct = attrs['2a864886f70d010903'], md = attrs['2a864886f70d010904'], ess = attrs['2a864886f70d010910022f'];
+    if (!ct || ct.length !== 1 || toHex(ct[0].bytes) !== OID_TST_INFO) fail('the contentType attribute is not id-ct-TSTInfo');
+    if (!md || md.length !== 1 || !eq(md[0].bytes, sm3(info.tstDer))) fail('messageDigest is not SM3 of the TSTInfo');
+    const certsNode = sd.find((n) => n.tag === 0xa0);
+    const certs = certsNode ? kids(tok, certsNode).map((n) => sm2Cert(raw(tok, n))) : [];
+    const [sidIssuer, sidSerial] = kids(tok, expect(si[1], 0x30, 'issuerAndSerialNumber'));
+    const signer = certs.find((c) => eq(c.issuer, raw(tok, sidIssuer)) && eq(c.serial, sidSerial.bytes));
+    if (!signer) fail("the token does not carry the signer's certificate");
+    if (!ess || ess.length !== 1) fail('no ESS signing-certificate-v2 attribute');
+    const certId = kids(tok, kids(tok, kids(tok, ess[0])[0])[0]);
+    if (oid(tok, kids(tok, certId[0])[0], 'ESS hash') !== OID_SM3 || !eq(certId[1].bytes, sm3(signer.der))) {
+      fail('the ESS cert id is not the SM3 of the signer certificate');
+    }
+    if (!signer.eku) fail("the SM2 TSA certificate's extendedKeyUsage is not a critical id-kp-timeStamping alone");
+    const attrsDer = Uint8Array.from(raw(tok, si[3]));
+    attrsDer[0] = 0x31; // signed as a universal SET (RFC 5652 5.4)
+    if (!sm2Verifier(signer.pub, DEFAULT_ID)(attrsDer, expect(si[5], 0x04, 'signature').bytes)) fail("the token's SM2 signature does not verify");
+    const root = roots.find((r) => r.ca && eq(r.subject, signer.issuer) && sm2Verifier(r.pub, DEFAULT_ID)(signer.tbs, signer.sig));
+    if (!root) fail('the SM2 TSA certificate does not chain to the SM2 TSA root');
+    const at = micros(info.genTime, 'genTime');
+    for (const c of [signer, root]) if (at < c.notBefore || at > c.notAfter) fail(`a certificate was not valid at ${info.genTime}`);
+    return { ...info, root };
   }
 
   function opensslCommands(b, i) {
@@ -702,11 +802,14 @@
       ['token', 'string', true]]],
     ['notary', 'object', true, [['log_keys', 'objects', true, LOG_KEY],
       ['tsa_roots', 'strings', true], ['tsa_chain', 'strings', false],
-      ['sm2_keys', 'objects', false, [['verifier_key', 'string', true]]]]],
+      ['sm2_keys', 'objects', false, [['verifier_key', 'string', true]]],
+      ['sm2_tsa_roots', 'strings', false]]],
     ['tlog_proof', 'string', false],
     ['witnessed', 'object', false, [['checkpoint', 'string', true], ['consistency', 'strings', true]]],
     ['title_chain', 'object', false, [['checkpoint', 'string', true], ['consistency', 'strings', true],
       ['links', 'objects', true, [['seq', 'integer', true], ['entry', 'object', true], ['proof', 'strings', true]]]]],
+    ['sm2_timestamps', 'objects', false, [['tsa', 'string', true], ['hash_alg', 'string', false],
+      ['token', 'string', true]]],
   ];
   const isObj = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
   const TYPES = {
@@ -950,7 +1053,10 @@
     async sm2(ctx) {
       const b = ctx.bundle, pinned = ctx.pinned.filter(isSm2Key);
       const carried = (b.notary.sm2_keys || []).map((k) => k.verifier_key);
-      if (!pinned.length && !carried.length) return { status: 'skipped', detail: 'not an SM-suite log: the bundle carries no SM2 key' };
+      if (!pinned.length && !carried.length) {
+        if (b.sm2_timestamps) fail('the bundle carries SM2 time-stamps, but there is no SM2 key to check its notes with');
+        return { status: 'skipped', detail: 'not an SM-suite log: the bundle carries no SM2 key' };
+      }
       const keys = [];
       for (const k of pinned.length ? pinned : carried) keys.push(await parseSm2Key(k));
       let n;
@@ -964,7 +1070,29 @@
       ctx.facts.push([pinned.length ? 'SM2 key (pinned)' : 'SM2 key (taken from the bundle, NOT pinned)',
         `${v.vkey} — SHA-256 ${toHex(await sha256(enc.encode(v.vkey)))}`]);
       if (b.entry.content && b.entry.content.sm3) ctx.facts.push(['SM3 (registered)', b.entry.content.sm3]);
-      return `SM2 with SM3 and ID '${v.distid}', by ${v.vkey} (${how})`;
+      const stamps = b.sm2_timestamps || [];
+      if (!stamps.length) return `SM2 with SM3 and ID '${v.distid}', by ${v.vkey} (${how}); no SM2 time-stamp token in the bundle`;
+      const roots = [];
+      const digest = sm3(enc.encode(jcs(ctx.header)));
+      const times = stamps.map((t, i) => {
+        const what = `sm2_timestamps[${i}]`;
+        let info;
+        try {
+          if (!roots.length) for (const pem of b.notary.sm2_tsa_roots || []) for (const d of pemCerts(pem)) roots.push(sm2Cert(d));
+          if (t.hash_alg !== undefined && t.hash_alg !== 'sm3') fail(`hash_alg says ${t.hash_alg}, an SM2 token's is sm3`);
+          info = checkSm2Token(b64decode(t.token, `${what} token`, false), digest, roots);
+        } catch (e) {
+          if (e instanceof Fail) fail(`${what}: ${e.message}`);
+          throw e;
+        }
+        if (ctx.sealed > micros(info.genTime, `${what} genTime`) + info.accuracy) {
+          fail(`${what}: the block was sealed at ${ctx.header.sealed_at}, after the token's time ${info.genTime} (+ accuracy)`);
+        }
+        ctx.facts.push([`SM2 time-stamp ${what} (root taken from the bundle, NOT pinned)`,
+          `${info.genTime} (serial ${info.serial}); the header's SM3 ${toHex(digest)}`]);
+        return `${info.genTime}`;
+      });
+      return `SM2 with SM3 and ID '${v.distid}', by ${v.vkey} (${how}); ${times.length} SM2/SM3 time-stamp token(s) over the header's SM3 ${toHex(digest)}, under the SM2 TSA root in the bundle (not pinned): ${times.join('; ')}`;
     },
 
     // The page has no witness keys to pin, so, like `copyledger verify` without --witness, it
