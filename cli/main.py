@@ -170,6 +170,7 @@ def serve(
 
     from copyledger.api.app import create_app
     from copyledger.api.logs import configure
+    from copyledger.service import memory
     from copyledger.service.node import Node
 
     s = _settings(data_dir, database, host=host, port=port, notary_url=notary_url)
@@ -178,10 +179,14 @@ def serve(
     with _domain_errors_exit():
         reg = Node.open(s)
     # Long-lived objects (app, routes, schema) out of the collector's sight, and fewer young
-    # collections: the hot path allocates many short-lived objects and makes no cycles.
+    # collections: the hot path allocates many short-lived objects. Those thresholds leave the
+    # old generations uncollected for minutes, so a clock collects cyclic garbage (D47).
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
+    collector = memory.Collector()
+    collector.start()
+    memory.watch_from_env(collector=collector)  # opt-in diagnostics (COPYLEDGER_MEMWATCH=file)
     err.print(f"copyledger: serving {s.origin} from {s.data_dir} on http://{s.host}:{s.port} "
               f"(docs at /docs)")
     err.print(f"next, in another terminal: create an API key with\n  copyledger keys create "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import gc
 import hashlib
 import html
 import io
@@ -770,7 +771,18 @@ class _Pdf(FPDF):
 def certificate_pdf(bundle: dict[str, Any], verify_url: str, lang: str = DEFAULT) -> bytes:
     """The certificate as a PDF (A4), in `lang`: page 1 for a judge (the QR code, what was
     registered, by whom, when, what it proves and does not, in words), page 2 on for an expert
-    (the exact values, signatures and how to check them)."""
+    (the exact values, signatures and how to check them).
+
+    fpdf2 and fontTools leave each document's parsed fonts in reference cycles (about 4.5 MiB
+    with DejaVu), which only the cyclic collector frees; `serve` runs it rarely (young objects
+    in bulk, D47), so they are collected here, once the document is out."""
+    try:
+        return _certificate_pdf(bundle, verify_url, lang)
+    finally:
+        gc.collect()
+
+
+def _certificate_pdf(bundle: dict[str, Any], verify_url: str, lang: str) -> bytes:
     f = facts(bundle, lang)
     t, j = _text(lang), _judge(f, lang)
     pdf = _Pdf(lang)

@@ -321,7 +321,7 @@ class Node:
                                f"of witnesses)")
         self.cosigner = Cosigner(store, self.witnesses)
         self.index = LiveIndex()  # rebuilt from the log by `start_index`
-        self.transfer_locks: dict[int, asyncio.Lock] = {}
+        self.transfer_locks = KeyedLocks()  # work seq: one transfer per work at a time
         self.register_locks = KeyedLocks()  # (account, sha256): one registration at a time
         self.idempotency = idempotency.Keys(store, settings.idempotency_ttl_s)
         self.idempotency_locks = KeyedLocks()  # (account, key): one keyed request at a time

@@ -382,7 +382,7 @@ async def record_transfer(node: Node, who: Principal, t: TransferIn) -> Recorded
     accepts it, `answer_offer`); only the work's current holder may, to an existing account,
     and not while an offer on the work is pending."""
     # One transfer per work at a time, until sealed, so the holder check cannot race.
-    async with node.transfer_locks.setdefault(t.work_seq, asyncio.Lock()):
+    async with node.transfer_locks.hold(t.work_seq):
         try:
             title, work, _ = load_title(node, t.work_seq)
         except NotFound:
@@ -416,7 +416,7 @@ async def answer_offer(
     offer = parse_entry(row.data)
     if not isinstance(offer, Transfer) or not offer.is_offer:
         raise NotFound(f"entry {offer_seq} is not an offer of assignment")
-    async with node.transfer_locks.setdefault(offer.work.seq, asyncio.Lock()):
+    async with node.transfer_locks.hold(offer.work.seq):
         title, _, _ = load_title(node, offer.work.seq)
         pending = title.pending
         if pending is None or pending.seq != offer_seq:

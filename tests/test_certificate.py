@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import gc
 import html
 import io
 import os
@@ -185,6 +186,20 @@ def test_pdf_without_dejavu_falls_back_to_core_fonts(
     monkeypatch.setattr(certificate, "FONT_DIR", Path("/nonexistent"))
     pdf = certificate_pdf(made["bundle"], f"{BASE}/verify?seq={made['seq']}")
     assert pdf.startswith(b"%PDF-") and b"DejaVu" not in pdf
+
+
+def test_a_pdf_leaves_no_garbage_for_the_collector(made: dict[str, Any]) -> None:
+    """fpdf2 and fontTools keep each document's parsed fonts in reference cycles (about
+    4.5 MiB); `serve` runs the old generations' collection rarely, so the renderer frees them
+    itself (D47)."""
+    gc.collect()
+    gc.disable()
+    try:
+        pdf = certificate_pdf(made["bundle"], f"{BASE}/verify?seq={made['seq']}")
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+    assert pdf.startswith(b"%PDF-")
 
 
 def test_openssl_commands_work_as_printed(made: dict[str, Any], tmp_path: Path) -> None:

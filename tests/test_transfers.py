@@ -89,6 +89,7 @@ def test_chain_of_title_with_two_transfers(client: TestClient, reg: Node) -> Non
     title = chain_of_title(entries[0][0], entries[0][1], entries[1:])
     assert title.holder == "carol"
     _ = carol
+    assert len(reg.transfer_locks) == 0  # no lock kept per work once its transfers are done
 
 
 def test_transfer_validation(client: TestClient, reg: Node) -> None:

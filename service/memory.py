@@ -1,0 +1,195 @@
+"""Memory upkeep and diagnostics for a long-running `copyledger serve` (D47).
+
+`Collector` runs a full cyclic collection on a clock, so that garbage in reference cycles is
+freed within seconds even though `serve` tunes the collector's thresholds for throughput.
+
+`COPYLEDGER_MEMWATCH=/path/file.jsonl` makes `serve` start a `MemWatch`, a daemon thread that
+appends one JSON object to that file every `COPYLEDGER_MEMWATCH_S` seconds (default 10): the
+RSS split into anonymous, file-backed and shared pages (`/proc/self/status`), glibc's account of
+its heap (`mallinfo2`: in use, free), the collector's generations and how many objects each
+holds, the object counts by type that grew most since the first sample, the thread count, the
+Collector's totals and, when tracing (`PYTHONTRACEMALLOC=25`), the allocation sites that grew
+most since the first snapshot. `COPYLEDGER_MEMWATCH_COLLECT=1` also runs a full collection
+before each sample and records how many unreachable objects it found and their types: what was
+garbage waiting for the collector rather than live. Off by default: walking every object holds
+the GIL for tens of milliseconds, and tracing slows every allocation.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import json
+import os
+import threading
+import time
+import tracemalloc
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Collector", "MemWatch", "malloc_stats", "rss_split", "watch_from_env"]
+
+TOP = 25  # how many types / allocation sites each sample lists
+
+
+def rss_split(status: str | None = None) -> dict[str, float]:
+    """The process's resident set in MiB: total, anonymous (heap), file-backed, shared."""
+    if status is None:
+        status = Path("/proc/self/status").read_text()
+    out: dict[str, float] = {}
+    names = {"VmRSS": "rss", "RssAnon": "anon", "RssFile": "file", "RssShmem": "shmem"}
+    for line in status.splitlines():
+        name, _, rest = line.partition(":")
+        if name in names:
+            out[names[name]] = round(int(rest.split()[0]) / 1024, 1)
+    return out
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+
+def malloc_stats() -> dict[str, float]:
+    """glibc's heap in MiB: `in_use` (live malloc'd bytes, mmapped blocks included), `free`
+    (held by the allocator but not in use: fragmentation or not yet returned), `mmapped`.
+    Empty where the C library has no `mallinfo2` (musl, glibc < 2.33)."""
+    try:
+        fn = ctypes.CDLL(None).mallinfo2
+    except (OSError, AttributeError):
+        return {}
+    fn.restype = _MallInfo2
+    m = fn()
+    mib = 1024 * 1024
+    return {"in_use": round((m.uordblks + m.hblkhd) / mib, 1),
+            "free": round(m.fordblks / mib, 1), "mmapped": round(m.hblkhd / mib, 1),
+            "arena": round(m.arena / mib, 1)}
+
+
+def _type_counts() -> Counter[str]:
+    return Counter(type(o).__qualname__ for o in gc.get_objects())
+
+
+def _collect() -> tuple[int, dict[str, int]]:
+    """A full collection: how many objects were unreachable, and the commonest of their types."""
+    gc.set_debug(gc.DEBUG_SAVEALL)  # keep them in gc.garbage to be counted
+    try:
+        found = gc.collect()
+    finally:
+        gc.set_debug(0)
+    types = Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.garbage)
+    gc.garbage.clear()
+    gc.collect()  # the saved cycles, unreferenced again
+    return found, dict(types.most_common(TOP))
+
+
+class Collector(threading.Thread):
+    """A full cyclic collection every `interval` seconds, so that garbage in reference cycles
+    lives at most that long whatever the collector's thresholds.
+
+    `serve` sets the thresholds for throughput (a young collection per 50,000 net new
+    objects): under the soak that is one every few seconds, a middle one every ~100 s and a
+    full one after 2,000 young ones, in practice never. Whatever was still in flight at a young
+    collection (a request's objects, a document being rendered) is promoted, and if it then
+    dies in a cycle it stayed until that full collection (D47). The full collection skips what
+    `gc.freeze()` set aside at start, so it walks only the objects made since."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        super().__init__(name="copyledger-gc", daemon=True)
+        self.interval = interval
+        self.runs = 0
+        self.collected = 0  # unreachable objects found, in all runs
+        self.seconds = 0.0  # CPU time spent collecting, in all runs
+        self._halt = threading.Event()
+
+    def stop(self) -> None:
+        self._halt.set()
+
+    def run(self) -> None:
+        while not self._halt.wait(self.interval):
+            t0 = time.thread_time()  # CPU, not wall: the wall time counts waits for the GIL
+            self.collected += gc.collect()
+            self.seconds += time.thread_time() - t0
+            self.runs += 1
+
+
+class MemWatch(threading.Thread):
+    """Appends a sample to `path` every `interval` seconds until `stop()`."""
+
+    def __init__(self, path: Path, interval: float = 10.0, collect: bool = False,
+                 collector: Collector | None = None) -> None:
+        super().__init__(name="copyledger-memwatch", daemon=True)
+        self.path = path
+        self.interval = interval
+        self.collect = collect
+        self.collector = collector
+        self._halt = threading.Event()
+        self._t0 = time.monotonic()
+        self._types: Counter[str] | None = None
+        self._snapshot: tracemalloc.Snapshot | None = None
+
+    def stop(self) -> None:
+        self._halt.set()
+
+    def run(self) -> None:
+        while True:
+            self.write(self.sample())
+            if self._halt.wait(self.interval):
+                return
+
+    def write(self, sample: Mapping[str, Any]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(sample) + "\n")
+
+    def sample(self) -> dict[str, Any]:
+        """One sample; differences are against the first sample this watcher took."""
+        unreachable, garbage = _collect() if self.collect else (None, {})
+        types = _type_counts()
+        if self._types is None:
+            self._types = types
+        grown = Counter(types)
+        grown.subtract(self._types)
+        out: dict[str, Any] = {
+            "t": round(time.monotonic() - self._t0, 1),
+            "rss_mib": rss_split(),
+            "malloc_mib": malloc_stats(),
+            "threads": threading.active_count(),
+            "unreachable": unreachable,
+            "collector": None if self.collector is None else {
+                "runs": self.collector.runs, "collected": self.collector.collected,
+                "seconds": round(self.collector.seconds, 3)},
+            "garbage_types": garbage,
+            "gc": {"counts": gc.get_count(), "objects_by_generation": [
+                len(gc.get_objects(g)) for g in range(3)],
+                "frozen": gc.get_freeze_count(),
+                "collections": [s["collections"] for s in gc.get_stats()],
+                "collected": [s["collected"] for s in gc.get_stats()]},
+            "objects": sum(types.values()),
+            "types_grown": dict(grown.most_common(TOP)),
+        }
+        if tracemalloc.is_tracing():
+            snap = tracemalloc.take_snapshot().filter_traces(
+                [tracemalloc.Filter(False, tracemalloc.__file__)])
+            if self._snapshot is None:
+                self._snapshot = snap
+            out["traced_mib"] = round(tracemalloc.get_traced_memory()[0] / 2**20, 1)
+            out["sites_grown"] = [
+                {"kib": round(d.size_diff / 1024, 1), "count": d.count_diff,
+                 "where": [f"{fr.filename}:{fr.lineno}" for fr in d.traceback[-6:]]}
+                for d in snap.compare_to(self._snapshot, "traceback")[:TOP]]
+        return out
+
+
+def watch_from_env(environ: Mapping[str, str] = os.environ,
+                   collector: Collector | None = None) -> MemWatch | None:
+    """A started watcher if `COPYLEDGER_MEMWATCH` names a file, else None."""
+    path = environ.get("COPYLEDGER_MEMWATCH", "")
+    if not path:
+        return None
+    watch = MemWatch(Path(path), float(environ.get("COPYLEDGER_MEMWATCH_S", "10")),
+                     environ.get("COPYLEDGER_MEMWATCH_COLLECT", "") == "1", collector)
+    watch.start()
+    return watch
