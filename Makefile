@@ -21,8 +21,8 @@ $(STAMP): pyproject.toml $(LOCK_DEV)
 
 # `make run` serves within seconds on a fresh machine (D45). uv, pinned with hashes in
 # requirements/uv.txt and installed by pip into .venv-uv, installs the serving lock's wheels
-# (seconds where pip takes minutes); copyledger itself is put on the path by a .pth file; the
-# server starts. In the background (log: .venv/setup.log) `run-finish` then installs what takes
+# (seconds where pip takes minutes); tools/link_checkout.py puts copyledger on the path and
+# writes its command; the server starts. In the background (log: .venv/setup.log) `run-finish` then installs what takes
 # minutes: the packages of requirements/run-later.txt (built from source: no Linux wheel),
 # copyledger's own install (the `copyledger` command), and the Debian packages of
 # `.ci/system-deps --run`. Until they are there, a feature that needs one answers 503 with
@@ -62,8 +62,7 @@ run:
 	  $(MAKE) --no-print-directory $(UV) && \
 	  { test -x $(BIN)/python || $(UV) venv -q $(VENV); } && \
 	  $(UV_PIP) --require-hashes --excludes $(LATER) -r $(LOCK_RUN) && \
-	  $(BIN)/python -c 'import sys, sysconfig; open(sysconfig.get_path("purelib") \
-	    + "/copyledger-run.pth", "w").write(sys.argv[1] + "\n")' "$(CURDIR)" || exit 1; \
+	  $(BIN)/python tools/link_checkout.py || exit 1; \
 	fi
 	@touch $(INSTALLING)
 	@setsid $(MAKE) --no-print-directory run-finish >$(VENV)/setup.log 2>&1 </dev/null &
@@ -74,7 +73,7 @@ run:
 # or not (a failure is in .venv/setup.log, and the next `make run` tries again).
 run-finish:
 	@ok=0; { test -e $(STAMP) || test -e $(RUN_STAMP) || { \
-	    $(UV_PIP) --require-hashes -r $(LOCK_RUN) && $(UV_PIP) --no-deps -e . && \
+	    $(UV_PIP) --no-deps -e . && $(UV_PIP) --require-hashes -r $(LOCK_RUN) && \
 	    rm -f $(VENV)/.run-* && touch $(RUN_STAMP); }; } && \
 	  bash .ci/system-deps --run && ok=1; \
 	  rm -f $(INSTALLING); echo "run-finish: $$([ $$ok = 1 ] && echo done || echo failed)"; \

@@ -88,3 +88,13 @@ def test_the_locks_pin_every_dependency_with_hashes() -> None:
         assert "--hash=sha256:" in entry, name
     # the serving lock is the runtime part of the test lock, with the same pins
     assert {n: run[n].split()[0] for n in run} == {n: dev[n].split()[0] for n in run}
+
+
+def test_make_run_bootstrap_lock_and_later_list() -> None:
+    """`make run` installs uv from its own hashed lock, then everything in the serving lock:
+    the packages it leaves for the background step are the serving lock's own (D45)."""
+    uv = _pins(REPO / "requirements/uv.txt")
+    assert set(uv) == {"uv"} and "--hash=sha256:" in uv["uv"]
+    later = [line.strip() for line in (REPO / "requirements/run-later.txt").read_text()
+             .splitlines() if line.strip() and not line.startswith("#")]
+    assert later and _names(later) <= set(_pins(REPO / "requirements/run.txt"))
