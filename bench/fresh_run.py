@@ -3,8 +3,9 @@
 Clones this repository's HEAD into a temporary folder, runs `make run` there with empty caches
 (pip with no cache and, unless --machine-pip-config, no configuration: a fresh machine has
 none; uv and XDG caches in new empty folders), polls /healthz every 0.1 s and records when it
-first answers 200. Then it waits for the background install (`run-finish` in .venv/setup.log),
-stops the server and prints JSON. Debian packages already installed are not reinstalled, so
+first answers 200, with the CPU seconds `make run` had used by then (what a loaded machine
+stretches, an idle one does not). Then it waits for the background install (`run-finish` in
+.venv/setup.log), stops the server and prints JSON. Debian packages already installed are not reinstalled, so
 their time is not in these numbers (docs/operations.md has them measured apart).
 
 Usage: python bench/fresh_run.py [--runs 3] [--port 8790] [--finish-timeout 900]
@@ -47,6 +48,38 @@ def healthy(port: int) -> bool:
         return False
 
 
+def _stat(pid: int) -> list[str]:
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return text[text.rindex(")") + 2:].split()  # fields from the 3rd (state) on
+
+
+def session_cpu(sid: int) -> float:
+    """CPU seconds (user + system) spent so far by a session: its live processes and every
+    child they reaped. The detached background install is another session: not counted."""
+    ticks = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            f = _stat(int(entry.name))
+        except (OSError, ValueError):
+            continue
+        if int(f[3]) == sid:  # field 6, session id
+            ticks += sum(int(x) for x in f[11:15])  # utime stime cutime cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def stop_under(folder: Path) -> None:
+    """End the process groups of anything still running in `folder` (the background install
+    when --finish-timeout ran out)."""
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and Path(entry, "cwd").resolve().is_relative_to(folder):
+                os.killpg(int(_stat(int(entry.name))[2]), signal.SIGTERM)
+        except (OSError, ValueError):
+            continue
+
+
 def one_run(port: int, finish_timeout: float, machine_pip_config: bool) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="copyledger-fresh-") as tmp:
         clone, caches = Path(tmp) / "clone", Path(tmp) / "caches"
@@ -57,11 +90,12 @@ def one_run(port: int, finish_timeout: float, machine_pip_config: bool) -> dict[
         proc = subprocess.Popen(["make", "run", f"PORT={port}", f"DATA_DIR={tmp}/data"],
                                 cwd=clone, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
-        serving = None
+        serving = cpu = None
         try:
             while time.monotonic() - started < finish_timeout and proc.poll() is None:
                 if healthy(port):
                     serving = time.monotonic() - started
+                    cpu = session_cpu(proc.pid)
                     break
                 time.sleep(0.1)
             setup_log = clone / ".venv" / "setup.log"
@@ -77,7 +111,10 @@ def one_run(port: int, finish_timeout: float, machine_pip_config: bool) -> dict[
                 os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(timeout=30)
             log.close()
+            stop_under(clone)
         return {"seconds_to_healthz": None if serving is None else round(serving, 2),
+                "cpu_seconds_to_healthz": None if cpu is None else round(cpu, 2),
+                "load_average_at_healthz": [round(x, 1) for x in os.getloadavg()],
                 "seconds_to_finished_install": None if finished is None else round(finished, 2),
                 "finish": after[0] if after else None,
                 "make_run_log_tail": (Path(tmp) / "make-run.log").read_text()[-400:]

@@ -20,7 +20,7 @@ from copyledger.ledger.errors import Unavailable
 from copyledger.matching import audio, compute
 from copyledger.service import certificate
 from copyledger.service.node import Node
-from tests.helpers import bearer, open_registry, tree_size
+from tests.helpers import bearer, open_registry, tree_size, work_body
 
 
 @pytest.fixture
@@ -123,3 +123,17 @@ def test_an_upload_waits_for_pdqhash_and_nothing_is_written(
                     files={"file": ("x.png", _png(), "image/png")},
                     data={"title": "Harbour", "creators": ["A"], "work_type": "image"})
     assert r.status_code == 201, r.text
+
+
+def test_a_pdf_certificate_waits_for_its_fonts(
+    reg: Node, client: TestClient, marker: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r = client.post("/v1/works", headers=bearer(reg, "ada"),
+                    json=work_body("harbour"))
+    assert r.status_code == 201, r.text
+    seq = r.json()["seq"]
+    monkeypatch.setattr(certificate, "CJK_FONT", Path("/nonexistent/wqy-microhei.ttc"))
+    r = client.get(f"/v1/entries/{seq}/certificate?format=pdf")
+    assert r.status_code == 503 and r.headers["Retry-After"] == "30"
+    assert "fonts" in r.json()["detail"]
+    assert client.get(f"/v1/entries/{seq}/certificate").status_code == 200  # HTML needs none
