@@ -5,8 +5,8 @@ Clones this repository's HEAD into a temporary folder, runs `make run` there wit
 none; uv and XDG caches in new empty folders), polls /healthz every 0.1 s and records when it
 first answers 200, with the CPU seconds `make run` had used by then (what a loaded machine
 stretches, an idle one does not). Then it waits for the background install (`run-finish` in
-.venv/setup.log), stops the server and prints JSON. Debian packages already installed are not reinstalled, so
-their time is not in these numbers (docs/operations.md has them measured apart).
+.venv/setup.log), stops the server and prints JSON. Debian packages already installed are not
+reinstalled, so their time is not in these numbers (D45 has them measured apart).
 
 Usage: python bench/fresh_run.py [--runs 3] [--port 8790] [--finish-timeout 900]
 """
