@@ -80,10 +80,16 @@ def stop_under(folder: Path) -> None:
             continue
 
 
-def one_run(port: int, finish_timeout: float, machine_pip_config: bool) -> dict[str, object]:
+def one_run(port: int, finish_timeout: float, machine_pip_config: bool,
+            rev: str = "HEAD") -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="copyledger-fresh-") as tmp:
         clone, caches = Path(tmp) / "clone", Path(tmp) / "caches"
         subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+        subprocess.run(["git", "-C", str(clone), "checkout", "-q",
+                        subprocess.run(["git", "-C", str(REPO), "rev-parse", rev], check=True,
+                                       capture_output=True, text=True).stdout.strip()],
+                       check=True)
+        background = "run-finish" in (clone / "Makefile").read_text()
         env = fresh_env(caches, machine_pip_config)
         log = (Path(tmp) / "make-run.log").open("w")
         started = time.monotonic()
@@ -100,7 +106,7 @@ def one_run(port: int, finish_timeout: float, machine_pip_config: bool) -> dict[
                 time.sleep(0.1)
             setup_log = clone / ".venv" / "setup.log"
             finished = None
-            while time.monotonic() - started < finish_timeout:
+            while background and time.monotonic() - started < finish_timeout:
                 if setup_log.exists() and "run-finish:" in setup_log.read_text():
                     finished = time.monotonic() - started
                     break
@@ -126,12 +132,13 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--port", type=int, default=8790)
     ap.add_argument("--finish-timeout", type=float, default=900)
+    ap.add_argument("--rev", default="HEAD", help="the commit to measure (HEAD)")
     ap.add_argument("--machine-pip-config", action="store_true",
                     help="keep this machine's pip configuration (its extra indexes)")
     args = ap.parse_args()
     if shutil.which("make") is None:
         sys.exit("make is missing")
-    runs = [one_run(args.port, args.finish_timeout, args.machine_pip_config)
+    runs = [one_run(args.port, args.finish_timeout, args.machine_pip_config, args.rev)
             for _ in range(args.runs)]
     load = os.getloadavg()
     print(json.dumps({"runs": runs, "load_average_at_end": [round(x, 2) for x in load],
