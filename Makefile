@@ -21,13 +21,14 @@ $(STAMP): pyproject.toml $(LOCK_DEV)
 
 # `make run` serves within seconds on a fresh machine (D45). uv, pinned with hashes in
 # requirements/uv.txt and installed by pip into .venv-uv, installs the serving lock's wheels
-# (seconds where pip takes minutes); tools/link_checkout.py puts copyledger on the path and
-# writes its command; the server starts. In the background (log: .venv/setup.log) `run-finish` then installs what takes
-# minutes: the packages of requirements/run-later.txt (built from source: no Linux wheel),
-# copyledger's own install (the `copyledger` command), and the Debian packages of
-# `.ci/system-deps --run`. Until they are there, a feature that needs one answers 503 with
-# Retry-After saying it is being installed (copyledger.ledger.components). A venv that has the
-# dev install already (make test) is used as it is.
+# (seconds where pip takes minutes); tools/link_checkout.py makes the checkout's copyledger
+# importable and writes its command; the server starts. In the background (log:
+# .venv/setup.log) `run-finish` then installs what takes minutes: the packages of
+# requirements/run-later.txt (built from source: no Linux wheel), copyledger's own install,
+# and the Debian packages of `.ci/system-deps --run`. Until they are there, a feature that
+# needs one answers 503 with Retry-After saying it is being installed
+# (copyledger.ledger.components). A venv that has the dev install already (make test) is
+# used as it is.
 RUN_STAMP := $(VENV)/.run-$(shell cat pyproject.toml $(LOCK_RUN) | sha256sum | cut -c1-12)
 UV_DIR := .venv-uv
 UV := $(UV_DIR)/bin/uv
@@ -73,7 +74,8 @@ run:
 # or not (a failure is in .venv/setup.log, and the next `make run` tries again).
 run-finish:
 	@ok=0; { test -e $(STAMP) || test -e $(RUN_STAMP) || { \
-	    $(UV_PIP) --no-deps -e . && $(UV_PIP) --require-hashes -r $(LOCK_RUN) && \
+	    $(UV_PIP) --no-deps -e . && $(BIN)/python tools/link_checkout.py --remove && \
+	    $(UV_PIP) --require-hashes -r $(LOCK_RUN) && \
 	    rm -f $(VENV)/.run-* && touch $(RUN_STAMP); }; } && \
 	  bash .ci/system-deps --run && ok=1; \
 	  rm -f $(INSTALLING); echo "run-finish: $$([ $$ok = 1 ] && echo done || echo failed)"; \
