@@ -58,9 +58,8 @@ lock:
 	  --constraint $(LOCK_DEV) --output-file $(LOCK_RUN) pyproject.toml
 
 # HOST and PORT, from the environment or the command line: `PORT=8001 make run`.
-run:
+run: $(if $(wildcard $(STAMP) $(RUN_STAMP)),,$(UV))
 	@if [ ! -e $(STAMP) ] && [ ! -e $(RUN_STAMP) ]; then \
-	  $(MAKE) --no-print-directory $(UV) && \
 	  { test -x $(BIN)/python || $(UV) venv -q $(VENV); } && \
 	  $(UV_PIP) --require-hashes --excludes $(LATER) -r $(LOCK_RUN) && \
 	  $(BIN)/python tools/link_checkout.py || exit 1; \
