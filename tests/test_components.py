@@ -6,21 +6,19 @@ from __future__ import annotations
 
 import io
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from copyledger.api.app import create_app
 from copyledger.ledger import components
 from copyledger.ledger.components import INSTALLING_ENV, installing, load, missing
 from copyledger.ledger.errors import Unavailable
 from copyledger.matching import audio, compute
 from copyledger.service import certificate
 from copyledger.service.node import Node
-from tests.helpers import bearer, open_registry, tree_size, work_body
+from tests.helpers import bearer, tree_size, work_body
 
 
 @pytest.fixture
@@ -94,20 +92,10 @@ def test_certificate_waits_for_its_fonts_while_they_are_installed(
     assert not certificate._Pdf().unicode
 
 
-@pytest.fixture
-def reg(tmp_path: Path) -> Node:
-    return open_registry(tmp_path)
-
-
-@pytest.fixture
-def client(reg: Node) -> Iterator[TestClient]:
-    with TestClient(create_app(reg)) as c:
-        yield c
-
-
 def test_an_upload_waits_for_pdqhash_and_nothing_is_written(
-    reg: Node, client: TestClient, marker: Path, monkeypatch: pytest.MonkeyPatch
+    api: tuple[TestClient, Node], marker: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    client, reg = api
     monkeypatch.setitem(sys.modules, "pdqhash", None)
     before = tree_size(client)
     r = client.post("/v1/works", headers=bearer(reg, "ada"),
@@ -126,8 +114,9 @@ def test_an_upload_waits_for_pdqhash_and_nothing_is_written(
 
 
 def test_a_pdf_certificate_waits_for_its_fonts(
-    reg: Node, client: TestClient, marker: Path, monkeypatch: pytest.MonkeyPatch
+    api: tuple[TestClient, Node], marker: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    client, reg = api
     r = client.post("/v1/works", headers=bearer(reg, "ada"),
                     json=work_body("harbour"))
     assert r.status_code == 201, r.text
