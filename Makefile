@@ -10,25 +10,37 @@ LOCK_DEV := requirements/dev.txt
 LOCK_RUN := requirements/run.txt
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK_DEV) | sha256sum | cut -c1-12)
 
-.PHONY: run run-deps i18n test lint typecheck unit system-deps tlogcheck lock bench bench-merkle bench-http bench-claims bench-tiles bench-soak bench-images bench-av clean
+.PHONY: run run-finish i18n test lint typecheck unit system-deps tlogcheck lock bench bench-merkle bench-http bench-claims bench-tiles bench-soak bench-images bench-av clean
 
 $(STAMP): pyproject.toml $(LOCK_DEV)
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/pip || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --require-hashes -r $(LOCK_DEV)
 	$(BIN)/python -m pip install -q --no-deps -e .
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
-# Serving needs only the package itself: no test, lint or type-check tools. A venv that has
-# the dev install already (make test) is used as it is.
+# `make run` serves within seconds on a fresh machine (D45). uv, pinned with hashes in
+# requirements/uv.txt and installed by pip into .venv-uv, installs the serving lock's wheels
+# (seconds where pip takes minutes); tools/link_checkout.py makes the checkout's copyledger
+# importable and writes its command; the server starts. In the background (log:
+# .venv/setup.log) `run-finish` then installs what takes minutes: the packages of
+# requirements/run-later.txt (built from source: no Linux wheel), copyledger's own install,
+# and the Debian packages of `.ci/system-deps --run`. Until they are there, a feature that
+# needs one answers 503 with Retry-After saying it is being installed
+# (copyledger.ledger.components). A venv that has the dev install already (make test) is
+# used as it is.
 RUN_STAMP := $(VENV)/.run-$(shell cat pyproject.toml $(LOCK_RUN) | sha256sum | cut -c1-12)
+UV_DIR := .venv-uv
+UV := $(UV_DIR)/bin/uv
+UV_PIP := $(UV) pip install -q --python $(BIN)/python
+LATER := requirements/run-later.txt
+INSTALLING := $(VENV)/.installing
+DATA_DIR ?= copyledger-data
 
-$(RUN_STAMP): pyproject.toml $(LOCK_RUN)
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	test -e $(STAMP) || $(BIN)/python -m pip install -q --require-hashes -r $(LOCK_RUN)
-	test -e $(STAMP) || $(BIN)/python -m pip install -q --no-deps -e .
-	rm -f $(VENV)/.run-*
-	touch $(RUN_STAMP)
+$(UV): requirements/uv.txt
+	rm -rf $(UV_DIR)
+	$(PYTHON) -m pip install -q --disable-pip-version-check --root-user-action=ignore \
+	  --no-deps --require-hashes --target $(UV_DIR) -r requirements/uv.txt
 
 # Refresh the locks from pyproject.toml: keeps every pin that still fits and resolves what is
 # new (a dependency added, a bound changed); `make lock UPGRADE=1` moves everything to the
@@ -46,13 +58,27 @@ lock:
 	  --constraint $(LOCK_DEV) --output-file $(LOCK_RUN) pyproject.toml
 
 # HOST and PORT, from the environment or the command line: `PORT=8001 make run`.
-run: $(RUN_STAMP) run-deps
-	$(BIN)/copyledger serve --data-dir $(DATA_DIR) $(if $(HOST),--host $(HOST)) \
-	  $(if $(PORT),--port $(PORT))
+run: $(if $(wildcard $(STAMP) $(RUN_STAMP)),,$(UV))
+	@if [ ! -e $(STAMP) ] && [ ! -e $(RUN_STAMP) ]; then \
+	  { test -x $(BIN)/python || $(UV) venv -q $(VENV); } && \
+	  $(UV_PIP) --require-hashes --excludes $(LATER) -r $(LOCK_RUN) && \
+	  $(BIN)/python tools/link_checkout.py || exit 1; \
+	fi
+	@touch $(INSTALLING)
+	@setsid $(MAKE) --no-print-directory run-finish >$(VENV)/setup.log 2>&1 </dev/null &
+	COPYLEDGER_INSTALLING=$(CURDIR)/$(INSTALLING) $(BIN)/python -m copyledger.cli serve \
+	  --data-dir $(DATA_DIR) $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
 
-# Debian packages the server itself needs (the certificate's DejaVu and CJK fonts, FFmpeg).
-run-deps:
-	@bash .ci/system-deps --run
+# The rest of the serving install, while the server runs; the marker goes when it ends, done
+# or not (a failure is in .venv/setup.log, and the next `make run` tries again).
+run-finish:
+	@ok=0; { test -e $(STAMP) || test -e $(RUN_STAMP) || { \
+	    $(UV_PIP) --no-deps -e . && $(BIN)/python tools/link_checkout.py --remove && \
+	    $(UV_PIP) --require-hashes -r $(LOCK_RUN) && \
+	    rm -f $(VENV)/.run-* && touch $(RUN_STAMP); }; } && \
+	  bash .ci/system-deps --run && ok=1; \
+	  rm -f $(INSTALLING); echo "run-finish: $$([ $$ok = 1 ] && echo done || echo failed)"; \
+	  [ $$ok = 1 ]
 
 # The message catalogues: new English strings added as msgids, translations kept (D44).
 i18n: $(STAMP)
@@ -124,4 +150,4 @@ bench-av: $(STAMP) system-deps
 bench: bench-merkle bench-http bench-claims bench-tiles
 
 clean:
-	rm -rf $(VENV) $(LOCK_VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LOCK_VENV) $(UV_DIR) .pytest_cache .mypy_cache .ruff_cache

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from copyledger.ledger.components import load, missing
 from copyledger.ledger.errors import InvalidInput
 from copyledger.ledger.fingerprint import (
     CHROMAPRINT_SCHEME,
@@ -80,7 +81,10 @@ def ffmpeg_stream(source: Source, output: list[str], chunk: int = _CHUNK) -> Ite
 
 
 def _run(name: str, stdin: Any, output: list[str], chunk: int) -> Iterator[bytes]:
-    cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-format_whitelist",
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise missing("FFmpeg (Debian: ffmpeg)")
+    cmd = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-format_whitelist",
            DEMUXERS, "-protocol_whitelist", "file,pipe", "-i", name, "-t",
            str(MAX_MEDIA_SECONDS), *output, "pipe:1"]
     proc = subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE,
@@ -112,8 +116,7 @@ def chromaprint_items(source: Source,
                       progress: Progress | None = None) -> tuple[list[int], float]:
     """Chromaprint's raw 32-bit sub-fingerprints of the first audio stream ([] if none) and
     the seconds of sound decoded."""
-    import chromaprint  # type: ignore[import-untyped]
-
+    chromaprint = _chromaprint()
     printer = chromaprint.Fingerprinter()
     printer.start(SAMPLE_RATE, 1)
     samples = 0
@@ -156,7 +159,10 @@ def items_of(fingerprint: dict[str, object] | Any) -> Any:
     return np.frombuffer(base64.b64decode(str(fingerprint["items"])), dtype="<u2")
 
 
-def _library_version() -> str:
-    import chromaprint
+def _chromaprint() -> Any:
+    """pyacoustid's binding, which loads libchromaprint (Debian: libchromaprint1) on import."""
+    return load("chromaprint", "Chromaprint (Debian: libchromaprint1)")
 
-    return str(chromaprint._libchromaprint.chromaprint_get_version().decode("ascii"))
+
+def _library_version() -> str:
+    return str(_chromaprint()._libchromaprint.chromaprint_get_version().decode("ascii"))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from copyledger.ledger.components import PDQHASH, load
 from copyledger.ledger.fingerprint import (
     MAX_AUDIO_ITEMS,
     MAX_VIDEO_FRAMES,
@@ -98,8 +99,8 @@ def frames_of(source: Source, progress: Progress | None = None, limit: int = MAX
     """(time in quarter seconds, PDQ hash, PDQ quality) of `fps` frames a second (1, 2 or 4),
     one hash per central fraction in `centres`, at most `limit` hashes."""
     import numpy as np
-    import pdqhash  # type: ignore[import-untyped]
 
+    pdqhash = load("pdqhash", PDQHASH)
     size = FRAME_PX * FRAME_PX
     out: list[tuple[int, bytes, int]] = []
     n = 0

@@ -28,6 +28,7 @@ from fpdf.enums import XPos, YPos
 from qrcode.image.pil import PilImage  # type: ignore[import-untyped]
 
 from copyledger.ledger import cosignature, jcs, note, sm2
+from copyledger.ledger.components import installing, missing
 from copyledger.ledger.entry import parse_timestamp
 from copyledger.ledger.errors import CopyledgerError
 from copyledger.ledger.sm2_timestamp import verify_sm2_token
@@ -694,6 +695,10 @@ class _Pdf(FPDF):
         self.set_auto_page_break(True, margin=16)
         sans, bold, mono = (FONT_DIR / n for n in ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf",
                                                    "DejaVuSansMono.ttf"))
+        if installing() and not all(p.is_file() for p in (sans, bold, mono, CJK_FONT)):
+            # `make run` is still installing them: a moment's wait, not missing glyphs (D45)
+            raise missing("The certificate's fonts (Debian: fonts-dejavu-core, "
+                          "fonts-wqy-microhei)")
         self.unicode = all(p.is_file() for p in (sans, bold, mono))
         if self.unicode:
             self.add_font("dv", "", str(sans))

@@ -88,3 +88,35 @@ def test_the_locks_pin_every_dependency_with_hashes() -> None:
         assert "--hash=sha256:" in entry, name
     # the serving lock is the runtime part of the test lock, with the same pins
     assert {n: run[n].split()[0] for n in run} == {n: dev[n].split()[0] for n in run}
+
+
+def test_make_run_bootstrap_lock_and_later_list() -> None:
+    """`make run` installs uv from its own hashed lock, then everything in the serving lock:
+    the packages it leaves for the background step are the serving lock's own (D45)."""
+    uv = _pins(REPO / "requirements/uv.txt")
+    assert set(uv) == {"uv"} and "--hash=sha256:" in uv["uv"]
+    later = [line.strip() for line in (REPO / "requirements/run-later.txt").read_text()
+             .splitlines() if line.strip() and not line.startswith("#")]
+    assert later and _names(later) <= set(_pins(REPO / "requirements/run.txt"))
+
+
+def test_make_run_links_only_copyledger_until_it_is_installed(tmp_path: Path) -> None:
+    """tools/link_checkout.py (D45) makes `copyledger` importable in a bare venv, and its
+    command runnable, without exposing the checkout's top-level folders; --remove undoes it."""
+    venv = tmp_path / "v"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
+                   timeout=120)
+    python = venv / "bin" / "python"
+    probe = ("import importlib.util as u; "
+             "print(u.find_spec('copyledger') is not None, u.find_spec('api') is None)")
+
+    def where() -> str:
+        return subprocess.run([str(python), "-c", probe], cwd=tmp_path, check=True, timeout=60,
+                              capture_output=True, text=True).stdout.strip()
+
+    subprocess.run([str(python), str(REPO / "tools/link_checkout.py")], check=True, timeout=60)
+    assert where() == "True True"
+    assert (venv / "bin" / "copyledger").read_text().startswith(f"#!{venv}/bin/python")
+    subprocess.run([str(python), str(REPO / "tools/link_checkout.py"), "--remove"], check=True,
+                   timeout=60)
+    assert where() == "False True"

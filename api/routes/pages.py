@@ -76,12 +76,13 @@ def _wants_pdf(accept: str) -> bool:
     "registrant, title, hashes, registration and block times, block, signed checkpoint, the "
     "RFC 3161 time-stamp authority and time, a QR code that opens `/verify?seq={seq}`, and how "
     "to check it independently. HTML by default; PDF with `?format=pdf` or "
-    "`Accept: application/pdf`.",
+    "`Accept: application/pdf` (503 with Retry-After while the server is still installing "
+    "the PDF's fonts).",
     response_class=HTMLResponse,
     responses={200: {"content": {
         "text/html": {"example": "<!doctype html><html lang=\"en\">…</html>"},
         "application/pdf": {"schema": {"type": "string", "format": "binary"}}}},
-        **problems(404, 422)},
+        **problems(404, 422, 503)},
     openapi_extra=PUBLIC,
 )
 def get_certificate(

@@ -1,0 +1,59 @@
+"""Parts a feature needs that may arrive after the server is up.
+
+`make run` serves within seconds on a fresh machine and finishes what takes minutes in the
+background (D45): FFmpeg and libchromaprint (audio and video fingerprints) and the
+certificate's fonts from Debian, pdqhash (PDQ image hashes) built from source. It sets
+INSTALLING_ENV to a marker file that exists while that step runs. A feature whose part is not
+there yet answers `Unavailable` (503 with Retry-After) saying so, never a degraded answer; one
+whose part is absent for good says what installs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from types import ModuleType
+
+from copyledger.ledger.errors import Unavailable
+
+INSTALLING_ENV = "COPYLEDGER_INSTALLING"
+"""Path of the marker file that `make run`'s background step removes when it is done."""
+
+PDQHASH = "pdqhash (PDQ image hashes)"
+"""The part image and video fingerprints need: pdqhash has no Linux wheel, so it is built."""
+
+RETRY_INSTALLING = 30
+"""Seconds a client is told to wait while a part is being installed."""
+
+RETRY_ABSENT = 3600
+"""Seconds a client is told to wait for a part this machine lacks (an operator must act)."""
+
+
+def installing() -> bool:
+    """True while `make run` is still installing parts in the background."""
+    marker = os.environ.get(INSTALLING_ENV, "")
+    return bool(marker) and Path(marker).exists()
+
+
+def missing(part: str) -> Unavailable:
+    """The error for a feature that needs `part` (e.g. "FFmpeg"), which is not there."""
+    if installing():
+        return Unavailable(f"{part} is still being installed (make run finishes it in the "
+                           f"background); try again in {RETRY_INSTALLING} s",
+                           retry_after=RETRY_INSTALLING)
+    return Unavailable(f"{part} is not installed on this server (make run or make system-deps "
+                       "installs it)", retry_after=RETRY_ABSENT)
+
+
+def load(module: str, part: str) -> ModuleType:
+    """Import an optional module, or raise `missing(part)`. Import caches are invalidated
+    first, so a module installed while the server runs is found on the next request."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        importlib.invalidate_caches()
+        try:
+            return importlib.import_module(module)
+        except ImportError:
+            raise missing(part) from None
