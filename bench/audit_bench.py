@@ -6,7 +6,8 @@
    notes and its RFC 3161 token from the node's own TSA, and some transfers so chains of title
    are replayed.
 2. Times the full audit (`service.admin.audit_registry`) in one process and with one worker
-   process per CPU: entries/s and blocks/s.
+   process per CPU: entries/s and blocks/s, of wall time and of the CPU time of every process
+   (what compares on a machine others are using).
 3. Appends --grow more entries and times the incremental audit (`--incremental`) that resumes
    from the state the full audit saved.
 
