@@ -22,16 +22,27 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-from copyledger.ledger import cosignature, jcs, merkle, note, sm2
+from copyledger.ledger import cosignature, merkle, note, sm2
+from copyledger.ledger import entry as entry_mod
 from copyledger.ledger.block import GENESIS_PREV, BlockHeader, check_header, check_link
-from copyledger.ledger.documents import Acceptance, Entry, Transfer, Withdrawal, parse_entry
+from copyledger.ledger.documents import (
+    Acceptance,
+    Entry,
+    Transfer,
+    Withdrawal,
+    parse_entry,
+    parse_logged_entry,
+)
 from copyledger.ledger.errors import CopyledgerError
 from copyledger.ledger.links import LINKED_KINDS, TRANSFER, Link, Target, links_of, resolve
 from copyledger.ledger.sm2_timestamp import TSA_LABEL as SM2_TSA_LABEL
 from copyledger.ledger.store import BlockRow, CachedReader, EntryRow, Store
 from copyledger.ledger.title import TITLE_KINDS, Title
+
+if TYPE_CHECKING:
+    from copyledger.ledger.token_templates import TokenTemplates
 
 BLOCK_CHUNK = 512
 """Blocks per unit of work handed to a worker."""
@@ -354,13 +365,25 @@ def _verifiers(keys: tuple[str, ...]) -> tuple[list[note.Verifier], list[sm2.Ver
     return _VERIFIERS[keys]
 
 
-def _check_token(height: int, token: bytes, block_hash: bytes, roots_pem: bytes) -> None:
-    from copyledger.ledger.timestamp import verify_token
+_TEMPLATES: dict[bytes, TokenTemplates] = {}
 
+
+def _check_token(height: int, token: bytes, block_hash: bytes, roots_pem: bytes) -> None:
+    """The token verifies over the block hash: alongside an earlier token of its kind (one
+    signature and a DER walk), else in full, which then serves as the template of its kind."""
+    from copyledger.ledger.timestamp import load_pem_certs, verify_token
+    from copyledger.ledger.token_templates import TokenTemplates
+
+    fast = _TEMPLATES.get(roots_pem)
+    if fast is None:
+        fast = _TEMPLATES[roots_pem] = TokenTemplates(load_pem_certs(roots_pem))
+    if fast.check(token, block_hash):
+        return
     try:
-        verify_token(token, block_hash, roots_pem)
+        info = verify_token(token, block_hash, roots_pem)
     except CopyledgerError as e:
         raise CopyledgerError(f"block {height}: time-stamp token: {e.detail}") from None
+    fast.learn(token, info)
 
 
 def _check_sm2_token(height: int, token: bytes, header: BlockHeader, roots_pem: bytes) -> None:
@@ -546,14 +569,10 @@ def _check_entry(row: EntryRow) -> Entry:
     data = row.data
     if merkle.leaf_hash(data) != row.leaf_hash:
         raise CopyledgerError("stored leaf hash != SHA-256(0x00 || entry bytes)")
-    obj = jcs.parse(data)
-    if jcs.canonicalize(obj) != data:
-        raise CopyledgerError("entry bytes are not RFC 8785 canonical JSON")
-    if not isinstance(obj, dict):
-        raise CopyledgerError("entry is not a JSON object")
-    doc = parse_entry(obj)
+    doc, obj = parse_logged_entry(data)
     # The indexed columns (what search answers from) must say what the entry says.
-    if (row.kind, row.sha256, row.registrant) != (doc.KIND, doc.content_sha256, doc.registrant):
+    if (row.kind, row.sha256, row.registrant) != (doc.KIND, entry_mod.content_sha256(obj),
+                                                  doc.registrant):
         raise CopyledgerError(
             "indexed columns (kind, sha256, registrant) differ from the entry")
     return doc

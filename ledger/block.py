@@ -65,8 +65,13 @@ class BlockHeader:
         return jcs.canonicalize(self.to_json())
 
     def hash(self) -> bytes:
-        """SHA-256 of the header's RFC 8785 canonical JSON."""
-        return hashlib.sha256(self.canonical_bytes()).digest()
+        """SHA-256 of the header's RFC 8785 canonical JSON, worked out once per header (the
+        fields are frozen; the audit asks for each block's hash twice: its own, its link)."""
+        known: bytes | None = self.__dict__.get("_hash")
+        if known is None:
+            known = hashlib.sha256(self.canonical_bytes()).digest()
+            object.__setattr__(self, "_hash", known)
+        return known
 
 
 def _int(v: object) -> int:

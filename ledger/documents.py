@@ -54,6 +54,7 @@ __all__ = [
     "Work",
     "WorkRef",
     "parse_entry",
+    "parse_logged_entry",
 ]
 
 JSON: TypeAlias = dict[str, Any]
@@ -421,6 +422,19 @@ def parse_entry(data: bytes | Mapping[str, Any]) -> Entry:
     obj = jcs.parse(data) if isinstance(data, bytes) else data
     entry = entry_mod.validate(dict(obj) if isinstance(obj, Mapping) else obj)
     return _BY_KIND[str(entry["kind"])]._from(entry)
+
+
+def parse_logged_entry(data: bytes) -> tuple[Entry, dict[str, Any]]:
+    """An entry from the bytes the log stores, which must be its RFC 8785 form, and its JSON
+    object (what `to_dict` would give back). What the audit reads for every entry: canonical
+    form and validity are each established once (`jcs.parse_canonical`)."""
+    obj = jcs.parse_canonical(data)
+    if obj is None:
+        raise InvalidInput("entry bytes are not RFC 8785 canonical JSON")
+    if not isinstance(obj, dict):
+        raise InvalidInput("entry is not a JSON object")
+    entry = entry_mod.validate_logged(obj, data)
+    return _BY_KIND[str(entry["kind"])]._from(entry), entry
 
 
 # ---------------------------------------------------------------- strict reading

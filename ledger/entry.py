@@ -232,6 +232,12 @@ def validate(entry: object) -> dict[str, object]:
     return _check(entry)[0]
 
 
+def validate_logged(entry: object, canonical: bytes) -> dict[str, object]:
+    """`validate` for an entry read back from `canonical`, bytes already known to be its RFC
+    8785 form (`jcs.parse_canonical`): the same rules, without encoding it again."""
+    return _check(entry, canonical)[0]
+
+
 def canonical_bytes(entry: dict[str, object]) -> bytes:
     """The RFC 8785 bytes of a valid entry: exactly what the log stores and hashes."""
     return _check(entry)[1]
@@ -319,7 +325,7 @@ def _put(target: dict[str, object], key: str, value: object) -> None:
 # ---------------------------------------------------------------- validation
 
 
-def _check(entry: object) -> tuple[dict[str, object], bytes]:
+def _check(entry: object, canonical: bytes | None = None) -> tuple[dict[str, object], bytes]:
     if not isinstance(entry, dict):
         raise InvalidInput(
             "entry must be a JSON object",
@@ -350,7 +356,8 @@ def _check(entry: object) -> tuple[dict[str, object], bytes]:
                 missing=missing,
                 errors=[{"field": m, "message": "required by the regime"} for m in missing],
             )
-    canonical = jcs.canonicalize(entry)
+    if canonical is None:
+        canonical = jcs.canonicalize(entry)
     if len(canonical) > MAX_ENTRY_BYTES:
         message = f"canonical entry is {len(canonical)} bytes; the limit is {MAX_ENTRY_BYTES}"
         _raise_if([{"field": "entry", "message": message}])

@@ -14,7 +14,14 @@ from typing import Any
 
 from copyledger.ledger.errors import InvalidInput
 
-__all__ = ["MAX_SAFE_INTEGER", "canonicalize", "format_number", "parse", "parse_object"]
+__all__ = [
+    "MAX_SAFE_INTEGER",
+    "canonicalize",
+    "format_number",
+    "parse",
+    "parse_canonical",
+    "parse_object",
+]
 
 MAX_SAFE_INTEGER = 2**53 - 1
 """Largest integer an IEEE 754 double holds exactly; JCS numbers are doubles (RFC 8785 3.2.2.3)."""
@@ -43,6 +50,9 @@ def canonicalize(value: object) -> bytes:
     surrogate, an integer outside +-(2**53-1) or a non-finite float is InvalidInput, because
     JCS could not give it one unambiguous encoding.
     """
+    quick = _quick_canonicalize(value)
+    if quick is not None:
+        return quick
     out: list[str] = []
     try:
         _emit(value, out)
@@ -88,6 +98,84 @@ def parse_object(data: bytes) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidInput("JSON document is not an object")
     return value
+
+
+def parse_canonical(data: bytes) -> object | None:
+    """The value of `data` if `data` is its RFC 8785 form, else None: what `parse` and then
+    `canonicalize` decide, for the log's own bytes, which nearly always are.
+
+    Most entries hold no float, no integer of 16 digits or more and no character beyond
+    U+FFFF; for those, Python's C encoder (sorted keys, no spaces, no ASCII escaping) writes
+    exactly the RFC 8785 form, so parsing with the C decoder and writing back is enough. The
+    rest (and anything the quick path cannot read) is decided by `parse` and `canonicalize`.
+    Duplicate keys, NaN, lone surrogate escapes, a byte order mark or non-canonical
+    spacing, escaping or order cannot survive the round trip, so they are never accepted.
+    """
+    quick = _quick_canonical(data)
+    if quick is not _UNDECIDED:
+        return quick
+    value = parse(data)
+    return value if canonicalize(value) == data else None
+
+
+class _Undecided(Exception):
+    """The quick path leaves this value to the full one."""
+
+
+_UNDECIDED = _Undecided()
+_ASTRAL = re.compile(rb"[\xf0-\xff]")  # lead bytes of 4-byte UTF-8 (and invalid bytes)
+
+
+def _undecided(_literal: str) -> object:
+    raise _UNDECIDED
+
+
+def _small_int(literal: str) -> int:
+    if len(literal) > 15:
+        raise _UNDECIDED
+    return int(literal)
+
+
+def _quick_canonical(data: bytes) -> object:
+    """The value of `data` read at C speed if it is canonical, `_UNDECIDED` if this cannot
+    tell (not canonical, or not something it reads). Characters beyond U+FFFF sort
+    differently (UTF-16 code units in RFC 8785), floats and large integers are written
+    differently: undecided."""
+    if _ASTRAL.search(data):
+        return _UNDECIDED
+    try:
+        text = data.decode("utf-8")
+        value = json.loads(text, parse_float=_undecided, parse_int=_small_int,
+                           parse_constant=_undecided)
+        again = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    except _Undecided:
+        return _UNDECIDED
+    except (ValueError, RecursionError):  # not JSON, or too deep: `parse` says why
+        return _UNDECIDED
+    return value if again == text else _UNDECIDED
+
+
+def _quick_canonicalize(value: object) -> bytes | None:
+    """`canonicalize` by Python's C encoder, when that is sure to write the RFC 8785 form;
+    None when it is not (then `_emit` writes it, or says why it cannot).
+
+    The C encoder (sorted keys, no spaces, no ASCII escaping) escapes strings as RFC 8785
+    does; it differs on floats, integers beyond 2**53, non-string keys, key order beyond
+    U+FFFF, lone surrogates and non-JSON types. Reading its output back with floats and long
+    integers refused and comparing with `value` rules each of these out, at C speed: the
+    encoder writes dicts, lists, strings, integers, booleans and None as they are, and what
+    it converts (a tuple to a list, a non-string key to a string) reads back unequal."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True,
+                          allow_nan=False)
+        data = text.encode("utf-8")
+        if _ASTRAL.search(data):
+            return None
+        back = json.loads(text, parse_float=_undecided, parse_int=_small_int,
+                          parse_constant=_undecided)
+    except (_Undecided, TypeError, ValueError, RecursionError):  # UnicodeError is a ValueError
+        return None
+    return data if back == value else None
 
 
 def _emit(value: object, out: list[str]) -> None:

@@ -142,6 +142,33 @@ def test_swapped_or_deleted_token_is_found(reg: Node) -> None:
     assert not rep.ok and rep.bad_height == 1 and "no time-stamp" in (rep.problem or ""), rep
 
 
+def test_tokens_after_the_first_are_checked_quickly_and_still_caught(
+        reg: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One token is verified in full, the rest alongside it (D49); a later token with a
+    changed signature, or another block's token, is still found."""
+    from copyledger.ledger import timestamp
+
+    fill(reg, 12, batch=2)
+    calls: list[bytes] = []
+    real = timestamp.verify_token
+
+    def counting(token: bytes, *a: object, **kw: object) -> timestamp.TokenInfo:
+        calls.append(token)
+        return real(token, *a, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(timestamp, "verify_token", counting)
+    monkeypatch.setattr(audit_mod, "_TEMPLATES", {})
+    rep = run_audit(reg)
+    assert rep.ok and rep.blocks >= 6 and len(calls) == 1, (rep, len(calls))
+    drop_trigger(reg, "block_timestamps", "update")
+    (tok,) = [t for tsa, t in reg.store.get_timestamps(4) if tsa == "notary"]
+    forged = tok[:-1] + bytes([tok[-1] ^ 1])  # the signature's last byte
+    reg.store.execute_raw(f"UPDATE block_timestamps SET token = {blob(reg, forged.hex())} "
+                          "WHERE height = 4")
+    rep = run_audit(reg)
+    assert not rep.ok and rep.bad_height == 4 and "signature" in (rep.problem or ""), rep
+
+
 # -- Several processes, and resuming where the last audit ended (D39) ------------------------
 
 

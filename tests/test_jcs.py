@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import struct
 
 import pytest
@@ -193,3 +195,85 @@ def test_parse_then_canonicalize_is_stable(value: object) -> None:
 @given(st.floats(allow_nan=False, allow_infinity=False))
 def test_numbers_round_trip_exactly(number: float) -> None:
     assert float(jcs.canonicalize(number)) == number
+
+
+# -- The quick paths (D49): Python's C encoder and decoder, where they give the same answer ----
+
+any_text = st.text(st.characters(min_codepoint=0, max_codepoint=0x10FFFF, categories=None))
+wild_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**60), max_value=2**60)
+    | st.floats()
+    | any_text
+    | st.sampled_from([1.0, -0.0, 1e16, 1e21, 1e-7, 2**53, 2**53 + 1, "\U0001f600", "\ufb01"])
+)
+wild_values = st.recursive(
+    wild_scalars,
+    lambda children: (
+        st.lists(children, max_size=5)
+        | st.lists(children, max_size=3).map(tuple)
+        | st.dictionaries(any_text | st.sampled_from(["\U0001f600", "\uffff", "a"]),
+                          children, max_size=5)
+        | st.dictionaries(st.integers(0, 3) | st.booleans(), children, max_size=2)
+    ),
+    max_leaves=20,
+)
+
+
+def _outcome(f: object, *args: object) -> object:
+    try:
+        return ("value", f(*args))  # type: ignore[operator]
+    except InvalidInput:
+        return ("refused",)
+
+
+def _emitted(value: object) -> bytes:
+    """canonicalize by the RFC 8785 writer alone (no quick path)."""
+    out: list[str] = []
+    jcs._emit(value, out)
+    return "".join(out).encode("utf-8")
+
+
+@given(wild_values)
+def test_quick_canonicalize_agrees_with_the_writer(value: object) -> None:
+    """Floats, long integers, astral keys, lone surrogates, tuples and non-string keys
+    included: the answer (bytes, or refusal) is the RFC 8785 writer's."""
+    assert _outcome(jcs.canonicalize, value) == _outcome(_emitted, value)
+
+
+def _by_the_rules(data: bytes) -> object:
+    value = jcs.parse(data)
+    return value if _emitted(value) == data else None
+
+
+def _variants(value: object) -> list[bytes]:
+    """The canonical bytes of a value and other ways of writing it, canonical or not."""
+    out = []
+    with contextlib.suppress(InvalidInput):
+        out.append(_emitted(value))
+    for kw in ({}, {"ensure_ascii": False}, {"sort_keys": True, "separators": (",", ":")},
+               {"ensure_ascii": False, "separators": (",", ":"), "sort_keys": True}):
+        with contextlib.suppress(TypeError, ValueError):
+            out.append(json.dumps(value, **kw).encode("utf-8", "surrogatepass"))  # type: ignore[arg-type]
+    return out
+
+
+@given(wild_values, st.data())
+def test_parse_canonical_agrees_with_parse_then_canonicalize(value: object, data: st.DataObject
+                                                            ) -> None:
+    """Whatever the bytes (canonical, spaced, escaped, reordered, cut, a byte changed), the
+    quick reader accepts exactly what parse + canonicalize accept, with the same value."""
+    for raw in _variants(value):
+        cut = data.draw(st.integers(0, len(raw)))
+        flip = data.draw(st.integers(0, 255))
+        for b in (raw, raw[:cut], raw[:cut] + bytes([flip]) + raw[cut + 1:]):
+            want, got = _outcome(_by_the_rules, b), _outcome(jcs.parse_canonical, b)
+            assert got == want, b
+
+
+def test_parse_canonical_refuses_what_only_the_c_reader_would_take() -> None:
+    for b in (b'{"a":1,"a":1}', b"NaN", b'"\\ud800"', b"\xef\xbb\xbf{}", b"[1.0]", b"1e2",
+              b'{"b":1,"a":2}', b'"\\u0041"', b"9007199254740993", b'{"a": 1}'):
+        assert _outcome(jcs.parse_canonical, b) in (("value", None), ("refused",)), b
+    assert jcs.parse_canonical(b'{"a":[1,true,null,"\xc3\xa9"]}') == {"a": [1, True, None, "é"]}
