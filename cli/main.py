@@ -28,6 +28,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from copyledger.cli.catalogue import ImportProgress, Row, read_rows
+from copyledger.cli.words import Localized, detail, tr
 from copyledger.client import (
     BatchWork,
     Client,
@@ -38,15 +39,20 @@ from copyledger.client import (
 )
 from copyledger.ledger.errors import CopyledgerError
 from copyledger.service import settings as settings_mod
+from copyledger.service.accounts import KIND_WORDS
 
 app = typer.Typer(
     name="copyledger",
     help="Copyright evidence registry on an RFC 6962 transparency log.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    cls=Localized,
 )
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+accounts_app = typer.Typer(help="Accounts: who stands behind an account id.",
+                           no_args_is_help=True)
+app.add_typer(accounts_app, name="accounts")
 notary_app = typer.Typer(help="The stand-alone notary (log key and TSA key holder).",
                          no_args_is_help=True)
 app.add_typer(notary_app, name="notary")
@@ -93,7 +99,8 @@ UNPINNED_EXIT = 3  # `verify`: every step held, but under no key the user pinned
 
 
 def _die(msg: str, code: int = 2) -> NoReturn:
-    err.print(f"[red]error:[/red] {msg}")
+    prefix = tr("error:")
+    err.print(f"[red]{prefix}[/red] {msg}")
     raise typer.Exit(code)
 
 
@@ -102,8 +109,8 @@ def _domain_errors_exit() -> Iterator[None]:
     """A domain error ends the command: its message on stderr, exit status 2."""
     try:
         yield
-    except CopyledgerError as e:
-        _die(e.full_detail)
+    except CopyledgerError as e:  # in the locale's language; the internal cause as it was
+        _die(f"{detail(e.detail)} ({e.internal})" if e.internal else detail(e.detail))
 
 
 def _emit(as_json: bool, obj: Any, human: str | None = None) -> None:
@@ -247,7 +254,9 @@ def keys_create(
     with _domain_errors_exit():
         secret, row = create_key(_settings(data_dir, database), role, account)
     _emit(as_json, {"key": secret, "role": row.role, "account": row.account, "id": row.id},
-          f"{secret}\n[dim]role {row.role}, account {row.account}; shown once, keep it safe[/dim]")
+          f"{secret}\n[dim]"
+          + tr("role {role}, account {account}; shown once, keep it safe").format(
+              role=row.role, account=row.account) + "[/dim]")
 
 
 @keys_app.command("list")
@@ -265,7 +274,7 @@ def keys_list(
     if as_json:
         _emit(True, [r.to_dict() for r in rows])
         return
-    table = Table("id", "prefix", "role", "account", "created", "revoked")
+    table = Table(*map(tr, ("id", "prefix", "role", "account", "created", "revoked")))
     for r in rows:
         table.add_row(str(r.id), r.prefix + "…", r.role, r.account, r.created_at,
                       r.revoked_at or "")
@@ -284,8 +293,45 @@ def keys_revoke(
 
     with _domain_errors_exit():
         row = revoke_key(_settings(data_dir, database), key_id)
-    _emit(as_json, row.to_dict(), f"key {row.id} ({row.prefix}…, {row.account}) revoked at "
-          f"{row.revoked_at}")
+    _emit(as_json, row.to_dict(), tr("key {id} ({prefix}…, {account}) revoked at {when}").format(
+        id=row.id, prefix=row.prefix, account=row.account, when=row.revoked_at))
+
+
+@accounts_app.command("set")
+def accounts_set(
+    account: Annotated[str, typer.Argument(help="the account id (what entries record)")],
+    name: Annotated[str, typer.Option(help="the display name: a person's or an "
+                                      "organisation's name")],
+    kind: Annotated[str, typer.Option(help="person or organisation")],
+    data_dir: DataDir = None,
+    database: Database = None,
+    as_json: Json = False,
+) -> None:
+    """State an account's display name and kind, shown beside the account id on certificates
+    and pages as the operator's statement (not signed by the log)."""
+    from copyledger.service.admin import set_account
+
+    with _domain_errors_exit():
+        p = set_account(_settings(data_dir, database), account, name, kind)
+    _emit(as_json, p.to_dict(), tr("{account}: {name} ({kind})").format(
+        account=p.account, name=p.display_name, kind=tr(KIND_WORDS.get(p.kind, p.kind))))
+
+
+@accounts_app.command("show")
+def accounts_show(
+    account: Annotated[str, typer.Argument(help="the account id")],
+    data_dir: DataDir = None,
+    database: Database = None,
+    as_json: Json = False,
+) -> None:
+    """Show an account's display name and kind."""
+    from copyledger.service.admin import show_account
+
+    with _domain_errors_exit():
+        p = show_account(_settings(data_dir, database), account)
+    _emit(as_json, p.to_dict(), tr("{account}: {name} ({kind}), set {when}").format(
+        account=p.account, name=p.display_name, kind=tr(KIND_WORDS.get(p.kind, p.kind)),
+        when=p.updated_at))
 
 
 def _hash_files(paths: list[Path], show: bool) -> list[tuple[Path, str, int]]:
@@ -295,7 +341,7 @@ def _hash_files(paths: list[Path], show: bool) -> list[tuple[Path, str, int]]:
         TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
         TimeRemainingColumn(), console=err, disable=not show, transient=True,
     ) as prog:
-        task = prog.add_task("hashing", total=total)
+        task = prog.add_task(tr("hashing"), total=total)
         for p in paths:
             h = hashlib.sha256()
             with p.open("rb") as f:
@@ -371,7 +417,7 @@ def register(
     ) as prog:
         pinned = _verifiers(client)
         sm_suite = _sm_suite(client)
-        task = prog.add_task("registering", total=len(paths))
+        task = prog.add_task(tr("registering"), total=len(paths))
         account = manifest.account(api_key)
         waiting: list[tuple[int, Path, str, BatchWork]] = []  # (result slot, file, hash, work)
 
@@ -484,7 +530,7 @@ def import_(
         TimeRemainingColumn(), console=err, disable=not show, transient=True,
     ) as prog:
         pinned = _verifiers(client)
-        task = prog.add_task("importing", total=total, completed=state.done)
+        task = prog.add_task(tr("importing"), total=total, completed=state.done)
         rows = read_rows(catalogue)
         for _ in range(state.done):
             next(rows, None)
@@ -567,7 +613,7 @@ def _local_fingerprints(path: Path, size: int, media: str, query: bool = False
         with Progress(TextColumn(f"fingerprinting {path.name}"), BarColumn(),
                       TextColumn("{task.completed:.0f} s of media"), console=err,
                       disable=not show, transient=True) as prog:
-            task = prog.add_task("fingerprint", total=None)
+            task = prog.add_task(tr("fingerprint"), total=None)
             return fingerprint_file(path, media,
                                     lambda s: prog.update(task, completed=s) if show else None,
                                     query=query)
@@ -608,7 +654,7 @@ def _answered(path: Path, sha: str, answer: Receipt | ProblemError | UnverifiedA
 
 
 def _results_table(results: list[dict[str, Any]], ok_text: str) -> None:
-    t = Table("file", "sha256", "seq", "result")
+    t = Table(*map(tr, ("file", "sha256", "seq", "result")))
     for res in results:
         t.add_row(res["file"], res["sha256"][:16] + "…", str(res.get("seq", "")),
                   res.get("error", res.get("skipped", ok_text)))
@@ -695,7 +741,7 @@ def lookup(
     if not rows:
         out.print(f"no entry registers {sha}")
         return
-    t = Table("seq", "kind", "registrant", "received at", "bundle")
+    t = Table(*map(tr, ("seq", "kind", "registrant", "received at", "bundle")))
     for x in rows:
         t.add_row(str(x["seq"]), x["kind"], x["registrant"], x["received_at"], x["bundle"])
     out.print(f"SHA-256 {sha}: {len(rows)} entr{'y' if len(rows) == 1 else 'ies'}, oldest first")
@@ -755,7 +801,7 @@ def check_claim(
             checked = client.check_claim(content, claimant=claimant, work_seq=work_seq,
                                          work_sha256=work_sha256 or None)
         except UnverifiedAnswer as e:
-            _die(f"the answer's signature does NOT verify: {e.detail}", 1)
+            _die(tr("the answer's signature does NOT verify: {why}").format(why=e.detail), 1)
         except ClientError as e:
             _die(str(e))
     a = checked.to_dict()
@@ -764,27 +810,48 @@ def check_claim(
         _emit(True, a)
         return
     first = a["earliest_registration"]
-    out.print(f"verdict: [bold]{a['verdict']}[/bold]; work registered: {a['work_registered']}; "
-              f"claimant is registrant: {a['claimant_is_registrant']}, holder: "
-              f"{a['claimant_is_holder']}")
+    yes = {True: tr("yes"), False: tr("no")}
+    out.print(tr("verdict: [bold]{verdict}[/bold]; work registered: {registered}; claimant is "
+                "registrant: {is_registrant}, holder: {is_holder}").format(
+        verdict=a["verdict"], registered=yes[a["work_registered"]],
+        is_registrant=yes[a["claimant_is_registrant"]], is_holder=yes[a["claimant_is_holder"]]))
     if first:
-        out.print(f"earliest registration of this content: seq {first['seq']} by "
-                  f"{first['registrant']} at {first['registered_at']}")
+        out.print(tr("earliest registration of this content: seq {seq} by {registrant} at "
+                    "{when}").format(seq=first["seq"], registrant=first["registrant"],
+                                     when=first["registered_at"]))
     if a["work_seq"] is not None:
-        out.print(f"work seq {a['work_seq']}: holder {a['holder']}")
+        out.print(tr("work seq {seq}: holder {holder}").format(seq=a["work_seq"],
+                                                               holder=a["holder"]))
     for c in a["claims"]:
-        answers = f" answering {c['refers_to']}" if c["refers_to"] is not None else ""
-        out.print(f"  claim seq {c['seq']}: {c['notice_type']} ({c['regime']}) by "
-                  f"{c['registrant']} at {c['received_at']}{answers}")
+        said = (tr("  claim seq {seq}: {type} ({regime}) by {registrant} at {when}, answering "
+                  "{refers_to}") if c["refers_to"] is not None else
+                tr("  claim seq {seq}: {type} ({regime}) by {registrant} at {when}"))
+        out.print(said.format(seq=c["seq"], type=c["notice_type"], regime=c["regime"],
+                              registrant=c["registrant"], when=c["received_at"],
+                              refers_to=c["refers_to"]))
     if a["work_seq"] is not None and not a["claims"]:
-        out.print("  no claim on this work")
+        out.print(tr("  no claim on this work"))
     for m in a["matches"]:
         score = m.get("distance", m.get("similarity", m.get("inliers")))
         why = f": {m['explanation']}" if m.get("explanation") else ""
-        out.print(f"  seq {m['seq']}: {m['algorithm']} {score} (threshold {m['threshold']}) "
-                  f"→ {m['verdict']}{why}")
-    for c in a["caveats"]:
-        out.print(f"[dim]• {c}[/dim]")
+        out.print(tr("  seq {seq}: {algorithm} {score} (threshold {threshold}) → {verdict}")
+                  .format(seq=m["seq"], algorithm=m["algorithm"], score=score,
+                          threshold=m["threshold"], verdict=m["verdict"]) + why)
+    for text in _caveats(a):
+        out.print(f"[dim]• {text}[/dim]")
+
+
+def _caveats(answer: dict[str, Any]) -> list[str]:
+    """The caveats in the reader's language, from their codes (D50); the signed English text
+    where a code is missing or unknown to this version."""
+    from copyledger.cli.words import lang
+    from copyledger.service.claims import caveat_text
+
+    codes = answer.get("caveat_codes") or []
+    texts = list(answer["caveats"])
+    if len(codes) != len(texts):
+        return texts
+    return [caveat_text(code, lang()) or text for code, text in zip(codes, texts, strict=True)]
 
 
 # ------------------------------------------------------------ transfers, chain of title, claims
@@ -956,7 +1023,7 @@ def history(
         out.print(f"  [yellow]pending offer seq {pending['seq']}: assignment to {pending['to']}, "
                   f"awaiting acceptance (copyledger transfer accept {pending['seq']}); "
                   f"{pending['from']} holds the work until then[/yellow]")
-    t = Table("seq", "kind", "what", "holder after", "received at")
+    t = Table(*map(tr, ("seq", "kind", "what", "holder after", "received at")))
     for link in h["links"]:
         t.add_row(str(link["seq"]), link["kind"], _link_text(link["kind"], link["entry"]),
                   link["holder_after"], link["entry"]["received_at"])
@@ -1179,7 +1246,8 @@ def claim_show(
     works = ", ".join(str(w.get("seq", w.get("sha256"))) for w in ent.get("works") or []) or "-"
     out.print(f"claim {seq}: {ent['notice_type']} ({ent['regime']}) by {ent['claimant']['name']}, "
               f"works {works}")
-    t = Table("seq", "type", "regime", "claimant", "registrant", "received at")
+    t = Table(*map(tr, ("seq", "type", "regime", "claimant", "registrant",
+                   "received at")))
     for x in c["timeline"]:
         t.add_row(str(x["seq"]), x["notice_type"], x["regime"], x["claimant"], x["registrant"],
                   x["received_at"])
@@ -1250,7 +1318,7 @@ def audit(
     show = not as_json and sys.stderr.isatty()
     with Progress(TextColumn("auditing"), BarColumn(), TextColumn("{task.completed} entries"),
                   console=err, disable=not show, transient=True) as prog:
-        task = prog.add_task("audit", total=None)
+        task = prog.add_task(tr("audit"), total=None)
         with _domain_errors_exit():
             rep = audit_registry(_settings(data_dir, database),
                                  on_start=lambda total: prog.update(task, total=total),
@@ -1286,7 +1354,7 @@ def tiles_export(
     show = not as_json and sys.stderr.isatty()
     with Progress(TextColumn("exporting"), BarColumn(), TextColumn("{task.completed}/{task.total}"
                   " files"), console=err, disable=not show, transient=True) as prog:
-        task = prog.add_task("export", total=None)
+        task = prog.add_task(tr("export"), total=None)
         with _domain_errors_exit():
             rep = export_registry(_settings(data_dir, database), directory,
                                   on_start=lambda total: prog.update(task, total=total),
