@@ -1468,19 +1468,20 @@ def verify(
                  Status.SKIPPED: "[yellow]–[/yellow]", Status.NOT_CHECKED: "[dim]·[/dim]"}
         for st in rep.steps:
             detail = f"\n    {st.detail}" if st.detail else ""
-            out.print(f"{marks[st.status]} {st.title}{detail}")
+            out.print(f"{marks[st.status]} {tr(st.title)}{detail}")
         for line in _trust_lines(rep.facts):
             out.print(line, markup=False, soft_wrap=True)
         if rep.ok and rep.trust == "pinned":
-            out.print("[green bold]VERIFIED[/green bold]")
+            out.print(tr("[green bold]VERIFIED[/green bold]"))
         elif rep.ok:
-            out.print("[yellow bold]CONSISTENT, NOT TIED TO A KNOWN LOG[/yellow bold]: the bundle "
-                      "was checked only against the log key it carries itself, so any log could "
-                      "have produced it; pin the registry's published key with --trust")
+            out.print(tr("[yellow bold]CONSISTENT, NOT TIED TO A KNOWN LOG[/yellow bold]: the "
+                         "bundle was checked only against the log key it carries itself, so any "
+                         "log could have produced it; pin the registry's published key with "
+                         "--trust"))
         else:
             failed = rep.failed
-            out.print(f"[red bold]NOT VERIFIED[/red bold]: step '{failed.name if failed else '?'}' "
-                      "failed")
+            out.print(tr("[red bold]NOT VERIFIED[/red bold]: step '{step}' failed").format(
+                step=failed.name if failed else "?"))
     if not rep.ok:
         raise typer.Exit(1)
     if rep.trust != "pinned" and not allow_unpinned:
@@ -1491,24 +1492,30 @@ def _trust_lines(facts: dict[str, Any]) -> list[str]:
     """What the checks rested on: the trust anchors (pinned or taken from the bundle, with full
     SHA-256 fingerprints) and which time sources are independent of the operator."""
     lines = []
+    how = {True: tr("pinned"), False: tr("taken from the bundle, NOT pinned")}
     for k in facts.get("log_keys", []):
-        how = "pinned" if k["pinned"] else "taken from the bundle, NOT pinned"
-        lines.append(f"log key ({how}): {k['verifier_key']}\n    SHA-256 {k['sha256']}")
+        lines.append(tr("log key ({how}): {key}").format(how=how[bool(k["pinned"])],
+                                                         key=k["verifier_key"])
+                     + f"\n    SHA-256 {k['sha256']}")
     for k in facts.get("sm2_keys", []):
-        how = "pinned" if k["pinned"] else "taken from the bundle, NOT pinned"
-        lines.append(f"SM2 key ({how}): {k['verifier_key']}\n    SHA-256 {k['sha256']}")
+        lines.append(tr("SM2 key ({how}): {key}").format(how=how[bool(k["pinned"])],
+                                                         key=k["verifier_key"])
+                     + f"\n    SHA-256 {k['sha256']}")
     for r in facts.get("tsa_roots", []):
-        how = "pinned" if r["pinned"] else "taken from the bundle, NOT pinned"
-        lines.append(f"TSA root ({how}): {r['subject']}\n    SHA-256 {r['sha256']}")
+        lines.append(tr("TSA root ({how}): {subject}").format(how=how[bool(r["pinned"])],
+                                                              subject=r["subject"])
+                     + f"\n    SHA-256 {r['sha256']}")
     if "time_sources" in facts:
         independent = [t for t in facts["time_sources"] if t["independent"]]
-        lines.append("time sources independent of the operator: "
-                     + ("; ".join(f"{t['tsa_certificate']} at {t['gen_time']}"
-                                  for t in independent) or "none"))
+        at = tr("{tsa} at {when}")
+        lines.append(tr("time sources independent of the operator: {sources}").format(
+            sources="; ".join(at.format(tsa=t["tsa_certificate"], when=t["gen_time"])
+                              for t in independent) or tr("none")))
     if "title_chain" in facts:  # set only by a title step that held
         t = facts["title_chain"]
-        lines.append(f"holder (verified chain of title of work {t['work_seq']}, as of tree size "
-                     f"{t['tree_size']}): {t['holder']}")
+        lines.append(tr("holder (verified chain of title of work {seq}, as of tree size "
+                        "{size}): {holder}").format(seq=t["work_seq"], size=t["tree_size"],
+                                                    holder=t["holder"]))
     return lines
 
 

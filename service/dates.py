@@ -26,16 +26,22 @@ ZONE_OF = {"zh-CN": "Asia/Shanghai"}  # a language's default zone; UTC for the o
 _FIXED = {"Asia/Shanghai": timezone(timedelta(hours=8))}
 
 
+def _utc(value: str | datetime) -> datetime | None:
+    """`value` in UTC; None for text that is not RFC 3339."""
+    if not isinstance(value, str):
+        return value.astimezone(UTC)
+    try:
+        return parse_timestamp(value).astimezone(UTC)
+    except InvalidInput:
+        return None
+
+
 def human_time(value: str | datetime, lang: str = DEFAULT) -> str:
     """`value` in UTC as "29 November 2026, 23:44 UTC" (seconds dropped: the exact time stays
     in the record). Text that is not RFC 3339 comes back unchanged, never guessed at."""
-    if isinstance(value, str):
-        try:
-            t = parse_timestamp(value).astimezone(UTC)
-        except InvalidInput:
-            return value
-    else:
-        t = value.astimezone(UTC)
+    t = _utc(value)
+    if t is None:
+        return str(value)
     return gettext(lang, FORMAT).format(day=t.day, month=gettext(lang, MONTHS[t.month - 1]),
                                         year=t.year, hh=f"{t.hour:02d}", mm=f"{t.minute:02d}")
 
@@ -66,19 +72,18 @@ def both_times(value: str | datetime, lang: str = DEFAULT, tz: str | None = None
     """`value` to the second in the viewer's zone and in UTC, e.g. "2026-11-30 10:05:03
     (北京时间 UTC+8) · 2026-11-30 02:05:03 UTC"; in UTC alone when that is the viewer's zone.
     Text that is not RFC 3339 comes back unchanged."""
-    if isinstance(value, str):
-        try:
-            t = parse_timestamp(value).astimezone(UTC)
-        except InvalidInput:
-            return value
-    else:
-        t = value.astimezone(UTC)
+    t = _utc(value)
+    if t is None:
+        return str(value)
     name = zone(lang, tz)
     utc = t.strftime("%Y-%m-%d %H:%M:%S")
-    local = t.astimezone(_tzinfo(name))
-    off = local.utcoffset() or timedelta(0)
     if name in ("UTC", "Etc/UTC"):
         return f"{utc} UTC"
+    try:
+        local = t.astimezone(_tzinfo(name))
+    except OverflowError:  # the last hours of year 9999 have no later local time
+        return f"{utc} UTC"
+    off = local.utcoffset() or timedelta(0)
     minutes = int(off.total_seconds()) // 60
     sign = "+" if minutes >= 0 else "-"
     hh, mm = divmod(abs(minutes), 60)

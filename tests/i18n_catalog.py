@@ -23,6 +23,7 @@ from babel.messages.pofile import read_po, write_po
 from copyledger.api import explorer, problems
 from copyledger.cli import main as cli_main
 from copyledger.cli import words
+from copyledger.ledger import verify
 from copyledger.service import accounts, certificate, claims, dates, i18n
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,12 +105,16 @@ def messages() -> dict[str, set[str]]:
 
 def cli_strings() -> list[str]:
     """What the command line says: every `--help` text of the command tree, Typer's and
-    Click's words around them, and the messages marked `tr("...")` in `cli/`."""
+    Click's words around them, and the messages marked `tr("...")` in `cli/` (and table
+    headings, `Table(*map(tr, ("seq", ...)))`)."""
     found = words.help_texts(typer.main.get_command(cli_main.app))
     found += list(words.CHROME.values()) + list(words.CLICK)
+    found += [title for _, title in verify.STEPS]  # `copyledger verify` names each step
     for path in sorted((ROOT / "cli").glob("*.py")):
         found += [str(msg) for _, msg, _, _ in extract_from_file("python", path,
                                                                   keywords={"tr": None})]
+        for names in re.findall(r"map\(tr, \((.*?)\)\)", path.read_text(), re.S):  # headings
+            found += re.findall(r'"([^"]+)"', names)
     return found
 
 
