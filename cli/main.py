@@ -104,6 +104,10 @@ def _die(msg: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+def _need_key() -> NoReturn:
+    _die(tr("an API key is needed: --api-key or COPYLEDGER_API_KEY"))
+
+
 @contextmanager
 def _domain_errors_exit() -> Iterator[None]:
     """A domain error ends the command: its message on stderr, exit status 2."""
@@ -405,7 +409,7 @@ def register(
     from copyledger.ledger import sm2
 
     if not api_key:
-        _die("an API key is needed: --api-key or COPYLEDGER_API_KEY")
+        _need_key()
     paths = collect_files(files, include or (), exclude or (), skip=receipts)
     manifest = Manifest(receipts)
     results: list[dict[str, Any]] = []
@@ -477,15 +481,16 @@ def register(
     if as_json:
         _emit(True, results)
     else:
-        _results_table(results, "registered, receipt verified")
+        _results_table(results, tr("registered, receipt verified"))
         done = sum(1 for r in results if "error" not in r and "skipped" not in r)
         skipped = sum(1 for r in results if "skipped" in r)
-        err.print(f"{done} registered, {skipped} already registered (skipped), "
-                  f"{len(results) - done - skipped} failed; receipts in {receipts}/ "
-                  f"(manifest {receipts / 'manifest.jsonl'})")
+        err.print(tr("{done} registered, {skipped} already registered (skipped), {failed} "
+                     "failed; receipts in {receipts}/ (manifest {manifest})").format(
+            done=done, skipped=skipped, failed=len(results) - done - skipped, receipts=receipts,
+            manifest=receipts / "manifest.jsonl"))
         if not pinned:
-            err.print("[yellow]receipts checked under the key the server itself published; "
-                      "pin the log's key with --trust[/yellow]")
+            err.print(tr("[yellow]receipts checked under the key the server itself published; "
+                         "pin the log's key with --trust[/yellow]"))
     if failed:
         raise typer.Exit(1)
 
@@ -520,7 +525,7 @@ def import_(
     registration, never a second entry, so the log holds what single registrations would.
     Rows the registry refuses are listed (file line and problem); the import goes on."""
     if not api_key:
-        _die("an API key is needed: --api-key or COPYLEDGER_API_KEY")
+        _need_key()
     state = ImportProgress.load(progress_file or catalogue.with_name(catalogue.name + ".progress"))
     total = sum(1 for _ in read_rows(catalogue))
     show = not as_json and sys.stderr.isatty()
@@ -693,7 +698,7 @@ def evidence(
     from copyledger.client.warc import warc_records
 
     if not api_key:
-        _die("an API key is needed: --api-key or COPYLEDGER_API_KEY")
+        _need_key()
     _, sha, size = _hash_files([file], show=not as_json and sys.stderr.isatty())[0]
     body: dict[str, Any] = {"sha256": sha, "size": size, "captured_at": captured_at,
                             "capture_method": method, "description": description}
@@ -712,8 +717,9 @@ def evidence(
     if as_json:
         _emit(True, res)
     else:
-        _results_table([res], "deposited, receipt verified"
-                       + (f" ({res['warc_records']} WARC records)" if res["warc_records"] else ""))
+        _results_table([res], tr("deposited, receipt verified")
+                       + (tr(" ({n} WARC records)").format(n=res["warc_records"])
+                          if res["warc_records"] else ""))
     if "error" in res:
         raise typer.Exit(1)
 
@@ -782,7 +788,7 @@ def check_claim(
     """Check a takedown claim: registration, priority, holder, near-duplicate matches. The
     disputed file is fingerprinted here; only hashes are sent. The signed answer is verified."""
     if not api_key:
-        _die("an API key is needed: --api-key or COPYLEDGER_API_KEY")
+        _need_key()
     content: dict[str, Any] = {}
     if file is not None:
         from copyledger.cli.batch import hash_file
@@ -922,7 +928,7 @@ def transfer(
     from copyledger.cli.batch import hash_file
 
     if not api_key:
-        _die("an API key is needed: --api-key or COPYLEDGER_API_KEY")
+        _need_key()
     if transfer_type not in TRANSFER_TYPES:
         _die(f"--type: one of {', '.join(TRANSFER_TYPES)}")
     terms_sha = hash_file(terms).sha256 if terms is not None else None
@@ -955,7 +961,7 @@ def _pin_hint(as_json: bool, pinned: bool) -> None:
 def _answer(offer_seq: int, what: str, note: str | None, server: str, api_key: str | None,
             trust: list[str] | None, as_json: bool) -> None:
     if not api_key:
-        _die("an API key is needed: --api-key or COPYLEDGER_API_KEY")
+        _need_key()
     with _client(server, api_key, trust, 60) as client:
         send = client.accept_offer if what == "accept" else client.withdraw_offer
         rc, pinned = _write(client, partial(send, offer_seq, note), what)
@@ -1101,7 +1107,7 @@ def _file_claim(notice_type: str, source: Path | None, fields: dict[str, Any],
                 server: str, api_key: str | None, trust: list[str] | None,
                 as_json: bool) -> None:
     if not api_key:
-        _die("an API key is needed: --api-key or COPYLEDGER_API_KEY")
+        _need_key()
     body = _claim_body(notice_type, source, fields)
     kind = notice_type.replace("_", "-")
     with _client(server, api_key, trust, 60) as client:
