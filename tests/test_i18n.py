@@ -314,6 +314,11 @@ def test_claim_check_caveats_carry_stable_codes_a_reader_can_render(
         said_zh = claims.caveat_text(code, "zh-CN")
         assert said_zh and said_zh != english and re.search(r"[\u4e00-\u9fff]", said_zh)
     assert claims.caveat_text("a-newer-servers-code", "zh-CN") is None
+    from copyledger.ledger.documents import ClaimCheck  # the client keeps the codes, signed
+
+    assert ClaimCheck.from_dict(en).to_dict() == en
+    older = {k: v for k, v in en.items() if k != "caveat_codes"}  # an older server's answer
+    assert ClaimCheck.from_dict(older).to_dict() == older
 
 
 # ------------------------------------------------------------------ the command line
