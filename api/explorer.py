@@ -14,7 +14,8 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from copyledger.service.dates import human_time
+from copyledger.service.accounts import beside
+from copyledger.service.dates import both_times, human_time
 from copyledger.service.i18n import DEFAULT, gettext, table
 
 EN: dict[str, dict[str, str]] = {
@@ -398,8 +399,9 @@ def entry_page(d: dict[str, Any], lang: str = DEFAULT) -> str:
     facts = [(t["kind"], _e(kind))]
     if d["label"]:
         facts.append((t["label"], _e(d["label"])))
-    facts += [(t["who"], _e(d["registrant"])),
-              (t["when"], f'<time datetime="{_e(d["received_at"])}">{_e(d["when"])}</time>'),
+    facts += [(t["who"], _e(beside(d["registrant"], d.get("registrant_profile"), lang))),
+              (t["when"], f'<time datetime="{_e(d["received_at"])}">'
+                          f'{_e(both_times(d["received_at"], lang))}</time>'),
               (t["block"], _a(f"{root}blocks/{d['block_height']}", d["block_height"]))]
     if d["sha256"]:
         facts.append((t["sha256"], _code(d["sha256"])))

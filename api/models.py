@@ -200,6 +200,10 @@ class ClaimCheckOut(BaseModel):
     matches: list[Match]
     claims: list[ClaimSummary]
     caveats: list[str]
+    caveat_codes: list[str] | None = Field(
+        default=None, description="one stable code per caveat, in the same order (D50): what a "
+        "client renders in its reader's language; the English `caveats` are the same in every "
+        "language")
     index_ready: bool
     checked_at: str
     tree_size: int
@@ -434,6 +438,25 @@ class KeyCreatedOut(KeyOut):
 
 class KeyListOut(BaseModel):
     keys: list[KeyOut]
+
+
+class AccountIn(BaseModel):
+    """Who stands behind an account, as the operator states it (decision D50)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"display_name": "上海某某文化传播有限公司", "kind": "organisation"}]})
+    display_name: str = Field(max_length=200, description="a person's or an organisation's "
+                              "name, 1-200 characters")
+    kind: str = Field(description="person or organisation")
+
+
+class AccountOut(BaseModel):
+    """An account's profile: the operator's statement, not signed by the log."""
+
+    account: str
+    display_name: str
+    kind: str = Field(description="person or organisation")
+    updated_at: str
 
 
 # Batches (POST /v1/works/batch, POST /v1/evidence/batch; decision D41)

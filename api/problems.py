@@ -30,7 +30,7 @@ from copyledger.ledger.errors import (
     VerificationError,
 )
 from copyledger.ledger.timestamp import TimestampError
-from copyledger.service.i18n import DEFAULT, gettext
+from copyledger.service.i18n import DEFAULT, gettext, say
 
 MEDIA_TYPE = "application/problem+json"
 TYPE_BASE = "https://copyledger.dev/problems/"
@@ -57,8 +57,8 @@ PROBLEMS: dict[type[CopyledgerError], tuple[int, str, str]] = {
 }
 
 INTERNAL = "the server failed; nothing was recorded by this request"
-# Fixed details, translated like the titles. A domain error's own detail is built where it is
-# raised, often with values in it, and reads in English unless it is one of these.
+# Fixed details, translated like the titles. A domain error's detail built with values is a
+# `said(template, **values)`: its template is the msgid, filled in after the lookup (D50).
 DETAILS = (INTERNAL, "invalid request", "Not Found", "Method Not Allowed", "Unauthorized")
 
 
@@ -76,7 +76,7 @@ def from_error(exc: CopyledgerError, instance: str, lang: str = DEFAULT) -> JSON
     status, slug, title = classify(exc)
     if status >= 500:
         log.error("server error on %s: %s", instance, exc.full_detail)
-    return problem(status, slug, gettext(lang, title), gettext(lang, exc.detail), instance,
+    return problem(status, slug, gettext(lang, title), say(lang, exc.detail), instance,
                    **exc.extra)
 
 

@@ -28,6 +28,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from copyledger.cli.catalogue import ImportProgress, Row, read_rows
+from copyledger.cli.words import Localized, detail, tr
 from copyledger.client import (
     BatchWork,
     Client,
@@ -38,15 +39,20 @@ from copyledger.client import (
 )
 from copyledger.ledger.errors import CopyledgerError
 from copyledger.service import settings as settings_mod
+from copyledger.service.accounts import KIND_WORDS
 
 app = typer.Typer(
     name="copyledger",
     help="Copyright evidence registry on an RFC 6962 transparency log.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    cls=Localized,
 )
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+accounts_app = typer.Typer(help="Accounts: who stands behind an account id.",
+                           no_args_is_help=True)
+app.add_typer(accounts_app, name="accounts")
 notary_app = typer.Typer(help="The stand-alone notary (log key and TSA key holder).",
                          no_args_is_help=True)
 app.add_typer(notary_app, name="notary")
@@ -93,8 +99,13 @@ UNPINNED_EXIT = 3  # `verify`: every step held, but under no key the user pinned
 
 
 def _die(msg: str, code: int = 2) -> NoReturn:
-    err.print(f"[red]error:[/red] {msg}")
+    prefix = tr("error:")
+    err.print(f"[red]{prefix}[/red] {msg}")
     raise typer.Exit(code)
+
+
+def _need_key() -> NoReturn:
+    _die(tr("an API key is needed: --api-key or COPYLEDGER_API_KEY"))
 
 
 @contextmanager
@@ -102,8 +113,8 @@ def _domain_errors_exit() -> Iterator[None]:
     """A domain error ends the command: its message on stderr, exit status 2."""
     try:
         yield
-    except CopyledgerError as e:
-        _die(e.full_detail)
+    except CopyledgerError as e:  # in the locale's language; the internal cause as it was
+        _die(f"{detail(e.detail)} ({e.internal})" if e.internal else detail(e.detail))
 
 
 def _emit(as_json: bool, obj: Any, human: str | None = None) -> None:
@@ -252,7 +263,9 @@ def keys_create(
     with _domain_errors_exit():
         secret, row = create_key(_settings(data_dir, database), role, account)
     _emit(as_json, {"key": secret, "role": row.role, "account": row.account, "id": row.id},
-          f"{secret}\n[dim]role {row.role}, account {row.account}; shown once, keep it safe[/dim]")
+          f"{secret}\n[dim]"
+          + tr("role {role}, account {account}; shown once, keep it safe").format(
+              role=row.role, account=row.account) + "[/dim]")
 
 
 @keys_app.command("list")
@@ -270,7 +283,7 @@ def keys_list(
     if as_json:
         _emit(True, [r.to_dict() for r in rows])
         return
-    table = Table("id", "prefix", "role", "account", "created", "revoked")
+    table = Table(*map(tr, ("id", "prefix", "role", "account", "created", "revoked")))
     for r in rows:
         table.add_row(str(r.id), r.prefix + "…", r.role, r.account, r.created_at,
                       r.revoked_at or "")
@@ -289,8 +302,45 @@ def keys_revoke(
 
     with _domain_errors_exit():
         row = revoke_key(_settings(data_dir, database), key_id)
-    _emit(as_json, row.to_dict(), f"key {row.id} ({row.prefix}…, {row.account}) revoked at "
-          f"{row.revoked_at}")
+    _emit(as_json, row.to_dict(), tr("key {id} ({prefix}…, {account}) revoked at {when}").format(
+        id=row.id, prefix=row.prefix, account=row.account, when=row.revoked_at))
+
+
+@accounts_app.command("set")
+def accounts_set(
+    account: Annotated[str, typer.Argument(help="the account id (what entries record)")],
+    name: Annotated[str, typer.Option(help="the display name: a person's or an "
+                                      "organisation's name")],
+    kind: Annotated[str, typer.Option(help="person or organisation")],
+    data_dir: DataDir = None,
+    database: Database = None,
+    as_json: Json = False,
+) -> None:
+    """State an account's display name and kind, shown beside the account id on certificates
+    and pages as the operator's statement (not signed by the log)."""
+    from copyledger.service.admin import set_account
+
+    with _domain_errors_exit():
+        p = set_account(_settings(data_dir, database), account, name, kind)
+    _emit(as_json, p.to_dict(), tr("{account}: {name} ({kind})").format(
+        account=p.account, name=p.display_name, kind=tr(KIND_WORDS.get(p.kind, p.kind))))
+
+
+@accounts_app.command("show")
+def accounts_show(
+    account: Annotated[str, typer.Argument(help="the account id")],
+    data_dir: DataDir = None,
+    database: Database = None,
+    as_json: Json = False,
+) -> None:
+    """Show an account's display name and kind."""
+    from copyledger.service.admin import show_account
+
+    with _domain_errors_exit():
+        p = show_account(_settings(data_dir, database), account)
+    _emit(as_json, p.to_dict(), tr("{account}: {name} ({kind}), set {when}").format(
+        account=p.account, name=p.display_name, kind=tr(KIND_WORDS.get(p.kind, p.kind)),
+        when=p.updated_at))
 
 
 def _hash_files(paths: list[Path], show: bool) -> list[tuple[Path, str, int]]:
@@ -300,7 +350,7 @@ def _hash_files(paths: list[Path], show: bool) -> list[tuple[Path, str, int]]:
         TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
         TimeRemainingColumn(), console=err, disable=not show, transient=True,
     ) as prog:
-        task = prog.add_task("hashing", total=total)
+        task = prog.add_task(tr("hashing"), total=total)
         for p in paths:
             h = hashlib.sha256()
             with p.open("rb") as f:
@@ -364,7 +414,7 @@ def register(
     from copyledger.ledger import sm2
 
     if not api_key:
-        _die("an API key is needed: --api-key or COPYLEDGER_API_KEY")
+        _need_key()
     paths = collect_files(files, include or (), exclude or (), skip=receipts)
     manifest = Manifest(receipts)
     results: list[dict[str, Any]] = []
@@ -376,7 +426,7 @@ def register(
     ) as prog:
         pinned = _verifiers(client)
         sm_suite = _sm_suite(client)
-        task = prog.add_task("registering", total=len(paths))
+        task = prog.add_task(tr("registering"), total=len(paths))
         account = manifest.account(api_key)
         waiting: list[tuple[int, Path, str, BatchWork]] = []  # (result slot, file, hash, work)
 
@@ -436,15 +486,16 @@ def register(
     if as_json:
         _emit(True, results)
     else:
-        _results_table(results, "registered, receipt verified")
+        _results_table(results, tr("registered, receipt verified"))
         done = sum(1 for r in results if "error" not in r and "skipped" not in r)
         skipped = sum(1 for r in results if "skipped" in r)
-        err.print(f"{done} registered, {skipped} already registered (skipped), "
-                  f"{len(results) - done - skipped} failed; receipts in {receipts}/ "
-                  f"(manifest {receipts / 'manifest.jsonl'})")
+        err.print(tr("{done} registered, {skipped} already registered (skipped), {failed} "
+                     "failed; receipts in {receipts}/ (manifest {manifest})").format(
+            done=done, skipped=skipped, failed=len(results) - done - skipped, receipts=receipts,
+            manifest=receipts / "manifest.jsonl"))
         if not pinned:
-            err.print("[yellow]receipts checked under the key the server itself published; "
-                      "pin the log's key with --trust[/yellow]")
+            err.print(tr("[yellow]receipts checked under the key the server itself published; "
+                         "pin the log's key with --trust[/yellow]"))
     if failed:
         raise typer.Exit(1)
 
@@ -479,7 +530,7 @@ def import_(
     registration, never a second entry, so the log holds what single registrations would.
     Rows the registry refuses are listed (file line and problem); the import goes on."""
     if not api_key:
-        _die("an API key is needed: --api-key or COPYLEDGER_API_KEY")
+        _need_key()
     state = ImportProgress.load(progress_file or catalogue.with_name(catalogue.name + ".progress"))
     total = sum(1 for _ in read_rows(catalogue))
     show = not as_json and sys.stderr.isatty()
@@ -489,7 +540,7 @@ def import_(
         TimeRemainingColumn(), console=err, disable=not show, transient=True,
     ) as prog:
         pinned = _verifiers(client)
-        task = prog.add_task("importing", total=total, completed=state.done)
+        task = prog.add_task(tr("importing"), total=total, completed=state.done)
         rows = read_rows(catalogue)
         for _ in range(state.done):
             next(rows, None)
@@ -572,7 +623,7 @@ def _local_fingerprints(path: Path, size: int, media: str, query: bool = False
         with Progress(TextColumn(f"fingerprinting {path.name}"), BarColumn(),
                       TextColumn("{task.completed:.0f} s of media"), console=err,
                       disable=not show, transient=True) as prog:
-            task = prog.add_task("fingerprint", total=None)
+            task = prog.add_task(tr("fingerprint"), total=None)
             return fingerprint_file(path, media,
                                     lambda s: prog.update(task, completed=s) if show else None,
                                     query=query)
@@ -613,7 +664,7 @@ def _answered(path: Path, sha: str, answer: Receipt | ProblemError | UnverifiedA
 
 
 def _results_table(results: list[dict[str, Any]], ok_text: str) -> None:
-    t = Table("file", "sha256", "seq", "result")
+    t = Table(*map(tr, ("file", "sha256", "seq", "result")))
     for res in results:
         t.add_row(res["file"], res["sha256"][:16] + "…", str(res.get("seq", "")),
                   res.get("error", res.get("skipped", ok_text)))
@@ -652,7 +703,7 @@ def evidence(
     from copyledger.client.warc import warc_records
 
     if not api_key:
-        _die("an API key is needed: --api-key or COPYLEDGER_API_KEY")
+        _need_key()
     _, sha, size = _hash_files([file], show=not as_json and sys.stderr.isatty())[0]
     body: dict[str, Any] = {"sha256": sha, "size": size, "captured_at": captured_at,
                             "capture_method": method, "description": description}
@@ -671,8 +722,9 @@ def evidence(
     if as_json:
         _emit(True, res)
     else:
-        _results_table([res], "deposited, receipt verified"
-                       + (f" ({res['warc_records']} WARC records)" if res["warc_records"] else ""))
+        _results_table([res], tr("deposited, receipt verified")
+                       + (tr(" ({n} WARC records)").format(n=res["warc_records"])
+                          if res["warc_records"] else ""))
     if "error" in res:
         raise typer.Exit(1)
 
@@ -700,7 +752,7 @@ def lookup(
     if not rows:
         out.print(f"no entry registers {sha}")
         return
-    t = Table("seq", "kind", "registrant", "received at", "bundle")
+    t = Table(*map(tr, ("seq", "kind", "registrant", "received at", "bundle")))
     for x in rows:
         t.add_row(str(x["seq"]), x["kind"], x["registrant"], x["received_at"], x["bundle"])
     out.print(f"SHA-256 {sha}: {len(rows)} entr{'y' if len(rows) == 1 else 'ies'}, oldest first")
@@ -741,7 +793,7 @@ def check_claim(
     """Check a takedown claim: registration, priority, holder, near-duplicate matches. The
     disputed file is fingerprinted here; only hashes are sent. The signed answer is verified."""
     if not api_key:
-        _die("an API key is needed: --api-key or COPYLEDGER_API_KEY")
+        _need_key()
     content: dict[str, Any] = {}
     if file is not None:
         from copyledger.cli.batch import hash_file
@@ -760,7 +812,7 @@ def check_claim(
             checked = client.check_claim(content, claimant=claimant, work_seq=work_seq,
                                          work_sha256=work_sha256 or None)
         except UnverifiedAnswer as e:
-            _die(f"the answer's signature does NOT verify: {e.detail}", 1)
+            _die(tr("the answer's signature does NOT verify: {why}").format(why=e.detail), 1)
         except ClientError as e:
             _die(str(e))
     a = checked.to_dict()
@@ -769,27 +821,48 @@ def check_claim(
         _emit(True, a)
         return
     first = a["earliest_registration"]
-    out.print(f"verdict: [bold]{a['verdict']}[/bold]; work registered: {a['work_registered']}; "
-              f"claimant is registrant: {a['claimant_is_registrant']}, holder: "
-              f"{a['claimant_is_holder']}")
+    yes = {True: tr("yes"), False: tr("no")}
+    out.print(tr("verdict: [bold]{verdict}[/bold]; work registered: {registered}; claimant is "
+                "registrant: {is_registrant}, holder: {is_holder}").format(
+        verdict=a["verdict"], registered=yes[a["work_registered"]],
+        is_registrant=yes[a["claimant_is_registrant"]], is_holder=yes[a["claimant_is_holder"]]))
     if first:
-        out.print(f"earliest registration of this content: seq {first['seq']} by "
-                  f"{first['registrant']} at {first['registered_at']}")
+        out.print(tr("earliest registration of this content: seq {seq} by {registrant} at "
+                    "{when}").format(seq=first["seq"], registrant=first["registrant"],
+                                     when=first["registered_at"]))
     if a["work_seq"] is not None:
-        out.print(f"work seq {a['work_seq']}: holder {a['holder']}")
+        out.print(tr("work seq {seq}: holder {holder}").format(seq=a["work_seq"],
+                                                               holder=a["holder"]))
     for c in a["claims"]:
-        answers = f" answering {c['refers_to']}" if c["refers_to"] is not None else ""
-        out.print(f"  claim seq {c['seq']}: {c['notice_type']} ({c['regime']}) by "
-                  f"{c['registrant']} at {c['received_at']}{answers}")
+        said = (tr("  claim seq {seq}: {type} ({regime}) by {registrant} at {when}, answering "
+                  "{refers_to}") if c["refers_to"] is not None else
+                tr("  claim seq {seq}: {type} ({regime}) by {registrant} at {when}"))
+        out.print(said.format(seq=c["seq"], type=c["notice_type"], regime=c["regime"],
+                              registrant=c["registrant"], when=c["received_at"],
+                              refers_to=c["refers_to"]))
     if a["work_seq"] is not None and not a["claims"]:
-        out.print("  no claim on this work")
+        out.print(tr("  no claim on this work"))
     for m in a["matches"]:
         score = m.get("distance", m.get("similarity", m.get("inliers")))
         why = f": {m['explanation']}" if m.get("explanation") else ""
-        out.print(f"  seq {m['seq']}: {m['algorithm']} {score} (threshold {m['threshold']}) "
-                  f"→ {m['verdict']}{why}")
-    for c in a["caveats"]:
-        out.print(f"[dim]• {c}[/dim]")
+        out.print(tr("  seq {seq}: {algorithm} {score} (threshold {threshold}) → {verdict}")
+                  .format(seq=m["seq"], algorithm=m["algorithm"], score=score,
+                          threshold=m["threshold"], verdict=m["verdict"]) + why)
+    for text in _caveats(a):
+        out.print(f"[dim]• {text}[/dim]")
+
+
+def _caveats(answer: dict[str, Any]) -> list[str]:
+    """The caveats in the reader's language, from their codes (D50); the signed English text
+    where a code is missing or unknown to this version."""
+    from copyledger.cli.words import lang
+    from copyledger.service.claims import caveat_text
+
+    codes = answer.get("caveat_codes") or []
+    texts = list(answer["caveats"])
+    if len(codes) != len(texts):
+        return texts
+    return [caveat_text(code, lang()) or text for code, text in zip(codes, texts, strict=True)]
 
 
 # ------------------------------------------------------------ transfers, chain of title, claims
@@ -860,7 +933,7 @@ def transfer(
     from copyledger.cli.batch import hash_file
 
     if not api_key:
-        _die("an API key is needed: --api-key or COPYLEDGER_API_KEY")
+        _need_key()
     if transfer_type not in TRANSFER_TYPES:
         _die(f"--type: one of {', '.join(TRANSFER_TYPES)}")
     terms_sha = hash_file(terms).sha256 if terms is not None else None
@@ -893,7 +966,7 @@ def _pin_hint(as_json: bool, pinned: bool) -> None:
 def _answer(offer_seq: int, what: str, note: str | None, server: str, api_key: str | None,
             trust: list[str] | None, as_json: bool) -> None:
     if not api_key:
-        _die("an API key is needed: --api-key or COPYLEDGER_API_KEY")
+        _need_key()
     with _client(server, api_key, trust, 60) as client:
         send = client.accept_offer if what == "accept" else client.withdraw_offer
         rc, pinned = _write(client, partial(send, offer_seq, note), what)
@@ -961,7 +1034,7 @@ def history(
         out.print(f"  [yellow]pending offer seq {pending['seq']}: assignment to {pending['to']}, "
                   f"awaiting acceptance (copyledger transfer accept {pending['seq']}); "
                   f"{pending['from']} holds the work until then[/yellow]")
-    t = Table("seq", "kind", "what", "holder after", "received at")
+    t = Table(*map(tr, ("seq", "kind", "what", "holder after", "received at")))
     for link in h["links"]:
         t.add_row(str(link["seq"]), link["kind"], _link_text(link["kind"], link["entry"]),
                   link["holder_after"], link["entry"]["received_at"])
@@ -1039,7 +1112,7 @@ def _file_claim(notice_type: str, source: Path | None, fields: dict[str, Any],
                 server: str, api_key: str | None, trust: list[str] | None,
                 as_json: bool) -> None:
     if not api_key:
-        _die("an API key is needed: --api-key or COPYLEDGER_API_KEY")
+        _need_key()
     body = _claim_body(notice_type, source, fields)
     kind = notice_type.replace("_", "-")
     with _client(server, api_key, trust, 60) as client:
@@ -1184,7 +1257,8 @@ def claim_show(
     works = ", ".join(str(w.get("seq", w.get("sha256"))) for w in ent.get("works") or []) or "-"
     out.print(f"claim {seq}: {ent['notice_type']} ({ent['regime']}) by {ent['claimant']['name']}, "
               f"works {works}")
-    t = Table("seq", "type", "regime", "claimant", "registrant", "received at")
+    t = Table(*map(tr, ("seq", "type", "regime", "claimant", "registrant",
+                   "received at")))
     for x in c["timeline"]:
         t.add_row(str(x["seq"]), x["notice_type"], x["regime"], x["claimant"], x["registrant"],
                   x["received_at"])
@@ -1255,7 +1329,7 @@ def audit(
     show = not as_json and sys.stderr.isatty()
     with Progress(TextColumn("auditing"), BarColumn(), TextColumn("{task.completed} entries"),
                   console=err, disable=not show, transient=True) as prog:
-        task = prog.add_task("audit", total=None)
+        task = prog.add_task(tr("audit"), total=None)
         with _domain_errors_exit():
             rep = audit_registry(_settings(data_dir, database),
                                  on_start=lambda total: prog.update(task, total=total),
@@ -1291,7 +1365,7 @@ def tiles_export(
     show = not as_json and sys.stderr.isatty()
     with Progress(TextColumn("exporting"), BarColumn(), TextColumn("{task.completed}/{task.total}"
                   " files"), console=err, disable=not show, transient=True) as prog:
-        task = prog.add_task("export", total=None)
+        task = prog.add_task(tr("export"), total=None)
         with _domain_errors_exit():
             rep = export_registry(_settings(data_dir, database), directory,
                                   on_start=lambda total: prog.update(task, total=total),
@@ -1409,19 +1483,20 @@ def verify(
                  Status.SKIPPED: "[yellow]–[/yellow]", Status.NOT_CHECKED: "[dim]·[/dim]"}
         for st in rep.steps:
             detail = f"\n    {st.detail}" if st.detail else ""
-            out.print(f"{marks[st.status]} {st.title}{detail}")
+            out.print(f"{marks[st.status]} {tr(st.title)}{detail}")
         for line in _trust_lines(rep.facts):
             out.print(line, markup=False, soft_wrap=True)
         if rep.ok and rep.trust == "pinned":
-            out.print("[green bold]VERIFIED[/green bold]")
+            out.print(tr("[green bold]VERIFIED[/green bold]"))
         elif rep.ok:
-            out.print("[yellow bold]CONSISTENT, NOT TIED TO A KNOWN LOG[/yellow bold]: the bundle "
-                      "was checked only against the log key it carries itself, so any log could "
-                      "have produced it; pin the registry's published key with --trust")
+            out.print(tr("[yellow bold]CONSISTENT, NOT TIED TO A KNOWN LOG[/yellow bold]: the "
+                         "bundle was checked only against the log key it carries itself, so any "
+                         "log could have produced it; pin the registry's published key with "
+                         "--trust"))
         else:
             failed = rep.failed
-            out.print(f"[red bold]NOT VERIFIED[/red bold]: step '{failed.name if failed else '?'}' "
-                      "failed")
+            out.print(tr("[red bold]NOT VERIFIED[/red bold]: step '{step}' failed").format(
+                step=failed.name if failed else "?"))
     if not rep.ok:
         raise typer.Exit(1)
     if rep.trust != "pinned" and not allow_unpinned:
@@ -1432,27 +1507,33 @@ def _trust_lines(facts: dict[str, Any]) -> list[str]:
     """What the checks rested on: the trust anchors (pinned or taken from the bundle, with full
     SHA-256 fingerprints) and which time sources are independent of the operator."""
     lines = []
+    how = {True: tr("pinned"), False: tr("taken from the bundle, NOT pinned")}
     for k in facts.get("log_keys", []):
-        how = "pinned" if k["pinned"] else "taken from the bundle, NOT pinned"
-        lines.append(f"log key ({how}): {k['verifier_key']}\n    SHA-256 {k['sha256']}")
+        lines.append(tr("log key ({how}): {key}").format(how=how[bool(k["pinned"])],
+                                                         key=k["verifier_key"])
+                     + f"\n    SHA-256 {k['sha256']}")
     for k in facts.get("sm2_keys", []):
-        how = "pinned" if k["pinned"] else "taken from the bundle, NOT pinned"
-        lines.append(f"SM2 key ({how}): {k['verifier_key']}\n    SHA-256 {k['sha256']}")
+        lines.append(tr("SM2 key ({how}): {key}").format(how=how[bool(k["pinned"])],
+                                                         key=k["verifier_key"])
+                     + f"\n    SHA-256 {k['sha256']}")
     for r in facts.get("tsa_roots", []):
-        how = "pinned" if r["pinned"] else "taken from the bundle, NOT pinned"
-        lines.append(f"TSA root ({how}): {r['subject']}\n    SHA-256 {r['sha256']}")
+        lines.append(tr("TSA root ({how}): {subject}").format(how=how[bool(r["pinned"])],
+                                                              subject=r["subject"])
+                     + f"\n    SHA-256 {r['sha256']}")
     for r in facts.get("sm2_tsa_roots", []):
-        how = "pinned" if r["pinned"] else "taken from the bundle, NOT pinned"
-        lines.append(f"SM2 TSA root ({how}): SHA-256 {r['sha256']}")
+        lines.append(tr("SM2 TSA root ({how})").format(how=how[bool(r["pinned"])])
+                     + f": SHA-256 {r['sha256']}")
     if "time_sources" in facts:
         independent = [t for t in facts["time_sources"] if t["independent"]]
-        lines.append("time sources independent of the operator: "
-                     + ("; ".join(f"{t['tsa_certificate']} at {t['gen_time']}"
-                                  for t in independent) or "none"))
+        at = tr("{tsa} at {when}")
+        lines.append(tr("time sources independent of the operator: {sources}").format(
+            sources="; ".join(at.format(tsa=t["tsa_certificate"], when=t["gen_time"])
+                              for t in independent) or tr("none")))
     if "title_chain" in facts:  # set only by a title step that held
         t = facts["title_chain"]
-        lines.append(f"holder (verified chain of title of work {t['work_seq']}, as of tree size "
-                     f"{t['tree_size']}): {t['holder']}")
+        lines.append(tr("holder (verified chain of title of work {seq}, as of tree size "
+                        "{size}): {holder}").format(seq=t["work_seq"], size=t["tree_size"],
+                                                    holder=t["holder"]))
     return lines
 
 

@@ -888,6 +888,7 @@ class ClaimCheck(_Part):
     caveats: tuple[str, ...]
     index_ready: bool
     fingerprinted: tuple[str, ...] | None = None
+    caveat_codes: tuple[str, ...] | None = None  # one per caveat, stable in every language
     checked_at: str
     tree_size: int
     origin: str
@@ -910,6 +911,7 @@ class ClaimCheck(_Part):
             claims=r.objects("claims", CheckClaim._read) or (),
             caveats=r.strings("caveats") or (), index_ready=r.get("index_ready", bool),
             fingerprinted=r.strings("fingerprinted", required=False),
+            caveat_codes=r.strings("caveat_codes", required=False),
             checked_at=r.get("checked_at", str), tree_size=r.get("tree_size", int),
             origin=r.get("origin", str), signature=r.get("signature", str),
         )

@@ -8,6 +8,29 @@ maps each class to a status and an RFC 9457 problem type in one table
 from __future__ import annotations
 
 
+class Said(str):
+    """A detail built from a template with named values: it reads as the English sentence, and
+    keeps `template` and `values` so a reader's language can say it (the catalogue holds the
+    template, filled in after the lookup; decision D50). Make one with `said`."""
+
+    template: str
+    values: dict[str, object]
+
+    def __new__(cls, template: str, /, **values: object) -> Said:
+        self = super().__new__(cls, template.format(**values))
+        self.template, self.values = template, values
+        return self
+
+    def __getnewargs_ex__(self) -> tuple[tuple[str], dict[str, object]]:
+        return (self.template,), self.values
+
+
+def said(template: str, /, **values: object) -> Said:
+    """`template` filled with `values`, translatable as a whole: `said("no entry {seq}",
+    seq=12)`. The template is the msgid; values are never translated."""
+    return Said(template, **values)
+
+
 class CopyledgerError(Exception):
     """Base class: `detail` is the human message; `extra` holds machine-readable members (for
     example `errors`, a list of every bad field). `internal` is what only the operator may see

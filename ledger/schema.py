@@ -130,3 +130,14 @@ idempotency_keys = Table(
 
 APPEND_ONLY = ("entries", "merkle_nodes", "blocks", "block_timestamps", "entry_links",
                "cosignatures")
+
+# Who stands behind an account id, as the operator states it (D50): shown beside the id on
+# certificates and pages, never written into the log. One row per account that has a profile.
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("account", String(64), primary_key=True),
+    Column("display_name", String(200), nullable=False),
+    Column("kind", String(16), nullable=False),  # "person" or "organisation"
+    Column("updated_at", String(40), nullable=False),
+)

@@ -32,7 +32,7 @@ from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
 from copyledger.ledger import merkle
 from copyledger.ledger.block import BlockHeader
-from copyledger.ledger.errors import Conflict, NotFound
+from copyledger.ledger.errors import Conflict, NotFound, said
 from copyledger.ledger.links import Link
 from copyledger.ledger.schema import (
     block_timestamps,
@@ -184,7 +184,7 @@ class Store:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.close()
-            raise Conflict(f"another process is already sequencing {db}") from None
+            raise Conflict(said("another process is already sequencing {db}", db=db)) from None
         self._lock_file = f
 
     def release_sequencer_lock(self) -> None:
@@ -244,7 +244,8 @@ class Store:
                         [(h.height, tsa, token) for tsa, token in timestamps],
                     )
         except SAIntegrityError as e:
-            raise Conflict(f"block {h.height} conflicts with stored rows (another writer?)") from e
+            raise Conflict(said("block {height} conflicts with stored rows (another writer?)",
+                                height=h.height)) from e
 
     def _insert_sql(self, table: str, cols: Sequence[str]) -> str:
         mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
@@ -269,7 +270,7 @@ class Store:
         try:
             return [got[i] for i in ids]
         except KeyError as e:
-            raise NotFound(f"stored Merkle hash {e.args[0]} is missing") from None
+            raise NotFound(said("stored Merkle hash {index} is missing", index=e.args[0])) from None
 
     def read_node_range(self, level: int, lo: int, hi: int) -> dict[int, bytes]:
         """Stored hashes at `level` with lo <= idx < hi, in one query (the audit; a tile)."""
@@ -299,7 +300,7 @@ class Store:
         with self.engine.connect() as conn:
             r = conn.execute(select(entries).where(entries.c.seq == seq)).first()
         if r is None:
-            raise NotFound(f"no entry with seq {seq}")
+            raise NotFound(said("no entry with seq {seq}", seq=seq))
         return _entry(r)
 
     def _pages(self, table: Table, key: str, start: int, chunk: int) -> Iterator[Sequence[Any]]:
@@ -331,7 +332,7 @@ class Store:
                 got += [_entry(r) for r in conn.execute(q)]
         if len(got) != len(wanted):
             missing = sorted(set(wanted) - {r.seq for r in got})[0]
-            raise NotFound(f"no entry with seq {missing}")
+            raise NotFound(said("no entry with seq {missing}", missing=missing))
         return got
 
     def search_sha256(
@@ -418,7 +419,7 @@ class Store:
         with self.engine.connect() as conn:
             r = conn.execute(select(blocks).where(blocks.c.height == height)).first()
         if r is None:
-            raise NotFound(f"no block at height {height}")
+            raise NotFound(said("no block at height {height}", height=height))
         return _block(r)
 
     def get_blocks(self, lo: int, hi: int) -> list[BlockRow]:

@@ -1,6 +1,6 @@
 """Operator tasks on a data directory, with or without a server running on it: API keys,
-erasing a claimant's contact details, and the audit. The CLI's `keys`, `claim erase-contact`
-and `audit` commands are thin adapters over these."""
+accounts' display names, erasing a claimant's contact details, and the audit. The CLI's
+`keys`, `accounts`, `claim erase-contact` and `audit` commands are thin adapters over these."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from copyledger.ledger.audit import AuditReport, AuditState, audit
-from copyledger.ledger.errors import CopyledgerError, InvalidInput
+from copyledger.ledger.errors import CopyledgerError, InvalidInput, said
 from copyledger.ledger.store import Store
 from copyledger.notary.sm2_tsa import SM2_ROOT_FILE
-from copyledger.service import apikeys, contacts
+from copyledger.service import accounts, apikeys, contacts
+from copyledger.service.accounts import Profile
 from copyledger.service.apikeys import KeyRow
 from copyledger.service.node import all_verifier_keys, open_store, tsa_roots_pem
 from copyledger.service.settings import Settings
@@ -45,6 +46,17 @@ def revoke_key(s: Settings, key_id: int) -> KeyRow:
     """Revoke a key; running servers refuse it within `apikeys.RECHECK_S` seconds."""
     with _store(s) as store:
         return apikeys.revoke_key(store, key_id)
+
+
+def set_account(s: Settings, account: str, display_name: str, kind: str) -> Profile:
+    """State who stands behind an account (`service.accounts.set_profile`)."""
+    with _store(s) as store:
+        return accounts.set_profile(store, account, display_name, kind)
+
+
+def show_account(s: Settings, account: str) -> Profile:
+    with _store(s) as store:
+        return accounts.profile(store, account)
 
 
 def erase_claim_contact(s: Settings, seq: int) -> dict[str, Any]:
@@ -98,7 +110,8 @@ def _load_state(path: Path) -> AuditState | None:
     try:
         return AuditState.from_dict(json.loads(raw))
     except (ValueError, CopyledgerError):
-        raise InvalidInput(f"{path} is not an audit state; delete it to audit everything") \
+        raise InvalidInput(said("{path} is not an audit state; delete it to audit everything",
+                                path=path)) \
             from None
 
 

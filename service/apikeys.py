@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 
 from copyledger.ledger.entry import utc_now, valid_registrant
-from copyledger.ledger.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from copyledger.ledger.errors import Forbidden, InvalidInput, NotFound, Unauthorized, said
 from copyledger.ledger.schema import api_keys
 from copyledger.ledger.store import Store
 
@@ -59,7 +59,8 @@ def key_hash(key: str) -> bytes:
 def create_key(store: Store, role: str, account: str) -> tuple[str, KeyRow]:
     """Create a key; return the secret (never stored) and its row."""
     if role not in ROLES:
-        raise InvalidInput(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+        raise InvalidInput(said("role must be one of {roles}, not {role}", roles=", ".join(ROLES),
+                                role=repr(role)))
     if not valid_registrant(account):  # the account is what entries record as registrant
         raise InvalidInput("account must be 1-64 characters from A-Z, a-z, 0-9, '.', '_', '-'")
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
@@ -91,7 +92,7 @@ def revoke_key(store: Store, key_id: int) -> KeyRow:
                      .values(revoked_at=utc_now()))
         r = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).first()
     if r is None:
-        raise NotFound(f"no API key with id {key_id}")
+        raise NotFound(said("no API key with id {key_id}", key_id=key_id))
     return _row(r)
 
 
@@ -150,5 +151,6 @@ class KeyCache:
 def authorize(p: Principal, roles: tuple[str, ...]) -> Principal:
     """`p` itself, if its role is one of `roles` (admin may do anything)."""
     if p.role != "admin" and p.role not in roles:
-        raise Forbidden(f"a {p.role} key may not do this; needs one of: {', '.join(roles)}")
+        raise Forbidden(said("a {role} key may not do this; needs one of: {roles}", role=p.role,
+                             roles=", ".join(roles)))
     return p

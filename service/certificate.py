@@ -16,6 +16,7 @@ import html
 import io
 import json
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +34,8 @@ from copyledger.ledger.entry import parse_timestamp
 from copyledger.ledger.errors import CopyledgerError
 from copyledger.ledger.sm2_timestamp import verify_sm2_token
 from copyledger.ledger.timestamp import verify_token
-from copyledger.service.dates import human_time
+from copyledger.service import accounts
+from copyledger.service.dates import ZONES, both_times, human_time, zone
 from copyledger.service.i18n import DEFAULT, gettext
 
 __all__ = ["Deposit", "Facts", "certificate_html", "certificate_pdf", "deposit",
@@ -102,6 +104,9 @@ class Facts:
     verifier_keys: list[str]
     stamps: list[Stamp] = field(default_factory=list)
     witnesses: list[tuple[str, str]] = field(default_factory=list)  # (witness, what it signed)
+    registrant_name: str = ""  # the operator's statement of who the account is (D50), or ""
+    registrant_kind: str = ""  # "person" or "organisation", with the name
+    zone: str = "UTC"  # the viewer's time zone, for the time lines
 
 
 WITNESS_NOTE = ("Witnesses are independent parties that cosign a checkpoint only if it extends "
@@ -111,10 +116,12 @@ WITNESS_NOTE = ("Witnesses are independent parties that cosign a checkpoint only
                 "copyledger verify --witness <key>.")
 
 
-def facts(bundle: dict[str, Any], lang: str = DEFAULT) -> Facts:
+def facts(bundle: dict[str, Any], lang: str = DEFAULT,
+          profile: Mapping[str, str] | None = None, tz: str | None = None) -> Facts:
     """Pick the certificate's facts out of a bundle (the server's own, so shape is trusted;
     content is not: every string may be anything a registrant typed). Labels stay English
-    msgids (`N_`), translated where shown; values in words are in `lang`."""
+    msgids (`N_`), translated where shown; values in words are in `lang`. `profile` is the
+    registrant account's display name and kind (`service.accounts`), `tz` the viewer's zone."""
     entry = bundle["entry"]
     block = bundle["block"]
     cp = note.parse_checkpoint(note.parse_note(bundle["checkpoint"]).text)
@@ -137,7 +144,23 @@ def facts(bundle: dict[str, Any], lang: str = DEFAULT) -> Facts:
         verifier_keys=[str(k["verifier_key"]) for k in bundle["notary"]["log_keys"]],
         stamps=[_stamp(bundle, i, lang) for i in range(len(bundle["timestamps"]))],
         witnesses=_witnesses(bundle, lang),
+        registrant_name=str((profile or {}).get("display_name", "")),
+        registrant_kind=str((profile or {}).get("kind", "")),
+        zone=zone(lang, tz),
     )
+
+
+def _registrant(f: Facts, lang: str) -> str:
+    """The account id, with the operator's statement of who it is when there is one."""
+    return accounts.beside(f.registrant, {"display_name": f.registrant_name,
+                                          "kind": f.registrant_kind}, lang)
+
+
+def _times_note(f: Facts, lang: str) -> str:
+    if f.zone == "UTC":
+        return _t(lang, TEXT["all_times_utc"])
+    return _t(lang, "Times are given in {zone} and in UTC (Coordinated Universal Time).").format(
+        zone=_t(lang, ZONES.get(f.zone, f.zone)))
 
 
 def _witnesses(bundle: dict[str, Any], lang: str) -> list[tuple[str, str]]:
@@ -400,12 +423,12 @@ def _judge(f: Facts, lang: str = DEFAULT) -> dict[str, Any]:
     what += [(t["fingerprint"], f.hashes[0][1])] + [r for r in f.hashes[1:]
                                                      if r[0] in ("Size", "Media type")]
     who = [
-        (t["registered_by"], f.registrant),
-        (t["registered_on"], human_time(f.received_at, lang)),
-        (t["timestamp"], t["timestamp_by"].format(when=human_time(stamp.gen_time, lang),
+        (t["registered_by"], _registrant(f, lang)),
+        (t["registered_on"], both_times(f.received_at, lang, f.zone)),
+        (t["timestamp"], t["timestamp_by"].format(when=both_times(stamp.gen_time, lang, f.zone),
                                                   authority=authority)
          if stamp is not None else t["timestamp_none"]),
-        (t["sealed_on"], t["sealed_text"].format(when=human_time(f.sealed_at, lang),
+        (t["sealed_on"], t["sealed_text"].format(when=both_times(f.sealed_at, lang, f.zone),
                                                  height=f.block_height)),
     ]
     quote = _t(lang, '"{who}"').format(who=f.registrant)
@@ -605,11 +628,12 @@ def _rows(rows: list[tuple[str, str]], mono: frozenset[str] = frozenset()) -> st
                    f"<td{cls if k in mono else ''}>{_e(v)}</td></tr>" for k, v in rows)
 
 
-def certificate_html(bundle: dict[str, Any], verify_url: str, lang: str = DEFAULT) -> str:
+def certificate_html(bundle: dict[str, Any], verify_url: str, lang: str = DEFAULT,
+                     profile: Mapping[str, str] | None = None, tz: str | None = None) -> str:
     """The certificate as one self-contained HTML page (no scripts, no external resources):
     first what a judge reads, in words; then, from a new printed page, the expert's detail.
     In `lang`; the values (names, hashes, keys, commands) as recorded."""
-    f = facts(bundle, lang)
+    f = facts(bundle, lang, profile, tz)
     t = _text(lang)
     j = _judge(f, lang)
     qr = base64.b64encode(qr_png(verify_url)).decode()
@@ -623,7 +647,7 @@ def certificate_html(bundle: dict[str, Any], verify_url: str, lang: str = DEFAUL
         f"<h4>{_e(h)}</h4><p>{_e(text)}</p>"
         + (f"<pre>{_e(chr(10).join(cmds))}</pre>" if cmds else "")
         for h, text, cmds in _instructions(f, bundle, verify_url, lang))
-    registration = _labels([(N_("Registrant"), f.registrant),
+    registration = _labels([(N_("Registrant"), _registrant(f, lang)),
                             (N_("Registered at"), f.received_at), (N_("Log"), f.origin),
                             (N_("Entry number (seq)"), str(f.seq)), *f.described], lang)
     block = _labels([(N_("Block height"), str(f.block_height)), (N_("Block hash"), f.block_hash),
@@ -658,7 +682,7 @@ alt="{_e(t["qr_alt"].format(url=verify_url))}"><br>
 <h2>{_e(t["check"])}</h2>
 <p>{_e(t["check_text"].format(url=verify_url))}</p>
 <p>{_e(t["verify_at"])} <a href="{_e(verify_url)}">{_e(verify_url)}</a></p>
-<p class="note">{_e(t["all_times_utc"])}</p>
+<p class="note">{_e(_times_note(f, lang))}</p>
 </section>
 <section class="expert" aria-labelledby="expert-h">
 <h2 id="expert-h">{_e(t["for_expert"])}</h2><p>{_e(t["expert_intro"])}</p>
@@ -773,7 +797,8 @@ class _Pdf(FPDF):
             self.set_xy(self.l_margin, y + h)
 
 
-def certificate_pdf(bundle: dict[str, Any], verify_url: str, lang: str = DEFAULT) -> bytes:
+def certificate_pdf(bundle: dict[str, Any], verify_url: str, lang: str = DEFAULT,
+                    profile: Mapping[str, str] | None = None, tz: str | None = None) -> bytes:
     """The certificate as a PDF (A4), in `lang`: page 1 for a judge (the QR code, what was
     registered, by whom, when, what it proves and does not, in words), page 2 on for an expert
     (the exact values, signatures and how to check them).
@@ -782,13 +807,14 @@ def certificate_pdf(bundle: dict[str, Any], verify_url: str, lang: str = DEFAULT
     with DejaVu), which only the cyclic collector frees; `serve` runs it rarely (young objects
     in bulk, D47), so they are collected here, once the document is out."""
     try:
-        return _certificate_pdf(bundle, verify_url, lang)
+        return _certificate_pdf(bundle, verify_url, lang, profile, tz)
     finally:
         gc.collect()
 
 
-def _certificate_pdf(bundle: dict[str, Any], verify_url: str, lang: str) -> bytes:
-    f = facts(bundle, lang)
+def _certificate_pdf(bundle: dict[str, Any], verify_url: str, lang: str,
+                     profile: Mapping[str, str] | None, tz: str | None) -> bytes:
+    f = facts(bundle, lang, profile, tz)
     t, j = _text(lang), _judge(f, lang)
     pdf = _Pdf(lang)
     missing = pdf.cover(json.dumps(dataclasses.asdict(f), ensure_ascii=False) + verify_url)
@@ -838,7 +864,7 @@ def _certificate_pdf(bundle: dict[str, Any], verify_url: str, lang: str) -> byte
             pdf.para(f"\u2022 {_t(lang, x)}" if pdf.unicode else f"- {x}", 9)
     pdf.heading(t["check"])
     pdf.para(t["check_text"].format(url=verify_url), 9)
-    pdf.para(t["all_times_utc"], 8)
+    pdf.para(_times_note(f, lang), 8)
 
     # Page 2 on, for an expert: the exact values, signatures and commands.
     pdf.add_page()
@@ -846,7 +872,8 @@ def _certificate_pdf(bundle: dict[str, Any], verify_url: str, lang: str) -> byte
     pdf.para(t["expert_intro"], 9)
     _deposit_pdf(pdf, deposit(bundle, f, lang), lang)
     pdf.heading(_t(lang, "Registration"))
-    pdf.rows(_labels([(N_("Registrant"), f.registrant), (N_("Registered at"), f.received_at),
+    pdf.rows(_labels([(N_("Registrant"), _registrant(f, lang)),
+                      (N_("Registered at"), f.received_at),
                       (N_("Entry number (seq)"), str(f.seq)), *f.described], lang))
     pdf.heading(_t(lang, "Content"))
     pdf.rows(_labels(f.hashes, lang), mono)

@@ -10,35 +10,64 @@ from copyledger.ledger import claims as claims_mod
 from copyledger.ledger import entry as entry_mod
 from copyledger.ledger import fingerprint as fp
 from copyledger.ledger import jcs, links
-from copyledger.ledger.errors import InvalidInput, NotFound
+from copyledger.ledger.errors import InvalidInput, NotFound, said
 from copyledger.ledger.store import EntryRow
 from copyledger.matching.scoring import compare, geometric_candidates
 from copyledger.notary.signer import sign_note
+from copyledger.service.i18n import DEFAULT, gettext
 from copyledger.service.inputs import CheckIn
 from copyledger.service.node import Node
 from copyledger.service.title import _parsed, claim_entry, load_title
 
-CAVEATS = [
-    "The registry proves who registered which content and when, as the operator authenticated "
-    "them; it does not prove ownership of copyright.",
-    "An earlier registration by someone else is evidence of priority, not of infringement.",
-    "Perceptual hashes (PDQ, pHash, MinHash) survive re-encoding, resizing, recolouring and "
-    "light edits; with the disputed image's PDQ views and ORB keypoints, mirroring, rotation, "
-    "borders, crops to half the area and screenshots are found too, each match explained. A "
-    "'none' verdict does not prove the content is different.",
-    "Fingerprints supplied by a client are taken as given; upload the file to have them "
-    "computed by the server.",
-]
-MEDIA_CAVEATS = [
-    "Audio is matched by Chromaprint over the aligned overlap: it survives re-encoding, volume "
-    "changes, noise and resampling, but not pitch or tempo changes, and needs about 15 s of "
-    "the work; a cover version or a remix is not the same recording and is not found.",
-    "Video is matched frame by frame (PDQ of one frame a second, borders trimmed): it survives "
-    "re-encoding, resizing, letterboxing and crops of up to about 15 %, but not mirroring, "
-    "picture-in-picture or heavy overlays. Only the first minutes of a long work are in its "
-    "fingerprint (the 16 KiB entry limit); time ranges are accurate to about a second.",
-]
+# Each caveat has a stable code: the signed answer carries the English text (what it always
+# said) and the codes beside it (`caveat_codes`), so a client shows a caveat in its reader's
+# language from the code, and what is signed is the same whoever asks (D50).
+CAVEAT_TEXT = {
+    "not-ownership":
+        "The registry proves who registered which content and when, as the operator "
+        "authenticated them; it does not prove ownership of copyright.",
+    "priority-not-infringement":
+        "An earlier registration by someone else is evidence of priority, not of infringement.",
+    "perceptual-limits":
+        "Perceptual hashes (PDQ, pHash, MinHash) survive re-encoding, resizing, recolouring and "
+        "light edits; with the disputed image's PDQ views and ORB keypoints, mirroring, "
+        "rotation, borders, crops to half the area and screenshots are found too, each match "
+        "explained. A 'none' verdict does not prove the content is different.",
+    "client-fingerprints":
+        "Fingerprints supplied by a client are taken as given; upload the file to have them "
+        "computed by the server.",
+    "audio":
+        "Audio is matched by Chromaprint over the aligned overlap: it survives re-encoding, "
+        "volume changes, noise and resampling, but not pitch or tempo changes, and needs about "
+        "15 s of the work; a cover version or a remix is not the same recording and is not "
+        "found.",
+    "video":
+        "Video is matched frame by frame (PDQ of one frame a second, borders trimmed): it "
+        "survives re-encoding, resizing, letterboxing and crops of up to about 15 %, but not "
+        "mirroring, picture-in-picture or heavy overlays. Only the first minutes of a long work "
+        "are in its fingerprint (the 16 KiB entry limit); time ranges are accurate to about a "
+        "second.",
+    "index-rebuilding":
+        "The near-duplicate index is still being rebuilt after a restart: only exact (SHA-256) "
+        "matches were checked. Ask again shortly.",
+    "exact-only":
+        "No perceptual fingerprint of the disputed content was given or could be computed (it "
+        "is not an image, text, audio or video this registry fingerprints): only exact "
+        "(SHA-256) matches were checked.",
+}
+BASE_CODES = ("not-ownership", "priority-not-infringement", "perceptual-limits",
+              "client-fingerprints")
+MEDIA_CODES = ("audio", "video")
+CAVEATS = [CAVEAT_TEXT[c] for c in BASE_CODES]
+MEDIA_CAVEATS = [CAVEAT_TEXT[c] for c in MEDIA_CODES]
 """Added to a claim check whose disputed content has audio or video fingerprints."""
+
+
+def caveat_text(code: str, lang: str = DEFAULT) -> str | None:
+    """A caveat's words in `lang`, from its code (None for a code this version does not know:
+    a newer server's; the client then shows the English text the answer carries)."""
+    text = CAVEAT_TEXT.get(code)
+    return None if text is None else gettext(lang, text)
 
 
 def claim_timeline(node: Node, seq: int) -> dict[str, Any]:
@@ -112,7 +141,8 @@ def check_claim(node: Node, q: CheckIn) -> dict[str, Any]:
         except NotFound:
             work_row = None
         if work_row is not None and work_row.kind != "work":
-            raise InvalidInput(f"work_seq: entry {q.work_seq} is a {work_row.kind}, not a work")
+            raise InvalidInput(said("work_seq: entry {work_seq} is a {kind}, not a work",
+                                    work_seq=q.work_seq, kind=work_row.kind))
     else:
         assert q.work_sha256 is not None
         if not entry_mod.valid_sha256(q.work_sha256):
@@ -129,20 +159,17 @@ def check_claim(node: Node, q: CheckIn) -> dict[str, Any]:
             matches.append({"seq": r.seq, "algorithm": "sha256", "distance": 0,
                            "threshold": 0, "verdict": "match"})
     index = node.index
-    caveats = list(CAVEATS)
+    codes = list(BASE_CODES)
     if fps:
         if not index.ready:
-            caveats.insert(0, "The near-duplicate index is still being rebuilt after a restart: "
-                           "only exact (SHA-256) matches were checked. Ask again shortly.")
+            codes.insert(0, "index-rebuilding")
         matches += [c.to_json() for c in index.search(fps)]
         if "orb" in fps:
             matches += _geometric(node, fps["orb"], work_row, matches)
         if "chromaprint" in fps or "vpdq" in fps:
-            caveats += MEDIA_CAVEATS
+            codes += MEDIA_CODES
     else:
-        caveats.insert(0, "No perceptual fingerprint of the disputed content was given or could "
-                       "be computed (it is not an image, text, audio or video this registry "
-                       "fingerprints): only exact (SHA-256) matches were checked.")
+        codes.insert(0, "exact-only")
     matched_seqs = sorted({m["seq"] for m in matches})
     registrations = []
     for r in node.store.get_entries(matched_seqs):
@@ -178,7 +205,8 @@ def check_claim(node: Node, q: CheckIn) -> dict[str, Any]:
         "registrations": registrations,
         "matches": matches,
         "claims": claims_on_work,
-        "caveats": caveats,
+        "caveats": [CAVEAT_TEXT[c] for c in codes],
+        "caveat_codes": codes,
         "index_ready": index.ready,
         "fingerprinted": sorted(k for k in fps if k != "views"),
         "checked_at": entry_mod.utc_now(),

@@ -14,7 +14,7 @@ from typing import Any
 from copyledger.ledger import entry as entry_mod
 from copyledger.ledger import jcs, merkle
 from copyledger.ledger.contact import CONTACT_FIELDS, Disclosure, seal, split
-from copyledger.ledger.errors import Forbidden, InvalidInput, NotFound
+from copyledger.ledger.errors import Forbidden, InvalidInput, NotFound, said
 from copyledger.ledger.store import Store
 from copyledger.service.apikeys import Principal
 
@@ -30,7 +30,7 @@ def seal_claim(store: Store, entry: dict[str, Any]) -> dict[str, Any]:
         given = [k for k in _SET_BY_REGISTRY if k in claimant]
         if given:
             raise InvalidInput(
-                f"claimant.{given[0]}: set by the registry, not by the client",
+                said("claimant.{field}: set by the registry, not by the client", field=given[0]),
                 errors=[{"field": f"claimant.{k}", "message": "set by the registry"}
                         for k in given])
     entry_mod.validate(entry)
@@ -69,7 +69,7 @@ def _commitment(store: Store, seq: int) -> tuple[str, str | None]:
     was logged with none: before D32, or without contact details)."""
     row = store.get_entry(seq)
     if row.kind != "claim":
-        raise NotFound(f"entry {seq} is a {row.kind}, not a claim")
+        raise NotFound(said("entry {seq} is a {kind}, not a claim", seq=seq, kind=row.kind))
     claim = jcs.parse(row.data)
     assert isinstance(claim, dict) and isinstance(claim.get("claimant"), dict)
     found = claim["claimant"].get("contact_commitment")
@@ -85,14 +85,14 @@ def disclose(store: Store, who: Principal, seq: int) -> Disclosure:
     """The contact details of the claim at `seq`, with the salt that opens its commitment."""
     filed_by, commitment = _commitment(store, seq)
     if not may_see(who, filed_by):
-        raise Forbidden(f"only the platform account that filed claim {seq} and admins may see "
-                        "its claimant's contact details")
+        raise Forbidden(said("only the platform account that filed claim {seq} and admins "
+                             "may see its claimant's contact details", seq=seq))
     if commitment is None:
-        raise NotFound(f"claim {seq} has no contact details kept off the log (none were given, "
-                       "or it was logged before they were)")
+        raise NotFound(said("claim {seq} has no contact details kept off the log (none "
+                            "were given, or it was logged before they were)", seq=seq))
     kept = store.get_contact(commitment)
     if kept is None:
-        raise NotFound(f"the contact details of claim {seq} were erased")
+        raise NotFound(said("the contact details of claim {seq} were erased", seq=seq))
     salt, contact = kept
     return Disclosure(seq, salt, json.loads(contact), commitment)
 
@@ -102,8 +102,9 @@ def erase(store: Store, seq: int) -> dict[str, Any]:
     in the log, which stays verifiable; without the salt it proves nothing about anyone."""
     _, commitment = _commitment(store, seq)
     if commitment is None:
-        raise NotFound(f"claim {seq} has no contact details kept off the log (none were given, "
-                       "or it was logged before they were: the log cannot be changed)")
+        raise NotFound(said("claim {seq} has no contact details kept off the log (none "
+                            "were given, or it was logged before they were: the log "
+                            "cannot be changed)", seq=seq))
     if not store.delete_contact(commitment):
-        raise NotFound(f"the contact details of claim {seq} were already erased")
+        raise NotFound(said("the contact details of claim {seq} were already erased", seq=seq))
     return {"seq": seq, "erased": True, "commitment": commitment}

@@ -13,9 +13,9 @@ from typing import Any
 
 from copyledger.ledger import jcs
 from copyledger.ledger.entry import valid_sha256
-from copyledger.ledger.errors import InvalidInput, NotFound
+from copyledger.ledger.errors import InvalidInput, NotFound, said
 from copyledger.ledger.store import BlockRow, EntryRow
-from copyledger.service import claims, reads, title
+from copyledger.service import accounts, claims, reads, title
 from copyledger.service.dates import human_time
 from copyledger.service.node import Node
 
@@ -28,7 +28,7 @@ def _rows(limit: int | None) -> int:
     if limit is None:
         return ROWS
     if not 1 <= limit <= MAX_ROWS:
-        raise InvalidInput(f"limit: between 1 and {MAX_ROWS}",
+        raise InvalidInput(said("limit: between 1 and {MAX_ROWS}", MAX_ROWS=MAX_ROWS),
                            errors=[{"field": "limit", "message": f"1 to {MAX_ROWS}"}])
     return limit
 
@@ -119,6 +119,7 @@ def entry_view(node: Node, seq: int, after: int = -1) -> dict[str, Any]:
     incoming = node.store.links_to(seq, MAX_ROWS + 1, after)
     shown = incoming[:MAX_ROWS]
     kinds = {r.seq: r for r in node.store.get_entries([s for s, _ in shown])}
+    profile = accounts.get_profile(node.store, row.registrant)
     return {
         **summary(row),
         "entry": jcs.parse(row.data),
@@ -128,6 +129,7 @@ def entry_view(node: Node, seq: int, after: int = -1) -> dict[str, Any]:
         "links_out": out,
         "links_in": [{"rel": rel, **summary(kinds[s])} for s, rel in shown],
         "links_in_more": shown[-1][0] if len(incoming) > MAX_ROWS else None,
+        "registrant_profile": profile.to_dict() if profile is not None else None,
     }
 
 
@@ -155,7 +157,7 @@ def find(node: Node, query: str, after: int | None, limit: int | None) -> dict[s
     if re.fullmatch(r"[0-9]{1,18}", q):
         seq = int(q)
         if seq >= node.sequencer.state.size:
-            raise NotFound(f"no entry with seq {seq}")
+            raise NotFound(said("no entry with seq {seq}", seq=seq))
         return {"query": q, "seq": seq}
     if not valid_sha256(q):
         raise InvalidInput("q: an entry number, or a SHA-256 of 64 hex characters",

@@ -20,7 +20,8 @@ from pathlib import Path
 from babel.messages.catalog import Catalog
 from babel.messages.pofile import read_po
 
-__all__ = ["DEFAULT", "LANGS", "catalogue", "gettext", "negotiate", "table"]
+__all__ = ["DEFAULT", "LANGS", "catalogue", "from_environment", "gettext", "negotiate", "say",
+           "table"]
 
 LOCALE_DIR = Path(__file__).resolve().parent / "locale"
 DOMAIN = "copyledger"
@@ -89,6 +90,30 @@ def _messages(lang: str) -> Mapping[str, str]:
 def gettext(lang: str, msgid: str) -> str:
     """`msgid` (English) in `lang`; English when it has no translation."""
     return _messages(lang).get(msgid, msgid) if lang != DEFAULT else msgid
+
+
+def say(lang: str, text: str) -> str:
+    """A detail in `lang`: a `said(...)` detail by its template, filled in after the lookup
+    (the values stay as given); any other string as a msgid."""
+    template = getattr(text, "template", None)
+    if template is None or lang == DEFAULT:
+        return gettext(lang, text)
+    values = getattr(text, "values", {})
+    try:
+        return gettext(lang, template).format(**values)
+    except (KeyError, IndexError, ValueError):  # a translation that lost a slot: say English
+        return str(text)
+
+
+def from_environment(environ: Mapping[str, str]) -> str:
+    """The language of a command line, from POSIX locale variables: the first of `LC_ALL`,
+    `LC_MESSAGES`, `LANG` that is set and not empty (`zh_CN.UTF-8` → zh-CN; `C`, `POSIX` and
+    anything we do not serve → English)."""
+    for name in ("LC_ALL", "LC_MESSAGES", "LANG"):
+        value = environ.get(name, "")
+        if value:
+            return pick(value.split(".", 1)[0].split("@", 1)[0]) or DEFAULT
+    return DEFAULT
 
 
 def table(lang: str, words: Mapping[str, str]) -> dict[str, str]:

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from copyledger.ledger import note
 from copyledger.ledger.block import BlockHeader
 from copyledger.ledger.bundle import NotaryKeys
-from copyledger.ledger.errors import InvalidInput, NotFound
+from copyledger.ledger.errors import InvalidInput, NotFound, said
 from copyledger.ledger.merkle import Consistency
 from copyledger.ledger.sequencer import Sequencer
 from copyledger.ledger.sm2_timestamp import TSA_LABEL as SM2_TSA_LABEL
@@ -89,8 +89,9 @@ def check_suite(s: Settings) -> None:
     key from its first block on, a standard one never gains one (D40)."""
     if s.verifier_key_path.exists() and s.sm2_verifier_key_path.exists() != s.sm_suite:
         fixed = "sm" if s.sm2_verifier_key_path.exists() else "standard"
-        raise InvalidInput(f"this registry's crypto suite is {fixed!r} and cannot change (the "
-                           f"settings say {s.crypto_suite!r}); use a new data directory")
+        raise InvalidInput(said("this registry's crypto suite is {fixed} and cannot change "
+                                "(the settings say {crypto_suite}); use a new data directory",
+                                fixed=repr(fixed), crypto_suite=repr(s.crypto_suite)))
     if s.sm_suite:
         if s.notary_url:
             raise InvalidInput("the SM suite needs the notary keys in this data directory: a "
@@ -140,7 +141,8 @@ def load_sm2_signer(s: Settings) -> Sm2Signer | None:
     if not s.sm_suite:
         return None
     if not s.sm2_key_path.exists():
-        raise NotFound(f"no SM2 key at {s.sm2_key_path}: run `copyledger init` first")
+        raise NotFound(said("no SM2 key at {sm2_key_path}: run `copyledger init` first",
+                            sm2_key_path=s.sm2_key_path))
     return Sm2Signer.load(s.origin, s.sm2_key_path, s.sm2_distid.encode(), _passphrase(s))
 
 
@@ -171,12 +173,14 @@ def open_notary(s: Settings) -> tuple[Signer, TimeStampAuthority, CheckpointGuar
 def connect_notary(s: Settings) -> RemoteNotary:
     token = os.environ.get(s.notary_token_env, "")
     if not token:
-        raise InvalidInput(f"--notary-url needs the notary's token in ${s.notary_token_env}")
+        raise InvalidInput(said("--notary-url needs the notary's token in ${notary_token_env}",
+                                notary_token_env=s.notary_token_env))
     notary = RemoteNotary(s.notary_url, token)
     if notary.name != s.origin:
         notary.close()
-        raise InvalidInput(f"the notary signs for {notary.name!r}, but this registry's origin "
-                           f"is {s.origin!r}: pass --origin {notary.name} at init")
+        raise InvalidInput(said("the notary signs for {name}, but this registry's origin is "
+                                "{origin}: pass --origin {name} at init",
+                                name=repr(notary.name), origin=repr(s.origin)))
     return notary
 
 
@@ -198,21 +202,23 @@ def check_origin(s: Settings) -> None:
         fixed = note.parse_verifier_key(read_verifier_key(s)).name
         if fixed != s.origin:
             raise InvalidInput(
-                f"this registry's origin is {fixed!r} and cannot change (the settings say "
-                f"{s.origin!r}); remove the origin override or use a new data directory"
+                said("this registry's origin is {fixed} and cannot change (the "
+                     "settings say {origin}); remove the origin override or use a "
+                     "new data directory", fixed=repr(fixed), origin=repr(s.origin))
             )
 
 
 def load_signer(s: Settings) -> Signer:
     if s.key_backend == "file" and not s.log_key_path.exists():
-        raise NotFound(f"no notary key at {s.log_key_path}: run `copyledger init` first")
+        raise NotFound(said("no notary key at {log_key_path}: run `copyledger init` first",
+                            log_key_path=s.log_key_path))
     return load_log_signer(key_config(s), s.origin, s.log_key_path, _passphrase(s))
 
 
 def read_verifier_key(s: Settings) -> str:
     p: Path = s.verifier_key_path
     if not p.exists():
-        raise NotFound(f"no verifier key at {p}: run `copyledger init` first")
+        raise NotFound(said("no verifier key at {p}: run `copyledger init` first", p=p))
     return trusted_text(p, s.data_dir).strip()
 
 
@@ -220,7 +226,8 @@ def open_store(s: Settings) -> Store:
     """The store of an initialised registry, as it is (no migration: `audit` only reads)."""
     if not s.database and not (s.data_dir / "ledger.sqlite3").exists():
         raise NotFound(
-            f"no registry in {s.data_dir}: run `copyledger init --data-dir {s.data_dir}`"
+            said("no registry in {data_dir}: run `copyledger init --data-dir "
+                 "{data_dir}`", data_dir=s.data_dir)
         )
     return Store.open(s.database_url, migrate_schema=False)
 
@@ -234,7 +241,8 @@ def tsa_roots_pem(s: Settings) -> bytes:
     of retired TSA certificates (for audit and bundles)."""
     path = s.tsa_dir / ROOT_FILE
     if not path.exists():
-        raise NotFound(f"no TSA root certificate at {path}: run `copyledger init` first")
+        raise NotFound(said("no TSA root certificate at {path}: run `copyledger init` "
+                            "first", path=path))
     return path.read_bytes() + "".join(r.tsa_root for r in retired_keys(s)).encode()
 
 
@@ -280,7 +288,8 @@ class Node:
         tsa: TimeStampAuthority | RemoteTSA,
     ) -> None:
         if signer.name != settings.origin:
-            raise InvalidInput(f"key name {signer.name!r} != origin {settings.origin!r}")
+            raise InvalidInput(said("key name {name} != origin {origin}",
+                                    name=repr(signer.name), origin=repr(settings.origin)))
         self.settings = settings
         self.store = store
         self.signer = signer
@@ -311,14 +320,15 @@ class Node:
                                "so that every external token is verified before it is kept")
         roots_path = Path(settings.external_tsa_roots) if settings.external_tsa_roots else None
         if roots_path is not None and not roots_path.is_file():
-            raise InvalidInput(f"external_tsa_roots: no such file {roots_path}")
+            raise InvalidInput(said("external_tsa_roots: no such file {roots_path}",
+                                    roots_path=roots_path))
         roots = roots_path.read_bytes() if roots_path is not None else None
         self.external = ExternalStamper(store, settings.external_tsa_urls, roots_pem=roots)
         self._external_roots = roots
         self.witnesses = [WitnessConfig(url, vkey) for url, vkey in settings.witness_list]
         if self.witnesses and not 1 <= settings.witness_quorum <= len(self.witnesses):
-            raise InvalidInput(f"witness_quorum must be 1..{len(self.witnesses)} (the number "
-                               f"of witnesses)")
+            raise InvalidInput(said("witness_quorum must be 1..{n} (the number of witnesses)",
+                                    n=len(self.witnesses)))
         self.cosigner = Cosigner(store, self.witnesses)
         self.index = LiveIndex()  # rebuilt from the log by `start_index`
         self.transfer_locks = KeyedLocks()  # work seq: one transfer per work at a time
@@ -397,7 +407,8 @@ class Node:
             if logged != s.origin:
                 store.close()
                 raise InvalidInput(
-                    f"the database holds log {logged!r}, not {s.origin!r}: wrong --database?"
+                    said("the database holds log {logged}, not {origin}: wrong "
+                         "--database?", logged=repr(logged), origin=repr(s.origin))
                 )
         if s.notary_url:
             notary = connect_notary(s)

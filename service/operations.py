@@ -21,7 +21,14 @@ from copyledger.ledger import entry as entry_mod
 from copyledger.ledger import fingerprint as fp
 from copyledger.ledger import merkle, sm2
 from copyledger.ledger.documents import Transfer, parse_entry
-from copyledger.ledger.errors import Conflict, CopyledgerError, Forbidden, InvalidInput, NotFound
+from copyledger.ledger.errors import (
+    Conflict,
+    CopyledgerError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    said,
+)
 from copyledger.ledger.links import LINKED_KINDS, links_of
 from copyledger.ledger.sequencer import Pending, Receipt
 from copyledger.ledger.store import EntryRow
@@ -296,7 +303,8 @@ async def deposit_evidence_many(
 
 def _batch_size(items: Sequence[object]) -> None:
     if len(items) > MAX_BATCH:
-        raise InvalidInput(f"a batch holds at most {MAX_BATCH} items, not {len(items)}")
+        raise InvalidInput(said("a batch holds at most {most} items, not {n}", most=MAX_BATCH,
+                                n=len(items)))
 
 
 def sealed_receipt(node: Node, row: EntryRow) -> Receipt:
@@ -374,7 +382,7 @@ def _require_account(node: Node, account: str) -> None:
     a right sent to an account no one can use would be lost to a typo."""
     if not any(k.revoked_at is None for k in list_keys(node.store, account)):
         msg = f"no account {account!r} on this registry; check the spelling"
-        raise InvalidInput(f"to: {msg}", errors=[{"field": "to", "message": msg}])
+        raise InvalidInput(said("to: {msg}", msg=msg), errors=[{"field": "to", "message": msg}])
 
 
 async def record_transfer(node: Node, who: Principal, t: TransferIn) -> Recorded:
@@ -386,11 +394,12 @@ async def record_transfer(node: Node, who: Principal, t: TransferIn) -> Recorded
         try:
             title, work, _ = load_title(node, t.work_seq)
         except NotFound:
-            raise InvalidInput(f"work_seq: no entry with seq {t.work_seq}",
+            raise InvalidInput(said("work_seq: no entry with seq {work_seq}", work_seq=t.work_seq),
                                errors=[{"field": "work_seq", "message": "no such entry"}]) from None
         if title.holder != who.account:
-            raise Forbidden(f"only the current holder of work {t.work_seq} ({title.holder!r}) "
-                            f"may transfer or license it, not {who.account!r}")
+            raise Forbidden(said("only the current holder of work {work_seq} ({holder}) may "
+                                 "transfer or license it, not {account}", work_seq=t.work_seq,
+                                 holder=repr(title.holder), account=repr(who.account)))
         entry = entry_mod.build_transfer(  # validated: bad fields are named before the rest
             registrant=who.account, received_at=entry_mod.utc_now(), work_seq=t.work_seq,
             work_sha256=entry_mod.content_sha256(work), from_account=title.holder,
@@ -400,9 +409,10 @@ async def record_transfer(node: Node, who: Principal, t: TransferIn) -> Recorded
         )
         _require_account(node, t.to)
         if title.pending is not None:
-            raise Conflict(f"offer {title.pending.seq} of work {t.work_seq} to "
-                           f"{title.pending.to_account!r} is pending; withdraw it first "
-                           f"(POST /v1/transfers/{title.pending.seq}/withdraw)")
+            raise Conflict(said("offer {seq} of work {work_seq} to {to_account} is pending; "
+                                "withdraw it first (POST /v1/transfers/{seq}/withdraw)",
+                                seq=title.pending.seq, work_seq=t.work_seq,
+                                to_account=repr(title.pending.to_account)))
         return await record(node, entry)
 
 
@@ -415,18 +425,23 @@ async def answer_offer(
     row = node.store.get_entry(offer_seq)
     offer = parse_entry(row.data)
     if not isinstance(offer, Transfer) or not offer.is_offer:
-        raise NotFound(f"entry {offer_seq} is not an offer of assignment")
+        raise NotFound(said("entry {offer_seq} is not an offer of assignment",
+                            offer_seq=offer_seq))
     async with node.transfer_locks.hold(offer.work.seq):
         title, _, _ = load_title(node, offer.work.seq)
         pending = title.pending
         if pending is None or pending.seq != offer_seq:
-            raise Conflict(f"offer {offer_seq} is no longer pending: it was accepted or "
-                           f"withdrawn (see GET /v1/works/{offer.work.seq}/history)")
+            raise Conflict(said("offer {offer_seq} is no longer pending: it was accepted or "
+                                "withdrawn (see GET /v1/works/{seq}/history)", offer_seq=offer_seq,
+                                seq=offer.work.seq))
         entitled = pending.to_account if kind == "acceptance" else pending.from_account
         if who.account != entitled:
-            verb = "accept" if kind == "acceptance" else "withdraw"
-            raise Forbidden(f"only {entitled!r} may {verb} offer {offer_seq}, "
-                            f"not {who.account!r}")
+            values = {"entitled": repr(entitled), "offer_seq": offer_seq,
+                      "account": repr(who.account)}
+            raise Forbidden(
+                said("only {entitled} may accept offer {offer_seq}, not {account}", **values)
+                if kind == "acceptance" else
+                said("only {entitled} may withdraw offer {offer_seq}, not {account}", **values))
         entry = entry_mod.build_answer(
             kind=kind, registrant=who.account, received_at=entry_mod.utc_now(),
             work_seq=offer.work.seq, work_sha256=offer.work.sha256, offer=offer_seq, note=note,
@@ -444,11 +459,14 @@ async def record_claim(node: Node, who: Principal, c: ClaimIn) -> Recorded:
             try:
                 row = node.store.get_entry(w["seq"])
             except NotFound:
-                raise InvalidInput(f"works[{i}].seq: no entry {w['seq']}") from None
+                raise InvalidInput(said("works[{i}].seq: no entry {seq}", i=i,
+                                        seq=w["seq"])) from None
             if row.kind != "work":
-                raise InvalidInput(f"works[{i}].seq: entry {w['seq']} is a {row.kind}")
+                raise InvalidInput(said("works[{i}].seq: entry {seq} is a {kind}", i=i,
+                                        seq=w["seq"], kind=row.kind))
             if w.setdefault("sha256", row.sha256) != row.sha256:
-                raise InvalidInput(f"works[{i}]: sha256 is not that of work {w['seq']}")
+                raise InvalidInput(said("works[{i}]: sha256 is not that of work {seq}", i=i,
+                                        seq=w["seq"]))
     if c.notice_type == "counter_notice":
         if c.refers_to is None:
             raise InvalidInput("refers_to: a counter-notice names the claim it answers",
@@ -456,10 +474,11 @@ async def record_claim(node: Node, who: Principal, c: ClaimIn) -> Recorded:
         try:
             answered, claim = claim_entry(node, c.refers_to)
         except NotFound as e:
-            raise InvalidInput(f"refers_to: {e.detail}") from None
+            raise InvalidInput(said("refers_to: {detail}", detail=e.detail)) from None
         if who.role != "admin" and answered.registrant != who.account:
-            raise Forbidden(f"refers_to: claim {c.refers_to} was filed through another platform "
-                            "account; a counter-notice is filed where the notice was")
+            raise Forbidden(said("refers_to: claim {refers_to} was filed through another "
+                                 "platform account; a counter-notice is filed where the "
+                                 "notice was", refers_to=c.refers_to))
         if "works" in claim:
             body.setdefault("works", claim["works"])
         elif "targets" in claim:  # a DSA notice may name no work: it is found by its targets
@@ -499,7 +518,8 @@ def rotate_keys(s: Settings, overlap: timedelta) -> Rotation:
         try:
             store.acquire_sequencer_lock()  # refuse while a server sequences this log
         except CopyledgerError as e:
-            raise type(e)(f"{e.detail} (stop the server before rotating)", **e.extra) from None
+            raise type(e)(said("{detail} (stop the server before rotating)", detail=e.detail),
+                          **e.extra) from None
         store.release_sequencer_lock()
         genesis = store.get_block(0) if store.latest_block() else None
     finally:

@@ -9,7 +9,7 @@ from copyledger.ledger import jcs, merkle
 from copyledger.ledger.bundle import Timestamp, make_bundle
 from copyledger.ledger.documents import BundleWitnessed
 from copyledger.ledger.entry import valid_sha256
-from copyledger.ledger.errors import InvalidInput, NotFound
+from copyledger.ledger.errors import InvalidInput, NotFound, said
 from copyledger.ledger.sm2_timestamp import TSA_LABEL as SM2_TSA_LABEL
 from copyledger.ledger.store import EntryRow
 from copyledger.service.node import Node
@@ -33,7 +33,8 @@ def resolve_size(node: Node, tree_size: int | None) -> int:
     if tree_size is None:
         return size
     if tree_size > size:
-        raise InvalidInput(f"tree_size {tree_size} is beyond the log's size {size}")
+        raise InvalidInput(said("tree_size {tree_size} is beyond the log's size {size}",
+                                tree_size=tree_size, size=size))
     return tree_size
 
 
@@ -41,7 +42,7 @@ def proof(node: Node, seq: int, tree_size: int | None) -> dict[str, Any]:
     """RFC 9162 inclusion proof of `seq` in the tree of `tree_size` leaves (default latest)."""
     size = resolve_size(node, tree_size)
     if seq >= size:
-        raise InvalidInput(f"seq {seq} is not in a tree of size {size}")
+        raise InvalidInput(said("seq {seq} is not in a tree of size {size}", seq=seq, size=size))
     leaf = node.store.read_hashes([(0, seq)])[0]
     block = node.store.block_for_size(size)
     return {
@@ -58,7 +59,7 @@ def consistency(node: Node, old: int, new: int | None) -> dict[str, Any]:
     """RFC 9162 consistency proof from tree size `old` to `new` (default latest)."""
     size = resolve_size(node, new)
     if old > size:
-        raise InvalidInput(f"from ({old}) must not exceed to ({size})")
+        raise InvalidInput(said("from ({old}) must not exceed to ({size})", old=old, size=size))
     return {
         "from": old,
         "to": size,

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from copyledger.ledger.errors import InvalidInput
+from copyledger.ledger.errors import InvalidInput, said
 from copyledger.service.fsperm import private_dir
 
 ENV_PREFIX = "COPYLEDGER_"
@@ -71,7 +71,8 @@ class Settings:
             if item.strip():
                 parts = item.split()
                 if len(parts) != 2:
-                    raise InvalidInput(f"witnesses: {item.strip()!r} is not `<url> <vkey>`")
+                    raise InvalidInput(said("witnesses: {value} is not `<url> <vkey>`",
+                                            value=repr(item.strip())))
                 out.append((parts[0].rstrip("/"), parts[1]))
         return out
 
@@ -84,8 +85,9 @@ class Settings:
     def sm_suite(self) -> bool:
         """True for a registry created with the SM suite; InvalidInput for an unknown suite."""
         if self.crypto_suite not in CRYPTO_SUITES:
-            raise InvalidInput(f"crypto_suite {self.crypto_suite!r} is not one of "
-                               f"{', '.join(CRYPTO_SUITES)}")
+            raise InvalidInput(said("crypto_suite {crypto_suite} is not one of {suites}",
+                                    crypto_suite=repr(self.crypto_suite),
+                                    suites=", ".join(CRYPTO_SUITES)))
         return self.crypto_suite == "sm"
 
     @property
@@ -136,7 +138,8 @@ def _coerce(name: str, typ: Any, raw: object) -> object:
             return Path(str(raw))
         return str(raw)
     except ValueError:
-        raise InvalidInput(f"setting {name}: cannot read {raw!r} as {typ}") from None
+        raise InvalidInput(said("setting {name}: cannot read {raw} as {typ}",
+                                name=name, raw=repr(raw), typ=typ)) from None
 
 
 def load(data_dir: str | Path | None = None, **overrides: object) -> Settings:
@@ -153,17 +156,18 @@ def load(data_dir: str | Path | None = None, **overrides: object) -> Settings:
         try:
             values.update(tomllib.loads(cfg_path.read_text()))
         except tomllib.TOMLDecodeError as e:
-            raise InvalidInput(f"{cfg_path}: {e}") from None
+            raise InvalidInput(said("{cfg_path}: {e}", cfg_path=cfg_path, e=e)) from None
     known = {f.name: f.type for f in fields(Settings)}
     unknown = set(values) - set(known)
     if unknown:
-        raise InvalidInput(f"{cfg_path}: unknown settings {sorted(unknown)}")
+        raise InvalidInput(said("{cfg_path}: unknown settings {value}",
+                                cfg_path=cfg_path, value=sorted(unknown)))
     for name in known:
         if ENV_PREFIX + name.upper() in env and name != "data_dir":
             values[name] = env[ENV_PREFIX + name.upper()]
     for name, v in overrides.items():
         if name not in known:
-            raise InvalidInput(f"unknown setting {name}")
+            raise InvalidInput(said("unknown setting {name}", name=name))
         if v is not None:
             values[name] = v
     values.pop("data_dir", None)
@@ -181,8 +185,9 @@ def _check_public_url(url: str) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query \
             or parts.fragment or any(c.isspace() or c in "\"'<>" for c in url):
-        raise InvalidInput(f"setting public_url: {url!r} is not an http(s) URL like "
-                           "https://registry.example.org (a path is allowed, a query is not)")
+        raise InvalidInput(said("setting public_url: {url} is not an http(s) URL like "
+                                "https://registry.example.org (a path is allowed, a query is "
+                                "not)", url=repr(url)))
 
 
 def write_config(s: Settings) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 from copyledger.ledger import jcs, links, merkle
 from copyledger.ledger.documents import ChainLink, TitleChain
-from copyledger.ledger.errors import InvalidInput, NotFound
+from copyledger.ledger.errors import InvalidInput, NotFound, said
 from copyledger.ledger.store import EntryRow
 from copyledger.ledger.title import Title, chain_of_title
 from copyledger.service.node import Node
@@ -25,7 +25,8 @@ def load_title(node: Node, work_seq: int) -> tuple[Title, dict[str, Any], list[A
     row = node.store.get_entry(work_seq)
     work = _parsed(row)
     if row.kind != "work":
-        raise InvalidInput(f"work_seq: entry {work_seq} is a {row.kind}, not a work",
+        raise InvalidInput(said("work_seq: entry {work_seq} is a {kind}, not a work",
+                                work_seq=work_seq, kind=row.kind),
                            errors=[{"field": "work_seq", "message": "not a work"}])
     transfers = [(r, _parsed(r)) for r in _transfer_rows(node, work_seq)]
     title = chain_of_title(work_seq, work, [(r.seq, t) for r, t in transfers])
@@ -67,7 +68,7 @@ def claim_entry(node: Node, seq: int) -> tuple[EntryRow, dict[str, Any]]:
     """The claim at `seq` (NotFound if it is not one)."""
     row = node.store.get_entry(seq)
     if row.kind != "claim":
-        raise NotFound(f"entry {seq} is a {row.kind}, not a claim")
+        raise NotFound(said("entry {seq} is a {kind}, not a claim", seq=seq, kind=row.kind))
     return row, _parsed(row)
 
 

@@ -15,16 +15,22 @@ import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import typer.main
 from babel.messages.catalog import Catalog
 from babel.messages.extract import extract_from_file
 from babel.messages.pofile import read_po, write_po
 
 from copyledger.api import explorer, problems
-from copyledger.service import certificate, dates, i18n
+from copyledger.cli import main as cli_main
+from copyledger.cli import words
+from copyledger.ledger import verify
+from copyledger.service import accounts, certificate, claims, dates, i18n
 
 ROOT = Path(__file__).resolve().parent.parent
 VERIFY_JS = "api/static/verify.js"
 VERIFY_HTML = "api/static/verify.html"
+# Where domain errors are raised with `said("template", ...)`: their templates are msgids (D50).
+SAID_IN = ("ledger", "service", "notary", "matching", "api", "client")
 JS_TABLES = ("STEPS", "PLAIN", "MONTHS", "FACTS", "KINDS", "WORDS")
 MARKER = re.compile(r"\{\{(.+?)\}\}", re.S)
 
@@ -76,7 +82,14 @@ def messages() -> dict[str, set[str]]:
                                     explorer.NOTICES]))
     add("api/problems.py", (t for _, _, t in problems.PROBLEMS.values()))
     add("api/problems.py", iter(problems.DETAILS))
-    add("service/dates.py", _values([dates.MONTHS, dates.FORMAT]))
+    add("service/dates.py", _values([dates.MONTHS, dates.FORMAT, dates.BOTH, dates.ZONES]))
+    add("service/claims.py", _values(claims.CAVEAT_TEXT))
+    add("service/accounts.py", _values([accounts.KIND_WORDS, accounts.STATEMENT]))
+    for path in sorted(p for d in SAID_IN for p in (ROOT / d).rglob("*.py")):
+        where = str(path.relative_to(ROOT))
+        add(where, [str(msg) for _, msg, _, _ in extract_from_file(
+            "python", path, keywords={"said": (1,)})])
+    add("cli/main.py", cli_strings())
     add("service/certificate.py", _values([certificate.TITLES, certificate.TEXT,
                                            certificate.PROVES, certificate.NOT_PROVES,
                                            certificate.WITNESS_NOTE, certificate.LIMITS,
@@ -87,6 +100,21 @@ def messages() -> dict[str, set[str]]:
             add(path, [str(msg)])
     add(VERIFY_JS, js_strings((ROOT / VERIFY_JS).read_text(encoding="utf-8")))
     add(VERIFY_HTML, html_markers((ROOT / VERIFY_HTML).read_text(encoding="utf-8")))
+    return found
+
+
+def cli_strings() -> list[str]:
+    """What the command line says: every `--help` text of the command tree, Typer's and
+    Click's words around them, and the messages marked `tr("...")` in `cli/` (and table
+    headings, `Table(*map(tr, ("seq", ...)))`)."""
+    found = words.help_texts(typer.main.get_command(cli_main.app))
+    found += list(words.CHROME.values()) + list(words.CLICK)
+    found += [title for _, title in verify.STEPS]  # `copyledger verify` names each step
+    for path in sorted((ROOT / "cli").glob("*.py")):
+        found += [str(msg) for _, msg, _, _ in extract_from_file("python", path,
+                                                                  keywords={"tr": None})]
+        for names in re.findall(r"map\(tr, \((.*?)\)\)", path.read_text(), re.S):  # headings
+            found += re.findall(r'"([^"]+)"', names)
     return found
 
 

@@ -9,6 +9,7 @@ a tag. The page tests fail when a page in Chinese still shows a sentence of the 
 from __future__ import annotations
 
 import html
+import json
 import re
 import shutil
 import subprocess
@@ -108,6 +109,7 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     reg = open_registry(tmp_path_factory.mktemp("reg"), public_url=BASE)
     key, _ = create_key(reg.store, "creator", "alice")
     h = {"Authorization": f"Bearer {key}"}
+    platform = {"Authorization": f"Bearer {create_key(reg.store, 'platform', 'tube')[0]}"}
     with TestClient(create_app(reg)) as c:
         first = c.post("/v1/works", json=work_body(0), headers=h)
         assert first.status_code == 201, first.text
@@ -117,7 +119,8 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         assert r.status_code == 201, r.text
         seq = r.json()["seq"]
         bundle = c.get(f"/v1/entries/{seq}/bundle").json()
-        yield {"client": c, "seq": seq, "bundle": bundle, "sha": sha("春江")}
+        yield {"client": c, "seq": seq, "bundle": bundle, "sha": sha("春江"),
+               "platform": platform}
 
 
 ZH = {"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.5"}
@@ -265,3 +268,155 @@ def test_the_pdf_cache_keys_on_the_language(made: dict[str, Any]) -> None:
     assert "Accept-Language" in zh.headers["vary"] and "Accept" in zh.headers["vary"]
     again = c.get(f"/v1/entries/{seq}/certificate?format=pdf", headers=ZH)
     assert again.content == zh.content
+
+
+# ------------------------------------------------------------------ problem details, caveats
+
+def test_problem_details_built_with_values_read_in_chinese(made: dict[str, Any]) -> None:
+    c = made["client"]
+    en = c.get("/v1/entries/999999/bundle").json()
+    zh = c.get("/v1/entries/999999/bundle", headers=ZH).json()
+    assert en["detail"] == "no entry with seq 999999"
+    assert zh["detail"] == "没有 seq 为 999999 的条目"
+    assert (en["type"], en["status"]) == (zh["type"], zh["status"])
+    blocks = c.get("/v1/blocks/424242", headers=ZH).json()
+    assert blocks["detail"] == "没有高度为 424242 的区块"
+
+
+def test_said_keeps_the_template_and_values_and_reads_as_english() -> None:
+    import pickle
+
+    from copyledger.ledger.errors import NotFound, said
+
+    d = said("no entry with seq {seq}", seq=7)
+    assert d == "no entry with seq 7" and d.template == "no entry with seq {seq}"
+    assert i18n.say("zh-CN", d) == "没有 seq 为 7 的条目" and i18n.say("en", d) == d
+    back = pickle.loads(pickle.dumps(NotFound(d)))  # audit workers send errors between processes
+    assert i18n.say("zh-CN", back.detail) == "没有 seq 为 7 的条目"
+    hostile = said("no entry with seq {seq}", seq="{x} {0}")  # values are never formatted
+    assert i18n.say("zh-CN", hostile) == "没有 seq 为 {x} {0} 的条目"
+
+
+def test_claim_check_caveats_carry_stable_codes_a_reader_can_render(
+    made: dict[str, Any]
+) -> None:
+    from copyledger.service import claims
+
+    c, plat = made["client"], made["platform"]
+    body = {"claimant": "alice", "work_sha256": made["sha"], "content": {"sha256": made["sha"]}}
+    en = c.post("/v1/claims/check", json=body, headers=plat).json()
+    zh = c.post("/v1/claims/check", json=body, headers={**plat, **ZH}).json()
+    for a in (en, zh):  # the signed answer does not depend on the reader's language
+        assert a["caveat_codes"][0] == "exact-only"
+        assert a["caveats"] == [claims.CAVEAT_TEXT[k] for k in a["caveat_codes"]]
+    assert set(claims.CAVEAT_TEXT) >= {"not-ownership", "audio", "video", "index-rebuilding"}
+    for code, english in claims.CAVEAT_TEXT.items():
+        said_zh = claims.caveat_text(code, "zh-CN")
+        assert said_zh and said_zh != english and re.search(r"[\u4e00-\u9fff]", said_zh)
+    assert claims.caveat_text("a-newer-servers-code", "zh-CN") is None
+    from copyledger.ledger.documents import ClaimCheck  # the client keeps the codes, signed
+
+    assert ClaimCheck.from_dict(en).to_dict() == en
+    older = {k: v for k, v in en.items() if k != "caveat_codes"}  # an older server's answer
+    assert ClaimCheck.from_dict(older).to_dict() == older
+
+
+# ------------------------------------------------------------------ the command line
+
+def _cli_env(lang: str) -> dict[str, str]:
+    return {"LANG": lang, "LC_ALL": "", "LC_MESSAGES": "", "COLUMNS": "120"}
+
+
+@pytest.mark.parametrize(("env", "lang"), [
+    ({"LANG": "zh_CN.UTF-8"}, "zh-CN"), ({"LANG": "zh_CN"}, "zh-CN"),
+    ({"LC_ALL": "zh_CN.utf8", "LANG": "en_GB.UTF-8"}, "zh-CN"),
+    ({"LC_ALL": "C", "LANG": "zh_CN.UTF-8"}, "en"),
+    ({"LC_MESSAGES": "zh_CN.GB18030", "LANG": "C.UTF-8"}, "zh-CN"),
+    ({"LC_ALL": "", "LANG": "zh_TW.UTF-8"}, "en"), ({}, "en"), ({"LANG": "POSIX"}, "en"),
+])
+def test_the_cli_language_follows_the_posix_locale(env: dict[str, str], lang: str) -> None:
+    assert i18n.from_environment(env) == lang
+
+
+def test_every_cli_help_text_has_a_translation() -> None:
+    import typer.main
+
+    from copyledger.cli import main as cli_main
+    from copyledger.cli import words
+
+    texts = words.help_texts(typer.main.get_command(cli_main.app))
+    assert len(texts) > 150  # the whole tree, not just the top level
+    left = [t for t in texts if i18n.gettext("zh-CN", t) == t]
+    assert not left, f"help texts without zh-CN (run `make i18n`, add msgstr): {left}"
+
+
+def _help_sentences() -> list[str]:
+    """English fragments of three words or more of the CLI's help msgids and Typer's words."""
+    import typer.main
+
+    from copyledger.cli import main as cli_main
+    from copyledger.cli import words
+
+    texts = words.help_texts(typer.main.get_command(cli_main.app)) + list(words.CHROME.values())
+    out = set()
+    for t in texts:
+        for part in re.split(r"\{\w*\}|\[[^\]]*\]|`[^`]*`|\n", t):
+            part = part.strip(" .,:;()")
+            if len(part.split()) >= 3:
+                out.add(part)
+    return sorted(out)
+
+
+@pytest.mark.parametrize("args", [(), ("keys", "create"), ("verify",), ("register",),
+                                  ("claim",), ("check-claim",), ("accounts", "set"),
+                                  ("transfer",), ("monitor",)])
+def test_cli_help_in_chinese_shows_no_english_sentence(args: tuple[str, ...]) -> None:
+    from tests.server import cli
+
+    zh = cli(*args, "--help", env=_cli_env("zh_CN.UTF-8"))
+    en = cli(*args, "--help", env=_cli_env("C.UTF-8"))
+    assert zh.returncode == en.returncode == 0, zh.stderr
+    text = " ".join(re.sub(r"[│╭╮╰╯─]", " ", zh.stdout).split())
+    assert "用法：" in text and "显示此帮助信息并退出。" in text
+    left = [s for s in _help_sentences() if s in text]
+    assert not left, f"`copyledger {' '.join(args)} --help` in zh-CN still shows: {left}"
+    assert "Usage:" in en.stdout and "Show this message and exit." in en.stdout
+
+
+def test_cli_errors_and_messages_in_chinese_and_json_unchanged(tmp_path: Path) -> None:
+    from tests.server import cli
+
+    data = str(tmp_path / "none")
+    zh = cli("keys", "list", "--data-dir", data, env=_cli_env("zh_CN.UTF-8"))
+    assert zh.returncode == 2 and zh.stderr.startswith("错误：")
+    assert "中没有登记系统" in zh.stderr
+    en = cli("keys", "list", "--data-dir", data, env=_cli_env("C.UTF-8"))
+    assert en.stderr.startswith("error: no registry in")
+    reg = str(tmp_path / "reg")
+    assert cli("init", "--data-dir", reg).returncode == 0
+    assert cli("keys", "create", "--role", "creator", "--account", "ada", "--data-dir",
+               reg).returncode == 0
+    table = cli("keys", "list", "--data-dir", reg, env=_cli_env("zh_CN.UTF-8")).stdout
+    assert all(h in table for h in ("前缀", "角色", "账户")) and "prefix" not in table
+    j_zh = cli("keys", "list", "--json", "--data-dir", reg, env=_cli_env("zh_CN.UTF-8"))
+    j_en = cli("keys", "list", "--json", "--data-dir", reg, env=_cli_env("C.UTF-8"))
+    assert j_zh.stdout == j_en.stdout and json.loads(j_en.stdout)[0]["account"] == "ada"
+
+
+def test_cli_verify_reports_in_chinese_and_its_json_is_the_same(
+    made: dict[str, Any], tmp_path: Path
+) -> None:
+    from copyledger.ledger.verify import STEPS
+    from tests.server import cli
+
+    path = tmp_path / "bundle.json"
+    path.write_text(json.dumps(made["bundle"]))
+    key = made["client"].get("/v1/log").json()["verifier_key"]
+    zh = cli("verify", str(path), "--trust", key, env=_cli_env("zh_CN.UTF-8"))
+    assert zh.returncode == 0, zh.stdout + zh.stderr
+    assert "核验通过" in zh.stdout and "日志密钥（已固定）" in zh.stdout
+    assert "证据包是 copyledger/bundle/v1 文档" in zh.stdout
+    assert not [t for _, t in STEPS if t in zh.stdout] and "VERIFIED" not in zh.stdout
+    j = [cli("verify", str(path), "--trust", key, "--json", env=_cli_env(lang)).stdout
+         for lang in ("zh_CN.UTF-8", "C.UTF-8")]
+    assert j[0] == j[1] and json.loads(j[0])["verified"] is True

@@ -275,11 +275,17 @@ def test_a_claim_logged_before_keeps_verifying(client: TestClient, reg: Node) ->
 
 def test_migration_0005_adds_the_table_to_a_0004_log(reg: Node, database_url: str) -> None:
     from copyledger.ledger import store
-    from copyledger.ledger.schema import ENTRIES_BY_REGISTRANT, claim_contacts, idempotency_keys
+    from copyledger.ledger.schema import (
+        ENTRIES_BY_REGISTRANT,
+        accounts,
+        claim_contacts,
+        idempotency_keys,
+    )
 
     claim_contacts.drop(reg.store.engine)
     reg.store.execute_raw(f"DROP INDEX {ENTRIES_BY_REGISTRANT[0]}")  # revision 0006's
     idempotency_keys.drop(reg.store.engine)  # revision 0007's
+    accounts.drop(reg.store.engine)  # revision 0008's
     reg.store.execute_raw("UPDATE alembic_version SET version_num = '0004'")
     reg.store.close()
     s = store.Store.open(database_url)

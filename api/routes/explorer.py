@@ -20,7 +20,7 @@ from copyledger.api.deps import node
 from copyledger.api.problems import classify
 from copyledger.ledger.errors import CopyledgerError
 from copyledger.service import explorer
-from copyledger.service.i18n import gettext
+from copyledger.service.i18n import gettext, say
 from copyledger.service.inputs import MAX_INT
 
 router = APIRouter(tags=["explorer"], include_in_schema=False)
@@ -51,7 +51,7 @@ def _page(request: Request, depth: int, read: Callable[[], Any],
     except CopyledgerError as e:
         status, _, title = classify(e)
         return HTMLResponse(pages.error_page(status, gettext(lang, title),
-                                             gettext(lang, e.detail), depth, lang),
+                                             say(lang, e.detail), depth, lang),
                             status_code=status, headers=HEADERS)
     return out if isinstance(out, Response) else HTMLResponse(out, headers=HEADERS)
 

@@ -21,8 +21,9 @@ from copyledger.api.deps import node
 from copyledger.api.language import lang as language
 from copyledger.api.openapi import PUBLIC, problems
 from copyledger.ledger.errors import NotFound
-from copyledger.service import reads
+from copyledger.service import accounts, reads
 from copyledger.service.certificate import certificate_html
+from copyledger.service.dates import zone
 from copyledger.service.i18n import DEFAULT, gettext, located
 from copyledger.service.inputs import MAX_INT
 from copyledger.service.rendercache import RenderCache
@@ -77,7 +78,9 @@ def _wants_pdf(accept: str) -> bool:
     "RFC 3161 time-stamp authority and time, a QR code that opens `/verify?seq={seq}`, and how "
     "to check it independently. HTML by default; PDF with `?format=pdf` or "
     "`Accept: application/pdf` (503 with Retry-After while the server is still installing "
-    "the PDF's fonts).",
+    "the PDF's fonts). The registrant's display name and kind, when the operator "
+    "stated them (`/v1/accounts/{account}`), show beside the account id. Times are shown in "
+    "the viewer's zone (Asia/Shanghai in zh-CN, else UTC, or `?tz=`) and in UTC.",
     response_class=HTMLResponse,
     responses={200: {"content": {
         "text/html": {"example": "<!doctype html><html lang=\"en\">…</html>"},
@@ -89,8 +92,13 @@ def get_certificate(
     request: Request,
     seq: int = Path(ge=0, le=MAX_INT),
     format: Literal["html", "pdf"] | None = Query(default=None),
+    tz: str | None = Query(default=None, max_length=64,
+                           description="an IANA time zone for the time lines, e.g. Asia/Shanghai"),
 ) -> Response:
     bundle = reads.bundle(node(request), seq)
+    zone(language(request), tz)  # an unknown zone is the client's mistake: 422 before rendering
+    found = accounts.get_profile(node(request).store, str(bundle["entry"].get("registrant", "")))
+    profile = found.to_dict() if found is not None else None
     url = verify_url(request, seq)
     lang = language(request)
     as_pdf = format == "pdf" or (format is None and _wants_pdf(request.headers.get("accept", "")))
@@ -98,9 +106,9 @@ def get_certificate(
     if as_pdf:
         headers["Content-Disposition"] = f'attachment; filename="copyledger-entry-{seq}.pdf"'
         pdf: RenderCache = request.app.state.pdf_cache
-        return Response(pdf(bundle, url, lang), media_type="application/pdf",
+        return Response(pdf(bundle, url, lang, profile, tz), media_type="application/pdf",
                         headers=headers)
-    return HTMLResponse(certificate_html(bundle, url, lang),
+    return HTMLResponse(certificate_html(bundle, url, lang, profile, tz),
                         headers={**headers, "Content-Security-Policy": CERT_CSP})
 
 

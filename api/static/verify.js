@@ -62,7 +62,8 @@
     'September', 'October', 'November', 'December'];
   const FACTS = { log: 'Registry', seq: 'Entry number', kind: 'What', registrant: 'Registered for',
     when: 'Registered on', title: 'Title', creators: 'Creators', workType: 'Type of work',
-    description: 'Description', captured: 'Captured on', block: 'Sealed in block' };
+    description: 'Description', captured: 'Captured on', block: 'Sealed in block',
+    operator: 'Who the account is' };
   const KINDS = { work: 'Registered work', evidence: 'Evidence deposit', transfer: 'Transfer of rights',
     claim: 'Claim' };
   /** Lines the page fills in as it works; placeholders in braces. */
@@ -73,6 +74,9 @@
     loading: 'Loading the bundle of entry {seq} from this registry\u2026',
     loadFailed: 'Could not load the bundle of entry {seq}: {why}. Choose a bundle file instead.',
     notJson: '{name} is not JSON: {why}',
+    statement: '{name} ({kind}): the registry operator\u2019s statement, not signed by the log',
+    person: 'natural person',
+    organisation: 'organisation',
     needBundle: 'Now add the evidence bundle (bundle.json).',
     waiting: 'Waiting for the exhibit file and its bundle.',
     checking: 'Checking\u2026',
@@ -1243,6 +1247,27 @@
     return rows.filter(([, v]) => v !== undefined).map(([k, v]) => [k, String(v)]);
   }
 
+  /** Who the registrant is, as this registry's operator states it (D50): not evidence, so it
+   * is read from this registry (only for a bundle loaded from it), shown as the operator's word
+   * beside the account, and never changes the verdict. */
+  async function addProfile(b, me) {
+    const who = b.entry && b.entry.registrant;
+    if (typeof who !== 'string' || !/^[A-Za-z0-9._-]{1,64}$/.test(who)) return;
+    let p;
+    try {
+      const r = await fetch(`v1/accounts/${encodeURIComponent(who)}`, { headers: { Accept: 'application/json' } });
+      if (!r.ok) return;
+      p = await r.json();
+    } catch (e) { return; }
+    if (me !== state.run || !p || typeof p.display_name !== 'string') return;
+    const kind = Object.prototype.hasOwnProperty.call(WORDS, p.kind) ? WORDS[p.kind] : String(p.kind);
+    const dt = document.createElement('dt'); dt.textContent = FACTS.operator;
+    const dd = document.createElement('dd'); dd.textContent = say('statement', { name: p.display_name, kind });
+    dd.dataset.profile = who;
+    const by = [...$('facts').querySelectorAll('dt')].find((d) => d.textContent === FACTS.registrant);
+    if (by && by.nextElementSibling) by.nextElementSibling.after(dt, dd); else $('facts').append(dt, dd);
+  }
+
   /** The exact times, for the technical detail. */
   const exactTimes = (b) => [['Registered at (registry clock, RFC 3339)', String(b.entry.received_at)],
     ['Block sealed at (RFC 3339)', String(b.block.header.sealed_at)]];
@@ -1291,6 +1316,7 @@
       : ctx.trust === 'pinned' ? 'Trust: signatures checked against the key you pinned.'
         : 'Trust: signatures checked against the log key carried in the bundle. Pin the operator\u2019s published key for full assurance.';
     renderFacts(failed ? [] : entryFacts(ctx.bundle), failed ? [] : [...exactTimes(ctx.bundle), ...ctx.facts]);
+    if (!failed && state.bundleHere) addProfile(ctx.bundle, me);
     if (ctx.openssl) {
       $('openssl-commands').textContent = ctx.openssl.join('\n');
       $('openssl').hidden = false;
@@ -1298,9 +1324,10 @@
   }
 
   /** `text`, when there is one, is what gets verified: read strictly (no duplicate member). */
-  function setBundle(obj, source, text = null) {
+  function setBundle(obj, source, text = null, here = false) {
     state.bundle = obj;
     state.bundleText = text;
+    state.bundleHere = here;
     $('bundle-info').textContent = source;
     const a = $('save-bundle');
     if (a.href) URL.revokeObjectURL(a.href);
@@ -1352,7 +1379,7 @@
       const text = await r.text();
       const body = JSON.parse(text);
       if (!r.ok) throw new Error(body.detail || r.statusText);
-      if (!state.bundle) setBundle(body, say('bundleFrom', { seq, host: location.host }), text);
+      if (!state.bundle) setBundle(body, say('bundleFrom', { seq, host: location.host }), text, true);
     } catch (e) {
       $('bundle-info').textContent = say('loadFailed', { seq, why: e.message });
     }
