@@ -125,6 +125,10 @@ def main() -> None:
                         pairs += 1
                         false_match += best[seq] == "match"
                         false_possible += best[seq] == "possible"
+            print(json.dumps({"photo": name, "done": {e: f"{f}/{n}" for e, (f, n) in
+                                                      recall.items()},
+                              "pairs": pairs, "false_match": false_match,
+                              "false_possible": false_possible}), file=sys.stderr, flush=True)
     query_s.sort()
     check_s.sort()
     out = {
