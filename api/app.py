@@ -50,6 +50,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 UPLOAD_PATHS = frozenset({"/v1/works", "/v1/claims/check"})  # the endpoints that take a file
 BATCH_PATHS = frozenset({"/v1/works/batch", "/v1/evidence/batch"})  # up to 1,000 items
+CHECK_PATHS = frozenset({"/v1/claims/check"})  # a disputed image's keypoints, as JSON (D52)
 
 
 class BodyLimit:
@@ -59,7 +60,8 @@ class BodyLimit:
     Only `multipart/form-data` POSTs to an upload path get the larger upload limit (they are
     spooled to disk and hashed as they stream in); every other body, whatever its type, gets
     the small JSON limit, so no request can make the server hold more than that in memory.
-    A POST to a batch path gets the batch limit (JSON, up to 1,000 items).
+    A POST to a batch path gets the batch limit (JSON, up to 1,000 items), one to a check
+    path the claim-check limit (a disputed image's ORB keypoints, D52).
     The time limit is for the whole body, not between pieces, so a client that trickles a byte
     at a time holds a connection no longer than one that stalls; uploads get
     `upload_timeout` seconds, other bodies `timeout`."""
@@ -68,11 +70,14 @@ class BodyLimit:
         self, app: ASGIApp, max_body: int, max_upload: int, upload_paths: frozenset[str],
         timeout: float = 30.0, upload_timeout: float = 3600.0,
         max_batch: int = 0, batch_paths: frozenset[str] = frozenset(),
+        max_check: int = 0, check_paths: frozenset[str] = frozenset(),
     ) -> None:
         self.app = app
         self.max_body = max_body
         self.max_batch = max(max_batch, max_body)
         self.batch_paths = batch_paths
+        self.max_check = max(max_check, max_body)
+        self.check_paths = check_paths
         self.max_upload = max_upload
         self.upload_paths = upload_paths
         self.timeout = timeout
@@ -90,6 +95,8 @@ class BodyLimit:
             limit = self.max_upload
         elif scope.get("method") == "POST" and scope.get("path") in self.batch_paths:
             limit = self.max_batch
+        elif scope.get("method") == "POST" and scope.get("path") in self.check_paths:
+            limit = self.max_check
         else:
             limit = self.max_body
         declared = headers.get(b"content-length")
@@ -314,6 +321,8 @@ def create_app(node: Node, *, manage: bool = True) -> FastAPI:
         upload_paths=UPLOAD_PATHS,
         max_batch=node.settings.max_batch_body_bytes,
         batch_paths=BATCH_PATHS,
+        max_check=node.settings.max_check_body_bytes,
+        check_paths=CHECK_PATHS,
         timeout=node.settings.body_timeout_s,
         upload_timeout=node.settings.upload_timeout_s,
     )

@@ -64,7 +64,7 @@ thumbnail, the strongest spread over a 4x4 grid, each record x and y as little-e
 ORB_RECORD_BYTES = 36
 ORB_REGISTERED_MAX = 128
 """Keypoints a registered work stores: 4,608 bytes, 6,144 in base64, within an entry's 16 KiB."""
-ORB_QUERY_LIMIT = 512
+ORB_QUERY_LIMIT = 2048
 """Keypoints a claim check's disputed content may send (each of `keypoints` and `mirrored`)."""
 VIEW_TRANSFORMS = ("mirrored", "rotated 90°", "rotated 180°", "rotated 270°",
                    "mirrored, rotated 90°", "mirrored, rotated 180°", "mirrored, rotated 270°",

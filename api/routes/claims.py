@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from copyledger.api import auth, idempotent, uploads
-from copyledger.api.deps import FastJSONResponse, json_body, node
+from copyledger.api.deps import FastJSONResponse, node, parse_body
 from copyledger.api.models import (
     CHECK_EXAMPLE,
     CLAIM_EXAMPLE,
@@ -152,5 +152,6 @@ async def check_claim(request: Request) -> FastJSONResponse:
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         q = await _check_from_form(request)
     else:
-        q = await json_body(request, CheckIn)
+        q = parse_body(CheckIn, await request.body(),
+                       node(request).settings.max_check_body_bytes)
     return FastJSONResponse(await run_in_threadpool(claims.check_claim, node(request), q))
