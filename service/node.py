@@ -310,7 +310,7 @@ class Node:
             raise InvalidInput(f"witness_quorum must be 1..{len(self.witnesses)} (the number "
                                f"of witnesses)")
         self.cosigner = Cosigner(store, self.witnesses)
-        self.index = LiveIndex()  # rebuilt from the log by `start_index`
+        self.index = LiveIndex(shared=settings.workers > 1)  # rebuilt by `start_index`
         self.transfer_locks: dict[int, asyncio.Lock] = {}
         self.register_locks = KeyedLocks()  # (account, sha256): one registration at a time
         self.idempotency = idempotency.Keys(store, settings.idempotency_ttl_s)

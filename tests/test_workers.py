@@ -67,7 +67,7 @@ class Load:
                     else:
                         self.refused[r.status_code] = self.refused.get(r.status_code, 0) + 1
 
-    def wait_for(self, n: int, timeout: float = 60.0) -> None:
+    def wait_for(self, n: int, timeout: float = 180.0) -> None:
         """Until at least `n` writes have been acknowledged."""
         deadline = time.monotonic() + timeout
         while len(self.acked) < n:
@@ -75,7 +75,7 @@ class Load:
             time.sleep(0.02)
 
 
-def leader(data: Path, other_than: int = 0, timeout: float = 60.0) -> int:
+def leader(data: Path, other_than: int = 0, timeout: float = 120.0) -> int:
     """The pid of the process that holds the sequencer lock (once it is not `other_than`)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -130,7 +130,7 @@ def test_sigkill_the_sequencer_twenty_times(tmp_path: Path, database_url: str) -
     key = json.loads(cli("keys", "create", "--role", "creator", "--account", "alice",
                          "--data-dir", str(data), *db, "--json").stdout)["key"]
     dburl = "" if database_url.startswith("sqlite") else database_url
-    srv = ServerProcess(data, dburl, COPYLEDGER_WORKERS=str(WORKERS)).start()
+    srv = ServerProcess(data, dburl, COPYLEDGER_WORKERS=str(WORKERS)).start(timeout=300)
     try:
         pid = leader(data)
         with Load(srv.url, key) as load:
@@ -157,7 +157,7 @@ def test_workers_share_one_log(tmp_path: Path) -> None:
     assert cli("init", "--data-dir", str(data)).returncode == 0
     key = json.loads(cli("keys", "create", "--role", "creator", "--data-dir", str(data),
                          "--json").stdout)["key"]
-    srv = ServerProcess(data, COPYLEDGER_WORKERS="2").start()
+    srv = ServerProcess(data, COPYLEDGER_WORKERS="2").start(timeout=300)
     try:
         with httpx.Client(base_url=srv.url, timeout=30, headers={
                 "Authorization": f"Bearer {key}"}) as c:
