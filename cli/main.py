@@ -217,7 +217,13 @@ def _serve_workers(s: Any) -> None:
               f"with {s.workers} processes (docs at /docs)")
     uvicorn.run("copyledger.cli.main:worker_app", factory=True, workers=s.workers,
                 host=s.host, port=s.port, log_level="warning", access_log=False,
-                timeout_keep_alive=max(1, round(s.keep_alive_s)))
+                timeout_keep_alive=max(1, round(s.keep_alive_s)),
+                # The supervisor kills a process that does not answer its ping in time: give
+                # one that is starting on a busy machine, or sealing a big block, a minute.
+                timeout_worker_healthcheck=WORKER_HEALTHCHECK_S)
+
+
+WORKER_HEALTHCHECK_S = 60
 
 
 def worker_app() -> Any:
