@@ -47,7 +47,7 @@ def main() -> None:
     key = json.loads(cli("keys", "create", "--role", "creator", "--account", "bench",
                          "--data-dir", str(data), *db, "--json").stdout)["key"]
     srv = ServerProcess(data, args.database, COPYLEDGER_LOG_LEVEL="warning",
-                        COPYLEDGER_WORKERS=str(args.workers)).start()
+                        COPYLEDGER_WORKERS=str(args.workers)).start(timeout=300)
     try:
         before = httpx.get(srv.url + "/v1/log").json()
         # warm-up, then the measured run
@@ -107,7 +107,7 @@ def noop_run(wrk: str, seconds: int, connections: int, key: str) -> dict[str, ob
                              str(port), "--log-level", "warning", "--no-access-log"],
                             cwd=HERE.parent, stdout=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 300
         while True:
             try:
                 httpx.get(url + "/docs", timeout=1)
