@@ -47,8 +47,9 @@ def main() -> None:
     key = json.loads(cli("keys", "create", "--role", "creator", "--account", "bench",
                          "--data-dir", str(data), *db, "--json").stdout)["key"]
     srv = ServerProcess(data, args.database, COPYLEDGER_LOG_LEVEL="warning",
-                        COPYLEDGER_WORKERS=str(args.workers)).start(timeout=300)
+                        COPYLEDGER_WORKERS=str(args.workers))
     try:
+        srv.start(timeout=300)
         before = httpx.get(srv.url + "/v1/log").json()
         # warm-up, then the measured run
         subprocess.run([wrk, "-t1", "-c", str(args.connections), "-d", "3s", "-s",
