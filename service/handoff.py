@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from copyledger.ledger import errors
 from copyledger.ledger.block import BlockHeader
@@ -51,6 +51,7 @@ ELECT_EVERY_S = 0.05  # how often a process that is not the sequencer tries the 
 MAX_IN_FLIGHT = 50_000  # entries one process may have handed over and not yet had answered
 
 _LEN = struct.Struct(">I")
+_T = TypeVar("_T")
 _LOST = ("the sequencer stopped before answering; the entry may or may not be recorded: check "
          "GET /v1/search?sha256=... before retrying")
 _NO_SEQUENCER = "the sequencer is changing hands; retry shortly"
@@ -86,6 +87,24 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
 def _recv(sock: socket.socket) -> Any:
     (n,) = _LEN.unpack(_recv_exact(sock, _LEN.size))
     return pickle.loads(_recv_exact(sock, n))  # our own processes, socket 0700
+
+
+def _coalesce(q: queue.Queue[_T | None]) -> list[_T] | None:
+    """Wait for an item, then take all that queued up meanwhile: one frame for them all.
+    None (stop) once the queue's None is reached; it is left for the next call."""
+    first = q.get()
+    if first is None:
+        return None
+    batch = [first]
+    while True:
+        try:
+            item = q.get_nowait()
+        except queue.Empty:
+            return batch
+        if item is None:
+            q.put(None)
+            return batch
+        batch.append(item)
 
 
 def _encode(fut: Future[Receipt]) -> Outcome:
@@ -206,20 +225,7 @@ class _Conn:
             f.add_done_callback(one_done)
 
     def _write(self) -> None:
-        while True:
-            first = self.out.get()
-            if first is None:
-                return
-            batch = [first]
-            while True:
-                try:
-                    m = self.out.get_nowait()
-                except queue.Empty:
-                    break
-                if m is None:
-                    self.out.put(None)
-                    break
-                batch.append(m)
+        while (batch := _coalesce(self.out)) is not None:
             try:
                 _send(self.sock, batch)
             except OSError:
@@ -312,20 +318,7 @@ class _Client:
             writer.join()
 
     def _write(self, sock: socket.socket) -> None:
-        while True:
-            first = self._out.get()
-            if first is None:
-                return
-            batch = [first]
-            while True:
-                try:
-                    r = self._out.get_nowait()
-                except queue.Empty:
-                    break
-                if r is None:
-                    self._out.put(None)
-                    break
-                batch.append(r)
+        while (batch := _coalesce(self._out)) is not None:
             try:
                 _send(sock, batch)
             except OSError:
