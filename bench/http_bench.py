@@ -1,8 +1,11 @@
-"""Registrations per second through POST /v1/works: one uvicorn worker on the embedded SQLite
-default, 50 concurrent connections from wrk (a C load generator, so the client is not the
-bottleneck), p50/p99 latency. Prints one JSON object.
+"""Registrations per second through POST /v1/works: `serve` (one uvicorn worker, or
+`--workers N` processes, D48) on the embedded SQLite default, 50 concurrent connections from wrk
+(a C load generator, so the client is not the bottleneck), p50/p99 latency. Prints one JSON
+object. With `--compare-noop` it also runs a no-op FastAPI endpoint (`bench/noop_app.py`) on
+ONE uvicorn worker under the same wrk load in the same run, and prints both and the ratio.
 
     python bench/http_bench.py [--seconds 20] [--connections 50] [--database URL]
+                               [--workers N] [--compare-noop]
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.server import ServerProcess, cli
+from tests.server import ServerProcess, cli, free_port
 
 HERE = Path(__file__).resolve().parent
 
@@ -31,6 +34,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=20)
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--database", default="")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--compare-noop", action="store_true")
     args = ap.parse_args()
     wrk = shutil.which("wrk")
     if wrk is None:
@@ -41,8 +46,10 @@ def main() -> None:
     cli("init", "--data-dir", str(data), *db)
     key = json.loads(cli("keys", "create", "--role", "creator", "--account", "bench",
                          "--data-dir", str(data), *db, "--json").stdout)["key"]
-    srv = ServerProcess(data, args.database, COPYLEDGER_LOG_LEVEL="warning").start()
+    srv = ServerProcess(data, args.database, COPYLEDGER_LOG_LEVEL="warning",
+                        COPYLEDGER_WORKERS=str(args.workers))
     try:
+        srv.start(timeout=300)
         before = httpx.get(srv.url + "/v1/log").json()
         # warm-up, then the measured run
         subprocess.run([wrk, "-t1", "-c", str(args.connections), "-d", "3s", "-s",
@@ -63,8 +70,9 @@ def main() -> None:
     entries = after["tree_size"] - mid["tree_size"]
     blocks = after["block_height"] - mid["block_height"]
     audit = json.loads(cli("audit", "--data-dir", str(data), *db, "--json").stdout)
-    out = {
-        "benchmark": "POST /v1/works, one uvicorn worker",
+    out: dict[str, object] = {
+        "benchmark": f"POST /v1/works, serve --workers {args.workers}",
+        "load_average": os.getloadavg(),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "database": "postgresql" if args.database else "sqlite (WAL, synchronous=FULL)",
         "connections": args.connections,
@@ -81,8 +89,47 @@ def main() -> None:
         "wall_s": round(wall, 2),
         "targets": {"registrations_per_s": ">= 3000", "p99_ms": "< 250"},
     }
+    if args.compare_noop:
+        noop = noop_run(wrk, args.seconds, args.connections, key)
+        out["noop_one_worker"] = noop
+        out["ratio_to_noop"] = round(float(out["registrations_per_s"])  # type: ignore[arg-type]
+                                     / noop["requests_per_s"], 3)
+        out["load_average_after"] = os.getloadavg()
+        out["targets"] = {"ratio_to_noop": ">= 0.8", "p99_ms": "< 250"}
     shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(out, indent=2))
+
+
+def noop_run(wrk: str, seconds: int, connections: int, key: str) -> dict[str, object]:
+    """The yardstick: `bench/noop_app.py` on one uvicorn worker, the same wrk script."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "bench.noop_app:app", "--port",
+                             str(port), "--log-level", "warning", "--no-access-log"],
+                            cwd=HERE.parent, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                httpx.get(url + "/docs", timeout=1)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        subprocess.run([wrk, "-t1", "-c", str(connections), "-d", "3s", "-s",
+                        str(HERE / "wrk_register.lua"), url, "--", key],
+                       capture_output=True, check=True)
+        r = subprocess.run([wrk, "-t1", "-c", str(connections), "-d", f"{seconds}s",
+                            "--timeout", "10s", "-s", str(HERE / "wrk_register.lua"), url,
+                            "--", key], capture_output=True, text=True, check=True)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    res = json.loads([ln for ln in r.stdout.splitlines() if ln.startswith("{")][-1])
+    return {"requests_per_s": round(res["requests"] / res["duration_s"], 1),
+            "latency_ms": {k[:-3]: res[k] for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms")},
+            "errors": res["errors"]}
 
 
 if __name__ == "__main__":

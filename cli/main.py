@@ -174,6 +174,10 @@ def serve(
     host: Annotated[str | None, typer.Option(envvar="COPYLEDGER_HOST")] = None,
     port: Annotated[int | None, typer.Option(envvar="COPYLEDGER_PORT")] = None,
     notary_url: NotaryUrl = None,
+    workers: Annotated[int | None, typer.Option(
+        envvar="COPYLEDGER_WORKERS", min=1,
+        help="API processes; one of them sequences the log, the others hand entries to it, "
+        "and another takes over if it dies")] = None,
 ) -> None:
     """Run the registry's HTTP API (creates the registry on first start)."""
     _bound_malloc_arenas()
@@ -184,9 +188,13 @@ def serve(
     from copyledger.service import memory
     from copyledger.service.node import Node
 
-    s = _settings(data_dir, database, host=host, port=port, notary_url=notary_url)
+    s = _settings(data_dir, database, host=host, port=port, notary_url=notary_url,
+                  workers=workers)
     configure(s.log_level, s.log_json)
     _check_port(s.host, s.port)
+    if s.workers > 1:
+        _serve_workers(s)
+        return
     with _domain_errors_exit():
         reg = Node.open(s)
     # Long-lived objects (app, routes, schema) out of the collector's sight, and fewer young
@@ -204,6 +212,50 @@ def serve(
               f"--role creator --account you --data-dir {s.data_dir}", markup=False)
     uvicorn.run(create_app(reg), host=s.host, port=s.port, log_level="warning",
                 access_log=False, timeout_keep_alive=max(1, round(s.keep_alive_s)))
+
+
+def _serve_workers(s: Any) -> None:
+    """`serve --workers N`: uvicorn's supervisor runs N processes on one listening socket (and
+    starts a new one when one dies); each builds its node in `worker_app` (D48)."""
+    import uvicorn
+
+    from copyledger.service.handoff import socket_path
+    from copyledger.service.node import init_data_dir
+
+    with _domain_errors_exit():
+        socket_path(s.data_dir)  # too long a path fails here, not in every worker
+        init_data_dir(s)  # keys and schema once, before the workers open them
+    # The workers read their settings as `serve` itself would, from the environment.
+    os.environ.update({"COPYLEDGER_DATA_DIR": str(s.data_dir), "COPYLEDGER_WORKERS":
+                       str(s.workers), "COPYLEDGER_DATABASE": s.database,
+                       "COPYLEDGER_NOTARY_URL": s.notary_url})
+    err.print(f"copyledger: serving {s.origin} from {s.data_dir} on http://{s.host}:{s.port} "
+              f"with {s.workers} processes (docs at /docs)")
+    uvicorn.run("copyledger.cli.main:worker_app", factory=True, workers=s.workers,
+                host=s.host, port=s.port, log_level="warning", access_log=False,
+                timeout_keep_alive=max(1, round(s.keep_alive_s)),
+                # The supervisor kills a process that does not answer its ping in time: give
+                # one that is starting on a busy machine, or sealing a big block, a minute.
+                timeout_worker_healthcheck=WORKER_HEALTHCHECK_S)
+
+
+WORKER_HEALTHCHECK_S = 60
+
+
+def worker_app() -> Any:
+    """One process of `serve --workers N`: its node and app, settings from the environment."""
+    from copyledger.api.app import create_app
+    from copyledger.api.logs import configure
+    from copyledger.service.node import Node
+
+    s = _settings(None)
+    configure(s.log_level, s.log_json)
+    with _domain_errors_exit():
+        reg = Node.open(s)
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+    return create_app(reg)
 
 
 MALLOC_ARENA_MAX = "2"

@@ -185,6 +185,14 @@ class Sequencer:
         self._put(_Item(pending, fut))
         return fut
 
+    def submit_many(self, pendings: Sequence[Pending]) -> list[Future[Receipt]]:
+        """As `submit` for many entries, queued as one (see `submit_many_async`): for a thread
+        that answers other processes (`service.handoff`)."""
+        futures: list[Future[Receipt]] = [Future() for _ in pendings]
+        if futures:
+            self._put([_Item(p, f) for p, f in zip(pendings, futures, strict=True)])
+        return futures
+
     def submit_async(self, pending: Pending) -> asyncio.Future[Receipt]:
         """As `submit`, for a coroutine: call it in the event loop that will await the result.
         A block's waiters in one loop are answered with one thread-safe call, not one each."""

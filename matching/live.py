@@ -29,18 +29,27 @@ log = logging.getLogger("copyledger.index")
 
 
 class LiveIndex:
-    """One FingerprintIndex per server process, usable (empty, not `ready`) before it is built."""
+    """One FingerprintIndex per server process, usable (empty, not `ready`) before it is built.
 
-    def __init__(self) -> None:
+    `shared`: other processes write to the same log (`serve --workers N`, D48), so what this
+    process registers is not all there is. Then `add` is ignored and `catch_up` reads the works
+    appended since the index last looked, before each search that needs them."""
+
+    def __init__(self, *, shared: bool = False) -> None:
         self._lock = threading.Lock()
         self._index: FingerprintIndex | None = None
         self._pending: list[tuple[int, Mapping[str, Any]]] = []
+        self.shared = shared
+        self._through = 0  # every entry below this seq has been read from the log
+        self._catching_up = threading.Lock()
 
     @property
     def ready(self) -> bool:
         return self._index is not None
 
     def add(self, seq: int, fingerprints: Mapping[str, Any]) -> None:
+        if self.shared:
+            return  # `catch_up` reads it from the log, with every other process's works
         with self._lock:
             if self._index is None:
                 self._pending.append((seq, fingerprints))
@@ -63,27 +72,48 @@ class LiveIndex:
             log.exception("the fingerprint index could not be built; claim checks will say "
                           "so (index_ready false) until a restart")
 
+    def catch_up(self, store: Store, size: int) -> None:
+        """A shared index: add the works of seqs up to `size` it has not read yet."""
+        index = self._index
+        if not self.shared or index is None or size <= self._through:
+            return
+        with self._catching_up:
+            self._through = _read_works(store, index, self._through, size)
+
     def _build(self, store: Store) -> None:
         from copyledger.matching.index import FingerprintIndex
 
         t0 = time.monotonic()
         index = FingerprintIndex()
-        items: list[tuple[int, Mapping[str, Any]]] = []
-        for chunk in store.iter_entries():
-            for row in chunk:
-                if row.kind != "work":
-                    continue
-                e = jcs.parse(row.data)
-                fps = e.get("content", {}).get("fingerprints") if isinstance(e, dict) else None
-                if fps:
-                    items.append((row.seq, fps))
-            if len(items) >= 10_000:
-                index.add_many(items)
-                items = []
-        index.add_many(items)
+        self._through = _read_works(store, index, 0, None)
         with self._lock:
             index.add_many(self._pending)  # what arrived during the rebuild
             self._pending = []
             self._index = index
         log.info("fingerprint index ready",
                  extra={"entries": len(index), "seconds": round(time.monotonic() - t0, 3)})
+
+
+def _read_works(store: Store, index: FingerprintIndex, start: int, stop: int | None) -> int:
+    """Add the fingerprints of the works with seqs in [start, stop) to `index`; the seq after
+    the last entry read."""
+    items: list[tuple[int, Mapping[str, Any]]] = []
+    through = start
+    for chunk in store.iter_entries(start):
+        for row in chunk:
+            if stop is not None and row.seq >= stop:
+                break
+            through = row.seq + 1
+            if row.kind != "work":
+                continue
+            e = jcs.parse(row.data)
+            fps = e.get("content", {}).get("fingerprints") if isinstance(e, dict) else None
+            if fps:
+                items.append((row.seq, fps))
+        if len(items) >= 10_000:
+            index.add_many(items)
+            items = []
+        if stop is not None and through >= stop:
+            break
+    index.add_many(items)
+    return through

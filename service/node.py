@@ -46,6 +46,7 @@ from copyledger.notary.tsa_certs import ROOT_FILE, TsaIdentity
 from copyledger.notary.witnesses import Cosigner, WitnessConfig
 from copyledger.service import idempotency
 from copyledger.service.fsperm import private_dir, trusted_text, write_public
+from copyledger.service.handoff import Handoff
 from copyledger.service.rotation import overlap_signers, retired_keys
 from copyledger.service.settings import Settings, write_config
 
@@ -303,7 +304,7 @@ class Node:
         # The log is this notary's memory: it admits an extension of the last committed tree,
         # so a failed commit or a crash after signing never leaves it refusing the real next one.
         self.checkpoints = CheckpointGuard(settings.origin)
-        self.sequencer = Sequencer(
+        local = Sequencer(
             store,
             self._sign,
             settings.origin,
@@ -315,6 +316,13 @@ class Node:
             on_seal=self._sealed,
         )
         self.listeners: list[Callable[[BlockHeader], None]] = []  # told of each new block
+        # One process sequences; with `serve --workers N` the others hand entries to it (D48).
+        self.sequencer: Sequencer | Handoff = local
+        if settings.workers > 1:
+            handoff = Handoff(local, settings.data_dir, prepare=self._remember_last,
+                              on_lead=self._start_helpers)
+            self.sequencer = handoff
+            self.listeners.append(handoff.sealed)
         if settings.external_tsa_urls and not settings.external_tsa_roots:
             raise InvalidInput("external_tsas needs external_tsa_roots (their root certificates), "
                                "so that every external token is verified before it is kept")
@@ -330,7 +338,7 @@ class Node:
             raise InvalidInput(said("witness_quorum must be 1..{n} (the number of witnesses)",
                                     n=len(self.witnesses)))
         self.cosigner = Cosigner(store, self.witnesses)
-        self.index = LiveIndex()  # rebuilt from the log by `start_index`
+        self.index = LiveIndex(shared=settings.workers > 1)  # rebuilt by `start_index`
         self.transfer_locks = KeyedLocks()  # work seq: one transfer per work at a time
         self.register_locks = KeyedLocks()  # (account, sha256): one registration at a time
         self.idempotency = idempotency.Keys(store, settings.idempotency_ttl_s)
@@ -420,11 +428,22 @@ class Node:
         return reg
 
     def start(self) -> None:
+        if isinstance(self.sequencer, Handoff):
+            self.sequencer.start()  # leads (and starts the helpers), or follows the one that does
+            return
+        self._remember_last()
+        self.sequencer.start()
+        self._start_helpers()
+
+    def _remember_last(self) -> None:
+        """Before sequencing: the notary admits only extensions of the last committed tree."""
         last = self.store.latest_block()
         if last is not None:
             h = last.header
             self.checkpoints.remember(note.Checkpoint(self.origin, h.tree_size, h.tree_root))
-        self.sequencer.start()
+
+    def _start_helpers(self) -> None:
+        """What only the sequencing process runs: external time-stamps, witnesses."""
         self.external.start()
         self.cosigner.start()
 

@@ -58,6 +58,7 @@ class Settings:
     sm2_distid: str = "1234567812345678"  # the SM2 distinguishing ID (fixed at init, as the key)
     max_batch_body_bytes: int = 8 * 1024**2  # a batch of up to 1,000 works or deposits
     max_check_body_bytes: int = 384 * 1024  # a claim check's JSON: 2 x 2,048 ORB keypoints (D52)
+    workers: int = 1  # API processes `serve` runs; one of them sequences (D48)
     idempotency_ttl_s: int = 86_400  # how long an Idempotency-Key's answer is kept (D41)
 
     @property

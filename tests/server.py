@@ -58,6 +58,7 @@ class ServerProcess:
                     return self
             except httpx.HTTPError:
                 time.sleep(0.1)
+        self.stop()  # not left running (with `--workers`, respawning) after the test fails
         raise RuntimeError("server did not start")
 
     def kill9(self) -> None:

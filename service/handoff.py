@@ -1,0 +1,520 @@
+"""Several API processes, one sequencer (decision D48).
+
+With `serve --workers N` every process validates, canonicalises and authenticates on its own,
+and all of them race for the log's sequencer lock (the PostgreSQL advisory lock or the SQLite
+`flock`, as with one process). The winner runs the `Sequencer` and listens on a Unix socket in
+the data directory; the others connect to it and hand their entries over, and a writer still
+gets its receipt only after the sequencer has committed its block. Each block the sequencer
+seals is sent to every connected process before the receipts it holds, so a process's reads
+(tree size, checkpoint) are never behind a receipt it has given out.
+
+Every process keeps trying the lock. When the sequencer dies its lock goes with it (the kernel
+drops the `flock`, PostgreSQL ends the session), another process takes it, reloads the tree from
+the database and binds the socket afresh: what was committed is the log, and what was queued
+in the dead process was never acknowledged. Its writers are told that their entry may or may
+not be recorded (as when a commit fails), and writes that arrive before a new sequencer is
+listening are refused with 503 and Retry-After, nothing recorded.
+
+The socket is in the data directory (mode 0700): only the registry's own user can reach it,
+so frames are pickled between processes of one installation and never cross a host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import pickle
+import queue
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, TypeVar
+
+from copyledger.ledger import errors
+from copyledger.ledger.block import BlockHeader
+from copyledger.ledger.errors import Conflict, CopyledgerError, InvalidInput, Unavailable
+from copyledger.ledger.sequencer import LogState, Pending, Receipt, Sequencer
+from copyledger.ledger.store import BlockRow
+
+log = logging.getLogger("copyledger.handoff")
+
+SOCKET_NAME = "sequencer.sock"
+PID_NAME = "sequencer.pid"  # the pid of the process that holds the lock, for operators
+MAX_SOCKET_PATH = 107  # sun_path is 108 bytes with its NUL
+ELECT_EVERY_S = 0.05  # how often a process that is not the sequencer tries the lock
+MAX_IN_FLIGHT = 50_000  # entries one process may have handed over and not yet had answered
+
+_LEN = struct.Struct(">I")
+_T = TypeVar("_T")
+_LOST = ("the sequencer stopped before answering; the entry may or may not be recorded: check "
+         "GET /v1/search?sha256=... before retrying")
+_NO_SEQUENCER = "the sequencer is changing hands; retry shortly"
+
+Outcome = Receipt | tuple[str, str, str]  # a receipt, or (error class, detail, internal)
+Request = tuple[int, list[Pending]]  # (request id, the entries queued as one)
+Message = tuple[str, Any]  # ("block", BlockRow) or ("answer", (request id, [Outcome]))
+
+
+def socket_path(data_dir: Path) -> Path:
+    path = data_dir / SOCKET_NAME
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+        raise InvalidInput(f"--workers needs a Unix socket at {path}, which is longer than "
+                           f"{MAX_SOCKET_PATH} bytes: use a data directory with a shorter path")
+    return path
+
+
+def _send(sock: socket.socket, obj: object) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    sock.sendall(_LEN.pack(len(data)) + data)
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(min(n - len(buf), 1 << 20))
+        if not chunk:
+            raise ConnectionError("closed")
+        buf += chunk
+    return bytes(buf)
+
+
+def _recv(sock: socket.socket) -> Any:
+    (n,) = _LEN.unpack(_recv_exact(sock, _LEN.size))
+    return pickle.loads(_recv_exact(sock, n))  # our own processes, socket 0700
+
+
+def _coalesce(q: queue.Queue[_T | None]) -> list[_T] | None:
+    """Wait for an item, then take all that queued up meanwhile: one frame for them all.
+    None (stop) once the queue's None is reached; it is left for the next call."""
+    first = q.get()
+    if first is None:
+        return None
+    batch = [first]
+    while True:
+        try:
+            item = q.get_nowait()
+        except queue.Empty:
+            return batch
+        if item is None:
+            q.put(None)
+            return batch
+        batch.append(item)
+
+
+def _encode(fut: Future[Receipt]) -> Outcome:
+    e = fut.exception()
+    if e is None:
+        return fut.result()
+    if isinstance(e, CopyledgerError):
+        return (type(e).__name__, e.detail, e.internal)
+    return ("Unavailable", "the sequencer failed", f"{type(e).__name__}: {e}")
+
+
+def _decode(outcome: Outcome) -> Receipt | CopyledgerError:
+    if isinstance(outcome, Receipt):
+        return outcome
+    name, detail, internal = outcome
+    cls = getattr(errors, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, CopyledgerError)):
+        cls = Unavailable
+    return cls(detail, internal=internal)
+
+
+class _Server:
+    """The sequencer's side: takes entries from every connected process and sends back each
+    sealed block and the answers, coalesced into one frame per wake-up."""
+
+    def __init__(self, sequencer: Sequencer, path: Path) -> None:
+        self.sequencer = sequencer
+        self.path = path
+        self._conns: list[_Conn] = []
+        self._lock = threading.Lock()
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # a dead sequencer's socket: we hold the lock, so it is stale
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(str(path))
+        os.chmod(path, 0o600)
+        self._listener.listen(64)
+        self._closed = False
+        threading.Thread(target=self._accept, name="handoff-accept", daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                sock, _ = self._listener.accept()
+            except OSError:
+                return
+            conn = _Conn(sock, self.sequencer, self._drop)
+            with self._lock:
+                self._conns.append(conn)
+            conn.start()
+
+    def _drop(self, conn: _Conn) -> None:
+        with self._lock:
+            if conn in self._conns:
+                self._conns.remove(conn)
+
+    def sealed(self, block: BlockRow) -> None:
+        """Called by the sequencer thread after each commit, before it answers anyone."""
+        with self._lock:
+            conns = list(self._conns)
+        for c in conns:
+            c.out.put(("block", block))
+
+    def close(self) -> None:
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for c in conns:
+            c.close()
+
+
+class _Conn:
+    """One API process's connection to the sequencer."""
+
+    def __init__(self, sock: socket.socket, sequencer: Sequencer,
+                 dropped: Callable[[_Conn], None]) -> None:
+        self.sock = sock
+        self.sequencer = sequencer
+        self.dropped = dropped
+        self.out: queue.Queue[Message | None] = queue.Queue()
+
+    def start(self) -> None:
+        threading.Thread(target=self._read, name="handoff-read", daemon=True).start()
+        threading.Thread(target=self._write, name="handoff-write", daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            while True:
+                requests: list[Request] = _recv(self.sock)
+                for rid, pendings in requests:
+                    self._take(rid, pendings)
+        except (OSError, ConnectionError, EOFError, pickle.UnpicklingError):
+            pass
+        self.close()
+
+    def _take(self, rid: int, pendings: list[Pending]) -> None:
+        try:
+            futures = self.sequencer.submit_many(pendings)
+        except CopyledgerError as e:  # the queue is full, or sequencing stopped: nothing queued
+            self.out.put(("answer", (rid, [(type(e).__name__, e.detail, e.internal)]
+                                     * len(pendings))))
+            return
+        left = [len(futures)]
+        guard = threading.Lock()
+
+        def one_done(_: Future[Receipt]) -> None:
+            with guard:
+                left[0] -= 1
+                if left[0]:
+                    return
+            self.out.put(("answer", (rid, [_encode(f) for f in futures])))
+
+        for f in futures:
+            f.add_done_callback(one_done)
+
+    def _write(self) -> None:
+        while (batch := _coalesce(self.out)) is not None:
+            try:
+                _send(self.sock, batch)
+            except OSError:
+                self.close()
+                return
+
+    def close(self) -> None:
+        self.out.put(None)
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.dropped(self)
+
+
+class _Waiter:
+    """What a request handed over is waiting on: asyncio futures in a loop, or plain ones."""
+
+    __slots__ = ("futures", "loop")
+
+    def __init__(self, futures: list[Any], loop: asyncio.AbstractEventLoop | None) -> None:
+        self.futures = futures
+        self.loop = loop
+
+
+def _settle_all(pairs: list[tuple[Any, Receipt | CopyledgerError]]) -> None:
+    for fut, got in pairs:
+        if fut.done():
+            continue
+        if isinstance(got, Receipt):
+            fut.set_result(got)
+        else:
+            fut.set_exception(got)
+
+
+class _Client:
+    """An API process's side: hands entries to the sequencer and keeps a copy of the last
+    sealed block for reads."""
+
+    def __init__(self, path: Path, state: LogState) -> None:
+        self.path = path
+        self.state = state
+        self._sock: socket.socket | None = None
+        self._waiting: dict[int, _Waiter] = {}
+        self._in_flight = 0
+        self._next = 0
+        self._lock = threading.Lock()
+        self._out: queue.Queue[Request | None] = queue.Queue()
+        self._closed = False
+        self._connected = threading.Event()
+        threading.Thread(target=self._run, name="handoff-client", daemon=True).start()
+
+    # -- handing over -------------------------------------------------------------------------
+
+    def hand(self, pendings: Sequence[Pending], waiter: _Waiter) -> None:
+        with self._lock:
+            if self._sock is None or self._closed:
+                raise Unavailable(_NO_SEQUENCER)
+            if self._in_flight + len(pendings) > MAX_IN_FLIGHT:
+                raise Unavailable("the sequencer's queue is full; retry shortly")
+            rid = self._next
+            self._next += 1
+            self._waiting[rid] = waiter
+            self._in_flight += len(pendings)
+        self._out.put((rid, list(pendings)))
+
+    # -- the connection -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._closed:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(str(self.path))
+            except OSError:
+                sock.close()
+                time.sleep(ELECT_EVERY_S / 2)
+                continue
+            with self._lock:
+                self._sock = sock
+            self._connected.set()
+            writer = threading.Thread(target=self._write, args=(sock,), name="handoff-send",
+                                      daemon=True)
+            writer.start()
+            try:
+                while True:
+                    self._deliver(_recv(sock))
+            except (OSError, ConnectionError, EOFError, pickle.UnpicklingError):
+                pass
+            self._connected.clear()
+            self._lost(sock)
+            self._out.put(None)
+            writer.join()
+
+    def _write(self, sock: socket.socket) -> None:
+        while (batch := _coalesce(self._out)) is not None:
+            try:
+                _send(sock, batch)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)  # the reader sees it and fails the rest
+                return
+
+    def _deliver(self, messages: list[Message]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Receipt | CopyledgerError]]]
+        by_loop = {}
+        for kind, body in messages:
+            if kind == "block":
+                block: BlockRow = body
+                self.state = LogState(block.header.tree_size, [], block)
+                continue
+            rid, outcomes = body
+            with self._lock:
+                waiter = self._waiting.pop(rid, None)
+                if waiter is not None:
+                    self._in_flight -= len(outcomes)
+            if waiter is None:
+                continue
+            self._answer(waiter, [_decode(o) for o in outcomes], by_loop)
+        for loop, pairs in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # that loop has closed
+                loop.call_soon_threadsafe(_settle_all, pairs)
+
+    @staticmethod
+    def _answer(waiter: _Waiter, got: list[Receipt | CopyledgerError],
+                by_loop: dict[asyncio.AbstractEventLoop,
+                              list[tuple[Any, Receipt | CopyledgerError]]]) -> None:
+        pairs = list(zip(waiter.futures, got, strict=True))
+        if waiter.loop is not None:
+            by_loop.setdefault(waiter.loop, []).extend(pairs)
+        else:
+            _settle_all(pairs)
+
+    def _lost(self, sock: socket.socket) -> None:
+        """The sequencer went away: every entry it had not answered may or may not be in."""
+        with self._lock:
+            self._sock = None
+            waiting, self._waiting = self._waiting, {}
+            self._in_flight = 0
+        sock.close()
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Receipt | CopyledgerError]]]
+        by_loop = {}
+        for waiter in waiting.values():
+            self._answer(waiter, [Unavailable(_LOST)] * len(waiter.futures), by_loop)
+        for loop, pairs in by_loop.items():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle_all, pairs)
+        if waiting:
+            log.warning("lost the sequencer with %d requests unanswered", len(waiting))
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def close(self) -> None:
+        self._closed = True
+        with self._lock:
+            sock = self._sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class Handoff:
+    """What `Node.sequencer` is in a process of `serve --workers N`: the local sequencer while
+    this process holds the log's lock, otherwise a hand-over to the process that does. It
+    offers the Sequencer's surface the operations use (`state`, `submit*`)."""
+
+    def __init__(self, local: Sequencer, data_dir: Path,
+                 prepare: Callable[[], None] = lambda: None,
+                 on_lead: Callable[[], None] = lambda: None) -> None:
+        """`prepare` runs once the lock is taken, before the sequencer starts; `on_lead` once
+        it has started."""
+        self.local = local
+        self.prepare = prepare
+        self.path = socket_path(data_dir)
+        self.pid_path = data_dir / PID_NAME
+        self.on_lead = on_lead
+        self.leading = False
+        self._client: _Client | None = None
+        self._server: _Server | None = None
+        self._stop = threading.Event()
+        self._elector: threading.Thread | None = None
+
+    @property
+    def state(self) -> LogState:
+        if self.leading or self._client is None:
+            return self.local.state
+        return self._client.state
+
+    def start(self) -> None:
+        """Lead if the lock is free, else follow; either way keep trying for the lock."""
+        if not self._try_lead():
+            self._client = _Client(self.path, self.local.state)
+            self._elector = threading.Thread(target=self._elect, name="handoff-elect",
+                                             daemon=True)
+            self._elector.start()
+            self._client.wait_connected(5.0)
+
+    def _try_lead(self) -> bool:
+        store = self.local.store
+        try:
+            store.acquire_sequencer_lock()
+        except Conflict:
+            return False
+        try:
+            self.prepare()
+            server = _Server(self.local, self.path)  # refuses entries until the start below
+        except BaseException:
+            store.release_sequencer_lock()
+            raise
+        try:
+            self.local.start()  # the lock is ours already; reloads the tree from the database
+        except BaseException:
+            server.close()
+            store.release_sequencer_lock()
+            raise
+        self._server = server
+        self.leading = True
+        self.pid_path.write_text(f"{os.getpid()}\n")
+        log.info("this process is the sequencer", extra={"pid": os.getpid(),
+                                                         "tree_size": self.local.state.size})
+        self.on_lead()
+        return True
+
+    def _elect(self) -> None:
+        while not self._stop.wait(ELECT_EVERY_S):
+            try:
+                if self._try_lead():
+                    break
+            except Exception:
+                log.exception("taking over the sequencer failed; trying again")
+        else:
+            return
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def sealed(self, header: BlockHeader) -> None:
+        """A Node listener: tell every other process of the block just sealed here."""
+        if self._server is not None and self.local.state.last is not None \
+                and self.local.state.last.header == header:
+            self._server.sealed(self.local.state.last)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._elector is not None:
+            self._elector.join(5.0)
+        if self._client is not None:
+            self._client.close()
+        if self.leading:
+            if self._server is not None:
+                self._server.close()
+            with contextlib.suppress(FileNotFoundError):
+                self.pid_path.unlink()
+            self.local.stop()
+            self.leading = False
+
+    # -- the Sequencer's writers' side ----------------------------------------------------------
+
+    def _route(self) -> _Client | None:
+        if self.leading:
+            return None
+        client = self._client
+        if client is None:  # between losing and taking over: nobody sequences here yet
+            if self.leading:
+                return None
+            raise Unavailable(_NO_SEQUENCER)
+        return client
+
+    def submit(self, pending: Pending) -> Future[Receipt]:
+        client = self._route()
+        if client is None:
+            return self.local.submit(pending)
+        fut: Future[Receipt] = Future()
+        client.hand([pending], _Waiter([fut], None))
+        return fut
+
+    def submit_async(self, pending: Pending) -> asyncio.Future[Receipt]:
+        client = self._route()
+        if client is None:
+            return self.local.submit_async(pending)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Receipt] = loop.create_future()
+        client.hand([pending], _Waiter([fut], loop))
+        return fut
+
+    def submit_many_async(self, pendings: Sequence[Pending]) -> list[asyncio.Future[Receipt]]:
+        client = self._route()
+        if client is None:
+            return self.local.submit_many_async(pendings)
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Receipt]] = [loop.create_future() for _ in pendings]
+        if futures:
+            client.hand(pendings, _Waiter(list(futures), loop))
+        return futures

@@ -1,0 +1,182 @@
+"""`serve --workers N` (D48): several API processes, one sequencer, and takeover when the
+sequencer is killed. Everything here is a real process: uvicorn's supervisor, its workers, and
+a client that keeps writing from threads while the process holding the lock is SIGKILLed."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from copyledger.ledger import jcs, merkle, note
+from copyledger.ledger.store import Store
+from tests.helpers import work_body
+from tests.server import ServerProcess, cli
+
+pytestmark = pytest.mark.slow
+
+KILLS = 20
+WORKERS = 3
+
+
+class Load:
+    """Writers in threads, each registering new works until told to stop; every 201 is kept."""
+
+    def __init__(self, url: str, key: str, threads: int = 6) -> None:
+        self.url, self.key = url, key
+        self.acked: list[dict[str, Any]] = []
+        self.refused: dict[int, int] = {}  # status -> count (503s while the lock moves)
+        self.lost = 0  # connections that failed: the killed process's own clients
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, args=(i,)) for i in range(threads)]
+
+    def __enter__(self) -> Load:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(60)
+
+    def _run(self, n: int) -> None:
+        i = 0
+        with httpx.Client(base_url=self.url, timeout=30,
+                          headers={"Authorization": f"Bearer {self.key}"}) as c:
+            while not self._stop.is_set():
+                i += 1
+                try:
+                    r = c.post("/v1/works", json=work_body(f"w{n}-{i}"))
+                except httpx.HTTPError:
+                    with self._lock:
+                        self.lost += 1
+                    continue
+                with self._lock:
+                    if r.status_code == 201:
+                        self.acked.append(r.json())
+                    else:
+                        self.refused[r.status_code] = self.refused.get(r.status_code, 0) + 1
+
+    def wait_for(self, n: int, timeout: float = 180.0) -> None:
+        """Until at least `n` writes have been acknowledged."""
+        deadline = time.monotonic() + timeout
+        while len(self.acked) < n:
+            assert time.monotonic() < deadline, f"only {len(self.acked)} of {n} acknowledged"
+            time.sleep(0.02)
+
+
+def leader(data: Path, other_than: int = 0, timeout: float = 300.0) -> int:
+    """The pid of the process that holds the sequencer lock (once it is not `other_than`)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pid = int((data / "sequencer.pid").read_text())
+        except (FileNotFoundError, ValueError):
+            pid = 0
+        if pid and pid != other_than:
+            return pid
+        time.sleep(0.02)
+    raise AssertionError("no process took over the sequencer")
+
+
+def check_log(data: Path, database_url: str, acked: list[dict[str, Any]]) -> None:
+    """Every acknowledged entry is in the log, at its seq, with its bytes; every checkpoint a
+    client was shown and every block's checkpoint is consistent with the next; audit clean."""
+    dburl = database_url if database_url.startswith("postgresql") else \
+        f"sqlite:///{data / 'ledger.sqlite3'}"
+    seqs = [a["seq"] for a in acked]
+    assert len(set(seqs)) == len(seqs)
+    store = Store.open(dburl, migrate_schema=False)
+    try:
+        rows = {r.seq: r for r in store.get_entries(sorted(seqs))}
+        for a in acked:
+            row = rows[a["seq"]]
+            assert row.data == jcs.canonicalize(a["entry"])
+            assert row.leaf_hash == merkle.leaf_hash(row.data) == bytes.fromhex(a["leaf_hash"])
+        blocks = list(store.iter_blocks())
+        size = blocks[-1].header.tree_size
+        trees = sorted({(b.header.tree_size, b.header.tree_root) for b in blocks}
+                       | {(a["receipt"]["tree_size"], bytes.fromhex(a["receipt"]["root"]))
+                          for a in acked})
+        assert len({s for s, _ in trees}) == len(trees)  # one root per size: no fork
+        assert trees[-1][0] == size
+        for (old, old_root), (new, new_root) in itertools.pairwise(trees):
+            if old == 0:
+                continue  # the empty tree is a prefix of every tree
+            merkle.verify_consistency(old, new, old_root, new_root,
+                                      merkle.consistency_proof(old, new, store))
+    finally:
+        store.close()
+    db = [] if database_url.startswith("sqlite") else ["--database", database_url]
+    rep = cli("audit", "--data-dir", str(data), *db, "--json")
+    assert rep.returncode == 0, rep.stdout + rep.stderr
+    assert json.loads(rep.stdout)["ok"] is True
+
+
+def test_sigkill_the_sequencer_twenty_times(tmp_path: Path, database_url: str) -> None:
+    data = tmp_path / "d"
+    db = [] if database_url.startswith("sqlite") else ["--database", database_url]
+    assert cli("init", "--data-dir", str(data), *db).returncode == 0
+    key = json.loads(cli("keys", "create", "--role", "creator", "--account", "alice",
+                         "--data-dir", str(data), *db, "--json").stdout)["key"]
+    dburl = "" if database_url.startswith("sqlite") else database_url
+    srv = ServerProcess(data, dburl, COPYLEDGER_WORKERS=str(WORKERS))
+    try:
+        srv.start(timeout=300)
+        pid = leader(data)
+        with Load(srv.url, key) as load:
+            for _ in range(KILLS):
+                load.wait_for(len(load.acked) + 30)  # a short burst through the sequencer
+                os.kill(pid, signal.SIGKILL)
+                pid = leader(data, other_than=pid)
+            load.wait_for(len(load.acked) + 30)  # and it still takes writes
+        log = httpx.get(srv.url + "/v1/log", timeout=30).json()
+        verifier = note.parse_verifier_key(log["verifier_key"])
+        n, _ = note.verify_note(httpx.get(srv.url + "/v1/log/checkpoint", timeout=30).text,
+                                [verifier])
+        assert note.parse_checkpoint(n.text).size >= max(a["seq"] for a in load.acked) + 1
+    finally:
+        srv.stop()
+    assert set(load.refused) <= {503}, load.refused  # pushback while the lock moves, no 5xx else
+    check_log(data, database_url, load.acked)
+
+
+def test_workers_share_one_log(tmp_path: Path) -> None:
+    """Writes through any process land in one tree; reads in every process keep up with it;
+    stopping leaves no socket or pid file behind."""
+    data = tmp_path / "d"
+    assert cli("init", "--data-dir", str(data)).returncode == 0
+    key = json.loads(cli("keys", "create", "--role", "creator", "--data-dir", str(data),
+                         "--json").stdout)["key"]
+    srv = ServerProcess(data, COPYLEDGER_WORKERS="2")
+    try:
+        srv.start(timeout=300)
+        with httpx.Client(base_url=srv.url, timeout=30, headers={
+                "Authorization": f"Bearer {key}"}) as c:
+            for i in range(40):
+                # A new connection each time, so the kernel spreads them over the processes.
+                r = httpx.post(srv.url + "/v1/works", json=work_body(f"share-{i}"), timeout=30,
+                               headers={"Authorization": f"Bearer {key}",
+                                        "Connection": "close"})
+                assert r.status_code == 201, r.text
+                # Another process learns of the block from the sequencer, within moments.
+                deadline = time.monotonic() + 5
+                while httpx.get(srv.url + "/healthz", headers={"Connection": "close"},
+                                timeout=30).json()["tree_size"] <= r.json()["seq"]:
+                    assert time.monotonic() < deadline, "a process's reads stayed behind"
+                    time.sleep(0.01)
+            assert c.get("/v1/log").json()["tree_size"] == 40
+        assert (data / "sequencer.pid").exists() and (data / "sequencer.sock").exists()
+    finally:
+        srv.stop()
+    assert not (data / "sequencer.sock").exists() and not (data / "sequencer.pid").exists()
