@@ -34,8 +34,7 @@ from copyledger.notary.policy import CheckpointGuard
 from copyledger.notary.remote import RemoteNotary, RemoteSigner, RemoteTSA
 from copyledger.notary.signer import ExtraSigner, Signer, sign_note, verifier_key
 from copyledger.notary.sm2 import Sm2Signer
-from copyledger.notary.tsa import TimeStampAuthority
-from copyledger.notary.tsa_certs import ROOT_FILE, TsaIdentity
+from copyledger.notary.tsa import ROOT_FILE, TimeStampAuthority, TsaIdentity
 from copyledger.notary.witnesses import Cosigner, WitnessConfig
 from copyledger.service import idempotency
 from copyledger.service.fsperm import private_dir, trusted_text, write_public
