@@ -30,9 +30,8 @@ from copyledger.matching import LiveIndex
 from copyledger.notary import keys
 from copyledger.notary.external_tsa import ExternalStamper
 from copyledger.notary.keys import KeyConfig, init_log_signer, init_tsa_chain, load_log_signer
-from copyledger.notary.policy import CheckpointGuard
 from copyledger.notary.remote import RemoteNotary, RemoteSigner, RemoteTSA
-from copyledger.notary.signer import ExtraSigner, Signer, sign_note, verifier_key
+from copyledger.notary.signer import CheckpointGuard, ExtraSigner, Signer, sign_note, verifier_key
 from copyledger.notary.sm2 import Sm2Signer
 from copyledger.notary.tsa import ROOT_FILE, TimeStampAuthority, TsaIdentity
 from copyledger.notary.witnesses import Cosigner, WitnessConfig

@@ -229,7 +229,7 @@ def test_tile_path_with_an_absurd_index_is_404(client: TestClient) -> None:
 @pytest.fixture
 def notary(tmp_path: Path) -> TestClient:
     from copyledger.api.notary_app import create_notary_app
-    from copyledger.notary.policy import CheckpointGuard
+    from copyledger.notary.signer import CheckpointGuard
     from copyledger.notary.tsa import TimeStampAuthority
     from copyledger.service.node import init_notary_keys, load_signer, load_tsa_identity
     from copyledger.service.settings import load
