@@ -32,8 +32,8 @@ from copyledger.api.routes import (
     tsa,
     works,
 )
-from copyledger.ledger.block import BlockHeader
 from copyledger.ledger.errors import CopyledgerError, PayloadTooLarge, RequestTimeout
+from copyledger.ledger.note import BlockHeader
 from copyledger.service.apikeys import KeyCache
 from copyledger.service.certificate import certificate_pdf
 from copyledger.service.i18n import DEFAULT

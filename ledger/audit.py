@@ -25,10 +25,10 @@ from itertools import islice
 from typing import Any, NamedTuple, TypeVar
 
 from copyledger.ledger import cosignature, jcs, merkle, note, sm2
-from copyledger.ledger.block import GENESIS_PREV, BlockHeader, check_header, check_link
 from copyledger.ledger.documents import Acceptance, Entry, Transfer, Withdrawal, parse_entry
 from copyledger.ledger.errors import CopyledgerError
 from copyledger.ledger.links import LINKED_KINDS, TRANSFER, Link, Target, links_of, resolve
+from copyledger.ledger.note import GENESIS_PREV, BlockHeader, check_header, check_link
 from copyledger.ledger.store import BlockRow, CachedReader, EntryRow, Store
 from copyledger.ledger.title import TITLE_KINDS, Title
 

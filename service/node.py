@@ -20,10 +20,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from copyledger.ledger import note
-from copyledger.ledger.block import BlockHeader
 from copyledger.ledger.bundle import NotaryKeys
 from copyledger.ledger.errors import InvalidInput, NotFound
 from copyledger.ledger.merkle import Consistency
+from copyledger.ledger.note import BlockHeader
 from copyledger.ledger.sequencer import Sequencer
 from copyledger.ledger.store import BlockRow, Store, make_engine, migrate
 from copyledger.matching import LiveIndex
