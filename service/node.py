@@ -300,6 +300,12 @@ class Node:
             raise InvalidInput(f"witness_quorum must be 1..{len(self.witnesses)} (the number "
                                f"of witnesses)")
         self.cosigner = Cosigner(store, self.witnesses)
+        # The background helpers hear of a new block only when they are configured: without
+        # external TSAs or witnesses nothing is woken, and sealing calls nothing of theirs.
+        if self.external.urls:
+            self.listeners.append(lambda _h: self.external.poke())
+        if self.witnesses:
+            self.listeners.append(lambda _h: self.cosigner.poke())
         self.index = LiveIndex()  # rebuilt from the log by `start_index`
         self.transfer_locks: dict[int, asyncio.Lock] = {}
         self.register_locks = KeyedLocks()  # (account, sha256): one registration at a time
@@ -327,8 +333,6 @@ class Node:
     def _sealed(self, block: BlockRow) -> None:
         h = block.header
         self.checkpoints.remember(note.Checkpoint(self.origin, h.tree_size, h.tree_root))
-        self.external.poke()
-        self.cosigner.poke()
         for listener in self.listeners:
             listener(block.header)
 
