@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from copyledger.api import auth, idempotent, metrics, openapi, problems
+from copyledger.api import deps, idempotent, metrics, openapi, problems
 from copyledger.api.language import Language
 from copyledger.api.models import HEALTH_EXAMPLE, HealthOut
 from copyledger.api.routes import (
@@ -178,7 +178,7 @@ class FastRegister:
         auth_header = headers.get(b"authorization", b"").decode("latin-1")
         response: Response
         try:
-            who = auth.check_write(self.state.keys, self.state.write_quota, auth_header,
+            who = deps.check_write(self.state.keys, self.state.write_quota, auth_header,
                                    ("creator",))  # before any body
             key = idempotent.key_of(headers)
         except CopyledgerError as e:

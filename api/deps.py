@@ -1,4 +1,6 @@
-"""Shared helpers for the routers: the node on app state, JSON bodies with limits, JSON out."""
+"""What a route takes from its request: the node on app state, the caller (bearer
+authentication, the HTTP half of API keys, and its write quota), the JSON body within its
+limit; and JSON out."""
 
 from __future__ import annotations
 
@@ -9,9 +11,11 @@ from fastapi import Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from copyledger.ledger.errors import PayloadTooLarge
+from copyledger.ledger.errors import PayloadTooLarge, Unauthorized
+from copyledger.service.apikeys import KeyCache, Principal, authorize
 from copyledger.service.inputs import parse_input
 from copyledger.service.node import Node
+from copyledger.service.quotas import TokenBuckets
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -39,3 +43,36 @@ class FastJSONResponse(Response):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
+
+
+# --------------------------------------------------------------------------------------------
+# Bearer authentication: the HTTP half of API keys (the rest is `service.apikeys`).
+
+def require(request: Request, *roles: str) -> Principal:
+    """The caller's principal, if its key has one of `roles` (admin may do anything)."""
+    return check(request.app.state.keys, request.headers.get("authorization", ""), roles)
+
+
+def require_write(request: Request, *roles: str) -> Principal:
+    """As `require`, for a request that writes to the log: it also spends one of the key's
+    write tokens (429 with Retry-After when they are spent), before any body is read."""
+    state = request.app.state
+    return check_write(state.keys, state.write_quota, request.headers.get("authorization", ""),
+                       roles)
+
+
+def check_write(cache: KeyCache, quota: TokenBuckets, header: str,
+                roles: tuple[str, ...]) -> Principal:
+    """As `require_write`, from the Authorization header's value."""
+    who = check(cache, header, roles)
+    quota.take(who.key_id)
+    return who
+
+
+def check(cache: KeyCache, header: str, roles: tuple[str, ...]) -> Principal:
+    """As `require`, from the Authorization header's value."""
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("send 'Authorization: Bearer <api key>'; mint one with "
+                           "`copyledger keys create --role ...`")
+    return authorize(cache.lookup(token.strip()), roles)

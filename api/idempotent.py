@@ -12,7 +12,7 @@ from fastapi import Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from copyledger.api import auth
+from copyledger.api import deps
 from copyledger.api.deps import FastJSONResponse, json_body, node
 from copyledger.service.apikeys import Principal
 from copyledger.service.idempotency import Answer, check_key, request_hash
@@ -69,7 +69,7 @@ async def record(
     """A JSON write route's whole work: the key checked for one of `roles` before any of the
     body is read, then, under the request's Idempotency-Key, the body parsed as `model`,
     `operation` run and its receipt answered with 201."""
-    who = auth.require_write(request, *roles)
+    who = deps.require_write(request, *roles)
 
     async def run() -> Response:
         recorded = await operation(node(request), who, await json_body(request, model))

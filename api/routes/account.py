@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from copyledger.api import auth
+from copyledger.api import deps
 from copyledger.api.deps import FastJSONResponse, node
 from copyledger.api.models import WHOAMI_EXAMPLE, WhoamiOut
 from copyledger.api.openapi import answers, problems, secured
@@ -23,5 +23,5 @@ router = APIRouter(tags=["account"])
     openapi_extra=secured(*apikeys.ROLES),
 )
 def whoami(request: Request) -> FastJSONResponse:
-    who = auth.require(request, *apikeys.ROLES)
+    who = deps.require(request, *apikeys.ROLES)
     return FastJSONResponse(apikeys.whoami(node(request).store, who))

@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from copyledger.api import auth, idempotent, uploads
+from copyledger.api import deps, idempotent, uploads
 from copyledger.api.deps import FastJSONResponse, json_body, node
 from copyledger.api.models import (
     CHECK_EXAMPLE,
@@ -94,7 +94,7 @@ class ErasedOut(BaseModel):
 )
 def get_claim_contact(request: Request,
                       seq: int = Path(ge=0, le=MAX_INT)) -> dict[str, Any]:
-    who = auth.require(request, "platform")
+    who = deps.require(request, "platform")
     return contacts.disclose(node(request).store, who, seq).to_dict()
 
 
@@ -110,7 +110,7 @@ def get_claim_contact(request: Request,
 )
 def erase_claim_contact(request: Request,
                         seq: int = Path(ge=0, le=MAX_INT)) -> dict[str, Any]:
-    auth.require(request, "admin")
+    deps.require(request, "admin")
     return contacts.erase(node(request).store, seq)
 
 
@@ -148,7 +148,7 @@ async def _check_from_form(request: Request) -> CheckIn:
         multipart_example={"claimant": "ada", "work_seq": "5", "file": "(the disputed file)"})},
 )
 async def check_claim(request: Request) -> FastJSONResponse:
-    auth.require(request, "platform")
+    deps.require(request, "platform")
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         q = await _check_from_form(request)
     else:

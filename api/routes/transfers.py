@@ -7,7 +7,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
-from copyledger.api import auth, idempotent
+from copyledger.api import deps, idempotent
 from copyledger.api.deps import FastJSONResponse, node, parse_body
 from copyledger.api.models import (
     HISTORY_EXAMPLE,
@@ -68,7 +68,7 @@ async def answer_offer(
     action: Literal["accept", "withdraw"] = Path(description="accept (recipient) or withdraw "
                                                  "(offerer)"),
 ) -> FastJSONResponse:
-    who = auth.require(request, "creator")
+    who = deps.require(request, "creator")
     n = node(request)
     a = parse_body(AnswerIn, await request.body() or b"{}", n.settings.max_body_bytes)
     kind = "acceptance" if action == "accept" else "withdrawal"

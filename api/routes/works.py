@@ -7,7 +7,7 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from copyledger.api import auth, batch, idempotent, uploads
+from copyledger.api import batch, deps, idempotent, uploads
 from copyledger.api.deps import FastJSONResponse, node, parse_body
 from copyledger.api.models import (
     BATCH_EXAMPLE,
@@ -121,7 +121,7 @@ def registration_answer(recorded: operations.Recorded) -> FastJSONResponse:
 )
 async def register_work(request: Request) -> Response:
     n = node(request)
-    who = auth.require_write(request, "creator")  # before reading any of the body
+    who = deps.require_write(request, "creator")  # before reading any of the body
     key = idempotent.key_of(dict(request.scope["headers"]))
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         return await register_json(n, who, await request.body(),
@@ -177,7 +177,7 @@ async def deposit_evidence(request: Request) -> Response:
 )
 async def register_works(request: Request) -> FastJSONResponse:
     n = node(request)
-    who = auth.require_write(request, "creator")  # before reading any of the body
+    who = deps.require_write(request, "creator")  # before reading any of the body
     query = request.scope.get("query_string", b"")
     again = again_query(query)
     return await batch.answer(
@@ -196,7 +196,7 @@ async def register_works(request: Request) -> FastJSONResponse:
 )
 async def deposit_evidence_many(request: Request) -> FastJSONResponse:
     n = node(request)
-    who = auth.require_write(request, "creator", "platform", "court")
+    who = deps.require_write(request, "creator", "platform", "court")
     return await batch.answer(
         n, who, await request.body(), request.scope.get("query_string", b""),
         "/v1/evidence/batch", "evidence", EvidenceIn,
