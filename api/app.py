@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from copyledger.api import deps, idempotent, metrics, openapi, problems
+from copyledger.api import deps, metrics, openapi, problems
 from copyledger.api.language import Language
 from copyledger.api.models import HEALTH_EXAMPLE, HealthOut
 from copyledger.api.routes import (
@@ -180,7 +180,7 @@ class FastRegister:
         try:
             who = deps.check_write(self.state.keys, self.state.write_quota, auth_header,
                                    ("creator",))  # before any body
-            key = idempotent.key_of(headers)
+            key = deps.key_of(headers)
         except CopyledgerError as e:
             response = problems.from_error(e, "/v1/works", _lang(scope))
         else:

@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from copyledger.api import deps, idempotent, uploads
+from copyledger.api import deps, uploads
 from copyledger.api.deps import FastJSONResponse, json_body, node
 from copyledger.api.models import (
     CHECK_EXAMPLE,
@@ -48,7 +48,7 @@ _CHECK_FORM = {"type": "object", "required": ["claimant"], "properties": {
     openapi_extra={**secured("platform"), **json_request(ClaimIn)},
 )
 async def record_claim(request: Request) -> Response:
-    return await idempotent.record(request, ("platform",), ClaimIn, operations.record_claim)
+    return await deps.record(request, ("platform",), ClaimIn, operations.record_claim)
 
 
 @router.get("/v1/claims/{seq}", summary="A claim and its timeline", response_model=None,

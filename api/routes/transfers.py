@@ -7,7 +7,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
-from copyledger.api import deps, idempotent
+from copyledger.api import deps
 from copyledger.api.deps import FastJSONResponse, node, parse_body
 from copyledger.api.models import (
     HISTORY_EXAMPLE,
@@ -40,7 +40,7 @@ router = APIRouter(tags=["creators"])
     openapi_extra={**secured("creator"), **json_request(TransferIn)},
 )
 async def record_transfer(request: Request) -> Response:
-    return await idempotent.record(request, ("creator",), TransferIn, operations.record_transfer)
+    return await deps.record(request, ("creator",), TransferIn, operations.record_transfer)
 
 
 # The body is optional (an acceptance may carry a note, or nothing).

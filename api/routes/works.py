@@ -7,7 +7,7 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from copyledger.api import batch, deps, idempotent, uploads
+from copyledger.api import batch, deps, uploads
 from copyledger.api.deps import FastJSONResponse, node, parse_body
 from copyledger.api.models import (
     BATCH_EXAMPLE,
@@ -74,7 +74,7 @@ async def register_json(n: Node, who: Principal, body: bytes, query: bytes,
         w = parse_body(WorkIn, body, n.settings.max_body_bytes)
         return registration_answer(await operations.register_work(n, who, w, again=again))
 
-    return await idempotent.once(n, who, key, (b"/v1/works", query, body), run)
+    return await deps.once(n, who, key, (b"/v1/works", query, body), run)
 
 
 def again_query(query: bytes) -> bool:
@@ -122,7 +122,7 @@ def registration_answer(recorded: operations.Recorded) -> FastJSONResponse:
 async def register_work(request: Request) -> Response:
     n = node(request)
     who = deps.require_write(request, "creator")  # before reading any of the body
-    key = idempotent.key_of(dict(request.scope["headers"]))
+    key = deps.key_of(dict(request.scope["headers"]))
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         return await register_json(n, who, await request.body(),
                                    request.scope.get("query_string", b""), key)
@@ -161,7 +161,7 @@ async def register_work(request: Request) -> Response:
     openapi_extra={**secured("creator", "platform", "court"), **json_request(EvidenceIn)},
 )
 async def deposit_evidence(request: Request) -> Response:
-    return await idempotent.record(request, ("creator", "platform", "court"), EvidenceIn,
+    return await deps.record(request, ("creator", "platform", "court"), EvidenceIn,
                                    operations.deposit_evidence)
 
 
