@@ -16,7 +16,7 @@ from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from copyledger.api import deps, metrics, openapi, problems
-from copyledger.api.language import Language
+from copyledger.api.deps import Language
 from copyledger.api.models import HEALTH_EXAMPLE, HealthOut
 from copyledger.api.routes import (
     account,

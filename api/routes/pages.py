@@ -17,8 +17,8 @@ from typing import Literal
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
+from copyledger.api.deps import lang as language
 from copyledger.api.deps import node
-from copyledger.api.language import lang as language
 from copyledger.api.openapi import PUBLIC, problems
 from copyledger.ledger.errors import NotFound
 from copyledger.service import reads
