@@ -36,7 +36,6 @@ from copyledger.ledger.errors import CopyledgerError, PayloadTooLarge, RequestTi
 from copyledger.ledger.note import BlockHeader
 from copyledger.service.apikeys import KeyCache
 from copyledger.service.certificate import certificate_pdf
-from copyledger.service.i18n import DEFAULT
 from copyledger.service.node import Node
 from copyledger.service.quotas import TokenBuckets
 from copyledger.service.rendercache import RenderCache
@@ -145,7 +144,7 @@ class BodyLimit:
 
 def _lang(scope: Scope) -> str:
     """The language `Language` (outside these middlewares) chose for the request."""
-    return str(scope.get("state", {}).get("lang", DEFAULT))
+    return deps.lang_of(scope)
 
 
 class _TooLarge(Exception):

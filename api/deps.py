@@ -168,7 +168,28 @@ VARY = "Accept-Language, Cookie"
 
 def lang(request: Request) -> str:
     """The language the middleware chose for this request (English outside it)."""
-    return str(getattr(request.state, "lang", DEFAULT))
+    return lang_of(request.scope)
+
+
+def lang_of(scope: Scope) -> str:
+    """As `lang`, from the ASGI scope. `Language` leaves the choice open (None) and it is made
+    here on first use, so an answer no one reads in a language (a registration's JSON) costs no
+    negotiation."""
+    state = scope.get("state", {})
+    chosen = state.get("lang", DEFAULT)
+    if chosen is None:
+        chosen, state["lang_asked"] = _choose(scope)
+        state["lang"] = chosen
+    return str(chosen)
+
+
+def _choose(scope: Scope) -> tuple[str, str | None]:
+    """(the language chosen, the one `?lang=` asked for, if any)."""
+    headers = list(scope.get("headers", []))
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    asked = pick((query.get("lang") or [""])[-1])
+    accept = next((v.decode("latin-1") for k, v in headers if k == b"accept-language"), "")
+    return negotiate(accept, asked or pick(_cookie(headers))), asked
 
 
 def _cookie(headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -185,7 +206,8 @@ def _cookie(headers: list[tuple[bytes, bytes]]) -> str | None:
 
 
 class Language:
-    """Pure ASGI: sets scope["state"]["lang"] and the headers described above."""
+    """Pure ASGI: makes the request's language choosable (`lang_of`) and sets the headers
+    described above on answers people read."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -194,18 +216,15 @@ class Language:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = list(scope.get("headers", []))
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        asked = pick((query.get("lang") or [""])[-1])
-        accept = next((v.decode("latin-1") for k, v in headers if k == b"accept-language"), "")
-        chosen = negotiate(accept, asked or pick(_cookie(headers)))
-        scope.setdefault("state", {})["lang"] = chosen
+        scope.setdefault("state", {})["lang"] = None  # chosen on first use
 
         async def send_with_language(message: Message) -> None:
             if message["type"] == "http.response.start":
                 out = list(message.get("headers", []))
                 media = next((v for k, v in out if k.lower() == b"content-type"), b"")
                 if media.startswith(READ):
+                    chosen = lang_of(scope)
+                    asked = scope["state"].get("lang_asked")
                     vary = [v.decode("latin-1") for k, v in out if k.lower() == b"vary"]
                     out = [(k, v) for k, v in out if k.lower() != b"vary"]
                     out.append((b"vary", ", ".join([*vary, VARY]).encode("latin-1")))
