@@ -34,10 +34,9 @@ from copyledger.api.routes import (
 )
 from copyledger.ledger.errors import CopyledgerError, PayloadTooLarge, RequestTimeout
 from copyledger.ledger.note import BlockHeader
-from copyledger.service.apikeys import KeyCache
+from copyledger.service.apikeys import KeyCache, TokenBuckets
 from copyledger.service.certificate import certificate_pdf
 from copyledger.service.node import Node
-from copyledger.service.quotas import TokenBuckets
 from copyledger.service.rendercache import RenderCache
 
 Scope = MutableMapping[str, Any]

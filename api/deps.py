@@ -17,13 +17,12 @@ from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from copyledger.ledger.errors import PayloadTooLarge, Unauthorized
-from copyledger.service.apikeys import KeyCache, Principal, authorize
+from copyledger.service.apikeys import KeyCache, Principal, TokenBuckets, authorize
 from copyledger.service.i18n import DEFAULT, negotiate, pick
 from copyledger.service.idempotency import Answer, check_key, request_hash
 from copyledger.service.inputs import parse_input
 from copyledger.service.node import Node
 from copyledger.service.operations import Recorded
-from copyledger.service.quotas import TokenBuckets
 
 M = TypeVar("M", bound=BaseModel)
 
