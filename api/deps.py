@@ -20,9 +20,8 @@ from copyledger.ledger.errors import PayloadTooLarge, Unauthorized
 from copyledger.service.apikeys import KeyCache, Principal, TokenBuckets, authorize
 from copyledger.service.i18n import DEFAULT, negotiate, pick
 from copyledger.service.idempotency import Answer, check_key, request_hash
-from copyledger.service.inputs import parse_input
 from copyledger.service.node import Node
-from copyledger.service.operations import Recorded
+from copyledger.service.operations import Recorded, parse_input
 
 M = TypeVar("M", bound=BaseModel)
 

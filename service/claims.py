@@ -14,8 +14,8 @@ from copyledger.ledger.errors import InvalidInput, NotFound
 from copyledger.ledger.store import EntryRow
 from copyledger.matching.scoring import compare, geometric_candidates
 from copyledger.notary.signer import sign_note
-from copyledger.service.inputs import CheckIn
 from copyledger.service.node import Node
+from copyledger.service.operations import CheckIn
 from copyledger.service.title import _parsed, claim_entry, load_title
 
 CAVEATS = [

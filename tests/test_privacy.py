@@ -361,7 +361,7 @@ def test_a_failed_write_keeps_no_contact_details_unless_logged(
     from copyledger.ledger.errors import Unavailable
     from copyledger.service import contacts, operations
     from copyledger.service.apikeys import Principal
-    from copyledger.service.inputs import ClaimIn
+    from copyledger.service.operations import ClaimIn
 
     tube = Principal(account="tube", role="platform", key_id=1)
     done = asyncio.run(operations.record_claim(reg, tube, ClaimIn(**DSA)))

@@ -29,8 +29,8 @@ from copyledger.ledger.schema import (
 from copyledger.ledger.sequencer import Pending
 from copyledger.service import claims, title
 from copyledger.service.apikeys import create_key
-from copyledger.service.inputs import CheckIn
 from copyledger.service.node import Node, tsa_roots_pem
+from copyledger.service.operations import CheckIn
 from tests.helpers import open_registry, sha
 from tests.test_audit import drop_trigger
 from tests.test_claims import DMCA

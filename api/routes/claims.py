@@ -24,7 +24,7 @@ from copyledger.api.models import (
 )
 from copyledger.api.openapi import PUBLIC, answers, json_request, problems, secured
 from copyledger.service import claims, contacts, operations
-from copyledger.service.inputs import MAX_INT, parse_count
+from copyledger.service.operations import MAX_INT, parse_count
 
 router = APIRouter(tags=["platforms"])
 _CHECK_FORM = {"type": "object", "required": ["claimant"], "properties": {

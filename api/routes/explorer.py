@@ -21,7 +21,7 @@ from copyledger.api.problems import classify
 from copyledger.ledger.errors import CopyledgerError
 from copyledger.service import explorer
 from copyledger.service.i18n import gettext
-from copyledger.service.inputs import MAX_INT
+from copyledger.service.operations import MAX_INT
 
 router = APIRouter(tags=["explorer"], include_in_schema=False)
 

@@ -12,7 +12,7 @@ from copyledger.api.deps import FastJSONResponse, json_body, node
 from copyledger.api.models import KeyCreatedOut, KeyIn, KeyListOut, KeyOut
 from copyledger.api.openapi import answers, json_request, problems, secured
 from copyledger.service import apikeys
-from copyledger.service.inputs import MAX_INT
+from copyledger.service.operations import MAX_INT
 
 router = APIRouter(tags=["admin"])
 

@@ -24,7 +24,7 @@ from copyledger.ledger.errors import NotFound
 from copyledger.service import reads
 from copyledger.service.certificate import certificate_html
 from copyledger.service.i18n import DEFAULT, gettext, located
-from copyledger.service.inputs import MAX_INT
+from copyledger.service.operations import MAX_INT
 from copyledger.service.rendercache import RenderCache
 
 router = APIRouter(tags=["pages"])

@@ -19,7 +19,7 @@ from copyledger.api.models import (
 )
 from copyledger.api.openapi import PUBLIC, answers, json_request, problems, secured
 from copyledger.service import operations, title
-from copyledger.service.inputs import MAX_INT
+from copyledger.service.operations import MAX_INT
 
 router = APIRouter(tags=["creators"])
 

@@ -24,8 +24,8 @@ from copyledger.ledger.errors import InvalidInput
 from copyledger.service import operations
 from copyledger.service.apikeys import Principal
 from copyledger.service.idempotency import HEADER
-from copyledger.service.inputs import parse_metadata
 from copyledger.service.node import Node
+from copyledger.service.operations import parse_metadata
 
 router = APIRouter(tags=["creators"])
 
