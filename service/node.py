@@ -267,6 +267,8 @@ class Node:
         self.store = store
         self.signer = signer
         self.origin = settings.origin
+        # The suite is fixed at init like the origin (D40): checked once here, not per request.
+        self.sm_suite = settings.sm_suite
         self.verifier_key = verifier_key(signer)
         self.tsa = tsa
         self._keys: NotaryKeys | None = None

@@ -600,7 +600,7 @@ def _work_entry(node: Node, who: Principal, w: WorkIn,
         fps = computed or None
     else:
         fps = fp.validate_fingerprints(w.fingerprints) if w.fingerprints else None
-    if node.settings.sm_suite and w.sm3 is None:
+    if node.sm_suite and w.sm3 is None:
         raise InvalidInput(
             "sm3: this registry uses the SM suite, so a work records its SM3 digest too "
             "(copyledger register computes it)",

@@ -137,7 +137,7 @@ async def register_work(request: Request) -> Response:
             raise InvalidInput("file: a multipart upload needs a 'file' part",
                                errors=[{"field": "file", "message": "required"}])
         again = _flag(form.get("again"), "again") or again
-        facts = await form.file.describe(sm3=n.settings.sm_suite)
+        facts = await form.file.describe(sm3=n.sm_suite)
         w = WorkIn(sha256=facts.sha256, sm3=facts.sm3, size=facts.size,
                    media_type=facts.media_type,
                    title=form.get("title"), work_type=form.get("work_type"),
