@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from copyledger.api.app import create_app
 from copyledger.service.apikeys import create_key
 from copyledger.service.node import Node
-from tests.helpers import open_registry, sha, work_body
+from tests.helpers import sha, work_body
 
 BIG = 2**63  # one past the largest 64-bit signed integer
 HUGE = 10**40
@@ -31,11 +31,6 @@ NOTICE: dict[str, Any] = {
     "statements": {"good_faith": True, "accuracy": True, "perjury": True},
     "requested_action": "remove", "signature": "/Ada Example/",
 }
-
-
-@pytest.fixture
-def reg(tmp_path: Path) -> Node:
-    return open_registry(tmp_path)
 
 
 @pytest.fixture
