@@ -1,4 +1,5 @@
-"""The one ASGI stack: FastAPI, its routers and three small pure-ASGI middlewares.
+"""The one ASGI stack: FastAPI, its routers, the small pure-ASGI middlewares and the
+Prometheus metrics they and the seal listener keep.
 
 HTTP lives only in `api/`; routes parse, call one service operation and render.
 """
@@ -13,10 +14,17 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
-from copyledger.api import auth, idempotent, metrics, openapi, problems
-from copyledger.api.language import Language
+from copyledger.api import deps, openapi, problems
+from copyledger.api.deps import Language
 from copyledger.api.models import HEALTH_EXAMPLE, HealthOut
 from copyledger.api.routes import (
     account,
@@ -32,13 +40,11 @@ from copyledger.api.routes import (
     tsa,
     works,
 )
-from copyledger.ledger.block import BlockHeader
 from copyledger.ledger.errors import CopyledgerError, PayloadTooLarge, RequestTimeout
-from copyledger.service.apikeys import KeyCache
+from copyledger.ledger.note import BlockHeader
+from copyledger.service.apikeys import KeyCache, TokenBuckets
 from copyledger.service.certificate import certificate_pdf
-from copyledger.service.i18n import DEFAULT
 from copyledger.service.node import Node
-from copyledger.service.quotas import TokenBuckets
 from copyledger.service.rendercache import RenderCache
 
 Scope = MutableMapping[str, Any]
@@ -46,6 +52,40 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+# Prometheus metrics: what an operator graphs and alerts on (served at /metrics).
+
+REGISTRY = CollectorRegistry()
+
+ENTRIES = Counter("copyledger_entries_total", "Entries sealed into the log", registry=REGISTRY)
+BLOCKS = Counter("copyledger_blocks_total", "Blocks sealed", registry=REGISTRY)
+TREE_SIZE = Gauge("copyledger_tree_size", "Leaves in the log", registry=REGISTRY)
+BLOCK_HEIGHT = Gauge("copyledger_block_height", "Height of the latest block", registry=REGISTRY)
+BATCH = Histogram(
+    "copyledger_block_entries",
+    "Entries per sealed block",
+    buckets=(0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000),
+    registry=REGISTRY,
+)
+REQUESTS = Counter(
+    "copyledger_http_requests_total",
+    "HTTP requests by method and status class",
+    ["method", "status"],
+    registry=REGISTRY,
+)
+EXTERNAL_MISSING = Gauge(
+    "copyledger_external_tsa_missing_blocks",
+    "Blocks not yet stamped by an external TSA",
+    ["tsa"],
+    registry=REGISTRY,
+)
+WITNESS_LAG = Gauge(
+    "copyledger_witness_uncosigned_entries",
+    "Entries of the log not yet covered by a witness's latest cosignature",
+    ["witness"],
+    registry=REGISTRY,
+)
 
 
 UPLOAD_PATHS = frozenset({"/v1/works", "/v1/claims/check"})  # the endpoints that take a file
@@ -152,7 +192,7 @@ class BodyLimit:
 
 def _lang(scope: Scope) -> str:
     """The language `Language` (outside these middlewares) chose for the request."""
-    return str(scope.get("state", {}).get("lang", DEFAULT))
+    return deps.lang_of(scope)
 
 
 class _TooLarge(Exception):
@@ -185,9 +225,9 @@ class FastRegister:
         auth_header = headers.get(b"authorization", b"").decode("latin-1")
         response: Response
         try:
-            who = auth.check_write(self.state.keys, self.state.write_quota, auth_header,
+            who = deps.check_write(self.state.keys, self.state.write_quota, auth_header,
                                    ("creator",))  # before any body
-            key = idempotent.key_of(headers)
+            key = deps.key_of(headers)
         except CopyledgerError as e:
             response = problems.from_error(e, "/v1/works", _lang(scope))
         else:
@@ -233,7 +273,7 @@ class RequestMetrics:
                 key = (scope["method"], f"{msg['status'] // 100}xx")
                 child = self._children.get(key)
                 if child is None:
-                    child = self._children[key] = metrics.REQUESTS.labels(*key)
+                    child = self._children[key] = REQUESTS.labels(*key)
                 child.inc()
             await send(msg)
 
@@ -242,11 +282,11 @@ class RequestMetrics:
 
 def _on_seal(header: BlockHeader, count: bool = True) -> None:
     if count:
-        metrics.BLOCKS.inc()
-        metrics.ENTRIES.inc(header.count)
-        metrics.BATCH.observe(header.count)
-    metrics.TREE_SIZE.set(header.tree_size)
-    metrics.BLOCK_HEIGHT.set(header.height)
+        BLOCKS.inc()
+        ENTRIES.inc(header.count)
+        BATCH.observe(header.count)
+    TREE_SIZE.set(header.tree_size)
+    BLOCK_HEIGHT.set(header.height)
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -285,8 +325,8 @@ def create_app(node: Node, *, manage: bool = True) -> FastAPI:
     app.state.node = node
     app.state.keys = KeyCache(node.store, node.settings.key_recheck_s)
     node.listeners.append(_on_seal)
-    node.external.on_missing = lambda url, n: metrics.EXTERNAL_MISSING.labels(url).set(n)
-    node.cosigner.on_lag = lambda vkey, n: metrics.WITNESS_LAG.labels(vkey).set(n)
+    node.external.on_missing = lambda url, n: EXTERNAL_MISSING.labels(url).set(n)
+    node.cosigner.on_lag = lambda vkey, n: WITNESS_LAG.labels(vkey).set(n)
     problems.install(app)
     openapi.install(app)
     for r in (works, entries, log, tiles, tsa, transfers, claims, account, keys, pages, explorer,
@@ -299,7 +339,7 @@ def create_app(node: Node, *, manage: bool = True) -> FastAPI:
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus() -> Response:
-        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", tags=["operator"], summary="Liveness and log size",
              response_model=None,

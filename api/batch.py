@@ -15,9 +15,8 @@ from copyledger.api.problems import body_of
 from copyledger.ledger.errors import CopyledgerError, InvalidInput, PayloadTooLarge
 from copyledger.service.apikeys import Principal
 from copyledger.service.idempotency import Answer, check_key, request_hash
-from copyledger.service.inputs import parse_value
 from copyledger.service.node import Node
-from copyledger.service.operations import MAX_BATCH, Outcome
+from copyledger.service.operations import MAX_BATCH, Outcome, parse_value
 
 Run = Callable[[Sequence[Any]], Awaitable[list[Outcome]]]
 

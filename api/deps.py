@@ -1,17 +1,27 @@
-"""Shared helpers for the routers: the node on app state, JSON bodies with limits, JSON out."""
+"""What a route takes from its request: the node on app state, the caller (bearer
+authentication, the HTTP half of API keys, and its write quota), the JSON body within its
+limit, its `Idempotency-Key` (D41), the reader's language (`Language`, the middleware that
+chooses it); and JSON out."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from http.cookies import SimpleCookie
 from typing import Any, TypeVar
+from urllib.parse import parse_qs
 
 import orjson
 from fastapi import Request
 from fastapi.responses import Response
 from pydantic import BaseModel
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from copyledger.ledger.errors import PayloadTooLarge
-from copyledger.service.inputs import parse_input
+from copyledger.ledger.errors import PayloadTooLarge, Unauthorized
+from copyledger.service.apikeys import KeyCache, Principal, TokenBuckets, authorize
+from copyledger.service.i18n import DEFAULT, negotiate, pick
+from copyledger.service.idempotency import Answer, check_key, request_hash
 from copyledger.service.node import Node
+from copyledger.service.operations import Recorded, parse_input
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -39,3 +49,188 @@ class FastJSONResponse(Response):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
+
+
+# --------------------------------------------------------------------------------------------
+# Bearer authentication: the HTTP half of API keys (the rest is `service.apikeys`).
+
+def require(request: Request, *roles: str) -> Principal:
+    """The caller's principal, if its key has one of `roles` (admin may do anything)."""
+    return check(request.app.state.keys, request.headers.get("authorization", ""), roles)
+
+
+def require_write(request: Request, *roles: str) -> Principal:
+    """As `require`, for a request that writes to the log: it also spends one of the key's
+    write tokens (429 with Retry-After when they are spent), before any body is read."""
+    state = request.app.state
+    return check_write(state.keys, state.write_quota, request.headers.get("authorization", ""),
+                       roles)
+
+
+def check_write(cache: KeyCache, quota: TokenBuckets, header: str,
+                roles: tuple[str, ...]) -> Principal:
+    """As `require_write`, from the Authorization header's value."""
+    who = check(cache, header, roles)
+    quota.take(who.key_id)
+    return who
+
+
+def check(cache: KeyCache, header: str, roles: tuple[str, ...]) -> Principal:
+    """As `require`, from the Authorization header's value."""
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("send 'Authorization: Bearer <api key>'; mint one with "
+                           "`copyledger keys create --role ...`")
+    return authorize(cache.lookup(token.strip()), roles)
+
+
+# --------------------------------------------------------------------------------------------
+# `Idempotency-Key` on the write endpoints (decision D41): a retried request gets the answer
+# the first one got, with `Idempotent-Replayed: true`, and writes nothing. What is kept, for how
+# long and when a key is refused is `service.idempotency`'s; this only reads the header and
+# turns answers into bytes and back.
+
+REPLAYED = "Idempotent-Replayed"
+
+
+def key_of(headers: dict[bytes, bytes]) -> str | None:
+    """The request's Idempotency-Key, if it sent one (ASGI headers, lower-case names)."""
+    raw = headers.get(b"idempotency-key")
+    return None if raw is None else check_key(raw.decode("latin-1"))
+
+
+async def once(
+    n: Node, who: Principal, key: str | None, request: tuple[bytes, ...],
+    run: Callable[[], Awaitable[Response]],
+) -> Response:
+    """`run`'s answer; with a key, the kept answer to the same request under that key if there
+    is one (InvalidInput if the key answered another request), else `run`'s, kept if it
+    succeeded. `request` is what identifies it: path, query and body."""
+    if key is None:
+        return await run()
+    digest = request_hash(*request)
+    async with n.idempotency_locks.hold((who.account, key)):  # a retry waits for the first
+        kept = n.idempotency.recall(who.account, key, digest)
+        if kept is not None:
+            return replay(kept)
+        answer = await run()
+        if 200 <= answer.status_code < 300:
+            n.idempotency.keep(who.account, key, digest,
+                               Answer(answer.status_code, bytes(answer.body)))
+        return answer
+
+
+async def keyed(request: Request, who: Principal,
+                run: Callable[[], Awaitable[Response]]) -> Response:
+    """`run` (a route's work, after authentication) under the request's Idempotency-Key, if
+    it sent one."""
+    key = key_of(dict(request.scope["headers"]))
+    ident = (request.url.path.encode(), request.scope.get("query_string", b""),
+             await request.body() if key is not None else b"")
+    return await once(node(request), who, key, ident, run)
+
+
+async def record(
+    request: Request, roles: tuple[str, ...], model: type[M],
+    operation: Callable[[Node, Principal, M], Awaitable[Recorded]],
+) -> Response:
+    """A JSON write route's whole work: the key checked for one of `roles` before any of the
+    body is read, then, under the request's Idempotency-Key, the body parsed as `model`,
+    `operation` run and its receipt answered with 201."""
+    who = require_write(request, *roles)
+
+    async def run() -> Response:
+        recorded = await operation(node(request), who, await json_body(request, model))
+        return FastJSONResponse(recorded.to_dict(), status_code=201)
+
+    return await keyed(request, who, run)
+
+
+def replay(kept: Answer) -> Response:
+    return Response(kept.body, status_code=kept.status, media_type="application/json",
+                    headers={REPLAYED: "true"})
+
+
+# --------------------------------------------------------------------------------------------
+# The reader's language, for every request: chosen once here, used by pages and problems.
+#
+# `?lang=` (the switch on every page) wins and is remembered in a `lang` cookie, so following a
+# link keeps the language; else the cookie; else `Accept-Language` (`service.i18n.negotiate`).
+# Answers people read (HTML, problem details) say which language they are in
+# (`Content-Language`) and that it depends on the request (`Vary`), so a cache keeps one copy per
+# language. JSON data is the same in every language and is left alone.
+
+READ = (b"text/html", b"application/problem+json", b"application/pdf")
+VARY = "Accept-Language, Cookie"
+
+
+def lang(request: Request) -> str:
+    """The language the middleware chose for this request (English outside it)."""
+    return lang_of(request.scope)
+
+
+def lang_of(scope: Scope) -> str:
+    """As `lang`, from the ASGI scope. `Language` leaves the choice open (None) and it is made
+    here on first use, so an answer no one reads in a language (a registration's JSON) costs no
+    negotiation."""
+    state = scope.get("state", {})
+    chosen = state.get("lang", DEFAULT)
+    if chosen is None:
+        chosen, state["lang_asked"] = _choose(scope)
+        state["lang"] = chosen
+    return str(chosen)
+
+
+def _choose(scope: Scope) -> tuple[str, str | None]:
+    """(the language chosen, the one `?lang=` asked for, if any)."""
+    headers = list(scope.get("headers", []))
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    asked = pick((query.get("lang") or [""])[-1])
+    accept = next((v.decode("latin-1") for k, v in headers if k == b"accept-language"), "")
+    return negotiate(accept, asked or pick(_cookie(headers))), asked
+
+
+def _cookie(headers: list[tuple[bytes, bytes]]) -> str | None:
+    for k, v in headers:
+        if k == b"cookie":
+            jar: SimpleCookie = SimpleCookie()
+            try:
+                jar.load(v.decode("latin-1"))
+            except Exception:  # a malformed Cookie header only loses the preference
+                return None
+            if "lang" in jar:
+                return jar["lang"].value
+    return None
+
+
+class Language:
+    """Pure ASGI: makes the request's language choosable (`lang_of`) and sets the headers
+    described above on answers people read."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        scope.setdefault("state", {})["lang"] = None  # chosen on first use
+
+        async def send_with_language(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                out = list(message.get("headers", []))
+                media = next((v for k, v in out if k.lower() == b"content-type"), b"")
+                if media.startswith(READ):
+                    chosen = lang_of(scope)
+                    asked = scope["state"].get("lang_asked")
+                    vary = [v.decode("latin-1") for k, v in out if k.lower() == b"vary"]
+                    out = [(k, v) for k, v in out if k.lower() != b"vary"]
+                    out.append((b"vary", ", ".join([*vary, VARY]).encode("latin-1")))
+                    out.append((b"content-language", chosen.encode("ascii")))
+                    if asked:
+                        out.append((b"set-cookie", f"lang={asked}; Path=/; SameSite=Lax; "
+                                    "Max-Age=31536000".encode("ascii")))
+                message = {**message, "headers": out}
+            await send(message)
+
+        await self.app(scope, receive, send_with_language)

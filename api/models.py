@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from copyledger.ledger import fingerprint
 from copyledger.ledger.title import TITLE_KINDS
 from copyledger.service.apikeys import ROLES
-from copyledger.service.inputs import (
+from copyledger.service.operations import (
     SHA,
     AnswerIn,
     CheckIn,

@@ -23,8 +23,7 @@ from copyledger.api import problems
 from copyledger.ledger import note
 from copyledger.ledger.errors import CopyledgerError, InvalidInput, Unauthorized
 from copyledger.ledger.merkle import Consistency
-from copyledger.notary.policy import CheckpointGuard, check_signable
-from copyledger.notary.signer import Signer, verifier_key
+from copyledger.notary.signer import CheckpointGuard, Signer, check_signable, verifier_key
 from copyledger.notary.tsa import TimeStampAuthority
 
 PREFIX = "/notary/v1"

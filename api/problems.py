@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from copyledger.api.language import lang
+from copyledger.api.deps import lang
 from copyledger.ledger.errors import (
     Conflict,
     CopyledgerError,

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from copyledger.ledger import cosignature, merkle, note, sm2
 from copyledger.ledger import entry as entry_mod
-from copyledger.ledger.block import GENESIS_PREV, BlockHeader, check_header, check_link
 from copyledger.ledger.documents import (
     Acceptance,
     Entry,
@@ -37,6 +36,7 @@ from copyledger.ledger.documents import (
 )
 from copyledger.ledger.errors import CopyledgerError
 from copyledger.ledger.links import LINKED_KINDS, TRANSFER, Link, Target, links_of, resolve
+from copyledger.ledger.note import GENESIS_PREV, BlockHeader, check_header, check_link
 from copyledger.ledger.sm2_timestamp import TSA_LABEL as SM2_TSA_LABEL
 from copyledger.ledger.store import BlockRow, CachedReader, EntryRow, Store
 from copyledger.ledger.title import TITLE_KINDS, Title

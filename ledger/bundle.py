@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from copyledger.ledger import jcs
-from copyledger.ledger.block import BlockHeader
 from copyledger.ledger.documents import (
     BUNDLE_FORMAT,
     Bundle,
@@ -24,6 +23,7 @@ from copyledger.ledger.documents import (
     NotaryPublicKeys,
     TitleChain,
 )
+from copyledger.ledger.note import BlockHeader
 from copyledger.ledger.sm2_timestamp import TSA_LABEL as SM2_TSA_LABEL
 from copyledger.ledger.tlog_proof import TlogProof, format_tlog_proof
 

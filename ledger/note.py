@@ -2,7 +2,9 @@
 
 Everything the notary signs is a signed note, so that Go's `note.Open`, witnesses and monitors
 read our statements as they are, and so that a court's verifier can be checked against the
-public specs. This module formats, parses and verifies; it never holds a private key.
+public specs. This module formats, parses and verifies; it never holds a private key. It also
+holds the block header (`BlockHeader`, its hash and chaining rules), the statement the block
+note signs. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -15,17 +17,21 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from copyledger.ledger.errors import InvalidInput, SignatureError
+from copyledger.ledger import jcs
+from copyledger.ledger.errors import IntegrityError, InvalidInput, SignatureError
 
 __all__ = [
     "ALG_ED25519",
     "BLOCK_NOTE_HEADER",
+    "BLOCK_SCHEMA",
+    "GENESIS_PREV",
     "MAX_SIGNATURES",
+    "BlockHeader",
     "Checkpoint",
     "KeyVerifier",
     "Note",
@@ -33,6 +39,8 @@ __all__ = [
     "Verifier",
     "b64",
     "block_note_text",
+    "check_header",
+    "check_link",
     "check_text",
     "format_checkpoint",
     "format_note",
@@ -48,6 +56,7 @@ __all__ = [
     "unb64",
     "verify_note",
 ]
+
 
 ALG_ED25519 = 0x01
 MAX_SIGNATURES = 100  # as Go's note.Open: stops a note with endless signature lines
@@ -388,3 +397,115 @@ def unb64(text: str) -> bytes | None:
     except (binascii.Error, ValueError):
         return None
     return raw if b64(raw) == text else None
+
+
+# ---------------------------------------------------------------- blocks
+# The block header: the hash-chained "blockchain" view of the log, what the block note signs.
+# The sequencer seals entries in batches. Each batch becomes one block whose header names the
+# batch and the whole tree after it, and whose hash covers the previous block's hash, so a
+# rewritten history shows as a broken link to anyone holding two headers.
+
+BLOCK_SCHEMA = "copyledger/block/v1"
+GENESIS_PREV = bytes(32)
+
+
+@dataclass(frozen=True)
+class BlockHeader:
+    height: int
+    prev_block_hash: bytes
+    batch_root: bytes
+    first_seq: int
+    count: int
+    tree_size: int
+    tree_root: bytes
+    sealed_at: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The header as JSON with lowercase hex hashes; its canonical form is what gets hashed."""
+        return {
+            "schema": BLOCK_SCHEMA,
+            "height": self.height,
+            "prev_block_hash": self.prev_block_hash.hex(),
+            "batch_root": self.batch_root.hex(),
+            "first_seq": self.first_seq,
+            "count": self.count,
+            "tree_size": self.tree_size,
+            "tree_root": self.tree_root.hex(),
+            "sealed_at": self.sealed_at,
+        }
+
+    @classmethod
+    def from_json(cls, obj: object) -> BlockHeader:
+        if not isinstance(obj, dict) or obj.get("schema") != BLOCK_SCHEMA:
+            raise InvalidInput(f"block header: expected an object with schema {BLOCK_SCHEMA!r}")
+        try:
+            return cls(
+                height=_header_int(obj["height"]),
+                prev_block_hash=_header_hash(obj["prev_block_hash"]),
+                batch_root=_header_hash(obj["batch_root"]),
+                first_seq=_header_int(obj["first_seq"]),
+                count=_header_int(obj["count"]),
+                tree_size=_header_int(obj["tree_size"]),
+                tree_root=_header_hash(obj["tree_root"]),
+                sealed_at=str(obj["sealed_at"]),
+            )
+        except KeyError as e:
+            raise InvalidInput(f"block header: missing field {e.args[0]!r}") from None
+
+    def canonical_bytes(self) -> bytes:
+        return jcs.canonicalize(self.to_json())
+
+    def hash(self) -> bytes:
+        """SHA-256 of the header's RFC 8785 canonical JSON, worked out once per header (the
+        fields are frozen; the audit asks for each block's hash twice: its own, its link)."""
+        known: bytes | None = self.__dict__.get("_hash")
+        if known is None:
+            known = hashlib.sha256(self.canonical_bytes()).digest()
+            object.__setattr__(self, "_hash", known)
+        return known
+
+
+def _header_int(v: object) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise InvalidInput(f"block header: expected a non-negative integer, got {v!r}")
+    return v
+
+
+def _header_hash(v: object) -> bytes:
+    if not isinstance(v, str) or len(v) != 64:
+        raise InvalidInput(f"block header: expected 64 hex characters, got {v!r}")
+    try:
+        return bytes.fromhex(v)
+    except ValueError:
+        raise InvalidInput(f"block header: not hex: {v!r}") from None
+
+
+def check_header(header: BlockHeader) -> None:
+    """Rules a header must satisfy on its own."""
+    if header.tree_size != header.first_seq + header.count:
+        raise IntegrityError(
+            f"block {header.height}: tree_size {header.tree_size} != first_seq + count",
+            height=header.height,
+        )
+    if header.height == 0 and (header.prev_block_hash != GENESIS_PREV or header.first_seq != 0):
+        raise IntegrityError("block 0: genesis must start at seq 0 with a zero prev hash", height=0)
+
+
+def check_link(prev: BlockHeader, header: BlockHeader) -> None:
+    """Rules that chain a header to its predecessor: height, hash link, no sequence gap."""
+    check_header(header)
+    if header.height != prev.height + 1:
+        raise IntegrityError(
+            f"block {header.height}: follows block {prev.height}", height=header.height
+        )
+    if header.prev_block_hash != prev.hash():
+        raise IntegrityError(
+            f"block {header.height}: prev_block_hash does not match block {prev.height}'s hash",
+            height=header.height,
+        )
+    if header.first_seq != prev.tree_size:
+        raise IntegrityError(
+            f"block {header.height}: first_seq {header.first_seq} != previous tree size "
+            f"{prev.tree_size}",
+            height=header.height,
+        )

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from copyledger.ledger import entry as entry_mod
 from copyledger.ledger import links as links_mod
 from copyledger.ledger import merkle, note
-from copyledger.ledger.block import GENESIS_PREV, BlockHeader
 from copyledger.ledger.errors import CopyledgerError, Unavailable
+from copyledger.ledger.note import GENESIS_PREV, BlockHeader
 from copyledger.ledger.store import BlockRow, CachedReader, EntryRow, Store
 
 log = logging.getLogger("copyledger.sequencer")

@@ -31,9 +31,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
 from copyledger.ledger import merkle
-from copyledger.ledger.block import BlockHeader
 from copyledger.ledger.errors import Conflict, NotFound, said
 from copyledger.ledger.links import Link
+from copyledger.ledger.note import BlockHeader
 from copyledger.ledger.schema import (
     block_timestamps,
     blocks,

@@ -19,9 +19,9 @@ from enum import StrEnum
 from typing import Any
 
 from copyledger.ledger import cosignature, jcs, links, merkle, note, sm2
-from copyledger.ledger.block import BlockHeader, check_header
 from copyledger.ledger.documents import BUNDLE_FORMAT, Bundle, Entry, Receipt, parse_entry
 from copyledger.ledger.errors import CopyledgerError, VerificationError
+from copyledger.ledger.note import BlockHeader, check_header
 from copyledger.ledger.tlog_proof import parse_tlog_proof
 
 __all__ = ["STEPS", "Report", "Status", "Step", "StepResult", "verify_bundle", "verify_receipt"]

@@ -14,7 +14,7 @@ from pathlib import Path
 from copyledger.ledger.errors import InvalidInput
 from copyledger.notary.pkcs11 import Pkcs11EcdsaKey, Pkcs11Ed25519Signer, Pkcs11Token, open_token
 from copyledger.notary.signer import FileSigner, Signer
-from copyledger.notary.tsa_certs import (
+from copyledger.notary.tsa import (
     TSA_CERT_FILE,
     TsaIdentity,
     TsaKey,

@@ -5,7 +5,7 @@ inside the token as sensitive and non-extractable, and a key that the token woul
 refused at load time: only the token ever computes with it.
 
 - `Pkcs11Ed25519Signer` is a notary.signer.Signer (CKM_EDDSA, pure Ed25519) for checkpoints.
-- `Pkcs11EcdsaKey` is a notary.tsa_certs.TsaKey (CKM_ECDSA on P-256 over a SHA-256 digest taken
+- `Pkcs11EcdsaKey` is a notary.tsa.TsaKey (CKM_ECDSA on P-256 over a SHA-256 digest taken
   here, the raw r||s turned into DER) for RFC 3161 tokens.
 
 Why one session and one lock:
@@ -216,7 +216,7 @@ class Pkcs11Ed25519Signer:
 
 
 class Pkcs11EcdsaKey:
-    """The TSA key in a token: a notary.tsa_certs.TsaKey (ECDSA P-256 with SHA-256)."""
+    """The TSA key in a token: a notary.tsa.TsaKey (ECDSA P-256 with SHA-256)."""
 
     digest_algorithm = "sha256"
 

@@ -18,7 +18,7 @@ from copyledger.ledger.merkle import Consistency
 
 @dataclass(frozen=True)
 class RemoteIdentity:
-    """The public half of the TSA identity, shaped like notary.tsa_certs.TsaIdentity."""
+    """The public half of the TSA identity, shaped like notary.tsa.TsaIdentity."""
 
     certificate: x509.Certificate
     chain: list[x509.Certificate]

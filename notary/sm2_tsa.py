@@ -38,8 +38,13 @@ from copyledger.ledger.sm2_timestamp import (
 )
 from copyledger.notary.signer import write_new_file
 from copyledger.notary.sm2 import Sm2Signer, _pem
-from copyledger.notary.tsa import DEFAULT_POLICY_OID, _cms_time, _random_serial, _utc_now
-from copyledger.notary.tsa_certs import TsaChainPaths
+from copyledger.notary.tsa import (
+    DEFAULT_POLICY_OID,
+    TsaChainPaths,
+    _cms_time,
+    _random_serial,
+    _utc_now,
+)
 
 __all__ = [
     "SM2_ROOT_FILE",

@@ -15,8 +15,8 @@ from copyledger.ledger.store import EntryRow
 from copyledger.matching.scoring import compare, geometric_candidates
 from copyledger.notary.signer import sign_note
 from copyledger.service.i18n import DEFAULT, gettext
-from copyledger.service.inputs import CheckIn
 from copyledger.service.node import Node
+from copyledger.service.operations import CheckIn
 from copyledger.service.title import _parsed, claim_entry, load_title
 
 # Each caveat has a stable code: the signed answer carries the English text (what it always

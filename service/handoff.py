@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from copyledger.ledger import errors
-from copyledger.ledger.block import BlockHeader
 from copyledger.ledger.errors import Conflict, CopyledgerError, InvalidInput, Unavailable
+from copyledger.ledger.note import BlockHeader
 from copyledger.ledger.sequencer import LogState, Pending, Receipt, Sequencer
 from copyledger.ledger.store import BlockRow
 

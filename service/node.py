@@ -20,10 +20,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from copyledger.ledger import note
-from copyledger.ledger.block import BlockHeader
 from copyledger.ledger.bundle import NotaryKeys
 from copyledger.ledger.errors import InvalidInput, NotFound, said
 from copyledger.ledger.merkle import Consistency
+from copyledger.ledger.note import BlockHeader
 from copyledger.ledger.sequencer import Sequencer
 from copyledger.ledger.sm2_timestamp import TSA_LABEL as SM2_TSA_LABEL
 from copyledger.ledger.store import BlockRow, Store, make_engine, migrate
@@ -31,9 +31,8 @@ from copyledger.matching import LiveIndex
 from copyledger.notary import keys
 from copyledger.notary.external_tsa import ExternalStamper
 from copyledger.notary.keys import KeyConfig, init_log_signer, init_tsa_chain, load_log_signer
-from copyledger.notary.policy import CheckpointGuard
 from copyledger.notary.remote import RemoteNotary, RemoteSigner, RemoteTSA
-from copyledger.notary.signer import ExtraSigner, Signer, sign_note, verifier_key
+from copyledger.notary.signer import CheckpointGuard, ExtraSigner, Signer, sign_note, verifier_key
 from copyledger.notary.sm2 import Sm2Signer
 from copyledger.notary.sm2_tsa import (
     SM2_TSA_CERT_FILE,
@@ -41,8 +40,7 @@ from copyledger.notary.sm2_tsa import (
     create_sm2_tsa_chain,
     load_sm2_tsa,
 )
-from copyledger.notary.tsa import TimeStampAuthority
-from copyledger.notary.tsa_certs import ROOT_FILE, TsaIdentity
+from copyledger.notary.tsa import ROOT_FILE, TimeStampAuthority, TsaIdentity
 from copyledger.notary.witnesses import Cosigner, WitnessConfig
 from copyledger.service import idempotency
 from copyledger.service.fsperm import private_dir, trusted_text, write_public
@@ -295,6 +293,8 @@ class Node:
         self.store = store
         self.signer = signer
         self.origin = settings.origin
+        # The suite is fixed at init like the origin (D40): checked once here, not per request.
+        self.sm_suite = settings.sm_suite
         self.verifier_key = verifier_key(signer)
         self.tsa = tsa
         self._keys: NotaryKeys | None = None
@@ -338,6 +338,12 @@ class Node:
             raise InvalidInput(said("witness_quorum must be 1..{n} (the number of witnesses)",
                                     n=len(self.witnesses)))
         self.cosigner = Cosigner(store, self.witnesses)
+        # The background helpers hear of a new block only when they are configured: without
+        # external TSAs or witnesses nothing is woken, and sealing calls nothing of theirs.
+        if self.external.urls:
+            self.listeners.append(lambda _h: self.external.poke())
+        if self.witnesses:
+            self.listeners.append(lambda _h: self.cosigner.poke())
         self.index = LiveIndex(shared=settings.workers > 1)  # rebuilt by `start_index`
         self.transfer_locks = KeyedLocks()  # work seq: one transfer per work at a time
         self.register_locks = KeyedLocks()  # (account, sha256): one registration at a time
@@ -371,8 +377,6 @@ class Node:
     def _sealed(self, block: BlockRow) -> None:
         h = block.header
         self.checkpoints.remember(note.Checkpoint(self.origin, h.tree_size, h.tree_root))
-        self.external.poke()
-        self.cosigner.poke()
         for listener in self.listeners:
             listener(block.header)
 

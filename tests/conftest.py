@@ -12,9 +12,12 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from copyledger.service.node import Node
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -138,3 +141,30 @@ def api(tmp_path: Path, database_url: str) -> Iterator[tuple[Any, Any]]:
     reg = open_registry(tmp_path, database_url)
     with TestClient(create_app(reg)) as c:
         yield c, reg
+
+
+@pytest.fixture
+def reg(tmp_path: Path) -> Node:
+    """A registry on SQLite (a module that wants both engines overrides this)."""
+    from tests.helpers import open_registry
+
+    return open_registry(tmp_path)
+
+
+@pytest.fixture
+def client(reg: Node) -> Iterator[Any]:
+    """A TestClient of the one ASGI stack over `reg`, started and stopped with the test."""
+    from fastapi.testclient import TestClient
+
+    from copyledger.api.app import create_app
+
+    with TestClient(create_app(reg)) as c:
+        yield c
+
+
+@pytest.fixture
+def creator(reg: Node) -> dict[str, str]:
+    """The Authorization header of a creator key for the account `alice`."""
+    from tests.helpers import bearer
+
+    return bearer(reg, "alice")

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from copyledger.api.app import create_app
 from copyledger.ledger import jcs, merkle, note
 from copyledger.service.apikeys import create_key
 from copyledger.service.node import Node
@@ -23,18 +22,6 @@ from tests.helpers import open_registry, sha, work_body
 def reg(tmp_path: Path, database_url: str) -> Iterator[Node]:
     r = open_registry(tmp_path, database_url)
     yield r
-
-
-@pytest.fixture
-def client(reg: Node) -> Iterator[TestClient]:
-    with TestClient(create_app(reg)) as c:
-        yield c
-
-
-@pytest.fixture
-def creator(reg: Node) -> dict[str, str]:
-    key, _ = create_key(reg.store, "creator", "alice")
-    return {"Authorization": f"Bearer {key}"}
 
 
 def register(client: TestClient, headers: dict[str, str], i: int | str, **kw: Any) -> Any:

@@ -28,7 +28,7 @@ from copyledger.ledger.errors import InvalidInput
 from copyledger.matching import audio, compute, scoring, video
 from copyledger.matching.index import FingerprintIndex
 from copyledger.service.node import Node
-from tests.test_claims import client, hdr, reg  # noqa: F401 - fixtures
+from tests.test_claims import client, hdr  # noqa: F401 - fixtures (reg: conftest)
 from tests.test_fingerprint import make_original
 
 RATE = 22_050

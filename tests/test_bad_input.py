@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from copyledger.api.app import create_app
 from copyledger.service.apikeys import create_key
 from copyledger.service.node import Node
-from tests.helpers import open_registry, sha, work_body
+from tests.helpers import sha, work_body
 
 BIG = 2**63  # one past the largest 64-bit signed integer
 HUGE = 10**40
@@ -31,11 +31,6 @@ NOTICE: dict[str, Any] = {
     "statements": {"good_faith": True, "accuracy": True, "perjury": True},
     "requested_action": "remove", "signature": "/Ada Example/",
 }
-
-
-@pytest.fixture
-def reg(tmp_path: Path) -> Node:
-    return open_registry(tmp_path)
 
 
 @pytest.fixture
@@ -229,7 +224,7 @@ def test_tile_path_with_an_absurd_index_is_404(client: TestClient) -> None:
 @pytest.fixture
 def notary(tmp_path: Path) -> TestClient:
     from copyledger.api.notary_app import create_notary_app
-    from copyledger.notary.policy import CheckpointGuard
+    from copyledger.notary.signer import CheckpointGuard
     from copyledger.notary.tsa import TimeStampAuthority
     from copyledger.service.node import init_notary_keys, load_signer, load_tsa_identity
     from copyledger.service.settings import load

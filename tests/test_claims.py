@@ -18,7 +18,7 @@ from copyledger.api.app import create_app
 from copyledger.ledger import claims, jcs, note
 from copyledger.service.apikeys import create_key
 from copyledger.service.node import Node
-from tests.helpers import open_registry, sha
+from tests.helpers import sha
 
 DMCA = {
     "notice_type": "notice", "regime": "dmca_512c3",
@@ -41,11 +41,6 @@ def png(seed: int, *, bright: float = 1.0) -> bytes:
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=40 if bright != 1.0 else 90)
     return buf.getvalue()
-
-
-@pytest.fixture
-def reg(tmp_path: Path) -> Node:
-    return open_registry(tmp_path)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from copyledger.api.app import create_app
 from copyledger.ledger.errors import RateLimited
-from copyledger.service import quotas
+from copyledger.service import apikeys
 from copyledger.service.apikeys import create_key
 from copyledger.service.rendercache import RenderCache
 from tests.helpers import open_registry, work_body
@@ -116,10 +116,10 @@ def test_token_bucket_never_grants_more_than_burst_plus_rate_times_time(
     rate: float, burst: int, gaps: list[float],
 ) -> None:
     clock = [1000.0]
-    b = quotas.TokenBuckets(rate, burst, "things")
+    b = apikeys.TokenBuckets(rate, burst, "things")
     granted = 0
     mp = pytest.MonkeyPatch()
-    mp.setattr(quotas.time, "monotonic", lambda: clock[0])
+    mp.setattr(apikeys.time, "monotonic", lambda: clock[0])
     try:
         for gap in gaps:
             clock[0] += gap

@@ -17,8 +17,7 @@ from copyledger.ledger.errors import InvalidInput, Unavailable
 from copyledger.ledger.merkle import Consistency
 from copyledger.ledger.sequencer import Sequencer
 from copyledger.ledger.store import Store
-from copyledger.notary.policy import CheckpointGuard
-from copyledger.notary.signer import FileSigner, sign_note
+from copyledger.notary.signer import CheckpointGuard, FileSigner, sign_note
 from copyledger.service.settings import Settings, load
 from tests.helpers import work_body
 from tests.server import ServerProcess, cli

@@ -68,7 +68,7 @@ def test_notary_signs_only_its_own_notes(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
     from copyledger.api.notary_app import create_notary_app
-    from copyledger.notary.policy import CheckpointGuard
+    from copyledger.notary.signer import CheckpointGuard
     from copyledger.notary.tsa import TimeStampAuthority
     from copyledger.service.node import init_notary_keys, load_signer, load_tsa_identity
     from copyledger.service.settings import load

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,26 +13,13 @@ from fastapi.testclient import TestClient
 from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import validate
 
-from copyledger.api.app import create_app
 from copyledger.ledger import claims
 from copyledger.ledger.entry import TRANSFER_TYPES, WORK_TYPES
 from copyledger.service.apikeys import ROLES, create_key, revoke_key
 from copyledger.service.node import Node
-from tests.helpers import open_registry
 
 PROBLEM = "application/problem+json"
 METHODS = ("get", "post", "put", "patch", "delete")
-
-
-@pytest.fixture
-def reg(tmp_path: Path) -> Node:
-    return open_registry(tmp_path)
-
-
-@pytest.fixture
-def client(reg: Node) -> Iterator[TestClient]:
-    with TestClient(create_app(reg)) as c:
-        yield c
 
 
 @pytest.fixture

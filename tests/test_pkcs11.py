@@ -42,8 +42,13 @@ from copyledger.notary.pkcs11 import (
     open_token,
 )
 from copyledger.notary.signer import FileSigner, sign_note, verifier_key
-from copyledger.notary.tsa import TimeStampAuthority
-from copyledger.notary.tsa_certs import TSA_KEY_FILE, TsaChainPaths, create_tsa_chain, load_tsa
+from copyledger.notary.tsa import (
+    TSA_KEY_FILE,
+    TimeStampAuthority,
+    TsaChainPaths,
+    create_tsa_chain,
+    load_tsa,
+)
 
 MODULES = ("/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so")
 ORIGIN = "example.org/log"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,6 @@ from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from copyledger.api.app import create_app
 from copyledger.ledger import entry as entry_mod
 from copyledger.ledger import jcs
 from copyledger.ledger import tiles as t
@@ -25,9 +23,8 @@ from copyledger.ledger.errors import InvalidInput
 from copyledger.ledger.links import links_of
 from copyledger.ledger.sequencer import Pending
 from copyledger.ledger.verify import verify_bundle
-from copyledger.service.apikeys import create_key
 from copyledger.service.node import Node, tsa_roots_pem
-from tests.helpers import open_registry, sha
+from tests.helpers import bearer, open_registry, sha
 
 SECRETS = ("ada@example.org", "+1 555 0100", "1 Harbour St", "2 Main St", "+1 555 0199")
 DMCA = {
@@ -57,17 +54,6 @@ def reg(tmp_path: Path, database_url: str) -> Node:
     return open_registry(tmp_path, database_url)
 
 
-@pytest.fixture
-def client(reg: Node) -> Iterator[TestClient]:
-    with TestClient(create_app(reg)) as c:
-        yield c
-
-
-def hdr(reg: Node, role: str, account: str) -> dict[str, str]:
-    k, _ = create_key(reg.store, role, account)
-    return {"Authorization": f"Bearer {k}"}
-
-
 def file_notice(c: TestClient, h: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
     r = c.post("/v1/claims", headers=h, json=body)
     assert r.status_code == 201, r.text
@@ -94,7 +80,7 @@ def public_bytes(c: TestClient, reg: Node, seqs: list[int]) -> bytes:
 
 
 def test_contacts_never_enter_the_log_or_any_public_read(client: TestClient, reg: Node) -> None:
-    ada, plat = hdr(reg, "creator", "ada"), hdr(reg, "platform", "tube")
+    ada, plat = bearer(reg, "ada", "creator"), bearer(reg, "tube", "platform")
     w = client.post("/v1/works", headers=ada, json={
         "sha256": sha("song"), "title": "Song", "creators": ["Ada"], "work_type": "audio"}).json()
     notice = file_notice(client, plat, {**DMCA, "works": [{"seq": w["seq"]}]})
@@ -111,21 +97,21 @@ def test_contacts_never_enter_the_log_or_any_public_read(client: TestClient, reg
 
 
 def test_only_the_filing_platform_and_admins_see_contacts(client: TestClient, reg: Node) -> None:
-    tube, other = hdr(reg, "platform", "tube"), hdr(reg, "platform", "vid")
+    tube, other = bearer(reg, "tube", "platform"), bearer(reg, "vid", "platform")
     notice = file_notice(client, tube, {**DSA})
     path = f"/v1/claims/{notice['seq']}/contact"
-    for h in (tube, hdr(reg, "admin", "root")):
+    for h in (tube, bearer(reg, "root", "admin")):
         r = client.get(path, headers=h)
         assert r.status_code == 200, r.text
         d = Disclosure.from_dict(r.json())  # refuses one that does not open its commitment
         assert d.contact == {"email": "ada@example.org"}
         assert d.opens(notice["entry"]["claimant"]["contact_commitment"])
-    for h, status in ((other, 403), (hdr(reg, "creator", "tube"), 403),
-                      (hdr(reg, "court", "judge"), 403), ({}, 401)):
+    for h, status in ((other, 403), (bearer(reg, "tube", "creator"), 403),
+                      (bearer(reg, "judge", "court"), 403), ({}, 401)):
         r = client.get(path, headers=h)
         assert r.status_code == status, r.text
         assert "ada@example.org" not in r.text
-    w = client.post("/v1/works", headers=hdr(reg, "creator", "ada"), json={
+    w = client.post("/v1/works", headers=bearer(reg, "ada", "creator"), json={
         "sha256": sha(1), "title": "T", "creators": ["A"], "work_type": "text"}).json()
     assert client.get(f"/v1/claims/{w['seq']}/contact", headers=tube).status_code == 404
 
@@ -133,7 +119,7 @@ def test_only_the_filing_platform_and_admins_see_contacts(client: TestClient, re
 def test_commitment_recomputes_from_the_disclosed_salt_and_contact(
     client: TestClient, reg: Node
 ) -> None:
-    tube = hdr(reg, "platform", "tube")
+    tube = bearer(reg, "tube", "platform")
     notice = file_notice(client, tube, DMCA)
     d = client.get(f"/v1/claims/{notice['seq']}/contact", headers=tube).json()
     assert len(bytes.fromhex(d["salt"])) == 32
@@ -162,7 +148,7 @@ def test_a_disclosure_opens_only_its_own_commitment(
 
 
 def test_erasure_keeps_the_log_bundles_and_audit_valid(client: TestClient, reg: Node) -> None:
-    tube, admin = hdr(reg, "platform", "tube"), hdr(reg, "admin", "root")
+    tube, admin = bearer(reg, "tube", "platform"), bearer(reg, "root", "admin")
     notice = file_notice(client, tube, DMCA)
     seq = notice["seq"]
     before = client.get(f"/v1/entries/{seq}/bundle").content
@@ -186,7 +172,7 @@ def test_erasure_keeps_the_log_bundles_and_audit_valid(client: TestClient, reg: 
 
 
 def test_a_counter_notice_is_filed_where_the_notice_was(client: TestClient, reg: Node) -> None:
-    tube, other = hdr(reg, "platform", "tube"), hdr(reg, "platform", "vid")
+    tube, other = bearer(reg, "tube", "platform"), bearer(reg, "vid", "platform")
     notice = file_notice(client, tube, DMCA)
     size = client.get("/v1/log").json()["tree_size"]
     r = client.post("/v1/claims", headers=other, json={**COUNTER, "refers_to": notice["seq"]})
@@ -198,7 +184,7 @@ def test_a_counter_notice_is_filed_where_the_notice_was(client: TestClient, reg:
     assert kept == 1  # the notice's only: nothing kept for the refused counter-notice
     assert client.get("/v1/log").json()["tree_size"] == size
     # An admin may answer any notice; the filing platform may answer its own.
-    by_admin = file_notice(client, hdr(reg, "admin", "root"),
+    by_admin = file_notice(client, bearer(reg, "root", "admin"),
                            {**COUNTER, "refers_to": notice["seq"]})
     by_tube = file_notice(client, tube, {**COUNTER, "refers_to": notice["seq"]})
     t = client.get(f"/v1/claims/{by_tube['seq']}").json()["timeline"]
@@ -206,7 +192,7 @@ def test_a_counter_notice_is_filed_where_the_notice_was(client: TestClient, reg:
 
 
 def test_a_counter_notice_to_a_dsa_notice_without_works(client: TestClient, reg: Node) -> None:
-    tube = hdr(reg, "platform", "tube")
+    tube = bearer(reg, "tube", "platform")
     notice = file_notice(client, tube, DSA)
     assert "works" not in notice["entry"]
     counter = file_notice(client, tube, {
@@ -220,7 +206,7 @@ def test_a_counter_notice_to_a_dsa_notice_without_works(client: TestClient, reg:
 
 
 def test_the_client_cannot_set_the_commitment(client: TestClient, reg: Node) -> None:
-    tube = hdr(reg, "platform", "tube")
+    tube = bearer(reg, "tube", "platform")
     for extra in ({"contact_commitment": sha(1)},
                   {"contact_fields": ["email"], "contact_commitment": sha(1)}):
         body = copy.deepcopy(DSA)
@@ -268,7 +254,7 @@ def test_a_claim_logged_before_keeps_verifying(client: TestClient, reg: Node) ->
     rep = verify_bundle(client.get(f"/v1/entries/{seq}/bundle").content,
                         trusted_keys=[reg.verifier_key], tsa_roots_pem=tsa_roots_pem(reg.settings))
     assert rep.ok, rep.to_json()
-    r = client.get(f"/v1/claims/{seq}/contact", headers=hdr(reg, "admin", "root"))
+    r = client.get(f"/v1/claims/{seq}/contact", headers=bearer(reg, "root", "admin"))
     assert r.status_code == 404 and "logged before" in r.json()["detail"]
     assert audit(reg.store, reg.verifier_key, tsa_roots_pem=tsa_roots_pem(reg.settings)).ok
 
@@ -367,7 +353,7 @@ def test_a_failed_write_keeps_no_contact_details_unless_logged(
     from copyledger.ledger.errors import Unavailable
     from copyledger.service import contacts, operations
     from copyledger.service.apikeys import Principal
-    from copyledger.service.inputs import ClaimIn
+    from copyledger.service.operations import ClaimIn
 
     tube = Principal(account="tube", role="platform", key_id=1)
     done = asyncio.run(operations.record_claim(reg, tube, ClaimIn(**DSA)))
@@ -396,7 +382,7 @@ def test_the_verify_page_accepts_the_committed_claimant() -> None:
 
 
 def test_timelines_follow_refers_to_not_the_content_hash(client: TestClient, reg: Node) -> None:
-    tube = hdr(reg, "platform", "tube")
+    tube = bearer(reg, "tube", "platform")
     a = file_notice(client, tube, DMCA)["seq"]
     b = file_notice(client, tube, DMCA)["seq"]  # the same work hash, another dispute
     c = file_notice(client, tube, {**COUNTER, "refers_to": a})["seq"]

@@ -14,8 +14,8 @@ from copyledger.ledger import note
 from copyledger.ledger.verify import verify_receipt
 from copyledger.service import operations
 from copyledger.service.apikeys import Principal, create_key
-from copyledger.service.inputs import WorkIn
 from copyledger.service.node import Node
+from copyledger.service.operations import WorkIn
 from tests.helpers import open_registry, sha, work_body
 
 Api = tuple[TestClient, Node]

@@ -14,7 +14,6 @@ from alembic.config import Config
 from fastapi.testclient import TestClient
 from sqlalchemy import event
 
-from copyledger.api.app import create_app
 from copyledger.ledger import entry as entry_mod
 from copyledger.ledger import links, store
 from copyledger.ledger.audit import audit
@@ -29,10 +28,9 @@ from copyledger.ledger.schema import (
 )
 from copyledger.ledger.sequencer import Pending
 from copyledger.service import claims, title
-from copyledger.service.apikeys import create_key
-from copyledger.service.inputs import CheckIn
 from copyledger.service.node import Node, tsa_roots_pem
-from tests.helpers import open_registry, sha
+from copyledger.service.operations import CheckIn
+from tests.helpers import bearer, open_registry, sha
 from tests.test_audit import drop_trigger
 from tests.test_claims import DMCA
 
@@ -40,17 +38,6 @@ from tests.test_claims import DMCA
 @pytest.fixture
 def reg(tmp_path: Path, database_url: str) -> Node:
     return open_registry(tmp_path, database_url, linger_ms=20.0)
-
-
-@pytest.fixture
-def client(reg: Node) -> Iterator[TestClient]:
-    with TestClient(create_app(reg)) as c:
-        yield c
-
-
-def hdr(reg: Node, role: str, account: str) -> dict[str, str]:
-    k, _ = create_key(reg.store, role, account)
-    return {"Authorization": f"Bearer {k}"}
 
 
 def submit(reg: Node, entries: list[dict[str, Any]]) -> list[int]:
@@ -102,9 +89,9 @@ class Reads:
 def test_flood_of_same_hash_breaks_neither_title_nor_claims(
     client: TestClient, reg: Node, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    alice, bob = hdr(reg, "creator", "alice"), hdr(reg, "creator", "bob")
-    carol = hdr(reg, "creator", "carol")
-    plat = hdr(reg, "platform", "tube")
+    alice, bob = bearer(reg, "alice", "creator"), bearer(reg, "bob", "creator")
+    carol = bearer(reg, "carol", "creator")
+    plat = bearer(reg, "tube", "platform")
     song = sha("song")
     w = client.post("/v1/works", headers=alice, json={
         "sha256": song, "title": "Song", "creators": ["Alice"], "work_type": "audio"}

@@ -13,8 +13,7 @@ import pytest
 from copyledger.ledger.errors import CopyledgerError
 from copyledger.ledger.timestamp import load_pem_certs, verify_token
 from copyledger.ledger.token_templates import TokenTemplates
-from copyledger.notary.tsa import TimeStampAuthority
-from copyledger.notary.tsa_certs import create_tsa_chain, load_tsa
+from copyledger.notary.tsa import TimeStampAuthority, create_tsa_chain, load_tsa
 
 
 @pytest.fixture(scope="module")

@@ -2,37 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from copyledger.api.app import create_app
 from copyledger.ledger import entry, merkle, note
 from copyledger.ledger.errors import IntegrityError
 from copyledger.ledger.title import chain_of_title
 from copyledger.ledger.verify import verify_bundle
-from copyledger.service.apikeys import create_key
 from copyledger.service.node import Node
-from tests.helpers import open_registry, sha, work_body
+from tests.helpers import bearer, open_registry, sha, work_body
 
 
 @pytest.fixture
 def reg(tmp_path: Path, database_url: str) -> Node:
     return open_registry(tmp_path, database_url)
-
-
-@pytest.fixture
-def client(reg: Node) -> Iterator[TestClient]:
-    with TestClient(create_app(reg)) as c:
-        yield c
-
-
-def key(reg: Node, account: str) -> dict[str, str]:
-    k, _ = create_key(reg.store, "creator", account)
-    return {"Authorization": f"Bearer {k}"}
 
 
 def transfer(client: TestClient, h: dict[str, str], **body: Any) -> Any:
@@ -44,8 +30,8 @@ def accept(client: TestClient, h: dict[str, str], offer: int, what: str = "accep
 
 
 def test_chain_of_title_with_two_transfers(client: TestClient, reg: Node) -> None:
-    alice, bob, carol = key(reg, "alice"), key(reg, "bob"), key(reg, "carol")
-    key(reg, "radio")
+    alice, bob, carol = bearer(reg, "alice"), bearer(reg, "bob"), bearer(reg, "carol")
+    bearer(reg, "radio")
     w = client.post("/v1/works", json=work_body("song"), headers=alice).json()["seq"]
     r1 = transfer(client, alice, work_seq=w, to="bob", transfer_type="assignment",
                   terms_sha256=sha("contract-1"))
@@ -93,7 +79,7 @@ def test_chain_of_title_with_two_transfers(client: TestClient, reg: Node) -> Non
 
 
 def test_transfer_validation(client: TestClient, reg: Node) -> None:
-    alice = key(reg, "alice")
+    alice = bearer(reg, "alice")
     w = client.post("/v1/works", json=work_body("w"), headers=alice).json()["seq"]
     ev = client.post("/v1/evidence", headers=alice, json={
         "sha256": sha("cap"), "captured_at": "2026-01-01T00:00:00Z", "capture_method": "s",
@@ -135,7 +121,7 @@ def holder(client: TestClient, w: int) -> Any:
 def test_a_transfer_to_a_mistyped_account_cannot_lock_a_work(
     client: TestClient, reg: Node
 ) -> None:
-    alice, bob, bobby = key(reg, "alice"), key(reg, "bob"), key(reg, "bobby")
+    alice, bob, bobby = bearer(reg, "alice"), bearer(reg, "bob"), bearer(reg, "bobby")
     w = client.post("/v1/works", json=work_body("novel"), headers=alice).json()["seq"]
     # An account that does not exist: refused, nothing logged.
     size = size_of(client)
@@ -178,7 +164,7 @@ def test_a_transfer_to_a_mistyped_account_cannot_lock_a_work(
 def test_only_the_recipient_accepts_and_only_the_offerer_withdraws(
     client: TestClient, reg: Node
 ) -> None:
-    alice, bob, mallory = key(reg, "alice"), key(reg, "bob"), key(reg, "mallory")
+    alice, bob, mallory = bearer(reg, "alice"), bearer(reg, "bob"), bearer(reg, "mallory")
     w = client.post("/v1/works", json=work_body("film"), headers=alice).json()["seq"]
     lic = transfer(client, alice, work_seq=w, to="bob", transfer_type="exclusive_licence")
     assert lic.status_code == 201 and "needs_acceptance" not in lic.json()["entry"]
@@ -208,8 +194,8 @@ def test_a_transfer_to_an_account_whose_keys_are_all_revoked_is_refused(
 ) -> None:
     from copyledger.service.apikeys import list_keys, revoke_key
 
-    alice = key(reg, "alice")
-    key(reg, "gone")
+    alice = bearer(reg, "alice")
+    bearer(reg, "gone")
     revoke_key(reg.store, list_keys(reg.store, "gone")[0].id)
     w = client.post("/v1/works", json=work_body("poem"), headers=alice).json()["seq"]
     r = transfer(client, alice, work_seq=w, to="gone", transfer_type="assignment")

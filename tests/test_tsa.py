@@ -30,8 +30,9 @@ from copyledger.ledger.timestamp import (
     token_from_response,
     verify_token,
 )
-from copyledger.notary.tsa import DEFAULT_POLICY_OID, TimeStampAuthority
-from copyledger.notary.tsa_certs import (
+from copyledger.notary.tsa import (
+    DEFAULT_POLICY_OID,
+    TimeStampAuthority,
     TsaChainPaths,
     TsaIdentity,
     create_tsa_chain,

@@ -5,38 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from copyledger.api.app import create_app
 from copyledger.matching import compute, scoring
-from copyledger.service.apikeys import create_key
-from copyledger.service.node import Node
-from tests.helpers import open_registry
 
 FIELDS = {"title": "A work", "creators": ["Ada", "Grace"], "work_type": "image"}
-
-
-@pytest.fixture
-def reg(tmp_path: Path) -> Node:
-    return open_registry(tmp_path)
-
-
-@pytest.fixture
-def client(reg: Node) -> Iterator[TestClient]:
-    with TestClient(create_app(reg)) as c:
-        yield c
-
-
-@pytest.fixture
-def creator(reg: Node) -> dict[str, str]:
-    key, _ = create_key(reg.store, "creator", "alice")
-    return {"Authorization": f"Bearer {key}"}
 
 
 def _raw(parts: list[tuple[str, str | None, bytes]], boundary: str = "xyz") -> bytes:

@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from copyledger.ledger import jcs, merkle, note
-from copyledger.ledger.block import BlockHeader
+from copyledger.ledger.note import BlockHeader
 from copyledger.ledger.verify import verify_bundle
 from copyledger.notary.signer import sign_note
 from copyledger.service.apikeys import create_key

@@ -7,7 +7,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Path, Request
 from starlette.concurrency import run_in_threadpool
 
-from copyledger.api import auth
+from copyledger.api import deps
 from copyledger.api.deps import FastJSONResponse, json_body, node
 from copyledger.api.models import WHOAMI_EXAMPLE, AccountIn, AccountOut, WhoamiOut
 from copyledger.api.openapi import PUBLIC, answers, json_request, problems, secured
@@ -30,7 +30,7 @@ _ACCOUNT = Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
     openapi_extra=secured(*apikeys.ROLES),
 )
 def whoami(request: Request) -> FastJSONResponse:
-    who = auth.require(request, *apikeys.ROLES)
+    who = deps.require(request, *apikeys.ROLES)
     return FastJSONResponse(apikeys.whoami(node(request).store, who))
 
 
@@ -45,7 +45,7 @@ def whoami(request: Request) -> FastJSONResponse:
     openapi_extra={**secured("admin"), **json_request(AccountIn)},
 )
 async def set_account(request: Request, account: str = _ACCOUNT) -> FastJSONResponse:
-    auth.require(request, "admin")
+    deps.require(request, "admin")
     a = await json_body(request, AccountIn)
     p = await run_in_threadpool(accounts.set_profile, node(request).store, account,
                                 a.display_name, a.kind)

@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from copyledger.api import auth, idempotent, uploads
+from copyledger.api import deps, uploads
 from copyledger.api.deps import FastJSONResponse, node, parse_body
 from copyledger.api.models import (
     CHECK_EXAMPLE,
@@ -24,7 +24,7 @@ from copyledger.api.models import (
 )
 from copyledger.api.openapi import PUBLIC, answers, json_request, problems, secured
 from copyledger.service import claims, contacts, operations
-from copyledger.service.inputs import MAX_INT, parse_count
+from copyledger.service.operations import MAX_INT, parse_count
 
 router = APIRouter(tags=["platforms"])
 _CHECK_FORM = {"type": "object", "required": ["claimant"], "properties": {
@@ -48,7 +48,7 @@ _CHECK_FORM = {"type": "object", "required": ["claimant"], "properties": {
     openapi_extra={**secured("platform"), **json_request(ClaimIn)},
 )
 async def record_claim(request: Request) -> Response:
-    return await idempotent.record(request, ("platform",), ClaimIn, operations.record_claim)
+    return await deps.record(request, ("platform",), ClaimIn, operations.record_claim)
 
 
 @router.get("/v1/claims/{seq}", summary="A claim and its timeline", response_model=None,
@@ -94,7 +94,7 @@ class ErasedOut(BaseModel):
 )
 def get_claim_contact(request: Request,
                       seq: int = Path(ge=0, le=MAX_INT)) -> dict[str, Any]:
-    who = auth.require(request, "platform")
+    who = deps.require(request, "platform")
     return contacts.disclose(node(request).store, who, seq).to_dict()
 
 
@@ -110,7 +110,7 @@ def get_claim_contact(request: Request,
 )
 def erase_claim_contact(request: Request,
                         seq: int = Path(ge=0, le=MAX_INT)) -> dict[str, Any]:
-    auth.require(request, "admin")
+    deps.require(request, "admin")
     return contacts.erase(node(request).store, seq)
 
 
@@ -148,7 +148,7 @@ async def _check_from_form(request: Request) -> CheckIn:
         multipart_example={"claimant": "ada", "work_seq": "5", "file": "(the disputed file)"})},
 )
 async def check_claim(request: Request) -> FastJSONResponse:
-    auth.require(request, "platform")
+    deps.require(request, "platform")
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         q = await _check_from_form(request)
     else:

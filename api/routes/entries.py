@@ -20,7 +20,7 @@ from copyledger.api.models import (
 )
 from copyledger.api.openapi import PUBLIC, answers, problems
 from copyledger.service import reads
-from copyledger.service.inputs import MAX_INT
+from copyledger.service.operations import MAX_INT
 
 router = APIRouter(tags=["entries"])
 

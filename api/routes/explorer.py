@@ -14,14 +14,14 @@ from typing import Any
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from copyledger.api import deps
 from copyledger.api import explorer as pages
-from copyledger.api import language
 from copyledger.api.deps import node
 from copyledger.api.problems import classify
 from copyledger.ledger.errors import CopyledgerError
 from copyledger.service import explorer
 from copyledger.service.i18n import gettext, say
-from copyledger.service.inputs import MAX_INT
+from copyledger.service.operations import MAX_INT
 
 router = APIRouter(tags=["explorer"], include_in_schema=False)
 
@@ -45,7 +45,7 @@ def _page(request: Request, depth: int, read: Callable[[], Any],
           render: Callable[[Any, str], str | Response]) -> Response:
     """Read, render in the reader's language; a domain error (no such entry, a bad query) as
     an HTML page with the status its problem would have."""
-    lang = language.lang(request)
+    lang = deps.lang(request)
     try:
         out = render(read(), lang)
     except CopyledgerError as e:

@@ -7,12 +7,12 @@ from typing import Any
 from fastapi import APIRouter, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from copyledger.api import auth
+from copyledger.api import deps
 from copyledger.api.deps import FastJSONResponse, json_body, node
 from copyledger.api.models import KeyCreatedOut, KeyIn, KeyListOut, KeyOut
 from copyledger.api.openapi import answers, json_request, problems, secured
 from copyledger.service import apikeys
-from copyledger.service.inputs import MAX_INT
+from copyledger.service.operations import MAX_INT
 
 router = APIRouter(tags=["admin"])
 
@@ -32,7 +32,7 @@ _REVOKED = {**_KEY, "revoked_at": "2026-11-29T09:00:00.000001Z"}
     openapi_extra={**secured("admin"), **json_request(KeyIn)},
 )
 async def create_key(request: Request) -> FastJSONResponse:
-    auth.require(request, "admin")
+    deps.require(request, "admin")
     k = await json_body(request, KeyIn)
     secret, row = await run_in_threadpool(apikeys.create_key, node(request).store, k.role,
                                           k.account)
@@ -50,7 +50,7 @@ async def create_key(request: Request) -> FastJSONResponse:
 )
 def list_keys(request: Request,
               account: str | None = Query(default=None, max_length=64)) -> dict[str, Any]:
-    auth.require(request, "admin")
+    deps.require(request, "admin")
     return {"keys": [r.to_dict() for r in apikeys.list_keys(node(request).store, account)]}
 
 
@@ -65,5 +65,5 @@ def list_keys(request: Request,
     openapi_extra=secured("admin"),
 )
 def revoke_key(request: Request, key_id: int = Path(ge=0, le=MAX_INT)) -> dict[str, Any]:
-    auth.require(request, "admin")
+    deps.require(request, "admin")
     return apikeys.revoke_key(node(request).store, key_id).to_dict()

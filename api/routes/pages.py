@@ -17,15 +17,15 @@ from typing import Literal
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
+from copyledger.api.deps import lang as language
 from copyledger.api.deps import node
-from copyledger.api.language import lang as language
 from copyledger.api.openapi import PUBLIC, problems
 from copyledger.ledger.errors import NotFound
 from copyledger.service import accounts, reads
 from copyledger.service.certificate import certificate_html
 from copyledger.service.dates import zone
 from copyledger.service.i18n import DEFAULT, gettext, located
-from copyledger.service.inputs import MAX_INT
+from copyledger.service.operations import MAX_INT
 from copyledger.service.rendercache import RenderCache
 
 router = APIRouter(tags=["pages"])

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
-from copyledger.api import auth, idempotent
+from copyledger.api import deps
 from copyledger.api.deps import FastJSONResponse, node, parse_body
 from copyledger.api.models import (
     HISTORY_EXAMPLE,
@@ -19,7 +19,7 @@ from copyledger.api.models import (
 )
 from copyledger.api.openapi import PUBLIC, answers, json_request, problems, secured
 from copyledger.service import operations, title
-from copyledger.service.inputs import MAX_INT
+from copyledger.service.operations import MAX_INT
 
 router = APIRouter(tags=["creators"])
 
@@ -40,7 +40,7 @@ router = APIRouter(tags=["creators"])
     openapi_extra={**secured("creator"), **json_request(TransferIn)},
 )
 async def record_transfer(request: Request) -> Response:
-    return await idempotent.record(request, ("creator",), TransferIn, operations.record_transfer)
+    return await deps.record(request, ("creator",), TransferIn, operations.record_transfer)
 
 
 # The body is optional (an acceptance may carry a note, or nothing).
@@ -68,7 +68,7 @@ async def answer_offer(
     action: Literal["accept", "withdraw"] = Path(description="accept (recipient) or withdraw "
                                                  "(offerer)"),
 ) -> FastJSONResponse:
-    who = auth.require(request, "creator")
+    who = deps.require(request, "creator")
     n = node(request)
     a = parse_body(AnswerIn, await request.body() or b"{}", n.settings.max_body_bytes)
     kind = "acceptance" if action == "accept" else "withdrawal"

@@ -8,7 +8,7 @@ from fastapi.responses import Response
 from copyledger.api.deps import node
 from copyledger.api.openapi import PUBLIC, problems
 from copyledger.ledger.errors import InvalidInput
-from copyledger.service.quotas import TokenBuckets
+from copyledger.service.apikeys import TokenBuckets
 
 router = APIRouter(tags=["time-stamping"])
 

@@ -7,7 +7,7 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from copyledger.api import auth, batch, idempotent, uploads
+from copyledger.api import batch, deps, uploads
 from copyledger.api.deps import FastJSONResponse, node, parse_body
 from copyledger.api.models import (
     BATCH_EXAMPLE,
@@ -24,8 +24,8 @@ from copyledger.ledger.errors import InvalidInput
 from copyledger.service import operations
 from copyledger.service.apikeys import Principal
 from copyledger.service.idempotency import HEADER
-from copyledger.service.inputs import parse_metadata
 from copyledger.service.node import Node
+from copyledger.service.operations import parse_metadata
 
 router = APIRouter(tags=["creators"])
 
@@ -74,7 +74,7 @@ async def register_json(n: Node, who: Principal, body: bytes, query: bytes,
         w = parse_body(WorkIn, body, n.settings.max_body_bytes)
         return registration_answer(await operations.register_work(n, who, w, again=again))
 
-    return await idempotent.once(n, who, key, (b"/v1/works", query, body), run)
+    return await deps.once(n, who, key, (b"/v1/works", query, body), run)
 
 
 def again_query(query: bytes) -> bool:
@@ -121,8 +121,8 @@ def registration_answer(recorded: operations.Recorded) -> FastJSONResponse:
 )
 async def register_work(request: Request) -> Response:
     n = node(request)
-    who = auth.require_write(request, "creator")  # before reading any of the body
-    key = idempotent.key_of(dict(request.scope["headers"]))
+    who = deps.require_write(request, "creator")  # before reading any of the body
+    key = deps.key_of(dict(request.scope["headers"]))
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         return await register_json(n, who, await request.body(),
                                    request.scope.get("query_string", b""), key)
@@ -137,7 +137,7 @@ async def register_work(request: Request) -> Response:
             raise InvalidInput("file: a multipart upload needs a 'file' part",
                                errors=[{"field": "file", "message": "required"}])
         again = _flag(form.get("again"), "again") or again
-        facts = await form.file.describe(sm3=n.settings.sm_suite)
+        facts = await form.file.describe(sm3=n.sm_suite)
         w = WorkIn(sha256=facts.sha256, sm3=facts.sm3, size=facts.size,
                    media_type=facts.media_type,
                    title=form.get("title"), work_type=form.get("work_type"),
@@ -161,7 +161,7 @@ async def register_work(request: Request) -> Response:
     openapi_extra={**secured("creator", "platform", "court"), **json_request(EvidenceIn)},
 )
 async def deposit_evidence(request: Request) -> Response:
-    return await idempotent.record(request, ("creator", "platform", "court"), EvidenceIn,
+    return await deps.record(request, ("creator", "platform", "court"), EvidenceIn,
                                    operations.deposit_evidence)
 
 
@@ -177,7 +177,7 @@ async def deposit_evidence(request: Request) -> Response:
 )
 async def register_works(request: Request) -> FastJSONResponse:
     n = node(request)
-    who = auth.require_write(request, "creator")  # before reading any of the body
+    who = deps.require_write(request, "creator")  # before reading any of the body
     query = request.scope.get("query_string", b"")
     again = again_query(query)
     return await batch.answer(
@@ -196,7 +196,7 @@ async def register_works(request: Request) -> FastJSONResponse:
 )
 async def deposit_evidence_many(request: Request) -> FastJSONResponse:
     n = node(request)
-    who = auth.require_write(request, "creator", "platform", "court")
+    who = deps.require_write(request, "creator", "platform", "court")
     return await batch.answer(
         n, who, await request.body(), request.scope.get("query_string", b""),
         "/v1/evidence/batch", "evidence", EvidenceIn,

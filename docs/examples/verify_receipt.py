@@ -4,7 +4,7 @@
 It follows docs/verification.md step by step and imports nothing from copyledger: only the
 Python standard library, plus Ed25519 from the `cryptography` package if it is installed, else
 from the `openssl` command (OpenSSL 3.0 or later). It is documentation, meant to be read; the
-registry's own checks live in ledger/ (merkle.py, note.py, block.py, audit.py).
+registry's own checks live in ledger/ (merkle.py, note.py, audit.py).
 
     python3 verify_receipt.py receipt  RECEIPT.json VKEY.txt [--file EXHIBIT] [--block BLOCK.json]
     python3 verify_receipt.py consistency OLD_CHECKPOINT.txt NEW_CHECKPOINT.txt PROOF.json VKEY.txt
