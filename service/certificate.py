@@ -16,6 +16,7 @@ import html
 import io
 import json
 import shlex
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -49,6 +50,10 @@ FALLBACK_FONTS = (  # for scripts DejaVu lacks (CJK)
     CJK_FONT,
     Path("/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf"),  # fonts-droid-fallback
 )
+
+
+RENDER_SLOTS = 1  # PDF renders at once in this process; the others queue (D53)
+_RENDER_SLOTS = threading.BoundedSemaphore(RENDER_SLOTS)
 
 
 def N_(s: str) -> str:
@@ -805,11 +810,16 @@ def certificate_pdf(bundle: dict[str, Any], verify_url: str, lang: str = DEFAULT
 
     fpdf2 and fontTools leave each document's parsed fonts in reference cycles (about 4.5 MiB
     with DejaVu), which only the cyclic collector frees; `serve` runs it rarely (young objects
-    in bulk, D47), so they are collected here, once the document is out."""
-    try:
-        return _certificate_pdf(bundle, verify_url, lang, profile, tz)
-    finally:
-        gc.collect()
+    in bulk, D47), so they are collected here, once the document is out.
+
+    Renders take turns (`RENDER_SLOTS`): a caller waits for a slot rather than being refused.
+    fpdf2 is pure Python, so under the GIL concurrent renders finish no sooner, but each holds
+    its own parsed fonts at once, and the heap keeps the peak they reach (D53)."""
+    with _RENDER_SLOTS:
+        try:
+            return _certificate_pdf(bundle, verify_url, lang, profile, tz)
+        finally:
+            gc.collect()
 
 
 def _certificate_pdf(bundle: dict[str, Any], verify_url: str, lang: str,

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
@@ -200,6 +201,41 @@ def test_a_pdf_leaves_no_garbage_for_the_collector(made: dict[str, Any]) -> None
     finally:
         gc.enable()
     assert pdf.startswith(b"%PDF-")
+
+
+def test_pdf_renders_take_turns_and_none_is_refused(
+    made: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each render holds its own parsed fonts, and the heap keeps the peak that concurrent
+    renders reach, so they run one at a time: while one renders, no slot is free, and the
+    callers that waited all get their document (D53)."""
+    inside, release = threading.Event(), threading.Event()
+    real = certificate._certificate_pdf
+
+    def slow(*a: Any) -> bytes:
+        inside.set()
+        release.wait(60)
+        return real(*a)
+
+    monkeypatch.setattr(certificate, "_certificate_pdf", slow)
+    url = f"{BASE}/verify?seq={made['seq']}"
+    out: list[bytes] = []
+    threads = [threading.Thread(target=lambda: out.append(certificate_pdf(made["bundle"], url)))
+               for _ in range(3)]
+    for t in threads:
+        t.start()
+    assert inside.wait(60)
+    assert certificate.RENDER_SLOTS == 1
+    free = certificate._RENDER_SLOTS.acquire(blocking=False)
+    if free:
+        certificate._RENDER_SLOTS.release()
+    assert not free, "a second render could start while one was running"
+    release.set()
+    for t in threads:
+        t.join(120)
+    assert len(out) == 3 and all(pdf.startswith(b"%PDF-") for pdf in out)
+    assert certificate._RENDER_SLOTS.acquire(blocking=False)  # every slot given back
+    certificate._RENDER_SLOTS.release()
 
 
 def test_openssl_commands_work_as_printed(made: dict[str, Any], tmp_path: Path) -> None:
