@@ -52,7 +52,8 @@ FALLBACK_FONTS = (  # for scripts DejaVu lacks (CJK)
 )
 
 
-RENDER_SLOTS = 1  # PDF renders at once in this process; the others queue (D53)
+RENDER_SLOTS = 2  # PDF renders at once in this process; the others queue (D53)
+RENDER_WAIT_S = 5.0  # the longest a render queues before it runs without a slot (D53)
 _RENDER_SLOTS = threading.BoundedSemaphore(RENDER_SLOTS)
 
 
@@ -812,14 +813,17 @@ def certificate_pdf(bundle: dict[str, Any], verify_url: str, lang: str = DEFAULT
     with DejaVu), which only the cyclic collector frees; `serve` runs it rarely (young objects
     in bulk, D47), so they are collected here, once the document is out.
 
-    Renders take turns (`RENDER_SLOTS`): a caller waits for a slot rather than being refused.
-    fpdf2 is pure Python, so under the GIL concurrent renders finish no sooner, but each holds
-    its own parsed fonts at once, and the heap keeps the peak they reach (D53)."""
-    with _RENDER_SLOTS:
-        try:
-            return _certificate_pdf(bundle, verify_url, lang, profile, tz)
-        finally:
-            gc.collect()
+    At most `RENDER_SLOTS` renders run at once, each holding its own parsed fonts (the heap
+    keeps the peak they reach); a caller waits for a slot, never refused, and after
+    `RENDER_WAIT_S` renders without one, so that a backlog of renders cannot grow into client
+    time-outs (D53)."""
+    slot = _RENDER_SLOTS.acquire(timeout=RENDER_WAIT_S)
+    try:
+        return _certificate_pdf(bundle, verify_url, lang, profile, tz)
+    finally:
+        gc.collect()
+        if slot:
+            _RENDER_SLOTS.release()
 
 
 def _certificate_pdf(bundle: dict[str, Any], verify_url: str, lang: str,
