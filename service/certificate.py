@@ -16,6 +16,7 @@ import html
 import io
 import json
 import shlex
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -49,6 +50,11 @@ FALLBACK_FONTS = (  # for scripts DejaVu lacks (CJK)
     CJK_FONT,
     Path("/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf"),  # fonts-droid-fallback
 )
+
+
+RENDER_SLOTS = 2  # PDF renders at once in this process; the others queue (D53)
+RENDER_WAIT_S = 5.0  # the longest a render queues before it runs without a slot (D53)
+_RENDER_SLOTS = threading.BoundedSemaphore(RENDER_SLOTS)
 
 
 def N_(s: str) -> str:
@@ -805,11 +811,19 @@ def certificate_pdf(bundle: dict[str, Any], verify_url: str, lang: str = DEFAULT
 
     fpdf2 and fontTools leave each document's parsed fonts in reference cycles (about 4.5 MiB
     with DejaVu), which only the cyclic collector frees; `serve` runs it rarely (young objects
-    in bulk, D47), so they are collected here, once the document is out."""
+    in bulk, D47), so they are collected here, once the document is out.
+
+    At most `RENDER_SLOTS` renders run at once, each holding its own parsed fonts (the heap
+    keeps the peak they reach); a caller waits for a slot, never refused, and after
+    `RENDER_WAIT_S` renders without one, so that a backlog of renders cannot grow into client
+    time-outs (D53)."""
+    slot = _RENDER_SLOTS.acquire(timeout=RENDER_WAIT_S)
     try:
         return _certificate_pdf(bundle, verify_url, lang, profile, tz)
     finally:
         gc.collect()
+        if slot:
+            _RENDER_SLOTS.release()
 
 
 def _certificate_pdf(bundle: dict[str, Any], verify_url: str, lang: str,

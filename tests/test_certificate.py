@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
@@ -200,6 +201,66 @@ def test_a_pdf_leaves_no_garbage_for_the_collector(made: dict[str, Any]) -> None
     finally:
         gc.enable()
     assert pdf.startswith(b"%PDF-")
+
+
+def test_pdf_renders_take_turns_and_none_is_refused(
+    made: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each render holds its own parsed fonts, and the heap keeps the peak that concurrent
+    renders reach, so at most RENDER_SLOTS run at once: while they render no slot is free, and
+    the callers that waited all get their document (D53)."""
+    entered, release = threading.Semaphore(0), threading.Event()
+    real = certificate._certificate_pdf
+
+    def slow(*a: Any) -> bytes:
+        entered.release()
+        release.wait(60)
+        return real(*a)
+
+    monkeypatch.setattr(certificate, "_certificate_pdf", slow)
+    url = f"{BASE}/verify?seq={made['seq']}"
+    out: list[bytes] = []
+    threads = [threading.Thread(target=lambda: out.append(certificate_pdf(made["bundle"], url)))
+               for _ in range(certificate.RENDER_SLOTS + 1)]
+    for t in threads:
+        t.start()
+    for _ in range(certificate.RENDER_SLOTS):
+        assert entered.acquire(timeout=60)
+    free = certificate._RENDER_SLOTS.acquire(blocking=False)
+    if free:
+        certificate._RENDER_SLOTS.release()
+    assert not free, "a render could start while every slot was rendering"
+    release.set()
+    for t in threads:
+        t.join(120)
+    assert len(out) == len(threads) and all(pdf.startswith(b"%PDF-") for pdf in out)
+    _assert_every_slot_free()
+
+
+def test_a_render_that_waited_too_long_runs_without_a_slot(
+    made: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backlog must not turn into client time-outs: past RENDER_WAIT_S a render goes ahead,
+    and gives back no slot it did not take."""
+    monkeypatch.setattr(certificate, "RENDER_WAIT_S", 0)
+    for _ in range(certificate.RENDER_SLOTS):
+        assert certificate._RENDER_SLOTS.acquire(blocking=False)
+    try:
+        pdf = certificate_pdf(made["bundle"], f"{BASE}/verify?seq={made['seq']}")
+    finally:
+        for _ in range(certificate.RENDER_SLOTS):
+            certificate._RENDER_SLOTS.release()
+    assert pdf.startswith(b"%PDF-")
+    _assert_every_slot_free()
+
+
+def _assert_every_slot_free() -> None:
+    taken = [certificate._RENDER_SLOTS.acquire(blocking=False)
+             for _ in range(certificate.RENDER_SLOTS)]
+    for ok in taken:
+        if ok:
+            certificate._RENDER_SLOTS.release()
+    assert all(taken)
 
 
 def test_openssl_commands_work_as_printed(made: dict[str, Any], tmp_path: Path) -> None:
