@@ -115,17 +115,6 @@ def _run(*args: str, env: dict[str, str] = ZH) -> tuple[int, str]:
     return r.exit_code, r.stdout + (r.stderr if r.stderr_bytes else "")
 
 
-def _sentences(msgids: set[str]) -> list[str]:
-    """The English fragments of three words or more of the CLI's msgids."""
-    out = set()
-    for m in msgids:
-        for part in re.split(r"\{[^}]*\}|\[[^\]]*\]|`[^`]*`|\n", m):
-            part = part.strip(" .,:;()")
-            if len(part.split()) >= 3:
-                out.add(part)
-    return sorted(out)
-
-
 def english_left(text: str, sentences: list[str]) -> list[str]:
     """What still reads as English in `text`: a msgid's sentence, or three English words in
     a row once links, paths, commands and printed values are taken out."""
@@ -137,7 +126,7 @@ def english_left(text: str, sentences: list[str]) -> list[str]:
 def test_the_english_detector_sees_a_sentence_and_lets_values_through(
     msgids: set[str]
 ) -> None:
-    sentences = _sentences(msgids)
+    sentences = i18n_catalog.cli_sentences(msgids)
     assert english_left("作品 3：由 alice 登记；持有人 bob", sentences) == []
     assert english_left("请运行 copyledger transfer accept 4（见 http://127.0.0.1:8000/v1/x）",
                         sentences) == []
@@ -195,7 +184,7 @@ def test_the_commands_speak_chinese_and_their_json_does_not_change(
         (("monitor",), 2),
         (("monitor", "bundle", "0", "--data-dir", str(tmp / "nowhere")), 2),
     ]
-    sentences = _sentences(msgids)
+    sentences = i18n_catalog.cli_sentences(msgids)
     for args, want in runs:
         code, text = _run(*args)
         assert code == want, (args, text)
