@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from copyledger.client import BatchWork
+from copyledger.ledger.errors import said
 
 FIELDS = ("sha256", "title", "creators", "work_type", "size", "media_type", "license",
           "metadata", "fingerprints", "again")
@@ -47,7 +48,7 @@ def _jsonl_rows(path: Path) -> Iterator[Row]:
             try:
                 doc = json.loads(raw)
             except ValueError as e:
-                yield Row(n, None, f"not JSON: {e}")
+                yield Row(n, None, said("not JSON: {why}", why=e))
                 continue
             yield _row(n, doc)
 
@@ -67,17 +68,18 @@ def _csv_rows(path: Path) -> Iterator[Row]:
                 if "again" in doc:
                     doc["again"] = doc["again"].lower() in ("true", "1")
             except ValueError as e:
-                yield Row(n, None, f"bad cell: {e}")
+                yield Row(n, None, said("bad cell: {why}", why=e))
                 continue
             yield _row(n, doc)
 
 
 def _row(n: int, doc: Any) -> Row:
     if not isinstance(doc, dict):
-        return Row(n, None, "not a JSON object")
+        return Row(n, None, said("not a JSON object"))
     unknown = sorted(set(doc) - set(FIELDS))
     if unknown:
-        return Row(n, None, f"unknown fields: {', '.join(unknown)} (known: {', '.join(FIELDS)})")
+        return Row(n, None, said("unknown fields: {unknown} (known: {known})",
+                                 unknown=", ".join(unknown), known=", ".join(FIELDS)))
     return Row(n, BatchWork(**doc))  # type: ignore[typeddict-item]
 
 

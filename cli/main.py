@@ -37,7 +37,7 @@ from copyledger.client import (
     Receipt,
     UnverifiedAnswer,
 )
-from copyledger.ledger.errors import CopyledgerError
+from copyledger.ledger.errors import CopyledgerError, said
 from copyledger.service import settings as settings_mod
 from copyledger.service.accounts import KIND_WORDS
 
@@ -148,14 +148,17 @@ def init(
     s = _settings(data_dir, database, origin=origin, notary_url=notary_url, crypto_suite=suite)
     with _domain_errors_exit():
         r = init_data_dir(s)
-    sm2_line = f"SM2 key      {r.sm2_verifier_key}\n" if r.sm2_verifier_key else ""
+    sm2_line = (tr("SM2 key").ljust(12) + f" {r.sm2_verifier_key}\n" if r.sm2_verifier_key
+                else "")
     _emit(as_json, {"data_dir": str(s.data_dir), "origin": s.origin, "verifier_key":
                     r.verifier_key, "created_key": r.created_key, "database": _redact(s),
                     **({"crypto_suite": s.crypto_suite, "sm2_verifier_key": r.sm2_verifier_key}
                        if r.sm2_verifier_key else {})},
-          f"registry in [bold]{s.data_dir}[/bold]\norigin       {s.origin}\n"
-          f"verifier key {r.verifier_key}\n" + sm2_line
-          + ("new notary key written (mode 0600)" if r.created_key else "existing key kept"))
+          tr("registry in [bold]{data_dir}[/bold]").format(data_dir=s.data_dir)
+          + "\n" + tr("origin").ljust(12) + f" {s.origin}\n"
+          + tr("verifier key").ljust(12) + f" {r.verifier_key}\n"
+          + sm2_line + (tr("new notary key written (mode 0600)") if r.created_key
+                        else tr("existing key kept")))
 
 
 def _redact(s: Any) -> str:
@@ -206,10 +209,10 @@ def serve(
     collector = memory.Collector()
     collector.start()
     memory.watch_from_env(collector=collector)  # opt-in diagnostics (COPYLEDGER_MEMWATCH=file)
-    err.print(f"copyledger: serving {s.origin} from {s.data_dir} on http://{s.host}:{s.port} "
-              f"(docs at /docs)")
-    err.print(f"next, in another terminal: create an API key with\n  copyledger keys create "
-              f"--role creator --account you --data-dir {s.data_dir}", markup=False)
+    err.print(tr("copyledger: serving {origin} from {data_dir} on {url} (docs at /docs)").format(
+        origin=s.origin, data_dir=s.data_dir, url=f"http://{s.host}:{s.port}"))
+    err.print(tr("next, in another terminal: create an API key with") + "\n  copyledger keys "
+              f"create --role creator --account you --data-dir {s.data_dir}", markup=False)
     uvicorn.run(create_app(reg), host=s.host, port=s.port, log_level="warning",
                 access_log=False, timeout_keep_alive=max(1, round(s.keep_alive_s)))
 
@@ -288,7 +291,7 @@ def _check_port(host: str, port: int) -> None:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as e:
-        _die(f"cannot serve on {host}: {e}")
+        _die(tr("cannot serve on {where}: {why}").format(where=host, why=e))
     family, kind, proto, _, addr = infos[0]
     with socket.socket(family, kind, proto) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
@@ -296,9 +299,11 @@ def _check_port(host: str, port: int) -> None:
             sock.bind(addr)
         except OSError as e:
             if e.errno != errno.EADDRINUSE:
-                _die(f"cannot serve on {host}:{port}: {e.strerror}")
-            _die(f"port {port} is in use on {host}; stop what is using it, or choose another: "
-                 f"`PORT={port + 1} make run` (or `copyledger serve --port {port + 1}`)", 1)
+                _die(tr("cannot serve on {where}: {why}").format(where=f"{host}:{port}",
+                                                                  why=e.strerror))
+            _die(tr("port {port} is in use on {host}; stop what is using it, or choose another: "
+                    "`PORT={next} make run` (or `copyledger serve --port {next}`)").format(
+                        port=port, host=host, next=port + 1), 1)
 
 
 @keys_app.command("create")
@@ -419,7 +424,7 @@ def _client(server: str, api_key: str | None, trust: list[str] | None,
     try:
         return Client(server, api_key=api_key, trusted_keys=trust or (), timeout=timeout)
     except CopyledgerError as e:
-        _die(f"bad verifier key: {e.detail}")
+        _die(tr("bad verifier key: {why}").format(why=detail(e.detail)))
 
 
 # ------------------------------------------------------------ register: files and folders
@@ -495,8 +500,8 @@ def register(
             for (slot, path, sha, _), a in zip(waiting, answers, strict=True):
                 res, rc = _answered(path, sha, a)
                 if rc is not None and rc.already_registered:  # the server knew, the manifest not
-                    res["skipped"] = (f"already registered by {rc.entry.registrant} "
-                                      f"(seq {rc.seq})")
+                    res["skipped"] = said("already registered by {account} (seq {seq})",
+                                          account=rc.entry.registrant, seq=rc.seq)
                 if rc is not None:
                     doc = rc.to_dict()
                     account = doc["entry"]["registrant"]
@@ -514,8 +519,8 @@ def register(
             if res is not None:
                 manifest.add(path, f.sha256, res["seq"], res["registrant"], None, api_key)
                 results.append({"file": str(path), "sha256": f.sha256, "seq": res["seq"],
-                                "skipped": f"already registered by {res['registrant']} "
-                                           f"(seq {res['seq']})"})
+                                "skipped": said("already registered by {account} (seq {seq})",
+                                                account=res["registrant"], seq=res["seq"])})
                 prog.advance(task)
                 continue
             media = media_type_of(f.head, path.name)
@@ -616,11 +621,15 @@ def import_(
         _emit(True, summary)
     else:
         for r in state.refused:
-            err.print(f"line {r['line']}: {r['problem']}")
-        err.print(f"{state.done}/{total} rows: {state.registered} registered, {state.already} "
-                  f"already registered, {len(state.refused)} refused"
-                  + (f"; stopped: {stopped} (run the command again to resume)" if stopped
-                     else ""))
+            err.print(tr("line {line}: {problem}").format(line=r["line"],
+                                                          problem=detail(r["problem"])))
+        err.print(tr("{done}/{total} rows: {registered} registered, {already} already "
+                     "registered, {refused} refused").format(
+                         done=state.done, total=total, registered=state.registered,
+                         already=state.already, refused=len(state.refused))
+                  + (tr("; stopped: {why} (run the command again to resume)").format(
+                      why=detail(stopped))
+                     if stopped else ""))
     if stopped or state.refused:
         raise typer.Exit(1)
 
@@ -640,7 +649,7 @@ def _import_chunk(client: Client, batch: list[Row], state: ImportProgress) -> st
                 return str(a)
             refused.append({"line": r.line, "problem": str(a)})
         elif isinstance(a, UnverifiedAnswer):  # the registry's fault: stop, tell, resend later
-            return f"line {r.line}: receipt does NOT verify: {a.detail}"
+            return said("line {line}: receipt does NOT verify: {why}", line=r.line, why=a.detail)
         elif a.already_registered:
             already += 1
         else:
@@ -672,15 +681,16 @@ def _local_fingerprints(path: Path, size: int, media: str, query: bool = False
     timed = media.split("/", 1)[0] in ("audio", "video")
     show = timed and sys.stderr.isatty()
     try:
-        with Progress(TextColumn(f"fingerprinting {path.name}"), BarColumn(),
-                      TextColumn("{task.completed:.0f} s of media"), console=err,
+        with Progress(TextColumn(tr("fingerprinting {name}").format(name=path.name)),
+                      BarColumn(), TextColumn(tr("{task.completed:.0f} s of media")), console=err,
                       disable=not show, transient=True) as prog:
             task = prog.add_task(tr("fingerprint"), total=None)
             return fingerprint_file(path, media,
                                     lambda s: prog.update(task, completed=s) if show else None,
                                     query=query)
     except CopyledgerError as e:
-        err.print(f"[yellow]{path}: no fingerprints ({e.detail})[/yellow]")
+        err.print("[yellow]" + tr("{path}: no fingerprints ({why})").format(
+            path=path, why=detail(e.detail)) + "[/yellow]")
         return {}
 
 
@@ -710,7 +720,7 @@ def _answered(path: Path, sha: str, answer: Receipt | ProblemError | UnverifiedA
     if isinstance(answer, UnverifiedAnswer):
         seq = answer.answer.get("seq") if isinstance(answer.answer, dict) else None
         return {"file": str(path), "sha256": sha, "seq": seq,
-                "error": f"receipt does NOT verify: {answer.detail}"}, None
+                "error": said("receipt does NOT verify: {why}", why=answer.detail)}, None
     return {"file": str(path), "sha256": sha, "seq": answer.seq, "leaf_hash": answer.leaf_hash,
             "tree_size": answer.receipt.tree_size}, answer
 
@@ -719,7 +729,7 @@ def _results_table(results: list[dict[str, Any]], ok_text: str) -> None:
     t = Table(*map(tr, ("file", "sha256", "seq", "result")))
     for res in results:
         t.add_row(res["file"], res["sha256"][:16] + "…", str(res.get("seq", "")),
-                  res.get("error", res.get("skipped", ok_text)))
+                  detail(res.get("error", res.get("skipped", ok_text))))
     out.print(t)
 
 
@@ -729,7 +739,8 @@ def _verifiers(client: Client) -> bool:
     try:
         client.verifiers()
     except ProblemError as e:
-        _die(f"cannot read the log's key from {client.base_url}: {e}")
+        _die(tr("cannot read the log's key from {url}: {why}").format(url=client.base_url,
+                                                                       why=detail(str(e))))
     except ClientError as e:
         _die(str(e))
     return client.key_pinned
@@ -802,12 +813,13 @@ def lookup(
         _emit(True, {"sha256": sha, "results": rows, "truncated": answer.get("truncated")})
         return
     if not rows:
-        out.print(f"no entry registers {sha}")
+        out.print(tr("no entry registers {sha256}").format(sha256=sha))
         return
     t = Table(*map(tr, ("seq", "kind", "registrant", "received at", "bundle")))
     for x in rows:
         t.add_row(str(x["seq"]), x["kind"], x["registrant"], x["received_at"], x["bundle"])
-    out.print(f"SHA-256 {sha}: {len(rows)} entr{'y' if len(rows) == 1 else 'ies'}, oldest first")
+    out.print((tr("SHA-256 {sha256}: 1 entry") if len(rows) == 1 else
+               tr("SHA-256 {sha256}: {n} entries, oldest first")).format(sha256=sha, n=len(rows)))
     out.print(t)
 
 
@@ -819,7 +831,7 @@ def whoami(
 ) -> None:
     """Which account and role your API key acts for (its id and prefix, never the key)."""
     if not api_key:
-        _die("give an API key with --api-key or COPYLEDGER_API_KEY")
+        _die(tr("give an API key with --api-key or COPYLEDGER_API_KEY"))
     with _client(server, api_key, None, 30) as client:
         try:
             me = client.whoami()
@@ -886,10 +898,10 @@ def check_claim(
         out.print(tr("work seq {seq}: holder {holder}").format(seq=a["work_seq"],
                                                                holder=a["holder"]))
     for c in a["claims"]:
-        said = (tr("  claim seq {seq}: {type} ({regime}) by {registrant} at {when}, answering "
+        text = (tr("  claim seq {seq}: {type} ({regime}) by {registrant} at {when}, answering "
                   "{refers_to}") if c["refers_to"] is not None else
                 tr("  claim seq {seq}: {type} ({regime}) by {registrant} at {when}"))
-        out.print(said.format(seq=c["seq"], type=c["notice_type"], regime=c["regime"],
+        out.print(text.format(seq=c["seq"], type=c["notice_type"], regime=c["regime"],
                               registrant=c["registrant"], when=c["received_at"],
                               refers_to=c["refers_to"]))
     if a["work_seq"] is not None and not a["claims"]:
@@ -929,9 +941,9 @@ def _write(client: Client, send: Callable[[], Receipt], what: str) -> tuple[Rece
     try:
         return send(), pinned
     except ProblemError as e:
-        _die(f"{what} refused: {e}", 1)
+        _die(tr("{what} refused: {why}").format(what=what, why=detail(str(e))), 1)
     except UnverifiedAnswer as e:
-        _die(f"{what}: the receipt does NOT verify: {e.detail}", 1)
+        _die(tr("{what}: the receipt does NOT verify: {why}").format(what=what, why=e.detail), 1)
     except ClientError as e:
         _die(str(e))
 
@@ -987,7 +999,7 @@ def transfer(
     if not api_key:
         _need_key()
     if transfer_type not in TRANSFER_TYPES:
-        _die(f"--type: one of {', '.join(TRANSFER_TYPES)}")
+        _die(tr("--type: one of {choices}").format(choices=", ".join(TRANSFER_TYPES)))
     terms_sha = hash_file(terms).sha256 if terms is not None else None
     with _client(server, api_key, trust, 60) as client:
         rc, pinned = _write(client, partial(
@@ -998,21 +1010,22 @@ def transfer(
            "transfer_type": transfer_type, "terms_sha256": terms_sha,
            "pending": transfer_type == "assignment"}
     if transfer_type == "assignment":
-        human = (f"offer to assign work {work_seq} to {to} recorded as seq {rc.seq} (tree size "
-                 f"{rc.receipt.tree_size}); receipt verified. You hold the work until {to} "
-                 f"accepts (copyledger transfer accept {rc.seq}); to take it back: "
-                 f"copyledger transfer withdraw {rc.seq}")
+        human = tr("offer to assign work {work} to {to} recorded as seq {seq} (tree size "
+                   "{size}); receipt verified. You hold the work until {to} accepts (copyledger "
+                   "transfer accept {seq}); to take it back: copyledger transfer withdraw "
+                   "{seq}").format(work=work_seq, to=to, seq=rc.seq, size=rc.receipt.tree_size)
     else:
-        human = (f"{transfer_type} of work {work_seq} to {to} recorded as seq {rc.seq} "
-                 f"(tree size {rc.receipt.tree_size}); receipt verified")
+        human = tr("{type} of work {work} to {to} recorded as seq {seq} (tree size {size}); "
+                   "receipt verified").format(type=transfer_type, work=work_seq, to=to,
+                                              seq=rc.seq, size=rc.receipt.tree_size)
     _emit(as_json, row, human)
     _pin_hint(as_json, pinned)
 
 
 def _pin_hint(as_json: bool, pinned: bool) -> None:
     if not as_json and not pinned:
-        err.print("[yellow]receipt checked under the key the server itself published; pin the "
-                  "log's key with --trust[/yellow]")
+        err.print("[yellow]" + tr("receipt checked under the key the server itself published; "
+                                  "pin the log's key with --trust") + "[/yellow]")
 
 
 def _answer(offer_seq: int, what: str, note: str | None, server: str, api_key: str | None,
@@ -1024,9 +1037,12 @@ def _answer(offer_seq: int, what: str, note: str | None, server: str, api_key: s
         rc, pinned = _write(client, partial(send, offer_seq, note), what)
     work_seq = rc.to_dict()["entry"]["work"]["seq"]
     row = {**_receipt_row(rc, pinned), "offer": offer_seq, "work_seq": work_seq}
-    done = ("accepted: you now hold" if what == "accept" else "withdrawn: you still hold")
-    _emit(as_json, row, f"offer {offer_seq} {done} work {work_seq} (recorded as seq {rc.seq}, "
-          f"tree size {rc.receipt.tree_size}); receipt verified")
+    done = (tr("offer {offer} accepted: you now hold work {work} (recorded as seq {seq}, tree "
+               "size {size}); receipt verified") if what == "accept" else
+            tr("offer {offer} withdrawn: you still hold work {work} (recorded as seq {seq}, "
+               "tree size {size}); receipt verified"))
+    _emit(as_json, row, done.format(offer=offer_seq, work=work_seq, seq=rc.seq,
+                                    size=rc.receipt.tree_size))
     _pin_hint(as_json, pinned)
 
 
@@ -1070,42 +1086,46 @@ def history(
         try:
             h = client.history(work_seq)
         except UnverifiedAnswer as e:
-            _die(f"the chain of title does NOT verify: {e.detail}", 1)
+            _die(tr("the chain of title does NOT verify: {why}").format(why=e.detail), 1)
         except ClientError as e:
             _die(str(e))
         pinned = client.key_pinned
     if as_json:
         _emit(True, {**h, "verified": True, "key_pinned": pinned})
         return
-    out.print(f"work {work_seq}: registered by {h['registrant']}; holder "
-              f"[bold]{h['holder']}[/bold]")
+    out.print(tr("work {work}: registered by {registrant}; holder [bold]{holder}[/bold]").format(
+        work=work_seq, registrant=h["registrant"], holder=h["holder"]))
     for li in h["licences"]:
-        out.print(f"  licence seq {li['seq']}: {li['transfer_type']} to {li['to']}")
+        out.print("  " + tr("licence seq {seq}: {type} to {to}").format(
+            seq=li["seq"], type=li["transfer_type"], to=li["to"]))
     pending = h.get("pending_offer")
     if pending:
-        out.print(f"  [yellow]pending offer seq {pending['seq']}: assignment to {pending['to']}, "
-                  f"awaiting acceptance (copyledger transfer accept {pending['seq']}); "
-                  f"{pending['from']} holds the work until then[/yellow]")
+        out.print("  [yellow]" + tr(
+            "pending offer seq {seq}: assignment to {to}, awaiting acceptance (copyledger "
+            "transfer accept {seq}); {holder} holds the work until then").format(
+                seq=pending["seq"], to=pending["to"], holder=pending["from"]) + "[/yellow]")
     t = Table(*map(tr, ("seq", "kind", "what", "holder after", "received at")))
     for link in h["links"]:
         t.add_row(str(link["seq"]), link["kind"], _link_text(link["kind"], link["entry"]),
                   link["holder_after"], link["entry"]["received_at"])
     out.print(t)
-    out.print(f"{len(h['links'])} link(s), each proof verified against the signed checkpoint of "
-              f"tree size {h['tree_size']}" + ("" if pinned else
-                                              " (under the server's own key: pin with --trust)"))
+    out.print(tr("{n} link(s), each proof verified against the signed checkpoint of tree size "
+                 "{size}").format(n=len(h["links"]), size=h["tree_size"])
+              + ("" if pinned else tr(" (under the server's own key: pin with --trust)")))
 
 
 def _link_text(kind: str, ent: dict[str, Any]) -> str:
     """One link of a chain of title in words."""
     if kind == "transfer":
-        offer = " (offer)" if ent.get("needs_acceptance") else ""
-        return f"{ent['transfer_type']} to {ent['to']}{offer}"
+        text = tr("{type} to {to} (offer)") if ent.get("needs_acceptance") else tr("{type} to {to}")
+        return text.format(type=ent["transfer_type"], to=ent["to"])
     if kind == "acceptance":
-        return f"offer {ent['offer']} accepted by {ent['registrant']}"
+        return tr("offer {offer} accepted by {account}").format(offer=ent["offer"],
+                                                                account=ent["registrant"])
     if kind == "withdrawal":
-        return f"offer {ent['offer']} withdrawn by {ent['registrant']}"
-    return f"registered by {ent['registrant']}"
+        return tr("offer {offer} withdrawn by {account}").format(offer=ent["offer"],
+                                                                 account=ent["registrant"])
+    return tr("registered by {account}").format(account=ent["registrant"])
 
 
 claim_app = typer.Typer(help="Takedown notices and counter-notices.", no_args_is_help=True)
@@ -1128,9 +1148,9 @@ def _claim_body(notice_type: str, source: Path | None, fields: dict[str, Any]) -
         try:
             body = json.loads(source.read_text())
         except ValueError as e:
-            _die(f"--from {source}: not JSON ({e})")
+            _die("--from " + tr("{path}: not JSON ({why})").format(path=source, why=e))
         if not isinstance(body, dict):
-            _die(f"--from {source}: not a JSON object")
+            _die("--from " + tr("{path}: not a JSON object").format(path=source))
     body["notice_type"] = notice_type
     claimant = dict(body.get("claimant") or {})
     for k in ("name", "email", "phone", "address", "authority", "account"):
@@ -1146,7 +1166,7 @@ def _claim_body(notice_type: str, source: Path | None, fields: dict[str, Any]) -
     statements = dict(body.get("statements") or {})
     for st in fields["statement"] or []:
         if st not in STATEMENTS:
-            _die(f"--statement: one of {', '.join(STATEMENTS)}")
+            _die(tr("--statement: one of {choices}").format(choices=", ".join(STATEMENTS)))
         statements[st] = True
     if statements:
         body["statements"] = statements
@@ -1156,7 +1176,7 @@ def _claim_body(notice_type: str, source: Path | None, fields: dict[str, Any]) -
     if fields.get("action") is not None:
         body["requested_action"] = fields["action"]
     if "regime" not in body:
-        _die("--regime (or a `regime` in the --from file) is needed")
+        _die(tr("--regime (or a `regime` in the --from file) is needed"))
     return body
 
 
@@ -1173,8 +1193,9 @@ def _file_claim(notice_type: str, source: Path | None, fields: dict[str, Any],
         contact = _contact(client, rc.seq, rc.entry.to_dict())  # the filer: allowed
     if contact is not None:
         row["contact"] = contact
-    _emit(as_json, row, f"{kind} ({body['regime']}) recorded as seq {rc.seq} (tree size "
-          f"{rc.receipt.tree_size}); receipt verified")
+    _emit(as_json, row, tr("{kind} ({regime}) recorded as seq {seq} (tree size {size}); "
+                           "receipt verified").format(kind=kind, regime=body["regime"],
+                                                      seq=rc.seq, size=rc.receipt.tree_size))
     if contact is not None and not as_json:
         _print_contact(contact)
 
@@ -1192,20 +1213,22 @@ def _contact(client: Client, seq: int, claim: dict[str, Any]) -> dict[str, Any] 
             return None
         _die(str(e))
     except UnverifiedAnswer as e:
-        _die(f"the contact details do NOT open their commitment: {e.detail}", 1)
+        _die(tr("the contact details do NOT open their commitment: {why}").format(
+            why=e.detail), 1)
     except ClientError as e:
         _die(str(e))
     if not d.opens(logged):
-        _die(f"the contact details do NOT open the commitment logged in claim {seq}", 1)
+        _die(tr("the contact details do NOT open the commitment logged in claim {seq}").format(
+            seq=seq), 1)
     return d.to_dict()
 
 
 def _print_contact(d: dict[str, Any]) -> None:
-    out.print("contact details (kept off the log; the salt proves them against its commitment "
-              f"{d['commitment'][:16]}…):")
+    out.print(tr("contact details (kept off the log; the salt proves them against its "
+                 "commitment {commitment}…):").format(commitment=d["commitment"][:16]))
     for k, v in d["contact"].items():
         out.print(f"  {k}: {v}")
-    out.print(f"  salt: {d['salt']}")
+    out.print("  " + tr("salt") + f": {d['salt']}")
 
 
 @claim_app.command("notice")
@@ -1333,8 +1356,9 @@ def claim_erase_contact(
 
     with _domain_errors_exit():
         done = erase_claim_contact(_settings(data_dir, database), seq)
-    _emit(as_json, done, f"contact details of claim {seq} erased; the log keeps the commitment "
-          f"{done['commitment'][:16]}…")
+    _emit(as_json, done, tr("contact details of claim {seq} erased; the log keeps the "
+                            "commitment {commitment}…").format(
+                                seq=seq, commitment=done["commitment"][:16]))
 
 
 @app.command()
@@ -1350,7 +1374,7 @@ def proof(
         try:
             checked = client.proof(seq, tree_size)
         except UnverifiedAnswer as e:
-            _die(f"proof does NOT verify: {e.detail}", 1)
+            _die(tr("proof does NOT verify: {why}").format(why=e.detail), 1)
         except ClientError as e:
             _die(str(e))
     signed = checked.checkpoint_verified or None
@@ -1358,9 +1382,10 @@ def proof(
     p["verified"] = True
     p["checkpoint_verified"] = signed
     p["key_pinned"] = client.key_pinned
-    _emit(as_json, p, f"seq {seq} is included in the tree of size {p['tree_size']} "
-          f"(root {p['root'][:16]}…): proof of {len(p['proof'])} hashes verified"
-          + ("; checkpoint signature verified" if signed else ""))
+    _emit(as_json, p, tr("seq {seq} is included in the tree of size {size} (root {root}…): "
+                         "proof of {n} hashes verified").format(
+                             seq=seq, size=p["tree_size"], root=p["root"][:16], n=len(p["proof"]))
+          + (tr("; checkpoint signature verified") if signed else ""))
 
 
 @app.command()
@@ -1391,12 +1416,14 @@ def audit(
                                         "problem", "bad_seq", "bad_height", "checked",
                                         "resumed_from")}
     if rep.ok:
-        checks = "\n".join(f"  ✓ {c}" for c in rep.checked)
-        _emit(as_json, obj, "[green]audit OK[/green]\n" + checks)
+        checks = "\n".join(f"  ✓ {detail(c)}" for c in rep.checked)
+        _emit(as_json, obj, "[green]" + tr("audit OK") + "[/green]\n" + checks)
     else:
-        where = (f"seq {rep.bad_seq}" if rep.bad_seq is not None
-                 else f"block {rep.bad_height}" if rep.bad_height is not None else "log")
-        _emit(as_json, obj, f"[red]audit FAILED[/red] at {where}: {rep.problem}")
+        where = (f"seq {rep.bad_seq}" if rep.bad_seq is not None else
+                 tr("block {height}").format(height=rep.bad_height)
+                 if rep.bad_height is not None else tr("log"))
+        _emit(as_json, obj, "[red]" + tr("audit FAILED") + "[/red] " + tr("at {where}: {why}")
+              .format(where=where, why=detail(rep.problem or "")))
         raise typer.Exit(1)
 
 
@@ -1424,10 +1451,14 @@ def tiles_export(
                                   progress=lambda n: prog.advance(task, n))
     obj = {k: getattr(rep, k) for k in ("directory", "tree_size", "previous_size", "files",
                                         "bytes", "tiles", "bundles", "checkpoint", "skipped")}
-    _emit(as_json, obj, f"tree of {rep.tree_size} leaves in [bold]{rep.directory}[/bold] "
-          f"(was {rep.previous_size}): {rep.files} files written ({rep.tiles} tiles, "
-          f"{rep.bundles} entry bundles{', checkpoint' if rep.checkpoint else ''}), "
-          f"{rep.bytes} bytes")
+    text = (tr("tree of {size} leaves in [bold]{dir}[/bold] (was {was}): {files} files written "
+               "({tiles} tiles, {bundles} entry bundles, checkpoint), {bytes} bytes")
+            if rep.checkpoint else
+            tr("tree of {size} leaves in [bold]{dir}[/bold] (was {was}): {files} files written "
+               "({tiles} tiles, {bundles} entry bundles), {bytes} bytes"))
+    _emit(as_json, obj, text.format(size=rep.tree_size, dir=rep.directory, was=rep.previous_size,
+                                    files=rep.files, tiles=rep.tiles, bundles=rep.bundles,
+                                    bytes=rep.bytes))
 
 
 @app.command()
@@ -1446,7 +1477,7 @@ def bundle(
     """Save an entry's evidence bundle (verify it offline with `copyledger verify`), or, with
     --refresh, bring a saved bundle's witnessed checkpoint up to date."""
     if (seq is None) == (refresh is None):
-        _die("give either SEQ or --refresh BUNDLE")
+        _die(tr("give either SEQ or --refresh BUNDLE"))
     with _client(server, None, trust, 30) as client:
         try:
             if refresh is not None:
@@ -1456,15 +1487,15 @@ def bundle(
         except ClientError as e:
             _die(str(e))
         except ValueError as e:
-            _die(f"{refresh}: not JSON ({e})")
+            _die(tr("{path}: not JSON ({why})").format(path=refresh, why=e))
     output.write_text(json.dumps(doc, indent=2) + "\n")
     if tlog_proof is not None:
         tlog_proof.write_text(doc["tlog_proof"])
     if refresh is not None:
-        err.print(f"bundle {refresh} refreshed with the latest witnessed checkpoint, saved to "
-                  f"{output}")
+        err.print(tr("bundle {path} refreshed with the latest witnessed checkpoint, saved to "
+                     "{output}").format(path=refresh, output=output))
     else:
-        err.print(f"bundle for seq {seq} saved to {output}")
+        err.print(tr("bundle for seq {seq} saved to {output}").format(seq=seq, output=output))
 
 
 def _sm_suite(client: Any) -> bool:
@@ -1602,7 +1633,8 @@ def notary_init(
     with _domain_errors_exit():
         created, vkey = init_notary_dir(s)
     _emit(as_json, {"data_dir": str(s.data_dir), "origin": s.origin, "verifier_key": vkey,
-                    "created_key": created}, f"notary keys in {s.data_dir}\n{vkey}")
+                    "created_key": created},
+          tr("notary keys in {data_dir}").format(data_dir=s.data_dir) + f"\n{vkey}")
 
 
 @notary_app.command("rotate")
@@ -1623,8 +1655,9 @@ def notary_rotate(
     with _domain_errors_exit():
         r = rotate_keys(s, overlap=timedelta(hours=overlap_hours))
     _emit(as_json, r.to_dict(),
-          f"rotated: new key {r.new_verifier_key}\nold key co-signs until {r.overlap_until}; "
-          f"recorded as entry {r.seq}")
+          tr("rotated: new key {key}").format(key=r.new_verifier_key) + "\n"
+          + tr("old key co-signs until {until}; recorded as entry {seq}").format(
+              until=r.overlap_until, seq=r.seq))
 
 
 def _restrict_socket(path: str) -> None:
@@ -1667,7 +1700,8 @@ def notary_serve(
         signer, tsa, checkpoints = open_notary(s)
         app_ = create_notary_app(signer, tsa, token, checkpoints=checkpoints)
     where = f"unix:{uds}" if uds else f"http://{host}:{port}"
-    err.print(f"copyledger notary for {s.origin} on {where}")
+    err.print(tr("copyledger notary for {origin} on {where}").format(origin=s.origin,
+                                                                      where=where))
     if uds:
         _restrict_socket(uds)
         uvicorn.run(app_, uds=uds, log_level="warning", access_log=False)
@@ -1697,7 +1731,7 @@ def witness_init(
     with _domain_errors_exit():
         created, vkey = init_witness_dir(data_dir, name, log or [])
     _emit(as_json, {"data_dir": str(data_dir), "verifier_key": vkey, "created_key": created},
-          f"witness in {data_dir}\n{vkey}")
+          tr("witness in {data_dir}").format(data_dir=data_dir) + f"\n{vkey}")
 
 
 @witness_app.command("serve")
@@ -1714,8 +1748,9 @@ def witness_serve(
 
     with _domain_errors_exit():
         witness = open_witness(data_dir)
-    err.print(f"copyledger witness {witness.name} for {', '.join(witness.logs) or 'no log'} "
-              f"on http://{host}:{port}")
+    err.print(tr("copyledger witness {name} for {logs} on {url}").format(
+        name=witness.name, logs=", ".join(witness.logs) or tr("no log"),
+        url=f"http://{host}:{port}"))
     uvicorn.run(create_witness_app(witness), host=host, port=port, log_level="warning",
                 access_log=False)
 
@@ -1766,9 +1801,9 @@ def monitor(
     if ctx.invoked_subcommand is not None:
         return
     if not (log and trust and data_dir):
-        _die("--log, --trust and --data-dir are required to follow a log")
+        _die(tr("--log, --trust and --data-dir are required to follow a log"))
     if serve is not None and once:
-        _die("--serve keeps the monitor running: it cannot be combined with --once")
+        _die(tr("--serve keeps the monitor running: it cannot be combined with --once"))
     import time
     from contextlib import ExitStack
 
@@ -1804,27 +1839,33 @@ def monitor(
                     if not status.repeated:
                         sys.stdout.write(json.dumps(alert, indent=None if as_json else 2) + "\n")
                         sys.stdout.flush()
-                        err.print(f"[red]ALERT[/red] {e.alert.kind}: {e.detail}")
+                        err.print("[red]" + tr("ALERT") + "[/red] "
+                                  + f"{e.alert.kind}: {detail(e.detail)}")
                     if alert_webhook and not status.repeated:
                         try:
                             post_alert(alert_webhook, alert)
                         except ClientError as w:
-                            err.print(f"[red]error:[/red] alert not delivered: {w}")
+                            err.print("[red]" + tr("error:") + "[/red] "
+                                      + tr("alert not delivered: {why}").format(why=w))
                     if serve is None:
                         raise typer.Exit(ALERT_EXIT) from None
                     time.sleep(interval)
                     continue
                 except CopyledgerError as e:
                     if once:
-                        _die(e.detail)
-                    err.print(f"[yellow]warning:[/yellow] {e.detail}")
+                        _die(detail(e.detail))
+                    err.print("[yellow]" + tr("warning:") + f"[/yellow] {detail(e.detail)}")
                 else:
                     _emit(as_json, up.to_dict(),
-                          f"{log}: tree {up.tree_size} ({up.entries} new entries verified) "
-                          f"root {up.root.hex()}" + "".join(
-                              f"\n  witness {w.witness}: {w.status}"
-                              + (f" at {w.tree_size}" if w.tree_size is not None else "")
-                              + (f" ({w.detail})" if w.detail else "") for w in up.witnesses))
+                          tr("{log}: tree {size} ({n} new entries verified) root {root}").format(
+                              log=log, size=up.tree_size, n=up.entries, root=up.root.hex())
+                          + "".join(
+                              "\n  " + tr("witness {name}: {status}").format(
+                                  name=w.witness, status=w.status)
+                              + (" " + tr("at {size}").format(size=w.tree_size)
+                                 if w.tree_size is not None else "")
+                              + (f" ({detail(w.detail)})" if w.detail else "")
+                              for w in up.witnesses))
                     if as_json:
                         sys.stdout.flush()
                 if once:
@@ -1846,7 +1887,7 @@ def _serve_monitor(where: str, data_dir: Path, status: Any) -> None:
 
     host, _, port = where.rpartition(":")
     if not host or not port.isdigit():
-        _die(f"--serve: {where!r} is not HOST:PORT")
+        _die(tr("--serve: {where} is not HOST:PORT").format(where=repr(where)))
     server = uvicorn.Server(uvicorn.Config(create_monitor_app(data_dir, status), host=host,
                                            port=int(port), log_level="warning",
                                            access_log=False))
@@ -1854,9 +1895,9 @@ def _serve_monitor(where: str, data_dir: Path, status: Any) -> None:
     thread.start()
     while not server.started:
         if not thread.is_alive():
-            _die(f"--serve: cannot listen on {where}")
+            _die(tr("--serve: cannot listen on {where}").format(where=where))
         time.sleep(0.05)
-    err.print(f"serving the verified copy on http://{host}:{port}")
+    err.print(tr("serving the verified copy on {url}").format(url=f"http://{host}:{port}"))
 
 
 @monitor_app.command("bundle")
@@ -1876,7 +1917,7 @@ def monitor_bundle(
     from copyledger.service.monitor import Mirror
 
     if not data_dir.is_dir():
-        _die(f"{data_dir} is not a monitor directory")
+        _die(tr("{path} is not a monitor directory").format(path=data_dir))
     mirror = Mirror(data_dir)
     try:
         with _domain_errors_exit():

@@ -34,7 +34,7 @@ from copyledger.ledger.documents import (
     parse_entry,
     parse_logged_entry,
 )
-from copyledger.ledger.errors import CopyledgerError
+from copyledger.ledger.errors import CopyledgerError, said
 from copyledger.ledger.links import LINKED_KINDS, TRANSFER, Link, Target, links_of, resolve
 from copyledger.ledger.note import GENESIS_PREV, BlockHeader, check_header, check_link
 from copyledger.ledger.sm2_timestamp import TSA_LABEL as SM2_TSA_LABEL
@@ -184,15 +184,16 @@ def _run(
     heads = _check_blocks(store, keys, roots_pem, pool, prev, rep)
     if not heads:
         if start is None:
-            rep.checked.append("no blocks yet")
+            rep.checked.append(said("no blocks yet"))
             rep.state = None
         else:
             st = start.state
             rep.resumed_from = rep.entries = rep.tree_size = st.tree_size
             rep.root, rep.nodes, rep.state = st.root, st.nodes, st
-            rep.checked.append(f"resumed from the audit of tree size {st.tree_size} (block "
-                               f"{st.height}): that block, its root and the stored frontier "
-                               "nodes are unchanged; nothing was appended since")
+            rep.checked.append(said("resumed from the audit of tree size {size} (block "
+                                    "{height}): that block, its root and the stored frontier "
+                                    "nodes are unchanged; nothing was appended since",
+                                    size=st.tree_size, height=st.height))
         return
     for h in heads:
         if h.tree_size == 0 and h.tree_root != merkle.EMPTY_ROOT:
@@ -307,13 +308,15 @@ def _check_blocks(
     sm2_tokens.finish()
     rep.blocks = len(heads) if prev is None else prev.header.height + 1 + len(heads)
     if heads:
-        rep.checked.append(f"{len(heads)} block headers chain, and their signatures verify")
+        rep.checked.append(said("{n} block headers chain, and their signatures verify",
+                                n=len(heads)))
         if roots_pem[0] is not None:
-            rep.checked.append(f"{len(heads)} RFC 3161 tokens verify over their block hashes")
+            rep.checked.append(said("{n} RFC 3161 tokens verify over their block hashes",
+                                    n=len(heads)))
         if sm2_tokens.first is not None:
             n = heads[-1].height - sm2_tokens.first + 1
-            rep.checked.append(f"{n} SM2/SM3 RFC 3161 tokens verify over their headers' SM3 "
-                               f"(from block {sm2_tokens.first} on)")
+            rep.checked.append(said("{n} SM2/SM3 RFC 3161 tokens verify over their headers' SM3 "
+                                    "(from block {first} on)", n=n, first=sm2_tokens.first))
     return heads
 
 
@@ -547,16 +550,17 @@ def _check_entries(
     rep.root = merkle.root_from_frontier(frontier).hex()
     new = size - first_size
     if start is not None:
-        rep.checked.append(
-            f"resumed from the audit of tree size {first_size} (block {start.state.height}): "
-            "that block, its root and the stored frontier nodes are unchanged")
+        rep.checked.append(said(
+            "resumed from the audit of tree size {size} (block {height}): that block, its root "
+            "and the stored frontier nodes are unchanged", size=first_size,
+            height=start.state.height))
     rep.checked += [
-        f"{new} entries: canonical JSON, valid, leaf hashes match",
-        f"{n_nodes} stored Merkle nodes recomputed from the leaves",
-        "every block's tree root and batch root recomputed",
-        f"{n_links} links (transfers and claims to what they name) recomputed",
-        f"{len(titles.titles)} chains of title replayed: every transfer by the holder of the "
-        "time",
+        said("{n} entries: canonical JSON, valid, leaf hashes match", n=new),
+        said("{n} stored Merkle nodes recomputed from the leaves", n=n_nodes),
+        said("every block's tree root and batch root recomputed"),
+        said("{n} links (transfers and claims to what they name) recomputed", n=n_links),
+        said("{n} chains of title replayed: every transfer by the holder of the time",
+             n=len(titles.titles)),
     ]
     rep.state = AuditState(
         tree_size=size, root=rep.root, height=last.height,
@@ -624,9 +628,12 @@ def _check_cosignatures(store: Store, configured: Sequence[str]) -> str | None:
         n, others = n + 1, others + (witness not in configured)
     if not n:
         return None
-    by_others = f" ({others} by witnesses no longer configured)" if others else ""
-    return (f"{n} kept witness cosignatures{by_others} verify over the checkpoints the log "
-            "signed at their sizes")
+    if others:
+        return said("{n} kept witness cosignatures ({others} by witnesses no longer configured) "
+                    "verify over the checkpoints the log signed at their sizes", n=n,
+                    others=others)
+    return said("{n} kept witness cosignatures verify over the checkpoints the log signed at "
+                "their sizes", n=n)
 
 
 def _check_nodes(store: Store, nodes: list[tuple[int, int, bytes]]) -> tuple[int, int] | None:

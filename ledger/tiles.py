@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from copyledger.ledger.errors import InvalidInput, VerificationError
+from copyledger.ledger.errors import InvalidInput, VerificationError, said
 from copyledger.ledger.merkle import HASH_SIZE, leaf_hashes
 
 __all__ = [
@@ -63,11 +63,13 @@ class Tile:
 
     def __post_init__(self) -> None:
         if not ENTRIES <= self.level <= MAX_LEVEL:
-            raise InvalidInput(f"tile level {self.level} is not in {ENTRIES}..{MAX_LEVEL}")
+            raise InvalidInput(said("tile level {level} is not in {lo}..{hi}", level=self.level,
+                                    lo=ENTRIES, hi=MAX_LEVEL))
         if self.index < 0:
-            raise InvalidInput(f"tile index {self.index} is negative")
+            raise InvalidInput(said("tile index {n} is negative", n=self.index))
         if not 1 <= self.width <= WIDTH:
-            raise InvalidInput(f"tile width {self.width} is not in 1..{WIDTH}")
+            raise InvalidInput(said("tile width {width} is not in 1..{max}", width=self.width,
+                                    max=WIDTH))
 
     @property
     def full(self) -> bool:
@@ -108,7 +110,7 @@ def encode_index(n: int) -> str:
     """N as zero-padded 3-digit path elements, all but the last prefixed with `x`:
     1234067 → `x001/x234/067`, 5 → `005`."""
     if n < 0:
-        raise InvalidInput(f"tile index {n} is negative")
+        raise InvalidInput(said("tile index {n} is negative", n=n))
     digits = str(n)
     digits = "0" * (-len(digits) % 3) + digits
     parts = [digits[i : i + 3] for i in range(0, len(digits), 3)]
@@ -170,7 +172,8 @@ def new_tiles(old_size: int, new_size: int, *, entries: bool = False) -> list[Ti
     lacks: full tiles completed since, and the partial tiles of `new_size` unless unchanged.
     Like Go's tlog.NewTiles, level by level from the bottom."""
     if not 0 <= old_size <= new_size:
-        raise InvalidInput(f"tree sizes {old_size} → {new_size} do not grow")
+        raise InvalidInput(said("tree sizes {old_size} → {new_size} do not grow",
+                                old_size=old_size, new_size=new_size))
     old = {lv: (f, w) for lv, f, w in _levels(old_size)}
     out: list[Tile] = []
     for level, full, width in _levels(new_size):
@@ -187,27 +190,31 @@ def new_tiles(old_size: int, new_size: int, *, entries: bool = False) -> list[Ti
 def encode_tile(hashes: Sequence[bytes]) -> bytes:
     """A hash tile's bytes: its hashes concatenated (32 bytes each, 8,192 for a full tile)."""
     if not 1 <= len(hashes) <= WIDTH:
-        raise InvalidInput(f"a tile holds 1..{WIDTH} hashes, not {len(hashes)}")
+        raise InvalidInput(said("a tile holds 1..{max} hashes, not {n}", max=WIDTH,
+                                n=len(hashes)))
     if any(len(h) != HASH_SIZE for h in hashes):
-        raise InvalidInput(f"a tile holds {HASH_SIZE}-byte hashes")
+        raise InvalidInput(said("a tile holds {size}-byte hashes", size=HASH_SIZE))
     return b"".join(hashes)
 
 
 def split_tile(data: bytes) -> list[bytes]:
     """The hashes of a hash tile's bytes."""
     if not data or len(data) % HASH_SIZE or len(data) > WIDTH * HASH_SIZE:
-        raise InvalidInput(f"{len(data)} bytes is not a tile of {HASH_SIZE}-byte hashes")
+        raise InvalidInput(said("{n} bytes is not a tile of {size}-byte hashes", n=len(data),
+                                size=HASH_SIZE))
     return [data[i : i + HASH_SIZE] for i in range(0, len(data), HASH_SIZE)]
 
 
 def encode_bundle(entries: Sequence[bytes]) -> bytes:
     """An entry bundle's bytes: each entry as a big-endian uint16 length, then the entry."""
     if not 1 <= len(entries) <= WIDTH:
-        raise InvalidInput(f"an entry bundle holds 1..{WIDTH} entries, not {len(entries)}")
+        raise InvalidInput(said("an entry bundle holds 1..{max} entries, not {n}", max=WIDTH,
+                                n=len(entries)))
     out = bytearray()
     for e in entries:
         if len(e) > MAX_ENTRY:
-            raise InvalidInput(f"an entry of {len(e)} bytes does not fit a uint16 length")
+            raise InvalidInput(said("an entry of {n} bytes does not fit a uint16 length",
+                                    n=len(e)))
         out += len(e).to_bytes(2, "big") + e
     return bytes(out)
 
@@ -218,14 +225,15 @@ def decode_bundle(data: bytes) -> list[bytes]:
     pos = 0
     while pos < len(data):
         if pos + 2 > len(data):
-            raise InvalidInput("entry bundle ends inside a length prefix")
+            raise InvalidInput(said("entry bundle ends inside a length prefix"))
         n = int.from_bytes(data[pos : pos + 2], "big")
         if pos + 2 + n > len(data):
-            raise InvalidInput("entry bundle ends inside an entry")
+            raise InvalidInput(said("entry bundle ends inside an entry"))
         entries.append(data[pos + 2 : pos + 2 + n])
         pos += 2 + n
     if not 1 <= len(entries) <= WIDTH:
-        raise InvalidInput(f"an entry bundle holds 1..{WIDTH} entries, not {len(entries)}")
+        raise InvalidInput(said("an entry bundle holds 1..{max} entries, not {n}", max=WIDTH,
+                                n=len(entries)))
     return entries
 
 
@@ -235,17 +243,18 @@ def check_bundle(tile: Tile, bundle: bytes, hashes: bytes) -> list[bytes]:
     SHA-256(0x00 || entry). This is all that ties a bundle to the tree; a mismatch is a
     VerificationError naming the first entry (`seq`) that does not hash to its tile."""
     if not tile.entries:
-        raise InvalidInput(f"{tile.path()} is not an entry bundle")
+        raise InvalidInput(said("{path} is not an entry bundle", path=tile.path()))
     try:
         entries, want = decode_bundle(bundle), split_tile(hashes)
     except InvalidInput as e:
         raise VerificationError(f"{tile.path()}: {e.detail}") from None
     if len(entries) != tile.width or len(want) != tile.width:
-        raise VerificationError(f"{tile.path()} holds {len(entries)} entries and its hash tile "
-                                f"{len(want)} hashes, not {tile.width}")
+        raise VerificationError(said("{path} holds {n} entries and its hash tile {m} hashes, "
+                                     "not {width}", path=tile.path(), n=len(entries),
+                                     m=len(want), width=tile.width))
     for i, (got, h) in enumerate(zip(leaf_hashes(entries), want, strict=True)):
         if got != h:
             seq = tile.index * WIDTH + i
-            raise VerificationError(f"entry {seq} in {tile.path()} does not hash to its leaf "
-                                    f"hash in the level-0 tile", seq=seq)
+            raise VerificationError(said("entry {seq} in {path} does not hash to its leaf hash in "
+                                         "the level-0 tile", seq=seq, path=tile.path()), seq=seq)
     return entries

@@ -59,6 +59,7 @@ from copyledger.ledger.errors import (
     NotFound,
     SignatureError,
     VerificationError,
+    said,
 )
 from copyledger.ledger.tlog_proof import TlogProof, format_tlog_proof
 
@@ -136,7 +137,8 @@ class Mirror:
         if held is None:
             self._db.execute("INSERT INTO meta VALUES ('verifier_key', ?)", (verifier_key,))
         elif held != verifier_key:
-            raise Conflict(f"{self.path} follows the log of key {held}, not {verifier_key}")
+            raise Conflict(said("{path} follows the log of key {held}, not {key}", path=self.path,
+                                held=held, key=verifier_key))
         return verifier
 
     # --- reads
@@ -150,7 +152,7 @@ class Mirror:
         row = self._db.execute("SELECT size, root, note, verified_at FROM checkpoints "
                                "WHERE size = ?", (size,)).fetchone()
         if row is None:
-            raise NotFound(f"the mirror verified no checkpoint of size {size}")
+            raise NotFound(said("the mirror verified no checkpoint of size {size}", size=size))
         return VerifiedCheckpoint(row[0], bytes(row[1]), row[2], row[3])
 
     def sizes(self) -> list[int]:
@@ -186,9 +188,10 @@ class Mirror:
         members, plus the entry and the same proof as C2SP tlog-proof text."""
         cp = self.latest() if size is None else self.checkpoint(size)
         if cp is None:
-            raise NotFound("the mirror holds no verified checkpoint yet")
+            raise NotFound(said("the mirror holds no verified checkpoint yet"))
         if not 0 <= seq < cp.size:
-            raise InvalidInput(f"seq {seq} is not in the mirror's tree of size {cp.size}")
+            raise InvalidInput(said("seq {seq} is not in the mirror's tree of size {size}", seq=seq,
+                                    size=cp.size))
         data = self.read_entry_data(seq, seq + 1)[0]
         path = merkle.inclusion_proof(seq, cp.size, self)
         leaf = self.read_hashes([(0, seq)])[0]
@@ -356,7 +359,7 @@ def parse_witness_option(value: str) -> tuple[str | None, cosignature.Cosignatur
     if value.startswith(("http://", "https://")):
         url, sep, value = value.partition("=")
         if not sep:
-            raise InvalidInput(f"--witness {url!r}: give URL=VKEY")
+            raise InvalidInput(said("--witness {value}: give URL=VKEY", value=repr(url)))
     return url, cosignature.parse_verifier_key(value)
 
 
@@ -507,23 +510,24 @@ class Follower:
         try:
             raw = source.fetch(path)
         except NotFound:
-            return WitnessView(name, source.where, "none", detail="nothing cosigned yet")
+            return WitnessView(name, source.where, "none", detail=said("nothing cosigned yet"))
         except CopyledgerError as e:
             return WitnessView(name, source.where, "unreachable", detail=e.detail)
         try:
             text, cp = self._open(raw)
             if cp.origin != self.verifier.name:
-                raise InvalidInput(f"a checkpoint of log {cp.origin!r}")
+                raise InvalidInput(said("a checkpoint of log {origin}", origin=repr(cp.origin)))
             cosigs = cosignature.cosignatures_of(text, [source.verifier])
             if not cosigs:
-                raise InvalidInput(f"no cosignature by {name}")
+                raise InvalidInput(said("no cosignature by {name}", name=name))
         except CopyledgerError as e:
             return WitnessView(name, source.where, "unverified", detail=e.detail)
         at = max(c.timestamp for c in cosigs)
         last = self.mirror.latest()
         if last is None or cp.size > last.size:
             return WitnessView(name, source.where, "ahead", cp.size, cp.root, at,
-                               "a larger tree than the copy: compared once the copy has it")
+                               said("a larger tree than the copy: compared once the copy "
+                                    "has it"))
         ours = merkle.tree_hash(cp.size, self.mirror)
         if ours != cp.root:
             raise LogMisbehaved(Alert(

@@ -28,7 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from copyledger.ledger import cosignature, merkle, note
-from copyledger.ledger.errors import Conflict, InvalidInput, NotFound, ProofError, SignatureError
+from copyledger.ledger.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    ProofError,
+    SignatureError,
+    said,
+)
 from copyledger.notary.signer import FileSigner, Signer, replace_file
 from copyledger.service.fsperm import private_dir
 
@@ -57,7 +64,7 @@ class LogConfig:
     @classmethod
     def from_vkeys(cls, origin: str, vkeys: Sequence[str]) -> LogConfig:
         if not vkeys:
-            raise InvalidInput(f"log {origin} needs at least one verifier key")
+            raise InvalidInput(said("log {origin} needs at least one verifier key", origin=origin))
         return cls(origin, tuple(note.parse_verifier_key(v) for v in vkeys))
 
 
@@ -71,7 +78,7 @@ class Witness:
         self.verifier_key = cosignature.format_verifier_key(signer.name, signer.public_key)
         self.logs = {log.origin: log for log in logs}
         if len(self.logs) != len(logs):
-            raise InvalidInput("a log origin is configured twice")
+            raise InvalidInput(said("a log origin is configured twice"))
         self._lock = threading.Lock()
         self._db = sqlite3.connect(state_path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA synchronous=FULL")
@@ -99,12 +106,13 @@ class Witness:
             if hashlib.sha256(origin.encode()).hexdigest() == origin_hash:
                 break
         else:
-            raise NotFound("this witness follows no log of that origin hash")
+            raise NotFound(said("this witness follows no log of that origin hash"))
         with self._lock:
             row = self._db.execute("SELECT checkpoint, cosignature FROM checkpoints "
                                    "WHERE origin = ?", (origin,)).fetchone()
         if row is None:
-            raise NotFound(f"this witness has not cosigned a checkpoint of {origin} yet")
+            raise NotFound(said("this witness has not cosigned a checkpoint of {origin} yet",
+                                    origin=origin))
         signed, line = str(row[0]), row[1]
         if line is None:
             timestamp = int(time.time()) if now is None else now
@@ -130,10 +138,12 @@ class Witness:
         cp = note.parse_checkpoint(text)
         log = self.logs.get(cp.origin)
         if log is None:
-            raise NotFound(f"this witness does not follow the log {cp.origin}")
+            raise NotFound(said("this witness does not follow the log {origin}",
+                                    origin=cp.origin))
         note.verify_note(req.checkpoint_note, log.verifiers)
         if req.old_size > cp.size:
-            raise InvalidInput(f"old size {req.old_size} is above the checkpoint's {cp.size}")
+            raise InvalidInput(said("old size {old_size} is above the checkpoint's {size}",
+                                    old_size=req.old_size, size=cp.size))
         timestamp = int(time.time()) if now is None else now
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
@@ -142,8 +152,9 @@ class Witness:
                                        (cp.origin,)).fetchone()
                 size, root = (0, merkle.EMPTY_ROOT) if row is None else (int(row[0]), row[1])
                 if req.old_size != size:
-                    raise Conflict(f"the latest checkpoint cosigned for {cp.origin} has size "
-                                   f"{size}, not {req.old_size}", size=size)
+                    raise Conflict(said("the latest checkpoint cosigned for {origin} has size "
+                                        "{size}, not {old_size}", origin=cp.origin, size=size,
+                                        old_size=req.old_size), size=size)
                 _check_extends(size, root, cp, req.proof)
                 line = self._cosign(text, timestamp)
                 self._db.execute(
@@ -162,16 +173,17 @@ class Witness:
 def _check_extends(size: int, root: bytes, cp: note.Checkpoint, proof: Sequence[bytes]) -> None:
     """ProofError unless `cp` extends the tree (size, root) by `proof` (tlog-witness rules)."""
     if cp.size == 0 and cp.root != merkle.EMPTY_ROOT:
-        raise ProofError("a checkpoint of size 0 must have the empty tree's root")
+        raise ProofError(said("a checkpoint of size 0 must have the empty tree's root"))
     if size == 0:
         if proof:
-            raise ProofError("from old size 0 the consistency proof must be empty")
+            raise ProofError(said("from old size 0 the consistency proof must be empty"))
         return
     try:
         merkle.verify_consistency(size, cp.size, root, cp.root, proof)
     except ProofError as e:
-        raise ProofError(f"checkpoint {cp.size} does not extend the one cosigned at size "
-                         f"{size}: {e.detail}") from None
+        raise ProofError(said("checkpoint {size} does not extend the one cosigned at size "
+                              "{old_size}: {why}", size=cp.size, old_size=size,
+                              why=e.detail)) from None
 
 
 # ---------------------------------------------------------------- data directory
@@ -185,9 +197,10 @@ def init_witness_dir(data_dir: Path, name: str | None = None,
     config_path = data_dir / CONFIG_FILE
     config = _read_config(config_path) if config_path.exists() else {"name": name, "logs": {}}
     if name is not None and name != config["name"]:
-        raise InvalidInput(f"this witness is named {config['name']!r}; use a new directory")
+        raise InvalidInput(said("this witness is named {name}; use a new directory",
+                                name=repr(config["name"])))
     if not isinstance(config["name"], str):
-        raise InvalidInput("a new witness needs --name")
+        raise InvalidInput(said("a new witness needs --name"))
     known: dict[str, list[str]] = config["logs"]
     for vkey in logs:
         origin = note.parse_verifier_key(vkey).name
@@ -205,7 +218,8 @@ def open_witness(data_dir: Path) -> Witness:
     """The witness of an initialised data directory."""
     config_path = data_dir / CONFIG_FILE
     if not config_path.exists():
-        raise NotFound(f"no witness in {data_dir}: run `copyledger witness init` first")
+        raise NotFound(said("no witness in {data_dir}: run `copyledger witness init` first",
+                            data_dir=data_dir))
     config = _read_config(config_path)
     logs = [LogConfig.from_vkeys(origin, vkeys) for origin, vkeys in config["logs"].items()]
     signer = FileSigner.load(config["name"], data_dir / KEY_FILE)
@@ -216,7 +230,7 @@ def _read_config(path: Path) -> dict[str, Any]:
     try:
         config = json.loads(path.read_text("utf-8"))
     except (OSError, ValueError) as e:
-        raise InvalidInput(f"cannot read {path}: {e}") from None
+        raise InvalidInput(said("cannot read {path}: {why}", path=path, why=e)) from None
     if not isinstance(config, dict) or not isinstance(config.get("name"), str) \
             or not isinstance(config.get("logs"), dict):
         raise InvalidInput(f"{path} must be {{\"name\": str, \"logs\": {{origin: [vkey]}}}}")

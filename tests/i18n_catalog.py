@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import re
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import typer.main
@@ -111,11 +111,23 @@ def cli_strings() -> list[str]:
     found += list(words.CHROME.values()) + list(words.CLICK)
     found += [title for _, title in verify.STEPS]  # `copyledger verify` names each step
     for path in sorted((ROOT / "cli").glob("*.py")):
-        found += [str(msg) for _, msg, _, _ in extract_from_file("python", path,
-                                                                  keywords={"tr": None})]
+        found += [str(msg) for _, msg, _, _ in extract_from_file(
+            "python", path, keywords={"tr": None, "said": (1,)})]  # said: rows' problems
         for names in re.findall(r"map\(tr, \((.*?)\)\)", path.read_text(), re.S):  # headings
             found += re.findall(r'"([^"]+)"', names)
     return found
+
+
+def cli_sentences(texts: Iterable[str]) -> list[str]:
+    """The English fragments of three words or more of CLI msgids (split at `{slots}`, Rich
+    `[markup]`, backticked code and line ends): none may show in zh-CN output."""
+    out = set()
+    for t in texts:
+        for part in re.split(r"\{[^}]*\}|\[[^\]]*\]|`[^`]*`|\n", t):
+            part = part.strip(" .,:;()")
+            if len(part.split()) >= 3:
+                out.add(part)
+    return sorted(out)
 
 
 def po_path(lang: str) -> Path:

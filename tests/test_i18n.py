@@ -358,13 +358,7 @@ def _help_sentences() -> list[str]:
     from copyledger.cli import words
 
     texts = words.help_texts(typer.main.get_command(cli_main.app)) + list(words.CHROME.values())
-    out = set()
-    for t in texts:
-        for part in re.split(r"\{\w*\}|\[[^\]]*\]|`[^`]*`|\n", t):
-            part = part.strip(" .,:;()")
-            if len(part.split()) >= 3:
-                out.add(part)
-    return sorted(out)
+    return i18n_catalog.cli_sentences(texts)
 
 
 @pytest.mark.parametrize("args", [(), ("keys", "create"), ("verify",), ("register",),
