@@ -232,8 +232,9 @@ def _serve_workers(s: Any) -> None:
     os.environ.update({"COPYLEDGER_DATA_DIR": str(s.data_dir), "COPYLEDGER_WORKERS":
                        str(s.workers), "COPYLEDGER_DATABASE": s.database,
                        "COPYLEDGER_NOTARY_URL": s.notary_url})
-    err.print(f"copyledger: serving {s.origin} from {s.data_dir} on http://{s.host}:{s.port} "
-              f"with {s.workers} processes (docs at /docs)")
+    err.print(tr("copyledger: serving {origin} from {data_dir} on {url} with {n} processes "
+                 "(docs at /docs)").format(origin=s.origin, data_dir=s.data_dir,
+                                           url=f"http://{s.host}:{s.port}", n=s.workers))
     uvicorn.run("copyledger.cli.main:worker_app", factory=True, workers=s.workers,
                 host=s.host, port=s.port, log_level="warning", access_log=False,
                 timeout_keep_alive=max(1, round(s.keep_alive_s)),
