@@ -40,7 +40,7 @@ DATA_DIR ?= copyledger-data
 $(UV): requirements/uv.txt
 	rm -rf $(UV_DIR)
 	$(PYTHON) -m pip install -q --disable-pip-version-check --root-user-action=ignore \
-	  --no-deps --require-hashes --target $(UV_DIR) -r requirements/uv.txt
+	  --no-compile --no-deps --require-hashes --target $(UV_DIR) -r requirements/uv.txt
 
 # Refresh the locks from pyproject.toml: keeps every pin that still fits and resolves what is
 # new (a dependency added, a bound changed); `make lock UPGRADE=1` moves everything to the
@@ -65,8 +65,9 @@ run: $(if $(wildcard $(STAMP) $(RUN_STAMP)),,$(UV))
 	  $(BIN)/python tools/link_checkout.py || exit 1; \
 	fi
 	@touch $(INSTALLING)
-	@setsid $(MAKE) --no-print-directory run-finish >$(VENV)/setup.log 2>&1 </dev/null &
-	COPYLEDGER_INSTALLING=$(CURDIR)/$(INSTALLING) $(BIN)/python -m copyledger.cli serve \
+	@setsid nice -n 19 $(MAKE) --no-print-directory run-finish >$(VENV)/setup.log 2>&1 </dev/null &
+	MALLOC_ARENA_MAX=$${MALLOC_ARENA_MAX-2} COPYLEDGER_INSTALLING=$(CURDIR)/$(INSTALLING) \
+	  $(BIN)/python -m copyledger.cli serve \
 	  --data-dir $(DATA_DIR) $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
 
 # The rest of the serving install, while the server runs; the marker goes when it ends, done

@@ -23,6 +23,7 @@ from fastapi.testclient import TestClient
 
 from copyledger.api.app import create_app
 from copyledger.service import certificate
+from copyledger.service._pdf import Pdf
 from copyledger.service.apikeys import create_key
 from copyledger.service.certificate import certificate_html, certificate_pdf, openssl_commands
 from tests.helpers import open_registry, work_body
@@ -288,9 +289,9 @@ def test_characters_no_font_can_print_are_named_not_dropped(
 ) -> None:
     fallbacks = certificate.FALLBACK_FONTS
     if any(p.is_file() for p in fallbacks):  # e.g. Debian's fonts-droid-fallback
-        assert certificate._Pdf().cover("Zoë 漢字") == []
+        assert Pdf().cover("Zoë 漢字") == []
     monkeypatch.setattr(certificate, "FALLBACK_FONTS", ())
-    assert certificate._Pdf().cover("Zoë 漢字") == ["字", "漢"]
+    assert Pdf().cover("Zoë 漢字") == ["字", "漢"]
     pdftotext = shutil.which("pdftotext")
     if pdftotext is None:
         _missing("pdftotext (Debian: poppler-utils)")

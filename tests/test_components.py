@@ -17,6 +17,7 @@ from copyledger.ledger.components import INSTALLING_ENV, installing, load, missi
 from copyledger.ledger.errors import Unavailable
 from copyledger.matching import audio, compute
 from copyledger.service import certificate
+from copyledger.service._pdf import Pdf
 from copyledger.service.node import Node
 from tests.helpers import bearer, tree_size, work_body
 
@@ -87,9 +88,9 @@ def test_certificate_waits_for_its_fonts_while_they_are_installed(
 ) -> None:
     monkeypatch.setattr(certificate, "FONT_DIR", Path("/nonexistent"))
     with pytest.raises(Unavailable, match="fonts"):
-        certificate._Pdf()
+        Pdf()
     marker.unlink()  # the install is over: the core-font fallback, which says what it lacks
-    assert not certificate._Pdf().unicode
+    assert not Pdf().unicode
 
 
 def test_an_upload_waits_for_pdqhash_and_nothing_is_written(

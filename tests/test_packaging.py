@@ -120,3 +120,24 @@ def test_make_run_links_only_copyledger_until_it_is_installed(tmp_path: Path) ->
     subprocess.run([str(python), str(REPO / "tools/link_checkout.py"), "--remove"], check=True,
                    timeout=60)
     assert where() == "False True"
+
+
+def test_the_server_starts_without_the_libraries_only_some_answers_need() -> None:
+    """What `serve` imports before its first answer (the CLI, then the app) leaves out the
+    libraries only a PDF, an upload or a claim check uses (D54): they load at first use, so a
+    fresh `make run` does not spend its first seconds on them."""
+    code = ("import sys, copyledger.cli.main, copyledger.api.app; "
+            "heavy = {'fpdf', 'fontTools', 'qrcode', 'cv2', 'scipy', 'faiss', 'numpy', 'PIL', "
+            "'pdqhash', 'imagehash', 'datasketch', 'pywt', 'acoustid'}; "
+            "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=REPO, timeout=120)
+    assert out.stdout.strip() == "[]"
+
+
+def test_make_run_serves_without_re_executing() -> None:
+    """`serve` re-executes itself to set MALLOC_ARENA_MAX=2 (D42) unless it is set: `make run`
+    sets it (an operator's own value still wins), so the CLI is not imported twice (D54)."""
+    recipe = (REPO / "Makefile").read_text().split("\nrun:", 1)[1].split("\n\n", 1)[0]
+    assert "MALLOC_ARENA_MAX=$${MALLOC_ARENA_MAX-2}" in recipe
+    assert recipe.index("MALLOC_ARENA_MAX") < recipe.index("copyledger.cli serve")
