@@ -26,6 +26,18 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
                           text=True, env={**os.environ, **(env or {})}, timeout=120)
 
 
+def init_with_creator(data: Path, database_url: str) -> tuple[list[str], str, str]:
+    """`copyledger init` a registry in `data` (SQLite, or the PostgreSQL at `database_url`) and
+    create a creator key for alice, all through the CLI. Returns the `--database` arguments for
+    later commands, the key, and the URL a `ServerProcess` takes ("" for SQLite)."""
+    sqlite = database_url.startswith("sqlite")
+    db = [] if sqlite else ["--database", database_url]
+    assert cli("init", "--data-dir", str(data), *db).returncode == 0
+    key = json.loads(cli("keys", "create", "--role", "creator", "--account", "alice",
+                         "--data-dir", str(data), *db, "--json").stdout)["key"]
+    return db, str(key), "" if sqlite else database_url
+
+
 class ServerProcess:
     def __init__(self, data_dir: Path, database: str = "", *, command: tuple[str, ...] = ("serve",),
                  port: int | None = None, listen: str = "--port", **env: str) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from copyledger.ledger import merkle, note
 from tests.helpers import work_body
-from tests.server import ServerProcess, cli
+from tests.server import ServerProcess, cli, init_with_creator
 
 pytestmark = pytest.mark.slow
 
@@ -47,11 +47,7 @@ async def burst(url: str, key: str, acked: list[dict[str, Any]], stop_after: int
 
 def test_sigkill_loses_no_acknowledged_entry(tmp_path: Path, database_url: str) -> None:
     data = tmp_path / "data"
-    db = [] if database_url.startswith("sqlite") else ["--database", database_url]
-    assert cli("init", "--data-dir", str(data), *db).returncode == 0
-    key = json.loads(cli("keys", "create", "--role", "creator", "--account", "alice",
-                         "--data-dir", str(data), *db, "--json").stdout)["key"]
-    dburl = "" if database_url.startswith("sqlite") else database_url
+    db, key, dburl = init_with_creator(data, database_url)
     srv = ServerProcess(data, dburl).start()
     acked: list[dict[str, Any]] = []
 

@@ -19,7 +19,7 @@ import pytest
 from copyledger.ledger import jcs, merkle, note
 from copyledger.ledger.store import Store
 from tests.helpers import work_body
-from tests.server import ServerProcess, cli
+from tests.server import ServerProcess, cli, init_with_creator
 
 pytestmark = pytest.mark.slow
 
@@ -125,11 +125,7 @@ def check_log(data: Path, database_url: str, acked: list[dict[str, Any]]) -> Non
 
 def test_sigkill_the_sequencer_twenty_times(tmp_path: Path, database_url: str) -> None:
     data = tmp_path / "d"
-    db = [] if database_url.startswith("sqlite") else ["--database", database_url]
-    assert cli("init", "--data-dir", str(data), *db).returncode == 0
-    key = json.loads(cli("keys", "create", "--role", "creator", "--account", "alice",
-                         "--data-dir", str(data), *db, "--json").stdout)["key"]
-    dburl = "" if database_url.startswith("sqlite") else database_url
+    _, key, dburl = init_with_creator(data, database_url)
     srv = ServerProcess(data, dburl, COPYLEDGER_WORKERS=str(WORKERS))
     try:
         srv.start(timeout=300)
