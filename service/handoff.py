@@ -153,6 +153,13 @@ class _Server:
             conn = _Conn(sock, self.sequencer, self._drop)
             with self._lock:
                 self._conns.append(conn)
+            # The newest block first: a process that connects late (restarted, or following a
+            # new sequencer) must not serve a tree older than one it may be asked about. Read
+            # after joining `_conns`, so no block sealed meanwhile is missed; the client keeps
+            # whichever is newer if the two cross.
+            head = self.sequencer.state.last
+            if head is not None:
+                conn.out.put(("block", head))
             conn.start()
 
     def _drop(self, conn: _Conn) -> None:
@@ -332,7 +339,8 @@ class _Client:
         for kind, body in messages:
             if kind == "block":
                 block: BlockRow = body
-                self.state = LogState(block.header.tree_size, [], block)
+                if block.header.tree_size >= self.state.size:  # never step back
+                    self.state = LogState(block.header.tree_size, [], block)
                 continue
             rid, outcomes = body
             with self._lock:

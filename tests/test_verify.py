@@ -181,7 +181,8 @@ def test_token_verifies_with_openssl(made: dict[str, Any], tmp_path: Path) -> No
                         "token.der", "-token_in", "-CAfile", "root.pem", "-untrusted",
                         "chain.pem"], cwd=tmp_path, capture_output=True, text=True)
     assert "Verification: OK" in r.stdout, r.stdout + r.stderr
-    wrong = "00" + b["block"]["hash"][2:]
+    good = bytes.fromhex(b["block"]["hash"])
+    wrong = bytes([good[0] ^ 0xFF]).hex() + good[1:].hex()  # always a different digest
     r = subprocess.run(["openssl", "ts", "-verify", "-digest", wrong, "-in", "token.der",
                         "-token_in", "-CAfile", "root.pem", "-untrusted", "chain.pem"],
                        cwd=tmp_path, capture_output=True, text=True)
