@@ -134,6 +134,8 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--sample", type=float, default=5.0, help="seconds between RSS samples")
     ap.add_argument("--database", default="")
+    ap.add_argument("--server-log", default="", help="copy the server's log here at the end "
+                    "(it holds the traceback of any 5xx)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="copyledger-soak-"))
     data = tmp / "data"
@@ -152,6 +154,8 @@ def main() -> None:
         tree_size = httpx.get(srv.url + "/v1/log").json()["tree_size"]
     finally:
         srv.stop()
+        if args.server_log:
+            shutil.copyfile(srv.log, args.server_log)
     audit = json.loads(cli("audit", "--data-dir", str(data), *db, "--json").stdout)
     warmup = min(60.0, args.seconds / 10)
     settled = [rss for t, rss in samples if t >= warmup] or [samples[-1][1]]

@@ -128,3 +128,19 @@ def test_memwatch_is_off_unless_a_file_is_named(tmp_path: Path) -> None:
     first = json.loads(out.read_text().splitlines()[0])  # written at start, then every hour
     assert first["collector"] == {"runs": 0, "collected": 0, "seconds": 0.0}
     assert first["unreachable"] is None  # no collection unless asked
+
+
+def test_malloc_trim_gives_freed_heap_back() -> None:
+    """Freed C-heap blocks held in the middle of the heap (a live block above them, so glibc
+    cannot shrink it from the top) stay resident until `malloc_trim` returns their pages."""
+    if platform.libc_ver()[0] != "glibc":
+        assert memory.malloc_trim() is False
+        return
+    blocks = [bytes(2048) for _ in range(30_000)]  # ~60 MiB of malloc'd (not pymalloc) blocks
+    pin = bytes(2048)  # allocated last: above the others
+    del blocks
+    before = memory.rss_split()["anon"]
+    assert memory.malloc_trim() is True
+    after = memory.rss_split()["anon"]
+    assert before - after >= 30, (before, after)
+    del pin
