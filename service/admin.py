@@ -18,6 +18,7 @@ from copyledger.service import accounts, apikeys, contacts
 from copyledger.service.accounts import Profile
 from copyledger.service.apikeys import KeyRow
 from copyledger.service.node import all_sm2_keys, all_verifier_keys, open_store, tsa_roots_pem
+from copyledger.service.rotation import retired_keys
 from copyledger.service.settings import Settings
 
 
@@ -94,7 +95,10 @@ def audit_registry(
         rep = audit(store, keys, progress=progress, tsa_roots_pem=roots,
                     workers=workers or os.cpu_count() or 1, since=since,
                     witness_keys=[vkey for _, vkey in s.witness_list],
-                    sm2_tsa_roots_pem=sm2_roots)
+                    sm2_tsa_roots_pem=sm2_roots,
+                    sm2_tsa_retired=[(d["certificate_sm3"], d["retired_at"])
+                                     for r in retired_keys(s)
+                                     if (d := r.sm2_retirement()) is not None])
     if rep.state is not None:
         _save_state(path, rep.state)
     return rep

@@ -29,6 +29,7 @@ from copyledger.service.node import Node
 from copyledger.service.operations import rotate_keys
 from copyledger.service.settings import Settings
 from tests import test_sm
+from tests.test_audit import drop_trigger
 from tests.test_sm import openssl_verifies, replace_sm2, sm2_line, sm_settings
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -160,6 +161,41 @@ def test_a_token_by_the_retired_certificate_after_its_retirement_is_refused(
 def test_the_audit_accepts_the_rotated_log(rotated: dict[str, Any]) -> None:
     rep = audit_registry(rotated["s"], workers=1)
     assert rep.ok, rep.problem
+
+
+def test_the_audit_refuses_a_kept_token_by_the_retired_certificate(tmp_path: Path) -> None:
+    """The same forged token as above, written into the store in place of the last block's own:
+    the audit names the block and the retirement."""
+    import shutil
+
+    from sqlalchemy import update
+
+    from copyledger.ledger.schema import block_timestamps
+    from copyledger.ledger.sm2_timestamp import TSA_LABEL
+
+    r = make_rotated(tmp_path / "a")
+    s = r["s"]
+    height = r["forged"]["block"]["height"]
+    node = Node.open(s)
+    try:
+        drop_trigger(node, "block_timestamps", "update")  # the ledger is append-only
+        with node.store.engine.begin() as conn:
+            conn.execute(update(block_timestamps)
+                         .where(block_timestamps.c.height == height,
+                                block_timestamps.c.tsa == TSA_LABEL)
+                         .values(token=base64.b64decode(r["forged"]["sm2_timestamps"][0]["token"])))
+    finally:
+        node.stop()
+    rep = audit_registry(s, workers=1)
+    assert not rep.ok and rep.bad_height == height, rep.problem
+    assert "SM2 TSA certificate retired at" in (rep.problem or ""), rep.problem
+    # Without the retirement record (rotations.json as before the rotation) it would pass.
+    shutil.copy(s.data_dir / "notary" / "rotations.json", tmp_path / "kept.json")
+    records = json.loads((tmp_path / "kept.json").read_text())
+    for rec in records:
+        del rec["sm2_tsa_certificate_sm3"]
+    (s.data_dir / "notary" / "rotations.json").write_text(json.dumps(records))
+    assert audit_registry(s, workers=1).ok
 
 
 def test_after_the_overlap_only_the_new_sm2_key_signs(tmp_path: Path) -> None:
