@@ -287,6 +287,9 @@ class NotaryKeysOut(BaseModel):
         default=None, description="an SM-suite registry's SM2 note key(s) (bundles only)")
     sm2_tsa_roots: list[str] | None = Field(
         default=None, description="an SM-suite registry's SM2 TSA root, PEM")
+    sm2_tsa_retired: list[dict[str, str]] | None = Field(
+        default=None, description="SM2 TSA certificates a rotation retired: certificate_sm3 "
+        "(hex SM3 of its DER) and retired_at; a token it signed later is refused")
 
 
 class Witnessed(BaseModel):

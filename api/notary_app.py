@@ -2,7 +2,8 @@
 
 `copyledger notary serve` runs it on its own port or Unix socket; `copyledger serve --notary-url`
 then signs through it and holds no private key. It signs only what a notary should: C2SP
-checkpoints and block notes for its own origin, and RFC 3161 tokens. A checkpoint is signed
+checkpoints and block notes for its own origin, and RFC 3161 tokens; for an SM-suite log also
+the SM2 lines of those notes and SM2/SM3 tokens (D57). A checkpoint is signed
 only if it extends the last one signed, proved by the request's `consistency` (D18). Every call
 needs the shared bearer token.
 """
@@ -13,6 +14,7 @@ import base64
 import binascii
 import hmac
 import json
+from collections.abc import Callable
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -21,9 +23,11 @@ from fastapi.responses import JSONResponse, Response
 
 from copyledger.api import problems
 from copyledger.ledger import note
-from copyledger.ledger.errors import CopyledgerError, InvalidInput, Unauthorized
+from copyledger.ledger.errors import CopyledgerError, InvalidInput, NotFound, Unauthorized, said
 from copyledger.ledger.merkle import Consistency
 from copyledger.notary.signer import CheckpointGuard, Signer, check_signable, verifier_key
+from copyledger.notary.sm2 import Sm2Signer
+from copyledger.notary.sm2_tsa import Sm2TimeStampAuthority
 from copyledger.notary.tsa import TimeStampAuthority
 
 PREFIX = "/notary/v1"
@@ -55,7 +59,10 @@ async def _json_object(request: Request) -> dict[str, Any]:
 
 
 def create_notary_app(signer: Signer, tsa: TimeStampAuthority, token: str, *,
-                      checkpoints: CheckpointGuard) -> FastAPI:
+                      checkpoints: CheckpointGuard, sm2_signer: Sm2Signer | None = None,
+                      sm2_tsa: Sm2TimeStampAuthority | None = None) -> FastAPI:
+    """The notary's app; with `sm2_signer` and `sm2_tsa` (an SM-suite notary) it also signs
+    SM2 note lines and issues SM2/SM3 tokens, under the same checkpoint rule."""
     if checkpoints.origin != signer.name:
         raise InvalidInput(f"the checkpoint memory is for {checkpoints.origin}, "
                            f"the key for {signer.name}")
@@ -87,24 +94,48 @@ def create_notary_app(signer: Signer, tsa: TimeStampAuthority, token: str, *,
 
     @app.get(PREFIX + "/identity")
     def identity() -> dict[str, Any]:
-        return {
+        out = {
             "name": signer.name,
             "public_key": _b64(signer.public_key),
             "verifier_key": verifier_key(signer),
             "tsa_chain": [c.public_bytes(serialization.Encoding.PEM).decode() for c in chain],
         }
+        if sm2_signer is not None and sm2_tsa is not None:
+            out |= {"sm2_verifier_key": sm2_signer.verifier_key,
+                    "sm2_tsa_chain": [sm2_tsa.certificate_pem, sm2_tsa.root_pem]}
+        return out
 
-    @app.post(PREFIX + "/sign")
-    async def sign(request: Request) -> dict[str, str]:
+    async def signed(request: Request, sign: Callable[[bytes], bytes]) -> dict[str, str]:
+        """A note signed by `sign`: a checkpoint only if it extends the last one signed
+        (D18), whichever key signs it, so the SM2 line obeys the same rule."""
         body = await _json_object(request)
         message = _unb64(body.get("message"), "message")
         if check_signable(message, signer.name) != "checkpoint":
-            return {"signature": _b64(signer.sign(message))}
+            return {"signature": _b64(sign(message))}
         proof = body.get("consistency")
         consistency = None if proof is None else Consistency.from_dict(proof)
         checkpoint = note.parse_checkpoint(message.decode())
         return {"signature": _b64(checkpoints.sign(checkpoint, consistency,
-                                                   lambda: signer.sign(message)))}
+                                                   lambda: sign(message)))}
+
+    @app.post(PREFIX + "/sign")
+    async def sign(request: Request) -> dict[str, str]:
+        return await signed(request, signer.sign)
+
+    def sm2_parts() -> tuple[Sm2Signer, Sm2TimeStampAuthority]:
+        if sm2_signer is None or sm2_tsa is None:
+            raise NotFound(said("this notary holds no SM2 key: it serves a standard-suite log"))
+        return sm2_signer, sm2_tsa
+
+    @app.post(PREFIX + "/sm2/sign")
+    async def sm2_sign(request: Request) -> dict[str, str]:
+        return await signed(request, sm2_parts()[0].sign)
+
+    @app.post(PREFIX + "/sm2/timestamp-digest")
+    async def sm2_stamp(request: Request) -> dict[str, str]:
+        tsa_ = sm2_parts()[1]
+        body = await _json_object(request)
+        return {"token": _b64(tsa_.timestamp_digest(_unb64(body.get("digest"), "digest")))}
 
     @app.post(PREFIX + "/timestamp-digest")
     async def stamp(request: Request) -> dict[str, str]:

@@ -1625,17 +1625,24 @@ def _trust_lines(facts: dict[str, Any]) -> list[str]:
 def notary_init(
     data_dir: DataDir = None,
     origin: Annotated[str | None, typer.Option(help="the log origin it will sign for")] = None,
+    suite: Annotated[str | None, typer.Option(
+        "--suite", help="crypto suite of the log it signs for, fixed at init: standard, or sm "
+        "(it also holds the SM2 note key and the SM2 TSA)")] = None,
     as_json: Json = False,
 ) -> None:
     """Create the notary's keys (log key and TSA chain) in its own data directory."""
     from copyledger.service.node import init_notary_dir
 
-    s = _settings(data_dir, None, origin=origin)
+    s = _settings(data_dir, None, origin=origin, crypto_suite=suite)
     with _domain_errors_exit():
         created, vkey = init_notary_dir(s)
+    sm2_vkey = s.sm2_verifier_key_path.read_text().strip() if s.sm_suite else None
     _emit(as_json, {"data_dir": str(s.data_dir), "origin": s.origin, "verifier_key": vkey,
-                    "created_key": created},
-          tr("notary keys in {data_dir}").format(data_dir=s.data_dir) + f"\n{vkey}")
+                    "created_key": created,
+                    **({"crypto_suite": s.crypto_suite, "sm2_verifier_key": sm2_vkey}
+                       if sm2_vkey else {})},
+          tr("notary keys in {data_dir}").format(data_dir=s.data_dir) + f"\n{vkey}"
+          + (f"\n{sm2_vkey}" if sm2_vkey else ""))
 
 
 @notary_app.command("rotate")
@@ -1692,14 +1699,16 @@ def notary_serve(
 
     from copyledger.api.logs import configure
     from copyledger.api.notary_app import create_notary_app
-    from copyledger.service.node import open_notary
+    from copyledger.service.node import load_sm2_signer, load_sm2_tsa_authority, open_notary
 
     s = _settings(data_dir, None)
     configure(s.log_level, s.log_json)
     token = os.environ.get(s.notary_token_env, "")
     with _domain_errors_exit():
         signer, tsa, checkpoints = open_notary(s)
-        app_ = create_notary_app(signer, tsa, token, checkpoints=checkpoints)
+        app_ = create_notary_app(signer, tsa, token, checkpoints=checkpoints,
+                                 sm2_signer=load_sm2_signer(s),
+                                 sm2_tsa=load_sm2_tsa_authority(s))
     where = f"unix:{uds}" if uds else f"http://{host}:{port}"
     err.print(tr("copyledger notary for {origin} on {where}").format(origin=s.origin,
                                                                       where=where))

@@ -144,6 +144,7 @@ def audit(
     since: AuditState | None = None,
     witness_keys: Sequence[str] = (),
     sm2_tsa_roots_pem: bytes | None = None,
+    sm2_tsa_retired: Sequence[tuple[str, str]] = (),
 ) -> AuditReport:
     """Audit the log (from `since` on, if given); stop at the first fault and name where it
     is. With the notary's TSA roots, also check that every block carries a valid RFC 3161
@@ -152,14 +153,16 @@ def audit(
     cosignatures are by others (each is still checked under the key its row names).
     SM2 keys among the verifier keys (an SM-suite log, D40) must also have signed every
     checkpoint and block note; with `sm2_tsa_roots_pem`, every SM2/SM3 token kept (D51) is
-    checked too, and every block after the first that has one must have one."""
+    checked too, and every block after the first that has one must have one; none may be by a
+    retired SM2 TSA certificate, `sm2_tsa_retired` (certificate SM3 hex, retired_at), after its
+    retirement (D57)."""
     rep = AuditReport()
     keys = [verifier_key] if isinstance(verifier_key, str) else list(verifier_key)
     _verifiers(tuple(keys))  # every key parses, before anything is read
     try:
         with _pool(workers) as pool:
-            _run(store, keys, (tsa_roots_pem, sm2_tsa_roots_pem), pool, since, progress,
-                 rep)
+            _run(store, keys, (tsa_roots_pem, sm2_tsa_roots_pem, tuple(sm2_tsa_retired)), pool,
+                 since, progress, rep)
             cosigned = _check_cosignatures(store, witness_keys)
             if cosigned:
                 rep.checked.append(cosigned)
@@ -237,8 +240,9 @@ def _resume(store: Store, st: AuditState) -> _Start:
 # -- Blocks ---------------------------------------------------------------------------------
 
 
-_Roots = tuple[bytes | None, bytes | None]
-"""(the notary TSA's roots, its SM2 TSA's roots), PEM; None: those tokens are not checked."""
+_Roots = tuple[bytes | None, bytes | None, tuple[tuple[str, str], ...]]
+"""(the notary TSA's roots, its SM2 TSA's roots), PEM, None: those tokens are not checked;
+then the retired SM2 TSA certificates (SM3 hex, retired_at)."""
 _BlockJob = tuple[BlockHeader | None, list[BlockRow], list[tuple[bytes | None, bytes | None]],
                   list[str], _Roots]
 
@@ -349,7 +353,7 @@ def _check_block_chunk(job: _BlockJob) -> tuple[int, str] | None:
                                           "notary")
                 _check_token(height, token, b.hash, roots_pem[0])
             if sm2_token is not None and roots_pem[1] is not None:
-                _check_sm2_token(height, sm2_token, b.header, roots_pem[1])
+                _check_sm2_token(height, sm2_token, b.header, roots_pem[1], roots_pem[2])
         except CopyledgerError as e:
             return height, e.detail
         prev = b.header
@@ -389,13 +393,21 @@ def _check_token(height: int, token: bytes, block_hash: bytes, roots_pem: bytes)
     fast.learn(token, info)
 
 
-def _check_sm2_token(height: int, token: bytes, header: BlockHeader, roots_pem: bytes) -> None:
+def _check_sm2_token(height: int, token: bytes, header: BlockHeader, roots_pem: bytes,
+                     retired: Sequence[tuple[str, str]] = ()) -> None:
+    from copyledger.ledger.entry import parse_timestamp
     from copyledger.ledger.sm2_timestamp import verify_sm2_token
 
     try:
-        verify_sm2_token(token, sm2.sm3(header.canonical_bytes()), roots_pem)
+        info = verify_sm2_token(token, sm2.sm3(header.canonical_bytes()), roots_pem)
     except CopyledgerError as e:
         raise CopyledgerError(f"block {height}: SM2 time-stamp token: {e.detail}") from None
+    for certificate_sm3, retired_at in retired:
+        if certificate_sm3 == info.tsa_certificate_sm3 and (
+                info.gen_time > parse_timestamp(retired_at)):
+            raise CopyledgerError(f"block {height}: SM2 time-stamp token signed at "
+                                  f"{info.gen_time.isoformat()} by an SM2 TSA certificate "
+                                  f"retired at {retired_at}")
 
 
 def _check_signatures(b: BlockRow, verifiers: list[note.Verifier],

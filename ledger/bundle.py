@@ -43,6 +43,8 @@ class NotaryKeys:
     tsa_chain: list[str] = field(default_factory=list)  # PEM: TSA certificate and intermediates
     sm2_keys: list[dict[str, Any]] = field(default_factory=list)  # SM suite: {verifier_key}
     sm2_tsa_roots: list[str] = field(default_factory=list)  # SM suite: the SM2 TSA root, PEM
+    # SM suite: retired SM2 TSA certificates, {certificate_sm3, retired_at} (D57)
+    sm2_tsa_retired: list[dict[str, str]] = field(default_factory=list)
 
 
 def make_bundle(
@@ -80,7 +82,8 @@ def make_bundle(
         notary=NotaryPublicKeys(log_keys=tuple(notary.log_keys), tsa_roots=tuple(notary.tsa_roots),
                                 tsa_chain=tuple(notary.tsa_chain),
                                 sm2_keys=tuple(notary.sm2_keys) or None,
-                                sm2_tsa_roots=tuple(notary.sm2_tsa_roots) or None),
+                                sm2_tsa_roots=tuple(notary.sm2_tsa_roots) or None,
+                                sm2_tsa_retired=tuple(notary.sm2_tsa_retired) or None),
         tlog_proof=format_tlog_proof(
             TlogProof(index=seq, proof=proof, checkpoint=checkpoint, extra=entry_data)
         ),

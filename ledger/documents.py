@@ -399,6 +399,10 @@ class Rotation(_Entry):
     old_tsa_root_sha256: str
     new_tsa_root_sha256: str
     overlap_until: str
+    old_sm2_verifier_key: str | None = None  # an SM-suite registry's SM2 keys and roots (D57)
+    new_sm2_verifier_key: str | None = None
+    old_sm2_tsa_root_sha256: str | None = None
+    new_sm2_tsa_root_sha256: str | None = None
 
     @classmethod
     def _from(cls, d: JSON) -> Self:
@@ -407,7 +411,11 @@ class Rotation(_Entry):
                    old_verifier_key=d["old_verifier_key"], new_verifier_key=d["new_verifier_key"],
                    old_tsa_root_sha256=d["old_tsa_root_sha256"],
                    new_tsa_root_sha256=d["new_tsa_root_sha256"],
-                   overlap_until=d["overlap_until"])
+                   overlap_until=d["overlap_until"],
+                   old_sm2_verifier_key=d.get("old_sm2_verifier_key"),
+                   new_sm2_verifier_key=d.get("new_sm2_verifier_key"),
+                   old_sm2_tsa_root_sha256=d.get("old_sm2_tsa_root_sha256"),
+                   new_sm2_tsa_root_sha256=d.get("new_sm2_tsa_root_sha256"))
 
 
 Entry: TypeAlias = Work | Evidence | Transfer | Claim | Rotation | Acceptance | Withdrawal
@@ -585,6 +593,8 @@ class NotaryPublicKeys(_Part):
     tsa_chain: tuple[str, ...] | None = None
     sm2_keys: tuple[Mapping[str, Any], ...] | None = None  # an SM-suite registry's (D40)
     sm2_tsa_roots: tuple[str, ...] | None = None  # its SM2 TSA root, PEM (D51)
+    # Retired SM2 TSA certificates (by SM3 of their DER) and when they were retired (D57).
+    sm2_tsa_retired: tuple[Mapping[str, Any], ...] | None = None
 
     @classmethod
     def _read(cls, obj: object, path: str, errors: list[dict[str, str]]) -> NotaryPublicKeys:
@@ -593,7 +603,8 @@ class NotaryPublicKeys(_Part):
                   tsa_roots=r.strings("tsa_roots") or (),
                   tsa_chain=r.strings("tsa_chain", required=False),
                   sm2_keys=r.objects("sm2_keys", _sm2_key, required=False),
-                  sm2_tsa_roots=r.strings("sm2_tsa_roots", required=False))
+                  sm2_tsa_roots=r.strings("sm2_tsa_roots", required=False),
+                  sm2_tsa_retired=r.objects("sm2_tsa_retired", _sm2_retired, required=False))
         r.done()
         return out
 
@@ -606,6 +617,15 @@ def _sm2_key(obj: object, path: str, errors: list[dict[str, str]]) -> JSON:
     """An SM2 key record: `verifier_key` (ledger.sm2's format), nothing else."""
     r = _Reader(obj, path, errors)
     r.get("verifier_key", str)
+    r.done()
+    return copy.deepcopy(r.obj)
+
+
+def _sm2_retired(obj: object, path: str, errors: list[dict[str, str]]) -> JSON:
+    """A retired SM2 TSA certificate: `certificate_sm3` (hex) and `retired_at` (RFC 3339)."""
+    r = _Reader(obj, path, errors)
+    r.get("certificate_sm3", str)
+    r.get("retired_at", str)
     r.done()
     return copy.deepcopy(r.obj)
 

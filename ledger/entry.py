@@ -795,6 +795,11 @@ _KIND_FIELDS: dict[str, dict[str, tuple[bool, Check]]] = {
         "old_tsa_root_sha256": (True, _check_sha256),
         "new_tsa_root_sha256": (True, _check_sha256),
         "overlap_until": (True, _check_timestamp),
+        # An SM-suite registry's SM2 note key and SM2 TSA root rotate with the others (D57).
+        "old_sm2_verifier_key": (False, _text(300)),
+        "new_sm2_verifier_key": (False, _text(300)),
+        "old_sm2_tsa_root_sha256": (False, _check_sha256),
+        "new_sm2_tsa_root_sha256": (False, _check_sha256),
     },
     "claim": {
         **_BASE,

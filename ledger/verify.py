@@ -524,6 +524,7 @@ class _Run:
             if self.sealed > latest:
                 raise _Fail(f"{what}: the block was sealed at {self.header.sealed_at}, after "
                             f"the token's time {info.gen_time.isoformat()} (+ accuracy)")
+            self._sm2_not_retired(what, info.tsa_certificate_sm3, info.gen_time)
             found.append({"tsa_certificate": info.tsa_subject,
                           "gen_time": info.gen_time.isoformat(),
                           "serial_number": f"{info.serial_number:x}",
@@ -535,6 +536,18 @@ class _Run:
         return (f"; {len(found)} SM2/SM3 time-stamp token(s) over the header's SM3 "
                 f"{digest.hex()}, under {how}: "
                 + "; ".join(f"{f['tsa_certificate']}: {f['gen_time']}" for f in found))
+
+
+    def _sm2_not_retired(self, what: str, certificate_sm3: str, gen_time: datetime) -> None:
+        """A rotation retires the SM2 TSA certificate (D57): a token it signed afterwards
+        (its key kept or stolen) is refused, while its earlier tokens keep verifying."""
+        for r in self.b.notary.sm2_tsa_retired or ():
+            if str(r["certificate_sm3"]).lower() != certificate_sm3:
+                continue
+            retired_at = _time(str(r["retired_at"]), "notary.sm2_tsa_retired[].retired_at")
+            if gen_time > retired_at:
+                raise _Fail(f"{what}: signed at {gen_time.isoformat()} by an SM2 TSA "
+                            f"certificate retired at {r['retired_at']}")
 
 
 def _certs(pems: Sequence[str]) -> list[Any]:

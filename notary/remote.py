@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 from cryptography import x509
 
-from copyledger.ledger import note
-from copyledger.ledger.errors import CopyledgerError, InvalidInput, Unavailable
+from copyledger.ledger import note, sm2
+from copyledger.ledger.errors import CopyledgerError, InvalidInput, Unavailable, said
 from copyledger.ledger.merkle import Consistency
 
 
@@ -43,6 +43,13 @@ class RemoteNotary:
             raise InvalidInput("the notary's identity is inconsistent")
         certs = [x509.load_pem_x509_certificate(p.encode()) for p in ident["tsa_chain"]]
         self.identity = RemoteIdentity(certs[0], certs[1:])
+        # An SM-suite notary's SM2 key and SM2 TSA chain [certificate, root] (D57), PEM.
+        self.sm2_verifier_key: str | None = ident.get("sm2_verifier_key")
+        self.sm2_tsa_chain: list[str] = list(ident.get("sm2_tsa_chain") or [])
+        if self.sm2_verifier_key is not None and (
+                sm2.parse_verifier_key(self.sm2_verifier_key).name != self.name
+                or len(self.sm2_tsa_chain) != 2):
+            raise InvalidInput("the notary's SM2 identity is inconsistent")
 
     def _call(self, method: str, path: str, **kw: Any) -> Any:
         try:
@@ -102,3 +109,41 @@ class RemoteTSA:
     def respond(self, query_der: bytes) -> bytes:
         r = self.notary._call("POST", "/notary/v1/timestamp", content=query_der)
         return bytes(r.content)
+
+
+class RemoteSm2Signer:
+    """An SM-suite log's SM2 line (notary.signer.ExtraSigner) signed by the notary service,
+    which holds the SM2 key (D57); a checkpoint must be the one its log key just signed."""
+
+    def __init__(self, notary: RemoteNotary) -> None:
+        if notary.sm2_verifier_key is None:
+            raise InvalidInput(said("the notary holds no SM2 key: an SM-suite registry needs "
+                                    "a notary made with `copyledger notary init --suite sm`"))
+        self.notary = notary
+        self.verifier = sm2.parse_verifier_key(notary.sm2_verifier_key)
+        self.name = self.verifier.name
+        self.key_id = self.verifier.key_id
+
+    @property
+    def verifier_key(self) -> str:
+        return self.verifier.vkey
+
+    def sign(self, message: bytes) -> bytes:
+        r = self.notary._call("POST", "/notary/v1/sm2/sign",
+                              json={"message": base64.b64encode(message).decode()})
+        return base64.b64decode(r["signature"])
+
+
+class RemoteSm2TSA:
+    """The SM2/SM3 TSA (D51) of an SM-suite notary service: tokens over SM3 of the data."""
+
+    def __init__(self, notary: RemoteNotary) -> None:
+        if len(notary.sm2_tsa_chain) != 2:
+            raise InvalidInput("the notary holds no SM2 TSA")
+        self.notary = notary
+        self.certificate_pem, self.root_pem = notary.sm2_tsa_chain
+
+    def timestamp(self, data: bytes) -> bytes:
+        r = self.notary._call("POST", "/notary/v1/sm2/timestamp-digest",
+                              json={"digest": base64.b64encode(sm2.sm3(data)).decode()})
+        return base64.b64decode(r["token"])

@@ -14,11 +14,11 @@ from typing import Any
 from copyledger.ledger.audit import AuditReport, AuditState, audit
 from copyledger.ledger.errors import CopyledgerError, InvalidInput, said
 from copyledger.ledger.store import Store
-from copyledger.notary.sm2_tsa import SM2_ROOT_FILE
 from copyledger.service import accounts, apikeys, contacts
 from copyledger.service.accounts import Profile
 from copyledger.service.apikeys import KeyRow
-from copyledger.service.node import all_verifier_keys, open_store, tsa_roots_pem
+from copyledger.service.node import all_sm2_keys, all_verifier_keys, open_store, tsa_roots_pem
+from copyledger.service.rotation import retired_keys
 from copyledger.service.settings import Settings
 
 
@@ -86,9 +86,8 @@ def audit_registry(
     keys, roots = all_verifier_keys(s), tsa_roots_pem(s)
     sm2_roots = None
     if s.sm_suite:  # its SM2 line is checked too (D40), and its SM2 tokens (D51)
-        keys.append(s.sm2_verifier_key_path.read_text().strip())
-        sm2_root = s.tsa_dir / SM2_ROOT_FILE
-        sm2_roots = sm2_root.read_bytes() if sm2_root.exists() else None
+        sm2_keys, sm2_roots = all_sm2_keys(s)
+        keys += sm2_keys
     path = s.data_dir / AUDIT_STATE
     since = _load_state(path) if incremental else None
     with _store(s) as store:
@@ -96,7 +95,10 @@ def audit_registry(
         rep = audit(store, keys, progress=progress, tsa_roots_pem=roots,
                     workers=workers or os.cpu_count() or 1, since=since,
                     witness_keys=[vkey for _, vkey in s.witness_list],
-                    sm2_tsa_roots_pem=sm2_roots)
+                    sm2_tsa_roots_pem=sm2_roots,
+                    sm2_tsa_retired=[(d["certificate_sm3"], d["retired_at"])
+                                     for r in retired_keys(s)
+                                     if (d := r.sm2_retirement()) is not None])
     if rep.state is not None:
         _save_state(path, rep.state)
     return rep

@@ -31,10 +31,17 @@ from copyledger.matching import LiveIndex
 from copyledger.notary import keys
 from copyledger.notary.external_tsa import ExternalStamper
 from copyledger.notary.keys import KeyConfig, init_log_signer, init_tsa_chain, load_log_signer
-from copyledger.notary.remote import RemoteNotary, RemoteSigner, RemoteTSA
+from copyledger.notary.remote import (
+    RemoteNotary,
+    RemoteSigner,
+    RemoteSm2Signer,
+    RemoteSm2TSA,
+    RemoteTSA,
+)
 from copyledger.notary.signer import CheckpointGuard, ExtraSigner, Signer, sign_note, verifier_key
 from copyledger.notary.sm2 import Sm2Signer
 from copyledger.notary.sm2_tsa import (
+    SM2_ROOT_FILE,
     SM2_TSA_CERT_FILE,
     Sm2TimeStampAuthority,
     create_sm2_tsa_chain,
@@ -45,7 +52,7 @@ from copyledger.notary.witnesses import Cosigner, WitnessConfig
 from copyledger.service import idempotency
 from copyledger.service.fsperm import private_dir, trusted_text, write_public
 from copyledger.service.handoff import Handoff
-from copyledger.service.rotation import overlap_signers, retired_keys
+from copyledger.service.rotation import overlap_signers, overlap_sm2_signers, retired_keys
 from copyledger.service.settings import Settings, write_config
 
 
@@ -91,13 +98,13 @@ def check_suite(s: Settings) -> None:
         raise InvalidInput(said("this registry's crypto suite is {fixed} and cannot change "
                                 "(the settings say {crypto_suite}); use a new data directory",
                                 fixed=repr(fixed), crypto_suite=repr(s.crypto_suite)))
-    if s.sm_suite:
-        if s.notary_url:
-            raise InvalidInput("the SM suite needs the notary keys in this data directory: a "
-                               "stand-alone notary does not sign with SM2")
-        if s.key_backend != "file":
-            raise InvalidInput("the SM suite needs the file key backend: PKCS#11 tokens such "
-                               "as SoftHSM2 2.6 offer no SM2 mechanism")
+    if s.sm_suite and not s.notary_url and s.key_backend != "file":
+        # No honest SM2 signing with SoftHSM2's mechanisms (D57): refused, not faked.
+        raise InvalidInput(said("the SM suite keeps its SM2 keys in files: this PKCS#11 "
+                                "module offers no SM2 mechanism (CKM_SM2), and SM2 cannot be "
+                                "signed with ECDSA or ECDH; set key_backend = \"file\" "
+                                "(COPYLEDGER_KEY_BACKEND=file) for an SM-suite registry or "
+                                "notary"))
 
 
 def key_config(s: Settings) -> KeyConfig:
@@ -191,6 +198,10 @@ def _publish_remote_identity(s: Settings, notary: RemoteNotary) -> str:
     certs = [notary.identity.certificate, *notary.identity.chain]
     roots = [c for c in certs if c.issuer == c.subject] or certs[-1:]
     write_public(s.tsa_dir / ROOT_FILE, "".join(_pem(c) for c in roots))
+    if s.sm_suite:  # its SM2 key and SM2 TSA root, for audit and bundles (D57)
+        sm2_signer = RemoteSm2Signer(notary)
+        write_public(s.sm2_verifier_key_path, sm2_signer.verifier_key + "\n")
+        write_public(s.tsa_dir / SM2_ROOT_FILE, RemoteSm2TSA(notary).root_pem)
     return notary.verifier_key
 
 
@@ -250,6 +261,18 @@ def all_verifier_keys(s: Settings) -> list[str]:
     return [read_verifier_key(s), *(r.verifier_key for r in retired_keys(s))]
 
 
+def all_sm2_keys(s: Settings) -> tuple[list[str], bytes | None]:
+    """An SM-suite registry's SM2 note keys (current and retired) and SM2 TSA roots (PEM,
+    current and retired): what the audit checks SM2 lines and tokens with (D40, D51, D57)."""
+    retired = retired_keys(s)
+    keys = [s.sm2_verifier_key_path.read_text().strip(),
+            *(r.sm2_verifier_key for r in retired if r.sm2_verifier_key is not None)]
+    root = s.tsa_dir / SM2_ROOT_FILE
+    roots = (root.read_bytes() if root.exists() else b"") + "".join(
+        r.sm2_tsa_root for r in retired if r.sm2_tsa_root is not None).encode()
+    return keys, roots or None
+
+
 class KeyedLocks:
     """An asyncio lock per key, dropped when no one holds or awaits it, so keys that are each
     used once (an account's content hashes) cost no memory afterwards."""
@@ -299,8 +322,10 @@ class Node:
         self.tsa = tsa
         self._keys: NotaryKeys | None = None
         self._overlap: list[tuple[Signer, datetime]] = []
-        self.sm2_signer: Sm2Signer | None = None  # set by `open` for an SM-suite registry
-        self.sm2_tsa: Sm2TimeStampAuthority | None = None  # likewise (D51)
+        self._sm2_overlap: list[tuple[Sm2Signer, datetime]] = []  # retired SM2 keys (D57)
+        # Set by `open` for an SM-suite registry (D40, D51); remote with a stand-alone notary.
+        self.sm2_signer: Sm2Signer | RemoteSm2Signer | None = None
+        self.sm2_tsa: Sm2TimeStampAuthority | RemoteSm2TSA | None = None
         # The log is this notary's memory: it admits an extension of the last committed tree,
         # so a failed commit or a crash after signing never leaves it refusing the real next one.
         self.checkpoints = CheckpointGuard(settings.origin)
@@ -365,7 +390,9 @@ class Node:
             signers = [sg.proving(consistency) if isinstance(sg, RemoteSigner) else sg
                        for sg in signers]
         if self.sm2_signer is not None:
-            signers.append(self.sm2_signer)
+            now = datetime.now(UTC)
+            signers += [self.sm2_signer,
+                        *(sg for sg, until in self._sm2_overlap if until > now)]
         return sign_note(text, signers)
 
     def _extra_stamps(self, header: BlockHeader) -> list[tuple[str, bytes]]:
@@ -403,9 +430,14 @@ class Node:
                 tsa_chain=[_pem(c) for c in [ident.certificate, *ident.chain]
                            if c.issuer != c.subject]
                 + [c for r in retired for c in r.tsa_chain],
-                sm2_keys=[{"verifier_key": self.sm2_signer.verifier_key}]
+                sm2_keys=[*({"verifier_key": r.sm2_verifier_key} for r in retired
+                            if r.sm2_verifier_key is not None),
+                          {"verifier_key": self.sm2_signer.verifier_key}]
                 if self.sm2_signer is not None else [],
-                sm2_tsa_roots=[self.sm2_tsa.root_pem] if self.sm2_tsa is not None else [],
+                sm2_tsa_roots=[self.sm2_tsa.root_pem,
+                               *(r.sm2_tsa_root for r in retired if r.sm2_tsa_root is not None)]
+                if self.sm2_tsa is not None else [],
+                sm2_tsa_retired=[d for r in retired if (d := r.sm2_retirement()) is not None],
             )
         return self._keys
 
@@ -424,9 +456,13 @@ class Node:
                 )
         if s.notary_url:
             notary = connect_notary(s)
-            return cls(s, store, RemoteSigner(notary), RemoteTSA(notary))
+            node = cls(s, store, RemoteSigner(notary), RemoteTSA(notary))
+            if s.sm_suite:  # the notary signs the SM2 lines and SM2 tokens too (D57)
+                node.sm2_signer, node.sm2_tsa = RemoteSm2Signer(notary), RemoteSm2TSA(notary)
+            return node
         reg = cls(s, store, load_signer(s), TimeStampAuthority(load_tsa_identity(s)))
         reg._overlap = overlap_signers(s, _passphrase(s))
+        reg._sm2_overlap = overlap_sm2_signers(s, _passphrase(s)) if s.sm_suite else []
         reg.sm2_signer = load_sm2_signer(s)
         reg.sm2_tsa = load_sm2_tsa_authority(s)
         return reg

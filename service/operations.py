@@ -41,6 +41,7 @@ from copyledger.ledger.store import EntryRow
 from copyledger.matching import MAX_FINGERPRINT_BYTES, fingerprints_for
 from copyledger.matching.compute import IMAGE_MEDIA_TYPES
 from copyledger.matching.media import SNIFF_BYTES, sniff
+from copyledger.notary.sm2_tsa import SM2_ROOT_FILE
 from copyledger.service import contacts
 from copyledger.service.apikeys import Principal, list_keys
 from copyledger.service.node import Node, init_notary_keys, open_store
@@ -811,6 +812,14 @@ def rotate_keys(s: Settings, overlap: timedelta) -> Rotation:
             "new_tsa_root_sha256": sha256_text((s.tsa_dir / "root.pem").read_text()),
             "overlap_until": old.overlap_until,
         }
+        if old.sm2_verifier_key is not None and old.sm2_tsa_root is not None:  # D57
+            entry |= {
+                "old_sm2_verifier_key": old.sm2_verifier_key,
+                "new_sm2_verifier_key": s.sm2_verifier_key_path.read_text().strip(),
+                "old_sm2_tsa_root_sha256": sha256_text(old.sm2_tsa_root),
+                "new_sm2_tsa_root_sha256": sha256_text(
+                    (s.tsa_dir / SM2_ROOT_FILE).read_text()),
+            }
         _, data = entry_mod.encode(entry)
         receipt = node.sequencer.submit(Pending(data, "rotation", sha256_text(new_vkey),
                                                 "notary")).result(60)

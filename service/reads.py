@@ -118,6 +118,8 @@ def notary_keys(node: Node) -> dict[str, Any]:
     out = {"log_keys": k.log_keys, "tsa_roots": k.tsa_roots, "tsa_chain": k.tsa_chain}
     if k.sm2_tsa_roots:  # an SM-suite registry's SM2 TSA root (D51)
         out["sm2_tsa_roots"] = k.sm2_tsa_roots
+    if k.sm2_tsa_retired:  # and the SM2 TSA certificates a rotation retired (D57)
+        out["sm2_tsa_retired"] = k.sm2_tsa_retired
     return out
 
 

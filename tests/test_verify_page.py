@@ -506,6 +506,38 @@ def test_page_checks_an_sm_suite_bundle_as_python_does(
             assert rep.failed is not None and rep.failed.name == "sm2"
 
 
+def test_page_checks_sm2_bundles_across_a_rotation(page: Any, server: dict[str, Any],
+                                                   tmp_path: Path) -> None:
+    """After a rotation of an SM-suite registry's SM2 keys (D57) the page, like ledger/verify.py,
+    accepts bundles sealed before and during the overlap, and refuses a token that the retired
+    SM2 TSA certificate signed after its retirement."""
+    from tests.test_sm2_rotation import make_rotated
+
+    r = make_rotated(tmp_path)
+    pins = [r["before"]["log"]["verifier_key"], r["after"]["log"]["verifier_key"]]
+    cases = [(r["before"]["bundle"], "before"), (r["after"]["bundle"], "after"),
+             (r["forged"], "after")]
+    page.goto(f"{server['url']}/verify")
+    verdict(page, "waiting")
+    out = page.evaluate(
+        """async ([cases, pins]) => {
+            const out = [];
+            for (const [b, hash] of cases) {
+                const r = await window.copyledgerVerify.verify(b, hash, pins);
+                out.push(Object.fromEntries(r.results.map((s) => [s.name, [s.status, s.detail]])));
+            }
+            return out;
+        }""", [[(b, hashlib.sha256(tag.encode()).hexdigest()) for b, tag in cases], pins])
+    before, after, forged = out
+    for steps in (before, after):
+        assert steps["sm2"][0] == "ok", steps["sm2"]
+        assert all(s in ("ok", "external", "skipped") for s, _ in steps.values()), steps
+    assert forged["sm2"][0] == "failed", forged["sm2"]
+    assert "SM2 TSA certificate retired at" in forged["sm2"][1], forged["sm2"]
+    rep = verify_bundle(r["forged"], trusted_keys=pins)
+    assert rep.failed is not None and rep.failed.name == "sm2"
+
+
 def test_in_chinese_the_page_speaks_chinese_and_its_statuses_do_not_change(
     browser: Any, server: dict[str, Any]
 ) -> None:

@@ -761,7 +761,7 @@
     if (!root) fail('the SM2 TSA certificate does not chain to the SM2 TSA root');
     const at = micros(info.genTime, 'genTime');
     for (const c of [signer, root]) if (at < c.notBefore || at > c.notAfter) fail(`a certificate was not valid at ${info.genTime}`);
-    return { ...info, root };
+    return { ...info, root, certSm3: toHex(sm3(signer.der)) };
   }
 
   function opensslCommands(b, i) {
@@ -807,7 +807,8 @@
     ['notary', 'object', true, [['log_keys', 'objects', true, LOG_KEY],
       ['tsa_roots', 'strings', true], ['tsa_chain', 'strings', false],
       ['sm2_keys', 'objects', false, [['verifier_key', 'string', true]]],
-      ['sm2_tsa_roots', 'strings', false]]],
+      ['sm2_tsa_roots', 'strings', false],
+      ['sm2_tsa_retired', 'objects', false, [['certificate_sm3', 'string', true], ['retired_at', 'string', true]]]]],
     ['tlog_proof', 'string', false],
     ['witnessed', 'object', false, [['checkpoint', 'string', true], ['consistency', 'strings', true]]],
     ['title_chain', 'object', false, [['checkpoint', 'string', true], ['consistency', 'strings', true],
@@ -1091,6 +1092,13 @@
         }
         if (ctx.sealed > micros(info.genTime, `${what} genTime`) + info.accuracy) {
           fail(`${what}: the block was sealed at ${ctx.header.sealed_at}, after the token's time ${info.genTime} (+ accuracy)`);
+        }
+        // A rotation retires the SM2 TSA certificate (D57): what it signed afterwards is refused.
+        for (const r of b.notary.sm2_tsa_retired || []) {
+          if (r.certificate_sm3.toLowerCase() === info.certSm3
+              && micros(info.genTime, `${what} genTime`) > micros(r.retired_at, 'notary.sm2_tsa_retired[].retired_at')) {
+            fail(`${what}: signed at ${info.genTime} by an SM2 TSA certificate retired at ${r.retired_at}`);
+          }
         }
         ctx.facts.push([`SM2 time-stamp ${what} (root taken from the bundle, NOT pinned)`,
           `${info.genTime} (serial ${info.serial}); the header's SM3 ${toHex(digest)}`]);
