@@ -14,7 +14,7 @@ from copyledger.api.deps import FastJSONResponse
 from copyledger.api.problems import body_of
 from copyledger.ledger.errors import CopyledgerError, InvalidInput, PayloadTooLarge
 from copyledger.service.apikeys import Principal
-from copyledger.service.idempotency import Answer, check_key, request_hash
+from copyledger.service.idempotency import Answer, check_key, claim, request_hash
 from copyledger.service.node import Node
 from copyledger.service.operations import MAX_BATCH, Outcome, parse_value
 
@@ -73,26 +73,34 @@ async def answer(
         for i in sorted(digests, key=lambda i: str(parsed[i][1])):  # one order: no deadlock
             await stack.enter_async_context(n.idempotency_locks.hold((who.account,
                                                                       parsed[i][1])))
+        claimed: list[int] = []  # keys this request now holds in the database (D59)
         for i, digest in digests.items():
             try:
-                kept = n.idempotency.recall(who.account, str(parsed[i][1]), digest)
+                kept = await claim(n.idempotency, who.account, str(parsed[i][1]), digest)
             except CopyledgerError as e:
                 results[i] = _refused(i, e, path)
                 continue
             if kept is not None:
                 results[i] = {"index": i, "status": kept.status,
                               "registration": orjson.loads(kept.body), "replayed": True}
-        todo = [i for i in range(len(parsed)) if results[i] is None]
-        outcomes = await run([parsed[i][0] for i in todo])
-        for i, outcome in zip(todo, outcomes, strict=True):
-            if isinstance(outcome, CopyledgerError):
-                results[i] = _refused(i, outcome, path)
-                continue
-            status = 200 if outcome.existing else 201
-            results[i] = {"index": i, "status": status, "registration": outcome.to_dict()}
-            if i in digests:
-                n.idempotency.keep(who.account, str(parsed[i][1]), digests[i], Answer(
-                    status, orjson.dumps(results[i]["registration"])))  # type: ignore[index]
+            else:
+                claimed.append(i)
+        try:
+            todo = [i for i in range(len(parsed)) if results[i] is None]
+            outcomes = await run([parsed[i][0] for i in todo])
+            for i, outcome in zip(todo, outcomes, strict=True):
+                if isinstance(outcome, CopyledgerError):
+                    results[i] = _refused(i, outcome, path)
+                    continue
+                status = 200 if outcome.existing else 201
+                results[i] = {"index": i, "status": status, "registration": outcome.to_dict()}
+                if i in digests:
+                    claimed.remove(i)
+                    n.idempotency.keep(who.account, str(parsed[i][1]), digests[i], Answer(
+                        status, orjson.dumps(results[i]["registration"])))  # type: ignore[index]
+        finally:
+            for i in claimed:  # refused, or never run: the key is free again
+                n.idempotency.release(who.account, str(parsed[i][1]), digests[i])
     done = [r for r in results if r is not None]
     return FastJSONResponse({
         "results": done,

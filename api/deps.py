@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from copyledger.ledger.errors import PayloadTooLarge, Unauthorized
 from copyledger.service.apikeys import KeyCache, Principal, TokenBuckets, authorize
 from copyledger.service.i18n import DEFAULT, negotiate, pick
-from copyledger.service.idempotency import Answer, check_key, request_hash
+from copyledger.service.idempotency import Answer, check_key, claim, request_hash
 from copyledger.service.node import Node
 from copyledger.service.operations import Recorded, parse_input
 
@@ -110,13 +110,19 @@ async def once(
         return await run()
     digest = request_hash(*request)
     async with n.idempotency_locks.hold((who.account, key)):  # a retry waits for the first
-        kept = n.idempotency.recall(who.account, key, digest)
+        kept = await claim(n.idempotency, who.account, key, digest)  # in any process (D59)
         if kept is not None:
             return replay(kept)
-        answer = await run()
+        try:
+            answer = await run()
+        except BaseException:
+            n.idempotency.release(who.account, key, digest)
+            raise
         if 200 <= answer.status_code < 300:
             n.idempotency.keep(who.account, key, digest,
                                Answer(answer.status_code, bytes(answer.body)))
+        else:
+            n.idempotency.release(who.account, key, digest)
         return answer
 
 

@@ -5,7 +5,11 @@ object. With `--compare-noop` it also runs a no-op FastAPI endpoint (`bench/noop
 ONE uvicorn worker under the same wrk load in the same run, and prints both and the ratio.
 
     python bench/http_bench.py [--seconds 20] [--connections 50] [--database URL]
-                               [--workers N] [--compare-noop]
+                               [--workers N] [--compare-noop] [--profile DIR]
+
+`--profile DIR` samples every serving process with py-spy during the measured run and writes
+its raw stacks to DIR/<leader|follower>-<pid>.txt (the leader holds the sequencer lock), with
+the heaviest functions of each in the JSON (D59).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ def main() -> None:
     ap.add_argument("--database", default="")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--compare-noop", action="store_true")
+    ap.add_argument("--profile", type=Path, default=None)
     args = ap.parse_args()
     wrk = shutil.which("wrk")
     if wrk is None:
@@ -56,12 +61,15 @@ def main() -> None:
                         str(HERE / "wrk_register.lua"), srv.url, "--", key],
                        capture_output=True, check=True)
         mid = httpx.get(srv.url + "/v1/log").json()
+        spies = profile(srv, data, args.profile, args.seconds) if args.profile else []
         t0 = time.monotonic()
         r = subprocess.run([wrk, "-t1", "-c", str(args.connections), "-d",
                             f"{args.seconds}s", "--timeout", "10s", "-s",
                             str(HERE / "wrk_register.lua"), srv.url, "--", key],
                            capture_output=True, text=True, check=True)
         wall = time.monotonic() - t0
+        for _, spy in spies:
+            spy.wait(60)
         after = httpx.get(srv.url + "/v1/log").json()
     finally:
         srv.stop()
@@ -89,6 +97,8 @@ def main() -> None:
         "wall_s": round(wall, 2),
         "targets": {"registrations_per_s": ">= 3000", "p99_ms": "< 250"},
     }
+    if spies:
+        out["profile"] = {str(path): heaviest(path) for path, _ in spies}
     if args.compare_noop:
         noop = noop_run(wrk, args.seconds, args.connections, key)
         out["noop_one_worker"] = noop
@@ -98,6 +108,46 @@ def main() -> None:
         out["targets"] = {"ratio_to_noop": ">= 0.8", "p99_ms": "< 250"}
     shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(out, indent=2))
+
+
+def profile(srv: ServerProcess, data: Path, into: Path,
+            seconds: int) -> list[tuple[Path, subprocess.Popen[bytes]]]:
+    """py-spy on each process serving (the supervisor's children) for the measured run."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    assert srv.proc is not None
+    into.mkdir(parents=True, exist_ok=True)
+    leader = int((data / "sequencer.pid").read_text()) if (data / "sequencer.pid").exists() else 0
+    kids = subprocess.run(["pgrep", "-P", str(srv.proc.pid)], capture_output=True,
+                          text=True).stdout.split()
+    out = []
+    for pid in map(int, kids):
+        path = into / f"{'leader' if pid == leader else 'follower'}-{pid}.txt"
+        out.append((path, subprocess.Popen(
+            [spy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "200",
+             "--format", "raw", "--threads", "--nonblocking", "-o", str(path)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
+    return out
+
+
+def heaviest(path: Path, top: int = 12) -> dict[str, object]:
+    """Share of samples per thread, and the functions most samples were in (inclusive)."""
+    threads: dict[str, int] = {}
+    funcs: dict[str, int] = {}
+    total = 0
+    if not path.exists():
+        return {}
+    for line in path.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        frames = stack.split(";")
+        total += int(n)
+        threads[frames[0]] = threads.get(frames[0], 0) + int(n)
+        for f in set(frames[1:]):
+            if "copyledger/" in f:
+                funcs[f] = funcs.get(f, 0) + int(n)
+    share = {k: round(v / total, 3) for k, v in sorted(threads.items(), key=lambda kv: -kv[1])}
+    return {"samples": total, "threads": share,
+            "copyledger_functions": {k: round(v / total, 3) for k, v in
+                                     sorted(funcs.items(), key=lambda kv: -kv[1])[:top]}}
 
 
 def noop_run(wrk: str, seconds: int, connections: int, key: str) -> dict[str, object]:

@@ -16,16 +16,17 @@ not be recorded (as when a commit fails), and writes that arrive before a new se
 listening are refused with 503 and Retry-After, nothing recorded.
 
 The socket is in the data directory (mode 0700): only the registry's own user can reach it,
-so frames are pickled between processes of one installation and never cross a host.
+and frames never cross a host. They are JSON of a fixed shape (D59), not pickles: a frame
+can only ever be read as data.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
-import pickle
 import queue
 import socket
 import struct
@@ -36,8 +37,16 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
+
 from copyledger.ledger import errors
-from copyledger.ledger.errors import Conflict, CopyledgerError, InvalidInput, Unavailable
+from copyledger.ledger.errors import (
+    Conflict,
+    CopyledgerError,
+    InvalidInput,
+    Said,
+    Unavailable,
+)
 from copyledger.ledger.note import BlockHeader
 from copyledger.ledger.sequencer import LogState, Pending, Receipt, Sequencer
 from copyledger.ledger.store import BlockRow
@@ -56,9 +65,8 @@ _LOST = ("the sequencer stopped before answering; the entry may or may not be re
          "GET /v1/search?sha256=... before retrying")
 _NO_SEQUENCER = "the sequencer is changing hands; retry shortly"
 
-Outcome = Receipt | tuple[str, str, str]  # a receipt, or (error class, detail, internal)
 Request = tuple[int, list[Pending]]  # (request id, the entries queued as one)
-Message = tuple[str, Any]  # ("block", BlockRow) or ("answer", (request id, [Outcome]))
+Message = list[Any]  # one message of the wire format below, ready to send
 
 
 def socket_path(data_dir: Path) -> Path:
@@ -69,8 +77,30 @@ def socket_path(data_dir: Path) -> Path:
     return path
 
 
-def _send(sock: socket.socket, obj: object) -> None:
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+# -- the wire format (D59) ----------------------------------------------------------------------
+#
+# A frame is a 4-byte big-endian length, then that many bytes of JSON (UTF-8): an array of
+# messages, whatever queued up since the last frame. Bytes travel as lowercase hex (hashes) or
+# base64 (an entry's canonical data). Nothing but these shapes is accepted: a frame that does
+# not parse, or has another shape, ends the connection (WireError), as a closed socket would.
+#
+#   to the sequencer:   ["entries", rid, [[data_b64, kind, sha256, registrant,
+#                                          [[target, relation], ...]], ...]]
+#   from the sequencer: ["block", header (BlockHeader.to_json), hash_hex, checkpoint, note]
+#                       ["answer", rid, [outcome, ...]]
+#   outcome:            ["receipt", seq, leaf_hash_hex, block_height, tree_size, root_hex,
+#                                   [proof_hex, ...], checkpoint]
+#                     | ["error", class name, detail, internal, template or null, values]
+
+MAX_FRAME = 1 << 30  # a frame longer than this is not ours
+
+
+class WireError(ValueError):
+    """A frame that is not of the handoff's format."""
+
+
+def _send(sock: socket.socket, messages: Sequence[Any]) -> None:
+    data = orjson.dumps(messages, default=str)
     sock.sendall(_LEN.pack(len(data)) + data)
 
 
@@ -84,9 +114,79 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
-def _recv(sock: socket.socket) -> Any:
+def _recv(sock: socket.socket) -> list[Any]:
     (n,) = _LEN.unpack(_recv_exact(sock, _LEN.size))
-    return pickle.loads(_recv_exact(sock, n))  # our own processes, socket 0700
+    if n > MAX_FRAME:
+        raise WireError(f"a frame of {n} bytes")
+    try:
+        messages = orjson.loads(_recv_exact(sock, n))
+    except orjson.JSONDecodeError as e:
+        raise WireError(str(e)) from None
+    if not isinstance(messages, list):
+        raise WireError("a frame is an array of messages")
+    return messages
+
+
+def _entries_message(rid: int, pendings: Sequence[Pending]) -> list[Any]:
+    return ["entries", rid, [[base64.b64encode(p.data).decode(), p.kind, p.sha256, p.registrant,
+                              [list(link) for link in p.links]] for p in pendings]]
+
+
+def _pending(raw: Any) -> Pending:
+    data, kind, sha256, registrant, links = raw
+    if not (isinstance(data, str) and isinstance(kind, str) and isinstance(sha256, str)
+            and isinstance(registrant, str) and isinstance(links, list)):
+        raise WireError("an entry of another shape")
+    out: list[tuple[int | str, str]] = []
+    for link in links:
+        target, relation = link
+        if not (isinstance(target, int | str) and isinstance(relation, str)):
+            raise WireError("a link of another shape")
+        out.append((target, relation))
+    return Pending(base64.b64decode(data, validate=True), kind, sha256, registrant, tuple(out))
+
+
+def _block_message(block: BlockRow) -> list[Any]:
+    return ["block", block.header.to_json(), block.hash.hex(), block.checkpoint,
+            block.block_note]
+
+
+def _block(raw: list[Any]) -> BlockRow:
+    _, header, hash_hex, checkpoint, block_note = raw
+    if not (isinstance(hash_hex, str) and isinstance(checkpoint, str)
+            and isinstance(block_note, str)):
+        raise WireError("a block of another shape")
+    return BlockRow(BlockHeader.from_json(header), bytes.fromhex(hash_hex), checkpoint,
+                    block_note)
+
+
+def _outcome(o: Receipt | CopyledgerError) -> list[Any]:
+    if isinstance(o, Receipt):
+        return ["receipt", o.seq, o.leaf_hash.hex(), o.block_height, o.tree_size, o.root.hex(),
+                [h.hex() for h in o.proof], o.checkpoint]
+    d = o.detail
+    template, values = (d.template, d.values) if isinstance(d, Said) else (None, {})
+    return ["error", type(o).__name__, str(d), o.internal, template, values]
+
+
+def _decode(raw: Any) -> Receipt | CopyledgerError:
+    if raw[0] == "receipt":
+        _, seq, leaf, height, size, root, proof, checkpoint = raw
+        if not (isinstance(seq, int) and isinstance(height, int) and isinstance(size, int)
+                and isinstance(checkpoint, str) and isinstance(proof, list)):
+            raise WireError("a receipt of another shape")
+        return Receipt(seq, bytes.fromhex(leaf), height, size, bytes.fromhex(root),
+                       [bytes.fromhex(h) for h in proof], checkpoint)
+    if raw[0] != "error":
+        raise WireError(f"an outcome {raw[0]!r}")
+    _, name, detail, internal, template, values = raw
+    cls = getattr(errors, str(name), None)
+    if not (isinstance(cls, type) and issubclass(cls, CopyledgerError)):
+        cls = Unavailable
+    if isinstance(template, str) and isinstance(values, dict):
+        with contextlib.suppress(KeyError, IndexError, ValueError):
+            detail = Said(template, **values)  # still translatable in this process
+    return cls(str(detail) if not isinstance(detail, Said) else detail, internal=str(internal))
 
 
 def _coalesce(q: queue.Queue[_T | None]) -> list[_T] | None:
@@ -107,23 +207,37 @@ def _coalesce(q: queue.Queue[_T | None]) -> list[_T] | None:
         batch.append(item)
 
 
-def _encode(fut: Future[Receipt]) -> Outcome:
+def _request(raw: Any) -> tuple[int, list[Pending]]:
+    """An "entries" message (to the sequencer)."""
+    try:
+        kind, rid, pendings = raw
+        if kind != "entries" or not isinstance(rid, int) or not isinstance(pendings, list):
+            raise WireError("a message of another shape")
+        return rid, [_pending(p) for p in pendings]
+    except (ValueError, TypeError) as e:  # unpacking, hex, base64: all the peer's doing
+        raise WireError(str(e)) from None
+
+
+def _answer_or_block(raw: Any) -> BlockRow | tuple[int, list[Receipt | CopyledgerError]]:
+    """A "block" or "answer" message (from the sequencer)."""
+    try:
+        if raw[0] == "block":
+            return _block(raw)
+        kind, rid, outcomes = raw
+        if kind != "answer" or not isinstance(rid, int) or not isinstance(outcomes, list):
+            raise WireError("a message of another shape")
+        return rid, [_decode(o) for o in outcomes]
+    except (ValueError, TypeError, IndexError, KeyError, CopyledgerError) as e:
+        raise WireError(str(e)) from None
+
+
+def _encode(fut: Future[Receipt]) -> list[Any]:
     e = fut.exception()
     if e is None:
-        return fut.result()
+        return _outcome(fut.result())
     if isinstance(e, CopyledgerError):
-        return (type(e).__name__, e.detail, e.internal)
-    return ("Unavailable", "the sequencer failed", f"{type(e).__name__}: {e}")
-
-
-def _decode(outcome: Outcome) -> Receipt | CopyledgerError:
-    if isinstance(outcome, Receipt):
-        return outcome
-    name, detail, internal = outcome
-    cls = getattr(errors, name, None)
-    if not (isinstance(cls, type) and issubclass(cls, CopyledgerError)):
-        cls = Unavailable
-    return cls(detail, internal=internal)
+        return _outcome(e)
+    return _outcome(Unavailable("the sequencer failed", internal=f"{type(e).__name__}: {e}"))
 
 
 class _Server:
@@ -159,7 +273,7 @@ class _Server:
             # whichever is newer if the two cross.
             head = self.sequencer.state.last
             if head is not None:
-                conn.out.put(("block", head))
+                conn.out.put(_block_message(head))
             conn.start()
 
     def _drop(self, conn: _Conn) -> None:
@@ -171,8 +285,9 @@ class _Server:
         """Called by the sequencer thread after each commit, before it answers anyone."""
         with self._lock:
             conns = list(self._conns)
+        message = _block_message(block)
         for c in conns:
-            c.out.put(("block", block))
+            c.out.put(message)
 
     def close(self) -> None:
         self._closed = True
@@ -204,19 +319,20 @@ class _Conn:
     def _read(self) -> None:
         try:
             while True:
-                requests: list[Request] = _recv(self.sock)
-                for rid, pendings in requests:
+                for message in _recv(self.sock):
+                    rid, pendings = _request(message)
                     self._take(rid, pendings)
-        except (OSError, ConnectionError, EOFError, pickle.UnpicklingError):
+        except (OSError, ConnectionError, WireError):
             pass
+        except Exception:  # a bug, not a peer's doing: say so, and drop only this connection
+            log.exception("the handoff connection failed")
         self.close()
 
     def _take(self, rid: int, pendings: list[Pending]) -> None:
         try:
             futures = self.sequencer.submit_many(pendings)
         except CopyledgerError as e:  # the queue is full, or sequencing stopped: nothing queued
-            self.out.put(("answer", (rid, [(type(e).__name__, e.detail, e.internal)]
-                                     * len(pendings))))
+            self.out.put(["answer", rid, [_outcome(e)] * len(pendings)])
             return
         left = [len(futures)]
         guard = threading.Lock()
@@ -226,7 +342,7 @@ class _Conn:
                 left[0] -= 1
                 if left[0]:
                     return
-            self.out.put(("answer", (rid, [_encode(f) for f in futures])))
+            self.out.put(["answer", rid, [_encode(f) for f in futures]])
 
         for f in futures:
             f.add_done_callback(one_done)
@@ -317,8 +433,10 @@ class _Client:
             try:
                 while True:
                     self._deliver(_recv(sock))
-            except (OSError, ConnectionError, EOFError, pickle.UnpicklingError):
+            except (OSError, ConnectionError, WireError):
                 pass
+            except Exception:
+                log.exception("the handoff connection failed")
             self._connected.clear()
             self._lost(sock)
             self._out.put(None)
@@ -327,29 +445,29 @@ class _Client:
     def _write(self, sock: socket.socket) -> None:
         while (batch := _coalesce(self._out)) is not None:
             try:
-                _send(sock, batch)
+                _send(sock, [_entries_message(rid, pendings) for rid, pendings in batch])
             except OSError:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)  # the reader sees it and fails the rest
                 return
 
     def _deliver(self, messages: list[Message]) -> None:
+        parsed = [_answer_or_block(m) for m in messages]  # all parsed before any is applied
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Receipt | CopyledgerError]]]
         by_loop = {}
-        for kind, body in messages:
-            if kind == "block":
-                block: BlockRow = body
-                if block.header.tree_size >= self.state.size:  # never step back
-                    self.state = LogState(block.header.tree_size, [], block)
+        for got in parsed:
+            if isinstance(got, BlockRow):
+                if got.header.tree_size >= self.state.size:  # never step back
+                    self.state = LogState(got.header.tree_size, [], got)
                 continue
-            rid, outcomes = body
+            rid, outcomes = got
             with self._lock:
                 waiter = self._waiting.pop(rid, None)
                 if waiter is not None:
                     self._in_flight -= len(outcomes)
             if waiter is None:
                 continue
-            self._answer(waiter, [_decode(o) for o in outcomes], by_loop)
+            self._answer(waiter, outcomes, by_loop)
         for loop, pairs in by_loop.items():
             with contextlib.suppress(RuntimeError):  # that loop has closed
                 loop.call_soon_threadsafe(_settle_all, pairs)

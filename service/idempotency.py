@@ -6,19 +6,24 @@ mistake, and replaying the other answer would hide it.
 
 Only successes are kept: a refused request wrote nothing, so running it again is safe. Rows
 past their lifetime are ignored at once and deleted lazily, at most once a minute, by writers.
+
+The key is claimed in the database before the write (decision D59): with `serve --workers N` a
+retry that reaches another process while the first request is still running waits for its
+answer (or is told 409, in progress) instead of writing a second entry.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from copyledger.ledger.errors import InvalidInput
+from copyledger.ledger.errors import Conflict, InvalidInput
 from copyledger.ledger.schema import idempotency_keys as table
 from copyledger.ledger.store import Store
 
@@ -54,43 +59,134 @@ def request_hash(*parts: bytes) -> str:
     return h.hexdigest()
 
 
+def _other_request() -> InvalidInput:
+    msg = "this key was used with a different request; use a new key for a new request"
+    return InvalidInput(f"{HEADER}: {msg}", errors=[{"field": HEADER, "message": msg}])
+
+
+class InFlight(Conflict):
+    """The key's first request is still running (in this process or another): nothing was
+    written for this one; retry shortly and get its answer."""
+
+
+IN_FLIGHT = 0  # `status` of a claimed key whose request has not answered yet (D59)
+ABANDONED_S = 300  # a claim this old was left by a process that died mid-request (D59)
+
+
 class Keys:
-    """The kept answers of one registry."""
+    """The kept answers of one registry, and the claims of keys whose first request is still
+    running: a key is claimed by inserting its row (status `IN_FLIGHT`) before the write, under
+    the table's primary key, so only one request with a key runs, whichever process it reached
+    (D59)."""
 
     def __init__(self, store: Store, ttl_s: int) -> None:
         self.store = store
         self.ttl_s = ttl_s
         self._swept = 0.0
 
+    def claim(self, account: str, key: str, request_sha256: str) -> Answer | None:
+        """None if the key is now this request's to run (then `keep` or `release` it); the kept
+        answer if this very request was answered before; InvalidInput if the key answered or
+        is running another request; InFlight if this request is still running elsewhere."""
+        now = time.time()
+        self._sweep(now)
+        for _ in range(3):  # a dead row deleted under us by another taker: try again
+            try:
+                with self.store.engine.begin() as conn:
+                    conn.execute(table.insert().values(
+                        account=account, key=key, request_sha256=request_sha256,
+                        status=IN_FLIGHT, answer="", created=int(now)))
+                return None
+            except IntegrityError:
+                pass
+            q = select(table.c.request_sha256, table.c.status, table.c.answer,
+                       table.c.created).where(table.c.account == account, table.c.key == key)
+            with self.store.engine.connect() as conn:
+                row = conn.execute(q).first()
+            if row is None:
+                continue
+            status = int(row.status)
+            dead = (row.created <= now - self.ttl_s if status != IN_FLIGHT
+                    else row.created <= now - ABANDONED_S)
+            if dead:  # expired, or claimed by a process that died: take it over
+                with self.store.engine.begin() as conn:
+                    conn.execute(delete(table).where(
+                        table.c.account == account, table.c.key == key,
+                        table.c.created == row.created, table.c.status == status))
+                continue
+            if row.request_sha256 != request_sha256:
+                raise _other_request()
+            if status == IN_FLIGHT:
+                raise InFlight(f"{HEADER}: a request with this key is still in progress; "
+                               "retry shortly to get its answer")
+            return Answer(status, row.answer.encode())
+        raise InFlight(f"{HEADER}: a request with this key is still in progress; retry "
+                       "shortly to get its answer")
+
     def recall(self, account: str, key: str, request_sha256: str) -> Answer | None:
-        """The kept answer to this key, if it is still alive and was for this very request;
-        InvalidInput if it answered another request."""
+        """The kept answer to this key, if it is still alive and was for this very request
+        (None while its request is still running); InvalidInput if it answered another."""
         q = select(table.c.request_sha256, table.c.status, table.c.answer, table.c.created).where(
-            table.c.account == account, table.c.key == key)
+            table.c.account == account, table.c.key == key, table.c.status != IN_FLIGHT)
         with self.store.engine.connect() as conn:
             row = conn.execute(q).first()
         if row is None or row.created <= time.time() - self.ttl_s:
             return None
         if row.request_sha256 != request_sha256:
-            msg = ("this key was used with a different request; use a new key for a new "
-                   "request")
-            raise InvalidInput(f"{HEADER}: {msg}", errors=[{"field": HEADER, "message": msg}])
+            raise _other_request()
         return Answer(int(row.status), row.answer.encode())
 
     def keep(self, account: str, key: str, request_sha256: str, answer: Answer) -> None:
-        """Keep a successful answer (the first one wins if another process kept one first)."""
-        now = time.time()
+        """Keep a successful answer in this request's claim (or, unclaimed, in a row of its
+        own; the first one kept wins)."""
         with self.store.engine.begin() as conn:
-            if now - self._swept > _SWEEP_EVERY_S:
-                self._swept = now
-                conn.execute(delete(table).where(table.c.created <= int(now) - self.ttl_s))
-            conn.execute(delete(table).where(  # an expired row under this very key
+            done = conn.execute(update(table).where(
                 table.c.account == account, table.c.key == key,
-                table.c.created <= int(now) - self.ttl_s))
+                table.c.request_sha256 == request_sha256, table.c.status == IN_FLIGHT,
+            ).values(status=answer.status, answer=answer.body.decode())).rowcount
+        if done:
+            return
         try:
             with self.store.engine.begin() as conn:
                 conn.execute(table.insert().values(
                     account=account, key=key, request_sha256=request_sha256,
-                    status=answer.status, answer=answer.body.decode(), created=int(now)))
+                    status=answer.status, answer=answer.body.decode(), created=int(time.time())))
         except IntegrityError:
-            pass  # kept by a concurrent request with this key (another process): it stands
+            pass  # kept already: it stands
+
+    def release(self, account: str, key: str, request_sha256: str) -> None:
+        """Drop this request's claim: it was refused and wrote nothing, so a retry may run."""
+        with self.store.engine.begin() as conn:
+            conn.execute(delete(table).where(
+                table.c.account == account, table.c.key == key,
+                table.c.request_sha256 == request_sha256, table.c.status == IN_FLIGHT))
+
+    def _sweep(self, now: float) -> None:
+        """Delete rows past their lifetime, at most once a minute."""
+        if now - self._swept <= _SWEEP_EVERY_S:
+            return
+        self._swept = now
+        with self.store.engine.begin() as conn:
+            conn.execute(delete(table).where(table.c.status != IN_FLIGHT,
+                                             table.c.created <= int(now) - self.ttl_s))
+            conn.execute(delete(table).where(table.c.status == IN_FLIGHT,
+                                             table.c.created <= int(now) - ABANDONED_S))
+
+
+WAIT_S = 10.0  # how long a retry waits for its key's first request before it is told 409
+_POLL_S = 0.02
+
+
+async def claim(keys: Keys, account: str, key: str, request_sha256: str,
+                wait_s: float | None = None) -> Answer | None:
+    """`Keys.claim`, waiting up to `wait_s` while the key's first request runs in another
+    process (this process's own requests with the key are already queued one at a time), so
+    the usual retry gets the first answer rather than 409."""
+    deadline = time.monotonic() + (WAIT_S if wait_s is None else wait_s)
+    while True:
+        try:
+            return keys.claim(account, key, request_sha256)
+        except InFlight:
+            if time.monotonic() >= deadline:
+                raise
+        await asyncio.sleep(_POLL_S)

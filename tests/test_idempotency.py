@@ -4,15 +4,18 @@ keys are per account and kept for `idempotency_ttl_s`."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
+from copyledger.ledger.errors import InvalidInput
 from copyledger.ledger.schema import accounts, idempotency_keys
 from copyledger.ledger.store import Store
 from copyledger.service.node import Node
@@ -156,3 +159,62 @@ def test_migration_0007_adds_the_table_to_a_0006_log(tmp_path: Path, database_ur
         assert kept.recall("alice", "k", "ab" * 32) == Answer(201, b"{}")
     finally:
         s.close()
+
+
+def test_a_key_is_claimed_once_in_the_database(api: Api) -> None:
+    """What makes a key hold across processes (D59): its row, inserted before the write, under
+    the table's primary key. `other` is another process's view of the same database."""
+    from copyledger.service.idempotency import ABANDONED_S, Answer, InFlight, Keys
+
+    _, reg = api
+    mine, other = Keys(reg.store, 60), Keys(reg.store, 60)
+    assert mine.claim("alice", "c1", "ab" * 32) is None
+    with pytest.raises(InFlight):
+        other.claim("alice", "c1", "ab" * 32)  # the same request, still running
+    with pytest.raises(InvalidInput, match="different request"):
+        other.claim("alice", "c1", "cd" * 32)
+    assert other.recall("alice", "c1", "ab" * 32) is None  # nothing to replay yet
+    assert other.claim("bob", "c1", "ab" * 32) is None  # keys are per account
+    mine.keep("alice", "c1", "ab" * 32, Answer(201, b'{"seq":7}'))
+    assert other.claim("alice", "c1", "ab" * 32) == Answer(201, b'{"seq":7}')
+    # A refused request gives its claim back, and a retry may run.
+    assert mine.claim("alice", "c2", "ab" * 32) is None
+    mine.release("alice", "c2", "ab" * 32)
+    assert other.claim("alice", "c2", "ab" * 32) is None
+    # A claim left by a process that died mid-request is taken over once it is abandoned.
+    with reg.store.engine.begin() as conn:
+        conn.execute(update(idempotency_keys).where(idempotency_keys.c.key == "c2").values(
+            created=int(time.time()) - ABANDONED_S - 1))
+    assert mine.claim("alice", "c2", "ab" * 32) is None
+
+
+def test_a_retry_waits_for_the_key_claimed_by_another_process(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process is still running the first request (its claim is in the database): a
+    retry here writes nothing; it waits and answers what that process kept, or, past the wait,
+    is told 409 to retry."""
+    from copyledger.service import idempotency
+    from copyledger.service.idempotency import Answer, Keys, request_hash
+
+    client, reg = api
+    raw = orjson.dumps(work_body("elsewhere"))
+    h = {**bearer(reg, "alice"), "Idempotency-Key": "k4", "Content-Type": "application/json"}
+    digest = request_hash(b"/v1/works", b"", raw)
+    other = Keys(reg.store, 60)
+    assert other.claim("alice", "k4", digest) is None
+    n = tree_size(client)
+    monkeypatch.setattr(idempotency, "WAIT_S", 0.2)
+    busy = client.post("/v1/works", content=raw, headers=h)
+    assert busy.status_code == 409 and "in progress" in busy.json()["detail"]
+    assert tree_size(client) == n
+    monkeypatch.setattr(idempotency, "WAIT_S", 60.0)
+    kept = Answer(201, b'{"seq":1234}')
+    timer = threading.Timer(0.3, other.keep, ("alice", "k4", digest, kept))
+    timer.start()
+    try:
+        retry = client.post("/v1/works", content=raw, headers=h)
+    finally:
+        timer.join()
+    assert (retry.status_code, retry.content) == (201, kept.body)
+    assert retry.headers["idempotent-replayed"] == "true"
+    assert tree_size(client) == n

@@ -186,3 +186,62 @@ def test_workers_share_one_log(tmp_path: Path) -> None:
     finally:
         srv.stop()
     assert not (data / "sequencer.sock").exists() and not (data / "sequencer.pid").exists()
+
+
+def test_one_idempotency_key_through_several_processes(tmp_path: Path) -> None:
+    """An Idempotency-Key holds across processes (D59): requests with one key and body racing
+    through the processes make one entry and all get its answer; a request held in flight by
+    another process (its claim in the database) is waited for and replayed; the key with
+    another body is refused."""
+    from copyledger.service.idempotency import Answer, Keys, request_hash
+
+    data = tmp_path / "d"
+    _, key, _ = init_with_creator(data, "")
+    srv = ServerProcess(data, COPYLEDGER_WORKERS="2")
+    auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    raw = json.dumps(work_body("raced")).encode()
+    try:
+        srv.start(timeout=300)
+        n = httpx.get(srv.url + "/v1/log", timeout=30).json()["tree_size"]
+        gate = threading.Barrier(12)
+        answers: list[httpx.Response] = []
+
+        def post() -> None:
+            gate.wait(60)
+            # A new connection each, so the kernel spreads them over the processes.
+            answers.append(httpx.post(srv.url + "/v1/works", content=raw, timeout=60, headers={
+                **auth, "Idempotency-Key": "race-1", "Connection": "close"}))
+
+        threads = [threading.Thread(target=post) for _ in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert len(answers) == 12
+        assert {r.status_code for r in answers} == {201}, [r.text for r in answers]
+        assert len({r.content for r in answers}) == 1  # one receipt, the first, for all
+        assert sum("idempotent-replayed" not in r.headers for r in answers) == 1
+        assert httpx.get(srv.url + "/v1/log", timeout=30).json()["tree_size"] == n + 1
+        other = httpx.post(srv.url + "/v1/works", json=work_body("not raced"), timeout=30,
+                           headers={**auth, "Idempotency-Key": "race-1"})
+        assert other.status_code == 422 and "different request" in other.json()["detail"]
+
+        # A request with the key is running in another process (here: its claim, made
+        # straight in the database); the retry waits for its answer and writes nothing.
+        store = Store.open(f"sqlite:///{data / 'ledger.sqlite3'}", migrate_schema=False)
+        try:
+            keys = Keys(store, 3600)
+            digest = request_hash(b"/v1/works", b"", raw)
+            assert keys.claim("alice", "held-1", digest) is None
+            kept = Answer(201, b'{"seq":4321}')
+            timer = threading.Timer(0.5, keys.keep, ("alice", "held-1", digest, kept))
+            timer.start()
+            r = httpx.post(srv.url + "/v1/works", content=raw, timeout=60,
+                           headers={**auth, "Idempotency-Key": "held-1"})
+            timer.join()
+        finally:
+            store.close()
+        assert (r.status_code, r.content) == (201, kept.body), r.text
+        assert httpx.get(srv.url + "/v1/log", timeout=30).json()["tree_size"] == n + 1
+    finally:
+        srv.stop()

@@ -44,7 +44,7 @@ _CHECK_FORM = {"type": "object", "required": ["claimant"], "properties": {
     "42/43, Information Network Dissemination Regulations Art. 14/16): an incomplete notice is "
     "refused with 422 and `missing` naming the fields, and nothing is written. Works given by "
     "registry seq get their content hash filled in. Needs a platform key.",
-    responses={**answers(REGISTRATION_EXAMPLE, 201), **problems(401, 403, 413, 422, 503)},
+    responses={**answers(REGISTRATION_EXAMPLE, 201), **problems(401, 403, 409, 413, 422, 503)},
     openapi_extra={**secured("platform"), **json_request(ClaimIn)},
 )
 async def record_claim(request: Request) -> Response:

@@ -54,7 +54,8 @@ _ALREADY[200]["description"] = ("This account already registered this content: t
 _KEYED = ("Send `Idempotency-Key: <unique string>` to make a retry safe: the same key with "
           "the same body within 24 hours answers as the first request did (with "
           "`Idempotent-Replayed: true`) and writes nothing; with another body it is refused "
-          "(422).")
+          "(422). A retry while the first request is still running waits for its answer, or "
+          "is answered 409 (in progress: retry shortly) after 10 seconds.")
 _BATCH_DOC = ("Each item is validated and answered on its own, in order: `registration` (as "
               "the single request answers, status 201 or 200) or `problem` (an RFC 9457 "
               "problem; that item is not written). The others are written, in shared blocks. "
@@ -115,7 +116,7 @@ def registration_answer(recorded: operations.Recorded) -> FastJSONResponse:
     "registration, status 200, with `already_registered: true` and `Content-Location` naming "
     "the earlier entry; `again: true` (JSON or form field) or `?again=true` records a new entry "
     "anyway (201). " + _KEYED + " Needs a creator key.",
-    responses={**_REGISTERED, **_ALREADY, **problems(400, 401, 403, 413, 422, 503)},
+    responses={**_REGISTERED, **_ALREADY, **problems(400, 401, 403, 409, 413, 422, 503)},
     openapi_extra={**secured("creator"),
                    **json_request(WorkIn, multipart=_UPLOAD, multipart_example=_UPLOAD_EXAMPLE)},
 )
@@ -157,7 +158,7 @@ async def register_work(request: Request) -> Response:
     summary="Deposit evidence",
     description="Records the hash of captured evidence (a screenshot, a web capture) with its "
     "source, capture time and method. " + _KEYED + " Needs a creator, platform or court key.",
-    responses={**_REGISTERED, **problems(401, 403, 413, 422, 503)},
+    responses={**_REGISTERED, **problems(401, 403, 409, 413, 422, 503)},
     openapi_extra={**secured("creator", "platform", "court"), **json_request(EvidenceIn)},
 )
 async def deposit_evidence(request: Request) -> Response:
