@@ -27,7 +27,7 @@ PDQHASH = "pdqhash (PDQ image hashes)"
 
 MATCHING = "the matching libraries (NumPy, SciPy, OpenCV, FAISS)"
 """The part fingerprints and the near-duplicate index need: `make run` installs these wheels
-(about 450 of the serving venv's 580 MB) after the server is up (D58)."""
+(about 400 of the serving venv's 580 MB) after the server is up (D58)."""
 
 LIBRARIES_PENDING = "libraries"
 """What the marker file says until the background step has installed the MATCHING wheels."""
