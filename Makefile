@@ -23,8 +23,9 @@ $(STAMP): pyproject.toml $(LOCK_DEV)
 # requirements/uv.txt and installed by pip into .venv-uv, installs the serving lock's wheels
 # (seconds where pip takes minutes); tools/link_checkout.py makes the checkout's copyledger
 # importable and writes its command; the server starts. In the background (log:
-# .venv/setup.log) `run-finish` then installs what takes minutes: the packages of
-# requirements/run-later.txt (built from source: no Linux wheel), copyledger's own install,
+# .venv/setup.log) `run-finish` then installs the rest: the large wheels of
+# requirements/run-deferred.txt that only fingerprints and the index use (D58), copyledger's
+# own install, the packages of requirements/run-later.txt (built from source: no Linux wheel),
 # and the Debian packages of `.ci/system-deps --run`. Until they are there, a feature that
 # needs one answers 503 with Retry-After saying it is being installed
 # (copyledger.ledger.components). A venv that has the dev install already (make test) is
@@ -34,6 +35,7 @@ UV_DIR := .venv-uv
 UV := $(UV_DIR)/bin/uv
 UV_PIP := $(UV) pip install -q --python $(BIN)/python
 LATER := requirements/run-later.txt
+DEFERRED := requirements/run-deferred.txt
 INSTALLING := $(VENV)/.installing
 DATA_DIR ?= copyledger-data
 
@@ -61,23 +63,25 @@ lock:
 run: $(if $(wildcard $(STAMP) $(RUN_STAMP)),,$(UV))
 	@if [ ! -e $(STAMP) ] && [ ! -e $(RUN_STAMP) ]; then \
 	  { test -x $(BIN)/python || $(UV) venv -q $(VENV); } && \
-	  $(UV_PIP) --require-hashes --excludes $(LATER) -r $(LOCK_RUN) && \
-	  $(BIN)/python tools/link_checkout.py || exit 1; \
-	fi
-	@touch $(INSTALLING)
+	  $(UV_PIP) --require-hashes --excludes $(DEFERRED) --excludes $(LATER) -r $(LOCK_RUN) && \
+	  $(BIN)/python tools/link_checkout.py && echo libraries > $(INSTALLING) || exit 1; \
+	else : > $(INSTALLING); fi
 	@setsid nice -n 19 $(MAKE) --no-print-directory run-finish >$(VENV)/setup.log 2>&1 </dev/null &
 	MALLOC_ARENA_MAX=$${MALLOC_ARENA_MAX-2} COPYLEDGER_INSTALLING=$(CURDIR)/$(INSTALLING) \
 	  $(BIN)/python -m copyledger.cli serve \
 	  --data-dir $(DATA_DIR) $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
 
-# The rest of the serving install, while the server runs; the marker goes when it ends, done
-# or not (a failure is in .venv/setup.log, and the next `make run` tries again).
+# The rest of the serving install, while the server runs: the deferred wheels first (then the
+# marker no longer says "libraries"), copyledger itself, what is built from source, the Debian
+# packages. The marker goes when it ends, done or not (a failure is in .venv/setup.log, and the
+# next `make run` tries again).
 run-finish:
 	@ok=0; { test -e $(STAMP) || test -e $(RUN_STAMP) || { \
+	    $(UV_PIP) --require-hashes --excludes $(LATER) -r $(LOCK_RUN) && : > $(INSTALLING) && \
 	    $(UV_PIP) --no-deps -e . && $(BIN)/python tools/link_checkout.py --remove && \
 	    $(UV_PIP) --require-hashes -r $(LOCK_RUN) && \
 	    rm -f $(VENV)/.run-* && touch $(RUN_STAMP); }; } && \
-	  bash .ci/system-deps --run && ok=1; \
+	  : > $(INSTALLING) && bash .ci/system-deps --run && ok=1; \
 	  rm -f $(INSTALLING); echo "run-finish: $$([ $$ok = 1 ] && echo done || echo failed)"; \
 	  [ $$ok = 1 ]
 

@@ -4,9 +4,11 @@ Clones this repository's HEAD into a temporary folder, runs `make run` there wit
 (pip with no cache and, unless --machine-pip-config, no configuration: a fresh machine has
 none; uv and XDG caches in new empty folders), polls /healthz every 0.1 s and records when it
 first answers 200, with the CPU seconds `make run` had used by then (what a loaded machine
-stretches, an idle one does not). Then it waits for the background install (`run-finish` in
-.venv/setup.log), stops the server and prints JSON. Debian packages already installed are not
-reinstalled, so their time is not in these numbers (D45 has them measured apart).
+stretches, an idle one does not), and when each step of `make run` ended: the first sight of
+what the step leaves behind (PHASES), with the session's CPU seconds then. Then it waits for
+the background install (`run-finish` in .venv/setup.log), stops the server and prints JSON.
+Debian packages already installed are not reinstalled, so their time is not in these numbers
+(D45 has them measured apart).
 
 Usage: python bench/fresh_run.py [--runs 3] [--port 8790] [--finish-timeout 900]
 """
@@ -26,6 +28,10 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+PHASES = (("uv installed", ".venv-uv/bin/uv"), ("venv made", ".venv/bin/python"),
+          ("serving lock installed", ".venv/lib/python{v}/site-packages/copyledger-checkout.pth"))
+"""`make run`'s foreground steps, each seen ended by the file it leaves (pip installs uv; uv
+makes the venv; uv installs the serving lock, then tools/link_checkout.py writes the .pth)."""
 
 
 def fresh_env(caches: Path, machine_pip_config: bool) -> dict[str, str]:
@@ -97,8 +103,15 @@ def one_run(port: int, finish_timeout: float, machine_pip_config: bool,
                                 cwd=clone, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         serving = cpu = None
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        pending = [(name, clone / path.format(v=version)) for name, path in PHASES]
+        phases: dict[str, dict[str, float]] = {}
         try:
             while time.monotonic() - started < finish_timeout and proc.poll() is None:
+                while pending and pending[0][1].exists():
+                    phases[pending.pop(0)[0]] = {
+                        "seconds": round(time.monotonic() - started, 2),
+                        "cpu_seconds": round(session_cpu(proc.pid), 2)}
                 if healthy(port):
                     serving = time.monotonic() - started
                     cpu = session_cpu(proc.pid)
@@ -121,6 +134,7 @@ def one_run(port: int, finish_timeout: float, machine_pip_config: bool,
         return {"seconds_to_healthz": None if serving is None else round(serving, 2),
                 "cpu_seconds_to_healthz": None if cpu is None else round(cpu, 2),
                 "load_average_at_healthz": [round(x, 1) for x in os.getloadavg()],
+                "phases": phases,
                 "seconds_to_finished_install": None if finished is None else round(finished, 2),
                 "finish": after[0] if after else None,
                 "make_run_log_tail": (Path(tmp) / "make-run.log").read_text()[-400:]

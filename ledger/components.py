@@ -2,10 +2,12 @@
 
 `make run` serves within seconds on a fresh machine and finishes what takes minutes in the
 background (D45): FFmpeg and libchromaprint (audio and video fingerprints) and the
-certificate's fonts from Debian, pdqhash (PDQ image hashes) built from source. It sets
-INSTALLING_ENV to a marker file that exists while that step runs. A feature whose part is not
-there yet answers `Unavailable` (503 with Retry-After) saying so, never a degraded answer; one
-whose part is absent for good says what installs it.
+certificate's fonts from Debian, pdqhash (PDQ image hashes) built from source, and the large
+wheels only fingerprints and the near-duplicate index use (NumPy, SciPy, OpenCV, FAISS: D58).
+It sets INSTALLING_ENV to a marker file that exists while that step runs and reads
+LIBRARIES_PENDING while those wheels are not in yet. A feature whose part is not there yet
+answers `Unavailable` (503 with Retry-After) saying so, never a degraded answer; one whose part
+is absent for good says what installs it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,13 @@ INSTALLING_ENV = "COPYLEDGER_INSTALLING"
 PDQHASH = "pdqhash (PDQ image hashes)"
 """The part image and video fingerprints need: pdqhash has no Linux wheel, so it is built."""
 
+MATCHING = "the matching libraries (NumPy, SciPy, OpenCV, FAISS)"
+"""The part fingerprints and the near-duplicate index need: `make run` installs these wheels
+(about 400 of the serving venv's 580 MB) after the server is up (D58)."""
+
+LIBRARIES_PENDING = "libraries"
+"""What the marker file says until the background step has installed the MATCHING wheels."""
+
 RETRY_INSTALLING = 30
 """Seconds a client is told to wait while a part is being installed."""
 
@@ -34,6 +43,16 @@ def installing() -> bool:
     """True while `make run` is still installing parts in the background."""
     marker = os.environ.get(INSTALLING_ENV, "")
     return bool(marker) and Path(marker).exists()
+
+
+def libraries_pending() -> bool:
+    """True until `make run`'s background step has installed the MATCHING wheels. Until then
+    they are not imported at all: a package half unpacked could import half (D58)."""
+    marker = os.environ.get(INSTALLING_ENV, "")
+    try:
+        return bool(marker) and LIBRARIES_PENDING in Path(marker).read_text()
+    except OSError:
+        return False
 
 
 def missing(part: str) -> Unavailable:
@@ -57,3 +76,13 @@ def load(module: str, part: str) -> ModuleType:
             return importlib.import_module(module)
         except ImportError:
             raise missing(part) from None
+
+
+def require(part: str, *modules: str) -> None:
+    """Raise `missing(part)` unless every module imports: checked before work that would
+    otherwise fail half way (a registration, a claim check). While the MATCHING wheels are
+    still pending, `part` is missing whatever is importable."""
+    if part == MATCHING and libraries_pending():
+        raise missing(part)
+    for module in modules:
+        load(module, part)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from copyledger.ledger.components import load, missing
+from copyledger.ledger.components import MATCHING, load, missing, require
 from copyledger.ledger.errors import InvalidInput
 from copyledger.ledger.fingerprint import (
     CHROMAPRINT_SCHEME,
@@ -137,6 +137,7 @@ def chromaprint_items(source: Source,
 def audio_fingerprints(source: Source, progress: Progress | None = None,
                        max_items: int = MAX_AUDIO_ITEMS) -> Fingerprints:
     """{"chromaprint": ...} for media with sound, {} for media without."""
+    require(MATCHING, "numpy")
     import numpy as np
 
     items, seconds = chromaprint_items(source, progress)

@@ -24,7 +24,7 @@ from importlib.metadata import version as _dist_version
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
-from copyledger.ledger.components import PDQHASH, load
+from copyledger.ledger.components import MATCHING, PDQHASH, load, require
 from copyledger.ledger.errors import InvalidInput
 from copyledger.ledger.fingerprint import (
     MINHASH_NUM_PERM,
@@ -82,6 +82,9 @@ _TEXT_PIECE = 1 << 20  # bytes of a text file read, and normalised, at a time
 _CUT_BEFORE = (" ", "\n", "\t", "\r", "\u3000")  # whitespace a piece of text may start at
 
 
+_TEXT_LIBRARIES = ("numpy", "datasketch")  # datasketch loads SciPy
+_IMAGE_LIBRARIES = ("numpy", "scipy.fftpack", "cv2", "imagehash")  # pHash's DCT is SciPy's
+
 _DIHEDRAL = (None, "rotated 90°", "rotated 180°", "rotated 270°", "mirrored, rotated 180°",
              "mirrored", "mirrored, rotated 270°", "mirrored, rotated 90°")
 """What was done to an original whose hash is pdqhash.compute_dihedral's i-th of the upload
@@ -96,6 +99,7 @@ _MIN_TRIM = 0.03  # trimmed less than this on every side: the content region is 
 def image_fingerprints(data: bytes | IO[bytes]) -> Fingerprints:
     """PDQ, pHash and ORB keypoints of an encoded image (its bytes, or a seekable file holding
     them), as stored in entries and sent by the CLI."""
+    require(MATCHING, *_IMAGE_LIBRARIES)
     from copyledger.matching.local import orb_keypoints
 
     image = _decode_image(data)
@@ -109,6 +113,7 @@ def query_fingerprints(data: bytes | IO[bytes]) -> Fingerprints:
     """What a claim check sends for a disputed image: its own PDQ and pHash, PDQ `views` of its
     dihedral transforms and of its content region (borders, letterbox and caption bars
     trimmed), and up to ORB_QUERY_MAX keypoints of it and of its mirror image."""
+    require(MATCHING, *_IMAGE_LIBRARIES)
     import numpy as np
 
     from copyledger.matching.local import (
@@ -245,6 +250,7 @@ def text_fingerprints(text: str) -> Fingerprints:
 def _minhash_of(shingles: Iterator[str]) -> Fingerprints | None:
     """MinHash of the shingles, taken a batch at a time (memory does not grow with the text;
     a MinHash is a minimum over the set, so batching does not change it); None if none."""
+    require(MATCHING, *_TEXT_LIBRARIES)
     import numpy as np
 
     minhash, empty = _new_minhash(), True

@@ -2,7 +2,8 @@
 
 Until the rebuild has read the whole log the index is not `ready`, and a claim check says so
 rather than answer "none" from a half-built index. Registrations that arrive meanwhile are held
-and added when the rebuild finishes, so none is missed.
+and added when the rebuild finishes, so none is missed. While `make run` is still installing
+the libraries the index needs (D58), the rebuild waits for them.
 
 This module imports no heavy library: the server builds a LiveIndex at start, and faiss, numpy
 and datasketch load (with copyledger.matching.index) only in the background rebuild.
@@ -17,13 +18,19 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from copyledger.ledger import jcs
+from copyledger.ledger.components import MATCHING, libraries_pending, require
 from copyledger.ledger.store import Store
 
 if TYPE_CHECKING:
     from copyledger.matching.index import FingerprintIndex
     from copyledger.matching.scoring import Candidate
 
-__all__ = ["LiveIndex"]
+__all__ = ["INDEX_LIBRARIES", "LiveIndex"]
+
+INDEX_LIBRARIES = ("numpy", "faiss", "datasketch", "cv2")
+"""What building and searching the index, and a claim check's ORB verification, import."""
+LIBRARY_POLL_S = 1.0
+"""How often a rebuild waiting for `make run`'s background install looks again."""
 
 log = logging.getLogger("copyledger.index")
 
@@ -64,9 +71,18 @@ class LiveIndex:
         index = self._index
         return 0 if index is None else len(index)
 
+    def require(self) -> None:
+        """Raise `Unavailable` while the index is not ready because the libraries it needs are
+        not installed (yet): a claim check then answers 503, not "index rebuilding"."""
+        if not self.ready:
+            require(MATCHING, *INDEX_LIBRARIES)
+
     def build(self, store: Store) -> None:
-        """Read every work's fingerprints from the log (run it in a background thread)."""
+        """Read every work's fingerprints from the log (run it in a background thread), once
+        the libraries it needs are installed."""
         try:
+            while libraries_pending():
+                time.sleep(LIBRARY_POLL_S)
             self._build(store)
         except Exception:
             log.exception("the fingerprint index could not be built; claim checks will say "

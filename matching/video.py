@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from copyledger.ledger.components import PDQHASH, load
+from copyledger.ledger.components import MATCHING, PDQHASH, load, require
 from copyledger.ledger.fingerprint import (
     MAX_AUDIO_ITEMS,
     MAX_VIDEO_FRAMES,
@@ -74,6 +74,8 @@ def video_fingerprints(source: Source, progress: Progress | None = None, *,
     clip cut between two of the original's sampled frames then still has a frame within an
     eighth of a second of each, where panning or motion has moved the picture little."""
     from importlib.metadata import version
+
+    require(MATCHING, "numpy")
 
     frames = (frames_of(source, progress, fps=PROBE_FPS,
                         centres=tuple(CENTRE / c for c in PROBE_CROPS)) if probe

@@ -161,6 +161,7 @@ def check_claim(node: Node, q: CheckIn) -> dict[str, Any]:
     index = node.index
     codes = list(BASE_CODES)
     if fps:
+        index.require()  # the libraries may still be being installed (D58)
         index.catch_up(node.store, node.sequencer.state.size)  # others' works (D48)
         if not index.ready:
             codes.insert(0, "index-rebuilding")

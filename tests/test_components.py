@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,66 @@ def test_a_pdf_certificate_waits_for_its_fonts(
     assert r.status_code == 503 and r.headers["Retry-After"] == "30"
     assert "fonts" in r.json()["detail"]
     assert client.get(f"/v1/entries/{seq}/certificate").status_code == 200  # HTML needs none
+
+
+def test_until_the_matching_libraries_arrive_only_what_needs_them_waits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make run` installs NumPy, SciPy, OpenCV and FAISS after the server is up (D58): until
+    the marker stops saying so, a text upload and a claim check by fingerprint answer 503 and
+    write nothing, the index waits for them, and everything else works."""
+    from copyledger.api.app import create_app
+    from copyledger.matching import live
+    from tests.helpers import open_registry
+
+    text = b"the quick brown fox jumps over the lazy dog again and again " * 5
+    fps = compute.fingerprints_for(text, "text/plain")
+    marker = tmp_path / ".installing"
+    marker.write_text(f"{components.LIBRARIES_PENDING}\n")
+    monkeypatch.setenv(INSTALLING_ENV, str(marker))
+    monkeypatch.setattr(live, "LIBRARY_POLL_S", 0.01)
+    reg = open_registry(tmp_path / "registry")
+    upload = {"files": {"file": ("fox.txt", text, "text/plain")},
+              "data": {"title": "Fox", "creators": ["A"], "work_type": "text"}}
+    with TestClient(create_app(reg)) as client:
+        ada, tube = bearer(reg, "ada"), bearer(reg, "tube", "platform")
+        assert client.get("/healthz").status_code == 200
+        before = tree_size(client)
+        r = client.post("/v1/works", headers=ada, **upload)  # type: ignore[arg-type]
+        assert r.status_code == 503, r.text
+        assert r.headers["Retry-After"] == "30"
+        assert "matching libraries" in r.json()["detail"]
+        assert "being installed" in r.json()["detail"]
+        assert tree_size(client) == before
+        r = client.post("/v1/works", headers=ada, json=work_body("by hash"))
+        assert r.status_code == 201, r.text  # no fingerprint needed: registered at once
+        seq = r.json()["seq"]
+        check = {"claimant": "ada", "work_seq": seq, "content": fps}
+        r = client.post("/v1/claims/check", headers=tube, json=check)
+        assert r.status_code == 503 and "matching libraries" in r.json()["detail"], r.text
+        assert not reg.index.ready
+
+        marker.write_text("")  # the background step has installed the wheels
+        for _ in range(6000):
+            if reg.index.ready:
+                break
+            time.sleep(0.01)
+        assert reg.index.ready
+        r = client.post("/v1/works", headers=ada, **upload)  # type: ignore[arg-type]
+        assert r.status_code == 201, r.text
+        assert r.json()["entry"]["content"]["fingerprints"] == fps
+        r = client.post("/v1/claims/check", headers=tube, json=check)
+        assert r.status_code == 200 and r.json()["index_ready"], r.text
+
+
+def test_a_missing_matching_library_is_named_when_the_install_is_over(
+    marker: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marker.write_text("")  # the wheels step is over, but this one did not arrive
+    monkeypatch.setitem(sys.modules, "faiss", None)
+    with pytest.raises(Unavailable, match=r"matching libraries.*being installed"):
+        components.require(components.MATCHING, "numpy", "faiss")
+    marker.unlink()
+    with pytest.raises(Unavailable, match="not installed"):
+        components.require(components.MATCHING, "numpy", "faiss")
+    components.require(components.MATCHING, "numpy")

@@ -90,14 +90,29 @@ def test_the_locks_pin_every_dependency_with_hashes() -> None:
     assert {n: run[n].split()[0] for n in run} == {n: dev[n].split()[0] for n in run}
 
 
+def _listed(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text().splitlines()
+            if line.strip() and not line.startswith("#")]
+
+
 def test_make_run_bootstrap_lock_and_later_list() -> None:
     """`make run` installs uv from its own hashed lock, then everything in the serving lock:
-    the packages it leaves for the background step are the serving lock's own (D45)."""
+    the packages it leaves for the background step are the serving lock's own (D45, D58)."""
     uv = _pins(REPO / "requirements/uv.txt")
     assert set(uv) == {"uv"} and "--hash=sha256:" in uv["uv"]
-    later = [line.strip() for line in (REPO / "requirements/run-later.txt").read_text()
-             .splitlines() if line.strip() and not line.startswith("#")]
-    assert later and _names(later) <= set(_pins(REPO / "requirements/run.txt"))
+    later = _listed(REPO / "requirements/run-later.txt")
+    deferred = _listed(REPO / "requirements/run-deferred.txt")
+    run = set(_pins(REPO / "requirements/run.txt"))
+    assert later and _names(later) <= run
+    assert deferred and _names(deferred) <= run and not _names(deferred) & _names(later)
+
+
+def _import_names(distributions: set[str]) -> set[str]:
+    """The top-level modules these (installed) distributions provide."""
+    from importlib.metadata import packages_distributions
+
+    return {module for module, dists in packages_distributions().items()
+            if _names(dists) & distributions and not module.startswith("_")}
 
 
 def test_make_run_links_only_copyledger_until_it_is_installed(tmp_path: Path) -> None:
@@ -123,13 +138,18 @@ def test_make_run_links_only_copyledger_until_it_is_installed(tmp_path: Path) ->
 
 
 def test_the_server_starts_without_the_libraries_only_some_answers_need() -> None:
-    """What `serve` imports before its first answer (the CLI, then the app) leaves out the
-    libraries only a PDF, an upload or a claim check uses (D54): they load at first use, so a
-    fresh `make run` does not spend its first seconds on them."""
-    code = ("import sys, copyledger.cli.main, copyledger.api.app; "
-            "heavy = {'fpdf', 'fontTools', 'qrcode', 'cv2', 'scipy', 'faiss', 'numpy', 'PIL', "
-            "'pdqhash', 'imagehash', 'datasketch', 'pywt', 'acoustid'}; "
-            "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))")
+    """What `serve` imports before its first answer (the CLI, then the app and the node that
+    serves it) leaves out the libraries only a PDF, an upload or a claim check uses (D54), and
+    every package `make run` installs after the server is up (D58): they load at first use,
+    so a fresh `make run` neither waits for nor spends its first seconds on them."""
+    later = _names(_listed(REPO / "requirements/run-deferred.txt")
+                   + _listed(REPO / "requirements/run-later.txt"))
+    heavy = _import_names(later) | {"fpdf", "fontTools", "qrcode", "PIL", "acoustid"}
+    assert {"numpy", "scipy", "cv2", "faiss", "pywt", "imagehash", "datasketch",
+            "pdqhash"} <= heavy
+    code = ("import sys, copyledger.cli.main, copyledger.api.app, copyledger.service.node, "
+            f"uvicorn; heavy = {sorted(heavy)!r}; "
+            "print(sorted(set(heavy) & {m.split('.')[0] for m in sys.modules}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=REPO, timeout=120)
     assert out.stdout.strip() == "[]"
