@@ -18,6 +18,7 @@ appended after it (D39).
 from __future__ import annotations
 
 import multiprocessing
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -683,14 +684,20 @@ _R = TypeVar("_R")
 
 
 class _pool:
-    """A process pool of `workers` (spawned: the parent may hold database connections and
-    threads), or None for one: then chunks are checked in this process."""
+    """A process pool of `workers`, or None for one: then chunks are checked in this process.
+
+    Workers are forked when this process runs one thread (the CLI): they start at once, with
+    everything imported, instead of paying a second of CPU each to import it all again. They
+    never touch the database connections they inherit, and leave through `os._exit`, so no
+    inherited handle is closed or flushed. With other threads about (a server, the tests'
+    clients) a fork could inherit a lock one of them holds: then they are spawned."""
 
     def __init__(self, workers: int) -> None:
         self.executor: Executor | None = None
         if workers > 1:
+            how = "fork" if threading.active_count() == 1 and _can_fork() else "spawn"
             self.executor = ProcessPoolExecutor(
-                workers, mp_context=multiprocessing.get_context("spawn"))
+                workers, mp_context=multiprocessing.get_context(how))
 
     def __enter__(self) -> Executor | None:
         return self.executor
@@ -698,6 +705,10 @@ class _pool:
     def __exit__(self, *exc: object) -> None:
         if self.executor is not None:
             self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _can_fork() -> bool:
+    return "fork" in multiprocessing.get_all_start_methods()
 
 
 def _ordered(
