@@ -19,7 +19,7 @@ from copyledger.ledger import jcs
 from copyledger.ledger.documents import parse_logged_entry
 from copyledger.ledger.errors import CopyledgerError
 from copyledger.ledger.note import BlockHeader, _quick_header_bytes
-from copyledger.ledger.quick_entry import quick_logged
+from copyledger.ledger.quick_entry import _plain_field, quick_logged
 
 
 def reference(data: bytes) -> tuple[str, str, str] | None:
@@ -54,7 +54,8 @@ tricky_text = st.one_of(
     st.text(st.characters(exclude_categories=("Cs",)), max_size=12),
     st.sampled_from(["", " ", "\u200b", "\u2060 ", "a\u202eb", "x\x01y", "tab\there", "\x7f",
                      "caf\u00e9", "\U0001f600", "\ue000", "\u2028", '"q"', "back\\slash",
-                     "a" * 501, "b" * 201, "c" * 101, "ok"]))
+                     "a" * 500, "a" * 501, "b" * 200, "b" * 201, "c" * 100, "c" * 101,
+                     "\x1c", " \x1f ", "ok"]))
 timestamps = st.one_of(
     st.sampled_from(["2026-11-30T06:00:00Z", "2026-02-29T00:00:00Z", "2024-02-29T23:59:60Z",
                      "2024-02-29T12:00:60Z", "2026-11-30T24:00:00Z", "2026-11-30T06:00:00+02:00",
@@ -173,3 +174,28 @@ def test_header_bytes_are_rfc_8785(ints: list[int], sealed_at: str) -> None:
     assert quick is None or quick == want
     if all(abs(v) <= jcs.MAX_SAFE_INTEGER for v in ints):
         assert quick == want
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.sampled_from(["title", "license", "received_at", "creators", "registrant",
+                             "work_type", "schema", "content"]),
+       value=tricky_text | timestamps | anything | st.lists(tricky_text, min_size=1,
+                                                             max_size=51)
+       | st.builds(lambda h, n: {"sha256": h, "size": n}, hexes, st.integers(-1, 2**54)))
+def test_each_compiled_field_check_accepts_only_what_entry_accepts(name: str,
+                                                                   value: Any) -> None:
+    """The compiled checks hold the very limits `entry` has (500, 200, 100 characters, ...)."""
+    errors: entry_mod.Errors = []
+    entry_mod._KIND_FIELDS["work"][name][1](value, name, errors)
+    if _plain_field(name, value):
+        assert errors == [], (name, value)
+
+
+def test_the_compiled_checks_reach_entrys_limits() -> None:
+    """They accept right up to `entry`'s limits, so a plain work never falls back."""
+    assert _plain_field("title", "a" * 500) and not _plain_field("title", "a" * 501)
+    assert _plain_field("license", "c" * 100) and not _plain_field("license", "c" * 101)
+    assert _plain_field("creators", ["b" * 200] * 50)
+    assert not _plain_field("creators", ["b" * 201]) and not _plain_field("creators", [])
+    assert _plain_field("received_at", "2024-02-29T23:59:59.123456789Z")
+    assert not _plain_field("received_at", "2023-02-29T23:59:59Z")
