@@ -89,7 +89,8 @@ def _plain_field(name: str, value: object) -> bool:
     if name == "schema":
         return value == entry_mod.SCHEMA and type(value) is str
     if name == "content":
-        return type(value) is dict and all(_plain_content(k, v) for k, v in value.items())
+        return (type(value) is dict and "sha256" in value
+                and all(_plain_content(k, v) for k, v in value.items()))
     return name == "kind"  # "work": read before
 
 
@@ -117,7 +118,7 @@ def quick_logged(data: bytes) -> tuple[str, str, str] | None:
     if not _REQUIRED <= keys <= _ALLOWED:
         return None
     content = obj["content"]
-    if type(content) is not dict or "sha256" not in content or not content.keys() <= _CONTENT:
+    if type(content) is not dict or not content.keys() <= _CONTENT:
         return None
     errors: entry_mod.Errors = []
     for name, value in obj.items():
