@@ -90,6 +90,40 @@ def timed_audit(s: Settings, **kw: Any) -> dict[str, Any]:
             if not rep.resumed_from else None}
 
 
+def primitives(batches: int = 40, per: int = 100) -> dict[str, Any]:
+    """CPU microseconds per call of what every block and entry must compute, over `batches`
+    batches: the median (what this run paid, load and all) and the minimum (the closest this
+    machine came to running alone). Their ratio converts the audit's CPU seconds measured
+    here into a quiet machine's."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+    ed = ed25519.Ed25519PrivateKey.generate()
+    ed_sig, ed_pub = ed.sign(b"note" * 40), ed.public_key()
+    p256 = ec.generate_private_key(ec.SECP256R1())
+    ec_sig = p256.sign(b"attrs" * 40, ec.ECDSA(hashes.SHA256()))
+    ec_pub = p256.public_key()
+    data = b"x" * 300
+    calls = {
+        "ed25519_verify": lambda: ed_pub.verify(ed_sig, b"note" * 40),
+        "ecdsa_p256_verify": lambda: ec_pub.verify(ec_sig, b"attrs" * 40,
+                                                   ec.ECDSA(hashes.SHA256())),
+        "sha256_300_bytes": lambda: hashlib.sha256(data).digest(),
+    }
+    out: dict[str, Any] = {}
+    for name, call in calls.items():
+        costs = []
+        for _ in range(batches):
+            c = time.process_time()
+            for _ in range(per):
+                call()
+            costs.append((time.process_time() - c) / per * 1e6)
+        costs.sort()
+        out[name] = {"median_us": round(costs[len(costs) // 2], 2),
+                     "min_us": round(costs[0], 2)}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--entries", type=int, default=70_000)
@@ -130,6 +164,7 @@ def main() -> None:
             "full_audit_one_process": one,
             "full_audit_all_cpus": both,
             "incremental_after_growth": incremental,
+            "primitives_cpu": primitives(),
             "cpus": os.cpu_count(),
             "load_average_1m": round(os.getloadavg()[0], 2),
             "database": "sqlite",

@@ -18,6 +18,7 @@ appended after it (D39).
 from __future__ import annotations
 
 import multiprocessing
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -37,8 +38,9 @@ from copyledger.ledger.documents import (
 from copyledger.ledger.errors import CopyledgerError, said
 from copyledger.ledger.links import LINKED_KINDS, TRANSFER, Link, Target, links_of, resolve
 from copyledger.ledger.note import GENESIS_PREV, BlockHeader, check_header, check_link
+from copyledger.ledger.quick_entry import quick_logged
 from copyledger.ledger.sm2_timestamp import TSA_LABEL as SM2_TSA_LABEL
-from copyledger.ledger.store import BlockRow, CachedReader, EntryRow, Store
+from copyledger.ledger.store import BlockRow, CachedReader, EntryTuple, Store
 from copyledger.ledger.title import TITLE_KINDS, Title
 
 if TYPE_CHECKING:
@@ -440,7 +442,7 @@ entry."""
 
 
 def _check_entry_chunk(
-    rows: list[EntryRow],
+    rows: list[EntryTuple],
 ) -> tuple[tuple[int, str] | None, list[_Linked]]:
     """The first fault among these entries (seq, problem), and what the linked ones name.
     Runs in a worker."""
@@ -449,9 +451,9 @@ def _check_entry_chunk(
         try:
             doc = _check_entry(row)
         except CopyledgerError as e:
-            return (row.seq, f"seq {row.seq}: {e.detail}"), linked
-        if doc.KIND in LINKED_KINDS:
-            linked.append((row.seq, links_of(doc),
+            return (row[0], f"seq {row[0]}: {e.detail}"), linked
+        if doc is not None and doc.KIND in LINKED_KINDS:
+            linked.append((row[0], links_of(doc),
                            doc if isinstance(doc, TITLE_KINDS) else None))
     return None, linked
 
@@ -494,17 +496,35 @@ def _check_entries(
                 return
             cur = nxt
 
+    def walk_blocks(lo: int, leaves: list[bytes], heights: list[int]) -> None:
+        """Walk the blocks alongside entries lo, lo + 1, ...: each must be recorded in the
+        block whose range holds it, and each block's leaves make its batch root."""
+        i, n = 0, len(leaves)
+        while i < n:
+            finish_blocks_up_to(lo + i)
+            end = min(n, cur.tree_size - lo)
+            part = heights[i:end]
+            if end <= i or part.count(cur.height) != len(part):
+                j = i if end <= i else i + next(k for k, h in enumerate(part)
+                                                if h != cur.height)
+                raise _Fault(f"seq {lo + j}: recorded in block {heights[j]}, but block "
+                             f"{cur.height} sealed it", seq=lo + j)
+            batch.extend(leaves[i:end])
+            i = end
+
     titles = _Titles(store, first_size)
     n_links = n_nodes = 0
-    chunks = store.iter_entries(start=size, chunk=ENTRY_CHUNK)
+    chunks = store.iter_entry_tuples(start=size, chunk=ENTRY_CHUNK)
     for chunk, (fault, linked) in _ordered(pool, _check_entry_chunk, chunks):
         lo = size
-        for row in chunk:
-            if row.seq != size:
-                raise _Fault(f"seq {size} is missing (next stored is {row.seq})", seq=size)
-            if fault is not None and row.seq == fault[0]:
-                raise _Fault(fault[1], seq=fault[0])
-            size += 1
+        seqs = [row[0] for row in chunk]
+        if seqs != list(range(lo, lo + len(chunk))):
+            at = next(i for i, s in enumerate(seqs, lo) if s != i)
+            raise _Fault(f"seq {at} is missing (next stored is {seqs[at - lo]})", seq=at)
+        if fault is not None:
+            raise _Fault(fault[1], seq=fault[0])
+        size += len(chunk)
+        leaves = [row[1] for row in chunk]
         links: list[Link] = []
         for seq, targets, transfer in linked:
             try:
@@ -520,19 +540,14 @@ def _check_entries(
             raise _Fault(f"seq {at}: stored links (entry_links) differ from what the entry "
                          "names", seq=at)
         n_links += len(links)
-        appended = merkle.append(lo, frontier, [r.leaf_hash for r in chunk])
+        appended = merkle.append(lo, frontier, leaves)
         bad = _check_nodes(store, appended.nodes)
         if bad is not None:
             lv, ix = bad
             first = ix << lv
             raise _Fault(f"stored Merkle node (level {lv}, index {ix}) does not match the "
                          f"entries; first leaf under it is seq {first}", seq=first)
-        for row in chunk:  # walk the blocks alongside: heights and batch roots
-            finish_blocks_up_to(row.seq)
-            if row.block_height != cur.height or row.seq >= cur.tree_size:
-                raise _Fault(f"seq {row.seq}: recorded in block {row.block_height}, "
-                             f"but block {cur.height} sealed it", seq=row.seq)
-            batch.append(row.leaf_hash)
+        walk_blocks(lo, leaves, [row[6] for row in chunk])
         n_nodes += len(appended.nodes)
         # Every block root at a size inside this chunk, from the recomputed nodes.
         reader = CachedReader(dict(zip(merkle.frontier_ids(lo), frontier, strict=True)), store)
@@ -580,15 +595,20 @@ def _check_entries(
         frontier=tuple(x.hex() for x in frontier), nodes=rep.nodes, links=links0 + n_links)
 
 
-def _check_entry(row: EntryRow) -> Entry:
-    """The entry's document, if its bytes, leaf hash and indexed columns are right."""
-    data = row.data
-    if merkle.leaf_hash(data) != row.leaf_hash:
+def _check_entry(row: EntryTuple) -> Entry | None:
+    """The entry's document, if its bytes, leaf hash and indexed columns are right (None
+    for a plain work, which the quick path read: nothing links from it)."""
+    _, leaf, data, *indexed, _ = row
+    if merkle.leaf_hash(data) != leaf:
         raise CopyledgerError("stored leaf hash != SHA-256(0x00 || entry bytes)")
-    doc, obj = parse_logged_entry(data)
+    quick = quick_logged(data)
+    if quick is not None:
+        doc, said_ = None, quick
+    else:
+        doc, obj = parse_logged_entry(data)
+        said_ = (doc.KIND, entry_mod.content_sha256(obj), doc.registrant)
     # The indexed columns (what search answers from) must say what the entry says.
-    if (row.kind, row.sha256, row.registrant) != (doc.KIND, entry_mod.content_sha256(obj),
-                                                  doc.registrant):
+    if tuple(indexed) != said_:
         raise CopyledgerError(
             "indexed columns (kind, sha256, registrant) differ from the entry")
     return doc
@@ -649,15 +669,23 @@ def _check_cosignatures(store: Store, configured: Sequence[str]) -> str | None:
 
 
 def _check_nodes(store: Store, nodes: list[tuple[int, int, bytes]]) -> tuple[int, int] | None:
-    by_level: dict[int, list[tuple[int, bytes]]] = {}
-    for lv, ix, hs in nodes:
-        by_level.setdefault(lv, []).append((ix, hs))
-    for lv in sorted(by_level):
-        items = by_level[lv]
-        stored = store.read_node_range(lv, items[0][0], items[-1][0] + 1)
-        for ix, hs in items:
-            if stored.get(ix) != hs:
-                return lv, ix
+    """The first recomputed node (level, index) whose stored hash differs or is missing.
+    `merkle.append` gives each level's new nodes as one run of indexes, so each level is one
+    ordered read compared as one list."""
+    at = 0
+    while at < len(nodes):
+        lv, first, _ = nodes[at]
+        end = at
+        while end < len(nodes) and nodes[end][0] == lv:
+            end += 1
+        want = [hs for _, _, hs in nodes[at:end]]
+        stored = store.read_level(lv, first, first + len(want))
+        if stored != want:
+            bad = next((i for i, (a, b) in enumerate(zip(stored, want, strict=False))
+                        if a != b),
+                       min(len(stored), len(want)))
+            return lv, first + bad
+        at = end
     return None
 
 
@@ -668,14 +696,20 @@ _R = TypeVar("_R")
 
 
 class _pool:
-    """A process pool of `workers` (spawned: the parent may hold database connections and
-    threads), or None for one: then chunks are checked in this process."""
+    """A process pool of `workers`, or None for one: then chunks are checked in this process.
+
+    Workers are forked when this process runs one thread (the CLI): they start at once, with
+    everything imported, instead of paying a second of CPU each to import it all again. They
+    never touch the database connections they inherit, and leave through `os._exit`, so no
+    inherited handle is closed or flushed. With other threads about (a server, the tests'
+    clients) a fork could inherit a lock one of them holds: then they are spawned."""
 
     def __init__(self, workers: int) -> None:
         self.executor: Executor | None = None
         if workers > 1:
+            how = "fork" if threading.active_count() == 1 and _can_fork() else "spawn"
             self.executor = ProcessPoolExecutor(
-                workers, mp_context=multiprocessing.get_context("spawn"))
+                workers, mp_context=multiprocessing.get_context(how))
 
     def __enter__(self) -> Executor | None:
         return self.executor
@@ -683,6 +717,10 @@ class _pool:
     def __exit__(self, *exc: object) -> None:
         if self.executor is not None:
             self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _can_fork() -> bool:
+    return "fork" in multiprocessing.get_all_start_methods()
 
 
 def _ordered(

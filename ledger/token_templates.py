@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -144,6 +144,23 @@ def _compile(buf: bytes, node: _Raw, names: dict[int, str], keep: set[int],
     return (_SAME, node.tag, buf[node.off:node.end])
 
 
+def _var_names(node: _Node) -> frozenset[str]:
+    """The names of the template's values (whose contents differ from token to token)."""
+    if node[0] == _VAR:
+        return frozenset((node[2],))
+    if node[0] == _TREE:
+        return frozenset().union(*map(_var_names, node[2]))
+    if node[0] == _WRAPPED:
+        return _var_names(node[2])
+    return frozenset()
+
+
+MAX_LAYOUTS = 64
+"""Layouts kept per template (one per combination of value lengths: a few in practice)."""
+
+_Layout = tuple[tuple[tuple[int, int, bytes], ...], _Spans]
+
+
 @dataclass(frozen=True)
 class _Template:
     root: _Node
@@ -151,15 +168,38 @@ class _Template:
     key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey
     not_before: datetime
     not_after: datetime
+    layouts: dict[int, list[_Layout]] = field(default_factory=dict, compare=False)
 
-    def check(self, token: bytes, digest: bytes) -> bool | None:
-        """True if the token verifies, False if a redone check fails, None if it does not
-        follow this template."""
+    def _spans(self, token: bytes) -> _Spans | None:
+        """Where the named values are in `token`, None if it does not follow the template.
+        The walk reads nothing inside a value's contents, so a token of the same length whose
+        every other byte equals, at the same offset, a token walked before walks exactly as
+        that one did: its spans are reused after a few slice comparisons (a layout)."""
+        for pieces, spans in self.layouts.get(len(token), ()):
+            if all(token[s:e] == b for s, e, b in pieces):
+                return spans
         got: _Spans = {}
         try:
             if _match(self.root, token, 0, len(token), got) != len(token):
                 return None
         except _Shape:
+            return None
+        if sum(map(len, self.layouts.values())) < MAX_LAYOUTS:
+            cuts = sorted(got[n][1:] for n in _var_names(self.root) if n in got)
+            parts: list[tuple[int, int, bytes]] = []
+            pos = 0
+            for s, e in cuts:
+                parts.append((pos, s, token[pos:s]))
+                pos = e
+            parts.append((pos, len(token), token[pos:]))
+            self.layouts.setdefault(len(token), []).append((tuple(parts), got))
+        return got
+
+    def check(self, token: bytes, digest: bytes) -> bool | None:
+        """True if the token verifies, False if a redone check fails, None if it does not
+        follow this template."""
+        got = self._spans(token)
+        if got is None:
             return None
         _, s, e = got["imprint"]
         if not hmac.compare_digest(token[s:e], digest):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -245,3 +246,28 @@ def test_incremental_audit_finds_a_rewritten_frontier_node(reg: Node) -> None:
                           f"WHERE level = {lv} AND idx = {ix}")
     rep = run_audit(reg, since=st)
     assert not rep.ok and "stored Merkle nodes" in (rep.problem or ""), rep
+
+
+def test_forked_workers_find_what_one_process_finds(reg: Node) -> None:
+    """D61: the CLI (one thread) forks its workers; they find the fault one process finds.
+    This test process has threads, so the audit runs in a `copyledger audit` process."""
+    import subprocess
+    import sys
+
+    from tests.server import cli
+
+    probe = subprocess.run([sys.executable, "-c", "from copyledger.ledger import audit as a; "
+                            "p = a._pool(2); print(p.executor._mp_context.get_start_method()); "
+                            "p.__exit__()"], capture_output=True, text=True, timeout=120)
+    assert probe.stdout.strip() == "fork", probe.stderr
+    fill(reg, 23, batch=2)
+    reg.stop()  # nothing is written while the audits run
+    db = ["--database", reg.settings.database_url] if reg.store.dialect == "postgresql" else []
+    args = ("audit", "--data-dir", str(reg.settings.data_dir), *db, "--json", "--workers", "2")
+    out = cli(*args)
+    assert out.returncode == 0 and json.loads(out.stdout)["entries"] == 23, out.stderr
+    drop_trigger(reg, "entries", "update")
+    reg.store.execute_raw(f"UPDATE entries SET data = {blob(reg, '7b7d')} WHERE seq = 17")
+    out = cli(*args)
+    assert out.returncode == 1 and json.loads(out.stdout)["bad_seq"] == 17, out.stdout
+    assert json.loads(out.stdout)["bad_seq"] == run_audit(reg).bad_seq

@@ -86,3 +86,22 @@ def test_another_tsa_is_not_taken_for_the_learned_one(
     assert not t.check(stranger, digest(7))
     with pytest.raises(CopyledgerError):
         verify_token(stranger, digest(7), roots)
+
+
+def test_a_token_read_by_a_known_layout_still_has_every_byte_checked(
+        tsa: tuple[TimeStampAuthority, bytes]) -> None:
+    """D61: once a token has been walked, tokens of its length whose bytes outside the
+    values equal it reuse its walk (a layout). Every changed byte of such a token is still
+    refused, or verify_token accepts it too."""
+    authority, roots = tsa
+    t = learned(authority, roots)
+    token = authority.timestamp_digest(digest(6))
+    assert t.check(token, digest(6))
+    layouts = t.templates[0].layouts
+    assert layouts.get(len(token))  # its layout is kept
+    for at in range(len(token)):
+        for change in (0x01, 0x80):
+            forged = token[:at] + bytes([token[at] ^ change]) + token[at + 1:]
+            if t.check(forged, digest(6)):
+                verify_token(forged, digest(6), roots)
+    assert t.check(token, digest(6))  # read by its layout again

@@ -1,0 +1,201 @@
+"""The audit's quick paths (D61) decide exactly as the reference does: an entry the quick
+path accepts is accepted by `documents.parse_logged_entry` and indexed the same way, and
+whatever the reference refuses the quick path leaves to it; a block header's bytes are
+RFC 8785's."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from typing import Any
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from copyledger.ledger import entry as entry_mod
+from copyledger.ledger import jcs
+from copyledger.ledger.documents import parse_logged_entry
+from copyledger.ledger.errors import CopyledgerError
+from copyledger.ledger.note import BlockHeader, _quick_header_bytes
+from copyledger.ledger.quick_entry import _plain_field, quick_logged
+
+
+def reference(data: bytes) -> tuple[str, str, str] | None:
+    """What the audit indexes an entry under, by the reference path; None if it refuses."""
+    try:
+        doc, obj = parse_logged_entry(data)
+    except CopyledgerError:
+        return None
+    return doc.KIND, entry_mod.content_sha256(obj), doc.registrant
+
+
+def agrees(data: bytes) -> bool:
+    """The property: the quick path answers only what the reference says. True if it
+    answered (so tests can require that it does, where it should)."""
+    quick = quick_logged(data)
+    if quick is not None:
+        assert reference(data) == quick, data
+    return quick is not None
+
+
+def work(**over: Any) -> dict[str, Any]:
+    e: dict[str, Any] = {
+        "schema": entry_mod.SCHEMA, "kind": "work", "registrant": "alice",
+        "received_at": "2026-11-30T06:00:00.123456Z",
+        "content": {"sha256": hashlib.sha256(b"x").hexdigest()},
+        "title": "A title", "creators": ["Ann"], "work_type": "image"}
+    e.update(over)
+    return e
+
+
+tricky_text = st.one_of(
+    st.text(st.characters(exclude_categories=("Cs",)), max_size=12),
+    st.sampled_from(["", " ", "\u200b", "\u2060 ", "a\u202eb", "x\x01y", "tab\there", "\x7f",
+                     "caf\u00e9", "\U0001f600", "\ue000", "\u2028", '"q"', "back\\slash",
+                     "a" * 500, "a" * 501, "b" * 200, "b" * 201, "c" * 100, "c" * 101,
+                     "\x1c", " \x1f ", "ok"]))
+timestamps = st.one_of(
+    st.sampled_from(["2026-11-30T06:00:00Z", "2026-02-29T00:00:00Z", "2024-02-29T23:59:60Z",
+                     "2024-02-29T12:00:60Z", "2026-11-30T24:00:00Z", "2026-11-30T06:00:00+02:00",
+                     "2026-11-30T06:00:00.1234567891Z", "2026-11-30 06:00:00Z",
+                     "2026-13-01T00:00:00Z", "2026-11-30T06:00:00.5+24:00"]),
+    st.datetimes().map(lambda d: d.isoformat() + "Z"), tricky_text)
+hexes = st.one_of(st.binary(min_size=32, max_size=32).map(bytes.hex),
+                  st.sampled_from(["A" * 64, "0" * 63, "0" * 65, "g" * 64]), tricky_text)
+anything = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70),
+                     st.floats(allow_nan=False, allow_infinity=False), tricky_text,
+                     st.lists(tricky_text, max_size=3),
+                     st.dictionaries(tricky_text, st.integers() | tricky_text, max_size=2))
+
+
+@st.composite
+def entries(draw: st.DrawFn) -> dict[str, Any]:
+    content: dict[str, Any] = {"sha256": draw(hexes)}
+    for key, values in (("sm3", hexes), ("size", st.integers(-1, 2**54) | anything),
+                        ("media_type", st.sampled_from(["image/png", "bad", "a/b c"])
+                         | tricky_text), ("fingerprints", anything)):
+        if draw(st.integers(0, 3)) == 0:
+            content[key] = draw(values)
+    e = work(
+        registrant=draw(st.sampled_from(["alice", "a" * 64, "a" * 65, "bad name", ""])
+                        | tricky_text),
+        received_at=draw(timestamps), content=content, title=draw(tricky_text),
+        creators=draw(st.lists(tricky_text, max_size=3) | anything),
+        work_type=draw(st.sampled_from([*entry_mod.WORK_TYPES, "poem"]) | anything))
+    if draw(st.booleans()):
+        e["kind"] = draw(st.sampled_from(["evidence", "Work", "transfer"]) | anything)
+    if draw(st.integers(0, 4)) == 0:
+        e["schema"] = draw(st.sampled_from(["copyledger/entry/v2"]) | anything)
+    for key in draw(st.lists(st.sampled_from(["license", "metadata", "extra", "title",
+                                              "content", "creators"]), max_size=2)):
+        if key in e and draw(st.booleans()):
+            del e[key]
+        else:
+            e[key] = draw(tricky_text | anything)
+    return e
+
+
+def encodings(e: dict[str, Any]) -> list[bytes]:
+    """The compact sorted form first (the one that looks canonical), then others."""
+    out = [json.dumps(e, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode("utf-8", "surrogatepass"),
+           json.dumps(e, sort_keys=True).encode()]
+    for make in (lambda: orjson.dumps(e, option=orjson.OPT_SORT_KEYS), lambda: orjson.dumps(e),
+                 lambda: jcs.canonicalize(e)):
+        with contextlib.suppress(TypeError, CopyledgerError):
+            out.append(make())
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(entries())
+def test_the_quick_path_agrees_with_the_reference(e: dict[str, Any]) -> None:
+    for data in encodings(e):
+        agrees(data)
+
+
+@settings(max_examples=150, deadline=None)
+@given(entries(), st.data())
+def test_changed_bytes_agree(e: dict[str, Any], data: st.DataObject) -> None:
+    raw = encodings(e)[0]
+    at = data.draw(st.integers(0, len(raw) - 1))
+    new = data.draw(st.binary(min_size=0, max_size=2))
+    agrees(raw[:at] + new + raw[at + 1:])
+
+
+def test_every_flipped_byte_of_a_work_agrees() -> None:
+    """Exhaustive over one entry with every optional field the quick path reads."""
+    e = work(license="CC-BY-4.0", content={"sha256": "ab" * 32, "sm3": "cd" * 32, "size": 12,
+                                           "media_type": "image/png"},
+             title="Caf\u00e9 \U0001f600 \"quoted\"", creators=["Ann", "B\\b"])
+    raw = jcs.canonicalize(e)
+    assert agrees(raw)
+    for at in range(len(raw)):
+        for change in (0x01, 0x20, 0x80):
+            agrees(raw[:at] + bytes([raw[at] ^ change]) + raw[at + 1:])
+
+
+@settings(max_examples=200, deadline=None)
+@given(title=tricky_text, creators=st.lists(tricky_text, min_size=1, max_size=3),
+       received_at=timestamps, size=st.integers(0, 2**53 - 1))
+def test_plain_valid_works_take_the_quick_path(title: str, creators: list[str],
+                                               received_at: str, size: int) -> None:
+    """Not a test that cannot fail: every valid work without metadata or fingerprints is
+    decided by the quick path (else the audit would be slow, not wrong)."""
+    e = work(title=title, creators=creators, received_at=received_at,
+             content={"sha256": "0f" * 32, "size": size})
+    if reference(jcs.canonicalize(e)) is not None:
+        assert agrees(jcs.canonicalize(e))
+
+
+def test_what_the_quick_path_leaves_to_the_reference() -> None:
+    assert not agrees(jcs.canonicalize(work(metadata={"a": 1})))
+    assert not agrees(jcs.canonicalize(work(kind="evidence")))
+    assert not agrees(json.dumps(work(), sort_keys=True).encode())  # spaces
+    assert not agrees(orjson.dumps(work()))  # key order
+    assert not agrees(jcs.canonicalize(work(title=" ")))
+
+
+@settings(max_examples=300, deadline=None)
+@given(ints=st.lists(st.integers(-2**60, 2**60) | st.integers(0, 1000), min_size=4,
+                     max_size=4),
+       sealed_at=tricky_text | st.sampled_from(["2026-11-30T06:00:00.123456Z"]))
+def test_header_bytes_are_rfc_8785(ints: list[int], sealed_at: str) -> None:
+    h = BlockHeader(height=ints[0], prev_block_hash=b"\1" * 32, batch_root=b"\2" * 32,
+                    first_seq=ints[1], count=ints[2], tree_size=ints[3],
+                    tree_root=b"\3" * 32, sealed_at=sealed_at)
+    quick = _quick_header_bytes(h)
+    try:
+        want: bytes | None = jcs.canonicalize(h.to_json())
+    except CopyledgerError:
+        want = None
+    assert quick is None or quick == want
+    if all(abs(v) <= jcs.MAX_SAFE_INTEGER for v in ints):
+        assert quick == want
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.sampled_from(["title", "license", "received_at", "creators", "registrant",
+                             "work_type", "schema", "content"]),
+       value=tricky_text | timestamps | anything | st.lists(tricky_text, min_size=1,
+                                                             max_size=51)
+       | st.builds(lambda h, n: {"sha256": h, "size": n}, hexes, st.integers(-1, 2**54)))
+def test_each_compiled_field_check_accepts_only_what_entry_accepts(name: str,
+                                                                   value: Any) -> None:
+    """The compiled checks hold the very limits `entry` has (500, 200, 100 characters, ...)."""
+    errors: entry_mod.Errors = []
+    entry_mod._KIND_FIELDS["work"][name][1](value, name, errors)
+    if _plain_field(name, value):
+        assert errors == [], (name, value)
+
+
+def test_the_compiled_checks_reach_entrys_limits() -> None:
+    """They accept right up to `entry`'s limits, so a plain work never falls back."""
+    assert _plain_field("title", "a" * 500) and not _plain_field("title", "a" * 501)
+    assert _plain_field("license", "c" * 100) and not _plain_field("license", "c" * 101)
+    assert _plain_field("creators", ["b" * 200] * 50)
+    assert not _plain_field("creators", ["b" * 201]) and not _plain_field("creators", [])
+    assert _plain_field("received_at", "2024-02-29T23:59:59.123456789Z")
+    assert not _plain_field("received_at", "2023-02-29T23:59:59Z")
