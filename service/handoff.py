@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from copyledger.ledger import errors
-from copyledger.ledger.errors import Conflict, CopyledgerError, InvalidInput, Unavailable
+from copyledger.ledger.errors import Conflict, CopyledgerError, InvalidInput, Unavailable, said
 from copyledger.ledger.note import BlockHeader
 from copyledger.ledger.sequencer import LogState, Pending, Receipt, Sequencer
 from copyledger.ledger.store import BlockRow
@@ -64,8 +64,9 @@ Message = tuple[str, Any]  # ("block", BlockRow) or ("answer", (request id, [Out
 def socket_path(data_dir: Path) -> Path:
     path = data_dir / SOCKET_NAME
     if len(os.fsencode(path)) > MAX_SOCKET_PATH:
-        raise InvalidInput(f"--workers needs a Unix socket at {path}, which is longer than "
-                           f"{MAX_SOCKET_PATH} bytes: use a data directory with a shorter path")
+        raise InvalidInput(said("--workers needs a Unix socket at {path}, which is longer than "
+                                "{max_socket_path} bytes: use a data directory with a shorter path",
+                                path=path, max_socket_path=MAX_SOCKET_PATH))
     return path
 
 

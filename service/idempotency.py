@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
-from copyledger.ledger.errors import InvalidInput
+from copyledger.ledger.errors import InvalidInput, said
 from copyledger.ledger.schema import idempotency_keys as table
 from copyledger.ledger.store import Store
 
@@ -40,7 +40,8 @@ def check_key(key: str, field: str = HEADER) -> str:
     """The key if it is 1-255 visible ASCII characters, else InvalidInput naming `field`."""
     if not _KEY.fullmatch(key):
         msg = f"must be 1-{MAX_KEY} visible ASCII characters (a UUID, say)"
-        raise InvalidInput(f"{field}: {msg}", errors=[{"field": field, "message": msg}])
+        raise InvalidInput(said("{field}: {msg}",
+                                field=field, msg=msg), errors=[{"field": field, "message": msg}])
     return key
 
 
@@ -74,7 +75,9 @@ class Keys:
         if row.request_sha256 != request_sha256:
             msg = ("this key was used with a different request; use a new key for a new "
                    "request")
-            raise InvalidInput(f"{HEADER}: {msg}", errors=[{"field": HEADER, "message": msg}])
+            raise InvalidInput(said("{header}: {msg}",
+                                    header=HEADER, msg=msg),
+                                    errors=[{"field": HEADER, "message": msg}])
         return Answer(int(row.status), row.answer.encode())
 
     def keep(self, account: str, key: str, request_sha256: str, answer: Answer) -> None:
