@@ -219,8 +219,8 @@ def append(size: int, frontier: Sequence[bytes], leaves: Sequence[bytes]) -> App
             said("a tree of size {size} has {bit_count} frontier hashes, got {frontier_len}",
                  size=size, bit_count=size.bit_count(), frontier_len=len(frontier))
         )
-    _check_hashes(frontier, "frontier")
-    _check_hashes(leaves, "leaf")
+    _check_hashes(frontier, said("frontier"))
+    _check_hashes(leaves, said("leaf"))
     count = len(leaves)
     if count == 0:
         return Appended(size, [], list(frontier), root_from_frontier(frontier))
@@ -396,7 +396,7 @@ def root_from_inclusion_proof(index: int, size: int, leaf: bytes, proof: Sequenc
     if index < 0 or size <= 0 or index >= size:
         raise ProofError(said("leaf index {index} is not in a tree of size {size}",
                               index=index, size=size))
-    _check_proof_hashes(proof, ("leaf hash", leaf))
+    _check_proof_hashes(proof, (said("leaf hash"), leaf))
     fn, sn = index, size - 1
     r = leaf
     for p in proof:
@@ -452,7 +452,7 @@ def verify_consistency(
         return
     if not proof:
         raise ProofError("empty consistency proof for different tree sizes")
-    _check_proof_hashes(proof, ("old root", old_root), ("new root", new_root))
+    _check_proof_hashes(proof, (said("old root"), old_root), (said("new root"), new_root))
 
     path = list(proof)
     if old_size & (old_size - 1) == 0:  # a power of two: the old root is the seed
