@@ -88,7 +88,10 @@ def usage_error(message: str, language: str) -> str:
             values = m.groupdict()
             if "reason" in values:
                 values["reason"] = usage_error(values["reason"], language)
-            return gettext(language, template).format(**values)
+            try:
+                return gettext(language, template).format(**values)
+            except (KeyError, IndexError, ValueError):  # a translation that lost a slot
+                return message
     return message
 
 
