@@ -9,7 +9,6 @@ verification page's HTML (`{{...}}` markers) and script tables.
 
 from __future__ import annotations
 
-import ast
 import io
 import re
 import sys
@@ -118,15 +117,15 @@ def error_classes() -> set[str]:
     bases: dict[str, set[str]] = {}
     other_first: set[str] = set()
     for path in sorted(p for d in ERRORS_IN for p in (ROOT / d).rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ClassDef):
-                bases.setdefault(node.name, set()).update(
-                    b.id if isinstance(b, ast.Name) else b.attr
-                    for b in node.bases if isinstance(b, ast.Name | ast.Attribute))
-                for f in node.body:
-                    if (isinstance(f, ast.FunctionDef) and f.name == "__init__"
-                            and [a.arg for a in f.args.args[1:2]] != ["detail"]):
-                        other_first.add(node.name)
+        # Read with patterns, not `ast`: CPython 3.11's ast.parse can fail deep in a test's
+        # stack ("AST constructor recursion depth mismatch"), and classes here are one-liners.
+        source = path.read_text(encoding="utf-8")
+        for m in re.finditer(r"^class (\w+)\(([^)]*)\):\n((?:[ \t]+.*\n|\n)*)", source, re.M):
+            bases.setdefault(m.group(1), set()).update(
+                b.strip().rsplit(".", 1)[-1] for b in m.group(2).split(","))
+            init = re.search(r"^    def __init__\(\s*self,\s*(\w+)", m.group(3), re.M)
+            if init and init.group(1) != "detail":
+                other_first.add(m.group(1))
     found = {"CopyledgerError"}
     while grown := {n for n, b in bases.items() if b & found and n not in found}:
         found |= grown
