@@ -10,7 +10,12 @@ the background install (`run-finish` in .venv/setup.log), stops the server and p
 Debian packages already installed are not reinstalled, so their time is not in these numbers
 (D45 has them measured apart).
 
-Usage: python bench/fresh_run.py [--runs 3] [--port 8790] [--finish-timeout 900]
+With --certificate, once the background install is done and before the server stops, it
+registers the Chinese work of the tests (`tests.helpers.zh_work_body`) with a creator key made
+by the clone's own command line, fetches its zh-CN PDF certificate and records its size, the
+fonts `pdffonts` finds in it and which installed file the CJK font came from (D56).
+
+Usage: python bench/fresh_run.py [--runs 3] [--port 8790] [--finish-timeout 900] [--certificate]
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ PHASES = (("uv installed", ".venv-uv/bin/uv"), ("venv made", ".venv/bin/python")
           ("serving lock installed", ".venv/lib/python{v}/site-packages/copyledger-checkout.pth"))
 """`make run`'s foreground steps, each seen ended by the file it leaves (pip installs uv; uv
 makes the venv; uv installs the serving lock, then tools/link_checkout.py writes the .pth)."""
+sys.path.insert(0, str(REPO))
+
+from tests.helpers import zh_work_body  # noqa: E402
 
 
 def fresh_env(caches: Path, machine_pip_config: bool) -> dict[str, str]:
@@ -86,8 +94,36 @@ def stop_under(folder: Path) -> None:
             continue
 
 
+def zh_certificate(clone: Path, data: Path, port: int, out: Path) -> dict[str, object]:
+    """Register the Chinese work on the fresh server, save its zh-CN PDF certificate to `out`
+    and say how big it is, what fonts it embeds and which file the CJK font was read from."""
+    made = subprocess.run([str(clone / ".venv/bin/python"), "-m", "copyledger.cli", "keys",
+                           "create", "--role", "creator", "--account", "zhang", "--data-dir",
+                           str(data), "--json"], cwd=clone, capture_output=True, text=True,
+                          check=True)
+    key = json.loads(made.stdout)["key"]
+    base = f"http://127.0.0.1:{port}"
+    post = urllib.request.Request(f"{base}/v1/works", data=json.dumps(zh_work_body()).encode(),
+                                  headers={"Authorization": f"Bearer {key}",
+                                           "Content-Type": "application/json"})
+    with urllib.request.urlopen(post, timeout=60) as r:
+        seq = json.loads(r.read())["seq"]
+    get = urllib.request.Request(f"{base}/v1/entries/{seq}/certificate?format=pdf",
+                                 headers={"Accept-Language": "zh-CN"})
+    with urllib.request.urlopen(get, timeout=120) as r:
+        pdf = r.read()
+    out.write_bytes(pdf)
+    fonts = subprocess.run(["pdffonts", str(out)], capture_output=True, text=True).stdout
+    where = subprocess.run([str(clone / ".venv/bin/python"), "-c", "from copyledger.service "
+                            "import certificate; print(certificate.CJK_FONT)"], cwd=clone,
+                           capture_output=True, text=True).stdout.strip()
+    package = subprocess.run(["dpkg", "-S", where], capture_output=True, text=True).stdout
+    return {"pdf_bytes": len(pdf), "pdffonts": fonts.splitlines()[2:], "cjk_font_file": where,
+            "cjk_font_package": package.strip(), "saved_to": str(out)}
+
+
 def one_run(port: int, finish_timeout: float, machine_pip_config: bool,
-            rev: str = "HEAD") -> dict[str, object]:
+            rev: str = "HEAD", certificate: Path | None = None) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="copyledger-fresh-") as tmp:
         clone, caches = Path(tmp) / "clone", Path(tmp) / "caches"
         subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
@@ -125,6 +161,8 @@ def one_run(port: int, finish_timeout: float, machine_pip_config: bool,
                     break
                 time.sleep(0.5)
             after = setup_log.read_text().strip().splitlines()[-1:] if setup_log.exists() else []
+            cert = (zh_certificate(clone, Path(tmp) / "data", port, certificate)
+                    if certificate is not None and serving is not None else None)
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -137,6 +175,7 @@ def one_run(port: int, finish_timeout: float, machine_pip_config: bool,
                 "phases": phases,
                 "seconds_to_finished_install": None if finished is None else round(finished, 2),
                 "finish": after[0] if after else None,
+                "zh_certificate": cert,
                 "make_run_log_tail": (Path(tmp) / "make-run.log").read_text()[-400:]
                 if serving is None else None}
 
@@ -149,11 +188,13 @@ def main() -> None:
     ap.add_argument("--rev", default="HEAD", help="the commit to measure (HEAD)")
     ap.add_argument("--machine-pip-config", action="store_true",
                     help="keep this machine's pip configuration (its extra indexes)")
+    ap.add_argument("--certificate", type=Path, metavar="PDF",
+                    help="after the install, save the zh-CN certificate of a Chinese work here")
     args = ap.parse_args()
     if shutil.which("make") is None:
         sys.exit("make is missing")
-    runs = [one_run(args.port, args.finish_timeout, args.machine_pip_config, args.rev)
-            for _ in range(args.runs)]
+    runs = [one_run(args.port, args.finish_timeout, args.machine_pip_config, args.rev,
+                    args.certificate) for _ in range(args.runs)]
     load = os.getloadavg()
     print(json.dumps({"runs": runs, "load_average_at_end": [round(x, 2) for x in load],
                       "cores": os.cpu_count()}, indent=2))

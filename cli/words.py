@@ -8,6 +8,7 @@ is data and never passes through here.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 import typer.rich_utils as rich_utils
@@ -15,7 +16,7 @@ from typer.core import TyperGroup
 
 from copyledger.service.i18n import DEFAULT, from_environment, gettext, say
 
-__all__ = ["Localized", "detail", "help_texts", "lang", "tr"]
+__all__ = ["Localized", "detail", "help_texts", "lang", "tr", "usage_error"]
 
 # Typer's own words around the help (panel titles, markers), as Typer spells them.
 CHROME = {"ARGUMENTS_PANEL_TITLE": "Arguments", "OPTIONS_PANEL_TITLE": "Options",
@@ -26,6 +27,29 @@ CHROME = {"ARGUMENTS_PANEL_TITLE": "Arguments", "OPTIONS_PANEL_TITLE": "Options"
 # Click's own words on every help page (in the copy of Click that Typer carries).
 USAGE, HELP = "Usage:", "Show this message and exit."
 CLICK = (USAGE, HELP)
+# Click's own usage errors, worded as the Click copy inside Typer words them. There they are
+# plain f-strings (no gettext call, so there is no domain to bind a catalogue to): each is a
+# msgid whose `{slots}` are read back out of the English message and put in the translation
+# unchanged; `{reason}` is itself one of these when it can be (`usage_error`).
+USAGE_ERRORS = (
+    "Missing argument {name}.", "Missing option {name}.", "Missing parameter {name}.",
+    "Missing argument {name}. Choose from:{choices}",
+    "Missing option {name}. Choose from:{choices}",
+    "Missing command.", "No such command {name}.", "No such option: {name}",
+    "No such option: {name} (Possible options: {options})",
+    "Got unexpected extra argument(s) ({args})",
+    "Option {name} requires an argument.", "Option {name} requires {count} arguments.",
+    "Option {name} does not take a value.", "Argument {name} takes {count} values.",
+    "Invalid value for {name}: {reason}", "Invalid value: {reason}",
+    "{value} is not a valid integer.", "{value} is not a valid int range.",
+    "{value} is not a valid float.", "{value} is not a valid float range.",
+    "{value} is not a valid UUID.",
+    "{value} is not a valid boolean. Recognized values: {states}",
+    "{value} is not one of {choices}.", "{value} is not in the range {range}.",
+    "File {path} does not exist.", "Directory {path} does not exist.",
+    "Path {path} does not exist.", "File {path} is a directory.",
+    "Directory {path} is a file.", "Path {path} is not readable.",
+)
 
 
 def lang() -> str:
@@ -41,6 +65,48 @@ def tr(msgid: str) -> str:
 def detail(text: str) -> str:
     """A domain error's detail in the command line's language (`service.i18n.say`)."""
     return say(lang(), text)
+
+
+def _pattern(template: str) -> re.Pattern[str]:
+    parts = re.split(r"\{(\w+)\}", template)  # text, slot, text, slot, ..., text
+    return re.compile("".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>.+?)"
+                              for i, p in enumerate(parts)), re.S)
+
+
+_PATTERNS = [(t, _pattern(t)) for t in USAGE_ERRORS]
+
+
+def usage_error(message: str, language: str) -> str:
+    """Click's usage error `message` in `language`: the template it was made from, translated,
+    with the values it carried (a reason, itself a Click message, is said the same way); a
+    message no template makes stays as Click wrote it."""
+    if language == DEFAULT:
+        return message
+    for template, pattern in _PATTERNS:
+        m = pattern.fullmatch(message)
+        if m:
+            values = m.groupdict()
+            if "reason" in values:
+                values["reason"] = usage_error(values["reason"], language)
+            try:
+                return gettext(language, template).format(**values)
+            except (KeyError, IndexError, ValueError):  # a translation that lost a slot
+                return message
+    return message
+
+
+_RICH_FORMAT_ERROR = rich_utils.rich_format_error
+
+
+def _format_error(language: str) -> Any:
+    """Typer's error panel, its message said in `language` (`usage_error`)."""
+
+    def show(e: Any) -> None:
+        text = usage_error(e.format_message(), language)
+        e.format_message = lambda: text
+        _RICH_FORMAT_ERROR(e)
+
+    return show
 
 
 def _walk(cmd: Any) -> list[Any]:
@@ -71,6 +137,7 @@ def _translate(root: Any, language: str) -> None:
                 p.help = gettext(language, str(p.help))
     for name, english in CHROME.items():
         setattr(rich_utils, name, gettext(language, english))
+    rich_utils.rich_format_error = _format_error(language)
 
 
 def _localize_chrome(c: Any, language: str) -> None:
@@ -100,5 +167,6 @@ class Localized(TyperGroup):
         else:  # a process that switched back (tests) gets Typer's English again
             for name, english in CHROME.items():
                 setattr(rich_utils, name, english)
+            rich_utils.rich_format_error = _RICH_FORMAT_ERROR
 
         return super().main(*args, **kwargs)

@@ -202,7 +202,8 @@ def _run(
         return
     for h in heads:
         if h.tree_size == 0 and h.tree_root != merkle.EMPTY_ROOT:
-            raise _Fault(f"block {h.height}: root of the empty tree is wrong", height=h.height)
+            raise _Fault(said("block {height}: root of the empty tree is wrong",
+                              height=h.height), height=h.height)
     _check_entries(store, pool, heads, start, progress, rep)
 
 
@@ -221,21 +222,23 @@ def _resume(store: Store, st: AuditState) -> _Start:
     try:
         block = store.get_block(st.height)
     except CopyledgerError:
-        raise _Fault(f"block {st.height}, where the last audit ended, is gone",
+        raise _Fault(said("block {height}, where the last audit ended, is gone", height=st.height),
                      height=st.height) from None
     h = block.header
     if (block.hash.hex(), h.tree_size, h.tree_root.hex()) != (st.block_hash, st.tree_size,
                                                               st.root):
-        raise _Fault(f"block {st.height} differs from the one the last audit ended on "
-                     f"(tree size {st.tree_size}, root {st.root})", height=st.height)
+        raise _Fault(said("block {height} differs from the one the last audit ended on (tree size "
+                          "{tree_size}, root {root})",
+                          height=st.height, tree_size=st.tree_size, root=st.root), height=st.height)
     ids = merkle.frontier_ids(st.tree_size)
     try:
         stored = store.read_hashes(ids)
     except CopyledgerError:
         stored = []
     if [x.hex() for x in stored] != list(st.frontier):
-        raise _Fault(f"the stored Merkle nodes of the first {st.tree_size} entries changed "
-                     "since the last audit")
+        raise _Fault(said("the stored Merkle nodes of the first {tree_size} entries changed since "
+                          "the last audit",
+                          tree_size=st.tree_size))
     return _Start(st, block)
 
 
@@ -299,8 +302,9 @@ def _check_blocks(
                 h = b.header.height
                 sm2_token = sm2_tokens.at(h)
                 if sm2_token is None and sm2_tokens.first is not None:
-                    raise _Fault(f"block {h} has no SM2 time-stamp token, though block "
-                                 f"{sm2_tokens.first} has one", height=h)
+                    raise _Fault(said("block {h} has no SM2 time-stamp token, though block "
+                                      "{first} has one",
+                                      h=h, first=sm2_tokens.first), height=h)
                 toks.append((tokens.at(h), sm2_token))
                 heads.append(_Head(h, b.header.first_seq, b.header.tree_size,
                                    b.header.tree_root, b.header.batch_root))
@@ -327,7 +331,8 @@ def _check_blocks(
 
 
 def _stray_token(height: int) -> None:
-    raise _Fault(f"a time-stamp token names block {height}, which does not exist",
+    raise _Fault(said("a time-stamp token names block {height}, which does not exist",
+                      height=height),
                  height=height)
 
 
@@ -341,7 +346,8 @@ def _check_block_chunk(job: _BlockJob) -> tuple[int, str] | None:
         height = b.header.height
         try:
             if b.hash != b.header.hash():
-                raise CopyledgerError(f"block {height}: stored hash != hash of header")
+                raise CopyledgerError(said("block {height}: stored hash != hash of header",
+                                           height=height))
             if prev is None:
                 if height != 0 or b.header.prev_block_hash != GENESIS_PREV:
                     raise CopyledgerError("the first block is not a genesis block")
@@ -351,8 +357,9 @@ def _check_block_chunk(job: _BlockJob) -> tuple[int, str] | None:
             _check_signatures(b, verifiers, sm2_verifiers)
             if roots_pem[0] is not None:
                 if token is None:
-                    raise CopyledgerError(f"block {height} has no time-stamp token from the "
-                                          "notary")
+                    raise CopyledgerError(said("block {height} has no time-stamp token from the "
+                                               "notary",
+                                               height=height))
                 _check_token(height, token, b.hash, roots_pem[0])
             if sm2_token is not None and roots_pem[1] is not None:
                 _check_sm2_token(height, sm2_token, b.header, roots_pem[1], roots_pem[2])
@@ -391,7 +398,8 @@ def _check_token(height: int, token: bytes, block_hash: bytes, roots_pem: bytes)
     try:
         info = verify_token(token, block_hash, roots_pem)
     except CopyledgerError as e:
-        raise CopyledgerError(f"block {height}: time-stamp token: {e.detail}") from None
+        raise CopyledgerError(said("block {height}: time-stamp token: {detail}",
+                                   height=height, detail=e.detail)) from None
     fast.learn(token, info)
 
 
@@ -403,13 +411,15 @@ def _check_sm2_token(height: int, token: bytes, header: BlockHeader, roots_pem: 
     try:
         info = verify_sm2_token(token, sm2.sm3(header.canonical_bytes()), roots_pem)
     except CopyledgerError as e:
-        raise CopyledgerError(f"block {height}: SM2 time-stamp token: {e.detail}") from None
+        raise CopyledgerError(said("block {height}: SM2 time-stamp token: {detail}",
+                                   height=height, detail=e.detail)) from None
     for certificate_sm3, retired_at in retired:
         if certificate_sm3 == info.tsa_certificate_sm3 and (
                 info.gen_time > parse_timestamp(retired_at)):
-            raise CopyledgerError(f"block {height}: SM2 time-stamp token signed at "
-                                  f"{info.gen_time.isoformat()} by an SM2 TSA certificate "
-                                  f"retired at {retired_at}")
+            raise CopyledgerError(said("block {height}: SM2 time-stamp token signed at {time} by "
+                                       "an SM2 TSA certificate retired at {retired_at}",
+                                       height=height, time=info.gen_time.isoformat(),
+                                       retired_at=retired_at))
 
 
 def _check_signatures(b: BlockRow, verifiers: list[note.Verifier],
@@ -419,18 +429,20 @@ def _check_signatures(b: BlockRow, verifiers: list[note.Verifier],
     n, _ = note.verify_note(b.checkpoint, verifiers)
     cp = note.parse_checkpoint(n.text)
     if (cp.origin, cp.size, cp.root) != (name, h.tree_size, h.tree_root):
-        raise CopyledgerError(f"block {h.height}: checkpoint does not match the block header")
+        raise CopyledgerError(said("block {height}: checkpoint does not match the block header",
+                                   height=h.height))
     bn, _ = note.verify_note(b.block_note, verifiers)
     origin, height, bhash = note.parse_block_note_text(bn.text)
     if (origin, height, bhash) != (name, h.height, b.hash):
-        raise CopyledgerError(f"block {h.height}: block note does not match the block")
+        raise CopyledgerError(said("block {height}: block note does not match the block",
+                                   height=h.height))
     if sm2_verifiers:
         for what, signed in (("checkpoint", b.checkpoint), ("block note", b.block_note)):
             try:
                 note.verify_note(signed, sm2_verifiers)
             except CopyledgerError as e:
-                raise CopyledgerError(f"block {h.height}: {what}: SM2 signature: "
-                                      f"{e.detail}") from None
+                raise CopyledgerError(said("block {height}: {what}: SM2 signature: {detail}",
+                                           height=h.height, what=what, detail=e.detail)) from None
 
 
 # -- Entries, the tree and the links -------------------------------------------------------
@@ -451,7 +463,7 @@ def _check_entry_chunk(
         try:
             doc = _check_entry(row)
         except CopyledgerError as e:
-            return (row[0], f"seq {row[0]}: {e.detail}"), linked
+            return (row[0], said("seq {seq}: {detail}", seq=row[0], detail=e.detail)), linked
         if doc is not None and doc.KIND in LINKED_KINDS:
             linked.append((row[0], links_of(doc),
                            doc if isinstance(doc, TITLE_KINDS) else None))
@@ -488,7 +500,8 @@ def _check_entries(
         nonlocal cur, batch
         while cur.tree_size <= seq:
             if merkle.root(batch) != cur.batch_root:
-                raise _Fault(f"block {cur.height}: batch_root != root of its entries",
+                raise _Fault(said("block {height}: batch_root != root of its entries",
+                                  height=cur.height),
                              height=cur.height)
             batch = []
             nxt = next(pending, None)
@@ -507,8 +520,10 @@ def _check_entries(
             if end <= i or part.count(cur.height) != len(part):
                 j = i if end <= i else i + next(k for k, h in enumerate(part)
                                                 if h != cur.height)
-                raise _Fault(f"seq {lo + j}: recorded in block {heights[j]}, but block "
-                             f"{cur.height} sealed it", seq=lo + j)
+                raise _Fault(said("seq {seq}: recorded in block {block_height}, but block "
+                                  "{height} sealed it",
+                                  seq=lo + j, block_height=heights[j], height=cur.height),
+                             seq=lo + j)
             batch.extend(leaves[i:end])
             i = end
 
@@ -520,7 +535,8 @@ def _check_entries(
         seqs = [row[0] for row in chunk]
         if seqs != list(range(lo, lo + len(chunk))):
             at = next(i for i, s in enumerate(seqs, lo) if s != i)
-            raise _Fault(f"seq {at} is missing (next stored is {seqs[at - lo]})", seq=at)
+            raise _Fault(said("seq {size} is missing (next stored is {seq})",
+                              size=at, seq=seqs[at - lo]), seq=at)
         if fault is not None:
             raise _Fault(fault[1], seq=fault[0])
         size += len(chunk)
@@ -532,21 +548,24 @@ def _check_entries(
                 if transfer is not None:
                     titles.apply(seq, transfer)
             except CopyledgerError as e:
-                raise _Fault(f"seq {seq}: {e.detail}", seq=seq) from None
+                raise _Fault(said("seq {seq}: {detail}",
+                                  seq=seq, detail=e.detail), seq=seq) from None
         stored_links = store.links_between(lo, size)
         if stored_links != sorted(links):
             diff = set(stored_links) ^ set(links)
             at = min(s for _, s, _ in diff)
-            raise _Fault(f"seq {at}: stored links (entry_links) differ from what the entry "
-                         "names", seq=at)
+            raise _Fault(said("seq {at}: stored links (entry_links) differ from what the entry "
+                              "names",
+                              at=at), seq=at)
         n_links += len(links)
         appended = merkle.append(lo, frontier, leaves)
         bad = _check_nodes(store, appended.nodes)
         if bad is not None:
             lv, ix = bad
             first = ix << lv
-            raise _Fault(f"stored Merkle node (level {lv}, index {ix}) does not match the "
-                         f"entries; first leaf under it is seq {first}", seq=first)
+            raise _Fault(said("stored Merkle node (level {lv}, index {ix}) does not match the "
+                              "entries; first leaf under it is seq {first}",
+                              lv=lv, ix=ix, first=first), seq=first)
         walk_blocks(lo, leaves, [row[6] for row in chunk])
         n_nodes += len(appended.nodes)
         # Every block root at a size inside this chunk, from the recomputed nodes.
@@ -555,24 +574,27 @@ def _check_entries(
         for s in range(lo + 1, size + 1):
             for h in roots_at.get(s, ()):
                 if h.tree_root != merkle.tree_hash(s, reader):
-                    raise _Fault(f"block {h.height}: tree_root != root of the first {s} "
-                                 "entries", height=h.height)
+                    raise _Fault(said("block {height}: tree_root != root of the first {s} entries",
+                                      height=h.height, s=s), height=h.height)
         frontier = appended.frontier
         if progress is not None:
             progress(len(chunk))
     last = heads[-1]
     rep.entries = size
     if size != last.tree_size:
-        raise _Fault(f"the log holds {size} entries but the last block says {last.tree_size}",
+        raise _Fault(said("the log holds {size} entries but the last block says {tree_size}",
+                          size=size, tree_size=last.tree_size),
                      seq=min(size, last.tree_size))
     finish_blocks_up_to(size)
     rep.nodes = nodes0 + n_nodes
     stored = store.count_nodes()
     if stored != rep.nodes:
-        raise _Fault(f"{stored} Merkle nodes are stored but the entries make {rep.nodes}")
+        raise _Fault(said("{stored} Merkle nodes are stored but the entries make {nodes}",
+                          stored=stored, nodes=rep.nodes))
     stored = store.count_links()
     if stored != links0 + n_links:
-        raise _Fault(f"{stored} links are stored but the entries make {links0 + n_links}")
+        raise _Fault(said("{stored} links are stored but the entries make {value}",
+                          stored=stored, value=links0 + n_links))
     rep.tree_size = size
     rep.root = merkle.root_from_frontier(frontier).hex()
     new = size - first_size
@@ -631,7 +653,8 @@ class _Titles:
         title = self.titles.get(t.work.seq)
         if title is None:
             if t.work.seq >= seq:
-                raise CopyledgerError(f"transfer names entry {t.work.seq}, which is not before it")
+                raise CopyledgerError(said("transfer names entry {seq}, which is not before it",
+                                           seq=t.work.seq))
             title = Title.of(t.work.seq, parse_entry(self.store.get_entry(t.work.seq).data))
             earlier = [s for s in self.store.linked(t.work.seq, TRANSFER) if s < self.before]
             for row in self.store.get_entries(earlier) if earlier else ():
@@ -647,16 +670,18 @@ def _check_cosignatures(store: Store, configured: Sequence[str]) -> str | None:
     witness that was down cosigns older sizes when it returns."""
     n = others = 0
     for size, witness, line, checkpoint in store.iter_cosigned_checkpoints():
-        where = f"the cosignature of tree size {size} by {witness}"
+        where = said("the cosignature of tree size {size} by {witness}", size=size,
+                     witness=witness)
         if checkpoint is None:
-            raise _Fault(f"{where}: the log signed no checkpoint of that size")
+            raise _Fault(said("{where}: the log signed no checkpoint of that size", where=where))
         try:
             found = cosignature.cosignatures_of(checkpoint + line,
                                                 [cosignature.parse_verifier_key(witness)])
         except CopyledgerError as e:
-            raise _Fault(f"{where}: {e.detail}") from None
+            raise _Fault(said("{where}: {detail}", where=where, detail=e.detail)) from None
         if not found:
-            raise _Fault(f"{where}: the line is not a cosignature by that witness")
+            raise _Fault(said("{where}: the line is not a cosignature by that witness",
+                              where=where))
         n, others = n + 1, others + (witness not in configured)
     if not n:
         return None

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from types import ModuleType
 
-from copyledger.ledger.errors import Unavailable
+from copyledger.ledger.errors import Said, Unavailable, said
 
 INSTALLING_ENV = "COPYLEDGER_INSTALLING"
 """Path of the marker file that `make run`'s background step removes when it is done."""
@@ -31,6 +31,18 @@ MATCHING = "the matching libraries (NumPy, SciPy, OpenCV, FAISS)"
 
 LIBRARIES_PENDING = "libraries"
 """What the marker file says until the background step has installed the MATCHING wheels."""
+
+FFMPEG = "FFmpeg (Debian: ffmpeg)"
+"""The part audio and video fingerprints need to decode media."""
+
+CHROMAPRINT = "Chromaprint (Debian: libchromaprint1)"
+"""The part audio fingerprints need (pyacoustid loads the system library)."""
+
+FONTS = "The certificate's fonts (Debian: fonts-dejavu-core, fonts-wqy-microhei)"
+"""The part the PDF certificate needs (DejaVu, and WenQuanYi Micro Hei for zh-CN)."""
+
+PARTS = (PDQHASH, MATCHING, FFMPEG, CHROMAPRINT, FONTS)
+"""Every part's name: catalogue msgids, so a 503 names the part in the reader's language."""
 
 RETRY_INSTALLING = 30
 """Seconds a client is told to wait while a part is being installed."""
@@ -56,13 +68,17 @@ def libraries_pending() -> bool:
 
 
 def missing(part: str) -> Unavailable:
-    """The error for a feature that needs `part` (e.g. "FFmpeg"), which is not there."""
+    """The error for a feature that needs `part` (one of `PARTS`), which is not there. The
+    part's name is said in the reader's language too (a nested `said`)."""
+    name = Said(part)
     if installing():
-        return Unavailable(f"{part} is still being installed (make run finishes it in the "
-                           f"background); try again in {RETRY_INSTALLING} s",
+        return Unavailable(said("{part} is still being installed (make run finishes it in the "
+                                "background); try again in {retry_installing} s",
+                                part=name, retry_installing=RETRY_INSTALLING),
                            retry_after=RETRY_INSTALLING)
-    return Unavailable(f"{part} is not installed on this server (make run or make system-deps "
-                       "installs it)", retry_after=RETRY_ABSENT)
+    return Unavailable(said("{part} is not installed on this server (make run or make system-deps "
+                            "installs it)",
+                            part=name), retry_after=RETRY_ABSENT)
 
 
 def load(module: str, part: str) -> ModuleType:

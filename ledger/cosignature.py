@@ -20,7 +20,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from copyledger.ledger import note
-from copyledger.ledger.errors import InvalidInput, SignatureError
+from copyledger.ledger.errors import InvalidInput, SignatureError, said
 
 __all__ = [
     "ALG_COSIGNATURE_V1",
@@ -73,7 +73,7 @@ class CosignatureVerifier:
 
     def __post_init__(self) -> None:
         if not note.is_valid_key_name(self.name):
-            raise InvalidInput(f"invalid key name {self.name!r}")
+            raise InvalidInput(said("invalid key name {name!r}", name=self.name))
         if len(self.public_key) != 32 or self.key_id != key_id(self.name, self.public_key):
             raise InvalidInput("a cosignature verifier has a 32-byte key and its 0x04 key ID")
 
@@ -120,10 +120,12 @@ class Cosignature:
     def from_note_signature(cls, sig: note.Signature) -> Cosignature:
         """SignatureError unless the signature bytes are a timestamped Ed25519 signature."""
         if len(sig.signature) != 8 + 64:
-            raise SignatureError(f"a cosignature by {sig.name} must be 72 bytes", key=sig.name)
+            raise SignatureError(said("a cosignature by {name} must be 72 bytes",
+                                      name=sig.name), key=sig.name)
         (timestamp,) = struct.unpack(">Q", sig.signature[:8])
         if not 0 < timestamp <= MAX_TIMESTAMP:
-            raise SignatureError(f"cosignature by {sig.name} has timestamp {timestamp}",
+            raise SignatureError(said("cosignature by {name} has timestamp {timestamp}",
+                                      name=sig.name, timestamp=timestamp),
                                  key=sig.name)
         return cls(sig.name, sig.key_id, timestamp, sig.signature[8:])
 
@@ -142,12 +144,14 @@ def verify_cosignature(checkpoint_text: str, cosig: Cosignature,
                        verifier: CosignatureVerifier) -> None:
     """SignatureError unless `cosig` is `verifier`'s cosignature/v1 of the checkpoint text."""
     if (cosig.name, cosig.key_id) != (verifier.name, verifier.key_id):
-        raise SignatureError(f"cosignature by {cosig.name} is not by {verifier.name}")
+        raise SignatureError(said("cosignature by {name} is not by {name2}",
+                                  name=cosig.name, name2=verifier.name))
     message = signed_message(checkpoint_text, cosig.timestamp)
     try:
         Ed25519PublicKey.from_public_bytes(verifier.public_key).verify(cosig.signature, message)
     except (InvalidSignature, ValueError):
-        raise SignatureError(f"invalid cosignature by {cosig.name}", key=cosig.name) from None
+        raise SignatureError(said("invalid cosignature by {name}",
+                                  name=cosig.name), key=cosig.name) from None
 
 
 # ---------------------------------------------------------------- tlog-witness request
@@ -166,7 +170,8 @@ class AddCheckpointRequest:
         if isinstance(self.old_size, bool) or not 0 <= self.old_size <= note.MAX_TREE_SIZE:
             raise InvalidInput("old size must be an integer in 0..2**64-1")
         if len(self.proof) > MAX_PROOF_LINES or any(len(h) != 32 for h in self.proof):
-            raise InvalidInput(f"at most {MAX_PROOF_LINES} proof hashes of 32 bytes")
+            raise InvalidInput(said("at most {max_proof_lines} proof hashes of 32 bytes",
+                                    max_proof_lines=MAX_PROOF_LINES))
         lines = [f"old {self.old_size}", *(note.b64(h) for h in self.proof)]
         return "".join(line + "\n" for line in lines).encode() + b"\n" + self.checkpoint_note
 
@@ -186,7 +191,8 @@ class AddCheckpointRequest:
                 or int(old[4:]) > note.MAX_TREE_SIZE:
             raise InvalidInput("the first line must be `old <size>` (decimal, no leading zeros)")
         if len(hashes) > MAX_PROOF_LINES:
-            raise InvalidInput(f"more than {MAX_PROOF_LINES} consistency proof lines")
+            raise InvalidInput(said("more than {max_proof_lines} consistency proof lines",
+                                    max_proof_lines=MAX_PROOF_LINES))
         proof = []
         for line in hashes:
             h = note.unb64(line)

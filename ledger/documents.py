@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Self, TypeAlias, TypeVar
 
 from copyledger.ledger import entry as entry_mod
 from copyledger.ledger import jcs
-from copyledger.ledger.errors import InvalidInput
+from copyledger.ledger.errors import InvalidInput, said
 
 __all__ = [
     "Acceptance",
@@ -232,7 +232,8 @@ class _Entry(_Part):
         """Validate `d` (every bad field reported at once) and read it into this class."""
         entry = entry_mod.validate(d)
         if entry["kind"] != cls.KIND:
-            raise InvalidInput(f"the entry is a {entry['kind']}, not a {cls.KIND}",
+            raise InvalidInput(said("the entry is a {entry}, not a {kind}",
+                                    entry=entry['kind'], kind=cls.KIND),
                                errors=[{"field": "kind", "message": f"must be {cls.KIND!r}"}])
         return cls._from(entry)
 

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from copyledger.ledger import claims, jcs
 from copyledger.ledger.contact import CONTACT_FIELDS
-from copyledger.ledger.errors import InvalidInput
+from copyledger.ledger.errors import InvalidInput, said
 
 __all__ = [
     "KINDS",
@@ -351,8 +351,9 @@ def _check(entry: object, canonical: bytes | None = None) -> tuple[dict[str, obj
         missing = claims.missing_fields(entry)
         if missing:
             raise InvalidInput(
-                f"the {entry['regime']} {entry['notice_type']} lacks what the regime "
-                f"requires: {', '.join(missing)}",
+                said("the {regime} {notice_type} lacks what the regime requires: {missing}",
+                     regime=entry['regime'], notice_type=entry['notice_type'],
+                     missing=', '.join(missing)),
                 missing=missing,
                 errors=[{"field": m, "message": "required by the regime"} for m in missing],
             )
@@ -393,8 +394,10 @@ def raise_invalid(what: str, errors: Errors) -> None:
         return
     shown = errors[:MAX_REPORTED_ERRORS]
     listed = "; ".join(f"{e['field']}: {e['message']}" for e in shown)
-    more = f"; and {len(errors) - len(shown)} more" if len(errors) > len(shown) else ""
-    raise InvalidInput(f"invalid {what}: {listed}{more}", errors=shown)
+    if len(errors) > len(shown):
+        raise InvalidInput(said("invalid {what}: {listed}; and {more} more", what=what,
+                                listed=listed, more=len(errors) - len(shown)), errors=shown)
+    raise InvalidInput(said("invalid {what}: {listed}", what=what, listed=listed), errors=shown)
 
 
 def _key_path(prefix: str, key: object) -> str:
@@ -663,7 +666,7 @@ def parse_timestamp(text: str) -> datetime:
     entries, certificates and rotation records. Digits past microseconds are dropped and a leap
     second reads as :59; anything that is not RFC 3339 raises InvalidInput, never a guess."""
     if not _valid_timestamp(text):
-        raise InvalidInput(f"not an RFC 3339 timestamp: {text!r}")
+        raise InvalidInput(said("not an RFC 3339 timestamp: {text!r}", text=text))
     text = re.sub(r"(\.\d{6})\d+", r"\1", text.replace("Z", "+00:00"))
     return datetime.fromisoformat(re.sub(r":60(?=[.+-])", ":59", text))
 

@@ -24,10 +24,20 @@ class Said(str):
     def __getnewargs_ex__(self) -> tuple[tuple[str], dict[str, object]]:
         return (self.template,), self.values
 
+    @classmethod
+    def literal(cls, text: str) -> Said:
+        """`text` as it is, with nothing to fill in: a detail written as a literal, whose text
+        is its msgid. Its template escapes braces, so a copy (a pickle) reads the same."""
+        if isinstance(text, Said):
+            return text
+        text = str(text)  # a detail read from a peer's JSON may be anything
+        return cls(text.replace("{", "{{").replace("}", "}}"))
+
 
 def said(template: str, /, **values: object) -> Said:
     """`template` filled with `values`, translatable as a whole: `said("no entry {seq}",
-    seq=12)`. The template is the msgid; values are never translated."""
+    seq=12)`. The template is the msgid; values are never translated, except a value that is
+    itself a `Said` (another error's `detail`), said in the same language."""
     return Said(template, **values)
 
 
@@ -40,7 +50,8 @@ class CopyledgerError(Exception):
     def __init__(self, detail: str, **extra: object) -> None:
         internal = str(extra.pop("internal", "") or "")
         super().__init__(f"{detail} ({internal})" if internal else detail)  # str(): operator's
-        self.detail = detail
+        self.detail: str = Said.literal(detail)  # a said(...) even when written as a literal, so
+        # another said(...) that quotes it says it in the reader's language too
         self.internal = internal
         self.extra = extra
 

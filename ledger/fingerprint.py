@@ -15,7 +15,7 @@ import binascii
 import re
 from typing import NoReturn, TypeGuard
 
-from copyledger.ledger.errors import InvalidInput
+from copyledger.ledger.errors import InvalidInput, said
 
 __all__ = [
     "ALGORITHMS",
@@ -345,4 +345,6 @@ def _is_int(value: object) -> TypeGuard[int]:
 
 
 def _bad(where: str, message: str) -> NoReturn:
-    raise InvalidInput(f"{where}: {message}", errors=[{"field": where, "message": message}])
+    raise InvalidInput(said("{where}: {message}",
+                            where=where, message=message),
+                            errors=[{"field": where, "message": message}])

@@ -12,7 +12,7 @@ import math
 import re
 from typing import Any
 
-from copyledger.ledger.errors import InvalidInput
+from copyledger.ledger.errors import InvalidInput, said
 
 __all__ = [
     "MAX_SAFE_INTEGER",
@@ -72,7 +72,8 @@ def parse(data: bytes) -> object:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InvalidInput(f"JSON is not valid UTF-8 (byte {exc.start})") from None
+        raise InvalidInput(said("JSON is not valid UTF-8 (byte {start})",
+                                start=exc.start)) from None
     try:
         value = json.loads(
             text,
@@ -82,11 +83,12 @@ def parse(data: bytes) -> object:
             parse_int=_parse_int,
         )
     except json.JSONDecodeError as exc:
-        raise InvalidInput(f"invalid JSON: {exc.msg} at offset {exc.pos}") from None
+        raise InvalidInput(said("invalid JSON: {msg} at offset {pos}",
+                                msg=exc.msg, pos=exc.pos)) from None
     except RecursionError:
         raise InvalidInput("JSON is nested too deeply") from None
     except ValueError as exc:  # int() digit limit
-        raise InvalidInput(f"invalid JSON number: {exc}") from None
+        raise InvalidInput(said("invalid JSON number: {exc}", exc=exc)) from None
     _reject_surrogates(value)
     return value
 
@@ -189,7 +191,8 @@ def _emit(value: object, out: list[str]) -> None:
     elif isinstance(value, int):
         number = int(value)
         if not -MAX_SAFE_INTEGER <= number <= MAX_SAFE_INTEGER:
-            raise InvalidInput(f"integer {number} is outside the JSON safe range +-(2**53-1)")
+            raise InvalidInput(said("integer {number} is outside the JSON safe range +-(2**53-1)",
+                                    number=number))
         out.append(str(number))
     elif isinstance(value, float):
         out.append(format_number(float(value)))
@@ -205,7 +208,8 @@ def _emit(value: object, out: list[str]) -> None:
     elif isinstance(value, dict):
         for key in value:
             if not isinstance(key, str):
-                raise InvalidInput(f"object keys must be strings, not {type(key).__name__}")
+                raise InvalidInput(said("object keys must be strings, not {name}",
+                                        name=type(key).__name__))
         out.append("{")
         for index, key in enumerate(sorted(value, key=_utf16_key)):
             if index:
@@ -215,7 +219,7 @@ def _emit(value: object, out: list[str]) -> None:
             _emit(value[key], out)
         out.append("}")
     else:
-        raise InvalidInput(f"{type(value).__name__} is not a JSON value")
+        raise InvalidInput(said("{name} is not a JSON value", name=type(value).__name__))
 
 
 def _utf16_key(key: str) -> bytes:
@@ -239,7 +243,8 @@ def format_number(number: float) -> str:
     only the layout (plain, leading "0.", or exponent) differs and is redone here.
     """
     if not math.isfinite(number):
-        raise InvalidInput(f"{number} is not a finite number; JSON cannot represent it")
+        raise InvalidInput(said("{number} is not a finite number; JSON cannot represent it",
+                                number=number))
     if number == 0:
         return "0"  # also for -0.0
     if number < 0:
@@ -267,19 +272,19 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
     result: dict[str, object] = {}
     for key, value in pairs:
         if key in result:
-            raise InvalidInput(f"duplicate object key {key!r}")
+            raise InvalidInput(said("duplicate object key {key!r}", key=key))
         result[key] = value
     return result
 
 
 def _reject_constant(name: str) -> object:
-    raise InvalidInput(f"{name} is not valid JSON")
+    raise InvalidInput(said("{name} is not valid JSON", name=name))
 
 
 def _parse_float(literal: str) -> float:
     number = float(literal)
     if not math.isfinite(number):
-        raise InvalidInput(f"number {literal} overflows a double")
+        raise InvalidInput(said("number {literal} overflows a double", literal=literal))
     return number
 
 

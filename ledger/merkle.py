@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from itertools import chain, repeat
 from typing import Any, Protocol
 
-from copyledger.ledger.errors import IntegrityError, InvalidInput, NotFound, ProofError
+from copyledger.ledger.errors import IntegrityError, InvalidInput, NotFound, ProofError, said
 
 __all__ = [
     "EMPTY_ROOT",
@@ -81,7 +81,8 @@ def _check_hashes(hashes: Sequence[bytes], what: str) -> None:
     """Refuse anything that is not a 32-byte hash before it can shape a tree."""
     for size in set(map(len, hashes)):
         if size != HASH_SIZE:
-            raise InvalidInput(f"{what} hash has {size} bytes, want {HASH_SIZE}")
+            raise InvalidInput(said("{what} hash has {size} bytes, want {hash_size}",
+                                    what=what, size=size, hash_size=HASH_SIZE))
 
 
 def root(leaves: Sequence[bytes]) -> bytes:
@@ -127,14 +128,15 @@ class MemoryReader:
         try:
             return [self.nodes[i] for i in ids]
         except KeyError as exc:
-            raise NotFound(f"Merkle node {exc.args[0]} is not stored") from None
+            raise NotFound(said("Merkle node {node} is not stored", node=exc.args[0])) from None
 
 
 def _read(reader: HashReader, ids: Sequence[NodeId]) -> list[bytes]:
     """One read; a reader that answers the wrong number of hashes is a storage fault."""
     hashes = reader.read_hashes(ids)
     if len(hashes) != len(ids):
-        raise IntegrityError(f"hash reader returned {len(hashes)} hashes for {len(ids)} nodes")
+        raise IntegrityError(said("hash reader returned {hashes_len} hashes for {ids_len} nodes",
+                                  hashes_len=len(hashes), ids_len=len(ids)))
     return hashes
 
 
@@ -144,7 +146,7 @@ def frontier_ids(size: int) -> list[NodeId]:
     Their hashes are all a writer needs to keep to append and to compute the root.
     """
     if size < 0:
-        raise InvalidInput(f"tree size {size} is negative")
+        raise InvalidInput(said("tree size {size} is negative", size=size))
     ids: list[NodeId] = []
     start = 0
     for level in range(size.bit_length() - 1, -1, -1):
@@ -211,13 +213,14 @@ def append(size: int, frontier: Sequence[bytes], leaves: Sequence[bytes]) -> App
     first one is odd, its left sibling is the old frontier node at that level.
     """
     if size < 0:
-        raise InvalidInput(f"tree size {size} is negative")
+        raise InvalidInput(said("tree size {size} is negative", size=size))
     if len(frontier) != size.bit_count():
         raise InvalidInput(
-            f"a tree of size {size} has {size.bit_count()} frontier hashes, got {len(frontier)}"
+            said("a tree of size {size} has {bit_count} frontier hashes, got {frontier_len}",
+                 size=size, bit_count=size.bit_count(), frontier_len=len(frontier))
         )
-    _check_hashes(frontier, "frontier")
-    _check_hashes(leaves, "leaf")
+    _check_hashes(frontier, said("frontier"))
+    _check_hashes(leaves, said("leaf"))
     count = len(leaves)
     if count == 0:
         return Appended(size, [], list(frontier), root_from_frontier(frontier))
@@ -350,7 +353,8 @@ def inclusion_proofs(
     plans = []
     for index in indexes:
         if size <= 0 or not 0 <= index < size:
-            raise InvalidInput(f"leaf index {index} is not in a tree of size {size}")
+            raise InvalidInput(said("leaf index {index} is not in a tree of size {size}",
+                                    index=index, size=size))
         plans.append(_inclusion_ranges(index, size))
     unique = list(dict.fromkeys(r for plan in plans for r in plan))
     hashes = dict(zip(unique, _range_hashes(unique, reader), strict=True))
@@ -363,7 +367,8 @@ def consistency_proof(old_size: int, new_size: int, reader: HashReader) -> list[
     Empty when old_size is 0 or equals new_size: there is nothing to prove.
     """
     if old_size < 0 or old_size > new_size:
-        raise InvalidInput(f"cannot prove tree size {old_size} consistent with {new_size}")
+        raise InvalidInput(said("cannot prove tree size {old_size} consistent with {new_size}",
+                                old_size=old_size, new_size=new_size))
     if old_size == 0 or old_size == new_size:
         return []
     return _range_hashes(_consistency_ranges(old_size, new_size), reader)
@@ -375,10 +380,12 @@ def consistency_proof(old_size: int, new_size: int, reader: HashReader) -> list[
 def _check_proof_hashes(proof: Sequence[bytes], *named: tuple[str, bytes]) -> None:
     for what, h in named:
         if len(h) != HASH_SIZE:
-            raise ProofError(f"{what} has {len(h)} bytes, want {HASH_SIZE}")
+            raise ProofError(said("{what} has {h_len} bytes, want {hash_size}",
+                                  what=what, h_len=len(h), hash_size=HASH_SIZE))
     for i, h in enumerate(proof):
         if len(h) != HASH_SIZE:
-            raise ProofError(f"proof hash {i} has {len(h)} bytes, want {HASH_SIZE}")
+            raise ProofError(said("proof hash {i} has {h_len} bytes, want {hash_size}",
+                                  i=i, h_len=len(h), hash_size=HASH_SIZE))
 
 
 def root_from_inclusion_proof(index: int, size: int, leaf: bytes, proof: Sequence[bytes]) -> bytes:
@@ -387,8 +394,9 @@ def root_from_inclusion_proof(index: int, size: int, leaf: bytes, proof: Sequenc
     Raises ProofError if the proof cannot be one for that index and size.
     """
     if index < 0 or size <= 0 or index >= size:
-        raise ProofError(f"leaf index {index} is not in a tree of size {size}")
-    _check_proof_hashes(proof, ("leaf hash", leaf))
+        raise ProofError(said("leaf index {index} is not in a tree of size {size}",
+                              index=index, size=size))
+    _check_proof_hashes(proof, (said("leaf hash"), leaf))
     fn, sn = index, size - 1
     r = leaf
     for p in proof:
@@ -414,7 +422,8 @@ def verify_inclusion(
 ) -> None:
     """Check that leaf hash `leaf` is at `index` in the tree of `size` leaves with `root`."""
     if len(root) != HASH_SIZE:
-        raise ProofError(f"root has {len(root)} bytes, want {HASH_SIZE}")
+        raise ProofError(said("root has {root_len} bytes, want {hash_size}",
+                              root_len=len(root), hash_size=HASH_SIZE))
     if root_from_inclusion_proof(index, size, leaf, proof) != root:
         raise ProofError("inclusion proof does not lead to the root", index=index, size=size)
 
@@ -431,7 +440,8 @@ def verify_consistency(
     - equal sizes need an empty proof and byte-equal roots (and nothing else is checked).
     """
     if old_size < 0 or new_size < old_size:
-        raise ProofError(f"tree size {old_size} cannot precede {new_size}")
+        raise ProofError(said("tree size {old_size} cannot precede {new_size}",
+                              old_size=old_size, new_size=new_size))
     if old_size == 0:
         raise ProofError("a consistency proof from the empty tree is meaningless")
     if old_size == new_size:
@@ -442,7 +452,7 @@ def verify_consistency(
         return
     if not proof:
         raise ProofError("empty consistency proof for different tree sizes")
-    _check_proof_hashes(proof, ("old root", old_root), ("new root", new_root))
+    _check_proof_hashes(proof, (said("old root"), old_root), (said("new root"), new_root))
 
     path = list(proof)
     if old_size & (old_size - 1) == 0:  # a power of two: the old root is the seed
@@ -520,5 +530,6 @@ def _unhex(v: object, what: str) -> bytes:
     except ValueError:
         h = b""
     if len(h) != HASH_SIZE:
-        raise InvalidInput(f"{what} must hold {HASH_SIZE}-byte hex hashes")
+        raise InvalidInput(said("{what} must hold {hash_size}-byte hex hashes",
+                                what=what, hash_size=HASH_SIZE))
     return h

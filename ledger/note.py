@@ -24,7 +24,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from copyledger.ledger import jcs
-from copyledger.ledger.errors import IntegrityError, InvalidInput, SignatureError
+from copyledger.ledger.errors import IntegrityError, InvalidInput, SignatureError, said
 
 __all__ = [
     "ALG_ED25519",
@@ -105,7 +105,7 @@ class Verifier:
 
     def __post_init__(self) -> None:
         if not is_valid_key_name(self.name):
-            raise InvalidInput(f"invalid key name {self.name!r}")
+            raise InvalidInput(said("invalid key name {name!r}", name=self.name))
         if len(self.key_id) != 4 or len(self.public_key) != 32:
             raise InvalidInput("an Ed25519 verifier has a 4-byte key ID and a 32-byte key")
 
@@ -129,7 +129,7 @@ def _ed25519(public_key: bytes) -> Ed25519PublicKey:
 def format_verifier_key(name: str, public_key: bytes) -> str:
     """The vkey others configure to trust us: name+hex(key ID)+base64(0x01 || key)."""
     if not is_valid_key_name(name):
-        raise InvalidInput(f"invalid key name {name!r}")
+        raise InvalidInput(said("invalid key name {name!r}", name=name))
     if len(public_key) != 32:
         raise InvalidInput("an Ed25519 public key is 32 bytes")
     encoded = b64(bytes([ALG_ED25519]) + public_key)
@@ -146,14 +146,15 @@ def parse_verifier_key(vkey: str) -> Verifier:
         raise InvalidInput("verifier key must be name+keyid+key")
     name, hex_id, encoded = parts
     if not is_valid_key_name(name):
-        raise InvalidInput(f"verifier key has an invalid name {name!r}")
+        raise InvalidInput(said("verifier key has an invalid name {name!r}", name=name))
     if not re.fullmatch(r"[0-9a-f]{8}", hex_id):
         raise InvalidInput("verifier key ID must be 8 lowercase hex digits")
     key = unb64(encoded)
     if key is None or not key:
         raise InvalidInput("verifier key material is not valid base64")
     if key[0] != ALG_ED25519:
-        raise InvalidInput(f"verifier key algorithm {key[0]:#04x} is not Ed25519 (0x01)")
+        raise InvalidInput(said("verifier key algorithm {key:#04x} is not Ed25519 (0x01)",
+                                key=key[0]))
     if len(key) != 33:
         raise InvalidInput("an Ed25519 verifier key holds 32 bytes of key")
     public_key = key[1:]
@@ -206,7 +207,7 @@ def format_note(text: str, signatures: Sequence[Signature]) -> str:
 def format_signature_line(sig: Signature) -> str:
     """One signature line, `— name base64(key ID || signature)`, with its newline."""
     if not is_valid_key_name(sig.name):
-        raise InvalidInput(f"invalid key name {sig.name!r}")
+        raise InvalidInput(said("invalid key name {name!r}", name=sig.name))
     if len(sig.key_id) != 4 or not sig.signature:
         raise InvalidInput("a signature has a 4-byte key ID and a non-empty signature")
     return f"{_SIG_PREFIX}{sig.name} {b64(sig.key_id + sig.signature)}\n"
@@ -237,7 +238,8 @@ def parse_note(data: str | bytes) -> Note:
         raise SignatureError("malformed note: signatures must end with a newline")
     lines = block[:-1].split("\n")
     if len(lines) > MAX_SIGNATURES:
-        raise SignatureError(f"malformed note: more than {MAX_SIGNATURES} signatures")
+        raise SignatureError(said("malformed note: more than {max_signatures} signatures",
+                                  max_signatures=MAX_SIGNATURES))
     return Note(text, tuple(_parse_signature_line(line) for line in lines))
 
 
@@ -277,7 +279,8 @@ def verify_note(data: str | bytes, verifiers: Sequence[V]) -> tuple[Note, list[V
     for verifier in verifiers:
         other = known.setdefault((verifier.name, verifier.key_id), verifier)
         if other.public_key != verifier.public_key:
-            raise InvalidInput(f"two verifiers share name and key ID: {verifier.name}")
+            raise InvalidInput(said("two verifiers share name and key ID: {name}",
+                                    name=verifier.name))
     note = parse_note(data)
     message = signature_message(note.text)
     good: list[V] = []
@@ -286,7 +289,7 @@ def verify_note(data: str | bytes, verifiers: Sequence[V]) -> tuple[Note, list[V
         if signer is None:
             continue
         if not signer.verify(message, sig.signature):
-            raise SignatureError(f"invalid signature by {sig.name}", key=sig.name)
+            raise SignatureError(said("invalid signature by {name}", name=sig.name), key=sig.name)
         if signer not in good:
             good.append(signer)
     if not good:
@@ -309,26 +312,27 @@ class Checkpoint:
 
 def format_checkpoint(cp: Checkpoint) -> str:
     """The checkpoint note text: origin, size, base64 root, then any extension lines."""
-    _check_line("checkpoint origin", cp.origin)
+    _check_line(said("checkpoint origin"), cp.origin)
     if isinstance(cp.size, bool) or not 0 <= cp.size <= MAX_TREE_SIZE:
         raise InvalidInput("checkpoint size must be an integer in 0..2**64-1")
     if len(cp.root) != 32:
         raise InvalidInput("checkpoint root must be a 32-byte SHA-256 hash")
     for line in cp.extensions:
-        _check_line("checkpoint extension line", line)
+        _check_line(said("checkpoint extension line"), line)
     lines = [cp.origin, str(cp.size), b64(cp.root), *cp.extensions]
     return "".join(line + "\n" for line in lines)
 
 
 def parse_checkpoint(text: str) -> Checkpoint:
     """Read checkpoint note text strictly: no leading zeros, canonical base64, 32-byte root."""
-    lines = _split_lines(text, "checkpoint")
+    lines = _split_lines(text, said("checkpoint"))
     if len(lines) < 3:
         raise InvalidInput("checkpoint needs origin, size and root lines")
     origin, size, root, *extensions = lines
     if not origin or any(not line for line in extensions):
         raise InvalidInput("checkpoint lines must not be empty")
-    return Checkpoint(origin, _parse_size(size, "tree size"), _parse_hash(root), tuple(extensions))
+    return Checkpoint(origin, _parse_size(size, said("tree size")), _parse_hash(root),
+                      tuple(extensions))
 
 
 def block_note_text(origin: str, height: int, block_hash: bytes) -> str:
@@ -336,7 +340,7 @@ def block_note_text(origin: str, height: int, block_hash: bytes) -> str:
 
     The first line keeps it apart from checkpoints: no checkpoint can read as a block note.
     """
-    _check_line("origin", origin)
+    _check_line(said("origin"), origin)
     if isinstance(height, bool) or not 0 <= height <= MAX_TREE_SIZE:
         raise InvalidInput("block height must be an integer in 0..2**64-1")
     if len(block_hash) != 32:
@@ -346,13 +350,14 @@ def block_note_text(origin: str, height: int, block_hash: bytes) -> str:
 
 def parse_block_note_text(text: str) -> tuple[str, int, bytes]:
     """Read block note text back as (origin, height, block hash)."""
-    lines = _split_lines(text, "block note")
+    lines = _split_lines(text, said("block note"))
     if len(lines) != 4 or lines[0] != BLOCK_NOTE_HEADER:
-        raise InvalidInput(f"block note must be {BLOCK_NOTE_HEADER}, origin, height and hash")
+        raise InvalidInput(said("block note must be {block_note_header}, origin, height and hash",
+                                block_note_header=BLOCK_NOTE_HEADER))
     _, origin, height, block_hash = lines
     if not origin:
         raise InvalidInput("block note origin must not be empty")
-    return origin, _parse_size(height, "block height"), _parse_hash(block_hash)
+    return origin, _parse_size(height, said("block height")), _parse_hash(block_hash)
 
 
 # ---------------------------------------------------------------- helpers
@@ -360,20 +365,21 @@ def parse_block_note_text(text: str) -> tuple[str, int, bytes]:
 
 def _check_line(what: str, line: str) -> None:
     if not line or "\n" in line or _CONTROL.search(line) or _SURROGATE.search(line):
-        raise InvalidInput(f"{what} must be one non-empty line without control characters")
+        raise InvalidInput(said("{what} must be one non-empty line without control characters",
+                                what=what))
 
 
 def _split_lines(text: str, what: str) -> list[str]:
     if not text.endswith("\n"):
-        raise InvalidInput(f"{what} text must end with a newline")
+        raise InvalidInput(said("{what} text must end with a newline", what=what))
     if _CONTROL.search(text) or _SURROGATE.search(text):
-        raise InvalidInput(f"{what} text contains control characters")
+        raise InvalidInput(said("{what} text contains control characters", what=what))
     return text[:-1].split("\n")
 
 
 def _parse_size(line: str, what: str) -> int:
     if len(line) > 20 or not _SIZE.fullmatch(line) or int(line) > MAX_TREE_SIZE:
-        raise InvalidInput(f"{what} must be a decimal uint64 without leading zeros")
+        raise InvalidInput(said("{what} must be a decimal uint64 without leading zeros", what=what))
     return int(line)
 
 
@@ -438,7 +444,8 @@ class BlockHeader:
     @classmethod
     def from_json(cls, obj: object) -> BlockHeader:
         if not isinstance(obj, dict) or obj.get("schema") != BLOCK_SCHEMA:
-            raise InvalidInput(f"block header: expected an object with schema {BLOCK_SCHEMA!r}")
+            raise InvalidInput(said("block header: expected an object with schema {block_schema!r}",
+                                    block_schema=BLOCK_SCHEMA))
         try:
             return cls(
                 height=_header_int(obj["height"]),
@@ -451,7 +458,8 @@ class BlockHeader:
                 sealed_at=str(obj["sealed_at"]),
             )
         except KeyError as e:
-            raise InvalidInput(f"block header: missing field {e.args[0]!r}") from None
+            raise InvalidInput(said("block header: missing field {field!r}",
+                                    field=e.args[0])) from None
 
     def canonical_bytes(self) -> bytes:
         return _quick_header_bytes(self) or jcs.canonicalize(self.to_json())
@@ -483,24 +491,25 @@ def _quick_header_bytes(h: BlockHeader) -> bytes | None:
 
 def _header_int(v: object) -> int:
     if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-        raise InvalidInput(f"block header: expected a non-negative integer, got {v!r}")
+        raise InvalidInput(said("block header: expected a non-negative integer, got {v!r}", v=v))
     return v
 
 
 def _header_hash(v: object) -> bytes:
     if not isinstance(v, str) or len(v) != 64:
-        raise InvalidInput(f"block header: expected 64 hex characters, got {v!r}")
+        raise InvalidInput(said("block header: expected 64 hex characters, got {v!r}", v=v))
     try:
         return bytes.fromhex(v)
     except ValueError:
-        raise InvalidInput(f"block header: not hex: {v!r}") from None
+        raise InvalidInput(said("block header: not hex: {v!r}", v=v)) from None
 
 
 def check_header(header: BlockHeader) -> None:
     """Rules a header must satisfy on its own."""
     if header.tree_size != header.first_seq + header.count:
         raise IntegrityError(
-            f"block {header.height}: tree_size {header.tree_size} != first_seq + count",
+            said("block {height}: tree_size {tree_size} != first_seq + count",
+                 height=header.height, tree_size=header.tree_size),
             height=header.height,
         )
     if header.height == 0 and (header.prev_block_hash != GENESIS_PREV or header.first_seq != 0):
@@ -512,16 +521,18 @@ def check_link(prev: BlockHeader, header: BlockHeader) -> None:
     check_header(header)
     if header.height != prev.height + 1:
         raise IntegrityError(
-            f"block {header.height}: follows block {prev.height}", height=header.height
+            said("block {height}: follows block {height2}",
+                 height=header.height, height2=prev.height), height=header.height
         )
     if header.prev_block_hash != prev.hash():
         raise IntegrityError(
-            f"block {header.height}: prev_block_hash does not match block {prev.height}'s hash",
+            said("block {height}: prev_block_hash does not match block {height2}'s hash",
+                 height=header.height, height2=prev.height),
             height=header.height,
         )
     if header.first_seq != prev.tree_size:
         raise IntegrityError(
-            f"block {header.height}: first_seq {header.first_seq} != previous tree size "
-            f"{prev.tree_size}",
+            said("block {height}: first_seq {first_seq} != previous tree size {tree_size}",
+                 height=header.height, first_seq=header.first_seq, tree_size=prev.tree_size),
             height=header.height,
         )

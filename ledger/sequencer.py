@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from copyledger.ledger import entry as entry_mod
 from copyledger.ledger import links as links_mod
 from copyledger.ledger import merkle, note
-from copyledger.ledger.errors import CopyledgerError, Unavailable
+from copyledger.ledger.errors import CopyledgerError, Unavailable, said
 from copyledger.ledger.note import GENESIS_PREV, BlockHeader
 from copyledger.ledger.store import BlockRow, CachedReader, EntryRow, Store
 
@@ -89,11 +89,11 @@ def _settle(waiters: list[tuple[asyncio.Future[Receipt], Outcome]]) -> None:
 
 
 _SEAL_FAILED = {
-    "before": "sealing failed before anything was written; nothing was recorded",
-    "during": "the database write failed; the entry is most likely not recorded, but check "
-    "GET /v1/search?sha256=... before retrying",
-    "after": "the entry WAS recorded, but its receipt could not be built; fetch it with "
-    "GET /v1/search?sha256=...",
+    "before": said("sealing failed before anything was written; nothing was recorded"),
+    "during": said("the database write failed; the entry is most likely not recorded, but "
+                   "check GET /v1/search?sha256=... before retrying"),
+    "after": said("the entry WAS recorded, but its receipt could not be built; fetch it with "
+                  "GET /v1/search?sha256=..."),
 }
 
 
@@ -101,7 +101,8 @@ def _seal_failed(phase: str, cause: BaseException | None) -> Unavailable:
     """What waiters are told: a domain error's own detail (it names nothing internal), but only
     the operator's log sees anything else (a driver's message with paths, an errno, a URL)."""
     if isinstance(cause, CopyledgerError):
-        return Unavailable(f"{_SEAL_FAILED[phase]}: {cause.detail}", internal=cause.internal)
+        return Unavailable(said("{seal_failed}: {detail}", seal_failed=_SEAL_FAILED[phase],
+                                detail=cause.detail), internal=cause.internal)
     return Unavailable(_SEAL_FAILED[phase], internal=f"{type(cause).__name__}: {cause}")
 
 

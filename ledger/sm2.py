@@ -22,7 +22,7 @@ from typing import IO
 from cryptography.hazmat.primitives import hashes
 
 from copyledger.ledger import note
-from copyledger.ledger.errors import InvalidInput
+from copyledger.ledger.errors import InvalidInput, said
 
 __all__ = [
     "DEFAULT_ID",
@@ -198,7 +198,8 @@ def public_key_der(public_key: bytes) -> bytes:
 def za(public_key: bytes, distid: bytes = DEFAULT_ID) -> bytes:
     """Z_A = SM3(ENTL || ID || a || b || xG || yG || xA || yA), GB/T 32918.2 §5.5."""
     if len(distid) > MAX_ID_BYTES:
-        raise InvalidInput(f"an SM2 distinguishing ID is at most {MAX_ID_BYTES} bytes")
+        raise InvalidInput(said("an SM2 distinguishing ID is at most {max_id_bytes} bytes",
+                                max_id_bytes=MAX_ID_BYTES))
     decode_point(public_key)
     fixed = b"".join(v.to_bytes(32, "big") for v in (A, B, GX, GY))
     return sm3((len(distid) * 8).to_bytes(2, "big") + distid + fixed + public_key[1:])
@@ -278,10 +279,11 @@ class Verifier:
 
     def __post_init__(self) -> None:
         if not note.is_valid_key_name(self.name):
-            raise InvalidInput(f"invalid key name {self.name!r}")
+            raise InvalidInput(said("invalid key name {name!r}", name=self.name))
         decode_point(self.public_key)
         if not 1 <= len(self.distid) <= MAX_ID_BYTES:
-            raise InvalidInput(f"an SM2 distinguishing ID is 1 to {MAX_ID_BYTES} bytes")
+            raise InvalidInput(said("an SM2 distinguishing ID is 1 to {max_id_bytes} bytes",
+                                    max_id_bytes=MAX_ID_BYTES))
         if self.key_id != key_id(self.name, self.public_key, self.distid):
             raise InvalidInput("SM2 key ID does not match the key")
 
@@ -314,7 +316,8 @@ def parse_verifier_key(vkey: str) -> Verifier:
         raise InvalidInput("SM2 verifier key ID must be 8 lowercase hex digits")
     raw = note.unb64(encoded)
     if raw is None or not raw.startswith(KEY_TYPE):
-        raise InvalidInput(f"not an SM2 verifier key (base64 of {KEY_TYPE!r} || key || ID)")
+        raise InvalidInput(said("not an SM2 verifier key (base64 of {key_type!r} || key || ID)",
+                                key_type=KEY_TYPE))
     body = raw[len(KEY_TYPE) :]
     return Verifier(name, bytes.fromhex(hex_id), body[:65], body[65:])
 

@@ -121,7 +121,7 @@ def parse_path(path: str) -> Tile:
     """The tile a path names, refusing every spelling the spec does not allow (leading zeros in
     L or W, a missing `x`, a width of 0 or 256, a level past 63). A leading `/` is ignored."""
     parts = path.lstrip("/").split("/")
-    bad = InvalidInput(f"{path!r} is not a tlog-tiles path")
+    bad = InvalidInput(said("{path!r} is not a tlog-tiles path", path=path))
     if len(parts) < 3 or parts[0] != "tile":
         raise bad
     level_s, elems = parts[1], parts[2:]
@@ -247,7 +247,8 @@ def check_bundle(tile: Tile, bundle: bytes, hashes: bytes) -> list[bytes]:
     try:
         entries, want = decode_bundle(bundle), split_tile(hashes)
     except InvalidInput as e:
-        raise VerificationError(f"{tile.path()}: {e.detail}") from None
+        raise VerificationError(said("{path}: {detail}",
+                                     path=tile.path(), detail=e.detail)) from None
     if len(entries) != tile.width or len(want) != tile.width:
         raise VerificationError(said("{path} holds {n} entries and its hash tile {m} hashes, "
                                      "not {width}", path=tile.path(), n=len(entries),

@@ -29,7 +29,7 @@ from copyledger.ledger.documents import (
     WorkRef,
     parse_entry,
 )
-from copyledger.ledger.errors import IntegrityError, InvalidInput
+from copyledger.ledger.errors import IntegrityError, InvalidInput, said
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,8 @@ class Title:
         """The title of a freshly registered work: its registrant holds it."""
         w = _document(work)
         if not isinstance(w, Work):
-            raise InvalidInput(f"entry {work_seq} is a {w.KIND}, not a work")
+            raise InvalidInput(said("entry {work_seq} is a {kind}, not a work",
+                                    work_seq=work_seq, kind=w.KIND))
         return cls(work_seq, w.registrant, w.registrant, sha256=w.content.sha256, last=work_seq)
 
     def apply(self, seq: int, entry: Entry | Mapping[str, Any]) -> None:
@@ -75,7 +76,8 @@ class Title:
         t = _document(entry)
         if not isinstance(t, TITLE_KINDS) or t.work != WorkRef(seq=self.work_seq,
                                                                sha256=self.sha256):
-            raise IntegrityError(f"entry {seq} is not a transfer of work {self.work_seq}", seq=seq)
+            raise IntegrityError(said("entry {seq} is not a transfer of work {work_seq}",
+                                      seq=seq, work_seq=self.work_seq), seq=seq)
         if isinstance(t, Transfer):
             self._transfer(seq, t)
         else:
@@ -84,13 +86,15 @@ class Title:
     def _transfer(self, seq: int, t: Transfer) -> None:
         if t.from_account != self.holder or t.registrant != self.holder:
             raise IntegrityError(
-                f"transfer {seq} was made by {t.registrant!r} from {t.from_account!r}, but "
-                f"{self.holder!r} held the work then", seq=seq,
+                said("transfer {seq} was made by {registrant!r} from {from_account!r}, but "
+                     "{holder!r} held the work then",
+                     seq=seq, registrant=t.registrant, from_account=t.from_account,
+                     holder=self.holder), seq=seq,
             )
         if self.pending is not None:
             raise IntegrityError(
-                f"transfer {seq} was made while offer {self.pending.seq} to "
-                f"{self.pending.to_account!r} was pending", seq=seq,
+                said("transfer {seq} was made while offer {seq2} to {to_account!r} was pending",
+                     seq=seq, seq2=self.pending.seq, to_account=self.pending.to_account), seq=seq,
             )
         link = Link(seq, t.from_account, t.to_account, t.transfer_type, self.holder)
         if t.is_offer:
@@ -105,16 +109,19 @@ class Title:
         offer = self.pending
         if offer is None or offer.seq != a.offer:
             raise IntegrityError(
-                f"{a.KIND} {seq} names offer {a.offer}, which is not pending on work "
-                f"{self.work_seq}", seq=seq,
+                said("{kind} {seq} names offer {offer}, which is not pending on work {work_seq}",
+                     kind=a.KIND, seq=seq, offer=a.offer, work_seq=self.work_seq), seq=seq,
             )
         entitled = offer.to_account if isinstance(a, Acceptance) else offer.from_account
         if a.registrant != entitled:
-            raise IntegrityError(
-                f"{a.KIND} {seq} was made by {a.registrant!r}, but only {entitled!r} may "
-                f"{'accept' if isinstance(a, Acceptance) else 'withdraw'} offer {offer.seq}",
-                seq=seq,
-            )
+            who = {"kind": a.KIND, "seq": seq, "registrant": a.registrant, "entitled": entitled,
+                   "offer": offer.seq}
+            if isinstance(a, Acceptance):
+                raise IntegrityError(said("{kind} {seq} was made by {registrant!r}, but only "
+                                          "{entitled!r} may accept offer {offer}", **who),
+                                     seq=seq)
+            raise IntegrityError(said("{kind} {seq} was made by {registrant!r}, but only "
+                                      "{entitled!r} may withdraw offer {offer}", **who), seq=seq)
         self.pending = None
         if isinstance(a, Acceptance):
             self.holder = offer.to_account

@@ -8,7 +8,7 @@ import base64
 import binascii
 from dataclasses import dataclass
 
-from copyledger.ledger.errors import InvalidInput
+from copyledger.ledger.errors import InvalidInput, said
 
 HEADER = "c2sp.org/tlog-proof@v1"
 
@@ -36,7 +36,7 @@ def parse_tlog_proof(text: str) -> TlogProof:
         raise InvalidInput("tlog-proof: no blank line before the checkpoint")
     lines = head.split("\n")
     if lines[0] != HEADER:
-        raise InvalidInput(f"tlog-proof: first line must be {HEADER!r}")
+        raise InvalidInput(said("tlog-proof: first line must be {header!r}", header=HEADER))
     pos = 1
     extra = None
     try:
@@ -47,7 +47,7 @@ def parse_tlog_proof(text: str) -> TlogProof:
             raise InvalidInput("tlog-proof: missing 'index' line")
         digits = lines[pos][6:]
         if not digits.isdigit() or (digits != "0" and digits.startswith("0")):
-            raise InvalidInput(f"tlog-proof: bad index {digits!r}")
+            raise InvalidInput(said("tlog-proof: bad index {digits!r}", digits=digits))
         proof = [base64.b64decode(x, validate=True) for x in lines[pos + 1 :]]
     except binascii.Error:
         raise InvalidInput("tlog-proof: bad base64") from None

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from copyledger.ledger.components import MATCHING, load, missing, require
+from copyledger.ledger.components import CHROMAPRINT, FFMPEG, MATCHING, load, missing, require
 from copyledger.ledger.errors import InvalidInput
 from copyledger.ledger.fingerprint import (
     CHROMAPRINT_SCHEME,
@@ -83,7 +83,7 @@ def ffmpeg_stream(source: Source, output: list[str], chunk: int = _CHUNK) -> Ite
 def _run(name: str, stdin: Any, output: list[str], chunk: int) -> Iterator[bytes]:
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
-        raise missing("FFmpeg (Debian: ffmpeg)")
+        raise missing(FFMPEG)
     cmd = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-format_whitelist",
            DEMUXERS, "-protocol_whitelist", "file,pipe", "-i", name, "-t",
            str(MAX_MEDIA_SECONDS), *output, "pipe:1"]
@@ -162,7 +162,7 @@ def items_of(fingerprint: dict[str, object] | Any) -> Any:
 
 def _chromaprint() -> Any:
     """pyacoustid's binding, which loads libchromaprint (Debian: libchromaprint1) on import."""
-    return load("chromaprint", "Chromaprint (Debian: libchromaprint1)")
+    return load("chromaprint", CHROMAPRINT)
 
 
 def _library_version() -> str:

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from copyledger.ledger.errors import InvalidInput
+from copyledger.ledger.errors import InvalidInput, said
 from copyledger.notary.pkcs11 import Pkcs11EcdsaKey, Pkcs11Ed25519Signer, Pkcs11Token, open_token
 from copyledger.notary.signer import FileSigner, Signer
 from copyledger.notary.tsa import (
@@ -49,7 +49,8 @@ class KeyConfig:
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
-            raise InvalidInput(f"key backend {self.backend!r} is not one of {', '.join(BACKENDS)}")
+            raise InvalidInput(said("key backend {backend!r} is not one of {backends}",
+                                    backend=self.backend, backends=', '.join(BACKENDS)))
         if self.backend == "pkcs11" and not (self.pkcs11_module and self.token_label):
             raise InvalidInput("the pkcs11 key backend needs a PKCS#11 module and a token label")
         if self.log_key_label == self.tsa_key_label:
@@ -62,7 +63,8 @@ def open_configured_token(config: KeyConfig) -> Pkcs11Token:
         raise InvalidInput("no PKCS#11 token is configured")
     pin = os.environ.get(config.pin_env)
     if not pin:
-        raise InvalidInput(f"set {config.pin_env} to the user PIN of token {config.token_label!r}")
+        raise InvalidInput(said("set {pin_env} to the user PIN of token {token_label!r}",
+                                pin_env=config.pin_env, token_label=config.token_label))
     return open_token(config.pkcs11_module, config.token_label, pin)
 
 

@@ -43,7 +43,7 @@ from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
 from pkcs11 import exceptions as p11
 
 from copyledger.ledger import note
-from copyledger.ledger.errors import Conflict, CopyledgerError, InvalidInput, Unavailable
+from copyledger.ledger.errors import Conflict, CopyledgerError, InvalidInput, Unavailable, said
 
 __all__ = [
     "Pkcs11EcdsaKey",
@@ -87,14 +87,16 @@ class Pkcs11Token:
         """operation(session) under the lock; a PKCS#11 failure becomes Unavailable."""
         with self._lock:
             if self._session is None:
-                raise Unavailable(f"the session on token {self.label!r} is closed")
+                raise Unavailable(said("the session on token {label!r} is closed",
+                                       label=self.label))
             try:
                 return operation(self._session)
             except CopyledgerError:
                 raise
             except p11.PKCS11Error as exc:
                 raise Unavailable(
-                    f"HSM {what} failed on token {self.label!r}: {_describe(exc)}"
+                    said("HSM {what} failed on token {label!r}: {value}",
+                         what=what, label=self.label, value=_describe(exc))
                 ) from exc
 
     def has_object(self, label: str) -> bool:
@@ -125,17 +127,18 @@ def open_token(module: str, token_label: str, pin: str) -> Pkcs11Token:
     module or token fails.
     """
     if not pin:
-        raise InvalidInput(f"no PIN given for token {token_label!r}")
+        raise InvalidInput(said("no PIN given for token {token_label!r}", token_label=token_label))
     path = Path(module)
     if not path.is_file():
-        raise InvalidInput(f"no PKCS#11 module at {module}")
+        raise InvalidInput(said("no PKCS#11 module at {module}", module=module))
     module = os.path.realpath(path)
     digest = hashlib.sha256(_pin_salt + pin.encode()).digest()
     with _registry_lock:
         token = _tokens.get((module, token_label))
         if token is not None:
             if not hmac.compare_digest(token._pin_digest, digest):
-                raise InvalidInput(f"wrong PIN for token {token_label!r}")
+                raise InvalidInput(said("wrong PIN for token {token_label!r}",
+                                        token_label=token_label))
             return token
         lock = _module_locks.setdefault(module, threading.RLock())
         with lock:
@@ -180,7 +183,9 @@ class Pkcs11Ed25519Signer:
 
     def __init__(self, name: str, token: Pkcs11Token, key_label: str) -> None:
         if not note.is_valid_key_name(name):
-            raise InvalidInput(f"invalid key name {name!r}: no spaces, '+' or control characters")
+            raise InvalidInput(said("invalid key name {name!r}: no spaces, '+' or control "
+                                    "characters",
+                                    name=name))
         self.name = name
         self.token = token
         self.key_label = key_label
@@ -244,7 +249,8 @@ class Pkcs11EcdsaKey:
         digest = hashlib.sha256(data).digest()
         raw = self.token.run("ECDSA signing", lambda _s: self._sign_digest(digest))
         if len(raw) != 64:
-            raise Unavailable(f"the HSM returned a {len(raw)}-byte P-256 signature, not 64")
+            raise Unavailable(said("the HSM returned a {raw_len}-byte P-256 signature, not 64",
+                                   raw_len=len(raw)))
         r, s = int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big")
         return encode_dss_signature(r, s)
 
@@ -266,29 +272,37 @@ def _login(module: str, token_label: str, pin: str) -> Any:
     try:
         lib = pkcs11.lib(module)
     except (RuntimeError, OSError) as exc:  # not a shared library, or no C_GetFunctionList
-        raise InvalidInput(f"{module} is not a usable PKCS#11 module: {exc}") from None
+        raise InvalidInput(said("{module} is not a usable PKCS#11 module: {exc}",
+                                module=module, exc=exc)) from None
     try:
         tokens = list(lib.get_tokens(token_label=token_label))
         if not tokens:
             labels = sorted(t.label for t in lib.get_tokens() if t.label)
             raise InvalidInput(
-                f"no token labelled {token_label!r} in {module}; tokens: {labels or 'none'}"
+                said("no token labelled {token_label!r} in {module}; tokens: {value}",
+                     token_label=token_label, module=module, value=labels or 'none')
             )
         if len(tokens) > 1:
-            raise InvalidInput(f"{len(tokens)} tokens are labelled {token_label!r} in {module}")
+            raise InvalidInput(said("{tokens_len} tokens are labelled {token_label!r} in {module}",
+                                    tokens_len=len(tokens), token_label=token_label, module=module))
         return tokens[0].open(rw=True, user_pin=pin)
     except (p11.PinIncorrect, p11.PinInvalid, p11.PinLenRange):
-        raise InvalidInput(f"wrong PIN for token {token_label!r}") from None
+        raise InvalidInput(said("wrong PIN for token {token_label!r}",
+                                token_label=token_label)) from None
     except p11.PinLocked:
-        raise InvalidInput(f"the user PIN of token {token_label!r} is locked") from None
+        raise InvalidInput(said("the user PIN of token {token_label!r} is locked",
+                                token_label=token_label)) from None
     except p11.UserPinNotInitialized:
-        raise InvalidInput(f"token {token_label!r} has no user PIN yet") from None
+        raise InvalidInput(said("token {token_label!r} has no user PIN yet",
+                                token_label=token_label)) from None
     except p11.UserAlreadyLoggedIn:
         raise Unavailable(
-            f"token {token_label!r} is already logged in by other code in this process"
+            said("token {token_label!r} is already logged in by other code in this process",
+                 token_label=token_label)
         ) from None
     except p11.PKCS11Error as exc:
-        raise Unavailable(f"cannot open token {token_label!r}: {_describe(exc)}") from exc
+        raise Unavailable(said("cannot open token {token_label!r}: {value}",
+                               token_label=token_label, value=_describe(exc))) from exc
 
 
 def _find_pair(session: Any, token_label: str, label: str, key_type: KeyType) -> tuple[Any, Any]:
@@ -299,17 +313,20 @@ def _find_pair(session: Any, token_label: str, label: str, key_type: KeyType) ->
     for object_class, what in classes:
         found = list(session.get_objects({Attribute.CLASS: object_class, Attribute.LABEL: label}))
         if not found:
-            raise InvalidInput(f"no {what} {where}")
+            raise InvalidInput(said("no {what} {where}", what=what, where=where))
         if len(found) > 1:
-            raise InvalidInput(f"{len(found)} {what} keys are labelled {label!r}; keep one")
+            raise InvalidInput(said("{found_len} {what} keys are labelled {label!r}; keep one",
+                                    found_len=len(found), what=what, label=label))
         if found[0].key_type != key_type:
             kind = getattr(found[0].key_type, "name", found[0].key_type)
-            raise InvalidInput(f"{where} has key type {kind}, not {key_type.name}")
+            raise InvalidInput(said("{where} has key type {kind}, not {name}",
+                                    where=where, kind=kind, name=key_type.name))
         pair.append(found[0])
     private = pair[0]
     if private[Attribute.EXTRACTABLE] or not private[Attribute.SENSITIVE]:
         raise InvalidInput(
-            f"{where} can be exported from the token; generate one inside it instead"
+            said("{where} can be exported from the token; generate one inside it instead",
+                 where=where)
         )
     return private, pair[1]
 
@@ -319,7 +336,8 @@ def _generate(token: Pkcs11Token, label: str, key_type: KeyType, ec_params: byte
 
     def generate(session: Any) -> None:
         if token.has_object(label):  # the lock is re-entrant; check and create under one hold
-            raise Conflict(f"token {token.label!r} already holds {label!r}; refusing to overwrite")
+            raise Conflict(said("token {label!r} already holds {label2!r}; refusing to overwrite",
+                                label=token.label, label2=label))
         session.generate_keypair(
             key_type,
             store=True,
@@ -341,26 +359,29 @@ def _ed25519_point(public: Any) -> bytes:
     """The raw 32-byte key: PKCS#11 3.0 wraps CKA_EC_POINT in an OCTET STRING; some don't."""
     params = bytes(public[Attribute.EC_PARAMS])
     if params not in (_ED25519_OID, _ED25519_NAME):
-        raise InvalidInput(f"key {public.label!r} is an Edwards key, but not on Ed25519")
+        raise InvalidInput(said("key {label!r} is an Edwards key, but not on Ed25519",
+                                label=public.label))
     point = bytes(public[Attribute.EC_POINT])
     if len(point) == 34 and point[:2] == b"\x04\x20":
         point = point[2:]
     if len(point) != 32:
-        raise InvalidInput(f"key {public.label!r} has a {len(point)}-byte Ed25519 point")
+        raise InvalidInput(said("key {label!r} has a {point_len}-byte Ed25519 point",
+                                label=public.label, point_len=len(point)))
     return point
 
 
 def _p256_point(public: Any, label: str) -> ec.EllipticCurvePublicKey:
     """The public key from CKA_EC_POINT (an uncompressed point, DER-wrapped or raw)."""
     if bytes(public[Attribute.EC_PARAMS]) != _P256_OID:
-        raise InvalidInput(f"key {label!r} is not on P-256 (prime256v1)")
+        raise InvalidInput(said("key {label!r} is not on P-256 (prime256v1)", label=label))
     point = bytes(public[Attribute.EC_POINT])
     if len(point) == 67 and point[:2] == b"\x04\x41":
         point = point[2:]
     try:
         return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
     except ValueError:
-        raise InvalidInput(f"key {label!r} has an unreadable P-256 point") from None
+        raise InvalidInput(said("key {label!r} has an unreadable P-256 point",
+                                label=label)) from None
 
 
 def _check(verify: Callable[[bytes, bytes], None], key: Any, label: str) -> None:
@@ -370,7 +391,7 @@ def _check(verify: Callable[[bytes, bytes], None], key: Any, label: str) -> None
         verify(signature, _PROBE)
     except InvalidSignature:
         raise InvalidInput(
-            f"the private and public keys labelled {label!r} are not one pair"
+            said("the private and public keys labelled {label!r} are not one pair", label=label)
         ) from None
 
 

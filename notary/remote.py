@@ -61,9 +61,11 @@ class RemoteNotary:
             detail = r.json().get("detail") if r.headers.get("content-type", "").endswith(
                 "json") else r.text[:200]
             if r.status_code >= 500 or r.status_code == 401:
-                raise Unavailable(f"the notary answered {r.status_code}",
+                raise Unavailable(said("the notary answered {status_code}",
+                                       status_code=r.status_code),
                                   internal=f"{self.url}: {detail}")
-            raise CopyledgerError(f"the notary refused: {detail}")  # its own problem detail
+            raise CopyledgerError(said("the notary refused: {detail}",
+                                       detail=detail))  # its own problem detail
         return r if path.endswith("/timestamp") else r.json()
 
     def close(self) -> None:

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from copyledger.ledger import claims, note
-from copyledger.ledger.errors import Conflict, CopyledgerError, InvalidInput, ProofError
+from copyledger.ledger.errors import Conflict, CopyledgerError, InvalidInput, ProofError, said
 from copyledger.ledger.merkle import Consistency
 
 __all__ = [
@@ -80,7 +80,8 @@ def sign_note(text: str, signers: Sequence[Signer | ExtraSigner]) -> str:
         public_key = signer.public_key
         signature = signer.sign(message)
         if len(signature) != 64:
-            raise InvalidInput(f"signer {signer.name} returned a {len(signature)}-byte signature")
+            raise InvalidInput(said("signer {name} returned a {signature_len}-byte signature",
+                                    name=signer.name, signature_len=len(signature)))
         signatures.append(
             note.Signature(signer.name, note.key_id(signer.name, public_key), signature)
         )
@@ -92,7 +93,9 @@ class FileSigner:
 
     def __init__(self, name: str, private_key: Ed25519PrivateKey) -> None:
         if not note.is_valid_key_name(name):
-            raise InvalidInput(f"invalid key name {name!r}: no spaces, '+' or control characters")
+            raise InvalidInput(said("invalid key name {name!r}: no spaces, '+' or control "
+                                    "characters",
+                                    name=name))
         self.name = name
         self._private_key = private_key
         self._public_key = private_key.public_key().public_bytes(
@@ -137,13 +140,15 @@ class FileSigner:
         try:
             pem = path.read_bytes()
         except FileNotFoundError:
-            raise InvalidInput(f"no key file at {path}") from None
+            raise InvalidInput(said("no key file at {path}", path=path)) from None
         except OSError as exc:
-            raise InvalidInput(f"cannot read key file {path}: {exc.strerror}") from None
+            raise InvalidInput(said("cannot read key file {path}: {strerror}",
+                                    path=path, strerror=exc.strerror)) from None
         key = load_private_pem(pem, passphrase, f"key file {path}")
         if not isinstance(key, Ed25519PrivateKey):
             raise InvalidInput(
-                f"key file {path} holds a {type(key).__name__}, not an Ed25519 private key"
+                said("key file {path} holds a {name}, not an Ed25519 private key",
+                     path=path, name=type(key).__name__)
             )
         return cls(name, key)
 
@@ -152,18 +157,18 @@ def load_private_pem(pem: bytes, passphrase: bytes | None, what: str) -> Private
     """A PEM private key, with one clear message for each way loading can fail."""
     encrypted = b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in pem or b"Proc-Type: 4,ENCRYPTED" in pem
     if encrypted and not passphrase:
-        raise InvalidInput(f"{what} is encrypted: a passphrase is needed")
+        raise InvalidInput(said("{what} is encrypted: a passphrase is needed", what=what))
     if not encrypted and passphrase:
-        raise InvalidInput(f"{what} is not encrypted, but a passphrase was given")
+        raise InvalidInput(said("{what} is not encrypted, but a passphrase was given", what=what))
     try:
         return serialization.load_pem_private_key(pem, password=passphrase or None)
     except ValueError:
         reason = "wrong passphrase or corrupt key" if encrypted else "not a PEM private key"
-        raise InvalidInput(f"cannot load {what}: {reason}") from None
+        raise InvalidInput(said("cannot load {what}: {reason}", what=what, reason=reason)) from None
     except TypeError as exc:  # passphrase given or missing, in a form we did not spot
-        raise InvalidInput(f"cannot load {what}: {exc}") from None
+        raise InvalidInput(said("cannot load {what}: {exc}", what=what, exc=exc)) from None
     except UnsupportedAlgorithm:
-        raise InvalidInput(f"cannot load {what}: unsupported key type") from None
+        raise InvalidInput(said("cannot load {what}: unsupported key type", what=what)) from None
 
 
 def _write_new_private_file(path: Path, data: bytes) -> None:
@@ -178,9 +183,10 @@ def write_new_file(path: Path, data: bytes, mode: int) -> None:
     try:
         fd = os.open(path, flags, mode)
     except FileExistsError:
-        raise Conflict(f"{path} already exists; refusing to overwrite it") from None
+        raise Conflict(said("{path} already exists; refusing to overwrite it", path=path)) from None
     except OSError as exc:
-        raise InvalidInput(f"cannot create {path}: {exc.strerror}") from None
+        raise InvalidInput(said("cannot create {path}: {strerror}",
+                                path=path, strerror=exc.strerror)) from None
     try:
         os.fchmod(fd, mode)  # the umask may only have narrowed it; make it exact
         view = memoryview(data)
@@ -252,8 +258,9 @@ def check_signable(message: bytes, origin: str) -> str:
                 return what
         except CopyledgerError:
             continue
-    raise InvalidInput(f"refused: only checkpoints, block notes and claim-check answers of "
-                       f"{origin} are signed")
+    raise InvalidInput(said("refused: only checkpoints, block notes and claim-check answers of "
+                            "{origin} are signed",
+                            origin=origin))
 
 
 class CheckpointGuard:
@@ -279,36 +286,45 @@ class CheckpointGuard:
         try:
             cp = note.parse_checkpoint(path.read_text("utf-8"))
         except (OSError, UnicodeDecodeError, InvalidInput) as e:
-            raise InvalidInput(f"cannot read the last signed checkpoint at {path}: {e}") from None
+            raise InvalidInput(said("cannot read the last signed checkpoint at {path}: {e}",
+                                    path=path, e=e)) from None
         if cp.origin != self.origin:
-            raise InvalidInput(f"{path} is a checkpoint of {cp.origin!r}, not {self.origin!r}")
+            raise InvalidInput(said("{path} is a checkpoint of {origin!r}, not {origin2!r}",
+                                    path=path, origin=cp.origin, origin2=self.origin))
         return cp
 
     def admit(self, new: note.Checkpoint, consistency: Consistency | None) -> None:
         """Conflict (or InvalidInput, for a missing proof) unless `new` may be signed."""
         last = self.last
         if new.origin != self.origin:
-            raise InvalidInput(f"refused: a checkpoint of {new.origin}, not {self.origin}")
+            raise InvalidInput(said("refused: a checkpoint of {origin}, not {origin2}",
+                                    origin=new.origin, origin2=self.origin))
         if last is not None:
             if new.size < last.size:
-                raise Conflict(f"refused: tree size {new.size} is smaller than {last.size}, "
-                               f"the last checkpoint signed")
+                raise Conflict(said("refused: tree size {size} is smaller than {size2}, the last "
+                                    "checkpoint signed",
+                                    size=new.size, size2=last.size))
             if new.size == last.size and new.root != last.root:
-                raise Conflict(f"refused: tree size {new.size} was signed with another root")
+                raise Conflict(said("refused: tree size {size} was signed with another root",
+                                    size=new.size))
             if consistency is None:
                 if new.size == last.size:
                     return  # the same tree again: nothing to prove
-                raise InvalidInput(f"refused: a tree bigger than the last one signed (size "
-                                   f"{last.size}) needs a consistency proof from it")
+                raise InvalidInput(said("refused: a tree bigger than the last one signed (size "
+                                        "{size}) needs a consistency proof from it",
+                                        size=last.size))
             if (consistency.old_size, consistency.old_root) != (last.size, last.root):
-                raise Conflict(f"refused: the consistency proof starts from tree size "
-                               f"{consistency.old_size}, but the last checkpoint signed is "
-                               f"size {last.size}, root {last.root.hex()}")
+                raise Conflict(said("refused: the consistency proof starts from tree size "
+                                    "{old_size}, but the last checkpoint signed is size {size}, "
+                                    "root {value}",
+                                    old_size=consistency.old_size, size=last.size,
+                                    value=last.root.hex()))
         if consistency is not None:  # with no memory yet, a proof given is still checked
             try:
                 consistency.verify(new.size, new.root)
             except ProofError as e:
-                raise Conflict(f"refused: the consistency proof does not hold: {e}") from None
+                raise Conflict(said("refused: the consistency proof does not hold: {e}",
+                                    e=e)) from None
 
     def remember(self, cp: note.Checkpoint) -> None:
         """Make `cp` the last checkpoint signed (durably, with a path)."""

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
 from copyledger.ledger import note, sm2
-from copyledger.ledger.errors import InvalidInput
+from copyledger.ledger.errors import InvalidInput, said
 from copyledger.notary.signer import write_new_file
 
 __all__ = ["Sm2Signer", "private_key_der"]
@@ -37,7 +37,9 @@ class Sm2Signer:
 
     def __init__(self, name: str, private_key: int, distid: bytes = sm2.DEFAULT_ID) -> None:
         if not note.is_valid_key_name(name):
-            raise InvalidInput(f"invalid key name {name!r}: no spaces, '+' or control characters")
+            raise InvalidInput(said("invalid key name {name!r}: no spaces, '+' or control "
+                                    "characters",
+                                    name=name))
         if not 1 <= private_key <= sm2.N - 2:
             raise InvalidInput("an SM2 private key is an integer in [1, n-2]")
         self.name = name
@@ -94,22 +96,27 @@ class Sm2Signer:
         try:
             text = path.read_text("ascii")
         except FileNotFoundError:
-            raise InvalidInput(f"no SM2 key file at {path}") from None
+            raise InvalidInput(said("no SM2 key file at {path}", path=path)) from None
         except (OSError, UnicodeDecodeError) as exc:
-            raise InvalidInput(f"cannot read SM2 key file {path}: {exc}") from None
+            raise InvalidInput(said("cannot read SM2 key file {path}: {exc}",
+                                    path=path, exc=exc)) from None
         encrypted = f"-----BEGIN {_ENCRYPTED_LABEL}-----" in text
         if encrypted and not passphrase:
-            raise InvalidInput(f"SM2 key file {path} is encrypted: a passphrase is needed")
+            raise InvalidInput(said("SM2 key file {path} is encrypted: a passphrase is needed",
+                                    path=path))
         if not encrypted and passphrase:
-            raise InvalidInput(f"SM2 key file {path} is not encrypted, but a passphrase was given")
+            raise InvalidInput(said("SM2 key file {path} is not encrypted, but a passphrase was "
+                                    "given",
+                                    path=path))
         if not (encrypted and passphrase):
             return cls(name, _read_private_key(_unpem(text, path)), distid)
         der = decrypt(_unpem(text, path, _ENCRYPTED_LABEL), passphrase, path)
         try:  # a wrong passphrase may still unpad (1 in 256): then the key does not parse
             return cls(name, _read_private_key(der), distid)
         except InvalidInput:
-            raise InvalidInput(f"cannot load SM2 key file {path}: wrong passphrase or corrupt "
-                               "key") from None
+            raise InvalidInput(said("cannot load SM2 key file {path}: wrong passphrase or corrupt "
+                                    "key",
+                                    path=path)) from None
 
 
 def _kek(passphrase: bytes, salt: bytes, iterations: int) -> bytes:
@@ -145,17 +152,20 @@ def decrypt(der: bytes, passphrase: bytes, path: Path) -> bytes:
         salt, iterations, iv = alg.kdf_salt, alg.kdf_iterations, alg.encryption_iv
         data = info["encrypted_data"].native
     except (ValueError, KeyError, TypeError):
-        raise InvalidInput(f"{path} is not an encrypted PKCS#8 private key") from None
+        raise InvalidInput(said("{path} is not an encrypted PKCS#8 private key",
+                                path=path)) from None
     if scheme != ("pbkdf2", "sha256", "aes", "cbc", 32) or not 1 <= iterations <= 10_000_000:
-        raise InvalidInput(f"{path}: only PBES2 with PBKDF2-HMAC-SHA256 and AES-256-CBC is read")
+        raise InvalidInput(said("{path}: only PBES2 with PBKDF2-HMAC-SHA256 and AES-256-CBC is "
+                                "read",
+                                path=path))
     dec = Cipher(algorithms.AES(_kek(passphrase, salt, iterations)), modes.CBC(iv)).decryptor()
     try:
         plain = dec.update(data) + dec.finalize()
         unpadder = padding.PKCS7(128).unpadder()
         return unpadder.update(plain) + unpadder.finalize()
     except ValueError:
-        raise InvalidInput(f"cannot load SM2 key file {path}: wrong passphrase or corrupt "
-                           "key") from None
+        raise InvalidInput(said("cannot load SM2 key file {path}: wrong passphrase or corrupt key",
+                                path=path)) from None
 
 
 def private_key_der(d: int, public_key: bytes) -> bytes:
@@ -208,9 +218,9 @@ def _pem(der: bytes, label: str = _PEM_LABEL) -> bytes:
 def _unpem(text: str, path: Path, label: str = _PEM_LABEL) -> bytes:
     begin, end = f"-----BEGIN {label}-----", f"-----END {label}-----"
     if begin not in text or end not in text:
-        raise InvalidInput(f"{path} is not a PKCS#8 PEM private key")
+        raise InvalidInput(said("{path} is not a PKCS#8 PEM private key", path=path))
     body = "".join(text.split(begin, 1)[1].split(end, 1)[0].split())
     der = note.unb64(body)
     if der is None:
-        raise InvalidInput(f"{path} holds invalid base64")
+        raise InvalidInput(said("{path} holds invalid base64", path=path))
     return der

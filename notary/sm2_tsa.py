@@ -28,7 +28,7 @@ from asn1crypto import cms, core, keys, tsp  # type: ignore[import-untyped]
 from asn1crypto import x509 as asn1_x509
 
 from copyledger.ledger import sm2
-from copyledger.ledger.errors import Conflict, InvalidInput, Unavailable
+from copyledger.ledger.errors import Conflict, InvalidInput, Unavailable, said
 from copyledger.ledger.sm2_timestamp import (
     OID_SM2_WITH_SM3,
     OID_SM3,
@@ -175,7 +175,8 @@ def create_sm2_tsa_chain(directory: Path, name: str, *, passphrase: bytes | None
     paths = sm2_tsa_paths(directory)
     for path in (paths.root, paths.certificate, paths.key):
         if path.exists():
-            raise Conflict(f"{path} already exists; refusing to overwrite an SM2 TSA chain")
+            raise Conflict(said("{path} already exists; refusing to overwrite an SM2 TSA chain",
+                                path=path))
     Path(directory).mkdir(parents=True, exist_ok=True, mode=0o700)
     now = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     root_key = Sm2Signer(name, secrets.randbelow(sm2.N - 2) + 1)
@@ -203,7 +204,8 @@ def load_sm2_tsa(directory: Path, name: str, passphrase: bytes | None = None,
     certs = [load_certificates(p.read_bytes()) if p.exists() else []
              for p in (paths.certificate, paths.root)]
     if not all(certs):
-        raise InvalidInput(f"no SM2 TSA chain in {directory}: run `copyledger init`")
+        raise InvalidInput(said("no SM2 TSA chain in {directory}: run `copyledger init`",
+                                directory=directory))
     key = Sm2Signer.load(name, paths.key, passphrase=passphrase)
     return Sm2TimeStampAuthority(key, certs[0][0], certs[1][0], **kw)
 

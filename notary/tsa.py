@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from copyledger.ledger.errors import Conflict, InvalidInput, Unavailable
+from copyledger.ledger.errors import Conflict, InvalidInput, Unavailable, said
 from copyledger.ledger.timestamp import (
     HASH_ALGORITHMS,
     HASH_CLASSES,
@@ -139,7 +139,7 @@ class TimeStampAuthority:
         if accuracy_ms < 0:
             raise InvalidInput("accuracy_ms must not be negative")
         if not _OID.fullmatch(policy_oid):
-            raise InvalidInput(f"{policy_oid!r} is not a dotted OID")
+            raise InvalidInput(said("{policy_oid!r} is not a dotted OID", policy_oid=policy_oid))
         self.identity = identity
         self.policy_oid = policy_oid
         self.accuracy_ms = accuracy_ms
@@ -191,9 +191,11 @@ class TimeStampAuthority:
     ) -> bytes:
         """A DER TimeStampToken (ContentInfo) over digest: how each block hash is stamped."""
         if hash_alg not in HASH_ALGORITHMS:
-            raise InvalidInput(f"hash algorithm {hash_alg!r} is not accepted")
+            raise InvalidInput(said("hash algorithm {hash_alg!r} is not accepted",
+                                    hash_alg=hash_alg))
         if len(digest) != HASH_ALGORITHMS[hash_alg][1]:
-            raise InvalidInput(f"a {hash_alg} digest is {HASH_ALGORITHMS[hash_alg][1]} bytes")
+            raise InvalidInput(said("a {hash_alg} digest is {value} bytes",
+                                    hash_alg=hash_alg, value=HASH_ALGORITHMS[hash_alg][1]))
         imprint = tsp.MessageImprint(
             {
                 "hash_algorithm": {"algorithm": hash_alg, "parameters": None},
@@ -288,7 +290,7 @@ def _signature_algorithms(key: TsaKey) -> tuple[str, dict[str, Any]]:
         return digest, {"algorithm": f"{digest}_ecdsa"}
     if isinstance(public_key, rsa.RSAPublicKey):
         return digest, {"algorithm": "rsassa_pkcs1v15", "parameters": None}
-    raise InvalidInput(f"a TSA cannot sign with a {type(public_key).__name__}")
+    raise InvalidInput(said("a TSA cannot sign with a {name}", name=type(public_key).__name__))
 
 
 def _ess_signing_certificate_v2(cert_der: bytes, cert: Any) -> Any:
@@ -457,9 +459,10 @@ def as_tsa_key(key: TsaPrivateKey | TsaKey) -> TsaKey:
     if isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
         return FileTsaKey(key)
     if not isinstance(key.public_key(), ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
-        raise InvalidInput(f"a TSA cannot sign with a {type(key).__name__}")
+        raise InvalidInput(said("a TSA cannot sign with a {name}", name=type(key).__name__))
     if key.digest_algorithm not in HASH_CLASSES:
-        raise InvalidInput(f"a TSA key cannot sign with {key.digest_algorithm!r}")
+        raise InvalidInput(said("a TSA key cannot sign with {digest_algorithm!r}",
+                                digest_algorithm=key.digest_algorithm))
     return key
 
 
@@ -641,7 +644,8 @@ def _check_identity(
     try:
         check_tsa_certificate(cert)
     except TimestampError as exc:
-        raise InvalidInput(f"not a usable TSA certificate: {exc.detail}") from None
+        raise InvalidInput(said("not a usable TSA certificate: {detail}",
+                                detail=exc.detail)) from None
     public = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     if key.public_key().public_bytes(*public) != cert.public_key().public_bytes(*public):
         raise InvalidInput("the TSA key does not match the TSA certificate")
@@ -649,7 +653,8 @@ def _check_identity(
     try:
         validate_chain(cert, [c for c in issuers if c not in roots], roots, at=now)
     except TimestampError as exc:
-        raise InvalidInput(f"the TSA certificate chain is not usable: {exc.detail}") from None
+        raise InvalidInput(said("the TSA certificate chain is not usable: {detail}",
+                                detail=exc.detail)) from None
 
 
 def _check_name(name: str) -> str:
@@ -712,16 +717,17 @@ def _read(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        raise InvalidInput(f"no {what} at {path}") from None
+        raise InvalidInput(said("no {what} at {path}", what=what, path=path)) from None
     except OSError as exc:
-        raise InvalidInput(f"cannot read {what} {path}: {exc.strerror}") from None
+        raise InvalidInput(said("cannot read {what} {path}: {strerror}",
+                                what=what, path=path, strerror=exc.strerror)) from None
 
 
 def _parse_certs(pem: bytes, what: str) -> list[x509.Certificate]:
     try:
         certs = x509.load_pem_x509_certificates(pem)
     except ValueError:
-        raise InvalidInput(f"{what}: no PEM certificate could be read") from None
+        raise InvalidInput(said("{what}: no PEM certificate could be read", what=what)) from None
     return list(certs)
 
 
@@ -729,16 +735,19 @@ def _load_private_key(pem: bytes, passphrase: bytes | None, what: str) -> TsaPri
     """An EC or RSA private key from PEM, with one clear message for each way that fails."""
     key = load_private_pem(pem, passphrase, what)
     if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
-        raise InvalidInput(f"{what} holds a {type(key).__name__}; a TSA needs an EC or RSA key")
+        raise InvalidInput(said("{what} holds a {name}; a TSA needs an EC or RSA key",
+                                what=what, name=type(key).__name__))
     if isinstance(key, rsa.RSAPrivateKey) and key.key_size < 2048:
-        raise InvalidInput(f"{what} is a {key.key_size}-bit RSA key; at least 2048 bits needed")
+        raise InvalidInput(said("{what} is a {key_size}-bit RSA key; at least 2048 bits needed",
+                                what=what, key_size=key.key_size))
     return key
 
 
 def _refuse_existing(paths: list[Path]) -> None:
     for path in paths:
         if path.exists():
-            raise Conflict(f"{path} already exists; refusing to overwrite a TSA chain")
+            raise Conflict(said("{path} already exists; refusing to overwrite a TSA chain",
+                                path=path))
         path.parent.mkdir(parents=True, exist_ok=True)
 
 

@@ -21,7 +21,7 @@ import httpx
 
 from copyledger.ledger import cosignature, merkle, note
 from copyledger.ledger.cosignature import AddCheckpointRequest, Cosignature, CosignatureVerifier
-from copyledger.ledger.errors import Conflict, CopyledgerError, VerificationError
+from copyledger.ledger.errors import Conflict, CopyledgerError, VerificationError, said
 from copyledger.ledger.store import Store
 from copyledger.notary.worker import Worker
 
@@ -51,10 +51,12 @@ def add_checkpoint(http: httpx.Client, url: str, request: AddCheckpointRequest) 
     if r.status_code == 409 and r.headers.get("content-type", "").startswith(SIZE_MEDIA_TYPE):
         text = r.text.strip()
         if not text.isdigit():
-            raise VerificationError(f"witness {url}: 409 without a tree size")
-        raise Conflict(f"witness {url} last cosigned size {text}", size=int(text))
+            raise VerificationError(said("witness {url}: 409 without a tree size", url=url))
+        raise Conflict(said("witness {url} last cosigned size {text}",
+                            url=url, text=text), size=int(text))
     if r.status_code != 200:
-        raise VerificationError(f"witness {url}: HTTP {r.status_code}: {r.text[:200]}")
+        raise VerificationError(said("witness {url}: HTTP {status_code}: {text}",
+                                     url=url, status_code=r.status_code, text=r.text[:200]))
     return r.text
 
 
@@ -130,10 +132,11 @@ class Cosigner:
                 except Conflict as e:
                     old = int(str(e.extra["size"]))
                     if old > size:
-                        raise VerificationError(f"witness {w.url} has cosigned size {old}, "
-                                                f"beyond this log's {size}: a fork?") from None
+                        raise VerificationError(said("witness {url} has cosigned size {old}, "
+                                                     "beyond this log's {size}: a fork?",
+                                                     url=w.url, old=old, size=size)) from None
             else:
-                raise VerificationError(f"witness {w.url} keeps answering 409")
+                raise VerificationError(said("witness {url} keeps answering 409", url=w.url))
             cosig = Cosignature.parse_line(line)
             cosignature.verify_cosignature(note.parse_note(signed).text, cosig, w.verifier)
         except (httpx.HTTPError, CopyledgerError) as e:

@@ -12,7 +12,7 @@ from typing import cast
 from fpdf import FPDF
 from fpdf.enums import XPos, YPos
 
-from copyledger.ledger.components import installing, missing
+from copyledger.ledger.components import FONTS, installing, missing
 from copyledger.service import certificate
 from copyledger.service.i18n import DEFAULT
 
@@ -34,8 +34,7 @@ class Pdf(FPDF):
             "DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSansMono.ttf"))
         if installing() and not all(p.is_file() for p in (sans, bold, mono, cjk)):
             # `make run` is still installing them: a moment's wait, not missing glyphs (D45)
-            raise missing("The certificate's fonts (Debian: fonts-dejavu-core, "
-                          "fonts-wqy-microhei)")
+            raise missing(FONTS)
         self.unicode = all(p.is_file() for p in (sans, bold, mono))
         if self.unicode:
             self.add_font("dv", "", str(sans))

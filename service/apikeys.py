@@ -198,8 +198,10 @@ class TokenBuckets:
             if tokens < 1:
                 self._buckets[caller] = (tokens, now)
                 wait = max(1, math.ceil((1 - tokens) / self.rate))
-                raise RateLimited(f"at most {self.rate:g} {self.what} a second (bursts of "
-                                  f"{self.burst:g}); try again in {wait} s", retry_after=wait)
+                raise RateLimited(said("at most {rate:g} {what} a second (bursts of {burst:g}); "
+                                       "try again in {wait} s",
+                                       rate=self.rate, what=self.what, burst=self.burst, wait=wait),
+                                       retry_after=wait)
             self._buckets[caller] = (tokens - 1, now)
             if len(self._buckets) > _FORGET_AFTER:
                 full = self.burst / self.rate

@@ -8,7 +8,7 @@ import os
 import stat
 from pathlib import Path
 
-from copyledger.ledger.errors import InvalidInput
+from copyledger.ledger.errors import InvalidInput, said
 
 __all__ = ["private_dir", "trusted_text", "write_public"]
 
@@ -39,10 +39,12 @@ def trusted_text(path: Path, root: Path) -> str:
     for p in chain:
         st = p.stat()
         if st.st_uid not in (os.geteuid(), 0):
-            raise InvalidInput(f"{p} belongs to another user (uid {st.st_uid}), so {path} "
-                               f"cannot be trusted: `chown {os.geteuid()} {p}`")
+            raise InvalidInput(said("{p} belongs to another user (uid {st_uid}), so {path} cannot "
+                                    "be trusted: `chown {geteuid} {p}`",
+                                    p=p, st_uid=st.st_uid, path=path, geteuid=os.geteuid()))
         if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            raise InvalidInput(f"{p} can be written by other users (mode "
-                               f"{stat.S_IMODE(st.st_mode):04o}), so {path} cannot be trusted: "
-                               f"`chmod go-w {p}` (the data directory should be 0700)")
+            raise InvalidInput(said("{p} can be written by other users (mode {s_imode:04o}), so "
+                                    "{path} cannot be trusted: `chmod go-w {p}` (the data "
+                                    "directory should be 0700)",
+                                    p=p, s_imode=stat.S_IMODE(st.st_mode), path=path))
     return target.read_text()

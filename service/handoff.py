@@ -46,6 +46,7 @@ from copyledger.ledger.errors import (
     InvalidInput,
     Said,
     Unavailable,
+    said,
 )
 from copyledger.ledger.note import BlockHeader
 from copyledger.ledger.sequencer import LogState, Pending, Receipt, Sequencer
@@ -72,8 +73,9 @@ Message = list[Any]  # one message of the wire format below, ready to send
 def socket_path(data_dir: Path) -> Path:
     path = data_dir / SOCKET_NAME
     if len(os.fsencode(path)) > MAX_SOCKET_PATH:
-        raise InvalidInput(f"--workers needs a Unix socket at {path}, which is longer than "
-                           f"{MAX_SOCKET_PATH} bytes: use a data directory with a shorter path")
+        raise InvalidInput(said("--workers needs a Unix socket at {path}, which is longer than "
+                                "{max_socket_path} bytes: use a data directory with a shorter path",
+                                path=path, max_socket_path=MAX_SOCKET_PATH))
     return path
 
 

@@ -94,11 +94,15 @@ def gettext(lang: str, msgid: str) -> str:
 
 def say(lang: str, text: str) -> str:
     """A detail in `lang`: a `said(...)` detail by its template, filled in after the lookup
-    (the values stay as given); any other string as a msgid."""
+    (the values stay as given, except a value that is itself a `said(...)`, said the same
+    way); any other string as a msgid."""
     template = getattr(text, "template", None)
     if template is None or lang == DEFAULT:
         return gettext(lang, text)
-    values = getattr(text, "values", {})
+    values = {k: say(lang, v) if getattr(v, "template", None) is not None else v
+              for k, v in getattr(text, "values", {}).items()}  # a nested said(...) too
+    if not values:  # a literal (`Said.literal`, every domain error's detail): its text
+        return gettext(lang, str(text))
     try:
         return gettext(lang, template).format(**values)
     except (KeyError, IndexError, ValueError):  # a translation that lost a slot: say English

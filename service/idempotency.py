@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from copyledger.ledger.errors import Conflict, InvalidInput
+from copyledger.ledger.errors import Conflict, InvalidInput, said
 from copyledger.ledger.schema import idempotency_keys as table
 from copyledger.ledger.store import Store
 
@@ -45,7 +45,8 @@ def check_key(key: str, field: str = HEADER) -> str:
     """The key if it is 1-255 visible ASCII characters, else InvalidInput naming `field`."""
     if not _KEY.fullmatch(key):
         msg = f"must be 1-{MAX_KEY} visible ASCII characters (a UUID, say)"
-        raise InvalidInput(f"{field}: {msg}", errors=[{"field": field, "message": msg}])
+        raise InvalidInput(said("{field}: {msg}",
+                                field=field, msg=msg), errors=[{"field": field, "message": msg}])
     return key
 
 
@@ -61,7 +62,13 @@ def request_hash(*parts: bytes) -> str:
 
 def _other_request() -> InvalidInput:
     msg = "this key was used with a different request; use a new key for a new request"
-    return InvalidInput(f"{HEADER}: {msg}", errors=[{"field": HEADER, "message": msg}])
+    return InvalidInput(said("{header}: {msg}", header=HEADER, msg=msg),
+                        errors=[{"field": HEADER, "message": msg}])
+
+
+def _in_flight() -> InFlight:
+    return InFlight(said("{header}: a request with this key is still in progress; retry "
+                         "shortly to get its answer", header=HEADER))
 
 
 class InFlight(Conflict):
@@ -117,11 +124,9 @@ class Keys:
             if row.request_sha256 != request_sha256:
                 raise _other_request()
             if status == IN_FLIGHT:
-                raise InFlight(f"{HEADER}: a request with this key is still in progress; "
-                               "retry shortly to get its answer")
+                raise _in_flight()
             return Answer(status, row.answer.encode())
-        raise InFlight(f"{HEADER}: a request with this key is still in progress; retry "
-                       "shortly to get its answer")
+        raise _in_flight()
 
     def recall(self, account: str, key: str, request_sha256: str) -> Answer | None:
         """The kept answer to this key, if it is still alive and was for this very request

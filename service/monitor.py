@@ -166,7 +166,7 @@ class Mirror:
             row = self._db.execute("SELECT hash FROM nodes WHERE level = ? AND idx = ?",
                                    (level, idx)).fetchone()
             if row is None:
-                raise NotFound(f"Merkle node {(level, idx)} is not in the mirror")
+                raise NotFound(said("Merkle node {value} is not in the mirror", value=(level, idx)))
             out.append(bytes(row[0]))
         return out
 
@@ -399,7 +399,8 @@ class Follower:
             raise self._rollback(size, root, cp)
         if cp.size == size:
             if cp.root != root:
-                raise self._fork(size, root, cp, "a different root for the verified tree size")
+                raise self._fork(size, root, cp,
+                                 said("a different root for the verified tree size"))
             return Update(size, size, root, 0)
         with self.mirror._transaction():
             new_root = self._extend(size, root, cp)
@@ -416,12 +417,13 @@ class Follower:
         try:
             text, cp = self._open(raw)
         except (SignatureError, InvalidInput) as e:
-            raise LogMisbehaved(Alert("bad-signature", f"checkpoint: {e.detail}",
+            raise LogMisbehaved(Alert("bad-signature", said("checkpoint: {detail}",
+                                                            detail=e.detail),
                                       self.verifier.name, size, root)) from None
         if cp.origin != self.verifier.name:
-            raise LogMisbehaved(Alert("bad-signature", f"checkpoint of log {cp.origin!r}, not "
-                                      f"{self.verifier.name!r}", self.verifier.name, size, root,
-                                      cp.size, cp.root))
+            raise LogMisbehaved(Alert("bad-signature", said(
+                "checkpoint of log {origin!r}, not {name!r}", origin=cp.origin,
+                name=self.verifier.name), self.verifier.name, size, root, cp.size, cp.root))
         return _Served(text, cp)
 
     def _open(self, raw: bytes) -> tuple[str, note.Checkpoint]:
@@ -465,8 +467,9 @@ class Follower:
         try:
             return self.fetch(tile.path())
         except NotFound:
-            raise self._alert("bad-tile", f"the log does not serve {tile.path()}, which its "
-                              f"tree of {cp.size} has", size, root, cp) from None
+            raise self._alert("bad-tile", said("the log does not serve {path}, which its tree "
+                                               "of {size} has", path=tile.path(), size=cp.size),
+                              size, root, cp) from None
 
     def _check_held(self, lo: int, datas: list[bytes], size: int, root: bytes,
                     cp: note.Checkpoint) -> None:
@@ -474,8 +477,8 @@ class Follower:
         ours = self.mirror.read_node_range(0, lo, lo + len(datas))
         for i, h in enumerate(merkle.leaf_hashes(datas)):
             if ours[lo + i] != h:
-                raise self._fork_at(lo + i, h, size, root, cp, "other entries in place of "
-                                    "verified ones")
+                raise self._fork_at(lo + i, h, size, root, cp,
+                                    said("other entries in place of verified ones"))
 
     def _validate(self, seq: int, data: bytes, size: int, root: bytes,
                   cp: note.Checkpoint) -> None:
@@ -483,9 +486,10 @@ class Follower:
         try:
             _, canonical = entry_mod.encode(jcs.parse(data))
             if canonical != data:
-                raise InvalidInput("not in canonical (RFC 8785) form")
+                raise InvalidInput(said("not in canonical (RFC 8785) form"))
         except CopyledgerError as e:
-            raise self._alert("invalid-entry", f"entry {seq}: {e.detail}", size, root, cp,
+            raise self._alert("invalid-entry", said("entry {seq}: {detail}", seq=seq,
+                                                    detail=e.detail), size, root, cp,
                               seq=seq) from None
 
     def _check_hash_tiles(self, size: int, root: bytes, cp: note.Checkpoint) -> None:
@@ -497,8 +501,9 @@ class Follower:
             level, lo, hi = tile.node_range()
             nodes = self.mirror.read_node_range(level, lo, hi)
             if self._get(tile, size, root, cp) != b"".join(nodes[i] for i in range(lo, hi)):
-                raise self._alert("bad-tile", f"{tile.path()} does not hold the hashes of the "
-                                  f"verified tree of {cp.size}", size, root, cp)
+                raise self._alert("bad-tile", said("{path} does not hold the hashes of the "
+                                                   "verified tree of {size}", path=tile.path(),
+                                                   size=cp.size), size, root, cp)
 
     # --- witnesses
 
@@ -531,8 +536,9 @@ class Follower:
         ours = merkle.tree_hash(cp.size, self.mirror)
         if ours != cp.root:
             raise LogMisbehaved(Alert(
-                "fork", f"split view: witness {name} cosigned a tree of {cp.size} entries with "
-                f"root {cp.root.hex()}; the copy's tree of {cp.size} has root {ours.hex()}",
+                "fork", said("split view: witness {name} cosigned a tree of {size} entries "
+                             "with root {root}; the copy's tree of {size} has root {ours}",
+                             name=name, size=cp.size, root=cp.root.hex(), ours=ours.hex()),
                 cp.origin, last.size, last.root, cp.size, cp.root,
                 witness={"name": name, "where": source.where, "cosigned_at": at,
                          "ours": ours.hex()}))
@@ -567,8 +573,8 @@ class Follower:
         found = self._divergence(size, cp)
         if found is not None:
             return self._fork_at(*found, size, root, cp, what)
-        return self._alert("fork", f"split view: {what}; its tiles do not show where the "
-                           f"trees part", size, root, cp)
+        return self._alert("fork", said("split view: {what}; its tiles do not show where the "
+                                        "trees part", what=what), size, root, cp)
 
     def _extension_mismatch(self, size: int, root: bytes,
                             cp: note.Checkpoint) -> LogMisbehaved:
@@ -577,23 +583,29 @@ class Follower:
         the checkpoint they are served with."""
         found = self._divergence(size, cp)
         if found is not None:
-            return self._fork_at(*found, size, root, cp, "a checkpoint that does not extend "
-                                 "the verified tree")
-        return self._alert("bad-tile", f"the served entries {size}..{cp.size - 1} appended to "
-                           f"the verified tree do not give the checkpoint's root", size, root, cp)
+            return self._fork_at(*found, size, root, cp, said(
+                "a checkpoint that does not extend the verified tree"))
+        return self._alert("bad-tile", said("the served entries {first}..{last} appended to the "
+                                            "verified tree do not give the checkpoint's root",
+                                            first=size, last=cp.size - 1), size, root, cp)
 
     def _rollback(self, size: int, root: bytes, cp: note.Checkpoint) -> LogMisbehaved:
         """A smaller tree than one verified: a rollback, and a fork too if it is not ours."""
-        detail = f"the log serves a tree of {cp.size} entries after one of {size} was verified"
+        sizes = {"size": cp.size, "verified": size}
         if merkle.tree_hash(cp.size, self.mirror) == cp.root:
-            return self._alert("rollback", detail + " (an earlier state of the same tree)",
-                               size, root, cp)
+            return self._alert("rollback", said(
+                "the log serves a tree of {size} entries after one of {verified} was verified "
+                "(an earlier state of the same tree)", **sizes), size, root, cp)
         found = self._divergence(cp.size, cp)
         if found is None:
-            return self._alert("rollback", detail + ", with another root", size, root, cp)
+            return self._alert("rollback", said(
+                "the log serves a tree of {size} entries after one of {verified} was verified, "
+                "with another root", **sizes), size, root, cp)
         seq, leaf = found
         fork = self._fork_at(seq, leaf, size, root, cp, "")
-        return self._alert("rollback", detail + f", and another tree from size {seq + 1}",
+        return self._alert("rollback", said(
+            "the log serves a tree of {size} entries after one of {verified} was verified, and "
+            "another tree from size {first}", **sizes, first=seq + 1),
                            size, root, cp, first_difference=seq + 1, ours=fork.alert.ours,
                            theirs=fork.alert.theirs, seq=seq)
 
@@ -603,8 +615,10 @@ class Follower:
         frontier = self.mirror.read_hashes(merkle.frontier_ids(seq))
         theirs = merkle.append(seq, frontier, [their_leaf]).root
         ours = merkle.tree_hash(seq + 1, self.mirror)
-        return self._alert("fork", f"split view: {what}; the trees differ from size {seq + 1} "
-                           f"(entry {seq}) on: ours {ours.hex()}, the log's {theirs.hex()}",
+        return self._alert("fork", said("split view: {what}; the trees differ from size {first} "
+                                        "(entry {seq}) on: ours {ours}, the log's {theirs}",
+                                        what=what, first=seq + 1, seq=seq, ours=ours.hex(),
+                                        theirs=theirs.hex()),
                            size, root, cp, first_difference=seq + 1, ours=ours, theirs=theirs,
                            seq=seq)
 

@@ -121,15 +121,16 @@ def _invalid(e: ValidationError, where: str) -> InvalidInput:
         {"field": where + ".".join(str(p) for p in err["loc"]) or "body", "message": err["msg"]}
         for err in e.errors()
     ]
-    return InvalidInput("; ".join(f"{x['field']}: {x['message']}" for x in errors),
-                        errors=errors)
+    detail = "; ".join(f"{x['field']}: {x['message']}" for x in errors)  # pydantic's words
+    return InvalidInput(detail, errors=errors)
 
 
 def parse_count(raw: str, field: str) -> int:
     """A form field holding a non-negative integer: ASCII digits only (`str.isdigit` also
     accepts "²" and "٣", which `int` refuses), at most MAX_INT."""
     if not re.fullmatch(r"[0-9]{1,19}", raw) or int(raw) > MAX_INT:
-        raise InvalidInput(f"{field}: must be an integer from 0 to {MAX_INT}",
+        raise InvalidInput(said("{field}: must be an integer from 0 to {max_int}",
+                                field=field, max_int=MAX_INT),
                            errors=[{"field": field, "message": f"must be an integer from 0 to "
                                     f"{MAX_INT}"}])
     return int(raw)
@@ -143,12 +144,12 @@ def parse_metadata(raw: str) -> dict[str, Any] | None:
         return None
     if _nesting(raw) > MAX_METADATA_DEPTH:
         message = f"nested deeper than {MAX_METADATA_DEPTH} levels"
-        raise InvalidInput(f"metadata: {message}",
+        raise InvalidInput(said("metadata: {message}", message=message),
                            errors=[{"field": "metadata", "message": message}])
     try:
         v = json.loads(raw)
     except json.JSONDecodeError as e:
-        raise InvalidInput(f"metadata: not JSON: {e}",
+        raise InvalidInput(said("metadata: not JSON: {e}", e=e),
                            errors=[{"field": "metadata", "message": "not JSON"}]) from None
     if not isinstance(v, dict):
         raise InvalidInput("metadata: must be a JSON object",
@@ -630,7 +631,8 @@ def _require_work(node: Node, seq: int, field: str) -> None:
     except NotFound:
         msg = f"no entry with seq {seq}"
     if msg:
-        raise InvalidInput(f"{field}: {msg}", errors=[{"field": field, "message": msg}])
+        raise InvalidInput(said("{field}: {msg}",
+                                field=field, msg=msg), errors=[{"field": field, "message": msg}])
 
 
 async def deposit_evidence(node: Node, who: Principal, ev: EvidenceIn) -> Recorded:

@@ -108,8 +108,9 @@ def cosigned_checkpoint(node: Node) -> str:
     """The latest checkpoint a quorum of witnesses cosigned, with their cosignatures."""
     found = cosigned(node)
     if found is None:
-        raise NotFound("no checkpoint has been cosigned by a quorum of witnesses yet"
-                       if node.witnesses else "this registry has no witnesses configured")
+        if not node.witnesses:
+            raise NotFound("this registry has no witnesses configured")
+        raise NotFound("no checkpoint has been cosigned by a quorum of witnesses yet")
     return found[1]
 
 

@@ -16,7 +16,7 @@ from typing import Protocol
 
 from copyledger.ledger import note
 from copyledger.ledger import tiles as t
-from copyledger.ledger.errors import Conflict, IntegrityError, InvalidInput, NotFound
+from copyledger.ledger.errors import Conflict, IntegrityError, InvalidInput, NotFound, said
 from copyledger.ledger.store import Store
 from copyledger.service import reads
 from copyledger.service.node import Node, open_store
@@ -63,17 +63,19 @@ def read_tile(store: TileSource, tile: t.Tile, size: int) -> bytes:
     with one query. NotFound if the tree is too small to have it (the spec's empty tiles)."""
     level, lo, hi = tile.node_range()
     if hi > size >> level:
-        raise NotFound(f"{tile.path()} is not in a tree of size {size}")
+        raise NotFound(said("{path} is not in a tree of size {size}", path=tile.path(), size=size))
     if tile.entries:
         data = store.read_entry_data(lo, hi)
         if len(data) != tile.width:
-            raise IntegrityError(f"entries {lo}..{hi - 1} of {tile.path()} are not all stored")
+            raise IntegrityError(said("entries {lo}..{value} of {path} are not all stored",
+                                      lo=lo, value=hi - 1, path=tile.path()))
         return t.encode_bundle(data)
     nodes = store.read_node_range(level, lo, hi)
     try:
         return t.encode_tile([nodes[i] for i in range(lo, hi)])
     except KeyError as e:
-        raise IntegrityError(f"stored Merkle hash {(level, e.args[0])} is missing") from None
+        raise IntegrityError(said("stored Merkle hash {value} is missing",
+                                  value=(level, e.args[0]))) from None
 
 
 def checkpoint(node: Node) -> str:
@@ -124,7 +126,8 @@ def _exported_size(directory: Path, origin: str) -> int:
         return 0
     cp = note.parse_checkpoint(note.parse_note(text).text)
     if cp.origin != origin:
-        raise Conflict(f"{directory} holds log {cp.origin!r}, not {origin!r}")
+        raise Conflict(said("{directory} holds log {origin!r}, not {origin2!r}",
+                            directory=directory, origin=cp.origin, origin2=origin))
     return cp.size
 
 
@@ -160,7 +163,8 @@ def export(
     origin = note.parse_checkpoint(note.parse_note(checkpoint).text).origin
     old = _exported_size(directory, origin)
     if old > size:
-        raise Conflict(f"{directory} holds a tree of {old} leaves; this log has only {size}")
+        raise Conflict(said("{directory} holds a tree of {old} leaves; this log has only {size}",
+                            directory=directory, old=old, size=size))
     todo = t.new_tiles(old, size) + t.new_tiles(old, size, entries=True)
     report = ExportReport(str(directory), size, old)
     on_start(len(todo) + 1)

@@ -233,5 +233,6 @@ def _read_config(path: Path) -> dict[str, Any]:
         raise InvalidInput(said("cannot read {path}: {why}", path=path, why=e)) from None
     if not isinstance(config, dict) or not isinstance(config.get("name"), str) \
             or not isinstance(config.get("logs"), dict):
-        raise InvalidInput(f"{path} must be {{\"name\": str, \"logs\": {{origin: [vkey]}}}}")
+        raise InvalidInput(said('{path} must be {{"name": str, "logs": {{origin: [vkey]}}}}',
+                                path=path))
     return config

@@ -33,6 +33,19 @@ def sha(i: int | str | bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+# A work as a Chinese user registers it: Chinese title and creators, a mixed-script description.
+# The zh-CN certificate of this work is the one whose size the docs state (D44, D56).
+ZH_TITLE = "《春江花月夜》数字版"
+ZH_CREATORS = ["张若虚", "李清照"]
+MIXED = "2026 年上海书展 (Shanghai Book Fair) 展出的插图 — ISBN 978-7-02-000001-1, 第 3 版"
+
+
+def zh_work_body() -> dict[str, Any]:
+    """The body that registers that work (its content hash is `sha("春江")`)."""
+    return {"sha256": sha("春江"), "title": ZH_TITLE, "creators": ZH_CREATORS,
+            "work_type": "image", "metadata": {"description": MIXED}}
+
+
 def work_body(i: int | str, **kw: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "sha256": sha(i),

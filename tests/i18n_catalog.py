@@ -23,7 +23,7 @@ from babel.messages.pofile import read_po, write_po
 from copyledger.api import explorer, problems
 from copyledger.cli import main as cli_main
 from copyledger.cli import words
-from copyledger.ledger import verify
+from copyledger.ledger import components, verify
 from copyledger.service import accounts, certificate, claims, dates, i18n
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +31,10 @@ VERIFY_JS = "api/static/verify.js"
 VERIFY_HTML = "api/static/verify.html"
 # Where domain errors are raised with `said("template", ...)`: their templates are msgids (D50).
 SAID_IN = ("ledger", "service", "notary", "matching", "api", "client")
+# Where a domain error raised with a literal detail says it to a person: that literal is a msgid
+# too (`api.problems` and the CLI look a plain detail up as it is), and an f-string detail
+# fails `tests/test_i18n_errors.py` (D56).
+ERRORS_IN = ("ledger", "notary", "service")
 JS_TABLES = ("STEPS", "PLAIN", "MONTHS", "FACTS", "KINDS", "WORDS")
 MARKER = re.compile(r"\{\{(.+?)\}\}", re.S)
 
@@ -85,10 +89,13 @@ def messages() -> dict[str, set[str]]:
     add("service/dates.py", _values([dates.MONTHS, dates.FORMAT, dates.BOTH, dates.ZONES]))
     add("service/claims.py", _values(claims.CAVEAT_TEXT))
     add("service/accounts.py", _values([accounts.KIND_WORDS, accounts.STATEMENT]))
+    add("ledger/components.py", list(components.PARTS))
+    raised = {name: (1,) for name in error_classes()}
     for path in sorted(p for d in SAID_IN for p in (ROOT / d).rglob("*.py")):
         where = str(path.relative_to(ROOT))
+        keywords = {"said": (1,), **(raised if where.split("/")[0] in ERRORS_IN else {})}
         add(where, [str(msg) for _, msg, _, _ in extract_from_file(
-            "python", path, keywords={"said": (1,)})])
+            "python", path, keywords=keywords)])
     add("cli/main.py", cli_strings())
     add("service/certificate.py", _values([certificate.TITLES, certificate.TEXT,
                                            certificate.PROVES, certificate.NOT_PROVES,
@@ -103,12 +110,34 @@ def messages() -> dict[str, set[str]]:
     return found
 
 
+def error_classes() -> set[str]:
+    """The names of `CopyledgerError` and of every class under `ERRORS_IN` (`ledger.errors`
+    among them) that derives from it, however deep, and takes a detail first: the calls whose
+    first argument a person may read (`LogMisbehaved(alert)` takes an alert instead)."""
+    bases: dict[str, set[str]] = {}
+    other_first: set[str] = set()
+    for path in sorted(p for d in ERRORS_IN for p in (ROOT / d).rglob("*.py")):
+        # Read with patterns, not `ast`: CPython 3.11's ast.parse can fail deep in a test's
+        # stack ("AST constructor recursion depth mismatch"), and classes here are one-liners.
+        source = path.read_text(encoding="utf-8")
+        for m in re.finditer(r"^class (\w+)\(([^)]*)\):\n((?:[ \t]+.*\n|\n)*)", source, re.M):
+            bases.setdefault(m.group(1), set()).update(
+                b.strip().rsplit(".", 1)[-1] for b in m.group(2).split(","))
+            init = re.search(r"^    def __init__\(\s*self,\s*(\w+)", m.group(3), re.M)
+            if init and init.group(1) != "detail":
+                other_first.add(m.group(1))
+    found = {"CopyledgerError"}
+    while grown := {n for n, b in bases.items() if b & found and n not in found}:
+        found |= grown
+    return found - other_first
+
+
 def cli_strings() -> list[str]:
     """What the command line says: every `--help` text of the command tree, Typer's and
     Click's words around them, and the messages marked `tr("...")` in `cli/` (and table
     headings, `Table(*map(tr, ("seq", ...)))`)."""
     found = words.help_texts(typer.main.get_command(cli_main.app))
-    found += list(words.CHROME.values()) + list(words.CLICK)
+    found += list(words.CHROME.values()) + list(words.CLICK) + list(words.USAGE_ERRORS)
     found += [title for _, title in verify.STEPS]  # `copyledger verify` names each step
     for path in sorted((ROOT / "cli").glob("*.py")):
         found += [str(msg) for _, msg, _, _ in extract_from_file(

@@ -53,7 +53,7 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir.parent / f"server-{self.port}.log"
 
-    def start(self, timeout: float = 30.0) -> ServerProcess:
+    def start(self, timeout: float = 120.0) -> ServerProcess:  # a loaded machine: load 45 here
         where = f"127.0.0.1:{self.port}" if self.listen == "--serve" else str(self.port)
         args = [sys.executable, "-m", "copyledger.cli", *self.command,
                 "--data-dir", str(self.data_dir), self.listen, where]

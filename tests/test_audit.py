@@ -15,6 +15,7 @@ from copyledger.ledger import entry as entry_mod
 from copyledger.ledger import merkle
 from copyledger.ledger.audit import AuditReport, AuditState, audit
 from copyledger.ledger.sequencer import Pending
+from copyledger.service.i18n import say
 from copyledger.service.node import Node, tsa_roots_pem
 from tests.helpers import open_registry, sha
 
@@ -125,6 +126,25 @@ def test_deleted_entry_is_found(reg: Node) -> None:
     reg.store.execute_raw("DELETE FROM entries WHERE seq = 5")
     rep = run_audit(reg)
     assert not rep.ok and rep.bad_seq == 5, rep
+
+
+def test_a_fault_reads_in_chinese_with_the_same_english(reg: Node) -> None:
+    fill(reg, 8)
+    drop_trigger(reg, "entries", "update")
+    reg.store.execute_raw("UPDATE entries SET registrant = 'mallory' WHERE seq = 3")
+    for workers in (1, 2):  # a worker's fault crosses a process boundary, template and all
+        rep = run_audit(reg, workers=workers)
+        assert rep.problem == ("seq 3: indexed columns (kind, sha256, registrant) differ from "
+                               "the entry"), rep
+        assert say("zh-CN", rep.problem) == "seq 3：索引列（kind、sha256、registrant）与条目不符"
+    drop_trigger(reg, "entries", "delete")
+    reg.store.execute_raw("DELETE FROM entries WHERE seq = 5")
+    rep = run_audit(reg)
+    assert rep.problem == "seq 3: indexed columns (kind, sha256, registrant) differ from the entry"
+    reg.store.execute_raw("UPDATE entries SET registrant = 'alice' WHERE seq = 3")
+    rep = run_audit(reg)
+    assert (rep.problem, say("zh-CN", rep.problem or "")) == (
+        "seq 5 is missing (next stored is 6)", "缺少 seq 5（下一个已存储的是 6）")
 
 
 def test_swapped_or_deleted_token_is_found(reg: Node) -> None:

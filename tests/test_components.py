@@ -127,6 +127,11 @@ def test_a_pdf_certificate_waits_for_its_fonts(
     r = client.get(f"/v1/entries/{seq}/certificate?format=pdf")
     assert r.status_code == 503 and r.headers["Retry-After"] == "30"
     assert "fonts" in r.json()["detail"]
+    zh = client.get(f"/v1/entries/{seq}/certificate?format=pdf",
+                    headers={"Accept-Language": "zh-CN"})
+    assert zh.status_code == 503 and zh.headers["Retry-After"] == "30"
+    assert zh.json()["detail"].startswith("证书所用的字体（Debian 软件包：fonts-dejavu-core、"
+                                          "fonts-wqy-microhei）仍在安装中"), zh.json()
     assert client.get(f"/v1/entries/{seq}/certificate").status_code == 200  # HTML needs none
 
 
