@@ -202,7 +202,6 @@ def verify(registered: dict[str, object], query: dict[str, object]) -> Placement
 def _fit(reg: tuple[Any, Any], qry: tuple[Any, Any], size: tuple[int, int],
          qsize: tuple[int, int], mirrored: bool) -> Placement | None:
     import cv2
-    import numpy as np
 
     (rxy, rdesc), (qxy, qdesc) = reg, qry
     if len(rdesc) < 2 or len(qdesc) < 2:
@@ -212,15 +211,8 @@ def _fit(reg: tuple[Any, Any], qry: tuple[Any, Any], size: tuple[int, int],
     good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < _RATIO * p[1].distance]
     if len(good) < 4:
         return None
-    src = np.array([rxy[m.queryIdx] for m in good], dtype=np.float32)
-    dst = np.array([qxy[m.trainIdx] for m in good], dtype=np.float32)
-    matrix, mask = cv2.estimateAffinePartial2D(
-        src, dst, method=cv2.RANSAC, ransacReprojThreshold=_RANSAC_PX, maxIters=2000,
-        confidence=0.995)
-    if matrix is None:
-        return None
-    inliers = _distinct(dst[mask.ravel().astype(bool)])
-    if inliers < 4:
+    matrix, inliers = _ransac(rxy, qxy, good)
+    if matrix is None or inliers < 4:
         return None
     scale = _scale(matrix)
     if not 0.05 <= scale <= 8.0:
@@ -247,6 +239,22 @@ def _off_square(matrix: Any) -> float:
     return abs((angle - round(angle / 90) * 90 + 180) % 360 - 180)
 
 
+def _ransac(rxy: Any, qxy: Any, pairs: list[Any]) -> tuple[Any, int]:
+    """The RANSAC similarity fit of matched keypoint pairs and its distinct inliers (None, 0
+    when there is none)."""
+    import cv2
+    import numpy as np
+
+    src = np.array([rxy[m.queryIdx] for m in pairs], dtype=np.float32)
+    dst = np.array([qxy[m.trainIdx] for m in pairs], dtype=np.float32)
+    matrix, mask = cv2.estimateAffinePartial2D(
+        src, dst, method=cv2.RANSAC, ransacReprojThreshold=_RANSAC_PX, maxIters=2000,
+        confidence=0.995)
+    if matrix is None:
+        return None, 0
+    return matrix, _distinct(dst[mask.ravel().astype(bool)])
+
+
 def _scale(matrix: Any) -> float:
     return math.hypot(float(matrix[0, 0]), float(matrix[1, 0]))
 
@@ -271,14 +279,9 @@ def _guided(matrix: Any, inliers: int, reg: tuple[Any, Any], qry: tuple[Any, Any
     good = [m for m in found if m.distance <= _GUIDED_HAMMING]
     if len(good) <= inliers:
         return matrix, inliers
-    src = np.array([rxy[m.queryIdx] for m in good], dtype=np.float32)
-    dst = np.array([qxy[m.trainIdx] for m in good], dtype=np.float32)
-    second, mask = cv2.estimateAffinePartial2D(
-        src, dst, method=cv2.RANSAC, ransacReprojThreshold=_RANSAC_PX, maxIters=2000,
-        confidence=0.995)
+    second, count = _ransac(rxy, qxy, good)
     if second is None:
         return matrix, inliers
-    count = _distinct(dst[mask.ravel().astype(bool)])
     plausible = _GUIDED_SCALES[0] <= _scale(second) <= _GUIDED_SCALES[1]
     return (second, count) if plausible and count > inliers else (matrix, inliers)
 
