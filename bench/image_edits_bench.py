@@ -15,8 +15,9 @@ Each miss is diagnosed by stage: the closest PDQ distance among the upload's has
 local verification: 'possible' needs ORB_POSSIBLE).
 
 Prints one JSON object. Usage: python bench/image_edits_bench.py [--rounds 1] [--limit N]
-[--seed 11] (`--rounds` repeats each edit with fresh random placements, for more unrelated
-pairs; runs with different seeds can be run side by side and their counts added.)
+[--seed 11] [--edits a,b] [--dump DIR] (`--rounds` repeats each edit with fresh random
+placements, for more unrelated pairs; runs with different seeds can be run side by side and
+their counts added.)
 """
 
 from __future__ import annotations
@@ -75,6 +76,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--limit", type=int, default=None, help="use only the first N photos")
     ap.add_argument("--seed", type=int, default=11, help="the edits' random placements")
+    ap.add_argument("--edits", default="", help="only these edit classes (comma-separated), "
+                    "placed as in a full round of the same seed")
+    ap.add_argument("--dump", type=Path, help="save each missed upload here as a JPEG")
     args = ap.parse_args()
     pictures = photos(args.limit)
     t0 = time.perf_counter()
@@ -97,7 +101,10 @@ def main() -> None:
         for i, (name, im) in enumerate(pictures):
             other = pictures[(i + 1) % len(pictures)][1]
             for edit, apply in EDITS.items():
-                data = encode(apply(im, rng, other))
+                edited = apply(im, rng, other)  # every edit, so placements stay the seed's
+                if args.edits and edit not in args.edits.split(","):
+                    continue
+                data = encode(edited)
                 t = time.perf_counter()
                 query = query_fingerprints(data)
                 query_s.append(time.perf_counter() - t)
@@ -111,6 +118,9 @@ def main() -> None:
                 if hit:
                     examples.setdefault(edit, why.get(i, ""))
                 else:
+                    if args.dump:
+                        args.dump.mkdir(parents=True, exist_ok=True)
+                        (args.dump / f"{edit}-{name.replace('/', '-')}.jpg").write_bytes(data)
                     misses[edit].append(
                         f"{name} (pdq {_closest_pdq(registered[i], query)}, "
                         f"orb {inliers.get(i, 0)} inliers)")

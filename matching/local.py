@@ -49,6 +49,26 @@ _GRID = 4  # the registered keypoints are picked evenly over a 4x4 grid
 _RATIO = 0.8  # Lowe's ratio test on Hamming distances
 _RANSAC_PX = 6.0  # reprojection error (thumbnail pixels) of an inlier
 _SUBPIXEL = 8  # coordinates are stored in 1/8 pixel
+_GUIDED_BELOW = 18
+"""A first fit with fewer inliers than this (ORB_MATCH in matching.scoring) gets the guided
+second pass: a clear match needs no more work, so the extra cost falls only on inconclusive
+checks."""
+_GUIDED_PX = 8.0
+"""Query keypoints within this many pixels of where the first fit puts a registered keypoint
+are its only candidates in the guided pass."""
+_GUIDED_SCALES = (0.2, 8.0)
+"""Scales (upload px per registered px) at which a first fit is worth a guided pass, and the
+second fit is kept (8 is the bound of any fit; a 102-px scan shown in a screenshot is at 4-8).
+A chance fit squeezed to a sliver would otherwise project every registered keypoint onto a few
+pixels."""
+_GUIDED_DEGREES = 5.0
+"""A first fit is worth a guided pass only when its rotation is within this many degrees of a
+multiple of 90: the edits seen (crops, insets, captions, screenshots, quarter turns) are square
+to the original, while a chance fit's rotation is anywhere, so this alone turns away ~17 in 18
+chance fits before they are given the looser matching."""
+_GUIDED_HAMMING = 64
+"""Largest descriptor distance (bits of 256) a guided candidate may have. Unrelated ORB
+descriptors sit near 128 bits apart; a re-encoded or rescaled keypoint is usually under 50."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +80,7 @@ class Placement:
     rounded to the nearest 90 when within 10 degrees of it; `scale` upload pixels per original
     pixel; `visible` the share of the original's area inside the upload; `origin` the top-left
     of that visible part as fractions of the original; `coverage` the share of the upload's
-    width the original spans.
+    width the original spans; `guided` (below).
     """
 
     inliers: int
@@ -70,6 +90,9 @@ class Placement:
     visible: float
     origin: tuple[float, float]
     coverage: float
+    guided: bool = False
+    """The inliers were counted by the guided second pass (`_guided`): evidence for
+    'possible' only (matching.scoring caps the verdict), never for 'match'."""
 
     def explain(self) -> str:
         """One human sentence: what was done to the original to give the upload."""
@@ -179,7 +202,6 @@ def verify(registered: dict[str, object], query: dict[str, object]) -> Placement
 def _fit(reg: tuple[Any, Any], qry: tuple[Any, Any], size: tuple[int, int],
          qsize: tuple[int, int], mirrored: bool) -> Placement | None:
     import cv2
-    import numpy as np
 
     (rxy, rdesc), (qxy, qdesc) = reg, qry
     if len(rdesc) < 2 or len(qdesc) < 2:
@@ -189,24 +211,79 @@ def _fit(reg: tuple[Any, Any], qry: tuple[Any, Any], size: tuple[int, int],
     good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < _RATIO * p[1].distance]
     if len(good) < 4:
         return None
-    src = np.array([rxy[m.queryIdx] for m in good], dtype=np.float32)
-    dst = np.array([qxy[m.trainIdx] for m in good], dtype=np.float32)
+    matrix, inliers = _ransac(rxy, qxy, good)
+    if matrix is None or inliers < 4:
+        return None
+    scale = _scale(matrix)
+    if not 0.05 <= scale <= 8.0:
+        return None
+    guided = False
+    if inliers < _GUIDED_BELOW and _GUIDED_SCALES[0] <= scale <= _GUIDED_SCALES[1] \
+            and _off_square(matrix) <= _GUIDED_DEGREES:
+        matrix, more = _guided(matrix, inliers, reg, qry)
+        guided, inliers, scale = more > inliers, more, _scale(matrix)
+    angle = _angle(matrix)
+    nearest = round(angle / 90) * 90 % 360
+    rotation = float(nearest) if _off_square(matrix) <= 10 else round(angle)
+    return _placement(matrix, size, qsize, inliers, mirrored, rotation, scale, guided)
+
+
+def _angle(matrix: Any) -> float:
+    """The fit's rotation in degrees, clockwise on screen (image y points down)."""
+    return math.degrees(math.atan2(float(matrix[1, 0]), float(matrix[0, 0]))) % 360
+
+
+def _off_square(matrix: Any) -> float:
+    """Degrees between the fit's rotation and the nearest multiple of 90."""
+    angle = _angle(matrix)
+    return abs((angle - round(angle / 90) * 90 + 180) % 360 - 180)
+
+
+def _ransac(rxy: Any, qxy: Any, pairs: list[Any]) -> tuple[Any, int]:
+    """The RANSAC similarity fit of matched keypoint pairs and its distinct inliers (None, 0
+    when there is none)."""
+    import cv2
+    import numpy as np
+
+    src = np.array([rxy[m.queryIdx] for m in pairs], dtype=np.float32)
+    dst = np.array([qxy[m.trainIdx] for m in pairs], dtype=np.float32)
     matrix, mask = cv2.estimateAffinePartial2D(
         src, dst, method=cv2.RANSAC, ransacReprojThreshold=_RANSAC_PX, maxIters=2000,
         confidence=0.995)
     if matrix is None:
-        return None
-    inliers = _distinct(dst[mask.ravel().astype(bool)])
-    if inliers < 4:
-        return None
-    a, b = float(matrix[0, 0]), float(matrix[1, 0])
-    scale = math.hypot(a, b)
-    if not 0.05 <= scale <= 8.0:
-        return None
-    angle = math.degrees(math.atan2(b, a)) % 360  # clockwise on screen: image y points down
-    nearest = round(angle / 90) * 90 % 360
-    rotation = float(nearest) if abs((angle - nearest + 180) % 360 - 180) <= 10 else round(angle)
-    return _placement(matrix, size, qsize, inliers, mirrored, rotation, scale)
+        return None, 0
+    return matrix, _distinct(dst[mask.ravel().astype(bool)])
+
+
+def _scale(matrix: Any) -> float:
+    return math.hypot(float(matrix[0, 0]), float(matrix[1, 0]))
+
+
+def _guided(matrix: Any, inliers: int, reg: tuple[Any, Any], qry: tuple[Any, Any]
+            ) -> tuple[Any, int]:
+    """Guided matching, the second pass of an inconclusive fit: each registered keypoint is
+    matched only among the query keypoints near where the first fit places it, without the
+    ratio test. Lowe's test throws away a true match whenever the upload repeats its texture or
+    other content (a busy photo around an inset, a caption's letters, the rest of the page)
+    offers a close second; the placement now rules those out instead. Kept only if RANSAC on
+    the guided pairs finds more distinct inliers than the first fit (D62)."""
+    import cv2
+    import numpy as np
+
+    (rxy, rdesc), (qxy, qdesc) = reg, qry
+    projected = cv2.transform(rxy.reshape(-1, 1, 2), matrix).reshape(-1, 2)
+    near = ((projected[:, None, :] - qxy[None, :, :]) ** 2).sum(-1) <= _GUIDED_PX ** 2
+    if not near.any():
+        return matrix, inliers
+    found = cv2.BFMatcher(cv2.NORM_HAMMING).match(rdesc, qdesc, mask=near.astype(np.uint8))
+    good = [m for m in found if m.distance <= _GUIDED_HAMMING]
+    if len(good) <= inliers:
+        return matrix, inliers
+    second, count = _ransac(rxy, qxy, good)
+    if second is None:
+        return matrix, inliers
+    plausible = _GUIDED_SCALES[0] <= _scale(second) <= _GUIDED_SCALES[1]
+    return (second, count) if plausible and count > inliers else (matrix, inliers)
 
 
 def _distinct(points: Any) -> int:
@@ -216,7 +293,7 @@ def _distinct(points: Any) -> int:
 
 
 def _placement(matrix: Any, size: tuple[int, int], qsize: tuple[int, int], inliers: int,
-               mirrored: bool, rotation: float, scale: float) -> Placement:
+               mirrored: bool, rotation: float, scale: float, guided: bool) -> Placement:
     """Visible share of the original and where, from where the upload's frame falls on it."""
     import cv2
     import numpy as np
@@ -236,4 +313,4 @@ def _placement(matrix: Any, size: tuple[int, int], qsize: tuple[int, int], inlie
     on_query = cv2.transform(corners, matrix).reshape(-1, 2)
     coverage = min(1.0, float(on_query[:, 0].max() - on_query[:, 0].min()) / qw)
     return Placement(inliers=inliers, mirrored=mirrored, rotation=rotation, scale=scale,
-                     visible=visible, origin=origin, coverage=coverage)
+                     visible=visible, origin=origin, coverage=coverage, guided=guided)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, Literal, Self
 
@@ -87,7 +87,8 @@ similarity transform under RANSAC) for a match. Measured by bench/image_edits_be
 real photos x 22 edits: unrelated pairs gave 0 inliers in 99 %, chance fits of 4-6 in the
 rest; the right work's median was 21-49 for every geometric edit (docs/platforms.md)."""
 ORB_POSSIBLE = 10
-"""Inliers for 'possible': above the chance fits of unrelated photos (4-6, rarely more)."""
+"""Inliers for 'possible': above the chance fits of unrelated photos (4-6, rarely more). A
+count from the guided second pass (matching.local, D62) reaches 'possible' at most."""
 CHROMAPRINT_MATCH = 0.85
 """Share of Chromaprint bits agreeing over the aligned overlap (matching.avindex). Measured by
 bench/av_bench.py on synthesised music (docs/platforms.md): 15 s excerpts under the five
@@ -322,8 +323,11 @@ def _compare_orb(a: Mapping[str, object], b: Mapping[str, object], version: str)
     found = verify(dict(a), dict(b))
     if found is None:
         return Match.rate("orb", 0, version=version)
-    return Match.rate("orb", found.inliers, version=version, explanation=found.explain(),
-                      transform=found.to_json())
+    rated = Match.rate("orb", found.inliers, version=version, explanation=found.explain(),
+                       transform=found.to_json())
+    if found.guided and rated.verdict == "match":  # the guided pass is never a 'match' (D62)
+        return replace(rated, verdict="possible")
+    return rated
 
 
 def _versions(a: Mapping[str, object], b: Mapping[str, object]) -> str:

@@ -30,6 +30,7 @@ from copyledger.ledger.fingerprint import ORB_RECORD_BYTES, validate_fingerprint
 from copyledger.matching import local
 from copyledger.matching.compute import content_box, image_fingerprints, query_fingerprints
 from copyledger.matching.index import FingerprintIndex, explain_view
+from copyledger.matching.scoring import ORB_POSSIBLE, compare
 from copyledger.service.apikeys import create_key
 from copyledger.service.node import Node
 from tests.helpers import open_registry
@@ -305,3 +306,54 @@ def test_a_claim_check_may_send_2048_keypoints_as_json(
     padded = {"claimant": "ada", "work_seq": seq,
               "content": {**shot, "pad": "x" * reg.settings.max_check_body_bytes}}
     assert client.post("/v1/claims/check", headers=plat, json=padded).status_code == 413
+
+
+# ---------------------------------------------------------------- guided second pass (D62)
+
+
+@pytest.fixture(scope="module")
+def inset() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The moon (soft, grey) as a 40 % inset over the Hubble deep field (a busy star field):
+    the upload's own corners give its keypoints close seconds, so Lowe's test keeps 9 true
+    ones, one short of 'possible' (a miss of the benchmark's round, D62)."""
+    pictures = dict(p for p in photos() if p[0] in ("skimage/moon", "skimage/hubble_deep_field"))
+    moon, stars = pictures["skimage/moon"], pictures["skimage/hubble_deep_field"]
+    upload = EDITS["picture_in_picture"](moon, random.Random(0), stars)
+    return image_fingerprints(encode(moon))["orb"], query_fingerprints(encode(upload))["orb"]
+
+
+def test_a_soft_inset_is_found_by_the_guided_pass(inset: Any,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    registered, query = inset
+    found = local.verify(registered, query)
+    assert found is not None and found.inliers >= ORB_POSSIBLE and found.guided, found
+    assert "inside a larger image" in found.explain()
+    monkeypatch.setattr(local, "_GUIDED_BELOW", 0)  # the first pass alone: under 'possible'
+    first = local.verify(registered, query)
+    assert first is not None and first.inliers < ORB_POSSIBLE <= found.inliers
+
+
+def test_the_guided_pass_finds_nothing_in_unrelated_photos(registry: Any) -> None:
+    """A chance fit of an upload on an unrelated photo (4-5 keypoints) is rerun guided, and
+    stays under 'possible'."""
+    pictures, registered, _ = registry
+    rng = random.Random(5)
+    for i, (name, im) in enumerate(pictures):
+        for edit in ("picture_in_picture", "caption_bar", "crop_50_corner", "screenshot_60"):
+            query = query_fingerprints(encode(EDITS[edit](im, rng, im)))["orb"]
+            for seq, fps in enumerate(registered):
+                if seq != i:
+                    found = local.verify(fps["orb"], query)
+                    assert found is None or found.inliers < ORB_POSSIBLE, (name, edit, seq)
+
+
+@pytest.mark.parametrize("guided", [False, True])
+def test_a_guided_fit_is_never_a_match(guided: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Guided matching drops the ratio test, so its count is weaker evidence: however many
+    inliers it finds, the verdict is at most 'possible' (the 'match' rule is the first pass's)."""
+    found = local.Placement(inliers=40, mirrored=False, rotation=0.0, scale=0.5, visible=1.0,
+                            origin=(0.0, 0.0), coverage=0.4, guided=guided)
+    monkeypatch.setattr(local, "verify", lambda registered, query: found)
+    score = compare("orb", {"version": "orb-v1"}, {"version": "orb-v1"})
+    assert score.inliers == 40
+    assert score.verdict == ("possible" if guided else "match")
