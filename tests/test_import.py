@@ -81,15 +81,18 @@ def test_an_import_killed_halfway_and_run_again_has_no_duplicates(
     assert len(works_in_log(srv)) == N
 
 
+BAD_ROWS_CSV = (
+    "sha256,title,creators,work_type,size,metadata\n"
+    f"{sha(1)},Song,Ada;Bob,audio,1234,\"{{\"\"isrc\"\": \"\"X\"\"}}\"\n"
+    f"{sha(2)},Poem,Ada,poem,,\n"  # no such work type: refused by the registry
+    f"{sha(3)},Film,Ada,video,many,\n"  # a size that is no number: refused when read
+    f"{sha(1)},Song again,Ada,audio,,\n")  # the same content: the earlier registration
+
+
 def test_a_csv_catalogue_with_bad_rows(tmp_path: Path, server: tuple[ServerProcess, str]) -> None:
     srv, key = server
     catalogue = tmp_path / "works.csv"
-    catalogue.write_text(
-        "sha256,title,creators,work_type,size,metadata\n"
-        f"{sha(1)},Song,Ada;Bob,audio,1234,\"{{\"\"isrc\"\": \"\"X\"\"}}\"\n"
-        f"{sha(2)},Poem,Ada,poem,,\n"  # no such work type: refused by the registry
-        f"{sha(3)},Film,Ada,video,many,\n"  # a size that is no number: refused here
-        f"{sha(1)},Song again,Ada,audio,,\n")  # the same content: the earlier registration
+    catalogue.write_text(BAD_ROWS_CSV)
     r = cli("import", str(catalogue), "--server", srv.url, "--api-key", key, "--json",
             env={**os.environ})
     assert r.returncode == 1, r.stdout + r.stderr
@@ -156,12 +159,7 @@ def test_a_local_import_makes_the_log_an_import_over_http_makes(
     srv, key = server
     catalogue = tmp_path / "works.csv"
     catalogue.write_text(
-        "sha256,title,creators,work_type,size,metadata\n"
-        f"{sha(1)},Song,Ada;Bob,audio,1234,\"{{\"\"isrc\"\": \"\"X\"\"}}\"\n"
-        f"{sha(2)},Poem,Ada,poem,,\n"  # no such work type: refused by the registry
-        f"{sha(3)},Film,Ada,video,many,\n"  # a size that is no number: refused when read
-        f"{sha(1)},Song again,Ada,audio,,\n"  # the same content: the earlier registration
-        + "".join(f"{sha(i)},Photo {i},Agency,image,,\n" for i in range(10, 260)))
+        BAD_ROWS_CSV + "".join(f"{sha(i)},Photo {i},Agency,image,,\n" for i in range(10, 260)))
     over_http = cli("import", str(catalogue), "--server", srv.url, "--api-key", key, "--json",
                     "--chunk", "100", "--progress-file", str(tmp_path / "http.progress"))
     local = tmp_path / "local"
