@@ -31,19 +31,34 @@ class Row:
     error: str | None = None
 
 
-def read_rows(path: Path) -> Iterator[Row]:
+def read_rows(path: Path, skip: int = 0) -> Iterator[Row]:
     """The catalogue's works, line by line: `.csv` (a header row naming the columns), else
-    JSON Lines (one object a line; blank lines skipped)."""
+    JSON Lines (one object a line; blank lines skipped), after the first `skip` rows (those a
+    resumed import already finished: JSON Lines are skipped unread)."""
     if path.suffix.lower() == ".csv":
-        yield from _csv_rows(path)
+        rows = _csv_rows(path)
+        for _ in range(skip):
+            next(rows, None)
+        yield from rows
     else:
-        yield from _jsonl_rows(path)
+        yield from _jsonl_rows(path, skip)
 
 
-def _jsonl_rows(path: Path) -> Iterator[Row]:
+def count_rows(path: Path) -> int:
+    """How many rows `read_rows` yields, without reading JSON Lines' values."""
+    if path.suffix.lower() == ".csv":
+        return sum(1 for _ in _csv_rows(path))
+    with path.open("rb") as f:
+        return sum(1 for raw in f if raw.strip())
+
+
+def _jsonl_rows(path: Path, skip: int = 0) -> Iterator[Row]:
     with path.open(encoding="utf-8") as f:
         for n, raw in enumerate(f, 1):
             if not raw.strip():
+                continue
+            if skip:
+                skip -= 1
                 continue
             try:
                 doc = json.loads(raw)

@@ -8,6 +8,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from functools import partial
 from itertools import chain
@@ -27,7 +28,7 @@ from rich.progress import (
 from rich.table import Table
 from typer.core import TyperGroup
 
-from copyledger.cli.catalogue import ImportProgress, Row, read_rows
+from copyledger.cli.catalogue import ImportProgress, Row, count_rows, read_rows
 from copyledger.cli.words import Localized, detail, tr
 from copyledger.client import (
     BatchWork,
@@ -37,7 +38,7 @@ from copyledger.client import (
     Receipt,
     UnverifiedAnswer,
 )
-from copyledger.ledger.errors import CopyledgerError, said
+from copyledger.ledger.errors import CopyledgerError, Unavailable, said
 from copyledger.service import settings as settings_mod
 from copyledger.service.accounts import KIND_WORDS
 
@@ -95,6 +96,7 @@ ApiKey = Annotated[
 ]
 
 
+REQUEST_WORKS = 1000  # what one POST /v1/works/batch carries (service.operations.MAX_BATCH)
 UNPINNED_EXIT = 3  # `verify`: every step held, but under no key the user pinned
 
 
@@ -577,9 +579,19 @@ def import_(
     api_key: ApiKey = None,
     progress_file: Annotated[Path | None, typer.Option(
         help="where finished chunks are recorded, to resume (default: FILE.progress)")] = None,
-    chunk: Annotated[int, typer.Option(min=1, max=1000, help="works per request")] = 1000,
+    chunk: Annotated[int, typer.Option(
+        min=1, max=10_000, help="works per request (at most 1,000), or per block with "
+        "--local")] = 1000,
     trust: Trust = None,
     as_json: Json = False,
+    local: Annotated[bool, typer.Option(
+        "--local", help="operator only, with the server stopped: register in this process "
+        "through the registry's own sequencer (--data-dir/--database, --account), no HTTP")
+    ] = False,
+    account: Annotated[str | None, typer.Option(
+        help="with --local: the account registering the works (it must hold a key)")] = None,
+    data_dir: DataDir = None,
+    database: Database = None,
 ) -> None:
     """Register a catalogue of works by hash, 1,000 a request, each receipt verified.
 
@@ -587,21 +599,33 @@ def import_(
     progress file), and a work this account already registered is answered with its earlier
     registration, never a second entry, so the log holds what single registrations would.
     Rows the registry refuses are listed (file line and problem); the import goes on."""
-    if not api_key:
-        _need_key()
     state = ImportProgress.load(progress_file or catalogue.with_name(catalogue.name + ".progress"))
-    total = sum(1 for _ in read_rows(catalogue))
+    total = count_rows(catalogue)
     show = not as_json and sys.stderr.isatty()
     stopped: str | None = None
-    with _client(server, api_key, trust, 300) as client, Progress(
+    if local:
+        if not account:
+            _die(tr("--local needs --account: who registers the works"))
+        sender: Any = _LocalImport(_settings(data_dir, database), account)
+        pinned = None
+    else:
+        if not api_key:
+            _need_key()
+        if chunk > REQUEST_WORKS:
+            _die(tr("--chunk: a request carries at most {most} works").format(most=REQUEST_WORKS))
+        sender = _client(server, api_key, trust, 300)
+    send: Callable[[list[Row]], str | None]
+    with sender as conn, Progress(
         TextColumn("importing"), BarColumn(), TextColumn("{task.completed}/{task.total} works"),
         TimeRemainingColumn(), console=err, disable=not show, transient=True,
     ) as prog:
-        pinned = _verifiers(client)
+        if local:
+            send = partial(_LocalImport.send, conn, state=state)
+        else:
+            pinned = _verifiers(conn)
+            send = partial(_import_chunk, conn, state=state)
         task = prog.add_task(tr("importing"), total=total, completed=state.done)
-        rows = read_rows(catalogue)
-        for _ in range(state.done):
-            next(rows, None)
+        rows = read_rows(catalogue, skip=state.done)
         batch: list[Row] = []
         for row in chain(rows, [None]):
             if row is not None:
@@ -610,11 +634,13 @@ def import_(
                     continue
             if not batch:
                 break
-            stopped = _import_chunk(client, batch, state)
+            stopped = send(batch)
             if stopped:
                 break
             prog.advance(task, len(batch))
             batch = []
+        if local and not stopped:
+            stopped = conn.finish(state)
     summary = {"file": str(catalogue), "done": state.done, "total": total,
                "registered": state.registered, "already_registered": state.already,
                "refused": state.refused, "key_pinned": pinned, "stopped": stopped}
@@ -633,6 +659,100 @@ def import_(
                      if stopped else ""))
     if stopped or state.refused:
         raise typer.Exit(1)
+
+
+def _die_with_parent(parent: int) -> None:
+    """A pool worker's start: ended by the kernel when the import that forked it dies (Linux),
+    rather than waiting forever for chunks that will not come."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before the call above
+        os._exit(1)
+
+
+class _LocalImport:
+    """`import --local`: the registry opened in this process, its sequencer started (so a
+    running server's sequencer lock refuses it), each chunk validated and canonicalised by a
+    pool of processes (`operations.prepare_works`, one piece a process) while the chunk
+    before it is sealed, then registered through `operations.import_works`; the registry
+    stopped cleanly at the end."""
+
+    def __init__(self, s: Any, account: str) -> None:
+        self.settings, self.account = s, account
+        self.ahead: tuple[list[Row], list[Any]] | None = None  # a chunk being prepared
+
+    def __enter__(self) -> _LocalImport:
+        import asyncio
+
+        from copyledger.service.node import Node
+
+        # The workers are forked now, before the registry is opened: a worker forked later
+        # would inherit the sequencer's lock and, outliving a killed import, keep it.
+        self.jobs = os.cpu_count() or 1
+        self.pool = ProcessPoolExecutor(self.jobs, initializer=_die_with_parent,
+                                        initargs=(os.getpid(),))
+        for f in [self.pool.submit(int) for _ in range(self.jobs)]:
+            f.result()
+        with _domain_errors_exit():
+            self.node = Node.open(self.settings)
+            try:
+                self.node.start()
+            except BaseException:
+                self.node.store.close()
+                raise
+        self.runner = asyncio.Runner()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.pool.shutdown(cancel_futures=True)
+        self.runner.close()
+        self.node.stop()
+
+    def send(self, batch: list[Row], state: ImportProgress) -> str | None:
+        """Start preparing this chunk, then register and record the one before it (so a
+        progress line always lags one chunk); why the import must stop, or None."""
+        from copyledger.service.operations import prepare_works
+
+        docs = [(f"line {r.line}: ", r.work) for r in batch if r.work is not None]
+        step = -(-len(docs) // self.jobs) or 1
+        futures = [self.pool.submit(prepare_works, self.node.sm_suite, self.account,
+                                    docs[i:i + step]) for i in range(0, len(docs), step)]
+        ahead, self.ahead = self.ahead, (batch, futures)
+        return self._register(*ahead, state) if ahead else None
+
+    def finish(self, state: ImportProgress) -> str | None:
+        """Register the last chunk being prepared, if any."""
+        ahead, self.ahead = self.ahead, None
+        return self._register(*ahead, state) if ahead else None
+
+    def _register(self, batch: list[Row], futures: list[Any], state: ImportProgress
+                  ) -> str | None:
+        from copyledger.service.operations import import_works
+
+        sendable = [r for r in batch if r.work is not None]
+        refused = [{"line": r.line, "problem": r.error} for r in batch if r.work is None]
+        try:
+            outcomes = self.runner.run(import_works(
+                self.node, self.account, [f.result() for f in futures]))
+        except CopyledgerError as e:  # nothing registered: no such account, too big a chunk
+            return detail(e.detail)
+        registered = already = 0
+        for r, o in zip(sendable, outcomes, strict=True):
+            if isinstance(o, Unavailable):  # the sequencer's trouble, not the row's
+                return detail(o.detail)
+            if isinstance(o, CopyledgerError):
+                refused.append({"line": r.line, "problem": detail(o.detail)})
+            elif o.existing:
+                already += 1
+            else:
+                registered += 1
+        state.advance(len(batch), registered, already, sorted(refused, key=lambda x: x["line"]))
+        return None
 
 
 def _import_chunk(client: Client, batch: list[Row], state: ImportProgress) -> str | None:

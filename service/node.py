@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import os
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -293,6 +293,30 @@ class KeyedLocks:
                 del self._locks[key]
             else:
                 self._locks[key] = (lock, users - 1)
+
+    @contextlib.asynccontextmanager
+    async def hold_many(self, keys: Sequence[object]) -> AsyncIterator[None]:
+        """`hold` for every key at once, taken in the order given (sort it, so two holders of
+        overlapping sets cannot deadlock): one context for a batch instead of one a key."""
+        taken: list[object] = []  # keys counted as used, in order; the first `locked` are held
+        locked = 0
+        try:
+            for key in dict.fromkeys(keys):  # a key given twice is held once
+                lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+                self._locks[key] = (lock, users + 1)
+                taken.append(key)
+                await lock.acquire()
+                locked += 1
+            yield
+        finally:
+            for n, key in enumerate(taken):
+                lock, users = self._locks[key]
+                if n < locked:
+                    lock.release()
+                if users == 1:
+                    del self._locks[key]
+                else:
+                    self._locks[key] = (lock, users - 1)
 
     def __len__(self) -> int:
         return len(self._locks)

@@ -9,7 +9,6 @@ first, with their documentation and examples (what `api.models` shows in OpenAPI
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import re
@@ -350,6 +349,9 @@ class Recorded:
 MAX_BATCH = 1_000
 """Works (or evidence deposits) one batch request may carry."""
 
+MAX_IMPORT_CHUNK = 10_000
+"""Works an operator's in-process import (`import_works`) hands over at once: a block each."""
+
 Outcome = Recorded | CopyledgerError
 """One item's answer in a batch: its registration, or the domain error that refused it."""
 
@@ -382,17 +384,22 @@ def _pending(entry: dict[str, Any]) -> tuple[dict[str, Any], Pending]:
                           links=links_of(parse_entry(entry)) if kind in LINKED_KINDS else ())
 
 
-async def record_many(node: Node, entries: Sequence[dict[str, Any] | CopyledgerError]
+Built = tuple[dict[str, Any], Pending]
+"""An entry already validated and canonicalised (`_pending`), ready for the sequencer."""
+
+
+async def record_many(node: Node, entries: Sequence[dict[str, Any] | Built | CopyledgerError]
                       ) -> list[Outcome]:
     """`record` for many entries at once, in order, all queued to the sequencer as one so they
-    share blocks: a bad entry is answered with its error and not written; the rest are."""
+    share blocks: a bad entry is answered with its error and not written; the rest are. An
+    entry given as `Built` was validated already (`prepare_works`, in another process)."""
     slots: list[dict[str, Any] | CopyledgerError] = []  # an entry awaiting its receipt
     pendings: list[Pending] = []
     for e in entries:
         try:
             if isinstance(e, CopyledgerError):
                 raise e
-            entry, pending = _pending(e)
+            entry, pending = e if isinstance(e, tuple) else _pending(e)
         except CopyledgerError as err:
             slots.append(err)
             continue
@@ -501,25 +508,25 @@ async def register_work(
 
 async def register_works(
     node: Node, who: Principal, works: Sequence[WorkIn | CopyledgerError], *,
-    again: bool = False,
+    again: bool = False, most: int = MAX_BATCH,
+    built: Sequence[Built | CopyledgerError | None] | None = None,
 ) -> list[Outcome]:
     """Register many works at once, each exactly as `register_work` would, in order: the
     earlier registration for content this account already registered (also earlier in this
     batch), unless `again` or the item's `again` asks for a new entry.
 
     Items already refused (a CopyledgerError in `works`) or refused here are not written; the
-    others are queued to the sequencer as one, so they share blocks."""
-    _batch_size(works)
+    others are queued to the sequencer as one, so they share blocks. `built`, when given, is
+    each work's entry as `prepare_works` made it (in `works`' order), so none is built here."""
+    _batch_size(works, most)
     wanted = sorted({w.sha256 for w in works
                      if isinstance(w, WorkIn) and not (again or w.again)})
-    async with contextlib.AsyncExitStack() as stack:
-        for sha in wanted:  # sorted: two batches take their locks in one order
-            await stack.enter_async_context(node.register_locks.hold((who.account, sha)))
+    async with node.register_locks.hold_many([(who.account, sha) for sha in wanted]):
         known = await asyncio.to_thread(node.store.find_works, who.account, wanted)
         out: list[Outcome | None] = []
-        entries: list[dict[str, Any] | CopyledgerError] = []
+        entries: list[dict[str, Any] | Built | CopyledgerError] = []
         first: dict[str, int] = {}  # content new in this batch -> the index of its entry
-        for w in works:
+        for i, w in enumerate(works):
             if isinstance(w, CopyledgerError):
                 out.append(w)
                 continue
@@ -532,7 +539,12 @@ async def register_works(
                 out.append(None)  # the entry of this content earlier in the batch
                 continue
             try:
-                entries.append(_work_entry(node, who, w, None))
+                made = (_work_entry(node.sm_suite, who.account, w, None) if built is None
+                        else built[i])
+                if isinstance(made, CopyledgerError):
+                    raise made
+                assert made is not None  # None only for a refused work, answered above
+                entries.append(made)
             except CopyledgerError as e:
                 out.append(e)
                 continue
@@ -575,10 +587,48 @@ async def deposit_evidence_many(
     return await record_many(node, entries)
 
 
-def _batch_size(items: Sequence[object]) -> None:
-    if len(items) > MAX_BATCH:
-        raise InvalidInput(said("a batch holds at most {most} items, not {n}", most=MAX_BATCH,
+def _batch_size(items: Sequence[object], most: int = MAX_BATCH) -> None:
+    if len(items) > most:
+        raise InvalidInput(said("a batch holds at most {most} items, not {n}", most=most,
                                 n=len(items)))
+
+
+Prepared = list[tuple[WorkIn | CopyledgerError, Built | CopyledgerError | None]]
+"""Each catalogue row as `prepare_works` leaves it: the work (or why it is refused) and its
+entry, validated and canonicalised (or why it cannot be; None for a refused row)."""
+
+
+def prepare_works(sm_suite: bool, account: str, docs: Sequence[tuple[str, Any]]) -> Prepared:
+    """The CPU-bound half of an import, needing no registry, so a process pool can run it for
+    pieces of a chunk at once: each (where, JSON value) validated as `POST /v1/works/batch`
+    validates an item, and its entry built, checked and canonicalised as `register_works`
+    would build it."""
+    out: Prepared = []
+    for where, doc in docs:
+        try:
+            w = parse_value(WorkIn, doc, where)
+        except CopyledgerError as e:
+            out.append((e, None))
+            continue
+        try:
+            out.append((w, _pending(_work_entry(sm_suite, account, w, None))))
+        except CopyledgerError as e:
+            out.append((w, e))
+    return out
+
+
+async def import_works(node: Node, account: str, prepared: Sequence[Prepared]
+                       ) -> list[Outcome]:
+    """An operator's catalogue import in this process (`copyledger import --local`): works
+    `prepare_works` prepared (in pieces, in order) registered exactly as `register_works`
+    registers them (same sequencer, same D36 answer for content the account already
+    registered, so a chunk imported twice writes nothing twice), up to MAX_IMPORT_CHUNK at
+    once, with no HTTP and no per-item answer document."""
+    _require_account(node, account)
+    who = Principal(account=account, role="creator", key_id=0)
+    rows = [row for piece in prepared for row in piece]
+    return await register_works(node, who, [w for w, _ in rows], most=MAX_IMPORT_CHUNK,
+                                built=[b for _, b in rows])
 
 
 def sealed_receipt(node: Node, row: EntryRow) -> Receipt:
@@ -595,14 +645,14 @@ def sealed_receipt(node: Node, row: EntryRow) -> Receipt:
 async def _register(
     node: Node, who: Principal, w: WorkIn, computed: dict[str, Any] | None
 ) -> Recorded:
-    entry = _work_entry(node, who, w, computed)
+    entry = _work_entry(node.sm_suite, who.account, w, computed)
     recorded = await record(node, entry)
     if "fingerprints" in recorded.entry["content"]:  # matchable at once
         node.index.add(recorded.receipt.seq, recorded.entry["content"]["fingerprints"])
     return recorded
 
 
-def _work_entry(node: Node, who: Principal, w: WorkIn,
+def _work_entry(sm_suite: bool, account: str, w: WorkIn,
                 computed: dict[str, Any] | None) -> dict[str, Any]:
     """The work entry for `w`, refused if it lacks what this registry records (an SM-suite
     registry's SM3 digest, D40)."""
@@ -610,13 +660,13 @@ def _work_entry(node: Node, who: Principal, w: WorkIn,
         fps = computed or None
     else:
         fps = fp.validate_fingerprints(w.fingerprints) if w.fingerprints else None
-    if node.sm_suite and w.sm3 is None:
+    if sm_suite and w.sm3 is None:
         raise InvalidInput(
             "sm3: this registry uses the SM suite, so a work records its SM3 digest too "
             "(copyledger register computes it)",
             errors=[{"field": "sm3", "message": "required by this SM-suite registry"}])
     return entry_mod.build_work(
-        registrant=who.account, received_at=entry_mod.utc_now(), sha256=w.sha256, size=w.size,
+        registrant=account, received_at=entry_mod.utc_now(), sha256=w.sha256, size=w.size,
         media_type=w.media_type, title=w.title, creators=w.creators, work_type=w.work_type,
         license=w.license, metadata=w.metadata, fingerprints=fps, check=False, sm3=w.sm3,
     )

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.server import ServerProcess, cli, init_registry
+from tests.server import ServerProcess, cli, init_registry, init_with_creator
 
 N = 3000
 
@@ -81,15 +81,18 @@ def test_an_import_killed_halfway_and_run_again_has_no_duplicates(
     assert len(works_in_log(srv)) == N
 
 
+BAD_ROWS_CSV = (
+    "sha256,title,creators,work_type,size,metadata\n"
+    f"{sha(1)},Song,Ada;Bob,audio,1234,\"{{\"\"isrc\"\": \"\"X\"\"}}\"\n"
+    f"{sha(2)},Poem,Ada,poem,,\n"  # no such work type: refused by the registry
+    f"{sha(3)},Film,Ada,video,many,\n"  # a size that is no number: refused when read
+    f"{sha(1)},Song again,Ada,audio,,\n")  # the same content: the earlier registration
+
+
 def test_a_csv_catalogue_with_bad_rows(tmp_path: Path, server: tuple[ServerProcess, str]) -> None:
     srv, key = server
     catalogue = tmp_path / "works.csv"
-    catalogue.write_text(
-        "sha256,title,creators,work_type,size,metadata\n"
-        f"{sha(1)},Song,Ada;Bob,audio,1234,\"{{\"\"isrc\"\": \"\"X\"\"}}\"\n"
-        f"{sha(2)},Poem,Ada,poem,,\n"  # no such work type: refused by the registry
-        f"{sha(3)},Film,Ada,video,many,\n"  # a size that is no number: refused here
-        f"{sha(1)},Song again,Ada,audio,,\n")  # the same content: the earlier registration
+    catalogue.write_text(BAD_ROWS_CSV)
     r = cli("import", str(catalogue), "--server", srv.url, "--api-key", key, "--json",
             env={**os.environ})
     assert r.returncode == 1, r.stdout + r.stderr
@@ -135,3 +138,67 @@ def test_the_client_answers_each_item(server: tuple[ServerProcess, str]) -> None
     assert isinstance(out[1], ProblemError) and out[1].status == 422
     assert isinstance(out[2], Receipt) and out[2].already_registered
     assert out[2].seq == out[0].seq
+
+
+def _entries(data: Path) -> list[dict[str, object]]:
+    """The log's entries in seq order, without the one field that depends on the clock."""
+    db = sqlite3.connect(data / "ledger.sqlite3")
+    try:
+        rows = db.execute("SELECT data FROM entries ORDER BY seq").fetchall()
+    finally:
+        db.close()
+    return [{k: v for k, v in json.loads(d).items() if k != "received_at"} for (d,) in rows]
+
+
+def test_a_local_import_makes_the_log_an_import_over_http_makes(
+    tmp_path: Path, server: tuple[ServerProcess, str]
+) -> None:
+    """`import --local` (the operator's path, no HTTP) against `import --server` of the same
+    catalogue: the same entries in the same order, the same refused rows; resumed without
+    duplicates; the audit clean."""
+    srv, key = server
+    catalogue = tmp_path / "works.csv"
+    catalogue.write_text(
+        BAD_ROWS_CSV + "".join(f"{sha(i)},Photo {i},Agency,image,,\n" for i in range(10, 260)))
+    over_http = cli("import", str(catalogue), "--server", srv.url, "--api-key", key, "--json",
+                    "--chunk", "100", "--progress-file", str(tmp_path / "http.progress"))
+    local = tmp_path / "local"
+    db, _, _ = init_with_creator(local, "sqlite")
+    args = ["import", str(catalogue), "--local", "--data-dir", str(local), *db,
+            "--account", "alice", "--chunk", "100", "--json",
+            "--progress-file", str(tmp_path / "local.progress")]
+    here = cli(*args)
+    assert here.returncode == over_http.returncode == 1, here.stdout + here.stderr
+    mine, theirs = json.loads(here.stdout), json.loads(over_http.stdout)
+    assert (mine["registered"], mine["already_registered"]) == (251, 1)
+    assert [x["line"] for x in mine["refused"]] == [x["line"] for x in theirs["refused"]] == [3, 4]
+    # The server's registry holds its own genesis and key entries before the works: compare
+    # the work entries, the registrant aside (the server's key has its own account).
+    works = [{k: v for k, v in e.items() if k != "registrant"}
+             for e in _entries(srv.data_dir) if e["kind"] == "work"]
+    assert works == [{k: v for k, v in e.items() if k != "registrant"}
+                     for e in _entries(local) if e["kind"] == "work"]
+    assert {e["registrant"] for e in _entries(local) if e["kind"] == "work"} == {"alice"}
+    before = _entries(local)
+    again = cli(*args)  # finished: the progress file says so, nothing is sent
+    assert json.loads(again.stdout)["done"] == 254
+    (tmp_path / "local.progress").unlink()
+    third = cli(*args)  # every row again: answered with the earlier registrations
+    assert json.loads(third.stdout)["already_registered"] == 252
+    assert _entries(local) == before
+    audit = cli("audit", "--data-dir", str(local), "--json")
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+
+
+def test_a_local_import_needs_an_account_that_holds_a_key(tmp_path: Path) -> None:
+    catalogue = tmp_path / "works.jsonl"
+    catalogue.write_text(json.dumps({"sha256": sha(1), "title": "T", "creators": ["A"],
+                                     "work_type": "image"}) + "\n")
+    data = tmp_path / "data"
+    init_with_creator(data, "sqlite")
+    r = cli("import", str(catalogue), "--local", "--data-dir", str(data), "--json")
+    assert r.returncode == 2 and "--account" in r.stderr
+    r = cli("import", str(catalogue), "--local", "--data-dir", str(data), "--account", "bob",
+            "--json")
+    assert r.returncode == 1 and "bob" in json.loads(r.stdout)["stopped"]
+    assert _entries(data) == [e for e in _entries(data) if e["kind"] != "work"]

@@ -1,0 +1,143 @@
+"""A big log, measured: what issue 13 item 5 asks of a registry of millions of entries.
+
+Run it on a registry filled by `copyledger import --local` (stop anything serving it first).
+It prints one JSON object: entries, database bytes per entry, start-up time of `copyledger
+serve` to its first 200 on /healthz and its memory then, and p50/p99 latencies of inclusion
+and consistency proofs, search by hash and bundle building, both in the server (the service
+call, in this process) and over HTTP (against the started server), with the load average.
+
+Usage: python bench/big_log.py --data-dir DIR [--database URL] [--samples 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from copyledger.service import reads
+from copyledger.service import settings as settings_mod
+from copyledger.service.memory import rss_split
+from copyledger.service.node import Node
+
+
+def pct(times: list[float]) -> dict[str, float]:
+    s = sorted(times)
+    return {"p50_ms": round(1000 * s[len(s) // 2], 3),
+            "p99_ms": round(1000 * s[min(len(s) - 1, int(len(s) * 0.99))], 3)}
+
+
+def timed(calls: list[Callable[[], Any]]) -> dict[str, float]:
+    out = []
+    for call in calls:
+        t0 = time.perf_counter()
+        call()
+        out.append(time.perf_counter() - t0)
+    return pct(out)
+
+
+def server_side(node: Node, size: int, shas: list[str], rng: random.Random, n: int
+                ) -> dict[str, Any]:
+    seqs = [rng.randrange(size) for _ in range(n)]
+    olds = [rng.randrange(1, size) for _ in range(n)]
+    return {
+        "inclusion_proof": timed([lambda s=s: reads.proof(node, s, None) for s in seqs]),
+        "consistency_proof": timed([lambda o=o: reads.consistency(node, o, None) for o in olds]),
+        "search_by_hash": timed([lambda h=h: reads.search(node, h) for h in shas]),
+        "bundle": timed([lambda s=s: reads.bundle(node, s) for s in seqs[: n // 4]]),
+    }
+
+
+def over_http(url: str, size: int, shas: list[str], rng: random.Random, n: int
+              ) -> dict[str, Any]:
+    seqs = [rng.randrange(size) for _ in range(n)]
+    olds = [rng.randrange(1, size) for _ in range(n)]
+    with httpx.Client(base_url=url, timeout=60) as c:
+        def get(path: str, **params: Any) -> None:
+            r = c.get(path, params=params)
+            assert r.status_code == 200, (path, r.status_code, r.text[:200])
+        return {
+            "inclusion_proof": timed([lambda s=s: get(f"/v1/entries/{s}/proof") for s in seqs]),
+            "consistency_proof": timed([lambda o=o: get("/v1/log/consistency", **{"from": o})
+                                        for o in olds]),
+            "search_by_hash": timed([lambda h=h: get("/v1/search", sha256=h) for h in shas]),
+            "bundle": timed([lambda s=s: get(f"/v1/entries/{s}/bundle") for s in seqs[: n // 4]]),
+        }
+
+
+def start_server(data_dir: Path, database: str, port: int) -> tuple[subprocess.Popen[bytes],
+                                                                     float]:
+    args = [sys.executable, "-m", "copyledger.cli", "serve", "--data-dir", str(data_dir),
+            "--port", str(port)] + (["--database", database] if database else [])
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "COPYLEDGER_LOG_LEVEL": "warning"})
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc, time.perf_counter() - t0
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.perf_counter() - t0 > 300:
+            proc.kill()
+            raise SystemExit("the server did not start")
+        time.sleep(0.02)
+
+
+def rss_of(pid: int) -> dict[str, float]:
+    return rss_split(Path(f"/proc/{pid}/status").read_text())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data-dir", type=Path, required=True)
+    ap.add_argument("--database", default="")
+    ap.add_argument("--samples", type=int, default=2000)
+    ap.add_argument("--port", type=int, default=8977)
+    args = ap.parse_args()
+    rng = random.Random(13)
+    s = settings_mod.load(args.data_dir, database=args.database or None)
+    node = Node.open(s)
+    size = node.store.latest_block().header.tree_size  # type: ignore[union-attr]
+    db_file = args.data_dir / "ledger.sqlite3"
+    db_bytes = (sum(p.stat().st_size for p in args.data_dir.glob("ledger.sqlite3*"))
+                if not args.database else None)
+    picks = [node.store.get_entry(rng.randrange(size)).sha256 for _ in range(args.samples // 4)]
+    out: dict[str, Any] = {"engine": "postgresql" if args.database else "sqlite",
+                           "entries": size, "load_before": os.getloadavg()}
+    if db_bytes is not None:
+        out |= {"database_bytes": db_bytes, "bytes_per_entry": round(db_bytes / size, 1),
+                "database_file": str(db_file)}
+    out["server_side"] = server_side(node, size, picks, rng, args.samples)
+    out["server_side_process_rss_mib"] = rss_split()
+    node.store.close()
+    proc, startup = start_server(args.data_dir, args.database, args.port)
+    try:
+        out["startup_to_first_healthz_s"] = round(startup, 2)
+        out["server_rss_at_start_mib"] = rss_of(proc.pid)
+        time.sleep(5)  # the near-duplicate index is rebuilt in the background: let it finish
+        out["server_rss_after_5s_mib"] = rss_of(proc.pid)
+        out["over_http"] = over_http(f"http://127.0.0.1:{args.port}", size, picks, rng,
+                                     args.samples)
+        out["server_rss_after_requests_mib"] = rss_of(proc.pid)
+        ready = httpx.get(f"http://127.0.0.1:{args.port}/healthz", timeout=10).json()
+        out["healthz"] = ready
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    out["load_after"] = os.getloadavg()
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
