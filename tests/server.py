@@ -3,22 +3,54 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import httpx
 
 
+def _below_ephemeral() -> range:
+    """Ports the kernel never picks for an outgoing connection's own end: the 12,000 below its
+    ephemeral range. A port taken by binding to 0 lies inside that range, so a client elsewhere
+    in the suite (or a monitor polling a server that is restarting) may be given it as its
+    local port between our releasing it and the server binding it, and the server fails to
+    start; a connection to a port in the range where nobody listens may even connect to itself.
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return range(max(1024, low - 12000), low)
+
+
+_PORTS = _below_ephemeral()
+# Each pytest process walks the range from its own place (two runs at once rarely meet), and
+# never hands out a port twice: a test that stops a server and starts another on the same
+# address says so (`port=`), nothing else reuses one by accident.
+_NEXT = itertools.count(os.getpid() * 7919 % len(_PORTS))
+_PORT_LOCK = threading.Lock()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port no one is listening on, below the ephemeral range (see above)."""
+    with _PORT_LOCK:
+        for _ in range(len(_PORTS)):
+            port = _PORTS[next(_NEXT) % len(_PORTS)]
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue  # someone else's
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -53,7 +85,9 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir.parent / f"server-{self.port}.log"
 
-    def start(self, timeout: float = 30.0) -> ServerProcess:
+    def start(self, timeout: float = 180.0) -> ServerProcess:
+        """Wait for /healthz; the deadline bounds a hang (a loaded machine imports slowly), it
+        ends as soon as the server answers."""
         where = f"127.0.0.1:{self.port}" if self.listen == "--serve" else str(self.port)
         args = [sys.executable, "-m", "copyledger.cli", *self.command,
                 "--data-dir", str(self.data_dir), self.listen, where]

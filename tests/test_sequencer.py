@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from copyledger.ledger.errors import Unavailable
 from copyledger.ledger.sequencer import Pending, Sequencer
 from copyledger.ledger.store import Store
 from copyledger.notary.signer import FileSigner, sign_note
-from tests.helpers import sha
+from tests.helpers import sha, wait_for
 
 
 def pending(i: int) -> Pending:
@@ -89,7 +88,8 @@ def test_heartbeat_seals_fresh_empty_blocks(tmp_path: Path, signer: FileSigner) 
     s = make(store, signer, heartbeat=0.05)
     s.start()
     s.submit(pending(1)).result(10)
-    time.sleep(0.4)
+    wait_for(lambda: sum(b.header.count == 0 for b in list(store.iter_blocks())[2:]) >= 2,
+             "no heartbeat blocks")
     s.stop()
     blocks = list(store.iter_blocks())
     empties = [b for b in blocks[2:] if b.header.count == 0]
