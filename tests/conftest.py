@@ -126,6 +126,29 @@ def tlogcheck() -> str:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _patient_httpx() -> Iterator[None]:
+    """A test's bare `httpx.get(...)` (and post, put, delete, request) to one of its servers
+    waits up to 60 s, not httpx's 5 s: at load 30 a server may take longer than 5 s to answer,
+    and that is not what any test checks (D55). A timeout given explicitly still applies; the
+    product's own calls all give one, and clients (`httpx.Client`) are not touched."""
+    import functools
+
+    import httpx
+
+    def patient(call: Any) -> Any:
+        @functools.wraps(call)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            kwargs.setdefault("timeout", 60.0)
+            return call(*args, **kwargs)
+        return wrapper
+
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("get", "post", "put", "delete", "request"):
+            mp.setattr(httpx, name, patient(getattr(httpx, name)))
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _one_import_name() -> Iterator[None]:
     """Everything loads as copyledger.<package>: a bare `ledger` would be a second copy."""
     yield

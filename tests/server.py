@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -54,8 +55,9 @@ def free_port() -> int:
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in a new process (600 s bounds a hang: at load 30 imports alone take long)."""
     return subprocess.run([sys.executable, "-m", "copyledger.cli", *args], capture_output=True,
-                          text=True, env={**os.environ, **(env or {})}, timeout=120)
+                          text=True, env={**os.environ, **(env or {})}, timeout=600)
 
 
 def init_with_creator(data: Path, database_url: str) -> tuple[list[str], str, str]:
@@ -93,8 +95,11 @@ class ServerProcess:
                 "--data-dir", str(self.data_dir), self.listen, where]
         if self.database:
             args += ["--database", self.database]
+        # Its own process group: `stop` can then end every process it made (with --workers,
+        # uvicorn's workers outlived a supervisor that was killed, and went on sealing
+        # heartbeat blocks and loading the machine for the rest of the suite).
         self.proc = subprocess.Popen(args, env=self.env, stdout=self.log.open("ab"),
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -113,13 +118,17 @@ class ServerProcess:
         self.proc.wait(10)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        """SIGTERM (a graceful stop, which tests check), then whatever is left of the process
+        group is killed, so no process outlives its test."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
             self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(60)
+        with contextlib.suppress(ProcessLookupError):  # unless the whole group has exited
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(60)
 
 
 def init_registry(data_dir: Path, role: str = "creator") -> tuple[str, str]:
