@@ -18,21 +18,25 @@ from pathlib import Path
 import httpx
 
 
-def _below_ephemeral() -> range:
+def _outside_ephemeral() -> range:
     """Ports the kernel never picks for an outgoing connection's own end: the 12,000 below its
-    ephemeral range. A port taken by binding to 0 lies inside that range, so a client elsewhere
-    in the suite (or a monitor polling a server that is restarting) may be given it as its
-    local port between our releasing it and the server binding it, and the server fails to
-    start; a connection to a port in the range where nobody listens may even connect to itself.
-    """
+    ephemeral range (or above it). A port taken by binding to 0 lies inside that range, so a
+    client elsewhere in the suite (or a monitor polling a server that is restarting) may be
+    given it as its local port between our releasing it and the server binding it, and the
+    server fails to start; a connection to a port in the range where nobody listens may even
+    connect to itself."""
     try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    return range(max(1024, low - 12000), low)
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default
+    if low - 1024 >= 2000:
+        return range(max(1024, low - 12000), low)
+    if 65535 - high >= 2000:  # a machine whose ephemeral range starts low: the ports above it
+        return range(high + 1, min(65536, high + 12001))
+    return range(20000, 32000)  # no room outside it: at least never two of ours at once
 
 
-_PORTS = _below_ephemeral()
+_PORTS = _outside_ephemeral()
 # Each pytest process walks the range from its own place (two runs at once rarely meet), and
 # never hands out a port twice: a test that stops a server and starts another on the same
 # address says so (`port=`), nothing else reuses one by accident.
@@ -41,7 +45,7 @@ _PORT_LOCK = threading.Lock()
 
 
 def free_port() -> int:
-    """A loopback port no one is listening on, below the ephemeral range (see above)."""
+    """A loopback port no one is listening on, outside the ephemeral range (see above)."""
     with _PORT_LOCK:
         for _ in range(len(_PORTS)):
             port = _PORTS[next(_NEXT) % len(_PORTS)]
@@ -51,7 +55,7 @@ def free_port() -> int:
                 except OSError:
                     continue  # someone else's
             return port
-    raise RuntimeError("no free port below the ephemeral range")
+    raise RuntimeError("no free port outside the ephemeral range")
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
