@@ -270,7 +270,8 @@ def test_register_1000_files_killed_halfway_then_resumed(
             "--receipts", str(receipts), "--json"]
     env = {**os.environ, "COPYLEDGER_API_KEY": keys["alice"]}
     started = time.monotonic()
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # Nothing reads its output while it runs: a pipe would fill and stall it.
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     manifest = receipts / "manifest.jsonl"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
