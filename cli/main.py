@@ -1788,23 +1788,23 @@ def notary_rotate(
               until=r.overlap_until, seq=r.seq))
 
 
-def _restrict_socket(path: str) -> None:
-    """uvicorn makes its Unix socket mode 0666 after binding it; make it 0600 (this user only)
-    as soon as it appears."""
-    import threading
-    import time
+def _private_socket(path: str) -> int:
+    """A Unix socket bound at `path` that only this user may connect to from the moment it
+    exists (bound under umask 0177: mode 0600); its descriptor, for uvicorn's `fd=`.
 
-    def fix() -> None:
-        for _ in range(600):
-            if os.path.exists(path):
-                time.sleep(0.05)  # let uvicorn's own chmod happen first
-                os.chmod(path, 0o600)
-                return
-            time.sleep(0.05)
+    uvicorn's own `uds=` makes the socket 0666 after binding it, and a chmod of ours after
+    that raced with it: on a loaded machine the socket could stay 0666."""
+    import socket
 
     if os.path.exists(path):
         os.unlink(path)
-    threading.Thread(target=fix, daemon=True).start()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old)
+    return sock.detach()
 
 
 @notary_app.command("serve")
@@ -1833,8 +1833,7 @@ def notary_serve(
     err.print(tr("copyledger notary for {origin} on {where}").format(origin=s.origin,
                                                                       where=where))
     if uds:
-        _restrict_socket(uds)
-        uvicorn.run(app_, uds=uds, log_level="warning", access_log=False)
+        uvicorn.run(app_, fd=_private_socket(uds), log_level="warning", access_log=False)
     else:
         uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)
 

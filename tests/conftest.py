@@ -6,7 +6,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -15,17 +14,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+from tests.server import free_port
+
+# Hypothesis (D55): no test fails because a machine is slow, so no per-example deadline and no
+# "too slow" health check anywhere; CI (`.ci/run` sets COPYLEDGER_HYPOTHESIS_PROFILE=ci) also
+# derandomizes, so each run tries the same examples and a failure there is a real bug that
+# reproduces, never a dice roll. Everywhere else examples stay random, to go on exploring.
+settings.register_profile("dev", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci", settings.get_profile("dev"), derandomize=True, database=None,
+                          print_blob=True)
+settings.load_profile(os.environ.get("COPYLEDGER_HYPOTHESIS_PROFILE", "dev"))
 
 if TYPE_CHECKING:
     from copyledger.service.node import Node
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _missing(what: str, env: str) -> None:
@@ -44,7 +49,7 @@ class PostgresServer:
         self.bindir = Path(bins[-1]).parent
         self.root = Path(tempfile.mkdtemp(prefix="copyledger-pg-"))
         self.datadir = self.root / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self.as_root = os.geteuid() == 0
         if self.as_root:
             shutil.chown(self.root, "postgres", "postgres")
@@ -118,6 +123,29 @@ def tlogcheck() -> str:
     if not binary.exists():
         _missing(f"tlogcheck ({r.stderr.strip()})", "COPYLEDGER_REQUIRE_TLOGCHECK")
     return str(binary)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _patient_httpx() -> Iterator[None]:
+    """A test's bare `httpx.get(...)` (and post, put, delete, request) to one of its servers
+    waits up to 60 s, not httpx's 5 s: at load 30 a server may take longer than 5 s to answer,
+    and that is not what any test checks (D55). A timeout given explicitly still applies; the
+    product's own calls all give one, and clients (`httpx.Client`) are not touched."""
+    import functools
+
+    import httpx
+
+    def patient(call: Any) -> Any:
+        @functools.wraps(call)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            kwargs.setdefault("timeout", 60.0)
+            return call(*args, **kwargs)
+        return wrapper
+
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("get", "post", "put", "delete", "request"):
+            mp.setattr(httpx, name, patient(getattr(httpx, name)))
+        yield
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -66,3 +68,15 @@ def bearer(reg: Node, account: str, role: str = "creator") -> dict[str, str]:
 
 def tree_size(client: Any) -> int:
     return int(client.get("/v1/log").json()["tree_size"])
+
+
+def wait_for(cond: Callable[[], object], what: str, timeout: float = 120.0) -> None:
+    """Poll `cond` until it is true; fail with `what` after `timeout` seconds.
+
+    The deadline bounds a hang, it does not measure speed: it ends as soon as `cond` holds, so a
+    generous one costs nothing on a quiet machine and spares a loaded one (load 30 on two cores)
+    a failure by chance. A speed the product promises is measured by a benchmark, not here."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)

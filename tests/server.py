@@ -2,28 +2,66 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import httpx
 
 
+def _outside_ephemeral() -> range:
+    """Ports the kernel never picks for an outgoing connection's own end: the 12,000 below its
+    ephemeral range (or above it). A port taken by binding to 0 lies inside that range, so a
+    client elsewhere in the suite (or a monitor polling a server that is restarting) may be
+    given it as its local port between our releasing it and the server binding it, and the
+    server fails to start; a connection to a port in the range where nobody listens may even
+    connect to itself."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default
+    if low - 1024 >= 2000:
+        return range(max(1024, low - 12000), low)
+    if 65535 - high >= 2000:  # a machine whose ephemeral range starts low: the ports above it
+        return range(high + 1, min(65536, high + 12001))
+    return range(20000, 32000)  # no room outside it: at least never two of ours at once
+
+
+_PORTS = _outside_ephemeral()
+# Each pytest process walks the range from its own place (two runs at once rarely meet), and
+# never hands out a port twice: a test that stops a server and starts another on the same
+# address says so (`port=`), nothing else reuses one by accident.
+_NEXT = itertools.count(os.getpid() * 7919 % len(_PORTS))
+_PORT_LOCK = threading.Lock()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port no one is listening on, outside the ephemeral range (see above)."""
+    with _PORT_LOCK:
+        for _ in range(len(_PORTS)):
+            port = _PORTS[next(_NEXT) % len(_PORTS)]
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue  # someone else's
+            return port
+    raise RuntimeError("no free port outside the ephemeral range")
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in a new process (600 s bounds a hang: at load 30 imports alone take long)."""
     return subprocess.run([sys.executable, "-m", "copyledger.cli", *args], capture_output=True,
-                          text=True, env={**os.environ, **(env or {})}, timeout=120)
+                          text=True, env={**os.environ, **(env or {})}, timeout=600)
 
 
 def init_with_creator(data: Path, database_url: str) -> tuple[list[str], str, str]:
@@ -53,14 +91,19 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir.parent / f"server-{self.port}.log"
 
-    def start(self, timeout: float = 120.0) -> ServerProcess:  # a loaded machine: load 45 here
+    def start(self, timeout: float = 180.0) -> ServerProcess:
+        """Wait for /healthz; the deadline bounds a hang (a loaded machine imports slowly), it
+        ends as soon as the server answers."""
         where = f"127.0.0.1:{self.port}" if self.listen == "--serve" else str(self.port)
         args = [sys.executable, "-m", "copyledger.cli", *self.command,
                 "--data-dir", str(self.data_dir), self.listen, where]
         if self.database:
             args += ["--database", self.database]
+        # Its own process group: `stop` can then end every process it made (with --workers,
+        # uvicorn's workers outlived a supervisor that was killed, and went on sealing
+        # heartbeat blocks and loading the machine for the rest of the suite).
         self.proc = subprocess.Popen(args, env=self.env, stdout=self.log.open("ab"),
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -79,13 +122,17 @@ class ServerProcess:
         self.proc.wait(10)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        """SIGTERM (a graceful stop, which tests check), then whatever is left of the process
+        group is killed, so no process outlives its test."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
             self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(60)
+        with contextlib.suppress(ProcessLookupError):  # unless the whole group has exited
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(60)
 
 
 def init_registry(data_dir: Path, role: str = "creator") -> tuple[str, str]:

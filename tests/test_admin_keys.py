@@ -4,7 +4,6 @@ one API process stops working in another within `key_recheck_s`."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from copyledger.api.app import create_app
 from copyledger.service import apikeys
 from copyledger.service.node import Node
 from copyledger.service.settings import load
-from tests.helpers import open_registry, work_body
+from tests.helpers import open_registry, wait_for, work_body
 from tests.server import ServerProcess, cli
 
 
@@ -108,14 +107,10 @@ def test_revoked_through_one_api_process_stops_in_another(tmp_path: Path) -> Non
         with TestClient(create_app(other, manage=False)) as c:
             r = c.delete(f"/v1/keys/{made['id']}", headers=_h(admin))
             assert r.status_code == 200, r.text
-        # The stated bound is key_recheck_s (1 s here); allow scheduling slack, then never.
-        deadline = time.monotonic() + 6
-        status = 201
-        while time.monotonic() < deadline and status != 401:
-            status = httpx.post(srv.url + "/v1/works", json=work_body("x"),
-                                headers=h).status_code
-            time.sleep(0.2)
-        assert status == 401
+        # The stated bound is key_recheck_s (1 s here); the deadline only bounds a hang (a
+        # loaded machine may be slower than the bound, which no pass/fail test measures).
+        wait_for(lambda: httpx.post(srv.url + "/v1/works", json=work_body("x"), headers=h,
+                                    timeout=60).status_code == 401, "the revoked key still works")
         assert httpx.post(srv.url + "/v1/works", json=work_body(2),
                           headers=h).status_code == 401
     finally:

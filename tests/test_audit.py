@@ -31,7 +31,7 @@ def fill(reg: Node, n: int, batch: int = 4) -> None:
             futs.append(reg.sequencer.submit(
                 Pending(entry_mod.canonical_bytes(e), "work", sha(i), "alice")))
         for f in futs:
-            f.result(timeout=10)
+            f.result(timeout=120)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from copyledger.api.app import create_app
 from copyledger.ledger import claims, jcs, note
 from copyledger.service.apikeys import create_key
 from copyledger.service.node import Node
-from tests.helpers import sha
+from tests.helpers import sha, wait_for
 
 DMCA = {
     "notice_type": "notice", "regime": "dmca_512c3",
@@ -46,9 +46,7 @@ def png(seed: int, *, bright: float = 1.0) -> bytes:
 @pytest.fixture
 def client(reg: Node) -> Iterator[TestClient]:
     with TestClient(create_app(reg)) as c:
-        deadline = time.monotonic() + 10
-        while not reg.index.ready and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: reg.index.ready, "the index was not built")
         yield c
 
 

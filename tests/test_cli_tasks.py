@@ -270,7 +270,8 @@ def test_register_1000_files_killed_halfway_then_resumed(
             "--receipts", str(receipts), "--json"]
     env = {**os.environ, "COPYLEDGER_API_KEY": keys["alice"]}
     started = time.monotonic()
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # Nothing reads its output while it runs: a pipe would fill and stall it.
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     manifest = receipts / "manifest.jsonl"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
@@ -303,10 +304,8 @@ def test_serve_on_a_taken_port_says_so_and_exits(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        started = time.monotonic()
-        r = cli("serve", "--data-dir", str(tmp_path / "reg"), "--port", str(port))
+        r = cli("serve", "--data-dir", str(tmp_path / "reg"), "--port", str(port))  # or times out
     assert r.returncode == 1
     assert f"port {port} is in use" in r.stderr and f"PORT={port + 1} make run" in r.stderr
     assert "serving" not in r.stderr  # no "serving on" line before the failure
     assert not (tmp_path / "reg").exists()  # nothing was created
-    assert time.monotonic() - started < 60

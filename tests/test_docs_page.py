@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.server import ServerProcess, cli
-from tests.test_verify_page import ARGS, CHROMIUM, _missing
+from tests.test_verify_page import ARGS, CHROMIUM, WAIT_MS, _missing, context
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +53,7 @@ def test_docs_render_the_operations_offline(server: ServerProcess) -> None:
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
-            ctx = b.new_context()
+            ctx = context(b)
 
             def route(r: Any) -> None:  # offline: anything not from this server fails
                 if r.request.url.startswith(server.url):
@@ -66,7 +66,7 @@ def test_docs_render_the_operations_offline(server: ServerProcess) -> None:
             page = ctx.new_page()
             page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
             page.goto(server.url + "/docs")
-            page.wait_for_selector(".opblock-summary-path", timeout=30_000)
+            page.wait_for_selector(".opblock-summary-path", timeout=WAIT_MS)
             paths = page.locator(".opblock-summary-path").all_inner_texts()
         finally:
             b.close()

@@ -223,7 +223,7 @@ def test_a_block_and_an_entrys_referrers_are_paged(tmp_path: Path) -> None:
     reg = open_registry(tmp_path, linger_ms=200.0)  # one block for the batch below
     with TestClient(create_app(reg)) as c:
         futures = [reg.sequencer.submit(pending(i)) for i in range(7)]
-        seqs = [f.result(timeout=30).seq for f in futures]
+        seqs = [f.result(timeout=120).seq for f in futures]
         height = c.get(f"/v1/entries/{seqs[0]}").json()["block_height"]
         assert c.get(f"/v1/entries/{seqs[-1]}").json()["block_height"] == height
         seen, after = [], None

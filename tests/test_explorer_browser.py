@@ -16,7 +16,7 @@ import pytest
 
 from tests.server import ServerProcess, cli
 from tests.test_explorer import COUNTER
-from tests.test_verify_page import EXHIBIT, WAIT_MS, _missing, browser
+from tests.test_verify_page import EXHIBIT, WAIT_MS, _missing, browser, context
 
 pytestmark = pytest.mark.slow
 __all__ = ["browser"]  # the shared Chromium fixture
@@ -83,7 +83,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 def page(browser: Any) -> Iterator[Any]:
     # axe is injected by the test harness: the pages' CSP (script-src 'self') rightly refuses
     # an injected script, so this context, and only this one, bypasses CSP.
-    ctx = browser.new_context(bypass_csp=True)
+    ctx = context(browser, bypass_csp=True)
     yield ctx.new_page()
     ctx.close()
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import random
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from copyledger.matching.index import FingerprintIndex, explain_view
 from copyledger.matching.scoring import ORB_POSSIBLE, compare
 from copyledger.service.apikeys import create_key
 from copyledger.service.node import Node
-from tests.helpers import open_registry
+from tests.helpers import open_registry, wait_for
 
 PHOTOS = ("skimage/astronaut", "skimage/coffee", "skimage/chelsea")
 
@@ -184,9 +183,7 @@ def test_entries_without_orb_stay_valid_and_searchable() -> None:
 def served(tmp_path: Path) -> Iterator[tuple[TestClient, Node]]:
     reg = open_registry(tmp_path)
     with TestClient(create_app(reg)) as c:
-        deadline = time.monotonic() + 10
-        while not reg.index.ready and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: reg.index.ready, "the index was not built")
         yield c, reg
 
 

@@ -56,7 +56,8 @@ def test_an_import_killed_halfway_and_run_again_has_no_duplicates(
     progress = tmp_path / "catalogue.jsonl.progress"
     args = [sys.executable, "-m", "copyledger.cli", "import", str(catalogue), "--server", srv.url,
             "--api-key", key, "--chunk", "100", "--json"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # Nothing reads its output while it runs: a pipe would fill and stall it.
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         if progress.exists() and len(progress.read_text().splitlines()) >= 3:

@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from copyledger.ledger import merkle, note
+from tests.helpers import wait_for
 from tests.server import ServerProcess, init_registry, post_works
-from tests.test_cosign import wait_for
 from tests.test_monitor import Webhook
 
 pytestmark = pytest.mark.slow

@@ -155,16 +155,16 @@ def test_the_sequencer_proves_every_checkpoint_and_cannot_seal_when_refused(
     seq = Sequencer(store, sign, "test.example/log", linger=0.001)
     seq.start()
     futures = [seq.submit(pending(i)) for i in range(40)]
-    assert [f.result(10).seq for f in futures] == list(range(40))
+    assert [f.result(120).seq for f in futures] == list(range(40))
     assert guard.last is not None and guard.last.size == 40 == store.tree_size()
 
     honest = guard.last
     guard.last = note.Checkpoint("test.example/log", 42, bytes(32))  # a tree the log never had
     with pytest.raises(Unavailable, match=r"nothing was recorded.*smaller than 42"):
-        seq.submit(pending(40)).result(10)
+        seq.submit(pending(40)).result(120)
     assert store.tree_size() == 40
     guard.last = honest
-    assert seq.submit(pending(41)).result(10).seq == 40  # no gap
+    assert seq.submit(pending(41)).result(120).seq == 40  # no gap
     seq.stop()
 
 

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.server import ServerProcess, cli, init_registry
-from tests.test_verify_page import EXHIBIT, WAIT_MS, browser, verdict
+from tests.test_verify_page import EXHIBIT, WAIT_MS, browser, context, verdict
 
 pytestmark = pytest.mark.slow
 IMAGES = Path(__file__).resolve().parent.parent / "docs" / "images"
@@ -69,7 +69,7 @@ def test_certificate_pdf_in_chinese(server: dict[str, Any], tmp_path: Path) -> N
 
 def test_verify_page_in_chinese_shows_who_the_account_is(browser: Any,
                                                          server: dict[str, Any]) -> None:
-    ctx = browser.new_context(locale="zh-CN", extra_http_headers={"Accept-Language": "zh-CN"},
+    ctx = context(browser, locale="zh-CN", extra_http_headers={"Accept-Language": "zh-CN"},
                               viewport={"width": 1000, "height": 1400})
     pg = ctx.new_page()
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from copyledger.ledger.errors import Unavailable
 from copyledger.ledger.sequencer import Pending, Sequencer
 from copyledger.ledger.store import Store
 from copyledger.notary.signer import FileSigner, sign_note
-from tests.helpers import sha
+from tests.helpers import sha, wait_for
 
 
 def pending(i: int) -> Pending:
@@ -45,7 +44,7 @@ def test_concurrent_writers_get_gapless_seqs_and_valid_receipts(
 
     def writer(base: int) -> None:
         futs = [seq.submit(pending(base * 100 + i)) for i in range(25)]
-        got = [f.result(timeout=30) for f in futs]
+        got = [f.result(timeout=120) for f in futs]
         with lock:
             receipts.extend(got)
 
@@ -71,12 +70,12 @@ def test_restart_continues_the_same_tree(tmp_path: Path, signer: FileSigner) -> 
     store = Store.open(url)
     s1 = make(store, signer)
     s1.start()
-    first = [s1.submit(pending(i)).result(10) for i in range(5)]
+    first = [s1.submit(pending(i)).result(120) for i in range(5)]
     s1.stop()
     store2 = Store.open(url)
     s2 = make(store2, signer)
     s2.start()
-    r = s2.submit(pending(99)).result(10)
+    r = s2.submit(pending(99)).result(120)
     s2.stop()
     assert r.seq == 5
     old = first[-1]
@@ -88,8 +87,9 @@ def test_heartbeat_seals_fresh_empty_blocks(tmp_path: Path, signer: FileSigner) 
     store = Store.open(f"sqlite:///{tmp_path / 'l.db'}")
     s = make(store, signer, heartbeat=0.05)
     s.start()
-    s.submit(pending(1)).result(10)
-    time.sleep(0.4)
+    s.submit(pending(1)).result(120)
+    wait_for(lambda: sum(b.header.count == 0 for b in list(store.iter_blocks())[2:]) >= 2,
+             "no heartbeat blocks")
     s.stop()
     blocks = list(store.iter_blocks())
     empties = [b for b in blocks[2:] if b.header.count == 0]
@@ -109,14 +109,14 @@ def test_signing_failure_writes_nothing_and_answers_503(tmp_path: Path, signer: 
 
     s = Sequencer(store, sign, "test.example/log", linger=0.001)
     s.start()
-    s.submit(pending(0)).result(10)
+    s.submit(pending(0)).result(120)
     broken["on"] = True
     fut = s.submit(pending(1))
     with pytest.raises(Unavailable, match="nothing was recorded"):
-        fut.result(10)
+        fut.result(120)
     assert store.tree_size() == 1
     broken["on"] = False
-    assert s.submit(pending(2)).result(10).seq == 1  # no gap
+    assert s.submit(pending(2)).result(120).seq == 1  # no gap
     s.stop()
 
 
@@ -174,11 +174,11 @@ def test_failure_messages_say_what_was_recorded(
         monkeypatch.setattr(merkle, "inclusion_proofs", lambda *a, **k: (_ for _ in ()).throw(
             MemoryError("out of memory")))
     with pytest.raises(Unavailable) as info:
-        s.submit(pending(0)).result(10)
+        s.submit(pending(0)).result(120)
     monkeypatch.undo()
     if phase == "during":
         assert "most likely not recorded" in info.value.detail and store.tree_size() == 0
     else:
         assert "WAS recorded" in info.value.detail and store.tree_size() == 1
-    assert s.submit(pending(1)).result(10).seq == store.tree_size() - 1  # and it carries on
+    assert s.submit(pending(1)).result(120).seq == store.tree_size() - 1  # and it carries on
     s.stop()

@@ -19,8 +19,9 @@ import httpx
 import pytest
 
 from copyledger.ledger import note
+from tests.helpers import wait_for
 from tests.server import ServerProcess, cli, init_registry, post_works
-from tests.test_cosign import W, wait_for
+from tests.test_cosign import W
 from tests.test_monitor import Webhook, monitor_cli
 from tests.test_monitor_serve import metric
 from tests.test_witness import body

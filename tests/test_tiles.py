@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from copyledger.ledger.errors import InvalidInput
 from copyledger.ledger.sequencer import Pending
 from copyledger.service.node import Node
 from copyledger.service.tiles import FULL_TILE_CACHE, export
-from tests.helpers import open_registry, sha
+from tests.helpers import open_registry, sha, wait_for
 from tests.server import cli, free_port
 
 # --- paths and bytes, from the spec's own examples ----------------------------------------------
@@ -231,15 +230,21 @@ class Uvicorn:
 
     def __enter__(self) -> Uvicorn:
         self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.05)
+        wait_for(lambda: self.server.started or not self.thread.is_alive(), "uvicorn hung")
+        assert self.server.started, "uvicorn did not start"
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(30)
+
+
+def _answers(url: str) -> bool:
+    try:
+        httpx.get(url, timeout=30)
+    except httpx.HTTPError:
+        return False
+    return True
 
 
 @dataclass
@@ -373,14 +378,7 @@ def test_export_is_incremental_and_verifies(tmp_path: Path, tlogcheck: str) -> N
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    httpx.get(url + "/checkpoint")
-                    break
-                except httpx.HTTPError:
-                    assert time.monotonic() < deadline
-                    time.sleep(0.1)
+            wait_for(lambda: _answers(url + "/checkpoint"), "http.server did not start")
             served = go_read(tlogcheck, url, reg.verifier_key, sizes)
             assert (served.trees, served.leaves) == (got.trees, got.leaves)
         finally:

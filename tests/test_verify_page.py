@@ -42,7 +42,9 @@ def _jpeg() -> bytes:
 
 
 EXHIBIT = _jpeg()
-WAIT_MS = 20_000
+# Every wait in a page ends as soon as its element appears; the limit only bounds a hang, and a
+# loaded machine (load 30 on two cores) may take tens of seconds to run the verifier's crypto.
+WAIT_MS = 120_000
 
 
 def _missing(what: str) -> NoReturn:
@@ -63,6 +65,14 @@ def browser() -> Iterator[Any]:
         b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         yield b
         b.close()
+
+
+def context(browser: Any, **options: Any) -> Any:
+    """A new browser context whose every wait and navigation may take up to WAIT_MS."""
+    ctx = browser.new_context(**options)
+    ctx.set_default_timeout(WAIT_MS)
+    ctx.set_default_navigation_timeout(WAIT_MS)
+    return ctx
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +103,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
 
 @pytest.fixture
 def page(browser: Any, server: dict[str, Any]) -> Iterator[Any]:
-    ctx = browser.new_context()
+    ctx = context(browser)
     pg = ctx.new_page()
     requests: list[str] = []
     pg.on("request", lambda req: requests.append(req.url))
@@ -342,7 +352,7 @@ def test_jcs_and_streaming_sha256_agree_with_python(page: Any, server: dict[str,
 def test_without_ed25519_the_page_says_it_cannot_verify(
     browser: Any, server: dict[str, Any]
 ) -> None:
-    ctx = browser.new_context()
+    ctx = context(browser)
     ctx.add_init_script("""(() => {
         const real = crypto.subtle.importKey.bind(crypto.subtle);
         crypto.subtle.importKey = (fmt, key, alg, ...rest) =>
@@ -544,7 +554,7 @@ def test_in_chinese_the_page_speaks_chinese_and_its_statuses_do_not_change(
     """Accept-Language: zh-CN (issue 15): the page and the script's words in Chinese, the same
     verdicts and data-status values, the same checks, nothing fetched from elsewhere."""
     url, seq, d = server["url"], server["seq"], server["dir"]
-    ctx = browser.new_context(locale="zh-CN", extra_http_headers={"Accept-Language": "zh-CN"})
+    ctx = context(browser, locale="zh-CN", extra_http_headers={"Accept-Language": "zh-CN"})
     pg = ctx.new_page()
     requests: list[str] = []
     pg.on("request", lambda req: requests.append(req.url))
