@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from functools import partial
@@ -734,44 +734,57 @@ class _LocalImport:
                   ) -> str | None:
         from copyledger.service.operations import import_works
 
-        sendable = [r for r in batch if r.work is not None]
-        refused = [{"line": r.line, "problem": r.error} for r in batch if r.work is None]
         try:
             outcomes = self.runner.run(import_works(
                 self.node, self.account, [f.result() for f in futures]))
         except CopyledgerError as e:  # nothing registered: no such account, too big a chunk
             return detail(e.detail)
-        registered = already = 0
-        for r, o in zip(sendable, outcomes, strict=True):
+
+        def verdict(o: Any) -> tuple[str, str]:
             if isinstance(o, Unavailable):  # the sequencer's trouble, not the row's
-                return detail(o.detail)
+                return "stop", detail(o.detail)
             if isinstance(o, CopyledgerError):
-                refused.append({"line": r.line, "problem": detail(o.detail)})
-            elif o.existing:
-                already += 1
-            else:
-                registered += 1
-        state.advance(len(batch), registered, already, sorted(refused, key=lambda x: x["line"]))
-        return None
+                return "refused", detail(o.detail)
+            return ("already" if o.existing else "registered"), ""
+
+        return _tally(batch, map(verdict, outcomes), state)
 
 
 def _import_chunk(client: Client, batch: list[Row], state: ImportProgress) -> str | None:
     """Send one chunk and record it; why the import must stop (nothing recorded), or None."""
-    sendable = [(r, r.work) for r in batch if r.work is not None]
-    refused = [{"line": r.line, "problem": r.error} for r in batch if r.work is None]
+    sendable = [r for r in batch if r.work is not None]
     try:
-        answers = client.register_works([w for _, w in sendable]) if sendable else []
+        works = [r.work for r in sendable if r.work is not None]
+        answers = client.register_works(works) if works else []
     except ClientError as e:  # unreachable, refused whole (429, 503…), or not verified
         return str(e)
-    registered = already = 0
-    for (r, _), a in zip(sendable, answers, strict=True):
+
+    def verdict(r: Row, a: Any) -> tuple[str, str]:
         if isinstance(a, ProblemError):
-            if a.status in (429, 503):  # not the row's fault: resend the chunk later
-                return str(a)
-            refused.append({"line": r.line, "problem": str(a)})
-        elif isinstance(a, UnverifiedAnswer):  # the registry's fault: stop, tell, resend later
-            return said("line {line}: receipt does NOT verify: {why}", line=r.line, why=a.detail)
-        elif a.already_registered:
+            # 429/503 are not the row's fault: resend the chunk later
+            return ("stop" if a.status in (429, 503) else "refused"), str(a)
+        if isinstance(a, UnverifiedAnswer):  # the registry's fault: stop, tell, resend later
+            return "stop", said("line {line}: receipt does NOT verify: {why}", line=r.line,
+                                why=a.detail)
+        return ("already" if a.already_registered else "registered"), ""
+
+    return _tally(batch, map(verdict, sendable, answers), state)
+
+
+def _tally(batch: list[Row], verdicts: Iterable[tuple[str, str]], state: ImportProgress
+           ) -> str | None:
+    """Record one chunk: `verdicts` holds, for each row with a work in order, "registered",
+    "already", ("refused", problem) or ("stop", why). A stop records nothing and is returned,
+    so the chunk is sent again; rows that did not parse are refusals of their own."""
+    sendable = [r for r in batch if r.work is not None]
+    refused = [{"line": r.line, "problem": r.error} for r in batch if r.work is None]
+    registered = already = 0
+    for r, (what, why) in zip(sendable, verdicts, strict=True):
+        if what == "stop":
+            return why
+        if what == "refused":
+            refused.append({"line": r.line, "problem": why})
+        elif what == "already":
             already += 1
         else:
             registered += 1
