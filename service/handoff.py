@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import logging
 import os
 import queue
@@ -95,6 +96,8 @@ def socket_path(data_dir: Path) -> Path:
 #                     | ["error", class name, detail, internal, template or null, values]
 
 MAX_FRAME = 1 << 30  # a frame longer than this is not ours
+FRAME_ITEMS = 256  # messages in one frame from the sequencer (answers of up to 1,000 receipts)
+FRAME_ENTRIES = 2_000  # entries in one frame to the sequencer (each at most 16 KiB of JSON)
 
 
 class WireError(ValueError):
@@ -102,7 +105,10 @@ class WireError(ValueError):
 
 
 def _send(sock: socket.socket, messages: Sequence[Any]) -> None:
-    data = orjson.dumps(messages, default=str)
+    try:
+        data = orjson.dumps(messages, default=str)
+    except TypeError:  # a lone surrogate (say, in a notary's error text): not UTF-8 as it is
+        data = json.dumps(messages, default=str, ensure_ascii=False).encode("utf-8", "replace")
     sock.sendall(_LEN.pack(len(data)) + data)
 
 
@@ -191,14 +197,16 @@ def _decode(raw: Any) -> Receipt | CopyledgerError:
     return cls(str(detail) if not isinstance(detail, Said) else detail, internal=str(internal))
 
 
-def _coalesce(q: queue.Queue[_T | None]) -> list[_T] | None:
-    """Wait for an item, then take all that queued up meanwhile: one frame for them all.
-    None (stop) once the queue's None is reached; it is left for the next call."""
+def _coalesce(q: queue.Queue[_T | None], most: int = FRAME_ITEMS,
+              weight: Callable[[_T], int] = lambda _: 1) -> list[_T] | None:
+    """Wait for an item, then take what queued up meanwhile, up to a total `weight` of `most`
+    (the rest waits for the next frame, so a legal frame never nears MAX_FRAME): one frame for
+    them all. None (stop) once the queue's None is reached; it is left for the next call."""
     first = q.get()
     if first is None:
         return None
-    batch = [first]
-    while True:
+    batch, total = [first], weight(first)
+    while total < most:
         try:
             item = q.get_nowait()
         except queue.Empty:
@@ -207,6 +215,8 @@ def _coalesce(q: queue.Queue[_T | None]) -> list[_T] | None:
             q.put(None)
             return batch
         batch.append(item)
+        total += weight(item)
+    return batch
 
 
 def _request(raw: Any) -> tuple[int, list[Pending]]:
@@ -353,7 +363,9 @@ class _Conn:
         while (batch := _coalesce(self.out)) is not None:
             try:
                 _send(self.sock, batch)
-            except OSError:
+            except Exception as e:  # a writer that stops must take its connection with it
+                if not isinstance(e, OSError):
+                    log.exception("answering a process failed")
                 self.close()
                 return
 
@@ -413,7 +425,8 @@ class _Client:
             self._next += 1
             self._waiting[rid] = waiter
             self._in_flight += len(pendings)
-        self._out.put((rid, list(pendings)))
+            out = self._out
+        out.put((rid, list(pendings)))
 
     # -- the connection -----------------------------------------------------------------------
 
@@ -426,10 +439,14 @@ class _Client:
                 sock.close()
                 time.sleep(ELECT_EVERY_S / 2)
                 continue
+            # A queue per connection: what a dead connection's writer left behind (requests
+            # already answered as lost, and its stop marker) never reaches the next one.
+            out: queue.Queue[Request | None] = queue.Queue()
             with self._lock:
                 self._sock = sock
+                self._out = out
             self._connected.set()
-            writer = threading.Thread(target=self._write, args=(sock,), name="handoff-send",
+            writer = threading.Thread(target=self._write, args=(sock, out), name="handoff-send",
                                       daemon=True)
             writer.start()
             try:
@@ -441,14 +458,17 @@ class _Client:
                 log.exception("the handoff connection failed")
             self._connected.clear()
             self._lost(sock)
-            self._out.put(None)
+            out.put(None)
             writer.join()
 
-    def _write(self, sock: socket.socket) -> None:
-        while (batch := _coalesce(self._out)) is not None:
+    @staticmethod
+    def _write(sock: socket.socket, out: queue.Queue[Request | None]) -> None:
+        while (batch := _coalesce(out, FRAME_ENTRIES, lambda r: len(r[1]))) is not None:
             try:
                 _send(sock, [_entries_message(rid, pendings) for rid, pendings in batch])
-            except OSError:
+            except Exception as e:  # a writer that stops must take its connection with it
+                if not isinstance(e, OSError):
+                    log.exception("sending to the sequencer failed")
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)  # the reader sees it and fails the rest
                 return

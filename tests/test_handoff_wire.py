@@ -101,3 +101,93 @@ def test_a_frame_of_another_shape_is_refused(frame: bytes) -> None:
 def test_an_answer_of_another_shape_is_refused(message: list[object]) -> None:
     with pytest.raises(handoff.WireError):
         handoff._answer_or_block(message)
+
+
+def test_a_lone_surrogate_in_an_error_still_crosses() -> None:
+    """A detail orjson cannot encode (a notary's error text with a lone surrogate) is sent
+    with the surrogate replaced, rather than killing the connection's writer."""
+    got = _through_socket([["answer", 1, [handoff._outcome(Unavailable("bad \udc80 text"))]]])
+    [answer] = [handoff._answer_or_block(m) for m in got]
+    assert not isinstance(answer, BlockRow)
+    rid, outcomes = answer
+    assert rid == 1
+    assert isinstance(outcomes[0], Unavailable) and outcomes[0].detail == "bad ? text"
+
+
+def test_a_frame_takes_at_most_its_weight() -> None:
+    """What waits beyond a frame's budget goes in the next frame, in order."""
+    import queue
+
+    q: queue.Queue[int | None] = queue.Queue()
+    for n in (600, 900, 700, 5):
+        q.put(n)
+    assert handoff._coalesce(q, 2_000, lambda n: n) == [600, 900, 700]
+    assert handoff._coalesce(q, 2_000, lambda n: n) == [5]
+
+
+def test_after_a_failed_send_the_next_connection_still_sends(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sequencer dies while a process is writing to it: that request is answered 'may or
+    may not be recorded', and once the process reconnects its next request is sent."""
+    import tempfile
+    import threading
+    from concurrent.futures import Future
+    from pathlib import Path
+
+    from copyledger.ledger.sequencer import LogState
+
+    path = Path(tempfile.mkdtemp(prefix="cl-h-", dir="/tmp")) / "s.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen()
+    frames: list[list[object]] = []
+    arrived = threading.Event()
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+
+            def read(c: socket.socket = conn) -> None:
+                try:
+                    while True:
+                        frames.append(handoff._recv(c))
+                        arrived.set()
+                except (OSError, ConnectionError, handoff.WireError):
+                    pass
+
+            threading.Thread(target=read, daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    real_send, calls = handoff._send, [0]
+
+    def once_broken(sock: socket.socket, messages: list[object]) -> None:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise BrokenPipeError("the sequencer died mid-frame")
+        real_send(sock, messages)
+
+    monkeypatch.setattr(handoff, "_send", once_broken)
+    client = handoff._Client(path, LogState(0, [], None))
+    try:
+        assert client.wait_connected(60)
+        p = Pending(b"{}", "work", "a" * 64, "acct", ())
+        first = handoff._Waiter([Future()], None)
+        client.hand([p], first)
+        assert isinstance(first.futures[0].exception(timeout=60), Unavailable)
+        second = handoff._Waiter([Future()], None)
+        deadline = 600
+        while deadline:  # until reconnected: hand() refuses while no sequencer listens
+            try:
+                client.hand([p], second)
+                break
+            except Unavailable:
+                deadline -= 1
+                threading.Event().wait(0.1)
+        assert arrived.wait(60), "the reconnected process never sent the request"
+        assert frames[-1][0][0] == "entries" and calls[0] == 2
+    finally:
+        client.close()
+        listener.close()
