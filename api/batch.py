@@ -3,6 +3,7 @@ each validated, kept or replayed under its own `idempotency_key`, and answered o
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
@@ -12,7 +13,7 @@ from pydantic import BaseModel
 
 from copyledger.api.deps import FastJSONResponse
 from copyledger.api.problems import body_of
-from copyledger.ledger.errors import CopyledgerError, InvalidInput, PayloadTooLarge
+from copyledger.ledger.errors import CopyledgerError, InvalidInput, PayloadTooLarge, Uncertain
 from copyledger.service.apikeys import Principal
 from copyledger.service.idempotency import Answer, check_key, claim, request_hash
 from copyledger.service.node import Node
@@ -81,16 +82,24 @@ async def answer(
                 results[i] = _refused(i, e, path)
                 continue
             if kept is not None:
-                results[i] = {"index": i, "status": kept.status,
-                              "registration": orjson.loads(kept.body), "replayed": True}
+                results[i] = {"index": i, "status": kept.status, "replayed": True,
+                              ("problem" if kept.status >= 400 else "registration"):
+                              orjson.loads(kept.body)}
             else:
                 claimed.append(i)
+        cancelled = False
         try:
             todo = [i for i in range(len(parsed)) if results[i] is None]
             outcomes = await run([parsed[i][0] for i in todo])
             for i, outcome in zip(todo, outcomes, strict=True):
                 if isinstance(outcome, CopyledgerError):
                     results[i] = _refused(i, outcome, path)
+                    if i in digests and isinstance(outcome, Uncertain):
+                        # its fate is unknown: the key keeps this answer, never a 2nd write
+                        claimed.remove(i)
+                        n.idempotency.keep(who.account, str(parsed[i][1]), digests[i], Answer(
+                            results[i]["status"],  # type: ignore[index]
+                            orjson.dumps(results[i]["problem"])))  # type: ignore[index]
                     continue
                 status = 200 if outcome.existing else 201
                 results[i] = {"index": i, "status": status, "registration": outcome.to_dict()}
@@ -98,8 +107,14 @@ async def answer(
                     claimed.remove(i)
                     n.idempotency.keep(who.account, str(parsed[i][1]), digests[i], Answer(
                         status, orjson.dumps(results[i]["registration"])))  # type: ignore[index]
+        except asyncio.CancelledError:
+            # The client hung up: what was handed over may still be sealed, so its keys stay
+            # claimed ("in flight") until taken over as abandoned, rather than freed for a
+            # retry that could write the same items again.
+            cancelled = True
+            raise
         finally:
-            for i in claimed:  # refused, or never run: the key is free again
+            for i in [] if cancelled else claimed:  # refused, or never run: free again
                 n.idempotency.release(who.account, str(parsed[i][1]), digests[i])
     done = [r for r in results if r is not None]
     return FastJSONResponse({

@@ -5,6 +5,7 @@ chooses it); and JSON out."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from http.cookies import SimpleCookie
 from typing import Any, TypeVar
@@ -16,7 +17,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from copyledger.ledger.errors import PayloadTooLarge, Unauthorized
+from copyledger.ledger.errors import PayloadTooLarge, Unauthorized, Uncertain
 from copyledger.service.apikeys import KeyCache, Principal, TokenBuckets, authorize
 from copyledger.service.i18n import DEFAULT, negotiate, pick
 from copyledger.service.idempotency import Answer, check_key, claim, request_hash
@@ -113,17 +114,34 @@ async def once(
         kept = await claim(n.idempotency, who.account, key, digest)  # in any process (D59)
         if kept is not None:
             return replay(kept)
-        try:
-            answer = await run()
-        except BaseException:
-            n.idempotency.release(who.account, key, digest)
-            raise
+        # Shielded: a client that hangs up does not cancel the write, so its outcome is still
+        # settled under the key when it comes (a retry then gets it, not a second entry).
+        task = asyncio.ensure_future(run())
+        task.add_done_callback(lambda t: _settle(n, who.account, key, digest, request[0], t))
+        return await asyncio.shield(task)
+
+
+def _settle(n: Node, account: str, key: str, digest: str, path: bytes,
+            done: asyncio.Future[Response]) -> None:
+    """Record a keyed write's outcome: a success is kept for replay; a write whose fate is
+    unknown (Uncertain) keeps its problem, so no retry under this key can write again; any
+    other refusal frees the key, since nothing was written."""
+    if done.cancelled():  # only the whole server stopping cancels the write itself
+        return  # the claim stays "in flight" until it is taken over as abandoned
+    error = done.exception()
+    if error is None:
+        answer = done.result()
         if 200 <= answer.status_code < 300:
-            n.idempotency.keep(who.account, key, digest,
-                               Answer(answer.status_code, bytes(answer.body)))
-        else:
-            n.idempotency.release(who.account, key, digest)
-        return answer
+            n.idempotency.keep(account, key, digest, Answer(answer.status_code,
+                                                            bytes(answer.body)))
+            return
+    elif isinstance(error, Uncertain):
+        from copyledger.api.problems import body_of  # problems imports this module
+
+        body = body_of(error, path.decode("utf-8", "replace"))
+        n.idempotency.keep(account, key, digest, Answer(body["status"], orjson.dumps(body)))
+        return
+    n.idempotency.release(account, key, digest)
 
 
 async def keyed(request: Request, who: Principal,
@@ -153,7 +171,8 @@ async def record(
 
 
 def replay(kept: Answer) -> Response:
-    return Response(kept.body, status_code=kept.status, media_type="application/json",
+    media = "application/problem+json" if kept.status >= 400 else "application/json"
+    return Response(kept.body, status_code=kept.status, media_type=media,
                     headers={REPLAYED: "true"})
 
 

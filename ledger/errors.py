@@ -97,6 +97,13 @@ class Unavailable(CopyledgerError):
     """The registry cannot take writes right now (shutting down, signer unreachable)."""
 
 
+class Uncertain(Unavailable):
+    """A write whose fate is not known: it may or may not be recorded (the database write
+    failed part-way, the receipt could not be built, the sequencer died before answering).
+    Whoever retries must look first; an Idempotency-Key that met it keeps this answer rather
+    than let a retry write a second entry."""
+
+
 class VerificationError(CopyledgerError):
     """A proof, signature or hash did not check out."""
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from copyledger.ledger import entry as entry_mod
 from copyledger.ledger import links as links_mod
 from copyledger.ledger import merkle, note
-from copyledger.ledger.errors import CopyledgerError, Unavailable, said
+from copyledger.ledger.errors import CopyledgerError, Unavailable, Uncertain, said
 from copyledger.ledger.note import GENESIS_PREV, BlockHeader
 from copyledger.ledger.store import BlockRow, CachedReader, EntryRow, Store
 
@@ -99,11 +99,13 @@ _SEAL_FAILED = {
 
 def _seal_failed(phase: str, cause: BaseException | None) -> Unavailable:
     """What waiters are told: a domain error's own detail (it names nothing internal), but only
-    the operator's log sees anything else (a driver's message with paths, an errno, a URL)."""
+    the operator's log sees anything else (a driver's message with paths, an errno, a URL).
+    Only a failure before anything was written is a plain Unavailable: after that, Uncertain."""
+    cls = Unavailable if phase == "before" else Uncertain
     if isinstance(cause, CopyledgerError):
-        return Unavailable(said("{seal_failed}: {detail}", seal_failed=_SEAL_FAILED[phase],
-                                detail=cause.detail), internal=cause.internal)
-    return Unavailable(_SEAL_FAILED[phase], internal=f"{type(cause).__name__}: {cause}")
+        return cls(said("{seal_failed}: {detail}", seal_failed=_SEAL_FAILED[phase],
+                        detail=cause.detail), internal=cause.internal)
+    return cls(_SEAL_FAILED[phase], internal=f"{type(cause).__name__}: {cause}")
 
 
 class _SealFailed(Exception):

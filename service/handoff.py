@@ -47,6 +47,7 @@ from copyledger.ledger.errors import (
     InvalidInput,
     Said,
     Unavailable,
+    Uncertain,
     said,
 )
 from copyledger.ledger.note import BlockHeader
@@ -514,7 +515,7 @@ class _Client:
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Receipt | CopyledgerError]]]
         by_loop = {}
         for waiter in waiting.values():
-            self._answer(waiter, [Unavailable(_LOST)] * len(waiter.futures), by_loop)
+            self._answer(waiter, [Uncertain(_LOST)] * len(waiter.futures), by_loop)
         for loop, pairs in by_loop.items():
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_settle_all, pairs)

@@ -218,3 +218,51 @@ def test_a_retry_waits_for_the_key_claimed_by_another_process(
     assert (retry.status_code, retry.content) == (201, kept.body)
     assert retry.headers["idempotent-replayed"] == "true"
     assert tree_size(client) == n
+
+
+def _receipts_fail(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next block is committed but its receipts cannot be built: the writers are told
+    their entry WAS recorded without a receipt (an Uncertain outcome)."""
+    from copyledger.ledger import merkle
+
+    def fail(*_: object, **__: object) -> None:
+        raise MemoryError("out of memory")
+
+    monkeypatch.setattr(merkle, "inclusion_proofs", fail)
+
+
+def test_a_write_of_unknown_fate_keeps_its_answer(api: Api,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Freeing the key after 'the entry WAS recorded, but…' would let the retry record the
+    evidence a second time; the key keeps that answer instead, and the retry gets it."""
+    client, reg = api
+    path, headers, body = _evidence(client, reg)
+    h = {**headers, "Idempotency-Key": "fate"}
+    n = tree_size(client)
+    _receipts_fail(monkeypatch)
+    first = client.post(path, json=body, headers=h)
+    monkeypatch.undo()
+    assert first.status_code == 503 and "WAS recorded" in first.json()["detail"]
+    assert tree_size(client) == n + 1
+    retry = client.post(path, json=body, headers=h)
+    assert retry.status_code == 503 and retry.headers["Idempotent-Replayed"] == "true"
+    assert retry.json()["detail"] == first.json()["detail"]
+    assert tree_size(client) == n + 1  # recorded once
+
+
+def test_a_batch_item_of_unknown_fate_keeps_its_answer(api: Api,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    client, reg = api
+    alice = bearer(reg, "alice")
+    items = [{**work_body(f"fate-{i}", again=True), "idempotency_key": f"fate-{i}"}
+             for i in range(2)]
+    n = tree_size(client)
+    _receipts_fail(monkeypatch)
+    first = client.post("/v1/works/batch", json={"works": items}, headers=alice).json()
+    monkeypatch.undo()
+    assert [r["status"] for r in first["results"]] == [503, 503]
+    assert tree_size(client) == n + 2
+    retry = client.post("/v1/works/batch", json={"works": items}, headers=alice).json()
+    assert [(r["status"], r["replayed"]) for r in retry["results"]] == [(503, True)] * 2
+    assert retry["results"][0]["problem"] == first["results"][0]["problem"]
+    assert tree_size(client) == n + 2  # nothing written twice
