@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -694,8 +695,10 @@ class _LocalImport:
         # The workers are forked now, before the registry is opened: a worker forked later
         # would inherit the sequencer's lock and, outliving a killed import, keep it.
         self.jobs = os.cpu_count() or 1
-        self.pool = ProcessPoolExecutor(self.jobs, initializer=_die_with_parent,
-                                        initargs=(os.getpid(),))
+        # Forked explicitly (Python 3.14 defaults to forkserver, whose children's parent is
+        # the server, not this process, which _die_with_parent would take for dead).
+        self.pool = ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("fork"),
+                                        initializer=_die_with_parent, initargs=(os.getpid(),))
         for f in [self.pool.submit(int) for _ in range(self.jobs)]:
             f.result()
         with _domain_errors_exit():
