@@ -19,8 +19,13 @@ frames (one random PDQ code a second, as bench/av_bench.py's scale part), and ev
 claim check sends a 60-frame clip of one with each frame ~26 of 256 bits flipped (a 'match' for
 that video is required); the other half send random clips.
 
+With `--tracks N`, the works are N audio tracks of 3.5 minutes, each a random chromaprint
+(1,700 random sub-fingerprints), and every near claim check sends 121 of them (15 s) with 5 %
+of them one bit off (a 'match' for that track is required).
+
 Prints one JSON object. Usage:
 python bench/claim_bench.py [--works 1000000] [--queries 1000] [--orb] [--videos 10000]
+       [--tracks 100000]
 """
 
 from __future__ import annotations
@@ -79,6 +84,17 @@ def vpdq(rows: bytes, seconds: int) -> dict[str, object]:
             "duration": seconds, "frames": base64.b64encode(rows).decode("ascii")}
 
 
+def chromaprint(items: list[int], seconds: int) -> dict[str, object]:
+    """A chromaprint fingerprint of 16-bit sub-fingerprints."""
+    import base64
+
+    from copyledger.ledger.fingerprint import CHROMAPRINT_SCHEME
+
+    raw = b"".join(v.to_bytes(2, "little") for v in items)
+    return {"algorithm": "chromaprint", "version": "bench", "scheme": CHROMAPRINT_SCHEME,
+            "duration": seconds, "items": base64.b64encode(raw).decode("ascii")}
+
+
 def film(rng: random.Random, frames: int) -> list[bytes]:
     """A random PDQ code a second."""
     return [rng.getrandbits(256).to_bytes(32, "big") for _ in range(frames)]
@@ -102,9 +118,12 @@ def main() -> None:
     ap.add_argument("--orb", action="store_true", help="keypoints in works and queries")
     ap.add_argument("--videos", type=int, default=0,
                     help="register this many random-vpdq videos instead of --works images")
+    ap.add_argument("--tracks", type=int, default=0,
+                    help="register this many random-chromaprint tracks instead")
     args = ap.parse_args()
-    if args.videos:
-        args.works = args.videos
+    media = args.videos or args.tracks
+    if media:
+        args.works = media
     orb, query_orb = photo_keypoints() if args.orb else (None, None)
     rng = random.Random(4242)
     tmp = Path(tempfile.mkdtemp(prefix="copyledger-claim-bench-"))
@@ -115,10 +134,16 @@ def main() -> None:
     t0 = time.monotonic()
     sample: list[tuple[int, int, int]] = []  # (seq, pdq, phash) of some registered works
     clips: dict[int, list[bytes]] = {}  # --videos: work number -> 60 of its frames
+    tunes: dict[int, list[int]] = {}  # --tracks: work number -> 121 of its sub-fingerprints
     for start in range(0, args.works, 10_000):
         futs = []
         for i in range(start, min(args.works, start + 10_000)):
-            if args.videos:
+            if args.tracks:
+                values = [rng.getrandbits(16) for _ in range(1_700)]
+                f = {"chromaprint": chromaprint(values, 210)}
+                pdq, ph = 0, i
+                tunes[i] = values[500:621]
+            elif args.videos:
                 codes = film(rng, 160)
                 f: dict[str, object] = {"vpdq": vpdq(film_rows(codes), 160)}
                 pdq, ph = int.from_bytes(codes[20], "big"), i  # unused for videos
@@ -128,13 +153,15 @@ def main() -> None:
             e, data = entry_mod.encode(entry_mod.build_work(
                 registrant=f"owner{i % 97}", received_at=entry_mod.utc_now(),
                 sha256=f"{rng.getrandbits(256):064x}", title=f"work {i}", creators=["Bench"],
-                work_type="video" if args.videos else "image", fingerprints=f, check=False))
+                work_type="audio" if args.tracks else "video" if args.videos else "image",
+                fingerprints=f, check=False))
             futs.append(reg.sequencer.submit(Pending(data, "work", entry_mod.content_sha256(e),
                                                      str(e["registrant"]))))
             if len(sample) < args.queries and rng.random() < 0.01:
                 sample.append((i, pdq, ph))
-            elif args.videos:
+            elif media:
                 clips.pop(i, None)
+                tunes.pop(i, None)
         for fut in futs:
             fut.result(600)
     load_s = time.monotonic() - t0
@@ -158,7 +185,11 @@ def main() -> None:
             else:
                 seq, pdq, ph = -1, rng.getrandbits(256), rng.getrandbits(64)
             content: dict[str, object] = {"pdq": f"{pdq:064x}", "phash": f"{ph:016x}"}
-            if args.videos:
+            if args.tracks:
+                items = [v ^ (1 << 3) if rng.random() < 0.05 else v for v in tunes[seq]] if near \
+                    else [rng.getrandbits(16) for _ in range(121)]
+                content = {"chromaprint": chromaprint(items, 15)}
+            elif args.videos:
                 codes = clips[seq] if near else film(rng, 60)
                 if near:
                     codes = [flip(int.from_bytes(c, "big"), 256, 26, rng).to_bytes(32, "big")
@@ -175,7 +206,7 @@ def main() -> None:
             assert r.status_code == 200, r.text
             if near and any(m["seq"] == seq for m in r.json()["matches"]):
                 found += 1
-            elif near and args.videos:
+            elif near and media:
                 raise AssertionError(f"video {seq} not found: {r.text[:400]}")
     srv.stop()
     lat.sort()
@@ -192,6 +223,7 @@ def main() -> None:
         "near_duplicates_found": f"{found}/{n_near}",
         "orb": args.orb,
         "videos": args.videos,
+        "tracks": args.tracks,
         "load_average_end": list(__import__("os").getloadavg()),
         "target": {"p99_ms": "< 50" if args.orb else "< 20"},
     }
