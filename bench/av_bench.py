@@ -14,11 +14,15 @@ images, a moving object, hard cuts, a soundtrack), each edited six ways (VP9 re-
 a 'match' for the right video with the offset within 1 s. False matches as for audio.
 
 Scale (--scale-tracks, --scale-videos): random fingerprints of 3.5-minute tracks and
-160-frame videos fill an index to that size, and a query's search latency is timed
-(p50/p95 over 50 queries); memory is the process's RSS growth. Prints JSON.
+160-frame videos fill an index to that size, and a query's search latency is timed (p50/p99
+over 200 noisy 15 s excerpts and 100 noisy 60-frame clips, each asserted found); memory is the
+process's resident growth, per registered minute. --flat-video keeps the frames in the flat
+scan, the floor the IVF is compared with; --video-filler N registers N random videos before
+the recall run's real ones, so they are found through the frame index at that size. Prints
+JSON, with the load average.
 
 Usage: python bench/av_bench.py [--tracks 50] [--unrelated 1000] [--videos 50]
-       [--scale-tracks 100000] [--scale-videos 10000]
+       [--scale-tracks 100000] [--scale-videos 10000] [--flat-video] [--video-filler N]
 """
 
 from __future__ import annotations
