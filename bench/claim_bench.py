@@ -20,8 +20,18 @@ same data (registering 1,000,000 works with keypoints takes far longer than the 
 interrupted registration resumes where the kept registry stops; `--works` below what is kept
 measures the checks at the registry's size.
 
+With `--videos N`, the works are instead N videos, each a random vpdq fingerprint of 160
+frames (one random PDQ code a second, as bench/av_bench.py's scale part), and every near
+claim check sends a 60-frame clip of one with each frame ~26 of 256 bits flipped (a 'match' for
+that video is required); the other half send random clips.
+
+With `--tracks N`, the works are N audio tracks of 3.5 minutes, each a random chromaprint
+(1,700 random sub-fingerprints), and every near claim check sends 121 of them (15 s) with 5 %
+of them one bit off (a 'match' for that track is required). `--keep` is for images only.
+
 Prints one JSON object (progress goes to stderr). Usage:
 python bench/claim_bench.py [--works 1000000] [--queries 1000] [--orb] [--keep DIR]
+       [--videos 10000 | --tracks 100000]
 """
 
 from __future__ import annotations
@@ -71,6 +81,37 @@ def photo_keypoints() -> tuple[dict[str, object], dict[str, object]]:
     return image_fingerprints(encode(im))["orb"], query_fingerprints(encode(crop))["orb"]
 
 
+def vpdq(rows: bytes, seconds: int) -> dict[str, object]:
+    """A vpdq fingerprint of frame rows (time uint16 LE, PDQ, quality)."""
+    import base64
+
+    from copyledger.ledger.fingerprint import VPDQ_SCHEME
+
+    return {"algorithm": "vpdq", "version": "bench", "scheme": VPDQ_SCHEME,
+            "duration": seconds, "frames": base64.b64encode(rows).decode("ascii")}
+
+
+def chromaprint(items: list[int], seconds: int) -> dict[str, object]:
+    """A chromaprint fingerprint of 16-bit sub-fingerprints."""
+    import base64
+
+    from copyledger.ledger.fingerprint import CHROMAPRINT_SCHEME
+
+    raw = b"".join(v.to_bytes(2, "little") for v in items)
+    return {"algorithm": "chromaprint", "version": "bench", "scheme": CHROMAPRINT_SCHEME,
+            "duration": seconds, "items": base64.b64encode(raw).decode("ascii")}
+
+
+def film(rng: random.Random, frames: int) -> list[bytes]:
+    """A random PDQ code a second."""
+    return [rng.getrandbits(256).to_bytes(32, "big") for _ in range(frames)]
+
+
+def film_rows(codes: list[bytes]) -> bytes:
+    return b"".join((4 * t).to_bytes(2, "little") + c + bytes([100])
+                    for t, c in enumerate(codes))
+
+
 def flip(value: int, bits: int, n: int, rng: random.Random) -> int:
     for b in rng.sample(range(bits), n):
         value ^= 1 << b
@@ -83,7 +124,15 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--orb", action="store_true", help="keypoints in works and queries")
     ap.add_argument("--keep", type=Path, help="build (or reuse) the registry here and keep it")
+    ap.add_argument("--videos", type=int, default=0,
+                    help="register this many random-vpdq videos instead of --works images")
+    ap.add_argument("--tracks", type=int, default=0,
+                    help="register this many random-chromaprint tracks instead")
     args = ap.parse_args()
+    if args.videos or args.tracks:
+        if args.keep:
+            ap.error("--keep is for images only")
+        args.works = args.videos or args.tracks
     orb, query_orb = photo_keypoints() if args.orb else (None, None)
     rng = random.Random(4242)
     tmp = args.keep or Path(tempfile.mkdtemp(prefix="copyledger-claim-bench-"))
@@ -115,12 +164,35 @@ def main() -> None:
                        "max": round(lat[-1], 2)},
         "near_duplicates_found": f"{found}/{n_near}",
         "orb": args.orb,
+        "videos": args.videos,
+        "tracks": args.tracks,
         "target": {"p99_ms": "< 50" if args.orb else "< 20"},
     }
     if not args.keep:
         shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(out, indent=2))
 
+
+
+CLIPS: dict[int, list[bytes]] = {}  # --videos: work number -> 60 of its frames
+TUNES: dict[int, list[int]] = {}  # --tracks: work number -> 121 of its sub-fingerprints
+
+
+def media_work(args: argparse.Namespace, i: int, rng: random.Random,
+               orb: dict[str, object] | None) -> tuple[dict[str, object], int, int, str]:
+    """Work `i`'s fingerprints, its (pdq, phash) for sampling, and its work type; a video's
+    clip or a track's excerpt is kept for the claim checks."""
+    if args.tracks:
+        values = [rng.getrandbits(16) for _ in range(1_700)]
+        TUNES[i] = values[500:621]
+        return {"chromaprint": chromaprint(values, 210)}, 0, i, "audio"
+    if args.videos:
+        codes = film(rng, 160)
+        CLIPS[i] = codes[20:80]
+        return {"vpdq": vpdq(film_rows(codes), 160)}, int.from_bytes(codes[20], "big"), i, \
+            "video"
+    f, pdq, ph = fps(rng, orb)
+    return f, pdq, ph, "image"
 
 
 def register(args: argparse.Namespace, s: Settings, rng: random.Random,
@@ -144,15 +216,18 @@ def register(args: argparse.Namespace, s: Settings, rng: random.Random,
     for start in range(done, args.works, 10_000):
         futs = []
         for i in range(start, min(args.works, start + 10_000)):
-            f, pdq, ph = fps(rng, orb)
+            f, pdq, ph, work_type = media_work(args, i, rng, orb)
             e, data = entry_mod.encode(entry_mod.build_work(
                 registrant=f"owner{i % 97}", received_at=entry_mod.utc_now(),
                 sha256=f"{rng.getrandbits(256):064x}", title=f"work {i}", creators=["Bench"],
-                work_type="image", fingerprints=f, check=False))
+                work_type=work_type, fingerprints=f, check=False))
             futs.append(reg.sequencer.submit(Pending(data, "work", entry_mod.content_sha256(e),
                                                      str(e["registrant"]))))
             if len(sample) < args.queries and rng.random() < 0.01:
                 sample.append((i, pdq, ph))
+            else:  # only the sampled works' clips are sent as claims
+                CLIPS.pop(i, None)
+                TUNES.pop(i, None)
         for fut in futs:
             fut.result(600)
         print(f"registered {start + len(futs)} in {time.monotonic() - t0:.0f} s",
@@ -184,6 +259,16 @@ def check(args: argparse.Namespace, s: Settings, key: str, sample: list[tuple[in
             else:
                 seq, pdq, ph = -1, rng.getrandbits(256), rng.getrandbits(64)
             content: dict[str, object] = {"pdq": f"{pdq:064x}", "phash": f"{ph:016x}"}
+            if args.tracks:
+                items = [v ^ (1 << 3) if rng.random() < 0.05 else v for v in TUNES[seq]] \
+                    if near else [rng.getrandbits(16) for _ in range(121)]
+                content = {"chromaprint": chromaprint(items, 15)}
+            elif args.videos:
+                codes = CLIPS[seq] if near else film(rng, 60)
+                if near:
+                    codes = [flip(int.from_bytes(c, "big"), 256, 26, rng).to_bytes(32, "big")
+                             for c in codes]
+                content = {"vpdq": vpdq(film_rows(codes), 60)}
             if query_orb is not None:
                 content["orb"] = query_orb
                 content["views"] = [{"transform": t, "hash": f"{rng.getrandbits(256):064x}"}
@@ -195,6 +280,8 @@ def check(args: argparse.Namespace, s: Settings, key: str, sample: list[tuple[in
             assert r.status_code == 200, r.text
             if near and any(m["seq"] == seq for m in r.json()["matches"]):
                 found += 1
+            elif near and (args.videos or args.tracks):
+                raise AssertionError(f"work {seq} not found: {r.text[:400]}")
     srv.stop()
     return lat, found, n_near, index_s
 

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from copyledger.ledger import fingerprint as schema
 from copyledger.ledger.errors import InvalidInput
 from copyledger.matching import audio, compute, scoring, video
+from copyledger.matching.avindex import AVIndex
 from copyledger.matching.index import FingerprintIndex
 from copyledger.service.node import Node
 from tests.test_claims import client, hdr  # noqa: F401 - fixtures (reg: conftest)
@@ -277,6 +278,43 @@ def test_unrelated_video_does_not_match(films: tuple[Path, FingerprintIndex],
     other = make_video(3, tmp_path / "other.mp4", scenes=2)
     fps = schema.validate_fingerprints(compute.fingerprints_for(other, "video/mp4"))
     assert [c for c in index.search(fps) if c.verdict == "match"] == []
+
+
+def _random_film(rng: np.random.Generator, frames: int = 160) -> np.ndarray:
+    """vpdq rows of a film with a random PDQ code each second (quality 100)."""
+    rows = np.zeros((frames, 35), np.uint8)
+    rows[:, 0:2] = (np.arange(frames, dtype="<u2") * 4).view(np.uint8).reshape(-1, 2)
+    rows[:, 2:34] = rng.integers(0, 256, (frames, 32), dtype=np.uint8)
+    rows[:, 34] = 100
+    return rows
+
+
+def _film_vpdq(rows: np.ndarray) -> dict[str, dict[str, object]]:
+    return {"vpdq": {"frames": base64.b64encode(rows.tobytes()).decode()}}
+
+
+def test_frame_inverted_file_finds_what_the_flat_scan_finds() -> None:
+    """Past ivf_min_frames the frames move to an IVF (retrained as they grow fourfold); a
+    noisy 20 s clip is found at the same offset as by the exact flat scan, and a film never
+    registered matches nothing in either."""
+    rng = np.random.default_rng(12)
+    films = [_random_film(rng) for _ in range(120)]
+    flat, ivf = AVIndex(), AVIndex(ivf_min_frames=2_000)
+    for at in range(0, 120, 10):  # batches, as a log rebuild adds them: trained at 3,200
+        batch = [(seq, _film_vpdq(films[seq])) for seq in range(at, at + 10)]  # and 12,800 frames
+        flat.add_many(batch)
+        ivf.add_many(batch)
+    assert ivf.stats()["frames"] == flat.stats()["frames"] == 120 * 160
+    assert ivf._frames.nlist == 12_800 // 40 and not hasattr(flat._frames, "nlist")
+    for seq in range(0, 120, 7):
+        clip = films[seq][40:60].copy()
+        clip[:, 0:2] = films[seq][0:20, 0:2]  # the clip's own clock starts at 0
+        clip[:, 2:34] ^= np.packbits(rng.random((20, 256)) < 0.1, axis=1)  # ~26 bits a frame
+        answers = [[(c.seq, c.verdict, c.offset) for c in index.search(_film_vpdq(clip))]
+                   for index in (flat, ivf)]
+        assert answers[0] == answers[1] == [(seq, "match", 40.0)]
+    stranger = _film_vpdq(_random_film(rng, 30))
+    assert flat.search(stranger) == ivf.search(stranger) == []
 
 
 def test_letterbox_bars_are_trimmed_before_hashing() -> None:
