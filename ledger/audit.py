@@ -533,12 +533,14 @@ def _check_entries(
     for chunk, (fault, linked) in _ordered(pool, _check_entry_chunk, chunks):
         lo = size
         seqs = [row[0] for row in chunk]
+        at = None  # the first seq missing from this chunk, if any
         if seqs != list(range(lo, lo + len(chunk))):
             at = next(i for i, s in enumerate(seqs, lo) if s != i)
+        if fault is not None and (at is None or fault[0] < at):  # the first fault, in seq order
+            raise _Fault(fault[1], seq=fault[0])
+        if at is not None:
             raise _Fault(said("seq {size} is missing (next stored is {seq})",
                               size=at, seq=seqs[at - lo]), seq=at)
-        if fault is not None:
-            raise _Fault(fault[1], seq=fault[0])
         size += len(chunk)
         leaves = [row[1] for row in chunk]
         links: list[Link] = []
