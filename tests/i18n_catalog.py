@@ -34,7 +34,7 @@ SAID_IN = ("ledger", "service", "notary", "matching", "api", "client")
 # Where a domain error raised with a literal detail says it to a person: that literal is a msgid
 # too (`api.problems` and the CLI look a plain detail up as it is), and an f-string detail
 # fails `tests/test_i18n_errors.py` (D56).
-ERRORS_IN = ("ledger", "notary", "service")
+ERRORS_IN = ("ledger", "notary", "service", "api", "client", "matching")
 JS_TABLES = ("STEPS", "PLAIN", "MONTHS", "FACTS", "KINDS", "WORDS")
 MARKER = re.compile(r"\{\{(.+?)\}\}", re.S)
 
