@@ -40,7 +40,7 @@ from copyledger.api.routes import (
     tsa,
     works,
 )
-from copyledger.ledger.errors import CopyledgerError, PayloadTooLarge, RequestTimeout
+from copyledger.ledger.errors import CopyledgerError, PayloadTooLarge, RequestTimeout, said
 from copyledger.ledger.note import BlockHeader
 from copyledger.service.apikeys import KeyCache, TokenBuckets
 from copyledger.service.certificate import certificate_pdf
@@ -178,14 +178,15 @@ class BodyLimit:
             if started:
                 raise
             resp = problems.from_error(
-                RequestTimeout(f"the request body did not arrive within {allowed:g} s"),
+                RequestTimeout(said("the request body did not arrive within {allowed:g} s",
+                                    allowed=allowed)),
                 scope.get("path", ""), _lang(scope))
             resp.headers["Connection"] = "close"  # the server closes it after this answer
             await resp(scope, receive, send)
 
     @staticmethod
     async def _reject(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
-        resp = problems.from_error(PayloadTooLarge(f"the limit is {limit} bytes"),
+        resp = problems.from_error(PayloadTooLarge(said("the limit is {limit} bytes", limit=limit)),
                                    scope.get("path", ""), _lang(scope))
         await resp(scope, receive, send)
 

@@ -13,7 +13,13 @@ from pydantic import BaseModel
 
 from copyledger.api.deps import FastJSONResponse
 from copyledger.api.problems import body_of
-from copyledger.ledger.errors import CopyledgerError, InvalidInput, PayloadTooLarge, Uncertain
+from copyledger.ledger.errors import (
+    CopyledgerError,
+    InvalidInput,
+    PayloadTooLarge,
+    Uncertain,
+    said,
+)
 from copyledger.service.apikeys import Principal
 from copyledger.service.idempotency import Answer, check_key, claim, request_hash
 from copyledger.service.node import Node
@@ -25,15 +31,17 @@ Run = Callable[[Sequence[Any]], Awaitable[list[Outcome]]]
 def items_of(body: bytes, member: str, limit: int) -> list[Any]:
     """The batch's list of raw items; InvalidInput (nothing written) for any other body."""
     if len(body) > limit:
-        raise PayloadTooLarge(f"request body is {len(body)} bytes; the limit is {limit}")
+        raise PayloadTooLarge(said("request body is {size} bytes; the limit is {limit}",
+                                   size=len(body), limit=limit))
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
         raise InvalidInput("body: not JSON") from None
     raw = doc.get(member) if isinstance(doc, dict) and set(doc) == {member} else None
     if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_BATCH:
-        msg = f"must be an object with only `{member}`: a list of 1 to {MAX_BATCH} items"
-        raise InvalidInput(f"body: {msg}", errors=[{"field": member, "message": msg}])
+        msg = said("must be an object with only `{member}`: a list of 1 to {most} items",
+                   member=member, most=MAX_BATCH)
+        raise InvalidInput(said("body: {msg}", msg=msg), errors=[{"field": member, "message": msg}])
     return raw
 
 
@@ -41,17 +49,20 @@ def _parse(raw: Any, model: type[BaseModel], where: str, seen: set[str]
            ) -> tuple[BaseModel | CopyledgerError, str | None, bytes]:
     """One item: the model (or the error refusing it), its key and its canonical bytes."""
     if not isinstance(raw, dict):
-        return InvalidInput(f"{where}: must be an object"), None, b""
+        return InvalidInput(said("{where}: must be an object", where=where)), None, b""
     item = dict(raw)
     key = item.pop("idempotency_key", None)
     canonical = orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
     try:
         if key is not None:
             if not isinstance(key, str):
-                raise InvalidInput(f"{where}.idempotency_key: must be a string")
+                raise InvalidInput(said("{where}.idempotency_key: must be a string",
+                                        where=where))
             check_key(key, f"{where}.idempotency_key")
             if key in seen:
-                raise InvalidInput(f"{where}.idempotency_key: {key!r} is repeated in this batch")
+                raise InvalidInput(said(
+                    "{where}.idempotency_key: {key!r} is repeated in this batch",
+                    where=where, key=key))
             seen.add(key)
         return parse_value(model, item, f"{where}."), key, canonical
     except CopyledgerError as e:

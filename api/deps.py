@@ -17,7 +17,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from copyledger.ledger.errors import PayloadTooLarge, Unauthorized, Uncertain
+from copyledger.ledger.errors import PayloadTooLarge, Unauthorized, Uncertain, said
 from copyledger.service.apikeys import KeyCache, Principal, TokenBuckets, authorize
 from copyledger.service.i18n import DEFAULT, negotiate, pick
 from copyledger.service.idempotency import Answer, check_key, claim, request_hash
@@ -39,7 +39,8 @@ async def json_body(request: Request, model: type[M]) -> M:
 
 def parse_body(model: type[M], body: bytes, limit: int) -> M:
     if len(body) > limit:
-        raise PayloadTooLarge(f"request body is {len(body)} bytes; the limit is {limit}")
+        raise PayloadTooLarge(said("request body is {size} bytes; the limit is {limit}",
+                                   size=len(body), limit=limit))
     return parse_input(model, body)
 
 

@@ -39,11 +39,11 @@ def _b64(data: bytes) -> str:
 
 def _unb64(v: object, what: str) -> bytes:
     if not isinstance(v, str):
-        raise InvalidInput(f"{what} must be a base64 string")
+        raise InvalidInput(said("{what} must be a base64 string", what=what))
     try:
         return base64.b64decode(v, validate=True)
     except binascii.Error:
-        raise InvalidInput(f"{what} is not base64") from None
+        raise InvalidInput(said("{what} is not base64", what=what)) from None
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
@@ -64,8 +64,8 @@ def create_notary_app(signer: Signer, tsa: TimeStampAuthority, token: str, *,
     """The notary's app; with `sm2_signer` and `sm2_tsa` (an SM-suite notary) it also signs
     SM2 note lines and issues SM2/SM3 tokens, under the same checkpoint rule."""
     if checkpoints.origin != signer.name:
-        raise InvalidInput(f"the checkpoint memory is for {checkpoints.origin}, "
-                           f"the key for {signer.name}")
+        raise InvalidInput(said("the checkpoint memory is for {origin}, the key for {name}",
+                                origin=checkpoints.origin, name=signer.name))
     if len(token) < 16:
         raise InvalidInput("the notary token must be at least 16 characters")
     app = FastAPI(title="copyledger notary", version="1", docs_url=None, redoc_url=None)

@@ -16,7 +16,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from copyledger.ledger.errors import InvalidInput
+from copyledger.ledger.errors import InvalidInput, said
 from copyledger.service.operations import Upload
 
 FILE_FIELD = "file"
@@ -109,8 +109,8 @@ class _Parts:
             try:  # strictly: a field in mojibake would be recorded as it reads
                 value = self.value.decode("utf-8")
             except UnicodeDecodeError:
-                message = "is not valid UTF-8"
-                raise InvalidInput(f"{self.name}: {message}",
+                message = said("is not valid UTF-8")
+                raise InvalidInput(said("{name}: {message}", name=self.name, message=message),
                                    errors=[{"field": self.name, "message": message}]) from None
             self.form.fields.setdefault(self.name, []).append(value)
 

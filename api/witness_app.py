@@ -25,6 +25,7 @@ from copyledger.ledger.errors import (
     PayloadTooLarge,
     ProofError,
     SignatureError,
+    said,
 )
 from copyledger.service.witness import Witness
 
@@ -59,8 +60,8 @@ def create_witness_app(witness: Witness) -> FastAPI:
         async for chunk in request.stream():
             body += chunk
             if len(body) > MAX_BODY:
-                return problems.from_error(PayloadTooLarge(f"over {MAX_BODY} bytes"),
-                                           request.url.path)
+                too_large = PayloadTooLarge(said("over {most} bytes", most=MAX_BODY))
+                return problems.from_error(too_large, request.url.path)
         try:
             line = await run_in_threadpool(witness.add_checkpoint, body)
         except CopyledgerError as exc:

@@ -24,7 +24,7 @@ from copyledger.client.results import (
 )
 from copyledger.ledger import note as note_mod
 from copyledger.ledger.contact import Disclosure
-from copyledger.ledger.errors import CopyledgerError
+from copyledger.ledger.errors import CopyledgerError, said
 
 T = TypeVar("T")
 
@@ -81,8 +81,9 @@ class Call(Generic[T]):
         try:
             return body.decode() if self.decode == "text" else json.loads(body)
         except ValueError:  # UnicodeDecodeError is one
-            raise ResponseError(f"{self.method} {self.path}: the answer is not "
-                                f"{'UTF-8 text' if self.decode == 'text' else 'JSON'}") from None
+            kind = said("UTF-8 text") if self.decode == "text" else "JSON"
+            raise ResponseError(said("{method} {path}: the answer is not {kind}",
+                                     method=self.method, path=self.path, kind=kind)) from None
 
 
 def learn_trust(log: Any) -> Trust:
@@ -90,9 +91,10 @@ def learn_trust(log: Any) -> Trust:
     try:
         return Trust((note_mod.parse_verifier_key(log["verifier_key"]),), pinned=False)
     except (KeyError, TypeError) as e:
-        raise ResponseError(f"GET /v1/log: no verifier_key ({e})") from None
+        raise ResponseError(said("GET /v1/log: no verifier_key ({e})", e=e)) from None
     except CopyledgerError as e:
-        raise ResponseError(f"GET /v1/log: bad verifier key: {e.detail}") from None
+        raise ResponseError(said("GET /v1/log: bad verifier key: {detail}",
+                                 detail=e.detail)) from None
 
 
 def _body(fields: Any) -> dict[str, Any]:
@@ -227,7 +229,8 @@ def register_works(works: Sequence[BatchWork], again: bool = False
             return [_item(r, b["sha256"], trust, checked)
                     for r, b in zip(results, bodies, strict=True)]
         except (KeyError, TypeError) as e:
-            raise ResponseError(f"POST /v1/works/batch: malformed answer ({e!r})") from None
+            raise ResponseError(said("POST /v1/works/batch: malformed answer ({e!r})",
+                                     e=e)) from None
 
     return Call("POST", "/v1/works/batch", finish, json={"works": bodies},
                 params={"again": "true"} if again else None, expect=200, needs_trust=True)

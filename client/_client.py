@@ -33,6 +33,7 @@ from copyledger.client.results import (
 from copyledger.client.verify import Keys, verifiers
 from copyledger.ledger import note
 from copyledger.ledger.contact import Disclosure
+from copyledger.ledger.errors import said
 
 __all__ = ["AsyncClient", "Client"]
 
@@ -56,7 +57,7 @@ class _Base:
         return self._trust is not None and self._trust.pinned
 
     def _unreachable(self, e: Exception) -> TransportError:
-        return TransportError(f"cannot reach {self.base_url}: {e}")
+        return TransportError(said("cannot reach {url}: {e}", url=self.base_url, e=e))
 
 
 class Client(_Base):

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from copyledger.client.errors import ProblemError, TransportError
-from copyledger.ledger.errors import NotFound
+from copyledger.ledger.errors import NotFound, said
 
 __all__ = ["TileFetcher", "post_alert"]
 
@@ -32,9 +32,10 @@ class TileFetcher:
         try:
             r = self._http.get(path)
         except _HTTPX_ERRORS as e:
-            raise TransportError(f"cannot fetch {self.log_url}/{path}: {e}") from None
+            raise TransportError(said("cannot fetch {url}/{path}: {e}", url=self.log_url,
+                                      path=path, e=e)) from None
         if r.status_code == 404:
-            raise NotFound(f"{self.log_url}/{path} is not served")
+            raise NotFound(said("{url}/{path} is not served", url=self.log_url, path=path))
         if r.status_code != 200:
             raise ProblemError.from_response(r.status_code, r.content)
         return r.content
@@ -56,6 +57,6 @@ def post_alert(url: str, alert: dict[str, Any], *, timeout: float = 10.0) -> Non
     try:
         r = httpx.post(url, json=alert, timeout=timeout)
     except _HTTPX_ERRORS as e:
-        raise TransportError(f"cannot post the alert to {url}: {e}") from None
+        raise TransportError(said("cannot post the alert to {url}: {e}", url=url, e=e)) from None
     if not 200 <= r.status_code < 300:
         raise ProblemError.from_response(r.status_code, r.content)

@@ -24,7 +24,7 @@ from copyledger.client.results import (
 )
 from copyledger.ledger import claims, jcs, merkle, note
 from copyledger.ledger.contact import Disclosure
-from copyledger.ledger.errors import CopyledgerError, VerificationError
+from copyledger.ledger.errors import CopyledgerError, VerificationError, said
 from copyledger.ledger.verify import verify_receipt
 
 __all__ = [
@@ -59,7 +59,8 @@ def _checking(answer: Any) -> Iterator[None]:
     except CopyledgerError as e:
         raise UnverifiedAnswer(e.detail, answer) from e
     except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise UnverifiedAnswer(f"malformed answer ({type(e).__name__}: {e})", answer) from e
+        raise UnverifiedAnswer(said("malformed answer ({name}: {e})", name=type(e).__name__,
+                                    e=e), answer) from e
 
 
 def _unhex(v: str) -> bytes:
@@ -116,7 +117,8 @@ def check_consistency(
     with _checking(answer):
         c = ConsistencyProof.from_dict(answer)
         if old.origin != new.origin:
-            raise VerificationError(f"checkpoints of two logs: {old.origin}, {new.origin}")
+            raise VerificationError(said("checkpoints of two logs: {old}, {new}",
+                                         old=old.origin, new=new.origin))
         if (c.old_size, c.old_root, c.new_size, c.new_root) != (
             old.size, old.root.hex(), new.size, new.root.hex()
         ):
@@ -137,7 +139,8 @@ def check_history(answer: dict[str, Any], keys: Keys) -> dict[str, Any]:
         for link in answer["links"]:
             leaf = merkle.leaf_hash(jcs.canonicalize(link["entry"]))
             if leaf.hex() != link["leaf_hash"]:
-                raise VerificationError(f"link {link['seq']}: the entry does not hash to its leaf")
+                raise VerificationError(said("link {seq}: the entry does not hash to its leaf",
+                                             seq=link["seq"]))
             merkle.verify_inclusion(link["seq"], size, leaf, [_unhex(h) for h in link["proof"]],
                                     cp.root)
         return answer

@@ -7,7 +7,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from copyledger.ledger.errors import InvalidInput
+from copyledger.ledger.errors import InvalidInput, said
 
 MAX_RECORDS = 60  # what fits in one entry (MAX_ENTRY_BYTES) with room for the other fields
 
@@ -24,11 +24,13 @@ def warc_records(path: Path) -> list[dict[str, Any]]:
         with path.open("rb") as f:
             for rec in ArchiveIterator(f):
                 if not str(rec.format).startswith("warc"):
-                    raise InvalidInput(f"{path}: not a WARC file (found {rec.format} data)")
+                    raise InvalidInput(said("{path}: not a WARC file (found {format} data)",
+                                            path=path, format=rec.format))
                 if rec.rec_type != "response":
                     continue
                 if not rec.rec_headers.get_header("WARC-Target-URI"):
-                    raise InvalidInput(f"{path}: a response record has no WARC-Target-URI")
+                    raise InvalidInput(said("{path}: a response record has no WARC-Target-URI",
+                                            path=path))
                 h = hashlib.sha256()
                 stream = rec.raw_stream
                 while chunk := stream.read(1 << 16):
@@ -40,12 +42,13 @@ def warc_records(path: Path) -> list[dict[str, Any]]:
                     "payload_sha256": h.hexdigest(),
                 })
     except (ArchiveLoadFailed, ValueError, OSError) as e:
-        raise InvalidInput(f"{path}: not a readable WARC file ({e})") from None
+        raise InvalidInput(said("{path}: not a readable WARC file ({e})", path=path, e=e)) from None
     if not out:
-        raise InvalidInput(f"{path}: the WARC file holds no response records")
+        raise InvalidInput(said("{path}: the WARC file holds no response records", path=path))
     if len(out) > MAX_RECORDS:
         raise InvalidInput(
-            f"{path}: {len(out)} response records; one deposit lists at most {MAX_RECORDS}. "
-            "Split the crawl (e.g. one WARC per page) and deposit each part."
+            said("{path}: {count} response records; one deposit lists at most {limit}. "
+                 "Split the crawl (e.g. one WARC per page) and deposit each part.",
+                 path=path, count=len(out), limit=MAX_RECORDS)
         )
     return out

@@ -437,7 +437,8 @@ def _check_signatures(b: BlockRow, verifiers: list[note.Verifier],
         raise CopyledgerError(said("block {height}: block note does not match the block",
                                    height=h.height))
     if sm2_verifiers:
-        for what, signed in (("checkpoint", b.checkpoint), ("block note", b.block_note)):
+        for what, signed in ((said("checkpoint"), b.checkpoint),
+                             (said("block note"), b.block_note)):
             try:
                 note.verify_note(signed, sm2_verifiers)
             except CopyledgerError as e:

@@ -748,7 +748,7 @@ class Bundle(_Part):
             sm2_timestamps=r.objects("sm2_timestamps", BundleTimestamp._read, required=False),
         )
         r.done()
-        _raise_if("bundle", errors)
+        _raise_if(said("bundle"), errors)
         return bundle
 
     def to_dict(self) -> JSON:
@@ -811,7 +811,7 @@ class Receipt(_Part):
                   receipt=r.part("receipt", ReceiptProof._read),
                   already_registered=r.get("already_registered", bool, required=False))
         r.done()
-        _raise_if("receipt", errors)
+        _raise_if(said("receipt"), errors)
         return out
 
 
@@ -937,7 +937,7 @@ class ClaimCheck(_Part):
             origin=r.get("origin", str), signature=r.get("signature", str),
         )
         r.done()
-        _raise_if("claim check", errors)
+        _raise_if(said("claim check"), errors)
         return out
 
     def to_dict(self) -> JSON:

@@ -384,7 +384,7 @@ def _check_object(
 
 
 def _raise_if(errors: Errors) -> None:
-    raise_invalid("entry", errors)
+    raise_invalid(said("entry"), errors)
 
 
 def raise_invalid(what: str, errors: Errors) -> None:

@@ -34,7 +34,7 @@ from asn1crypto import cms, core, parser, tsp  # type: ignore[import-untyped]
 from asn1crypto import x509 as asn1_x509
 
 from copyledger.ledger import sm2
-from copyledger.ledger.errors import InvalidInput, VerificationError
+from copyledger.ledger.errors import InvalidInput, VerificationError, said
 
 __all__ = [
     "OID_SM2",
@@ -137,7 +137,8 @@ def verify_sm2_token(token_der: bytes, digest: bytes, roots_pem: bytes) -> Sm2To
     except Sm2TimestampError:
         raise
     except Exception as exc:  # fail closed: asn1crypto parses lazily and raises many types
-        raise _fail("malformed-token", f"not a valid SM2 RFC 3161 token: {exc}") from None
+        raise _fail("malformed-token", said("not a valid SM2 RFC 3161 token: {exc}",
+                                                 exc=exc)) from None
 
 
 def _verify(token_der: bytes, digest: bytes, roots_pem: bytes) -> Sm2TokenInfo:
@@ -189,7 +190,7 @@ def _verify(token_der: bytes, digest: bytes, roots_pem: bytes) -> Sm2TokenInfo:
     for attr in si["signed_attrs"]:
         name = str(attr["type"].native)
         if name in attrs:
-            raise _fail("bad-attributes", f"the {name} attribute appears twice")
+            raise _fail("bad-attributes", said("the {name} attribute appears twice", name=name))
         attrs[name] = list(attr["values"])
     if [v.native for v in attrs.get("content_type", [])] != ["tst_info"]:
         raise _fail("bad-attributes", "the contentType attribute is not id-ct-TSTInfo")
@@ -217,8 +218,8 @@ def _verify(token_der: bytes, digest: bytes, roots_pem: bytes) -> Sm2TokenInfo:
     # 5. A trusted root signed it; both valid at genTime.
     root = next((r for r in roots if r == signer or _issued_by(signer, r)), None)
     if root is None:
-        raise _fail("untrusted", f"the SM2 TSA certificate {cert.subject.human_friendly} does "
-                    "not chain to a trusted SM2 root")
+        raise _fail("untrusted", said("the SM2 TSA certificate {subject} does not chain to a "
+                                      "trusted SM2 root", subject=cert.subject.human_friendly))
     for c in {signer, root}:
         _check_validity(asn1_x509.Certificate.load(c), gen_time)
 
@@ -291,5 +292,5 @@ def _check_tsa_certificate(cert: Any) -> None:
 def _check_validity(cert: Any, at: datetime) -> None:
     validity = cert["tbs_certificate"]["validity"]
     if not validity["not_before"].native <= at <= validity["not_after"].native:
-        raise _fail("expired", f"the certificate {cert.subject.human_friendly} was not valid "
-                    f"at {at.isoformat()}")
+        raise _fail("expired", said("the certificate {subject} was not valid at {at}",
+                                    subject=cert.subject.human_friendly, at=at.isoformat()))

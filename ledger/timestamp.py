@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from copyledger.ledger.errors import VerificationError
+from copyledger.ledger.errors import VerificationError, said
 
 __all__ = [
     "HASH_ALGORITHMS",
@@ -120,7 +120,7 @@ def _hash_name(algorithm: Any) -> str:
     """The accepted hash name for an asn1crypto DigestAlgorithm, or TimestampError."""
     name = str(algorithm["algorithm"].native)
     if name not in HASH_ALGORITHMS:
-        raise _fail("unsupported-hash", f"hash algorithm {name} is not accepted")
+        raise _fail("unsupported-hash", said("hash algorithm {name} is not accepted", name=name))
     return name
 
 
@@ -138,7 +138,7 @@ def token_from_response(response_der: bytes) -> bytes:
         token = response["time_stamp_token"]
         token_der = None if isinstance(token, core.Void) else bytes(token.dump())
     except Exception as exc:  # asn1crypto raises many types on bad input
-        raise _fail("malformed-response", f"not a DER TimeStampResp: {exc}") from None
+        raise _fail("malformed-response", said("not a DER TimeStampResp: {exc}", exc=exc)) from None
     if code not in (0, 1):  # granted, grantedWithMods
         detail = f"the TSA refused the request (status {code}"
         detail += f", failInfo {', '.join(fail_info)}" if fail_info else ""
@@ -167,7 +167,7 @@ def verify_token(
     except TimestampError:
         raise
     except Exception as exc:  # fail closed: asn1crypto parses lazily and raises many types
-        raise _fail("malformed-token", f"not a valid RFC 3161 token: {exc}") from None
+        raise _fail("malformed-token", said("not a valid RFC 3161 token: {exc}", exc=exc)) from None
 
 
 def _verify_token(
@@ -177,14 +177,15 @@ def _verify_token(
     untrusted_pem: bytes | None,
     nonce: int | None,
 ) -> TokenInfo:
-    if not _load_pem_certs(roots_pem, "roots"):
+    if not _load_pem_certs(roots_pem, said("roots")):
         raise _fail("no-roots", "no trusted root certificate given")
     token = _parse_token(token_der)
     tst = token.tst_info
 
     # 2. What the token says.
     if tst["version"].native != "v1":
-        raise _fail("bad-version", f"TSTInfo version {tst['version'].native} is not 1")
+        raise _fail("bad-version", said("TSTInfo version {version} is not 1",
+                                     version=tst["version"].native))
     imprint_alg = _hash_name(tst["message_imprint"]["hash_algorithm"])
     imprint = bytes(tst["message_imprint"]["hashed_message"].native)
     if not hmac.compare_digest(imprint, digest):
@@ -307,8 +308,8 @@ def _build_path(
         if issuer is None or issuer in path:
             raise _fail(
                 "untrusted",
-                f"the certificate {current.subject.rfc4514_string()} does not chain to a "
-                "trusted root",
+                said("the certificate {subject} does not chain to a trusted root",
+                     subject=current.subject.rfc4514_string()),
             )
         _check_ca(issuer, cas_below=len(path) - 1)
         path.append(issuer)
@@ -335,30 +336,34 @@ def _check_ca(cert: x509.Certificate, *, cas_below: int) -> None:
     try:
         bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
     except x509.ExtensionNotFound:
-        raise _fail("untrusted", f"issuer {name} is not a CA (no basicConstraints)") from None
+        raise _fail("untrusted", said("issuer {name} is not a CA (no basicConstraints)",
+                                             name=name)) from None
     if not bc.ca:
-        raise _fail("untrusted", f"issuer {name} is not a CA")
+        raise _fail("untrusted", said("issuer {name} is not a CA", name=name))
     if bc.path_length is not None and cas_below > bc.path_length:
-        raise _fail("untrusted", f"issuer {name}'s pathLenConstraint is exceeded")
+        raise _fail("untrusted", said("issuer {name}'s pathLenConstraint is exceeded",
+                                         name=name))
     try:
         ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound:
         return
     if not ku.key_cert_sign:
-        raise _fail("untrusted", f"issuer {name} may not sign certificates (keyUsage)")
+        raise _fail("untrusted", said("issuer {name} may not sign certificates (keyUsage)",
+                                         name=name))
 
 
 def _check_validity(cert: x509.Certificate, at: datetime) -> None:
     if not cert.not_valid_before_utc <= at <= cert.not_valid_after_utc:
         raise _fail(
             "expired",
-            f"the certificate {cert.subject.rfc4514_string()} was not valid at {at.isoformat()}",
+            said("the certificate {subject} was not valid at {at}",
+                 subject=cert.subject.rfc4514_string(), at=at.isoformat()),
         )
 
 
 def load_pem_certs(pem: bytes) -> list[x509.Certificate]:
     """The certificates of a PEM bundle (none if it holds none); TimestampError if unreadable."""
-    return _load_pem_certs(pem, "certificates")
+    return _load_pem_certs(pem, said("certificates"))
 
 
 def _load_pem_certs(pem: bytes, what: str) -> list[x509.Certificate]:
@@ -367,7 +372,8 @@ def _load_pem_certs(pem: bytes, what: str) -> list[x509.Certificate]:
     try:
         return list(x509.load_pem_x509_certificates(pem))
     except ValueError as exc:
-        raise _fail("bad-certificate", f"cannot read the {what}: {exc}") from None
+        raise _fail("bad-certificate",
+                    said("cannot read the {what}: {exc}", what=what, exc=exc)) from None
 
 
 def _parse_token(token_der: bytes) -> _Token:
@@ -423,7 +429,7 @@ def _parse_token(token_der: bytes) -> _Token:
     except TimestampError:
         raise
     except Exception as exc:  # asn1crypto raises many types on bad input
-        raise _fail("malformed-token", f"not a valid RFC 3161 token: {exc}") from None
+        raise _fail("malformed-token", said("not a valid RFC 3161 token: {exc}", exc=exc)) from None
 
 
 @functools.lru_cache(maxsize=64)
@@ -443,8 +449,8 @@ def _signer_of(
     SignerIdentifier names, which the ESS signing-certificate attribute (its one value,
     `ess_der`) must identify (RFC 3161 2.4.1), with the TSA profile, chaining to a root.
     """
-    roots = _load_pem_certs(roots_pem, "roots")
-    extra = _load_pem_certs(untrusted_pem, "untrusted certificates") if untrusted_pem else []
+    roots = _load_pem_certs(roots_pem, said("roots"))
+    extra = _load_pem_certs(untrusted_pem, said("untrusted certificates")) if untrusted_pem else []
     carried = [
         x509.load_der_x509_certificate(choice.chosen.dump())
         for choice in (cms.CertificateSet.load(certificates_der) if certificates_der else [])
@@ -502,7 +508,8 @@ def _check_ess(value: Any, signer: x509.Certificate) -> None:
     else:
         alg = cert_id["hash_algorithm"]["algorithm"].native
     if alg != "sha1" and alg not in HASH_ALGORITHMS:
-        raise _fail("no-ess-certid", f"ESS cert id hash {alg} is not supported")
+        raise _fail("no-ess-certid", said("ESS cert id hash {alg} is not supported",
+                                         alg=alg))
     der = signer.public_bytes(serialization.Encoding.DER)
     if not hmac.compare_digest(bytes(cert_id["cert_hash"].native), hashlib.new(alg, der).digest()):
         raise _fail("ess-mismatch", "the ESS cert id does not match the signer certificate")
@@ -537,7 +544,8 @@ def _verify_signature(signer: x509.Certificate, token: _Token) -> None:
             key.verify(token.signature, token.signed_attrs_der, padding.PKCS1v15(), hash_alg)
         else:
             raise _fail(
-                "bad-signature", f"signature algorithm {kind} with this key is not supported"
+                "bad-signature", said("signature algorithm {kind} with this key is not supported",
+                                  kind=kind)
             )
     except InvalidSignature:
         raise _fail("bad-signature", "the token's signature does not verify") from None

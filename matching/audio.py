@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from copyledger.ledger.components import CHROMAPRINT, FFMPEG, MATCHING, load, missing, require
-from copyledger.ledger.errors import InvalidInput
+from copyledger.ledger.errors import InvalidInput, said
 from copyledger.ledger.fingerprint import (
     CHROMAPRINT_SCHEME,
     MAX_AUDIO_ITEMS,
@@ -107,8 +107,9 @@ def _run(name: str, stdin: Any, output: list[str], chunk: int) -> Iterator[bytes
     if code != 0 and "does not contain any stream" in err:
         return  # no stream of the kind mapped (a silent video, a video-less file): nothing
     if code != 0:
-        why = "took too long" if code == -9 else (err.splitlines() or ["unknown error"])[-1]
-        message = f"media does not decode: {why}"
+        why = (said("took too long") if code == -9
+               else (err.splitlines() or [said("unknown error")])[-1])
+        message = said("media does not decode: {why}", why=why)
         raise InvalidInput(message, errors=[{"field": "file", "message": message}])
 
 

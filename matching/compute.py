@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from copyledger.ledger.components import MATCHING, PDQHASH, load, require
-from copyledger.ledger.errors import InvalidInput
+from copyledger.ledger.errors import InvalidInput, said
 from copyledger.ledger.fingerprint import (
     MINHASH_NUM_PERM,
     MINHASH_SCHEME,
@@ -242,7 +242,7 @@ def text_fingerprints(text: str) -> Fingerprints:
     if fps is None:
         raise InvalidInput(
             "text has no words to fingerprint",
-            errors=[{"field": "text", "message": "empty after normalisation"}],
+            errors=[{"field": "text", "message": said("empty after normalisation")}],
         )
     return fps
 
@@ -381,8 +381,10 @@ def _decode_image(data: bytes | IO[bytes], side: int = THUMBNAIL_PX) -> Image:
         image: Image.Image = Image.open(source, formats=IMAGE_FORMATS)
         width, height = image.size
         if width < 1 or height < 1 or width * height > MAX_IMAGE_PIXELS:
-            message = f"image is {width}x{height} pixels; the limit is {MAX_IMAGE_PIXELS}"
-            raise InvalidInput(f"file: {message}", errors=[{"field": "file", "message": message}])
+            message = said("image is {width}x{height} pixels; the limit is {limit}",
+                           width=width, height=height, limit=MAX_IMAGE_PIXELS)
+            raise InvalidInput(said("file: {message}", message=message),
+                               errors=[{"field": "file", "message": message}])
         orientation = image.getexif().get(_ORIENTATION_TAG, 1)
         high = None
         if image.mode.startswith("I;16") and image.mode != "I;16":
@@ -403,9 +405,9 @@ def _decode_image(data: bytes | IO[bytes], side: int = THUMBNAIL_PX) -> Image:
     except Image.DecompressionBombError as exc:
         _bad_file(f"image exceeds the limit of {MAX_IMAGE_PIXELS} pixels", exc)
     except UnidentifiedImageError as exc:
-        _bad_file(f"not a supported image ({', '.join(IMAGE_FORMATS)})", exc)
+        _bad_file(said("not a supported image ({formats})", formats=", ".join(IMAGE_FORMATS)), exc)
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
-        _bad_file(f"image does not decode: {exc}", exc)
+        _bad_file(said("image does not decode: {exc}", exc=exc), exc)
 
 
 _RESAMPLABLE_MODES = frozenset({"RGB", "RGBA", "L", "LA", "CMYK", "YCbCr"})

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from copyledger.ledger.errors import InvalidInput
+from copyledger.ledger.errors import InvalidInput, said
 from copyledger.ledger.fingerprint import (
     ALGORITHMS,
     MINHASH_NUM_PERM,
@@ -206,7 +206,8 @@ class FingerprintIndex:
         count = 0
         for seq, fingerprints in items:
             if not _is_seq(seq):
-                raise InvalidInput(f"seq must be a non-negative integer, not {seq!r}")
+                raise InvalidInput(said("seq must be a non-negative integer, not {seq!r}",
+                                        seq=seq))
             seen = False
             if "pdq" in fingerprints:
                 item = fingerprints["pdq"]
@@ -354,9 +355,11 @@ def _code(item: Mapping[str, object], size: int, name: str) -> bytes:
             raise ValueError
         code = bytes.fromhex(value)
     except ValueError:
-        raise InvalidInput(f"{name}.hash must be {2 * size} hex digits") from None
+        raise InvalidInput(said("{name}.hash must be {digits} hex digits", name=name,
+                                digits=2 * size)) from None
     if len(code) != size:
-        raise InvalidInput(f"{name}.hash must be {2 * size} hex digits")
+        raise InvalidInput(said("{name}.hash must be {digits} hex digits", name=name,
+                                digits=2 * size))
     return code
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, Literal, Self
 
-from copyledger.ledger.errors import InvalidInput
+from copyledger.ledger.errors import InvalidInput, said
 
 __all__ = [
     "CHROMAPRINT_MATCH",
@@ -242,7 +242,8 @@ def overall_verdict(scores: Iterable[Score]) -> Verdict:
 def hamming(a_hex: str, b_hex: str) -> int:
     """Bits that differ between two equal-length hex hashes."""
     if len(a_hex) != len(b_hex):
-        raise InvalidInput(f"hash lengths differ ({len(a_hex)} vs {len(b_hex)} hex digits)")
+        raise InvalidInput(said("hash lengths differ ({a} vs {b} hex digits)", a=len(a_hex),
+                                b=len(b_hex)))
     try:
         return (int(a_hex, 16) ^ int(b_hex, 16)).bit_count()
     except ValueError as exc:
@@ -278,7 +279,7 @@ def compare(algorithm: str, a: Mapping[str, object], b: Mapping[str, object]) ->
     were computed by different hasher versions.
     """
     if algorithm not in THRESHOLDS:
-        raise InvalidInput(f"unknown algorithm {algorithm!r}")
+        raise InvalidInput(said("unknown algorithm {algorithm!r}", algorithm=algorithm))
     version = _versions(a, b)
     if algorithm == "orb":
         return _compare_orb(a, b, version)

@@ -105,7 +105,7 @@ class Pkcs11Token:
         def find(session: Any) -> bool:
             return next(iter(session.get_objects({Attribute.LABEL: label})), None) is not None
 
-        return self.run("object lookup", find)
+        return self.run(said("object lookup"), find)
 
     def close(self) -> None:
         """Log out and close the session, for every key that shares it; idempotent."""
@@ -190,9 +190,10 @@ class Pkcs11Ed25519Signer:
         self.token = token
         self.key_label = key_label
         self._private, public = token.run(
-            "key lookup", lambda s: _find_pair(s, token.label, key_label, KeyType.EC_EDWARDS)
+            said("key lookup"),
+            lambda s: _find_pair(s, token.label, key_label, KeyType.EC_EDWARDS),
         )
-        self._public_key = token.run("key read", lambda _s: _ed25519_point(public))
+        self._public_key = token.run(said("key read"), lambda _s: _ed25519_point(public))
         _check(Ed25519PublicKey.from_public_bytes(self._public_key).verify, self, key_label)
 
     def __repr__(self) -> str:
@@ -205,10 +206,10 @@ class Pkcs11Ed25519Signer:
 
     def custody(self) -> dict[str, bool]:
         """What the token says about the private key: sensitive, extractable, local, ..."""
-        return self.token.run("attribute read", lambda _s: _custody(self._private))
+        return self.token.run(said("attribute read"), lambda _s: _custody(self._private))
 
     def sign(self, message: bytes) -> bytes:
-        return self.token.run("Ed25519 signing", lambda _s: self._sign(message))
+        return self.token.run(said("Ed25519 signing"), lambda _s: self._sign(message))
 
     def _sign(self, message: bytes) -> bytes:
         return bytes(self._private.sign(message, mechanism=Mechanism.EDDSA))
@@ -229,9 +230,9 @@ class Pkcs11EcdsaKey:
         self.token = token
         self.key_label = key_label
         self._private, public = token.run(
-            "key lookup", lambda s: _find_pair(s, token.label, key_label, KeyType.EC)
+            said("key lookup"), lambda s: _find_pair(s, token.label, key_label, KeyType.EC)
         )
-        self._public_key = token.run("key read", lambda _s: _p256_point(public, key_label))
+        self._public_key = token.run(said("key read"), lambda _s: _p256_point(public, key_label))
         _check(self._verify, self, key_label)
 
     def __repr__(self) -> str:
@@ -242,12 +243,12 @@ class Pkcs11EcdsaKey:
 
     def custody(self) -> dict[str, bool]:
         """What the token says about the private key: sensitive, extractable, local, ..."""
-        return self.token.run("attribute read", lambda _s: _custody(self._private))
+        return self.token.run(said("attribute read"), lambda _s: _custody(self._private))
 
     def sign(self, data: bytes) -> bytes:
         """A DER ECDSA-Sig-Value over SHA-256(data): what a CMS SignerInfo carries."""
         digest = hashlib.sha256(data).digest()
-        raw = self.token.run("ECDSA signing", lambda _s: self._sign_digest(digest))
+        raw = self.token.run(said("ECDSA signing"), lambda _s: self._sign_digest(digest))
         if len(raw) != 64:
             raise Unavailable(said("the HSM returned a {raw_len}-byte P-256 signature, not 64",
                                    raw_len=len(raw)))
@@ -307,9 +308,10 @@ def _login(module: str, token_label: str, pin: str) -> Any:
 
 def _find_pair(session: Any, token_label: str, label: str, key_type: KeyType) -> tuple[Any, Any]:
     """The private and public key objects labelled label, checked to be usable and unexportable."""
-    where = f"key {label!r} in token {token_label!r}"
+    where = said("key {label!r} in token {token_label!r}", label=label, token_label=token_label)
     pair = []
-    classes = ((ObjectClass.PRIVATE_KEY, "private"), (ObjectClass.PUBLIC_KEY, "public"))
+    classes = ((ObjectClass.PRIVATE_KEY, said("private")),
+               (ObjectClass.PUBLIC_KEY, said("public")))
     for object_class, what in classes:
         found = list(session.get_objects({Attribute.CLASS: object_class, Attribute.LABEL: label}))
         if not found:
@@ -352,7 +354,7 @@ def _generate(token: Pkcs11Token, label: str, key_type: KeyType, ec_params: byte
             },
         )
 
-    token.run("key generation", generate)
+    token.run(said("key generation"), generate)
 
 
 def _ed25519_point(public: Any) -> bytes:

@@ -144,7 +144,7 @@ class FileSigner:
         except OSError as exc:
             raise InvalidInput(said("cannot read key file {path}: {strerror}",
                                     path=path, strerror=exc.strerror)) from None
-        key = load_private_pem(pem, passphrase, f"key file {path}")
+        key = load_private_pem(pem, passphrase, said("key file {path}", path=path))
         if not isinstance(key, Ed25519PrivateKey):
             raise InvalidInput(
                 said("key file {path} holds a {name}, not an Ed25519 private key",
@@ -163,7 +163,8 @@ def load_private_pem(pem: bytes, passphrase: bytes | None, what: str) -> Private
     try:
         return serialization.load_pem_private_key(pem, password=passphrase or None)
     except ValueError:
-        reason = "wrong passphrase or corrupt key" if encrypted else "not a PEM private key"
+        reason = (said("wrong passphrase or corrupt key") if encrypted
+                  else said("not a PEM private key"))
         raise InvalidInput(said("cannot load {what}: {reason}", what=what, reason=reason)) from None
     except TypeError as exc:  # passphrase given or missing, in a form we did not spot
         raise InvalidInput(said("cannot load {what}: {exc}", what=what, exc=exc)) from None

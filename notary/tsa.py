@@ -589,13 +589,13 @@ def import_tsa(
     at least one self-signed root (kept in root.pem). The key is stored as given, so an
     encrypted key stays encrypted under the operator's passphrase.
     """
-    certs = _parse_certs(cert_pem, "TSA certificate")
-    issuers = _parse_certs(chain_pem, "certificate chain")
+    certs = _parse_certs(cert_pem, said("TSA certificate"))
+    issuers = _parse_certs(chain_pem, said("certificate chain"))
     roots = [c for c in issuers if _self_signed(c)]
     if not roots:
         raise InvalidInput("the certificate chain must include the self-signed root to publish")
     intermediates = [c for c in [*certs[1:], *issuers] if c not in roots]
-    key = _load_private_key(key_pem, passphrase, "the TSA key")
+    key = _load_private_key(key_pem, passphrase, said("the TSA key"))
     _check_identity(certs[0], intermediates + roots, key, datetime.now(UTC))
 
     paths = TsaChainPaths.in_directory(directory)
@@ -622,13 +622,14 @@ def load_tsa(
     """Load and check the TSA chain in directory: a usable TSA certificate, valid now, whose
     key is the one on disk (or tsa_key, an HSM key, if given) and which chains to root.pem."""
     paths = TsaChainPaths.in_directory(directory)
-    certs = _parse_certs(_read(paths.certificate, "TSA certificate"), str(paths.certificate))
-    roots = _parse_certs(_read(paths.root, "TSA root certificate"), str(paths.root))
+    certs = _parse_certs(_read(paths.certificate, said("TSA certificate")), str(paths.certificate))
+    roots = _parse_certs(_read(paths.root, said("TSA root certificate")), str(paths.root))
     key: TsaPrivateKey | TsaKey
     if tsa_key is not None:
         key = as_tsa_key(tsa_key)
     else:
-        key = _load_private_key(_read(paths.key, "TSA key"), passphrase, f"key file {paths.key}")
+        key = _load_private_key(_read(paths.key, said("TSA key")), passphrase,
+                                said("key file {path}", path=paths.key))
     chain = [*certs[1:], *roots]
     _check_identity(certs[0], chain, key, (now or datetime.now(UTC)).astimezone(UTC))
     return TsaIdentity(certificate=certs[0], chain=chain, private_key=key)

@@ -34,7 +34,10 @@ SAID_IN = ("ledger", "service", "notary", "matching", "api", "client")
 # Where a domain error raised with a literal detail says it to a person: that literal is a msgid
 # too (`api.problems` and the CLI look a plain detail up as it is), and an f-string detail
 # fails `tests/test_i18n_errors.py` (D56).
-ERRORS_IN = ("ledger", "notary", "service")
+ERRORS_IN = ("ledger", "notary", "service", "api", "client", "matching")
+# Calls other than a domain error's whose argument at this index is a detail a person reads:
+# a monitor alert's, and `ledger.timestamp._fail(reason, detail)`'s (a TimestampError's).
+DETAIL_AT = {"Alert": 1, "_alert": 1, "_fail": 1}
 JS_TABLES = ("STEPS", "PLAIN", "MONTHS", "FACTS", "KINDS", "WORDS")
 MARKER = re.compile(r"\{\{(.+?)\}\}", re.S)
 
@@ -93,7 +96,8 @@ def messages() -> dict[str, set[str]]:
     raised = {name: (1,) for name in error_classes()}
     for path in sorted(p for d in SAID_IN for p in (ROOT / d).rglob("*.py")):
         where = str(path.relative_to(ROOT))
-        keywords = {"said": (1,), **(raised if where.split("/")[0] in ERRORS_IN else {})}
+        keywords = {"said": (1,), **(raised if where.split("/")[0] in ERRORS_IN else {}),
+                    **{name: (at + 1,) for name, at in DETAIL_AT.items()}}
         add(where, [str(msg) for _, msg, _, _ in extract_from_file(
             "python", path, keywords=keywords)])
     add("cli/main.py", cli_strings())

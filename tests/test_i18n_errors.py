@@ -1,12 +1,13 @@
 """The last English a person read in zh-CN (issue 15, D56): domain errors' details, the audit's
 failure reasons, the monitor's alerts, the 503s of the background install, Click's usage errors.
 
-The static check reads `ledger/`, `notary/` and `service/`: the detail of every domain error
-(`CopyledgerError` or a subclass, however deep, called with its detail first) and of every
-monitor alert must be a translated catalogue msgid: a `said("template", ...)` or a literal the
-catalogue holds. An f-string, a `+` or a `.format` on a literal is never a msgid, so a new
-`raise InvalidInput(f"bad {x}")` fails here. A detail held in a variable cannot be read
-statically; the places that build one (`seq {seq}: {detail}`) nest a `said` in a `said`.
+The static check reads `ledger/`, `notary/`, `service/`, `api/`, `client/` and `matching/`: the
+detail of every domain error (`CopyledgerError` or a subclass, however deep, called with its
+detail first) and of every monitor alert must be a translated catalogue msgid: a
+`said("template", ...)` or a literal the catalogue holds. An f-string, a `+` or a `.format`
+on a literal is never a msgid, so a new `raise InvalidInput(f"bad {x}")` fails here. A detail
+held in a variable cannot be read statically; the places that build one (`seq {seq}: {detail}`)
+nest a `said` in a `said`, and a noun chosen in code ("the TSA key") is a `said` too.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from copyledger.service.i18n import say
 from tests import i18n_catalog
 
 # Where a detail sits in a call that is not a domain error's: (name, argument index).
-ALERTS = {"Alert": 1, "_alert": 1}
+ALERTS = i18n_catalog.DETAIL_AT
 HAN = re.compile(r"[\u4e00-\u9fff]")
 
 
@@ -100,8 +101,9 @@ def test_the_static_check_catches_an_unsaid_detail_and_passes_a_said_one(
            'raise _Fault("seq " + str(n) + " is gone")\n'
            'raise ProofError("tree {n} is odd".format(n=n))\n'
            'raise Conflict("one thing" if x else "another thing")\n'
-           'raise LogMisbehaved(Alert("fork", f"split at {n}", o, 1, b""))\n')
-    assert [line for line, _ in unsaid(bad, translated, classes)] == [1, 2, 3, 4, 5, 6]
+           'raise LogMisbehaved(Alert("fork", f"split at {n}", o, 1, b""))\n'
+           'raise _fail("untrusted", f"issuer {name} is not a CA")\n')
+    assert sorted(line for line, _ in unsaid(bad, translated, classes)) == [1, 2, 3, 4, 5, 6, 7]
     good = ('raise InvalidInput(said("tree size {size} is negative", size=n))\n'
             'raise ProofError("inclusion proof is too short")\n'
             'raise NotFound(detail)\nraise InvalidInput("q")\n'
@@ -184,3 +186,57 @@ def test_click_usage_errors_in_chinese_and_english_stays_english(
     code, text = _run(args, EN)  # the same process, back in English
     assert code == 2 and en in text and "Usage:" in text, text
     assert not HAN.search(text), text
+
+
+# ------------------------------------------------- no English left inside a Chinese sentence
+
+THREE_WORDS = re.compile(r"\b[A-Za-z]{2,}(?:\s+[A-Za-z]{2,}){2}\b")  # "the TSA key", "log key…"
+
+
+def _all_chinese(zh: str) -> None:
+    assert HAN.search(zh) and not THREE_WORDS.search(zh), zh
+
+
+def test_the_notary_names_what_it_loads_in_chinese(tmp_path: Path) -> None:
+    from copyledger.notary import signer, tsa
+
+    with pytest.raises(CopyledgerError) as pem:
+        signer.load_private_pem(b"not a key", None,
+                                said("key file {path}", path=tmp_path / "log.key"))
+    assert str(pem.value.detail).endswith("log.key: not a PEM private key")
+    _all_chinese(say("zh-CN", pem.value.detail))
+    assert "密钥文件" in say("zh-CN", pem.value.detail)
+    with pytest.raises(CopyledgerError) as missing:
+        tsa.load_tsa(tmp_path)
+    assert str(missing.value.detail).startswith("no TSA certificate at ")
+    zh = say("zh-CN", missing.value.detail)
+    _all_chinese(zh)
+    assert zh.endswith("处没有时间戳服务证书"), zh
+
+
+def test_api_client_and_matching_details_read_in_chinese(client: object, creator: dict[str, str]
+                                                          ) -> None:
+    from fastapi.testclient import TestClient
+
+    from copyledger.matching import scoring
+    from copyledger.service.operations import MAX_BATCH
+
+    assert isinstance(client, TestClient)
+    zh = {**creator, "Accept-Language": "zh-CN", "Content-Type": "application/json"}
+    for method, path, body, status, detail in [
+        ("POST", "/v1/works/batch", b"{not json", 422, "请求体：不是 JSON"),
+        ("POST", "/v1/works/batch", b'{"works": []}', 422,
+         f"请求体：必须是只含 `works` 的对象：一个包含 1 到 {MAX_BATCH} 项的列表"),
+        ("GET", "/static/nothing-here.css", b"", 404, "没有静态文件 'nothing-here.css'"),
+    ]:
+        r = client.request(method, path, content=body or None, headers=zh)
+        assert r.status_code == status, r.text
+        got = r.json()["detail"]
+        assert got == detail, got
+        _all_chinese(got)
+    en = client.post("/v1/works/batch", content=b"{not json",
+                     headers={**zh, "Accept-Language": "en"})
+    assert en.json()["detail"] == "body: not JSON"  # English byte-identical
+    with pytest.raises(CopyledgerError) as lengths:
+        scoring.hamming("ab", "abcd")
+    assert say("zh-CN", lengths.value.detail) == "哈希长度不同（2 与 4 个十六进制数字）"

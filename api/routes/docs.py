@@ -14,7 +14,7 @@ import fastapi_offline
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, Response
 
-from copyledger.ledger.errors import NotFound
+from copyledger.ledger.errors import NotFound, said
 
 router = APIRouter(tags=["pages"])
 OURS = Path(__file__).resolve().parent.parent / "static"
@@ -54,7 +54,7 @@ def docs_page() -> HTMLResponse:
 def docs_asset(name: str) -> Response:
     found = FILES.get(name)
     if found is None:
-        raise NotFound(f"no documentation file {name!r}")
+        raise NotFound(said("no documentation file {name!r}", name=name))
     folder, media = found
     return Response((folder / name).read_bytes(), media_type=media,
                     headers={**HEADERS, "Cache-Control": "public, max-age=86400"})

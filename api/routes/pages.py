@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse, Response
 from copyledger.api.deps import lang as language
 from copyledger.api.deps import node
 from copyledger.api.openapi import PUBLIC, problems
-from copyledger.ledger.errors import NotFound
+from copyledger.ledger.errors import NotFound, said
 from copyledger.service import accounts, reads
 from copyledger.service.certificate import certificate_html
 from copyledger.service.dates import zone
@@ -148,6 +148,6 @@ def verify_html(lang: str = DEFAULT) -> str:
 def static_asset(name: str) -> Response:
     media = ASSETS.get(name)
     if media is None:
-        raise NotFound(f"no static file {name!r}")
+        raise NotFound(said("no static file {name!r}", name=name))
     return Response((STATIC / name).read_bytes(), media_type=media,
                     headers={**SECURITY, "Cache-Control": "no-cache"})

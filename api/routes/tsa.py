@@ -7,7 +7,7 @@ from fastapi.responses import Response
 
 from copyledger.api.deps import node
 from copyledger.api.openapi import PUBLIC, problems
-from copyledger.ledger.errors import InvalidInput
+from copyledger.ledger.errors import InvalidInput, said
 from copyledger.service.apikeys import TokenBuckets
 
 router = APIRouter(tags=["time-stamping"])
@@ -41,9 +41,11 @@ async def timestamp(request: Request) -> Response:
     limiter.take(request.client.host if request.client else "unknown")
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != QUERY_TYPE:
-        raise InvalidInput(f"send the query as {QUERY_TYPE}, not {ctype or 'nothing'}")
+        raise InvalidInput(said("send the query as {wanted}, not {ctype}", wanted=QUERY_TYPE,
+                                ctype=ctype or said("nothing")))
     body = await request.body()
     if len(body) > MAX_QUERY_BYTES:
-        raise InvalidInput(f"a time-stamp query is at most {MAX_QUERY_BYTES} bytes")
+        raise InvalidInput(said("a time-stamp query is at most {most} bytes",
+                                most=MAX_QUERY_BYTES))
     reply = node(request).tsa.respond(body)
     return Response(reply, media_type=REPLY_TYPE)

@@ -20,7 +20,7 @@ from copyledger.api.models import (
     WorksBatchIn,
 )
 from copyledger.api.openapi import answers, json_request, problems, secured
-from copyledger.ledger.errors import InvalidInput
+from copyledger.ledger.errors import InvalidInput, said
 from copyledger.service import operations
 from copyledger.service.apikeys import Principal
 from copyledger.service.idempotency import HEADER
@@ -90,8 +90,9 @@ def _flag(value: str, name: str) -> bool:
         return True
     if value.lower() in ("false", "0", ""):
         return False
-    raise InvalidInput(f"{name}: must be true or false",
-                       errors=[{"field": name, "message": "must be true or false"}])
+    message = said("must be true or false")
+    raise InvalidInput(said("{name}: {message}", name=name, message=message),
+                       errors=[{"field": name, "message": message}])
 
 
 def registration_answer(recorded: operations.Recorded) -> FastJSONResponse:
@@ -128,15 +129,16 @@ async def register_work(request: Request) -> Response:
         return await register_json(n, who, await request.body(),
                                    request.scope.get("query_string", b""), key)
     if key is not None:  # an upload is not kept; its retry is answered by D36 anyway
-        raise InvalidInput(f"{HEADER}: only for JSON registrations; a retried upload is "
-                           "answered with the earlier registration (already_registered)",
-                           errors=[{"field": HEADER, "message": "only for JSON bodies"}])
+        raise InvalidInput(said("{header}: only for JSON registrations; a retried upload is "
+                                "answered with the earlier registration (already_registered)",
+                                header=HEADER),
+                           errors=[{"field": HEADER, "message": said("only for JSON bodies")}])
     again = again_query(request.scope.get("query_string", b""))
     form = await uploads.read_form(request, max_fields=100)
     try:
         if form.file is None:
             raise InvalidInput("file: a multipart upload needs a 'file' part",
-                               errors=[{"field": "file", "message": "required"}])
+                               errors=[{"field": "file", "message": said("required")}])
         again = _flag(form.get("again"), "again") or again
         facts = await form.file.describe(sm3=n.sm_suite)
         w = WorkIn(sha256=facts.sha256, sm3=facts.sm3, size=facts.size,
