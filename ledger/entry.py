@@ -21,6 +21,10 @@ from copyledger.ledger import claims, jcs
 from copyledger.ledger.contact import CONTACT_FIELDS
 from copyledger.ledger.errors import InvalidInput, said
 
+# The nouns the checks below name in their errors, said once (D56): translatable, and not
+# rebuilt on every call of a hot path.
+_ENTRY = said("entry")
+
 __all__ = [
     "KINDS",
     "MAX_ENTRY_BYTES",
@@ -384,7 +388,7 @@ def _check_object(
 
 
 def _raise_if(errors: Errors) -> None:
-    raise_invalid(said("entry"), errors)
+    raise_invalid(_ENTRY, errors)
 
 
 def raise_invalid(what: str, errors: Errors) -> None:

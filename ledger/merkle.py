@@ -25,6 +25,14 @@ from typing import Any, Protocol
 
 from copyledger.ledger.errors import IntegrityError, InvalidInput, NotFound, ProofError, said
 
+# The nouns the checks below name in their errors, said once (D56): translatable, and not
+# rebuilt on every call of a hot path.
+_FRONTIER = said("frontier")
+_LEAF = said("leaf")
+_LEAF_HASH = said("leaf hash")
+_OLD_ROOT = said("old root")
+_NEW_ROOT = said("new root")
+
 __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
@@ -219,8 +227,8 @@ def append(size: int, frontier: Sequence[bytes], leaves: Sequence[bytes]) -> App
             said("a tree of size {size} has {bit_count} frontier hashes, got {frontier_len}",
                  size=size, bit_count=size.bit_count(), frontier_len=len(frontier))
         )
-    _check_hashes(frontier, said("frontier"))
-    _check_hashes(leaves, said("leaf"))
+    _check_hashes(frontier, _FRONTIER)
+    _check_hashes(leaves, _LEAF)
     count = len(leaves)
     if count == 0:
         return Appended(size, [], list(frontier), root_from_frontier(frontier))
@@ -396,7 +404,7 @@ def root_from_inclusion_proof(index: int, size: int, leaf: bytes, proof: Sequenc
     if index < 0 or size <= 0 or index >= size:
         raise ProofError(said("leaf index {index} is not in a tree of size {size}",
                               index=index, size=size))
-    _check_proof_hashes(proof, (said("leaf hash"), leaf))
+    _check_proof_hashes(proof, (_LEAF_HASH, leaf))
     fn, sn = index, size - 1
     r = leaf
     for p in proof:
@@ -452,7 +460,7 @@ def verify_consistency(
         return
     if not proof:
         raise ProofError("empty consistency proof for different tree sizes")
-    _check_proof_hashes(proof, (said("old root"), old_root), (said("new root"), new_root))
+    _check_proof_hashes(proof, (_OLD_ROOT, old_root), (_NEW_ROOT, new_root))
 
     path = list(proof)
     if old_size & (old_size - 1) == 0:  # a power of two: the old root is the seed

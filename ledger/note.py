@@ -26,6 +26,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from copyledger.ledger import jcs
 from copyledger.ledger.errors import IntegrityError, InvalidInput, SignatureError, said
 
+# The nouns the checks below name in their errors, said once (D56): translatable, and not
+# rebuilt on every call of a hot path.
+_CHECKPOINT_ORIGIN = said("checkpoint origin")
+_CHECKPOINT_EXTENSION_LINE = said("checkpoint extension line")
+_CHECKPOINT = said("checkpoint")
+_TREE_SIZE = said("tree size")
+_ORIGIN = said("origin")
+_BLOCK_NOTE = said("block note")
+_BLOCK_HEIGHT = said("block height")
+
 __all__ = [
     "ALG_ED25519",
     "BLOCK_NOTE_HEADER",
@@ -312,26 +322,26 @@ class Checkpoint:
 
 def format_checkpoint(cp: Checkpoint) -> str:
     """The checkpoint note text: origin, size, base64 root, then any extension lines."""
-    _check_line(said("checkpoint origin"), cp.origin)
+    _check_line(_CHECKPOINT_ORIGIN, cp.origin)
     if isinstance(cp.size, bool) or not 0 <= cp.size <= MAX_TREE_SIZE:
         raise InvalidInput("checkpoint size must be an integer in 0..2**64-1")
     if len(cp.root) != 32:
         raise InvalidInput("checkpoint root must be a 32-byte SHA-256 hash")
     for line in cp.extensions:
-        _check_line(said("checkpoint extension line"), line)
+        _check_line(_CHECKPOINT_EXTENSION_LINE, line)
     lines = [cp.origin, str(cp.size), b64(cp.root), *cp.extensions]
     return "".join(line + "\n" for line in lines)
 
 
 def parse_checkpoint(text: str) -> Checkpoint:
     """Read checkpoint note text strictly: no leading zeros, canonical base64, 32-byte root."""
-    lines = _split_lines(text, said("checkpoint"))
+    lines = _split_lines(text, _CHECKPOINT)
     if len(lines) < 3:
         raise InvalidInput("checkpoint needs origin, size and root lines")
     origin, size, root, *extensions = lines
     if not origin or any(not line for line in extensions):
         raise InvalidInput("checkpoint lines must not be empty")
-    return Checkpoint(origin, _parse_size(size, said("tree size")), _parse_hash(root),
+    return Checkpoint(origin, _parse_size(size, _TREE_SIZE), _parse_hash(root),
                       tuple(extensions))
 
 
@@ -340,7 +350,7 @@ def block_note_text(origin: str, height: int, block_hash: bytes) -> str:
 
     The first line keeps it apart from checkpoints: no checkpoint can read as a block note.
     """
-    _check_line(said("origin"), origin)
+    _check_line(_ORIGIN, origin)
     if isinstance(height, bool) or not 0 <= height <= MAX_TREE_SIZE:
         raise InvalidInput("block height must be an integer in 0..2**64-1")
     if len(block_hash) != 32:
@@ -350,14 +360,14 @@ def block_note_text(origin: str, height: int, block_hash: bytes) -> str:
 
 def parse_block_note_text(text: str) -> tuple[str, int, bytes]:
     """Read block note text back as (origin, height, block hash)."""
-    lines = _split_lines(text, said("block note"))
+    lines = _split_lines(text, _BLOCK_NOTE)
     if len(lines) != 4 or lines[0] != BLOCK_NOTE_HEADER:
         raise InvalidInput(said("block note must be {block_note_header}, origin, height and hash",
                                 block_note_header=BLOCK_NOTE_HEADER))
     _, origin, height, block_hash = lines
     if not origin:
         raise InvalidInput("block note origin must not be empty")
-    return origin, _parse_size(height, said("block height")), _parse_hash(block_hash)
+    return origin, _parse_size(height, _BLOCK_HEIGHT), _parse_hash(block_hash)
 
 
 # ---------------------------------------------------------------- helpers
