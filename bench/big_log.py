@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import random
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from copyledger.service import reads
 from copyledger.service import settings as settings_mod
 from copyledger.service.memory import rss_split
 from copyledger.service.node import Node
+from tests.server import ServerProcess
 
 
 def pct(times: list[float]) -> dict[str, float]:
@@ -75,25 +75,6 @@ def over_http(url: str, size: int, shas: list[str], rng: random.Random, n: int
         }
 
 
-def start_server(data_dir: Path, database: str, port: int) -> tuple[subprocess.Popen[bytes],
-                                                                     float]:
-    args = [sys.executable, "-m", "copyledger.cli", "serve", "--data-dir", str(data_dir),
-            "--port", str(port)] + (["--database", database] if database else [])
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "COPYLEDGER_LOG_LEVEL": "warning"})
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc, time.perf_counter() - t0
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.perf_counter() - t0 > 300:
-            proc.kill()
-            raise SystemExit("the server did not start")
-        time.sleep(0.02)
-
-
 def rss_of(pid: int) -> dict[str, float]:
     return rss_split(Path(f"/proc/{pid}/status").read_text())
 
@@ -121,7 +102,13 @@ def main() -> None:
     out["server_side"] = server_side(node, size, picks, rng, args.samples)
     out["server_side_process_rss_mib"] = rss_split()
     node.store.close()
-    proc, startup = start_server(args.data_dir, args.database, args.port)
+    srv = ServerProcess(args.data_dir, args.database, port=args.port,
+                        COPYLEDGER_LOG_LEVEL="warning")
+    t0 = time.perf_counter()
+    srv.start(timeout=300)
+    startup = time.perf_counter() - t0
+    assert srv.proc is not None
+    proc = srv.proc
     try:
         out["startup_to_first_healthz_s"] = round(startup, 2)
         out["server_rss_at_start_mib"] = rss_of(proc.pid)
@@ -133,8 +120,7 @@ def main() -> None:
         ready = httpx.get(f"http://127.0.0.1:{args.port}/healthz", timeout=10).json()
         out["healthz"] = ready
     finally:
-        proc.terminate()
-        proc.wait(60)
+        srv.stop()
     out["load_after"] = os.getloadavg()
     print(json.dumps(out, indent=2))
 
