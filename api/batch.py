@@ -103,21 +103,21 @@ async def answer(
             todo = [i for i in range(len(parsed)) if results[i] is None]
             outcomes = await run([parsed[i][0] for i in todo])
             for i, outcome in zip(todo, outcomes, strict=True):
+                item: dict[str, Any]
                 if isinstance(outcome, CopyledgerError):
-                    results[i] = _refused(i, outcome, path)
-                    if i in digests and isinstance(outcome, Uncertain):
-                        # its fate is unknown: the key keeps this answer, never a 2nd write
-                        claimed.remove(i)
-                        n.idempotency.keep(who.account, str(parsed[i][1]), digests[i], Answer(
-                            results[i]["status"],  # type: ignore[index]
-                            orjson.dumps(results[i]["problem"])))  # type: ignore[index]
-                    continue
-                status = 200 if outcome.existing else 201
-                results[i] = {"index": i, "status": status, "registration": outcome.to_dict()}
-                if i in digests:
+                    item, member = _refused(i, outcome, path), "problem"
+                    # A refusal frees its key; a write of unknown fate keeps this answer, so a
+                    # retry never writes it a second time.
+                    keeps = isinstance(outcome, Uncertain)
+                else:
+                    item = {"index": i, "status": 200 if outcome.existing else 201,
+                            "registration": outcome.to_dict()}
+                    member, keeps = "registration", True
+                results[i] = item
+                if keeps and i in digests:
                     claimed.remove(i)
-                    n.idempotency.keep(who.account, str(parsed[i][1]), digests[i], Answer(
-                        status, orjson.dumps(results[i]["registration"])))  # type: ignore[index]
+                    n.idempotency.keep(who.account, str(parsed[i][1]), digests[i],
+                                       Answer(item["status"], orjson.dumps(item[member])))
         except asyncio.CancelledError:
             # The client hung up: what was handed over may still be sealed, so its keys stay
             # claimed ("in flight") until taken over as abandoned, rather than freed for a
