@@ -4,8 +4,10 @@ key and the same request gets that answer again and writes nothing. The same key
 request is refused (InvalidInput, 422), as the IETF Idempotency-Key draft says: it is a client's
 mistake, and replaying the other answer would hide it.
 
-Only successes are kept: a refused request wrote nothing, so running it again is safe. Rows
-past their lifetime are ignored at once and deleted lazily, at most once a minute, by writers.
+Successes are kept, and so is the 503 of a write whose fate is unknown (`Uncertain`: it may
+have been recorded, so a retry must not write it again); a refused request wrote nothing, so
+its key is freed and running it again is safe. Rows past their lifetime are ignored at once
+and deleted lazily, at most once a minute, by writers.
 
 The key is claimed in the database before the write (decision D59): with `serve --workers N` a
 retry that reaches another process while the first request is still running waits for its
@@ -142,8 +144,8 @@ class Keys:
         return Answer(int(row.status), row.answer.encode())
 
     def keep(self, account: str, key: str, request_sha256: str, answer: Answer) -> None:
-        """Keep a successful answer in this request's claim (or, unclaimed, in a row of its
-        own; the first one kept wins)."""
+        """Keep the answer to replay (a success, or an Uncertain's 503) in this request's
+        claim (or, unclaimed, in a row of its own; the first one kept wins)."""
         with self.store.engine.begin() as conn:
             done = conn.execute(update(table).where(
                 table.c.account == account, table.c.key == key,
