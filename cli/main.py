@@ -1662,6 +1662,10 @@ def verify(
     sm2_tsa_roots: Annotated[Path | None, typer.Option(
         help="PEM file of trusted SM2 TSA root certificates (an SM-suite log's SM2/SM3 "
         "time-stamps)")] = None,
+    sm2_tsa_retired: Annotated[Path | None, typer.Option(
+        help="JSON of the SM2 TSA certificates a rotation retired, to pin rather than take "
+        "from the bundle: the registry's /v1/notary/keys answer, or its sm2_tsa_retired "
+        "list")] = None,
     allow_unpinned: Annotated[bool, typer.Option(
         help="accept a bundle checked only against the log key it carries itself")] = False,
     witness: Annotated[list[str] | None, typer.Option(
@@ -1674,13 +1678,23 @@ def verify(
     log key you pinned (--trust or --trust-file); 1 if a step fails; 3 if every step holds but
     no key was pinned, so nothing ties the bundle to a log you know (unless --allow-unpinned).
     With --witness, the bundle must also carry a later checkpoint cosigned by --quorum of them."""
+    from rich.markup import escape
+
     from copyledger.ledger import sm2
-    from copyledger.ledger.verify import Status, verify_bundle
+    from copyledger.ledger.verify import Status, pinned_sm2_tsa_retired, verify_bundle
 
     keys = list(trust or [])
     if trust_file is not None:
         keys += [ln.strip() for ln in trust_file.read_text().splitlines() if ln.strip()]
     raw = bundle_file.read_bytes()
+    retired = None
+    if sm2_tsa_retired is not None:
+        try:
+            pinned = json.loads(sm2_tsa_retired.read_bytes())
+        except ValueError as e:
+            _die(tr("{path}: not JSON ({why})").format(path=sm2_tsa_retired, why=e))
+        with _domain_errors_exit():
+            retired = pinned_sm2_tsa_retired(pinned)
     file_sm3 = None
     if file is not None and b'"sm3"' in raw:  # an SM-suite entry: check the file's SM3 too
         with file.open("rb") as f:
@@ -1695,6 +1709,7 @@ def verify(
         sm2_keys=[k for k in keys if sm2.is_verifier_key(k)],
         file_sm3=file_sm3,
         sm2_tsa_roots_pem=sm2_tsa_roots.read_bytes() if sm2_tsa_roots is not None else None,
+        sm2_tsa_retired=retired,
     )
     if as_json:
         _emit(True, rep.to_json())
@@ -1702,8 +1717,8 @@ def verify(
         marks = {Status.PASSED: "[green]✓[/green]", Status.FAILED: "[red]✗[/red]",
                  Status.SKIPPED: "[yellow]–[/yellow]", Status.NOT_CHECKED: "[dim]·[/dim]"}
         for st in rep.steps:
-            detail = f"\n    {st.detail}" if st.detail else ""
-            out.print(f"{marks[st.status]} {tr(st.title)}{detail}")
+            why = f"\n    {escape(detail(st.detail))}" if st.detail else ""  # bundle text: plain
+            out.print(f"{marks[st.status]} {tr(st.title)}{why}")
         for line in _trust_lines(rep.facts):
             out.print(line, markup=False, soft_wrap=True)
         if rep.ok and rep.trust == "pinned":
@@ -1743,6 +1758,15 @@ def _trust_lines(facts: dict[str, Any]) -> list[str]:
     for r in facts.get("sm2_tsa_roots", []):
         lines.append(tr("SM2 TSA root ({how})").format(how=how[bool(r["pinned"])])
                      + f": SHA-256 {r['sha256']}")
+    if "sm2_tsa_retired" in facts:  # the retirement list the sm2 step held tokens to (D64)
+        retired = facts["sm2_tsa_retired"]
+        lines.append(tr("SM2 TSA retirement list ({how}): {n} retired certificate(s)").format(
+            how=how[bool(retired["pinned"])], n=len(retired["retired"]))
+            + "".join(f"\n    SM3 {r['certificate_sm3']} {r['retired_at']}"
+                      + ("" if r["pinned"] else f" ({how[False]})") for r in retired["retired"]))
+        if not retired["pinned"]:
+            lines.append(tr("a bundle that leaves out a retired SM2 TSA certificate escapes this "
+                            "check: pin the registry's list with --sm2-tsa-retired"))
     if "time_sources" in facts:
         independent = [t for t in facts["time_sources"] if t["independent"]]
         at = tr("{tsa} at {when}")

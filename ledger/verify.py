@@ -20,11 +20,18 @@ from typing import Any
 
 from copyledger.ledger import cosignature, jcs, links, merkle, note, sm2
 from copyledger.ledger.documents import BUNDLE_FORMAT, Bundle, Entry, Receipt, parse_entry
-from copyledger.ledger.errors import CopyledgerError, VerificationError
+from copyledger.ledger.errors import (
+    CopyledgerError,
+    InvalidInput,
+    Said,
+    VerificationError,
+    said,
+)
 from copyledger.ledger.note import BlockHeader, check_header
 from copyledger.ledger.tlog_proof import parse_tlog_proof
 
-__all__ = ["STEPS", "Report", "Status", "Step", "StepResult", "verify_bundle", "verify_receipt"]
+__all__ = ["STEPS", "Report", "Status", "Step", "StepResult", "pinned_sm2_tsa_retired",
+           "verify_bundle", "verify_receipt"]
 
 STEPS = (
     ("format", "the bundle is a copyledger/bundle/v1 document"),
@@ -105,7 +112,12 @@ def _skipped(detail: str) -> _Held:
 
 
 class _Fail(Exception):
-    """A verification step does not hold; the message says why."""
+    """A verification step does not hold; `detail` says why, as a `said(...)` so that the
+    command line and any reader say it in their language (the step ids stay English)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail: str = Said.literal(detail)
 
 
 _HEX64 = re.compile("[0-9a-f]{64}")
@@ -118,7 +130,7 @@ _NO_ACCURACY = timedelta(seconds=1)
 def _hex(v: object, what: str) -> bytes:
     """A 32-byte hash as the spec writes it: exactly 64 lowercase hex characters."""
     if not isinstance(v, str) or not _HEX64.fullmatch(v):
-        raise _Fail(f"{what} is not 64 lowercase hex characters")
+        raise _Fail(said("{what} is not 64 lowercase hex characters", what=what))
     return bytes.fromhex(v)
 
 
@@ -132,7 +144,7 @@ def _time(text: str, what: str) -> datetime:
     try:
         return parse_timestamp(text)
     except CopyledgerError:
-        raise _Fail(f"{what} is not an RFC 3339 timestamp") from None
+        raise _Fail(said("{what} is not an RFC 3339 timestamp", what=what)) from None
 
 
 def verify_bundle(
@@ -147,6 +159,7 @@ def verify_bundle(
     sm2_keys: Sequence[str] = (),
     file_sm3: str | None = None,
     sm2_tsa_roots_pem: bytes | None = None,
+    sm2_tsa_retired: Sequence[Mapping[str, str]] | None = None,
 ) -> Report:
     """Check a bundle (its JSON bytes, its JSON object, or a parsed Bundle). Bytes are read
     strictly (`jcs.parse`: a duplicate member fails the format step). Without `trusted_keys` the
@@ -158,7 +171,9 @@ def verify_bundle(
     without SM2 keys, none pinned, skips that step. `file_sm3` is checked against the entry's
     `content.sm3` where it records one. The same step checks the bundle's SM2/SM3 time-stamp
     tokens (D51) under `sm2_tsa_roots_pem` if given (pinned), else the SM2 TSA roots it
-    carries."""
+    carries, and refuses a token by a retired SM2 TSA certificate after its retirement (D57):
+    retired per `sm2_tsa_retired` if given (pinned, `pinned_sm2_tsa_retired`) and per the
+    bundle's own list, which alone is unpinned (D64); the report's facts say which."""
     run = _Run(Report(), bundle)
     checks: list[Callable[[], _Held]] = [
         run.format,
@@ -171,7 +186,7 @@ def verify_bundle(
         lambda: run.timestamps(tsa_roots_pem, require_timestamp),
         run.tlog_proof,
         run.title,
-        lambda: run.sm2(sm2_keys, sm2_tsa_roots_pem),
+        lambda: run.sm2(sm2_keys, sm2_tsa_roots_pem, sm2_tsa_retired),
         lambda: run.witnessed(witness_keys, quorum),
     ]
     for step, check in zip(run.rep.steps, checks, strict=True):
@@ -179,7 +194,8 @@ def verify_bundle(
             held = check()
         except (_Fail, CopyledgerError, KeyError, TypeError, ValueError) as e:
             step.status = Status.FAILED
-            step.detail = e.detail if isinstance(e, CopyledgerError) else str(e)
+            step.detail = (e.detail if isinstance(e, _Fail | CopyledgerError)
+                           else Said.literal(str(e)))
             break
         step.status, step.detail = held.status, held.detail
     return run.rep
@@ -212,46 +228,50 @@ class _Run:
         if isinstance(raw, Bundle):
             self.b = raw
         elif not isinstance(raw, Mapping) or raw.get("format") != BUNDLE_FORMAT:
-            raise _Fail(f"not a {BUNDLE_FORMAT} document")
+            raise _Fail(said("not a {format} document", format=BUNDLE_FORMAT))
         else:
             self.b = Bundle.from_dict(dict(raw))
-        return _Held(f"entry {self.b.seq} of log {self.b.origin}")
+        return _Held(said("entry {seq} of log {origin}", seq=self.b.seq, origin=self.b.origin))
 
     def file(self, file_sha256: str | None, file_sm3: str | None = None) -> _Held:
         from copyledger.ledger.entry import content_sha256  # before the entry is validated
 
         registered = content_sha256(dict(self.b.entry))
         if file_sha256 is None:
-            return _skipped(f"no file given; the registered SHA-256 is {registered}")
+            return _skipped(said("no file given; the registered SHA-256 is {sha256}",
+                                  sha256=registered))
         if file_sha256 != registered:
-            raise _Fail(f"the file's SHA-256 is {file_sha256}, the entry registers {registered}")
+            raise _Fail(said("the file's SHA-256 is {got}, the entry registers {registered}",
+                              got=file_sha256, registered=registered))
         content = self.b.entry.get("content")
         sm3 = content.get("sm3") if isinstance(content, Mapping) else None
         if sm3 is None or file_sm3 is None:
-            return _Held(f"SHA-256 {registered}")
+            return _Held(said("SHA-256 {sha256}", sha256=registered))
         if file_sm3 != sm3:
-            raise _Fail(f"the file's SM3 is {file_sm3}, the entry registers {sm3}")
-        return _Held(f"SHA-256 {registered}; SM3 {sm3}")
+            raise _Fail(said("the file's SM3 is {got}, the entry registers {registered}",
+                              got=file_sm3, registered=sm3))
+        return _Held(said("SHA-256 {sha256}; SM3 {sm3}", sha256=registered, sm3=sm3))
 
     def entry(self) -> _Held:
         doc = self.b.document()
         data = doc.canonical_bytes()
         leaf = merkle.leaf_hash(data)
         if leaf != _hex(self.b.leaf_hash, "leaf_hash"):
-            raise _Fail(f"SHA-256(0x00 || entry) is {leaf.hex()}, the bundle says "
-                        f"{self.b.leaf_hash}")
+            raise _Fail(said("SHA-256(0x00 || entry) is {leaf}, the bundle says {claimed}",
+                             leaf=leaf.hex(), claimed=self.b.leaf_hash))
         self.document, self.data, self.leaf = doc, data, leaf
         self.rep.facts.update({"kind": doc.KIND, "registrant": doc.registrant,
                                "received_at": doc.received_at, "sha256": doc.content_sha256})
-        return _Held(f"leaf hash {leaf.hex()}")
+        return _Held(said("leaf hash {leaf}", leaf=leaf.hex()))
 
     def inclusion(self) -> _Held:
         inc = self.b.inclusion
         root = _hex(inc.root, "inclusion.root")
-        proof = [_hex(h, "inclusion.proof hash") for h in inc.proof]
+        proof = [_hex(h, said("inclusion.proof hash")) for h in inc.proof]
         merkle.verify_inclusion(self.b.seq, inc.tree_size, self.leaf, proof, root)
         self.size, self.root, self.proof = inc.tree_size, root, proof
-        return _Held(f"seq {self.b.seq} in the tree of {inc.tree_size} entries, root {root.hex()}")
+        return _Held(said("seq {seq} in the tree of {size} entries, root {root}", seq=self.b.seq,
+                           size=inc.tree_size, root=root.hex()))
 
     def checkpoint(self, trusted: Sequence[str]) -> _Held:
         if trusted:
@@ -264,7 +284,8 @@ class _Run:
         if cp.extensions:
             raise _Fail("the checkpoint has extension lines; copyledger/bundle/v1 allows none")
         if cp.origin != self.b.origin:
-            raise _Fail(f"the checkpoint is for log {cp.origin!r}, not {self.b.origin!r}")
+            raise _Fail(said("the checkpoint is for log {got}, not {origin}", got=repr(cp.origin),
+                              origin=repr(self.b.origin)))
         if (cp.size, cp.root) != (self.size, self.root):
             raise _Fail("the signed checkpoint's size and root differ from the inclusion proof's")
         self.verifiers, self.log_keys = ok, parsed
@@ -272,9 +293,9 @@ class _Run:
         signed_by = [keys[parsed.index(v)] for v in ok]
         self.rep.facts["log_keys"] = [{"verifier_key": k, "sha256": _sha256_hex(k.encode()),
                                        "pinned": pinned} for k in signed_by]
-        how = "a key you supplied" if pinned else "the key in the bundle (not pinned)"
-        return _Held(f"signed by {signed_by[0]} ({how}; SHA-256 "
-                     f"{_sha256_hex(signed_by[0].encode())}); tree size {cp.size}")
+        return _Held(said("signed by {key} ({how}; SHA-256 {sha256}); tree size {size}",
+                          key=signed_by[0], how=_key_how(pinned),
+                          sha256=_sha256_hex(signed_by[0].encode()), size=cp.size))
 
     def block(self) -> _Held:
         blk = self.b.block
@@ -291,18 +312,20 @@ class _Run:
         if (header.tree_size, header.tree_root) != (self.size, self.root):
             raise _Fail("the block header's tree size and root differ from the checkpoint's")
         if not header.first_seq <= self.b.seq < header.first_seq + header.count:
-            raise _Fail(f"seq {self.b.seq} is not among this block's entries")
+            raise _Fail(said("seq {seq} is not among this block's entries", seq=self.b.seq))
         if header.count == 1 and header.batch_root != self.leaf:
             raise _Fail("the block seals this entry alone, but its batch_root is not the "
                         "entry's leaf hash")
-        sealed = _time(header.sealed_at, "the block's sealed_at")
-        if _time(self.document.received_at, "the entry's received_at") > sealed:
-            raise _Fail(f"the entry was received at {self.document.received_at}, after the "
-                        f"block that seals it was sealed ({header.sealed_at})")
+        sealed = _time(header.sealed_at, said("the block's sealed_at"))
+        if _time(self.document.received_at, said("the entry's received_at")) > sealed:
+            raise _Fail(said("the entry was received at {received_at}, after the block that "
+                             "seals it was sealed ({sealed_at})",
+                             received_at=self.document.received_at, sealed_at=header.sealed_at))
         self.header, self.bhash, self.sealed = header, bhash, sealed
         self.rep.facts.update({"block_height": header.height, "sealed_at": header.sealed_at,
                                "block_hash": bhash.hex()})
-        return _Held(f"block {header.height} sealed at {header.sealed_at}")
+        return _Held(said("block {height} sealed at {sealed_at}", height=header.height,
+                          sealed_at=header.sealed_at))
 
     def block_signature(self) -> _Held:
         n, _ = note.verify_note(self.b.block.block_note, self.verifiers)
@@ -332,22 +355,22 @@ class _Run:
             try:
                 token = base64.b64decode(t.token, validate=True)
             except binascii.Error:
-                raise _Fail(f"timestamps[{i}].token is not base64") from None
+                raise _Fail(said("{what}.token is not base64", what=f"timestamps[{i}]")) from None
             try:
                 info = verify_token(token, self.bhash, roots, untrusted_pem=chain)
             except VerificationError as e:
                 if e.extra.get("reason") == "untrusted":  # a TSA whose root you do not trust
                     untrusted.append(f"timestamps[{i}]")
                     continue
-                raise _Fail(f"timestamps[{i}]: {e.detail}") from None
+                raise _Fail(said("{what}: {why}", what=f"timestamps[{i}]",
+                                 why=e.detail)) from None
             if (t.hash_alg or info.hash_alg) != info.hash_alg:
-                raise _Fail(f"timestamps[{i}].hash_alg says {t.hash_alg}, the token "
-                            f"{info.hash_alg}")
+                raise _Fail(said("{what}.hash_alg says {claimed}, the token {alg}",
+                                 what=f"timestamps[{i}]", claimed=t.hash_alg, alg=info.hash_alg))
             latest = info.gen_time + (info.accuracy if info.accuracy is not None
                                       else _NO_ACCURACY)
             if self.sealed > latest:
-                raise _Fail(f"timestamps[{i}]: the block was sealed at {self.header.sealed_at}, "
-                            f"after the token's time {info.gen_time.isoformat()} (+ accuracy)")
+                raise _sealed_after(f"timestamps[{i}]", self.header.sealed_at, info.gen_time)
             subject = info.tsa_certificate.subject.rfc4514_string()
             independent = pinned and info.root not in own and info.tsa_certificate not in own
             times.append(f"{subject}: {info.gen_time.isoformat()}")
@@ -358,15 +381,17 @@ class _Run:
                 "root_pinned": pinned, "independent": independent,
             })
         if not times:
-            raise _Fail("no time-stamp token chains to a trusted TSA root "
-                        f"(untrusted: {', '.join(untrusted)})")
+            raise _Fail(said("no time-stamp token chains to a trusted TSA root (untrusted: "
+                             "{untrusted})", untrusted=", ".join(untrusted)))
         self.rep.facts["timestamps"] = times
         self.rep.facts["time_sources"] = sources
-        how = "roots you supplied" if pinned else "roots in the bundle (not pinned)"
+        how = said("roots you supplied") if pinned else said("roots in the bundle (not pinned)")
         indep = sum(1 for src in sources if src["independent"])
-        also = f"; not trusted, so not counted: {', '.join(untrusted)}" if untrusted else ""
-        return _Held(f"{len(times)} token(s) under {how}: " + "; ".join(times)
-                     + f"; independent of the operator: {indep}" + also)
+        also = said("; not trusted, so not counted: {untrusted}",
+                    untrusted=", ".join(untrusted)) if untrusted else ""
+        return _Held(said("{n} token(s) under {how}: {times}; independent of the operator: "
+                          "{independent}{also}", n=len(times), how=how, times="; ".join(times),
+                          independent=indep, also=also))
 
     def tlog_proof(self) -> _Held:
         if self.b.tlog_proof is None:
@@ -380,11 +405,14 @@ class _Run:
 
     def witnessed(self, vkeys: Sequence[str], quorum: int) -> _Held:
         w = self.b.witnessed
+        if not vkeys and w is None:
+            return _skipped("no witness keys given, so witness cosignatures were not checked")
         if not vkeys:
-            return _skipped("no witness keys given, so witness cosignatures were not checked"
-                            + ("" if w is None else " (the bundle carries a witnessed checkpoint)"))
+            return _skipped("no witness keys given, so witness cosignatures were not checked "
+                            "(the bundle carries a witnessed checkpoint)")
         if not 1 <= quorum <= len(vkeys):
-            raise _Fail(f"the quorum must be 1..{len(vkeys)} (the number of witness keys)")
+            raise _Fail(said("the quorum must be 1..{n} (the number of witness keys)",
+                             n=len(vkeys)))
         if w is None:
             raise _Fail("the bundle carries no witnessed checkpoint")
         witnesses = [cosignature.parse_verifier_key(k) for k in vkeys]
@@ -392,22 +420,23 @@ class _Run:
         cp = note.parse_checkpoint(n.text)
         if cp.extensions or cp.origin != self.b.origin:
             raise _Fail("the witnessed checkpoint is not a plain checkpoint of this log")
-        proof = [_hex(h, "witnessed.consistency hash") for h in w.consistency]
+        proof = [_hex(h, said("witnessed.consistency hash")) for h in w.consistency]
         if cp.size < self.size:
-            raise _Fail(f"the witnessed checkpoint (size {cp.size}) is older than the entry's "
-                        f"({self.size})")
+            raise _Fail(said("the witnessed checkpoint (size {size}) is older than the entry's "
+                             "({entry_size})", size=cp.size, entry_size=self.size))
         merkle.verify_consistency(self.size, cp.size, self.root, cp.root, proof)
         cosigs = cosignature.cosignatures_of(w.checkpoint, witnesses)
         cosigners = sorted({(c.name, c.key_id) for c in cosigs})
         if len(cosigners) < quorum:
-            raise _Fail(f"{len(cosigners)} valid cosignature(s) by the witness keys given, "
-                        f"{quorum} required")
+            raise _Fail(said("{n} valid cosignature(s) by the witness keys given, {quorum} "
+                             "required", n=len(cosigners), quorum=quorum))
         self.rep.facts["witnessed_size"] = cp.size
         self.rep.facts["witnesses"] = [
             {"name": c.name, "key_id": c.key_id.hex(), "cosigned_at": c.timestamp}
             for c in cosigs]
-        return _Held(f"tree size {cp.size}, consistent with size {self.size}; cosigned by "
-                     + ", ".join(name for name, _ in cosigners) + f" (quorum {quorum})")
+        return _Held(said("tree size {size}, consistent with size {entry_size}; cosigned by "
+                          "{names} (quorum {quorum})", size=cp.size, entry_size=self.size,
+                          names=", ".join(name for name, _ in cosigners), quorum=quorum))
 
     def title(self) -> _Held:
         """Replay the chain of title the bundle carries. The holder rules are `ledger.title`'s
@@ -425,48 +454,50 @@ class _Run:
         if cp.extensions or cp.origin != self.b.origin:
             raise _Fail("the chain's checkpoint is not a plain checkpoint of this log")
         if cp.size < self.size:
-            raise _Fail(f"the chain's checkpoint (size {cp.size}) is older than the entry's "
-                        f"({self.size})")
-        proof = [_hex(h, "title_chain.consistency hash") for h in c.consistency]
+            raise _Fail(said("the chain's checkpoint (size {size}) is older than the entry's "
+                             "({entry_size})", size=cp.size, entry_size=self.size))
+        proof = [_hex(h, said("title_chain.consistency hash")) for h in c.consistency]
         merkle.verify_consistency(self.size, cp.size, self.root, cp.root, proof)
         if not c.links:
             raise _Fail("the chain of title has no links (the first must be the work)")
         title: Title | None = None
         carried, prev = False, -1
         for i, link in enumerate(c.links):
-            at = f"link {i} (seq {link.seq})"
             try:
                 doc = parse_entry(link.entry)
                 data = doc.canonical_bytes()
                 merkle.verify_inclusion(link.seq, cp.size, merkle.leaf_hash(data),
-                                        [_hex(h, "proof hash") for h in link.proof], cp.root)
+                                        [_hex(h, said("proof hash")) for h in link.proof], cp.root)
                 if link.seq <= prev:
                     raise _Fail("out of log order (each link must come after the one before)")
                 if title is None:
                     title = Title.of(link.seq, doc)
                 else:
                     if not any(t == c.links[0].seq for t, _ in links.links_of(doc)):
-                        raise _Fail(f"the entry does not name work {c.links[0].seq}")
+                        raise _Fail(said("the entry does not name work {seq}", seq=c.links[0].seq))
                     title.apply(link.seq, doc)
             except (_Fail, CopyledgerError) as e:
-                why = e.detail if isinstance(e, CopyledgerError) else str(e)
-                raise _Fail(f"{at}: {why}") from None
+                raise _Fail(said("link {i} (seq {seq}): {why}", i=i, seq=link.seq,
+                                 why=e.detail)) from None
             carried = carried or (link.seq, data) == (self.b.seq, self.data)
             prev = link.seq
         assert title is not None
         if not carried:
-            raise _Fail(f"the bundled entry (seq {self.b.seq}) is not a link of the chain")
+            raise _Fail(said("the bundled entry (seq {seq}) is not a link of the chain",
+                             seq=self.b.seq))
         holders = [title.registrant, *(f"{li.holder_after} (seq {li.seq})" for li in title.links)]
         self.rep.facts["title_chain"] = {
             "work_seq": c.links[0].seq, "registrant": title.registrant, "holder": title.holder,
             "links": [asdict(li) for li in title.links],
             "licences": [asdict(li) for li in title.licences], "tree_size": cp.size,
         }
-        return _Held(f"work {c.links[0].seq}: " + " → ".join(holders)
-                     + f"; {len(title.licences)} licence(s); as of tree size {cp.size}")
+        return _Held(said("work {seq}: {holders}; {n} licence(s); as of tree size {size}",
+                          seq=c.links[0].seq, holders=" → ".join(holders),
+                          n=len(title.licences), size=cp.size))
 
 
-    def sm2(self, pinned: Sequence[str], tsa_roots_pem: bytes | None) -> _Held:
+    def sm2(self, pinned: Sequence[str], tsa_roots_pem: bytes | None,
+            retired: Sequence[Mapping[str, str]] | None = None) -> _Held:
         carried = [str(k["verifier_key"]) for k in self.b.notary.sm2_keys or ()]
         if not pinned and not carried:
             if tsa_roots_pem is not None or self.b.sm2_timestamps:
@@ -475,22 +506,25 @@ class _Run:
             return _skipped("not an SM-suite log: the bundle carries no SM2 key")
         keys = list(pinned) or carried
         parsed = [sm2.parse_verifier_key(k) for k in keys]
-        for what, signed in (("checkpoint", self.b.checkpoint),
-                             ("block note", self.b.block.block_note)):
+        for what, signed in ((said("the checkpoint"), self.b.checkpoint),
+                             (said("the block note"), self.b.block.block_note)):
             try:
                 _, ok = note.verify_note(signed, parsed)
             except CopyledgerError as e:
-                raise _Fail(f"the {what}'s SM2 signature: {e.detail}") from None
+                raise _Fail(said("{what}'s SM2 signature: {why}", what=what,
+                                 why=e.detail)) from None
         key = keys[parsed.index(ok[0])]
         self.rep.facts["sm2_keys"] = [{"verifier_key": key, "sha256": _sha256_hex(key.encode()),
                                        "pinned": bool(pinned)}]
         if "sm3" in self.document.to_dict().get("content", {}):
             self.rep.facts["sm3"] = self.document.to_dict()["content"]["sm3"]
-        how = "a key you supplied" if pinned else "the key in the bundle (not pinned)"
-        return _Held(f"SM2 with SM3 and ID {ok[0].distid.decode('latin-1')!r}, by {key} ({how})"
-                     + self._sm2_timestamps(tsa_roots_pem))
+        return _Held(said("SM2 with SM3 and ID {distid}, by {key} ({how}){timestamps}",
+                          distid=repr(ok[0].distid.decode("latin-1")), key=key,
+                          how=_key_how(bool(pinned)),
+                          timestamps=self._sm2_timestamps(tsa_roots_pem, retired)))
 
-    def _sm2_timestamps(self, roots_pem: bytes | None) -> str:
+    def _sm2_timestamps(self, roots_pem: bytes | None,
+                        retired: Sequence[Mapping[str, str]] | None) -> str:
         """The SM2/SM3 tokens over SM3 of the block header (D51), under the pinned SM2 TSA
         roots or the bundle's; what the sm2 step's detail adds."""
         from copyledger.ledger.sm2_timestamp import load_certificates, verify_sm2_token
@@ -503,28 +537,29 @@ class _Run:
             if pinned:
                 raise _Fail("SM2 TSA roots were given, but the bundle carries no SM2 "
                             "time-stamp token")
-            return "; no SM2 time-stamp token in the bundle"
+            return said("; no SM2 time-stamp token in the bundle")
         digest = sm2.sm3(self.header.canonical_bytes())
         self.rep.facts["sm2_tsa_roots"] = [
             {"sha256": _sha256_hex(der), "pinned": pinned} for der in load_certificates(roots)]
+        retirements = self._sm2_retirements(retired)
         found = []
         for i, t in enumerate(stamps):
             what = f"sm2_timestamps[{i}]"
             if (t.hash_alg or "sm3") != "sm3":
-                raise _Fail(f"{what}.hash_alg says {t.hash_alg}, an SM2 token's is sm3")
+                raise _Fail(said("{what}.hash_alg says {claimed}, an SM2 token's is sm3",
+                                 what=what, claimed=t.hash_alg))
             try:
                 token = base64.b64decode(t.token, validate=True)
             except binascii.Error:
-                raise _Fail(f"{what}.token is not base64") from None
+                raise _Fail(said("{what}.token is not base64", what=what)) from None
             try:
                 info = verify_sm2_token(token, digest, roots)
             except VerificationError as e:
-                raise _Fail(f"{what}: {e.detail}") from None
+                raise _Fail(said("{what}: {why}", what=what, why=e.detail)) from None
             latest = info.gen_time + (info.accuracy or _NO_ACCURACY)
             if self.sealed > latest:
-                raise _Fail(f"{what}: the block was sealed at {self.header.sealed_at}, after "
-                            f"the token's time {info.gen_time.isoformat()} (+ accuracy)")
-            self._sm2_not_retired(what, info.tsa_certificate_sm3, info.gen_time)
+                raise _sealed_after(what, self.header.sealed_at, info.gen_time)
+            _sm2_not_retired(what, retirements, info.tsa_certificate_sm3, info.gen_time)
             found.append({"tsa_certificate": info.tsa_subject,
                           "gen_time": info.gen_time.isoformat(),
                           "serial_number": f"{info.serial_number:x}",
@@ -532,22 +567,85 @@ class _Run:
                           "root_sha256": info.root_sha256, "root_pinned": pinned,
                           "header_sm3": digest.hex()})
         self.rep.facts["sm2_timestamps"] = found
-        how = "roots you supplied" if pinned else "the SM2 TSA root in the bundle (not pinned)"
-        return (f"; {len(found)} SM2/SM3 time-stamp token(s) over the header's SM3 "
-                f"{digest.hex()}, under {how}: "
-                + "; ".join(f"{f['tsa_certificate']}: {f['gen_time']}" for f in found))
+        how = (said("roots you supplied") if pinned
+               else said("the SM2 TSA root in the bundle (not pinned)"))
+        return said("; {n} SM2/SM3 time-stamp token(s) over the header's SM3 {sm3}, under "
+                    "{how}: {times}", n=len(found), sm3=digest.hex(), how=how,
+                    times="; ".join(f"{f['tsa_certificate']}: {f['gen_time']}" for f in found))
 
 
-    def _sm2_not_retired(self, what: str, certificate_sm3: str, gen_time: datetime) -> None:
-        """A rotation retires the SM2 TSA certificate (D57): a token it signed afterwards
-        (its key kept or stolen) is refused, while its earlier tokens keep verifying."""
-        for r in self.b.notary.sm2_tsa_retired or ():
-            if str(r["certificate_sm3"]).lower() != certificate_sm3:
-                continue
-            retired_at = _time(str(r["retired_at"]), "notary.sm2_tsa_retired[].retired_at")
-            if gen_time > retired_at:
-                raise _Fail(f"{what}: signed at {gen_time.isoformat()} by an SM2 TSA "
-                            f"certificate retired at {r['retired_at']}")
+    def _sm2_retirements(self, pinned: Sequence[Mapping[str, str]] | None
+                         ) -> list[dict[str, Any]]:
+        """The SM2 TSA certificates held retired (D64): the pinned list's, then the bundle's.
+        A retirement can only refuse a token, so the bundle may add one; once the list is
+        pinned, a bundle that leaves one out escapes nothing. Recorded in the facts, each
+        with whether it was pinned, so the output can say what the check rested on."""
+        out = [{"certificate_sm3": r["certificate_sm3"], "retired_at": r["retired_at"],
+                "pinned": True} for r in pinned or ()]
+        out += [{"certificate_sm3": str(r["certificate_sm3"]).lower(),
+                 "retired_at": str(r["retired_at"]), "pinned": False}
+                for r in self.b.notary.sm2_tsa_retired or ()]
+        self.rep.facts["sm2_tsa_retired"] = {"pinned": pinned is not None, "retired": out}
+        return out
+
+
+def _sm2_not_retired(what: str, retirements: Sequence[Mapping[str, Any]],
+                     certificate_sm3: str, gen_time: datetime) -> None:
+    """A rotation retires the SM2 TSA certificate (D57): a token it signed afterwards (its key
+    kept or stolen) is refused, while its earlier tokens keep verifying."""
+    for r in retirements:
+        if r["certificate_sm3"] != certificate_sm3:
+            continue
+        retired_at = _time(r["retired_at"], "notary.sm2_tsa_retired[].retired_at")
+        if gen_time > retired_at:
+            raise _Fail(said("{what}: signed at {gen_time} by an SM2 TSA certificate retired "
+                             "at {retired_at}", what=what, gen_time=gen_time.isoformat(),
+                             retired_at=r["retired_at"]))
+
+
+def pinned_sm2_tsa_retired(doc: object) -> list[dict[str, str]]:
+    """The SM2 TSA retirement list a verifier pins (D64), from the JSON of the registry's
+    `GET /v1/notary/keys` (an answer without `sm2_tsa_retired` pins that none is retired) or
+    the list itself. InvalidInput if it is neither, or an item is not exactly
+    `{"certificate_sm3": 64 hex digits, "retired_at": RFC 3339}`."""
+    items = doc.get("sm2_tsa_retired", []) if isinstance(doc, Mapping) else doc
+    if not isinstance(items, list):
+        raise InvalidInput("the SM2 TSA retirement list is not a JSON list, nor the answer of "
+                           "/v1/notary/keys")
+    out = []
+    for i, r in enumerate(items):
+        if not _is_retirement(r):
+            raise InvalidInput(said("sm2_tsa_retired[{i}] must hold exactly certificate_sm3 (64 "
+                                    "hex digits) and retired_at (an RFC 3339 time)", i=i))
+        out.append({"certificate_sm3": r["certificate_sm3"].lower(),
+                    "retired_at": r["retired_at"]})
+    return out
+
+
+def _is_retirement(r: object) -> bool:
+    from copyledger.ledger.entry import parse_timestamp
+
+    if not (isinstance(r, Mapping) and set(r) == {"certificate_sm3", "retired_at"}
+            and all(isinstance(v, str) for v in r.values())
+            and _HEX64.fullmatch(r["certificate_sm3"].lower())):
+        return False
+    try:
+        parse_timestamp(r["retired_at"])
+    except CopyledgerError:
+        return False
+    return True
+
+
+def _key_how(pinned: bool) -> str:
+    """Where a step's key came from, as its detail says it."""
+    return said("a key you supplied") if pinned else said("the key in the bundle (not pinned)")
+
+
+def _sealed_after(what: str, sealed_at: str, gen_time: datetime) -> _Fail:
+    """A token whose time (with its accuracy) is before the block it covers was sealed."""
+    return _Fail(said("{what}: the block was sealed at {sealed_at}, after the token's time "
+                      "{gen_time} (+ accuracy)", what=what, sealed_at=sealed_at,
+                      gen_time=gen_time.isoformat()))
 
 
 def _certs(pems: Sequence[str]) -> list[Any]:
@@ -592,7 +690,7 @@ def verify_receipt(
         root = _hex(rc.root, "receipt.root")
         proof = [_hex(h, "receipt.proof hash") for h in rc.proof]
     except _Fail as e:
-        raise VerificationError(str(e)) from None
+        raise VerificationError(e.detail) from None
     merkle.verify_inclusion(r.seq, rc.tree_size, leaf, proof, root)
     cp = checked.get(rc.checkpoint) if checked is not None else None
     if cp is None:

@@ -36,8 +36,9 @@ SAID_IN = ("ledger", "service", "notary", "matching", "api", "client")
 # fails `tests/test_i18n_errors.py` (D56).
 ERRORS_IN = ("ledger", "notary", "service", "api", "client", "matching")
 # Calls other than a domain error's whose argument at this index is a detail a person reads:
-# a monitor alert's, and `ledger.timestamp._fail(reason, detail)`'s (a TimestampError's).
-DETAIL_AT = {"Alert": 1, "_alert": 1, "_fail": 1}
+# a monitor alert's, `ledger.timestamp._fail(reason, detail)`'s (a TimestampError's), and
+# `ledger.verify`'s step details, failed (`_Fail`) or held (`_Held`, `_skipped`).
+DETAIL_AT = {"Alert": 1, "_alert": 1, "_fail": 1, "_Fail": 0, "_Held": 0, "_skipped": 0}
 JS_TABLES = ("STEPS", "PLAIN", "MONTHS", "FACTS", "KINDS", "WORDS")
 MARKER = re.compile(r"\{\{(.+?)\}\}", re.S)
 
@@ -53,10 +54,26 @@ def _values(x: object) -> Iterator[str]:
             yield from _values(v)
 
 
+# A JavaScript string literal (one line), and a `T(...)` call's template: literals joined by `+`.
+JS_LITERAL = r"'(?:\\.|[^'\\\n])*'" + r'|"(?:\\.|[^"\\\n])*"'
+JS_T_CALL = re.compile(rf"\bT\(\s*((?:{JS_LITERAL})(?:\s*\+\s*(?:{JS_LITERAL}))*)")
+
+
+def _js_text(literal: str) -> str:
+    """A JavaScript string literal's text: quotes off, escapes resolved."""
+    return literal[1:-1].encode("latin-1", "backslashreplace").decode("unicode_escape")
+
+
 def js_strings(source: str) -> list[str]:
-    """The string literals of verify.js's tables (`const NAME = ...;` blocks), with
+    """The string literals of verify.js's tables (`const NAME = ...;` blocks) and the templates
+    of its `T('...', {...})` calls (the steps' details, as ledger/verify.py's `said`), with
     JavaScript's escapes and `+` continuations resolved."""
     out: list[str] = []
+
+    def add(s: str) -> None:
+        if re.sub(r"\{\w*\}", "", s).strip() and s not in out:  # words, not "{why}"
+            out.append(s)
+
     for name in JS_TABLES:
         m = re.search(rf"const {name} = (.*?);\n", source, re.S)
         if not m:
@@ -65,10 +82,35 @@ def js_strings(source: str) -> list[str]:
         if name == "STEPS":  # [name, words] pairs: the name is machine-readable
             block = re.sub(r"\[\s*'[\w-]+',", "[", block)
         for _, text in re.findall(r"""(['"])((?:\\.|(?!\1).)*)\1""", block):
-            s = text.encode("latin-1", "backslashreplace").decode("unicode_escape")
-            if re.sub(r"\{\w*\}", "", s).strip() and s not in out:  # words, not "{why}"
-                out.append(s)
+            add(_js_text(f"'{text}'"))
+    for m in JS_T_CALL.finditer(source):
+        add("".join(_js_text(lit) for lit in re.findall(JS_LITERAL, m.group(1))))
     return out
+
+
+def js_unsaid(source: str) -> list[tuple[int, str]]:
+    """(line, literal) of every string or template literal of verify.js with two English words
+    that neither a table nor a `T(...)` template holds: words a zh-CN page would show in English.
+    Comments and `${...}` code are skipped, and so are `JS_MACHINE`'s literals."""
+    rest = JS_T_CALL.sub(lambda m: "T(" + "\n" * m.group(0).count("\n"), source)
+    for name in JS_TABLES:
+        rest = re.sub(rf"const {name} = (.*?);\n", lambda m: "\n" * m.group(0).count("\n"),
+                      rest, flags=re.S)
+    rest = re.sub(r"^[ \t]*(//|/?\*).*$", "", rest, flags=re.M)
+    found = []
+    for m in re.finditer(JS_LITERAL + r"|`(?:\\.|[^`\\])*`", rest):
+        text = re.sub(r"\$\{[^}]*\}", "", m.group(0))
+        if re.search(r"[A-Za-z]{2,}\s+[A-Za-z]{2,}", text) and text[1:-1] not in JS_MACHINE:
+            found.append((rest[:m.start()].count("\n") + 1, m.group(0)))
+    return found
+
+
+# verify.js literals of two words that are not words to a reader: DER fields by their ASN.1
+# names (data, like a JSON key), a step status (machine-readable), openssl command lines.
+JS_MACHINE = ("hash OID", "signature algorithm", "digest algorithm", "SignerInfo version",
+              "attribute type", "attribute values", "ESS hash", "not checked", "use strict",
+              " -untrusted chain.pem",
+              "openssl ts -verify -digest  -in token.der -token_in -CAfile root.pem")
 
 
 def html_markers(source: str) -> list[str]:

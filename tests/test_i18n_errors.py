@@ -3,7 +3,8 @@ failure reasons, the monitor's alerts, the 503s of the background install, Click
 
 The static check reads `ledger/`, `notary/`, `service/`, `api/`, `client/` and `matching/`: the
 detail of every domain error (`CopyledgerError` or a subclass, however deep, called with its
-detail first) and of every monitor alert must be a translated catalogue msgid: a
+detail first), of every monitor alert and of every step of `ledger.verify` (`_Fail`, `_Held`,
+`_skipped`: what `copyledger verify` prints) must be a translated catalogue msgid: a
 `said("template", ...)` or a literal the catalogue holds. An f-string, a `+` or a `.format`
 on a literal is never a msgid, so a new `raise InvalidInput(f"bad {x}")` fails here. A detail
 held in a variable cannot be read statically; the places that build one (`seq {seq}: {detail}`)
@@ -102,11 +103,16 @@ def test_the_static_check_catches_an_unsaid_detail_and_passes_a_said_one(
            'raise ProofError("tree {n} is odd".format(n=n))\n'
            'raise Conflict("one thing" if x else "another thing")\n'
            'raise LogMisbehaved(Alert("fork", f"split at {n}", o, 1, b""))\n'
-           'raise _fail("untrusted", f"issuer {name} is not a CA")\n')
-    assert sorted(line for line, _ in unsaid(bad, translated, classes)) == [1, 2, 3, 4, 5, 6, 7]
+           'raise _fail("untrusted", f"issuer {name} is not a CA")\n'
+           'raise _Fail(f"the file\'s SM3 is {sm3}")\n'
+           'return _Held("block " + str(h) + " sealed")\n'
+           'return _skipped("a step with nothing to do here")\n')
+    assert sorted(line for line, _ in unsaid(bad, translated, classes)) == list(range(1, 11))
     good = ('raise InvalidInput(said("tree size {size} is negative", size=n))\n'
             'raise ProofError("inclusion proof is too short")\n'
             'raise NotFound(detail)\nraise InvalidInput("q")\n'
+            'raise _Fail(said("seq {seq} is not among this block\'s entries", seq=s))\n'
+            'return _skipped("no tlog-proof in the bundle")\n'
             'x = f"not a {detail} of an error"\n')
     assert unsaid(good, translated, classes) == []
 

@@ -114,6 +114,12 @@
   const fillIn = (text, vars) => Object.entries(vars).reduce(
     (s, [k, x]) => s.split(`{${k}}`).join(String(x)), text);
   const say = (key, vars = {}) => fillIn(WORDS[key], vars);
+  /** A step's words: `template` (a catalogue msgid, as in ledger/verify.py where the two say
+   * the same) in the page's language, its {slots} filled in one pass, so a value from a bundle
+   * that holds braces stays as it is. Values are never translated; a noun chosen here is a T()
+   * itself. */
+  const T = (template, vars = {}) => tr(template).replace(
+    /\{(\w+)\}/g, (slot, k) => (Object.prototype.hasOwnProperty.call(vars, k) ? String(vars[k]) : slot));
 
   class Fail extends Error {}
   const fail = (msg) => { throw new Fail(msg); };
@@ -131,7 +137,7 @@
   };
 
   function fromHex(s, what) {
-    if (typeof s !== 'string' || !/^[0-9a-f]{64}$/.test(s)) fail(`${what} is not 64 lowercase hex characters`);
+    if (typeof s !== 'string' || !/^[0-9a-f]{64}$/.test(s)) fail(T('{what} is not 64 lowercase hex characters', { what }));
     const out = new Uint8Array(32);
     for (let i = 0; i < 32; i++) out[i] = parseInt(s.substr(2 * i, 2), 16);
     return out;
@@ -146,9 +152,9 @@
   /** Standard padded base64; with `canonical`, only the one spelling that re-encodes alike. */
   function b64decode(s, what, canonical = true) {
     let bin;
-    try { bin = atob(s); } catch (e) { fail(`${what} is not base64`); }
+    try { bin = atob(s); } catch (e) { fail(T('{what} is not base64', { what })); }
     const out = Uint8Array.from(bin, (c) => c.charCodeAt(0));
-    if (canonical && b64encode(out) !== s) fail(`${what} is not canonical base64`);
+    if (canonical && b64encode(out) !== s) fail(T('{what} is not canonical base64', { what }));
     return out;
   }
 
@@ -250,7 +256,7 @@
    * see another document. As ledger/jcs.py's parse: refuse the text. */
   function parseStrict(text) {
     let value;
-    try { value = JSON.parse(text); } catch (e) { fail(`invalid JSON: ${e.message}`); }
+    try { value = JSON.parse(text); } catch (e) { fail(T('invalid JSON: {why}', { why: e.message })); }
     const stack = []; // per open object: its member names so far, and whether a name is next
     for (let i = 0; i < text.length; i++) {
       const c = text[i], top = stack[stack.length - 1];
@@ -259,7 +265,7 @@
         while (text[j] !== '"') j += text[j] === '\\' ? 2 : 1;
         if (top && top.names && top.nameNext) {
           const name = JSON.parse(text.slice(i, j + 1));
-          if (top.names.has(name)) fail(`invalid JSON: duplicate member ${JSON.stringify(name)}`);
+          if (top.names.has(name)) fail(T('invalid JSON: duplicate member {name}', { name: JSON.stringify(name) }));
           top.names.add(name);
           top.nameNext = false;
         }
@@ -278,7 +284,7 @@
    * digits past microseconds dropped, a leap second (only 23:59:60 UTC) read as :59. */
   function micros(text, what) {
     const m = typeof text === 'string' && RFC3339.exec(text);
-    if (!m) fail(`${what} is not an RFC 3339 timestamp`);
+    if (!m) fail(T('{what} is not an RFC 3339 timestamp', { what }));
     const [y, mo, d, h, mi, sec] = m.slice(1, 7).map(Number);
     const t = new Date(0);
     t.setUTCFullYear(y, mo - 1, d);
@@ -286,7 +292,7 @@
     const bad = y < 1 || mo < 1 || mo > 12 || t.getUTCMonth() !== mo - 1 || t.getUTCDate() !== d
       || (m[8] !== 'Z' && (Number(m[10]) > 23 || Number(m[11]) > 59)) || h > 23 || mi > 59 || sec > 60
       || (sec === 60 && ((((h * 60 + mi - offset) % 1440) + 1440) % 1440) !== 23 * 60 + 59);
-    if (bad) fail(`${what} is not an RFC 3339 timestamp`);
+    if (bad) fail(T('{what} is not an RFC 3339 timestamp', { what }));
     t.setUTCHours(h, mi, Math.min(sec, 59), 0);
     const frac = Number(((m[7] || '.').slice(1) + '000000').slice(0, 6));
     return t.getTime() * 1000 + frac - offset * 60e6;
@@ -302,18 +308,18 @@
   function jcs(v) {
     if (v === null || typeof v === 'boolean') return JSON.stringify(v);
     if (typeof v === 'number') {
-      if (!Number.isFinite(v)) fail('the entry holds a number JSON cannot represent');
+      if (!Number.isFinite(v)) fail(T('the entry holds a number JSON cannot represent'));
       return JSON.stringify(v);
     }
     if (typeof v === 'string') {
-      if (!wellFormed(v)) fail('the entry holds a string that is not valid Unicode');
+      if (!wellFormed(v)) fail(T('the entry holds a string that is not valid Unicode'));
       return JSON.stringify(v);
     }
     if (Array.isArray(v)) return '[' + v.map(jcs).join(',') + ']';
     if (typeof v === 'object') {
       return '{' + Object.keys(v).sort().map((k) => jcs(k) + ':' + jcs(v[k])).join(',') + '}';
     }
-    return fail(`${typeof v} is not a JSON value`);
+    return fail(T('{type} is not a JSON value', { type: typeof v }));
   }
 
   // ------------------------------------------------------------ RFC 6962 / 9162 Merkle
@@ -323,10 +329,10 @@
 
   /** RFC 9162 section 2.1.3.2, in BigInt: JS bit operators are 32-bit, tree sizes are not. */
   async function rootFromInclusion(index, size, leaf, proof) {
-    if (index < 0n || size <= 0n || index >= size) fail(`leaf index ${index} is not in a tree of size ${size}`);
+    if (index < 0n || size <= 0n || index >= size) fail(T('leaf index {index} is not in a tree of size {size}', { index, size }));
     let fn = index, sn = size - 1n, r = leaf;
     for (const p of proof) {
-      if (sn === 0n) fail('the inclusion proof is too long');
+      if (sn === 0n) fail(T('the inclusion proof is too long'));
       if ((fn & 1n) === 1n || fn === sn) {
         r = await nodeHash(p, r);
         while (fn !== 0n && (fn & 1n) === 0n) { fn >>= 1n; sn >>= 1n; }
@@ -335,25 +341,25 @@
       }
       fn >>= 1n; sn >>= 1n;
     }
-    if (sn !== 0n) fail('the inclusion proof is too short');
+    if (sn !== 0n) fail(T('the inclusion proof is too short'));
     return r;
   }
 
   /** RFC 9162 section 2.1.4.2, as ledger/merkle.py's verify_consistency (same edge cases). */
   async function verifyConsistency(oldSize, newSize, oldRoot, newRoot, proof) {
-    if (oldSize === 0n || newSize < oldSize) fail(`tree size ${oldSize} cannot precede ${newSize}`);
+    if (oldSize === 0n || newSize < oldSize) fail(T('tree size {oldSize} cannot precede {newSize}', { oldSize, newSize }));
     if (oldSize === newSize) {
-      if (proof.length) fail('equal tree sizes need an empty consistency proof');
-      if (!eq(oldRoot, newRoot)) fail('equal tree sizes but different roots');
+      if (proof.length) fail(T('equal tree sizes need an empty consistency proof'));
+      if (!eq(oldRoot, newRoot)) fail(T('equal tree sizes but different roots'));
       return;
     }
-    if (!proof.length) fail('empty consistency proof for different tree sizes');
+    if (!proof.length) fail(T('empty consistency proof for different tree sizes'));
     const path = (oldSize & (oldSize - 1n)) === 0n ? [oldRoot, ...proof] : [...proof];
     let fn = oldSize - 1n, sn = newSize - 1n;
     while ((fn & 1n) === 1n) { fn >>= 1n; sn >>= 1n; }
     let fr = path[0], sr = path[0];
     for (const c of path.slice(1)) {
-      if (sn === 0n) fail('the consistency proof is too long');
+      if (sn === 0n) fail(T('the consistency proof is too long'));
       if ((fn & 1n) === 1n || fn === sn) {
         fr = await nodeHash(c, fr);
         sr = await nodeHash(c, sr);
@@ -363,9 +369,9 @@
       }
       fn >>= 1n; sn >>= 1n;
     }
-    if (sn !== 0n) fail('the consistency proof is too short');
-    if (!eq(fr, oldRoot)) fail('the consistency proof does not lead to the old root');
-    if (!eq(sr, newRoot)) fail('the consistency proof does not lead to the new root');
+    if (sn !== 0n) fail(T('the consistency proof is too short'));
+    if (!eq(fr, oldRoot)) fail(T('the consistency proof does not lead to the old root'));
+    if (!eq(sr, newRoot)) fail(T('the consistency proof does not lead to the new root'));
   }
 
   // ------------------------------------------------------------ C2SP signed notes
@@ -381,42 +387,42 @@
   /** name+hex(key ID)+base64(0x01 || Ed25519 key), the vkey format of Go's note package. */
   async function parseVerifierKey(vkey) {
     const i = vkey.indexOf('+'), j = vkey.indexOf('+', i + 1);
-    if (i < 0 || j < 0) fail('a verifier key is name+keyid+key');
+    if (i < 0 || j < 0) fail(T('a verifier key is name+keyid+key'));
     const name = vkey.slice(0, i), hexId = vkey.slice(i + 1, j);
-    if (!validName(name)) fail(`the verifier key has an invalid name ${JSON.stringify(name)}`);
-    if (!/^[0-9a-f]{8}$/.test(hexId)) fail('a verifier key ID is 8 lowercase hex digits');
-    const key = b64decode(vkey.slice(j + 1), 'the verifier key');
-    if (key.length !== 33 || key[0] !== 1) fail('the verifier key is not an Ed25519 key');
+    if (!validName(name)) fail(T('the verifier key has an invalid name {name}', { name: JSON.stringify(name) }));
+    if (!/^[0-9a-f]{8}$/.test(hexId)) fail(T('a verifier key ID is 8 lowercase hex digits'));
+    const key = b64decode(vkey.slice(j + 1), T('the verifier key'));
+    if (key.length !== 33 || key[0] !== 1) fail(T('the verifier key is not an Ed25519 key'));
     const pub = key.subarray(1);
-    if (toHex(await keyId(name, pub)) !== hexId) fail('the verifier key ID does not match its key');
+    if (toHex(await keyId(name, pub)) !== hexId) fail(T('the verifier key ID does not match its key'));
     let cryptoKey;
     try {
       cryptoKey = await crypto.subtle.importKey('raw', pub, { name: 'Ed25519' }, false, ['verify']);
     } catch (e) {
       if (e && e.name === 'NotSupportedError') throw new Unsupported();
-      fail(`the verifier key is not a valid Ed25519 key (${e})`);
+      fail(T('the verifier key is not a valid Ed25519 key ({e})', { e }));
     }
     return { name, hexId, vkey, cryptoKey };
   }
 
   class Unsupported extends Error {
-    constructor() { super('this browser cannot check Ed25519 signatures (WebCrypto lacks Ed25519)'); }
+    constructor() { super(T('this browser cannot check Ed25519 signatures (WebCrypto lacks Ed25519)')); }
   }
 
   function parseNote(msg) {
-    if (CONTROL.test(msg) || !wellFormed(msg)) fail('malformed note: control character or bad Unicode');
+    if (CONTROL.test(msg) || !wellFormed(msg)) fail(T('malformed note: control character or bad Unicode'));
     const split = msg.lastIndexOf('\n\n');
-    if (split < 0) fail('malformed note: no blank line before the signatures');
+    if (split < 0) fail(T('malformed note: no blank line before the signatures'));
     const text = msg.slice(0, split + 1), block = msg.slice(split + 2);
-    if (!block.endsWith('\n')) fail('malformed note: signatures must end with a newline');
+    if (!block.endsWith('\n')) fail(T('malformed note: signatures must end with a newline'));
     const lines = block.slice(0, -1).split('\n');
-    if (lines.length > 100) fail('malformed note: more than 100 signatures');
+    if (lines.length > 100) fail(T('malformed note: more than 100 signatures'));
     const sigs = lines.map((line) => {
-      if (!line.startsWith('\u2014 ')) fail('malformed note: a signature line must start with an em dash');
+      if (!line.startsWith('\u2014 ')) fail(T('malformed note: a signature line must start with an em dash'));
       const rest = line.slice(2), sp = rest.indexOf(' ');
       const name = sp < 0 ? rest : rest.slice(0, sp);
-      const raw = b64decode(sp < 0 ? '' : rest.slice(sp + 1), 'a note signature');
-      if (!validName(name) || raw.length < 5) fail('malformed note: bad signature line');
+      const raw = b64decode(sp < 0 ? '' : rest.slice(sp + 1), T('a note signature'));
+      if (!validName(name) || raw.length < 5) fail(T('malformed note: bad signature line'));
       return { name, hexId: toHex(raw.subarray(0, 4)), sig: raw.subarray(4) };
     });
     return { text, sigs };
@@ -433,33 +439,33 @@
       if (!v) continue;
       const ok = v.sm2 ? v.verify(data, s.sig) : s.sig.length === 64
         && await crypto.subtle.verify({ name: 'Ed25519' }, v.cryptoKey, s.sig, data);
-      if (!ok) fail(`invalid signature by ${s.name}`);
+      if (!ok) fail(T('invalid signature by {name}', { name: s.name }));
       if (!good.includes(v)) good.push(v);
     }
-    if (!good.length) fail('no signature by a trusted key');
+    if (!good.length) fail(T('no signature by a trusted key'));
     return { text: n.text, signers: good };
   }
 
   function noteLines(text, what) {
-    if (!text.endsWith('\n')) fail(`${what} text must end with a newline`);
+    if (!text.endsWith('\n')) fail(T('{what} text must end with a newline', { what }));
     return text.slice(0, -1).split('\n');
   }
 
   function parseUint64(s, what) {
     if (s.length > 20 || !/^(0|[1-9][0-9]*)$/.test(s) || BigInt(s) > MAX_UINT64) {
-      fail(`${what} must be a decimal uint64 without leading zeros`);
+      fail(T('{what} must be a decimal uint64 without leading zeros', { what }));
     }
     return BigInt(s);
   }
 
   function parseCheckpoint(text) {
     const lines = noteLines(text, 'checkpoint');
-    if (lines.length < 3) fail('a checkpoint needs origin, size and root lines');
-    if (lines.some((l, i) => !l && i !== 1)) fail('checkpoint lines must not be empty');
-    if (lines.length > 3) fail('the checkpoint has extension lines; copyledger/bundle/v1 allows none');
-    const root = b64decode(lines[2], 'the checkpoint root');
-    if (root.length !== 32) fail('the checkpoint root is not 32 bytes');
-    return { origin: lines[0], size: parseUint64(lines[1], 'the tree size'), root };
+    if (lines.length < 3) fail(T('a checkpoint needs origin, size and root lines'));
+    if (lines.some((l, i) => !l && i !== 1)) fail(T('checkpoint lines must not be empty'));
+    if (lines.length > 3) fail(T('the checkpoint has extension lines; copyledger/bundle/v1 allows none'));
+    const root = b64decode(lines[2], T('the checkpoint root'));
+    if (root.length !== 32) fail(T('the checkpoint root is not 32 bytes'));
+    return { origin: lines[0], size: parseUint64(lines[1], T('the tree size')), root };
   }
 
   // ------------------------------------------------------------ SM3 and SM2 (the SM suite, D40)
@@ -509,7 +515,7 @@
   };
   const SM2_KEY_TYPE = concat(Uint8Array.of(0xff), enc.encode('copyledger/sm2-sm3/v1'));
   const big = (bytes) => BigInt(`0x${toHex(bytes) || '0'}`);
-  const be32 = (x) => fromHex(x.toString(16).padStart(64, '0'), 'a field element');
+  const be32 = (x) => fromHex(x.toString(16).padStart(64, '0'), T('a field element'));
   const mod = (x, m = SM2.p) => ((x % m) + m) % m;
   function modPow(b, e, m) {
     let r = 1n; b = mod(b, m);
@@ -560,17 +566,17 @@
   /** name+hex(key ID)+base64(KEY_TYPE || 04 || x || y || distinguishing ID), as ledger/sm2.py. */
   async function parseSm2Key(vkey) {
     const i = vkey.indexOf('+'), j = vkey.indexOf('+', i + 1);
-    if (i < 0 || j < 0) fail('an SM2 verifier key is name+keyid+key');
+    if (i < 0 || j < 0) fail(T('an SM2 verifier key is name+keyid+key'));
     const name = vkey.slice(0, i), hexId = vkey.slice(i + 1, j);
-    if (!validName(name) || !/^[0-9a-f]{8}$/.test(hexId)) fail('the SM2 verifier key has a bad name or key ID');
-    const raw = b64decode(vkey.slice(j + 1), 'the SM2 verifier key');
-    if (!eq(raw.subarray(0, SM2_KEY_TYPE.length), SM2_KEY_TYPE)) fail('not an SM2 verifier key');
+    if (!validName(name) || !/^[0-9a-f]{8}$/.test(hexId)) fail(T('the SM2 verifier key has a bad name or key ID'));
+    const raw = b64decode(vkey.slice(j + 1), T('the SM2 verifier key'));
+    if (!eq(raw.subarray(0, SM2_KEY_TYPE.length), SM2_KEY_TYPE)) fail(T('not an SM2 verifier key'));
     const pub = raw.subarray(SM2_KEY_TYPE.length, SM2_KEY_TYPE.length + 65), distid = raw.subarray(SM2_KEY_TYPE.length + 65);
-    if (pub.length !== 65 || pub[0] !== 4 || distid.length < 1 || distid.length > 64) fail('the SM2 verifier key is malformed');
+    if (pub.length !== 65 || pub[0] !== 4 || distid.length < 1 || distid.length > 64) fail(T('the SM2 verifier key is malformed'));
     const x = big(pub.subarray(1, 33)), y = big(pub.subarray(33));
-    if (x >= SM2.p || y >= SM2.p || mod(y * y - x * x * x - SM2.a * x - SM2.b) !== 0n) fail('the SM2 key is not on the SM2 curve');
+    if (x >= SM2.p || y >= SM2.p || mod(y * y - x * x * x - SM2.a * x - SM2.b) !== 0n) fail(T('the SM2 key is not on the SM2 curve'));
     const id = (await sha256(concat(enc.encode(name + '\n'), raw))).subarray(0, 4);
-    if (toHex(id) !== hexId) fail('the SM2 verifier key ID does not match its key');
+    if (toHex(id) !== hexId) fail(T('the SM2 verifier key ID does not match its key'));
     return { name, hexId, vkey, distid: new TextDecoder('latin1').decode(distid), sm2: true, verify: sm2Verifier(pub, distid) };
   }
 
@@ -578,7 +584,7 @@
   function sm2Verifier(pub, distid) {
     const x = big(pub.subarray(1, 33)), y = big(pub.subarray(33));
     if (pub.length !== 65 || pub[0] !== 4 || x >= SM2.p || y >= SM2.p || mod(y * y - x * x * x - SM2.a * x - SM2.b) !== 0n) {
-      fail('the SM2 key is not on the SM2 curve');
+      fail(T('the SM2 key is not on the SM2 curve'));
     }
     const za = sm3(concat(Uint8Array.of(distid.length >> 5, (distid.length * 8) & 0xff), distid,
       ...[SM2.a, SM2.b, SM2.gx, SM2.gy].map(be32), pub.subarray(1)));
@@ -614,17 +620,17 @@
   // a SignedData over a TSTInfo whose messageImprint is the block hash, and its genTime.
 
   function der(buf, pos) {
-    if (pos + 2 > buf.length) fail('truncated DER');
+    if (pos + 2 > buf.length) fail(T('truncated DER'));
     const tag = buf[pos];
-    if ((tag & 0x1f) === 0x1f) fail('unsupported DER tag');
+    if ((tag & 0x1f) === 0x1f) fail(T('unsupported DER tag'));
     let len = buf[pos + 1], off = pos + 2;
     if (len & 0x80) {
       const n = len & 0x7f;
-      if (n < 1 || n > 4) fail('bad DER length');
+      if (n < 1 || n > 4) fail(T('bad DER length'));
       len = 0;
       for (let i = 0; i < n; i++) len = len * 256 + buf[off++];
     }
-    if (off + len > buf.length) fail('truncated DER');
+    if (off + len > buf.length) fail(T('truncated DER'));
     return { tag, pos, start: off, end: off + len, bytes: buf.subarray(off, off + len) };
   }
 
@@ -635,7 +641,7 @@
   }
 
   function expect(node, tag, what) {
-    if (!node || node.tag !== tag) fail(`the token is not an RFC 3161 token (${what})`);
+    if (!node || node.tag !== tag) fail(T('the token is not an RFC 3161 token ({what})', { what }));
     return node;
   }
 
@@ -645,28 +651,28 @@
 
   function parseToken(tok) {
     const ci = kids(tok, expect(der(tok, 0), 0x30, 'ContentInfo'));
-    if (toHex(expect(ci[0], 0x06, 'contentType').bytes) !== OID_SIGNED_DATA) fail('the token is not CMS SignedData');
+    if (toHex(expect(ci[0], 0x06, 'contentType').bytes) !== OID_SIGNED_DATA) fail(T('the token is not CMS SignedData'));
     const sd = kids(tok, expect(kids(tok, expect(ci[1], 0xa0, 'content'))[0], 0x30, 'SignedData'));
     const eci = kids(tok, expect(sd[2], 0x30, 'encapContentInfo'));
-    if (toHex(expect(eci[0], 0x06, 'eContentType').bytes) !== OID_TST_INFO) fail('the token does not hold a TSTInfo');
+    if (toHex(expect(eci[0], 0x06, 'eContentType').bytes) !== OID_TST_INFO) fail(T('the token does not hold a TSTInfo'));
     const tstDer = expect(kids(tok, expect(eci[1], 0xa0, 'eContent'))[0], 0x04, 'eContent').bytes;
     const tst = kids(tstDer, expect(der(tstDer, 0), 0x30, 'TSTInfo'));
-    if (!eq(expect(tst[0], 0x02, 'version').bytes, [1])) fail('TSTInfo version is not 1');
+    if (!eq(expect(tst[0], 0x02, 'version').bytes, [1])) fail(T('TSTInfo version is not 1'));
     const mi = kids(tstDer, expect(tst[2], 0x30, 'messageImprint'));
     const alg = HASH_OIDS[toHex(expect(kids(tstDer, expect(mi[0], 0x30, 'hashAlgorithm'))[0], 0x06, 'hash OID').bytes)];
-    if (!alg) fail('the token uses a hash algorithm other than SHA-256/384/512 or SM3');
+    if (!alg) fail(T('the token uses a hash algorithm other than SHA-256/384/512 or SM3'));
     const imprint = expect(mi[1], 0x04, 'hashedMessage').bytes;
     const serial = toHex(expect(tst[3], 0x02, 'serialNumber').bytes);
     const g = new TextDecoder().decode(expect(tst[4], 0x18, 'genTime').bytes);
     const m = /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\.\d+)?Z$/.exec(g);
-    if (!m) fail('the token genTime is malformed');
+    if (!m) fail(T('the token genTime is malformed'));
     const genTime = `${m[1]}-${m[2]}-${m[3]}T${m[4]}:${m[5]}:${m[6]}${m[7] || ''}Z`;
     let accuracy = NO_ACCURACY; // Accuracy ::= SEQUENCE { seconds, [0] millis, [1] micros }
     if (tst[5] && tst[5].tag === 0x30) {
       const unit = { 0x02: 1e6, 0x80: 1e3, 0x81: 1 };
       accuracy = 0;
       for (const k of kids(tstDer, tst[5])) {
-        if (!(k.tag in unit)) fail('the token accuracy is malformed');
+        if (!(k.tag in unit)) fail(T('the token accuracy is malformed'));
         accuracy += k.bytes.reduce((n, x) => n * 256 + x, 0) * unit[k.tag];
       }
     }
@@ -686,23 +692,23 @@
 
   function pemCerts(pem) {
     return [...pem.matchAll(/-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]+?)-----END CERTIFICATE-----/g)]
-      .map((m) => b64decode(m[1].replace(/\s+/g, ''), 'an SM2 TSA root', false));
+      .map((m) => b64decode(m[1].replace(/\s+/g, ''), T('an SM2 TSA root'), false));
   }
 
   function gmTime(n) {
     const t = new TextDecoder().decode(n.bytes);
     const m = /^(\d{2}|\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/.exec(t);
-    if (!m || (n.tag === 0x17) !== (m[1].length === 2)) fail('a certificate time is malformed');
+    if (!m || (n.tag === 0x17) !== (m[1].length === 2)) fail(T('a certificate time is malformed'));
     const year = m[1].length === 2 ? (Number(m[1]) < 50 ? 2000 : 1900) + Number(m[1]) : m[1];
-    return micros(`${year}-${m[2]}-${m[3]}T${m[4]}:${m[5]}:${m[6]}Z`, 'a certificate time');
+    return micros(`${year}-${m[2]}-${m[3]}T${m[4]}:${m[5]}:${m[6]}Z`, T('a certificate time'));
   }
 
   function sm2Cert(cert) {
     const c = kids(cert, expect(der(cert, 0), 0x30, 'Certificate'));
     const f = kids(cert, expect(c[0], 0x30, 'TBSCertificate'));
     const k = f[0].tag === 0xa0 ? 1 : 0, spki = raw(cert, f[k + 5]);
-    if (oid(cert, kids(cert, c[1])[0], 'signature algorithm') !== OID_SM2_SM3) fail('the certificate is not signed with SM2-with-SM3');
-    if (toHex(spki.subarray(0, 26)) !== SM2_SPKI || spki.length !== 91) fail("the certificate's key is not an SM2 key");
+    if (oid(cert, kids(cert, c[1])[0], 'signature algorithm') !== OID_SM2_SM3) fail(T('the certificate is not signed with SM2-with-SM3'));
+    if (toHex(spki.subarray(0, 26)) !== SM2_SPKI || spki.length !== 91) fail(T("the certificate's key is not an SM2 key"));
     const sig = expect(c[2], 0x03, 'signatureValue').bytes;
     const validity = kids(cert, f[k + 3]);
     let eku = false, ca = false;
@@ -721,46 +727,46 @@
 
   function checkSm2Token(tok, digest, roots) {
     const info = parseToken(tok), sd = info.sd;
-    if (info.alg !== 'sm3') fail('the messageImprint is not an SM3 digest');
-    if (!eq(info.imprint, digest)) fail(`the token covers ${toHex(info.imprint)}, not the SM3 of the block header`);
-    if (!eq(sd[0].bytes, [3])) fail('SignedData version must be 3');
+    if (info.alg !== 'sm3') fail(T('the messageImprint is not an SM3 digest'));
+    if (!eq(info.imprint, digest)) fail(T('the token covers {imprint}, not the SM3 of the block header', { imprint: toHex(info.imprint) }));
+    if (!eq(sd[0].bytes, [3])) fail(T('SignedData version must be 3'));
     const algs = kids(tok, expect(sd[1], 0x31, 'digestAlgorithms'));
-    if (algs.length !== 1 || oid(tok, kids(tok, algs[0])[0], 'digest algorithm') !== OID_SM3) fail("the SignedData's digest algorithms are not SM3 alone");
+    if (algs.length !== 1 || oid(tok, kids(tok, algs[0])[0], 'digest algorithm') !== OID_SM3) fail(T("the SignedData's digest algorithms are not SM3 alone"));
     const sis = kids(tok, expect(sd[sd.length - 1], 0x31, 'signerInfos'));
-    if (sis.length !== 1) fail('the token must have exactly one SignerInfo');
+    if (sis.length !== 1) fail(T('the token must have exactly one SignerInfo'));
     const si = kids(tok, expect(sis[0], 0x30, 'SignerInfo'));
-    if (!eq(expect(si[0], 0x02, 'SignerInfo version').bytes, [1])) fail('SignerInfo version must be 1');
+    if (!eq(expect(si[0], 0x02, 'SignerInfo version').bytes, [1])) fail(T('SignerInfo version must be 1'));
     if (oid(tok, kids(tok, si[2])[0], 'digestAlgorithm') !== OID_SM3 || oid(tok, kids(tok, si[4])[0], 'signatureAlgorithm') !== OID_SM2_SM3) {
-      fail('the SignerInfo is not SM2-with-SM3');
+      fail(T('the SignerInfo is not SM2-with-SM3'));
     }
     const attrs = {};
     for (const a of kids(tok, expect(si[3], 0xa0, 'signedAttrs'))) {
       const [type, values] = kids(tok, a);
       const name = oid(tok, type, 'attribute type');
-      if (name in attrs) fail('a signed attribute appears twice');
+      if (name in attrs) fail(T('a signed attribute appears twice'));
       attrs[name] = kids(tok, expect(values, 0x31, 'attribute values'));
     }
     const ct = attrs['2a864886f70d010903'], md = attrs['2a864886f70d010904'], ess = attrs['2a864886f70d010910022f'];
-    if (!ct || ct.length !== 1 || toHex(ct[0].bytes) !== OID_TST_INFO) fail('the contentType attribute is not id-ct-TSTInfo');
-    if (!md || md.length !== 1 || !eq(md[0].bytes, sm3(info.tstDer))) fail('messageDigest is not SM3 of the TSTInfo');
+    if (!ct || ct.length !== 1 || toHex(ct[0].bytes) !== OID_TST_INFO) fail(T('the contentType attribute is not id-ct-TSTInfo'));
+    if (!md || md.length !== 1 || !eq(md[0].bytes, sm3(info.tstDer))) fail(T('messageDigest is not SM3 of the TSTInfo'));
     const certsNode = sd.find((n) => n.tag === 0xa0);
     const certs = certsNode ? kids(tok, certsNode).map((n) => sm2Cert(raw(tok, n))) : [];
     const [sidIssuer, sidSerial] = kids(tok, expect(si[1], 0x30, 'issuerAndSerialNumber'));
     const signer = certs.find((c) => eq(c.issuer, raw(tok, sidIssuer)) && eq(c.serial, sidSerial.bytes));
-    if (!signer) fail("the token does not carry the signer's certificate");
-    if (!ess || ess.length !== 1) fail('no ESS signing-certificate-v2 attribute');
+    if (!signer) fail(T("the token does not carry the signer's certificate"));
+    if (!ess || ess.length !== 1) fail(T('no ESS signing-certificate-v2 attribute'));
     const certId = kids(tok, kids(tok, kids(tok, ess[0])[0])[0]);
     if (oid(tok, kids(tok, certId[0])[0], 'ESS hash') !== OID_SM3 || !eq(certId[1].bytes, sm3(signer.der))) {
-      fail('the ESS cert id is not the SM3 of the signer certificate');
+      fail(T('the ESS cert id is not the SM3 of the signer certificate'));
     }
-    if (!signer.eku) fail("the SM2 TSA certificate's extendedKeyUsage is not a critical id-kp-timeStamping alone");
+    if (!signer.eku) fail(T("the SM2 TSA certificate's extendedKeyUsage is not a critical id-kp-timeStamping alone"));
     const attrsDer = Uint8Array.from(raw(tok, si[3]));
     attrsDer[0] = 0x31; // signed as a universal SET (RFC 5652 5.4)
-    if (!sm2Verifier(signer.pub, DEFAULT_ID)(attrsDer, expect(si[5], 0x04, 'signature').bytes)) fail("the token's SM2 signature does not verify");
+    if (!sm2Verifier(signer.pub, DEFAULT_ID)(attrsDer, expect(si[5], 0x04, 'signature').bytes)) fail(T("the token's SM2 signature does not verify"));
     const root = roots.find((r) => r.ca && eq(r.subject, signer.issuer) && sm2Verifier(r.pub, DEFAULT_ID)(signer.tbs, signer.sig));
-    if (!root) fail('the SM2 TSA certificate does not chain to the SM2 TSA root');
+    if (!root) fail(T('the SM2 TSA certificate does not chain to the SM2 TSA root'));
     const at = micros(info.genTime, 'genTime');
-    for (const c of [signer, root]) if (at < c.notBefore || at > c.notAfter) fail(`a certificate was not valid at ${info.genTime}`);
+    for (const c of [signer, root]) if (at < c.notBefore || at > c.notAfter) fail(T('a certificate was not valid at {gen_time}', { gen_time: info.genTime }));
     return { ...info, root, certSm3: toHex(sm3(signer.der)) };
   }
 
@@ -780,13 +786,13 @@
 
   function need(obj, key, type, where) {
     const path = where ? `${where}.${key}` : key;
-    if (obj === null || typeof obj !== 'object' || !(key in obj)) fail(`bundle: ${path} is missing`);
+    if (obj === null || typeof obj !== 'object' || !(key in obj)) fail(T('bundle: {path} is missing', { path }));
     const v = obj[key];
     const ok = type === 'int' ? Number.isSafeInteger(v) && v >= 0
       : type === 'array' ? Array.isArray(v)
         : type === 'object' ? v !== null && typeof v === 'object' && !Array.isArray(v)
           : typeof v === type;
-    if (!ok) fail(`bundle: ${path} has the wrong type`);
+    if (!ok) fail(T('bundle: {path} has the wrong type', { path }));
     return v;
   }
 
@@ -825,12 +831,12 @@
 
   /** Exactly the members `spec` names, each of its type: nothing else, nothing missing. */
   function checkShape(obj, spec, path) {
-    if (!isObj(obj)) fail(`bundle: ${path || 'the document'} must be a JSON object`);
+    if (!isObj(obj)) fail(T('bundle: {path} must be a JSON object', { path: path || T('the document') }));
     const at = (k) => (path ? `${path}.${k}` : k);
-    for (const k of Object.keys(obj)) if (!spec.some(([n]) => n === k)) fail(`bundle: ${at(k)}: unknown field`);
+    for (const k of Object.keys(obj)) if (!spec.some(([n]) => n === k)) fail(T('bundle: {field}: unknown field', { field: at(k) }));
     for (const [k, type, required, members] of spec) {
-      if (!(k in obj)) { if (required) fail(`bundle: ${at(k)}: required`); continue; }
-      if (!TYPES[type](obj[k])) fail(`bundle: ${at(k)} has the wrong type`);
+      if (!(k in obj)) { if (required) fail(T('bundle: {field}: required', { field: at(k) })); continue; }
+      if (!TYPES[type](obj[k])) fail(T('bundle: {field} has the wrong type', { field: at(k) }));
       if (members && type === 'objects') obj[k].forEach((o, i) => checkShape(o, members, `${at(k)}[${i}]`));
       else if (members) checkShape(obj[k], members, at(k));
     }
@@ -867,16 +873,16 @@
    * outside metadata, content hashes in lowercase hex, received_at RFC 3339. The values' other
    * rules (lengths, enumerations, ...) are ledger/entry.py's; `copyledger verify` checks them. */
   function checkEntry(e) {
-    if (!isObj(e) || e.schema !== 'copyledger/entry/v1') fail('invalid entry: schema: must be copyledger/entry/v1');
+    if (!isObj(e) || e.schema !== 'copyledger/entry/v1') fail(T('invalid entry: schema: must be copyledger/entry/v1'));
     const allowed = ENTRY_KINDS[e.kind];
-    if (!allowed) fail('invalid entry: kind: must be one of work, evidence, transfer, claim, rotation, acceptance, withdrawal');
+    if (!allowed) fail(T('invalid entry: kind: must be one of work, evidence, transfer, claim, rotation, acceptance, withdrawal'));
     const members = (obj, names, path) => {
       for (const [k, v] of Object.entries(obj)) {
         const at = path ? `${path}.${k}` : k;
-        if (!names.includes(k)) fail(`invalid entry: ${at}: unknown field`);
-        if (v === null) fail(`invalid entry: ${at}: must be left out rather than null`);
+        if (!names.includes(k)) fail(T('invalid entry: {at}: unknown field', { at }));
+        if (v === null) fail(T('invalid entry: {at}: must be left out rather than null', { at }));
         if (ENTRY_HEX.includes(k) && !(typeof v === 'string' && /^[0-9a-f]{64}$/.test(v))) {
-          fail(`invalid entry: ${at}: must be 64 lowercase hex characters`);
+          fail(T('invalid entry: {at}: must be 64 lowercase hex characters', { at }));
         }
         const part = ENTRY_PARTS[k];
         if (part && k !== 'metadata') {
@@ -886,26 +892,26 @@
       }
     };
     members(e, allowed, '');
-    micros(e.received_at, 'invalid entry: received_at');
+    micros(e.received_at, T('invalid entry: received_at'));
   }
 
   const checks = {
     format(ctx) {
       if (typeof ctx.bundle === 'string') ctx.bundle = parseStrict(ctx.bundle);
       const b = ctx.bundle;
-      if (b === null || typeof b !== 'object' || b.format !== FORMAT) fail(`not a ${FORMAT} document`);
+      if (b === null || typeof b !== 'object' || b.format !== FORMAT) fail(T('not a {format} document', { format: FORMAT }));
       checkShape(b, BUNDLE, '');
-      return `entry ${b.seq} of log ${b.origin}`;
+      return T('entry {seq} of log {origin}', { seq: b.seq, origin: b.origin });
     },
 
     file(ctx) {
       const content = ctx.bundle.entry.content || ctx.bundle.entry.work;
       const registered = content && content.sha256;
-      if (typeof registered !== 'string' || !/^[0-9a-f]{64}$/.test(registered)) fail('the entry has no content.sha256');
+      if (typeof registered !== 'string' || !/^[0-9a-f]{64}$/.test(registered)) fail(T('the entry has no content.sha256'));
       ctx.registered = registered;
-      if (!ctx.fileHash) return { status: 'skipped', detail: `no file chosen; the registered SHA-256 is ${registered}` };
-      if (ctx.fileHash !== registered) fail(`the file's SHA-256 is ${ctx.fileHash}, the entry registers ${registered}`);
-      return `SHA-256 ${registered}`;
+      if (!ctx.fileHash) return { status: 'skipped', detail: T('no file chosen; the registered SHA-256 is {sha256}', { sha256: registered }) };
+      if (ctx.fileHash !== registered) fail(T("the file's SHA-256 is {got}, the entry registers {registered}", { got: ctx.fileHash, registered }));
+      return T('SHA-256 {sha256}', { sha256: registered });
     },
 
     async entry(ctx) {
@@ -914,19 +920,19 @@
       ctx.data = enc.encode(jcs(b.entry));
       ctx.leaf = await leafHash(ctx.data);
       if (!eq(ctx.leaf, fromHex(b.leaf_hash, 'leaf_hash'))) {
-        fail(`SHA-256(0x00 || entry) is ${toHex(ctx.leaf)}, the bundle says ${b.leaf_hash}`);
+        fail(T('SHA-256(0x00 || entry) is {leaf}, the bundle says {claimed}', { leaf: toHex(ctx.leaf), claimed: b.leaf_hash }));
       }
-      return `leaf hash ${toHex(ctx.leaf)} (${ctx.data.length} canonical bytes)`;
+      return T('leaf hash {leaf} ({n} canonical bytes)', { leaf: toHex(ctx.leaf), n: ctx.data.length });
     },
 
     async inclusion(ctx) {
       const inc = ctx.bundle.inclusion;
       ctx.size = BigInt(need(inc, 'tree_size', 'int', 'inclusion'));
       ctx.root = fromHex(need(inc, 'root', 'string', 'inclusion'), 'inclusion.root');
-      ctx.proof = need(inc, 'proof', 'array', 'inclusion').map((h) => fromHex(h, 'an inclusion proof hash'));
+      ctx.proof = need(inc, 'proof', 'array', 'inclusion').map((h) => fromHex(h, T('an inclusion proof hash')));
       const got = await rootFromInclusion(BigInt(ctx.bundle.seq), ctx.size, ctx.leaf, ctx.proof);
-      if (!eq(got, ctx.root)) fail('the inclusion proof does not lead to the root');
-      return `seq ${ctx.bundle.seq} in the tree of ${ctx.size} entries, root ${toHex(ctx.root)}`;
+      if (!eq(got, ctx.root)) fail(T('the inclusion proof does not lead to the root'));
+      return T('seq {seq} in the tree of {size} entries, root {root}', { seq: ctx.bundle.seq, size: ctx.size, root: toHex(ctx.root) });
     },
 
     async checkpoint(ctx) {
@@ -937,7 +943,7 @@
         ctx.trust = 'pinned';
         for (const k of pinnedEd) {
           try { verifiers.push(await parseVerifierKey(k)); } catch (e) {
-            if (e instanceof Fail) fail(`the key you pinned: ${e.message}`);
+            if (e instanceof Fail) fail(T('the key you pinned: {why}', { why: e.message }));
             throw e;
           }
         }
@@ -949,108 +955,109 @@
       }
       const n = await verifyNote(b.checkpoint, verifiers);
       const cp = parseCheckpoint(n.text);
-      if (cp.origin !== b.origin) fail(`the checkpoint is for log ${JSON.stringify(cp.origin)}, not ${JSON.stringify(b.origin)}`);
-      if (cp.size !== ctx.size || !eq(cp.root, ctx.root)) fail("the signed checkpoint's size and root differ from the inclusion proof's");
+      if (cp.origin !== b.origin) fail(T('the checkpoint is for log {got}, not {origin}', { got: JSON.stringify(cp.origin), origin: JSON.stringify(b.origin) }));
+      if (cp.size !== ctx.size || !eq(cp.root, ctx.root)) fail(T("the signed checkpoint's size and root differ from the inclusion proof's"));
       ctx.verifiers = n.signers;
       ctx.logKeys = verifiers;
       const pinned = ctx.trust === 'pinned';
-      const how = pinned ? 'a key you pinned' : 'the key in the bundle (not pinned)';
+      const how = pinned ? T('a key you pinned') : T('the key in the bundle (not pinned)');
       for (const v of n.signers) {
-        ctx.facts.push([pinned ? 'Log key (pinned)' : 'Log key (taken from the bundle, NOT pinned)',
+        ctx.facts.push([pinned ? T('Log key (pinned)') : T('Log key (taken from the bundle, NOT pinned)'),
           `${v.vkey} — SHA-256 ${toHex(await sha256(enc.encode(v.vkey)))}`]);
       }
-      return `signed by ${n.signers[0].vkey} (${how}; SHA-256 ${toHex(await sha256(enc.encode(n.signers[0].vkey)))}); tree size ${cp.size}`;
+      return T('signed by {key} ({how}; SHA-256 {sha256}); tree size {size}', {
+        key: n.signers[0].vkey, how, sha256: toHex(await sha256(enc.encode(n.signers[0].vkey))), size: cp.size });
     },
 
     async block(ctx) {
       const b = ctx.bundle, blk = need(b, 'block', 'object');
       const h = need(blk, 'header', 'object', 'block');
-      if (h.schema !== BLOCK_SCHEMA) fail(`the block header is not a ${BLOCK_SCHEMA} header`);
+      if (h.schema !== BLOCK_SCHEMA) fail(T('the block header is not a {schema} header', { schema: BLOCK_SCHEMA }));
       const header = { schema: BLOCK_SCHEMA }; // the fields the block hash covers, as ledger/block.py
       for (const k of ['height', 'first_seq', 'count', 'tree_size']) header[k] = need(h, k, 'int', 'block.header');
       for (const k of ['prev_block_hash', 'batch_root', 'tree_root']) header[k] = toHex(fromHex(h[k], `block.header.${k}`));
-      if (!('sealed_at' in h)) fail('bundle: block.header.sealed_at is missing');
+      if (!('sealed_at' in h)) fail(T('bundle: block.header.sealed_at is missing'));
       header.sealed_at = String(h.sealed_at);
       if (jcs(header) !== jcs(h)) {
-        fail('the block header is not exactly the nine members of a block/v1 header (hashes in lowercase hex, sealed_at a string)');
+        fail(T('the block header is not exactly the nine members of a block/v1 header (hashes in lowercase hex, sealed_at a string)'));
       }
       ctx.blockHash = fromHex(need(blk, 'hash', 'string', 'block'), 'block.hash');
-      if (!eq(await sha256(enc.encode(jcs(header))), ctx.blockHash)) fail("SHA-256 of the header's canonical JSON is not the block hash");
-      if (header.height !== need(blk, 'height', 'int', 'block')) fail("block.height differs from the header's height");
-      if (header.tree_size !== header.first_seq + header.count) fail(`block ${header.height}: tree_size ${header.tree_size} != first_seq + count`);
+      if (!eq(await sha256(enc.encode(jcs(header))), ctx.blockHash)) fail(T("SHA-256 of the header's canonical JSON is not the block hash"));
+      if (header.height !== need(blk, 'height', 'int', 'block')) fail(T("block.height differs from the header's height"));
+      if (header.tree_size !== header.first_seq + header.count) fail(T('block {height}: tree_size {tree_size} != first_seq + count', { height: header.height, tree_size: header.tree_size }));
       if (header.height === 0 && (header.prev_block_hash !== '0'.repeat(64) || header.first_seq !== 0)) {
-        fail('block 0: genesis must start at seq 0 with a zero prev hash');
+        fail(T('block 0: genesis must start at seq 0 with a zero prev hash'));
       }
-      if (BigInt(header.tree_size) !== ctx.size || header.tree_root !== toHex(ctx.root)) fail("the block header's tree size and root differ from the checkpoint's");
-      if (!(header.first_seq <= b.seq && b.seq < header.first_seq + header.count)) fail(`seq ${b.seq} is not among this block's entries`);
+      if (BigInt(header.tree_size) !== ctx.size || header.tree_root !== toHex(ctx.root)) fail(T("the block header's tree size and root differ from the checkpoint's"));
+      if (!(header.first_seq <= b.seq && b.seq < header.first_seq + header.count)) fail(T("seq {seq} is not among this block's entries", { seq: b.seq }));
       if (header.count === 1 && header.batch_root !== toHex(ctx.leaf)) {
-        fail("the block seals this entry alone, but its batch_root is not the entry's leaf hash");
+        fail(T("the block seals this entry alone, but its batch_root is not the entry's leaf hash"));
       }
-      ctx.sealed = micros(header.sealed_at, "the block's sealed_at");
-      if (micros(b.entry.received_at, "the entry's received_at") > ctx.sealed) {
-        fail(`the entry was received at ${b.entry.received_at}, after the block that seals it was sealed (${header.sealed_at})`);
+      ctx.sealed = micros(header.sealed_at, T("the block's sealed_at"));
+      if (micros(b.entry.received_at, T("the entry's received_at")) > ctx.sealed) {
+        fail(T('the entry was received at {received_at}, after the block that seals it was sealed ({sealed_at})', { received_at: b.entry.received_at, sealed_at: header.sealed_at }));
       }
       ctx.header = header;
-      return `block ${header.height} sealed at ${header.sealed_at}`;
+      return T('block {height} sealed at {sealed_at}', { height: header.height, sealed_at: header.sealed_at });
     },
 
     async 'block-signature'(ctx) {
       const b = ctx.bundle;
       const n = await verifyNote(need(b.block, 'block_note', 'string', 'block'), ctx.verifiers);
-      const lines = noteLines(n.text, 'block note');
-      if (lines.length !== 4 || lines[0] !== BLOCK_NOTE_HEADER) fail(`the block note must be ${BLOCK_NOTE_HEADER}, origin, height and hash`);
-      const hash = b64decode(lines[3], 'the block note hash');
-      if (lines[1] !== b.origin || parseUint64(lines[2], 'block height') !== BigInt(ctx.header.height) || !eq(hash, ctx.blockHash)) {
-        fail('the block note names a different log, height or block hash');
+      const lines = noteLines(n.text, T('block note'));
+      if (lines.length !== 4 || lines[0] !== BLOCK_NOTE_HEADER) fail(T('the block note must be {header}, origin, height and hash', { header: BLOCK_NOTE_HEADER }));
+      const hash = b64decode(lines[3], T('the block note hash'));
+      if (lines[1] !== b.origin || parseUint64(lines[2], T('block height')) !== BigInt(ctx.header.height) || !eq(hash, ctx.blockHash)) {
+        fail(T('the block note names a different log, height or block hash'));
       }
-      return 'the block note verifies';
+      return T('the block note verifies');
     },
 
     timestamp(ctx) {
       const b = ctx.bundle;
-      if (!b.timestamps.length) fail('the bundle carries no time-stamp token');
+      if (!b.timestamps.length) fail(T('the bundle carries no time-stamp token'));
       const times = b.timestamps.map((t, i) => {
         const what = `timestamps[${i}]`;
         let info;
-        try { info = parseToken(b64decode(need(t, 'token', 'string', `timestamps[${i}]`), `${what} token`, false)); } catch (e) {
-          if (e instanceof Fail) fail(`${what}: ${e.message}`);
+        try { info = parseToken(b64decode(need(t, 'token', 'string', `timestamps[${i}]`), T('{what} token', { what }), false)); } catch (e) {
+          if (e instanceof Fail) fail(T('{what}: {why}', { what, why: e.message }));
           throw e;
         }
-        if (!eq(info.imprint, ctx.blockHash)) fail(`${what}: the token covers ${toHex(info.imprint)}, not the block hash`);
-        if (t.hash_alg !== undefined && t.hash_alg !== info.alg) fail(`${what}: hash_alg says ${t.hash_alg}, the token ${info.alg}`);
-        if (ctx.sealed > micros(info.genTime, `${what} genTime`) + info.accuracy) {
-          fail(`${what}: the block was sealed at ${ctx.header.sealed_at}, after the token's time ${info.genTime} (+ accuracy)`);
+        if (!eq(info.imprint, ctx.blockHash)) fail(T('{what}: the token covers {imprint}, not the block hash', { what, imprint: toHex(info.imprint) }));
+        if (t.hash_alg !== undefined && t.hash_alg !== info.alg) fail(T('{what}: hash_alg says {claimed}, the token {alg}', { what, claimed: t.hash_alg, alg: info.alg }));
+        if (ctx.sealed > micros(info.genTime, T('{what} genTime', { what })) + info.accuracy) {
+          fail(T("{what}: the block was sealed at {sealed_at}, after the token's time {gen_time} (+ accuracy)", { what, sealed_at: ctx.header.sealed_at, gen_time: info.genTime }));
         }
         // `tsa` is a label nobody signed: the page names the token by its place in the bundle.
-        ctx.facts.push([`Time-stamp timestamps[${i}]`, `${info.genTime} (serial ${info.serial}); who signed it, and whether that TSA is independent of the operator, only openssl ts -verify or copyledger verify --tsa-roots can tell`]);
+        ctx.facts.push([T('Time-stamp {what}', { what }), T('{gen_time} (serial {serial}); who signed it, and whether that TSA is independent of the operator, only openssl ts -verify or copyledger verify --tsa-roots can tell', { gen_time: info.genTime, serial: info.serial })]);
         return `${what}: ${info.genTime}`;
       });
       ctx.openssl = opensslCommands(b, 0);
       return {
         status: 'external',
-        detail: `${times.join('; ')} — the token covers the block hash. Its signature and `
-          + 'certificate chain: check with openssl ts -verify (commands below).',
+        detail: T('{times} — the token covers the block hash. Its signature and certificate '
+          + 'chain: check with openssl ts -verify (commands below).', { times: times.join('; ') }),
       };
     },
 
     'tlog-proof'(ctx) {
       const b = ctx.bundle;
-      if (b.tlog_proof === undefined) return { status: 'skipped', detail: 'no tlog-proof in the bundle' };
+      if (b.tlog_proof === undefined) return { status: 'skipped', detail: T('no tlog-proof in the bundle') };
       const text = need(b, 'tlog_proof', 'string');
       const k = text.indexOf('\n\n');
-      if (k < 0) fail('tlog-proof: no blank line before the checkpoint');
+      if (k < 0) fail(T('tlog-proof: no blank line before the checkpoint'));
       const lines = text.slice(0, k).split('\n'), checkpoint = text.slice(k + 2);
-      if (lines[0] !== TLOG_PROOF_HEADER) fail(`tlog-proof: the first line must be ${TLOG_PROOF_HEADER}`);
+      if (lines[0] !== TLOG_PROOF_HEADER) fail(T('tlog-proof: the first line must be {header}', { header: TLOG_PROOF_HEADER }));
       let pos = 1, extra = null;
-      if (pos < lines.length && lines[pos].startsWith('extra ')) extra = b64decode(lines[pos++].slice(6), 'tlog-proof extra', false);
+      if (pos < lines.length && lines[pos].startsWith('extra ')) extra = b64decode(lines[pos++].slice(6), T('tlog-proof extra'), false);
       const m = pos < lines.length && /^index (0|[1-9][0-9]*)$/.exec(lines[pos]);
-      if (!m) fail("tlog-proof: missing or bad 'index' line");
-      const proof = lines.slice(pos + 1).map((l) => b64decode(l, 'tlog-proof hash', false));
+      if (!m) fail(T("tlog-proof: missing or bad 'index' line"));
+      const proof = lines.slice(pos + 1).map((l) => b64decode(l, T('tlog-proof hash'), false));
       const same = BigInt(m[1]) === BigInt(b.seq) && checkpoint === b.checkpoint
         && proof.length === ctx.proof.length && proof.every((p, i) => eq(p, ctx.proof[i]))
         && extra !== null && eq(extra, ctx.data);
-      if (!same) fail("the tlog-proof differs from the bundle's entry, proof or checkpoint");
-      return 'same index, entry, proof and checkpoint';
+      if (!same) fail(T("the tlog-proof differs from the bundle's entry, proof or checkpoint"));
+      return T('same index, entry, proof and checkpoint');
     },
 
     // An SM-suite bundle: its SM2 key (pinned, or the one it carries) signed the checkpoint and
@@ -1059,24 +1066,26 @@
       const b = ctx.bundle, pinned = ctx.pinned.filter(isSm2Key);
       const carried = (b.notary.sm2_keys || []).map((k) => k.verifier_key);
       if (!pinned.length && !carried.length) {
-        if (b.sm2_timestamps) fail('the bundle carries SM2 time-stamps, but there is no SM2 key to check its notes with');
-        return { status: 'skipped', detail: 'not an SM-suite log: the bundle carries no SM2 key' };
+        if (b.sm2_timestamps) fail(T('the bundle carries SM2 time-stamps, but there is no SM2 key to check its notes with'));
+        return { status: 'skipped', detail: T('not an SM-suite log: the bundle carries no SM2 key') };
       }
       const keys = [];
       for (const k of pinned.length ? pinned : carried) keys.push(await parseSm2Key(k));
       let n;
-      for (const [what, signed] of [['checkpoint', b.checkpoint], ['block note', b.block.block_note]]) {
+      for (const [what, signed] of [[T('the checkpoint'), b.checkpoint], [T('the block note'), b.block.block_note]]) {
         try { n = await verifyNote(signed, keys); } catch (e) {
-          if (e instanceof Fail) fail(`the ${what}'s SM2 signature: ${e.message}`);
+          if (e instanceof Fail) fail(T("{what}'s SM2 signature: {why}", { what, why: e.message }));
           throw e;
         }
       }
-      const v = n.signers[0], how = pinned.length ? 'a key you pinned' : 'the key in the bundle (not pinned)';
-      ctx.facts.push([pinned.length ? 'SM2 key (pinned)' : 'SM2 key (taken from the bundle, NOT pinned)',
+      const v = n.signers[0], how = pinned.length ? T('a key you pinned') : T('the key in the bundle (not pinned)');
+      ctx.facts.push([pinned.length ? T('SM2 key (pinned)') : T('SM2 key (taken from the bundle, NOT pinned)'),
         `${v.vkey} — SHA-256 ${toHex(await sha256(enc.encode(v.vkey)))}`]);
-      if (b.entry.content && b.entry.content.sm3) ctx.facts.push(['SM3 (registered)', b.entry.content.sm3]);
+      if (b.entry.content && b.entry.content.sm3) ctx.facts.push([T('SM3 (registered)'), b.entry.content.sm3]);
       const stamps = b.sm2_timestamps || [];
-      if (!stamps.length) return `SM2 with SM3 and ID '${v.distid}', by ${v.vkey} (${how}); no SM2 time-stamp token in the bundle`;
+      const sm2Held = (timestamps) => T('SM2 with SM3 and ID {distid}, by {key} ({how}){timestamps}', {
+        distid: `'${v.distid}'`, key: v.vkey, how, timestamps });
+      if (!stamps.length) return sm2Held(T('; no SM2 time-stamp token in the bundle'));
       const roots = [];
       const digest = sm3(enc.encode(jcs(ctx.header)));
       const times = stamps.map((t, i) => {
@@ -1084,44 +1093,45 @@
         let info;
         try {
           if (!roots.length) for (const pem of b.notary.sm2_tsa_roots || []) for (const d of pemCerts(pem)) roots.push(sm2Cert(d));
-          if (t.hash_alg !== undefined && t.hash_alg !== 'sm3') fail(`hash_alg says ${t.hash_alg}, an SM2 token's is sm3`);
-          info = checkSm2Token(b64decode(t.token, `${what} token`, false), digest, roots);
+          if (t.hash_alg !== undefined && t.hash_alg !== 'sm3') fail(T("hash_alg says {claimed}, an SM2 token's is sm3", { claimed: t.hash_alg }));
+          info = checkSm2Token(b64decode(t.token, T('{what} token', { what }), false), digest, roots);
         } catch (e) {
-          if (e instanceof Fail) fail(`${what}: ${e.message}`);
+          if (e instanceof Fail) fail(T('{what}: {why}', { what, why: e.message }));
           throw e;
         }
-        if (ctx.sealed > micros(info.genTime, `${what} genTime`) + info.accuracy) {
-          fail(`${what}: the block was sealed at ${ctx.header.sealed_at}, after the token's time ${info.genTime} (+ accuracy)`);
+        if (ctx.sealed > micros(info.genTime, T('{what} genTime', { what })) + info.accuracy) {
+          fail(T("{what}: the block was sealed at {sealed_at}, after the token's time {gen_time} (+ accuracy)", { what, sealed_at: ctx.header.sealed_at, gen_time: info.genTime }));
         }
         // A rotation retires the SM2 TSA certificate (D57): what it signed afterwards is refused.
         for (const r of b.notary.sm2_tsa_retired || []) {
           if (r.certificate_sm3.toLowerCase() === info.certSm3
-              && micros(info.genTime, `${what} genTime`) > micros(r.retired_at, 'notary.sm2_tsa_retired[].retired_at')) {
-            fail(`${what}: signed at ${info.genTime} by an SM2 TSA certificate retired at ${r.retired_at}`);
+              && micros(info.genTime, T('{what} genTime', { what })) > micros(r.retired_at, 'notary.sm2_tsa_retired[].retired_at')) {
+            fail(T('{what}: signed at {gen_time} by an SM2 TSA certificate retired at {retired_at}', { what, gen_time: info.genTime, retired_at: r.retired_at }));
           }
         }
-        ctx.facts.push([`SM2 time-stamp ${what} (root taken from the bundle, NOT pinned)`,
-          `${info.genTime} (serial ${info.serial}); the header's SM3 ${toHex(digest)}`]);
+        ctx.facts.push([T('SM2 time-stamp {what} (root taken from the bundle, NOT pinned)', { what }),
+          T("{gen_time} (serial {serial}); the header's SM3 {sm3}", { gen_time: info.genTime, serial: info.serial, sm3: toHex(digest) })]);
         return `${info.genTime}`;
       });
-      return `SM2 with SM3 and ID '${v.distid}', by ${v.vkey} (${how}); ${times.length} SM2/SM3 time-stamp token(s) over the header's SM3 ${toHex(digest)}, under the SM2 TSA root in the bundle (not pinned): ${times.join('; ')}`;
+      return sm2Held(T("; {n} SM2/SM3 time-stamp token(s) over the header's SM3 {sm3}, under {how}: {times}", {
+        n: times.length, sm3: toHex(digest), how: T('the SM2 TSA root in the bundle (not pinned)'), times: times.join('; ') }));
     },
 
     // The page has no witness keys to pin, so, like `copyledger verify` without --witness, it
     // skips this step; it names the cosigners the bundle claims, as NOT verified.
     witnessed(ctx) {
       const w = ctx.bundle.witnessed;
-      if (w === undefined) return { status: 'skipped', detail: 'no witness keys given, so witness cosignatures were not checked' };
+      if (w === undefined) return { status: 'skipped', detail: T('no witness keys given, so witness cosignatures were not checked') };
       let names = [];
       try { names = parseNote(w.checkpoint).sigs.filter((s) => s.sig.length === 72).map((s) => s.name); } catch (e) {
         if (!(e instanceof Fail)) throw e;
       }
-      const who = names.length ? names.join(', ') : 'none';
-      ctx.facts.push(['Witnesses the bundle names (NOT verified by this page)', who]);
+      const who = names.length ? names.join(', ') : T('none');
+      ctx.facts.push([T('Witnesses the bundle names (NOT verified by this page)'), who]);
       return {
         status: 'skipped',
-        detail: `no witness keys given, so witness cosignatures were not checked; the bundle names as cosigners: ${who} `
-          + '(NOT verified) — check with copyledger verify --witness <key> --quorum <n>',
+        detail: T('no witness keys given, so witness cosignatures were not checked; the bundle names as '
+          + 'cosigners: {who} (NOT verified) — check with copyledger verify --witness <key> --quorum <n>', { who }),
       };
     },
 
@@ -1132,14 +1142,14 @@
     async title(ctx) {
       const b = ctx.bundle, c = b.title_chain;
       if (c === undefined) {
-        return { status: 'skipped', detail: 'the bundle carries no chain of title, so none was checked: it does not show who holds a work now' };
+        return { status: 'skipped', detail: T('the bundle carries no chain of title, so none was checked: it does not show who holds a work now') };
       }
       const cp = parseCheckpoint((await verifyNote(c.checkpoint, ctx.logKeys)).text);
-      if (cp.origin !== b.origin) fail("the chain's checkpoint is not a plain checkpoint of this log");
-      if (cp.size < ctx.size) fail(`the chain's checkpoint (size ${cp.size}) is older than the entry's (${ctx.size})`);
-      const cons = c.consistency.map((h) => fromHex(h, 'title_chain.consistency hash'));
+      if (cp.origin !== b.origin) fail(T("the chain's checkpoint is not a plain checkpoint of this log"));
+      if (cp.size < ctx.size) fail(T("the chain's checkpoint (size {size}) is older than the entry's ({entry_size})", { size: cp.size, entry_size: ctx.size }));
+      const cons = c.consistency.map((h) => fromHex(h, T('title_chain.consistency hash')));
       await verifyConsistency(ctx.size, cp.size, ctx.root, cp.root, cons);
-      if (!c.links.length) fail('the chain of title has no links (the first must be the work)');
+      if (!c.links.length) fail(T('the chain of title has no links (the first must be the work)'));
       const work = c.links[0].seq;
       const names = (e) => (isObj(e.work) && e.work.seq === work) || e.refers_to === work
         || (Array.isArray(e.works) && e.works.some((w) => isObj(w) && w.seq === work));
@@ -1148,27 +1158,27 @@
         try {
           checkEntry(link.entry);
           const data = enc.encode(jcs(link.entry));
-          const proof = link.proof.map((h) => fromHex(h, 'proof hash'));
+          const proof = link.proof.map((h) => fromHex(h, T('proof hash')));
           if (!eq(await rootFromInclusion(BigInt(link.seq), cp.size, await leafHash(data), proof), cp.root)) {
-            fail('the inclusion proof does not lead to the root');
+            fail(T('the inclusion proof does not lead to the root'));
           }
-          if (link.seq <= prev) fail('out of log order (each link must come after the one before)');
-          if (i === 0 && link.entry.kind !== 'work') fail(`entry ${link.seq} is a ${link.entry.kind}, not a work`);
-          if (i > 0 && !names(link.entry)) fail(`the entry does not name work ${work}`);
+          if (link.seq <= prev) fail(T('out of log order (each link must come after the one before)'));
+          if (i === 0 && link.entry.kind !== 'work') fail(T('entry {seq} is a {kind}, not a work', { seq: link.seq, kind: link.entry.kind }));
+          if (i > 0 && !names(link.entry)) fail(T('the entry does not name work {work}', { work }));
           carried = carried || (link.seq === b.seq && eq(data, ctx.data));
           prev = link.seq;
         } catch (e) {
-          if (e instanceof Fail) fail(`link ${i} (seq ${link.seq}): ${e.message}`);
+          if (e instanceof Fail) fail(T('link {i} (seq {seq}): {why}', { i, seq: link.seq, why: e.message }));
           throw e;
         }
       }
-      if (!carried) fail(`the bundled entry (seq ${b.seq}) is not a link of the chain`);
+      if (!carried) fail(T('the bundled entry (seq {seq}) is not a link of the chain', { seq: b.seq }));
       const seqs = c.links.map((l) => `${l.seq} (${l.entry.kind})`).join(', ');
-      ctx.facts.push(['Chain of title links (in the log; holders NOT replayed by this page)', seqs]);
+      ctx.facts.push([T('Chain of title links (in the log; holders NOT replayed by this page)'), seqs]);
       return {
         status: 'external',
-        detail: `${c.links.length} link(s) of work ${work} in the log as of tree size ${cp.size}: ${seqs}. `
-          + 'Who held the work after each: check with copyledger verify, which replays the chain.',
+        detail: T('{n} link(s) of work {work} in the log as of tree size {size}: {seqs}. Who held the work '
+          + 'after each: check with copyledger verify, which replays the chain.', { n: c.links.length, work, size: cp.size, seqs }),
       };
     },
   };
@@ -1184,7 +1194,7 @@
       } catch (e) {
         if (e instanceof Unsupported) { r.status = 'failed'; r.detail = e.message; return { results, ctx, unsupported: true }; }
         r.status = 'failed';
-        r.detail = e instanceof Fail ? e.message : `unexpected error: ${e}`;
+        r.detail = e instanceof Fail ? e.message : T('unexpected error: {why}', { why: e });
         break;
       }
     }
@@ -1277,8 +1287,8 @@
   }
 
   /** The exact times, for the technical detail. */
-  const exactTimes = (b) => [['Registered at (registry clock, RFC 3339)', String(b.entry.received_at)],
-    ['Block sealed at (RFC 3339)', String(b.block.header.sealed_at)]];
+  const exactTimes = (b) => [[T('Registered at (registry clock, RFC 3339)'), String(b.entry.received_at)],
+    [T('Block sealed at (RFC 3339)'), String(b.block.header.sealed_at)]];
 
   async function run() {
     const me = ++state.run;
@@ -1321,8 +1331,8 @@
     }
     const signed = results.find((r) => r.name === 'checkpoint').status === 'ok';
     $('trust').textContent = !signed ? ''
-      : ctx.trust === 'pinned' ? 'Trust: signatures checked against the key you pinned.'
-        : 'Trust: signatures checked against the log key carried in the bundle. Pin the operator\u2019s published key for full assurance.';
+      : ctx.trust === 'pinned' ? T('Trust: signatures checked against the key you pinned.')
+        : T('Trust: signatures checked against the log key carried in the bundle. Pin the operator\u2019s published key for full assurance.');
     renderFacts(failed ? [] : entryFacts(ctx.bundle), failed ? [] : [...exactTimes(ctx.bundle), ...ctx.facts]);
     if (!failed && state.bundleHere) addProfile(ctx.bundle, me);
     if (ctx.openssl) {
@@ -1376,7 +1386,7 @@
       if (c.bundle) setBundle(c.bundle, say('bundleFileFrom', { name: f.name, from }), c.text);
       else { setFile(f); exhibits++; }
     }
-    if (exhibits > 1) $('exhibit-info').textContent += ' — several files were dropped; this last one is the exhibit.';
+    if (exhibits > 1) $('exhibit-info').textContent += T(' — several files were dropped; this last one is the exhibit.');
     run();
   }
 
@@ -1397,13 +1407,13 @@
   async function checkSupport() {
     const msg = (t) => { $('support').textContent = t; $('support').hidden = false; };
     if (!window.isSecureContext || !window.crypto || !crypto.subtle) {
-      msg('This browser offers no WebCrypto here (the page must be opened over HTTPS, or from localhost), so it cannot check anything. Use copyledger verify instead.');
+      msg(T('This browser offers no WebCrypto here (the page must be opened over HTTPS, or from localhost), so it cannot check anything. Use copyledger verify instead.'));
       return false;
     }
     try { // RFC 8032 test 1 public key
       await crypto.subtle.importKey('raw', fromHex('d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a', 'key'), { name: 'Ed25519' }, false, ['verify']);
     } catch (e) {
-      msg('This browser cannot check Ed25519 signatures (WebCrypto without Ed25519: Chrome/Edge 137+, Firefox 129+ or Safari 17+ can). It can still hash the file, but cannot verify the record; use copyledger verify instead.');
+      msg(T('This browser cannot check Ed25519 signatures (WebCrypto without Ed25519: Chrome/Edge 137+, Firefox 129+ or Safari 17+ can). It can still hash the file, but cannot verify the record; use copyledger verify instead.'));
       return false;
     }
     return true;
