@@ -246,3 +246,19 @@ def test_api_client_and_matching_details_read_in_chinese(client: object, creator
     with pytest.raises(CopyledgerError) as lengths:
         scoring.hamming("ab", "abcd")
     assert say("zh-CN", lengths.value.detail) == "哈希长度不同（2 与 4 个十六进制数字）"
+
+
+def test_the_verify_page_says_every_step_detail_through_the_catalogue() -> None:
+    """verify.js makes its step details with `T('template', {...})`, whose templates are
+    catalogue msgids (as `said` in ledger/verify.py); an English literal or template literal
+    outside the tables and `T(...)` fails here."""
+    js = (i18n_catalog.ROOT / i18n_catalog.VERIFY_JS).read_text(encoding="utf-8")
+    assert i18n_catalog.js_unsaid(js) == []
+    bad = js.replace("fail(T('truncated DER'));", "fail('truncated DER data');", 1).replace(
+        "return T('the block note verifies');", "return `the block ${n} note verifies`;", 1)
+    assert [t for _, t in i18n_catalog.js_unsaid(bad)] == [
+        "'truncated DER data'", "`the block ${n} note verifies`"]
+    strings = i18n_catalog.js_strings(js)
+    assert "{what}'s SM2 signature: {why}" in strings  # a T(...) template is a msgid
+    assert ("{n} link(s) of work {work} in the log as of tree size {size}: {seqs}. Who held the "
+            "work after each: check with copyledger verify, which replays the chain.") in strings

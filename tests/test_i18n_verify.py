@@ -82,13 +82,13 @@ def test_copyledger_verify_says_why_an_sm2_signature_fails_in_chinese_and_englis
     path.write_text(json.dumps(_flip_sm2_signature(b, log["sm2_verifier_key"])))
     zh = cli("verify", str(path), *_trust(log), env=ZH)
     assert zh.returncode == 1, zh.stdout + zh.stderr
-    title, detail = _failing_line(zh.stdout, "日志的 SM2 密钥签署了检查点")
+    _, detail = _failing_line(zh.stdout, "日志的 SM2 密钥签署了检查点")
     assert detail.startswith("区块记录的 SM2 签名："), detail
     assert HAN.search(detail) and not THREE_WORDS.search(detail), detail
     assert "核验未通过：步骤 'sm2' 失败" in zh.stdout, zh.stdout  # the step id, as it is
     en = cli("verify", str(path), *_trust(log), env=EN)
     assert en.returncode == 1, en.stdout + en.stderr
-    title, detail = _failing_line(en.stdout, "an SM-suite log's SM2 key signed the checkpoint")
+    _, detail = _failing_line(en.stdout, "an SM-suite log's SM2 key signed the checkpoint")
     assert detail.startswith("the block note's SM2 signature: "), detail
     assert not HAN.search(en.stdout), en.stdout
     # The machine-readable report is the same in both languages.

@@ -578,3 +578,56 @@ def test_in_chinese_the_page_speaks_chinese_and_its_statuses_do_not_change(
         assert all(u.startswith(url + "/") for u in requests), requests
     finally:
         ctx.close()
+
+
+def test_in_chinese_the_page_says_why_a_step_fails_in_chinese(
+    browser: Any, page: Any, server: dict[str, Any], tmp_path: Path
+) -> None:
+    """The page's own step details are catalogue messages too (`T(...)` in verify.js, D64): a
+    flipped bit of an SM-suite bundle's SM2 signature fails the sm2 step with a Chinese detail
+    on the zh-CN page, and with the English one, as ledger/verify.py says it, on the English
+    page; what held reads in Chinese as well. Step ids and statuses are the same."""
+    from tests.test_sm import replace_sm2, sm2_line, sm_bundle
+
+    b, log = sm_bundle(tmp_path)
+    vkey, sm2_vkey = log["verifier_key"], log["sm2_verifier_key"]
+    bad = copy.deepcopy(b)
+    signed = b["block"]["block_note"]
+    sig = bytearray(sm2_line(signed, sm2_vkey).signature)
+    sig[-1] ^= 0x01
+    bad["block"]["block_note"] = replace_sm2(signed, sm2_vkey, bytes(sig))
+    run = """async ([cases, pins]) => {
+        const out = [];
+        for (const b of cases) {
+            const r = await window.copyledgerVerify.verify(b, null, pins);
+            out.push(Object.fromEntries(r.results.map((s) => [s.name, [s.status, s.detail]])));
+        }
+        return out;
+    }"""
+    ctx = context(browser, locale="zh-CN", extra_http_headers={"Accept-Language": "zh-CN"})
+    try:
+        zh_page = ctx.new_page()
+        zh_page.goto(f"{server['url']}/verify")
+        verdict(zh_page, "waiting")
+        good, broken = zh_page.evaluate(run, [[b, bad], [vkey, sm2_vkey]])
+    finally:
+        ctx.close()
+    page.goto(f"{server['url']}/verify")
+    verdict(page, "waiting")
+    en_good, en_broken = page.evaluate(run, [[b, bad], [vkey, sm2_vkey]])
+    han = re.compile(r"[\u4e00-\u9fff]")
+    three_words = re.compile(r"\b[A-Za-z]{2,}(\s+[A-Za-z]{2,}){2}\b")
+    status, detail = broken["sm2"]
+    assert status == "failed" and detail.startswith("区块记录的 SM2 签名："), detail
+    assert han.search(detail) and not three_words.search(detail), detail
+    assert en_broken["sm2"][0] == "failed"
+    assert en_broken["sm2"][1].startswith("the block note's SM2 signature: "), en_broken["sm2"]
+    rep = verify_bundle(bad, trusted_keys=[vkey], sm2_keys=[sm2_vkey])
+    assert rep.failed is not None and rep.failed.name == "sm2"
+    assert rep.failed.detail.startswith("the block note's SM2 signature: ")
+    assert {k: v[0] for k, v in broken.items()} == {k: v[0] for k, v in en_broken.items()}
+    assert {k: v[0] for k, v in good.items()} == {k: v[0] for k, v in en_good.items()}
+    assert good["format"][1] == f"日志 {b['origin']} 的条目 {b['seq']}", good["format"]
+    for name, (_, text) in good.items():
+        if text:
+            assert han.search(text), (name, text)
