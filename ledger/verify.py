@@ -582,9 +582,11 @@ class _Run:
         with whether it was pinned, so the output can say what the check rested on."""
         out = [{"certificate_sm3": r["certificate_sm3"], "retired_at": r["retired_at"],
                 "pinned": True} for r in pinned or ()]
-        out += [{"certificate_sm3": str(r["certificate_sm3"]).lower(),
-                 "retired_at": str(r["retired_at"]), "pinned": False}
-                for r in self.b.notary.sm2_tsa_retired or ()]
+        held = {(r["certificate_sm3"], r["retired_at"]) for r in out}
+        for r in self.b.notary.sm2_tsa_retired or ():
+            sm3, at = str(r["certificate_sm3"]).lower(), str(r["retired_at"])
+            if (sm3, at) not in held:  # the bundle's own word, where it adds to the pinned list
+                out.append({"certificate_sm3": sm3, "retired_at": at, "pinned": False})
         self.rep.facts["sm2_tsa_retired"] = {"pinned": pinned is not None, "retired": out}
         return out
 
