@@ -46,8 +46,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
             pdf = c.get(f"/v1/entries/{seq}/certificate?format=pdf",
                         headers={"Accept-Language": "zh-CN"})
             assert pdf.status_code == 200
+            origin = c.get("/v1/log").json()["origin"]
         (root / "chunjiang.jpg").write_bytes(EXHIBIT)
-        yield {"url": srv.url, "seq": seq, "dir": root, "pdf": pdf.content, "account": who}
+        yield {"url": srv.url, "seq": seq, "dir": root, "pdf": pdf.content, "account": who,
+               "origin": origin}
     finally:
         srv.stop()
 
@@ -83,5 +85,11 @@ def test_verify_page_in_chinese_shows_who_the_account_is(browser: Any,
         assert f"{ORG}（组织）：登记系统运营方的陈述，不由日志签名" in shown
         IMAGES.mkdir(parents=True, exist_ok=True)
         pg.screenshot(path=str(IMAGES / "verify-zh-CN.png"), full_page=True)
+        # The technical detail unfolded: each step's detail in Chinese too (D64).
+        pg.evaluate("() => { document.getElementById('tech').open = true; }")
+        steps = pg.locator("#steps").inner_text()
+        assert f"日志 {server['origin']} 的条目 {server['seq']}" in steps, steps
+        assert "区块记录核验通过" in steps and "叶哈希" in steps, steps
+        pg.locator("#tech").screenshot(path=str(IMAGES / "verify-zh-CN-steps.png"))
     finally:
         ctx.close()
