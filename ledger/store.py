@@ -126,8 +126,8 @@ def _nodes_sql(n: int, mark: str) -> str:
 
 # Nodes at level >= UPPER_LEVEL (subtrees of 1,024 leaves and more) are kept in memory once a
 # read has fetched them: a log of n entries has about n/512 of them, and every proof and root
-# needs some. At most UPPER_MAX_NODES are kept: about 14 MiB (a tuple key, a 32-byte bytes
-# value and the dict slot, ~220 bytes each), all of them up to 33 million entries (D70).
+# needs some. At most UPPER_MAX_NODES are kept: about 12 MiB (a tuple key, a 32-byte bytes
+# value and the dict slot, ~180 bytes each), all of them up to 33 million entries (D70).
 UPPER_LEVEL = 10
 UPPER_MAX_NODES = 1 << 16
 _BLOCK_FOR_SIZE = (select(blocks).where(blocks.c.tree_size == bindparam("tree_size"))
