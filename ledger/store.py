@@ -304,7 +304,12 @@ class Store:
             return []
         upper = self._upper if cached else {}
         got: dict[merkle.NodeId, bytes] = {}
-        wanted = [i for i in dict.fromkeys(ids) if i not in upper]
+        wanted: list[merkle.NodeId] = []
+        for node in dict.fromkeys(ids):  # one lookup each: another thread may start it again
+            if (h := upper.get(node)) is None:
+                wanted.append(node)
+            else:
+                got[node] = h
         if wanted:
             mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
             with self.engine.connect() as conn:
@@ -320,7 +325,7 @@ class Store:
             if cached:
                 self._remember_upper(got)
         try:
-            return [upper[i] if i in upper else got[i] for i in ids]
+            return [got[i] for i in ids]
         except KeyError as e:
             raise NotFound(said("stored Merkle hash {index} is missing", index=e.args[0])) from None
 
@@ -331,7 +336,7 @@ class Store:
         if not new:
             return
         if len(self._upper) + len(new) > UPPER_MAX_NODES:
-            self._upper.clear()
+            self._upper = {}
         self._upper.update(new)
 
     def read_node_range(self, level: int, lo: int, hi: int) -> dict[int, bytes]:
