@@ -232,7 +232,7 @@ def _resume(store: Store, st: AuditState) -> _Start:
                           height=st.height, tree_size=st.tree_size, root=st.root), height=st.height)
     ids = merkle.frontier_ids(st.tree_size)
     try:
-        stored = store.read_hashes(ids)
+        stored = store.read_hashes(ids, cached=False)
     except CopyledgerError:
         stored = []
     if [x.hex() for x in stored] != list(st.frontier):

@@ -7,6 +7,7 @@ shape, a whole sealed block in one transaction, so a crash leaves either the who
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -20,12 +21,10 @@ from sqlalchemy import (
     Connection,
     Engine,
     Table,
-    and_,
     bindparam,
     create_engine,
     event,
     func,
-    or_,
     select,
     text,
 )
@@ -110,6 +109,32 @@ _FIND_WORK = (select(entries).where(entries.c.registrant == bindparam("registran
               .order_by(entries.c.seq).limit(1))
 
 
+# Proofs read a few dozen nodes scattered over the levels. One statement per proof, by the
+# primary key, sent to the driver as a plain string (SQLite's and psycopg's statement caches
+# then skip the parsing): building it with SQLAlchemy cost 7 ms of CPU a proof at 1M (D70).
+# A row-value `IN ((level, idx), ...)` would make SQLite scan the whole table (D59).
+_NODES_PER_QUERY = 64
+
+
+@functools.lru_cache(maxsize=_NODES_PER_QUERY * 2)
+def _nodes_sql(n: int, mark: str) -> str:
+    """SELECT of `n` nodes by (level, idx): an OR of primary-key equalities, which SQLite and
+    PostgreSQL answer with one index probe each."""
+    terms = " OR ".join([f"(level = {mark} AND idx = {mark})"] * n)
+    return f"SELECT level, idx, hash FROM merkle_nodes WHERE {terms}"
+
+
+# Nodes at level >= UPPER_LEVEL (subtrees of 1,024 leaves and more) are kept in memory once a
+# read has fetched them: a log of n entries has about n/512 of them, and every proof and root
+# needs some. At most UPPER_MAX_NODES are kept: about 12 MiB (a tuple key, a 32-byte bytes
+# value and the dict slot, ~180 bytes each), all of them up to 33 million entries (D70).
+UPPER_LEVEL = 10
+UPPER_MAX_NODES = 1 << 16
+_BLOCK_FOR_SIZE = (select(blocks).where(blocks.c.tree_size == bindparam("tree_size"))
+                   .order_by(blocks.c.height).limit(1))
+_BLOCKS_BY_SIZE_MAX = 1024  # blocks kept by block_for_size: ~2 KiB each (two signed notes)
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         _private_sqlite_files(make_url(url).database)
@@ -154,6 +179,8 @@ class Store:
         self._lock_conn: Connection | None = None
         self._lock_file: IO[str] | None = None
         self._lock_guard = threading.Lock()
+        self._upper: dict[merkle.NodeId, bytes] = {}
+        self._by_size: dict[int, BlockRow] = {}
 
     @classmethod
     def open(cls, url: str, *, migrate_schema: bool = True) -> Store:
@@ -269,29 +296,48 @@ class Store:
 
     # -- reads --------------------------------------------------------------------------------
 
-    def read_hashes(self, ids: Sequence[merkle.NodeId]) -> list[bytes]:
+    def read_hashes(self, ids: Sequence[merkle.NodeId], *, cached: bool = True) -> list[bytes]:
+        """Stored hashes of `ids`, in order. Nodes at level `UPPER_LEVEL` or above come from
+        memory once read (a stored node never changes); `cached=False` reads every one from
+        the database (the audit, which must see a rewritten row)."""
         if not ids:
             return []
-        wanted = list(dict.fromkeys(ids))
-        with self.engine.connect() as conn:
-            got: dict[tuple[int, int], bytes] = {}
-            for i in range(0, len(wanted), 500):
-                by_level: dict[int, list[int]] = {}
-                for lv, ix in wanted[i : i + 500]:
-                    by_level.setdefault(lv, []).append(ix)
-                # One `level = ? AND idx IN (...)` per level, not a row-value IN: SQLite
-                # answers that by scanning the whole table (4 s a proof at 1M entries),
-                # this by the primary key.
-                q = select(merkle_nodes.c.level, merkle_nodes.c.idx, merkle_nodes.c.hash).where(
-                    or_(*(and_(merkle_nodes.c.level == lv, merkle_nodes.c.idx.in_(ixs))
-                          for lv, ixs in by_level.items()))
-                )
-                for lv, ix, hs in conn.execute(q):
-                    got[(lv, ix)] = _bytes(hs)
+        upper = self._upper if cached else {}
+        got: dict[merkle.NodeId, bytes] = {}
+        wanted: list[merkle.NodeId] = []
+        for node in dict.fromkeys(ids):  # one lookup each: another thread may start it again
+            if (h := upper.get(node)) is None:
+                wanted.append(node)
+            else:
+                got[node] = h
+        if wanted:
+            mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+            with self.engine.connect() as conn:
+                cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+                try:
+                    for i in range(0, len(wanted), _NODES_PER_QUERY):
+                        part = wanted[i : i + _NODES_PER_QUERY]
+                        cur.execute(_nodes_sql(len(part), mark), [v for lx in part for v in lx])
+                        for lv, ix, hs in cur.fetchall():
+                            got[(lv, ix)] = hs if type(hs) is bytes else _bytes(hs)
+                finally:
+                    cur.close()
+            if cached:
+                self._remember_upper(got)
         try:
             return [got[i] for i in ids]
         except KeyError as e:
             raise NotFound(said("stored Merkle hash {index} is missing", index=e.args[0])) from None
+
+    def _remember_upper(self, got: dict[merkle.NodeId, bytes]) -> None:
+        """Keep the upper nodes just read, up to `UPPER_MAX_NODES` (then start again: the
+        nodes proofs need most come back within a few reads)."""
+        new = {k: h for k, h in got.items() if k[0] >= UPPER_LEVEL}
+        if not new:
+            return
+        if len(self._upper) + len(new) > UPPER_MAX_NODES:
+            self._upper = {}
+        self._upper.update(new)
 
     def read_node_range(self, level: int, lo: int, hi: int) -> dict[int, bytes]:
         """Stored hashes at `level` with lo <= idx < hi, in one query (the audit; a tile)."""
@@ -491,15 +537,19 @@ class Store:
         return _block(r) if r is not None else None
 
     def block_for_size(self, tree_size: int) -> BlockRow | None:
-        """The first block whose tree reached `tree_size` exactly, if any."""
+        """The first block whose tree reached `tree_size` exactly, if any. Kept in memory once
+        found (a later block cannot be the first), so every proof at the latest size does not
+        ask again."""
+        if (hit := self._by_size.get(tree_size)) is not None:
+            return hit
         with self.engine.connect() as conn:
-            r = conn.execute(
-                select(blocks)
-                .where(blocks.c.tree_size == tree_size)
-                .order_by(blocks.c.height)
-                .limit(1)
-            ).first()
-        return _block(r) if r is not None else None
+            r = conn.execute(_BLOCK_FOR_SIZE, {"tree_size": tree_size}).first()
+        if r is None:
+            return None
+        if len(self._by_size) >= _BLOCKS_BY_SIZE_MAX:
+            self._by_size.clear()
+        self._by_size[tree_size] = row = _block(r)
+        return row
 
     def iter_blocks(self, start: int = 0, chunk: int = 1000) -> Iterator[BlockRow]:
         """Blocks from height `start` on, in height order."""

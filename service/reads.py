@@ -11,7 +11,7 @@ from copyledger.ledger.documents import BundleWitnessed
 from copyledger.ledger.entry import valid_sha256
 from copyledger.ledger.errors import InvalidInput, NotFound, said
 from copyledger.ledger.sm2_timestamp import TSA_LABEL as SM2_TSA_LABEL
-from copyledger.ledger.store import EntryRow
+from copyledger.ledger.store import CachedReader, EntryRow
 from copyledger.service.node import Node
 from copyledger.service.title import title_chain_proofs, work_of
 
@@ -43,14 +43,16 @@ def proof(node: Node, seq: int, tree_size: int | None) -> dict[str, Any]:
     size = resolve_size(node, tree_size)
     if seq >= size:
         raise InvalidInput(said("seq {seq} is not in a tree of size {size}", seq=seq, size=size))
-    leaf = node.store.read_hashes([(0, seq)])[0]
+    # Two reads: the leaf with the root's nodes, then the path's other nodes (D70).
+    nodes = CachedReader({}, node.store)
+    leaf = nodes.read_hashes([(0, seq), *merkle.frontier_ids(size)])[0]
     block = node.store.block_for_size(size)
     return {
         "seq": seq,
         "tree_size": size,
         "leaf_hash": leaf.hex(),
-        "root": merkle.tree_hash(size, node.store).hex(),
-        "proof": [p.hex() for p in merkle.inclusion_proof(seq, size, node.store)],
+        "root": merkle.tree_hash(size, nodes).hex(),
+        "proof": [p.hex() for p in merkle.inclusion_proof(seq, size, nodes)],
         "checkpoint": block.checkpoint if block else None,
     }
 
@@ -60,12 +62,14 @@ def consistency(node: Node, old: int, new: int | None) -> dict[str, Any]:
     size = resolve_size(node, new)
     if old > size:
         raise InvalidInput(said("from ({old}) must not exceed to ({size})", old=old, size=size))
+    nodes = CachedReader({}, node.store)  # both roots' nodes in one read, then the proof's
+    nodes.read_hashes([*merkle.frontier_ids(old), *merkle.frontier_ids(size)])
     return {
         "from": old,
         "to": size,
-        "old_root": merkle.tree_hash(old, node.store).hex(),
-        "new_root": merkle.tree_hash(size, node.store).hex(),
-        "proof": [p.hex() for p in merkle.consistency_proof(old, size, node.store)],
+        "old_root": merkle.tree_hash(old, nodes).hex(),
+        "new_root": merkle.tree_hash(size, nodes).hex(),
+        "proof": [p.hex() for p in merkle.consistency_proof(old, size, nodes)],
     }
 
 
