@@ -528,6 +528,8 @@ async def register_works(
                      if isinstance(w, WorkIn) and not (again or w.again)})
     async with node.register_locks.hold_many([(who.account, sha) for sha in wanted]):
         known = await asyncio.to_thread(node.store.find_works, who.account, wanted)
+        receipts = {r.seq: r for r in await asyncio.to_thread(
+            sealed_receipts, node, list(known.values()))}
         out: list[Outcome | None] = []
         entries: list[dict[str, Any] | Built | CopyledgerError] = []
         first: dict[str, int] = {}  # content new in this batch -> the index of its entry
@@ -538,7 +540,7 @@ async def register_works(
             fresh = again or w.again
             row = None if fresh else known.get(w.sha256)
             if row is not None:
-                out.append(Recorded(sealed_receipt(node, row), _parsed(row), existing=True))
+                out.append(Recorded(receipts[row.seq], _parsed(row), existing=True))
                 continue
             if not fresh and w.sha256 in first:
                 out.append(None)  # the entry of this content earlier in the batch
@@ -639,12 +641,27 @@ async def import_works(node: Node, account: str, prepared: Sequence[Prepared]
 def sealed_receipt(node: Node, row: EntryRow) -> Receipt:
     """The receipt of an entry already in the log: its inclusion proof to the checkpoint of
     the block that sealed it, exactly as its registration answered."""
-    blk = node.store.get_block(row.block_height)
-    size = blk.header.tree_size
-    return Receipt(seq=row.seq, leaf_hash=row.leaf_hash, block_height=row.block_height,
-                   tree_size=size, root=blk.header.tree_root,
-                   proof=merkle.inclusion_proof(row.seq, size, node.store),
-                   checkpoint=blk.checkpoint)
+    return sealed_receipts(node, [row])[0]
+
+
+def sealed_receipts(node: Node, rows: Sequence[EntryRow]) -> list[Receipt]:
+    """`sealed_receipt` of many entries, in order: a block read once and its entries' proofs
+    in one read (`merkle.inclusion_proofs`), not a block and a proof an entry (a resent chunk
+    of 10,000 works answered the D36 way took a minute)."""
+    by_block: dict[int, list[EntryRow]] = {}
+    for row in rows:
+        by_block.setdefault(row.block_height, []).append(row)
+    made: dict[int, Receipt] = {}
+    for height, group in by_block.items():
+        blk = node.store.get_block(height)
+        size = blk.header.tree_size
+        proofs = merkle.inclusion_proofs([r.seq for r in group], size, node.store)
+        for row, proof in zip(group, proofs, strict=True):
+            made[row.seq] = Receipt(seq=row.seq, leaf_hash=row.leaf_hash,
+                                    block_height=height, tree_size=size,
+                                    root=blk.header.tree_root, proof=proof,
+                                    checkpoint=blk.checkpoint)
+    return [made[row.seq] for row in rows]
 
 
 async def _register(
