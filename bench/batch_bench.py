@@ -3,7 +3,9 @@
 (`Client.register_works`: entry hash, inclusion proof, checkpoint signature).
 
 Prints one JSON object: entries/s end to end (request + verification), the server's share
-(time waiting for answers) and the client's verification share, per-batch p50/p99.
+(time waiting for answers) and the client's verification share, per-batch p50/p99, and the CPU
+time (user + system) of the server process and of the client an entry: the figure that holds
+on a shared, loaded machine, where wall-clock rates mostly measure the neighbours.
 
 Usage: python bench/batch_bench.py [--batches 20] [--size 1000] [--clients 1] [--database URL]
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import platform
 import statistics
 import sys
@@ -25,7 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from copyledger.client import BatchWork, Client, Receipt
 from copyledger.client import _calls as calls
-from tests.server import ServerProcess, init_registry
+from tests.server import ServerProcess, init_with_creator
 
 
 def works(client_no: int, batch_no: int, size: int) -> list[BatchWork]:
@@ -55,6 +58,12 @@ def run_client(url: str, key: str, no: int, batches: int, size: int,
     out[no] = {"waits": waits, "verifies": verifies, "entries": entries}
 
 
+def _cpu(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--batches", type=int, default=20, help="batches per client")
@@ -64,18 +73,20 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
-        _, key = init_registry(data)
-        srv = ServerProcess(data, args.database, COPYLEDGER_LOG_LEVEL="warning").start()
+        _, key, url = init_with_creator(data, args.database or "sqlite")
+        srv = ServerProcess(data, url, COPYLEDGER_LOG_LEVEL="warning").start()
         try:
+            assert srv.proc is not None
             out: dict[int, Any] = {}
             threads = [threading.Thread(target=run_client, args=(
                 srv.url, key, n, args.batches, args.size, out)) for n in range(args.clients)]
-            t0 = time.perf_counter()
+            server0, client0, t0 = _cpu(srv.proc.pid), time.process_time(), time.perf_counter()
             for t in threads:
                 t.start()
             for t in threads:
                 t.join()
             wall = time.perf_counter() - t0
+            server_cpu, client_cpu = _cpu(srv.proc.pid) - server0, time.process_time() - client0
         finally:
             srv.stop()
     entries = sum(o["entries"] for o in out.values())
@@ -90,7 +101,10 @@ def main() -> None:
         "verify_ms_per_batch": round(1000 * statistics.mean(verifies), 1),
         "batch_p50_ms": round(1000 * waits[len(waits) // 2], 1),
         "batch_p99_ms": round(1000 * waits[min(len(waits) - 1, int(len(waits) * 0.99))], 1),
+        "server_cpu_us_per_entry": round(1e6 * server_cpu / entries, 1),
+        "client_cpu_us_per_entry": round(1e6 * client_cpu / entries, 1),
         "every_receipt_verified": True,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(), "cpus": platform.machine(),
     }, indent=2))
 

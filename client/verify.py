@@ -75,8 +75,9 @@ def check_receipt(
     trusted key signed a checkpoint of that size and root; with `file_sha256`, the entry
     registers that content. `checked`: checkpoints already verified under `keys` (a batch's)."""
     with _checking(registration):
-        verify_receipt(registration, verifiers(keys), file_sha256=file_sha256, checked=checked)
-        return Receipt.from_dict(registration)
+        receipt = Receipt.from_dict(registration)  # parsed and its entry checked once, not twice
+        verify_receipt(receipt, verifiers(keys), file_sha256=file_sha256, checked=checked)
+        return receipt
 
 
 def check_contact(answer: Any) -> Disclosure:

@@ -42,6 +42,7 @@ __all__ = [
     "MemoryReader",
     "NodeId",
     "append",
+    "appended_proofs",
     "consistency_proof",
     "frontier_ids",
     "inclusion_proof",
@@ -367,6 +368,51 @@ def inclusion_proofs(
     unique = list(dict.fromkeys(r for plan in plans for r in plan))
     hashes = dict(zip(unique, _range_hashes(unique, reader), strict=True))
     return [[hashes[r] for r in plan] for plan in plans]
+
+
+def appended_proofs(size: int, frontier: Sequence[bytes], appended: Appended) -> list[list[bytes]]:
+    """Inclusion proofs, in the new tree, of every leaf `append(size, frontier, ...)` added:
+    the same as `inclusion_proofs(range(size, appended.size), appended.size, reader)` with every
+    node stored, but from the old frontier and the append's nodes alone (no read), and cheaper.
+
+    It walks RFC 9162's PATH recursion once, top down, through only the subtrees that hold new
+    leaves, handing each child its parent's path with the sibling's hash put in front: a leaf's
+    proof costs one list copy, not a plan of ranges and a lookup per hash. A sibling left of the
+    new leaves is always an old frontier node; every other one is a node the append made.
+    """
+    new_size = appended.size
+    old = {level: h for (level, _), h in zip(frontier_ids(size), frontier, strict=True)}
+    rows: list[list[bytes]] = []  # rows[level]: the new nodes there, first index size >> level
+    pos = level = 0
+    while pos < len(appended.nodes):
+        count = (new_size >> level) - (size >> level)
+        rows.append([h for _, _, h in appended.nodes[pos : pos + count]])
+        pos, level = pos + count, level + 1
+
+    def node(level: int, index: int) -> bytes:
+        first = size >> level
+        return rows[level][index - first] if index >= first else old[level]
+
+    def mth(lo: int, hi: int) -> bytes:
+        if hi - lo & hi - lo - 1 == 0:  # a complete subtree (PATH's split keeps it aligned)
+            level = (hi - lo).bit_length() - 1
+            return node(level, lo >> level)
+        return root_from_frontier([node(lv, ix) for lv, ix in _range_ids(lo, hi)])
+
+    out: list[list[bytes]] = [[] for _ in range(new_size - size)]
+
+    def walk(lo: int, hi: int, path: list[bytes]) -> None:
+        if hi - lo == 1:
+            out[lo - size] = path
+            return
+        mid = lo + _split(hi - lo)
+        if mid > size:  # the left half holds new leaves too
+            walk(lo, mid, [mth(mid, hi), *path])
+        walk(mid, hi, [mth(lo, mid), *path])
+
+    if new_size > size:
+        walk(0, new_size, [])
+    return out
 
 
 def consistency_proof(old_size: int, new_size: int, reader: HashReader) -> list[bytes]:

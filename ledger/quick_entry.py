@@ -33,7 +33,7 @@ import orjson
 from copyledger.ledger import entry as entry_mod
 from copyledger.ledger import jcs
 
-__all__ = ["quick_logged"]
+__all__ = ["quick_canonical", "quick_logged"]
 
 _WORK = entry_mod._KIND_FIELDS["work"]
 _REQUIRED = frozenset(name for name, (required, _) in _WORK.items() if required)
@@ -131,3 +131,16 @@ def quick_logged(data: bytes) -> tuple[str, str, str] | None:
     if orjson.dumps(obj, option=_SORT) != data:
         return None
     return "work", content["sha256"], obj["registrant"]
+
+
+def quick_canonical(entry: object) -> bytes | None:
+    """The RFC 8785 bytes of an entry the write path built, when `quick_logged` decides them:
+    then `entry.encode(entry, new=True)` accepts it and gives these same bytes (a work holds
+    none of the fields D32 retired). None when this path does not decide; the write path then
+    calls `entry.encode`, which decides and names the fault. The check is `quick_logged`'s
+    own: orjson's sorted encoding, held to the reference's rules and round trip."""
+    try:
+        data = orjson.dumps(entry, option=_SORT)
+    except (TypeError, orjson.JSONEncodeError):  # a key or value JSON cannot carry as is
+        return None
+    return data if quick_logged(data) is not None else None

@@ -356,7 +356,7 @@ class Sequencer:
         except Exception as e:
             raise _SealFailed("during") from e
         try:
-            return self._after_commit(st, rows, appended, block, reader)
+            return self._after_commit(st, rows, appended, block)
         except Exception as e:
             raise _SealFailed("after") from e
 
@@ -390,10 +390,9 @@ class Sequencer:
 
     def _after_commit(
         self, st: LogState, rows: list[EntryRow], appended: merkle.Appended, block: BlockRow,
-        reader: CachedReader,
     ) -> list[Receipt]:
         height, checkpoint = block.header.height, block.checkpoint
-        proofs = merkle.inclusion_proofs([r.seq for r in rows], appended.size, reader)
+        proofs = merkle.appended_proofs(st.size, st.frontier, appended)
         receipts = [
             Receipt(
                 seq=r.seq,

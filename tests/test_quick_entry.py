@@ -19,7 +19,7 @@ from copyledger.ledger import jcs
 from copyledger.ledger.documents import parse_logged_entry
 from copyledger.ledger.errors import CopyledgerError
 from copyledger.ledger.note import BlockHeader, _quick_header_bytes
-from copyledger.ledger.quick_entry import _plain_field, quick_logged
+from copyledger.ledger.quick_entry import _plain_field, quick_canonical, quick_logged
 
 
 def reference(data: bytes) -> tuple[str, str, str] | None:
@@ -123,6 +123,27 @@ def test_changed_bytes_agree(e: dict[str, Any], data: st.DataObject) -> None:
     at = data.draw(st.integers(0, len(raw) - 1))
     new = data.draw(st.binary(min_size=0, max_size=2))
     agrees(raw[:at] + new + raw[at + 1:])
+
+
+@settings(max_examples=200, deadline=None)
+@given(entries())
+def test_the_write_paths_quick_encoding_agrees_with_encode(e: dict[str, Any]) -> None:
+    """What a registration stores: the quick path's bytes are `entry.encode`'s, and it
+    answers only for entries `entry.encode` accepts as new."""
+    quick = quick_canonical(e)
+    try:
+        _, want = entry_mod.encode(e, new=True)
+    except CopyledgerError:
+        assert quick is None, e
+        return
+    assert quick is None or quick == want
+
+
+def test_a_plain_new_work_takes_the_quick_encoding() -> None:
+    e = work(content={"sha256": "0f" * 32, "size": 7}, title="Caf\u00e9", license="CC0-1.0")
+    assert quick_canonical(e) == entry_mod.encode(e, new=True)[1]
+    assert quick_canonical(work(metadata={"a": 1})) is None  # the reference decides
+    assert quick_canonical({1: "x"}) is None and quick_canonical(work(size=2**70)) is None
 
 
 def test_every_flipped_byte_of_a_work_agrees() -> None:

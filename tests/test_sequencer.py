@@ -171,7 +171,7 @@ def test_failure_messages_say_what_was_recorded(
         monkeypatch.setattr(store, "append_block", lambda *a, **k: (_ for _ in ()).throw(
             OSError("disk full")))
     else:
-        monkeypatch.setattr(merkle, "inclusion_proofs", lambda *a, **k: (_ for _ in ()).throw(
+        monkeypatch.setattr(merkle, "appended_proofs", lambda *a, **k: (_ for _ in ()).throw(
             MemoryError("out of memory")))
     with pytest.raises(Unavailable) as info:
         s.submit(pending(0)).result(120)
