@@ -11,7 +11,8 @@ and deleted lazily, at most once a minute, by writers.
 
 The key is claimed in the database before the write (decision D59): with `serve --workers N` a
 retry that reaches another process while the first request is still running waits for its
-answer (or is told 409, in progress) instead of writing a second entry.
+answer (or is told 409, in progress) instead of writing a second entry. The claim is its
+process's, refreshed by a heartbeat, so only a dead process's claim is taken over (D69).
 """
 
 from __future__ import annotations
