@@ -134,7 +134,14 @@ class _DriverQuery:
         try:
             cur = conn.cursor()
             try:
+                # The engine's cursor events still see the statement (what counts or refuses
+                # statements, in tests, listens there); they get no Connection or context.
+                events = self.engine.dispatch
+                if events.before_cursor_execute:
+                    events.before_cursor_execute(None, cur, self.sql, args, None, False)
                 cur.execute(self.sql, args)
+                if events.after_cursor_execute:
+                    events.after_cursor_execute(None, cur, self.sql, args, None, False)
                 r = cur.fetchone()
             finally:
                 cur.close()
