@@ -187,6 +187,8 @@ def test_a_key_is_claimed_once_in_the_database(api: Api) -> None:
         conn.execute(update(idempotency_keys).where(idempotency_keys.c.key == "c2").values(
             created=int(time.time()) - ABANDONED_S - 1))
     assert mine.claim("alice", "c2", "ab" * 32) is None
+    for keys in (mine, other):  # no heartbeat left refreshing claims after the test
+        keys.stop()
 
 
 def test_a_retry_waits_for_the_key_claimed_by_another_process(
