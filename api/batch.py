@@ -21,7 +21,7 @@ from copyledger.ledger.errors import (
     said,
 )
 from copyledger.service.apikeys import Principal
-from copyledger.service.idempotency import Answer, check_key, claim, request_hash
+from copyledger.service.idempotency import Answer, check_key, claim, keep, release, request_hash
 from copyledger.service.node import Node
 from copyledger.service.operations import MAX_BATCH, Outcome, parse_value
 
@@ -116,17 +116,19 @@ async def answer(
                 results[i] = item
                 if keeps and i in digests:
                     claimed.remove(i)
-                    n.idempotency.keep(who.account, str(parsed[i][1]), digests[i],
-                                       Answer(item["status"], orjson.dumps(item[member])))
+                    await keep(n.idempotency, who.account, str(parsed[i][1]), digests[i],
+                               Answer(item["status"], orjson.dumps(item[member])))
         except asyncio.CancelledError:
             # The client hung up: what was handed over may still be sealed, so its keys stay
             # claimed ("in flight") until taken over as abandoned, rather than freed for a
-            # retry that could write the same items again.
+            # retry that could write the same items again (no longer refreshed, D69).
             cancelled = True
+            for i in claimed:
+                n.idempotency.abandon(who.account, str(parsed[i][1]), digests[i])
             raise
         finally:
             for i in [] if cancelled else claimed:  # refused, or never run: free again
-                n.idempotency.release(who.account, str(parsed[i][1]), digests[i])
+                await release(n.idempotency, who.account, str(parsed[i][1]), digests[i])
     done = [r for r in results if r is not None]
     return FastJSONResponse({
         "results": done,

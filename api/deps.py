@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from copyledger.ledger.errors import PayloadTooLarge, Unauthorized, Uncertain, said
+from copyledger.service import idempotency
 from copyledger.service.apikeys import KeyCache, Principal, TokenBuckets, authorize
 from copyledger.service.i18n import DEFAULT, negotiate, pick
 from copyledger.service.idempotency import Answer, check_key, claim, request_hash
@@ -117,32 +118,38 @@ async def once(
             return replay(kept)
         # Shielded: a client that hangs up does not cancel the write, so its outcome is still
         # settled under the key when it comes (a retry then gets it, not a second entry).
-        task = asyncio.ensure_future(run())
-        task.add_done_callback(lambda t: _settle(n, who.account, key, digest, request[0], t))
-        return await asyncio.shield(task)
+        return await asyncio.shield(asyncio.ensure_future(
+            _settled(n, who.account, key, digest, request[0], run)))
 
 
-def _settle(n: Node, account: str, key: str, digest: str, path: bytes,
-            done: asyncio.Future[Response]) -> None:
-    """Record a keyed write's outcome: a success is kept for replay; a write whose fate is
-    unknown (Uncertain) keeps its problem, so no retry under this key can write again; any
-    other refusal frees the key, since nothing was written."""
-    if done.cancelled():  # only the whole server stopping cancels the write itself
-        return  # the claim stays "in flight" until it is taken over as abandoned
-    error = done.exception()
-    if error is None:
-        answer = done.result()
-        if 200 <= answer.status_code < 300:
-            n.idempotency.keep(account, key, digest, Answer(answer.status_code,
-                                                            bytes(answer.body)))
-            return
-    elif isinstance(error, Uncertain):
+async def _settled(n: Node, account: str, key: str, digest: str, path: bytes,
+                   run: Callable[[], Awaitable[Response]]) -> Response:
+    """`run`'s answer, its outcome recorded under the key (off the event loop): a success is
+    kept for replay; a write whose fate is unknown (Uncertain) keeps its problem, so no retry
+    under this key can write again; any other refusal frees the key, since nothing was
+    written. Keeping never fails the answer: the entry is recorded whatever the key's row
+    says (D69)."""
+    try:
+        answer = await run()
+    except Uncertain as error:
         from copyledger.api.problems import body_of  # problems imports this module
 
         body = body_of(error, path.decode("utf-8", "replace"))
-        n.idempotency.keep(account, key, digest, Answer(body["status"], orjson.dumps(body)))
-        return
-    n.idempotency.release(account, key, digest)
+        await idempotency.keep(n.idempotency, account, key, digest,
+                               Answer(body["status"], orjson.dumps(body)))
+        raise
+    except asyncio.CancelledError:  # only the whole server stopping cancels the write itself
+        n.idempotency.abandon(account, key, digest)  # in flight until taken over
+        raise
+    except BaseException:
+        await idempotency.release(n.idempotency, account, key, digest)
+        raise
+    if 200 <= answer.status_code < 300:
+        await idempotency.keep(n.idempotency, account, key, digest,
+                               Answer(answer.status_code, bytes(answer.body)))
+    else:
+        await idempotency.release(n.idempotency, account, key, digest)
+    return answer
 
 
 async def keyed(request: Request, who: Principal,

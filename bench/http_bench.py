@@ -58,16 +58,20 @@ def main() -> None:
         before = httpx.get(srv.url + "/v1/log").json()
         # warm-up, then the measured run
         subprocess.run([wrk, "-t1", "-c", str(args.connections), "-d", "3s", "-s",
-                        str(HERE / "wrk_register.lua"), srv.url, "--", key],
+                        str(HERE / "wrk_register.lua"), srv.url, "--", key, "1"],
                        capture_output=True, check=True)
         mid = httpx.get(srv.url + "/v1/log").json()
         spies = profile(srv, data, args.profile, args.seconds) if args.profile else []
+        roles = serving(srv, data)
+        cpu0 = {pid: cpu_s(pid) for pid in roles}
         t0 = time.monotonic()
         r = subprocess.run([wrk, "-t1", "-c", str(args.connections), "-d",
                             f"{args.seconds}s", "--timeout", "10s", "-s",
-                            str(HERE / "wrk_register.lua"), srv.url, "--", key],
+                            str(HERE / "wrk_register.lua"), srv.url, "--", key, "2"],
                            capture_output=True, text=True, check=True)
         wall = time.monotonic() - t0
+        cpu1 = {pid: cpu_s(pid) for pid in roles}
+        restarted = set(serving(srv, data)) != set(roles)  # a process replaced meanwhile
         for _, spy in spies:
             spy.wait(60)
         after = httpx.get(srv.url + "/v1/log").json()
@@ -94,6 +98,9 @@ def main() -> None:
         "mean_entries_per_block": round(entries / blocks, 1) if blocks else None,
         "audit_after": {"ok": audit["ok"], "entries": audit["entries"]},
         "warmup_entries": mid["tree_size"] - before["tree_size"],
+        # A process the supervisor replaced during the run took its CPU figure with it.
+        "cpu_us_per_registration": None if restarted else cpu_per(roles, cpu0, cpu1,
+                                                                  res["requests"]),
         "wall_s": round(wall, 2),
         "targets": {"registrations_per_s": ">= 3000", "p99_ms": "< 250"},
     }
@@ -110,18 +117,47 @@ def main() -> None:
     print(json.dumps(out, indent=2))
 
 
+def serving(srv: ServerProcess, data: Path) -> dict[int, str]:
+    """Each process serving, by pid: "leader" (holds the sequencer lock) or "follower"; with
+    one worker the server's own process (uvicorn runs no supervisor then)."""
+    assert srv.proc is not None
+    kids = subprocess.run(["pgrep", "-P", str(srv.proc.pid)], capture_output=True,
+                          text=True).stdout.split()
+    if not kids:
+        return {srv.proc.pid: "leader"}
+    leader = int((data / "sequencer.pid").read_text()) if (data / "sequencer.pid").exists() else 0
+    return {pid: "leader" if pid == leader else "follower" for pid in map(int, kids)}
+
+
+def cpu_s(pid: int) -> float:
+    """The CPU seconds (user + system) process `pid` has used so far, its threads included
+    (0 once it has gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_per(roles: dict[int, str], before: dict[int, float], after: dict[int, float],
+            requests: int) -> dict[str, float]:
+    """CPU microseconds per request, by role and in all: the figure a loaded machine does not
+    change much, unlike throughput."""
+    out: dict[str, float] = {}
+    for pid, role in roles.items():
+        out[role] = out.get(role, 0.0) + (after[pid] - before[pid]) * 1e6 / max(requests, 1)
+    out["total"] = sum(out.values())
+    return {k: round(v, 1) for k, v in out.items()}
+
+
 def profile(srv: ServerProcess, data: Path, into: Path,
             seconds: int) -> list[tuple[Path, subprocess.Popen[bytes]]]:
     """py-spy on each process serving (the supervisor's children) for the measured run."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    assert srv.proc is not None
     into.mkdir(parents=True, exist_ok=True)
-    leader = int((data / "sequencer.pid").read_text()) if (data / "sequencer.pid").exists() else 0
-    kids = subprocess.run(["pgrep", "-P", str(srv.proc.pid)], capture_output=True,
-                          text=True).stdout.split()
     out = []
-    for pid in map(int, kids):
-        path = into / f"{'leader' if pid == leader else 'follower'}-{pid}.txt"
+    for pid, role in serving(srv, data).items():
+        path = into / f"{role}-{pid}.txt"
         out.append((path, subprocess.Popen(
             [spy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "200",
              "--format", "raw", "--threads", "--nonblocking", "-o", str(path)],
@@ -170,16 +206,19 @@ def noop_run(wrk: str, seconds: int, connections: int, key: str) -> dict[str, ob
         subprocess.run([wrk, "-t1", "-c", str(connections), "-d", "3s", "-s",
                         str(HERE / "wrk_register.lua"), url, "--", key],
                        capture_output=True, check=True)
+        cpu0 = cpu_s(proc.pid)
         r = subprocess.run([wrk, "-t1", "-c", str(connections), "-d", f"{seconds}s",
                             "--timeout", "10s", "-s", str(HERE / "wrk_register.lua"), url,
                             "--", key], capture_output=True, text=True, check=True)
+        cpu1 = cpu_s(proc.pid)
     finally:
         proc.terminate()
         proc.wait(30)
     res = json.loads([ln for ln in r.stdout.splitlines() if ln.startswith("{")][-1])
     return {"requests_per_s": round(res["requests"] / res["duration_s"], 1),
             "latency_ms": {k[:-3]: res[k] for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms")},
-            "errors": res["errors"]}
+            "errors": res["errors"],
+            "cpu_us_per_request": round((cpu1 - cpu0) * 1e6 / max(res["requests"], 1), 1)}
 
 
 if __name__ == "__main__":

@@ -1,4 +1,7 @@
 -- wrk script: POST /v1/works with a distinct SHA-256 per request; prints one JSON line at the end.
+-- Arguments: the API key, then a run number (0-65535) that keeps each run's content apart: a
+-- measured run that sent the warm-up's hashes again would be answered "already registered"
+-- (D36) and measure that instead of new registrations.
 local threads = {}
 local counter = 0
 
@@ -11,11 +14,12 @@ function init(args)
   wrk.method = "POST"
   wrk.headers["Content-Type"] = "application/json"
   wrk.headers["Authorization"] = "Bearer " .. args[1]
+  run = tonumber(args[2] or "0")
 end
 
 function request()
   counter = counter + 1
-  local sha = string.format("%08x%016x", tid, counter) .. string.rep("a", 40)
+  local sha = string.format("%04x%08x%016x", run, tid, counter) .. string.rep("a", 36)
   local body = '{"sha256":"' .. sha .. '","title":"benchmark work","creators":["Bench"],'
     .. '"work_type":"text"}'
   return wrk.format(nil, "/v1/works", nil, body)

@@ -10,6 +10,7 @@ import fcntl
 import functools
 import os
 import threading
+from collections import namedtuple
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from alembic.config import Config
 from sqlalchemy import (
     Connection,
     Engine,
+    Select,
     Table,
     bindparam,
     create_engine,
@@ -133,6 +135,42 @@ UPPER_MAX_NODES = 1 << 16
 _BLOCK_FOR_SIZE = (select(blocks).where(blocks.c.tree_size == bindparam("tree_size"))
                    .order_by(blocks.c.height).limit(1))
 _BLOCKS_BY_SIZE_MAX = 1024  # blocks kept by block_for_size: ~2 KiB each (two signed notes)
+class _DriverQuery:
+    """A hot read statement run straight on the pooled driver connection: compiled once for
+    the engine's dialect (so one code path serves SQLite and PostgreSQL), its rows named as
+    SQLAlchemy's would be. The Connection layer cost about 130 µs of CPU a call against 30 µs
+    this way (SQLite, `find_work`; D69), and every registration runs it."""
+
+    def __init__(self, engine: Engine, stmt: Select[Any]) -> None:
+        compiled = stmt.compile(dialect=engine.dialect)
+        self.engine = engine
+        self.sql = str(compiled)
+        self.defaults = compiled.construct_params(  # the literals; each call gives the rest
+            {name: None for name, b in compiled.binds.items() if b.required})
+        self.positions = compiled.positiontup  # None for a named paramstyle
+        self.row = namedtuple("Row", [c.name for c in stmt.selected_columns])  # type: ignore[misc]
+
+    def first(self, **values: Any) -> Any:
+        params = {**self.defaults, **values}
+        args = params if self.positions is None else tuple(params[n] for n in self.positions)
+        conn = self.engine.raw_connection()
+        try:
+            cur = conn.cursor()
+            try:
+                # The engine's cursor events still see the statement (what counts or refuses
+                # statements, in tests, listens there); they get no Connection or context.
+                events = self.engine.dispatch
+                if events.before_cursor_execute:
+                    events.before_cursor_execute(None, cur, self.sql, args, None, False)
+                cur.execute(self.sql, args)
+                if events.after_cursor_execute:
+                    events.after_cursor_execute(None, cur, self.sql, args, None, False)
+                r = cur.fetchone()
+            finally:
+                cur.close()
+        finally:
+            conn.close()  # back to the pool, rolled back as SQLAlchemy's own checkin does
+        return None if r is None else self.row(*r)
 
 
 def make_engine(url: str) -> Engine:
@@ -176,6 +214,7 @@ class Store:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._find_work = _DriverQuery(engine, _FIND_WORK)
         self._lock_conn: Connection | None = None
         self._lock_file: IO[str] | None = None
         self._lock_guard = threading.Lock()
@@ -462,8 +501,7 @@ class Store:
         """The earliest `work` entry `registrant` registered with this content hash, if any:
         one row read through `ix_entries_registrant_sha256`, however often others registered
         the same hash."""
-        with self.engine.connect() as conn:
-            r = conn.execute(_FIND_WORK, {"registrant": registrant, "sha256": sha256}).first()
+        r = self._find_work.first(registrant=registrant, sha256=sha256)
         return None if r is None else _entry(r)
 
     def find_works(self, registrant: str, sha256s: Iterable[str]) -> dict[str, EntryRow]:

@@ -69,6 +69,7 @@ _LOST = ("the sequencer stopped before answering; the entry may or may not be re
 _NO_SEQUENCER = "the sequencer is changing hands; retry shortly"
 
 Request = tuple[int, list[Pending]]  # (request id, the entries queued as one)
+Bundle = list[Request]  # the requests one event-loop turn handed over: one wake-up of the sender
 Message = list[Any]  # one message of the wire format below, ready to send
 
 
@@ -253,6 +254,24 @@ def _encode(fut: Future[Receipt]) -> list[Any]:
     return _outcome(Unavailable("the sequencer failed", internal=f"{type(e).__name__}: {e}"))
 
 
+def _entries(bundle: Bundle) -> int:
+    return sum(len(pendings) for _, pendings in bundle)
+
+
+def _frames(requests: list[Request], most: int = FRAME_ENTRIES) -> list[list[Request]]:
+    """The requests in frames of at most `most` entries each (a request is never split; one
+    has at most `MAX_BATCH` entries, fewer than `most`), in order."""
+    frames: list[list[Request]] = []
+    size = 0
+    for r in requests:
+        if not frames or (frames[-1] and size + len(r[1]) > most):
+            frames.append([])
+            size = 0
+        frames[-1].append(r)
+        size += len(r[1])
+    return frames
+
+
 class _Server:
     """The sequencer's side: takes entries from every connected process and sends back each
     sealed block and the answers, coalesced into one frame per wake-up."""
@@ -409,7 +428,11 @@ class _Client:
         self._in_flight = 0
         self._next = 0
         self._lock = threading.Lock()
-        self._out: queue.Queue[Request | None] = queue.Queue()
+        self._out: queue.Queue[Bundle | None] = queue.Queue()
+        # Requests handed over during the current turn of an event loop, by (connection's
+        # queue, loop); flushed to the sender as one bundle at the end of that turn. Only that
+        # loop's thread touches its own list.
+        self._turn: dict[tuple[int, asyncio.AbstractEventLoop], Bundle] = {}
         self._closed = False
         self._connected = threading.Event()
         threading.Thread(target=self._run, name="handoff-client", daemon=True).start()
@@ -427,7 +450,24 @@ class _Client:
             self._waiting[rid] = waiter
             self._in_flight += len(pendings)
             out = self._out
-        out.put((rid, list(pendings)))
+        request = (rid, list(pendings))
+        if waiter.loop is None:
+            out.put([request])
+            return
+        # One wake-up of the sender thread per turn of the loop, not per request (D69): the
+        # requests of every connection the loop served this turn go out in one bundle.
+        turn = (id(out), waiter.loop)
+        bundle = self._turn.get(turn)
+        if bundle is None:
+            bundle = self._turn[turn] = []
+            waiter.loop.call_soon(self._flush, turn, out)
+        bundle.append(request)
+
+    def _flush(self, turn: tuple[int, asyncio.AbstractEventLoop],
+               out: queue.Queue[Bundle | None]) -> None:
+        """The end of a loop's turn: its requests to the sender, at once (a dead connection's
+        queue drops them: `_lost` has failed their waiters already)."""
+        out.put(self._turn.pop(turn))
 
     # -- the connection -----------------------------------------------------------------------
 
@@ -442,7 +482,7 @@ class _Client:
                 continue
             # A queue per connection: what a dead connection's writer left behind (requests
             # already answered as lost, and its stop marker) never reaches the next one.
-            out: queue.Queue[Request | None] = queue.Queue()
+            out: queue.Queue[Bundle | None] = queue.Queue()
             with self._lock:
                 self._sock = sock
                 self._out = out
@@ -463,10 +503,11 @@ class _Client:
             writer.join()
 
     @staticmethod
-    def _write(sock: socket.socket, out: queue.Queue[Request | None]) -> None:
-        while (batch := _coalesce(out, FRAME_ENTRIES, lambda r: len(r[1]))) is not None:
+    def _write(sock: socket.socket, out: queue.Queue[Bundle | None]) -> None:
+        while (bundles := _coalesce(out, FRAME_ENTRIES, _entries)) is not None:
             try:
-                _send(sock, [_entries_message(rid, pendings) for rid, pendings in batch])
+                for frame in _frames([r for bundle in bundles for r in bundle]):
+                    _send(sock, [_entries_message(rid, pendings) for rid, pendings in frame])
             except Exception as e:  # a writer that stops must take its connection with it
                 if not isinstance(e, OSError):
                     log.exception("sending to the sequencer failed")

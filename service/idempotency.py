@@ -11,19 +11,22 @@ and deleted lazily, at most once a minute, by writers.
 
 The key is claimed in the database before the write (decision D59): with `serve --workers N` a
 retry that reaches another process while the first request is still running waits for its
-answer (or is told 409, in progress) instead of writing a second entry.
+answer (or is told 409, in progress) instead of writing a second entry. The claim is its
+process's, refreshed by a heartbeat, so only a dead process's claim is taken over (D69).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import re
+import threading
 import time
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from copyledger.ledger.errors import Conflict, InvalidInput, said
 from copyledger.ledger.schema import idempotency_keys as table
@@ -33,6 +36,8 @@ HEADER = "Idempotency-Key"
 MAX_KEY = 255
 _KEY = re.compile(r"[\x21-\x7e]{1,255}")  # visible ASCII: a UUID, a ULID, a file's hash…
 _SWEEP_EVERY_S = 60
+
+log = logging.getLogger("copyledger.idempotency")
 
 
 @dataclass(frozen=True)
@@ -79,19 +84,38 @@ class InFlight(Conflict):
 
 
 IN_FLIGHT = 0  # `status` of a claimed key whose request has not answered yet (D59)
-ABANDONED_S = 300  # a claim this old was left by a process that died mid-request (D59)
+HEARTBEAT_S = 5.0  # how often a process refreshes the claims it holds (D69)
+ABANDONED_S = 60  # a claim not refreshed for this long was left by a process that died (D69)
+_KEEP_TRIES = 12  # a kept answer the database refused is tried again this many beats (D69)
+
+Held = tuple[str, str, str]  # (account, key, request_sha256): a claim this process holds
 
 
 class Keys:
     """The kept answers of one registry, and the claims of keys whose first request is still
     running: a key is claimed by inserting its row (status `IN_FLIGHT`) before the write, under
     the table's primary key, so only one request with a key runs, whichever process it reached
-    (D59)."""
+    (D59).
 
-    def __init__(self, store: Store, ttl_s: int) -> None:
+    A claim belongs to the process that made it (D69): while the request runs, a heartbeat
+    thread of that process refreshes the row's `created` every `heartbeat_s`, so only a claim
+    whose owner stopped refreshing it (died, or lost the database) for `abandoned_s` is taken
+    over; a slow request of a live process is never run a second time. The database calls
+    block: the async helpers below run them on a worker thread, off the event loop."""
+
+    def __init__(self, store: Store, ttl_s: int, heartbeat_s: float = HEARTBEAT_S,
+                 abandoned_s: float = ABANDONED_S) -> None:
         self.store = store
         self.ttl_s = ttl_s
+        self.heartbeat_s = heartbeat_s
+        self.abandoned_s = abandoned_s
         self._swept = 0.0
+        # Claims this process holds, each with the answer still to keep (its `keep` failed:
+        # tried again each beat, `_KEEP_TRIES` times) or None while its request runs.
+        self._held: dict[Held, tuple[Answer, int] | None] = {}
+        self._beat = threading.Condition()
+        self._beating = False
+        self._stopped = False
 
     def claim(self, account: str, key: str, request_sha256: str) -> Answer | None:
         """None if the key is now this request's to run (then `keep` or `release` it); the kept
@@ -105,6 +129,7 @@ class Keys:
                     conn.execute(table.insert().values(
                         account=account, key=key, request_sha256=request_sha256,
                         status=IN_FLIGHT, answer="", created=int(now)))
+                self._hold((account, key, request_sha256))
                 return None
             except IntegrityError:
                 pass
@@ -116,8 +141,8 @@ class Keys:
                 continue
             status = int(row.status)
             dead = (row.created <= now - self.ttl_s if status != IN_FLIGHT
-                    else row.created <= now - ABANDONED_S)
-            if dead:  # expired, or claimed by a process that died: take it over
+                    else row.created <= now - self.abandoned_s)
+            if dead:  # expired, or its owner stopped refreshing it (died): take it over
                 with self.store.engine.begin() as conn:
                     conn.execute(delete(table).where(
                         table.c.account == account, table.c.key == key,
@@ -130,22 +155,26 @@ class Keys:
             return Answer(status, row.answer.encode())
         raise _in_flight()
 
-    def recall(self, account: str, key: str, request_sha256: str) -> Answer | None:
-        """The kept answer to this key, if it is still alive and was for this very request
-        (None while its request is still running); InvalidInput if it answered another."""
-        q = select(table.c.request_sha256, table.c.status, table.c.answer, table.c.created).where(
-            table.c.account == account, table.c.key == key, table.c.status != IN_FLIGHT)
-        with self.store.engine.connect() as conn:
-            row = conn.execute(q).first()
-        if row is None or row.created <= time.time() - self.ttl_s:
-            return None
-        if row.request_sha256 != request_sha256:
-            raise _other_request()
-        return Answer(int(row.status), row.answer.encode())
-
     def keep(self, account: str, key: str, request_sha256: str, answer: Answer) -> None:
         """Keep the answer to replay (a success, or an Uncertain's 503) in this request's
-        claim (or, unclaimed, in a row of its own; the first one kept wins)."""
+        claim (or, unclaimed, in a row of its own; the first one kept wins). It does not
+        raise for the database: the write it answers is done, and its writer must still get
+        that answer (D69). A keep the database refused is tried again by the heartbeat while
+        the claim is refreshed; after `_KEEP_TRIES` beats it is let go, so the claim ages out
+        and is taken over (the retry is then answered by D36's "already registered")."""
+        claim = (account, key, request_sha256)
+        try:
+            self._keep(claim, answer)
+        except SQLAlchemyError:
+            log.warning("keeping an idempotent answer failed; trying again", exc_info=True)
+            with self._beat:
+                if claim in self._held:
+                    self._held[claim] = (answer, 0)
+            return
+        self._let_go(claim)
+
+    def _keep(self, claim: Held, answer: Answer) -> None:
+        account, key, request_sha256 = claim
         with self.store.engine.begin() as conn:
             done = conn.execute(update(table).where(
                 table.c.account == account, table.c.key == key,
@@ -162,11 +191,23 @@ class Keys:
             pass  # kept already: it stands
 
     def release(self, account: str, key: str, request_sha256: str) -> None:
-        """Drop this request's claim: it was refused and wrote nothing, so a retry may run."""
-        with self.store.engine.begin() as conn:
-            conn.execute(delete(table).where(
-                table.c.account == account, table.c.key == key,
-                table.c.request_sha256 == request_sha256, table.c.status == IN_FLIGHT))
+        """Drop this request's claim: it was refused and wrote nothing, so a retry may run.
+        If the database refuses, the claim is no longer refreshed and ages out instead."""
+        claim = (account, key, request_sha256)
+        try:
+            with self.store.engine.begin() as conn:
+                conn.execute(delete(table).where(
+                    table.c.account == account, table.c.key == key,
+                    table.c.request_sha256 == request_sha256, table.c.status == IN_FLIGHT))
+        except SQLAlchemyError:
+            log.warning("releasing an idempotency key failed; it ages out", exc_info=True)
+        finally:
+            self._let_go(claim)
+
+    def abandon(self, account: str, key: str, request_sha256: str) -> None:
+        """Stop refreshing this request's claim, whose outcome will not be settled here (its
+        request was cancelled mid-write): it ages out and is taken over as a dead owner's."""
+        self._let_go((account, key, request_sha256))
 
     def _sweep(self, now: float) -> None:
         """Delete rows past their lifetime, at most once a minute."""
@@ -177,7 +218,67 @@ class Keys:
             conn.execute(delete(table).where(table.c.status != IN_FLIGHT,
                                              table.c.created <= int(now) - self.ttl_s))
             conn.execute(delete(table).where(table.c.status == IN_FLIGHT,
-                                             table.c.created <= int(now) - ABANDONED_S))
+                                             table.c.created <= int(now - self.abandoned_s)))
+
+    # -- the heartbeat (D69) -------------------------------------------------------------------
+
+    def _hold(self, claim: Held) -> None:
+        with self._beat:
+            self._held[claim] = None
+            if not self._beating and not self._stopped:
+                self._beating = True
+                threading.Thread(target=self._heartbeat, name="idempotency-heartbeat",
+                                 daemon=True).start()
+
+    def _let_go(self, claim: Held) -> None:
+        with self._beat:
+            self._held.pop(claim, None)
+
+    def _heartbeat(self) -> None:
+        """While this process holds claims: refresh them, and keep again the answers the
+        database refused. Ends when none is held (the next claim starts another)."""
+        while True:
+            with self._beat:
+                self._beat.wait(self.heartbeat_s)
+                if not self._held or self._stopped:
+                    self._beating = False
+                    return
+                held = dict(self._held)
+            try:
+                self._refresh(list(held))
+            except SQLAlchemyError:
+                log.warning("refreshing idempotency claims failed", exc_info=True)
+            for claim, pending in held.items():
+                if pending is not None:
+                    self._keep_again(claim, *pending)
+
+    def _refresh(self, claims: list[Held]) -> None:
+        now = int(time.time())
+        with self.store.engine.begin() as conn:
+            for account, key, request_sha256 in claims:
+                conn.execute(update(table).where(
+                    table.c.account == account, table.c.key == key,
+                    table.c.request_sha256 == request_sha256, table.c.status == IN_FLIGHT,
+                ).values(created=now))
+
+    def _keep_again(self, claim: Held, answer: Answer, tries: int) -> None:
+        try:
+            self._keep(claim, answer)
+        except SQLAlchemyError:
+            if tries + 1 < _KEEP_TRIES:
+                with self._beat:
+                    if claim in self._held:
+                        self._held[claim] = (answer, tries + 1)
+                return
+            log.error("an idempotent answer could not be kept; its claim will be taken over "
+                      "after %s s", self.abandoned_s)
+        self._let_go(claim)
+
+    def stop(self) -> None:
+        """End the heartbeat (the node is closing its store)."""
+        with self._beat:
+            self._stopped = True
+            self._beat.notify_all()
 
 
 WAIT_S = 10.0  # how long a retry waits for its key's first request before it is told 409
@@ -186,14 +287,24 @@ _POLL_S = 0.02
 
 async def claim(keys: Keys, account: str, key: str, request_sha256: str,
                 wait_s: float | None = None) -> Answer | None:
-    """`Keys.claim`, waiting up to `wait_s` while the key's first request runs in another
-    process (this process's own requests with the key are already queued one at a time), so
-    the usual retry gets the first answer rather than 409."""
+    """`Keys.claim` on a worker thread, waiting up to `wait_s` while the key's first request
+    runs in another process (this process's own requests with the key are already queued one
+    at a time), so the usual retry gets the first answer rather than 409."""
     deadline = time.monotonic() + (WAIT_S if wait_s is None else wait_s)
     while True:
         try:
-            return keys.claim(account, key, request_sha256)
+            return await asyncio.to_thread(keys.claim, account, key, request_sha256)
         except InFlight:
             if time.monotonic() >= deadline:
                 raise
         await asyncio.sleep(_POLL_S)
+
+
+async def keep(keys: Keys, account: str, key: str, request_sha256: str, answer: Answer) -> None:
+    """`Keys.keep` on a worker thread: the event loop serves other requests meanwhile."""
+    await asyncio.to_thread(keys.keep, account, key, request_sha256, answer)
+
+
+async def release(keys: Keys, account: str, key: str, request_sha256: str) -> None:
+    """`Keys.release` on a worker thread."""
+    await asyncio.to_thread(keys.release, account, key, request_sha256)

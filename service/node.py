@@ -521,6 +521,7 @@ class Node:
         self.cosigner.stop()
         self.external.stop()
         self.sequencer.stop()
+        self.idempotency.stop()
         self.store.close()
 
 

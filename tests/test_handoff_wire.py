@@ -5,6 +5,7 @@ keep their class and their translatable template, and a frame of any other shape
 
 from __future__ import annotations
 
+import itertools
 import socket
 
 import orjson
@@ -191,3 +192,64 @@ def test_after_a_failed_send_the_next_connection_still_sends(
     finally:
         client.close()
         listener.close()
+
+
+@given(st.lists(st.integers(min_value=1, max_value=1_000), max_size=40))
+def test_frames_keep_every_request_in_order_and_under_the_cap(sizes: list[int]) -> None:
+    requests = [(i, [Pending(b"{}", "work", "a" * 64, "acct", ())] * n)
+                for i, n in enumerate(sizes)]
+    frames = handoff._frames(requests, 2_000)
+    assert [r for f in frames for r in f] == requests
+    assert all(f and sum(len(p) for _, p in f) <= 2_000 for f in frames)
+    # Fewest frames for the order: a frame ends only when the next request would overflow it.
+    for f, g in itertools.pairwise(frames):
+        assert sum(len(p) for _, p in f) + len(g[0][1]) > 2_000
+
+
+def test_one_turn_of_the_event_loop_sends_one_frame() -> None:
+    """Requests handed over in one turn of a process's event loop wake its sender once and
+    reach the sequencer in one frame (D69), each still answered on its own."""
+    import asyncio
+    import tempfile
+    import threading
+    from pathlib import Path
+
+    from copyledger.ledger.sequencer import LogState
+
+    path = Path(tempfile.mkdtemp(prefix="cl-h-", dir="/tmp")) / "s.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen()
+    frames: list[list[object]] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            frame = handoff._recv(conn)
+            frames.append(frame)
+            answers = [["answer", rid, [handoff._outcome(Unavailable(f"no {rid}"))] * len(p)]
+                       for _, rid, p in frame]
+            handoff._send(conn, answers)
+            conn.recv(1)  # until the client closes
+
+    threading.Thread(target=serve, daemon=True).start()
+    client = handoff._Client(path, LogState(0, [], None))
+
+    async def five() -> list[str]:
+        loop = asyncio.get_running_loop()
+        waiters = [handoff._Waiter([loop.create_future()], loop) for _ in range(5)]
+        p = Pending(b"{}", "work", "a" * 64, "acct", ())
+        for w in waiters:
+            client.hand([p], w)  # all in this one turn
+        done = await asyncio.wait_for(asyncio.gather(*(w.futures[0] for w in waiters),
+                                                     return_exceptions=True), 60)
+        return [str(e) for e in done]
+
+    try:
+        assert client.wait_connected(60)
+        answers = asyncio.run(five())
+    finally:
+        client.close()
+        listener.close()
+    assert len(frames) == 1 and [m[1] for m in frames[0]] == [0, 1, 2, 3, 4]  # type: ignore[index]
+    assert answers == [f"no {rid}" for rid in range(5)]

@@ -4,6 +4,9 @@ keys are per account and kept for `idempotency_ttl_s`."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -19,7 +22,7 @@ from copyledger.ledger.errors import InvalidInput
 from copyledger.ledger.schema import accounts, idempotency_keys
 from copyledger.ledger.store import Store
 from copyledger.service.node import Node
-from tests.helpers import bearer, open_registry, sha, tree_size, work_body
+from tests.helpers import bearer, open_registry, sha, tree_size, wait_for, work_body
 from tests.test_claims import DMCA
 
 Api = tuple[TestClient, Node]
@@ -154,9 +157,8 @@ def test_migration_0007_adds_the_table_to_a_0006_log(tmp_path: Path, database_ur
     reg.store.close()
     s = Store.open(database_url or reg.settings.database_url)
     try:
-        kept = Keys(s, 60)
-        kept.keep("alice", "k", "ab" * 32, Answer(201, b"{}"))
-        assert kept.recall("alice", "k", "ab" * 32) == Answer(201, b"{}")
+        Keys(s, 60).keep("alice", "k", "ab" * 32, Answer(201, b"{}"))
+        assert Keys(s, 60).claim("alice", "k", "ab" * 32) == Answer(201, b"{}")
     finally:
         s.close()
 
@@ -173,7 +175,6 @@ def test_a_key_is_claimed_once_in_the_database(api: Api) -> None:
         other.claim("alice", "c1", "ab" * 32)  # the same request, still running
     with pytest.raises(InvalidInput, match="different request"):
         other.claim("alice", "c1", "cd" * 32)
-    assert other.recall("alice", "c1", "ab" * 32) is None  # nothing to replay yet
     assert other.claim("bob", "c1", "ab" * 32) is None  # keys are per account
     mine.keep("alice", "c1", "ab" * 32, Answer(201, b'{"seq":7}'))
     assert other.claim("alice", "c1", "ab" * 32) == Answer(201, b'{"seq":7}')
@@ -186,6 +187,8 @@ def test_a_key_is_claimed_once_in_the_database(api: Api) -> None:
         conn.execute(update(idempotency_keys).where(idempotency_keys.c.key == "c2").values(
             created=int(time.time()) - ABANDONED_S - 1))
     assert mine.claim("alice", "c2", "ab" * 32) is None
+    for keys in (mine, other):  # no heartbeat left refreshing claims after the test
+        keys.stop()
 
 
 def test_a_retry_waits_for_the_key_claimed_by_another_process(
@@ -266,3 +269,172 @@ def test_a_batch_item_of_unknown_fate_keeps_its_answer(api: Api,
     assert [(r["status"], r["replayed"]) for r in retry["results"]] == [(503, True)] * 2
     assert retry["results"][0]["problem"] == first["results"][0]["problem"]
     assert tree_size(client) == n + 2  # nothing written twice
+
+
+def test_the_key_database_calls_leave_the_event_loop_free(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A keyed write whose claim waits on a slow database does not stop the process serving
+    others meanwhile: the claim runs on a worker thread, not the event loop (D69)."""
+    client, reg = api
+    h = {**bearer(reg, "alice"), "Idempotency-Key": "slow-db"}
+    entered, released = threading.Event(), threading.Event()
+    order: list[object] = []
+    real = reg.idempotency.claim
+
+    def slow_claim(*args: str) -> object:
+        entered.set()
+        released.wait(30)  # the database is slow (long enough to see, bounded for a bug)
+        order.append("claimed")
+        return real(*args)
+
+    monkeypatch.setattr(reg.idempotency, "claim", slow_claim)
+    writer = threading.Thread(target=lambda: order.append(
+        client.post("/v1/works", json=work_body("slow"), headers=h).status_code))
+    writer.start()
+    try:
+        assert entered.wait(60)
+        assert client.get("/v1/log").status_code == 200  # served while the claim waits
+        order.append("read")
+    finally:
+        released.set()
+        writer.join()
+    assert order == ["read", "claimed", 201]
+
+
+def _keep_fails(reg: Node, times: int) -> Callable[[], None]:
+    """The database refuses the next `times` keeps of an answer (after the entry is durable);
+    call what this returns to make it well again."""
+    from sqlalchemy import event
+    from sqlalchemy.exc import OperationalError
+
+    failed = [0]
+
+    def refuse(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        if statement.startswith("UPDATE idempotency_keys SET status") and failed[0] < times:
+            failed[0] += 1
+            raise OperationalError(statement, params, Exception("disk I/O error"))
+
+    event.listen(reg.store.engine, "before_cursor_execute", refuse)
+    return lambda: event.remove(reg.store.engine, "before_cursor_execute", refuse)
+
+
+def _row(reg: Node, key: str) -> Any:
+    from sqlalchemy import select
+
+    with reg.store.engine.connect() as conn:
+        return conn.execute(select(idempotency_keys).where(idempotency_keys.c.key == key)).first()
+
+
+def test_a_failed_keep_still_answers_the_receipt(api: Api) -> None:
+    """The entry is recorded when keeping its answer fails: the writer gets its receipt (not a
+    500), and the answer is kept on the next heartbeat, so a retry replays it (D69)."""
+    client, reg = api
+    reg.idempotency.heartbeat_s = 0.05
+    h = {**bearer(reg, "alice"), "Idempotency-Key": "keep-fails"}
+    body = work_body("keep-fails", again=True)
+    heal = _keep_fails(reg, 1)
+    try:
+        first = client.post("/v1/works", json=body, headers=h)
+    finally:
+        heal()
+    assert first.status_code == 201, first.text
+    n = tree_size(client)
+    wait_for(lambda: _row(reg, "keep-fails").status == 201, "the heartbeat keeps the answer")
+    retry = client.post("/v1/works", json=body, headers=h)
+    assert (retry.status_code, retry.json()) == (201, first.json())
+    assert retry.headers["idempotent-replayed"] == "true" and tree_size(client) == n
+
+
+def test_a_keep_that_keeps_failing_lets_the_claim_age_out(
+        api: Api, caplog: pytest.LogCaptureFixture) -> None:
+    """Not claimed for ever: once the keep is given up, the claim is no longer refreshed, so
+    it is taken over as a dead owner's would be, and the retry finds the entry already
+    registered (D36) rather than writing it again."""
+    from copyledger.service import idempotency
+
+    client, reg = api
+    reg.idempotency.heartbeat_s = 0.01
+    h = {**bearer(reg, "alice"), "Idempotency-Key": "keep-gives-up"}
+    heal = _keep_fails(reg, 10**6)
+    try:
+        first = client.post("/v1/works", json=work_body("gives-up"), headers=h)
+        assert first.status_code == 201, first.text
+        wait_for(lambda: "could not be kept" in caplog.text, "the keep is given up")
+    finally:
+        heal()
+    n = tree_size(client)
+    old = int(time.time()) - idempotency.ABANDONED_S - 1  # as if a minute had passed
+    with reg.store.engine.begin() as conn:
+        conn.execute(update(idempotency_keys).where(idempotency_keys.c.key == "keep-gives-up")
+                     .values(created=old))
+    time.sleep(0.2)  # twenty heartbeats: none refreshes it now
+    assert _row(reg, "keep-gives-up").created == old
+    retry = client.post("/v1/works", json=work_body("gives-up"), headers=h)
+    assert retry.status_code == 200 and retry.json()["already_registered"] is True
+    assert retry.json()["seq"] == first.json()["seq"] and tree_size(client) == n
+
+
+_HOLDER = """
+import sys, time
+from copyledger.ledger.store import Store
+from copyledger.service.idempotency import Keys
+keys = Keys(Store.open(sys.argv[1], migrate_schema=False), 60, heartbeat_s=0.05)
+assert keys.claim("alice", "owned", "ab" * 32) is None
+print("claimed", flush=True)
+time.sleep(600)  # a slow request, still running
+"""
+
+
+def test_only_a_dead_owners_claim_is_taken_over(api: Api) -> None:
+    """A claim is its process's: a live one (however slow its request) refreshes it, so it is
+    never taken over and the request never runs twice; once that process is killed (SIGKILL,
+    mid-request) its claim ages out and is taken over (D69)."""
+    from copyledger.service.idempotency import InFlight, Keys
+
+    _, reg = api
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, reg.settings.database_url],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "claimed"
+        # As if its request had run for far longer than ABANDONED_S: the live owner's next
+        # heartbeat says it is still running.
+        with reg.store.engine.begin() as conn:
+            conn.execute(update(idempotency_keys).where(idempotency_keys.c.key == "owned")
+                         .values(created=int(time.time()) - 100_000))
+        wait_for(lambda: _row(reg, "owned").created > time.time() - 30,
+                 "the live owner refreshes its claim")
+        with pytest.raises(InFlight):
+            Keys(reg.store, 60).claim("alice", "owned", "ab" * 32)
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(60)
+        taker = Keys(reg.store, 60, abandoned_s=1)
+        taken: list[object] = []
+
+        def take() -> bool:
+            try:
+                taken.append(taker.claim("alice", "owned", "ab" * 32))
+            except InFlight:
+                return False
+            return True
+
+        wait_for(take, "the dead owner's claim is taken over")
+        assert taken == [None]
+        taker.release("alice", "owned", "ab" * 32)
+    finally:
+        holder.kill()
+        holder.wait(60)
+
+
+def test_a_batch_item_whose_keep_fails_still_gets_its_receipt(api: Api) -> None:
+    client, reg = api
+    reg.idempotency.heartbeat_s = 0.05
+    items = [{**work_body("item-keep-fails", again=True), "idempotency_key": "item-keep"}]
+    heal = _keep_fails(reg, 1)
+    try:
+        first = client.post("/v1/works/batch", json={"works": items},
+                            headers=bearer(reg, "alice"))
+    finally:
+        heal()
+    assert first.status_code == 200, first.text
+    assert first.json()["results"][0]["status"] == 201
+    wait_for(lambda: _row(reg, "item-keep").status == 201, "the heartbeat keeps the answer")
