@@ -54,6 +54,18 @@ def zone(lang: str = DEFAULT, tz: str | None = None) -> str:
     return ZONE_OF.get(lang, "UTC")
 
 
+def beside_utc(lang: str = DEFAULT, tz: str | None = None) -> str | None:
+    """The zone a time line shows beside UTC (`zone`'s rule, `tz` checked); None when the
+    viewer's zone is UTC itself, so the line is UTC alone."""
+    name = zone(lang, tz)
+    return None if name in ("UTC", "Etc/UTC") else name
+
+
+def zone_word(name: str, lang: str = DEFAULT) -> str:
+    """How a reader names the zone: ZONES' word in `lang` ("北京时间"), else its IANA name."""
+    return gettext(lang, ZONES.get(name, name))
+
+
 def _tzinfo(name: str) -> tzinfo:
     if name in ("UTC", "Etc/UTC"):
         return UTC
@@ -75,9 +87,9 @@ def both_times(value: str | datetime, lang: str = DEFAULT, tz: str | None = None
     t = _utc(value)
     if t is None:
         return str(value)
-    name = zone(lang, tz)
+    name = beside_utc(lang, tz)
     utc = t.strftime("%Y-%m-%d %H:%M:%S")
-    if name in ("UTC", "Etc/UTC"):
+    if name is None:
         return f"{utc} UTC"
     try:
         local = t.astimezone(_tzinfo(name))
@@ -89,5 +101,5 @@ def both_times(value: str | datetime, lang: str = DEFAULT, tz: str | None = None
     hh, mm = divmod(abs(minutes), 60)
     offset = f"{sign}{hh}" + (f":{mm:02d}" if mm else "")
     return gettext(lang, BOTH).format(
-        local=local.strftime("%Y-%m-%d %H:%M:%S"), zone=gettext(lang, ZONES.get(name, name)),
+        local=local.strftime("%Y-%m-%d %H:%M:%S"), zone=zone_word(name, lang),
         offset=offset, utc=utc)

@@ -114,6 +114,30 @@ def test_times_show_the_viewers_zone_and_utc(made: dict[str, Any]) -> None:
         assert r.status_code == 422 and r.json()["type"].endswith("/invalid-input"), bad
 
 
+def test_the_verify_page_is_told_the_viewers_zone_by_the_certificates_rule(
+    made: dict[str, Any],
+) -> None:
+    """/verify (D71): the server picks the zone as for the certificate and hands it to the
+    script on <body>; an unknown `?tz=` is the same 422 problem, never a 5xx."""
+    c = made["client"]
+    zh = c.get("/verify", headers=ZH)
+    assert zh.status_code == 200
+    assert '<body data-tz="Asia/Shanghai" data-tz-name="北京时间">' in zh.text
+    en = c.get("/verify")
+    assert "<body>" in en.text and "data-tz" not in en.text
+    ny = c.get("/verify", params={"tz": "America/New_York", "seq": "1"})
+    assert 'data-tz="America/New_York" data-tz-name="America/New_York"' in ny.text
+    assert "data-tz" not in c.get("/verify", params={"tz": "UTC"}, headers=ZH).text
+    for bad in ("Mars/Olympus", "../../etc/passwd", "x" * 65, '"><script>', ""):
+        r = c.get("/verify", params={"tz": bad})
+        if bad == "":  # no zone named: the language's
+            assert r.status_code == 200 and "data-tz" not in r.text
+            continue
+        assert r.status_code == 422 and r.json()["type"].endswith("/invalid-input"), bad
+        cert = c.get(f"/v1/entries/{made['seq']}/certificate", params={"tz": bad}).json()
+        assert (r.json()["title"], r.json()["detail"]) == (cert["title"], cert["detail"]), bad
+
+
 def test_both_times_says_beijing_time_the_way_a_chinese_reader_expects() -> None:
     assert (both_times("2026-11-30T02:05:03.123456Z", "zh-CN")
             == "2026-11-30 10:05:03（北京时间 UTC+8）· 2026-11-30 02:05:03 UTC")

@@ -83,6 +83,7 @@ def test_verify_page_in_chinese_shows_who_the_account_is(browser: Any,
         pg.wait_for_selector(f"dd[data-profile='{server['account']}']", timeout=WAIT_MS)
         shown = pg.locator("#facts").inner_text()
         assert f"{ORG}（组织）：登记系统运营方的陈述，不由日志签名" in shown
+        assert "（北京时间 UTC+8）·" in shown, shown  # Beijing time beside UTC (D71)
         IMAGES.mkdir(parents=True, exist_ok=True)
         pg.screenshot(path=str(IMAGES / "verify-zh-CN.png"), full_page=True)
         # The technical detail unfolded: each step's detail in Chinese too (D64).

@@ -13,14 +13,19 @@ import json
 import os
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 
 from copyledger.ledger import jcs
+from copyledger.ledger.entry import parse_timestamp
 from copyledger.ledger.verify import verify_bundle
+from copyledger.service.dates import FORMAT, MONTHS, beside_utc, zone_word
+from copyledger.service.i18n import gettext
 from tests.server import ServerProcess, cli, init_registry, post_works
 from tests.test_verify import flip_char, leaves, set_at
 
@@ -567,7 +572,8 @@ def test_in_chinese_the_page_speaks_chinese_and_its_statuses_do_not_change(
         assert status == "verified" and text.startswith("核验通过"), text
         assert plain(pg) == ("verified", "该文件正是登记的文件。")
         facts = pg.locator("#facts").inner_text()
-        assert re.search(r"登记时间\s+20\d\d年\d{1,2}月\d{1,2}日 \d\d:\d\d UTC", facts), facts
+        assert re.search(r"登记时间\s+20\d\d年\d{1,2}月\d{1,2}日 \d\d:\d\d（北京时间 UTC\+8）· "
+                         r"20\d\d年\d{1,2}月\d{1,2}日 \d\d:\d\d UTC", facts), facts
         assert "区块 " not in facts and "Registered" not in facts
         steps = step_statuses(pg)
         assert steps["file"] == "ok" and steps["timestamp"] == "external"
@@ -631,3 +637,66 @@ def test_in_chinese_the_page_says_why_a_step_fails_in_chinese(
     for name, (_, text) in good.items():
         if text:
             assert han.search(text), (name, text)
+
+
+def page_time(stamp: str, lang: str = "en", tz: str | None = None) -> str:
+    """What the page should say for `stamp`, built here from Python's zone database and the
+    catalogue (the page's own words): the viewer's zone and UTC, or UTC alone."""
+    t = parse_timestamp(stamp).astimezone(UTC)
+
+    def human(d: datetime, template: str) -> str:
+        return gettext(lang, template).format(day=d.day, month=gettext(lang, MONTHS[d.month - 1]),
+                                              year=d.year, hh=f"{d.hour:02d}", mm=f"{d.minute:02d}")
+
+    utc = human(t, FORMAT)
+    name = beside_utc(lang, tz)
+    if name is None:
+        return utc
+    local = t.astimezone(ZoneInfo(name))
+    minutes = int((local.utcoffset() or timedelta(0)).total_seconds()) // 60
+    hh, mm = divmod(abs(minutes), 60)
+    offset = ("-" if minutes < 0 else "+") + str(hh) + (f":{mm:02d}" if mm else "")
+    return gettext(lang, "{local} ({zone} UTC{offset}) \u00b7 {utc}").format(
+        local=human(local, "{day} {month} {year}, {hh}:{mm}"), zone=zone_word(name, lang),
+        offset=offset, utc=utc)
+
+
+# Every 37 days and 13 hours and 7 minutes from 2000 to 2037: each hour of the day, both sides of
+# every summer-time change in New York, a half-hour zone, and Beijing (no summer time).
+SWEEP = [(datetime(2000, 1, 1, tzinfo=UTC) + k * timedelta(days=37, hours=13, minutes=7))
+         .strftime("%Y-%m-%dT%H:%M:%SZ") for k in range(360)]
+
+
+def test_times_show_the_viewers_zone_and_utc(browser: Any, server: dict[str, Any]) -> None:
+    """Issue 15 item 3 on /verify (D71): zh-CN shows Beijing time and UTC, English UTC alone,
+    `?tz=` any IANA zone beside UTC; the zone is the server's choice (service/dates.py), the
+    page only computes the time in it, and agrees with Python's zone database on every time."""
+    url, seq = server["url"], server["seq"]
+    received = server["bundle"]["entry"]["received_at"]
+    late = "2026-11-29T23:44:00Z"
+    cases = [  # (Accept-Language, ?tz=, what the page says for `late`)
+        ("zh-CN", None, "2026年11月30日 07:44（北京时间 UTC+8）· 2026年11月29日 23:44 UTC"),
+        ("en", None, "29 November 2026, 23:44 UTC"),
+        ("en", "Asia/Shanghai", "30 November 2026, 07:44 (Beijing time UTC+8) · 29 November "
+                                "2026, 23:44 UTC"),
+        ("zh-CN", "UTC", "2026年11月29日 23:44 UTC"),
+        ("en", "America/New_York", "29 November 2026, 18:44 (America/New_York UTC-5) · "
+                                   "29 November 2026, 23:44 UTC"),
+        ("en", "Asia/Kolkata", "30 November 2026, 05:14 (Asia/Kolkata UTC+5:30) · 29 November "
+                               "2026, 23:44 UTC"),
+    ]
+    for lang, tz, expected in cases:
+        ctx = context(browser, locale=lang, extra_http_headers={"Accept-Language": lang})
+        try:
+            pg = ctx.new_page()
+            pg.goto(f"{url}/verify?seq={seq}" + (f"&tz={tz}" if tz else ""))
+            assert verdict(pg, "incomplete", "failed")[0] == "incomplete"
+            facts = pg.locator("#facts").inner_text()
+            assert page_time(received, lang, tz) in facts, (lang, tz, facts)
+            assert pg.evaluate("(t) => window.copyledgerVerify.humanTime(t)", late) == expected
+            assert page_time(late, lang, tz) == expected  # the page and Python say the same
+            said = pg.evaluate("(ts) => ts.map(window.copyledgerVerify.humanTime)", SWEEP)
+            assert said == [page_time(t, lang, tz) for t in SWEEP], (lang, tz)
+            assert ("北京时间" in facts) == (lang == "zh-CN" and tz is None), facts
+        finally:
+            ctx.close()

@@ -23,7 +23,7 @@ from copyledger.api.openapi import PUBLIC, problems
 from copyledger.ledger.errors import NotFound, said
 from copyledger.service import accounts, reads
 from copyledger.service.certificate import certificate_html
-from copyledger.service.dates import zone
+from copyledger.service.dates import beside_utc, zone, zone_word
 from copyledger.service.i18n import DEFAULT, gettext, located
 from copyledger.service.operations import MAX_INT
 from copyledger.service.rendercache import RenderCache
@@ -115,14 +115,31 @@ def get_certificate(
 @router.get("/verify", summary="Verification page", response_class=HTMLResponse,
             description="Checks a file and its evidence bundle in the browser, with the page's "
             "own JavaScript (WebCrypto SHA-256 and Ed25519). `?seq=N` loads entry N's bundle "
-            "from this registry. The file is never uploaded.",
+            "from this registry. The file is never uploaded. Times are shown as on the "
+            "certificate: in the viewer's zone (Asia/Shanghai in zh-CN, else UTC, or `?tz=`) "
+            "and in UTC.",
             responses={200: {"content": {"text/html": {
-                "example": "<!doctype html><html lang=\"en\">…</html>"}}}},
+                "example": "<!doctype html><html lang=\"en\">…</html>"}}}, **problems(422)},
             openapi_extra=PUBLIC)
-def verify_page(request: Request) -> HTMLResponse:
-    return HTMLResponse(verify_html(language(request)),
+def verify_page(
+    request: Request,
+    tz: str | None = Query(default=None, max_length=64,
+                           description="an IANA time zone for the times, e.g. Asia/Shanghai"),
+) -> HTMLResponse:
+    lang = language(request)
+    where = beside_utc(lang, tz)  # an unknown zone is the client's mistake: 422, as the certificate
+    return HTMLResponse(in_zone(verify_html(lang), lang, where),
                         headers={**SECURITY, "Content-Security-Policy": PAGE_CSP,
                                  "Cache-Control": "no-cache"})
+
+
+def in_zone(page: str, lang: str, where: str | None) -> str:
+    """The page with the viewer's zone on its <body> for verify.js (D71): `data-tz`, the IANA
+    name, and `data-tz-name`, how a reader names it; neither when the zone is UTC."""
+    if where is None:
+        return page
+    return page.replace("<body>", f'<body data-tz="{html.escape(where)}" '
+                        f'data-tz-name="{html.escape(zone_word(where, lang))}">', 1)
 
 
 MARKER = re.compile(r"\{\{(.+?)\}\}", re.S)

@@ -91,6 +91,8 @@
     verified: 'Verified: this exact file is the registered content, and the record is intact '
       + 'and signed.',
     date: '{day} {month} {year}, {hh}:{mm} UTC',
+    dateIn: '{day} {month} {year}, {hh}:{mm}',
+    bothDates: '{local} ({zone} UTC{offset}) \u00b7 {utc}',
     sealedIn: '{height}, on {when}',
     bundleFrom: 'Bundle of entry {seq}, loaded from this registry ({host}).',
     bundleFile: 'Bundle: {name}',
@@ -1218,13 +1220,51 @@
     $('plain-more').textContent = fill(more);
   }
 
-  /** "29 November 2026, 23:44 UTC" for an RFC 3339 time; the text itself if it is not one. */
+  /** The viewer's zone, as the server chose it by service/dates.py's rule (zh-CN: Asia/Shanghai,
+   * else UTC, or `?tz=`): `data-tz` on <body>, absent when that zone is UTC itself, with the
+   * zone's word (北京时间) in `data-tz-name`. The page never re-decides it. */
+  const VIEWER = (() => {
+    const tz = document.body && document.body.dataset.tz;
+    if (!tz) return null;
+    try {
+      const parts = new Intl.DateTimeFormat('en-US', { timeZone: tz, hourCycle: 'h23',
+        year: 'numeric', month: 'numeric', day: 'numeric', hour: 'numeric', minute: 'numeric',
+        second: 'numeric' });
+      return { tz, name: document.body.dataset.tzName || tz, parts };
+    } catch (e) { return null; } // a zone this browser's ICU does not know: UTC alone
+  })();
+
+  /** `t` in the viewer's zone, by the browser's time-zone database (Intl, so summer time is
+   * right for any zone `?tz=` names): its parts and its offset from UTC in minutes. */
+  function inZone(t) {
+    const p = Object.fromEntries(VIEWER.parts.formatToParts(t).map((x) => [x.type, x.value]));
+    const [y, mo, d, h, mi, s] = [p.year, p.month, p.day, p.hour, p.minute, p.second].map(Number);
+    const wall = new Date(0);
+    wall.setUTCFullYear(y, mo - 1, d);
+    wall.setUTCHours(h % 24, mi, s, 0);
+    // floored to the minute, as dates.py does
+    const offset = Math.floor((wall.getTime() - Math.floor(t.getTime() / 1000) * 1000) / 60000);
+    return { y, mo, d, h: h % 24, mi, offset };
+  }
+
+  /** "29 November 2026, 23:44 UTC" for an RFC 3339 time; the text itself if it is not one. In
+   * a viewer's zone other than UTC, that zone's time first, as the certificate says it
+   * (service/dates.py both_times): "30 November 2026, 07:44 (Beijing time UTC+8) · 29 November
+   * 2026, 23:44 UTC". */
   function humanTime(text) {
     let t;
     try { t = new Date(micros(text, 'time') / 1000); } catch (e) { return String(text); }
     const pad = (n) => String(n).padStart(2, '0');
-    return say('date', { day: t.getUTCDate(), month: MONTHS[t.getUTCMonth()],
+    const utc = say('date', { day: t.getUTCDate(), month: MONTHS[t.getUTCMonth()],
       year: t.getUTCFullYear(), hh: pad(t.getUTCHours()), mm: pad(t.getUTCMinutes()) });
+    if (!VIEWER) return utc;
+    let z;
+    try { z = inZone(t); } catch (e) { return utc; } // beyond what Intl formats
+    const m = Math.abs(z.offset);
+    const offset = (z.offset < 0 ? '-' : '+') + Math.floor(m / 60) + (m % 60 ? `:${pad(m % 60)}` : '');
+    const local = say('dateIn', { day: z.d, month: MONTHS[z.mo - 1], year: z.y,
+      hh: pad(z.h), mm: pad(z.mi) });
+    return say('bothDates', { local, zone: VIEWER.name, offset, utc });
   }
 
   function renderSteps(results) {
@@ -1255,7 +1295,7 @@
     dl('tech-facts', tech);
   }
 
-  /** The record in plain words (times as a reader says them, in UTC). */
+  /** The record in plain words (times as a reader says them: the viewer's zone and UTC). */
   function entryFacts(b) {
     const e = b.entry, f = FACTS, rows = [[f.log, b.origin], [f.seq, String(b.seq)], [f.kind, KINDS[e.kind] || e.kind],
       [f.registrant, e.registrant], [f.when, humanTime(e.received_at)]];
@@ -1442,7 +1482,8 @@
   }
 
   // For tests and for the curious, from the console: the pure functions.
-  window.copyledgerVerify = { jcs, Sha256, sha256, sm3, rootFromInclusion, parseToken, parseStrict, verify, toHex };
+  window.copyledgerVerify = { jcs, Sha256, sha256, sm3, rootFromInclusion, parseToken, parseStrict, verify, toHex,
+    humanTime };
 
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', init);
   else init();
