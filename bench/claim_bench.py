@@ -124,6 +124,8 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--orb", action="store_true", help="keypoints in works and queries")
     ap.add_argument("--keep", type=Path, help="build (or reuse) the registry here and keep it")
+    ap.add_argument("--register-only", action="store_true",
+                    help="grow the --keep registry to --works and stop (no checks)")
     ap.add_argument("--videos", type=int, default=0,
                     help="register this many random-vpdq videos instead of --works images")
     ap.add_argument("--tracks", type=int, default=0,
@@ -138,16 +140,21 @@ def main() -> None:
     tmp = args.keep or Path(tempfile.mkdtemp(prefix="copyledger-claim-bench-"))
     s = load(tmp / "data", heartbeat_s=3600.0, max_batch=10_000)
     saved = tmp / "bench.json"
-    if saved.exists():
-        kept = json.loads(saved.read_text())
+    kept = json.loads(saved.read_text()) if saved.exists() else None
+    if kept is not None and kept["works"] >= args.works:
         key, load_s, works = kept["key"], kept["register_seconds"], kept["works"]
         sample = [tuple(x) for x in kept["sample"]]
-        rng.seed(kept["query_seed"])
-    else:
+    else:  # a new registry, or a kept one grown to --works (replaying the draws it holds)
         key, load_s, sample, works = register(args, s, rng, orb)
+        if kept is not None:
+            key, load_s = kept["key"], kept["register_seconds"] + load_s
         if args.keep:
             saved.write_text(json.dumps({"key": key, "register_seconds": load_s, "works": works,
                                          "sample": sample, "query_seed": 4343}))
+    if args.register_only:
+        print(json.dumps({"works_registered": works, "register_seconds": round(load_s, 1)}))
+        return
+    rng.seed(4343)
     lat, found, n_near, index_s = check(args, s, key, sample, rng, query_orb)
     lat.sort()
     out = {
