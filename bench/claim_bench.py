@@ -169,6 +169,7 @@ def main() -> None:
                        "p95": round(lat[int(len(lat) * 0.95) - 1], 2),
                        "p99": round(lat[int(len(lat) * 0.99) - 1], 2),
                        "max": round(lat[-1], 2)},
+        "server_cpu_ms_per_check": round(SERVER_CPU_MS[0], 1),
         "near_duplicates_found": f"{found}/{n_near}",
         "orb": args.orb,
         "videos": args.videos,
@@ -257,6 +258,7 @@ def check(args: argparse.Namespace, s: Settings, key: str, sample: list[tuple[in
         index_s = time.monotonic() - t1
         lat, found, n_near = [], 0, 0
         h = {"Authorization": f"Bearer {key}"}
+        cpu0 = server_cpu(srv.proc.pid)
         for q in range(args.queries):
             near = q % 2 == 0 and sample
             if near:
@@ -289,8 +291,19 @@ def check(args: argparse.Namespace, s: Settings, key: str, sample: list[tuple[in
                 found += 1
             elif near and (args.videos or args.tracks):
                 raise AssertionError(f"work {seq} not found: {r.text[:400]}")
+        SERVER_CPU_MS.append((server_cpu(srv.proc.pid) - cpu0) * 1000 / args.queries)
     srv.stop()
     return lat, found, n_near, index_s
+
+
+SERVER_CPU_MS: list[float] = []
+
+
+def server_cpu(pid: int) -> float:
+    """CPU seconds (user + system) the server process has used: latency on a loaded machine
+    measures the queue for the cores, this measures the work."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 if __name__ == "__main__":
