@@ -10,9 +10,11 @@ loads Pillow, numpy or faiss.
 
 from __future__ import annotations
 
+import array
 import base64
 import binascii
 import re
+import sys
 from typing import NoReturn, TypeGuard
 
 from copyledger.ledger.errors import InvalidInput, said
@@ -219,11 +221,14 @@ def _keypoints(value: object, limit: int, size: dict[str, object], where: str) -
         _bad(where, f"must encode 1 to {limit} records of {ORB_RECORD_BYTES} bytes")
     width, height = size["width"], size["height"]
     assert isinstance(width, int) and isinstance(height, int)
-    for i in range(0, len(raw), ORB_RECORD_BYTES):
-        x = int.from_bytes(raw[i:i + 2], "little")
-        y = int.from_bytes(raw[i + 2:i + 4], "little")
-        if x > 8 * width or y > 8 * height:
-            _bad(where, "a keypoint lies outside the image")
+    # Every record as 18 uint16 (x, y, then the descriptor): a C-level stride, not a Python
+    # loop over up to 2 x 2,048 records (which was a tenth of a claim check's CPU).
+    words = array.array("H", raw)
+    if sys.byteorder == "big":
+        words.byteswap()
+    step = ORB_RECORD_BYTES // 2
+    if max(words[0::step]) > 8 * width or max(words[1::step]) > 8 * height:
+        _bad(where, "a keypoint lies outside the image")
     return base64.b64encode(raw).decode("ascii")
 
 

@@ -45,19 +45,23 @@ __all__ = [
     "FAISS_THREADS",
     "LSH_THRESHOLD",
     "MULTIHASH_FROM",
+    "MULTIHASH_RADIUS",
     "FingerprintIndex",
     "explain_view",
 ]
 
 MULTIHASH_FROM = 2_000_000
-"""PDQ codes past which the exact flat scan gives way to IndexBinaryMultiHash, searched at the
-match radius only. Measured at 1 M (bench/index_bench.py): flat range search 2.4 ms p50 at any
-radius, 31 MiB; multi-hash 1.9 ms at radius 31 but 18 ms at 47 and 184 ms at 63, 5.6 s to
-build and +314 MiB. So past the switch PDQ reports 'match' candidates only (pHash still reports
-its 'possible' band); the flat scan grows linearly, ~2.5 ms per million codes."""
+"""PDQ codes past which the disputed image's own PDQ, too, is searched with the multi-index
+(_MultiIndex) at the match radius instead of the exact flat scan at the 'possible' radius: PDQ
+then reports 'match' candidates only (pHash still reports its 'possible' band). The flat scan
+grows linearly, ~2.5 ms per million codes and query (bench/index_bench.py); below the switch
+one such scan per check is affordable, eleven (the upload and its ten views) are not (D67)."""
 MULTIHASH_TABLES = 16
 """256 bits as 16 substrings of 16 bits: a code within radius r differs from the query by at
-most r // 16 bits in some substring, so flipping that many bits per table keeps search exact."""
+most r // 16 bits in some substring, so probing every key within 1 bit of each substring finds
+every code within 31 bits (the PDQ match radius) exactly."""
+MULTIHASH_RADIUS = MULTIHASH_TABLES * 2 - 1
+"""The largest radius the multi-index searches exactly (one flipped bit per substring)."""
 LSH_THRESHOLD = 0.4
 """Below scoring.MINHASH_POSSIBLE on purpose: LSH misses some pairs near its threshold, and exact
 scoring afterwards drops whatever falls under the 'possible' similarity."""
@@ -76,12 +80,95 @@ _omp = threading.local()
 _ORDER = {name: i for i, name in enumerate(ALGORITHMS)}
 
 
-class _BinaryCodes:
-    """One faiss binary index plus the seq (and low-quality flag) of every code in it."""
+class _MultiIndex:
+    """Exact Hamming search within MULTIHASH_RADIUS over 256-bit codes (multi-index hashing,
+    Norouzi et al.): per substring a table of code ids sorted by that substring's value, so
+    the codes sharing a key are one slice; a query probes its 16 keys and their 16 one-bit
+    neighbours (272 slices, ~4,000 random codes at 1 M) and measures only those exactly.
 
-    def __init__(
-        self, bits: int, radius: int, multihash_from: int | None = None, multihash_radius: int = 0
-    ) -> None:
+    Codes added since the tables were last sorted (at most an eighth of them, re-sorted as the
+    index grows: 0.7 s CPU at 1 M) are scanned flat. Ten queries at 1 M random codes cost
+    5.4 ms of CPU, ten flat scans 54.8 ms (load 25-28; faiss' IndexBinaryMultiHash measured
+    1.9 ms a query on a quieter machine, D67)."""
+
+    def __init__(self) -> None:
+        import faiss
+
+        self.codes = np.empty((1024, 32), np.uint8)
+        self.n = 0
+        self.built = 0  # codes[:built] are in the tables, the rest in `tail`
+        self.ids = np.empty((MULTIHASH_TABLES, 0), np.int32)
+        self.offsets = np.zeros((MULTIHASH_TABLES, (1 << 16) + 1), np.int64)
+        self.tail: Any = faiss.IndexBinaryFlat(256)
+
+    def add(self, codes: np.ndarray) -> None:
+        end = self.n + len(codes)
+        if end > len(self.codes):
+            grown = np.empty((max(end, 2 * len(self.codes)), 32), np.uint8)
+            grown[:self.n] = self.codes[:self.n]
+            self.codes = grown
+        self.codes[self.n:end] = codes
+        self.n = end
+        if end - self.built > max(4096, end // 8):
+            self._sort()
+        else:
+            self.tail.add(codes)
+
+    def _sort(self) -> None:
+        """Sort every code into the tables (radix sort of 16-bit keys) and empty the tail."""
+        keys = np.ascontiguousarray(self.codes[:self.n].view(np.uint16).T)  # (tables, n)
+        self.ids = np.argsort(keys, axis=1, kind="stable").astype(np.int32)
+        for t in range(MULTIHASH_TABLES):
+            self.offsets[t, 1:] = np.cumsum(np.bincount(keys[t], minlength=1 << 16))
+        self.built = self.n
+        self.tail.reset()
+
+    def search_many(self, queries: np.ndarray, radius: int) -> list[list[tuple[int, int]]]:
+        """(code id, distance) of every code within `radius` (<= MULTIHASH_RADIUS) of each
+        row of `queries`, ids ascending."""
+        assert radius <= MULTIHASH_RADIUS
+        found: list[list[tuple[int, int]]] = [[] for _ in range(len(queries))]
+        if self.built:
+            table = np.arange(MULTIHASH_TABLES)[None, :, None]
+            keys = (queries.view(np.uint16)[:, :, None] ^ _FLIPS).astype(np.int64)
+            lo, hi = self.offsets[table, keys], self.offsets[table, keys + 1]
+            lengths = (hi - lo).ravel()
+            firsts = (lo + table * self.built).ravel()
+            before = np.cumsum(lengths) - lengths
+            at = np.repeat(firsts - before, lengths) + np.arange(int(lengths.sum()))
+            per_query = MULTIHASH_TABLES * len(_FLIPS)
+            owner = np.repeat(np.repeat(np.arange(len(queries)), per_query), lengths)
+            ids = np.take(self.ids.ravel(), at)
+            # np.take, not fancy indexing: 7x faster on rows. A code met through several
+            # tables is measured each time; only the few within the radius are deduplicated.
+            bits = np.take(self.codes[:self.built].view(np.uint64), ids, axis=0)
+            bits ^= np.take(queries.view(np.uint64), owner, axis=0)
+            distance = np.bitwise_count(bits).sum(1, dtype=np.int32)
+            near = distance <= radius
+            pairs, first = np.unique(owner[near] * self.built + ids[near], return_index=True)
+            for pair, d in zip(pairs.tolist(), distance[near][first].tolist(), strict=True):
+                found[pair // self.built].append((pair % self.built, d))
+        if self.tail.ntotal:
+            limits, distances, ids = self.tail.range_search(queries, radius + 1)
+            for q, (a, b) in enumerate(itertools.pairwise(limits.tolist())):
+                found[q] += sorted(zip((self.built + ids[a:b]).tolist(),
+                                       distances[a:b].tolist(), strict=True))
+        return found
+
+
+_FLIPS = np.array([0] + [1 << b for b in range(16)], np.uint16)
+"""A substring's key and its 16 one-bit neighbours."""
+
+
+class _BinaryCodes:
+    """One faiss binary index plus the seq (and low-quality flag) of every code in it.
+
+    With `multi`, the codes are also in a _MultiIndex: `search_many(..., radius)` at or below
+    MULTIHASH_RADIUS uses it, and past `multihash_from` codes the flat index is dropped and
+    every search is at the match radius."""
+
+    def __init__(self, bits: int, radius: int, multihash_from: int | None = None,
+                 multihash_radius: int = 0) -> None:
         import faiss
 
         self.bits = bits
@@ -89,51 +176,53 @@ class _BinaryCodes:
         self.multihash_from = multihash_from
         self.multihash_radius = multihash_radius
         self.index: Any = faiss.IndexBinaryFlat(bits)
+        self.multi = _MultiIndex() if multihash_from is not None else None
         self.multihash = False
+        self.count = 0
         self.seqs = np.empty(1024, np.int64)
-        self.low: set[int] = set()  # faiss ids of low-quality codes (rare)
+        self.low: set[int] = set()  # ids of low-quality codes (rare)
 
     def __len__(self) -> int:
-        return int(self.index.ntotal)
+        return self.count
 
     def add(self, codes: np.ndarray, seqs: list[int], low: list[bool]) -> None:
-        start = len(self)
+        start = self.count
         end = start + len(seqs)
-        if self.multihash_from is not None and not self.multihash and end > self.multihash_from:
-            self._to_multihash()
         if end > len(self.seqs):
             grown = np.empty(max(end, 2 * len(self.seqs)), np.int64)
             grown[:start] = self.seqs[:start]
             self.seqs = grown
         self.seqs[start:end] = seqs
         self.low.update(start + i for i, flag in enumerate(low) if flag)
-        self.index.add(codes)
-
-    def _to_multihash(self) -> None:
-        """Rebuild as IndexBinaryMultiHash (once, under the caller's lock; seconds at 2 M)."""
-        import faiss
-
-        old = self.index
-        new = faiss.IndexBinaryMultiHash(self.bits, MULTIHASH_TABLES, self.bits // MULTIHASH_TABLES)
-        new.nflip = self.multihash_radius // MULTIHASH_TABLES
-        if old.ntotal:
-            new.add(old.reconstruct_n(0, old.ntotal))
-        self.index = new
-        self.radius = self.multihash_radius
-        self.multihash = True
+        if self.multi is not None:
+            self.multi.add(codes)
+        if self.multihash_from is not None and end > self.multihash_from:
+            if not self.multihash:  # the flat scan is too slow now: match radius only
+                self.index.reset()
+                self.radius = self.multihash_radius
+                self.multihash = True
+        else:
+            self.index.add(codes)
+        self.count = end
 
     def search(self, code: np.ndarray) -> list[tuple[int, int, bool]]:
         """(seq, distance, low_quality) of every code within the radius."""
         return self.search_many(code.reshape(1, -1))[0]
 
-    def search_many(self, codes: np.ndarray) -> list[list[tuple[int, int, bool]]]:
-        """search() of each row of `codes`, in one faiss call (one pass over the codes)."""
-        if not len(self):
+    def search_many(self, codes: np.ndarray, radius: int | None = None
+                    ) -> list[list[tuple[int, int, bool]]]:
+        """search() of each row of `codes` (within `radius`, at most the index's), in one
+        pass over the codes."""
+        radius = self.radius if radius is None else min(radius, self.radius)
+        if not self.count:
             return [[] for _ in range(len(codes))]
-        limits, distances, ids = self.index.range_search(codes, self.radius + 1)
-        found = list(zip(distances.tolist(), ids.tolist(), strict=True))
-        return [[(int(self.seqs[i]), int(d), int(i) in self.low) for d, i in found[a:b]]
-                for a, b in itertools.pairwise(limits.tolist())]
+        if self.multi is not None and radius <= MULTIHASH_RADIUS:
+            hits = self.multi.search_many(codes, radius)
+        else:
+            limits, distances, ids = self.index.range_search(codes, radius + 1)
+            found = list(zip(ids.tolist(), distances.tolist(), strict=True))
+            hits = [found[a:b] for a, b in itertools.pairwise(limits.tolist())]
+        return [[(int(self.seqs[i]), int(d), i in self.low) for i, d in row] for row in hits]
 
 
 class FingerprintIndex:
@@ -162,6 +251,9 @@ class FingerprintIndex:
         # Hamming radii searched: the edge of 'possible' (of 'match' once PDQ is multi-hash).
         pdq, phash = THRESHOLDS["pdq"], THRESHOLDS["phash"]
         self._pdq = _BinaryCodes(256, int(pdq.possible), multihash_from, int(pdq.match))
+        self._views_radius = int(pdq.match)
+        """A claim check's extra PDQ views are searched at the match radius, by the
+        multi-index: ten flat scans at 1 M would cost ~25 ms of a check's 50 (D67)."""
         self._phash = _BinaryCodes(64, int(phash.possible))
         self._lsh: Any = MinHashLSH(threshold=lsh_threshold, num_perm=MINHASH_NUM_PERM)
         self._minhashes: dict[int, bytes] = {}
@@ -245,7 +337,8 @@ class FingerprintIndex:
         """Registered entries within the 'possible' band of any given fingerprint.
 
         A claim check's PDQ `views` (the upload mirrored, rotated, trimmed) are searched with
-        its own PDQ; a candidate found through one names it in `explanation`.
+        its own PDQ, at the match radius only (D67); a candidate found through one names it in
+        `explanation`.
 
         Sorted by seq (oldest registration first), then verdict (match first), then algorithm.
         `limit` counts distinct seqs: all algorithms' candidates for the `limit` oldest seqs are
@@ -254,11 +347,10 @@ class FingerprintIndex:
         if limit < 1:
             raise InvalidInput("limit must be at least 1")
         queries: dict[str, Any] = {}
-        pdq_views: list[tuple[bytes, str | None]] = []  # (code, the view's transform)
+        own: list[tuple[bytes, str | None]] = []  # (code, the view's transform)
         if "pdq" in fingerprints:
-            pdq_views.append((_code(fingerprints["pdq"], 32, "pdq"), None))
-        for view in _views(fingerprints):
-            pdq_views.append((_code(view, 32, "views"), explain_view(view)))
+            own.append((_code(fingerprints["pdq"], 32, "pdq"), None))
+        views = [(_code(view, 32, "views"), explain_view(view)) for view in _views(fingerprints)]
         if "phash" in fingerprints:
             queries["phash"] = np.frombuffer(_code(fingerprints["phash"], 8, "phash"), np.uint8)
         if "minhash" in fingerprints:
@@ -273,9 +365,11 @@ class FingerprintIndex:
         for aligned in self._av.search(fingerprints):
             _keep(best, aligned)
         with self._lock:
-            if pdq_views:
-                codes = _stack([code for code, _ in pdq_views])
-                for (_, transform), hits in zip(pdq_views, self._pdq.search_many(codes),
+            for group, radius in ((own, None), (views, self._views_radius)):
+                if not group:
+                    continue
+                codes = _stack([code for code, _ in group])
+                for (_, transform), hits in zip(group, self._pdq.search_many(codes, radius),
                                                 strict=True):
                     for seq, d, low in hits:
                         _keep(best, Candidate.rate("pdq", d, low_quality=low or query_low,

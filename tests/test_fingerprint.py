@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 
 from copyledger.ledger import fingerprint as schema
@@ -724,3 +726,22 @@ def test_import_is_cheap(module: str) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip() == "[]"
+
+
+@given(width=st.integers(1, 4096), height=st.integers(1, 4096), n=st.integers(1, 40),
+       which=st.integers(0, 39), axis=st.sampled_from(["x", "y"]), past=st.integers(0, 3))
+def test_orb_keypoint_bounds_are_checked_for_every_record(
+        width: int, height: int, n: int, which: int, axis: str, past: int) -> None:
+    """Every record's point must lie inside the image (x <= 8 * width in 1/8 px): the check is
+    vectorised, so a point past the edge in any record, on either axis, is still refused."""
+    edge = struct.pack("<HH", 8 * width, 8 * height)
+    records = [edge + bytes(32)] * n  # every point on the far edge: inside
+    x, y = (8 * width + past, 8 * height) if axis == "x" else (8 * width, 8 * height + past)
+    records[which % n] = struct.pack("<HH", x, y) + bytes(range(32))
+    orb = {"algorithm": "orb", "version": "t", "scheme": schema.ORB_SCHEME, "width": width,
+           "height": height, "keypoints": base64.b64encode(b"".join(records)).decode()}
+    if past:
+        with pytest.raises(InvalidInput, match="outside the image"):
+            schema.validate_fingerprints({"orb": orb})
+    else:
+        assert schema.validate_fingerprints({"orb": orb})["orb"]["keypoints"] == orb["keypoints"]

@@ -274,9 +274,11 @@ def test_concurrent_adds_and_searches() -> None:
     errors: list[BaseException] = []
     done = threading.Event()
     seen_counts: list[int] = []
+    go = threading.Barrier(4, timeout=600)  # the writer starts once every reader is running
 
     def writer() -> None:
         try:
+            go.wait()
             for batch in batches:
                 index.add_many(batch)
         except BaseException as exc:  # pragma: no cover - reported below
@@ -286,10 +288,14 @@ def test_concurrent_adds_and_searches() -> None:
 
     def reader() -> None:
         try:
-            while not done.is_set():
+            go.wait()
+            while True:  # at least once, even if the writer is done first
+                finished = done.is_set()
                 found = index.search(pdq(planted))
                 seen_counts.append(len(found))
                 assert [c.seq for c in found] in ([], [550])
+                if finished:
+                    break
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -306,3 +312,44 @@ def test_concurrent_adds_and_searches() -> None:
     assert index.stats()["pdq_index"] == "multihash"
     assert [c.seq for c in index.search(pdq(planted))] == [550]
     assert seen_counts  # the readers really ran
+
+
+def _views(*codes: str) -> Fingerprints:
+    return {"views": [{"transform": "mirrored", "hash": code} for code in codes]}  # type: ignore[dict-item]
+
+
+def _hamming(a: str, b: str) -> int:
+    return (int(a, 16) ^ int(b, 16)).bit_count()
+
+
+@pytest.mark.parametrize("size", [300, 9_000])  # all in the flat tail; mostly in the tables
+def test_views_are_found_exactly_within_the_match_radius(size: int) -> None:
+    """A claim check's views go through the multi-index: every registered code within the PDQ
+    match radius (31) of a view is found, with its distance, and none farther (D67). Codes are
+    clustered (shared substrings) so its slices hold many codes, not one."""
+    rng = np.random.default_rng(size)
+    centres = [random_hex(256, rng) for _ in range(20)]
+    codes = [flip(centres[i % 20], int(rng.integers(0, 80)), rng) for i in range(size)]
+    index = FingerprintIndex()
+    for at in range(0, size, 1000):  # as sealed blocks arrive: sorts happen in between
+        index.add_many((seq, pdq(code)) for seq, code in enumerate(codes[at:at + 1000], at))
+    queries = [flip(codes[int(rng.integers(size))], d, rng) for d in (0, 5, 20, 31, 32, 40)]
+    queries += centres[:4]
+    found = index.search(_views(*queries), limit=10 ** 6)
+    got = {(c.seq, c.distance) for c in found}
+    want = {(seq, min(_hamming(q, code) for q in queries)) for seq, code in enumerate(codes)
+            if min(_hamming(q, code) for q in queries) <= scoring.PDQ_MATCH}
+    assert got == want and want
+    assert all(c.verdict == "match" and c.explanation == "mirrored" for c in found)
+
+
+def test_views_search_the_match_radius_and_the_upload_the_possible_band() -> None:
+    """The upload's own PDQ still reaches the 'possible' band; its views stop at 'match'."""
+    index = FingerprintIndex()
+    rng = np.random.default_rng(3)
+    code = random_hex(256, rng)
+    index.add(1, pdq(code))
+    far = flip(code, 50, rng)
+    assert [(c.seq, c.verdict) for c in index.search(pdq(far))] == [(1, "possible")]
+    assert index.search(_views(far)) == []
+    assert [c.distance for c in index.search(_views(flip(code, 31, rng)))] == [31]
