@@ -270,8 +270,16 @@ def _edited(job: tuple[Path, str, Path]) -> dict[str, Any]:
     return q
 
 
+def _probe_crops(crops: tuple[float, ...] | None) -> None:
+    """A worker's initializer: an experimental crop ladder for the probes it fingerprints."""
+    if crops:
+        from copyledger.matching import video
+
+        video.PROBE_CROPS = crops
+
+
 def video_part(tmp: Path, videos: int, seed: int, pool: Any, filler: int = 0,
-               cache: Path | None = None) -> dict[str, Any]:
+               cache: Path | None = None, edits: list[str] | None = None) -> dict[str, Any]:
     """With `filler`, that many random 160-frame videos are registered first, so the real
     videos are found through the frame index at that size (the IVF past IVF_MIN_FRAMES)."""
     index = AVIndex()
@@ -294,6 +302,8 @@ def video_part(tmp: Path, videos: int, seed: int, pool: Any, filler: int = 0,
     other_sim: list[float] = []
     closest: dict[str, Any] = {}
     for name, (start, _, _) in VIDEO_EDITS.items():
+        if edits and name not in edits:
+            continue
         hits = sound = 0
         items: list[dict[str, Any]] = []
         queries = _mapped(pool, _edited, [(path, name, tmp / f"e{seq}.mkv")
@@ -428,20 +438,27 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=2,
                         help="processes that synthesise, encode and fingerprint")
+    parser.add_argument("--edits", default="",
+                        help="only these video edits (comma-separated names of VIDEO_EDITS)")
+    parser.add_argument("--probe-crops", default="",
+                        help="try another matching.video.PROBE_CROPS, e.g. 1,0.96,0.92,0.88,0.85")
     parser.add_argument("--cache", default="",
                         help="a folder keeping unrelated tracks' fingerprints by seed")
     args = parser.parse_args()
     report: dict[str, Any] = {"machine": "2 cores shared with other jobs",
                               "load_average_start": list(os.getloadavg())}
     cache = Path(args.cache) if args.cache else None
-    with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(args.jobs) as pool:
+    crops = tuple(float(c) for c in args.probe_crops.split(",")) if args.probe_crops else None
+    with tempfile.TemporaryDirectory() as tmp, \
+            ProcessPoolExecutor(args.jobs, initializer=_probe_crops, initargs=(crops,)) as pool:
         if args.tracks:
             report["audio"] = audio_part(Path(tmp), args.tracks, args.unrelated,
                                          args.unregistered, args.seed, pool, cache)
             print(json.dumps(report["audio"]), file=sys.stderr)
         if args.videos:
             report["video"] = video_part(Path(tmp), args.videos, args.seed, pool,
-                                         args.video_filler, cache)
+                                         args.video_filler, cache,
+                                         args.edits.split(",") if args.edits else None)
             print(json.dumps(report["video"]), file=sys.stderr)
     if args.scale_tracks or args.scale_videos:
         report["scale"] = scale_part(args.scale_tracks, args.scale_videos, args.seed,
