@@ -29,7 +29,7 @@ the recall run's real ones, so they are found through the frame index at that si
 JSON, with the load average.
 
 Usage: python bench/av_bench.py [--tracks 50] [--unrelated 1000] [--videos 50] [--jobs 2]
-       [--cache DIR]
+       [--cache DIR] [--edits crop_6pct,...] [--probe-crops 1,0.96,0.92,0.88,0.85]
        [--scale-tracks 100000] [--scale-videos 10000] [--flat-video] [--video-filler N]
 """
 
