@@ -231,7 +231,7 @@ def _receipts_fail(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(*_: object, **__: object) -> None:
         raise MemoryError("out of memory")
 
-    monkeypatch.setattr(merkle, "inclusion_proofs", fail)
+    monkeypatch.setattr(merkle, "appended_proofs", fail)
 
 
 def test_a_write_of_unknown_fate_keeps_its_answer(api: Api,
