@@ -29,10 +29,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Collector", "MemWatch", "malloc_stats", "malloc_trim", "rss_split",
-           "watch_from_env"]
+__all__ = ["MMAP_THRESHOLD", "Collector", "MemWatch", "fix_mmap_threshold", "malloc_stats",
+           "malloc_trim", "rss_split", "watch_from_env"]
 
 TOP = 25  # how many types / allocation sites each sample lists
+MMAP_THRESHOLD = 64 * 1024  # bytes: C blocks this large are mapped apart, and unmapped when freed
+_M_MMAP_THRESHOLD = -3  # mallopt's parameter number (glibc's malloc.h)
 
 
 def rss_split(status: str | None = None) -> dict[str, float]:
@@ -82,6 +84,27 @@ def malloc_trim() -> bool:
     fn.argtypes = [ctypes.c_size_t]
     fn.restype = ctypes.c_int
     return bool(fn(0))
+
+
+def fix_mmap_threshold(threshold: int = MMAP_THRESHOLD,
+                       environ: Mapping[str, str] = os.environ) -> bool:
+    """Fix glibc's mmap threshold at `threshold` bytes (`mallopt(M_MMAP_THRESHOLD)`): true if
+    set. glibc starts it at 128 KiB and raises it to the size of each mapped block freed (up to
+    32 MiB), so after the first PDF render its font tables and page buffers (hundreds of KiB)
+    are carved from the arena instead, and the holes they leave between live blocks stay
+    resident: `malloc_trim` cannot return partly used pages. Fixed, every such block is its
+    own mapping, given back whole when freed (D65). Setting it also stops glibc moving the trim
+    threshold. Global, so it holds for threads started before or after; an operator's own
+    `MALLOC_MMAP_THRESHOLD_` wins. No-op where the C library has no `mallopt`."""
+    if "MALLOC_MMAP_THRESHOLD_" in environ:
+        return False
+    try:
+        fn = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return bool(fn(_M_MMAP_THRESHOLD, threshold) == 1)
 
 
 def _type_counts() -> Counter[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import platform
 import sys
 import threading
@@ -144,3 +145,36 @@ def test_malloc_trim_gives_freed_heap_back() -> None:
     after = memory.rss_split()["anon"]
     assert before - after >= 30, (before, after)
     del pin
+
+
+_MAPPED_AFTER_A_BIG_FREE = """
+import json, sys
+from copyledger.service import memory
+if sys.argv[1] == "fixed":
+    assert memory.fix_mmap_threshold(environ={})
+big = bytearray(4 << 20)  # mapped (over glibc's starting 128 KiB threshold), then freed:
+del big                   # glibc's own threshold rises to 4 MiB
+before = memory.malloc_stats()["mmapped"]
+blocks = [bytearray(200_000) for _ in range(50)]  # ~10 MiB in blocks of 200 kB
+print(json.dumps(memory.malloc_stats()["mmapped"] - before))
+"""
+
+
+@glibc
+@pytest.mark.parametrize(("mode", "mapped"), [("fixed", True), ("glibc", False)])
+def test_a_fixed_mmap_threshold_maps_the_renderers_buffers(mode: str, mapped: bool) -> None:
+    """glibc raises its mmap threshold to each mapped block freed, so that after one big
+    buffer, blocks of a few hundred kB come from the arena and fragment it; fixed at
+    `MMAP_THRESHOLD` they stay mapped, and are unmapped when freed (D65). In a child process,
+    so this one's allocator is left as it was."""
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
+    out = subprocess.run([sys.executable, "-c", _MAPPED_AFTER_A_BIG_FREE,
+                          mode], env=env, capture_output=True, text=True, check=True)
+    grown = json.loads(out.stdout)
+    assert (grown >= 9) is mapped, grown
+
+
+def test_an_operators_mmap_threshold_is_kept() -> None:
+    assert memory.fix_mmap_threshold(environ={"MALLOC_MMAP_THRESHOLD_": "131072"}) is False
