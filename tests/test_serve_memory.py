@@ -11,6 +11,7 @@ import platform
 import sys
 import threading
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -116,6 +117,21 @@ def test_memwatch_tells_live_growth_from_garbage(tmp_path: Path) -> None:
     assert s["rss_mib"]["rss"] > 0 and s["rss_mib"]["anon"] > 0
     if platform.libc_ver()[0] == "glibc":
         assert s["malloc_mib"]["in_use"] > 0
+    assert "sqlite_mib" in s
+
+
+def test_sqlite_mib_counts_sqlites_own_heap() -> None:
+    """The page cache a connection fills is counted (glibc's bytes in use hide it)."""
+    import sqlite3
+
+    before = memory.sqlite_mib()
+    assert before is not None  # Debian's Python links SQLite's shared library
+    db = sqlite3.connect(":memory:")
+    db.execute("create table t (x)")
+    db.executemany("insert into t values (?)", [(bytes(1000),) for _ in range(4000)])
+    after = memory.sqlite_mib()
+    db.close()
+    assert after is not None and after - before >= 1.5, (before, after)
 
 
 def test_memwatch_is_off_unless_a_file_is_named(tmp_path: Path) -> None:
@@ -178,3 +194,37 @@ def test_a_fixed_mmap_threshold_maps_the_renderers_buffers(mode: str, mapped: bo
 
 def test_an_operators_mmap_threshold_is_kept() -> None:
     assert memory.fix_mmap_threshold(environ={"MALLOC_MMAP_THRESHOLD_": "131072"}) is False
+
+
+def test_memwatch_never_exposes_a_tuple_being_built() -> None:
+    """While a thread builds a tuple from a generator that drops the GIL between items (as
+    a query does), the watcher's walks over every object must not hold a reference to it at a
+    thread switch: CPython 3.11's `_PyTuple_Resize` then raises SystemError (gh-39117), which
+    the soaks saw as 500s on certificates (D65). With the old walk (a list of every object,
+    counted in Python) nearly every tuple here failed."""
+    import time
+
+    def items() -> Iterator[int]:
+        for i in range(40):
+            time.sleep(0)  # the GIL changes hands here
+            yield i
+
+    stop, walks = threading.Event(), [0]
+    watch = memory.MemWatch(Path("/dev/null"))
+
+    def walk() -> None:
+        while not stop.is_set():
+            watch.sample()
+            walks[0] += 1
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    walker = threading.Thread(target=walk)
+    walker.start()
+    try:
+        while walks[0] < 3:  # tuples built across several whole samples
+            assert tuple(items()) == tuple(range(40))
+    finally:
+        stop.set()
+        walker.join()
+        sys.setswitchinterval(interval)
