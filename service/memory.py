@@ -2,6 +2,7 @@
 
 `Collector` runs a full cyclic collection on a clock, so that garbage in reference cycles is
 freed within seconds even though `serve` tunes the collector's thresholds for throughput.
+`fix_mmap_threshold` keeps glibc from carving large temporary buffers out of its arena (D65).
 
 `COPYLEDGER_MEMWATCH=/path/file.jsonl` makes `serve` start a `MemWatch`, a daemon thread that
 appends one JSON object to that file every `COPYLEDGER_MEMWATCH_S` seconds (default 10): the RSS
