@@ -230,6 +230,7 @@ class MemWatch(threading.Thread):
         grown.subtract(self._types)
         out: dict[str, Any] = {
             "t": round(time.monotonic() - self._t0, 1),
+            "pid": os.getpid(),  # `serve --workers N`: N processes append to one file
             "rss_mib": rss_split(),
             "malloc_mib": malloc_stats(),
             "sqlite_mib": sqlite_mib(),
