@@ -187,11 +187,13 @@ def serve(
 ) -> None:
     """Run the registry's HTTP API (creates the registry on first start)."""
     _bound_malloc_arenas()
+    from copyledger.service import memory
+
+    memory.fix_mmap_threshold()  # before the imports and threads that allocate (D65)
     import uvicorn
 
     from copyledger.api.app import create_app
     from copyledger.api.logs import configure
-    from copyledger.service import memory
     from copyledger.service.node import Node
 
     s = _settings(data_dir, database, host=host, port=port, notary_url=notary_url,
@@ -203,12 +205,7 @@ def serve(
         return
     with _domain_errors_exit():
         reg = Node.open(s)
-    # Those thresholds leave the old generations uncollected for minutes, so a clock collects
-    # cyclic garbage (D47).
-    _few_collections()
-    collector = memory.Collector()
-    collector.start()
-    memory.watch_from_env(collector=collector)  # opt-in diagnostics (COPYLEDGER_MEMWATCH=file)
+    _upkeep_memory()
     err.print(tr("copyledger: serving {origin} from {data_dir} on {url} (docs at /docs)").format(
         origin=s.origin, data_dir=s.data_dir, url=f"http://{s.host}:{s.port}"))
     err.print(tr("next, in another terminal: create an API key with") + "\n  copyledger keys "
@@ -247,7 +244,12 @@ WORKER_HEALTHCHECK_S = 60
 
 
 def worker_app() -> Any:
-    """One process of `serve --workers N`: its node and app, settings from the environment."""
+    """One process of `serve --workers N`: its node and app, settings from the environment.
+    Its memory is kept as `serve`'s own: the arena limit comes with the environment, the
+    rest is set here (D65)."""
+    from copyledger.service import memory
+
+    memory.fix_mmap_threshold()
     from copyledger.api.app import create_app
     from copyledger.api.logs import configure
     from copyledger.service.node import Node
@@ -256,8 +258,21 @@ def worker_app() -> Any:
     configure(s.log_level, s.log_json)
     with _domain_errors_exit():
         reg = Node.open(s)
-    _few_collections()
+    _upkeep_memory()
     return create_app(reg)
+
+
+def _upkeep_memory() -> None:
+    """Once the node is open: long-lived objects (app, routes, schema) out of the collector's
+    sight, and fewer young collections, since the hot path allocates many short-lived objects.
+    Those thresholds leave the old generations uncollected for minutes, so a clock collects
+    cyclic garbage and trims the C heap (D47); `serve` and each of `--workers` run one."""
+    from copyledger.service import memory
+
+    _few_collections()
+    collector = memory.Collector()
+    collector.start()
+    memory.watch_from_env(collector=collector)  # opt-in diagnostics (COPYLEDGER_MEMWATCH=file)
 
 
 MALLOC_ARENA_MAX = "2"

@@ -2,17 +2,18 @@
 
 `Collector` runs a full cyclic collection on a clock, so that garbage in reference cycles is
 freed within seconds even though `serve` tunes the collector's thresholds for throughput.
+`fix_mmap_threshold` keeps glibc from carving large temporary buffers out of its arena (D65).
 
 `COPYLEDGER_MEMWATCH=/path/file.jsonl` makes `serve` start a `MemWatch`, a daemon thread that
-appends one JSON object to that file every `COPYLEDGER_MEMWATCH_S` seconds (default 10): the
-RSS split into anonymous, file-backed and shared pages (`/proc/self/status`), glibc's account of
-its heap (`mallinfo2`: in use, free), the collector's generations and how many objects each
-holds, the object counts by type that grew most since the first sample, the thread count, the
-Collector's totals and, when tracing (`PYTHONTRACEMALLOC=25`), the allocation sites that grew
-most since the first snapshot. `COPYLEDGER_MEMWATCH_COLLECT=1` also runs a full collection
+appends one JSON object to that file every `COPYLEDGER_MEMWATCH_S` seconds (default 10): the RSS
+split into anonymous, file-backed and shared pages (`/proc/self/status`), glibc's account of its
+heap (`mallinfo2`: in use, free), what SQLite holds of it, the collector's generations and how many
+objects each holds, the object counts by type that grew most since the first sample, the thread
+count, the Collector's totals and, when tracing (`PYTHONTRACEMALLOC=25`), the allocation sites that
+grew most since the first snapshot. `COPYLEDGER_MEMWATCH_COLLECT=1` also runs a full collection
 before each sample and records how many unreachable objects it found and their types: what was
-garbage waiting for the collector rather than live. Off by default: walking every object holds
-the GIL for tens of milliseconds, and tracing slows every allocation.
+garbage waiting for the collector rather than live. Off by default: walking every object holds the
+GIL for tens of milliseconds, and tracing slows every allocation.
 """
 
 from __future__ import annotations
@@ -25,14 +26,17 @@ import threading
 import time
 import tracemalloc
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Collector", "MemWatch", "malloc_stats", "malloc_trim", "rss_split",
-           "watch_from_env"]
+__all__ = ["MMAP_THRESHOLD", "Collector", "MemWatch", "fix_mmap_threshold", "malloc_stats",
+           "malloc_trim", "rss_split", "sqlite_mib", "watch_from_env"]
 
 TOP = 25  # how many types / allocation sites each sample lists
+MMAP_THRESHOLD = 64 * 1024  # bytes: C blocks this large are mapped apart, and unmapped when freed
+_M_MMAP_THRESHOLD = -3  # mallopt's parameter number (glibc's malloc.h)
 
 
 def rss_split(status: str | None = None) -> dict[str, float]:
@@ -70,6 +74,18 @@ def malloc_stats() -> dict[str, float]:
             "arena": round(m.arena / mib, 1)}
 
 
+def sqlite_mib() -> float | None:
+    """What SQLite holds in this process (its page caches, statements), in MiB: part of
+    glibc's bytes in use, bounded by the pool's connections times each one's page cache.
+    None where SQLite's library cannot be opened by name."""
+    try:
+        fn = ctypes.CDLL("libsqlite3.so.0").sqlite3_memory_used
+    except (OSError, AttributeError):
+        return None
+    fn.restype = ctypes.c_int64
+    return round(int(fn()) / 2**20, 1)
+
+
 def malloc_trim() -> bool:
     """Give the C heap's free pages back to the kernel (glibc's `malloc_trim(0)`): true if any
     were returned. Without it glibc keeps what concurrent PDF renders freed (tens of MiB, in
@@ -84,8 +100,52 @@ def malloc_trim() -> bool:
     return bool(fn(0))
 
 
+def fix_mmap_threshold(threshold: int = MMAP_THRESHOLD,
+                       environ: Mapping[str, str] = os.environ) -> bool:
+    """Fix glibc's mmap threshold at `threshold` bytes (`mallopt(M_MMAP_THRESHOLD)`): true if
+    set. glibc starts it at 128 KiB and raises it to the size of each mapped block freed (up to
+    32 MiB), so after the first PDF render its font tables and page buffers (hundreds of KiB)
+    are carved from the arena instead, and the holes they leave between live blocks stay
+    resident: `malloc_trim` cannot return partly used pages. Fixed, every such block is its
+    own mapping, given back whole when freed (D65). Setting it also stops glibc moving the trim
+    threshold. Global, so it holds for threads started before or after; an operator's own
+    `MALLOC_MMAP_THRESHOLD_` wins. No-op where the C library has no `mallopt`."""
+    if "MALLOC_MMAP_THRESHOLD_" in environ:
+        return False
+    try:
+        fn = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return bool(fn(_M_MMAP_THRESHOLD, threshold) == 1)
+
+
+def _all_objects(generation: int | None = None) -> Iterator[Any]:
+    """The objects the collector tracks, as a lazy iterator: `gc.get_objects` is called, and
+    its list dropped, inside whatever C function consumes the iterator.
+
+    A list of every object must never be alive while another thread runs: it holds an extra
+    reference to a tuple that thread is still building from a generator (`tuple(gen)`,
+    `f(*gen)`), whose next `_PyTuple_Resize` then fails with "SystemError: bad argument to
+    internal function" (CPython gh-39117, in 3.11). A list returned to Python code is exposed
+    at the next bytecode; consumed in C it is gone before the GIL can change hands. That race
+    was the soaks' 500s on certificates, whose bundles build such tuples (D65)."""
+    return chain.from_iterable(map(gc.get_objects, [generation]))
+
+
 def _type_counts() -> Counter[str]:
-    return Counter(type(o).__qualname__ for o in gc.get_objects())
+    """Objects by type name. The types are counted in C (`Counter` of a `map`), as
+    `_all_objects` requires."""
+    names: Counter[str] = Counter()
+    for kind, n in Counter(map(type, _all_objects())).items():
+        names[kind.__qualname__] += n
+    return names
+
+
+def _generation_sizes() -> list[int]:
+    """How many objects each generation holds, counted in C for the same reason."""
+    return [sum(map(len, map(gc.get_objects, [g]))) for g in range(3)]
 
 
 def _collect() -> tuple[int, dict[str, int]]:
@@ -170,16 +230,17 @@ class MemWatch(threading.Thread):
         grown.subtract(self._types)
         out: dict[str, Any] = {
             "t": round(time.monotonic() - self._t0, 1),
+            "pid": os.getpid(),  # `serve --workers N`: N processes append to one file
             "rss_mib": rss_split(),
             "malloc_mib": malloc_stats(),
+            "sqlite_mib": sqlite_mib(),
             "threads": threading.active_count(),
             "unreachable": unreachable,
             "collector": None if self.collector is None else {
                 "runs": self.collector.runs, "collected": self.collector.collected,
                 "seconds": round(self.collector.seconds, 3)},
             "garbage_types": garbage,
-            "gc": {"counts": gc.get_count(), "objects_by_generation": [
-                len(gc.get_objects(g)) for g in range(3)],
+            "gc": {"counts": gc.get_count(), "objects_by_generation": _generation_sizes(),
                 "frozen": gc.get_freeze_count(),
                 "collections": [s["collections"] for s in gc.get_stats()],
                 "collected": [s["collected"] for s in gc.get_stats()]},

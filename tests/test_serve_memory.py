@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import platform
 import sys
 import threading
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -115,6 +117,21 @@ def test_memwatch_tells_live_growth_from_garbage(tmp_path: Path) -> None:
     assert s["rss_mib"]["rss"] > 0 and s["rss_mib"]["anon"] > 0
     if platform.libc_ver()[0] == "glibc":
         assert s["malloc_mib"]["in_use"] > 0
+    assert "sqlite_mib" in s
+
+
+def test_sqlite_mib_counts_sqlites_own_heap() -> None:
+    """The page cache a connection fills is counted (glibc's bytes in use hide it)."""
+    import sqlite3
+
+    before = memory.sqlite_mib()
+    assert before is not None  # Debian's Python links SQLite's shared library
+    db = sqlite3.connect(":memory:")
+    db.execute("create table t (x)")
+    db.executemany("insert into t values (?)", [(bytes(1000),) for _ in range(4000)])
+    after = memory.sqlite_mib()
+    db.close()
+    assert after is not None and after - before >= 1.5, (before, after)
 
 
 def test_memwatch_is_off_unless_a_file_is_named(tmp_path: Path) -> None:
@@ -144,3 +161,70 @@ def test_malloc_trim_gives_freed_heap_back() -> None:
     after = memory.rss_split()["anon"]
     assert before - after >= 30, (before, after)
     del pin
+
+
+_MAPPED_AFTER_A_BIG_FREE = """
+import json, sys
+from copyledger.service import memory
+if sys.argv[1] == "fixed":
+    assert memory.fix_mmap_threshold(environ={})
+big = bytearray(4 << 20)  # mapped (over glibc's starting 128 KiB threshold), then freed:
+del big                   # glibc's own threshold rises to 4 MiB
+before = memory.malloc_stats()["mmapped"]
+blocks = [bytearray(200_000) for _ in range(50)]  # ~10 MiB in blocks of 200 kB
+print(json.dumps(memory.malloc_stats()["mmapped"] - before))
+"""
+
+
+@glibc
+@pytest.mark.parametrize(("mode", "mapped"), [("fixed", True), ("glibc", False)])
+def test_a_fixed_mmap_threshold_maps_the_renderers_buffers(mode: str, mapped: bool) -> None:
+    """glibc raises its mmap threshold to each mapped block freed, so that after one big
+    buffer, blocks of a few hundred kB come from the arena and fragment it; fixed at
+    `MMAP_THRESHOLD` they stay mapped, and are unmapped when freed (D65). In a child process,
+    so this one's allocator is left as it was."""
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
+    out = subprocess.run([sys.executable, "-c", _MAPPED_AFTER_A_BIG_FREE,
+                          mode], env=env, capture_output=True, text=True, check=True)
+    grown = json.loads(out.stdout)
+    assert (grown >= 9) is mapped, grown
+
+
+def test_an_operators_mmap_threshold_is_kept() -> None:
+    assert memory.fix_mmap_threshold(environ={"MALLOC_MMAP_THRESHOLD_": "131072"}) is False
+
+
+def test_memwatch_never_exposes_a_tuple_being_built() -> None:
+    """While a thread builds a tuple from a generator that drops the GIL between items (as
+    a query does), the watcher's walks over every object must not hold a reference to it at a
+    thread switch: CPython 3.11's `_PyTuple_Resize` then raises SystemError (gh-39117), which
+    the soaks saw as 500s on certificates (D65). With the old walk (a list of every object,
+    counted in Python) nearly every tuple here failed."""
+    import time
+
+    def items() -> Iterator[int]:
+        for i in range(40):
+            time.sleep(0)  # the GIL changes hands here
+            yield i
+
+    stop, walks = threading.Event(), [0]
+    watch = memory.MemWatch(Path("/dev/null"))
+
+    def walk() -> None:
+        while not stop.is_set():
+            watch.sample()
+            walks[0] += 1
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    walker = threading.Thread(target=walk)
+    walker.start()
+    try:
+        while walks[0] < 3:  # tuples built across several whole samples
+            assert tuple(items()) == tuple(range(40))
+    finally:
+        stop.set()
+        walker.join()
+        sys.setswitchinterval(interval)
