@@ -86,21 +86,22 @@ async def answer(
             await stack.enter_async_context(n.idempotency_locks.hold((who.account,
                                                                       parsed[i][1])))
         claimed: list[int] = []  # keys this request now holds in the database (D59)
-        for i, digest in digests.items():
-            try:
-                kept = await claim(n.idempotency, who.account, str(parsed[i][1]), digest)
-            except CopyledgerError as e:
-                results[i] = _refused(i, e, path)
-                continue
-            if kept is not None:
-                results[i] = {"index": i, "status": kept.status, "replayed": True,
-                              ("problem" if kept.status >= 400 else "registration"):
-                              orjson.loads(kept.body)}
-            else:
-                claimed.append(i)
-        cancelled = False
+        cancelled = handed_over = False
         try:
+            for i, digest in digests.items():
+                try:
+                    kept = await claim(n.idempotency, who.account, str(parsed[i][1]), digest)
+                except CopyledgerError as e:
+                    results[i] = _refused(i, e, path)
+                    continue
+                if kept is not None:
+                    results[i] = {"index": i, "status": kept.status, "replayed": True,
+                                  ("problem" if kept.status >= 400 else "registration"):
+                                  orjson.loads(kept.body)}
+                else:
+                    claimed.append(i)
             todo = [i for i in range(len(parsed)) if results[i] is None]
+            handed_over = True
             outcomes = await run([parsed[i][0] for i in todo])
             for i, outcome in zip(todo, outcomes, strict=True):
                 item: dict[str, Any]
@@ -122,8 +123,10 @@ async def answer(
             # The client hung up: what was handed over may still be sealed, so its keys stay
             # claimed ("in flight") until taken over as abandoned, rather than freed for a
             # retry that could write the same items again (no longer refreshed, D69).
-            cancelled = True
-            for i in claimed:
+            # Cancelled before anything was handed over: nothing can be written, so the
+            # keys are freed below.
+            cancelled = handed_over
+            for i in claimed if cancelled else ():
                 n.idempotency.abandon(who.account, str(parsed[i][1]), digests[i])
             raise
         finally:

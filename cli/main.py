@@ -725,24 +725,32 @@ class _LocalImport:
         # the server, not this process, which _die_with_parent would take for dead).
         self.pool = ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("fork"),
                                         initializer=_die_with_parent, initargs=(os.getpid(),))
-        for f in [self.pool.submit(int) for _ in range(self.jobs)]:
-            f.result()
-        with _domain_errors_exit():
-            self.node = Node.open(self.settings)
-            try:
-                self.node.start()
-            except BaseException:
-                self.node.store.close()
-                raise
+        try:
+            for f in [self.pool.submit(int) for _ in range(self.jobs)]:
+                f.result()
+            with _domain_errors_exit():
+                self.node = Node.open(self.settings)
+                try:
+                    self.node.start()
+                except BaseException:
+                    self.node.store.close()
+                    raise
+        except BaseException:  # e.g. a running server holds the lock: undo the above
+            self.pool.shutdown(cancel_futures=True)
+            self._restore_gc()
+            raise
         self.runner = asyncio.Runner()
         return self
+
+    def _restore_gc(self) -> None:
+        gc.set_threshold(*self.gc_was)
+        gc.unfreeze()
 
     def __exit__(self, *exc: object) -> None:
         self.pool.shutdown(cancel_futures=True)
         self.runner.close()
         self.node.stop()
-        gc.set_threshold(*self.gc_was)
-        gc.unfreeze()
+        self._restore_gc()
 
     def send(self, batch: list[Row], state: ImportProgress) -> str | None:
         """Start preparing this chunk, then register and record the one before it (so a

@@ -607,11 +607,12 @@ def _sm2_not_retired(what: str, retirements: Sequence[Mapping[str, Any]],
 
 def pinned_sm2_tsa_retired(doc: object) -> list[dict[str, str]]:
     """The SM2 TSA retirement list a verifier pins (D64), from the JSON of the registry's
-    `GET /v1/notary/keys` (an answer without `sm2_tsa_retired` pins that none is retired) or
-    the list itself. InvalidInput if it is neither, or an item is not exactly
+    `GET /v1/notary/keys` (it names `log_keys`; one without `sm2_tsa_retired` pins that none
+    is retired) or the list itself. InvalidInput if it is neither, or an item is not exactly
     `{"certificate_sm3": 64 hex digits, "retired_at": RFC 3339}`."""
     items = doc.get("sm2_tsa_retired", []) if isinstance(doc, Mapping) else doc
-    if not isinstance(items, list):
+    # A mapping that is not that answer (a bundle given by mistake) pins nothing.
+    if not isinstance(items, list) or (isinstance(doc, Mapping) and "log_keys" not in doc):
         raise InvalidInput("the SM2 TSA retirement list is not a JSON list, nor the answer of "
                            "/v1/notary/keys")
     out = []

@@ -236,7 +236,16 @@ class Keys:
 
     def _heartbeat(self) -> None:
         """While this process holds claims: refresh them, and keep again the answers the
-        database refused. Ends when none is held (the next claim starts another)."""
+        database refused. Ends when none is held (the next claim starts another), or on an
+        unexpected error, which it logs: the next claim then starts a new heartbeat."""
+        try:
+            self._beats()  # returns with _beating cleared under the lock
+        except Exception:
+            log.exception("the idempotency heartbeat stopped")
+            with self._beat:
+                self._beating = False
+
+    def _beats(self) -> None:
         while True:
             with self._beat:
                 self._beat.wait(self.heartbeat_s)
@@ -292,12 +301,30 @@ async def claim(keys: Keys, account: str, key: str, request_sha256: str,
     at a time), so the usual retry gets the first answer rather than 409."""
     deadline = time.monotonic() + (WAIT_S if wait_s is None else wait_s)
     while True:
+        attempt = asyncio.ensure_future(asyncio.to_thread(keys.claim, account, key,
+                                                          request_sha256))
         try:
-            return await asyncio.to_thread(keys.claim, account, key, request_sha256)
+            return await asyncio.shield(attempt)
         except InFlight:
             if time.monotonic() >= deadline:
                 raise
+        except asyncio.CancelledError:
+            # The thread claims on regardless: free what it takes, or the heartbeat would keep
+            # the key "in flight" for the life of the process (nothing was written under it).
+            attempt.add_done_callback(lambda done: _free_if_claimed(
+                keys, account, key, request_sha256, done))
+            raise
         await asyncio.sleep(_POLL_S)
+
+
+def _free_if_claimed(keys: Keys, account: str, key: str, request_sha256: str,
+                     done: asyncio.Future[Answer | None]) -> None:
+    """After a cancelled `claim`: release the key if the attempt took it (None: claimed, no
+    earlier answer), on a thread, since the loop must not wait for the database."""
+    if done.cancelled() or done.exception() is not None or done.result() is not None:
+        return
+    threading.Thread(target=keys.release, args=(account, key, request_sha256),
+                     name="idempotency-release", daemon=True).start()
 
 
 async def keep(keys: Keys, account: str, key: str, request_sha256: str, answer: Answer) -> None:

@@ -183,6 +183,9 @@ def test_a_key_is_claimed_once_in_the_database(api: Api) -> None:
     mine.release("alice", "c2", "ab" * 32)
     assert other.claim("alice", "c2", "ab" * 32) is None
     # A claim left by a process that died mid-request is taken over once it is abandoned.
+    # (`other` stops refreshing it first, as a dead process would: a heartbeat landing between
+    # the back-dating and the claim below would otherwise make it current again.)
+    other.abandon("alice", "c2", "ab" * 32)
     with reg.store.engine.begin() as conn:
         conn.execute(update(idempotency_keys).where(idempotency_keys.c.key == "c2").values(
             created=int(time.time()) - ABANDONED_S - 1))
@@ -438,3 +441,48 @@ def test_a_batch_item_whose_keep_fails_still_gets_its_receipt(api: Api) -> None:
     assert first.status_code == 200, first.text
     assert first.json()["results"][0]["status"] == 201
     wait_for(lambda: _row(reg, "item-keep").status == 201, "the heartbeat keeps the answer")
+
+
+def test_a_claim_cancelled_midway_frees_its_key(tmp_path: Path) -> None:
+    """A request cancelled while its claim runs on a thread: the thread still takes the key,
+    and nothing will ever be written under it, so it is freed; otherwise the heartbeat would
+    keep it "in flight" (409 to every retry) for the life of the process."""
+    import asyncio
+
+    from copyledger.service import idempotency
+    from copyledger.service.idempotency import InFlight, Keys
+
+    s = Store.open(f"sqlite:///{tmp_path}/x.db")
+    keys, other = Keys(s, 3600, heartbeat_s=0.05), Keys(s, 3600)
+    started, go_on = threading.Event(), threading.Event()
+    real = keys.claim
+
+    def slow(*a: Any) -> Any:
+        started.set()
+        go_on.wait(60)  # the database answers only after the request was cancelled
+        return real(*a)
+
+    keys.claim = slow  # type: ignore[method-assign]
+
+    async def main() -> None:
+        task = asyncio.ensure_future(idempotency.claim(keys, "alice", "k1", "ab" * 32))
+        await asyncio.to_thread(started.wait, 60)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        go_on.set()
+        # The loop runs on meanwhile, as a server's does.
+        await asyncio.to_thread(wait_for, free, "the cancelled request's key to be freed")
+
+    def free() -> bool:
+        try:
+            return other.claim("alice", "k1", "ab" * 32) is None
+        except InFlight:
+            return False
+
+    try:
+        asyncio.run(main())
+    finally:
+        keys.stop()
+        other.stop()
+        s.close()

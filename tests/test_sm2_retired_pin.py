@@ -88,6 +88,8 @@ def test_copyledger_verify_pins_the_list_and_says_which_it_used(
 
 @pytest.mark.parametrize("doc", [
     {"sm2_tsa_retired": "none"},
+    # A bundle given by mistake: not the keys answer (no log_keys), so it pins nothing.
+    {"format": "copyledger/bundle/v1", "notary": {"sm2_tsa_retired": []}},
     [{"certificate_sm3": "ab" * 32}],
     [{"certificate_sm3": "ab" * 32, "retired_at": "2026-01-01T00:00:00Z", "note": "x"}],
     [{"certificate_sm3": "zz" * 32, "retired_at": "2026-01-01T00:00:00Z"}],
