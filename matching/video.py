@@ -82,8 +82,9 @@ def video_fingerprints(source: Source, progress: Progress | None = None, *,
     anything. Progress is reported for the picture pass, then the sound pass.
 
     A `probe` (the disputed content of a claim check) samples PROBE_FPS frames a second: a
-    clip cut between two of the original's sampled frames then still has a frame within an
-    eighth of a second of each, where panning or motion has moved the picture little."""
+    clip cut between two of the original's sampled frames then still has a frame within a
+    quarter second of each (at each if cut on a whole second), where panning or motion has
+    moved the picture little."""
     from importlib.metadata import version
 
     require(MATCHING, "numpy")
