@@ -7,9 +7,10 @@ degraded 15 s excerpt kept 93-99 % in bench/av_bench.py, unrelated music at most
 index is a CSR table (one sorted array of postings and 65,537 bucket starts): new tracks go to
 a small `fresh` table first, merged into the main one when it reaches a tenth of its size.
 
-Video: every registered frame's PDQ code in a faiss binary index; each query frame's neighbours
-within VPDQ_FRAME_RADIUS vote for (video, time offset); the similarity is the share of the
-registered frames in the aligned span that some query frame reproduces at the best offset.
+Video: every registered frame's PDQ code in a faiss binary index (frames of low PDQ quality
+left out); each query frame's neighbours within VPDQ_FRAME_RADIUS vote for (video, time
+offset); the similarity is the share of the registered frames in the aligned span that some
+query frame reproduces at the best offset.
 Up to IVF_MIN_FRAMES frames the index is a flat scan; beyond, an inverted file (IndexBinaryIVF:
 frames bucketed by their nearest of `nlist` k-means centroids, a query frame reads the
 IVF_PROBE_SHARE of buckets nearest it), retrained whenever the frames have grown fourfold (D63).
@@ -202,7 +203,10 @@ class AVIndex:
             if audio:
                 self._fresh_postings = _Postings(self._fresh,
                                                  [self._items[t] for t in self._fresh])
-            new = [(seq, secs, codes) for seq, (secs, codes, _) in video
+            # Frames of little texture (PDQ quality < PDQ_LOW_QUALITY) are not indexed: a
+            # flat picture's hash is mostly noise, lost by most edits, so such a frame
+            # counted only in an alignment's denominator (D72).
+            new = [(seq, secs[~low], codes[~low]) for seq, (secs, codes, low) in video
                    if seq not in self._video_secs]
             for seq, secs, _ in new:
                 self._video_secs[seq] = secs

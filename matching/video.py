@@ -6,6 +6,8 @@ bounded by DECODE_TIMEOUT and MAX_MEDIA_SECONDS), and we add one step vPDQ lacks
 are trimmed from each frame before hashing, so a letterboxed or pillarboxed copy hashes like
 its original (D38). Frames are scaled to FRAME_PX square grey first: PDQ downsamples to 64x64
 anyway, and a fixed small frame bounds memory per frame (16 KiB) whatever the resolution.
+A probe is decoded at PROBE_DECODE_PX instead, its bars trimmed there, and the picture then
+scaled to FRAME_PX square, as a registered frame's whole picture was (D72).
 """
 
 from __future__ import annotations
@@ -29,10 +31,12 @@ __all__ = [
     "CENTRE",
     "FRAME_PX",
     "PROBE_CROPS",
+    "PROBE_DECODE_PX",
     "PROBE_FPS",
     "SOUNDTRACK_ITEMS",
     "frame_codes",
     "frames_of",
+    "scaled",
     "trim_borders",
     "video_fingerprints",
 ]
@@ -42,9 +46,16 @@ PROBE_FPS = 2
 CENTRE = 0.85
 """A registered frame's hash covers its central 85 % (each way, after trimming borders): a copy
 cropped by up to 15 % still shows all of it."""
-PROBE_CROPS = (1.0, 0.92, 0.85)
+PROBE_CROPS = (1.0, 0.96, 0.92, 0.88, 0.85)
 """Crops a probe allows for: for a copy showing the central c of the original, the original's
-hashed centre is the copy's central CENTRE / c, and the probe hashes each of those."""
+hashed centre is the copy's central CENTRE / c, and the probe hashes each of those. Steps of
+4 %: a 6 % crop hashed at the 8 % step of a coarser ladder kept 4 of 14 frames within the
+radius (D66). Each step is a hash per probe frame, out of MAX_VIDEO_FRAMES: five steps at
+PROBE_FPS cover the probe's first 16 seconds (three covered 26)."""
+PROBE_DECODE_PX = 4 * FRAME_PX
+"""A probe's frames are decoded this size square, so bars are trimmed before the picture is
+scaled down: trimmed at FRAME_PX, a pillarboxed 4:3 picture kept 96 of 128 columns and hashed
+unlike its registered frames (D72). 256 KiB a frame."""
 BORDER_LEVEL = 24
 """Rows and columns at the frame's edges whose brightest pixel is below this (of 255) are
 border; bars from encoders are near 16, and a dark scene keeps its middle."""
@@ -71,14 +82,16 @@ def video_fingerprints(source: Source, progress: Progress | None = None, *,
     anything. Progress is reported for the picture pass, then the sound pass.
 
     A `probe` (the disputed content of a claim check) samples PROBE_FPS frames a second: a
-    clip cut between two of the original's sampled frames then still has a frame within an
-    eighth of a second of each, where panning or motion has moved the picture little."""
+    clip cut between two of the original's sampled frames then still has a frame within a
+    quarter second of each (at each if cut on a whole second), where panning or motion has
+    moved the picture little."""
     from importlib.metadata import version
 
     require(MATCHING, "numpy")
 
     frames = (frames_of(source, progress, fps=PROBE_FPS,
-                        centres=tuple(CENTRE / c for c in PROBE_CROPS)) if probe
+                        centres=tuple(CENTRE / c for c in PROBE_CROPS),
+                        decode_px=PROBE_DECODE_PX) if probe
               else frames_of(source, progress))
     out: Fingerprints = {}
     if frames:
@@ -97,25 +110,36 @@ def video_fingerprints(source: Source, progress: Progress | None = None, *,
 
 def frames_of(source: Source, progress: Progress | None = None, limit: int = MAX_VIDEO_FRAMES,
               fps: int = 1, centres: tuple[float, ...] = (CENTRE,),
-              ) -> list[tuple[int, bytes, int]]:
+              decode_px: int = FRAME_PX) -> list[tuple[int, bytes, int]]:
     """(time in quarter seconds, PDQ hash, PDQ quality) of `fps` frames a second (1, 2 or 4),
-    one hash per central fraction in `centres`, at most `limit` hashes."""
+    one hash per central fraction in `centres`, at most `limit` hashes. Frames are decoded
+    `decode_px` square and trimmed; past FRAME_PX, the trimmed picture is then scaled to
+    FRAME_PX square (at FRAME_PX, as registration decodes, it is hashed as trimmed)."""
     import numpy as np
 
     pdqhash = load("pdqhash", PDQHASH)
-    size = FRAME_PX * FRAME_PX
+    size = decode_px * decode_px
     out: list[tuple[int, bytes, int]] = []
-    n = 0
-    filters = f"fps={fps},scale={FRAME_PX}:{FRAME_PX}:flags=area,format=gray"
+    # FFmpeg's fps filter (round=near) takes the frame just before k + 1/2 s at 1 a second;
+    # at 2 or 4 a second it is asked for round=up, frames at k / fps, and the first half
+    # second's are dropped, so each is labelled as a registered frame at that instant was
+    # and a copy cut on a whole second is sampled where its original was (D72).
+    rounding, n = ("", 0) if fps == 1 else (":round=up", -(fps // 2))
+    filters = f"fps={fps}{rounding},scale={decode_px}:{decode_px}:flags=area,format=gray"
     pending = b""
-    seconds = str(limit / fps / len(centres))
+    seconds = str(limit / fps / len(centres) + 0.5)
     for block in ffmpeg_stream(source, ["-map", "0:v:0?", "-an", "-t", seconds, "-vf", filters,
                                         "-f", "rawvideo"], chunk=size):
         pending += block
         while len(pending) >= size and len(out) + len(centres) <= limit:
-            frame = np.frombuffer(pending[:size], np.uint8).reshape(FRAME_PX, FRAME_PX)
+            frame = np.frombuffer(pending[:size], np.uint8).reshape(decode_px, decode_px)
             pending = pending[size:]
+            if n < 0:
+                n += 1
+                continue
             trimmed = trim_borders(frame)
+            if decode_px != FRAME_PX:
+                trimmed = scaled(trimmed)
             for centre in centres:
                 grey = np.ascontiguousarray(_centre(trimmed, centre))
                 bits, quality = pdqhash.compute(np.dstack([grey, grey, grey]))
@@ -125,6 +149,16 @@ def frames_of(source: Source, progress: Progress | None = None, limit: int = MAX
             if progress is not None:
                 progress(n / fps)
     return out
+
+
+def scaled(picture: Any) -> Any:
+    """A grey picture scaled to FRAME_PX square by pixel area, as FFmpeg's `flags=area` scales
+    a registered video's frames."""
+    import cv2
+    import numpy as np
+
+    return cv2.resize(np.ascontiguousarray(picture), (FRAME_PX, FRAME_PX),
+                      interpolation=cv2.INTER_AREA)
 
 
 def _centre(frame: Any, share: float) -> Any:

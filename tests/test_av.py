@@ -150,6 +150,7 @@ VIDEO_EDITS: dict[str, tuple[float, float | None, str]] = {
     "letterbox": (3.2, 14.0, "scale=320:180,pad=320:240:0:30"),
     "pillarbox": (0.0, None, "pad=428:240:54:0"),
     "crop_8pct": (5.0, 14.0, "crop=iw*0.92:ih*0.92,scale=296:222"),
+    "crop_6pct": (2.0, 14.0, "crop=iw*0.94:ih*0.94"),
 }
 """(start, length or whole, video filter) of each edit; every one is re-encoded (VP9 or H.264
 at a low rate)."""
@@ -323,6 +324,59 @@ def test_letterbox_bars_are_trimmed_before_hashing() -> None:
     assert video.trim_borders(frame).shape == (88, 128)
     dark = np.full((128, 128), 10, np.uint8)
     assert video.trim_borders(dark).shape == (128, 128)
+
+
+def _bits(a: bytes, b: bytes) -> int:
+    return int(np.unpackbits(np.frombuffer(a, np.uint8) ^ np.frombuffer(b, np.uint8)).sum())
+
+
+def _probe_at_whole_seconds(path: Path) -> dict[int, bytes]:
+    """A probe's hash of each whole second at the widest crop step (the registered centre)."""
+    step = len(video.PROBE_CROPS)
+    rows = video.frames_of(path, fps=video.PROBE_FPS, decode_px=video.PROBE_DECODE_PX,
+                           centres=tuple(video.CENTRE / c for c in video.PROBE_CROPS))
+    return {t // 4: code for t, code, _ in rows[::step] if t % 4 == 0}
+
+
+def test_a_probe_samples_the_instants_registration_sampled(
+        films: tuple[Path, FingerprintIndex]) -> None:
+    """A probe of the original itself hashes, at each whole second, the frame registration
+    hashed there: FFmpeg's fps filter rounds differently at 2 a second, which put every probe
+    frame a quarter second from a registered one (50-100 bits apart in a pan, D72)."""
+    path, _ = films
+    registered = video.frames_of(path)
+    probe = _probe_at_whole_seconds(path)
+    assert len(probe) >= 15
+    assert max(_bits(probe[s], registered[s][1]) for s in probe) <= 8
+
+
+def test_pillarbox_bars_are_trimmed_before_the_picture_is_scaled(
+        films: tuple[Path, FingerprintIndex], tmp_path: Path) -> None:
+    """Trimmed after scaling to 128 px, a 4:3 picture in a 16:9 frame kept 96 columns and
+    moved up to 36 bits; trimmed at the probe's decode size, it moves a few (D72)."""
+    path, _ = films
+    registered = video.frames_of(path)
+    probe = _probe_at_whole_seconds(edit_video(path, "pillarbox", tmp_path / "pb.mkv"))
+    assert max(_bits(probe[s], registered[s][1]) for s in probe) <= 20
+    frame = np.full((512, 512), 16, np.uint8)
+    frame[:, 64:448] = np.arange(512, dtype=np.uint16)[:, None] // 3 + 40
+    assert video.scaled(video.trim_borders(frame)).shape == (video.FRAME_PX, video.FRAME_PX)
+
+
+def test_frames_of_little_texture_are_left_out_of_an_alignment() -> None:
+    """A registered film's flat frames (PDQ quality under 50) are not indexed: a copy that
+    reproduces every textured frame aligns fully, whatever its flat frames became."""
+    rng = np.random.default_rng(7)
+    film = _random_film(rng, 20)
+    film[5:13, 34] = 10  # eight flat frames
+    index = AVIndex()
+    index.add(0, _film_vpdq(film))
+    copy = film.copy()
+    copy[5:13, 2:34] = rng.integers(0, 256, (8, 32), dtype=np.uint8)  # unlike their originals
+    copy[:, 34] = 100
+    [found] = index.search(_film_vpdq(copy))
+    assert (found.seq, found.verdict, found.similarity, found.compared) == (0, "match", 1.0, 12)
+    assert index.stats() == {"chromaprint": 0, "vpdq": 1, "postings": 0, "frames": 12}
 
 
 # ---------------------------------------------------------------- schemas
