@@ -264,8 +264,9 @@ class MemWatch(threading.Thread):
             return {}
         snap = tracemalloc.take_snapshot().filter_traces(
             [tracemalloc.Filter(False, tracemalloc.__file__)])
-        if self._snapshot is None:
-            self._snapshot, self._base_t = snap, t
+        if self._snapshot is None:  # the baseline: nothing to compare yet (a compare costs
+            self._snapshot, self._base_t = snap, t  # seconds per million traces)
+            return {"sites_since_s": t, "sites_grown": []}
         return {"sites_since_s": self._base_t, "sites_grown": [
             {"kib": round(d.size_diff / 1024, 1), "count": d.count_diff,
              "where": [f"{fr.filename}:{fr.lineno}" for fr in d.traceback[-6:]]}
