@@ -3,6 +3,11 @@ time (default 600 s), to show that memory stays flat, nothing fails and the log 
 Samples the server's RSS every few seconds; prints one JSON object.
 
     python bench/soak.py [--seconds 600] [--connections 50] [--sample 5] [--database URL]
+                         [--server-log FILE] [--server-env NAME=VALUE ...]
+
+`--server-env` sets variables for the server alone, e.g. `PYTHONTRACEMALLOC=25` with
+`COPYLEDGER_MEMWATCH=FILE` and `COPYLEDGER_MEMWATCH_BASE_S=60` (docs/operations.md §8): traced
+in the client too, the load it makes would fall.
 
 RSS drift is measured from the first sample after the warm-up (the first 10 % of the run, at
 most 60 s: caches, the index and the allocator settle) to the last sample.
@@ -136,7 +141,10 @@ def main() -> None:
     ap.add_argument("--database", default="")
     ap.add_argument("--server-log", default="", help="copy the server's log here at the end "
                     "(it holds the traceback of any 5xx)")
+    ap.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
+                    help="an environment variable for the server process only (repeatable)")
     args = ap.parse_args()
+    server_env = dict(v.split("=", 1) for v in args.server_env)
     tmp = Path(tempfile.mkdtemp(prefix="copyledger-soak-"))
     data = tmp / "data"
     db = ["--database", args.database] if args.database else []
@@ -144,7 +152,8 @@ def main() -> None:
     keys = [json.loads(cli("keys", "create", "--role", "creator", "--account", f"soak{i}",
                            "--data-dir", str(data), *db, "--json").stdout)["key"]
             for i in range(KEYS)]
-    srv = ServerProcess(data, args.database, COPYLEDGER_LOG_LEVEL="warning").start(timeout=180)
+    srv = ServerProcess(data, args.database,
+                        **{"COPYLEDGER_LOG_LEVEL": "warning", **server_env}).start(timeout=180)
     assert srv.proc is not None
     try:
         t0 = time.monotonic()

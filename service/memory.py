@@ -9,11 +9,13 @@ appends one JSON object to that file every `COPYLEDGER_MEMWATCH_S` seconds (defa
 split into anonymous, file-backed and shared pages (`/proc/self/status`), glibc's account of its
 heap (`mallinfo2`: in use, free), what SQLite holds of it, the collector's generations and how many
 objects each holds, the object counts by type that grew most since the first sample, the thread
-count, the Collector's totals and, when tracing (`PYTHONTRACEMALLOC=25`), the allocation sites that
-grew most since the first snapshot. `COPYLEDGER_MEMWATCH_COLLECT=1` also runs a full collection
-before each sample and records how many unreachable objects it found and their types: what was
-garbage waiting for the collector rather than live. Off by default: walking every object holds the
-GIL for tens of milliseconds, and tracing slows every allocation.
+count, the Collector's totals and, when tracing (`COPYLEDGER_MEMWATCH_TRACE=25` starts tracemalloc
+with 25 frames once `serve` has imported everything), the allocation sites that grew most since the
+baseline snapshot (the first sample, or with `COPYLEDGER_MEMWATCH_BASE_S=60` the first sample 60 s
+or more after start, so the warm-up is left out). `COPYLEDGER_MEMWATCH_COLLECT=1` also runs a full
+collection before each sample and records how many unreachable objects it found and their types:
+what was garbage waiting for the collector rather than live. Off by default: walking every object
+holds the GIL for tens of milliseconds, and tracing slows every allocation.
 """
 
 from __future__ import annotations
@@ -196,16 +198,18 @@ class MemWatch(threading.Thread):
     """Appends a sample to `path` every `interval` seconds until `stop()`."""
 
     def __init__(self, path: Path, interval: float = 10.0, collect: bool = False,
-                 collector: Collector | None = None) -> None:
+                 collector: Collector | None = None, base_after: float = 0.0) -> None:
         super().__init__(name="copyledger-memwatch", daemon=True)
         self.path = path
         self.interval = interval
         self.collect = collect
         self.collector = collector
+        self.base_after = base_after  # seconds: the tracemalloc baseline is taken no earlier
         self._halt = threading.Event()
         self._t0 = time.monotonic()
         self._types: Counter[str] | None = None
         self._snapshot: tracemalloc.Snapshot | None = None
+        self._base_t = 0.0
 
     def stop(self) -> None:
         self._halt.set()
@@ -248,16 +252,25 @@ class MemWatch(threading.Thread):
             "types_grown": dict(grown.most_common(TOP)),
         }
         if tracemalloc.is_tracing():
-            snap = tracemalloc.take_snapshot().filter_traces(
-                [tracemalloc.Filter(False, tracemalloc.__file__)])
-            if self._snapshot is None:
-                self._snapshot = snap
             out["traced_mib"] = round(tracemalloc.get_traced_memory()[0] / 2**20, 1)
-            out["sites_grown"] = [
-                {"kib": round(d.size_diff / 1024, 1), "count": d.count_diff,
-                 "where": [f"{fr.filename}:{fr.lineno}" for fr in d.traceback[-6:]]}
-                for d in snap.compare_to(self._snapshot, "traceback")[:TOP]]
+            out.update(self._sites_grown(out["t"]))
         return out
+
+    def _sites_grown(self, t: float) -> dict[str, Any]:
+        """The allocation sites that grew most since the baseline snapshot, the first one taken
+        at or after `base_after` seconds: what a warm-up allocates is left out, so a site that
+        still grows sample after sample grows with the load rather than settling."""
+        if t < self.base_after:
+            return {}
+        snap = tracemalloc.take_snapshot().filter_traces(
+            [tracemalloc.Filter(False, tracemalloc.__file__)])
+        if self._snapshot is None:  # the baseline: nothing to compare yet (a compare costs
+            self._snapshot, self._base_t = snap, t  # seconds per million traces)
+            return {"sites_since_s": t, "sites_grown": []}
+        return {"sites_since_s": self._base_t, "sites_grown": [
+            {"kib": round(d.size_diff / 1024, 1), "count": d.count_diff,
+             "where": [f"{fr.filename}:{fr.lineno}" for fr in d.traceback[-6:]]}
+            for d in snap.compare_to(self._snapshot, "traceback")[:TOP] if d.size_diff]}
 
 
 def watch_from_env(environ: Mapping[str, str] = os.environ,
@@ -266,7 +279,13 @@ def watch_from_env(environ: Mapping[str, str] = os.environ,
     path = environ.get("COPYLEDGER_MEMWATCH", "")
     if not path:
         return None
+    frames = int(environ.get("COPYLEDGER_MEMWATCH_TRACE", "0"))
+    if frames and not tracemalloc.is_tracing():
+        # Started here rather than by PYTHONTRACEMALLOC: imports traced made a start take
+        # minutes on a loaded machine, and what they allocate is not what the soak asks about.
+        tracemalloc.start(frames)
     watch = MemWatch(Path(path), float(environ.get("COPYLEDGER_MEMWATCH_S", "10")),
-                     environ.get("COPYLEDGER_MEMWATCH_COLLECT", "") == "1", collector)
+                     environ.get("COPYLEDGER_MEMWATCH_COLLECT", "") == "1", collector,
+                     float(environ.get("COPYLEDGER_MEMWATCH_BASE_S", "0")))
     watch.start()
     return watch

@@ -10,6 +10,7 @@ import os
 import platform
 import sys
 import threading
+import tracemalloc
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -120,6 +121,34 @@ def test_memwatch_tells_live_growth_from_garbage(tmp_path: Path) -> None:
     assert "sqlite_mib" in s
 
 
+def _blocks(n: int) -> list[bytearray]:
+    return [bytearray(1000) for _ in range(n)]
+
+
+def test_memwatch_leaves_the_warm_up_out_of_the_grown_sites(tmp_path: Path) -> None:
+    """Traced, the sites that grew are counted from the first sample after `base_after`
+    seconds: what was allocated before (a warm-up) is not listed, what came after is."""
+    tracemalloc.start(3)
+    try:
+        watch = memory.MemWatch(tmp_path / "m.jsonl", base_after=3600)
+        warm = _blocks(200)
+        early = watch.sample()
+        watch.base_after = 0  # the warm-up is over
+        base = watch.sample()
+        later = [bytes(2000) for _ in range(300)]
+        s = watch.sample()
+    finally:
+        tracemalloc.stop()
+    assert "sites_grown" not in early
+    assert base["sites_grown"] == [] or all(abs(d["count"]) < 200 for d in base["sites_grown"])
+    assert s["sites_since_s"] == base["t"]
+    lines = [(d["count"], "\n".join(d["where"])) for d in s["sites_grown"]]
+    assert any(n >= 300 and "test_serve_memory.py" in w for n, w in lines), lines
+    warm_line = f"test_serve_memory.py:{_blocks.__code__.co_firstlineno + 1}"
+    assert not any(warm_line in w for _, w in lines), lines
+    assert len(warm) == 200 and len(later) == 300
+
+
 def test_sqlite_mib_counts_sqlites_own_heap() -> None:
     """The page cache a connection fills is counted (glibc's bytes in use hide it)."""
     import sqlite3
@@ -145,6 +174,23 @@ def test_memwatch_is_off_unless_a_file_is_named(tmp_path: Path) -> None:
     first = json.loads(out.read_text().splitlines()[0])  # written at start, then every hour
     assert first["collector"] == {"runs": 0, "collected": 0, "seconds": 0.0}
     assert first["unreachable"] is None  # no collection unless asked
+
+
+def test_memwatch_trace_starts_tracing_after_imports(tmp_path: Path) -> None:
+    """`COPYLEDGER_MEMWATCH_TRACE=N` starts tracemalloc with N frames when the watcher starts;
+    the samples then carry the sites that grew."""
+    assert not tracemalloc.is_tracing()
+    out = tmp_path / "m.jsonl"
+    watch = memory.watch_from_env({"COPYLEDGER_MEMWATCH": str(out), "COPYLEDGER_MEMWATCH_S": "3600",
+                                   "COPYLEDGER_MEMWATCH_TRACE": "4"})
+    try:
+        assert watch is not None and tracemalloc.get_traceback_limit() == 4
+        watch.stop()
+        watch.join()
+    finally:
+        tracemalloc.stop()
+    first = json.loads(out.read_text().splitlines()[0])
+    assert first["sites_grown"] == [] and first["sites_since_s"] == first["t"]
 
 
 def test_malloc_trim_gives_freed_heap_back() -> None:
