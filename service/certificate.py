@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from copyledger.ledger import cosignature, jcs, note, sm2
 from copyledger.ledger.entry import parse_timestamp
-from copyledger.ledger.errors import CopyledgerError
+from copyledger.ledger.errors import CopyledgerError, Unavailable
 from copyledger.ledger.sm2_timestamp import verify_sm2_token
 from copyledger.ledger.timestamp import verify_token
 from copyledger.service import accounts
@@ -50,7 +50,7 @@ FALLBACK_FONTS = (  # for scripts DejaVu lacks (CJK)
 
 
 RENDER_SLOTS = 2  # PDF renders at once in this process; the others queue (D53)
-RENDER_WAIT_S = 5.0  # the longest a render queues before it runs without a slot (D53)
+RENDER_WAIT_S = 5.0  # the longest a render queues for a slot before it is refused (D53, D74)
 _RENDER_SLOTS = threading.BoundedSemaphore(RENDER_SLOTS)
 
 
@@ -723,17 +723,18 @@ def certificate_pdf(bundle: dict[str, Any], verify_url: str, lang: str = DEFAULT
     with DejaVu), which only the cyclic collector frees; `serve` runs it rarely (young objects
     in bulk, D47), so they are collected here, once the document is out.
 
-    At most `RENDER_SLOTS` renders run at once, each holding its own parsed fonts (the heap
-    keeps the peak they reach); a caller waits for a slot, never refused, and after
-    `RENDER_WAIT_S` renders without one, so that a backlog of renders cannot grow into client
-    time-outs (D53)."""
-    slot = _RENDER_SLOTS.acquire(timeout=RENDER_WAIT_S)
+    At most `RENDER_SLOTS` renders run at once, each holding its own parsed fonts and fpdf2's
+    process-wide glyph cache holding the glyphs of every render in flight (the heap keeps the
+    peak they reach). A caller waits up to `RENDER_WAIT_S` for a slot and is then refused
+    with Unavailable (503, Retry-After): rendering without one let overlapping renders pile
+    up under load, the soak's memory growth (D74)."""
+    if not _RENDER_SLOTS.acquire(timeout=RENDER_WAIT_S):
+        raise Unavailable("too many certificates are being rendered; retry in a few seconds")
     try:
         return _certificate_pdf(bundle, verify_url, lang, profile, tz)
     finally:
         gc.collect()
-        if slot:
-            _RENDER_SLOTS.release()
+        _RENDER_SLOTS.release()
 
 
 def _certificate_pdf(bundle: dict[str, Any], verify_url: str, lang: str,

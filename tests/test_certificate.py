@@ -238,20 +238,26 @@ def test_pdf_renders_take_turns_and_none_is_refused(
     _assert_every_slot_free()
 
 
-def test_a_render_that_waited_too_long_runs_without_a_slot(
+def test_a_render_that_waited_too_long_is_refused_not_run(
     made: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A backlog must not turn into client time-outs: past RENDER_WAIT_S a render goes ahead,
-    and gives back no slot it did not take."""
+    """Renders past the slots would each add their glyphs to fpdf2's process-wide cache (the
+    soak's growth, D74): past RENDER_WAIT_S the caller is told to retry (503), nothing is
+    rendered, and no slot it did not take is given back."""
+    from copyledger.ledger.errors import Unavailable
+
     monkeypatch.setattr(certificate, "RENDER_WAIT_S", 0)
+    rendered: list[object] = []
+    monkeypatch.setattr(certificate, "_certificate_pdf", lambda *a: rendered.append(a))
     for _ in range(certificate.RENDER_SLOTS):
         assert certificate._RENDER_SLOTS.acquire(blocking=False)
     try:
-        pdf = certificate_pdf(made["bundle"], f"{BASE}/verify?seq={made['seq']}")
+        with pytest.raises(Unavailable, match="retry"):
+            certificate_pdf(made["bundle"], f"{BASE}/verify?seq={made['seq']}")
     finally:
         for _ in range(certificate.RENDER_SLOTS):
             certificate._RENDER_SLOTS.release()
-    assert pdf.startswith(b"%PDF-")
+    assert rendered == []
     _assert_every_slot_free()
 
 
