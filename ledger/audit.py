@@ -430,15 +430,15 @@ _SIGNERS: dict[tuple[str, ...], _Signers | None] = {}
 
 def _signers(verifiers: list[note.Verifier]) -> _Signers | None:
     """The log's Ed25519 keys (those named as the first) by key ID, for `_quick_note`; None if
-    two share name and key ID (then `note.verify_note` refuses, and names it)."""
+    any two share name and key ID (then `note.verify_note` refuses, and names it)."""
     key = tuple(f"{v.name}\n{v.key_id.hex()}\n{v.public_key.hex()}" for v in verifiers)
     if key not in _SIGNERS:
-        by_id: _Signers = {}
+        known: dict[tuple[str, bytes], note.Verifier] = {}
         for v in verifiers:
-            if v.name == verifiers[0].name and by_id.setdefault(v.key_id, v) != v:
-                by_id = {}
-                break
-        _SIGNERS[key] = by_id or None
+            if known.setdefault((v.name, v.key_id), v).public_key != v.public_key:
+                _SIGNERS[key] = None
+                return None
+        _SIGNERS[key] = {v.key_id: v for v in verifiers if v.name == verifiers[0].name} or None
     return _SIGNERS[key]
 
 

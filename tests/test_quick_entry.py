@@ -350,6 +350,9 @@ def test_the_quick_note_check_defers_on_doubt() -> None:
     twin = note.Verifier(_LOG, _verifier(_LOG_KEY).key_id,
                          _OTHER_KEY.public_key().public_bytes_raw())
     assert _signers([_verifier(_LOG_KEY), twin]) is None
+    twin_witness = note.Verifier("w", _verifier(_LOG_KEY, "w").key_id,
+                                 _OTHER_KEY.public_key().public_bytes_raw())
+    assert _signers([_verifier(_LOG_KEY), _verifier(_LOG_KEY, "w"), twin_witness]) is None
     # A rotated key signs: its note is checked under it.
     rotated = _signed(text, (_LOG, _OTHER_KEY))
     assert _quick_note(rotated, text, _LOG,
