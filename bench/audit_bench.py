@@ -14,6 +14,13 @@
 Prints one JSON object. Usage:
     python bench/audit_bench.py [--entries 70000] [--mean-block 2.15] [--grow 10000]
                                 [--workers N] [--keep DIR]
+    python bench/audit_bench.py --state-at N --keep DIR
+
+`--state-at N` only writes, into the SQLite registry DIR/data (a copy), the audit state a clean
+audit ending at the block of tree size N would have saved, so that `copyledger audit
+--incremental` then checks everything after N (how D73 timed the last 10,000 entries of a
+large log; the incremental audit's own checks of the head, the frontier and the node and
+link counts refuse a wrong state).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import platform
 import random
 import resource
 import shutil
+import sqlite3
 import sys
 import tempfile
 import time
@@ -34,8 +42,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from copyledger.ledger import entry as entry_mod
+from copyledger.ledger import merkle
+from copyledger.ledger.audit import AuditState
 from copyledger.ledger.sequencer import Pending
-from copyledger.service.admin import audit_registry
+from copyledger.service.admin import AUDIT_STATE, audit_registry
 from copyledger.service.node import Node
 from copyledger.service.settings import Settings, load
 
@@ -90,6 +100,25 @@ def timed_audit(s: Settings, **kw: Any) -> dict[str, Any]:
             if not rep.resumed_from else None}
 
 
+def state_at(data_dir: Path, n: int) -> AuditState:
+    """The state a clean audit ending at the first block of tree size `n` saves, from the
+    stored rows of the SQLite registry in `data_dir` (which must have such a block)."""
+    db = sqlite3.connect(data_dir / "ledger.sqlite3")
+    try:
+        height, block_hash, root = db.execute(
+            "SELECT height, hash, tree_root FROM blocks WHERE tree_size = ? ORDER BY height "
+            "LIMIT 1", (n,)).fetchone()
+        frontier = tuple(db.execute("SELECT hash FROM merkle_nodes WHERE level = ? AND idx = ?",
+                                    node).fetchone()[0].hex() for node in merkle.frontier_ids(n))
+        nodes = db.execute("SELECT count(*) FROM merkle_nodes WHERE ((idx + 1) << level) <= ?",
+                           (n,)).fetchone()[0]
+        links = db.execute("SELECT count(*) FROM entry_links WHERE seq < ?", (n,)).fetchone()[0]
+    finally:
+        db.close()
+    return AuditState(n, bytes(root).hex(), height, bytes(block_hash).hex(), frontier, nodes,
+                      links)
+
+
 def primitives(batches: int = 40, per: int = 100) -> dict[str, Any]:
     """CPU microseconds per call of what every block and entry must compute, over `batches`
     batches: the median (what this run paid, load and all) and the minimum (the closest this
@@ -131,7 +160,13 @@ def main() -> None:
     ap.add_argument("--grow", type=int, default=10_000)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--keep", help="build (or reuse) the log in this directory and keep it")
+    ap.add_argument("--state-at", type=int, help="only write the audit state at this tree "
+                    "size into the registry --keep DIR holds (DIR/data)")
     args = ap.parse_args()
+    if args.state_at is not None:
+        data = Path(args.keep) / "data"
+        (data / AUDIT_STATE).write_text(json.dumps(state_at(data, args.state_at).to_dict()))
+        return
     rng = random.Random(args.seed)
     tmp = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="copyledger-audit-"))
     s = load(tmp / "data", heartbeat_s=3600.0)

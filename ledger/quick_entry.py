@@ -8,7 +8,10 @@ NaN and a byte order mark), the value is held to the work kind's exact key set, 
 gets a compiled check for its plain form (ASCII text, a UTC time, lowercase hex: one
 regular expression or two) that accepts only what `entry`'s own check accepts, and
 anything else (non-ASCII text, a time with an offset, a media type) gets `entry`'s own
-check; then orjson's sorted compact encoding must give back the stored bytes.
+check; then orjson's sorted compact encoding must give back the stored bytes. Before all
+that, the plain work with ASCII text and a UTC time (nearly every entry of a large log) is
+matched whole by one compiled pattern over its bytes, `_PLAIN_WORK` (D73): about 3 µs instead
+of 9, and it decides exactly as the field-by-field path does on what it matches.
 
 For the values those checks accept (strings, lists of strings, an object of strings and
 integers 0..2**53-1, ASCII keys), orjson's encoding is exactly RFC 8785's: the same
@@ -102,12 +105,59 @@ def _plain_content(name: str, value: object) -> bool:
     return False  # media_type: the reference decides
 
 
+def _text_pattern(limit: int) -> bytes:
+    """An RFC 8785 JSON string of printable ASCII that `_plain_text` accepts: 1..limit
+    characters (an escape, \\" or \\\\, is one), one of them not a space; any other escape
+    (a control) or byte (non-ASCII) is not matched."""
+    return rb'"(?= *[!#-~])(?:[ !#-\[\]-~]|\\["\\]){1,%d}"' % limit
+
+
+_CREATOR = _text_pattern(_CREATOR_LIMIT)
+_PLAIN_WORK = re.compile(
+    rb'\{"content":\{"sha256":"([0-9a-f]{64})"(?:,"size":(0|[1-9][0-9]{0,15}))?'
+    rb'(?:,"sm3":"[0-9a-f]{64}")?\},'
+    rb'"creators":\[' + _CREATOR + rb'(?:,' + _CREATOR + rb'){0,49}\],'
+    rb'"kind":"work",'
+    rb'(?:"license":' + _text_pattern(_TEXT_LIMITS["license"]) + rb',)?'
+    rb'"received_at":"([0-9]{4}-[0-9]{2}-[0-9]{2})T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]'
+    rb'(?:\.[0-9]{1,9})?Z",'
+    rb'"registrant":"([A-Za-z0-9._-]{1,64})",'
+    rb'"schema":"' + re.escape(entry_mod.SCHEMA.encode()) + rb'",'
+    rb'"title":' + _text_pattern(_TEXT_LIMITS["title"]) + rb','
+    rb'"work_type":"(?:' + b"|".join(re.escape(t.encode()) for t in entry_mod.WORK_TYPES)
+    + rb')"\}')
+"""The plain work's whole RFC 8785 form as one compiled check (D73): the work kind's keys in
+their order, no metadata, content without a media type or fingerprints, each value in the
+plain form `_plain_field` accepts, written as RFC 8785 writes it. A match is decided without
+parsing; anything else goes to the field-by-field path below."""
+
+
+def _whole(data: bytes) -> tuple[str, str, str] | None:
+    """`quick_logged`'s answer from `_PLAIN_WORK` alone, None if it does not match or the
+    two checks a pattern cannot make (a real date, the largest safe integer) fail."""
+    m = _PLAIN_WORK.fullmatch(data)
+    if m is None:
+        return None
+    sha256, size, date, registrant = m.groups()
+    if size is not None and len(size) == 16 and int(size) > jcs.MAX_SAFE_INTEGER:
+        return None
+    if not _valid_date(date.decode()):
+        return None
+    return "work", sha256.decode(), registrant.decode()
+
+
 def quick_logged(data: bytes) -> tuple[str, str, str] | None:
     """(kind, content sha256, registrant) of the logged entry `data` if it is a work without
     metadata or fingerprints, stored in its RFC 8785 form, that `entry.validate` accepts;
     None when this path does not decide (then `documents.parse_logged_entry` does)."""
     if len(data) > entry_mod.MAX_ENTRY_BYTES:
         return None
+    return _whole(data) or _by_field(data)
+
+
+def _by_field(data: bytes) -> tuple[str, str, str] | None:
+    """`quick_logged` for what `_PLAIN_WORK` leaves: non-ASCII text, a time with an offset, a
+    media type, and everything the reference refuses (None)."""
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError:

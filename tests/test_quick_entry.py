@@ -11,15 +11,23 @@ import json
 from typing import Any
 
 import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from copyledger.ledger import entry as entry_mod
-from copyledger.ledger import jcs
+from copyledger.ledger import jcs, note
+from copyledger.ledger.audit import _quick_note, _signers
 from copyledger.ledger.documents import parse_logged_entry
 from copyledger.ledger.errors import CopyledgerError
 from copyledger.ledger.note import BlockHeader, _quick_header_bytes
-from copyledger.ledger.quick_entry import _plain_field, quick_canonical, quick_logged
+from copyledger.ledger.quick_entry import (
+    _by_field,
+    _plain_field,
+    _whole,
+    quick_canonical,
+    quick_logged,
+)
 
 
 def reference(data: bytes) -> tuple[str, str, str] | None:
@@ -220,3 +228,132 @@ def test_the_compiled_checks_reach_entrys_limits() -> None:
     assert not _plain_field("creators", ["b" * 201]) and not _plain_field("creators", [])
     assert _plain_field("received_at", "2024-02-29T23:59:59.123456789Z")
     assert not _plain_field("received_at", "2023-02-29T23:59:59Z")
+
+
+# The whole-entry pattern (D73): on ASCII works in RFC 8785 form with a UTC time, it decides
+# exactly as the reference does, refusals included; elsewhere it defers.
+
+ascii_text = st.one_of(
+    st.text(st.sampled_from(' aZ~!#[]"\\\x00\x1f\x7f\t'), max_size=8),
+    st.sampled_from(["", " ", "  x ", '"', "\\", "a" * 500, "a" * 501, "b" * 200, "b" * 201,
+                     "c" * 100, "c" * 101, '"' * 500, "\\" * 501, " " * 40]))
+utc_times = st.one_of(
+    st.sampled_from(["2026-11-30T06:00:00Z", "2024-02-29T23:59:59.123456789Z",
+                     "2023-02-29T00:00:00Z", "2024-02-29T23:59:60Z", "2026-11-30T24:00:00Z",
+                     "2026-00-10T00:00:00Z", "2026-11-31T00:00:00Z", "0000-01-01T00:00:00Z",
+                     "2026-11-30T06:00:00.Z", "2026-11-30T06:00:00.1234567890Z"]),
+    st.datetimes().map(lambda d: d.isoformat() + "Z"))
+
+
+@st.composite
+def ascii_works(draw: st.DrawFn) -> dict[str, Any]:
+    content: dict[str, Any] = {"sha256": draw(hexes)}
+    if draw(st.booleans()):
+        content["size"] = draw(st.sampled_from([0, 7, 2**53 - 1, 2**53, 10**16, -1])
+                               | st.integers(0, 2**54))
+    if draw(st.booleans()):
+        content["sm3"] = draw(hexes)
+    e = work(content=content, title=draw(ascii_text), received_at=draw(utc_times),
+             creators=draw(st.lists(ascii_text, max_size=3)
+                           | st.sampled_from([["x"] * 50, ["x"] * 51])),
+             registrant=draw(st.sampled_from(["alice", "a.b_c-D9", "a" * 64, "a" * 65, "",
+                                              "bad name", "caf\u00e9"])),
+             work_type=draw(st.sampled_from([*entry_mod.WORK_TYPES, "poem", "Image"])))
+    if draw(st.booleans()):
+        e["license"] = draw(ascii_text)
+    return e
+
+
+@settings(max_examples=400, deadline=None)
+@given(ascii_works())
+def test_the_whole_pattern_decides_as_the_reference_does(e: dict[str, Any]) -> None:
+    raw = encodings(e)[0]  # RFC 8785's form where it has one (not for 2**53)
+    assert _whole(raw) == reference(raw), raw
+
+
+@settings(max_examples=200, deadline=None)
+@given(entries())
+def test_the_whole_pattern_agrees_with_the_field_checks(e: dict[str, Any]) -> None:
+    """Wherever the pattern answers, the field-by-field path (orjson's parse, each field's
+    check, the round trip) gives the same answer."""
+    for data in encodings(e):
+        whole = _whole(data)
+        assert whole is None or whole == _by_field(data), data
+
+
+def test_the_whole_pattern_takes_the_commonest_entries() -> None:
+    """Not a test that cannot fail: the plain works a large log holds match it whole."""
+    for e in (work(), work(license="CC0-1.0", content={"sha256": "0f" * 32, "size": 2**53 - 1,
+                                                        "sm3": "ab" * 32}),
+              work(title='say "hi" \\ ', creators=["b" * 200] * 50)):
+        raw = jcs.canonicalize(e)
+        assert _whole(raw) == reference(raw) == ("work", e["content"]["sha256"], "alice")
+    assert _whole(jcs.canonicalize(work(title="Caf\u00e9"))) is None  # the field path's
+
+
+# The block notes' quick check (D73): it accepts a note only where `note.verify_note` and the
+# text's parse accept it and find it says what the block says.
+
+_LOG_KEY = Ed25519PrivateKey.from_private_bytes(b"\x07" * 32)
+_OTHER_KEY = Ed25519PrivateKey.from_private_bytes(b"\x09" * 32)
+_LOG = "example.org/log"
+
+
+def _verifier(k: Ed25519PrivateKey, name: str = _LOG) -> note.Verifier:
+    raw = k.public_key().public_bytes_raw()
+    return note.Verifier(name, note.key_id(name, raw), raw)
+
+
+def _signed(text: str, *keys: tuple[str, Ed25519PrivateKey]) -> str:
+    return note.format_note(text, [note.Signature(
+        name, _verifier(k, name).key_id, k.sign(note.signature_message(text)))
+        for name, k in keys])
+
+
+def _full_path(signed: str, text: str, verifiers: list[note.Verifier]) -> bool:
+    try:
+        n, _ = note.verify_note(signed, verifiers)
+    except CopyledgerError:
+        return False
+    return n.text == text
+
+
+@settings(max_examples=300, deadline=None)
+@given(size=st.integers(0, 2**64), others=st.lists(st.sampled_from(
+    [(_LOG, _OTHER_KEY), ("witness.example", _OTHER_KEY), (_LOG, _LOG_KEY)]), max_size=2),
+       change=st.one_of(st.none(), st.tuples(st.integers(0, 400), st.binary(max_size=2))))
+def test_the_quick_note_check_accepts_only_what_the_full_path_accepts(
+        size: int, others: list[tuple[str, Ed25519PrivateKey]],
+        change: tuple[int, bytes] | None) -> None:
+    verifiers = [_verifier(_LOG_KEY)]
+    text = f"{_LOG}\n{size}\n{note.b64(bytes(32))}\n"
+    signed = _signed(text, (_LOG, _LOG_KEY), *others)
+    if change is not None:
+        at, new = change
+        raw = signed.encode()
+        signed = (raw[:at] + new + raw[at + 1:]).decode("utf-8", "replace")
+    quick = _quick_note(signed, text, _LOG, _signers(verifiers))
+    assert not quick or _full_path(signed, text, verifiers), signed
+    if change is None and not others and size < 2**64:
+        assert quick  # the common note takes it
+
+
+def test_the_quick_note_check_defers_on_doubt() -> None:
+    text = f"{_LOG}\n5\n{note.b64(bytes(32))}\n"
+    good = _signed(text, (_LOG, _LOG_KEY))
+    assert _quick_note(good, text, _LOG, _signers([_verifier(_LOG_KEY)]))
+    assert not _quick_note(good, text, _LOG, _signers([_verifier(_OTHER_KEY)]))
+    assert not _quick_note(good.encode(), text, _LOG, _signers([_verifier(_LOG_KEY)]))
+    assert not _quick_note(good, text.replace("5", "6"), _LOG,
+                           _signers([_verifier(_LOG_KEY)]))
+    # Two keys with one name and key ID: the full path refuses (and says so), so no quick check.
+    twin = note.Verifier(_LOG, _verifier(_LOG_KEY).key_id,
+                         _OTHER_KEY.public_key().public_bytes_raw())
+    assert _signers([_verifier(_LOG_KEY), twin]) is None
+    twin_witness = note.Verifier("w", _verifier(_LOG_KEY, "w").key_id,
+                                 _OTHER_KEY.public_key().public_bytes_raw())
+    assert _signers([_verifier(_LOG_KEY), _verifier(_LOG_KEY, "w"), twin_witness]) is None
+    # A rotated key signs: its note is checked under it.
+    rotated = _signed(text, (_LOG, _OTHER_KEY))
+    assert _quick_note(rotated, text, _LOG,
+                       _signers([_verifier(_LOG_KEY), _verifier(_OTHER_KEY)]))
