@@ -188,9 +188,13 @@ def quick_canonical(entry: object) -> bytes | None:
     then `entry.encode(entry, new=True)` accepts it and gives these same bytes (a work holds
     none of the fields D32 retired). None when this path does not decide; the write path then
     calls `entry.encode`, which decides and names the fault. The check is `quick_logged`'s
-    own: orjson's sorted encoding, held to the reference's rules and round trip."""
+    own: orjson's sorted encoding, held to the reference's rules and round trip. orjson also
+    encodes what `entry.encode` refuses (a tuple, a datetime), so the bytes must read back as
+    the very object given, or this path does not decide."""
     try:
         data = orjson.dumps(entry, option=_SORT)
     except (TypeError, orjson.JSONEncodeError):  # a key or value JSON cannot carry as is
         return None
-    return data if quick_logged(data) is not None else None
+    if quick_logged(data) is None or orjson.loads(data) != entry:
+        return None
+    return data

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 import orjson
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -154,6 +155,18 @@ def test_a_plain_new_work_takes_the_quick_encoding() -> None:
     assert quick_canonical({1: "x"}) is None and quick_canonical(work(size=2**70)) is None
 
 
+def test_what_orjson_encodes_but_encode_refuses_is_left_to_encode() -> None:
+    """A tuple of creators or a datetime reads back as JSON text that `entry.encode` would
+    accept, but the object given is not that JSON: the quick path does not decide."""
+    from datetime import UTC, datetime
+
+    for e in (work(creators=("A",)),
+              work(received_at=datetime(2026, 11, 30, 12, 0, tzinfo=UTC))):
+        assert quick_canonical(e) is None
+        with pytest.raises(CopyledgerError):
+            entry_mod.encode(e, new=True)
+
+
 def test_every_flipped_byte_of_a_work_agrees() -> None:
     """Exhaustive over one entry with every optional field the quick path reads."""
     e = work(license="CC-BY-4.0", content={"sha256": "ab" * 32, "sm3": "cd" * 32, "size": 12,
@@ -268,7 +281,11 @@ def ascii_works(draw: st.DrawFn) -> dict[str, Any]:
 @given(ascii_works())
 def test_the_whole_pattern_decides_as_the_reference_does(e: dict[str, Any]) -> None:
     raw = encodings(e)[0]  # RFC 8785's form where it has one (not for 2**53)
-    assert _whole(raw) == reference(raw), raw
+    want = reference(raw)
+    if b':60Z"' in raw:  # a leap second: the pattern leaves it to the field checks
+        assert _whole(raw) is None and quick_logged(raw) == want, raw
+    else:
+        assert _whole(raw) == want, raw
 
 
 @settings(max_examples=200, deadline=None)
