@@ -328,10 +328,13 @@ class Store:
             raise Conflict(said("block {height} conflicts with stored rows (another writer?)",
                                 height=h.height)) from e
 
+    def _mark(self) -> str:
+        """The driver's placeholder: sqlite3's qmark, psycopg's format."""
+        return "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+
     def _insert_sql(self, table: str, cols: Sequence[str]) -> str:
-        mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
         return (f"INSERT INTO {table} ({', '.join(cols)}) "
-                f"VALUES ({', '.join([mark] * len(cols))})")
+                f"VALUES ({', '.join([self._mark()] * len(cols))})")
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -350,7 +353,7 @@ class Store:
             else:
                 got[node] = h
         if wanted:
-            mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+            mark = self._mark()
             with self.engine.connect() as conn:
                 cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
                 try:
