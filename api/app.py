@@ -43,9 +43,8 @@ from copyledger.api.routes import (
 from copyledger.ledger.errors import CopyledgerError, PayloadTooLarge, RequestTimeout, said
 from copyledger.ledger.note import BlockHeader
 from copyledger.service.apikeys import KeyCache, TokenBuckets
-from copyledger.service.certificate import certificate_pdf
+from copyledger.service.certificate import pdf_cache
 from copyledger.service.node import Node
-from copyledger.service.rendercache import RenderCache
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -336,7 +335,7 @@ def create_app(node: Node, *, manage: bool = True) -> FastAPI:
     app.state.tsa_limiter = tsa.limiter(node.settings.timestamp_rate_per_s)
     app.state.write_quota = TokenBuckets(node.settings.write_rate_per_s,
                                          node.settings.write_burst, "writes per API key")
-    app.state.pdf_cache = RenderCache(certificate_pdf)
+    app.state.pdf_cache = pdf_cache()
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus() -> Response:

@@ -16,7 +16,6 @@ import html
 import io
 import json
 import shlex
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,12 +31,13 @@ from copyledger.ledger.timestamp import verify_token
 from copyledger.service import accounts
 from copyledger.service.dates import ZONES, both_times, human_time, zone
 from copyledger.service.i18n import DEFAULT, gettext
+from copyledger.service.rendercache import BUSY, RETRY_BUSY_S, RenderCache, Slots
 
 if TYPE_CHECKING:
     from copyledger.service._pdf import Pdf
 
 __all__ = ["Deposit", "Facts", "certificate_html", "certificate_pdf", "deposit",
-           "deposit_number", "facts", "openssl_commands", "qr_png"]
+           "deposit_number", "facts", "openssl_commands", "pdf_cache", "qr_png", "render_pdf"]
 
 FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")  # Debian: fonts-dejavu-core
 # The CJK font the project installs (.ci/system-deps: fonts-wqy-microhei, TrueType outlines
@@ -50,8 +50,10 @@ FALLBACK_FONTS = (  # for scripts DejaVu lacks (CJK)
 
 
 RENDER_SLOTS = 2  # PDF renders at once in this process; the others queue (D53)
-RENDER_WAIT_S = 5.0  # the longest a render queues for a slot before it is refused (D53, D74)
-_RENDER_SLOTS = threading.BoundedSemaphore(RENDER_SLOTS)
+# The longest a render queues for a slot before it is refused (D53, D74): long enough that a
+# machine with every core busy still serves each request, since a waiter holds no thread (D75).
+RENDER_WAIT_S = 60.0
+_RENDER_SLOTS = Slots(RENDER_SLOTS)  # shared by every caller in the process, sync or async
 
 
 def N_(s: str) -> str:
@@ -725,16 +727,32 @@ def certificate_pdf(bundle: dict[str, Any], verify_url: str, lang: str = DEFAULT
 
     At most `RENDER_SLOTS` renders run at once, each holding its own parsed fonts and fpdf2's
     process-wide glyph cache holding the glyphs of every render in flight (the heap keeps the
-    peak they reach). A caller waits up to `RENDER_WAIT_S` for a slot and is then refused
-    with Unavailable (503, Retry-After): rendering without one let overlapping renders pile
-    up under load, the soak's memory growth (D74)."""
+    peak they reach). A caller waits on its thread up to `RENDER_WAIT_S` for a slot and is then
+    refused with Unavailable (503, Retry-After): rendering without one let overlapping renders
+    pile up under load, the soak's memory growth (D74). The server does not come here: it waits
+    as a coroutine, through `pdf_cache` (D75)."""
     if not _RENDER_SLOTS.acquire(timeout=RENDER_WAIT_S):
-        raise Unavailable("too many certificates are being rendered; retry in a few seconds")
+        raise Unavailable(BUSY, retry_after=RETRY_BUSY_S)
+    try:
+        return render_pdf(bundle, verify_url, lang, profile, tz)
+    finally:
+        _RENDER_SLOTS.release()
+
+
+def render_pdf(bundle: dict[str, Any], verify_url: str, lang: str = DEFAULT,
+               profile: Mapping[str, str] | None = None, tz: str | None = None) -> bytes:
+    """`certificate_pdf` without the slot, for a caller that holds one (`pdf_cache`)."""
     try:
         return _certificate_pdf(bundle, verify_url, lang, profile, tz)
     finally:
         gc.collect()
-        _RENDER_SLOTS.release()
+
+
+def pdf_cache() -> RenderCache:
+    """A server's memo of PDF certificates: renders share this process's slots, a request
+    waits for one as a coroutine up to `RENDER_WAIT_S`, and identical requests share one
+    render (D75)."""
+    return RenderCache(render_pdf, slots=_RENDER_SLOTS, wait_s=RENDER_WAIT_S)
 
 
 def _certificate_pdf(bundle: dict[str, Any], verify_url: str, lang: str,

@@ -12,10 +12,11 @@ import html
 import json
 import re
 from pathlib import Path as FsPath
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from copyledger.api.deps import lang as language
 from copyledger.api.deps import node
@@ -89,28 +90,36 @@ def _wants_pdf(accept: str) -> bool:
         **problems(404, 422, 503)},
     openapi_extra=PUBLIC,
 )
-def get_certificate(
+async def get_certificate(
     request: Request,
     seq: int = Path(ge=0, le=MAX_INT),
     format: Literal["html", "pdf"] | None = Query(default=None),
     tz: str | None = Query(default=None, max_length=64,
                            description="an IANA time zone for the time lines, e.g. Asia/Shanghai"),
 ) -> Response:
-    bundle = reads.bundle(node(request), seq)
-    zone(language(request), tz)  # an unknown zone is the client's mistake: 422 before rendering
-    found = accounts.get_profile(node(request).store, str(bundle["entry"].get("registrant", "")))
-    profile = found.to_dict() if found is not None else None
-    url = verify_url(request, seq)
-    lang = language(request)
+    # A coroutine so that a PDF request queued for a render slot holds no thread (D75); the
+    # reads and the HTML run on the threadpool as a sync route's body would.
     as_pdf = format == "pdf" or (format is None and _wants_pdf(request.headers.get("accept", "")))
     headers = {**SECURITY, "Vary": "Accept"}
-    if as_pdf:
-        headers["Content-Disposition"] = f'attachment; filename="copyledger-entry-{seq}.pdf"'
-        pdf: RenderCache = request.app.state.pdf_cache
-        return Response(pdf(bundle, url, lang, profile, tz), media_type="application/pdf",
-                        headers=headers)
-    return HTMLResponse(certificate_html(bundle, url, lang, profile, tz),
-                        headers={**headers, "Content-Security-Policy": CERT_CSP})
+    if not as_pdf:
+        page = await run_in_threadpool(lambda: certificate_html(*_inputs(request, seq, tz)))
+        return HTMLResponse(page, headers={**headers, "Content-Security-Policy": CERT_CSP})
+    inputs = await run_in_threadpool(_inputs, request, seq, tz)
+    headers["Content-Disposition"] = f'attachment; filename="copyledger-entry-{seq}.pdf"'
+    pdf: RenderCache = request.app.state.pdf_cache
+    return Response(await pdf.aget(*inputs), media_type="application/pdf", headers=headers)
+
+
+def _inputs(request: Request, seq: int, tz: str | None) -> tuple[
+        dict[str, Any], str, str, dict[str, Any] | None, str | None]:
+    """What a certificate is rendered from: the bundle, the QR code's URL, the language, the
+    registrant's profile and the zone (the PDF cache's key)."""
+    bundle = reads.bundle(node(request), seq)
+    lang = language(request)
+    zone(lang, tz)  # an unknown zone is the client's mistake: 422 before rendering
+    found = accounts.get_profile(node(request).store, str(bundle["entry"].get("registrant", "")))
+    profile = found.to_dict() if found is not None else None
+    return bundle, verify_url(request, seq), lang, profile, tz
 
 
 @router.get("/verify", summary="Verification page", response_class=HTMLResponse,

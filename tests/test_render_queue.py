@@ -1,0 +1,238 @@
+"""PDF renders queue for a slot as coroutines, holding no thread, and identical renders are
+shared (D75): under a load that saturates the cores every request is still served, the memory
+bound holds, and the rest of the API keeps answering."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import anyio.to_thread
+import pytest
+from fastapi.testclient import TestClient
+
+from copyledger.api.app import create_app
+from copyledger.ledger.errors import Unavailable
+from copyledger.service import certificate
+from copyledger.service.apikeys import create_key
+from copyledger.service.rendercache import RETRY_BUSY_S, RenderCache, Slots
+from tests.helpers import open_registry, work_body
+
+BASE = "http://testserver"
+THREADS = 3  # the test server's threadpool, made small so that waiters could exhaust it
+PDFS = certificate.RENDER_SLOTS + 2 * THREADS  # more queued renders than threads
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    reg = open_registry(tmp_path_factory.mktemp("reg"), public_url=BASE)
+    key, _ = create_key(reg.store, "creator", "alice")
+    h = {"Authorization": f"Bearer {key}"}
+    with TestClient(create_app(reg)) as c:
+        seqs = []
+        for i in range(PDFS):
+            r = c.post("/v1/works", json=work_body(f"queue{i}"), headers=h)
+            assert r.status_code == 201, r.text
+            seqs.append(r.json()["seq"])
+        yield {"client": c, "seqs": seqs}
+
+
+class SlowRender:
+    """Stands in for the PDF renderer: each render blocks until released, and the most that
+    ran at once is recorded."""
+
+    def __init__(self, real: Callable[..., bytes]) -> None:
+        self.real = real
+        self.release = threading.Event()
+        self.lock = threading.Lock()
+        self.running = self.most = self.calls = 0
+
+    def __call__(self, *a: Any) -> bytes:
+        with self.lock:
+            self.calls += 1
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            if not self.release.wait(120):
+                raise AssertionError("the test never released the renders")
+            return self.real(*a)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+@pytest.fixture
+def slow(server: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[SlowRender]:
+    s = SlowRender(certificate._certificate_pdf)
+    monkeypatch.setattr(certificate, "_certificate_pdf", s)
+    cache: RenderCache = server["client"].app.state.pdf_cache
+    cache._items.clear()
+    try:
+        yield s
+    finally:
+        s.release.set()
+        cache._items.clear()
+
+
+def until(cond: Callable[[], bool], what: str) -> None:
+    """Wait for `cond`, generously: only a hang fails it."""
+    deadline = time.monotonic() + 90
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never: {what}")
+        time.sleep(0.01)
+
+
+def in_threads(calls: list[Callable[[], Any]]) -> tuple[list[threading.Thread], list[Any]]:
+    out: list[Any] = []
+    threads = [threading.Thread(target=lambda f=f: out.append(f())) for f in calls]
+    for t in threads:
+        t.start()
+    return threads, out
+
+
+def _pdf(c: TestClient, seq: int) -> Callable[[], Any]:
+    return lambda: c.get(f"/v1/entries/{seq}/certificate?format=pdf")
+
+
+def test_queued_renders_hold_no_thread_and_all_are_served(
+    server: dict[str, Any], slow: SlowRender
+) -> None:
+    """More PDF requests than render slots and than server threads: while they queue, a sync
+    route (/healthz) and the HTML certificate still answer, which they could not if a waiter
+    held a thread; then every PDF is served and no more than RENDER_SLOTS rendered at once."""
+    c: TestClient = server["client"]
+
+    async def small_pool() -> int:
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        before, limiter.total_tokens = limiter.total_tokens, THREADS
+        return int(before)
+
+    before = c.portal.call(small_pool)  # type: ignore[union-attr]
+    try:
+        threads, out = in_threads([_pdf(c, seq) for seq in server["seqs"]])
+        until(lambda: slow.running == certificate.RENDER_SLOTS, "the slots were taken")
+        until(lambda: certificate._RENDER_SLOTS.waiting == PDFS - certificate.RENDER_SLOTS,
+              "the other renders queued")
+        side, answers = in_threads([lambda: c.get("/healthz"),
+                                    lambda: c.get(f"/v1/entries/{server['seqs'][0]}/certificate")])
+        for t in side:
+            t.join(90)
+        assert sorted(r.status_code for r in answers) == [200, 200], "a waiter held a thread"
+        assert slow.running == certificate.RENDER_SLOTS  # the renders were still queued
+        slow.release.set()
+        for t in threads:
+            t.join(120)
+    finally:
+        async def restore() -> None:
+            anyio.to_thread.current_default_thread_limiter().total_tokens = before
+
+        c.portal.call(restore)  # type: ignore[union-attr]
+    assert [r.status_code for r in out] == [200] * PDFS
+    assert all(r.content.startswith(b"%PDF-") for r in out)
+    assert slow.calls == PDFS and slow.most == certificate.RENDER_SLOTS
+    assert certificate._RENDER_SLOTS.waiting == 0
+
+
+def test_identical_requests_share_one_render_and_a_hit_never_waits(
+    server: dict[str, Any], slow: SlowRender
+) -> None:
+    c: TestClient = server["client"]
+    seq = server["seqs"][1]
+    cache: RenderCache = c.app.state.pdf_cache  # type: ignore[attr-defined]
+    joined = cache.hits
+    threads, out = in_threads([_pdf(c, seq) for _ in range(5)])
+    until(lambda: slow.running == 1 and cache.hits == joined + 4, "the others joined the render")
+    slow.release.set()
+    for t in threads:
+        t.join(120)
+    assert [r.status_code for r in out] == [200] * 5 and slow.calls == 1
+    assert len({r.content for r in out}) == 1
+    taken = [certificate._RENDER_SLOTS.acquire(blocking=False)
+             for _ in range(certificate.RENDER_SLOTS)]
+    try:
+        assert all(taken)
+        again = c.get(f"/v1/entries/{seq}/certificate?format=pdf")  # every slot busy: a hit
+        assert again.status_code == 200 and again.content == out[0].content
+    finally:
+        for _ in taken:
+            certificate._RENDER_SLOTS.release()
+    assert slow.calls == 1
+
+
+def test_the_wait_bound_ends_in_503_with_retry_after_and_caches_nothing(
+    server: dict[str, Any], slow: SlowRender, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c: TestClient = server["client"]
+    cache: RenderCache = c.app.state.pdf_cache  # type: ignore[attr-defined]
+    monkeypatch.setattr(cache, "wait_s", 0.05)
+    url = f"/v1/entries/{server['seqs'][2]}/certificate?format=pdf"
+    taken = [certificate._RENDER_SLOTS.acquire(blocking=False)
+             for _ in range(certificate.RENDER_SLOTS)]
+    try:
+        assert all(taken)
+        r = c.get(url)
+    finally:
+        for _ in taken:
+            certificate._RENDER_SLOTS.release()
+    assert r.status_code == 503 and r.headers["Retry-After"] == str(RETRY_BUSY_S)
+    assert "retry" in r.json()["detail"]
+    assert slow.calls == 0 and len(cache) == 0 and certificate._RENDER_SLOTS.waiting == 0
+    slow.release.set()
+    assert c.get(url).status_code == 200 and len(cache) == 1  # the refusal was not remembered
+
+
+def test_slots_hand_over_in_order_to_threads_and_coroutines_alike() -> None:
+    """A released slot goes to the oldest waiter, however it waits; one that gave up takes
+    none; a coroutine cancelled while it waits takes none."""
+    slots = Slots(1)
+    assert slots.acquire(blocking=False) and not slots.acquire(blocking=False)
+    order: list[str] = []
+
+    def thread_waiter() -> None:
+        assert slots.acquire(timeout=90)
+        order.append("thread")
+        slots.release()
+
+    async def scenario() -> None:
+        t = threading.Thread(target=thread_waiter)
+        t.start()
+        await asyncio.to_thread(until, lambda: slots.waiting == 1, "the thread queued")
+        assert not await slots.acquire_async(0.01)  # gave up: left the queue
+        assert slots.waiting == 1
+        cancelled = asyncio.ensure_future(slots.acquire_async(90))
+        mine = asyncio.ensure_future(slots.acquire_async(90))
+        await asyncio.to_thread(until, lambda: slots.waiting == 3, "all queued")
+        cancelled.cancel()
+        slots.release()  # to the thread, which gives it on to `mine`
+        assert await mine
+        order.append("coroutine")
+        await asyncio.to_thread(t.join, 90)
+        assert cancelled.cancelled() and slots.waiting == 0
+        assert not slots.acquire(blocking=False)  # `mine` still holds the only slot
+        slots.release()
+
+    asyncio.run(scenario())
+    assert order == ["thread", "coroutine"]
+    assert slots.acquire(blocking=False)
+    slots.release()
+    with pytest.raises(ValueError, match="more often than taken"):
+        slots.release()
+
+
+def test_a_render_refused_by_the_cache_is_not_run() -> None:
+    rendered: list[object] = []
+    slots = Slots(1)
+    cache = RenderCache(lambda *a: rendered.append(a) or b"x", slots=slots, wait_s=0.01)
+    assert slots.acquire(blocking=False)
+    with pytest.raises(Unavailable) as e:
+        asyncio.run(cache.aget({"seq": 1}, "u"))
+    assert e.value.extra["retry_after"] == RETRY_BUSY_S
+    with pytest.raises(Unavailable):
+        cache({"seq": 1}, "u")
+    slots.release()
+    assert rendered == [] and len(cache) == 0
+    assert asyncio.run(cache.aget({"seq": 1}, "u")) == b"x" and len(rendered) == 1
