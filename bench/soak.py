@@ -35,6 +35,9 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.server import ServerProcess, cli
 
+# The client waits this long for a PDF: past the server's wait for a render slot (60 s, D75)
+# and the render, so a request the server still serves is not abandoned and counted as failed.
+PDF_TIMEOUT_S = 120.0
 KEYS = 5  # creator keys the connections share (each key has its own write quota)
 # kind -> (weight, expected status): what one request of the mix is
 MIX: dict[str, tuple[int, int]] = {
@@ -42,6 +45,13 @@ MIX: dict[str, tuple[int, int]] = {
     "log": (10, 200), "checkpoint": (5, 200), "search": (5, 200), "history": (5, 200),
     "certificate_html": (5, 200), "certificate_pdf": (2, 200), "healthz": (3, 200),
 }
+
+
+def latency(seconds: list[float]) -> dict[str, float]:
+    """Median, 99th percentile and maximum, in seconds."""
+    xs = sorted(seconds)
+    return {"p50": round(xs[len(xs) // 2], 3), "p99": round(xs[int(len(xs) * 0.99)], 3),
+            "max": round(xs[-1], 3)} if xs else {}
 
 
 def rss_mib(pid: int) -> float:
@@ -61,6 +71,7 @@ class Soak:
         self.errors: Counter[str] = Counter()
         self.error_samples: list[str] = []
         self.works: list[int] = []  # seqs of registered works, for reads
+        self.seconds: dict[str, list[float]] = {}  # kind -> each answered request's latency
         self.n = 0
 
     def _request(self, kind: str, worker: int) -> tuple[str, str, dict[str, Any]]:
@@ -95,11 +106,15 @@ class Soak:
         while time.monotonic() < self.deadline:
             kind = "register" if not self.works else random.choices(kinds, weights)[0]
             method, path, kw = self._request(kind, i)
+            if kind == "certificate_pdf":  # may queue for a render slot up to the server's bound
+                kw["timeout"] = PDF_TIMEOUT_S
+            began = time.monotonic()
             try:
                 r = await client.request(method, path, **kw)
             except httpx.HTTPError as e:
                 self._error(kind, f"{type(e).__name__}: {e}")
                 continue
+            self.seconds.setdefault(kind, []).append(time.monotonic() - began)
             self.counts[kind] += 1
             if r.status_code != MIX[kind][1]:
                 self._error(kind, f"{r.status_code} {r.text[:200]}")
@@ -155,11 +170,13 @@ def main() -> None:
     srv = ServerProcess(data, args.database,
                         **{"COPYLEDGER_LOG_LEVEL": "warning", **server_env}).start(timeout=180)
     assert srv.proc is not None
+    load_start = os.getloadavg()
     try:
         t0 = time.monotonic()
         soak, samples = asyncio.run(run(srv.url, keys, args.seconds, args.connections,
                                         srv.proc.pid, args.sample))
         wall = time.monotonic() - t0
+        load_end = os.getloadavg()
         tree_size = httpx.get(srv.url + "/v1/log").json()["tree_size"]
     finally:
         srv.stop()
@@ -181,6 +198,9 @@ def main() -> None:
         "requests_by_kind": dict(sorted(soak.counts.items())),
         "errors": sum(soak.errors.values()),
         "errors_by_kind": dict(soak.errors),
+        "seconds_by_kind": {k: latency(v) for k, v in sorted(soak.seconds.items())},
+        "load_average": {"start": [round(x, 2) for x in load_start],
+                         "end": [round(x, 2) for x in load_end]},
         "error_samples": soak.error_samples,
         "rss_mib": {"first": samples[0][1], "start_after_warmup": start, "end": end,
                     "max": max(settled), "warmup_s": warmup},

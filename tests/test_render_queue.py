@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -17,9 +16,8 @@ from fastapi.testclient import TestClient
 from copyledger.api.app import create_app
 from copyledger.ledger.errors import Unavailable
 from copyledger.service import certificate
-from copyledger.service.apikeys import create_key
 from copyledger.service.rendercache import RETRY_BUSY_S, RenderCache, Slots
-from tests.helpers import open_registry, work_body
+from tests.helpers import bearer, open_registry, wait_for, work_body
 
 BASE = "http://testserver"
 THREADS = 3  # the test server's threadpool, made small so that waiters could exhaust it
@@ -29,15 +27,11 @@ PDFS = certificate.RENDER_SLOTS + 2 * THREADS  # more queued renders than thread
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     reg = open_registry(tmp_path_factory.mktemp("reg"), public_url=BASE)
-    key, _ = create_key(reg.store, "creator", "alice")
-    h = {"Authorization": f"Bearer {key}"}
+    h = bearer(reg, "alice")
     with TestClient(create_app(reg)) as c:
-        seqs = []
-        for i in range(PDFS):
-            r = c.post("/v1/works", json=work_body(f"queue{i}"), headers=h)
-            assert r.status_code == 201, r.text
-            seqs.append(r.json()["seq"])
-        yield {"client": c, "seqs": seqs}
+        made = [c.post("/v1/works", json=work_body(f"queue{i}"), headers=h) for i in range(PDFS)]
+        assert all(r.status_code == 201 for r in made)
+        yield {"client": c, "seqs": [r.json()["seq"] for r in made]}
 
 
 class SlowRender:
@@ -77,15 +71,6 @@ def slow(server: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[Sl
         cache._items.clear()
 
 
-def until(cond: Callable[[], bool], what: str) -> None:
-    """Wait for `cond`, generously: only a hang fails it."""
-    deadline = time.monotonic() + 90
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never: {what}")
-        time.sleep(0.01)
-
-
 def in_threads(calls: list[Callable[[], Any]]) -> tuple[list[threading.Thread], list[Any]]:
     out: list[Any] = []
     threads = [threading.Thread(target=lambda f=f: out.append(f())) for f in calls]
@@ -114,8 +99,8 @@ def test_queued_renders_hold_no_thread_and_all_are_served(
     before = c.portal.call(small_pool)  # type: ignore[union-attr]
     try:
         threads, out = in_threads([_pdf(c, seq) for seq in server["seqs"]])
-        until(lambda: slow.running == certificate.RENDER_SLOTS, "the slots were taken")
-        until(lambda: certificate._RENDER_SLOTS.waiting == PDFS - certificate.RENDER_SLOTS,
+        wait_for(lambda: slow.running == certificate.RENDER_SLOTS, "the slots were taken")
+        wait_for(lambda: certificate._RENDER_SLOTS.waiting == PDFS - certificate.RENDER_SLOTS,
               "the other renders queued")
         side, answers = in_threads([lambda: c.get("/healthz"),
                                     lambda: c.get(f"/v1/entries/{server['seqs'][0]}/certificate")])
@@ -145,7 +130,7 @@ def test_identical_requests_share_one_render_and_a_hit_never_waits(
     cache: RenderCache = c.app.state.pdf_cache  # type: ignore[attr-defined]
     joined = cache.hits
     threads, out = in_threads([_pdf(c, seq) for _ in range(5)])
-    until(lambda: slow.running == 1 and cache.hits == joined + 4, "the others joined the render")
+    wait_for(lambda: slow.running == 1 and cache.hits == joined + 4, "the others joined the render")
     slow.release.set()
     for t in threads:
         t.join(120)
@@ -200,12 +185,12 @@ def test_slots_hand_over_in_order_to_threads_and_coroutines_alike() -> None:
     async def scenario() -> None:
         t = threading.Thread(target=thread_waiter)
         t.start()
-        await asyncio.to_thread(until, lambda: slots.waiting == 1, "the thread queued")
+        await asyncio.to_thread(wait_for, lambda: slots.waiting == 1, "the thread queued")
         assert not await slots.acquire_async(0.01)  # gave up: left the queue
         assert slots.waiting == 1
         cancelled = asyncio.ensure_future(slots.acquire_async(90))
         mine = asyncio.ensure_future(slots.acquire_async(90))
-        await asyncio.to_thread(until, lambda: slots.waiting == 3, "all queued")
+        await asyncio.to_thread(wait_for, lambda: slots.waiting == 3, "all queued")
         cancelled.cancel()
         slots.release()  # to the thread, which gives it on to `mine`
         assert await mine

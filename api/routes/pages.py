@@ -79,7 +79,8 @@ def _wants_pdf(accept: str) -> bool:
     "RFC 3161 time-stamp authority and time, a QR code that opens `/verify?seq={seq}`, and how "
     "to check it independently. HTML by default; PDF with `?format=pdf` or "
     "`Accept: application/pdf` (503 with Retry-After while the server is still installing "
-    "the PDF's fonts, or while it renders as many PDFs as it allows at once). The "
+    "the PDF's fonts, or when a PDF has waited 60 s for one of the renders the server runs "
+    "at once; identical requests share one render, and a rendered PDF is served from memory). The "
     "registrant's display name and kind, when the operator stated them "
     "(`/v1/accounts/{account}`), show beside the account id. Times are shown in "
     "the viewer's zone (Asia/Shanghai in zh-CN, else UTC, or `?tz=`) and in UTC.",
