@@ -25,13 +25,13 @@ from urllib.parse import urlsplit
 
 from copyledger.ledger import cosignature, jcs, note, sm2
 from copyledger.ledger.entry import parse_timestamp
-from copyledger.ledger.errors import CopyledgerError, Unavailable
+from copyledger.ledger.errors import CopyledgerError
 from copyledger.ledger.sm2_timestamp import verify_sm2_token
 from copyledger.ledger.timestamp import verify_token
 from copyledger.service import accounts
 from copyledger.service.dates import ZONES, both_times, human_time, zone
 from copyledger.service.i18n import DEFAULT, gettext
-from copyledger.service.rendercache import BUSY, RETRY_BUSY_S, RenderCache, Slots
+from copyledger.service.rendercache import RenderCache, Slots, busy
 
 if TYPE_CHECKING:
     from copyledger.service._pdf import Pdf
@@ -732,7 +732,7 @@ def certificate_pdf(bundle: dict[str, Any], verify_url: str, lang: str = DEFAULT
     pile up under load, the soak's memory growth (D74). The server does not come here: it waits
     as a coroutine, through `pdf_cache` (D75)."""
     if not _RENDER_SLOTS.acquire(timeout=RENDER_WAIT_S):
-        raise Unavailable(BUSY, retry_after=RETRY_BUSY_S)
+        raise busy()
     try:
         return render_pdf(bundle, verify_url, lang, profile, tz)
     finally:

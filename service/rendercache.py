@@ -26,10 +26,15 @@ import orjson
 
 from copyledger.ledger.errors import Unavailable
 
-__all__ = ["BUSY", "RenderCache", "Slots"]
+__all__ = ["RenderCache", "Slots", "busy"]
 
-BUSY = "too many certificates are being rendered; retry in a few seconds"
 RETRY_BUSY_S = 5  # the Retry-After of a render refused for want of a slot
+
+
+def busy() -> Unavailable:
+    """The refusal of a render that waited its whole bound for a slot (503, Retry-After)."""
+    return Unavailable("too many certificates are being rendered; retry in a few seconds",
+                       retry_after=RETRY_BUSY_S)
 
 
 class _Waiter:
@@ -203,10 +208,7 @@ class RenderCache:
             mine.set_result(out)
         else:
             # a leader interrupted before its render began: the others are told to retry
-            mine.set_exception(error if isinstance(error, Exception) else self._busy())
-
-    def _busy(self) -> Unavailable:
-        return Unavailable(BUSY, retry_after=RETRY_BUSY_S)
+            mine.set_exception(error if isinstance(error, Exception) else busy())
 
     def __call__(self, *args: Any, **kwargs: Any) -> bytes:
         """The document, waiting on this thread (callers outside an event loop)."""
@@ -218,7 +220,7 @@ class RenderCache:
             return flying.result()
         try:
             if self.slots is not None and not self.slots.acquire(timeout=self.wait_s):
-                raise self._busy()
+                raise busy()
             try:
                 out = self.render(*args, **kwargs)
             finally:
@@ -244,7 +246,7 @@ class RenderCache:
             return await asyncio.wrap_future(flying)
         try:
             if self.slots is not None and not await self.slots.acquire_async(self.wait_s):
-                raise self._busy()
+                raise busy()
         except BaseException as e:
             self._land(k, None, e)
             raise
