@@ -328,7 +328,7 @@ class Store:
     def _driver_integrity_error(self) -> type[Exception]:
         """The driver's own IntegrityError: what a COPY (no SQLAlchemy around it) raises."""
         dbapi = self.engine.dialect.dbapi
-        return SAIntegrityError if dbapi is None else dbapi.IntegrityError  # type: ignore[no-any-return]
+        return SAIntegrityError if dbapi is None else dbapi.IntegrityError
 
     def _insert_many(self, conn: Connection, table: str, cols: Sequence[str],
                      rows: Sequence[tuple[Any, ...]]) -> None:
