@@ -50,9 +50,11 @@ def _parse(raw: Any, model: type[BaseModel], where: str, seen: set[str]
     """One item: the model (or the error refusing it), its key and its canonical bytes."""
     if not isinstance(raw, dict):
         return InvalidInput(said("{where}: must be an object", where=where)), None, b""
-    item = dict(raw)
-    key = item.pop("idempotency_key", None)
-    canonical = orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
+    key = raw.get("idempotency_key")
+    item = ({k: v for k, v in raw.items() if k != "idempotency_key"}
+            if "idempotency_key" in raw else raw)
+    # What a kept answer is matched by: only a keyed item needs it.
+    canonical = b"" if key is None else orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
     try:
         if key is not None:
             if not isinstance(key, str):

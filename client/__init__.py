@@ -27,6 +27,7 @@ from copyledger.client.verify import (
     check_history,
     check_proof,
     check_receipt,
+    check_receipts,
 )
 from copyledger.ledger.contact import Disclosure
 from copyledger.ledger.errors import VerificationError
@@ -54,5 +55,6 @@ __all__ = [
     "check_history",
     "check_proof",
     "check_receipt",
+    "check_receipts",
     "fingerprint_file",
 ]

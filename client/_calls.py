@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Literal, NotRequired, Required, TypedDict, TypeVar
 
+import orjson
+
 from copyledger.client import verify
 from copyledger.client.errors import ProblemError, ResponseError, UnverifiedAnswer
 from copyledger.client.results import (
@@ -79,7 +81,7 @@ class Call(Generic[T]):
         if self.decode == "bytes":
             return body
         try:
-            return body.decode() if self.decode == "text" else json.loads(body)
+            return body.decode() if self.decode == "text" else orjson.loads(body)
         except ValueError:  # UnicodeDecodeError is one
             kind = said("UTF-8 text") if self.decode == "text" else "JSON"
             raise ResponseError(said("{method} {path}: the answer is not {kind}",
@@ -225,26 +227,24 @@ def register_works(works: Sequence[BatchWork], again: bool = False
             if [r["index"] for r in results] != list(range(len(bodies))):
                 raise ResponseError("POST /v1/works/batch: the answer does not list each work "
                                     "once, in order")
-            checked: dict[str, note_mod.Checkpoint] = {}  # one signature check per block
-            return [_item(r, b["sha256"], trust, checked)
-                    for r, b in zip(results, bodies, strict=True)]
+            out: list[BatchResult | None] = [
+                None if "registration" in r else ProblemError.from_problem(r["status"],
+                                                                           r["problem"])
+                for r in results]
+            at = [i for i, r in enumerate(results) if "registration" in r]
+            checked = verify.check_receipts(  # a block's shared parts checked once
+                [results[i]["registration"] for i in at], trust.verifiers,
+                file_sha256s=[bodies[i]["sha256"] for i in at])
+            for i, got in zip(at, checked, strict=True):
+                out[i] = got
+            return [o for o in out if o is not None]
         except (KeyError, TypeError) as e:
             raise ResponseError(said("POST /v1/works/batch: malformed answer ({e!r})",
                                      e=e)) from None
 
-    return Call("POST", "/v1/works/batch", finish, json={"works": bodies},
+    return Call("POST", "/v1/works/batch", finish, content=orjson.dumps({"works": bodies}),
+                headers={"Content-Type": "application/json"},
                 params={"again": "true"} if again else None, expect=200, needs_trust=True)
-
-
-def _item(result: dict[str, Any], sha256: str, trust: Trust,
-          checked: dict[str, note_mod.Checkpoint]) -> BatchResult:
-    if "registration" not in result:
-        return ProblemError.from_problem(result["status"], result["problem"])
-    try:
-        return verify.check_receipt(result["registration"], trust.verifiers, file_sha256=sha256,
-                                    checked=checked)
-    except UnverifiedAnswer as e:
-        return e
 
 
 def read_file(file: bytes | Path, name: str | None, media_type: str | None

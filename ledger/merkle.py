@@ -39,6 +39,7 @@ __all__ = [
     "Appended",
     "Consistency",
     "HashReader",
+    "InclusionVerifier",
     "MemoryReader",
     "NodeId",
     "append",
@@ -451,21 +452,42 @@ def root_from_inclusion_proof(index: int, size: int, leaf: bytes, proof: Sequenc
         raise ProofError(said("leaf index {index} is not in a tree of size {size}",
                               index=index, size=size))
     _check_proof_hashes(proof, (_LEAF_HASH, leaf))
-    fn, sn = index, size - 1
+    return _walk(index, size, leaf, proof, None)
+
+
+Steps = dict[tuple[int, int], tuple[bytes, bytes, bytes]]
+"""Steps of RFC 9162's inclusion walk already computed in one tree: the step's state (shifts
+so far, `fn`) -> (the node hash it held, the proof hash it took, the parent it made)."""
+
+
+def _walk(index: int, size: int, leaf: bytes, proof: Sequence[bytes], steps: Steps | None
+          ) -> bytes:
+    """RFC 9162 section 2.1.3.2's walk from the leaf to the root its proof gives. A step is a
+    function of its state and its two inputs alone (the order of the pair follows from the
+    state and `size`), so with `steps` a step whose inputs equal one already made in this tree
+    takes that step's parent instead of hashing again."""
+    fn, sn, shifts = index, size - 1, 0
     r = leaf
     for p in proof:
         if sn == 0:
             raise ProofError("inclusion proof is too long")
-        if fn & 1 or fn == sn:
-            r = node_hash(p, r)
-            if not fn & 1:
-                while fn and not fn & 1:
-                    fn >>= 1
-                    sn >>= 1
+        left = fn & 1 or fn == sn
+        done = steps.get((shifts, fn)) if steps is not None else None
+        if done is not None and done[0] == r and done[1] == p:
+            r = done[2]
         else:
-            r = node_hash(r, p)
+            parent = node_hash(p, r) if left else node_hash(r, p)
+            if steps is not None:
+                steps[(shifts, fn)] = (r, p, parent)
+            r = parent
+        if left and not fn & 1:
+            while fn and not fn & 1:
+                fn >>= 1
+                sn >>= 1
+                shifts += 1
         fn >>= 1
         sn >>= 1
+        shifts += 1
     if sn != 0:
         raise ProofError("inclusion proof is too short")
     return r
@@ -480,6 +502,28 @@ def verify_inclusion(
                               root_len=len(root), hash_size=HASH_SIZE))
     if root_from_inclusion_proof(index, size, leaf, proof) != root:
         raise ProofError("inclusion proof does not lead to the root", index=index, size=size)
+
+
+class InclusionVerifier:
+    """`verify_inclusion` for many leaves of one tree (size, root), such as a batch's receipts,
+    whose paths share their upper steps: a step already made in this tree with the same inputs
+    is not hashed again (`_walk`). Every leaf is still checked in full: its own leaf hash and
+    each hash of its own proof enter the walk, and the root it ends at must be `root`. Only
+    hashes computed here are kept; a bad proof can only add correct steps of its own wrong
+    inputs, which no good proof reuses."""
+
+    def __init__(self, size: int, root: bytes) -> None:
+        self.size, self.root = size, root
+        self._steps: Steps = {}
+
+    def verify(self, index: int, leaf: bytes, proof: Sequence[bytes]) -> None:
+        """As `verify_inclusion(index, self.size, leaf, proof, self.root)`, with its errors."""
+        size = self.size
+        if (not 0 <= index < size or len(self.root) != HASH_SIZE or len(leaf) != HASH_SIZE
+                or any(map(HASH_SIZE.__ne__, map(len, proof)))):
+            verify_inclusion(index, size, leaf, proof, self.root)  # raises: it names the fault
+        if _walk(index, size, leaf, proof, self._steps) != self.root:
+            raise ProofError("inclusion proof does not lead to the root", index=index, size=size)
 
 
 def verify_consistency(

@@ -182,3 +182,30 @@ def test_failure_messages_say_what_was_recorded(
         assert "WAS recorded" in info.value.detail and store.tree_size() == 1
     assert s.submit(pending(1)).result(120).seq == store.tree_size() - 1  # and it carries on
     s.stop()
+
+
+def test_a_large_block_is_stored_whole_and_a_conflicting_one_writes_nothing(
+    database_url: str, signer: FileSigner
+) -> None:
+    """A block of hundreds of entries (PostgreSQL writes them and their nodes by COPY) is
+    stored byte for byte with the tree the receipts prove; the same rows written again are a
+    Conflict, as with executemany, and leave the log as it was."""
+    from copyledger.ledger.errors import Conflict
+
+    store = Store.open(database_url)
+    seq = make(store, signer)
+    seq.start()
+    pendings = [pending(i) for i in range(300)]
+    receipts = [f.result(120) for f in seq.submit_many(pendings)]
+    seq.stop()
+    assert [r.seq for r in receipts] == list(range(300))
+    assert [store.get_entry(r.seq).data for r in receipts] == [p.data for p in pendings]
+    last = store.latest_block()
+    assert last is not None and last.header.tree_size == 300
+    assert merkle.tree_hash(300, store) == receipts[-1].root == last.header.tree_root
+    rows = [store.get_entry(s) for s in range(100, 200)]
+    with pytest.raises(Conflict, match="conflicts with stored rows"):
+        store.append_block(rows, [], last)
+    assert store.latest_block() == last
+    assert [store.get_entry(s).data for s in range(100, 200)] == [p.data for p in pendings[100:200]]
+    store.close()

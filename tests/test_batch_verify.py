@@ -1,0 +1,182 @@
+"""A batch answer's receipts checked together (`client.verify.check_receipts`, D78): the
+shared checkpoint signature and proof steps are checked once, yet each receipt is refused
+exactly as `check_receipt` refuses it when its leaf, a path node, its root or the signature
+is not what it should be, and receipts that disagree about the tree are refused."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from copyledger.client import Receipt, UnverifiedAnswer
+from copyledger.client.verify import check_receipt, check_receipts
+from copyledger.ledger import entry as entry_mod
+from copyledger.ledger import merkle, note
+from copyledger.ledger.errors import ProofError
+from copyledger.notary.signer import FileSigner, sign_note, verifier_key
+
+ORIGIN = "test.example/batch"
+
+
+def _leaves(n: int, salt: str = "") -> list[bytes]:
+    return [hashlib.sha256(f"{salt}{i}".encode()).digest() for i in range(n)]
+
+
+def _tree(leaves: list[bytes]) -> tuple[merkle.MemoryReader, bytes]:
+    appended = merkle.append(0, [], leaves)
+    reader = merkle.MemoryReader()
+    reader.update(appended.nodes)
+    return reader, appended.root
+
+
+@given(st.integers(1, 150), st.data())
+def test_shared_steps_decide_as_verify_inclusion(size: int, data: st.DataObject) -> None:
+    """Many leaves, good and tampered, through one verifier: each answer is
+    `verify_inclusion`'s, whatever was checked before it."""
+    leaves = _leaves(size)
+    reader, root = _tree(leaves)
+    shared = merkle.InclusionVerifier(size, root)
+    for _ in range(data.draw(st.integers(1, 12))):
+        index = data.draw(st.integers(0, size - 1))
+        proof = merkle.inclusion_proof(index, size, reader)
+        leaf, claimed = leaves[index], index
+        how = data.draw(st.sampled_from(["good", "leaf", "node", "index", "short", "long"]))
+        if how == "leaf":
+            leaf = hashlib.sha256(leaf).digest()
+        elif how == "node" and proof:
+            k = data.draw(st.integers(0, len(proof) - 1))
+            proof[k] = bytes([proof[k][0] ^ 1]) + proof[k][1:]
+        elif how == "index":
+            claimed = data.draw(st.integers(0, size - 1))
+        elif how == "short" and proof:
+            proof.pop()
+        elif how == "long":
+            proof.append(leaves[0])
+        try:
+            merkle.verify_inclusion(claimed, size, leaf, proof, root)
+            expected: str | None = None
+        except ProofError as e:
+            expected = e.detail
+        try:
+            shared.verify(claimed, leaf, proof)
+            got: str | None = None
+        except ProofError as e:
+            got = e.detail
+        assert got == expected, (how, claimed, index)
+
+
+class FakeLog:
+    """A log held in memory, signed by its own key: the answers a server would give."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.signer = FileSigner.generate(ORIGIN, tmp / "log.key")
+        self.vkey = verifier_key(self.signer)
+
+    def entry(self, i: int, **kw: Any) -> dict[str, Any]:
+        return entry_mod.build_work(
+            registrant="alice", received_at="2026-11-30T12:00:00Z",
+            sha256=hashlib.sha256(str(i).encode()).hexdigest(), size=None, media_type=None,
+            title=f"Work {i}", creators=["Ada"], work_type="image", license=None,
+            metadata=kw.get("metadata"), fingerprints=None, check=False, sm3=None)
+
+    def answer(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The registrations of `entries`, one block of a fresh tree, as the server sends them."""
+        datas = [entry_mod.encode(e, new=True)[1] for e in entries]
+        leaves = merkle.leaf_hashes(datas)
+        reader, root = _tree(leaves)
+        size = len(leaves)
+        checkpoint = sign_note(note.format_checkpoint(note.Checkpoint(ORIGIN, size, root)),
+                               [self.signer])
+        return [{"seq": i, "leaf_hash": leaves[i].hex(), "block_height": 1, "entry": e,
+                 "receipt": {"tree_size": size, "root": root.hex(),
+                             "proof": [h.hex() for h in merkle.inclusion_proof(i, size, reader)],
+                             "checkpoint": checkpoint}}
+                for i, e in enumerate(entries)]
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> FakeLog:
+    return FakeLog(tmp_path)
+
+
+def _flip(h: str) -> str:
+    return ("1" if h[0] == "0" else "0") + h[1:]
+
+
+def test_a_good_answer_gives_check_receipts_answers(log: FakeLog) -> None:
+    """Plain works (the quick path) and a work with metadata (the reference path) alike."""
+    entries = [log.entry(i) for i in range(40)]
+    entries[7] = log.entry(7, metadata={"note": "not plain"})
+    regs = log.answer(entries)
+    regs[3]["already_registered"] = True
+    shas = [e["content"]["sha256"] for e in entries]
+    got = check_receipts(regs, [log.vkey], file_sha256s=shas)
+    assert got == [check_receipt(r, [log.vkey], file_sha256=s) for r, s in zip(regs, shas,
+                                                                               strict=True)]
+    assert all(isinstance(r, Receipt) for r in got)
+    assert got[3].already_registered is True and got[4].already_registered is None
+
+
+def _sign_other(log: FakeLog) -> Callable[[dict[str, Any]], None]:
+    other = FileSigner.generate(ORIGIN, log.tmp / "other.key")
+
+    def change(reg: dict[str, Any]) -> None:
+        rc = reg["receipt"]
+        text = note.parse_note(rc["checkpoint"]).text
+        rc["checkpoint"] = sign_note(text, [other])
+    return change
+
+
+TAMPERS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "entry": lambda r: r["entry"].update(title="Another title"),
+    "leaf_hash": lambda r: r.update(leaf_hash=_flip(r["leaf_hash"])),
+    "path node": lambda r: r["receipt"]["proof"].__setitem__(
+        3, _flip(r["receipt"]["proof"][3])),
+    "root": lambda r: r["receipt"].update(root=_flip(r["receipt"]["root"])),
+    "seq": lambda r: r.update(seq=r["seq"] + 1),
+    "uppercase hex": lambda r: r.update(leaf_hash=r["leaf_hash"].upper()),
+}
+
+
+@pytest.mark.parametrize("how", [*TAMPERS, "signature"])
+def test_a_tampered_receipt_in_a_batch_is_refused(log: FakeLog, how: str) -> None:
+    """One receipt changed after its neighbours (which share its block, its signature and
+    most of its path) were checked: refused, with `check_receipt`'s reason; the rest stand."""
+    regs = log.answer([log.entry(i) for i in range(64)])
+    bad = copy.deepcopy(regs[21])
+    (_sign_other(log) if how == "signature" else TAMPERS[how])(bad)
+    regs[21] = bad
+    got = check_receipts(regs, [log.vkey])
+    assert isinstance(got[21], UnverifiedAnswer) and got[21].answer is bad
+    with pytest.raises(UnverifiedAnswer) as alone:
+        check_receipt(bad, [log.vkey])
+    assert got[21].detail == alone.value.detail
+    assert all(isinstance(r, Receipt) for i, r in enumerate(got) if i != 21)
+
+
+def test_a_receipt_for_other_content_is_refused(log: FakeLog) -> None:
+    regs = log.answer([log.entry(i) for i in range(4)])
+    shas = [r["entry"]["content"]["sha256"] for r in regs]
+    shas[2] = hashlib.sha256(b"the file I sent").hexdigest()
+    got = check_receipts(regs, [log.vkey], file_sha256s=shas)
+    assert isinstance(got[2], UnverifiedAnswer)
+    assert [isinstance(r, Receipt) for r in got] == [True, True, False, True]
+
+
+def test_receipts_that_give_one_tree_size_two_roots_are_refused(log: FakeLog) -> None:
+    """Each receipt verifies on its own (the log signed both trees), but together they show a
+    split view: the second is refused."""
+    one = log.answer([log.entry(i) for i in range(8)])
+    two = log.answer([log.entry(100 + i) for i in range(8)])
+    got = check_receipts([one[0], two[1]], [log.vkey])
+    assert isinstance(got[0], Receipt)
+    assert isinstance(got[1], UnverifiedAnswer)
+    assert "different roots" in got[1].detail
