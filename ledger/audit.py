@@ -531,7 +531,7 @@ def _check_entry_chunk(
     linked: list[_Linked] = []
     leaves = merkle.leaf_hashes([row[2] for row in rows])
     for row, leaf in zip(rows, leaves, strict=True):
-        # The common entry in three C calls: its leaf hash, the plain work's pattern, its
+        # The common entry in three steps: its leaf hash, the plain work's pattern, its
         # indexed columns; anything else (a fault too) takes `_check_entry`, which names it.
         if leaf == row[1] and (quick := quick_logged(row[2])) is not None and (
                 quick == row[3:6]):
