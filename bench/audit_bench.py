@@ -126,15 +126,20 @@ def primitives(batches: int = 40, per: int = 100) -> dict[str, Any]:
     here into a quiet machine's."""
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from copyledger.ledger import sodium
 
     ed = ed25519.Ed25519PrivateKey.generate()
     ed_sig, ed_pub = ed.sign(b"note" * 40), ed.public_key()
+    ed_raw = ed_pub.public_bytes(Encoding.Raw, PublicFormat.Raw)
     p256 = ec.generate_private_key(ec.SECP256R1())
     ec_sig = p256.sign(b"attrs" * 40, ec.ECDSA(hashes.SHA256()))
     ec_pub = p256.public_key()
     data = b"x" * 300
     calls = {
         "ed25519_verify": lambda: ed_pub.verify(ed_sig, b"note" * 40),
+        "ed25519_verify_libsodium": lambda: sodium.verify(ed_raw, ed_sig, b"note" * 40),
         "ecdsa_p256_verify": lambda: ec_pub.verify(ec_sig, b"attrs" * 40,
                                                    ec.ECDSA(hashes.SHA256())),
         "sha256_300_bytes": lambda: hashlib.sha256(data).digest(),

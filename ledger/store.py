@@ -70,6 +70,9 @@ class EntryRow:
 EntryTuple = tuple[int, bytes, bytes, str, str, str, int]
 """An entry row as `Store.iter_entry_tuples` reads it: (seq, leaf_hash, data, kind, sha256,
 registrant, block_height)."""
+BlockTuple = tuple[int, bytes, bytes, bytes, int, int, int, bytes, str, str, str]
+"""A blocks row as the driver gives it: height, hash, prev_hash, batch_root, first_seq, count,
+tree_size, tree_root, sealed_at, checkpoint, block_note."""
 
 
 @dataclass(frozen=True)
@@ -614,6 +617,21 @@ class Store:
         for rs in self._pages(blocks, "height", start, chunk):
             yield from (_block(r) for r in rs)
 
+    def iter_block_tuples(self, start: int = 0, chunk: int = 1000) -> Iterator[list[BlockTuple]]:
+        """Blocks from height `start` on, in height order, as the driver's tuples in the
+        table's column order (`block_of`), a chunk at a time: the audit reads every block and
+        hands it to a worker, and row and header objects cost more to make and to pickle."""
+        while True:
+            q = (select(blocks).where(blocks.c.height >= start).order_by(blocks.c.height)
+                 .limit(chunk))
+            rs = self._driver_rows(q)
+            if not rs:
+                return
+            yield [r if all(type(r[i]) is bytes for i in (1, 2, 3, 7))
+                   else (r[0], _bytes(r[1]), _bytes(r[2]), _bytes(r[3]), *r[4:7], _bytes(r[7]),
+                         *r[8:]) for r in rs]
+            start = rs[-1][0] + 1
+
     def get_timestamps(self, height: int) -> list[tuple[str, bytes]]:
         """(tsa, DER token) pairs over block `height`'s hash, ours first."""
         q = (
@@ -771,6 +789,14 @@ def _entry(r: Any) -> EntryRow:
         seq=r.seq, leaf_hash=_bytes(r.leaf_hash), data=_bytes(r.data), kind=r.kind,
         sha256=r.sha256, registrant=r.registrant, block_height=r.block_height,
     )
+
+
+def block_of(t: BlockTuple) -> BlockRow:
+    """The block of a row `iter_block_tuples` gave."""
+    (height, hash_, prev_hash, batch_root, first_seq, count, tree_size, tree_root, sealed_at,
+     checkpoint, block_note) = t
+    return BlockRow(BlockHeader(height, prev_hash, batch_root, first_seq, count, tree_size,
+                                tree_root, sealed_at), hash_, checkpoint, block_note)
 
 
 def _block(r: Any) -> BlockRow:

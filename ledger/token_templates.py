@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +31,7 @@ from typing import Any
 from asn1crypto import cms  # type: ignore[import-untyped]
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from copyledger.ledger.timestamp import HASH_CLASSES, TokenInfo, validate_chain
@@ -158,7 +160,20 @@ def _var_names(node: _Node) -> frozenset[str]:
 MAX_LAYOUTS = 64
 """Layouts kept per template (one per combination of value lengths: a few in practice)."""
 
-_Layout = tuple[tuple[tuple[int, int, bytes], ...], _Spans]
+_Layout = tuple[re.Pattern[bytes], _Spans]
+
+
+def _layout(token: bytes, spans: _Spans, names: frozenset[str]) -> re.Pattern[bytes]:
+    """One compiled match of every byte of `token` outside the named values' contents, each
+    value's contents any bytes of the length it has here: the fixed parts compared as one C
+    call, at the offsets they have in `token`."""
+    cuts = sorted(spans[n][1:] for n in names if n in spans)
+    pattern, pos = [], 0
+    for s, e in cuts:
+        pattern.append(re.escape(token[pos:s]) + b"(?s:.{%d})" % (e - s))
+        pos = e
+    pattern.append(re.escape(token[pos:]))
+    return re.compile(b"".join(pattern))
 
 
 @dataclass(frozen=True)
@@ -169,14 +184,27 @@ class _Template:
     not_before: datetime
     not_after: datetime
     layouts: dict[int, list[_Layout]] = field(default_factory=dict, compare=False)
+    # Made once per template, not once per token (`__post_init__`).
+    names: frozenset[str] = field(init=False, repr=False, compare=False)
+    hasher: Callable[[bytes], Any] = field(init=False, repr=False, compare=False)
+    algorithm: hashes.HashAlgorithm = field(init=False, repr=False, compare=False)
+    ecdsa: ec.ECDSA = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        algorithm = HASH_CLASSES[self.hash_name]()
+        for name, value in (("names", _var_names(self.root)),
+                            ("hasher", getattr(hashlib, self.hash_name)),
+                            ("algorithm", algorithm), ("ecdsa", ec.ECDSA(algorithm))):
+            object.__setattr__(self, name, value)
 
     def _spans(self, token: bytes) -> _Spans | None:
         """Where the named values are in `token`, None if it does not follow the template.
         The walk reads nothing inside a value's contents, so a token of the same length whose
         every other byte equals, at the same offset, a token walked before walks exactly as
-        that one did: its spans are reused after a few slice comparisons (a layout)."""
-        for pieces, spans in self.layouts.get(len(token), ()):
-            if all(token[s:e] == b for s, e, b in pieces):
+        that one did: its spans are reused after one compiled comparison of those bytes (a
+        layout)."""
+        for fixed, spans in self.layouts.get(len(token), ()):
+            if fixed.fullmatch(token) is not None:
                 return spans
         got: _Spans = {}
         try:
@@ -185,14 +213,8 @@ class _Template:
         except _Shape:
             return None
         if sum(map(len, self.layouts.values())) < MAX_LAYOUTS:
-            cuts = sorted(got[n][1:] for n in _var_names(self.root) if n in got)
-            parts: list[tuple[int, int, bytes]] = []
-            pos = 0
-            for s, e in cuts:
-                parts.append((pos, s, token[pos:s]))
-                pos = e
-            parts.append((pos, len(token), token[pos:]))
-            self.layouts.setdefault(len(token), []).append((tuple(parts), got))
+            self.layouts.setdefault(len(token), []).append(
+                (_layout(token, got, self.names), got))
         return got
 
     def check(self, token: bytes, digest: bytes) -> bool | None:
@@ -223,18 +245,16 @@ class _Template:
             return False
         tst, _, tst_end = got["tst_info"]
         _, s, e = got["message_digest"]
-        if not hmac.compare_digest(token[s:e],
-                                   hashlib.new(self.hash_name, token[tst:tst_end]).digest()):
+        if not hmac.compare_digest(token[s:e], self.hasher(token[tst:tst_end]).digest()):
             return False
         attrs, _, attrs_end = got["signed_attrs"]
         signed = b"\x31" + token[attrs + 1:attrs_end]
         _, s, e = got["signature"]
-        algorithm = HASH_CLASSES[self.hash_name]()
         try:
             if isinstance(self.key, ec.EllipticCurvePublicKey):
-                self.key.verify(token[s:e], signed, ec.ECDSA(algorithm))
+                self.key.verify(token[s:e], signed, self.ecdsa)
             else:
-                self.key.verify(token[s:e], signed, padding.PKCS1v15(), algorithm)
+                self.key.verify(token[s:e], signed, padding.PKCS1v15(), self.algorithm)
         except InvalidSignature:
             return False
         return True
