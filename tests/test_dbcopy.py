@@ -162,3 +162,28 @@ def test_only_sqlite_to_postgresql(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="revision"):
         (tmp_path / "empty.sqlite3").touch()
         dbcopy.copy_database(f"sqlite:///{tmp_path / 'empty.sqlite3'}", "postgresql://h/db")
+
+
+@pytest.mark.postgres
+def test_a_tampered_row_is_copied_as_the_store_reads_it(
+    source: tuple[Node, dict[str, str]], pg_server: PostgresServer
+) -> None:
+    """SQLite lets text into a BLOB column: the copy writes its UTF-8 bytes, so the audit of
+    the copy names the same entry as the audit of the source."""
+    from copyledger.ledger.audit import audit
+    from copyledger.service.node import tsa_roots_pem
+
+    reg, _ = source
+    reg.store.execute_raw("DROP TRIGGER entries_no_update")
+    # Text that PostgreSQL's bytea input would read as hex, were it copied as text.
+    reg.store.execute_raw("UPDATE entries SET data = '\\x7b7d' WHERE seq = 5")
+    target = pg_server.new_database()
+    dbcopy.copy_database(sqlite_url(reg), target)
+    on_pg = open_registry(reg.settings.data_dir.parent, target)
+    try:
+        found = [audit(r.store, r.verifier_key, tsa_roots_pem=tsa_roots_pem(r.settings))
+                 for r in (reg, on_pg)]
+    finally:
+        on_pg.stop()
+    assert [(a.ok, a.bad_seq) for a in found] == [(False, 5), (False, 5)]
+    assert on_pg.store.get_entry(5).data == reg.store.get_entry(5).data == b"\\x7b7d"
