@@ -6,6 +6,10 @@ serve` to its first 200 on /healthz and its memory then, and p50/p99 latencies o
 and consistency proofs, search by hash and bundle building, both in the server (the service
 call, in this process) and over HTTP (against the started server), with the load average.
 
+On PostgreSQL the database's size is `pg_total_relation_size` of every table; inclusion
+proofs are also timed side by side with each read on its own pooled connection (as before
+D80). The in-memory read caches' sizes are stated.
+
 Start-up is measured --starts times, each beside the start of a fresh empty registry (the
 floor: imports and key loading, what the log's size does not change), as wall seconds and as
 the server process's CPU seconds at its first answer (on a loaded machine the CPU figure is the
@@ -19,6 +23,7 @@ Usage: python bench/big_log.py --data-dir DIR [--database URL] [--samples 2000] 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -65,6 +70,51 @@ def server_side(node: Node, size: int, shas: list[str], rng: random.Random, n: i
         "search_by_hash": timed([lambda h=h: reads.search(node, h) for h in shas]),
         "bundle": timed([lambda s=s: reads.bundle(node, s) for s in seqs[: n // 4]]),
     }
+
+
+def per_read_connections(node: Node, size: int, rng: random.Random, n: int
+                         ) -> dict[str, Any]:
+    """Inclusion proofs with their reads on one connection (`Store.reading`, D80) and, in
+    the same run and alternating, with each read checking out its own (before D80): on
+    PostgreSQL each checkout costs a ping and a rollback."""
+    seqs = [rng.randrange(size) for _ in range(n)]
+    shared, apart = [], []
+    real = node.store.reading
+    try:
+        ways: list[tuple[list[float], Any]] = [(shared, real), (apart, contextlib.nullcontext)]
+        for i, s in enumerate(seqs):
+            for out, reading in ways if i % 2 else ways[::-1]:  # each goes first half the time
+                node.store.reading = reading  # type: ignore[method-assign]
+                t0 = time.perf_counter()
+                reads.proof(node, s, None)
+                out.append(time.perf_counter() - t0)
+    finally:
+        node.store.reading = real  # type: ignore[method-assign]
+    return {"one_connection": pct(shared), "a_connection_per_read": pct(apart)}
+
+
+def in_memory(node: Node) -> dict[str, Any]:
+    """What the process keeps in memory for reads: the proofs' upper-node cache and the
+    blocks found by size (both bounded, D70), measured with sys.getsizeof."""
+    upper = node.store._upper
+    by_size = node.store._by_size
+    return {
+        "upper_nodes": len(upper),
+        "upper_nodes_mib": round((sys.getsizeof(upper) + sum(
+            sys.getsizeof(k) + sys.getsizeof(v) for k, v in upper.items())) / 2**20, 2),
+        "blocks_by_size": len(by_size),
+        "blocks_by_size_mib": round((sys.getsizeof(by_size) + sum(
+            len(b.checkpoint) + len(b.block_note) + 400 for b in by_size.values())) / 2**20, 2),
+    }
+
+
+def postgresql_bytes(node: Node) -> dict[str, int]:
+    """pg_total_relation_size of every table (heap, indexes, TOAST)."""
+    with node.store.engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT relname, pg_total_relation_size(oid) FROM pg_class WHERE relkind = 'r' "
+            "AND relnamespace = current_schema()::regnamespace ORDER BY 2 DESC").all()
+    return {str(name): int(size) for name, size in rows}
 
 
 def over_http(url: str, size: int, shas: list[str], rng: random.Random, n: int
@@ -154,16 +204,20 @@ def main() -> None:
     node = Node.open(s)
     size = node.store.latest_block().header.tree_size  # type: ignore[union-attr]
     db_file = args.data_dir / "ledger.sqlite3"
-    db_bytes = (sum(p.stat().st_size for p in args.data_dir.glob("ledger.sqlite3*"))
-                if not args.database else None)
+    engine = node.store.dialect
     picks = [node.store.get_entry(rng.randrange(size)).sha256 for _ in range(args.samples // 4)]
-    out: dict[str, Any] = {"engine": "postgresql" if args.database else "sqlite",
-                           "entries": size, "load_before": os.getloadavg()}
-    if db_bytes is not None:
-        out |= {"database_bytes": db_bytes, "bytes_per_entry": round(db_bytes / size, 1),
-                "database_file": str(db_file)}
+    out: dict[str, Any] = {"engine": engine, "entries": size, "load_before": os.getloadavg()}
+    if engine == "sqlite":
+        db_bytes = sum(p.stat().st_size for p in args.data_dir.glob("ledger.sqlite3*"))
+        out["database_file"] = str(db_file)
+    else:
+        out["table_bytes"] = tables = postgresql_bytes(node)
+        db_bytes = sum(tables.values())
+    out |= {"database_bytes": db_bytes, "bytes_per_entry": round(db_bytes / size, 1)}
     out["server_side"] = server_side(node, size, picks, rng, args.samples)
+    out["server_side_proof_connections"] = per_read_connections(node, size, rng, args.samples)
     out["server_side_process_rss_mib"] = rss_split()
+    out["in_memory_read_caches"] = in_memory(node)
     node.store.close()
     out["startup"] = startups(args.data_dir, args.database, args.port, args.starts)
     srv, first = start_once(args.data_dir, args.database, args.port)

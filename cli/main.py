@@ -63,6 +63,8 @@ witness_app = typer.Typer(help="A C2SP tlog-witness that cosigns other logs' che
 app.add_typer(witness_app, name="witness")
 tiles_app = typer.Typer(help="The log as C2SP tlog-tiles static files.", no_args_is_help=True)
 app.add_typer(tiles_app, name="tiles")
+db_app = typer.Typer(help="The registry's database.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
 
 out = Console()
 err = Console(stderr=True)
@@ -1598,6 +1600,43 @@ def audit(
         _emit(as_json, obj, "[red]" + tr("audit FAILED") + "[/red] " + tr("at {where}: {why}")
               .format(where=where, why=detail(rep.problem or "")))
         raise typer.Exit(1)
+
+
+@db_app.command("copy")
+def db_copy(
+    to: Annotated[str, typer.Option(
+        "--to", help="the new database, an empty PostgreSQL one: "
+                     "postgresql://user@host/db (psycopg) or any SQLAlchemy URL of it")],
+    data_dir: DataDir = None,
+    database: Database = None,
+    as_json: Json = False,
+) -> None:
+    """Copy the registry's SQLite database into an empty PostgreSQL database, row for row.
+
+    Nothing may be writing to the registry meanwhile: stop its server first (the copy takes
+    the sequencer's lock). The copy is checked (row counts, the latest checkpoint) before it
+    is committed; `copyledger audit` on the new database is the full check.
+    """
+    from copyledger.service.dbcopy import copy_database, count_rows
+
+    s = _settings(data_dir, database)
+    show = not as_json and sys.stderr.isatty()
+    with Progress(TextColumn("{task.description}"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total} rows"), TimeRemainingColumn(),
+                  console=err, disable=not show, transient=True) as prog:
+        task = prog.add_task(tr("copying"), total=None)
+        with _domain_errors_exit():
+            if show:
+                prog.update(task, total=count_rows(s.database_url))
+            rep = copy_database(s.database_url, to, progress=lambda table, n: prog.update(
+                task, advance=n, description=table))
+    obj = rep.to_dict()
+    lines = "\n".join(f"  {t}: {n}" for t, n in rep.tables.items())
+    _emit(as_json, obj, "[green]" + tr("copied {rows} rows, and the copy checked (row counts, "
+                                       "the latest checkpoint)").format(rows=rep.rows)
+          + "[/green]\n" + lines + "\n" + tr("next: run `copyledger audit --database URL` on "
+                                             "the copy (the full check), then set database = "
+                                             "URL in config.toml and start the server"))
 
 
 @tiles_app.command("export")

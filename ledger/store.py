@@ -11,7 +11,8 @@ import functools
 import os
 import threading
 from collections import namedtuple
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -140,15 +141,17 @@ UPPER_MAX_NODES = 1 << 16
 _BLOCK_FOR_SIZE = (select(blocks).where(blocks.c.tree_size == bindparam("tree_size"))
                    .order_by(blocks.c.height).limit(1))
 _BLOCKS_BY_SIZE_MAX = 1024  # blocks kept by block_for_size: ~2 KiB each (two signed notes)
-class _DriverQuery:
-    """A hot read statement run straight on the pooled driver connection: compiled once for
-    the engine's dialect (so one code path serves SQLite and PostgreSQL), its rows named as
-    SQLAlchemy's would be. The Connection layer cost about 130 µs of CPU a call against 30 µs
-    this way (SQLite, `find_work`; D69), and every registration runs it."""
 
-    def __init__(self, engine: Engine, stmt: Select[Any]) -> None:
-        compiled = stmt.compile(dialect=engine.dialect)
-        self.engine = engine
+
+class _DriverQuery:
+    """A hot read statement run straight on the driver's cursor (`Store._cursor`): compiled
+    once for the engine's dialect (so one code path serves SQLite and PostgreSQL), its rows
+    named as SQLAlchemy's would be. The Connection layer cost about 130 µs of CPU a call
+    against 30 µs this way (SQLite, `find_work`; D69), and every registration runs it."""
+
+    def __init__(self, store: Store, stmt: Select[Any]) -> None:
+        compiled = stmt.compile(dialect=store.engine.dialect)
+        self.store = store
         self.sql = str(compiled)
         self.defaults = compiled.construct_params(  # the literals; each call gives the rest
             {name: None for name, b in compiled.binds.items() if b.required})
@@ -158,23 +161,8 @@ class _DriverQuery:
     def first(self, **values: Any) -> Any:
         params = {**self.defaults, **values}
         args = params if self.positions is None else tuple(params[n] for n in self.positions)
-        conn = self.engine.raw_connection()
-        try:
-            cur = conn.cursor()
-            try:
-                # The engine's cursor events still see the statement (what counts or refuses
-                # statements, in tests, listens there); they get no Connection or context.
-                events = self.engine.dispatch
-                if events.before_cursor_execute:
-                    events.before_cursor_execute(None, cur, self.sql, args, None, False)
-                cur.execute(self.sql, args)
-                if events.after_cursor_execute:
-                    events.after_cursor_execute(None, cur, self.sql, args, None, False)
-                r = cur.fetchone()
-            finally:
-                cur.close()
-        finally:
-            conn.close()  # back to the pool, rolled back as SQLAlchemy's own checkin does
+        with self.store._cursor() as run:
+            r = run(self.sql, args).fetchone()
         return None if r is None else self.row(*r)
 
 
@@ -207,11 +195,31 @@ def _private_sqlite_files(db: str | None) -> None:
 
 def migrate(engine: Engine) -> None:
     """Bring the schema to the latest Alembic revision."""
+    with engine.begin() as conn:
+        upgrade(conn, "head")
+
+
+def upgrade(conn: Connection, revision: str) -> None:
+    """Run the migrations up to `revision` on `conn`, inside its transaction (`db copy` builds
+    the target's schema and fills it in one)."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+    cfg.attributes["connection"] = conn
+    command.upgrade(cfg, revision)
+
+
+def sqlite_sequencer_lock(db: str) -> IO[str]:
+    """Take the exclusive lock on the file beside the SQLite database `db` that its one
+    sequencer holds, without writing to the database; the lock lasts while the returned file
+    stays open. Conflict if another process holds it."""
+    fd = os.open(db + ".sequencer-lock", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    f = os.fdopen(fd, "a")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise Conflict(said("another process is already sequencing {db}", db=db)) from None
+    return f
 
 
 class Store:
@@ -219,7 +227,9 @@ class Store:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._find_work = _DriverQuery(engine, _FIND_WORK)
+        self._find_work = _DriverQuery(self, _FIND_WORK)
+        self._block_for_size = _DriverQuery(self, _BLOCK_FOR_SIZE)
+        self._reading = threading.local()  # .conn: the connection of `reading()`, if any
         self._lock_conn: Connection | None = None
         self._lock_file: IO[str] | None = None
         self._lock_guard = threading.Lock()
@@ -264,14 +274,7 @@ class Store:
         db = self.engine.url.database
         if not db or db == ":memory:" or self._lock_file is not None:
             return
-        fd = os.open(db + ".sequencer-lock", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        f = os.fdopen(fd, "a")  # held open for the lock's life
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.close()
-            raise Conflict(said("another process is already sequencing {db}", db=db)) from None
-        self._lock_file = f
+        self._lock_file = sqlite_sequencer_lock(db)  # held open for the lock's life
 
     def release_sequencer_lock(self) -> None:
         if self._lock_file is not None:
@@ -358,6 +361,51 @@ class Store:
 
     # -- reads --------------------------------------------------------------------------------
 
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """Run this thread's hot reads inside on ONE pooled connection: a proof's reads then
+        cost one checkout, so on PostgreSQL one ping and one rollback in all instead of one
+        of each per read (D80), and they see one snapshot. Nested uses share the outer one."""
+        if getattr(self._reading, "conn", None) is not None:
+            yield
+            return
+        conn = self.engine.raw_connection()
+        self._reading.conn = conn
+        try:
+            yield
+        finally:
+            self._reading.conn = None
+            conn.close()  # back to the pool, rolled back as SQLAlchemy's own checkin does
+
+    @contextmanager
+    def _cursor(self) -> Iterator[Callable[[str, Any], Any]]:
+        """The one raw path of the hot reads (D69, D70): a function that runs a plain SQL
+        string with its driver parameters on a driver cursor and returns the cursor, on the
+        connection of `reading()` or on one checked out for this use. The engine's cursor
+        events still see each statement (what counts or refuses statements, in tests,
+        listens there); they get no Connection or context."""
+        shared = getattr(self._reading, "conn", None)
+        conn = shared if shared is not None else self.engine.raw_connection()
+        try:
+            cur = conn.cursor()
+            events = self.engine.dispatch
+
+            def run(sql: str, args: Any) -> Any:
+                if events.before_cursor_execute:
+                    events.before_cursor_execute(None, cur, sql, args, None, False)
+                cur.execute(sql, args)
+                if events.after_cursor_execute:
+                    events.after_cursor_execute(None, cur, sql, args, None, False)
+                return cur
+
+            try:
+                yield run
+            finally:
+                cur.close()
+        finally:
+            if shared is None:
+                conn.close()  # back to the pool, rolled back
+
     def read_hashes(self, ids: Sequence[merkle.NodeId], *, cached: bool = True) -> list[bytes]:
         """Stored hashes of `ids`, in order. Nodes at level `UPPER_LEVEL` or above come from
         memory once read (a stored node never changes); `cached=False` reads every one from
@@ -374,16 +422,12 @@ class Store:
                 got[node] = h
         if wanted:
             mark = self._mark()
-            with self.engine.connect() as conn:
-                cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-                try:
-                    for i in range(0, len(wanted), _NODES_PER_QUERY):
-                        part = wanted[i : i + _NODES_PER_QUERY]
-                        cur.execute(_nodes_sql(len(part), mark), [v for lx in part for v in lx])
-                        for lv, ix, hs in cur.fetchall():
-                            got[(lv, ix)] = hs if type(hs) is bytes else _bytes(hs)
-                finally:
-                    cur.close()
+            with self._cursor() as run:
+                for i in range(0, len(wanted), _NODES_PER_QUERY):
+                    part = wanted[i : i + _NODES_PER_QUERY]
+                    rows = run(_nodes_sql(len(part), mark), [v for lx in part for v in lx])
+                    for lv, ix, hs in rows.fetchall():
+                        got[(lv, ix)] = hs if type(hs) is bytes else _bytes(hs)
             if cached:
                 self._remember_upper(got)
         try:
@@ -424,13 +468,8 @@ class Store:
         result objects: a third of the cost of reading millions of small rows."""
         c = q.compile(dialect=self.engine.dialect)
         params = tuple(c.params[k] for k in c.positiontup or ()) if c.positional else c.params
-        with self.engine.connect() as conn:
-            cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            try:
-                cur.execute(str(c), params)
-                return list(cur.fetchall())
-            finally:
-                cur.close()
+        with self._cursor() as run:
+            return list(run(str(c), params).fetchall())
 
     def read_entry_data(self, lo: int, hi: int) -> list[bytes]:
         """The canonical bytes of entries lo <= seq < hi, in seq order, in one query (an entry
@@ -603,8 +642,7 @@ class Store:
         ask again."""
         if (hit := self._by_size.get(tree_size)) is not None:
             return hit
-        with self.engine.connect() as conn:
-            r = conn.execute(_BLOCK_FOR_SIZE, {"tree_size": tree_size}).first()
+        r = self._block_for_size.first(tree_size=tree_size)
         if r is None:
             return None
         if len(self._by_size) >= _BLOCKS_BY_SIZE_MAX:

@@ -43,16 +43,19 @@ def proof(node: Node, seq: int, tree_size: int | None) -> dict[str, Any]:
     size = resolve_size(node, tree_size)
     if seq >= size:
         raise InvalidInput(said("seq {seq} is not in a tree of size {size}", seq=seq, size=size))
-    # Two reads: the leaf with the root's nodes, then the path's other nodes (D70).
-    nodes = CachedReader({}, node.store)
-    leaf = nodes.read_hashes([(0, seq), *merkle.frontier_ids(size)])[0]
-    block = node.store.block_for_size(size)
+    # Two reads on one connection: the leaf with the root's nodes, then the path's other
+    # nodes (D70, D80).
+    with node.store.reading():
+        nodes = CachedReader({}, node.store)
+        leaf = nodes.read_hashes([(0, seq), *merkle.frontier_ids(size)])[0]
+        block = node.store.block_for_size(size)
+        path = merkle.inclusion_proof(seq, size, nodes)
     return {
         "seq": seq,
         "tree_size": size,
         "leaf_hash": leaf.hex(),
         "root": merkle.tree_hash(size, nodes).hex(),
-        "proof": [p.hex() for p in merkle.inclusion_proof(seq, size, nodes)],
+        "proof": [p.hex() for p in path],
         "checkpoint": block.checkpoint if block else None,
     }
 
@@ -62,14 +65,16 @@ def consistency(node: Node, old: int, new: int | None) -> dict[str, Any]:
     size = resolve_size(node, new)
     if old > size:
         raise InvalidInput(said("from ({old}) must not exceed to ({size})", old=old, size=size))
-    nodes = CachedReader({}, node.store)  # both roots' nodes in one read, then the proof's
-    nodes.read_hashes([*merkle.frontier_ids(old), *merkle.frontier_ids(size)])
+    with node.store.reading():  # both roots' nodes in one read, then the proof's (D80)
+        nodes = CachedReader({}, node.store)
+        nodes.read_hashes([*merkle.frontier_ids(old), *merkle.frontier_ids(size)])
+        path = merkle.consistency_proof(old, size, nodes)
     return {
         "from": old,
         "to": size,
         "old_root": merkle.tree_hash(old, nodes).hex(),
         "new_root": merkle.tree_hash(size, nodes).hex(),
-        "proof": [p.hex() for p in merkle.consistency_proof(old, size, nodes)],
+        "proof": [p.hex() for p in path],
     }
 
 

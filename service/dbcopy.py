@@ -1,0 +1,225 @@
+"""Move a registry's database from SQLite to PostgreSQL (`copyledger db copy`, D80).
+
+The copy is one PostgreSQL transaction: the schema by the migrations (at the source's
+revision), every table row for row by `COPY`, the serial counters moved past the copied ids,
+then a check (row counts, the latest checkpoint) before the commit. A failure or a mismatch
+rolls it all back, so the target is either an exact copy or as empty as it was. The source is
+only read, in one read transaction (one consistent snapshot), while this process holds the
+sequencer's lock so that no server appends meanwhile. The append-only triggers refuse UPDATE,
+DELETE and TRUNCATE, not COPY, so they are in force on the target from its first row on.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from contextlib import closing
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, inspect, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from copyledger.ledger.errors import Conflict, IntegrityError, InvalidInput, said
+from copyledger.ledger.schema import metadata
+from copyledger.ledger.store import make_engine, sqlite_sequencer_lock, upgrade
+
+CHUNK = 20_000  # rows read from SQLite at a time (a few MiB of entries)
+Progress = Callable[[str, int], None]
+"""Told (table, rows just copied) as the copy goes."""
+
+
+@dataclass
+class CopyReport:
+    """What was copied: rows per table, and the checkpoint both sides end on."""
+
+    revision: str
+    tables: dict[str, int] = field(default_factory=dict)
+    checkpoint: str | None = None
+
+    @property
+    def rows(self) -> int:
+        return sum(self.tables.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"revision": self.revision, "tables": dict(self.tables), "rows": self.rows,
+                "checkpoint": self.checkpoint}
+
+
+def count_rows(source_url: str) -> int:
+    """Rows the copy of `source_url` will write (for a progress bar's total)."""
+    with closing(_open_source(_sqlite_path(source_url))) as src:
+        return sum(_count(src, t) for t in _tables(src))
+
+
+def copy_database(source_url: str, target_url: str, *, chunk: int = CHUNK,
+                  progress: Progress | None = None) -> CopyReport:
+    """Copy the SQLite database `source_url` into the empty PostgreSQL database `target_url`
+    and check the copy. Conflict if a sequencer holds the source or the target holds rows."""
+    path = _sqlite_path(source_url)
+    target_url = postgresql_url(target_url)
+    with sqlite_sequencer_lock(path), closing(_open_source(path)) as src:
+        src.execute("BEGIN")  # one snapshot for every table and the check
+        revision = _revision(src)
+        engine = make_engine(target_url)
+        try:
+            _refuse_non_empty(engine.connect, revision)
+            with engine.begin() as conn:
+                report = _copy(src, conn, revision, chunk, progress or (lambda _t, _n: None))
+            with engine.connect() as conn:  # fresh statistics for the planner: 10 M rows
+                conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE"))
+        finally:
+            engine.dispose()
+        src.execute("ROLLBACK")
+    return report
+
+
+def postgresql_url(url: str) -> str:
+    """`url` as SQLAlchemy should open it: psycopg (3), the driver this project ships, when
+    it names none. InvalidInput unless it is a PostgreSQL URL."""
+    try:
+        u = make_url(url)
+    except ArgumentError as e:
+        raise InvalidInput(said("not a database URL: {url}", url=url)) from e
+    if u.get_backend_name() != "postgresql":
+        raise InvalidInput(said("the target must be a PostgreSQL database URL, not {url}",
+                                url=u.render_as_string(hide_password=True)))
+    if u.drivername == "postgresql":
+        u = u.set(drivername="postgresql+psycopg")
+    return u.render_as_string(hide_password=False)
+
+
+def _sqlite_path(url: str) -> str:
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
+        raise InvalidInput(said("only a registry on SQLite can be copied (its database is "
+                                "{url})", url=u.render_as_string(hide_password=True)))
+    return u.database
+
+
+def _open_source(path: str) -> sqlite3.Connection:
+    """The source, opened read-only (nothing this process does can write to it)."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1")
+    except sqlite3.Error as e:
+        raise InvalidInput(said("cannot read {path}: {error}", path=path, error=str(e))) from e
+    return conn
+
+
+def _revision(src: sqlite3.Connection) -> str:
+    try:
+        row = src.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.Error:
+        row = None
+    if row is None:
+        raise InvalidInput(said("the source database has no schema revision: is it a registry?"))
+    return str(row[0])
+
+
+def _tables(src: sqlite3.Connection) -> list[str]:
+    """The ledger's tables the source has, in the schema's order."""
+    have = {r[0] for r in src.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    return [t.name for t in metadata.sorted_tables if t.name in have]
+
+
+def _count(db: Any, table: str) -> int:
+    return int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+
+def _refuse_non_empty(connect: Callable[[], Connection], revision: str) -> None:
+    """Conflict unless every ledger table of the target is absent or empty, and its schema (if
+    any) is at the source's revision."""
+    with connect() as conn:
+        have = set(inspect(conn).get_table_names())
+        for t in metadata.sorted_tables:
+            if t.name in have and conn.execute(text(f"SELECT 1 FROM {t.name} LIMIT 1")).first():
+                raise Conflict(said("the target database is not empty (table {table} has "
+                                    "rows): copy into a new database", table=t.name))
+        if "alembic_version" in have:
+            at = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            if at is not None and at != revision:
+                raise Conflict(said("the target's schema is at revision {target}, the "
+                                    "source's at {source}: copy into a new database",
+                                    target=at, source=revision))
+
+
+def _copy(src: sqlite3.Connection, conn: Connection, revision: str, chunk: int,
+          progress: Progress) -> CopyReport:
+    upgrade(conn, revision)
+    pg = conn.connection.driver_connection
+    cur: Any = pg.cursor()  # type: ignore[union-attr]
+    cur.execute("SET LOCAL maintenance_work_mem = '256MB'")
+    report = CopyReport(revision=revision)
+    for table in _tables(src):
+        rebuilt = _drop_plain_indexes(cur, table)  # built once at the end: far faster
+        report.tables[table] = _copy_table(src, cur, table, chunk, progress)
+        for ddl in rebuilt:
+            cur.execute(ddl)
+    _advance_serials(cur, report.tables)
+    _check(src, cur, report)
+    return report
+
+
+def _copy_table(src: sqlite3.Connection, cur: Any, table: str, chunk: int,
+                progress: Progress) -> int:
+    info = src.execute(f"PRAGMA table_info({table})").fetchall()
+    cols = [r[1] for r in info]
+    # A BLOB column of SQLite may hold text (a tampered row): the store reads it as its UTF-8
+    # bytes, so the copy does too, and the audit on the target reports it as it would here.
+    picks = [f"CAST({c} AS BLOB)" if str(t).upper() == "BLOB" else c
+             for c, t in ((r[1], r[2]) for r in info)]
+    rows = src.execute(f"SELECT {', '.join(picks)} FROM {table} ORDER BY rowid")
+    n = 0
+    with cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy:
+        while batch := rows.fetchmany(chunk):
+            for r in batch:
+                copy.write_row(r)
+            n += len(batch)
+            progress(table, len(batch))
+    return n
+
+
+def _drop_plain_indexes(cur: Any, table: str) -> list[str]:
+    """Drop `table`'s indexes that back no constraint; their CREATE statements."""
+    cur.execute(
+        "SELECT i.indexname, i.indexdef FROM pg_indexes i WHERE i.schemaname = current_schema()"
+        " AND i.tablename = %s AND NOT EXISTS (SELECT 1 FROM pg_constraint c"
+        " WHERE c.conname = i.indexname)", (table,))
+    found = cur.fetchall()
+    for name, _ddl in found:
+        cur.execute(f'DROP INDEX "{name}"')
+    return [ddl for _name, ddl in found]
+
+
+def _advance_serials(cur: Any, tables: dict[str, int]) -> None:
+    """Move each serial column's counter past the ids copied into it (api_keys.id): COPY
+    writes the ids and leaves the counters where they were."""
+    for t in metadata.sorted_tables:
+        if t.name not in tables:
+            continue
+        for col in t.columns:
+            if col.autoincrement is True:
+                cur.execute(f"SELECT setval(pg_get_serial_sequence(%s, %s), "
+                            f"coalesce(max({col.name}), 0) + 1, false) FROM {t.name}",
+                            (t.name, col.name))
+
+
+def _check(src: sqlite3.Connection, cur: Any, report: CopyReport) -> None:
+    """The copy holds as many rows as the source in every table, and ends on the same latest
+    checkpoint; IntegrityError (the transaction rolls back) otherwise."""
+    for table, copied in report.tables.items():
+        there = _count(cur, table)
+        if there != _count(src, table) or there != copied:
+            raise IntegrityError(said("the copy of {table} has {copied} rows, the source "
+                                      "{source}", table=table, copied=there,
+                                      source=_count(src, table)))
+    latest = "SELECT checkpoint FROM blocks ORDER BY height DESC LIMIT 1"
+    ours = src.execute(latest).fetchone()
+    cur.execute(latest)
+    theirs = cur.fetchone()
+    if ours != theirs and (ours is None or theirs is None or ours[0] != theirs[0]):
+        raise IntegrityError(said("the copy's latest checkpoint differs from the source's"))
+    report.checkpoint = None if ours is None else str(ours[0])
