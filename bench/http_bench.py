@@ -55,6 +55,7 @@ def main() -> None:
                         COPYLEDGER_WORKERS=str(args.workers))
     try:
         srv.start(timeout=300)
+        settle(list(serving(srv, data)))
         before = httpx.get(srv.url + "/v1/log").json()
         # warm-up, then the measured run
         subprocess.run([wrk, "-t1", "-c", str(args.connections), "-d", "3s", "-s",
@@ -137,6 +138,21 @@ def cpu_s(pid: int) -> float:
     except FileNotFoundError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def settle(pids: list[int], idle: float = 0.05, timeout: float = 300.0) -> None:
+    """Wait until every process's start-up work is done (on a loaded machine the fingerprint
+    index's build, SciPy's imports among it, runs for many seconds in the background): each
+    used under `idle` CPU seconds in the last second. Otherwise the measured run's CPU per
+    registration includes it."""
+    deadline = time.monotonic() + timeout
+    last = {pid: cpu_s(pid) for pid in pids}
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = {pid: cpu_s(pid) for pid in pids}
+        if all(now[p] - last[p] < idle for p in pids):
+            return
+        last = now
 
 
 def cpu_per(roles: dict[int, str], before: dict[int, float], after: dict[int, float],
