@@ -29,9 +29,14 @@ With `--tracks N`, the works are N audio tracks of 3.5 minutes, each a random ch
 (1,700 random sub-fingerprints), and every near claim check sends 121 of them (15 s) with 5 %
 of them one bit off (a 'match' for that track is required). `--keep` is for images only.
 
+With `--in-process` (and a `--keep` registry), no server: the index is rebuilt in this
+process and the same checks call service.claims.check_claim directly, reporting the CPU
+(`time.process_time`) per check, the rebuild's CPU and wall time, and the resident memory the
+index added with its arrays' sizes (D76); `--profile FILE` adds cProfile stats on the CPU clock.
+
 Prints one JSON object (progress goes to stderr). Usage:
 python bench/claim_bench.py [--works 1000000] [--queries 1000] [--orb] [--keep DIR]
-       [--videos 10000 | --tracks 100000]
+       [--videos 10000 | --tracks 100000] [--in-process [--profile FILE]]
 """
 
 from __future__ import annotations

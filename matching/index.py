@@ -66,7 +66,8 @@ MULTIHASH_RADIUS = MULTIHASH_TABLES * 2 - 1
 MULTIHASH_TAIL = 4096
 """Codes the multi-index scans flat before merging them into its tables (or a 64th of the
 codes, if more): ten view queries scan the tail ten times, ~1.8 ms of CPU at the eighth
-(~90,000 codes) the tables were once re-sorted at, against ~0.2 ms now (D76)."""
+(~90,000 codes at 1 M) the tables were once re-sorted at; the tail is now at most a sixth of
+that (D76)."""
 LSH_THRESHOLD = 0.4
 """Below scoring.MINHASH_POSSIBLE on purpose: LSH misses some pairs near its threshold, and exact
 scoring afterwards drops whatever falls under the 'possible' similarity."""
