@@ -29,9 +29,14 @@ With `--tracks N`, the works are N audio tracks of 3.5 minutes, each a random ch
 (1,700 random sub-fingerprints), and every near claim check sends 121 of them (15 s) with 5 %
 of them one bit off (a 'match' for that track is required). `--keep` is for images only.
 
+With `--in-process` (and a `--keep` registry), no server: the index is rebuilt in this
+process and the same checks call service.claims.check_claim directly, reporting the CPU
+(`time.process_time`) per check, the rebuild's CPU and wall time, and the resident memory the
+index added with its arrays' sizes (D76); `--profile FILE` adds cProfile stats on the CPU clock.
+
 Prints one JSON object (progress goes to stderr). Usage:
 python bench/claim_bench.py [--works 1000000] [--queries 1000] [--orb] [--keep DIR]
-       [--videos 10000 | --tracks 100000]
+       [--videos 10000 | --tracks 100000] [--in-process [--profile FILE]]
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -130,6 +136,11 @@ def main() -> None:
                     help="register this many random-vpdq videos instead of --works images")
     ap.add_argument("--tracks", type=int, default=0,
                     help="register this many random-chromaprint tracks instead")
+    ap.add_argument("--in-process", action="store_true",
+                    help="no server: rebuild the index and run the checks in this process, "
+                         "reporting CPU (process_time) per check and the index's memory")
+    ap.add_argument("--profile", type=Path,
+                    help="with --in-process: write the checks' cProfile stats here")
     args = ap.parse_args()
     if args.videos or args.tracks:
         if args.keep:
@@ -155,6 +166,9 @@ def main() -> None:
         print(json.dumps({"works_registered": works, "register_seconds": round(load_s, 1)}))
         return
     rng.seed(4343)
+    if args.in_process:
+        print(json.dumps(in_process(args, s, sample, rng, query_orb), indent=2))
+        return
     lat, found, n_near, index_s = check(args, s, key, sample, rng, query_orb)
     lat.sort()
     out = {
@@ -259,30 +273,8 @@ def check(args: argparse.Namespace, s: Settings, key: str, sample: list[tuple[in
         lat, found, n_near = [], 0, 0
         h = {"Authorization": f"Bearer {key}"}
         cpu0 = server_cpu(srv.proc.pid)
-        for q in range(args.queries):
-            near = q % 2 == 0 and sample
-            if near:
-                seq, pdq, ph = sample[(q // 2) % len(sample)]
-                pdq, ph = flip(pdq, 256, rng.randint(0, 20), rng), flip(ph, 64, 2, rng)
-                n_near += 1
-            else:
-                seq, pdq, ph = -1, rng.getrandbits(256), rng.getrandbits(64)
-            content: dict[str, object] = {"pdq": f"{pdq:064x}", "phash": f"{ph:016x}"}
-            if args.tracks:
-                items = [v ^ (1 << 3) if rng.random() < 0.05 else v for v in TUNES[seq]] \
-                    if near else [rng.getrandbits(16) for _ in range(121)]
-                content = {"chromaprint": chromaprint(items, 15)}
-            elif args.videos:
-                codes = CLIPS[seq] if near else film(rng, 60)
-                if near:
-                    codes = [flip(int.from_bytes(c, "big"), 256, 26, rng).to_bytes(32, "big")
-                             for c in codes]
-                content = {"vpdq": vpdq(film_rows(codes), 60)}
-            if query_orb is not None:
-                content["orb"] = query_orb
-                content["views"] = [{"transform": t, "hash": f"{rng.getrandbits(256):064x}"}
-                                    for t in VIEW_TRANSFORMS]
-            body = {"claimant": "owner1", "work_seq": max(seq, 0), "content": content}
+        for seq, near, body in bodies(args, sample, rng, query_orb):
+            n_near += near
             t = time.perf_counter()
             r = c.post("/v1/claims/check", json=body, headers=h)
             lat.append((time.perf_counter() - t) * 1000)
@@ -294,6 +286,106 @@ def check(args: argparse.Namespace, s: Settings, key: str, sample: list[tuple[in
         SERVER_CPU_MS.append((server_cpu(srv.proc.pid) - cpu0) * 1000 / args.queries)
     srv.stop()
     return lat, found, n_near, index_s
+
+
+def in_process(args: argparse.Namespace, s: Settings, sample: list[tuple[int, int, int]],
+               rng: random.Random, query_orb: dict[str, object] | None) -> dict[str, object]:
+    """The index rebuild and the checks in this process, no HTTP: CPU seconds (which a loaded
+    machine does not inflate as it does wall time), the resident memory the rebuilt index
+    added, its arrays' sizes, and the CPU of each check (service.claims.check_claim)."""
+    import cProfile
+    import gc
+
+    from copyledger.service.claims import check_claim
+    from copyledger.service.operations import CheckIn
+
+    node = Node.open(s)
+    import faiss  # noqa: F401  (loaded before the RSS baseline, as the server has it)
+    import numpy  # noqa: F401
+
+    from copyledger.matching.index import FingerprintIndex
+
+    FingerprintIndex()  # the libraries' own first-use allocations, outside the measure
+    gc.collect()
+    rss0 = rss_bytes()
+    c0, t0 = time.process_time(), time.monotonic()
+    node.index.build(node.store)
+    rebuild_cpu, rebuild_wall = time.process_time() - c0, time.monotonic() - t0
+    gc.collect()
+    rss1 = rss_bytes()
+    index = node.index._index
+    assert index is not None
+    size = len(index)
+    cpu, found, n_near = [], 0, 0
+    prof = cProfile.Profile(time.process_time) if args.profile else None
+    for seq, near, body in bodies(args, sample, rng, query_orb):
+        n_near += near
+        q = CheckIn(**body)
+        c = time.process_time()
+        if prof is not None:
+            prof.enable()
+        answer = check_claim(node, q)
+        if prof is not None:
+            prof.disable()
+        cpu.append((time.process_time() - c) * 1000)
+        found += near and any(m["seq"] == seq for m in answer["matches"])
+    if prof is not None:
+        prof.dump_stats(str(args.profile))
+    node.store.close()
+    cpu.sort()
+    return {
+        "benchmark": "service.claims.check_claim in process, sequential (CPU, not wall)",
+        "works_indexed": size,
+        "queries": args.queries,
+        "load_average": [round(x, 1) for x in os.getloadavg()],
+        "rebuild": {"cpu_s": round(rebuild_cpu, 1), "wall_s": round(rebuild_wall, 1)},
+        "index_memory": {"rss_added_bytes": rss1 - rss0,
+                         "rss_bytes_per_work": round((rss1 - rss0) / size, 1),
+                         "arrays": index.nbytes(),
+                         "array_bytes_per_work": round(sum(index.nbytes().values()) / size, 1)},
+        "cpu_ms_per_check": {"mean": round(sum(cpu) / len(cpu), 2),
+                             "p50": round(cpu[len(cpu) // 2], 2),
+                             "p99": round(cpu[int(len(cpu) * 0.99) - 1], 2)},
+        "near_duplicates_found": f"{found}/{n_near}",
+    }
+
+
+def rss_bytes() -> int:
+    """This process's resident set (VmRSS)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def bodies(args: argparse.Namespace, sample: list[tuple[int, int, int]], rng: random.Random,
+           query_orb: dict[str, object] | None
+           ) -> Iterator[tuple[int, bool, dict[str, object]]]:
+    """(the near work's seq or -1, near, the claim check's JSON body) of each query: half of
+    them near-duplicates of sampled works, half random."""
+    for q in range(args.queries):
+        near = bool(q % 2 == 0 and sample)
+        if near:
+            seq, pdq, ph = sample[(q // 2) % len(sample)]
+            pdq, ph = flip(pdq, 256, rng.randint(0, 20), rng), flip(ph, 64, 2, rng)
+        else:
+            seq, pdq, ph = -1, rng.getrandbits(256), rng.getrandbits(64)
+        content: dict[str, object] = {"pdq": f"{pdq:064x}", "phash": f"{ph:016x}"}
+        if args.tracks:
+            items = [v ^ (1 << 3) if rng.random() < 0.05 else v for v in TUNES[seq]] \
+                if near else [rng.getrandbits(16) for _ in range(121)]
+            content = {"chromaprint": chromaprint(items, 15)}
+        elif args.videos:
+            codes = CLIPS[seq] if near else film(rng, 60)
+            if near:
+                codes = [flip(int.from_bytes(c, "big"), 256, 26, rng).to_bytes(32, "big")
+                         for c in codes]
+            content = {"vpdq": vpdq(film_rows(codes), 60)}
+        if query_orb is not None:
+            content["orb"] = query_orb
+            content["views"] = [{"transform": t, "hash": f"{rng.getrandbits(256):064x}"}
+                                for t in VIEW_TRANSFORMS]
+        yield seq, near, {"claimant": "owner1", "work_seq": max(seq, 0), "content": content}
 
 
 SERVER_CPU_MS: list[float] = []

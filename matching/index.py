@@ -47,6 +47,7 @@ __all__ = [
     "MULTIHASH_FROM",
     "MULTIHASH_RADIUS",
     "FingerprintIndex",
+    "bind_faiss_threads",
     "explain_view",
 ]
 
@@ -62,6 +63,11 @@ most r // 16 bits in some substring, so probing every key within 1 bit of each s
 every code within 31 bits (the PDQ match radius) exactly."""
 MULTIHASH_RADIUS = MULTIHASH_TABLES * 2 - 1
 """The largest radius the multi-index searches exactly (one flipped bit per substring)."""
+MULTIHASH_TAIL = 4096
+"""Codes the multi-index scans flat before merging them into its tables (or a 64th of the
+codes, if more): ten view queries scan the tail ten times, ~1.8 ms of CPU at the eighth
+(~90,000 codes at 1 M) the tables were once re-sorted at; the tail is now at most a sixth of
+that (D76)."""
 LSH_THRESHOLD = 0.4
 """Below scoring.MINHASH_POSSIBLE on purpose: LSH misses some pairs near its threshold, and exact
 scoring afterwards drops whatever falls under the 'possible' similarity."""
@@ -81,62 +87,82 @@ _ORDER = {name: i for i, name in enumerate(ALGORITHMS)}
 
 
 class _MultiIndex:
-    """Exact Hamming search within MULTIHASH_RADIUS over 256-bit codes (multi-index hashing,
-    Norouzi et al.): per substring a table of code ids sorted by that substring's value, so
-    the codes sharing a key are one slice; a query probes its 16 keys and their 16 one-bit
-    neighbours (272 slices, ~4,000 random codes at 1 M) and measures only those exactly.
+    """Exact Hamming search within `radius` over codes of 16-bit substrings (multi-index
+    hashing, Norouzi et al.): per substring a table of code ids sorted by that substring's
+    value, so the codes sharing a key are one slice; a query probes its keys and their
+    neighbours within `flips` bits and measures only those codes exactly. PDQ (16 keys, one
+    flip: radius 31) probes 272 slices, ~4,000 random codes at 1 M; pHash (4 keys, two flips:
+    radius 11) 548 slices, ~8,400 codes.
 
-    Codes added since the tables were last sorted (at most an eighth of them, re-sorted as the
-    index grows: 0.7 s CPU at 1 M) are scanned flat. Ten queries at 1 M random codes cost
-    5.4 ms of CPU, ten flat scans 54.8 ms (load 25-28; faiss' IndexBinaryMultiHash measured
-    1.9 ms a query on a quieter machine, D67)."""
+    Codes added since the tables were last merged (MULTIHASH_TAIL, or a 64th of them) are
+    scanned flat. Ten PDQ queries at 1 M random codes cost 5.4 ms of CPU, ten flat scans
+    54.8 ms (load 25-28; faiss' IndexBinaryMultiHash measured 1.9 ms a query on a quieter
+    machine, D67)."""
 
-    def __init__(self) -> None:
+    def __init__(self, code_bytes: int = 32, flips: int = 1) -> None:
         import faiss
 
-        self.codes = np.empty((1024, 32), np.uint8)
+        self.tables = code_bytes // 2
+        self.flips = _flips(flips)
+        self.radius = self.tables * (flips + 1) - 1
+        """The largest radius searched exactly: a code within it differs from the query by
+        at most `flips` bits in some substring."""
+        self.codes = np.empty((1024, code_bytes), np.uint8)
         self.n = 0
         self.built = 0  # codes[:built] are in the tables, the rest in `tail`
-        self.ids = np.empty((MULTIHASH_TABLES, 0), np.int32)
-        self.offsets = np.zeros((MULTIHASH_TABLES, (1 << 16) + 1), np.int64)
-        self.tail: Any = faiss.IndexBinaryFlat(256)
+        self.ids = np.empty((self.tables, 0), np.int32)
+        self.offsets = np.zeros((self.tables, (1 << 16) + 1), np.int64)
+        self.tail: Any = faiss.IndexBinaryFlat(8 * code_bytes)
 
     def add(self, codes: np.ndarray) -> None:
         end = self.n + len(codes)
         if end > len(self.codes):
-            grown = np.empty((max(end, 2 * len(self.codes)), 32), np.uint8)
+            grown = np.empty((max(end, 2 * len(self.codes)), self.codes.shape[1]), np.uint8)
             grown[:self.n] = self.codes[:self.n]
             self.codes = grown
         self.codes[self.n:end] = codes
         self.n = end
-        if end - self.built > max(4096, end // 8):
-            self._sort()
+        if end - self.built > max(MULTIHASH_TAIL, end // 64):
+            self._merge()
         else:
             self.tail.add(codes)
 
-    def _sort(self) -> None:
-        """Sort every code into the tables (radix sort of 16-bit keys) and empty the tail."""
-        keys = np.ascontiguousarray(self.codes[:self.n].view(np.uint16).T)  # (tables, n)
-        self.ids = np.argsort(keys, axis=1, kind="stable").astype(np.int32)
-        for t in range(MULTIHASH_TABLES):
-            self.offsets[t, 1:] = np.cumsum(np.bincount(keys[t], minlength=1 << 16))
+    def _merge(self) -> None:
+        """Merge the tail's codes into the tables and empty the tail.
+
+        Within a key's slice ids ascend, and every tail id is above every tabled one, so a tail
+        code goes at the end of its key's slice: one np.insert per table (a copy of the table,
+        ~50 ms for the 16 at 1 M) gives the tables a full stable sort would. A radix sort of
+        everything (0.7 s at 1 M) is done only for the first codes."""
+        new = np.ascontiguousarray(self.codes[self.built:self.n].view(np.uint16).T)
+        order = np.argsort(new, axis=1, kind="stable").astype(np.int32)
+        if self.built:
+            ids = np.empty((self.tables, self.n), np.int32)
+            for t in range(self.tables):
+                keys = new[t, order[t]].astype(np.int64)
+                ids[t] = np.insert(self.ids[t], self.offsets[t, keys + 1], order[t] + self.built)
+            self.ids = ids
+        else:
+            self.ids = order
+        for t in range(self.tables):
+            self.offsets[t, 1:] += np.cumsum(np.bincount(new[t], minlength=1 << 16))
         self.built = self.n
         self.tail.reset()
 
     def search_many(self, queries: np.ndarray, radius: int) -> list[list[tuple[int, int]]]:
-        """(code id, distance) of every code within `radius` (<= MULTIHASH_RADIUS) of each
-        row of `queries`, ids ascending."""
-        assert radius <= MULTIHASH_RADIUS
+        """(code id, distance) of every code within `radius` (<= self.radius) of each row of
+        `queries`, ids ascending."""
+        assert radius <= self.radius
         found: list[list[tuple[int, int]]] = [[] for _ in range(len(queries))]
         if self.built:
-            table = np.arange(MULTIHASH_TABLES)[None, :, None]
-            keys = (queries.view(np.uint16)[:, :, None] ^ _FLIPS).astype(np.int64)
+            table = np.arange(self.tables)[None, :, None]
+            keys = (queries.view(np.uint16)[:, :, None] ^ self.flips).astype(np.int64)
             lo, hi = self.offsets[table, keys], self.offsets[table, keys + 1]
             lengths = (hi - lo).ravel()
             firsts = (lo + table * self.built).ravel()
             before = np.cumsum(lengths) - lengths
             at = np.repeat(firsts - before, lengths) + np.arange(int(lengths.sum()))
-            per_query = MULTIHASH_TABLES * len(_FLIPS)
+            per_query = self.tables * len(self.flips)
             owner = np.repeat(np.repeat(np.arange(len(queries)), per_query), lengths)
             ids = np.take(self.ids.ravel(), at)
             # np.take, not fancy indexing: 7x faster on rows. A code met through several
@@ -156,19 +182,22 @@ class _MultiIndex:
         return found
 
 
-_FLIPS = np.array([0] + [1 << b for b in range(16)], np.uint16)
-"""A substring's key and its 16 one-bit neighbours."""
+def _flips(bits: int) -> np.ndarray:
+    """The masks of every flip of at most `bits` of a 16-bit key (1, 17, 137 of them)."""
+    masks = [sum(1 << b for b in chosen) for k in range(bits + 1)
+             for chosen in itertools.combinations(range(16), k)]
+    return np.array(masks, np.uint16)
 
 
 class _BinaryCodes:
     """One faiss binary index plus the seq (and low-quality flag) of every code in it.
 
-    With `multi`, the codes are also in a _MultiIndex: `search_many(..., radius)` at or below
-    MULTIHASH_RADIUS uses it, and past `multihash_from` codes the flat index is dropped and
-    every search is at the match radius."""
+    With `multi`, the codes are also in a _MultiIndex (probing keys within `flips` bits):
+    `search_many(..., radius)` within its exact radius uses it, and past `multihash_from` codes
+    the flat index is dropped and every search is at `multihash_radius` (0: never flat)."""
 
     def __init__(self, bits: int, radius: int, multihash_from: int | None = None,
-                 multihash_radius: int = 0) -> None:
+                 multihash_radius: int = 0, flips: int = 1) -> None:
         import faiss
 
         self.bits = bits
@@ -176,7 +205,7 @@ class _BinaryCodes:
         self.multihash_from = multihash_from
         self.multihash_radius = multihash_radius
         self.index: Any = faiss.IndexBinaryFlat(bits)
-        self.multi = _MultiIndex() if multihash_from is not None else None
+        self.multi = _MultiIndex(bits // 8, flips) if multihash_from is not None else None
         self.multihash = False
         self.count = 0
         self.seqs = np.empty(1024, np.int64)
@@ -205,6 +234,17 @@ class _BinaryCodes:
             self.index.add(codes)
         self.count = end
 
+    def nbytes(self, name: str) -> dict[str, int]:
+        """Bytes held by each array, allocated capacity included (item 4 of issue 11)."""
+        out = {f"{name}_flat": int(self.index.ntotal) * self.bits // 8,
+               f"{name}_seqs": self.seqs.nbytes}
+        if self.multi is not None:
+            m = self.multi
+            out[f"{name}_multi_codes"] = m.codes.nbytes
+            out[f"{name}_multi_tables"] = m.ids.nbytes + m.offsets.nbytes
+            out[f"{name}_multi_tail"] = int(m.tail.ntotal) * self.bits // 8
+        return out
+
     def search(self, code: np.ndarray) -> list[tuple[int, int, bool]]:
         """(seq, distance, low_quality) of every code within the radius."""
         return self.search_many(code.reshape(1, -1))[0]
@@ -216,7 +256,7 @@ class _BinaryCodes:
         radius = self.radius if radius is None else min(radius, self.radius)
         if not self.count:
             return [[] for _ in range(len(codes))]
-        if self.multi is not None and radius <= MULTIHASH_RADIUS:
+        if self.multi is not None and radius <= self.multi.radius:
             hits = self.multi.search_many(codes, radius)
         else:
             limits, distances, ids = self.index.range_search(codes, radius + 1)
@@ -254,7 +294,10 @@ class FingerprintIndex:
         self._views_radius = int(pdq.match)
         """A claim check's extra PDQ views are searched at the match radius, by the
         multi-index: ten flat scans at 1 M would cost ~25 ms of a check's 50 (D67)."""
-        self._phash = _BinaryCodes(64, int(phash.possible))
+        self._phash = _BinaryCodes(64, int(phash.possible), 0, int(phash.possible), flips=2)
+        """pHash only by a multi-index: 4 keys of 16 bits, each probed within 2 bits, find
+        every code within 11 (the 'possible' radius is 10) in ~8,400 codes at 1 M random
+        ones, where the flat scan reads all (D76)."""
         self._lsh: Any = MinHashLSH(threshold=lsh_threshold, num_perm=MINHASH_NUM_PERM)
         self._minhashes: dict[int, bytes] = {}
         self._count = 0
@@ -275,6 +318,12 @@ class FingerprintIndex:
                 "phash": len(self._phash),
                 "minhash": len(self._minhashes),
             }
+
+    def nbytes(self) -> dict[str, int]:
+        """Bytes of the image indexes' arrays (codes, seqs, the multi-index's tables), by
+        name: the memory a work costs, not counting Python objects and allocator slack."""
+        with self._lock:
+            return {**self._pdq.nbytes("pdq"), **self._phash.nbytes("phash")}
 
     def media_stats(self) -> dict[str, int]:
         """Audio tracks, videos, postings and frames indexed (matching.avindex)."""
@@ -356,11 +405,8 @@ class FingerprintIndex:
         if "minhash" in fingerprints:
             queries["minhash"] = _minhash_bytes(fingerprints["minhash"])
         query_low = bool(fingerprints.get("pdq", {}).get("low_quality"))
-        if self._faiss_threads is not None and getattr(_omp, "n", None) != self._faiss_threads:
-            import faiss
-
-            faiss.omp_set_num_threads(self._faiss_threads)  # binds this (worker) thread
-            _omp.n = self._faiss_threads
+        if self._faiss_threads is not None:
+            bind_faiss_threads(self._faiss_threads)
         best: dict[tuple[int, str], Candidate] = {}
         for aligned in self._av.search(fingerprints):
             _keep(best, aligned)
@@ -403,6 +449,17 @@ class FingerprintIndex:
             if candidate.verdict != "none":
                 out.append(candidate)
         return out
+
+
+def bind_faiss_threads(threads: int = FAISS_THREADS) -> None:
+    """Give the calling thread faiss' OpenMP team of `threads` (FAISS_THREADS: one), once
+    per thread: omp_set_num_threads binds only its caller, and a server's worker threads
+    would otherwise get OpenMP's default of one per core."""
+    if getattr(_omp, "n", None) != threads:
+        import faiss
+
+        faiss.omp_set_num_threads(threads)
+        _omp.n = threads
 
 
 def explain_view(view: Mapping[str, object]) -> str:

@@ -7,10 +7,13 @@ import threading
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from copyledger.ledger import fingerprint as schema
 from copyledger.ledger.errors import InvalidInput
 from copyledger.matching import compute, scoring
+from copyledger.matching import index as index_mod
 from copyledger.matching.index import FingerprintIndex
 from copyledger.matching.scoring import Candidate
 
@@ -353,3 +356,45 @@ def test_views_search_the_match_radius_and_the_upload_the_possible_band() -> Non
     assert [(c.seq, c.verdict) for c in index.search(pdq(far))] == [(1, "possible")]
     assert index.search(_views(far)) == []
     assert [c.distance for c in index.search(_views(flip(code, 31, rng)))] == [31]
+
+
+@pytest.mark.parametrize("size", [300, 9_000])  # all in the flat tail; mostly in the tables
+def test_phash_is_found_exactly_within_the_possible_radius(size: int) -> None:
+    """pHash goes through a multi-index of four 16-bit keys probed within two bits: every
+    registered code within the 'possible' radius (10) is found, with its distance, and none
+    farther (D76). Clustered codes, so its slices hold many codes."""
+    rng = np.random.default_rng(size + 1)
+    centres = [random_hex(64, rng) for _ in range(20)]
+    codes = [flip(centres[i % 20], int(rng.integers(0, 20)), rng) for i in range(size)]
+    index = FingerprintIndex()
+    for at in range(0, size, 1000):
+        index.add_many((seq, phash(code)) for seq, code in enumerate(codes[at:at + 1000], at))
+    for query in [flip(codes[int(rng.integers(size))], d, rng) for d in (0, 3, 8, 10, 11, 14)]:
+        got = {(c.seq, c.distance) for c in index.search(phash(query), limit=10 ** 6)}
+        want = {(seq, _hamming(query, code)) for seq, code in enumerate(codes)
+                if _hamming(query, code) <= scoring.PHASH_POSSIBLE}
+        assert got == want
+
+
+@settings(max_examples=40, deadline=None)
+@given(batches=st.lists(st.integers(1, 40), min_size=1, max_size=12),
+       seed=st.integers(0, 2 ** 32 - 1))
+def test_multi_index_merges_are_exact(batches: list[int], seed: int) -> None:
+    """However the codes arrive (merged into the tables after a few, D76), a search finds
+    exactly the codes within the radius, ids ascending, for PDQ and pHash widths."""
+    rng = np.random.default_rng(seed)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(index_mod, "MULTIHASH_TAIL", 16)
+        for size, flips, radius in ((32, 1, 31), (8, 2, 10)):
+            centre = rng.integers(0, 256, size, dtype=np.uint8)
+            multi = index_mod._MultiIndex(size, flips)
+            codes = np.empty((0, size), np.uint8)
+            for n in batches:
+                noise = np.packbits(rng.random((n, 8 * size)) < 0.06, axis=1)
+                batch = centre ^ noise
+                multi.add(batch)
+                codes = np.concatenate([codes, batch])
+            query = centre ^ np.packbits(rng.random((1, 8 * size)) < 0.03, axis=1)
+            distances = np.bitwise_count(codes ^ query).sum(1)
+            want = [(int(i), int(distances[i])) for i in np.flatnonzero(distances <= radius)]
+            assert multi.search_many(query, radius) == [want]

@@ -149,6 +149,13 @@ def test_flood_of_same_hash_breaks_neither_title_nor_claims(
     after = reads.measure(history), reads.measure(claim_check), reads.measure(lookup)
     assert before == after
     assert before[2] == (1, 1)  # one row in one statement, however many copies others made
+    assert before[1][1] <= 4  # the work, its links (one statement), its claims and transfers
+    # The work's six links read two at a time give the same claims and holder (D76).
+    monkeypatch.setattr(claims, "_LINK_PAGE", 2)
+    paged = claims.check_claim(reg, CheckIn(claimant="carol", work_seq=w,
+                                            content={"sha256": sha("disputed")}))
+    assert [c["seq"] for c in paged["claims"]] == claim_seqs
+    assert paged["holder"] == "carol" and paged["claimant_is_holder"] is True
     # the work, its two offers and their acceptances (each read at most twice)
     assert before[0][0] <= 2 * 5
     rep = audit(reg.store, reg.verifier_key, tsa_roots_pem=tsa_roots_pem(reg.settings))
