@@ -1614,8 +1614,10 @@ def db_copy(
     """Copy the registry's SQLite database into an empty PostgreSQL database, row for row.
 
     Nothing may be writing to the registry meanwhile: stop its server first (the copy takes
-    the sequencer's lock). The copy is checked (row counts, the latest checkpoint) before it
-    is committed; `copyledger audit` on the new database is the full check.
+    the sequencer's lock, and SQLite's write lock: `keys` and `accounts` commands wait, then
+    fail with "database is locked", until it ends). The copy is checked (row counts, the
+    latest checkpoint) before it is committed; `copyledger audit` on the new database is the
+    full check.
     """
     from copyledger.service.dbcopy import copy_database, count_rows
 
@@ -1637,6 +1639,12 @@ def db_copy(
           + "[/green]\n" + lines + "\n" + tr("next: run `copyledger audit --database URL` on "
                                              "the copy (the full check), then set database = "
                                              "URL in config.toml and start the server"))
+    if rep.analyze_error and not as_json:  # in the JSON as analyze_error
+        from rich.markup import escape
+
+        err.print("[yellow]" + tr("warning: the copy is committed, but ANALYZE failed on it "
+                                  "({error}): run ANALYZE on the new database")
+                  .format(error=escape(rep.analyze_error)) + "[/yellow]")
 
 
 @tiles_app.command("export")

@@ -365,7 +365,12 @@ class Store:
     def reading(self) -> Iterator[None]:
         """Run this thread's hot reads inside on ONE pooled connection: a proof's reads then
         cost one checkout, so on PostgreSQL one ping and one rollback in all instead of one
-        of each per read (D80), and they see one snapshot. Nested uses share the outer one."""
+        of each per read (D80). Nested uses share the outer one.
+
+        The reads do NOT see one snapshot: pysqlite begins no transaction for a SELECT, and
+        PostgreSQL (READ COMMITTED) takes a snapshot per statement, so a commit between two
+        reads shows in the second. Proofs need none: the nodes and blocks they read are
+        append-only and never change once written (a later read may only see more rows)."""
         if getattr(self._reading, "conn", None) is not None:
             yield
             return

@@ -4,9 +4,11 @@ The copy is one PostgreSQL transaction: the schema by the migrations (at the sou
 revision), every table row for row by `COPY`, the serial counters moved past the copied ids,
 then a check (row counts, the latest checkpoint) before the commit. A failure or a mismatch
 rolls it all back, so the target is either an exact copy or as empty as it was. The source is
-only read, in one read transaction (one consistent snapshot), while this process holds the
-sequencer's lock so that no server appends meanwhile. The append-only triggers refuse UPDATE,
-DELETE and TRUNCATE, not COPY, so they are in force on the target from its first row on.
+only read, but under SQLite's write lock (`BEGIN IMMEDIATE`, held to the end) as well as the
+sequencer's lock file: no server can start appending, and no other writer (`keys revoke`,
+`accounts set`) can commit a change the copy would miss; it waits, then fails with "database is
+locked". The append-only triggers refuse UPDATE, DELETE and TRUNCATE, not COPY, so they are in
+force on the target from its first row on.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ import sqlite3
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, inspect, text
+from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from copyledger.ledger.errors import Conflict, IntegrityError, InvalidInput, said
 from copyledger.ledger.schema import metadata
@@ -32,11 +35,14 @@ Progress = Callable[[str, int], None]
 
 @dataclass
 class CopyReport:
-    """What was copied: rows per table, and the checkpoint both sides end on."""
+    """What was copied: rows per table, the checkpoint both sides end on, and why the
+    statistics were not refreshed after the commit, if they were not (`analyze_error`: the
+    copy stands; run ANALYZE on the target)."""
 
     revision: str
     tables: dict[str, int] = field(default_factory=dict)
     checkpoint: str | None = None
+    analyze_error: str | None = None
 
     @property
     def rows(self) -> int:
@@ -44,7 +50,7 @@ class CopyReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"revision": self.revision, "tables": dict(self.tables), "rows": self.rows,
-                "checkpoint": self.checkpoint}
+                "checkpoint": self.checkpoint, "analyze_error": self.analyze_error}
 
 
 def count_rows(source_url: str) -> int:
@@ -56,23 +62,34 @@ def count_rows(source_url: str) -> int:
 def copy_database(source_url: str, target_url: str, *, chunk: int = CHUNK,
                   progress: Progress | None = None) -> CopyReport:
     """Copy the SQLite database `source_url` into the empty PostgreSQL database `target_url`
-    and check the copy. Conflict if a sequencer holds the source or the target holds rows."""
+    and check the copy. Conflict if a sequencer holds the source, another process is writing
+    to it, or the target holds rows."""
     path = _sqlite_path(source_url)
     target_url = postgresql_url(target_url)
     with sqlite_sequencer_lock(path), closing(_open_source(path)) as src:
-        src.execute("BEGIN")  # one snapshot for every table and the check
+        _lock_writers(src, path)  # one snapshot for every table and the check, and no writer
         revision = _revision(src)
         engine = make_engine(target_url)
         try:
             _refuse_non_empty(engine.connect, revision)
             with engine.begin() as conn:
                 report = _copy(src, conn, revision, chunk, progress or (lambda _t, _n: None))
-            with engine.connect() as conn:  # fresh statistics for the planner: 10 M rows
-                conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE"))
+            report.analyze_error = _analyze(engine)
         finally:
             engine.dispose()
         src.execute("ROLLBACK")
     return report
+
+
+def _analyze(engine: Engine) -> str | None:
+    """Fresh statistics for the planner (10 M rows). The copy is committed by now, so a
+    failure here is told, not raised: the target is complete, and a rerun would be refused."""
+    try:
+        with engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE"))
+    except SQLAlchemyError as e:
+        return str(getattr(e, "orig", None) or e).strip()
+    return None
 
 
 def postgresql_url(url: str) -> str:
@@ -91,22 +108,45 @@ def postgresql_url(url: str) -> str:
 
 
 def _sqlite_path(url: str) -> str:
+    """The absolute path of the SQLite database `url` names: the lock file and the URI the
+    source is opened by are both derived from it."""
     u = make_url(url)
     if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
         raise InvalidInput(said("only a registry on SQLite can be copied (its database is "
                                 "{url})", url=u.render_as_string(hide_password=True)))
-    return u.database
+    return str(Path(u.database).resolve())
 
 
 def _open_source(path: str) -> sqlite3.Connection:
-    """The source, opened read-only (nothing this process does can write to it)."""
+    """The existing source (`mode=rw`: never created), opened read-write only so that it can
+    hold SQLite's write lock (`_lock_writers`); the copy writes nothing to it. The path goes
+    in as a `file:` URI with `#`, `?` and `%` escaped, so no part of it is read as a query."""
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        conn = sqlite3.connect(Path(path).as_uri() + "?mode=rw", uri=True,
+                               isolation_level=None)
         conn.execute("PRAGMA busy_timeout=10000")
         conn.execute("SELECT 1 FROM sqlite_master LIMIT 1")
     except sqlite3.Error as e:
         raise InvalidInput(said("cannot read {path}: {error}", path=path, error=str(e))) from e
     return conn
+
+
+def _lock_writers(src: sqlite3.Connection, path: str) -> None:
+    """Begin the source's transaction with SQLite's write lock (`BEGIN IMMEDIATE`): readers
+    go on, but every other writer waits and then fails with "database is locked" until the
+    copy ends, so nothing commits that the copy would miss (the sequencer's lock file keeps
+    out only `serve` and `import --local`, not `keys revoke` or `accounts set`). Conflict if
+    another process is writing now; InvalidInput if the file cannot be locked at all (it is
+    read-only to this user)."""
+    try:
+        src.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as e:
+        if e.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:  # and its extended codes
+            raise Conflict(said("another process is writing to {path}: stop it, then copy",
+                                path=path), internal=str(e)) from e
+        raise InvalidInput(said("cannot take the write lock of {path} (the copy writes "
+                                "nothing, but keeps writers out): {error}", path=path,
+                                error=str(e))) from e
 
 
 def _revision(src: sqlite3.Connection) -> str:
@@ -150,7 +190,8 @@ def _copy(src: sqlite3.Connection, conn: Connection, revision: str, chunk: int,
           progress: Progress) -> CopyReport:
     upgrade(conn, revision)
     pg = conn.connection.driver_connection
-    cur: Any = pg.cursor()  # type: ignore[union-attr]
+    assert pg is not None  # a live connection of an open transaction has its driver's
+    cur: Any = pg.cursor()
     cur.execute("SET LOCAL maintenance_work_mem = '256MB'")
     report = CopyReport(revision=revision)
     for table in _tables(src):
@@ -167,19 +208,36 @@ def _copy_table(src: sqlite3.Connection, cur: Any, table: str, chunk: int,
                 progress: Progress) -> int:
     info = src.execute(f"PRAGMA table_info({table})").fetchall()
     cols = [r[1] for r in info]
+    blob = {r[1] for r in info if str(r[2]).upper() == "BLOB"}
     # A BLOB column of SQLite may hold text (a tampered row): the store reads it as its UTF-8
     # bytes, so the copy does too, and the audit on the target reports it as it would here.
-    picks = [f"CAST({c} AS BLOB)" if str(t).upper() == "BLOB" else c
-             for c, t in ((r[1], r[2]) for r in info)]
-    rows = src.execute(f"SELECT {', '.join(picks)} FROM {table} ORDER BY rowid")
+    picks = [f"CAST({c} AS BLOB)" if c in blob else c for c in cols]
+    # Any other column may hold a BLOB too, which COPY would write as the text `\x426f62`:
+    # the last column names the first such column of the row, and the copy is refused.
+    other = [c for c in cols if c not in blob]
+    bad = "CASE " + " ".join(f"WHEN typeof({c}) = 'blob' THEN '{c}'" for c in other) + " END"
+    rows = src.execute(f"SELECT {', '.join(picks)}, {bad if other else 'NULL'} FROM {table} "
+                       "ORDER BY rowid")
     n = 0
     with cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy:
         while batch := rows.fetchmany(chunk):
             for r in batch:
-                copy.write_row(r)
+                if r[-1] is not None:
+                    raise _bytes_in_text(table, cols, r)
+                copy.write_row(r[:-1])
             n += len(batch)
             progress(table, len(batch))
     return n
+
+
+def _bytes_in_text(table: str, cols: list[str], row: tuple[Any, ...]) -> IntegrityError:
+    """The refusal of a row whose non-BLOB column holds bytes, naming the row by its key."""
+    keys = [c.name for c in metadata.tables[table].primary_key.columns] or cols[:1]
+    where = ", ".join(f"{k}={row[cols.index(k)]!r}" for k in keys)
+    return IntegrityError(said("{table}.{column} holds bytes, not text, in the row {row}: "
+                               "the copy cannot write it as the store reads it; correct the "
+                               "row in the source, then copy", table=table, column=row[-1],
+                               row=where))
 
 
 def _drop_plain_indexes(cur: Any, table: str) -> list[str]:

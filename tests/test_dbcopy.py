@@ -8,16 +8,22 @@ sequencer holds, and write nothing when it fails.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import sqlite3
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import event
+from sqlalchemy.exc import OperationalError
+from typer.testing import CliRunner
 
 from copyledger.api.app import create_app
+from copyledger.cli.main import app as cli_app
+from copyledger.ledger import store as store_mod
 from copyledger.ledger.errors import Conflict, IntegrityError, InvalidInput
-from copyledger.service import dbcopy
+from copyledger.service import admin, apikeys, dbcopy
 from copyledger.service.node import Node
 from tests.conftest import PostgresServer
 from tests.helpers import bearer, open_registry, work_body
@@ -187,3 +193,129 @@ def test_a_tampered_row_is_copied_as_the_store_reads_it(
         on_pg.stop()
     assert [(a.ok, a.bad_seq) for a in found] == [(False, 5), (False, 5)]
     assert on_pg.store.get_entry(5).data == reg.store.get_entry(5).data == b"\\x7b7d"
+
+
+def revoked(url: str) -> list[object]:
+    """`api_keys.revoked_at` of every key of the PostgreSQL database `url`, by id."""
+    with psycopg.connect(url.replace("postgresql+psycopg", "postgresql")) as conn:
+        return [r[0] for r in conn.execute("SELECT revoked_at FROM api_keys ORDER BY id")]
+
+
+@pytest.mark.postgres
+def test_an_admin_write_during_the_copy_fails_and_the_copy_is_exact(
+    source: tuple[Node, dict[str, str]], pg_server: PostgresServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`keys revoke` (which takes no sequencer lock) run while the copy reads: it must fail
+    visibly, not commit behind the copy's snapshot and leave the key valid on the target."""
+    reg, _ = source
+    real = store_mod._sqlite_pragmas
+
+    def quick(dbapi_conn: object, record: object) -> None:  # a short wait for the lock
+        real(dbapi_conn, record)
+        dbapi_conn.execute("PRAGMA busy_timeout=200")  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(store_mod, "_sqlite_pragmas", quick)
+    kid = apikeys.list_keys(reg.store, "alice")[0].id
+    tried: list[BaseException] = []
+
+    def progress(_table: str, _n: int) -> None:
+        if not tried:
+            with pytest.raises(OperationalError, match="database is locked") as e:
+                admin.revoke_key(reg.settings, kid)
+            tried.append(e.value)
+
+    target = pg_server.new_database()
+    rep = dbcopy.copy_database(sqlite_url(reg), target, progress=progress)
+    assert tried and rep.tables["api_keys"] == len(apikeys.list_keys(reg.store))
+    assert revoked(target) == [k.revoked_at for k in apikeys.list_keys(reg.store)] == [
+        None] * rep.tables["api_keys"]
+    # The lock ends with the copy: the same command now goes through (on the source).
+    assert admin.revoke_key(reg.settings, kid).revoked_at is not None
+
+
+@pytest.mark.postgres
+def test_a_source_another_process_is_writing_is_refused(
+    source: tuple[Node, dict[str, str]], pg_server: PostgresServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reg, _ = source
+    monkeypatch.setattr(dbcopy, "_open_source", _quick_source(dbcopy._open_source))
+    writer = sqlite3.connect(reg.settings.database_url.removeprefix("sqlite:///"),
+                             isolation_level=None)
+    target = pg_server.new_database()
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        with pytest.raises(Conflict, match="writing"):
+            dbcopy.copy_database(sqlite_url(reg), target)
+    finally:
+        writer.close()
+    assert counts(target) == {}
+
+
+def _quick_source(real: Callable[[str], sqlite3.Connection]) -> Callable[[str], sqlite3.Connection]:
+    def opened(path: str) -> sqlite3.Connection:
+        conn = real(path)
+        conn.execute("PRAGMA busy_timeout=200")
+        return conn
+    return opened
+
+
+@pytest.mark.postgres
+def test_bytes_in_a_text_column_are_refused_by_name(
+    source: tuple[Node, dict[str, str]], pg_server: PostgresServer
+) -> None:
+    """COPY would write them as the text `\\x5a6564`: the copy names the row instead."""
+    reg, _ = source
+    reg.store.execute_raw("INSERT INTO accounts VALUES ('zed', CAST('Zed' AS BLOB), "
+                          "'person', '2026-01-01T00:00:00Z')")
+    target = pg_server.new_database()
+    with pytest.raises(IntegrityError, match=r"accounts\.display_name .* account='zed'"):
+        dbcopy.copy_database(sqlite_url(reg), target)
+    assert counts(target) == {}
+
+
+@pytest.mark.postgres
+def test_a_source_path_with_a_hash_sign_is_copied(
+    tmp_path: Path, pg_server: PostgresServer
+) -> None:
+    """`#` ends a URI's path: unescaped, SQLite opened (and created) `.../a` read-write."""
+    reg = open_registry(tmp_path / "a#b")
+    bearer(reg, "alice")
+    reg.stop()
+    target = pg_server.new_database()
+    rep = dbcopy.copy_database(sqlite_url(reg), target)
+    assert rep.tables["api_keys"] == 1 and counts(target)["api_keys"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a#b"]
+
+
+@pytest.mark.postgres
+def test_a_failed_analyze_leaves_the_copy_reported_done(
+    source: tuple[Node, dict[str, str]], pg_server: PostgresServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The copy is committed before ANALYZE: its failure is a warning, not a failed copy
+    (whose rerun would be refused as "not empty")."""
+    reg, _ = source
+    real = dbcopy.make_engine
+
+    def failing_analyze(url: str) -> object:
+        engine = real(url)
+
+        @event.listens_for(engine, "before_cursor_execute", retval=True)
+        def _break(conn, cur, sql, params, context, many):  # type: ignore[no-untyped-def]
+            return ("ANALYZE no_such_table" if sql == "ANALYZE" else sql), params
+
+        return engine
+
+    monkeypatch.setattr(dbcopy, "make_engine", failing_analyze)
+    target = pg_server.new_database()
+    done = CliRunner().invoke(cli_app, ["db", "copy", "--to", target,
+                                        "--data-dir", str(reg.settings.data_dir)])
+    assert done.exit_code == 0, done.output
+    assert "copied" in done.stdout and "no_such_table" in done.stderr
+    assert counts(target)["entries"] == reg.store.tree_size()
+    again = pg_server.new_database()
+    rep = dbcopy.copy_database(sqlite_url(reg), again)
+    assert rep.analyze_error and "no_such_table" in rep.analyze_error
+    assert rep.to_dict()["analyze_error"] == rep.analyze_error
