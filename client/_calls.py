@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import mimetypes
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -215,6 +216,44 @@ BatchResult = Receipt | ProblemError | UnverifiedAnswer
 for it), or a receipt that does NOT verify (the exception holds what the server sent)."""
 
 
+def strict_json(value: Any) -> bytes:
+    """`value` as compact JSON by orjson, refused as httpx's `json=` (the standard library's
+    encoder, `allow_nan=False`) refuses it: ValueError for NaN or an infinity, which orjson
+    would write as null, and TypeError for anything that is not a JSON type (a datetime, UUID,
+    dataclass or numpy value, which orjson would encode silently), so a caller never gets a
+    receipt for data it did not send. Stricter than `json.dumps` in two ways: integers must fit
+    in 53 bits (the registry's limit), and object keys must be strings (not silently made so)."""
+    _only_json(value)
+    return orjson.dumps(value, default=_not_json, option=orjson.OPT_STRICT_INTEGER)
+
+
+def _only_json(value: Any) -> None:
+    """Raise unless `value` is made of str, int, bool, None, finite float, list, tuple and dict
+    with str keys (what `json.dumps` takes, less its NaN)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str | int) or v is None:  # bool is an int
+            continue
+        if isinstance(v, float):
+            if not math.isfinite(v):
+                raise ValueError(f"Out of range float values are not JSON compliant: {v!r}")
+        elif isinstance(v, dict):
+            if not all(isinstance(k, str) for k in v):
+                raise TypeError("a JSON object's keys must be strings")
+            stack.extend(v.values())
+        elif isinstance(v, list | tuple):
+            stack.extend(v)
+        else:
+            _not_json(v)
+
+
+def _not_json(v: Any) -> Any:
+    """orjson's `default`, and the walk's verdict: the wording of `json.dumps` (a programming
+    error of the caller's, as there, not a message for a person)."""
+    raise TypeError(f"Object of type {type(v).__name__} is not JSON serializable")
+
+
 def register_works(works: Sequence[BatchWork], again: bool = False
                    ) -> Call[list[BatchResult]]:
     """Many works in one request: for each, in order, its verified receipt (a new entry, or
@@ -242,7 +281,7 @@ def register_works(works: Sequence[BatchWork], again: bool = False
             raise ResponseError(said("POST /v1/works/batch: malformed answer ({e!r})",
                                      e=e)) from None
 
-    return Call("POST", "/v1/works/batch", finish, content=orjson.dumps({"works": bodies}),
+    return Call("POST", "/v1/works/batch", finish, content=strict_json({"works": bodies}),
                 headers={"Content-Type": "application/json"},
                 params={"again": "true"} if again else None, expect=200, needs_trust=True)
 

@@ -100,7 +100,11 @@ def check_receipts(
     checkpoint signature, and the proof steps their paths have in common
     (`merkle.InclusionVerifier`). Receipts that name two roots for one tree size are refused:
     the log signed two different trees (a split view). A receipt this path doubts (not a plain
-    work, anything malformed or failing) gets `check_receipt`, which names the fault."""
+    work, anything malformed or failing) gets `check_receipt`, which names the fault.
+    `file_sha256s`, if given, has one digest (or None) per registration (else ValueError)."""
+    if file_sha256s is not None and len(file_sha256s) != len(registrations):
+        raise ValueError(f"{len(file_sha256s)} file digests for {len(registrations)} "
+                         "registrations: give one (or None) per registration")
     trusted = verifiers(keys)
     checked: dict[str, note.Checkpoint] = {}
     trees: dict[tuple[int, bytes], merkle.InclusionVerifier] = {}

@@ -53,7 +53,13 @@ RENDER_SLOTS = 2  # PDF renders at once in this process; the others queue (D53)
 # The longest a render queues for a slot before it is refused (D53, D74): long enough that a
 # machine with every core busy still serves each request, since a waiter holds no thread (D75).
 RENDER_WAIT_S = 60.0
-_RENDER_SLOTS = Slots(RENDER_SLOTS)  # shared by every caller in the process, sync or async
+# The most renders that may queue for a slot in this process; one more is refused at once (503,
+# Retry-After) with nothing rendered (D75): above the soak's 50 connections, so no client of
+# that mix is refused even if every one asks for a PDF at once, and about what two slots can
+# render within RENDER_WAIT_S at 1.9 s a render (a loaded machine: 0.66 s of CPU each); a
+# waiter past it would most likely wait its 60 s for nothing.
+RENDER_QUEUE = 64
+_RENDER_SLOTS = Slots(RENDER_SLOTS, limit=RENDER_QUEUE)  # shared by every caller in the process
 
 
 def N_(s: str) -> str:
@@ -727,8 +733,9 @@ def certificate_pdf(bundle: dict[str, Any], verify_url: str, lang: str = DEFAULT
 
     At most `RENDER_SLOTS` renders run at once, each holding its own parsed fonts and fpdf2's
     process-wide glyph cache holding the glyphs of every render in flight (the heap keeps the
-    peak they reach). A caller waits on its thread up to `RENDER_WAIT_S` for a slot and is then
-    refused with Unavailable (503, Retry-After): rendering without one let overlapping renders
+    peak they reach). A caller waits on its thread up to `RENDER_WAIT_S` for a slot (none if
+    `RENDER_QUEUE` callers wait already) and is then refused with Unavailable (503,
+    Retry-After): rendering without one let overlapping renders
     pile up under load, the soak's memory growth (D74). The server does not come here: it waits
     as a coroutine, through `pdf_cache` (D75)."""
     if not _RENDER_SLOTS.acquire(timeout=RENDER_WAIT_S):
@@ -750,8 +757,8 @@ def render_pdf(bundle: dict[str, Any], verify_url: str, lang: str = DEFAULT,
 
 def pdf_cache() -> RenderCache:
     """A server's memo of PDF certificates: renders share this process's slots, a request
-    waits for one as a coroutine up to `RENDER_WAIT_S`, and identical requests share one
-    render (D75)."""
+    waits for one as a coroutine up to `RENDER_WAIT_S` (behind at most `RENDER_QUEUE`
+    others), and identical requests share one render (D75)."""
     return RenderCache(render_pdf, slots=_RENDER_SLOTS, wait_s=RENDER_WAIT_S)
 
 

@@ -426,7 +426,19 @@ async def record_many(node: Node, entries: Sequence[dict[str, Any] | Built | Cop
             result.append(Recorded(await next(waiting), slot))
         except CopyledgerError as err:
             result.append(err)
+        except BaseException:
+            # Anything else ends the batch: the futures not awaited are still retrieved, or
+            # asyncio would log "exception was never retrieved" once per entry.
+            for rest in waiting:
+                rest.add_done_callback(_retrieved)
+            raise
     return result
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Mark a settled future's exception as retrieved (nobody is left to await it)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _facts(file: IO[bytes], sha256: str, size: int, media_type: str | None,

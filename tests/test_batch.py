@@ -3,11 +3,17 @@ answered on its own, the refused ones not written, the others sealed together.""
 
 from __future__ import annotations
 
+import asyncio
+import gc
+from types import SimpleNamespace
+from typing import Any
+
 import pytest
 from fastapi.testclient import TestClient
 
 from copyledger.ledger import note
 from copyledger.ledger.verify import verify_receipt
+from copyledger.service import operations
 from copyledger.service.node import Node
 from tests.helpers import bearer, sha, tree_size, work_body
 
@@ -131,3 +137,35 @@ def test_a_batch_receipts_checkpoint_is_verified_once_and_still_bound(api: Api) 
     for bad in (wrong_root, forged):
         with pytest.raises(CopyledgerError):
             verify_receipt(bad, [vkey], checked=checked)
+
+
+def test_an_unexpected_failure_leaves_no_future_unretrieved() -> None:
+    """The sequencer's futures fail with something other than a CopyledgerError: record_many
+    raises it, and the futures it never awaited are retrieved (asyncio would otherwise log
+    "exception was never retrieved" once per entry)."""
+
+    async def scenario() -> list[str]:
+        loop = asyncio.get_running_loop()
+        logged: list[str] = []
+        loop.set_exception_handler(lambda _, context: logged.append(context["message"]))
+
+        class Sequencer:
+            def submit_many_async(self, pendings: list[object]) -> list[asyncio.Future[Any]]:
+                out = [loop.create_future() for _ in pendings]
+                for f in out:
+                    f.set_exception(RuntimeError("the disk has gone"))
+                return out
+
+        node: Any = SimpleNamespace(sequencer=Sequencer())
+        built: Any = [({"n": i}, object()) for i in range(4)]
+        failed = False
+        try:
+            await operations.record_many(node, built)
+        except RuntimeError:  # not kept: its traceback would keep the futures alive
+            failed = True
+        assert failed
+        await asyncio.sleep(0)  # the retrieving callbacks run
+        gc.collect()
+        return logged
+
+    assert asyncio.run(scenario()) == []

@@ -6,16 +6,22 @@ is not what it should be, and receipts that disagree about the tree are refused.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import datetime
+import decimal
 import hashlib
+import json
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from copyledger.client import Receipt, UnverifiedAnswer
+from copyledger.client import Client, ProblemError, Receipt, UnverifiedAnswer
 from copyledger.client.verify import check_receipt, check_receipts
 from copyledger.ledger import entry as entry_mod
 from copyledger.ledger import merkle, note
@@ -180,3 +186,72 @@ def test_receipts_that_give_one_tree_size_two_roots_are_refused(log: FakeLog) ->
     assert isinstance(got[0], Receipt)
     assert isinstance(got[1], UnverifiedAnswer)
     assert "different roots" in got[1].detail
+
+
+def test_file_digests_must_be_one_per_registration(log: FakeLog) -> None:
+    """Fewer digests than registrations was a bare IndexError, more were silently ignored."""
+    regs = log.answer([log.entry(i) for i in range(3)])
+    shas = [r["entry"]["content"]["sha256"] for r in regs]
+    for wrong in (shas[:2], [*shas, shas[0]], []):
+        with pytest.raises(ValueError, match=r"one \(or None\) per registration"):
+            check_receipts(regs, [log.vkey], file_sha256s=wrong)
+    assert all(isinstance(r, Receipt)
+               for r in check_receipts(regs, [log.vkey], file_sha256s=[None, *shas[1:]]))
+
+
+@dataclasses.dataclass
+class Ada:
+    born: int = 1815
+
+
+NOT_JSON: dict[str, Any] = {
+    "NaN": float("nan"), "infinity": float("inf"), "minus infinity": float("-inf"),
+    "NaN in a list": [1.5, float("nan")], "datetime": datetime.datetime(2026, 11, 30),
+    "UUID": uuid.UUID(int=7), "dataclass": Ada(), "path": Path("x"), "bytes": b"x",
+    "set": {1}, "integer past 53 bits": 2**60, "non-string key": {1: "one"},
+    "decimal": decimal.Decimal(1),
+}
+
+
+STRICTER = {"integer past 53 bits", "non-string key"}
+"""Refused though `json.dumps` takes them: the registry's JSON refuses such integers, and a key
+1 would silently become "1"."""
+
+
+@pytest.mark.parametrize("name", list(NOT_JSON))
+def test_a_batch_refuses_what_json_refuses_before_sending(name: str) -> None:
+    """orjson writes NaN as null and encodes datetimes or UUIDs silently; a batch holding one
+    must be refused as httpx's `json=` refuses it (ValueError or TypeError), before anything is
+    sent, not answered with a receipt for metadata the caller never sent."""
+    sent: list[httpx.Request] = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(500)
+
+    work = {"sha256": "ab" * 32, "title": "T", "creators": ["Ada"], "work_type": "image",
+            "metadata": {"rating": NOT_JSON[name]}}
+    if name not in STRICTER:
+        with pytest.raises((TypeError, ValueError)):
+            json.dumps(work, allow_nan=False)  # as httpx's json= did
+    with pytest.raises((TypeError, ValueError)):
+        Client("http://r.example", transport=httpx.MockTransport(server)).register_works(
+            [work])  # type: ignore[list-item]
+    assert sent == []
+
+
+def test_what_json_takes_a_batch_sends_unchanged(log: FakeLog) -> None:
+    sent: list[bytes] = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        sent.append(request.content)
+        return httpx.Response(500)
+
+    works = [{"sha256": "ab" * 32, "title": "Tï 题", "creators": ("Ada", "Bo"),
+              "work_type": "image",
+              "metadata": {"r": 4.25, "n": -(2**53 - 1), "ok": True, "deep": [[{"x": 0.1}], []],
+                           "zero": -0.0, "none": None}}]
+    with pytest.raises(ProblemError):  # the answer is no matter: what was sent is
+        Client("http://r.example", trusted_keys=[log.vkey],
+               transport=httpx.MockTransport(server)).register_works(works)  # type: ignore[arg-type]
+    assert json.loads(sent[-1]) == json.loads(json.dumps({"works": works}, allow_nan=False))

@@ -226,3 +226,207 @@ def test_a_render_refused_by_the_cache_is_not_run() -> None:
     slots.release()
     assert rendered == [] and len(cache) == 0
     assert asyncio.run(cache.aget({"seq": 1}, "u")) == b"x" and len(rendered) == 1
+
+
+def _take_every_slot() -> list[bool]:
+    taken = [certificate._RENDER_SLOTS.acquire(blocking=False)
+             for _ in range(certificate.RENDER_SLOTS)]
+    assert all(taken)
+    return taken
+
+
+def test_a_full_queue_refuses_at_once_and_renders_nothing(
+    server: dict[str, Any], slow: SlowRender, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past `RENDER_QUEUE` waiters a PDF request is answered 503 with Retry-After at once
+    (it never joins the queue), nothing is rendered for it, and those queued are served."""
+    c: TestClient = server["client"]
+    slots = certificate._RENDER_SLOTS
+    monkeypatch.setattr(slots, "limit", 2)
+    refused = slots.refused
+    seqs = server["seqs"]
+    taken = _take_every_slot()
+    try:
+        queued, served = in_threads([_pdf(c, seqs[3]), _pdf(c, seqs[4])])
+        wait_for(lambda: slots.waiting == 2, "two renders queued")
+        extra, answer = in_threads([_pdf(c, seqs[5])])
+        wait_for(lambda: answer or slots.waiting > 2, "the third was answered or queued")
+        assert slots.waiting == 2 and slots.refused == refused + 1, "the third joined the queue"
+        extra[0].join(90)
+        assert answer[0].status_code == 503
+        assert answer[0].headers["Retry-After"] == str(RETRY_BUSY_S)
+    finally:
+        slow.release.set()
+        for _ in taken:
+            slots.release()
+    for t in queued:
+        t.join(120)
+    assert [r.status_code for r in served] == [200, 200] and slow.calls == 2
+
+
+def test_a_request_whose_client_has_gone_is_not_rendered(
+    server: dict[str, Any], slow: SlowRender
+) -> None:
+    """Starlette does not cancel a coroutine route when its client goes: once the slot comes,
+    the route asks `request.is_disconnected`, releases the slot and renders nothing."""
+    c: TestClient = server["client"]
+    cache: RenderCache = c.app.state.pdf_cache  # type: ignore[attr-defined]
+    seq = server["seqs"][6]
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "GET", "scheme": "http", "path": f"/v1/entries/{seq}/certificate",
+             "raw_path": f"/v1/entries/{seq}/certificate".encode(), "root_path": "",
+             "query_string": b"format=pdf", "headers": [(b"host", b"testserver")],
+             "client": ("127.0.0.1", 50000), "server": ("testserver", 80)}
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}  # the client has gone
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def call() -> None:
+        await c.app(scope, receive, send)
+
+    taken = _take_every_slot()
+    try:
+        threads, _ = in_threads([lambda: c.portal.call(call)])  # type: ignore[union-attr]
+        wait_for(lambda: certificate._RENDER_SLOTS.waiting == 1, "the request queued")
+        slow.release.set()  # had it been rendered, the render would end
+    finally:
+        for _ in taken:
+            certificate._RENDER_SLOTS.release()
+    threads[0].join(120)
+    assert slow.calls == 0 and len(cache) == 0
+    assert sent and sent[0]["status"] == 503
+    free = _take_every_slot()  # the slot it was handed came back
+    for _ in free:
+        certificate._RENDER_SLOTS.release()
+    assert certificate._RENDER_SLOTS.waiting == 0
+
+
+def test_a_full_queue_refuses_threads_and_coroutines_alike() -> None:
+    slots = Slots(1, limit=1)
+    assert slots.acquire(blocking=False)
+    t = threading.Thread(target=lambda: slots.acquire(timeout=90) and slots.release())
+    t.start()
+    wait_for(lambda: slots.waiting == 1, "the thread queued")
+    assert not slots.acquire(timeout=90)  # refused at once: a wait would fill the queue
+    assert not asyncio.run(slots.acquire_async(90))
+    assert slots.refused == 2 and slots.waiting == 1
+    slots.release()
+    t.join(90)
+    assert slots.acquire(blocking=False)
+    slots.release()
+
+
+def test_a_render_whose_client_has_gone_is_skipped_and_a_follower_renders() -> None:
+    """The leader's client has gone when its slot comes: the slot is released, nothing is
+    rendered for it; a follower still waiting for the same document renders it itself."""
+    rendered: list[object] = []
+    slots = Slots(1)
+    cache = RenderCache(lambda *a: rendered.append(a) or b"x", slots=slots)
+    asked: list[str] = []
+
+    async def gone() -> bool:
+        asked.append("gone?")
+        return True
+
+    async def scenario() -> None:
+        leader = asyncio.ensure_future(cache.aget("k", gone=gone))
+        await asyncio.to_thread(wait_for, lambda: slots.waiting == 1, "the leader queued")
+        follower = asyncio.ensure_future(cache.aget("k"))
+        await asyncio.to_thread(wait_for, lambda: cache.hits == 1, "the follower joined")
+        slots.release()
+        with pytest.raises(Unavailable):
+            await leader
+        assert await follower == b"x"
+
+    assert slots.acquire(blocking=False)
+    asyncio.run(scenario())
+    assert asked == ["gone?"] and rendered == [("k",)] and len(cache) == 1
+    assert slots.acquire(blocking=False) and slots.waiting == 0
+    slots.release()
+
+
+class _FailingRelease(Slots):
+    """Slots whose next release raises after giving the slot back (a bug elsewhere)."""
+
+    fail = True
+
+    def release(self) -> None:
+        super().release()
+        if self.fail:
+            self.fail = False
+            raise ValueError("release failed")
+
+
+def test_a_flight_lands_even_if_the_release_fails_and_followers_wait_no_longer_than_wait_s(
+) -> None:
+    go = threading.Event()
+
+    def render(*a: Any) -> bytes:
+        assert go.wait(90)
+        return b"x"
+
+    cache = RenderCache(render, slots=_FailingRelease(1), wait_s=90)
+    leader, led = in_threads([lambda: asyncio.run(cache.aget("k"))])
+    wait_for(lambda: cache.misses == 1, "the leader renders")
+    followers, got = in_threads([lambda: cache("k"),
+                                 lambda: asyncio.run(cache.aget("k"))])
+    wait_for(lambda: cache.hits == 2, "the followers joined")
+    go.set()
+    for t in [*leader, *followers]:
+        t.join(90)
+        assert not t.is_alive(), "a follower waits for a flight that never landed"
+    assert led == [b"x"] and got == [b"x", b"x"] and not cache._flying
+
+    go.clear()
+    short = RenderCache(render, slots=Slots(1), wait_s=0.01)
+    leader, _ = in_threads([lambda: short("k")])
+    wait_for(lambda: short.misses == 1, "the leader renders")
+    for follow in (lambda: short("k"), lambda: asyncio.run(short.aget("k"))):
+        done, out = in_threads([lambda f=follow: _raised(f)])
+        done[0].join(90)
+        assert not done[0].is_alive() and isinstance(out[0], Unavailable)
+    go.set()
+    leader[0].join(90)
+    assert short("k") == b"x"
+
+
+def _raised(f: Callable[[], Any]) -> BaseException | Any:
+    try:
+        return f()
+    except Exception as e:
+        return e
+
+
+def test_at_loop_shutdown_the_slot_is_held_until_the_render_thread_ends() -> None:
+    """A loop closing cancels its tasks, the render's too; its thread runs on, so its slot
+    stays taken until the thread ends (the bound counts every render running)."""
+    started, go = threading.Event(), threading.Event()
+
+    def render(*a: Any) -> bytes:
+        started.set()
+        assert go.wait(90)
+        return b"x"
+
+    slots = Slots(1)
+    cache = RenderCache(render, slots=slots)
+    loop = asyncio.new_event_loop()
+    try:
+        request = loop.create_task(cache.aget("k"))
+        loop.run_until_complete(asyncio.to_thread(started.wait, 90))
+        tasks = asyncio.all_tasks(loop)
+        for task in tasks:  # what asyncio.run does at its end
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        assert request.cancelled()
+        assert not slots.acquire(blocking=False), "released while the render still runs"
+        go.set()
+        loop.run_until_complete(loop.shutdown_default_executor())
+    finally:
+        go.set()
+        loop.close()
+    assert slots.acquire(blocking=False) and cache("k") == b"x"
+    slots.release()

@@ -79,8 +79,9 @@ def _wants_pdf(accept: str) -> bool:
     "RFC 3161 time-stamp authority and time, a QR code that opens `/verify?seq={seq}`, and how "
     "to check it independently. HTML by default; PDF with `?format=pdf` or "
     "`Accept: application/pdf` (503 with Retry-After while the server is still installing "
-    "the PDF's fonts, or when a PDF has waited 60 s for one of the renders the server runs "
-    "at once; identical requests share one render, and a rendered PDF is served from memory). The "
+    "the PDF's fonts, when a PDF has waited 60 s for one of the renders the server runs "
+    "at once, or at once when too many PDFs wait already; identical requests share one "
+    "render, and a rendered PDF is served from memory). The "
     "registrant's display name and kind, when the operator stated them "
     "(`/v1/accounts/{account}`), show beside the account id. Times are shown in "
     "the viewer's zone (Asia/Shanghai in zh-CN, else UTC, or `?tz=`) and in UTC.",
@@ -108,7 +109,10 @@ async def get_certificate(
     inputs = await run_in_threadpool(_inputs, request, seq, tz)
     headers["Content-Disposition"] = f'attachment; filename="copyledger-entry-{seq}.pdf"'
     pdf: RenderCache = request.app.state.pdf_cache
-    return Response(await pdf.aget(*inputs), media_type="application/pdf", headers=headers)
+    # Starlette does not cancel a coroutine route whose client has gone: asked once a slot is
+    # granted, so an abandoned request is not rendered for nobody (D75).
+    body = await pdf.aget(*inputs, gone=request.is_disconnected)
+    return Response(body, media_type="application/pdf", headers=headers)
 
 
 def _inputs(request: Request, seq: int, tz: str | None) -> tuple[
