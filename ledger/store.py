@@ -523,13 +523,20 @@ class Store:
         object per entry costs more than checking the entry does."""
         cols = (entries.c.seq, entries.c.leaf_hash, entries.c.data, entries.c.kind,
                 entries.c.sha256, entries.c.registrant, entries.c.block_height)
-        while True:
-            q = select(*cols).where(entries.c.seq >= start).order_by(entries.c.seq).limit(chunk)
-            rs = self._driver_rows(q)
-            if not rs:
-                return
+        for rs in self._driver_pages(cols, start, chunk):
             yield [r if type(r[1]) is bytes and type(r[2]) is bytes
                    else (r[0], _bytes(r[1]), _bytes(r[2]), *r[3:]) for r in rs]
+
+    def _driver_pages(self, cols: Sequence[Any], start: int, chunk: int
+                      ) -> Iterator[list[Any]]:
+        """Rows of `cols` (the first the table's integer key) from key `start` on, in key
+        order, `chunk` at a time, as the driver's tuples (`_driver_rows`; keyset paging)."""
+        key = cols[0]
+        while True:
+            rs = self._driver_rows(select(*cols).where(key >= start).order_by(key).limit(chunk))
+            if not rs:
+                return
+            yield rs
             start = rs[-1][0] + 1
 
     def get_entries(self, seqs: Sequence[int]) -> list[EntryRow]:
@@ -664,16 +671,10 @@ class Store:
         """Blocks from height `start` on, in height order, as the driver's tuples in the
         table's column order (`block_of`), a chunk at a time: the audit reads every block and
         hands it to a worker, and row and header objects cost more to make and to pickle."""
-        while True:
-            q = (select(blocks).where(blocks.c.height >= start).order_by(blocks.c.height)
-                 .limit(chunk))
-            rs = self._driver_rows(q)
-            if not rs:
-                return
+        for rs in self._driver_pages(list(blocks.c), start, chunk):
             yield [r if all(type(r[i]) is bytes for i in (1, 2, 3, 7))
                    else (r[0], _bytes(r[1]), _bytes(r[2]), _bytes(r[3]), *r[4:7], _bytes(r[7]),
                          *r[8:]) for r in rs]
-            start = rs[-1][0] + 1
 
     def get_timestamps(self, height: int) -> list[tuple[str, bytes]]:
         """(tsa, DER token) pairs over block `height`'s hash, ours first."""
