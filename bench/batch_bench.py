@@ -50,12 +50,14 @@ def run_client(url: str, key: str, no: int, batches: int, size: int,
     a core (one batch ahead at most: the server is never sent more than the client checks)."""
     waits: list[float] = []
     verifies: list[float] = []
+    send_cpu: list[float] = []  # the sender thread's CPU: building requests, HTTP, JSON
     entries = 0
     answers: queue.Queue[tuple[Any, Any] | BaseException] = queue.Queue(maxsize=1)
     with Client(url, api_key=key, timeout=300) as c:
         trust = c._trusted()  # the log's key, fetched once
 
         def send() -> None:
+            cpu0 = time.thread_time()
             try:
                 for b in range(batches):
                     call = calls.register_works(works(no, b, size))
@@ -65,9 +67,11 @@ def run_client(url: str, key: str, no: int, batches: int, size: int,
                     answers.put((call, answer))
             except BaseException as e:  # handed to the verifying thread, which raises it
                 answers.put(e)
+            send_cpu.append(time.thread_time() - cpu0)
 
         sender = threading.Thread(target=send)
         sender.start()
+        verify_cpu0 = time.thread_time()
         for b in range(batches):
             got = answers.get()
             if isinstance(got, BaseException):
@@ -79,8 +83,10 @@ def run_client(url: str, key: str, no: int, batches: int, size: int,
             if not all(isinstance(r, Receipt) and not r.already_registered for r in results):
                 raise SystemExit(f"batch {b}: not every item registered: {results[:3]}")
             entries += len(results)
+        verify_cpu = time.thread_time() - verify_cpu0
         sender.join()
-    out[no] = {"waits": waits, "verifies": verifies, "entries": entries}
+    out[no] = {"waits": waits, "verifies": verifies, "entries": entries,
+               "send_cpu": sum(send_cpu), "verify_cpu": verify_cpu}
 
 
 def _cpu(pid: int) -> float:
@@ -161,6 +167,11 @@ def run(args: argparse.Namespace, datadir: Path | None) -> None:
         "batch_p99_ms": round(1000 * waits[min(len(waits) - 1, int(len(waits) * 0.99))], 1),
         "server_cpu_us_per_entry": round(1e6 * server_cpu / entries, 1),
         "client_cpu_us_per_entry": round(1e6 * client_cpu / entries, 1),
+        # the client's two threads: building, sending and reading requests; verifying answers
+        "client_send_cpu_us_per_entry": round(
+            1e6 * sum(o["send_cpu"] for o in out.values()) / entries, 1),
+        "client_verify_cpu_us_per_entry": round(
+            1e6 * sum(o["verify_cpu"] for o in out.values()) / entries, 1),
         **({"postgresql_cpu_us_per_entry": round(1e6 * db_cpu / entries, 1)}
            if datadir else {}),
         "every_receipt_verified": True,

@@ -28,6 +28,7 @@ from copyledger.client.results import (
 from copyledger.ledger import note as note_mod
 from copyledger.ledger.contact import Disclosure
 from copyledger.ledger.errors import CopyledgerError, said
+from copyledger.ledger.merkle import _gc_paused
 
 T = TypeVar("T")
 
@@ -82,11 +83,21 @@ class Call(Generic[T]):
         if self.decode == "bytes":
             return body
         try:
-            return body.decode() if self.decode == "text" else orjson.loads(body)
+            if self.decode == "text":
+                return body.decode()
+            with _gc_paused(len(body) >= _BIG_ANSWER):
+                return orjson.loads(body)
         except ValueError:  # UnicodeDecodeError is one
             kind = said("UTF-8 text") if self.decode == "text" else "JSON"
             raise ResponseError(said("{method} {path}: the answer is not {kind}",
                                      method=self.method, path=self.path, kind=kind)) from None
+
+
+_BIG_ANSWER = 1 << 16
+"""Bytes of JSON past which the cycle collector is held off while orjson reads them: a batch
+answer (1.5 MB) makes ~50,000 dicts and lists that cannot form cycles, and the collections
+their allocation sets off (full ones too, as they live on while verified) cost the reading
+thread about as much again as the reading (D83)."""
 
 
 def learn_trust(log: Any) -> Trust:

@@ -9,7 +9,6 @@ Each check returns the verified answer as a typed result, or raises `UnverifiedA
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -86,7 +85,11 @@ def check_receipt(
 _REGISTRATION = frozenset({"seq", "leaf_hash", "block_height", "entry", "receipt"})
 _WITH_MARKER = _REGISTRATION | {"already_registered"}
 _PROOF = frozenset({"tree_size", "root", "proof", "checkpoint"})
-_HEX_RUN = re.compile("[0-9a-f]*")
+_TEXT = frozenset({str})
+
+Tree = tuple[int, str, merkle.InclusionVerifier]
+"""A signed checkpoint of this answer, verified once: its size, its root as the lowercase hex
+a receipt must give, and the verifier its receipts' paths share."""
 
 
 def check_receipts(
@@ -97,7 +100,7 @@ def check_receipts(
     checks one (its own entry's bytes hashed to its leaf, its own proof walked to a root, that
     root and size signed by a trusted key; with `file_sha256s`, the content it registers), or
     the UnverifiedAnswer refusing it. What the receipts share is checked once: a block's
-    checkpoint signature, and the proof steps their paths have in common
+    checkpoint signature, and the nodes their paths have in common
     (`merkle.InclusionVerifier`). Receipts that name two roots for one tree size are refused:
     the log signed two different trees (a split view). A receipt this path doubts (not a plain
     work, anything malformed or failing) gets `check_receipt`, which names the fault.
@@ -107,7 +110,7 @@ def check_receipts(
                          "registrations: give one (or None) per registration")
     trusted = verifiers(keys)
     checked: dict[str, note.Checkpoint] = {}
-    trees: dict[tuple[int, bytes], merkle.InclusionVerifier] = {}
+    trees: dict[str, Tree | None] = {}  # checkpoint text -> its tree, None if it fails
     roots: dict[int, str] = {}  # tree size -> the root the first receipt of that size named
     out: list[Receipt | UnverifiedAnswer] = []
     for i, registration in enumerate(registrations):
@@ -116,60 +119,62 @@ def check_receipts(
             r = _quick_receipt(registration, trusted, want, checked, trees)
             if r is None:
                 r = check_receipt(registration, trusted, file_sha256=want, checked=checked)
-            first = roots.setdefault(r.receipt.tree_size, r.receipt.root)
-            if first != r.receipt.root:
+            rc = r.receipt
+            if roots.setdefault(rc.tree_size, rc.root) != rc.root:
                 raise UnverifiedAnswer(said(
                     "two receipts of this answer give tree size {size} different roots",
-                    size=r.receipt.tree_size), registration)
+                    size=rc.tree_size), registration)
             out.append(r)
         except UnverifiedAnswer as e:
             out.append(e)
     return out
 
 
-def _quick_receipt(
-    reg: Any, trusted: tuple[note.Verifier, ...], want: str | None,
-    checked: dict[str, note.Checkpoint],
-    trees: dict[tuple[int, bytes], merkle.InclusionVerifier],
-) -> Receipt | None:
-    """`check_receipt` of a plain work's well-formed registration at C speed where it can be;
-    None for anything else or anything that fails (`check_receipt` then says why)."""
-    if type(reg) is not dict or not _REGISTRATION <= reg.keys() <= _WITH_MARKER:
-        return None
-    seq, leaf_hex, height, rc = reg["seq"], reg["leaf_hash"], reg["block_height"], reg["receipt"]
-    marker = reg.get("already_registered", False)
-    if (type(seq) is not int or type(height) is not int or type(leaf_hex) is not str
-            or type(rc) is not dict or rc.keys() != _PROOF
-            or type(marker) is not bool):
-        return None
-    size, root_hex, path, cp_text = rc["tree_size"], rc["root"], rc["proof"], rc["checkpoint"]
-    if (type(size) is not int or type(root_hex) is not str or type(path) is not list
-            or type(cp_text) is not str
-            or not all(type(h) is str and len(h) == 64 for h in path)
-            or len(leaf_hex) != 64 or len(root_hex) != 64):
-        return None
-    hexes = "".join([leaf_hex, root_hex, *path])
-    if not _HEX_RUN.fullmatch(hexes):  # lowercase only, as `check_receipt` demands
-        return None
-    made = parse_plain_work(reg["entry"])
-    if made is None:
-        return None
-    entry, data = made
-    raw = bytes.fromhex(hexes)
-    leaf, root = raw[:32], raw[32:64]
-    if merkle.leaf_hash(data) != leaf or (want is not None and entry.content.sha256 != want):
-        return None
+def _tree(cp_text: str, trusted: tuple[note.Verifier, ...],
+          checked: dict[str, note.Checkpoint]) -> Tree | None:
+    """A checkpoint's tree, if a trusted key signed it (None: `check_receipt` says why)."""
     try:
         cp = checked.get(cp_text)
         if cp is None:
             n, _ = note.verify_note(cp_text, trusted)
             cp = checked[cp_text] = note.parse_checkpoint(n.text)
-        if (cp.size, cp.root) != (size, root):
-            return None
-        tree = trees.get((size, root))
-        if tree is None:
-            tree = trees[(size, root)] = merkle.InclusionVerifier(size, root)
-        tree.verify(seq, leaf, [raw[k:k + 32] for k in range(64, len(raw), 32)])
+        return cp.size, cp.root.hex(), merkle.InclusionVerifier(cp.size, cp.root)
+    except CopyledgerError:
+        return None
+
+
+def _quick_receipt(
+    reg: Any, trusted: tuple[note.Verifier, ...], want: str | None,
+    checked: dict[str, note.Checkpoint], trees: dict[str, Tree | None],
+) -> Receipt | None:
+    """`check_receipt` of a plain work's well-formed registration at C speed where it can be;
+    None for anything else or anything that fails (`check_receipt` then says why). The leaf
+    and root are compared as the lowercase hex of hashes computed or verified here, and the
+    proof's hashes are decoded only where they enter a walk (`InclusionVerifier.verify_hex`)."""
+    if type(reg) is not dict or not _REGISTRATION <= reg.keys() <= _WITH_MARKER:
+        return None
+    seq, leaf_hex, height, rc = reg["seq"], reg["leaf_hash"], reg["block_height"], reg["receipt"]
+    if (type(seq) is not int or type(height) is not int or type(rc) is not dict
+            or rc.keys() != _PROOF or type(reg.get("already_registered", False)) is not bool):
+        return None
+    size, root_hex, path, cp_text = rc["tree_size"], rc["root"], rc["proof"], rc["checkpoint"]
+    if (type(cp_text) is not str or type(size) is not int or type(path) is not list
+            or not set(map(type, path)) <= _TEXT):  # compared as text below, so text only
+        return None
+    tree = trees.get(cp_text, False)
+    if tree is False:
+        tree = trees[cp_text] = _tree(cp_text, trusted, checked)
+    if tree is None or tree[0] != size or tree[1] != root_hex:
+        return None
+    made = parse_plain_work(reg["entry"])
+    if made is None:
+        return None
+    entry, data = made
+    leaf = hashlib.sha256(b"\x00" + data).digest()
+    if leaf.hex() != leaf_hex or (want is not None and entry.content.sha256 != want):
+        return None
+    try:
+        tree[2].verify_hex(seq, leaf, path)
     except CopyledgerError:
         return None
     return Receipt(seq=seq, leaf_hash=leaf_hex, block_height=height, entry=entry,

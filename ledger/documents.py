@@ -111,8 +111,10 @@ class Content(_Part):
 
     @classmethod
     def _from(cls, d: JSON) -> Content:
+        fingerprints = d.get("fingerprints")  # deep-copied only if there are any: hot (D83)
         return cls(sha256=d["sha256"], size=d.get("size"), media_type=d.get("media_type"),
-                   fingerprints=copy.deepcopy(d.get("fingerprints")), sm3=d.get("sm3"))
+                   fingerprints=None if fingerprints is None else copy.deepcopy(fingerprints),
+                   sm3=d.get("sm3"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -270,10 +272,12 @@ class Work(_Entry):
 
     @classmethod
     def _from(cls, d: JSON) -> Self:
+        metadata = d.get("metadata")  # deep-copied only if there is any: hot (D83)
         return cls(registrant=d["registrant"], received_at=d["received_at"],
                    content=Content._from(d["content"]), title=d["title"],
                    creators=tuple(d["creators"]), work_type=d["work_type"],
-                   license=d.get("license"), metadata=copy.deepcopy(d.get("metadata")))
+                   license=d.get("license"),
+                   metadata=None if metadata is None else copy.deepcopy(metadata))
 
 
 @dataclass(frozen=True, kw_only=True)

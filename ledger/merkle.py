@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain, repeat
@@ -452,42 +452,26 @@ def root_from_inclusion_proof(index: int, size: int, leaf: bytes, proof: Sequenc
         raise ProofError(said("leaf index {index} is not in a tree of size {size}",
                               index=index, size=size))
     _check_proof_hashes(proof, (_LEAF_HASH, leaf))
-    return _walk(index, size, leaf, proof, None)
+    return _walk(index, size, leaf, proof)
 
 
-Steps = dict[tuple[int, int], tuple[bytes, bytes, bytes]]
-"""Steps of RFC 9162's inclusion walk already computed in one tree: the step's state (shifts
-so far, `fn`) -> (the node hash it held, the proof hash it took, the parent it made)."""
-
-
-def _walk(index: int, size: int, leaf: bytes, proof: Sequence[bytes], steps: Steps | None
-          ) -> bytes:
-    """RFC 9162 section 2.1.3.2's walk from the leaf to the root its proof gives. A step is a
-    function of its state and its two inputs alone (the order of the pair follows from the
-    state and `size`), so with `steps` a step whose inputs equal one already made in this tree
-    takes that step's parent instead of hashing again."""
-    fn, sn, shifts = index, size - 1, 0
+def _walk(index: int, size: int, leaf: bytes, proof: Sequence[bytes]) -> bytes:
+    """RFC 9162 section 2.1.3.2's walk from the leaf to the root its proof gives."""
+    fn, sn = index, size - 1
     r = leaf
     for p in proof:
         if sn == 0:
             raise ProofError("inclusion proof is too long")
-        left = fn & 1 or fn == sn
-        done = steps.get((shifts, fn)) if steps is not None else None
-        if done is not None and done[0] == r and done[1] == p:
-            r = done[2]
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            if not fn & 1:
+                while fn and not fn & 1:
+                    fn >>= 1
+                    sn >>= 1
         else:
-            parent = node_hash(p, r) if left else node_hash(r, p)
-            if steps is not None:
-                steps[(shifts, fn)] = (r, p, parent)
-            r = parent
-        if left and not fn & 1:
-            while fn and not fn & 1:
-                fn >>= 1
-                sn >>= 1
-                shifts += 1
+            r = node_hash(r, p)
         fn >>= 1
         sn >>= 1
-        shifts += 1
     if sn != 0:
         raise ProofError("inclusion proof is too short")
     return r
@@ -504,26 +488,91 @@ def verify_inclusion(
         raise ProofError("inclusion proof does not lead to the root", index=index, size=size)
 
 
+Known = dict[tuple[int, int], tuple[bytes, tuple[Any, ...], int]]
+"""Nodes of one tree on walks that reached its root: the node's place (levels climbed, index
+`fn` at that level) -> (its hash, the proof that climbed from it, where the rest of that
+proof starts)."""
+
+
 class InclusionVerifier:
     """`verify_inclusion` for many leaves of one tree (size, root), such as a batch's receipts,
-    whose paths share their upper steps: a step already made in this tree with the same inputs
-    is not hashed again (`_walk`). Every leaf is still checked in full: its own leaf hash and
-    each hash of its own proof enter the walk, and the root it ends at must be `root`. Only
-    hashes computed here are kept; a bad proof can only add correct steps of its own wrong
-    inputs, which no good proof reuses."""
+    whose paths share their upper nodes: each interior node is computed once.
+
+    A walk that reached the root leaves its nodes behind (`Known`). A later walk that arrives
+    at one of them with the same hash has, from there, the same state (RFC 9162's `fn` and
+    `sn` are functions of the place alone), so it reaches the same root exactly when the rest
+    of its proof equals the rest of the one that climbed from there: a list comparison instead
+    of the hashes. Anything else (another rest, a node not seen, a failure) is decided by the
+    full walk, so every verdict and error is `verify_inclusion`'s. Every leaf is still checked
+    in full: its own leaf hash and each hash of its own proof either enter a walk or are
+    compared with hashes that did, and only walks that reached the root are remembered."""
 
     def __init__(self, size: int, root: bytes) -> None:
         self.size, self.root = size, root
-        self._steps: Steps = {}
+        self._known: Known = {}
 
     def verify(self, index: int, leaf: bytes, proof: Sequence[bytes]) -> None:
         """As `verify_inclusion(index, self.size, leaf, proof, self.root)`, with its errors."""
-        size = self.size
-        if (not 0 <= index < size or len(self.root) != HASH_SIZE or len(leaf) != HASH_SIZE
+        if (not 0 <= index < self.size or len(self.root) != HASH_SIZE or len(leaf) != HASH_SIZE
                 or any(map(HASH_SIZE.__ne__, map(len, proof)))):
-            verify_inclusion(index, size, leaf, proof, self.root)  # raises: it names the fault
-        if _walk(index, size, leaf, proof, self._steps) != self.root:
-            raise ProofError("inclusion proof does not lead to the root", index=index, size=size)
+            verify_inclusion(index, self.size, leaf, proof, self.root)  # raises: names the fault
+        self._climb(index, leaf, proof, bytes)
+
+    def verify_hex(self, index: int, leaf: bytes, proof: Sequence[object]) -> None:
+        """`verify` of a proof given as an API answer gives it, lowercase hex: only the hashes
+        that enter a walk are decoded (ProofError for one that is not 64 lowercase hex
+        digits); the rest are compared, as text, with hashes that were decoded and walked."""
+        if not 0 <= index < self.size or len(self.root) != HASH_SIZE or len(leaf) != HASH_SIZE:
+            verify_inclusion(index, self.size, leaf, [], self.root)  # raises: names the fault
+        self._climb(index, leaf, proof, _hash_from_hex)
+
+    def _climb(self, index: int, leaf: bytes, proof: Sequence[Any],
+               decode: Callable[[Any], bytes]) -> None:
+        size, root, known = self.size, self.root, self._known
+        sha256 = hashlib.sha256
+        fn, sn, shifts = index, size - 1, 0
+        r = leaf
+        climbed: list[tuple[tuple[int, int], bytes, int]] = []
+        for k, p in enumerate(proof):
+            got = known.get((shifts, fn))
+            if got is not None and got[0] == r:
+                if tuple(proof[k:]) == got[1][got[2]:]:
+                    break  # the rest is a walk already made to the root
+                # another rest: decided in full, and not remembered
+                verify_inclusion(index, size, leaf, list(map(decode, proof)), root)
+                return
+            if sn == 0:  # too long
+                verify_inclusion(index, size, leaf, list(map(decode, proof)), root)  # raises
+            climbed.append(((shifts, fn), r, k))
+            if fn & 1 or fn == sn:
+                r = sha256(b"\x01" + decode(p) + r).digest()
+                if not fn & 1:
+                    while fn and not fn & 1:
+                        fn >>= 1
+                        sn >>= 1
+                        shifts += 1
+            else:
+                r = sha256(b"\x01" + r + decode(p)).digest()
+            fn >>= 1
+            sn >>= 1
+            shifts += 1
+        else:
+            if sn != 0 or r != root:
+                verify_inclusion(index, size, leaf, list(map(decode, proof)), root)  # raises
+        kept = tuple(proof)
+        for place, h, k in climbed:
+            known[place] = (h, kept, k)
+
+
+def _hash_from_hex(h: object) -> bytes:
+    """A hash from its 64 lowercase hex digits (ProofError for anything else)."""
+    try:
+        raw = bytes.fromhex(h) if type(h) is str and len(h) == 64 and h == h.lower() else b""
+    except ValueError:
+        raw = b""
+    if len(raw) != HASH_SIZE:  # fromhex skips spaces: so 64 characters can give fewer bytes
+        raise ProofError("a proof hash is not 64 lowercase hex digits")
+    return raw
 
 
 def verify_consistency(
