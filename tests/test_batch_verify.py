@@ -255,3 +255,78 @@ def test_what_json_takes_a_batch_sends_unchanged(log: FakeLog) -> None:
         Client("http://r.example", trusted_keys=[log.vkey],
                transport=httpx.MockTransport(server)).register_works(works)  # type: ignore[arg-type]
     assert json.loads(sent[-1]) == json.loads(json.dumps({"works": works}, allow_nan=False))
+
+
+@pytest.fixture(scope="module")
+def shared_log(tmp_path_factory: pytest.TempPathFactory) -> FakeLog:
+    return FakeLog(tmp_path_factory.mktemp("log"))
+
+
+def _other_hex(data: st.DataObject) -> str:
+    return data.draw(st.binary(min_size=32, max_size=32)).hex()
+
+
+MUTATIONS: dict[str, Callable[[dict[str, Any], st.DataObject], None]] = {
+    "path node": lambda r, d: r["receipt"]["proof"].__setitem__(
+        d.draw(st.integers(0, len(r["receipt"]["proof"]) - 1)), _other_hex(d)),
+    "path node upper": lambda r, d: r["receipt"]["proof"].__setitem__(0, r["receipt"][
+        "proof"][0].upper()),
+    "path node not text": lambda r, d: r["receipt"]["proof"].__setitem__(
+        d.draw(st.integers(0, len(r["receipt"]["proof"]) - 1)), d.draw(st.sampled_from(
+            [None, 7, ["ab"], "ab" * 33, "  " + "ab" * 31, "ab " * 21 + "a"]))),
+    "path dropped": lambda r, d: r["receipt"]["proof"].pop(
+        d.draw(st.integers(0, len(r["receipt"]["proof"]) - 1))),
+    "path longer": lambda r, d: r["receipt"]["proof"].append(_other_hex(d)),
+    "path swapped": lambda r, d: r["receipt"]["proof"].reverse(),
+    "seq": lambda r, d: r.update(seq=d.draw(st.sampled_from(
+        [r["seq"] + 1, r["seq"] - 1, -1, 10**6, True, "3", 2.0]))),
+    "leaf hash": lambda r, d: r.update(leaf_hash=_other_hex(d)),
+    "root": lambda r, d: r["receipt"].update(root=_other_hex(d)),
+    "tree size": lambda r, d: r["receipt"].update(tree_size=r["receipt"]["tree_size"] + 1),
+    "block height": lambda r, d: r.update(block_height=d.draw(st.sampled_from(
+        [None, "1", 1.5, -3, 2]))),
+    "entry title": lambda r, d: r["entry"].update(title=d.draw(st.text(max_size=8))),
+    "entry creators": lambda r, d: r["entry"].update(creators=d.draw(st.sampled_from(
+        [[], ("Ada",), ["Ada", "Ada "], [" "]]))),
+    "entry metadata": lambda r, d: r["entry"].update(metadata={"n": 1}),
+    "marker": lambda r, d: r.update(already_registered=d.draw(st.sampled_from(
+        [True, False, None, "yes", 1]))),
+    "extra member": lambda r, d: r["receipt"].update(extra=1),
+    "missing member": lambda r, d: r.pop(d.draw(st.sampled_from(
+        ["seq", "leaf_hash", "entry", "receipt"]))),
+    "another's path": lambda r, d: None,  # set below: needs the answer
+}
+
+
+@given(st.data())
+def test_the_fast_path_decides_as_check_receipt(shared_log: FakeLog,
+                                                data: st.DataObject) -> None:
+    """Random answers of one or two signed trees, some receipts changed in random ways and
+    the whole shuffled: each verdict of `check_receipts` is `check_receipt`'s on that receipt
+    alone (the same Receipt, or a refusal with the same reason)."""
+    small = data.draw(st.integers(1, 40))
+    big = data.draw(st.integers(small, 48))
+    entries = [shared_log.entry(i) for i in range(big)]
+    regs = shared_log.answer(entries) + (
+        shared_log.answer(entries[:small]) if small < big else [])
+    regs = data.draw(st.permutations(regs))
+    regs = [copy.deepcopy(r) for r in regs]
+    for _ in range(data.draw(st.integers(0, 4))):
+        at = data.draw(st.integers(0, len(regs) - 1))
+        how = data.draw(st.sampled_from(sorted(MUTATIONS)))
+        reg = regs[at]
+        try:
+            if how == "another's path":
+                reg["receipt"]["proof"] = list(data.draw(st.sampled_from(regs))["receipt"][
+                    "proof"])
+            elif reg["receipt"]["proof"] or not how.startswith("path"):
+                MUTATIONS[how](reg, data)
+        except (KeyError, TypeError):
+            pass  # an earlier change took away what this one changes
+    got = check_receipts(regs, [shared_log.vkey])
+    for reg, verdict in zip(regs, got, strict=True):
+        try:
+            alone: Receipt | str = check_receipt(reg, [shared_log.vkey])
+        except UnverifiedAnswer as e:
+            alone = e.detail
+        assert (verdict if isinstance(verdict, Receipt) else verdict.detail) == alone
