@@ -238,25 +238,48 @@ def strict_json(value: Any) -> bytes:
     return orjson.dumps(value, default=_not_json, option=orjson.OPT_STRICT_INTEGER)
 
 
+_SCALARS = frozenset({str, int, bool, type(None)})
+_KEYS = frozenset({str})
+
+
 def _only_json(value: Any) -> None:
     """Raise unless `value` is made of str, int, bool, None, finite float, list, tuple and dict
-    with str keys (what `json.dumps` takes, less its NaN)."""
+    with str keys (what `json.dumps` takes, less its NaN). A dict or list whose members are
+    all of those exact scalar types is passed whole, by their set of types: a batch of 1,000
+    works is walked in about a microsecond a work instead of three (D83)."""
     stack = [value]
     while stack:
         v = stack.pop()
-        if isinstance(v, str | int) or v is None:  # bool is an int
+        t = type(v)
+        if t in _SCALARS:
             continue
-        if isinstance(v, float):
-            if not math.isfinite(v):
-                raise ValueError(f"Out of range float values are not JSON compliant: {v!r}")
-        elif isinstance(v, dict):
-            if not all(isinstance(k, str) for k in v):
-                raise TypeError("a JSON object's keys must be strings")
-            stack.extend(v.values())
-        elif isinstance(v, list | tuple):
-            stack.extend(v)
+        if t is dict and set(map(type, v)) <= _KEYS:
+            members = v.values()
+        elif t is list or t is tuple:
+            members = v
         else:
-            _not_json(v)
+            _check_one(v, stack)
+            continue
+        if not set(map(type, members)) <= _SCALARS:
+            stack.extend(members)
+
+
+def _check_one(v: Any, stack: list[Any]) -> None:
+    """`_only_json` of a value that is not an exact dict, list, tuple or scalar: a float, a
+    subclass of a JSON type (as `json.dumps` takes it), or what JSON cannot carry."""
+    if isinstance(v, str | int) or v is None:  # bool is an int
+        return
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            raise ValueError(f"Out of range float values are not JSON compliant: {v!r}")
+    elif isinstance(v, dict):
+        if not all(isinstance(k, str) for k in v):
+            raise TypeError("a JSON object's keys must be strings")
+        stack.extend(v.values())
+    elif isinstance(v, list | tuple):
+        stack.extend(v)
+    else:
+        _not_json(v)
 
 
 def _not_json(v: Any) -> Any:
