@@ -49,6 +49,7 @@ def test_shared_steps_decide_as_verify_inclusion(size: int, data: st.DataObject)
     leaves = _leaves(size)
     reader, root = _tree(leaves)
     shared = merkle.InclusionVerifier(size, root)
+    shared_hex = merkle.InclusionVerifier(size, root)  # proofs as the API sends them (D83)
     for _ in range(data.draw(st.integers(1, 12))):
         index = data.draw(st.integers(0, size - 1))
         proof = merkle.inclusion_proof(index, size, reader)
@@ -76,6 +77,12 @@ def test_shared_steps_decide_as_verify_inclusion(size: int, data: st.DataObject)
         except ProofError as e:
             got = e.detail
         assert got == expected, (how, claimed, index)
+        try:
+            shared_hex.verify_hex(claimed, leaf, [h.hex() for h in proof])
+            got = None
+        except ProofError as e:
+            got = e.detail
+        assert got == expected, ("hex", how, claimed, index)
 
 
 class FakeLog:
