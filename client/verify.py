@@ -91,7 +91,7 @@ _MANY = 64
 """Receipts past which the cycle collector is held off while they are checked: their five
 objects each cannot form cycles, yet the collections they set off cost ~10 % (D83)."""
 
-Tree = tuple[int, str, merkle.InclusionVerifier]
+_Tree = tuple[int, str, merkle.InclusionVerifier]
 """A signed checkpoint of this answer, verified once: its size, its root as the lowercase hex
 a receipt must give, and the verifier its receipts' paths share."""
 
@@ -114,7 +114,7 @@ def check_receipts(
                          "registrations: give one (or None) per registration")
     trusted = verifiers(keys)
     checked: dict[str, note.Checkpoint] = {}
-    trees: dict[str, Tree | None] = {}  # checkpoint text -> its tree, None if it fails
+    trees: dict[str, _Tree | None] = {}  # checkpoint text -> its tree, None if it fails
     roots: dict[int, str] = {}  # tree size -> the root the first receipt of that size named
     out: list[Receipt | UnverifiedAnswer] = []
     with _gc_paused(len(registrations) >= _MANY):  # thousands of acyclic results
@@ -136,7 +136,7 @@ def check_receipts(
 
 
 def _tree(cp_text: str, trusted: tuple[note.Verifier, ...],
-          checked: dict[str, note.Checkpoint]) -> Tree | None:
+          checked: dict[str, note.Checkpoint]) -> _Tree | None:
     """A checkpoint's tree, if a trusted key signed it (None: `check_receipt` says why)."""
     try:
         cp = checked.get(cp_text)
@@ -150,7 +150,7 @@ def _tree(cp_text: str, trusted: tuple[note.Verifier, ...],
 
 def _quick_receipt(
     reg: Any, trusted: tuple[note.Verifier, ...], want: str | None,
-    checked: dict[str, note.Checkpoint], trees: dict[str, Tree | None],
+    checked: dict[str, note.Checkpoint], trees: dict[str, _Tree | None],
 ) -> Receipt | None:
     """`check_receipt` of a plain work's well-formed registration at C speed where it can be;
     None for anything else or anything that fails (`check_receipt` then says why). The leaf
