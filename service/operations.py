@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import IO, Annotated, Any, TypeVar
+from typing import IO, Annotated, Any, NamedTuple, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, WithJsonSchema
@@ -320,10 +320,9 @@ class CheckIn(BaseModel):
 
 # ---------------------------------------------------------------- operations
 
-@dataclass(frozen=True)
-class Recorded:
+class Recorded(NamedTuple):
     """A durable entry: its receipt (inclusion proof to the sealing block's checkpoint) and
-    the canonical entry as recorded."""
+    the canonical entry as recorded. A named tuple: a batch makes thousands (D82)."""
 
     receipt: Receipt
     entry: dict[str, Any]
