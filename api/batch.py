@@ -114,7 +114,7 @@ async def answer(
                     keeps = isinstance(outcome, Uncertain)
                 else:
                     item = {"index": i, "status": 200 if outcome.existing else 201,
-                            "registration": outcome.to_dict()}
+                            "registration": outcome.to_json()}
                     member, keeps = "registration", True
                 results[i] = item
                 if keeps and i in digests:

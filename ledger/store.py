@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from alembic import command
 from alembic.config import Config
@@ -57,8 +57,11 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 SEQUENCER_LOCK_ID = 0x636F70796C656467  # "copyledg": PostgreSQL advisory lock for the one sequencer
 
 
-@dataclass(frozen=True)
-class EntryRow:
+class EntryRow(NamedTuple):
+    """An entries row, its fields in the table's column order (`_ENTRY_COLS`), so a block's
+    rows go to the driver as they are. A named tuple: made thousands of times a block, at a
+    seventh of a frozen dataclass's cost (D82)."""
+
     seq: int
     leaf_hash: bytes
     data: bytes
@@ -304,11 +307,7 @@ class Store:
         try:
             with self.engine.begin() as conn:
                 if rows:
-                    self._insert_many(conn, "entries", _ENTRY_COLS, [
-                        (r.seq, r.leaf_hash, r.data, r.kind, r.sha256, r.registrant,
-                         r.block_height)
-                        for r in rows
-                    ])
+                    self._insert_many(conn, "entries", _ENTRY_COLS, rows)
                 if links:
                     conn.exec_driver_sql(
                         self._insert_sql("entry_links", ("target", "seq", "rel")), list(links)

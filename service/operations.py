@@ -13,12 +13,14 @@ import hashlib
 import json
 import re
 import tempfile
+from binascii import hexlify
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import IO, Annotated, Any, TypeVar
+from typing import IO, Annotated, Any, NamedTuple, TypeVar
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, WithJsonSchema
 
 from copyledger.ledger import claims, merkle, sm2
@@ -35,7 +37,7 @@ from copyledger.ledger.errors import (
     said,
 )
 from copyledger.ledger.links import LINKED_KINDS, links_of
-from copyledger.ledger.quick_entry import quick_canonical
+from copyledger.ledger.quick_entry import plain_work, quick_canonical
 from copyledger.ledger.sequencer import Pending, Receipt
 from copyledger.ledger.store import EntryRow
 from copyledger.matching import MAX_FINGERPRINT_BYTES, fingerprints_for
@@ -318,14 +320,14 @@ class CheckIn(BaseModel):
 
 # ---------------------------------------------------------------- operations
 
-@dataclass(frozen=True)
-class Recorded:
+class Recorded(NamedTuple):
     """A durable entry: its receipt (inclusion proof to the sealing block's checkpoint) and
-    the canonical entry as recorded."""
+    the canonical entry as recorded. A named tuple: a batch makes thousands (D82)."""
 
     receipt: Receipt
     entry: dict[str, Any]
     existing: bool = False  # an earlier registration, answered instead of recording again
+    data: bytes | None = None  # the entry's canonical bytes, when at hand (`to_json`)
 
     def to_dict(self) -> dict[str, Any]:
         """The registration answer (`RegistrationOut`); an earlier registration answered again
@@ -345,6 +347,21 @@ class Recorded:
             },
             **marker,
         }
+
+    def to_json(self) -> orjson.Fragment:
+        """`to_dict` as JSON (equal to it as a value), written for a batch's thousands (D82):
+        the entry's canonical bytes as they are instead of its dict encoded again, the hashes
+        hexed in C. Without the bytes, or for an earlier registration, `to_dict` encoded."""
+        if self.data is None or self.existing:
+            return orjson.Fragment(orjson.dumps(self.to_dict()))
+        r = self.receipt
+        return orjson.Fragment(b"".join((
+            b'{"seq":%d,"leaf_hash":"' % r.seq, hexlify(r.leaf_hash),
+            b'","block_height":%d,"entry":' % r.block_height, self.data,
+            b',"receipt":{"tree_size":%d,"root":"' % r.tree_size, hexlify(r.root),
+            b'","proof":[' + (b'"' + b'","'.join(map(hexlify, r.proof)) + b'"' if r.proof
+                              else b"") + b'],"checkpoint":', orjson.dumps(r.checkpoint),
+            b"}}")))
 
 
 MAX_BATCH = 1_000
@@ -398,32 +415,32 @@ async def record_many(node: Node, entries: Sequence[dict[str, Any] | Built | Cop
     """`record` for many entries at once, in order, all queued to the sequencer as one so they
     share blocks: a bad entry is answered with its error and not written; the rest are. An
     entry given as `Built` was validated already (`prepare_works`, in another process)."""
-    slots: list[dict[str, Any] | CopyledgerError] = []  # an entry awaiting its receipt
+    slots: list[Built | CopyledgerError] = []  # an entry awaiting its receipt
     pendings: list[Pending] = []
     for e in entries:
         try:
             if isinstance(e, CopyledgerError):
                 raise e
-            entry, pending = e if isinstance(e, tuple) else _pending(e)
+            built = e if isinstance(e, tuple) else _pending(e)
         except CopyledgerError as err:
             slots.append(err)
             continue
-        slots.append(entry)
-        pendings.append(pending)
+        slots.append(built)
+        pendings.append(built[1])
     try:
         futures = node.sequencer.submit_many_async(pendings)
     except CopyledgerError as err:  # nothing queued: the queue is full, or sequencing stopped
-        return [err if isinstance(o, dict) else o for o in slots]
+        return [err if isinstance(o, tuple) else o for o in slots]
     result: list[Outcome] = []
     waiting = iter(futures)
     for slot in slots:
-        if not isinstance(slot, dict):
+        if not isinstance(slot, tuple):
             result.append(slot)
             continue
         # In order, not `gather`: a block's futures are all settled in one turn of the loop,
         # so after the first, each is done already (no callback, no wake-up per entry).
         try:
-            result.append(Recorded(await next(waiting), slot))
+            result.append(Recorded(await next(waiting), slot[0], data=slot[1].data))
         except CopyledgerError as err:
             result.append(err)
         except BaseException:
@@ -546,6 +563,7 @@ async def register_works(
         out: list[Outcome | None] = []
         entries: list[dict[str, Any] | Built | CopyledgerError] = []
         first: dict[str, int] = {}  # content new in this batch -> the index of its entry
+        received_at = entry_mod.utc_now()  # one request: its entries were received together
         for i, w in enumerate(works):
             if isinstance(w, CopyledgerError):
                 out.append(w)
@@ -559,8 +577,9 @@ async def register_works(
                 out.append(None)  # the entry of this content earlier in the batch
                 continue
             try:
-                made = (_work_entry(node.sm_suite, who.account, w, None) if built is None
-                        else built[i])
+                made = (built[i] if built is not None
+                        else _plain_built(node.sm_suite, who.account, w, received_at)
+                        or _work_entry(node.sm_suite, who.account, w, None, received_at))
                 if isinstance(made, CopyledgerError):
                     raise made
                 assert made is not None  # None only for a refused work, answered above
@@ -687,10 +706,26 @@ async def _register(
     return recorded
 
 
-def _work_entry(sm_suite: bool, account: str, w: WorkIn,
-                computed: dict[str, Any] | None) -> dict[str, Any]:
+def _plain_built(sm_suite: bool, account: str, w: WorkIn, received_at: str) -> Built | None:
+    """`_pending(_work_entry(...))` for a plain work (no media type, metadata or
+    fingerprints), its canonical bytes written straight from the fields (`plain_work`, proven
+    to give `entry.encode`'s bytes); None for anything else, which `_work_entry` builds."""
+    if (w.fingerprints or w.metadata is not None or w.media_type is not None
+            or (sm_suite and w.sm3 is None)):
+        return None
+    data = plain_work(registrant=account, received_at=received_at, sha256=w.sha256,
+                      title=w.title, creators=w.creators, work_type=w.work_type, size=w.size,
+                      license=w.license, sm3=w.sm3)
+    if data is None:
+        return None
+    return orjson.loads(data), Pending(data=data, kind="work", sha256=w.sha256,
+                                       registrant=account)
+
+
+def _work_entry(sm_suite: bool, account: str, w: WorkIn, computed: dict[str, Any] | None,
+                received_at: str | None = None) -> dict[str, Any]:
     """The work entry for `w`, refused if it lacks what this registry records (an SM-suite
-    registry's SM3 digest, D40)."""
+    registry's SM3 digest, D40); received now unless `received_at` says when."""
     if computed is not None:
         fps = computed or None
     else:
@@ -701,7 +736,8 @@ def _work_entry(sm_suite: bool, account: str, w: WorkIn,
             "(copyledger register computes it)",
             errors=[{"field": "sm3", "message": "required by this SM-suite registry"}])
     return entry_mod.build_work(
-        registrant=account, received_at=entry_mod.utc_now(), sha256=w.sha256, size=w.size,
+        registrant=account, received_at=received_at or entry_mod.utc_now(), sha256=w.sha256,
+        size=w.size,
         media_type=w.media_type, title=w.title, creators=w.creators, work_type=w.work_type,
         license=w.license, metadata=w.metadata, fingerprints=fps, check=False, sm3=w.sm3,
     )

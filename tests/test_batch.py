@@ -8,10 +8,14 @@ import gc
 from types import SimpleNamespace
 from typing import Any
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from copyledger.ledger import note
+from copyledger.ledger import jcs, note
+from copyledger.ledger.sequencer import Receipt
 from copyledger.ledger.verify import verify_receipt
 from copyledger.service import operations
 from copyledger.service.node import Node
@@ -169,3 +173,23 @@ def test_an_unexpected_failure_leaves_no_future_unretrieved() -> None:
         return logged
 
     assert asyncio.run(scenario()) == []
+
+
+@settings(max_examples=150, deadline=None)
+@given(proof=st.lists(st.binary(min_size=32, max_size=32), max_size=40),
+       seq=st.integers(0, 2**53 - 1), checkpoint=st.text(max_size=300),
+       entry=st.fixed_dictionaries({"title": st.text(max_size=20),
+                                    "creators": st.lists(st.text(max_size=5), max_size=3)}),
+       existing=st.booleans())
+def test_a_batch_registration_written_as_json_is_to_dict(
+        proof: list[bytes], seq: int, checkpoint: str, entry: dict[str, Any],
+        existing: bool) -> None:
+    """D82: the batch answer writes each registration from its canonical bytes and hexes in C;
+    it must be `to_dict`'s value, to the byte once decoded."""
+    receipt = Receipt(seq=seq, leaf_hash=bytes(range(32)), block_height=seq // 3,
+                      tree_size=seq + 1, root=bytes(32), proof=proof, checkpoint=checkpoint)
+    data = jcs.canonicalize(entry)
+    recorded = operations.Recorded(receipt, entry, existing=existing, data=data)
+    assert orjson.loads(orjson.dumps(recorded.to_json())) == recorded.to_dict()
+    without = operations.Recorded(receipt, entry, existing=existing)  # the bytes not at hand
+    assert orjson.loads(orjson.dumps(without.to_json())) == recorded.to_dict()
