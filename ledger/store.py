@@ -97,8 +97,8 @@ class CachedReader:
         self.also = also
 
     def read_hashes(self, ids: Sequence[merkle.NodeId]) -> list[bytes]:
-        missing = [i for i in (*ids, *self.also) if i not in self.nodes] if self.also else [
-            i for i in ids if i not in self.nodes]
+        wanted = (*ids, *self.also) if self.also else ids
+        missing = [i for i in wanted if i not in self.nodes]
         if missing:
             self.also = ()
             self.nodes.update(zip(missing, self.fallback.read_hashes(missing), strict=True))
@@ -183,7 +183,7 @@ def make_engine(url: str) -> Engine:
 def _read_pool(engine: Engine) -> Engine | None:
     """PostgreSQL's connections for the hot raw reads (D84): in autocommit, so a SELECT sends
     no BEGIN and a check-in no ROLLBACK, and not pinged at check-out. A read that finds its
-    connection dead gets a fresh one and runs again (`_ReadLink.run`): reads change nothing,
+    connection dead gets a fresh one and runs again (`Store._cursor`): reads change nothing,
     so running one twice is harmless. None for SQLite: its reads are calls into this process,
     with no round trip to save."""
     if engine.dialect.name != "postgresql":
