@@ -90,15 +90,20 @@ class BlockRow:
 class CachedReader:
     """In-memory node hashes first, then a fallback reader (the store) for the rest. The
     sequencer proves fresh entries from the nodes it just computed; the audit checks roots from
-    nodes it recomputed."""
+    nodes it recomputed. `also`: nodes to fetch with the first read that goes to the fallback
+    (a proof's leaf and roots, with its path: one statement for the whole proof, D84)."""
 
-    def __init__(self, nodes: dict[merkle.NodeId, bytes], fallback: merkle.HashReader) -> None:
+    def __init__(self, nodes: dict[merkle.NodeId, bytes], fallback: merkle.HashReader,
+                 also: Sequence[merkle.NodeId] = ()) -> None:
         self.nodes = nodes
         self.fallback = fallback
+        self.also = also
 
     def read_hashes(self, ids: Sequence[merkle.NodeId]) -> list[bytes]:
-        missing = [i for i in ids if i not in self.nodes]
+        wanted = (*ids, *self.also) if self.also else ids
+        missing = [i for i in wanted if i not in self.nodes]
         if missing:
+            self.also = ()
             self.nodes.update(zip(missing, self.fallback.read_hashes(missing), strict=True))
         return [self.nodes[i] for i in ids]
 
@@ -178,6 +183,42 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
 
 
+def _read_pool(engine: Engine) -> Engine | None:
+    """PostgreSQL's connections for the hot raw reads (D84): in autocommit, so a SELECT sends
+    no BEGIN and a check-in no ROLLBACK, and not pinged at check-out. A read that finds its
+    connection dead gets a fresh one and runs again (`Store._cursor`): reads change nothing,
+    so running one twice is harmless. None for SQLite: its reads are calls into this process,
+    with no round trip to save."""
+    if engine.dialect.name != "postgresql":
+        return None
+    return create_engine(engine.url, pool_size=10, max_overflow=10, pool_pre_ping=False,
+                         pool_reset_on_return=None, isolation_level="AUTOCOMMIT")
+
+
+class _ReadLink:
+    """A connection checked out for reads, replaced if the database dropped it."""
+
+    def __init__(self, store: Store) -> None:
+        self.engine = store._reads or store.engine
+        self.conn = self.engine.raw_connection()
+
+    def lost(self, e: Any, cur: Any) -> bool:
+        """Whether `e` says the connection is gone (a restart, `pg_terminate_backend`)."""
+        dbapi_conn = self.conn.dbapi_connection
+        return bool(getattr(dbapi_conn, "closed", False)) or self.engine.dialect.is_disconnect(
+            e, dbapi_conn, cur)
+
+    def replace(self) -> None:
+        """Drop this connection, and the pool's idle ones (a restart killed them all), and
+        check out a fresh one."""
+        self.conn.invalidate()
+        self.engine.dispose()
+        self.conn = self.engine.raw_connection()
+
+    def close(self) -> None:
+        self.conn.close()  # back to the pool
+
+
 def _private_sqlite_files(db: str | None) -> None:
     """Create the SQLite file 0600 before SQLite does (it would use 0644 minus the umask, so
     0666 under umask 000), and narrow an existing one. SQLite gives its -wal and -shm files the
@@ -232,7 +273,8 @@ class Store:
         self.engine = engine
         self._find_work = _DriverQuery(self, _FIND_WORK)
         self._block_for_size = _DriverQuery(self, _BLOCK_FOR_SIZE)
-        self._reading = threading.local()  # .conn: the connection of `reading()`, if any
+        self._reads = _read_pool(engine)
+        self._reading = threading.local()  # .link: the connection of `reading()`, if any
         self._lock_conn: Connection | None = None
         self._lock_file: IO[str] | None = None
         self._lock_guard = threading.Lock()
@@ -248,6 +290,8 @@ class Store:
 
     def close(self) -> None:
         self.release_sequencer_lock()
+        if self._reads is not None:
+            self._reads.dispose()
         self.engine.dispose()
 
     @property
@@ -362,53 +406,69 @@ class Store:
 
     @contextmanager
     def reading(self) -> Iterator[None]:
-        """Run this thread's hot reads inside on ONE pooled connection: a proof's reads then
-        cost one checkout, so on PostgreSQL one ping and one rollback in all instead of one
-        of each per read (D80). Nested uses share the outer one.
+        """Run this thread's hot reads inside on ONE checked-out connection (D80); nested uses
+        share the outer one. On PostgreSQL it is a read connection (`_read_pool`: autocommit,
+        no ping), so a read costs one round trip and the block none more (D84).
 
         The reads do NOT see one snapshot: pysqlite begins no transaction for a SELECT, and
-        PostgreSQL (READ COMMITTED) takes a snapshot per statement, so a commit between two
+        PostgreSQL in autocommit takes a snapshot per statement, so a commit between two
         reads shows in the second. Proofs need none: the nodes and blocks they read are
         append-only and never change once written (a later read may only see more rows)."""
-        if getattr(self._reading, "conn", None) is not None:
+        if getattr(self._reading, "link", None) is not None:
             yield
             return
-        conn = self.engine.raw_connection()
-        self._reading.conn = conn
+        link = _ReadLink(self)
+        self._reading.link = link
         try:
             yield
         finally:
-            self._reading.conn = None
-            conn.close()  # back to the pool, rolled back as SQLAlchemy's own checkin does
+            self._reading.link = None
+            link.close()
 
     @contextmanager
     def _cursor(self) -> Iterator[Callable[[str, Any], Any]]:
         """The one raw path of the hot reads (D69, D70): a function that runs a plain SQL
         string with its driver parameters on a driver cursor and returns the cursor, on the
-        connection of `reading()` or on one checked out for this use. The engine's cursor
+        connection of `reading()` or on one checked out for this use. The rows come as the
+        driver's tuples. A statement that finds the connection dead (PostgreSQL restarted,
+        the backend terminated) runs once more on a fresh one (D84). The engine's cursor
         events still see each statement (what counts or refuses statements, in tests,
         listens there); they get no Connection or context."""
-        shared = getattr(self._reading, "conn", None)
-        conn = shared if shared is not None else self.engine.raw_connection()
-        try:
-            cur = conn.cursor()
-            events = self.engine.dispatch
+        shared = getattr(self._reading, "link", None)
+        link = shared if shared is not None else _ReadLink(self)
+        cur: Any = None
+        events = self.engine.dispatch
+        errors = link.engine.dialect.loaded_dbapi.Error
 
-            def run(sql: str, args: Any) -> Any:
+        def run(sql: str, args: Any) -> Any:
+            nonlocal cur
+            for retry in (False, True):
+                if cur is None:
+                    cur = link.conn.cursor()
                 if events.before_cursor_execute:
                     events.before_cursor_execute(None, cur, sql, args, None, False)
-                cur.execute(sql, args)
+                try:
+                    cur.execute(sql, args)
+                except errors as e:
+                    if retry or not link.lost(e, cur):
+                        raise
+                    cur = None
+                    link.replace()
+                    continue
                 if events.after_cursor_execute:
                     events.after_cursor_execute(None, cur, sql, args, None, False)
-                return cur
+                break
+            return cur
 
-            try:
-                yield run
-            finally:
-                cur.close()
+        try:
+            yield run
         finally:
-            if shared is None:
-                conn.close()  # back to the pool, rolled back
+            try:
+                if cur is not None:
+                    cur.close()
+            finally:
+                if shared is None:
+                    link.close()
 
     def read_hashes(self, ids: Sequence[merkle.NodeId], *, cached: bool = True) -> list[bytes]:
         """Stored hashes of `ids`, in order. Nodes at level `UPPER_LEVEL` or above come from

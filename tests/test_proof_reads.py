@@ -1,0 +1,125 @@
+"""A proof is one statement on a read connection (D84): the leaf, the root's nodes and the
+path's come in one read, on PostgreSQL over a connection in autocommit that is not pinged at
+check-out; a connection the server dropped between proofs is replaced and the proof answers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+
+from copyledger.ledger import merkle
+from copyledger.service import reads
+from copyledger.service.node import Node
+from tests.conftest import PostgresServer
+from tests.helpers import open_registry
+from tests.test_tiles import fill
+
+SIZE = 1500  # past 2 ** UPPER_LEVEL, so a proof has nodes in memory and nodes to read
+
+
+def filled(tmp_path: Path, database_url: str) -> Iterator[Node]:
+    r = open_registry(tmp_path, database_url, linger_ms=20.0)
+    r.start()
+    fill(r, SIZE)
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def reg(tmp_path: Path, database_url: str) -> Iterator[Node]:
+    yield from filled(tmp_path, database_url)
+
+
+@pytest.fixture
+def pg_reg(tmp_path: Path, pg_server: PostgresServer) -> Iterator[Node]:
+    yield from filled(tmp_path, pg_server.new_database())
+
+
+def statements(reg: Node, call: Any) -> list[str]:
+    """The SQL statements `call()` sends through the store's engine."""
+    seen: list[str] = []
+
+    def on_execute(_c: Any, _cur: Any, sql: str, *_: Any) -> None:
+        seen.append(sql)
+
+    event.listen(reg.store.engine, "before_cursor_execute", on_execute)
+    try:
+        call()
+    finally:
+        event.remove(reg.store.engine, "before_cursor_execute", on_execute)
+    return seen
+
+
+def checked_proof(reg: Node, seq: int) -> None:
+    p = reads.proof(reg, seq, None)
+    merkle.verify_inclusion(seq, p["tree_size"], bytes.fromhex(p["leaf_hash"]),
+                            [bytes.fromhex(h) for h in p["proof"]], bytes.fromhex(p["root"]))
+    assert p["root"] == reg.sequencer.state.last.header.tree_root.hex()  # type: ignore[union-attr]
+
+
+def test_a_proof_is_one_statement(reg: Node) -> None:
+    checked_proof(reg, 0)  # the latest block is now known by its size
+    for seq in (1, 700, 1024, SIZE - 1):
+        assert len(statements(reg, lambda s=seq: checked_proof(reg, s))) == 1
+    for old in (1, 1023, 1024, 1100):
+        sent = statements(reg, lambda o=old: reads.consistency(reg, o, None))
+        assert len(sent) == 1
+        c = reads.consistency(reg, old, None)
+        merkle.verify_consistency(old, SIZE, bytes.fromhex(c["old_root"]),
+                                  bytes.fromhex(c["new_root"]),
+                                  [bytes.fromhex(h) for h in c["proof"]])
+
+
+@pytest.mark.postgres
+def test_postgresql_reads_send_no_transaction(pg_reg: Node) -> None:
+    reg = pg_reg
+    with reg.store.reading():
+        checked_proof(reg, 5)
+        driver = reg.store._reading.link.conn.dbapi_connection
+        assert driver.autocommit
+        assert driver.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
+
+def backend_pid(reg: Node) -> int:
+    with reg.store._cursor() as run:
+        return int(run("SELECT pg_backend_pid()", ()).fetchone()[0])
+
+
+def terminate(reg: Node, pid: int) -> None:
+    """End the server process behind one of the store's connections, and wait until it is
+    gone, as a PostgreSQL restart or an administrator would."""
+    u = make_url(str(reg.store.engine.url))
+    dsn = f"host={u.host} port={u.port} user={u.username} dbname={u.database}"
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
+        deadline = time.monotonic() + 60
+        while admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s",
+                            (pid,)).fetchone():
+            assert time.monotonic() < deadline, f"backend {pid} still there"
+            time.sleep(0.05)
+
+
+@pytest.mark.postgres
+def test_a_connection_dropped_between_proofs_is_replaced(pg_reg: Node) -> None:
+    reg = pg_reg
+    checked_proof(reg, 3)
+    reads_pool: Any = reg.store._reads.pool  # type: ignore[union-attr]
+    idle = {backend_pid(reg) for _ in range(2 * max(1, reads_pool.checkedin()))}
+    for pid in idle:  # every idle read connection, as a restart would
+        terminate(reg, pid)
+    sent = statements(reg, lambda: checked_proof(reg, 4))
+    assert len(sent) == 2 and sent[0] == sent[1]  # on a dead connection, then on a fresh one
+    assert backend_pid(reg) not in idle
+    with reg.store.reading():  # dropped inside a block of reads: the block goes on
+        checked_proof(reg, 5)
+        terminate(reg, backend_pid(reg))
+        checked_proof(reg, 6)
+        reads.consistency(reg, 7, None)
+    checked_proof(reg, 8)
