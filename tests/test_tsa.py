@@ -785,3 +785,65 @@ def test_ledger_does_not_import_notary() -> None:
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
 
 
+
+
+# --------------------------------------------------------------------------- the token's DER (D81)
+
+
+def _redumped(der: bytes) -> bytes:
+    """What asn1crypto writes for the token it reads from `der`, every part encoded anew."""
+    token = cms.ContentInfo.load(der)
+    content = token["content"]["encap_content_info"]["content"]
+    assert content.parsed.dump(force=True) == bytes(content)
+    return bytes(token.dump(force=True))
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    when=st.datetimes(min_value=datetime(2025, 1, 1), max_value=datetime(2060, 1, 1),
+                      timezones=st.just(UTC)),
+    serial=st.integers(1, 2**160 - 1),
+    accuracy_ms=st.integers(0, 10**6),
+    nonce=st.none() | st.integers(0, 2**80),
+    alg=st.sampled_from(["sha256", "sha384", "sha512"]),
+    with_cert=st.booleans(),
+    signature=st.binary(min_size=1, max_size=600),
+)
+def test_the_token_is_the_der_asn1crypto_writes(
+    chain: Chain, when: datetime, serial: int, accuracy_ms: int, nonce: int | None, alg: str,
+    with_cert: bool, signature: bytes,
+) -> None:
+    """The token is written by hand around fixed pieces (the sequencer stamps every block):
+    it must be the exact DER asn1crypto writes for the same fields, whatever their lengths,
+    and carry those fields."""
+    tsa = TimeStampAuthority(chain.identity, clock=lambda: when, serial=lambda: serial,
+                             accuracy_ms=accuracy_ms)
+    tsa._sign = lambda _data: signature  # type: ignore[method-assign]
+    digest = hashlib.new(alg, DATA).digest()
+    if not (chain.identity.certificate.not_valid_before_utc <= when
+            <= chain.identity.certificate.not_valid_after_utc):
+        with pytest.raises(Unavailable):
+            tsa.timestamp_digest(digest, alg, nonce, include_certificate=with_cert)
+        return
+    der = tsa.timestamp_digest(digest, alg, nonce, include_certificate=with_cert)
+    assert _redumped(der) == der
+    info = tst_info(der)
+    assert info["serial_number"].native == serial
+    assert info["nonce"].native == nonce
+    assert info["message_imprint"]["hashed_message"].native == digest
+    assert info["gen_time"].native == when.replace(microsecond=when.microsecond // 1000 * 1000)
+    signer = cms.ContentInfo.load(der)["content"]["signer_infos"][0]
+    assert signer["signature"].native == signature
+    assert ("certificates" in cms.ContentInfo.load(der)["content"].native
+            and cms.ContentInfo.load(der)["content"]["certificates"].native is not None) \
+        == with_cert
+
+
+def test_a_block_token_verifies_and_answers_as_before(tsa: TimeStampAuthority,
+                                                      chain: Chain) -> None:
+    """The hand-written token verifies with the offline verifier, with a real signature."""
+    digest = hashlib.sha256(DATA).digest()
+    der = tsa.timestamp_digest(digest)
+    verify_token(der, digest, chain.root_pem)
+    assert _redumped(der) == der
