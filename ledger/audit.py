@@ -9,8 +9,11 @@ cosignature (over a checkpoint the log signed at that size, under the witness's 
 edited behind the triggers' back shows up here, named by its sequence number or block height.
 
 The checks of one block or one entry need nothing from the others, so they run in worker
-processes (`workers`), a chunk at a time, while this process walks the tree, the block chain
-and the links in order. An audit that ends well reports an `AuditState`; given back as
+processes (`workers`), a chunk at a time. Each worker reads its own range of entries (aligned
+to a power of two) and checks everything the range shows alone: the entries, their leaves,
+every stored node inside it, which block holds each, the batch and tree roots of the blocks
+ending in it; this process only joins the ranges (a few subtree hashes each) and the links
+and chains of title, in order (D85). An audit that ends well reports an `AuditState`; given back as
 `since`, the next audit checks that the head it ended on is unchanged and then only what was
 appended after it (D39).
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import multiprocessing
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -556,10 +560,10 @@ class _Span(NamedTuple):
     batch_root: bytes
 
 
-_RangeJob = tuple[int, int, list[_Span], list[int], str | None]
+_RangeJob = tuple[int, int, list[_Span], list[tuple[int, int, bytes]], str | None]
 """Entries [lo, hi) (lo a multiple of a power of two >= hi - lo), the blocks holding them,
-the block tree sizes in (lo, hi], and the database a worker reads them from (None: this
-process's store)."""
+the blocks whose tree size is in (lo, hi] as (tree size, height, tree root), and the
+database a worker reads them from (None: this process's store)."""
 
 
 class _RangeResult(NamedTuple):
@@ -576,9 +580,9 @@ class _RangeResult(NamedTuple):
     """The hashes of the maximal complete subtrees of the range, largest first."""
     nodes: int
     """Stored Merkle nodes recomputed and found equal inside the range."""
-    roots: list[bytes]
-    """For each block tree size s in the job, the root of entries [lo, s) folded as the
-    right part of the tree of size s (`merkle.root_from_frontier` of its subtrees)."""
+    frontier: list[bytes] | None
+    """The stored frontier at lo the block tree roots were computed from (None: no block
+    ends in the range); the caller holds it to the one it recomputed."""
     edges: list[tuple[int, list[tuple[int, bytes]]]]
     """(height, `_pieces`) of the blocks the range holds only part of."""
 
@@ -648,7 +652,7 @@ def _check_range(store: Store, job: _RangeJob) -> _RangeResult:
     """Everything entries [lo, hi) show alone: each entry, the leaf hashes, every stored node
     of the complete subtrees inside the range, the block each entry is recorded in, the batch
     roots of the blocks inside the range. Runs in a worker, on its own connection."""
-    lo, hi, spans, sizes, _ = job
+    lo, hi, spans, heads, _ = job
     with store.reading():
         rows = store.entry_tuples(lo, hi)
         fault, linked = _check_entry_chunk(rows)
@@ -663,7 +667,7 @@ def _check_range(store: Store, job: _RangeJob) -> _RangeResult:
             if fault is not None and fault[0] > at:
                 fault = None
         if fault is not None or missing is not None:
-            return _RangeResult(fault, missing, linked, None, [], 0, [], [])
+            return _RangeResult(fault, missing, linked, None, [], 0, None, [])
         leaves = [row[1] for row in rows]  # each equal to its entry's hash, checked above
         levels = _levels(leaves)
         late: tuple[int | None, int | None, str] | None = None
@@ -673,10 +677,14 @@ def _check_range(store: Store, job: _RangeJob) -> _RangeResult:
             if stored != want:
                 ix = first + next((i for i, (a, b) in enumerate(zip(stored, want, strict=False))
                                    if a != b), min(len(stored), len(want)))
-                late = (ix << lv, None, said(
-                    "stored Merkle node (level {lv}, index {ix}) does not match the entries; "
-                    "first leaf under it is seq {first}", lv=lv, ix=ix, first=ix << lv))
+                late = (ix << lv, None, _bad_node(lv, ix))
                 break
+        front: list[bytes] | None = None
+        if heads:  # the tree up to lo, as stored: the caller compares it with its own
+            try:
+                front = store.read_hashes(merkle.frontier_ids(lo), cached=False)
+            except CopyledgerError:
+                front = []
     edges: list[tuple[int, list[tuple[int, bytes]]]] = []
     for sp in spans:
         i, j = max(sp.lo, lo) - lo, min(sp.hi, hi) - lo
@@ -690,9 +698,22 @@ def _check_range(store: Store, job: _RangeJob) -> _RangeResult:
             edges.append((sp.height, _pieces(leaves[i:j], lo + i - sp.lo, lo + j - sp.lo)))
         elif late is None and merkle.root(leaves[i:j]) != sp.batch_root:
             late = (None, sp.height, _bad_batch_root(sp.height))
+    for s, height, tree_root in heads if late is None and front is not None else ():
+        # The tree of size s: the frontier at lo, then the range's own subtrees up to s.
+        r = merkle.root_from_frontier(_subtrees(levels, s - lo))
+        for left in reversed(front or ()):
+            r = merkle.node_hash(left, r)
+        if r != tree_root:
+            late = (None, height, said("block {height}: tree_root != root of the first {s} "
+                                       "entries", height=height, s=s))
+            break
     return _RangeResult(None, None, linked, late, _subtrees(levels, hi - lo),
-                        sum(map(len, levels)), [merkle.root_from_frontier(_subtrees(
-                            levels, s - lo)) for s in sizes], edges)
+                        sum(map(len, levels)), front, edges)
+
+
+def _bad_node(lv: int, ix: int) -> str:
+    return said("stored Merkle node (level {lv}, index {ix}) does not match the entries; "
+                "first leaf under it is seq {first}", lv=lv, ix=ix, first=ix << lv)
 
 
 def _bad_batch_root(height: int) -> str:
@@ -729,8 +750,8 @@ def _check_entries(
 ) -> None:
     """Check the entries after the start up to the last block's tree size (pinned: one tree),
     in ranges each worker reads and checks alone (`_check_range`); here, in seq order, only
-    what joins them: the nodes above the ranges, every block's tree root from the frontier
-    and the range's subtrees, the batch roots of blocks across ranges, links and titles."""
+    what joins them: the nodes above the ranges, the frontier each worker computed its tree
+    roots from, the batch roots of blocks across ranges, links and titles."""
     if start is None:
         size, frontier, nodes0, links0 = 0, list[bytes](), 0, 0
     else:
@@ -766,13 +787,15 @@ def _check_entries(
             j = i
             while j < len(spans) and spans[j].lo < hi:
                 j += 1
-            yield lo, hi, spans[i:j], [sp.hi for sp in spans[i:j] if sp.hi <= hi], url
+            yield lo, hi, spans[i:j], [(h.tree_size, h.height, h.tree_root)
+                                       for sp in spans[i:j] if sp.hi <= hi
+                                       for h in roots_at[sp.hi]], url
 
     titles = _Titles(store, first_size)
     n_links = n_nodes = 0
     parts: dict[int, tuple[int, list[bytes]]] = {}  # open blocks' (leaves, frontier) so far
     by_height = {sp.height: sp for sp in spans}
-    for (lo, hi, _, sizes, _), res in _ordered(pool if url is not None else None, check, jobs()):
+    for (lo, hi, _, _, _), res in _ordered(pool if url is not None else None, check, jobs()):
         if res.fault is not None:
             raise _Fault(res.fault[1], seq=res.fault[0])
         if res.missing is not None:
@@ -799,16 +822,17 @@ def _check_entries(
                               "names",
                               at=first), seq=first)
         n_links += len(links)
+        if res.frontier is not None and res.frontier != frontier:
+            lv, ix = next((i for i, a, b in itertools.zip_longest(
+                merkle.frontier_ids(lo), frontier, res.frontier) if a != b))
+            raise _Fault(_bad_node(lv, ix), seq=ix << lv)
         if res.late is not None:
             raise _Fault(res.late[2], seq=res.late[0], height=res.late[1])
         grown, made = _graft(lo, frontier, zip(
             (lv for lv, _ in merkle.frontier_ids(hi - lo)), res.top, strict=True))
         bad = _check_nodes(store, made)
         if bad is not None:
-            lv, ix = bad
-            raise _Fault(said("stored Merkle node (level {lv}, index {ix}) does not match the "
-                              "entries; first leaf under it is seq {first}",
-                              lv=lv, ix=ix, first=ix << lv), seq=ix << lv)
+            raise _Fault(_bad_node(*bad), seq=bad[1] << bad[0])
         n_nodes += res.nodes + len(made)
         for height, pieces in res.edges:  # a block across ranges: its batch root, joined
             sp = by_height[height]
@@ -819,15 +843,6 @@ def _check_entries(
                 parts[height] = at, part
             elif merkle.root_from_frontier(part) != sp.batch_root:
                 raise _Fault(_bad_batch_root(height), height=height)
-        # Every block root at a size in (lo, hi]: the range's part, folded into the frontier
-        # at lo from the right (the tree of size s is those subtrees, then the range's).
-        for s, r in zip(sizes, res.roots, strict=True):
-            for left in reversed(frontier):
-                r = merkle.node_hash(left, r)
-            for h in roots_at[s]:
-                if h.tree_root != r:
-                    raise _Fault(said("block {height}: tree_root != root of the first {s} entries",
-                                      height=h.height, s=s), height=h.height)
         frontier, size = grown, hi
         if progress is not None:
             progress(hi - lo)
