@@ -639,12 +639,9 @@ def _pieces(leaves: list[bytes], lo: int, hi: int) -> list[tuple[int, bytes]]:
     """Leaves [lo, hi) of a tree (a block's batch) as its maximal complete subtrees inside
     that range, left to right, (level, hash): what `_graft` joins with the parts beside."""
     out, at = [], 0
-    while lo < hi:
-        level = (hi - lo).bit_length() - 1
-        if lo:
-            level = min(level, (lo & -lo).bit_length() - 1)
+    for level, _ in merkle._range_ids(lo, hi):  # the cut proofs make, any lo < hi
         out.append((level, merkle.root(leaves[at:at + (1 << level)])))
-        at, lo = at + (1 << level), lo + (1 << level)
+        at += 1 << level
     return out
 
 
