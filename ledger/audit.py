@@ -790,7 +790,7 @@ def _check_entries(
 
     titles = _Titles(store, first_size)
     n_links = n_nodes = 0
-    parts: dict[int, tuple[int, list[bytes]]] = {}  # open blocks' (leaves, frontier) so far
+    parts: dict[int, tuple[int, list[bytes]]] = {}  # an open block's (leaves so far, frontier)
     by_height = {sp.height: sp for sp in spans}
     for (lo, hi, _, _, _), res in _ordered(pool if url is not None else None, check, jobs()):
         if res.fault is not None:
