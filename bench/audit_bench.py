@@ -15,12 +15,19 @@ Prints one JSON object. Usage:
     python bench/audit_bench.py [--entries 70000] [--mean-block 2.15] [--grow 10000]
                                 [--workers N] [--keep DIR]
     python bench/audit_bench.py --state-at N --keep DIR
+    python bench/audit_bench.py --audit DIR [--database URL] [--workers N] [--incremental]
 
 `--state-at N` only writes, into the SQLite registry DIR/data (a copy), the audit state a clean
 audit ending at the block of tree size N would have saved, so that `copyledger audit
 --incremental` then checks everything after N (how D73 timed the last 10,000 entries of a
 large log; the incremental audit's own checks of the head, the frontier and the node and
 link counts refuse a wrong state).
+
+`--audit DIR` only times the audit of an existing registry (data directory DIR, a copy or one
+whose `audit-state.json` may be replaced; `--database URL` reads another database, e.g. a
+read-only log, while the state goes to DIR) with one worker per CPU (or --workers): the
+main process's CPU seconds beside every process's show how much of the audit is serial
+(D85), and the load average before and after is printed with it.
 """
 
 from __future__ import annotations
@@ -167,7 +174,20 @@ def main() -> None:
     ap.add_argument("--keep", help="build (or reuse) the log in this directory and keep it")
     ap.add_argument("--state-at", type=int, help="only write the audit state at this tree "
                     "size into the registry --keep DIR holds (DIR/data)")
+    ap.add_argument("--audit", help="only time the audit of the existing registry DIR")
+    ap.add_argument("--database", help="with --audit: the database URL to audit")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--incremental", action="store_true")
     args = ap.parse_args()
+    if args.audit is not None:
+        before = os.getloadavg()
+        timed = timed_audit(load(args.audit, database=args.database), workers=args.workers,
+                            incremental=args.incremental)
+        timed["cores_used"] = round(timed["all_processes_cpu_seconds"] / timed["seconds"], 2)
+        timed["load_average_before_after"] = [round(before[0], 2),
+                                              round(os.getloadavg()[0], 2)]
+        print(json.dumps(timed))
+        return
     if args.state_at is not None:
         data = Path(args.keep) / "data"
         (data / AUDIT_STATE).write_text(json.dumps(state_at(data, args.state_at).to_dict()))

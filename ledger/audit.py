@@ -9,8 +9,11 @@ cosignature (over a checkpoint the log signed at that size, under the witness's 
 edited behind the triggers' back shows up here, named by its sequence number or block height.
 
 The checks of one block or one entry need nothing from the others, so they run in worker
-processes (`workers`), a chunk at a time, while this process walks the tree, the block chain
-and the links in order. An audit that ends well reports an `AuditState`; given back as
+processes (`workers`), a chunk at a time. Each worker reads its own range of entries (aligned
+to a power of two) and checks everything the range shows alone: the entries, their leaves,
+every stored node inside it, which block holds each, the batch and tree roots of the blocks
+ending in it; this process only joins the ranges (a few subtree hashes each) and the links
+and chains of title, in order (D85). An audit that ends well reports an `AuditState`; given back as
 `since`, the next audit checks that the head it ended on is unchanged and then only what was
 appended after it (D39).
 """
@@ -18,9 +21,10 @@ appended after it (D39).
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import itertools
 import multiprocessing
 import threading
-from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -44,10 +48,10 @@ from copyledger.ledger.sm2_timestamp import TSA_LABEL as SM2_TSA_LABEL
 from copyledger.ledger.store import (
     BlockRow,
     BlockTuple,
-    CachedReader,
     EntryTuple,
     Store,
     block_of,
+    make_engine,
 )
 from copyledger.ledger.title import TITLE_KINDS, Title
 
@@ -57,8 +61,9 @@ if TYPE_CHECKING:
 BLOCK_CHUNK = 512
 """Blocks per unit of work handed to a worker."""
 
-ENTRY_CHUNK = 10_000
-"""Entries per unit of work (and per read of the entries table)."""
+ENTRY_CHUNK = 16_384
+"""Entries per unit of work: a range a worker reads and checks alone (a power of two, or the
+largest one below it is used)."""
 
 
 @dataclass(frozen=True)
@@ -546,6 +551,192 @@ def _check_entry_chunk(
     return None, linked
 
 
+class _Span(NamedTuple):
+    """A block's entries [lo, hi) (not empty) and the batch root they must make."""
+
+    height: int
+    lo: int
+    hi: int
+    batch_root: bytes
+
+
+_RangeJob = tuple[int, int, list[_Span], list[tuple[int, int, bytes]], str | None]
+"""Entries [lo, hi) (lo a multiple of a power of two >= hi - lo), the blocks holding them,
+the blocks whose tree size is in (lo, hi] as (tree size, height, tree root), and the
+database a worker reads them from (None: this process's store)."""
+
+
+class _RangeResult(NamedTuple):
+    """What a worker found in its range of entries."""
+
+    fault: tuple[int, str] | None
+    """The first entry fault before any missing seq: (seq, problem)."""
+    missing: tuple[int, int | None] | None
+    """The first missing seq and the next one stored (None: none is)."""
+    linked: list[_Linked]
+    late: tuple[int | None, int | None, str] | None
+    """The first fault of the range's nodes or blocks: (seq, height, problem)."""
+    top: list[bytes]
+    """The hashes of the maximal complete subtrees of the range, largest first."""
+    nodes: int
+    """Stored Merkle nodes recomputed and found equal inside the range."""
+    frontier: list[bytes] | None
+    """The stored frontier at lo the block tree roots were computed from (None: no block
+    ends in the range); the caller holds it to the one it recomputed."""
+    edges: list[tuple[int, list[tuple[int, bytes]]]]
+    """(height, `_pieces`) of the blocks the range holds only part of."""
+
+
+def _ranges(lo: int, end: int, span: int) -> Iterator[tuple[int, int]]:
+    """[lo, end) cut into ranges of at most `span` (a power of two) entries, each starting at
+    a multiple of a power of two at least its length: then every complete subtree inside a
+    range is a subtree of the whole tree, and the tree of any size within it is the tree up
+    to its start with the range's own subtrees appended."""
+    while lo < end:
+        step = span if lo == 0 else min(span, lo & -lo)
+        hi = min(end, lo + step)
+        yield lo, hi
+        lo = hi
+
+
+def _levels(leaves: list[bytes]) -> list[list[bytes]]:
+    """The complete nodes over `leaves` level by level (level 0: the leaves): pairs only, an
+    odd last node waits for its sibling outside."""
+    sha256 = hashlib.sha256
+    rows = [leaves]
+    row = leaves
+    while len(row) > 1:
+        row = [sha256(b"\x01" + a + b).digest() for a, b in zip(row[0::2], row[1::2],
+                                                                strict=False)]
+        rows.append(row)
+    return rows
+
+
+def _subtrees(rows: list[list[bytes]], n: int) -> list[bytes]:
+    """The hashes of the maximal complete subtrees over the first n leaves of `rows`."""
+    return [rows[lv][ix] for lv, ix in merkle.frontier_ids(n)]
+
+
+def _graft(size: int, frontier: list[bytes], pieces: Iterable[tuple[int, bytes]]
+           ) -> tuple[list[bytes], list[tuple[int, int, bytes]]]:
+    """Append complete subtrees (level, hash), left to right, to a tree of `size` leaves whose
+    frontier is `frontier`; each must start at a multiple of its width (as `_pieces` cuts
+    them). The new frontier, and the nodes completed above them (level, index, hash)."""
+    f = list(frontier)
+    made: list[tuple[int, int, bytes]] = []
+    for level, h in pieces:
+        lv, ix = level, size >> level
+        size += 1 << level
+        while ix & 1:  # the last frontier node is its left sibling
+            h = merkle.node_hash(f.pop(), h)
+            lv, ix = lv + 1, ix >> 1
+            made.append((lv, ix, h))
+        f.append(h)
+    return f, made
+
+
+def _pieces(leaves: list[bytes], lo: int, hi: int) -> list[tuple[int, bytes]]:
+    """Leaves [lo, hi) of a tree (a block's batch) as its maximal complete subtrees inside
+    that range, left to right, (level, hash): what `_graft` joins with the parts beside."""
+    out, at = [], 0
+    for level, _ in merkle._range_ids(lo, hi):  # the cut proofs make, any lo < hi
+        out.append((level, merkle.root(leaves[at:at + (1 << level)])))
+        at += 1 << level
+    return out
+
+
+def _check_range(store: Store, job: _RangeJob) -> _RangeResult:
+    """Everything entries [lo, hi) show alone: each entry, the leaf hashes, every stored node
+    of the complete subtrees inside the range, the block each entry is recorded in, the batch
+    roots of the blocks inside the range. Runs in a worker, on its own connection."""
+    lo, hi, spans, heads, _ = job
+    with store.reading():
+        rows = store.entry_tuples(lo, hi)
+        fault, linked = _check_entry_chunk(rows)
+        missing: tuple[int, int | None] | None = None
+        if len(rows) != hi - lo:  # seqs are unique and in [lo, hi): one is missing
+            at = next((s for s, row in enumerate(rows, lo) if row[0] != s), lo + len(rows))
+            if at - lo < len(rows):
+                missing = at, rows[at - lo][0]
+            else:
+                after = next(store.iter_entry_tuples(start=hi, chunk=1), [])
+                missing = at, after[0][0] if after else None
+            if fault is not None and fault[0] > at:
+                fault = None
+        if fault is not None or missing is not None:
+            return _RangeResult(fault, missing, linked, None, [], 0, None, [])
+        leaves = [row[1] for row in rows]  # each equal to its entry's hash, checked above
+        levels = _levels(leaves)
+        late: tuple[int | None, int | None, str] | None = None
+        for lv, want in enumerate(levels):
+            first = lo >> lv
+            stored = store.read_level(lv, first, first + len(want))
+            if stored != want:
+                ix = first + next((i for i, (a, b) in enumerate(zip(stored, want, strict=False))
+                                   if a != b), min(len(stored), len(want)))
+                late = (ix << lv, None, _bad_node(lv, ix))
+                break
+        front: list[bytes] | None = None
+        if heads:  # the tree up to lo, as stored: the caller compares it with its own
+            try:
+                front = store.read_hashes(merkle.frontier_ids(lo), cached=False)
+            except CopyledgerError:
+                front = []
+    edges: list[tuple[int, list[tuple[int, bytes]]]] = []
+    for sp in spans:
+        i, j = max(sp.lo, lo) - lo, min(sp.hi, hi) - lo
+        part = [row[6] for row in rows[i:j]]
+        if late is None and part.count(sp.height) != len(part):
+            k = i + next(k for k, h in enumerate(part) if h != sp.height)
+            late = (lo + k, None, said("seq {seq}: recorded in block {block_height}, but block "
+                                       "{height} sealed it", seq=lo + k,
+                                       block_height=rows[k][6], height=sp.height))
+        if sp.lo < lo or sp.hi > hi:
+            edges.append((sp.height, _pieces(leaves[i:j], lo + i - sp.lo, lo + j - sp.lo)))
+        elif late is None and merkle.root(leaves[i:j]) != sp.batch_root:
+            late = (None, sp.height, _bad_batch_root(sp.height))
+    for s, height, tree_root in heads if late is None and front is not None else ():
+        # The tree of size s: the frontier at lo, then the range's own subtrees up to s.
+        r = merkle.root_from_frontier(_subtrees(levels, s - lo))
+        for left in reversed(front or ()):
+            r = merkle.node_hash(left, r)
+        if r != tree_root:
+            late = (None, height, said("block {height}: tree_root != root of the first {s} "
+                                       "entries", height=height, s=s))
+            break
+    return _RangeResult(None, None, linked, late, _subtrees(levels, hi - lo),
+                        sum(map(len, levels)), front, edges)
+
+
+def _bad_node(lv: int, ix: int) -> str:
+    return said("stored Merkle node (level {lv}, index {ix}) does not match the entries; "
+                "first leaf under it is seq {first}", lv=lv, ix=ix, first=ix << lv)
+
+
+def _bad_batch_root(height: int) -> str:
+    return said("block {height}: batch_root != root of its entries", height=height)
+
+
+_STORES: dict[str, Store] = {}
+
+
+def _check_range_apart(job: _RangeJob) -> _RangeResult:
+    """`_check_range` in a worker: on a connection of its own (never one inherited)."""
+    url = job[4]
+    assert url is not None
+    if url not in _STORES:
+        _STORES[url] = Store(make_engine(url))
+    return _check_range(_STORES[url], job)
+
+
+def _own_url(store: Store) -> str | None:
+    """Where a worker opens the same database; None for one a second connection cannot see."""
+    url = store.engine.url
+    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+        return None
+    return url.render_as_string(hide_password=False)
+
+
 def _check_entries(
     store: Store,
     pool: Executor | None,
@@ -554,8 +745,10 @@ def _check_entries(
     progress: Progress | None,
     rep: AuditReport,
 ) -> None:
-    """Walk the entries after the start in seq order with the blocks after it: leaf hashes,
-    Merkle nodes, batch and tree roots, which block sealed which entry, links and titles."""
+    """Check the entries after the start up to the last block's tree size (pinned: one tree),
+    in ranges each worker reads and checks alone (`_check_range`); here, in seq order, only
+    what joins them: the nodes above the ranges, the frontier each worker computed its tree
+    roots from, the batch roots of blocks across ranges, links and titles."""
     if start is None:
         size, frontier, nodes0, links0 = 0, list[bytes](), 0, 0
     else:
@@ -563,65 +756,54 @@ def _check_entries(
         size, frontier = st.tree_size, [bytes.fromhex(x) for x in st.frontier]
         nodes0, links0 = st.nodes, st.links
         rep.resumed_from = size
-    first_size = size
+    first_size, end = size, heads[-1].tree_size
     roots_at: dict[int, list[_Head]] = {}
+    spans: list[_Span] = []
+    at = size
     for h in heads:
         roots_at.setdefault(h.tree_size, []).append(h)
-    sizes = sorted(roots_at)
-    pending = iter(heads)
-    cur = next(pending)
-    batch: list[bytes] = []
+        if h.tree_size == at and h.batch_root != merkle.EMPTY_ROOT:
+            raise _Fault(_bad_batch_root(h.height), height=h.height)
+        if h.tree_size > at:
+            spans.append(_Span(h.height, at, h.tree_size, h.batch_root))
+        at = h.tree_size
+    for h in roots_at.get(size, []) if start is not None else ():
+        if h.tree_root != merkle.root_from_frontier(frontier):
+            raise _Fault(said("block {height}: tree_root != root of the first {s} entries",
+                              height=h.height, s=size), height=h.height)
+    url = _own_url(store) if pool is not None else None
+    check: Callable[[_RangeJob], _RangeResult] = (
+        _check_range_apart if url is not None else lambda job: _check_range(store, job))
+    span_size = 1 << (ENTRY_CHUNK.bit_length() - 1)
 
-    def finish_blocks_up_to(seq: int) -> None:
-        """Close every block that ends at or before `seq`; check its batch root."""
-        nonlocal cur, batch
-        while cur.tree_size <= seq:
-            if merkle.root(batch) != cur.batch_root:
-                raise _Fault(said("block {height}: batch_root != root of its entries",
-                                  height=cur.height),
-                             height=cur.height)
-            batch = []
-            nxt = next(pending, None)
-            if nxt is None:
-                return
-            cur = nxt
-
-    def walk_blocks(lo: int, leaves: list[bytes], heights: list[int]) -> None:
-        """Walk the blocks alongside entries lo, lo + 1, ...: each must be recorded in the
-        block whose range holds it, and each block's leaves make its batch root."""
-        i, n = 0, len(leaves)
-        while i < n:
-            finish_blocks_up_to(lo + i)
-            end = min(n, cur.tree_size - lo)
-            part = heights[i:end]
-            if end <= i or part.count(cur.height) != len(part):
-                j = i if end <= i else i + next(k for k, h in enumerate(part)
-                                                if h != cur.height)
-                raise _Fault(said("seq {seq}: recorded in block {block_height}, but block "
-                                  "{height} sealed it",
-                                  seq=lo + j, block_height=heights[j], height=cur.height),
-                             seq=lo + j)
-            batch.extend(leaves[i:end])
-            i = end
+    def jobs() -> Iterator[_RangeJob]:
+        i = 0
+        for lo, hi in _ranges(size, end, span_size):
+            while spans[i].hi <= lo:
+                i += 1
+            j = i
+            while j < len(spans) and spans[j].lo < hi:
+                j += 1
+            yield lo, hi, spans[i:j], [(h.tree_size, h.height, h.tree_root)
+                                       for sp in spans[i:j] if sp.hi <= hi
+                                       for h in roots_at[sp.hi]], url
 
     titles = _Titles(store, first_size)
     n_links = n_nodes = 0
-    chunks = store.iter_entry_tuples(start=size, chunk=ENTRY_CHUNK)
-    for chunk, (fault, linked) in _ordered(pool, _check_entry_chunk, chunks):
-        lo = size
-        seqs = [row[0] for row in chunk]
-        at = None  # the first seq missing from this chunk, if any
-        if seqs != list(range(lo, lo + len(chunk))):
-            at = next(i for i, s in enumerate(seqs, lo) if s != i)
-        if fault is not None and (at is None or fault[0] < at):  # the first fault, in seq order
-            raise _Fault(fault[1], seq=fault[0])
-        if at is not None:
+    parts: dict[int, tuple[int, list[bytes]]] = {}  # an open block's (leaves so far, frontier)
+    by_height = {sp.height: sp for sp in spans}
+    for (lo, hi, _, _, _), res in _ordered(pool if url is not None else None, check, jobs()):
+        if res.fault is not None:
+            raise _Fault(res.fault[1], seq=res.fault[0])
+        if res.missing is not None:
+            miss, nxt = res.missing
+            if nxt is None:
+                raise _Fault(said("the log holds {size} entries but the last block says "
+                                  "{tree_size}", size=miss, tree_size=end), seq=miss)
             raise _Fault(said("seq {size} is missing (next stored is {seq})",
-                              size=at, seq=seqs[at - lo]), seq=at)
-        size += len(chunk)
-        leaves = [row[1] for row in chunk]
+                              size=miss, seq=nxt), seq=miss)
         links: list[Link] = []
-        for seq, targets, transfer in linked:
+        for seq, targets, transfer in res.linked:
             try:
                 links += resolve(seq, targets, store.first_work)
                 if transfer is not None:
@@ -629,51 +811,48 @@ def _check_entries(
             except CopyledgerError as e:
                 raise _Fault(said("seq {seq}: {detail}",
                                   seq=seq, detail=e.detail), seq=seq) from None
-        stored_links = store.links_between(lo, size)
+        stored_links = store.links_between(lo, hi)
         if stored_links != sorted(links):
             diff = set(stored_links) ^ set(links)
-            at = min(s for _, s, _ in diff)
+            first = min(s for _, s, _ in diff)
             raise _Fault(said("seq {at}: stored links (entry_links) differ from what the entry "
                               "names",
-                              at=at), seq=at)
+                              at=first), seq=first)
         n_links += len(links)
-        appended = merkle.append(lo, frontier, leaves)
-        bad = _check_nodes(store, appended.nodes)
+        if res.frontier is not None and res.frontier != frontier:
+            lv, ix = next((i for i, a, b in itertools.zip_longest(
+                merkle.frontier_ids(lo), frontier, res.frontier) if a != b))
+            raise _Fault(_bad_node(lv, ix), seq=ix << lv)
+        if res.late is not None:
+            raise _Fault(res.late[2], seq=res.late[0], height=res.late[1])
+        grown, made = _graft(lo, frontier, zip(
+            (lv for lv, _ in merkle.frontier_ids(hi - lo)), res.top, strict=True))
+        bad = _check_nodes(store, made)
         if bad is not None:
-            lv, ix = bad
-            first = ix << lv
-            raise _Fault(said("stored Merkle node (level {lv}, index {ix}) does not match the "
-                              "entries; first leaf under it is seq {first}",
-                              lv=lv, ix=ix, first=first), seq=first)
-        walk_blocks(lo, leaves, [row[6] for row in chunk])
-        n_nodes += len(appended.nodes)
-        # Every block root at a size inside this chunk, from the recomputed nodes: at the
-        # chunk's end, the new frontier's fold; before it, the nodes looked up (a dict of
-        # them built only for a chunk that needs one).
-        reader: CachedReader | None = None
-        for s in sizes[bisect_right(sizes, lo):bisect_right(sizes, size)]:
-            for h in roots_at[s]:
-                if s == size:
-                    want = merkle.root_from_frontier(appended.frontier)
-                else:
-                    if reader is None:
-                        reader = CachedReader(
-                            dict(zip(merkle.frontier_ids(lo), frontier, strict=True)), store)
-                        reader.nodes.update(((lv, ix), hs) for lv, ix, hs in appended.nodes)
-                    want = merkle.tree_hash(s, reader)
-                if h.tree_root != want:
-                    raise _Fault(said("block {height}: tree_root != root of the first {s} entries",
-                                      height=h.height, s=s), height=h.height)
-        frontier = appended.frontier
+            raise _Fault(_bad_node(*bad), seq=bad[1] << bad[0])
+        n_nodes += res.nodes + len(made)
+        for height, pieces in res.edges:  # a block across ranges: its batch root, joined
+            sp = by_height[height]
+            at, part = parts.pop(height, (0, []))
+            part = _graft(at, part, pieces)[0]
+            at = min(sp.hi, hi) - sp.lo
+            if sp.hi > hi:
+                parts[height] = at, part
+            elif merkle.root_from_frontier(part) != sp.batch_root:
+                raise _Fault(_bad_batch_root(height), height=height)
+        frontier, size = grown, hi
         if progress is not None:
-            progress(len(chunk))
-    last = heads[-1]
-    rep.entries = size
-    if size != last.tree_size:
-        raise _Fault(said("the log holds {size} entries but the last block says {tree_size}",
-                          size=size, tree_size=last.tree_size),
-                     seq=min(size, last.tree_size))
-    finish_blocks_up_to(size)
+            progress(hi - lo)
+    rep.entries, last = size, heads[-1]
+    extra = next(store.iter_entry_tuples(start=end, chunk=1), [])
+    if extra:
+        seq = extra[0][0]
+        if seq != end:
+            raise _Fault(said("seq {size} is missing (next stored is {seq})",
+                              size=end, seq=seq), seq=end)
+        raise _Fault(said("seq {seq}: recorded in block {block_height}, but block {height} "
+                          "sealed it", seq=seq, block_height=extra[0][6], height=last.height),
+                     seq=seq)
     rep.nodes = nodes0 + n_nodes
     stored = store.count_nodes()
     if stored != rep.nodes:

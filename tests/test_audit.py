@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy.exc import DBAPIError
 
 from copyledger.ledger import audit as audit_mod
@@ -291,3 +296,105 @@ def test_forked_workers_find_what_one_process_finds(reg: Node) -> None:
     out = cli(*args)
     assert out.returncode == 1 and json.loads(out.stdout)["bad_seq"] == 17, out.stdout
     assert json.loads(out.stdout)["bad_seq"] == run_audit(reg).bad_seq
+
+
+# -- Ranges read and checked apart, joined by O(log n) subtrees (D85) -----------------------
+
+
+@given(st.integers(0, 300), st.lists(st.integers(1, 300), max_size=6))
+def test_ranges_joined_by_their_subtrees_make_the_tree(n: int, cuts: list[int]) -> None:
+    """The ranges of `_ranges` grafted together give `merkle.append`'s frontier and nodes;
+    a block's batch cut anywhere, its pieces grafted, gives `merkle.root` of its leaves."""
+    leaves = [hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(n + 310)]
+    start = min(cuts, default=0) % (n + 1)  # an incremental audit starts anywhere
+    before = merkle.append(0, [], leaves[:start])
+    frontier, made = before.frontier, list[tuple[int, int, bytes]]()
+    span = 1 << (max(cuts, default=8).bit_length() - 1)
+    ranges = list(audit_mod._ranges(start, n, span))
+    assert [lo for lo, _ in ranges] + [n] == [start] + [hi for _, hi in ranges]
+    for lo, hi in ranges:
+        assert hi - lo <= span and (lo == 0 or lo % (1 << (hi - lo - 1).bit_length()) == 0)
+        rows = audit_mod._levels(leaves[lo:hi])
+        ids = merkle.frontier_ids(hi - lo)
+        for s in range(lo + 1, hi + 1):  # every tree size in the range, from its part
+            r = merkle.root_from_frontier(audit_mod._subtrees(rows, s - lo))
+            for left in reversed(frontier):
+                r = merkle.node_hash(left, r)
+            assert r == merkle.root(leaves[:s])
+        inside = [(lv, (lo >> lv) + i, h) for lv, row in enumerate(rows) for i, h in
+                  enumerate(row)]
+        frontier, up = audit_mod._graft(lo, frontier, zip(
+            [lv for lv, _ in ids], audit_mod._subtrees(rows, hi - lo), strict=True))
+        made += inside + up
+    whole = merkle.append(start, before.frontier, leaves[start:n])
+    assert frontier == whole.frontier
+    assert sorted(made) == sorted(whole.nodes)
+    points = sorted({0, n, *(c % (n + 1) for c in cuts)})
+    batch: list[bytes] = []
+    for a, b in itertools.pairwise(points):
+        batch = audit_mod._graft(a, batch, audit_mod._pieces(leaves[a:b], a, b))[0]
+    assert merkle.root_from_frontier(batch) == merkle.root(leaves[:n])
+
+
+def _flip(value: bytes, at: int, bit: int) -> bytes:
+    at %= len(value)
+    return value[:at] + bytes([value[at] ^ bit]) + value[at + 1:]
+
+
+def test_a_changed_byte_anywhere_is_caught_across_ranges(
+        reg: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ranges of 4 entries in blocks of 3 (so blocks cross ranges): one byte changed in an
+    entry, a leaf hash, a stored node, a block's roots, its link or a note's signature is
+    found, and the log audits clean again once it is put back."""
+    monkeypatch.setattr(audit_mod, "ENTRY_CHUNK", 4)
+    fill(reg, 19, batch=3)
+    reg.stop()
+    assert run_audit(reg).ok
+    for table, verb in (("entries", "update"), ("merkle_nodes", "update"),
+                        ("blocks", "update")):
+        drop_trigger(reg, table, verb)
+    eng = reg.store.engine
+    blocks = reg.store.latest_block()
+    assert blocks is not None
+    top = blocks.header.height
+
+    def read(sql: str) -> Any:
+        with eng.connect() as conn:
+            v = conn.exec_driver_sql(sql).scalar_one()
+        return bytes(v) if isinstance(v, memoryview) else v
+
+    @settings(max_examples=24, deadline=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(st.sampled_from(["data", "leaf", "node", "batch_root", "tree_root", "prev_hash",
+                            "signature"]),
+           st.integers(0, 10_000), st.integers(0, 10_000), st.sampled_from([1, 0x20, 0x80]))
+    def changed(what: str, row: int, at: int, bit: int) -> None:
+        if what in ("data", "leaf"):
+            col, where = ("data" if what == "data" else "leaf_hash"), f"seq = {row % 19}"
+            table = "entries"
+        elif what == "node":
+            lv = row % 5
+            n = len(reg.store.read_level(lv, 0, 1 << 20))
+            table, col, where = "merkle_nodes", "hash", f"level = {lv} AND idx = {row % n}"
+        else:
+            table, where = "blocks", f"height = {1 + row % top}"
+            col = "checkpoint" if what == "signature" else what
+        old = read(f"SELECT {col} FROM {table} WHERE {where}")
+        if what == "signature":  # one byte of the signature itself, re-encoded
+            body, sig = old.rsplit(" ", 1)
+            raw = base64.b64decode(sig)
+            new = f"{body} {base64.b64encode(raw[:4] + _flip(raw[4:], at, bit)).decode()}\n"
+            value = "'" + new.replace("'", "''") + "'"
+        else:
+            value = blob(reg, _flip(old, at, bit).hex())
+        reg.store.execute_raw(f"UPDATE {table} SET {col} = {value} WHERE {where}")
+        try:
+            rep = run_audit(reg)
+            assert not rep.ok, (what, where)
+        finally:
+            put = blob(reg, old.hex()) if isinstance(old, bytes) else \
+                "'" + old.replace("'", "''") + "'"
+            reg.store.execute_raw(f"UPDATE {table} SET {col} = {put} WHERE {where}")
+
+    changed()
+    assert run_audit(reg).ok
