@@ -199,24 +199,36 @@ class _ReadLink:
     """A connection checked out for reads, replaced if the database dropped it."""
 
     def __init__(self, store: Store) -> None:
+        self.own_pool = store._reads is not None
         self.engine = store._reads or store.engine
         self.conn = self.engine.raw_connection()
+        self.dead = False
 
     def lost(self, e: Any, cur: Any) -> bool:
-        """Whether `e` says the connection is gone (a restart, `pg_terminate_backend`)."""
+        """Whether `e` says the connection is gone (a restart, `pg_terminate_backend`); if
+        so it is marked dead, so that it never goes back to the pool."""
         dbapi_conn = self.conn.dbapi_connection
-        return bool(getattr(dbapi_conn, "closed", False)) or self.engine.dialect.is_disconnect(
+        gone = bool(getattr(dbapi_conn, "closed", False)) or self.engine.dialect.is_disconnect(
             e, dbapi_conn, cur)
+        self.dead = self.dead or gone
+        return gone
 
     def replace(self) -> None:
-        """Drop this connection, and the pool's idle ones (a restart killed them all), and
-        check out a fresh one."""
+        """Drop this connection and check out a fresh one. The read pool's idle ones go too
+        (a restart killed them all, and the pool does not ping them); the store's main engine,
+        which SQLite reads on, is never disposed from here."""
         self.conn.invalidate()
-        self.engine.dispose()
+        if self.own_pool:
+            self.engine.dispose()
         self.conn = self.engine.raw_connection()
+        self.dead = False
 
     def close(self) -> None:
-        self.conn.close()  # back to the pool
+        """Back to the pool, unless the database dropped it (then it is discarded)."""
+        if self.dead:
+            self.conn.invalidate()
+        else:
+            self.conn.close()
 
 
 def _private_sqlite_files(db: str | None) -> None:
@@ -443,15 +455,15 @@ class Store:
         def run(sql: str, args: Any) -> Any:
             nonlocal cur
             for retry in (False, True):
-                if cur is None:
-                    cur = link.conn.cursor()
-                if events.before_cursor_execute:
-                    events.before_cursor_execute(None, cur, sql, args, None, False)
                 try:
+                    if cur is None:
+                        cur = link.conn.cursor()
+                    if events.before_cursor_execute:
+                        events.before_cursor_execute(None, cur, sql, args, None, False)
                     cur.execute(sql, args)
                 except errors as e:
-                    if retry or not link.lost(e, cur):
-                        raise
+                    if not link.lost(e, cur) or retry:
+                        raise  # (a dead connection is discarded by link.close())
                     cur = None
                     link.replace()
                     continue

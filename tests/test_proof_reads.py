@@ -15,6 +15,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from copyledger.ledger import merkle
+from copyledger.ledger import store as store_mod
 from copyledger.service import reads
 from copyledger.service.node import Node
 from tests.conftest import PostgresServer
@@ -123,3 +124,27 @@ def test_a_connection_dropped_between_proofs_is_replaced(pg_reg: Node) -> None:
         checked_proof(reg, 6)
         reads.consistency(reg, 7, None)
     checked_proof(reg, 8)
+
+
+@pytest.mark.postgres
+def test_a_read_whose_retry_also_fails_leaves_no_dead_connection(
+        pg_reg: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL down for longer than one retry: the read fails, and neither connection it
+    tried goes back to the pool (the pool does not ping), so once the database answers again
+    every later read does."""
+    reg = pg_reg
+    checked_proof(reg, 3)
+    real = store_mod._ReadLink.replace
+
+    def replace_then_kill(link: Any) -> None:
+        real(link)
+        terminate(reg, link.conn.dbapi_connection.info.backend_pid)
+
+    for pid in {backend_pid(reg) for _ in range(4)}:
+        terminate(reg, pid)
+    monkeypatch.setattr(store_mod._ReadLink, "replace", replace_then_kill)
+    with pytest.raises(psycopg.OperationalError):
+        checked_proof(reg, 4)
+    monkeypatch.undo()
+    for seq in range(5, 17):  # each read checks out what the pool holds
+        checked_proof(reg, seq)
