@@ -508,7 +508,7 @@ class InclusionVerifier:
     compared with hashes that did, and only walks that reached the root are remembered."""
 
     def __init__(self, size: int, root: bytes) -> None:
-        self.size, self.root = size, root
+        self.size, self.root = size, bytes(root)
         self._known: Known = {}
 
     def verify(self, index: int, leaf: bytes, proof: Sequence[bytes]) -> None:
@@ -531,7 +531,7 @@ class InclusionVerifier:
         size, root, known = self.size, self.root, self._known
         sha256 = hashlib.sha256
         fn, sn, shifts = index, size - 1, 0
-        r = leaf
+        r = leaf = bytes(leaf)  # what is remembered must not change: a caller's bytearray may
         climbed: list[tuple[tuple[int, int], bytes, int]] = []
         for k, p in enumerate(proof):
             got = known.get((shifts, fn))
@@ -559,7 +559,7 @@ class InclusionVerifier:
         else:
             if sn != 0 or r != root:
                 verify_inclusion(index, size, leaf, list(map(decode, proof)), root)  # raises
-        kept = tuple(proof)
+        kept = tuple(map(bytes, proof)) if decode is bytes else tuple(proof)  # copies, as above
         for place, h, k in climbed:
             known[place] = (h, kept, k)
 

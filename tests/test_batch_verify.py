@@ -120,6 +120,26 @@ def log(tmp_path: Path) -> FakeLog:
     return FakeLog(tmp_path)
 
 
+def test_a_callers_buffers_changed_later_do_not_change_what_was_verified() -> None:
+    """The verifier remembers what it walked: a proof or leaf the caller passed as a bytearray
+    and changed after a good check must not let a wrong proof through later (review of D83)."""
+    leaves = _leaves(4)
+    reader, root = _tree(leaves)
+    proof0 = merkle.inclusion_proof(0, 4, reader)
+    v = merkle.InclusionVerifier(4, root)
+    top, leaf = bytearray(proof0[1]), bytearray(leaves[0])
+    v.verify(0, leaf, [proof0[0], top])
+    top[:] = b"\xee" * 32
+    with pytest.raises(ProofError):
+        v.verify(1, leaves[1], [leaves[0], b"\xee" * 32])
+    v.verify(1, leaves[1], merkle.inclusion_proof(1, 4, reader))
+    v = merkle.InclusionVerifier(4, root)
+    v.verify(0, leaf, list(proof0))
+    leaf[:] = b"\xdd" * 32
+    with pytest.raises(ProofError):
+        v.verify(0, b"\xdd" * 32, list(proof0))
+
+
 def _flip(h: str) -> str:
     return ("1" if h[0] == "0" else "0") + h[1:]
 
