@@ -11,12 +11,23 @@ Sustained: the client sends the next batch while it verifies the answer to the o
 (one batch ahead), so the server and the verifying client each use a core; `entries_per_s`
 is entries with every receipt verified over the wall time of the whole run.
 
+Clients (D88): `--clients N` runs N clients, each in a process of its own (its own GIL), started
+together at a barrier; `entries_per_s` is all their entries over the common wall time (the
+first client's start to the last one's end), and the client CPU is the sum of the processes'.
+`--serial`: each client sends a batch and verifies its answer before sending the next, with no
+sender thread to share its GIL with; two such clients keep a request out while the other
+verifies. `--threads`: the clients as threads of this process, as before D88. Where the cores
+idle: `cores_used` is server + clients (+ PostgreSQL) CPU over the wall time;
+`request_out_share` the share of the wall time with a request out (else the server has nothing
+to do); `server_queued_share` and `client_queued_share` the time their threads were runnable
+but waited for a core held by other work on the machine (Linux schedstat).
+
 Warm-up: `--warmup` batches (2 unless told) are sent and verified before any clock or CPU
 counter starts, so the server's first requests (lazy imports, the matching index built at
 start) are not counted in its CPU an entry (D82); they were 10-20 µs an entry of a 20-batch run.
 
 Usage: python bench/batch_bench.py [--batches 20] [--size 1000] [--clients 1] [--warmup 2]
-       [--database URL | --postgres]
+       [--serial] [--threads] [--database URL | --postgres]
 """
 
 from __future__ import annotations
