@@ -141,13 +141,17 @@ def test_changed_bytes_agree(e: dict[str, Any], data: st.DataObject) -> None:
 def test_the_write_paths_quick_encoding_agrees_with_encode(e: dict[str, Any]) -> None:
     """What a registration stores: the quick path's bytes are `entry.encode`'s, and it
     answers only for entries `entry.encode` accepts as new."""
-    quick = quick_canonical(e)
+    _encodes_or_nothing(quick_canonical(e), e)
+
+
+def _encodes_or_nothing(quick: bytes | None, e: dict[str, Any]) -> None:
+    """`quick` is None, or `entry.encode`'s bytes of `e`, which it accepts as new."""
     try:
         _, want = entry_mod.encode(e, new=True)
     except CopyledgerError:
         assert quick is None, e
         return
-    assert quick is None or quick == want
+    assert quick is None or quick == want, e
 
 
 def test_a_plain_new_work_takes_the_quick_encoding() -> None:
@@ -296,13 +300,7 @@ def test_matched_plain_work_gives_encodes_bytes_or_nothing(e: dict[str, Any]) ->
     """D88's client check of an entry read from JSON: bytes only where `entry.encode` accepts
     the entry, and then its bytes (the pattern alone decides: no round trip)."""
     e = orjson.loads(orjson.dumps(e)) if _json_safe(e) else e
-    got = matched_plain_work(e)
-    try:
-        _, want = entry_mod.encode(e, new=True)
-    except CopyledgerError:
-        assert got is None, e
-        return
-    assert got is None or got == want, e
+    _encodes_or_nothing(matched_plain_work(e), e)
 
 
 def _json_safe(e: dict[str, Any]) -> bool:
