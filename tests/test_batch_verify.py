@@ -351,6 +351,8 @@ SENT_CHANGES: list[Callable[[dict[str, Any]], None]] = [
     lambda w: w.update(license="CC0"),
     lambda w: w.update(media_type="image/png"),
     lambda w: w.update(idempotency_key="k-1"),
+    lambda w: w.pop("sha256"),
+    lambda w: w.update(creators="Ada"),
 ]
 
 
