@@ -19,8 +19,9 @@ sender thread to share its GIL with; two such clients keep a request out while t
 verifies. `--threads`: the clients as threads of this process, as before D88. Where the cores
 idle: `cores_used` is server + clients (+ PostgreSQL) CPU over the wall time;
 `request_out_share` the share of the wall time with a request out (else the server has nothing
-to do); `server_queued_share` and `client_queued_share` the time their threads were runnable
-but waited for a core held by other work on the machine (Linux schedstat).
+to do); `server_queued_share` and `client_queued_share` the thread-seconds a second their threads
+were runnable but waited for a core held by other work on the machine (Linux schedstat; can
+pass 1 with several threads; the server's misses threads that ended during the run).
 
 Warm-up: `--warmup` batches (2 unless told) are sent and verified before any clock or CPU
 counter starts, so the server's first requests (lazy imports, the matching index built at
@@ -73,6 +74,7 @@ def run_client(url: str, key: str, no: int, batches: int, size: int,
     spans: list[tuple[float, float]] = []  # (sent, answered): when this client had a request out
     send_cpu: list[float] = []  # the sender's CPU: building requests, HTTP, JSON
     idle = [0.0]  # the verifying thread waiting for an answer
+    sender_queued: list[float] = []  # the sender thread's wait for a core
     entries = 0
     answers: queue.Queue[tuple[Any, Any] | BaseException] = queue.Queue(maxsize=1)
     with Client(url, api_key=key, timeout=300) as c:
@@ -88,13 +90,14 @@ def run_client(url: str, key: str, no: int, batches: int, size: int,
             return call, answer
 
         def send() -> None:
-            cpu0 = time.thread_time()
+            cpu0, queued0 = time.thread_time(), _thread_queued()
             try:
                 for b in range(batches):
                     answers.put(exchange(b))
             except BaseException as e:  # handed to the verifying thread, which raises it
                 answers.put(e)
             send_cpu.append(time.thread_time() - cpu0)
+            sender_queued.append(_thread_queued() - queued0)
 
         def check(b: int, call: Any, answer: Any) -> int:
             t1 = time.perf_counter()
@@ -106,7 +109,7 @@ def run_client(url: str, key: str, no: int, batches: int, size: int,
 
         if ready is not None:
             ready.wait()
-        start, cpu_start, queued = time.perf_counter(), time.process_time(), _queued()
+        start, cpu_start, queued = time.perf_counter(), time.process_time(), _thread_queued()
         if serial:
             verify_cpu = 0.0
             for b in range(batches):
@@ -130,7 +133,7 @@ def run_client(url: str, key: str, no: int, batches: int, size: int,
             verify_cpu = time.thread_time() - verify_cpu0
             sender.join()
         end, cpu = time.perf_counter(), time.process_time() - cpu_start
-        queued = _queued() - queued
+        queued = _thread_queued() - queued + sum(sender_queued)  # this thread's and the sender's
     return {"queued": queued, "waits": waits, "verifies": verifies, "entries": entries,
             "spans": spans, "send_cpu": sum(send_cpu), "verify_cpu": verify_cpu, "idle": idle[0],
             "cpu": cpu, "start": start, "end": end}
@@ -162,16 +165,28 @@ def _cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _queued(pid: int | str = "self") -> float:
-    """Seconds the process's threads have spent runnable but waiting for a core (Linux
+def _queued(pid: int) -> dict[str, float]:
+    """Seconds each thread of the process has spent runnable but waiting for a core (Linux
     schedstat): the time the machine's other work took from it, not its own idling."""
-    total = 0
+    waits: dict[str, float] = {}
     for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
         try:
-            total += int(stat.read_text().split()[1])
+            waits[stat.parent.name] = int(stat.read_text().split()[1]) / 1e9
         except (OSError, ValueError, IndexError):
-            continue
-    return total / 1e9
+            continue  # ended meanwhile
+    return waits
+
+
+def _queued_since(pid: int, before: dict[str, float]) -> float:
+    """Thread-seconds the process waited for a core since `before` (`_queued`): threads that
+    ended meanwhile are not counted (a lower bound); threads started since count whole."""
+    return sum(w - before.get(tid, 0.0) for tid, w in _queued(pid).items())
+
+
+def _thread_queued() -> float:
+    """`_queued` of the calling thread alone: a client's threads are counted each by itself,
+    since a thread that has ended is no longer listed (its wait would be lost)."""
+    return int(Path("/proc/thread-self/schedstat").read_text().split()[1]) / 1e9
 
 
 def _cluster_cpu(datadir: Path | None) -> float:
@@ -268,8 +283,7 @@ def run(args: argparse.Namespace, datadir: Path | None) -> None:
                                    / wall, 3),
         # waiting for a core the machine's other work held (schedstat), a share of the wall
         "server_queued_share": round(out[0]["server_queued"] / wall, 3),
-        "client_queued_share": round(
-            (sum(o["queued"] for o in out) if not args.threads else out[0]["queued"]) / wall, 3),
+        "client_queued_share": round(sum(o["queued"] for o in out) / wall, 3),
         "verifier_idle_share": round(sum(o["idle"] for o in out) / (wall * args.clients), 3),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(), "cpus": platform.machine(),
@@ -320,7 +334,7 @@ def _clients(args: argparse.Namespace, url: str, key: str, server: int,
                 raise g
         out = got
         client_cpu = sum(o["cpu"] for o in out)  # each process's own, from its start to end
-    out[0]["server_queued"] = _queued(server) - queued0
+    out[0]["server_queued"] = _queued_since(server, queued0)
     return out, _cpu(server) - server0, client_cpu, _cluster_cpu(datadir) - db0
 
 
