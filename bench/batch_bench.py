@@ -11,12 +11,24 @@ Sustained: the client sends the next batch while it verifies the answer to the o
 (one batch ahead), so the server and the verifying client each use a core; `entries_per_s`
 is entries with every receipt verified over the wall time of the whole run.
 
+Clients (D88): `--clients N` runs N clients, each in a process of its own (its own GIL), started
+together at a barrier; `entries_per_s` is all their entries over the common wall time (the
+first client's start to the last one's end), and the client CPU is the sum of the processes'.
+`--serial`: each client sends a batch and verifies its answer before sending the next, with no
+sender thread to share its GIL with; two such clients keep a request out while the other
+verifies. `--threads`: the clients as threads of this process, as before D88. Where the cores
+idle: `cores_used` is server + clients (+ PostgreSQL) CPU over the wall time;
+`request_out_share` the share of the wall time with a request out (else the server has nothing
+to do); `server_queued_share` and `client_queued_share` the thread-seconds a second their threads
+were runnable but waited for a core held by other work on the machine (Linux schedstat; can
+pass 1 with several threads; the server's misses threads that ended during the run).
+
 Warm-up: `--warmup` batches (2 unless told) are sent and verified before any clock or CPU
 counter starts, so the server's first requests (lazy imports, the matching index built at
 start) are not counted in its CPU an entry (D82); they were 10-20 µs an entry of a 20-batch run.
 
 Usage: python bench/batch_bench.py [--batches 20] [--size 1000] [--clients 1] [--warmup 2]
-       [--database URL | --postgres]
+       [--serial] [--threads] [--database URL | --postgres]
 """
 
 from __future__ import annotations
@@ -24,6 +36,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import multiprocessing
 import os
 import platform
 import queue
@@ -48,55 +61,132 @@ def works(client_no: int, batch_no: int, size: int) -> list[BatchWork]:
 
 
 def run_client(url: str, key: str, no: int, batches: int, size: int,
-               out: dict[str, Any]) -> None:
-    """Sustained: a sender thread keeps the next batch in flight while this thread verifies
-    every receipt of the answer before it, so the server and the verifying client each have
-    a core (one batch ahead at most: the server is never sent more than the client checks)."""
+               serial: bool = False, ready: Any = None) -> dict[str, Any]:
+    """One client's batches, every receipt verified. Sustained (the default): a sender thread
+    keeps the next batch in flight while this thread verifies every receipt of the answer
+    before it (one batch ahead at most: the server is never sent more than the client checks).
+    `serial`: one thread sends a batch, verifies its answer, then sends the next (no second
+    thread to share this process's GIL with; run several such clients as processes to keep
+    the server busy). `ready`: a barrier every client and the bench wait at once connected,
+    so the clocks start together."""
     waits: list[float] = []
     verifies: list[float] = []
-    send_cpu: list[float] = []  # the sender thread's CPU: building requests, HTTP, JSON
+    spans: list[tuple[float, float]] = []  # (sent, answered): when this client had a request out
+    send_cpu: list[float] = []  # the sender's CPU: building requests, HTTP, JSON
+    idle = [0.0]  # the verifying thread waiting for an answer
+    sender_queued: list[float] = []  # the sender thread's wait for a core
     entries = 0
     answers: queue.Queue[tuple[Any, Any] | BaseException] = queue.Queue(maxsize=1)
     with Client(url, api_key=key, timeout=300) as c:
         trust = c._trusted()  # the log's key, fetched once
 
+        def exchange(b: int) -> tuple[Any, Any]:
+            call = calls.register_works(works(no, b, size))
+            t0 = time.perf_counter()
+            answer = c._send(call)  # the HTTP exchange alone
+            t1 = time.perf_counter()
+            waits.append(t1 - t0)
+            spans.append((t0, t1))
+            return call, answer
+
         def send() -> None:
-            cpu0 = time.thread_time()
+            cpu0, queued0 = time.thread_time(), _thread_queued()
             try:
                 for b in range(batches):
-                    call = calls.register_works(works(no, b, size))
-                    t0 = time.perf_counter()
-                    answer = c._send(call)  # the HTTP exchange alone
-                    waits.append(time.perf_counter() - t0)
-                    answers.put((call, answer))
+                    answers.put(exchange(b))
             except BaseException as e:  # handed to the verifying thread, which raises it
                 answers.put(e)
             send_cpu.append(time.thread_time() - cpu0)
+            sender_queued.append(_thread_queued() - queued0)
 
-        sender = threading.Thread(target=send)
-        sender.start()
-        verify_cpu0 = time.thread_time()
-        for b in range(batches):
-            got = answers.get()
-            if isinstance(got, BaseException):
-                raise got
-            call, answer = got
+        def check(b: int, call: Any, answer: Any) -> int:
             t1 = time.perf_counter()
             results = call.finish(answer, trust)  # every receipt verified
             verifies.append(time.perf_counter() - t1)
             if not all(isinstance(r, Receipt) and not r.already_registered for r in results):
                 raise SystemExit(f"batch {b}: not every item registered: {results[:3]}")
-            entries += len(results)
-        verify_cpu = time.thread_time() - verify_cpu0
-        sender.join()
-    out[no] = {"waits": waits, "verifies": verifies, "entries": entries,
-               "send_cpu": sum(send_cpu), "verify_cpu": verify_cpu}
+            return len(results)
+
+        if ready is not None:
+            ready.wait()
+        start, cpu_start, queued = time.perf_counter(), time.process_time(), _thread_queued()
+        if serial:
+            verify_cpu = 0.0
+            for b in range(batches):
+                cpu0 = time.thread_time()
+                call, answer = exchange(b)
+                cpu1 = time.thread_time()
+                entries += check(b, call, answer)
+                send_cpu.append(cpu1 - cpu0)
+                verify_cpu += time.thread_time() - cpu1
+        else:
+            sender = threading.Thread(target=send)
+            sender.start()
+            verify_cpu0 = time.thread_time()
+            for b in range(batches):
+                t = time.perf_counter()
+                got = answers.get()
+                idle[0] += time.perf_counter() - t
+                if isinstance(got, BaseException):
+                    raise got
+                entries += check(b, *got)
+            verify_cpu = time.thread_time() - verify_cpu0
+            sender.join()
+        end, cpu = time.perf_counter(), time.process_time() - cpu_start
+        queued = _thread_queued() - queued + sum(sender_queued)  # this thread's and the sender's
+    return {"queued": queued, "waits": waits, "verifies": verifies, "entries": entries,
+            "spans": spans, "send_cpu": sum(send_cpu), "verify_cpu": verify_cpu, "idle": idle[0],
+            "cpu": cpu, "start": start, "end": end}
+
+
+def _in_process(conn: Any, *args: Any) -> None:
+    """`run_client` in a client process of its own: its result (or failure) sent back."""
+    try:
+        conn.send(run_client(*args))
+    except BaseException as e:
+        conn.send(RuntimeError(f"client {args[2]}: {e!r}"))
+        raise
+
+
+def _busy(spans: list[tuple[float, float]], start: float, end: float) -> float:
+    """Seconds of [start, end] with at least one request out (the server's work or queue)."""
+    busy, reach = 0.0, start
+    for s, e in sorted(spans):
+        s, e = max(s, reach), min(e, end)
+        if e > s:
+            busy += e - s
+            reach = e
+    return busy
 
 
 def _cpu(pid: int) -> float:
     """User + system CPU seconds of a process (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _queued(pid: int) -> dict[str, float]:
+    """Seconds each thread of the process has spent runnable but waiting for a core (Linux
+    schedstat): the time the machine's other work took from it, not its own idling."""
+    waits: dict[str, float] = {}
+    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        try:
+            waits[stat.parent.name] = int(stat.read_text().split()[1]) / 1e9
+        except (OSError, ValueError, IndexError):
+            continue  # ended meanwhile
+    return waits
+
+
+def _queued_since(pid: int, before: dict[str, float]) -> float:
+    """Thread-seconds the process waited for a core since `before` (`_queued`): threads that
+    ended meanwhile are not counted (a lower bound); threads started since count whole."""
+    return sum(w - before.get(tid, 0.0) for tid, w in _queued(pid).items())
+
+
+def _thread_queued() -> float:
+    """`_queued` of the calling thread alone: a client's threads are counted each by itself,
+    since a thread that has ended is no longer listed (its wait would be lost)."""
+    return int(Path("/proc/thread-self/schedstat").read_text().split()[1]) / 1e9
 
 
 def _cluster_cpu(datadir: Path | None) -> float:
@@ -118,7 +208,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--batches", type=int, default=20, help="batches per client")
     ap.add_argument("--size", type=int, default=1000)
-    ap.add_argument("--clients", type=int, default=1)
+    ap.add_argument("--clients", type=int, default=1,
+                    help="clients, each in a process of its own (D88), started together")
+    ap.add_argument("--threads", action="store_true",
+                    help="the clients as threads of this process instead (as before D88)")
+    ap.add_argument("--serial", action="store_true",
+                    help="each client sends a batch and verifies it before the next (no "
+                         "sender thread); with --clients 2 or more the server stays busy")
     ap.add_argument("--warmup", type=int, default=2, help="batches sent before measuring")
     ap.add_argument("--database", default="")
     ap.add_argument("--postgres", action="store_true",
@@ -145,24 +241,16 @@ def run(args: argparse.Namespace, datadir: Path | None) -> None:
         try:
             assert srv.proc is not None
             if args.warmup:  # its own hashes (client 10,000), not counted
-                run_client(srv.url, key, 10_000, args.warmup, args.size, {})
-            out: dict[int, Any] = {}
-            threads = [threading.Thread(target=run_client, args=(
-                srv.url, key, n, args.batches, args.size, out)) for n in range(args.clients)]
-            server0, client0, t0 = _cpu(srv.proc.pid), time.process_time(), time.perf_counter()
-            db0 = _cluster_cpu(datadir)
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            wall = time.perf_counter() - t0
-            server_cpu, client_cpu = _cpu(srv.proc.pid) - server0, time.process_time() - client0
-            db_cpu = _cluster_cpu(datadir) - db0
+                run_client(srv.url, key, 10_000, args.warmup, args.size)
+            out, server_cpu, client_cpu, db_cpu = _clients(args, srv.url, key, srv.proc.pid,
+                                                           datadir)
         finally:
             srv.stop()
-    entries = sum(o["entries"] for o in out.values())
-    waits = sorted(w for o in out.values() for w in o["waits"])
-    verifies = [v for o in out.values() for v in o["verifies"]]
+    entries = sum(o["entries"] for o in out)
+    start, end = min(o["start"] for o in out), max(o["end"] for o in out)
+    wall = end - start  # the common wall time: the first client's start to the last's end
+    waits = sorted(w for o in out for w in o["waits"])
+    verifies = [v for o in out for v in o["verifies"]]
     print(json.dumps({
         "engine": "postgresql" if args.database else "sqlite",
         "clients": args.clients, "batch_size": args.size, "entries": entries,
@@ -177,15 +265,77 @@ def run(args: argparse.Namespace, datadir: Path | None) -> None:
         "client_cpu_us_per_entry": round(1e6 * client_cpu / entries, 1),
         # the client's two threads: building, sending and reading requests; verifying answers
         "client_send_cpu_us_per_entry": round(
-            1e6 * sum(o["send_cpu"] for o in out.values()) / entries, 1),
+            1e6 * sum(o["send_cpu"] for o in out) / entries, 1),
         "client_verify_cpu_us_per_entry": round(
-            1e6 * sum(o["verify_cpu"] for o in out.values()) / entries, 1),
+            1e6 * sum(o["verify_cpu"] for o in out) / entries, 1),
         **({"postgresql_cpu_us_per_entry": round(1e6 * db_cpu / entries, 1)}
            if datadir else {}),
         "every_receipt_verified": True,
+        # where the cores idle (D88): how the clients ran, the CPU of the server, the clients
+        # (and PostgreSQL) over the wall time, the share of the wall time with a request out
+        # (else the server waits for one), and the verifying threads' wait for answers
+        "client_processes": 0 if args.threads else args.clients,
+        "client_mode": "serial" if args.serial else "sender thread + verifier",
+        "cores_used": round((server_cpu + client_cpu + db_cpu) / wall, 2),
+        "server_cores": round(server_cpu / wall, 2),
+        "client_cores": round(client_cpu / wall, 2),
+        "request_out_share": round(_busy([s for o in out for s in o["spans"]], start, end)
+                                   / wall, 3),
+        # waiting for a core the machine's other work held (schedstat), a share of the wall
+        "server_queued_share": round(out[0]["server_queued"] / wall, 3),
+        "client_queued_share": round(sum(o["queued"] for o in out) / wall, 3),
+        "verifier_idle_share": round(sum(o["idle"] for o in out) / (wall * args.clients), 3),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(), "cpus": platform.machine(),
     }, indent=2))
+
+
+def _clients(args: argparse.Namespace, url: str, key: str, server: int,
+             datadir: Path | None) -> tuple[list[dict[str, Any]], float, float, float]:
+    """Run the clients, started together: each in a process of its own (else as threads of
+    this one, `--threads`, as before D88). (their results, the server's, the clients' and
+    PostgreSQL's CPU seconds over the run)."""
+    n = args.clients
+    common = (url, key)
+    if args.threads:
+        ready = threading.Barrier(n + 1)
+        results: dict[int, dict[str, Any]] = {}
+
+        def one(no: int) -> None:
+            results[no] = run_client(*common, no, args.batches, args.size, args.serial, ready)
+
+        threads = [threading.Thread(target=one, args=(no,)) for no in range(n)]
+        for t in threads:
+            t.start()
+        ready.wait()
+        server0, client0, db0 = _cpu(server), time.process_time(), _cluster_cpu(datadir)
+        queued0 = _queued(server)
+        for t in threads:
+            t.join()
+        client_cpu = time.process_time() - client0
+        out = [results[no] for no in range(n)]
+    else:
+        ctx = multiprocessing.get_context("fork")
+        ready = ctx.Barrier(n + 1)
+        pipes = [ctx.Pipe(duplex=False) for _ in range(n)]
+        procs = [ctx.Process(target=_in_process, args=(w, *common, no, args.batches, args.size,
+                                                       args.serial, ready))
+                 for no, (_, w) in enumerate(pipes)]
+        for p in procs:
+            p.start()
+        ready.wait()
+        server0, db0 = _cpu(server), _cluster_cpu(datadir)
+        queued0 = _queued(server)
+        got = [r.recv() for r, _ in pipes]
+        for p in procs:
+            p.join()
+        for g in got:
+            if isinstance(g, BaseException):
+                raise g
+        out = got
+        client_cpu = sum(o["cpu"] for o in out)  # each process's own, from its start to end
+    out[0]["server_queued"] = _queued_since(server, queued0)
+    return out, _cpu(server) - server0, client_cpu, _cluster_cpu(datadir) - db0
 
 
 if __name__ == "__main__":

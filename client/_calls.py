@@ -307,7 +307,8 @@ def register_works(works: Sequence[BatchWork], again: bool = False
             at = [i for i, r in enumerate(results) if "registration" in r]
             checked = verify.check_receipts(  # a block's shared parts checked once
                 [results[i]["registration"] for i in at], trust.verifiers,
-                file_sha256s=[bodies[i]["sha256"] for i in at])
+                file_sha256s=[bodies[i]["sha256"] for i in at],
+                works=[bodies[i] for i in at])  # a sent work's entry written, not parsed
             for i, got in zip(at, checked, strict=True):
                 out[i] = got
             return [o for o in out if o is not None]

@@ -9,10 +9,10 @@ Each check returns the verified answer as a typed result, or raises `UnverifiedA
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from copyledger.client.errors import UnverifiedAnswer
 from copyledger.client.results import (
@@ -23,10 +23,12 @@ from copyledger.client.results import (
     SignedCheckpoint,
 )
 from copyledger.ledger import claims, jcs, merkle, note
+from copyledger.ledger import entry as entry_mod
 from copyledger.ledger.contact import Disclosure
-from copyledger.ledger.documents import ReceiptProof, parse_plain_work
+from copyledger.ledger.documents import Content, ReceiptProof, Work, parse_plain_work
 from copyledger.ledger.errors import CopyledgerError, VerificationError, said
 from copyledger.ledger.merkle import _gc_paused
+from copyledger.ledger.quick_entry import matched_plain_work
 from copyledger.ledger.verify import verify_receipt
 
 __all__ = [
@@ -99,6 +101,7 @@ a receipt must give, and the verifier its receipts' paths share."""
 def check_receipts(
     registrations: Sequence[Any], keys: Keys, *,
     file_sha256s: Sequence[str | None] | None = None,
+    works: Sequence[Mapping[str, Any] | None] | None = None,
 ) -> list[Receipt | UnverifiedAnswer]:
     """A batch answer's registrations, in order, each checked in full as `check_receipt`
     checks one (its own entry's bytes hashed to its leaf, its own proof walked to a root, that
@@ -108,20 +111,26 @@ def check_receipts(
     (`merkle.InclusionVerifier`). Receipts that name two roots for one tree size are refused:
     the log signed two different trees (a split view). A receipt this path doubts (not a plain
     work, anything malformed or failing) gets `check_receipt`, which names the fault.
-    `file_sha256s`, if given, has one digest (or None) per registration (else ValueError)."""
-    if file_sha256s is not None and len(file_sha256s) != len(registrations):
-        raise ValueError(f"{len(file_sha256s)} file digests for {len(registrations)} "
-                         "registrations: give one (or None) per registration")
+    `file_sha256s`, if given, has one digest (or None) per registration (else ValueError).
+    `works`, if given, has per registration the work's fields as sent (POST /v1/works/batch's
+    item, or None): an entry that is exactly that work is then checked against it instead of
+    parsed (D88); any other entry is checked as without it, so the verdicts are the same."""
+    n = len(registrations)
+    for name, given in (("file digests", file_sha256s), ("works", works)):
+        if given is not None and len(given) != n:
+            raise ValueError(f"{len(given)} {name} for {n} registrations: give one (or None) "
+                             "per registration")
     trusted = verifiers(keys)
     checked: dict[str, note.Checkpoint] = {}
     trees: dict[str, _Tree | None] = {}  # checkpoint text -> its tree, None if it fails
     roots: dict[int, str] = {}  # tree size -> the root the first receipt of that size named
     out: list[Receipt | UnverifiedAnswer] = []
-    with _gc_paused(len(registrations) >= _MANY):  # thousands of acyclic results
+    with _gc_paused(n >= _MANY):  # thousands of acyclic results
         for i, registration in enumerate(registrations):
             want = file_sha256s[i] if file_sha256s is not None else None
             try:
-                r = _quick_receipt(registration, trusted, want, checked, trees)
+                r = _quick_receipt(registration, trusted, want,
+                                   works[i] if works is not None else None, checked, trees)
                 if r is None:
                     r = check_receipt(registration, trusted, file_sha256=want, checked=checked)
                 rc = r.receipt
@@ -150,12 +159,15 @@ def _tree(cp_text: str, trusted: tuple[note.Verifier, ...],
 
 def _quick_receipt(
     reg: Any, trusted: tuple[note.Verifier, ...], want: str | None,
+    sent: Mapping[str, Any] | None,
     checked: dict[str, note.Checkpoint], trees: dict[str, _Tree | None],
 ) -> Receipt | None:
     """`check_receipt` of a plain work's well-formed registration at C speed where it can be;
     None for anything else or anything that fails (`check_receipt` then says why). The leaf
     and root are compared as the lowercase hex of hashes computed or verified here, and the
-    proof's hashes are decoded only where they enter a walk (`InclusionVerifier.verify_hex`)."""
+    proof's hashes are decoded only where they enter a walk (`InclusionVerifier.verify_hex`).
+    With `sent` (the work's fields as the client sent them), an entry equal to that work is
+    written from those fields (`_sent_work`) instead of parsed."""
     if type(reg) is not dict or not _REGISTRATION <= reg.keys() <= _WITH_MARKER:
         return None
     seq, leaf_hex, height, rc = reg["seq"], reg["leaf_hash"], reg["block_height"], reg["receipt"]
@@ -172,9 +184,11 @@ def _quick_receipt(
         tree = trees[cp_text] = _tree(cp_text, trusted, checked)
     if tree is None or tree[0] != size or tree[1] != root_hex:
         return None
-    made = parse_plain_work(reg["entry"])
+    made = _sent_work(sent, reg["entry"]) if sent is not None else None
     if made is None:
-        return None
+        made = parse_plain_work(reg["entry"])
+        if made is None:
+            return None
     entry, data = made
     leaf = hashlib.sha256(b"\x00" + data).digest()
     if leaf.hex() != leaf_hex or (want is not None and entry.content.sha256 != want):
@@ -183,10 +197,70 @@ def _quick_receipt(
         tree[2].verify_hex(seq, leaf, path)
     except CopyledgerError:
         return None
-    return Receipt(seq=seq, leaf_hash=leaf_hex, block_height=height, entry=entry,
-                   receipt=ReceiptProof(tree_size=size, root=root_hex, proof=tuple(path),
-                                        checkpoint=cp_text),
-                   already_registered=reg.get("already_registered"))
+    return _made(Receipt, {
+        "seq": seq, "leaf_hash": leaf_hex, "block_height": height, "entry": entry,
+        "receipt": _made(ReceiptProof, {"tree_size": size, "root": root_hex,
+                                        "proof": tuple(path), "checkpoint": cp_text}),
+        "already_registered": reg.get("already_registered")})
+
+
+_D = TypeVar("_D")
+
+
+def _made(cls: type[_D], values: dict[str, Any]) -> _D:
+    """The frozen dataclass `cls(**values)` for `values` naming every one of its fields, made
+    without its `__init__`, which sets each field through `object.__setattr__` (a receipt's
+    four objects cost ~6 µs that way, D88). Only for the document classes here, which have no
+    `__post_init__`; `tests/test_batch_verify.py` holds the result equal to the `__init__`'s."""
+    obj = object.__new__(cls)
+    obj.__dict__.update(values)
+    return obj
+
+
+_SENT_PLAIN = frozenset({"sha256", "title", "creators", "work_type", "size", "license", "sm3",
+                         "idempotency_key", "again"})
+"""A batch item's fields that make a plain work (no media type, metadata or fingerprints);
+its key and `again` are not part of the entry."""
+
+
+def _sent_work(sent: Mapping[str, Any], entry: Any) -> tuple[Work, bytes] | None:
+    """`parse_plain_work(entry)` for an entry that is exactly the work sent (its fields, with
+    the registrant and time the registry added): the entry is compared with the work sent as
+    one dictionary comparison, which also holds it to JSON's own types (a tuple, a UUID or a
+    datetime is not equal to the list or text expected; True and 1.0 are equal to 1, and are
+    refused by the match below, which reads `true` and `1.0` as no size). Its RFC 8785 bytes
+    are orjson's sorted encoding, which `quick_entry.matched_plain_work` accepts only as a
+    plain work `entry.validate` accepts, with no round trip and no `Work` parsed. None for
+    anything else (another entry, a doubtful value): then the entry is parsed."""
+    if (type(entry) is not dict or not sent.keys() <= _SENT_PLAIN
+            or type(sent.get("creators")) is not list):  # a tuple is sent as a list
+        return None
+    registrant, received_at = entry.get("registrant"), entry.get("received_at")
+    content = {"sha256": sent.get("sha256")}  # a work sent without one: the parse decides
+    for name in ("size", "sm3"):
+        if sent.get(name) is not None:
+            content[name] = sent[name]
+    expected = {"content": content, "creators": sent.get("creators"), "kind": "work",
+                "received_at": received_at, "registrant": registrant,
+                "schema": entry_mod.SCHEMA, "title": sent.get("title"),
+                "work_type": sent.get("work_type")}
+    license = sent.get("license")
+    if license is not None:
+        expected["license"] = license
+    if entry != expected:
+        return None
+    data = matched_plain_work(entry)  # the types are those of `expected`: JSON's own
+    if data is None:
+        return None
+    got = entry["content"]  # the entry's own values, as `parse_plain_work` would keep them
+    work = _made(Work, {
+        "registrant": registrant, "received_at": received_at,
+        "content": _made(Content, {"sha256": got["sha256"], "size": got.get("size"),
+                                   "media_type": None, "fingerprints": None,
+                                   "sm3": got.get("sm3")}),
+        "title": entry["title"], "creators": tuple(entry["creators"]),
+        "work_type": entry["work_type"], "license": entry.get("license"), "metadata": None})
+    return work, data
 
 
 def check_contact(answer: Any) -> Disclosure:

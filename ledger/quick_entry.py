@@ -36,7 +36,7 @@ import orjson
 from copyledger.ledger import entry as entry_mod
 from copyledger.ledger import jcs
 
-__all__ = ["plain_work", "quick_canonical", "quick_logged"]
+__all__ = ["matched_plain_work", "plain_work", "quick_canonical", "quick_logged"]
 
 _WORK = entry_mod._KIND_FIELDS["work"]
 _REQUIRED = frozenset(name for name, (required, _) in _WORK.items() if required)
@@ -144,6 +144,19 @@ def _whole(data: bytes) -> tuple[str, str, str] | None:
     if not _valid_date(date.decode()):
         return None
     return "work", sha256.decode(), registrant.decode()
+
+
+def matched_plain_work(obj: dict[str, object]) -> bytes | None:
+    """The RFC 8785 bytes of `obj`, a JSON object holding only JSON's own types (str, int,
+    list, dict), when they are a plain work `_PLAIN_WORK` matches whole: then `entry.validate`
+    accepts them (D73). orjson's sorted encoding matched, with no round trip: the caller
+    vouches for the types (orjson also writes a tuple as a list, a UUID as text), as
+    `check_receipts` does by comparing `obj` with the work it sent (D88). None otherwise."""
+    try:
+        data = orjson.dumps(obj, option=_SORT)
+    except (TypeError, orjson.JSONEncodeError):
+        return None
+    return data if len(data) <= entry_mod.MAX_ENTRY_BYTES and _whole(data) else None
 
 
 def quick_logged(data: bytes) -> tuple[str, str, str] | None:

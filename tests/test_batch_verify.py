@@ -179,15 +179,18 @@ TAMPERS: dict[str, Callable[[dict[str, Any]], None]] = {
 }
 
 
+@pytest.mark.parametrize("sent", [False, True], ids=["parsed", "as sent"])
 @pytest.mark.parametrize("how", [*TAMPERS, "signature"])
-def test_a_tampered_receipt_in_a_batch_is_refused(log: FakeLog, how: str) -> None:
+def test_a_tampered_receipt_in_a_batch_is_refused(log: FakeLog, how: str, sent: bool) -> None:
     """One receipt changed after its neighbours (which share its block, its signature and
-    most of its path) were checked: refused, with `check_receipt`'s reason; the rest stand."""
-    regs = log.answer([log.entry(i) for i in range(64)])
+    most of its path) were checked: refused, with `check_receipt`'s reason; the rest stand.
+    Also when the client gives the works it sent (D88: entries compared, not parsed)."""
+    entries = [log.entry(i) for i in range(64)]
+    regs = log.answer(entries)
     bad = copy.deepcopy(regs[21])
     (_sign_other(log) if how == "signature" else TAMPERS[how])(bad)
     regs[21] = bad
-    got = check_receipts(regs, [log.vkey])
+    got = check_receipts(regs, [log.vkey], works=[_sent(e) for e in entries] if sent else None)
     assert isinstance(got[21], UnverifiedAnswer) and got[21].answer is bad
     with pytest.raises(UnverifiedAnswer) as alone:
         check_receipt(bad, [log.vkey])
@@ -222,6 +225,9 @@ def test_file_digests_must_be_one_per_registration(log: FakeLog) -> None:
     for wrong in (shas[:2], [*shas, shas[0]], []):
         with pytest.raises(ValueError, match=r"one \(or None\) per registration"):
             check_receipts(regs, [log.vkey], file_sha256s=wrong)
+        with pytest.raises(ValueError, match=r"works for 3 registrations"):
+            check_receipts(regs, [log.vkey], works=[_sent(r["entry"]) for r in regs][
+                :len(wrong)] if len(wrong) < 3 else [None] * 4)
     assert all(isinstance(r, Receipt)
                for r in check_receipts(regs, [log.vkey], file_sha256s=[None, *shas[1:]]))
 
@@ -316,6 +322,11 @@ MUTATIONS: dict[str, Callable[[dict[str, Any], st.DataObject], None]] = {
     "entry creators": lambda r, d: r["entry"].update(creators=d.draw(st.sampled_from(
         [[], ("Ada",), ["Ada", "Ada "], [" "]]))),
     "entry metadata": lambda r, d: r["entry"].update(metadata={"n": 1}),
+    "entry size": lambda r, d: r["entry"]["content"].update(size=d.draw(st.sampled_from(
+        [True, 1.0, "1", -1, 2**53, 1, 7]))),
+    "entry not JSON": lambda r, d: r["entry"].update(**d.draw(st.sampled_from(
+        [{"title": uuid.UUID(int=7)}, {"received_at": datetime.datetime(2026, 11, 30)},
+         {"creators": ("Ada",)}, {"license": "CC0"}, {"kind": "evidence"}]))),
     "marker": lambda r, d: r.update(already_registered=d.draw(st.sampled_from(
         [True, False, None, "yes", 1]))),
     "extra member": lambda r, d: r["receipt"].update(extra=1),
@@ -325,15 +336,41 @@ MUTATIONS: dict[str, Callable[[dict[str, Any], st.DataObject], None]] = {
 }
 
 
+def _sent(entry: dict[str, Any]) -> dict[str, Any]:
+    """The batch item the client sent for `entry` (D88: `check_receipts`' `works`)."""
+    fields = {k: entry[k] for k in ("title", "creators", "work_type", "license") if k in entry}
+    return {**fields, **entry["content"]}
+
+
+SENT_CHANGES: list[Callable[[dict[str, Any]], None]] = [
+    lambda w: w.update(title="Another title"),
+    lambda w: w.update(creators=("Ada",)),
+    lambda w: w.update(size=w.get("size", 0) + 1),
+    lambda w: w.update(size=True),
+    lambda w: w.pop("license", None),
+    lambda w: w.update(license="CC0"),
+    lambda w: w.update(media_type="image/png"),
+    lambda w: w.update(idempotency_key="k-1"),
+    lambda w: w.pop("sha256"),
+    lambda w: w.update(creators="Ada"),
+]
+
+
 @given(st.data())
 def test_the_fast_path_decides_as_check_receipt(shared_log: FakeLog,
                                                 data: st.DataObject) -> None:
     """Random answers of one or two signed trees, some receipts changed in random ways and
     the whole shuffled: each verdict of `check_receipts` is `check_receipt`'s on that receipt
-    alone (the same Receipt, or a refusal with the same reason)."""
+    alone (the same Receipt, or a refusal with the same reason). With the works as sent
+    (D88), some of them not what the entry holds, the verdicts are the same."""
     small = data.draw(st.integers(1, 40))
     big = data.draw(st.integers(small, 48))
     entries = [shared_log.entry(i) for i in range(big)]
+    for e in entries:  # plain works with and without a size and a license
+        if data.draw(st.booleans()):
+            e["content"]["size"] = data.draw(st.integers(0, 2**53 - 1))
+        if data.draw(st.booleans()):
+            e["license"] = "CC-BY-4.0"
     regs = shared_log.answer(entries) + (
         shared_log.answer(entries[:small]) if small < big else [])
     regs = data.draw(st.permutations(regs))
@@ -350,10 +387,27 @@ def test_the_fast_path_decides_as_check_receipt(shared_log: FakeLog,
                 MUTATIONS[how](reg, data)
         except (KeyError, TypeError):
             pass  # an earlier change took away what this one changes
+    works: list[dict[str, Any] | None] = []
+    for reg in regs:
+        sent = _sent(entries[reg["seq"] % big]) if type(reg.get("seq")) is int else None
+        if sent is not None and data.draw(st.integers(0, 5)) == 0:
+            data.draw(st.sampled_from(SENT_CHANGES))(sent)
+        works.append(sent if data.draw(st.integers(0, 7)) else None)
     got = check_receipts(regs, [shared_log.vkey])
-    for reg, verdict in zip(regs, got, strict=True):
+    with_works = check_receipts(regs, [shared_log.vkey], works=works)
+    for reg, verdict, verdict2 in zip(regs, got, with_works, strict=True):
         try:
             alone: Receipt | str = check_receipt(reg, [shared_log.vkey])
         except UnverifiedAnswer as e:
             alone = e.detail
         assert (verdict if isinstance(verdict, Receipt) else verdict.detail) == alone
+        assert (verdict2 if isinstance(verdict2, Receipt) else verdict2.detail) == alone
+        if isinstance(alone, Receipt):  # the same objects, made as their classes make them
+            assert verdict2.to_dict() == alone.to_dict()
+            assert _parts(verdict2) == _parts(alone)
+
+
+def _parts(r: Receipt) -> list[tuple[type, dict[str, Any]]]:
+    """A receipt's objects and their members, to compare objects made without `__init__`."""
+    return [(type(o), {k: (type(v), v) for k, v in vars(o).items()})
+            for o in (r, r.receipt, r.entry, r.entry.content)]  # type: ignore[attr-defined]

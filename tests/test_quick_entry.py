@@ -26,6 +26,7 @@ from copyledger.ledger.quick_entry import (
     _by_field,
     _plain_field,
     _whole,
+    matched_plain_work,
     plain_work,
     quick_canonical,
     quick_logged,
@@ -140,13 +141,17 @@ def test_changed_bytes_agree(e: dict[str, Any], data: st.DataObject) -> None:
 def test_the_write_paths_quick_encoding_agrees_with_encode(e: dict[str, Any]) -> None:
     """What a registration stores: the quick path's bytes are `entry.encode`'s, and it
     answers only for entries `entry.encode` accepts as new."""
-    quick = quick_canonical(e)
+    _encodes_or_nothing(quick_canonical(e), e)
+
+
+def _encodes_or_nothing(quick: bytes | None, e: dict[str, Any]) -> None:
+    """`quick` is None, or `entry.encode`'s bytes of `e`, which it accepts as new."""
     try:
         _, want = entry_mod.encode(e, new=True)
     except CopyledgerError:
         assert quick is None, e
         return
-    assert quick is None or quick == want
+    assert quick is None or quick == want, e
 
 
 def test_a_plain_new_work_takes_the_quick_encoding() -> None:
@@ -287,6 +292,23 @@ def test_the_whole_pattern_decides_as_the_reference_does(e: dict[str, Any]) -> N
         assert _whole(raw) is None and quick_logged(raw) == want, raw
     else:
         assert _whole(raw) == want, raw
+
+
+@settings(max_examples=300, deadline=None)
+@given(ascii_works() | entries())
+def test_matched_plain_work_gives_encodes_bytes_or_nothing(e: dict[str, Any]) -> None:
+    """D88's client check of an entry read from JSON: bytes only where `entry.encode` accepts
+    the entry, and then its bytes (the pattern alone decides: no round trip)."""
+    e = orjson.loads(orjson.dumps(e)) if _json_safe(e) else e
+    _encodes_or_nothing(matched_plain_work(e), e)
+
+
+def _json_safe(e: dict[str, Any]) -> bool:
+    try:
+        orjson.dumps(e)
+    except (TypeError, orjson.JSONEncodeError):
+        return False
+    return True
 
 
 @settings(max_examples=200, deadline=None)
