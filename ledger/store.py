@@ -134,10 +134,18 @@ _NODES_PER_QUERY = 64
 
 @functools.lru_cache(maxsize=_NODES_PER_QUERY * 2)
 def _nodes_sql(n: int, mark: str) -> str:
-    """SELECT of `n` nodes by (level, idx): an OR of primary-key equalities, which SQLite and
-    PostgreSQL answer with one index probe each."""
+    """SELECT of `n` nodes by (level, idx): an OR of primary-key equalities, which SQLite
+    answers with one index probe each."""
     terms = " OR ".join([f"(level = {mark} AND idx = {mark})"] * n)
     return f"SELECT level, idx, hash FROM merkle_nodes WHERE {terms}"
+
+
+# PostgreSQL's read of any number of nodes: ONE text whatever the count, so psycopg prepares it
+# on each connection after a few uses (`prepare_threshold`) and PostgreSQL plans it once there
+# (a nested loop of primary-key probes); the OR above had a text per count, each planned anew
+# until prepared, and planning cost as much as running it (0.15-0.7 ms at 10 M, D89).
+_PG_NODES_SQL = ("SELECT m.level, m.idx, m.hash FROM unnest(%s::smallint[], %s::bigint[]) "
+                 "AS w(level, idx) JOIN merkle_nodes m ON m.level = w.level AND m.idx = w.idx")
 
 
 # Nodes at level >= UPPER_LEVEL (subtrees of 1,024 leaves and more) are kept in memory once a
@@ -497,12 +505,9 @@ class Store:
             else:
                 got[node] = h
         if wanted:
-            mark = self._mark()
             with self._cursor() as run:
-                for i in range(0, len(wanted), _NODES_PER_QUERY):
-                    part = wanted[i : i + _NODES_PER_QUERY]
-                    rows = run(_nodes_sql(len(part), mark), [v for lx in part for v in lx])
-                    for lv, ix, hs in rows.fetchall():
+                for sql, args in self._node_statements(wanted):
+                    for lv, ix, hs in run(sql, args).fetchall():
                         got[(lv, ix)] = hs if type(hs) is bytes else _bytes(hs)
             if cached:
                 self._remember_upper(got)
@@ -510,6 +515,36 @@ class Store:
             return [got[i] for i in ids]
         except KeyError as e:
             raise NotFound(said("stored Merkle hash {index} is missing", index=e.args[0])) from None
+
+    def _node_statements(self, ids: Sequence[merkle.NodeId]) -> Iterator[tuple[str, Any]]:
+        """The statements that read `ids`: on PostgreSQL one, of a fixed text with the ids as
+        two arrays; on SQLite the OR of equalities, `_NODES_PER_QUERY` a statement (no round
+        trip to save there, and a join on a table-valued function would scan, D59)."""
+        if self.dialect == "postgresql":
+            yield _PG_NODES_SQL, ([lv for lv, _ in ids], [ix for _, ix in ids])
+            return
+        for i in range(0, len(ids), _NODES_PER_QUERY):
+            part = ids[i : i + _NODES_PER_QUERY]
+            yield _nodes_sql(len(part), self._mark()), [v for lx in part for v in lx]
+
+    def warm_upper(self, size: int) -> int:
+        """Read the upper levels of the tree of `size` leaves into memory in one range read,
+        so that no proof pays for them (D89): without it each random proof at 10 M found about
+        ten of its upper nodes missing until some thousands of proofs had filled the cache.
+        Starts at the lowest level >= `UPPER_LEVEL` whose nodes and those above fill at most
+        half of `UPPER_MAX_NODES` (all of them up to 16 M leaves), leaving room for the log to
+        grow. Returns how many nodes it read."""
+        level = UPPER_LEVEL
+        while sum(size >> lv for lv in range(level, 64)) > UPPER_MAX_NODES // 2:
+            level += 1
+        if not size >> level:
+            return 0
+        with self._cursor() as run:
+            rows = run(f"SELECT level, idx, hash FROM merkle_nodes WHERE level >= {level}",
+                       ()).fetchall()
+        self._remember_upper({(lv, ix): hs if type(hs) is bytes else _bytes(hs)
+                              for lv, ix, hs in rows})
+        return len(rows)
 
     def _remember_upper(self, got: dict[merkle.NodeId, bytes]) -> None:
         """Keep the upper nodes just read, up to `UPPER_MAX_NODES` (then start again: the
