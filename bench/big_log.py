@@ -23,7 +23,7 @@ one that compares). How long the near-duplicate index's background rebuild takes
 every entry) is stated too, up to --index-wait seconds.
 
 Usage: python bench/big_log.py --data-dir DIR [--database URL] [--samples 2000] [--starts 3]
-                                [--first-pass 500]
+                                [--first-pass 500] [--server-side-only]
        python bench/big_log.py --data-dir DIR --startup-only
 """
 
@@ -81,11 +81,12 @@ def warm_start(node: Node, size: int) -> dict[str, Any]:
 
 def block_reads(node: Node) -> dict[str, int] | None:
     """PostgreSQL's buffer counters of this database (blocks found in its shared buffers, and
-    blocks it had to read from the kernel: its page cache or the disk). None on SQLite. The
-    server flushes them about once a second, so wait for that first."""
+    blocks it had to read from the kernel: its page cache or the disk). None on SQLite. A
+    busy server process reports them at most once a second and an idle one within ten
+    seconds (PostgreSQL 15), so wait for that first."""
     if node.store.dialect != "postgresql":
         return None
-    time.sleep(1.5)
+    time.sleep(11)
     with node.store.engine.connect() as conn:
         hit, read = conn.exec_driver_sql(
             "SELECT blks_hit, blks_read FROM pg_stat_database "
@@ -251,6 +252,8 @@ def main() -> None:
     ap.add_argument("--first-pass", type=int, default=500,
                     help="inclusion proofs timed apart first (cold), before the samples")
     ap.add_argument("--startup-only", action="store_true")
+    ap.add_argument("--server-side-only", action="store_true",
+                    help="no start-up and no HTTP: the reads in this process only")
     args = ap.parse_args()
     if args.startup_only:
         print(json.dumps(startups(args.data_dir, args.database, args.port, args.starts),
@@ -278,6 +281,10 @@ def main() -> None:
     out["server_side_process_rss_mib"] = rss_split()
     out["in_memory_read_caches"] = in_memory(node)
     node.store.close()
+    if args.server_side_only:
+        out["load_after"] = os.getloadavg()
+        print(json.dumps(out, indent=2))
+        return
     out["startup"] = startups(args.data_dir, args.database, args.port, args.starts)
     srv, first = start_once(args.data_dir, args.database, args.port)
     assert srv.proc is not None
