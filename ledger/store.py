@@ -148,6 +148,11 @@ _PG_NODES_SQL = ("SELECT m.level, m.idx, m.hash FROM unnest(%s::smallint[], %s::
                  "AS w(level, idx) JOIN merkle_nodes m ON m.level = w.level AND m.idx = w.idx")
 
 
+def _pg_array(values: list[int]) -> str:
+    """PostgreSQL's text form of an integer array, `{1,2,3}`."""
+    return "{" + ",".join([str(v) for v in values]) + "}"
+
+
 # Nodes at level >= UPPER_LEVEL (subtrees of 1,024 leaves and more) are kept in memory once a
 # read has fetched them: a log of n entries has about n/512 of them, and every proof and root
 # needs some. At most UPPER_MAX_NODES are kept: about 12 MiB (a tuple key, a 32-byte bytes
@@ -536,8 +541,9 @@ class Store:
         """The statements that read `ids`: on PostgreSQL one, of a fixed text with the ids as
         two arrays; on SQLite the OR of equalities, `_NODES_PER_QUERY` a statement (no round
         trip to save there, and a join on a table-valued function would scan, D59)."""
-        if self.dialect == "postgresql":
-            yield _PG_NODES_SQL, ([lv for lv, _ in ids], [ix for _, ix in ids])
+        if self.dialect == "postgresql":  # arrays as text: a third of the CPU of list params
+            yield _PG_NODES_SQL, (_pg_array([lv for lv, _ in ids]),
+                                  _pg_array([ix for _, ix in ids]))
             return
         for i in range(0, len(ids), _NODES_PER_QUERY):
             part = ids[i : i + _NODES_PER_QUERY]

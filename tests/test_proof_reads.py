@@ -154,8 +154,9 @@ def test_a_read_whose_retry_also_fails_leaves_no_dead_connection(
 
 def read_ids(sql: str, args: Any) -> list[tuple[int, int]]:
     """The (level, idx) pairs one node statement asks for, on either engine."""
-    if isinstance(args, tuple) and len(args) == 2 and isinstance(args[0], list):
-        return list(zip(*args, strict=True))  # PostgreSQL: two arrays
+    if isinstance(args, tuple) and len(args) == 2 and isinstance(args[0], str):
+        levels, idxs = ([int(v) for v in a.strip("{}").split(",")] for a in args)
+        return list(zip(levels, idxs, strict=True))  # PostgreSQL: two arrays, as text
     return list(zip(args[::2], args[1::2], strict=True))  # SQLite: the OR's pairs
 
 
