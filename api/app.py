@@ -305,6 +305,7 @@ def create_app(node: Node, *, manage: bool = True) -> FastAPI:
         if node.sequencer.state.last is not None:
             _on_seal(node.sequencer.state.last.header, count=False)
         node.start_index()
+        node.warm_reads()
         try:
             yield
         finally:

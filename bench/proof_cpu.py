@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.big_log import warm_start
 from copyledger.service import reads
 from copyledger.service import settings as settings_mod
 from copyledger.service.node import Node
@@ -38,7 +39,8 @@ def main() -> None:
     node = Node.open(settings_mod.load(args.data_dir, database=args.database or None))
     size = node.store.tree_size()
     rng = random.Random(80)
-    for _ in range(50):  # warm the upper-node cache and the pool
+    warmed = warm_start(node, size)  # what `serve` does at start (D89), if this code does it
+    for _ in range(50):  # warm the pool (and, before D89, begin on the upper-node cache)
         reads.proof(node, rng.randrange(size), None)
     real = node.store.reading
     ways: list[tuple[str, Any]] = [("one_connection", real),
@@ -63,6 +65,7 @@ def main() -> None:
                              "wall_ms_p99": round(1000 * statistics.quantiles(w, n=100)[98], 3)}
                          for k, w in walls.items()},
                       "engine": node.store.dialect, "entries": size, "proofs_each": n,
+                      "start_warm": warmed,
                       "load_before": load, "load_after": os.getloadavg()[0]}, indent=2))
 
 

@@ -535,6 +535,18 @@ class Node:
         threading.Thread(target=self.index.build, args=(self.store,), name="fp-index",
                          daemon=True).start()
 
+    def warm_reads(self) -> None:
+        """Read the tree's upper levels into the proofs' cache in the background (one range
+        read, ~11 ms at 10 M on PostgreSQL, D89): serving does not wait for it, and a proof
+        before it is done reads what it needs as before."""
+        size = self.sequencer.state.size
+
+        def warm() -> None:
+            with contextlib.suppress(Exception):  # a head start only (a store closed meanwhile)
+                self.store.warm_upper(size)
+
+        threading.Thread(target=warm, name="proof-warm", daemon=True).start()
+
     def stop(self) -> None:
         self.cosigner.stop()
         self.external.stop()

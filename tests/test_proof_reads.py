@@ -11,9 +11,11 @@ from typing import Any
 
 import psycopg
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
+from copyledger.api.app import create_app
 from copyledger.ledger import merkle
 from copyledger.ledger import store as store_mod
 from copyledger.service import reads
@@ -148,3 +150,82 @@ def test_a_read_whose_retry_also_fails_leaves_no_dead_connection(
     monkeypatch.undo()
     for seq in range(5, 17):  # each read checks out what the pool holds
         checked_proof(reg, seq)
+
+
+def read_ids(sql: str, args: Any) -> list[tuple[int, int]]:
+    """The (level, idx) pairs one node statement asks for, on either engine."""
+    if isinstance(args, tuple) and len(args) == 2 and isinstance(args[0], str):
+        levels, idxs = ([int(v) for v in a.strip("{}").split(",")] for a in args)
+        return list(zip(levels, idxs, strict=True))  # PostgreSQL: two arrays, as text
+    return list(zip(args[::2], args[1::2], strict=True))  # SQLite: the OR's pairs
+
+
+def test_warming_at_start_leaves_proofs_only_the_lower_levels(reg: Node) -> None:
+    """After `warm_upper` (what `serve` starts in the background, D89) a proof reads no node
+    at an upper level: they are all in memory already, and the proof still verifies."""
+    assert reg.store.warm_upper(SIZE) == sum(SIZE >> lv for lv in
+                                             range(store_mod.UPPER_LEVEL, 64))
+    checked_proof(reg, 0)  # the latest block is now known by its size
+    asked: list[tuple[int, int]] = []
+
+    def on_execute(_c: Any, _cur: Any, sql: str, args: Any, *_: Any) -> None:
+        asked.extend(read_ids(sql, args))
+
+    event.listen(reg.store.engine, "before_cursor_execute", on_execute)
+    try:
+        for seq in (1, 700, 1024, 1400, SIZE - 1):
+            checked_proof(reg, seq)
+    finally:
+        event.remove(reg.store.engine, "before_cursor_execute", on_execute)
+    assert asked and all(lv < store_mod.UPPER_LEVEL for lv, _ in asked)
+
+
+def test_warming_stays_within_the_cache_bound(reg: Node, monkeypatch: pytest.MonkeyPatch
+                                              ) -> None:
+    """Warming starts at the lowest upper level whose nodes (and those above) fill at most
+    half of the cache's bound, so a log too big for it is warmed from a higher level or not
+    at all; a log smaller than one upper subtree has nothing to warm."""
+    assert reg.store.warm_upper(1000) == 0
+    monkeypatch.setattr(store_mod, "UPPER_MAX_NODES", 1)
+    assert reg.store.warm_upper(SIZE) == 0  # level 10's one node is more than half of 1
+    monkeypatch.setattr(store_mod, "UPPER_MAX_NODES", 2)
+    assert reg.store.warm_upper(SIZE) == 1 and len(reg.store._upper) <= 2
+    checked_proof(reg, 9)
+
+
+@pytest.mark.postgres
+def test_the_proof_statement_is_prepared_and_a_dropped_one_prepared_again(
+        pg_reg: Node) -> None:
+    """On PostgreSQL every proof sends the same text, which psycopg prepares on the connection
+    after a few uses (planned once there, D89); a connection ended by the server takes its
+    prepared statement with it, and the fresh one prepares it again."""
+    reg = pg_reg
+
+    def prepared() -> tuple[int, int]:
+        with reg.store.reading():
+            for seq in range(20, 30):
+                checked_proof(reg, seq)
+            with reg.store._cursor() as run:
+                got = run("SELECT pg_backend_pid(), count(*) FROM pg_prepared_statements "
+                          "WHERE statement LIKE %s", ("%unnest%merkle_nodes%",)).fetchone()
+        return int(got[0]), int(got[1])
+
+    pid, count = prepared()
+    assert count == 1
+    for idle in {backend_pid(reg) for _ in range(4)} | {pid}:
+        terminate(reg, idle)
+    new_pid, count = prepared()
+    assert new_pid != pid and count == 1
+
+
+def test_the_app_warms_the_proofs_cache_at_start(reg: Node) -> None:
+    """`serve` (the app's start) reads the upper levels in the background (D89)."""
+    reg.store._upper.clear()
+    want = sum(SIZE >> lv for lv in range(store_mod.UPPER_LEVEL, 64))
+    with TestClient(create_app(reg, manage=False)) as client:
+        deadline = time.monotonic() + 60
+        while len(reg.store._upper) < want:
+            assert time.monotonic() < deadline, "the upper levels were never read"
+            time.sleep(0.02)
+        assert client.get(f"/v1/entries/{SIZE - 2}/proof").status_code == 200
+
