@@ -33,6 +33,16 @@ entries = Table(
 # An account's own registrations of a content hash (`Store.find_work`); created by revision 0006,
 # so it is not part of the table revision 0001 creates.
 ENTRIES_BY_REGISTRANT = ("ix_entries_registrant_sha256", ("registrant", "sha256", "seq"))
+# The works whose bytes hold the key "fingerprints" (`Store.iter_fingerprinted`: the
+# near-duplicate index's rebuild reads only these, and nothing when none do; D90). A superset:
+# a string value "fingerprints" matches too, and the parse decides. Each engine's predicate is
+# written as the queries write it, so the planner can match the two; created by revision 0009.
+ENTRIES_FINGERPRINTED = "ix_entries_fingerprinted"
+FINGERPRINTED_WHERE = {
+    "sqlite": "kind = 'work' AND instr(data, X'2266696e6765727072696e747322') > 0",
+    "postgresql":
+        "kind = 'work' AND position('\\x2266696e6765727072696e747322'::bytea IN data) > 0",
+}
 
 # Every complete subtree hash: (level, idx) covers leaves [idx << level, (idx + 1) << level).
 merkle_nodes = Table(

@@ -39,6 +39,7 @@ from copyledger.ledger.errors import Conflict, NotFound, said
 from copyledger.ledger.links import Link
 from copyledger.ledger.note import BlockHeader
 from copyledger.ledger.schema import (
+    FINGERPRINTED_WHERE,
     block_timestamps,
     blocks,
     claim_contacts,
@@ -658,13 +659,24 @@ class Store:
         return _entry_tuples(self._driver_rows(
             select(*_ENTRY_TUPLE_COLS).where(seq >= lo, seq < hi).order_by(seq)))
 
-    def _driver_pages(self, cols: Sequence[Any], start: int, chunk: int
+    def iter_fingerprinted(self, start: int, stop: int, chunk: int = 10_000
+                           ) -> Iterator[list[tuple[int, bytes]]]:
+        """(seq, data) of the works start <= seq < stop whose bytes hold the key "fingerprints"
+        (a superset: the caller parses), a chunk at a time, read through revision 0009's
+        partial index: the near-duplicate index's rebuild reads only these (D90)."""
+        where = (entries.c.seq < stop, text(FINGERPRINTED_WHERE[self.engine.dialect.name]))
+        for rs in self._driver_pages((entries.c.seq, entries.c.data), start, chunk, *where):
+            yield [(seq, _bytes(data)) for seq, data in rs]
+
+    def _driver_pages(self, cols: Sequence[Any], start: int, chunk: int, *where: Any
                       ) -> Iterator[list[Any]]:
-        """Rows of `cols` (the first the table's integer key) from key `start` on, in key
-        order, `chunk` at a time, as the driver's tuples (`_driver_rows`; keyset paging)."""
+        """Rows of `cols` (the first the table's integer key) from key `start` on that meet
+        `where`, in key order, `chunk` at a time, as the driver's tuples (`_driver_rows`;
+        keyset paging)."""
         key = cols[0]
         while True:
-            rs = self._driver_rows(select(*cols).where(key >= start).order_by(key).limit(chunk))
+            rs = self._driver_rows(select(*cols).where(key >= start, *where).order_by(key)
+                                   .limit(chunk))
             if not rs:
                 return
             yield rs

@@ -100,7 +100,7 @@ class LiveIndex:
 
         t0 = time.monotonic()
         index = FingerprintIndex()
-        self._through = _read_works(store, index, 0, None)
+        self._through = _read_works(store, index, 0, store.tree_size())
         with self._lock:
             index.add_many(self._pending)  # what arrived during the rebuild
             self._pending = []
@@ -109,33 +109,22 @@ class LiveIndex:
                  extra={"entries": len(index), "seconds": round(time.monotonic() - t0, 3)})
 
 
-def _read_works(store: Store, index: FingerprintIndex, start: int, stop: int | None) -> int:
-    """Add the fingerprints of the works with seqs in [start, stop) to `index`; the seq after
-    the last entry read.
+def _read_works(store: Store, index: FingerprintIndex, start: int, stop: int) -> int:
+    """Add the fingerprints of the works with seqs in [start, stop) to `index`; returns `stop`.
 
-    The log's own bytes are parsed with orjson, not jcs.parse: the sequencer wrote them in
-    canonical form (the audit checks it), and the strict parser's Python hooks cost ~80 us
-    per entry once an image carries ~6 KiB of ORB keypoints, four times the rest of the
-    rebuild (D67). Rows come as plain tuples, with no row object per entry."""
+    Only the works whose bytes hold the key "fingerprints" are read (the store's partial index,
+    D90): none at all when no work carries any. The log's own bytes are parsed with orjson,
+    not jcs.parse: the sequencer wrote them in canonical form (the audit checks it), and the
+    strict parser's Python hooks cost ~80 us per entry once an image carries ~6 KiB of ORB
+    keypoints, four times the rest of the rebuild (D67)."""
     import orjson
 
-    items: list[tuple[int, Mapping[str, Any]]] = []
-    through = start
-    for chunk in store.iter_entry_tuples(start):
-        for seq, _, data, kind, *_ in chunk:
-            if stop is not None and seq >= stop:
-                break
-            through = seq + 1
-            if kind != "work":
-                continue
+    for chunk in store.iter_fingerprinted(start, stop):
+        items: list[tuple[int, Mapping[str, Any]]] = []
+        for seq, data in chunk:
             e = orjson.loads(data)
             fps = e.get("content", {}).get("fingerprints") if isinstance(e, dict) else None
             if fps:
                 items.append((seq, fps))
-        if len(items) >= 10_000:
-            index.add_many(items)
-            items = []
-        if stop is not None and through >= stop:
-            break
-    index.add_many(items)
-    return through
+        index.add_many(items)
+    return stop

@@ -263,6 +263,7 @@ def test_migration_0005_adds_the_table_to_a_0004_log(reg: Node, database_url: st
     from copyledger.ledger import store
     from copyledger.ledger.schema import (
         ENTRIES_BY_REGISTRANT,
+        ENTRIES_FINGERPRINTED,
         accounts,
         claim_contacts,
         idempotency_keys,
@@ -272,6 +273,7 @@ def test_migration_0005_adds_the_table_to_a_0004_log(reg: Node, database_url: st
     reg.store.execute_raw(f"DROP INDEX {ENTRIES_BY_REGISTRANT[0]}")  # revision 0006's
     idempotency_keys.drop(reg.store.engine)  # revision 0007's
     accounts.drop(reg.store.engine)  # revision 0008's
+    reg.store.execute_raw(f"DROP INDEX {ENTRIES_FINGERPRINTED}")  # revision 0009's
     reg.store.execute_raw("UPDATE alembic_version SET version_num = '0004'")
     reg.store.close()
     s = store.Store.open(database_url)

@@ -20,6 +20,7 @@ from copyledger.ledger.audit import audit
 from copyledger.ledger.documents import parse_entry
 from copyledger.ledger.schema import (
     ENTRIES_BY_REGISTRANT,
+    ENTRIES_FINGERPRINTED,
     accounts,
     claim_contacts,
     cosignatures,
@@ -306,6 +307,7 @@ def test_migration_0003_backfills_links_of_a_0002_log(reg: Node, database_url: s
     reg.store.execute_raw(f"DROP INDEX {ENTRIES_BY_REGISTRANT[0]}")  # revision 0006's
     idempotency_keys.drop(reg.store.engine)  # revision 0007's
     accounts.drop(reg.store.engine)  # revision 0008's
+    reg.store.execute_raw(f"DROP INDEX {ENTRIES_FINGERPRINTED}")  # revision 0009's
     reg.store.execute_raw("UPDATE alembic_version SET version_num = '0002'")
     reg.store.close()
 

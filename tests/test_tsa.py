@@ -4,6 +4,7 @@ verifier; bad queries get a proper refusal, never an exception; the chain on dis
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import shutil
 import stat
@@ -76,6 +77,23 @@ def other_chain(tmp_path_factory: pytest.TempPathFactory) -> Chain:
 @pytest.fixture
 def tsa(chain: Chain) -> TimeStampAuthority:
     return TimeStampAuthority(chain.identity)
+
+
+@pytest.fixture(scope="module")
+def short_ess() -> TsaIdentity:
+    """A P-521 TSA (SHA-512) whose certificate has an empty issuer name and serial 1: its ESS
+    attribute encodes shorter than its message-digest attribute, so the signed attributes
+    listed in the writer's order (content type, signing time, digest, ESS) are not in DER's
+    SET OF order, and only sorting them makes the token right."""
+    key = ec.generate_private_key(ec.SECP521R1())
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([])).issuer_name(x509.Name([]))
+            .public_key(key.public_key()).serial_number(1)
+            .not_valid_before(datetime(2024, 1, 1, tzinfo=UTC))
+            .not_valid_after(datetime(2061, 1, 1, tzinfo=UTC))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]),
+                           critical=True)
+            .sign(key, hashes.SHA256()))
+    return TsaIdentity(cert, [cert], key)
 
 
 @pytest.fixture
@@ -798,6 +816,35 @@ def _redumped(der: bytes) -> bytes:
     return bytes(token.dump(force=True))
 
 
+def _der_elements(contents: bytes) -> list[bytes]:
+    """The complete TLV encodings one after another in `contents` (definite lengths, as DER
+    has), split by reading each length: short form, or 0x80 | n then n bytes of length."""
+    out, i = [], 0
+    while i < len(contents):
+        first = contents[i + 1]
+        n, head = (first, 2) if first < 0x80 else (
+            int.from_bytes(contents[i + 2 : i + 2 + (first & 0x7F)]), 2 + (first & 0x7F))
+        out.append(contents[i : i + head + n])
+        i += head + n
+    assert b"".join(out) == contents
+    return out
+
+
+def _in_der_set_order(elements: list[bytes]) -> bool:
+    """X.690 11.6: a SET OF's encodings in ascending order, compared as octet strings, the
+    shorter padded at its end with zero octets."""
+    width = max(map(len, elements), default=0)
+    padded = [e.ljust(width, b"\0") for e in elements]
+    return all(a <= b for a, b in itertools.pairwise(padded))
+
+
+def test_der_set_order_is_x690s() -> None:
+    assert _in_der_set_order([b"\x30\x01\x00", b"\x30\x01\x01", b"\x31\x00"])
+    assert not _in_der_set_order([b"\x30\x02\x00\x00", b"\x30\x01\x05"])  # not by length
+    assert _der_elements(b"\x04\x81\x80" + b"x" * 128 + b"\x05\x00") == [
+        b"\x04\x81\x80" + b"x" * 128, b"\x05\x00"]
+
+
 @settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
@@ -805,24 +852,28 @@ def _redumped(der: bytes) -> bytes:
                       timezones=st.just(UTC)),
     serial=st.integers(1, 2**160 - 1),
     accuracy_ms=st.integers(0, 10**6),
-    nonce=st.none() | st.integers(0, 2**80),
+    # RFC 3161's nonce is any INTEGER, and both the query parser and timestamp_digest take
+    # any: negative ones, and ones whose encoding needs a long-form length (over 127 bytes).
+    nonce=st.none() | st.integers() | st.integers(-(2**1100), 2**1100),
     alg=st.sampled_from(["sha256", "sha384", "sha512"]),
     with_cert=st.booleans(),
     signature=st.binary(min_size=1, max_size=600),
+    short=st.booleans(),
 )
 def test_the_token_is_the_der_asn1crypto_writes(
-    chain: Chain, when: datetime, serial: int, accuracy_ms: int, nonce: int | None, alg: str,
-    with_cert: bool, signature: bytes,
+    chain: Chain, short_ess: TsaIdentity, when: datetime, serial: int, accuracy_ms: int,
+    nonce: int | None, alg: str, with_cert: bool, signature: bytes, short: bool,
 ) -> None:
     """The token is written by hand around fixed pieces (the sequencer stamps every block):
     it must be the exact DER asn1crypto writes for the same fields, whatever their lengths,
-    and carry those fields."""
-    tsa = TimeStampAuthority(chain.identity, clock=lambda: when, serial=lambda: serial,
+    carry those fields, and list its signed attributes in DER's SET OF order."""
+    identity = short_ess if short else chain.identity
+    tsa = TimeStampAuthority(identity, clock=lambda: when, serial=lambda: serial,
                              accuracy_ms=accuracy_ms)
     tsa._sign = lambda _data: signature  # type: ignore[method-assign]
     digest = hashlib.new(alg, DATA).digest()
-    if not (chain.identity.certificate.not_valid_before_utc <= when
-            <= chain.identity.certificate.not_valid_after_utc):
+    if not (identity.certificate.not_valid_before_utc <= when
+            <= identity.certificate.not_valid_after_utc):
         with pytest.raises(Unavailable):
             tsa.timestamp_digest(digest, alg, nonce, include_certificate=with_cert)
         return
@@ -835,9 +886,33 @@ def test_the_token_is_the_der_asn1crypto_writes(
     assert info["gen_time"].native == when.replace(microsecond=when.microsecond // 1000 * 1000)
     signer = cms.ContentInfo.load(der)["content"]["signer_infos"][0]
     assert signer["signature"].native == signature
+    attrs = _der_elements(signer["signed_attrs"].contents)
+    assert [a["type"].native for a in signer["signed_attrs"]] == [
+        cms.CMSAttribute.load(a)["type"].native for a in attrs]
+    assert len(attrs) == 4 and _in_der_set_order(attrs), [a.hex() for a in attrs]
+    if nonce is not None:  # a client's query with this nonce gets it back
+        answer = parse_resp(tsa.respond(request(digest, alg, nonce=nonce)))
+        assert answer["status"]["status"].native == "granted"
+        assert answer["time_stamp_token"]["content"]["encap_content_info"]["content"].parsed[
+            "nonce"].native == nonce
     assert ("certificates" in cms.ContentInfo.load(der)["content"].native
             and cms.ContentInfo.load(der)["content"]["certificates"].native is not None) \
         == with_cert
+
+
+def test_signed_attributes_are_sorted_where_the_listing_is_not(short_ess: TsaIdentity) -> None:
+    """With `short_ess` the writer's listing order is not DER's (checked here, so the case
+    means something), and the token's attributes are in DER's order all the same."""
+    tsa = TimeStampAuthority(short_ess, serial=lambda: 1)
+    der = tsa.timestamp_digest(hashlib.sha256(DATA).digest())
+    signer = cms.ContentInfo.load(der)["content"]["signer_infos"][0]
+    attrs = _der_elements(signer["signed_attrs"].contents)
+    types = [cms.CMSAttribute.load(a)["type"].native for a in attrs]
+    listed = ["content_type", "signing_time", "message_digest", "signing_certificate_v2"]
+    assert sorted(types) == sorted(listed) and types != listed
+    assert _in_der_set_order(attrs) and not _in_der_set_order(
+        sorted(attrs, key=lambda a: listed.index(cms.CMSAttribute.load(a)["type"].native)))
+    assert _redumped(der) == der
 
 
 def test_a_block_token_verifies_and_answers_as_before(tsa: TimeStampAuthority,
