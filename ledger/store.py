@@ -108,12 +108,21 @@ class CachedReader:
         return [self.nodes[i] for i in ids]
 
 
+SQLITE_CACHE_KIB = 16_384
+"""Each SQLite connection's page cache, in KiB (D87)."""
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     # FULL: a commit is on disk before the receipt goes out, even across a power cut.
     cur.execute("PRAGMA synchronous=FULL")
     cur.execute("PRAGMA busy_timeout=10000")
+    # A 16 MiB page cache (SQLite's default is 2 MiB): a block's entries land at random places
+    # in the two content-hash indexes, and with the small cache each of those pages was read
+    # again from the file for every block once the indexes outgrew it (D87: the seal's insert
+    # and commit 38 -> 23-28 µs an entry from ~20,000 entries on). Durability is unchanged.
+    cur.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
     cur.close()
 
 
