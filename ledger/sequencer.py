@@ -325,13 +325,22 @@ class Sequencer:
     def _answer(chunk: Sequence[_Item], outcomes: Sequence[Outcome]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]]
         by_loop = {}
-        for it, outcome in zip(chunk, outcomes, strict=True):
+        assert len(chunk) == len(outcomes)
+        i = 0
+        while i < len(chunk):
+            it, outcome = chunk[i], outcomes[i]
             fut = it.future
-            if isinstance(fut, _Group):  # its items arrive in order, block after block
-                fut.outcomes.append(outcome)
+            if isinstance(fut, _Group):
+                # A group's items lie together and in order (`_items`), block after block:
+                # its share of this chunk is taken in one slice.
+                k = min(len(fut.pendings) - len(fut.outcomes), len(chunk) - i)
+                fut.outcomes += outcomes[i:i + k]
+                i += k
                 if len(fut.outcomes) == len(fut.pendings):
                     by_loop.setdefault(fut.loop, []).append((fut.future, fut.outcomes))
-            elif it.loop is not None:
+                continue
+            i += 1
+            if it.loop is not None:
                 assert isinstance(fut, asyncio.Future)
                 by_loop.setdefault(it.loop, []).append((fut, outcome))
             elif isinstance(outcome, BaseException):

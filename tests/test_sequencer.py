@@ -245,3 +245,45 @@ def test_a_group_has_one_waiter_answered_once_in_order_across_blocks(
     assert all(isinstance(e, Unavailable) for e in got[10:])
     assert store.tree_size() == 35
     s.stop()
+
+
+def test_groups_and_single_waiters_sharing_blocks_each_get_their_own_outcomes(
+        tmp_path: Path, signer: FileSigner) -> None:
+    """Two groups and a single entry queued together with blocks of 10: the second group is
+    split over two blocks, next to the first group and the single entry; each waiter gets
+    exactly its own entries' receipts, in its order. (They are queued while the sequencer is
+    held sealing an earlier entry, so they are collected together whatever the load.)"""
+    import asyncio
+
+    store = Store.open(f"sqlite:///{tmp_path / 'l.db'}")
+    gate, signing = threading.Event(), threading.Event()
+    gate.set()
+
+    def sign(text: str, _consistency: object) -> str:
+        signing.set()
+        assert gate.wait(120)
+        return sign_note(text, [signer])
+
+    s = Sequencer(store, sign, "test.example/log", linger=0.001, max_batch=10)
+    s.start()
+
+    async def main() -> tuple[list[object], list[object], int]:
+        gate.clear()
+        signing.clear()
+        held = s.submit_async(pending(300))  # block 1, held at signing
+        await asyncio.to_thread(wait_for, signing.is_set, "block 1 being signed")
+        a = s.submit_group_async([pending(i) for i in range(7)])
+        b = s.submit_group_async([pending(100 + i) for i in range(8)])
+        one = s.submit_async(pending(200))
+        gate.set()
+        assert (await held).seq == 0
+        return list(await a), list(await b), (await one).seq
+
+    a, b, one = asyncio.run(main())
+    s.stop()
+    assert [r.seq for r in a] == list(range(1, 8))  # type: ignore[attr-defined]
+    assert [r.seq for r in b] == list(range(8, 16))  # type: ignore[attr-defined]
+    assert one == 16
+    assert {r.block_height for r in b} == {2, 3}  # type: ignore[attr-defined]
+    for r, i in zip(b, range(100, 108), strict=True):
+        assert store.get_entry(r.seq).sha256 == sha(i)  # type: ignore[attr-defined,union-attr]
