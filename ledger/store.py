@@ -122,8 +122,9 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA busy_timeout=10000")
     # A 16 MiB page cache (SQLite's default is 2 MiB): a block's entries land at random places
     # in the two content-hash indexes, and with the small cache each of those pages was read
-    # again from the file for every block once the indexes outgrew it (D87: the seal's insert
-    # and commit 38 -> 23-28 µs an entry from ~20,000 entries on). Durability is unchanged.
+    # again from the file for every block once the indexes outgrew it (past ~20,000 entries;
+    # D87: with the checkpoint below, the seal at 62,000 entries 30 -> 22-24 µs an entry).
+    # Durability is unchanged.
     cur.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
     # The WAL copied back into the database every 10,000 pages (~40 MB), not SQLite's 1,000:
     # a 1,000-entry block dirties ~2,000 index pages, so every commit also checkpointed, and
