@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from copyledger.ledger import entry as entry_mod
 from copyledger.ledger import links as links_mod
@@ -63,22 +63,41 @@ class Receipt(NamedTuple):
     checkpoint: str
 
 
-class _Item(NamedTuple):
-    pending: Pending
-    future: Future[Receipt] | asyncio.Future[Receipt]
-    loop: asyncio.AbstractEventLoop | None = None  # set for asyncio waiters
-
-
 Outcome = Receipt | BaseException
 
 
-def _items(queued: _Item | list[_Item]) -> list[_Item]:
-    """A queued entry, or a group queued as one (`submit_many_async`), as a list."""
+class _Group:
+    """A batch queued with ONE waiter (`submit_group_async`, D87): its entries' outcomes are
+    gathered here in order as their blocks seal, and the waiter is answered once, with the
+    list, when the last is in. A batch of 1,000 made and settled 1,000 futures before."""
+
+    __slots__ = ("future", "loop", "outcomes", "pendings")
+
+    def __init__(self, pendings: Sequence[Pending], future: asyncio.Future[list[Outcome]],
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.pendings = pendings
+        self.future = future
+        self.loop = loop
+        self.outcomes: list[Outcome] = []
+
+
+class _Item(NamedTuple):
+    pending: Pending
+    future: Future[Receipt] | asyncio.Future[Receipt] | _Group
+    loop: asyncio.AbstractEventLoop | None = None  # set for asyncio waiters
+
+
+def _items(queued: _Item | list[_Item] | _Group) -> list[_Item]:
+    """A queued entry, or a group queued as one (`submit_many_async`, `submit_group_async`),
+    as a list. A `_Group`'s items are made here, in the sequencer's thread."""
+    if isinstance(queued, _Group):
+        return [_Item(p, queued) for p in queued.pendings]
     return queued if isinstance(queued, list) else [queued]
 
 
-def _settle(waiters: list[tuple[asyncio.Future[Receipt], Outcome]]) -> None:
-    """Runs in the event loop: answer a whole block's asyncio waiters in one wake-up."""
+def _settle(waiters: list[tuple[asyncio.Future[Any], Any]]) -> None:
+    """Runs in the event loop: answer a whole block's asyncio waiters in one wake-up (a group's
+    waiter with its list of outcomes)."""
     for fut, outcome in waiters:
         if fut.done():  # the client went away; the entry is recorded all the same
             continue
@@ -156,7 +175,8 @@ class Sequencer:
         self.on_seal = on_seal
         self.stamp = stamp
         self.extra_stamps = extra_stamps
-        self._queue: queue.Queue[_Item | list[_Item] | None] = queue.Queue(maxsize=max_queue)
+        self._queue: queue.Queue[_Item | list[_Item] | _Group | None] = queue.Queue(
+            maxsize=max_queue)
         self._thread: threading.Thread | None = None
         self._stopping = False
         self.state = LogState.load(store)
@@ -213,7 +233,20 @@ class Sequencer:
             self._put(items)
         return [it.future for it in items]  # type: ignore[misc]
 
-    def _put(self, item: _Item | list[_Item]) -> None:
+    def submit_group_async(self, pendings: Sequence[Pending]
+                           ) -> asyncio.Future[list[Outcome]]:
+        """As `submit_many_async`, with one future for them all (D87): it resolves, once every
+        entry's block is durably committed (or failed), to each entry's receipt or the error
+        that stopped it, in order. A batch request makes one future, not one an entry."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[list[Outcome]] = loop.create_future()
+        if pendings:
+            self._put(_Group(pendings, fut, loop))
+        else:
+            fut.set_result([])
+        return fut
+
+    def _put(self, item: _Item | list[_Item] | _Group) -> None:
         if self._stopping or self._thread is None:
             raise Unavailable("the sequencer is not running")
         try:
@@ -240,7 +273,8 @@ class Sequencer:
             if done:
                 return
 
-    def _collect(self, first: _Item | list[_Item] | None) -> tuple[list[_Item], bool]:
+    def _collect(self, first: _Item | list[_Item] | _Group | None
+                 ) -> tuple[list[_Item], bool]:
         if first is None:
             return self._drain(), True
         batch = _items(first)
@@ -289,16 +323,30 @@ class Sequencer:
 
     @staticmethod
     def _answer(chunk: Sequence[_Item], outcomes: Sequence[Outcome]) -> None:
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Receipt], Outcome]]]
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]]
         by_loop = {}
-        for it, outcome in zip(chunk, outcomes, strict=True):
+        assert len(chunk) == len(outcomes)
+        i = 0
+        while i < len(chunk):
+            it, outcome = chunk[i], outcomes[i]
+            fut = it.future
+            if isinstance(fut, _Group):
+                # A group's items lie together and in order (`_items`), block after block:
+                # its share of this chunk is taken in one slice.
+                k = min(len(fut.pendings) - len(fut.outcomes), len(chunk) - i)
+                fut.outcomes += outcomes[i:i + k]
+                i += k
+                if len(fut.outcomes) == len(fut.pendings):
+                    by_loop.setdefault(fut.loop, []).append((fut.future, fut.outcomes))
+                continue
+            i += 1
             if it.loop is not None:
-                assert isinstance(it.future, asyncio.Future)
-                by_loop.setdefault(it.loop, []).append((it.future, outcome))
+                assert isinstance(fut, asyncio.Future)
+                by_loop.setdefault(it.loop, []).append((fut, outcome))
             elif isinstance(outcome, BaseException):
-                it.future.set_exception(outcome)
+                fut.set_exception(outcome)
             else:
-                it.future.set_result(outcome)
+                fut.set_result(outcome)
         for loop, waiters in by_loop.items():
             try:
                 loop.call_soon_threadsafe(_settle, waiters)

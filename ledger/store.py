@@ -109,12 +109,29 @@ class CachedReader:
         return [self.nodes[i] for i in ids]
 
 
+SQLITE_CACHE_KIB = 16_384
+"""Each SQLite connection's page cache, in KiB (D87)."""
+SQLITE_WAL_PAGES = 10_000
+"""WAL pages after which a commit checkpoints (D87; SQLite's default is 1,000)."""
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     # FULL: a commit is on disk before the receipt goes out, even across a power cut.
     cur.execute("PRAGMA synchronous=FULL")
     cur.execute("PRAGMA busy_timeout=10000")
+    # A 16 MiB page cache (SQLite's default is 2 MiB): a block's entries land at random places
+    # in the two content-hash indexes, and with the small cache each of those pages was read
+    # again from the file for every block once the indexes outgrew it (past ~20,000 entries;
+    # D87: with the checkpoint below, the seal at 62,000 entries 30 -> 22-24 µs an entry).
+    # Durability is unchanged.
+    cur.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+    # The WAL copied back into the database every 10,000 pages (~40 MB), not SQLite's 1,000:
+    # a 1,000-entry block dirties ~2,000 index pages, so every commit also checkpointed, and
+    # the same hot pages were copied back block after block (D87: the commit 10-12 -> 8 µs an
+    # entry). Each commit is still synced before it returns; recovery replays a longer WAL.
+    cur.execute(f"PRAGMA wal_autocheckpoint={SQLITE_WAL_PAGES}")
     cur.close()
 
 

@@ -38,7 +38,7 @@ from copyledger.ledger.errors import (
 )
 from copyledger.ledger.links import LINKED_KINDS, links_of
 from copyledger.ledger.quick_entry import plain_work, quick_canonical
-from copyledger.ledger.sequencer import Pending, Receipt
+from copyledger.ledger.sequencer import Pending, Receipt, Sequencer
 from copyledger.ledger.store import EntryRow
 from copyledger.matching import MAX_FINGERPRINT_BYTES, fingerprints_for
 from copyledger.matching.compute import IMAGE_MEDIA_TYPES
@@ -427,29 +427,47 @@ async def record_many(node: Node, entries: Sequence[dict[str, Any] | Built | Cop
             continue
         slots.append(built)
         pendings.append(built[1])
-    try:
-        futures = node.sequencer.submit_many_async(pendings)
+    seq = node.sequencer
+    try:  # one waiter for the batch where the sequencer is this process's (D87)
+        waiting = (seq.submit_group_async(pendings) if isinstance(seq, Sequencer)
+                   else _each(seq.submit_many_async(pendings)))
     except CopyledgerError as err:  # nothing queued: the queue is full, or sequencing stopped
         return [err if isinstance(o, tuple) else o for o in slots]
+    outcomes = iter(await waiting)
     result: list[Outcome] = []
-    waiting = iter(futures)
     for slot in slots:
         if not isinstance(slot, tuple):
             result.append(slot)
             continue
-        # In order, not `gather`: a block's futures are all settled in one turn of the loop,
-        # so after the first, each is done already (no callback, no wake-up per entry).
+        got = next(outcomes)
+        if isinstance(got, CopyledgerError):
+            result.append(got)
+        elif isinstance(got, BaseException):  # anything else ends the batch
+            raise got
+        else:
+            result.append(Recorded(got, slot[0], data=slot[1].data))
+    return result
+
+
+async def _each(futures: Sequence[asyncio.Future[Receipt]]) -> list[Receipt | BaseException]:
+    """A future an entry (a sequencer in another process, D48) as `submit_group_async`'s one
+    list: each receipt or domain error, in order; anything else is raised, and the futures
+    not awaited are still retrieved, or asyncio would log "exception was never retrieved"
+    once per entry."""
+    out: list[Receipt | BaseException] = []
+    waiting = iter(futures)
+    # In order, not `gather`: a block's futures are all settled in one turn of the loop, so
+    # after the first, each is done already (no callback, no wake-up per entry).
+    for fut in waiting:
         try:
-            result.append(Recorded(await next(waiting), slot[0], data=slot[1].data))
+            out.append(await fut)
         except CopyledgerError as err:
-            result.append(err)
+            out.append(err)
         except BaseException:
-            # Anything else ends the batch: the futures not awaited are still retrieved, or
-            # asyncio would log "exception was never retrieved" once per entry.
             for rest in waiting:
                 rest.add_done_callback(_retrieved)
             raise
-    return result
+    return out
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:

@@ -193,3 +193,17 @@ def test_a_batch_registration_written_as_json_is_to_dict(
     assert orjson.loads(orjson.dumps(recorded.to_json())) == recorded.to_dict()
     without = operations.Recorded(receipt, entry, existing=existing)  # the bytes not at hand
     assert orjson.loads(orjson.dumps(without.to_json())) == recorded.to_dict()
+
+
+def test_sqlite_connections_keep_full_durability_with_a_larger_cache_and_wal(reg: Node) -> None:
+    """D87: the page cache a block's random index inserts need and a checkpoint every few
+    blocks, without giving up a commit that is on disk before any receipt goes out."""
+    from copyledger.ledger.store import SQLITE_CACHE_KIB, SQLITE_WAL_PAGES
+
+    with reg.store.engine.connect() as conn:
+        pragma = conn.connection.driver_connection
+        assert pragma is not None
+        assert pragma.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert pragma.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert pragma.execute("PRAGMA cache_size").fetchone()[0] == -SQLITE_CACHE_KIB
+        assert pragma.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == SQLITE_WAL_PAGES

@@ -209,3 +209,81 @@ def test_a_large_block_is_stored_whole_and_a_conflicting_one_writes_nothing(
     assert store.latest_block() == last
     assert [store.get_entry(s).data for s in range(100, 200)] == [p.data for p in pendings[100:200]]
     store.close()
+
+
+def test_a_group_has_one_waiter_answered_once_in_order_across_blocks(
+        tmp_path: Path, signer: FileSigner) -> None:
+    """D87: a batch queued as a group is answered with one list, in its order, once the last
+    of its blocks is sealed; a block that fails answers its entries with the error and the
+    group's other blocks keep their receipts (refused items not written, the others are)."""
+    import asyncio
+
+    store = Store.open(f"sqlite:///{tmp_path / 'l.db'}")
+    calls = {"n": 0, "fail_from": 0}
+
+    def sign(text: str, _consistency: object) -> str:
+        calls["n"] += 1
+        if calls["fail_from"] and calls["n"] >= calls["fail_from"]:
+            raise OSError("HSM unplugged")
+        return sign_note(text, [signer])
+
+    s = Sequencer(store, sign, "test.example/log", linger=0.001, max_batch=10)
+    s.start()
+
+    async def group(first: int, n: int) -> list[object]:
+        fut = s.submit_group_async([pending(first + i) for i in range(n)])
+        assert (await s.submit_group_async([])) == []
+        return list(await fut)
+
+    got = asyncio.run(group(0, 25))
+    assert [r.seq for r in got] == list(range(25))  # type: ignore[attr-defined]
+    assert len({r.block_height for r in got}) == 3  # type: ignore[attr-defined]
+    # The second block of the next group fails at signing: nothing of it is written.
+    calls["fail_from"] = calls["n"] + 3
+    got = asyncio.run(group(100, 25))
+    assert [r.seq for r in got[:10]] == list(range(25, 35))  # type: ignore[attr-defined]
+    assert all(isinstance(e, Unavailable) for e in got[10:])
+    assert store.tree_size() == 35
+    s.stop()
+
+
+def test_groups_and_single_waiters_sharing_blocks_each_get_their_own_outcomes(
+        tmp_path: Path, signer: FileSigner) -> None:
+    """Two groups and a single entry queued together with blocks of 10: the second group is
+    split over two blocks, next to the first group and the single entry; each waiter gets
+    exactly its own entries' receipts, in its order. (They are queued while the sequencer is
+    held sealing an earlier entry, so they are collected together whatever the load.)"""
+    import asyncio
+
+    store = Store.open(f"sqlite:///{tmp_path / 'l.db'}")
+    gate, signing = threading.Event(), threading.Event()
+    gate.set()
+
+    def sign(text: str, _consistency: object) -> str:
+        signing.set()
+        assert gate.wait(120)
+        return sign_note(text, [signer])
+
+    s = Sequencer(store, sign, "test.example/log", linger=0.001, max_batch=10)
+    s.start()
+
+    async def main() -> tuple[list[object], list[object], int]:
+        gate.clear()
+        signing.clear()
+        held = s.submit_async(pending(300))  # block 1, held at signing
+        await asyncio.to_thread(wait_for, signing.is_set, "block 1 being signed")
+        a = s.submit_group_async([pending(i) for i in range(7)])
+        b = s.submit_group_async([pending(100 + i) for i in range(8)])
+        one = s.submit_async(pending(200))
+        gate.set()
+        assert (await held).seq == 0
+        return list(await a), list(await b), (await one).seq
+
+    a, b, one = asyncio.run(main())
+    s.stop()
+    assert [r.seq for r in a] == list(range(1, 8))  # type: ignore[attr-defined]
+    assert [r.seq for r in b] == list(range(8, 16))  # type: ignore[attr-defined]
+    assert one == 16
+    assert {r.block_height for r in b} == {2, 3}  # type: ignore[attr-defined]
+    for r, i in zip(b, range(100, 108), strict=True):
+        assert store.get_entry(r.seq).sha256 == sha(i)  # type: ignore[attr-defined,union-attr]
