@@ -7,6 +7,7 @@ HTTP lives only in `api/`; routes parse, call one service operation and render.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -304,7 +305,7 @@ def _watch_sequencer(node: Node) -> None:
     SEQUENCING.set_function(lambda: float(getattr(seq, "leading", True)))
     WAKEUPS.set_function(lambda: float(seq.wakeups))
     for phase in seq.spent:  # every phase, from the start
-        SEAL_SECONDS.labels(phase).set_function(lambda p=phase: seq.spent[p])
+        SEAL_SECONDS.labels(phase).set_function(functools.partial(seq.spent.__getitem__, phase))
 
 
 def _operation_id(route: APIRoute) -> str:
