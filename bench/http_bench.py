@@ -6,6 +6,13 @@ ONE uvicorn worker under the same wrk load in the same run, and prints both and 
 
     python bench/http_bench.py [--seconds 20] [--connections 50] [--database URL]
                                [--workers N] [--compare-noop] [--profile DIR]
+                               [--linger-ms MS]
+
+Beside throughput and latency it prints what the measured run cost, exactly rather than
+sampled (D86): CPU µs a registration by process and by thread (from /proc), each process's
+cores used, connections and requests, and the seal's wall ms a block by phase and event-loop
+wake-ups a block (the sequencer's counters, read from each process's /metrics).
+`--linger-ms` sets the sequencer's linger (COPYLEDGER_LINGER_MS) for the run.
 
 `--profile DIR` samples every serving process with py-spy during the measured run and writes
 its raw stacks to DIR/<leader|follower>-<pid>.txt (the leader holds the sequencer lock), with
