@@ -7,6 +7,7 @@ HTTP lives only in `api/`; routes parse, call one service operation and render.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -85,6 +86,15 @@ WITNESS_LAG = Gauge(
     ["witness"],
     registry=REGISTRY,
 )
+SEQUENCING = Gauge("copyledger_sequencing",
+                   "1 if this process holds the sequencer lock (serve --workers N: one does)",
+                   registry=REGISTRY)
+SEAL_SECONDS = Gauge("copyledger_seal_seconds",
+                     "Seconds this process has spent sealing blocks, by phase (cumulative)",
+                     ["phase"], registry=REGISTRY)
+WAKEUPS = Gauge("copyledger_answer_wakeups",
+                "Event-loop wake-ups this process asked for to answer writers (cumulative)",
+                registry=REGISTRY)
 
 
 UPLOAD_PATHS = frozenset({"/v1/works", "/v1/claims/check"})  # the endpoints that take a file
@@ -289,6 +299,15 @@ def _on_seal(header: BlockHeader, count: bool = True) -> None:
     BLOCK_HEIGHT.set(header.height)
 
 
+def _watch_sequencer(node: Node) -> None:
+    """The sequencer's own counters, read when /metrics is (D86); the last app made wins."""
+    seq = node.sequencer
+    SEQUENCING.set_function(lambda: float(getattr(seq, "leading", True)))
+    WAKEUPS.set_function(lambda: float(seq.wakeups))
+    for phase in seq.spent:  # every phase, from the start
+        SEAL_SECONDS.labels(phase).set_function(functools.partial(seq.spent.__getitem__, phase))
+
+
 def _operation_id(route: APIRoute) -> str:
     """The route function's name: what a generated client calls the operation."""
     return route.name
@@ -326,6 +345,7 @@ def create_app(node: Node, *, manage: bool = True) -> FastAPI:
     app.state.node = node
     app.state.keys = KeyCache(node.store, node.settings.key_recheck_s)
     node.listeners.append(_on_seal)
+    _watch_sequencer(node)
     node.external.on_missing = lambda url, n: EXTERNAL_MISSING.labels(url).set(n)
     node.cosigner.on_lag = lambda vkey, n: WITNESS_LAG.labels(vkey).set(n)
     problems.install(app)

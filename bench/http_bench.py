@@ -6,6 +6,13 @@ ONE uvicorn worker under the same wrk load in the same run, and prints both and 
 
     python bench/http_bench.py [--seconds 20] [--connections 50] [--database URL]
                                [--workers N] [--compare-noop] [--profile DIR]
+                               [--linger-ms MS]
+
+Beside throughput and latency it prints what the measured run cost, exactly rather than
+sampled (D86): CPU µs a registration by process and by thread (from /proc), each process's
+cores used, connections and requests, and the seal's wall ms a block by phase and event-loop
+wake-ups a block (the sequencer's counters, read from each process's /metrics).
+`--linger-ms` sets the sequencer's linger (COPYLEDGER_LINGER_MS) for the run.
 
 `--profile DIR` samples every serving process with py-spy during the measured run and writes
 its raw stacks to DIR/<leader|follower>-<pid>.txt (the leader holds the sequencer lock), with
@@ -18,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -41,6 +49,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--compare-noop", action="store_true")
     ap.add_argument("--profile", type=Path, default=None)
+    ap.add_argument("--linger-ms", type=float, default=None)
     args = ap.parse_args()
     wrk = shutil.which("wrk")
     if wrk is None:
@@ -51,8 +60,9 @@ def main() -> None:
     cli("init", "--data-dir", str(data), *db)
     key = json.loads(cli("keys", "create", "--role", "creator", "--account", "bench",
                          "--data-dir", str(data), *db, "--json").stdout)["key"]
+    linger = {} if args.linger_ms is None else {"COPYLEDGER_LINGER_MS": str(args.linger_ms)}
     srv = ServerProcess(data, args.database, COPYLEDGER_LOG_LEVEL="warning",
-                        COPYLEDGER_WORKERS=str(args.workers))
+                        COPYLEDGER_WORKERS=str(args.workers), **linger)
     try:
         srv.start(timeout=300)
         settle(list(serving(srv, data)))
@@ -65,20 +75,30 @@ def main() -> None:
         spies = profile(srv, data, args.profile, args.seconds) if args.profile else []
         roles = serving(srv, data)
         cpu0 = {pid: cpu_s(pid) for pid in roles}
+        threads0 = {pid: thread_cpu(pid) for pid in roles}
+        counters0 = counters(srv.url, len(roles))
         t0 = time.monotonic()
-        r = subprocess.run([wrk, "-t1", "-c", str(args.connections), "-d",
-                            f"{args.seconds}s", "--timeout", "10s", "-s",
-                            str(HERE / "wrk_register.lua"), srv.url, "--", key, "2"],
-                           capture_output=True, text=True, check=True)
+        run = subprocess.Popen([wrk, "-t1", "-c", str(args.connections), "-d",
+                                f"{args.seconds}s", "--timeout", "10s", "-s",
+                                str(HERE / "wrk_register.lua"), srv.url, "--", key, "2"],
+                               stdout=subprocess.PIPE, text=True)
+        time.sleep(min(2.0, args.seconds / 2))
+        split = connections(roles, srv.url)
+        stdout, _ = run.communicate()
+        if run.returncode:
+            raise subprocess.CalledProcessError(run.returncode, run.args, stdout)
         wall = time.monotonic() - t0
         cpu1 = {pid: cpu_s(pid) for pid in roles}
+        threads1 = {pid: thread_cpu(pid) for pid in roles}
+        counters1 = counters(srv.url, len(roles))
+        names = {pid: thread_names(pid) for pid in roles}
         restarted = set(serving(srv, data)) != set(roles)  # a process replaced meanwhile
         for _, spy in spies:
             spy.wait(60)
         after = httpx.get(srv.url + "/v1/log").json()
     finally:
         srv.stop()
-    line = [ln for ln in r.stdout.splitlines() if ln.startswith("{")][-1]
+    line = [ln for ln in stdout.splitlines() if ln.startswith("{")][-1]
     res = json.loads(line)
     entries = after["tree_size"] - mid["tree_size"]
     blocks = after["block_height"] - mid["block_height"]
@@ -102,6 +122,13 @@ def main() -> None:
         # A process the supervisor replaced during the run took its CPU figure with it.
         "cpu_us_per_registration": None if restarted else cpu_per(roles, cpu0, cpu1,
                                                                   res["requests"]),
+        "connections_by_process": split,
+        "cores_used": {role: round((cpu1[pid] - cpu0[pid]) / wall, 2)
+                       for pid, role in roles.items()},
+        "cpu_us_per_registration_by_thread": {
+            role: by_thread(threads0[pid], threads1[pid], names[pid], res["requests"])
+            for pid, role in roles.items()},
+        "per_block": per_block(counters0, counters1, blocks),
         "wall_s": round(wall, 2),
         "targets": {"registrations_per_s": ">= 3000", "p99_ms": "< 250"},
     }
@@ -138,6 +165,91 @@ def cpu_s(pid: int) -> float:
     except FileNotFoundError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def connections(roles: dict[int, str], url: str) -> dict[str, int]:
+    """How many of the load's keep-alive connections each process holds (wrk keeps the split
+    made when it connected): the TCP sockets to the server's port in each one's fds."""
+    port = url.rsplit(":", 1)[1]
+    listing = subprocess.run(["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
+                             capture_output=True, text=True).stdout
+    out: dict[str, int] = {}
+    for pid, role in roles.items():
+        out[role] = out.get(role, 0) + listing.count(f"pid={pid},")
+    return out
+
+
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds each thread of `pid` has used so far, by native thread id: exact, where
+    sampling only estimates (D86)."""
+    out: dict[int, float] = {}
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            fields = (task / "stat").read_text().rpartition(")")[2].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        out[int(task.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def thread_names(pid: int) -> dict[int, str]:
+    """Python's name for each thread of `pid`, by native id, from py-spy's dump (CPython does
+    not name its threads for the kernel)."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    dump = subprocess.run([spy, "dump", "--pid", str(pid), "--nonblocking"],
+                          capture_output=True, text=True).stdout
+    found = re.findall(r'^Thread (\d+) \([^)]*\): "([^"]*)"', dump, re.MULTILINE)
+    return {int(tid): name for tid, name in found}
+
+
+def by_thread(before: dict[int, float], after: dict[int, float], names: dict[int, str],
+              requests: int) -> dict[str, float]:
+    """CPU microseconds a registration by thread name (threads of one name summed; a thread
+    Python does not know, such as SQLite's or a C library's, as "native")."""
+    out: dict[str, float] = {}
+    for tid, end in after.items():
+        name = names.get(tid, "native")
+        out[name] = out.get(name, 0.0) + (end - before.get(tid, 0.0)) * 1e6 / max(requests, 1)
+    return {k: round(v, 1) for k, v in sorted(out.items(), key=lambda kv: -kv[1]) if v >= 0.05}
+
+
+def counters(url: str, processes: int, tries: int = 400) -> dict[str, dict[str, float]]:
+    """Each process's sealing and wake-up counters from /metrics, by role: a new connection
+    each scrape, so the processes sharing the socket all answer in time (two roles at most)."""
+    out: dict[str, dict[str, float]] = {}
+    want = min(processes, 2)
+    for _ in range(tries):
+        if len(out) >= want:
+            break
+        got: dict[str, float] = {}
+        for ln in httpx.get(url + "/metrics").text.splitlines():
+            m = re.match(r'copyledger_(sequencing|answer_wakeups|seal_seconds)'
+                         r'(?:\{phase="(\w+)"\})? (\S+)$', ln)
+            if m:
+                got[m[2] or m[1]] = float(m[3])
+            elif ln.startswith('copyledger_http_requests_total{method="POST"'):
+                got["posts"] = got.get("posts", 0.0) + float(ln.rsplit(" ", 1)[1])
+        if not got:  # a server without these counters
+            return {}
+        out.setdefault("leader" if got.get("sequencing") else "follower", got)
+    return out
+
+
+def per_block(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]],
+              blocks: int) -> dict[str, object]:
+    """Wall milliseconds a block by sealing phase (the leader's), and event-loop wake-ups a
+    block in each process."""
+    if not blocks or "leader" not in before or "leader" not in after:
+        return {}
+    lead0, lead1 = before["leader"], after["leader"]
+    phases = [k for k in lead1 if k not in ("sequencing", "answer_wakeups", "posts")]
+    ms = {k: round((lead1[k] - lead0.get(k, 0.0)) * 1e3 / blocks, 3) for k in phases}
+    ms["total"] = round(sum(ms.values()), 3)
+    wakeups = {role: round((after[role]["answer_wakeups"] - before[role]["answer_wakeups"])
+                           / blocks, 2) for role in after if role in before}
+    posts = {role: after[role].get("posts", 0.0) - before[role].get("posts", 0.0)
+             for role in after if role in before}
+    return {"seal_wall_ms": ms, "wakeups": wakeups, "requests_served": posts}
 
 
 def settle(pids: list[int], idle: float = 0.05, timeout: float = 300.0) -> None:

@@ -435,6 +435,7 @@ class _Client:
         self._turn: dict[tuple[int, asyncio.AbstractEventLoop], Bundle] = {}
         self._closed = False
         self._connected = threading.Event()
+        self.wakeups = 0  # event-loop wake-ups asked for to answer writers (D86)
         threading.Thread(target=self._run, name="handoff-client", daemon=True).start()
 
     # -- handing over -------------------------------------------------------------------------
@@ -532,6 +533,7 @@ class _Client:
             if waiter is None:
                 continue
             self._answer(waiter, outcomes, by_loop)
+        self.wakeups += len(by_loop)
         for loop, pairs in by_loop.items():
             with contextlib.suppress(RuntimeError):  # that loop has closed
                 loop.call_soon_threadsafe(_settle_all, pairs)
@@ -601,6 +603,18 @@ class Handoff:
         if self.leading or self._client is None:
             return self.local.state
         return self._client.state
+
+    @property
+    def spent(self) -> dict[str, float]:
+        """Seconds this process's sequencer has spent sealing, by phase (zero while following)."""
+        return self.local.spent
+
+    @property
+    def wakeups(self) -> int:
+        """Event-loop wake-ups this process asked for to answer its writers: from sealing here
+        and from answers handed back."""
+        client = self._client
+        return self.local.wakeups + (client.wakeups if client is not None else 0)
 
     def start(self) -> None:
         """Lead if the lock is free, else follow; either way keep trying for the lock."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -226,6 +227,12 @@ def test_metrics_count_requests_and_seals(client: TestClient, creator: dict[str,
     assert 'copyledger_http_requests_total{method="POST",status="2xx"}' in text
     assert 'copyledger_http_requests_total{method="GET",status="4xx"}' in text
     assert "copyledger_tree_size 1.0" in text
+    # The sequencer's own counters (D86): this process seals, and sealing took time.
+    assert "copyledger_sequencing 1.0" in text
+    seconds = dict(re.findall(r'copyledger_seal_seconds\{phase="(\w+)"\} (\S+)', text))
+    assert set(seconds) == {"build", "token", "sign", "commit", "proofs", "handover", "answer"}
+    assert float(seconds["commit"]) > 0 and float(seconds["sign"]) > 0
+    assert float(re.findall(r"^copyledger_answer_wakeups (\S+)", text, re.M)[0]) >= 1
 
 
 def test_multipart_to_json_only_endpoint_gets_json_limit(
