@@ -3,6 +3,7 @@ through revision 0009's partial index (D90): nothing at all when no work has any
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -34,14 +35,18 @@ def submit_work(reg: Node, title: str, fingerprints: dict[str, Any] | None = Non
 
 
 @pytest.fixture
-def rows_read(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The number of rows each raw read of the store returns, from now on."""
+def rows_read(reg: Node, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of rows each raw read of this registry's store returns, from now on, in
+    this test's thread: the patch is on the class, so a thread another test left behind (an
+    app's start-up warming, an index build) must not count."""
     counts: list[int] = []
     real = store.Store._driver_rows
+    me = threading.get_ident()
 
     def counting(self: store.Store, q: Any) -> list[Any]:
         rs = real(self, q)
-        counts.append(len(rs))
+        if self is reg.store and threading.get_ident() == me:
+            counts.append(len(rs))
         return rs
 
     monkeypatch.setattr(store.Store, "_driver_rows", counting)
