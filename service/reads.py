@@ -171,13 +171,9 @@ def search(node: Node, sha256: str) -> dict[str, Any]:
 
 def bundle(node: Node, seq: int) -> dict[str, Any]:
     """The evidence bundle (`copyledger/bundle/v1`) of entry `seq`; for a work, or an entry in
-    a work's chain of title, with every link of that chain. Its raw reads share one read
-    connection (D89)."""
-    with node.store.reading():
-        return _bundle(node, seq)
-
-
-def _bundle(node: Node, seq: int) -> dict[str, Any]:
+    a work's chain of title, with every link of that chain. Each read takes its own
+    connection and gives it back: holding one for the raw reads (`Store.reading`) while the
+    others check out a second from the same pool let concurrent bundles exhaust it (D91)."""
     row = node.store.get_entry(seq)
     blk = node.store.get_block(row.block_height)
     size = blk.header.tree_size
