@@ -184,6 +184,7 @@ class Sequencer:
             maxsize=max_queue)
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._stale = False  # the state must be read back before the next block (a failure)
         self.state = LogState.load(store)
         # Seconds spent sealing, by phase, and event-loop wake-ups asked for: cumulative
         # counters (a few clock reads a block) an operator and the benchmark read (D86).
@@ -316,17 +317,30 @@ class Sequencer:
                 out.extend(_items(item))
 
     def _seal_guarded(self, batch: list[_Item]) -> None:
+        """Seal `batch` block by block and answer its waiters. Never raises: the sequencer's
+        thread must outlive a failed block. After a failure the state is read back from the
+        database (the block may or may not have been committed); if that read fails too (the
+        database still unreachable, the pool exhausted) the next block reads it first, and
+        fails as "nothing recorded" while it cannot."""
         for i in range(0, max(len(batch), 1), self.max_batch):
             chunk = batch[i : i + self.max_batch]
             try:
+                if self._stale:
+                    self.state = LogState.load(self.store)
+                    self._stale = False
                 receipts = self._seal([it.pending for it in chunk])
             except Exception as e:  # answer every waiter, saying truly what became of it
                 log.exception("sealing a block of %d entries failed", len(chunk))
-                self.state = LogState.load(self.store)
+                self._stale = True
                 failed = e if isinstance(e, _SealFailed) else None
                 phase = failed.phase if failed else "before"
                 err = _seal_failed(phase, failed.__cause__ if failed else e)
                 self._answer(chunk, [err] * len(chunk))
+                try:
+                    self.state = LogState.load(self.store)
+                    self._stale = False
+                except Exception:
+                    log.exception("reading the log's state back after a failed block failed")
                 continue
             t = time.perf_counter()
             self._answer(chunk, receipts)

@@ -287,3 +287,33 @@ def test_groups_and_single_waiters_sharing_blocks_each_get_their_own_outcomes(
     assert {r.block_height for r in b} == {2, 3}  # type: ignore[attr-defined]
     for r, i in zip(b, range(100, 108), strict=True):
         assert store.get_entry(r.seq).sha256 == sha(i)  # type: ignore[attr-defined,union-attr]
+
+
+def test_the_sequencer_outlives_a_failed_block_whose_state_cannot_be_read_back(
+    tmp_path: Path, signer: FileSigner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A block fails while the database is unreachable, and so does reading the log's state
+    back: the waiters are answered, the thread lives, the next block while the database is
+    still away fails as nothing recorded, and once it is back the log goes on without a gap
+    (D91; before, the read-back's error ended the sequencer's thread)."""
+    from copyledger.ledger import sequencer as seq_mod
+
+    store = Store.open(f"sqlite:///{tmp_path / 'l.db'}")
+    s = make(store, signer, linger=0.001)
+    s.start()
+    assert s.submit(pending(0)).result(120).seq == 0
+
+    def down(*_a: object, **_k: object) -> None:
+        raise OSError("database unreachable")
+
+    monkeypatch.setattr(store, "append_block", down)
+    monkeypatch.setattr(seq_mod.LogState, "load", down)
+    with pytest.raises(Unavailable, match="most likely not recorded"):
+        s.submit(pending(1)).result(120)
+    monkeypatch.setattr(store, "append_block", Store.append_block.__get__(store))
+    with pytest.raises(Unavailable, match="nothing was recorded"):
+        s.submit(pending(2)).result(120)  # the state is still unread: nothing is sealed on it
+    monkeypatch.undo()
+    assert s._thread is not None and s._thread.is_alive()
+    assert s.submit(pending(3)).result(120).seq == store.tree_size() - 1 == 1
+    s.stop()
