@@ -37,11 +37,13 @@ ENTRIES_BY_REGISTRANT = ("ix_entries_registrant_sha256", ("registrant", "sha256"
 # near-duplicate index's rebuild reads only these, and nothing when none do; D90). A superset:
 # a string value "fingerprints" matches too, and the parse decides. Each engine's predicate is
 # written as the queries write it, so the planner can match the two; created by revision 0009.
+# PostgreSQL's is bytea's escape form with no backslash, so it means the same bytes whatever
+# the server's standard_conforming_strings (D91).
 ENTRIES_FINGERPRINTED = "ix_entries_fingerprinted"
 FINGERPRINTED_WHERE = {
     "sqlite": "kind = 'work' AND instr(data, X'2266696e6765727072696e747322') > 0",
     "postgresql":
-        "kind = 'work' AND position('\\x2266696e6765727072696e747322'::bytea IN data) > 0",
+        "kind = 'work' AND position('\"fingerprints\"'::bytea IN data) > 0",
 }
 
 # Every complete subtree hash: (level, idx) covers leaves [idx << level, (idx + 1) << level).
