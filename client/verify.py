@@ -236,6 +236,8 @@ def _sent_work(sent: Mapping[str, Any], entry: Any) -> tuple[Work, bytes] | None
             or type(sent.get("creators")) is not list):  # a tuple is sent as a list
         return None
     registrant, received_at = entry.get("registrant"), entry.get("received_at")
+    if type(registrant) is not str or type(received_at) is not str:  # compared with themselves
+        return None
     content = {"sha256": sent.get("sha256")}  # a work sent without one: the parse decides
     for name in ("size", "sm3"):
         if sent.get(name) is not None:

@@ -9,6 +9,7 @@ import copy
 import dataclasses
 import datetime
 import decimal
+import enum
 import hashlib
 import json
 import uuid
@@ -290,6 +291,31 @@ def test_what_json_takes_a_batch_sends_unchanged(log: FakeLog) -> None:
     assert json.loads(sent[-1]) == json.loads(json.dumps({"works": works}, allow_nan=False))
 
 
+@pytest.mark.parametrize(("field", "value"), [
+    ("registrant", uuid.UUID(int=7)), ("registrant", "ADA"), ("received_at", "NOON")])
+def test_a_registrant_or_time_that_is_not_json_text_is_refused_with_works(
+        log: FakeLog, field: str, value: Any) -> None:
+    """An answer handed in as Python objects whose registrant or time is a UUID or a str
+    Enum, its signed bytes those of the text: `check_receipts` with the works sent decides as
+    `check_receipt` does, which refuses the UUID (not JSON) and keeps the Enum as it is.
+    Before D91 its fast path compared those two fields with themselves and accepted either,
+    made with a plain `str`."""
+    value = _Name[value] if type(value) is str else value
+    e = log.entry(0)
+    e[field] = str(value.value if isinstance(value, enum.Enum) else value)
+    reg = log.answer([e])[0]
+    reg["entry"] = {**e, field: value}
+    try:
+        alone: Receipt | str = check_receipt(reg, [log.vkey])
+    except UnverifiedAnswer as err:
+        alone = err.detail
+    got = check_receipts([reg], [log.vkey], works=[_sent(e)])[0]
+    if isinstance(alone, Receipt):
+        assert isinstance(got, Receipt) and _parts(got) == _parts(alone)
+    else:
+        assert not isinstance(got, Receipt) and got.detail == alone
+
+
 @pytest.fixture(scope="module")
 def shared_log(tmp_path_factory: pytest.TempPathFactory) -> FakeLog:
     return FakeLog(tmp_path_factory.mktemp("log"))
@@ -298,6 +324,13 @@ def shared_log(tmp_path_factory: pytest.TempPathFactory) -> FakeLog:
 def _other_hex(data: st.DataObject) -> str:
     return data.draw(st.binary(min_size=32, max_size=32)).hex()
 
+
+
+class _Name(enum.StrEnum):
+    """A str subclass: equal to its text, yet not JSON's own string."""
+
+    ADA = "ada"
+    NOON = "2026-11-30T12:00:00Z"
 
 MUTATIONS: dict[str, Callable[[dict[str, Any], st.DataObject], None]] = {
     "path node": lambda r, d: r["receipt"]["proof"].__setitem__(
@@ -326,7 +359,9 @@ MUTATIONS: dict[str, Callable[[dict[str, Any], st.DataObject], None]] = {
         [True, 1.0, "1", -1, 2**53, 1, 7]))),
     "entry not JSON": lambda r, d: r["entry"].update(**d.draw(st.sampled_from(
         [{"title": uuid.UUID(int=7)}, {"received_at": datetime.datetime(2026, 11, 30)},
-         {"creators": ("Ada",)}, {"license": "CC0"}, {"kind": "evidence"}]))),
+         {"creators": ("Ada",)}, {"license": "CC0"}, {"kind": "evidence"},
+         {"registrant": uuid.UUID(int=7)}, {"registrant": _Name.ADA},
+         {"received_at": _Name.NOON}]))),
     "marker": lambda r, d: r.update(already_registered=d.draw(st.sampled_from(
         [True, False, None, "yes", 1]))),
     "extra member": lambda r, d: r["receipt"].update(extra=1),
