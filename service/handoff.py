@@ -594,6 +594,8 @@ class Handoff:
         self.on_lead = on_lead
         self.leading = False
         self._client: _Client | None = None
+        self._count_lock = threading.Lock()
+        self._followed_wakeups = 0  # those of clients dropped at a takeover: a running total
         self._server: _Server | None = None
         self._stop = threading.Event()
         self._elector: threading.Thread | None = None
@@ -613,8 +615,10 @@ class Handoff:
     def wakeups(self) -> int:
         """Event-loop wake-ups this process asked for to answer its writers: from sealing here
         and from answers handed back."""
-        client = self._client
-        return self.local.wakeups + (client.wakeups if client is not None else 0)
+        with self._count_lock:
+            client = self._client
+            return (self.local.wakeups + self._followed_wakeups
+                    + (client.wakeups if client is not None else 0))
 
     def start(self) -> None:
         """Lead if the lock is free, else follow; either way keep trying for the lock."""
@@ -660,7 +664,15 @@ class Handoff:
                 log.exception("taking over the sequencer failed; trying again")
         else:
             return
-        client, self._client = self._client, None
+        self._drop_client()
+
+    def _drop_client(self) -> None:
+        """Close the hand-over once this process leads, keeping its wake-ups in the total (a
+        counter an operator reads must not go back, D91)."""
+        with self._count_lock:
+            client, self._client = self._client, None
+            if client is not None:
+                self._followed_wakeups += client.wakeups
         if client is not None:
             client.close()
 

@@ -253,3 +253,31 @@ def test_one_turn_of_the_event_loop_sends_one_frame() -> None:
         listener.close()
     assert len(frames) == 1 and [m[1] for m in frames[0]] == [0, 1, 2, 3, 4]  # type: ignore[index]
     assert answers == [f"no {rid}" for rid in range(5)]
+
+
+def test_the_wakeups_counter_keeps_a_dropped_clients_share() -> None:
+    """A process that followed and then took over the sequencer drops its hand-over client:
+    the wake-ups that client asked for stay in the total the metrics report, which must not
+    go back (before D91 they vanished from it at the takeover)."""
+    import tempfile
+    from pathlib import Path
+
+    from copyledger.ledger.sequencer import Sequencer
+    from copyledger.ledger.store import Store
+
+    base = Path(tempfile.mkdtemp(prefix="cl-w-", dir="/tmp"))
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(base / "s.sock"))
+    listener.listen()
+    store = Store.open(f"sqlite:///{base / 'l.db'}")
+    local = Sequencer(store, lambda t, _c: t, "test.example/log")  # type: ignore[arg-type,return-value]
+    h = handoff.Handoff(local, base)
+    client = handoff._Client(base / "s.sock", local.state)
+    local.wakeups, client.wakeups = 3, 4
+    h._client = client
+    assert h.wakeups == 7
+    h._drop_client()
+    assert h._client is None and h.wakeups == 7
+    local.wakeups += 1
+    assert h.wakeups == 8
+    listener.close()
