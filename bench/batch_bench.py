@@ -53,6 +53,8 @@ from copyledger.client import BatchWork, Client, Receipt
 from copyledger.client import _calls as calls
 from tests.server import ServerProcess, init_with_creator
 
+READY_TIMEOUT_S = 300.0  # the clients' connecting and the log's key, at most
+
 
 def works(client_no: int, batch_no: int, size: int) -> list[BatchWork]:
     return [BatchWork(sha256=hashlib.sha256(f"{client_no}/{batch_no}/{i}".encode()).hexdigest(),
@@ -108,7 +110,7 @@ def run_client(url: str, key: str, no: int, batches: int, size: int,
             return len(results)
 
         if ready is not None:
-            ready.wait()
+            ready.wait(READY_TIMEOUT_S)
         start, cpu_start, queued = time.perf_counter(), time.process_time(), _thread_queued()
         if serial:
             verify_cpu = 0.0
@@ -140,10 +142,12 @@ def run_client(url: str, key: str, no: int, batches: int, size: int,
 
 
 def _in_process(conn: Any, *args: Any) -> None:
-    """`run_client` in a client process of its own: its result (or failure) sent back."""
+    """`run_client` in a client process of its own: its result (or failure) sent back. A
+    client that fails before the start breaks the barrier, so nobody waits for it."""
     try:
         conn.send(run_client(*args))
     except BaseException as e:
+        args[-1].abort()
         conn.send(RuntimeError(f"client {args[2]}: {e!r}"))
         raise
 
@@ -302,12 +306,17 @@ def _clients(args: argparse.Namespace, url: str, key: str, server: int,
         results: dict[int, dict[str, Any]] = {}
 
         def one(no: int) -> None:
-            results[no] = run_client(*common, no, args.batches, args.size, args.serial, ready)
+            try:
+                results[no] = run_client(*common, no, args.batches, args.size, args.serial,
+                                         ready)
+            except BaseException:
+                ready.abort()  # the bench and the other clients stop waiting for this one
+                raise
 
         threads = [threading.Thread(target=one, args=(no,)) for no in range(n)]
         for t in threads:
             t.start()
-        ready.wait()
+        ready.wait(READY_TIMEOUT_S)
         server0, client0, db0 = _cpu(server), time.process_time(), _cluster_cpu(datadir)
         queued0 = _queued(server)
         for t in threads:
@@ -323,7 +332,7 @@ def _clients(args: argparse.Namespace, url: str, key: str, server: int,
                  for no, (_, w) in enumerate(pipes)]
         for p in procs:
             p.start()
-        ready.wait()
+        ready.wait(READY_TIMEOUT_S)
         server0, db0 = _cpu(server), _cluster_cpu(datadir)
         queued0 = _queued(server)
         got = [r.recv() for r, _ in pipes]
