@@ -324,10 +324,11 @@ class Sequencer:
         fails as "nothing recorded" while it cannot."""
         for i in range(0, max(len(batch), 1), self.max_batch):
             chunk = batch[i : i + self.max_batch]
+            reread = self._stale
             try:
-                if self._stale:
+                if reread:
                     self.state = LogState.load(self.store)
-                    self._stale = False
+                    self._stale = reread = False
                 receipts = self._seal([it.pending for it in chunk])
             except Exception as e:  # answer every waiter, saying truly what became of it
                 log.exception("sealing a block of %d entries failed", len(chunk))
@@ -335,12 +336,17 @@ class Sequencer:
                 failed = e if isinstance(e, _SealFailed) else None
                 phase = failed.phase if failed else "before"
                 err = _seal_failed(phase, failed.__cause__ if failed else e)
-                self._answer(chunk, [err] * len(chunk))
                 try:
-                    self.state = LogState.load(self.store)
-                    self._stale = False
+                    self._answer(chunk, [err] * len(chunk))
                 except Exception:
-                    log.exception("reading the log's state back after a failed block failed")
+                    log.exception("answering a failed block's waiters failed")
+                if not reread:  # (a failed read-back is not tried twice for one block)
+                    try:
+                        self.state = LogState.load(self.store)
+                        self._stale = False
+                    except Exception:
+                        log.exception("reading the log's state back after a failed block "
+                                      "failed")
                 continue
             t = time.perf_counter()
             self._answer(chunk, receipts)
@@ -367,6 +373,8 @@ class Sequencer:
             if it.loop is not None:
                 assert isinstance(fut, asyncio.Future)
                 by_loop.setdefault(it.loop, []).append((fut, outcome))
+            elif fut.done():  # cancelled by its caller: the entry's outcome stands all the same
+                continue
             elif isinstance(outcome, BaseException):
                 fut.set_exception(outcome)
             else:

@@ -301,7 +301,7 @@ def test_the_sequencer_outlives_a_failed_block_whose_state_cannot_be_read_back(
     store = Store.open(f"sqlite:///{tmp_path / 'l.db'}")
     s = make(store, signer, linger=0.001)
     s.start()
-    assert s.submit(pending(0)).result(120).seq == 0
+    assert s.submit(pending(0)).result(30).seq == 0
 
     def down(*_a: object, **_k: object) -> None:
         raise OSError("database unreachable")
@@ -309,11 +309,26 @@ def test_the_sequencer_outlives_a_failed_block_whose_state_cannot_be_read_back(
     monkeypatch.setattr(store, "append_block", down)
     monkeypatch.setattr(seq_mod.LogState, "load", down)
     with pytest.raises(Unavailable, match="most likely not recorded"):
-        s.submit(pending(1)).result(120)
+        s.submit(pending(1)).result(30)
     monkeypatch.setattr(store, "append_block", Store.append_block.__get__(store))
     with pytest.raises(Unavailable, match="nothing was recorded"):
-        s.submit(pending(2)).result(120)  # the state is still unread: nothing is sealed on it
+        s.submit(pending(2)).result(30)  # the state is still unread: nothing is sealed on it
     monkeypatch.undo()
     assert s._thread is not None and s._thread.is_alive()
-    assert s.submit(pending(3)).result(120).seq == store.tree_size() - 1 == 1
+    assert s.submit(pending(3)).result(30).seq == store.tree_size() - 1 == 1
+    s.stop()
+
+
+def test_a_cancelled_waiter_does_not_stop_the_sequencer(tmp_path: Path, signer: FileSigner) -> None:
+    """A caller that cancels its future before the block is sealed: the entry is recorded, the
+    others in its block are answered and the sequencer goes on (setting a cancelled future's
+    result raises; D91)."""
+    store = Store.open(f"sqlite:///{tmp_path / 'l.db'}")
+    s = make(store, signer, linger=0.3)
+    s.start()
+    gone, kept = s.submit(pending(0)), s.submit(pending(1))
+    assert gone.cancel()
+    assert kept.result(30).seq in (0, 1)
+    assert s.submit(pending(2)).result(30).seq == 2
+    assert s._thread is not None and s._thread.is_alive()
     s.stop()
