@@ -239,11 +239,11 @@ def test_more_concurrent_bundles_than_the_pool_holds_all_answer(reg: Node) -> No
     it back, so none waits for a second connection while holding one. Before D91 a bundle
     held one for its raw reads and checked out another for the rest: on SQLite, with 15
     connections in the pool, every thread held one and waited for another until the pool's
-    timeout (shortened here to fail fast) and the seal waiting beside them failed too."""
+    timeout (shortened here to 10 s to fail sooner) and the seal waiting beside them failed too."""
     import threading
 
     pool: Any = reg.store.engine.pool
-    pool._timeout = 3.0
+    pool._timeout = 10.0
     go = threading.Barrier(41)
     errors: list[BaseException] = []
     bundles: list[dict[str, Any]] = []
