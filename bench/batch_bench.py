@@ -305,22 +305,31 @@ def _clients(args: argparse.Namespace, url: str, key: str, server: int,
         ready = threading.Barrier(n + 1)
         results: dict[int, dict[str, Any]] = {}
 
+        failures: list[BaseException] = []
+
         def one(no: int) -> None:
             try:
                 results[no] = run_client(*common, no, args.batches, args.size, args.serial,
                                          ready)
-            except BaseException:
+            except BaseException as e:
+                failures.append(e)
                 ready.abort()  # the bench and the other clients stop waiting for this one
-                raise
 
         threads = [threading.Thread(target=one, args=(no,)) for no in range(n)]
         for t in threads:
             t.start()
-        ready.wait(READY_TIMEOUT_S)
+        try:
+            ready.wait(READY_TIMEOUT_S)
+        except threading.BrokenBarrierError:
+            for t in threads:
+                t.join(READY_TIMEOUT_S)
+            raise (failures or [RuntimeError("a client did not start")])[0] from None
         server0, client0, db0 = _cpu(server), time.process_time(), _cluster_cpu(datadir)
         queued0 = _queued(server)
         for t in threads:
             t.join()
+        if failures:
+            raise failures[0]
         client_cpu = time.process_time() - client0
         out = [results[no] for no in range(n)]
     else:
@@ -332,7 +341,13 @@ def _clients(args: argparse.Namespace, url: str, key: str, server: int,
                  for no, (_, w) in enumerate(pipes)]
         for p in procs:
             p.start()
-        ready.wait(READY_TIMEOUT_S)
+        try:
+            ready.wait(READY_TIMEOUT_S)
+        except threading.BrokenBarrierError:  # a client failed: say why, not just that
+            for r, _ in pipes:
+                if r.poll(READY_TIMEOUT_S) and isinstance(g := r.recv(), BaseException):
+                    raise g from None
+            raise
         server0, db0 = _cpu(server), _cluster_cpu(datadir)
         queued0 = _queued(server)
         got = [r.recv() for r, _ in pipes]
