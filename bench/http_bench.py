@@ -123,12 +123,12 @@ def main() -> None:
         "cpu_us_per_registration": None if restarted else cpu_per(roles, cpu0, cpu1,
                                                                   res["requests"]),
         "connections_by_process": split,
-        "cores_used": {role: round((cpu1[pid] - cpu0[pid]) / wall, 2)
-                       for pid, role in roles.items()},
-        "cpu_us_per_registration_by_thread": {
-            role: by_thread(threads0[pid], threads1[pid], names[pid], res["requests"])
-            for pid, role in roles.items()},
-        "per_block": per_block(counters0, counters1, blocks),
+        "cores_used": _by_role(roles, {pid: (cpu1[pid] - cpu0[pid]) / wall
+                                       for pid in roles}, 2),
+        "cpu_us_per_registration_by_thread": _threads_by_role(roles, {
+            pid: by_thread(threads0[pid], threads1[pid], names[pid], res["requests"])
+            for pid in roles}),
+        "per_block": per_block(counters0, counters1, blocks, len(roles)),
         "wall_s": round(wall, 2),
         "targets": {"registrations_per_s": ">= 3000", "p99_ms": "< 250"},
     }
@@ -165,6 +165,25 @@ def cpu_s(pid: int) -> float:
     except FileNotFoundError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _by_role(roles: dict[int, str], per_pid: dict[int, float], digits: int) -> dict[str, float]:
+    """Each role's sum over its processes (the followers of --workers 3 and more together)."""
+    out: dict[str, float] = {}
+    for pid, role in roles.items():
+        out[role] = out.get(role, 0.0) + per_pid[pid]
+    return {k: round(v, digits) for k, v in out.items()}
+
+
+def _threads_by_role(roles: dict[int, str], per_pid: dict[int, dict[str, float]]
+                     ) -> dict[str, dict[str, float]]:
+    """`by_thread`'s figures summed by role and thread name over the role's processes."""
+    out: dict[str, dict[str, float]] = {}
+    for pid, role in roles.items():
+        into = out.setdefault(role, {})
+        for name, v in per_pid[pid].items():
+            into[name] = round(into.get(name, 0.0) + v, 1)
+    return out
 
 
 def connections(roles: dict[int, str], url: str) -> dict[str, int]:
@@ -236,9 +255,10 @@ def counters(url: str, processes: int, tries: int = 400) -> dict[str, dict[str, 
 
 
 def per_block(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]],
-              blocks: int) -> dict[str, object]:
+              blocks: int, processes: int = 2) -> dict[str, object]:
     """Wall milliseconds a block by sealing phase (the leader's), and event-loop wake-ups a
-    block in each process."""
+    block and requests served in each process. With more than one follower the scrape reaches
+    one of them by chance, so only the leader's wake-ups and requests are given."""
     if not blocks or "leader" not in before or "leader" not in after:
         return {}
     lead0, lead1 = before["leader"], after["leader"]
@@ -249,6 +269,9 @@ def per_block(before: dict[str, dict[str, float]], after: dict[str, dict[str, fl
                            / blocks, 2) for role in after if role in before}
     posts = {role: after[role].get("posts", 0.0) - before[role].get("posts", 0.0)
              for role in after if role in before}
+    if processes > 2:
+        wakeups = {k: v for k, v in wakeups.items() if k == "leader"}
+        posts = {k: v for k, v in posts.items() if k == "leader"}
     return {"seal_wall_ms": ms, "wakeups": wakeups, "requests_served": posts}
 
 
