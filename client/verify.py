@@ -113,8 +113,9 @@ def check_receipts(
     work, anything malformed or failing) gets `check_receipt`, which names the fault.
     `file_sha256s`, if given, has one digest (or None) per registration (else ValueError).
     `works`, if given, has per registration the work's fields as sent (POST /v1/works/batch's
-    item, or None): an entry that is exactly that work is then checked against it instead of
-    parsed (D88); any other entry is checked as without it, so the verdicts are the same."""
+    item, or None), as JSON's own types (what was sent as JSON): an entry that is exactly that
+    work is then checked against it instead of parsed (D88); any other entry is checked as
+    without it, so the verdicts are the same."""
     n = len(registrations)
     for name, given in (("file digests", file_sha256s), ("works", works)):
         if given is not None and len(given) != n:
