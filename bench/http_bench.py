@@ -123,8 +123,8 @@ def main() -> None:
         "cpu_us_per_registration": None if restarted else cpu_per(roles, cpu0, cpu1,
                                                                   res["requests"]),
         "connections_by_process": split,
-        "cores_used": _by_role(roles, {pid: (cpu1[pid] - cpu0[pid]) / wall
-                                       for pid in roles}, 2),
+        "cores_used": {role: round(v, 2) for role, v in _by_role(
+            roles, {pid: (cpu1[pid] - cpu0[pid]) / wall for pid in roles}).items()},
         "cpu_us_per_registration_by_thread": _threads_by_role(roles, {
             pid: by_thread(threads0[pid], threads1[pid], names[pid], res["requests"])
             for pid in roles}),
@@ -167,12 +167,12 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _by_role(roles: dict[int, str], per_pid: dict[int, float], digits: int) -> dict[str, float]:
+def _by_role(roles: dict[int, str], per_pid: dict[int, float]) -> dict[str, float]:
     """Each role's sum over its processes (the followers of --workers 3 and more together)."""
     out: dict[str, float] = {}
     for pid, role in roles.items():
         out[role] = out.get(role, 0.0) + per_pid[pid]
-    return {k: round(v, digits) for k, v in out.items()}
+    return out
 
 
 def _threads_by_role(roles: dict[int, str], per_pid: dict[int, dict[str, float]]
@@ -294,9 +294,8 @@ def cpu_per(roles: dict[int, str], before: dict[int, float], after: dict[int, fl
             requests: int) -> dict[str, float]:
     """CPU microseconds per request, by role and in all: the figure a loaded machine does not
     change much, unlike throughput."""
-    out: dict[str, float] = {}
-    for pid, role in roles.items():
-        out[role] = out.get(role, 0.0) + (after[pid] - before[pid]) * 1e6 / max(requests, 1)
+    out = _by_role(roles, {pid: (after[pid] - before[pid]) * 1e6 / max(requests, 1)
+                           for pid in roles})
     out["total"] = sum(out.values())
     return {k: round(v, 1) for k, v in out.items()}
 
