@@ -68,12 +68,17 @@ class PostgresServer:
     def url(self, db: str = "postgres") -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{db}"
 
-    def new_database(self) -> str:
+    def admin(self) -> Any:
+        """An autocommit connection to the `postgres` database, for statements such as
+        CREATE DATABASE that run outside a transaction."""
         import psycopg
 
+        return psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
+                               autocommit=True)
+
+    def new_database(self) -> str:
         name = "t_" + uuid.uuid4().hex[:12]
-        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
-                             autocommit=True) as conn:
+        with self.admin() as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 

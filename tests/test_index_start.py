@@ -159,15 +159,13 @@ def test_the_predicate_means_the_same_bytes_whatever_the_servers_string_setting(
     older installations keep) the partial index's predicate and the rebuild's query still
     look for the bytes `"fingerprints"`. Before D91 their literal `'\\x22…'` was read as
     escapes there, so both looked for other bytes and the rebuild found no work."""
-    import psycopg
     from sqlalchemy.engine import make_url
 
     from tests.helpers import open_registry
 
     url = pg_server.new_database()
     name = make_url(url).database
-    with psycopg.connect(f"host=127.0.0.1 port={pg_server.port} user=postgres dbname=postgres",
-                         autocommit=True) as conn:
+    with pg_server.admin() as conn:
         conn.execute(f'ALTER DATABASE "{name}" SET standard_conforming_strings = off')
     r = open_registry(tmp_path, url)
     r.start()
