@@ -187,9 +187,12 @@ class CheckFields(TypedDict):
 def _receipt(path: str, body: Any = None, *, file_sha256: str | None = None,
              data: dict[str, str | list[str]] | None = None,
              files: dict[str, tuple[str, bytes, str]] | None = None,
-             expect: int | tuple[int, ...] = 201) -> Call[Receipt]:
+             expect: int | tuple[int, ...] = 201,
+             work: dict[str, Any] | None = None) -> Call[Receipt]:
+    """`work`: a work sent by hash, which a new entry must be (`verify.check_sent_work`)."""
     def finish(answer: Any, trust: Trust) -> Receipt:
-        return verify.check_receipt(answer, trust.verifiers, file_sha256=file_sha256)
+        return verify.check_receipt(answer, trust.verifiers, file_sha256=file_sha256,
+                                    work=work)
 
     return Call("POST", path, finish, json=body, data=data, files=files, expect=expect,
                 needs_trust=True)
@@ -202,7 +205,7 @@ REGISTERED = (200, 201)
 
 def register_work(fields: WorkFields) -> Call[Receipt]:
     body = _work_body(fields)
-    return _receipt("/v1/works", body, file_sha256=body["sha256"], expect=REGISTERED)
+    return _receipt("/v1/works", body, file_sha256=body["sha256"], expect=REGISTERED, work=body)
 
 
 def _work_body(fields: WorkFields | BatchWork) -> dict[str, Any]:

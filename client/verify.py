@@ -9,6 +9,7 @@ Each check returns the verified answer as a typed result, or raises `UnverifiedA
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -24,6 +25,7 @@ from copyledger.client.results import (
 )
 from copyledger.ledger import claims, jcs, merkle, note
 from copyledger.ledger import entry as entry_mod
+from copyledger.ledger import fingerprint as fp
 from copyledger.ledger.contact import Disclosure
 from copyledger.ledger.documents import Content, ReceiptProof, Work, parse_plain_work
 from copyledger.ledger.errors import CopyledgerError, VerificationError, said
@@ -40,6 +42,7 @@ __all__ = [
     "check_proof",
     "check_receipt",
     "check_receipts",
+    "check_sent_work",
     "verifiers",
 ]
 
@@ -75,14 +78,67 @@ def _unhex(v: str) -> bytes:
 def check_receipt(
     registration: dict[str, Any], keys: Keys, *, file_sha256: str | None = None,
     checked: dict[str, note.Checkpoint] | None = None,
+    work: Mapping[str, Any] | None = None,
 ) -> Receipt:
     """A registration answer: its entry hashes to the leaf, the proof leads to the root, and a
     trusted key signed a checkpoint of that size and root; with `file_sha256`, the entry
-    registers that content. `checked`: checkpoints already verified under `keys` (a batch's)."""
+    registers that content. `checked`: checkpoints already verified under `keys` (a batch's).
+    `work`: the work's fields as sent (POST /v1/works); a new entry must then be exactly that
+    work (`check_sent_work`), an earlier one (`already_registered`) only of its content."""
     with _checking(registration):
         receipt = Receipt.from_dict(registration)  # parsed and its entry checked once, not twice
         verify_receipt(receipt, verifiers(keys), file_sha256=file_sha256, checked=checked)
+        if work is not None and not receipt.already_registered:
+            check_sent_work(registration["entry"], work)
         return receipt
+
+
+_NOT_RECORDED = frozenset({"again", "idempotency_key"})
+"""A work's fields that ask something of the request and are not part of its entry."""
+
+
+def check_sent_work(entry: Any, work: Mapping[str, Any]) -> None:
+    """A new registration's entry (as answered, JSON) is the work sent, with only the
+    registrant and the time the registry adds: its title, creators, type, licence, metadata,
+    size, media type, SM3 digest and fingerprints (normalised as the registry normalises them)
+    are those asked for. Else UnverifiedAnswer naming the first field that differs: a receipt
+    proves what the log holds, and a log holding another title or creator than the one sent is
+    not the registration asked for, however well it verifies.
+
+    The work is compared as it went over the wire (JSON), so a tuple sent is a list here."""
+    if type(entry) is not dict:
+        raise UnverifiedAnswer(said("entry: not an object"), entry)
+    got: dict[str, Any] = entry
+    sent: dict[str, Any] = json.loads(json.dumps(
+        {k: v for k, v in work.items() if k not in _NOT_RECORDED}))
+    try:
+        fps = sent.get("fingerprints")
+        want: dict[str, Any] = entry_mod.build_work(
+            registrant=got["registrant"], received_at=got["received_at"],
+            sha256=sent["sha256"], title=sent["title"], creators=sent["creators"],
+            work_type=sent["work_type"], size=sent.get("size"),
+            media_type=sent.get("media_type"), license=sent.get("license"),
+            metadata=sent.get("metadata"), sm3=sent.get("sm3"), check=False,
+            fingerprints=fp.validate_fingerprints(fps) if fps else None)
+    except (CopyledgerError, KeyError, TypeError) as e:
+        raise UnverifiedAnswer(said("the work sent cannot be an entry ({e!r}), yet the registry "
+                                    "answered a new one", e=e), entry) from e
+    if got == want:
+        return
+    pairs = [(name, got.get(name), want.get(name)) for name in sorted(got.keys() | want.keys())
+             if name != "content"]
+    have, asked = got.get("content"), want["content"]
+    if not isinstance(have, dict):
+        pairs.insert(0, ("content", have, asked))
+    else:
+        pairs[:0] = [(f"content.{part}", have.get(part), asked.get(part))
+                     for part in sorted(have.keys() | asked.keys())]
+    for name, value, sent_value in pairs:
+        if value != sent_value:
+            raise UnverifiedAnswer(said("the registry recorded {name} = {got!r}, not the "
+                                        "{want!r} sent", name=name, got=value, want=sent_value),
+                                   entry)
+    raise UnverifiedAnswer(said("the registry recorded another entry than the work sent"), entry)
 
 
 _REGISTRATION = frozenset({"seq", "leaf_hash", "block_height", "entry", "receipt"})
@@ -114,8 +170,9 @@ def check_receipts(
     `file_sha256s`, if given, has one digest (or None) per registration (else ValueError).
     `works`, if given, has per registration the work's fields as sent (POST /v1/works/batch's
     item, or None), as JSON's own types (what was sent as JSON): an entry that is exactly that
-    work is then checked against it instead of parsed (D88); any other entry is checked as
-    without it, so the verdicts are the same."""
+    work is then checked against it instead of parsed (D88). With `works`, a new entry must be
+    the work sent (`check_sent_work`; an earlier one, `already_registered`, only of its
+    content), and every entry must name one registrant: one request is one account's (D92)."""
     n = len(registrations)
     for name, given in (("file digests", file_sha256s), ("works", works)):
         if given is not None and len(given) != n:
@@ -125,15 +182,29 @@ def check_receipts(
     checked: dict[str, note.Checkpoint] = {}
     trees: dict[str, _Tree | None] = {}  # checkpoint text -> its tree, None if it fails
     roots: dict[int, str] = {}  # tree size -> the root the first receipt of that size named
+    registrants: dict[str, str | None] = {}  # "": the account of the first work's entry
     out: list[Receipt | UnverifiedAnswer] = []
     with _gc_paused(n >= _MANY):  # thousands of acyclic results
         for i, registration in enumerate(registrations):
             want = file_sha256s[i] if file_sha256s is not None else None
+            sent = works[i] if works is not None else None
             try:
-                r = _quick_receipt(registration, trusted, want,
-                                   works[i] if works is not None else None, checked, trees)
-                if r is None:
-                    r = check_receipt(registration, trusted, file_sha256=want, checked=checked)
+                quick = _quick_receipt(registration, trusted, want, sent, checked, trees)
+                if quick is None:  # checked in full, the work sent included
+                    r = check_receipt(registration, trusted, file_sha256=want, checked=checked,
+                                      work=sent)
+                else:
+                    r, is_sent = quick
+                    if sent is not None and not is_sent and not r.already_registered:
+                        with _checking(registration):
+                            check_sent_work(registration["entry"], sent)
+                if sent is not None:  # one key's works: one account registered them all
+                    who = getattr(r.entry, "registrant", None)
+                    if registrants.setdefault("", who) != who:
+                        raise UnverifiedAnswer(said(
+                            "this answer's works are registered to {who!r} and to {first!r}: "
+                            "one request is one account's", who=who, first=registrants[""]),
+                            registration)
                 rc = r.receipt
                 if roots.setdefault(rc.tree_size, rc.root) != rc.root:
                     raise UnverifiedAnswer(said(
@@ -162,13 +233,14 @@ def _quick_receipt(
     reg: Any, trusted: tuple[note.Verifier, ...], want: str | None,
     sent: Mapping[str, Any] | None,
     checked: dict[str, note.Checkpoint], trees: dict[str, _Tree | None],
-) -> Receipt | None:
+) -> tuple[Receipt, bool] | None:
     """`check_receipt` of a plain work's well-formed registration at C speed where it can be;
     None for anything else or anything that fails (`check_receipt` then says why). The leaf
     and root are compared as the lowercase hex of hashes computed or verified here, and the
     proof's hashes are decoded only where they enter a walk (`InclusionVerifier.verify_hex`).
     With `sent` (the work's fields as the client sent them), an entry equal to that work is
-    written from those fields (`_sent_work`) instead of parsed."""
+    written from those fields (`_sent_work`) instead of parsed. Returns the receipt and
+    whether its entry was found to be exactly the work sent."""
     if type(reg) is not dict or not _REGISTRATION <= reg.keys() <= _WITH_MARKER:
         return None
     seq, leaf_hex, height, rc = reg["seq"], reg["leaf_hash"], reg["block_height"], reg["receipt"]
@@ -186,6 +258,7 @@ def _quick_receipt(
     if tree is None or tree[0] != size or tree[1] != root_hex:
         return None
     made = _sent_work(sent, reg["entry"]) if sent is not None else None
+    is_sent = made is not None
     if made is None:
         made = parse_plain_work(reg["entry"])
         if made is None:
@@ -202,7 +275,7 @@ def _quick_receipt(
         "seq": seq, "leaf_hash": leaf_hex, "block_height": height, "entry": entry,
         "receipt": _made(ReceiptProof, {"tree_size": size, "root": root_hex,
                                         "proof": tuple(path), "checkpoint": cp_text}),
-        "already_registered": reg.get("already_registered")})
+        "already_registered": reg.get("already_registered")}), is_sent
 
 
 _D = TypeVar("_D")

@@ -430,19 +430,63 @@ def test_the_fast_path_decides_as_check_receipt(shared_log: FakeLog,
         works.append(sent if data.draw(st.integers(0, 7)) else None)
     got = check_receipts(regs, [shared_log.vkey])
     with_works = check_receipts(regs, [shared_log.vkey], works=works)
-    for reg, verdict, verdict2 in zip(regs, got, with_works, strict=True):
+    first: Any = None  # the registrant of the first work that verified (D92)
+    for reg, verdict, verdict2, sent in zip(regs, got, with_works, works, strict=True):
         try:
             alone: Receipt | str = check_receipt(reg, [shared_log.vkey])
         except UnverifiedAnswer as e:
             alone = e.detail
+        try:  # with the work sent, a new entry must be that work (D92)
+            alone2: Receipt | str = check_receipt(reg, [shared_log.vkey], work=sent)
+        except UnverifiedAnswer as e:
+            alone2 = e.detail
+        if sent is not None and isinstance(alone2, Receipt):  # one request, one account
+            who = getattr(alone2.entry, "registrant", None)
+            if first is None:
+                first = (who,)
+            elif first[0] != who:
+                alone2 = (f"this answer's works are registered to {who!r} and to "
+                          f"{first[0]!r}: one request is one account's")
         assert (verdict if isinstance(verdict, Receipt) else verdict.detail) == alone
-        assert (verdict2 if isinstance(verdict2, Receipt) else verdict2.detail) == alone
-        if isinstance(alone, Receipt):  # the same objects, made as their classes make them
-            assert verdict2.to_dict() == alone.to_dict()
-            assert _parts(verdict2) == _parts(alone)
+        assert (verdict2 if isinstance(verdict2, Receipt) else verdict2.detail) == alone2
+        if isinstance(alone2, Receipt):  # the same objects, made as their classes make them
+            assert verdict2.to_dict() == alone2.to_dict()
+            assert _parts(verdict2) == _parts(alone2)
+        if sent is None or isinstance(alone, str):
+            assert alone2 == alone  # nothing sent to compare, or refused either way
 
 
 def _parts(r: Receipt) -> list[tuple[type, dict[str, Any]]]:
     """A receipt's objects and their members, to compare objects made without `__init__`."""
     return [(type(o), {k: (type(v), v) for k, v in vars(o).items()})
             for o in (r, r.receipt, r.entry, r.entry.content)]  # type: ignore[attr-defined]
+
+
+def test_one_answer_is_one_accounts(shared_log: FakeLog) -> None:
+    """D92: a batch's works are registered to the one account whose key sent them; an entry
+    of another account, however well it verifies, is refused, the others kept."""
+    entries = [shared_log.entry(i) for i in range(3)]
+    entries[1]["registrant"] = "mallory"
+    regs = shared_log.answer(entries)
+    got = check_receipts(regs, [shared_log.vkey], works=[_sent(e) for e in entries])
+    assert isinstance(got[0], Receipt) and isinstance(got[2], Receipt)
+    assert isinstance(got[1], UnverifiedAnswer)
+    assert got[1].detail == ("this answer's works are registered to 'mallory' and to 'alice': "
+                             "one request is one account's")
+    # without the works sent (not a registration of this client's), nothing to compare
+    assert all(isinstance(r, Receipt) for r in check_receipts(regs, [shared_log.vkey]))
+
+
+def test_an_earlier_registration_may_differ_from_the_work_sent(shared_log: FakeLog) -> None:
+    """D92: `already_registered` answers this account's earlier entry, whose title may not be
+    today's: accepted; the same entry as a new registration is refused, naming the field."""
+    entry = shared_log.entry(5)
+    sent = {**_sent(entry), "title": "Today's title"}
+    reg = shared_log.answer([entry])[0]
+    refused = check_receipts([reg], [shared_log.vkey], works=[sent])[0]
+    assert isinstance(refused, UnverifiedAnswer)
+    assert refused.detail == ("the registry recorded title = 'Work 5', not the "
+                              "\"Today's title\" sent")
+    earlier = check_receipts([{**reg, "already_registered": True}], [shared_log.vkey],
+                             works=[sent])[0]
+    assert isinstance(earlier, Receipt) and earlier.already_registered

@@ -449,3 +449,69 @@ def test_registering_again_and_offers_of_assignment(live: Live) -> None:
         again = bob.transfer(work_seq=first.seq, to="ada", transfer_type="assignment")
         assert bob.withdraw_offer(again.seq).entry.KIND == "withdrawal"
         assert bob.history(first.seq)["holder"] == "bob"
+
+
+class RewriteRequest(httpx.BaseTransport):
+    """Forward to the real server with the JSON body of one path changed on the way there: the
+    registry then records, and validly signs, another work than the client sent (D92)."""
+
+    def __init__(self, path: str, change: Callable[[Any], None]) -> None:
+        self.inner, self.path, self.change = httpx.HTTPTransport(), path, change
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == self.path:
+            body = json.loads(request.read())
+            self.change(body)
+            request = httpx.Request(request.method, request.url, json=body,
+                                    headers={k: v for k, v in request.headers.items()
+                                             if k.lower() != "content-length"})
+        return self.inner.handle_request(request)
+
+
+def _retitle(body: dict[str, Any]) -> None:
+    body["title"] = "Not what was sent"
+
+
+def test_a_new_entry_must_be_the_work_sent(live: Live) -> None:
+    """D92: a receipt that verifies but records another title than the one sent is refused,
+    naming the field; the same entry answered as this account's earlier registration
+    (`already_registered`) is accepted: the earlier work need not be today's fields."""
+    data = os.urandom(16)
+    c = Client(live.url, api_key=live.creator, trusted_keys=[live.log_key],
+               transport=RewriteRequest("/v1/works", _retitle))
+    with c, pytest.raises(UnverifiedAnswer) as e:
+        work(c, data, title="Sent")
+    assert "title = 'Not what was sent', not the 'Sent' sent" in e.value.detail
+    assert e.value.answer["entry"]["title"] == "Not what was sent"  # recorded, and kept
+    with Client(live.url, api_key=live.creator, trusted_keys=[live.log_key]) as c:
+        again = work(c, data, title="Sent")  # the earlier entry, another title: accepted
+        assert again.already_registered and again.entry.title == "Not what was sent"
+
+
+def test_batch_checks_each_new_entry_against_its_work(live: Live) -> None:
+    """D92 in a batch: each new entry is compared with its own item. A work with every field a
+    work can carry (size, media type, licence, metadata, fingerprints) is accepted as sent; an
+    item the registry recorded with another title is refused alone, naming the field."""
+    datas = [os.urandom(16) for _ in range(3)]
+    full: dict[str, Any] = {
+        "sha256": sha(datas[0]), "title": "Full", "creators": ["Ada", "Bo"],
+        "work_type": "image", "size": 16, "media_type": "image/png", "license": "CC-BY-4.0",
+        "metadata": {"year": 2026, "tags": ["harbour"]},
+        "fingerprints": {"pdq": {"algorithm": "pdq", "version": "1", "hash": "AB" * 32,
+                                 "quality": 90}},  # lowered and `low_quality` added as stored
+    }
+    plain = {"sha256": sha(datas[1]), "title": "Plain", "creators": ["Ada"], "work_type": "text"}
+    changed = {"sha256": sha(datas[2]), "title": "Sent", "creators": ["Ada"], "work_type": "text"}
+
+    def retitle_third(body: dict[str, Any]) -> None:
+        body["works"][2]["title"] = "Not what was sent"
+
+    with Client(live.url, api_key=live.creator, trusted_keys=[live.log_key],
+                transport=RewriteRequest("/v1/works/batch", retitle_third)) as c:
+        got = c.register_works([full, plain, changed])  # type: ignore[list-item]
+    assert isinstance(got[0], Receipt) and isinstance(got[1], Receipt)
+    assert got[0].entry.content.fingerprints == {"pdq": {  # type: ignore[union-attr]
+        "algorithm": "pdq", "version": "1", "hash": "ab" * 32, "quality": 90,
+        "low_quality": False}}
+    assert isinstance(got[2], UnverifiedAnswer)
+    assert "title = 'Not what was sent', not the 'Sent' sent" in got[2].detail
