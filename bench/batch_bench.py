@@ -172,11 +172,12 @@ def _cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _queued(pid: int) -> dict[str, float]:
-    """Seconds each thread of the process has spent runnable but waiting for a core (Linux
-    schedstat): the time the machine's other work took from it, not its own idling."""
+def _queued(root: int) -> dict[str, float]:
+    """Seconds each thread of the process (and of its descendants: `serve --workers N`) has
+    spent runnable but waiting for a core (Linux schedstat): the time the machine's other work
+    took from it, not its own idling."""
     waits: dict[str, float] = {}
-    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+    for stat in (t for pid in _tree(root) for t in Path(f"/proc/{pid}/task").glob("*/schedstat")):
         try:
             waits[stat.parent.name] = int(stat.read_text().split()[1]) / 1e9
         except (OSError, ValueError, IndexError):
@@ -196,19 +197,40 @@ def _thread_queued() -> float:
     return int(Path("/proc/thread-self/schedstat").read_text().split()[1]) / 1e9
 
 
+def _tree(root: int) -> list[int]:
+    """`root` and every process descended from it (Linux /proc), as now."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            continue  # gone meanwhile
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, ()))
+    return out
+
+
+def _tree_cpu(root: int) -> float:
+    """CPU seconds of `root` and its descendants: `serve --workers N`'s supervisor and its
+    API processes, or a PostgreSQL cluster's postmaster and its children."""
+    total = 0.0
+    for pid in _tree(root):
+        try:
+            total += _cpu(pid)
+        except OSError:
+            continue  # ended meanwhile
+    return total
+
+
 def _cluster_cpu(datadir: Path | None) -> float:
     """CPU seconds of a PostgreSQL cluster's processes (the postmaster and its children)."""
     if datadir is None:
         return 0.0
-    postmaster = int((datadir / "postmaster.pid").read_text().split()[0])
-    total = _cpu(postmaster)
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == postmaster:
-                total += _cpu(int(stat.parent.name))
-        except (OSError, ValueError):
-            continue  # gone meanwhile
-    return total
+    return _tree_cpu(int((datadir / "postmaster.pid").read_text().split()[0]))
 
 
 def main() -> None:
@@ -223,6 +245,9 @@ def main() -> None:
                     help="each client sends a batch and verifies it before the next (no "
                          "sender thread); with --clients 2 or more the server stays busy")
     ap.add_argument("--warmup", type=int, default=2, help="batches sent before measuring")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="API processes of the server (`serve --workers N`); its CPU is theirs "
+                         "and the supervisor's")
     ap.add_argument("--database", default="")
     ap.add_argument("--postgres", action="store_true",
                     help="run on a throw-away PostgreSQL cluster started here (its CPU counted)")
@@ -244,7 +269,8 @@ def run(args: argparse.Namespace, datadir: Path | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         _, key, url = init_with_creator(data, args.database or "sqlite")
-        srv = ServerProcess(data, url, COPYLEDGER_LOG_LEVEL="warning").start()
+        srv = ServerProcess(data, url, COPYLEDGER_LOG_LEVEL="warning",
+                            COPYLEDGER_WORKERS=str(args.workers)).start()
         try:
             assert srv.proc is not None
             if args.warmup:  # its own hashes (client 10,000), not counted
@@ -263,7 +289,8 @@ def run(args: argparse.Namespace, datadir: Path | None) -> None:
     busy = _busy([s for o in out for s in o["spans"]], start, end)
     print(json.dumps({
         "engine": "postgresql" if args.database else "sqlite",
-        "clients": args.clients, "batch_size": args.size, "entries": entries,
+        "clients": args.clients, "server_workers": args.workers, "batch_size": args.size,
+        "entries": entries,
         "warmup_batches": args.warmup,
         "wall_s": round(wall, 3),
         "entries_per_s": round(entries / wall),
@@ -329,7 +356,7 @@ def _clients(args: argparse.Namespace, url: str, key: str, server: int,
             for t in threads:
                 t.join(READY_TIMEOUT_S)
             raise (failures or [RuntimeError("a client did not start")])[0] from None
-        server0, client0, db0 = _cpu(server), time.process_time(), _cluster_cpu(datadir)
+        server0, client0, db0 = _tree_cpu(server), time.process_time(), _cluster_cpu(datadir)
         queued0 = _queued(server)
         for t in threads:
             t.join()
@@ -353,7 +380,7 @@ def _clients(args: argparse.Namespace, url: str, key: str, server: int,
                 if r.poll(READY_TIMEOUT_S) and isinstance(g := r.recv(), BaseException):
                     raise g from None
             raise
-        server0, db0 = _cpu(server), _cluster_cpu(datadir)
+        server0, db0 = _tree_cpu(server), _cluster_cpu(datadir)
         queued0 = _queued(server)
         got = [r.recv() for r, _ in pipes]
         for p in procs:
@@ -364,7 +391,7 @@ def _clients(args: argparse.Namespace, url: str, key: str, server: int,
         out = got
         client_cpu = sum(o["cpu"] for o in out)  # each process's own, from its start to end
     out[0]["server_queued"] = _queued_since(server, queued0)
-    return out, _cpu(server) - server0, client_cpu, _cluster_cpu(datadir) - db0
+    return out, _tree_cpu(server) - server0, client_cpu, _cluster_cpu(datadir) - db0
 
 
 if __name__ == "__main__":
