@@ -865,18 +865,26 @@ class Store:
             conn.execute(block_timestamps.insert().values(height=height, tsa=tsa, token=token))
 
     def iter_timestamps(
-        self, tsa: str = "notary", start: int = 0
+        self, tsa: str = "notary", start: int = 0, chunk: int = 1_000
     ) -> Iterator[tuple[int, bytes]]:
         """(height, token) of one TSA's tokens over blocks from height `start` on, by height
-        (for the audit)."""
-        q = (
-            select(block_timestamps.c.height, block_timestamps.c.token)
-            .where(block_timestamps.c.tsa == tsa, block_timestamps.c.height >= start)
-            .order_by(block_timestamps.c.height)
-        )
-        with self.engine.connect() as conn:
-            for height, tok in conn.execute(q):
-                yield height, _bytes(tok)
+        (for the audit). Read `chunk` tokens at a time, each chunk whole on a connection of
+        its own, so no connection is held while the caller works between two tokens (the
+        audit checks out others meanwhile; a held one could starve a small pool)."""
+        after = start
+        while True:
+            q = (
+                select(block_timestamps.c.height, block_timestamps.c.token)
+                .where(block_timestamps.c.tsa == tsa, block_timestamps.c.height >= after)
+                .order_by(block_timestamps.c.height)
+                .limit(chunk)
+            )
+            with self.engine.connect() as conn:
+                rows = [(int(height), _bytes(tok)) for height, tok in conn.execute(q)]
+            yield from rows
+            if len(rows) < chunk:
+                return
+            after = rows[-1][0] + 1  # one token a (height, tsa): the next chunk starts after
 
     def stray_timestamps(self, tsa: str = "notary", start: int = 0) -> list[int]:
         """Heights >= `start` that one TSA's tokens name but no block has (for the audit)."""

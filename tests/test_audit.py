@@ -398,3 +398,20 @@ def test_a_changed_byte_anywhere_is_caught_across_ranges(
 
     changed()
     assert run_audit(reg).ok
+
+
+def test_tokens_are_read_in_chunks_holding_no_connection_between(reg: Node) -> None:
+    """The audit's token reader holds no pooled connection while the audit works between two
+    tokens (it checks out others then), and its chunks, read by height, give every token once
+    in order, whatever the chunk size."""
+    fill(reg, 12, batch=2)
+    pool = reg.store.engine.pool
+    held = pool.checkedout()  # type: ignore[attr-defined]  # PostgreSQL: the sequencer lock's
+    whole = list(reg.store.iter_timestamps(chunk=10_000))
+    assert [h for h, _ in whole] == sorted({h for h, _ in whole}) and len(whole) >= 7
+    for chunk in (1, 2, 3, len(whole), len(whole) + 1):
+        got = []
+        for height, token in reg.store.iter_timestamps(start=1, chunk=chunk):
+            assert pool.checkedout() == held, "held across the yield"  # type: ignore[attr-defined]
+            got.append((height, token))
+        assert got == [t for t in whole if t[0] >= 1]
