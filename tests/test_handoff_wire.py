@@ -265,19 +265,23 @@ def test_the_wakeups_counter_keeps_a_dropped_clients_share() -> None:
     from copyledger.ledger.sequencer import Sequencer
     from copyledger.ledger.store import Store
 
-    base = Path(tempfile.mkdtemp(prefix="cl-w-", dir="/tmp"))
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(base / "s.sock"))
-    listener.listen()
-    store = Store.open(f"sqlite:///{base / 'l.db'}")
-    local = Sequencer(store, lambda t, _c: t, "test.example/log")  # type: ignore[arg-type,return-value]
-    h = handoff.Handoff(local, base)
-    client = handoff._Client(base / "s.sock", local.state)
-    local.wakeups, client.wakeups = 3, 4
-    h._client = client
-    assert h.wakeups == 7
-    h._drop_client()
-    assert h._client is None and h.wakeups == 7
-    local.wakeups += 1
-    assert h.wakeups == 8
-    listener.close()
+    with tempfile.TemporaryDirectory(prefix="cl-w-", dir="/tmp") as tmp:  # a short socket path
+        base = Path(tmp)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(base / "s.sock"))
+        listener.listen()
+        store = Store.open(f"sqlite:///{base / 'l.db'}")
+        try:
+            local = Sequencer(store, lambda t, _c: t, "test.example/log")  # type: ignore[arg-type,return-value]
+            h = handoff.Handoff(local, base)
+            client = handoff._Client(base / "s.sock", local.state)
+            local.wakeups, client.wakeups = 3, 4
+            h._client = client
+            assert h.wakeups == 7
+            h._drop_client()
+            assert h._client is None and h.wakeups == 7
+            local.wakeups += 1
+            assert h.wakeups == 8
+        finally:
+            listener.close()
+            store.close()
