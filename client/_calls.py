@@ -311,7 +311,8 @@ def register_works(works: Sequence[BatchWork], again: bool = False
             checked = verify.check_receipts(  # a block's shared parts checked once
                 [results[i]["registration"] for i in at], trust.verifiers,
                 file_sha256s=[bodies[i]["sha256"] for i in at],
-                works=[bodies[i] for i in at])  # a sent work's entry written, not parsed
+                works=[{**bodies[i], "again": True} if again else bodies[i]  # ?again=true
+                       for i in at])  # a sent work's entry written, not parsed
             for i, got in zip(at, checked, strict=True):
                 out[i] = got
             return [o for o in out if o is not None]

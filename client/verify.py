@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, TypeVar
 
+from pydantic import TypeAdapter, ValidationError
+
 from copyledger.client.errors import UnverifiedAnswer
 from copyledger.client.results import (
     ClaimCheck,
@@ -88,10 +90,29 @@ def check_receipt(
     with _checking(registration):
         receipt = Receipt.from_dict(registration)  # parsed and its entry checked once, not twice
         verify_receipt(receipt, verifiers(keys), file_sha256=file_sha256, checked=checked)
-        if work is not None and not receipt.already_registered:
-            check_sent_work(registration["entry"], work)
+        if work is not None:
+            _against_sent(registration, receipt, work)
         return receipt
 
+
+def _against_sent(registration: dict[str, Any], receipt: Receipt,
+                  work: Mapping[str, Any]) -> None:
+    """A registration of `work` (as sent): a new entry is that work (`check_sent_work`); an
+    earlier one (`already_registered`, the registry's word) must at least be a work, and is
+    refused where the work asked for a new entry (`again`), which no earlier one answers."""
+    if not receipt.already_registered:
+        check_sent_work(registration["entry"], work)
+    elif work.get("again"):
+        raise UnverifiedAnswer(said("the registry answered an earlier registration "
+                                    "(`already_registered`) though `again` asked for a new "
+                                    "entry"), registration)
+    elif not isinstance(receipt.entry, Work):
+        raise UnverifiedAnswer(said("the registry answered an earlier registration that is not "
+                                    "a work"), registration)
+
+
+_SIZE: TypeAdapter[int] = TypeAdapter(int)
+"""How the registry reads a work's `size` (its model's lax integer): "5", " 5 " and 5.0 are 5."""
 
 _NOT_RECORDED = frozenset({"again", "idempotency_key"})
 """A work's fields that ask something of the request and are not part of its entry."""
@@ -111,6 +132,15 @@ def check_sent_work(entry: Any, work: Mapping[str, Any]) -> None:
     got: dict[str, Any] = entry
     sent: dict[str, Any] = json.loads(json.dumps(
         {k: v for k, v in work.items() if k not in _NOT_RECORDED}))
+    if type(sent.get("creators")) is not list:  # a text would be split into letters below
+        raise UnverifiedAnswer(said("the work sent has no list of creators, yet the registry "
+                                    "answered a new entry"), entry)
+    if sent.get("size") is not None:  # read as the registry reads it: "5" and 5.0 are 5
+        try:
+            sent["size"] = _SIZE.validate_python(sent["size"])
+        except ValidationError:
+            raise UnverifiedAnswer(said("the work sent has a size that is no count of bytes, "
+                                        "yet the registry answered a new entry"), entry) from None
     try:
         fps = sent.get("fingerprints")
         want: dict[str, Any] = entry_mod.build_work(
@@ -195,9 +225,9 @@ def check_receipts(
                                       work=sent)
                 else:
                     r, is_sent = quick
-                    if sent is not None and not is_sent and not r.already_registered:
+                    if sent is not None and not (is_sent and not r.already_registered):
                         with _checking(registration):
-                            check_sent_work(registration["entry"], sent)
+                            _against_sent(registration, r, sent)
                 if sent is not None:  # one key's works: one account registered them all
                     who = getattr(r.entry, "registrant", None)
                     if registrants.setdefault("", who) != who:

@@ -871,6 +871,8 @@ class Store:
         (for the audit). Read `chunk` tokens at a time, each chunk whole on a connection of
         its own, so no connection is held while the caller works between two tokens (the
         audit checks out others meanwhile; a held one could starve a small pool)."""
+        if chunk < 1:
+            raise ValueError(f"chunk must be at least 1, not {chunk}")
         after = start
         while True:
             q = (

@@ -415,3 +415,8 @@ def test_tokens_are_read_in_chunks_holding_no_connection_between(reg: Node) -> N
             assert pool.checkedout() == held, "held across the yield"  # type: ignore[attr-defined]
             got.append((height, token))
         assert got == [t for t in whole if t[0] >= 1]
+
+
+def test_a_chunk_of_no_tokens_is_refused(reg: Node) -> None:
+    with pytest.raises(ValueError, match="chunk must be at least 1"):
+        list(reg.store.iter_timestamps(chunk=0))

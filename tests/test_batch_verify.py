@@ -454,6 +454,15 @@ def test_the_fast_path_decides_as_check_receipt(shared_log: FakeLog,
             assert _parts(verdict2) == _parts(alone2)
         if sent is None or isinstance(alone, str):
             assert alone2 == alone  # nothing sent to compare, or refused either way
+        elif not alone.already_registered:  # an oracle of its own: the work sent, as JSON
+            same = _as_sent(sent) == _as_sent(_sent(reg["entry"]))
+            assert isinstance(verdict2, Receipt) is same, (sent, reg["entry"])
+
+
+def _as_sent(work: dict[str, Any]) -> Any:
+    """A work as it goes over the wire, without what asks something of the request."""
+    return json.loads(json.dumps({k: v for k, v in work.items()
+                                  if k not in ("idempotency_key", "again")}))
 
 
 def _parts(r: Receipt) -> list[tuple[type, dict[str, Any]]]:
@@ -490,3 +499,57 @@ def test_an_earlier_registration_may_differ_from_the_work_sent(shared_log: FakeL
     earlier = check_receipts([{**reg, "already_registered": True}], [shared_log.vkey],
                              works=[sent])[0]
     assert isinstance(earlier, Receipt) and earlier.already_registered
+
+
+@pytest.mark.parametrize("size, ok", [("5", True), (" 5 ", True), (5.0, True), ("1_000", False),
+                                      ("five", False), (6, False)])
+def test_a_size_sent_as_text_is_read_as_the_registry_reads_it(
+        shared_log: FakeLog, size: Any, ok: bool) -> None:
+    """D92: the registry reads a work's size loosely ("5" and 5.0 are 5), so a new entry of
+    size 5 is the work sent with those; a size it could not have read, or another, is not."""
+    entry = shared_log.entry(7)
+    entry["content"]["size"] = 5
+    reg = shared_log.answer([entry])[0]
+    sent = {**_sent(entry), "size": size}
+    for got in (check_receipts([reg], [shared_log.vkey], works=[sent])[0],
+                _or_refusal(lambda: check_receipt(reg, [shared_log.vkey], work=sent))):
+        assert isinstance(got, Receipt) is ok, got
+
+
+def _or_refusal(check: Callable[[], Receipt]) -> Receipt | UnverifiedAnswer:
+    try:
+        return check()
+    except UnverifiedAnswer as e:
+        return e
+
+
+def test_an_earlier_registration_is_held_to_what_it_can_be(shared_log: FakeLog) -> None:
+    """D92: `already_registered` is the registry's word. Where the work asked for a new entry
+    (`again`) no earlier one answers it, and an earlier registration is of a work: both
+    refused, however well the receipt verifies."""
+    work_entry = shared_log.entry(8)
+    reg = {**shared_log.answer([work_entry])[0], "already_registered": True}
+    sent = {**_sent(work_entry), "again": True}
+    for got in (check_receipts([reg], [shared_log.vkey], works=[sent])[0],
+                _or_refusal(lambda: check_receipt(reg, [shared_log.vkey], work=sent))):
+        assert isinstance(got, UnverifiedAnswer)
+        assert "though `again` asked for a new entry" in got.detail
+    evidence = entry_mod.build_evidence(
+        registrant="alice", received_at="2026-11-30T12:00:00Z",
+        sha256=work_entry["content"]["sha256"], source_url=None,
+        captured_at="2026-11-30T11:00:00Z", capture_method="screenshot",
+        description="a capture", check=False)
+    ev_reg = {**shared_log.answer([evidence])[0], "already_registered": True}
+    got = check_receipts([ev_reg], [shared_log.vkey], works=[_sent(work_entry)])[0]
+    assert isinstance(got, UnverifiedAnswer)
+    assert got.detail == "the registry answered an earlier registration that is not a work"
+
+
+def test_creators_sent_as_text_are_not_split_into_letters(shared_log: FakeLog) -> None:
+    """D92: a new entry whose creators are the letters of a text sent as creators is not the
+    work sent (the registry refuses such a request; only a forging one would answer it)."""
+    entry = shared_log.entry(9)
+    entry["creators"] = ["A", "d", "a"]
+    reg = shared_log.answer([entry])[0]
+    got = check_receipts([reg], [shared_log.vkey], works=[{**_sent(entry), "creators": "Ada"}])[0]
+    assert isinstance(got, UnverifiedAnswer) and "no list of creators" in got.detail
