@@ -212,7 +212,7 @@ def check_receipts(
     checked: dict[str, note.Checkpoint] = {}
     trees: dict[str, _Tree | None] = {}  # checkpoint text -> its tree, None if it fails
     roots: dict[int, str] = {}  # tree size -> the root the first receipt of that size named
-    registrants: dict[str, str | None] = {}  # "": the account of the first work's entry
+    first: tuple[str | None] | None = None  # the registrant of the first work that verified
     out: list[Receipt | UnverifiedAnswer] = []
     with _gc_paused(n >= _MANY):  # thousands of acyclic results
         for i, registration in enumerate(registrations):
@@ -225,15 +225,16 @@ def check_receipts(
                                       work=sent)
                 else:
                     r, is_sent = quick
-                    if sent is not None and not (is_sent and not r.already_registered):
+                    if sent is not None and (r.already_registered or not is_sent):
                         with _checking(registration):
                             _against_sent(registration, r, sent)
                 if sent is not None:  # one key's works: one account registered them all
                     who = getattr(r.entry, "registrant", None)
-                    if registrants.setdefault("", who) != who:
+                    first = first or (who,)
+                    if first[0] != who:
                         raise UnverifiedAnswer(said(
                             "this answer's works are registered to {who!r} and to {first!r}: "
-                            "one request is one account's", who=who, first=registrants[""]),
+                            "one request is one account's", who=who, first=first[0]),
                             registration)
                 rc = r.receipt
                 if roots.setdefault(rc.tree_size, rc.root) != rc.root:
