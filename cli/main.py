@@ -435,10 +435,12 @@ def _hash_files(paths: list[Path], show: bool) -> list[tuple[Path, str, int]]:
 
 
 def _client(server: str, api_key: str | None, trust: list[str] | None,
-            timeout: float) -> Client:
-    """A client for the registry at `server`, checking answers with the pinned keys."""
+            timeout: float, account: str | None = None) -> Client:
+    """A client for the registry at `server`, checking answers with the pinned keys, and
+    writes against `account` (else the account GET /v1/whoami names, D93)."""
     try:
-        return Client(server, api_key=api_key, trusted_keys=trust or (), timeout=timeout)
+        return Client(server, api_key=api_key, trusted_keys=trust or (), timeout=timeout,
+                      account=account)
     except CopyledgerError as e:
         _die(tr("bad verifier key: {why}").format(why=detail(e.detail)))
 
@@ -474,6 +476,11 @@ def register(
         "--again", help="register anew content this account already registered (a new "
         "entry; without this the earlier registration is reported)")] = False,
     trust: Trust = None,
+    account: Annotated[str | None, typer.Option(
+        envvar="COPYLEDGER_ACCOUNT",
+        help="the account the API key acts for, which every receipt must name (default: the "
+        "one this folder's manifest recorded for the key, else the one the server names)")
+    ] = None,
     as_json: Json = False,
 ) -> None:
     """Hash files locally (they never leave this machine), register them, and check each
@@ -492,7 +499,8 @@ def register(
     manifest = Manifest(receipts)
     results: list[dict[str, Any]] = []
     show = not as_json and sys.stderr.isatty()
-    with _client(server, api_key, trust, 60) as client, Progress(
+    account = account or manifest.account(api_key)
+    with _client(server, api_key, trust, 60, account) as client, Progress(
         TextColumn("{task.description}", table_column=None), BarColumn(),
         TextColumn("{task.completed}/{task.total} files"), TimeRemainingColumn(),
         console=err, disable=not show, transient=True,
@@ -500,7 +508,6 @@ def register(
         pinned = _verifiers(client)
         sm_suite = _sm_suite(client)
         task = prog.add_task(tr("registering"), total=len(paths))
-        account = manifest.account(api_key)
         waiting: list[tuple[int, Path, str, BatchWork]] = []  # (result slot, file, hash, work)
 
         def send() -> None:
@@ -602,7 +609,10 @@ def import_(
         "through the registry's own sequencer (--data-dir/--database, --account), no HTTP")
     ] = False,
     account: Annotated[str | None, typer.Option(
-        help="with --local: the account registering the works (it must hold a key)")] = None,
+        envvar="COPYLEDGER_ACCOUNT",
+        help="with --local: the account registering the works (it must hold a key); "
+        "otherwise the account the API key acts for, which every receipt must name "
+        "(default: the one the server names)")] = None,
     data_dir: DataDir = None,
     database: Database = None,
 ) -> None:
@@ -626,7 +636,7 @@ def import_(
             _need_key()
         if chunk > REQUEST_WORKS:
             _die(tr("--chunk: a request carries at most {most} works").format(most=REQUEST_WORKS))
-        sender = _client(server, api_key, trust, 300)
+        sender = _client(server, api_key, trust, 300, account)
     send: Callable[[list[Row]], str | None]
     with sender as conn, Progress(
         TextColumn("importing"), BarColumn(), TextColumn("{task.completed}/{task.total} works"),

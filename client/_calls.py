@@ -36,10 +36,13 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class Trust:
     """The keys answers are checked with, and whether the caller pinned them (else they are
-    the key the server itself published, which proves the answers agree, not who signed)."""
+    the key the server itself published, which proves the answers agree, not who signed).
+    `account`: for a write (`Call.needs_account`), the caller's own account, which every entry
+    it records must name as registrant (D93)."""
 
     verifiers: tuple[note_mod.Verifier, ...]
     pinned: bool
+    account: str | None = None
 
 
 NO_TRUST = Trust((), pinned=False)
@@ -53,7 +56,8 @@ def _raw(data: Any, _: Trust) -> Any:
 class Call(Generic[T]):
     """One HTTP exchange. `finish` turns the decoded answer into the result; it gets the keys
     only when `needs_trust` is set (the client fetches the server's key first if none are
-    pinned)."""
+    pinned), with the caller's account when `needs_account` is set (fetched from
+    GET /v1/whoami once if none was given, D93)."""
 
     method: str
     path: str
@@ -67,6 +71,7 @@ class Call(Generic[T]):
     expect: int | tuple[int, ...] = 200
     decode: Literal["json", "text", "bytes"] = "json"
     needs_trust: bool = False
+    needs_account: bool = False
 
     def request(self) -> dict[str, Any]:
         """Keyword arguments for httpx's `request`, sync or async alike."""
@@ -192,10 +197,10 @@ def _receipt(path: str, body: Any = None, *, file_sha256: str | None = None,
     """`work`: a work sent by hash, which a new entry must be (`verify.check_sent_work`)."""
     def finish(answer: Any, trust: Trust) -> Receipt:
         return verify.check_receipt(answer, trust.verifiers, file_sha256=file_sha256,
-                                    work=work)
+                                    work=work, account=trust.account)
 
     return Call("POST", path, finish, json=body, data=data, files=files, expect=expect,
-                needs_trust=True)
+                needs_trust=True, needs_account=True)
 
 
 REGISTERED = (200, 201)
@@ -312,7 +317,8 @@ def register_works(works: Sequence[BatchWork], again: bool = False
                 [results[i]["registration"] for i in at], trust.verifiers,
                 file_sha256s=[bodies[i]["sha256"] for i in at],
                 works=[{**bodies[i], "again": True} if again else bodies[i]  # ?again=true
-                       for i in at])  # a sent work's entry written, not parsed
+                       for i in at],  # a sent work's entry written, not parsed
+                account=trust.account)
             for i, got in zip(at, checked, strict=True):
                 out[i] = got
             return [o for o in out if o is not None]
@@ -322,7 +328,8 @@ def register_works(works: Sequence[BatchWork], again: bool = False
 
     return Call("POST", "/v1/works/batch", finish, content=strict_json({"works": bodies}),
                 headers={"Content-Type": "application/json"},
-                params={"again": "true"} if again else None, expect=200, needs_trust=True)
+                params={"again": "true"} if again else None, expect=200, needs_trust=True,
+                needs_account=True)
 
 
 def read_file(file: bytes | Path, name: str | None, media_type: str | None
@@ -446,6 +453,14 @@ def healthz() -> Call[Any]:
 
 def whoami() -> Call[Any]:
     return get("/v1/whoami")
+
+
+def learn_account(me: Any) -> str:
+    """The account GET /v1/whoami names, for when the caller gave none (D93)."""
+    account = me.get("account") if isinstance(me, dict) else None
+    if type(account) is not str or not account:
+        raise ResponseError(said("GET /v1/whoami: no account"))
+    return account
 
 
 def proof(seq: int, tree_size: int | None) -> Call[InclusionProof]:

@@ -3,6 +3,7 @@ async. Every answer that can be verified is, against the pinned keys, before it 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -42,13 +43,26 @@ _HTTPX_ERRORS = (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError)
 
 
 class _Base:
-    """What both clients hold: the server, the API key and the trusted keys."""
+    """What both clients hold: the server, the API key, the trusted keys and the account."""
 
-    def __init__(self, base_url: str, api_key: str | None, trusted_keys: Keys) -> None:
+    def __init__(self, base_url: str, api_key: str | None, trusted_keys: Keys,
+                 account: str | None) -> None:
         self.base_url = base_url.rstrip("/")
         pinned = verifiers(trusted_keys)  # InvalidInput for a malformed key, before any I/O
         self._trust: Trust | None = Trust(pinned, pinned=True) if pinned else None
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._account = account or None
+        self._account_pinned = self._account is not None
+
+    @property
+    def account_pinned(self) -> bool:
+        """True if registrations must name the account the caller gave; False if the one
+        GET /v1/whoami names (which catches an entry recorded under another account than the
+        registry says this key acts for, not a registry that lies about both)."""
+        return self._account_pinned
+
+    def _with_account(self, trust: Trust) -> Trust:
+        return dataclasses.replace(trust, account=self._account)
 
     @property
     def key_pinned(self) -> bool:
@@ -66,6 +80,10 @@ class Client(_Base):
     `trusted_keys` are the log's verifier keys (`name+hexkeyid+base64key`) to check receipts,
     proofs, checkpoints and claim checks with. Without them the client uses the key the server
     publishes at GET /v1/log, and `key_pinned` says so.
+
+    `account` is the account this client's API key acts for: every entry a write records must
+    name it as registrant. Without it the client asks GET /v1/whoami once, before its first
+    write's answer, and `account_pinned` says so (D93).
     """
 
     def __init__(
@@ -76,8 +94,9 @@ class Client(_Base):
         trusted_keys: Keys = (),
         timeout: float = 60.0,
         transport: httpx.BaseTransport | None = None,
+        account: str | None = None,
     ) -> None:
-        super().__init__(base_url, api_key, trusted_keys)
+        super().__init__(base_url, api_key, trusted_keys, account)
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout,
                                   headers=self._headers, transport=transport)
 
@@ -100,7 +119,10 @@ class Client(_Base):
 
     def _run(self, call: Call[T]) -> T:
         trust = self._trusted() if call.needs_trust else calls.NO_TRUST
-        return call.finish(self._send(call), trust)
+        answer = self._send(call)
+        if call.needs_account and self._account is None:  # after the write: its own errors
+            self._account = calls.learn_account(self._send(calls.whoami()))
+        return call.finish(answer, self._with_account(trust) if call.needs_account else trust)
 
     def _trusted(self) -> Trust:
         if self._trust is None:
@@ -245,8 +267,9 @@ class AsyncClient(_Base):
         trusted_keys: Keys = (),
         timeout: float = 60.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        account: str | None = None,
     ) -> None:
-        super().__init__(base_url, api_key, trusted_keys)
+        super().__init__(base_url, api_key, trusted_keys, account)
         self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout,
                                        headers=self._headers, transport=transport)
 
@@ -269,7 +292,10 @@ class AsyncClient(_Base):
 
     async def _run(self, call: Call[T]) -> T:
         trust = await self._trusted() if call.needs_trust else calls.NO_TRUST
-        return call.finish(await self._send(call), trust)
+        answer = await self._send(call)
+        if call.needs_account and self._account is None:  # after the write: its own errors
+            self._account = calls.learn_account(await self._send(calls.whoami()))
+        return call.finish(answer, self._with_account(trust) if call.needs_account else trust)
 
     async def _trusted(self) -> Trust:
         if self._trust is None:

@@ -81,18 +81,33 @@ def check_receipt(
     registration: dict[str, Any], keys: Keys, *, file_sha256: str | None = None,
     checked: dict[str, note.Checkpoint] | None = None,
     work: Mapping[str, Any] | None = None,
+    account: str | None = None,
 ) -> Receipt:
     """A registration answer: its entry hashes to the leaf, the proof leads to the root, and a
     trusted key signed a checkpoint of that size and root; with `file_sha256`, the entry
     registers that content. `checked`: checkpoints already verified under `keys` (a batch's).
     `work`: the work's fields as sent (POST /v1/works); a new entry must then be exactly that
-    work (`check_sent_work`), an earlier one (`already_registered`) only of its content."""
+    work (`check_sent_work`), an earlier one (`already_registered`) only of its content.
+    `account`: the caller's own account, which the entry must name as its registrant (D93)."""
     with _checking(registration):
         receipt = Receipt.from_dict(registration)  # parsed and its entry checked once, not twice
         verify_receipt(receipt, verifiers(keys), file_sha256=file_sha256, checked=checked)
         if work is not None:
             _against_sent(registration, receipt, work)
+        if account is not None:
+            _registered_to(registration, receipt, account)
         return receipt
+
+
+def _registered_to(registration: Any, receipt: Receipt, account: str) -> None:
+    """A registration this account made (or its earlier one, `already_registered`) names this
+    account as its registrant (D93): a receipt that verifies for an entry recorded under
+    another account proves that account's registration, not the caller's."""
+    who = getattr(receipt.entry, "registrant", None)
+    if who != account:
+        raise UnverifiedAnswer(said("the registry recorded this entry under the account "
+                                    "{got!r}, not under this client's account {want!r}",
+                                    got=who, want=account), registration)
 
 
 def _against_sent(registration: dict[str, Any], receipt: Receipt,
@@ -188,6 +203,7 @@ def check_receipts(
     registrations: Sequence[Any], keys: Keys, *,
     file_sha256s: Sequence[str | None] | None = None,
     works: Sequence[Mapping[str, Any] | None] | None = None,
+    account: str | None = None,
 ) -> list[Receipt | UnverifiedAnswer]:
     """A batch answer's registrations, in order, each checked in full as `check_receipt`
     checks one (its own entry's bytes hashed to its leaf, its own proof walked to a root, that
@@ -202,7 +218,8 @@ def check_receipts(
     item, or None), as JSON's own types (what was sent as JSON): an entry that is exactly that
     work is then checked against it instead of parsed (D88). With `works`, a new entry must be
     the work sent (`check_sent_work`; an earlier one, `already_registered`, only of its
-    content), and every entry must name one registrant: one request is one account's (D92)."""
+    content), and every entry must name one registrant: one request is one account's (D92).
+    `account`: the caller's own account, which every entry must name (D93)."""
     n = len(registrations)
     for name, given in (("file digests", file_sha256s), ("works", works)):
         if given is not None and len(given) != n:
@@ -228,7 +245,9 @@ def check_receipts(
                     if sent is not None and (r.already_registered or not is_sent):
                         with _checking(registration):
                             _against_sent(registration, r, sent)
-                if sent is not None:  # one key's works: one account registered them all
+                if account is not None:
+                    _registered_to(registration, r, account)
+                elif sent is not None:  # one key's works: one account registered them all
                     who = getattr(r.entry, "registrant", None)
                     first = first or (who,)
                     if first[0] != who:

@@ -175,6 +175,13 @@ def test_register_a_folder_then_transfer_history_claims(
                     "--api-key", keys["bob"], "--receipts", str(tmp_path / "bob"), "--json")
     assert code == 0 and "skipped" not in json.loads(out)[0], out
     assert json.loads(out)[0]["seq"] > bobs
+    # D93: a receipt must name the account the key acts for; bob's key, said to be alice's
+    code, out = run("register", str(art / "sub" / "story.md"), "--again", "--account",
+                    "alice", "--server", srv.url, "--api-key", keys["bob"], "--receipts",
+                    str(tmp_path / "bob3"), "--json")
+    assert code == 1, out
+    assert ("under the account 'bob', not under this client's account 'alice'"
+            in json.loads(out)[0]["error"]), out
 
     work = rows[0]["seq"]
     terms = tmp_path / "contract.pdf"

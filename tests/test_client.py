@@ -515,3 +515,60 @@ def test_batch_checks_each_new_entry_against_its_work(live: Live) -> None:
         "low_quality": False}}
     assert isinstance(got[2], UnverifiedAnswer)
     assert "title = 'Not what was sent', not the 'Sent' sent" in got[2].detail
+
+
+class ActAs(httpx.BaseTransport):
+    """Forward to the real server, but send the writes to `paths` with another account's key:
+    the registry then records, and validly signs, the entry under that account (D93)."""
+
+    def __init__(self, key: str, *paths: str) -> None:
+        self.inner, self.key, self.paths = httpx.HTTPTransport(), key, paths
+        self.sent: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent.append(f"{request.method} {request.url.path}")
+        if request.url.path in self.paths:
+            request.headers["Authorization"] = f"Bearer {self.key}"
+        return self.inner.handle_request(request)
+
+
+def test_an_entry_must_name_this_clients_account(live: Live) -> None:
+    """D93: a registration recorded under another account than this client's is refused,
+    single and batch, sync and async, whether the account was given (pinned) or learned from
+    GET /v1/whoami (asked once, after the first write); entries under this account pass."""
+    data = [os.urandom(16) for _ in range(4)]
+    swap = ActAs(live.bob, "/v1/works", "/v1/works/batch")
+    with Client(live.url, api_key=live.creator, trusted_keys=[live.log_key],
+                transport=swap) as c:
+        assert not c.account_pinned
+        with pytest.raises(UnverifiedAnswer) as e:
+            work(c, data[0])
+        assert e.value.detail == ("the registry recorded this entry under the account 'bob', "
+                                  "not under this client's account 'ada'")
+        got = c.register_works([{"sha256": sha(d), "title": "W", "creators": ["Ada"],
+                                 "work_type": "text"} for d in data[1:3]])
+        assert all(isinstance(g, UnverifiedAnswer) and "'bob'" in g.detail for g in got)
+        c.deposit_evidence(sha256=sha(data[3]), captured_at="2026-01-01T00:00:00Z",
+                           capture_method="screenshot", description="d")  # not swapped: ada
+    assert swap.sent.count("GET /v1/whoami") == 1
+    assert swap.sent.index("GET /v1/whoami") == swap.sent.index("POST /v1/works") + 1
+
+    with Client(live.url, api_key=live.creator, trusted_keys=[live.log_key],
+                account="ada") as c:  # the right account, pinned: no whoami, accepted
+        assert c.account_pinned
+        assert work(c, os.urandom(16)).entry.registrant == "ada"
+    with Client(live.url, api_key=live.creator, trusted_keys=[live.log_key],
+                account="bob") as c, pytest.raises(UnverifiedAnswer) as e:
+        work(c, os.urandom(16))  # the key is ada's, the caller said bob: refused
+    assert "'ada', not under this client's account 'bob'" in e.value.detail
+
+    async def main() -> None:
+        async with AsyncClient(live.url, api_key=live.creator, trusted_keys=[live.log_key],
+                               account="bob") as c:
+            with pytest.raises(UnverifiedAnswer):
+                await c.register_work(sha256=sha(os.urandom(16)), title="W",
+                                      creators=["Ada"], work_type="text")
+            got = await c.register_works([{"sha256": sha(os.urandom(16)), "title": "W",
+                                           "creators": ["Ada"], "work_type": "text"}])
+            assert isinstance(got[0], UnverifiedAnswer)
+    asyncio.run(main())
