@@ -83,7 +83,9 @@ def run_client(url: str, key: str, no: int, batches: int, size: int,
     entries = 0
     answers: queue.Queue[tuple[Any, Any] | BaseException] = queue.Queue(maxsize=1)
     with Client(url, api_key=key, timeout=300) as c:
-        trust = c._trusted()  # the log's key, fetched once
+        # The log's key and this key's account (D93: every entry must name it), fetched once.
+        c._account = calls.learn_account(c._send(calls.whoami()))
+        trust = c._with_account(c._trusted())
 
         def exchange(b: int) -> tuple[Any, Any]:
             call = calls.register_works(works(no, b, size))
