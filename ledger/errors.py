@@ -81,6 +81,17 @@ class Conflict(CopyledgerError):
     """The request contradicts what is already recorded."""
 
 
+class AlreadyRegistered(Conflict):
+    """Not written: the registrant already registered a work with this content, and the entry
+    asked to be written only once (D36). `seq` is that earlier work, the answer instead. The
+    sequencer decides it (D94), so it holds across every API process of one log."""
+
+    def __init__(self, seq: int) -> None:
+        super().__init__(said("this account already registered this content (seq {seq})",
+                              seq=seq))
+        self.seq = seq
+
+
 class PayloadTooLarge(CopyledgerError):
     """The input is larger than this registry accepts."""
 

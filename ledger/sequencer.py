@@ -27,7 +27,13 @@ from typing import Any, NamedTuple
 from copyledger.ledger import entry as entry_mod
 from copyledger.ledger import links as links_mod
 from copyledger.ledger import merkle, note
-from copyledger.ledger.errors import CopyledgerError, Unavailable, Uncertain, said
+from copyledger.ledger.errors import (
+    AlreadyRegistered,
+    CopyledgerError,
+    Unavailable,
+    Uncertain,
+    said,
+)
 from copyledger.ledger.note import GENESIS_PREV, BlockHeader
 from copyledger.ledger.store import BlockRow, CachedReader, EntryRow, Store
 
@@ -51,6 +57,9 @@ class Pending(NamedTuple):
     # What the entry names (`links.links_of`); content hashes are resolved to the earliest work
     # at sealing, when the log before the entry is exactly known.
     links: tuple[tuple[links_mod.Target, str], ...] = ()
+    # A work to write only if its registrant has no work with this content yet (D36): else it
+    # is answered `AlreadyRegistered` with the earliest one's seq, and nothing is written (D94).
+    once: bool = False
 
 
 class Receipt(NamedTuple):
@@ -64,6 +73,8 @@ class Receipt(NamedTuple):
 
 
 Outcome = Receipt | BaseException
+"""A receipt, or why the entry has none: `AlreadyRegistered` (nothing written, D94) or the
+failure that stopped its block."""
 
 PHASES = ("build", "token", "sign", "commit", "proofs", "handover", "answer")
 """What sealing a block spends its time on, in order: the header, Merkle nodes and consistency
@@ -329,7 +340,7 @@ class Sequencer:
                 if reread:
                     self.state = LogState.load(self.store)
                     self._stale = reread = False
-                receipts = self._seal([it.pending for it in chunk])
+                receipts = self._seal_new([it.pending for it in chunk])
             except Exception as e:  # answer every waiter, saying truly what became of it
                 log.exception("sealing a block of %d entries failed", len(chunk))
                 self._stale = True
@@ -386,6 +397,57 @@ class Sequencer:
             except RuntimeError:  # that loop has closed: nobody is waiting any more
                 log.warning("event loop closed before %d receipts could be delivered",
                             len(waiters))
+
+    def _seal_new(self, pendings: Sequence[Pending]) -> list[Receipt | AlreadyRegistered]:
+        """Seal the entries that are to be written: each `once` work whose registrant already
+        has a work with its content, in the log or earlier in this block, is answered
+        `AlreadyRegistered` with the earliest such work instead (D36, here since D94: the
+        sequencer alone sees every process's writes, and the log before the block exactly).
+        A block of nothing but those seals nothing; an empty chunk is the heartbeat's block."""
+        earlier = self._earlier(pendings)
+        if not earlier:
+            return list(self._seal(pendings))
+        fresh = [p for i, p in enumerate(pendings) if i not in earlier]
+        sealed = iter(self._seal(fresh) if fresh else ())
+        out: list[Receipt | AlreadyRegistered] = []
+        for i in range(len(pendings)):
+            found = earlier.get(i)
+            if found is None:
+                out.append(next(sealed))
+            elif found[0] == "log":
+                out.append(AlreadyRegistered(found[1]))
+            else:  # a work earlier in this block, sealed above (indexes only point back)
+                first = out[found[1]]
+                assert isinstance(first, Receipt)
+                out.append(AlreadyRegistered(first.seq))
+        return out
+
+    def _earlier(self, pendings: Sequence[Pending]) -> dict[int, tuple[str, int]]:
+        """For each `once` work not to be written, by its index: ("log", the seq of its
+        registrant's earliest work with that content) or ("block", the index of the work
+        before it in `pendings` that will be written with it). One read a registrant, of the
+        hashes this block brings: the cost is the block's own."""
+        wanted: dict[str, set[str]] = {}
+        for p in pendings:
+            if p.once and p.kind == "work":
+                wanted.setdefault(p.registrant, set()).add(p.sha256)
+        if not wanted:
+            return {}
+        known = {(reg, sha): row.seq for reg, shas in wanted.items()
+                 for sha, row in self.store.find_works(reg, shas).items()}
+        out: dict[int, tuple[str, int]] = {}
+        first: dict[tuple[str, str], int] = {}  # the first work of this block, by content
+        for i, p in enumerate(pendings):
+            if p.kind != "work":
+                continue
+            key = (p.registrant, p.sha256)
+            if p.once and key in known:  # (only `once` works were looked up)
+                out[i] = ("log", known[key])
+            elif p.once and key in first:
+                out[i] = ("block", first[key])
+            else:
+                first.setdefault(key, i)
+        return out
 
     def _seal(self, pendings: Sequence[Pending]) -> list[Receipt]:
         """Seal one block. Raises before anything is committed, or commits it all."""

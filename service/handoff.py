@@ -42,6 +42,7 @@ import orjson
 
 from copyledger.ledger import errors
 from copyledger.ledger.errors import (
+    AlreadyRegistered,
     Conflict,
     CopyledgerError,
     InvalidInput,
@@ -90,11 +91,12 @@ def socket_path(data_dir: Path) -> Path:
 # not parse, or has another shape, ends the connection (WireError), as a closed socket would.
 #
 #   to the sequencer:   ["entries", rid, [[data_b64, kind, sha256, registrant,
-#                                          [[target, relation], ...]], ...]]
+#                                          [[target, relation], ...], once], ...]]
 #   from the sequencer: ["block", header (BlockHeader.to_json), hash_hex, checkpoint, note]
 #                       ["answer", rid, [outcome, ...]]
 #   outcome:            ["receipt", seq, leaf_hash_hex, block_height, tree_size, root_hex,
 #                                   [proof_hex, ...], checkpoint]
+#                     | ["earlier", seq]    (AlreadyRegistered: nothing written, D94)
 #                     | ["error", class name, detail, internal, template or null, values]
 
 MAX_FRAME = 1 << 30  # a frame longer than this is not ours
@@ -139,13 +141,14 @@ def _recv(sock: socket.socket) -> list[Any]:
 
 def _entries_message(rid: int, pendings: Sequence[Pending]) -> list[Any]:
     return ["entries", rid, [[base64.b64encode(p.data).decode(), p.kind, p.sha256, p.registrant,
-                              [list(link) for link in p.links]] for p in pendings]]
+                              [list(link) for link in p.links], p.once] for p in pendings]]
 
 
 def _pending(raw: Any) -> Pending:
-    data, kind, sha256, registrant, links = raw
+    data, kind, sha256, registrant, links, once = raw
     if not (isinstance(data, str) and isinstance(kind, str) and isinstance(sha256, str)
-            and isinstance(registrant, str) and isinstance(links, list)):
+            and isinstance(registrant, str) and isinstance(links, list)
+            and isinstance(once, bool)):
         raise WireError("an entry of another shape")
     out: list[tuple[int | str, str]] = []
     for link in links:
@@ -153,7 +156,8 @@ def _pending(raw: Any) -> Pending:
         if not (isinstance(target, int | str) and isinstance(relation, str)):
             raise WireError("a link of another shape")
         out.append((target, relation))
-    return Pending(base64.b64decode(data, validate=True), kind, sha256, registrant, tuple(out))
+    return Pending(base64.b64decode(data, validate=True), kind, sha256, registrant, tuple(out),
+                   once)
 
 
 def _block_message(block: BlockRow) -> list[Any]:
@@ -174,6 +178,8 @@ def _outcome(o: Receipt | CopyledgerError) -> list[Any]:
     if isinstance(o, Receipt):
         return ["receipt", o.seq, o.leaf_hash.hex(), o.block_height, o.tree_size, o.root.hex(),
                 [h.hex() for h in o.proof], o.checkpoint]
+    if isinstance(o, AlreadyRegistered):
+        return ["earlier", o.seq]
     d = o.detail
     template, values = (d.template, d.values) if isinstance(d, Said) else (None, {})
     return ["error", type(o).__name__, str(d), o.internal, template, values]
@@ -187,6 +193,11 @@ def _decode(raw: Any) -> Receipt | CopyledgerError:
             raise WireError("a receipt of another shape")
         return Receipt(seq, bytes.fromhex(leaf), height, size, bytes.fromhex(root),
                        [bytes.fromhex(h) for h in proof], checkpoint)
+    if raw[0] == "earlier":
+        _, seq = raw
+        if not isinstance(seq, int):
+            raise WireError("an earlier registration of another shape")
+        return AlreadyRegistered(seq)
     if raw[0] != "error":
         raise WireError(f"an outcome {raw[0]!r}")
     _, name, detail, internal, template, values = raw

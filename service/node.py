@@ -413,7 +413,6 @@ class Node:
             self.listeners.append(lambda _h: self.cosigner.poke())
         self.index = LiveIndex(shared=settings.workers > 1)  # rebuilt by `start_index`
         self.transfer_locks = KeyedLocks()  # work seq: one transfer per work at a time
-        self.register_locks = KeyedLocks()  # (account, sha256): one registration at a time
         self.idempotency = idempotency.Keys(store, settings.idempotency_ttl_s)
         self.idempotency_locks = KeyedLocks()  # (account, key): one keyed request at a time
 

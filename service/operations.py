@@ -29,6 +29,7 @@ from copyledger.ledger import fingerprint as fp
 from copyledger.ledger.documents import Transfer, parse_entry
 from copyledger.ledger.entry import MAX_METADATA_DEPTH, TRANSFER_TYPES, WORK_TYPES
 from copyledger.ledger.errors import (
+    AlreadyRegistered,
     Conflict,
     CopyledgerError,
     Forbidden,
@@ -385,11 +386,12 @@ class FileFacts:
     sm3: str | None = None  # computed for SM-suite registries only (D40)
 
 
-async def record(node: Node, entry: dict[str, Any]) -> Recorded:
+async def record(node: Node, entry: dict[str, Any], *, once: bool = False) -> Recorded:
     """Validate and canonicalise an entry, hand it to the sequencer, and wait for its receipt,
-    which exists only once the block holding it is durably committed."""
+    which exists only once the block holding it is durably committed. `once`: a work written
+    only if its registrant has none with its content yet, else AlreadyRegistered (D94)."""
     entry, pending = _pending(entry)
-    receipt = await node.sequencer.submit_async(pending)
+    receipt = await node.sequencer.submit_async(pending._replace(once=once) if once else pending)
     return Recorded(receipt, entry)
 
 
@@ -549,14 +551,26 @@ async def register_work(
 
     Content this account already registered is not registered twice by mistake: the earlier
     registration is the answer (`existing`), unless `again` (or `w.again`) asks for a new entry.
-    A per-(account, hash) lock makes two simultaneous requests one registration."""
-    if again or w.again:
-        return await _register(node, who, w, computed)
-    async with node.register_locks.hold((who.account, w.sha256)):
-        row = node.store.find_work(who.account, w.sha256)
-        if row is not None:
-            return Recorded(sealed_receipt(node, row), _parsed(row), existing=True)
-        return await _register(node, who, w, computed)
+    The sequencer decides it as it seals (D94), so simultaneous requests, in this process or
+    another, make one registration."""
+    entry = _work_entry(node.sm_suite, who.account, w, computed)
+    try:
+        recorded = await record(node, entry, once=not (again or w.again))
+    except AlreadyRegistered as e:
+        return (await _earlier(node, [e.seq]))[0]
+    if "fingerprints" in recorded.entry["content"]:  # matchable at once
+        node.index.add(recorded.receipt.seq, recorded.entry["content"]["fingerprints"])
+    return recorded
+
+
+async def _earlier(node: Node, seqs: Sequence[int]) -> list[Recorded]:
+    """The answers for registrations the sequencer found already made (`AlreadyRegistered`):
+    each earlier entry with its receipt, as it was sealed, read in a few queries."""
+    def read() -> list[Recorded]:
+        rows = {r.seq: r for r in node.store.get_entries(seqs)}
+        receipts = {r.seq: r for r in sealed_receipts(node, list(rows.values()))}
+        return [Recorded(receipts[s], _parsed(rows[s]), existing=True) for s in seqs]
+    return await asyncio.to_thread(read)
 
 
 async def register_works(
@@ -569,63 +583,38 @@ async def register_works(
     batch), unless `again` or the item's `again` asks for a new entry.
 
     Items already refused (a CopyledgerError in `works`) or refused here are not written; the
-    others are queued to the sequencer as one, so they share blocks. `built`, when given, is
-    each work's entry as `prepare_works` made it (in `works`' order), so none is built here."""
+    others are queued to the sequencer as one, so they share blocks, and the sequencer answers
+    those already registered (D94). `built`, when given, is each work's entry as
+    `prepare_works` made it (in `works`' order), so none is built here."""
     _batch_size(works, most)
-    wanted = sorted({w.sha256 for w in works
-                     if isinstance(w, WorkIn) and not (again or w.again)})
-    async with node.register_locks.hold_many([(who.account, sha) for sha in wanted]):
-        known = await asyncio.to_thread(node.store.find_works, who.account, wanted)
-        receipts = {r.seq: r for r in await asyncio.to_thread(
-            sealed_receipts, node, list(known.values()))}
-        out: list[Outcome | None] = []
-        entries: list[dict[str, Any] | Built | CopyledgerError] = []
-        first: dict[str, int] = {}  # content new in this batch -> the index of its entry
-        received_at = entry_mod.utc_now()  # one request: its entries were received together
-        for i, w in enumerate(works):
-            if isinstance(w, CopyledgerError):
-                out.append(w)
-                continue
-            fresh = again or w.again
-            row = None if fresh else known.get(w.sha256)
-            if row is not None:
-                out.append(Recorded(receipts[row.seq], _parsed(row), existing=True))
-                continue
-            if not fresh and w.sha256 in first:
-                out.append(None)  # the entry of this content earlier in the batch
-                continue
-            try:
-                made = (built[i] if built is not None
-                        else _plain_built(node.sm_suite, who.account, w, received_at)
-                        or _work_entry(node.sm_suite, who.account, w, None, received_at))
-                if isinstance(made, CopyledgerError):
-                    raise made
-                assert made is not None  # None only for a refused work, answered above
-                entries.append(made)
-            except CopyledgerError as e:
-                out.append(e)
-                continue
-            if not fresh:
-                first[w.sha256] = len(entries) - 1
-            out.append(None)
-        recorded = iter(await record_many(node, entries))
-        done: list[Outcome] = []
-        at: list[Outcome] = []  # outcome of each entry, by its index in `entries`
-        for w, o in zip(works, out, strict=True):
-            if o is None:
-                assert isinstance(w, WorkIn)
-                earlier = first.get(w.sha256)
-                if earlier is not None and earlier < len(at):  # a repeat: the first's answer
-                    prior = at[earlier]
-                    o = (Recorded(prior.receipt, prior.entry, existing=True)
-                         if isinstance(prior, Recorded) else prior)
-                else:
-                    o = next(recorded)
-                    at.append(o)
-                    if isinstance(o, Recorded) and o.entry["content"].get("fingerprints"):
-                        node.index.add(o.receipt.seq, o.entry["content"]["fingerprints"])
-            done.append(o)
-        return done
+    entries: list[Built | CopyledgerError] = []
+    received_at = entry_mod.utc_now()  # one request: its entries were received together
+    for i, w in enumerate(works):
+        if isinstance(w, CopyledgerError):
+            entries.append(w)
+            continue
+        try:
+            made = (built[i] if built is not None
+                    else _plain_built(node.sm_suite, who.account, w, received_at)
+                    or _pending(_work_entry(node.sm_suite, who.account, w, None, received_at)))
+            if isinstance(made, CopyledgerError):
+                raise made
+            assert made is not None  # None only for a refused work, answered above
+        except CopyledgerError as e:
+            entries.append(e)
+            continue
+        once = not (again or w.again)
+        entries.append((made[0], made[1]._replace(once=once)) if once else made)
+    done = await record_many(node, entries)
+    found = [(i, o.seq) for i, o in enumerate(done) if isinstance(o, AlreadyRegistered)]
+    if found:
+        answers = await _earlier(node, [seq for _, seq in found])
+        for (i, _), answer in zip(found, answers, strict=True):
+            done[i] = answer
+    for o in done:
+        if isinstance(o, Recorded) and not o.existing and o.entry["content"].get("fingerprints"):
+            node.index.add(o.receipt.seq, o.entry["content"]["fingerprints"])
+    return done
 
 
 async def deposit_evidence_many(
@@ -712,16 +701,6 @@ def sealed_receipts(node: Node, rows: Sequence[EntryRow]) -> list[Receipt]:
                                     root=blk.header.tree_root, proof=proof,
                                     checkpoint=blk.checkpoint)
     return [made[row.seq] for row in rows]
-
-
-async def _register(
-    node: Node, who: Principal, w: WorkIn, computed: dict[str, Any] | None
-) -> Recorded:
-    entry = _work_entry(node.sm_suite, who.account, w, computed)
-    recorded = await record(node, entry)
-    if "fingerprints" in recorded.entry["content"]:  # matchable at once
-        node.index.add(recorded.receipt.seq, recorded.entry["content"]["fingerprints"])
-    return recorded
 
 
 def _plain_built(sm_suite: bool, account: str, w: WorkIn, received_at: str) -> Built | None:

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from copyledger.ledger.errors import NotFound, Unavailable, said
+from copyledger.ledger.errors import AlreadyRegistered, NotFound, Unavailable, said
 from copyledger.ledger.note import BlockHeader
 from copyledger.ledger.sequencer import Pending, Receipt
 from copyledger.ledger.store import BlockRow
@@ -23,7 +23,7 @@ hashes = st.binary(min_size=32, max_size=32)
 text = st.text(max_size=40)
 links = st.lists(st.tuples(st.integers(min_value=0, max_value=2**62) | text, text),
                  max_size=3).map(tuple)
-pendings = st.builds(Pending, st.binary(max_size=200), text, text, text, links)
+pendings = st.builds(Pending, st.binary(max_size=200), text, text, text, links, st.booleans())
 receipts = st.builds(Receipt, st.integers(min_value=0, max_value=2**62), hashes,
                      st.integers(min_value=0, max_value=2**62),
                      st.integers(min_value=0, max_value=2**62), hashes,
@@ -52,6 +52,14 @@ def test_entries_read_back_as_sent(rid: int, sent: list[Pending]) -> None:
 def test_receipts_read_back_as_sent(r: Receipt) -> None:
     [message] = _through_socket([["answer", 7, [handoff._outcome(r)]]])
     assert handoff._answer_or_block(message) == (7, [r])
+
+
+@given(st.integers(min_value=0, max_value=2**62))
+def test_an_earlier_registration_reads_back_with_its_seq(seq: int) -> None:
+    """D94: the sequencer's "already registered" answer crosses as its own outcome."""
+    [message] = _through_socket([["answer", 3, [handoff._outcome(AlreadyRegistered(seq))]]])
+    _, [back] = handoff._answer_or_block(message)  # type: ignore[misc]
+    assert isinstance(back, AlreadyRegistered) and back.seq == seq
 
 
 def test_errors_keep_their_class_and_template() -> None:

@@ -16,10 +16,10 @@ from copyledger.notary.signer import FileSigner, sign_note
 from tests.helpers import sha, wait_for
 
 
-def pending(i: int) -> Pending:
-    e = entry_mod.build_work(registrant="alice", received_at=entry_mod.utc_now(), sha256=sha(i),
+def pending(i: int, who: str = "alice", *, once: bool = False) -> Pending:
+    e = entry_mod.build_work(registrant=who, received_at=entry_mod.utc_now(), sha256=sha(i),
                              title=f"w{i}", creators=["A"], work_type="text")
-    return Pending(entry_mod.canonical_bytes(e), "work", sha(i), "alice")
+    return Pending(entry_mod.canonical_bytes(e), "work", sha(i), who, once=once)
 
 
 @pytest.fixture
@@ -332,3 +332,47 @@ def test_a_cancelled_waiter_does_not_stop_the_sequencer(tmp_path: Path, signer: 
     assert s.submit(pending(2)).result(30).seq == 2
     assert s._thread is not None and s._thread.is_alive()
     s.stop()
+
+
+def test_once_works_already_registered_are_answered_not_written(
+        database_url: str, signer: FileSigner) -> None:
+    """D94: a `once` work whose registrant already has a work with its content, in the log or
+    earlier in the same block, is answered AlreadyRegistered with the earliest one's seq and
+    not written; another registrant's, an `again` one (once=False) and evidence are written;
+    a block of nothing but such answers seals nothing."""
+    import asyncio
+
+    from copyledger.ledger.errors import AlreadyRegistered
+
+    store = Store.open(database_url)
+    s = make(store, signer, linger=0.001)
+    s.start()
+
+    async def group(ps: list[Pending]) -> list[object]:
+        return list(await s.submit_group_async(ps))
+
+    first = asyncio.run(group([pending(1, once=True), pending(2)]))
+    assert [r.seq for r in first] == [0, 1]  # type: ignore[attr-defined]
+    height = store.latest_block().header.height  # type: ignore[union-attr]
+    evidence = Pending(b'{"kind":"evidence"}', "evidence", sha(1), "alice", once=True)
+    got = asyncio.run(group([
+        pending(1, once=True),  # in the log: seq 0
+        pending(3, once=True), pending(3, once=True),  # new, then the same again in the block
+        pending(2, "bob", once=True),  # bob's first of content 2
+        pending(1),  # asked anew (again): written
+        evidence,  # not a work: written
+        pending(4), pending(4, once=True),  # written anew, then answered with it
+    ]))
+    kinds = [(type(o).__name__, getattr(o, "seq", None)) for o in got]
+    assert kinds == [("AlreadyRegistered", 0), ("Receipt", 2), ("AlreadyRegistered", 2),
+                     ("Receipt", 3), ("Receipt", 4), ("Receipt", 5), ("Receipt", 6),
+                     ("AlreadyRegistered", 6)]
+    assert store.tree_size() == 7
+    # Nothing new at all: no block is sealed for it.
+    height = store.latest_block().header.height  # type: ignore[union-attr]
+    again = asyncio.run(group([pending(1, once=True), pending(3, "alice", once=True)]))
+    assert [o.seq for o in again] == [0, 2]  # type: ignore[attr-defined]
+    assert all(isinstance(o, AlreadyRegistered) for o in again)
+    assert store.latest_block().header.height == height  # type: ignore[union-attr]
+    s.stop()
+    store.close()

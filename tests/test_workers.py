@@ -187,6 +187,47 @@ def test_workers_share_one_log(tmp_path: Path) -> None:
     assert not (data / "sequencer.sock").exists() and not (data / "sequencer.pid").exists()
 
 
+def test_the_same_content_through_several_processes_is_registered_once(
+        tmp_path: Path) -> None:
+    """D36 across processes (D94): simultaneous registrations of one content by one account,
+    with no Idempotency-Key, spread over the processes of `serve --workers 2`, make one entry;
+    one request is answered 201 and the others 200 with that entry (`already_registered`).
+    Before D94 each process checked on its own, so two processes could both write it."""
+    data = tmp_path / "d"
+    _, key, _ = init_with_creator(data, "")
+    srv = ServerProcess(data, COPYLEDGER_WORKERS="2")
+    auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    try:
+        srv.start(timeout=300)
+        n = httpx.get(srv.url + "/v1/log", timeout=30).json()["tree_size"]
+        rounds = 6
+        for r in range(rounds):
+            raw = json.dumps(work_body(f"raced {r}")).encode()
+            gate = threading.Barrier(16)
+            answers: list[httpx.Response] = []
+
+            def post(gate: threading.Barrier, raw: bytes, answers: list[httpx.Response]
+                     ) -> None:
+                gate.wait(60)
+                answers.append(httpx.post(srv.url + "/v1/works", content=raw, timeout=60,
+                                          headers={**auth, "Connection": "close"}))
+
+            threads = [threading.Thread(target=post, args=(gate, raw, answers))
+                       for _ in range(16)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(120)
+            assert len(answers) == 16
+            assert sorted(a.status_code for a in answers) == [200] * 15 + [201], [
+                a.text for a in answers]
+            assert len({a.json()["seq"] for a in answers}) == 1
+            assert sum(bool(a.json().get("already_registered")) for a in answers) == 15
+        assert httpx.get(srv.url + "/v1/log", timeout=30).json()["tree_size"] == n + rounds
+    finally:
+        srv.stop()
+
+
 def test_one_idempotency_key_through_several_processes(tmp_path: Path) -> None:
     """An Idempotency-Key holds across processes (D59): requests with one key and body racing
     through the processes make one entry and all get its answer; a request held in flight by
