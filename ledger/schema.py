@@ -30,7 +30,7 @@ entries = Table(
     Column("block_height", BigInteger, nullable=False),
     Index("ix_entries_sha256", "sha256", "seq"),
 )
-# An account's own registrations of a content hash (`Store.find_work`); created by revision 0006,
+# An account's own registrations of a content hash (`Store.registered`); created by revision 0006,
 # so it is not part of the table revision 0001 creates.
 ENTRIES_BY_REGISTRANT = ("ix_entries_registrant_sha256", ("registrant", "sha256", "seq"))
 # The works whose bytes hold the key "fingerprints" (`Store.iter_fingerprinted`: the

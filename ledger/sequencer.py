@@ -425,16 +425,16 @@ class Sequencer:
     def _earlier(self, pendings: Sequence[Pending]) -> dict[int, tuple[str, int]]:
         """For each `once` work not to be written, by its index: ("log", the seq of its
         registrant's earliest work with that content) or ("block", the index of the work
-        before it in `pendings` that will be written with it). One read a registrant, of the
-        hashes this block brings: the cost is the block's own."""
+        before it in `pendings` that will be written with it). One read a registrant
+        (`Store.registered`), of the hashes this block brings: the cost is the block's own."""
         wanted: dict[str, set[str]] = {}
         for p in pendings:
             if p.once and p.kind == "work":
                 wanted.setdefault(p.registrant, set()).add(p.sha256)
         if not wanted:
             return {}
-        known = {(reg, sha): row.seq for reg, shas in wanted.items()
-                 for sha, row in self.store.find_works(reg, shas).items()}
+        known = {(reg, sha): seq for reg, shas in wanted.items()
+                 for sha, seq in self.store.registered(reg, shas).items()}
         out: dict[int, tuple[str, int]] = {}
         first: dict[tuple[str, str], int] = {}  # the first work of this block, by content
         for i, p in enumerate(pendings):

@@ -135,14 +135,6 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-# Every registration asks this (D36), so the statement is built once: building it per call cost
-# about three times what running it does (D59).
-_FIND_WORK = (select(entries).where(entries.c.registrant == bindparam("registrant"),
-                                    entries.c.sha256 == bindparam("sha256"),
-                                    entries.c.kind == "work")
-              .order_by(entries.c.seq).limit(1))
-
-
 # Proofs read a few dozen nodes scattered over the levels. One statement per proof, by the
 # primary key, sent to the driver as a plain string (SQLite's and psycopg's statement caches
 # then skip the parsing): building it with SQLAlchemy cost 7 ms of CPU a proof at 1M (D70).
@@ -193,7 +185,7 @@ class _DriverQuery:
     """A hot read statement run straight on the driver's cursor (`Store._cursor`): compiled
     once for the engine's dialect (so one code path serves SQLite and PostgreSQL), its rows
     named as SQLAlchemy's would be. The Connection layer cost about 130 µs of CPU a call
-    against 30 µs this way (SQLite, `find_work`; D69), and every registration runs it."""
+    against 30 µs this way (SQLite, the D36 read `find_work` then; D69)."""
 
     def __init__(self, store: Store, stmt: Select[Any]) -> None:
         compiled = stmt.compile(dialect=store.engine.dialect)
@@ -327,7 +319,6 @@ class Store:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._find_work = _DriverQuery(self, _FIND_WORK)
         self._block_for_size = _DriverQuery(self, _BLOCK_FOR_SIZE)
         self._get_entry = _DriverQuery(self, _GET_ENTRY)
         self._get_block = _DriverQuery(self, _GET_BLOCK)
@@ -731,26 +722,21 @@ class Store:
         with self.engine.connect() as conn:
             return conn.execute(q).first() is not None
 
-    def find_work(self, registrant: str, sha256: str) -> EntryRow | None:
-        """The earliest `work` entry `registrant` registered with this content hash, if any:
-        one row read through `ix_entries_registrant_sha256`, however often others registered
-        the same hash."""
-        r = self._find_work.first(registrant=registrant, sha256=sha256)
-        return None if r is None else _entry(r)
-
-    def find_works(self, registrant: str, sha256s: Iterable[str]) -> dict[str, EntryRow]:
-        """`find_work` for many hashes in a few reads (a batch): hash -> earliest entry, for
-        the hashes `registrant` registered."""
+    def registered(self, registrant: str, sha256s: Iterable[str]) -> dict[str, int]:
+        """Which of these content hashes `registrant` has a `work` of: hash -> the earliest
+        such seq. What the sequencer asks of every block (D94), so it reads only the index
+        `ix_entries_registrant_sha256` (and a row only for a hash found, to see its kind),
+        as one plain statement per 500 hashes on the driver (no SQLAlchemy compilation)."""
         wanted = sorted(set(sha256s))
-        found: dict[str, EntryRow] = {}
-        with self.engine.connect() as conn:
+        found: dict[str, int] = {}
+        mark = self._mark()
+        with self._cursor() as run:
             for i in range(0, len(wanted), 500):  # well under any engine's parameter limit
-                q = (select(entries).where(entries.c.registrant == registrant,
-                                           entries.c.sha256.in_(wanted[i:i + 500]),
-                                           entries.c.kind == "work")
-                     .order_by(entries.c.seq))
-                for r in conn.execute(q):
-                    found.setdefault(r.sha256, _entry(r))
+                part = wanted[i:i + 500]
+                sql = (f"SELECT sha256, seq FROM entries WHERE registrant = {mark} AND sha256 "
+                       f"IN ({', '.join([mark] * len(part))}) AND kind = 'work' ORDER BY seq")
+                for sha, seq in run(sql, (registrant, *part)).fetchall():
+                    found.setdefault(sha, int(seq))
         return found
 
     def first_work(self, sha256: str) -> int | None:
