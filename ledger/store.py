@@ -724,19 +724,27 @@ class Store:
 
     def registered(self, registrant: str, sha256s: Iterable[str]) -> dict[str, int]:
         """Which of these content hashes `registrant` has a `work` of: hash -> the earliest
-        such seq. What the sequencer asks of every block (D94), so it reads only the index
-        `ix_entries_registrant_sha256` (and a row only for a hash found, to see its kind),
-        as one plain statement per 500 hashes on the driver (no SQLAlchemy compilation)."""
+        such seq. What the sequencer asks of every block (D94), so it is a plain statement on
+        the driver (no SQLAlchemy compilation) that reads the index
+        `ix_entries_registrant_sha256` by both columns for each hash, whatever the planner's
+        statistics say (and a row only for a hash found, to see its kind)."""
         wanted = sorted(set(sha256s))
         found: dict[str, int] = {}
-        mark = self._mark()
         with self._cursor() as run:
-            for i in range(0, len(wanted), 500):  # well under any engine's parameter limit
+            if self.dialect == "postgresql":
+                # One index probe a hash. `sha256 IN (...)` was planned, on a log too young
+                # for statistics, as a scan of all of the registrant's rows filtered by the
+                # list: 1.9 s a 1,000-work batch at 60,000 entries.
+                rows = run("SELECT v.sha, (SELECT min(e.seq) FROM entries e WHERE "
+                           "e.registrant = %s AND e.sha256 = v.sha AND e.kind = 'work') "
+                           "FROM unnest(%s::text[]) AS v(sha)", (registrant, wanted)).fetchall()
+                return {sha: int(seq) for sha, seq in rows if seq is not None}
+            for i in range(0, len(wanted), 500):  # well under SQLite's parameter limit
                 part = wanted[i:i + 500]
-                sql = (f"SELECT sha256, seq FROM entries WHERE registrant = {mark} AND sha256 "
-                       f"IN ({', '.join([mark] * len(part))}) AND kind = 'work' ORDER BY seq")
+                sql = ("SELECT sha256, seq FROM entries WHERE registrant = ? AND sha256 "
+                       f"IN ({', '.join('?' * len(part))}) AND kind = 'work'")
                 for sha, seq in run(sql, (registrant, *part)).fetchall():
-                    found.setdefault(sha, int(seq))
+                    found[sha] = min(int(seq), found.get(sha, int(seq)))
         return found
 
     def first_work(self, sha256: str) -> int | None:

@@ -109,3 +109,58 @@ def test_simultaneous_registrations_of_the_same_content_are_one(
         reg.stop()
     assert len({r.receipt.seq for r in done}) == 1
     assert sum(not r.existing for r in done) == 1
+
+
+def test_the_sequencers_check_reads_only_the_hashes_asked(
+        tmp_path: Path, database_url: str) -> None:
+    """D94: `Store.registered` (asked once a block) probes the registrant's index for each
+    hash asked, on a young log with no planner statistics as on any other: the rows it
+    reads are the matches, not all of the registrant's rows. PostgreSQL had planned
+    `sha256 IN (...)` as a scan of the registrant's rows filtered by the list."""
+    from sqlalchemy import event
+
+    from copyledger.ledger import entry as entry_mod
+    from tests.test_title_links import submit
+
+    reg = open_registry(tmp_path, database_url)
+    now = entry_mod.utc_now()
+    reg.start()
+    try:
+        submit(reg, [entry_mod.build_work(
+            registrant="alice", received_at=now, sha256=sha(f"a{i}"), title=f"w{i}",
+            creators=["A"], work_type="text", check=False) for i in range(2000)])
+    finally:
+        reg.stop()
+    seen: list[tuple[str, Any]] = []
+
+    def capture(_c: Any, _cur: Any, sql: str, args: Any, _ctx: Any, _many: bool) -> None:
+        seen.append((sql, args))
+
+    event.listen(reg.store.engine, "before_cursor_execute", capture)
+    asked = [sha(f"a{i}") for i in (5, 1999)] + [sha(f"new{i}") for i in range(300)]
+    found = reg.store.registered("alice", asked)
+    event.remove(reg.store.engine, "before_cursor_execute", capture)
+    assert set(found) == {sha("a5"), sha("a1999")}
+    assert found[sha("a5")] < found[sha("a1999")]
+    [(sql, args)] = seen
+    raw = reg.store.engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        if reg.store.dialect == "postgresql":
+            cur.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, args)
+            plan = cur.fetchone()[0][0]["Plan"]
+
+            def rows_read(node: dict[str, Any]) -> int:
+                own = (node.get("Actual Rows", 0) * node.get("Actual Loops", 1)
+                       + node.get("Rows Removed by Filter", 0))
+                scans = own if "Scan" in node["Node Type"] and "Function" not in node[
+                    "Node Type"] else 0
+                return scans + sum(rows_read(n) for n in node.get("Plans", []))
+
+            assert rows_read(plan) <= 2 * len(asked), plan  # matches only, not 2,000 rows
+        else:
+            cur.execute("EXPLAIN QUERY PLAN " + sql, args)
+            detail = " ".join(str(r[-1]) for r in cur.fetchall())
+            assert "ix_entries_registrant_sha256 (registrant=? AND sha256=?)" in detail, detail
+    finally:
+        raw.close()
