@@ -26,7 +26,7 @@ class Settings:
     origin: str = "localhost/copyledger"
     host: str = "127.0.0.1"
     port: int = 8000
-    linger_ms: float = 2.0  # how long the sequencer waits for more entries before sealing
+    linger_ms: float = 0.5  # how long the sequencer waits for more entries before sealing (D95)
     max_batch: int = 10_000
     heartbeat_s: float = 300.0  # idle: seal an empty, freshly signed block this often
     max_body_bytes: int = 65_536  # JSON request bodies
