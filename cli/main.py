@@ -499,8 +499,10 @@ def register(
     manifest = Manifest(receipts)
     results: list[dict[str, Any]] = []
     show = not as_json and sys.stderr.isatty()
-    account = account or manifest.account(api_key)
-    with _client(server, api_key, trust, 60, account) as client, Progress(
+    # The manifest's account came from verified receipts; the one typed only pins the client
+    # (D93): it must not skip files or fill the manifest before a receipt shows it.
+    known = manifest.account(api_key)
+    with _client(server, api_key, trust, 60, account or known) as client, Progress(
         TextColumn("{task.description}", table_column=None), BarColumn(),
         TextColumn("{task.completed}/{task.total} files"), TimeRemainingColumn(),
         console=err, disable=not show, transient=True,
@@ -512,7 +514,7 @@ def register(
 
         def send() -> None:
             """Register the waiting files in one request, and record each answer."""
-            nonlocal account
+            nonlocal known
             answers: list[Receipt | ProblemError | UnverifiedAnswer]
             try:
                 answers = list(client.register_works([w for *_, w in waiting]))
@@ -527,9 +529,9 @@ def register(
                                           account=rc.entry.registrant, seq=rc.seq)
                 if rc is not None:
                     doc = rc.to_dict()
-                    account = doc["entry"]["registrant"]
+                    known = doc["entry"]["registrant"]
                     name = manifest.save_receipt(sha, doc)
-                    manifest.add(path, sha, rc.seq, account, name, api_key)
+                    manifest.add(path, sha, rc.seq, known, name, api_key)
                 res["key_pinned"] = pinned
                 results[slot] = res
             prog.advance(task, len(waiting))
@@ -538,7 +540,7 @@ def register(
         for path in paths:
             prog.update(task, description=_short(path))
             f = hash_file(path)
-            res = None if again else _already_registered(client, f.sha256, account)
+            res = None if again else _already_registered(client, f.sha256, known)
             if res is not None:
                 manifest.add(path, f.sha256, res["seq"], res["registrant"], None, api_key)
                 results.append({"file": str(path), "sha256": f.sha256, "seq": res["seq"],

@@ -289,8 +289,10 @@ class Sequencer:
                 continue
             batch, done = self._collect(first)
             if batch:
+                before = self.state.last
                 self._seal_guarded(batch)
-                last_seal = time.monotonic()
+                if self.state.last is not before:  # a block of only earlier registrations
+                    last_seal = time.monotonic()  # (D94) seals none: the heartbeat is due
             if done:
                 return
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import re
 import tempfile
 from binascii import hexlify
@@ -35,6 +36,7 @@ from copyledger.ledger.errors import (
     Forbidden,
     InvalidInput,
     NotFound,
+    Unavailable,
     said,
 )
 from copyledger.ledger.links import LINKED_KINDS, links_of
@@ -365,6 +367,8 @@ class Recorded(NamedTuple):
             b"}}")))
 
 
+log = logging.getLogger("copyledger.operations")
+
 MAX_BATCH = 1_000
 """Works (or evidence deposits) one batch request may carry."""
 
@@ -608,7 +612,15 @@ async def register_works(
     done = await record_many(node, entries)
     found = [(i, o.seq) for i, o in enumerate(done) if isinstance(o, AlreadyRegistered)]
     if found:
-        answers = await _earlier(node, [seq for _, seq in found])
+        answers: Sequence[Outcome]
+        try:
+            answers = await _earlier(node, [seq for _, seq in found])
+        except Exception as e:  # the new entries ARE written: their answers must stand
+            log.exception("reading %d earlier registrations failed", len(found))
+            answers = [Unavailable(said("this content is already registered by this account "
+                                        "and nothing was written for it, but its earlier "
+                                        "registration could not be read; retry shortly"),
+                                   internal=f"{type(e).__name__}: {e}")] * len(found)
         for (i, _), answer in zip(found, answers, strict=True):
             done[i] = answer
     for o in done:

@@ -182,6 +182,14 @@ def test_register_a_folder_then_transfer_history_claims(
     assert code == 1, out
     assert ("under the account 'bob', not under this client's account 'alice'"
             in json.loads(out)[0]["error"]), out
+    # ... and the typed account neither skips alice's file for bob nor enters the manifest.
+    code, out = run("register", str(art / "poem.txt"), "--account", "alice", "--server",
+                    srv.url, "--api-key", keys["bob"], "--receipts", str(tmp_path / "bob4"),
+                    "--json")
+    assert code == 1 and "skipped" not in json.loads(out)[0], out
+    assert "not under this client's account 'alice'" in json.loads(out)[0]["error"], out
+    assert "alice" not in (tmp_path / "bob4" / "manifest.jsonl").read_text() if (
+        tmp_path / "bob4" / "manifest.jsonl").exists() else True
 
     work = rows[0]["seq"]
     terms = tmp_path / "contract.pdf"

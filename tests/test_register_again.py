@@ -164,3 +164,30 @@ def test_the_sequencers_check_reads_only_the_hashes_asked(
             assert "ix_entries_registrant_sha256 (registrant=? AND sha256=?)" in detail, detail
     finally:
         raw.close()
+
+
+def test_a_failed_read_of_earlier_registrations_keeps_the_new_entries_answers(
+        tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """D94: the earlier registrations are read after the batch's block is committed; if
+    that read fails, the new entries (written) keep their receipts and only the earlier
+    ones are answered 503, nothing written for them; nothing is raised."""
+    from copyledger.ledger.errors import Unavailable
+
+    reg = open_registry(tmp_path, database_url)
+    key(reg, "alice")
+    who = Principal("alice", "creator", 1)
+    old = WorkIn(**work_body("old"))
+    reg.start()
+    try:
+        first = asyncio.run(operations.register_works(reg, who, [old]))[0]
+        assert isinstance(first, operations.Recorded)
+
+        def broken(_seqs: Any) -> Any:
+            raise OSError("disk unplugged")
+
+        monkeypatch.setattr(reg.store, "get_entries", broken)
+        got = asyncio.run(operations.register_works(reg, who, [WorkIn(**work_body("new")), old]))
+    finally:
+        reg.stop()
+    assert isinstance(got[0], operations.Recorded) and not got[0].existing
+    assert isinstance(got[1], Unavailable) and "nothing was written" in str(got[1].detail)

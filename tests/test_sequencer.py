@@ -376,3 +376,29 @@ def test_once_works_already_registered_are_answered_not_written(
     assert store.latest_block().header.height == height  # type: ignore[union-attr]
     s.stop()
     store.close()
+
+
+def test_earlier_registrations_alone_do_not_hold_off_the_heartbeat(
+        tmp_path: Path, signer: FileSigner) -> None:
+    """D94: a block of nothing but earlier registrations seals nothing, so it must not count
+    as a seal: a steady trickle of duplicates still lets the heartbeat's empty blocks out."""
+    import asyncio
+    import time
+
+    store = Store.open(f"sqlite:///{tmp_path / 'l.db'}")
+    s = make(store, signer, linger=0.001, heartbeat=0.3)
+    s.start()
+
+    async def once() -> list[object]:
+        return list(await s.submit_group_async([pending(1, once=True)]))
+
+    asyncio.run(once())  # written
+    height = store.latest_block().header.height  # type: ignore[union-attr]
+    end = time.monotonic() + 2.0
+    while time.monotonic() < end:  # a duplicate every 0.1 s, more often than the heartbeat
+        assert type(asyncio.run(once())[0]).__name__ == "AlreadyRegistered"
+        time.sleep(0.1)
+    assert store.latest_block().header.height >= height + 2  # type: ignore[union-attr]
+    assert store.tree_size() == 1
+    s.stop()
+    store.close()
