@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AsyncExitStack
 from typing import Any
 
 import orjson
@@ -83,10 +82,9 @@ async def answer(
     results: list[dict[str, Any] | None] = [None] * len(parsed)
     digests = {i: request_hash(path.encode(), query, canonical)
                for i, (_, key, canonical) in enumerate(parsed) if key is not None}
-    async with AsyncExitStack() as stack:
-        for i in sorted(digests, key=lambda i: str(parsed[i][1])):  # one order: no deadlock
-            await stack.enter_async_context(n.idempotency_locks.hold((who.account,
-                                                                      parsed[i][1])))
+    # Every key held in one order (sorted), so two batches sharing keys cannot deadlock.
+    async with n.idempotency_locks.hold_many(sorted((who.account, str(parsed[i][1]))
+                                                    for i in digests)):
         claimed: list[int] = []  # keys this request now holds in the database (D59)
         cancelled = handed_over = False
         try:

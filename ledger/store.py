@@ -729,7 +729,6 @@ class Store:
         `ix_entries_registrant_sha256` by both columns for each hash, whatever the planner's
         statistics say (and a row only for a hash found, to see its kind)."""
         wanted = sorted(set(sha256s))
-        found: dict[str, int] = {}
         with self._cursor() as run:
             if self.dialect == "postgresql":
                 # One index probe a hash. `sha256 IN (...)` was planned, on a log too young
@@ -739,6 +738,7 @@ class Store:
                            "e.registrant = %s AND e.sha256 = v.sha AND e.kind = 'work') "
                            "FROM unnest(%s::text[]) AS v(sha)", (registrant, wanted)).fetchall()
                 return {sha: int(seq) for sha, seq in rows if seq is not None}
+            found: dict[str, int] = {}
             for i in range(0, len(wanted), 500):  # well under SQLite's parameter limit
                 part = wanted[i:i + 500]
                 sql = ("SELECT sha256, seq FROM entries WHERE registrant = ? AND sha256 "

@@ -562,9 +562,15 @@ async def register_work(
         recorded = await record(node, entry, once=not (again or w.again))
     except AlreadyRegistered as e:
         return (await _earlier(node, [e.seq]))[0]
-    if "fingerprints" in recorded.entry["content"]:  # matchable at once
-        node.index.add(recorded.receipt.seq, recorded.entry["content"]["fingerprints"])
+    _matchable(node, recorded)
     return recorded
+
+
+def _matchable(node: Node, recorded: Outcome) -> None:
+    """A new work with fingerprints goes into the near-duplicate index at once."""
+    if (isinstance(recorded, Recorded) and not recorded.existing
+            and recorded.entry["content"].get("fingerprints")):
+        node.index.add(recorded.receipt.seq, recorded.entry["content"]["fingerprints"])
 
 
 async def _earlier(node: Node, seqs: Sequence[int]) -> list[Recorded]:
@@ -624,8 +630,7 @@ async def register_works(
         for (i, _), answer in zip(found, answers, strict=True):
             done[i] = answer
     for o in done:
-        if isinstance(o, Recorded) and not o.existing and o.entry["content"].get("fingerprints"):
-            node.index.add(o.receipt.seq, o.entry["content"]["fingerprints"])
+        _matchable(node, o)
     return done
 
 
@@ -689,14 +694,10 @@ async def import_works(node: Node, account: str, prepared: Sequence[Prepared]
                                 built=[b for _, b in rows])
 
 
-def sealed_receipt(node: Node, row: EntryRow) -> Receipt:
-    """The receipt of an entry already in the log: its inclusion proof to the checkpoint of
-    the block that sealed it, exactly as its registration answered."""
-    return sealed_receipts(node, [row])[0]
-
-
 def sealed_receipts(node: Node, rows: Sequence[EntryRow]) -> list[Receipt]:
-    """`sealed_receipt` of many entries, in order: a block read once and its entries' proofs
+    """The receipts of entries already in the log, in order, each its inclusion proof to the
+    checkpoint of the block that sealed it, exactly as its registration answered: a block
+    read once and its entries' proofs
     in one read (`merkle.inclusion_proofs`), not a block and a proof an entry (a resent chunk
     of 10,000 works answered the D36 way took a minute)."""
     by_block: dict[int, list[EntryRow]] = {}
