@@ -53,7 +53,7 @@ _COPY_FROM = 8
 """Rows from which a PostgreSQL insert goes by COPY. psycopg's executemany costs ~20 µs of our
 CPU a row, COPY a few: a block of 30 entries (and its ~60 nodes) took 1.64 ms of the
 sequencer's CPU by executemany and 0.70 by COPY, 8 entries 0.88 and 0.64; at 1-4 rows the two
-are within a few percent (D96)."""
+are within 10 % (D96)."""
 _ENTRY_COLS = ("seq", "leaf_hash", "data", "kind", "sha256", "registrant", "block_height")
 _BLOCK_COLS = ("height", "hash", "prev_hash", "batch_root", "first_seq", "count", "tree_size",
                "tree_root", "sealed_at", "checkpoint", "block_note")
