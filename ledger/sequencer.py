@@ -338,19 +338,27 @@ class Sequencer:
         for i in range(0, max(len(batch), 1), self.max_batch):
             chunk = batch[i : i + self.max_batch]
             reread = self._stale
+            earlier: dict[int, tuple[str, int]] = {}
             try:
                 if reread:
                     self.state = LogState.load(self.store)
                     self._stale = reread = False
-                receipts = self._seal_new([it.pending for it in chunk])
+                pendings = [it.pending for it in chunk]
+                earlier = self._earlier(pendings)
+                receipts = self._seal_new(pendings, earlier)
             except Exception as e:  # answer every waiter, saying truly what became of it
                 log.exception("sealing a block of %d entries failed", len(chunk))
                 self._stale = True
                 failed = e if isinstance(e, _SealFailed) else None
                 phase = failed.phase if failed else "before"
                 err = _seal_failed(phase, failed.__cause__ if failed else e)
+                # A work its registrant already has in the log is that one whatever became of
+                # this block; one that repeats a work of this block shares the block's fate.
+                outcomes: list[Outcome] = [
+                    AlreadyRegistered(found[1]) if (found := earlier.get(k)) is not None
+                    and found[0] == "log" else err for k in range(len(chunk))]
                 try:
-                    self._answer(chunk, [err] * len(chunk))
+                    self._answer(chunk, outcomes)
                 except Exception:
                     log.exception("answering a failed block's waiters failed")
                 if not reread:  # (a failed read-back is not tried twice for one block)
@@ -400,13 +408,14 @@ class Sequencer:
                 log.warning("event loop closed before %d receipts could be delivered",
                             len(waiters))
 
-    def _seal_new(self, pendings: Sequence[Pending]) -> list[Receipt | AlreadyRegistered]:
+    def _seal_new(self, pendings: Sequence[Pending], earlier: dict[int, tuple[str, int]]
+                  ) -> list[Receipt | AlreadyRegistered]:
         """Seal the entries that are to be written: each `once` work whose registrant already
-        has a work with its content, in the log or earlier in this block, is answered
-        `AlreadyRegistered` with the earliest such work instead (D36, here since D94: the
-        sequencer alone sees every process's writes, and the log before the block exactly).
-        A block of nothing but those seals nothing; an empty chunk is the heartbeat's block."""
-        earlier = self._earlier(pendings)
+        has a work with its content, in the log or earlier in this block (`earlier`, from
+        `_earlier`), is answered `AlreadyRegistered` with the earliest such work instead (D36,
+        here since D94: the sequencer alone sees every process's writes, and the log before
+        the block exactly). A block of nothing but those seals nothing; an empty chunk is the
+        heartbeat's block."""
         if not earlier:
             return list(self._seal(pendings))
         fresh = [p for i, p in enumerate(pendings) if i not in earlier]

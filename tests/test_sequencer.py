@@ -403,3 +403,33 @@ def test_earlier_registrations_alone_do_not_hold_off_the_heartbeat(
     assert store.tree_size() == 1
     s.stop()
     store.close()
+
+
+def test_a_work_already_in_the_log_is_answered_as_such_when_its_block_fails(
+        tmp_path: Path, signer: FileSigner, monkeypatch: pytest.MonkeyPatch) -> None:
+    """D97: a `once` work its registrant already has in the log is that earlier work even if
+    the block it came with fails to be written; a new work, and its repeat within that block,
+    share the block's fate ("may or may not be recorded")."""
+    import asyncio
+
+    from copyledger.ledger.errors import AlreadyRegistered, Uncertain
+
+    store = Store.open(f"sqlite:///{tmp_path / 'l.db'}")
+    s = make(store, signer, linger=0.001)
+    s.start()
+    assert s.submit(pending(1, once=True)).result(30).seq == 0
+    monkeypatch.setattr(store, "append_block", lambda *a, **k: (_ for _ in ()).throw(
+        OSError("disk full")))
+
+    async def group(ps: list[Pending]) -> list[object]:
+        return list(await s.submit_group_async(ps))
+
+    got = asyncio.run(group([pending(1, once=True), pending(2, once=True),
+                             pending(2, once=True)]))
+    monkeypatch.undo()
+    assert isinstance(got[0], AlreadyRegistered) and got[0].seq == 0
+    assert all(isinstance(o, Uncertain) for o in got[1:])
+    assert store.tree_size() == 1
+    assert s.submit(pending(2, once=True)).result(30).seq == 1  # and it carries on
+    s.stop()
+    store.close()
