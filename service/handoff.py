@@ -61,6 +61,8 @@ SOCKET_NAME = "sequencer.sock"
 PID_NAME = "sequencer.pid"  # the pid of the process that holds the lock, for operators
 MAX_SOCKET_PATH = 107  # sun_path is 108 bytes with its NUL
 ELECT_EVERY_S = 0.05  # how often a process that is not the sequencer tries the lock
+REFUSED_RETRY_S = 1.0  # how often a process asks again a sequencer of another version
+GREETING_S = 10.0  # how long a process waits for the sequencer's hello
 MAX_IN_FLIGHT = 50_000  # entries one process may have handed over and not yet had answered
 
 _LEN = struct.Struct(">I")
@@ -90,6 +92,7 @@ def socket_path(data_dir: Path) -> Path:
 # base64 (an entry's canonical data). Nothing but these shapes is accepted: a frame that does
 # not parse, or has another shape, ends the connection (WireError), as a closed socket would.
 #
+#   both ways, first:   ["hello", WIRE_VERSION]
 #   to the sequencer:   ["entries", rid, [[data_b64, kind, sha256, registrant,
 #                                          [[target, relation], ...], once], ...]]
 #   from the sequencer: ["block", header (BlockHeader.to_json), hash_hex, checkpoint, note]
@@ -99,6 +102,10 @@ def socket_path(data_dir: Path) -> Path:
 #                     | ["earlier", seq]    (AlreadyRegistered: nothing written, D94)
 #                     | ["error", class name, detail, internal, template or null, values]
 
+WIRE_VERSION = 1
+"""The shape of these messages. A process that speaks another (copyledger upgraded on disk
+while `serve --workers N` runs, and a worker restarted onto the new code) is refused at the
+hello, with a log line that says so, instead of failing on its first frame (D98)."""
 MAX_FRAME = 1 << 30  # a frame longer than this is not ours
 FRAME_ITEMS = 256  # messages in one frame from the sequencer (answers of up to 1,000 receipts)
 FRAME_ENTRIES = 2_000  # entries in one frame to the sequencer (each at most 16 KiB of JSON)
@@ -137,6 +144,27 @@ def _recv(sock: socket.socket) -> list[Any]:
     if not isinstance(messages, list):
         raise WireError("a frame is an array of messages")
     return messages
+
+
+def _hello_version(raw: Any) -> int | None:
+    """The version a peer's first message says it speaks; None if it is not a hello (a
+    copyledger from before D98)."""
+    if (isinstance(raw, list) and len(raw) == 2 and raw[0] == "hello"
+            and isinstance(raw[1], int) and not isinstance(raw[1], bool)):
+        return raw[1]
+    return None
+
+
+def _mismatch(theirs: int | None, *, sequencer: bool) -> Said:
+    """What is said of a peer of another hand-over version, the sequencer or another process
+    (a peer from before D98 says none: version 0)."""
+    if sequencer:
+        return said("the sequencer speaks hand-over version {theirs} and this process {ours}: "
+                    "copyledger was upgraded while `serve --workers` ran; restart all of its "
+                    "processes", theirs=theirs or 0, ours=WIRE_VERSION)
+    return said("a process speaks hand-over version {theirs} and the sequencer {ours}: "
+                "copyledger was upgraded while `serve --workers` ran; restart all of its "
+                "processes", theirs=theirs or 0, ours=WIRE_VERSION)
 
 
 def _entries_message(rid: int, pendings: Sequence[Pending]) -> list[Any]:
@@ -308,6 +336,7 @@ class _Server:
             except OSError:
                 return
             conn = _Conn(sock, self.sequencer, self._drop)
+            conn.out.put(["hello", WIRE_VERSION])
             with self._lock:
                 self._conns.append(conn)
             # The newest block first: a process that connects late (restarted, or following a
@@ -361,8 +390,16 @@ class _Conn:
 
     def _read(self) -> None:
         try:
+            greeted = False
             while True:
                 for message in _recv(self.sock):
+                    if not greeted:
+                        theirs = _hello_version(message)
+                        if theirs != WIRE_VERSION:
+                            log.error("%s", _mismatch(theirs, sequencer=False))
+                            raise WireError("another hand-over version")
+                        greeted = True
+                        continue
                     rid, pendings = _request(message)
                     self._take(rid, pendings)
         except (OSError, ConnectionError, WireError):
@@ -445,6 +482,7 @@ class _Client:
         # loop's thread touches its own list.
         self._turn: dict[tuple[int, asyncio.AbstractEventLoop], Bundle] = {}
         self._closed = False
+        self._refused: Said | None = None  # why the last sequencer was refused (D98)
         self._connected = threading.Event()
         self.wakeups = 0  # event-loop wake-ups asked for to answer writers (D86)
         threading.Thread(target=self._run, name="handoff-client", daemon=True).start()
@@ -454,7 +492,7 @@ class _Client:
     def hand(self, pendings: Sequence[Pending], waiter: _Waiter) -> None:
         with self._lock:
             if self._sock is None or self._closed:
-                raise Unavailable(_NO_SEQUENCER)
+                raise Unavailable(self._refused or _NO_SEQUENCER)
             if self._in_flight + len(pendings) > MAX_IN_FLIGHT:
                 raise Unavailable("the sequencer's queue is full; retry shortly")
             rid = self._next
@@ -492,6 +530,12 @@ class _Client:
                 sock.close()
                 time.sleep(ELECT_EVERY_S / 2)
                 continue
+            try:
+                rest = self._greet(sock)
+            except (OSError, ConnectionError, WireError):
+                sock.close()
+                time.sleep(ELECT_EVERY_S / 2 if self._refused is None else REFUSED_RETRY_S)
+                continue
             # A queue per connection: what a dead connection's writer left behind (requests
             # already answered as lost, and its stop marker) never reaches the next one.
             out: queue.Queue[Bundle | None] = queue.Queue()
@@ -503,6 +547,7 @@ class _Client:
                                       daemon=True)
             writer.start()
             try:
+                self._deliver(rest)
                 while True:
                     self._deliver(_recv(sock))
             except (OSError, ConnectionError, WireError):
@@ -513,6 +558,22 @@ class _Client:
             self._lost(sock)
             out.put(None)
             writer.join()
+
+    def _greet(self, sock: socket.socket) -> list[Message]:
+        """Say which version this process speaks and read the sequencer's: writes are taken
+        only once both agree. Returns the rest of the sequencer's first frame."""
+        sock.settimeout(GREETING_S)  # a peer that says nothing is not one to wait on
+        _send(sock, [["hello", WIRE_VERSION]])
+        first = _recv(sock)
+        sock.settimeout(None)
+        theirs = _hello_version(first[0]) if first else None
+        if theirs != WIRE_VERSION:
+            if self._refused is None:
+                log.error("%s", _mismatch(theirs, sequencer=True))
+            self._refused = _mismatch(theirs, sequencer=True)
+            raise WireError("another hand-over version")
+        self._refused = None
+        return first[1:]
 
     @staticmethod
     def _write(sock: socket.socket, out: queue.Queue[Bundle | None]) -> None:

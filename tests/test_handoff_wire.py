@@ -5,8 +5,14 @@ keep their class and their translatable template, and a frame of any other shape
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import socket
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -33,6 +39,33 @@ receipts = st.builds(Receipt, st.integers(min_value=0, max_value=2**62), hashes,
 def _frame(messages: object) -> bytes:
     data = orjson.dumps(messages)
     return len(data).to_bytes(4, "big") + data
+
+
+def _listening(prefix: str) -> tuple[Path, socket.socket]:
+    """A Unix socket listening at a short path, for a fake sequencer."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp")) / "s.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen()
+    return path, listener
+
+
+def _accepting(listener: socket.socket, handle: Callable[[socket.socket], object]) -> None:
+    """Run `handle` on each connection `listener` accepts, in a thread of its own, until the
+    peer or the listener closes (the end of a connection is not an error here)."""
+    def one(conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError, ConnectionError, handoff.WireError):
+            handle(conn)
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=one, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
 
 
 def _through_socket(messages: list[object]) -> list[object]:
@@ -138,44 +171,31 @@ def test_after_a_failed_send_the_next_connection_still_sends(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The sequencer dies while a process is writing to it: that request is answered 'may or
     may not be recorded', and once the process reconnects its next request is sent."""
-    import tempfile
     import threading
     from concurrent.futures import Future
-    from pathlib import Path
 
     from copyledger.ledger.sequencer import LogState
 
-    path = Path(tempfile.mkdtemp(prefix="cl-h-", dir="/tmp")) / "s.sock"
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(path))
-    listener.listen()
+    path, listener = _listening("cl-h-")
     frames: list[list[object]] = []
     arrived = threading.Event()
 
-    def serve() -> None:
+    def read(c: socket.socket) -> None:
+        real_send(c, [["hello", handoff.WIRE_VERSION]])
         while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
+            frame = handoff._recv(c)
+            if frame[0][0] == "entries":
+                frames.append(frame)
+                arrived.set()
 
-            def read(c: socket.socket = conn) -> None:
-                try:
-                    while True:
-                        frames.append(handoff._recv(c))
-                        arrived.set()
-                except (OSError, ConnectionError, handoff.WireError):
-                    pass
-
-            threading.Thread(target=read, daemon=True).start()
-
-    threading.Thread(target=serve, daemon=True).start()
+    _accepting(listener, read)
     real_send, calls = handoff._send, [0]
 
-    def once_broken(sock: socket.socket, messages: list[object]) -> None:
-        calls[0] += 1
-        if calls[0] == 1:
-            raise BrokenPipeError("the sequencer died mid-frame")
+    def once_broken(sock: socket.socket, messages: list[Any]) -> None:
+        if messages[0][0] == "entries":  # (a hello goes through)
+            calls[0] += 1
+            if calls[0] == 1:
+                raise BrokenPipeError("the sequencer died mid-frame")
         real_send(sock, messages)
 
     monkeypatch.setattr(handoff, "_send", once_broken)
@@ -196,7 +216,7 @@ def test_after_a_failed_send_the_next_connection_still_sends(
                 deadline -= 1
                 threading.Event().wait(0.1)
         assert arrived.wait(60), "the reconnected process never sent the request"
-        assert frames[-1][0][0] == "entries" and calls[0] == 2
+        assert frames and calls[0] == 2
     finally:
         client.close()
         listener.close()
@@ -218,21 +238,18 @@ def test_one_turn_of_the_event_loop_sends_one_frame() -> None:
     """Requests handed over in one turn of a process's event loop wake its sender once and
     reach the sequencer in one frame (D69), each still answered on its own."""
     import asyncio
-    import tempfile
     import threading
-    from pathlib import Path
 
     from copyledger.ledger.sequencer import LogState
 
-    path = Path(tempfile.mkdtemp(prefix="cl-h-", dir="/tmp")) / "s.sock"
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(path))
-    listener.listen()
+    path, listener = _listening("cl-h-")
     frames: list[list[object]] = []
 
     def serve() -> None:
         conn, _ = listener.accept()
         with conn:
+            handoff._send(conn, [["hello", handoff.WIRE_VERSION]])
+            assert handoff._recv(conn) == [["hello", handoff.WIRE_VERSION]]
             frame = handoff._recv(conn)
             frames.append(frame)
             answers = [["answer", rid, [handoff._outcome(Unavailable(f"no {rid}"))] * len(p)]
@@ -293,3 +310,73 @@ def test_the_wakeups_counter_keeps_a_dropped_clients_share() -> None:
         finally:
             listener.close()
             store.close()
+
+
+def test_a_process_of_another_version_is_refused_at_the_hello(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """D98: the sequencer says its hand-over version first; a process that answers with
+    another one (copyledger upgraded on disk under a running `serve --workers`) is cut off
+    with a log line saying so, and nothing it sends is queued."""
+    import logging
+    import tempfile
+    from contextlib import suppress
+    from pathlib import Path
+
+    from copyledger.ledger.sequencer import Sequencer
+    from copyledger.ledger.store import Store
+
+    caplog.set_level(logging.ERROR, logger="copyledger.handoff")
+    with tempfile.TemporaryDirectory(prefix="cl-v-", dir="/tmp") as tmp:  # a short socket path
+        base = Path(tmp)
+        store = Store.open(f"sqlite:///{base / 'l.db'}")
+        local = Sequencer(store, lambda t, _c: t, "test.example/log")  # type: ignore[arg-type,return-value]
+        server = handoff._Server(local, base / "s.sock")
+        peer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            peer.settimeout(60)
+            peer.connect(str(base / "s.sock"))
+            assert handoff._recv(peer) == [["hello", handoff.WIRE_VERSION]]
+            handoff._send(peer, [["hello", handoff.WIRE_VERSION + 1]])
+            with suppress(OSError):  # (it may be cut off already)
+                handoff._send(peer, [handoff._entries_message(
+                    0, [Pending(b"{}", "work", "a" * 64, "acct", ())])])
+            with pytest.raises((ConnectionError, OSError)):
+                handoff._recv(peer)
+            assert f"speaks hand-over version {handoff.WIRE_VERSION + 1}" in caplog.text
+            assert local._queue.qsize() == 0
+        finally:
+            peer.close()
+            server.close()
+            store.close()
+
+
+def test_a_sequencer_of_another_version_takes_no_write() -> None:
+    """D98: a process whose sequencer says another hand-over version hands it nothing: its
+    writes are refused with 503 naming both versions, nothing recorded (before, every write
+    was told "may or may not be recorded")."""
+    from concurrent.futures import Future
+
+    from copyledger.ledger.sequencer import LogState
+    from tests.helpers import wait_for
+
+    path, listener = _listening("cl-v-")
+    got: list[list[object]] = []
+
+    def other_version(c: socket.socket) -> None:
+        handoff._send(c, [["hello", handoff.WIRE_VERSION + 1]])
+        while True:
+            got.append(handoff._recv(c))
+
+    _accepting(listener, other_version)
+    client = handoff._Client(path, LogState(0, [], None))
+    try:
+        wait_for(lambda: client._refused is not None, "the sequencer's hello read")
+        p = Pending(b"{}", "work", "a" * 64, "acct", ())
+        with pytest.raises(Unavailable, match="hand-over version") as info:
+            client.hand([p], handoff._Waiter([Future()], None))
+        assert f"version {handoff.WIRE_VERSION + 1}" in str(info.value.detail)
+        assert not client._connected.is_set()
+        assert all(frame == [["hello", handoff.WIRE_VERSION]] for frame in got)
+    finally:
+        client.close()
+        listener.close()
