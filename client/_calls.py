@@ -463,6 +463,17 @@ def learn_account(me: Any) -> str:
     return account
 
 
+def account_unknown(answer: Any, cause: CopyledgerError) -> UnverifiedAnswer:
+    """A write answered, but GET /v1/whoami, asked after it for the account its entries must
+    name, failed: the answer is refused as unverified and kept on the error (`answer`), so
+    the caller knows the write went through (D99; before, only whoami's error was raised)."""
+    return UnverifiedAnswer(said(
+        "the registry answered this write, but the account its entries must name could not be "
+        "learned (GET /v1/whoami: {cause}), so the answer is not verified; give the client "
+        "account= (the CLI: --account), or retry with the same Idempotency-Key",
+        cause=cause.detail), answer)
+
+
 def proof(seq: int, tree_size: int | None) -> Call[InclusionProof]:
     def finish(answer: Any, trust: Trust) -> InclusionProof:
         return verify.check_proof(answer, trust.verifiers)

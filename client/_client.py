@@ -23,7 +23,7 @@ from copyledger.client._calls import (
     UploadFields,
     WorkFields,
 )
-from copyledger.client.errors import TransportError
+from copyledger.client.errors import ClientError, TransportError
 from copyledger.client.results import (
     ClaimCheck,
     ConsistencyProof,
@@ -121,7 +121,10 @@ class Client(_Base):
         trust = self._trusted() if call.needs_trust else calls.NO_TRUST
         answer = self._send(call)
         if call.needs_account and self._account is None:  # after the write: its own errors
-            self._account = calls.learn_account(self._send(calls.whoami()))
+            try:
+                self._account = calls.learn_account(self._send(calls.whoami()))
+            except ClientError as e:
+                raise calls.account_unknown(answer, e) from e
         return call.finish(answer, self._with_account(trust) if call.needs_account else trust)
 
     def _trusted(self) -> Trust:
@@ -294,7 +297,10 @@ class AsyncClient(_Base):
         trust = await self._trusted() if call.needs_trust else calls.NO_TRUST
         answer = await self._send(call)
         if call.needs_account and self._account is None:  # after the write: its own errors
-            self._account = calls.learn_account(await self._send(calls.whoami()))
+            try:
+                self._account = calls.learn_account(await self._send(calls.whoami()))
+            except ClientError as e:
+                raise calls.account_unknown(answer, e) from e
         return call.finish(answer, self._with_account(trust) if call.needs_account else trust)
 
     async def _trusted(self) -> Trust:

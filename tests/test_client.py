@@ -568,7 +568,59 @@ def test_an_entry_must_name_this_clients_account(live: Live) -> None:
             with pytest.raises(UnverifiedAnswer):
                 await c.register_work(sha256=sha(os.urandom(16)), title="W",
                                       creators=["Ada"], work_type="text")
-            got = await c.register_works([{"sha256": sha(os.urandom(16)), "title": "W",
-                                           "creators": ["Ada"], "work_type": "text"}])
+            await c.register_works([{"sha256": sha(os.urandom(16)), "title": "W",
+                                    "creators": ["Ada"], "work_type": "text"}])
             assert isinstance(got[0], UnverifiedAnswer)
     asyncio.run(main())
+
+
+class _NoWhoami(httpx.BaseTransport):
+    """Forward to the real server, but GET /v1/whoami answers 503 while `down`."""
+
+    def __init__(self) -> None:
+        self.inner, self.down = httpx.HTTPTransport(), True
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self.down and request.url.path == "/v1/whoami":
+            return httpx.Response(503, json={"title": "Unavailable", "status": 503,
+                                             "detail": "whoami is down"})
+        return self.inner.handle_request(request)
+
+
+class _AsyncNoWhoami(httpx.AsyncBaseTransport):
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/whoami":
+            return httpx.Response(503, json={"title": "Unavailable", "status": 503,
+                                             "detail": "whoami is down"})
+        return await self.inner.handle_async_request(request)
+
+
+def test_a_write_answered_before_whoami_fails_is_kept_on_the_error(live: Live) -> None:
+    """D99: the write went through but the account to check it against could not be learned:
+    the answer is refused as unverified, not dropped, and kept on the error (before, only
+    whoami's 503 was raised, as if nothing had been written). Once whoami answers, the client
+    learns the account and verifies as usual."""
+    data = os.urandom(16)
+    down = _NoWhoami()
+    with Client(live.url, api_key=live.creator, trusted_keys=[live.log_key],
+                transport=down) as c:
+        with pytest.raises(UnverifiedAnswer) as e:
+            work(c, data)
+        assert "GET /v1/whoami" in e.value.detail and "whoami is down" in e.value.detail
+        assert sha(data) in json.dumps(e.value.answer["entry"])
+        assert c.search(sha(data)), "the write went through"
+        down.down = False
+        again = work(c, data)  # the same content: the earlier entry, now verified
+        assert again.already_registered and again.entry.registrant == "ada"
+
+    async def main() -> None:
+        async with AsyncClient(live.url, api_key=live.creator, trusted_keys=[live.log_key],
+                               transport=_AsyncNoWhoami()) as c:
+            await c.register_works([{"sha256": sha(os.urandom(16)), "title": "W",
+                                    "creators": ["Ada"], "work_type": "text"}])
+    with pytest.raises(UnverifiedAnswer) as e:
+        asyncio.run(main())
+    assert "GET /v1/whoami" in e.value.detail and e.value.answer["registered"] == 1
