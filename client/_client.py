@@ -3,6 +3,7 @@ async. Every answer that can be verified is, against the pinned keys, before it 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
@@ -275,6 +276,8 @@ class AsyncClient(_Base):
         super().__init__(base_url, api_key, trusted_keys, account)
         self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout,
                                        headers=self._headers, transport=transport)
+        # First writes in flight together ask whoami once between them (D99).
+        self._learning = asyncio.Lock()
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -297,10 +300,12 @@ class AsyncClient(_Base):
         trust = await self._trusted() if call.needs_trust else calls.NO_TRUST
         answer = await self._send(call)
         if call.needs_account and self._account is None:  # after the write: its own errors
-            try:
-                self._account = calls.learn_account(await self._send(calls.whoami()))
-            except ClientError as e:
-                raise calls.account_unknown(answer, e) from e
+            async with self._learning:
+                if self._account is None:
+                    try:
+                        self._account = calls.learn_account(await self._send(calls.whoami()))
+                    except ClientError as e:
+                        raise calls.account_unknown(answer, e) from e
         return call.finish(answer, self._with_account(trust) if call.needs_account else trust)
 
     async def _trusted(self) -> Trust:

@@ -624,3 +624,30 @@ def test_a_write_answered_before_whoami_fails_is_kept_on_the_error(live: Live) -
     with pytest.raises(UnverifiedAnswer) as e:
         asyncio.run(main())
     assert "GET /v1/whoami" in e.value.detail and e.value.answer["registered"] == 1
+
+
+class _AsyncCounting(httpx.AsyncBaseTransport):
+    def __init__(self) -> None:
+        self.inner, self.sent = httpx.AsyncHTTPTransport(), []  # type: ignore[var-annotated]
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent.append(f"{request.method} {request.url.path}")
+        return await self.inner.handle_async_request(request)
+
+
+def test_first_writes_in_flight_together_ask_whoami_once(live: Live) -> None:
+    """D99: an AsyncClient's first writes, sent together, learn the account with one
+    GET /v1/whoami between them; each is then held to it."""
+    counting = _AsyncCounting()
+
+    async def main() -> list[Receipt]:
+        async with AsyncClient(live.url, api_key=live.creator, trusted_keys=[live.log_key],
+                               transport=counting) as c:
+            return list(await asyncio.gather(*(
+                c.register_work(sha256=sha(os.urandom(16)), title="W", creators=["Ada"],
+                                work_type="text") for _ in range(4))))
+
+    got = asyncio.run(main())
+    assert all(r.entry.registrant == "ada" for r in got)
+    assert counting.sent.count("POST /v1/works") == 4
+    assert counting.sent.count("GET /v1/whoami") == 1
