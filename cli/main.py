@@ -520,8 +520,8 @@ def register(
                 answers = list(client.register_works([w for *_, w in waiting]))
             except ProblemError as e:  # the whole request refused (401, 429…): each file says
                 answers = [e] * len(waiting)
-            except ClientError as e:
-                _die(str(e))
+            except (ClientError, UnverifiedAnswer) as e:  # unreachable; or not verified whole
+                _die(str(e))  # (D99: answered, but whoami failed): a rerun finds them
             for (slot, path, sha, _), a in zip(waiting, answers, strict=True):
                 res, rc = _answered(path, sha, a)
                 if rc is not None and rc.already_registered:  # the server knew, the manifest not
@@ -809,8 +809,8 @@ def _import_chunk(client: Client, batch: list[Row], state: ImportProgress) -> st
     try:
         works = [r.work for r in sendable if r.work is not None]
         answers = client.register_works(works) if works else []
-    except ClientError as e:  # unreachable, refused whole (429, 503…), or not verified
-        return str(e)
+    except (ClientError, UnverifiedAnswer) as e:  # unreachable, refused whole (429, 503…), or
+        return str(e)  # not verified whole (D99: answered, but whoami failed); resumable
 
     def verdict(r: Row, a: Any) -> tuple[str, str]:
         if isinstance(a, ProblemError):

@@ -466,11 +466,12 @@ def learn_account(me: Any) -> str:
 def account_unknown(answer: Any, cause: CopyledgerError) -> UnverifiedAnswer:
     """A write answered, but GET /v1/whoami, asked after it for the account its entries must
     name, failed: the answer is refused as unverified and kept on the error (`answer`), so
-    the caller knows the write went through (D99; before, only whoami's error was raised)."""
+    the caller sees what the registry answered (D99; before, only whoami's error was
+    raised, as if the write had not been answered)."""
     return UnverifiedAnswer(said(
-        "the registry answered this write, but the account its entries must name could not be "
-        "learned (GET /v1/whoami: {cause}), so the answer is not verified; give the client "
-        "account= (the CLI: --account), or retry with the same Idempotency-Key",
+        "the registry answered this write (its answer is on this error), but the account its "
+        "entries must name could not be learned (GET /v1/whoami: {cause}), so the answer is not "
+        "verified; give the client account= (the CLI: --account) to check writes without asking",
         cause=cause.detail), answer)
 
 

@@ -276,8 +276,8 @@ class AsyncClient(_Base):
         super().__init__(base_url, api_key, trusted_keys, account)
         self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout,
                                        headers=self._headers, transport=transport)
-        # First writes in flight together ask whoami once between them (D99).
-        self._learning = asyncio.Lock()
+        # The whoami in flight, which first writes answered together all wait on (D99).
+        self._learning: asyncio.Future[Any] | None = None
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -300,12 +300,14 @@ class AsyncClient(_Base):
         trust = await self._trusted() if call.needs_trust else calls.NO_TRUST
         answer = await self._send(call)
         if call.needs_account and self._account is None:  # after the write: its own errors
-            async with self._learning:
-                if self._account is None:
-                    try:
-                        self._account = calls.learn_account(await self._send(calls.whoami()))
-                    except ClientError as e:
-                        raise calls.account_unknown(answer, e) from e
+            # One whoami for the writes answered meanwhile, its failure theirs too (each is
+            # told at once, not after a whoami of its own); a later write asks again.
+            if self._learning is None or self._learning.done():
+                self._learning = asyncio.ensure_future(self._send(calls.whoami()))
+            try:
+                self._account = calls.learn_account(await asyncio.shield(self._learning))
+            except ClientError as e:
+                raise calls.account_unknown(answer, e) from e
         return call.finish(answer, self._with_account(trust) if call.needs_account else trust)
 
     async def _trusted(self) -> Trust:

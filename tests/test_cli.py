@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -117,3 +118,38 @@ def test_accounts_are_ascii_like_registrants(tmp_path: Path) -> None:
     assert run("init", "--data-dir", d)[0] == 0
     code, out = run("keys", "create", "--role", "creator", "--account", "zoë", "--data-dir", d)
     assert code == 2 and "account" in out
+
+
+@pytest.mark.slow
+def test_register_and_import_stop_cleanly_when_whoami_fails_after_the_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """D99: the registry answered the batch, but GET /v1/whoami (asked after it, no account
+    given) fails: `register` and `import` end with the error, naming whoami, not a traceback;
+    a rerun, whoami back, finds the files already registered."""
+    from copyledger.client import _calls
+
+    monkeypatch.chdir(tmp_path)
+    d = tmp_path / "reg"
+    assert run("init", "--data-dir", str(d))[0] == 0
+    key = json.loads(run("keys", "create", "--role", "creator", "--data-dir", str(d),
+                         "--json")[1])["key"]
+    f = tmp_path / "w.txt"
+    f.write_bytes(os.urandom(1000))
+    catalogue = tmp_path / "c.jsonl"
+    catalogue.write_text(json.dumps({"sha256": hashlib.sha256(b"c").hexdigest(), "title": "T",
+                                     "creators": ["Ada"], "work_type": "text"}) + "\n")
+    srv = ServerProcess(d).start()
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(_calls, "whoami", lambda: _calls.get("/v1/no-whoami-here"))
+            code, out = run("register", str(f), "--server", srv.url, "--api-key", key,
+                            "--work-type", "text", "--creator", "Ada")
+            assert code == 2 and "GET /v1/whoami" in out, out
+            code, out = run("import", str(catalogue), "--server", srv.url, "--api-key", key)
+            assert code != 0 and "GET /v1/whoami" in out, out
+        code, out = run("register", str(f), "--server", srv.url, "--api-key", key,
+                        "--work-type", "text", "--creator", "Ada", "--json")
+        assert code == 0 and "already registered" in out, out
+    finally:
+        srv.stop()

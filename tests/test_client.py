@@ -568,8 +568,8 @@ def test_an_entry_must_name_this_clients_account(live: Live) -> None:
             with pytest.raises(UnverifiedAnswer):
                 await c.register_work(sha256=sha(os.urandom(16)), title="W",
                                       creators=["Ada"], work_type="text")
-            await c.register_works([{"sha256": sha(os.urandom(16)), "title": "W",
-                                    "creators": ["Ada"], "work_type": "text"}])
+            got = await c.register_works([{"sha256": sha(os.urandom(16)), "title": "W",
+                                          "creators": ["Ada"], "work_type": "text"}])
             assert isinstance(got[0], UnverifiedAnswer)
     asyncio.run(main())
 
@@ -626,28 +626,43 @@ def test_a_write_answered_before_whoami_fails_is_kept_on_the_error(live: Live) -
     assert "GET /v1/whoami" in e.value.detail and e.value.answer["registered"] == 1
 
 
-class _AsyncCounting(httpx.AsyncBaseTransport):
-    def __init__(self) -> None:
-        self.inner, self.sent = httpx.AsyncHTTPTransport(), []  # type: ignore[var-annotated]
+class _AsyncSlowWhoami(httpx.AsyncBaseTransport):
+    """Forward to the real server, counting requests; GET /v1/whoami answers after 0.5 s
+    (so every write sent together is answered while it is out), with a 503 if `fail`."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.inner, self.fail = httpx.AsyncHTTPTransport(), fail
+        self.sent: list[str] = []
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         self.sent.append(f"{request.method} {request.url.path}")
+        if request.url.path == "/v1/whoami":
+            await asyncio.sleep(0.5)
+            if self.fail:
+                return httpx.Response(503, json={"title": "Unavailable", "status": 503,
+                                                 "detail": "whoami is down"})
         return await self.inner.handle_async_request(request)
 
 
-def test_first_writes_in_flight_together_ask_whoami_once(live: Live) -> None:
-    """D99: an AsyncClient's first writes, sent together, learn the account with one
-    GET /v1/whoami between them; each is then held to it."""
-    counting = _AsyncCounting()
+@pytest.mark.parametrize("fail", [False, True])
+def test_first_writes_in_flight_together_ask_whoami_once(live: Live, fail: bool) -> None:
+    """D99: an AsyncClient's first writes, answered while one GET /v1/whoami is out, all wait
+    on that one: each is then held to the account it names, or, if it fails, each is told at
+    once (not after a whoami of its own, one after the other)."""
+    slow = _AsyncSlowWhoami(fail)
 
-    async def main() -> list[Receipt]:
+    async def main() -> list[Any]:
         async with AsyncClient(live.url, api_key=live.creator, trusted_keys=[live.log_key],
-                               transport=counting) as c:
+                               transport=slow) as c:
             return list(await asyncio.gather(*(
                 c.register_work(sha256=sha(os.urandom(16)), title="W", creators=["Ada"],
-                                work_type="text") for _ in range(4))))
+                                work_type="text") for _ in range(4)), return_exceptions=True))
 
     got = asyncio.run(main())
-    assert all(r.entry.registrant == "ada" for r in got)
-    assert counting.sent.count("POST /v1/works") == 4
-    assert counting.sent.count("GET /v1/whoami") == 1
+    if fail:
+        assert all(isinstance(r, UnverifiedAnswer) and "whoami is down" in r.detail
+                   for r in got)
+    else:
+        assert all(isinstance(r, Receipt) and r.entry.registrant == "ada" for r in got)
+    assert slow.sent.count("POST /v1/works") == 4
+    assert slow.sent.count("GET /v1/whoami") == 1
