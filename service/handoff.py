@@ -63,6 +63,8 @@ MAX_SOCKET_PATH = 107  # sun_path is 108 bytes with its NUL
 ELECT_EVERY_S = 0.05  # how often a process that is not the sequencer tries the lock
 REFUSED_RETRY_S = 1.0  # how often a process asks again a sequencer of another version
 GREETING_S = 10.0  # how long a process waits for the sequencer's hello
+MISMATCH_LOG_S = 60.0  # how often the sequencer logs the same other version
+SILENT_GREETINGS = 3  # hellos cut off unanswered before a process takes the peer for older
 MAX_IN_FLIGHT = 50_000  # entries one process may have handed over and not yet had answered
 
 _LEN = struct.Struct(">I")
@@ -92,7 +94,9 @@ def socket_path(data_dir: Path) -> Path:
 # base64 (an entry's canonical data). Nothing but these shapes is accepted: a frame that does
 # not parse, or has another shape, ends the connection (WireError), as a closed socket would.
 #
-#   both ways, first:   ["hello", WIRE_VERSION]
+#   first, both ways:   ["hello", WIRE_VERSION]   (the process's, then the sequencer's answer;
+#                       a process from before D98 sends "entries" first, and each is
+#                       answered with an error, nothing recorded)
 #   to the sequencer:   ["entries", rid, [[data_b64, kind, sha256, registrant,
 #                                          [[target, relation], ...], once], ...]]
 #   from the sequencer: ["block", header (BlockHeader.to_json), hash_hex, checkpoint, note]
@@ -155,16 +159,28 @@ def _hello_version(raw: Any) -> int | None:
     return None
 
 
-def _mismatch(theirs: int | None, *, sequencer: bool) -> Said:
+def _mismatch(theirs: int | None, ours: int, *, sequencer: bool) -> Said:
     """What is said of a peer of another hand-over version, the sequencer or another process
     (a peer from before D98 says none: version 0)."""
     if sequencer:
         return said("the sequencer speaks hand-over version {theirs} and this process {ours}: "
                     "copyledger was upgraded while `serve --workers` ran; restart all of its "
-                    "processes", theirs=theirs or 0, ours=WIRE_VERSION)
+                    "processes", theirs=theirs or 0, ours=ours)
     return said("a process speaks hand-over version {theirs} and the sequencer {ours}: "
                 "copyledger was upgraded while `serve --workers` ran; restart all of its "
-                "processes", theirs=theirs or 0, ours=WIRE_VERSION)
+                "processes", theirs=theirs or 0, ours=ours)
+
+
+_told: dict[int, float] = {}  # peer version -> when the sequencer last logged it
+
+
+def _tell_mismatch(theirs: int | None) -> None:
+    """The sequencer's log line for a process of another version: once a minute a version, as
+    such a process asks again every second."""
+    now, version = time.monotonic(), theirs or 0
+    if now - _told.get(version, -MISMATCH_LOG_S) >= MISMATCH_LOG_S:
+        _told[version] = now
+        log.error("%s", _mismatch(theirs, WIRE_VERSION, sequencer=False))
 
 
 def _entries_message(rid: int, pendings: Sequence[Pending]) -> list[Any]:
@@ -335,18 +351,23 @@ class _Server:
                 sock, _ = self._listener.accept()
             except OSError:
                 return
-            conn = _Conn(sock, self.sequencer, self._drop)
-            conn.out.put(["hello", WIRE_VERSION])
+            conn = _Conn(sock, self.sequencer, self._join, self._drop)
             with self._lock:
-                self._conns.append(conn)
-            # The newest block first: a process that connects late (restarted, or following a
-            # new sequencer) must not serve a tree older than one it may be asked about. Read
-            # after joining `_conns`, so no block sealed meanwhile is missed; the client keeps
-            # whichever is newer if the two cross.
-            head = self.sequencer.state.last
-            if head is not None:
-                conn.out.put(_block_message(head))
+                self._conns.append(conn)  # (closed with the server, greeted or not)
             conn.start()
+
+    def _join(self, conn: _Conn) -> None:
+        """A process said hello in this version: answer it, then send it every block."""
+        conn.out.put(["hello", WIRE_VERSION])
+        with self._lock:
+            conn.greeted = True
+        # The newest block first: a process that connects late (restarted, or following a
+        # new sequencer) must not serve a tree older than one it may be asked about. Read
+        # once `greeted` is set, so no block sealed meanwhile is missed; the client keeps
+        # whichever is newer if the two cross.
+        head = self.sequencer.state.last
+        if head is not None:
+            conn.out.put(_block_message(head))
 
     def _drop(self, conn: _Conn) -> None:
         with self._lock:
@@ -356,7 +377,7 @@ class _Server:
     def sealed(self, block: BlockRow) -> None:
         """Called by the sequencer thread after each commit, before it answers anyone."""
         with self._lock:
-            conns = list(self._conns)
+            conns = [c for c in self._conns if c.greeted]
         message = _block_message(block)
         for c in conns:
             c.out.put(message)
@@ -378,10 +399,12 @@ class _Conn:
     """One API process's connection to the sequencer."""
 
     def __init__(self, sock: socket.socket, sequencer: Sequencer,
-                 dropped: Callable[[_Conn], None]) -> None:
+                 joined: Callable[[_Conn], None], dropped: Callable[[_Conn], None]) -> None:
         self.sock = sock
         self.sequencer = sequencer
+        self.joined = joined
         self.dropped = dropped
+        self.greeted = False  # said hello in this version: sent the blocks from then on
         self.out: queue.Queue[Message | None] = queue.Queue()
 
     def start(self) -> None:
@@ -390,23 +413,39 @@ class _Conn:
 
     def _read(self) -> None:
         try:
-            greeted = False
+            first, older = True, False
             while True:
                 for message in _recv(self.sock):
-                    if not greeted:
+                    if first:  # a hello in this version, or nothing of it is taken
+                        first = False
                         theirs = _hello_version(message)
-                        if theirs != WIRE_VERSION:
-                            log.error("%s", _mismatch(theirs, sequencer=False))
+                        if theirs == WIRE_VERSION:
+                            self.joined(self)
+                            continue
+                        _tell_mismatch(theirs)
+                        if theirs is not None:
                             raise WireError("another hand-over version")
-                        greeted = True
-                        continue
-                    rid, pendings = _request(message)
-                    self._take(rid, pendings)
+                        older = True  # from before D98: kept, so it does not reconnect at once
+                    if older:
+                        self._refuse_older(message)
+                    else:
+                        rid, pendings = _request(message)
+                        self._take(rid, pendings)
         except (OSError, ConnectionError, WireError):
             pass
         except Exception:  # a bug, not a peer's doing: say so, and drop only this connection
             log.exception("the handoff connection failed")
         self.close()
+
+    def _refuse_older(self, message: Any) -> None:
+        """Answer a process from before D98 in its own format: each entry refused, nothing
+        recorded, saying why (a dropped connection would have it reconnect at once, and tell
+        its writers their entries "may or may not be recorded")."""
+        if not (isinstance(message, list) and len(message) == 3 and message[0] == "entries"
+                and isinstance(message[1], int) and isinstance(message[2], list)):
+            raise WireError("a message of another shape")
+        why = Unavailable(_mismatch(WIRE_VERSION, 0, sequencer=True))
+        self.out.put(["answer", message[1], [_outcome(why)] * len(message[2])])
 
     def _take(self, rid: int, pendings: list[Pending]) -> None:
         try:
@@ -483,6 +522,7 @@ class _Client:
         self._turn: dict[tuple[int, asyncio.AbstractEventLoop], Bundle] = {}
         self._closed = False
         self._refused: Said | None = None  # why the last sequencer was refused (D98)
+        self._silent = 0  # hellos in a row the sequencer cut off without answering
         self._connected = threading.Event()
         self.wakeups = 0  # event-loop wake-ups asked for to answer writers (D86)
         threading.Thread(target=self._run, name="handoff-client", daemon=True).start()
@@ -528,6 +568,7 @@ class _Client:
                 sock.connect(str(self.path))
             except OSError:
                 sock.close()
+                self._refused, self._silent = None, 0  # nobody listens: it is changing hands
                 time.sleep(ELECT_EVERY_S / 2)
                 continue
             try:
@@ -540,6 +581,9 @@ class _Client:
             # already answered as lost, and its stop marker) never reaches the next one.
             out: queue.Queue[Bundle | None] = queue.Queue()
             with self._lock:
+                if self._closed:  # closed while greeting: nothing more to do
+                    sock.close()
+                    return
                 self._sock = sock
                 self._out = out
             self._connected.set()
@@ -564,16 +608,26 @@ class _Client:
         only once both agree. Returns the rest of the sequencer's first frame."""
         sock.settimeout(GREETING_S)  # a peer that says nothing is not one to wait on
         _send(sock, [["hello", WIRE_VERSION]])
-        first = _recv(sock)
+        try:
+            first = _recv(sock)
+        except ConnectionError:  # cut off unanswered: a sequencer from before D98 does that
+            self._silent += 1
+            if self._silent >= SILENT_GREETINGS:
+                self._refuse(None)
+            raise
         sock.settimeout(None)
         theirs = _hello_version(first[0]) if first else None
         if theirs != WIRE_VERSION:
-            if self._refused is None:
-                log.error("%s", _mismatch(theirs, sequencer=True))
-            self._refused = _mismatch(theirs, sequencer=True)
+            self._refuse(theirs)
             raise WireError("another hand-over version")
-        self._refused = None
+        self._refused, self._silent = None, 0
         return first[1:]
+
+    def _refuse(self, theirs: int | None) -> None:
+        """The sequencer speaks another version: say so once, and refuse writes saying it."""
+        if self._refused is None:
+            log.error("%s", _mismatch(theirs, WIRE_VERSION, sequencer=True))
+        self._refused = _mismatch(theirs, WIRE_VERSION, sequencer=True)
 
     @staticmethod
     def _write(sock: socket.socket, out: queue.Queue[Bundle | None]) -> None:

@@ -314,40 +314,78 @@ def test_the_wakeups_counter_keeps_a_dropped_clients_share() -> None:
 
 def test_a_process_of_another_version_is_refused_at_the_hello(
         caplog: pytest.LogCaptureFixture) -> None:
-    """D98: the sequencer says its hand-over version first; a process that answers with
-    another one (copyledger upgraded on disk under a running `serve --workers`) is cut off
-    with a log line saying so, and nothing it sends is queued."""
+    """D98: the sequencer answers a process's hello in its own version only. A process that
+    says another version (copyledger upgraded on disk under a running `serve --workers`) is
+    cut off with a log line naming both; one from before the hello (its first message is
+    entries) is kept, and each of its entries refused in its own format, nothing recorded,
+    so it does not reconnect at once. Nothing of either reaches the sequencer."""
     import logging
-    import tempfile
-    from contextlib import suppress
-    from pathlib import Path
 
     from copyledger.ledger.sequencer import Sequencer
     from copyledger.ledger.store import Store
 
     caplog.set_level(logging.ERROR, logger="copyledger.handoff")
+    handoff._told.clear()
     with tempfile.TemporaryDirectory(prefix="cl-v-", dir="/tmp") as tmp:  # a short socket path
         base = Path(tmp)
         store = Store.open(f"sqlite:///{base / 'l.db'}")
         local = Sequencer(store, lambda t, _c: t, "test.example/log")  # type: ignore[arg-type,return-value]
+        taken: list[object] = []
+        local.submit_many = taken.append  # type: ignore[assignment,method-assign]
         server = handoff._Server(local, base / "s.sock")
-        peer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        newer, older = (socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(2))
+        entries = handoff._entries_message(5, [Pending(b"{}", "work", "a" * 64, "acct", ())] * 2)
         try:
-            peer.settimeout(60)
-            peer.connect(str(base / "s.sock"))
-            assert handoff._recv(peer) == [["hello", handoff.WIRE_VERSION]]
-            handoff._send(peer, [["hello", handoff.WIRE_VERSION + 1]])
-            with suppress(OSError):  # (it may be cut off already)
-                handoff._send(peer, [handoff._entries_message(
-                    0, [Pending(b"{}", "work", "a" * 64, "acct", ())])])
+            for peer in (newer, older):
+                peer.settimeout(60)
+                peer.connect(str(base / "s.sock"))
+            handoff._send(newer, [["hello", handoff.WIRE_VERSION + 1]])
+            with contextlib.suppress(OSError):  # (it may be cut off already)
+                handoff._send(newer, [entries])
             with pytest.raises((ConnectionError, OSError)):
-                handoff._recv(peer)
+                handoff._recv(newer)
             assert f"speaks hand-over version {handoff.WIRE_VERSION + 1}" in caplog.text
-            assert local._queue.qsize() == 0
+
+            handoff._send(older, [entries])
+            [answer] = handoff._recv(older)
+            rid, outcomes = handoff._answer_or_block(answer)  # type: ignore[misc]
+            assert rid == 5 and len(outcomes) == 2
+            assert all(isinstance(o, Unavailable) and "hand-over version 1 and this process 0"
+                       in str(o.detail) for o in outcomes)
+            handoff._send(older, [entries])  # still connected, still refused
+            assert handoff._recv(older)[0][0] == "answer"
+            assert taken == []
         finally:
-            peer.close()
+            for peer in (newer, older):
+                peer.close()
             server.close()
             store.close()
+
+
+def test_a_sequencer_that_cuts_off_the_hello_is_taken_for_an_older_one() -> None:
+    """D98: a sequencer from before the hello drops a process's connection at its first
+    message without a word: after a few such, the process says so and refuses writes
+    naming the versions (not "changing hands")."""
+    from concurrent.futures import Future
+
+    from copyledger.ledger.sequencer import LogState
+    from tests.helpers import wait_for
+
+    path, listener = _listening("cl-v-")
+
+    def cut_off(c: socket.socket) -> None:
+        handoff._recv(c)  # the hello, not understood: the connection ends
+
+    _accepting(listener, cut_off)
+    client = handoff._Client(path, LogState(0, [], None))
+    try:
+        wait_for(lambda: client._refused is not None, "the silent sequencer taken for older")
+        with pytest.raises(Unavailable, match="speaks hand-over version 0 and this process"):
+            client.hand([Pending(b"{}", "work", "a" * 64, "acct", ())],
+                        handoff._Waiter([Future()], None))
+    finally:
+        client.close()
+        listener.close()
 
 
 def test_a_sequencer_of_another_version_takes_no_write() -> None:
