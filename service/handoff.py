@@ -625,9 +625,10 @@ class _Client:
 
     def _refuse(self, theirs: int | None) -> None:
         """The sequencer speaks another version: say so once, and refuse writes saying it."""
+        why = _mismatch(theirs, WIRE_VERSION, sequencer=True)
         if self._refused is None:
-            log.error("%s", _mismatch(theirs, WIRE_VERSION, sequencer=True))
-        self._refused = _mismatch(theirs, WIRE_VERSION, sequencer=True)
+            log.error("%s", why)
+        self._refused = why
 
     @staticmethod
     def _write(sock: socket.socket, out: queue.Queue[Bundle | None]) -> None:

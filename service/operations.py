@@ -696,10 +696,9 @@ async def import_works(node: Node, account: str, prepared: Sequence[Prepared]
 
 def sealed_receipts(node: Node, rows: Sequence[EntryRow]) -> list[Receipt]:
     """The receipts of entries already in the log, in order, each its inclusion proof to the
-    checkpoint of the block that sealed it, exactly as its registration answered: a block
-    read once and its entries' proofs
-    in one read (`merkle.inclusion_proofs`), not a block and a proof an entry (a resent chunk
-    of 10,000 works answered the D36 way took a minute)."""
+    checkpoint of the block that sealed it, exactly as its registration answered: a block read
+    once and its entries' proofs in one read (`merkle.inclusion_proofs`), not a block and a
+    proof an entry (a resent chunk of 10,000 works answered the D36 way took a minute)."""
     by_block: dict[int, list[EntryRow]] = {}
     for row in rows:
         by_block.setdefault(row.block_height, []).append(row)

@@ -574,6 +574,11 @@ def test_an_entry_must_name_this_clients_account(live: Live) -> None:
     asyncio.run(main())
 
 
+def _whoami_down() -> httpx.Response:
+    return httpx.Response(503, json={"title": "Unavailable", "status": 503,
+                                     "detail": "whoami is down"})
+
+
 class _NoWhoami(httpx.BaseTransport):
     """Forward to the real server, but GET /v1/whoami answers 503 while `down`."""
 
@@ -582,19 +587,24 @@ class _NoWhoami(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if self.down and request.url.path == "/v1/whoami":
-            return httpx.Response(503, json={"title": "Unavailable", "status": 503,
-                                             "detail": "whoami is down"})
+            return _whoami_down()
         return self.inner.handle_request(request)
 
 
-class _AsyncNoWhoami(httpx.AsyncBaseTransport):
-    def __init__(self) -> None:
-        self.inner = httpx.AsyncHTTPTransport()
+class _AsyncSlowWhoami(httpx.AsyncBaseTransport):
+    """Forward to the real server, counting requests; GET /v1/whoami answers after 0.5 s
+    (so every write sent together is answered while it is out), with a 503 if `fail`."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.inner, self.fail = httpx.AsyncHTTPTransport(), fail
+        self.sent: list[str] = []
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent.append(f"{request.method} {request.url.path}")
         if request.url.path == "/v1/whoami":
-            return httpx.Response(503, json={"title": "Unavailable", "status": 503,
-                                             "detail": "whoami is down"})
+            await asyncio.sleep(0.5)
+            if self.fail:
+                return _whoami_down()
         return await self.inner.handle_async_request(request)
 
 
@@ -618,30 +628,12 @@ def test_a_write_answered_before_whoami_fails_is_kept_on_the_error(live: Live) -
 
     async def main() -> None:
         async with AsyncClient(live.url, api_key=live.creator, trusted_keys=[live.log_key],
-                               transport=_AsyncNoWhoami()) as c:
+                               transport=_AsyncSlowWhoami(fail=True)) as c:
             await c.register_works([{"sha256": sha(os.urandom(16)), "title": "W",
                                     "creators": ["Ada"], "work_type": "text"}])
     with pytest.raises(UnverifiedAnswer) as e:
         asyncio.run(main())
     assert "GET /v1/whoami" in e.value.detail and e.value.answer["registered"] == 1
-
-
-class _AsyncSlowWhoami(httpx.AsyncBaseTransport):
-    """Forward to the real server, counting requests; GET /v1/whoami answers after 0.5 s
-    (so every write sent together is answered while it is out), with a 503 if `fail`."""
-
-    def __init__(self, fail: bool = False) -> None:
-        self.inner, self.fail = httpx.AsyncHTTPTransport(), fail
-        self.sent: list[str] = []
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.sent.append(f"{request.method} {request.url.path}")
-        if request.url.path == "/v1/whoami":
-            await asyncio.sleep(0.5)
-            if self.fail:
-                return httpx.Response(503, json={"title": "Unavailable", "status": 503,
-                                                 "detail": "whoami is down"})
-        return await self.inner.handle_async_request(request)
 
 
 @pytest.mark.parametrize("fail", [False, True])
