@@ -171,18 +171,6 @@ def _mismatch(theirs: int | None, ours: int, *, sequencer: bool) -> Said:
                 "processes", theirs=theirs or 0, ours=ours)
 
 
-_told: dict[int, float] = {}  # peer version -> when the sequencer last logged it
-
-
-def _tell_mismatch(theirs: int | None) -> None:
-    """The sequencer's log line for a process of another version: once a minute a version, as
-    such a process asks again every second."""
-    now, version = time.monotonic(), theirs or 0
-    if now - _told.get(version, -MISMATCH_LOG_S) >= MISMATCH_LOG_S:
-        _told[version] = now
-        log.error("%s", _mismatch(theirs, WIRE_VERSION, sequencer=False))
-
-
 def _entries_message(rid: int, pendings: Sequence[Pending]) -> list[Any]:
     return ["entries", rid, [[base64.b64encode(p.data).decode(), p.kind, p.sha256, p.registrant,
                               [list(link) for link in p.links], p.once] for p in pendings]]
@@ -343,6 +331,7 @@ class _Server:
         os.chmod(path, 0o600)
         self._listener.listen(64)
         self._closed = False
+        self._told: dict[int, float] = {}  # peer version -> when it was last logged
         threading.Thread(target=self._accept, name="handoff-accept", daemon=True).start()
 
     def _accept(self) -> None:
@@ -351,7 +340,7 @@ class _Server:
                 sock, _ = self._listener.accept()
             except OSError:
                 return
-            conn = _Conn(sock, self.sequencer, self._join, self._drop)
+            conn = _Conn(sock, self.sequencer, self._join, self._drop, self._tell_mismatch)
             with self._lock:
                 self._conns.append(conn)  # (closed with the server, greeted or not)
             conn.start()
@@ -368,6 +357,16 @@ class _Server:
         head = self.sequencer.state.last
         if head is not None:
             conn.out.put(_block_message(head))
+
+    def _tell_mismatch(self, theirs: int | None) -> None:
+        """The log line for a process of another version: once a minute a version, as such a
+        process asks again every second."""
+        now, version = time.monotonic(), theirs or 0
+        with self._lock:
+            if now - self._told.get(version, -MISMATCH_LOG_S) < MISMATCH_LOG_S:
+                return
+            self._told[version] = now
+        log.error("%s", _mismatch(theirs, WIRE_VERSION, sequencer=False))
 
     def _drop(self, conn: _Conn) -> None:
         with self._lock:
@@ -399,11 +398,13 @@ class _Conn:
     """One API process's connection to the sequencer."""
 
     def __init__(self, sock: socket.socket, sequencer: Sequencer,
-                 joined: Callable[[_Conn], None], dropped: Callable[[_Conn], None]) -> None:
+                 joined: Callable[[_Conn], None], dropped: Callable[[_Conn], None],
+                 mismatched: Callable[[int | None], None]) -> None:
         self.sock = sock
         self.sequencer = sequencer
         self.joined = joined
         self.dropped = dropped
+        self.mismatched = mismatched
         self.greeted = False  # said hello in this version: sent the blocks from then on
         self.out: queue.Queue[Message | None] = queue.Queue()
 
@@ -422,7 +423,7 @@ class _Conn:
                         if theirs == WIRE_VERSION:
                             self.joined(self)
                             continue
-                        _tell_mismatch(theirs)
+                        self.mismatched(theirs)
                         if theirs is not None:
                             raise WireError("another hand-over version")
                         older = True  # from before D98: kept, so it does not reconnect at once

@@ -325,7 +325,6 @@ def test_a_process_of_another_version_is_refused_at_the_hello(
     from copyledger.ledger.store import Store
 
     caplog.set_level(logging.ERROR, logger="copyledger.handoff")
-    handoff._told.clear()
     with tempfile.TemporaryDirectory(prefix="cl-v-", dir="/tmp") as tmp:  # a short socket path
         base = Path(tmp)
         store = Store.open(f"sqlite:///{base / 'l.db'}")
@@ -345,6 +344,14 @@ def test_a_process_of_another_version_is_refused_at_the_hello(
             with pytest.raises((ConnectionError, OSError)):
                 handoff._recv(newer)
             assert f"speaks hand-over version {handoff.WIRE_VERSION + 1}" in caplog.text
+            # It asks again (every second, in life): refused again, and not logged again.
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as again:
+                again.settimeout(60)
+                again.connect(str(base / "s.sock"))
+                handoff._send(again, [["hello", handoff.WIRE_VERSION + 1]])
+                with pytest.raises((ConnectionError, OSError)):
+                    handoff._recv(again)
+            assert caplog.text.count("speaks hand-over version") == 1
 
             handoff._send(older, [entries])
             [answer] = handoff._recv(older)
