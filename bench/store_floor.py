@@ -1,0 +1,246 @@
+"""The floor under batch registration on SQLite: what committing the log's blocks costs as the
+log grows, with nothing else running (no HTTP, no signing, no client). Prints one JSON object.
+
+    python bench/store_floor.py [--entries 600000] [--block 1000] [--postgres]
+
+The real sequencer seals `--entries` plain works (as `POST /v1/works/batch` makes them) in
+blocks of `--block`, and `Store.append_block` of each block (our store: SQLAlchemy Core over
+sqlite3, the registry's pragmas: WAL, synchronous=FULL, its cache and checkpoint sizes) is
+timed in the sequencer's thread. The very same rows (entries, Merkle nodes, block) are then
+written again into two fresh databases by plain sqlite3 `executemany`, a transaction a block,
+with the same pragmas:
+- `raw_same_schema`: the registry's schema as migrated (the physical floor for our rows);
+- `raw_without_content_indexes`: the same without the two content-hash indexes
+  (`ix_entries_sha256`, `ix_entries_registrant_sha256`), which put each entry's key at a
+  random place and so dirty a page of each index an entry (D96): what they cost.
+
+For each, by tenth of the run: CPU µs an entry of the writing thread, wall µs an entry, and
+bytes written an entry: on SQLite what the process handed to write() (the WAL's frames and the
+checkpoints' copies; /proc/self/io `wchar`), on PostgreSQL (`--postgres`, a throw-away cluster;
+the raw writes by `COPY` as `append_block` sends a block) the WAL the server wrote.
+`entries_per_s_at_end` is what the last tenth's wall time allows: the rate no server on this
+engine can pass at that size, one writer committing a block at a time (on PostgreSQL the
+wall time holds the server's work too; its CPU is not in this process's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from copyledger.ledger.quick_entry import plain_work
+from copyledger.ledger.sequencer import Pending, Sequencer
+from copyledger.ledger.store import SQLITE_CACHE_KIB, SQLITE_WAL_PAGES, Store
+from copyledger.notary.signer import FileSigner, sign_note
+
+CONTENT_INDEXES = ("ix_entries_sha256", "ix_entries_registrant_sha256")
+ENTRY_COLS = ("seq", "leaf_hash", "data", "kind", "sha256", "registrant", "block_height")
+BLOCK_COLS = ("height", "hash", "prev_hash", "batch_root", "first_seq", "count", "tree_size",
+              "tree_root", "sealed_at", "checkpoint", "block_note")
+
+Sample = tuple[int, float, float, int]  # entries, thread CPU s, wall s, bytes written
+
+
+def io_meter(url: str) -> Callable[[], int]:
+    """Bytes written so far: by this process to files (/proc/self/io `wchar`: the WAL's
+    frames and the checkpoints' copies) on SQLite; the server's WAL position on PostgreSQL."""
+    if url.startswith("postgresql"):
+        import psycopg
+
+        conn = psycopg.connect(_dsn(url), autocommit=True)
+
+        def wal() -> int:
+            row = conn.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()
+            assert row is not None
+            return int(row[0])
+        return wal
+
+    def wchar() -> int:
+        with open("/proc/self/io") as f:
+            for line in f:
+                if line.startswith("wchar:"):
+                    return int(line.split()[1])
+        raise RuntimeError("no wchar in /proc/self/io")
+    return wchar
+
+
+def _dsn(url: str) -> str:
+    """psycopg's form of a SQLAlchemy URL."""
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def works(start: int, n: int) -> list[Pending]:
+    out = []
+    for i in range(start, start + n):
+        sha = hashlib.sha256(b"floor %d" % i).hexdigest()
+        data = plain_work(registrant="bench", received_at="2026-12-01T00:00:00Z", sha256=sha,
+                          title=f"Work {i}", creators=["Bench"], work_type="image")
+        assert data is not None
+        out.append(Pending(data, "work", sha, "bench"))
+    return out
+
+
+def ours(url: str, key: Path, entries: int, block: int) -> tuple[list[Sample], list[Any]]:
+    """Seal `entries` works through the sequencer; time `Store.append_block` and keep what it
+    was given, for the replays."""
+    store = Store.open(url)
+    signer = FileSigner.generate("floor.example/log", key)
+    seq = Sequencer(store, lambda t, _c: sign_note(t, [signer]), "floor.example/log",
+                    max_batch=block)
+    written = io_meter(url)
+    samples: list[Sample] = []
+    kept: list[Any] = []
+    real = store.append_block
+
+    def timed(rows: Sequence[Any], nodes: Sequence[Any], blk: Any, *rest: Any) -> None:
+        w, c, t = written(), time.thread_time(), time.perf_counter()
+        real(rows, nodes, blk, *rest)
+        samples.append((len(rows), time.thread_time() - c, time.perf_counter() - t,
+                        written() - w))
+        h = blk.header
+        kept.append((list(rows), list(nodes), (
+            h.height, blk.hash, h.prev_block_hash, h.batch_root, h.first_seq, h.count,
+            h.tree_size, h.tree_root, h.sealed_at, blk.checkpoint, blk.block_note)))
+
+    store.append_block = timed  # type: ignore[method-assign]
+    seq.start()
+    samples.clear()
+    kept.clear()  # (the genesis block is written by `start`, before any entry)
+    try:
+        for start in range(0, entries, block):
+            for fut in seq.submit_many(works(start, min(block, entries - start))):
+                fut.result(60)
+    finally:
+        seq.stop()
+        store.close()
+    return samples, kept
+
+
+def raw(url: str, kept: list[Any], *, content_indexes: bool) -> list[Sample]:
+    """The same blocks written by the driver alone (sqlite3 `executemany`; psycopg `COPY`, as
+    `Store.append_block` sends large blocks) into a fresh database of the registry's schema,
+    with or without the two content-hash indexes."""
+    Store.open(url).close()  # the schema, as migrated
+    written = io_meter(url)
+    put_block = (f"INSERT INTO blocks ({', '.join(BLOCK_COLS)}) "
+                 f"VALUES ({', '.join(['%s'] * len(BLOCK_COLS))})")
+    samples: list[Sample] = []
+    if url.startswith("postgresql"):
+        import psycopg
+
+        with psycopg.connect(_dsn(url)) as pg:
+            for ix in () if content_indexes else CONTENT_INDEXES:
+                pg.execute(f"DROP INDEX {ix}")
+            pg.commit()
+            for rows, nodes, blk in kept:
+                w, c, t = written(), time.thread_time(), time.perf_counter()
+                with pg.transaction(), pg.cursor() as cur:
+                    for table, cols, items in (("entries", ENTRY_COLS, rows),
+                                               ("merkle_nodes", ("level", "idx", "hash"), nodes)):
+                        with cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy:
+                            for row in items:
+                                copy.write_row(row)
+                    cur.execute(put_block, blk)  # type: ignore[arg-type]
+                samples.append((len(rows), time.thread_time() - c, time.perf_counter() - t,
+                                written() - w))
+        return samples
+    con = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+    for pragma in ("journal_mode=WAL", "synchronous=FULL", f"cache_size=-{SQLITE_CACHE_KIB}",
+                   f"wal_autocheckpoint={SQLITE_WAL_PAGES}"):
+        con.execute(f"PRAGMA {pragma}")
+    for ix in () if content_indexes else CONTENT_INDEXES:
+        con.execute(f"DROP INDEX {ix}")
+    put_entries = (f"INSERT INTO entries ({', '.join(ENTRY_COLS)}) "
+                   f"VALUES ({', '.join('?' * len(ENTRY_COLS))})")
+    put_nodes = "INSERT INTO merkle_nodes (level, idx, hash) VALUES (?, ?, ?)"
+    for rows, nodes, blk in kept:
+        w, c, t = written(), time.thread_time(), time.perf_counter()
+        con.execute("BEGIN")
+        con.executemany(put_entries, rows)
+        con.executemany(put_nodes, nodes)
+        con.execute(put_block.replace("%s", "?"), blk)
+        con.execute("COMMIT")
+        samples.append((len(rows), time.thread_time() - c, time.perf_counter() - t,
+                        written() - w))
+    con.close()
+    return samples
+
+
+def by_tenth(samples: list[Sample], size: int) -> dict[str, Any]:
+    """Per-entry figures in each tenth of the run, and the rate the last tenth allows."""
+    tenths: list[list[Sample]] = [[] for _ in range(10)]
+    done = 0
+    for s in samples:
+        tenths[min(9, done * 10 // size)].append(s)
+        done += s[0]
+
+    def per_entry(part: list[Sample], k: int, scale: float) -> float:
+        n = sum(s[0] for s in part)
+        return round(sum(s[k] for s in part) * scale / n, 1) if n else 0.0
+
+    last = tenths[-1] or samples
+    return {
+        "cpu_us_per_entry_by_tenth": [per_entry(p, 1, 1e6) for p in tenths],
+        "wall_us_per_entry_by_tenth": [per_entry(p, 2, 1e6) for p in tenths],
+        "bytes_written_per_entry_by_tenth": [per_entry(p, 3, 1.0) for p in tenths],
+        "entries_per_s_at_end": round(sum(s[0] for s in last) / sum(s[2] for s in last)),
+        "entries_per_s_overall": round(sum(s[0] for s in samples)
+                                       / sum(s[2] for s in samples)),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--entries", type=int, default=600_000)
+    ap.add_argument("--block", type=int, default=1000)
+    ap.add_argument("--postgres", action="store_true",
+                    help="on a throw-away PostgreSQL cluster started here, not SQLite")
+    args = ap.parse_args()
+    pg = None
+    with tempfile.TemporaryDirectory(prefix="copyledger-floor-") as tmp:
+        base = Path(tmp)
+        if args.postgres:
+            from tests.conftest import PostgresServer
+
+            pg = PostgresServer()
+            urls = [pg.new_database() for _ in range(3)]
+        else:
+            urls = [f"sqlite:///{base / name}" for name in ("ours.db", "raw.db", "bare.db")]
+        try:
+            samples, kept = ours(urls[0], base / "k.pem", args.entries, args.block)
+            out: dict[str, Any] = {
+                "benchmark": "committing blocks as the log grows (batch registration's floor)",
+                "engine": "postgresql" if pg else "sqlite",
+                "entries": args.entries, "block": args.block,
+                "ours_append_block": by_tenth(samples, args.entries),
+                "raw_same_schema": by_tenth(raw(urls[1], kept, content_indexes=True),
+                                            args.entries),
+                "raw_without_content_indexes": by_tenth(
+                    raw(urls[2], kept, content_indexes=False), args.entries),
+            }
+            if pg is None:
+                out["database_bytes_per_entry"] = {name: round(sum(
+                    p.stat().st_size for p in base.glob(name + "*")) / args.entries)
+                    for name in ("ours.db", "raw.db", "bare.db")}
+        finally:
+            if pg is not None:
+                pg.stop()
+    out["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
+                      "sqlite": sqlite3.sqlite_version}
+    out["load_average"] = list(os.getloadavg())
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
