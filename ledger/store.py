@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import functools
 import os
+import re
 import threading
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -110,6 +111,19 @@ class CachedReader:
             self.also = ()
             self.nodes.update(zip(missing, self.fallback.read_hashes(missing), strict=True))
         return [self.nodes[i] for i in ids]
+
+
+_HEX_LIST = re.compile(r"[0-9a-f]+(?:,[0-9a-f]+)*")
+
+
+def _text_array(values: list[str]) -> str | list[str]:
+    """A PostgreSQL `text[]` parameter: content hashes (lowercase hex, as validated) as the
+    array's literal, which psycopg sends as one string; its list dumper took 2.6-4.6 ms of
+    this thread's CPU for 1,000 hashes against 0.8 (D100). Anything else goes as the list: a
+    literal element may not hold a comma, a brace, a quote or spell NULL."""
+    joined = ",".join(values)
+    plain = _HEX_LIST.fullmatch(joined) and joined.count(",") == len(values) - 1  # no comma in one
+    return "{" + joined + "}" if plain else values
 
 
 SQLITE_CACHE_KIB = 16_384
@@ -742,7 +756,8 @@ class Store:
                 # list: 1.9 s a 1,000-work batch at 60,000 entries.
                 rows = run("SELECT v.sha, (SELECT min(e.seq) FROM entries e WHERE "
                            "e.registrant = %s AND e.sha256 = v.sha AND e.kind = 'work') "
-                           "FROM unnest(%s::text[]) AS v(sha)", (registrant, wanted)).fetchall()
+                           "FROM unnest(%s::text[]) AS v(sha)",
+                           (registrant, _text_array(wanted))).fetchall()
                 return {sha: int(seq) for sha, seq in rows if seq is not None}
             found: dict[str, int] = {}
             for i in range(0, len(wanted), 500):  # well under SQLite's parameter limit

@@ -166,6 +166,49 @@ def test_the_sequencers_check_reads_only_the_hashes_asked(
         raw.close()
 
 
+def test_the_hashes_asked_reach_the_database_as_they_are(
+        tmp_path: Path, database_url: str) -> None:
+    """D100: PostgreSQL is sent lowercase hex hashes as one array literal; anything else
+    (a comma, a brace, a quote, a backslash, NULL, capitals, nothing) goes as a list, so a
+    string is never split, merged or read as NULL, and is simply not found."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from copyledger.ledger import entry as entry_mod
+    from copyledger.ledger.store import _text_array
+    from tests.test_title_links import submit
+
+    reg = open_registry(tmp_path, database_url)
+    reg.start()
+    try:
+        [seq] = submit(reg, [entry_mod.build_work(
+            registrant="alice", received_at=entry_mod.utc_now(), sha256=sha("a1"), title="w",
+            creators=["A"], work_type="text", check=False)])
+    finally:
+        reg.stop()
+    odd = ["a,b", "NULL", "null", '"', "{}", "", "\\", "a b", sha("a1").upper(),
+           f"{sha('a1')},{sha('a1')}"]
+    assert reg.store.registered("alice", [sha("a1"), *odd]) == {sha("a1"): seq}
+    if reg.store.dialect != "postgresql":
+        return
+    raw = reg.store.engine.raw_connection()
+    try:
+        cur = raw.cursor()
+
+        @settings(max_examples=300, deadline=None)
+        @given(st.lists(st.text(alphabet='0123456789abcdefNUL,{}" \\', max_size=8),
+                        max_size=6))
+        def round_trip(values: list[str]) -> None:
+            cur.execute("SELECT array_length(%s::text[], 1), %s::text[]",
+                        (_text_array(values), _text_array(values)))
+            n, back = cur.fetchone()
+            assert (n or 0, back) == (len(values), values)
+
+        round_trip()
+    finally:
+        raw.close()
+
+
 def test_a_failed_read_of_earlier_registrations_keeps_the_new_entries_answers(
         tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """D94: the earlier registrations are read after the batch's block is committed; if
