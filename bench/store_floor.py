@@ -17,7 +17,7 @@ with the same pragmas:
 For each, by tenth of the run: CPU µs an entry of the writing thread, wall µs an entry, and
 bytes written an entry: on SQLite what the process handed to write() (the WAL's frames and the
 checkpoints' copies; /proc/self/io `wchar`), on PostgreSQL (`--postgres`, a throw-away cluster;
-the raw writes by `COPY` as `append_block` sends a block) the WAL the server wrote.
+the raw writes by binary `COPY` as `append_block` sends a block) the WAL the server wrote.
 `entries_per_s_at_end` is what the last tenth's wall time allows: the rate no server on this
 engine can pass at that size, one writer committing a block at a time (on PostgreSQL the
 wall time holds the server's work too; its CPU is not in this process's).
@@ -41,7 +41,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from copyledger.ledger.quick_entry import plain_work
 from copyledger.ledger.sequencer import Pending, Sequencer
-from copyledger.ledger.store import SQLITE_CACHE_KIB, SQLITE_WAL_PAGES, Store
+from copyledger.ledger.store import _COPY_BINARY, SQLITE_CACHE_KIB, SQLITE_WAL_PAGES, Store
 from copyledger.notary.signer import FileSigner, sign_note
 
 CONTENT_INDEXES = ("ix_entries_sha256", "ix_entries_registrant_sha256")
@@ -128,8 +128,8 @@ def ours(url: str, key: Path, entries: int, block: int) -> tuple[list[Sample], l
 
 
 def raw(url: str, kept: list[Any], *, content_indexes: bool) -> list[Sample]:
-    """The same blocks written by the driver alone (sqlite3 `executemany`; psycopg `COPY`, as
-    `Store.append_block` sends large blocks) into a fresh database of the registry's schema,
+    """The same blocks written by the driver alone (sqlite3 `executemany`; psycopg binary
+    `COPY`, as `Store.append_block` sends blocks) into a fresh database of the registry's schema,
     with or without the two content-hash indexes."""
     Store.open(url).close()  # the schema, as migrated
     written = io_meter(url)
@@ -148,7 +148,9 @@ def raw(url: str, kept: list[Any], *, content_indexes: bool) -> list[Sample]:
                 with pg.transaction(), pg.cursor() as cur:
                     for table, cols, items in (("entries", ENTRY_COLS, rows),
                                                ("merkle_nodes", ("level", "idx", "hash"), nodes)):
-                        with cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy:
+                        with cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN "
+                                      "(FORMAT BINARY)") as copy:
+                            copy.set_types(list(_COPY_BINARY[table]))
                             for row in items:
                                 copy.write_row(row)
                     cur.execute(put_block, blk)  # type: ignore[arg-type]

@@ -56,6 +56,15 @@ CPU a row, COPY a few: a block of 30 entries (and its ~60 nodes) took 1.64 ms of
 sequencer's CPU by executemany and 0.70 by COPY, 8 entries 0.88 and 0.64; at 1-4 rows the two
 are within 10 % (D96)."""
 _ENTRY_COLS = ("seq", "leaf_hash", "data", "kind", "sha256", "registrant", "block_height")
+_COPY_BINARY = {
+    "entries": ("int8", "bytea", "bytea", "varchar", "varchar", "varchar", "int8"),
+    "merkle_nodes": ("int2", "int8", "bytea"),
+}
+"""PostgreSQL types of the columns a block's COPY sends in binary (`schema`'s, in the order of
+`_insert_many`'s columns): bytes go as they are, not hex-escaped as text, and the server
+parses no text. A block of 1,000 entries and 2,000 nodes: our CPU 4.36 -> 3.09 ms, wall
+19.6 -> 17.3 ms (D100). A type that is not the column's makes the COPY fail, so the tests'
+blocks on PostgreSQL prove these."""
 _BLOCK_COLS = ("height", "hash", "prev_hash", "batch_root", "first_seq", "count", "tree_size",
                "tree_root", "sealed_at", "checkpoint", "block_note")
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -459,8 +468,12 @@ class Store:
             return
         driver = conn.connection.driver_connection
         assert driver is not None
+        types = _COPY_BINARY.get(table)
         with driver.cursor() as cur, cur.copy(
-                f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy:
+                f"COPY {table} ({', '.join(cols)}) FROM STDIN"
+                + (" (FORMAT BINARY)" if types else "")) as copy:
+            if types:
+                copy.set_types(list(types))
             for row in rows:
                 copy.write_row(row)
 
