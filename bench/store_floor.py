@@ -1,5 +1,6 @@
-"""The floor under batch registration on SQLite: what committing the log's blocks costs as the
-log grows, with nothing else running (no HTTP, no signing, no client). Prints one JSON object.
+"""The floor under batch registration on SQLite or PostgreSQL: what committing the log's blocks
+costs as the log grows, with nothing else running (no HTTP, no signing, no client). Prints one
+JSON object.
 
     python bench/store_floor.py [--entries 600000] [--block 1000] [--postgres]
 
@@ -34,7 +35,8 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,19 +54,21 @@ BLOCK_COLS = ("height", "hash", "prev_hash", "batch_root", "first_seq", "count",
 Sample = tuple[int, float, float, int]  # entries, thread CPU s, wall s, bytes written
 
 
-def io_meter(url: str) -> Callable[[], int]:
+@contextmanager
+def io_meter(url: str) -> Iterator[Callable[[], int]]:
     """Bytes written so far: by this process to files (/proc/self/io `wchar`: the WAL's
-    frames and the checkpoints' copies) on SQLite; the server's WAL position on PostgreSQL."""
+    frames and the checkpoints' copies) on SQLite; the server's WAL position on PostgreSQL
+    (its data files' writes are not counted there)."""
     if url.startswith("postgresql"):
         import psycopg
 
-        conn = psycopg.connect(_dsn(url), autocommit=True)
-
-        def wal() -> int:
-            row = conn.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()
-            assert row is not None
-            return int(row[0])
-        return wal
+        with psycopg.connect(_dsn(url), autocommit=True) as conn:
+            def wal() -> int:
+                row = conn.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()
+                assert row is not None
+                return int(row[0])
+            yield wal
+        return
 
     def wchar() -> int:
         with open("/proc/self/io") as f:
@@ -72,7 +76,7 @@ def io_meter(url: str) -> Callable[[], int]:
                 if line.startswith("wchar:"):
                     return int(line.split()[1])
         raise RuntimeError("no wchar in /proc/self/io")
-    return wchar
+    yield wchar
 
 
 def _dsn(url: str) -> str:
@@ -98,10 +102,11 @@ def ours(url: str, key: Path, entries: int, block: int) -> tuple[list[Sample], l
     signer = FileSigner.generate("floor.example/log", key)
     seq = Sequencer(store, lambda t, _c: sign_note(t, [signer]), "floor.example/log",
                     max_batch=block)
-    written = io_meter(url)
     samples: list[Sample] = []
     kept: list[Any] = []
     real = store.append_block
+    meter = io_meter(url)
+    written = meter.__enter__()
 
     def timed(rows: Sequence[Any], nodes: Sequence[Any], blk: Any, *rest: Any) -> None:
         w, c, t = written(), time.thread_time(), time.perf_counter()
@@ -113,7 +118,7 @@ def ours(url: str, key: Path, entries: int, block: int) -> tuple[list[Sample], l
             h.height, blk.hash, h.prev_block_hash, h.batch_root, h.first_seq, h.count,
             h.tree_size, h.tree_root, h.sealed_at, blk.checkpoint, blk.block_note)))
 
-    store.append_block = timed  # type: ignore[method-assign]
+    store.append_block = timed  # type: ignore[method-assign,assignment]
     seq.start()
     samples.clear()
     kept.clear()  # (the genesis block is written by `start`, before any entry)
@@ -124,6 +129,7 @@ def ours(url: str, key: Path, entries: int, block: int) -> tuple[list[Sample], l
     finally:
         seq.stop()
         store.close()
+        meter.__exit__(None, None, None)
     return samples, kept
 
 
@@ -132,7 +138,12 @@ def raw(url: str, kept: list[Any], *, content_indexes: bool) -> list[Sample]:
     `COPY`, as `Store.append_block` sends blocks) into a fresh database of the registry's schema,
     with or without the two content-hash indexes."""
     Store.open(url).close()  # the schema, as migrated
-    written = io_meter(url)
+    with io_meter(url) as written:
+        return _replay(url, kept, content_indexes, written)
+
+
+def _replay(url: str, kept: list[Any], content_indexes: bool, written: Callable[[], int]
+            ) -> list[Sample]:
     put_block = (f"INSERT INTO blocks ({', '.join(BLOCK_COLS)}) "
                  f"VALUES ({', '.join(['%s'] * len(BLOCK_COLS))})")
     samples: list[Sample] = []
@@ -153,7 +164,7 @@ def raw(url: str, kept: list[Any], *, content_indexes: bool) -> list[Sample]:
                             copy.set_types(list(_COPY_BINARY[table]))
                             for row in items:
                                 copy.write_row(row)
-                    cur.execute(put_block, blk)  # type: ignore[arg-type]
+                    cur.execute(put_block, blk)
                 samples.append((len(rows), time.thread_time() - c, time.perf_counter() - t,
                                 written() - w))
         return samples
@@ -216,10 +227,9 @@ def main() -> None:
             from tests.conftest import PostgresServer
 
             pg = PostgresServer()
-            urls = [pg.new_database() for _ in range(3)]
-        else:
-            urls = [f"sqlite:///{base / name}" for name in ("ours.db", "raw.db", "bare.db")]
         try:
+            urls = ([pg.new_database() for _ in range(3)] if pg is not None else
+                    [f"sqlite:///{base / name}" for name in ("ours.db", "raw.db", "bare.db")])
             samples, kept = ours(urls[0], base / "k.pem", args.entries, args.block)
             out: dict[str, Any] = {
                 "benchmark": "committing blocks as the log grows (batch registration's floor)",
@@ -232,8 +242,8 @@ def main() -> None:
                     raw(urls[2], kept, content_indexes=False), args.entries),
             }
             if pg is None:
-                out["database_bytes_per_entry"] = {name: round(sum(
-                    p.stat().st_size for p in base.glob(name + "*")) / args.entries)
+                out["database_bytes_per_entry"] = {  # the file (its WAL is gone at close)
+                    name: round((base / name).stat().st_size / args.entries)
                     for name in ("ours.db", "raw.db", "bare.db")}
         finally:
             if pg is not None:

@@ -56,15 +56,17 @@ CPU a row, COPY a few: a block of 30 entries (and its ~60 nodes) took 1.64 ms of
 sequencer's CPU by executemany and 0.70 by COPY, 8 entries 0.88 and 0.64; at 1-4 rows the two
 are within 10 % (D96)."""
 _ENTRY_COLS = ("seq", "leaf_hash", "data", "kind", "sha256", "registrant", "block_height")
+_NODE_COLS = ("level", "idx", "hash")
 _COPY_BINARY = {
     "entries": ("int8", "bytea", "bytea", "varchar", "varchar", "varchar", "int8"),
     "merkle_nodes": ("int2", "int8", "bytea"),
 }
-"""PostgreSQL types of the columns a block's COPY sends in binary (`schema`'s, in the order of
-`_insert_many`'s columns): bytes go as they are, not hex-escaped as text, and the server
-parses no text. A block of 1,000 entries and 2,000 nodes: our CPU 4.36 -> 3.09 ms, wall
-19.6 -> 17.3 ms (D100). A type that is not the column's makes the COPY fail, so the tests'
-blocks on PostgreSQL prove these."""
+"""PostgreSQL types of the columns a block's COPY sends in binary, in `_ENTRY_COLS` and
+`_NODE_COLS` order: bytes go as they are, not hex-escaped as text, and the server parses no
+text. A block of 1,000 entries and 2,000 nodes: our CPU 4.36 -> 3.09 ms, wall 19.6 -> 17.3 ms
+(D100). Not every mistake here fails the COPY (text and varchar are alike on the wire, two
+columns of one type could be swapped, and psycopg's int2 writer wraps a value out of range:
+a Merkle level is below 64), so a test reads them from `schema` in that order."""
 _BLOCK_COLS = ("height", "hash", "prev_hash", "batch_root", "first_seq", "count", "tree_size",
                "tree_root", "sealed_at", "checkpoint", "block_note")
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -127,8 +129,8 @@ _HEX_LIST = re.compile(r"[0-9a-f]+(?:,[0-9a-f]+)*")
 
 def _text_array(values: list[str]) -> str | list[str]:
     """A PostgreSQL `text[]` parameter: content hashes (lowercase hex, as validated) as the
-    array's literal, which psycopg sends as one string; its list dumper took 2.6-4.6 ms of
-    this thread's CPU for 1,000 hashes against 0.8 (D100). Anything else goes as the list: a
+    array's literal, which psycopg sends as one string; its list dumper took 2.45-2.50 ms of
+    this thread's CPU for 1,000 hashes against 0.86-0.99 (D100). Anything else goes as the list: a
     literal element may not hold a comma, a brace, a quote or spell NULL."""
     joined = ",".join(values)
     plain = _HEX_LIST.fullmatch(joined) and joined.count(",") == len(values) - 1  # no comma in one
@@ -436,7 +438,7 @@ class Store:
                         self._insert_sql("entry_links", ("target", "seq", "rel")), list(links)
                     )
                 if nodes:
-                    self._insert_many(conn, "merkle_nodes", ("level", "idx", "hash"), nodes)
+                    self._insert_many(conn, "merkle_nodes", _NODE_COLS, nodes)
                 conn.exec_driver_sql(
                     self._insert_sql("blocks", _BLOCK_COLS),
                     (h.height, block.hash, h.prev_block_hash, h.batch_root, h.first_seq,

@@ -207,3 +207,22 @@ def test_sqlite_connections_keep_full_durability_with_a_larger_cache_and_wal(reg
         assert pragma.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert pragma.execute("PRAGMA cache_size").fetchone()[0] == -SQLITE_CACHE_KIB
         assert pragma.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == SQLITE_WAL_PAGES
+
+
+def test_binary_copy_sends_each_column_as_its_schema_type() -> None:
+    """D100: a block's rows go to PostgreSQL by binary COPY with a type a column, in the order
+    the rows hold them; some mistakes there would not fail the COPY (varchar for text, two
+    columns of one type swapped), so the types are read from the schema, column by column."""
+    from sqlalchemy.dialects import postgresql
+
+    from copyledger.ledger import schema
+    from copyledger.ledger.store import _COPY_BINARY, _ENTRY_COLS, _NODE_COLS, EntryRow
+
+    wire = {"BIGINT": "int8", "SMALLINT": "int2", "BYTEA": "bytea", "VARCHAR": "varchar"}
+    for table, cols in (("entries", _ENTRY_COLS), ("merkle_nodes", _NODE_COLS)):
+        columns = schema.metadata.tables[table].c
+        declared = [columns[c].type.compile(dialect=postgresql.dialect()).split("(")[0]
+                    for c in cols]
+        assert list(_COPY_BINARY[table]) == [wire[t] for t in declared], table
+        assert set(cols) == set(columns.keys())  # every column is sent
+    assert EntryRow._fields == _ENTRY_COLS  # a block's entry rows, as they are sent
