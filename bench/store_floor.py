@@ -43,13 +43,18 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from copyledger.ledger.quick_entry import plain_work
 from copyledger.ledger.sequencer import Pending, Sequencer
-from copyledger.ledger.store import _COPY_BINARY, SQLITE_CACHE_KIB, SQLITE_WAL_PAGES, Store
+from copyledger.ledger.store import (
+    _BLOCK_COLS,
+    _COPY_BINARY,
+    _ENTRY_COLS,
+    _NODE_COLS,
+    Store,
+    _block_values,
+    _sqlite_pragmas,
+)
 from copyledger.notary.signer import FileSigner, sign_note
 
 CONTENT_INDEXES = ("ix_entries_sha256", "ix_entries_registrant_sha256")
-ENTRY_COLS = ("seq", "leaf_hash", "data", "kind", "sha256", "registrant", "block_height")
-BLOCK_COLS = ("height", "hash", "prev_hash", "batch_root", "first_seq", "count", "tree_size",
-              "tree_root", "sealed_at", "checkpoint", "block_note")
 
 Sample = tuple[int, float, float, int]  # entries, thread CPU s, wall s, bytes written
 
@@ -113,10 +118,7 @@ def ours(url: str, key: Path, entries: int, block: int) -> tuple[list[Sample], l
         real(rows, nodes, blk, *rest)
         samples.append((len(rows), time.thread_time() - c, time.perf_counter() - t,
                         written() - w))
-        h = blk.header
-        kept.append((list(rows), list(nodes), (
-            h.height, blk.hash, h.prev_block_hash, h.batch_root, h.first_seq, h.count,
-            h.tree_size, h.tree_root, h.sealed_at, blk.checkpoint, blk.block_note)))
+        kept.append((list(rows), list(nodes), _block_values(blk)))
 
     store.append_block = timed  # type: ignore[method-assign,assignment]
     seq.start()
@@ -137,15 +139,16 @@ def raw(url: str, kept: list[Any], *, content_indexes: bool) -> list[Sample]:
     """The same blocks written by the driver alone (sqlite3 `executemany`; psycopg binary
     `COPY`, as `Store.append_block` sends blocks) into a fresh database of the registry's schema,
     with or without the two content-hash indexes."""
-    Store.open(url).close()  # the schema, as migrated
+    store = Store.open(url)  # the schema, as migrated, and the store's own statements
+    put = {table: store._insert_sql(table, cols) for table, cols in (
+        ("entries", _ENTRY_COLS), ("merkle_nodes", _NODE_COLS), ("blocks", _BLOCK_COLS))}
+    store.close()
     with io_meter(url) as written:
-        return _replay(url, kept, content_indexes, written)
+        return _replay(url, kept, content_indexes, written, put)
 
 
-def _replay(url: str, kept: list[Any], content_indexes: bool, written: Callable[[], int]
-            ) -> list[Sample]:
-    put_block = (f"INSERT INTO blocks ({', '.join(BLOCK_COLS)}) "
-                 f"VALUES ({', '.join(['%s'] * len(BLOCK_COLS))})")
+def _replay(url: str, kept: list[Any], content_indexes: bool, written: Callable[[], int],
+            put: dict[str, str]) -> list[Sample]:
     samples: list[Sample] = []
     if url.startswith("postgresql"):
         import psycopg
@@ -157,32 +160,27 @@ def _replay(url: str, kept: list[Any], content_indexes: bool, written: Callable[
             for rows, nodes, blk in kept:
                 w, c, t = written(), time.thread_time(), time.perf_counter()
                 with pg.transaction(), pg.cursor() as cur:
-                    for table, cols, items in (("entries", ENTRY_COLS, rows),
-                                               ("merkle_nodes", ("level", "idx", "hash"), nodes)):
+                    for table, cols, items in (("entries", _ENTRY_COLS, rows),
+                                               ("merkle_nodes", _NODE_COLS, nodes)):
                         with cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN "
                                       "(FORMAT BINARY)") as copy:
                             copy.set_types(list(_COPY_BINARY[table]))
                             for row in items:
                                 copy.write_row(row)
-                    cur.execute(put_block, blk)
+                    cur.execute(put["blocks"], blk)
                 samples.append((len(rows), time.thread_time() - c, time.perf_counter() - t,
                                 written() - w))
         return samples
     con = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
-    for pragma in ("journal_mode=WAL", "synchronous=FULL", f"cache_size=-{SQLITE_CACHE_KIB}",
-                   f"wal_autocheckpoint={SQLITE_WAL_PAGES}"):
-        con.execute(f"PRAGMA {pragma}")
+    _sqlite_pragmas(con, None)  # the registry's own: WAL, FULL, its cache and checkpoint
     for ix in () if content_indexes else CONTENT_INDEXES:
         con.execute(f"DROP INDEX {ix}")
-    put_entries = (f"INSERT INTO entries ({', '.join(ENTRY_COLS)}) "
-                   f"VALUES ({', '.join('?' * len(ENTRY_COLS))})")
-    put_nodes = "INSERT INTO merkle_nodes (level, idx, hash) VALUES (?, ?, ?)"
     for rows, nodes, blk in kept:
         w, c, t = written(), time.thread_time(), time.perf_counter()
         con.execute("BEGIN")
-        con.executemany(put_entries, rows)
-        con.executemany(put_nodes, nodes)
-        con.execute(put_block.replace("%s", "?"), blk)
+        con.executemany(put["entries"], rows)
+        con.executemany(put["merkle_nodes"], nodes)
+        con.execute(put["blocks"], blk)
         con.execute("COMMIT")
         samples.append((len(rows), time.thread_time() - c, time.perf_counter() - t,
                         written() - w))

@@ -124,6 +124,13 @@ class CachedReader:
         return [self.nodes[i] for i in ids]
 
 
+def _block_values(block: BlockRow) -> tuple[Any, ...]:
+    """A block's row of `blocks`, in `_BLOCK_COLS` order."""
+    h = block.header
+    return (h.height, block.hash, h.prev_block_hash, h.batch_root, h.first_seq, h.count,
+            h.tree_size, h.tree_root, h.sealed_at, block.checkpoint, block.block_note)
+
+
 _HEX_LIST = re.compile(r"[0-9a-f]+(?:,[0-9a-f]+)*")
 
 
@@ -439,12 +446,8 @@ class Store:
                     )
                 if nodes:
                     self._insert_many(conn, "merkle_nodes", _NODE_COLS, nodes)
-                conn.exec_driver_sql(
-                    self._insert_sql("blocks", _BLOCK_COLS),
-                    (h.height, block.hash, h.prev_block_hash, h.batch_root, h.first_seq,
-                     h.count, h.tree_size, h.tree_root, h.sealed_at, block.checkpoint,
-                     block.block_note),
-                )
+                conn.exec_driver_sql(self._insert_sql("blocks", _BLOCK_COLS),
+                                     _block_values(block))
                 if timestamps:
                     conn.exec_driver_sql(
                         self._insert_sql("block_timestamps", ("height", "tsa", "token")),
@@ -463,19 +466,17 @@ class Store:
     def _insert_many(self, conn: Connection, table: str, cols: Sequence[str],
                      rows: Sequence[tuple[Any, ...]]) -> None:
         """Many rows, straight to the driver (no per-row SQL compilation): sqlite3's
-        `executemany`; on PostgreSQL a block's thousands of rows by `COPY`, one stream instead
-        of a statement a row (psycopg encodes each row in C)."""
+        `executemany`; on PostgreSQL a block's thousands of rows by binary `COPY` (the table's
+        types in `_COPY_BINARY`), one stream instead of a statement a row (psycopg encodes each
+        row in C)."""
         if self.engine.dialect.name != "postgresql" or len(rows) < _COPY_FROM:
             conn.exec_driver_sql(self._insert_sql(table, cols), list(rows))
             return
         driver = conn.connection.driver_connection
         assert driver is not None
-        types = _COPY_BINARY.get(table)
         with driver.cursor() as cur, cur.copy(
-                f"COPY {table} ({', '.join(cols)}) FROM STDIN"
-                + (" (FORMAT BINARY)" if types else "")) as copy:
-            if types:
-                copy.set_types(list(types))
+                f"COPY {table} ({', '.join(cols)}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(list(_COPY_BINARY[table]))
             for row in rows:
                 copy.write_row(row)
 
