@@ -82,7 +82,7 @@ def run_client(url: str, key: str, no: int, batches: int, size: int,
     waits: list[float] = []
     verifies: list[float] = []
     spans: list[tuple[float, float]] = []  # (sent, answered): when this client had a request out
-    send_cpu: list[float] = []  # the sender's CPU: building requests, HTTP, JSON
+    send_cpu: list[float] = []  # the sender's CPU: building requests, HTTP (decoding: check)
     idle = [0.0]  # the verifying thread waiting for an answer
     sender_queued: list[float] = []  # the sender thread's wait for a core
     entries = 0
@@ -95,7 +95,7 @@ def run_client(url: str, key: str, no: int, batches: int, size: int,
         def exchange(b: int) -> tuple[Any, Any]:
             call = calls.register_works(works(no, b, size))
             t0 = time.perf_counter()
-            answer = c._send(call)  # the HTTP exchange alone
+            answer = c._exchange(call)  # the HTTP exchange alone: status and body
             t1 = time.perf_counter()
             waits.append(t1 - t0)
             spans.append((t0, t1))
@@ -113,7 +113,7 @@ def run_client(url: str, key: str, no: int, batches: int, size: int,
 
         def check(b: int, call: Any, answer: Any) -> int:
             t1 = time.perf_counter()
-            results = call.finish(answer, trust)  # every receipt verified
+            results = call.complete(*answer, trust)  # decoded, every receipt verified
             verifies.append(time.perf_counter() - t1)
             if not all(isinstance(r, Receipt) and not r.already_registered for r in results):
                 raise SystemExit(f"batch {b}: not every item registered: {results[:3]}")

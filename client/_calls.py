@@ -97,6 +97,15 @@ class Call(Generic[T]):
             raise ResponseError(said("{method} {path}: the answer is not {kind}",
                                      method=self.method, path=self.path, kind=kind)) from None
 
+    def complete(self, status: int, body: bytes, trust: Trust) -> T:
+        """`finish` of `read`. For a big answer the cycle collector is held off from the
+        decoding to the end of `finish`, and the decoded answer is dropped before it resumes:
+        with a pause for each of the two, the ~50,000 dicts and lists of a batch answer were
+        alive at each resume, and the collections that followed scanned them, generation
+        after generation (D101). Only what `finish` returns is left for the collector."""
+        with _gc_paused(len(body) >= _BIG_ANSWER):
+            return self.finish(self.read(status, body), trust)
+
 
 _BIG_ANSWER = 1 << 16
 """Bytes of JSON past which the cycle collector is held off while orjson reads them: a batch

@@ -111,22 +111,28 @@ class Client(_Base):
                  tb: TracebackType | None) -> None:
         self.close()
 
-    def _send(self, call: Call[Any]) -> Any:
+    def _exchange(self, call: Call[Any]) -> tuple[int, bytes]:
+        """The answer's status and body, as they came."""
         try:
             r = self._http.request(**call.request())
         except _HTTPX_ERRORS as e:
             raise self._unreachable(e) from e
-        return call.read(r.status_code, r.content)
+        return r.status_code, r.content
+
+    def _send(self, call: Call[Any]) -> Any:
+        return call.read(*self._exchange(call))
 
     def _run(self, call: Call[T]) -> T:
         trust = self._trusted() if call.needs_trust else calls.NO_TRUST
-        answer = self._send(call)
-        if call.needs_account and self._account is None:  # after the write: its own errors
+        status, body = self._exchange(call)
+        if call.needs_account and self._account is None:
+            answer = call.read(status, body)  # after the write: its own errors first
             try:
                 self._account = calls.learn_account(self._send(calls.whoami()))
             except ClientError as e:
                 raise calls.account_unknown(answer, e) from e
-        return call.finish(answer, self._with_account(trust) if call.needs_account else trust)
+        return call.complete(status, body,
+                             self._with_account(trust) if call.needs_account else trust)
 
     def _trusted(self) -> Trust:
         if self._trust is None:
@@ -289,17 +295,22 @@ class AsyncClient(_Base):
                         tb: TracebackType | None) -> None:
         await self.aclose()
 
-    async def _send(self, call: Call[Any]) -> Any:
+    async def _exchange(self, call: Call[Any]) -> tuple[int, bytes]:
+        """The answer's status and body, as they came."""
         try:
             r = await self._http.request(**call.request())
         except _HTTPX_ERRORS as e:
             raise self._unreachable(e) from e
-        return call.read(r.status_code, r.content)
+        return r.status_code, r.content
+
+    async def _send(self, call: Call[Any]) -> Any:
+        return call.read(*await self._exchange(call))
 
     async def _run(self, call: Call[T]) -> T:
         trust = await self._trusted() if call.needs_trust else calls.NO_TRUST
-        answer = await self._send(call)
-        if call.needs_account and self._account is None:  # after the write: its own errors
+        status, body = await self._exchange(call)
+        if call.needs_account and self._account is None:
+            answer = call.read(status, body)  # after the write: its own errors first
             # One whoami for the writes answered meanwhile, its failure theirs too (each is
             # told at once, not after a whoami of its own); a later write asks again.
             if self._learning is None or self._learning.done():
@@ -308,7 +319,8 @@ class AsyncClient(_Base):
                 self._account = calls.learn_account(await asyncio.shield(self._learning))
             except ClientError as e:
                 raise calls.account_unknown(answer, e) from e
-        return call.finish(answer, self._with_account(trust) if call.needs_account else trust)
+        return call.complete(status, body,
+                             self._with_account(trust) if call.needs_account else trust)
 
     async def _trusted(self) -> Trust:
         if self._trust is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import io
 import json
@@ -39,6 +40,7 @@ from copyledger.client import (
     check_proof,
     check_receipt,
 )
+from copyledger.client import _calls as calls
 from copyledger.ledger.errors import CopyledgerError, InvalidInput
 from tests.server import ServerProcess
 
@@ -253,6 +255,44 @@ def test_no_httpx_exception_escapes() -> None:
         Client("http://r.example", transport=httpx.MockTransport(not_json)).log()
     with pytest.raises(InvalidInput):
         Client("http://r.example", trusted_keys=["not a key"])
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_a_big_answer_is_decoded_and_finished_without_the_collector(use_async: bool) -> None:
+    """D101: from the decoding of a big answer to the end of `finish` the cycle collector is
+    held off, and the decoded answer is gone before it resumes, so no collection ever scans
+    it. `finish` sees every container of the answer still counted in the young generation (no
+    collection since the decoding); afterwards only what `finish` returned is left there."""
+    items = 20_000  # two containers each (a dict and a list): ~40,000, far past 700
+    body = json.dumps([{"n": [i]} for i in range(items)]).encode()
+    assert len(body) >= calls._BIG_ANSWER
+    seen: dict[str, Any] = {}
+
+    def finish(answer: Any, _: calls.Trust) -> int:
+        seen["count"], seen["enabled"] = gc.get_count()[0], gc.isenabled()
+        return len(answer)
+
+    def answer(_: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body, headers={"Content-Type": "application/json"})
+
+    call = calls.Call("GET", "/v1/big", finish)
+    gc.collect()
+    assert gc.isenabled()
+    if use_async:
+        async def run() -> int:
+            async with AsyncClient("http://r.example",
+                                   transport=httpx.MockTransport(answer)) as c:
+                return await c._run(call)
+
+        got = asyncio.run(run())
+    else:
+        with Client("http://r.example", transport=httpx.MockTransport(answer)) as c:
+            got = c._run(call)
+    after = gc.get_count()[0]
+    assert got == items and gc.isenabled()
+    assert seen["enabled"] is False
+    assert seen["count"] >= 2 * items  # not one collection since the answer was decoded
+    assert after < items // 10  # the decoded answer was freed before the collector resumed
 
 
 class Tamper(httpx.BaseTransport):
