@@ -35,8 +35,17 @@ SQLite the rate falls as the log grows (each entry dirties a random page in each
 content-hash indexes; operations §17, D96). `entries_per_s_by_tenth` gives the rate in each
 tenth of the run; the issue's figure is taken over 600,000 entries (`--batches 300`).
 
+The floor (`--compare-floor`, D102): the clients record every answer they were given (its
+bytes, written once the clocks have stopped), then the same clients send the same batches to
+`bench/batch_floor_app.py` on one uvicorn worker: a FastAPI endpoint that validates the
+batch with a pydantic model, registers nothing and sends back the registry's recorded answer,
+which the clients verify exactly as before. Its rate, CPU and cores are printed under `floor`,
+and `ratio_to_floor` is the registry's entries/s over the floor's: what the HTTP exchange, the
+JSON and the verification of every receipt leave for the registry on this machine, measured
+in the same run.
+
 Usage: python bench/batch_bench.py [--batches 20] [--size 1000] [--clients 1] [--warmup 2]
-       [--serial] [--threads] [--database URL | --postgres]
+       [--serial] [--threads] [--database URL | --postgres] [--compare-floor]
 """
 
 from __future__ import annotations
@@ -49,6 +58,7 @@ import os
 import platform
 import queue
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -56,10 +66,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from copyledger.client import BatchWork, Client, Receipt
 from copyledger.client import _calls as calls
-from tests.server import ServerProcess, init_with_creator
+from tests.server import ServerProcess, free_port, init_with_creator
 
 READY_TIMEOUT_S = 300.0  # the clients' connecting and the log's key, at most
 
@@ -71,14 +83,16 @@ def works(client_no: int, batch_no: int, size: int) -> list[BatchWork]:
 
 
 def run_client(url: str, key: str, no: int, batches: int, size: int,
-               serial: bool = False, ready: Any = None) -> dict[str, Any]:
+               serial: bool = False, ready: Any = None, record: Path | None = None
+               ) -> dict[str, Any]:
     """One client's batches, every receipt verified. Sustained (the default): a sender thread
     keeps the next batch in flight while this thread verifies every receipt of the answer
     before it (one batch ahead at most: the server is never sent more than the client checks).
     `serial`: one thread sends a batch, verifies its answer, then sends the next (no second
     thread to share this process's GIL with; run several such clients as processes to keep
     the server busy). `ready`: a barrier every client and the bench wait at once connected,
-    so the clocks start together."""
+    so the clocks start together. `record`: a directory where each answer's body is written
+    once the clocks have stopped, for the floor (`batch_floor_app.py`) to send again."""
     waits: list[float] = []
     verifies: list[float] = []
     spans: list[tuple[float, float]] = []  # (sent, answered): when this client had a request out
@@ -86,6 +100,7 @@ def run_client(url: str, key: str, no: int, batches: int, size: int,
     idle = [0.0]  # the verifying thread waiting for an answer
     sender_queued: list[float] = []  # the sender thread's wait for a core
     entries = 0
+    kept: list[tuple[int, bytes]] = []  # (batch, answer body) with `record`
     answers: queue.Queue[tuple[Any, Any] | BaseException] = queue.Queue(maxsize=1)
     with Client(url, api_key=key, timeout=300) as c:
         # The log's key and this key's account (D93: every entry must name it), fetched once.
@@ -97,6 +112,8 @@ def run_client(url: str, key: str, no: int, batches: int, size: int,
             t0 = time.perf_counter()
             answer = c._exchange(call)  # the HTTP exchange alone: status and body
             t1 = time.perf_counter()
+            if record is not None:
+                kept.append((b, answer[1]))  # a reference: written after the run
             waits.append(t1 - t0)
             spans.append((t0, t1))
             return call, answer
@@ -146,19 +163,23 @@ def run_client(url: str, key: str, no: int, batches: int, size: int,
             sender.join()
         end, cpu = time.perf_counter(), time.process_time() - cpu_start
         queued = _thread_queued() - queued + sum(sender_queued)  # this thread's and the sender's
+    if record is not None:
+        for b, body in kept:  # by its first work's hash
+            (record / f"{works(no, b, 1)[0]['sha256']}.json").write_bytes(body)
     return {"queued": queued, "waits": waits, "verifies": verifies, "entries": entries,
             "spans": spans, "send_cpu": sum(send_cpu), "verify_cpu": verify_cpu, "idle": idle[0],
             "cpu": cpu, "start": start, "end": end}
 
 
-def _in_process(conn: Any, *args: Any) -> None:
+def _in_process(conn: Any, ready: Any, record: Path | None, url: str, key: str, no: int,
+                batches: int, size: int, serial: bool) -> None:
     """`run_client` in a client process of its own: its result (or failure) sent back. A
     client that fails before the start breaks the barrier, so nobody waits for it."""
     try:
-        conn.send(run_client(*args))
+        conn.send(run_client(url, key, no, batches, size, serial, ready, record))
     except BaseException as e:
-        args[-1].abort()
-        conn.send(RuntimeError(f"client {args[2]}: {e!r}"))
+        ready.abort()
+        conn.send(RuntimeError(f"client {no}: {e!r}"))
         raise
 
 
@@ -255,6 +276,10 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1,
                     help="API processes of the server (`serve --workers N`); its CPU is theirs "
                          "and the supervisor's")
+    ap.add_argument("--compare-floor", action="store_true",
+                    help="then run the same clients against bench/batch_floor_app.py, which "
+                         "answers each batch with the registry's recorded answer, and print "
+                         "both and the ratio")
     ap.add_argument("--database", default="")
     ap.add_argument("--postgres", action="store_true",
                     help="run on a throw-away PostgreSQL cluster started here (its CPU counted)")
@@ -285,17 +310,72 @@ def _by_tenth(answered: list[float], start: float, end: float, size: int) -> lis
 def run(args: argparse.Namespace, datadir: Path | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
+        record = Path(tmp) / "answers" if args.compare_floor else None
+        if record is not None:
+            record.mkdir()
         _, key, url = init_with_creator(data, args.database or "sqlite")
         srv = ServerProcess(data, url, COPYLEDGER_LOG_LEVEL="warning",
                             COPYLEDGER_WORKERS=str(args.workers)).start()
         try:
             assert srv.proc is not None
             if args.warmup:  # its own hashes (client 10,000), not counted
-                run_client(srv.url, key, 10_000, args.warmup, args.size)
+                run_client(srv.url, key, 10_000, args.warmup, args.size, record=record)
             out, server_cpu, client_cpu, db_cpu = _clients(args, srv.url, key, srv.proc.pid,
-                                                           datadir)
+                                                           datadir, record)
+            if record is not None:  # what the clients ask before their first batch
+                for name in ("log", "whoami"):
+                    got = httpx.get(f"{srv.url}/v1/{name}", timeout=60,
+                                    headers={"Authorization": f"Bearer {key}"})
+                    got.raise_for_status()
+                    (record / f"{name}.json").write_bytes(got.content)
         finally:
             srv.stop()
+        result = {"engine": "postgresql" if args.database else "sqlite",
+                  **_summary(args, out, server_cpu, client_cpu, db_cpu, datadir)}
+        if record is not None:
+            result["floor"] = floor_run(args, key, record)
+            result["ratio_to_floor"] = round(result["entries_per_s"]
+                                             / result["floor"]["entries_per_s"], 3)
+    print(json.dumps(result, indent=2))
+
+
+def floor_run(args: argparse.Namespace, key: str, record: Path) -> dict[str, Any]:
+    """The same clients, batches and checks against `batch_floor_app.py` on one uvicorn
+    worker, which answers each batch with the registry's recorded answer: the rate of the
+    HTTP exchange, the JSON and the verification alone, on this machine, in this run."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "bench.batch_floor_app:app",
+                             "--port", str(port), "--log-level", "warning", "--no-access-log"],
+                            cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL,
+                            env={**os.environ, "COPYLEDGER_FLOOR_ANSWERS": str(record)})
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            try:
+                httpx.get(url + "/v1/log", timeout=1).raise_for_status()
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.1)
+        if args.warmup:
+            run_client(url, key, 10_000, args.warmup, args.size)
+        out, server_cpu, client_cpu, _ = _clients(args, url, key, proc.pid, None)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    full = _summary(args, out, server_cpu, client_cpu, 0.0, None)
+    return {k: full[k] for k in (
+        "entries", "wall_s", "entries_per_s", "batch_p50_ms", "batch_p99_ms",
+        "server_cpu_us_per_entry", "client_cpu_us_per_entry", "client_send_cpu_us_per_entry",
+        "client_verify_cpu_us_per_entry", "cores_used", "server_cores", "client_cores",
+        "request_out_share", "server_queued_share", "client_queued_share")}
+
+
+def _summary(args: argparse.Namespace, out: list[dict[str, Any]], server_cpu: float,
+             client_cpu: float, db_cpu: float, datadir: Path | None) -> dict[str, Any]:
+    """The figures of one run of the clients (`_clients`)."""
     entries = sum(o["entries"] for o in out)
     start, end = min(o["start"] for o in out), max(o["end"] for o in out)
     wall = end - start  # the common wall time: the first client's start to the last's end
@@ -304,8 +384,7 @@ def run(args: argparse.Namespace, datadir: Path | None) -> None:
     # the time at least one request was out: a sum of the clients' waits would count the
     # seconds two requests overlap twice and overstate the server's rate
     busy = _busy([s for o in out for s in o["spans"]], start, end)
-    print(json.dumps({
-        "engine": "postgresql" if args.database else "sqlite",
+    return {
         "clients": args.clients, "server_workers": args.workers, "batch_size": args.size,
         "entries": entries,
         "warmup_batches": args.warmup,
@@ -343,14 +422,15 @@ def run(args: argparse.Namespace, datadir: Path | None) -> None:
         "verifier_idle_share": round(sum(o["idle"] for o in out) / (wall * args.clients), 3),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(), "cpus": platform.machine(),
-    }, indent=2))
+    }
 
 
 def _clients(args: argparse.Namespace, url: str, key: str, server: int,
-             datadir: Path | None) -> tuple[list[dict[str, Any]], float, float, float]:
+             datadir: Path | None, record: Path | None = None
+             ) -> tuple[list[dict[str, Any]], float, float, float]:
     """Run the clients, started together: each in a process of its own (else as threads of
     this one, `--threads`, as before D88). (their results, the server's, the clients' and
-    PostgreSQL's CPU seconds over the run)."""
+    PostgreSQL's CPU seconds over the run). `record`: as `run_client`'s."""
     n = args.clients
     common = (url, key)
     if args.threads:
@@ -362,7 +442,7 @@ def _clients(args: argparse.Namespace, url: str, key: str, server: int,
         def one(no: int) -> None:
             try:
                 results[no] = run_client(*common, no, args.batches, args.size, args.serial,
-                                         ready)
+                                         ready, record)
             except BaseException as e:
                 failures.append(e)
                 ready.abort()  # the bench and the other clients stop waiting for this one
@@ -388,8 +468,8 @@ def _clients(args: argparse.Namespace, url: str, key: str, server: int,
         ctx = multiprocessing.get_context("fork")
         ready = ctx.Barrier(n + 1)
         pipes = [ctx.Pipe(duplex=False) for _ in range(n)]
-        procs = [ctx.Process(target=_in_process, args=(w, *common, no, args.batches, args.size,
-                                                       args.serial, ready))
+        procs = [ctx.Process(target=_in_process, args=(w, ready, record, *common, no,
+                                                       args.batches, args.size, args.serial))
                  for no, (_, w) in enumerate(pipes)]
         for p in procs:
             p.start()
