@@ -35,14 +35,15 @@ SQLite the rate falls as the log grows (each entry dirties a random page in each
 content-hash indexes; operations §17, D96). `entries_per_s_by_tenth` gives the rate in each
 tenth of the run; the issue's figure is taken over 600,000 entries (`--batches 300`).
 
-The floor (`--compare-floor`, D102): the clients record every answer they were given (its
-bytes, written once the clocks have stopped), then the same clients send the same batches to
-`bench/batch_floor_app.py` on one uvicorn worker: a FastAPI endpoint that validates the
-batch with a pydantic model, registers nothing and sends back the registry's recorded answer,
-which the clients verify exactly as before. Its rate, CPU and cores are printed under `floor`,
-and `ratio_to_floor` is the registry's entries/s over the floor's: what the HTTP exchange, the
-JSON and the verification of every receipt leave for the registry on this machine, measured
-in the same run.
+The floor (`--compare-floor`, D102): the clients keep every answer they were given (its bytes,
+in memory: ~1.4 GB at 600,000 entries, written to files once every client has stopped), then
+the same clients send the same batches to `bench/batch_floor_app.py` on one uvicorn worker: a
+FastAPI endpoint that validates the batch with a pydantic model, registers nothing and sends
+back the registry's recorded answer, which the clients verify exactly as before. Its rate,
+CPU and cores are printed under `floor` (PostgreSQL's CPU too: it is up but idle), and
+`ratio_to_floor` is the registry's entries/s over the floor's: what the HTTP exchange, the
+JSON and the verification of every receipt leave for the registry on this machine, in the
+same run.
 
 Usage: python bench/batch_bench.py [--batches 20] [--size 1000] [--clients 1] [--warmup 2]
        [--serial] [--threads] [--database URL | --postgres] [--compare-floor]
@@ -58,7 +59,6 @@ import os
 import platform
 import queue
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -69,9 +69,10 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.peers import one_worker
 from copyledger.client import BatchWork, Client, Receipt
 from copyledger.client import _calls as calls
-from tests.server import ServerProcess, free_port, init_with_creator
+from tests.server import ServerProcess, init_with_creator
 
 READY_TIMEOUT_S = 300.0  # the clients' connecting and the log's key, at most
 
@@ -83,7 +84,7 @@ def works(client_no: int, batch_no: int, size: int) -> list[BatchWork]:
 
 
 def run_client(url: str, key: str, no: int, batches: int, size: int,
-               serial: bool = False, ready: Any = None, record: Path | None = None
+               serial: bool = False, ready: Any = None, record: bool = False
                ) -> dict[str, Any]:
     """One client's batches, every receipt verified. Sustained (the default): a sender thread
     keeps the next batch in flight while this thread verifies every receipt of the answer
@@ -91,16 +92,17 @@ def run_client(url: str, key: str, no: int, batches: int, size: int,
     `serial`: one thread sends a batch, verifies its answer, then sends the next (no second
     thread to share this process's GIL with; run several such clients as processes to keep
     the server busy). `ready`: a barrier every client and the bench wait at once connected,
-    so the clocks start together. `record`: a directory where each answer's body is written
-    once the clocks have stopped, for the floor (`batch_floor_app.py`) to send again."""
+    so the clocks start together. `record`: the result also holds every answer's body, by
+    its first work's hash (`answers`), for the floor (`batch_floor_app.py`) to send again;
+    they are written once every client has stopped."""
     waits: list[float] = []
     verifies: list[float] = []
     spans: list[tuple[float, float]] = []  # (sent, answered): when this client had a request out
-    send_cpu: list[float] = []  # the sender's CPU: building requests, HTTP (decoding: check)
+    send_cpu: list[float] = []  # the sender's CPU: building requests, HTTP (decoding: D101)
     idle = [0.0]  # the verifying thread waiting for an answer
     sender_queued: list[float] = []  # the sender thread's wait for a core
     entries = 0
-    kept: list[tuple[int, bytes]] = []  # (batch, answer body) with `record`
+    kept: list[tuple[int, bytes]] = []  # (batch, answer body) with `record`: references
     answers: queue.Queue[tuple[Any, Any] | BaseException] = queue.Queue(maxsize=1)
     with Client(url, api_key=key, timeout=300) as c:
         # The log's key and this key's account (D93: every entry must name it), fetched once.
@@ -112,8 +114,8 @@ def run_client(url: str, key: str, no: int, batches: int, size: int,
             t0 = time.perf_counter()
             answer = c._exchange(call)  # the HTTP exchange alone: status and body
             t1 = time.perf_counter()
-            if record is not None:
-                kept.append((b, answer[1]))  # a reference: written after the run
+            if record:
+                kept.append((b, answer[1]))
             waits.append(t1 - t0)
             spans.append((t0, t1))
             return call, answer
@@ -163,15 +165,13 @@ def run_client(url: str, key: str, no: int, batches: int, size: int,
             sender.join()
         end, cpu = time.perf_counter(), time.process_time() - cpu_start
         queued = _thread_queued() - queued + sum(sender_queued)  # this thread's and the sender's
-    if record is not None:
-        for b, body in kept:  # by its first work's hash
-            (record / f"{works(no, b, 1)[0]['sha256']}.json").write_bytes(body)
     return {"queued": queued, "waits": waits, "verifies": verifies, "entries": entries,
             "spans": spans, "send_cpu": sum(send_cpu), "verify_cpu": verify_cpu, "idle": idle[0],
-            "cpu": cpu, "start": start, "end": end}
+            "cpu": cpu, "start": start, "end": end,
+            "answers": [(works(no, b, 1)[0]["sha256"], body) for b, body in kept]}
 
 
-def _in_process(conn: Any, ready: Any, record: Path | None, url: str, key: str, no: int,
+def _in_process(conn: Any, ready: Any, record: bool, url: str, key: str, no: int,
                 batches: int, size: int, serial: bool) -> None:
     """`run_client` in a client process of its own: its result (or failure) sent back. A
     client that fails before the start breaks the barrier, so nobody waits for it."""
@@ -311,62 +311,52 @@ def run(args: argparse.Namespace, datadir: Path | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         record = Path(tmp) / "answers" if args.compare_floor else None
-        if record is not None:
-            record.mkdir()
         _, key, url = init_with_creator(data, args.database or "sqlite")
         srv = ServerProcess(data, url, COPYLEDGER_LOG_LEVEL="warning",
                             COPYLEDGER_WORKERS=str(args.workers)).start()
         try:
             assert srv.proc is not None
+            warm = []
             if args.warmup:  # its own hashes (client 10,000), not counted
-                run_client(srv.url, key, 10_000, args.warmup, args.size, record=record)
+                warm = [run_client(srv.url, key, 10_000, args.warmup, args.size,
+                                   record=record is not None)]
             out, server_cpu, client_cpu, db_cpu = _clients(args, srv.url, key, srv.proc.pid,
-                                                           datadir, record)
-            if record is not None:  # what the clients ask before their first batch
-                for name in ("log", "whoami"):
+                                                           datadir, record is not None)
+            if record is not None:  # every clock stopped: what the floor will send again
+                record.mkdir()
+                for name in ("log", "whoami"):  # what the clients ask first
                     got = httpx.get(f"{srv.url}/v1/{name}", timeout=60,
                                     headers={"Authorization": f"Bearer {key}"})
                     got.raise_for_status()
                     (record / f"{name}.json").write_bytes(got.content)
+                for sha, body in (a for o in warm + out for a in o["answers"]):
+                    (record / f"{sha}.json").write_bytes(body)
         finally:
             srv.stop()
+        for o in out:
+            o["answers"] = None  # (up to ~1.4 GB of answers at 600,000 entries)
         result = {"engine": "postgresql" if args.database else "sqlite",
                   **_summary(args, out, server_cpu, client_cpu, db_cpu, datadir)}
         if record is not None:
-            result["floor"] = floor_run(args, key, record)
+            result["floor"] = floor_run(args, key, record, datadir)
             result["ratio_to_floor"] = round(result["entries_per_s"]
                                              / result["floor"]["entries_per_s"], 3)
     print(json.dumps(result, indent=2))
 
 
-def floor_run(args: argparse.Namespace, key: str, record: Path) -> dict[str, Any]:
+def floor_run(args: argparse.Namespace, key: str, record: Path, datadir: Path | None
+              ) -> dict[str, Any]:
     """The same clients, batches and checks against `batch_floor_app.py` on one uvicorn
     worker, which answers each batch with the registry's recorded answer: the rate of the
-    HTTP exchange, the JSON and the verification alone, on this machine, in this run."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "bench.batch_floor_app:app",
-                             "--port", str(port), "--log-level", "warning", "--no-access-log"],
-                            cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL,
-                            env={**os.environ, "COPYLEDGER_FLOOR_ANSWERS": str(record)})
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            try:
-                httpx.get(url + "/v1/log", timeout=1).raise_for_status()
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.1)
+    HTTP exchange, the JSON and the verification alone, on this machine, in this run.
+    PostgreSQL, if any, is still up but idle: its CPU is counted, to show it."""
+    with one_worker("bench.batch_floor_app:app", "/v1/log",
+                    {"COPYLEDGER_FLOOR_ANSWERS": str(record)}) as (url, proc):
         if args.warmup:
             run_client(url, key, 10_000, args.warmup, args.size)
-        out, server_cpu, client_cpu, _ = _clients(args, url, key, proc.pid, None)
-    finally:
-        proc.terminate()
-        proc.wait(30)
-    full = _summary(args, out, server_cpu, client_cpu, 0.0, None)
-    return {k: full[k] for k in (
+        out, server_cpu, client_cpu, db_cpu = _clients(args, url, key, proc.pid, datadir)
+    full = _summary(args, out, server_cpu, client_cpu, db_cpu, datadir)
+    return {k: full[k] for k in (*(("postgresql_cpu_us_per_entry",) if datadir else ()),
         "entries", "wall_s", "entries_per_s", "batch_p50_ms", "batch_p99_ms",
         "server_cpu_us_per_entry", "client_cpu_us_per_entry", "client_send_cpu_us_per_entry",
         "client_verify_cpu_us_per_entry", "cores_used", "server_cores", "client_cores",
@@ -426,7 +416,7 @@ def _summary(args: argparse.Namespace, out: list[dict[str, Any]], server_cpu: fl
 
 
 def _clients(args: argparse.Namespace, url: str, key: str, server: int,
-             datadir: Path | None, record: Path | None = None
+             datadir: Path | None, record: bool = False
              ) -> tuple[list[dict[str, Any]], float, float, float]:
     """Run the clients, started together: each in a process of its own (else as threads of
     this one, `--threads`, as before D88). (their results, the server's, the clients' and

@@ -2,9 +2,12 @@
 FastAPI endpoint that registers nothing. A pydantic model of the batch in (up to 1,000 works,
 `async def`), and out the very answer the registry gave the same batch in the run before,
 read from a file: the bytes the verifying clients then check exactly as they checked the
-registry's. Its rate is what this machine gives the HTTP exchange, the JSON both ways and
-the clients' verification of every receipt, with no registry behind them. Run on ONE uvicorn
-worker, like the no-op of `noop_app.py`:
+registry's. Its rate is what this machine gives the HTTP exchange, the request's JSON, the
+answer's bytes and the clients' verification of every receipt, with no registry behind them.
+It is lighter than any registry in ways of its own: the answer is sent as recorded (no
+encoding), the request is read by FastAPI's own JSON and model (the registry uses orjson and
+its own checks), and no API key is checked. Run on ONE uvicorn worker, like the no-op of
+`noop_app.py`:
 
     COPYLEDGER_FLOOR_ANSWERS=DIR python -m uvicorn bench.batch_floor_app:app --port 8002
 
@@ -21,7 +24,7 @@ from pathlib import Path
 from fastapi import FastAPI, Response
 from pydantic import BaseModel, Field
 
-ANSWERS = Path(os.environ.get("COPYLEDGER_FLOOR_ANSWERS", "."))
+ANSWERS = Path(os.environ["COPYLEDGER_FLOOR_ANSWERS"])  # no default: a run must name them
 
 app = FastAPI()
 

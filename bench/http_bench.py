@@ -32,11 +32,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.server import ServerProcess, cli, free_port
+from bench.peers import one_worker
+from tests.server import ServerProcess, cli
 
 HERE = Path(__file__).resolve().parent
 
@@ -60,14 +62,15 @@ def main() -> None:
     cli("init", "--data-dir", str(data), *db)
     key = json.loads(cli("keys", "create", "--role", "creator", "--account", "bench",
                          "--data-dir", str(data), *db, "--json").stdout)["key"]
-    linger = {} if args.linger_ms is None else {"COPYLEDGER_LINGER_MS": str(args.linger_ms)}
     # The per-key write quota (5,000/s by default, a policy, not a capacity) is lifted: one
     # key sends every request here, and a 429 is no registration (session 12: one worker
     # passed 5,000/s and 2,409 of a run's requests were refused).
     srv = ServerProcess(data, args.database, COPYLEDGER_LOG_LEVEL="warning",
                         COPYLEDGER_WORKERS=str(args.workers),
                         COPYLEDGER_WRITE_RATE_PER_S=str(BENCH_WRITE_RATE),
-                        COPYLEDGER_WRITE_BURST=str(BENCH_WRITE_RATE), **linger)
+                        COPYLEDGER_WRITE_BURST=str(BENCH_WRITE_RATE))
+    if args.linger_ms is not None:
+        srv.env["COPYLEDGER_LINGER_MS"] = str(args.linger_ms)
     try:
         srv.start(timeout=300)
         settle(list(serving(srv, data)))
@@ -347,23 +350,9 @@ def heaviest(path: Path, top: int = 12) -> dict[str, object]:
                                      sorted(funcs.items(), key=lambda kv: -kv[1])[:top]}}
 
 
-def noop_run(wrk: str, seconds: int, connections: int, key: str) -> dict[str, object]:
+def noop_run(wrk: str, seconds: int, connections: int, key: str) -> dict[str, Any]:
     """The yardstick: `bench/noop_app.py` on one uvicorn worker, the same wrk script."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "bench.noop_app:app", "--port",
-                             str(port), "--log-level", "warning", "--no-access-log"],
-                            cwd=HERE.parent, stdout=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                httpx.get(url + "/docs", timeout=1)
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+    with one_worker("bench.noop_app:app", "/docs") as (url, proc):
         subprocess.run([wrk, "-t1", "-c", str(connections), "-d", "3s", "-s",
                         str(HERE / "wrk_register.lua"), url, "--", key],
                        capture_output=True, check=True)
@@ -372,9 +361,6 @@ def noop_run(wrk: str, seconds: int, connections: int, key: str) -> dict[str, ob
                             "--timeout", "10s", "-s", str(HERE / "wrk_register.lua"), url,
                             "--", key], capture_output=True, text=True, check=True)
         cpu1 = cpu_s(proc.pid)
-    finally:
-        proc.terminate()
-        proc.wait(30)
     res = json.loads([ln for ln in r.stdout.splitlines() if ln.startswith("{")][-1])
     return {"requests_per_s": round(res["requests"] / res["duration_s"], 1),
             "latency_ms": {k[:-3]: res[k] for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms")},

@@ -103,15 +103,16 @@ class Call(Generic[T]):
         with a pause for each of the two, the ~50,000 dicts and lists of a batch answer were
         alive at each resume, and the collections that followed scanned them, generation
         after generation (D101). Only what `finish` returns is left for the collector."""
-        with _gc_paused(len(body) >= _BIG_ANSWER):
+        with _gc_paused(self.decode == "json" and len(body) >= _BIG_ANSWER):
             return self.finish(self.read(status, body), trust)
 
 
 _BIG_ANSWER = 1 << 16
 """Bytes of JSON past which the cycle collector is held off while orjson reads them: a batch
-answer (1.5 MB) makes ~50,000 dicts and lists that cannot form cycles, and the collections
+answer (~1.4 MB) makes ~50,000 dicts and lists that cannot form cycles, and the collections
 their allocation sets off (full ones too, as they live on while verified) cost the reading
-thread about as much again as the reading (D83)."""
+thread about as much again as the reading (D83); `Call.complete` holds it off until the
+answer is checked and freed (D101)."""
 
 
 def learn_trust(log: Any) -> Trust:

@@ -131,6 +131,7 @@ class Client(_Base):
                 self._account = calls.learn_account(self._send(calls.whoami()))
             except ClientError as e:
                 raise calls.account_unknown(answer, e) from e
+            del answer  # freed before `complete` decodes it again (D101)
         return call.complete(status, body,
                              self._with_account(trust) if call.needs_account else trust)
 
@@ -319,6 +320,7 @@ class AsyncClient(_Base):
                 self._account = calls.learn_account(await asyncio.shield(self._learning))
             except ClientError as e:
                 raise calls.account_unknown(answer, e) from e
+            del answer  # freed before `complete` decodes it again (D101)
         return call.complete(status, body,
                              self._with_account(trust) if call.needs_account else trust)
 

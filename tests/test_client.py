@@ -260,39 +260,47 @@ def test_no_httpx_exception_escapes() -> None:
 @pytest.mark.parametrize("use_async", [False, True])
 def test_a_big_answer_is_decoded_and_finished_without_the_collector(use_async: bool) -> None:
     """D101: from the decoding of a big answer to the end of `finish` the cycle collector is
-    held off, and the decoded answer is gone before it resumes, so no collection ever scans
-    it. `finish` sees every container of the answer still counted in the young generation (no
-    collection since the decoding); afterwards only what `finish` returned is left there."""
-    items = 20_000  # two containers each (a dict and a list): ~40,000, far past 700
+    held off, and the decoded answer is freed before it resumes. So no collection, during the
+    call or after it, ever finds the answer's ~40,000 containers in the young generation: a
+    collection's start (`gc.callbacks`) sees the young generation's count as it is."""
+    items = 20_000  # two containers each (a dict and a list), far past the threshold of 700
     body = json.dumps([{"n": [i]} for i in range(items)]).encode()
     assert len(body) >= calls._BIG_ANSWER
-    seen: dict[str, Any] = {}
+    enabled: list[bool] = []
+    young: list[int] = []  # the young generation's count at each collection's start
 
     def finish(answer: Any, _: calls.Trust) -> int:
-        seen["count"], seen["enabled"] = gc.get_count()[0], gc.isenabled()
+        enabled.append(gc.isenabled())
         return len(answer)
 
     def answer(_: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=body, headers={"Content-Type": "application/json"})
 
+    def watch(phase: str, _: dict[str, int]) -> None:
+        if phase == "start":
+            young.append(gc.get_count()[0])
+
     call = calls.Call("GET", "/v1/big", finish)
     gc.collect()
-    assert gc.isenabled()
-    if use_async:
-        async def run() -> int:
-            async with AsyncClient("http://r.example",
-                                   transport=httpx.MockTransport(answer)) as c:
-                return await c._run(call)
+    assert gc.isenabled() and gc.get_threshold()[0] < items
+    gc.callbacks.append(watch)
+    try:
+        if use_async:
+            async def run() -> int:
+                async with AsyncClient("http://r.example",
+                                       transport=httpx.MockTransport(answer)) as c:
+                    return await c._run(call)
 
-        got = asyncio.run(run())
-    else:
-        with Client("http://r.example", transport=httpx.MockTransport(answer)) as c:
-            got = c._run(call)
-    after = gc.get_count()[0]
-    assert got == items and gc.isenabled()
-    assert seen["enabled"] is False
-    assert seen["count"] >= 2 * items  # not one collection since the answer was decoded
-    assert after < items // 10  # the decoded answer was freed before the collector resumed
+            got = asyncio.run(run())
+        else:
+            with Client("http://r.example", transport=httpx.MockTransport(answer)) as c:
+                got = c._run(call)
+        made = [[] for _ in range(2 * gc.get_threshold()[0])]  # past the threshold: collects
+    finally:
+        gc.callbacks.remove(watch)
+    assert got == items and len(made) > 0 and gc.isenabled()
+    assert enabled == [False]
+    assert young and max(young) < items  # no collection found the answer alive
 
 
 class Tamper(httpx.BaseTransport):
