@@ -784,6 +784,18 @@ class Store:
                     found[sha] = min(int(seq), found.get(sha, int(seq)))
         return found
 
+    def content_hashes(self, after: tuple[str, int] | None, limit: int
+                       ) -> list[tuple[str, int]]:
+        """(sha256, seq) of entries of every kind, in the order of `ix_entries_sha256`, from
+        just after `after`: a page of the sequencer's scan for its filter (`ledger.seen`,
+        D103). Keyset pages on the covering index: each a short read of its own, so no
+        snapshot is held across the whole log (a SQLite checkpoint could not pass it)."""
+        mark = "%s" if self.dialect == "postgresql" else "?"
+        where = f"WHERE (sha256, seq) > ({mark}, {mark}) " if after is not None else ""
+        sql = f"SELECT sha256, seq FROM entries {where}ORDER BY sha256, seq LIMIT {int(limit)}"
+        with self._cursor() as run:
+            return [(str(h), int(q)) for h, q in run(sql, after or ()).fetchall()]
+
     def first_work(self, sha256: str) -> int | None:
         """The seq of the earliest `work` entry with this content hash, if any."""
         q = (select(entries.c.seq).where(entries.c.sha256 == sha256, entries.c.kind == "work")

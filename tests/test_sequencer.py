@@ -27,7 +27,7 @@ def signer(tmp_path: Path) -> FileSigner:
     return FileSigner.generate("test.example/log", tmp_path / "k.pem")
 
 
-def make(store: Store, signer: FileSigner, **kw: float) -> Sequencer:
+def make(store: Store, signer: FileSigner, **kw: float | bool) -> Sequencer:
     return Sequencer(store, lambda t, _c: sign_note(t, [signer]), "test.example/log", **kw)  # type: ignore[arg-type]
 
 
@@ -431,5 +431,54 @@ def test_a_work_already_in_the_log_is_answered_as_such_when_its_block_fails(
     assert all(isinstance(o, Uncertain) for o in got[1:])
     assert store.tree_size() == 1
     assert s.submit(pending(2, once=True)).result(30).seq == 1  # and it carries on
+    s.stop()
+    store.close()
+
+
+def test_the_filter_spares_the_read_only_for_content_no_entry_holds(
+        database_url: str, signer: FileSigner) -> None:
+    """D103: once its scan of the log is done, the sequencer reads D94's answer only for the
+    `once` works whose content some entry may hold: content registered before it started (by
+    anyone) is still read and answered, content it has never seen is not read at all, and
+    content it sealed itself is read again the next time."""
+    import asyncio
+
+    store = Store.open(database_url)
+    s1 = make(store, signer)
+    s1.start()
+    for i in (1, 2):
+        s1.submit(pending(i)).result(120)
+    s1.stop()
+    assert make(store, signer).content_filter is (store.dialect == "postgresql")  # defaults
+    s = make(store, signer, linger=0.001, content_filter=True)
+    s.start()
+    assert s.seen is not None
+    wait_for(lambda: s.seen is not None and s.seen.ready, "the content-hash scan")
+    asked: list[set[str]] = []
+    registered = store.registered
+
+    def spy(registrant: str, shas: object) -> dict[str, int]:
+        asked.append(set(shas))  # type: ignore[call-overload]
+        return registered(registrant, asked[-1])
+
+    store.registered = spy  # type: ignore[method-assign]
+
+    async def group(ps: list[Pending]) -> list[object]:
+        return list(await s.submit_group_async(ps))
+
+    got = asyncio.run(group([
+        pending(1, once=True),  # alice's, in the log before this sequencer started
+        pending(2, "bob", once=True),  # content in the log (alice's): read, and bob's first
+        pending(50, once=True), pending(50, once=True),  # never seen: not read; then repeated
+    ]))
+    kinds = [(type(o).__name__, getattr(o, "seq", None)) for o in got]
+    assert kinds == [("AlreadyRegistered", 0), ("Receipt", 2), ("Receipt", 3),
+                     ("AlreadyRegistered", 3)]
+    assert set().union(*asked) == {sha(1), sha(2)}
+    asked.clear()
+    again = asyncio.run(group([pending(50, once=True), pending(51, "carol", once=True)]))
+    assert [(type(o).__name__, getattr(o, "seq", None)) for o in again] == [
+        ("AlreadyRegistered", 3), ("Receipt", 4)]
+    assert set().union(*asked) == {sha(50)}
     s.stop()
     store.close()

@@ -1,0 +1,108 @@
+"""The sequencer's filter of the log's content hashes (D103): it may take a new hash for seen,
+never a seen one for new, whatever the order of its scan and the sequencer's adds."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from copyledger.ledger import seen
+from copyledger.ledger.seen import BloomFilter, SeenHashes
+from tests.helpers import wait_for
+
+
+@settings(max_examples=60, deadline=None)
+@given(added=st.lists(st.text(max_size=70), max_size=300),
+       others=st.lists(st.text(max_size=70), max_size=300),
+       capacity=st.integers(1, 1 << 22))
+def test_a_bloom_filter_never_calls_an_added_string_absent(
+        added: list[str], others: list[str], capacity: int) -> None:
+    f = BloomFilter(capacity)
+    assert f.maybe(added) == [False] * len(added) or not added  # empty: nothing seen
+    for i in range(0, len(added), 7):  # in several adds, repeats included
+        f.add(added[i:i + 7])
+    assert all(f.maybe(added))
+    assert f.maybe(others + added)[len(others):] == [True] * len(added)
+    assert f.count == len(added)
+
+
+def test_far_fewer_new_strings_than_one_in_fifty_are_taken_for_seen() -> None:
+    """Its reason to exist: at the load it was sized for, a new hash is rarely read."""
+    f = BloomFilter(20_000)
+    f.add([f"{i:064x}" for i in range(20_000)])
+    fresh = [f"{i:064x}" for i in range(10**9, 10**9 + 20_000)]
+    assert sum(f.maybe(fresh)) < len(fresh) // 50
+
+
+def _scan(pages: list[list[str]], go: threading.Event | None = None
+          ) -> Iterator[list[str]]:
+    for i, page in enumerate(pages):
+        if i == 1 and go is not None:
+            go.wait(30)  # the sequencer adds while the scan is half way
+        yield page
+
+
+def test_it_answers_only_once_its_scan_is_done_and_keeps_every_add_meanwhile() -> None:
+    go = threading.Event()
+    old = [[f"old{i}" for i in range(k, k + 50)] for k in range(0, 200, 50)]
+    s = SeenHashes(lambda: _scan(old, go), 200)
+    assert not s.ready and s.maybe(["old0"]) is None  # not ready: read everything
+    s.add(["new0", "new1"])  # sealed while the scan runs
+    go.set()
+    wait_for(lambda: s.ready, "the scan to finish")
+    assert s.maybe([k for page in old for k in page] + ["new0", "new1"]) == [True] * 202
+    s.add(["new2"])
+    assert s.maybe(["new2"]) == [True]
+
+
+def test_a_failed_scan_is_tried_again_and_nothing_is_answered_meanwhile(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def scan() -> Iterator[list[str]]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("the database went away")
+        yield ["a", "b"]
+
+    monkeypatch.setattr(seen, "RETRY_S", 0.0)
+    s = SeenHashes(scan, 2)
+    wait_for(lambda: s._building is None, "the first scan to fail")
+    assert not s.ready and s.maybe(["a"]) is None
+    s.add(["c"])  # the next block starts the scan again, and is kept by it
+    wait_for(lambda: s.ready, "the second scan")
+    assert len(calls) == 2 and s.maybe(["a", "b", "c"]) == [True, True, True]
+
+
+def test_outgrown_it_is_rebuilt_larger_and_the_adds_between_reach_both(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(seen, "MIN_CAPACITY", 4)
+    go = threading.Event()
+    scans: list[int] = []
+    log = ["x0", "x1"]
+
+    def scan() -> Iterator[list[str]]:
+        scans.append(len(log))
+        snapshot = list(log)  # what was committed when this scan began
+        yield snapshot[:1]
+        if len(scans) > 1:
+            go.wait(30)
+        yield snapshot[1:]
+
+    s = SeenHashes(scan, 2)
+    wait_for(lambda: s.ready, "the first scan")
+    first = s._ready
+    assert first is not None and first.capacity == 4
+    for i in range(2, 12):  # past twice its capacity: a larger one is built by a new scan
+        s.add([f"x{i}"])  # added before its block is committed, as the sequencer does
+        log.append(f"x{i}")
+    wait_for(lambda: len(scans) == 2, "the rebuild's scan")
+    s.add(["late"])  # while the larger one is being filled: both get it
+    go.set()
+    wait_for(lambda: s._ready is not first, "the larger filter to take over")
+    assert s._ready is not None and s._ready.capacity >= 4 * first.capacity
+    assert s.maybe([*log, "late"]) == [True] * (len(log) + 1)
