@@ -30,7 +30,8 @@ _PROBES = 3
 MIN_CAPACITY = 1 << 20
 """Hashes the smallest filter is sized for (2 MiB)."""
 RETRY_S = 60.0
-"""How soon a scan that failed (the database unreachable) is tried again."""
+"""How soon after a scan failed (the database unreachable) one is started again, the first or
+a rebuild's: not before the next block after that."""
 
 Scan = Callable[[], Iterator[Sequence[str]]]
 """Every content hash in the log, in pages (duplicates allowed)."""
@@ -110,10 +111,11 @@ class SeenHashes:
     def add(self, keys: Sequence[str]) -> None:
         with self._lock:  # not while a finished scan hands its filter over
             ready = self._ready
-            if self._building is None and not self._stopping:  # started before these are
-                if ready is not None and ready.count + len(keys) > 2 * ready.capacity:  # added:
+            if (self._building is None and not self._stopping  # started before these are
+                    and time.monotonic() - self._failed_at >= RETRY_S):  # added, not too often:
+                if ready is not None and ready.count + len(keys) > 2 * ready.capacity:
                     self._start(ready.count)  # outgrown: a larger one, by a new scan
-                elif ready is None and time.monotonic() - self._failed_at >= RETRY_S:
+                elif ready is None:
                     self._start(self._size)  # the last scan failed: try again
             for f in (ready, self._building):  # (the scan may pass them before their commit)
                 if f is not None:

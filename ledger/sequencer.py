@@ -358,7 +358,7 @@ class Sequencer:
             earlier: dict[int, tuple[str, int]] = {}
             try:
                 if reread:
-                    self.state = LogState.load(self.store)
+                    self._reload()
                     self._stale = reread = False
                 pendings = [it.pending for it in chunk]
                 earlier = self._earlier(pendings)
@@ -380,7 +380,7 @@ class Sequencer:
                     log.exception("answering a failed block's waiters failed")
                 if not reread:  # (a failed read-back is not tried twice for one block)
                     try:
-                        self.state = LogState.load(self.store)
+                        self._reload()
                         self._stale = False
                     except Exception:
                         log.exception("reading the log's state back after a failed block "
@@ -482,6 +482,17 @@ class Sequencer:
             else:
                 first.setdefault(key, i)
         return out
+
+    def _reload(self) -> None:
+        """The state read back after a failed block. Entries past the size this sequencer
+        had are a block it committed after all, or one a sequencer that had lost the lock
+        committed late (its next block would then clash on their seqs and come here): their
+        hashes go to the filter, which has otherwise seen only its scan and this sequencer's
+        blocks (D103)."""
+        had = self.state.size
+        self.state = LogState.load(self.store)
+        if self.seen is not None and self.state.size > had:
+            self.seen.add(self.store.content_hashes_of(had, self.state.size))
 
     def _content_hashes(self) -> Iterator[list[str]]:
         """Every content hash in the log, a page at a time (`SeenHashes`' scan)."""

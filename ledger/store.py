@@ -796,6 +796,12 @@ class Store:
         with self._cursor() as run:
             return [(str(h), int(q)) for h, q in run(sql, after or ()).fetchall()]
 
+    def content_hashes_of(self, start: int, end: int) -> list[str]:
+        """The content hashes of entries `start` to `end` - 1 (a block or a few, by seq)."""
+        q = select(entries.c.sha256).where(entries.c.seq >= start, entries.c.seq < end)
+        with self.engine.connect() as conn:
+            return [str(h) for h in conn.execute(q).scalars()]
+
     def first_work(self, sha256: str) -> int | None:
         """The seq of the earliest `work` entry with this content hash, if any."""
         q = (select(entries.c.seq).where(entries.c.sha256 == sha256, entries.c.kind == "work")

@@ -31,9 +31,12 @@ def test_a_bloom_filter_never_calls_an_added_string_absent(
 
 
 def test_far_fewer_new_strings_than_one_in_fifty_are_taken_for_seen() -> None:
-    """Its reason to exist: at the load it was sized for, a new hash is rarely read."""
-    f = BloomFilter(20_000)
-    f.add([f"{i:064x}" for i in range(20_000)])
+    """Its reason to exist: at the load it was sized for (12 bits a string: this capacity
+    fills a power of two exactly), a new hash is rarely read."""
+    capacity = (1 << 22) // seen.BITS_PER_HASH
+    f = BloomFilter(capacity)
+    assert f.nbytes * 8 == 1 << 22
+    f.add([f"{i:064x}" for i in range(capacity)])
     fresh = [f"{i:064x}" for i in range(10**9, 10**9 + 20_000)]
     assert sum(f.maybe(fresh)) < len(fresh) // 50
 
@@ -106,3 +109,25 @@ def test_outgrown_it_is_rebuilt_larger_and_the_adds_between_reach_both(
     wait_for(lambda: s._ready is not first, "the larger filter to take over")
     assert s._ready is not None and s._ready.capacity >= 4 * first.capacity
     assert s.maybe([*log, "late"]) == [True] * (len(log) + 1)
+
+
+def test_a_rebuild_that_fails_is_not_tried_again_at_every_block(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(seen, "MIN_CAPACITY", 4)
+    scans: list[int] = []
+
+    def scan() -> Iterator[list[str]]:
+        scans.append(1)
+        if len(scans) > 1:
+            raise OSError("the database went away")
+        yield ["a"]
+
+    s = SeenHashes(scan, 2)
+    wait_for(lambda: s.ready, "the first scan")
+    for i in range(9):  # past twice its capacity: one rebuild, which fails
+        s.add([f"k{i}"])
+    wait_for(lambda: s._building is None, "the rebuild to fail")
+    for i in range(50):  # blocks go on: no new scan within RETRY_S
+        s.add([f"m{i}"])
+    assert len(scans) == 2 and s.ready
+    assert s.maybe(["a", *(f"k{i}" for i in range(9)), "m49"]) == [True] * 11
