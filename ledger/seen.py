@@ -19,14 +19,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
-import numpy as np
-
 log = logging.getLogger("copyledger.seen")
 
 BITS_PER_HASH = 12
-"""Filter bits for each hash it is sized for: with `_PROBES` bits a hash, about 1 % of new
+"""Filter bits for each hash it is sized for: with three bits set a hash, about 1 % of new
 hashes are taken for seen at that load (each is then read, as without the filter)."""
-_PROBES = 3
+_U64 = (1 << 64) - 1
 MIN_CAPACITY = 1 << 20
 """Hashes the smallest filter is sized for (2 MiB)."""
 RETRY_S = 60.0
@@ -38,42 +36,45 @@ Scan = Callable[[], Iterator[Sequence[str]]]
 
 
 class BloomFilter:
-    """A Bloom filter of strings, by their `hash()`: never "absent" for a string added."""
+    """A Bloom filter of strings, by their `hash()`: never "absent" for a string added. Plain
+    Python over a bytearray: numpy is one of the packages `make run` installs after the server
+    is up (D58), and the sequencer starts before that."""
 
     def __init__(self, capacity: int) -> None:
         bits = 1 << max(20, (capacity * BITS_PER_HASH - 1).bit_length())
         self.capacity = capacity
         self.count = 0  # strings added (with repeats): what the load is judged by
-        self._mask = np.uint64(bits - 1)
-        self._bytes = np.zeros(bits // 8, dtype=np.uint8)
+        self._mask = bits - 1
+        self._bytes = bytearray(bits // 8)
         self._lock = threading.Lock()  # two adders would lose each other's bits
 
     @property
     def nbytes(self) -> int:
-        return int(self._bytes.nbytes)
-
-    def _positions(self, keys: Sequence[str]) -> np.ndarray:
-        h = np.fromiter((hash(k) for k in keys), dtype=np.int64, count=len(keys))
-        h = h.view(np.uint64)
-        step = (h >> np.uint64(32)) | np.uint64(1)  # odd: the probes differ for any size
-        return np.concatenate([(h + np.uint64(i) * step) & self._mask for i in range(_PROBES)])
+        return len(self._bytes)
 
     def add(self, keys: Sequence[str]) -> None:
-        if not keys:
-            return
-        pos = self._positions(keys)
+        b, m = self._bytes, self._mask
         with self._lock:
-            np.bitwise_or.at(self._bytes, pos >> np.uint64(3),
-                             np.left_shift(1, (pos & np.uint64(7)).astype(np.uint8)))
+            for k in keys:
+                h = hash(k) & _U64
+                step = (h >> 32) | 1  # odd: the probes differ for any size
+                p0, p1, p2 = h & m, (h + step) & m, (h + 2 * step) & m
+                b[p0 >> 3] |= 1 << (p0 & 7)
+                b[p1 >> 3] |= 1 << (p1 & 7)
+                b[p2 >> 3] |= 1 << (p2 & 7)
             self.count += len(keys)
 
     def maybe(self, keys: Sequence[str]) -> list[bool]:
         """For each key: False if it was certainly never added."""
-        if not keys:
-            return []
-        pos = self._positions(keys)
-        hit = (self._bytes[pos >> np.uint64(3)] >> (pos & np.uint64(7)).astype(np.uint8)) & 1
-        return [bool(x) for x in hit.reshape(_PROBES, len(keys)).all(axis=0)]
+        b, m = self._bytes, self._mask
+        out = []
+        for k in keys:
+            h = hash(k) & _U64
+            step = (h >> 32) | 1
+            p0, p1, p2 = h & m, (h + step) & m, (h + 2 * step) & m
+            out.append(bool(b[p0 >> 3] >> (p0 & 7) & b[p1 >> 3] >> (p1 & 7)
+                            & b[p2 >> 3] >> (p2 & 7) & 1))
+        return out
 
 
 class SeenHashes:
