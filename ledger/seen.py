@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 log = logging.getLogger("copyledger.seen")
 
@@ -94,16 +94,11 @@ class SeenHashes:
         self._lock = threading.Lock()  # the pair changes together: an add must reach both
         self._failed_at = -RETRY_S
         self._stopping = False
-        self._thread: threading.Thread | None = None
         self._start(size)
 
     @property
     def ready(self) -> bool:
         return self._ready is not None
-
-    @property
-    def nbytes(self) -> int:
-        return sum(f.nbytes for f in (self._ready, self._building) if f is not None)
 
     def stop(self) -> None:
         """Ask a running scan to stop (it ends at its next page)."""
@@ -130,9 +125,7 @@ class SeenHashes:
     def _start(self, size: int) -> None:
         f = BloomFilter(max(MIN_CAPACITY, 2 * size))
         self._building = f
-        self._thread = threading.Thread(target=self._fill, args=(f,), name="seen-scan",
-                                        daemon=True)
-        self._thread.start()
+        threading.Thread(target=self._fill, args=(f,), name="seen-scan", daemon=True).start()
 
     def _fill(self, f: BloomFilter) -> None:
         t0 = time.monotonic()
@@ -152,15 +145,3 @@ class SeenHashes:
             self._ready, self._building = f, None
         log.info("content-hash filter ready: %d hashes, %d bytes, %.1f s", f.count, f.nbytes,
                  time.monotonic() - t0)
-
-
-def pages(rows: Iterable[str], size: int) -> Iterator[list[str]]:
-    """`rows` in lists of `size`."""
-    page: list[str] = []
-    for r in rows:
-        page.append(r)
-        if len(page) == size:
-            yield page
-            page = []
-    if page:
-        yield page
