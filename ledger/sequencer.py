@@ -199,6 +199,9 @@ class Sequencer:
         self._queue: queue.Queue[_Item | list[_Item] | _Group | None] = queue.Queue(
             maxsize=max_queue)
         self._thread: threading.Thread | None = None
+        self._exit_guard = threading.Lock()
+        self._exited = False  # the thread has left its loop (set by the thread)
+        self._release_on_exit = False  # `stop` timed out: the thread gives the lock up
         self._stopping = False
         self._stale = False  # the state must be read back before the next block (a failure)
         self.state = LogState.load(store)
@@ -224,19 +227,45 @@ class Sequencer:
             self.seen = SeenHashes(self._content_hashes, self.state.size)
         if self.state.last is None:
             self._seal([])  # genesis: block 0 signs the empty tree, so there is always a checkpoint
-        self._thread = threading.Thread(target=self._run, name="sequencer", daemon=True)
+        self._exited = self._release_on_exit = False
+        self._thread = threading.Thread(target=self._main, name="sequencer", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Seal what is queued, then stop."""
+        """Seal what is queued, then stop and give up the lock. A thread still sealing after
+        `timeout` keeps the lock and gives it up itself when its block is done, committed or
+        not: until then no other sequencer can start, so no block of this one commits behind
+        a successor's back (D104). `Store.close` leaves such a lock to its thread too."""
         self._stopping = True
         if self.seen is not None:
             self.seen.stop()
-        if self._thread is not None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
             self._queue.put(None)
-            self._thread.join(timeout)
-            self._thread = None
+            thread.join(timeout)
+            with self._exit_guard:
+                if not self._exited:
+                    self._release_on_exit = True
+                    self.store.keep_sequencer_lock()
+                    log.warning("the sequencer is still sealing %g s after it was asked to "
+                                "stop; it gives up the log's lock when its block is done",
+                                timeout)
+                    return
         self.store.release_sequencer_lock()
+
+    def _main(self) -> None:
+        """The thread: the loop, then the lock if `stop` left it to the thread."""
+        try:
+            self._run()
+        finally:
+            with self._exit_guard:
+                self._exited = True
+                release = self._release_on_exit
+            if release:
+                try:
+                    self.store.release_sequencer_lock(kept=True)
+                except Exception:  # (the process's end releases it all the same)
+                    log.exception("giving up the sequencer lock failed")
 
     # -- the writers' side --------------------------------------------------------------------
 

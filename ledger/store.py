@@ -366,6 +366,7 @@ class Store:
         self._lock_conn: Connection | None = None
         self._lock_file: IO[str] | None = None
         self._lock_guard = threading.Lock()
+        self._lock_kept = False  # see keep_sequencer_lock
         self._upper: dict[merkle.NodeId, bytes] = {}
         self._by_size: dict[int, BlockRow] = {}
 
@@ -377,7 +378,8 @@ class Store:
         return cls(engine)
 
     def close(self) -> None:
-        self.release_sequencer_lock()
+        if not self._lock_kept:  # else a sequencer's thread still sealing gives it up (D104)
+            self.release_sequencer_lock()
         if self._reads is not None:
             self._reads.dispose()
         self.engine.dispose()
@@ -390,7 +392,10 @@ class Store:
 
     def acquire_sequencer_lock(self) -> None:
         """Make this process the only sequencer of this log: a PostgreSQL session advisory lock,
-        or an exclusive lock on a file beside the SQLite database."""
+        or an exclusive lock on a file beside the SQLite database. Refused while a stopped
+        sequencer's thread still seals under it (`keep_sequencer_lock`)."""
+        if self._lock_kept:
+            raise Conflict("this log's last sequencer is still sealing a block")
         if self.dialect != "postgresql":
             self._lock_sqlite()
             return
@@ -411,7 +416,15 @@ class Store:
             return
         self._lock_file = sqlite_sequencer_lock(db)  # held open for the lock's life
 
-    def release_sequencer_lock(self) -> None:
+    def keep_sequencer_lock(self) -> None:
+        """Leave the lock to the sequencer's thread still sealing (`Sequencer.stop`): only its
+        `release_sequencer_lock(kept=True)` gives it up, not `close` nor another release."""
+        self._lock_kept = True
+
+    def release_sequencer_lock(self, *, kept: bool = False) -> None:
+        if self._lock_kept and not kept:
+            return
+        self._lock_kept = False
         if self._lock_file is not None:
             self._lock_file.close()  # closing releases the flock
             self._lock_file = None

@@ -511,3 +511,50 @@ def test_a_late_block_of_a_sequencer_that_lost_the_lock_reaches_the_filter(
     s.stop()
     late.store.close()
     store.close()
+
+
+def test_a_sequencer_still_sealing_when_stopped_keeps_the_lock_until_its_block_is_done(
+        database_url: str, signer: FileSigner) -> None:
+    """D104: `stop` that times out with a block in flight leaves the lock to the thread, and
+    `Store.close` does too, so no successor can start and be overtaken by that block; the
+    thread gives the lock up once the block is committed and answered."""
+    from copyledger.ledger.errors import Conflict
+
+    store = Store.open(database_url)
+    s = make(store, signer, linger=0.001)
+    s.start()
+    entered, gate = threading.Event(), threading.Event()
+    commit = store.append_block
+
+    def held(*args: object, **kw: object) -> None:
+        entered.set()
+        assert gate.wait(120)
+        commit(*args, **kw)  # type: ignore[arg-type]
+
+    store.append_block = held  # type: ignore[method-assign]
+    fut = s.submit(pending(1))
+    assert entered.wait(120)
+    s.stop(timeout=0.05)  # the block is still in flight
+    other = Store.open(database_url)
+    with pytest.raises(Conflict):
+        other.acquire_sequencer_lock()
+    store.close()  # leaves the lock to the thread as well
+    with pytest.raises(Conflict):
+        other.acquire_sequencer_lock()
+    with pytest.raises(Conflict):  # nor may this store start another sequencer meanwhile
+        store.acquire_sequencer_lock()
+    gate.set()
+    receipt = fut.result(120)
+    wait_for(lambda: _takes_the_lock(other), "the lock given up by the stopped sequencer")
+    assert other.get_entry(receipt.seq).leaf_hash == receipt.leaf_hash
+    other.close()
+
+
+def _takes_the_lock(store: Store) -> bool:
+    from copyledger.ledger.errors import Conflict
+
+    try:
+        store.acquire_sequencer_lock()
+    except Conflict:
+        return False
+    return True
