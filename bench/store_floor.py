@@ -22,6 +22,12 @@ the raw writes by binary `COPY` as `append_block` sends a block) the WAL the ser
 `entries_per_s_at_end` is what the last tenth's wall time allows: the rate no server on this
 engine can pass at that size, one writer committing a block at a time (on PostgreSQL the
 wall time holds the server's work too; its CPU is not in this process's).
+
+With `--runs-fanout K` (SQLite), the same blocks are written a fourth time without the two
+indexes, their keys kept instead as sorted runs merged K at a time (`Runs`, a log-structured
+merge in two tables keyed by run): `raw_content_indexes_as_runs`, with the merges' cost in
+the figures where they fall, how many times an entry was rewritten by merges, and the
+latency of a registrant's lookup there against the B-tree index of `raw_same_schema` (D105).
 """
 
 from __future__ import annotations
@@ -135,20 +141,88 @@ def ours(url: str, key: Path, entries: int, block: int) -> tuple[list[Sample], l
     return samples, kept
 
 
-def raw(url: str, kept: list[Any], *, content_indexes: bool) -> list[Sample]:
+RUNS_DDL = (
+    "CREATE TABLE content_runs (run INTEGER NOT NULL, sha256 TEXT NOT NULL, "
+    "seq INTEGER NOT NULL, PRIMARY KEY (run, sha256, seq)) WITHOUT ROWID",
+    "CREATE TABLE content_runs_by_registrant (run INTEGER NOT NULL, registrant TEXT NOT NULL, "
+    "sha256 TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (run, registrant, sha256, seq)) "
+    "WITHOUT ROWID",
+)
+
+
+class Runs:
+    """The two content-hash indexes kept as sorted runs (a log-structured merge, size-tiered),
+    in two WITHOUT ROWID tables keyed by run first: a block's keys go in as a new run, which
+    lands at the right edge of each table's B-tree (a few sequential pages, not a random page
+    an entry); once `fanout` runs of one level exist they are merged into one run of the next
+    (sequential again), in a transaction of their own. A lookup seeks each live run."""
+
+    def __init__(self, con: sqlite3.Connection, fanout: int) -> None:
+        self.con, self.fanout = con, fanout
+        for ddl in RUNS_DDL:
+            con.execute(ddl)
+        self.levels: list[list[int]] = [[]]
+        self.next_run = 0
+        self.merged_entries = 0
+
+    def add(self, rows: Sequence[Any]) -> None:
+        """A block's keys as a level-0 run, inside the caller's transaction."""
+        run, self.next_run = self.next_run, self.next_run + 1
+        # (seq, leaf_hash, data, kind, sha256, registrant, block_height)
+        self.con.executemany("INSERT INTO content_runs VALUES (?, ?, ?)",
+                             sorted((run, r[4], r[0]) for r in rows))
+        self.con.executemany("INSERT INTO content_runs_by_registrant VALUES (?, ?, ?, ?)",
+                             sorted((run, r[5], r[4], r[0]) for r in rows))
+        self.levels[0].append(run)
+
+    def compact(self) -> None:
+        """Merge every level holding `fanout` runs into one run of the next level."""
+        level = 0
+        while level < len(self.levels):
+            runs = self.levels[level]
+            if len(runs) < self.fanout:
+                level += 1
+                continue
+            run, self.next_run = self.next_run, self.next_run + 1
+            marks = ",".join("?" * len(runs))
+            self.con.execute("BEGIN")
+            cur = self.con.execute(
+                f"INSERT INTO content_runs SELECT ?, sha256, seq FROM content_runs "
+                f"WHERE run IN ({marks}) ORDER BY sha256, seq", (run, *runs))
+            self.merged_entries += cur.rowcount
+            self.con.execute(
+                f"INSERT INTO content_runs_by_registrant SELECT ?, registrant, sha256, seq "
+                f"FROM content_runs_by_registrant WHERE run IN ({marks}) "
+                "ORDER BY registrant, sha256, seq", (run, *runs))
+            for table in ("content_runs", "content_runs_by_registrant"):
+                self.con.execute(f"DELETE FROM {table} WHERE run IN ({marks})", runs)
+            self.con.execute("COMMIT")
+            self.levels[level] = []
+            if level + 1 == len(self.levels):
+                self.levels.append([])
+            self.levels[level + 1].append(run)
+
+    def live(self) -> list[int]:
+        return [run for level in self.levels for run in level]
+
+
+def raw(url: str, kept: list[Any], *, content_indexes: bool, runs_fanout: int = 0
+        ) -> tuple[list[Sample], Runs | None]:
     """The same blocks written by the driver alone (sqlite3 `executemany`; psycopg binary
     `COPY`, as `Store.append_block` sends blocks) into a fresh database of the registry's schema,
-    with or without the two content-hash indexes."""
+    with or without the two content-hash indexes; on SQLite with `runs_fanout`, without them and
+    their keys kept as runs instead (`Runs`; each sample holds the block's commit and any merge
+    it set off, so merges are paid where they fall; the runs' connection is left open)."""
     store = Store.open(url)  # the schema, as migrated, and the store's own statements
     put = {table: store._insert_sql(table, cols) for table, cols in (
         ("entries", _ENTRY_COLS), ("merkle_nodes", _NODE_COLS), ("blocks", _BLOCK_COLS))}
     store.close()
     with io_meter(url) as written:
-        return _replay(url, kept, content_indexes, written, put)
+        return _replay(url, kept, content_indexes, written, put, runs_fanout)
 
 
 def _replay(url: str, kept: list[Any], content_indexes: bool, written: Callable[[], int],
-            put: dict[str, str]) -> list[Sample]:
+            put: dict[str, str], runs_fanout: int) -> tuple[list[Sample], Runs | None]:
     samples: list[Sample] = []
     if url.startswith("postgresql"):
         import psycopg
@@ -170,22 +244,64 @@ def _replay(url: str, kept: list[Any], content_indexes: bool, written: Callable[
                     cur.execute(put["blocks"], blk)
                 samples.append((len(rows), time.thread_time() - c, time.perf_counter() - t,
                                 written() - w))
-        return samples
+        return samples, None
     con = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
     _sqlite_pragmas(con, None)  # the registry's own: WAL, FULL, its cache and checkpoint
     for ix in () if content_indexes else CONTENT_INDEXES:
         con.execute(f"DROP INDEX {ix}")
+    runs = Runs(con, runs_fanout) if runs_fanout else None
     for rows, nodes, blk in kept:
         w, c, t = written(), time.thread_time(), time.perf_counter()
         con.execute("BEGIN")
         con.executemany(put["entries"], rows)
         con.executemany(put["merkle_nodes"], nodes)
         con.execute(put["blocks"], blk)
+        if runs is not None:
+            runs.add(rows)
         con.execute("COMMIT")
+        if runs is not None:
+            runs.compact()
         samples.append((len(rows), time.thread_time() - c, time.perf_counter() - t,
                         written() - w))
+    if runs is None:
+        con.close()
+    return samples, runs
+
+
+def lookups(kept: list[Any], index_db: Path, runs: Runs, n: int = 2000) -> dict[str, Any]:
+    """µs a lookup (p50 / p99) of a registrant's hash, as the D36 check asks it, by the
+    B-tree index (`raw_same_schema`'s file) and across the live runs."""
+    import random
+
+    rng = random.Random(7)
+    rows = [r for rows, _, _ in kept for r in rows]
+    picks = [rows[rng.randrange(len(rows))] for _ in range(n)]
+    con = sqlite3.connect(index_db)
+    live = runs.live()
+    marks = ",".join("?" * len(live))
+
+    def timed(sql: str, args: Callable[[Any], tuple[Any, ...]],
+              db: sqlite3.Connection) -> dict[str, float]:
+        out = []
+        for r in picks:
+            t = time.perf_counter()
+            got = db.execute(sql, args(r)).fetchall()
+            out.append(time.perf_counter() - t)
+            assert got == [(r[0],)], (got, r[0])
+        out.sort()
+        return {"p50_us": round(out[n // 2] * 1e6, 1), "p99_us": round(out[n * 99 // 100] * 1e6, 1)}
+
+    result = {
+        "btree_index": timed("SELECT seq FROM entries WHERE registrant = ? AND sha256 = ?",
+                             lambda r: (r[5], r[4]), con),
+        "runs": timed(f"SELECT seq FROM content_runs_by_registrant WHERE run IN ({marks}) "
+                      "AND registrant = ? AND sha256 = ?", lambda r: (*live, r[5], r[4]),
+                      runs.con),
+        "live_runs": len(live),
+        "levels": [len(level) for level in runs.levels],
+    }
     con.close()
-    return samples
+    return result
 
 
 def by_tenth(samples: list[Sample], size: int) -> dict[str, Any]:
@@ -217,6 +333,9 @@ def main() -> None:
     ap.add_argument("--block", type=int, default=1000)
     ap.add_argument("--postgres", action="store_true",
                     help="on a throw-away PostgreSQL cluster started here, not SQLite")
+    ap.add_argument("--runs-fanout", type=int, default=0,
+                    help="SQLite: also write the blocks with the content-hash indexes kept as "
+                    "sorted runs merged this many at a time (`Runs`), and time lookups")
     args = ap.parse_args()
     pg = None
     with tempfile.TemporaryDirectory(prefix="copyledger-floor-") as tmp:
@@ -234,15 +353,27 @@ def main() -> None:
                 "engine": "postgresql" if pg else "sqlite",
                 "entries": args.entries, "block": args.block,
                 "ours_append_block": by_tenth(samples, args.entries),
-                "raw_same_schema": by_tenth(raw(urls[1], kept, content_indexes=True),
+                "raw_same_schema": by_tenth(raw(urls[1], kept, content_indexes=True)[0],
                                             args.entries),
                 "raw_without_content_indexes": by_tenth(
-                    raw(urls[2], kept, content_indexes=False), args.entries),
+                    raw(urls[2], kept, content_indexes=False)[0], args.entries),
             }
+            names = ["ours.db", "raw.db", "bare.db"]
+            if pg is None and args.runs_fanout:
+                run_samples, runs = raw(f"sqlite:///{base / 'runs.db'}", kept,
+                                        content_indexes=False, runs_fanout=args.runs_fanout)
+                assert runs is not None
+                out["raw_content_indexes_as_runs"] = {
+                    **by_tenth(run_samples, args.entries), "fanout": args.runs_fanout,
+                    "entries_rewritten_by_merges_per_entry": round(
+                        runs.merged_entries / args.entries, 2),
+                    "lookup": lookups(kept, base / "raw.db", runs)}
+                runs.con.close()
+                names.append("runs.db")
             if pg is None:
                 out["database_bytes_per_entry"] = {  # the file (its WAL is gone at close)
                     name: round((base / name).stat().st_size / args.entries)
-                    for name in ("ours.db", "raw.db", "bare.db")}
+                    for name in names}
         finally:
             if pg is not None:
                 pg.stop()
