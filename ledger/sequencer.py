@@ -16,6 +16,7 @@ the proof costs a few hashes and no read.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -241,7 +242,8 @@ class Sequencer:
             self.seen.stop()
         thread, self._thread = self._thread, None
         if thread is not None:
-            self._queue.put(None)
+            with contextlib.suppress(queue.Full):  # (the loop also ends on an empty queue)
+                self._queue.put(None, timeout=timeout)
             thread.join(timeout)
             with self._exit_guard:
                 if not self._exited:
@@ -328,8 +330,10 @@ class Sequencer:
         while True:
             timeout = max(0.0, last_seal + self.heartbeat - time.monotonic())
             try:
-                first = self._queue.get(timeout=timeout)
+                first = self._queue.get(timeout=0.0 if self._stopping else timeout)
             except queue.Empty:
+                if self._stopping:  # stopped, and nothing left to seal
+                    return
                 self._seal_guarded([])
                 last_seal = time.monotonic()
                 continue

@@ -367,6 +367,7 @@ class Store:
         self._lock_file: IO[str] | None = None
         self._lock_guard = threading.Lock()
         self._lock_kept = False  # see keep_sequencer_lock
+        self._closed = False
         self._upper: dict[merkle.NodeId, bytes] = {}
         self._by_size: dict[int, BlockRow] = {}
 
@@ -378,8 +379,14 @@ class Store:
         return cls(engine)
 
     def close(self) -> None:
-        if not self._lock_kept:  # else a sequencer's thread still sealing gives it up (D104)
-            self.release_sequencer_lock()
+        """Give up the sequencer lock (unless a stopped sequencer's thread still seals under
+        it: that thread gives it up, and disposes the pools again for what it opened since,
+        D104) and close the pools."""
+        self._closed = True
+        self.release_sequencer_lock()
+        self._dispose()
+
+    def _dispose(self) -> None:
         if self._reads is not None:
             self._reads.dispose()
         self.engine.dispose()
@@ -393,13 +400,15 @@ class Store:
     def acquire_sequencer_lock(self) -> None:
         """Make this process the only sequencer of this log: a PostgreSQL session advisory lock,
         or an exclusive lock on a file beside the SQLite database. Refused while a stopped
-        sequencer's thread still seals under it (`keep_sequencer_lock`)."""
-        if self._lock_kept:
-            raise Conflict("this log's last sequencer is still sealing a block")
-        if self.dialect != "postgresql":
-            self._lock_sqlite()
-            return
+        sequencer's thread still seals under it (`keep_sequencer_lock`). Taking, keeping and
+        giving up the lock go under one guard, so an acquire never finds a lock that a
+        release is giving up and takes it for its own."""
         with self._lock_guard:
+            if self._lock_kept:
+                raise Conflict("this log's last sequencer is still sealing a block")
+            if self.dialect != "postgresql":
+                self._lock_sqlite()
+                return
             if self._lock_conn is not None:
                 return
             conn = self.engine.connect()
@@ -419,22 +428,30 @@ class Store:
     def keep_sequencer_lock(self) -> None:
         """Leave the lock to the sequencer's thread still sealing (`Sequencer.stop`): only its
         `release_sequencer_lock(kept=True)` gives it up, not `close` nor another release."""
-        self._lock_kept = True
+        with self._lock_guard:
+            self._lock_kept = True
 
     def release_sequencer_lock(self, *, kept: bool = False) -> None:
-        if self._lock_kept and not kept:
-            return
-        self._lock_kept = False
-        if self._lock_file is not None:
-            self._lock_file.close()  # closing releases the flock
-            self._lock_file = None
         with self._lock_guard:
+            if self._lock_kept and not kept:
+                return
+            if self._lock_file is not None:
+                self._lock_file.close()  # closing releases the flock
+                self._lock_file = None
             if self._lock_conn is not None:
-                # The connection goes back to the pool, session and all: unlock explicitly.
-                self._lock_conn.execute(select(func.pg_advisory_unlock(SEQUENCER_LOCK_ID)))
-                self._lock_conn.commit()
-                self._lock_conn.close()
-                self._lock_conn = None
+                conn, self._lock_conn = self._lock_conn, None
+                try:
+                    # The connection goes back to the pool, session and all: unlock explicitly.
+                    conn.execute(select(func.pg_advisory_unlock(SEQUENCER_LOCK_ID)))
+                    conn.commit()
+                except Exception:
+                    conn.invalidate()  # its session ends, and the advisory lock with it
+                    raise
+                finally:
+                    conn.close()
+            self._lock_kept = False
+        if kept and self._closed:
+            self._dispose()  # what the thread opened after `close` disposed the pools
 
     # -- writes -------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from copyledger.ledger import entry as entry_mod
 from copyledger.ledger import merkle, note
 from copyledger.ledger.errors import Unavailable
-from copyledger.ledger.sequencer import Pending, Sequencer
+from copyledger.ledger.sequencer import Pending, Receipt, Sequencer
 from copyledger.ledger.store import Store
 from copyledger.notary.signer import FileSigner, sign_note
 from tests.helpers import sha, wait_for
@@ -513,16 +514,8 @@ def test_a_late_block_of_a_sequencer_that_lost_the_lock_reaches_the_filter(
     store.close()
 
 
-def test_a_sequencer_still_sealing_when_stopped_keeps_the_lock_until_its_block_is_done(
-        database_url: str, signer: FileSigner) -> None:
-    """D104: `stop` that times out with a block in flight leaves the lock to the thread, and
-    `Store.close` does too, so no successor can start and be overtaken by that block; the
-    thread gives the lock up once the block is committed and answered."""
-    from copyledger.ledger.errors import Conflict
-
-    store = Store.open(database_url)
-    s = make(store, signer, linger=0.001)
-    s.start()
+def _hold_commits(store: Store) -> tuple[threading.Event, threading.Event]:
+    """Each block's commit waits for the second event; the first is set once one waits."""
     entered, gate = threading.Event(), threading.Event()
     commit = store.append_block
 
@@ -532,9 +525,31 @@ def test_a_sequencer_still_sealing_when_stopped_keeps_the_lock_until_its_block_i
         commit(*args, **kw)  # type: ignore[arg-type]
 
     store.append_block = held  # type: ignore[method-assign]
+    return entered, gate
+
+
+def _stopped_while_sealing(url: str, signer: FileSigner
+                           ) -> tuple[Store, Sequencer, Future[Receipt], threading.Event]:
+    """A sequencer stopped with a 50 ms timeout while its block is held in the commit; the
+    event lets the commit go on."""
+    store = Store.open(url)
+    s = make(store, signer, linger=0.001)
+    s.start()
+    entered, gate = _hold_commits(store)
     fut = s.submit(pending(1))
     assert entered.wait(120)
     s.stop(timeout=0.05)  # the block is still in flight
+    return store, s, fut, gate
+
+
+def test_a_sequencer_still_sealing_when_stopped_keeps_the_lock_until_its_block_is_done(
+        database_url: str, signer: FileSigner) -> None:
+    """D104: `stop` that times out with a block in flight leaves the lock to the thread, and
+    `Store.close` does too, so no successor can start and be overtaken by that block; the
+    thread gives the lock up once the block is committed and answered."""
+    from copyledger.ledger.errors import Conflict
+
+    store, _, fut, gate = _stopped_while_sealing(database_url, signer)
     other = Store.open(database_url)
     with pytest.raises(Conflict):
         other.acquire_sequencer_lock()
@@ -558,3 +573,78 @@ def _takes_the_lock(store: Store) -> bool:
     except Conflict:
         return False
     return True
+
+
+def test_a_new_sequencer_never_takes_the_lock_a_stopped_one_is_giving_up_for_its_own(
+        database_url: str, signer: FileSigner) -> None:
+    """D104 (a review found it): while the stopped sequencer's thread gives its kept lock up,
+    a new sequencer on the same store waits, then takes a lock of its own. Before the guard
+    the acquire found the old lock still open, took it for held, and the thread then freed it
+    under the new sequencer, leaving the log to any other process as well."""
+    store, s, fut, gate = _stopped_while_sealing(database_url, signer)
+    inside, go = threading.Event(), threading.Event()
+
+    class Paused(Store):
+        """Pauses the stopped sequencer's thread as it clears the kept flag (inside the
+        release, after the lock itself is freed)."""
+
+        @property  # type: ignore[override]
+        def _lock_kept(self) -> bool:
+            return bool(self.__dict__["_lock_kept"])
+
+        @_lock_kept.setter
+        def _lock_kept(self, value: bool) -> None:
+            self.__dict__["_lock_kept"] = value
+            if not value and threading.current_thread().name == "sequencer":
+                inside.set()
+                assert go.wait(120)
+
+    store.__dict__["_lock_kept"] = True
+    store.__class__ = Paused
+    gate.set()
+    fut.result(120)
+    assert inside.wait(120)
+    s2 = make(store, signer, linger=0.001)
+    starting = threading.Thread(target=s2.start)
+    starting.start()
+    starting.join(0.3)  # (waits on the guard the release holds, or took the old lock)
+    go.set()
+    starting.join(120)
+    wait_for(lambda: s._exited, "the stopped sequencer's thread")
+    other = Store.open(database_url)
+    try:
+        assert not _takes_the_lock(other), "the new sequencer runs without the log's lock"
+    finally:
+        s2.stop()
+        other.close()
+        store.close()
+
+
+def test_stop_with_a_full_queue_returns_and_the_thread_ends_once_it_has_sealed_the_queue(
+        tmp_path: Path, signer: FileSigner) -> None:
+    """`stop` is bounded by its timeout even when its end-of-queue marker finds no room, and
+    the thread ends anyway once the queue is empty, sealing every entry it had taken and
+    giving up the lock (D104)."""
+    from copyledger.ledger.errors import Conflict
+
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    store = Store.open(url)
+    s = make(store, signer, linger=0.001, max_queue=2)  # type: ignore[arg-type]
+    s.start()
+    entered, gate = _hold_commits(store)
+    first = s.submit(pending(1))
+    assert entered.wait(120)
+    queued = [s.submit(pending(2)), s.submit(pending(3))]  # the queue is full now
+    stopping = threading.Thread(target=s.stop, kwargs={"timeout": 0.05})
+    stopping.start()
+    stopping.join(30)
+    assert not stopping.is_alive()
+    other = Store.open(url)
+    with pytest.raises(Conflict):
+        other.acquire_sequencer_lock()
+    gate.set()
+    got = [f.result(120) for f in (first, *queued)]
+    assert [r.seq for r in got] == [0, 1, 2]
+    wait_for(lambda: _takes_the_lock(other), "the lock given up once the queue was sealed")
+    other.close()
+    store.close()
