@@ -201,6 +201,7 @@ class Sequencer:
             maxsize=max_queue)
         self._thread: threading.Thread | None = None
         self._exit_guard = threading.Lock()
+        self._put_guard = threading.Lock()
         self._exited = False  # the thread has left its loop (set by the thread)
         self._release_on_exit = False  # `stop` timed out: the thread gives the lock up
         self._stopping = False
@@ -237,13 +238,15 @@ class Sequencer:
         `timeout` keeps the lock and gives it up itself when its block is done, committed or
         not: until then no other sequencer can start, so no block of this one commits behind
         a successor's back (D104). `Store.close` leaves such a lock to its thread too."""
-        self._stopping = True
+        with self._put_guard:  # every write accepted before this is in the queue
+            self._stopping = True
         if self.seen is not None:
             self.seen.stop()
         thread, self._thread = self._thread, None
         if thread is not None:
-            with contextlib.suppress(queue.Full):  # (the loop also ends on an empty queue)
-                self._queue.put(None, timeout=timeout)
+            # A full queue is being sealed, not waited on: the loop ends once it is empty.
+            with contextlib.suppress(queue.Full):
+                self._queue.put_nowait(None)
             thread.join(timeout)
             with self._exit_guard:
                 if not self._exited:
@@ -316,12 +319,13 @@ class Sequencer:
         return fut
 
     def _put(self, item: _Item | list[_Item] | _Group) -> None:
-        if self._stopping or self._thread is None:
-            raise Unavailable("the sequencer is not running")
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
-            raise Unavailable("the sequencer's queue is full; retry shortly") from None
+        with self._put_guard:  # (so `stop` cannot come between the check and the put)
+            if self._stopping or self._thread is None:
+                raise Unavailable("the sequencer is not running")
+            try:
+                self._queue.put_nowait(item)
+            except queue.Full:
+                raise Unavailable("the sequencer's queue is full; retry shortly") from None
 
     # -- the loop -----------------------------------------------------------------------------
 

@@ -432,26 +432,31 @@ class Store:
             self._lock_kept = True
 
     def release_sequencer_lock(self, *, kept: bool = False) -> None:
-        with self._lock_guard:
-            if self._lock_kept and not kept:
-                return
-            if self._lock_file is not None:
-                self._lock_file.close()  # closing releases the flock
-                self._lock_file = None
-            if self._lock_conn is not None:
-                conn, self._lock_conn = self._lock_conn, None
+        try:
+            with self._lock_guard:
+                if self._lock_kept and not kept:
+                    return
                 try:
-                    # The connection goes back to the pool, session and all: unlock explicitly.
-                    conn.execute(select(func.pg_advisory_unlock(SEQUENCER_LOCK_ID)))
-                    conn.commit()
-                except Exception:
-                    conn.invalidate()  # its session ends, and the advisory lock with it
-                    raise
+                    if self._lock_file is not None:
+                        self._lock_file.close()  # closing releases the flock
+                        self._lock_file = None
+                    if self._lock_conn is not None:
+                        conn, self._lock_conn = self._lock_conn, None
+                        try:
+                            # The connection goes back to the pool, session and all: unlock
+                            # explicitly.
+                            conn.execute(select(func.pg_advisory_unlock(SEQUENCER_LOCK_ID)))
+                            conn.commit()
+                        except Exception:
+                            conn.invalidate()  # its session ends, and the advisory lock too
+                            raise
+                        finally:
+                            conn.close()
                 finally:
-                    conn.close()
-            self._lock_kept = False
-        if kept and self._closed:
-            self._dispose()  # what the thread opened after `close` disposed the pools
+                    self._lock_kept = False  # (given up, or gone with its session)
+        finally:
+            if kept and self._closed:
+                self._dispose()  # what the thread opened after `close` disposed the pools
 
     # -- writes -------------------------------------------------------------------------------
 

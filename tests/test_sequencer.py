@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -528,18 +529,20 @@ def _hold_commits(store: Store) -> tuple[threading.Event, threading.Event]:
     return entered, gate
 
 
-def _stopped_while_sealing(url: str, signer: FileSigner
-                           ) -> tuple[Store, Sequencer, Future[Receipt], threading.Event]:
-    """A sequencer stopped with a 50 ms timeout while its block is held in the commit; the
-    event lets the commit go on."""
+def _stopped_while_sealing(url: str, signer: FileSigner) -> tuple[
+        Store, threading.Thread, Future[Receipt], threading.Event]:
+    """A sequencer stopped with a 50 ms timeout while its block is held in the commit: its
+    store and thread, the entry's future, and the event that lets the commit go on."""
     store = Store.open(url)
     s = make(store, signer, linger=0.001)
     s.start()
+    thread = s._thread
+    assert thread is not None
     entered, gate = _hold_commits(store)
     fut = s.submit(pending(1))
     assert entered.wait(120)
     s.stop(timeout=0.05)  # the block is still in flight
-    return store, s, fut, gate
+    return store, thread, fut, gate
 
 
 def test_a_sequencer_still_sealing_when_stopped_keeps_the_lock_until_its_block_is_done(
@@ -581,7 +584,7 @@ def test_a_new_sequencer_never_takes_the_lock_a_stopped_one_is_giving_up_for_its
     a new sequencer on the same store waits, then takes a lock of its own. Before the guard
     the acquire found the old lock still open, took it for held, and the thread then freed it
     under the new sequencer, leaving the log to any other process as well."""
-    store, s, fut, gate = _stopped_while_sealing(database_url, signer)
+    store, thread, fut, gate = _stopped_while_sealing(database_url, signer)
     inside, go = threading.Event(), threading.Event()
 
     class Paused(Store):
@@ -610,7 +613,8 @@ def test_a_new_sequencer_never_takes_the_lock_a_stopped_one_is_giving_up_for_its
     starting.join(0.3)  # (waits on the guard the release holds, or took the old lock)
     go.set()
     starting.join(120)
-    wait_for(lambda: s._exited, "the stopped sequencer's thread")
+    thread.join(120)  # its release done, whatever it freed
+    assert not thread.is_alive()
     other = Store.open(database_url)
     try:
         assert not _takes_the_lock(other), "the new sequencer runs without the log's lock"
@@ -648,3 +652,41 @@ def test_stop_with_a_full_queue_returns_and_the_thread_ends_once_it_has_sealed_t
     wait_for(lambda: _takes_the_lock(other), "the lock given up once the queue was sealed")
     other.close()
     store.close()
+
+
+def test_a_failed_unlock_ends_the_session_and_leaves_the_store_free_to_lock_again(
+        pg_server: Any) -> None:
+    """D104's review: when a kept lock's advisory unlock fails, the connection is invalidated
+    (its session ends, and the lock with it) and the store no longer counts the lock as kept,
+    so another process, or this store, can take it again."""
+    url = pg_server.new_database()
+    store, other = Store.open(url), Store.open(url)
+    store.acquire_sequencer_lock()
+    real = store._lock_conn
+    assert real is not None
+
+    class Broken:
+        """The lock's connection, as if the server stopped answering on it."""
+
+        def execute(self, *_: object) -> None:
+            raise ConnectionError("the server went away")
+
+        def commit(self) -> None: ...
+
+        def invalidate(self) -> None:
+            assert real is not None
+            real.invalidate()
+
+        def close(self) -> None:
+            assert real is not None
+            real.close()
+
+    store._lock_conn = Broken()  # type: ignore[assignment]
+    store.keep_sequencer_lock()
+    with pytest.raises(ConnectionError):
+        store.release_sequencer_lock(kept=True)
+    wait_for(lambda: _takes_the_lock(other), "the lock gone with its session")
+    other.release_sequencer_lock()
+    store.acquire_sequencer_lock()  # not "still sealing"
+    store.close()
+    other.close()
