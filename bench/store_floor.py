@@ -141,13 +141,9 @@ def ours(url: str, key: Path, entries: int, block: int) -> tuple[list[Sample], l
     return samples, kept
 
 
-RUNS_DDL = (
-    "CREATE TABLE content_runs (run INTEGER NOT NULL, sha256 TEXT NOT NULL, "
-    "seq INTEGER NOT NULL, PRIMARY KEY (run, sha256, seq)) WITHOUT ROWID",
-    "CREATE TABLE content_runs_by_registrant (run INTEGER NOT NULL, registrant TEXT NOT NULL, "
-    "sha256 TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (run, registrant, sha256, seq)) "
-    "WITHOUT ROWID",
-)
+RUN_KEYS = {"content_runs": ("sha256", "seq"),
+            "content_runs_by_registrant": ("registrant", "sha256", "seq")}
+"""Each table of runs and the entry columns of its key, after the run: the two indexes'."""
 
 
 class Runs:
@@ -159,8 +155,10 @@ class Runs:
 
     def __init__(self, con: sqlite3.Connection, fanout: int) -> None:
         self.con, self.fanout = con, fanout
-        for ddl in RUNS_DDL:
-            con.execute(ddl)
+        for table, key in RUN_KEYS.items():
+            cols = ", ".join(f"{c} {'INTEGER' if c == 'seq' else 'TEXT'} NOT NULL" for c in key)
+            con.execute(f"CREATE TABLE {table} (run INTEGER NOT NULL, {cols}, "
+                        f"PRIMARY KEY (run, {', '.join(key)})) WITHOUT ROWID")
         self.levels: list[list[int]] = [[]]
         self.next_run = 0
         self.merged_entries = 0
@@ -168,11 +166,10 @@ class Runs:
     def add(self, rows: Sequence[Any]) -> None:
         """A block's keys as a level-0 run, inside the caller's transaction."""
         run, self.next_run = self.next_run, self.next_run + 1
-        # (seq, leaf_hash, data, kind, sha256, registrant, block_height)
-        self.con.executemany("INSERT INTO content_runs VALUES (?, ?, ?)",
-                             sorted((run, r[4], r[0]) for r in rows))
-        self.con.executemany("INSERT INTO content_runs_by_registrant VALUES (?, ?, ?, ?)",
-                             sorted((run, r[5], r[4], r[0]) for r in rows))
+        for table, key in RUN_KEYS.items():
+            at = [_ENTRY_COLS.index(c) for c in key]
+            self.con.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * (len(key) + 1))})",
+                                 sorted((run, *(r[i] for i in at)) for r in rows))
         self.levels[0].append(run)
 
     def compact(self) -> None:
@@ -186,16 +183,13 @@ class Runs:
             run, self.next_run = self.next_run, self.next_run + 1
             marks = ",".join("?" * len(runs))
             self.con.execute("BEGIN")
-            cur = self.con.execute(
-                f"INSERT INTO content_runs SELECT ?, sha256, seq FROM content_runs "
-                f"WHERE run IN ({marks}) ORDER BY sha256, seq", (run, *runs))
-            self.merged_entries += cur.rowcount
-            self.con.execute(
-                f"INSERT INTO content_runs_by_registrant SELECT ?, registrant, sha256, seq "
-                f"FROM content_runs_by_registrant WHERE run IN ({marks}) "
-                "ORDER BY registrant, sha256, seq", (run, *runs))
-            for table in ("content_runs", "content_runs_by_registrant"):
+            for table, key in RUN_KEYS.items():
+                cols = ", ".join(key)
+                cur = self.con.execute(
+                    f"INSERT INTO {table} SELECT ?, {cols} FROM {table} "
+                    f"WHERE run IN ({marks}) ORDER BY {cols}", (run, *runs))
                 self.con.execute(f"DELETE FROM {table} WHERE run IN ({marks})", runs)
+            self.merged_entries += cur.rowcount  # (each table holds every entry once)
             self.con.execute("COMMIT")
             self.levels[level] = []
             if level + 1 == len(self.levels):

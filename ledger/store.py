@@ -437,26 +437,31 @@ class Store:
                 if self._lock_kept and not kept:
                     return
                 try:
-                    if self._lock_file is not None:
-                        self._lock_file.close()  # closing releases the flock
-                        self._lock_file = None
-                    if self._lock_conn is not None:
-                        conn, self._lock_conn = self._lock_conn, None
-                        try:
-                            # The connection goes back to the pool, session and all: unlock
-                            # explicitly.
-                            conn.execute(select(func.pg_advisory_unlock(SEQUENCER_LOCK_ID)))
-                            conn.commit()
-                        except Exception:
-                            conn.invalidate()  # its session ends, and the advisory lock too
-                            raise
-                        finally:
-                            conn.close()
+                    self._free_lock()
                 finally:
                     self._lock_kept = False  # (given up, or gone with its session)
         finally:
             if kept and self._closed:
                 self._dispose()  # what the thread opened after `close` disposed the pools
+
+    def _free_lock(self) -> None:
+        """Under `_lock_guard`: close the flock's file, or unlock the advisory lock; a failed
+        unlock ends its connection's session, and the lock with it."""
+        if self._lock_file is not None:
+            self._lock_file.close()  # closing releases the flock
+            self._lock_file = None
+        conn, self._lock_conn = self._lock_conn, None
+        if conn is None:
+            return
+        try:
+            # The connection goes back to the pool, session and all: unlock explicitly.
+            conn.execute(select(func.pg_advisory_unlock(SEQUENCER_LOCK_ID)))
+            conn.commit()
+        except Exception:
+            conn.invalidate()
+            raise
+        finally:
+            conn.close()
 
     # -- writes -------------------------------------------------------------------------------
 

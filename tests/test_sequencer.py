@@ -11,7 +11,7 @@ import pytest
 
 from copyledger.ledger import entry as entry_mod
 from copyledger.ledger import merkle, note
-from copyledger.ledger.errors import Unavailable
+from copyledger.ledger.errors import Conflict, Unavailable
 from copyledger.ledger.sequencer import Pending, Receipt, Sequencer
 from copyledger.ledger.store import Store
 from copyledger.notary.signer import FileSigner, sign_note
@@ -147,8 +147,6 @@ def test_async_waiters_are_answered_per_block(tmp_path: Path, signer: FileSigner
 
 
 def test_one_sequencer_per_log(database_url: str, signer: FileSigner) -> None:
-    from copyledger.ledger.errors import Conflict
-
     a, b = Store.open(database_url), Store.open(database_url)
     s1 = make(a, signer)
     s1.start()
@@ -192,8 +190,6 @@ def test_a_large_block_is_stored_whole_and_a_conflicting_one_writes_nothing(
     """A block of hundreds of entries (PostgreSQL writes them and their nodes by COPY) is
     stored byte for byte with the tree the receipts prove; the same rows written again are a
     Conflict, as with executemany, and leave the log as it was."""
-    from copyledger.ledger.errors import Conflict
-
     store = Store.open(database_url)
     seq = make(store, signer)
     seq.start()
@@ -550,8 +546,6 @@ def test_a_sequencer_still_sealing_when_stopped_keeps_the_lock_until_its_block_i
     """D104: `stop` that times out with a block in flight leaves the lock to the thread, and
     `Store.close` does too, so no successor can start and be overtaken by that block; the
     thread gives the lock up once the block is committed and answered."""
-    from copyledger.ledger.errors import Conflict
-
     store, _, fut, gate = _stopped_while_sealing(database_url, signer)
     other = Store.open(database_url)
     with pytest.raises(Conflict):
@@ -569,8 +563,6 @@ def test_a_sequencer_still_sealing_when_stopped_keeps_the_lock_until_its_block_i
 
 
 def _takes_the_lock(store: Store) -> bool:
-    from copyledger.ledger.errors import Conflict
-
     try:
         store.acquire_sequencer_lock()
     except Conflict:
@@ -629,8 +621,6 @@ def test_stop_with_a_full_queue_returns_and_the_thread_ends_once_it_has_sealed_t
     """`stop` is bounded by its timeout even when its end-of-queue marker finds no room, and
     the thread ends anyway once the queue is empty, sealing every entry it had taken and
     giving up the lock (D104)."""
-    from copyledger.ledger.errors import Conflict
-
     url = f"sqlite:///{tmp_path / 'l.db'}"
     store = Store.open(url)
     s = make(store, signer, linger=0.001, max_queue=2)  # type: ignore[arg-type]
