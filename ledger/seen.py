@@ -31,6 +31,10 @@ RETRY_S = 60.0
 """How soon after a scan failed (the database unreachable) one is started again, the first or
 a rebuild's: not before the next block after that."""
 
+SCAN_SLICE = 1_000
+"""Hashes the scan adds at a time (about 1 ms): between slices it gives up the filter's lock
+and the interpreter, so a block's add or a request waits for a slice, not a page (D106)."""
+
 Scan = Callable[[], Iterator[Sequence[str]]]
 """Every content hash in the log, in pages (duplicates allowed)."""
 
@@ -131,9 +135,11 @@ class SeenHashes:
         t0 = time.monotonic()
         try:
             for page in self._scan():
-                if self._stopping:
-                    return
-                f.add(page)
+                for i in range(0, len(page), SCAN_SLICE):
+                    if self._stopping:
+                        return
+                    f.add(page[i:i + SCAN_SLICE])
+                    time.sleep(0)  # the GIL to whoever waits: the event loop, the sequencer
         except Exception:
             log.exception("reading the log's content hashes for the filter failed; every "
                           "block reads its works until a scan succeeds")

@@ -131,3 +131,24 @@ def test_a_rebuild_that_fails_is_not_tried_again_at_every_block(
         s.add([f"m{i}"])
     assert len(scans) == 2 and s.ready
     assert s.maybe(["a", *(f"k{i}" for i in range(9)), "m49"]) == [True] * 11
+
+
+def test_the_scan_adds_a_page_in_slices_so_a_block_never_waits_for_a_whole_page(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """D106: the filter's lock (which a block's add takes) and the interpreter are held for
+    one slice of a page at a time, not the page; every hash of the page still gets in."""
+    sizes: list[int] = []
+    real = BloomFilter.add
+
+    def add(self: BloomFilter, keys: list[str]) -> None:
+        if threading.current_thread().name == "seen-scan":
+            sizes.append(len(keys))
+        real(self, keys)
+
+    monkeypatch.setattr(BloomFilter, "add", add)
+    monkeypatch.setattr(seen, "SCAN_SLICE", 40)
+    page = [f"h{i}" for i in range(100)]
+    s = SeenHashes(lambda: iter([page, page[:3]]), 103)
+    wait_for(lambda: s.ready, "the scan to finish")
+    assert sizes == [40, 40, 20, 3]
+    assert s.maybe(page) == [True] * 100
