@@ -32,8 +32,9 @@ RETRY_S = 60.0
 a rebuild's: not before the next block after that."""
 
 SCAN_SLICE = 1_000
-"""Hashes the scan adds at a time (about 1 ms): between slices it gives up the filter's lock
-and the interpreter, so a block's add or a request waits for a slice, not a page (D106)."""
+"""Hashes the scan adds at a time (about 1 ms): between slices it releases the filter's lock,
+so a block's add waits for a slice, not a page, and offers the interpreter to other threads
+(D106). Reading and converting a page still holds the interpreter for one stretch."""
 
 Scan = Callable[[], Iterator[Sequence[str]]]
 """Every content hash in the log, in pages (duplicates allowed)."""
@@ -105,7 +106,7 @@ class SeenHashes:
         return self._ready is not None
 
     def stop(self) -> None:
-        """Ask a running scan to stop (it ends at its next page)."""
+        """Ask a running scan to stop (it ends at its next slice, never ready)."""
         self._stopping = True
 
     def add(self, keys: Sequence[str]) -> None:

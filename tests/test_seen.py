@@ -4,7 +4,8 @@ never a seen one for new, whatever the order of its scan and the sequencer's add
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -135,14 +136,13 @@ def test_a_rebuild_that_fails_is_not_tried_again_at_every_block(
 
 def test_the_scan_adds_a_page_in_slices_so_a_block_never_waits_for_a_whole_page(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """D106: the filter's lock (which a block's add takes) and the interpreter are held for
-    one slice of a page at a time, not the page; every hash of the page still gets in."""
-    sizes: list[int] = []
+    """D106: the filter's lock (which a block's add takes) is held for one slice of a page at
+    a time, not the page; every hash of the page still gets in."""
+    calls: list[tuple[BloomFilter, int]] = []
     real = BloomFilter.add
 
-    def add(self: BloomFilter, keys: list[str]) -> None:
-        if threading.current_thread().name == "seen-scan":
-            sizes.append(len(keys))
+    def add(self: BloomFilter, keys: Sequence[str]) -> None:
+        calls.append((self, len(keys)))
         real(self, keys)
 
     monkeypatch.setattr(BloomFilter, "add", add)
@@ -150,5 +150,47 @@ def test_the_scan_adds_a_page_in_slices_so_a_block_never_waits_for_a_whole_page(
     page = [f"h{i}" for i in range(100)]
     s = SeenHashes(lambda: iter([page, page[:3]]), 103)
     wait_for(lambda: s.ready, "the scan to finish")
-    assert sizes == [40, 40, 20, 3]
+    assert [n for f, n in calls if f is s._ready] == [40, 40, 20, 3]
     assert s.maybe(page) == [True] * 100
+
+
+def test_a_scan_stopped_within_a_page_ends_at_its_next_slice_and_is_never_ready(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`stop` mid-page: the half-filled filter never answers (every work is read), and a later
+    block's add starts no new scan."""
+    calls: list[BloomFilter] = []
+    scans: list[int] = []
+    real = BloomFilter.add
+    holder: list[SeenHashes] = []
+
+    def add(self: BloomFilter, keys: Sequence[str]) -> None:
+        real(self, keys)
+        if threading.current_thread().name == "seen-scan" and self is holder[0]._building:
+            calls.append(self)
+            holder[0].stop()  # after the page's first slice
+
+    def scan() -> Iterator[list[str]]:
+        scans.append(1)
+        yield [f"h{i}" for i in range(100)]
+
+    monkeypatch.setattr(BloomFilter, "add", add)
+    monkeypatch.setattr(seen, "SCAN_SLICE", 40)
+    started = threading.Event()
+    monkeypatch.setattr(seen.SeenHashes, "_fill", _after(started, seen.SeenHashes._fill))
+    holder.append(SeenHashes(scan, 100))
+    s = holder[0]
+    started.set()
+    wait_for(lambda: len(calls) == 1 and not any(
+        t.name == "seen-scan" for t in threading.enumerate()), "the scan to stop")
+    assert calls[0].count == 40  # one slice, not the page
+    assert not s.ready and s.maybe(["h0"]) is None
+    s.add(["new"])
+    assert len(scans) == 1
+
+
+def _after(event: threading.Event, fill: Any) -> Any:
+    """`SeenHashes._fill` held until `event`: the test has its object before the scan runs."""
+    def held(self: SeenHashes, f: BloomFilter) -> None:
+        event.wait(30)
+        fill(self, f)
+    return held
