@@ -413,17 +413,19 @@ class Sequencer:
                 outcomes: list[Outcome] = [
                     AlreadyRegistered(found[1]) if (found := earlier.get(k)) is not None
                     and found[0] == "log" else err for k in range(len(chunk))]
+                # A block committed after all is in the state before its writers hear "WAS
+                # recorded", as a sealed one is before its receipts: the log's head they read
+                # next holds it (D107). Otherwise they are answered first, not kept waiting on
+                # a database that may be away. (A failed read-back is not tried twice.)
+                settle_first = phase == "after" and not reread
+                if settle_first:
+                    self._read_back()
                 try:
                     self._answer(chunk, outcomes)
                 except Exception:
                     log.exception("answering a failed block's waiters failed")
-                if not reread:  # (a failed read-back is not tried twice for one block)
-                    try:
-                        self._reload()
-                        self._stale = False
-                    except Exception:
-                        log.exception("reading the log's state back after a failed block "
-                                      "failed")
+                if not reread and not settle_first:
+                    self._read_back()
                 continue
             t = time.perf_counter()
             self._answer(chunk, receipts)
@@ -521,6 +523,14 @@ class Sequencer:
             else:
                 first.setdefault(key, i)
         return out
+
+    def _read_back(self) -> None:
+        """`_reload` after a failed block; if that fails too, the next block reads it first."""
+        try:
+            self._reload()
+            self._stale = False
+        except Exception:
+            log.exception("reading the log's state back after a failed block failed")
 
     def _reload(self) -> None:
         """The state read back after a failed block. Entries past the size this sequencer

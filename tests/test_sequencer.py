@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -287,6 +288,35 @@ def test_groups_and_single_waiters_sharing_blocks_each_get_their_own_outcomes(
     for r, i in zip(b, range(100, 108), strict=True):
         assert store.get_entry(r.seq).sha256 == sha(i)  # type: ignore[attr-defined,union-attr]
 
+
+def test_a_block_committed_after_all_is_in_the_state_before_its_writers_are_answered(
+    database_url: str, signer: FileSigner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer told "WAS recorded" (the block committed, its receipts failed) reads a log head
+    that holds its entry: the state is read back before the answer, however slow the read
+    (D107; before, the answer went first and the head lagged until the read-back was done)."""
+    from copyledger.ledger import sequencer as seq_mod
+
+    store = Store.open(database_url)
+    s = make(store, signer, linger=0.001)
+    s.start()
+    size = s.state.size
+    real = seq_mod.Sequencer._reload
+
+    def slow(self: seq_mod.Sequencer) -> None:
+        time.sleep(0.3)
+        real(self)
+
+    monkeypatch.setattr(seq_mod.Sequencer, "_reload", slow)
+    monkeypatch.setattr(merkle, "appended_proofs", lambda *a, **k: (_ for _ in ()).throw(
+        MemoryError("out of memory")))
+    with pytest.raises(Unavailable, match="WAS recorded"):
+        s.submit(pending(0)).result(30)
+    assert s.state.size == size + 1 == store.tree_size()
+    monkeypatch.undo()
+    assert s.submit(pending(1)).result(30).seq == size + 1
+    s.stop()
+    store.close()
 
 def test_the_sequencer_outlives_a_failed_block_whose_state_cannot_be_read_back(
     tmp_path: Path, signer: FileSigner, monkeypatch: pytest.MonkeyPatch
