@@ -538,10 +538,23 @@ class Sequencer:
         committed late (its next block would then clash on their seqs and come here): their
         hashes go to the filter, which has otherwise seen only its scan and this sequencer's
         blocks (D103)."""
-        had = self.state.size
+        had, last = self.state.size, self.state.last
         self.state = LogState.load(self.store)
         if self.seen is not None and self.state.size > had:
             self.seen.add(self.store.content_hashes_of(had, self.state.size))
+        now = self.state.last
+        if now is not None and (last is None or now.header.height != last.header.height):
+            self._sealed(now)  # committed after all: the notary's memory, other processes
+
+    def _sealed(self, block: BlockRow) -> None:
+        """Tell `on_seal` of the log's new last block. The notary remembers the checkpoint it
+        may extend, and other processes the log's head: a block committed after all that it
+        never heard of would make the notary refuse every next one (D107)."""
+        if self.on_seal is not None:
+            try:
+                self.on_seal(block)
+            except Exception:
+                log.exception("on_seal hook failed")
 
     def _content_hashes(self) -> Iterator[list[str]]:
         """Every content hash in the log, a page at a time (`SeenHashes`' scan)."""
@@ -644,11 +657,7 @@ class Sequencer:
         self.spent["proofs"] += time.perf_counter() - t
         self.state = LogState(appended.size, appended.frontier, block)
         t = time.perf_counter()
-        if self.on_seal is not None:
-            try:
-                self.on_seal(block)
-            except Exception:
-                log.exception("on_seal hook failed")
+        self._sealed(block)
         self.spent["handover"] += time.perf_counter() - t
         log.info(
             "sealed block",

@@ -257,6 +257,34 @@ def test_a_write_of_unknown_fate_keeps_its_answer(api: Api,
     assert tree_size(client) == n + 1  # recorded once
 
 
+@pytest.mark.parametrize("how", ["receipts failed", "commit's answer lost"])
+def test_after_a_block_committed_after_all_the_log_goes_on(
+        api: Api, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    """A block committed though its writers were told otherwise or not told (its receipts
+    failed; the connection dropped after COMMIT) reaches the notary's memory when the state is
+    read back, so the next block's checkpoint extends it and is signed (D107; before, the
+    notary refused every next block until a restart)."""
+    client, reg = api
+    path, headers, body = _evidence(client, reg)
+    n = tree_size(client)
+    if how == "receipts failed":
+        _receipts_fail(monkeypatch)
+    else:
+        real = reg.store.append_block
+
+        def committed_then_lost(*a: Any, **k: Any) -> None:
+            real(*a, **k)
+            raise OSError("server closed the connection unexpectedly")
+
+        monkeypatch.setattr(reg.store, "append_block", committed_then_lost)
+    first = client.post(path, json=body, headers=headers)
+    monkeypatch.undo()
+    assert first.status_code == 503
+    wait_for(lambda: tree_size(client) == n + 1, "the block read back")
+    again = client.post(path, json={**body, "description": "again"}, headers=headers)
+    assert again.status_code == 201, again.text
+    assert again.json()["seq"] == n + 1 and tree_size(client) == n + 2
+
 def test_a_batch_item_of_unknown_fate_keeps_its_answer(api: Api,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     client, reg = api
