@@ -285,6 +285,7 @@ def test_after_a_block_committed_after_all_the_log_goes_on(
     assert again.status_code == 201, again.text
     assert again.json()["seq"] == n + 1 and tree_size(client) == n + 2
 
+
 def test_a_batch_item_of_unknown_fate_keeps_its_answer(api: Api,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     client, reg = api

@@ -318,6 +318,7 @@ def test_a_block_committed_after_all_is_in_the_state_before_its_writers_are_answ
     s.stop()
     store.close()
 
+
 def test_the_sequencer_outlives_a_failed_block_whose_state_cannot_be_read_back(
     tmp_path: Path, signer: FileSigner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
