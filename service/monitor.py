@@ -211,13 +211,18 @@ class Mirror:
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
+        """One batch of the copy, all or nothing. A COMMIT SQLite refuses (the file locked by
+        a reader, where the mirror could not be put in WAL mode) is rolled back too, so the
+        connection never stays inside a transaction that every later batch would fail on
+        (D109). SQLite may have rolled back by itself (a full disk): then nothing is left."""
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
 
     def _add(self, start: int, datas: Sequence[bytes], nodes: list[tuple[int, int, bytes]]) -> None:
         self._db.executemany("INSERT INTO entries VALUES (?, ?)",

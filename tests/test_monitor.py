@@ -343,3 +343,28 @@ def test_a_mirror_follows_one_log_key(reg: Node, tmp_path: Path) -> None:
     # Rich wraps at 80 columns, and where depends on the temporary path's length (pytest-9 or
     # pytest-10, a --basetemp): compare the words, not the lines.
     assert r.returncode == 2 and "follows the log of key" in " ".join(r.stderr.split())
+
+
+def test_a_mirror_batch_whose_commit_is_refused_leaves_no_open_transaction(
+        tmp_path: Path) -> None:
+    """A COMMIT SQLite refuses (the mirror in rollback-journal mode, as where WAL cannot be
+    used, and a reader holding the file) rolls the batch back: the connection is not left in
+    its transaction, so the next batch, once the reader is gone, is written (before D109 every
+    later batch failed with "cannot start a transaction within a transaction")."""
+    import sqlite3
+
+    mirror = Mirror(tmp_path / "m")
+    mirror._db.execute("PRAGMA journal_mode=DELETE")
+    mirror._db.execute("PRAGMA busy_timeout=0")
+    reader = sqlite3.connect(mirror.path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM entries").fetchone()  # a shared lock on the file
+    with pytest.raises(sqlite3.OperationalError, match="locked"), mirror._transaction():
+        mirror._add(0, [b"{}"], [(0, 0, b"\x00" * 32)])
+    assert not mirror._db.in_transaction
+    reader.execute("ROLLBACK")
+    reader.close()
+    with mirror._transaction():
+        mirror._add(0, [b"{}"], [(0, 0, b"\x00" * 32)])
+    assert mirror._db.execute("SELECT count(*) FROM entries").fetchone() == (1,)
+    mirror.close()
