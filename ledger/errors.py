@@ -108,6 +108,11 @@ class Unavailable(CopyledgerError):
     """The registry cannot take writes right now (shutting down, signer unreachable)."""
 
 
+class LockLost(Unavailable):
+    """This process no longer holds the log's sequencer lock (the database session that held
+    it ended, and another process took it): it writes no block; nothing was written."""
+
+
 class Uncertain(Unavailable):
     """A write whose fate is not known: it may or may not be recorded (the database write
     failed part-way, the receipt could not be built, the sequencer died before answering).

@@ -31,6 +31,7 @@ from copyledger.ledger import merkle, note
 from copyledger.ledger.errors import (
     AlreadyRegistered,
     CopyledgerError,
+    LockLost,
     Unavailable,
     Uncertain,
     said,
@@ -197,6 +198,9 @@ class Sequencer:
         self.linger = linger
         self.heartbeat = heartbeat
         self.on_seal = on_seal
+        # Called (on the sequencer's thread) when a block is refused because another process
+        # took the log's lock (D109); `serve --workers N` steps the process down.
+        self.on_lock_lost: Callable[[], None] | None = None
         self.stamp = stamp
         self.extra_stamps = extra_stamps
         self._queue: queue.Queue[_Item | list[_Item] | _Group | None] = queue.Queue(
@@ -404,6 +408,11 @@ class Sequencer:
                 receipts = self._seal_new(pendings, earlier)
             except Exception as e:  # answer every waiter, saying truly what became of it
                 log.exception("sealing a block of %d entries failed", len(chunk))
+                if isinstance(e, LockLost) and self.on_lock_lost is not None:
+                    try:
+                        self.on_lock_lost()
+                    except Exception:
+                        log.exception("on_lock_lost failed")
                 self._stale = True
                 failed = e if isinstance(e, _SealFailed) else None
                 phase = failed.phase if failed else "before"
@@ -565,6 +574,7 @@ class Sequencer:
 
     def _seal(self, pendings: Sequence[Pending]) -> list[Receipt]:
         """Seal one block. Raises before anything is committed, or commits it all."""
+        self.store.check_sequencer_lock()  # before anything is signed (D109)
         spent, t0 = self.spent, time.perf_counter()
         st = self.state
         leaves = merkle.leaf_hashes([p.data for p in pendings])

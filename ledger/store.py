@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import logging
 import os
 import re
 import threading
+import time
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -33,10 +35,11 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
 from copyledger.ledger import merkle
-from copyledger.ledger.errors import Conflict, NotFound, said
+from copyledger.ledger.errors import Conflict, LockLost, NotFound, said
 from copyledger.ledger.links import Link
 from copyledger.ledger.note import BlockHeader
 from copyledger.ledger.schema import (
@@ -49,6 +52,14 @@ from copyledger.ledger.schema import (
     entry_links,
     merkle_nodes,
 )
+
+log = logging.getLogger("copyledger.store")
+
+LOCK_IDLE_PING_S = 1.0
+"""A sequencer idle this long asks its lock's session for a round trip before its next block
+(`check_sequencer_lock`): a session that ended while no block was written (a PostgreSQL
+restart overnight) is then found before the block is signed, not by the block failing. Under
+load blocks come every few milliseconds and none is asked (D109)."""
 
 _COPY_FROM = 8
 """Rows from which a PostgreSQL insert goes by COPY. psycopg's executemany costs ~20 µs of our
@@ -269,6 +280,13 @@ def _read_pool(engine: Engine) -> Engine | None:
                          pool_reset_on_return=None, isolation_level="AUTOCOMMIT")
 
 
+_OWN_SESSION = ("SELECT pid, backend_start FROM pg_stat_activity "
+                "WHERE pid = pg_backend_pid()")
+_END_SESSION = ("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE pid = %s AND backend_start = %s")
+_PG_IDLE = 0  # libpq's PQTRANS_IDLE (psycopg.pq.TransactionStatus.IDLE): no command running
+
+
 class _ReadLink:
     """A connection checked out for reads, replaced if the database dropped it."""
 
@@ -279,13 +297,25 @@ class _ReadLink:
         self.dead = False
 
     def lost(self, e: Any, cur: Any) -> bool:
-        """Whether `e` says the connection is gone (a restart, `pg_terminate_backend`); if
-        so it is marked dead, so that it never goes back to the pool."""
-        dbapi_conn = self.conn.dbapi_connection
-        gone = bool(getattr(dbapi_conn, "closed", False)) or self.engine.dialect.is_disconnect(
-            e, dbapi_conn, cur)
+        """Whether `e` leaves the connection unusable (`_unusable`, or the dialect says it
+        was dropped: a restart, `pg_terminate_backend`); if so it is marked dead, so that it
+        never goes back to the pool."""
+        gone = self._unusable() or self.engine.dialect.is_disconnect(
+            e, self.conn.dbapi_connection, cur)
         self.dead = self.dead or gone
         return gone
+
+    def _unusable(self) -> bool:
+        """Closed, or (PostgreSQL) still in the middle of a command. Between statements, and
+        after any error a statement can cause, a live connection in autocommit is idle; one
+        that is not (a statement interrupted by an exception that is not the driver's; once
+        in CI after terminated backends, cause not found, D108) answers "another command is
+        already in progress" to anything sent, so it would fail every later read that drew
+        it from the pool, which does not ping."""
+        c = self.conn.dbapi_connection
+        pgconn = getattr(c, "pgconn", None)  # psycopg's; SQLite's connection has none
+        return bool(getattr(c, "closed", False)) or (
+            pgconn is not None and pgconn.transaction_status != _PG_IDLE)
 
     def replace(self) -> None:
         """Drop this connection and check out a fresh one. The read pool's idle ones go too
@@ -298,11 +328,31 @@ class _ReadLink:
         self.dead = False
 
     def close(self) -> None:
-        """Back to the pool, unless the database dropped it (then it is discarded)."""
-        if self.dead:
+        """Back to the pool, unless the database dropped it or it is otherwise unusable
+        (then it is discarded)."""
+        if self.dead or self._unusable():
             self.conn.invalidate()
         else:
             self.conn.close()
+
+
+def _session_ended(conn: Connection, *, ping: bool) -> bool:
+    """Whether the lock's connection is dead: invalidated by SQLAlchemy on a disconnect,
+    closed, or its driver connection closed (checked in that order, since asking an
+    invalidated Connection for its driver connection would open a new session); with `ping`,
+    also if a round trip on it fails (a session that ended while idle is only seen so)."""
+    if conn.invalidated or conn.closed:
+        return True
+    if getattr(conn.connection.dbapi_connection, "closed", False):
+        return True
+    if not ping:
+        return False
+    try:
+        conn.exec_driver_sql("SELECT 1")
+        conn.rollback()
+    except DBAPIError:
+        return True
+    return False
 
 
 def _private_sqlite_files(db: str | None) -> None:
@@ -363,7 +413,10 @@ class Store:
         self._get_timestamps = _DriverQuery(self, _GET_TIMESTAMPS)
         self._reads = _read_pool(engine)
         self._reading = threading.local()  # .link: the connection of `reading()`, if any
-        self._lock_conn: Connection | None = None
+        self._lock_conn: Connection | None = None  # PostgreSQL: the lock's session; blocks too
+        self._lock_wanted = False  # PostgreSQL: this store sequences, whether or not it holds
+        self._lock_seen = 0.0  # PostgreSQL: monotonic time the lock's session was last in use
+        self._lock_session: tuple[int, Any] = (0, None)  # its server process id and start time
         self._lock_file: IO[str] | None = None
         self._lock_guard = threading.Lock()
         self._lock_kept = False  # see keep_sequencer_lock
@@ -383,8 +436,10 @@ class Store:
         it: that thread gives it up, and disposes the pools again for what it opened since,
         D104) and close the pools."""
         self._closed = True
-        self.release_sequencer_lock()
-        self._dispose()
+        try:
+            self.release_sequencer_lock()
+        finally:
+            self._dispose()
 
     def _dispose(self) -> None:
         if self._reads is not None:
@@ -411,13 +466,86 @@ class Store:
                 return
             if self._lock_conn is not None:
                 return
-            conn = self.engine.connect()
-            got = conn.execute(select(func.pg_try_advisory_lock(SEQUENCER_LOCK_ID))).scalar()
-            conn.commit()
-            if not got:
-                conn.close()
+            if not self._take_lock():
                 raise Conflict("another sequencer already holds this log's lock")
-            self._lock_conn = conn
+            self._lock_wanted = True
+
+    def _take_lock(self) -> bool:
+        """Under `_lock_guard`, on PostgreSQL: try the log's advisory lock on a connection of
+        its own, kept as `_lock_conn` if it was granted, with its session's server process
+        and start (`_lock_session`: to end that session if this side ever loses it while the
+        server keeps it). A connection that fails or is interrupted on the way is discarded,
+        never pooled with the lock on its session."""
+        conn = self.engine.connect()
+        try:
+            got = conn.execute(select(func.pg_try_advisory_lock(SEQUENCER_LOCK_ID))).scalar()
+            session = conn.exec_driver_sql(_OWN_SESSION).one() if got else None
+            conn.commit()
+        except BaseException:
+            conn.invalidate()
+            conn.close()
+            raise
+        if session is None:
+            conn.close()
+            return False
+        self._lock_conn, self._lock_session = conn, (int(session[0]), session[1])
+        self._lock_seen = time.monotonic()
+        return True
+
+    def check_sequencer_lock(self) -> None:
+        """Before each block (PostgreSQL): the lock's session still held, or taken again.
+        Blocks are written on that session (`append_block`), so a block commits only while
+        the session, and with it the lock, lives. The session can end under a sequencer (a
+        PostgreSQL restart, `pg_terminate_backend`, an idle-session timeout, a dropped TCP
+        connection); its block then fails, and the next block finds the connection dead
+        here: the lock is taken again on a fresh one if it is free, and LockLost is raised
+        if another process took it meanwhile (nothing written; the next block tries again).
+        Without this fence two processes could each believe they sequence the log (D109).
+        The round trip runs outside `_lock_guard`, so a hung one never holds up `stop`
+        (D104); only the sequencer's thread calls this."""
+        if not self._lock_wanted:
+            return
+        conn = self._lock_conn
+        now = time.monotonic()
+        idle = now - self._lock_seen > LOCK_IDLE_PING_S
+        self._lock_seen = now
+        if conn is not None and not _session_ended(conn, ping=idle):
+            return
+        with self._lock_guard:
+            if not self._lock_wanted or self._lock_conn is not conn:
+                return  # given up or replaced meanwhile: nothing of ours to take again
+            old = self._lock_session if conn is not None else None
+            if conn is not None:
+                self._lock_conn = None
+                conn.invalidate()  # its session, and the lock with it, are gone (or going)
+                conn.close()
+            if not self._take_lock() and not (old and self._end_own_session(old)
+                                              and self._take_lock()):
+                raise LockLost(said("this process no longer sequences the log: the database "
+                                    "session holding its lock ended and another process "
+                                    "took the lock"))
+            log.warning("the sequencer lock's database session had ended: the lock was taken "
+                        "again on a new one")
+
+    def _end_own_session(self, session: tuple[int, Any]) -> bool:
+        """Under `_lock_guard`: end the server side of this store's old lock session if it
+        still lives (this side lost the connection, the server has not noticed: a middlebox's
+        reset, a timeout; it would keep the lock until its TCP keepalive, hours), and wait
+        until it is gone. The server process and its start time name that session alone
+        (a process id alone could be reused by another's). Whether it ended one."""
+        with self.engine.connect() as conn:
+            ended = conn.exec_driver_sql(_END_SESSION, session).scalar()
+            conn.commit()
+            deadline = time.monotonic() + 10
+            while ended and time.monotonic() < deadline and conn.exec_driver_sql(
+                    "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (session[0],)).first():
+                conn.rollback()
+                time.sleep(0.02)
+            conn.rollback()
+        if ended:
+            log.warning("ended this process's own orphaned lock session on the server",
+                        extra={"backend_pid": session[0]})
+        return bool(ended)
 
     def _lock_sqlite(self) -> None:
         db = self.engine.url.database
@@ -446,18 +574,25 @@ class Store:
 
     def _free_lock(self) -> None:
         """Under `_lock_guard`: close the flock's file, or unlock the advisory lock; a failed
-        unlock ends its connection's session, and the lock with it."""
+        unlock ends its connection's session, and the lock with it. An unlock the database
+        refuses (the session had already ended, D109) has given the lock up all the same: it
+        is logged, not raised, so closing the store goes on."""
         if self._lock_file is not None:
             self._lock_file.close()  # closing releases the flock
             self._lock_file = None
         conn, self._lock_conn = self._lock_conn, None
+        self._lock_wanted = False
         if conn is None:
             return
         try:
             # The connection goes back to the pool, session and all: unlock explicitly.
             conn.execute(select(func.pg_advisory_unlock(SEQUENCER_LOCK_ID)))
             conn.commit()
-        except Exception:
+        except DBAPIError as e:
+            conn.invalidate()
+            log.warning("unlocking the sequencer lock failed; its session is ended instead: %s",
+                        type(e.orig).__name__)
+        except BaseException:
             conn.invalidate()
             raise
         finally:
@@ -477,7 +612,7 @@ class Store:
         time-stamp tokens in ONE transaction."""
         h = block.header
         try:
-            with self.engine.begin() as conn:
+            with self._block_transaction() as conn:
                 if rows:
                     self._insert_many(conn, "entries", _ENTRY_COLS, rows)
                 if links:
@@ -496,6 +631,22 @@ class Store:
         except (SAIntegrityError, self._driver_integrity_error) as e:
             raise Conflict(said("block {height} conflicts with stored rows (another writer?)",
                                 height=h.height)) from e
+
+    @contextmanager
+    def _block_transaction(self) -> Iterator[Connection]:
+        """A block's transaction: on PostgreSQL, while this store sequences, on the session
+        that holds the log's lock (the fence of `check_sequencer_lock`: a block commits only
+        while its writer holds the lock); otherwise on a pooled connection (SQLite's lock is
+        a file's, held by the process; a tool writing with no lock)."""
+        if not self._lock_wanted:
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        lock_conn = self._lock_conn
+        if lock_conn is None:  # lost, and not taken again: never write unfenced
+            raise LockLost(said("this process no longer holds the log's sequencer lock"))
+        with lock_conn.begin():
+            yield lock_conn
 
     @functools.cached_property
     def _driver_integrity_error(self) -> type[Exception]:

@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import queue
+import signal
 import socket
 import struct
 import threading
@@ -328,6 +329,7 @@ class _Server:
             path.unlink()  # a dead sequencer's socket: we hold the lock, so it is stale
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(str(path))
+        self._inode = path.stat().st_ino  # which file at `path` is this server's
         os.chmod(path, 0o600)
         self._listener.listen(64)
         self._closed = False
@@ -381,13 +383,21 @@ class _Server:
         for c in conns:
             c.out.put(message)
 
-    def close(self) -> None:
+    def close(self, *, remove: bool = True) -> None:
+        """Stop serving; with `remove`, remove the socket file if it is still this server's
+        (looked at while the listener still holds its inode, which a file bound after the
+        close could be given again). A sequencer that stepped down (D109) removes nothing:
+        its successor may have bound its own at the same path, and clears a stale one."""
         self._closed = True
         with contextlib.suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
+        ours = False
         with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+            ours = remove and self.path.stat().st_ino == self._inode
+        self._listener.close()
+        if ours:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
         with self._lock:
             conns, self._conns = self._conns, []
         for c in conns:
@@ -712,10 +722,17 @@ class Handoff:
 
     def __init__(self, local: Sequencer, data_dir: Path,
                  prepare: Callable[[], None] = lambda: None,
-                 on_lead: Callable[[], None] = lambda: None) -> None:
+                 on_lead: Callable[[], None] = lambda: None,
+                 step_down: Callable[[], None] = lambda: os.kill(os.getpid(), signal.SIGTERM)
+                 ) -> None:
         """`prepare` runs once the lock is taken, before the sequencer starts; `on_lead` once
-        it has started."""
+        it has started; `step_down` once the lock is found taken by another process while
+        this one leads (by default the process ends itself, gracefully; uvicorn's supervisor
+        starts a new one, which follows)."""
         self.local = local
+        self.step_down = step_down
+        self._stepped_down = False
+        local.on_lock_lost = self._lock_lost
         self.prepare = prepare
         self.path = socket_path(data_dir)
         self.pid_path = data_dir / PID_NAME
@@ -783,6 +800,18 @@ class Handoff:
         self.on_lead()
         return True
 
+    def _lock_lost(self) -> None:
+        """The sequencer's thread found the log's lock taken by another process: this one's
+        session had ended under it (D109), and a process that followed took over. This process
+        stops leading the only way that leaves nothing half-done: it ends, once. Its
+        followers' hand-overs drop with it and reach the new sequencer."""
+        if self._stepped_down:
+            return
+        self._stepped_down = True
+        log.critical("another process took the log's lock: this process stops",
+                     extra={"pid": os.getpid()})
+        self.step_down()
+
     def _elect(self) -> None:
         while not self._stop.wait(ELECT_EVERY_S):
             try:
@@ -817,10 +846,12 @@ class Handoff:
         if self._client is not None:
             self._client.close()
         if self.leading:
+            # One that stepped down leaves the socket and pid file to its successor (D109).
             if self._server is not None:
-                self._server.close()
-            with contextlib.suppress(FileNotFoundError):
-                self.pid_path.unlink()
+                self._server.close(remove=not self._stepped_down)
+            if not self._stepped_down:
+                with contextlib.suppress(FileNotFoundError):
+                    self.pid_path.unlink()
             self.local.stop()
             self.leading = False
 

@@ -80,3 +80,26 @@ def wait_for(cond: Callable[[], object], what: str, timeout: float = 120.0) -> N
     while not cond():
         assert time.monotonic() < deadline, what
         time.sleep(0.05)
+
+
+def pg_dsn(url: Any) -> str:
+    """A libpq DSN for the database of a SQLAlchemy PostgreSQL URL (the tests' clusters use
+    trust authentication: no password)."""
+    from sqlalchemy.engine import make_url
+
+    u = make_url(str(url))
+    return f"host={u.host} port={u.port} user={u.username} dbname={u.database}"
+
+
+def terminate_backend(url: Any, pid: int) -> None:
+    """End the server process `pid` of the database at `url`, and wait until it is gone, as
+    a PostgreSQL restart or an administrator would."""
+    import psycopg
+
+    with psycopg.connect(pg_dsn(url), autocommit=True) as admin:
+        assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
+        deadline = time.monotonic() + 60
+        while admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s",
+                            (pid,)).fetchone():
+            assert time.monotonic() < deadline, f"backend {pid} still there"
+            time.sleep(0.02)

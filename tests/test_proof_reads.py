@@ -13,7 +13,6 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event
-from sqlalchemy.engine import make_url
 
 from copyledger.api.app import create_app
 from copyledger.ledger import merkle
@@ -21,7 +20,7 @@ from copyledger.ledger import store as store_mod
 from copyledger.service import reads
 from copyledger.service.node import Node
 from tests.conftest import PostgresServer
-from tests.helpers import open_registry
+from tests.helpers import open_registry, terminate_backend
 from tests.test_tiles import fill
 
 SIZE = 1500  # past 2 ** UPPER_LEVEL, so a proof has nodes in memory and nodes to read
@@ -96,17 +95,9 @@ def backend_pid(reg: Node) -> int:
 
 
 def terminate(reg: Node, pid: int) -> None:
-    """End the server process behind one of the store's connections, and wait until it is
-    gone, as a PostgreSQL restart or an administrator would."""
-    u = make_url(str(reg.store.engine.url))
-    dsn = f"host={u.host} port={u.port} user={u.username} dbname={u.database}"
-    with psycopg.connect(dsn, autocommit=True) as admin:
-        assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
-        deadline = time.monotonic() + 60
-        while admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s",
-                            (pid,)).fetchone():
-            assert time.monotonic() < deadline, f"backend {pid} still there"
-            time.sleep(0.05)
+    """End the server process behind one of the store's connections (and wait until it is
+    gone)."""
+    terminate_backend(reg.store.engine.url, pid)
 
 
 @pytest.mark.postgres
@@ -149,6 +140,44 @@ def test_a_read_whose_retry_also_fails_leaves_no_dead_connection(
         checked_proof(reg, 4)
     monkeypatch.undo()
     for seq in range(5, 17):  # each read checks out what the pool holds
+        checked_proof(reg, seq)
+
+
+@pytest.mark.postgres
+def test_a_pooled_connection_left_in_a_command_is_replaced_and_never_pooled_again(
+        pg_reg: Node) -> None:
+    """A read connection that went back to the pool in the middle of a command (libpq then
+    answers "another command is already in progress" to anything sent on it; seen once in
+    CI, cause not found) is treated as lost: the read runs again on a fresh connection, and
+    the busy one is discarded, so no later read draws it."""
+    reg = pg_reg
+    assert reg.store._reads is not None
+    reg.store._reads.dispose()  # the pool's one idle connection will be the busy one
+    link = store_mod._ReadLink(reg.store)
+    busy = link.conn.dbapi_connection
+    pid = busy.info.backend_pid
+    busy.pgconn.send_query(b"SELECT 1")  # sent, its answer never read
+    assert busy.info.transaction_status == psycopg.pq.TransactionStatus.ACTIVE
+    link.conn.close()  # checked in by the pool itself: `_ReadLink.close` would discard it
+    for seq in range(5, 17):
+        checked_proof(reg, seq)
+    assert busy.closed
+    assert backend_pid(reg) != pid
+
+
+@pytest.mark.postgres
+def test_a_read_connection_left_in_a_command_is_never_checked_back_in(pg_reg: Node) -> None:
+    """A read whose connection is left in the middle of a command without a driver error
+    (here a query sent by hand and never read; in life, an exception that is not the
+    driver's interrupting a statement) discards the connection when the read ends, instead of
+    checking it back in for the next read to fail on."""
+    reg = pg_reg
+    with reg.store.reading():
+        busy = reg.store._reading.link.conn.dbapi_connection
+        checked_proof(reg, 5)  # the read uses the connection, then leaves it busy
+        busy.pgconn.send_query(b"SELECT 1")
+    assert busy.closed
+    for seq in range(6, 12):
         checked_proof(reg, seq)
 
 

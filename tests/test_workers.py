@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from copyledger.ledger import jcs, merkle, note
 from copyledger.ledger.store import Store
-from tests.helpers import wait_for, work_body
+from tests.conftest import PostgresServer
+from tests.helpers import pg_dsn, wait_for, work_body
 from tests.server import ServerProcess, cli, init_with_creator
 
 pytestmark = pytest.mark.slow
@@ -30,8 +32,8 @@ WORKERS = 3
 class Load:
     """Writers in threads, each registering new works until told to stop; every 201 is kept."""
 
-    def __init__(self, url: str, key: str, threads: int = 6) -> None:
-        self.url, self.key = url, key
+    def __init__(self, url: str, key: str, threads: int = 6, prefix: str = "w") -> None:
+        self.url, self.key, self.prefix = url, key, prefix
         self.acked: list[dict[str, Any]] = []
         self.refused: dict[int, int] = {}  # status -> count (503s while the lock moves)
         self.lost = 0  # connections that failed: the killed process's own clients
@@ -56,7 +58,7 @@ class Load:
             while not self._stop.is_set():
                 i += 1
                 try:
-                    r = c.post("/v1/works", json=work_body(f"w{n}-{i}"))
+                    r = c.post("/v1/works", json=work_body(f"{self.prefix}{n}-{i}"))
                 except httpx.HTTPError:
                     with self._lock:
                         self.lost += 1
@@ -285,3 +287,71 @@ def test_one_idempotency_key_through_several_processes(tmp_path: Path) -> None:
         assert httpx.get(srv.url + "/v1/log", timeout=30).json()["tree_size"] == n + 1
     finally:
         srv.stop()
+
+
+@pytest.mark.postgres
+def test_a_sequencer_whose_lock_session_ends_leaves_one_sequencer(
+        tmp_path: Path, pg_server: PostgresServer) -> None:
+    """D109, with every part real: `serve --workers 2` on PostgreSQL, and three times a burst
+    of writes, then the database session holding the log's lock ended (as a PostgreSQL
+    restart ends it) while the sequencer is idle, so the follower takes the free lock first.
+    The old sequencer, at the next write it gets, must write nothing, end itself without
+    removing its successor's socket and pid file, and uvicorn start a follower in its place
+    that reaches the new sequencer: writes then succeed through every process (new
+    connections reach both), and the log is one tree, every acknowledged entry in it."""
+    data = tmp_path / "d"
+    _, key, dburl = init_with_creator(data, pg_server.new_database())
+    srv = ServerProcess(data, dburl, COPYLEDGER_WORKERS="2")
+    holders = ("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+               "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
+    auth = {"Authorization": f"Bearer {key}", "Connection": "close"}
+    fresh = itertools.count()
+    acked: list[dict[str, Any]] = []
+    refused: set[int] = set()
+
+    def on_new_connections() -> bool:
+        """Ten writes, each on a connection of its own (the kernel gives each to either
+        process): whether all were recorded."""
+        ok = True
+        for _ in range(10):
+            r = httpx.post(srv.url + "/v1/works", json=work_body(f"new-{next(fresh)}"),
+                           headers=auth, timeout=30)
+            if r.status_code == 201:
+                acked.append(r.json())
+            else:
+                refused.add(r.status_code)
+                ok = False
+        return ok
+
+    try:
+        srv.start(timeout=300)
+        pid = leader(data)
+        with psycopg.connect(pg_dsn(dburl), autocommit=True) as admin:
+            for round_no in range(3):
+                with Load(srv.url, key, prefix=f"r{round_no}-") as load:
+                    load.wait_for(30)
+                acked += load.acked
+                refused |= set(load.refused)
+                pids = [p for (p,) in admin.execute(holders).fetchall()]
+                assert len(pids) == 1, pids
+                admin.execute("SELECT pg_terminate_backend(%s)", (pids[0],))
+                old, pid = pid, leader(data, other_than=pid)  # the follower took over
+                # Until the old sequencer has had a write (new connections reach either
+                # process), stepped down and been replaced, and ten in a row are recorded.
+                wait_for(lambda old=old: on_new_connections() and not _alive(old),
+                         "the old sequencer did not step down, or a process could not write")
+                assert (data / "sequencer.pid").read_text().strip() == str(pid)
+                assert (data / "sequencer.sock").exists()
+                assert len(admin.execute(holders).fetchall()) == 1
+    finally:
+        srv.stop()
+    assert refused <= {503}, refused
+    check_log(data, dburl, acked)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

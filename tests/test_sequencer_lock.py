@@ -1,0 +1,211 @@
+"""D109: on PostgreSQL the sequencer's lock is a session's advisory lock, and a block commits
+only on that session. A session that ends under a running sequencer (a PostgreSQL restart,
+`pg_terminate_backend`, an idle-session timeout) is found before the next block: the lock is
+taken again if it is free, and if another process took it meanwhile this one writes nothing
+(two sequencers of one log would each believe they are the only one)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from copyledger.ledger import store as store_mod
+from copyledger.ledger.errors import Conflict, NotFound, Unavailable, Uncertain
+from copyledger.ledger.sequencer import LogState, Sequencer
+from copyledger.ledger.store import Store
+from copyledger.notary.signer import FileSigner
+from copyledger.service import handoff
+from tests.conftest import PostgresServer
+from tests.helpers import pg_dsn, terminate_backend
+from tests.test_sequencer import make, pending
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def signer(tmp_path: Path) -> FileSigner:
+    return FileSigner.generate("test.example/log", tmp_path / "k.pem")
+
+
+def end_lock_session(store: Store) -> None:
+    """End the database session that holds `store`'s lock, as a restart would, and wait until
+    the server has let it go."""
+    assert store._lock_conn is not None
+    pid = store._lock_conn.connection.dbapi_connection.info.backend_pid  # type: ignore[union-attr]
+    terminate_backend(store.engine.url, pid)
+
+
+def started(url: str, signer: FileSigner) -> Sequencer:
+    s = make(Store.open(url), signer, linger=0.001)
+    s.start()
+    return s
+
+
+@contextmanager
+def session_ended(pg_server: PostgresServer, signer: FileSigner, *, end: bool = True
+                  ) -> Iterator[tuple[Sequencer, Store]]:
+    """A running sequencer that has written one entry and whose lock's session has then
+    ended (unless not `end`), and another store on its database (another process)."""
+    url = pg_server.new_database()
+    s = started(url, signer)
+    other = Store.open(url)
+    try:
+        assert s.submit(pending(1)).result(60).seq == 0
+        if end:
+            end_lock_session(s.store)
+        yield s, other
+    finally:
+        s.stop()
+        s.store.close()
+        other.close()
+
+
+def test_a_lock_whose_session_ended_while_idle_is_taken_again_before_the_next_block(
+        pg_server: PostgresServer, signer: FileSigner, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The session ends while no block is written; the next block asks it for a round trip
+    first (the sequencer has been idle past `LOCK_IDLE_PING_S`), finds it gone, takes the
+    lock again on a new session, and is written: the writer never sees the ended session.
+    The lock is then held again: no other process can start sequencing the log."""
+    monkeypatch.setattr(store_mod, "LOCK_IDLE_PING_S", 0.0, raising=False)
+    with session_ended(pg_server, signer) as (s, other):
+        assert s.submit(pending(2)).result(60).seq == 1
+        with pytest.raises(Conflict):
+            other.acquire_sequencer_lock()
+        assert [e.seq for e in (other.get_entry(0), other.get_entry(1))] == [0, 1]
+
+
+def test_a_session_ended_under_load_fails_one_block_and_the_next_takes_the_lock_again(
+        pg_server: PostgresServer, signer: FileSigner, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No round trip is asked of a busy sequencer's session: a session that ends between two
+    close blocks is found by the block written on it, which fails (its fate unknown to the
+    sequencer, so its writer is told so); the next block takes the lock again and is
+    written after it."""
+    monkeypatch.setattr(store_mod, "LOCK_IDLE_PING_S", 3600.0, raising=False)
+    url = pg_server.new_database()
+    s = started(url, signer)
+    try:
+        assert s.submit(pending(1)).result(60).seq == 0
+        end_lock_session(s.store)
+        with pytest.raises(Uncertain):
+            s.submit(pending(2)).result(60)
+        assert s.submit(pending(3)).result(60).seq == 1
+        assert s.state.size == 2
+    finally:
+        s.stop()
+        s.store.close()
+
+
+def test_a_sequencer_whose_lock_another_process_took_writes_nothing(
+        pg_server: PostgresServer, signer: FileSigner, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The session ends and another process takes the free lock before this sequencer's next
+    block: that block is refused before anything is signed or written (a plain Unavailable:
+    nothing recorded), `on_lock_lost` is told, and the log is the other's alone. Once the
+    other gives the lock up, the next block takes it again."""
+    monkeypatch.setattr(store_mod, "LOCK_IDLE_PING_S", 0.0, raising=False)
+    told: list[int] = []
+    with session_ended(pg_server, signer) as (s, other):
+        s.on_lock_lost = lambda: told.append(1)
+        height = s.state.last.header.height  # type: ignore[union-attr]
+        other.acquire_sequencer_lock()
+        with pytest.raises(Unavailable) as refused:
+            s.submit(pending(2)).result(60)
+        assert not isinstance(refused.value, Uncertain)
+        assert "another process took the lock" in str(refused.value)
+        assert told == [1]
+        assert LogState.load(other).size == 1  # nothing written: no entry, no block
+        with pytest.raises(NotFound):
+            other.get_block(height + 1)
+        other.release_sequencer_lock()
+        assert s.submit(pending(3)).result(60).seq == 1
+        with pytest.raises(Conflict):
+            other.acquire_sequencer_lock()
+
+
+def test_a_leader_that_finds_its_lock_taken_steps_down_once(
+        pg_server: PostgresServer, signer: FileSigner, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    """`serve --workers N`: the process leading when its lock is found taken by another ends
+    itself (its supervisor starts a follower in its place), once however many blocks are
+    refused meanwhile."""
+    monkeypatch.setattr(store_mod, "LOCK_IDLE_PING_S", 0.0, raising=False)
+    url = pg_server.new_database()
+    s = make(Store.open(url), signer, linger=0.001)
+    steps: list[int] = []
+    h = handoff.Handoff(s, tmp_path, step_down=lambda: steps.append(1))
+    other = Store.open(url)
+    h.start()
+    try:
+        assert h.leading
+        end_lock_session(s.store)
+        other.acquire_sequencer_lock()
+        for i in (2, 3):
+            with pytest.raises(Unavailable):
+                s.submit(pending(i)).result(60)
+        assert steps == [1]
+    finally:
+        h.stop()
+        s.store.close()
+        other.close()
+
+
+def test_a_failed_lock_attempt_leaves_no_lock_on_a_pooled_session(
+        pg_server: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An attempt interrupted after the lock was granted (here by an exception from the
+    commit that follows it) discards its connection, so the lock is not left on a session
+    back in the pool, where no one would ever give it up."""
+    url = pg_server.new_database()
+    store, other = Store.open(url), Store.open(url)
+    try:
+        def interrupted(*_: Any) -> None:
+            raise KeyboardInterrupt
+
+        from sqlalchemy import event
+        event.listen(store.engine, "commit", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            store.acquire_sequencer_lock()
+        event.remove(store.engine, "commit", interrupted)
+        other.acquire_sequencer_lock()  # free: the session that took it is gone
+    finally:
+        store.close()
+        other.close()
+
+
+def test_a_sequencer_stopped_after_its_lock_session_ended_stops_cleanly(
+        pg_server: PostgresServer, signer: FileSigner) -> None:
+    """The lock's session ends and the sequencer is stopped before any block finds it out:
+    the unlock the database refuses is the lock given up all the same, so stopping and
+    closing go on (before, the refusal was raised out of `stop`, and `close` left the pools
+    open), and another process can take the lock."""
+    with session_ended(pg_server, signer) as (s, other):
+        s.stop()
+        s.store.close()
+        other.acquire_sequencer_lock()
+
+
+def test_an_orphaned_lock_session_of_this_process_is_ended_and_the_lock_taken_again(
+        pg_server: PostgresServer, signer: FileSigner, monkeypatch: pytest.MonkeyPatch) -> None:
+    """This side loses the lock's connection while the server keeps its session (a
+    middlebox's reset: the server would hold the lock until its keepalive noticed, hours).
+    The retake is refused by that orphan, which the store recognises as its own (server
+    process and start time), ends, and then takes the lock: the block is written, not
+    refused as if another process held the lock."""
+    with session_ended(pg_server, signer, end=False) as (s, other):
+        raw = s.store._lock_conn.connection.dbapi_connection  # type: ignore[union-attr]
+        orphan = raw.info.backend_pid
+        monkeypatch.setattr(raw, "close", lambda: None)  # this side lets go, the server not
+        real = store_mod._session_ended
+        found = iter([True])  # the next check finds the connection lost, once
+        monkeypatch.setattr(store_mod, "_session_ended",
+                            lambda c, ping: next(found, False) or real(c, ping=ping))
+        assert s.submit(pending(2)).result(60).seq == 1
+        with psycopg.connect(pg_dsn(other.engine.url), autocommit=True) as admin:
+            assert admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s",
+                                 (orphan,)).fetchone() is None
+        with pytest.raises(Conflict):
+            other.acquire_sequencer_lock()
+        del raw
