@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,10 +56,22 @@ class PostgresServer:
             shutil.chown(self.root, "postgres", "postgres")
         self._run([str(self.bindir / "initdb"), "-D", str(self.datadir), "-A", "trust",
                    "-U", "postgres", "--no-sync", "-E", "UTF8"])
+        self._start()
+
+    def _start(self) -> None:
         self._run([str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-w", "-l",
                    str(self.root / "log"), "-o",
                    f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
                    "-c max_connections=200", "start"])
+
+    def crash_and_restart(self, down_s: float = 0.0) -> None:
+        """Stop the server as a crash does (`-m immediate`: every session ends at once, no
+        checkpoint; what was committed is recovered from the WAL), stay down `down_s`, and
+        start it again on the same port."""
+        self._run([str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate",
+                   "-w", "stop"])
+        time.sleep(down_s)
+        self._start()
 
     def _run(self, cmd: list[str]) -> None:
         if self.as_root:
@@ -92,6 +105,17 @@ class PostgresServer:
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PostgresServer]:
+    try:
+        server = PostgresServer()
+    except (FileNotFoundError, subprocess.CalledProcessError) as e:
+        _missing(f"a PostgreSQL server ({e})", "COPYLEDGER_REQUIRE_POSTGRES")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_pg_server() -> Iterator[PostgresServer]:
+    """A cluster for one test alone: for a test that crashes and restarts it."""
     try:
         server = PostgresServer()
     except (FileNotFoundError, subprocess.CalledProcessError) as e:
