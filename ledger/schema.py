@@ -153,3 +153,14 @@ accounts = Table(
     Column("kind", String(16), nullable=False),  # "person" or "organisation"
     Column("updated_at", String(40), nullable=False),
 )
+
+# Where the log's sequencer takes entries from the API processes of other hosts (D110): one
+# row, written on the lock's own session by the process that starts to sequence with a network
+# hand-over. NOT append-only: each new sequencer replaces it.
+sequencer_address = Table(
+    "sequencer_address",
+    metadata,
+    Column("id", SmallInteger, primary_key=True),  # always 1
+    Column("address", String(300), nullable=False),  # host:port, as the other hosts reach it
+    Column("since", String(40), nullable=False),  # when it was written (RFC 3339, UTC)
+)

@@ -17,6 +17,7 @@ from collections import namedtuple
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
@@ -51,6 +52,7 @@ from copyledger.ledger.schema import (
     entries,
     entry_links,
     merkle_nodes,
+    sequencer_address,
 )
 
 log = logging.getLogger("copyledger.store")
@@ -571,6 +573,21 @@ class Store:
         finally:
             if kept and self._closed:
                 self._dispose()  # what the thread opened after `close` disposed the pools
+
+    def publish_sequencer_address(self, address: str) -> None:
+        """Say where this process, which has just taken the log's lock, takes entries from
+        other hosts' API processes (D110). Written in the fenced transaction of a block
+        (`_block_transaction`): on a lock lost meanwhile it is refused (LockLost), so no
+        process that does not hold the lock ever names itself."""
+        since = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        with self._block_transaction() as conn:
+            conn.execute(sequencer_address.delete())
+            conn.execute(sequencer_address.insert().values(id=1, address=address, since=since))
+
+    def published_sequencer_address(self) -> str | None:
+        """The address the last sequencer published, if any; it may have died since."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(sequencer_address.c.address)).scalar()
 
     def _free_lock(self) -> None:
         """Under `_lock_guard`: close the flock's file, or unlock the advisory lock; a failed

@@ -15,9 +15,14 @@ in the dead process was never acknowledged. Its writers are told that their entr
 not be recorded (as when a commit fails), and writes that arrive before a new sequencer is
 listening are refused with 503 and Retry-After, nothing recorded.
 
-The socket is in the data directory (mode 0700): only the registry's own user can reach it,
-and frames never cross a host. They are JSON of a fixed shape (D59), not pickles: a frame
-can only ever be read as data.
+The socket is in the data directory (mode 0700): only the registry's own user can reach it.
+Frames are JSON of a fixed shape (D59), not pickles: a frame can only ever be read as data.
+
+Several hosts on one PostgreSQL (D110): with `handoff_listen`, the sequencer also listens on
+TCP and writes the address the other hosts reach it at into the database; a process whose
+host has no sequencer connects there. A TCP connection starts with a handshake in which each
+side proves it holds a secret all hosts share, and every later frame carries an HMAC, so no
+one without the secret can hand over an entry, answer as the sequencer, or change a frame.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -36,6 +43,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -55,6 +63,7 @@ from copyledger.ledger.errors import (
 from copyledger.ledger.note import BlockHeader
 from copyledger.ledger.sequencer import LogState, Pending, Receipt, Sequencer
 from copyledger.ledger.store import BlockRow
+from copyledger.service.settings import Settings
 
 log = logging.getLogger("copyledger.handoff")
 
@@ -73,6 +82,8 @@ _T = TypeVar("_T")
 _LOST = ("the sequencer stopped before answering; the entry may or may not be recorded: check "
          "GET /v1/search?sha256=... before retrying")
 _NO_SEQUENCER = "the sequencer is changing hands; retry shortly"
+_NOT_TRUSTED = said("this host cannot hand entries to the log's sequencer: the two hosts do "
+                    "not share the hand-over secret; nothing was recorded")
 
 Request = tuple[int, list[Pending]]  # (request id, the entries queued as one)
 Bundle = list[Request]  # the requests one event-loop turn handed over: one wake-up of the sender
@@ -121,10 +132,7 @@ class WireError(ValueError):
 
 
 def _send(sock: socket.socket, messages: Sequence[Any]) -> None:
-    try:
-        data = orjson.dumps(messages, default=str)
-    except TypeError:  # a lone surrogate (say, in a notary's error text): not UTF-8 as it is
-        data = json.dumps(messages, default=str, ensure_ascii=False).encode("utf-8", "replace")
+    data = _dump(messages)
     sock.sendall(_LEN.pack(len(data)) + data)
 
 
@@ -142,13 +150,224 @@ def _recv(sock: socket.socket) -> list[Any]:
     (n,) = _LEN.unpack(_recv_exact(sock, _LEN.size))
     if n > MAX_FRAME:
         raise WireError(f"a frame of {n} bytes")
+    return _load(_recv_exact(sock, n))
+
+
+def _dump(messages: Sequence[Any]) -> bytes:
     try:
-        messages = orjson.loads(_recv_exact(sock, n))
+        return orjson.dumps(messages, default=str)
+    except TypeError:  # a lone surrogate (say, in a notary's error text): not UTF-8 as it is
+        return json.dumps(messages, default=str, ensure_ascii=False).encode("utf-8", "replace")
+
+
+def _load(data: bytes) -> list[Any]:
+    try:
+        messages = orjson.loads(data)
     except orjson.JSONDecodeError as e:
         raise WireError(str(e)) from None
     if not isinstance(messages, list):
         raise WireError("a frame is an array of messages")
     return messages
+
+
+# -- across hosts (D110) ------------------------------------------------------------------------
+#
+# Over TCP a connection starts with a handshake on a secret both hosts were given (never sent):
+#
+#   process -> sequencer:  ["auth", AUTH_VERSION, nonce_p]          (32 random bytes, hex)
+#   sequencer -> process:  ["auth", nonce_s, HMAC(secret, "server" | nonce_p | nonce_s)]
+#   process -> sequencer:  ["auth", HMAC(secret, "client" | nonce_p | nonce_s)]
+#
+# (each label is "copyledger handoff <label>" and a NUL). Each side checks the other's proof
+# before it sends anything else, so neither takes a frame from, nor hands an entry to, a peer
+# without the secret. Every later frame, both ways, is followed by a 32-byte
+# HMAC-SHA256(session key, direction | 8-byte frame counter | frame's JSON), the session key
+# being HMAC(secret, "session" | nonce_p | nonce_s): a frame changed, dropped, replayed,
+# reordered or reflected fails its tag and ends the connection. Frames are not encrypted:
+# entries and receipts are what the log publishes moments later. Before the handshake a frame
+# may be at most AUTH_FRAME bytes, so a stranger costs a connection, not memory.
+
+AUTH_VERSION = 1
+AUTH_FRAME = 512
+MIN_SECRET = 32  # bytes of the shared secret
+_TAG = 32
+
+
+def _mac(key: bytes, label: bytes, *parts: bytes) -> bytes:
+    return hmac.new(key, b"copyledger handoff " + label + b"\0" + b"".join(parts),
+                    hashlib.sha256).digest()
+
+
+def _hex32(raw: Any) -> bytes:
+    """32 bytes from their hex, or WireError."""
+    if not (isinstance(raw, str) and len(raw) == 64):
+        raise WireError("a handshake value of another shape")
+    try:
+        return bytes.fromhex(raw)
+    except ValueError:
+        raise WireError("a handshake value of another shape") from None
+
+
+class _Channel:
+    """A connection's frames: as above on the Unix socket; over TCP each one tagged (D110)."""
+
+    __slots__ = ("_got", "_key", "_mine", "_sent", "_theirs", "sock")
+
+    def __init__(self, sock: socket.socket, key: bytes | None = None,
+                 mine: bytes = b"", theirs: bytes = b"") -> None:
+        self.sock = sock
+        self._key, self._mine, self._theirs = key, mine, theirs
+        self._sent = self._got = 0
+
+    def send(self, messages: Sequence[Any]) -> None:
+        if self._key is None:
+            _send(self.sock, messages)
+            return
+        data = _dump(messages)
+        tag = hmac.new(self._key, self._mine + self._sent.to_bytes(8, "big") + data,
+                       hashlib.sha256).digest()
+        self._sent += 1
+        self.sock.sendall(_LEN.pack(len(data)) + data + tag)
+
+    def recv(self) -> list[Any]:
+        if self._key is None:
+            return _recv(self.sock)
+        (n,) = _LEN.unpack(_recv_exact(self.sock, _LEN.size))
+        if n > MAX_FRAME:
+            raise WireError(f"a frame of {n} bytes")
+        data = _recv_exact(self.sock, n + _TAG)
+        want = hmac.new(self._key, self._theirs + self._got.to_bytes(8, "big") + data[:n],
+                        hashlib.sha256).digest()
+        if not hmac.compare_digest(want, data[n:]):
+            raise WireError("a frame whose tag does not match: changed, replayed or forged")
+        self._got += 1
+        return _load(data[:n])
+
+
+def _recv_small(sock: socket.socket) -> list[Any]:
+    """A handshake frame: at most AUTH_FRAME bytes."""
+    (n,) = _LEN.unpack(_recv_exact(sock, _LEN.size))
+    if n > AUTH_FRAME:
+        raise WireError(f"a handshake frame of {n} bytes")
+    return _load(_recv_exact(sock, n))
+
+
+def _one(frame: list[Any], size: int) -> list[Any]:
+    """The frame's only message, an ["auth", ...] of `size` items, or WireError."""
+    if not (len(frame) == 1 and isinstance(frame[0], list) and len(frame[0]) == size
+            and frame[0][0] == "auth"):
+        raise WireError("a handshake message of another shape")
+    return frame[0]
+
+
+def auth_client(sock: socket.socket, secret: bytes) -> _Channel:
+    """The API process's side of the handshake; the tagged channel once the sequencer has
+    proved it holds the secret. WireError if it has not."""
+    mine = os.urandom(32)
+    _send(sock, [["auth", AUTH_VERSION, mine.hex()]])
+    _, theirs_hex, proof = _one(_recv_small(sock), 3)
+    theirs = _hex32(theirs_hex)
+    if not hmac.compare_digest(_hex32(proof), _mac(secret, b"server", mine, theirs)):
+        raise WireError("the sequencer did not prove it holds the hand-over secret")
+    _send(sock, [["auth", _mac(secret, b"client", mine, theirs).hex()]])
+    return _Channel(sock, _mac(secret, b"session", mine, theirs), b"C", b"S")
+
+
+def auth_server(sock: socket.socket, secret: bytes) -> _Channel:
+    """The sequencer's side of the handshake; the tagged channel once the process has proved
+    it holds the secret. WireError if it has not."""
+    _, version, theirs_hex = _one(_recv_small(sock), 3)
+    if version != AUTH_VERSION:
+        raise WireError("another handshake version")
+    theirs, mine = _hex32(theirs_hex), os.urandom(32)
+    _send(sock, [["auth", mine.hex(), _mac(secret, b"server", theirs, mine).hex()]])
+    (_, proof) = _one(_recv_small(sock), 2)
+    if not hmac.compare_digest(_hex32(proof), _mac(secret, b"client", theirs, mine)):
+        raise WireError("a process that does not hold the hand-over secret")
+    return _Channel(sock, _mac(secret, b"session", theirs, mine), b"S", b"C")
+
+
+@dataclass(frozen=True)
+class Network:
+    """A hand-over across hosts (D110): where this host's sequencer, when it is one, listens;
+    the address it publishes for the others (the lock's database holds it); the secret all
+    hosts share."""
+
+    listen: tuple[str, int]
+    advertise: str
+    secret: bytes
+
+
+def handoff_network(settings: Settings) -> Network | None:
+    """The network hand-over `settings` ask for (`handoff_listen`), checked; None if none.
+    It needs PostgreSQL (SQLite's lock is a file on one host) and a secret of at least
+    MIN_SECRET bytes in the variable `handoff_secret_env` names."""
+    if not settings.handoff_listen:
+        return None
+    if not settings.database_url.startswith("postgresql"):
+        raise InvalidInput(said("handoff_listen needs a PostgreSQL database: hosts share "
+                                "the log through it"))
+    secret = os.environ.get(settings.handoff_secret_env, "").encode()
+    if len(secret) < MIN_SECRET:
+        raise InvalidInput(said("handoff_listen needs a secret of at least {n} bytes, shared "
+                                "by every host, in the environment variable {name}",
+                                n=MIN_SECRET, name=settings.handoff_secret_env))
+    listen = parse_address(settings.handoff_listen)
+    advertise = settings.handoff_advertise or settings.handoff_listen
+    host, _ = parse_address(advertise)
+    if host in ("0.0.0.0", "::", ""):
+        raise InvalidInput(said("handoff_advertise: other hosts cannot reach {value}; set "
+                                "the address they reach this host at", value=repr(advertise)))
+    return Network(listen, advertise, secret)
+
+
+KEEPALIVE = (10, 5, 3)
+"""TCP keepalive over the network hand-over: first probe after 10 s idle, then every 5 s, the
+connection dropped after 3 unanswered; and (TCP_USER_TIMEOUT) dropped when data sent stays
+unacknowledged for 25 s. A host that vanished (power, network) is noticed in about 25 s
+whether or not anything was being sent, and the writers waiting on it are told their entries
+may or may not be recorded; without these Linux waits 15 minutes to over two hours."""
+MAX_HANDSHAKES = 32  # handshakes under way at once; a connection beyond them is closed
+
+
+def _tcp_ready(sock: socket.socket) -> socket.socket:
+    """No Nagle delay (a frame is an answer someone waits on), and keepalives (KEEPALIVE)."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    idle, interval, count = KEEPALIVE
+    for name, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", interval),
+                        ("TCP_KEEPCNT", count),
+                        ("TCP_USER_TIMEOUT", (idle + interval * count) * 1000)):
+        if hasattr(socket, name):  # Linux's; elsewhere the system's defaults stay
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+    return sock
+
+
+class _Handshakes:
+    """The sequencer's side of the handshake, at most MAX_HANDSHAKES at once: a stranger who
+    opens connections and says nothing holds a thread each for GREETING_S, so their number is
+    bounded; beyond it a connection is refused at once."""
+
+    def __init__(self, secret: bytes) -> None:
+        self.secret = secret
+        self._slots = threading.BoundedSemaphore(MAX_HANDSHAKES)
+
+    def __call__(self, sock: socket.socket) -> _Channel:
+        if not self._slots.acquire(blocking=False):
+            raise WireError("too many hand-over handshakes at once")
+        try:
+            return auth_server(_tcp_ready(sock), self.secret)
+        finally:
+            self._slots.release()
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """`host:port` (an IPv6 host in brackets) as a pair, or InvalidInput."""
+    host, sep, port = address.strip().rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InvalidInput(said("{value} is not a host:port address", value=repr(address)))
+    return host, int(port)
 
 
 def _hello_version(raw: Any) -> int | None:
@@ -320,11 +539,15 @@ class _Server:
     """The sequencer's side: takes entries from every connected process and sends back each
     sealed block and the answers, coalesced into one frame per wake-up."""
 
-    def __init__(self, sequencer: Sequencer, path: Path) -> None:
+    def __init__(self, sequencer: Sequencer, path: Path,
+                 network: Network | None = None) -> None:
         self.sequencer = sequencer
         self.path = path
         self._conns: list[_Conn] = []
         self._lock = threading.Lock()
+        self._tcp: socket.socket | None = None
+        if network is not None:  # first: a port in use fails before the socket file is taken
+            self._tcp = socket.create_server(network.listen, backlog=64, reuse_port=False)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # a dead sequencer's socket: we hold the lock, so it is stale
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -334,15 +557,21 @@ class _Server:
         self._listener.listen(64)
         self._closed = False
         self._told: dict[int, float] = {}  # peer version -> when it was last logged
-        threading.Thread(target=self._accept, name="handoff-accept", daemon=True).start()
+        threading.Thread(target=self._accept, args=(self._listener, _Channel),
+                         name="handoff-accept", daemon=True).start()
+        if network is not None and self._tcp is not None:
+            threading.Thread(target=self._accept, args=(self._tcp, _Handshakes(network.secret)),
+                             name="handoff-accept-tcp", daemon=True).start()
 
-    def _accept(self) -> None:
+    def _accept(self, listener: socket.socket,
+                channel: Callable[[socket.socket], _Channel]) -> None:
         while not self._closed:
             try:
-                sock, _ = self._listener.accept()
+                sock, _ = listener.accept()
             except OSError:
                 return
-            conn = _Conn(sock, self.sequencer, self._join, self._drop, self._tell_mismatch)
+            conn = _Conn(sock, channel, self.sequencer, self._join, self._drop,
+                         self._tell_mismatch)
             with self._lock:
                 self._conns.append(conn)  # (closed with the server, greeted or not)
             conn.start()
@@ -389,6 +618,10 @@ class _Server:
         close could be given again). A sequencer that stepped down (D109) removes nothing:
         its successor may have bound its own at the same path, and clears a stale one."""
         self._closed = True
+        if self._tcp is not None:
+            with contextlib.suppress(OSError):
+                self._tcp.shutdown(socket.SHUT_RDWR)
+            self._tcp.close()
         with contextlib.suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)
         ours = False
@@ -407,10 +640,13 @@ class _Server:
 class _Conn:
     """One API process's connection to the sequencer."""
 
-    def __init__(self, sock: socket.socket, sequencer: Sequencer,
+    def __init__(self, sock: socket.socket, channel: Callable[[socket.socket], _Channel],
+                 sequencer: Sequencer,
                  joined: Callable[[_Conn], None], dropped: Callable[[_Conn], None],
                  mismatched: Callable[[int | None], None]) -> None:
         self.sock = sock
+        self._channel = channel  # the framing, after any handshake (D110)
+        self.chan: _Channel | None = None
         self.sequencer = sequencer
         self.joined = joined
         self.dropped = dropped
@@ -420,13 +656,17 @@ class _Conn:
 
     def start(self) -> None:
         threading.Thread(target=self._read, name="handoff-read", daemon=True).start()
-        threading.Thread(target=self._write, name="handoff-write", daemon=True).start()
 
     def _read(self) -> None:
         try:
+            self.sock.settimeout(GREETING_S)  # a handshake that stalls is not a peer's
+            self.chan = chan = self._channel(self.sock)
+            self.sock.settimeout(None)
+            threading.Thread(target=self._write, args=(chan,), name="handoff-write",
+                             daemon=True).start()
             first, older = True, False
             while True:
-                for message in _recv(self.sock):
+                for message in chan.recv():
                     if first:  # a hello in this version, or nothing of it is taken
                         first = False
                         theirs = _hello_version(message)
@@ -442,11 +682,16 @@ class _Conn:
                     else:
                         rid, pendings = _request(message)
                         self._take(rid, pendings)
-        except (OSError, ConnectionError, WireError):
+        except WireError as e:
+            if self.chan is None:  # (after it, a peer of another version: logged as such)
+                log.warning("refused a hand-over connection: %s", e)
+        except (OSError, ConnectionError):
             pass
         except Exception:  # a bug, not a peer's doing: say so, and drop only this connection
             log.exception("the handoff connection failed")
         self.close()
+        if self.chan is None:
+            self.sock.close()  # no writer was started to close it
 
     def _refuse_older(self, message: Any) -> None:
         """Answer a process from before D98 in its own format: each entry refused, nothing
@@ -477,10 +722,10 @@ class _Conn:
         for f in futures:
             f.add_done_callback(one_done)
 
-    def _write(self) -> None:
+    def _write(self, chan: _Channel) -> None:
         while (batch := _coalesce(self.out)) is not None:
             try:
-                _send(self.sock, batch)
+                chan.send(batch)
             except Exception as e:  # a writer that stops must take its connection with it
                 if not isinstance(e, OSError):
                     log.exception("answering a process failed")
@@ -518,9 +763,14 @@ class _Client:
     """An API process's side: hands entries to the sequencer and keeps a copy of the last
     sealed block for reads."""
 
-    def __init__(self, path: Path, state: LogState) -> None:
+    def __init__(self, path: Path, state: LogState, network: Network | None = None,
+                 locate: Callable[[], str | None] = lambda: None) -> None:
+        """`locate` names the sequencer's published address, for a sequencer on another host
+        (D110): asked, with `network`, whenever the Unix socket has nobody listening."""
         self.path = path
         self.state = state
+        self.network = network
+        self.locate = locate
         self._sock: socket.socket | None = None
         self._waiting: dict[int, _Waiter] = {}
         self._in_flight = 0
@@ -572,18 +822,54 @@ class _Client:
 
     # -- the connection -----------------------------------------------------------------------
 
+    def _connect(self) -> _Channel | None:
+        """A channel to the sequencer: on this host's Unix socket, else (D110) at the address
+        it published, once it has proved it holds the secret; None if neither answers."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(str(self.path))
+            return _Channel(sock)
+        except OSError:
+            sock.close()
+        if self.network is None:
+            return None
+        try:
+            address = self.locate()
+        except Exception as e:  # the database is down or restarting: nobody to reach yet
+            log.debug("reading the sequencer's address failed: %s", e)
+            return None
+        if address is None or address == self.network.advertise:
+            return None  # none yet, or this host's own (it is not listening: see above)
+        try:
+            sock = _tcp_ready(socket.create_connection(parse_address(address), GREETING_S))
+        except (OSError, CopyledgerError):
+            return None
+        try:
+            sock.settimeout(GREETING_S)
+            return auth_client(sock, self.network.secret)
+        except WireError as e:
+            log.error("refused the sequencer at %s: %s", address, e)
+            sock.close()
+            raise
+        except (OSError, ConnectionError):
+            sock.close()
+            return None
+
     def _run(self) -> None:
         while not self._closed:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
-                sock.connect(str(self.path))
-            except OSError:
-                sock.close()
+                chan = self._connect()
+            except WireError:  # a peer without the secret: not one to ask again at once
+                self._refused = _NOT_TRUSTED
+                time.sleep(REFUSED_RETRY_S)
+                continue
+            if chan is None:
                 self._refused, self._silent = None, 0  # nobody listens: it is changing hands
                 time.sleep(ELECT_EVERY_S / 2)
                 continue
+            sock = chan.sock
             try:
-                rest = self._greet(sock)
+                rest = self._greet(chan)
             except (OSError, ConnectionError, WireError):
                 sock.close()
                 time.sleep(ELECT_EVERY_S / 2 if self._refused is None else REFUSED_RETRY_S)
@@ -598,13 +884,13 @@ class _Client:
                 self._sock = sock
                 self._out = out
             self._connected.set()
-            writer = threading.Thread(target=self._write, args=(sock, out), name="handoff-send",
+            writer = threading.Thread(target=self._write, args=(chan, out), name="handoff-send",
                                       daemon=True)
             writer.start()
             try:
                 self._deliver(rest)
                 while True:
-                    self._deliver(_recv(sock))
+                    self._deliver(chan.recv())
             except (OSError, ConnectionError, WireError):
                 pass
             except Exception:
@@ -614,13 +900,14 @@ class _Client:
             out.put(None)
             writer.join()
 
-    def _greet(self, sock: socket.socket) -> list[Message]:
+    def _greet(self, chan: _Channel) -> list[Message]:
         """Say which version this process speaks and read the sequencer's: writes are taken
         only once both agree. Returns the rest of the sequencer's first frame."""
+        sock = chan.sock
         sock.settimeout(GREETING_S)  # a peer that says nothing is not one to wait on
-        _send(sock, [["hello", WIRE_VERSION]])
+        chan.send([["hello", WIRE_VERSION]])
         try:
-            first = _recv(sock)
+            first = chan.recv()
         except ConnectionError:  # cut off unanswered: a sequencer from before D98 does that
             self._silent += 1
             if self._silent >= SILENT_GREETINGS:
@@ -642,16 +929,16 @@ class _Client:
         self._refused = why
 
     @staticmethod
-    def _write(sock: socket.socket, out: queue.Queue[Bundle | None]) -> None:
+    def _write(chan: _Channel, out: queue.Queue[Bundle | None]) -> None:
         while (bundles := _coalesce(out, FRAME_ENTRIES, _entries)) is not None:
             try:
                 for frame in _frames([r for bundle in bundles for r in bundle]):
-                    _send(sock, [_entries_message(rid, pendings) for rid, pendings in frame])
+                    chan.send([_entries_message(rid, pendings) for rid, pendings in frame])
             except Exception as e:  # a writer that stops must take its connection with it
                 if not isinstance(e, OSError):
                     log.exception("sending to the sequencer failed")
                 with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)  # the reader sees it and fails the rest
+                    chan.sock.shutdown(socket.SHUT_RDWR)  # the reader sees it, fails the rest
                 return
 
     def _deliver(self, messages: list[Message]) -> None:
@@ -723,13 +1010,15 @@ class Handoff:
     def __init__(self, local: Sequencer, data_dir: Path,
                  prepare: Callable[[], None] = lambda: None,
                  on_lead: Callable[[], None] = lambda: None,
-                 step_down: Callable[[], None] = lambda: os.kill(os.getpid(), signal.SIGTERM)
-                 ) -> None:
+                 step_down: Callable[[], None] = lambda: os.kill(os.getpid(), signal.SIGTERM),
+                 network: Network | None = None) -> None:
         """`prepare` runs once the lock is taken, before the sequencer starts; `on_lead` once
         it has started; `step_down` once the lock is found taken by another process while
         this one leads (by default the process ends itself, gracefully; uvicorn's supervisor
-        starts a new one, which follows)."""
+        starts a new one, which follows). With `network`, the sequencer also takes entries
+        over TCP from other hosts, and a process follows one on another host (D110)."""
         self.local = local
+        self.network = network
         self.step_down = step_down
         self._stepped_down = False
         local.on_lock_lost = self._lock_lost
@@ -768,7 +1057,8 @@ class Handoff:
     def start(self) -> None:
         """Lead if the lock is free, else follow; either way keep trying for the lock."""
         if not self._try_lead():
-            self._client = _Client(self.path, self.local.state)
+            self._client = _Client(self.path, self.local.state, self.network,
+                                   self.local.store.published_sequencer_address)
             self._elector = threading.Thread(target=self._elect, name="handoff-elect",
                                              daemon=True)
             self._elector.start()
@@ -782,11 +1072,14 @@ class Handoff:
             return False
         try:
             self.prepare()
-            server = _Server(self.local, self.path)  # refuses entries until the start below
+            # It refuses entries until the start below.
+            server = _Server(self.local, self.path, self.network)
         except BaseException:
             store.release_sequencer_lock()
             raise
         try:
+            if self.network is not None:  # before the sequencer's thread uses the lock's session
+                store.publish_sequencer_address(self.network.advertise)
             self.local.start()  # the lock is ours already; reloads the tree from the database
         except BaseException:
             server.close()

@@ -51,7 +51,7 @@ from copyledger.notary.tsa import ROOT_FILE, TimeStampAuthority, TsaIdentity
 from copyledger.notary.witnesses import Cosigner, WitnessConfig
 from copyledger.service import idempotency
 from copyledger.service.fsperm import private_dir, trusted_text, write_public
-from copyledger.service.handoff import Handoff
+from copyledger.service.handoff import Handoff, handoff_network
 from copyledger.service.rotation import overlap_signers, overlap_sm2_signers, retired_keys
 from copyledger.service.settings import Settings, write_config
 
@@ -385,9 +385,10 @@ class Node:
         self.listeners: list[Callable[[BlockHeader], None]] = []  # told of each new block
         # One process sequences; with `serve --workers N` the others hand entries to it (D48).
         self.sequencer: Sequencer | Handoff = local
-        if settings.workers > 1:
+        network = handoff_network(settings)
+        if settings.workers > 1 or network is not None:
             handoff = Handoff(local, settings.data_dir, prepare=self._remember_last,
-                              on_lead=self._start_helpers)
+                              on_lead=self._start_helpers, network=network)
             self.sequencer = handoff
             self.listeners.append(handoff.sealed)
         if settings.external_tsa_urls and not settings.external_tsa_roots:
@@ -411,7 +412,8 @@ class Node:
             self.listeners.append(lambda _h: self.external.poke())
         if self.witnesses:
             self.listeners.append(lambda _h: self.cosigner.poke())
-        self.index = LiveIndex(shared=settings.workers > 1)  # rebuilt by `start_index`
+        # Rebuilt by `start_index`; shared when other processes also write.
+        self.index = LiveIndex(shared=isinstance(self.sequencer, Handoff))
         self.transfer_locks = KeyedLocks()  # work seq: one transfer per work at a time
         self.idempotency = idempotency.Keys(store, settings.idempotency_ttl_s)
         self.idempotency_locks = KeyedLocks()  # (account, key): one keyed request at a time

@@ -60,6 +60,11 @@ class Settings:
     max_check_body_bytes: int = 384 * 1024  # a claim check's JSON: 2 x 2,048 ORB keypoints (D52)
     workers: int = 1  # API processes `serve` runs; one of them sequences (D48)
     idempotency_ttl_s: int = 86_400  # how long an Idempotency-Key's answer is kept (D41)
+    # Several hosts on one PostgreSQL (D110): where this host's sequencer, when it is one,
+    # takes entries from the other hosts' API processes (host:port); empty = this host only.
+    handoff_listen: str = ""
+    handoff_advertise: str = ""  # host:port the other hosts reach it at (default: the above)
+    handoff_secret_env: str = "COPYLEDGER_HANDOFF_SECRET"  # the secret is only read from here
 
     @property
     def external_tsa_urls(self) -> list[str]:

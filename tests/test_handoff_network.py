@@ -1,0 +1,300 @@
+"""The hand-over across hosts (D110): API processes on several hosts, one sequencer, on one
+PostgreSQL. The handshake proves the shared secret both ways before anything else is taken;
+every later frame is tagged, so a frame changed, replayed or reflected ends the connection;
+and real `serve` processes with data directories of their own (as on two hosts) hand their
+writes to whichever holds the log's lock, and take over when it is killed."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from copyledger.ledger.errors import InvalidInput
+from copyledger.service import handoff
+from copyledger.service.settings import Settings
+from tests.conftest import PostgresServer
+from tests.helpers import pg_dsn, wait_for, work_body
+from tests.server import ServerProcess, free_port, init_with_creator
+from tests.test_workers import check_log
+
+SECRET = b"s" * 32
+
+
+def _pair(server_secret: bytes, client_secret: bytes
+          ) -> tuple[handoff._Channel | Exception, handoff._Channel | Exception]:
+    """Both sides of the handshake over a socket pair: each side's channel, or its error."""
+    a, b = socket.socketpair()
+    a.settimeout(10)
+    b.settimeout(10)
+    got: dict[str, Any] = {}
+
+    def serve() -> None:
+        try:
+            got["server"] = handoff.auth_server(a, server_secret)
+        except Exception as e:  # what the test looks at
+            got["server"] = e
+            a.close()
+
+    t = threading.Thread(target=serve)
+    t.start()
+    try:
+        got["client"] = handoff.auth_client(b, client_secret)
+    except Exception as e:
+        got["client"] = e
+        b.close()
+    t.join(10)
+    return got["server"], got["client"]
+
+
+def test_the_handshake_gives_both_sides_one_tagged_channel() -> None:
+    server, client = _pair(SECRET, SECRET)
+    assert isinstance(server, handoff._Channel) and isinstance(client, handoff._Channel)
+    client.send([["hello", 1], ["entries", 0, []]])
+    assert server.recv() == [["hello", 1], ["entries", 0, []]]
+    server.send([["hello", 1]])
+    server.send([["answer", 0, []]])
+    assert client.recv() == [["hello", 1]]
+    assert client.recv() == [["answer", 0, []]]
+
+
+@pytest.mark.parametrize("server_secret, client_secret", [
+    (SECRET, b"t" * 32),  # the process has another secret
+    (b"t" * 32, SECRET),  # the "sequencer" has another secret
+])
+def test_a_side_without_the_secret_is_refused_before_anything_is_taken(
+        server_secret: bytes, client_secret: bytes) -> None:
+    server, client = _pair(server_secret, client_secret)
+    # The sequencer proves the secret first, so the process sees the mismatch first, either
+    # way, refuses, and closes: the sequencer never gets a proof and takes nothing.
+    assert isinstance(client, handoff.WireError)
+    assert isinstance(server, (ConnectionError, OSError)), server
+
+
+def _tagged_frame(chan: handoff._Channel, messages: list[Any]) -> bytes:
+    """The bytes `chan.send` would write, captured."""
+    out: list[bytes] = []
+
+    class Capture:
+        def sendall(self, data: bytes) -> None:
+            out.append(data)
+
+    real = chan.sock
+    chan.sock = Capture()  # type: ignore[assignment]
+    try:
+        chan.send(messages)
+    finally:
+        chan.sock = real
+    return out[0]
+
+
+def test_a_frame_changed_replayed_or_reflected_ends_the_connection() -> None:
+    for attack in ("changed", "replayed", "reflected", "unchanged"):
+        server, client = _pair(SECRET, SECRET)
+        assert isinstance(server, handoff._Channel) and isinstance(client, handoff._Channel)
+        frame = _tagged_frame(client, [["entries", 7, []]])
+        if attack == "changed":
+            frame = frame.replace(b"7", b"8")
+        if attack == "reflected":  # a frame the sequencer itself sent, sent back to it
+            frame = _tagged_frame(server, [["entries", 7, []]])
+        client.sock.sendall(frame)
+        if attack == "replayed":
+            assert server.recv() == [["entries", 7, []]]
+            client.sock.sendall(frame)
+        if attack == "unchanged":
+            assert server.recv() == [["entries", 7, []]]
+            continue
+        with pytest.raises(handoff.WireError):
+            server.recv()
+
+
+def test_a_stranger_costs_a_connection_not_memory() -> None:
+    """Before the handshake a frame longer than AUTH_FRAME is refused unread."""
+    a, b = socket.socketpair()
+    a.settimeout(10)
+    b.sendall((1 << 29).to_bytes(4, "big"))
+    with pytest.raises(handoff.WireError):
+        handoff.auth_server(a, SECRET)
+
+
+def _tcp_pair() -> tuple[socket.socket, socket.socket]:
+    """Both ends of a loopback TCP connection: (the accepted one, the connecting one)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        peer = socket.create_connection(listener.getsockname()[:2])
+        ours, _ = listener.accept()
+    return ours, peer
+
+
+def test_strangers_saying_nothing_hold_at_most_max_handshakes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connection beyond MAX_HANDSHAKES handshakes under way is refused at once; once one
+    ends (here: it times out), the next is served."""
+    monkeypatch.setattr(handoff, "MAX_HANDSHAKES", 1)
+    gate = handoff._Handshakes(SECRET)
+    silent, silent_peer = _tcp_pair()
+    silent.settimeout(1.0)
+    started, outcome = threading.Event(), []
+
+    def hold() -> None:
+        started.set()
+        try:
+            gate(silent)
+        except Exception as e:
+            outcome.append(e)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    started.wait(5)
+    # Until the first one's handshake times out, a second is refused without being read.
+    second, second_peer = _tcp_pair()
+    second.settimeout(1.0)
+    with pytest.raises(handoff.WireError, match="too many"):
+        gate(second)
+    t.join(10)
+    assert isinstance(outcome[0], TimeoutError)
+    a, b = _tcp_pair()
+    a.settimeout(10)
+    b.settimeout(10)
+    got: list[Any] = []
+    server = threading.Thread(target=lambda: got.append(gate(a)))
+    server.start()
+    client = handoff.auth_client(b, SECRET)
+    server.join(10)
+    assert isinstance(got[0], handoff._Channel) and isinstance(client, handoff._Channel)
+    for sock in (silent_peer, second_peer):
+        sock.close()
+
+
+def test_a_hand_over_connection_notices_a_vanished_host_in_about_25_s() -> None:
+    """Keepalive after 10 s idle, 3 probes 5 s apart, and sent data unacknowledged for 25 s
+    drops the connection (Linux's defaults: two hours, and some 15 minutes)."""
+    ours, peer = _tcp_pair()
+    handoff._tcp_ready(ours)
+    opt = ours.getsockopt
+    assert opt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    assert opt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+    assert (opt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+            opt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+            opt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT)) == (10, 5, 3)
+    assert opt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 25_000
+    ours.close()
+    peer.close()
+
+
+def test_the_settings_are_checked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    pg = "postgresql+psycopg://u@db/x"
+    base = Settings(data_dir=tmp_path, database=pg, handoff_listen="0.0.0.0:7401")
+    monkeypatch.setenv("COPYLEDGER_HANDOFF_SECRET", "x" * 32)
+    assert handoff.handoff_network(Settings(data_dir=tmp_path)) is None
+    with pytest.raises(InvalidInput, match="PostgreSQL"):
+        handoff.handoff_network(Settings(data_dir=tmp_path, handoff_listen="127.0.0.1:7401"))
+    with pytest.raises(InvalidInput, match="handoff_advertise"):
+        handoff.handoff_network(base)
+    net = handoff.handoff_network(Settings(data_dir=tmp_path, database=pg,
+                                           handoff_listen="0.0.0.0:7401",
+                                           handoff_advertise="[2001:db8::1]:7401"))
+    assert net is not None and net.listen == ("0.0.0.0", 7401)
+    assert handoff.parse_address(net.advertise) == ("2001:db8::1", 7401)
+    for bad in ("7401", "host:", "host:99999", ":7401"):
+        with pytest.raises(InvalidInput):
+            handoff.parse_address(bad)
+    monkeypatch.setenv("COPYLEDGER_HANDOFF_SECRET", "x" * 31)
+    with pytest.raises(InvalidInput, match="secret"):
+        handoff.handoff_network(Settings(data_dir=tmp_path, database=pg,
+                                         handoff_listen="127.0.0.1:7401"))
+
+
+def _host(data: Path, name: str, dburl: str, secret: str, workers: int) -> ServerProcess:
+    """`serve` as on a host of its own: its own data directory (a copy of the first host's:
+    the same keys and settings), its own hand-over port."""
+    own = data.parent / name
+    if not own.exists():
+        shutil.copytree(data, own)
+    port = free_port()
+    return ServerProcess(own, dburl, COPYLEDGER_WORKERS=str(workers),
+                         COPYLEDGER_HANDOFF_LISTEN=f"127.0.0.1:{port}",
+                         COPYLEDGER_HANDOFF_SECRET=secret)
+
+
+def _post(srv: ServerProcess, key: str, name: str) -> httpx.Response:
+    return httpx.post(srv.url + "/v1/works", json=work_body(name), timeout=30,
+                      headers={"Authorization": f"Bearer {key}", "Connection": "close"})
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_two_hosts_share_one_sequencer_and_take_over(
+        tmp_path: Path, pg_server: PostgresServer) -> None:
+    """Host A (one process) and host B (`--workers 2`), each with its own data directory, on
+    one PostgreSQL. A sequences; B's writes cross TCP to it and come back as receipts; a host
+    with another secret writes nothing. A is SIGKILLed: B takes over, and A, started again,
+    follows B across TCP. Every acknowledged entry is in the log (check_log)."""
+    data = tmp_path / "origin"
+    _, key, dburl = init_with_creator(data, pg_server.new_database())
+    secret = "k" * 40
+    a = _host(data, "a", dburl, secret, 1)
+    b = _host(data, "b", dburl, secret, 2)
+    acked: list[dict[str, Any]] = []
+
+    def write(srv: ServerProcess, name: str) -> None:
+        r = _post(srv, key, name)
+        assert r.status_code == 201, r.text
+        acked.append(r.json())
+
+    try:
+        a.start(timeout=300)
+        assert (a.data_dir / "sequencer.pid").exists()
+        b.start(timeout=300)
+        # B's processes follow A across hosts: they hold no lock and have no socket of A's.
+        assert not (b.data_dir / "sequencer.pid").exists()
+        for i in range(20):
+            write(b, f"via-b-{i}")
+            write(a, f"via-a-{i}")
+        with psycopg.connect(pg_dsn(dburl), autocommit=True) as admin:
+            (address,) = admin.execute("SELECT address FROM sequencer_address").fetchone()
+        assert address == a.env["COPYLEDGER_HANDOFF_LISTEN"]
+        size = httpx.get(b.url + "/v1/log", timeout=30).json()["tree_size"]
+        assert size >= 40  # B's reads hear of A's blocks
+
+        # A host given another secret: its writes are refused, nothing is written.
+        c = _host(data, "c", dburl, "x" * 40, 1)
+        try:
+            c.start(timeout=300)
+            wait_for(lambda: "hand-over secret" in _post(c, key, "via-c").text,
+                     "C's writes were not refused for the secret")
+            r = _post(c, key, "via-c")
+            assert r.status_code == 503, r.text
+        finally:
+            c.stop()
+        assert "hand-over secret" in c.log.read_text()
+        assert httpx.get(a.url + "/v1/search", params={"sha256": work_body("via-c")["sha256"]},
+                         timeout=30).json()["results"] == []
+
+        a.kill9()
+        assert a.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(a.proc.pid, signal.SIGKILL)
+        wait_for(lambda: (b.data_dir / "sequencer.pid").exists(), "B did not take over")
+        wait_for(lambda: _post(b, key, "probe-b").status_code in (201, 200),
+                 "B did not take writes after A died")
+        for i in range(20):
+            write(b, f"after-b-{i}")
+        a.start(timeout=300)  # A again: now it follows B
+        for i in range(20):
+            write(a, f"after-a-{i}")
+        with psycopg.connect(pg_dsn(dburl), autocommit=True) as admin:
+            (address,) = admin.execute("SELECT address FROM sequencer_address").fetchone()
+        assert address == b.env["COPYLEDGER_HANDOFF_LISTEN"]
+    finally:
+        a.stop()
+        b.stop()
+    check_log(b.data_dir, dburl, acked)
