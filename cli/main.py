@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import hashlib
 import json
@@ -221,11 +222,12 @@ def _serve_workers(s: Any) -> None:
     starts a new one when one dies); each builds its node in `worker_app` (D48)."""
     import uvicorn
 
-    from copyledger.service.handoff import socket_path
+    from copyledger.service.handoff import handoff_network, socket_path
     from copyledger.service.node import init_data_dir
 
     with _domain_errors_exit():
         socket_path(s.data_dir)  # too long a path fails here, not in every worker
+        handoff_network(s)  # and the hand-over across hosts' settings (D110)
         init_data_dir(s)  # keys and schema once, before the workers open them
     # The workers read their settings as `serve` itself would, from the environment.
     os.environ.update({"COPYLEDGER_DATA_DIR": str(s.data_dir), "COPYLEDGER_WORKERS":
@@ -743,7 +745,8 @@ class _LocalImport:
             for f in [self.pool.submit(int) for _ in range(self.jobs)]:
                 f.result()
             with _domain_errors_exit():
-                self.node = Node.open(self.settings)
+                # The server is stopped: no other host's processes to listen for (D110).
+                self.node = Node.open(dataclasses.replace(self.settings, handoff_listen=""))
                 try:
                     self.node.start()
                 except BaseException:

@@ -185,10 +185,12 @@ def _load(data: bytes) -> list[Any]:
 # being HMAC(secret, "session" | nonce_p | nonce_s): a frame changed, dropped, replayed,
 # reordered or reflected fails its tag and ends the connection. Frames are not encrypted:
 # entries and receipts are what the log publishes moments later. Before the handshake a frame
-# may be at most AUTH_FRAME bytes, so a stranger costs a connection, not memory.
+# may be at most AUTH_FRAME bytes and the whole handshake takes at most HANDSHAKE_S.
 
 AUTH_VERSION = 1
 AUTH_FRAME = 512
+HANDSHAKE_S = 5.0  # the whole handshake, both ways, however the peer paces its bytes
+CONNECT_S = 2.0  # to open a TCP connection to the published address
 MIN_SECRET = 32  # bytes of the shared secret
 _TAG = 32
 
@@ -244,12 +246,28 @@ class _Channel:
         return _load(data[:n])
 
 
-def _recv_small(sock: socket.socket) -> list[Any]:
-    """A handshake frame: at most AUTH_FRAME bytes."""
-    (n,) = _LEN.unpack(_recv_exact(sock, _LEN.size))
+def _recv_by(sock: socket.socket, n: int, deadline: float) -> bytes:
+    """`n` bytes, all by `deadline` (monotonic): a peer sending a byte at a time cannot stretch
+    a handshake past it (a socket timeout bounds each `recv` only)."""
+    buf = bytearray()
+    while len(buf) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the hand-over handshake took too long")
+        sock.settimeout(left)
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("closed")
+        buf += chunk
+    return bytes(buf)
+
+
+def _recv_small(sock: socket.socket, deadline: float) -> list[Any]:
+    """A handshake frame: at most AUTH_FRAME bytes, by `deadline`."""
+    (n,) = _LEN.unpack(_recv_by(sock, _LEN.size, deadline))
     if n > AUTH_FRAME:
         raise WireError(f"a handshake frame of {n} bytes")
-    return _load(_recv_exact(sock, n))
+    return _load(_recv_by(sock, n, deadline))
 
 
 def _one(frame: list[Any], size: int) -> list[Any]:
@@ -263,27 +281,32 @@ def _one(frame: list[Any], size: int) -> list[Any]:
 def auth_client(sock: socket.socket, secret: bytes) -> _Channel:
     """The API process's side of the handshake; the tagged channel once the sequencer has
     proved it holds the secret. WireError if it has not."""
+    deadline = time.monotonic() + HANDSHAKE_S
     mine = os.urandom(32)
+    sock.settimeout(HANDSHAKE_S)
     _send(sock, [["auth", AUTH_VERSION, mine.hex()]])
-    _, theirs_hex, proof = _one(_recv_small(sock), 3)
+    _, theirs_hex, proof = _one(_recv_small(sock, deadline), 3)
     theirs = _hex32(theirs_hex)
     if not hmac.compare_digest(_hex32(proof), _mac(secret, b"server", mine, theirs)):
         raise WireError("the sequencer did not prove it holds the hand-over secret")
     _send(sock, [["auth", _mac(secret, b"client", mine, theirs).hex()]])
+    sock.settimeout(None)
     return _Channel(sock, _mac(secret, b"session", mine, theirs), b"C", b"S")
 
 
 def auth_server(sock: socket.socket, secret: bytes) -> _Channel:
     """The sequencer's side of the handshake; the tagged channel once the process has proved
     it holds the secret. WireError if it has not."""
-    _, version, theirs_hex = _one(_recv_small(sock), 3)
+    deadline = time.monotonic() + HANDSHAKE_S
+    _, version, theirs_hex = _one(_recv_small(sock, deadline), 3)
     if version != AUTH_VERSION:
         raise WireError("another handshake version")
     theirs, mine = _hex32(theirs_hex), os.urandom(32)
     _send(sock, [["auth", mine.hex(), _mac(secret, b"server", theirs, mine).hex()]])
-    (_, proof) = _one(_recv_small(sock), 2)
+    (_, proof) = _one(_recv_small(sock, deadline), 2)
     if not hmac.compare_digest(_hex32(proof), _mac(secret, b"client", theirs, mine)):
         raise WireError("a process that does not hold the hand-over secret")
+    sock.settimeout(None)
     return _Channel(sock, _mac(secret, b"session", theirs, mine), b"S", b"C")
 
 
@@ -307,7 +330,7 @@ def handoff_network(settings: Settings) -> Network | None:
     if not settings.database_url.startswith("postgresql"):
         raise InvalidInput(said("handoff_listen needs a PostgreSQL database: hosts share "
                                 "the log through it"))
-    secret = os.environ.get(settings.handoff_secret_env, "").encode()
+    secret = os.environb.get(os.fsencode(settings.handoff_secret_env), b"")
     if len(secret) < MIN_SECRET:
         raise InvalidInput(said("handoff_listen needs a secret of at least {n} bytes, shared "
                                 "by every host, in the environment variable {name}",
@@ -328,6 +351,7 @@ unacknowledged for 25 s. A host that vanished (power, network) is noticed in abo
 whether or not anything was being sent, and the writers waiting on it are told their entries
 may or may not be recorded; without these Linux waits 15 minutes to over two hours."""
 MAX_HANDSHAKES = 32  # handshakes under way at once; a connection beyond them is closed
+MAX_HANDSHAKES_PER_PEER = 8  # of them from one address (a host's processes each connect)
 
 
 def _tcp_ready(sock: socket.socket) -> socket.socket:
@@ -343,29 +367,78 @@ def _tcp_ready(sock: socket.socket) -> socket.socket:
     return sock
 
 
+class _Refusals:
+    """The log line for refused hand-over connections: once a minute a reason, with how many
+    were refused since, so a stranger who keeps connecting cannot flood the log."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._told: dict[str, tuple[float, int]] = {}  # reason -> (last logged, refused since)
+
+    def tell(self, reason: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            told, since = self._told.get(reason, (-MISMATCH_LOG_S, 0))
+            if now - told < MISMATCH_LOG_S:
+                self._told[reason] = (told, since + 1)
+                return
+            self._told[reason] = (now, 0)
+        log.warning("refused a hand-over connection: %s", reason,
+                    extra={"refused_since_last_said": since})
+
+
+_refusals = _Refusals()
+
+
 class _Handshakes:
-    """The sequencer's side of the handshake, at most MAX_HANDSHAKES at once: a stranger who
-    opens connections and says nothing holds a thread each for GREETING_S, so their number is
-    bounded; beyond it a connection is refused at once."""
+    """The sequencer's side of the handshake: at most MAX_HANDSHAKES under way at once, and at
+    most MAX_HANDSHAKES_PER_PEER from one address, each at most HANDSHAKE_S long; a connection
+    beyond them is refused at once. A stranger who opens connections and says nothing holds a
+    thread each for seconds, so their number is bounded, and one address cannot take every
+    slot (one that can open connections from many addresses is for a firewall to stop: the
+    port should face only the registry's hosts)."""
 
     def __init__(self, secret: bytes) -> None:
         self.secret = secret
-        self._slots = threading.BoundedSemaphore(MAX_HANDSHAKES)
+        self._lock = threading.Lock()
+        self._busy = 0
+        self._by_peer: dict[str, int] = {}
 
     def __call__(self, sock: socket.socket) -> _Channel:
-        if not self._slots.acquire(blocking=False):
-            raise WireError("too many hand-over handshakes at once")
+        try:
+            peer = str(sock.getpeername()[0])
+        except (OSError, IndexError):
+            peer = ""
+        with self._lock:
+            if self._busy >= MAX_HANDSHAKES or \
+                    self._by_peer.get(peer, 0) >= MAX_HANDSHAKES_PER_PEER:
+                raise WireError("too many hand-over handshakes at once")
+            self._busy += 1
+            self._by_peer[peer] = self._by_peer.get(peer, 0) + 1
         try:
             return auth_server(_tcp_ready(sock), self.secret)
         finally:
-            self._slots.release()
+            with self._lock:
+                self._busy -= 1
+                self._by_peer[peer] -= 1
+                if not self._by_peer[peer]:
+                    del self._by_peer[peer]
+
+
+def _listen_tcp(listen: tuple[str, int]) -> socket.socket:
+    """A TCP listener at `listen`, of the address family its host is (`::` takes IPv4 too)."""
+    host, port = listen
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    return socket.create_server((host, port), family=family, backlog=64,
+                                dualstack_ipv6=host == "::" and socket.has_dualstack_ipv6())
 
 
 def parse_address(address: str) -> tuple[str, int]:
     """`host:port` (an IPv6 host in brackets) as a pair, or InvalidInput."""
     host, sep, port = address.strip().rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit()) \
+            or not 0 < int(port) < 65536:
         raise InvalidInput(said("{value} is not a host:port address", value=repr(address)))
     return host, int(port)
 
@@ -547,14 +620,19 @@ class _Server:
         self._lock = threading.Lock()
         self._tcp: socket.socket | None = None
         if network is not None:  # first: a port in use fails before the socket file is taken
-            self._tcp = socket.create_server(network.listen, backlog=64, reuse_port=False)
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()  # a dead sequencer's socket: we hold the lock, so it is stale
-        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._listener.bind(str(path))
-        self._inode = path.stat().st_ino  # which file at `path` is this server's
-        os.chmod(path, 0o600)
-        self._listener.listen(64)
+            self._tcp = _listen_tcp(network.listen)
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()  # a dead sequencer's socket: we hold the lock, so it is stale
+            self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self._listener.bind(str(path))
+            self._inode = path.stat().st_ino  # which file at `path` is this server's
+            os.chmod(path, 0o600)
+            self._listener.listen(64)
+        except BaseException:
+            if self._tcp is not None:
+                self._tcp.close()  # else the port stays bound in this process
+            raise
         self._closed = False
         self._told: dict[int, float] = {}  # peer version -> when it was last logged
         threading.Thread(target=self._accept, args=(self._listener, _Channel),
@@ -684,14 +762,14 @@ class _Conn:
                         self._take(rid, pendings)
         except WireError as e:
             if self.chan is None:  # (after it, a peer of another version: logged as such)
-                log.warning("refused a hand-over connection: %s", e)
+                _refusals.tell(str(e))
         except (OSError, ConnectionError):
             pass
         except Exception:  # a bug, not a peer's doing: say so, and drop only this connection
             log.exception("the handoff connection failed")
         self.close()
         if self.chan is None:
-            self.sock.close()  # no writer was started to close it
+            self.sock.close()  # never handed to a channel: nothing else will close it
 
     def _refuse_older(self, message: Any) -> None:
         """Answer a process from before D98 in its own format: each entry refused, nothing
@@ -838,14 +916,14 @@ class _Client:
         except Exception as e:  # the database is down or restarting: nobody to reach yet
             log.debug("reading the sequencer's address failed: %s", e)
             return None
-        if address is None or address == self.network.advertise:
-            return None  # none yet, or this host's own (it is not listening: see above)
-        try:
-            sock = _tcp_ready(socket.create_connection(parse_address(address), GREETING_S))
-        except (OSError, CopyledgerError):
+        if address is None:
             return None
         try:
-            sock.settimeout(GREETING_S)
+            sock = socket.create_connection(parse_address(address), CONNECT_S)
+        except (OSError, ValueError, CopyledgerError):  # (UnicodeError: a malformed name)
+            return None
+        try:
+            _tcp_ready(sock)
             return auth_client(sock, self.network.secret)
         except WireError as e:
             log.error("refused the sequencer at %s: %s", address, e)
@@ -854,6 +932,9 @@ class _Client:
         except (OSError, ConnectionError):
             sock.close()
             return None
+        except BaseException:
+            sock.close()
+            raise
 
     def _run(self) -> None:
         while not self._closed:
@@ -861,6 +942,12 @@ class _Client:
                 chan = self._connect()
             except WireError:  # a peer without the secret: not one to ask again at once
                 self._refused = _NOT_TRUSTED
+                time.sleep(REFUSED_RETRY_S)
+                continue
+            except (OSError, ConnectionError):
+                chan = None
+            except Exception:  # a bug: this loop must live on, or the process never writes
+                log.exception("connecting to the sequencer failed")
                 time.sleep(REFUSED_RETRY_S)
                 continue
             if chan is None:

@@ -17,7 +17,7 @@ import tempfile
 from binascii import hexlify
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import IO, Annotated, Any, NamedTuple, TypeVar
 
@@ -933,7 +933,7 @@ def rotate_keys(s: Settings, overlap: timedelta) -> Rotation:
     valid_from = done[-1].valid_until if done else (genesis.header.sealed_at if genesis else None)
     old = rotate(s, overlap=overlap, valid_from=valid_from)
     _, new_vkey = init_notary_keys(s)
-    node = Node.open(s)
+    node = Node.open(replace(s, handoff_listen=""))  # offline: no other host to listen for
     node.start()
     try:
         entry: dict[str, object] = {

@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import psycopg
 import pytest
 
 from copyledger.ledger.errors import InvalidInput
+from copyledger.ledger.sequencer import LogState
 from copyledger.service import handoff
 from copyledger.service.settings import Settings
 from tests.conftest import PostgresServer
@@ -139,6 +141,7 @@ def test_strangers_saying_nothing_hold_at_most_max_handshakes(
     """A connection beyond MAX_HANDSHAKES handshakes under way is refused at once; once one
     ends (here: it times out), the next is served."""
     monkeypatch.setattr(handoff, "MAX_HANDSHAKES", 1)
+    monkeypatch.setattr(handoff, "HANDSHAKE_S", 1.0)
     gate = handoff._Handshakes(SECRET)
     silent, silent_peer = _tcp_pair()
     silent.settimeout(1.0)
@@ -154,6 +157,7 @@ def test_strangers_saying_nothing_hold_at_most_max_handshakes(
     t = threading.Thread(target=hold)
     t.start()
     started.wait(5)
+    wait_for(lambda: gate._busy == 1, "the first handshake did not start")
     # Until the first one's handshake times out, a second is refused without being read.
     second, second_peer = _tcp_pair()
     second.settimeout(1.0)
@@ -172,6 +176,107 @@ def test_strangers_saying_nothing_hold_at_most_max_handshakes(
     assert isinstance(got[0], handoff._Channel) and isinstance(client, handoff._Channel)
     for sock in (silent_peer, second_peer):
         sock.close()
+
+
+def _tcp_pair_from(source: str) -> tuple[socket.socket, socket.socket]:
+    """As `_tcp_pair`, the connecting end bound to `source` (another loopback address)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        peer = socket.create_connection(listener.getsockname()[:2], source_address=(source, 0))
+        ours, _ = listener.accept()
+    return ours, peer
+
+
+def test_one_address_cannot_take_every_handshake(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(handoff, "MAX_HANDSHAKES_PER_PEER", 1)
+    monkeypatch.setattr(handoff, "HANDSHAKE_S", 2.0)
+    gate = handoff._Handshakes(SECRET)
+    silent, silent_peer = _tcp_pair()
+    def hold() -> None:
+        with contextlib.suppress(TimeoutError):
+            gate(silent)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    wait_for(lambda: gate._busy == 1, "the first handshake did not start")
+    again, again_peer = _tcp_pair()
+    with pytest.raises(handoff.WireError, match="too many"):
+        gate(again)  # the same address: refused at once
+    other, other_peer = _tcp_pair_from("127.0.0.2")
+    got: list[Any] = []
+    server = threading.Thread(target=lambda: got.append(gate(other)))
+    server.start()
+    other_peer.settimeout(10)
+    assert isinstance(handoff.auth_client(other_peer, SECRET), handoff._Channel)
+    server.join(10)
+    assert isinstance(got[0], handoff._Channel)
+    t.join(10)
+    for sock in (silent_peer, again_peer):
+        sock.close()
+
+
+def test_a_peer_dripping_bytes_cannot_stretch_the_handshake(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A socket timeout bounds each read only; the handshake has one deadline for all."""
+    monkeypatch.setattr(handoff, "HANDSHAKE_S", 1.0)
+    ours, peer = _tcp_pair()
+    stop = threading.Event()
+
+    def drip() -> None:
+        frame = b"\x00\x00\x01\x00" + b" " * 256
+        for byte in frame:
+            if stop.wait(0.2):
+                return
+            with contextlib.suppress(OSError):
+                peer.send(bytes([byte]))
+
+    t = threading.Thread(target=drip)
+    t.start()
+    start = time.monotonic()
+    with pytest.raises(TimeoutError):
+        handoff.auth_server(ours, SECRET)
+    assert time.monotonic() - start < 3.0
+    stop.set()
+    t.join(5)
+    peer.close()
+
+
+def test_a_malformed_published_address_never_stops_the_process_reaching_a_sequencer(
+        tmp_path: Path) -> None:
+    """A name that does not resolve or encode, a port that is not one: the process goes on
+    asking, and reaches the sequencer once the address is right."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        good = f"127.0.0.1:{listener.getsockname()[1]}"
+        address = ["a..b:7401"]
+
+        def sequencer() -> None:
+            conn, _ = listener.accept()
+            chan = handoff.auth_server(conn, SECRET)
+            assert chan.recv() == [["hello", handoff.WIRE_VERSION]]
+            chan.send([["hello", handoff.WIRE_VERSION]])
+            time.sleep(5)
+
+        net = handoff.Network(("127.0.0.1", 0), "127.0.0.1:1", SECRET)
+        client = handoff._Client(tmp_path / "none.sock", LogState(0, [], None), net,
+                                 lambda: address[0])
+        try:
+            for bad in ("a..b:7401", "host:\u00b2", "x" * 70 + ".example:7401"):
+                address[0] = bad
+                assert not client.wait_connected(0.3)
+            threading.Thread(target=sequencer, daemon=True).start()
+            address[0] = good
+            assert client.wait_connected(10)
+        finally:
+            client.close()
+
+
+def test_an_ipv6_wildcard_listens_for_ipv4_too() -> None:
+    if not socket.has_ipv6 or not socket.has_dualstack_ipv6():
+        pytest.skip("no IPv6 on this machine")
+    with handoff._listen_tcp(("::", 0)) as listener:
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), 5):
+            conn, _ = listener.accept()
+            conn.close()
 
 
 def test_a_hand_over_connection_notices_a_vanished_host_in_about_25_s() -> None:
@@ -204,7 +309,7 @@ def test_the_settings_are_checked(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
                                            handoff_advertise="[2001:db8::1]:7401"))
     assert net is not None and net.listen == ("0.0.0.0", 7401)
     assert handoff.parse_address(net.advertise) == ("2001:db8::1", 7401)
-    for bad in ("7401", "host:", "host:99999", ":7401"):
+    for bad in ("7401", "host:", "host:99999", ":7401", "host:\u00b2"):
         with pytest.raises(InvalidInput):
             handoff.parse_address(bad)
     monkeypatch.setenv("COPYLEDGER_HANDOFF_SECRET", "x" * 31)
