@@ -29,12 +29,17 @@ from copyledger.ledger.errors import (
     Unavailable,
     VerificationError,
 )
+from copyledger.ledger.throttle import Throttle
 from copyledger.ledger.timestamp import TimestampError
 from copyledger.service.i18n import DEFAULT, gettext, say
 
 MEDIA_TYPE = "application/problem+json"
 TYPE_BASE = "https://copyledger.dev/problems/"
 log = logging.getLogger("copyledger.api")
+
+SERVER_ERROR_LOG_S = 10.0
+"""A server error of one kind and detail is logged at most once this often (D111), with how
+many like it were held back; a database outage under load answers thousands a second."""
 
 # The one place a domain error becomes HTTP: class -> (status, problem type slug, title).
 # A class not listed maps as its nearest listed base class.
@@ -70,12 +75,16 @@ def classify(exc: CopyledgerError) -> tuple[int, str, str]:
     return PROBLEMS[CopyledgerError]
 
 
+_server_errors = Throttle(SERVER_ERROR_LOG_S)
+
+
 def from_error(exc: CopyledgerError, instance: str, lang: str = DEFAULT) -> JSONResponse:
     """The problem+json response for a domain error (logged when it is the server's fault),
     its title and detail in `lang` where the catalogue has them."""
     status, slug, title = classify(exc)
-    if status >= 500:
-        log.error("server error on %s: %s", instance, exc.full_detail)
+    if status >= 500 and (held := _server_errors.due((type(exc), exc.full_detail))) is not None:
+        log.error("server error on %s: %s", instance, exc.full_detail,
+                  extra={"held_back": held})
     return problem(status, slug, gettext(lang, title), say(lang, exc.detail), instance,
                    **exc.extra)
 

@@ -39,6 +39,7 @@ from copyledger.ledger.errors import (
 from copyledger.ledger.note import GENESIS_PREV, BlockHeader
 from copyledger.ledger.seen import SeenHashes
 from copyledger.ledger.store import BlockRow, CachedReader, EntryRow, Store
+from copyledger.ledger.throttle import Throttle
 
 log = logging.getLogger("copyledger.sequencer")
 
@@ -201,6 +202,9 @@ class Sequencer:
         # Called (on the sequencer's thread) when a block is refused because another process
         # took the log's lock (D109); `serve --workers N` steps the process down.
         self.on_lock_lost: Callable[[], None] | None = None
+        # A failing block logs its traceback; the same failure again within 10 s only counts
+        # (a database restarting under load fails every block, D111).
+        self._failures = Throttle(10.0)
         self.stamp = stamp
         self.extra_stamps = extra_stamps
         self._queue: queue.Queue[_Item | list[_Item] | _Group | None] = queue.Queue(
@@ -407,7 +411,9 @@ class Sequencer:
                 earlier = self._earlier(pendings)
                 receipts = self._seal_new(pendings, earlier)
             except Exception as e:  # answer every waiter, saying truly what became of it
-                log.exception("sealing a block of %d entries failed", len(chunk))
+                if (held := self._failures.due((type(e), str(e)[:300]))) is not None:
+                    log.exception("sealing a block of %d entries failed", len(chunk),
+                                  extra={"held_back": held})
                 if isinstance(e, LockLost) and self.on_lock_lost is not None:
                     try:
                         self.on_lock_lost()

@@ -443,6 +443,11 @@ class Store:
         finally:
             self._dispose()
 
+    @property
+    def closed(self) -> bool:
+        """Whether `close` was called: a background task retrying on this store stops."""
+        return self._closed
+
     def _dispose(self) -> None:
         if self._reads is not None:
             self._reads.dispose()

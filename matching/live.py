@@ -17,8 +17,11 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.exc import DBAPIError
+
 from copyledger.ledger.components import MATCHING, libraries_pending, require
 from copyledger.ledger.store import Store
+from copyledger.ledger.throttle import Throttle
 
 if TYPE_CHECKING:
     from copyledger.matching.index import FingerprintIndex
@@ -29,6 +32,7 @@ __all__ = ["INDEX_LIBRARIES", "LiveIndex"]
 INDEX_LIBRARIES = ("numpy", "faiss", "datasketch", "cv2")
 """What building and searching the index, and a claim check's ORB verification, import."""
 LIBRARY_POLL_S = 1.0
+DATABASE_RETRY_S = 1.0  # how often the index's build tries a database it could not reach
 """How often a rebuild waiting for `make run`'s background install looks again."""
 
 log = logging.getLogger("copyledger.index")
@@ -79,13 +83,22 @@ class LiveIndex:
     def build(self, store: Store) -> None:
         """Read every work's fingerprints from the log (run it in a background thread), once
         the libraries it needs are installed."""
-        try:
-            while libraries_pending():
-                time.sleep(LIBRARY_POLL_S)
-            self._build(store)
-        except Exception:
-            log.exception("the fingerprint index could not be built; claim checks will say "
-                          "so (index_ready false) until a restart")
+        failures = Throttle(60.0)
+        while not store.closed:
+            try:
+                while libraries_pending():
+                    time.sleep(LIBRARY_POLL_S)
+                self._build(store)
+                return
+            except DBAPIError as e:  # the database is restarting: build once it is back (D111)
+                if (held := failures.due(type(e).__name__)) is not None:
+                    log.warning("the fingerprint index waits for the database: %s",
+                                type(e.orig).__name__, extra={"held_back": held})
+                time.sleep(DATABASE_RETRY_S)
+            except Exception:
+                log.exception("the fingerprint index could not be built; claim checks will "
+                              "say so (index_ready false) until a restart")
+                return
 
     def catch_up(self, store: Store, size: int) -> None:
         """A shared index: add the works of seqs up to `size` it has not read yet."""

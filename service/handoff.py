@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
+from sqlalchemy.exc import DBAPIError
 
 from copyledger.ledger import errors
 from copyledger.ledger.errors import (
@@ -63,6 +64,7 @@ from copyledger.ledger.errors import (
 from copyledger.ledger.note import BlockHeader
 from copyledger.ledger.sequencer import LogState, Pending, Receipt, Sequencer
 from copyledger.ledger.store import BlockRow
+from copyledger.ledger.throttle import Throttle
 from copyledger.service.settings import Settings
 
 log = logging.getLogger("copyledger.handoff")
@@ -367,27 +369,7 @@ def _tcp_ready(sock: socket.socket) -> socket.socket:
     return sock
 
 
-class _Refusals:
-    """The log line for refused hand-over connections: once a minute a reason, with how many
-    were refused since, so a stranger who keeps connecting cannot flood the log."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._told: dict[str, tuple[float, int]] = {}  # reason -> (last logged, refused since)
-
-    def tell(self, reason: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            told, since = self._told.get(reason, (-MISMATCH_LOG_S, 0))
-            if now - told < MISMATCH_LOG_S:
-                self._told[reason] = (told, since + 1)
-                return
-            self._told[reason] = (now, 0)
-        log.warning("refused a hand-over connection: %s", reason,
-                    extra={"refused_since_last_said": since})
-
-
-_refusals = _Refusals()
+_refusals = Throttle(MISMATCH_LOG_S)  # refused connections, logged once a minute a reason
 
 
 class _Handshakes:
@@ -634,7 +616,7 @@ class _Server:
                 self._tcp.close()  # else the port stays bound in this process
             raise
         self._closed = False
-        self._told: dict[int, float] = {}  # peer version -> when it was last logged
+        self._told = Throttle(MISMATCH_LOG_S)  # by the peer's version
         threading.Thread(target=self._accept, args=(self._listener, _Channel),
                          name="handoff-accept", daemon=True).start()
         if network is not None and self._tcp is not None:
@@ -670,12 +652,8 @@ class _Server:
     def _tell_mismatch(self, theirs: int | None) -> None:
         """The log line for a process of another version: once a minute a version, as such a
         process asks again every second."""
-        now, version = time.monotonic(), theirs or 0
-        with self._lock:
-            if now - self._told.get(version, -MISMATCH_LOG_S) < MISMATCH_LOG_S:
-                return
-            self._told[version] = now
-        log.error("%s", _mismatch(theirs, WIRE_VERSION, sequencer=False))
+        if self._told.due(theirs or 0) is not None:
+            log.error("%s", _mismatch(theirs, WIRE_VERSION, sequencer=False))
 
     def _drop(self, conn: _Conn) -> None:
         with self._lock:
@@ -761,8 +739,10 @@ class _Conn:
                         rid, pendings = _request(message)
                         self._take(rid, pendings)
         except WireError as e:
-            if self.chan is None:  # (after it, a peer of another version: logged as such)
-                _refusals.tell(str(e))
+            if self.chan is None and (held := _refusals.due(str(e))) is not None:
+                # (after it, a peer of another version: logged as such)
+                log.warning("refused a hand-over connection: %s", e,
+                            extra={"held_back": held})
         except (OSError, ConnectionError):
             pass
         except Exception:  # a bug, not a peer's doing: say so, and drop only this connection
@@ -1142,8 +1122,18 @@ class Handoff:
                     + (client.wakeups if client is not None else 0))
 
     def start(self) -> None:
-        """Lead if the lock is free, else follow; either way keep trying for the lock."""
-        if not self._try_lead():
+        """Lead if the lock is free, else follow; either way keep trying for the lock. A
+        database that cannot be reached (restarting) is no reason to fail: the process follows
+        and its elector takes the lock once it can. Failing here would fail the worker's
+        startup, and uvicorn's supervisor then stops every process (a worker it starts in
+        place of one that stepped down, D109, during an outage; D111)."""
+        try:
+            led = self._try_lead()
+        except DBAPIError as e:
+            log.warning("the database cannot be reached yet; following until it can be: %s",
+                        type(e.orig).__name__)
+            led = False
+        if not led:
             self._client = _Client(self.path, self.local.state, self.network,
                                    self.local.store.published_sequencer_address)
             self._elector = threading.Thread(target=self._elect, name="handoff-elect",
@@ -1193,12 +1183,15 @@ class Handoff:
         self.step_down()
 
     def _elect(self) -> None:
+        failures = Throttle(10.0)  # every 50 ms while the database is down: said once in 10 s
         while not self._stop.wait(ELECT_EVERY_S):
             try:
                 if self._try_lead():
                     break
-            except Exception:
-                log.exception("taking over the sequencer failed; trying again")
+            except Exception as e:
+                if (held := failures.due((type(e), str(e)[:300]))) is not None:
+                    log.exception("taking over the sequencer failed; trying again",
+                                  extra={"held_back": held})
         else:
             return
         self._drop_client()

@@ -18,6 +18,7 @@ from copyledger.ledger.sequencer import Pending
 from copyledger.matching import LiveIndex, image_fingerprints
 from copyledger.service.node import Node
 from tests import test_tiles
+from tests.conftest import PostgresServer
 from tests.helpers import sha
 from tests.test_claims import png
 from tests.test_tiles import fill
@@ -178,3 +179,27 @@ def test_the_predicate_means_the_same_bytes_whatever_the_servers_string_setting(
         assert li.size() == 1 and {c.seq for c in li.search(fps)} == {seq}
     finally:
         r.stop()
+
+
+@pytest.mark.postgres
+def test_an_index_build_that_meets_the_database_down_builds_once_it_is_back(
+        own_pg_server: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """D111: the fingerprint index's build at start waits for a database it cannot reach (a
+    restart) and builds once it is back, instead of leaving claim checks unready until the
+    process is restarted."""
+    from copyledger.matching import live
+
+    monkeypatch.setattr(live, "DATABASE_RETRY_S", 0.05, raising=False)
+    s = store.Store.open(own_pg_server.new_database())
+    try:
+        own_pg_server.crash()
+        li = LiveIndex()
+        t = threading.Thread(target=li.build, args=(s,), daemon=True)
+        t.start()
+        t.join(1.0)
+        assert t.is_alive() and not li.ready  # waiting, not given up
+        own_pg_server.start()
+        t.join(120)
+        assert li.ready and li.size() == 0
+    finally:
+        s.close()

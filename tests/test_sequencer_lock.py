@@ -21,7 +21,7 @@ from copyledger.ledger.store import Store
 from copyledger.notary.signer import FileSigner
 from copyledger.service import handoff
 from tests.conftest import PostgresServer
-from tests.helpers import pg_dsn, terminate_backend
+from tests.helpers import pg_dsn, terminate_backend, wait_for
 from tests.test_sequencer import make, pending
 
 pytestmark = pytest.mark.postgres
@@ -209,3 +209,26 @@ def test_an_orphaned_lock_session_of_this_process_is_ended_and_the_lock_taken_ag
         with pytest.raises(Conflict):
             other.acquire_sequencer_lock()
         del raw
+
+
+def test_a_process_starting_while_the_database_is_down_follows_then_leads(
+        own_pg_server: PostgresServer, signer: FileSigner, tmp_path: Path) -> None:
+    """D111: `Handoff.start` (a worker's startup under `serve --workers N`) with the database
+    down does not fail: a worker whose startup fails makes uvicorn's supervisor stop every
+    process, which happened once under test when a worker started in place of one that had
+    stepped down met the database restarting. It follows, and its elector takes the lock once
+    the database is back; the log then goes on."""
+    url = own_pg_server.new_database()
+    store = Store.open(url)
+    s = make(store, signer, linger=0.001)
+    h = handoff.Handoff(s, tmp_path, step_down=lambda: None)
+    own_pg_server.crash()
+    try:
+        h.start()  # before D111: psycopg's OperationalError, "Connection refused"
+        assert not h.leading
+        own_pg_server.start()
+        wait_for(lambda: h.leading, "the elector did not take the lock once the database was back")
+        assert s.submit(pending(1)).result(60).seq == 0
+    finally:
+        h.stop()
+        store.close()
