@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,7 +30,7 @@ from copyledger.ledger.errors import (
     Unavailable,
     VerificationError,
 )
-from copyledger.ledger.throttle import Throttle
+from copyledger.ledger.throttle import Throttle, db_reason
 from copyledger.ledger.timestamp import TimestampError
 from copyledger.service.i18n import DEFAULT, gettext, say
 
@@ -82,7 +83,8 @@ def from_error(exc: CopyledgerError, instance: str, lang: str = DEFAULT) -> JSON
     """The problem+json response for a domain error (logged when it is the server's fault),
     its title and detail in `lang` where the catalogue has them."""
     status, slug, title = classify(exc)
-    if status >= 500 and (held := _server_errors.due((type(exc), exc.full_detail))) is not None:
+    if status >= 500 and (held := _server_errors.due(
+            (type(exc).__name__, str(exc.detail), db_reason(exc)))) is not None:
         log.error("server error on %s: %s", instance, exc.full_detail,
                   extra={"held_back": held})
     return problem(status, slug, gettext(lang, title), say(lang, exc.detail), instance,
@@ -103,8 +105,12 @@ def problem_body(
 
 
 def internal_error(instance: str, lang: str = DEFAULT) -> JSONResponse:
-    """An unexpected exception: logged with its traceback, never shown to the client."""
-    log.exception("unhandled error on %s", instance)
+    """An unexpected exception: logged with its traceback (the same failure at most once in
+    SERVER_ERROR_LOG_S, D111: a database outage fails every read), never shown to the
+    client."""
+    e = sys.exc_info()[1]
+    if (held := _server_errors.due(db_reason(e) if e else "")) is not None:
+        log.exception("unhandled error on %s", instance, extra={"held_back": held})
     return problem(500, "internal-error", gettext(lang, "Internal error"),
                    gettext(lang, INTERNAL), instance)
 

@@ -39,7 +39,7 @@ from copyledger.ledger.errors import (
 from copyledger.ledger.note import GENESIS_PREV, BlockHeader
 from copyledger.ledger.seen import SeenHashes
 from copyledger.ledger.store import BlockRow, CachedReader, EntryRow, Store
-from copyledger.ledger.throttle import Throttle
+from copyledger.ledger.throttle import Throttle, db_reason
 
 log = logging.getLogger("copyledger.sequencer")
 
@@ -238,7 +238,12 @@ class Sequencer:
         if self.content_filter:
             self.seen = SeenHashes(self._content_hashes, self.state.size)
         if self.state.last is None:
-            self._seal([])  # genesis: block 0 signs the empty tree, so there is always a checkpoint
+            try:
+                self._seal([])  # genesis: block 0 signs the empty tree: always a checkpoint
+            except BaseException:
+                if self.seen is not None:
+                    self.seen.stop()  # its scan thread would outlive this failed start
+                raise
         self._exited = self._release_on_exit = False
         self._thread = threading.Thread(target=self._main, name="sequencer", daemon=True)
         self._thread.start()
@@ -411,7 +416,7 @@ class Sequencer:
                 earlier = self._earlier(pendings)
                 receipts = self._seal_new(pendings, earlier)
             except Exception as e:  # answer every waiter, saying truly what became of it
-                if (held := self._failures.due((type(e), str(e)[:300]))) is not None:
+                if (held := self._failures.due(db_reason(e))) is not None:
                     log.exception("sealing a block of %d entries failed", len(chunk),
                                   extra={"held_back": held})
                 if isinstance(e, LockLost) and self.on_lock_lost is not None:

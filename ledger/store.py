@@ -444,6 +444,12 @@ class Store:
             self._dispose()
 
     @property
+    def database_errors(self) -> tuple[type[Exception], ...]:
+        """What a call that reached for the database raises when the database fails it:
+        SQLAlchemy's wrapping, or the driver's own (the raw-cursor reads raise those)."""
+        return (DBAPIError, self.engine.dialect.loaded_dbapi.Error)
+
+    @property
     def closed(self) -> bool:
         """Whether `close` was called: a background task retrying on this store stops."""
         return self._closed

@@ -36,3 +36,16 @@ class Throttle:
                 self._said.clear()
             self._said[key] = (now, 0)
             return said[1] if said is not None else 0
+
+
+def db_reason(e: BaseException, most: int = 300) -> str:
+    """A failure's kind and message as a key that repeats while the fault does: for an error
+    that wraps another (SQLAlchemy's around the driver's, a seal's around its cause) the
+    innermost message, without the statement and parameters SQLAlchemy adds, which differ
+    from one call to the next."""
+    for _ in range(8):  # (a chain that loops back on itself is cut short)
+        inner = getattr(e, "orig", None) or e.__cause__
+        if not isinstance(inner, BaseException) or inner is e:
+            break
+        e = inner
+    return f"{type(e).__name__}: {str(e)[:most]}"

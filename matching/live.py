@@ -17,11 +17,9 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.exc import DBAPIError
-
 from copyledger.ledger.components import MATCHING, libraries_pending, require
 from copyledger.ledger.store import Store
-from copyledger.ledger.throttle import Throttle
+from copyledger.ledger.throttle import Throttle, db_reason
 
 if TYPE_CHECKING:
     from copyledger.matching.index import FingerprintIndex
@@ -32,8 +30,9 @@ __all__ = ["INDEX_LIBRARIES", "LiveIndex"]
 INDEX_LIBRARIES = ("numpy", "faiss", "datasketch", "cv2")
 """What building and searching the index, and a claim check's ORB verification, import."""
 LIBRARY_POLL_S = 1.0
-DATABASE_RETRY_S = 1.0  # how often the index's build tries a database it could not reach
 """How often a rebuild waiting for `make run`'s background install looks again."""
+DATABASE_RETRY_S = 1.0
+"""How often the index's build tries again a database that failed it (D111)."""
 
 log = logging.getLogger("copyledger.index")
 
@@ -90,10 +89,11 @@ class LiveIndex:
                     time.sleep(LIBRARY_POLL_S)
                 self._build(store)
                 return
-            except DBAPIError as e:  # the database is restarting: build once it is back (D111)
-                if (held := failures.due(type(e).__name__)) is not None:
-                    log.warning("the fingerprint index waits for the database: %s",
-                                type(e.orig).__name__, extra={"held_back": held})
+            except store.database_errors as e:  # restarting: build once it is back (D111)
+                # (A fault that lasts, a missing table say, is said once a minute, in full.)
+                if (held := failures.due(reason := db_reason(e))) is not None:
+                    log.warning("the fingerprint index waits for the database: %s", reason,
+                                extra={"held_back": held})
                 time.sleep(DATABASE_RETRY_S)
             except Exception:
                 log.exception("the fingerprint index could not be built; claim checks will "

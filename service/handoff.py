@@ -48,7 +48,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy.exc import DBAPIError
 
 from copyledger.ledger import errors
 from copyledger.ledger.errors import (
@@ -65,6 +64,7 @@ from copyledger.ledger.note import BlockHeader
 from copyledger.ledger.sequencer import LogState, Pending, Receipt, Sequencer
 from copyledger.ledger.store import BlockRow
 from copyledger.ledger.throttle import Throttle
+from copyledger.ledger.throttle import db_reason as _db_reason
 from copyledger.service.settings import Settings
 
 log = logging.getLogger("copyledger.handoff")
@@ -1129,9 +1129,9 @@ class Handoff:
         place of one that stepped down, D109, during an outage; D111)."""
         try:
             led = self._try_lead()
-        except DBAPIError as e:
+        except self.local.store.database_errors as e:
             log.warning("the database cannot be reached yet; following until it can be: %s",
-                        type(e.orig).__name__)
+                        _db_reason(e))
             led = False
         if not led:
             self._client = _Client(self.path, self.local.state, self.network,
@@ -1189,7 +1189,7 @@ class Handoff:
                 if self._try_lead():
                     break
             except Exception as e:
-                if (held := failures.due((type(e), str(e)[:300]))) is not None:
+                if (held := failures.due((type(e), _db_reason(e)))) is not None:
                     log.exception("taking over the sequencer failed; trying again",
                                   extra={"held_back": held})
         else:

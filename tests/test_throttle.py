@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from copyledger.api import problems
 from copyledger.ledger.errors import NotFound, Unavailable
-from copyledger.ledger.throttle import Throttle
+from copyledger.ledger.throttle import Throttle, db_reason
 
 
 class Clock:
@@ -77,3 +77,45 @@ def test_a_server_error_repeated_is_logged_once_a_window(
     said = [r.getMessage() for r in caplog.records if r.name == "copyledger.api"]
     assert said == ["server error on /v1/works: the database is restarting",
                     "server error on /v1/works: another cause"]
+
+
+def test_a_database_failure_keys_on_its_innermost_message_not_its_statement() -> None:
+    """SQLAlchemy's message carries the statement and its parameters, which differ per call:
+    the key is the driver's message, so an outage's failures share one."""
+    from sqlalchemy.exc import OperationalError
+
+    class DriverError(Exception):
+        pass
+
+    def failed(params: tuple[int, ...]) -> Exception:
+        wrapped = OperationalError("INSERT INTO entries VALUES (%s)", params,
+                                   DriverError("connection refused"))
+        try:
+            raise Unavailable("sealing failed before anything was written") from wrapped
+        except Unavailable as e:
+            return e
+
+    a, b = failed((1,)), failed((2,))
+    assert str(a.__cause__) != str(b.__cause__)
+    assert db_reason(a) == db_reason(b) == "DriverError: connection refused"
+    x, y = ValueError("x"), ValueError("y")
+    x.__cause__, y.__cause__ = y, x  # a chain that loops
+    assert db_reason(x) in ("ValueError: x", "ValueError: y")
+
+
+def test_an_unexpected_error_repeated_is_logged_once_a_window(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(problems, "_server_errors", Throttle(problems.SERVER_ERROR_LOG_S))
+    caplog.set_level(logging.ERROR, logger="copyledger.api")
+    for i in range(50):  # one failure on fifty paths: said once
+        try:
+            raise ConnectionError("database gone")
+        except ConnectionError:
+            problems.internal_error(f"/v1/works/{i}")
+    try:
+        raise ConnectionError("another")
+    except ConnectionError:
+        problems.internal_error("/v1/works/1")
+    said = [r for r in caplog.records if r.name == "copyledger.api"]
+    assert [r.exc_info[1].args for r in said if r.exc_info and r.exc_info[1]] == [
+        ("database gone",), ("another",)]
