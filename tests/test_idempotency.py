@@ -19,7 +19,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from copyledger.ledger.errors import InvalidInput
-from copyledger.ledger.schema import ENTRIES_FINGERPRINTED, accounts, idempotency_keys
+from copyledger.ledger.schema import (
+    ENTRIES_FINGERPRINTED,
+    accounts,
+    idempotency_keys,
+    sequencer_address,
+)
 from copyledger.ledger.store import Store
 from copyledger.service.node import Node
 from tests.helpers import bearer, open_registry, sha, tree_size, wait_for, work_body
@@ -154,6 +159,7 @@ def test_migration_0007_adds_the_table_to_a_0006_log(tmp_path: Path, database_ur
     idempotency_keys.drop(reg.store.engine)
     accounts.drop(reg.store.engine)  # revision 0008's
     reg.store.execute_raw(f"DROP INDEX {ENTRIES_FINGERPRINTED}")  # revision 0009's
+    sequencer_address.drop(reg.store.engine)  # revision 0010's
     reg.store.execute_raw("UPDATE alembic_version SET version_num = '0006'")
     reg.store.close()
     s = Store.open(database_url or reg.settings.database_url)

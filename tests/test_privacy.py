@@ -267,6 +267,7 @@ def test_migration_0005_adds_the_table_to_a_0004_log(reg: Node, database_url: st
         accounts,
         claim_contacts,
         idempotency_keys,
+        sequencer_address,
     )
 
     claim_contacts.drop(reg.store.engine)
@@ -274,6 +275,7 @@ def test_migration_0005_adds_the_table_to_a_0004_log(reg: Node, database_url: st
     idempotency_keys.drop(reg.store.engine)  # revision 0007's
     accounts.drop(reg.store.engine)  # revision 0008's
     reg.store.execute_raw(f"DROP INDEX {ENTRIES_FINGERPRINTED}")  # revision 0009's
+    sequencer_address.drop(reg.store.engine)  # revision 0010's
     reg.store.execute_raw("UPDATE alembic_version SET version_num = '0004'")
     reg.store.close()
     s = store.Store.open(database_url)

@@ -26,6 +26,7 @@ from copyledger.ledger.schema import (
     cosignatures,
     entry_links,
     idempotency_keys,
+    sequencer_address,
 )
 from copyledger.ledger.sequencer import Pending
 from copyledger.service import claims, title
@@ -309,6 +310,7 @@ def test_migration_0003_backfills_links_of_a_0002_log(reg: Node, database_url: s
     idempotency_keys.drop(reg.store.engine)  # revision 0007's
     accounts.drop(reg.store.engine)  # revision 0008's
     reg.store.execute_raw(f"DROP INDEX {ENTRIES_FINGERPRINTED}")  # revision 0009's
+    sequencer_address.drop(reg.store.engine)  # revision 0010's
     reg.store.execute_raw("UPDATE alembic_version SET version_num = '0002'")
     reg.store.close()
 
