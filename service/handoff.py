@@ -223,13 +223,18 @@ class _Channel:
         self._key, self._mine, self._theirs = key, mine, theirs
         self._sent = self._got = 0
 
+    @staticmethod
+    def _tag(key: bytes, direction: bytes, counter: int, data: bytes) -> bytes:
+        """A frame's HMAC: its direction and number in the connection, then its bytes."""
+        return hmac.new(key, direction + counter.to_bytes(8, "big") + data,
+                        hashlib.sha256).digest()
+
     def send(self, messages: Sequence[Any]) -> None:
         if self._key is None:
             _send(self.sock, messages)
             return
         data = _dump(messages)
-        tag = hmac.new(self._key, self._mine + self._sent.to_bytes(8, "big") + data,
-                       hashlib.sha256).digest()
+        tag = self._tag(self._key, self._mine, self._sent, data)
         self._sent += 1
         self.sock.sendall(_LEN.pack(len(data)) + data + tag)
 
@@ -240,8 +245,7 @@ class _Channel:
         if n > MAX_FRAME:
             raise WireError(f"a frame of {n} bytes")
         data = _recv_exact(self.sock, n + _TAG)
-        want = hmac.new(self._key, self._theirs + self._got.to_bytes(8, "big") + data[:n],
-                        hashlib.sha256).digest()
+        want = self._tag(self._key, self._theirs, self._got, data[:n])
         if not hmac.compare_digest(want, data[n:]):
             raise WireError("a frame whose tag does not match: changed, replayed or forged")
         self._got += 1
@@ -619,7 +623,7 @@ class _Server:
         self._told = Throttle(MISMATCH_LOG_S)  # by the peer's version
         threading.Thread(target=self._accept, args=(self._listener, _Channel),
                          name="handoff-accept", daemon=True).start()
-        if network is not None and self._tcp is not None:
+        if network is not None:
             threading.Thread(target=self._accept, args=(self._tcp, _Handshakes(network.secret)),
                              name="handoff-accept-tcp", daemon=True).start()
 
@@ -715,9 +719,8 @@ class _Conn:
 
     def _read(self) -> None:
         try:
-            self.sock.settimeout(GREETING_S)  # a handshake that stalls is not a peer's
+            # (A handshake bounds its own time and leaves the socket blocking, HANDSHAKE_S.)
             self.chan = chan = self._channel(self.sock)
-            self.sock.settimeout(None)
             threading.Thread(target=self._write, args=(chan,), name="handoff-write",
                              daemon=True).start()
             first, older = True, False

@@ -108,25 +108,26 @@ class PostgresServer:
             shutil.rmtree(self.root, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PostgresServer]:
+def _cluster() -> Iterator[PostgresServer]:
+    """A cluster for as long as the fixture lasts (skipped, or failed where required, if
+    PostgreSQL is not installed)."""
     try:
         server = PostgresServer()
     except (FileNotFoundError, subprocess.CalledProcessError) as e:
         _missing(f"a PostgreSQL server ({e})", "COPYLEDGER_REQUIRE_POSTGRES")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    yield from _cluster()
 
 
 @pytest.fixture
 def own_pg_server() -> Iterator[PostgresServer]:
     """A cluster for one test alone: for a test that crashes and restarts it."""
-    try:
-        server = PostgresServer()
-    except (FileNotFoundError, subprocess.CalledProcessError) as e:
-        _missing(f"a PostgreSQL server ({e})", "COPYLEDGER_REQUIRE_POSTGRES")
-    yield server
-    server.stop()
+    yield from _cluster()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
