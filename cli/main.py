@@ -213,8 +213,19 @@ def serve(
         origin=s.origin, data_dir=s.data_dir, url=f"http://{s.host}:{s.port}"))
     err.print(tr("next, in another terminal: create an API key with") + "\n  copyledger keys "
               f"create --role creator --account you --data-dir {s.data_dir}", markup=False)
-    uvicorn.run(create_app(reg), host=s.host, port=s.port, log_level="warning",
-                access_log=False, timeout_keep_alive=max(1, round(s.keep_alive_s)))
+    server = uvicorn.Server(uvicorn.Config(
+        create_app(reg), host=s.host, port=s.port, log_level="warning", access_log=False,
+        timeout_keep_alive=max(1, round(s.keep_alive_s))))
+    reg.step_down_with(lambda: setattr(server, "should_exit", True))
+    server.run()
+    if not server.started:
+        sys.exit(3)  # as `uvicorn.run` does (its STARTUP_FAILURE)
+    if reg.stepped_down:
+        # Another process took the log's lock from this one (D109): start afresh, to follow
+        # it, as uvicorn's supervisor would start a process in its place (D112).
+        err.print(tr("copyledger: another process took over the log; starting again to "
+                     "follow it"))
+        _run_again()
 
 
 def _serve_workers(s: Any) -> None:
@@ -295,6 +306,12 @@ def _bound_malloc_arenas() -> None:
     if "MALLOC_ARENA_MAX" in os.environ or platform.libc_ver()[0] != "glibc":
         return
     os.environ["MALLOC_ARENA_MAX"] = MALLOC_ARENA_MAX
+    _run_again()
+
+
+def _run_again() -> NoReturn:
+    """Replace this process with the very command that started it (same pid, arguments and
+    environment)."""
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])

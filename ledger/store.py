@@ -186,6 +186,40 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+TCP_KEEPALIVE = (10, 5, 3)
+"""A TCP connection between hosts, idle: first probed after 10 s, then every 5 s, dropped after
+3 probes unanswered; busy: dropped when what it sent stays unacknowledged (10 + 5 x 3) s. A
+host that vanished (its power, a partition) is noticed in about 25 s either way; Linux's own
+defaults wait 15 minutes to over two hours. The hand-over's connections use it
+(`service.handoff`), and the server's side of each PostgreSQL session (PG_SERVER_KEEPALIVE)."""
+
+_IDLE, _INTERVAL, _COUNT = TCP_KEEPALIVE
+PG_SERVER_KEEPALIVE = {"tcp_keepalives_idle": _IDLE, "tcp_keepalives_interval": _INTERVAL,
+                       "tcp_keepalives_count": _COUNT,
+                       "tcp_user_timeout": (_IDLE + _INTERVAL * _COUNT) * 1000}
+"""TCP_KEEPALIVE on the server's side of each PostgreSQL session over TCP (D112). The server's
+default is the operating system's: a host that vanished kept its sessions for hours, and with
+them the sequencer's advisory lock, so no other host could take the log over. Ignored by the
+server on a Unix socket."""
+
+_PG_SESSION = "SELECT " + ", ".join(f"set_config('{k}', '{v}', false)"
+                                    for k, v in PG_SERVER_KEEPALIVE.items())
+
+
+def _pg_session(dbapi_conn: Any, _record: Any) -> None:
+    """Each new PostgreSQL connection: `PG_SERVER_KEEPALIVE` for its session (every setting
+    there is one a session may set; `tcp_user_timeout` is PostgreSQL 12's)."""
+    with dbapi_conn.cursor() as cur:
+        cur.execute(_PG_SESSION)
+    dbapi_conn.commit()
+
+
+def _pg_engine(url: Any, **kw: Any) -> Engine:
+    engine = create_engine(url, pool_size=10, max_overflow=10, **kw)
+    event.listen(engine, "connect", _pg_session)
+    return engine
+
+
 # Proofs read a few dozen nodes scattered over the levels. One statement per proof, by the
 # primary key, sent to the driver as a plain string (SQLite's and psycopg's statement caches
 # then skip the parsing): building it with SQLAlchemy cost 7 ms of CPU a proof at 1M (D70).
@@ -267,7 +301,7 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    return _pg_engine(url, pool_pre_ping=True)
 
 
 def _read_pool(engine: Engine) -> Engine | None:
@@ -278,8 +312,8 @@ def _read_pool(engine: Engine) -> Engine | None:
     with no round trip to save."""
     if engine.dialect.name != "postgresql":
         return None
-    return create_engine(engine.url, pool_size=10, max_overflow=10, pool_pre_ping=False,
-                         pool_reset_on_return=None, isolation_level="AUTOCOMMIT")
+    return _pg_engine(engine.url, pool_pre_ping=False, pool_reset_on_return=None,
+                      isolation_level="AUTOCOMMIT")
 
 
 _OWN_SESSION = ("SELECT pid, backend_start FROM pg_stat_activity "

@@ -62,7 +62,7 @@ from copyledger.ledger.errors import (
 )
 from copyledger.ledger.note import BlockHeader
 from copyledger.ledger.sequencer import LogState, Pending, Receipt, Sequencer
-from copyledger.ledger.store import BlockRow
+from copyledger.ledger.store import TCP_KEEPALIVE, BlockRow
 from copyledger.ledger.throttle import Throttle
 from copyledger.ledger.throttle import db_reason as _db_reason
 from copyledger.service.settings import Settings
@@ -350,12 +350,10 @@ def handoff_network(settings: Settings) -> Network | None:
     return Network(listen, advertise, secret)
 
 
-KEEPALIVE = (10, 5, 3)
-"""TCP keepalive over the network hand-over: first probe after 10 s idle, then every 5 s, the
-connection dropped after 3 unanswered; and (TCP_USER_TIMEOUT) dropped when data sent stays
-unacknowledged for 25 s. A host that vanished (power, network) is noticed in about 25 s
-whether or not anything was being sent, and the writers waiting on it are told their entries
-may or may not be recorded; without these Linux waits 15 minutes to over two hours."""
+KEEPALIVE = TCP_KEEPALIVE
+"""TCP keepalive over the network hand-over (`ledger.store.TCP_KEEPALIVE`): a host that
+vanished is noticed in about 25 s whether or not anything was being sent, and the writers
+waiting on it are told their entries may or may not be recorded."""
 MAX_HANDSHAKES = 32  # handshakes under way at once; a connection beyond them is closed
 MAX_HANDSHAKES_PER_PEER = 8  # of them from one address (a host's processes each connect)
 
@@ -1105,6 +1103,12 @@ class Handoff:
         self._elector: threading.Thread | None = None
 
     @property
+    def stepped_down(self) -> bool:
+        """Whether this process led and found the log's lock taken by another (`step_down`
+        was called)."""
+        return self._stepped_down
+
+    @property
     def state(self) -> LogState:
         if self.leading or self._client is None:
             return self.local.state
@@ -1137,6 +1141,7 @@ class Handoff:
                         _db_reason(e))
             led = False
         if not led:
+            self._forget_own_lead()
             self._client = _Client(self.path, self.local.state, self.network,
                                    self.local.store.published_sequencer_address)
             self._elector = threading.Thread(target=self._elect, name="handoff-elect",
@@ -1172,6 +1177,15 @@ class Handoff:
                                                          "tree_size": self.local.state.size})
         self.on_lead()
         return True
+
+    def _forget_own_lead(self) -> None:
+        """A pid file naming this very process, which follows: left by this process before
+        it started again in place after stepping down (a single `serve`, D112), so stale.
+        Under `--workers` a process never finds its own pid there (each is a new process),
+        so a sibling's file is never removed."""
+        with contextlib.suppress(OSError, ValueError):
+            if int(self.pid_path.read_text()) == os.getpid():
+                self.pid_path.unlink()
 
     def _lock_lost(self) -> None:
         """The sequencer's thread found the log's lock taken by another process: this one's

@@ -530,6 +530,19 @@ class Node:
         self.external.start()
         self.cosigner.start()
 
+    def step_down_with(self, stop: Callable[[], None]) -> None:
+        """How this process stops leading when another took the log's lock from it (D109):
+        by default it ends itself with SIGTERM and uvicorn's supervisor (`--workers`) starts
+        one in its place; a single `serve` has no supervisor, and ends its server with `stop`
+        instead, to start again (D112)."""
+        if isinstance(self.sequencer, Handoff):
+            self.sequencer.step_down = stop
+
+    @property
+    def stepped_down(self) -> bool:
+        """Whether this process led and another took the log's lock from it."""
+        return isinstance(self.sequencer, Handoff) and self.sequencer.stepped_down
+
     def start_index(self) -> None:
         """Rebuild the near-duplicate index from the log in the background; until it is done
         `index.ready` is false and claim checks say so."""

@@ -42,9 +42,12 @@ def _missing(what: str, env: str) -> None:
 
 
 class PostgresServer:
-    """A throw-away PostgreSQL cluster on a loopback port, trust auth, fsync on."""
+    """A throw-away PostgreSQL cluster on a loopback port, trust auth, fsync on. `also`: another
+    address of this host it listens on too (trusting the networks this host is on), for
+    processes in a network namespace (`netns`); `settings`: the server's own (a benchmark's
+    tuned server)."""
 
-    def __init__(self) -> None:
+    def __init__(self, also: str = "", settings: dict[str, str] | None = None) -> None:
         bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
         if not bins:
             raise FileNotFoundError("initdb")
@@ -52,18 +55,23 @@ class PostgresServer:
         self.root = Path(tempfile.mkdtemp(prefix="copyledger-pg-"))
         self.datadir = self.root / "data"
         self.port = free_port()
+        self.listen = ",".join(filter(None, ("127.0.0.1", also)))
+        self.settings = "".join(f" -c {k}={v}" for k, v in (settings or {}).items())
         self.as_root = os.geteuid() == 0
         if self.as_root:
             shutil.chown(self.root, "postgres", "postgres")
         self._run([str(self.bindir / "initdb"), "-D", str(self.datadir), "-A", "trust",
                    "-U", "postgres", "--no-sync", "-E", "UTF8"])
+        if also:
+            with (self.datadir / "pg_hba.conf").open("a") as hba:
+                hba.write("host all all samenet trust\n")
         self.start()
 
     def start(self) -> None:
         self._run([str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-w", "-l",
                    str(self.root / "log"), "-o",
-                   f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
-                   "-c max_connections=200", "start"])
+                   f"-p {self.port} -k {self.root} -c listen_addresses={self.listen} "
+                   f"-c max_connections=200{self.settings}", "start"])
 
     def crash(self) -> None:
         """Stop the server as a crash does (`-m immediate`: every session ends at once, no
@@ -82,8 +90,8 @@ class PostgresServer:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
         subprocess.run(cmd, check=True, capture_output=True, cwd=self.root)
 
-    def url(self, db: str = "postgres") -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{db}"
+    def url(self, db: str = "postgres", host: str = "127.0.0.1") -> str:
+        return f"postgresql+psycopg://postgres@{host}:{self.port}/{db}"
 
     def admin(self) -> Any:
         """An autocommit connection to the `postgres` database, for statements such as
@@ -128,6 +136,64 @@ def pg_server() -> Iterator[PostgresServer]:
 def own_pg_server() -> Iterator[PostgresServer]:
     """A cluster for one test alone: for a test that crashes and restarts it."""
     yield from _cluster()
+
+
+class Netns:
+    """Another host on this machine: a network namespace joined to this one by a veth pair
+    (this side `outer`, the namespace's side `inner`, in a /24 of their own). `cut` takes the
+    namespace's end of the link down: what either side sends is dropped with no word to the
+    sender, as when a host loses its power or its network."""
+
+    def __init__(self) -> None:
+        tag = os.getpid() % 100_000
+        self.name = f"copyledger-{tag}"
+        self.outer_if, self.inner_if = f"clv{tag}a", f"clv{tag}b"
+        net = f"10.231.{tag % 250}"
+        self.outer, self.inner = f"{net}.1", f"{net}.2"
+        self.exec = ("ip", "netns", "exec", self.name)
+        self._ip("netns", "add", self.name)
+        try:
+            self._ip("link", "add", self.outer_if, "type", "veth", "peer", "name", self.inner_if)
+            self._ip("link", "set", self.inner_if, "netns", self.name)
+            self._ip("addr", "add", f"{self.outer}/24", "dev", self.outer_if)
+            self._ip("link", "set", self.outer_if, "up")
+            self._inside("addr", "add", f"{self.inner}/24", "dev", self.inner_if)
+            self._inside("link", "set", "lo", "up")
+            self.mend()
+        except BaseException:
+            self.close()
+            raise
+
+    def _ip(self, *args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True)
+
+    def _inside(self, *args: str) -> None:
+        self._ip("-n", self.name, *args)
+
+    def cut(self) -> None:
+        self._inside("link", "set", self.inner_if, "down")
+
+    def mend(self) -> None:
+        self._inside("link", "set", self.inner_if, "up")
+
+    def close(self) -> None:
+        """The namespace and its veth pair (whose outer end goes with it)."""
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+        subprocess.run(["ip", "link", "del", self.outer_if], capture_output=True)
+
+
+@pytest.fixture
+def netns() -> Iterator[Netns]:
+    """A second host (`Netns`): needs root and iproute2's `ip` (`make system-deps`)."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        _missing("network namespaces (root and iproute2's ip)", "COPYLEDGER_REQUIRE_NETNS")
+    try:
+        ns = Netns()
+    except subprocess.CalledProcessError as e:
+        _missing(f"network namespaces ({e.stderr.decode(errors='replace').strip()})",
+                 "COPYLEDGER_REQUIRE_NETNS")
+    yield ns
+    ns.close()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -78,16 +78,22 @@ def init_with_creator(data: Path, database_url: str) -> tuple[list[str], str, st
 
 class ServerProcess:
     def __init__(self, data_dir: Path, database: str = "", *, command: tuple[str, ...] = ("serve",),
-                 port: int | None = None, listen: str = "--port", **env: str) -> None:
+                 port: int | None = None, listen: str = "--port", host: str = "127.0.0.1",
+                 prefix: tuple[str, ...] = (), **env: str) -> None:
         """`listen` is the option that takes the port: `--port N`, or for `--serve`,
-        `--serve 127.0.0.1:N` (a monitor's)."""
+        `--serve 127.0.0.1:N` (a monitor's). `host` is the address it is reached at (it
+        listens there: COPYLEDGER_HOST); `prefix` runs it inside another command (a network
+        namespace's `ip netns exec NAME`)."""
         self.data_dir = data_dir
         self.database = database
         self.command = command
         self.listen = listen
+        self.prefix = prefix
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{host}:{self.port}"
         self.env = {**os.environ, "COPYLEDGER_LOG_JSON": "true", **env}
+        if host != "127.0.0.1":
+            self.env["COPYLEDGER_HOST"] = host
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir.parent / f"server-{self.port}.log"
 
@@ -95,7 +101,7 @@ class ServerProcess:
         """Wait for /healthz; the deadline bounds a hang (a loaded machine imports slowly), it
         ends as soon as the server answers."""
         where = f"127.0.0.1:{self.port}" if self.listen == "--serve" else str(self.port)
-        args = [sys.executable, "-m", "copyledger.cli", *self.command,
+        args = [*self.prefix, sys.executable, "-m", "copyledger.cli", *self.command,
                 "--data-dir", str(self.data_dir), self.listen, where]
         if self.database:
             args += ["--database", self.database]

@@ -232,3 +232,26 @@ def test_a_process_starting_while_the_database_is_down_follows_then_leads(
     finally:
         h.stop()
         store.close()
+
+
+def test_every_session_and_the_lock_s_own_has_the_server_probe_a_vanished_host(
+        pg_server: PostgresServer) -> None:
+    """D112: the server's side of each session over TCP is probed after 10 s idle and ended
+    after 25 s unanswered, so a host that vanished gives the lock up in about 25 s, not after
+    the operating system's two hours. The lock's own session, a pooled one and a hot read's."""
+    st = Store.open(pg_server.new_database())
+    expect = {name: str(v) for name, v in store_mod.PG_SERVER_KEEPALIVE.items()}
+    show = ("SELECT name, setting FROM pg_settings WHERE name IN "
+            "('tcp_keepalives_idle', 'tcp_keepalives_interval', 'tcp_keepalives_count', "
+            "'tcp_user_timeout')")
+    try:
+        st.acquire_sequencer_lock()
+        assert st._lock_conn is not None
+        assert dict(st._lock_conn.exec_driver_sql(show).all()) == expect
+        with st.engine.connect() as conn:
+            assert dict(conn.exec_driver_sql(show).all()) == expect
+        assert st._reads is not None
+        with st._reads.connect() as conn:
+            assert dict(conn.exec_driver_sql(show).all()) == expect
+    finally:
+        st.close()
