@@ -283,12 +283,14 @@ def main() -> None:
     ap.add_argument("--database", default="")
     ap.add_argument("--postgres", action="store_true",
                     help="run on a throw-away PostgreSQL cluster started here (its CPU counted)")
+    ap.add_argument("--pg-set", action="append", default=[], metavar="NAME=VALUE",
+                    help="a setting of that cluster (repeatable), e.g. shared_buffers=4GB")
     args = ap.parse_args()
     pg = None
     if args.postgres:
         from tests.conftest import PostgresServer
 
-        pg = PostgresServer()
+        pg = PostgresServer(settings=dict(kv.split("=", 1) for kv in args.pg_set))
         args.database = pg.new_database()
     try:
         run(args, pg.datadir if pg else None)
@@ -336,6 +338,7 @@ def run(args: argparse.Namespace, datadir: Path | None) -> None:
         for o in out:
             o["answers"] = None  # (up to ~1.4 GB of answers at 600,000 entries)
         result = {"engine": "postgresql" if args.database else "sqlite",
+                  "pg_settings": args.pg_set,
                   **_summary(args, out, server_cpu, client_cpu, db_cpu, datadir)}
         if record is not None:
             result["floor"] = floor_run(args, key, record, datadir)

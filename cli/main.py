@@ -217,7 +217,10 @@ def serve(
         create_app(reg), host=s.host, port=s.port, log_level="warning", access_log=False,
         timeout_keep_alive=max(1, round(s.keep_alive_s))))
     reg.step_down_with(lambda: setattr(server, "should_exit", True))
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:  # Ctrl-C: a normal stop, as `uvicorn.run` has it
+        return
     if not server.started:
         sys.exit(3)  # as `uvicorn.run` does (its STARTUP_FAILURE)
     if reg.stepped_down:

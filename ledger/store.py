@@ -202,15 +202,20 @@ default is the operating system's: a host that vanished kept its sessions for ho
 them the sequencer's advisory lock, so no other host could take the log over. Ignored by the
 server on a Unix socket."""
 
-_PG_SESSION = "SELECT " + ", ".join(f"set_config('{k}', '{v}', false)"
-                                    for k, v in PG_SERVER_KEEPALIVE.items())
+def _set_all(settings: dict[str, int]) -> str:
+    return "SELECT " + ", ".join(f"set_config('{k}', '{v}', false)" for k, v in settings.items())
+
+
+_PG_SESSION = _set_all(PG_SERVER_KEEPALIVE)
+_PG11_SESSION = _set_all({k: v for k, v in PG_SERVER_KEEPALIVE.items()
+                          if k != "tcp_user_timeout"})  # (PostgreSQL 12's)
 
 
 def _pg_session(dbapi_conn: Any, _record: Any) -> None:
     """Each new PostgreSQL connection: `PG_SERVER_KEEPALIVE` for its session (every setting
-    there is one a session may set; `tcp_user_timeout` is PostgreSQL 12's)."""
+    there is one a session may set)."""
     with dbapi_conn.cursor() as cur:
-        cur.execute(_PG_SESSION)
+        cur.execute(_PG_SESSION if dbapi_conn.info.server_version >= 120000 else _PG11_SESSION)
     dbapi_conn.commit()
 
 

@@ -1088,6 +1088,7 @@ class Handoff:
         self.local = local
         self.network = network
         self.step_down = step_down
+        self.alone = False  # the only process of its data directory (a single `serve`)
         self._stepped_down = False
         local.on_lock_lost = self._lock_lost
         self.prepare = prepare
@@ -1141,7 +1142,6 @@ class Handoff:
                         _db_reason(e))
             led = False
         if not led:
-            self._forget_own_lead()
             self._client = _Client(self.path, self.local.state, self.network,
                                    self.local.store.published_sequencer_address)
             self._elector = threading.Thread(target=self._elect, name="handoff-elect",
@@ -1177,15 +1177,6 @@ class Handoff:
                                                          "tree_size": self.local.state.size})
         self.on_lead()
         return True
-
-    def _forget_own_lead(self) -> None:
-        """A pid file naming this very process, which follows: left by this process before
-        it started again in place after stepping down (a single `serve`, D112), so stale.
-        Under `--workers` a process never finds its own pid there (each is a new process),
-        so a sibling's file is never removed."""
-        with contextlib.suppress(OSError, ValueError):
-            if int(self.pid_path.read_text()) == os.getpid():
-                self.pid_path.unlink()
 
     def _lock_lost(self) -> None:
         """The sequencer's thread found the log's lock taken by another process: this one's
@@ -1236,10 +1227,12 @@ class Handoff:
         if self._client is not None:
             self._client.close()
         if self.leading:
-            # One that stepped down leaves the socket and pid file to its successor (D109).
+            # One that stepped down leaves the socket and pid file to its successor (D109),
+            # unless it is its data directory's only process (D112).
+            leave = self._stepped_down and not self.alone
             if self._server is not None:
-                self._server.close(remove=not self._stepped_down)
-            if not self._stepped_down:
+                self._server.close(remove=not leave)
+            if not leave:
                 with contextlib.suppress(FileNotFoundError):
                     self.pid_path.unlink()
             self.local.stop()

@@ -534,9 +534,12 @@ class Node:
         """How this process stops leading when another took the log's lock from it (D109):
         by default it ends itself with SIGTERM and uvicorn's supervisor (`--workers`) starts
         one in its place; a single `serve` has no supervisor, and ends its server with `stop`
-        instead, to start again (D112)."""
+        instead, to start again (D112). Being its data directory's only process, it then
+        removes its hand-over socket and pid file as a normal stop does: no sibling can have
+        taken those paths."""
         if isinstance(self.sequencer, Handoff):
             self.sequencer.step_down = stop
+            self.sequencer.alone = True
 
     @property
     def stepped_down(self) -> bool:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import ipaddress
 import os
+import random
 import shutil
 import subprocess
 import tempfile
@@ -43,7 +45,7 @@ def _missing(what: str, env: str) -> None:
 
 class PostgresServer:
     """A throw-away PostgreSQL cluster on a loopback port, trust auth, fsync on. `also`: another
-    address of this host it listens on too (trusting the networks this host is on), for
+    address of this host it listens on too (trusting its /24), for
     processes in a network namespace (`netns`); `settings`: the server's own (a benchmark's
     tuned server)."""
 
@@ -62,9 +64,9 @@ class PostgresServer:
             shutil.chown(self.root, "postgres", "postgres")
         self._run([str(self.bindir / "initdb"), "-D", str(self.datadir), "-A", "trust",
                    "-U", "postgres", "--no-sync", "-E", "UTF8"])
-        if also:
+        if also:  # (its /24: the namespace's side of the veth pair)
             with (self.datadir / "pg_hba.conf").open("a") as hba:
-                hba.write("host all all samenet trust\n")
+                hba.write(f"host all all {ipaddress.ip_interface(also + '/24').network} trust\n")
         self.start()
 
     def start(self) -> None:
@@ -145,24 +147,37 @@ class Netns:
     sender, as when a host loses its power or its network."""
 
     def __init__(self) -> None:
-        tag = os.getpid() % 100_000
-        self.name = f"copyledger-{tag}"
-        self.outer_if, self.inner_if = f"clv{tag}a", f"clv{tag}b"
-        net = f"10.231.{tag % 250}"
-        self.outer, self.inner = f"{net}.1", f"{net}.2"
-        self.exec = ("ip", "netns", "exec", self.name)
-        self._ip("netns", "add", self.name)
-        try:
-            self._ip("link", "add", self.outer_if, "type", "veth", "peer", "name", self.inner_if)
-            self._ip("link", "set", self.inner_if, "netns", self.name)
-            self._ip("addr", "add", f"{self.outer}/24", "dev", self.outer_if)
-            self._ip("link", "set", self.outer_if, "up")
-            self._inside("addr", "add", f"{self.inner}/24", "dev", self.inner_if)
-            self._inside("link", "set", "lo", "up")
-            self.mend()
-        except BaseException:
-            self.close()
-            raise
+        used = subprocess.run(["ip", "-4", "route", "show"], check=True, capture_output=True,
+                              text=True).stdout
+        for _ in range(50):  # a name and /24 nobody here uses (another run's, a real network)
+            tag = random.randrange(100_000)
+            net = f"10.231.{tag % 250}"
+            if f"{net}." in used:
+                continue
+            self.name = f"copyledger-{tag}"
+            self.outer_if, self.inner_if = f"clv{tag}a", f"clv{tag}b"
+            self.outer, self.inner = f"{net}.1", f"{net}.2"
+            self.exec = ("ip", "netns", "exec", self.name)
+            try:
+                self._ip("netns", "add", self.name)
+            except subprocess.CalledProcessError:
+                continue  # (taken)
+            try:
+                self._make()
+            except BaseException:
+                self.close()
+                raise
+            return
+        raise subprocess.CalledProcessError(1, "ip", stderr=b"no free namespace name or /24")
+
+    def _make(self) -> None:
+        self._ip("link", "add", self.outer_if, "type", "veth", "peer", "name", self.inner_if)
+        self._ip("link", "set", self.inner_if, "netns", self.name)
+        self._ip("addr", "add", f"{self.outer}/24", "dev", self.outer_if)
+        self._ip("link", "set", self.outer_if, "up")
+        self._inside("addr", "add", f"{self.inner}/24", "dev", self.inner_if)
+        self._inside("link", "set", "lo", "up")
+        self.mend()
 
     def _ip(self, *args: str) -> None:
         subprocess.run(["ip", *args], check=True, capture_output=True)
