@@ -1682,6 +1682,28 @@ def db_copy(
                   .format(error=escape(rep.analyze_error)) + "[/yellow]")
 
 
+@db_app.command("forget-handoff-secret")
+def db_forget_handoff_secret(
+    data_dir: DataDir = None,
+    database: Database = None,
+    as_json: Json = False,
+) -> None:
+    """Forget which hand-over secret the registry's hosts share (several hosts, D113).
+
+    The first process to sequence with a network hand-over records a check of its secret, and
+    a process with another secret never sequences. To change the secret on every host: stop
+    them all, run this, and start them with the new secret; the first to sequence records it.
+    """
+    from copyledger.service.admin import forget_handoff_secret
+
+    with _domain_errors_exit():
+        since = forget_handoff_secret(_settings(data_dir, database))
+    _emit(as_json, {"forgotten": since is not None, "recorded": since},
+          tr("the hand-over secret recorded {since} is forgotten; the next host to sequence "
+             "records its own").format(since=since) if since is not None else
+          tr("no hand-over secret was recorded"))
+
+
 @tiles_app.command("export")
 def tiles_export(
     directory: Annotated[Path, typer.Argument(help="where to write checkpoint and tile/…")],

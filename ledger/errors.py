@@ -113,6 +113,11 @@ class LockLost(Unavailable):
     it ended, and another process took it): it writes no block; nothing was written."""
 
 
+class WrongSecret(Unavailable):
+    """This host's hand-over secret is not the one the registry's hosts share (its check
+    differs from the one in the database, D113): it does not sequence the log."""
+
+
 class Uncertain(Unavailable):
     """A write whose fate is not known: it may or may not be recorded (the database write
     failed part-way, the receipt could not be built, the sequencer died before answering).

@@ -164,3 +164,15 @@ sequencer_address = Table(
     Column("address", String(300), nullable=False),  # host:port, as the other hosts reach it
     Column("since", String(40), nullable=False),  # when it was written (RFC 3339, UTC)
 )
+
+# Which hand-over secret the hosts share (D113): one row, the secret's check (an HMAC under the
+# secret of a fixed label, never the secret), recorded by the first process to sequence with a
+# network hand-over; a process with another secret does not sequence. NOT append-only:
+# `copyledger db forget-handoff-secret` deletes it when every host's secret is changed.
+handoff_secret = Table(
+    "handoff_secret",
+    metadata,
+    Column("id", SmallInteger, primary_key=True),  # always 1
+    Column("secret_check", String(64), nullable=False),  # hex
+    Column("since", String(40), nullable=False),  # when it was recorded (RFC 3339, UTC)
+)

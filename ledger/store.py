@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import hmac
 import logging
 import os
 import re
@@ -40,7 +41,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
 from copyledger.ledger import merkle
-from copyledger.ledger.errors import Conflict, LockLost, NotFound, said
+from copyledger.ledger.errors import Conflict, LockLost, NotFound, WrongSecret, said
 from copyledger.ledger.links import Link
 from copyledger.ledger.note import BlockHeader
 from copyledger.ledger.schema import (
@@ -51,6 +52,7 @@ from copyledger.ledger.schema import (
     cosignatures,
     entries,
     entry_links,
+    handoff_secret,
     merkle_nodes,
     sequencer_address,
 )
@@ -624,15 +626,37 @@ class Store:
             if kept and self._closed:
                 self._dispose()  # what the thread opened after `close` disposed the pools
 
-    def publish_sequencer_address(self, address: str) -> None:
+    def publish_sequencer_address(self, address: str, secret_check: str) -> None:
         """Say where this process, which has just taken the log's lock, takes entries from
-        other hosts' API processes (D110). Written in the fenced transaction of a block
+        other hosts' API processes (D110), if its hand-over secret is the hosts' (D113): the
+        first to publish records its secret's check, and one whose check differs is refused
+        (WrongSecret) with nothing written. In the fenced transaction of a block
         (`_block_transaction`): on a lock lost meanwhile it is refused (LockLost), so no
         process that does not hold the lock ever names itself."""
         since = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
         with self._block_transaction() as conn:
+            held = conn.execute(select(handoff_secret.c.secret_check)).scalar()
+            if held is None:
+                conn.execute(handoff_secret.insert().values(id=1, secret_check=secret_check,
+                                                            since=since))
+            elif not hmac.compare_digest(held, secret_check):
+                raise WrongSecret(said(
+                    "this host's hand-over secret is not the one the registry's hosts share "
+                    "(recorded {since}): it does not sequence the log; give it their secret, "
+                    "or, if every host's secret was changed, run `copyledger db "
+                    "forget-handoff-secret` first",
+                    since=conn.execute(select(handoff_secret.c.since)).scalar()))
             conn.execute(sequencer_address.delete())
             conn.execute(sequencer_address.insert().values(id=1, address=address, since=since))
+
+    def forget_handoff_secret(self) -> str | None:
+        """Delete the hosts' recorded hand-over secret check (D113), for a secret changed on
+        every host: the next process to sequence with a network hand-over records its own.
+        When the one deleted had been recorded, if there was one."""
+        with self.engine.begin() as conn:
+            since = conn.execute(select(handoff_secret.c.since)).scalar()
+            conn.execute(handoff_secret.delete())
+        return since
 
     def published_sequencer_address(self) -> str | None:
         """The address the last sequencer published, if any; it may have died since."""

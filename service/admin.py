@@ -48,6 +48,13 @@ def revoke_key(s: Settings, key_id: int) -> KeyRow:
         return apikeys.revoke_key(store, key_id)
 
 
+def forget_handoff_secret(s: Settings) -> str | None:
+    """Forget the hosts' recorded hand-over secret check (D113), for a secret changed on every
+    host; when the forgotten one had been recorded, or None if none was."""
+    with _store(s) as store:
+        return store.forget_handoff_secret()
+
+
 def set_account(s: Settings, account: str, display_name: str, kind: str) -> Profile:
     """State who stands behind an account (`service.accounts.set_profile`)."""
     with _store(s) as store:

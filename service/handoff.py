@@ -58,6 +58,7 @@ from copyledger.ledger.errors import (
     Said,
     Unavailable,
     Uncertain,
+    WrongSecret,
     said,
 )
 from copyledger.ledger.note import BlockHeader
@@ -325,6 +326,13 @@ class Network:
     listen: tuple[str, int]
     advertise: str
     secret: bytes
+
+    @property
+    def secret_check(self) -> str:
+        """What the database keeps of the secret to tell the hosts' own from another (D113):
+        an HMAC under it of a label no handshake uses, so it proves nothing in a handshake and,
+        the secret being 32 bytes or more, does not give the secret away."""
+        return _mac(self.secret, b"secret check").hex()
 
 
 def handoff_network(settings: Settings) -> Network | None:
@@ -1089,6 +1097,7 @@ class Handoff:
         self.network = network
         self.step_down = step_down
         self.alone = False  # the only process of its data directory (a single `serve`)
+        self.barred = False  # its secret is not the hosts' (D113): it never sequences
         self._stepped_down = False
         local.on_lock_lost = self._lock_lost
         self.prepare = prepare
@@ -1144,9 +1153,10 @@ class Handoff:
         if not led:
             self._client = _Client(self.path, self.local.state, self.network,
                                    self.local.store.published_sequencer_address)
-            self._elector = threading.Thread(target=self._elect, name="handoff-elect",
-                                             daemon=True)
-            self._elector.start()
+            if not self.barred:
+                self._elector = threading.Thread(target=self._elect, name="handoff-elect",
+                                                 daemon=True)
+                self._elector.start()
             self._client.wait_connected(5.0)
 
     def _try_lead(self) -> bool:
@@ -1164,12 +1174,17 @@ class Handoff:
             raise
         try:
             if self.network is not None:  # before the sequencer's thread uses the lock's session
-                store.publish_sequencer_address(self.network.advertise)
+                store.publish_sequencer_address(self.network.advertise,
+                                                self.network.secret_check)
             self.local.start()  # the lock is ours already; reloads the tree from the database
-        except BaseException:
+        except BaseException as e:
             server.close()
             store.release_sequencer_lock()
-            raise
+            if not isinstance(e, WrongSecret):
+                raise
+            self.barred = True  # this secret never will: no more attempts (D113)
+            log.critical("this process will not sequence the log: %s", e)
+            return False
         self._server = server
         self.leading = True
         self.pid_path.write_text(f"{os.getpid()}\n")
@@ -1196,6 +1211,8 @@ class Handoff:
             try:
                 if self._try_lead():
                     break
+                if self.barred:
+                    return
             except Exception as e:
                 if (held := failures.due((type(e), _db_reason(e)))) is not None:
                     log.exception("taking over the sequencer failed; trying again",

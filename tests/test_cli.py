@@ -53,6 +53,26 @@ def test_keys_and_audit_without_a_server(tmp_path: Path) -> None:
     assert code == 0 and json.loads(out)["ok"] is True
 
 
+def test_db_forget_handoff_secret_forgets_the_recorded_check(tmp_path: Path) -> None:
+    """D113: what a secret changed on every host needs; says whether one was recorded."""
+    from copyledger.ledger.schema import handoff_secret
+    from copyledger.ledger.store import Store
+
+    d = tmp_path / "reg"
+    assert run("init", "--data-dir", str(d))[0] == 0
+    code, out = run("db", "forget-handoff-secret", "--data-dir", str(d), "--json")
+    assert code == 0 and json.loads(out) == {"forgotten": False, "recorded": None}
+    st = Store.open(f"sqlite:///{d / 'ledger.sqlite3'}")
+    with st.engine.begin() as conn:
+        conn.execute(handoff_secret.insert().values(id=1, secret_check="ab" * 32,
+                                                    since="2026-12-02T09:00:00Z"))
+    st.close()
+    code, out = run("db", "forget-handoff-secret", "--data-dir", str(d))
+    assert code == 0 and "2026-12-02T09:00:00Z" in out and "forgotten" in out
+    code, out = run("db", "forget-handoff-secret", "--data-dir", str(d), "--json")
+    assert json.loads(out) == {"forgotten": False, "recorded": None}
+
+
 def test_audit_on_missing_registry_is_a_clear_error(tmp_path: Path) -> None:
     code, out = run("audit", "--data-dir", str(tmp_path / "nothing"))
     assert code == 2 and "copyledger init" in out

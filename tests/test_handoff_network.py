@@ -22,11 +22,14 @@ import pytest
 
 from copyledger.ledger.errors import InvalidInput
 from copyledger.ledger.sequencer import LogState
+from copyledger.ledger.store import Store
+from copyledger.notary.signer import FileSigner
 from copyledger.service import handoff
 from copyledger.service.settings import Settings
 from tests.conftest import Netns, PostgresServer
 from tests.helpers import pg_dsn, wait_for, work_body
 from tests.server import ServerProcess, free_port, init_with_creator
+from tests.test_sequencer import make, pending
 from tests.test_workers import Load, check_log
 
 SECRET = b"s" * 32
@@ -293,6 +296,70 @@ def test_a_hand_over_connection_notices_a_vanished_host_in_about_25_s() -> None:
     assert opt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 25_000
     ours.close()
     peer.close()
+
+
+def _net(secret: bytes) -> handoff.Network:
+    return handoff.Network(("127.0.0.1", free_port()), "127.0.0.1:1", secret)
+
+
+@pytest.mark.postgres
+def test_a_process_with_another_secret_never_sequences(
+        pg_server: PostgresServer, tmp_path: Path) -> None:
+    """D113: the first process to sequence with a network hand-over records its secret's check;
+    one with another secret that finds the lock free takes it, is refused before writing
+    anything, gives the lock up at once and never tries again, so the hosts with the right
+    secret go on. `forget_handoff_secret` (for a secret changed on every host) lets the next
+    record its own."""
+    url = pg_server.new_database()
+    right, wrong = _net(SECRET), _net(b"w" * 32)
+    signer = FileSigner.generate("test.example/log", tmp_path / "k.pem")
+
+    def started(net: handoff.Network, where: str) -> tuple[handoff.Handoff, Store]:
+        (tmp_path / where).mkdir()
+        st = Store.open(url)
+        h = handoff.Handoff(make(st, signer, linger=0.001), tmp_path / where,
+                            step_down=lambda: None, network=net)
+        h.start()
+        return h, st
+
+    first, st1 = started(right, "first")
+    try:
+        assert first.leading
+        assert first.submit(pending(1)).result(60).seq == 0
+        with psycopg.connect(pg_dsn(url), autocommit=True) as admin:
+            (check,) = admin.execute("SELECT secret_check FROM handoff_secret").fetchone()
+        assert check == right.secret_check != wrong.secret_check
+        assert SECRET.hex() not in check
+    finally:
+        first.stop()
+        st1.close()  # the lock is free: the next to start finds it so
+    odd, st2 = started(wrong, "odd")
+    try:
+        assert not odd.leading and odd.barred
+        assert odd._elector is None  # no more attempts
+        assert _published(url) == right.advertise  # nothing of its own written
+        again, st3 = started(right, "again")  # the lock was given up
+        try:
+            assert again.leading
+            assert again.submit(pending(2)).result(60).seq == 1
+        finally:
+            again.stop()
+            st3.close()
+    finally:
+        odd.stop()
+        st2.close()
+    st4 = Store.open(url)
+    try:
+        assert st4.forget_handoff_secret() is not None
+        assert st4.forget_handoff_secret() is None
+    finally:
+        st4.close()
+    changed, st5 = started(wrong, "changed")
+    try:
+        assert changed.leading and _published(url) == wrong.advertise
+    finally:
+        changed.stop()
+        st5.close()
 
 
 def test_the_settings_are_checked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from copyledger.ledger.errors import InvalidInput
 from copyledger.ledger.schema import (
     ENTRIES_FINGERPRINTED,
     accounts,
+    handoff_secret,
     idempotency_keys,
     sequencer_address,
 )
@@ -160,6 +161,7 @@ def test_migration_0007_adds_the_table_to_a_0006_log(tmp_path: Path, database_ur
     accounts.drop(reg.store.engine)  # revision 0008's
     reg.store.execute_raw(f"DROP INDEX {ENTRIES_FINGERPRINTED}")  # revision 0009's
     sequencer_address.drop(reg.store.engine)  # revision 0010's
+    handoff_secret.drop(reg.store.engine)  # revision 0011's
     reg.store.execute_raw("UPDATE alembic_version SET version_num = '0006'")
     reg.store.close()
     s = Store.open(database_url or reg.settings.database_url)

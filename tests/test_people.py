@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from copyledger.api.app import create_app
-from copyledger.ledger.schema import ENTRIES_FINGERPRINTED, sequencer_address
+from copyledger.ledger.schema import ENTRIES_FINGERPRINTED, handoff_secret, sequencer_address
 from copyledger.ledger.schema import accounts as accounts_table
 from copyledger.ledger.store import Store
 from copyledger.service import accounts
@@ -184,6 +184,7 @@ def test_migration_0008_adds_the_table_to_a_0007_log(tmp_path: Path, database_ur
     accounts_table.drop(reg.store.engine)
     reg.store.execute_raw(f"DROP INDEX {ENTRIES_FINGERPRINTED}")  # revision 0009's
     sequencer_address.drop(reg.store.engine)  # revision 0010's
+    handoff_secret.drop(reg.store.engine)  # revision 0011's
     reg.store.execute_raw("UPDATE alembic_version SET version_num = '0007'")
     reg.store.close()
     s = Store.open(database_url or reg.settings.database_url)

@@ -266,6 +266,7 @@ def test_migration_0005_adds_the_table_to_a_0004_log(reg: Node, database_url: st
         ENTRIES_FINGERPRINTED,
         accounts,
         claim_contacts,
+        handoff_secret,
         idempotency_keys,
         sequencer_address,
     )
@@ -276,6 +277,7 @@ def test_migration_0005_adds_the_table_to_a_0004_log(reg: Node, database_url: st
     accounts.drop(reg.store.engine)  # revision 0008's
     reg.store.execute_raw(f"DROP INDEX {ENTRIES_FINGERPRINTED}")  # revision 0009's
     sequencer_address.drop(reg.store.engine)  # revision 0010's
+    handoff_secret.drop(reg.store.engine)  # revision 0011's
     reg.store.execute_raw("UPDATE alembic_version SET version_num = '0004'")
     reg.store.close()
     s = store.Store.open(database_url)

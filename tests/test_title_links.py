@@ -25,6 +25,7 @@ from copyledger.ledger.schema import (
     claim_contacts,
     cosignatures,
     entry_links,
+    handoff_secret,
     idempotency_keys,
     sequencer_address,
 )
@@ -311,6 +312,7 @@ def test_migration_0003_backfills_links_of_a_0002_log(reg: Node, database_url: s
     accounts.drop(reg.store.engine)  # revision 0008's
     reg.store.execute_raw(f"DROP INDEX {ENTRIES_FINGERPRINTED}")  # revision 0009's
     sequencer_address.drop(reg.store.engine)  # revision 0010's
+    handoff_secret.drop(reg.store.engine)  # revision 0011's
     reg.store.execute_raw("UPDATE alembic_version SET version_num = '0002'")
     reg.store.close()
 
