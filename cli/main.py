@@ -1690,15 +1690,16 @@ def db_forget_handoff_secret(
 ) -> None:
     """Forget which hand-over secret the registry's hosts share (several hosts, D113).
 
-    The first process to sequence with a network hand-over records a check of its secret, and
-    a process with another secret never sequences. To change the secret on every host: stop
-    them all, run this, and start them with the new secret; the first to sequence records it.
+    The first process to take the log's lock with a network hand-over records a check of its
+    secret, and a process with another secret never sequences. To change the secret on every
+    host: stop them all, run this, and start them with the new secret; the first to take the
+    lock records it. Refused while any process sequences.
     """
     from copyledger.service.admin import forget_handoff_secret
 
     with _domain_errors_exit():
         since = forget_handoff_secret(_settings(data_dir, database))
-    _emit(as_json, {"forgotten": since is not None, "recorded": since},
+    _emit(as_json, {"forgotten": since is not None, "since": since},
           tr("the hand-over secret recorded {since} is forgotten; the next host to sequence "
              "records its own").format(since=since) if since is not None else
           tr("no hand-over secret was recorded"))

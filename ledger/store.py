@@ -639,7 +639,7 @@ class Store:
             if held is None:
                 conn.execute(handoff_secret.insert().values(id=1, secret_check=secret_check,
                                                             since=since))
-            elif not hmac.compare_digest(held, secret_check):
+            elif not hmac.compare_digest(held.encode(), secret_check.encode()):
                 raise WrongSecret(said(
                     "this host's hand-over secret is not the one the registry's hosts share "
                     "(recorded {since}): it does not sequence the log; give it their secret, "
@@ -649,13 +649,27 @@ class Store:
             conn.execute(sequencer_address.delete())
             conn.execute(sequencer_address.insert().values(id=1, address=address, since=since))
 
+    def handoff_secret_check(self) -> str | None:
+        """The hosts' recorded hand-over secret check (D113), if one is recorded."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(handoff_secret.c.secret_check)).scalar()
+
     def forget_handoff_secret(self) -> str | None:
         """Delete the hosts' recorded hand-over secret check (D113), for a secret changed on
         every host: the next process to sequence with a network hand-over records its own.
-        When the one deleted had been recorded, if there was one."""
-        with self.engine.begin() as conn:
-            since = conn.execute(select(handoff_secret.c.since)).scalar()
-            conn.execute(handoff_secret.delete())
+        Under the log's lock, so refused (Conflict) while any process sequences: the hosts are
+        stopped first. When the one deleted had been recorded, if there was one."""
+        try:
+            self.acquire_sequencer_lock()
+        except Conflict:
+            raise Conflict(said("a process still sequences this log: stop every host before "
+                                "forgetting the hand-over secret")) from None
+        try:
+            with self.engine.begin() as conn:
+                since = conn.execute(select(handoff_secret.c.since)).scalar()
+                conn.execute(handoff_secret.delete())
+        finally:
+            self.release_sequencer_lock()
         return since
 
     def published_sequencer_address(self) -> str | None:

@@ -195,6 +195,9 @@ AUTH_FRAME = 512
 HANDSHAKE_S = 5.0  # the whole handshake, both ways, however the peer paces its bytes
 CONNECT_S = 2.0  # to open a TCP connection to the published address
 MIN_SECRET = 32  # bytes of the shared secret
+BARRED_RECHECK_S = 30.0
+"""How often a process barred for its secret (D113) reads the recorded check again: once it
+is forgotten (`copyledger db forget-handoff-secret`) or is this process's, it may lead."""
 _TAG = 32
 
 
@@ -1153,10 +1156,9 @@ class Handoff:
         if not led:
             self._client = _Client(self.path, self.local.state, self.network,
                                    self.local.store.published_sequencer_address)
-            if not self.barred:
-                self._elector = threading.Thread(target=self._elect, name="handoff-elect",
-                                                 daemon=True)
-                self._elector.start()
+            self._elector = threading.Thread(target=self._elect, name="handoff-elect",
+                                             daemon=True)
+            self._elector.start()
             self._client.wait_connected(5.0)
 
     def _try_lead(self) -> bool:
@@ -1182,7 +1184,7 @@ class Handoff:
             store.release_sequencer_lock()
             if not isinstance(e, WrongSecret):
                 raise
-            self.barred = True  # this secret never will: no more attempts (D113)
+            self.barred = True  # no more attempts while the check stays another's (D113)
             log.critical("this process will not sequence the log: %s", e)
             return False
         self._server = server
@@ -1207,12 +1209,22 @@ class Handoff:
 
     def _elect(self) -> None:
         failures = Throttle(10.0)  # every 50 ms while the database is down: said once in 10 s
+        recheck = 0.0
         while not self._stop.wait(ELECT_EVERY_S):
             try:
+                if self.barred:  # (D113) not the lock: a read now and then, until ours may lead
+                    if time.monotonic() < recheck:
+                        continue
+                    recheck = time.monotonic() + BARRED_RECHECK_S
+                    assert self.network is not None  # (only a network hand-over is barred)
+                    if self.local.store.handoff_secret_check() not in (
+                            None, self.network.secret_check):
+                        continue
+                    self.barred = False
+                    log.warning("the hosts' hand-over secret is no longer another's: this "
+                                "process may sequence the log again")
                 if self._try_lead():
                     break
-                if self.barred:
-                    return
             except Exception as e:
                 if (held := failures.due((type(e), _db_reason(e)))) is not None:
                     log.exception("taking over the sequencer failed; trying again",

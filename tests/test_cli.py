@@ -61,7 +61,7 @@ def test_db_forget_handoff_secret_forgets_the_recorded_check(tmp_path: Path) -> 
     d = tmp_path / "reg"
     assert run("init", "--data-dir", str(d))[0] == 0
     code, out = run("db", "forget-handoff-secret", "--data-dir", str(d), "--json")
-    assert code == 0 and json.loads(out) == {"forgotten": False, "recorded": None}
+    assert code == 0 and json.loads(out) == {"forgotten": False, "since": None}
     st = Store.open(f"sqlite:///{d / 'ledger.sqlite3'}")
     with st.engine.begin() as conn:
         conn.execute(handoff_secret.insert().values(id=1, secret_check="ab" * 32,
@@ -70,7 +70,7 @@ def test_db_forget_handoff_secret_forgets_the_recorded_check(tmp_path: Path) -> 
     code, out = run("db", "forget-handoff-secret", "--data-dir", str(d))
     assert code == 0 and "2026-12-02T09:00:00Z" in out and "forgotten" in out
     code, out = run("db", "forget-handoff-secret", "--data-dir", str(d), "--json")
-    assert json.loads(out) == {"forgotten": False, "recorded": None}
+    assert json.loads(out) == {"forgotten": False, "since": None}
 
 
 def test_audit_on_missing_registry_is_a_clear_error(tmp_path: Path) -> None:

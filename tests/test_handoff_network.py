@@ -20,7 +20,7 @@ import httpx
 import psycopg
 import pytest
 
-from copyledger.ledger.errors import InvalidInput
+from copyledger.ledger.errors import Conflict, InvalidInput
 from copyledger.ledger.sequencer import LogState
 from copyledger.ledger.store import Store
 from copyledger.notary.signer import FileSigner
@@ -304,12 +304,14 @@ def _net(secret: bytes) -> handoff.Network:
 
 @pytest.mark.postgres
 def test_a_process_with_another_secret_never_sequences(
-        pg_server: PostgresServer, tmp_path: Path) -> None:
-    """D113: the first process to sequence with a network hand-over records its secret's check;
-    one with another secret that finds the lock free takes it, is refused before writing
-    anything, gives the lock up at once and never tries again, so the hosts with the right
-    secret go on. `forget_handoff_secret` (for a secret changed on every host) lets the next
-    record its own."""
+        pg_server: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """D113: the first process to take the lock with a network hand-over records its secret's
+    check; one with another secret that finds the lock free takes it, is refused before
+    writing anything, gives the lock up at once and does not try for it again, so the hosts
+    with the right secret go on. Forgetting the check (for a secret changed on every host) is
+    refused while a process sequences; once done, the barred process, which has been reading
+    the check now and then, leads and records its own."""
+    monkeypatch.setattr(handoff, "BARRED_RECHECK_S", 0.2)
     url = pg_server.new_database()
     right, wrong = _net(SECRET), _net(b"w" * 32)
     signer = FileSigner.generate("test.example/log", tmp_path / "k.pem")
@@ -334,32 +336,33 @@ def test_a_process_with_another_secret_never_sequences(
         first.stop()
         st1.close()  # the lock is free: the next to start finds it so
     odd, st2 = started(wrong, "odd")
+    admin_store = Store.open(url)
     try:
         assert not odd.leading and odd.barred
-        assert odd._elector is None  # no more attempts
         assert _published(url) == right.advertise  # nothing of its own written
-        again, st3 = started(right, "again")  # the lock was given up
+        again, st3 = started(right, "again")  # the lock was given up, and is left alone
         try:
             assert again.leading
             assert again.submit(pending(2)).result(60).seq == 1
+            with pytest.raises(Conflict, match="stop every host"):
+                admin_store.forget_handoff_secret()
+            assert admin_store.handoff_secret_check() == right.secret_check
         finally:
             again.stop()
             st3.close()
+        time.sleep(1.0)  # twenty rounds of its elector
+        assert not odd.leading  # barred: it left the free lock alone
+        assert admin_store.forget_handoff_secret() is not None
+        assert admin_store.forget_handoff_secret() is None
+        wait_for(lambda: odd.leading, "the barred process did not lead once the check was "
+                 "forgotten", timeout=60)
+        assert _published(url) == wrong.advertise
+        assert admin_store.handoff_secret_check() == wrong.secret_check
+        assert odd.submit(pending(3)).result(60).seq == 2
     finally:
         odd.stop()
         st2.close()
-    st4 = Store.open(url)
-    try:
-        assert st4.forget_handoff_secret() is not None
-        assert st4.forget_handoff_secret() is None
-    finally:
-        st4.close()
-    changed, st5 = started(wrong, "changed")
-    try:
-        assert changed.leading and _published(url) == wrong.advertise
-    finally:
-        changed.stop()
-        st5.close()
+        admin_store.close()
 
 
 def test_the_settings_are_checked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
