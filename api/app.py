@@ -89,6 +89,9 @@ WITNESS_LAG = Gauge(
 SEQUENCING = Gauge("copyledger_sequencing",
                    "1 if this process holds the sequencer lock (serve --workers N: one does)",
                    registry=REGISTRY)
+BARRED = Gauge("copyledger_handoff_barred",
+               "1 if this process's hand-over secret is not the one the hosts share (D113): it "
+               "will not sequence the log", registry=REGISTRY)
 SEAL_SECONDS = Gauge("copyledger_seal_seconds",
                      "Seconds this process has spent sealing blocks, by phase (cumulative)",
                      ["phase"], registry=REGISTRY)
@@ -303,6 +306,7 @@ def _watch_sequencer(node: Node) -> None:
     """The sequencer's own counters, read when /metrics is (D86); the last app made wins."""
     seq = node.sequencer
     SEQUENCING.set_function(lambda: float(getattr(seq, "leading", True)))
+    BARRED.set_function(lambda: float(getattr(seq, "barred", False)))
     WAKEUPS.set_function(lambda: float(seq.wakeups))
     for phase in seq.spent:  # every phase, from the start
         SEAL_SECONDS.labels(phase).set_function(functools.partial(seq.spent.__getitem__, phase))

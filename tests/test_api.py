@@ -220,6 +220,12 @@ def test_openapi_documents_contract(client: TestClient) -> None:
     assert "multipart/form-data" in body
 
 
+def test_metrics_say_a_process_is_barred_for_its_secret(client: TestClient, reg: Node) -> None:
+    """D113: a process whose hand-over secret is not the hosts' shows it, for an alert."""
+    reg.sequencer.barred = True  # type: ignore[union-attr]  # (as a barred Handoff has it)
+    assert "copyledger_handoff_barred 1.0" in client.get("/metrics").text
+
+
 def test_metrics_count_requests_and_seals(client: TestClient, creator: dict[str, str]) -> None:
     register(client, creator, 0)
     client.get("/v1/entries/99")
@@ -229,6 +235,7 @@ def test_metrics_count_requests_and_seals(client: TestClient, creator: dict[str,
     assert "copyledger_tree_size 1.0" in text
     # The sequencer's own counters (D86): this process seals, and sealing took time.
     assert "copyledger_sequencing 1.0" in text
+    assert "copyledger_handoff_barred 0.0" in text
     seconds = dict(re.findall(r'copyledger_seal_seconds\{phase="(\w+)"\} (\S+)', text))
     assert set(seconds) == {"build", "token", "sign", "commit", "proofs", "handover", "answer"}
     assert float(seconds["commit"]) > 0 and float(seconds["sign"]) > 0
