@@ -6,6 +6,7 @@ shape, a whole sealed block in one transaction, so a crash leaves either the who
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import hmac
@@ -196,13 +197,15 @@ defaults wait 15 minutes to over two hours. The hand-over's connections use it
 (`service.handoff`), and the server's side of each PostgreSQL session (PG_SERVER_KEEPALIVE)."""
 
 _IDLE, _INTERVAL, _COUNT = TCP_KEEPALIVE
+TCP_USER_TIMEOUT_MS = (_IDLE + _INTERVAL * _COUNT) * 1000
+"""What was sent may stay unacknowledged this long (TCP_KEEPALIVE's busy case)."""
 PG_SERVER_KEEPALIVE = {"tcp_keepalives_idle": _IDLE, "tcp_keepalives_interval": _INTERVAL,
-                       "tcp_keepalives_count": _COUNT,
-                       "tcp_user_timeout": (_IDLE + _INTERVAL * _COUNT) * 1000}
+                       "tcp_keepalives_count": _COUNT, "tcp_user_timeout": TCP_USER_TIMEOUT_MS}
 """TCP_KEEPALIVE on the server's side of each PostgreSQL session over TCP (D112). The server's
 default is the operating system's: a host that vanished kept its sessions for hours, and with
 them the sequencer's advisory lock, so no other host could take the log over. Ignored by the
 server on a Unix socket."""
+
 
 def _set_all(settings: dict[str, int]) -> str:
     return "SELECT " + ", ".join(f"set_config('{k}', '{v}', false)" for k, v in settings.items())
@@ -635,17 +638,17 @@ class Store:
         process that does not hold the lock ever names itself."""
         since = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
         with self._block_transaction() as conn:
-            held = conn.execute(select(handoff_secret.c.secret_check)).scalar()
+            held = conn.execute(select(handoff_secret.c.secret_check,
+                                       handoff_secret.c.since)).first()
             if held is None:
                 conn.execute(handoff_secret.insert().values(id=1, secret_check=secret_check,
                                                             since=since))
-            elif not hmac.compare_digest(held.encode(), secret_check.encode()):
+            elif not hmac.compare_digest(held[0].encode(), secret_check.encode()):
                 raise WrongSecret(said(
                     "this host's hand-over secret is not the one the registry's hosts share "
                     "(recorded {since}): it does not sequence the log; give it their secret, "
                     "or, if every host's secret was changed, run `copyledger db "
-                    "forget-handoff-secret` first",
-                    since=conn.execute(select(handoff_secret.c.since)).scalar()))
+                    "forget-handoff-secret` first", since=held[1]))
             conn.execute(sequencer_address.delete())
             conn.execute(sequencer_address.insert().values(id=1, address=address, since=since))
 
@@ -656,20 +659,26 @@ class Store:
 
     def forget_handoff_secret(self) -> str | None:
         """Delete the hosts' recorded hand-over secret check (D113), for a secret changed on
-        every host: the next process to sequence with a network hand-over records its own.
-        Under the log's lock, so refused (Conflict) while any process sequences: the hosts are
-        stopped first. When the one deleted had been recorded, if there was one."""
-        try:
-            self.acquire_sequencer_lock()
-        except Conflict:
-            raise Conflict(said("a process still sequences this log: stop every host before "
-                                "forgetting the hand-over secret")) from None
-        try:
+        every host: the next process to take the lock with a network hand-over records its
+        own. Refused (Conflict) while any process sequences the log: the delete's own
+        transaction takes the log's lock on PostgreSQL (`pg_try_advisory_xact_lock`, given up
+        when it ends), and on SQLite the lock's file is held around it; this store's own lock
+        state is not touched. When the one deleted had been recorded, if there was one."""
+        refused = Conflict(said("a process still sequences this log: stop every host, barred "
+                                "ones included, before forgetting the hand-over secret"))
+        db = self.engine.url.database
+        with contextlib.ExitStack() as held:
+            if self.dialect != "postgresql" and db and db != ":memory:":
+                try:
+                    held.enter_context(sqlite_sequencer_lock(db))
+                except Conflict:
+                    raise refused from None
             with self.engine.begin() as conn:
+                if self.dialect == "postgresql" and not conn.execute(
+                        select(func.pg_try_advisory_xact_lock(SEQUENCER_LOCK_ID))).scalar():
+                    raise refused
                 since = conn.execute(select(handoff_secret.c.since)).scalar()
                 conn.execute(handoff_secret.delete())
-        finally:
-            self.release_sequencer_lock()
         return since
 
     def published_sequencer_address(self) -> str | None:

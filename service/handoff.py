@@ -63,7 +63,7 @@ from copyledger.ledger.errors import (
 )
 from copyledger.ledger.note import BlockHeader
 from copyledger.ledger.sequencer import LogState, Pending, Receipt, Sequencer
-from copyledger.ledger.store import TCP_KEEPALIVE, BlockRow
+from copyledger.ledger.store import TCP_KEEPALIVE, TCP_USER_TIMEOUT_MS, BlockRow
 from copyledger.ledger.throttle import Throttle
 from copyledger.ledger.throttle import db_reason as _db_reason
 from copyledger.service.settings import Settings
@@ -375,8 +375,7 @@ def _tcp_ready(sock: socket.socket) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     idle, interval, count = KEEPALIVE
     for name, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", interval),
-                        ("TCP_KEEPCNT", count),
-                        ("TCP_USER_TIMEOUT", (idle + interval * count) * 1000)):
+                        ("TCP_KEEPCNT", count), ("TCP_USER_TIMEOUT", TCP_USER_TIMEOUT_MS)):
         if hasattr(socket, name):  # Linux's; elsewhere the system's defaults stay
             sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
     return sock

@@ -149,6 +149,7 @@ class Netns:
     def __init__(self) -> None:
         used = subprocess.run(["ip", "-4", "route", "show"], check=True, capture_output=True,
                               text=True).stdout
+        last: subprocess.CalledProcessError | None = None
         for _ in range(50):  # a name and /24 nobody here uses (another run's, a real network)
             tag = random.randrange(100_000)
             net = f"10.231.{tag % 250}"
@@ -160,15 +161,17 @@ class Netns:
             self.exec = ("ip", "netns", "exec", self.name)
             try:
                 self._ip("netns", "add", self.name)
-            except subprocess.CalledProcessError:
-                continue  # (taken)
+            except subprocess.CalledProcessError as e:
+                last = e
+                continue  # (taken, or not allowed: said below)
             try:
                 self._make()
             except BaseException:
                 self.close()
                 raise
             return
-        raise subprocess.CalledProcessError(1, "ip", stderr=b"no free namespace name or /24")
+        raise last if last is not None else subprocess.CalledProcessError(
+            1, "ip", stderr=b"no free /24 in 10.231.0.0/16")
 
     def _make(self) -> None:
         self._ip("link", "add", self.outer_if, "type", "veth", "peer", "name", self.inner_if)

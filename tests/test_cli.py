@@ -56,7 +56,7 @@ def test_keys_and_audit_without_a_server(tmp_path: Path) -> None:
 def test_db_forget_handoff_secret_forgets_the_recorded_check(tmp_path: Path) -> None:
     """D113: what a secret changed on every host needs; says whether one was recorded."""
     from copyledger.ledger.schema import handoff_secret
-    from copyledger.ledger.store import Store
+    from copyledger.ledger.store import Store, sqlite_sequencer_lock
 
     d = tmp_path / "reg"
     assert run("init", "--data-dir", str(d))[0] == 0
@@ -67,6 +67,9 @@ def test_db_forget_handoff_secret_forgets_the_recorded_check(tmp_path: Path) -> 
         conn.execute(handoff_secret.insert().values(id=1, secret_check="ab" * 32,
                                                     since="2026-12-02T09:00:00Z"))
     st.close()
+    with sqlite_sequencer_lock(str(d / "ledger.sqlite3")):  # as a running server holds it
+        code, out = run("db", "forget-handoff-secret", "--data-dir", str(d))
+        assert code != 0 and "stop every host" in out
     code, out = run("db", "forget-handoff-secret", "--data-dir", str(d))
     assert code == 0 and "2026-12-02T09:00:00Z" in out and "forgotten" in out
     code, out = run("db", "forget-handoff-secret", "--data-dir", str(d), "--json")

@@ -336,6 +336,14 @@ def test_a_process_with_another_secret_never_sequences(
         first.stop()
         st1.close()  # the lock is free: the next to start finds it so
     odd, st2 = started(wrong, "odd")
+    reads = []  # the barred process's reads of the recorded check
+    read_check = st2.handoff_secret_check
+
+    def counted() -> str | None:
+        reads.append(1)
+        return read_check()
+
+    st2.handoff_secret_check = counted  # type: ignore[method-assign]
     admin_store = Store.open(url)
     try:
         assert not odd.leading and odd.barred
@@ -350,7 +358,8 @@ def test_a_process_with_another_secret_never_sequences(
         finally:
             again.stop()
             st3.close()
-        time.sleep(1.0)  # twenty rounds of its elector
+        seen = len(reads)
+        wait_for(lambda: len(reads) >= seen + 2, "the barred process did not read the check")
         assert not odd.leading  # barred: it left the free lock alone
         assert admin_store.forget_handoff_secret() is not None
         assert admin_store.forget_handoff_secret() is None
