@@ -361,19 +361,18 @@ def handoff_network(settings: Settings) -> Network | None:
     return Network(listen, advertise, secret)
 
 
-KEEPALIVE = TCP_KEEPALIVE
-"""TCP keepalive over the network hand-over (`ledger.store.TCP_KEEPALIVE`): a host that
-vanished is noticed in about 25 s whether or not anything was being sent, and the writers
-waiting on it are told their entries may or may not be recorded."""
 MAX_HANDSHAKES = 32  # handshakes under way at once; a connection beyond them is closed
 MAX_HANDSHAKES_PER_PEER = 8  # of them from one address (a host's processes each connect)
 
 
 def _tcp_ready(sock: socket.socket) -> socket.socket:
-    """No Nagle delay (a frame is an answer someone waits on), and keepalives (KEEPALIVE)."""
+    """No Nagle delay (a frame is an answer someone waits on), and keepalives
+    (`ledger.store.TCP_KEEPALIVE`): a host that vanished is noticed in about 25 s whether or
+    not anything was being sent, and the writers waiting on it are told their entries may or
+    may not be recorded."""
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    idle, interval, count = KEEPALIVE
+    idle, interval, count = TCP_KEEPALIVE
     for name, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", interval),
                         ("TCP_KEEPCNT", count), ("TCP_USER_TIMEOUT", TCP_USER_TIMEOUT_MS)):
         if hasattr(socket, name):  # Linux's; elsewhere the system's defaults stay

@@ -92,8 +92,8 @@ class PostgresServer:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
         subprocess.run(cmd, check=True, capture_output=True, cwd=self.root)
 
-    def url(self, db: str = "postgres", host: str = "127.0.0.1") -> str:
-        return f"postgresql+psycopg://postgres@{host}:{self.port}/{db}"
+    def url(self, db: str = "postgres") -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{db}"
 
     def admin(self) -> Any:
         """An autocommit connection to the `postgres` database, for statements such as
