@@ -1682,6 +1682,27 @@ def db_copy(
                   .format(error=escape(rep.analyze_error)) + "[/yellow]")
 
 
+@db_app.command("upgrade")
+def db_upgrade(
+    data_dir: DataDir = None,
+    database: Database = None,
+    as_json: Json = False,
+) -> None:
+    """Bring the registry's database schema to this release's revision.
+
+    A server of this release does the same when it starts. Until then, the commands that
+    manage the registry (keys, accounts, claim contacts, key rotation, the hand-over
+    secret) refuse an older schema; the audit and exports read any.
+    """
+    from copyledger.service.node import upgrade_schema
+
+    with _domain_errors_exit():
+        was, now = upgrade_schema(_settings(data_dir, database))
+    _emit(as_json, {"from": was, "to": now, "upgraded": was != now},
+          tr("schema upgraded from revision {was} to {now}").format(was=was, now=now)
+          if was != now else tr("schema already at revision {now}").format(now=now))
+
+
 @db_app.command("forget-handoff-secret")
 def db_forget_handoff_secret(
     data_dir: DataDir = None,

@@ -25,6 +25,7 @@ from typing import IO, Any, NamedTuple
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import (
     Connection,
     Engine,
@@ -34,6 +35,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    inspect,
     select,
     text,
 )
@@ -419,17 +421,70 @@ def _private_sqlite_files(db: str | None) -> None:
             os.chmod(side, 0o600)
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the latest Alembic revision."""
+def migrate(engine: Engine) -> tuple[str | None, str]:
+    """Bring the schema to the latest Alembic revision; the revisions it was at and is at.
+    Conflict, and nothing changed, for a schema a newer release wrote (a revision this one
+    does not know): migrating "head" from there is not defined."""
     with engine.begin() as conn:
+        was = schema_revision(conn)
+        _known(was)
         upgrade(conn, "head")
+    return was, head_revision()
+
+
+def _migrations() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return cfg
+
+
+@functools.cache
+def _revisions() -> tuple[str, frozenset[str]]:
+    """This release's newest schema revision, and every one it knows."""
+    script = ScriptDirectory.from_config(_migrations())
+    head = script.get_current_head()
+    assert head is not None  # one linear history
+    return head, frozenset(r.revision for r in script.walk_revisions())
+
+
+def head_revision() -> str:
+    """The schema revision this release's migrations end at."""
+    return _revisions()[0]
+
+
+def schema_revision(conn: Connection) -> str | None:
+    """The database's schema revision, or None where no migration has run."""
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    at = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    return None if at is None else str(at)
+
+
+def _known(at: str | None) -> None:
+    if at is not None and at not in _revisions()[1]:
+        raise Conflict(said("the database's schema is at revision {at}, which this release of "
+                            "copyledger does not know: a newer release wrote it; upgrade "
+                            "copyledger", at=at))
+
+
+def require_current_schema(engine: Engine) -> None:
+    """Conflict unless the database's schema is at this release's revision: a command meeting
+    an older schema would fail on a table or column the migrations since then add, with the
+    database's own error instead of what to do."""
+    with engine.connect() as conn:
+        at = schema_revision(conn)
+    _known(at)
+    if at != head_revision():
+        raise Conflict(said("the database's schema is at revision {at}, this release's at "
+                            "{head}: run `copyledger db upgrade` first (a server of this "
+                            "release upgrades it when it starts)", at=at or "none",
+                            head=head_revision()))
 
 
 def upgrade(conn: Connection, revision: str) -> None:
     """Run the migrations up to `revision` on `conn`, inside its transaction (`db copy` builds
     the target's schema and fills it in one)."""
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg = _migrations()
     cfg.attributes["connection"] = conn
     command.upgrade(cfg, revision)
 

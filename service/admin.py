@@ -23,8 +23,10 @@ from copyledger.service.settings import Settings
 
 
 @contextmanager
-def _store(s: Settings) -> Iterator[Store]:
-    store = open_store(s)
+def _store(s: Settings, current: bool = True) -> Iterator[Store]:
+    """The registry's store; unless `current` is False (the audit, which reads any revision),
+    refused when its schema is older than this release's."""
+    store = open_store(s, current=current)
     try:
         yield store
     finally:
@@ -97,7 +99,7 @@ def audit_registry(
         keys += sm2_keys
     path = s.data_dir / AUDIT_STATE
     since = _load_state(path) if incremental else None
-    with _store(s) as store:
+    with _store(s, current=False) as store:
         on_start(store.tree_size() - (since.tree_size if since else 0))
         rep = audit(store, keys, progress=progress, tsa_roots_pem=roots,
                     workers=workers or os.cpu_count() or 1, since=since,

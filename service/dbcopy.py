@@ -26,7 +26,12 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from copyledger.ledger.errors import Conflict, IntegrityError, InvalidInput, said
 from copyledger.ledger.schema import metadata
-from copyledger.ledger.store import make_engine, sqlite_sequencer_lock, upgrade
+from copyledger.ledger.store import (
+    make_engine,
+    schema_revision,
+    sqlite_sequencer_lock,
+    upgrade,
+)
 
 CHUNK = 20_000  # rows read from SQLite at a time (a few MiB of entries)
 Progress = Callable[[str, int], None]
@@ -178,12 +183,11 @@ def _refuse_non_empty(connect: Callable[[], Connection], revision: str) -> None:
             if t.name in have and conn.execute(text(f"SELECT 1 FROM {t.name} LIMIT 1")).first():
                 raise Conflict(said("the target database is not empty (table {table} has "
                                     "rows): copy into a new database", table=t.name))
-        if "alembic_version" in have:
-            at = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-            if at is not None and at != revision:
-                raise Conflict(said("the target's schema is at revision {target}, the "
-                                    "source's at {source}: copy into a new database",
-                                    target=at, source=revision))
+        at = schema_revision(conn)
+        if at is not None and at != revision:
+            raise Conflict(said("the target's schema is at revision {target}, the "
+                                "source's at {source}: copy into a new database",
+                                target=at, source=revision))
 
 
 def _copy(src: sqlite3.Connection, conn: Connection, revision: str, chunk: int,

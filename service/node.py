@@ -26,7 +26,13 @@ from copyledger.ledger.merkle import Consistency
 from copyledger.ledger.note import BlockHeader
 from copyledger.ledger.sequencer import Sequencer
 from copyledger.ledger.sm2_timestamp import TSA_LABEL as SM2_TSA_LABEL
-from copyledger.ledger.store import BlockRow, Store, make_engine, migrate
+from copyledger.ledger.store import (
+    BlockRow,
+    Store,
+    make_engine,
+    migrate,
+    require_current_schema,
+)
 from copyledger.matching import LiveIndex
 from copyledger.notary import keys
 from copyledger.notary.external_tsa import ExternalStamper
@@ -232,14 +238,33 @@ def read_verifier_key(s: Settings) -> str:
     return trusted_text(p, s.data_dir).strip()
 
 
-def open_store(s: Settings) -> Store:
-    """The store of an initialised registry, as it is (no migration: `audit` only reads)."""
+def open_store(s: Settings, *, current: bool = False) -> Store:
+    """The store of an initialised registry, as it is (no migration: `audit` only reads, and
+    reads an older schema too). With `current`, Conflict unless the schema is this release's
+    (`require_current_schema`): for the commands that use what later migrations added."""
     if not s.database and not (s.data_dir / "ledger.sqlite3").exists():
         raise NotFound(
             said("no registry in {data_dir}: run `copyledger init --data-dir "
                  "{data_dir}`", data_dir=s.data_dir)
         )
-    return Store.open(s.database_url, migrate_schema=False)
+    store = Store.open(s.database_url, migrate_schema=False)
+    if current:
+        try:
+            require_current_schema(store.engine)
+        except BaseException:
+            store.close()
+            raise
+    return store
+
+
+def upgrade_schema(s: Settings) -> tuple[str | None, str]:
+    """`db upgrade`: bring an initialised registry's schema to this release's revision, as a
+    starting server does; the revisions it was at and is at."""
+    store = open_store(s)
+    try:
+        return migrate(store.engine)
+    finally:
+        store.close()
 
 
 def load_tsa_identity(s: Settings) -> TsaIdentity:

@@ -918,7 +918,7 @@ class Rotation:
 def rotate_keys(s: Settings, overlap: timedelta) -> Rotation:
     """Retire the log key and TSA certificate, create new ones, and record the rotation in a
     block signed by both keys. The server must be stopped (the sequencer lock says so)."""
-    store = open_store(s)
+    store = open_store(s, current=True)
     try:
         try:
             store.acquire_sequencer_lock()  # refuse while a server sequences this log

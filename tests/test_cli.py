@@ -76,6 +76,59 @@ def test_db_forget_handoff_secret_forgets_the_recorded_check(tmp_path: Path) -> 
     assert json.loads(out) == {"forgotten": False, "since": None}
 
 
+def test_commands_refuse_an_older_schema_until_db_upgrade_and_a_newer_one_always(
+    tmp_path: Path,
+) -> None:
+    """An older release's database meets a command of this release: the commands that manage
+    the registry say to run `db upgrade` instead of failing on a missing table, the audit
+    reads it as it is, and `db upgrade` brings it to this release's revision. A schema a
+    newer release wrote is refused, by `db upgrade` too, and left as it was."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine, text
+
+    from copyledger.ledger.store import MIGRATIONS, head_revision
+
+    d = tmp_path / "reg"
+    assert run("init", "--data-dir", str(d))[0] == 0
+    engine = create_engine(f"sqlite:///{d / 'ledger.sqlite3'}")
+
+    def at() -> str:
+        with engine.connect() as conn:
+            return str(conn.execute(text("SELECT version_num FROM alembic_version")).scalar())
+
+    head = at()
+    assert head == head_revision()
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0010")  # before the hand-over secret's table (D113)
+    for args in (("db", "forget-handoff-secret"), ("keys", "list"),
+                 ("accounts", "show", "acme")):
+        code, out = run(*args, "--data-dir", str(d))
+        assert code != 0 and "revision 0010" in out and "db upgrade" in out, (args, out)
+        assert "no such table" not in out
+    code, out = run("audit", "--data-dir", str(d), "--json")
+    assert code == 0 and json.loads(out)["ok"] is True, out
+    assert at() == "0010"  # nothing above upgraded it
+    code, out = run("db", "upgrade", "--data-dir", str(d), "--json")
+    assert code == 0 and json.loads(out) == {"from": "0010", "to": head, "upgraded": True}
+    assert at() == head
+    code, out = run("db", "forget-handoff-secret", "--data-dir", str(d), "--json")
+    assert code == 0 and json.loads(out) == {"forgotten": False, "since": None}
+    code, out = run("db", "upgrade", "--data-dir", str(d), "--json")
+    assert json.loads(out) == {"from": head, "to": head, "upgraded": False}
+
+    with engine.begin() as conn:  # as a newer release leaves it
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    for args in (("db", "upgrade"), ("keys", "list"), ("init",)):
+        code, out = run(*args, "--data-dir", str(d))
+        assert code != 0 and "newer release" in out, (args, out)
+    assert at() == "9999"
+    engine.dispose()
+
+
 def test_audit_on_missing_registry_is_a_clear_error(tmp_path: Path) -> None:
     code, out = run("audit", "--data-dir", str(tmp_path / "nothing"))
     assert code == 2 and "copyledger init" in out
