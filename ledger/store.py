@@ -89,6 +89,9 @@ _BLOCK_COLS = ("height", "hash", "prev_hash", "batch_root", "first_seq", "count"
                "tree_root", "sealed_at", "checkpoint", "block_note")
 MIGRATIONS = Path(__file__).with_name("migrations")
 SEQUENCER_LOCK_ID = 0x636F70796C656467  # "copyledg": PostgreSQL advisory lock for the one sequencer
+MIGRATION_LOCK_ID = 0x636F70796D696772  # "copymigr": one migrating process at a time (D115)
+MIGRATION_WAIT_S = 600  # how long a starting process waits for another's migrations
+SQLITE_BUSY_MS = 10_000  # how long a SQLite statement waits for another process's write lock
 
 
 class EntryRow(NamedTuple):
@@ -173,7 +176,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA journal_mode=WAL")
     # FULL: a commit is on disk before the receipt goes out, even across a power cut.
     cur.execute("PRAGMA synchronous=FULL")
-    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
     # A 16 MiB page cache (SQLite's default is 2 MiB): a block's entries land at random places
     # in the two content-hash indexes, and with the small cache each of those pages was read
     # again from the file for every block once the indexes outgrew it (past ~20,000 entries;
@@ -424,8 +427,24 @@ def _private_sqlite_files(db: str | None) -> None:
 def migrate(engine: Engine) -> tuple[str | None, str]:
     """Bring the schema to the latest Alembic revision; the revisions it was at and is at.
     Conflict, and nothing changed, for a schema a newer release wrote (a revision this one
-    does not know): migrating "head" from there is not defined."""
+    does not know): migrating "head" from there is not defined.
+
+    One process at a time, and all or nothing (D115): several hosts or processes starting
+    on one database at once would each run the same migrations, and all but one fail on a
+    table the first had created. On PostgreSQL the transaction first takes an advisory lock
+    (its DDL is transactional); on SQLite it is `BEGIN IMMEDIATE`, which takes the write lock
+    first and holds the DDL in the transaction (pysqlite opens none for DDL, so a migration
+    cut short was left half done). Either waits up to MIGRATION_WAIT_S for another's."""
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{MIGRATION_WAIT_S}s'")
+            conn.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK_ID)))
+        else:
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={MIGRATION_WAIT_S * 1000}")
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            finally:
+                conn.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
         was = schema_revision(conn)
         _known(was)
         upgrade(conn, "head")
