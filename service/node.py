@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 
 from copyledger.ledger import note
 from copyledger.ledger.bundle import NotaryKeys
-from copyledger.ledger.errors import InvalidInput, NotFound, said
+from copyledger.ledger.errors import InvalidInput, NotFound, SignatureError, said
 from copyledger.ledger.merkle import Consistency
 from copyledger.ledger.note import BlockHeader
 from copyledger.ledger.sequencer import Sequencer
@@ -236,6 +236,25 @@ def read_verifier_key(s: Settings) -> str:
     if not p.exists():
         raise NotFound(said("no verifier key at {p}: run `copyledger init` first", p=p))
     return trusted_text(p, s.data_dir).strip()
+
+
+def check_log_key(s: Settings, latest: BlockRow) -> None:
+    """InvalidInput unless one of this data directory's log keys (the current one, or one it
+    retired: a rotation's own block is sealed after the new key is made) signed the log's
+    latest checkpoint (D116). A host given a data directory of its own (`init` run there, not
+    a copy of the first host's) would otherwise sign the log's next blocks with another key,
+    which no verifier pinned to the registry's key accepts, and any process may come to
+    sequence."""
+    vkey = read_verifier_key(s)
+    try:
+        note.verify_note(latest.checkpoint,
+                         [note.parse_verifier_key(k) for k in all_verifier_keys(s)])
+    except SignatureError:
+        raise InvalidInput(said(
+            "the log's latest checkpoint (tree size {size}) is not signed by this data "
+            "directory's log key ({vkey}): another registry's keys, or keys from before a "
+            "rotation; give this host a copy of the data directory of a host that serves "
+            "this log", size=latest.header.tree_size, vkey=vkey)) from None
 
 
 def open_store(s: Settings, *, current: bool = False) -> Store:
@@ -513,7 +532,8 @@ class Node:
     def open(cls, s: Settings) -> Node:
         init_data_dir(s)
         store = Store.open(s.database_url)
-        genesis = store.get_block(0) if store.latest_block() else None
+        latest = store.latest_block()
+        genesis = store.get_block(0) if latest else None
         if genesis is not None:
             logged = note.parse_checkpoint(note.parse_note(genesis.checkpoint).text).origin
             if logged != s.origin:
@@ -522,6 +542,12 @@ class Node:
                     said("the database holds log {logged}, not {origin}: wrong "
                          "--database?", logged=repr(logged), origin=repr(s.origin))
                 )
+        if latest is not None:
+            try:
+                check_log_key(s, latest)
+            except BaseException:
+                store.close()
+                raise
         if s.notary_url:
             notary = connect_notary(s)
             node = cls(s, store, RemoteSigner(notary), RemoteTSA(notary))

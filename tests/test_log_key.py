@@ -1,0 +1,49 @@
+"""A host whose data directory holds another log key refuses to serve the log (D116)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from copyledger.ledger.errors import InvalidInput
+from copyledger.ledger.note import parse_verifier_key, verify_note
+from copyledger.service.node import Node, read_verifier_key
+from tests.helpers import settings_for
+from tests.test_index_start import submit_work
+
+
+def test_a_host_set_up_with_keys_of_its_own_refuses_to_serve_the_log(
+    tmp_path: Path, database_url: str,
+) -> None:
+    """Host A serves the log. Host B was set up by its own `init` on the same database (its
+    own notary key) instead of a copy of A's data directory: B refuses to start, naming the
+    key, so it never signs a block of this log; the log is untouched. A copy of A's data
+    directory starts and signs with A's key."""
+    a = settings_for(tmp_path / "a", database_url)
+    reg = Node.open(a)
+    reg.start()
+    try:
+        submit_work(reg, "first")
+        size = reg.store.tree_size()
+    finally:
+        reg.stop()
+    # B: a file key whatever the suite's backend (under the HSM pass A's key is the token's).
+    b = settings_for(tmp_path / "b", database_url, key_backend="file")
+    with pytest.raises(InvalidInput, match="not signed by this data directory's log key") as e:
+        Node.open(b)
+    assert read_verifier_key(b) in str(e.value) and read_verifier_key(b) != read_verifier_key(a)
+
+    shutil.copytree(a.data_dir, tmp_path / "c" / "data")
+    c = settings_for(tmp_path / "c", database_url)
+    reg = Node.open(c)
+    reg.start()
+    try:
+        assert reg.store.tree_size() == size  # B changed nothing
+        submit_work(reg, "second")
+        last = reg.store.latest_block()
+        assert last is not None
+        verify_note(last.checkpoint, [parse_verifier_key(read_verifier_key(a))])
+    finally:
+        reg.stop()
