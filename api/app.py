@@ -98,6 +98,10 @@ SEAL_SECONDS = Gauge("copyledger_seal_seconds",
 WAKEUPS = Gauge("copyledger_answer_wakeups",
                 "Event-loop wake-ups this process asked for to answer writers (cumulative)",
                 registry=REGISTRY)
+CLOCK_REFUSED = Gauge("copyledger_entries_refused_clock",
+                      "Entries this process's sequencer refused, nothing recorded, because a "
+                      "host's clock stamped them more than 0.5 s ahead of its own (D117; "
+                      "cumulative)", registry=REGISTRY)
 
 
 UPLOAD_PATHS = frozenset({"/v1/works", "/v1/claims/check"})  # the endpoints that take a file
@@ -308,6 +312,7 @@ def _watch_sequencer(node: Node) -> None:
     SEQUENCING.set_function(lambda: float(getattr(seq, "leading", True)))
     BARRED.set_function(lambda: float(getattr(seq, "barred", False)))
     WAKEUPS.set_function(lambda: float(seq.wakeups))
+    CLOCK_REFUSED.set_function(lambda: float(seq.clock_refused))
     for phase in seq.spent:  # every phase, from the start
         SEAL_SECONDS.labels(phase).set_function(functools.partial(seq.spent.__getitem__, phase))
 

@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from copyledger.ledger import entry as entry_mod
@@ -64,6 +65,9 @@ class Pending(NamedTuple):
     # A work to write only if its registrant has no work with this content yet (D36): else it
     # is answered `AlreadyRegistered` with the earliest one's seq, and nothing is written (D94).
     once: bool = False
+    # The entry's `received_at`, as `entry.utc_now` wrote it in its data, or "" (D117): the
+    # block that seals it is sealed no earlier, by the sequencer's clock.
+    received_at: str = ""
 
 
 class Receipt(NamedTuple):
@@ -85,10 +89,47 @@ SCAN_PAGE = 10_000
 stretch that holds the interpreter: on PostgreSQL at 10 M, 53 ms of CPU for 50,000 and 7 ms for
 10,000 (D106)."""
 
-PHASES = ("build", "token", "sign", "commit", "proofs", "handover", "answer")
-"""What sealing a block spends its time on, in order: the header, Merkle nodes and consistency
-proof; the RFC 3161 token(s); the block note and checkpoint signatures; the durable commit; the
-receipts' inclusion proofs; telling the listeners (other processes, metrics); waking writers."""
+PHASES = ("clock", "build", "token", "sign", "commit", "proofs", "handover", "answer")
+"""What sealing a block spends its time on, in order: waiting for this clock to reach an
+entry's `received_at` stamped by a host whose clock runs ahead (D117); the header, Merkle nodes
+and consistency proof; the RFC 3161 token(s); the block note and checkpoint signatures; the
+durable commit; the receipts' inclusion proofs; telling the listeners (other processes,
+metrics); waking writers."""
+
+MAX_AHEAD_S = 0.5
+"""How far ahead of the sequencer's clock an entry's `received_at` may be (D117). Another host
+stamps it by its own clock; the block waits until the sequencer's clock has passed it, so that
+no entry is received after its block was sealed (a verifier refuses that). Further ahead, the
+entry is refused, nothing recorded. Half the RFC 3161 tokens' accuracy (1 s)."""
+
+
+def _latest(pendings: Sequence[Pending]) -> str:
+    """The latest `received_at` among these entries ("" if none has one)."""
+    return max((p.received_at for p in pendings), default="")
+
+
+def _sealed_at(received_at: str) -> str:
+    """A block's `sealed_at`: now, once this clock has passed `received_at`, the latest of its
+    entries' (D117). An entry from a host whose clock runs ahead (at most MAX_AHEAD_S, as
+    `Sequencer._check_clock` let in) makes the block wait for it; a clock that went back
+    further meanwhile fails the block before anything is written, nothing recorded."""
+    now = entry_mod.utc_now()
+    if received_at <= now:
+        return now
+    deadline = time.monotonic() + 2 * MAX_AHEAD_S
+    while received_at > now:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise Unavailable(said("this host's clock went back: an entry was received at "
+                                   "{received_at}, and it is now {now}; nothing was recorded",
+                                   received_at=received_at, now=now))
+        time.sleep(min(left, max(0.0001, (_when(received_at) - _when(now)).total_seconds())))
+        now = entry_mod.utc_now()
+    return now
+
+
+def _when(stamp: str) -> datetime:
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class _Group:
@@ -205,6 +246,7 @@ class Sequencer:
         # A failing block logs its traceback; the same failure again within 10 s only counts
         # (a database restarting under load fails every block, D111).
         self._failures = Throttle(10.0)
+        self._clock_told = Throttle(10.0)  # refusals for a clock ahead (D117)
         self.stamp = stamp
         self.extra_stamps = extra_stamps
         self._queue: queue.Queue[_Item | list[_Item] | _Group | None] = queue.Queue(
@@ -227,6 +269,8 @@ class Sequencer:
         # counters (a few clock reads a block) an operator and the benchmark read (D86).
         self.spent: dict[str, float] = dict.fromkeys(PHASES, 0.0)
         self.wakeups = 0
+        self._ahead_limit = ""  # `entry.utc_now(MAX_AHEAD_S)` as last read (D117)
+        self.clock_refused = 0  # entries refused for a clock too far ahead (D117)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -291,6 +335,7 @@ class Sequencer:
 
     def submit(self, pending: Pending) -> Future[Receipt]:
         """Queue an entry; the future resolves once its block is durably committed."""
+        self._check_clock(pending.received_at)
         fut: Future[Receipt] = Future()
         self._put(_Item(pending, fut))
         return fut
@@ -298,6 +343,7 @@ class Sequencer:
     def submit_many(self, pendings: Sequence[Pending]) -> list[Future[Receipt]]:
         """As `submit` for many entries, queued as one (see `submit_many_async`): for a thread
         that answers other processes (`service.handoff`)."""
+        self._check_clock(_latest(pendings))
         futures: list[Future[Receipt]] = [Future() for _ in pendings]
         if futures:
             self._put([_Item(p, f) for p, f in zip(pendings, futures, strict=True)])
@@ -306,6 +352,7 @@ class Sequencer:
     def submit_async(self, pending: Pending) -> asyncio.Future[Receipt]:
         """As `submit`, for a coroutine: call it in the event loop that will await the result.
         A block's waiters in one loop are answered with one thread-safe call, not one each."""
+        self._check_clock(pending.received_at)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Receipt] = loop.create_future()
         self._put(_Item(pending, fut, loop))
@@ -314,6 +361,7 @@ class Sequencer:
     def submit_many_async(self, pendings: Sequence[Pending]) -> list[asyncio.Future[Receipt]]:
         """As `submit_async` for many entries, queued as one: the sequencer takes them all
         into the same block (or consecutive blocks past `max_batch`)."""
+        self._check_clock(_latest(pendings))
         loop = asyncio.get_running_loop()
         items = [_Item(p, loop.create_future(), loop) for p in pendings]
         if items:
@@ -325,6 +373,7 @@ class Sequencer:
         """As `submit_many_async`, with one future for them all (D87): it resolves, once every
         entry's block is durably committed (or failed), to each entry's receipt or the error
         that stopped it, in order. A batch request makes one future, not one an entry."""
+        self._check_clock(_latest(pendings))
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[list[Outcome]] = loop.create_future()
         if pendings:
@@ -332,6 +381,24 @@ class Sequencer:
         else:
             fut.set_result([])
         return fut
+
+    def _check_clock(self, received_at: str) -> None:
+        """Unavailable, nothing queued, for what was received more than MAX_AHEAD_S ahead of
+        this clock: by a host whose clock runs that far ahead of the sequencer's (D117). One
+        string comparison while the limit last read stays ahead of it."""
+        if received_at <= self._ahead_limit:
+            return
+        self._ahead_limit = entry_mod.utc_now(MAX_AHEAD_S)
+        if received_at > self._ahead_limit:
+            self.clock_refused += 1
+            if (held := self._clock_told.due("ahead")) is not None:
+                log.warning("refused an entry received at %s, more than %s s ahead of this "
+                            "clock (%s): a host's clock is wrong", received_at, MAX_AHEAD_S,
+                            entry_mod.utc_now(), extra={"held_back": held})
+            raise Unavailable(said(
+                "received at {received_at} by a host whose clock is more than {max_s} s ahead "
+                "of the sequencer's; nothing was recorded: set the hosts' clocks right (NTP)",
+                received_at=received_at, max_s=MAX_AHEAD_S))
 
     def _put(self, item: _Item | list[_Item] | _Group) -> None:
         with self._put_guard:  # (so `stop` cannot come between the check and the put)
@@ -587,6 +654,10 @@ class Sequencer:
         """Seal one block. Raises before anything is committed, or commits it all."""
         self.store.check_sequencer_lock()  # before anything is signed (D109)
         spent, t0 = self.spent, time.perf_counter()
+        sealed_at = _sealed_at(_latest(pendings))
+        t = time.perf_counter()
+        spent["clock"] += t - t0
+        t0 = t
         st = self.state
         leaves = merkle.leaf_hashes([p.data for p in pendings])
         appended = merkle.append(st.size, st.frontier, leaves)
@@ -599,7 +670,7 @@ class Sequencer:
             count=len(pendings),
             tree_size=appended.size,
             tree_root=appended.root,
-            sealed_at=entry_mod.utc_now(),
+            sealed_at=sealed_at,
         )
         bhash = header.hash()
         reader = self._reader(st, appended)

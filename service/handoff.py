@@ -113,7 +113,8 @@ def socket_path(data_dir: Path) -> Path:
 #                       a process from before D98 sends "entries" first, and each is
 #                       answered with an error, nothing recorded)
 #   to the sequencer:   ["entries", rid, [[data_b64, kind, sha256, registrant,
-#                                          [[target, relation], ...], once], ...]]
+#                                          [[target, relation], ...], once, received_at], ...]]
+#                       (received_at: as in the entry's data, 27 characters, or "": D117)
 #   from the sequencer: ["block", header (BlockHeader.to_json), hash_hex, checkpoint, note]
 #                       ["answer", rid, [outcome, ...]]
 #   outcome:            ["receipt", seq, leaf_hash_hex, block_height, tree_size, root_hex,
@@ -121,10 +122,11 @@ def socket_path(data_dir: Path) -> Path:
 #                     | ["earlier", seq]    (AlreadyRegistered: nothing written, D94)
 #                     | ["error", class name, detail, internal, template or null, values]
 
-WIRE_VERSION = 1
+WIRE_VERSION = 2
 """The shape of these messages. A process that speaks another (copyledger upgraded on disk
 while `serve --workers N` runs, and a worker restarted onto the new code) is refused at the
-hello, with a log line that says so, instead of failing on its first frame (D98)."""
+hello, with a log line that says so, instead of failing on its first frame (D98). 2: each
+entry carries its `received_at` (D117)."""
 MAX_FRAME = 1 << 30  # a frame longer than this is not ours
 FRAME_ITEMS = 256  # messages in one frame from the sequencer (answers of up to 1,000 receipts)
 FRAME_ENTRIES = 2_000  # entries in one frame to the sequencer (each at most 16 KiB of JSON)
@@ -459,14 +461,16 @@ def _mismatch(theirs: int | None, ours: int, *, sequencer: bool) -> Said:
 
 def _entries_message(rid: int, pendings: Sequence[Pending]) -> list[Any]:
     return ["entries", rid, [[base64.b64encode(p.data).decode(), p.kind, p.sha256, p.registrant,
-                              [list(link) for link in p.links], p.once] for p in pendings]]
+                              [list(link) for link in p.links], p.once, p.received_at]
+                             for p in pendings]]
 
 
 def _pending(raw: Any) -> Pending:
-    data, kind, sha256, registrant, links, once = raw
+    data, kind, sha256, registrant, links, once, received_at = raw
     if not (isinstance(data, str) and isinstance(kind, str) and isinstance(sha256, str)
             and isinstance(registrant, str) and isinstance(links, list)
-            and isinstance(once, bool)):
+            and isinstance(once, bool) and isinstance(received_at, str)
+            and len(received_at) in (0, 27)):
         raise WireError("an entry of another shape")
     out: list[tuple[int | str, str]] = []
     for link in links:
@@ -475,7 +479,7 @@ def _pending(raw: Any) -> Pending:
             raise WireError("a link of another shape")
         out.append((target, relation))
     return Pending(base64.b64decode(data, validate=True), kind, sha256, registrant, tuple(out),
-                   once)
+                   once, received_at)
 
 
 def _block_message(block: BlockRow) -> list[Any]:
@@ -1129,6 +1133,11 @@ class Handoff:
     def spent(self) -> dict[str, float]:
         """Seconds this process's sequencer has spent sealing, by phase (zero while following)."""
         return self.local.spent
+
+    @property
+    def clock_refused(self) -> int:
+        """Entries this process's sequencer refused for a clock too far ahead (D117)."""
+        return self.local.clock_refused
 
     @property
     def wakeups(self) -> int:

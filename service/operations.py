@@ -409,7 +409,8 @@ def _pending(entry: dict[str, Any]) -> tuple[dict[str, Any], Pending]:
     kind = str(entry["kind"])
     return entry, Pending(data=data, kind=kind, sha256=entry_mod.content_sha256(entry),
                           registrant=str(entry["registrant"]),
-                          links=links_of(parse_entry(entry)) if kind in LINKED_KINDS else ())
+                          links=links_of(parse_entry(entry)) if kind in LINKED_KINDS else (),
+                          received_at=str(entry["received_at"]))
 
 
 Built = tuple[dict[str, Any], Pending]
@@ -728,7 +729,7 @@ def _plain_built(sm_suite: bool, account: str, w: WorkIn, received_at: str) -> B
     if data is None:
         return None
     return orjson.loads(data), Pending(data=data, kind="work", sha256=w.sha256,
-                                       registrant=account)
+                                       registrant=account, received_at=received_at)
 
 
 def _work_entry(sm_suite: bool, account: str, w: WorkIn, computed: dict[str, Any] | None,
@@ -954,7 +955,8 @@ def rotate_keys(s: Settings, overlap: timedelta) -> Rotation:
             }
         _, data = entry_mod.encode(entry)
         receipt = node.sequencer.submit(Pending(data, "rotation", sha256_text(new_vkey),
-                                                "notary")).result(60)
+                                                "notary", received_at=str(entry["received_at"]))
+                                        ).result(60)
     finally:
         node.stop()
     return Rotation(old.verifier_key, new_vkey, old.overlap_until, receipt.seq,

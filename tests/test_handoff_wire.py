@@ -11,6 +11,7 @@ import socket
 import tempfile
 import threading
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,11 @@ hashes = st.binary(min_size=32, max_size=32)
 text = st.text(max_size=40)
 links = st.lists(st.tuples(st.integers(min_value=0, max_value=2**62) | text, text),
                  max_size=3).map(tuple)
-pendings = st.builds(Pending, st.binary(max_size=200), text, text, text, links, st.booleans())
+stamps = st.just("") | st.datetimes(min_value=datetime(1000, 1, 1),
+                                    max_value=datetime(9999, 12, 31)).map(
+    lambda d: d.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))  # an entry's received_at (D117)
+pendings = st.builds(Pending, st.binary(max_size=200), text, text, text, links, st.booleans(),
+                     stamps)
 receipts = st.builds(Receipt, st.integers(min_value=0, max_value=2**62), hashes,
                      st.integers(min_value=0, max_value=2**62),
                      st.integers(min_value=0, max_value=2**62), hashes,
@@ -79,6 +84,17 @@ def _through_socket(messages: list[object]) -> list[object]:
 def test_entries_read_back_as_sent(rid: int, sent: list[Pending]) -> None:
     [message] = _through_socket([handoff._entries_message(rid, sent)])
     assert handoff._request(message) == (rid, sent)
+
+
+@pytest.mark.parametrize("received_at", ["2026-12-02T13:00:00Z", 20261202, None])
+def test_an_entry_whose_received_at_is_not_the_registry_s_is_refused(received_at: object
+                                                                      ) -> None:
+    """D117: the sequencer compares `received_at` with its clock as a 27-character string."""
+    [message] = _through_socket([handoff._entries_message(1, [Pending(b"{}", "work", "a",
+                                                                      "b")])])
+    message[2][0][6] = received_at  # type: ignore[index]
+    with pytest.raises(handoff.WireError):
+        handoff._request(message)
 
 
 @given(receipts)
@@ -357,8 +373,8 @@ def test_a_process_of_another_version_is_refused_at_the_hello(
             [answer] = handoff._recv(older)
             rid, outcomes = handoff._answer_or_block(answer)  # type: ignore[misc]
             assert rid == 5 and len(outcomes) == 2
-            assert all(isinstance(o, Unavailable) and "hand-over version 1 and this process 0"
-                       in str(o.detail) for o in outcomes)
+            assert all(isinstance(o, Unavailable) and f"hand-over version {handoff.WIRE_VERSION}"
+                       " and this process 0" in str(o.detail) for o in outcomes)
             handoff._send(older, [entries])  # still connected, still refused
             assert handoff._recv(older)[0][0] == "answer"
             assert taken == []

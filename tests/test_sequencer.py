@@ -711,3 +711,56 @@ def test_a_failed_unlock_ends_the_session_and_leaves_the_store_free_to_lock_agai
     store.acquire_sequencer_lock()  # not "still sealing"
     store.close()
     other.close()
+
+
+def _received(tag: str, received_at: str) -> Pending:
+    e = entry_mod.build_work(registrant="alice", received_at=received_at, sha256=sha(tag),
+                             title=tag, creators=["A"], work_type="text")
+    return Pending(entry_mod.canonical_bytes(e), "work", sha(tag), "alice",
+                   received_at=received_at)
+
+
+def test_a_block_is_never_sealed_before_an_entry_in_it_was_received(
+    api: tuple[Any, Any],
+) -> None:
+    """D117: an entry stamped by a host whose clock runs 0.3 s ahead of the sequencer's is
+    sealed once the sequencer's clock has passed its `received_at`, so its bundle verifies
+    (a verifier refuses an entry received after its block was sealed); one stamped more
+    than MAX_AHEAD_S ahead is refused before it is queued, and nothing is written."""
+    from copyledger.ledger.verify import verify_bundle
+    from copyledger.service.node import read_verifier_key
+
+    client, reg = api
+    ahead = entry_mod.utc_now(0.3)
+    r = reg.sequencer.submit(_received("ahead", ahead)).result(timeout=60)
+    sealed_at = reg.store.get_block(r.block_height).header.sealed_at
+    assert sealed_at >= ahead, (sealed_at, ahead)
+    bundle = client.get(f"/v1/entries/{r.seq}/bundle").json()
+    rep = verify_bundle(bundle, trusted_keys=[read_verifier_key(reg.settings)])
+    assert rep.ok, rep
+
+    size = reg.store.tree_size()
+    far = entry_mod.utc_now(5.0)
+    with pytest.raises(Unavailable, match="ahead of the sequencer's"):
+        reg.sequencer.submit(_received("far", far))
+    assert reg.sequencer.clock_refused == 1
+    assert "copyledger_entries_refused_clock 1.0" in client.get("/metrics").text
+    r2 = reg.sequencer.submit(_received("next", entry_mod.utc_now())).result(timeout=60)
+    assert r2.seq == size  # the refused one took no seq
+    assert reg.store.tree_size() == size + 1
+
+
+def test_a_clock_gone_back_further_than_it_may_wait_fails_the_block_writing_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """D117: the sequencer waits at most about twice MAX_AHEAD_S for its clock to reach an
+    entry's `received_at`; a clock that went back further fails the block before anything is
+    signed or written."""
+    from copyledger.ledger import sequencer as sequencer_mod
+
+    received_at = entry_mod.utc_now()
+    monkeypatch.setattr(entry_mod, "utc_now", lambda ahead_s=0.0: "2000-01-01T00:00:00.000000Z")
+    t = time.monotonic()
+    with pytest.raises(Unavailable, match="clock went back"):
+        sequencer_mod._sealed_at(received_at)
+    assert time.monotonic() - t >= 2 * sequencer_mod.MAX_AHEAD_S
