@@ -102,6 +102,10 @@ CLOCK_REFUSED = Gauge("copyledger_entries_refused_clock",
                       "Entries this process's sequencer refused, nothing recorded, because a "
                       "host's clock stamped them more than 0.5 s ahead of its own (D117; "
                       "cumulative)", registry=REGISTRY)
+CLOCK_AHEAD = Gauge("copyledger_blocks_sealed_ahead",
+                    "Blocks this process sealed at an entry's received_at ahead of its own clock "
+                    "(D117: a host's clock runs ahead, by at most 0.5 s; cumulative)",
+                    registry=REGISTRY)
 
 
 UPLOAD_PATHS = frozenset({"/v1/works", "/v1/claims/check"})  # the endpoints that take a file
@@ -313,6 +317,7 @@ def _watch_sequencer(node: Node) -> None:
     BARRED.set_function(lambda: float(getattr(seq, "barred", False)))
     WAKEUPS.set_function(lambda: float(seq.wakeups))
     CLOCK_REFUSED.set_function(lambda: float(seq.clock_refused))
+    CLOCK_AHEAD.set_function(lambda: float(seq.clock_ahead_blocks))
     for phase in seq.spent:  # every phase, from the start
         SEAL_SECONDS.labels(phase).set_function(functools.partial(seq.spent.__getitem__, phase))
 

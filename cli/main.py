@@ -1692,7 +1692,8 @@ def db_upgrade(
 
     A server of this release does the same when it starts. Until then, the commands that
     manage the registry (keys, accounts, claim contacts, key rotation, the hand-over
-    secret) refuse an older schema; the audit and exports read any.
+    secret) refuse an older schema; the audit and exports read older ones too (from
+    revision 0004).
     """
     from copyledger.service.node import upgrade_schema
 

@@ -77,6 +77,11 @@ class Forbidden(CopyledgerError):
     """A known caller asked for something its role or position does not allow."""
 
 
+class WrongLogKey(InvalidInput):
+    """None of this data directory's log keys signed the log's latest checkpoint (D116): its
+    keys are another registry's, and it must not sign this log's blocks."""
+
+
 class Conflict(CopyledgerError):
     """The request contradicts what is already recorded."""
 

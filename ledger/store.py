@@ -439,6 +439,7 @@ def migrate(engine: Engine) -> tuple[str | None, str]:
         if conn.dialect.name == "postgresql":
             conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{MIGRATION_WAIT_S}s'")
             conn.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK_ID)))
+            conn.exec_driver_sql("SET LOCAL lock_timeout TO DEFAULT")  # the DDL: the server's
         else:
             conn.exec_driver_sql(f"PRAGMA busy_timeout={MIGRATION_WAIT_S * 1000}")
             try:

@@ -36,6 +36,7 @@ import json
 import logging
 import os
 import queue
+import re
 import signal
 import socket
 import struct
@@ -58,6 +59,7 @@ from copyledger.ledger.errors import (
     Said,
     Unavailable,
     Uncertain,
+    WrongLogKey,
     WrongSecret,
     said,
 )
@@ -465,12 +467,15 @@ def _entries_message(rid: int, pendings: Sequence[Pending]) -> list[Any]:
                              for p in pendings]]
 
 
+_STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", re.ASCII)  # `entry.utc_now`'s
+
+
 def _pending(raw: Any) -> Pending:
     data, kind, sha256, registrant, links, once, received_at = raw
     if not (isinstance(data, str) and isinstance(kind, str) and isinstance(sha256, str)
             and isinstance(registrant, str) and isinstance(links, list)
             and isinstance(once, bool) and isinstance(received_at, str)
-            and len(received_at) in (0, 27)):
+            and (not received_at or _STAMP.fullmatch(received_at))):
         raise WireError("an entry of another shape")
     out: list[tuple[int | str, str]] = []
     for link in links:
@@ -1103,6 +1108,7 @@ class Handoff:
         self.step_down = step_down
         self.alone = False  # the only process of its data directory (a single `serve`)
         self.barred = False  # its secret is not the hosts' (D113): it never sequences
+        self._barred_for_key = False  # barred for its log key instead (D116)
         self._stepped_down = False
         local.on_lock_lost = self._lock_lost
         self.prepare = prepare
@@ -1138,6 +1144,11 @@ class Handoff:
     def clock_refused(self) -> int:
         """Entries this process's sequencer refused for a clock too far ahead (D117)."""
         return self.local.clock_refused
+
+    @property
+    def clock_ahead_blocks(self) -> int:
+        """Blocks this process's sequencer sealed at a `received_at` ahead of its clock."""
+        return self.local.clock_ahead_blocks
 
     @property
     def wakeups(self) -> int:
@@ -1178,9 +1189,13 @@ class Handoff:
             self.prepare()
             # It refuses entries until the start below.
             server = _Server(self.local, self.path, self.network)
-        except BaseException:
+        except BaseException as e:
             store.release_sequencer_lock()
-            raise
+            if not isinstance(e, WrongLogKey):
+                raise
+            self.barred = self._barred_for_key = True  # another registry's keys (D116)
+            log.critical("this process will not sequence the log: %s", e)
+            return False
         try:
             if self.network is not None:  # before the sequencer's thread uses the lock's session
                 store.publish_sequencer_address(self.network.advertise,
@@ -1223,13 +1238,15 @@ class Handoff:
                     if time.monotonic() < recheck:
                         continue
                     recheck = time.monotonic() + BARRED_RECHECK_S
-                    assert self.network is not None  # (only a network hand-over is barred)
-                    if self.local.store.handoff_secret_check() not in (
-                            None, self.network.secret_check):
+                    if self.network is not None and self.local.store.handoff_secret_check() \
+                            not in (None, self.network.secret_check):
                         continue
-                    self.barred = False
-                    log.warning("the hosts' hand-over secret is no longer another's: this "
-                                "process may sequence the log again")
+                    if self._barred_for_key:  # (D116) tried again now and then: the try says
+                        self.barred = self._barred_for_key = False
+                    else:
+                        self.barred = False
+                        log.warning("the hosts' hand-over secret is no longer another's: this "
+                                    "process may sequence the log again")
                 if self._try_lead():
                     break
             except Exception as e:

@@ -21,7 +21,13 @@ from cryptography.hazmat.primitives import serialization
 
 from copyledger.ledger import note
 from copyledger.ledger.bundle import NotaryKeys
-from copyledger.ledger.errors import InvalidInput, NotFound, SignatureError, said
+from copyledger.ledger.errors import (
+    InvalidInput,
+    NotFound,
+    SignatureError,
+    WrongLogKey,
+    said,
+)
 from copyledger.ledger.merkle import Consistency
 from copyledger.ledger.note import BlockHeader
 from copyledger.ledger.sequencer import Sequencer
@@ -239,18 +245,19 @@ def read_verifier_key(s: Settings) -> str:
 
 
 def check_log_key(s: Settings, latest: BlockRow) -> None:
-    """InvalidInput unless one of this data directory's log keys (the current one, or one it
+    """WrongLogKey unless one of this data directory's log keys (the current one, or one it
     retired: a rotation's own block is sealed after the new key is made) signed the log's
     latest checkpoint (D116). A host given a data directory of its own (`init` run there, not
     a copy of the first host's) would otherwise sign the log's next blocks with another key,
     which no verifier pinned to the registry's key accepts, and any process may come to
-    sequence."""
+    sequence. Checked at start and again each time a process takes the lock (the log may
+    have had no block when it started)."""
     vkey = read_verifier_key(s)
     try:
         note.verify_note(latest.checkpoint,
                          [note.parse_verifier_key(k) for k in all_verifier_keys(s)])
     except SignatureError:
-        raise InvalidInput(said(
+        raise WrongLogKey(said(
             "the log's latest checkpoint (tree size {size}) is not signed by this data "
             "directory's log key ({vkey}): another registry's keys, or keys from before a "
             "rotation; give this host a copy of the data directory of a host that serves "
@@ -573,6 +580,7 @@ class Node:
         """Before sequencing: the notary admits only extensions of the last committed tree."""
         last = self.store.latest_block()
         if last is not None:
+            check_log_key(self.settings, last)  # (D116: the log may have begun since the start)
             h = last.header
             self.checkpoints.remember(note.Checkpoint(self.origin, h.tree_size, h.tree_root))
 

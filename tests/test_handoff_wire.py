@@ -86,7 +86,8 @@ def test_entries_read_back_as_sent(rid: int, sent: list[Pending]) -> None:
     assert handoff._request(message) == (rid, sent)
 
 
-@pytest.mark.parametrize("received_at", ["2026-12-02T13:00:00Z", 20261202, None])
+@pytest.mark.parametrize("received_at", ["2026-12-02T13:00:00Z", "2026-12-02 13:00:00.000000Z",
+                                         "2026-12-02T13:00:00.00000xZ", 20261202, None])
 def test_an_entry_whose_received_at_is_not_the_registry_s_is_refused(received_at: object
                                                                       ) -> None:
     """D117: the sequencer compares `received_at` with its clock as a 27-character string."""

@@ -47,3 +47,29 @@ def test_a_host_set_up_with_keys_of_its_own_refuses_to_serve_the_log(
         verify_note(last.checkpoint, [parse_verifier_key(read_verifier_key(a))])
     finally:
         reg.stop()
+
+
+def test_a_process_started_on_an_empty_log_is_checked_again_when_it_takes_the_lock(
+    tmp_path: Path, database_url: str,
+) -> None:
+    """D116 at the lock: host B, set up with keys of its own, starts while the log is still
+    empty (nothing to check then); host A begins the log. When B comes to take the lock, it
+    finds the log's latest checkpoint not signed by its keys: it gives the lock up, signs
+    nothing, and is barred, like a host with another hand-over secret (D113)."""
+    from tests.helpers import wait_for
+
+    b = Node.open(settings_for(tmp_path / "b", database_url, key_backend="file", workers=2))
+    reg = Node.open(settings_for(tmp_path / "a", database_url))
+    reg.start()
+    try:
+        submit_work(reg, "first")
+        size, last = reg.store.tree_size(), reg.store.latest_block()
+    finally:
+        reg.stop()
+    b.start()
+    try:
+        wait_for(lambda: getattr(b.sequencer, "barred", False), "B barred for its key")
+        assert not getattr(b.sequencer, "leading", True)
+        assert b.store.tree_size() == size and b.store.latest_block() == last
+    finally:
+        b.stop()

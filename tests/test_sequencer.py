@@ -724,20 +724,23 @@ def test_a_block_is_never_sealed_before_an_entry_in_it_was_received(
     api: tuple[Any, Any],
 ) -> None:
     """D117: an entry stamped by a host whose clock runs 0.3 s ahead of the sequencer's is
-    sealed once the sequencer's clock has passed its `received_at`, so its bundle verifies
-    (a verifier refuses an entry received after its block was sealed); one stamped more
-    than MAX_AHEAD_S ahead is refused before it is queued, and nothing is written."""
+    sealed, at once, in a block whose `sealed_at` is that `received_at`, so its bundle
+    verifies (a verifier refuses an entry received after its block was sealed, and a block
+    sealed after its token's time and accuracy); one stamped more than MAX_AHEAD_S ahead is
+    refused before it is queued, and nothing is written."""
     from copyledger.ledger.verify import verify_bundle
     from copyledger.service.node import read_verifier_key
 
     client, reg = api
     ahead = entry_mod.utc_now(0.3)
     r = reg.sequencer.submit(_received("ahead", ahead)).result(timeout=60)
-    sealed_at = reg.store.get_block(r.block_height).header.sealed_at
-    assert sealed_at >= ahead, (sealed_at, ahead)
+    assert reg.store.get_block(r.block_height).header.sealed_at == ahead
+    assert ahead > entry_mod.utc_now()  # sealed without waiting for this clock to pass it
     bundle = client.get(f"/v1/entries/{r.seq}/bundle").json()
     rep = verify_bundle(bundle, trusted_keys=[read_verifier_key(reg.settings)])
     assert rep.ok, rep
+    assert reg.sequencer.clock_ahead_blocks == 1
+    assert "copyledger_blocks_sealed_ahead 1.0" in client.get("/metrics").text
 
     size = reg.store.tree_size()
     far = entry_mod.utc_now(5.0)
@@ -750,17 +753,26 @@ def test_a_block_is_never_sealed_before_an_entry_in_it_was_received(
     assert reg.store.tree_size() == size + 1
 
 
-def test_a_clock_gone_back_further_than_it_may_wait_fails_the_block_writing_nothing(
-    monkeypatch: pytest.MonkeyPatch,
+def test_the_clock_limit_is_read_again_once_old_so_a_clock_gone_back_is_seen(
+    tmp_path: Path, signer: FileSigner, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """D117: the sequencer waits at most about twice MAX_AHEAD_S for its clock to reach an
-    entry's `received_at`; a clock that went back further fails the block before anything is
-    signed or written."""
+    """D117: the limit `_check_clock` keeps is trusted for LIMIT_FOR_S only: after this
+    clock went back by a second, an entry 0.6 s ahead of it is refused, not let in by the
+    limit read before; and a block whose entry is further ahead than MAX_AHEAD_S of the
+    clock at sealing fails before anything is written."""
     from copyledger.ledger import sequencer as sequencer_mod
 
-    received_at = entry_mod.utc_now()
-    monkeypatch.setattr(entry_mod, "utc_now", lambda ahead_s=0.0: "2000-01-01T00:00:00.000000Z")
-    t = time.monotonic()
+    store = Store.open(f"sqlite:///{tmp_path / 'l.db'}")
+    seq = make(store, signer, linger=0.001)
+    seq._check_clock(entry_mod.utc_now())  # the limit read now: 0.5 s ahead
+    back = entry_mod.utc_now(-1.0)  # then this clock goes back by a second
+    real = entry_mod.utc_now
+    monkeypatch.setattr(entry_mod, "utc_now",
+                        lambda ahead_s=0.0: real(ahead_s - 1.0))
+    time.sleep(sequencer_mod.LIMIT_FOR_S)
+    with pytest.raises(Unavailable, match="ahead of the sequencer's"):
+        seq._check_clock(real(-0.4))  # 0.6 s ahead of the clock as it now reads
+    assert entry_mod.utc_now() >= back
     with pytest.raises(Unavailable, match="clock went back"):
-        sequencer_mod._sealed_at(received_at)
-    assert time.monotonic() - t >= 2 * sequencer_mod.MAX_AHEAD_S
+        sequencer_mod._sealed_at(real(0.0))
+    store.close()
