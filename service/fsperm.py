@@ -4,6 +4,7 @@ them. The database file's own mode is set where it is opened (`ledger.store.make
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from pathlib import Path
@@ -22,11 +23,21 @@ def private_dir(path: Path) -> None:
 
 
 def write_public(path: Path, text: str) -> None:
-    """Write a public file others may read but not change (0644, whatever the umask)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    with os.fdopen(fd, "w") as f:
-        os.fchmod(f.fileno(), 0o644)
-        f.write(text)
+    """Write a public file others may read but not change (0644, whatever the umask), at once:
+    a temporary file renamed over it. Every process of `serve --workers N` writes the verifier
+    key again as it starts, while another may be reading it (D116's check when it takes the
+    log's lock): a reader sees the old text or the new, never an empty file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), 0o644)
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def trusted_text(path: Path, root: Path) -> str:
