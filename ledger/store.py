@@ -434,15 +434,11 @@ def migrate(engine: Engine) -> tuple[str | None, str]:
     table the first had created. On PostgreSQL the transaction first takes an advisory lock
     (its DDL is transactional); on SQLite it is `BEGIN IMMEDIATE`, which takes the write lock
     first and holds the DDL in the transaction (pysqlite opens none for DDL, so a migration
-    cut short was left half done). Either waits up to MIGRATION_WAIT_S for another's. A
-    schema already at this release's revision, as at almost every start, is only read: no
-    lock, so a process starting beside a sequencer under load does not stop its writes."""
-    head = head_revision()  # (the migration scripts read before any lock is taken)
-    with engine.connect() as conn:
-        was = schema_revision(conn)
-    _known(was)
-    if was == head:
-        return was, head
+    cut short was left half done). Either waits up to MIGRATION_WAIT_S for another's. The
+    migration scripts are read before the lock is taken, and a schema already at this
+    release's revision, as at almost every start, is only read under it: a process starting
+    beside a sequencer under load holds SQLite's write lock for one read."""
+    head = head_revision()
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{MIGRATION_WAIT_S}s'")
@@ -456,8 +452,9 @@ def migrate(engine: Engine) -> tuple[str | None, str]:
                 conn.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
         was = schema_revision(conn)
         _known(was)
-        upgrade(conn, "head")
-    return was, head_revision()
+        if was != head:
+            upgrade(conn, "head")
+    return was, head
 
 
 def _migrations() -> Config:
