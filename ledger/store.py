@@ -499,11 +499,10 @@ def require_current_schema(engine: Engine) -> None:
     with engine.connect() as conn:
         at = schema_revision(conn)
     _known(at)
-    if at != head_revision():
+    if at != (head := head_revision()):
         raise Conflict(said("the database's schema is at revision {at}, this release's at "
                             "{head}: run `copyledger db upgrade` first (a server of this "
-                            "release upgrades it when it starts)", at=at or "none",
-                            head=head_revision()))
+                            "release upgrades it when it starts)", at=at or "none", head=head))
 
 
 def upgrade(conn: Connection, revision: str) -> None:

@@ -1241,10 +1241,9 @@ class Handoff:
                     if self.network is not None and self.local.store.handoff_secret_check() \
                             not in (None, self.network.secret_check):
                         continue
-                    if self._barred_for_key:  # (D116) tried again now and then: the try says
-                        self.barred = self._barred_for_key = False
-                    else:
-                        self.barred = False
+                    for_key, self.barred = self._barred_for_key, False
+                    self._barred_for_key = False  # (D116: tried again now and then; the try says)
+                    if not for_key:
                         log.warning("the hosts' hand-over secret is no longer another's: this "
                                     "process may sequence the log again")
                 if self._try_lead():
