@@ -19,7 +19,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from copyledger.ledger import note
+from copyledger.ledger import note, sm2
 from copyledger.ledger.bundle import NotaryKeys
 from copyledger.ledger.errors import (
     InvalidInput,
@@ -247,21 +247,35 @@ def read_verifier_key(s: Settings) -> str:
 def check_log_key(s: Settings, latest: BlockRow) -> None:
     """WrongLogKey unless one of this data directory's log keys (the current one, or one it
     retired: a rotation's own block is sealed after the new key is made) signed the log's
-    latest checkpoint (D116). A host given a data directory of its own (`init` run there, not
-    a copy of the first host's) would otherwise sign the log's next blocks with another key,
-    which no verifier pinned to the registry's key accepts, and any process may come to
-    sequence. Checked at start and again each time a process takes the lock (the log may
-    have had no block when it started)."""
+    latest checkpoint, and it holds every log key that signed it (D116, D118). A host given a
+    data directory of its own (`init` run there, not a copy of the first host's) would
+    otherwise sign the log's next blocks with another key, which no verifier pinned to the
+    registry's key accepts, and any process may come to sequence; a host holding the keys of
+    before a rotation would, during the overlap (when the retired key still co-signs), sign
+    without the new key, which verifiers pinned to it refuse. Checked at start and again each
+    time a process takes the lock (the log may have had no block when it started)."""
     vkey = read_verifier_key(s)
+    keys = all_verifier_keys(s)
     try:
-        note.verify_note(latest.checkpoint,
-                         [note.parse_verifier_key(k) for k in all_verifier_keys(s)])
+        note.verify_note(latest.checkpoint, [note.parse_verifier_key(k) for k in keys])
     except SignatureError:
         raise WrongLogKey(said(
             "the log's latest checkpoint (tree size {size}) is not signed by this data "
             "directory's log key ({vkey}): another registry's keys, or keys from before a "
             "rotation; give this host a copy of the data directory of a host that serves "
             "this log", size=latest.header.tree_size, vkey=vkey)) from None
+    held: list[note.Verifier | sm2.Verifier] = [note.parse_verifier_key(k) for k in keys]
+    if s.sm_suite:  # its SM2 line: the log key's name, the SM2 key's ID (D40)
+        held += [sm2.parse_verifier_key(k) for k in all_sm2_keys(s)[0]]
+    unknown = [sig for sig in note.parse_note(latest.checkpoint).signatures
+               if sig.name in {v.name for v in held}
+               and (sig.name, sig.key_id) not in {(v.name, v.key_id) for v in held}]
+    if unknown:
+        raise WrongLogKey(said(
+            "the log's latest checkpoint (tree size {size}) is also signed by a log key this "
+            "data directory does not hold (key ID {key_id}): keys from before a rotation; "
+            "give this host a copy of the rotated data directory",
+            size=latest.header.tree_size, key_id=unknown[0].key_id.hex()))
 
 
 def open_store(s: Settings, *, current: bool = False) -> Store:

@@ -9,7 +9,9 @@ import pytest
 
 from copyledger.ledger.errors import InvalidInput
 from copyledger.ledger.note import parse_verifier_key, verify_note
+from copyledger.ledger.store import BlockRow
 from copyledger.service.node import Node, read_verifier_key
+from copyledger.service.settings import Settings
 from tests.helpers import settings_for
 from tests.test_index_start import submit_work
 
@@ -22,25 +24,36 @@ def test_a_host_set_up_with_keys_of_its_own_refuses_to_serve_the_log(
     key, so it never signs a block of this log; the log is untouched. A copy of A's data
     directory starts and signs with A's key."""
     a = settings_for(tmp_path / "a", database_url)
-    reg = Node.open(a)
-    reg.start()
-    try:
-        submit_work(reg, "first")
-        size = reg.store.tree_size()
-    finally:
-        reg.stop()
+    size, _ = log_work(a, "first")
     # B: a file key whatever the suite's backend (under the HSM pass A's key is the token's).
     b = settings_for(tmp_path / "b", database_url, key_backend="file")
     with pytest.raises(InvalidInput, match="not signed by this data directory's log key") as e:
         Node.open(b)
     assert read_verifier_key(b) in str(e.value) and read_verifier_key(b) != read_verifier_key(a)
 
-    shutil.copytree(a.data_dir, tmp_path / "c" / "data")
-    c = settings_for(tmp_path / "c", database_url)
-    reg = Node.open(c)
+    copy_starts_and_signs(a, tmp_path / "c", database_url, size)
+
+
+def log_work(s: Settings, title: str) -> tuple[int, BlockRow | None]:
+    """Start a node on `s`, log one work, stop: the log's size and latest block after it."""
+    reg = Node.open(s)
     reg.start()
     try:
-        assert reg.store.tree_size() == size  # B changed nothing
+        submit_work(reg, title)
+        return reg.store.tree_size(), reg.store.latest_block()
+    finally:
+        reg.stop()
+
+
+def copy_starts_and_signs(a: Settings, home: Path, database_url: str, size: int,
+                          **over: str) -> None:
+    """A copy of A's data directory starts on the log as B left it (`size` entries: B wrote
+    nothing) and signs its next block with A's current key."""
+    shutil.copytree(a.data_dir, home / "data")
+    reg = Node.open(settings_for(home, database_url, **over))
+    reg.start()
+    try:
+        assert reg.store.tree_size() == size
         submit_work(reg, "second")
         last = reg.store.latest_block()
         assert last is not None
@@ -59,13 +72,7 @@ def test_a_process_started_on_an_empty_log_is_checked_again_when_it_takes_the_lo
     from tests.helpers import wait_for
 
     b = Node.open(settings_for(tmp_path / "b", database_url, key_backend="file", workers=2))
-    reg = Node.open(settings_for(tmp_path / "a", database_url))
-    reg.start()
-    try:
-        submit_work(reg, "first")
-        size, last = reg.store.tree_size(), reg.store.latest_block()
-    finally:
-        reg.stop()
+    size, last = log_work(settings_for(tmp_path / "a", database_url), "first")
     b.start()
     try:
         wait_for(lambda: getattr(b.sequencer, "barred", False), "B barred for its key")
@@ -73,3 +80,31 @@ def test_a_process_started_on_an_empty_log_is_checked_again_when_it_takes_the_lo
         assert b.store.tree_size() == size and b.store.latest_block() == last
     finally:
         b.stop()
+
+
+def test_a_host_with_the_keys_of_before_a_rotation_refuses_during_the_overlap(
+    tmp_path: Path, database_url: str,
+) -> None:
+    """D118: host B holds a copy of A's data directory from before A's `notary rotate`. During
+    the overlap the log's checkpoints are signed by the retired key too, which B holds as its
+    current one, so D116's check alone let B start and, sequencing, sign without the new key
+    (verifiers pinned to it refuse that). B now refuses, naming the key it lacks; A, and a copy
+    of A's rotated data directory, start."""
+    from datetime import timedelta
+
+    from copyledger.ledger.note import parse_note
+    from copyledger.service.operations import rotate_keys
+
+    a = settings_for(tmp_path / "a", database_url, key_backend="file")
+    log_work(a, "first")
+    shutil.copytree(a.data_dir, tmp_path / "b" / "data")
+    rotate_keys(a, timedelta(hours=24))
+    size, last = log_work(a, "after the rotation")
+    assert last is not None and len(parse_note(last.checkpoint).signatures) == 2  # overlap
+    new_key = parse_verifier_key(read_verifier_key(a))
+    b = settings_for(tmp_path / "b", database_url, key_backend="file")
+    with pytest.raises(InvalidInput, match="does not hold") as e:
+        Node.open(b)
+    assert new_key.key_id.hex() in str(e.value)
+
+    copy_starts_and_signs(a, tmp_path / "c", database_url, size, key_backend="file")
