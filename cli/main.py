@@ -215,7 +215,8 @@ def serve(
               f"create --role creator --account you --data-dir {s.data_dir}", markup=False)
     server = uvicorn.Server(uvicorn.Config(
         create_app(reg), host=s.host, port=s.port, log_level="warning", access_log=False,
-        timeout_keep_alive=max(1, round(s.keep_alive_s))))
+        timeout_keep_alive=max(1, round(s.keep_alive_s)),
+        timeout_graceful_shutdown=_grace(s)))
     reg.step_down_with(lambda: setattr(server, "should_exit", True))
     try:
         server.run()
@@ -253,12 +254,21 @@ def _serve_workers(s: Any) -> None:
     uvicorn.run("copyledger.cli.main:worker_app", factory=True, workers=s.workers,
                 host=s.host, port=s.port, log_level="warning", access_log=False,
                 timeout_keep_alive=max(1, round(s.keep_alive_s)),
+                timeout_graceful_shutdown=_grace(s),
                 # The supervisor kills a process that does not answer its ping in time: give
                 # one that is starting on a busy machine, or sealing a big block, a minute.
                 timeout_worker_healthcheck=WORKER_HEALTHCHECK_S)
 
 
 WORKER_HEALTHCHECK_S = 60
+
+
+def _grace(s: Any) -> int:
+    """uvicorn's bound on a graceful stop (SIGTERM, or a process that stops sequencing and
+    starts again, D109/D112), whole seconds: without one, a request still running (an hour's
+    upload, a client stalling its body until `upload_timeout_s`) held the stop, and the
+    restart after it, for as long as it ran."""
+    return max(1, round(float(s.shutdown_grace_s)))
 
 
 def worker_app() -> Any:

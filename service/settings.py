@@ -53,6 +53,7 @@ class Settings:
     body_timeout_s: float = 30.0  # a request body must arrive within this long (else 408)
     upload_timeout_s: float = 3600.0  # the same for a multipart upload to an upload path
     keep_alive_s: float = 5.0  # an idle keep-alive connection is closed after this long
+    shutdown_grace_s: float = 30.0  # on a stop, requests still running then are cancelled
     key_recheck_s: float = 30.0  # a cached API key is looked up again after this long
     crypto_suite: str = "standard"  # "sm" adds SM3 digests and SM2 note signatures (D40)
     sm2_distid: str = "1234567812345678"  # the SM2 distinguishing ID (fixed at init, as the key)
