@@ -68,6 +68,7 @@ from copyledger.ledger.sequencer import LogState, Pending, Receipt, Sequencer
 from copyledger.ledger.store import TCP_KEEPALIVE, TCP_USER_TIMEOUT_MS, BlockRow
 from copyledger.ledger.throttle import Throttle
 from copyledger.ledger.throttle import db_reason as _db_reason
+from copyledger.service.fsperm import write_public
 from copyledger.service.settings import Settings
 
 log = logging.getLogger("copyledger.handoff")
@@ -1114,6 +1115,7 @@ class Handoff:
         self.prepare = prepare
         self.path = socket_path(data_dir)
         self.pid_path = data_dir / PID_NAME
+        self._pid_inode = 0
         self.on_lead = on_lead
         self.leading = False
         self._client: _Client | None = None
@@ -1211,7 +1213,8 @@ class Handoff:
             return False
         self._server = server
         self.leading = True
-        self.pid_path.write_text(f"{os.getpid()}\n")
+        write_public(self.pid_path, f"{os.getpid()}\n")  # a file of its own, so its inode
+        self._pid_inode = self.pid_path.stat().st_ino  # says whose it is when this one stops
         log.info("this process is the sequencer", extra={"pid": os.getpid(),
                                                          "tree_size": self.local.state.size})
         self.on_lead()
@@ -1286,7 +1289,9 @@ class Handoff:
                 self._server.close(remove=not leave)
             if not leave:
                 with contextlib.suppress(FileNotFoundError):
-                    self.pid_path.unlink()
+                    # Not a successor's: two single `serve`s may share a data directory.
+                    if self.pid_path.stat().st_ino == self._pid_inode:
+                        self.pid_path.unlink()
             self.local.stop()
             self.leading = False
 

@@ -255,3 +255,40 @@ def test_every_session_and_the_lock_s_own_has_the_server_probe_a_vanished_host(
             assert dict(conn.exec_driver_sql(show).all()) == expect
     finally:
         st.close()
+
+
+def test_a_single_serve_that_steps_down_leaves_its_successor_s_pid_file_and_socket(
+        pg_server: PostgresServer, signer: FileSigner, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    """Two single `serve`s on one data directory (each believes it is the directory's only
+    process, D112): A leads, B follows; A's lock session ends and B takes the log over,
+    writing the pid file and binding the socket. A, stepping down and stopping, removes
+    neither of them: they are B's now (before, A removed B's pid file)."""
+    monkeypatch.setattr(store_mod, "LOCK_IDLE_PING_S", 0.0, raising=False)
+    url = pg_server.new_database()
+    steps: list[int] = []
+    a = handoff.Handoff(make(Store.open(url), signer, linger=0.001), tmp_path,
+                        step_down=lambda: steps.append(1))
+    b = handoff.Handoff(make(Store.open(url), signer, linger=0.001), tmp_path)
+    a.alone = b.alone = True
+    pid, sock = tmp_path / handoff.PID_NAME, handoff.socket_path(tmp_path)
+    a.start()
+    try:
+        assert a.leading and pid.exists()
+        b.start()
+        assert not b.leading
+        end_lock_session(a.local.store)
+        wait_for(lambda: b.leading, "B took the log over")
+        with pytest.raises(Unavailable):  # A's next block finds the lock taken
+            a.local.submit(pending(2)).result(60)
+        assert steps == [1]
+        b_pid, b_sock = pid.stat().st_ino, sock.stat().st_ino
+        a.stop()
+        assert pid.stat().st_ino == b_pid and sock.stat().st_ino == b_sock
+        b.stop()
+        assert not pid.exists() and not sock.exists()  # B's own, removed on its stop
+    finally:
+        a.stop()
+        b.stop()
+        a.local.store.close()
+        b.local.store.close()
