@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from copyledger.ledger import jcs, merkle, note
-from copyledger.ledger.store import Store
+from copyledger.ledger.store import SEQUENCER_LOCK_ID, Store
 from tests.conftest import PostgresServer
 from tests.helpers import pg_dsn, wait_for, work_body
 from tests.server import ServerProcess, cli, init_with_creator
@@ -27,6 +27,13 @@ pytestmark = pytest.mark.slow
 
 KILLS = 20
 WORKERS = 3
+# The sessions holding the log's sequencer lock (a bigint advisory key is classid, the high 32
+# bits, and objid, the low 32, with objsubid 1). Not any advisory lock: a worker uvicorn starts
+# in place of one that ended takes D115's migration lock for a moment as it starts.
+SEQUENCER_HOLDERS = (
+    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
+    f"AND classid = {SEQUENCER_LOCK_ID >> 32} AND objid = {SEQUENCER_LOCK_ID & 0xFFFFFFFF} "
+    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
 
 
 class Load:
@@ -302,8 +309,6 @@ def test_a_sequencer_whose_lock_session_ends_leaves_one_sequencer(
     data = tmp_path / "d"
     _, key, dburl = init_with_creator(data, pg_server.new_database())
     srv = ServerProcess(data, dburl, COPYLEDGER_WORKERS="2")
-    holders = ("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
-               "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
     auth = {"Authorization": f"Bearer {key}", "Connection": "close"}
     fresh = itertools.count()
     acked: list[dict[str, Any]] = []
@@ -332,7 +337,7 @@ def test_a_sequencer_whose_lock_session_ends_leaves_one_sequencer(
                     load.wait_for(30)
                 acked += load.acked
                 refused |= set(load.refused)
-                pids = [p for (p,) in admin.execute(holders).fetchall()]
+                pids = [p for (p,) in admin.execute(SEQUENCER_HOLDERS).fetchall()]
                 assert len(pids) == 1, pids
                 admin.execute("SELECT pg_terminate_backend(%s)", (pids[0],))
                 old, pid = pid, leader(data, other_than=pid)  # the follower took over
@@ -342,7 +347,7 @@ def test_a_sequencer_whose_lock_session_ends_leaves_one_sequencer(
                          "the old sequencer did not step down, or a process could not write")
                 assert (data / "sequencer.pid").read_text().strip() == str(pid)
                 assert (data / "sequencer.sock").exists()
-                assert len(admin.execute(holders).fetchall()) == 1
+                assert len(admin.execute(SEQUENCER_HOLDERS).fetchall()) == 1
     finally:
         srv.stop()
     assert refused <= {503}, refused
@@ -369,8 +374,6 @@ def test_postgresql_crashing_under_load_loses_no_acknowledged_entry(
     data = tmp_path / "d"
     _, key, dburl = init_with_creator(data, own_pg_server.new_database())
     srv = ServerProcess(data, dburl, COPYLEDGER_WORKERS="2")
-    holders = ("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
-               "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
     try:
         srv.start(timeout=300)
         with Load(srv.url, key) as load:
@@ -379,7 +382,7 @@ def test_postgresql_crashing_under_load_loses_no_acknowledged_entry(
                 own_pg_server.crash_and_restart(down_s=1.0)
                 load.wait_for(len(load.acked) + 30)  # and the log goes on
         with psycopg.connect(pg_dsn(dburl), autocommit=True) as admin:
-            assert len(admin.execute(holders).fetchall()) == 1
+            assert len(admin.execute(SEQUENCER_HOLDERS).fetchall()) == 1
     finally:
         srv.stop()
     assert set(load.refused) <= {503}, load.refused
