@@ -41,7 +41,13 @@ from copyledger.api.routes import (
     tsa,
     works,
 )
-from copyledger.ledger.errors import CopyledgerError, PayloadTooLarge, RequestTimeout, said
+from copyledger.ledger.errors import (
+    CopyledgerError,
+    PayloadTooLarge,
+    RequestTimeout,
+    Uncertain,
+    said,
+)
 from copyledger.ledger.note import BlockHeader
 from copyledger.service.apikeys import KeyCache, TokenBuckets
 from copyledger.service.certificate import pdf_cache
@@ -278,7 +284,13 @@ async def read_body(receive: Receive) -> bytes | None:
 
 
 class RequestMetrics:
-    """Count requests by method and status class; pure ASGI, a few microseconds a request."""
+    """Count requests by method and status class; pure ASGI, a few microseconds a request.
+
+    Outermost, it also answers a request that a bounded stop cancelled (`shutdown_grace_s`,
+    D119) before its answer began: 503, "may or may not have been recorded", as for any write
+    whose fate is unknown (its entry may be in the sequencer's queue, which the stop then
+    seals). uvicorn would answer a plain-text 500, which our API says means nothing was
+    recorded. Nothing else cancels a request's task: a client that goes away is not one."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -288,9 +300,12 @@ class RequestMetrics:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = False
 
         async def counting_send(msg: Message) -> None:
+            nonlocal started
             if msg["type"] == "http.response.start":
+                started = True
                 key = (scope["method"], f"{msg['status'] // 100}xx")
                 child = self._children.get(key)
                 if child is None:
@@ -298,7 +313,17 @@ class RequestMetrics:
                 child.inc()
             await send(msg)
 
-        await self.app(scope, receive, counting_send)
+        try:
+            await self.app(scope, receive, counting_send)
+        except asyncio.CancelledError:
+            if started:
+                raise
+            stopping = Uncertain(said(
+                "the server is stopping and cut this request short; it may or may not have "
+                "been recorded: look it up before retrying"))
+            resp = problems.from_error(stopping, scope.get("path", ""), _lang(scope))
+            resp.headers["connection"] = "close"
+            await resp(scope, receive, counting_send)
 
 
 def _on_seal(header: BlockHeader, count: bool = True) -> None:

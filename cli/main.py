@@ -6,6 +6,7 @@ import dataclasses
 import gc
 import hashlib
 import json
+import math
 import multiprocessing
 import os
 import sys
@@ -263,12 +264,13 @@ def _serve_workers(s: Any) -> None:
 WORKER_HEALTHCHECK_S = 60
 
 
-def _grace(s: Any) -> int:
+def _grace(s: Any) -> int | None:
     """uvicorn's bound on a graceful stop (SIGTERM, or a process that stops sequencing and
     starts again, D109/D112), whole seconds: without one, a request still running (an hour's
     upload, a client stalling its body until `upload_timeout_s`) held the stop, and the
-    restart after it, for as long as it ran."""
-    return max(1, round(float(s.shutdown_grace_s)))
+    restart after it, for as long as it ran. `inf` asks for no bound."""
+    grace = float(s.shutdown_grace_s)
+    return max(1, round(grace)) if math.isfinite(grace) else None
 
 
 def worker_app() -> Any:

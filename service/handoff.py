@@ -1115,7 +1115,7 @@ class Handoff:
         self.prepare = prepare
         self.path = socket_path(data_dir)
         self.pid_path = data_dir / PID_NAME
-        self._pid_inode = 0
+        self._pid_file: int | None = None  # held open while leading: its inode stays ours
         self.on_lead = on_lead
         self.leading = False
         self._client: _Client | None = None
@@ -1213,8 +1213,10 @@ class Handoff:
             return False
         self._server = server
         self.leading = True
-        write_public(self.pid_path, f"{os.getpid()}\n")  # a file of its own, so its inode
-        self._pid_inode = self.pid_path.stat().st_ino  # says whose it is when this one stops
+        # A file of its own (a new inode), held open so that no later file can get its inode:
+        # on stop, the file at the path is removed only if it is still this one (D120).
+        write_public(self.pid_path, f"{os.getpid()}\n")
+        self._pid_file = os.open(self.pid_path, os.O_RDONLY | os.O_CLOEXEC)
         log.info("this process is the sequencer", extra={"pid": os.getpid(),
                                                          "tree_size": self.local.state.size})
         self.on_lead()
@@ -1287,11 +1289,15 @@ class Handoff:
             leave = self._stepped_down and not self.alone
             if self._server is not None:
                 self._server.close(remove=not leave)
-            if not leave:
+            if self._pid_file is not None:
+                # Not a successor's: two single `serve`s may share a data directory. (A
+                # successor's rename between the two calls is a window of microseconds.)
                 with contextlib.suppress(FileNotFoundError):
-                    # Not a successor's: two single `serve`s may share a data directory.
-                    if self.pid_path.stat().st_ino == self._pid_inode:
+                    if not leave and os.path.samestat(self.pid_path.stat(),
+                                                      os.fstat(self._pid_file)):
                         self.pid_path.unlink()
+                os.close(self._pid_file)
+                self._pid_file = None
             self.local.stop()
             self.leading = False
 

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 
 from copyledger.ledger import note, sm2
 from copyledger.ledger.bundle import NotaryKeys
+from copyledger.ledger.entry import parse_timestamp
 from copyledger.ledger.errors import (
     InvalidInput,
     NotFound,
@@ -247,13 +248,15 @@ def read_verifier_key(s: Settings) -> str:
 def check_log_key(s: Settings, latest: BlockRow) -> None:
     """WrongLogKey unless one of this data directory's log keys (the current one, or one it
     retired: a rotation's own block is sealed after the new key is made) signed the log's
-    latest checkpoint, and it holds every log key that signed it (D116, D118). A host given a
-    data directory of its own (`init` run there, not a copy of the first host's) would
-    otherwise sign the log's next blocks with another key, which no verifier pinned to the
-    registry's key accepts, and any process may come to sequence; a host holding the keys of
-    before a rotation would, during the overlap (when the retired key still co-signs), sign
-    without the new key, which verifiers pinned to it refuse. Checked at start and again each
-    time a process takes the lock (the log may have had no block when it started)."""
+    latest checkpoint, it holds every log key that signed it, and it has the private key of
+    every retired key still inside its overlap (D116, D118). A host given a data directory of
+    its own (`init` run there, not a copy of the first host's) would otherwise sign the log's
+    next blocks with another key, which no verifier pinned to the registry's key accepts, and
+    any process may come to sequence; a host holding the keys of before a rotation would,
+    during the overlap (when the retired key still co-signs), sign without the new key, and
+    one missing the retired key's file without that one: verifiers pinned to the key left out
+    refuse either. Checked at start and again each time a process takes the lock (the log may
+    have had no block when it started)."""
     vkey = read_verifier_key(s)
     keys = all_verifier_keys(s)
     try:
@@ -272,10 +275,20 @@ def check_log_key(s: Settings, latest: BlockRow) -> None:
                and (sig.name, sig.key_id) not in {(v.name, v.key_id) for v in held}]
     if unknown:
         raise WrongLogKey(said(
-            "the log's latest checkpoint (tree size {size}) is also signed by a log key this "
-            "data directory does not hold (key ID {key_id}): keys from before a rotation; "
-            "give this host a copy of the rotated data directory",
+            "the log's latest checkpoint (tree size {size}) is also signed by a log key (key "
+            "ID {key_id}) that this data directory neither uses nor lists as retired "
+            "(notary/rotations.json): its keys are likely from before a rotation; give this "
+            "host a copy of the rotated data directory",
             size=latest.header.tree_size, key_id=unknown[0].key_id.hex()))
+    now = datetime.now(UTC)
+    for r in retired_keys(s):  # a retired key co-signs until its overlap ends (rotation.py)
+        files = [r.key_path, *([r.sm2_key_path] if r.sm2_key_path is not None else [])]
+        if parse_timestamp(r.overlap_until) > now and not all(f.exists() for f in files):
+            raise WrongLogKey(said(
+                "the retired log key {n} still co-signs the log until {until}, but its "
+                "private key is missing from this data directory (notary/retired/{n}/): "
+                "verifiers that pinned it would refuse what this host signs; give this host "
+                "a complete copy of the rotated data directory", n=r.n, until=r.overlap_until))
 
 
 def open_store(s: Settings, *, current: bool = False) -> Store:
@@ -607,9 +620,9 @@ class Node:
         """How this process stops leading when another took the log's lock from it (D109):
         by default it ends itself with SIGTERM and uvicorn's supervisor (`--workers`) starts
         one in its place; a single `serve` has no supervisor, and ends its server with `stop`
-        instead, to start again (D112). Being its data directory's only process, it then
-        removes its hand-over socket and pid file as a normal stop does: no sibling can have
-        taken those paths."""
+        instead, to start again (D112). Believing itself its data directory's only process, it
+        then removes its hand-over socket and pid file as a normal stop does, but only if they
+        are still its own (a second single `serve` on the directory may have taken over, D120)."""
         if isinstance(self.sequencer, Handoff):
             self.sequencer.step_down = stop
             self.sequencer.alone = True

@@ -3,6 +3,7 @@ directory, then default. One place, so `serve`, `audit` and `keys` agree on wher
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass, fields, replace
@@ -53,7 +54,7 @@ class Settings:
     body_timeout_s: float = 30.0  # a request body must arrive within this long (else 408)
     upload_timeout_s: float = 3600.0  # the same for a multipart upload to an upload path
     keep_alive_s: float = 5.0  # an idle keep-alive connection is closed after this long
-    shutdown_grace_s: float = 30.0  # on a stop, requests still running then are cancelled
+    shutdown_grace_s: float = 20.0  # on a stop, requests still running then are cancelled
     key_recheck_s: float = 30.0  # a cached API key is looked up again after this long
     crypto_suite: str = "standard"  # "sm" adds SM3 digests and SM2 note signatures (D40)
     sm2_distid: str = "1234567812345678"  # the SM2 distinguishing ID (fixed at init, as the key)
@@ -137,7 +138,10 @@ def _coerce(name: str, typ: Any, raw: object) -> object:
         if typ in (int, "int"):
             return int(str(raw))
         if typ in (float, "float"):
-            return float(str(raw))
+            value = float(str(raw))
+            if math.isnan(value):  # no setting means anything by it
+                raise ValueError
+            return value
         if typ in (bool, "bool"):
             if isinstance(raw, bool):
                 return raw

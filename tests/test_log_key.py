@@ -88,7 +88,8 @@ def test_a_host_with_the_keys_of_before_a_rotation_refuses_during_the_overlap(
     """D118: host B holds a copy of A's data directory from before A's `notary rotate`. During
     the overlap the log's checkpoints are signed by the retired key too, which B holds as its
     current one, so D116's check alone let B start and, sequencing, sign without the new key
-    (verifiers pinned to it refuse that). B now refuses, naming the key it lacks; A, and a copy
+    (verifiers pinned to it refuse that). B now refuses, naming the key it lacks, and so does a
+    copy lacking the retired key's file (it would sign without that one); A, and a whole copy
     of A's rotated data directory, start."""
     from datetime import timedelta
 
@@ -103,8 +104,14 @@ def test_a_host_with_the_keys_of_before_a_rotation_refuses_during_the_overlap(
     assert last is not None and len(parse_note(last.checkpoint).signatures) == 2  # overlap
     new_key = parse_verifier_key(read_verifier_key(a))
     b = settings_for(tmp_path / "b", database_url, key_backend="file")
-    with pytest.raises(InvalidInput, match="does not hold") as e:
+    with pytest.raises(InvalidInput, match="neither uses nor lists as retired") as e:
         Node.open(b)
     assert new_key.key_id.hex() in str(e.value)
+
+    # A copy without the retired key's private key would sign the overlap without it.
+    shutil.copytree(a.data_dir, tmp_path / "d" / "data")
+    (tmp_path / "d" / "data" / "notary" / "retired" / "1" / "log-key.pem").unlink()
+    with pytest.raises(InvalidInput, match="retired log key 1 still co-signs"):
+        Node.open(settings_for(tmp_path / "d", database_url, key_backend="file"))
 
     copy_starts_and_signs(a, tmp_path / "c", database_url, size, key_backend="file")
