@@ -21,7 +21,6 @@ from cryptography.hazmat.primitives import serialization
 
 from copyledger.ledger import note, sm2
 from copyledger.ledger.bundle import NotaryKeys
-from copyledger.ledger.entry import parse_timestamp
 from copyledger.ledger.errors import (
     InvalidInput,
     NotFound,
@@ -65,7 +64,12 @@ from copyledger.notary.witnesses import Cosigner, WitnessConfig
 from copyledger.service import idempotency
 from copyledger.service.fsperm import private_dir, trusted_text, write_public
 from copyledger.service.handoff import Handoff, handoff_network
-from copyledger.service.rotation import overlap_signers, overlap_sm2_signers, retired_keys
+from copyledger.service.rotation import (
+    overlap_signers,
+    overlap_sm2_signers,
+    overlapping,
+    retired_keys,
+)
 from copyledger.service.settings import Settings, write_config
 
 
@@ -258,21 +262,21 @@ def check_log_key(s: Settings, latest: BlockRow) -> None:
     refuse either. Checked at start and again each time a process takes the lock (the log may
     have had no block when it started)."""
     vkey = read_verifier_key(s)
-    keys = all_verifier_keys(s)
+    held: list[note.Verifier | sm2.Verifier] = [
+        note.parse_verifier_key(k) for k in all_verifier_keys(s)]
     try:
-        note.verify_note(latest.checkpoint, [note.parse_verifier_key(k) for k in keys])
+        signed, _ = note.verify_note(latest.checkpoint, held)
     except SignatureError:
         raise WrongLogKey(said(
             "the log's latest checkpoint (tree size {size}) is not signed by this data "
             "directory's log key ({vkey}): another registry's keys, or keys from before a "
             "rotation; give this host a copy of the data directory of a host that serves "
             "this log", size=latest.header.tree_size, vkey=vkey)) from None
-    held: list[note.Verifier | sm2.Verifier] = [note.parse_verifier_key(k) for k in keys]
     if s.sm_suite:  # its SM2 line: the log key's name, the SM2 key's ID (D40)
         held += [sm2.parse_verifier_key(k) for k in all_sm2_keys(s)[0]]
-    unknown = [sig for sig in note.parse_note(latest.checkpoint).signatures
-               if sig.name in {v.name for v in held}
-               and (sig.name, sig.key_id) not in {(v.name, v.key_id) for v in held}]
+    names, ids = {v.name for v in held}, {(v.name, v.key_id) for v in held}
+    unknown = [sig for sig in signed.signatures
+               if sig.name in names and (sig.name, sig.key_id) not in ids]
     if unknown:
         raise WrongLogKey(said(
             "the log's latest checkpoint (tree size {size}) is also signed by a log key (key "
@@ -280,10 +284,9 @@ def check_log_key(s: Settings, latest: BlockRow) -> None:
             "(notary/rotations.json): its keys are likely from before a rotation; give this "
             "host a copy of the rotated data directory",
             size=latest.header.tree_size, key_id=unknown[0].key_id.hex()))
-    now = datetime.now(UTC)
-    for r in retired_keys(s):  # a retired key co-signs until its overlap ends (rotation.py)
+    for r, _ in overlapping(s):  # a retired key co-signs until its overlap ends
         files = [r.key_path, *([r.sm2_key_path] if r.sm2_key_path is not None else [])]
-        if parse_timestamp(r.overlap_until) > now and not all(f.exists() for f in files):
+        if not all(f.exists() for f in files):
             raise WrongLogKey(said(
                 "the retired log key {n} still co-signs the log until {until}, but its "
                 "private key is missing from this data directory (notary/retired/{n}/): "

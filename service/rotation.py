@@ -84,27 +84,26 @@ def retired_keys(s: Settings) -> list[Retired]:
     return out
 
 
+def overlapping(s: Settings) -> list[tuple[Retired, datetime]]:
+    """Retired keys still inside their overlap (they co-sign), with the moment each stops."""
+    now = _now()
+    return [(r, until) for r in retired_keys(s)
+            if (until := parse_timestamp(r.overlap_until)) > now]
+
+
 def overlap_signers(s: Settings, passphrase: bytes | None) -> list[tuple[Signer, datetime]]:
     """Retired keys still inside their overlap, with the moment each stops co-signing."""
-    out: list[tuple[Signer, datetime]] = []
-    for r in retired_keys(s):
-        until = parse_timestamp(r.overlap_until)
-        if until > _now() and r.key_path.exists():
-            out.append((FileSigner.load(s.origin, r.key_path, passphrase), until))
-    return out
+    return [(FileSigner.load(s.origin, r.key_path, passphrase), until)
+            for r, until in overlapping(s) if r.key_path.exists()]
 
 
 def overlap_sm2_signers(s: Settings,
                         passphrase: bytes | None) -> list[tuple[Sm2Signer, datetime]]:
     """Retired SM2 note keys still inside their overlap: they add their SM2 line, as the
     retired Ed25519 key adds its own, so a verifier that pinned either SM2 key accepts."""
-    out: list[tuple[Sm2Signer, datetime]] = []
-    for r in retired_keys(s):
-        until = parse_timestamp(r.overlap_until)
-        if until > _now() and r.sm2_key_path is not None and r.sm2_key_path.exists():
-            out.append((Sm2Signer.load(s.origin, r.sm2_key_path, s.sm2_distid.encode(),
-                                       passphrase), until))
-    return out
+    return [(Sm2Signer.load(s.origin, r.sm2_key_path, s.sm2_distid.encode(), passphrase), until)
+            for r, until in overlapping(s)
+            if r.sm2_key_path is not None and r.sm2_key_path.exists()]
 
 
 def rotate(s: Settings, *, overlap: timedelta, valid_from: str | None) -> Retired:

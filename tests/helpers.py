@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -80,6 +81,15 @@ def wait_for(cond: Callable[[], object], what: str, timeout: float = 120.0) -> N
     while not cond():
         assert time.monotonic() < deadline, what
         time.sleep(0.05)
+
+
+def read_until_closed(s: socket.socket) -> bytes:
+    """Everything a server sends on `s` until it closes the connection (the socket's timeout
+    fails the test if it never does)."""
+    out = b""
+    while chunk := s.recv(65536):
+        out += chunk
+    return out
 
 
 def pg_dsn(url: Any) -> str:

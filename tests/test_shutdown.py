@@ -15,18 +15,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.helpers import read_until_closed
 from tests.server import ServerProcess, init_registry
 
 pytestmark = pytest.mark.slow
 GRACE_S = 1
 SLACK_S = 30.0  # a loaded machine's scheduling; the wait ends as soon as the server exits
-
-
-def _read_until_closed(s: socket.socket) -> bytes:
-    out = b""
-    while chunk := s.recv(65536):  # b"" once the server closes; socket.timeout fails the test
-        out += chunk
-    return out
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
@@ -58,7 +52,7 @@ def test_a_stop_is_not_held_by_a_stalled_upload(tmp_path: Path, workers: str) ->
             except subprocess.TimeoutExpired:
                 pytest.fail(f"the server had not stopped {SLACK_S} s after SIGTERM")
             took = time.monotonic() - t0
-            answer = _read_until_closed(s)
+            answer = read_until_closed(s)
         # Not uvicorn's plain-text 500 (which says nothing was recorded): a 503 saying the
         # request may or may not have been recorded, and the connection closed.
         assert answer.startswith(b"HTTP/1.1 503"), answer[:300]

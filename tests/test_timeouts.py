@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.helpers import read_until_closed
 from tests.server import ServerProcess, cli
 
 pytestmark = pytest.mark.slow
@@ -37,13 +38,6 @@ def _connect(srv: ServerProcess) -> socket.socket:
     return socket.create_connection(("127.0.0.1", srv.port), timeout=LIMIT_S + SLACK_S)
 
 
-def _read_until_closed(s: socket.socket) -> bytes:
-    out = b""
-    while chunk := s.recv(65536):  # b"" once the server closes; socket.timeout fails the test
-        out += chunk
-    return out
-
-
 def _head(path: str, length: int, extra: str = "") -> bytes:
     return (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             f"Content-Length: {length}\r\n{extra}\r\n").encode()
@@ -56,7 +50,7 @@ def test_stalled_body_gets_408_and_the_connection_closed(
     srv, key = server
     with _connect(srv) as s:
         s.sendall(_head(path, 1000, f"Authorization: Bearer {key}\r\n") + b'{"sha256": "')
-        answer = _read_until_closed(s)  # the socket's timeout fails the test if it hangs
+        answer = read_until_closed(s)  # the socket's timeout fails the test if it hangs
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert b"application/problem+json" in answer and b"request-timeout" in answer
 
@@ -92,7 +86,7 @@ def test_unauthenticated_time_stamp_body_stall(server: tuple[ServerProcess, str]
     with _connect(srv) as s:
         s.sendall(b"POST /v1/timestamp HTTP/1.1\r\nHost: x\r\n"
                   b"Content-Type: application/timestamp-query\r\nContent-Length: 50\r\n\r\n0")
-        answer = _read_until_closed(s)
+        answer = read_until_closed(s)
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
 
 
@@ -102,5 +96,5 @@ def test_idle_keep_alive_connection_is_closed(server: tuple[ServerProcess, str])
         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         first = s.recv(65536)
         assert first.startswith(b"HTTP/1.1 200")
-        rest = _read_until_closed(s)  # nothing more is sent: the server must hang up
+        rest = read_until_closed(s)  # nothing more is sent: the server must hang up
         assert rest == b"" or rest.endswith(b"}")
