@@ -608,11 +608,35 @@ class Node:
 
     def _remember_last(self) -> None:
         """Before sequencing: the notary admits only extensions of the last committed tree."""
+        self.check_loaded_keys()
         last = self.store.latest_block()
         if last is not None:
             check_log_key(self.settings, last)  # (D116: the log may have begun since the start)
             h = last.header
             self.checkpoints.remember(note.Checkpoint(self.origin, h.tree_size, h.tree_root))
+
+    def check_loaded_keys(self) -> None:
+        """WrongLogKey unless the log keys this process loaded at its start are still its data
+        directory's (D121): the current key, and every retired key still inside its overlap
+        (and their SM2 twins on an SM-suite registry). `check_log_key` reads the keys on disk,
+        but a process signs with those it loaded, so a `notary/` rotated or replaced under a
+        process that follows would, once it leads, sign with keys the registry no longer uses:
+        during an overlap without the new key, which verifiers pinned to it refuse."""
+        s = self.settings
+        on_disk = [(read_verifier_key(s), {self.verifier_key})]
+        on_disk += [(r.verifier_key, {verifier_key(sg) for sg, _ in self._overlap})
+                    for r, _ in overlapping(s)]
+        if self.sm2_signer is not None:
+            on_disk.append((s.sm2_verifier_key_path.read_text().strip(),
+                            {self.sm2_signer.verifier_key}))
+            on_disk += [(r.sm2_verifier_key, {sg.verifier_key for sg, _ in self._sm2_overlap})
+                        for r, _ in overlapping(s) if r.sm2_verifier_key is not None]
+        changed = [vkey for vkey, loaded in on_disk if vkey not in loaded]
+        if changed:
+            raise WrongLogKey(said(
+                "this data directory's log keys changed after this process started ({vkey} "
+                "is one it did not load): it would sign the log with keys the registry no "
+                "longer uses; restart it so that it loads them", vkey=changed[0]))
 
     def _start_helpers(self) -> None:
         """What only the sequencing process runs: external time-stamps, witnesses."""

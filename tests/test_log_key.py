@@ -69,13 +69,20 @@ def test_a_process_started_on_an_empty_log_is_checked_again_when_it_takes_the_lo
     empty (nothing to check then); host A begins the log. When B comes to take the lock, it
     finds the log's latest checkpoint not signed by its keys: it gives the lock up, signs
     nothing, and is barred, like a host with another hand-over secret (D113)."""
+    b = Node.open(settings_for(tmp_path / "b", database_url, key_backend="file", workers=2))
+    log_work(settings_for(tmp_path / "a", database_url), "first")
+    starts_barred(b)
+
+
+def starts_barred(b: Node) -> None:
+    """`b` (a `--workers` node, so it tries the lock at `start`) is barred when it comes to
+    lead, never leads, and leaves the log as it was; stopped afterwards."""
     from tests.helpers import wait_for
 
-    b = Node.open(settings_for(tmp_path / "b", database_url, key_backend="file", workers=2))
-    size, last = log_work(settings_for(tmp_path / "a", database_url), "first")
+    size, last = b.store.tree_size(), b.store.latest_block()
     b.start()
     try:
-        wait_for(lambda: getattr(b.sequencer, "barred", False), "B barred for its key")
+        wait_for(lambda: getattr(b.sequencer, "barred", False), "barred for its keys")
         assert not getattr(b.sequencer, "leading", True)
         assert b.store.tree_size() == size and b.store.latest_block() == last
     finally:
@@ -115,3 +122,33 @@ def test_a_host_with_the_keys_of_before_a_rotation_refuses_during_the_overlap(
         Node.open(settings_for(tmp_path / "d", database_url, key_backend="file"))
 
     copy_starts_and_signs(a, tmp_path / "c", database_url, size, key_backend="file")
+
+
+def test_a_process_whose_keys_were_rotated_under_it_does_not_lead_until_restarted(
+    tmp_path: Path, database_url: str,
+) -> None:
+    """D121: process B loaded A's log key, and the data directory was then rotated under it (a
+    `notary rotate` while B followed). The log's latest checkpoint is still signed by the key B
+    loaded, now retired, so D116/D118's check of the keys on disk passes; but B signs with what
+    it loaded, so leading it would sign the overlap without the new key. B refuses to lead,
+    signs nothing and is barred; a process started afterwards loads the new keys and leads."""
+    from datetime import timedelta
+
+    from copyledger.ledger.note import parse_note
+    from copyledger.service.operations import rotate_keys
+
+    a = settings_for(tmp_path / "a", database_url, key_backend="file")
+    log_work(a, "first")
+    b = Node.open(settings_for(tmp_path / "a", database_url, key_backend="file", workers=2))
+    old_key = read_verifier_key(a)
+    rotate_keys(a, timedelta(hours=24))
+    new_key = read_verifier_key(a)
+    starts_barred(b)
+    with pytest.raises(InvalidInput, match="changed after this process started") as e:
+        b.check_loaded_keys()
+    assert new_key in str(e.value)
+
+    _, last = log_work(a, "after the rotation")
+    assert last is not None
+    assert {s.key_id for s in parse_note(last.checkpoint).signatures} == {
+        parse_verifier_key(k).key_id for k in (old_key, new_key)}
