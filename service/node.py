@@ -17,11 +17,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 
 from copyledger.ledger import note, sm2
 from copyledger.ledger.bundle import NotaryKeys
 from copyledger.ledger.errors import (
+    CopyledgerError,
     InvalidInput,
     NotFound,
     SignatureError,
@@ -59,7 +60,7 @@ from copyledger.notary.sm2_tsa import (
     create_sm2_tsa_chain,
     load_sm2_tsa,
 )
-from copyledger.notary.tsa import ROOT_FILE, TimeStampAuthority, TsaIdentity
+from copyledger.notary.tsa import ROOT_FILE, TSA_CERT_FILE, TimeStampAuthority, TsaIdentity
 from copyledger.notary.witnesses import Cosigner, WitnessConfig
 from copyledger.service import idempotency
 from copyledger.service.fsperm import private_dir, trusted_text, write_public
@@ -144,7 +145,7 @@ def init_notary_keys(s: Settings) -> tuple[bool, str]:
     init_tsa_chain(key_config(s), s.tsa_dir, s.origin, _passphrase(s))
     if s.sm_suite:
         sm2_signer, sm2_created = init_sm2_signer(s)
-        s.sm2_verifier_key_path.write_text(sm2_signer.verifier_key + "\n")
+        write_public(s.sm2_verifier_key_path, sm2_signer.verifier_key + "\n")
         created = created or sm2_created
         if not (s.tsa_dir / SM2_TSA_CERT_FILE).exists():  # also for a registry made before D51
             create_sm2_tsa_chain(s.tsa_dir, s.origin, passphrase=_passphrase(s))
@@ -616,27 +617,58 @@ class Node:
             self.checkpoints.remember(note.Checkpoint(self.origin, h.tree_size, h.tree_root))
 
     def check_loaded_keys(self) -> None:
-        """WrongLogKey unless the log keys this process loaded at its start are still its data
-        directory's (D121): the current key, and every retired key still inside its overlap
-        (and their SM2 twins on an SM-suite registry). `check_log_key` reads the keys on disk,
-        but a process signs with those it loaded, so a `notary/` rotated or replaced under a
-        process that follows would, once it leads, sign with keys the registry no longer uses:
-        during an overlap without the new key, which verifiers pinned to it refuse."""
-        s = self.settings
-        on_disk = [(read_verifier_key(s), {self.verifier_key})]
-        on_disk += [(r.verifier_key, {verifier_key(sg) for sg, _ in self._overlap})
-                    for r, _ in overlapping(s)]
-        if self.sm2_signer is not None:
-            on_disk.append((s.sm2_verifier_key_path.read_text().strip(),
-                            {self.sm2_signer.verifier_key}))
-            on_disk += [(r.sm2_verifier_key, {sg.verifier_key for sg, _ in self._sm2_overlap})
-                        for r, _ in overlapping(s) if r.sm2_verifier_key is not None]
-        changed = [vkey for vkey, loaded in on_disk if vkey not in loaded]
-        if changed:
+        """WrongLogKey unless the keys this process loaded at its start are still its data
+        directory's (D121): the current log key, the retired keys still inside their overlap
+        (the same set both ways), their SM2 twins on an SM-suite registry, and the TSA
+        certificate. `check_log_key` reads the keys on disk, but a process signs with those it
+        loaded, so a `notary/` rotated or replaced under a process that follows would, once it
+        leads, sign with keys the registry no longer uses (during an overlap without the new
+        key, which verifiers pinned to it refuse), or co-sign with a key the directory no
+        longer lists (which D118 then holds against every other host). A directory that
+        cannot be read is refused alike: the process is barred, not crashed."""
+        try:
+            disk, loaded = self._keys_on_disk(), self._keys_loaded()
+        except (OSError, ValueError, CopyledgerError) as e:
             raise WrongLogKey(said(
-                "this data directory's log keys changed after this process started ({vkey} "
-                "is one it did not load): it would sign the log with keys the registry no "
-                "longer uses; restart it so that it loads them", vkey=changed[0]))
+                "this data directory's keys cannot be read to compare them with those this "
+                "process loaded ({error}): restart it once notary/ is whole",
+                error=str(e))) from None
+        if disk - loaded:
+            raise WrongLogKey(said(
+                "this data directory's keys changed after this process started ({key} is one "
+                "it did not load): it would sign the log with keys the registry no longer "
+                "uses; restart it so that it loads them", key=_first(disk - loaded)))
+        if loaded - disk:
+            raise WrongLogKey(said(
+                "this data directory's keys changed after this process started (it no longer "
+                "holds {key}, which this process loaded): it would sign the log with keys the "
+                "registry no longer uses; restart it so that it loads them",
+                key=_first(loaded - disk)))
+
+    def _keys_on_disk(self) -> set[str]:
+        """What `_keys_loaded` holds, as the data directory says now."""
+        s = self.settings
+        keys = {read_verifier_key(s), *(r.verifier_key for r, _ in overlapping(s))}
+        if self.sm2_signer is not None:
+            keys |= {s.sm2_verifier_key_path.read_text().strip(),
+                     *(r.sm2_verifier_key for r, _ in overlapping(s)
+                       if r.sm2_verifier_key is not None)}
+        if isinstance(self.tsa, TimeStampAuthority):
+            pem = (s.tsa_dir / TSA_CERT_FILE).read_bytes()
+            keys.add(_tsa_name(x509.load_pem_x509_certificates(pem)[0]))
+        return keys
+
+    def _keys_loaded(self) -> set[str]:
+        """The log keys this process signs with now (vkeys) and its TSA certificate."""
+        now = datetime.now(UTC)
+        keys = {self.verifier_key,
+                *(verifier_key(sg) for sg, until in self._overlap if until > now)}
+        if self.sm2_signer is not None:
+            keys |= {self.sm2_signer.verifier_key,
+                     *(sg.verifier_key for sg, until in self._sm2_overlap if until > now)}
+        if isinstance(self.tsa, TimeStampAuthority):
+            keys.add(_tsa_name(self.tsa.identity.certificate))
+        return keys
 
     def _start_helpers(self) -> None:
         """What only the sequencing process runs: external time-stamps, witnesses."""
@@ -683,6 +715,16 @@ class Node:
         self.sequencer.stop()
         self.idempotency.stop()
         self.store.close()
+
+
+def _first(keys: set[str]) -> str:
+    """The key D121's message names: a log key before a TSA certificate."""
+    return min(keys, key=lambda k: (k.startswith("TSA "), k))
+
+
+def _tsa_name(cert: x509.Certificate) -> str:
+    """How D121 names a TSA certificate: by the SHA-256 of its DER."""
+    return "TSA certificate sha256:" + cert.fingerprint(hashes.SHA256()).hex()
 
 
 def _pem(cert: x509.Certificate) -> str:

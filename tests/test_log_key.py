@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -124,31 +125,72 @@ def test_a_host_with_the_keys_of_before_a_rotation_refuses_during_the_overlap(
     copy_starts_and_signs(a, tmp_path / "c", database_url, size, key_backend="file")
 
 
+@pytest.mark.parametrize("suite", ["standard", "sm"])
 def test_a_process_whose_keys_were_rotated_under_it_does_not_lead_until_restarted(
-    tmp_path: Path, database_url: str,
+    tmp_path: Path, database_url: str, suite: str,
 ) -> None:
-    """D121: process B loaded A's log key, and the data directory was then rotated under it (a
+    """D121: process B loaded A's keys, and the data directory was then rotated under it (a
     `notary rotate` while B followed). The log's latest checkpoint is still signed by the key B
     loaded, now retired, so D116/D118's check of the keys on disk passes; but B signs with what
-    it loaded, so leading it would sign the overlap without the new key. B refuses to lead,
-    signs nothing and is barred; a process started afterwards loads the new keys and leads."""
+    it loaded, so leading it would sign the overlap without the new key (and, on an SM-suite
+    registry, without the new SM2 key). B refuses to lead, signs nothing and is barred; so is
+    a process whose notary/ cannot be read; a process started afterwards loads the new keys and
+    leads, its block signed by the old and new keys."""
     from datetime import timedelta
 
+    from copyledger.ledger import sm2
+    from copyledger.ledger.errors import WrongLogKey
     from copyledger.ledger.note import parse_note
     from copyledger.service.operations import rotate_keys
 
-    a = settings_for(tmp_path / "a", database_url, key_backend="file")
+    a = settings_for(tmp_path / "a", database_url, key_backend="file", crypto_suite=suite)
     log_work(a, "first")
-    b = Node.open(settings_for(tmp_path / "a", database_url, key_backend="file", workers=2))
-    old_key = read_verifier_key(a)
+    b = Node.open(replace(a, workers=2))
+
+    def key_ids() -> set[bytes]:
+        ids = {parse_verifier_key(read_verifier_key(a)).key_id}
+        if a.sm_suite:
+            ids.add(sm2.parse_verifier_key(a.sm2_verifier_key_path.read_text().strip()).key_id)
+        return ids
+
+    old = key_ids()
     rotate_keys(a, timedelta(hours=24))
-    new_key = read_verifier_key(a)
+    new_keys = [read_verifier_key(a)]  # the message names one of them
+    if a.sm_suite:
+        new_keys.append(a.sm2_verifier_key_path.read_text().strip())
     starts_barred(b)
-    with pytest.raises(InvalidInput, match="changed after this process started") as e:
+    with pytest.raises(WrongLogKey, match="changed after this process started") as e:
         b.check_loaded_keys()
-    assert new_key in str(e.value)
+    assert any(k in str(e.value) for k in new_keys)
+    a.verifier_key_path.rename(tmp_path / "moved")
+    with pytest.raises(WrongLogKey, match="keys cannot be read"):
+        b.check_loaded_keys()
+    (tmp_path / "moved").rename(a.verifier_key_path)
 
     _, last = log_work(a, "after the rotation")
     assert last is not None
-    assert {s.key_id for s in parse_note(last.checkpoint).signatures} == {
-        parse_verifier_key(k).key_id for k in (old_key, new_key)}
+    assert {s.key_id for s in parse_note(last.checkpoint).signatures} == old | key_ids()
+
+
+def test_a_process_whose_tsa_certificate_was_replaced_under_it_does_not_lead(
+    tmp_path: Path, database_url: str,
+) -> None:
+    """D121 for the TSA: the log key unchanged but notary/tsa/ replaced under a process (a new
+    chain): its tokens would come from a certificate the directory no longer holds, so it is
+    refused when it comes to lead, naming the certificate on disk."""
+    from copyledger.ledger.errors import WrongLogKey
+    from copyledger.notary.keys import init_tsa_chain
+    from copyledger.service.node import key_config
+
+    a = settings_for(tmp_path / "a", database_url, key_backend="file")
+    node = Node.open(a)
+    try:
+        node.check_loaded_keys()  # as loaded: passes
+        init_tsa_chain(key_config(a), tmp_path / "other", a.origin)
+        for name in ("tsa.pem", "root.pem", "tsa-key.pem"):
+            if (tmp_path / "other" / name).exists():
+                shutil.copy(tmp_path / "other" / name, a.tsa_dir / name)
+        with pytest.raises(WrongLogKey, match="TSA certificate sha256:"):
+            node.check_loaded_keys()
+    finally:
+        node.stop()
