@@ -514,11 +514,16 @@ class Node:
             self.checkpoints.admit(note.parse_checkpoint(text), consistency)
             signers = [sg.proving(consistency) if isinstance(sg, RemoteSigner) else sg
                        for sg in signers]
-        if self.sm2_signer is not None:
-            now = datetime.now(UTC)
-            signers += [self.sm2_signer,
-                        *(sg for sg, until in self._sm2_overlap if until > now)]
+        signers += self.sm2_signers()
         return sign_note(text, signers)
+
+    def sm2_signers(self) -> list[Sm2Signer | RemoteSm2Signer]:
+        """An SM-suite registry's current SM2 key and retired ones still inside their overlap;
+        none for the standard suite."""
+        if self.sm2_signer is None:
+            return []
+        now = datetime.now(UTC)
+        return [self.sm2_signer, *(sg for sg, until in self._sm2_overlap if until > now)]
 
     def _extra_stamps(self, header: BlockHeader) -> list[tuple[str, bytes]]:
         """An SM-suite registry's SM2/SM3 token over the SM3 of the header's bytes (D51)."""
@@ -648,11 +653,11 @@ class Node:
     def _keys_on_disk(self) -> set[str]:
         """What `_keys_loaded` holds, as the data directory says now."""
         s = self.settings
-        keys = {read_verifier_key(s), *(r.verifier_key for r, _ in overlapping(s))}
+        retired = [r for r, _ in overlapping(s)]
+        keys = {read_verifier_key(s), *(r.verifier_key for r in retired)}
         if self.sm2_signer is not None:
             keys |= {s.sm2_verifier_key_path.read_text().strip(),
-                     *(r.sm2_verifier_key for r, _ in overlapping(s)
-                       if r.sm2_verifier_key is not None)}
+                     *(r.sm2_verifier_key for r in retired if r.sm2_verifier_key is not None)}
         if isinstance(self.tsa, TimeStampAuthority):
             pem = (s.tsa_dir / TSA_CERT_FILE).read_bytes()
             keys.add(_tsa_name(x509.load_pem_x509_certificates(pem)[0]))
@@ -660,12 +665,8 @@ class Node:
 
     def _keys_loaded(self) -> set[str]:
         """The log keys this process signs with now (vkeys) and its TSA certificate."""
-        now = datetime.now(UTC)
-        keys = {self.verifier_key,
-                *(verifier_key(sg) for sg, until in self._overlap if until > now)}
-        if self.sm2_signer is not None:
-            keys |= {self.sm2_signer.verifier_key,
-                     *(sg.verifier_key for sg, until in self._sm2_overlap if until > now)}
+        keys = {verifier_key(sg) for sg in self.signers()}
+        keys |= {sg.verifier_key for sg in self.sm2_signers()}
         if isinstance(self.tsa, TimeStampAuthority):
             keys.add(_tsa_name(self.tsa.identity.certificate))
         return keys
