@@ -122,6 +122,12 @@ class ServerProcess:
         self.stop()  # not left running (with `--workers`, respawning) after the test fails
         raise RuntimeError("server did not start")
 
+    def tail(self, chars: int = 4000) -> str:
+        """The end of what the server wrote, for a failing test's message (its tmp_path is gone
+        by the time anyone reads a CI log)."""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return f"--- {self.log.name}, last {chars} characters:\n{text[-chars:]}"
+
     def kill9(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)

@@ -535,9 +535,15 @@ def test_a_sequencing_host_that_vanishes_from_the_network_is_taken_over(
                 seen = len(load.acked)
                 load.wait_for(seen + 40)  # sequenced by B
                 netns.mend()
-                # A, back: its lock is gone; its own writes now go through B.
-                wait_for(lambda: _answers(a, key) == 201,
-                         "A did not follow B once its network was back", timeout=150)
+                # A, back: its lock is gone; its own writes now go through B. A learns it only
+                # when its kernel next retransmits the statement it was sending at the cut and
+                # the server answers with a reset: TCP's backoff puts that up to 120 s after
+                # the link is back, then A stops (up to shutdown_grace_s) and starts again.
+                try:
+                    wait_for(lambda: _answers(a, key) == 201,
+                             "A did not follow B once its network was back", timeout=300)
+                except AssertionError as e:
+                    raise AssertionError(f"{e}\n{a.tail()}\n{b.tail()}") from None
                 load.wait_for(len(load.acked) + 20)
             for i in range(10):
                 r = _post(a, key, f"via-a-{i}")
