@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -17,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 
 from copyledger.ledger import note, sm2
 from copyledger.ledger.bundle import NotaryKeys
@@ -33,6 +34,7 @@ from copyledger.ledger.merkle import Consistency
 from copyledger.ledger.note import BlockHeader
 from copyledger.ledger.sequencer import Sequencer
 from copyledger.ledger.sm2_timestamp import TSA_LABEL as SM2_TSA_LABEL
+from copyledger.ledger.sm2_timestamp import load_certificates
 from copyledger.ledger.store import (
     BlockRow,
     Store,
@@ -625,12 +627,12 @@ class Node:
         """WrongLogKey unless the keys this process loaded at its start are still its data
         directory's (D121): the current log key, the retired keys still inside their overlap
         (the same set both ways), their SM2 twins on an SM-suite registry, and the TSA
-        certificate. `check_log_key` reads the keys on disk, but a process signs with those it
-        loaded, so a `notary/` rotated or replaced under a process that follows would, once it
-        leads, sign with keys the registry no longer uses (during an overlap without the new
-        key, which verifiers pinned to it refuse), or co-sign with a key the directory no
-        longer lists (which D118 then holds against every other host). A directory that
-        cannot be read is refused alike: the process is barred, not crashed."""
+        certificate (and the SM2 TSA's). `check_log_key` reads the keys on disk, but a process
+        signs with those it loaded, so a `notary/` rotated or replaced under a process that
+        follows would, once it leads, sign with keys the registry no longer uses (during an
+        overlap without the new key, which verifiers pinned to it refuse), or co-sign with a
+        key the directory no longer lists (which D118 then holds against every other host). A
+        directory that cannot be read is refused alike: the process is barred, not crashed."""
         try:
             disk, loaded = self._keys_on_disk(), self._keys_loaded()
         except (OSError, ValueError, CopyledgerError) as e:
@@ -660,15 +662,23 @@ class Node:
                      *(r.sm2_verifier_key for r in retired if r.sm2_verifier_key is not None)}
         if isinstance(self.tsa, TimeStampAuthority):
             pem = (s.tsa_dir / TSA_CERT_FILE).read_bytes()
-            keys.add(_tsa_name(x509.load_pem_x509_certificates(pem)[0]))
+            keys.add(_tsa_name("TSA", _der(x509.load_pem_x509_certificates(pem)[0])))
+        if isinstance(self.sm2_tsa, Sm2TimeStampAuthority):
+            certs = load_certificates((s.tsa_dir / SM2_TSA_CERT_FILE).read_bytes())
+            if not certs:
+                raise InvalidInput(said("no certificate in {path}",
+                                        path=s.tsa_dir / SM2_TSA_CERT_FILE))
+            keys.add(_tsa_name("SM2 TSA", certs[0]))
         return keys
 
     def _keys_loaded(self) -> set[str]:
-        """The log keys this process signs with now (vkeys) and its TSA certificate."""
+        """The log keys this process signs with now (vkeys) and its TSA certificates."""
         keys = {verifier_key(sg) for sg in self.signers()}
         keys |= {sg.verifier_key for sg in self.sm2_signers()}
         if isinstance(self.tsa, TimeStampAuthority):
-            keys.add(_tsa_name(self.tsa.identity.certificate))
+            keys.add(_tsa_name("TSA", _der(self.tsa.identity.certificate)))
+        if isinstance(self.sm2_tsa, Sm2TimeStampAuthority):
+            keys.add(_tsa_name("SM2 TSA", self.sm2_tsa.certificate_der))
         return keys
 
     def _start_helpers(self) -> None:
@@ -720,12 +730,16 @@ class Node:
 
 def _first(keys: set[str]) -> str:
     """The key D121's message names: a log key before a TSA certificate."""
-    return min(keys, key=lambda k: (k.startswith("TSA "), k))
+    return min(keys, key=lambda k: (" certificate sha256:" in k, k))
 
 
-def _tsa_name(cert: x509.Certificate) -> str:
-    """How D121 names a TSA certificate: by the SHA-256 of its DER."""
-    return "TSA certificate sha256:" + cert.fingerprint(hashes.SHA256()).hex()
+def _tsa_name(which: str, der: bytes) -> str:
+    """How D121 names a TSA certificate ("TSA" or "SM2 TSA"): by the SHA-256 of its DER."""
+    return f"{which} certificate sha256:" + hashlib.sha256(der).hexdigest()
+
+
+def _der(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.DER)
 
 
 def _pem(cert: x509.Certificate) -> str:

@@ -172,25 +172,40 @@ def test_a_process_whose_keys_were_rotated_under_it_does_not_lead_until_restarte
     assert {s.key_id for s in parse_note(last.checkpoint).signatures} == old | key_ids()
 
 
+@pytest.mark.parametrize("suite", ["standard", "sm"])
 def test_a_process_whose_tsa_certificate_was_replaced_under_it_does_not_lead(
-    tmp_path: Path, database_url: str,
+    tmp_path: Path, database_url: str, suite: str,
 ) -> None:
     """D121 for the TSA: the log key unchanged but notary/tsa/ replaced under a process (a new
-    chain): its tokens would come from a certificate the directory no longer holds, so it is
-    refused when it comes to lead, naming the certificate on disk."""
+    chain; on an SM-suite registry, a new SM2 TSA chain with the ECDSA one left as it was): its
+    tokens would come from a certificate the directory no longer holds, so it is refused when
+    it comes to lead, naming the certificate on disk."""
+    import hashlib
+
     from copyledger.ledger.errors import WrongLogKey
+    from copyledger.ledger.sm2_timestamp import load_certificates
     from copyledger.notary.keys import init_tsa_chain
+    from copyledger.notary.sm2_tsa import create_sm2_tsa_chain
     from copyledger.service.node import key_config
 
-    a = settings_for(tmp_path / "a", database_url, key_backend="file")
+    a = settings_for(tmp_path / "a", database_url, key_backend="file", crypto_suite=suite)
     node = Node.open(a)
     try:
         node.check_loaded_keys()  # as loaded: passes
-        init_tsa_chain(key_config(a), tmp_path / "other", a.origin)
-        for name in ("tsa.pem", "root.pem", "tsa-key.pem"):
-            if (tmp_path / "other" / name).exists():
-                shutil.copy(tmp_path / "other" / name, a.tsa_dir / name)
-        with pytest.raises(WrongLogKey, match="TSA certificate sha256:"):
+        other = tmp_path / "other"
+        if a.sm_suite:
+            create_sm2_tsa_chain(other, a.origin)
+            names, which = ("sm2-tsa.pem", "sm2-root.pem", "sm2-tsa-key.pem"), "SM2 TSA"
+        else:
+            init_tsa_chain(key_config(a), other, a.origin)
+            names, which = ("tsa.pem", "root.pem", "tsa-key.pem"), "TSA"
+        for name in names:
+            if (other / name).exists():
+                shutil.copy(other / name, a.tsa_dir / name)
+        new = load_certificates((a.tsa_dir / names[0]).read_bytes())[0]
+        with pytest.raises(WrongLogKey) as e:
             node.check_loaded_keys()
+        assert f"({which} certificate sha256:{hashlib.sha256(new).hexdigest()} is one" in str(
+            e.value)
     finally:
         node.stop()
