@@ -129,6 +129,10 @@ class Verifier:
             return False
         return True
 
+    @property
+    def vkey(self) -> str:
+        return format_verifier_key(self.name, self.public_key)
+
 
 @functools.lru_cache(maxsize=64)
 def _ed25519(public_key: bytes) -> Ed25519PublicKey:

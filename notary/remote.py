@@ -10,10 +10,13 @@ from typing import Any
 
 import httpx
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 
 from copyledger.ledger import note, sm2
 from copyledger.ledger.errors import CopyledgerError, InvalidInput, Unavailable, said
 from copyledger.ledger.merkle import Consistency
+from copyledger.ledger.sm2_timestamp import Sm2TimestampError, load_certificates, verify_sm2_token
+from copyledger.ledger.timestamp import TimestampError, verify_token
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class RemoteNotary:
         self.verifier_key: str = ident["verifier_key"]
         if note.format_verifier_key(self.name, self.public_key_bytes) != self.verifier_key:
             raise InvalidInput("the notary's identity is inconsistent")
+        self.verifier = note.parse_verifier_key(self.verifier_key)
         certs = [x509.load_pem_x509_certificate(p.encode()) for p in ident["tsa_chain"]]
         self.identity = RemoteIdentity(certs[0], certs[1:])
         # An SM-suite notary's SM2 key and SM2 TSA chain [certificate, root] (D57), PEM.
@@ -72,6 +76,31 @@ class RemoteNotary:
         self._client.close()
 
 
+def _checked(notary: RemoteNotary, verifier: note.Verifier | sm2.Verifier, message: bytes,
+             signature: bytes) -> bytes:
+    """`signature` if it verifies under the key this process fetched from the notary at its
+    start, the one it names in the note's signature line; else Unavailable. A notary re-keyed
+    or replaced while the registry runs would otherwise have the log carry signatures that its
+    own key does not verify (an audit's integrity failure, and every bundle after it refused):
+    sealing fails before anything is written, as in a notary outage, until the registry's
+    processes are restarted with the log's keys settled (operations §12)."""
+    if verifier.verify(message, signature):
+        return signature
+    raise _foreign(notary, f"a signature of {verifier.vkey}")
+
+
+def _foreign(notary: RemoteNotary, wanted: str) -> Unavailable:
+    return Unavailable(said("what the notary signed does not verify under the log's keys"),
+                       internal=f"{notary.url}: not {wanted}, as this process fetched from the "
+                                "notary at its start: the notary was re-keyed or replaced; "
+                                "restart the registry's processes once the log's keys are "
+                                "settled")
+
+
+def _pem(certs: list[x509.Certificate]) -> bytes:
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+
+
 class RemoteSigner:
     """notary.signer.Signer over the notary service. The notary signs a checkpoint only with a
     consistency proof from the last one it signed: `proving` gives the signer that sends it."""
@@ -93,7 +122,8 @@ class RemoteSigner:
         if self.consistency is not None:
             body["consistency"] = self.consistency.to_dict()
         r = self.notary._call("POST", "/notary/v1/sign", json=body)
-        return base64.b64decode(r["signature"])
+        return _checked(self.notary, self.notary.verifier, message,
+                        base64.b64decode(r["signature"]))
 
 
 class RemoteTSA:
@@ -104,9 +134,22 @@ class RemoteTSA:
         self.identity = notary.identity
 
     def timestamp_digest(self, digest: bytes) -> bytes:
+        """A token over digest, checked as the log's own: from the TSA certificate this process
+        fetched from the notary at its start (see `_checked`)."""
         r = self.notary._call("POST", "/notary/v1/timestamp-digest",
                               json={"digest": base64.b64encode(digest).decode()})
-        return base64.b64decode(r["token"])
+        token = base64.b64decode(r["token"])
+        ident = self.identity
+        try:
+            info = verify_token(token, digest, _pem(ident.chain[-1:] or [ident.certificate]),
+                                untrusted_pem=_pem([ident.certificate, *ident.chain[:-1]]))
+            ok = info.tsa_certificate == ident.certificate
+        except TimestampError:
+            ok = False
+        if not ok:
+            raise _foreign(self.notary, "a token from the TSA certificate sha256:"
+                           + ident.certificate.fingerprint(hashes.SHA256()).hex())
+        return token
 
     def respond(self, query_der: bytes) -> bytes:
         r = self.notary._call("POST", "/notary/v1/timestamp", content=query_der)
@@ -133,7 +176,7 @@ class RemoteSm2Signer:
     def sign(self, message: bytes) -> bytes:
         r = self.notary._call("POST", "/notary/v1/sm2/sign",
                               json={"message": base64.b64encode(message).decode()})
-        return base64.b64decode(r["signature"])
+        return _checked(self.notary, self.verifier, message, base64.b64decode(r["signature"]))
 
 
 class RemoteSm2TSA:
@@ -144,8 +187,20 @@ class RemoteSm2TSA:
             raise InvalidInput("the notary holds no SM2 TSA")
         self.notary = notary
         self.certificate_pem, self.root_pem = notary.sm2_tsa_chain
+        self._certificate_sm3 = sm2.sm3_hex(load_certificates(self.certificate_pem.encode())[0])
 
     def timestamp(self, data: bytes) -> bytes:
+        """An SM2 token over SM3 of data, checked as `RemoteTSA.timestamp_digest`'s."""
+        digest = sm2.sm3(data)
         r = self.notary._call("POST", "/notary/v1/sm2/timestamp-digest",
-                              json={"digest": base64.b64encode(sm2.sm3(data)).decode()})
-        return base64.b64decode(r["token"])
+                              json={"digest": base64.b64encode(digest).decode()})
+        token = base64.b64decode(r["token"])
+        try:
+            info = verify_sm2_token(token, digest, self.root_pem.encode())
+            ok = info.tsa_certificate_sm3 == self._certificate_sm3
+        except Sm2TimestampError:
+            ok = False
+        if not ok:
+            raise _foreign(self.notary, "an SM2 token from the SM2 TSA certificate sm3:"
+                           + self._certificate_sm3)
+        return token

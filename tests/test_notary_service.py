@@ -130,3 +130,76 @@ def test_notary_on_a_private_unix_socket(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.mark.parametrize(("suite", "names"), [
+    ("standard", ["log-key.pem", "log.vkey"]),
+    ("standard", ["tsa/tsa.pem", "tsa/tsa-key.pem", "tsa/root.pem"]),
+    ("sm", ["log-sm2-key.pem", "log-sm2.vkey"]),
+    ("sm", ["tsa/sm2-tsa.pem", "tsa/sm2-tsa-key.pem", "tsa/sm2-root.pem"]),
+], ids=["log-key", "tsa", "sm2-key", "sm2-tsa"])
+def test_a_notary_re_keyed_under_a_running_registry_signs_nothing_into_its_log(
+        tmp_path: Path, suite: str, names: list[str]) -> None:
+    """One of the stand-alone notary's keys (its log key, its TSA chain, or on an SM-suite
+    registry its SM2 key or SM2 TSA chain, each alone) is replaced while the registry runs,
+    and the notary started again: the registry still names the key it fetched at its start in
+    every signature line and pins the TSA certificates it fetched, so what the new key signs
+    would put in the log a checkpoint its own key does not verify, or a token from a TSA no
+    verifier pinned. The registry checks each signature and token the notary returns: the
+    write is refused 503, nothing recorded, the operator's log says why; with the notary's key
+    back, writes go on and the audit is clean."""
+    from copyledger.ledger import sm2
+
+    # Key files on both sides, so the notary's keys can be swapped (also in the SoftHSM pass).
+    env = {"COPYLEDGER_NOTARY_TOKEN": TOKEN, "COPYLEDGER_KEY_BACKEND": "file"}
+    origin, sm = "n.example/log", ["--suite", "sm"] if suite == "sm" else []
+    ndir, other, adir = tmp_path / "notary", tmp_path / "other", tmp_path / "api"
+    for d in (ndir, other):
+        r = cli("notary", "init", "--data-dir", str(d), "--origin", origin, *sm, env=env)
+        assert r.returncode == 0, r.stderr
+    notary = ServerProcess(ndir, command=("notary", "serve"), **env).start()
+    api = None
+    try:
+        r = cli("init", "--data-dir", str(adir), "--origin", origin, *sm, "--notary-url",
+                notary.url, env=env)
+        assert r.returncode == 0, r.stderr
+        key = json.loads(cli("keys", "create", "--role", "creator", "--data-dir", str(adir),
+                             "--json", env=env).stdout)["key"]
+        api = ServerProcess(adir, **env).start()
+
+        def body(i: int | str) -> dict[str, object]:
+            return work_body(i, sm3=sm2.sm3_hex(str(i).encode())) if sm else work_body(i)
+
+        with httpx.Client(base_url=api.url, timeout=30,
+                          headers={"Authorization": f"Bearer {key}"}) as c:
+            assert c.post("/v1/works", json=body(1)).status_code == 201
+            size = c.get("/v1/log").json()["tree_size"]
+
+            def restart_notary_with(keys_from: Path) -> ServerProcess:
+                notary.stop()
+                for name in names:
+                    (ndir / "notary" / name).write_bytes((keys_from / name).read_bytes())
+                return ServerProcess(ndir, command=("notary", "serve"), port=notary.port,
+                                     **env).start()
+
+            kept = tmp_path / "kept"
+            (kept / "tsa").mkdir(parents=True)
+            for name in names:
+                (kept / name).write_bytes((ndir / "notary" / name).read_bytes())
+            notary = restart_notary_with(other / "notary")
+            r = c.post("/v1/works", json=body("re-keyed"))
+            assert r.status_code == 503, r.text
+            assert "nothing was recorded" in r.json()["detail"]
+            assert "does not verify under the log's keys" in r.json()["detail"]
+            assert c.get("/v1/log").json()["tree_size"] == size
+            assert "re-keyed or replaced" in api.log.read_text()
+
+            notary = restart_notary_with(kept)
+            r = c.post("/v1/works", json=body("after"))
+            assert r.status_code == 201 and r.json()["seq"] == size
+    finally:
+        if api is not None:
+            api.stop()
+        notary.stop()
+    rep = cli("audit", "--data-dir", str(adir), "--json")
+    assert rep.returncode == 0 and json.loads(rep.stdout)["ok"], rep.stdout
