@@ -15,7 +15,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from copyledger.ledger import note, sm2
 from copyledger.ledger.errors import CopyledgerError, InvalidInput, Unavailable, said
 from copyledger.ledger.merkle import Consistency
-from copyledger.ledger.sm2_timestamp import Sm2TimestampError, load_certificates, verify_sm2_token
+from copyledger.ledger.sm2_timestamp import (
+    Sm2TimestampError,
+    certificate_public_key,
+    load_certificates,
+    verify_certificate_signature,
+    verify_sm2_token,
+)
 from copyledger.ledger.timestamp import TimestampError, verify_token
 
 
@@ -25,6 +31,13 @@ class RemoteIdentity:
 
     certificate: x509.Certificate
     chain: list[x509.Certificate]
+
+    @property
+    def roots(self) -> list[x509.Certificate]:
+        """The trust anchors the notary serves: its self-signed certificates (an imported
+        chain may hold several roots), else the last of the chain."""
+        certs = [self.certificate, *self.chain]
+        return [c for c in certs if c.issuer == c.subject] or certs[-1:]
 
 
 class RemoteNotary:
@@ -82,19 +95,18 @@ def _checked(notary: RemoteNotary, verifier: note.Verifier | sm2.Verifier, messa
     start, the one it names in the note's signature line; else Unavailable. A notary re-keyed
     or replaced while the registry runs would otherwise have the log carry signatures that its
     own key does not verify (an audit's integrity failure, and every bundle after it refused):
-    sealing fails before anything is written, as in a notary outage, until the registry's
-    processes are restarted with the log's keys settled (operations §12)."""
+    sealing fails before anything is written, as in a notary outage, until the notary's
+    keys are put back (a stand-alone notary's keys do not rotate; D123)."""
     if verifier.verify(message, signature):
         return signature
-    raise _foreign(notary, f"a signature of {verifier.vkey}")
+    raise _foreign(notary, f"a signature of {verifier.vkey}", "it does not verify")
 
 
-def _foreign(notary: RemoteNotary, wanted: str) -> Unavailable:
+def _foreign(notary: RemoteNotary, wanted: str, why: str) -> Unavailable:
     return Unavailable(said("what the notary signed does not verify under the log's keys"),
                        internal=f"{notary.url}: not {wanted}, as this process fetched from the "
-                                "notary at its start: the notary was re-keyed or replaced; "
-                                "restart the registry's processes once the log's keys are "
-                                "settled")
+                                f"notary at its start ({why}): the notary was re-keyed or "
+                                "replaced; put its earlier keys back (D123)")
 
 
 def _pem(certs: list[x509.Certificate]) -> bytes:
@@ -141,14 +153,15 @@ class RemoteTSA:
         token = base64.b64decode(r["token"])
         ident = self.identity
         try:
-            info = verify_token(token, digest, _pem(ident.chain[-1:] or [ident.certificate]),
-                                untrusted_pem=_pem([ident.certificate, *ident.chain[:-1]]))
-            ok = info.tsa_certificate == ident.certificate
-        except TimestampError:
-            ok = False
-        if not ok:
+            info = verify_token(token, digest, _pem(ident.roots),
+                                untrusted_pem=_pem([ident.certificate, *ident.chain]))
+            why = "" if info.tsa_certificate == ident.certificate else \
+                "signed by another certificate"
+        except TimestampError as e:
+            why = e.detail
+        if why:
             raise _foreign(self.notary, "a token from the TSA certificate sha256:"
-                           + ident.certificate.fingerprint(hashes.SHA256()).hex())
+                           + ident.certificate.fingerprint(hashes.SHA256()).hex(), why)
         return token
 
     def respond(self, query_der: bytes) -> bytes:
@@ -187,7 +200,11 @@ class RemoteSm2TSA:
             raise InvalidInput("the notary holds no SM2 TSA")
         self.notary = notary
         self.certificate_pem, self.root_pem = notary.sm2_tsa_chain
-        self._certificate_sm3 = sm2.sm3_hex(load_certificates(self.certificate_pem.encode())[0])
+        certs, roots = (load_certificates(p.encode()) for p in notary.sm2_tsa_chain)
+        if not (len(certs) == len(roots) == 1 and verify_certificate_signature(
+                certs[0], certificate_public_key(roots[0]))):
+            raise InvalidInput("the notary's SM2 identity is inconsistent")
+        self._certificate_sm3 = sm2.sm3_hex(certs[0])
 
     def timestamp(self, data: bytes) -> bytes:
         """An SM2 token over SM3 of data, checked as `RemoteTSA.timestamp_digest`'s."""
@@ -197,10 +214,11 @@ class RemoteSm2TSA:
         token = base64.b64decode(r["token"])
         try:
             info = verify_sm2_token(token, digest, self.root_pem.encode())
-            ok = info.tsa_certificate_sm3 == self._certificate_sm3
-        except Sm2TimestampError:
-            ok = False
-        if not ok:
+            why = "" if info.tsa_certificate_sm3 == self._certificate_sm3 else \
+                "signed by another certificate"
+        except Sm2TimestampError as e:
+            why = e.detail
+        if why:
             raise _foreign(self.notary, "an SM2 token from the SM2 TSA certificate sm3:"
-                           + self._certificate_sm3)
+                           + self._certificate_sm3, why)
         return token

@@ -211,18 +211,40 @@ def connect_notary(s: Settings) -> RemoteNotary:
 
 
 def _publish_remote_identity(s: Settings, notary: RemoteNotary) -> str:
-    """Keep the notary's PUBLIC keys in the data directory (for audit and bundles)."""
-    private_dir(s.verifier_key_path.parent)
-    write_public(s.verifier_key_path, notary.verifier_key + "\n")
-    private_dir(s.tsa_dir)
-    certs = [notary.identity.certificate, *notary.identity.chain]
-    roots = [c for c in certs if c.issuer == c.subject] or certs[-1:]
-    write_public(s.tsa_dir / ROOT_FILE, "".join(_pem(c) for c in roots))
-    if s.sm_suite:  # its SM2 key and SM2 TSA root, for audit and bundles (D57)
-        sm2_signer = RemoteSm2Signer(notary)
-        write_public(s.sm2_verifier_key_path, sm2_signer.verifier_key + "\n")
-        write_public(s.tsa_dir / SM2_ROOT_FILE, RemoteSm2TSA(notary).root_pem)
+    """Keep the notary's PUBLIC keys in the data directory (for audit and bundles), as
+    `_check_remote_identity` allows."""
+    for path, text in _check_remote_identity(s, notary):
+        private_dir(path.parent)
+        write_public(path, text)
     return notary.verifier_key
+
+
+def _remote_identity(s: Settings, notary: RemoteNotary) -> list[tuple[Path, str]]:
+    """The public files a stand-alone notary's identity gives the data directory."""
+    files = [(s.verifier_key_path, notary.verifier_key + "\n"),
+             (s.tsa_dir / ROOT_FILE, "".join(_pem(c) for c in notary.identity.roots))]
+    if s.sm_suite:  # its SM2 key and SM2 TSA root, for audit and bundles (D57)
+        files += [(s.sm2_verifier_key_path, RemoteSm2Signer(notary).verifier_key + "\n"),
+                  (s.tsa_dir / SM2_ROOT_FILE, RemoteSm2TSA(notary).root_pem)]
+    return files
+
+
+def _check_remote_identity(s: Settings, notary: RemoteNotary) -> list[tuple[Path, str]]:
+    """The notary's public files (`_remote_identity`), unless the data directory already holds
+    another one of them: InvalidInput (D123). A stand-alone notary's keys do not rotate, so a
+    notary that now serves another log key, SM2 key or TSA root was re-keyed or replaced;
+    taking its keys would leave the log's earlier checkpoints and tokens unverifiable under
+    the registry's own files (the audit fails at block 0), and every bundle with them."""
+    files = _remote_identity(s, notary)
+    for path, text in files:
+        if path.exists() and path.read_text().strip() != text.strip():
+            raise InvalidInput(said(
+                "the notary at {url} no longer serves the public key this registry holds in "
+                "{path}: it was re-keyed or replaced. Put the notary's earlier keys back (a "
+                "stand-alone notary's keys do not rotate); if this registry holds no entries "
+                "yet, remove its notary/ directory and run init again",
+                url=s.notary_url, path=path))
+    return files
 
 
 def check_origin(s: Settings) -> None:
@@ -595,6 +617,12 @@ class Node:
                 raise
         if s.notary_url:
             notary = connect_notary(s)
+            try:
+                _check_remote_identity(s, notary)
+            except BaseException:
+                notary.close()
+                store.close()
+                raise
             node = cls(s, store, RemoteSigner(notary), RemoteTSA(notary))
             if s.sm_suite:  # the notary signs the SM2 lines and SM2 tokens too (D57)
                 node.sm2_signer, node.sm2_tsa = RemoteSm2Signer(notary), RemoteSm2TSA(notary)

@@ -146,8 +146,9 @@ def test_a_notary_re_keyed_under_a_running_registry_signs_nothing_into_its_log(
     every signature line and pins the TSA certificates it fetched, so what the new key signs
     would put in the log a checkpoint its own key does not verify, or a token from a TSA no
     verifier pinned. The registry checks each signature and token the notary returns: the
-    write is refused 503, nothing recorded, the operator's log says why; with the notary's key
-    back, writes go on and the audit is clean."""
+    write is refused 503, nothing recorded, the operator's log says why; a registry process
+    started meanwhile refuses to start rather than take the new key as the log's; with the
+    notary's key back, writes go on and the audit is clean."""
     from copyledger.ledger import sm2
 
     # Key files on both sides, so the notary's keys can be swapped (also in the SoftHSM pass).
@@ -170,18 +171,20 @@ def test_a_notary_re_keyed_under_a_running_registry_signs_nothing_into_its_log(
         def body(i: int | str) -> dict[str, object]:
             return work_body(i, sm3=sm2.sm3_hex(str(i).encode())) if sm else work_body(i)
 
-        with httpx.Client(base_url=api.url, timeout=30,
-                          headers={"Authorization": f"Bearer {key}"}) as c:
+        def client(srv: ServerProcess) -> httpx.Client:
+            return httpx.Client(base_url=srv.url, timeout=30,
+                                headers={"Authorization": f"Bearer {key}"})
+
+        def restart_notary_with(keys_from: Path) -> ServerProcess:
+            notary.stop()
+            for name in names:
+                (ndir / "notary" / name).write_bytes((keys_from / name).read_bytes())
+            return ServerProcess(ndir, command=("notary", "serve"), port=notary.port,
+                                 **env).start()
+
+        with client(api) as c:
             assert c.post("/v1/works", json=body(1)).status_code == 201
             size = c.get("/v1/log").json()["tree_size"]
-
-            def restart_notary_with(keys_from: Path) -> ServerProcess:
-                notary.stop()
-                for name in names:
-                    (ndir / "notary" / name).write_bytes((keys_from / name).read_bytes())
-                return ServerProcess(ndir, command=("notary", "serve"), port=notary.port,
-                                     **env).start()
-
             kept = tmp_path / "kept"
             (kept / "tsa").mkdir(parents=True)
             for name in names:
@@ -193,8 +196,19 @@ def test_a_notary_re_keyed_under_a_running_registry_signs_nothing_into_its_log(
             assert "does not verify under the log's keys" in r.json()["detail"]
             assert c.get("/v1/log").json()["tree_size"] == size
             assert "re-keyed or replaced" in api.log.read_text()
+        api.stop()
 
-            notary = restart_notary_with(kept)
+        # Started now, the registry would take the notary's new public keys as the log's (and
+        # fail its audit at block 0): it refuses to start, its files unchanged.
+        held = {f: f.read_bytes() for f in (adir / "notary").rglob("*") if f.is_file()}
+        api = ServerProcess(adir, **env)
+        with pytest.raises(RuntimeError, match="no longer serves the public key"):
+            api.start()
+        assert {f: f.read_bytes() for f in (adir / "notary").rglob("*") if f.is_file()} == held
+
+        notary = restart_notary_with(kept)
+        api = ServerProcess(adir, **env).start()
+        with client(api) as c:
             r = c.post("/v1/works", json=body("after"))
             assert r.status_code == 201 and r.json()["seq"] == size
     finally:
