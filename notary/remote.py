@@ -23,6 +23,7 @@ from copyledger.ledger.sm2_timestamp import (
     verify_sm2_token,
 )
 from copyledger.ledger.timestamp import TimestampError, verify_token
+from copyledger.notary.tsa import self_signed
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class RemoteIdentity:
         """The trust anchors the notary serves: its self-signed certificates (an imported
         chain may hold several roots), else the last of the chain."""
         certs = [self.certificate, *self.chain]
-        return [c for c in certs if c.issuer == c.subject] or certs[-1:]
+        return [c for c in certs if self_signed(c)] or certs[-1:]
 
 
 class RemoteNotary:
@@ -200,9 +201,13 @@ class RemoteSm2TSA:
             raise InvalidInput("the notary holds no SM2 TSA")
         self.notary = notary
         self.certificate_pem, self.root_pem = notary.sm2_tsa_chain
-        certs, roots = (load_certificates(p.encode()) for p in notary.sm2_tsa_chain)
-        if not (len(certs) == len(roots) == 1 and verify_certificate_signature(
-                certs[0], certificate_public_key(roots[0]))):
+        try:
+            certs, roots = (load_certificates(p.encode()) for p in notary.sm2_tsa_chain)
+            consistent = len(certs) == len(roots) == 1 and verify_certificate_signature(
+                certs[0], certificate_public_key(roots[0]))
+        except (InvalidInput, ValueError, IndexError, TypeError):  # DER that is no certificate
+            consistent = False
+        if not consistent:
             raise InvalidInput("the notary's SM2 identity is inconsistent")
         self._certificate_sm3 = sm2.sm3_hex(certs[0])
 

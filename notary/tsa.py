@@ -66,6 +66,7 @@ __all__ = [
     "create_tsa_chain",
     "import_tsa",
     "load_tsa",
+    "self_signed",
 ]
 
 
@@ -597,7 +598,7 @@ def import_tsa(
     """
     certs = _parse_certs(cert_pem, said("TSA certificate"))
     issuers = _parse_certs(chain_pem, said("certificate chain"))
-    roots = [c for c in issuers if _self_signed(c)]
+    roots = [c for c in issuers if self_signed(c)]
     if not roots:
         raise InvalidInput("the certificate chain must include the self-signed root to publish")
     intermediates = [c for c in [*certs[1:], *issuers] if c not in roots]
@@ -656,7 +657,7 @@ def _check_identity(
     public = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     if key.public_key().public_bytes(*public) != cert.public_key().public_bytes(*public):
         raise InvalidInput("the TSA key does not match the TSA certificate")
-    roots = [c for c in issuers if _self_signed(c)]
+    roots = [c for c in issuers if self_signed(c)]
     try:
         validate_chain(cert, [c for c in issuers if c not in roots], roots, at=now)
     except TimestampError as exc:
@@ -699,7 +700,8 @@ def _key_usage(
     )
 
 
-def _self_signed(cert: x509.Certificate) -> bool:
+def self_signed(cert: x509.Certificate) -> bool:
+    """A root: its own issuer, and its signature verifies under its own key."""
     if cert.subject != cert.issuer:
         return False
     try:

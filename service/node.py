@@ -98,7 +98,11 @@ def init_data_dir(s: Settings) -> InitResult:
     if not s.config_path.exists():
         write_config(s)
     if s.notary_url:
-        created, vkey = False, _publish_remote_identity(s, connect_notary(s))
+        notary = connect_notary(s)
+        try:
+            created, vkey = False, _publish_remote_identity(s, notary)
+        finally:
+            notary.close()
     else:
         created, vkey = init_notary_keys(s)
     engine = make_engine(s.database_url)
@@ -237,14 +241,29 @@ def _check_remote_identity(s: Settings, notary: RemoteNotary) -> list[tuple[Path
     the registry's own files (the audit fails at block 0), and every bundle with them."""
     files = _remote_identity(s, notary)
     for path, text in files:
-        if path.exists() and path.read_text().strip() != text.strip():
+        if not path.exists():
+            continue
+        try:
+            held = _public_material(path.read_text())
+        except (OSError, UnicodeDecodeError, CopyledgerError) as e:
+            raise InvalidInput(said("cannot read {path}: {error}", path=path,
+                                    error=str(e))) from None
+        if held != _public_material(text):
             raise InvalidInput(said(
                 "the notary at {url} no longer serves the public key this registry holds in "
                 "{path}: it was re-keyed or replaced. Put the notary's earlier keys back (a "
-                "stand-alone notary's keys do not rotate); if this registry holds no entries "
-                "yet, remove its notary/ directory and run init again",
+                "stand-alone notary's keys do not rotate); a registry that was never served "
+                "can start afresh in a new data directory",
                 url=s.notary_url, path=path))
     return files
+
+
+def _public_material(text: str) -> frozenset[bytes] | str:
+    """What a public file says, not how: a PEM file's set of DER certificates (a root.pem
+    edited by hand, its roots reordered, says the same), a vkey's text."""
+    if "-----BEGIN" in text:
+        return frozenset(load_certificates(text.encode()))
+    return text.strip()
 
 
 def check_origin(s: Settings) -> None:
@@ -616,7 +635,11 @@ class Node:
                 store.close()
                 raise
         if s.notary_url:
-            notary = connect_notary(s)
+            try:
+                notary = connect_notary(s)
+            except BaseException:
+                store.close()
+                raise
             try:
                 _check_remote_identity(s, notary)
             except BaseException:

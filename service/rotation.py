@@ -109,8 +109,8 @@ def overlap_sm2_signers(s: Settings,
 def rotate(s: Settings, *, overlap: timedelta, valid_from: str | None) -> Retired:
     """Retire the current log key and TSA chain (the caller makes the new ones)."""
     if s.key_backend != "file" or s.notary_url:
-        raise InvalidInput("rotation here covers keys in files; for an HSM or a stand-alone "
-                           "notary, rotate there (new key label) and re-init")
+        raise InvalidInput("rotation here covers keys in files; HSM keys and a stand-alone "
+                           "notary's keys have no rotation yet (notary.md §6.2)")
     notary = s.data_dir / "notary"
     done = retired_keys(s)
     n = max((r.n for r in done), default=0) + 1

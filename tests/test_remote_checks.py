@@ -151,3 +151,18 @@ def test_sm2_tokens_are_checked_and_an_inconsistent_sm2_identity_is_refused_at_s
     for bad in ([chain("a")[0], chain("b")[1]], ["", chain("a")[1]]):
         with pytest.raises(InvalidInput, match="SM2 identity is inconsistent"):
             rm.RemoteSm2TSA(FakeNotary(sm2_tsa_chain=bad))  # type: ignore[arg-type]
+
+
+def test_the_data_directory_s_public_files_are_compared_by_what_they_say(
+        tmp_path: Path) -> None:
+    """`_check_remote_identity` compares a root.pem by its set of certificates: reordered or
+    with text around the PEM blocks it says the same; another root does not."""
+    from copyledger.service.node import _public_material
+
+    create_tsa_chain(tmp_path / "a", ORIGIN)
+    create_tsa_chain(tmp_path / "b", ORIGIN)
+    a, b = ((tmp_path / d / ROOT_FILE).read_text() for d in ("a", "b"))
+    assert _public_material(a + b) == _public_material(f"roots:\n{b}\n{a}\n")
+    assert _public_material(a + b) != _public_material(a)
+    assert _public_material("n.example/log+abcd+AAAA\n") == _public_material(
+        "n.example/log+abcd+AAAA")
