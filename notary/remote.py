@@ -5,6 +5,7 @@ before anything is written, writers get 503 with Retry-After, and the next block
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,16 +14,21 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from copyledger.ledger import note, sm2
-from copyledger.ledger.errors import CopyledgerError, InvalidInput, Unavailable, said
+from copyledger.ledger.errors import (
+    CopyledgerError,
+    InvalidInput,
+    Unavailable,
+    VerificationError,
+    said,
+)
 from copyledger.ledger.merkle import Consistency
 from copyledger.ledger.sm2_timestamp import (
-    Sm2TimestampError,
     certificate_public_key,
     load_certificates,
     verify_certificate_signature,
     verify_sm2_token,
 )
-from copyledger.ledger.timestamp import TimestampError, verify_token
+from copyledger.ledger.timestamp import verify_token
 from copyledger.notary.tsa import self_signed
 
 
@@ -110,6 +116,20 @@ def _foreign(notary: RemoteNotary, wanted: str, why: str) -> Unavailable:
                                 "replaced; put its earlier keys back (D123)")
 
 
+def _token_checked(notary: RemoteNotary, token: bytes, wanted: str,
+                   verify: Callable[[], bool]) -> bytes:
+    """`token` if `verify` (the token's verifier, which raises its VerificationError on a token
+    that does not verify) says it comes from the TSA certificate fetched at start, named by
+    `wanted`; else Unavailable, as `_checked`."""
+    try:
+        why = "" if verify() else "signed by another certificate"
+    except VerificationError as e:
+        why = e.detail
+    if why:
+        raise _foreign(notary, wanted, why)
+    return token
+
+
 def _pem(certs: list[x509.Certificate]) -> bytes:
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
 
@@ -144,7 +164,13 @@ class RemoteTSA:
 
     def __init__(self, notary: RemoteNotary) -> None:
         self.notary = notary
-        self.identity = notary.identity
+        self.identity = ident = notary.identity
+        # What each block's token is checked against, made once (the roots are judged by their
+        # signatures) rather than at every block.
+        self._roots_pem = _pem(ident.roots)
+        self._untrusted_pem = _pem([ident.certificate, *ident.chain])
+        self._wanted = ("a token from the TSA certificate sha256:"
+                        + ident.certificate.fingerprint(hashes.SHA256()).hex())
 
     def timestamp_digest(self, digest: bytes) -> bytes:
         """A token over digest, checked as the log's own: from the TSA certificate this process
@@ -152,18 +178,9 @@ class RemoteTSA:
         r = self.notary._call("POST", "/notary/v1/timestamp-digest",
                               json={"digest": base64.b64encode(digest).decode()})
         token = base64.b64decode(r["token"])
-        ident = self.identity
-        try:
-            info = verify_token(token, digest, _pem(ident.roots),
-                                untrusted_pem=_pem([ident.certificate, *ident.chain]))
-            why = "" if info.tsa_certificate == ident.certificate else \
-                "signed by another certificate"
-        except TimestampError as e:
-            why = e.detail
-        if why:
-            raise _foreign(self.notary, "a token from the TSA certificate sha256:"
-                           + ident.certificate.fingerprint(hashes.SHA256()).hex(), why)
-        return token
+        return _token_checked(self.notary, token, self._wanted, lambda: verify_token(
+            token, digest, self._roots_pem, untrusted_pem=self._untrusted_pem,
+        ).tsa_certificate == self.identity.certificate)
 
     def respond(self, query_der: bytes) -> bytes:
         r = self.notary._call("POST", "/notary/v1/timestamp", content=query_der)
@@ -210,6 +227,8 @@ class RemoteSm2TSA:
         if not consistent:
             raise InvalidInput("the notary's SM2 identity is inconsistent")
         self._certificate_sm3 = sm2.sm3_hex(certs[0])
+        self._wanted = ("an SM2 token from the SM2 TSA certificate sm3:"
+                        + self._certificate_sm3)
 
     def timestamp(self, data: bytes) -> bytes:
         """An SM2 token over SM3 of data, checked as `RemoteTSA.timestamp_digest`'s."""
@@ -217,13 +236,6 @@ class RemoteSm2TSA:
         r = self.notary._call("POST", "/notary/v1/sm2/timestamp-digest",
                               json={"digest": base64.b64encode(digest).decode()})
         token = base64.b64decode(r["token"])
-        try:
-            info = verify_sm2_token(token, digest, self.root_pem.encode())
-            why = "" if info.tsa_certificate_sm3 == self._certificate_sm3 else \
-                "signed by another certificate"
-        except Sm2TimestampError as e:
-            why = e.detail
-        if why:
-            raise _foreign(self.notary, "an SM2 token from the SM2 TSA certificate sm3:"
-                           + self._certificate_sm3, why)
-        return token
+        return _token_checked(self.notary, token, self._wanted, lambda: verify_sm2_token(
+            token, digest, self.root_pem.encode(),
+        ).tsa_certificate_sm3 == self._certificate_sm3)

@@ -15,8 +15,9 @@ import sqlalchemy.exc
 from fastapi.testclient import TestClient
 
 from copyledger.api.app import create_app
-from copyledger.notary.remote import RemoteNotary, RemoteTSA
+from copyledger.notary.remote import RemoteIdentity, RemoteNotary, RemoteTSA
 from copyledger.service.apikeys import create_key
+from copyledger.service.node import Node
 from tests.helpers import open_registry, work_body
 from tests.server import free_port
 
@@ -24,12 +25,13 @@ SECRET_BITS = ("127.0.0.1", "Errno", "refused", "/srv/", "ledger.sqlite3", "Oper
                "INSERT", "http://")
 
 
-def _unreachable_notary() -> RemoteNotary:
-    """A notary client whose notary is down (connection refused on a loopback port)."""
+def _unreachable_notary(reg: Node) -> RemoteNotary:
+    """A notary client whose notary is down (connection refused on a loopback port); its TSA
+    identity is the registry's own, which `RemoteTSA` checks tokens against (D123)."""
     n = RemoteNotary.__new__(RemoteNotary)
     n.url = f"http://127.0.0.1:{free_port()}"
     n._client = httpx.Client(base_url=n.url, timeout=2)
-    n.identity = None  # type: ignore[assignment]
+    n.identity = RemoteIdentity(reg.tsa.identity.certificate, list(reg.tsa.identity.chain))
     return n
 
 
@@ -52,7 +54,7 @@ def _clean(r: httpx.Response, status: int) -> None:
 def test_notary_down_while_sealing(made: dict[str, Any],
                                    caplog: pytest.LogCaptureFixture) -> None:
     c, reg = made["client"], made["reg"]
-    notary = _unreachable_notary()
+    notary = _unreachable_notary(reg)
     reg.sequencer.stamp = RemoteTSA(notary).timestamp_digest
     with caplog.at_level(logging.ERROR):
         r = c.post("/v1/works", json=work_body(1), headers=made["h"])
@@ -64,7 +66,7 @@ def test_notary_down_while_sealing(made: dict[str, Any],
 def test_notary_down_for_a_time_stamp(made: dict[str, Any],
                                       caplog: pytest.LogCaptureFixture) -> None:
     c, reg = made["client"], made["reg"]
-    notary = _unreachable_notary()
+    notary = _unreachable_notary(reg)
     reg.tsa = RemoteTSA(notary)
     with caplog.at_level(logging.ERROR):
         r = c.post("/v1/timestamp", content=b"0\x00",
