@@ -57,6 +57,7 @@ from copyledger.ledger.store import (
     Store,
     _block_values,
     _sqlite_pragmas,
+    _stored_rows,
 )
 from copyledger.notary.signer import FileSigner, sign_note
 
@@ -124,7 +125,7 @@ def ours(url: str, key: Path, entries: int, block: int) -> tuple[list[Sample], l
         real(rows, nodes, blk, *rest)
         samples.append((len(rows), time.thread_time() - c, time.perf_counter() - t,
                         written() - w))
-        kept.append((list(rows), list(nodes), _block_values(blk)))
+        kept.append((_stored_rows(rows), list(nodes), _block_values(blk)))  # as stored (D124)
 
     store.append_block = timed  # type: ignore[method-assign,assignment]
     seq.start()

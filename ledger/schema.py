@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -15,21 +17,62 @@ from sqlalchemy import (
     Text,
 )
 
+from copyledger.ledger.entry import valid_sha256
+
 metadata = MetaData()
 
-# One row per log entry. seq is the RFC 6962 leaf index; data is the canonical JSON leaf data.
-entries = Table(
-    "entries",
-    metadata,
-    Column("seq", BigInteger, primary_key=True, autoincrement=False),
-    Column("leaf_hash", LargeBinary(32), nullable=False),
-    Column("data", LargeBinary, nullable=False),
-    Column("kind", String(16), nullable=False),
-    Column("sha256", String(64), nullable=False),
-    Column("registrant", String(64), nullable=False),
-    Column("block_height", BigInteger, nullable=False),
-    Index("ix_entries_sha256", "sha256", "seq"),
-)
+
+def key_text(value: object) -> str:
+    """The text of a stored content-hash key: its 64 lowercase hex characters. Anything but 32
+    bytes (a tampered SQLite row may hold text of any length there) comes out as a string no
+    valid hash spells, so a check comparing it with an entry's hash fails instead of passing."""
+    if type(value) is bytes and len(value) == 32:
+        return value.hex()
+    if isinstance(value, (bytearray, memoryview)) and len(value) == 32:
+        return bytes(value).hex()
+    return f"<stored key {value!r}>"
+
+
+def key_bytes(sha256: str) -> bytes:
+    """The stored form of a content hash given as text: its 32 bytes when it is 64 lowercase
+    hex characters (the only form entries take), else no bytes at all, which no stored key
+    equals, so a lookup by a malformed hash finds nothing rather than failing. Writes do not
+    come here: the store writes `bytes.fromhex` of hashes the entries were validated with."""
+    return bytes.fromhex(sha256) if valid_sha256(sha256) else b""
+
+
+def text_key(value: object) -> str:
+    """`key_text` for a schema before revision 0012, whose keys are the hex text itself."""
+    return value if isinstance(value, str) else key_text(value)
+
+
+def _entries_table(md: MetaData, sha256: Any) -> Table:
+    """One row per log entry. seq is the RFC 6962 leaf index; data is the canonical JSON leaf
+    data; sha256 the content hash every lookup goes by, of type `sha256`."""
+    return Table(
+        "entries",
+        md,
+        Column("seq", BigInteger, primary_key=True, autoincrement=False),
+        Column("leaf_hash", LargeBinary(32), nullable=False),
+        Column("data", LargeBinary, nullable=False),
+        Column("kind", String(16), nullable=False),
+        Column("sha256", sha256, nullable=False),
+        Column("registrant", String(64), nullable=False),
+        Column("block_height", BigInteger, nullable=False),
+        Index("ix_entries_sha256", "sha256", "seq"),
+    )
+
+
+# Content hashes as their 32 bytes since revision 0012 (D124): the two content-hash indexes are
+# half the size of hex text's and compare bytes, not the server's collation. The store converts
+# (`key_bytes`, `key_text`): every read and write of the column goes through it.
+entries = _entries_table(metadata, LargeBinary(32))
+# The table as revisions 0001-0011 have it, content hashes as 64 hex characters: what revision
+# 0001 creates (a database at a revision has that revision's schema: `db copy` builds its
+# target at the source's and copies rows as they are), and what the store reads an older
+# schema by (`audit` reads one without upgrading it).
+entries_text_keys = _entries_table(MetaData(), String(64))
+TEXT_KEYS_BEFORE = "0012"  # the revision that stores content hashes as bytes (D124)
 # An account's own registrations of a content hash (`Store.registered`); created by revision 0006,
 # so it is not part of the table revision 0001 creates.
 ENTRIES_BY_REGISTRANT = ("ix_entries_registrant_sha256", ("registrant", "sha256", "seq"))

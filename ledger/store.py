@@ -44,20 +44,26 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
 from copyledger.ledger import merkle
+from copyledger.ledger.entry import valid_sha256
 from copyledger.ledger.errors import Conflict, LockLost, NotFound, WrongSecret, said
 from copyledger.ledger.links import Link
 from copyledger.ledger.note import BlockHeader
 from copyledger.ledger.schema import (
     FINGERPRINTED_WHERE,
+    TEXT_KEYS_BEFORE,
     block_timestamps,
     blocks,
     claim_contacts,
     cosignatures,
     entries,
+    entries_text_keys,
     entry_links,
     handoff_secret,
+    key_bytes,
+    key_text,
     merkle_nodes,
     sequencer_address,
+    text_key,
 )
 
 log = logging.getLogger("copyledger.store")
@@ -76,7 +82,7 @@ are within 10 % (D96)."""
 _ENTRY_COLS = ("seq", "leaf_hash", "data", "kind", "sha256", "registrant", "block_height")
 _NODE_COLS = ("level", "idx", "hash")
 _COPY_BINARY = {
-    "entries": ("int8", "bytea", "bytea", "varchar", "varchar", "varchar", "int8"),
+    "entries": ("int8", "bytea", "bytea", "varchar", "bytea", "varchar", "int8"),
     "merkle_nodes": ("int2", "int8", "bytea"),
 }
 """PostgreSQL types of the columns a block's COPY sends in binary, in `_ENTRY_COLS` and
@@ -273,7 +279,6 @@ _BLOCK_FOR_SIZE = (select(blocks).where(blocks.c.tree_size == bindparam("tree_si
                    .order_by(blocks.c.height).limit(1))
 # A bundle's reads by key (D89): on the read path, one round trip each on PostgreSQL instead of
 # a ping, a BEGIN, the SELECT and a ROLLBACK.
-_GET_ENTRY = select(entries).where(entries.c.seq == bindparam("seq"))
 _GET_BLOCK = select(blocks).where(blocks.c.height == bindparam("height"))
 _GET_TIMESTAMPS = (select(block_timestamps.c.tsa, block_timestamps.c.token)
                    .where(block_timestamps.c.height == bindparam("height"))
@@ -533,7 +538,6 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._block_for_size = _DriverQuery(self, _BLOCK_FOR_SIZE)
-        self._get_entry = _DriverQuery(self, _GET_ENTRY)
         self._get_block = _DriverQuery(self, _GET_BLOCK)
         self._get_timestamps = _DriverQuery(self, _GET_TIMESTAMPS)
         self._reads = _read_pool(engine)
@@ -548,6 +552,39 @@ class Store:
         self._closed = False
         self._upper: dict[merkle.NodeId, bytes] = {}
         self._by_size: dict[int, BlockRow] = {}
+
+    @functools.cached_property
+    def _text_keys(self) -> bool:
+        """Whether the schema predates revision 0012 and keeps content hashes as hex text:
+        `audit` reads such a database as it is (D114), so every read of the column goes by
+        the table and key form the schema has. Asked at the first read, not when the store is
+        made (a process may start while its database is down, D111)."""
+        with self.engine.connect() as conn:
+            at = schema_revision(conn)
+        return at is not None and at.isdigit() and int(at) < int(TEXT_KEYS_BEFORE)
+
+    @functools.cached_property
+    def _entries(self) -> Table:
+        return entries_text_keys if self._text_keys else entries
+
+    @functools.cached_property
+    def _key(self) -> Callable[[object], str]:
+        """A stored content hash as its hex text."""
+        return text_key if self._text_keys else key_text
+
+    @functools.cached_property
+    def _key_arg(self) -> Callable[[str], object]:
+        """A content hash as a query compares it with the stored ones."""
+        return str if self._text_keys else key_bytes
+
+    @functools.cached_property
+    def _tuple_cols(self) -> tuple[Any, ...]:
+        return tuple(self._entries.c[n] for n in _ENTRY_COLS)
+
+    @functools.cached_property
+    def _get_entry(self) -> _DriverQuery:
+        return _DriverQuery(self, select(self._entries)
+                            .where(self._entries.c.seq == bindparam("seq")))
 
     @classmethod
     def open(cls, url: str, *, migrate_schema: bool = True) -> Store:
@@ -807,7 +844,7 @@ class Store:
         try:
             with self._block_transaction() as conn:
                 if rows:
-                    self._insert_many(conn, "entries", _ENTRY_COLS, rows)
+                    self._insert_many(conn, "entries", _ENTRY_COLS, _stored_rows(rows))
                 if links:
                     conn.exec_driver_sql(
                         self._insert_sql("entry_links", ("target", "seq", "rel")), list(links)
@@ -1036,8 +1073,8 @@ class Store:
     def read_entry_data(self, lo: int, hi: int) -> list[bytes]:
         """The canonical bytes of entries lo <= seq < hi, in seq order, in one query (an entry
         bundle). Fewer than hi - lo means some are not stored."""
-        q = (select(entries.c.data).where(entries.c.seq >= lo, entries.c.seq < hi)
-             .order_by(entries.c.seq))
+        e = self._entries
+        q = select(e.c.data).where(e.c.seq >= lo, e.c.seq < hi).order_by(e.c.seq)
         with self.engine.connect() as conn:
             return [_bytes(d) for (d,) in conn.execute(q)]
 
@@ -1053,7 +1090,7 @@ class Store:
         r = self._get_entry.first(seq=seq)
         if r is None:
             raise NotFound(said("no entry with seq {seq}", seq=seq))
-        return _entry(r)
+        return _entry(r, self._key)
 
     def _pages(self, table: Table, key: str, start: int, chunk: int) -> Iterator[Sequence[Any]]:
         """Rows of an append-only table in key order, `chunk` at a time (keyset paging)."""
@@ -1070,30 +1107,31 @@ class Store:
 
     def iter_entries(self, start: int = 0, chunk: int = 10_000) -> Iterator[list[EntryRow]]:
         """Entries in seq order, a chunk at a time (for the audit)."""
-        for rs in self._pages(entries, "seq", start, chunk):
-            yield [_entry(r) for r in rs]
+        for rs in self._pages(self._entries, "seq", start, chunk):
+            yield [_entry(r, self._key) for r in rs]
 
     def iter_entry_tuples(self, start: int = 0, chunk: int = 10_000) -> Iterator[list[EntryTuple]]:
         """Entries in seq order as plain tuples (seq, leaf_hash, data, kind, sha256,
         registrant, block_height), a chunk at a time: the audit reads millions, and a row
         object per entry costs more than checking the entry does."""
-        for rs in self._driver_pages(_ENTRY_TUPLE_COLS, start, chunk):
-            yield _entry_tuples(rs)
+        for rs in self._driver_pages(self._tuple_cols, start, chunk):
+            yield _entry_tuples(rs, self._key)
 
     def entry_tuples(self, lo: int, hi: int) -> list[EntryTuple]:
         """Entries lo <= seq < hi as `iter_entry_tuples` reads them, in seq order, in one query:
         an audit worker's own range (fewer than hi - lo means some are missing)."""
-        seq = entries.c.seq
+        seq = self._entries.c.seq
         return _entry_tuples(self._driver_rows(
-            select(*_ENTRY_TUPLE_COLS).where(seq >= lo, seq < hi).order_by(seq)))
+            select(*self._tuple_cols).where(seq >= lo, seq < hi).order_by(seq)), self._key)
 
     def iter_fingerprinted(self, start: int, stop: int, chunk: int = 10_000
                            ) -> Iterator[list[tuple[int, bytes]]]:
         """(seq, data) of the works start <= seq < stop whose bytes hold the key "fingerprints"
         (a superset: the caller parses), a chunk at a time, read through revision 0009's
         partial index: the near-duplicate index's rebuild reads only these (D90)."""
-        where = (entries.c.seq < stop, text(FINGERPRINTED_WHERE[self.engine.dialect.name]))
-        for rs in self._driver_pages((entries.c.seq, entries.c.data), start, chunk, *where):
+        e = self._entries
+        where = (e.c.seq < stop, text(FINGERPRINTED_WHERE[self.engine.dialect.name]))
+        for rs in self._driver_pages((e.c.seq, e.c.data), start, chunk, *where):
             yield [(seq, _bytes(data)) for seq, data in rs]
 
     def _driver_pages(self, cols: Sequence[Any], start: int, chunk: int, *where: Any
@@ -1116,9 +1154,9 @@ class Store:
         got: list[EntryRow] = []
         with self.engine.connect() as conn:
             for i in range(0, len(wanted), 500):
-                q = (select(entries).where(entries.c.seq.in_(wanted[i : i + 500]))
-                     .order_by(entries.c.seq))
-                got += [_entry(r) for r in conn.execute(q)]
+                e = self._entries
+                q = select(e).where(e.c.seq.in_(wanted[i : i + 500])).order_by(e.c.seq)
+                got += [_entry(r, self._key) for r in conn.execute(q)]
         if len(got) != len(wanted):
             missing = sorted(set(wanted) - {r.seq for r in got})[0]
             raise NotFound(said("no entry with seq {missing}", missing=missing))
@@ -1129,16 +1167,18 @@ class Store:
     ) -> list[EntryRow]:
         """Entries with this content hash (of one kind, if given), oldest first, from seq
         `after` + 1 on (keyset paging)."""
-        q = select(entries).where(entries.c.sha256 == sha256, entries.c.seq > after)
+        e = self._entries
+        q = select(e).where(e.c.sha256 == self._key_arg(sha256), e.c.seq > after)
         if kind is not None:
-            q = q.where(entries.c.kind == kind)
+            q = q.where(e.c.kind == kind)
         with self.engine.connect() as conn:
-            return [_entry(r) for r in conn.execute(q.order_by(entries.c.seq).limit(limit))]
+            return [_entry(r, self._key) for r in conn.execute(q.order_by(e.c.seq).limit(limit))]
 
     def holds_leaf(self, sha256: str, leaf_hash: bytes) -> bool:
         """Whether an entry with this content hash and leaf hash is stored."""
-        q = (select(entries.c.seq)
-             .where(entries.c.sha256 == sha256, entries.c.leaf_hash == leaf_hash).limit(1))
+        e = self._entries
+        q = (select(e.c.seq)
+             .where(e.c.sha256 == self._key_arg(sha256), e.c.leaf_hash == leaf_hash).limit(1))
         with self.engine.connect() as conn:
             return conn.execute(q).first() is not None
 
@@ -1148,23 +1188,25 @@ class Store:
         the driver (no SQLAlchemy compilation) that reads the index
         `ix_entries_registrant_sha256` by both columns for each hash, whatever the planner's
         statistics say (and a row only for a hash found, to see its kind)."""
-        wanted = sorted(set(sha256s))
+        wanted = sorted({h for h in sha256s if valid_sha256(h)})  # no other is ever stored
         with self._cursor() as run:
             if self.dialect == "postgresql":
                 # One index probe a hash. `sha256 IN (...)` was planned, on a log too young
                 # for statistics, as a scan of all of the registrant's rows filtered by the
                 # list: 1.9 s a 1,000-work batch at 60,000 entries.
+                # The hashes go as one text literal and the server decodes each (D124).
                 rows = run("SELECT v.sha, (SELECT min(e.seq) FROM entries e WHERE "
-                           "e.registrant = %s AND e.sha256 = v.sha AND e.kind = 'work') "
-                           "FROM unnest(%s::text[]) AS v(sha)",
+                           "e.registrant = %s AND e.sha256 = decode(v.sha, 'hex') AND "
+                           "e.kind = 'work') FROM unnest(%s::text[]) AS v(sha)",
                            (registrant, _text_array(wanted))).fetchall()
                 return {sha: int(seq) for sha, seq in rows if seq is not None}
             found: dict[str, int] = {}
             for i in range(0, len(wanted), 500):  # well under SQLite's parameter limit
-                part = wanted[i:i + 500]
+                part = [key_bytes(h) for h in wanted[i:i + 500]]
                 sql = ("SELECT sha256, seq FROM entries WHERE registrant = ? AND sha256 "
                        f"IN ({', '.join('?' * len(part))}) AND kind = 'work'")
-                for sha, seq in run(sql, (registrant, *part)).fetchall():
+                for key, seq in run(sql, (registrant, *part)).fetchall():
+                    sha = key_text(key)
                     found[sha] = min(int(seq), found.get(sha, int(seq)))
         return found
 
@@ -1177,19 +1219,22 @@ class Store:
         mark = "%s" if self.dialect == "postgresql" else "?"
         where = f"WHERE (sha256, seq) > ({mark}, {mark}) " if after is not None else ""
         sql = f"SELECT sha256, seq FROM entries {where}ORDER BY sha256, seq LIMIT {int(limit)}"
+        args = () if after is None else (key_bytes(after[0]), after[1])
         with self._cursor() as run:
-            return [(str(h), int(q)) for h, q in run(sql, after or ()).fetchall()]
+            return [(key_text(k), int(q)) for k, q in run(sql, args).fetchall()]
 
     def content_hashes_of(self, start: int, end: int) -> list[str]:
         """The content hashes of entries `start` to `end` - 1 (a block or a few, by seq)."""
-        q = select(entries.c.sha256).where(entries.c.seq >= start, entries.c.seq < end)
+        e = self._entries
+        q = select(e.c.sha256).where(e.c.seq >= start, e.c.seq < end)
         with self.engine.connect() as conn:
-            return [str(h) for h in conn.execute(q).scalars()]
+            return [self._key(h) for h in conn.execute(q).scalars()]
 
     def first_work(self, sha256: str) -> int | None:
         """The seq of the earliest `work` entry with this content hash, if any."""
-        q = (select(entries.c.seq).where(entries.c.sha256 == sha256, entries.c.kind == "work")
-             .order_by(entries.c.seq).limit(1))
+        e = self._entries
+        q = (select(e.c.seq).where(e.c.sha256 == self._key_arg(sha256), e.c.kind == "work")
+             .order_by(e.c.seq).limit(1))
         with self.engine.connect() as conn:
             found = conn.execute(q).scalar()
         return None if found is None else int(found)
@@ -1424,21 +1469,26 @@ def _bytes(v: object) -> bytes:
     return str(v).encode()
 
 
-_ENTRY_TUPLE_COLS = (entries.c.seq, entries.c.leaf_hash, entries.c.data, entries.c.kind,
-                     entries.c.sha256, entries.c.registrant, entries.c.block_height)
+def _entry_tuples(rs: list[Any], key: Callable[[object], str]) -> list[EntryTuple]:
+    """The driver's rows as `EntryTuple`s, the content hash as hex text by `key`: where a
+    tampered SQLite row holds text in a bytes column, its bytes, or a key no hash spells."""
+    return [(r[0], r[1], r[2], r[3], key(r[4]), r[5], r[6])
+            if type(r[1]) is bytes and type(r[2]) is bytes
+            else (r[0], _bytes(r[1]), _bytes(r[2]), r[3], key(r[4]), *r[5:]) for r in rs]
 
 
-def _entry_tuples(rs: list[Any]) -> list[EntryTuple]:
-    """The driver's rows as `EntryTuple`s: a tampered SQLite row holding text becomes bytes."""
-    return [r if type(r[1]) is bytes and type(r[2]) is bytes
-            else (r[0], _bytes(r[1]), _bytes(r[2]), *r[3:]) for r in rs]
+def _stored_rows(rows: Sequence[EntryRow]) -> list[tuple[Any, ...]]:
+    """A block's entry rows as the table stores them: the content hash as its 32 bytes (D124).
+    The hashes were validated with their entries, so `fromhex` cannot fail here."""
+    return [(r[0], r[1], r[2], r[3], bytes.fromhex(r[4]), r[5], r[6]) for r in rows]
 
 
-def _entry(r: Any) -> EntryRow:
+def _entry(r: Any, key: Callable[[object], str]) -> EntryRow:
     return EntryRow(
         seq=r.seq, leaf_hash=_bytes(r.leaf_hash), data=_bytes(r.data), kind=r.kind,
-        sha256=r.sha256, registrant=r.registrant, block_height=r.block_height,
+        sha256=key(r.sha256), registrant=r.registrant, block_height=r.block_height,
     )
+
 
 
 def block_of(t: BlockTuple) -> BlockRow:

@@ -51,6 +51,7 @@ from typing import Any, TypeVar
 import orjson
 
 from copyledger.ledger import errors
+from copyledger.ledger.entry import valid_sha256
 from copyledger.ledger.errors import (
     AlreadyRegistered,
     Conflict,
@@ -473,7 +474,7 @@ _STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", re.ASCII)  # `ent
 
 def _pending(raw: Any) -> Pending:
     data, kind, sha256, registrant, links, once, received_at = raw
-    if not (isinstance(data, str) and isinstance(kind, str) and isinstance(sha256, str)
+    if not (isinstance(data, str) and isinstance(kind, str) and valid_sha256(sha256)
             and isinstance(registrant, str) and isinstance(links, list)
             and isinstance(once, bool) and isinstance(received_at, str)
             and (not received_at or _STAMP.fullmatch(received_at))):

@@ -113,3 +113,18 @@ def terminate_backend(url: Any, pid: int) -> None:
                             (pid,)).fetchone():
             assert time.monotonic() < deadline, f"backend {pid} still there"
             time.sleep(0.02)
+
+
+def downgrade(engine: Any, revision: str) -> None:
+    """Take a registry's schema back to `revision` by the migrations' own downgrades (0009 and
+    later have one), in one transaction: a log as an older release left it."""
+    from alembic import command
+    from alembic.config import Config
+
+    from copyledger.ledger.store import MIGRATIONS
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, revision)

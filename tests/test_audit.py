@@ -106,6 +106,19 @@ def test_edited_entry_is_found_by_seq(reg: Node) -> None:
     assert not rep.ok and rep.bad_seq == 13, rep
 
 
+def test_a_content_key_stored_as_its_hex_text_is_found(reg: Node) -> None:
+    """A row whose content hash is the right one, but as its 64 hex characters instead of its
+    32 bytes (D124), hides the entry from every lookup by hash: the audit finds it."""
+    fill(reg, 20)
+    drop_trigger(reg, "entries", "update")
+    as_text = ("lower(hex(sha256))" if reg.store.dialect == "sqlite"
+               else "convert_to(encode(sha256, 'hex'), 'UTF8')")
+    reg.store.execute_raw(f"UPDATE entries SET sha256 = {as_text} WHERE seq = 13")
+    assert reg.store.search_sha256(sha(13)) == []
+    rep = run_audit(reg)
+    assert not rep.ok and rep.bad_seq == 13 and "indexed" in (rep.problem or ""), rep
+
+
 def test_edited_node_and_block_are_found(reg: Node) -> None:
     fill(reg, 16)
     drop_trigger(reg, "merkle_nodes", "update")

@@ -33,8 +33,9 @@ links = st.lists(st.tuples(st.integers(min_value=0, max_value=2**62) | text, tex
 stamps = st.just("") | st.datetimes(min_value=datetime(1000, 1, 1),
                                     max_value=datetime(9999, 12, 31)).map(
     lambda d: d.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))  # an entry's received_at (D117)
-pendings = st.builds(Pending, st.binary(max_size=200), text, text, text, links, st.booleans(),
-                     stamps)
+content_hashes = hashes.map(bytes.hex)
+pendings = st.builds(Pending, st.binary(max_size=200), text, content_hashes, text, links,
+                     st.booleans(), stamps)
 receipts = st.builds(Receipt, st.integers(min_value=0, max_value=2**62), hashes,
                      st.integers(min_value=0, max_value=2**62),
                      st.integers(min_value=0, max_value=2**62), hashes,
@@ -91,9 +92,21 @@ def test_entries_read_back_as_sent(rid: int, sent: list[Pending]) -> None:
 def test_an_entry_whose_received_at_is_not_the_registry_s_is_refused(received_at: object
                                                                       ) -> None:
     """D117: the sequencer compares `received_at` with its clock as a 27-character string."""
-    [message] = _through_socket([handoff._entries_message(1, [Pending(b"{}", "work", "a",
+    [message] = _through_socket([handoff._entries_message(1, [Pending(b"{}", "work", "a" * 64,
                                                                       "b")])])
     message[2][0][6] = received_at  # type: ignore[index]
+    with pytest.raises(handoff.WireError):
+        handoff._request(message)
+
+
+@pytest.mark.parametrize("sha256", ["a", "A" * 64, "g" * 64, "a" * 65, 7, None])
+def test_an_entry_whose_content_hash_is_not_64_lowercase_hex_is_refused(sha256: object
+                                                                       ) -> None:
+    """D124: the sequencer stores the hash as its 32 bytes, so only a hash can cross."""
+    [message] = _through_socket([handoff._entries_message(1, [Pending(b"{}", "work", "a" * 64,
+                                                                      "b")])])
+    handoff._request(message)  # as sent, it passes
+    message[2][0][2] = sha256  # type: ignore[index]
     with pytest.raises(handoff.WireError):
         handoff._request(message)
 

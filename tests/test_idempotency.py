@@ -28,7 +28,7 @@ from copyledger.ledger.schema import (
 )
 from copyledger.ledger.store import Store
 from copyledger.service.node import Node
-from tests.helpers import bearer, open_registry, sha, tree_size, wait_for, work_body
+from tests.helpers import bearer, downgrade, open_registry, sha, tree_size, wait_for, work_body
 from tests.test_claims import DMCA
 
 Api = tuple[TestClient, Node]
@@ -157,6 +157,7 @@ def test_migration_0007_adds_the_table_to_a_0006_log(tmp_path: Path, database_ur
     from copyledger.service.idempotency import Answer, Keys
 
     reg = open_registry(tmp_path, database_url)
+    downgrade(reg.store.engine, "0011")  # revision 0012's hex keys back
     idempotency_keys.drop(reg.store.engine)
     accounts.drop(reg.store.engine)  # revision 0008's
     reg.store.execute_raw(f"DROP INDEX {ENTRIES_FINGERPRINTED}")  # revision 0009's

@@ -38,7 +38,7 @@ def works_in_log(srv: ServerProcess) -> list[tuple[str, str]]:
         rows = db.execute("SELECT sha256, data FROM entries WHERE kind = 'work'").fetchall()
     finally:
         db.close()
-    return [(sha, json.loads(data)["title"]) for sha, data in rows]
+    return [(sha.hex(), json.loads(data)["title"]) for sha, data in rows]  # 32 bytes (D124)
 
 
 def sha(i: int) -> str:

@@ -23,7 +23,7 @@ from copyledger.ledger.schema import accounts as accounts_table
 from copyledger.ledger.store import Store
 from copyledger.service import accounts
 from copyledger.service.dates import both_times
-from tests.helpers import bearer, open_registry, work_body
+from tests.helpers import bearer, downgrade, open_registry, work_body
 from tests.server import cli
 
 ORG = "上海某某文化传播有限公司"
@@ -181,6 +181,7 @@ def test_the_cli_sets_and_shows_a_profile(tmp_path: Path) -> None:
 
 def test_migration_0008_adds_the_table_to_a_0007_log(tmp_path: Path, database_url: str) -> None:
     reg = open_registry(tmp_path, database_url)
+    downgrade(reg.store.engine, "0011")  # revision 0012's hex keys back
     accounts_table.drop(reg.store.engine)
     reg.store.execute_raw(f"DROP INDEX {ENTRIES_FINGERPRINTED}")  # revision 0009's
     sequencer_address.drop(reg.store.engine)  # revision 0010's

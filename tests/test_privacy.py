@@ -24,7 +24,7 @@ from copyledger.ledger.links import links_of
 from copyledger.ledger.sequencer import Pending
 from copyledger.ledger.verify import verify_bundle
 from copyledger.service.node import Node, tsa_roots_pem
-from tests.helpers import bearer, open_registry, sha
+from tests.helpers import bearer, downgrade, open_registry, sha
 
 SECRETS = ("ada@example.org", "+1 555 0100", "1 Harbour St", "2 Main St", "+1 555 0199")
 DMCA = {
@@ -271,6 +271,7 @@ def test_migration_0005_adds_the_table_to_a_0004_log(reg: Node, database_url: st
         sequencer_address,
     )
 
+    downgrade(reg.store.engine, "0011")  # revision 0012's hex keys back
     claim_contacts.drop(reg.store.engine)
     reg.store.execute_raw(f"DROP INDEX {ENTRIES_BY_REGISTRANT[0]}")  # revision 0006's
     idempotency_keys.drop(reg.store.engine)  # revision 0007's

@@ -33,7 +33,7 @@ from copyledger.ledger.sequencer import Pending
 from copyledger.service import claims, title
 from copyledger.service.node import Node, tsa_roots_pem
 from copyledger.service.operations import CheckIn
-from tests.helpers import bearer, open_registry, sha
+from tests.helpers import bearer, downgrade, open_registry, sha
 from tests.test_audit import drop_trigger
 from tests.test_claims import DMCA
 
@@ -73,9 +73,9 @@ class Reads:
         me = threading.get_ident()
         real = store._entry
 
-        def counting(r: Any) -> store.EntryRow:
+        def counting(r: Any, key: Any) -> store.EntryRow:
             self.rows += threading.get_ident() == me
-            return real(r)
+            return real(r, key)
 
         def on_execute(*_: Any) -> None:
             self.statements += threading.get_ident() == me
@@ -303,7 +303,8 @@ def test_migration_0003_backfills_links_of_a_0002_log(reg: Node, database_url: s
     assert written == sorted([(w, t, links.TRANSFER), (w, c, links.CLAIM),
                               (other, cn, links.CLAIM), (c, cn, links.REPLY)])
     # Take the log back to revision 0002: the same entries, no links (nor cosignatures, nor
-    # claim contacts) table.
+    # claim contacts) table, content hashes as hex text (revision 0012's downgrade).
+    downgrade(reg.store.engine, "0011")
     entry_links.drop(reg.store.engine)
     cosignatures.drop(reg.store.engine)
     claim_contacts.drop(reg.store.engine)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import op
 
 from copyledger.ledger.migrations.triggers import append_only
-from copyledger.ledger.schema import api_keys, blocks, entries, merkle_nodes
+from copyledger.ledger.schema import api_keys, blocks, entries_text_keys, merkle_nodes
 
 revision = "0001"
 down_revision = None
@@ -13,7 +13,8 @@ down_revision = None
 
 def upgrade() -> None:
     bind = op.get_bind()
-    for table in (entries, merkle_nodes, blocks, api_keys):
+    # Content hashes as hex text, as this revision made them; 0012 makes them bytes (D124).
+    for table in (entries_text_keys, merkle_nodes, blocks, api_keys):
         table.create(bind)
     for name in ("entries", "merkle_nodes", "blocks"):
         append_only(name)

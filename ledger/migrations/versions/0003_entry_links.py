@@ -13,10 +13,13 @@ from copyledger.ledger.documents import parse_entry
 from copyledger.ledger.errors import CopyledgerError
 from copyledger.ledger.links import LINKED_KINDS, links_of, resolve
 from copyledger.ledger.migrations.triggers import append_only
-from copyledger.ledger.schema import entries, entry_links
+from copyledger.ledger.schema import entries_text_keys as entries
+from copyledger.ledger.schema import entry_links
 
 revision = "0003"
 down_revision = "0002"
+
+# `entries` here is the table as revision 0001 made it: content hashes as hex text (D124).
 
 
 def upgrade() -> None:
