@@ -30,20 +30,28 @@ def key_text(value: object) -> str:
         return value.hex()
     if isinstance(value, (bytearray, memoryview)) and len(value) == 32:
         return bytes(value).hex()
+    return _no_hash(value)
+
+
+def _no_hash(value: object) -> str:
+    """A stored key that is not a hash, as text no hash spells (it cannot match an entry's)."""
     return f"<stored key {value!r}>"
 
 
-def key_bytes(sha256: str) -> bytes:
+def key_bytes(sha256: str) -> bytes | None:
     """The stored form of a content hash given as text: its 32 bytes when it is 64 lowercase
-    hex characters (the only form entries take), else no bytes at all, which no stored key
-    equals, so a lookup by a malformed hash finds nothing rather than failing. Writes do not
-    come here: the store writes `bytes.fromhex` of hashes the entries were validated with."""
-    return bytes.fromhex(sha256) if valid_sha256(sha256) else b""
+    hex characters (the only form entries take), else None, which a query compares as
+    `IS NULL` and no row matches (the column is NOT NULL), so a lookup by a malformed hash
+    finds nothing rather than failing. Writes do not come here: the store writes
+    `bytes.fromhex` of hashes the entries were validated with."""
+    return bytes.fromhex(sha256) if valid_sha256(sha256) else None
 
 
 def text_key(value: object) -> str:
-    """`key_text` for a schema before revision 0012, whose keys are the hex text itself."""
-    return value if isinstance(value, str) else key_text(value)
+    """`key_text` for a schema before revision 0012, whose keys are the hex text itself: there
+    anything but text (bytes, which SQLite lets in) reads as no hash, since every lookup
+    compares text and would miss that row."""
+    return value if isinstance(value, str) else _no_hash(value)
 
 
 def _entries_table(md: MetaData, sha256: Any) -> Table:

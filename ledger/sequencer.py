@@ -38,7 +38,7 @@ from copyledger.ledger.errors import (
 )
 from copyledger.ledger.note import GENESIS_PREV, BlockHeader
 from copyledger.ledger.seen import SeenHashes
-from copyledger.ledger.store import BlockRow, CachedReader, EntryRow, Store
+from copyledger.ledger.store import BlockRow, CachedReader, EntryRow, ScanMark, Store
 from copyledger.ledger.throttle import Throttle, db_reason
 
 log = logging.getLogger("copyledger.sequencer")
@@ -643,10 +643,12 @@ class Sequencer:
 
     def _content_hashes(self) -> Iterator[list[str]]:
         """Every content hash in the log, a page at a time (`SeenHashes`' scan)."""
-        after: tuple[str, int] | None = None
-        while rows := self.store.content_hashes(after, SCAN_PAGE):
-            yield [sha for sha, _ in rows]
-            after = rows[-1]
+        after: ScanMark | None = None
+        while True:
+            page, after = self.store.content_hashes(after, SCAN_PAGE)
+            if not page:
+                return
+            yield page
 
     def _seal(self, pendings: Sequence[Pending]) -> list[Receipt]:
         """Seal one block. Raises before anything is committed, or commits it all."""

@@ -115,6 +115,8 @@ class EntryRow(NamedTuple):
 
 
 EntryTuple = tuple[int, bytes, bytes, str, str, str, int]
+ScanMark = tuple[object, int]
+"""Where a page of `Store.content_hashes` ended: the last row's stored key and seq."""
 """An entry row as `Store.iter_entry_tuples` reads it: (seq, leaf_hash, data, kind, sha256,
 registrant, block_height)."""
 BlockTuple = tuple[int, bytes, bytes, bytes, int, int, int, bytes, str, str, str]
@@ -458,8 +460,32 @@ def migrate(engine: Engine) -> tuple[str | None, str]:
         was = schema_revision(conn)
         _known(was)
         if was != head:
+            _refuse_while_sequenced(conn)
             upgrade(conn, "head")
     return was, head
+
+
+def _refuse_while_sequenced(conn: Connection) -> None:
+    """Conflict if a process holds the log's sequencer lock: a process of this release
+    migrates before it takes the lock, so the holder runs an older release, which would
+    write to the schema as it knew it (revision 0012 changes a column it writes: its keys
+    would be stored as text, D124). Every process of the older release, on every host,
+    stops before the first of the new one starts."""
+    held = False
+    if conn.dialect.name == "postgresql":
+        held = not conn.execute(select(func.pg_try_advisory_lock(SEQUENCER_LOCK_ID))).scalar()
+        if not held:
+            conn.execute(select(func.pg_advisory_unlock(SEQUENCER_LOCK_ID)))
+    elif (db := conn.engine.url.database) and db != ":memory:":
+        try:
+            sqlite_sequencer_lock(db).close()
+        except Conflict:
+            held = True
+    if held:
+        raise Conflict(said("a process of an older release still sequences this log: stop "
+                            "every process of it, on every host, then start this one (the "
+                            "schema is upgraded first, and the older one would write to it as "
+                            "it was)"))
 
 
 def _migrations() -> Config:
@@ -556,12 +582,23 @@ class Store:
     @functools.cached_property
     def _text_keys(self) -> bool:
         """Whether the schema predates revision 0012 and keeps content hashes as hex text:
-        `audit` reads such a database as it is (D114), so every read of the column goes by
-        the table and key form the schema has. Asked at the first read, not when the store is
-        made (a process may start while its database is down, D111)."""
+        `audit` reads such a database as it is (D114), so its reads of the column (and the
+        API's) go by the table and key form the schema has; the sequencer's own reads
+        (`registered`, `content_hashes`) and writes need this release's schema, which a
+        sequencing process migrated to before it started. Asked at the first read, not when
+        the store is made (a process may start while its database is down, D111)."""
+        return self._keys_as_text_now()
+
+    def _keys_as_text_now(self) -> bool:
         with self.engine.connect() as conn:
             at = schema_revision(conn)
         return at is not None and at.isdigit() and int(at) < int(TEXT_KEYS_BEFORE)
+
+    def schema_moved(self) -> bool:
+        """Whether the schema's form of content hashes is no longer the one this store read
+        it in: revision 0012 ran (`db upgrade`, a server starting) while it was open. An
+        audit then says to run it again rather than report what it read in the wrong form."""
+        return "_text_keys" in self.__dict__ and self._text_keys != self._keys_as_text_now()
 
     @functools.cached_property
     def _entries(self) -> Table:
@@ -1187,7 +1224,8 @@ class Store:
         such seq. What the sequencer asks of every block (D94), so it is a plain statement on
         the driver (no SQLAlchemy compilation) that reads the index
         `ix_entries_registrant_sha256` by both columns for each hash, whatever the planner's
-        statistics say (and a row only for a hash found, to see its kind)."""
+        statistics say (and a row only for a hash found, to see its kind). The sequencer's
+        read: the schema is this release's (32-byte keys)."""
         wanted = sorted({h for h in sha256s if valid_sha256(h)})  # no other is ever stored
         with self._cursor() as run:
             if self.dialect == "postgresql":
@@ -1210,18 +1248,24 @@ class Store:
                     found[sha] = min(int(seq), found.get(sha, int(seq)))
         return found
 
-    def content_hashes(self, after: tuple[str, int] | None, limit: int
-                       ) -> list[tuple[str, int]]:
-        """(sha256, seq) of entries of every kind, in the order of `ix_entries_sha256`, from
-        just after `after`: a page of the sequencer's scan for its filter (`ledger.seen`,
+    def content_hashes(self, after: ScanMark | None, limit: int
+                       ) -> tuple[list[str], ScanMark | None]:
+        """A page of the content hashes of entries of every kind, in the order of
+        `ix_entries_sha256`, from just after `after`, and the mark the next page starts
+        after (None once a page is empty): the sequencer's scan for its filter (`ledger.seen`,
         D103). Keyset pages on the covering index: each a short read of its own, so no
-        snapshot is held across the whole log (a SQLite checkpoint could not pass it)."""
+        snapshot is held across the whole log (a SQLite checkpoint could not pass it). The
+        mark is the last row's stored key itself, not its text: a tampered key that is not
+        32 bytes has no text that orders as it does, and would start the scan over (D124).
+        The sequencer's read: the schema is this release's."""
         mark = "%s" if self.dialect == "postgresql" else "?"
         where = f"WHERE (sha256, seq) > ({mark}, {mark}) " if after is not None else ""
         sql = f"SELECT sha256, seq FROM entries {where}ORDER BY sha256, seq LIMIT {int(limit)}"
-        args = () if after is None else (key_bytes(after[0]), after[1])
         with self._cursor() as run:
-            return [(key_text(k), int(q)) for k, q in run(sql, args).fetchall()]
+            rows = run(sql, after or ()).fetchall()
+        if not rows:
+            return [], None
+        return [key_text(k) for k, _ in rows], (rows[-1][0], int(rows[-1][1]))
 
     def content_hashes_of(self, start: int, end: int) -> list[str]:
         """The content hashes of entries `start` to `end` - 1 (a block or a few, by seq)."""

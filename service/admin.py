@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from copyledger.ledger.audit import AuditReport, AuditState, audit
-from copyledger.ledger.errors import CopyledgerError, InvalidInput, said
+from copyledger.ledger.errors import Conflict, CopyledgerError, InvalidInput, said
 from copyledger.ledger.store import Store
 from copyledger.service import accounts, apikeys, contacts
 from copyledger.service.accounts import Profile
@@ -101,16 +101,29 @@ def audit_registry(
     since = _load_state(path) if incremental else None
     with _store(s, current=False) as store:
         on_start(store.tree_size() - (since.tree_size if since else 0))
-        rep = audit(store, keys, progress=progress, tsa_roots_pem=roots,
-                    workers=workers or os.cpu_count() or 1, since=since,
-                    witness_keys=[vkey for _, vkey in s.witness_list],
-                    sm2_tsa_roots_pem=sm2_roots,
-                    sm2_tsa_retired=[(d["certificate_sm3"], d["retired_at"])
-                                     for r in retired_keys(s)
-                                     if (d := r.sm2_retirement()) is not None])
+        try:
+            rep = audit(store, keys, progress=progress, tsa_roots_pem=roots,
+                        workers=workers or os.cpu_count() or 1, since=since,
+                        witness_keys=[vkey for _, vkey in s.witness_list],
+                        sm2_tsa_roots_pem=sm2_roots,
+                        sm2_tsa_retired=[(d["certificate_sm3"], d["retired_at"])
+                                         for r in retired_keys(s)
+                                         if (d := r.sm2_retirement()) is not None])
+        except Exception:
+            _refuse_if_moved(store)
+            raise
+        _refuse_if_moved(store)
     if rep.state is not None:
         _save_state(path, rep.state)
     return rep
+
+
+def _refuse_if_moved(store: Store) -> None:
+    """Conflict if revision 0012 ran while the audit read: what it read, it may have read in
+    the old form of the content hashes (D124), so its findings are not reported."""
+    if store.schema_moved():
+        raise Conflict(said("the database's schema was upgraded while the audit ran: run the "
+                            "audit again"))
 
 
 def _load_state(path: Path) -> AuditState | None:

@@ -4,8 +4,10 @@ after it, on both engines; the key's two forms are each other's inverse."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
@@ -18,7 +20,8 @@ from copyledger.ledger.schema import key_bytes, key_text
 from copyledger.ledger.sequencer import Pending
 from copyledger.service.node import Node, tsa_roots_pem
 from tests import test_tiles
-from tests.helpers import downgrade, sha
+from tests.helpers import downgrade, open_registry, sha
+from tests.test_audit import blob, drop_trigger
 from tests.test_tiles import fill
 
 reg = test_tiles.reg  # a started registry, on each engine
@@ -35,6 +38,17 @@ def reads(s: store.Store, hashes: list[str]) -> dict[str, Any]:
         "entries": [tuple(r) for rs in s.iter_entries() for r in rs],
         "tuples": [t for ts in s.iter_entry_tuples() for t in ts],
     }
+
+
+def scanned(s: store.Store, page: int) -> list[str]:
+    """Every content hash, by the sequencer's scan for its filter (keyset pages of `page`)."""
+    out: list[str] = []
+    hashes, mark = s.content_hashes(None, page)
+    while hashes:
+        out += hashes
+        assert len(out) <= 1000, "the scan does not end"  # (these logs hold fewer)
+        hashes, mark = s.content_hashes(mark, page)
+    return out
 
 
 def stored_keys(url: str) -> list[Any]:
@@ -59,9 +73,9 @@ def test_a_log_with_hex_keys_reads_the_same_before_and_after_revision_0012(
     at_head = reads(s0, hashes)
     assert len(at_head["search"][again]) == 2 and at_head["first_work"][sha(39)] is not None
     assert s0.registered("alice", hashes) == {sha(i): i for i in (0, 7, 39)}
-    scan = s0.content_hashes(None, 1000)
+    scan = scanned(s0, 1000)
     assert sorted(scan) == scan and len(scan) == len(keys := stored_keys(database_url))
-    assert s0.content_hashes(scan[10], 5) == scan[11:16]
+    assert scanned(s0, 5) == scan
     settings, vkey = reg.settings, reg.verifier_key
     assert all(type(k) is bytes and len(k) == 32 for k in keys)
     reg.stop()
@@ -87,7 +101,7 @@ def test_a_log_with_hex_keys_reads_the_same_before_and_after_revision_0012(
         assert stored_keys(database_url) == keys
         assert reads(new, hashes) == at_head
         assert new.registered("alice", hashes) == {sha(i): i for i in (0, 7, 39)}
-        assert new.content_hashes(None, 1000) == scan
+        assert scanned(new, 7) == scan
         audited(new)
     finally:
         new.close()
@@ -106,4 +120,97 @@ def test_anything_else_stored_reads_as_no_hash(value: object) -> None:
         return
     assert not valid_sha256(key_text(value))
     if isinstance(value, str) and not valid_sha256(value):
-        assert key_bytes(value) == b""
+        assert key_bytes(value) is None
+
+
+def test_the_scan_ends_past_a_key_that_is_not_a_hash(reg: Node) -> None:
+    """A tampered key (here 3 bytes) sorts amid the others; the scan's pages go on from the
+    stored key itself, so it passes that row and ends, every other hash read once. A mark
+    made from the key's text lost its place: the scan started over (the filter never
+    ready), or ended early (hashes missed)."""
+    fill(reg, 30)
+    drop_trigger(reg, "entries", "update")
+    reg.store.execute_raw(f"UPDATE entries SET sha256 = {blob(reg, '804100')} WHERE seq = 4")
+    got = scanned(reg.store, 2)
+    hashes = [h for h in got if valid_sha256(h)]
+    assert sorted(hashes) == sorted(sha(i) for i in range(30) if i != 4) and len(got) == 30
+
+
+def older_sqlite_log(tmp_path: Path) -> Node:
+    """A stopped SQLite registry of 12 works, its schema taken back to revision 0011."""
+    r = open_registry(tmp_path)
+    r.start()
+    try:
+        fill(r, 12)
+    finally:
+        r.stop()
+    engine = create_engine(r.settings.database_url)
+    try:
+        downgrade(engine, "0011")
+    finally:
+        engine.dispose()
+    return r
+
+
+def test_an_older_schema_s_tampered_keys_are_reported_and_its_upgrade_completes(
+        tmp_path: Path) -> None:
+    """SQLite, revision 0011: a key stored as bytes in the text column hides its entry from
+    every lookup (they compare text), so the audit reports it; a key of text that is not
+    UTF-8 does not stop the upgrade (0012 converts each key as its bytes) and is reported
+    after it, while the bytes of the right hash are then the right key."""
+    r = older_sqlite_log(tmp_path)
+    url, settings, vkey = r.settings.database_url, r.settings, r.verifier_key
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TRIGGER entries_no_update")
+            conn.exec_driver_sql(f"UPDATE entries SET sha256 = X'{sha(3)}' WHERE seq = 3")
+        old = store.Store.open(url, migrate_schema=False)
+        try:
+            assert old.search_sha256(sha(3)) == []
+            rep = audit(old, vkey, tsa_roots_pem=tsa_roots_pem(settings))
+            assert not rep.ok and rep.bad_seq == 3 and "indexed" in (rep.problem or ""), rep
+        finally:
+            old.close()
+        with engine.begin() as conn:  # (the driver cannot read this one back as text)
+            conn.exec_driver_sql("UPDATE entries SET sha256 = CAST(X'ff41' AS TEXT) "
+                                 "WHERE seq = 5")
+    finally:
+        engine.dispose()
+    new = store.Store.open(url)
+    try:
+        assert [e.seq for e in new.search_sha256(sha(3))] == [3]
+        rep = audit(new, vkey, tsa_roots_pem=tsa_roots_pem(settings))
+        assert not rep.ok and rep.bad_seq == 5 and "indexed" in (rep.problem or ""), rep
+    finally:
+        new.close()
+
+
+def test_an_audit_during_the_upgrade_reports_nothing_it_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`audit` reads an older schema as it is; if revision 0012 runs meanwhile (a server
+    starting, `db upgrade`), what it read after may be misread, so it says to run it again
+    instead of reporting a fault the log does not have."""
+    from copyledger.ledger.errors import Conflict
+    from copyledger.service import admin
+
+    r = older_sqlite_log(tmp_path)
+    url = r.settings.database_url
+    assert admin.audit_registry(r.settings, workers=1).ok  # read as it is, not upgraded
+    real = admin.audit
+
+    def upgraded_meanwhile(s: store.Store, *a: Any, **kw: Any) -> Any:
+        s.tree_size()  # the audit has read
+        s.get_entry(0)
+        other = store.make_engine(url)
+        try:
+            store.migrate(other)
+        finally:
+            other.dispose()
+        return real(s, *a, **kw)
+
+    monkeypatch.setattr(admin, "audit", upgraded_meanwhile)
+    with pytest.raises(Conflict, match="upgraded while the audit ran"):
+        admin.audit_registry(r.settings, workers=1)
+    monkeypatch.setattr(admin, "audit", real)
+    assert admin.audit_registry(r.settings, workers=1).ok

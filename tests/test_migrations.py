@@ -101,3 +101,30 @@ def test_a_migration_that_fails_leaves_the_schema_as_it_was(
         engine.dispose()
     at, tables = _state(database_url)
     assert at == head and "half_done" not in tables
+
+
+def test_a_schema_is_not_upgraded_under_a_process_that_sequences_the_log(
+        database_url: str) -> None:
+    """A process holding the log's sequencer lock while the schema is behind runs an older
+    release (this one migrates before it takes the lock), and would write to the upgraded
+    schema as it knew it: revision 0012 changes the column it writes content hashes to
+    (D124). The upgrade is refused, nothing changed, until that process stops."""
+    from copyledger.ledger.errors import Conflict
+    from tests.helpers import downgrade
+
+    engine = make_engine(database_url)
+    head = head_revision()
+    migrate(engine)
+    downgrade(engine, "0011")
+    older = store.Store(make_engine(database_url))  # an older release's sequencer
+    older.acquire_sequencer_lock()
+    try:
+        with pytest.raises(Conflict, match="older release still sequences this log"):
+            migrate(engine)
+        assert _state(database_url)[0] == "0011"
+    finally:
+        older.close()
+    try:
+        assert migrate(engine) == ("0011", head)
+    finally:
+        engine.dispose()

@@ -4,7 +4,8 @@ content-hash indexes halve and compare bytes, so a block's keys go in faster as 
 PostgreSQL changes the column's type in place (the table and its indexes are rewritten); SQLite,
 which cannot, copies the table into a new one. Either way it is one transaction, all or nothing
 (D115), and takes minutes at 10 million entries. A value that is not 64 lowercase hex characters
-(only a tampered row holds one) is kept as its UTF-8 bytes, for the audit to report as before.
+(only a tampered row holds one) is kept as its bytes (text as its UTF-8), for the audit to
+report as before.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from copyledger.ledger.schema import (
     FINGERPRINTED_WHERE,
     entries,
     entries_text_keys,
-    key_text,
 )
 
 revision = "0012"
@@ -40,43 +40,46 @@ def downgrade() -> None:
                  "ELSE left(encode(sha256, 'escape'), 64) END)", entries_text_keys, _as_text)
 
 
-def _change_keys(pg_type: str, table: Table, convert: Callable[[object], object]) -> None:
+def _change_keys(pg_type: str, table: Table, convert: Callable[[bytes], object]) -> None:
     """The column to `pg_type` (with its USING clause) on PostgreSQL, in place; on SQLite the
     table copied into `table`'s definition, each key through `convert`."""
     if op.get_bind().dialect.name == "postgresql":
         op.execute(f"ALTER TABLE entries ALTER COLUMN sha256 TYPE {pg_type}")
+        op.execute("ANALYZE entries")  # the new column's statistics, for the planner
     else:
         _rebuild_on_sqlite(table, convert)
 
 
-def _as_bytes(value: object) -> object:
-    if isinstance(value, str):
-        return bytes.fromhex(value) if valid_sha256(value) else value.encode("utf-8",
-                                                                             "surrogatepass")
-    return value
+def _as_bytes(value: bytes) -> bytes:
+    """A stored key (as its bytes) of revision 0011 as 0012 stores it."""
+    try:
+        text = value.decode("ascii")
+    except UnicodeDecodeError:
+        return value
+    return bytes.fromhex(text) if valid_sha256(text) else value
 
 
-def _as_text(value: object) -> object:
-    if isinstance(value, bytes):
-        return value.hex() if len(value) == 32 else value.decode("utf-8", "replace")
-    return value if value is None or isinstance(value, str) else key_text(value)
+def _as_text(value: bytes) -> str:
+    """A stored key (as its bytes) of revision 0012 as 0011 stored it."""
+    return value.hex() if len(value) == 32 else value.decode("utf-8", "replace")
 
 
-def _rebuild_on_sqlite(table: Table, convert: Callable[[object], object]) -> None:
+def _rebuild_on_sqlite(table: Table, convert: Callable[[bytes], object]) -> None:
     """Copy `entries` into a new table of `table`'s definition, each content hash through
-    `convert`, with the indexes and append-only triggers revisions 0001-0011 gave it."""
+    `convert` as its bytes (`CAST AS BLOB`: text that is not UTF-8 would fail the call as
+    text), with the indexes and append-only triggers revisions 0001-0011 gave it."""
     bind = op.get_bind()
     raw = bind.connection.driver_connection
     assert raw is not None
     raw.create_function("copyledger_key", 1, convert, deterministic=True)
     for verb in ("update", "delete"):
-        op.execute(f"DROP TRIGGER entries_no_{verb}")
+        op.execute(f"DROP TRIGGER IF EXISTS entries_no_{verb}")  # (one may have been dropped)
     for name in ("ix_entries_sha256", ENTRIES_BY_REGISTRANT[0], ENTRIES_FINGERPRINTED):
         op.execute(f"DROP INDEX {name}")
     op.execute("ALTER TABLE entries RENAME TO entries_old")
     bind.execute(CreateTable(table))
     cols = [c.name for c in table.columns]
-    picks = ["copyledger_key(sha256)" if c == "sha256" else c for c in cols]
+    picks = ["copyledger_key(CAST(sha256 AS BLOB))" if c == "sha256" else c for c in cols]
     op.execute(text(f"INSERT INTO entries ({', '.join(cols)}) SELECT {', '.join(picks)} "
                     "FROM entries_old ORDER BY seq"))
     op.execute("DROP TABLE entries_old")
