@@ -13,6 +13,7 @@ import hmac
 import logging
 import os
 import re
+import sqlite3
 import threading
 import time
 from collections import namedtuple
@@ -115,10 +116,10 @@ class EntryRow(NamedTuple):
 
 
 EntryTuple = tuple[int, bytes, bytes, str, str, str, int]
-ScanMark = tuple[object, int]
-"""Where a page of `Store.content_hashes` ended: the last row's stored key and seq."""
 """An entry row as `Store.iter_entry_tuples` reads it: (seq, leaf_hash, data, kind, sha256,
 registrant, block_height)."""
+ScanMark = tuple[object, int]
+"""Where a page of `Store.content_hashes` ended: the last row's stored key and seq."""
 BlockTuple = tuple[int, bytes, bytes, bytes, int, int, int, bytes, str, str, str]
 """A blocks row as the driver gives it: height, hash, prev_hash, batch_root, first_seq, count,
 tree_size, tree_root, sealed_at, checkpoint, block_note."""
@@ -179,12 +180,29 @@ SQLITE_WAL_PAGES = 50_000
 """WAL pages after which a commit checkpoints (D87, D100; SQLite's default is 1,000)."""
 
 
+def _wal(cur: Any) -> None:
+    """Put the database in WAL mode. Processes opening a new database at once (hosts or
+    `serve --workers` starting together, D115) each switch it, and SQLite answers one of them
+    "database is locked" at once, without waiting: each holds a read lock the other's switch
+    must wait for. Measured with three processes, 38 of 100 starts on a fresh file; so the
+    switch is tried again, for up to the busy timeout."""
+    deadline = time.monotonic() + SQLITE_BUSY_MS / 1000
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if e.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+        time.sleep(0.01)
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
+    _wal(cur)
     # FULL: a commit is on disk before the receipt goes out, even across a power cut.
     cur.execute("PRAGMA synchronous=FULL")
-    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
     # A 16 MiB page cache (SQLite's default is 2 MiB): a block's entries land at random places
     # in the two content-hash indexes, and with the small cache each of those pages was read
     # again from the file for every block once the indexes outgrew it (past ~20,000 entries;
@@ -446,46 +464,54 @@ def migrate(engine: Engine) -> tuple[str | None, str]:
     release's revision, as at almost every start, is only read under it: a process starting
     beside a sequencer under load holds SQLite's write lock for one read."""
     head = head_revision()
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{MIGRATION_WAIT_S}s'")
-            conn.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK_ID)))
-            conn.exec_driver_sql("SET LOCAL lock_timeout TO DEFAULT")  # the DDL: the server's
-        else:
-            conn.exec_driver_sql(f"PRAGMA busy_timeout={MIGRATION_WAIT_S * 1000}")
-            try:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-            finally:
-                conn.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
-        was = schema_revision(conn)
-        _known(was)
-        if was != head:
-            _refuse_while_sequenced(conn)
-            upgrade(conn, "head")
+    barred: IO[str] | None = None
+    try:
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{MIGRATION_WAIT_S}s'")
+                conn.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK_ID)))
+                conn.exec_driver_sql("SET LOCAL lock_timeout TO DEFAULT")  # the DDL: the server's
+            else:
+                conn.exec_driver_sql(f"PRAGMA busy_timeout={MIGRATION_WAIT_S * 1000}")
+                try:
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                finally:
+                    conn.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
+            was = schema_revision(conn)
+            _known(was)
+            if was != head:
+                if was is not None:  # (a new schema has no sequencer of an older release)
+                    barred = _bar_sequencers(conn)
+                upgrade(conn, "head")
+    finally:
+        if barred is not None:
+            barred.close()
     return was, head
 
 
-def _refuse_while_sequenced(conn: Connection) -> None:
-    """Conflict if a process holds the log's sequencer lock: a process of this release
-    migrates before it takes the lock, so the holder runs an older release, which would
-    write to the schema as it knew it (revision 0012 changes a column it writes: its keys
-    would be stored as text, D124). Every process of the older release, on every host,
-    stops before the first of the new one starts."""
-    held = False
+def _bar_sequencers(conn: Connection) -> IO[str] | None:
+    """Hold the log's sequencer lock for the rest of the migration's transaction (PostgreSQL:
+    a transaction-level advisory lock, freed at its commit or rollback; SQLite: the lock
+    file, returned for the caller to close after it), so no process sequences the log while
+    its schema changes. Conflict if a process holds it now: a process of this release
+    migrates before it takes the lock, so the holder runs an older release (or is a `db
+    copy`), which would write to the schema as it knew it (revision 0012 changes a column it
+    writes: its keys would be stored as text, D124). A process of the older release that
+    takes the lock after the migration is not seen: every one stops before the first of the
+    new release starts (operations §9)."""
     if conn.dialect.name == "postgresql":
-        held = not conn.execute(select(func.pg_try_advisory_lock(SEQUENCER_LOCK_ID))).scalar()
-        if not held:
-            conn.execute(select(func.pg_advisory_unlock(SEQUENCER_LOCK_ID)))
-    elif (db := conn.engine.url.database) and db != ":memory:":
+        if conn.execute(select(func.pg_try_advisory_xact_lock(SEQUENCER_LOCK_ID))).scalar():
+            return None
+    elif not (db := conn.engine.url.database) or db == ":memory:":
+        return None
+    else:
         try:
-            sqlite_sequencer_lock(db).close()
+            return sqlite_sequencer_lock(db)
         except Conflict:
-            held = True
-    if held:
-        raise Conflict(said("a process of an older release still sequences this log: stop "
-                            "every process of it, on every host, then start this one (the "
-                            "schema is upgraded first, and the older one would write to it as "
-                            "it was)"))
+            pass
+    raise Conflict(said("another process sequences this log (a process of an older release, "
+                        "or a `db copy`): stop it, on every host, then upgrade; an older "
+                        "release would write to the upgraded schema as it knew it"))
 
 
 def _migrations() -> Config:
@@ -587,18 +613,13 @@ class Store:
         (`registered`, `content_hashes`) and writes need this release's schema, which a
         sequencing process migrated to before it started. Asked at the first read, not when
         the store is made (a process may start while its database is down, D111)."""
-        return self._keys_as_text_now()
-
-    def _keys_as_text_now(self) -> bool:
-        with self.engine.connect() as conn:
-            at = schema_revision(conn)
+        at = self.schema_at()
         return at is not None and at.isdigit() and int(at) < int(TEXT_KEYS_BEFORE)
 
-    def schema_moved(self) -> bool:
-        """Whether the schema's form of content hashes is no longer the one this store read
-        it in: revision 0012 ran (`db upgrade`, a server starting) while it was open. An
-        audit then says to run it again rather than report what it read in the wrong form."""
-        return "_text_keys" in self.__dict__ and self._text_keys != self._keys_as_text_now()
+    def schema_at(self) -> str | None:
+        """The database's schema revision now (None where no migration has run)."""
+        with self.engine.connect() as conn:
+            return schema_revision(conn)
 
     @functools.cached_property
     def _entries(self) -> Table:

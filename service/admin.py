@@ -100,6 +100,7 @@ def audit_registry(
     path = s.data_dir / AUDIT_STATE
     since = _load_state(path) if incremental else None
     with _store(s, current=False) as store:
+        at = store.schema_at()
         on_start(store.tree_size() - (since.tree_size if since else 0))
         try:
             rep = audit(store, keys, progress=progress, tsa_roots_pem=roots,
@@ -110,18 +111,24 @@ def audit_registry(
                                          for r in retired_keys(s)
                                          if (d := r.sm2_retirement()) is not None])
         except Exception:
-            _refuse_if_moved(store)
+            try:
+                _refuse_if_moved(store, at)
+            except Conflict:
+                raise
+            except Exception:  # the database may be what failed: its error stands
+                pass
             raise
-        _refuse_if_moved(store)
+        _refuse_if_moved(store, at)
     if rep.state is not None:
         _save_state(path, rep.state)
     return rep
 
 
-def _refuse_if_moved(store: Store) -> None:
-    """Conflict if revision 0012 ran while the audit read: what it read, it may have read in
-    the old form of the content hashes (D124), so its findings are not reported."""
-    if store.schema_moved():
+def _refuse_if_moved(store: Store, at: str | None) -> None:
+    """Conflict if the schema was upgraded while the audit read (`at` is its revision
+    before): what it and its workers read, they may have read in the schema's old form
+    (revision 0012 changed the content hashes', D124), so its findings are not reported."""
+    if store.schema_at() != at:
         raise Conflict(said("the database's schema was upgraded while the audit ran: run the "
                             "audit again"))
 

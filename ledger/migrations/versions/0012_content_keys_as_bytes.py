@@ -4,8 +4,8 @@ content-hash indexes halve and compare bytes, so a block's keys go in faster as 
 PostgreSQL changes the column's type in place (the table and its indexes are rewritten); SQLite,
 which cannot, copies the table into a new one. Either way it is one transaction, all or nothing
 (D115), and takes minutes at 10 million entries. A value that is not 64 lowercase hex characters
-(only a tampered row holds one) is kept as its bytes (text as its UTF-8), for the audit to
-report as before.
+(only a tampered row holds one) is kept as its bytes (text as its UTF-8; on SQLite a value
+that was not text stays as it is), for the audit to report as before.
 """
 
 from __future__ import annotations
@@ -32,22 +32,25 @@ down_revision = "0011"
 
 def upgrade() -> None:
     _change_keys("bytea USING (CASE WHEN sha256 ~ '^[0-9a-f]{64}$' THEN decode(sha256, 'hex') "
-                 "ELSE convert_to(sha256, 'UTF8') END)", entries, _as_bytes)
+                 "ELSE convert_to(sha256, 'UTF8') END)", entries, "text", _as_bytes)
 
 
 def downgrade() -> None:
     _change_keys("varchar(64) USING (CASE WHEN length(sha256) = 32 THEN encode(sha256, 'hex') "
-                 "ELSE left(encode(sha256, 'escape'), 64) END)", entries_text_keys, _as_text)
+                 "ELSE left(encode(sha256, 'escape'), 64) END)", entries_text_keys, "blob",
+                 _as_text)
 
 
-def _change_keys(pg_type: str, table: Table, convert: Callable[[bytes], object]) -> None:
+def _change_keys(pg_type: str, table: Table, of_type: str,
+                 convert: Callable[[bytes], object]) -> None:
     """The column to `pg_type` (with its USING clause) on PostgreSQL, in place; on SQLite the
-    table copied into `table`'s definition, each key through `convert`."""
+    table copied into `table`'s definition, each key of SQLite type `of_type` (the form the
+    revision before wrote) through `convert`."""
     if op.get_bind().dialect.name == "postgresql":
         op.execute(f"ALTER TABLE entries ALTER COLUMN sha256 TYPE {pg_type}")
         op.execute("ANALYZE entries")  # the new column's statistics, for the planner
     else:
-        _rebuild_on_sqlite(table, convert)
+        _rebuild_on_sqlite(table, of_type, convert)
 
 
 def _as_bytes(value: bytes) -> bytes:
@@ -64,10 +67,12 @@ def _as_text(value: bytes) -> str:
     return value.hex() if len(value) == 32 else value.decode("utf-8", "replace")
 
 
-def _rebuild_on_sqlite(table: Table, convert: Callable[[bytes], object]) -> None:
-    """Copy `entries` into a new table of `table`'s definition, each content hash through
-    `convert` as its bytes (`CAST AS BLOB`: text that is not UTF-8 would fail the call as
-    text), with the indexes and append-only triggers revisions 0001-0011 gave it."""
+def _rebuild_on_sqlite(table: Table, of_type: str, convert: Callable[[bytes], object]) -> None:
+    """Copy `entries` into a new table of `table`'s definition, each content hash of SQLite
+    type `of_type` through `convert` as its bytes (`CAST AS BLOB`: text that is not UTF-8
+    would fail the call as text), any other kept as it is (a tampered row's: converting it
+    could make it look right, and the audit would no longer report it), with the indexes and
+    append-only triggers revisions 0001-0011 gave it."""
     bind = op.get_bind()
     raw = bind.connection.driver_connection
     assert raw is not None
@@ -79,7 +84,9 @@ def _rebuild_on_sqlite(table: Table, convert: Callable[[bytes], object]) -> None
     op.execute("ALTER TABLE entries RENAME TO entries_old")
     bind.execute(CreateTable(table))
     cols = [c.name for c in table.columns]
-    picks = ["copyledger_key(CAST(sha256 AS BLOB))" if c == "sha256" else c for c in cols]
+    key = (f"CASE WHEN typeof(sha256) = '{of_type}' THEN copyledger_key(CAST(sha256 AS BLOB)) "
+           "ELSE sha256 END")
+    picks = [key if c == "sha256" else c for c in cols]
     op.execute(text(f"INSERT INTO entries ({', '.join(cols)}) SELECT {', '.join(picks)} "
                     "FROM entries_old ORDER BY seq"))
     op.execute("DROP TABLE entries_old")
