@@ -18,7 +18,7 @@ import threading
 import time
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -505,10 +505,8 @@ def _bar_sequencers(conn: Connection) -> IO[str] | None:
     elif not (db := conn.engine.url.database) or db == ":memory:":
         return None
     else:
-        try:
+        with suppress(Conflict):  # held: refused below
             return sqlite_sequencer_lock(db)
-        except Conflict:
-            pass
     raise Conflict(said("another process sequences this log (a process of an older release, "
                         "or a `db copy`): stop it, on every host, then upgrade; an older "
                         "release would write to the upgraded schema as it knew it"))
@@ -1211,8 +1209,8 @@ class Store:
         wanted = sorted(set(seqs))
         got: list[EntryRow] = []
         with self.engine.connect() as conn:
+            e = self._entries
             for i in range(0, len(wanted), 500):
-                e = self._entries
                 q = select(e).where(e.c.seq.in_(wanted[i : i + 500])).order_by(e.c.seq)
                 got += [_entry(r, self._key) for r in conn.execute(q)]
         if len(got) != len(wanted):
@@ -1261,7 +1259,7 @@ class Store:
                 return {sha: int(seq) for sha, seq in rows if seq is not None}
             found: dict[str, int] = {}
             for i in range(0, len(wanted), 500):  # well under SQLite's parameter limit
-                part = [key_bytes(h) for h in wanted[i:i + 500]]
+                part = [bytes.fromhex(h) for h in wanted[i:i + 500]]  # (validated above)
                 sql = ("SELECT sha256, seq FROM entries WHERE registrant = ? AND sha256 "
                        f"IN ({', '.join('?' * len(part))}) AND kind = 'work'")
                 for key, seq in run(sql, (registrant, *part)).fetchall():
@@ -1553,7 +1551,6 @@ def _entry(r: Any, key: Callable[[object], str]) -> EntryRow:
         seq=r.seq, leaf_hash=_bytes(r.leaf_hash), data=_bytes(r.data), kind=r.kind,
         sha256=key(r.sha256), registrant=r.registrant, block_height=r.block_height,
     )
-
 
 
 def block_of(t: BlockTuple) -> BlockRow:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -111,12 +111,9 @@ def audit_registry(
                                          for r in retired_keys(s)
                                          if (d := r.sm2_retirement()) is not None])
         except Exception:
-            try:
+            # The database may be what failed the audit: its error stands then.
+            with suppress(*store.database_errors):
                 _refuse_if_moved(store, at)
-            except Conflict:
-                raise
-            except Exception:  # the database may be what failed: its error stands
-                pass
             raise
         _refuse_if_moved(store, at)
     if rep.state is not None:
