@@ -89,20 +89,20 @@ class InitResult:
     sm2_verifier_key: str | None = None  # an SM-suite registry's SM2 key (D40)
 
 
-def init_data_dir(s: Settings) -> InitResult:
+def init_data_dir(s: Settings, notary: RemoteNotary | None = None) -> InitResult:
     """Create the data directory, its config, the notary keys (unless a stand-alone notary
-    holds them) and the schema. Idempotent: an existing key is kept, never overwritten."""
+    holds them) and the schema. Idempotent: an existing key is kept, never overwritten. With
+    `--notary-url`, the notary's public files come from `notary` if given (kept open: the
+    caller's connection), else from a connection made and closed here."""
     private_dir(s.data_dir)
     check_origin(s)
     check_suite(s)
     if not s.config_path.exists():
         write_config(s)
     if s.notary_url:
-        notary = connect_notary(s)
-        try:
-            created, vkey = False, _publish_remote_identity(s, notary)
-        finally:
-            notary.close()
+        with contextlib.nullcontext(notary) if notary is not None else contextlib.closing(
+                connect_notary(s)) as remote:
+            created, vkey = False, _publish_remote_identity(s, remote)
     else:
         created, vkey = init_notary_keys(s)
     engine = make_engine(s.database_url)
@@ -616,7 +616,20 @@ class Node:
 
     @classmethod
     def open(cls, s: Settings) -> Node:
-        init_data_dir(s)
+        # One connection to a stand-alone notary, from the data directory's public files to
+        # the signing (its identity checked once against those files, D123).
+        check_origin(s)  # (before the notary is asked: the plainer refusal of the two)
+        notary = connect_notary(s) if s.notary_url else None
+        try:
+            init_data_dir(s, notary)
+            return cls._open(s, notary)
+        except BaseException:
+            if notary is not None:
+                notary.close()
+            raise
+
+    @classmethod
+    def _open(cls, s: Settings, notary: RemoteNotary | None) -> Node:
         store = Store.open(s.database_url)
         latest = store.latest_block()
         genesis = store.get_block(0) if latest else None
@@ -634,18 +647,7 @@ class Node:
             except BaseException:
                 store.close()
                 raise
-        if s.notary_url:
-            try:
-                notary = connect_notary(s)
-            except BaseException:
-                store.close()
-                raise
-            try:
-                _check_remote_identity(s, notary)
-            except BaseException:
-                notary.close()
-                store.close()
-                raise
+        if notary is not None:
             node = cls(s, store, RemoteSigner(notary), RemoteTSA(notary))
             if s.sm_suite:  # the notary signs the SM2 lines and SM2 tokens too (D57)
                 node.sm2_signer, node.sm2_tsa = RemoteSm2Signer(notary), RemoteSm2TSA(notary)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -102,6 +103,48 @@ def _accepts(path: Path) -> bool:
         except OSError:
             return False
     return True
+
+
+def test_a_registry_opens_one_connection_to_its_notary(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process of a registry with `--notary-url` asks the notary for its identity once at
+    its start, and checks and writes the data directory's public files from that answer: the
+    same connection then signs (it asked twice before: once to write the files, once to
+    sign)."""
+    from fastapi.testclient import TestClient
+
+    from copyledger.api.app import create_app
+    from copyledger.notary.remote import RemoteNotary
+    from copyledger.service import node as node_mod
+    from tests.helpers import bearer, open_registry
+
+    opened: list[RemoteNotary] = []
+
+    class Counted(RemoteNotary):
+        def __init__(self, *args: Any, **kw: Any) -> None:
+            super().__init__(*args, **kw)
+            opened.append(self)
+
+    monkeypatch.setattr(node_mod, "RemoteNotary", Counted)
+    monkeypatch.setenv("COPYLEDGER_NOTARY_TOKEN", TOKEN)
+    ndir = tmp_path / "notary"
+    assert cli("notary", "init", "--data-dir", str(ndir), "--origin", "test.example/log"
+               ).returncode == 0
+    notary = ServerProcess(ndir, command=("notary", "serve"), COPYLEDGER_NOTARY_TOKEN=TOKEN
+                           ).start()
+    try:
+        for start in ("first", "again"):
+            reg = open_registry(tmp_path, notary_url=notary.url)
+            assert len(opened) == 1, start
+            with TestClient(create_app(reg)) as c:
+                r = c.post("/v1/works", json=work_body(start), headers=bearer(reg, "alice"))
+                assert r.status_code == 201, r.text
+                assert r.json()["seq"] == (0 if start == "first" else 1)
+            assert len(opened) == 1, start
+            assert (tmp_path / "data" / "notary" / "log.vkey").exists()
+            opened.clear()
+    finally:
+        notary.stop()
 
 
 def test_notary_on_a_private_unix_socket(tmp_path: Path) -> None:
