@@ -13,6 +13,7 @@ import hmac
 import logging
 import os
 import re
+import socket
 import sqlite3
 import threading
 import time
@@ -238,6 +239,26 @@ them the sequencer's advisory lock, so no other host could take the log over. Ig
 server on a Unix socket."""
 
 
+LOCK_STUCK_S = TCP_USER_TIMEOUT_MS / 1000
+"""A round trip on the lock's session unanswered this long may never be answered (D126): the
+server ends a session whose host it cannot reach in this time (PG_SERVER_KEEPALIVE), but a
+host cut off in the middle of a statement learns it only when its kernel next retransmits
+after the link is back, up to two minutes later by TCP's backoff. Past this, the lock's
+watch asks the server on a connection of its own whether the session still holds the lock."""
+LOCK_WATCH_S = 1.0
+"""How often the lock's watch looks at the lock's session."""
+_LOCK_PROBE_TIMEOUT_S = 5
+"""The watch's question to the server gives up about this long after the server stops
+answering: connecting, data unacknowledged, or an answer that never comes (keepalives)."""
+_LOCK_PROBE = {"connect_timeout": _LOCK_PROBE_TIMEOUT_S,
+               "tcp_user_timeout": _LOCK_PROBE_TIMEOUT_S * 1000,
+               "keepalives": 1, "keepalives_idle": 2, "keepalives_interval": 1,
+               "keepalives_count": 3}
+_LOCK_LIVES_BACKOFF_S = 5.0
+"""After the server says a slow statement's session still holds the lock, the watch asks
+again this much later, not every LOCK_WATCH_S."""
+
+
 def _set_all(settings: dict[str, int]) -> str:
     return "SELECT " + ", ".join(f"set_config('{k}', '{v}', false)" for k, v in settings.items())
 
@@ -360,6 +381,13 @@ _OWN_SESSION = ("SELECT pid, backend_start FROM pg_stat_activity "
                 "WHERE pid = pg_backend_pid()")
 _END_SESSION = ("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE pid = %s AND backend_start = %s")
+# Whether a session (its server process and start) still holds the log's lock: asked of the
+# lock, not of the session alone, since a pooler (PgBouncer) that drops a client keeps its
+# server session but frees its advisory locks (DISCARD ALL).
+_HOLDS_LOCK = ("SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+               "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+               "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+               "AND l.classid = %s AND l.objid = %s AND a.pid = %s AND a.backend_start = %s")
 _PG_IDLE = 0  # libpq's PQTRANS_IDLE (psycopg.pq.TransactionStatus.IDLE): no command running
 
 
@@ -596,6 +624,9 @@ class Store:
         self._lock_wanted = False  # PostgreSQL: this store sequences, whether or not it holds
         self._lock_seen = 0.0  # PostgreSQL: monotonic time the lock's session was last in use
         self._lock_session: tuple[int, Any] = (0, None)  # its server process id and start time
+        self._lock_socket: socket.socket | None = None  # its socket's twin, to abandon it (D126)
+        self._lock_busy: float | None = None  # monotonic start of a round trip on it, if one runs
+        self._lock_watch: threading.Thread | None = None
         self._lock_file: IO[str] | None = None
         self._lock_guard = threading.Lock()
         self._lock_kept = False  # see keep_sequencer_lock
@@ -717,9 +748,103 @@ class Store:
         if session is None:
             conn.close()
             return False
+        try:
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            twin = socket.socket(fileno=os.dup(driver.pgconn.socket))
+            if self._lock_watch is None:
+                watch = threading.Thread(target=self._watch_lock, daemon=True,
+                                         name="sequencer-lock-watch")
+                watch.start()
+                self._lock_watch = watch
+        except BaseException:
+            conn.invalidate()  # (the lock goes with its session)
+            conn.close()
+            raise
         self._lock_conn, self._lock_session = conn, (int(session[0]), session[1])
+        self._lock_socket = twin
         self._lock_seen = time.monotonic()
         return True
+
+    def _drop_lock_conn(self) -> Connection | None:
+        """Under `_lock_guard`: forget the lock's connection (the caller closes it) and close
+        the twin of its socket, which would otherwise keep the connection open."""
+        conn, self._lock_conn = self._lock_conn, None
+        sock, self._lock_socket = self._lock_socket, None
+        if sock is not None:
+            sock.close()
+        return conn
+
+    @contextmanager
+    def _on_lock_session(self) -> Iterator[None]:
+        """A round trip (or a block's transaction) on the lock's session, for its watch."""
+        self._lock_busy = time.monotonic()
+        try:
+            yield
+        finally:
+            self._lock_busy = None
+
+    def _watch_lock(self) -> None:
+        """While this store sequences (PostgreSQL): a round trip on the lock's session that has gone
+        unanswered for LOCK_STUCK_S is abandoned once the server says that session no longer
+        holds the lock (D126). This host was cut off from the server mid-statement, and the
+        server has since ended the session and the lock with it (another process may lead
+        now); the statement fails at once (its writers hear that their entries may or may
+        not be recorded) and the next block finds the lock gone or takes it again
+        (`check_sequencer_lock`), instead of waiting for TCP's next retransmission. While
+        the server cannot be reached, or says the session still holds the lock (a slow
+        statement: asked again `_LOCK_LIVES_BACKOFF_S` later), nothing is done. The socket
+        is shut down through a twin of it made when the lock was taken, so a descriptor the
+        driver closed meanwhile and the system gave to another is never touched."""
+        quiet_until = 0.0
+        while True:
+            time.sleep(LOCK_WATCH_S)
+            with self._lock_guard:
+                # (a stopped sequencer still sealing keeps the lock after `close`, D104)
+                if not self._lock_wanted or (self._closed and not self._lock_kept):
+                    self._lock_watch = None
+                    return
+                conn, session, since = self._lock_conn, self._lock_session, self._lock_busy
+            now = time.monotonic()
+            if conn is None or since is None or now - since < LOCK_STUCK_S or now < quiet_until:
+                continue
+            try:
+                holds = self._holds_lock(session)
+                if holds:
+                    quiet_until = time.monotonic() + _LOCK_LIVES_BACKOFF_S
+                elif holds is False and self._abandon(conn):
+                    log.warning("the sequencer lock's database session was ended by the "
+                                "server while a statement on it went unanswered for %.0f s "
+                                "(this host was cut off from the database?): the statement "
+                                "is abandoned", time.monotonic() - since,
+                                extra={"backend_pid": session[0]})
+            except Exception:  # (the watch must outlive any one look)
+                log.exception("the sequencer lock's watch failed; it looks again")
+
+    def _abandon(self, conn: Connection) -> bool:
+        """Shut the lock's socket down if `conn` is still the lock's connection: the call
+        waiting on it fails at once. Whether it was."""
+        with self._lock_guard:
+            if self._lock_conn is not conn or self._lock_socket is None:
+                return False
+            with suppress(OSError):
+                self._lock_socket.shutdown(socket.SHUT_RDWR)
+            return True
+
+    def _holds_lock(self, session: tuple[int, Any]) -> bool | None:
+        """Whether `session` (its server process id and start) still holds the log's lock,
+        asked on a connection of its own that gives up within seconds (`_LOCK_PROBE`); None
+        if the server cannot be asked."""
+        import psycopg
+
+        cargs, cparams = self.engine.dialect.create_connect_args(self.engine.url)
+        key = (SEQUENCER_LOCK_ID >> 32, SEQUENCER_LOCK_ID & 0xFFFFFFFF, *session)
+        try:
+            with psycopg.connect(*cargs, **{**cparams, **_LOCK_PROBE, "autocommit": True}
+                                 ) as probe:
+                return probe.execute(_HOLDS_LOCK, key).fetchone() is not None
+        except psycopg.Error:
+            return None
 
     def check_sequencer_lock(self) -> None:
         """Before each block (PostgreSQL): the lock's session still held, or taken again.
@@ -738,14 +863,16 @@ class Store:
         now = time.monotonic()
         idle = now - self._lock_seen > LOCK_IDLE_PING_S
         self._lock_seen = now
-        if conn is not None and not _session_ended(conn, ping=idle):
-            return
+        if conn is not None:
+            with self._on_lock_session() if idle else contextlib.nullcontext():
+                if not _session_ended(conn, ping=idle):
+                    return
         with self._lock_guard:
             if not self._lock_wanted or self._lock_conn is not conn:
                 return  # given up or replaced meanwhile: nothing of ours to take again
             old = self._lock_session if conn is not None else None
             if conn is not None:
-                self._lock_conn = None
+                self._drop_lock_conn()
                 conn.invalidate()  # its session, and the lock with it, are gone (or going)
                 conn.close()
             if not self._take_lock() and not (old and self._end_own_session(old)
@@ -866,7 +993,7 @@ class Store:
         if self._lock_file is not None:
             self._lock_file.close()  # closing releases the flock
             self._lock_file = None
-        conn, self._lock_conn = self._lock_conn, None
+        conn = self._drop_lock_conn()
         self._lock_wanted = False
         if conn is None:
             return
@@ -931,7 +1058,7 @@ class Store:
         lock_conn = self._lock_conn
         if lock_conn is None:  # lost, and not taken again: never write unfenced
             raise LockLost(said("this process no longer holds the log's sequencer lock"))
-        with lock_conn.begin():
+        with self._on_lock_session(), lock_conn.begin():
             yield lock_conn
 
     @functools.cached_property

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
+import struct
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -113,6 +116,93 @@ def terminate_backend(url: Any, pid: int) -> None:
                             (pid,)).fetchone():
             assert time.monotonic() < deadline, f"backend {pid} still there"
             time.sleep(0.02)
+
+
+class CutLink:
+    """A TCP relay to a server on this host whose open connections can be cut as a network
+    partition cuts them: after `cut()`, what either side sends on a connection open then is
+    dropped, an end of it too, and neither side is told; connections made later pass. After
+    `mend()` (the link is back, and the server has ended the cut sessions meanwhile) a cut
+    connection on which the client sends again is reset, as the server's host answers it;
+    one whose client only waits (for a retransmission timer, in a real network) is not told.
+    For a test whose process cannot go into a network namespace of its own."""
+
+    def __init__(self, port: int) -> None:
+        self._target = ("127.0.0.1", port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._guard = threading.Lock()
+        self._open: list[tuple[socket.socket, socket.socket, threading.Event]] = []
+        self.dropped = 0  # bytes sent on cut connections
+        self._mended = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut(self) -> None:
+        with self._guard:
+            for *_, cut in self._open:
+                cut.set()
+
+    def mend(self) -> None:
+        self._mended.set()
+
+    def close(self) -> None:
+        self._listener.close()
+        with self._guard:
+            for a, b, _ in self._open:
+                _end(a)
+                _end(b)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                near, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                far = socket.create_connection(self._target)
+            except OSError:
+                near.close()
+                continue
+            cut = threading.Event()
+            with self._guard:
+                self._open.append((near, far, cut))
+            for a, b, client in ((near, far, True), (far, near, False)):
+                threading.Thread(target=self._pump, args=(a, b, cut, client),
+                                 daemon=True).start()
+
+    def _pump(self, a: socket.socket, b: socket.socket, cut: threading.Event,
+              client: bool) -> None:
+        while True:
+            try:
+                data = a.recv(65536)
+            except OSError:
+                return
+            if cut.is_set():
+                if client and data and self._mended.is_set():
+                    a.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                 struct.pack("ii", 1, 0))  # closed with a reset
+                    a.close()
+                    _end(b)
+                    return
+                with self._guard:
+                    self.dropped += len(data)
+                if not data:
+                    return  # (the other side is not told: `close` ends both)
+                continue
+            try:
+                if not data:
+                    b.shutdown(socket.SHUT_WR)
+                    return
+                b.sendall(data)
+            except OSError:
+                return
+
+
+def _end(s: socket.socket) -> None:
+    """Close a socket another thread may be reading: shut down first, which wakes it."""
+    with contextlib.suppress(OSError):
+        s.shutdown(socket.SHUT_RDWR)
+    s.close()
 
 
 def downgrade(engine: Any, revision: str) -> None:

@@ -21,7 +21,7 @@ from copyledger.ledger.store import Store
 from copyledger.notary.signer import FileSigner
 from copyledger.service import handoff
 from tests.conftest import PostgresServer
-from tests.helpers import pg_dsn, terminate_backend, wait_for
+from tests.helpers import CutLink, pg_dsn, terminate_backend, wait_for
 from tests.test_sequencer import make, pending
 
 pytestmark = pytest.mark.postgres
@@ -98,6 +98,63 @@ def test_a_session_ended_under_load_fails_one_block_and_the_next_takes_the_lock_
     finally:
         s.stop()
         s.store.close()
+
+
+def test_a_block_stuck_on_a_lock_session_the_server_ended_is_abandoned(
+        pg_server: PostgresServer, signer: FileSigner, monkeypatch: pytest.MonkeyPatch) -> None:
+    """D126: the sequencer's host is cut off from the database in the middle of a block (the
+    relay drops what either side sends, and tells neither), the server ends the lock's
+    session, as its keepalive does, once the link is back. By TCP alone the block's
+    statement would wait for its next retransmission, up to two minutes; the relay sends
+    none, so without the lock's watch the writer would wait for ever. The watch asks the
+    server on a new connection: while the session still holds the lock (a slow statement)
+    it leaves the statement alone; once the session is gone it abandons it: the writer is
+    told its entry may or may not be recorded, and the next block takes the free lock again
+    and is written after the first."""
+    monkeypatch.setattr(store_mod, "LOCK_STUCK_S", 0.5)
+    monkeypatch.setattr(store_mod, "LOCK_WATCH_S", 0.05)
+    monkeypatch.setattr(store_mod, "LOCK_IDLE_PING_S", 3600.0)
+    monkeypatch.setattr(store_mod, "_LOCK_LIVES_BACKOFF_S", 0.2)
+    answers: list[bool | None] = []
+    asked = Store._holds_lock
+
+    def holds_lock(self: Store, session: tuple[int, Any]) -> bool | None:
+        answers.append(asked(self, session))
+        return answers[-1]
+
+    monkeypatch.setattr(Store, "_holds_lock", holds_lock)
+    url = pg_server.new_database()
+    link = CutLink(pg_server.port)
+    s = started(url.replace(f":{pg_server.port}/", f":{link.port}/"), signer)
+    first, then = pending(1), pending(3)
+    try:
+        assert s.submit(first).result(60).seq == 0
+        assert s.store._lock_conn is not None
+        pid = s.store._lock_conn.connection.dbapi_connection.info.backend_pid  # type: ignore[union-attr]
+        # (the content filter's scan done: a read in flight at the cut would wait as long)
+        wait_for(lambda: s.seen is None or s.seen.ready, "the content filter", 60)
+        link.cut()
+        stuck = s.submit(pending(2))
+        wait_for(lambda: link.dropped > 0, "the block to be sent into the cut link", 60)
+        wait_for(lambda: answers.count(True) >= 2, "the watch to ask about the session", 60)
+        assert not stuck.done()  # the session holds the lock: a slow statement, left alone
+        link.mend()  # (what the sequencer's other connections send now is answered)
+        terminate_backend(url, pid)
+        with pytest.raises(Uncertain):
+            stuck.result(60)
+        assert answers[-1] is False and None not in answers
+        assert s.submit(then).result(60).seq == 1
+        other = Store.open(url)
+        try:
+            assert [other.get_entry(i).data for i in (0, 1)] == [first.data, then.data]
+            with pytest.raises(Conflict):
+                other.acquire_sequencer_lock()
+        finally:
+            other.close()
+    finally:
+        s.stop()
+        s.store.close()
+        link.close()
 
 
 def test_a_sequencer_whose_lock_another_process_took_writes_nothing(
