@@ -259,6 +259,18 @@ _LOCK_LIVES_BACKOFF_S = 5.0
 again this much later, not every LOCK_WATCH_S."""
 
 
+PG_CLIENT_KEEPALIVE = {"keepalives": 1, "keepalives_idle": _IDLE,
+                       "keepalives_interval": _INTERVAL, "keepalives_count": _COUNT}
+"""TCP_KEEPALIVE on this process's side of each PostgreSQL connection over TCP (libpq's
+settings; a Unix socket ignores them): a call waiting for an answer that a vanished server, or
+a cut link, will never bring fails in about 25 s, not after the operating system's two hours.
+This covers the wait once what this side sent was acknowledged. libpq's `tcp_user_timeout`
+would also bound a wait with data still unacknowledged, but it ends a write into a server
+that has stopped reading too (a COPY behind a lock: Linux counts the answered zero-window
+probes against it, seen here on 6.18), so it is not set; the lock's session has its watch
+for that case (D126). A setting the database URL names is left as the URL gives it."""
+
+
 def _set_all(settings: dict[str, int]) -> str:
     return "SELECT " + ", ".join(f"set_config('{k}', '{v}', false)" for k, v in settings.items())
 
@@ -277,7 +289,9 @@ def _pg_session(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _pg_engine(url: Any, **kw: Any) -> Engine:
-    engine = create_engine(url, pool_size=10, max_overflow=10, **kw)
+    given = make_url(url).query
+    engine = create_engine(url, pool_size=10, max_overflow=10, connect_args={
+        k: v for k, v in PG_CLIENT_KEEPALIVE.items() if k not in given}, **kw)
     event.listen(engine, "connect", _pg_session)
     return engine
 

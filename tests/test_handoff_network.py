@@ -11,6 +11,8 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -556,5 +558,46 @@ def test_a_sequencing_host_that_vanishes_from_the_network_is_taken_over(
             a.stop()
             b.stop()
         check_log(b.data_dir, dburl, load.acked)
+    finally:
+        pg.stop()
+
+
+_WAIT_ACROSS_A_CUT = """
+import sys, time
+from copyledger.ledger.store import make_engine
+engine = make_engine(sys.argv[1])
+with engine.connect() as conn:
+    conn.exec_driver_sql("SELECT 1")
+    print("ready", flush=True)
+    began = time.monotonic()
+    try:
+        conn.exec_driver_sql("SELECT pg_sleep(600)")
+        print("answered", flush=True)
+    except Exception as e:
+        print("failed", round(time.monotonic() - began, 1), type(e).__name__, flush=True)
+"""
+
+
+def test_a_statement_whose_answer_a_cut_link_keeps_from_this_host_fails_in_seconds(
+        netns: Netns) -> None:
+    """D126: a process in a namespace of its own waits for a statement's answer (sent and
+    acknowledged before the cut) when its link is cut. Each connection's own keepalive
+    (`PG_CLIENT_KEEPALIVE`: 10 s idle, 3 probes 5 s apart) ends the wait in about 25 s; by
+    the operating system's default it would last two hours, whatever the server does."""
+    pg = PostgresServer(also=netns.outer)
+    try:
+        dburl = pg.new_database().replace("127.0.0.1", netns.outer)
+        proc = subprocess.Popen([*netns.exec, sys.executable, "-c", _WAIT_ACROSS_A_CUT, dburl],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "ready", proc.stderr.read()  # type: ignore[union-attr]
+            time.sleep(1)  # (the statement sent and acknowledged)
+            netns.cut()
+            out, err = proc.communicate(timeout=120)  # (about 25 s; two hours without)
+        finally:
+            proc.kill()
+            proc.wait()
+        assert out.split()[:1] == ["failed"], (out, err)
     finally:
         pg.stop()
