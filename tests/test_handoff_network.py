@@ -578,6 +578,8 @@ with engine.connect() as conn:
 """
 
 
+@pytest.mark.slow
+@pytest.mark.postgres
 def test_a_statement_whose_answer_a_cut_link_keeps_from_this_host_fails_in_seconds(
         netns: Netns) -> None:
     """D126: a process in a namespace of its own waits for a statement's answer (sent and
@@ -586,7 +588,7 @@ def test_a_statement_whose_answer_a_cut_link_keeps_from_this_host_fails_in_secon
     the operating system's default it would last two hours, whatever the server does."""
     pg = PostgresServer(also=netns.outer)
     try:
-        dburl = pg.new_database().replace("127.0.0.1", netns.outer)
+        dburl = pg.new_database().replace("127.0.0.1", netns.outer) + "?connect_timeout=10"
         proc = subprocess.Popen([*netns.exec, sys.executable, "-c", _WAIT_ACROSS_A_CUT, dburl],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
@@ -598,6 +600,8 @@ def test_a_statement_whose_answer_a_cut_link_keeps_from_this_host_fails_in_secon
         finally:
             proc.kill()
             proc.wait()
-        assert out.split()[:1] == ["failed"], (out, err)
+        said = out.split()
+        assert said[:1] == ["failed"] and said[2:] == ["OperationalError"], (out, err)
+        assert 10 <= float(said[1]) < 100, out  # the keepalive's (idle 10 s + 3 x 5 s)
     finally:
         pg.stop()
