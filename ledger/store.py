@@ -393,15 +393,22 @@ def _read_pool(engine: Engine) -> Engine | None:
 
 _OWN_SESSION = ("SELECT pid, backend_start FROM pg_stat_activity "
                 "WHERE pid = pg_backend_pid()")
-_END_SESSION = ("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE pid = %s AND backend_start = %s")
-# Whether a session (its server process and start) still holds the log's lock: asked of the
-# lock, not of the session alone, since a pooler (PgBouncer) that drops a client keeps its
-# server session but frees its advisory locks (DISCARD ALL).
-_HOLDS_LOCK = ("SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-               "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
-               "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-               "AND l.classid = %s AND l.objid = %s AND a.pid = %s AND a.backend_start = %s")
+# A session (its server process and start) that holds the log's lock. Asked of the lock, not
+# of the session alone: a pooler (PgBouncer) that drops a client frees its advisory locks
+# (DISCARD ALL) but keeps the server session, and may hand it to another client.
+_HELD_BY = ("FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND l.classid = %s AND l.objid = %s AND a.pid = %s AND a.backend_start = %s")
+_HOLDS_LOCK = "SELECT 1 " + _HELD_BY
+_END_SESSION = "SELECT pg_terminate_backend(a.pid) " + _HELD_BY
+
+
+def _held_by(session: tuple[int, Any]) -> tuple[Any, ...]:
+    """`_HELD_BY`'s values for `session`: the lock's key (a bigint's two halves), then it."""
+    return (SEQUENCER_LOCK_ID >> 32, SEQUENCER_LOCK_ID & 0xFFFFFFFF, *session)
+
+
 _PG_IDLE = 0  # libpq's PQTRANS_IDLE (psycopg.pq.TransactionStatus.IDLE): no command running
 
 
@@ -852,11 +859,10 @@ class Store:
         import psycopg
 
         cargs, cparams = self.engine.dialect.create_connect_args(self.engine.url)
-        key = (SEQUENCER_LOCK_ID >> 32, SEQUENCER_LOCK_ID & 0xFFFFFFFF, *session)
         try:
             with psycopg.connect(*cargs, **{**cparams, **_LOCK_PROBE, "autocommit": True}
                                  ) as probe:
-                return probe.execute(_HOLDS_LOCK, key).fetchone() is not None
+                return probe.execute(_HOLDS_LOCK, _held_by(session)).fetchone() is not None
         except psycopg.Error:
             return None
 
@@ -899,12 +905,14 @@ class Store:
 
     def _end_own_session(self, session: tuple[int, Any]) -> bool:
         """Under `_lock_guard`: end the server side of this store's old lock session if it
-        still lives (this side lost the connection, the server has not noticed: a middlebox's
-        reset, a timeout; it would keep the lock until its TCP keepalive, hours), and wait
-        until it is gone. The server process and its start time name that session alone
-        (a process id alone could be reused by another's). Whether it ended one."""
+        still holds the log's lock (this side lost the connection, the server has not
+        noticed: a middlebox's reset, a timeout; it would keep the lock until its TCP
+        keepalive, hours), and wait until it is gone. The server process and its start time
+        name that session alone (a process id alone could be reused by another's); one that
+        no longer holds the lock is left alone, since behind a pooler it may serve another
+        client now (D126). Whether it ended one."""
         with self.engine.connect() as conn:
-            ended = conn.exec_driver_sql(_END_SESSION, session).scalar()
+            ended = conn.exec_driver_sql(_END_SESSION, _held_by(session)).scalar()
             conn.commit()
             deadline = time.monotonic() + 10
             while ended and time.monotonic() < deadline and conn.exec_driver_sql(

@@ -279,6 +279,35 @@ def test_an_orphaned_lock_session_of_this_process_is_ended_and_the_lock_taken_ag
         del raw
 
 
+def test_an_old_lock_session_that_no_longer_holds_the_lock_is_not_ended(
+        pg_server: PostgresServer, signer: FileSigner, monkeypatch: pytest.MonkeyPatch) -> None:
+    """D126: as above, this side loses the lock's connection while the server keeps its
+    session; but that session has let the lock go (as a pooler's DISCARD ALL does, which
+    keeps the server session and may hand it to another client) and another process took
+    it. The old session is not ended: it no longer holds the lock, so ending it could only
+    cut off someone else. The block is refused, nothing written."""
+    with session_ended(pg_server, signer, end=False) as (s, other):
+        raw = s.store._lock_conn.connection.dbapi_connection  # type: ignore[union-attr]
+        old = raw.info.backend_pid
+        monkeypatch.setattr(raw, "close", lambda: None)  # this side lets go, the server not
+        raw.execute("SELECT pg_advisory_unlock(%s)", (store_mod.SEQUENCER_LOCK_ID,))
+        raw.commit()
+        other.acquire_sequencer_lock()
+        real = store_mod._session_ended
+        found = iter([True])  # the next check finds the connection lost, once
+        monkeypatch.setattr(store_mod, "_session_ended",
+                            lambda c, ping: next(found, False) or real(c, ping=ping))
+        with pytest.raises(Unavailable) as refused:
+            s.submit(pending(2)).result(60)
+        assert "another process took the lock" in str(refused.value)
+        with psycopg.connect(pg_dsn(other.engine.url), autocommit=True) as admin:
+            assert admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s",
+                                 (old,)).fetchone() is not None
+        assert LogState.load(other).size == 1
+        other.release_sequencer_lock()
+        del raw
+
+
 def test_a_process_starting_while_the_database_is_down_follows_then_leads(
         own_pg_server: PostgresServer, signer: FileSigner, tmp_path: Path) -> None:
     """D111: `Handoff.start` (a worker's startup under `serve --workers N`) with the database
