@@ -618,8 +618,10 @@ class Node:
     def open(cls, s: Settings) -> Node:
         # One connection to a stand-alone notary, from the data directory's public files to
         # the signing (its identity checked once against those files, D123).
-        check_origin(s)  # (before the notary is asked: the plainer refusal of the two)
-        notary = connect_notary(s) if s.notary_url else None
+        notary = None
+        if s.notary_url:
+            check_origin(s)  # (before the notary is asked: the plainer refusal of the two)
+            notary = connect_notary(s)
         try:
             init_data_dir(s, notary)
             return cls._open(s, notary)

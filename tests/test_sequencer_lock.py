@@ -255,6 +255,18 @@ def test_a_sequencer_stopped_after_its_lock_session_ended_stops_cleanly(
         other.acquire_sequencer_lock()
 
 
+def lost_on_this_side(store: Store, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """This side lets the lock's connection go while the server keeps its session: the next
+    check finds it lost, once. The driver connection, which the test may still use."""
+    raw = store._lock_conn.connection.dbapi_connection  # type: ignore[union-attr]
+    monkeypatch.setattr(raw, "close", lambda: None)  # this side lets go, the server not
+    real = store_mod._session_ended
+    found = iter([True])
+    monkeypatch.setattr(store_mod, "_session_ended",
+                        lambda c, ping: next(found, False) or real(c, ping=ping))
+    return raw
+
+
 def test_an_orphaned_lock_session_of_this_process_is_ended_and_the_lock_taken_again(
         pg_server: PostgresServer, signer: FileSigner, monkeypatch: pytest.MonkeyPatch) -> None:
     """This side loses the lock's connection while the server keeps its session (a
@@ -263,13 +275,8 @@ def test_an_orphaned_lock_session_of_this_process_is_ended_and_the_lock_taken_ag
     process and start time), ends, and then takes the lock: the block is written, not
     refused as if another process held the lock."""
     with session_ended(pg_server, signer, end=False) as (s, other):
-        raw = s.store._lock_conn.connection.dbapi_connection  # type: ignore[union-attr]
+        raw = lost_on_this_side(s.store, monkeypatch)
         orphan = raw.info.backend_pid
-        monkeypatch.setattr(raw, "close", lambda: None)  # this side lets go, the server not
-        real = store_mod._session_ended
-        found = iter([True])  # the next check finds the connection lost, once
-        monkeypatch.setattr(store_mod, "_session_ended",
-                            lambda c, ping: next(found, False) or real(c, ping=ping))
         assert s.submit(pending(2)).result(60).seq == 1
         with psycopg.connect(pg_dsn(other.engine.url), autocommit=True) as admin:
             assert admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s",
@@ -287,16 +294,11 @@ def test_an_old_lock_session_that_no_longer_holds_the_lock_is_not_ended(
     it. The old session is not ended: it no longer holds the lock, so ending it could only
     cut off someone else. The block is refused, nothing written."""
     with session_ended(pg_server, signer, end=False) as (s, other):
-        raw = s.store._lock_conn.connection.dbapi_connection  # type: ignore[union-attr]
+        raw = lost_on_this_side(s.store, monkeypatch)
         old = raw.info.backend_pid
-        monkeypatch.setattr(raw, "close", lambda: None)  # this side lets go, the server not
         raw.execute("SELECT pg_advisory_unlock(%s)", (store_mod.SEQUENCER_LOCK_ID,))
         raw.commit()
         other.acquire_sequencer_lock()
-        real = store_mod._session_ended
-        found = iter([True])  # the next check finds the connection lost, once
-        monkeypatch.setattr(store_mod, "_session_ended",
-                            lambda c, ping: next(found, False) or real(c, ping=ping))
         with pytest.raises(Unavailable) as refused:
             s.submit(pending(2)).result(60)
         assert "another process took the lock" in str(refused.value)
