@@ -226,7 +226,8 @@ TCP_KEEPALIVE = (10, 5, 3)
 3 probes unanswered; busy: dropped when what it sent stays unacknowledged (10 + 5 x 3) s. A
 host that vanished (its power, a partition) is noticed in about 25 s either way; Linux's own
 defaults wait 15 minutes to over two hours. The hand-over's connections use it
-(`service.handoff`), and the server's side of each PostgreSQL session (PG_SERVER_KEEPALIVE)."""
+(`service.handoff`), and both sides of each PostgreSQL connection (PG_SERVER_KEEPALIVE,
+PG_CLIENT_KEEPALIVE)."""
 
 _IDLE, _INTERVAL, _COUNT = TCP_KEEPALIVE
 TCP_USER_TIMEOUT_MS = (_IDLE + _INTERVAL * _COUNT) * 1000
@@ -260,15 +261,41 @@ again this much later, not every LOCK_WATCH_S."""
 
 
 PG_CLIENT_KEEPALIVE = {"keepalives": 1, "keepalives_idle": _IDLE,
-                       "keepalives_interval": _INTERVAL, "keepalives_count": _COUNT}
+                       "keepalives_interval": _INTERVAL, "keepalives_count": _COUNT,
+                       "tcp_user_timeout": TCP_USER_TIMEOUT_MS}
 """TCP_KEEPALIVE on this process's side of each PostgreSQL connection over TCP (libpq's
 settings; a Unix socket ignores them): a call waiting for an answer that a vanished server, or
-a cut link, will never bring fails in about 25 s, not after the operating system's two hours.
-This covers the wait once what this side sent was acknowledged. libpq's `tcp_user_timeout`
-would also bound a wait with data still unacknowledged, but it ends a write into a server
-that has stopped reading too (a COPY behind a lock: Linux counts the answered zero-window
-probes against it, seen here on 6.18), so it is not set; the lock's session has its watch
-for that case (D126). A setting the database URL names is left as the URL gives it."""
+a cut link, will never bring fails in about 25 s (the keepalives, D126), and so does one whose
+statement stays unacknowledged (`tcp_user_timeout`, D127), not after the operating system's
+two hours or TCP's 15 minutes of retransmissions. The user timeout also ends a write into a
+server that has stopped reading (Linux counts the answered zero-window probes against it,
+seen here on 6.18): a COPY, the one statement that can fill the window while the server waits
+on a lock, lifts it for its duration (`sends_may_wait`). A setting the database URL names is
+left as the URL gives it."""
+
+
+@contextmanager
+def sends_may_wait(driver: Any) -> Iterator[None]:
+    """While inside, what this psycopg connection sends may stay unacknowledged for as long
+    as the server takes to read it (its TCP user timeout lifted, then restored): for a COPY,
+    whose rows fill the window while the server waits on a lock or a slow disk and answers
+    only the zero-window probes, which a user timeout would count as a dead link (D127). A
+    link that dies meanwhile is still noticed once the server reads again (its keepalives),
+    and the lock's session has its watch (D126). Nothing to lift on a Unix socket."""
+    sock = socket.socket(fileno=os.dup(driver.pgconn.socket))
+    try:
+        opt = (socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT)
+        was = sock.getsockopt(*opt) if sock.family in (socket.AF_INET, socket.AF_INET6) else 0
+        if was:
+            sock.setsockopt(*opt, 0)
+        try:
+            yield
+        finally:
+            if was:
+                with suppress(OSError):  # (a connection that broke meanwhile: nothing to keep)
+                    sock.setsockopt(*opt, was)
+    finally:
+        sock.close()
 
 
 def _set_all(settings: dict[str, int]) -> str:
@@ -1100,7 +1127,7 @@ class Store:
             return
         driver = conn.connection.driver_connection
         assert driver is not None
-        with driver.cursor() as cur, cur.copy(
+        with sends_may_wait(driver), driver.cursor() as cur, cur.copy(
                 f"COPY {table} ({', '.join(cols)}) FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(list(_COPY_BINARY[table]))
             for row in rows:

@@ -29,6 +29,7 @@ from copyledger.ledger.schema import metadata
 from copyledger.ledger.store import (
     make_engine,
     schema_revision,
+    sends_may_wait,
     sqlite_sequencer_lock,
     upgrade,
 )
@@ -223,7 +224,8 @@ def _copy_table(src: sqlite3.Connection, cur: Any, table: str, chunk: int,
     rows = src.execute(f"SELECT {', '.join(picks)}, {bad if other else 'NULL'} FROM {table} "
                        "ORDER BY rowid")
     n = 0
-    with cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy:
+    with sends_may_wait(cur.connection), cur.copy(
+            f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy:
         while batch := rows.fetchmany(chunk):
             for r in batch:
                 if r[-1] is not None:

@@ -562,20 +562,50 @@ def test_a_sequencing_host_that_vanishes_from_the_network_is_taken_over(
         pg.stop()
 
 
-_WAIT_ACROSS_A_CUT = """
+_ACROSS_A_CUT = """
 import sys, time
 from copyledger.ledger.store import make_engine
 engine = make_engine(sys.argv[1])
+send = sys.argv[2] == "send"
 with engine.connect() as conn:
     conn.exec_driver_sql("SELECT 1")
     print("ready", flush=True)
+    if send:
+        sys.stdin.readline()  # (the link is cut: what is sent now is never acknowledged)
     began = time.monotonic()
     try:
-        conn.exec_driver_sql("SELECT pg_sleep(600)")
+        conn.exec_driver_sql("SELECT 2" if send else "SELECT pg_sleep(600)")
         print("answered", flush=True)
     except Exception as e:
         print("failed", round(time.monotonic() - began, 1), type(e).__name__, flush=True)
 """
+
+
+def _failed_across_a_cut(netns: Netns, mode: str) -> float:
+    """Seconds until a statement of a process in `netns` fails once its link is cut: one
+    sent and acknowledged before the cut, whose answer never comes (`wait`), or one sent
+    after it (`send`). The failure must be the driver's OperationalError; the test gives
+    up after 120 s."""
+    pg = PostgresServer(also=netns.outer)
+    try:
+        dburl = pg.new_database().replace("127.0.0.1", netns.outer) + "?connect_timeout=10"
+        proc = subprocess.Popen([*netns.exec, sys.executable, "-c", _ACROSS_A_CUT, dburl, mode],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "ready", proc.stderr.read()  # type: ignore[union-attr]
+            time.sleep(1)  # (`wait`: the statement sent and acknowledged)
+            netns.cut()
+            out, err = proc.communicate("go\n", timeout=120)
+        finally:
+            proc.kill()
+            proc.wait()
+        said = out.split()
+        assert said[:1] == ["failed"] and said[2:] == ["OperationalError"], (out, err)
+        return float(said[1])
+    finally:
+        pg.stop()
 
 
 @pytest.mark.slow
@@ -586,22 +616,14 @@ def test_a_statement_whose_answer_a_cut_link_keeps_from_this_host_fails_in_secon
     acknowledged before the cut) when its link is cut. Each connection's own keepalive
     (`PG_CLIENT_KEEPALIVE`: 10 s idle, 3 probes 5 s apart) ends the wait in about 25 s; by
     the operating system's default it would last two hours, whatever the server does."""
-    pg = PostgresServer(also=netns.outer)
-    try:
-        dburl = pg.new_database().replace("127.0.0.1", netns.outer) + "?connect_timeout=10"
-        proc = subprocess.Popen([*netns.exec, sys.executable, "-c", _WAIT_ACROSS_A_CUT, dburl],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            assert proc.stdout is not None
-            assert proc.stdout.readline().strip() == "ready", proc.stderr.read()  # type: ignore[union-attr]
-            time.sleep(1)  # (the statement sent and acknowledged)
-            netns.cut()
-            out, err = proc.communicate(timeout=120)  # (about 25 s; two hours without)
-        finally:
-            proc.kill()
-            proc.wait()
-        said = out.split()
-        assert said[:1] == ["failed"] and said[2:] == ["OperationalError"], (out, err)
-        assert 10 <= float(said[1]) < 100, out  # the keepalive's (idle 10 s + 3 x 5 s)
-    finally:
-        pg.stop()
+    assert 10 <= _failed_across_a_cut(netns, "wait") < 100  # the keepalive's (10 s + 3 x 5 s)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_a_statement_sent_into_a_cut_link_fails_in_seconds(netns: Netns) -> None:
+    """D127: a process in a namespace of its own sends a statement after its link is cut, so
+    what it sent stays unacknowledged. Keepalives do not probe a connection with data in
+    flight; each connection's TCP user timeout (`PG_CLIENT_KEEPALIVE`'s `tcp_user_timeout`,
+    25 s) ends the wait (about 15 minutes of TCP's retransmissions without)."""
+    assert 10 <= _failed_across_a_cut(netns, "send") < 100  # the user timeout's 25 s

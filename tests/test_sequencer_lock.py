@@ -6,6 +6,11 @@ taken again if it is free, and if another process took it meanwhile this one wri
 
 from __future__ import annotations
 
+import hashlib
+import os
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -352,6 +357,65 @@ def test_every_session_and_the_lock_s_own_has_the_server_probe_a_vanished_host(
         assert st._reads is not None
         with st._reads.connect() as conn:
             assert dict(conn.exec_driver_sql(show).all()) == expect
+    finally:
+        st.close()
+
+
+def _user_timeout(conn: Any) -> int:
+    """The TCP user timeout (ms) of a SQLAlchemy connection's psycopg socket."""
+    fd = conn.connection.driver_connection.pgconn.socket
+    with socket.socket(fileno=os.dup(fd)) as sock:
+        return int(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT))
+
+
+def test_a_copy_into_a_server_waiting_on_a_lock_outlasts_the_user_timeout(
+        pg_server: PostgresServer) -> None:
+    """D127: every connection's TCP user timeout (1 s here, named in the URL) ends a statement
+    whose bytes stay unacknowledged, as on a dead link. A COPY whose server stops reading in
+    the middle (here a row waits on another transaction's row of the same key; a slow disk
+    would do the same) fills the window and stays unacknowledged while the server answers the
+    zero-window probes, for far longer than that; the COPY lifts the timeout for its
+    duration, so it waits and is written, and the connection has its timeout back after."""
+    url = pg_server.new_database()
+    st = Store.open(url + "?tcp_user_timeout=1000")
+    # A binary COPY's server inserts the rows it holds at 1,000 (or at the end), so it waits
+    # at seq 4 with the 1,000 small rows read and the 64 MiB after them, more than both sides'
+    # buffers hold, still to send.
+    rows = [(i, bytes(32), bytes(100 if i < 1000 else 1 << 20), "work",
+             hashlib.sha256(b"%d" % i).digest(), "r", 0) for i in range(1064)]
+    locked, waiting = threading.Event(), threading.Event()
+    failed: list[BaseException] = []
+
+    def hold() -> None:
+        try:
+            with psycopg.connect(pg_dsn(url)) as c:
+                c.execute("INSERT INTO entries VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                          (4, *rows[0][1:]))
+                locked.set()
+                wait_for(lambda: c.execute(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' "
+                    "AND NOT granted").fetchone() != (0,), "the COPY to wait at seq 4", 30)
+                waiting.set()
+                time.sleep(4)  # four user timeouts with the window shut
+                c.rollback()
+        except BaseException as e:
+            failed.append(e)
+            locked.set()
+
+    try:
+        with st.engine.begin() as conn:
+            assert _user_timeout(conn) == 1000
+            holder = threading.Thread(target=hold)
+            holder.start()
+            try:
+                assert locked.wait(30) and not failed, failed
+                st._insert_many(conn, "entries", store_mod._ENTRY_COLS, rows)
+            finally:
+                holder.join()
+            assert waiting.is_set() and not failed, failed
+            assert _user_timeout(conn) == 1000
+        with st.engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM entries").scalar() == 1064
     finally:
         st.close()
 
