@@ -18,7 +18,7 @@ import sqlite3
 import threading
 import time
 from collections import namedtuple
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -269,9 +269,11 @@ a cut link, will never bring fails in about 25 s (the keepalives, D126), and so 
 statement stays unacknowledged (`tcp_user_timeout`, D127), not after the operating system's
 two hours or TCP's 15 minutes of retransmissions. The user timeout also ends a write into a
 server that has stopped reading (Linux counts the answered zero-window probes against it,
-seen here on 6.18): a COPY, the one statement that can fill the window while the server waits
-on a lock, lifts it for its duration (`sends_may_wait`). A setting the database URL names is
-left as the URL gives it."""
+seen here on 6.18): a COPY, the statement that sends megabytes while the server works through
+them, lifts it for its duration (`sends_may_wait`). A setting the database URL names is left
+as the URL gives it; a URL that names any keepalive setting gets no user timeout it did not
+name either (on Linux a user timeout also decides when unanswered keepalives end a
+connection, which would change what the URL asked for)."""
 
 
 @contextmanager
@@ -279,23 +281,31 @@ def sends_may_wait(driver: Any) -> Iterator[None]:
     """While inside, what this psycopg connection sends may stay unacknowledged for as long
     as the server takes to read it (its TCP user timeout lifted, then restored): for a COPY,
     whose rows fill the window while the server waits on a lock or a slow disk and answers
-    only the zero-window probes, which a user timeout would count as a dead link (D127). A
-    link that dies meanwhile is still noticed once the server reads again (its keepalives),
-    and the lock's session has its watch (D126). Nothing to lift on a Unix socket."""
-    sock = socket.socket(fileno=os.dup(driver.pgconn.socket))
+    only the zero-window probes, which a user timeout would count as a dead link (D127). The
+    price: a link that dies while the COPY sends is noticed only after TCP's retransmissions
+    (about 15 minutes), as before D127; the lock's session has its watch for that (D126).
+    Nothing to lift on a Unix socket, or where the system has no such option."""
+    opt = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if opt is None:
+        yield
+        return
+    fd = os.dup(driver.pgconn.socket)
     try:
-        opt = (socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT)
-        was = sock.getsockopt(*opt) if sock.family in (socket.AF_INET, socket.AF_INET6) else 0
+        sock = socket.socket(fileno=fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    with sock:
+        tcp = sock.family in (socket.AF_INET, socket.AF_INET6)
+        was = sock.getsockopt(socket.IPPROTO_TCP, opt) if tcp else 0
         if was:
-            sock.setsockopt(*opt, 0)
+            sock.setsockopt(socket.IPPROTO_TCP, opt, 0)
         try:
             yield
         finally:
             if was:
                 with suppress(OSError):  # (a connection that broke meanwhile: nothing to keep)
-                    sock.setsockopt(*opt, was)
-    finally:
-        sock.close()
+                    sock.setsockopt(socket.IPPROTO_TCP, opt, was)
 
 
 def _set_all(settings: dict[str, int]) -> str:
@@ -315,10 +325,17 @@ def _pg_session(dbapi_conn: Any, _record: Any) -> None:
     dbapi_conn.commit()
 
 
+def _client_keepalive(given: Mapping[str, Any]) -> dict[str, int]:
+    """PG_CLIENT_KEEPALIVE less what the URL's query names, and less the user timeout when
+    the URL tunes its keepalives itself (see there)."""
+    tuned = any(k.startswith("keepalives") for k in given)
+    return {k: v for k, v in PG_CLIENT_KEEPALIVE.items()
+            if k not in given and not (tuned and k == "tcp_user_timeout")}
+
+
 def _pg_engine(url: Any, **kw: Any) -> Engine:
-    given = make_url(url).query
-    engine = create_engine(url, pool_size=10, max_overflow=10, connect_args={
-        k: v for k, v in PG_CLIENT_KEEPALIVE.items() if k not in given}, **kw)
+    engine = create_engine(url, pool_size=10, max_overflow=10,
+                           connect_args=_client_keepalive(make_url(url).query), **kw)
     event.listen(engine, "connect", _pg_session)
     return engine
 

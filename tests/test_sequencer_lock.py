@@ -6,9 +6,12 @@ taken again if it is free, and if another process took it meanwhile this one wri
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import socket
+import struct
+import termios
 import threading
 import time
 from collections.abc import Iterator
@@ -363,9 +366,33 @@ def test_every_session_and_the_lock_s_own_has_the_server_probe_a_vanished_host(
 
 def _user_timeout(conn: Any) -> int:
     """The TCP user timeout (ms) of a SQLAlchemy connection's psycopg socket."""
-    fd = conn.connection.driver_connection.pgconn.socket
+    return _socket_state(conn.connection.driver_connection.pgconn.socket)[0]
+
+
+def _socket_state(fd: int) -> tuple[int, int]:
+    """A TCP socket's user timeout (ms) and the bytes in its send queue not yet acknowledged
+    (SIOCOUTQ, which is TIOCOUTQ's number)."""
     with socket.socket(fileno=os.dup(fd)) as sock:
-        return int(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT))
+        queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, struct.pack("i", 0))
+        return (int(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT)),
+                struct.unpack("i", queued)[0])
+
+
+def test_a_url_that_tunes_its_keepalives_gets_no_user_timeout_it_did_not_name(
+        pg_server: PostgresServer) -> None:
+    """D127: each connection gets `PG_CLIENT_KEEPALIVE`, less what the URL names; a URL that
+    names a keepalive setting gets no user timeout it did not name (on Linux one would also
+    decide when unanswered keepalives end the connection)."""
+    url = pg_server.new_database()
+    for query, want in (("", 25000), ("?keepalives_idle=60", 0),
+                        ("?keepalives_idle=60&tcp_user_timeout=7000", 7000),
+                        ("?tcp_user_timeout=7000", 7000)):
+        engine = store_mod.make_engine(url + query)
+        try:
+            with engine.connect() as conn:
+                assert _user_timeout(conn) == want, query
+        finally:
+            engine.dispose()
 
 
 def test_a_copy_into_a_server_waiting_on_a_lock_outlasts_the_user_timeout(
@@ -385,18 +412,21 @@ def test_a_copy_into_a_server_waiting_on_a_lock_outlasts_the_user_timeout(
              hashlib.sha256(b"%d" % i).digest(), "r", 0) for i in range(1064)]
     locked, waiting = threading.Event(), threading.Event()
     failed: list[BaseException] = []
+    seen: list[tuple[int, int]] = []  # (user timeout, bytes unacknowledged) while it waits
 
-    def hold() -> None:
+    def hold(copying: Any) -> None:
         try:
             with psycopg.connect(pg_dsn(url)) as c:
                 c.execute("INSERT INTO entries VALUES (%s, %s, %s, %s, %s, %s, %s)",
                           (4, *rows[0][1:]))
                 locked.set()
                 wait_for(lambda: c.execute(
-                    "SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' "
-                    "AND NOT granted").fetchone() != (0,), "the COPY to wait at seq 4", 30)
+                    "SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT granted",
+                    (copying.info.backend_pid,)).fetchone() != (0,),
+                    "the COPY to wait at seq 4", 30)
                 waiting.set()
                 time.sleep(4)  # four user timeouts with the window shut
+                seen.append(_socket_state(copying.pgconn.socket))
                 c.rollback()
         except BaseException as e:
             failed.append(e)
@@ -405,7 +435,7 @@ def test_a_copy_into_a_server_waiting_on_a_lock_outlasts_the_user_timeout(
     try:
         with st.engine.begin() as conn:
             assert _user_timeout(conn) == 1000
-            holder = threading.Thread(target=hold)
+            holder = threading.Thread(target=hold, args=(conn.connection.driver_connection,))
             holder.start()
             try:
                 assert locked.wait(30) and not failed, failed
@@ -413,6 +443,8 @@ def test_a_copy_into_a_server_waiting_on_a_lock_outlasts_the_user_timeout(
             finally:
                 holder.join()
             assert waiting.is_set() and not failed, failed
+            # the COPY waited with its timeout lifted and megabytes it could not hand over
+            assert seen[0][0] == 0 and seen[0][1] > 1 << 20, seen
             assert _user_timeout(conn) == 1000
         with st.engine.connect() as conn:
             assert conn.exec_driver_sql("SELECT count(*) FROM entries").scalar() == 1064
