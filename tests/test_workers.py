@@ -196,6 +196,17 @@ def test_workers_share_one_log(tmp_path: Path) -> None:
     assert not (data / "sequencer.sock").exists() and not (data / "sequencer.pid").exists()
 
 
+def first_block_known(srv: ServerProcess) -> int:
+    """The log's size once every process of a new registry's `serve --workers` answers it.
+    The first block is sealed by the process that takes the lock at its start; another
+    process answers "the log has no block yet" (404) until it has joined the sequencer, which
+    sends it the newest block (at most a second after /healthz answers)."""
+    wait_for(lambda: all(httpx.get(srv.url + "/v1/log", timeout=30, headers={
+        "Connection": "close"}).status_code == 200 for _ in range(10)),
+             "every process to know the log's first block", 60)
+    return int(httpx.get(srv.url + "/v1/log", timeout=30).json()["tree_size"])
+
+
 def test_the_same_content_through_several_processes_is_registered_once(
         tmp_path: Path) -> None:
     """D36 across processes (D94): simultaneous registrations of one content by one account,
@@ -208,7 +219,7 @@ def test_the_same_content_through_several_processes_is_registered_once(
     auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     try:
         srv.start(timeout=300)
-        n = httpx.get(srv.url + "/v1/log", timeout=30).json()["tree_size"]
+        n = first_block_known(srv)
         rounds = 6
         for r in range(rounds):
             raw = json.dumps(work_body(f"raced {r}")).encode()
@@ -251,7 +262,7 @@ def test_one_idempotency_key_through_several_processes(tmp_path: Path) -> None:
     raw = json.dumps(work_body("raced")).encode()
     try:
         srv.start(timeout=300)
-        n = httpx.get(srv.url + "/v1/log", timeout=30).json()["tree_size"]
+        n = first_block_known(srv)
         gate = threading.Barrier(12)
         answers: list[httpx.Response] = []
 
