@@ -203,14 +203,21 @@ def check_claim(node: Node, q: CheckIn) -> dict[str, Any]:
             matches.append({"seq": r.seq, "algorithm": "sha256", "distance": 0,
                            "threshold": 0, "verdict": "match"})
             entries.setdefault(r.seq, orjson.loads(r.data))
+    # The tree the answer is signed for: one that holds every entry read so far (D128). The
+    # fingerprint index is caught up to it, and what the index holds past it is left out, so
+    # the answer says what that tree holds, no more and no less.
+    last = node.head(max([*entries, *transfers, *claim_seqs], default=-1) + 1)
+    if last is None:  # (only before a new log's first block)
+        raise NotFound("the log has no block yet")
+    size = last.header.tree_size
     index = node.index
     codes = list(BASE_CODES)
     if fps:
         index.require()  # the libraries may still be being installed (D58)
-        index.catch_up(node.store, node.sequencer.state.size)  # others' works (D48)
+        index.catch_up(node.store, size)  # others' works (D48)
         if not index.ready:
             codes.insert(0, "index-rebuilding")
-        matches += [c.to_json() for c in index.search(fps)]
+        matches += [c.to_json() for c in index.search(fps) if c.seq < size]
         _read(node, {m["seq"] for m in matches} | set(transfers) | set(claim_seqs), entries)
         if "orb" in fps:
             matches += _geometric(fps["orb"], work_seq, matches, entries)
@@ -241,8 +248,6 @@ def check_claim(node: Node, q: CheckIn) -> dict[str, Any]:
                                "regime": c["regime"], "registrant": c["registrant"],
                                "received_at": c["received_at"],
                                "refers_to": c.get("refers_to")})
-    last = node.sequencer.state.last
-    assert last is not None
     answer: dict[str, Any] = {
         "verdict": verdict,
         "work_registered": registered,
@@ -261,10 +266,10 @@ def check_claim(node: Node, q: CheckIn) -> dict[str, Any]:
         "index_ready": index.ready,
         "fingerprinted": sorted(k for k in fps if k != "views"),
         "checked_at": entry_mod.utc_now(),
-        "tree_size": last.header.tree_size,
+        "tree_size": size,
         "origin": node.origin,
     }
     digest = hashlib.sha256(jcs.canonicalize(answer)).digest()
-    text = claims_mod.check_note_text(node.origin, last.header.tree_size, digest)
+    text = claims_mod.check_note_text(node.origin, size, digest)
     answer["signature"] = sign_note(text, node.signers())
     return answer

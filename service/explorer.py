@@ -74,7 +74,7 @@ def _block_row(b: BlockRow) -> dict[str, Any]:
 def overview(node: Node) -> dict[str, Any]:
     """The home page: the log's identity, its latest signed state, the newest blocks and
     entries (None for the state while the log has no block)."""
-    last = node.sequencer.state.last
+    last = node.head()
     state = None
     if last is not None:
         state = {**_block_row(last), "checkpoint": last.checkpoint}
@@ -82,16 +82,22 @@ def overview(node: Node) -> dict[str, Any]:
         "origin": node.origin,
         "verifier_key": node.verifier_key,
         "state": state,
-        "blocks": blocks_page(node, None, RECENT_BLOCKS)["rows"],
-        "entries": entries_page(node, None, None)["rows"],
+        "blocks": _blocks_page(node, last, None, RECENT_BLOCKS)["rows"],
+        "entries": _entries_page(node, last, None, None)["rows"],
     }
 
 
 def entries_page(node: Node, before: int | None, limit: int | None) -> dict[str, Any]:
     """Entries with seq < `before` (default: all), newest first, and the `before` values of the
     older and newer pages (None when there is none)."""
+    return _entries_page(node, node.head(), before, limit)
+
+
+def _entries_page(node: Node, last: BlockRow | None, before: int | None,
+                  limit: int | None) -> dict[str, Any]:
+    """`entries_page` in the tree of `last` (one page shows one tree, D128)."""
     n = _rows(limit)
-    size = node.sequencer.state.size
+    size = last.header.tree_size if last is not None else 0
     hi = size if before is None else min(before, size)
     lo = max(0, hi - n)
     rows = node.store.get_entries(range(lo, hi))[::-1]
@@ -101,8 +107,13 @@ def entries_page(node: Node, before: int | None, limit: int | None) -> dict[str,
 
 def blocks_page(node: Node, before: int | None, limit: int | None) -> dict[str, Any]:
     """Blocks with height < `before` (default: all), newest first, with the pages around."""
+    return _blocks_page(node, node.head(), before, limit)
+
+
+def _blocks_page(node: Node, last: BlockRow | None, before: int | None,
+                 limit: int | None) -> dict[str, Any]:
+    """`blocks_page` up to `last`."""
     n = _rows(limit)
-    last = node.sequencer.state.last
     end = last.header.height + 1 if last is not None else 0
     hi = end if before is None else min(before, end)
     lo = max(0, hi - n)
@@ -156,7 +167,7 @@ def find(node: Node, query: str, after: int | None, limit: int | None) -> dict[s
     q = query.strip().lower()
     if re.fullmatch(r"[0-9]{1,18}", q):
         seq = int(q)
-        if seq >= node.sequencer.state.size:
+        if seq >= node.log_size(seq + 1):
             raise NotFound(said("no entry with seq {seq}", seq=seq))
         return {"query": q, "seq": seq}
     if not valid_sha256(q):

@@ -1134,9 +1134,10 @@ class Handoff:
 
     @property
     def state(self) -> LogState:
-        if self.leading or self._client is None:
+        client = self._client  # (read once: a takeover drops it under a reader)
+        if self.leading or client is None:
             return self.local.state
-        return self._client.state
+        return client.state
 
     @property
     def spent(self) -> dict[str, float]:

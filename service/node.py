@@ -757,6 +757,34 @@ class Node:
         """Whether this process led and another took the log's lock from it."""
         return isinstance(self.sequencer, Handoff) and self.sequencer.stepped_down
 
+    def head(self, covering: int = 0) -> BlockRow | None:
+        """The log's last block as far as this process can tell. That is the one its sequencer
+        sealed, or the hand-over last brought; the database's newest instead when this process
+        knows none yet, or knows none of at least `covering` leaves (D128). Under `serve
+        --workers N` a process hears of a block a moment after another committed it, and of
+        none before it has joined the sequencer: a read naming an entry or a tree size that
+        another process has already answered is not refused for that. One small read, only
+        then, and only in a process that follows; a size past the log's end costs it that
+        read, and is refused as before."""
+        last = self.sequencer.state.last
+        if (last is not None and covering <= last.header.tree_size) or not self.follows:
+            return last  # (what the sequencer knows is the log: it answers a writer after)
+        newest = self.store.latest_block()
+        if newest is not None and (last is None
+                                   or newest.header.tree_size > last.header.tree_size):
+            return newest
+        return last
+
+    @property
+    def follows(self) -> bool:
+        """Whether another process sequences the log, so this one hears of its blocks late."""
+        return isinstance(self.sequencer, Handoff) and not self.sequencer.leading
+
+    def log_size(self, covering: int = 0) -> int:
+        """The tree size of `head(covering)`: 0 while the log has no block."""
+        last = self.head(covering)
+        return last.header.tree_size if last is not None else 0
+
     def start_index(self) -> None:
         """Rebuild the near-duplicate index from the log in the background; until it is done
         `index.ready` is false and claim checks say so."""

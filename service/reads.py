@@ -27,9 +27,11 @@ def entry(node: Node, seq: int) -> dict[str, Any]:
     return entry_dict(node.store.get_entry(seq))
 
 
-def resolve_size(node: Node, tree_size: int | None) -> int:
-    """`tree_size`, or the latest size when None; never past the log's end."""
-    size = node.sequencer.state.size
+def resolve_size(node: Node, tree_size: int | None, covering: int = 0) -> int:
+    """`tree_size`, or the latest size when None; never past the log's end. `covering` is
+    the leaves the caller needs when it names no size (an entry's seq + 1): the log's end is
+    then one that holds them if the database has it (`Node.head`, D128)."""
+    size = node.log_size(covering if tree_size is None else tree_size)
     if tree_size is None:
         return size
     if tree_size > size:
@@ -40,7 +42,7 @@ def resolve_size(node: Node, tree_size: int | None) -> int:
 
 def proof(node: Node, seq: int, tree_size: int | None) -> dict[str, Any]:
     """RFC 9162 inclusion proof of `seq` in the tree of `tree_size` leaves (default latest)."""
-    size = resolve_size(node, tree_size)
+    size = resolve_size(node, tree_size, seq + 1)
     if seq >= size:
         raise InvalidInput(said("seq {seq} is not in a tree of size {size}", seq=seq, size=size))
     # One statement: the path's nodes fetched with the leaf and the root's (D84); the block
@@ -62,7 +64,7 @@ def proof(node: Node, seq: int, tree_size: int | None) -> dict[str, Any]:
 
 def consistency(node: Node, old: int, new: int | None) -> dict[str, Any]:
     """RFC 9162 consistency proof from tree size `old` to `new` (default latest)."""
-    size = resolve_size(node, new)
+    size = resolve_size(node, new, old)
     if old > size:
         raise InvalidInput(said("from ({old}) must not exceed to ({size})", old=old, size=size))
     # Both roots' nodes fetched with the proof's, in one statement (D84).
@@ -79,7 +81,7 @@ def consistency(node: Node, old: int, new: int | None) -> dict[str, Any]:
 
 
 def log_info(node: Node) -> dict[str, Any]:
-    last = node.sequencer.state.last
+    last = node.head()
     if last is None:
         raise NotFound("the log has no block yet")
     return {
@@ -95,7 +97,7 @@ def log_info(node: Node) -> dict[str, Any]:
 
 def checkpoint(node: Node) -> str:
     """The latest signed checkpoint (a C2SP signed note)."""
-    last = node.sequencer.state.last
+    last = node.head()
     if last is None:
         raise NotFound("the log has no checkpoint yet")
     return last.checkpoint

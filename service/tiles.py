@@ -84,19 +84,28 @@ def checkpoint(node: Node) -> str:
 
 
 def tile(node: Node, path: str) -> tuple[t.Tile, bytes]:
-    """The tile a path names and its bytes in the node's current tree."""
-    return tile_at(node.store, path, node.sequencer.state.size)
+    """The tile a path names and its bytes in the node's current tree: one that holds the
+    tile if the database has it (a checkpoint another process has already published names
+    it, D128)."""
+    want = _parse(path)
+    level, _, hi = want.node_range()
+    return want, read_tile(node.store, want, node.log_size(hi << level))
 
 
 def tile_at(source: TileSource, path: str, size: int) -> tuple[t.Tile, bytes]:
     """The tile a path names and its bytes in the tree of `size` leaves of `source` (the
     registry's store, or a monitor's verified copy). A path that names no tile is NotFound, as
     it would be on a static server."""
+    want = _parse(path)
+    return want, read_tile(source, want, size)
+
+
+def _parse(path: str) -> t.Tile:
+    """The tile a path names; a path that names none is NotFound, as on a static server."""
     try:
-        want = t.parse_path(path)
+        return t.parse_path(path)
     except InvalidInput as e:
         raise NotFound(e.detail) from None
-    return want, read_tile(source, want, size)
 
 
 @dataclass

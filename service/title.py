@@ -77,10 +77,11 @@ def history(node: Node, seq: int) -> dict[str, Any]:
     or withdrawal included), who held it after each, the offer still awaiting an answer, and
     each link's inclusion proof to the latest signed checkpoint (included)."""
     title, _, transfers = load_title(node, seq)
-    last = node.sequencer.state.last
+    ids = [seq] + [r.seq for r, _ in transfers]
+    # The links were read from the database: the tree must hold them all (D128).
+    last = node.head(max(ids) + 1)
     assert last is not None  # a work exists, so a block does
     size = last.header.tree_size
-    ids = [seq] + [r.seq for r, _ in transfers]
     proofs = merkle.inclusion_proofs(ids, size, node.store)
     rows = [node.store.get_entry(seq)] + [r for r, _ in transfers]  # one more small read
     links = [

@@ -198,10 +198,11 @@ def test_workers_share_one_log(tmp_path: Path) -> None:
 
 def first_block_known(srv: ServerProcess) -> int:
     """The log's size once every process of a new registry's `serve --workers` answers it.
-    The first block is sealed by the process that takes the lock at its start; another
-    process answers "the log has no block yet" (404) until it has joined the sequencer, which
-    sends it the newest block: moments after /healthz answers, unmeasured under load (seen
-    once in CI)."""
+    The first block is sealed by the process that takes the lock at its start. Another
+    process can answer /healthz before that block is committed; until then it answers "the
+    log has no block yet" (404). Once the block is in the database, every process reads it
+    from there if the hand-over has not brought it yet (D128; before that a process answered
+    404 until it had joined the sequencer, seen once in CI)."""
     wait_for(lambda: all(httpx.get(srv.url + "/v1/log", timeout=30, headers={
         "Connection": "close"}).status_code == 200 for _ in range(10)),
              "every process to know the log's first block", 60)
