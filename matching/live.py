@@ -106,7 +106,8 @@ class LiveIndex:
         if not self.shared or index is None or size <= self._through:
             return
         with self._catching_up:
-            self._through = _read_works(store, index, self._through, size)
+            if size > self._through:  # (another request may have read further meanwhile)
+                self._through = _read_works(store, index, self._through, size)
 
     def _build(self, store: Store) -> None:
         from copyledger.matching.index import FingerprintIndex

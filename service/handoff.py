@@ -864,6 +864,9 @@ class _Client:
         self._refused: Said | None = None  # why the last sequencer was refused (D98)
         self._silent = 0  # hellos in a row the sequencer cut off without answering
         self._connected = threading.Event()
+        # Connected, and a block heard on this connection (the sequencer sends its newest
+        # first): till then, and once cut off, what `state` holds may be far behind (D128).
+        self.joined = False
         self.wakeups = 0  # event-loop wake-ups asked for to answer writers (D86)
         threading.Thread(target=self._run, name="handoff-client", daemon=True).start()
 
@@ -983,6 +986,7 @@ class _Client:
                 pass
             except Exception:
                 log.exception("the handoff connection failed")
+            self.joined = False
             self._connected.clear()
             self._lost(sock)
             out.put(None)
@@ -1037,6 +1041,7 @@ class _Client:
             if isinstance(got, BlockRow):
                 if got.header.tree_size >= self.state.size:  # never step back
                     self.state = LogState(got.header.tree_size, [], got)
+                self.joined = True
                 continue
             rid, outcomes = got
             with self._lock:
@@ -1131,6 +1136,16 @@ class Handoff:
         """Whether this process led and found the log's lock taken by another (`step_down`
         was called)."""
         return self._stepped_down
+
+    @property
+    def current(self) -> bool:
+        """Whether `state` is the log's head but for a moment: this process sequences (and
+        has not stepped down), or follows on a hand-over that has brought it a block. A
+        process not yet joined, or cut off from the sequencer, may be far behind (D128)."""
+        if self.leading:
+            return not self._stepped_down
+        client = self._client
+        return client is not None and client.joined
 
     @property
     def state(self) -> LogState:

@@ -758,27 +758,30 @@ class Node:
         return isinstance(self.sequencer, Handoff) and self.sequencer.stepped_down
 
     def head(self, covering: int = 0) -> BlockRow | None:
-        """The log's last block as far as this process can tell. That is the one its sequencer
-        sealed, or the hand-over last brought; the database's newest instead when this process
-        knows none yet, or knows none of at least `covering` leaves (D128). Under `serve
-        --workers N` a process hears of a block a moment after another committed it, and of
-        none before it has joined the sequencer: a read naming an entry or a tree size that
-        another process has already answered is not refused for that. One small read, only
-        then, and only in a process that follows; a size past the log's end costs it that
-        read, and is refused as before."""
+        """The log's last block as far as this process can tell (D128): the one it knows,
+        unless the database's newest must be read (one small read) because
+
+        - it knows none, or none of at least `covering` leaves: a read names an entry or a
+          tree size that another process has answered (under `serve --workers N` a process
+          hears of a block a moment after it was committed), or that this process's
+          sequencer committed and has not yet taken in;
+        - it follows a sequencer it has not joined, or has lost (`Handoff.current`): what it
+          knows may be far behind, and a checkpoint older than one already served would look
+          like a rollback to a monitor.
+
+        A size past the log's end costs that read, and is refused as before."""
         last = self.sequencer.state.last
-        if (last is not None and covering <= last.header.tree_size) or not self.follows:
-            return last  # (what the sequencer knows is the log: it answers a writer after)
+        if last is not None and covering <= last.header.tree_size and self._current():
+            return last
         newest = self.store.latest_block()
         if newest is not None and (last is None
                                    or newest.header.tree_size > last.header.tree_size):
             return newest
         return last
 
-    @property
-    def follows(self) -> bool:
-        """Whether another process sequences the log, so this one hears of its blocks late."""
-        return isinstance(self.sequencer, Handoff) and not self.sequencer.leading
+    def _current(self) -> bool:
+        """Whether what this process knows is the log's head but for a moment."""
+        return not isinstance(self.sequencer, Handoff) or self.sequencer.current
 
     def log_size(self, covering: int = 0) -> int:
         """The tree size of `head(covering)`: 0 while the log has no block."""

@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 
 from copyledger.api.app import create_app
 from copyledger.ledger import merkle
+from copyledger.ledger.store import BlockRow
 from copyledger.service.node import Node
 from tests.helpers import bearer, settings_for, sha, wait_for, work_body
 
@@ -90,9 +91,8 @@ def test_entries_another_process_just_recorded_are_proved_to_a_tree_that_holds_t
 
     knows = b.sequencer.state.last
     assert knows is None or knows.header.tree_size < size  # it has heard of none of them
-    # The log as it knows it (the database's newest if it knows no block); a read that names
-    # more than that reads on.
-    assert cb.get("/v1/log").json()["tree_size"] == (size if knows is None else 0)
+    # Not joined to the sequencer: the log's head is read, not what it knows.
+    assert cb.get("/v1/log").json()["tree_size"] == size
     for seq in seqs:
         p = cb.get(f"/v1/entries/{seq}/proof")
         assert p.status_code == 200, p.text
@@ -137,23 +137,108 @@ def _photo_fingerprints() -> dict[str, Any]:
     from copyledger.matching import image_fingerprints
 
     buf = io.BytesIO()
-    Image.fromarray(data.astronaut()).save(buf, "JPEG", quality=90)
+    photo = data.astronaut()  # type: ignore[no-untyped-call]
+    Image.fromarray(photo).save(buf, "JPEG", quality=90)
     return dict(image_fingerprints(buf.getvalue()))
 
 
 
 @pytest.mark.parametrize("how", ["alone", "for serve --workers"])
-def test_the_sequencer_reads_no_head_from_the_database(
+def test_a_sequencing_process_answers_from_what_it_knows(
         how: str, tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """What a sequencing process knows is the log (it answers a writer only once it knows
-    the block): a size past the log's end costs it no read, whether it sequences alone or for
-    `serve --workers`."""
+    """What a sequencing process knows is the log but for the moment between a block's commit
+    and its taking it in: a read within it costs no database read; one past it reads the
+    head once and is refused as before."""
     node = Node.open(settings_for(tmp_path, database_url, workers=1 if how == "alone" else 2))
     with TestClient(create_app(node)) as client:
+        auth = bearer(node, "ada")
+        seqs = [client.post("/v1/works", json=work_body(f"seq {i}"), headers=auth).json()["seq"]
+                for i in range(2)]
         wait_for(lambda: node.index.ready, "the fingerprint index (it reads the log's size)")
-        monkeypatch.setattr(node.store, "latest_block", lambda: pytest.fail("a read"))
+        reads: list[int] = []
+        real = node.store.latest_block
+
+        def counted() -> BlockRow | None:
+            reads.append(1)
+            return real()
+
+        monkeypatch.setattr(node.store, "latest_block", counted)
         size = client.get("/v1/log").json()["tree_size"]
+        assert size == seqs[-1] + 1
+        assert client.get("/v1/log/checkpoint").status_code == 200
+        assert client.get(f"/v1/entries/{seqs[0]}/proof").status_code == 200
+        assert client.get("/v1/log/consistency", params={"from": 1}).status_code == 200
+        assert reads == []
         assert client.get("/v1/log/consistency", params={"from": 0, "to": size + 5}
                           ).status_code == 422
         assert client.get(f"/v1/entries/{size}/proof").status_code == 422
         assert client.get("/tile/0/x001/000").status_code == 404
+        assert reads == [1, 1, 1]
+
+
+def test_a_joined_follower_answers_from_what_the_hand_over_brought(
+        tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process that follows, joined to the sequencer, hears of each block a moment after
+    its commit: it answers from that without reading the database."""
+    s = settings_for(tmp_path, database_url, workers=2)
+    a, b = Node.open(s), Node.open(s)
+    with TestClient(create_app(a)) as ca, TestClient(create_app(b)) as cb:
+        assert a.sequencer.leading and not b.sequencer.leading  # type: ignore[union-attr]
+        auth = bearer(a, "ada")
+        seq = ca.post("/v1/works", json=work_body("joined"), headers=auth).json()["seq"]
+        wait_for(lambda: b.sequencer.state.size == seq + 1 and b.index.ready,
+                 "the follower to hear of the block")
+        assert b.sequencer.current  # type: ignore[union-attr]
+        monkeypatch.setattr(b.store, "latest_block", lambda: pytest.fail("a read"))
+        assert cb.get("/v1/log").json()["tree_size"] == seq + 1
+        assert cb.get(f"/v1/entries/{seq}/proof").status_code == 200
+
+
+def test_a_shared_index_never_reads_back_below_what_it_has_read(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Claim checks now catch the index up to different sizes (what a process knows, or the
+    database's head): one asking for less, that passed the first look while another read
+    further, must not set the index back (it would read the same works again, twice in the
+    index)."""
+    import threading
+
+    from copyledger.matching import live
+
+    calls: list[tuple[int, int]] = []
+    inside, go_on = threading.Event(), threading.Event()
+
+    def read(_store: Any, _index: Any, start: int, stop: int) -> int:
+        calls.append((start, stop))
+        inside.set()
+        go_on.wait(30)
+        return stop
+
+    monkeypatch.setattr(live, "_read_works", read)
+    li = live.LiveIndex(shared=True)
+    li._index = object()  # type: ignore[assignment]  # (ready; `read` never touches it)
+    waiting = threading.Event()
+
+    class Lock:
+        """The index's lock, saying when a second thread comes to wait for it."""
+
+        lock = threading.Lock()
+
+        def __enter__(self) -> None:
+            if self.lock.locked():
+                waiting.set()
+            self.lock.acquire()
+
+        def __exit__(self, *_: object) -> None:
+            self.lock.release()
+
+    li._catching_up = Lock()  # type: ignore[assignment]
+    further = threading.Thread(target=li.catch_up, args=(None, 100))
+    further.start()
+    assert inside.wait(30)
+    less = threading.Thread(target=li.catch_up, args=(None, 50))
+    less.start()
+    assert waiting.wait(30)  # past the first look, at the lock
+    go_on.set()
+    further.join(30)
+    less.join(30)
+    assert calls == [(0, 100)] and li._through == 100
