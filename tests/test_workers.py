@@ -326,14 +326,23 @@ def test_a_sequencer_whose_lock_session_ends_leaves_one_sequencer(
     fresh = itertools.count()
     acked: list[dict[str, Any]] = []
     refused: set[int] = set()
+    dropped: list[int] = []
 
     def on_new_connections() -> bool:
         """Ten writes, each on a connection of its own (the kernel gives each to either
         process): whether all were recorded."""
         ok = True
         for _ in range(10):
-            r = httpx.post(srv.url + "/v1/works", json=work_body(f"new-{next(fresh)}"),
-                           headers=auth, timeout=30)
+            try:
+                r = httpx.post(srv.url + "/v1/works", json=work_body(f"new-{next(fresh)}"),
+                               headers=auth, timeout=30)
+            except httpx.RemoteProtocolError:
+                # A connection the old sequencer had accepted when it stepped down: uvicorn's
+                # shutdown closed it unanswered (seen once in CI's SoftHSM pass). Counted,
+                # never acked; `check_log` asks only that every acked entry is there.
+                dropped.append(1)
+                ok = False
+                continue
             if r.status_code == 201:
                 acked.append(r.json())
             else:
@@ -364,6 +373,7 @@ def test_a_sequencer_whose_lock_session_ends_leaves_one_sequencer(
     finally:
         srv.stop()
     assert refused <= {503}, refused
+    assert len(dropped) <= 3, dropped  # at most one a step-down
     check_log(data, dburl, acked)
 
 
