@@ -106,6 +106,9 @@ class _Metrics:
         self.alerting = Gauge("copyledger_monitor_alerting",
                               "1 while the log serves what the monitor cannot accept",
                               registry=r)
+        self.stale_since = Gauge("copyledger_monitor_stale_since_timestamp_seconds",
+                                 "Since when the log has served earlier states of the verified "
+                                 "tree (0: it does not)", registry=r)
         self.alerts = Gauge("copyledger_monitor_alerts_total",
                             "Distinct alerts raised, by kind", ["kind"], registry=r)
         self.witness = Gauge("copyledger_monitor_witness_status",
@@ -118,6 +121,7 @@ class _Metrics:
         self.last_check.set(s["last_check"])
         self.last_verified.set(s["last_verified"])
         self.alerting.set(1 if s["alerting"] else 0)
+        self.stale_since.set(s["stale_since"])
         for kind in {*ALERT_KINDS, *s["alerts"]}:
             self.alerts.labels(kind=kind).set(s["alerts"].get(kind, 0))
         for name, now in s["witnesses"].items():

@@ -2130,12 +2130,20 @@ def monitor(
         "--witness", metavar="URL=VKEY", help="compare the copy with what this witness "
         "cosigned, read from the witness at URL (tlog-witness `<origin hash>/checkpoint`) or, "
         "given only VKEY, from the log's cosigned checkpoint; repeatable")] = None,
+    rollback_after: Annotated[float, typer.Option(
+        "--rollback-after", min=0.0, help="seconds a log may serve earlier states of the "
+        "verified tree (as a cache can, for a moment) before that is a rollback alert; 0: at "
+        "once")] = 300.0,
     as_json: Json = False,
 ) -> None:
     """Follow a log: check every checkpoint's signature, that it extends every tree seen
     before, and every entry against its tile, keeping a verified copy in --data-dir. With
     --witness, also check each witness's cosigned checkpoint against the copy: one that
     contradicts it is a split view (a fork alert), even on a branch this monitor never saw.
+
+    A smaller tree that is an earlier state of the verified one is reported as stale (a cache
+    or a lagging process can serve one); one served for --rollback-after seconds on end, or
+    one that is not an earlier state, is a rollback.
 
     Exits 1 on a fork (split view), rollback, bad signature, bad tile or invalid entry, after
     printing the alert (and POSTing it to --alert-webhook); 2 on usage or, with --once,
@@ -2171,7 +2179,7 @@ def monitor(
                     WitnessSource.at_log(verifier, fetch, log) if url is None else
                     WitnessSource.at_witness(verifier, stack.enter_context(TileFetcher(url)),
                                              url))
-            follower = open_follower(data_dir, fetch, trust, sources)
+            follower = open_follower(data_dir, fetch, trust, sources, rollback_after)
         if serve is not None:
             _serve_monitor(serve, data_dir, status)
         try:
@@ -2209,7 +2217,13 @@ def monitor(
                               + (" " + tr("at {size}").format(size=w.tree_size)
                                  if w.tree_size is not None else "")
                               + (f" ({detail(w.detail)})" if w.detail else "")
-                              for w in up.witnesses))
+                              for w in up.witnesses)
+                          + ("" if up.stale is None else "\n  " + tr(
+                              "stale: the log served its earlier tree {size} (the same tree), "
+                              "as it has since {since}; a rollback alert if that lasts "
+                              "{grace} s").format(size=up.stale.tree_size,
+                                                  since=up.stale.to_dict()["since"],
+                                                  grace=int(rollback_after))))
                     if as_json:
                         sys.stdout.flush()
                 if once:

@@ -14,6 +14,13 @@ every one seen before, without a proof from the log. Anything else is a `LogMisb
 what the log served and what the mirror holds; a split view also names the first tree size at
 which the two trees differ and both roots there. Nothing is stored from a poll that fails.
 
+A checkpoint of a smaller tree whose root is the copy's own root at that size is an earlier
+state of the same tree: a cache in front of the log, or a process of it that has not yet heard
+of its newest block, can serve one for a moment (D129). Such a poll holds and reports the
+stale view (`Update.stale`); only a log that serves smaller trees for `stale_grace` seconds on
+end (the first time is kept in the copy, so polls from cron count too) is a rollback alert. A
+smaller tree that is not a prefix of the copy is an alert at once.
+
 The copy (entries, every complete Merkle node, every verified checkpoint) is one SQLite file,
 `mirror.sqlite`, in the monitor's data directory. From it alone `Mirror.proof` answers an
 inclusion proof of any entry to any checkpoint the mirror verified (the registry's
@@ -65,6 +72,7 @@ from copyledger.ledger.tlog_proof import TlogProof, format_tlog_proof
 
 __all__ = [
     "MIRROR_FILE",
+    "STALE_GRACE_S",
     "WITNESS_STATUSES",
     "Alert",
     "Fetch",
@@ -72,6 +80,7 @@ __all__ = [
     "LogMisbehaved",
     "Mirror",
     "MonitorStatus",
+    "Stale",
     "Update",
     "VerifiedCheckpoint",
     "WitnessSource",
@@ -81,6 +90,10 @@ __all__ = [
 ]
 
 MIRROR_FILE = "mirror.sqlite"
+
+STALE_GRACE_S = 300.0
+"""How long a log may serve earlier states of the verified tree before it is a rollback: far
+beyond the few seconds tlog-tiles lets a checkpoint be cached, within a few default polls."""
 
 Fetch = Callable[[str], bytes]
 """A tlog-tiles path (no leading slash) to its bytes; raises ledger.errors.NotFound if absent."""
@@ -158,6 +171,20 @@ class Mirror:
     def sizes(self) -> list[int]:
         """Every tree size the mirror verified a checkpoint of, in order."""
         return [r[0] for r in self._db.execute("SELECT size FROM checkpoints ORDER BY size")]
+
+    @property
+    def stale_since(self) -> float | None:
+        """POSIX time of the first of the polls in a row that were served an earlier state of
+        the verified tree; None if the last poll was not."""
+        value = self._meta("stale_since")
+        return None if value is None else float(value)
+
+    def _set_stale_since(self, when: float | None) -> None:
+        if when is None:
+            self._db.execute("DELETE FROM meta WHERE key = 'stale_since'")
+        else:
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('stale_since', ?)",
+                             (repr(when),))
 
     def read_hashes(self, ids: Sequence[merkle.NodeId]) -> list[bytes]:
         """A merkle.HashReader over the stored nodes."""
@@ -240,7 +267,9 @@ class Alert:
     """What a log did wrong, with the trees involved (roots as hex in `to_dict`).
 
     `kind` is one of `fork` (a checkpoint inconsistent with one verified before: a split view),
-    `rollback` (a smaller tree than one verified before), `bad-signature` (no valid signature by
+    `rollback` (a smaller tree than one verified before: at once if it is not an earlier state
+    of the verified tree, else once the log has served such trees for the follower's
+    `stale_grace`), `bad-signature` (no valid signature by
     the pinned key, or another log's origin), `invalid-entry` (an entry that fails validation),
     `bad-tile` (a tile or bundle that contradicts the tree, another tile or the checkpoint).
     `verified_*` is the mirror's last tree, `served_*` the log's checkpoint. For a fork,
@@ -286,14 +315,32 @@ class LogMisbehaved(VerificationError):
 
 
 @dataclass(frozen=True)
+class Stale:
+    """The log served an earlier state of the verified tree (a checkpoint of `tree_size`
+    whose root is the copy's at that size), as it has on every poll since `since` (POSIX
+    time); a rollback alert once that lasts the follower's `stale_grace`."""
+
+    tree_size: int
+    root: bytes
+    since: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tree_size": self.tree_size, "root": self.root.hex(),
+                "since": datetime.fromtimestamp(self.since, UTC).isoformat(
+                    timespec="seconds").replace("+00:00", "Z")}
+
+
+@dataclass(frozen=True)
 class Update:
-    """One poll that held: the tree grew from `previous_size` to `tree_size` (or stayed)."""
+    """One poll that held: the tree grew from `previous_size` to `tree_size` (or stayed;
+    `stale` if the log served an earlier state of it)."""
 
     previous_size: int
     tree_size: int
     root: bytes
     entries: int
     witnesses: tuple[WitnessView, ...] = ()  # one per configured witness, in order
+    stale: Stale | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"previous_size": self.previous_size,
@@ -301,6 +348,8 @@ class Update:
                                "entries": self.entries}
         if self.witnesses:
             out["witnesses"] = [w.to_dict() for w in self.witnesses]
+        if self.stale is not None:
+            out["stale"] = self.stale.to_dict()
         return out
 
 
@@ -375,14 +424,19 @@ class _Served:
 
 
 class Follower:
-    """Follows one log into one Mirror, under one pinned verifier key."""
+    """Follows one log into one Mirror, under one pinned verifier key. `stale_grace`: seconds
+    of earlier states of the verified tree before they are a rollback alert (0: at once)."""
 
     def __init__(self, mirror: Mirror, fetch: Fetch, verifier_key: str,
-                 witnesses: Sequence[WitnessSource] = ()) -> None:
+                 witnesses: Sequence[WitnessSource] = (),
+                 stale_grace: float = STALE_GRACE_S,
+                 clock: Callable[[], float] = time.time) -> None:
         self.mirror = mirror
         self.fetch = fetch
         self.verifier = mirror.pin(verifier_key)
         self.witnesses = tuple(witnesses)
+        self.stale_grace = stale_grace
+        self.clock = clock
 
     def poll(self) -> Update:
         """Catch up to the log's checkpoint, then compare the witnesses' cosigned checkpoints
@@ -393,7 +447,7 @@ class Follower:
         if not self.witnesses:
             return up
         views = tuple(self._compare(w) for w in self.witnesses)
-        return Update(up.previous_size, up.tree_size, up.root, up.entries, views)
+        return Update(up.previous_size, up.tree_size, up.root, up.entries, views, up.stale)
 
     def _follow(self) -> Update:
         last = self.mirror.latest()
@@ -401,7 +455,9 @@ class Follower:
         served = self._checkpoint(size, root)
         cp = served.cp
         if cp.size < size:
-            raise self._rollback(size, root, cp)
+            return self._stale(size, root, cp)
+        if self.mirror.stale_since is not None:
+            self.mirror._set_stale_since(None)
         if cp.size == size:
             if cp.root != root:
                 raise self._fork(size, root, cp,
@@ -594,13 +650,27 @@ class Follower:
                                             "verified tree do not give the checkpoint's root",
                                             first=size, last=cp.size - 1), size, root, cp)
 
+    def _stale(self, size: int, root: bytes, cp: note.Checkpoint) -> Update:
+        """A smaller tree than the verified one: a stale view while it is an earlier state of
+        the same tree and has not lasted `stale_grace`; LogMisbehaved (rollback) otherwise."""
+        if merkle.tree_hash(cp.size, self.mirror) != cp.root:
+            raise self._rollback(size, root, cp)
+        now = self.clock()
+        since = self.mirror.stale_since
+        if since is None or since > now:  # a clock set back restarts the count
+            since = now
+            self.mirror._set_stale_since(since)
+        if now - since < self.stale_grace:
+            return Update(size, size, root, 0, stale=Stale(cp.size, cp.root, since))
+        raise self._alert("rollback", said(
+            "the log serves a tree of {size} entries after one of {verified} was verified (an "
+            "earlier state of the same tree), and has served smaller trees for {seconds} s",
+            size=cp.size, verified=size, seconds=int(now - since)), size, root, cp)
+
     def _rollback(self, size: int, root: bytes, cp: note.Checkpoint) -> LogMisbehaved:
-        """A smaller tree than one verified: a rollback, and a fork too if it is not ours."""
+        """A smaller tree than one verified that is not an earlier state of it: a rollback,
+        and a fork from where the trees part."""
         sizes = {"size": cp.size, "verified": size}
-        if merkle.tree_hash(cp.size, self.mirror) == cp.root:
-            return self._alert("rollback", said(
-                "the log serves a tree of {size} entries after one of {verified} was verified "
-                "(an earlier state of the same tree)", **sizes), size, root, cp)
         found = self._divergence(cp.size, cp)
         if found is None:
             return self._alert("rollback", said(
@@ -634,7 +704,8 @@ class MonitorStatus:
     when the last did and the last held, and the alerts by kind. The same alert raised again by
     the next poll (the log still serving the same bad state) is counted once, and `repeated`
     says so, so that a webhook hears of it once. `witnesses` is the last `WitnessView.status`
-    of each configured witness (`fork` once one showed a split view)."""
+    of each configured witness (`fork` once one showed a split view). `stale_since` is the
+    copy's `Mirror.stale_since` after the last poll (0: not stale), alert or not."""
 
     checks: int = 0
     last_check: float = 0.0  # POSIX time of the last poll that reached the log; 0: none yet
@@ -644,6 +715,7 @@ class MonitorStatus:
     alerting: bool = False  # the last poll raised an alert
     repeated: bool = False  # ... the same as the one before it
     witnesses: dict[str, str] = field(default_factory=dict)
+    stale_since: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def poll(self, follower: Follower) -> Update:
@@ -661,12 +733,14 @@ class MonitorStatus:
                 self.last_alert, self.alerting = alert, True
                 if e.alert.witness is not None:
                     self.witnesses[e.alert.witness["name"]] = "fork"
+                self.stale_since = follower.mirror.stale_since or 0.0
             raise
         with self._lock:
             self.checks += 1
             self.last_check = self.last_verified = time.time()
             self.alerting = self.repeated = False
             self.witnesses.update((w.witness, w.status) for w in up.witnesses)
+            self.stale_since = follower.mirror.stale_since or 0.0
         return up
 
     def snapshot(self) -> dict[str, Any]:
@@ -675,7 +749,7 @@ class MonitorStatus:
             return {"checks": self.checks, "last_check": self.last_check,
                     "last_verified": self.last_verified, "alerts": dict(self.alerts),
                     "alerting": self.alerting, "last_alert": self.last_alert,
-                    "witnesses": dict(self.witnesses)}
+                    "witnesses": dict(self.witnesses), "stale_since": self.stale_since}
 
 
 def _int(v: object) -> int | None:
@@ -683,11 +757,12 @@ def _int(v: object) -> int | None:
 
 
 def open_follower(directory: Path, fetch: Fetch, verifier_key: str,
-                  witnesses: Sequence[WitnessSource] = ()) -> Follower:
+                  witnesses: Sequence[WitnessSource] = (),
+                  stale_grace: float = STALE_GRACE_S) -> Follower:
     """A Follower over the mirror in `directory`; the caller closes `follower.mirror`."""
     mirror = Mirror(directory)
     try:
-        return Follower(mirror, fetch, verifier_key, witnesses)
+        return Follower(mirror, fetch, verifier_key, witnesses, stale_grace)
     except BaseException:
         mirror.close()
         raise

@@ -25,6 +25,7 @@ from copyledger.ledger import merkle, note
 from copyledger.ledger import tiles as t
 from copyledger.ledger.errors import NotFound, VerificationError
 from copyledger.ledger.sequencer import Pending
+from copyledger.notary.signer import sign_note
 from copyledger.service import tiles as service_tiles
 from copyledger.service.monitor import Follower, LogMisbehaved, Mirror
 from copyledger.service.node import Node
@@ -180,11 +181,21 @@ def test_a_split_view_is_reported_with_the_first_differing_tree_size_and_both_ro
     hook = Webhook()
     try:
         fill(a, 50, salt="A")  # 350 entries on branch A, 300 shared
-        fill(b, 30, salt="B")
         assert a.verifier_key == b.verifier_key
         mdir = tmp_path / "monitor"
         with Uvicorn(a) as sa, Uvicorn(b) as sb:
             assert monitor_cli(sa.url, a.verifier_key, mdir)[0] == 0
+
+            # B, still at 300, is an earlier state of A's tree: stale, not yet a rollback.
+            code, up = monitor_cli(sb.url, b.verifier_key, mdir)
+            assert code == 0 and (up["tree_size"], up["entries"]) == (350, 0), up
+            assert up["stale"]["tree_size"] == 300
+            assert up["stale"]["root"] == httpx.get(sb.url + "/v1/log").json()["root"]
+            code, alert = monitor_cli(sb.url, b.verifier_key, mdir, "--rollback-after", "0")
+            assert code == 1 and alert["alert"] == "rollback", alert
+            assert alert["first_difference"] is None and alert["served"]["tree_size"] == 300
+
+            fill(b, 30, salt="B")
 
             def root_at(url: str, size: int) -> str:
                 return str(httpx.get(url + "/v1/log/consistency",
@@ -233,19 +244,78 @@ def _poll_alert(follower: Follower) -> LogMisbehaved:
     return e.value
 
 
-def test_a_rollback_to_an_earlier_checkpoint_is_reported(reg: Node, tmp_path: Path) -> None:
+def test_an_earlier_state_of_the_tree_is_stale_until_it_lasts_then_a_rollback(
+        reg: Node, tmp_path: Path) -> None:
     fill(reg, 300)
     old = service_tiles.checkpoint(reg)
+    old_root = note.parse_checkpoint(note.parse_note(old).text).root
     fill(reg, 100)
     fetch = node_fetch(reg)
-    follower = Follower(Mirror(tmp_path / "m"), fetch, reg.verifier_key)
+    now = [1_000_000.0]
+    follower = Follower(Mirror(tmp_path / "m"), fetch, reg.verifier_key, stale_grace=300,
+                        clock=lambda: now[0])
     assert follower.poll().tree_size == 400
+    verified = follower.mirror.latest()
+    assert verified is not None
     follower.fetch = lambda p: old.encode() if p == "checkpoint" else fetch(p)
+
+    # A cache, or a process that has not heard of the newest block: the poll holds, the copy
+    # stays at 400, and the stale view is reported with when it began.
+    up = follower.poll()
+    assert (up.previous_size, up.tree_size, up.root, up.entries) == (400, 400, verified.root, 0)
+    assert up.stale is not None and (up.stale.tree_size, up.stale.root) == (300, old_root)
+    assert up.to_dict()["stale"] == {"tree_size": 300, "root": old_root.hex(),
+                                     "since": "1970-01-12T13:46:40Z"}
+    now[0] += 299
+    assert follower.poll().stale == up.stale  # the same run of stale polls
+    assert follower.mirror.sizes() == [400]
+
+    # It lasts the grace: a rollback, an earlier state of the same tree, nothing stored.
+    now[0] += 1
     e = _poll_alert(follower)
     assert e.alert.kind == "rollback" and "earlier state of the same tree" in e.detail
+    assert "for 300 s" in e.detail and e.alert.first_difference is None
     assert (e.alert.verified_size, e.alert.served_size) == (400, 300)
-    assert e.alert.served_root == note.parse_checkpoint(note.parse_note(old).text).root
+    assert e.alert.served_root == old_root
     assert e.alert.verified_root.hex() == reg.store.latest_block().header.tree_root.hex()
+    assert follower.mirror.sizes() == [400]
+
+    # The start of the run is kept in the copy: a monitor run again (from cron) alerts at once.
+    again = Follower(Mirror(tmp_path / "m"), follower.fetch, reg.verifier_key,
+                     stale_grace=300, clock=lambda: now[0])
+    assert _poll_alert(again).alert.kind == "rollback"
+
+    # The log serves its tree again: the run ends, and a later stale view starts a new one.
+    follower.fetch = fetch
+    up = follower.poll()
+    assert up.stale is None and up.tree_size == 400 and follower.mirror.stale_since is None
+    follower.fetch = lambda p: old.encode() if p == "checkpoint" else fetch(p)
+    now[0] += 1000
+    stale = follower.poll().stale
+    assert stale is not None and stale.since == now[0]
+    now[0] -= 50  # a clock set back restarts the count rather than alerting early or never
+    stale = follower.poll().stale
+    assert stale is not None and stale.since == now[0]
+
+    # With no grace, the first smaller tree is the alert.
+    follower.stale_grace = 0
+    assert _poll_alert(follower).alert.kind == "rollback"
+
+
+def test_a_smaller_tree_that_is_not_an_earlier_state_is_a_rollback_at_once(
+        reg: Node, tmp_path: Path) -> None:
+    fill(reg, 300)
+    fetch = node_fetch(reg)
+    follower = Follower(Mirror(tmp_path / "m"), fetch, reg.verifier_key)
+    assert follower.poll().tree_size == 300
+    # The log's own key signs a checkpoint of 200 entries with a root that is not the copy's.
+    forged = sign_note(note.format_checkpoint(note.Checkpoint(
+        reg.origin, 200, merkle.tree_hash(199, follower.mirror))), [reg.signer])
+    follower.fetch = lambda p: forged.encode() if p == "checkpoint" else fetch(p)
+    e = _poll_alert(follower)
+    assert e.alert.kind == "rollback" and "another root" in e.detail
+    assert (e.alert.verified_size, e.alert.served_size) == (300, 200)
+    assert follower.mirror.stale_since is None
 
 
 def test_a_checkpoint_not_signed_by_the_pinned_key_is_reported(reg: Node,

@@ -1,8 +1,9 @@
 """`copyledger monitor --serve`: a monitor process answers from its own verified copy (tiles,
 checkpoint, inclusion proofs), exposes Prometheus metrics, and when the log forks it keeps
 serving what it verified, counts the alert, and posts it to the webhook once, naming the sizes
-and hashes. Real processes: the registry, the monitor, and (the fork) a copy of the registry's
-database served on the same address."""
+and hashes; an earlier state of the same tree is reported as stale, not as an alert. Real
+processes: the registry, the monitor, and (the stale view, then the fork) a copy of the
+registry's database served on the same address."""
 
 from __future__ import annotations
 
@@ -69,7 +70,21 @@ def test_a_monitor_serves_its_verified_copy_and_metrics_and_alerts_once(tmp_path
         assert metric(m, "copyledger_monitor_last_check_timestamp_seconds") > 0
         assert metric(m, 'copyledger_monitor_alerts_total{kind="fork"}') == 0
         assert metric(m, "copyledger_monitor_alerting") == 0
+        assert metric(m, "copyledger_monitor_stale_since_timestamp_seconds") == 0
         verified = httpx.get(m + "/checkpoint").text
+
+        # An earlier state of the same tree (the copy at 20) answers at the log's address, as
+        # a cache could for a moment: stale, reported, no alert within --rollback-after.
+        registry.stop()
+        stale = ServerProcess(tmp_path / "f" / "data", port=registry.port).start()
+        try:
+            wait_for(lambda: metric(m, "copyledger_monitor_stale_since_timestamp_seconds") > 0,
+                     "the stale view was not reported")
+            assert metric(m, "copyledger_monitor_alerting") == 0
+            assert metric(m, 'copyledger_monitor_alerts_total{kind="rollback"}') == 0
+            assert metric(m, "copyledger_monitor_verified_tree_size") == 25
+        finally:
+            stale.stop()
 
         # The log forks: the copy, given other entries, answers at the same address.
         fork = ServerProcess(tmp_path / "f" / "data").start()
@@ -93,6 +108,7 @@ def test_a_monitor_serves_its_verified_copy_and_metrics_and_alerts_once(tmp_path
             fork.url + "/v1/log").json()["root"]
         assert metric(m, 'copyledger_monitor_alerts_total{kind="fork"}') == 1
         assert metric(m, "copyledger_monitor_alerting") == 1
+        assert metric(m, "copyledger_monitor_stale_since_timestamp_seconds") == 0  # 30 > 25
         # and it still answers from what it verified, not from the fork
         assert httpx.get(m + "/checkpoint").text == verified
         assert metric(m, "copyledger_monitor_verified_tree_size") == 25
