@@ -27,7 +27,7 @@ from copyledger.client.results import (
 )
 from copyledger.ledger import note as note_mod
 from copyledger.ledger.contact import Disclosure
-from copyledger.ledger.errors import CopyledgerError, said
+from copyledger.ledger.errors import CopyledgerError, VerificationError, said
 from copyledger.ledger.merkle import _gc_paused
 
 T = TypeVar("T")
@@ -535,6 +535,23 @@ def refreshed(bundle: dict[str, Any], witnessed: SignedCheckpoint,
     consistency proof from the bundle's own checkpoint to it."""
     return {**bundle, "witnessed": {"checkpoint": witnessed.note,
                                     "consistency": list(proof.proof)}}
+
+
+STALE_PAUSES = (0.05, 0.2, 0.5)
+"""Seconds to wait before asking again for the log's latest checkpoint while it is older than
+one the caller holds: a cache, or a process of the registry that has not yet heard of the
+newest block, can answer an earlier one for a moment (D128, D129)."""
+
+
+def not_older(old: SignedCheckpoint, latest: SignedCheckpoint) -> SignedCheckpoint:
+    """`latest`, the log's answer on the last try, if `old` can be proved into it;
+    VerificationError if the log still answers an older tree than `old`."""
+    if latest.size >= old.size:
+        return latest
+    raise VerificationError(said(
+        "the log's latest checkpoint (tree size {new}) is older than the one given (tree size "
+        "{old}), on {tries} tries: a stale copy of the log, or a rollback", new=latest.size,
+        old=old.size, tries=len(STALE_PAUSES) + 1))
 
 
 def consistency(old: SignedCheckpoint, new: SignedCheckpoint) -> Call[ConsistencyProof]:

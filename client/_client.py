@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -238,8 +239,17 @@ class Client(_Base):
     def consistency(
         self, old: SignedCheckpoint, new: SignedCheckpoint | None = None
     ) -> ConsistencyProof:
-        """Prove the log at `new` (default: its latest checkpoint) extends `old`."""
-        return self._run(calls.consistency(old, new or self.checkpoint()))
+        """Prove the log at `new` (default: its latest checkpoint, asked again for a moment
+        while the log answers one older than `old`) extends `old`."""
+        return self._run(calls.consistency(old, new or self._latest_from(old)))
+
+    def _latest_from(self, old: SignedCheckpoint) -> SignedCheckpoint:
+        for pause in calls.STALE_PAUSES:
+            latest = self.checkpoint()
+            if latest.size >= old.size:
+                return latest
+            time.sleep(pause)
+        return calls.not_older(old, self.checkpoint())
 
     def cosigned_checkpoint(self) -> SignedCheckpoint:
         """The latest checkpoint a quorum of the log's witnesses cosigned (log key checked)."""
@@ -411,7 +421,15 @@ class AsyncClient(_Base):
     async def consistency(
         self, old: SignedCheckpoint, new: SignedCheckpoint | None = None
     ) -> ConsistencyProof:
-        return await self._run(calls.consistency(old, new or await self.checkpoint()))
+        return await self._run(calls.consistency(old, new or await self._latest_from(old)))
+
+    async def _latest_from(self, old: SignedCheckpoint) -> SignedCheckpoint:
+        for pause in calls.STALE_PAUSES:
+            latest = await self.checkpoint()
+            if latest.size >= old.size:
+                return latest
+            await asyncio.sleep(pause)
+        return calls.not_older(old, await self.checkpoint())
 
     async def cosigned_checkpoint(self) -> SignedCheckpoint:
         return await self._run(calls.cosigned_checkpoint())

@@ -449,6 +449,65 @@ class _AsyncTamper(httpx.AsyncBaseTransport):
         return httpx.Response(r.status_code, json=body)
 
 
+class StaleCheckpoint(httpx.BaseTransport):
+    """Forward to the real server, but answer `text` to the first `times` checkpoint reads, as
+    a cache or a process that has not heard of the newest block can (D128); log the paths."""
+
+    def __init__(self, text: str, times: int) -> None:
+        self.inner, self.text, self.times = httpx.HTTPTransport(), text, times
+        self.paths: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.paths.append(request.url.path)
+        if request.url.path == "/v1/log/checkpoint" and self.times > 0:
+            self.times -= 1
+            return httpx.Response(200, text=self.text)
+        return self.inner.handle_request(request)
+
+
+class _AsyncStaleCheckpoint(httpx.AsyncBaseTransport):
+    def __init__(self, text: str) -> None:
+        self.inner, self.text, self.times = httpx.AsyncHTTPTransport(), text, 1
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/log/checkpoint" and self.times > 0:
+            self.times -= 1
+            return httpx.Response(200, text=self.text)
+        return await self.inner.handle_async_request(request)
+
+
+def test_consistency_to_the_latest_asks_again_while_the_log_answers_an_older_tree(
+        live: Live) -> None:
+    with Client(live.url, trusted_keys=[live.log_key]) as c:
+        older = c.checkpoint()
+    with Client(live.url, api_key=live.creator, trusted_keys=[live.log_key]) as c:
+        work(c, os.urandom(16))
+        held = c.checkpoint()
+    assert held.size > older.size
+
+    # Two stale answers, then the log's own: proved into the newest, not refused by the server.
+    lag = StaleCheckpoint(older.note, 2)
+    with Client(live.url, trusted_keys=[live.log_key], transport=lag) as c:
+        proof = c.consistency(held)
+    assert proof.old_size == held.size and proof.new_size >= held.size
+    assert lag.paths.count("/v1/log/checkpoint") == 3 and lag.paths[-1] == "/v1/log/consistency"
+
+    # A log that keeps answering the older tree: a verification error, and no proof asked for.
+    stuck = StaleCheckpoint(older.note, 100)
+    with Client(live.url, trusted_keys=[live.log_key], transport=stuck) as c, \
+            pytest.raises(VerificationError) as e:
+        c.consistency(held)
+    assert "older than the one given" in e.value.detail and "/v1/log/consistency" not in stuck.paths
+    assert stuck.paths.count("/v1/log/checkpoint") == len(calls.STALE_PAUSES) + 1
+
+    async def run() -> None:
+        async with AsyncClient(live.url, trusted_keys=[live.log_key],
+                               transport=_AsyncStaleCheckpoint(older.note)) as ac:
+            assert (await ac.consistency(held)).new_size >= held.size
+
+    asyncio.run(run())
+
+
 def test_docs_examples_run(live: Live, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     blocks = re.findall(r"```python\n(.*?)```", DOCS.read_text(), re.S)
     assert len(blocks) >= 8
