@@ -1,9 +1,11 @@
-"""The live near-duplicate index: rebuilt from the log at start, fed by new registrations.
+"""The live near-duplicate index: rebuilt from the log at start, then caught up from the log.
 
 Until the rebuild has read the whole log the index is not `ready`, and a claim check says so
-rather than answer "none" from a half-built index. Registrations that arrive meanwhile are held
-and added when the rebuild finishes, so none is missed. While `make run` is still installing
-the libraries the index needs (D58), the rebuild waits for them.
+rather than answer "none" from a half-built index. After it, each search that needs the works
+up to a tree size first reads those it has not read (`catch_up`): what the log holds is what
+the index holds, whichever process or request wrote it and whether or not its writer was ever
+answered (D130). While `make run` is still installing the libraries the index needs (D58),
+the rebuild waits for them.
 
 This module imports no heavy library: the server builds a LiveIndex at start, and faiss, numpy
 and datasketch load (with copyledger.matching.index) only in the background rebuild.
@@ -40,30 +42,18 @@ log = logging.getLogger("copyledger.index")
 class LiveIndex:
     """One FingerprintIndex per server process, usable (empty, not `ready`) before it is built.
 
-    `shared`: other processes write to the same log (`serve --workers N`, D48), so what this
-    process registers is not all there is. Then `add` is ignored and `catch_up` reads the works
-    appended since the index last looked, before each search that needs them."""
+    It reads every work from the log, never from a registration's request: under `serve
+    --workers N` (D48) other processes write to the same log, and even in one process a work
+    whose writer timed out or went away is committed all the same (D130)."""
 
-    def __init__(self, *, shared: bool = False) -> None:
-        self._lock = threading.Lock()
+    def __init__(self) -> None:
         self._index: FingerprintIndex | None = None
-        self._pending: list[tuple[int, Mapping[str, Any]]] = []
-        self.shared = shared
         self._through = 0  # every entry below this seq has been read from the log
         self._catching_up = threading.Lock()
 
     @property
     def ready(self) -> bool:
         return self._index is not None
-
-    def add(self, seq: int, fingerprints: Mapping[str, Any]) -> None:
-        if self.shared:
-            return  # `catch_up` reads it from the log, with every other process's works
-        with self._lock:
-            if self._index is None:
-                self._pending.append((seq, fingerprints))
-                return
-        self._index.add(seq, fingerprints)
 
     def search(self, fingerprints: Mapping[str, Any]) -> list[Candidate]:
         index = self._index
@@ -101,9 +91,10 @@ class LiveIndex:
                 return
 
     def catch_up(self, store: Store, size: int) -> None:
-        """A shared index: add the works of seqs up to `size` it has not read yet."""
+        """Add the works of seqs below `size` it has not read yet (none before it is built:
+        the build reads up to the log's size when it starts)."""
         index = self._index
-        if not self.shared or index is None or size <= self._through:
+        if index is None or size <= self._through:
             return
         with self._catching_up:
             if size > self._through:  # (another request may have read further meanwhile)
@@ -115,10 +106,7 @@ class LiveIndex:
         t0 = time.monotonic()
         index = FingerprintIndex()
         self._through = _read_works(store, index, 0, store.tree_size())
-        with self._lock:
-            index.add_many(self._pending)  # what arrived during the rebuild
-            self._pending = []
-            self._index = index
+        self._index = index
         log.info("fingerprint index ready",
                  extra={"entries": len(index), "seconds": round(time.monotonic() - t0, 3)})
 

@@ -214,7 +214,7 @@ def check_claim(node: Node, q: CheckIn) -> dict[str, Any]:
     codes = list(BASE_CODES)
     if fps:
         index.require()  # the libraries may still be being installed (D58)
-        index.catch_up(node.store, size)  # others' works (D48)
+        index.catch_up(node.store, size)  # every work the tree holds, whoever wrote it (D130)
         if not index.ready:
             codes.insert(0, "index-rebuilding")
         matches += [c.to_json() for c in index.search(fps) if c.seq < size]

@@ -537,8 +537,7 @@ class Node:
             self.listeners.append(lambda _h: self.external.poke())
         if self.witnesses:
             self.listeners.append(lambda _h: self.cosigner.poke())
-        # Rebuilt by `start_index`; shared when other processes also write.
-        self.index = LiveIndex(shared=isinstance(self.sequencer, Handoff))
+        self.index = LiveIndex()  # rebuilt by `start_index`, then caught up from the log
         self.transfer_locks = KeyedLocks()  # work seq: one transfer per work at a time
         self.idempotency = idempotency.Keys(store, settings.idempotency_ttl_s)
         self.idempotency_locks = KeyedLocks()  # (account, key): one keyed request at a time

@@ -560,18 +560,9 @@ async def register_work(
     another, make one registration."""
     entry = _work_entry(node.sm_suite, who.account, w, computed)
     try:
-        recorded = await record(node, entry, once=not (again or w.again))
+        return await record(node, entry, once=not (again or w.again))
     except AlreadyRegistered as e:
         return (await _earlier(node, [e.seq]))[0]
-    _matchable(node, recorded)
-    return recorded
-
-
-def _matchable(node: Node, recorded: Outcome) -> None:
-    """A new work with fingerprints goes into the near-duplicate index at once."""
-    if (isinstance(recorded, Recorded) and not recorded.existing
-            and recorded.entry["content"].get("fingerprints")):
-        node.index.add(recorded.receipt.seq, recorded.entry["content"]["fingerprints"])
 
 
 async def _earlier(node: Node, seqs: Sequence[int]) -> list[Recorded]:
@@ -630,8 +621,6 @@ async def register_works(
                                    internal=f"{type(e).__name__}: {e}")] * len(found)
         for (i, _), answer in zip(found, answers, strict=True):
             done[i] = answer
-    for o in done:
-        _matchable(node, o)
     return done
 
 

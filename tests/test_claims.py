@@ -213,16 +213,51 @@ def test_cli_register_fingerprints_locally_and_check_claim(tmp_path: Path) -> No
         srv.stop()
 
 
-def test_live_index_keeps_registrations_made_during_rebuild(tmp_path: Path) -> None:
-    from copyledger.ledger.store import Store
+def test_live_index_reads_works_logged_during_its_rebuild(tmp_path: Path) -> None:
+    """The rebuild reads the log up to its size when it starts; a work logged after that is
+    read by the next catch-up, once."""
     from copyledger.matching import LiveIndex, image_fingerprints
+    from tests.helpers import open_registry
+    from tests.test_index_start import submit_work
 
-    li = LiveIndex()
-    fps = image_fingerprints(png(1))
-    li.add(7, fps)  # arrives while the index is rebuilding
-    assert not li.ready and li.search(fps) == []
-    li.build(Store.open(f"sqlite:///{tmp_path / 'l.db'}"))
-    assert li.ready and [c.seq for c in li.search(fps)] == [7, 7]  # pdq and phash
+    reg = open_registry(tmp_path / "reg", linger_ms=5.0)
+    reg.start()
+    try:
+        fps = [image_fingerprints(png(i)) for i in (1, 2)]
+        before = submit_work(reg, "before", fps[0])
+        li = LiveIndex()
+        li.catch_up(reg.store, reg.sequencer.state.size)  # not built yet: nothing read
+        assert not li.ready and li.search(fps[0]) == []
+        li.build(reg.store)
+        during = submit_work(reg, "after the build's read", fps[1])
+        assert [c.seq for c in li.search(fps[0])] == [before, before]  # pdq and phash
+        assert li.search(fps[1]) == []
+        li.catch_up(reg.store, reg.sequencer.state.size)
+        li.catch_up(reg.store, reg.sequencer.state.size)
+        assert [c.seq for c in li.search(fps[1])] == [during, during] and li.size() == 2
+    finally:
+        reg.stop()
+
+
+def test_a_work_whose_writer_was_never_answered_is_found_by_a_claim_check(
+        client: TestClient, reg: Node) -> None:
+    """In one process too, the index is the log's: a work the sequencer committed whose
+    request never came back to record it (timed out, cancelled) is found by near-duplicate
+    (before D130 only a request that was answered put its work in the index)."""
+    from copyledger.matching import image_fingerprints
+    from tests.test_index_start import submit_work
+
+    plat = hdr(reg, "platform", "tube")
+    seq = submit_work(reg, "logged, never answered", image_fingerprints(png(5)))
+    disputed = png(5, bright=1.2)  # not the same bytes: only the fingerprints can find it
+    r = client.post("/v1/claims/check", headers=plat,
+                    files={"file": ("d.png", disputed, "image/png")},
+                    data={"claimant": "alice", "work_seq": str(seq)})
+    assert r.status_code == 200, r.text
+    a = r.json()
+    assert a["verdict"] == "match" and a["claimant_is_registrant"], a["matches"]
+    assert {m["seq"] for m in a["matches"] if m["verdict"] == "match"} == {seq}
+    assert a["tree_size"] > seq
 
 
 def test_dsa_notice_may_name_no_work(client: TestClient, reg: Node) -> None:
@@ -257,19 +292,17 @@ def test_large_upload_to_claim_check(client: TestClient, reg: Node) -> None:
 def test_shared_live_index_reads_what_other_processes_registered(client: TestClient,
                                                                  reg: Node) -> None:
     """With `serve --workers N` (D48) a process's index catches up from the log before a
-    search, so a work registered through another process is found; its own adds are not
-    counted twice."""
+    search, so a work registered through another process is found, and none twice."""
     from copyledger.matching import LiveIndex, image_fingerprints
 
     ada = hdr(reg, "creator", "ada")
     one = client.post("/v1/works", headers=ada, files={"file": ("1.png", png(1), "image/png")},
                       data={"title": "One", "creators": ["A"], "work_type": "image"}).json()
-    li = LiveIndex(shared=True)
+    li = LiveIndex()
     li.build(reg.store)
     two = client.post("/v1/works", headers=ada, files={"file": ("2.png", png(2), "image/png")},
                       data={"title": "Two", "creators": ["A"], "work_type": "image"}).json()
     fps = image_fingerprints(png(2))
-    li.add(two["seq"], fps)  # ignored: the log is what a shared index reads
     assert two["seq"] not in {c.seq for c in li.search(fps)}
     li.catch_up(reg.store, reg.sequencer.state.size)
     assert [c.seq for c in li.search(fps)] == [two["seq"], two["seq"]]  # pdq and phash

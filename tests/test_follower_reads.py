@@ -194,7 +194,7 @@ def test_a_joined_follower_answers_from_what_the_hand_over_brought(
         assert cb.get(f"/v1/entries/{seq}/proof").status_code == 200
 
 
-def test_a_shared_index_never_reads_back_below_what_it_has_read(
+def test_the_index_never_reads_back_below_what_it_has_read(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Claim checks now catch the index up to different sizes (what a process knows, or the
     database's head): one asking for less, that passed the first look while another read
@@ -214,7 +214,7 @@ def test_a_shared_index_never_reads_back_below_what_it_has_read(
         return stop
 
     monkeypatch.setattr(live, "_read_works", read)
-    li = live.LiveIndex(shared=True)
+    li = live.LiveIndex()
     li._index = object()  # type: ignore[assignment]  # (ready; `read` never touches it)
     waiting = threading.Event()
 

@@ -61,11 +61,11 @@ def test_the_rebuild_reads_no_entry_when_no_work_has_fingerprints(
     li.build(reg.store)
     assert li.ready and li.size() == 0
     assert rows_read == [0]  # one statement, no row (before D90: every entry, 60 rows)
-    shared = LiveIndex(shared=True)
-    shared.build(reg.store)
+    caught = LiveIndex()
+    caught.build(reg.store)
     fill(reg, 10)
-    shared.catch_up(reg.store, reg.sequencer.state.size)  # what others logged since: no row
-    assert rows_read == [0, 0, 0] and shared.size() == 0
+    caught.catch_up(reg.store, reg.sequencer.state.size)  # what others logged since: no row
+    assert rows_read == [0, 0, 0] and caught.size() == 0
 
 
 def test_the_rebuild_reads_exactly_the_works_with_fingerprints(
@@ -81,15 +81,15 @@ def test_the_rebuild_reads_exactly_the_works_with_fingerprints(
     assert li.size() == len(seqs)
     for seq, f in zip(seqs, fps, strict=True):
         assert {c.seq for c in li.search(f)} == {seq}
-    # A shared index (serve --workers N) reads the same way from where it stopped.
-    shared = LiveIndex(shared=True)
-    shared.build(reg.store)
+    # Caught up later (each claim check, D130), it reads the same way from where it stopped.
+    caught = LiveIndex()
+    caught.build(reg.store)
     later = submit_work(reg, "image later", image_fingerprints(png(4)))
     fill(reg, 5)
     del rows_read[:]
-    shared.catch_up(reg.store, reg.sequencer.state.size)
-    assert sum(rows_read) == 1 and shared.size() == len(seqs) + 1
-    assert {c.seq for c in shared.search(image_fingerprints(png(4)))} == {later}
+    caught.catch_up(reg.store, reg.sequencer.state.size)
+    assert sum(rows_read) == 1 and caught.size() == len(seqs) + 1
+    assert {c.seq for c in caught.search(image_fingerprints(png(4)))} == {later}
 
 
 def test_the_rebuild_query_can_use_the_partial_index(reg: Node) -> None:
