@@ -2131,9 +2131,9 @@ def monitor(
         "cosigned, read from the witness at URL (tlog-witness `<origin hash>/checkpoint`) or, "
         "given only VKEY, from the log's cosigned checkpoint; repeatable")] = None,
     rollback_after: Annotated[float, typer.Option(
-        "--rollback-after", min=0.0, help="seconds a log may serve earlier states of the "
-        "verified tree (as a cache can, for a moment) before that is a rollback alert; 0: at "
-        "once")] = 300.0,
+        "--rollback-after", min=0.0, help="seconds after the monitor verified a larger tree "
+        "that the log may still serve an earlier state of it (as a cache can, for a moment) "
+        "before that is a rollback alert; 0: at once")] = 300.0,
     as_json: Json = False,
 ) -> None:
     """Follow a log: check every checkpoint's signature, that it extends every tree seen
@@ -2142,8 +2142,8 @@ def monitor(
     contradicts it is a split view (a fork alert), even on a branch this monitor never saw.
 
     A smaller tree that is an earlier state of the verified one is reported as stale (a cache
-    or a lagging process can serve one); one served for --rollback-after seconds on end, or
-    one that is not an earlier state, is a rollback.
+    or a lagging process can serve one); one replaced by a tree the monitor verified at least
+    --rollback-after seconds ago, or one that is not an earlier state, is a rollback.
 
     Exits 1 on a fork (split view), rollback, bad signature, bad tile or invalid entry, after
     printing the alert (and POSTing it to --alert-webhook); 2 on usage or, with --once,
@@ -2156,6 +2156,8 @@ def monitor(
         _die(tr("--log, --trust and --data-dir are required to follow a log"))
     if serve is not None and once:
         _die(tr("--serve keeps the monitor running: it cannot be combined with --once"))
+    if not math.isfinite(rollback_after):
+        _die(tr("--rollback-after must be a finite number of seconds"))
     import time
     from contextlib import ExitStack
 
@@ -2219,11 +2221,11 @@ def monitor(
                               + (f" ({detail(w.detail)})" if w.detail else "")
                               for w in up.witnesses)
                           + ("" if up.stale is None else "\n  " + tr(
-                              "stale: the log served its earlier tree {size} (the same tree), "
-                              "as it has since {since}; a rollback alert if that lasts "
-                              "{grace} s").format(size=up.stale.tree_size,
-                                                  since=up.stale.to_dict()["since"],
-                                                  grace=int(rollback_after))))
+                              "stale: the log served an earlier state of the same tree "
+                              "({size} entries), replaced by a tree verified at {since}; a "
+                              "rollback alert once that is {grace:g} s ago").format(
+                                  size=up.stale.tree_size, since=up.stale.to_dict()["since"],
+                                  grace=rollback_after)))
                     if as_json:
                         sys.stdout.flush()
                 if once:

@@ -17,9 +17,10 @@ which the two trees differ and both roots there. Nothing is stored from a poll t
 A checkpoint of a smaller tree whose root is the copy's own root at that size is an earlier
 state of the same tree: a cache in front of the log, or a process of it that has not yet heard
 of its newest block, can serve one for a moment (D129). Such a poll holds and reports the
-stale view (`Update.stale`); only a log that serves smaller trees for `stale_grace` seconds on
-end (the first time is kept in the copy, so polls from cron count too) is a rollback alert. A
-smaller tree that is not a prefix of the copy is an alert at once.
+stale view (`Update.stale`) while the tree that replaced it (the smallest larger one the
+mirror verified) was verified less than `stale_grace` seconds ago; a tree replaced longer ago
+than that is no cache's or lag's doing, and is a rollback alert. A smaller tree that is not a
+prefix of the copy is an alert at once.
 
 The copy (entries, every complete Merkle node, every verified checkpoint) is one SQLite file,
 `mirror.sqlite`, in the monitor's data directory. From it alone `Mirror.proof` answers an
@@ -172,19 +173,11 @@ class Mirror:
         """Every tree size the mirror verified a checkpoint of, in order."""
         return [r[0] for r in self._db.execute("SELECT size FROM checkpoints ORDER BY size")]
 
-    @property
-    def stale_since(self) -> float | None:
-        """POSIX time of the first of the polls in a row that were served an earlier state of
-        the verified tree; None if the last poll was not."""
-        value = self._meta("stale_since")
-        return None if value is None else float(value)
-
-    def _set_stale_since(self, when: float | None) -> None:
-        if when is None:
-            self._db.execute("DELETE FROM meta WHERE key = 'stale_since'")
-        else:
-            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('stale_since', ?)",
-                             (repr(when),))
+    def replaced(self, size: int) -> VerifiedCheckpoint | None:
+        """The smallest verified checkpoint larger than `size`: the tree that replaced it."""
+        row = self._db.execute("SELECT size, root, note, verified_at FROM checkpoints "
+                               "WHERE size > ? ORDER BY size LIMIT 1", (size,)).fetchone()
+        return None if row is None else VerifiedCheckpoint(row[0], bytes(row[1]), row[2], row[3])
 
     def read_hashes(self, ids: Sequence[merkle.NodeId]) -> list[bytes]:
         """A merkle.HashReader over the stored nodes."""
@@ -256,10 +249,9 @@ class Mirror:
                              zip(range(start, start + len(datas)), datas, strict=True))
         self._db.executemany("INSERT INTO nodes VALUES (?, ?, ?)", nodes)
 
-    def _add_checkpoint(self, cp: note.Checkpoint, text: str) -> None:
-        now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    def _add_checkpoint(self, cp: note.Checkpoint, text: str, when: float) -> None:
         self._db.execute("INSERT INTO checkpoints VALUES (?, ?, ?, ?)",
-                         (cp.size, cp.root, text, now))
+                         (cp.size, cp.root, text, _iso(when)))
 
 
 @dataclass(frozen=True)
@@ -268,8 +260,8 @@ class Alert:
 
     `kind` is one of `fork` (a checkpoint inconsistent with one verified before: a split view),
     `rollback` (a smaller tree than one verified before: at once if it is not an earlier state
-    of the verified tree, else once the log has served such trees for the follower's
-    `stale_grace`), `bad-signature` (no valid signature by
+    of the verified tree, else once the tree that replaced it was verified at least the
+    follower's `stale_grace` ago), `bad-signature` (no valid signature by
     the pinned key, or another log's origin), `invalid-entry` (an entry that fails validation),
     `bad-tile` (a tile or bundle that contradicts the tree, another tile or the checkpoint).
     `verified_*` is the mirror's last tree, `served_*` the log's checkpoint. For a fork,
@@ -317,17 +309,15 @@ class LogMisbehaved(VerificationError):
 @dataclass(frozen=True)
 class Stale:
     """The log served an earlier state of the verified tree (a checkpoint of `tree_size`
-    whose root is the copy's at that size), as it has on every poll since `since` (POSIX
-    time); a rollback alert once that lasts the follower's `stale_grace`."""
+    whose root is the copy's at that size), replaced by a tree the mirror verified at `since`
+    (POSIX time); a rollback alert once `since` is the follower's `stale_grace` ago."""
 
     tree_size: int
     root: bytes
     since: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"tree_size": self.tree_size, "root": self.root.hex(),
-                "since": datetime.fromtimestamp(self.since, UTC).isoformat(
-                    timespec="seconds").replace("+00:00", "Z")}
+        return {"tree_size": self.tree_size, "root": self.root.hex(), "since": _iso(self.since)}
 
 
 @dataclass(frozen=True)
@@ -456,8 +446,6 @@ class Follower:
         cp = served.cp
         if cp.size < size:
             return self._stale(size, root, cp)
-        if self.mirror.stale_since is not None:
-            self.mirror._set_stale_since(None)
         if cp.size == size:
             if cp.root != root:
                 raise self._fork(size, root, cp,
@@ -468,7 +456,7 @@ class Follower:
             if new_root != cp.root:
                 raise self._extension_mismatch(size, root, cp)
             self._check_hash_tiles(size, root, cp)
-            self.mirror._add_checkpoint(cp, served.text)
+            self.mirror._add_checkpoint(cp, served.text, self.clock())
         return Update(size, cp.size, cp.root, cp.size - size)
 
     # --- steps
@@ -652,20 +640,24 @@ class Follower:
 
     def _stale(self, size: int, root: bytes, cp: note.Checkpoint) -> Update:
         """A smaller tree than the verified one: a stale view while it is an earlier state of
-        the same tree and has not lasted `stale_grace`; LogMisbehaved (rollback) otherwise."""
+        the same tree replaced less than `stale_grace` ago; LogMisbehaved (rollback) otherwise.
+
+        The age is that of the tree that replaced it, as this mirror verified it: no state of
+        its own, so neither polls that alternate between trees nor a monitor run from cron
+        reset it, and a cache (seconds) or a lagging process (D128, milliseconds) never
+        reaches it."""
         if merkle.tree_hash(cp.size, self.mirror) != cp.root:
             raise self._rollback(size, root, cp)
-        now = self.clock()
-        since = self.mirror.stale_since
-        if since is None or since > now:  # a clock set back restarts the count
-            since = now
-            self.mirror._set_stale_since(since)
-        if now - since < self.stale_grace:
+        newer = self.mirror.replaced(cp.size)
+        assert newer is not None  # (cp.size < size, and size was verified)
+        since = _posix(newer.verified_at)
+        if self.clock() - since < self.stale_grace:
             return Update(size, size, root, 0, stale=Stale(cp.size, cp.root, since))
         raise self._alert("rollback", said(
             "the log serves a tree of {size} entries after one of {verified} was verified (an "
-            "earlier state of the same tree), and has served smaller trees for {seconds} s",
-            size=cp.size, verified=size, seconds=int(now - since)), size, root, cp)
+            "earlier state of the same tree, replaced by the tree of {newer} entries verified "
+            "at {at})", size=cp.size, verified=size, newer=newer.size, at=newer.verified_at),
+                          size, root, cp)
 
     def _rollback(self, size: int, root: bytes, cp: note.Checkpoint) -> LogMisbehaved:
         """A smaller tree than one verified that is not an earlier state of it: a rollback,
@@ -705,7 +697,7 @@ class MonitorStatus:
     the next poll (the log still serving the same bad state) is counted once, and `repeated`
     says so, so that a webhook hears of it once. `witnesses` is the last `WitnessView.status`
     of each configured witness (`fork` once one showed a split view). `stale_since` is the
-    copy's `Mirror.stale_since` after the last poll (0: not stale), alert or not."""
+    last poll's `Stale.since` (0: the last poll was not a stale view, or raised an alert)."""
 
     checks: int = 0
     last_check: float = 0.0  # POSIX time of the last poll that reached the log; 0: none yet
@@ -733,14 +725,14 @@ class MonitorStatus:
                 self.last_alert, self.alerting = alert, True
                 if e.alert.witness is not None:
                     self.witnesses[e.alert.witness["name"]] = "fork"
-                self.stale_since = follower.mirror.stale_since or 0.0
+                self.stale_since = 0.0  # (a stale view that became a rollback: `alerting`)
             raise
         with self._lock:
             self.checks += 1
             self.last_check = self.last_verified = time.time()
             self.alerting = self.repeated = False
             self.witnesses.update((w.witness, w.status) for w in up.witnesses)
-            self.stale_since = follower.mirror.stale_since or 0.0
+            self.stale_since = 0.0 if up.stale is None else up.stale.since
         return up
 
     def snapshot(self) -> dict[str, Any]:
@@ -750,6 +742,14 @@ class MonitorStatus:
                     "last_verified": self.last_verified, "alerts": dict(self.alerts),
                     "alerting": self.alerting, "last_alert": self.last_alert,
                     "witnesses": dict(self.witnesses), "stale_since": self.stale_since}
+
+
+def _iso(when: float) -> str:
+    return datetime.fromtimestamp(when, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _posix(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 def _int(v: object) -> int | None:
