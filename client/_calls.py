@@ -27,7 +27,7 @@ from copyledger.client.results import (
 )
 from copyledger.ledger import note as note_mod
 from copyledger.ledger.contact import Disclosure
-from copyledger.ledger.errors import CopyledgerError, VerificationError, said
+from copyledger.ledger.errors import CopyledgerError, said
 from copyledger.ledger.merkle import _gc_paused
 
 T = TypeVar("T")
@@ -529,6 +529,17 @@ def bundle_checkpoint(bundle: dict[str, Any], trust: Trust) -> SignedCheckpoint:
     return verify.check_checkpoint(text, trust.verifiers)
 
 
+def cosigned_since(old: SignedCheckpoint, witnessed: SignedCheckpoint) -> SignedCheckpoint:
+    """`witnessed` if it covers the bundle's tree `old`; ResponseError if the witnesses have
+    not cosigned a tree that large yet (a bundle sealed after their last cosignature)."""
+    if witnessed.size >= old.size:
+        return witnessed
+    raise ResponseError(said(
+        "the log's latest cosigned checkpoint (tree size {new}) is older than the bundle's (tree "
+        "size {old}): its witnesses have not cosigned the bundle's tree yet; refresh it later",
+        new=witnessed.size, old=old.size))
+
+
 def refreshed(bundle: dict[str, Any], witnessed: SignedCheckpoint,
               proof: ConsistencyProof) -> dict[str, Any]:
     """The bundle with `witnessed` set to a later cosigned checkpoint and the (verified)
@@ -545,13 +556,14 @@ newest block, can answer an earlier one for a moment (D128, D129)."""
 
 def not_older(old: SignedCheckpoint, latest: SignedCheckpoint) -> SignedCheckpoint:
     """`latest`, the log's answer on the last try, if `old` can be proved into it;
-    VerificationError if the log still answers an older tree than `old`."""
+    UnverifiedAnswer (with the older signed checkpoint, the evidence) if the log still answers
+    an older tree than `old`."""
     if latest.size >= old.size:
         return latest
-    raise VerificationError(said(
+    raise UnverifiedAnswer(said(
         "the log's latest checkpoint (tree size {new}) is older than the one given (tree size "
         "{old}), on {tries} tries: a stale copy of the log, or a rollback", new=latest.size,
-        old=old.size, tries=len(STALE_PAUSES) + 1))
+        old=old.size, tries=len(STALE_PAUSES) + 1), latest.note)
 
 
 def consistency(old: SignedCheckpoint, new: SignedCheckpoint) -> Call[ConsistencyProof]:

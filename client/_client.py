@@ -259,7 +259,7 @@ class Client(_Base):
         """The bundle with the log's latest cosigned checkpoint and the consistency proof from
         the bundle's checkpoint to it (both checked here): nothing was rewritten since."""
         old = calls.bundle_checkpoint(bundle, self._trusted())
-        new = self.cosigned_checkpoint()
+        new = calls.cosigned_since(old, self.cosigned_checkpoint())
         return calls.refreshed(bundle, new, self.consistency(old, new))
 
     def notary_keys(self) -> dict[str, Any]:
@@ -436,7 +436,7 @@ class AsyncClient(_Base):
 
     async def refresh_bundle(self, bundle: dict[str, Any]) -> dict[str, Any]:
         old = calls.bundle_checkpoint(bundle, await self._trusted())
-        new = await self.cosigned_checkpoint()
+        new = calls.cosigned_since(old, await self.cosigned_checkpoint())
         return calls.refreshed(bundle, new, await self.consistency(old, new))
 
     async def notary_keys(self) -> dict[str, Any]:

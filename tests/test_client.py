@@ -466,8 +466,8 @@ class StaleCheckpoint(httpx.BaseTransport):
 
 
 class _AsyncStaleCheckpoint(httpx.AsyncBaseTransport):
-    def __init__(self, text: str) -> None:
-        self.inner, self.text, self.times = httpx.AsyncHTTPTransport(), text, 1
+    def __init__(self, text: str, times: int) -> None:
+        self.inner, self.text, self.times = httpx.AsyncHTTPTransport(), text, times
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == "/v1/log/checkpoint" and self.times > 0:
@@ -477,7 +477,18 @@ class _AsyncStaleCheckpoint(httpx.AsyncBaseTransport):
 
 
 def test_consistency_to_the_latest_asks_again_while_the_log_answers_an_older_tree(
-        live: Live) -> None:
+        live: Live, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    slept: list[float] = []
+    real_sleep, real_async_sleep = time.sleep, asyncio.sleep
+    monkeypatch.setattr(time, "sleep", lambda s: (slept.append(s), real_sleep(s))[1])
+
+    async def async_sleep(s: float) -> None:
+        slept.append(s)
+        await real_async_sleep(s)
+
+    monkeypatch.setattr(asyncio, "sleep", async_sleep)
     with Client(live.url, trusted_keys=[live.log_key]) as c:
         older = c.checkpoint()
     with Client(live.url, api_key=live.creator, trusted_keys=[live.log_key]) as c:
@@ -491,21 +502,32 @@ def test_consistency_to_the_latest_asks_again_while_the_log_answers_an_older_tre
         proof = c.consistency(held)
     assert proof.old_size == held.size and proof.new_size >= held.size
     assert lag.paths.count("/v1/log/checkpoint") == 3 and lag.paths[-1] == "/v1/log/consistency"
+    assert slept == [0.05, 0.2]
 
     # A log that keeps answering the older tree: a verification error, and no proof asked for.
     stuck = StaleCheckpoint(older.note, 100)
+    slept.clear()
     with Client(live.url, trusted_keys=[live.log_key], transport=stuck) as c, \
-            pytest.raises(VerificationError) as e:
+            pytest.raises(UnverifiedAnswer) as e:
         c.consistency(held)
     assert "older than the one given" in e.value.detail and "/v1/log/consistency" not in stuck.paths
+    assert e.value.answer == older.note  # the signed older checkpoint: the evidence
     assert stuck.paths.count("/v1/log/checkpoint") == len(calls.STALE_PAUSES) + 1
+    assert slept == [0.05, 0.2, 0.5]
 
     async def run() -> None:
         async with AsyncClient(live.url, trusted_keys=[live.log_key],
-                               transport=_AsyncStaleCheckpoint(older.note)) as ac:
+                               transport=_AsyncStaleCheckpoint(older.note, 1)) as ac:
             assert (await ac.consistency(held)).new_size >= held.size
+        async with AsyncClient(live.url, trusted_keys=[live.log_key],
+                               transport=_AsyncStaleCheckpoint(older.note, 100)) as ac:
+            with pytest.raises(UnverifiedAnswer) as e:
+                await ac.consistency(held)
+            assert e.value.answer == older.note
 
+    slept.clear()
     asyncio.run(run())
+    assert slept == [0.05, 0.05, 0.2, 0.5]
 
 
 def test_docs_examples_run(live: Live, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -291,7 +291,15 @@ def test_a_bundle_refreshed_after_1000_more_entries(tmp_path: Path, port: int,
             wait_for(lambda: cosigned_up_to_date(n), "the later checkpoint was not cosigned")
         size = n.sequencer.state.size
         out = tmp_path / "refreshed.json"
+        fill(n, 3)  # sealed with no witness to cosign them
+        newer = tmp_path / "newer.json"
+        newer.write_text(json.dumps(reads.bundle(n, size)))
         with Uvicorn(n) as registry:
+            # a bundle sealed after the last cosignature: said, not the server's 422
+            r = cli("bundle", "--refresh", str(newer), "-o", str(tmp_path / "n.json"),
+                    "--server", registry.url, "--trust", n.verifier_key)
+            assert r.returncode != 0, r.stdout + r.stderr
+            assert "not cosigned the bundle's tree yet" in " ".join(r.stderr.split()), r.stderr
             r = cli("bundle", "--refresh", str(saved), "-o", str(out), "--server", registry.url,
                     "--trust", n.verifier_key)
             assert r.returncode == 0, r.stdout + r.stderr
