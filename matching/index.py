@@ -1,7 +1,8 @@
 """The near-duplicate index: which registered entries does this fingerprint (nearly) match?
 
-The server rebuilds one FingerprintIndex from the log at start and adds each sealed block's
-fingerprints, so a registration is matchable as soon as it is sealed. PDQ and pHash codes live
+The server rebuilds one FingerprintIndex from the log at start and its index thread adds the
+works the log appends after (matching/live.py, D130); a claim check waits for it to have read
+the tree it signs for. PDQ and pHash codes live
 in faiss binary indexes searched by Hamming radius (exact: every code within the 'possible'
 radius is found); MinHash fingerprints go through datasketch's LSH, whose candidates are then
 scored by their exact estimated Jaccard similarity. Verdicts, thresholds and the similarity
@@ -10,7 +11,7 @@ agree.
 
 Results are ordered oldest registration first (lowest seq): on a claim, priority is what matters.
 
-One lock guards everything: the sequencer thread adds while request threads search. A search
+One lock guards everything: the index thread adds while request threads search. A search
 holds it for a millisecond or two; faiss itself may use OpenMP threads inside that.
 """
 

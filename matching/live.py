@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from copyledger.ledger.components import MATCHING, libraries_pending, require
@@ -39,22 +39,33 @@ DATABASE_RETRY_S = 1.0
 log = logging.getLogger("copyledger.index")
 
 
+FOLLOW_EVERY_S = 1.0
+"""How often a built index looks for works the log has and it has not read, when no claim
+check asks sooner (D130): what a claim check then waits for is about this much of the log."""
+WAIT_S = 2.0
+"""How long a claim check waits for the index to read up to the tree it will sign for; past
+that it answers with what the index holds, and says so (`index_ready` false)."""
+
+
 class LiveIndex:
     """One FingerprintIndex per server process, usable (empty, not `ready`) before it is built.
 
     It reads every work from the log, never from a registration's request: under `serve
     --workers N` (D48) other processes write to the same log, and even in one process a work
-    whose writer timed out or went away is committed all the same (D130)."""
+    whose writer timed out or went away is committed all the same. Once built, its own thread
+    (`run`) keeps reading what the log appends, so a claim check waits for at most the works
+    of the last moment instead of reading everyone's new works itself (D130)."""
 
     def __init__(self) -> None:
         self._index: FingerprintIndex | None = None
         self._through = 0  # every entry below this seq has been read from the log
-        self._catching_up = threading.Lock()
+        self._catching_up = threading.Lock()  # one reader of the log at a time
+        self._changed = threading.Condition()  # `_through` moved, or a claim check asks
+        self._wanted = 0  # the largest tree a claim check waits for
 
     @property
     def ready(self) -> bool:
         return self._index is not None
-
     def search(self, fingerprints: Mapping[str, Any]) -> list[Candidate]:
         index = self._index
         return [] if index is None else list(index.search(fingerprints))
@@ -69,26 +80,50 @@ class LiveIndex:
         if not self.ready:
             require(MATCHING, *INDEX_LIBRARIES)
 
-    def build(self, store: Store) -> None:
-        """Read every work's fingerprints from the log (run it in a background thread), once
-        the libraries it needs are installed."""
+    def run(self, store: Store, known_size: Callable[[], int]) -> None:
+        """Build the index from the log, then keep it caught up until the store closes (the
+        thread `Node.start_index` starts): to a tree a claim check asks for at once, else to
+        `known_size()` (what the process knows, no database read) every FOLLOW_EVERY_S. Waits
+        for the libraries `make run` may still be installing, and for the database (D111)."""
         failures = Throttle(60.0)
         while not store.closed:
             try:
                 while libraries_pending():
                     time.sleep(LIBRARY_POLL_S)
-                self._build(store)
+                self.build(store)
+                self._follow(store, known_size)
                 return
-            except store.database_errors as e:  # restarting: build once it is back (D111)
+            except store.database_errors as e:  # restarting: go on once it is back (D111)
+                if store.closed:
+                    return
                 # (A fault that lasts, a missing table say, is said once a minute, in full.)
                 if (held := failures.due(reason := db_reason(e))) is not None:
                     log.warning("the fingerprint index waits for the database: %s", reason,
                                 extra={"held_back": held})
                 time.sleep(DATABASE_RETRY_S)
             except Exception:
-                log.exception("the fingerprint index could not be built; claim checks will "
-                              "say so (index_ready false) until a restart")
+                if store.closed:
+                    return
+                log.exception("the fingerprint index failed; claim checks will say it is not "
+                              "ready (index_ready false) until a restart")
                 return
+
+    def build(self, store: Store) -> None:
+        """Read every work's fingerprints from the log up to its size now; once only."""
+        from copyledger.matching.index import FingerprintIndex
+
+        if self._index is not None:
+            return
+        with self._catching_up:
+            t0 = time.monotonic()
+            index = FingerprintIndex()
+            self._through = 0
+            self._read(store, index, store.tree_size())
+            with self._changed:
+                self._index = index
+                self._changed.notify_all()
+        log.info("fingerprint index ready",
+                 extra={"entries": len(index), "seconds": round(time.monotonic() - t0, 3)})
 
     def catch_up(self, store: Store, size: int) -> None:
         """Add the works of seqs below `size` it has not read yet (none before it is built:
@@ -97,22 +132,47 @@ class LiveIndex:
         if index is None or size <= self._through:
             return
         with self._catching_up:
-            if size > self._through:  # (another request may have read further meanwhile)
-                self._through = _read_works(store, index, self._through, size)
+            if size > self._through:  # (another thread may have read further meanwhile)
+                self._read(store, index, size)
 
-    def _build(self, store: Store) -> None:
-        from copyledger.matching.index import FingerprintIndex
+    def searchable(self, size: int, wait: float | None = None
+                   ) -> tuple[FingerprintIndex | None, int]:
+        """The index and how far it has read, once it has read the works of a tree of `size`
+        leaves, or after `wait` seconds (WAIT_S by default): one snapshot for a claim check to
+        search and to say what it searched (None: not built yet)."""
+        deadline = time.monotonic() + (WAIT_S if wait is None else wait)
+        with self._changed:
+            if self._index is not None and self._through < size:
+                self._wanted = max(self._wanted, size)
+                self._changed.notify_all()
+                while self._through < size and (left := deadline - time.monotonic()) > 0:
+                    self._changed.wait(left)
+            return self._index, self._through
 
-        t0 = time.monotonic()
-        index = FingerprintIndex()
-        self._through = _read_works(store, index, 0, store.tree_size())
-        self._index = index
-        log.info("fingerprint index ready",
-                 extra={"entries": len(index), "seconds": round(time.monotonic() - t0, 3)})
+    def _follow(self, store: Store, known_size: Callable[[], int]) -> None:
+        while not store.closed:
+            with self._changed:
+                if self._wanted <= self._through:
+                    self._changed.wait(FOLLOW_EVERY_S)
+                wanted = self._wanted
+            self.catch_up(store, max(wanted, known_size()))
+
+    def _read(self, store: Store, index: FingerprintIndex, stop: int) -> None:
+        """`_read_works` from `_through` to `stop`, moving `_through` after each chunk so an
+        interrupted read never adds a work twice (the caller holds `_catching_up`)."""
+        def advanced(through: int) -> None:
+            with self._changed:
+                self._through = max(self._through, through)
+                self._changed.notify_all()
+
+        _read_works(store, index, self._through, stop, advanced)
+        advanced(stop)
 
 
-def _read_works(store: Store, index: FingerprintIndex, start: int, stop: int) -> int:
-    """Add the fingerprints of the works with seqs in [start, stop) to `index`; returns `stop`.
+def _read_works(store: Store, index: FingerprintIndex, start: int, stop: int,
+                advanced: Callable[[int], None]) -> None:
+    """Add the fingerprints of the works with seqs in [start, stop) to `index`, calling
+    `advanced(seq)` after each chunk with the seq below which every work is in.
 
     Only the works whose bytes hold the key "fingerprints" are read (the store's partial index,
     D90): none at all when no work carries any. The log's own bytes are parsed with orjson,
@@ -129,4 +189,4 @@ def _read_works(store: Store, index: FingerprintIndex, start: int, stop: int) ->
             if fps:
                 items.append((seq, fps))
         index.add_many(items)
-    return stop
+        advanced(chunk[-1][0] + 1)

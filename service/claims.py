@@ -53,6 +53,9 @@ CAVEAT_TEXT = {
     "index-rebuilding":
         "The near-duplicate index is still being rebuilt after a restart: only exact (SHA-256) "
         "matches were checked. Ask again shortly.",
+    "index-behind":
+        "The near-duplicate index had not yet read the newest registrations of this tree: those "
+        "were checked for exact (SHA-256) matches only. Ask again shortly.",
     "exact-only":
         "No perceptual fingerprint of the disputed content was given or could be computed (it "
         "is not an image, text, audio or video this registry fingerprints): only exact "
@@ -210,14 +213,18 @@ def check_claim(node: Node, q: CheckIn) -> dict[str, Any]:
     if last is None:  # (only before a new log's first block)
         raise NotFound("the log has no block yet")
     size = last.header.tree_size
-    index = node.index
     codes = list(BASE_CODES)
+    complete = False  # the near-duplicate search covered every work of the tree
     if fps:
-        index.require()  # the libraries may still be being installed (D58)
-        index.catch_up(node.store, size)  # every work the tree holds, whoever wrote it (D130)
-        if not index.ready:
-            codes.insert(0, "index-rebuilding")
-        matches += [c.to_json() for c in index.search(fps) if c.seq < size]
+        node.index.require()  # the libraries may still be being installed (D58)
+        # The index's own thread reads every work of the log, whoever wrote it (D130): wait
+        # (a moment at most) until it has read this tree's, and search that one snapshot.
+        index, through = node.index.searchable(size)
+        complete = index is not None and through >= size
+        if not complete:
+            codes.insert(0, "index-rebuilding" if index is None else "index-behind")
+        if index is not None:
+            matches += [c.to_json() for c in index.search(fps) if c.seq < size]
         _read(node, {m["seq"] for m in matches} | set(transfers) | set(claim_seqs), entries)
         if "orb" in fps:
             matches += _geometric(fps["orb"], work_seq, matches, entries)
@@ -263,7 +270,7 @@ def check_claim(node: Node, q: CheckIn) -> dict[str, Any]:
         "claims": claims_on_work,
         "caveats": [CAVEAT_TEXT[c] for c in codes],
         "caveat_codes": codes,
-        "index_ready": index.ready,
+        "index_ready": complete or (not fps and node.index.ready),
         "fingerprinted": sorted(k for k in fps if k != "views"),
         "checked_at": entry_mod.utc_now(),
         "tree_size": size,

@@ -788,10 +788,12 @@ class Node:
         return last.header.tree_size if last is not None else 0
 
     def start_index(self) -> None:
-        """Rebuild the near-duplicate index from the log in the background; until it is done
-        `index.ready` is false and claim checks say so."""
-        threading.Thread(target=self.index.build, args=(self.store,), name="fp-index",
-                         daemon=True).start()
+        """Rebuild the near-duplicate index from the log in the background, then keep it
+        reading what the log appends (D130); until it is built `index.ready` is false and
+        claim checks say so."""
+        threading.Thread(target=self.index.run,
+                         args=(self.store, lambda: self.sequencer.state.size),
+                         name="fp-index", daemon=True).start()
 
     def warm_reads(self) -> None:
         """Read the tree's upper levels into the proofs' cache in the background (one range

@@ -260,6 +260,35 @@ def test_a_work_whose_writer_was_never_answered_is_found_by_a_claim_check(
     assert a["tree_size"] > seq
 
 
+def test_a_claim_check_says_when_the_index_had_not_read_the_whole_tree(
+        client: TestClient, reg: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A claim check waits a bounded time for the index's thread (D130); an index still behind
+    the tree then is searched for what it has, and the signed answer says so."""
+    from copyledger.matching import LiveIndex, image_fingerprints, live
+    from tests.test_index_start import submit_work
+
+    monkeypatch.setattr(live, "WAIT_S", 0.05)
+    reg.index = LiveIndex()  # followed by no thread: it stays where its build left it
+    reg.index.build(reg.store)
+    plat = hdr(reg, "platform", "tube")
+    seq = submit_work(reg, "not yet read", image_fingerprints(png(9)))
+
+    def check() -> Any:
+        r = client.post("/v1/claims/check", headers=plat,
+                        files={"file": ("d.png", png(9, bright=1.2), "image/png")},
+                        data={"claimant": "alice", "work_seq": str(seq)})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    a = check()
+    assert a["caveat_codes"][0] == "index-behind" and a["index_ready"] is False
+    assert a["verdict"] == "none" and a["tree_size"] > seq
+    reg.index.catch_up(reg.store, reg.sequencer.state.size)
+    a = check()
+    assert "index-behind" not in a["caveat_codes"] and a["index_ready"] is True
+    assert a["verdict"] == "match"
+
+
 def test_dsa_notice_may_name_no_work(client: TestClient, reg: Node) -> None:
     plat = hdr(reg, "platform", "tube")
     r = client.post("/v1/claims", headers=plat, json={

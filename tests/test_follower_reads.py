@@ -207,11 +207,10 @@ def test_the_index_never_reads_back_below_what_it_has_read(
     calls: list[tuple[int, int]] = []
     inside, go_on = threading.Event(), threading.Event()
 
-    def read(_store: Any, _index: Any, start: int, stop: int) -> int:
+    def read(_store: Any, _index: Any, start: int, stop: int, _advanced: Any) -> None:
         calls.append((start, stop))
         inside.set()
         go_on.wait(30)
-        return stop
 
     monkeypatch.setattr(live, "_read_works", read)
     li = live.LiveIndex()

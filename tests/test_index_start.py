@@ -19,7 +19,7 @@ from copyledger.matching import LiveIndex, image_fingerprints
 from copyledger.service.node import Node
 from tests import test_tiles
 from tests.conftest import PostgresServer
-from tests.helpers import sha
+from tests.helpers import sha, wait_for
 from tests.test_claims import png
 from tests.test_tiles import fill
 
@@ -194,12 +194,76 @@ def test_an_index_build_that_meets_the_database_down_builds_once_it_is_back(
     try:
         own_pg_server.crash()
         li = LiveIndex()
-        t = threading.Thread(target=li.build, args=(s,), daemon=True)
+        t = threading.Thread(target=li.run, args=(s, lambda: 0), daemon=True)
         t.start()
         t.join(1.0)
         assert t.is_alive() and not li.ready  # waiting, not given up
         own_pg_server.start()
-        t.join(120)
-        assert li.ready and li.size() == 0
+        wait_for(lambda: li.ready, "the index was not built once the database was back", 120)
+        assert li.size() == 0 and t.is_alive()  # built, and now following the log
     finally:
         s.close()
+    t.join(10)
+    assert not t.is_alive()  # the store closed: the index's thread ends
+
+
+# --- the index's own thread keeps it caught up (D130) ---------------------------------------
+
+
+def test_the_index_thread_reads_new_works_and_a_search_waits_only_for_its_tree(
+        reg: Node) -> None:
+    """Once built, `run` follows the log: works logged later are read by the index's thread
+    (not by the caller), and `searchable` waits until the tree it asks for is read."""
+    li = LiveIndex()
+    t = threading.Thread(target=li.run, args=(reg.store, lambda: reg.sequencer.state.size),
+                         daemon=True)
+    t.start()
+    wait_for(lambda: li.ready, "the index was not built")
+    fps = image_fingerprints(png(6))
+    seq = submit_work(reg, "later", fps)
+    fill(reg, 3)
+    index, through = li.searchable(reg.sequencer.state.size)
+    assert index is not None and through >= reg.sequencer.state.size
+    assert {c.seq for c in index.search(fps)} == {seq}
+    # With no search asking, it reads what the process knows within about a second.
+    seq2 = submit_work(reg, "later still", image_fingerprints(png(7)))
+    wait_for(lambda: li.size() == 2, "the index's thread did not read the new work", 10)
+    assert {c.seq for c in li.search(image_fingerprints(png(7)))} == {seq2}
+    assert t.is_alive()
+
+
+def test_a_search_waits_a_bounded_time_for_an_index_that_is_behind(reg: Node) -> None:
+    """No thread follows this index: `searchable` gives up after `wait` with what it has, so a
+    claim check says the index was behind instead of reading the backlog itself."""
+    li = LiveIndex()
+    li.build(reg.store)
+    li.build(reg.store)  # a second build changes nothing
+    size = reg.sequencer.state.size
+    submit_work(reg, "unread", image_fingerprints(png(8)))
+    index, through = li.searchable(reg.sequencer.state.size, wait=0.05)
+    assert index is not None and through == size < reg.sequencer.state.size
+    assert li.search(image_fingerprints(png(8))) == []
+
+
+def test_an_interrupted_read_resumes_after_the_last_chunk_it_added(
+        reg: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`_through` moves after each chunk, so a read cut by a database error does not add the
+    chunks it had added again (they were counted twice in `entries` before)."""
+    li = LiveIndex()
+    li.build(reg.store)
+    seqs = [submit_work(reg, f"chunked {i}", image_fingerprints(png(10 + i))) for i in range(3)]
+    real = store.Store.iter_fingerprinted
+
+    def cut_after_one(self: store.Store, start: int, stop: int, chunk: int = 10_000) -> Any:
+        pages = real(self, start, stop, chunk=1)
+        yield next(pages)
+        raise self.database_errors[1]("the connection is lost")
+
+    monkeypatch.setattr(store.Store, "iter_fingerprinted", cut_after_one)
+    size = reg.sequencer.state.size
+    with pytest.raises(reg.store.database_errors):
+        li.catch_up(reg.store, size)
+    assert li.size() == 1 and li._through == seqs[0] + 1
+    monkeypatch.undo()
+    li.catch_up(reg.store, size)
+    assert li.size() == 3 and li._through == size
