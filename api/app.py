@@ -410,7 +410,9 @@ def create_app(node: Node, *, manage: bool = True) -> FastAPI:
         return JSONResponse({"status": "ok", "tree_size": node.sequencer.state.size,
                              "external_tsa_missing": node.external.missing,
                              "witness_uncosigned": dict(node.cosigner.lag),
-                             "fingerprint_index": {"ready": idx.ready, "entries": idx.size()}})
+                             "fingerprint_index": {"ready": idx.ready, "entries": idx.size(),
+                                                   "read_through": idx.through,
+                                                   "following": idx.following}})
 
     # Outermost last: RequestMetrics -> BodyLimit -> FastRegister -> routes.
     app.add_middleware(FastRegister, state=app.state)

@@ -320,6 +320,9 @@ class BundleOut(BaseModel):
 class FingerprintIndex(BaseModel):
     ready: bool
     entries: int
+    read_through: int = Field(description="every entry below this seq has been read into the "
+                              "index (D130); compare with tree_size")
+    following: bool = Field(description="the index's thread is reading what the log appends")
 
 
 class HealthOut(BaseModel):
@@ -398,7 +401,9 @@ BUNDLE_EXAMPLE: dict[str, Any] = {
     "tlog_proof": "c2sp.org/tlog-proof@v1\nextra eyJ…\nindex 5\n…",
 }
 HEALTH_EXAMPLE = {"status": "ok", "tree_size": 3, "external_tsa_missing": {},
-                  "witness_uncosigned": {}, "fingerprint_index": {"ready": True, "entries": 2}}
+                  "witness_uncosigned": {}, "fingerprint_index": {"ready": True, "entries": 2,
+                                                                   "read_through": 3,
+                                                                   "following": True}}
 WHOAMI_EXAMPLE = {"account": "ada", "role": "creator", "key_id": 3, "key_prefix": "cl_Xb3k9Q",
                   "created_at": TS}
 ENTRY_EXAMPLE = {k: REGISTRATION_EXAMPLE[k] for k in ("seq", "leaf_hash", "block_height", "entry")}

@@ -1,11 +1,11 @@
-"""The live near-duplicate index: rebuilt from the log at start, then caught up from the log.
+"""The live near-duplicate index: rebuilt from the log at start, then following the log.
 
 Until the rebuild has read the whole log the index is not `ready`, and a claim check says so
-rather than answer "none" from a half-built index. After it, each search that needs the works
-up to a tree size first reads those it has not read (`catch_up`): what the log holds is what
-the index holds, whichever process or request wrote it and whether or not its writer was ever
-answered (D130). While `make run` is still installing the libraries the index needs (D58),
-the rebuild waits for them.
+rather than answer "none" from a half-built index. After it, the same thread keeps reading the
+works the log appends (D130), so what the log holds is what the index holds, whichever process
+or request wrote it and whether or not its writer was ever answered; a claim check waits a
+moment for it to have read the tree the check signs for (`searchable`). While `make run` is
+still installing the libraries the index needs (D58), the rebuild waits for them.
 
 This module imports no heavy library: the server builds a LiveIndex at start, and faiss, numpy
 and datasketch load (with copyledger.matching.index) only in the background rebuild.
@@ -60,12 +60,19 @@ class LiveIndex:
         self._index: FingerprintIndex | None = None
         self._through = 0  # every entry below this seq has been read from the log
         self._catching_up = threading.Lock()  # one reader of the log at a time
-        self._changed = threading.Condition()  # `_through` moved, or a claim check asks
+        self._changed = threading.Condition()  # `_through` moved, a claim check asks, a stop
         self._wanted = 0  # the largest tree a claim check waits for
+        self._stopped = False
+        self.following = False  # the index's thread is reading what the log appends
 
     @property
     def ready(self) -> bool:
         return self._index is not None
+
+    @property
+    def through(self) -> int:
+        """Every entry below this seq has been read into the index (0 before it is built)."""
+        return self._through if self._index is not None else 0
     def search(self, fingerprints: Mapping[str, Any]) -> list[Candidate]:
         index = self._index
         return [] if index is None else list(index.search(fingerprints))
@@ -85,28 +92,48 @@ class LiveIndex:
         thread `Node.start_index` starts): to a tree a claim check asks for at once, else to
         `known_size()` (what the process knows, no database read) every FOLLOW_EVERY_S. Waits
         for the libraries `make run` may still be installing, and for the database (D111)."""
-        failures = Throttle(60.0)
-        while not store.closed:
+        failures, faults = Throttle(60.0), Throttle(60.0)
+        while not self._done(store):
             try:
                 while libraries_pending():
                     time.sleep(LIBRARY_POLL_S)
                 self.build(store)
+                self.following = True
                 self._follow(store, known_size)
                 return
             except store.database_errors as e:  # restarting: go on once it is back (D111)
-                if store.closed:
+                if self._done(store):
                     return
                 # (A fault that lasts, a missing table say, is said once a minute, in full.)
                 if (held := failures.due(reason := db_reason(e))) is not None:
                     log.warning("the fingerprint index waits for the database: %s", reason,
                                 extra={"held_back": held})
                 time.sleep(DATABASE_RETRY_S)
-            except Exception:
-                if store.closed:
+            except Exception as e:
+                if self._done(store):
                     return
-                log.exception("the fingerprint index failed; claim checks will say it is not "
-                              "ready (index_ready false) until a restart")
-                return
+                if self._index is None:
+                    log.exception("the fingerprint index could not be built; claim checks will "
+                                  "say so (index_ready false) until a restart")
+                    return
+                # Built: never give up following (claim checks would wait on nothing); a
+                # fault that lasts (an unreadable row) is said once a minute, and /healthz's
+                # `read_through` stops moving.
+                if (held := faults.due(type(e).__name__)) is not None:
+                    log.exception("the fingerprint index could not read the log's new works",
+                                  extra={"held_back": held})
+                time.sleep(DATABASE_RETRY_S)
+            finally:
+                self.following = False
+
+    def stop(self) -> None:
+        """End `run` (before its store closes): it reads nothing more."""
+        with self._changed:
+            self._stopped = True
+            self._changed.notify_all()
+
+    def _done(self, store: Store) -> bool:
+        return self._stopped or store.closed
 
     def build(self, store: Store) -> None:
         """Read every work's fingerprints from the log up to its size now; once only."""
@@ -115,6 +142,8 @@ class LiveIndex:
         if self._index is not None:
             return
         with self._catching_up:
+            if self._index is not None:  # (built by another thread while this one waited)
+                return
             t0 = time.monotonic()
             index = FingerprintIndex()
             self._through = 0
@@ -128,21 +157,23 @@ class LiveIndex:
     def catch_up(self, store: Store, size: int) -> None:
         """Add the works of seqs below `size` it has not read yet (none before it is built:
         the build reads up to the log's size when it starts)."""
-        index = self._index
-        if index is None or size <= self._through:
+        if self._index is None or size <= self._through:
             return
         with self._catching_up:
-            if size > self._through:  # (another thread may have read further meanwhile)
+            index = self._index  # (the one the build made, read under the lock)
+            if index is not None and size > self._through:  # (another may have read further)
                 self._read(store, index, size)
 
     def searchable(self, size: int, wait: float | None = None
                    ) -> tuple[FingerprintIndex | None, int]:
         """The index and how far it has read, once it has read the works of a tree of `size`
-        leaves, or after `wait` seconds (WAIT_S by default): one snapshot for a claim check to
-        search and to say what it searched (None: not built yet)."""
+        leaves, or after `wait` seconds (WAIT_S by default; none if no thread follows the log):
+        the index a claim check searches and the seq below which it had read every work when
+        the wait ended (None: not built yet). The index may hold more by the time it is
+        searched; the caller keeps to `size`."""
         deadline = time.monotonic() + (WAIT_S if wait is None else wait)
         with self._changed:
-            if self._index is not None and self._through < size:
+            if self._index is not None and self._through < size and self.following:
                 self._wanted = max(self._wanted, size)
                 self._changed.notify_all()
                 while self._through < size and (left := deadline - time.monotonic()) > 0:
@@ -150,11 +181,13 @@ class LiveIndex:
             return self._index, self._through
 
     def _follow(self, store: Store, known_size: Callable[[], int]) -> None:
-        while not store.closed:
+        while True:
             with self._changed:
-                if self._wanted <= self._through:
+                if self._wanted <= self._through and not self._stopped:
                     self._changed.wait(FOLLOW_EVERY_S)
                 wanted = self._wanted
+            if self._done(store):
+                return
             self.catch_up(store, max(wanted, known_size()))
 
     def _read(self, store: Store, index: FingerprintIndex, stop: int) -> None:

@@ -207,8 +207,8 @@ def check_claim(node: Node, q: CheckIn) -> dict[str, Any]:
                            "threshold": 0, "verdict": "match"})
             entries.setdefault(r.seq, orjson.loads(r.data))
     # The tree the answer is signed for: one that holds every entry read so far (D128). The
-    # fingerprint index is caught up to it, and what the index holds past it is left out, so
-    # the answer says what that tree holds, no more and no less.
+    # fingerprint index is waited for until it has read that tree (D130), and what it holds
+    # past it is left out, so the answer says what that tree holds, no more and no less.
     last = node.head(max([*entries, *transfers, *claim_seqs], default=-1) + 1)
     if last is None:  # (only before a new log's first block)
         raise NotFound("the log has no block yet")
@@ -218,7 +218,7 @@ def check_claim(node: Node, q: CheckIn) -> dict[str, Any]:
     if fps:
         node.index.require()  # the libraries may still be being installed (D58)
         # The index's own thread reads every work of the log, whoever wrote it (D130): wait
-        # (a moment at most) until it has read this tree's, and search that one snapshot.
+        # (a moment at most) until it has read this tree's, then search it for this tree.
         index, through = node.index.searchable(size)
         complete = index is not None and through >= size
         if not complete:

@@ -812,6 +812,7 @@ class Node:
         self.external.stop()
         self.sequencer.stop()
         self.idempotency.stop()
+        self.index.stop()
         self.store.close()
 
 

@@ -257,7 +257,10 @@ def test_a_work_whose_writer_was_never_answered_is_found_by_a_claim_check(
     a = r.json()
     assert a["verdict"] == "match" and a["claimant_is_registrant"], a["matches"]
     assert {m["seq"] for m in a["matches"] if m["verdict"] == "match"} == {seq}
-    assert a["tree_size"] > seq
+    assert a["tree_size"] > seq and a["index_ready"] is True
+    health = client.get("/healthz").json()["fingerprint_index"]
+    assert health["following"] is True and health["read_through"] >= a["tree_size"]
+    assert health["entries"] >= 1
 
 
 def test_a_claim_check_says_when_the_index_had_not_read_the_whole_tree(

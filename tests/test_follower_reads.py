@@ -196,8 +196,8 @@ def test_a_joined_follower_answers_from_what_the_hand_over_brought(
 
 def test_the_index_never_reads_back_below_what_it_has_read(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Claim checks now catch the index up to different sizes (what a process knows, or the
-    database's head): one asking for less, that passed the first look while another read
+    """Catch-ups ask for different sizes (a claim check's tree, what the process knows, D130):
+    one asking for less, that passed the first look while another read
     further, must not set the index back (it would read the same works again, twice in the
     index)."""
     import threading

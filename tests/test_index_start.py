@@ -210,38 +210,60 @@ def test_an_index_build_that_meets_the_database_down_builds_once_it_is_back(
 # --- the index's own thread keeps it caught up (D130) ---------------------------------------
 
 
-def test_the_index_thread_reads_new_works_and_a_search_waits_only_for_its_tree(
-        reg: Node) -> None:
-    """Once built, `run` follows the log: works logged later are read by the index's thread
-    (not by the caller), and `searchable` waits until the tree it asks for is read."""
+def _following(reg: Node) -> tuple[LiveIndex, threading.Thread]:
     li = LiveIndex()
     t = threading.Thread(target=li.run, args=(reg.store, lambda: reg.sequencer.state.size),
                          daemon=True)
     t.start()
-    wait_for(lambda: li.ready, "the index was not built")
-    fps = image_fingerprints(png(6))
-    seq = submit_work(reg, "later", fps)
-    fill(reg, 3)
-    index, through = li.searchable(reg.sequencer.state.size)
-    assert index is not None and through >= reg.sequencer.state.size
-    assert {c.seq for c in index.search(fps)} == {seq}
-    # With no search asking, it reads what the process knows within about a second.
-    seq2 = submit_work(reg, "later still", image_fingerprints(png(7)))
-    wait_for(lambda: li.size() == 2, "the index's thread did not read the new work", 10)
-    assert {c.seq for c in li.search(image_fingerprints(png(7)))} == {seq2}
-    assert t.is_alive()
+    wait_for(lambda: li.following, "the index was not built")
+    return li, t
 
 
-def test_a_search_waits_a_bounded_time_for_an_index_that_is_behind(reg: Node) -> None:
-    """No thread follows this index: `searchable` gives up after `wait` with what it has, so a
-    claim check says the index was behind instead of reading the backlog itself."""
+def test_a_search_asks_the_index_thread_for_its_tree_and_waits_for_it(
+        reg: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Works logged after the build are read by the index's thread (not by the caller) as soon
+    as a search asks for them: with the thread's timer at 60 s, only the request can wake it."""
+    from copyledger.matching import live
+
+    monkeypatch.setattr(live, "FOLLOW_EVERY_S", 60.0)
+    li, t = _following(reg)
+    try:
+        fps = image_fingerprints(png(6))
+        seq = submit_work(reg, "later", fps)
+        fill(reg, 3)
+        size = reg.sequencer.state.size
+        index, through = li.searchable(size, wait=30)
+        assert index is not None and through >= size and li.through >= size
+        assert {c.seq for c in index.search(fps)} == {seq}
+    finally:
+        li.stop()
+    t.join(10)
+    assert not t.is_alive() and not li.following  # stopped: it reads nothing more
+
+
+def test_the_index_thread_reads_what_the_process_knows_unasked(reg: Node) -> None:
+    li, t = _following(reg)
+    try:
+        seq = submit_work(reg, "later still", image_fingerprints(png(7)))
+        wait_for(lambda: li.size() == 1, "the index's thread did not read the new work", 30)
+        assert {c.seq for c in li.search(image_fingerprints(png(7)))} == {seq}
+    finally:
+        li.stop()
+    t.join(10)
+
+
+def test_an_index_no_thread_follows_is_searched_at_once_for_what_it_has(reg: Node) -> None:
+    """No thread follows this index: `searchable` answers at once with what it has, so a claim
+    check says the index was behind instead of reading the backlog itself."""
     li = LiveIndex()
     li.build(reg.store)
+    first = li._index
     li.build(reg.store)  # a second build changes nothing
+    assert li._index is first
     size = reg.sequencer.state.size
     submit_work(reg, "unread", image_fingerprints(png(8)))
-    index, through = li.searchable(reg.sequencer.state.size, wait=0.05)
-    assert index is not None and through == size < reg.sequencer.state.size
+    index, through = li.searchable(reg.sequencer.state.size, wait=30)
+    assert index is first and through == size < reg.sequencer.state.size
     assert li.search(image_fingerprints(png(8))) == []
 
 
