@@ -57,7 +57,9 @@ PROBLEM_EXAMPLES: dict[int, tuple[str, str, str, str, str, dict[str, Any]]] = {
           "This API key may not do that", "a platform key may not do this; needs one of: "
           "creator", "/v1/works", {}),
     404: ("Not found", "not-found", "Not found", "no entry with seq 99", "/v1/entries/99", {}),
-    409: ("Conflicts with what is already recorded", "conflict", "Conflict",
+    409: ("Conflicts with what is already recorded; or, with `Retry-After`, a request under "
+          "the same `Idempotency-Key` is still running: retry after that many seconds to get "
+          "its answer", "conflict", "Conflict",
           "this request contradicts what is already recorded", "/v1/works", {}),
     413: ("Body over the limit", "payload-too-large", "Request body too large",
           "the limit is 65536 bytes", "/v1/works", {}),
@@ -88,7 +90,7 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
             "content": {MEDIA_TYPE: {"schema": {"$ref": REF.format(model="Problem")},
                                      "example": example}},
         }
-        if status in (429, 503):
+        if status in (409, 429, 503):  # on a 409 only for a key still in flight (D131)
             response["headers"] = RETRY_AFTER
         out[status] = response
     return out

@@ -119,8 +119,10 @@ def problem(
     status: int, slug: str, title: str, detail: str, instance: str, **extra: Any
 ) -> JSONResponse:
     body = problem_body(status, slug, title, detail, instance, **extra)
-    headers = ({"Retry-After": str(extra.get("retry_after", 1))} if status in (429, 503)
-               else None)
+    # Retry-After on every 429 and 503, and on any answer whose error names a wait (a 409
+    # for an Idempotency-Key still in flight): clients resend on it (D131).
+    headers = ({"Retry-After": str(extra.get("retry_after", 1))}
+               if status in (429, 503) or "retry_after" in extra else None)
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 

@@ -99,6 +99,12 @@ Trust = Annotated[
 ApiKey = Annotated[
     str | None, typer.Option("--api-key", envvar="COPYLEDGER_API_KEY", help="Bearer API key")
 ]
+Retries = Annotated[
+    int, typer.Option("--retries", envvar="COPYLEDGER_RETRIES", min=0, max=20,
+                      help="send a request again this many times when no answer came or the "
+                      "server asked for a pause (429, 503); each request goes under an "
+                      "Idempotency-Key, so nothing is recorded twice")
+]
 
 
 REQUEST_WORKS = 1000  # what one POST /v1/works/batch carries (service.operations.MAX_BATCH)
@@ -469,12 +475,13 @@ def _hash_files(paths: list[Path], show: bool) -> list[tuple[Path, str, int]]:
 
 
 def _client(server: str, api_key: str | None, trust: list[str] | None,
-            timeout: float, account: str | None = None) -> Client:
+            timeout: float, account: str | None = None, retries: int = 0) -> Client:
     """A client for the registry at `server`, checking answers with the pinned keys, and
-    writes against `account` (else the account GET /v1/whoami names, D93)."""
+    writes against `account` (else the account GET /v1/whoami names, D93), resending
+    `retries` times (D131)."""
     try:
         return Client(server, api_key=api_key, trusted_keys=trust or (), timeout=timeout,
-                      account=account)
+                      account=account, retries=retries)
     except CopyledgerError as e:
         _die(tr("bad verifier key: {why}").format(why=detail(e.detail)))
 
@@ -515,6 +522,7 @@ def register(
         help="the account the API key acts for, which every receipt must name (default: the "
         "one this folder's manifest recorded for the key, else the one the server names)")
     ] = None,
+    retries: Retries = 3,
     as_json: Json = False,
 ) -> None:
     """Hash files locally (they never leave this machine), register them, and check each
@@ -536,7 +544,7 @@ def register(
     # The manifest's account came from verified receipts; the one typed only pins the client
     # (D93): it must not skip files or fill the manifest before a receipt shows it.
     known = manifest.account(api_key)
-    with _client(server, api_key, trust, 60, account or known) as client, Progress(
+    with _client(server, api_key, trust, 60, account or known, retries) as client, Progress(
         TextColumn("{task.description}", table_column=None), BarColumn(),
         TextColumn("{task.completed}/{task.total} files"), TimeRemainingColumn(),
         console=err, disable=not show, transient=True,
@@ -651,6 +659,7 @@ def import_(
         "(default: the one the server names)")] = None,
     data_dir: DataDir = None,
     database: Database = None,
+    retries: Retries = 3,
 ) -> None:
     """Register a catalogue of works by hash, 1,000 a request, each receipt verified.
 
@@ -672,7 +681,7 @@ def import_(
             _need_key()
         if chunk > REQUEST_WORKS:
             _die(tr("--chunk: a request carries at most {most} works").format(most=REQUEST_WORKS))
-        sender = _client(server, api_key, trust, 300, account)
+        sender = _client(server, api_key, trust, 300, account, retries)
     send: Callable[[list[Row]], str | None]
     with sender as conn, Progress(
         TextColumn("importing"), BarColumn(), TextColumn("{task.completed}/{task.total} works"),

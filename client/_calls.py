@@ -5,11 +5,14 @@ share all request building, error mapping and verification.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
 import mimetypes
-from collections.abc import Callable, Sequence
+import random
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Literal, NotRequired, Required, TypedDict, TypeVar
@@ -72,6 +75,8 @@ class Call(Generic[T]):
     decode: Literal["json", "text", "bytes"] = "json"
     needs_trust: bool = False
     needs_account: bool = False
+    keyed: bool = False  # the path takes an Idempotency-Key (D41)
+    resendable: bool = False  # sending it twice records nothing twice (see `resend_pause`)
 
     def request(self) -> dict[str, Any]:
         """Keyword arguments for httpx's `request`, sync or async alike."""
@@ -105,6 +110,60 @@ class Call(Generic[T]):
         after generation (D101). Only what `finish` returns is left for the collector."""
         with _gc_paused(self.decode == "json" and len(body) >= _BIG_ANSWER):
             return self.finish(self.read(status, body), trust)
+
+
+IDEMPOTENCY_KEY = "Idempotency-Key"
+BACKOFF_S = 0.5
+BACKOFF_MAX_S = 8.0
+RETRY_AFTER_MAX_S = 60.0
+"""Resending (D131): the n-th resend waits BACKOFF_S·2ⁿ⁻¹ (at most BACKOFF_MAX_S), or the
+server's Retry-After if longer, then up to a quarter more at random, so clients the same
+answer told to wait do not all come back at once. A Retry-After past RETRY_AFTER_MAX_S is not
+waited for: the answer is returned."""
+_RESENT = frozenset({429, 502, 503, 504})
+
+
+def with_key(call: Call[T]) -> Call[T]:
+    """`call` with an Idempotency-Key of its own if its path takes one and it has none, so it
+    can be resent (`resend_pause`): a write is only resent under a key."""
+    if not call.keyed or IDEMPOTENCY_KEY in (call.headers or {}):
+        return call
+    return dataclasses.replace(call, resendable=True, headers={
+        **(call.headers or {}), IDEMPOTENCY_KEY: str(uuid.uuid4())})
+
+
+def resend_pause(call: Call[Any], attempt: int, status: int | None,
+                 headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait before sending `call` again, after its try number `attempt` (0 the
+    first) got `status` (None: no answer at all, which may be after the server acted on it),
+    or None: return that answer (or failure) as it is.
+
+    Only a call that records nothing twice is resent: a read, a check, or a write under an
+    Idempotency-Key (the server replays the first answer to a retry, D41). It is resent when
+    nothing answered, on 429, 502, 503 and 504, and on 409 with Retry-After (the key's first
+    request still running, D59); never when the answer is a replay (`Idempotent-Replayed`:
+    the first request's answer, final, such as a 503 saying the write may or may not be
+    recorded)."""
+    if not (call.resendable or call.method == "GET"):
+        return None
+    asked = None
+    if status is not None:
+        if headers.get("idempotent-replayed") == "true":
+            return None
+        asked = _seconds(headers.get("retry-after"))
+        if status not in _RESENT and not (status == 409 and asked is not None):
+            return None
+        if asked is not None and asked > RETRY_AFTER_MAX_S:
+            return None
+    backoff = min(BACKOFF_S * 2.0 ** attempt, BACKOFF_MAX_S)
+    return max(asked or 0.0, backoff) * random.uniform(1.0, 1.25)
+
+
+def _seconds(retry_after: str | None) -> float | None:
+    """A Retry-After in seconds; None for none or an HTTP date (the backoff is used then)."""
+    if retry_after is None or not retry_after.strip().isdigit():
+        return None
+    return float(retry_after)
 
 
 _BIG_ANSWER = 1 << 16
@@ -203,14 +262,17 @@ def _receipt(path: str, body: Any = None, *, file_sha256: str | None = None,
              data: dict[str, str | list[str]] | None = None,
              files: dict[str, tuple[str, bytes, str]] | None = None,
              expect: int | tuple[int, ...] = 201,
-             work: dict[str, Any] | None = None) -> Call[Receipt]:
-    """`work`: a work sent by hash, which a new entry must be (`verify.check_sent_work`)."""
+             work: dict[str, Any] | None = None, key: str | None = None,
+             keyed: bool = True) -> Call[Receipt]:
+    """`work`: a work sent by hash, which a new entry must be (`verify.check_sent_work`).
+    `key`: the write's Idempotency-Key, on a path that takes one (`keyed`)."""
     def finish(answer: Any, trust: Trust) -> Receipt:
         return verify.check_receipt(answer, trust.verifiers, file_sha256=file_sha256,
                                     work=work, account=trust.account)
 
     return Call("POST", path, finish, json=body, data=data, files=files, expect=expect,
-                needs_trust=True, needs_account=True)
+                headers=None if key is None else {IDEMPOTENCY_KEY: key},
+                needs_trust=True, needs_account=True, keyed=keyed, resendable=key is not None)
 
 
 REGISTERED = (200, 201)
@@ -218,9 +280,10 @@ REGISTERED = (200, 201)
 (`Receipt.already_registered`), unless `again` asked for a new entry."""
 
 
-def register_work(fields: WorkFields) -> Call[Receipt]:
+def register_work(fields: WorkFields, key: str | None = None) -> Call[Receipt]:
     body = _work_body(fields)
-    return _receipt("/v1/works", body, file_sha256=body["sha256"], expect=REGISTERED, work=body)
+    return _receipt("/v1/works", body, file_sha256=body["sha256"], expect=REGISTERED, work=body,
+                    key=key)
 
 
 def _work_body(fields: WorkFields | BatchWork) -> dict[str, Any]:
@@ -306,11 +369,15 @@ def _not_json(v: Any) -> Any:
     raise TypeError(f"Object of type {type(v).__name__} is not JSON serializable")
 
 
-def register_works(works: Sequence[BatchWork], again: bool = False
+def register_works(works: Sequence[BatchWork], again: bool = False, keys: bool = False
                    ) -> Call[list[BatchResult]]:
     """Many works in one request: for each, in order, its verified receipt (a new entry, or
-    `already_registered`), the problem that refused it, or UnverifiedAnswer."""
+    `already_registered`), the problem that refused it, or UnverifiedAnswer. `keys`: give each
+    work without an `idempotency_key` one of its own, so the request can be resent."""
     bodies = [_work_body(w) for w in works]
+    if keys:
+        bodies = [b if b.get("idempotency_key") else {**b, "idempotency_key": str(uuid.uuid4())}
+                  for b in bodies]
 
     def finish(answer: Any, trust: Trust) -> list[BatchResult]:
         try:
@@ -339,7 +406,8 @@ def register_works(works: Sequence[BatchWork], again: bool = False
     return Call("POST", "/v1/works/batch", finish, content=strict_json({"works": bodies}),
                 headers={"Content-Type": "application/json"},
                 params={"again": "true"} if again else None, expect=200, needs_trust=True,
-                needs_account=True)
+                needs_account=True,
+                resendable=bool(bodies) and all(b.get("idempotency_key") for b in bodies))
 
 
 def read_file(file: bytes | Path, name: str | None, media_type: str | None
@@ -364,27 +432,31 @@ def upload_work(file: bytes | Path, fields: UploadFields) -> Call[Receipt]:
     if f.get("again"):
         data["again"] = "true"
     upload = (name, content, media or "application/octet-stream")
+    # An upload takes no Idempotency-Key (api.md), so it is never resent.
     return _receipt("/v1/works", data=data, files={"file": upload},
-                    file_sha256=hashlib.sha256(content).hexdigest(), expect=REGISTERED)
+                    file_sha256=hashlib.sha256(content).hexdigest(), expect=REGISTERED,
+                    keyed=False)
 
 
-def deposit_evidence(fields: EvidenceFields) -> Call[Receipt]:
+def deposit_evidence(fields: EvidenceFields, key: str | None = None) -> Call[Receipt]:
     body = _body(fields)
-    return _receipt("/v1/evidence", body, file_sha256=body["sha256"])
+    return _receipt("/v1/evidence", body, file_sha256=body["sha256"], key=key)
 
 
-def transfer(fields: TransferFields) -> Call[Receipt]:
-    return _receipt("/v1/transfers", _body(fields))
+def transfer(fields: TransferFields, key: str | None = None) -> Call[Receipt]:
+    return _receipt("/v1/transfers", _body(fields), key=key)
 
 
 def answer_offer(offer_seq: int, what: Literal["accept", "withdraw"],
                  note: str | None) -> Call[Receipt]:
-    """Accept (as its recipient) or withdraw (as its offerer) an offer of assignment."""
-    return _receipt(f"/v1/transfers/{offer_seq}/{what}", {} if note is None else {"note": note})
+    """Accept (as its recipient) or withdraw (as its offerer) an offer of assignment. The path
+    takes no Idempotency-Key, so it is never resent (a second one is refused, 409)."""
+    return _receipt(f"/v1/transfers/{offer_seq}/{what}", {} if note is None else {"note": note},
+                    keyed=False)
 
 
-def file_claim(notice: dict[str, Any]) -> Call[Receipt]:
-    return _receipt("/v1/claims", notice)
+def file_claim(notice: dict[str, Any], key: str | None = None) -> Call[Receipt]:
+    return _receipt("/v1/claims", notice, key=key)
 
 
 def _claim_check(answer: Any, trust: Trust) -> ClaimCheck:
@@ -394,7 +466,8 @@ def _claim_check(answer: Any, trust: Trust) -> ClaimCheck:
 def check_claim(content: dict[str, Any], fields: CheckFields) -> Call[ClaimCheck]:
     f = _body(fields)
     body = {"claimant": f.pop("claimant"), "content": content, **f}
-    return Call("POST", "/v1/claims/check", _claim_check, json=body, needs_trust=True)
+    return Call("POST", "/v1/claims/check", _claim_check, json=body, needs_trust=True,
+                resendable=True)
 
 
 def check_claim_upload(
@@ -404,12 +477,13 @@ def check_claim_upload(
     content, name, media = read_file(file, filename, media_type)
     upload = (name, content, media or "application/octet-stream")
     return Call("POST", "/v1/claims/check", _claim_check, data=data, files={"file": upload},
-                needs_trust=True)
+                needs_trust=True, resendable=True)
 
 
 def timestamp(query: bytes) -> Call[bytes]:
     return Call("POST", "/v1/timestamp", _raw, content=query,
-                headers={"Content-Type": "application/timestamp-query"}, decode="bytes")
+                headers={"Content-Type": "application/timestamp-query"}, decode="bytes",
+                resendable=True)
 
 
 # ------------------------------------------------------------------ reads

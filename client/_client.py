@@ -36,7 +36,7 @@ from copyledger.client.results import (
 from copyledger.client.verify import Keys, verifiers
 from copyledger.ledger import note
 from copyledger.ledger.contact import Disclosure
-from copyledger.ledger.errors import said
+from copyledger.ledger.errors import InvalidInput, said
 
 __all__ = ["AsyncClient", "Client"]
 
@@ -44,11 +44,22 @@ T = TypeVar("T")
 _HTTPX_ERRORS = (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError)
 
 
+def _no_answer(e: Exception) -> bool:
+    """True if `e` is an exchange that broke off or never started (refused, reset, timed
+    out), which a resend may get past; False for a request that can never be sent (a URL
+    without a usable scheme)."""
+    return isinstance(e, httpx.TransportError) and not isinstance(e, httpx.UnsupportedProtocol)
+
+
 class _Base:
     """What both clients hold: the server, the API key, the trusted keys and the account."""
 
     def __init__(self, base_url: str, api_key: str | None, trusted_keys: Keys,
-                 account: str | None) -> None:
+                 account: str | None, retries: int) -> None:
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise InvalidInput(said("retries must be a whole number of at least 0, not "
+                                    "{retries!r}", retries=retries))
+        self.retries = retries
         self.base_url = base_url.rstrip("/")
         pinned = verifiers(trusted_keys)  # InvalidInput for a malformed key, before any I/O
         self._trust: Trust | None = Trust(pinned, pinned=True) if pinned else None
@@ -75,6 +86,24 @@ class _Base:
     def _unreachable(self, e: Exception) -> TransportError:
         return TransportError(said("cannot reach {url}: {e}", url=self.base_url, e=e))
 
+    def _keyed(self, call: Call[T]) -> Call[T]:
+        """`call`, under an Idempotency-Key of its own if it may be resent and has none."""
+        return calls.with_key(call) if self.retries else call
+
+    def _settle(self, call: Call[Any], attempt: int, got: httpx.Response | Exception
+                ) -> tuple[int, bytes] | float:
+        """What try number `attempt` of `call` gave: the answer's status and body to return,
+        or the seconds to wait before sending it again (`calls.resend_pause`, while tries are
+        left); TransportError for no answer that is not to be resent."""
+        left = attempt < self.retries
+        if isinstance(got, Exception):
+            pause = calls.resend_pause(call, attempt, None, {}) if left else None
+            if pause is None or not _no_answer(got):
+                raise self._unreachable(got) from got
+            return pause
+        pause = calls.resend_pause(call, attempt, got.status_code, got.headers) if left else None
+        return (got.status_code, got.content) if pause is None else pause
+
 
 class Client(_Base):
     """A registry over HTTP, synchronously.
@@ -86,6 +115,11 @@ class Client(_Base):
     `account` is the account this client's API key acts for: every entry a write records must
     name it as registrant. Without it the client asks GET /v1/whoami once, before its first
     write's answer, and `account_pinned` says so (D93).
+
+    `retries`: how many times a call is sent again when no answer came or the server asked
+    for a pause (429, 409 in progress, 502–504; D131). Writes are then sent under an
+    Idempotency-Key (the caller's, or one made per call), so a resend never records twice;
+    an upload and the answer to an offer, which take no key, are never resent.
     """
 
     def __init__(
@@ -97,8 +131,9 @@ class Client(_Base):
         timeout: float = 60.0,
         transport: httpx.BaseTransport | None = None,
         account: str | None = None,
+        retries: int = 0,
     ) -> None:
-        super().__init__(base_url, api_key, trusted_keys, account)
+        super().__init__(base_url, api_key, trusted_keys, account, retries)
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout,
                                   headers=self._headers, transport=transport)
 
@@ -112,18 +147,25 @@ class Client(_Base):
                  tb: TracebackType | None) -> None:
         self.close()
 
-    def _exchange(self, call: Call[Any]) -> tuple[int, bytes]:
-        """The answer's status and body, as they came."""
+    def _try(self, call: Call[Any]) -> httpx.Response | Exception:
         try:
-            r = self._http.request(**call.request())
+            return self._http.request(**call.request())
         except _HTTPX_ERRORS as e:
-            raise self._unreachable(e) from e
-        return r.status_code, r.content
+            return e
+
+    def _exchange(self, call: Call[Any]) -> tuple[int, bytes]:
+        """The answer's status and body, as they came (the last, if it was resent)."""
+        attempt = 0
+        while isinstance(got := self._settle(call, attempt, self._try(call)), float):
+            time.sleep(got)
+            attempt += 1
+        return got
 
     def _send(self, call: Call[Any]) -> Any:
         return call.read(*self._exchange(call))
 
     def _run(self, call: Call[T]) -> T:
+        call = self._keyed(call)
         trust = self._trusted() if call.needs_trust else calls.NO_TRUST
         status, body = self._exchange(call)
         if call.needs_account and self._account is None:
@@ -145,28 +187,32 @@ class Client(_Base):
         """The keys answers are checked with (fetching the server's if none were pinned)."""
         return self._trusted().verifiers
 
-    # writes
-    def register_work(self, **fields: Unpack[WorkFields]) -> Receipt:
+    # writes (`idempotency_key`: a retry of the same write with the same key, within a day,
+    # gets the first answer and records nothing new; api.md, D41)
+    def register_work(self, *, idempotency_key: str | None = None,
+                      **fields: Unpack[WorkFields]) -> Receipt:
         """Register a work by its SHA-256 (the file stays here); the receipt is verified."""
-        return self._run(calls.register_work(fields))
+        return self._run(calls.register_work(fields, idempotency_key))
 
     def register_works(self, works: Sequence[BatchWork], *, again: bool = False
                        ) -> list[BatchResult]:
         """Register up to 1,000 works by hash in one request (POST /v1/works/batch): for each,
         in order, its verified receipt, the ProblemError that refused it, or UnverifiedAnswer
         (a receipt that does not verify)."""
-        return self._run(calls.register_works(works, again))
+        return self._run(calls.register_works(works, again, keys=self.retries > 0))
 
     def upload_work(self, file: bytes | Path, **fields: Unpack[UploadFields]) -> Receipt:
         """Register a work by uploading it; the receipt must register the file's SHA-256."""
         return self._run(calls.upload_work(file, fields))
 
-    def deposit_evidence(self, **fields: Unpack[EvidenceFields]) -> Receipt:
-        return self._run(calls.deposit_evidence(fields))
+    def deposit_evidence(self, *, idempotency_key: str | None = None,
+                         **fields: Unpack[EvidenceFields]) -> Receipt:
+        return self._run(calls.deposit_evidence(fields, idempotency_key))
 
-    def transfer(self, **fields: Unpack[TransferFields]) -> Receipt:
+    def transfer(self, *, idempotency_key: str | None = None,
+                 **fields: Unpack[TransferFields]) -> Receipt:
         """Record a licence, or offer an assignment (the recipient must `accept_offer` it)."""
-        return self._run(calls.transfer(fields))
+        return self._run(calls.transfer(fields, idempotency_key))
 
     def accept_offer(self, offer_seq: int, note: str | None = None) -> Receipt:
         """Accept an offer of assignment made to this account: it then holds the work."""
@@ -176,9 +222,10 @@ class Client(_Base):
         """Withdraw an offer of assignment this account made and no one has accepted."""
         return self._run(calls.answer_offer(offer_seq, "withdraw", note))
 
-    def file_claim(self, notice: dict[str, Any]) -> Receipt:
+    def file_claim(self, notice: dict[str, Any], *,
+                   idempotency_key: str | None = None) -> Receipt:
         """Record a takedown notice or counter-notice (the POST /v1/claims document)."""
-        return self._run(calls.file_claim(notice))
+        return self._run(calls.file_claim(notice, idempotency_key))
 
     def check_claim(self, content: dict[str, Any], **fields: Unpack[CheckFields]) -> ClaimCheck:
         """Check a claim given the disputed content's hashes (`sha256`, `pdq`, `phash`,
@@ -289,8 +336,9 @@ class AsyncClient(_Base):
         timeout: float = 60.0,
         transport: httpx.AsyncBaseTransport | None = None,
         account: str | None = None,
+        retries: int = 0,
     ) -> None:
-        super().__init__(base_url, api_key, trusted_keys, account)
+        super().__init__(base_url, api_key, trusted_keys, account, retries)
         self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout,
                                        headers=self._headers, transport=transport)
         # The whoami in flight, which first writes answered together all wait on (D99).
@@ -306,18 +354,25 @@ class AsyncClient(_Base):
                         tb: TracebackType | None) -> None:
         await self.aclose()
 
-    async def _exchange(self, call: Call[Any]) -> tuple[int, bytes]:
-        """The answer's status and body, as they came."""
+    async def _try(self, call: Call[Any]) -> httpx.Response | Exception:
         try:
-            r = await self._http.request(**call.request())
+            return await self._http.request(**call.request())
         except _HTTPX_ERRORS as e:
-            raise self._unreachable(e) from e
-        return r.status_code, r.content
+            return e
+
+    async def _exchange(self, call: Call[Any]) -> tuple[int, bytes]:
+        """The answer's status and body, as they came (the last, if it was resent)."""
+        attempt = 0
+        while isinstance(got := self._settle(call, attempt, await self._try(call)), float):
+            await asyncio.sleep(got)
+            attempt += 1
+        return got
 
     async def _send(self, call: Call[Any]) -> Any:
         return call.read(*await self._exchange(call))
 
     async def _run(self, call: Call[T]) -> T:
+        call = self._keyed(call)
         trust = await self._trusted() if call.needs_trust else calls.NO_TRUST
         status, body = await self._exchange(call)
         if call.needs_account and self._account is None:
@@ -343,22 +398,25 @@ class AsyncClient(_Base):
         return (await self._trusted()).verifiers
 
     # writes
-    async def register_work(self, **fields: Unpack[WorkFields]) -> Receipt:
-        return await self._run(calls.register_work(fields))
+    async def register_work(self, *, idempotency_key: str | None = None,
+                            **fields: Unpack[WorkFields]) -> Receipt:
+        return await self._run(calls.register_work(fields, idempotency_key))
 
     async def register_works(self, works: Sequence[BatchWork], *, again: bool = False
                              ) -> list[BatchResult]:
-        return await self._run(calls.register_works(works, again))
+        return await self._run(calls.register_works(works, again, keys=self.retries > 0))
 
     async def upload_work(self, file: bytes | Path, **fields: Unpack[UploadFields]) -> Receipt:
         return await self._run(calls.upload_work(file, fields))
 
-    async def deposit_evidence(self, **fields: Unpack[EvidenceFields]) -> Receipt:
-        return await self._run(calls.deposit_evidence(fields))
+    async def deposit_evidence(self, *, idempotency_key: str | None = None,
+                               **fields: Unpack[EvidenceFields]) -> Receipt:
+        return await self._run(calls.deposit_evidence(fields, idempotency_key))
 
-    async def transfer(self, **fields: Unpack[TransferFields]) -> Receipt:
+    async def transfer(self, *, idempotency_key: str | None = None,
+                       **fields: Unpack[TransferFields]) -> Receipt:
         """Record a licence, or offer an assignment (the recipient must `accept_offer` it)."""
-        return await self._run(calls.transfer(fields))
+        return await self._run(calls.transfer(fields, idempotency_key))
 
     async def accept_offer(self, offer_seq: int, note: str | None = None) -> Receipt:
         """Accept an offer of assignment made to this account: it then holds the work."""
@@ -368,8 +426,9 @@ class AsyncClient(_Base):
         """Withdraw an offer of assignment this account made and no one has accepted."""
         return await self._run(calls.answer_offer(offer_seq, "withdraw", note))
 
-    async def file_claim(self, notice: dict[str, Any]) -> Receipt:
-        return await self._run(calls.file_claim(notice))
+    async def file_claim(self, notice: dict[str, Any], *,
+                         idempotency_key: str | None = None) -> Receipt:
+        return await self._run(calls.file_claim(notice, idempotency_key))
 
     async def check_claim(self, content: dict[str, Any],
                           **fields: Unpack[CheckFields]) -> ClaimCheck:

@@ -75,7 +75,7 @@ def _other_request() -> InvalidInput:
 
 def _in_flight() -> InFlight:
     return InFlight(said("{header}: a request with this key is still in progress; retry "
-                         "shortly to get its answer", header=HEADER))
+                         "shortly to get its answer", header=HEADER), retry_after=1)
 
 
 class InFlight(Conflict):

@@ -19,6 +19,8 @@ from typing import Any
 import httpx
 import pytest
 from asn1crypto import tsp
+from hypothesis import given
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from copyledger import (
@@ -787,3 +789,250 @@ def test_first_writes_in_flight_together_ask_whoami_once(live: Live, fail: bool)
         assert all(isinstance(r, Receipt) and r.entry.registrant == "ada" for r in got)
     assert slow.sent.count("POST /v1/works") == 4
     assert slow.sent.count("GET /v1/whoami") == 1
+
+
+# ------------------------------------------------------------ resending (D131)
+
+
+class _Flaky(httpx.BaseTransport):
+    """Forward to the real server, recording each request's path and Idempotency-Key. The
+    first `lose` requests to `path` reach the server, but their answers are lost (a read
+    error, as a dropped connection gives); then `answers` (status, headers) are given
+    instead of forwarding, one per request, before the server's own."""
+
+    def __init__(self, path: str, lose: int = 0,
+                 answers: tuple[tuple[int, dict[str, str]], ...] = ()) -> None:
+        self.inner, self.path = httpx.HTTPTransport(), path
+        self.lose, self.answers = lose, list(answers)
+        self.sent: list[tuple[str, str | None, bytes]] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path != self.path:
+            return self.inner.handle_request(request)
+        self.sent.append((request.url.path, request.headers.get("idempotency-key"),
+                          request.read()))
+        if self.answers and not self.lose:
+            status, headers = self.answers.pop(0)
+            return httpx.Response(status, headers=headers, json={
+                "type": "about:blank", "title": "t", "status": status, "detail": "busy"})
+        r = self.inner.handle_request(request)
+        r.read()
+        if self.lose:
+            self.lose -= 1
+            raise httpx.ReadError("the connection dropped", request=request)
+        return r
+
+
+@pytest.fixture
+def slept(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The pauses the clients take before resending, recorded instead of waited."""
+    import time
+
+    pauses: list[float] = []
+    monkeypatch.setattr(time, "sleep", pauses.append)
+
+    async def no_wait(s: float) -> None:
+        pauses.append(s)
+
+    monkeypatch.setattr(asyncio, "sleep", no_wait)
+    return pauses
+
+
+def _size(live: Live) -> int:
+    with Client(live.url, trusted_keys=[live.log_key]) as c:
+        return c.checkpoint().size
+
+
+def test_a_write_whose_answer_was_lost_is_resent_under_one_key_and_recorded_once(
+        live: Live, slept: list[float]) -> None:
+    """The server recorded the work and the answer never came back (twice): the client sends
+    it again under the key it made, and the server replays the first receipt; the log grew by
+    one entry. Without retries the same loss is a TransportError, and the caller's own key,
+    sent again, gets the first receipt too."""
+    data = os.urandom(16)
+    before = _size(live)
+    flaky = _Flaky("/v1/works", lose=2)
+    with Client(live.url, api_key=live.creator, trusted_keys=[live.log_key],
+                transport=flaky, retries=2) as c:
+        got = work(c, data)
+    assert got.entry.content_sha256 == sha(data) and not got.already_registered
+    keys = {key for _, key, _ in flaky.sent}
+    assert len(flaky.sent) == 3 and len(keys) == 1 and None not in keys
+    assert len({body for _, _, body in flaky.sent}) == 1
+    assert _size(live) == before + 1
+    assert [0.5 <= slept[0] <= 0.625, 1.0 <= slept[1] <= 1.25] == [True, True]
+
+    once = _Flaky("/v1/evidence", lose=1)
+    ev = {"sha256": sha(os.urandom(16)), "captured_at": "2026-01-01T00:00:00Z",
+          "capture_method": "screenshot", "description": "d"}
+    with Client(live.url, api_key=live.creator, trusted_keys=[live.log_key],
+                transport=once) as c:
+        with pytest.raises(TransportError):
+            c.deposit_evidence(idempotency_key="evidence-1", **ev)
+        first_size = _size(live)
+        again = c.deposit_evidence(idempotency_key="evidence-1", **ev)
+    assert [key for _, key, _ in once.sent] == ["evidence-1", "evidence-1"]
+    assert _size(live) == first_size and again.seq == first_size - 1
+
+
+def test_a_lost_batch_is_resent_with_a_key_for_each_work(live: Live,
+                                                         slept: list[float]) -> None:
+    items: list[Any] = [{"sha256": sha(os.urandom(16)), "title": f"B{i}", "creators": ["Ada"],
+                         "work_type": "text"} for i in range(5)]
+    items[0]["idempotency_key"] = "mine-0"
+    before = _size(live)
+    flaky = _Flaky("/v1/works/batch", lose=1)
+    with Client(live.url, api_key=live.creator, trusted_keys=[live.log_key],
+                transport=flaky, retries=1) as c:
+        got = c.register_works(items)
+    assert all(isinstance(r, Receipt) for r in got) and len(slept) == 1
+    sent = [json.loads(body)["works"] for _, _, body in flaky.sent]
+    assert len(sent) == 2 and sent[0] == sent[1]
+    keys = [w["idempotency_key"] for w in sent[0]]
+    assert keys[0] == "mine-0" and len(set(keys)) == 5
+    assert _size(live) == before + 5
+    assert sorted(r.seq for r in got if isinstance(r, Receipt)) == list(range(before,
+                                                                             before + 5))
+
+
+@pytest.mark.parametrize(("answers", "resent"), [
+    (((503, {"Retry-After": "2"}),), True),  # pushback: nothing recorded
+    (((429, {"Retry-After": "1"}),), True),
+    (((409, {"Retry-After": "1"}),), True),  # the key's first request still running (D59)
+    (((502, {}),), True),  # a gateway
+    (((409, {}),), False),  # a conflict (another transfer pending): final
+    (((503, {"Retry-After": "1", "Idempotent-Replayed": "true"}),), False),  # a kept answer
+    (((503, {"Retry-After": "3600"}),), False),  # longer than RETRY_AFTER_MAX_S
+    (((422, {}),), False),
+])
+def test_what_is_resent_and_what_is_final(live: Live, slept: list[float],
+                                          answers: Any, resent: bool) -> None:
+    data = os.urandom(16)
+    flaky = _Flaky("/v1/works", answers=answers)
+    with Client(live.url, api_key=live.creator, trusted_keys=[live.log_key],
+                transport=flaky, retries=3) as c:
+        if resent:
+            assert work(c, data).entry.content_sha256 == sha(data)
+        else:
+            with pytest.raises(ProblemError) as e:
+                work(c, data)
+            assert e.value.status == answers[0][0]
+    assert len(flaky.sent) == (2 if resent else 1)
+    if resent:
+        asked = float(answers[0][1].get("Retry-After", "0"))
+        assert max(asked, 0.5) <= slept[0] <= 1.25 * max(asked, 0.5)
+
+
+def test_reads_are_resent_and_calls_without_a_key_are_not(live: Live,
+                                                          slept: list[float]) -> None:
+    with Client(live.url, api_key=live.creator, trusted_keys=[live.log_key]) as c:
+        first = work(c, os.urandom(16))
+        offer = c.transfer(work_seq=first.seq, to="bob", transfer_type="assignment")
+    flaky = _Flaky("/v1/log", answers=((503, {"Retry-After": "1"}), (504, {})))
+    with Client(live.url, transport=flaky, retries=2) as c:
+        assert c.log()["tree_size"] > first.seq
+    assert len(flaky.sent) == 3 and [round(s) for s in slept[:1]] == [1]
+    assert 1.0 <= slept[1] <= 1.25  # the second resend's backoff (1 s) beat no Retry-After
+    # An upload and the answer to an offer take no key: one try, whatever the client's retries.
+    up = _Flaky("/v1/works", lose=1)
+    with Client(live.url, api_key=live.creator, trusted_keys=[live.log_key],
+                transport=up, retries=3) as c, pytest.raises(TransportError):
+        c.upload_work(os.urandom(16), title="U", creators=["Ada"], work_type="text")
+    assert [key for _, key, _ in up.sent] == [None]
+    answer = _Flaky(f"/v1/transfers/{offer.seq}/accept", lose=1)
+    with Client(live.url, api_key=live.bob, trusted_keys=[live.log_key],
+                transport=answer, retries=3) as c, pytest.raises(TransportError):
+        c.accept_offer(offer.seq)
+    assert len(answer.sent) == 1
+    with pytest.raises(TransportError):  # no server at all: each try fails, the last is raised
+        Client("http://127.0.0.1:9", timeout=2, retries=2).healthz()
+    with pytest.raises(InvalidInput):
+        Client(live.url, retries=-1)
+
+
+class _AsyncLose(httpx.AsyncBaseTransport):
+    """`_Flaky`'s lost answers, for the AsyncClient."""
+
+    def __init__(self, path: str, lose: int) -> None:
+        self.inner, self.path, self.lose = httpx.AsyncHTTPTransport(), path, lose
+        self.keys: list[str | None] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        r = await self.inner.handle_async_request(request)
+        if request.url.path == self.path:
+            self.keys.append(request.headers.get("idempotency-key"))
+            await r.aread()
+            if self.lose:
+                self.lose -= 1
+                raise httpx.ReadError("the connection dropped", request=request)
+        return r
+
+
+def test_the_async_client_resends_a_lost_write_under_one_key(live: Live,
+                                                             slept: list[float]) -> None:
+    lose = _AsyncLose("/v1/claims", 1)
+    before = _size(live)
+
+    async def main() -> Receipt:
+        async with AsyncClient(live.url, api_key=live.platform, trusted_keys=[live.log_key],
+                               transport=lose, retries=1) as c:
+            return await c.file_claim({**NOTICE, "works": [{"seq": 0}]})
+
+    got = asyncio.run(main())
+    assert got.seq == before and _size(live) == before + 1
+    assert len(lose.keys) == 2 and lose.keys[0] == lose.keys[1] is not None
+    assert len(slept) == 1 and 0.5 <= slept[0] <= 0.625
+
+
+def test_the_cli_resends_a_lost_chunk_under_keys_and_records_it_once(
+        live: Live, slept: list[float], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`copyledger import` (and `register`) send with `--retries` (3 by default): a chunk
+    whose answer was lost is sent again, each work under its key, and recorded once; with
+    `--retries 0` the import stops and says why (a rerun resumes it)."""
+    from copyledger.cli import main
+
+    rows = [{"sha256": sha(os.urandom(16)), "title": f"C{i}", "creators": ["Ada"],
+             "work_type": "text"} for i in range(3)]
+    catalogue = tmp_path / "cat.jsonl"
+    catalogue.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    flaky = _Flaky("/v1/works/batch", lose=1)
+    monkeypatch.setattr(main, "Client", lambda *a, **kw: Client(*a, transport=flaky, **kw))
+    args = ["import", str(catalogue), "--server", live.url, "--api-key", live.creator,
+            "--trust", live.log_key, "--json"]
+    before = _size(live)
+    r = CliRunner().invoke(app, [*args, "--retries", "0"])
+    assert r.exit_code == 1 and "cannot reach" in json.loads(r.stdout)["stopped"], r.output
+    assert _size(live) == before + 3  # the lost answer's works were recorded
+    flaky.lose = 1
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout)
+    assert (summary["done"], summary["already_registered"]) == (3, 3), summary
+    assert _size(live) == before + 3 and len(slept) == 1
+    sent = [json.loads(body)["works"] for _, _, body in flaky.sent]
+    assert len(sent) == 3 and sent[1] == sent[2] and all(w["idempotency_key"] for w in sent[2])
+
+
+@given(attempt=st.integers(0, 40), status=st.sampled_from([None, 200, 409, 422, 429, 502, 503,
+                                                           504]),
+       asked=st.one_of(st.none(), st.integers(0, 10**6).map(str), st.just("Fri, 04 Dec")),
+       replayed=st.booleans(), method=st.sampled_from(["GET", "POST"]),
+       resendable=st.booleans())
+def test_a_resend_never_comes_sooner_than_asked_nor_waits_unbounded(
+        attempt: int, status: int | None, asked: str | None, replayed: bool, method: str,
+        resendable: bool) -> None:
+    headers = {**({"retry-after": asked} if asked is not None else {}),
+               **({"idempotent-replayed": "true"} if replayed else {})}
+    call = calls.Call(method, "/x", calls._raw, resendable=resendable)
+    pause = calls.resend_pause(call, attempt, status, headers)
+    seconds = (float(asked) if asked is not None and asked.isdigit() and status is not None
+               else None)  # no answer: no header to heed
+    final = (not (resendable or method == "GET")
+             or (status is not None and (
+                 replayed or (seconds or 0) > calls.RETRY_AFTER_MAX_S
+                 or (status not in (429, 502, 503, 504)
+                 and not (status == 409 and seconds is not None)))))
+    assert (pause is None) == final
+    if pause is not None:
+        floor = max(seconds or 0.0, min(calls.BACKOFF_S * 2 ** attempt, calls.BACKOFF_MAX_S))
+        assert floor <= pause <= 1.25 * floor <= 1.25 * calls.RETRY_AFTER_MAX_S

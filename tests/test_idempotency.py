@@ -222,6 +222,7 @@ def test_a_retry_waits_for_the_key_claimed_by_another_process(
     monkeypatch.setattr(idempotency, "WAIT_S", 0.2)
     busy = client.post("/v1/works", content=raw, headers=h)
     assert busy.status_code == 409 and "in progress" in busy.json()["detail"]
+    assert busy.headers["retry-after"] == "1" and busy.json()["retry_after"] == 1  # D131
     assert tree_size(client) == n
     monkeypatch.setattr(idempotency, "WAIT_S", 60.0)
     kept = Answer(201, b'{"seq":1234}')
