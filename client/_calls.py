@@ -115,11 +115,13 @@ class Call(Generic[T]):
 IDEMPOTENCY_KEY = "Idempotency-Key"
 BACKOFF_S = 0.5
 BACKOFF_MAX_S = 8.0
-RETRY_AFTER_MAX_S = 60.0
+RESEND_WINDOW_S = 45.0
 """Resending (D131): the n-th resend waits BACKOFF_S·2ⁿ⁻¹ (at most BACKOFF_MAX_S), or the
 server's Retry-After if longer, then up to a quarter more at random, so clients the same
-answer told to wait do not all come back at once. A Retry-After past RETRY_AFTER_MAX_S is not
-waited for: the answer is returned."""
+answer told to wait do not all come back at once. No resend goes out more than
+RESEND_WINDOW_S after the call's first try: a server takes over the key of a process that died
+mid-write 60 s after its last sign of life and runs the write again (D69), so a client that
+stops before then never makes the server record its write twice."""
 _RESENT = frozenset({429, 502, 503, 504})
 
 
@@ -133,17 +135,18 @@ def with_key(call: Call[T]) -> Call[T]:
 
 
 def resend_pause(call: Call[Any], attempt: int, status: int | None,
-                 headers: Mapping[str, str]) -> float | None:
+                 headers: Mapping[str, str], elapsed: float = 0.0) -> float | None:
     """Seconds to wait before sending `call` again, after its try number `attempt` (0 the
-    first) got `status` (None: no answer at all, which may be after the server acted on it),
-    or None: return that answer (or failure) as it is.
+    first), `elapsed` seconds after the first began, got `status` (None: no answer at all,
+    which may be after the server acted on it), or None: return that answer (or failure) as
+    it is.
 
     Only a call that records nothing twice is resent: a read, a check, or a write under an
     Idempotency-Key (the server replays the first answer to a retry, D41). It is resent when
     nothing answered, on 429, 502, 503 and 504, and on 409 with Retry-After (the key's first
     request still running, D59); never when the answer is a replay (`Idempotent-Replayed`:
     the first request's answer, final, such as a 503 saying the write may or may not be
-    recorded)."""
+    recorded); never past RESEND_WINDOW_S."""
     if not (call.resendable or call.method == "GET"):
         return None
     asked = None
@@ -153,10 +156,9 @@ def resend_pause(call: Call[Any], attempt: int, status: int | None,
         asked = _seconds(headers.get("retry-after"))
         if status not in _RESENT and not (status == 409 and asked is not None):
             return None
-        if asked is not None and asked > RETRY_AFTER_MAX_S:
-            return None
     backoff = min(BACKOFF_S * 2.0 ** attempt, BACKOFF_MAX_S)
-    return max(asked or 0.0, backoff) * random.uniform(1.0, 1.25)
+    pause = max(asked or 0.0, backoff) * random.uniform(1.0, 1.25)
+    return pause if elapsed + pause <= RESEND_WINDOW_S else None
 
 
 def _seconds(retry_after: str | None) -> float | None:

@@ -90,18 +90,21 @@ class _Base:
         """`call`, under an Idempotency-Key of its own if it may be resent and has none."""
         return calls.with_key(call) if self.retries else call
 
-    def _settle(self, call: Call[Any], attempt: int, got: httpx.Response | Exception
-                ) -> tuple[int, bytes] | float:
-        """What try number `attempt` of `call` gave: the answer's status and body to return,
-        or the seconds to wait before sending it again (`calls.resend_pause`, while tries are
-        left); TransportError for no answer that is not to be resent."""
+    def _settle(self, call: Call[Any], attempt: int, started: float,
+                got: httpx.Response | Exception) -> tuple[int, bytes] | float:
+        """What try number `attempt` of `call` (first sent at monotonic time `started`) gave:
+        the answer's status and body to return, or the seconds to wait before sending it
+        again (`calls.resend_pause`, while tries are left); TransportError for no answer that
+        is not to be resent."""
+        elapsed = time.monotonic() - started
         left = attempt < self.retries
         if isinstance(got, Exception):
-            pause = calls.resend_pause(call, attempt, None, {}) if left else None
+            pause = calls.resend_pause(call, attempt, None, {}, elapsed) if left else None
             if pause is None or not _no_answer(got):
                 raise self._unreachable(got) from got
             return pause
-        pause = calls.resend_pause(call, attempt, got.status_code, got.headers) if left else None
+        pause = (calls.resend_pause(call, attempt, got.status_code, got.headers, elapsed)
+                 if left else None)
         return (got.status_code, got.content) if pause is None else pause
 
 
@@ -155,8 +158,8 @@ class Client(_Base):
 
     def _exchange(self, call: Call[Any]) -> tuple[int, bytes]:
         """The answer's status and body, as they came (the last, if it was resent)."""
-        attempt = 0
-        while isinstance(got := self._settle(call, attempt, self._try(call)), float):
+        attempt, started = 0, time.monotonic()
+        while isinstance(got := self._settle(call, attempt, started, self._try(call)), float):
             time.sleep(got)
             attempt += 1
         return got
@@ -362,8 +365,9 @@ class AsyncClient(_Base):
 
     async def _exchange(self, call: Call[Any]) -> tuple[int, bytes]:
         """The answer's status and body, as they came (the last, if it was resent)."""
-        attempt = 0
-        while isinstance(got := self._settle(call, attempt, await self._try(call)), float):
+        attempt, started = 0, time.monotonic()
+        while isinstance(got := self._settle(call, attempt, started, await self._try(call)),
+                         float):
             await asyncio.sleep(got)
             attempt += 1
         return got

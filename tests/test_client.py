@@ -825,14 +825,22 @@ class _Flaky(httpx.BaseTransport):
 
 @pytest.fixture
 def slept(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The pauses the clients take before resending, recorded instead of waited."""
-    import time
+    """The pauses the clients take before resending, recorded instead of waited; the clients'
+    monotonic clock moves by them alone."""
+    from types import SimpleNamespace
+
+    from copyledger.client import _client
 
     pauses: list[float] = []
-    monkeypatch.setattr(time, "sleep", pauses.append)
+
+    def sleep(s: float) -> None:
+        pauses.append(s)
+
+    monkeypatch.setattr(_client, "time", SimpleNamespace(sleep=sleep,
+                                                         monotonic=lambda: sum(pauses)))
 
     async def no_wait(s: float) -> None:
-        pauses.append(s)
+        sleep(s)
 
     monkeypatch.setattr(asyncio, "sleep", no_wait)
     return pauses
@@ -902,7 +910,7 @@ def test_a_lost_batch_is_resent_with_a_key_for_each_work(live: Live,
     (((502, {}),), True),  # a gateway
     (((409, {}),), False),  # a conflict (another transfer pending): final
     (((503, {"Retry-After": "1", "Idempotent-Replayed": "true"}),), False),  # a kept answer
-    (((503, {"Retry-After": "3600"}),), False),  # longer than RETRY_AFTER_MAX_S
+    (((503, {"Retry-After": "3600"}),), False),  # past RESEND_WINDOW_S
     (((422, {}),), False),
 ])
 def test_what_is_resent_and_what_is_final(live: Live, slept: list[float],
@@ -921,6 +929,18 @@ def test_what_is_resent_and_what_is_final(live: Live, slept: list[float],
     if resent:
         asked = float(answers[0][1].get("Retry-After", "0"))
         assert max(asked, 0.5) <= slept[0] <= 1.25 * max(asked, 0.5)
+
+
+def test_no_resend_goes_out_past_the_window(live: Live, slept: list[float]) -> None:
+    """Two answers of 503 `Retry-After: 30`: the first is waited out (30-37.5 s after the
+    first try), the second would put the resend past RESEND_WINDOW_S (45 s), after which the
+    server could take a dead process's key over and run the write again (D69): raised."""
+    flaky = _Flaky("/v1/works", answers=((503, {"Retry-After": "30"}),) * 2)
+    with Client(live.url, api_key=live.creator, trusted_keys=[live.log_key],
+                transport=flaky, retries=5) as c, pytest.raises(ProblemError) as e:
+        work(c, os.urandom(16))
+    assert e.value.status == 503 and len(flaky.sent) == 2
+    assert len(slept) == 1 and 30 <= slept[0] <= 37.5
 
 
 def test_reads_are_resent_and_calls_without_a_key_are_not(live: Live,
@@ -1017,22 +1037,27 @@ def test_the_cli_resends_a_lost_chunk_under_keys_and_records_it_once(
                                                            504]),
        asked=st.one_of(st.none(), st.integers(0, 10**6).map(str), st.just("Fri, 04 Dec")),
        replayed=st.booleans(), method=st.sampled_from(["GET", "POST"]),
-       resendable=st.booleans())
-def test_a_resend_never_comes_sooner_than_asked_nor_waits_unbounded(
+       resendable=st.booleans(), elapsed=st.floats(0, 100))
+def test_a_resend_never_comes_sooner_than_asked_nor_past_its_window(
         attempt: int, status: int | None, asked: str | None, replayed: bool, method: str,
-        resendable: bool) -> None:
+        resendable: bool, elapsed: float) -> None:
     headers = {**({"retry-after": asked} if asked is not None else {}),
                **({"idempotent-replayed": "true"} if replayed else {})}
     call = calls.Call(method, "/x", calls._raw, resendable=resendable)
-    pause = calls.resend_pause(call, attempt, status, headers)
+    pause = calls.resend_pause(call, attempt, status, headers, elapsed)
     seconds = (float(asked) if asked is not None and asked.isdigit() and status is not None
                else None)  # no answer: no header to heed
-    final = (not (resendable or method == "GET")
+    floor = max(seconds or 0.0, min(calls.BACKOFF_S * 2 ** attempt, calls.BACKOFF_MAX_S))
+    never = (not (resendable or method == "GET")
+             or elapsed + floor > calls.RESEND_WINDOW_S
              or (status is not None and (
-                 replayed or (seconds or 0) > calls.RETRY_AFTER_MAX_S
+                 replayed
                  or (status not in (429, 502, 503, 504)
-                 and not (status == 409 and seconds is not None)))))
-    assert (pause is None) == final
+                     and not (status == 409 and seconds is not None)))))
+    if never:
+        assert pause is None
+    elif elapsed + 1.25 * floor <= calls.RESEND_WINDOW_S:
+        assert pause is not None  # (between the two, the random quarter decides)
     if pause is not None:
-        floor = max(seconds or 0.0, min(calls.BACKOFF_S * 2 ** attempt, calls.BACKOFF_MAX_S))
-        assert floor <= pause <= 1.25 * floor <= 1.25 * calls.RETRY_AFTER_MAX_S
+        assert floor <= pause <= 1.25 * floor
+        assert elapsed + pause <= calls.RESEND_WINDOW_S
