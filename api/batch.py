@@ -4,6 +4,7 @@ each validated, kept or replayed under its own `idempotency_key`, and answered o
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -19,6 +20,7 @@ from copyledger.ledger.errors import (
     Uncertain,
     said,
 )
+from copyledger.service import idempotency
 from copyledger.service.apikeys import Principal
 from copyledger.service.idempotency import Answer, check_key, claim, keep, release, request_hash
 from copyledger.service.node import Node
@@ -87,10 +89,15 @@ async def answer(
                                                     for i in digests)):
         claimed: list[int] = []  # keys this request now holds in the database (D59)
         cancelled = handed_over = False
+        # One wait for the whole batch, not WAIT_S an item: item after item waiting on keys
+        # still in flight would reach the last ones past ABANDONED_S, take over the claims of
+        # a process that died after sealing them, and write those items again (D131).
+        deadline = time.monotonic() + idempotency.WAIT_S
         try:
             for i, digest in digests.items():
                 try:
-                    kept = await claim(n.idempotency, who.account, str(parsed[i][1]), digest)
+                    kept = await claim(n.idempotency, who.account, str(parsed[i][1]), digest,
+                                       wait_s=max(0.0, deadline - time.monotonic()))
                 except CopyledgerError as e:
                     results[i] = _refused(i, e, path)
                     continue

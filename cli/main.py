@@ -101,9 +101,10 @@ ApiKey = Annotated[
 ]
 Retries = Annotated[
     int, typer.Option("--retries", envvar="COPYLEDGER_RETRIES", min=0, max=20,
-                      help="send a request again this many times when no answer came or the "
-                      "server asked for a pause (429, 503); each request goes under an "
-                      "Idempotency-Key, so nothing is recorded twice")
+                      help="send a request again up to this many times (within 30 s) when no "
+                      "answer came or the server asked for a pause (429, 502-504, a 409 with "
+                      "Retry-After); a work sent with --again goes under an Idempotency-Key, "
+                      "the others are answered with their entry, so none is recorded twice")
 ]
 
 
@@ -858,8 +859,10 @@ def _import_chunk(client: Client, batch: list[Row], state: ImportProgress) -> st
 
     def verdict(r: Row, a: Any) -> tuple[str, str]:
         if isinstance(a, ProblemError):
-            # 429/503 are not the row's fault: resend the chunk later
-            return ("stop" if a.status in (429, 503) else "refused"), str(a)
+            # 429/503, or a 409 for its key still in flight (D131), are not the row's fault:
+            # resend the chunk later
+            wait = a.status in (429, 503) or (a.status == 409 and "retry_after" in a.extra)
+            return ("stop" if wait else "refused"), str(a)
         if isinstance(a, UnverifiedAnswer):  # the registry's fault: stop, tell, resend later
             return "stop", said("line {line}: receipt does NOT verify: {why}", line=r.line,
                                 why=a.detail)

@@ -5,22 +5,27 @@ share all request building, error mapping and verification.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import email.utils
 import hashlib
 import json
 import math
 import mimetypes
 import random
+import re
+import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 from typing import Any, Generic, Literal, NotRequired, Required, TypedDict, TypeVar
 
 import orjson
 
 from copyledger.client import verify
-from copyledger.client.errors import ProblemError, ResponseError, UnverifiedAnswer
+from copyledger.client.errors import ClientError, ProblemError, ResponseError, UnverifiedAnswer
 from copyledger.client.results import (
     ClaimCheck,
     ConsistencyProof,
@@ -77,6 +82,7 @@ class Call(Generic[T]):
     needs_account: bool = False
     keyed: bool = False  # the path takes an Idempotency-Key (D41)
     resendable: bool = False  # sending it twice records nothing twice (see `resend_pause`)
+    items_wait: Callable[[bytes], float | None] | None = None  # a batch's items to resend
 
     def request(self) -> dict[str, Any]:
         """Keyword arguments for httpx's `request`, sync or async alike."""
@@ -115,14 +121,28 @@ class Call(Generic[T]):
 IDEMPOTENCY_KEY = "Idempotency-Key"
 BACKOFF_S = 0.5
 BACKOFF_MAX_S = 8.0
-RESEND_WINDOW_S = 45.0
+RESEND_WINDOW_S = 30.0
 """Resending (D131): the n-th resend waits BACKOFF_S·2ⁿ⁻¹ (at most BACKOFF_MAX_S), or the
 server's Retry-After if longer, then up to a quarter more at random, so clients the same
 answer told to wait do not all come back at once. No resend goes out more than
 RESEND_WINDOW_S after the call's first try: a server takes over the key of a process that died
-mid-write 60 s after its last sign of life and runs the write again (D69), so a client that
-stops before then never makes the server record its write twice."""
+mid-write 60 s after its last sign of life and runs the write again (D69), and a resend may
+wait there up to 10 s more for the key's first request (`idempotency.WAIT_S`, once for a whole
+batch); stopping at 30 s leaves 20 s for transit and clocks, so the server never records a
+write twice for this client."""
 _RESENT = frozenset({429, 502, 503, 504})
+
+
+@contextlib.contextmanager
+def naming_key(call: Call[Any]) -> Iterator[None]:
+    """Errors raised within name the Idempotency-Key `call` was sent under (their
+    `idempotency_key`), so a caller can send the write again by hand under the same key
+    later, when the client's own resends are over."""
+    try:
+        yield
+    except (ClientError, UnverifiedAnswer) as e:
+        e.idempotency_key = (call.headers or {}).get(IDEMPOTENCY_KEY)
+        raise
 
 
 def with_key(call: Call[T]) -> Call[T]:
@@ -135,16 +155,19 @@ def with_key(call: Call[T]) -> Call[T]:
 
 
 def resend_pause(call: Call[Any], attempt: int, status: int | None,
-                 headers: Mapping[str, str], elapsed: float = 0.0) -> float | None:
+                 headers: Mapping[str, str], elapsed: float = 0.0,
+                 body: bytes = b"") -> float | None:
     """Seconds to wait before sending `call` again, after its try number `attempt` (0 the
-    first), `elapsed` seconds after the first began, got `status` (None: no answer at all,
-    which may be after the server acted on it), or None: return that answer (or failure) as
-    it is.
+    first), `elapsed` seconds after the first began, got `status` and `body` (status None:
+    no answer at all, which may be after the server acted on it), or None: return that
+    answer (or failure) as it is.
 
-    Only a call that records nothing twice is resent: a read, a check, or a write under an
-    Idempotency-Key (the server replays the first answer to a retry, D41). It is resent when
-    nothing answered, on 429, 502, 503 and 504, and on 409 with Retry-After (the key's first
-    request still running, D59); never when the answer is a replay (`Idempotent-Replayed`:
+    Only a call that records nothing twice is resent: a read, a check, a write under an
+    Idempotency-Key (the server replays the first answer to a retry, D41), or a batch whose
+    every item has a key or is a work the "already registered" rule answers (D36). It is
+    resent when nothing answered, on 429, 502, 503 and 504, on 409 with Retry-After (the
+    key's first request still running, D59), and on a batch answer in which an item is such
+    a problem (`Call.items_wait`); never when the answer is a replay (`Idempotent-Replayed`:
     the first request's answer, final, such as a 503 saying the write may or may not be
     recorded); never past RESEND_WINDOW_S."""
     if not (call.resendable or call.method == "GET"):
@@ -153,19 +176,57 @@ def resend_pause(call: Call[Any], attempt: int, status: int | None,
     if status is not None:
         if headers.get("idempotent-replayed") == "true":
             return None
-        asked = _seconds(headers.get("retry-after"))
-        if status not in _RESENT and not (status == 409 and asked is not None):
+        asked = retry_after_s(headers.get("retry-after"))
+        if status == 200 and call.items_wait is not None:
+            if (asked := call.items_wait(body)) is None:
+                return None
+        elif status not in _RESENT and not (status == 409 and asked is not None):
             return None
     backoff = min(BACKOFF_S * 2.0 ** attempt, BACKOFF_MAX_S)
     pause = max(asked or 0.0, backoff) * random.uniform(1.0, 1.25)
     return pause if elapsed + pause <= RESEND_WINDOW_S else None
 
 
-def _seconds(retry_after: str | None) -> float | None:
-    """A Retry-After in seconds; None for none or an HTTP date (the backoff is used then)."""
-    if retry_after is None or not retry_after.strip().isdigit():
+_DELAY = re.compile(r"[0-9]{1,9}")  # ASCII digits only: str.isdigit takes "²" too
+
+
+def retry_after_s(value: str | None) -> float | None:
+    """A Retry-After header in seconds from now: delay-seconds, or an HTTP-date (RFC 9110
+    §10.2.3; a date past is 0); None when absent or unreadable."""
+    if value is None:
         return None
-    return float(retry_after)
+    value = value.strip()
+    if _DELAY.fullmatch(value):
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # "-0000": UTC, as HTTP dates are
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - time.time())
+
+
+_ITEM_MAY_WAIT = re.compile(rb'"status":\s*(?:429|503)\b|"retry_after"')
+
+
+def batch_items_wait(body: bytes) -> float | None:
+    """For a batch answer (200): the seconds its items asked for if any item is to be sent
+    again — a 429 or 503 not replayed, or a 409 naming a wait (its key's first request still
+    running, D59) — else None. The whole batch is then resent under the same keys: items
+    already answered are replayed (keyed) or answered by the already-registered rule (D36),
+    so none is written twice. Most answers hold no such item, and are not parsed here."""
+    if not _ITEM_MAY_WAIT.search(body):
+        return None
+    try:
+        results = orjson.loads(body)["results"]
+        waits = [float(r["problem"].get("retry_after") or 0) for r in results
+                 if "problem" in r and not r.get("replayed")
+                 and (r["status"] in (429, 503)
+                      or (r["status"] == 409 and "retry_after" in r["problem"]))]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None  # malformed: `finish` says so
+    return max(waits) if waits else None
 
 
 _BIG_ANSWER = 1 << 16
@@ -375,10 +436,12 @@ def register_works(works: Sequence[BatchWork], again: bool = False, keys: bool =
                    ) -> Call[list[BatchResult]]:
     """Many works in one request: for each, in order, its verified receipt (a new entry, or
     `already_registered`), the problem that refused it, or UnverifiedAnswer. `keys`: give each
-    work without an `idempotency_key` one of its own, so the request can be resent."""
+    work sent `again` without an `idempotency_key` one of its own, so the request can be
+    resent; the others need none, since a resend of such a work is answered with its entry
+    (D36), and a key costs the server two transactions an item."""
     bodies = [_work_body(w) for w in works]
     if keys:
-        bodies = [b if b.get("idempotency_key") else {**b, "idempotency_key": str(uuid.uuid4())}
+        bodies = [{**b, "idempotency_key": str(uuid.uuid4())} if _needs_key(b, again) else b
                   for b in bodies]
 
     def finish(answer: Any, trust: Trust) -> list[BatchResult]:
@@ -408,8 +471,14 @@ def register_works(works: Sequence[BatchWork], again: bool = False, keys: bool =
     return Call("POST", "/v1/works/batch", finish, content=strict_json({"works": bodies}),
                 headers={"Content-Type": "application/json"},
                 params={"again": "true"} if again else None, expect=200, needs_trust=True,
-                needs_account=True,
-                resendable=bool(bodies) and all(b.get("idempotency_key") for b in bodies))
+                needs_account=True, items_wait=batch_items_wait,
+                resendable=bool(bodies) and not any(_needs_key(b, again) for b in bodies))
+
+
+def _needs_key(work: dict[str, Any], again: bool) -> bool:
+    """True for a batch's work that would be written twice if sent twice without a key: one
+    sent `again` (the request's or its own)."""
+    return not work.get("idempotency_key") and bool(again or work.get("again"))
 
 
 def read_file(file: bytes | Path, name: str | None, media_type: str | None

@@ -103,8 +103,8 @@ class _Base:
             if pause is None or not _no_answer(got):
                 raise self._unreachable(got) from got
             return pause
-        pause = (calls.resend_pause(call, attempt, got.status_code, got.headers, elapsed)
-                 if left else None)
+        pause = (calls.resend_pause(call, attempt, got.status_code, got.headers, elapsed,
+                                    got.content) if left else None)
         return (got.status_code, got.content) if pause is None else pause
 
 
@@ -169,17 +169,18 @@ class Client(_Base):
 
     def _run(self, call: Call[T]) -> T:
         call = self._keyed(call)
-        trust = self._trusted() if call.needs_trust else calls.NO_TRUST
-        status, body = self._exchange(call)
-        if call.needs_account and self._account is None:
-            answer = call.read(status, body)  # after the write: its own errors first
-            try:
-                self._account = calls.learn_account(self._send(calls.whoami()))
-            except ClientError as e:
-                raise calls.account_unknown(answer, e) from e
-            del answer  # freed before `complete` decodes it again (D101)
-        return call.complete(status, body,
-                             self._with_account(trust) if call.needs_account else trust)
+        with calls.naming_key(call):
+            trust = self._trusted() if call.needs_trust else calls.NO_TRUST
+            status, body = self._exchange(call)
+            if call.needs_account and self._account is None:
+                answer = call.read(status, body)  # after the write: its own errors first
+                try:
+                    self._account = calls.learn_account(self._send(calls.whoami()))
+                except ClientError as e:
+                    raise calls.account_unknown(answer, e) from e
+                del answer  # freed before `complete` decodes it again (D101)
+            return call.complete(status, body,
+                                 self._with_account(trust) if call.needs_account else trust)
 
     def _trusted(self) -> Trust:
         if self._trust is None:
@@ -377,21 +378,22 @@ class AsyncClient(_Base):
 
     async def _run(self, call: Call[T]) -> T:
         call = self._keyed(call)
-        trust = await self._trusted() if call.needs_trust else calls.NO_TRUST
-        status, body = await self._exchange(call)
-        if call.needs_account and self._account is None:
-            answer = call.read(status, body)  # after the write: its own errors first
-            # One whoami for the writes answered meanwhile, its failure theirs too (each is
-            # told at once, not after a whoami of its own); a later write asks again.
-            if self._learning is None or self._learning.done():
-                self._learning = asyncio.ensure_future(self._send(calls.whoami()))
-            try:
-                self._account = calls.learn_account(await asyncio.shield(self._learning))
-            except ClientError as e:
-                raise calls.account_unknown(answer, e) from e
-            del answer  # freed before `complete` decodes it again (D101)
-        return call.complete(status, body,
-                             self._with_account(trust) if call.needs_account else trust)
+        with calls.naming_key(call):
+            trust = await self._trusted() if call.needs_trust else calls.NO_TRUST
+            status, body = await self._exchange(call)
+            if call.needs_account and self._account is None:
+                answer = call.read(status, body)  # after the write: its own errors first
+                # One whoami for the writes answered meanwhile, its failure theirs too (each
+                # is told at once, not after a whoami of its own); a later write asks again.
+                if self._learning is None or self._learning.done():
+                    self._learning = asyncio.ensure_future(self._send(calls.whoami()))
+                try:
+                    self._account = calls.learn_account(await asyncio.shield(self._learning))
+                except ClientError as e:
+                    raise calls.account_unknown(answer, e) from e
+                del answer  # freed before `complete` decodes it again (D101)
+            return call.complete(status, body,
+                                 self._with_account(trust) if call.needs_account else trust)
 
     async def _trusted(self) -> Trust:
         if self._trust is None:

@@ -18,7 +18,11 @@ __all__ = ["ClientError", "ProblemError", "ResponseError", "TransportError", "Un
 
 
 class ClientError(CopyledgerError):
-    """A call to a registry did not produce a usable answer."""
+    """A call to a registry did not produce a usable answer. `idempotency_key`: the key a
+    write was sent under (the caller's, or the one the client made, D131), to send it again
+    by hand under the same key; None for a call sent without one."""
+
+    idempotency_key: str | None = None
 
 
 
@@ -84,7 +88,10 @@ class ResponseError(ClientError):
 
 
 class UnverifiedAnswer(VerificationError):
-    """The answer does not verify. `answer` is what the server sent (parsed JSON or text)."""
+    """The answer does not verify. `answer` is what the server sent (parsed JSON or text);
+    `idempotency_key` as for ClientError."""
+
+    idempotency_key: str | None = None
 
     def __init__(self, detail: str, answer: Any) -> None:
         super().__init__(detail)

@@ -13,6 +13,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -801,7 +802,8 @@ class _Flaky(httpx.BaseTransport):
     instead of forwarding, one per request, before the server's own."""
 
     def __init__(self, path: str, lose: int = 0,
-                 answers: tuple[tuple[int, dict[str, str]], ...] = ()) -> None:
+                 answers: tuple[tuple[int, dict[str, str]] | tuple[int, dict[str, str], Any],
+                                ...] = ()) -> None:
         self.inner, self.path = httpx.HTTPTransport(), path
         self.lose, self.answers = lose, list(answers)
         self.sent: list[tuple[str, str | None, bytes]] = []
@@ -812,8 +814,8 @@ class _Flaky(httpx.BaseTransport):
         self.sent.append((request.url.path, request.headers.get("idempotency-key"),
                           request.read()))
         if self.answers and not self.lose:
-            status, headers = self.answers.pop(0)
-            return httpx.Response(status, headers=headers, json={
+            status, headers, *body = self.answers.pop(0)
+            return httpx.Response(status, headers=headers, json=body[0] if body else {
                 "type": "about:blank", "title": "t", "status": status, "detail": "busy"})
         r = self.inner.handle_request(request)
         r.read()
@@ -883,24 +885,69 @@ def test_a_write_whose_answer_was_lost_is_resent_under_one_key_and_recorded_once
     assert _size(live) == first_size and again.seq == first_size - 1
 
 
-def test_a_lost_batch_is_resent_with_a_key_for_each_work(live: Live,
-                                                         slept: list[float]) -> None:
-    items: list[Any] = [{"sha256": sha(os.urandom(16)), "title": f"B{i}", "creators": ["Ada"],
-                         "work_type": "text"} for i in range(5)]
+def test_a_lost_batch_is_resent_and_each_work_recorded_once(live: Live,
+                                                            slept: list[float]) -> None:
+    """A batch sent `again` gets a key on each work (the caller's kept): resent after a lost
+    answer, every work is the first receipt replayed, none already registered. A batch of
+    works not sent `again` needs no keys (the server answers a resend with the entries,
+    D36), so none are sent: resent, each work is its one entry."""
+    def batch(n: int) -> list[Any]:
+        return [{"sha256": sha(os.urandom(16)), "title": f"B{i}", "creators": ["Ada"],
+                 "work_type": "text"} for i in range(n)]
+
+    items = batch(5)
     items[0]["idempotency_key"] = "mine-0"
     before = _size(live)
     flaky = _Flaky("/v1/works/batch", lose=1)
     with Client(live.url, api_key=live.creator, trusted_keys=[live.log_key],
                 transport=flaky, retries=1) as c:
-        got = c.register_works(items)
-    assert all(isinstance(r, Receipt) for r in got) and len(slept) == 1
+        got = c.register_works(items, again=True)
+    assert all(isinstance(r, Receipt) and not r.already_registered for r in got)
     sent = [json.loads(body)["works"] for _, _, body in flaky.sent]
-    assert len(sent) == 2 and sent[0] == sent[1]
+    assert len(sent) == 2 and sent[0] == sent[1] and len(slept) == 1
     keys = [w["idempotency_key"] for w in sent[0]]
     assert keys[0] == "mine-0" and len(set(keys)) == 5
     assert _size(live) == before + 5
     assert sorted(r.seq for r in got if isinstance(r, Receipt)) == list(range(before,
                                                                              before + 5))
+
+    plain = batch(4)
+    flaky = _Flaky("/v1/works/batch", lose=1)
+    with Client(live.url, api_key=live.creator, trusted_keys=[live.log_key],
+                transport=flaky, retries=1) as c:
+        got = c.register_works(plain)
+    assert all(isinstance(r, Receipt) and r.already_registered for r in got)
+    assert [w for _, _, body in flaky.sent for w in json.loads(body)["works"]] == plain * 2
+    assert _size(live) == before + 9
+    assert sorted(r.seq for r in got if isinstance(r, Receipt)) == list(range(before + 5,
+                                                                             before + 9))
+
+
+def test_a_batch_is_resent_when_an_item_asks_for_a_wait(live: Live,
+                                                        slept: list[float]) -> None:
+    """A 200 batch answer whose items include a 503 of a busy sequencer or a 409 for a key
+    still in flight: the whole batch is sent again; an item that is a replay, or a 409
+    without a wait, is final."""
+    def item(i: int, status: int, **problem: Any) -> dict[str, Any]:
+        return {"index": i, "status": status, "problem": {"status": status, **problem}}
+
+    works = [{"sha256": sha(os.urandom(16)), "title": f"I{i}", "creators": ["Ada"],
+              "work_type": "text"} for i in range(2)]
+    busy = {"results": [item(0, 503, retry_after=2), item(1, 409, retry_after=1)]}
+    flaky = _Flaky("/v1/works/batch", answers=((200, {}, busy),))
+    with Client(live.url, api_key=live.creator, trusted_keys=[live.log_key],
+                transport=flaky, retries=2) as c:
+        got = c.register_works(works)
+    assert all(isinstance(r, Receipt) for r in got) and len(flaky.sent) == 2
+    assert 2 <= slept[0] <= 2.5
+    final = {"results": [{**item(0, 503, retry_after=1), "replayed": True},
+                         item(1, 409, detail="an offer is pending")]}
+    flaky = _Flaky("/v1/works/batch", answers=((200, {}, final),))
+    with Client(live.url, api_key=live.creator, trusted_keys=[live.log_key],
+                transport=flaky, retries=2) as c:
+        got = c.register_works(works)
+    assert [r.status for r in got if isinstance(r, ProblemError)] == [503, 409]
+    assert len(flaky.sent) == 1
 
 
 @pytest.mark.parametrize(("answers", "resent"), [
@@ -932,15 +979,17 @@ def test_what_is_resent_and_what_is_final(live: Live, slept: list[float],
 
 
 def test_no_resend_goes_out_past_the_window(live: Live, slept: list[float]) -> None:
-    """Two answers of 503 `Retry-After: 30`: the first is waited out (30-37.5 s after the
-    first try), the second would put the resend past RESEND_WINDOW_S (45 s), after which the
-    server could take a dead process's key over and run the write again (D69): raised."""
-    flaky = _Flaky("/v1/works", answers=((503, {"Retry-After": "30"}),) * 2)
+    """Two answers of 503 `Retry-After: 20`: the first is waited out (20-25 s after the
+    first try), the second would put the resend past RESEND_WINDOW_S (30 s), nearer the time
+    the server could take a dead process's key over and run the write again (D69): raised,
+    naming the key the write went under, for a resend by hand."""
+    flaky = _Flaky("/v1/works", answers=((503, {"Retry-After": "20"}),) * 2)
     with Client(live.url, api_key=live.creator, trusted_keys=[live.log_key],
                 transport=flaky, retries=5) as c, pytest.raises(ProblemError) as e:
         work(c, os.urandom(16))
     assert e.value.status == 503 and len(flaky.sent) == 2
-    assert len(slept) == 1 and 30 <= slept[0] <= 37.5
+    assert len(slept) == 1 and 20 <= slept[0] <= 25
+    assert e.value.idempotency_key == flaky.sent[0][1] is not None
 
 
 def test_reads_are_resent_and_calls_without_a_key_are_not(live: Live,
@@ -1007,8 +1056,8 @@ def test_the_async_client_resends_a_lost_write_under_one_key(live: Live,
 def test_the_cli_resends_a_lost_chunk_under_keys_and_records_it_once(
         live: Live, slept: list[float], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`copyledger import` (and `register`) send with `--retries` (3 by default): a chunk
-    whose answer was lost is sent again, each work under its key, and recorded once; with
-    `--retries 0` the import stops and says why (a rerun resumes it)."""
+    whose answer was lost is sent again and each work recorded once (answered as already
+    registered); with `--retries 0` the import stops and says why (a rerun resumes it)."""
     from copyledger.cli import main
 
     rows = [{"sha256": sha(os.urandom(16)), "title": f"C{i}", "creators": ["Ada"],
@@ -1030,12 +1079,13 @@ def test_the_cli_resends_a_lost_chunk_under_keys_and_records_it_once(
     assert (summary["done"], summary["already_registered"]) == (3, 3), summary
     assert _size(live) == before + 3 and len(slept) == 1
     sent = [json.loads(body)["works"] for _, _, body in flaky.sent]
-    assert len(sent) == 3 and sent[1] == sent[2] and all(w["idempotency_key"] for w in sent[2])
+    assert len(sent) == 3 and sent[0] == sent[1] == sent[2] == rows  # no keys needed (D36)
 
 
 @given(attempt=st.integers(0, 40), status=st.sampled_from([None, 200, 409, 422, 429, 502, 503,
                                                            504]),
-       asked=st.one_of(st.none(), st.integers(0, 10**6).map(str), st.just("Fri, 04 Dec")),
+       asked=st.one_of(st.none(), st.integers(0, 10**6).map(str), st.just("Fri, 04 Dec"),
+                       st.sampled_from(["²", " 7 ", "-3", "1e3", "١٢"])),
        replayed=st.booleans(), method=st.sampled_from(["GET", "POST"]),
        resendable=st.booleans(), elapsed=st.floats(0, 100))
 def test_a_resend_never_comes_sooner_than_asked_nor_past_its_window(
@@ -1045,7 +1095,8 @@ def test_a_resend_never_comes_sooner_than_asked_nor_past_its_window(
                **({"idempotent-replayed": "true"} if replayed else {})}
     call = calls.Call(method, "/x", calls._raw, resendable=resendable)
     pause = calls.resend_pause(call, attempt, status, headers, elapsed)
-    seconds = (float(asked) if asked is not None and asked.isdigit() and status is not None
+    seconds = (float(asked) if asked is not None and asked.strip().isascii()
+               and asked.strip().isdigit() and status is not None
                else None)  # no answer: no header to heed
     floor = max(seconds or 0.0, min(calls.BACKOFF_S * 2 ** attempt, calls.BACKOFF_MAX_S))
     never = (not (resendable or method == "GET")
@@ -1061,3 +1112,43 @@ def test_a_resend_never_comes_sooner_than_asked_nor_past_its_window(
     if pause is not None:
         assert floor <= pause <= 1.25 * floor
         assert elapsed + pause <= calls.RESEND_WINDOW_S
+
+
+def test_retry_after_dates_and_odd_digits() -> None:
+    from email.utils import format_datetime
+
+    now = datetime.now(UTC)
+    assert calls.retry_after_s(" 7 ") == 7.0
+    assert 9 <= (calls.retry_after_s(format_datetime(now + timedelta(seconds=12), usegmt=True))
+                 or 0) <= 12
+    assert calls.retry_after_s(format_datetime(now - timedelta(hours=1), usegmt=True)) == 0.0
+    for odd in ("²", "١٢", "-3", "1e3", "soon", ""):
+        assert calls.retry_after_s(odd) is None  # unreadable: the backoff alone decides
+
+
+def test_which_writes_get_a_key_and_checks_are_resent(live: Live, slept: list[float]) -> None:
+    """With retries, a transfer and a deposit go under a key the client made (one per call);
+    without, nothing is added. A claim check, which records nothing, is resent."""
+    with Client(live.url, api_key=live.creator, trusted_keys=[live.log_key]) as c:
+        first = work(c, os.urandom(16))
+    ev = {"sha256": sha(os.urandom(16)), "captured_at": "2026-01-01T00:00:00Z",
+          "capture_method": "screenshot", "description": "d"}
+    for retries in (0, 1):
+        tr = _Flaky("/v1/transfers")
+        dep = _Flaky("/v1/evidence")
+        for flaky, send in ((tr, lambda c: c.transfer(work_seq=first.seq, to="harbour-press",
+                                                      transfer_type="non_exclusive_licence")),
+                            (dep, lambda c: c.deposit_evidence(**ev))):
+            with Client(live.url, api_key=live.creator, trusted_keys=[live.log_key],
+                        transport=flaky, retries=retries) as c:
+                send(c)
+                send(c)
+            keys = [key for _, key, _ in flaky.sent]
+            assert (keys == [None, None]) if retries == 0 else (None not in keys
+                                                                and keys[0] != keys[1])
+    check = _Flaky("/v1/claims/check", lose=1)
+    with Client(live.url, api_key=live.platform, trusted_keys=[live.log_key],
+                transport=check, retries=1) as p:
+        assert p.check_claim({"sha256": first.entry.content_sha256}, claimant="ada",
+                             work_seq=first.seq).verdict == "match"
+    assert len(check.sent) == 2 and len(slept) == 1

@@ -153,6 +153,38 @@ def test_batch_items_with_keys(api: Api) -> None:
     assert tree_size(client) == n + 1
 
 
+def test_a_resent_batch_waits_once_for_keys_in_flight_and_never_takes_them_over(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """D131: a process died after sealing a batch (`again`, so nothing dedupes it), its keys
+    still claimed; the batch is resent at once. Every item waits on one deadline for the
+    whole batch: before, each waited WAIT_S in turn, the later ones reached the claims after
+    they aged out (D69), took them over and wrote their items a second time."""
+    from copyledger.service import idempotency
+    from copyledger.service.idempotency import ABANDONED_S, IN_FLIGHT, request_hash
+
+    client, reg = api
+    alice = bearer(reg, "alice")
+    items = [work_body(100 + i, again=True) for i in range(6)]
+    sealed = client.post("/v1/works/batch?again=true", json={"works": items}, headers=alice)
+    assert sealed.status_code == 200
+    n = tree_size(client)
+    dies_in = 3  # the dead process's claims are taken over 2-3 s from now
+    with reg.store.engine.begin() as conn:
+        conn.execute(idempotency_keys.insert(), [
+            {"account": "alice", "key": f"dead-{i}", "status": IN_FLIGHT, "answer": "",
+             "created": int(time.time()) - ABANDONED_S + dies_in,
+             "request_sha256": request_hash(b"/v1/works/batch", b"again=true",
+                                            orjson.dumps(item, option=orjson.OPT_SORT_KEYS))}
+            for i, item in enumerate(items)])
+    monkeypatch.setattr(idempotency, "WAIT_S", 1.0)  # six items x 1 s would pass `dies_in`
+    resent = client.post("/v1/works/batch?again=true", headers=alice, json={
+        "works": [{**item, "idempotency_key": f"dead-{i}"} for i, item in enumerate(items)]})
+    got = resent.json()["results"]
+    assert [r["status"] for r in got] == [409] * len(items), got
+    assert all(r["problem"]["retry_after"] == 1 for r in got)
+    assert tree_size(client) == n  # nothing written a second time
+
+
 def test_migration_0007_adds_the_table_to_a_0006_log(tmp_path: Path, database_url: str) -> None:
     from copyledger.service.idempotency import Answer, Keys
 
