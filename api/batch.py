@@ -84,15 +84,16 @@ async def answer(
     results: list[dict[str, Any] | None] = [None] * len(parsed)
     digests = {i: request_hash(path.encode(), query, canonical)
                for i, (_, key, canonical) in enumerate(parsed) if key is not None}
+    # One wait for the whole batch, from its arrival (as `deps.once`), not WAIT_S an item:
+    # item after item waiting on keys still in flight would reach the last ones past
+    # ABANDONED_S, take over the claims of a process that died after sealing them, and write
+    # those items again (D131).
+    deadline = time.monotonic() + idempotency.WAIT_S
     # Every key held in one order (sorted), so two batches sharing keys cannot deadlock.
     async with n.idempotency_locks.hold_many(sorted((who.account, str(parsed[i][1]))
                                                     for i in digests)):
         claimed: list[int] = []  # keys this request now holds in the database (D59)
         cancelled = handed_over = False
-        # One wait for the whole batch, not WAIT_S an item: item after item waiting on keys
-        # still in flight would reach the last ones past ABANDONED_S, take over the claims of
-        # a process that died after sealing them, and write those items again (D131).
-        deadline = time.monotonic() + idempotency.WAIT_S
         try:
             for i, digest in digests.items():
                 try:

@@ -6,6 +6,7 @@ chooses it); and JSON out."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from http.cookies import SimpleCookie
 from typing import Any, TypeVar
@@ -112,8 +113,14 @@ async def once(
     if key is None:
         return await run()
     digest = request_hash(*request)
+    # The wait for a key in flight counts from the request's arrival, not from the end of its
+    # turn behind earlier retries in this process: queued one after another, each waiting
+    # WAIT_S afresh, a later retry would claim the key past ABANDONED_S, take over the claim
+    # of a process that died mid-write, and run the write again (D131).
+    deadline = time.monotonic() + idempotency.WAIT_S
     async with n.idempotency_locks.hold((who.account, key)):  # a retry waits for the first
-        kept = await claim(n.idempotency, who.account, key, digest)  # in any process (D59)
+        kept = await claim(n.idempotency, who.account, key, digest,  # in any process (D59)
+                           wait_s=max(0.0, deadline - time.monotonic()))
         if kept is not None:
             return replay(kept)
         # Shielded: a client that hangs up does not cancel the write, so its outcome is still

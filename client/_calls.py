@@ -83,6 +83,7 @@ class Call(Generic[T]):
     keyed: bool = False  # the path takes an Idempotency-Key (D41)
     resendable: bool = False  # sending it twice records nothing twice (see `resend_pause`)
     items_wait: Callable[[bytes], float | None] | None = None  # a batch's items to resend
+    item_keys: tuple[str | None, ...] | None = None  # a batch's works' Idempotency-Keys
 
     def request(self) -> dict[str, Any]:
         """Keyword arguments for httpx's `request`, sync or async alike."""
@@ -127,21 +128,23 @@ server's Retry-After if longer, then up to a quarter more at random, so clients 
 answer told to wait do not all come back at once. No resend goes out more than
 RESEND_WINDOW_S after the call's first try: a server takes over the key of a process that died
 mid-write 60 s after its last sign of life and runs the write again (D69), and a resend may
-wait there up to 10 s more for the key's first request (`idempotency.WAIT_S`, once for a whole
-batch); stopping at 30 s leaves 20 s for transit and clocks, so the server never records a
-write twice for this client."""
+wait there up to 10 s more for the key's first request (`idempotency.WAIT_S`, counted from its
+arrival, once for a whole batch, however many retries queue on the key); stopping at 30 s
+leaves 20 s for transit and clocks, so the server never records a write twice for this
+client."""
 _RESENT = frozenset({429, 502, 503, 504})
 
 
 @contextlib.contextmanager
 def naming_key(call: Call[Any]) -> Iterator[None]:
     """Errors raised within name the Idempotency-Key `call` was sent under (their
-    `idempotency_key`), so a caller can send the write again by hand under the same key
-    later, when the client's own resends are over."""
+    `idempotency_key`; a batch's, work by work, `idempotency_keys`), so a caller can send the
+    write again by hand under the same keys later, when the client's own resends are over."""
     try:
         yield
     except (ClientError, UnverifiedAnswer) as e:
         e.idempotency_key = (call.headers or {}).get(IDEMPOTENCY_KEY)
+        e.idempotency_keys = call.item_keys
         raise
 
 
@@ -472,6 +475,7 @@ def register_works(works: Sequence[BatchWork], again: bool = False, keys: bool =
                 headers={"Content-Type": "application/json"},
                 params={"again": "true"} if again else None, expect=200, needs_trust=True,
                 needs_account=True, items_wait=batch_items_wait,
+                item_keys=tuple(b.get("idempotency_key") for b in bodies),
                 resendable=bool(bodies) and not any(_needs_key(b, again) for b in bodies))
 
 

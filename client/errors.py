@@ -20,9 +20,11 @@ __all__ = ["ClientError", "ProblemError", "ResponseError", "TransportError", "Un
 class ClientError(CopyledgerError):
     """A call to a registry did not produce a usable answer. `idempotency_key`: the key a
     write was sent under (the caller's, or the one the client made, D131), to send it again
-    by hand under the same key; None for a call sent without one."""
+    by hand under the same key; None for a call sent without one. `idempotency_keys`: for a
+    batch, each work's key in order (None for a work sent without one)."""
 
     idempotency_key: str | None = None
+    idempotency_keys: tuple[str | None, ...] | None = None
 
 
 
@@ -89,9 +91,10 @@ class ResponseError(ClientError):
 
 class UnverifiedAnswer(VerificationError):
     """The answer does not verify. `answer` is what the server sent (parsed JSON or text);
-    `idempotency_key` as for ClientError."""
+    `idempotency_key` and `idempotency_keys` as for ClientError."""
 
     idempotency_key: str | None = None
+    idempotency_keys: tuple[str | None, ...] | None = None
 
     def __init__(self, detail: str, answer: Any) -> None:
         super().__init__(detail)

@@ -911,6 +911,15 @@ def test_a_lost_batch_is_resent_and_each_work_recorded_once(live: Live,
     assert sorted(r.seq for r in got if isinstance(r, Receipt)) == list(range(before,
                                                                              before + 5))
 
+    lost = _Flaky("/v1/works/batch", lose=2)  # resends used up: the error names the keys
+    again = batch(2)
+    with Client(live.url, api_key=live.creator, trusted_keys=[live.log_key],
+                transport=lost, retries=1) as c, pytest.raises(TransportError) as e:
+        c.register_works(again, again=True)
+    sent_keys = tuple(w["idempotency_key"] for w in json.loads(lost.sent[0][2])["works"])
+    assert e.value.idempotency_keys == sent_keys and None not in sent_keys
+    assert _size(live) == before + 7
+
     plain = batch(4)
     flaky = _Flaky("/v1/works/batch", lose=1)
     with Client(live.url, api_key=live.creator, trusted_keys=[live.log_key],
@@ -918,9 +927,9 @@ def test_a_lost_batch_is_resent_and_each_work_recorded_once(live: Live,
         got = c.register_works(plain)
     assert all(isinstance(r, Receipt) and r.already_registered for r in got)
     assert [w for _, _, body in flaky.sent for w in json.loads(body)["works"]] == plain * 2
-    assert _size(live) == before + 9
-    assert sorted(r.seq for r in got if isinstance(r, Receipt)) == list(range(before + 5,
-                                                                             before + 9))
+    assert _size(live) == before + 11
+    assert sorted(r.seq for r in got if isinstance(r, Receipt)) == list(range(before + 7,
+                                                                             before + 11))
 
 
 def test_a_batch_is_resent_when_an_item_asks_for_a_wait(live: Live,

@@ -168,7 +168,7 @@ def test_a_resent_batch_waits_once_for_keys_in_flight_and_never_takes_them_over(
     sealed = client.post("/v1/works/batch?again=true", json={"works": items}, headers=alice)
     assert sealed.status_code == 200
     n = tree_size(client)
-    dies_in = 3  # the dead process's claims are taken over 2-3 s from now
+    dies_in = 5  # the dead process's claims are taken over 4-5 s from now
     with reg.store.engine.begin() as conn:
         conn.execute(idempotency_keys.insert(), [
             {"account": "alice", "key": f"dead-{i}", "status": IN_FLIGHT, "answer": "",
@@ -183,6 +183,33 @@ def test_a_resent_batch_waits_once_for_keys_in_flight_and_never_takes_them_over(
     assert [r["status"] for r in got] == [409] * len(items), got
     assert all(r["problem"]["retry_after"] == 1 for r in got)
     assert tree_size(client) == n  # nothing written a second time
+
+
+def test_retries_queued_in_one_process_wait_from_their_arrival(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """D131: three retries of one write arrive together while a dead process's claim on the
+    key is still fresh. They take turns on the key; each waits WAIT_S from its arrival, not
+    from its turn: before, the third started its wait after the first two's and took the
+    claim over once it aged out, writing the entry a second time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from copyledger.service import idempotency
+    from copyledger.service.idempotency import ABANDONED_S, IN_FLIGHT, request_hash
+
+    client, reg = api
+    raw = orjson.dumps(work_body("queued retries"))
+    h = {**bearer(reg, "alice"), "Idempotency-Key": "queued", "Content-Type": "application/json"}
+    with reg.store.engine.begin() as conn:
+        conn.execute(idempotency_keys.insert().values(
+            account="alice", key="queued", request_sha256=request_hash(b"/v1/works", b"", raw),
+            status=IN_FLIGHT, answer="", created=int(time.time()) - ABANDONED_S + 3))
+    n = tree_size(client)
+    monkeypatch.setattr(idempotency, "WAIT_S", 1.2)  # three turns of 1.2 s pass the 2-3 s
+    with ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(lambda _: client.post("/v1/works", content=raw, headers=h),
+                                range(3)))
+    assert [a.status_code for a in answers] == [409] * 3, [a.text for a in answers]
+    assert tree_size(client) == n
 
 
 def test_migration_0007_adds_the_table_to_a_0006_log(tmp_path: Path, database_url: str) -> None:
