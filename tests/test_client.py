@@ -1161,3 +1161,27 @@ def test_which_writes_get_a_key_and_checks_are_resent(live: Live, slept: list[fl
         assert p.check_claim({"sha256": first.entry.content_sha256}, claimant="ada",
                              work_seq=first.seq).verdict == "match"
     assert len(check.sent) == 2 and len(slept) == 1
+
+
+def test_import_stops_on_a_work_whose_key_is_in_flight(
+        live: Live, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An item answered 409 with `retry_after` (its key's first request still running, D131)
+    is not the row's fault: with no resends left `import` stops at that chunk, to be rerun,
+    instead of listing the row as refused and moving past it."""
+    from copyledger.cli import main
+
+    rows = [{"sha256": sha(os.urandom(16)), "title": "F", "creators": ["Ada"],
+             "work_type": "text"}]
+    catalogue = tmp_path / "cat.jsonl"
+    catalogue.write_text(json.dumps(rows[0]) + "\n")
+    busy = {"results": [{"index": 0, "status": 409, "problem": {
+        "status": 409, "title": "Conflict", "detail": "still in progress", "retry_after": 1}}],
+        "registered": 0, "already_registered": 0, "refused": 1}
+    flaky = _Flaky("/v1/works/batch", answers=((200, {}, busy),))
+    monkeypatch.setattr(main, "Client", lambda *a, **kw: Client(*a, transport=flaky, **kw))
+    r = CliRunner().invoke(app, ["import", str(catalogue), "--server", live.url, "--api-key",
+                                 live.creator, "--trust", live.log_key, "--json",
+                                 "--retries", "0"])
+    out = json.loads(r.stdout)
+    assert r.exit_code == 1 and "still in progress" in out["stopped"], r.output
+    assert out["done"] == 0 and out["refused"] == []
