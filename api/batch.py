@@ -20,13 +20,24 @@ from copyledger.ledger.errors import (
     Uncertain,
     said,
 )
-from copyledger.service import idempotency
+from copyledger.service import idempotency, operations
 from copyledger.service.apikeys import Principal
-from copyledger.service.idempotency import Answer, check_key, claim, keep, release, request_hash
+from copyledger.service.idempotency import (
+    Answer,
+    Written,
+    check_key,
+    claim,
+    keep,
+    release,
+    request_hash,
+    settle_written,
+)
 from copyledger.service.node import Node
 from copyledger.service.operations import MAX_BATCH, Outcome, parse_value
 
 Run = Callable[[Sequence[Any]], Awaitable[list[Outcome]]]
+Parsed = tuple[BaseModel | CopyledgerError, str | None, bytes]
+"""An item as `_parse` leaves it: the model (or the error refusing it), its key, its bytes."""
 
 
 def items_of(body: bytes, member: str, limit: int) -> list[Any]:
@@ -46,8 +57,7 @@ def items_of(body: bytes, member: str, limit: int) -> list[Any]:
     return raw
 
 
-def _parse(raw: Any, model: type[BaseModel], where: str, seen: set[str]
-           ) -> tuple[BaseModel | CopyledgerError, str | None, bytes]:
+def _parse(raw: Any, model: type[BaseModel], where: str, seen: set[str]) -> Parsed:
     """One item: the model (or the error refusing it), its key and its canonical bytes."""
     if not isinstance(raw, dict):
         return InvalidInput(said("{where}: must be an object", where=where)), None, b""
@@ -93,6 +103,7 @@ async def answer(
     async with n.idempotency_locks.hold_many(sorted((who.account, str(parsed[i][1]))
                                                     for i in digests)):
         claimed: list[int] = []  # keys this request now holds in the database (D59)
+        written: dict[int, int] = {}  # item: the seq its key's earlier request wrote (D132)
         cancelled = handed_over = False
         try:
             for i, digest in digests.items():
@@ -102,15 +113,26 @@ async def answer(
                 except CopyledgerError as e:
                     results[i] = _refused(i, e, path)
                     continue
-                if kept is not None:
+                if isinstance(kept, Written):
+                    written[i] = kept.seq
+                elif kept is not None:
                     results[i] = {"index": i, "status": kept.status, "replayed": True,
                                   ("problem" if kept.status >= 400 else "registration"):
                                   orjson.loads(kept.body)}
                 else:
                     claimed.append(i)
+            if written:
+                await _recorded_before(n, who, path, written, digests, parsed, results)
             todo = [i for i in range(len(parsed)) if results[i] is None]
             handed_over = True
-            outcomes = await run([parsed[i][0] for i in todo])
+            # Each claimed item's block records it as written under its claim (D132).
+            mine = set(claimed)
+            token = idempotency.WRITING_MANY.set([(who.account, str(parsed[i][1]), digests[i])
+                                                  if i in mine else None for i in todo])
+            try:
+                outcomes = await run([parsed[i][0] for i in todo])
+            finally:
+                idempotency.WRITING_MANY.reset(token)
             for i, outcome in zip(todo, outcomes, strict=True):
                 item: dict[str, Any]
                 if isinstance(outcome, CopyledgerError):
@@ -147,6 +169,26 @@ async def answer(
         "already_registered": sum(1 for r in done if r["status"] == 200),
         "refused": sum(1 for r in done if r["status"] >= 400),
     })
+
+
+async def _recorded_before(n: Node, who: Principal, path: str, written: dict[int, int],
+                           digests: dict[int, str], parsed: list[Parsed],
+                           results: list[dict[str, Any] | None]) -> None:
+    """Answer the items whose keys' earlier requests were recorded but never answered
+    (`Written`, D132) with those entries, as the single request does (`deps.written_answer`),
+    and keep the answers; if the entries cannot be read now, each is answered 503 (retry),
+    its key left as it was."""
+    try:
+        recorded = await operations.recorded_before(n, list(written.values()))
+    except CopyledgerError as e:
+        for i in written:
+            results[i] = _refused(i, e, path)
+        return
+    for i, r in zip(written, recorded, strict=True):
+        body = r.to_json()
+        results[i] = {"index": i, "status": 201, "replayed": True, "registration": body}
+        await settle_written(n.idempotency, who.account, str(parsed[i][1]), digests[i],
+                             Answer(201, orjson.dumps(body)))
 
 
 def _refused(i: int, e: CopyledgerError, path: str) -> dict[str, Any]:

@@ -19,10 +19,10 @@ from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from copyledger.ledger.errors import PayloadTooLarge, Unauthorized, Uncertain, said
-from copyledger.service import idempotency
+from copyledger.service import idempotency, operations
 from copyledger.service.apikeys import KeyCache, Principal, TokenBuckets, authorize
 from copyledger.service.i18n import DEFAULT, negotiate, pick
-from copyledger.service.idempotency import Answer, check_key, claim, request_hash
+from copyledger.service.idempotency import Answer, Written, check_key, claim, request_hash
 from copyledger.service.node import Node
 from copyledger.service.operations import Recorded, parse_input
 
@@ -121,12 +121,24 @@ async def once(
     async with n.idempotency_locks.hold((who.account, key)):  # a retry waits for the first
         kept = await claim(n.idempotency, who.account, key, digest,  # in any process (D59)
                            wait_s=max(0.0, deadline - time.monotonic()))
+        if isinstance(kept, Written):
+            return await written_answer(n, who.account, key, digest, kept.seq)
         if kept is not None:
             return replay(kept)
         # Shielded: a client that hangs up does not cancel the write, so its outcome is still
         # settled under the key when it comes (a retry then gets it, not a second entry).
         return await asyncio.shield(asyncio.ensure_future(
             _settled(n, who.account, key, digest, request[0], run)))
+
+
+async def written_answer(n: Node, account: str, key: str, digest: str, seq: int) -> Response:
+    """The answer of a request under `key` whose entry is at `seq` but whose answer was never
+    kept (D132): that entry with its receipt as sealed, the answer the first request would
+    have got (201, equal as JSON; marked replayed), kept now under the key."""
+    recorded = (await operations.recorded_before(n, [seq]))[0]
+    body = orjson.dumps(recorded.to_json())
+    await idempotency.settle_written(n.idempotency, account, key, digest, Answer(201, body))
+    return replay(Answer(201, body))
 
 
 async def _settled(n: Node, account: str, key: str, digest: str, path: bytes,
@@ -136,8 +148,13 @@ async def _settled(n: Node, account: str, key: str, digest: str, path: bytes,
     under this key can write again; any other refusal frees the key, since nothing was
     written. Keeping never fails the answer: the entry is recorded whatever the key's row
     says (D69)."""
+    # The entry's block records that it was written under this claim (D132).
     try:
-        answer = await run()
+        token = idempotency.WRITING.set((account, key, digest))
+        try:
+            answer = await run()
+        finally:
+            idempotency.WRITING.reset(token)
     except Uncertain as error:
         from copyledger.api.problems import body_of  # problems imports this module
 

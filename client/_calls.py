@@ -127,7 +127,8 @@ RESEND_WINDOW_S = 30.0
 server's Retry-After if longer, then up to a quarter more at random, so clients the same
 answer told to wait do not all come back at once. No resend goes out more than
 RESEND_WINDOW_S after the call's first try: a server takes over the key of a process that died
-mid-write 60 s after its last sign of life and runs the write again (D69), and a resend may
+mid-write 60 s after its last sign of life and runs the write again if it was not recorded
+(D69, D132; one still queued, unsealed, then is recorded twice), and a resend may
 wait there up to 10 s more for the key's first request (`idempotency.WAIT_S`, counted from its
 arrival, once for a whole batch, however many retries queue on the key); stopping at 30 s
 leaves 20 s for transit and clocks, so the server never records a write twice for this

@@ -191,6 +191,22 @@ idempotency_keys = Table(
     Column("created", BigInteger, nullable=False, index=True),  # Unix seconds
 )
 
+# The entries written under an Idempotency-Key claim (D132), one row an entry, inserted by the
+# block's own transaction: whether a keyed request was recorded is then known exactly, so a
+# claim taken over from a dead process (or a kept 503) is answered with its entry, never
+# written again. Only the sequencer inserts (keyed by seq, so never a conflict, and no lock on
+# a row another process holds); rows past the keys' lifetime are deleted.
+idempotency_written = Table(
+    "idempotency_written",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("account", String(64), nullable=False),
+    Column("key", String(255), nullable=False),
+    Column("request_sha256", String(64), nullable=False),
+    Column("created", BigInteger, nullable=False, index=True),  # Unix seconds, at the block
+    Index("ix_idempotency_written_key", "account", "key"),
+)
+
 APPEND_ONLY = ("entries", "merkle_nodes", "blocks", "block_timestamps", "entry_links",
                "cosignatures")
 

@@ -67,6 +67,10 @@ class Pending(NamedTuple):
     # The entry's `received_at`, as `entry.utc_now` wrote it in its data, or "" (D117): the
     # block that seals it is sealed no earlier, by the sequencer's clock.
     received_at: str = ""
+    # The Idempotency-Key claim (account, key, request_sha256) the entry's request runs under,
+    # if any: the block that writes the entry records it under that claim, in its own
+    # transaction (`idempotency_written`, D132).
+    claim: tuple[str, str, str] | None = None
 
 
 class Receipt(NamedTuple):
@@ -692,8 +696,10 @@ class Sequencer:
         rows = [EntryRow(first + i, leaf, p.data, p.kind, p.sha256, p.registrant, height)
                 for i, (p, leaf) in enumerate(zip(pendings, leaves, strict=True))]
         links = self._links(rows, pendings)
+        claims = [(first + i, *p.claim) for i, p in enumerate(pendings) if p.claim is not None]
         try:
-            self.store.append_block(rows, appended.nodes, block, stamps, links)  # durable commit
+            self.store.append_block(rows, appended.nodes, block, stamps, links,  # durable commit
+                                    claims)
         except Exception as e:
             raise _SealFailed("during") from e
         t4 = time.perf_counter()

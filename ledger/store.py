@@ -1086,9 +1086,12 @@ class Store:
         block: BlockRow,
         timestamps: Sequence[tuple[str, bytes]] = (),
         links: Sequence[Link] = (),
+        claims: Sequence[tuple[int, str, str, str]] = (),
     ) -> None:
         """Write one sealed block, its entries, their links, its new Merkle nodes and its
-        time-stamp tokens in ONE transaction."""
+        time-stamp tokens in ONE transaction; in it too, each of `claims` (seq, account, key,
+        request_sha256): an entry written under an Idempotency-Key claim, so whether a keyed
+        request was recorded is known exactly as the log knows it (D132)."""
         h = block.header
         try:
             with self._block_transaction() as conn:
@@ -1107,6 +1110,12 @@ class Store:
                         self._insert_sql("block_timestamps", ("height", "tsa", "token")),
                         [(h.height, tsa, token) for tsa, token in timestamps],
                     )
+                if claims:
+                    now = int(time.time())
+                    conn.exec_driver_sql(
+                        self._insert_sql("idempotency_written",
+                                         ("seq", "account", '"key"', "request_sha256", "created")),
+                        [(*c, now) for c in claims])
         except (SAIntegrityError, self._driver_integrity_error) as e:
             raise Conflict(said("block {height} conflicts with stored rows (another writer?)",
                                 height=h.height)) from e

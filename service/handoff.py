@@ -69,6 +69,7 @@ from copyledger.ledger.sequencer import LogState, Pending, Receipt, Sequencer
 from copyledger.ledger.store import TCP_KEEPALIVE, TCP_USER_TIMEOUT_MS, BlockRow
 from copyledger.ledger.throttle import Throttle
 from copyledger.ledger.throttle import db_reason as _db_reason
+from copyledger.service import idempotency
 from copyledger.service.fsperm import write_public
 from copyledger.service.settings import Settings
 
@@ -117,8 +118,11 @@ def socket_path(data_dir: Path) -> Path:
 #                       a process from before D98 sends "entries" first, and each is
 #                       answered with an error, nothing recorded)
 #   to the sequencer:   ["entries", rid, [[data_b64, kind, sha256, registrant,
-#                                          [[target, relation], ...], once, received_at], ...]]
-#                       (received_at: as in the entry's data, 27 characters, or "": D117)
+#                                          [[target, relation], ...], once, received_at,
+#                                          claim], ...]]
+#                       (received_at: as in the entry's data, 27 characters, or "": D117;
+#                        claim: [account, key, request_sha256] of its Idempotency-Key, or null:
+#                        D132)
 #   from the sequencer: ["block", header (BlockHeader.to_json), hash_hex, checkpoint, note]
 #                       ["answer", rid, [outcome, ...]]
 #   outcome:            ["receipt", seq, leaf_hash_hex, block_height, tree_size, root_hex,
@@ -126,11 +130,11 @@ def socket_path(data_dir: Path) -> Path:
 #                     | ["earlier", seq]    (AlreadyRegistered: nothing written, D94)
 #                     | ["error", class name, detail, internal, template or null, values]
 
-WIRE_VERSION = 2
+WIRE_VERSION = 3
 """The shape of these messages. A process that speaks another (copyledger upgraded on disk
 while `serve --workers N` runs, and a worker restarted onto the new code) is refused at the
 hello, with a log line that says so, instead of failing on its first frame (D98). 2: each
-entry carries its `received_at` (D117)."""
+entry carries its `received_at` (D117). 3: and its Idempotency-Key claim (D132)."""
 MAX_FRAME = 1 << 30  # a frame longer than this is not ours
 FRAME_ITEMS = 256  # messages in one frame from the sequencer (answers of up to 1,000 receipts)
 FRAME_ENTRIES = 2_000  # entries in one frame to the sequencer (each at most 16 KiB of JSON)
@@ -465,19 +469,33 @@ def _mismatch(theirs: int | None, ours: int, *, sequencer: bool) -> Said:
 
 def _entries_message(rid: int, pendings: Sequence[Pending]) -> list[Any]:
     return ["entries", rid, [[base64.b64encode(p.data).decode(), p.kind, p.sha256, p.registrant,
-                              [list(link) for link in p.links], p.once, p.received_at]
+                              [list(link) for link in p.links], p.once, p.received_at,
+                              None if p.claim is None else list(p.claim)]
                              for p in pendings]]
 
 
 _STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", re.ASCII)  # `entry.utc_now`'s
 
 
+_ACCOUNT_MAX = 64  # `idempotency_keys.account`'s length, as the API's accounts are
+
+
+def _claim_shape(claim: Any) -> bool:
+    """Whether an entry's Idempotency-Key claim is [account, key, request_sha256] as the API
+    makes it (D132): the block inserts it, so a value the table refuses would fail the block."""
+    return (isinstance(claim, list) and len(claim) == 3
+            and all(isinstance(c, str) for c in claim)
+            and 0 < len(claim[0]) <= _ACCOUNT_MAX and idempotency.valid_key(claim[1])
+            and valid_sha256(claim[2]))
+
+
 def _pending(raw: Any) -> Pending:
-    data, kind, sha256, registrant, links, once, received_at = raw
+    data, kind, sha256, registrant, links, once, received_at, claim = raw
     if not (isinstance(data, str) and isinstance(kind, str) and valid_sha256(sha256)
             and isinstance(registrant, str) and isinstance(links, list)
             and isinstance(once, bool) and isinstance(received_at, str)
-            and (not received_at or _STAMP.fullmatch(received_at))):
+            and (not received_at or _STAMP.fullmatch(received_at))
+            and (claim is None or _claim_shape(claim))):
         raise WireError("an entry of another shape")
     out: list[tuple[int | str, str]] = []
     for link in links:
@@ -486,7 +504,7 @@ def _pending(raw: Any) -> Pending:
             raise WireError("a link of another shape")
         out.append((target, relation))
     return Pending(base64.b64decode(data, validate=True), kind, sha256, registrant, tuple(out),
-                   once, received_at)
+                   once, received_at, None if claim is None else (claim[0], claim[1], claim[2]))
 
 
 def _block_message(block: BlockRow) -> list[Any]:

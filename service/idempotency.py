@@ -13,6 +13,11 @@ The key is claimed in the database before the write (decision D59): with `serve 
 retry that reaches another process while the first request is still running waits for its
 answer (or is told 409, in progress) instead of writing a second entry. The claim is its
 process's, refreshed by a heartbeat, so only a dead process's claim is taken over (D69).
+
+The block that writes a claimed request's entry records it in `idempotency_written` in its
+own transaction (D132), so whether that request was recorded is known exactly: a claim taken
+over from a dead process, or a kept 503, whose request has an entry there is answered with
+that entry (`Written`), never written again.
 """
 
 from __future__ import annotations
@@ -23,13 +28,17 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import and_, delete, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from copyledger.ledger.errors import Conflict, InvalidInput, said
 from copyledger.ledger.schema import idempotency_keys as table
+from copyledger.ledger.schema import idempotency_written as written
 from copyledger.ledger.store import Store
 
 HEADER = "Idempotency-Key"
@@ -48,9 +57,24 @@ class Answer:
     body: bytes
 
 
+@dataclass(frozen=True)
+class Written:
+    """A key whose request's entry is in the log at `seq` (its block said so, D132) though no
+    success was kept: its process died after the commit, or kept the 503 of a write whose
+    fate it could not learn. The request is answered with that entry (`Keys.settle_written`),
+    nothing written again."""
+
+    seq: int
+
+
+def valid_key(key: str) -> bool:
+    """Whether `key` is 1-255 visible ASCII characters."""
+    return _KEY.fullmatch(key) is not None
+
+
 def check_key(key: str, field: str = HEADER) -> str:
     """The key if it is 1-255 visible ASCII characters, else InvalidInput naming `field`."""
-    if not _KEY.fullmatch(key):
+    if not valid_key(key):
         msg = f"must be 1-{MAX_KEY} visible ASCII characters (a UUID, say)"
         raise InvalidInput(said("{field}: {msg}",
                                 field=field, msg=msg), errors=[{"field": field, "message": msg}])
@@ -78,6 +102,13 @@ def _in_flight() -> InFlight:
                          "shortly to get its answer", header=HEADER), retry_after=1)
 
 
+def _was_written(since: int) -> Any:
+    """Whether a claim row's request was recorded after `since` (D132): a SQL condition."""
+    return exists().where(written.c.account == table.c.account, written.c.key == table.c.key,
+                          written.c.request_sha256 == table.c.request_sha256,
+                          written.c.created > since)
+
+
 class InFlight(Conflict):
     """The key's first request is still running (in this process or another): nothing was
     written for this one; retry shortly and get its answer."""
@@ -89,6 +120,15 @@ ABANDONED_S = 60  # a claim not refreshed for this long was left by a process th
 _KEEP_TRIES = 12  # a kept answer the database refused is tried again this many beats (D69)
 
 Held = tuple[str, str, str]  # (account, key, request_sha256): a claim this process holds
+
+WRITING: ContextVar[Held | None] = ContextVar("copyledger_idempotency_writing", default=None)
+"""The claim a single write runs under (set by the API around it): `operations.record` hands it
+to the sequencer with the entry, so the block that writes the entry records it as written
+under the claim (`idempotency_written`)."""
+
+WRITING_MANY: ContextVar[Sequence[Held | None] | None] = ContextVar(
+    "copyledger_idempotency_writing_many", default=None)
+"""As WRITING for a batch: each item's claim (or None), in the order of its items."""
 
 
 class Keys:
@@ -117,10 +157,13 @@ class Keys:
         self._beating = False
         self._stopped = False
 
-    def claim(self, account: str, key: str, request_sha256: str) -> Answer | None:
+    def claim(self, account: str, key: str, request_sha256: str) -> Answer | Written | None:
         """None if the key is now this request's to run (then `keep` or `release` it); the kept
-        answer if this very request was answered before; InvalidInput if the key answered or
-        is running another request; InFlight if this request is still running elsewhere."""
+        answer if this very request was answered before; `Written` if it was recorded but its
+        answer was never kept (a dead owner's claim, or a kept 503, whose request has an entry in
+        `idempotency_written`: D132);
+        InvalidInput if the key answered or is running another request; InFlight if this
+        request is still running elsewhere."""
         now = time.time()
         self._sweep(now)
         for _ in range(3):  # a dead row deleted under us by another taker: try again
@@ -142,6 +185,12 @@ class Keys:
             status = int(row.status)
             dead = (row.created <= now - self.ttl_s if status != IN_FLIGHT
                     else row.created <= now - self.abandoned_s)
+            if (status == IN_FLIGHT and dead) or (status >= 400 and not dead):
+                seq = self._written(account, key, row.request_sha256, now)
+                if seq is not None:  # recorded, never answered (D132)
+                    if row.request_sha256 != request_sha256:
+                        raise _other_request()
+                    return Written(seq)
             if dead:  # expired, or its owner stopped refreshing it (died): take it over
                 with self.store.engine.begin() as conn:
                     conn.execute(delete(table).where(
@@ -190,6 +239,41 @@ class Keys:
         except IntegrityError:
             pass  # kept already: it stands
 
+    def _written(self, account: str, key: str, request_sha256: str, now: float) -> int | None:
+        """The entry a request under this key wrote within the keys' lifetime, if any (D132)."""
+        q = select(func.min(written.c.seq)).where(
+            written.c.account == account, written.c.key == key,
+            written.c.request_sha256 == request_sha256, written.c.created > int(now) - self.ttl_s)
+        with self.store.engine.connect() as conn:
+            seq = conn.execute(q).scalar()
+        return None if seq is None else int(seq)
+
+    def settle_written(self, account: str, key: str, request_sha256: str,
+                       answer: Answer) -> None:
+        """Keep `answer`, made from the entry a key's request wrote, for a key `claim` found
+        `Written` (its abandoned claim or kept 503 becomes that answer). It does not raise for
+        the database: nothing else changes, so the next retry is answered from the entry
+        again."""
+        now = int(time.time())
+        values = {"status": answer.status, "answer": answer.body.decode(), "created": now}
+        try:
+            with self.store.engine.begin() as conn:
+                done = conn.execute(update(table).where(
+                    table.c.account == account, table.c.key == key,
+                    table.c.request_sha256 == request_sha256,
+                    or_(table.c.status >= 400, and_(table.c.status == IN_FLIGHT,
+                                                    table.c.created <= now - self.abandoned_s)),
+                ).values(values)).rowcount
+            if not done:  # gone meanwhile: kept in a row of its own, unless one exists
+                with self.store.engine.begin() as conn:
+                    conn.execute(table.insert().values(
+                        account=account, key=key, request_sha256=request_sha256, **values))
+        except IntegrityError:
+            pass
+        except SQLAlchemyError:
+            log.warning("keeping a recorded request's answer failed; its retry is answered "
+                        "from its entry again", exc_info=True)
+
     def release(self, account: str, key: str, request_sha256: str) -> None:
         """Drop this request's claim: it was refused and wrote nothing, so a retry may run.
         If the database refuses, the claim is no longer refreshed and ages out instead."""
@@ -198,7 +282,8 @@ class Keys:
             with self.store.engine.begin() as conn:
                 conn.execute(delete(table).where(
                     table.c.account == account, table.c.key == key,
-                    table.c.request_sha256 == request_sha256, table.c.status == IN_FLIGHT))
+                    table.c.request_sha256 == request_sha256, table.c.status == IN_FLIGHT,
+                    ~_was_written(int(time.time()) - self.ttl_s)))
         except SQLAlchemyError:
             log.warning("releasing an idempotency key failed; it ages out", exc_info=True)
         finally:
@@ -217,8 +302,13 @@ class Keys:
         with self.store.engine.begin() as conn:
             conn.execute(delete(table).where(table.c.status != IN_FLIGHT,
                                              table.c.created <= int(now) - self.ttl_s))
+            # A dead claim whose request was recorded stays, to answer its retries (D132).
             conn.execute(delete(table).where(table.c.status == IN_FLIGHT,
-                                             table.c.created <= int(now - self.abandoned_s)))
+                                             table.c.created <= int(now - self.abandoned_s),
+                                             ~_was_written(int(now) - self.ttl_s)))
+            conn.execute(delete(table).where(table.c.status == IN_FLIGHT,
+                                             table.c.created <= int(now) - self.ttl_s))
+            conn.execute(delete(written).where(written.c.created <= int(now) - self.ttl_s))
 
     # -- the heartbeat (D69) -------------------------------------------------------------------
 
@@ -295,7 +385,7 @@ _POLL_S = 0.02
 
 
 async def claim(keys: Keys, account: str, key: str, request_sha256: str,
-                wait_s: float | None = None) -> Answer | None:
+                wait_s: float | None = None) -> Answer | Written | None:
     """`Keys.claim` on a worker thread, waiting up to `wait_s` while the key's first request
     runs in another process (this process's own requests with the key are already queued one
     at a time), so the usual retry gets the first answer rather than 409."""
@@ -318,7 +408,7 @@ async def claim(keys: Keys, account: str, key: str, request_sha256: str,
 
 
 def _free_if_claimed(keys: Keys, account: str, key: str, request_sha256: str,
-                     done: asyncio.Future[Answer | None]) -> None:
+                     done: asyncio.Future[Answer | Written | None]) -> None:
     """After a cancelled `claim`: release the key if the attempt took it (None: claimed, no
     earlier answer), on a thread, since the loop must not wait for the database."""
     if done.cancelled() or done.exception() is not None or done.result() is not None:
@@ -330,6 +420,12 @@ def _free_if_claimed(keys: Keys, account: str, key: str, request_sha256: str,
 async def keep(keys: Keys, account: str, key: str, request_sha256: str, answer: Answer) -> None:
     """`Keys.keep` on a worker thread: the event loop serves other requests meanwhile."""
     await asyncio.to_thread(keys.keep, account, key, request_sha256, answer)
+
+
+async def settle_written(keys: Keys, account: str, key: str, request_sha256: str,
+                         answer: Answer) -> None:
+    """`Keys.settle_written` on a worker thread."""
+    await asyncio.to_thread(keys.settle_written, account, key, request_sha256, answer)
 
 
 async def release(keys: Keys, account: str, key: str, request_sha256: str) -> None:

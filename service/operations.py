@@ -47,7 +47,7 @@ from copyledger.matching import MAX_FINGERPRINT_BYTES, fingerprints_for
 from copyledger.matching.compute import IMAGE_MEDIA_TYPES
 from copyledger.matching.media import SNIFF_BYTES, sniff
 from copyledger.notary.sm2_tsa import SM2_ROOT_FILE
-from copyledger.service import contacts
+from copyledger.service import contacts, idempotency
 from copyledger.service.apikeys import Principal, list_keys
 from copyledger.service.node import Node, init_notary_keys, open_store
 from copyledger.service.rotation import retired_keys, rotate, sha256_text
@@ -395,7 +395,10 @@ async def record(node: Node, entry: dict[str, Any], *, once: bool = False) -> Re
     which exists only once the block holding it is durably committed. `once`: a work written
     only if its registrant has none with its content yet, else AlreadyRegistered (D94)."""
     entry, pending = _pending(entry)
-    receipt = await node.sequencer.submit_async(pending._replace(once=once) if once else pending)
+    claim = idempotency.WRITING.get()
+    if once or claim is not None:
+        pending = pending._replace(once=once, claim=claim)
+    receipt = await node.sequencer.submit_async(pending)
     return Recorded(receipt, entry)
 
 
@@ -424,7 +427,8 @@ async def record_many(node: Node, entries: Sequence[dict[str, Any] | Built | Cop
     entry given as `Built` was validated already (`prepare_works`, in another process)."""
     slots: list[Built | CopyledgerError] = []  # an entry awaiting its receipt
     pendings: list[Pending] = []
-    for e in entries:
+    claims = idempotency.WRITING_MANY.get()  # the items' keys, in the entries' order (D132)
+    for i, e in enumerate(entries):
         try:
             if isinstance(e, CopyledgerError):
                 raise e
@@ -432,6 +436,8 @@ async def record_many(node: Node, entries: Sequence[dict[str, Any] | Built | Cop
         except CopyledgerError as err:
             slots.append(err)
             continue
+        if claims is not None and claims[i] is not None:
+            built = (built[0], built[1]._replace(claim=claims[i]))
         slots.append(built)
         pendings.append(built[1])
     seq = node.sequencer
@@ -568,10 +574,32 @@ async def register_work(
 async def _earlier(node: Node, seqs: Sequence[int]) -> list[Recorded]:
     """The answers for registrations the sequencer found already made (`AlreadyRegistered`):
     each earlier entry with its receipt, as it was sealed, read in a few queries."""
+    return await recorded_at(node, seqs, existing=True)
+
+
+async def recorded_before(node: Node, seqs: Sequence[int]) -> list[Recorded]:
+    """The answers of requests under an Idempotency-Key that were recorded at `seqs` but
+    never answered (D132): each entry with its receipt as it was sealed, as its first request
+    would have been answered. Unavailable (retry) if the database cannot give them now."""
+    try:
+        return await recorded_at(node, seqs)
+    except CopyledgerError:
+        raise
+    except Exception as e:
+        raise Unavailable(said("this request was recorded, but its entry could not be read "
+                               "to answer it; retry shortly"),
+                          internal=f"{type(e).__name__}: {e}") from e
+
+
+async def recorded_at(node: Node, seqs: Sequence[int], *, existing: bool = False
+                      ) -> list[Recorded]:
+    """The entries at `seqs`, each with its receipt as it was sealed (`existing`: marked as an
+    earlier registration answered again)."""
     def read() -> list[Recorded]:
         rows = {r.seq: r for r in node.store.get_entries(seqs)}
         receipts = {r.seq: r for r in sealed_receipts(node, list(rows.values()))}
-        return [Recorded(receipts[s], _parsed(rows[s]), existing=True) for s in seqs]
+        return [Recorded(receipts[s], _parsed(rows[s]), existing=existing, data=rows[s].data)
+                for s in seqs]
     return await asyncio.to_thread(read)
 
 

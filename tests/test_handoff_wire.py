@@ -35,7 +35,11 @@ stamps = st.just("") | st.datetimes(min_value=datetime(1000, 1, 1),
     lambda d: d.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))  # an entry's received_at (D117)
 content_hashes = hashes.map(bytes.hex)
 pendings = st.builds(Pending, st.binary(max_size=200), text, content_hashes, text, links,
-                     st.booleans(), stamps)
+                     st.booleans(), stamps, st.none() | st.tuples(
+                         st.text(min_size=1, max_size=64),
+                         st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E),
+                                 min_size=1, max_size=255),
+                         content_hashes))
 receipts = st.builds(Receipt, st.integers(min_value=0, max_value=2**62), hashes,
                      st.integers(min_value=0, max_value=2**62),
                      st.integers(min_value=0, max_value=2**62), hashes,
@@ -85,6 +89,20 @@ def _through_socket(messages: list[object]) -> list[object]:
 def test_entries_read_back_as_sent(rid: int, sent: list[Pending]) -> None:
     [message] = _through_socket([handoff._entries_message(rid, sent)])
     assert handoff._request(message) == (rid, sent)
+
+
+@pytest.mark.parametrize("claim", [
+    ["a", "k"], ["a", "k", 3], "a k d", {"account": "a"}, 1, ["a", "k", "g" * 64],
+    ["", "k", "a" * 64], ["a" * 65, "k", "a" * 64], ["a", "", "a" * 64], ["a", "k k", "a" * 64],
+    ["a", "k" * 256, "a" * 64]])
+def test_an_entry_whose_idempotency_claim_is_of_another_shape_is_refused(claim: object) -> None:
+    """D132: a claim is [account, key, request_sha256] as the API makes it, or null (the
+    block inserts it: a value its table refuses would fail the block, other writers' too)."""
+    [message] = _through_socket([handoff._entries_message(1, [Pending(b"{}", "work", "a" * 64,
+                                                                      "b")])])
+    message[2][0][7] = claim  # type: ignore[index]
+    with pytest.raises(handoff.WireError):
+        handoff._request(message)
 
 
 @pytest.mark.parametrize("received_at", ["2026-12-02T13:00:00Z", "2026-12-02 13:00:00.000000Z",

@@ -310,7 +310,9 @@ def _receipts_fail(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_write_of_unknown_fate_keeps_its_answer(api: Api,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Freeing the key after 'the entry WAS recorded, but…' would let the retry record the
-    evidence a second time; the key keeps that answer instead, and the retry gets it."""
+    evidence a second time; the key keeps that answer instead. Its block recorded the entry
+    under the claim (D132), so the retry is answered with the entry itself (before, the 503
+    again)."""
     client, reg = api
     path, headers, body = _evidence(client, reg)
     h = {**headers, "Idempotency-Key": "fate"}
@@ -320,9 +322,11 @@ def test_a_write_of_unknown_fate_keeps_its_answer(api: Api,
     monkeypatch.undo()
     assert first.status_code == 503 and "WAS recorded" in first.json()["detail"]
     assert tree_size(client) == n + 1
+    assert _row(reg, "fate").status == 503
     retry = client.post(path, json=body, headers=h)
-    assert retry.status_code == 503 and retry.headers["Idempotent-Replayed"] == "true"
-    assert retry.json()["detail"] == first.json()["detail"]
+    assert retry.status_code == 201 and retry.headers["Idempotent-Replayed"] == "true"
+    assert retry.json()["seq"] == n and retry.json()["entry"]["kind"] == "evidence"
+    assert client.post(path, json=body, headers=h).json() == retry.json()  # kept now
     assert tree_size(client) == n + 1  # recorded once
 
 
@@ -368,8 +372,10 @@ def test_a_batch_item_of_unknown_fate_keeps_its_answer(api: Api,
     assert [r["status"] for r in first["results"]] == [503, 503]
     assert tree_size(client) == n + 2
     retry = client.post("/v1/works/batch", json={"works": items}, headers=alice).json()
-    assert [(r["status"], r["replayed"]) for r in retry["results"]] == [(503, True)] * 2
-    assert retry["results"][0]["problem"] == first["results"][0]["problem"]
+    assert [(r["status"], r["replayed"]) for r in retry["results"]] == [(201, True)] * 2
+    assert [r["registration"]["seq"] for r in retry["results"]] == [n, n + 1]
+    again = client.post("/v1/works/batch", json={"works": items}, headers=alice).json()
+    assert again["results"] == retry["results"]  # kept now
     assert tree_size(client) == n + 2  # nothing written twice
 
 
@@ -420,6 +426,17 @@ def _keep_fails(reg: Node, times: int) -> Callable[[], None]:
     return lambda: event.remove(reg.store.engine, "before_cursor_execute", refuse)
 
 
+def _written(reg: Node, key: str) -> list[int]:
+    """The entries the log's blocks say were written under `key` (D132)."""
+    from sqlalchemy import select
+
+    from copyledger.ledger.schema import idempotency_written
+
+    with reg.store.engine.connect() as conn:
+        return list(conn.execute(select(idempotency_written.c.seq)
+                                 .where(idempotency_written.c.key == key)).scalars())
+
+
 def _row(reg: Node, key: str) -> Any:
     from sqlalchemy import select
 
@@ -450,8 +467,8 @@ def test_a_failed_keep_still_answers_the_receipt(api: Api) -> None:
 def test_a_keep_that_keeps_failing_lets_the_claim_age_out(
         api: Api, caplog: pytest.LogCaptureFixture) -> None:
     """Not claimed for ever: once the keep is given up, the claim is no longer refreshed, so
-    it is taken over as a dead owner's would be, and the retry finds the entry already
-    registered (D36) rather than writing it again."""
+    it is taken over as a dead owner's would be, and the retry is answered with the entry its
+    block recorded (D132; before, D36's "already registered") rather than writing it again."""
     from copyledger.service import idempotency
 
     client, reg = api
@@ -472,8 +489,96 @@ def test_a_keep_that_keeps_failing_lets_the_claim_age_out(
     time.sleep(0.2)  # twenty heartbeats: none refreshes it now
     assert _row(reg, "keep-gives-up").created == old
     retry = client.post("/v1/works", json=work_body("gives-up"), headers=h)
-    assert retry.status_code == 200 and retry.json()["already_registered"] is True
-    assert retry.json()["seq"] == first.json()["seq"] and tree_size(client) == n
+    assert (retry.status_code, retry.json()) == (201, first.json())
+    assert tree_size(client) == n
+
+
+def _dies_after_the_commit(reg: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each write's process "dies" once its block is committed: the answer is never kept and
+    the claim no longer refreshed, what a SIGKILL between the commit and the keep leaves."""
+    monkeypatch.setattr(reg.idempotency, "keep",
+                        lambda account, key, digest, _: reg.idempotency.abandon(account, key,
+                                                                                digest))
+
+
+def _abandoned(reg: Node) -> None:
+    """Every claim made to look as a dead process leaves it a minute on (D69)."""
+    from copyledger.service.idempotency import ABANDONED_S
+
+    with reg.store.engine.begin() as conn:
+        conn.execute(update(idempotency_keys).values(created=int(time.time()) - ABANDONED_S - 1))
+
+
+@pytest.mark.parametrize("write", WRITES)
+def test_a_dead_owners_recorded_write_is_answered_with_its_entry(
+        api: Api, write: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """D132: the process died between its block's commit and keeping the answer, and the
+    retry came after its claim was abandoned. The block recorded the entry under the claim
+    in its own transaction, so the retry is answered with that entry as the first request
+    was (marked replayed) and nothing is written again. Before, the claim was taken over and
+    the write run a second time: a second entry, or D36's 200 for a plain work."""
+    from copyledger.service.idempotency import IN_FLIGHT
+
+    client, reg = api
+    path, auth, body = WRITES[write](client, reg)
+    h = {**auth, "Idempotency-Key": f"dies-{write}"}
+    with monkeypatch.context() as m:
+        _dies_after_the_commit(reg, m)
+        first = client.post(path, json=body, headers=h)
+    assert first.status_code == 201, first.text
+    n = tree_size(client)
+    assert _row(reg, f"dies-{write}").status == IN_FLIGHT
+    assert _written(reg, f"dies-{write}") == [first.json()["seq"]]
+    _abandoned(reg)
+    retry = client.post(path, json=body, headers=h)
+    assert (retry.status_code, retry.json()) == (201, first.json()), retry.text
+    assert retry.headers["idempotent-replayed"] == "true"
+    assert _row(reg, f"dies-{write}").status == 201  # kept: answered from the row from now on
+    assert client.post(path, json=body, headers=h).json() == first.json()
+    other = client.post(path, json={**body, "sha256": sha("other")}
+                        if "sha256" in body else {**body, "to": "alice"}, headers=h)
+    assert other.status_code == 422 and "Idempotency-Key" in other.json()["detail"]
+    assert tree_size(client) == n
+
+
+def test_a_dead_owners_recorded_batch_items_are_answered_with_their_entries(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    client, reg = api
+    alice = bearer(reg, "alice")
+    items = [{**work_body(f"dies-{i}", again=True), "idempotency_key": f"dies-item-{i}"}
+             for i in range(3)]
+    with monkeypatch.context() as m:
+        _dies_after_the_commit(reg, m)
+        first = client.post("/v1/works/batch", json={"works": items[:2]}, headers=alice).json()
+    assert [r["status"] for r in first["results"]] == [201, 201]
+    n = tree_size(client)
+    _abandoned(reg)
+    retry = client.post("/v1/works/batch", json={"works": items}, headers=alice).json()
+    assert [(r["status"], r.get("replayed")) for r in retry["results"]] == [
+        (201, True), (201, True), (201, None)]
+    assert [r["registration"] for r in retry["results"][:2]] == [
+        r["registration"] for r in first["results"]]
+    assert retry["results"][2]["registration"]["seq"] == n and tree_size(client) == n + 1
+
+
+def test_a_claim_crosses_the_hand_over(tmp_path: Path, database_url: str) -> None:
+    """Under `serve --workers 2` the claim of a write that reached another process goes to the
+    sequencer with its entry (hand-over version 3), and its block records the entry under it."""
+    from copyledger.api.app import create_app
+    from tests.helpers import settings_for
+
+    s = settings_for(tmp_path, database_url, workers=2)
+    a, b = Node.open(s), Node.open(s)
+    with TestClient(create_app(a)), TestClient(create_app(b)) as cb:
+        assert a.sequencer.leading and not b.sequencer.leading  # type: ignore[union-attr]
+        auth = bearer(b, "ada")
+        one = cb.post("/v1/works", json=work_body("crosses", again=True),
+                      headers={**auth, "Idempotency-Key": "crosses"})
+        many = cb.post("/v1/works/batch", headers=auth, json={"works": [
+            work_body("plain"), {**work_body("crosses 2", again=True), "idempotency_key": "c2"}]})
+        assert one.status_code == 201 and many.status_code == 200, (one.text, many.text)
+        assert _written(b, "crosses") == [one.json()["seq"]]
+        assert _written(b, "c2") == [many.json()["results"][1]["registration"]["seq"]]
 
 
 _HOLDER = """
@@ -585,3 +690,65 @@ def test_a_claim_cancelled_midway_frees_its_key(tmp_path: Path) -> None:
         keys.stop()
         other.stop()
         s.close()
+
+
+def test_what_a_key_says_once_its_request_was_recorded(api: Api) -> None:
+    """D132 at the claim itself, with the block's row made by hand: a live owner's claim is
+    still in flight whatever was recorded; a kept 503 is answered with the entry whichever
+    came first, the keep or the block (a sequencer that stops answers its writers before it
+    seals what is queued), and replayed as it was without one; a claim whose request was
+    recorded is neither released nor swept, so no retry can write it again."""
+    from copyledger.ledger.schema import idempotency_written
+    from copyledger.service.idempotency import ABANDONED_S, Answer, InFlight, Keys, Written
+
+    _, reg = api
+    keys, other = Keys(reg.store, 3600), Keys(reg.store, 3600)
+    h = "ab" * 32
+
+    def recorded(key: str, seq: int) -> None:
+        with reg.store.engine.begin() as conn:
+            conn.execute(idempotency_written.insert().values(
+                seq=seq, account="alice", key=key, request_sha256=h, created=int(time.time())))
+
+    def age(key: str) -> None:
+        with reg.store.engine.begin() as conn:
+            conn.execute(update(idempotency_keys).where(idempotency_keys.c.key == key)
+                         .values(created=int(time.time()) - ABANDONED_S - 1))
+
+    assert keys.claim("alice", "live", h) is None
+    recorded("live", 7)
+    with pytest.raises(InFlight):  # its owner lives: it answers, not this
+        other.claim("alice", "live", h)
+    keys.release("alice", "live", h)  # e.g. an error after the commit: not freed
+    with pytest.raises(InFlight):
+        other.claim("alice", "live", h)
+    age("live")
+    other._swept = 0.0  # the sweep runs on the next claim: it keeps this row
+    assert other.claim("alice", "live", h) == Written(7)
+    with pytest.raises(InvalidInput):
+        other.claim("alice", "live", "cd" * 32)
+    other.settle_written("alice", "live", h, Answer(201, b'{"seq":7}'))
+    assert other.claim("alice", "live", h) == Answer(201, b'{"seq":7}')
+
+    assert keys.claim("alice", "fate", h) is None
+    keys.keep("alice", "fate", h, Answer(503, b'{"status":503}'))  # before its block
+    assert other.claim("alice", "fate", h) == Answer(503, b'{"status":503}')
+    recorded("fate", 8)
+    assert other.claim("alice", "fate", h) == Written(8)
+
+    assert keys.claim("alice", "never", h) is None
+    keys.abandon("alice", "never", h)
+    age("never")
+    assert other.claim("alice", "never", h) is None  # nothing recorded: taken over, run
+    other.release("alice", "never", h)
+    assert _row(reg, "never") is None
+    # The sweep frees a dead claim that recorded nothing, whatever other keys' requests (of
+    # the same body, "live" and "fate" above) recorded: its check is the claim's own.
+    assert keys.claim("alice", "swept", h) is None
+    keys.abandon("alice", "swept", h)
+    age("swept")
+    other._swept = 0.0
+    other._sweep(time.time())
+    assert _row(reg, "swept") is None and _row(reg, "live") is not None
+    keys.stop()
+    other.stop()
