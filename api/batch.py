@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 
-from copyledger.api.deps import FastJSONResponse
+from copyledger.api.deps import FastJSONResponse, written_answers
 from copyledger.api.problems import body_of
 from copyledger.ledger.errors import (
     CopyledgerError,
@@ -20,7 +20,7 @@ from copyledger.ledger.errors import (
     Uncertain,
     said,
 )
-from copyledger.service import idempotency, operations
+from copyledger.service import idempotency
 from copyledger.service.apikeys import Principal
 from copyledger.service.idempotency import (
     Answer,
@@ -30,7 +30,6 @@ from copyledger.service.idempotency import (
     keep,
     release,
     request_hash,
-    settle_written,
 )
 from copyledger.service.node import Node
 from copyledger.service.operations import MAX_BATCH, Outcome, parse_value
@@ -175,20 +174,18 @@ async def _recorded_before(n: Node, who: Principal, path: str, written: dict[int
                            digests: dict[int, str], parsed: list[Parsed],
                            results: list[dict[str, Any] | None]) -> None:
     """Answer the items whose keys' earlier requests were recorded but never answered
-    (`Written`, D132) with those entries, as the single request does (`deps.written_answer`),
-    and keep the answers; if the entries cannot be read now, each is answered 503 (retry),
-    its key left as it was."""
+    (`Written`, D132) with those entries, as the single request is (`written_answers`); if
+    the entries cannot be read now, each is answered 503 (retry), its key left as it was."""
     try:
-        recorded = await operations.recorded_before(n, list(written.values()))
+        bodies = await written_answers(n, who.account, [(str(parsed[i][1]), digests[i], seq)
+                                                        for i, seq in written.items()])
     except CopyledgerError as e:
         for i in written:
             results[i] = _refused(i, e, path)
         return
-    for i, r in zip(written, recorded, strict=True):
-        body = r.to_json()
-        results[i] = {"index": i, "status": 201, "replayed": True, "registration": body}
-        await settle_written(n.idempotency, who.account, str(parsed[i][1]), digests[i],
-                             Answer(201, orjson.dumps(body)))
+    for i, body in zip(written, bodies, strict=True):
+        results[i] = {"index": i, "status": 201, "replayed": True,
+                      "registration": orjson.Fragment(body)}
 
 
 def _refused(i: int, e: CopyledgerError, path: str) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from http.cookies import SimpleCookie
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
@@ -122,7 +122,8 @@ async def once(
         kept = await claim(n.idempotency, who.account, key, digest,  # in any process (D59)
                            wait_s=max(0.0, deadline - time.monotonic()))
         if isinstance(kept, Written):
-            return await written_answer(n, who.account, key, digest, kept.seq)
+            [body] = await written_answers(n, who.account, [(key, digest, kept.seq)])
+            return replay(Answer(201, body))
         if kept is not None:
             return replay(kept)
         # Shielded: a client that hangs up does not cancel the write, so its outcome is still
@@ -131,14 +132,17 @@ async def once(
             _settled(n, who.account, key, digest, request[0], run)))
 
 
-async def written_answer(n: Node, account: str, key: str, digest: str, seq: int) -> Response:
-    """The answer of a request under `key` whose entry is at `seq` but whose answer was never
-    kept (D132): that entry with its receipt as sealed, the answer the first request would
-    have got (201, equal as JSON; marked replayed), kept now under the key."""
-    recorded = (await operations.recorded_before(n, [seq]))[0]
-    body = orjson.dumps(recorded.to_json())
-    await idempotency.settle_written(n.idempotency, account, key, digest, Answer(201, body))
-    return replay(Answer(201, body))
+async def written_answers(n: Node, account: str, written: Sequence[tuple[str, str, int]]
+                          ) -> list[bytes]:
+    """The 201 answers of requests (key, request hash, seq) whose entries are at `seq` but
+    whose answers were never kept (D132): each entry with its receipt as sealed, the answer
+    its first request would have got (equal as JSON), kept now under its key. Unavailable
+    (retry, nothing changed) if the entries cannot be read now."""
+    recorded = await operations.recorded_before(n, [seq for _, _, seq in written])
+    bodies = [orjson.dumps(r.to_json()) for r in recorded]
+    for (key, digest, _), body in zip(written, bodies, strict=True):
+        await idempotency.settle_written(n.idempotency, account, key, digest, Answer(201, body))
+    return bodies
 
 
 async def _settled(n: Node, account: str, key: str, digest: str, path: bytes,

@@ -223,19 +223,25 @@ class Keys:
         self._let_go(claim)
 
     def _keep(self, claim: Held, answer: Answer) -> None:
+        self._put(claim, answer, table.c.status == IN_FLIGHT)
+
+    def _put(self, claim: Held, answer: Answer, over: Any, **also: int) -> None:
+        """Write `answer` (and `also`'s columns) into this request's row where `over` holds;
+        with no such row, into a row of its own, unless the key has one by then: the first
+        answer kept stands."""
         account, key, request_sha256 = claim
+        values = {"status": answer.status, "answer": answer.body.decode(), **also}
         with self.store.engine.begin() as conn:
             done = conn.execute(update(table).where(
                 table.c.account == account, table.c.key == key,
-                table.c.request_sha256 == request_sha256, table.c.status == IN_FLIGHT,
-            ).values(status=answer.status, answer=answer.body.decode())).rowcount
+                table.c.request_sha256 == request_sha256, over).values(values)).rowcount
         if done:
             return
         try:
             with self.store.engine.begin() as conn:
                 conn.execute(table.insert().values(
                     account=account, key=key, request_sha256=request_sha256,
-                    status=answer.status, answer=answer.body.decode(), created=int(time.time())))
+                    **{"created": int(time.time()), **values}))
         except IntegrityError:
             pass  # kept already: it stands
 
@@ -255,21 +261,11 @@ class Keys:
         the database: nothing else changes, so the next retry is answered from the entry
         again."""
         now = int(time.time())
-        values = {"status": answer.status, "answer": answer.body.decode(), "created": now}
-        try:
-            with self.store.engine.begin() as conn:
-                done = conn.execute(update(table).where(
-                    table.c.account == account, table.c.key == key,
-                    table.c.request_sha256 == request_sha256,
-                    or_(table.c.status >= 400, and_(table.c.status == IN_FLIGHT,
-                                                    table.c.created <= now - self.abandoned_s)),
-                ).values(values)).rowcount
-            if not done:  # gone meanwhile: kept in a row of its own, unless one exists
-                with self.store.engine.begin() as conn:
-                    conn.execute(table.insert().values(
-                        account=account, key=key, request_sha256=request_sha256, **values))
-        except IntegrityError:
-            pass
+        try:  # over the abandoned claim or the kept 503 `claim` found, nothing else
+            self._put((account, key, request_sha256), answer,
+                      or_(table.c.status >= 400, and_(table.c.status == IN_FLIGHT,
+                                                      table.c.created <= now - self.abandoned_s)),
+                      created=now)
         except SQLAlchemyError:
             log.warning("keeping a recorded request's answer failed; its retry is answered "
                         "from its entry again", exc_info=True)
