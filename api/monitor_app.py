@@ -114,6 +114,9 @@ class _Metrics:
         self.witness = Gauge("copyledger_monitor_witness_status",
                              "1 for each --witness's last comparison with the copy (D43)",
                              ["witness", "status"], registry=r)
+        self.cosigned_at = Gauge("copyledger_monitor_witness_cosigned_timestamp_seconds",
+                                 "When each --witness last cosigned what the monitor was shown "
+                                 "(D133: its age tells a frozen log)", ["witness"], registry=r)
 
     def render(self, size: int, s: dict[str, Any]) -> bytes:
         self.size.set(size)
@@ -127,4 +130,6 @@ class _Metrics:
         for name, now in s["witnesses"].items():
             for status in WITNESS_STATUSES:
                 self.witness.labels(witness=name, status=status).set(status == now)
+        for name, at in s["cosigned_at"].items():
+            self.cosigned_at.labels(witness=name).set(at)
         return generate_latest(self.registry)

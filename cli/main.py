@@ -2146,12 +2146,20 @@ def monitor(
         "--rollback-after", min=0.0, help="seconds after the monitor verified a larger tree "
         "that the log may still serve an earlier state of it (as a cache can, for a moment) "
         "before that is a rollback alert; 0: at once")] = 300.0,
+    witness_max_age: Annotated[float, typer.Option(
+        "--witness-max-age", min=0.0, help="seconds after which a witness's newest cosignature "
+        "is reported as old (the log froze, shows this monitor an old tree, or stopped asking "
+        "the witness; a copyledger log has its witnesses cosign its latest tree again every "
+        "witness_refresh_s, 300 s by default); 0: not checked")] = 900.0,
     as_json: Json = False,
 ) -> None:
     """Follow a log: check every checkpoint's signature, that it extends every tree seen
     before, and every entry against its tile, keeping a verified copy in --data-dir. With
     --witness, also check each witness's cosigned checkpoint against the copy: one that
     contradicts it is a split view (a fork alert), even on a branch this monitor never saw.
+
+    A witness whose newest cosignature is older than --witness-max-age is reported as old: a
+    log that grows or is idle has its witnesses cosign its latest tree again and again.
 
     A smaller tree that is an earlier state of the verified one is reported as stale (a cache
     or a lagging process can serve one); one replaced by a tree the monitor verified at least
@@ -2170,6 +2178,8 @@ def monitor(
         _die(tr("--serve keeps the monitor running: it cannot be combined with --once"))
     if not math.isfinite(rollback_after):
         _die(tr("--rollback-after must be a finite number of seconds"))
+    if not math.isfinite(witness_max_age):
+        _die(tr("--witness-max-age must be a finite number of seconds"))
     import time
     from contextlib import ExitStack
 
@@ -2193,7 +2203,8 @@ def monitor(
                     WitnessSource.at_log(verifier, fetch, log) if url is None else
                     WitnessSource.at_witness(verifier, stack.enter_context(TileFetcher(url)),
                                              url))
-            follower = open_follower(data_dir, fetch, trust, sources, rollback_after)
+            follower = open_follower(data_dir, fetch, trust, sources, rollback_after,
+                                     witness_max_age or None)
         if serve is not None:
             _serve_monitor(serve, data_dir, status)
         try:

@@ -178,9 +178,10 @@ def audit(
         with _pool(workers) as pool:
             _run(store, keys, (tsa_roots_pem, sm2_tsa_roots_pem, tuple(sm2_tsa_retired)), pool,
                  since, progress, rep)
-            cosigned = _check_cosignatures(store, witness_keys)
-            if cosigned:
-                rep.checked.append(cosigned)
+            for cosigned in (_check_cosignatures(store, witness_keys),
+                             _check_fresh_cosignatures(store)):
+                if cosigned:
+                    rep.checked.append(cosigned)
     except _Fault as e:
         rep.fail(e.detail, seq=e.seq, height=e.height)
     if not rep.ok:
@@ -937,18 +938,8 @@ def _check_cosignatures(store: Store, configured: Sequence[str]) -> str | None:
     witness that was down cosigns older sizes when it returns."""
     n = others = 0
     for size, witness, line, checkpoint in store.iter_cosigned_checkpoints():
-        where = said("the cosignature of tree size {size} by {witness}", size=size,
-                     witness=witness)
-        if checkpoint is None:
-            raise _Fault(said("{where}: the log signed no checkpoint of that size", where=where))
-        try:
-            found = cosignature.cosignatures_of(checkpoint + line,
-                                                [cosignature.parse_verifier_key(witness)])
-        except CopyledgerError as e:
-            raise _Fault(said("{where}: {detail}", where=where, detail=e.detail)) from None
-        if not found:
-            raise _Fault(said("{where}: the line is not a cosignature by that witness",
-                              where=where))
+        _check_line(said("the cosignature of tree size {size} by {witness}", size=size,
+                         witness=witness), witness, line, checkpoint)
         n, others = n + 1, others + (witness not in configured)
     if not n:
         return None
@@ -958,6 +949,34 @@ def _check_cosignatures(store: Store, configured: Sequence[str]) -> str | None:
                     others=others)
     return said("{n} kept witness cosignatures verify over the checkpoints the log signed at "
                 "their sizes", n=n)
+
+
+def _check_fresh_cosignatures(store: Store) -> str | None:
+    """Each witness's newest line (D133), what `/checkpoint` readers get, must verify as a kept
+    one does: a row changed by hand would otherwise be served unchecked."""
+    n = 0
+    for size, witness, line, checkpoint in store.iter_fresh_cosignatures():
+        _check_line(said("the newest cosignature by {witness} (tree size {size})", size=size,
+                         witness=witness), witness, line, checkpoint)
+        n += 1
+    if not n:
+        return None
+    return said("{n} witnesses' newest cosignatures verify over the checkpoints the log signed "
+                "at their sizes", n=n)
+
+
+def _check_line(where: str, witness: str, line: str, checkpoint: str | None) -> None:
+    """`line` must be a cosignature by `witness` of `checkpoint` (None: no such checkpoint)."""
+    if checkpoint is None:
+        raise _Fault(said("{where}: the log signed no checkpoint of that size", where=where))
+    try:
+        found = cosignature.cosignatures_of(checkpoint + line,
+                                            [cosignature.parse_verifier_key(witness)])
+    except CopyledgerError as e:
+        raise _Fault(said("{where}: {detail}", where=where, detail=e.detail)) from None
+    if not found:
+        raise _Fault(said("{where}: the line is not a cosignature by that witness",
+                          where=where))
 
 
 def _check_nodes(store: Store, nodes: list[tuple[int, int, bytes]]) -> tuple[int, int] | None:

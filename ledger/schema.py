@@ -81,6 +81,7 @@ entries = _entries_table(metadata, LargeBinary(32))
 # schema by (`audit` reads one without upgrading it).
 entries_text_keys = _entries_table(MetaData(), String(64))
 TEXT_KEYS_BEFORE = "0012"  # the revision that stores content hashes as bytes (D124)
+FRESH_COSIGNATURES_FROM = "0014"  # the revision that keeps each witness's newest line (D133)
 # An account's own registrations of a content hash (`Store.registered`); created by revision 0006,
 # so it is not part of the table revision 0001 creates.
 ENTRIES_BY_REGISTRANT = ("ix_entries_registrant_sha256", ("registrant", "sha256", "seq"))
@@ -151,6 +152,18 @@ cosignatures = Table(
     metadata,
     Column("tree_size", BigInteger, primary_key=True, autoincrement=False),
     Column("witness", String(255), primary_key=True),
+    Column("line", Text, nullable=False),
+)
+
+# The newest cosignature each witness returned (D133), whatever tree size it cosigned: a witness
+# asked again about an unchanged tree cosigns it again with a new time, so `/checkpoint` readers
+# and monitors can tell a log that is idle from one that froze. NOT append-only: one row per
+# witness, replaced by each newer line; the first line of each size stays in `cosignatures`.
+fresh_cosignatures = Table(
+    "fresh_cosignatures",
+    metadata,
+    Column("witness", String(255), primary_key=True),
+    Column("tree_size", BigInteger, nullable=False),
     Column("line", Text, nullable=False),
 )
 

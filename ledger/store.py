@@ -52,6 +52,7 @@ from copyledger.ledger.links import Link
 from copyledger.ledger.note import BlockHeader
 from copyledger.ledger.schema import (
     FINGERPRINTED_WHERE,
+    FRESH_COSIGNATURES_FROM,
     TEXT_KEYS_BEFORE,
     block_timestamps,
     blocks,
@@ -60,6 +61,7 @@ from copyledger.ledger.schema import (
     entries,
     entries_text_keys,
     entry_links,
+    fresh_cosignatures,
     handoff_secret,
     key_bytes,
     key_text,
@@ -1643,25 +1645,61 @@ class Store:
             return [int(h) for h in conn.execute(q).scalars()]
 
     def add_cosignature(self, tree_size: int, witness: str, line: str) -> bool:
-        """Keep a witness's cosignature line of the checkpoint of `tree_size`; False if that
-        witness's cosignature of that size is already kept (the first one stays)."""
+        """Keep a witness's cosignature line of the checkpoint of `tree_size`: the first line of
+        each size for good (False if one was kept already), and the newest line of each
+        witness, whatever its size, in place of the one before (D133): a witness asked again
+        about an unchanged tree returns a line with a later time, which readers then get."""
         try:
             with self.engine.begin() as conn:
                 conn.execute(cosignatures.insert().values(tree_size=tree_size, witness=witness,
                                                           line=line))
+            first = True
         except SAIntegrityError:
-            return False
-        return True
+            first = False
+        fresh = fresh_cosignatures.c
+        try:
+            with self.engine.begin() as conn:
+                moved = conn.execute(
+                    fresh_cosignatures.update()
+                    .where(fresh.witness == witness, fresh.tree_size <= tree_size)
+                    .values(tree_size=tree_size, line=line)).rowcount
+                if not moved and conn.execute(select(fresh.tree_size).where(
+                        fresh.witness == witness)).first() is None:
+                    conn.execute(fresh_cosignatures.insert().values(
+                        witness=witness, tree_size=tree_size, line=line))
+        except SAIntegrityError:
+            pass  # another process kept this witness's line meanwhile: as new as this one
+        return first
 
     def cosignature_lines(self, tree_size: int, witnesses: Sequence[str]) -> list[str]:
-        """The kept cosignature lines of the checkpoint of `tree_size` by these witnesses, in
-        the order given."""
+        """The cosignature lines of the checkpoint of `tree_size` by these witnesses, in the
+        order given: each witness's newest line of that size (D133), else the first kept."""
         q = (select(cosignatures.c.witness, cosignatures.c.line)
              .where(cosignatures.c.tree_size == tree_size,
                     cosignatures.c.witness.in_(list(witnesses))))
+        newest = (select(fresh_cosignatures.c.witness, fresh_cosignatures.c.line)
+                  .where(fresh_cosignatures.c.tree_size == tree_size,
+                         fresh_cosignatures.c.witness.in_(list(witnesses))))
         with self.engine.connect() as conn:
             found = {str(w): str(line) for w, line in conn.execute(q)}
+            found.update((str(w), str(line)) for w, line in conn.execute(newest))
         return [found[w] for w in witnesses if w in found]
+
+    def iter_fresh_cosignatures(self) -> Iterator[tuple[int, str, str, str | None]]:
+        """Each witness's newest line (tree size, witness vkey, line) with the checkpoint the
+        log signed at that size, as `iter_cosigned_checkpoints` (for the audit); nothing on a
+        schema from before they were kept (the audit reads older schemas as they are)."""
+        at = self.schema_at()
+        if at is not None and at.isdigit() and int(at) < int(FRESH_COSIGNATURES_FROM):
+            return
+        fresh = fresh_cosignatures.c
+        first = (select(blocks.c.checkpoint).where(blocks.c.tree_size == fresh.tree_size)
+                 .order_by(blocks.c.height).limit(1).scalar_subquery())
+        q = select(fresh.tree_size, fresh.witness, fresh.line, first).order_by(fresh.witness)
+        with self.engine.connect() as conn:
+            for size, witness, line, checkpoint in conn.execute(q):
+                yield int(size), str(witness), str(line), (
+                    None if checkpoint is None else str(checkpoint))
 
     def iter_cosigned_checkpoints(self) -> Iterator[tuple[int, str, str, str | None]]:
         """Every kept cosignature (tree size, witness vkey, line) with the checkpoint the log

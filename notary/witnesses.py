@@ -8,6 +8,11 @@ last cosigned (first the largest size we kept from it, else 0; a 409 tells us it
 witness's vkey before it is kept, append-only, in the `cosignatures` table. A witness that fails
 is asked again after a delay that doubles up to `max_delay`, so cosignatures are filled in when
 it returns (decision D30).
+
+While the tree does not grow, each witness is asked again about the same checkpoint once its
+newest cosignature is `refresh` seconds old (D133): it cosigns it again with a new time, so a
+reader of `/checkpoint` or a monitor can tell a log that is idle (a recent cosignature of the
+latest tree) from one that froze, or that shows someone an old tree (only old ones).
 """
 
 from __future__ import annotations
@@ -70,6 +75,7 @@ class Cosigner:
     interval: float = 2.0
     timeout: float = 10.0
     max_delay: float = 60.0
+    refresh: float = 300.0  # ask again about an unchanged tree after this long (0: never)
     on_lag: Callable[[str, int], None] | None = None
     lag: dict[str, int] = field(default_factory=dict)  # entries not yet cosigned, by vkey
     _sizes: dict[str, int] = field(default_factory=dict)  # what each witness last cosigned
@@ -122,7 +128,7 @@ class Cosigner:
 
     def _ask(self, http: httpx.Client, w: WitnessConfig, size: int, signed: str) -> None:
         old = self._known_size(w) or 0
-        if old == size and self.store.cosignature_lines(size, [w.vkey]):
+        if old == size and not self._refresh_due(w, size):
             return
         try:
             for _ in range(2):  # once more after a 409 told us the witness's size
@@ -150,6 +156,20 @@ class Cosigner:
         self._sizes[w.vkey] = size
         self._delay.pop(w.vkey, None)
         self._retry_at.pop(w.vkey, None)
+
+    def _refresh_due(self, w: WitnessConfig, size: int) -> bool:
+        """Whether to ask `w` about the tree of `size` again: it has no line of that size kept,
+        or its newest is `refresh` seconds old (a line that does not parse counts as old)."""
+        lines = self.store.cosignature_lines(size, [w.vkey])
+        if not lines:
+            return True
+        if self.refresh <= 0:
+            return False
+        try:
+            at = Cosignature.parse_line(lines[0]).timestamp
+        except CopyledgerError:
+            return True
+        return time.time() - at >= self.refresh
 
     def _request(self, old: int, size: int, signed: str) -> AddCheckpointRequest:
         proof = merkle.consistency_proof(old, size, self.store) if 0 < old < size else []

@@ -45,6 +45,7 @@ pass bytes.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import sqlite3
 import threading
@@ -370,16 +371,18 @@ class WitnessSource:
         return cls(verifier, fetch, "v1/log/cosigned-checkpoint", where)
 
 
-WITNESS_STATUSES = ("consistent", "ahead", "none", "unreachable", "unverified", "fork")
+WITNESS_STATUSES = ("consistent", "ahead", "old", "none", "unreachable", "unverified", "fork")
 
 
 @dataclass(frozen=True)
 class WitnessView:
     """What one witness's cosigned checkpoint said against the copy. `status`: `consistent`
     (the copy has that tree), `ahead` (a larger tree than the copy, compared once the copy
-    gets there), `none` (nothing cosigned yet), `unreachable`, or `unverified` (no valid log
-    signature or cosignature: it proves nothing either way); `detail` says why. (`fork` is
-    an alert, not a view: `MonitorStatus` records it.)"""
+    gets there), `old` (either of those, but the witness's newest cosignature is older than the
+    monitor's `max_age`: the log froze, shows this reader an old tree, or stopped asking the
+    witness, D133), `none` (nothing cosigned yet), `unreachable`, or `unverified` (no valid
+    log signature or cosignature: it proves nothing either way); `detail` says why. (`fork`
+    is an alert, not a view: `MonitorStatus` records it.)"""
 
     witness: str
     where: str
@@ -415,18 +418,21 @@ class _Served:
 
 class Follower:
     """Follows one log into one Mirror, under one pinned verifier key. `stale_grace`: seconds
-    of earlier states of the verified tree before they are a rollback alert (0: at once)."""
+    of earlier states of the verified tree before they are a rollback alert (0: at once).
+    `max_age`: seconds after which a witness's newest cosignature is `old` (None: never)."""
 
     def __init__(self, mirror: Mirror, fetch: Fetch, verifier_key: str,
                  witnesses: Sequence[WitnessSource] = (),
                  stale_grace: float = STALE_GRACE_S,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 max_age: float | None = None) -> None:
         self.mirror = mirror
         self.fetch = fetch
         self.verifier = mirror.pin(verifier_key)
         self.witnesses = tuple(witnesses)
         self.stale_grace = stale_grace
         self.clock = clock
+        self.max_age = max_age
 
     def poll(self) -> Update:
         """Catch up to the log's checkpoint, then compare the witnesses' cosigned checkpoints
@@ -436,7 +442,7 @@ class Follower:
         up = self._follow()
         if not self.witnesses:
             return up
-        views = tuple(self._compare(w) for w in self.witnesses)
+        views = tuple(self._aged(self._compare(w)) for w in self.witnesses)
         return Update(up.previous_size, up.tree_size, up.root, up.entries, views, up.stale)
 
     def _follow(self) -> Update:
@@ -555,6 +561,21 @@ class Follower:
                                                    size=cp.size), size, root, cp)
 
     # --- witnesses
+
+    def _aged(self, view: WitnessView) -> WitnessView:
+        """`view` as `old` if the tree it holds was cosigned more than `max_age` ago. A log that
+        grows or is idle has its witnesses cosign its latest tree again and again (D133); only
+        old cosignatures mean it froze, shows this reader an old tree, or stopped asking."""
+        if (self.max_age is None or view.cosigned_at is None
+                or view.status not in ("consistent", "ahead")):
+            return view
+        age = self.clock() - view.cosigned_at
+        if age <= self.max_age:
+            return view
+        return dataclasses.replace(view, status="old", detail=said(
+            "cosigned {age} s ago, more than {max_age} s: the log may have frozen, show this "
+            "monitor an old tree, or have stopped asking this witness",
+            age=int(age), max_age=format(self.max_age, "g")))
 
     def _compare(self, source: WitnessSource) -> WitnessView:
         """One witness's cosigned checkpoint against the copy (LogMisbehaved on a split view)."""
@@ -696,7 +717,8 @@ class MonitorStatus:
     when the last did and the last held, and the alerts by kind. The same alert raised again by
     the next poll (the log still serving the same bad state) is counted once, and `repeated`
     says so, so that a webhook hears of it once. `witnesses` is the last `WitnessView.status`
-    of each configured witness (`fork` once one showed a split view). `stale_since` is the
+    of each configured witness (`fork` once one showed a split view), `cosigned_at` the time of
+    the newest cosignature each one showed (D133). `stale_since` is the
     last poll's `Stale.since` (0: the last poll was not a stale view, or raised an alert)."""
 
     checks: int = 0
@@ -707,6 +729,7 @@ class MonitorStatus:
     alerting: bool = False  # the last poll raised an alert
     repeated: bool = False  # ... the same as the one before it
     witnesses: dict[str, str] = field(default_factory=dict)
+    cosigned_at: dict[str, int] = field(default_factory=dict)  # each witness's newest seen
     stale_since: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -732,6 +755,8 @@ class MonitorStatus:
             self.last_check = self.last_verified = time.time()
             self.alerting = self.repeated = False
             self.witnesses.update((w.witness, w.status) for w in up.witnesses)
+            self.cosigned_at.update((w.witness, w.cosigned_at) for w in up.witnesses
+                                    if w.cosigned_at is not None)
             self.stale_since = 0.0 if up.stale is None else up.stale.since
         return up
 
@@ -741,7 +766,8 @@ class MonitorStatus:
             return {"checks": self.checks, "last_check": self.last_check,
                     "last_verified": self.last_verified, "alerts": dict(self.alerts),
                     "alerting": self.alerting, "last_alert": self.last_alert,
-                    "witnesses": dict(self.witnesses), "stale_since": self.stale_since}
+                    "witnesses": dict(self.witnesses), "cosigned_at": dict(self.cosigned_at),
+                    "stale_since": self.stale_since}
 
 
 def _iso(when: float) -> str:
@@ -758,11 +784,12 @@ def _int(v: object) -> int | None:
 
 def open_follower(directory: Path, fetch: Fetch, verifier_key: str,
                   witnesses: Sequence[WitnessSource] = (),
-                  stale_grace: float = STALE_GRACE_S) -> Follower:
+                  stale_grace: float = STALE_GRACE_S,
+                  max_age: float | None = None) -> Follower:
     """A Follower over the mirror in `directory`; the caller closes `follower.mirror`."""
     mirror = Mirror(directory)
     try:
-        return Follower(mirror, fetch, verifier_key, witnesses, stale_grace)
+        return Follower(mirror, fetch, verifier_key, witnesses, stale_grace, max_age=max_age)
     except BaseException:
         mirror.close()
         raise

@@ -530,7 +530,7 @@ class Node:
         if self.witnesses and not 1 <= settings.witness_quorum <= len(self.witnesses):
             raise InvalidInput(said("witness_quorum must be 1..{n} (the number of witnesses)",
                                     n=len(self.witnesses)))
-        self.cosigner = Cosigner(store, self.witnesses)
+        self.cosigner = Cosigner(store, self.witnesses, refresh=settings.witness_refresh_s)
         # The background helpers hear of a new block only when they are configured: without
         # external TSAs or witnesses nothing is woken, and sealing calls nothing of theirs.
         if self.external.urls:

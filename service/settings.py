@@ -48,6 +48,7 @@ class Settings:
     external_tsa_roots: str = ""  # PEM file of those TSAs' root certificates (to check tokens)
     witnesses: str = ""  # comma-separated `<url> <cosignature vkey>`: C2SP witnesses to ask
     witness_quorum: int = 1  # how many of them must cosign a checkpoint for it to be served
+    witness_refresh_s: float = 300.0  # ask them again about an unchanged tree this often (D133)
     public_url: str = ""  # where clients reach this registry (links, QR codes); never from Host
     write_rate_per_s: float = 5000.0  # writes per API key per second (token bucket, per process)
     write_burst: int = 10_000  # how many writes a key may make at once before the rate applies

@@ -407,14 +407,21 @@ def test_one_pass_without_threads(tmp_path: Path) -> None:
     assert rep.ok, rep.to_json()
 
 
-def test_cosignatures_are_append_only(tmp_path: Path) -> None:
+def test_cosignatures_are_append_only(tmp_path: Path, database_url: str) -> None:
     from sqlalchemy.exc import DBAPIError
 
-    n = open_registry(tmp_path / "a")
+    n = open_registry(tmp_path / "a", database_url)
     try:
         assert n.store.add_cosignature(3, "w+00000000+x", "line 1\n")
         assert not n.store.add_cosignature(3, "w+00000000+x", "line 2\n")  # the first stays
-        assert n.store.cosignature_lines(3, ["w+00000000+x"]) == ["line 1\n"]
+        assert [r[2] for r in n.store.iter_cosigned_checkpoints()] == ["line 1\n"]
+        # ... and the newest is served (D133), never replaced by an older size's line
+        assert n.store.cosignature_lines(3, ["w+00000000+x"]) == ["line 2\n"]
+        assert n.store.add_cosignature(2, "w+00000000+x", "line 0\n")
+        assert n.store.cosignature_lines(3, ["w+00000000+x"]) == ["line 2\n"]
+        assert n.store.cosignature_lines(2, ["w+00000000+x"]) == ["line 0\n"]
+        assert [r[:3] for r in n.store.iter_fresh_cosignatures()] == [
+            (3, "w+00000000+x", "line 2\n")]
         for sql in ("UPDATE cosignatures SET line = 'x'", "DELETE FROM cosignatures"):
             with pytest.raises(DBAPIError, match="append-only"):
                 n.store.execute_raw(sql)
@@ -430,3 +437,64 @@ def test_witness_settings_are_checked(tmp_path: Path, witness_key: FileSigner) -
         open_registry(tmp_path / "b", witnesses="http://w not-a-vkey")
     with pytest.raises(InvalidInput, match="not `<url> <vkey>`"):
         open_registry(tmp_path / "c", witnesses="http://w")
+
+
+def test_an_unchanged_tree_is_cosigned_again_once_its_newest_cosignature_is_old(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """D133: while the tree does not grow, the log asks each witness again about the same
+    checkpoint once its newest cosignature is `refresh` seconds old (not before); the witness
+    cosigns it with a new time, which the cosigned checkpoint then carries, while the first
+    line of that size stays kept. The audit checks the newest lines too: one changed by hand
+    is named. `refresh` 0 never asks again."""
+    from copyledger.service.admin import audit_registry
+
+    signer = FileSigner.generate(W, tmp_path / "w.key")
+    wkey = vkey_of(signer)
+    n = open_registry(tmp_path / "a")
+    n.start()
+    fill(n, 6)
+    n.stop()
+    n = open_registry(tmp_path / "a", witnesses=f"http://testserver {wkey}")
+    skew = [0.0]
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + skew[0])  # the log's and witness's clock
+    asked: list[str] = []
+    try:
+        with TestClient(create_witness_app(make_witness(tmp_path, signer, n))) as http:
+            http.event_hooks["request"].append(lambda r: asked.append(r.url.path))
+            n.cosigner.run_once(http)
+            size = n.sequencer.state.size
+            [first] = n.store.cosignature_lines(size, [wkey])
+            skew[0] = 290
+            n.cosigner.run_once(http)
+            assert asked == ["/add-checkpoint"]  # 290 s: not asked again yet
+            skew[0] = 301
+            n.cosigner.run_once(http)
+            assert asked == ["/add-checkpoint"] * 2
+            [newer] = n.store.cosignature_lines(size, [wkey])
+            at = [cosignature.Cosignature.parse_line(x).timestamp for x in (first, newer)]
+            assert at[1] - at[0] >= 301, at
+            checkpoint = n.store.block_for_size(size).checkpoint  # type: ignore[union-attr]
+            assert reads.cosigned(n) == (size, checkpoint + newer)
+            for line in (first, newer):
+                assert cosignature.cosignatures_of(
+                    checkpoint + line, [cosignature.parse_verifier_key(wkey)])
+            assert [r[2] for r in n.store.iter_cosigned_checkpoints()] == [first]
+            n.cosigner.refresh = 0
+            skew[0] = 10_000
+            n.cosigner.run_once(http)
+            assert len(asked) == 2
+    finally:
+        n.store.close()
+    rep = audit_registry(n.settings)
+    assert rep.ok, rep.problem
+    assert any("1 witnesses' newest cosignatures verify" in c for c in rep.checked), rep.checked
+    n = open_registry(tmp_path / "a")
+    try:
+        n.store.execute_raw("UPDATE fresh_cosignatures SET line = '"
+                            + flip_cosignature("x\n" + newer).split("\n", 1)[1] + "'")
+    finally:
+        n.store.close()
+    rep = audit_registry(n.settings)
+    assert not rep.ok
+    assert f"the newest cosignature by {wkey} (tree size {size})" in str(rep.problem)

@@ -161,3 +161,43 @@ def test_the_witness_option_names_a_url_or_only_a_key(tmp_path: Path) -> None:
         parse_witness_option("https://w.example")
     with pytest.raises(InvalidInput):
         parse_witness_option("http://w.example=not-a-key")
+
+
+def test_a_witness_whose_newest_cosignature_is_older_than_max_age_is_old(
+        reg: Node, tmp_path: Path) -> None:  # noqa: F811
+    """D133: with `max_age`, a witness's cosignature of the copy's tree (or of a larger one) is
+    `old` once it is more than that many seconds old, whatever the tree; a fresh cosignature
+    of the same unchanged tree makes it `consistent` again. Without `max_age` age is not
+    looked at. The metrics' snapshot keeps the newest time each witness showed."""
+    w = witness(tmp_path, reg, "witness.example/w1")
+    now = [1_700_000_000.0]
+    follower = Follower(Mirror(tmp_path / "m"), node_fetch(reg), reg.verifier_key,
+                        [source(w)], clock=lambda: now[0], max_age=900)
+    fill(reg, 12)
+    signed, cp = checkpoint(reg)
+    w.add_checkpoint(body(0, [], signed), now=1_700_000_000)
+    status = MonitorStatus()
+    assert [v.status for v in status.poll(follower).witnesses] == ["consistent"]
+    now[0] += 900  # exactly max_age: still fresh
+    assert [v.status for v in follower.poll().witnesses] == ["consistent"]
+    now[0] += 1
+    (view,) = status.poll(follower).witnesses
+    assert (view.status, view.tree_size, view.root, view.cosigned_at) == (
+        "old", 12, cp.root, 1_700_000_000)
+    assert "901 s ago, more than 900 s" in view.detail
+    assert status.snapshot()["witnesses"] == {"witness.example/w1": "old"}
+    # The log asks again about the same tree (D133): the witness cosigns it with a new time.
+    w.add_checkpoint(body(12, [], signed), now=1_700_000_901)
+    (view,) = status.poll(follower).witnesses
+    assert (view.status, view.cosigned_at) == ("consistent", 1_700_000_901)
+    assert status.snapshot()["cosigned_at"] == {"witness.example/w1": 1_700_000_901}
+    # A larger tree the witness saw is `ahead` while fresh, `old` once not.
+    fill(reg, 5)
+    signed17, _ = checkpoint(reg)
+    follower.fetch = lambda p: signed.encode() if p == "checkpoint" else node_fetch(reg)(p)
+    w.add_checkpoint(body(12, proof(reg, 12, 17), signed17), now=1_700_000_950)
+    assert [v.status for v in follower.poll().witnesses] == ["ahead"]
+    now[0] = 1_700_000_950 + 901
+    assert [v.status for v in follower.poll().witnesses] == ["old"]
+    follower.max_age = None
+    assert [v.status for v in follower.poll().witnesses] == ["ahead"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,6 +182,14 @@ def test_a_monitor_on_branch_b_sees_the_fork_in_what_the_witness_cosigned(
     assert [(v["status"], v["tree_size"]) for v in up["witnesses"]] == [
         ("consistent", size_a), ("consistent", size_a)]
     assert up["witnesses"][1]["where"] == a.url
+    # The same witness required to have cosigned within the last second (D133): A is idle,
+    # its witness's newest cosignature is older (refreshed every 300 s), so it is `old`, which
+    # is a status, not an alert.
+    time.sleep(1.1)
+    code, up = monitor_cli(a.url, vkey, tmp_path / "on-a", "--witness", f"{w.url}={wkey}",
+                           "--witness-max-age", "1")
+    assert code == 0 and up["witnesses"][0]["status"] == "old", up
+    assert "more than 1 s" in up["witnesses"][0]["detail"]
     code, up = monitor_cli(b.url, vkey, tmp_path / "on-b-log", "--witness", wkey)
     assert code == 0 and up["witnesses"][0]["status"] in ("none", "consistent"), up
     assert (up["witnesses"][0]["tree_size"] or 0) <= N
