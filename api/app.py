@@ -92,6 +92,13 @@ WITNESS_LAG = Gauge(
     ["witness"],
     registry=REGISTRY,
 )
+WITNESS_COSIGNED = Gauge(
+    "copyledger_witness_cosigned_timestamp_seconds",
+    "When a witness last cosigned the log (D133: asked again about an unchanged tree every "
+    "witness_refresh_s, so an old value is a witness that stopped answering)",
+    ["witness"],
+    registry=REGISTRY,
+)
 SEQUENCING = Gauge("copyledger_sequencing",
                    "1 if this process holds the sequencer lock (serve --workers N: one does)",
                    registry=REGISTRY)
@@ -387,6 +394,7 @@ def create_app(node: Node, *, manage: bool = True) -> FastAPI:
     _watch_sequencer(node)
     node.external.on_missing = lambda url, n: EXTERNAL_MISSING.labels(url).set(n)
     node.cosigner.on_lag = lambda vkey, n: WITNESS_LAG.labels(vkey).set(n)
+    node.cosigner.on_cosigned = lambda vkey, at: WITNESS_COSIGNED.labels(vkey).set(at)
     problems.install(app)
     openapi.install(app)
     for r in (works, entries, log, tiles, tsa, transfers, claims, account, keys, pages, explorer,

@@ -77,7 +77,9 @@ class Cosigner:
     max_delay: float = 60.0
     refresh: float = 300.0  # ask again about an unchanged tree after this long (0: never)
     on_lag: Callable[[str, int], None] | None = None
+    on_cosigned: Callable[[str, int], None] | None = None
     lag: dict[str, int] = field(default_factory=dict)  # entries not yet cosigned, by vkey
+    cosigned_at: dict[str, int] = field(default_factory=dict)  # newest cosignature's time, by vkey
     _sizes: dict[str, int] = field(default_factory=dict)  # what each witness last cosigned
     _retry_at: dict[str, float] = field(default_factory=dict)
     _delay: dict[str, float] = field(default_factory=dict)
@@ -117,6 +119,8 @@ class Cosigner:
             self.lag[w.vkey] = size - cosigned if cosigned is not None else size
             if self.on_lag is not None:
                 self.on_lag(w.vkey, self.lag[w.vkey])
+            if self.on_cosigned is not None and w.vkey in self.cosigned_at:
+                self.on_cosigned(w.vkey, self.cosigned_at[w.vkey])
 
     def _known_size(self, w: WitnessConfig) -> int | None:
         if w.vkey not in self._sizes:
@@ -154,6 +158,7 @@ class Cosigner:
             return
         self.store.add_cosignature(size, w.vkey, cosig.line())
         self._sizes[w.vkey] = size
+        self.cosigned_at[w.vkey] = cosig.timestamp
         self._delay.pop(w.vkey, None)
         self._retry_at.pop(w.vkey, None)
 
@@ -163,13 +168,12 @@ class Cosigner:
         lines = self.store.cosignature_lines(size, [w.vkey])
         if not lines:
             return True
-        if self.refresh <= 0:
-            return False
         try:
             at = Cosignature.parse_line(lines[0]).timestamp
         except CopyledgerError:
             return True
-        return time.time() - at >= self.refresh
+        self.cosigned_at[w.vkey] = max(at, self.cosigned_at.get(w.vkey, 0))
+        return self.refresh > 0 and time.time() - at >= self.refresh
 
     def _request(self, old: int, size: int, signed: str) -> AddCheckpointRequest:
         proof = merkle.consistency_proof(old, size, self.store) if 0 < old < size else []

@@ -136,6 +136,14 @@ def test_writes_proceed_while_the_witness_hangs_and_cosignatures_follow(
         assert note.parse_checkpoint(note.parse_note(signed).text).size == size
         assert f'copyledger_witness_uncosigned_entries{{witness="{vkey_of(witness_key)}"}} 0.0' \
             in api.get("/metrics").text
+        gauge = f'copyledger_witness_cosigned_timestamp_seconds{{witness="{vkey_of(witness_key)}"}}'
+
+        def cosigned_at() -> list[float]:
+            return [float(line.rsplit(" ", 1)[1]) for line in
+                    api.get("/metrics").text.splitlines() if line.startswith(gauge + " ")]
+
+        # the time of the line served (D133), set once the witness thread's pass ends
+        wait_for(lambda: cosigned_at() == [cosig.timestamp], "no cosignature time in /metrics")
         assert api.get("/healthz").json()["witness_uncosigned"][vkey_of(witness_key)] == 0
 
         b = reads.bundle(n, 5)
@@ -474,6 +482,7 @@ def test_an_unchanged_tree_is_cosigned_again_once_its_newest_cosignature_is_old(
             [newer] = n.store.cosignature_lines(size, [wkey])
             at = [cosignature.Cosignature.parse_line(x).timestamp for x in (first, newer)]
             assert at[1] - at[0] >= 301, at
+            assert n.cosigner.cosigned_at == {wkey: at[1]}  # what /metrics shows
             checkpoint = n.store.block_for_size(size).checkpoint  # type: ignore[union-attr]
             assert reads.cosigned(n) == (size, checkpoint + newer)
             for line in (first, newer):
