@@ -228,8 +228,10 @@ class Sequencer:
         stamp: StampFn | None = None,
         extra_stamps: ExtraStampFn | None = None,
         content_filter: bool | None = None,
+        claim_ttl_s: int = 86_400,
     ) -> None:
         self.store = store
+        self.claim_ttl_s = claim_ttl_s  # how long a recorded claim answers its retries (D134)
         self.sign = sign
         self.origin = origin
         self.max_batch = max_batch
@@ -574,16 +576,15 @@ class Sequencer:
                 out.append(next(sealed))
             elif found[0] == "log":
                 out.append(AlreadyRegistered(found[1]))
-            else:  # a work earlier in this block, sealed above (indexes only point back)
-                first = out[found[1]]
-                assert isinstance(first, Receipt)
-                out.append(AlreadyRegistered(first.seq))
+            else:  # an entry earlier in this block, sealed above (indexes only point back)
+                out.append(AlreadyRegistered(out[found[1]].seq))
         return out
 
     def _earlier(self, pendings: Sequence[Pending]) -> dict[int, tuple[str, int]]:
         """For each `once` work not to be written, by its index: ("log", the seq of its
         registrant's earliest work with that content) or ("block", the index of the work
-        before it in `pendings` that will be written with it). One read a registrant
+        before it in `pendings` that will be written with it); likewise each entry whose
+        Idempotency-Key claim has one already (`_claimed_before`). One read a registrant
         (`Store.registered`), of the hashes this block brings: the cost is the block's own.
         A hash the filter has certainly never seen (`seen`, D103) is in no entry, so it is
         not read; every work's hash is then added, before the block can be committed."""
@@ -595,23 +596,46 @@ class Sequencer:
                 wanted.setdefault(p.registrant, set()).add(p.sha256)
         if self.seen is not None:
             self.seen.add([p.sha256 for p in pendings if p.kind == "work"])
-        if not once:
-            return {}
-        known = {(reg, sha): seq for reg, shas in wanted.items()
-                 for sha, seq in self.store.registered(reg, shas).items()}
         out: dict[int, tuple[str, int]] = {}
-        first: dict[tuple[str, str], int] = {}  # the first work of this block, by content
-        for i, p in enumerate(pendings):
-            if p.kind != "work":
-                continue
-            key = (p.registrant, p.sha256)
-            if p.once and key in known:  # (only `once` works were looked up)
-                out[i] = ("log", known[key])
-            elif p.once and key in first:
-                out[i] = ("block", first[key])
-            else:
-                first.setdefault(key, i)
+        if once:
+            known = {(reg, sha): seq for reg, shas in wanted.items()
+                     for sha, seq in self.store.registered(reg, shas).items()}
+            first: dict[tuple[str, str], int] = {}  # the first work of this block, by content
+            for i, p in enumerate(pendings):
+                if p.kind != "work":
+                    continue
+                key = (p.registrant, p.sha256)
+                if p.once and key in known:  # (only `once` works were looked up)
+                    out[i] = ("log", known[key])
+                elif p.once and key in first:
+                    out[i] = ("block", first[key])
+                else:
+                    first.setdefault(key, i)
+        self._claimed_before(pendings, out)
         return out
+
+    def _claimed_before(self, pendings: Sequence[Pending], out: dict[int, tuple[str, int]]
+                        ) -> None:
+        """Add to `out` each entry whose Idempotency-Key claim already has an entry: ("log",
+        its seq) if one was recorded (`idempotency_written`), ("block", its index) if one is
+        written earlier in this block. A claim is one request, recorded once: a retry taken
+        over from a process that died while its entry was still queued here (D132's 60 s)
+        is then answered with that entry, not written again (D134). One read a block that
+        holds claims, of those claims; nothing for a block without."""
+        claimed = [(i, p.claim) for i, p in enumerate(pendings)
+                   if p.claim is not None and i not in out]
+        if not claimed:
+            return
+        since = int(time.time()) - self.claim_ttl_s
+        recorded = self.store.recorded_claims((c for _, c in claimed), since)
+        first: dict[tuple[str, str, str], int] = {}
+        for i, claim in claimed:
+            if claim in recorded:
+                out[i] = ("log", recorded[claim])
+            elif claim in first:
+                out[i] = ("block", first[claim])
+            else:
+                first[claim] = i
 
     def _read_back(self) -> None:
         """`_reload` after a failed block; if that fails too, the next block reads it first."""

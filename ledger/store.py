@@ -40,6 +40,7 @@ from sqlalchemy import (
     inspect,
     select,
     text,
+    tuple_,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
@@ -63,6 +64,7 @@ from copyledger.ledger.schema import (
     entry_links,
     fresh_cosignatures,
     handoff_secret,
+    idempotency_written,
     key_bytes,
     key_text,
     merkle_nodes,
@@ -1121,6 +1123,36 @@ class Store:
         except (SAIntegrityError, self._driver_integrity_error) as e:
             raise Conflict(said("block {height} conflicts with stored rows (another writer?)",
                                 height=h.height)) from e
+
+    def recorded_claims(self, claims: Iterable[tuple[str, str, str]], since: int
+                        ) -> dict[tuple[str, str, str], int]:
+        """Of these Idempotency-Key claims (account, key, request hash), each under which an
+        entry was recorded after `since` (Unix seconds), with the first such entry's seq: what
+        the sequencer answers instead of writing a claimed request twice (D134). Read by the
+        (account, key) index, 500 claims a statement: the cost is the caller's own claims."""
+        w = idempotency_written.c
+        wanted = set(claims)
+        pairs = sorted({(a, k) for a, k, _ in wanted})
+        out: dict[tuple[str, str, str], int] = {}
+        with self.engine.connect() as conn:
+            for i in range(0, len(pairs), 500):
+                q = (select(w.account, w.key, w.request_sha256, func.min(w.seq))
+                     .where(tuple_(w.account, w.key).in_(pairs[i:i + 500]), w.created > since)
+                     .group_by(w.account, w.key, w.request_sha256))
+                for account, key, request, seq in conn.execute(q):
+                    claim = (str(account), str(key), str(request))
+                    if claim in wanted:
+                        out[claim] = int(seq)
+        return out
+
+    def claims_at(self, seqs: Iterable[int]) -> dict[int, tuple[str, str, str]]:
+        """The Idempotency-Key claim (account, key, request hash) each of these entries was
+        recorded under, for those that were (D132)."""
+        w = idempotency_written.c
+        q = (select(w.seq, w.account, w.key, w.request_sha256)
+             .where(w.seq.in_(sorted(set(seqs)))))
+        with self.engine.connect() as conn:
+            return {int(seq): (str(a), str(k), str(h)) for seq, a, k, h in conn.execute(q)}
 
     @contextmanager
     def _block_transaction(self) -> Iterator[Connection]:

@@ -33,7 +33,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, or_, select, update
+from sqlalchemy import and_, delete, exists, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from copyledger.ledger.errors import Conflict, InvalidInput, said
@@ -247,12 +247,8 @@ class Keys:
 
     def _written(self, account: str, key: str, request_sha256: str, now: float) -> int | None:
         """The entry a request under this key wrote within the keys' lifetime, if any (D132)."""
-        q = select(func.min(written.c.seq)).where(
-            written.c.account == account, written.c.key == key,
-            written.c.request_sha256 == request_sha256, written.c.created > int(now) - self.ttl_s)
-        with self.store.engine.connect() as conn:
-            seq = conn.execute(q).scalar()
-        return None if seq is None else int(seq)
+        claim = (account, key, request_sha256)
+        return self.store.recorded_claims([claim], int(now) - self.ttl_s).get(claim)
 
     def settle_written(self, account: str, key: str, request_sha256: str,
                        answer: Answer) -> None:

@@ -506,6 +506,7 @@ class Node:
             stamp=tsa.timestamp_digest,
             extra_stamps=self._extra_stamps,
             on_seal=self._sealed,
+            claim_ttl_s=settings.idempotency_ttl_s,
         )
         self.listeners: list[Callable[[BlockHeader], None]] = []  # told of each new block
         # One process sequences; with `serve --workers N` the others hand entries to it (D48).

@@ -398,8 +398,28 @@ async def record(node: Node, entry: dict[str, Any], *, once: bool = False) -> Re
     claim = idempotency.WRITING.get()
     if once or claim is not None:
         pending = pending._replace(once=once, claim=claim)
-    receipt = await node.sequencer.submit_async(pending)
+    try:
+        receipt = await node.sequencer.submit_async(pending)
+    except AlreadyRegistered as e:
+        if claim is not None and (await _recorded_under(node, [claim], [e.seq]))[0]:
+            return (await recorded_before(node, [e.seq]))[0]
+        raise
     return Recorded(receipt, entry)
+
+
+async def _recorded_under(node: Node, claims: Sequence[tuple[str, str, str] | None],
+                          seqs: Sequence[int]) -> list[bool]:
+    """Whether the entry at each `seqs[i]` was recorded under `claims[i]`. The sequencer's
+    AlreadyRegistered for a claimed request names that request's own entry when it was
+    recorded before (D134), or, for a work, an earlier registration of its content (D36),
+    which is answered as such. Unavailable (retry) if the database cannot tell now."""
+    try:
+        found = await asyncio.to_thread(node.store.claims_at, seqs)
+    except Exception as e:
+        raise Unavailable(said("this request was recorded, but its entry could not be read "
+                               "to answer it; retry shortly"),
+                          internal=f"{type(e).__name__}: {e}") from e
+    return [c is not None and found.get(s) == c for c, s in zip(claims, seqs, strict=True)]
 
 
 def _pending(entry: dict[str, Any]) -> tuple[dict[str, Any], Pending]:
@@ -459,7 +479,28 @@ async def record_many(node: Node, entries: Sequence[dict[str, Any] | Built | Cop
             raise got
         else:
             result.append(Recorded(got, slot[0], data=slot[1].data))
+    if claims is not None:
+        await _answer_recorded(node, result, claims)
     return result
+
+
+async def _answer_recorded(node: Node, result: list[Outcome],
+                           claims: Sequence[tuple[str, str, str] | None]) -> None:
+    """In place: each item the sequencer answered AlreadyRegistered with its own claim's
+    entry (recorded before, D134) becomes that entry, as `record` answers it."""
+    found = [(i, o.seq) for i, o in enumerate(result)
+             if isinstance(o, AlreadyRegistered) and claims[i] is not None]
+    if not found:
+        return
+    try:
+        mine = await _recorded_under(node, [claims[i] for i, _ in found],
+                                     [seq for _, seq in found])
+        ours = [(i, seq) for (i, seq), yes in zip(found, mine, strict=True) if yes]
+        answers: Sequence[Outcome] = await recorded_before(node, [seq for _, seq in ours])
+    except CopyledgerError as e:  # the other items' answers stand
+        ours, answers = found, [e] * len(found)
+    for (i, _), answer in zip(ours, answers, strict=True):
+        result[i] = answer
 
 
 async def _each(futures: Sequence[asyncio.Future[Receipt]]) -> list[Receipt | BaseException]:

@@ -24,6 +24,7 @@ from copyledger.ledger.schema import (
     accounts,
     handoff_secret,
     idempotency_keys,
+    idempotency_written,
     sequencer_address,
 )
 from copyledger.ledger.store import Store
@@ -96,10 +97,12 @@ def test_keys_are_per_account_and_expire(api: Api) -> None:
     a = client.post("/v1/works", json=body, headers={**alice, "Idempotency-Key": "k1"}).json()
     b = client.post("/v1/works", json=body, headers={**bob, "Idempotency-Key": "k1"}).json()
     assert b["entry"]["registrant"] == "bob" and b["seq"] != a["seq"]
-    # Past its lifetime a key is forgotten: the request is made again.
+    # Past its lifetime a key is forgotten, with the entries recorded under it (D132, D134):
+    # the request is made again.
     with reg.store.engine.begin() as conn:
-        conn.execute(update(idempotency_keys).values(
-            created=int(time.time()) - reg.settings.idempotency_ttl_s - 1))
+        for table in (idempotency_keys, idempotency_written):
+            conn.execute(update(table).values(
+                created=int(time.time()) - reg.settings.idempotency_ttl_s - 1))
     again = client.post("/v1/works", json=body, headers={**alice, "Idempotency-Key": "k1"})
     assert again.status_code == 201 and again.json()["seq"] > b["seq"]
     assert "idempotent-replayed" not in again.headers
@@ -509,6 +512,20 @@ def _abandoned(reg: Node) -> None:
         conn.execute(update(idempotency_keys).values(created=int(time.time()) - ABANDONED_S - 1))
 
 
+def _first_dies(api: Api, write: str, key: str, monkeypatch: pytest.MonkeyPatch
+                ) -> tuple[str, dict[str, Any], dict[str, str], Any]:
+    """One of WRITES sent under `key` by a process that "dies" once its block is committed:
+    (path, body, headers, its answer)."""
+    client, reg = api
+    path, auth, body = WRITES[write](client, reg)
+    h = {**auth, "Idempotency-Key": key}
+    with monkeypatch.context() as m:
+        _dies_after_the_commit(reg, m)
+        first = client.post(path, json=body, headers=h)
+    assert first.status_code == 201, first.text
+    return path, body, h, first
+
+
 @pytest.mark.parametrize("write", WRITES)
 def test_a_dead_owners_recorded_write_is_answered_with_its_entry(
         api: Api, write: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -520,12 +537,7 @@ def test_a_dead_owners_recorded_write_is_answered_with_its_entry(
     from copyledger.service.idempotency import IN_FLIGHT
 
     client, reg = api
-    path, auth, body = WRITES[write](client, reg)
-    h = {**auth, "Idempotency-Key": f"dies-{write}"}
-    with monkeypatch.context() as m:
-        _dies_after_the_commit(reg, m)
-        first = client.post(path, json=body, headers=h)
-    assert first.status_code == 201, first.text
+    path, body, h, first = _first_dies(api, write, f"dies-{write}", monkeypatch)
     n = tree_size(client)
     assert _row(reg, f"dies-{write}").status == IN_FLIGHT
     assert _written(reg, f"dies-{write}") == [first.json()["seq"]]
@@ -559,6 +571,49 @@ def test_a_dead_owners_recorded_batch_items_are_answered_with_their_entries(
     assert [r["registration"] for r in retry["results"][:2]] == [
         r["registration"] for r in first["results"]]
     assert retry["results"][2]["registration"]["seq"] == n and tree_size(client) == n + 1
+
+
+@pytest.mark.parametrize("write", WRITES)
+def test_a_retry_run_while_the_first_entry_was_still_queued_is_answered_with_it(
+        api: Api, write: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """D134: the retry took over a dead process's claim while that process's entry was still
+    queued, unsealed (so the claim's check found nothing recorded), and ran the write again.
+    The sequencer finds the claim recorded when it seals the retry, answers it with the first
+    entry and writes nothing; the retry gets the first answer. (The check finding nothing is
+    made here by hiding the recorded row from it.) Before, a second entry, or D36's 200."""
+    client, reg = api
+    path, body, h, first = _first_dies(api, write, f"queued-{write}", monkeypatch)
+    n = tree_size(client)
+    _abandoned(reg)
+    monkeypatch.setattr(reg.idempotency, "_written", lambda *_: None)
+    retry = client.post(path, json=body, headers=h)
+    assert (retry.status_code, retry.json()) == (201, first.json()), retry.text
+    assert tree_size(client) == n
+    assert _written(reg, f"queued-{write}") == [first.json()["seq"]]
+
+
+def test_batch_items_run_while_their_first_entries_were_queued_are_answered_with_them(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    client, reg = api
+    alice = bearer(reg, "alice")
+    items = [{**work_body(f"queued-{i}", again=i > 0), "idempotency_key": f"queued-item-{i}"}
+             for i in range(3)]
+    with monkeypatch.context() as m:
+        _dies_after_the_commit(reg, m)
+        first = client.post("/v1/works/batch", json={"works": items[:2]}, headers=alice).json()
+    assert [r["status"] for r in first["results"]] == [201, 201]
+    n = tree_size(client)
+    _abandoned(reg)
+    monkeypatch.setattr(reg.idempotency, "_written", lambda *_: None)
+    retry = client.post("/v1/works/batch", json={"works": [*items, work_body("queued-0")]},
+                        headers=alice).json()
+    assert [r["status"] for r in retry["results"]] == [201, 201, 201, 200]
+    assert [r["registration"] for r in retry["results"][:2]] == [
+        r["registration"] for r in first["results"]]
+    assert retry["results"][2]["registration"]["seq"] == n and tree_size(client) == n + 1
+    # the unkeyed item of the first's content is D36's earlier registration, as before
+    assert retry["results"][3]["registration"]["seq"] == first["results"][0]["registration"][
+        "seq"]
 
 
 def test_a_claim_crosses_the_hand_over(tmp_path: Path, database_url: str) -> None:

@@ -408,6 +408,46 @@ def test_once_works_already_registered_are_answered_not_written(
     store.close()
 
 
+def test_a_claimed_request_is_written_once(database_url: str, signer: FileSigner) -> None:
+    """D134: an entry whose Idempotency-Key claim (account, key, request hash) already has an
+    entry, earlier in its block or recorded in the log within the keys' lifetime, is answered
+    AlreadyRegistered with that entry's seq and not written, whatever its kind; the same key
+    with another request hash, another account's key, and a claim recorded longer ago than
+    the lifetime are written; a block of nothing but such answers seals nothing."""
+    import asyncio
+
+
+    store = Store.open(database_url)
+    s = make(store, signer, linger=0.001)
+    s.start()
+    c1, c2 = ("alice", "k1", "a" * 64), ("alice", "k2", "b" * 64)
+
+    def claimed(i: int, claim: tuple[str, str, str]) -> Pending:
+        return pending(i)._replace(claim=claim)  # `again` works: D36 never answers them
+
+    async def group(ps: list[Pending]) -> list[tuple[str, int | None]]:
+        return [(type(o).__name__, getattr(o, "seq", None))
+                for o in await s.submit_group_async(ps)]
+
+    evidence = Pending(b'{"kind":"evidence"}', "evidence", sha(9), "alice", claim=c2)
+    assert asyncio.run(group([claimed(1, c1), claimed(1, c1), evidence, evidence])) == [
+        ("Receipt", 0), ("AlreadyRegistered", 0), ("Receipt", 1), ("AlreadyRegistered", 1)]
+    height = store.latest_block().header.height  # type: ignore[union-attr]
+    assert asyncio.run(group([claimed(1, c1), evidence])) == [
+        ("AlreadyRegistered", 0), ("AlreadyRegistered", 1)]
+    assert store.latest_block().header.height == height  # type: ignore[union-attr]
+    assert asyncio.run(group([
+        claimed(1, ("alice", "k1", "c" * 64)),  # the key with another request: D132's 422
+        claimed(1, ("bob", "k1", "a" * 64)),  # another account's key
+        claimed(2, c1),  # recorded before: answered with seq 0 whatever it carries
+    ])) == [("Receipt", 2), ("Receipt", 3), ("AlreadyRegistered", 0)]
+    s.claim_ttl_s = -5  # every recorded claim is past its lifetime: the key is forgotten
+    assert asyncio.run(group([claimed(1, c1)])) == [("Receipt", 4)]
+    assert store.tree_size() == 5
+    s.stop()
+    store.close()
+
+
 def test_earlier_registrations_alone_do_not_hold_off_the_heartbeat(
         tmp_path: Path, signer: FileSigner) -> None:
     """D94: a block of nothing but earlier registrations seals nothing, so it must not count
