@@ -553,16 +553,25 @@ def test_a_dead_owners_recorded_write_is_answered_with_its_entry(
     assert tree_size(client) == n
 
 
-def test_a_dead_owners_recorded_batch_items_are_answered_with_their_entries(
-        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+def _first_batch_dies(api: Api, name: str, again: list[bool], monkeypatch: pytest.MonkeyPatch
+                      ) -> tuple[dict[str, str], list[dict[str, Any]], Any]:
+    """Keyed batch items (`again` each), the first two sent by a process that "dies" once
+    their block is committed: (alice's headers, every item, the first answer)."""
     client, reg = api
     alice = bearer(reg, "alice")
-    items = [{**work_body(f"dies-{i}", again=True), "idempotency_key": f"dies-item-{i}"}
-             for i in range(3)]
+    items = [{**work_body(f"{name}-{i}", again=a), "idempotency_key": f"{name}-item-{i}"}
+             for i, a in enumerate(again)]
     with monkeypatch.context() as m:
         _dies_after_the_commit(reg, m)
         first = client.post("/v1/works/batch", json={"works": items[:2]}, headers=alice).json()
     assert [r["status"] for r in first["results"]] == [201, 201]
+    return alice, items, first
+
+
+def test_a_dead_owners_recorded_batch_items_are_answered_with_their_entries(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    client, reg = api
+    alice, items, first = _first_batch_dies(api, "dies", [True] * 3, monkeypatch)
     n = tree_size(client)
     _abandoned(reg)
     retry = client.post("/v1/works/batch", json={"works": items}, headers=alice).json()
@@ -595,13 +604,7 @@ def test_a_retry_run_while_the_first_entry_was_still_queued_is_answered_with_it(
 def test_batch_items_run_while_their_first_entries_were_queued_are_answered_with_them(
         api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     client, reg = api
-    alice = bearer(reg, "alice")
-    items = [{**work_body(f"queued-{i}", again=i > 0), "idempotency_key": f"queued-item-{i}"}
-             for i in range(3)]
-    with monkeypatch.context() as m:
-        _dies_after_the_commit(reg, m)
-        first = client.post("/v1/works/batch", json={"works": items[:2]}, headers=alice).json()
-    assert [r["status"] for r in first["results"]] == [201, 201]
+    alice, items, first = _first_batch_dies(api, "queued", [False, True, True], monkeypatch)
     n = tree_size(client)
     _abandoned(reg)
     monkeypatch.setattr(reg.idempotency, "_written", lambda *_: None)
