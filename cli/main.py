@@ -2148,9 +2148,10 @@ def monitor(
         "before that is a rollback alert; 0: at once")] = 300.0,
     witness_max_age: Annotated[float, typer.Option(
         "--witness-max-age", min=0.0, help="seconds after which a witness's newest cosignature "
-        "is reported as old (the log froze, shows this monitor an old tree, or stopped asking "
-        "the witness; a copyledger log has its witnesses cosign its latest tree again every "
-        "witness_refresh_s, 300 s by default); 0: not checked")] = 900.0,
+        "of the copy's tree is reported as old (the log froze, shows this monitor an old tree, "
+        "or stopped asking the witness; a copyledger log has its witnesses cosign its latest "
+        "tree again every witness_refresh_s, 300 s by default; a witness's read endpoint may "
+        "lag up to an hour behind a cache); 0: not checked")] = 0.0,
     as_json: Json = False,
 ) -> None:
     """Follow a log: check every checkpoint's signature, that it extends every tree seen
@@ -2158,8 +2159,9 @@ def monitor(
     --witness, also check each witness's cosigned checkpoint against the copy: one that
     contradicts it is a split view (a fork alert), even on a branch this monitor never saw.
 
-    A witness whose newest cosignature is older than --witness-max-age is reported as old: a
-    log that grows or is idle has its witnesses cosign its latest tree again and again.
+    With --witness-max-age, a witness whose newest cosignature is older than that is reported
+    as old: a log that grows or is idle has its witnesses cosign its latest tree again and
+    again.
 
     A smaller tree that is an earlier state of the verified one is reported as stale (a cache
     or a lagging process can serve one); one replaced by a tree the monitor verified at least

@@ -156,14 +156,16 @@ cosignatures = Table(
 )
 
 # The newest cosignature each witness returned (D133), whatever tree size it cosigned: a witness
-# asked again about an unchanged tree cosigns it again with a new time, so `/checkpoint` readers
-# and monitors can tell a log that is idle from one that froze. NOT append-only: one row per
-# witness, replaced by each newer line; the first line of each size stays in `cosignatures`.
+# asked again about an unchanged tree cosigns it again with a new time, so readers of the
+# cosigned checkpoint and monitors can tell a log that is idle from one that froze. NOT
+# append-only: one row per witness, replaced only by a line of a larger (size, time); the first
+# line of each size stays in `cosignatures`.
 fresh_cosignatures = Table(
     "fresh_cosignatures",
     metadata,
     Column("witness", String(255), primary_key=True),
     Column("tree_size", BigInteger, nullable=False),
+    Column("cosigned_at", BigInteger, nullable=False),  # the line's timestamp (POSIX seconds)
     Column("line", Text, nullable=False),
 )
 

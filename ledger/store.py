@@ -42,6 +42,8 @@ from sqlalchemy import (
     text,
     tuple_,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
@@ -1676,11 +1678,14 @@ class Store:
         with self.engine.connect() as conn:
             return [int(h) for h in conn.execute(q).scalars()]
 
-    def add_cosignature(self, tree_size: int, witness: str, line: str) -> bool:
-        """Keep a witness's cosignature line of the checkpoint of `tree_size`: the first line of
-        each size for good (False if one was kept already), and the newest line of each
-        witness, whatever its size, in place of the one before (D133): a witness asked again
-        about an unchanged tree returns a line with a later time, which readers then get."""
+    def add_cosignature(self, tree_size: int, witness: str, line: str,
+                        cosigned_at: int = 0) -> bool:
+        """Keep a witness's cosignature line of the checkpoint of `tree_size`, whose timestamp
+        is `cosigned_at`: the first line of each size for good (False if one was kept
+        already), and the newest line of each witness, whatever its size, in place of one of
+        a smaller (size, time) (D133): a witness asked again about an unchanged tree returns
+        a line with a later time, which readers of the cosigned checkpoint then get. One
+        statement, so two processes keeping lines at once leave the newer."""
         try:
             with self.engine.begin() as conn:
                 conn.execute(cosignatures.insert().values(tree_size=tree_size, witness=witness,
@@ -1689,32 +1694,34 @@ class Store:
         except SAIntegrityError:
             first = False
         fresh = fresh_cosignatures.c
-        try:
-            with self.engine.begin() as conn:
-                moved = conn.execute(
-                    fresh_cosignatures.update()
-                    .where(fresh.witness == witness, fresh.tree_size <= tree_size)
-                    .values(tree_size=tree_size, line=line)).rowcount
-                if not moved and conn.execute(select(fresh.tree_size).where(
-                        fresh.witness == witness)).first() is None:
-                    conn.execute(fresh_cosignatures.insert().values(
-                        witness=witness, tree_size=tree_size, line=line))
-        except SAIntegrityError:
-            pass  # another process kept this witness's line meanwhile: as new as this one
+        insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
+        ins = insert(fresh_cosignatures).values(witness=witness, tree_size=tree_size,
+                                                cosigned_at=cosigned_at, line=line)
+        with self.engine.begin() as conn:
+            conn.execute(ins.on_conflict_do_update(
+                index_elements=[fresh.witness],
+                set_={"tree_size": ins.excluded.tree_size,
+                      "cosigned_at": ins.excluded.cosigned_at, "line": ins.excluded.line},
+                where=tuple_(fresh.tree_size, fresh.cosigned_at)
+                < tuple_(ins.excluded.tree_size, ins.excluded.cosigned_at)))
         return first
 
-    def cosignature_lines(self, tree_size: int, witnesses: Sequence[str]) -> list[str]:
+    def cosignature_lines(self, tree_size: int, witnesses: Sequence[str], *,
+                          newest: bool = True) -> list[str]:
         """The cosignature lines of the checkpoint of `tree_size` by these witnesses, in the
-        order given: each witness's newest line of that size (D133), else the first kept."""
+        order given: each witness's newest line of that size (D133) if `newest` and there is
+        one, else the first kept (what a bundle carries: it does not change while the tree
+        stands still, so neither do the documents made from it)."""
         q = (select(cosignatures.c.witness, cosignatures.c.line)
              .where(cosignatures.c.tree_size == tree_size,
                     cosignatures.c.witness.in_(list(witnesses))))
-        newest = (select(fresh_cosignatures.c.witness, fresh_cosignatures.c.line)
+        latest = (select(fresh_cosignatures.c.witness, fresh_cosignatures.c.line)
                   .where(fresh_cosignatures.c.tree_size == tree_size,
                          fresh_cosignatures.c.witness.in_(list(witnesses))))
         with self.engine.connect() as conn:
             found = {str(w): str(line) for w, line in conn.execute(q)}
-            found.update((str(w), str(line)) for w, line in conn.execute(newest))
+            if newest:
+                found.update((str(w), str(line)) for w, line in conn.execute(latest))
         return [found[w] for w in witnesses if w in found]
 
     def iter_fresh_cosignatures(self) -> Iterator[tuple[int, str, str, str | None]]:

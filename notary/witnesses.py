@@ -18,6 +18,7 @@ latest tree) from one that froze, or that shows someone an old tree (only old on
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -82,6 +83,7 @@ class Cosigner:
     cosigned_at: dict[str, int] = field(default_factory=dict)  # newest cosignature's time, by vkey
     _sizes: dict[str, int] = field(default_factory=dict)  # what each witness last cosigned
     _retry_at: dict[str, float] = field(default_factory=dict)
+    _asked_at: dict[str, float] = field(default_factory=dict)  # monotonic, of the last line kept
     _delay: dict[str, float] = field(default_factory=dict)
     _worker: Worker = field(init=False)
 
@@ -156,15 +158,18 @@ class Cosigner:
             log.warning("witness %s: no cosignature of size %d (%s); again in %.1f s",
                         w.url, size, e, delay)
             return
-        self.store.add_cosignature(size, w.vkey, cosig.line())
+        self.store.add_cosignature(size, w.vkey, cosig.line(), cosig.timestamp)
         self._sizes[w.vkey] = size
         self.cosigned_at[w.vkey] = cosig.timestamp
+        self._asked_at[w.vkey] = time.monotonic()
         self._delay.pop(w.vkey, None)
         self._retry_at.pop(w.vkey, None)
 
     def _refresh_due(self, w: WitnessConfig, size: int) -> bool:
         """Whether to ask `w` about the tree of `size` again: it has no line of that size kept,
-        or its newest is `refresh` seconds old (a line that does not parse counts as old)."""
+        or its newest is `refresh` seconds old (a line that does not parse counts as old) and
+        this process kept none from it for as long, by its own clock: a witness whose clock
+        is behind is asked once a period, not at every pass."""
         lines = self.store.cosignature_lines(size, [w.vkey])
         if not lines:
             return True
@@ -173,7 +178,8 @@ class Cosigner:
         except CopyledgerError:
             return True
         self.cosigned_at[w.vkey] = max(at, self.cosigned_at.get(w.vkey, 0))
-        return self.refresh > 0 and time.time() - at >= self.refresh
+        return (self.refresh > 0 and time.time() - at >= self.refresh
+                and time.monotonic() - self._asked_at.get(w.vkey, -math.inf) >= self.refresh)
 
     def _request(self, old: int, size: int, signed: str) -> AddCheckpointRequest:
         proof = merkle.consistency_proof(old, size, self.store) if 0 < old < size else []

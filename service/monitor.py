@@ -378,7 +378,7 @@ WITNESS_STATUSES = ("consistent", "ahead", "old", "none", "unreachable", "unveri
 class WitnessView:
     """What one witness's cosigned checkpoint said against the copy. `status`: `consistent`
     (the copy has that tree), `ahead` (a larger tree than the copy, compared once the copy
-    gets there), `old` (either of those, but the witness's newest cosignature is older than the
+    gets there), `old` (the copy's tree, but the witness's newest cosignature is older than the
     monitor's `max_age`: the log froze, shows this reader an old tree, or stopped asking the
     witness, D133), `none` (nothing cosigned yet), `unreachable`, or `unverified` (no valid
     log signature or cosignature: it proves nothing either way); `detail` says why. (`fork`
@@ -563,11 +563,11 @@ class Follower:
     # --- witnesses
 
     def _aged(self, view: WitnessView) -> WitnessView:
-        """`view` as `old` if the tree it holds was cosigned more than `max_age` ago. A log that
+        """A `consistent` view as `old` if it was cosigned more than `max_age` ago. A log that
         grows or is idle has its witnesses cosign its latest tree again and again (D133); only
-        old cosignatures mean it froze, shows this reader an old tree, or stopped asking."""
-        if (self.max_age is None or view.cosigned_at is None
-                or view.status not in ("consistent", "ahead")):
+        old cosignatures mean it froze, shows this reader an old tree, or stopped asking. An
+        `ahead` view stays so whatever its age: it says more (a larger tree exists)."""
+        if self.max_age is None or view.cosigned_at is None or view.status != "consistent":
             return view
         age = self.clock() - view.cosigned_at
         if age <= self.max_age:

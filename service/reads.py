@@ -103,16 +103,18 @@ def checkpoint(node: Node) -> str:
     return last.checkpoint
 
 
-def cosigned(node: Node) -> tuple[int, str] | None:
+def cosigned(node: Node, *, newest: bool = True) -> tuple[int, str] | None:
     """The latest checkpoint that a quorum of the configured witnesses cosigned: its size and
     the signed note with their cosignature lines appended (C2SP: cosignatures are note
-    signatures). None if there is none yet (or no witness is configured)."""
+    signatures): each witness's newest line of it (D133), or with `newest` False the first
+    kept. None if there is none yet (or no witness is configured)."""
     vkeys = [w.vkey for w in node.witnesses]
     size = node.store.latest_quorum_size(vkeys, node.settings.witness_quorum) if vkeys else None
     blk = node.store.block_for_size(size) if size is not None else None
     if size is None or blk is None:
         return None
-    return size, blk.checkpoint + "".join(node.store.cosignature_lines(size, vkeys))
+    return size, blk.checkpoint + "".join(node.store.cosignature_lines(size, vkeys,
+                                                                          newest=newest))
 
 
 def cosigned_checkpoint(node: Node) -> str:
@@ -180,7 +182,7 @@ def bundle(node: Node, seq: int) -> dict[str, Any]:
     blk = node.store.get_block(row.block_height)
     size = blk.header.tree_size
     witnessed = None
-    found = cosigned(node)
+    found = cosigned(node, newest=False)  # a bundle of an idle log stays the same (D133)
     if found is not None and found[0] >= size:
         proof = merkle.consistency_proof(size, found[0], node.store)
         witnessed = BundleWitnessed(checkpoint=found[1], consistency=tuple(h.hex() for h in proof))

@@ -13,6 +13,7 @@ import shutil
 import socket
 import threading
 import time
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -420,16 +421,23 @@ def test_cosignatures_are_append_only(tmp_path: Path, database_url: str) -> None
 
     n = open_registry(tmp_path / "a", database_url)
     try:
-        assert n.store.add_cosignature(3, "w+00000000+x", "line 1\n")
-        assert not n.store.add_cosignature(3, "w+00000000+x", "line 2\n")  # the first stays
+        w = "w+00000000+x"
+        assert n.store.add_cosignature(3, w, "line 1\n", 100)
+        assert not n.store.add_cosignature(3, w, "line 2\n", 200)  # the first stays
         assert [r[2] for r in n.store.iter_cosigned_checkpoints()] == ["line 1\n"]
-        # ... and the newest is served (D133), never replaced by an older size's line
-        assert n.store.cosignature_lines(3, ["w+00000000+x"]) == ["line 2\n"]
-        assert n.store.add_cosignature(2, "w+00000000+x", "line 0\n")
-        assert n.store.cosignature_lines(3, ["w+00000000+x"]) == ["line 2\n"]
-        assert n.store.cosignature_lines(2, ["w+00000000+x"]) == ["line 0\n"]
+        # ... and the newest is served (D133), but not in bundles' lines
+        assert n.store.cosignature_lines(3, [w]) == ["line 2\n"]
+        assert n.store.cosignature_lines(3, [w], newest=False) == ["line 1\n"]
+        # never replaced by a line of a smaller size, or of the same size and an earlier time
+        assert n.store.add_cosignature(2, w, "line 0\n", 300)
+        assert not n.store.add_cosignature(3, w, "line 3\n", 150)
+        assert n.store.cosignature_lines(3, [w]) == ["line 2\n"]
+        assert n.store.cosignature_lines(2, [w]) == ["line 0\n"]
+        assert [r[:3] for r in n.store.iter_fresh_cosignatures()] == [(3, w, "line 2\n")]
+        assert not n.store.add_cosignature(3, w, "line 4\n", 201)
+        assert n.store.add_cosignature(4, "v+00000000+y", "other\n", 1)  # another witness
         assert [r[:3] for r in n.store.iter_fresh_cosignatures()] == [
-            (3, "w+00000000+x", "line 2\n")]
+            (4, "v+00000000+y", "other\n"), (3, w, "line 4\n")]
         for sql in ("UPDATE cosignatures SET line = 'x'", "DELETE FROM cosignatures"):
             with pytest.raises(DBAPIError, match="append-only"):
                 n.store.execute_raw(sql)
@@ -452,8 +460,10 @@ def test_an_unchanged_tree_is_cosigned_again_once_its_newest_cosignature_is_old(
     """D133: while the tree does not grow, the log asks each witness again about the same
     checkpoint once its newest cosignature is `refresh` seconds old (not before); the witness
     cosigns it with a new time, which the cosigned checkpoint then carries, while the first
-    line of that size stays kept. The audit checks the newest lines too: one changed by hand
-    is named. `refresh` 0 never asks again."""
+    line of that size stays kept and bundles carry it. A witness whose clock is behind is
+    asked once a period, not at every pass. The audit checks the newest lines too: one
+    changed by hand is named. `refresh` 0 never asks again."""
+    import copyledger.service.witness as witness_module
     from copyledger.service.admin import audit_registry
 
     signer = FileSigner.generate(W, tmp_path / "w.key")
@@ -466,6 +476,11 @@ def test_an_unchanged_tree_is_cosigned_again_once_its_newest_cosignature_is_old(
     skew = [0.0]
     real = time.time
     monkeypatch.setattr(time, "time", lambda: real() + skew[0])  # the log's and witness's clock
+
+    def later(seconds: float) -> None:  # both clocks, the log's monotonic one too
+        skew[0] += seconds
+        n.cosigner._asked_at.update((k, v - seconds) for k, v in n.cosigner._asked_at.items())
+
     asked: list[str] = []
     try:
         with TestClient(create_witness_app(make_witness(tmp_path, signer, n))) as http:
@@ -473,10 +488,10 @@ def test_an_unchanged_tree_is_cosigned_again_once_its_newest_cosignature_is_old(
             n.cosigner.run_once(http)
             size = n.sequencer.state.size
             [first] = n.store.cosignature_lines(size, [wkey])
-            skew[0] = 290
+            later(200)
             n.cosigner.run_once(http)
-            assert asked == ["/add-checkpoint"]  # 290 s: not asked again yet
-            skew[0] = 301
+            assert asked == ["/add-checkpoint"]  # 200 s: not asked again yet
+            later(101)
             n.cosigner.run_once(http)
             assert asked == ["/add-checkpoint"] * 2
             [newer] = n.store.cosignature_lines(size, [wkey])
@@ -485,14 +500,30 @@ def test_an_unchanged_tree_is_cosigned_again_once_its_newest_cosignature_is_old(
             assert n.cosigner.cosigned_at == {wkey: at[1]}  # what /metrics shows
             checkpoint = n.store.block_for_size(size).checkpoint  # type: ignore[union-attr]
             assert reads.cosigned(n) == (size, checkpoint + newer)
+            assert reads.bundle(n, 2)["witnessed"]["checkpoint"] == checkpoint + first
             for line in (first, newer):
                 assert cosignature.cosignatures_of(
                     checkpoint + line, [cosignature.parse_verifier_key(wkey)])
             assert [r[2] for r in n.store.iter_cosigned_checkpoints()] == [first]
-            n.cosigner.refresh = 0
-            skew[0] = 10_000
+            # The witness's clock 1,000 s behind: every line it returns looks old at once,
+            # yet it is asked once a period by this process's clock.
+            behind = types.SimpleNamespace(time=lambda: real() + skew[0] - 1000)
+            monkeypatch.setattr(witness_module, "time", behind)
+            later(301)
+            for _ in range(3):
+                n.cosigner.run_once(http)
+            assert len(asked) == 3
+            later(301)
             n.cosigner.run_once(http)
-            assert len(asked) == 2
+            assert len(asked) == 4
+            monkeypatch.setattr(witness_module, "time", time)
+            later(301)
+            n.cosigner.run_once(http)
+            [newer] = n.store.cosignature_lines(size, [wkey])  # its clock right: newest again
+            n.cosigner.refresh = 0
+            later(10_000)
+            n.cosigner.run_once(http)
+            assert len(asked) == 5
     finally:
         n.store.close()
     rep = audit_registry(n.settings)
@@ -507,3 +538,37 @@ def test_an_unchanged_tree_is_cosigned_again_once_its_newest_cosignature_is_old(
     rep = audit_registry(n.settings)
     assert not rep.ok
     assert f"the newest cosignature by {wkey} (tree size {size})" in str(rep.problem)
+
+
+def test_an_idle_log_keeps_a_recent_cosignature_that_a_monitor_can_require(
+        tmp_path: Path, port: int, witness_key: FileSigner) -> None:
+    """D133 end to end, with the witness thread and a witness served over HTTP: a log that
+    does not grow keeps its witness's newest cosignature recent, so a monitor reading the
+    witness and requiring a cosignature younger than 5 s finds it `consistent` after 7 s of
+    idleness; a log that stopped asking (refresh 0) is `old` after as long."""
+    from copyledger.service.monitor import Follower, Mirror, WitnessSource
+    from tests.test_monitor import node_fetch
+    from tests.test_monitor_witness import read
+
+    n = open_witnessed(tmp_path / "a", port, witness_key)
+    n.cosigner.refresh = 1.0
+    w = make_witness(tmp_path, witness_key, n)
+    n.start()
+    try:
+        with WitnessServer(w, port):
+            fill(n, 3)
+            wait_for(lambda: cosigned_up_to_date(n), "not cosigned")
+            follower = Follower(Mirror(tmp_path / "m"), node_fetch(n), n.verifier_key, [
+                WitnessSource.at_witness(cosignature.parse_verifier_key(vkey_of(witness_key)),
+                                         read(w), "w")], max_age=5)
+            size = n.sequencer.state.size
+            time.sleep(7)
+            (view,) = follower.poll().witnesses
+            assert (view.status, view.tree_size) == ("consistent", size), view
+            n.cosigner.refresh = 0
+            time.sleep(7)
+            (view,) = follower.poll().witnesses
+            assert (view.status, view.tree_size) == ("old", size), view
+            assert n.sequencer.state.size == size  # idle all along
+    finally:
+        n.stop()
