@@ -142,6 +142,8 @@ async def answer(
                 else:
                     item = {"index": i, "status": 200 if outcome.existing else 201,
                             "registration": outcome.to_json()}
+                    if outcome.replayed:  # its earlier send's entry (D134)
+                        item["replayed"] = True
                     member, keeps = "registration", True
                 results[i] = item
                 if keeps and i in digests:

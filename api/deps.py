@@ -155,9 +155,13 @@ async def _settled(n: Node, account: str, key: str, digest: str, path: bytes,
     # The entry's block records that it was written under this claim (D132).
     try:
         token = idempotency.WRITING.set((account, key, digest))
+        replayed = idempotency.REPLAYED.set(False)
         try:
             answer = await run()
+            if idempotency.REPLAYED.get():  # its earlier send's entry (D134)
+                answer.headers[REPLAYED] = "true"
         finally:
+            idempotency.REPLAYED.reset(replayed)
             idempotency.WRITING.reset(token)
     except Uncertain as error:
         from copyledger.api.problems import body_of  # problems imports this module

@@ -1131,15 +1131,19 @@ class Store:
         """Of these Idempotency-Key claims (account, key, request hash), each under which an
         entry was recorded after `since` (Unix seconds), with the first such entry's seq: what
         the sequencer answers instead of writing a claimed request twice (D134). Read by the
-        (account, key) index, 500 claims a statement: the cost is the caller's own claims."""
+        (account, key) index, 500 claims a statement: the cost is the caller's own claims.
+        (`account IN … AND key IN …`, not a row-value IN, which SQLite answers by scanning the
+        whole index; pairs the two lists cross that are not claims are dropped here.)"""
         w = idempotency_written.c
         wanted = set(claims)
         pairs = sorted({(a, k) for a, k, _ in wanted})
         out: dict[tuple[str, str, str], int] = {}
         with self.engine.connect() as conn:
             for i in range(0, len(pairs), 500):
+                chunk = pairs[i:i + 500]
                 q = (select(w.account, w.key, w.request_sha256, func.min(w.seq))
-                     .where(tuple_(w.account, w.key).in_(pairs[i:i + 500]), w.created > since)
+                     .where(w.account.in_(sorted({a for a, _ in chunk})),
+                            w.key.in_(sorted({k for _, k in chunk})), w.created > since)
                      .group_by(w.account, w.key, w.request_sha256))
                 for account, key, request, seq in conn.execute(q):
                     claim = (str(account), str(key), str(request))

@@ -127,10 +127,12 @@ def socket_path(data_dir: Path) -> Path:
 #                       ["answer", rid, [outcome, ...]]
 #   outcome:            ["receipt", seq, leaf_hash_hex, block_height, tree_size, root_hex,
 #                                   [proof_hex, ...], checkpoint]
-#                     | ["earlier", seq]    (AlreadyRegistered: nothing written, D94)
+#                     | ["earlier", seq]    (AlreadyRegistered: nothing written, D94; or,
+#                                           for an entry with a claim, the entry already
+#                                           recorded under it, D134: version 4)
 #                     | ["error", class name, detail, internal, template or null, values]
 
-WIRE_VERSION = 3
+WIRE_VERSION = 4
 """The shape of these messages. A process that speaks another (copyledger upgraded on disk
 while `serve --workers N` runs, and a worker restarted onto the new code) is refused at the
 hello, with a log line that says so, instead of failing on its first frame (D98). 2: each

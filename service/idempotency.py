@@ -130,6 +130,10 @@ WRITING_MANY: ContextVar[Sequence[Held | None] | None] = ContextVar(
     "copyledger_idempotency_writing_many", default=None)
 """As WRITING for a batch: each item's claim (or None), in the order of its items."""
 
+REPLAYED: ContextVar[bool] = ContextVar("copyledger_idempotency_replayed", default=False)
+"""Set by `operations.record` when the single write running under WRITING was answered with
+the entry its claim already had (D134): the API marks the answer `Idempotent-Replayed`."""
+
 
 class Keys:
     """The kept answers of one registry, and the claims of keys whose first request is still

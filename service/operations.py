@@ -331,6 +331,7 @@ class Recorded(NamedTuple):
     entry: dict[str, Any]
     existing: bool = False  # an earlier registration, answered instead of recording again
     data: bytes | None = None  # the entry's canonical bytes, when at hand (`to_json`)
+    replayed: bool = False  # the entry a keyed request's earlier send recorded (D132, D134)
 
     def to_dict(self) -> dict[str, Any]:
         """The registration answer (`RegistrationOut`); an earlier registration answered again
@@ -402,7 +403,9 @@ async def record(node: Node, entry: dict[str, Any], *, once: bool = False) -> Re
         receipt = await node.sequencer.submit_async(pending)
     except AlreadyRegistered as e:
         if claim is not None and (await _recorded_under(node, [claim], [e.seq]))[0]:
-            return (await recorded_before(node, [e.seq]))[0]
+            [first] = await recorded_before(node, [e.seq])
+            idempotency.REPLAYED.set(True)
+            return first
         raise
     return Recorded(receipt, entry)
 
@@ -416,8 +419,9 @@ async def _recorded_under(node: Node, claims: Sequence[tuple[str, str, str] | No
     try:
         found = await asyncio.to_thread(node.store.claims_at, seqs)
     except Exception as e:
-        raise Unavailable(said("this request was recorded, but its entry could not be read "
-                               "to answer it; retry shortly"),
+        raise Unavailable(said("nothing new was written for this request: it is answered by "
+                               "an entry already in the log, which could not be read now; "
+                               "retry shortly"),
                           internal=f"{type(e).__name__}: {e}") from e
     return [c is not None and found.get(s) == c for c, s in zip(claims, seqs, strict=True)]
 
@@ -495,10 +499,16 @@ async def _answer_recorded(node: Node, result: list[Outcome],
     try:
         mine = await _recorded_under(node, [claims[i] for i, _ in found],
                                      [seq for _, seq in found])
-        ours = [(i, seq) for (i, seq), yes in zip(found, mine, strict=True) if yes]
-        answers: Sequence[Outcome] = await recorded_before(node, [seq for _, seq in ours])
+    except CopyledgerError as e:  # which they are cannot be told now: each is retried
+        for i, _ in found:
+            result[i] = e
+        return
+    ours = [(i, seq) for (i, seq), yes in zip(found, mine, strict=True) if yes]
+    answers: Sequence[Outcome]
+    try:
+        answers = await recorded_before(node, [seq for _, seq in ours]) if ours else []
     except CopyledgerError as e:  # the other items' answers stand
-        ours, answers = found, [e] * len(found)
+        answers = [e] * len(ours)
     for (i, _), answer in zip(ours, answers, strict=True):
         result[i] = answer
 
@@ -621,9 +631,10 @@ async def _earlier(node: Node, seqs: Sequence[int]) -> list[Recorded]:
 async def recorded_before(node: Node, seqs: Sequence[int]) -> list[Recorded]:
     """The answers of requests under an Idempotency-Key that were recorded at `seqs` but
     never answered (D132): each entry with its receipt as it was sealed, as its first request
-    would have been answered. Unavailable (retry) if the database cannot give them now."""
+    would have been answered (marked `replayed`). Unavailable (retry) if the database cannot
+    give them now."""
     try:
-        return await recorded_at(node, seqs)
+        return await recorded_at(node, seqs, replayed=True)
     except CopyledgerError:
         raise
     except Exception as e:
@@ -632,15 +643,15 @@ async def recorded_before(node: Node, seqs: Sequence[int]) -> list[Recorded]:
                           internal=f"{type(e).__name__}: {e}") from e
 
 
-async def recorded_at(node: Node, seqs: Sequence[int], *, existing: bool = False
-                      ) -> list[Recorded]:
+async def recorded_at(node: Node, seqs: Sequence[int], *, existing: bool = False,
+                      replayed: bool = False) -> list[Recorded]:
     """The entries at `seqs`, each with its receipt as it was sealed (`existing`: marked as an
-    earlier registration answered again)."""
+    earlier registration answered again; `replayed`: as a keyed request's earlier send)."""
     def read() -> list[Recorded]:
         rows = {r.seq: r for r in node.store.get_entries(seqs)}
         receipts = {r.seq: r for r in sealed_receipts(node, list(rows.values()))}
-        return [Recorded(receipts[s], _parsed(rows[s]), existing=existing, data=rows[s].data)
-                for s in seqs]
+        return [Recorded(receipts[s], _parsed(rows[s]), existing=existing, data=rows[s].data,
+                         replayed=replayed) for s in seqs]
     return await asyncio.to_thread(read)
 
 
@@ -951,10 +962,13 @@ async def record_claim(node: Node, who: Principal, c: ClaimIn) -> Recorded:
                                   body=body, check=False)
     logged = contacts.seal_claim(node.store, entry)
     try:
-        return await record(node, logged)
+        done = await record(node, logged)
     except CopyledgerError:  # not on cancellation: the entry may still be sealed (D13)
         await asyncio.to_thread(contacts.forget_unless_logged, node.store, logged)
         raise
+    if done.replayed:  # the claim its earlier send recorded (D134): this one's details go
+        await asyncio.to_thread(contacts.forget_unless_logged, node.store, logged)
+    return done
 
 
 @dataclass(frozen=True)

@@ -593,12 +593,27 @@ def test_a_retry_run_while_the_first_entry_was_still_queued_is_answered_with_it(
     client, reg = api
     path, body, h, first = _first_dies(api, write, f"queued-{write}", monkeypatch)
     n = tree_size(client)
+    contacts = _contacts(reg)
     _abandoned(reg)
     monkeypatch.setattr(reg.idempotency, "_written", lambda *_: None)
     retry = client.post(path, json=body, headers=h)
     assert (retry.status_code, retry.json()) == (201, first.json()), retry.text
+    assert retry.headers["idempotent-replayed"] == "true"
     assert tree_size(client) == n
     assert _written(reg, f"queued-{write}") == [first.json()["seq"]]
+    assert _contacts(reg) == contacts  # a claim's retry keeps no contact details of its own
+    again = client.post(path, json=body, headers=h)  # kept: answered from the row now
+    assert (again.status_code, again.json()) == (201, first.json())
+    assert again.headers["idempotent-replayed"] == "true"
+
+
+def _contacts(reg: Node) -> int:
+    from sqlalchemy import func, select
+
+    from copyledger.ledger.schema import claim_contacts
+
+    with reg.store.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(claim_contacts)).scalar_one())
 
 
 def test_batch_items_run_while_their_first_entries_were_queued_are_answered_with_them(
@@ -610,13 +625,40 @@ def test_batch_items_run_while_their_first_entries_were_queued_are_answered_with
     monkeypatch.setattr(reg.idempotency, "_written", lambda *_: None)
     retry = client.post("/v1/works/batch", json={"works": [*items, work_body("queued-0")]},
                         headers=alice).json()
-    assert [r["status"] for r in retry["results"]] == [201, 201, 201, 200]
+    assert [(r["status"], r.get("replayed")) for r in retry["results"]] == [
+        (201, True), (201, True), (201, None), (200, None)]
     assert [r["registration"] for r in retry["results"][:2]] == [
         r["registration"] for r in first["results"]]
     assert retry["results"][2]["registration"]["seq"] == n and tree_size(client) == n + 1
     # the unkeyed item of the first's content is D36's earlier registration, as before
     assert retry["results"][3]["registration"]["seq"] == first["results"][0]["registration"][
         "seq"]
+
+
+def test_the_claims_recorded_are_found_through_the_index(tmp_path: Path) -> None:
+    """D134's read of a block's claims costs those claims, not the table: on SQLite its plan
+    searches the (account, key) index (a row-value IN would scan all of it)."""
+    from sqlalchemy import event
+
+    reg = open_registry(tmp_path)
+    seen: list[tuple[str, Any]] = []
+
+    def keep(conn: Any, cursor: Any, sql: str, params: Any, context: Any, many: bool) -> None:
+        if "idempotency_written" in sql:
+            seen.append((sql, params))
+
+    event.listen(reg.store.engine, "before_cursor_execute", keep)
+    try:
+        claims = [("alice", f"k{i}", "a" * 64) for i in range(3)] + [("bob", "k0", "b" * 64)]
+        assert reg.store.recorded_claims(claims, 0) == {}
+        [(sql, params)] = seen
+        with reg.store.engine.connect() as conn:
+            plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN " + sql, params))
+        assert "SEARCH idempotency_written USING INDEX ix_idempotency_written_key" in plan, plan
+    finally:
+        event.remove(reg.store.engine, "before_cursor_execute", keep)
+        reg.store.close()
 
 
 def test_a_claim_crosses_the_hand_over(tmp_path: Path, database_url: str) -> None:
