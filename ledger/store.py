@@ -713,13 +713,18 @@ class Store:
         (`registered`, `content_hashes`) and writes need this release's schema, which a
         sequencing process migrated to before it started. Asked at the first read, not when
         the store is made (a process may start while its database is down, D111)."""
-        at = self.schema_at()
-        return at is not None and at.isdigit() and int(at) < int(TEXT_KEYS_BEFORE)
+        return self._schema_before(TEXT_KEYS_BEFORE)
 
     def schema_at(self) -> str | None:
         """The database's schema revision now (None where no migration has run)."""
         with self.engine.connect() as conn:
             return schema_revision(conn)
+
+    def _schema_before(self, revision: str) -> bool:
+        """Whether the database's schema is at a revision before `revision` (None, where no
+        migration has run, is not: its tables were made as this release makes them)."""
+        at = self.schema_at()
+        return at is not None and at.isdigit() and int(at) < int(revision)
 
     @functools.cached_property
     def _entries(self) -> Table:
@@ -1732,26 +1737,24 @@ class Store:
         """Each witness's newest line (tree size, witness vkey, line) with the checkpoint the
         log signed at that size, as `iter_cosigned_checkpoints` (for the audit); nothing on a
         schema from before they were kept (the audit reads older schemas as they are)."""
-        at = self.schema_at()
-        if at is not None and at.isdigit() and int(at) < int(FRESH_COSIGNATURES_FROM):
-            return
-        fresh = fresh_cosignatures.c
-        first = (select(blocks.c.checkpoint).where(blocks.c.tree_size == fresh.tree_size)
-                 .order_by(blocks.c.height).limit(1).scalar_subquery())
-        q = select(fresh.tree_size, fresh.witness, fresh.line, first).order_by(fresh.witness)
-        with self.engine.connect() as conn:
-            for size, witness, line, checkpoint in conn.execute(q):
-                yield int(size), str(witness), str(line), (
-                    None if checkpoint is None else str(checkpoint))
+        if not self._schema_before(FRESH_COSIGNATURES_FROM):
+            yield from self._lines_with_checkpoints(fresh_cosignatures,
+                                                    fresh_cosignatures.c.witness)
 
     def iter_cosigned_checkpoints(self) -> Iterator[tuple[int, str, str, str | None]]:
         """Every kept cosignature (tree size, witness vkey, line) with the checkpoint the log
         signed at that size (that of the first block of that size; None if there is none), by
         size then witness (for the audit)."""
-        first = (select(blocks.c.checkpoint).where(blocks.c.tree_size == cosignatures.c.tree_size)
+        return self._lines_with_checkpoints(cosignatures, cosignatures.c.tree_size,
+                                            cosignatures.c.witness)
+
+    def _lines_with_checkpoints(self, table: Table, *order: Any
+                                ) -> Iterator[tuple[int, str, str, str | None]]:
+        """Each row (tree size, witness, line) of a table of cosignature lines, with the
+        checkpoint of the first block of that size (None if there is none), in `order`."""
+        first = (select(blocks.c.checkpoint).where(blocks.c.tree_size == table.c.tree_size)
                  .order_by(blocks.c.height).limit(1).scalar_subquery())
-        q = select(cosignatures.c.tree_size, cosignatures.c.witness, cosignatures.c.line,
-                   first).order_by(cosignatures.c.tree_size, cosignatures.c.witness)
+        q = select(table.c.tree_size, table.c.witness, table.c.line, first).order_by(*order)
         with self.engine.connect() as conn:
             for size, witness, line, checkpoint in conn.execute(q):
                 yield int(size), str(witness), str(line), (
