@@ -581,10 +581,18 @@ class Sequencer:
         return out
 
     def _earlier(self, pendings: Sequence[Pending]) -> dict[int, tuple[str, int]]:
+        """For each entry not to be written, by its index: ("log", the seq of the entry that
+        answers it) or ("block", the index of the one before it in `pendings` that will be
+        written with it): `once` works already registered (`_registered_before`), then
+        entries whose Idempotency-Key claim has one already (`_claimed_before`)."""
+        out = self._registered_before(pendings)
+        self._claimed_before(pendings, out)
+        return out
+
+    def _registered_before(self, pendings: Sequence[Pending]) -> dict[int, tuple[str, int]]:
         """For each `once` work not to be written, by its index: ("log", the seq of its
         registrant's earliest work with that content) or ("block", the index of the work
-        before it in `pendings` that will be written with it); likewise each entry whose
-        Idempotency-Key claim has one already (`_claimed_before`). One read a registrant
+        before it in `pendings` that will be written with it). One read a registrant
         (`Store.registered`), of the hashes this block brings: the cost is the block's own.
         A hash the filter has certainly never seen (`seen`, D103) is in no entry, so it is
         not read; every work's hash is then added, before the block can be committed."""
@@ -596,22 +604,22 @@ class Sequencer:
                 wanted.setdefault(p.registrant, set()).add(p.sha256)
         if self.seen is not None:
             self.seen.add([p.sha256 for p in pendings if p.kind == "work"])
+        if not once:
+            return {}
+        known = {(reg, sha): seq for reg, shas in wanted.items()
+                 for sha, seq in self.store.registered(reg, shas).items()}
         out: dict[int, tuple[str, int]] = {}
-        if once:
-            known = {(reg, sha): seq for reg, shas in wanted.items()
-                     for sha, seq in self.store.registered(reg, shas).items()}
-            first: dict[tuple[str, str], int] = {}  # the first work of this block, by content
-            for i, p in enumerate(pendings):
-                if p.kind != "work":
-                    continue
-                key = (p.registrant, p.sha256)
-                if p.once and key in known:  # (only `once` works were looked up)
-                    out[i] = ("log", known[key])
-                elif p.once and key in first:
-                    out[i] = ("block", first[key])
-                else:
-                    first.setdefault(key, i)
-        self._claimed_before(pendings, out)
+        first: dict[tuple[str, str], int] = {}  # the first work of this block, by content
+        for i, p in enumerate(pendings):
+            if p.kind != "work":
+                continue
+            key = (p.registrant, p.sha256)
+            if p.once and key in known:  # (only `once` works were looked up)
+                out[i] = ("log", known[key])
+            elif p.once and key in first:
+                out[i] = ("block", first[key])
+            else:
+                first.setdefault(key, i)
         return out
 
     def _claimed_before(self, pendings: Sequence[Pending], out: dict[int, tuple[str, int]]
