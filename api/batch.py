@@ -137,7 +137,7 @@ async def answer(
                 if isinstance(outcome, CopyledgerError):
                     item, member = _refused(i, outcome, path), "problem"
                     # A refusal frees its key; a write of unknown fate keeps this answer, so a
-                    # retry never writes it a second time.
+                    # retry is answered with its entry if it was recorded (D132, D135).
                     keeps = isinstance(outcome, Uncertain)
                 else:
                     item = {"index": i, "status": 200 if outcome.existing else 201,

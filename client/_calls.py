@@ -128,11 +128,11 @@ server's Retry-After if longer, then up to a quarter more at random, so clients 
 answer told to wait do not all come back at once. No resend goes out more than
 RESEND_WINDOW_S after the call's first try: a server takes over the key of a process that died
 mid-write 60 s after its last sign of life and runs the write again if it was not recorded
-(D69, D132; one still queued, unsealed, then is recorded twice), and a resend may
-wait there up to 10 s more for the key's first request (`idempotency.WAIT_S`, counted from its
-arrival, once for a whole batch, however many retries queue on the key); stopping at 30 s
-leaves 20 s for transit and clocks, so the server never records a write twice for this
-client."""
+(D69, D132; a server before D134 then recorded one still queued, unsealed, twice), and a
+resend may wait there up to 10 s more for the key's first request (`idempotency.WAIT_S`,
+counted from its arrival, once for a whole batch, however many retries queue on the key);
+stopping at 30 s leaves 20 s for transit and clocks, so the server never records a write twice
+for this client."""
 _RESENT = frozenset({429, 502, 503, 504})
 
 
@@ -172,8 +172,9 @@ def resend_pause(call: Call[Any], attempt: int, status: int | None,
     resent when nothing answered, on 429, 502, 503 and 504, on 409 with Retry-After (the
     key's first request still running, D59), and on a batch answer in which an item is such
     a problem (`Call.items_wait`); never when the answer is a replay (`Idempotent-Replayed`:
-    the first request's answer, final, such as a 503 saying the write may or may not be
-    recorded); never past RESEND_WINDOW_S."""
+    the first request's answer, final; a server before D135 replayed a 503 saying the write
+    may or may not be recorded, where a later one answers with the entry or runs the write
+    again); never past RESEND_WINDOW_S."""
     if not (call.resendable or call.method == "GET"):
         return None
     asked = None

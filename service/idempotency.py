@@ -4,10 +4,10 @@ key and the same request gets that answer again and writes nothing. The same key
 request is refused (InvalidInput, 422), as the IETF Idempotency-Key draft says: it is a client's
 mistake, and replaying the other answer would hide it.
 
-Successes are kept, and so is the 503 of a write whose fate is unknown (`Uncertain`: it may
-have been recorded, so a retry must not write it again); a refused request wrote nothing, so
-its key is freed and running it again is safe. Rows past their lifetime are ignored at once
-and deleted lazily, at most once a minute, by writers.
+Successes are kept, and so is the 503 of a write whose fate is unknown (`Uncertain`: its retry
+is answered with its entry if it was recorded, and run again if not, D135); a refused request
+wrote nothing, so its key is freed and running it again is safe. Rows past their lifetime are
+ignored at once and deleted lazily, at most once a minute, by writers.
 
 The key is claimed in the database before the write (decision D59): with `serve --workers N` a
 retry that reaches another process while the first request is still running waits for its
@@ -17,7 +17,9 @@ process's, refreshed by a heartbeat, so only a dead process's claim is taken ove
 The block that writes a claimed request's entry records it in `idempotency_written` in its
 own transaction (D132), so whether that request was recorded is known exactly: a claim taken
 over from a dead process, or a kept 503, whose request has an entry there is answered with
-that entry (`Written`), never written again.
+that entry (`Written`), never written again. One whose request has no entry there is run
+again: the sequencer writes a claimed request once (D134), so an entry still queued when the
+claim is taken over is not written twice (D135).
 """
 
 from __future__ import annotations
@@ -165,9 +167,9 @@ class Keys:
         """None if the key is now this request's to run (then `keep` or `release` it); the kept
         answer if this very request was answered before; `Written` if it was recorded but its
         answer was never kept (a dead owner's claim, or a kept 503, whose request has an entry in
-        `idempotency_written`: D132);
-        InvalidInput if the key answered or is running another request; InFlight if this
-        request is still running elsewhere."""
+        `idempotency_written`: D132); without such an entry, the dead claim or the 503 is taken
+        over like a free key (D135); InvalidInput if the key answered or is running another
+        request; InFlight if this request is still running elsewhere."""
         now = time.time()
         self._sweep(now)
         for _ in range(3):  # a dead row deleted under us by another taker: try again
@@ -195,7 +197,11 @@ class Keys:
                     if row.request_sha256 != request_sha256:
                         raise _other_request()
                     return Written(seq)
-            if dead:  # expired, or its owner stopped refreshing it (died): take it over
+                # A kept 503 whose request has no entry: run it again. Should its first send
+                # still be queued, the sequencer answers the later of the two with the other's
+                # entry (D134), so it is written once either way (D135).
+                dead = dead or row.request_sha256 == request_sha256
+            if dead:  # expired, its owner stopped refreshing it (died), or a 503: take it over
                 with self.store.engine.begin() as conn:
                     conn.execute(delete(table).where(
                         table.c.account == account, table.c.key == key,

@@ -607,6 +607,104 @@ def test_a_retry_run_while_the_first_entry_was_still_queued_is_answered_with_it(
     assert again.headers["idempotent-replayed"] == "true"
 
 
+def _block_fails(monkeypatch: pytest.MonkeyPatch, reg: Node) -> None:
+    """The next block's database write fails before anything is committed: its writers are
+    told the entry is most likely not recorded (an Uncertain outcome; nothing was)."""
+    def fail(*_: object, **__: object) -> None:
+        raise OSError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(reg.store, "append_block", fail)
+
+
+def _first_unknown(api: Api, write: str, key: str,
+                   fail: Callable[[pytest.MonkeyPatch, Node], None],
+                   monkeypatch: pytest.MonkeyPatch
+                   ) -> tuple[str, dict[str, Any], dict[str, str], int, Any]:
+    """One of WRITES sent under `key` while `fail` is in force: (path, body, headers, the
+    tree's size before, its answer)."""
+    client, reg = api
+    path, auth, body = WRITES[write](client, reg)
+    h = {**auth, "Idempotency-Key": key}
+    n = tree_size(client)
+    with monkeypatch.context() as m:
+        fail(m, reg)
+        first = client.post(path, json=body, headers=h)
+    return path, body, h, n, first
+
+
+@pytest.mark.parametrize("write", WRITES)
+def test_a_kept_503_whose_request_was_not_recorded_is_run_again(
+        api: Api, write: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """D135: a write of unknown fate keeps its 503; when nothing was recorded, its retry runs
+    the write (201, not a replay), and the retry after that is answered from the kept success.
+    Before, the 503 again for the key's whole lifetime (a day by default)."""
+    client, reg = api
+    key = f"unrecorded-{write}"
+    path, body, h, n, first = _first_unknown(api, write, key, _block_fails, monkeypatch)
+    assert first.status_code == 503 and "most likely not" in first.json()["detail"], first.text
+    assert _row(reg, key).status == 503 and _written(reg, key) == [] and tree_size(client) == n
+    retry = client.post(path, json=body, headers=h)
+    assert retry.status_code == 201, retry.text
+    assert "idempotent-replayed" not in retry.headers
+    assert retry.json()["seq"] == n and tree_size(client) == n + 1
+    assert _written(reg, key) == [n]
+    again = client.post(path, json=body, headers=h)
+    assert (again.status_code, again.json()) == (201, retry.json())
+    assert again.headers["idempotent-replayed"] == "true"
+    other = client.post(path, json={**body, "sha256": sha("other")}
+                        if "sha256" in body else {**body, "to": "alice"}, headers=h)
+    assert other.status_code == 422 and "Idempotency-Key" in other.json()["detail"]
+    assert tree_size(client) == n + 1
+
+
+@pytest.mark.parametrize("write", WRITES)
+def test_a_kept_503_retried_while_its_entry_was_queued_is_answered_with_it(
+        api: Api, write: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """D135's race: the claim's check found no entry for the kept 503 because the first send
+    was still queued (made here by hiding the recorded row from that check), so the retry ran
+    the write again; the sequencer finds the claim recorded and answers the retry with the
+    first entry (D134). Nothing is written twice."""
+    client, reg = api
+    key = f"fate-queued-{write}"
+    path, body, h, n, first = _first_unknown(
+        api, write, key, lambda m, _: _receipts_fail(m), monkeypatch)
+    assert first.status_code == 503 and "WAS recorded" in first.json()["detail"], first.text
+    assert tree_size(client) == n + 1 and _written(reg, key) == [n]
+    contacts = _contacts(reg)
+    monkeypatch.setattr(reg.idempotency, "_written", lambda *_: None)
+    retry = client.post(path, json=body, headers=h)
+    assert retry.status_code == 201, retry.text
+    assert retry.headers["idempotent-replayed"] == "true"
+    assert retry.json()["seq"] == n and tree_size(client) == n + 1
+    assert _written(reg, key) == [n] and _contacts(reg) == contacts
+    again = client.post(path, json=body, headers=h)  # kept: answered from the row now
+    assert (again.status_code, again.json()) == (201, retry.json())
+
+
+def test_batch_items_kept_as_503_unrecorded_are_run_again(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """D135 for batch items: both items' block failed unrecorded (503 each, kept); the retry
+    writes them, once, and the one after is answered from the kept items."""
+    client, reg = api
+    alice = bearer(reg, "alice")
+    items = [{**work_body(f"unrecorded-{i}", again=True), "idempotency_key": f"unrec-{i}"}
+             for i in range(2)]
+    n = tree_size(client)
+    with monkeypatch.context() as m:
+        _block_fails(m, reg)
+        first = client.post("/v1/works/batch", json={"works": items}, headers=alice).json()
+    assert [r["status"] for r in first["results"]] == [503, 503]
+    assert tree_size(client) == n
+    retry = client.post("/v1/works/batch", json={"works": items}, headers=alice).json()
+    assert [(r["status"], r.get("replayed")) for r in retry["results"]] == [(201, None)] * 2
+    assert sorted(r["registration"]["seq"] for r in retry["results"]) == [n, n + 1]
+    again = client.post("/v1/works/batch", json={"works": items}, headers=alice).json()
+    assert [(r["status"], r.get("replayed")) for r in again["results"]] == [(201, True)] * 2
+    assert [r["registration"] for r in again["results"]] == [
+        r["registration"] for r in retry["results"]]
+    assert tree_size(client) == n + 2
+
+
 def _contacts(reg: Node) -> int:
     from sqlalchemy import func, select
 
@@ -796,10 +894,17 @@ def test_what_a_key_says_once_its_request_was_recorded(api: Api) -> None:
     """D132 at the claim itself, with the block's row made by hand: a live owner's claim is
     still in flight whatever was recorded; a kept 503 is answered with the entry whichever
     came first, the keep or the block (a sequencer that stops answers its writers before it
-    seals what is queued), and replayed as it was without one; a claim whose request was
-    recorded is neither released nor swept, so no retry can write it again."""
+    seals what is queued), and taken over to run again without one (D135); a claim whose
+    request was recorded is neither released nor swept, so no retry can write it again."""
     from copyledger.ledger.schema import idempotency_written
-    from copyledger.service.idempotency import ABANDONED_S, Answer, InFlight, Keys, Written
+    from copyledger.service.idempotency import (
+        ABANDONED_S,
+        IN_FLIGHT,
+        Answer,
+        InFlight,
+        Keys,
+        Written,
+    )
 
     _, reg = api
     keys, other = Keys(reg.store, 3600), Keys(reg.store, 3600)
@@ -832,9 +937,21 @@ def test_what_a_key_says_once_its_request_was_recorded(api: Api) -> None:
 
     assert keys.claim("alice", "fate", h) is None
     keys.keep("alice", "fate", h, Answer(503, b'{"status":503}'))  # before its block
-    assert other.claim("alice", "fate", h) == Answer(503, b'{"status":503}')
     recorded("fate", 8)
     assert other.claim("alice", "fate", h) == Written(8)
+
+    # Without an entry, a kept 503 is taken over and run again (D135): a claim of this
+    # process now, which another request cannot take; another body is refused as before.
+    assert keys.claim("alice", "unknown", h) is None
+    keys.keep("alice", "unknown", h, Answer(503, b'{"status":503}'))
+    with pytest.raises(InvalidInput):
+        other.claim("alice", "unknown", "cd" * 32)
+    assert other.claim("alice", "unknown", h) is None
+    assert _row(reg, "unknown").status == IN_FLIGHT
+    with pytest.raises(InFlight):
+        keys.claim("alice", "unknown", h)
+    other.keep("alice", "unknown", h, Answer(201, b'{"seq":9}'))
+    assert keys.claim("alice", "unknown", h) == Answer(201, b'{"seq":9}')
 
     assert keys.claim("alice", "never", h) is None
     keys.abandon("alice", "never", h)

@@ -39,8 +39,13 @@ SEQUENCER_HOLDERS = (
 class Load:
     """Writers in threads, each registering new works until told to stop; every 201 is kept."""
 
-    def __init__(self, url: str, key: str, threads: int = 6, prefix: str = "w") -> None:
+    def __init__(self, url: str, key: str, threads: int = 6, prefix: str = "w",
+                 keyed: bool = False) -> None:
         self.url, self.key, self.prefix = url, key, prefix
+        # keyed: each work sent with `again` under an Idempotency-Key of its own name, so only
+        # the key keeps a resend from being recorded anew; `sent` keeps each name and answer.
+        self.keyed = keyed
+        self.sent: dict[str, httpx.Response | None] = {}
         self.acked: list[dict[str, Any]] = []
         self.refused: dict[int, int] = {}  # status -> count (503s while the lock moves)
         self.lost = 0  # connections that failed: the killed process's own clients
@@ -64,13 +69,18 @@ class Load:
                           headers={"Authorization": f"Bearer {self.key}"}) as c:
             while not self._stop.is_set():
                 i += 1
+                name = f"{self.prefix}{n}-{i}"
+                self.sent[name] = None
                 try:
-                    r = c.post("/v1/works", json=work_body(f"{self.prefix}{n}-{i}"))
+                    r = c.post("/v1/works", json=work_body(name, again=True) if self.keyed
+                               else work_body(name),
+                               headers={"Idempotency-Key": name} if self.keyed else {})
                 except httpx.HTTPError:
                     with self._lock:
                         self.lost += 1
                     continue
                 with self._lock:
+                    self.sent[name] = r
                     if r.status_code == 201:
                         self.acked.append(r.json())
                     else:
@@ -164,6 +174,71 @@ def test_sigkill_the_sequencer_twenty_times(tmp_path: Path, database_url: str) -
         srv.stop()
     assert set(load.refused) <= {503}, load.refused  # pushback while the lock moves, no 5xx else
     check_log(data, database_url, load.acked)
+
+
+def test_sigkill_the_sequencer_then_every_keyed_write_resent_is_recorded_once(
+        tmp_path: Path, database_url: str) -> None:
+    """D135 under real SIGKILLs: writers send works with `again`, each under its own
+    Idempotency-Key, while the process holding the sequencer is killed. The other processes
+    answer what they had handed it 503 "may or may not be recorded" and keep that answer.
+    Once the dead process's claims are abandoned, every request sent is resent under its key:
+    each must get a 201 (the acknowledged ones their first answer, replayed) and be in the log
+    exactly once. Before D135 a kept 503 whose request was not recorded stayed a 503 for the
+    key's lifetime, a day."""
+    from sqlalchemy import func, select, update
+
+    from copyledger.ledger.schema import idempotency_keys
+    from copyledger.service.idempotency import ABANDONED_S, IN_FLIGHT
+
+    data = tmp_path / "d"
+    _, key, dburl = init_with_creator(data, database_url)
+    url = dburl or f"sqlite:///{data / 'ledger.sqlite3'}"
+    srv = ServerProcess(data, dburl, COPYLEDGER_WORKERS=str(WORKERS))
+
+    def kept_503s() -> int:
+        store = Store.open(url, migrate_schema=False)
+        try:
+            with store.engine.connect() as conn:
+                return int(conn.execute(select(func.count()).select_from(idempotency_keys)
+                                        .where(idempotency_keys.c.status == 503)).scalar_one())
+        finally:
+            store.close()
+
+    try:
+        srv.start(timeout=300)
+        pid = leader(data)
+        with Load(srv.url, key, keyed=True, prefix="k") as load:
+            for _ in range(10):  # until a kill has left a kept 503 (the first nearly always)
+                load.wait_for(len(load.acked) + 30)
+                os.kill(pid, signal.SIGKILL)
+                pid = leader(data, other_than=pid)
+                load.wait_for(len(load.acked) + 30)  # settled: the next sequencer writes
+                if kept_503s() >= 1:
+                    break
+        assert kept_503s() >= 1
+        store = Store.open(url, migrate_schema=False)
+        try:  # a minute on: the dead processes' claims are abandoned
+            with store.engine.begin() as conn:
+                conn.execute(update(idempotency_keys).where(idempotency_keys.c.status == IN_FLIGHT)
+                             .values(created=int(time.time()) - ABANDONED_S - 5))
+        finally:
+            store.close()
+        with httpx.Client(base_url=srv.url, timeout=60,
+                          headers={"Authorization": f"Bearer {key}"}) as c:
+            resent = {name: c.post("/v1/works", json=work_body(name, again=True),
+                                   headers={"Idempotency-Key": name}) for name in load.sent}
+            bad = {n: (r.status_code, r.text[:120]) for n, r in resent.items()
+                   if r.status_code != 201}
+            assert not bad, list(bad.items())[:3]
+            for name, first in load.sent.items():
+                if first is not None and first.status_code == 201:
+                    assert resent[name].json() == first.json()
+                    assert resent[name].headers["idempotent-replayed"] == "true"
+                found = c.get("/v1/search", params={"sha256": work_body(name)["sha256"]}).json()
+                assert [e["seq"] for e in found["results"]] == [resent[name].json()["seq"]]
+    finally:
+        srv.stop()
+    check_log(data, database_url, [r.json() for r in resent.values()])
 
 
 def test_workers_share_one_log(tmp_path: Path) -> None:
