@@ -126,8 +126,9 @@ class WrongSecret(Unavailable):
 class Uncertain(Unavailable):
     """A write whose fate is not known: it may or may not be recorded (the database write
     failed part-way, the receipt could not be built, the sequencer died before answering).
-    Whoever retries must look first; an Idempotency-Key that met it keeps this answer rather
-    than let a retry write a second entry."""
+    Whoever retries must look first; an Idempotency-Key that met it keeps this answer, and
+    its retry is answered with the entry if it was recorded (D132), else run again, which the
+    sequencer writes once however the two sends meet (D134, D135)."""
 
 
 class VerificationError(CopyledgerError):

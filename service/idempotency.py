@@ -159,6 +159,9 @@ class Keys:
         # Claims this process holds, each with the answer still to keep (its `keep` failed:
         # tried again each beat, `_KEEP_TRIES` times) or None while its request runs.
         self._held: dict[Held, tuple[Answer, int] | None] = {}
+        # The kept 503s this process's claims took over (D135), put back if the claim is
+        # released, so the key still says its first send's fate is unknown.
+        self._over: dict[Held, Answer] = {}
         self._beat = threading.Condition()
         self._beating = False
         self._stopped = False
@@ -200,8 +203,11 @@ class Keys:
                 # A kept 503 whose request has no entry: run it again. Should its first send
                 # still be queued, the sequencer answers the later of the two with the other's
                 # entry (D134), so it is written once either way (D135).
-                dead = dead or row.request_sha256 == request_sha256
-            if dead:  # expired, its owner stopped refreshing it (died), or a 503: take it over
+                if status >= 400 and row.request_sha256 == request_sha256:
+                    if self._take_over(row, account, key, int(now)):
+                        return None
+                    continue
+            if dead:  # expired, or its owner stopped refreshing it (died): take it over
                 with self.store.engine.begin() as conn:
                     conn.execute(delete(table).where(
                         table.c.account == account, table.c.key == key,
@@ -213,6 +219,22 @@ class Keys:
                 raise _in_flight()
             return Answer(status, row.answer.encode())
         raise _in_flight()
+
+    def _take_over(self, row: Any, account: str, key: str, now: int) -> bool:
+        """Make the kept 503 `row` this process's claim (in flight), remembering the 503 for
+        `release`; False if the row changed meanwhile (another retry took it)."""
+        claim = (account, key, str(row.request_sha256))
+        with self.store.engine.begin() as conn:
+            done = conn.execute(update(table).where(
+                table.c.account == account, table.c.key == key,
+                table.c.request_sha256 == row.request_sha256, table.c.created == row.created,
+                table.c.status == row.status,
+            ).values(status=IN_FLIGHT, answer="", created=now)).rowcount
+        if done:
+            self._hold(claim)
+            with self._beat:
+                self._over[claim] = Answer(int(row.status), str(row.answer).encode())
+        return bool(done)
 
     def keep(self, account: str, key: str, request_sha256: str, answer: Answer) -> None:
         """Keep the answer to replay (a success, or an Uncertain's 503) in this request's
@@ -278,14 +300,22 @@ class Keys:
 
     def release(self, account: str, key: str, request_sha256: str) -> None:
         """Drop this request's claim: it was refused and wrote nothing, so a retry may run.
-        If the database refuses, the claim is no longer refreshed and ages out instead."""
+        A claim that took over a kept 503 puts that 503 back instead (D135): this refusal
+        says nothing of the first send, which may still be sealed. If the database refuses,
+        the claim is no longer refreshed and ages out instead."""
         claim = (account, key, request_sha256)
+        with self._beat:
+            over = self._over.get(claim)
+        mine = and_(table.c.account == account, table.c.key == key,
+                    table.c.request_sha256 == request_sha256, table.c.status == IN_FLIGHT)
         try:
             with self.store.engine.begin() as conn:
-                conn.execute(delete(table).where(
-                    table.c.account == account, table.c.key == key,
-                    table.c.request_sha256 == request_sha256, table.c.status == IN_FLIGHT,
-                    ~_was_written(int(time.time()) - self.ttl_s)))
+                if over is not None:
+                    conn.execute(update(table).where(mine).values(
+                        status=over.status, answer=over.body.decode()))
+                else:
+                    conn.execute(delete(table).where(
+                        mine, ~_was_written(int(time.time()) - self.ttl_s)))
         except SQLAlchemyError:
             log.warning("releasing an idempotency key failed; it ages out", exc_info=True)
         finally:
@@ -325,6 +355,7 @@ class Keys:
     def _let_go(self, claim: Held) -> None:
         with self._beat:
             self._held.pop(claim, None)
+            self._over.pop(claim, None)
 
     def _heartbeat(self) -> None:
         """While this process holds claims: refresh them, and keep again the answers the

@@ -37,6 +37,7 @@ from copyledger.ledger.errors import (
     InvalidInput,
     NotFound,
     Unavailable,
+    Uncertain,
     said,
 )
 from copyledger.ledger.links import LINKED_KINDS, links_of
@@ -402,12 +403,22 @@ async def record(node: Node, entry: dict[str, Any], *, once: bool = False) -> Re
     try:
         receipt = await node.sequencer.submit_async(pending)
     except AlreadyRegistered as e:
-        if claim is not None and (await _recorded_under(node, [claim], [e.seq]))[0]:
-            [first] = await recorded_before(node, [e.seq])
-            idempotency.REPLAYED.set(True)
+        if (first := await _own_entry(node, e.seq)) is not None:
             return first
         raise
     return Recorded(receipt, entry)
+
+
+async def _own_entry(node: Node, seq: int) -> Recorded | None:
+    """The entry at `seq` as its receipt was sealed, marked replayed, if it was recorded under
+    the claim the current write runs under (`idempotency.WRITING`): the request's own earlier
+    send (D134, D135). None otherwise."""
+    claim = idempotency.WRITING.get()
+    if claim is None or not (await _recorded_under(node, [claim], [seq]))[0]:
+        return None
+    [first] = await recorded_before(node, [seq])
+    idempotency.REPLAYED.set(True)
+    return first
 
 
 async def _recorded_under(node: Node, claims: Sequence[tuple[str, str, str] | None],
@@ -884,6 +895,10 @@ async def record_transfer(node: Node, who: Principal, t: TransferIn) -> Recorded
         )
         _require_account(node, t.to)
         if title.pending is not None:
+            # Its own earlier send's offer (sealed after this retry's key was taken over,
+            # D135) is this request's answer, not a conflict.
+            if (first := await _own_entry(node, title.pending.seq)) is not None:
+                return first
             raise Conflict(said("offer {seq} of work {work_seq} to {to_account} is pending; "
                                 "withdraw it first (POST /v1/transfers/{seq}/withdraw)",
                                 seq=title.pending.seq, work_seq=t.work_seq,
@@ -963,7 +978,9 @@ async def record_claim(node: Node, who: Principal, c: ClaimIn) -> Recorded:
     logged = contacts.seal_claim(node.store, entry)
     try:
         done = await record(node, logged)
-    except CopyledgerError:  # not on cancellation: the entry may still be sealed (D13)
+    except Uncertain:  # as on cancellation, the entry may still be sealed: kept (D13, D135)
+        raise
+    except CopyledgerError:
         await asyncio.to_thread(contacts.forget_unless_logged, node.store, logged)
         raise
     if done.replayed:  # the claim its earlier send recorded (D134): this one's details go

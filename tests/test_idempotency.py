@@ -59,13 +59,19 @@ def _transfer(client: TestClient, reg: Node) -> tuple[str, dict[str, Any], dict[
                                     "transfer_type": "non_exclusive_licence"}
 
 
+def _offer(client: TestClient, reg: Node) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """An offer of assignment: while it is pending, no other transfer of the work is taken."""
+    path, alice, body = _transfer(client, reg)
+    return path, alice, {**body, "transfer_type": "assignment"}
+
+
 def _claim(client: TestClient, reg: Node) -> tuple[str, dict[str, Any], dict[str, Any]]:
     return "/v1/claims", bearer(reg, "tube", "platform"), {**DMCA, "works": [{"sha256": sha(1)}]}
 
 
 WRITES: dict[str, Callable[[TestClient, Node], tuple[str, dict[str, Any], dict[str, Any]]]] = {
     "work": _work, "work-again": _again, "evidence": _evidence, "transfer": _transfer,
-    "claim": _claim}
+    "offer": _offer, "claim": _claim}
 
 
 @pytest.mark.parametrize("write", WRITES)
@@ -681,6 +687,73 @@ def test_a_kept_503_retried_while_its_entry_was_queued_is_answered_with_it(
     assert (again.status_code, again.json()) == (201, retry.json())
 
 
+def test_a_kept_503_taken_over_and_refused_is_kept_again(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """D135: a retry that took over a kept 503 and was itself refused (here the sequencer
+    took nothing, as while it changes hands) wrote nothing, but says nothing of the first
+    send either: the key keeps the 503, so the first send, if it is sealed after all, is the
+    key's answer, and another body under the key is still refused. The retry after that runs."""
+    from copyledger.ledger.errors import Unavailable
+
+    client, reg = api
+    key = "refused-again"
+    path, body, h, n, first = _first_unknown(api, "offer", key, _block_fails, monkeypatch)
+    assert first.status_code == 503 and _row(reg, key).status == 503
+
+    def busy(*_: object, **__: object) -> None:
+        raise Unavailable("no sequencer is taking entries right now; retry shortly")
+
+    with monkeypatch.context() as m:
+        m.setattr(reg.sequencer, "submit_async", busy)
+        refused = client.post(path, json=body, headers=h)
+    assert refused.status_code == 503 and "no sequencer" in refused.json()["detail"]
+    assert _row(reg, key).status == 503 and _row(reg, key).answer == first.text
+    other = client.post(path, json={**body, "to": "alice"}, headers=h)
+    assert other.status_code == 422 and "Idempotency-Key" in other.json()["detail"]
+    retry = client.post(path, json=body, headers=h)
+    assert retry.status_code == 201 and retry.json()["seq"] == n, retry.text
+    assert tree_size(client) == n + 1
+
+
+def test_a_claim_of_unknown_fate_keeps_its_contact_details(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A takedown claim answered 503 "may or may not be recorded" while its entry is still
+    queued (a lost hand-over) keeps the contact details its entry commits to: the entry is
+    sealed after the answer. Before, they were erased because the claim was not in the log
+    yet, and the logged claim then committed to details no longer there."""
+    import asyncio
+
+    from copyledger.ledger.errors import Uncertain
+
+    client, reg = api
+    path, auth, body = _claim(client, reg)
+    n, contacts = tree_size(client), _contacts(reg)
+    hold = threading.Event()
+    real_append, real_submit = reg.store.append_block, reg.sequencer.submit_async
+
+    def held(*a: Any, **k: Any) -> Any:
+        hold.wait(30)
+        return real_append(*a, **k)
+
+    def lost(pending: Any) -> Any:
+        real_submit(pending)  # queued: sealed once the block is let go
+        told: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        told.set_exception(Uncertain("the sequencer stopped before answering"))
+        return told
+
+    monkeypatch.setattr(reg.store, "append_block", held)
+    with monkeypatch.context() as m:
+        m.setattr(reg.sequencer, "submit_async", lost)
+        first = client.post(path, json=body, headers={**auth, "Idempotency-Key": "c-fate"})
+    assert first.status_code == 503
+    hold.set()
+    wait_for(lambda: tree_size(client) == n + 1, "the queued claim sealed")
+    assert _contacts(reg) == contacts + 1
+    retry = client.post(path, json=body, headers={**auth, "Idempotency-Key": "c-fate"})
+    assert retry.status_code == 201 and retry.json()["seq"] == n, retry.text
+    assert _contacts(reg) == contacts + 1 and tree_size(client) == n + 1
+
+
 def test_batch_items_kept_as_503_unrecorded_are_run_again(
         api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     """D135 for batch items: both items' block failed unrecorded (503 each, kept); the retry
@@ -952,6 +1025,16 @@ def test_what_a_key_says_once_its_request_was_recorded(api: Api) -> None:
         keys.claim("alice", "unknown", h)
     other.keep("alice", "unknown", h, Answer(201, b'{"seq":9}'))
     assert keys.claim("alice", "unknown", h) == Answer(201, b'{"seq":9}')
+    # Taken over and then refused (it wrote nothing, but the first send may still be sealed):
+    # the 503 is put back, not the key freed, so another request under it is still refused.
+    assert keys.claim("alice", "refused", h) is None
+    keys.keep("alice", "refused", h, Answer(503, b'{"status":503}'))
+    assert other.claim("alice", "refused", h) is None
+    other.release("alice", "refused", h)
+    assert (_row(reg, "refused").status, _row(reg, "refused").answer) == (503, '{"status":503}')
+    with pytest.raises(InvalidInput):
+        keys.claim("alice", "refused", "cd" * 32)
+    assert keys.claim("alice", "refused", h) is None  # and the next retry runs again
 
     assert keys.claim("alice", "never", h) is None
     keys.abandon("alice", "never", h)
