@@ -136,8 +136,9 @@ async def answer(
                 item: dict[str, Any]
                 if isinstance(outcome, CopyledgerError):
                     item, member = _refused(i, outcome, path), "problem"
-                    # A refusal frees its key; a write of unknown fate keeps this answer, so a
-                    # retry is answered with its entry if it was recorded (D132, D135).
+                    # A refusal frees its key (or puts back a kept 503 it took over); a write
+                    # of unknown fate keeps this answer, so a retry is answered with its entry
+                    # if it was recorded, and run again if not (D132, D135).
                     keeps = isinstance(outcome, Uncertain)
                 else:
                     item = {"index": i, "status": 200 if outcome.existing else 201,
@@ -161,7 +162,7 @@ async def answer(
                 n.idempotency.abandon(who.account, str(parsed[i][1]), digests[i])
             raise
         finally:
-            for i in [] if cancelled else claimed:  # refused, or never run: free again
+            for i in [] if cancelled else claimed:  # refused, or never run: released
                 await release(n.idempotency, who.account, str(parsed[i][1]), digests[i])
     done = [r for r in results if r is not None]
     return FastJSONResponse({

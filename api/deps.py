@@ -150,7 +150,8 @@ async def _settled(n: Node, account: str, key: str, digest: str, path: bytes,
     """`run`'s answer, its outcome recorded under the key (off the event loop): a success is
     kept for replay; a write whose fate is unknown (Uncertain) keeps its problem, so its retry
     is answered with its entry if it was recorded (D132) and run again if not (D135); any
-    other refusal frees the key, since nothing was written. Keeping never fails the answer:
+    other refusal frees the key, since nothing was written (or puts back the kept 503 this
+    retry took over, D135). Keeping never fails the answer:
     the entry is recorded whatever the key's row says (D69)."""
     # The entry's block records that it was written under this claim (D132).
     try:

@@ -9,6 +9,7 @@ admins may read them back; erasing them leaves the log, its proofs and the audit
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 from copyledger.ledger import entry as entry_mod
@@ -46,6 +47,23 @@ def seal_claim(store: Store, entry: dict[str, Any]) -> dict[str, Any]:
     # ... so a row is kept only for a claim about to be logged.
     store.put_contact(commitment, salt, jcs.canonicalize(contact).decode(), entry_mod.utc_now())
     return logged
+
+
+FORGET_AFTER_S = 60.0
+"""How long after a claim's write of unknown fate its details are kept before the check that
+forgets them unless the claim was logged (`forget_later`): time for an entry still queued, or
+a COMMIT still in flight, to be sealed, as a claim taken over from a dead process waits (D69)."""
+
+
+def forget_later(store: Store, logged: dict[str, Any]) -> None:
+    """After a write whose fate is unknown (`Uncertain`: the entry may still be sealed): keep
+    the details now, and forget them `FORGET_AFTER_S` later unless the claim was logged by
+    then (D135). Forgetting at once could erase what a claim sealed a moment later commits to;
+    never forgetting would leave details no claim commits to, which no erasure by seq can
+    reach. A process that stops within that time leaves them (never shown)."""
+    timer = threading.Timer(FORGET_AFTER_S, forget_unless_logged, (store, logged))
+    timer.name, timer.daemon = "contact-forget", True
+    timer.start()
 
 
 def forget_unless_logged(store: Store, logged: dict[str, Any]) -> None:

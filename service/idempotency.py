@@ -6,8 +6,9 @@ mistake, and replaying the other answer would hide it.
 
 Successes are kept, and so is the 503 of a write whose fate is unknown (`Uncertain`: its retry
 is answered with its entry if it was recorded, and run again if not, D135); a refused request
-wrote nothing, so its key is freed and running it again is safe. Rows past their lifetime are
-ignored at once and deleted lazily, at most once a minute, by writers.
+wrote nothing, so its key is freed and running it again is safe (a retry that took over a kept
+503 puts that 503 back instead: its refusal says nothing of the first send). Rows past their
+lifetime are ignored at once and deleted lazily, at most once a minute, by writers.
 
 The key is claimed in the database before the write (decision D59): with `serve --workers N` a
 retry that reaches another process while the first request is still running waits for its
@@ -159,9 +160,10 @@ class Keys:
         # Claims this process holds, each with the answer still to keep (its `keep` failed:
         # tried again each beat, `_KEEP_TRIES` times) or None while its request runs.
         self._held: dict[Held, tuple[Answer, int] | None] = {}
-        # The kept 503s this process's claims took over (D135), put back if the claim is
-        # released, so the key still says its first send's fate is unknown.
-        self._over: dict[Held, Answer] = {}
+        # The kept 503s this process's claims took over (D135), with their `created`, put
+        # back if the claim is released, so the key still says its first send's fate is
+        # unknown, for as long as it would have.
+        self._over: dict[Held, tuple[Answer, int]] = {}
         self._beat = threading.Condition()
         self._beating = False
         self._stopped = False
@@ -233,7 +235,8 @@ class Keys:
         if done:
             self._hold(claim)
             with self._beat:
-                self._over[claim] = Answer(int(row.status), str(row.answer).encode())
+                self._over[claim] = (Answer(int(row.status), str(row.answer).encode()),
+                                     int(row.created))
         return bool(done)
 
     def keep(self, account: str, key: str, request_sha256: str, answer: Answer) -> None:
@@ -311,8 +314,9 @@ class Keys:
         try:
             with self.store.engine.begin() as conn:
                 if over is not None:
+                    answer, created = over
                     conn.execute(update(table).where(mine).values(
-                        status=over.status, answer=over.body.decode()))
+                        status=answer.status, answer=answer.body.decode(), created=created))
                 else:
                     conn.execute(delete(table).where(
                         mine, ~_was_written(int(time.time()) - self.ttl_s)))

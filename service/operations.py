@@ -9,6 +9,7 @@ first, with their documentation and examples (what `api.models` shows in OpenAPI
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -896,9 +897,11 @@ async def record_transfer(node: Node, who: Principal, t: TransferIn) -> Recorded
         _require_account(node, t.to)
         if title.pending is not None:
             # Its own earlier send's offer (sealed after this retry's key was taken over,
-            # D135) is this request's answer, not a conflict.
-            if (first := await _own_entry(node, title.pending.seq)) is not None:
-                return first
+            # D135) is this request's answer, not a conflict. If that cannot be read now,
+            # the conflict stands: an offer is pending either way.
+            with contextlib.suppress(Unavailable):
+                if (first := await _own_entry(node, title.pending.seq)) is not None:
+                    return first
             raise Conflict(said("offer {seq} of work {work_seq} to {to_account} is pending; "
                                 "withdraw it first (POST /v1/transfers/{seq}/withdraw)",
                                 seq=title.pending.seq, work_seq=t.work_seq,
@@ -978,7 +981,8 @@ async def record_claim(node: Node, who: Principal, c: ClaimIn) -> Recorded:
     logged = contacts.seal_claim(node.store, entry)
     try:
         done = await record(node, logged)
-    except Uncertain:  # as on cancellation, the entry may still be sealed: kept (D13, D135)
+    except Uncertain:  # the entry may still be sealed: its details go only if it was not
+        contacts.forget_later(node.store, logged)
         raise
     except CopyledgerError:
         await asyncio.to_thread(contacts.forget_unless_logged, node.store, logged)

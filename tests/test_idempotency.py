@@ -713,19 +713,32 @@ def test_a_kept_503_taken_over_and_refused_is_kept_again(
     retry = client.post(path, json=body, headers=h)
     assert retry.status_code == 201 and retry.json()["seq"] == n, retry.text
     assert tree_size(client) == n + 1
+    # Only the request's own offer answers it: the same offer under another key, or a
+    # licence, meets the pending offer as a conflict.
+    for other_body, other_key in ((body, "another-key"),
+                                  ({**body, "transfer_type": "non_exclusive_licence"}, key)):
+        clash = client.post(path, json=other_body, headers={**h, "Idempotency-Key": other_key})
+        assert clash.status_code == (409 if other_key != key else 422), clash.text
+    clash = client.post(path, json={**body, "transfer_type": "non_exclusive_licence"},
+                        headers={**h, "Idempotency-Key": "licence-key"})
+    assert clash.status_code == 409 and "is pending" in clash.json()["detail"]
+    assert tree_size(client) == n + 1
 
 
 def test_a_claim_of_unknown_fate_keeps_its_contact_details(
         api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     """A takedown claim answered 503 "may or may not be recorded" while its entry is still
     queued (a lost hand-over) keeps the contact details its entry commits to: the entry is
-    sealed after the answer. Before, they were erased because the claim was not in the log
-    yet, and the logged claim then committed to details no longer there."""
+    sealed after the answer, and the later check finds it logged (D135). Before, they were
+    erased at once because the claim was not in the log yet, and the logged claim then
+    committed to details no longer there."""
     import asyncio
 
     from copyledger.ledger.errors import Uncertain
+    from copyledger.service import contacts as contacts_mod
 
     client, reg = api
+    monkeypatch.setattr(contacts_mod, "FORGET_AFTER_S", 0.2)
     path, auth, body = _claim(client, reg)
     n, contacts = tree_size(client), _contacts(reg)
     hold = threading.Event()
@@ -742,16 +755,42 @@ def test_a_claim_of_unknown_fate_keeps_its_contact_details(
         return told
 
     monkeypatch.setattr(reg.store, "append_block", held)
-    with monkeypatch.context() as m:
-        m.setattr(reg.sequencer, "submit_async", lost)
-        first = client.post(path, json=body, headers={**auth, "Idempotency-Key": "c-fate"})
-    assert first.status_code == 503
-    hold.set()
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(reg.sequencer, "submit_async", lost)
+            first = client.post(path, json=body, headers={**auth, "Idempotency-Key": "c-fate"})
+        assert first.status_code == 503 and _contacts(reg) == contacts + 1
+    finally:
+        hold.set()
     wait_for(lambda: tree_size(client) == n + 1, "the queued claim sealed")
+    time.sleep(0.5)  # past the later check, which finds the claim logged
     assert _contacts(reg) == contacts + 1
+    opened = client.get(f"/v1/claims/{n}/contact", headers=auth)
+    assert opened.status_code == 200 and opened.json()["contact"]["email"] == "ada@example.org"
     retry = client.post(path, json=body, headers={**auth, "Idempotency-Key": "c-fate"})
     assert retry.status_code == 201 and retry.json()["seq"] == n, retry.text
     assert _contacts(reg) == contacts + 1 and tree_size(client) == n + 1
+
+
+def test_a_claim_of_unknown_fate_never_logged_has_its_details_forgotten(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The other way round: the claim's block failed, nothing was sealed. Its details are
+    kept while the entry might still be sealed, then forgotten, so none are left that no
+    logged claim commits to (no erasure by seq could reach them); the retry's are kept."""
+    from copyledger.service import contacts as contacts_mod
+
+    client, reg = api
+    monkeypatch.setattr(contacts_mod, "FORGET_AFTER_S", 0.2)
+    contacts = _contacts(reg)
+    path, body, h, n, first = _first_unknown(api, "claim", "c-never", _block_fails, monkeypatch)
+    assert first.status_code == 503 and _contacts(reg) == contacts + 1
+    wait_for(lambda: _contacts(reg) == contacts, "the unlogged claim's details forgotten")
+    retry = client.post(path, json=body, headers=h)
+    assert retry.status_code == 201 and retry.json()["seq"] == n, retry.text
+    time.sleep(0.5)
+    assert _contacts(reg) == contacts + 1
+    opened = client.get(f"/v1/claims/{n}/contact", headers={"Authorization": h["Authorization"]})
+    assert opened.status_code == 200, opened.text
 
 
 def test_batch_items_kept_as_503_unrecorded_are_run_again(
@@ -1029,9 +1068,13 @@ def test_what_a_key_says_once_its_request_was_recorded(api: Api) -> None:
     # the 503 is put back, not the key freed, so another request under it is still refused.
     assert keys.claim("alice", "refused", h) is None
     keys.keep("alice", "refused", h, Answer(503, b'{"status":503}'))
+    age("refused")  # kept a minute ago: it comes back with that time, as long-lived as it was
+    first_kept = _row(reg, "refused").created
     assert other.claim("alice", "refused", h) is None
+    assert _row(reg, "refused").created > first_kept
     other.release("alice", "refused", h)
     assert (_row(reg, "refused").status, _row(reg, "refused").answer) == (503, '{"status":503}')
+    assert _row(reg, "refused").created == first_kept
     with pytest.raises(InvalidInput):
         keys.claim("alice", "refused", "cd" * 32)
     assert keys.claim("alice", "refused", h) is None  # and the next retry runs again
