@@ -8,8 +8,12 @@ admins may read them back; erasing them leaves the log, its proofs and the audit
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
+import logging
 import threading
+import time
 from typing import Any
 
 from copyledger.ledger import entry as entry_mod
@@ -20,6 +24,8 @@ from copyledger.ledger.store import Store
 from copyledger.service.apikeys import Principal
 
 _SET_BY_REGISTRY = ("contact_fields", "contact_commitment")
+
+log = logging.getLogger("copyledger.contacts")
 
 
 def seal_claim(store: Store, entry: dict[str, Any]) -> dict[str, Any]:
@@ -55,15 +61,40 @@ forgets them unless the claim was logged (`forget_later`): time for an entry sti
 a COMMIT still in flight, to be sealed, as a claim taken over from a dead process waits (D69)."""
 
 
+_later: list[tuple[float, int, Store, dict[str, Any]]] = []  # a heap, by when it is due
+_later_cv = threading.Condition()
+_later_thread: threading.Thread | None = None
+_later_count = itertools.count()  # breaks ties in the heap (stores and dicts do not compare)
+
+
 def forget_later(store: Store, logged: dict[str, Any]) -> None:
     """After a write whose fate is unknown (`Uncertain`: the entry may still be sealed): keep
     the details now, and forget them `FORGET_AFTER_S` later unless the claim was logged by
     then (D135). Forgetting at once could erase what a claim sealed a moment later commits to;
     never forgetting would leave details no claim commits to, which no erasure by seq can
-    reach. A process that stops within that time leaves them (never shown)."""
-    timer = threading.Timer(FORGET_AFTER_S, forget_unless_logged, (store, logged))
-    timer.name, timer.daemon = "contact-forget", True
-    timer.start()
+    reach. One thread runs every such check, however many are due; a process that stops
+    before a check leaves its details (never shown)."""
+    global _later_thread
+    with _later_cv:
+        heapq.heappush(_later, (time.monotonic() + FORGET_AFTER_S, next(_later_count), store,
+                                logged))
+        if _later_thread is None or not _later_thread.is_alive():
+            _later_thread = threading.Thread(target=_forget_when_due, name="contact-forget",
+                                             daemon=True)
+            _later_thread.start()
+        _later_cv.notify()
+
+
+def _forget_when_due() -> None:
+    """`forget_later`'s thread: each check when it is due; a store closed meanwhile is let be
+    (its process is stopping)."""
+    while True:
+        with _later_cv:
+            while not _later or _later[0][0] > time.monotonic():
+                _later_cv.wait(None if not _later else _later[0][0] - time.monotonic())
+            _, _, store, logged = heapq.heappop(_later)
+        if not store.closed:
+            forget_unless_logged(store, logged)
 
 
 def forget_unless_logged(store: Store, logged: dict[str, Any]) -> None:
@@ -79,7 +110,9 @@ def forget_unless_logged(store: Store, logged: dict[str, Any]) -> None:
         if not store.holds_leaf(entry_mod.content_sha256(logged), merkle.leaf_hash(data)):
             store.delete_contact(found)
     except Exception:  # best effort, while the write path is failing already
-        return
+        log.warning("could not tell whether a claim whose write failed was logged; its "
+                    "contact details are kept (never shown unless a logged claim commits to "
+                    "them)", exc_info=True)
 
 
 def _commitment(store: Store, seq: int) -> tuple[str, str | None]:

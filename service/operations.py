@@ -9,7 +9,6 @@ first, with their documentation and examples (what `api.models` shows in OpenAPI
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
@@ -431,9 +430,9 @@ async def _recorded_under(node: Node, claims: Sequence[tuple[str, str, str] | No
     try:
         found = await asyncio.to_thread(node.store.claims_at, seqs)
     except Exception as e:
-        raise Unavailable(said("nothing new was written for this request: it is answered by "
-                               "an entry already in the log, which could not be read now; "
-                               "retry shortly"),
+        raise Unavailable(said("nothing new was written for this request: whether an entry "
+                               "already in the log answers it could not be read now; retry "
+                               "shortly"),
                           internal=f"{type(e).__name__}: {e}") from e
     return [c is not None and found.get(s) == c for c, s in zip(claims, seqs, strict=True)]
 
@@ -897,11 +896,10 @@ async def record_transfer(node: Node, who: Principal, t: TransferIn) -> Recorded
         _require_account(node, t.to)
         if title.pending is not None:
             # Its own earlier send's offer (sealed after this retry's key was taken over,
-            # D135) is this request's answer, not a conflict. If that cannot be read now,
-            # the conflict stands: an offer is pending either way.
-            with contextlib.suppress(Unavailable):
-                if (first := await _own_entry(node, title.pending.seq)) is not None:
-                    return first
+            # D135) is this request's answer, not a conflict (Unavailable, retry, if that
+            # cannot be read now: the offer may be this request's own).
+            if (first := await _own_entry(node, title.pending.seq)) is not None:
+                return first
             raise Conflict(said("offer {seq} of work {work_seq} to {to_account} is pending; "
                                 "withdraw it first (POST /v1/transfers/{seq}/withdraw)",
                                 seq=title.pending.seq, work_seq=t.work_seq,
