@@ -151,8 +151,8 @@ async def _settled(n: Node, account: str, key: str, digest: str, path: bytes,
     kept for replay; a write whose fate is unknown (Uncertain) keeps its problem, so its retry
     is answered with its entry if it was recorded (D132) and run again if not (D135); any
     other refusal frees the key, since nothing was written (or puts back the kept 503 this
-    retry took over, D135). Keeping never fails the answer:
-    the entry is recorded whatever the key's row says (D69)."""
+    retry took over, D135). Keeping never fails the answer: the entry is recorded whatever
+    the key's row says (D69)."""
     # The entry's block records that it was written under this claim (D132).
     try:
         token = idempotency.WRITING.set((account, key, digest))
