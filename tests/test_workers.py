@@ -208,7 +208,7 @@ def test_sigkill_the_sequencer_then_every_keyed_write_resent_is_recorded_once(
         srv.start(timeout=300)
         pid = leader(data)
         with Load(srv.url, key, keyed=True, prefix="k") as load:
-            for _ in range(10):  # until a kill has left a kept 503 (the first nearly always)
+            for _ in range(10):  # until a kill has left a kept 503
                 load.wait_for(len(load.acked) + 30)
                 os.kill(pid, signal.SIGKILL)
                 pid = leader(data, other_than=pid)
