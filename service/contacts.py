@@ -8,12 +8,9 @@ admins may read them back; erasing them leaves the log, its proofs and the audit
 
 from __future__ import annotations
 
-import heapq
-import itertools
+import asyncio
 import json
 import logging
-import threading
-import time
 from typing import Any
 
 from copyledger.ledger import entry as entry_mod
@@ -61,40 +58,23 @@ forgets them unless the claim was logged (`forget_later`): time for an entry sti
 a COMMIT still in flight, to be sealed, as a claim taken over from a dead process waits (D69)."""
 
 
-_later: list[tuple[float, int, Store, dict[str, Any]]] = []  # a heap, by when it is due
-_later_cv = threading.Condition()
-_later_thread: threading.Thread | None = None
-_later_count = itertools.count()  # breaks ties in the heap (stores and dicts do not compare)
-
-
 def forget_later(store: Store, logged: dict[str, Any]) -> None:
     """After a write whose fate is unknown (`Uncertain`: the entry may still be sealed): keep
     the details now, and forget them `FORGET_AFTER_S` later unless the claim was logged by
     then (D135). Forgetting at once could erase what a claim sealed a moment later commits to;
     never forgetting would leave details no claim commits to, which no erasure by seq can
-    reach. One thread runs every such check, however many are due; a process that stops
-    before a check leaves its details (never shown)."""
-    global _later_thread
-    with _later_cv:
-        heapq.heappush(_later, (time.monotonic() + FORGET_AFTER_S, next(_later_count), store,
-                                logged))
-        if _later_thread is None or not _later_thread.is_alive():
-            _later_thread = threading.Thread(target=_forget_when_due, name="contact-forget",
-                                             daemon=True)
-            _later_thread.start()
-        _later_cv.notify()
+    reach. Called on the event loop: the check waits among its timers (no thread while it
+    waits) and runs on its default executor; a process that stops before a check leaves its
+    details (never shown)."""
+    loop = asyncio.get_running_loop()
+    loop.call_later(FORGET_AFTER_S, _check_now, loop, store, logged)
 
 
-def _forget_when_due() -> None:
-    """`forget_later`'s thread: each check when it is due; a store closed meanwhile is let be
-    (its process is stopping)."""
-    while True:
-        with _later_cv:
-            while not _later or _later[0][0] > time.monotonic():
-                _later_cv.wait(None if not _later else _later[0][0] - time.monotonic())
-            _, _, store, logged = heapq.heappop(_later)
-        if not store.closed:
-            forget_unless_logged(store, logged)
+def _check_now(loop: asyncio.AbstractEventLoop, store: Store, logged: dict[str, Any]) -> None:
+    """`forget_later`'s check, once due, off the loop; a store closed meanwhile is let be (its
+    process is stopping)."""
+    if not store.closed:
+        loop.run_in_executor(None, forget_unless_logged, store, logged)
 
 
 def forget_unless_logged(store: Store, logged: dict[str, Any]) -> None:

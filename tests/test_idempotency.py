@@ -522,12 +522,8 @@ def _first_dies(api: Api, write: str, key: str, monkeypatch: pytest.MonkeyPatch
                 ) -> tuple[str, dict[str, Any], dict[str, str], Any]:
     """One of WRITES sent under `key` by a process that "dies" once its block is committed:
     (path, body, headers, its answer)."""
-    client, reg = api
-    path, auth, body = WRITES[write](client, reg)
-    h = {**auth, "Idempotency-Key": key}
-    with monkeypatch.context() as m:
-        _dies_after_the_commit(reg, m)
-        first = client.post(path, json=body, headers=h)
+    path, body, h, _, first = _sent_first(
+        api, write, key, lambda m, reg: _dies_after_the_commit(reg, m), monkeypatch)
     assert first.status_code == 201, first.text
     return path, body, h, first
 
@@ -622,7 +618,7 @@ def _block_fails(monkeypatch: pytest.MonkeyPatch, reg: Node) -> None:
     monkeypatch.setattr(reg.store, "append_block", fail)
 
 
-def _first_unknown(api: Api, write: str, key: str,
+def _sent_first(api: Api, write: str, key: str,
                    fail: Callable[[pytest.MonkeyPatch, Node], None],
                    monkeypatch: pytest.MonkeyPatch
                    ) -> tuple[str, dict[str, Any], dict[str, str], int, Any]:
@@ -646,7 +642,7 @@ def test_a_kept_503_whose_request_was_not_recorded_is_run_again(
     Before, the 503 again for the key's whole lifetime (a day by default)."""
     client, reg = api
     key = f"unrecorded-{write}"
-    path, body, h, n, first = _first_unknown(api, write, key, _block_fails, monkeypatch)
+    path, body, h, n, first = _sent_first(api, write, key, _block_fails, monkeypatch)
     assert first.status_code == 503 and "most likely not" in first.json()["detail"], first.text
     assert _row(reg, key).status == 503 and _written(reg, key) == [] and tree_size(client) == n
     retry = client.post(path, json=body, headers=h)
@@ -672,7 +668,7 @@ def test_a_kept_503_retried_while_its_entry_was_queued_is_answered_with_it(
     first entry (D134). Nothing is written twice."""
     client, reg = api
     key = f"fate-queued-{write}"
-    path, body, h, n, first = _first_unknown(
+    path, body, h, n, first = _sent_first(
         api, write, key, lambda m, _: _receipts_fail(m), monkeypatch)
     assert first.status_code == 503 and "WAS recorded" in first.json()["detail"], first.text
     assert tree_size(client) == n + 1 and _written(reg, key) == [n]
@@ -697,7 +693,7 @@ def test_a_kept_503_taken_over_and_refused_is_kept_again(
 
     client, reg = api
     key = "refused-again"
-    path, body, h, n, first = _first_unknown(api, "offer", key, _block_fails, monkeypatch)
+    path, body, h, n, first = _sent_first(api, "offer", key, _block_fails, monkeypatch)
     assert first.status_code == 503 and _row(reg, key).status == 503
 
     def busy(*_: object, **__: object) -> None:
@@ -791,7 +787,7 @@ def test_a_claim_of_unknown_fate_never_logged_has_its_details_forgotten(
     client, reg = api
     later = _checks_later(monkeypatch)
     contacts = _contacts(reg)
-    path, body, h, n, first = _first_unknown(api, "claim", "c-never", _block_fails, monkeypatch)
+    path, body, h, n, first = _sent_first(api, "claim", "c-never", _block_fails, monkeypatch)
     assert first.status_code == 503 and _contacts(reg) == contacts + 1 and len(later) == 1
     forget_unless_logged(*later[0])
     assert _contacts(reg) == contacts
@@ -802,10 +798,12 @@ def test_a_claim_of_unknown_fate_never_logged_has_its_details_forgotten(
     assert opened.status_code == 200, opened.text
 
 
-def test_the_later_checks_run_on_one_thread_when_due(
+def test_the_later_checks_wait_on_the_event_loop_and_run_when_due(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`forget_later` itself: details of claims never logged are forgotten once due, by one
-    thread however many are waiting; a store closed by then is let be."""
+    """`forget_later` itself: details of claims never logged are forgotten once due, and the
+    checks waiting for it hold no thread, however many there are."""
+    import asyncio
+
     from copyledger.ledger import entry as entry_mod
     from copyledger.service import contacts as contacts_mod
 
@@ -820,11 +818,19 @@ def test_the_later_checks_run_on_one_thread_when_due(
 
         before = _contacts(reg)
         monkeypatch.setattr(contacts_mod, "FORGET_AFTER_S", 0.3)
-        for i in range(5):
-            contacts_mod.forget_later(reg.store, sealed(i))
-        assert _contacts(reg) == before + 5  # not yet due
-        wait_for(lambda: _contacts(reg) == before, "the due checks run")
-        assert sum(t.name == "contact-forget" for t in threading.enumerate()) == 1
+
+        async def run() -> None:
+            threads = threading.active_count()
+            for i in range(5):
+                contacts_mod.forget_later(reg.store, sealed(i))
+            assert _contacts(reg) == before + 5  # not yet due
+            assert threading.active_count() == threads  # waiting holds no thread
+            deadline = time.monotonic() + 60  # bounds a hang; ends when the checks ran
+            while _contacts(reg) != before:
+                assert time.monotonic() < deadline, "the due checks did not run"
+                await asyncio.sleep(0.05)
+
+        asyncio.run(run())
     finally:
         reg.store.close()
 
