@@ -194,15 +194,12 @@ def test_sigkill_the_sequencer_then_every_keyed_write_resent_is_recorded_once(
     _, key, dburl = init_with_creator(data, database_url)
     url = dburl or f"sqlite:///{data / 'ledger.sqlite3'}"
     srv = ServerProcess(data, dburl, COPYLEDGER_WORKERS=str(WORKERS))
+    store = Store.open(url, migrate_schema=False)
 
     def kept_503s() -> int:
-        store = Store.open(url, migrate_schema=False)
-        try:
-            with store.engine.connect() as conn:
-                return int(conn.execute(select(func.count()).select_from(idempotency_keys)
-                                        .where(idempotency_keys.c.status == 503)).scalar_one())
-        finally:
-            store.close()
+        with store.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(idempotency_keys)
+                                    .where(idempotency_keys.c.status == 503)).scalar_one())
 
     try:
         srv.start(timeout=300)
@@ -216,13 +213,9 @@ def test_sigkill_the_sequencer_then_every_keyed_write_resent_is_recorded_once(
                 if kept_503s() >= 1:
                     break
         assert kept_503s() >= 1
-        store = Store.open(url, migrate_schema=False)
-        try:  # a minute on: the dead processes' claims are abandoned
-            with store.engine.begin() as conn:
-                conn.execute(update(idempotency_keys).where(idempotency_keys.c.status == IN_FLIGHT)
-                             .values(created=int(time.time()) - ABANDONED_S - 5))
-        finally:
-            store.close()
+        with store.engine.begin() as conn:  # a minute on: the dead processes' claims abandoned
+            conn.execute(update(idempotency_keys).where(idempotency_keys.c.status == IN_FLIGHT)
+                         .values(created=int(time.time()) - ABANDONED_S - 5))
         with httpx.Client(base_url=srv.url, timeout=60,
                           headers={"Authorization": f"Bearer {key}"}) as c:
             resent = {name: c.post("/v1/works", json=work_body(name, again=True),
@@ -238,6 +231,7 @@ def test_sigkill_the_sequencer_then_every_keyed_write_resent_is_recorded_once(
                 assert [e["seq"] for e in found["results"]] == [resent[name].json()["seq"]]
     finally:
         srv.stop()
+        store.close()
     check_log(data, database_url, [r.json() for r in resent.values()])
 
 
