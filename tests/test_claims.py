@@ -193,7 +193,7 @@ def test_cli_register_fingerprints_locally_and_check_claim(tmp_path: Path) -> No
                                 "--server", srv.url, "--api-key", ada, "--json"])
         assert r.exit_code == 0, r.stdout
         seq = json.loads(r.stdout)[0]["seq"]
-        deadline = time.monotonic() + 30  # the index is rebuilt in the background at start
+        deadline = time.monotonic() + 120  # the index is rebuilt in the background (D55)
         while not httpx.get(f"{srv.url}/healthz").json()["fingerprint_index"]["ready"]:
             assert time.monotonic() < deadline
             time.sleep(0.1)

@@ -724,20 +724,31 @@ class _NoWhoami(httpx.BaseTransport):
 
 
 class _AsyncSlowWhoami(httpx.AsyncBaseTransport):
-    """Forward to the real server, counting requests; GET /v1/whoami answers after 0.5 s
-    (so every write sent together is answered while it is out), with a 503 if `fail`."""
+    """Forward to the real server, counting requests; GET /v1/whoami answers once `writes`
+    POSTs have been answered (at most a minute) and 0.5 s more, so every write sent together
+    is answered while it is out however slowly the server seals them (a fixed 0.5 s from the
+    first answer could pass before a later one on a loaded machine); a 503 if `fail`."""
 
-    def __init__(self, fail: bool = False) -> None:
-        self.inner, self.fail = httpx.AsyncHTTPTransport(), fail
+    def __init__(self, fail: bool = False, writes: int = 1) -> None:
+        self.inner, self.fail, self.writes = httpx.AsyncHTTPTransport(), fail, writes
         self.sent: list[str] = []
+        self.answered = 0
+        self._all_answered = asyncio.Event()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         self.sent.append(f"{request.method} {request.url.path}")
         if request.url.path == "/v1/whoami":
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._all_answered.wait(), 60)
             await asyncio.sleep(0.5)
             if self.fail:
                 return _whoami_down()
-        return await self.inner.handle_async_request(request)
+        answer = await self.inner.handle_async_request(request)
+        if request.method == "POST":
+            self.answered += 1
+            if self.answered >= self.writes:
+                self._all_answered.set()
+        return answer
 
 
 def test_a_write_answered_before_whoami_fails_is_kept_on_the_error(live: Live) -> None:
@@ -773,7 +784,7 @@ def test_first_writes_in_flight_together_ask_whoami_once(live: Live, fail: bool)
     """D99: an AsyncClient's first writes, answered while one GET /v1/whoami is out, all wait
     on that one: each is then held to the account it names, or, if it fails, each is told at
     once (not after a whoami of its own, one after the other)."""
-    slow = _AsyncSlowWhoami(fail)
+    slow = _AsyncSlowWhoami(fail, writes=4)
 
     async def main() -> list[Any]:
         async with AsyncClient(live.url, api_key=live.creator, trusted_keys=[live.log_key],
