@@ -105,6 +105,18 @@ def _in_flight() -> InFlight:
                          "shortly to get its answer", header=HEADER), retry_after=1)
 
 
+def _holding(claim: Held) -> Any:
+    """The key's row while it is this request's, whatever its status."""
+    account, key, request_sha256 = claim
+    return and_(table.c.account == account, table.c.key == key,
+                table.c.request_sha256 == request_sha256)
+
+
+def _claimed(claim: Held) -> Any:
+    """The key's row while this request's claim on it is in flight."""
+    return and_(_holding(claim), table.c.status == IN_FLIGHT)
+
+
 def _was_written(since: int) -> Any:
     """Whether a claim row's request was recorded after `since` (D132): a SQL condition."""
     return exists().where(written.c.account == table.c.account, written.c.key == table.c.key,
@@ -228,9 +240,7 @@ class Keys:
         claim = (account, key, str(row.request_sha256))
         with self.store.engine.begin() as conn:
             done = conn.execute(update(table).where(
-                table.c.account == account, table.c.key == key,
-                table.c.request_sha256 == row.request_sha256, table.c.created == row.created,
-                table.c.status == row.status,
+                _holding(claim), table.c.created == row.created, table.c.status == row.status,
             ).values(status=IN_FLIGHT, answer="", created=now)).rowcount
         if done:
             self._hold(claim)
@@ -267,9 +277,7 @@ class Keys:
         account, key, request_sha256 = claim
         values = {"status": answer.status, "answer": answer.body.decode(), **also}
         with self.store.engine.begin() as conn:
-            done = conn.execute(update(table).where(
-                table.c.account == account, table.c.key == key,
-                table.c.request_sha256 == request_sha256, over).values(values)).rowcount
+            done = conn.execute(update(table).where(_holding(claim), over).values(values)).rowcount
         if done:
             return
         try:
@@ -309,8 +317,7 @@ class Keys:
         claim = (account, key, request_sha256)
         with self._beat:
             over = self._over.get(claim)
-        mine = and_(table.c.account == account, table.c.key == key,
-                    table.c.request_sha256 == request_sha256, table.c.status == IN_FLIGHT)
+        mine = _claimed(claim)
         try:
             with self.store.engine.begin() as conn:
                 if over is not None:
@@ -391,11 +398,8 @@ class Keys:
     def _refresh(self, claims: list[Held]) -> None:
         now = int(time.time())
         with self.store.engine.begin() as conn:
-            for account, key, request_sha256 in claims:
-                conn.execute(update(table).where(
-                    table.c.account == account, table.c.key == key,
-                    table.c.request_sha256 == request_sha256, table.c.status == IN_FLIGHT,
-                ).values(created=now))
+            for claim in claims:
+                conn.execute(update(table).where(_claimed(claim)).values(created=now))
 
     def _keep_again(self, claim: Held, answer: Answer, tries: int) -> None:
         try:
