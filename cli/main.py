@@ -264,11 +264,9 @@ def _serve_workers(s: Any) -> None:
                 timeout_keep_alive=max(1, round(s.keep_alive_s)),
                 timeout_graceful_shutdown=_grace(s),
                 # The supervisor kills a process that does not answer its ping in time: give
-                # one that is starting on a busy machine, or sealing a big block, a minute.
-                timeout_worker_healthcheck=WORKER_HEALTHCHECK_S)
-
-
-WORKER_HEALTHCHECK_S = 60
+                # one that is starting on a busy machine, or sealing a big block, a minute. It
+                # waits that long for each ping, and meanwhile starts no other process again.
+                timeout_worker_healthcheck=max(1, round(min(s.worker_healthcheck_s, 86_400))))
 
 
 def _grace(s: Any) -> int | None:

@@ -62,6 +62,9 @@ class Settings:
     max_batch_body_bytes: int = 8 * 1024**2  # a batch of up to 1,000 works or deposits
     max_check_body_bytes: int = 384 * 1024  # a claim check's JSON: 2 x 2,048 ORB keypoints (D52)
     workers: int = 1  # API processes `serve` runs; one of them sequences (D48)
+    # `serve --workers`: a process that does not answer its supervisor's check for this long
+    # is killed and another started (uvicorn's `timeout_worker_healthcheck`, whole seconds)
+    worker_healthcheck_s: float = 60.0
     idempotency_ttl_s: int = 86_400  # how long an Idempotency-Key's answer is kept (D41)
     # Several hosts on one PostgreSQL (D110): where this host's sequencer, when it is one,
     # takes entries from the other hosts' API processes (host:port); empty = this host only.
