@@ -456,7 +456,7 @@ def test_earlier_registrations_alone_do_not_hold_off_the_heartbeat(
     import time
 
     store = Store.open(f"sqlite:///{tmp_path / 'l.db'}")
-    s = make(store, signer, linger=0.001, heartbeat=0.3)
+    s = make(store, signer, linger=0.001, heartbeat=1.0)
     s.start()
 
     async def once() -> list[object]:
@@ -464,13 +464,20 @@ def test_earlier_registrations_alone_do_not_hold_off_the_heartbeat(
 
     asyncio.run(once())  # written
     height = store.latest_block().header.height  # type: ignore[union-attr]
-    # A duplicate every 0.1 s, more often than the heartbeat, until two empty blocks are out
-    # (a minute at most: a fixed 2 s could pass on a loaded machine before two were signed).
+    # A duplicate every 0.05 s, far more often than the heartbeat, until two empty blocks are
+    # out (a minute at most: a fixed 2 s could pass on a loaded machine before two were
+    # signed). Blocks count only while no gap between duplicates came near the heartbeat: a
+    # stall of this thread would let even a sequencer that the duplicates hold off seal one.
     deadline = time.monotonic() + 60
+    last = time.monotonic()
     while store.latest_block().header.height < height + 2:  # type: ignore[union-attr]
         assert time.monotonic() < deadline, "the duplicates held the heartbeat off"
         assert type(asyncio.run(once())[0]).__name__ == "AlreadyRegistered"
-        time.sleep(0.1)
+        now = time.monotonic()
+        if now - last > 0.5:  # a stall: count again from here
+            height = store.latest_block().header.height  # type: ignore[union-attr]
+        last = now
+        time.sleep(0.05)
     assert store.tree_size() == 1
     s.stop()
     store.close()
@@ -806,21 +813,24 @@ def test_the_clock_limit_is_read_again_once_old_so_a_clock_gone_back_is_seen(
     tmp_path: Path, signer: FileSigner, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """D117: the limit `_check_clock` keeps is trusted for LIMIT_FOR_S only: after this
-    clock went back by a second, an entry 1 s ahead of it is refused, not let in by the
-    limit read before; and a block whose entry is further ahead than MAX_AHEAD_S of the
-    clock at sealing fails before anything is written."""
+    clock went back by a second, an entry at the limit read before (so let in by it) is
+    refused once that limit is LIMIT_FOR_S old; and a block whose entry is further ahead than
+    MAX_AHEAD_S of the clock at sealing fails before anything is written. The limit is aged
+    by hand, not by a sleep, so the entry stays 1 s ahead of the clock, less the test's own
+    pace, and inside the old limit whatever that pace."""
     from copyledger.ledger import sequencer as sequencer_mod
 
     store = Store.open(f"sqlite:///{tmp_path / 'l.db'}")
     seq = make(store, signer, linger=0.001)
     seq._check_clock(entry_mod.utc_now())  # the limit read now: 0.5 s ahead
+    limit, _ = seq._ahead_limit
     back = entry_mod.utc_now(-1.0)  # then this clock goes back by a second
     real = entry_mod.utc_now
     monkeypatch.setattr(entry_mod, "utc_now",
                         lambda ahead_s=0.0: real(ahead_s - 1.0))
-    time.sleep(sequencer_mod.LIMIT_FOR_S)
+    seq._ahead_limit = (limit, time.monotonic() - sequencer_mod.LIMIT_FOR_S)
     with pytest.raises(Unavailable, match="ahead of the sequencer's"):
-        seq._check_clock(real(0.0))  # 1 s ahead of the clock as it now reads
+        seq._check_clock(limit)  # 1 s ahead of the clock as it now reads
     assert entry_mod.utc_now() >= back
     with pytest.raises(Unavailable, match="clock went back"):
         sequencer_mod._sealed_at(real(0.0))
