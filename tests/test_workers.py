@@ -229,8 +229,8 @@ def test_sigkill_the_sequencer_then_every_keyed_write_resent_is_recorded_once(
                 load.wait_for(len(load.acked) + 30)
                 # Every other process joined to the sequencer, which is then stopped: they take
                 # every new connection and hand it entries it never reads. Kills at random
-                # moments left no kept 503 in 10 tries once in CI (SQLite): the writers'
-                # kept-alive connections were on the killed process, or nobody had joined it.
+                # moments left no kept 503 in 10 tries once in CI (SQLite); here, the writers'
+                # kept-alive connections were on the killed process (D136: CI's not known).
                 wait_for(lambda: joined(data) >= WORKERS - 1,
                          "the other processes to join the sequencer")
                 os.kill(pid, signal.SIGSTOP)
