@@ -497,7 +497,8 @@ def read_file(file: bytes | Path, name: str | None, media_type: str | None
     return file, name, media_type or mimetypes.guess_type(name)[0]
 
 
-def upload_work(file: bytes | Path, fields: UploadFields) -> Call[Receipt]:
+def upload_work(file: bytes | Path, fields: UploadFields, key: str | None = None
+                ) -> Call[Receipt]:
     f = _body(fields)
     content, name, media = read_file(file, f.get("filename"), f.get("media_type"))
     data: dict[str, str | list[str]] = {
@@ -509,10 +510,8 @@ def upload_work(file: bytes | Path, fields: UploadFields) -> Call[Receipt]:
     if f.get("again"):
         data["again"] = "true"
     upload = (name, content, media or "application/octet-stream")
-    # An upload takes no Idempotency-Key (api.md), so it is never resent.
     return _receipt("/v1/works", data=data, files={"file": upload},
-                    file_sha256=hashlib.sha256(content).hexdigest(), expect=REGISTERED,
-                    keyed=False)
+                    file_sha256=hashlib.sha256(content).hexdigest(), expect=REGISTERED, key=key)
 
 
 def deposit_evidence(fields: EvidenceFields, key: str | None = None) -> Call[Receipt]:

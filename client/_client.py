@@ -205,9 +205,10 @@ class Client(_Base):
         (a receipt that does not verify)."""
         return self._run(calls.register_works(works, again, keys=self.retries > 0))
 
-    def upload_work(self, file: bytes | Path, **fields: Unpack[UploadFields]) -> Receipt:
+    def upload_work(self, file: bytes | Path, *, idempotency_key: str | None = None,
+                    **fields: Unpack[UploadFields]) -> Receipt:
         """Register a work by uploading it; the receipt must register the file's SHA-256."""
-        return self._run(calls.upload_work(file, fields))
+        return self._run(calls.upload_work(file, fields, idempotency_key))
 
     def deposit_evidence(self, *, idempotency_key: str | None = None,
                          **fields: Unpack[EvidenceFields]) -> Receipt:
@@ -412,8 +413,9 @@ class AsyncClient(_Base):
                              ) -> list[BatchResult]:
         return await self._run(calls.register_works(works, again, keys=self.retries > 0))
 
-    async def upload_work(self, file: bytes | Path, **fields: Unpack[UploadFields]) -> Receipt:
-        return await self._run(calls.upload_work(file, fields))
+    async def upload_work(self, file: bytes | Path, *, idempotency_key: str | None = None,
+                          **fields: Unpack[UploadFields]) -> Receipt:
+        return await self._run(calls.upload_work(file, fields, idempotency_key))
 
     async def deposit_evidence(self, *, idempotency_key: str | None = None,
                                **fields: Unpack[EvidenceFields]) -> Receipt:

@@ -1022,12 +1022,7 @@ def test_reads_are_resent_and_calls_without_a_key_are_not(live: Live,
         assert c.log()["tree_size"] > first.seq
     assert len(flaky.sent) == 3 and [round(s) for s in slept[:1]] == [1]
     assert 1.0 <= slept[1] <= 1.25  # the second resend's backoff (1 s) beat no Retry-After
-    # An upload and the answer to an offer take no key: one try, whatever the client's retries.
-    up = _Flaky("/v1/works", lose=1)
-    with Client(live.url, api_key=live.creator, trusted_keys=[live.log_key],
-                transport=up, retries=3) as c, pytest.raises(TransportError):
-        c.upload_work(os.urandom(16), title="U", creators=["Ada"], work_type="text")
-    assert [key for _, key, _ in up.sent] == [None]
+    # The answer to an offer takes no key: one try, whatever the client's retries.
     answer = _Flaky(f"/v1/transfers/{offer.seq}/accept", lose=1)
     with Client(live.url, api_key=live.bob, trusted_keys=[live.log_key],
                 transport=answer, retries=3) as c, pytest.raises(TransportError):
@@ -1037,6 +1032,34 @@ def test_reads_are_resent_and_calls_without_a_key_are_not(live: Live,
         Client("http://127.0.0.1:9", timeout=2, retries=2).healthz()
     with pytest.raises(InvalidInput):
         Client(live.url, retries=-1)
+
+
+def test_a_lost_upload_is_resent_under_one_key_and_recorded_once(
+        live: Live, slept: list[float]) -> None:
+    """D137: an upload goes under a key like any other write, so the client resends it when
+    its answer is lost; sent `again` (where only the key keeps a resend from being a second
+    entry), the log grows by one entry and the receipt is that entry's. Without retries the
+    loss is a TransportError, and the caller's own key, sent again by hand, gets the first
+    receipt too."""
+    data, before = os.urandom(16), _size(live)
+    up = _Flaky("/v1/works", lose=2)
+    with Client(live.url, api_key=live.creator, trusted_keys=[live.log_key],
+                transport=up, retries=2) as c:
+        got = c.upload_work(data, title="U", creators=["Ada"], work_type="text", again=True)
+    keys = {key for _, key, _ in up.sent}
+    assert len(up.sent) == 3 and len(keys) == 1 and None not in keys
+    assert got.seq == before and got.entry.content_sha256 == sha(data)
+    assert _size(live) == before + 1
+    once = _Flaky("/v1/works", lose=1)
+    with Client(live.url, api_key=live.creator, trusted_keys=[live.log_key],
+                transport=once) as c:
+        with pytest.raises(TransportError):
+            c.upload_work(data, idempotency_key="upload-1", title="U", creators=["Ada"],
+                          work_type="text", again=True)
+        again = c.upload_work(data, idempotency_key="upload-1", title="U", creators=["Ada"],
+                              work_type="text", again=True)
+    assert [key for _, key, _ in once.sent] == ["upload-1", "upload-1"]
+    assert again.seq == before + 1 and _size(live) == before + 2
 
 
 class _AsyncLose(httpx.AsyncBaseTransport):

@@ -69,9 +69,32 @@ def _claim(client: TestClient, reg: Node) -> tuple[str, dict[str, Any], dict[str
     return "/v1/claims", bearer(reg, "tube", "platform"), {**DMCA, "works": [{"sha256": sha(1)}]}
 
 
+def _upload(client: TestClient, reg: Node) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """A work uploaded `again` (D137): the file under `file`, the rest as form fields."""
+    return "/v1/works", bearer(reg, "alice"), {
+        "file": b"an uploaded work", "title": "Up", "creators": ["Ada", "Bo"],
+        "work_type": "text", "metadata": '{"b": 1, "a": [2]}', "again": "true"}
+
+
 WRITES: dict[str, Callable[[TestClient, Node], tuple[str, dict[str, Any], dict[str, Any]]]] = {
     "work": _work, "work-again": _again, "evidence": _evidence, "transfer": _transfer,
-    "offer": _offer, "claim": _claim}
+    "offer": _offer, "claim": _claim, "upload": _upload}
+
+
+def _post(client: TestClient, path: str, body: dict[str, Any], headers: dict[str, str]) -> Any:
+    """`body` sent as JSON, or, with a `file`, as a multipart upload."""
+    if "file" not in body:
+        return client.post(path, json=body, headers=headers)
+    fields = {k: v for k, v in body.items() if k != "file"}
+    return client.post(path, files={"file": ("work.txt", body["file"], "text/plain")},
+                       data=fields, headers=headers)
+
+
+def _other(body: dict[str, Any]) -> dict[str, Any]:
+    """Another request of the same kind as `body`."""
+    if "file" in body:
+        return {**body, "file": body["file"] + b"!"}
+    return {**body, "sha256": sha("other")} if "sha256" in body else {**body, "to": "alice"}
 
 
 @pytest.mark.parametrize("write", WRITES)
@@ -79,20 +102,19 @@ def test_a_retry_answers_as_the_first_and_writes_nothing(api: Api, write: str) -
     client, reg = api
     path, auth, body = WRITES[write](client, reg)
     h = {**auth, "Idempotency-Key": "9b2f1d7e-retry"}
-    first = client.post(path, json=body, headers=h)
+    first = _post(client, path, body, h)
     assert first.status_code == 201, first.text
     n = tree_size(client)
-    retry = client.post(path, json=body, headers=h)
+    retry = _post(client, path, body, h)
     assert (retry.status_code, retry.json()) == (201, first.json())
     assert retry.headers["idempotent-replayed"] == "true"
     assert tree_size(client) == n
     # The same key with another body: refused, nothing written.
-    other = client.post(path, json={**body, "sha256": sha("other")}
-                        if "sha256" in body else {**body, "to": "alice"}, headers=h)
+    other = _post(client, path, _other(body), h)
     assert other.status_code == 422 and "Idempotency-Key" in other.json()["detail"]
     assert tree_size(client) == n
     # Without the key, or with another, the request is a request of its own.
-    fresh = client.post(path, json=body, headers={**auth, "Idempotency-Key": "another"})
+    fresh = _post(client, path, body, {**auth, "Idempotency-Key": "another"})
     assert "idempotent-replayed" not in fresh.headers
 
 
@@ -132,12 +154,29 @@ def test_a_malformed_key_is_refused(api: Api, bad: bytes) -> None:
     assert r.status_code == 422 and tree_size(client) == n
 
 
-def test_an_upload_with_a_key_is_refused(api: Api) -> None:
+def test_an_upload_under_a_key_is_the_same_request_only_with_its_file_and_fields(
+        api: Api) -> None:
+    """D137: an upload is identified under its key by the file and the fields as validated.
+    The same work sent as JSON, or uploaded with another field, is another request (422);
+    the metadata's object written in another key order is the same request."""
     client, reg = api
-    r = client.post("/v1/works", headers={**bearer(reg, "alice"), "Idempotency-Key": "k"},
-                    files={"file": ("a.txt", b"abc", "text/plain")},
-                    data={"title": "A", "creators": "Ada", "work_type": "text"})
-    assert r.status_code == 422 and "JSON" in r.json()["detail"]
+    path, auth, body = _upload(client, reg)
+    h = {**auth, "Idempotency-Key": "upload-fields"}
+    first = _post(client, path, body, h)
+    assert first.status_code == 201, first.text
+    n = tree_size(client)
+    same = _post(client, path, {**body, "metadata": '{"a": [2], "b": 1}'}, h)
+    assert (same.status_code, same.json()) == (201, first.json())
+    assert same.headers["idempotent-replayed"] == "true"
+    as_json = client.post(path, headers=h, json={
+        "sha256": sha(body["file"]), "title": "Up", "creators": ["Ada", "Bo"],
+        "work_type": "text", "size": len(body["file"]), "media_type": "text/plain",
+        "metadata": {"a": [2], "b": 1}, "again": True})
+    for other in (as_json, _post(client, path, {**body, "title": "Down"}, h),
+                  _post(client, path, {**body, "again": "false"}, h),
+                  _post(client, f"{path}?again=false", {**body, "creators": ["Ada"]}, h)):
+        assert other.status_code == 422 and "Idempotency-Key" in other.json()["detail"]
+    assert tree_size(client) == n
 
 
 def test_batch_items_with_keys(api: Api) -> None:
@@ -328,15 +367,15 @@ def test_a_write_of_unknown_fate_keeps_its_answer(api: Api,
     h = {**headers, "Idempotency-Key": "fate"}
     n = tree_size(client)
     _receipts_fail(monkeypatch)
-    first = client.post(path, json=body, headers=h)
+    first = _post(client, path, body, h)
     monkeypatch.undo()
     assert first.status_code == 503 and "WAS recorded" in first.json()["detail"]
     assert tree_size(client) == n + 1
     assert _row(reg, "fate").status == 503
-    retry = client.post(path, json=body, headers=h)
+    retry = _post(client, path, body, h)
     assert retry.status_code == 201 and retry.headers["Idempotent-Replayed"] == "true"
     assert retry.json()["seq"] == n and retry.json()["entry"]["kind"] == "evidence"
-    assert client.post(path, json=body, headers=h).json() == retry.json()  # kept now
+    assert _post(client, path, body, h).json() == retry.json()  # kept now
     assert tree_size(client) == n + 1  # recorded once
 
 
@@ -545,13 +584,12 @@ def test_a_dead_owners_recorded_write_is_answered_with_its_entry(
     assert _row(reg, f"dies-{write}").status == IN_FLIGHT
     assert _written(reg, f"dies-{write}") == [first.json()["seq"]]
     _abandoned(reg)
-    retry = client.post(path, json=body, headers=h)
+    retry = _post(client, path, body, h)
     assert (retry.status_code, retry.json()) == (201, first.json()), retry.text
     assert retry.headers["idempotent-replayed"] == "true"
     assert _row(reg, f"dies-{write}").status == 201  # kept: answered from the row from now on
-    assert client.post(path, json=body, headers=h).json() == first.json()
-    other = client.post(path, json={**body, "sha256": sha("other")}
-                        if "sha256" in body else {**body, "to": "alice"}, headers=h)
+    assert _post(client, path, body, h).json() == first.json()
+    other = _post(client, path, _other(body), h)
     assert other.status_code == 422 and "Idempotency-Key" in other.json()["detail"]
     assert tree_size(client) == n
 
@@ -599,13 +637,13 @@ def test_a_retry_run_while_the_first_entry_was_still_queued_is_answered_with_it(
     contacts = _contacts(reg)
     _abandoned(reg)
     monkeypatch.setattr(reg.idempotency, "_written", lambda *_: None)
-    retry = client.post(path, json=body, headers=h)
+    retry = _post(client, path, body, h)
     assert (retry.status_code, retry.json()) == (201, first.json()), retry.text
     assert retry.headers["idempotent-replayed"] == "true"
     assert tree_size(client) == n
     assert _written(reg, f"queued-{write}") == [first.json()["seq"]]
     assert _contacts(reg) == contacts  # a claim's retry keeps no contact details of its own
-    again = client.post(path, json=body, headers=h)  # kept: answered from the row now
+    again = _post(client, path, body, h)  # kept: answered from the row now
     assert (again.status_code, again.json()) == (201, first.json())
     assert again.headers["idempotent-replayed"] == "true"
 
@@ -631,7 +669,7 @@ def _sent_first(api: Api, write: str, key: str,
     n = tree_size(client)
     with monkeypatch.context() as m:
         fail(m, reg)
-        first = client.post(path, json=body, headers=h)
+        first = _post(client, path, body, h)
     return path, body, h, n, first
 
 
@@ -646,16 +684,15 @@ def test_a_kept_503_whose_request_was_not_recorded_is_run_again(
     path, body, h, n, first = _sent_first(api, write, key, _block_fails, monkeypatch)
     assert first.status_code == 503 and "most likely not" in first.json()["detail"], first.text
     assert _row(reg, key).status == 503 and _written(reg, key) == [] and tree_size(client) == n
-    retry = client.post(path, json=body, headers=h)
+    retry = _post(client, path, body, h)
     assert retry.status_code == 201, retry.text
     assert "idempotent-replayed" not in retry.headers
     assert retry.json()["seq"] == n and tree_size(client) == n + 1
     assert _written(reg, key) == [n]
-    again = client.post(path, json=body, headers=h)
+    again = _post(client, path, body, h)
     assert (again.status_code, again.json()) == (201, retry.json())
     assert again.headers["idempotent-replayed"] == "true"
-    other = client.post(path, json={**body, "sha256": sha("other")}
-                        if "sha256" in body else {**body, "to": "alice"}, headers=h)
+    other = _post(client, path, _other(body), h)
     assert other.status_code == 422 and "Idempotency-Key" in other.json()["detail"]
     assert tree_size(client) == n + 1
 
@@ -675,12 +712,12 @@ def test_a_kept_503_retried_while_its_entry_was_queued_is_answered_with_it(
     assert tree_size(client) == n + 1 and _written(reg, key) == [n]
     contacts = _contacts(reg)
     monkeypatch.setattr(reg.idempotency, "_written", lambda *_: None)
-    retry = client.post(path, json=body, headers=h)
+    retry = _post(client, path, body, h)
     assert retry.status_code == 201, retry.text
     assert retry.headers["idempotent-replayed"] == "true"
     assert retry.json()["seq"] == n and tree_size(client) == n + 1
     assert _written(reg, key) == [n] and _contacts(reg) == contacts
-    again = client.post(path, json=body, headers=h)  # kept: answered from the row now
+    again = _post(client, path, body, h)  # kept: answered from the row now
     assert (again.status_code, again.json()) == (201, retry.json())
 
 
@@ -702,12 +739,12 @@ def test_a_kept_503_taken_over_and_refused_is_kept_again(
 
     with monkeypatch.context() as m:
         m.setattr(reg.sequencer, "submit_async", busy)
-        refused = client.post(path, json=body, headers=h)
+        refused = _post(client, path, body, h)
     assert refused.status_code == 503 and "no sequencer" in refused.json()["detail"]
     assert _row(reg, key).status == 503 and _row(reg, key).answer == first.text
     other = client.post(path, json={**body, "to": "alice"}, headers=h)
     assert other.status_code == 422 and "Idempotency-Key" in other.json()["detail"]
-    retry = client.post(path, json=body, headers=h)
+    retry = _post(client, path, body, h)
     assert retry.status_code == 201 and retry.json()["seq"] == n, retry.text
     assert tree_size(client) == n + 1
     # Only the request's own offer answers it: the same offer under another key, or a
@@ -792,7 +829,7 @@ def test_a_claim_of_unknown_fate_never_logged_has_its_details_forgotten(
     assert first.status_code == 503 and _contacts(reg) == contacts + 1 and len(later) == 1
     forget_unless_logged(*later[0])
     assert _contacts(reg) == contacts
-    retry = client.post(path, json=body, headers=h)
+    retry = _post(client, path, body, h)
     assert retry.status_code == 201 and retry.json()["seq"] == n, retry.text
     assert _contacts(reg) == contacts + 1 and len(later) == 1
     opened = client.get(f"/v1/claims/{n}/contact", headers={"Authorization": h["Authorization"]})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl
 
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
@@ -23,7 +24,6 @@ from copyledger.api.openapi import answers, json_request, problems, secured
 from copyledger.ledger.errors import InvalidInput, said
 from copyledger.service import operations
 from copyledger.service.apikeys import Principal
-from copyledger.service.idempotency import HEADER
 from copyledger.service.node import Node
 from copyledger.service.operations import parse_metadata
 
@@ -116,7 +116,8 @@ def registration_answer(recorded: operations.Recorded) -> FastJSONResponse:
     "registered is not registered twice by mistake: the answer is then the earlier "
     "registration, status 200, with `already_registered: true` and `Content-Location` naming "
     "the earlier entry; `again: true` (JSON or form field) or `?again=true` records a new entry "
-    "anyway (201). " + _KEYED + " Needs a creator key.",
+    "anyway (201). " + _KEYED + " An upload is the same request when its file and form "
+    "fields are. Needs a creator key.",
     responses={**_REGISTERED, **_ALREADY, **problems(400, 401, 403, 409, 413, 422, 503)},
     openapi_extra={**secured("creator"),
                    **json_request(WorkIn, multipart=_UPLOAD, multipart_example=_UPLOAD_EXAMPLE)},
@@ -125,15 +126,10 @@ async def register_work(request: Request) -> Response:
     n = node(request)
     who = deps.require_write(request, "creator")  # before reading any of the body
     key = deps.key_of(dict(request.scope["headers"]))
+    query = request.scope.get("query_string", b"")
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        return await register_json(n, who, await request.body(),
-                                   request.scope.get("query_string", b""), key)
-    if key is not None:  # an upload is not kept; its retry is answered by D36 anyway
-        raise InvalidInput(said("{header}: only for JSON registrations; a retried upload is "
-                                "answered with the earlier registration (already_registered)",
-                                header=HEADER),
-                           errors=[{"field": HEADER, "message": said("only for JSON bodies")}])
-    again = again_query(request.scope.get("query_string", b""))
+        return await register_json(n, who, await request.body(), query, key)
+    again = again_query(query)
     form = await uploads.read_form(request, max_fields=100)
     try:
         if form.file is None:
@@ -148,9 +144,22 @@ async def register_work(request: Request) -> Response:
                    metadata=parse_metadata(form.get("metadata")))
     finally:
         form.close()
-    recorded = await operations.register_work(n, who, w, computed=facts.fingerprints,
-                                              again=again)
-    return registration_answer(recorded)
+
+    async def run() -> Response:
+        return registration_answer(await operations.register_work(
+            n, who, w, computed=facts.fingerprints, again=again))
+
+    # Under a key the upload is identified by what the server made of it (D137): the work as
+    # validated, with the file's own hashes, size and media type, and whether it is `again`;
+    # the file's bytes are not kept or hashed twice.
+    work = orjson.dumps(w.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+    return await deps.once(n, who, key, (b"/v1/works", query, _UPLOADED, work,
+                                         b"again" if again else b""), run)
+
+
+_UPLOADED = b"multipart/form-data"
+"""Marks an upload's parts under its key: an upload and a JSON registration sent under one key
+are two requests (the second is refused, 422)."""
 
 
 @router.post(
