@@ -178,8 +178,9 @@ def audit(
         with _pool(workers) as pool:
             _run(store, keys, (tsa_roots_pem, sm2_tsa_roots_pem, tuple(sm2_tsa_retired)), pool,
                  since, progress, rep)
-            for cosigned in (_check_cosignatures(store, witness_keys),
-                             _check_fresh_cosignatures(store)):
+            newest: dict[str, tuple[int, int]] = {}
+            for cosigned in (_check_cosignatures(store, witness_keys, newest),
+                             _check_fresh_cosignatures(store, newest)):
                 if cosigned:
                     rep.checked.append(cosigned)
     except _Fault as e:
@@ -931,15 +932,18 @@ class _Titles:
         title.apply(seq, t)
 
 
-def _check_cosignatures(store: Store, configured: Sequence[str]) -> str | None:
+def _check_cosignatures(store: Store, configured: Sequence[str],
+                        newest: dict[str, tuple[int, int]]) -> str | None:
     """Each kept cosignature line must verify, under the witness vkey its row names, over the
     checkpoint the log signed at its tree size (whose signature the block check verified, in
     this audit or the one it resumed from). Every row is checked, incremental or not: a
-    witness that was down cosigns older sizes when it returns."""
+    witness that was down cosigns older sizes when it returns. `newest` gets each witness's
+    largest (tree size, time) kept, for `_check_fresh_cosignatures`."""
     n = others = 0
     for size, witness, line, checkpoint in store.iter_cosigned_checkpoints():
-        _check_line(said("the cosignature of tree size {size} by {witness}", size=size,
-                         witness=witness), witness, line, checkpoint)
+        at = _check_line(said("the cosignature of tree size {size} by {witness}", size=size,
+                              witness=witness), witness, line, checkpoint)
+        newest[witness] = max(newest.get(witness, (size, at)), (size, at))
         n, others = n + 1, others + (witness not in configured)
     if not n:
         return None
@@ -951,22 +955,39 @@ def _check_cosignatures(store: Store, configured: Sequence[str]) -> str | None:
                 "their sizes", n=n)
 
 
-def _check_fresh_cosignatures(store: Store) -> str | None:
+def _check_fresh_cosignatures(store: Store, kept: dict[str, tuple[int, int]]) -> str | None:
     """Each witness's newest line (D133), what `/checkpoint` readers get, must verify as a kept
-    one does: a row changed by hand would otherwise be served unchecked."""
+    one does: a row changed by hand would otherwise be served unchecked. It must also be the
+    newest in fact: its row's time the line's own, and its (tree size, time) no older than
+    any line kept of that witness (`kept`, from `_check_cosignatures`), of which there is one
+    at its size, since a line is kept before it is the newest (`Store.add_cosignature`)."""
     n = 0
-    for size, witness, line, checkpoint in store.iter_fresh_cosignatures():
-        _check_line(said("the newest cosignature by {witness} (tree size {size})", size=size,
-                         witness=witness), witness, line, checkpoint)
+    for size, witness, line, checkpoint, row_at in store.iter_fresh_cosignatures():
+        where = said("the newest cosignature by {witness} (tree size {size})", size=size,
+                     witness=witness)
+        at = _check_line(where, witness, line, checkpoint)
+        if row_at != at:
+            raise _Fault(said("{where}: its row says it was made at {row_at}, the line says "
+                              "{at}", where=where, row_at=row_at, at=at))
+        first = store.cosignature_lines(size, [witness], newest=False)
+        if not first:
+            raise _Fault(said("{where}: no cosignature of that size by that witness is kept",
+                              where=where))
+        if (size, at) < kept.get(witness, (size, at)):
+            older, then = kept[witness]
+            raise _Fault(said("{where}: older than the cosignature of tree size {older} made "
+                              "at {then}, kept from that witness", where=where, older=older,
+                              then=then))
         n += 1
     if not n:
         return None
     return said("{n} witnesses' newest cosignatures verify over the checkpoints the log signed "
-                "at their sizes", n=n)
+                "at their sizes and are the newest kept", n=n)
 
 
-def _check_line(where: str, witness: str, line: str, checkpoint: str | None) -> None:
-    """`line` must be a cosignature by `witness` of `checkpoint` (None: no such checkpoint)."""
+def _check_line(where: str, witness: str, line: str, checkpoint: str | None) -> int:
+    """`line` must be a cosignature by `witness` of `checkpoint` (None: no such checkpoint);
+    its time (POSIX seconds) is returned."""
     if checkpoint is None:
         raise _Fault(said("{where}: the log signed no checkpoint of that size", where=where))
     try:
@@ -977,6 +998,7 @@ def _check_line(where: str, witness: str, line: str, checkpoint: str | None) -> 
     if not found:
         raise _Fault(said("{where}: the line is not a cosignature by that witness",
                           where=where))
+    return found[0].timestamp
 
 
 def _check_nodes(store: Store, nodes: list[tuple[int, int, bytes]]) -> tuple[int, int] | None:

@@ -38,6 +38,7 @@ from sqlalchemy import (
     event,
     func,
     inspect,
+    null,
     select,
     text,
     tuple_,
@@ -1694,19 +1695,18 @@ class Store:
         already), and the newest line of each witness, whatever its size, in place of one of
         a smaller (size, time) (D133): a witness asked again about an unchanged tree returns
         a line with a later time, which readers of the cosigned checkpoint then get. One
-        statement, so two processes keeping lines at once leave the newer."""
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(cosignatures.insert().values(tree_size=tree_size, witness=witness,
-                                                          line=line))
-            first = True
-        except SAIntegrityError:
-            first = False
-        fresh = fresh_cosignatures.c
+        statement for the newest, so two processes keeping lines at once leave the newer; one
+        transaction for both, so a line is never the newest without being kept, which the
+        audit checks (D138)."""
         insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
+        kept = insert(cosignatures).values(tree_size=tree_size, witness=witness, line=line)
+        fresh = fresh_cosignatures.c
         ins = insert(fresh_cosignatures).values(witness=witness, tree_size=tree_size,
                                                 cosigned_at=cosigned_at, line=line)
         with self.engine.begin() as conn:
+            first = conn.execute(kept.on_conflict_do_nothing(  # a row back if it was kept
+                index_elements=[cosignatures.c.tree_size, cosignatures.c.witness],
+            ).returning(cosignatures.c.tree_size)).first() is not None
             conn.execute(ins.on_conflict_do_update(
                 index_elements=[fresh.witness],
                 set_={"tree_size": ins.excluded.tree_size,
@@ -1733,32 +1733,39 @@ class Store:
                 found.update((str(w), str(line)) for w, line in conn.execute(latest))
         return [found[w] for w in witnesses if w in found]
 
-    def iter_fresh_cosignatures(self) -> Iterator[tuple[int, str, str, str | None]]:
+    def iter_fresh_cosignatures(self) -> Iterator[tuple[int, str, str, str | None, int]]:
         """Each witness's newest line (tree size, witness vkey, line) with the checkpoint the
-        log signed at that size, as `iter_cosigned_checkpoints` (for the audit); nothing on a
-        schema from before they were kept (the audit reads older schemas as they are)."""
-        if not self._schema_before(FRESH_COSIGNATURES_FROM):
-            yield from self._lines_with_checkpoints(fresh_cosignatures,
-                                                    fresh_cosignatures.c.witness)
+        log signed at that size, as `iter_cosigned_checkpoints`, and the time its row gives
+        the line (for the audit); nothing on a schema from before they were kept (the audit
+        reads older schemas as they are)."""
+        if self._schema_before(FRESH_COSIGNATURES_FROM):
+            return
+        fresh = fresh_cosignatures.c
+        for size, witness, line, checkpoint, at in self._lines_with_checkpoints(
+                fresh_cosignatures, fresh.witness, also=fresh.cosigned_at):
+            yield size, witness, line, checkpoint, int(at)
 
     def iter_cosigned_checkpoints(self) -> Iterator[tuple[int, str, str, str | None]]:
         """Every kept cosignature (tree size, witness vkey, line) with the checkpoint the log
         signed at that size (that of the first block of that size; None if there is none), by
         size then witness (for the audit)."""
-        return self._lines_with_checkpoints(cosignatures, cosignatures.c.tree_size,
-                                            cosignatures.c.witness)
+        for size, witness, line, checkpoint, _ in self._lines_with_checkpoints(
+                cosignatures, cosignatures.c.tree_size, cosignatures.c.witness):
+            yield size, witness, line, checkpoint
 
-    def _lines_with_checkpoints(self, table: Table, *order: Any
-                                ) -> Iterator[tuple[int, str, str, str | None]]:
-        """Each row (tree size, witness, line) of a table of cosignature lines, with the
-        checkpoint of the first block of that size (None if there is none), in `order`."""
+    def _lines_with_checkpoints(self, table: Table, *order: Any, also: Any = None
+                                ) -> Iterator[tuple[int, str, str, str | None, Any]]:
+        """Each row (tree size, witness, line, `also`'s column or None) of a table of
+        cosignature lines, with the checkpoint of the first block of that size (None if there
+        is none) before the last, in `order`."""
         first = (select(blocks.c.checkpoint).where(blocks.c.tree_size == table.c.tree_size)
                  .order_by(blocks.c.height).limit(1).scalar_subquery())
-        q = select(table.c.tree_size, table.c.witness, table.c.line, first).order_by(*order)
+        q = select(table.c.tree_size, table.c.witness, table.c.line, first,
+                   null() if also is None else also).order_by(*order)
         with self.engine.connect() as conn:
-            for size, witness, line, checkpoint in conn.execute(q):
+            for size, witness, line, checkpoint, extra in conn.execute(q):
                 yield int(size), str(witness), str(line), (
-                    None if checkpoint is None else str(checkpoint))
+                    None if checkpoint is None else str(checkpoint)), extra
 
     def last_cosigned(self, witness: str) -> int | None:
         """The largest tree size this witness has cosigned for us, if any."""

@@ -410,6 +410,82 @@ def test_the_audit_checks_every_kept_cosignature(tmp_path: Path) -> None:
         assert f"tree size {row[0]} by {row[1]}" in str(rep.problem) and why in str(rep.problem)
 
 
+def test_the_audit_refuses_a_newest_cosignature_that_is_not_the_newest(tmp_path: Path) -> None:
+    """D138: each witness's newest line must be what its row says and no older than any line
+    kept from that witness, with a kept line at its size. Each case is a line that verifies
+    over the checkpoint the log signed at its size (so only these checks can refuse it),
+    written into the newest row by hand: the audit names the witness, the size and why."""
+    from copyledger.ledger.audit import audit
+
+    (tmp_path / "base").mkdir()
+    n, wkey = cosigned_registry(tmp_path / "base")
+    signer = FileSigner.load(W, tmp_path / "base" / "w.key")
+    size = n.sequencer.state.size
+    earlier = next(b.header.tree_size for b in n.store.iter_blocks()
+                   if 0 < b.header.tree_size < size)
+    [kept] = n.store.cosignature_lines(size, [wkey], newest=False)
+    t0 = cosignature.Cosignature.parse_line(kept).timestamp
+
+    def line(at_size: int, t: int) -> str:  # a true cosignature of the log's checkpoint
+        text = note.parse_note(n.store.block_for_size(at_size).checkpoint).text  # type: ignore[union-attr]
+        return cosignature.Cosignature(
+            signer.name, cosignature.key_id(signer.name, signer.public_key), t,
+            signer.sign(cosignature.signed_message(text, t))).line()
+
+    n.store.close()
+
+    def audited(fresh: tuple[int, int, str], kept_too: bool = False) -> Any:
+        copy_dir = tmp_path / f"copy{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(tmp_path / "base", copy_dir)
+        m = open_registry(copy_dir / "a")
+        try:
+            at_size, at, text = fresh
+            if kept_too:  # kept as the first line of its size, too
+                assert m.store.add_cosignature(at_size, wkey, text, at)
+            m.store.execute_raw(f"UPDATE fresh_cosignatures SET tree_size = {at_size}, "
+                                f"cosigned_at = {at}, line = '{text}'")
+            return audit(m.store, m.verifier_key, witness_keys=[wkey])
+        finally:
+            m.store.close()
+
+    rep = audited((size, t0 + 50, line(size, t0 + 50)))  # cosigned again later: as it should
+    assert rep.ok, rep.problem
+    assert any("newest cosignatures verify" in c and "are the newest kept" in c
+               for c in rep.checked), rep.checked
+    where = f"the newest cosignature by {wkey} (tree size "
+    for fresh, why in [
+        ((size, t0 + 99, line(size, t0 + 50)), f"its row says it was made at {t0 + 99}"),
+        ((size, t0 - 5, line(size, t0 - 5)), f"older than the cosignature of tree size {size}"),
+        ((earlier, t0 + 9, line(earlier, t0 + 9)), "no cosignature of that size"),
+    ]:
+        rep = audited(fresh)
+        assert not rep.ok, fresh
+        assert f"{where}{fresh[0]})" in str(rep.problem) and why in str(rep.problem), rep.problem
+    # A line kept at an earlier size, served as the newest although a larger size is kept.
+    rep = audited((earlier, t0 + 9, line(earlier, t0 + 9)), kept_too=True)
+    assert not rep.ok
+    assert f"older than the cosignature of tree size {size} made at {t0}" in str(rep.problem)
+
+
+def test_a_line_is_kept_and_made_the_newest_in_one_transaction(tmp_path: Path) -> None:
+    """D138: should making a line the newest fail, it is not kept either, so the audit never
+    meets a kept line newer than the newest (as a crash between two transactions left)."""
+    from sqlalchemy.exc import DBAPIError
+
+    n = open_registry(tmp_path / "a")
+    try:
+        n.store.execute_raw("CREATE TRIGGER no_fresh BEFORE INSERT ON fresh_cosignatures "
+                            "BEGIN SELECT RAISE(ABORT, 'refused here'); END")
+        with pytest.raises(DBAPIError, match="refused here"):
+            n.store.add_cosignature(3, "w+00000000+x", "line 1\n", 100)
+        assert list(n.store.iter_cosigned_checkpoints()) == []
+        n.store.execute_raw("DROP TRIGGER no_fresh")
+        assert n.store.add_cosignature(3, "w+00000000+x", "line 1\n", 100)
+        assert [r[2] for r in n.store.iter_cosigned_checkpoints()] == ["line 1\n"]
+    finally:
+        n.store.close()
+
+
 def test_one_pass_without_threads(tmp_path: Path) -> None:
     b, log_vkey, wkey = witnessed_bundle(tmp_path)
     rep = verify_bundle(b, trusted_keys=[log_vkey], witness_keys=[wkey])
