@@ -122,7 +122,9 @@ class Client(_Base):
     `retries`: how many times a call is sent again when no answer came or the server asked
     for a pause (429, 409 in progress, 502–504; D131). Writes are then sent under an
     Idempotency-Key (the caller's, or one made per call), so a resend never records twice;
-    an upload and the answer to an offer, which take no key, are never resent.
+    the answer to an offer, which takes no key, is never resent. An upload goes under a key
+    too (D137), which a registry from before D137 refuses (422): against one, upload with
+    `retries=0`.
     """
 
     def __init__(

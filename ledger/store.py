@@ -1689,7 +1689,7 @@ class Store:
             return [int(h) for h in conn.execute(q).scalars()]
 
     def add_cosignature(self, tree_size: int, witness: str, line: str,
-                        cosigned_at: int = 0) -> bool:
+                        cosigned_at: int) -> bool:
         """Keep a witness's cosignature line of the checkpoint of `tree_size`, whose timestamp
         is `cosigned_at`: the first line of each size for good (False if one was kept
         already), and the newest line of each witness, whatever its size, in place of one of
@@ -1703,10 +1703,13 @@ class Store:
         fresh = fresh_cosignatures.c
         ins = insert(fresh_cosignatures).values(witness=witness, tree_size=tree_size,
                                                 cosigned_at=cosigned_at, line=line)
+        kept = kept.on_conflict_do_nothing(
+            index_elements=[cosignatures.c.tree_size, cosignatures.c.witness])
         with self.engine.begin() as conn:
-            first = conn.execute(kept.on_conflict_do_nothing(  # a row back if it was kept
-                index_elements=[cosignatures.c.tree_size, cosignatures.c.witness],
-            ).returning(cosignatures.c.tree_size)).first() is not None
+            if self.dialect == "postgresql":  # whose driver counts no rows here (-1)
+                first = conn.execute(kept.returning(cosignatures.c.tree_size)).first() is not None
+            else:  # exact on SQLite, which has RETURNING only from 3.35
+                first = conn.execute(kept).rowcount == 1
             conn.execute(ins.on_conflict_do_update(
                 index_elements=[fresh.witness],
                 set_={"tree_size": ins.excluded.tree_size,

@@ -1095,6 +1095,19 @@ def test_the_async_client_resends_a_lost_write_under_one_key(live: Live,
     assert len(lose.keys) == 2 and lose.keys[0] == lose.keys[1] is not None
     assert len(slept) == 1 and 0.5 <= slept[0] <= 0.625
 
+    up = _AsyncLose("/v1/works", 1)  # an upload too (D137), sent `again`: recorded once
+
+    async def upload() -> Receipt:
+        async with AsyncClient(live.url, api_key=live.creator, trusted_keys=[live.log_key],
+                               transport=up, retries=1) as c:
+            return await c.upload_work(b"async lost upload", title="U", creators=["Ada"],
+                                       work_type="text", again=True)
+
+    before = _size(live)
+    got = asyncio.run(upload())
+    assert got.seq == before and _size(live) == before + 1
+    assert len(up.keys) == 2 and up.keys[0] == up.keys[1] is not None
+
 
 def test_the_cli_resends_a_lost_chunk_under_keys_and_records_it_once(
         live: Live, slept: list[float], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -392,7 +392,7 @@ def test_the_audit_checks_every_kept_cosignature(tmp_path: Path) -> None:
         m = open_registry(copy_dir / "a")
         try:
             if row is not None:
-                assert m.store.add_cosignature(*row)
+                assert m.store.add_cosignature(*row, 0)  # refused as kept, before as the newest
             return audit(m.store, m.verifier_key, witness_keys=configured)
         finally:
             m.store.close()
@@ -467,19 +467,27 @@ def test_the_audit_refuses_a_newest_cosignature_that_is_not_the_newest(tmp_path:
     assert f"older than the cosignature of tree size {size} made at {t0}" in str(rep.problem)
 
 
-def test_a_line_is_kept_and_made_the_newest_in_one_transaction(tmp_path: Path) -> None:
+def test_a_line_is_kept_and_made_the_newest_in_one_transaction(
+        tmp_path: Path, database_url: str) -> None:
     """D138: should making a line the newest fail, it is not kept either, so the audit never
     meets a kept line newer than the newest (as a crash between two transactions left)."""
     from sqlalchemy.exc import DBAPIError
 
-    n = open_registry(tmp_path / "a")
+    n = open_registry(tmp_path / "a", database_url)
+    pg = n.store.dialect == "postgresql"
     try:
-        n.store.execute_raw("CREATE TRIGGER no_fresh BEFORE INSERT ON fresh_cosignatures "
-                            "BEGIN SELECT RAISE(ABORT, 'refused here'); END")
+        if pg:
+            n.store.execute_raw("CREATE FUNCTION refuse_fresh() RETURNS trigger AS $$ BEGIN "
+                                "RAISE EXCEPTION 'refused here'; END $$ LANGUAGE plpgsql")
+            n.store.execute_raw("CREATE TRIGGER no_fresh BEFORE INSERT ON fresh_cosignatures "
+                                "FOR EACH ROW EXECUTE FUNCTION refuse_fresh()")
+        else:
+            n.store.execute_raw("CREATE TRIGGER no_fresh BEFORE INSERT ON fresh_cosignatures "
+                                "BEGIN SELECT RAISE(ABORT, 'refused here'); END")
         with pytest.raises(DBAPIError, match="refused here"):
             n.store.add_cosignature(3, "w+00000000+x", "line 1\n", 100)
         assert list(n.store.iter_cosigned_checkpoints()) == []
-        n.store.execute_raw("DROP TRIGGER no_fresh")
+        n.store.execute_raw("DROP TRIGGER no_fresh" + (" ON fresh_cosignatures" if pg else ""))
         assert n.store.add_cosignature(3, "w+00000000+x", "line 1\n", 100)
         assert [r[2] for r in n.store.iter_cosigned_checkpoints()] == ["line 1\n"]
     finally:

@@ -156,26 +156,56 @@ def test_a_malformed_key_is_refused(api: Api, bad: bytes) -> None:
 
 def test_an_upload_under_a_key_is_the_same_request_only_with_its_file_and_fields(
         api: Api) -> None:
-    """D137: an upload is identified under its key by the file and the fields as validated.
-    The same work sent as JSON, or uploaded with another field, is another request (422);
-    the metadata's object written in another key order is the same request."""
+    """D137: an upload is identified under its key by its file's hashes, size and media type
+    and its form fields as sent (as a JSON body is by its bytes). The same work sent as JSON,
+    or uploaded with one field otherwise, is another request (422), nothing written."""
     client, reg = api
     path, auth, body = _upload(client, reg)
     h = {**auth, "Idempotency-Key": "upload-fields"}
     first = _post(client, path, body, h)
     assert first.status_code == 201, first.text
     n = tree_size(client)
-    same = _post(client, path, {**body, "metadata": '{"a": [2], "b": 1}'}, h)
+    same = _post(client, path, dict(body), h)
     assert (same.status_code, same.json()) == (201, first.json())
     assert same.headers["idempotent-replayed"] == "true"
     as_json = client.post(path, headers=h, json={
         "sha256": sha(body["file"]), "title": "Up", "creators": ["Ada", "Bo"],
         "work_type": "text", "size": len(body["file"]), "media_type": "text/plain",
-        "metadata": {"a": [2], "b": 1}, "again": True})
-    for other in (as_json, _post(client, path, {**body, "title": "Down"}, h),
-                  _post(client, path, {**body, "again": "false"}, h),
-                  _post(client, f"{path}?again=false", {**body, "creators": ["Ada"]}, h)):
-        assert other.status_code == 422 and "Idempotency-Key" in other.json()["detail"]
+        "metadata": {"b": 1, "a": [2]}, "again": True})
+    others = [as_json] + [_post(client, p, {**body, **change}, h) for p, change in [
+        (path, {"title": "Down"}), (path, {"again": "false"}), (path, {"creators": ["Ada"]}),
+        (path, {"creators": ["Bo", "Ada"]}), (path, {"metadata": '{"a": [2], "b": 1}'}),
+        (path, {"license": "CC0-1.0"}), (f"{path}?again=true", {})]]
+    for other in others:
+        assert other.status_code == 422 and "Idempotency-Key" in other.json()["detail"], \
+            other.text
+    assert tree_size(client) == n
+
+
+@pytest.mark.parametrize("metadata", ['{"a": NaN}', '{"a": 1e999}', f'{{"a": {2**70}}}'])
+def test_an_upload_whose_metadata_breaks_the_entry_rules_is_refused_with_or_without_a_key(
+        api: Api, metadata: str) -> None:
+    """An upload is validated as the entry it would make, key or no key: numbers JSON cannot
+    carry exactly are 422, never a 500 and never another request's replay (the same upload
+    with `null` was answered under the key first)."""
+    client, reg = api
+    path, auth, body = _upload(client, reg)
+    h = {**auth, "Idempotency-Key": "upload-numbers"}
+    assert _post(client, path, {**body, "metadata": '{"a": null}'}, h).status_code == 201
+    n = tree_size(client)
+    for headers in (auth, h):
+        r = _post(client, path, {**body, "metadata": metadata}, headers)
+        assert r.status_code == 422, r.text
+        assert "idempotent-replayed" not in r.headers
+    assert tree_size(client) == n
+
+
+def test_a_malformed_key_on_an_upload_is_refused(api: Api) -> None:
+    client, reg = api
+    path, auth, body = _upload(client, reg)
+    n = tree_size(client)
+    r = _post(client, path, body, {**auth, "Idempotency-Key": "tab\there"})
+    assert r.status_code == 422 and "Idempotency-Key" in r.json()["detail"]
     assert tree_size(client) == n
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from urllib.parse import parse_qsl
 
-import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
@@ -137,6 +137,7 @@ async def register_work(request: Request) -> Response:
                                errors=[{"field": "file", "message": said("required")}])
         again = _flag(form.get("again"), "again") or again
         facts = await form.file.describe(sm3=n.sm_suite)
+        fields = {name: form.getlist(name) for name in _UPLOAD_FIELDS}
         w = WorkIn(sha256=facts.sha256, sm3=facts.sm3, size=facts.size,
                    media_type=facts.media_type,
                    title=form.get("title"), work_type=form.get("work_type"),
@@ -149,17 +150,19 @@ async def register_work(request: Request) -> Response:
         return registration_answer(await operations.register_work(
             n, who, w, computed=facts.fingerprints, again=again))
 
-    # Under a key the upload is identified by what the server made of it (D137): the work as
-    # validated, with the file's own hashes, size and media type, and whether it is `again`;
-    # the file's bytes are not kept or hashed twice.
-    work = orjson.dumps(w.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
-    return await deps.once(n, who, key, (b"/v1/works", query, _UPLOADED, work,
-                                         b"again" if again else b""), run)
+    if key is None:
+        return await run()
+    # Under a key an upload is identified by its file's hashes, size and media type (the file
+    # itself is neither kept nor hashed twice) and its form fields as sent, as a JSON body is
+    # by its bytes (D137); ASCII JSON, which any text part can be written as.
+    sent = json.dumps({"file": [facts.sha256, facts.sm3, facts.size, facts.media_type],
+                       "fields": fields}, sort_keys=True).encode()
+    return await deps.once(n, who, key, (b"/v1/works", query, b"multipart/form-data", sent), run)
 
 
-_UPLOADED = b"multipart/form-data"
-"""Marks an upload's parts under its key: an upload and a JSON registration sent under one key
-are two requests (the second is refused, 422)."""
+_UPLOAD_FIELDS = tuple(name for name in _UPLOAD["properties"] if name != "file")
+"""The form fields that make an upload's request under its key, each as the list of its values
+in the order sent."""
 
 
 @router.post(
