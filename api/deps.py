@@ -109,7 +109,8 @@ async def once(
 ) -> Response:
     """`run`'s answer; with a key, the kept answer to the same request under that key if there
     is one (InvalidInput if the key answered another request), else `run`'s, kept if it
-    succeeded. `request` is what identifies it: path, query and body."""
+    succeeded. `request` is what identifies it: path, query and body (for an upload, a marker and
+    its file's hashes and fields instead of the body)."""
     if key is None:
         return await run()
     digest = request_hash(*request)

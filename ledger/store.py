@@ -1706,7 +1706,7 @@ class Store:
         kept = kept.on_conflict_do_nothing(
             index_elements=[cosignatures.c.tree_size, cosignatures.c.witness])
         with self.engine.begin() as conn:
-            if self.dialect == "postgresql":  # whose driver counts no rows here (-1)
+            if self.dialect == "postgresql":  # where the row count came back -1 here
                 first = conn.execute(kept.returning(cosignatures.c.tree_size)).first() is not None
             else:  # exact on SQLite, which has RETURNING only from 3.35
                 first = conn.execute(kept).rowcount == 1

@@ -85,8 +85,9 @@ def check_key(key: str, field: str = HEADER) -> str:
 
 
 def request_hash(*parts: bytes) -> str:
-    """What identifies a request under its key: the SHA-256 of its parts (path, query, body),
-    each length-prefixed so no two different requests can run together into the same bytes."""
+    """What identifies a request under its key: the SHA-256 of its parts (path, query, body;
+    an upload's are in `api.routes.works`), each length-prefixed so no two different requests
+    can run together into the same bytes."""
     h = hashlib.sha256()
     for p in parts:
         h.update(len(p).to_bytes(8, "big"))

@@ -186,18 +186,25 @@ def test_an_upload_under_a_key_is_the_same_request_only_with_its_file_and_fields
 def test_an_upload_whose_metadata_breaks_the_entry_rules_is_refused_with_or_without_a_key(
         api: Api, metadata: str) -> None:
     """An upload is validated as the entry it would make, key or no key: numbers JSON cannot
-    carry exactly are 422, never a 500 and never another request's replay (the same upload
-    with `null` was answered under the key first)."""
+    carry exactly are 422 naming the metadata, never a 500, and the key is free again for the
+    corrected upload. Under a key first used by the same upload with `null`, it is another
+    request (422 naming the key), never that request's replay."""
     client, reg = api
     path, auth, body = _upload(client, reg)
     h = {**auth, "Idempotency-Key": "upload-numbers"}
     assert _post(client, path, {**body, "metadata": '{"a": null}'}, h).status_code == 201
     n = tree_size(client)
-    for headers in (auth, h):
+    fresh = {**auth, "Idempotency-Key": "upload-numbers-2"}
+    for headers in (auth, fresh):
         r = _post(client, path, {**body, "metadata": metadata}, headers)
         assert r.status_code == 422, r.text
-        assert "idempotent-replayed" not in r.headers
+        assert r.json()["errors"][0]["field"].startswith("metadata"), r.text
+    r = _post(client, path, {**body, "metadata": metadata}, h)
+    assert r.status_code == 422 and "Idempotency-Key" in r.json()["detail"], r.text
+    assert "idempotent-replayed" not in r.headers
     assert tree_size(client) == n
+    fixed = _post(client, path, {**body, "metadata": '{"a": 1}'}, fresh)
+    assert fixed.status_code == 201 and "idempotent-replayed" not in fixed.headers
 
 
 def test_a_malformed_key_on_an_upload_is_refused(api: Api) -> None:
