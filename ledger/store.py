@@ -1699,12 +1699,12 @@ class Store:
         transaction for both, so a line is never the newest without being kept, which the
         audit checks (D138)."""
         insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
-        kept = insert(cosignatures).values(tree_size=tree_size, witness=witness, line=line)
+        kept = insert(cosignatures).values(
+            tree_size=tree_size, witness=witness, line=line,
+        ).on_conflict_do_nothing(index_elements=[cosignatures.c.tree_size, cosignatures.c.witness])
         fresh = fresh_cosignatures.c
         ins = insert(fresh_cosignatures).values(witness=witness, tree_size=tree_size,
                                                 cosigned_at=cosigned_at, line=line)
-        kept = kept.on_conflict_do_nothing(
-            index_elements=[cosignatures.c.tree_size, cosignatures.c.witness])
         with self.engine.begin() as conn:
             if self.dialect == "postgresql":  # where the row count came back -1 here
                 first = conn.execute(kept.returning(cosignatures.c.tree_size)).first() is not None

@@ -137,7 +137,6 @@ async def register_work(request: Request) -> Response:
                                errors=[{"field": "file", "message": said("required")}])
         again = _flag(form.get("again"), "again") or again
         facts = await form.file.describe(sm3=n.sm_suite)
-        fields = {name: form.getlist(name) for name in _UPLOAD_FIELDS}
         w = WorkIn(sha256=facts.sha256, sm3=facts.sm3, size=facts.size,
                    media_type=facts.media_type,
                    title=form.get("title"), work_type=form.get("work_type"),
@@ -155,6 +154,7 @@ async def register_work(request: Request) -> Response:
     # Under a key an upload is identified by its file's hashes, size and media type (the file
     # itself is neither kept nor hashed twice) and its form fields as sent, as a JSON body is
     # by its bytes (D137); ASCII JSON, which any text part can be written as.
+    fields = {name: form.getlist(name) for name in _UPLOAD_FIELDS}  # kept after close()
     sent = json.dumps({"file": [facts.sha256, facts.sm3, facts.size, facts.media_type],
                        "fields": fields}, sort_keys=True).encode()
     return await deps.once(n, who, key, (b"/v1/works", query, b"multipart/form-data", sent), run)
