@@ -24,6 +24,7 @@ from copyledger.service import idempotency
 from copyledger.service.apikeys import Principal
 from copyledger.service.idempotency import (
     Answer,
+    Claim,
     Written,
     check_key,
     claim,
@@ -101,7 +102,7 @@ async def answer(
     # Every key held in one order (sorted), so two batches sharing keys cannot deadlock.
     async with n.idempotency_locks.hold_many(sorted((who.account, str(parsed[i][1]))
                                                     for i in digests)):
-        claimed: list[int] = []  # keys this request now holds in the database (D59)
+        claimed: dict[int, Claim] = {}  # keys this request now holds in the database (D59)
         written: dict[int, int] = {}  # item: the seq its key's earlier request wrote (D132)
         cancelled = handed_over = False
         try:
@@ -114,20 +115,19 @@ async def answer(
                     continue
                 if isinstance(kept, Written):
                     written[i] = kept.seq
-                elif kept is not None:
+                elif isinstance(kept, Answer):
                     results[i] = {"index": i, "status": kept.status, "replayed": True,
                                   ("problem" if kept.status >= 400 else "registration"):
                                   orjson.loads(kept.body)}
                 else:
-                    claimed.append(i)
+                    claimed[i] = kept
             if written:
                 await _recorded_before(n, who, path, written, digests, parsed, results)
             todo = [i for i in range(len(parsed)) if results[i] is None]
             handed_over = True
             # Each claimed item's block records it as written under its claim (D132).
-            mine = set(claimed)
-            token = idempotency.WRITING_MANY.set([(who.account, str(parsed[i][1]), digests[i])
-                                                  if i in mine else None for i in todo])
+            token = idempotency.WRITING_MANY.set([claimed[i].request if i in claimed else None
+                                                  for i in todo])
             try:
                 outcomes = await run([parsed[i][0] for i in todo])
             finally:
@@ -147,9 +147,8 @@ async def answer(
                         item["replayed"] = True
                     member, keeps = "registration", True
                 results[i] = item
-                if keeps and i in digests:
-                    claimed.remove(i)
-                    await keep(n.idempotency, who.account, str(parsed[i][1]), digests[i],
+                if keeps and i in claimed:
+                    await keep(n.idempotency, claimed.pop(i),
                                Answer(item["status"], orjson.dumps(item[member])))
         except asyncio.CancelledError:
             # The client hung up: what was handed over may still be sealed, so its keys stay
@@ -158,12 +157,12 @@ async def answer(
             # Cancelled before anything was handed over: nothing can be written, so the
             # keys are freed below.
             cancelled = handed_over
-            for i in claimed if cancelled else ():
-                n.idempotency.abandon(who.account, str(parsed[i][1]), digests[i])
+            for held in claimed.values() if cancelled else ():
+                n.idempotency.abandon(held)
             raise
         finally:
-            for i in [] if cancelled else claimed:  # refused, or never run: released
-                await release(n.idempotency, who.account, str(parsed[i][1]), digests[i])
+            for held in [] if cancelled else list(claimed.values()):  # refused, or never run
+                await release(n.idempotency, held)
     done = [r for r in results if r is not None]
     return FastJSONResponse({
         "results": done,

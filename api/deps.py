@@ -22,7 +22,7 @@ from copyledger.ledger.errors import PayloadTooLarge, Unauthorized, Uncertain, s
 from copyledger.service import idempotency, operations
 from copyledger.service.apikeys import KeyCache, Principal, TokenBuckets, authorize
 from copyledger.service.i18n import DEFAULT, negotiate, pick
-from copyledger.service.idempotency import Answer, Written, check_key, claim, request_hash
+from copyledger.service.idempotency import Answer, Claim, Written, check_key, claim, request_hash
 from copyledger.service.node import Node
 from copyledger.service.operations import Recorded, parse_input
 
@@ -125,12 +125,11 @@ async def once(
         if isinstance(kept, Written):
             [body] = await written_answers(n, who.account, [(key, digest, kept.seq)])
             return replay(Answer(201, body))
-        if kept is not None:
+        if isinstance(kept, Answer):
             return replay(kept)
         # Shielded: a client that hangs up does not cancel the write, so its outcome is still
         # settled under the key when it comes (a retry then gets it, not a second entry).
-        return await asyncio.shield(asyncio.ensure_future(
-            _settled(n, who.account, key, digest, request[0], run)))
+        return await asyncio.shield(asyncio.ensure_future(_settled(n, kept, request[0], run)))
 
 
 async def written_answers(n: Node, account: str, written: Sequence[tuple[str, str, int]]
@@ -146,7 +145,7 @@ async def written_answers(n: Node, account: str, written: Sequence[tuple[str, st
     return bodies
 
 
-async def _settled(n: Node, account: str, key: str, digest: str, path: bytes,
+async def _settled(n: Node, claim: Claim, path: bytes,
                    run: Callable[[], Awaitable[Response]]) -> Response:
     """`run`'s answer, its outcome recorded under the key (off the event loop): a success is
     kept for replay; a write whose fate is unknown (Uncertain) keeps its problem, so its retry
@@ -156,7 +155,7 @@ async def _settled(n: Node, account: str, key: str, digest: str, path: bytes,
     the key's row says (D69)."""
     # The entry's block records that it was written under this claim (D132).
     try:
-        token = idempotency.WRITING.set((account, key, digest))
+        token = idempotency.WRITING.set(claim.request)
         replayed = idempotency.REPLAYED.set(False)
         try:
             answer = await run()
@@ -169,20 +168,18 @@ async def _settled(n: Node, account: str, key: str, digest: str, path: bytes,
         from copyledger.api.problems import body_of  # problems imports this module
 
         body = body_of(error, path.decode("utf-8", "replace"))
-        await idempotency.keep(n.idempotency, account, key, digest,
-                               Answer(body["status"], orjson.dumps(body)))
+        await idempotency.keep(n.idempotency, claim, Answer(body["status"], orjson.dumps(body)))
         raise
     except asyncio.CancelledError:  # only the whole server stopping cancels the write itself
-        n.idempotency.abandon(account, key, digest)  # in flight until taken over
+        n.idempotency.abandon(claim)  # in flight until taken over
         raise
     except BaseException:
-        await idempotency.release(n.idempotency, account, key, digest)
+        await idempotency.release(n.idempotency, claim)
         raise
     if 200 <= answer.status_code < 300:
-        await idempotency.keep(n.idempotency, account, key, digest,
-                               Answer(answer.status_code, bytes(answer.body)))
+        await idempotency.keep(n.idempotency, claim, Answer(answer.status_code, bytes(answer.body)))
     else:
-        await idempotency.release(n.idempotency, account, key, digest)
+        await idempotency.release(n.idempotency, claim)
     return answer
 
 

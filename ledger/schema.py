@@ -204,6 +204,9 @@ idempotency_keys = Table(
     Column("status", SmallInteger, nullable=False),
     Column("answer", Text, nullable=False),  # the JSON answer, as sent
     Column("created", BigInteger, nullable=False, index=True),  # Unix seconds
+    # While in flight, the token of the claim that holds it, so a claim acts on its own row
+    # only, never on a later claim of the same request (D139); "" from a release before it.
+    Column("holder", String(32), nullable=False, server_default=""),
 )
 
 # The entries written under an Idempotency-Key claim (D132), one row an entry, inserted by the

@@ -29,11 +29,12 @@ import asyncio
 import hashlib
 import logging
 import re
+import secrets
 import threading
 import time
 from collections.abc import Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import and_, delete, exists, or_, select, update
@@ -106,16 +107,18 @@ def _in_flight() -> InFlight:
                          "shortly to get its answer", header=HEADER), retry_after=1)
 
 
-def _holding(claim: Held) -> Any:
+def _holding(request: Held) -> Any:
     """The key's row while it is this request's, whatever its status."""
-    account, key, request_sha256 = claim
+    account, key, request_sha256 = request
     return and_(table.c.account == account, table.c.key == key,
                 table.c.request_sha256 == request_sha256)
 
 
-def _claimed(claim: Held) -> Any:
-    """The key's row while this request's claim on it is in flight."""
-    return and_(_holding(claim), table.c.status == IN_FLIGHT)
+def _claimed(claim: Claim) -> Any:
+    """The key's row while it is this claim's, in flight: never a later claim of the same
+    request, in this process or another (D139)."""
+    return and_(_holding(claim.request), table.c.status == IN_FLIGHT,
+                table.c.holder == claim.holder)
 
 
 def _was_written(since: int) -> Any:
@@ -133,9 +136,37 @@ class InFlight(Conflict):
 IN_FLIGHT = 0  # `status` of a claimed key whose request has not answered yet (D59)
 HEARTBEAT_S = 5.0  # how often a process refreshes the claims it holds (D69)
 ABANDONED_S = 60  # a claim not refreshed for this long was left by a process that died (D69)
-_KEEP_TRIES = 12  # a kept answer the database refused is tried again this many beats (D69)
+_KEEP_TRIES = 12  # a keep (or put-back) the database refused is tried again this many beats
 
-Held = tuple[str, str, str]  # (account, key, request_sha256): a claim this process holds
+Held = tuple[str, str, str]  # (account, key, request_sha256): a request under its key
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A key a request now holds in the database, to run it (D59): `keep` or `release` it.
+    `holder` is a token of this claim alone, in its row while it is in flight, so what this
+    claim does later (keep, put back, refresh, let go) acts on its own row only, never on a
+    later claim of the same request that took the key over (D139)."""
+
+    account: str
+    key: str
+    request_sha256: str
+    holder: str
+
+    @property
+    def request(self) -> Held:
+        """The request under its key, as the sequencer records it (D132)."""
+        return (self.account, self.key, self.request_sha256)
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """What a claim must still write into its row, the database having refused it: an
+    answer to keep, or a taken-over 503 to put back with its own `created` (D135)."""
+
+    answer: Answer
+    created: int | None = None
+    tries: int = 0
 
 WRITING: ContextVar[Held | None] = ContextVar("copyledger_idempotency_writing", default=None)
 """The claim a single write runs under (set by the API around it): `operations.record` hands it
@@ -170,19 +201,20 @@ class Keys:
         self.heartbeat_s = heartbeat_s
         self.abandoned_s = abandoned_s
         self._swept = 0.0
-        # Claims this process holds, each with the answer still to keep (its `keep` failed:
-        # tried again each beat, `_KEEP_TRIES` times) or None while its request runs.
-        self._held: dict[Held, tuple[Answer, int] | None] = {}
+        # Claims this process holds, each with what it must still write (its `keep` or the
+        # put-back of `release` failed: tried again each beat, `_KEEP_TRIES` times) or None
+        # while its request runs.
+        self._held: dict[Claim, _Pending | None] = {}
         # The kept 503s this process's claims took over (D135), with their `created`, put
         # back if the claim is released, so the key still says its first send's fate is
         # unknown, for as long as it would have.
-        self._over: dict[Held, tuple[Answer, int]] = {}
+        self._over: dict[Claim, tuple[Answer, int]] = {}
         self._beat = threading.Condition()
         self._beating = False
         self._stopped = False
 
-    def claim(self, account: str, key: str, request_sha256: str) -> Answer | Written | None:
-        """None if the key is now this request's to run (then `keep` or `release` it); the kept
+    def claim(self, account: str, key: str, request_sha256: str) -> Answer | Written | Claim:
+        """A Claim if the key is now this request's to run (then `keep` or `release` it); the kept
         answer if this very request was answered before; `Written` if it was recorded but its
         answer was never kept (a dead owner's claim, or a kept 503, whose request has an entry in
         `idempotency_written`: D132); without such an entry, the dead claim or the 503 is taken
@@ -190,14 +222,15 @@ class Keys:
         request; InFlight if this request is still running elsewhere."""
         now = time.time()
         self._sweep(now)
+        mine = Claim(account, key, request_sha256, secrets.token_hex(8))
         for _ in range(3):  # a dead row deleted under us by another taker: try again
             try:
                 with self.store.engine.begin() as conn:
                     conn.execute(table.insert().values(
                         account=account, key=key, request_sha256=request_sha256,
-                        status=IN_FLIGHT, answer="", created=int(now)))
-                self._hold((account, key, request_sha256))
-                return None
+                        status=IN_FLIGHT, answer="", created=int(now), holder=mine.holder))
+                self._hold(mine)
+                return mine
             except IntegrityError:
                 pass
             q = select(table.c.request_sha256, table.c.status, table.c.answer,
@@ -219,8 +252,8 @@ class Keys:
                 # still be queued, the sequencer answers the later of the two with the other's
                 # entry (D134), so it is written once either way (D135).
                 if status >= 400 and row.request_sha256 == request_sha256:
-                    if self._take_over(row, account, key, int(now)):
-                        return None
+                    if self._take_over(row, mine, int(now)):
+                        return mine
                     continue
             if dead:  # expired, or its owner stopped refreshing it (died): take it over
                 with self.store.engine.begin() as conn:
@@ -235,14 +268,14 @@ class Keys:
             return Answer(status, row.answer.encode())
         raise _in_flight()
 
-    def _take_over(self, row: Any, account: str, key: str, now: int) -> bool:
-        """Make the kept 503 `row` this process's claim (in flight), remembering the 503 for
+    def _take_over(self, row: Any, claim: Claim, now: int) -> bool:
+        """Make the kept 503 `row` this `claim` (in flight), remembering the 503 for
         `release`; False if the row changed meanwhile (another retry took it)."""
-        claim = (account, key, str(row.request_sha256))
         with self.store.engine.begin() as conn:
             done = conn.execute(update(table).where(
-                _holding(claim), table.c.created == row.created, table.c.status == row.status,
-            ).values(status=IN_FLIGHT, answer="", created=now)).rowcount
+                _holding(claim.request), table.c.created == row.created,
+                table.c.status == row.status,
+            ).values(status=IN_FLIGHT, answer="", created=now, holder=claim.holder)).rowcount
         if done:
             self._hold(claim)
             with self._beat:
@@ -250,35 +283,44 @@ class Keys:
                                      int(row.created))
         return bool(done)
 
-    def keep(self, account: str, key: str, request_sha256: str, answer: Answer) -> None:
+    def keep(self, claim: Claim, answer: Answer) -> None:
         """Keep the answer to replay (a success, or an Uncertain's 503) in this request's
         claim (or, unclaimed, in a row of its own; the first one kept wins). It does not
         raise for the database: the write it answers is done, and its writer must still get
         that answer (D69). A keep the database refused is tried again by the heartbeat while
         the claim is refreshed; after `_KEEP_TRIES` beats it is let go, so the claim ages out
         and is taken over (the retry is then answered by D36's "already registered")."""
-        claim = (account, key, request_sha256)
+        self._write(claim, _Pending(answer), "keeping an idempotent answer failed; trying again")
+
+    def _write(self, claim: Claim, pending: _Pending, failed: str) -> None:
+        """Write `pending` into this claim's row and let the claim go; if the database
+        refuses, log `failed` and leave it to the heartbeat, which tries again each beat."""
         try:
-            self._keep(claim, answer)
+            self._keep(claim, pending)
         except SQLAlchemyError:
-            log.warning("keeping an idempotent answer failed; trying again", exc_info=True)
+            log.warning(failed, exc_info=True)
             with self._beat:
                 if claim in self._held:
-                    self._held[claim] = (answer, 0)
+                    self._held[claim] = pending
             return
         self._let_go(claim)
 
-    def _keep(self, claim: Held, answer: Answer) -> None:
-        self._put(claim, answer, table.c.status == IN_FLIGHT)
+    def _keep(self, claim: Claim, pending: _Pending) -> None:
+        # The row is no longer this claim's: its token goes, so nothing ever matches it again.
+        also: dict[str, int | str] = {"holder": ""}
+        if pending.created is not None:
+            also["created"] = pending.created
+        self._put(claim.request, pending.answer, _claimed(claim), **also)
 
-    def _put(self, claim: Held, answer: Answer, over: Any, **also: int) -> None:
+    def _put(self, request: Held, answer: Answer, over: Any, **also: int | str) -> None:
         """Write `answer` (and `also`'s columns) into this request's row where `over` holds;
         with no such row, into a row of its own, unless the key has one by then: the first
         answer kept stands."""
-        account, key, request_sha256 = claim
+        account, key, request_sha256 = request
         values = {"status": answer.status, "answer": answer.body.decode(), **also}
         with self.store.engine.begin() as conn:
-            done = conn.execute(update(table).where(_holding(claim), over).values(values)).rowcount
+            done = conn.execute(update(table).where(_holding(request), over)
+                                .values(values)).rowcount
         if done:
             return
         try:
@@ -310,33 +352,32 @@ class Keys:
             log.warning("keeping a recorded request's answer failed; its retry is answered "
                         "from its entry again", exc_info=True)
 
-    def release(self, account: str, key: str, request_sha256: str) -> None:
-        """Drop this request's claim: it was refused and wrote nothing, so a retry may run.
+    def release(self, claim: Claim) -> None:
+        """Drop this claim: its request was refused and wrote nothing, so a retry may run.
         A claim that took over a kept 503 puts that 503 back instead (D135): this refusal
-        says nothing of the first send, which may still be sealed. If the database refuses,
-        the claim is no longer refreshed and ages out instead."""
-        claim = (account, key, request_sha256)
+        says nothing of the first send, which may still be sealed; if the database refuses,
+        the heartbeat tries again, as for `keep` (D139). If deleting the claim fails, it is
+        no longer refreshed and ages out instead."""
         with self._beat:
             over = self._over.get(claim)
-        mine = _claimed(claim)
+        if over is not None:
+            answer, created = over
+            self._write(claim, _Pending(answer, created),
+                        "putting a kept 503 back failed; trying again")
+            return
         try:
             with self.store.engine.begin() as conn:
-                if over is not None:
-                    answer, created = over
-                    conn.execute(update(table).where(mine).values(
-                        status=answer.status, answer=answer.body.decode(), created=created))
-                else:
-                    conn.execute(delete(table).where(
-                        mine, ~_was_written(int(time.time()) - self.ttl_s)))
+                conn.execute(delete(table).where(
+                    _claimed(claim), ~_was_written(int(time.time()) - self.ttl_s)))
         except SQLAlchemyError:
             log.warning("releasing an idempotency key failed; it ages out", exc_info=True)
         finally:
             self._let_go(claim)
 
-    def abandon(self, account: str, key: str, request_sha256: str) -> None:
-        """Stop refreshing this request's claim, whose outcome will not be settled here (its
-        request was cancelled mid-write): it ages out and is taken over as a dead owner's."""
-        self._let_go((account, key, request_sha256))
+    def abandon(self, claim: Claim) -> None:
+        """Stop refreshing this claim, whose outcome will not be settled here (its request
+        was cancelled mid-write): it ages out and is taken over as a dead owner's."""
+        self._let_go(claim)
 
     def _sweep(self, now: float) -> None:
         """Delete rows past their lifetime, at most once a minute."""
@@ -356,7 +397,7 @@ class Keys:
 
     # -- the heartbeat (D69) -------------------------------------------------------------------
 
-    def _hold(self, claim: Held) -> None:
+    def _hold(self, claim: Claim) -> None:
         with self._beat:
             self._held[claim] = None
             if not self._beating and not self._stopped:
@@ -364,7 +405,7 @@ class Keys:
                 threading.Thread(target=self._heartbeat, name="idempotency-heartbeat",
                                  daemon=True).start()
 
-    def _let_go(self, claim: Held) -> None:
+    def _let_go(self, claim: Claim) -> None:
         with self._beat:
             self._held.pop(claim, None)
             self._over.pop(claim, None)
@@ -394,25 +435,25 @@ class Keys:
                 log.warning("refreshing idempotency claims failed", exc_info=True)
             for claim, pending in held.items():
                 if pending is not None:
-                    self._keep_again(claim, *pending)
+                    self._keep_again(claim, pending)
 
-    def _refresh(self, claims: list[Held]) -> None:
+    def _refresh(self, claims: list[Claim]) -> None:
         now = int(time.time())
         with self.store.engine.begin() as conn:
             for claim in claims:
                 conn.execute(update(table).where(_claimed(claim)).values(created=now))
 
-    def _keep_again(self, claim: Held, answer: Answer, tries: int) -> None:
+    def _keep_again(self, claim: Claim, pending: _Pending) -> None:
         try:
-            self._keep(claim, answer)
+            self._keep(claim, pending)
         except SQLAlchemyError:
-            if tries + 1 < _KEEP_TRIES:
+            if pending.tries + 1 < _KEEP_TRIES:
                 with self._beat:
                     if claim in self._held:
-                        self._held[claim] = (answer, tries + 1)
+                        self._held[claim] = replace(pending, tries=pending.tries + 1)
                 return
-            log.error("an idempotent answer could not be kept; its claim will be taken over "
-                      "after %s s", self.abandoned_s)
+            log.error("an idempotent answer (or a 503 put back) could not be kept; its claim "
+                      "will be taken over after %s s", self.abandoned_s)
         self._let_go(claim)
 
     def stop(self) -> None:
@@ -427,7 +468,7 @@ _POLL_S = 0.02
 
 
 async def claim(keys: Keys, account: str, key: str, request_sha256: str,
-                wait_s: float | None = None) -> Answer | Written | None:
+                wait_s: float | None = None) -> Answer | Written | Claim:
     """`Keys.claim` on a worker thread, waiting up to `wait_s` while the key's first request
     runs in another process (this process's own requests with the key are already queued one
     at a time), so the usual retry gets the first answer rather than 409."""
@@ -443,25 +484,25 @@ async def claim(keys: Keys, account: str, key: str, request_sha256: str,
         except asyncio.CancelledError:
             # The thread claims on regardless: free what it takes, or the heartbeat would keep
             # the key "in flight" for the life of the process (nothing was written under it).
-            attempt.add_done_callback(lambda done: _free_if_claimed(
-                keys, account, key, request_sha256, done))
+            attempt.add_done_callback(lambda done: _free_if_claimed(keys, done))
             raise
         await asyncio.sleep(_POLL_S)
 
 
-def _free_if_claimed(keys: Keys, account: str, key: str, request_sha256: str,
-                     done: asyncio.Future[Answer | Written | None]) -> None:
-    """After a cancelled `claim`: release the key if the attempt took it (None: claimed, no
-    earlier answer), on a thread, since the loop must not wait for the database."""
-    if done.cancelled() or done.exception() is not None or done.result() is not None:
+def _free_if_claimed(keys: Keys, done: asyncio.Future[Answer | Written | Claim]) -> None:
+    """After a cancelled `claim`: release the key if the attempt took it (a Claim), on a
+    thread, since the loop must not wait for the database."""
+    if done.cancelled() or done.exception() is not None:
         return
-    threading.Thread(target=keys.release, args=(account, key, request_sha256),
-                     name="idempotency-release", daemon=True).start()
+    taken = done.result()
+    if isinstance(taken, Claim):
+        threading.Thread(target=keys.release, args=(taken,), name="idempotency-release",
+                         daemon=True).start()
 
 
-async def keep(keys: Keys, account: str, key: str, request_sha256: str, answer: Answer) -> None:
+async def keep(keys: Keys, claim: Claim, answer: Answer) -> None:
     """`Keys.keep` on a worker thread: the event loop serves other requests meanwhile."""
-    await asyncio.to_thread(keys.keep, account, key, request_sha256, answer)
+    await asyncio.to_thread(keys.keep, claim, answer)
 
 
 async def settle_written(keys: Keys, account: str, key: str, request_sha256: str,
@@ -470,6 +511,6 @@ async def settle_written(keys: Keys, account: str, key: str, request_sha256: str
     await asyncio.to_thread(keys.settle_written, account, key, request_sha256, answer)
 
 
-async def release(keys: Keys, account: str, key: str, request_sha256: str) -> None:
+async def release(keys: Keys, claim: Claim) -> None:
     """`Keys.release` on a worker thread."""
-    await asyncio.to_thread(keys.release, account, key, request_sha256)
+    await asyncio.to_thread(keys.release, claim)

@@ -28,6 +28,7 @@ from copyledger.ledger.schema import (
     sequencer_address,
 )
 from copyledger.ledger.store import Store
+from copyledger.service.idempotency import Answer, Claim, Keys
 from copyledger.service.node import Node
 from tests.helpers import bearer, downgrade, open_registry, sha, tree_size, wait_for, work_body
 from tests.test_claims import DMCA
@@ -312,7 +313,11 @@ def test_migration_0007_adds_the_table_to_a_0006_log(tmp_path: Path, database_ur
     reg.store.close()
     s = Store.open(database_url or reg.settings.database_url)
     try:
-        Keys(s, 60).keep("alice", "k", "ab" * 32, Answer(201, b"{}"))
+        keys = Keys(s, 60)
+        claim = keys.claim("alice", "k", "ab" * 32)
+        assert isinstance(claim, Claim)
+        keys.keep(claim, Answer(201, b"{}"))
+        keys.stop()
         assert Keys(s, 60).claim("alice", "k", "ab" * 32) == Answer(201, b"{}")
     finally:
         s.close()
@@ -325,26 +330,25 @@ def test_a_key_is_claimed_once_in_the_database(api: Api) -> None:
 
     _, reg = api
     mine, other = Keys(reg.store, 60), Keys(reg.store, 60)
-    assert mine.claim("alice", "c1", "ab" * 32) is None
+    c1 = _claimed(mine, "c1")
     with pytest.raises(InFlight):
         other.claim("alice", "c1", "ab" * 32)  # the same request, still running
     with pytest.raises(InvalidInput, match="different request"):
         other.claim("alice", "c1", "cd" * 32)
-    assert other.claim("bob", "c1", "ab" * 32) is None  # keys are per account
-    mine.keep("alice", "c1", "ab" * 32, Answer(201, b'{"seq":7}'))
+    other.release(_claimed(other, "c1", account="bob"))  # keys are per account
+    mine.keep(c1, Answer(201, b'{"seq":7}'))
     assert other.claim("alice", "c1", "ab" * 32) == Answer(201, b'{"seq":7}')
     # A refused request gives its claim back, and a retry may run.
-    assert mine.claim("alice", "c2", "ab" * 32) is None
-    mine.release("alice", "c2", "ab" * 32)
-    assert other.claim("alice", "c2", "ab" * 32) is None
+    mine.release(_claimed(mine, "c2"))
+    c2 = _claimed(other, "c2")
     # A claim left by a process that died mid-request is taken over once it is abandoned.
     # (`other` stops refreshing it first, as a dead process would: a heartbeat landing between
     # the back-dating and the claim below would otherwise make it current again.)
-    other.abandon("alice", "c2", "ab" * 32)
+    other.abandon(c2)
     with reg.store.engine.begin() as conn:
         conn.execute(update(idempotency_keys).where(idempotency_keys.c.key == "c2").values(
             created=int(time.time()) - ABANDONED_S - 1))
-    assert mine.claim("alice", "c2", "ab" * 32) is None
+    _claimed(mine, "c2")
     for keys in (mine, other):  # no heartbeat left refreshing claims after the test
         keys.stop()
 
@@ -362,7 +366,7 @@ def test_a_retry_waits_for_the_key_claimed_by_another_process(
     h = {**bearer(reg, "alice"), "Idempotency-Key": "k4", "Content-Type": "application/json"}
     digest = request_hash(b"/v1/works", b"", raw)
     other = Keys(reg.store, 60)
-    assert other.claim("alice", "k4", digest) is None
+    held = _claimed(other, "k4", digest)
     n = tree_size(client)
     monkeypatch.setattr(idempotency, "WAIT_S", 0.2)
     busy = client.post("/v1/works", content=raw, headers=h)
@@ -371,7 +375,7 @@ def test_a_retry_waits_for_the_key_claimed_by_another_process(
     assert tree_size(client) == n
     monkeypatch.setattr(idempotency, "WAIT_S", 60.0)
     kept = Answer(201, b'{"seq":1234}')
-    timer = threading.Timer(0.3, other.keep, ("alice", "k4", digest, kept))
+    timer = threading.Timer(0.3, other.keep, (held, kept))
     timer.start()
     try:
         retry = client.post("/v1/works", content=raw, headers=h)
@@ -523,6 +527,13 @@ def _written(reg: Node, key: str) -> list[int]:
                                  .where(idempotency_written.c.key == key)).scalars())
 
 
+def _claimed(keys: Keys, key: str, digest: str = "ab" * 32, account: str = "alice") -> Claim:
+    """The claim `keys` makes of `key` for the request `digest`, which must be free to take."""
+    claim = keys.claim(account, key, digest)
+    assert isinstance(claim, Claim), claim
+    return claim
+
+
 def _row(reg: Node, key: str) -> Any:
     from sqlalchemy import select
 
@@ -582,9 +593,7 @@ def test_a_keep_that_keeps_failing_lets_the_claim_age_out(
 def _dies_after_the_commit(reg: Node, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each write's process "dies" once its block is committed: the answer is never kept and
     the claim no longer refreshed, what a SIGKILL between the commit and the keep leaves."""
-    monkeypatch.setattr(reg.idempotency, "keep",
-                        lambda account, key, digest, _: reg.idempotency.abandon(account, key,
-                                                                                digest))
+    monkeypatch.setattr(reg.idempotency, "keep", lambda claim, _: reg.idempotency.abandon(claim))
 
 
 def _abandoned(reg: Node) -> None:
@@ -1011,9 +1020,9 @@ def test_a_claim_crosses_the_hand_over(tmp_path: Path, database_url: str) -> Non
 _HOLDER = """
 import sys, time
 from copyledger.ledger.store import Store
-from copyledger.service.idempotency import Keys
+from copyledger.service.idempotency import Claim, Keys
 keys = Keys(Store.open(sys.argv[1], migrate_schema=False), 60, heartbeat_s=0.05)
-assert keys.claim("alice", "owned", "ab" * 32) is None
+assert isinstance(keys.claim("alice", "owned", "ab" * 32), Claim)
 print("claimed", flush=True)
 time.sleep(600)  # a slow request, still running
 """
@@ -1052,8 +1061,9 @@ def test_only_a_dead_owners_claim_is_taken_over(api: Api) -> None:
             return True
 
         wait_for(take, "the dead owner's claim is taken over")
-        assert taken == [None]
-        taker.release("alice", "owned", "ab" * 32)
+        [claim] = taken
+        assert isinstance(claim, Claim)
+        taker.release(claim)
     finally:
         holder.kill()
         holder.wait(60)
@@ -1107,7 +1117,7 @@ def test_a_claim_cancelled_midway_frees_its_key(tmp_path: Path) -> None:
 
     def free() -> bool:
         try:
-            return other.claim("alice", "k1", "ab" * 32) is None
+            return isinstance(other.claim("alice", "k1", "ab" * 32), Claim)
         except InFlight:
             return False
 
@@ -1149,11 +1159,11 @@ def test_what_a_key_says_once_its_request_was_recorded(api: Api) -> None:
             conn.execute(update(idempotency_keys).where(idempotency_keys.c.key == key)
                          .values(created=int(time.time()) - ABANDONED_S - 1))
 
-    assert keys.claim("alice", "live", h) is None
+    live = _claimed(keys, "live", h)
     recorded("live", 7)
     with pytest.raises(InFlight):  # its owner lives: it answers, not this
         other.claim("alice", "live", h)
-    keys.release("alice", "live", h)  # e.g. an error after the commit: not freed
+    keys.release(live)  # e.g. an error after the commit: not freed
     with pytest.raises(InFlight):
         other.claim("alice", "live", h)
     age("live")
@@ -1164,51 +1174,135 @@ def test_what_a_key_says_once_its_request_was_recorded(api: Api) -> None:
     other.settle_written("alice", "live", h, Answer(201, b'{"seq":7}'))
     assert other.claim("alice", "live", h) == Answer(201, b'{"seq":7}')
 
-    assert keys.claim("alice", "fate", h) is None
-    keys.keep("alice", "fate", h, Answer(503, b'{"status":503}'))  # before its block
+    keys.keep(_claimed(keys, "fate", h), Answer(503, b'{"status":503}'))  # before its block
     recorded("fate", 8)
     assert other.claim("alice", "fate", h) == Written(8)
 
     # Without an entry, a kept 503 is taken over and run again (D135): a claim of this
     # process now, which another request cannot take; another body is refused as before.
-    assert keys.claim("alice", "unknown", h) is None
-    keys.keep("alice", "unknown", h, Answer(503, b'{"status":503}'))
+    keys.keep(_claimed(keys, "unknown", h), Answer(503, b'{"status":503}'))
     with pytest.raises(InvalidInput):
         other.claim("alice", "unknown", "cd" * 32)
-    assert other.claim("alice", "unknown", h) is None
+    unknown = _claimed(other, "unknown", h)
     assert _row(reg, "unknown").status == IN_FLIGHT
     with pytest.raises(InFlight):
         keys.claim("alice", "unknown", h)
-    other.keep("alice", "unknown", h, Answer(201, b'{"seq":9}'))
+    other.keep(unknown, Answer(201, b'{"seq":9}'))
     assert keys.claim("alice", "unknown", h) == Answer(201, b'{"seq":9}')
     # Taken over and then refused (it wrote nothing, but the first send may still be sealed):
     # the 503 is put back, not the key freed, so another request under it is still refused.
-    assert keys.claim("alice", "refused", h) is None
-    keys.keep("alice", "refused", h, Answer(503, b'{"status":503}'))
+    keys.keep(_claimed(keys, "refused", h), Answer(503, b'{"status":503}'))
     age("refused")  # kept a minute ago: it comes back with that time, as long-lived as it was
     first_kept = _row(reg, "refused").created
-    assert other.claim("alice", "refused", h) is None
+    refused = _claimed(other, "refused", h)
     assert _row(reg, "refused").created > first_kept
-    other.release("alice", "refused", h)
+    other.release(refused)
     assert (_row(reg, "refused").status, _row(reg, "refused").answer) == (503, '{"status":503}')
     assert _row(reg, "refused").created == first_kept
     with pytest.raises(InvalidInput):
         keys.claim("alice", "refused", "cd" * 32)
-    assert keys.claim("alice", "refused", h) is None  # and the next retry runs again
+    keys.release(_claimed(keys, "refused", h))  # and the next retry runs again
 
-    assert keys.claim("alice", "never", h) is None
-    keys.abandon("alice", "never", h)
+    keys.abandon(_claimed(keys, "never", h))
     age("never")
-    assert other.claim("alice", "never", h) is None  # nothing recorded: taken over, run
-    other.release("alice", "never", h)
+    other.release(_claimed(other, "never", h))  # nothing recorded: taken over, run
     assert _row(reg, "never") is None
     # The sweep frees a dead claim that recorded nothing, whatever other keys' requests (of
     # the same body, "live" and "fate" above) recorded: its check is the claim's own.
-    assert keys.claim("alice", "swept", h) is None
-    keys.abandon("alice", "swept", h)
+    keys.abandon(_claimed(keys, "swept", h))
     age("swept")
     other._swept = 0.0
     other._sweep(time.time())
     assert _row(reg, "swept") is None and _row(reg, "live") is not None
     keys.stop()
     other.stop()
+
+
+def _kept_503(reg: Node, keys: Keys, key: str) -> int:
+    """A 503 of unknown fate kept under `key` (its request not recorded); its `created`."""
+    keys.keep(_claimed(keys, key), Answer(503, b'{"status":503}'))
+    return int(_row(reg, key).created)
+
+
+def test_a_claim_acts_on_its_own_row_only(api: Api) -> None:
+    """D139: what a claim does after it ended, late (a heartbeat's retried keep, a cancelled
+    claim's release, a heartbeat that stalled a minute), never touches a later claim of the
+    same request, in this process or another: that claim's row stays in flight, its own, and
+    its release still puts its 503 back."""
+    from copyledger.service.idempotency import ABANDONED_S, IN_FLIGHT
+
+    _, reg = api
+    # No beat of `keys` may refresh the stalled claim below while the test ages it.
+    keys, other = Keys(reg.store, 3600, heartbeat_s=3600), Keys(reg.store, 3600)
+
+    def still(key: str, holder: Claim) -> None:
+        row = _row(reg, key)
+        assert (row.status, row.holder) == (IN_FLIGHT, holder.holder), row
+        assert holder in keys._held or holder in other._held
+
+    # The same process: a claim takes the kept 503 over and is refused (503 back), the next
+    # retry takes it over again; the first one's late calls leave the second's claim alone.
+    first_kept = _kept_503(reg, keys, "here")
+    older = _claimed(keys, "here")
+    keys.release(older)
+    newer = _claimed(keys, "here")
+    for late in (lambda: keys.keep(older, Answer(201, b'{"seq":1}')),
+                 lambda: keys.release(older), lambda: keys.abandon(older)):
+        late()
+        still("here", newer)
+    keys.release(newer)  # refused: the 503 is back, with its first time, the key not freed
+    row = _row(reg, "here")
+    assert (row.status, row.answer, row.created) == (503, '{"status":503}', first_kept)
+
+    # Another process: this one's heartbeat stalled a minute, so its claim was taken over.
+    _kept_503(reg, keys, "there")
+    stalled = _claimed(keys, "there")
+    with reg.store.engine.begin() as conn:
+        conn.execute(update(idempotency_keys).where(idempotency_keys.c.key == "there")
+                     .values(created=int(time.time()) - ABANDONED_S - 1))
+    other._swept = time.time()  # taken over by the claim itself, not first swept
+    taker = _claimed(other, "there")
+    aged = int(time.time()) - ABANDONED_S - 1
+    with reg.store.engine.begin() as conn:  # to see that the stalled heartbeat leaves it
+        conn.execute(update(idempotency_keys).where(idempotency_keys.c.key == "there")
+                     .values(created=aged))
+    keys._refresh([stalled])
+    assert _row(reg, "there").created == aged
+    for late in (lambda: keys.release(stalled),
+                 lambda: keys.keep(stalled, Answer(201, b'{"seq":2}'))):
+        late()
+        still("there", taker)
+    other.keep(taker, Answer(201, b'{"seq":3}'))
+    assert other.claim("alice", "there", "ab" * 32) == Answer(201, b'{"seq":3}')
+    keys.stop()
+    other.stop()
+
+
+def test_a_503_the_database_refused_to_put_back_is_put_back_by_the_heartbeat(
+        api: Api) -> None:
+    """D139: a claim that took over a kept 503 and was refused puts the 503 back (D135); if
+    the database refuses that, the heartbeat tries again, as it does a keep, and meanwhile
+    keeps the claim in flight, so the key never says less than that the first send's fate is
+    unknown. (It aged out before, and the 503 with it.)"""
+    from copyledger.service.idempotency import IN_FLIGHT
+
+    _, reg = api
+    keys = Keys(reg.store, 3600, heartbeat_s=3600)  # no beat before the test asks for one
+    first_kept = _kept_503(reg, keys, "back")
+    claim = _claimed(keys, "back")
+    heal = _keep_fails(reg, 1)
+    try:
+        keys.release(claim)
+    finally:
+        heal()
+    assert claim in keys._held  # still held: refreshed, its put-back to be tried again
+    with keys._beat:  # now beat often
+        keys.heartbeat_s = 0.05
+        keys._beat.notify_all()
+    wait_for(lambda: _row(reg, "back").status != IN_FLIGHT, "the heartbeat puts the 503 back")
+    row = _row(reg, "back")
+    assert (row.status, row.answer, row.created) == (503, '{"status":503}', first_kept)
+    with pytest.raises(InvalidInput):  # the key still refuses another request
+        keys.claim("alice", "back", "cd" * 32)
+    keys.stop()
+

@@ -350,7 +350,7 @@ def test_one_idempotency_key_through_several_processes(tmp_path: Path) -> None:
     through the processes make one entry and all get its answer; a request held in flight by
     another process (its claim in the database) is waited for and replayed; the key with
     another body is refused."""
-    from copyledger.service.idempotency import Answer, Keys, request_hash
+    from copyledger.service.idempotency import Answer, Claim, Keys, request_hash
 
     data = tmp_path / "d"
     _, key, _ = init_with_creator(data, "")
@@ -389,9 +389,10 @@ def test_one_idempotency_key_through_several_processes(tmp_path: Path) -> None:
         try:
             keys = Keys(store, 3600)
             digest = request_hash(b"/v1/works", b"", raw)
-            assert keys.claim("alice", "held-1", digest) is None
+            held = keys.claim("alice", "held-1", digest)
+            assert isinstance(held, Claim)
             kept = Answer(201, b'{"seq":4321}')
-            timer = threading.Timer(0.5, keys.keep, ("alice", "held-1", digest, kept))
+            timer = threading.Timer(0.5, keys.keep, (held, kept))
             timer.start()
             r = httpx.post(srv.url + "/v1/works", content=raw, timeout=60,
                            headers={**auth, "Idempotency-Key": "held-1"})
