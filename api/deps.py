@@ -132,6 +132,16 @@ async def once(
         return await asyncio.shield(asyncio.ensure_future(_settled(n, kept, request[0], run)))
 
 
+async def answered_before(n: Node, who: Principal, key: str,
+                   request: tuple[bytes, ...]) -> Response | None:
+    """The success kept under the key for `request` (as `once` identifies it), replayed, or
+    None: a check without a claim, made before work that only a first send needs (an
+    upload's fingerprints, D140). `once` still settles whatever this does not answer."""
+    answer = await asyncio.to_thread(n.idempotency.kept, who.account, key,
+                                     request_hash(*request))
+    return None if answer is None else replay(answer)
+
+
 async def written_answers(n: Node, account: str, written: Sequence[tuple[str, str, int]]
                           ) -> list[bytes]:
     """The 201 answers of requests (key, request hash, seq) whose entries are at `seq` but

@@ -268,6 +268,18 @@ class Keys:
             return Answer(status, row.answer.encode())
         raise _in_flight()
 
+    def kept(self, account: str, key: str, request_sha256: str) -> Answer | None:
+        """The success kept under the key for this very request, if any, read without
+        claiming anything: lets a retried upload be answered before its costly fingerprints
+        are made (D140). Anything else (no answer yet, a 503, another request) is left to
+        `claim`."""
+        q = select(table.c.status, table.c.answer).where(
+            _holding((account, key, request_sha256)), table.c.status >= 200,
+            table.c.status < 300, table.c.created > int(time.time()) - self.ttl_s)
+        with self.store.engine.connect() as conn:
+            row = conn.execute(q).first()
+        return None if row is None else Answer(int(row.status), str(row.answer).encode())
+
     def _take_over(self, row: Any, claim: Claim, now: int) -> bool:
         """Make the kept 503 `row` this `claim` (in flight), remembering the 503 for
         `release`; False if the row changed meanwhile (another retry took it)."""

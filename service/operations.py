@@ -553,11 +553,17 @@ def _retrieved(future: asyncio.Future[Any]) -> None:
 
 def _facts(file: IO[bytes], sha256: str, size: int, media_type: str | None,
            query: bool = False, sm3: bool = False) -> FileFacts:
-    """Hash facts plus fingerprints. With no declared type (or application/octet-stream: an
+    """Hash facts plus fingerprints."""
+    return _fingerprinted(file, _identified(file, sha256, size, media_type, sm3), query)
+
+
+def _identified(file: IO[bytes], sha256: str, size: int, media_type: str | None,
+                sm3: bool = False) -> FileFacts:
+    """Hash facts without fingerprints. With no declared type (or application/octet-stream: an
     upload kept as `blob-8721`) the type comes from the bytes, as it does when the bytes are an
     image declared as something else; a declared image type stays, so bytes that are not an
-    image are refused (D21). With `sm3` (an SM-suite registry) the file is read again for its
-    SM3 digest."""
+    image are refused when fingerprinted (D21). With `sm3` (an SM-suite registry) the file is
+    read again for its SM3 digest."""
     declared = (media_type or "").split(";")[0].strip().lower() or None
     if declared == "application/octet-stream":
         declared = None
@@ -567,15 +573,21 @@ def _facts(file: IO[bytes], sha256: str, size: int, media_type: str | None,
         media = sniffed
     else:
         media = declared
-    fps: dict[str, Any] = {}
-    if media and size <= MAX_FINGERPRINT_BYTES:
-        file.seek(0)
-        fps = dict(fingerprints_for(file, media, query=query))
     sm3_hex = None
     if sm3:
         file.seek(0)
         sm3_hex = sm2.sm3_file(file)
-    return FileFacts(sha256, size, media, fps, sm3_hex)
+    return FileFacts(sha256, size, media, {}, sm3_hex)
+
+
+def _fingerprinted(file: IO[bytes], facts: FileFacts, query: bool = False) -> FileFacts:
+    """`facts` with the file's fingerprints for its media type (none past
+    MAX_FINGERPRINT_BYTES or for a type matching does not know)."""
+    fps: dict[str, Any] = {}
+    if facts.media_type and facts.size <= MAX_FINGERPRINT_BYTES:
+        file.seek(0)
+        fps = dict(fingerprints_for(file, facts.media_type, query=query))
+    return replace(facts, fingerprints=fps)
 
 
 FINGERPRINT_WORKERS = 2
@@ -613,6 +625,21 @@ class Upload:
         return await loop.run_in_executor(
             _fingerprinting, _facts, self._file, self._hash.hexdigest(), self.size,
             self.media_type, query, sm3)
+
+    async def identify(self, *, sm3: bool = False) -> FileFacts:
+        """`describe` without the fingerprints, which cost far more: what identifies an upload
+        under its Idempotency-Key, so a retry answered with the first send's answer is not
+        fingerprinted again (D140). `fingerprint` adds them. It decodes nothing (it sniffs the
+        first bytes, and reads the file for SM3 in chunks), so it runs on a thread of its own,
+        not in the pool that bounds decodes: neither a retry's answer nor an upload's place in
+        that pool waits for it."""
+        return await asyncio.to_thread(_identified, self._file, self._hash.hexdigest(),
+                                       self.size, self.media_type, sm3)
+
+    async def fingerprint(self, facts: FileFacts) -> FileFacts:
+        """`facts` (from `identify`) with the upload's fingerprints, in the bounded pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(_fingerprinting, _fingerprinted, self._file, facts)
 
 
 async def register_work(

@@ -208,6 +208,64 @@ def test_an_upload_whose_metadata_breaks_the_entry_rules_is_refused_with_or_with
     assert fixed.status_code == 201 and "idempotent-replayed" not in fixed.headers
 
 
+def test_a_retried_upload_is_answered_before_it_is_fingerprinted_again(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """D140: under a key, an upload is identified by its hashes, size and media type, and a
+    retry whose first send's answer is kept gets it before its file is fingerprinted again (a
+    video's decode is the costly part). Bytes that are not the image they are declared to be
+    are still refused (D21) before the key is claimed; another file under a used key is still
+    refused for the key."""
+    from copyledger.service import operations
+    from tests.test_claims import png
+
+    client, reg = api
+    auth = bearer(reg, "alice")
+    fingerprinted: list[str] = []
+    real = operations._fingerprinted
+
+    def counting(file: Any, facts: Any, query: bool = False) -> Any:
+        fingerprinted.append(facts.sha256)
+        return real(file, facts, query)
+
+    monkeypatch.setattr(operations, "_fingerprinted", counting)
+    closed: list[object] = []  # each upload's spooled file is closed once, whoever answers
+    real_close = operations.Upload.close
+    monkeypatch.setattr(operations.Upload, "close",
+                        lambda self: (closed.append(self), real_close(self))[1])
+    claimed: list[str] = []
+    real_claim = reg.idempotency.claim
+    monkeypatch.setattr(reg.idempotency, "claim", lambda account, key, digest: (
+        claimed.append(key), real_claim(account, key, digest))[1])
+    photo = png(7)  # a JPEG
+
+    def upload(key: str, data: bytes) -> Any:
+        return client.post("/v1/works", files={"file": ("p.jpg", data, "image/jpeg")},
+                           data={"title": "Photo", "creators": "Ada", "work_type": "image",
+                                 "again": "true"}, headers={**auth, "Idempotency-Key": key})
+
+    first = upload("photo", photo)
+    assert first.status_code == 201, first.text
+    assert fingerprinted == [sha(photo)]
+    # The first send's were computed and logged.
+    assert set(first.json()["entry"]["content"]["fingerprints"]) == {"pdq", "phash", "orb"}
+    n = tree_size(client)
+    for _ in range(2):
+        retry = upload("photo", photo)
+        assert (retry.status_code, retry.json()) == (201, first.json())
+        assert retry.headers["idempotent-replayed"] == "true"
+    assert fingerprinted == [sha(photo)] and tree_size(client) == n
+    bad = upload("not-a-photo", b"these bytes are no JPEG")
+    assert bad.status_code == 422, bad.text
+    assert bad.json()["errors"] == [{"field": "file", "message": "not a supported image "
+                                     "(JPEG, PNG, GIF, WEBP, BMP, TIFF)"}]
+    assert "not-a-photo" not in claimed  # refused before the key was claimed
+    assert upload("not-a-photo", photo).status_code == 201
+    other = upload("photo", png(8))  # another request under the key: refused by the claim
+    assert other.status_code == 422 and "Idempotency-Key" in other.json()["detail"], other.text
+    assert tree_size(client) == n + 1
+    assert len(closed) == len(set(closed)) == 6
+
+
 def test_a_malformed_key_on_an_upload_is_refused(api: Api) -> None:
     client, reg = api
     path, auth, body = _upload(client, reg)
@@ -1276,6 +1334,28 @@ def test_a_claim_acts_on_its_own_row_only(api: Api) -> None:
     assert other.claim("alice", "there", "ab" * 32) == Answer(201, b'{"seq":3}')
     keys.stop()
     other.stop()
+
+
+def test_kept_reads_a_live_success_of_the_same_request_only(api: Api) -> None:
+    """`Keys.kept`, the check an upload's retry makes before it is fingerprinted (D140): the
+    success kept for this very request, nothing for one in flight, a kept 503, another
+    request, another account or an answer past its lifetime; and it claims nothing."""
+    _, reg = api
+    keys = Keys(reg.store, 3600, heartbeat_s=3600)
+    h = "ab" * 32
+    claim = _claimed(keys, "k")
+    assert keys.kept("alice", "k", h) is None  # in flight
+    keys.keep(claim, Answer(201, b'{"seq":1}'))
+    assert keys.kept("alice", "k", h) == Answer(201, b'{"seq":1}')
+    assert keys.kept("alice", "k", "cd" * 32) is None and keys.kept("bob", "k", h) is None
+    _kept_503(reg, keys, "unknown")
+    assert keys.kept("alice", "unknown", h) is None
+    assert keys.kept("alice", "free", h) is None and _row(reg, "free") is None
+    with reg.store.engine.begin() as conn:
+        conn.execute(update(idempotency_keys).where(idempotency_keys.c.key == "k")
+                     .values(created=int(time.time()) - 3600))
+    assert keys.kept("alice", "k", h) is None
+    keys.stop()
 
 
 def test_a_503_the_database_refused_to_put_back_is_put_back_by_the_heartbeat(

@@ -136,12 +136,27 @@ async def register_work(request: Request) -> Response:
             raise InvalidInput("file: a multipart upload needs a 'file' part",
                                errors=[{"field": "file", "message": said("required")}])
         again = _flag(form.get("again"), "again") or again
-        facts = await form.file.describe(sm3=n.sm_suite)
+        facts = await form.file.identify(sm3=n.sm_suite)
         w = WorkIn(sha256=facts.sha256, sm3=facts.sm3, size=facts.size,
                    media_type=facts.media_type,
                    title=form.get("title"), work_type=form.get("work_type"),
                    creators=form.getlist("creators"), license=form.get("license") or None,
                    metadata=parse_metadata(form.get("metadata")))
+        ident: tuple[bytes, ...] = ()
+        if key is not None:
+            # Under a key an upload is identified by its file's hashes, size and media type
+            # (the file itself is neither kept nor hashed twice) and its form fields as sent,
+            # as a JSON body is by its bytes (D137); ASCII JSON, which any text part can be
+            # written as.
+            fields = {name: form.getlist(name) for name in _UPLOAD_FIELDS}
+            sent = json.dumps({"file": [facts.sha256, facts.sm3, facts.size, facts.media_type],
+                               "fields": fields}, sort_keys=True).encode()
+            ident = (b"/v1/works", query, b"multipart/form-data", sent)
+            # A retry whose first send was answered gets that answer before its file is
+            # fingerprinted again, the costly part (D140).
+            if (early := await deps.answered_before(n, who, key, ident)) is not None:
+                return early
+        facts = await form.file.fingerprint(facts)
     finally:
         form.close()
 
@@ -149,15 +164,7 @@ async def register_work(request: Request) -> Response:
         return registration_answer(await operations.register_work(
             n, who, w, computed=facts.fingerprints, again=again))
 
-    if key is None:
-        return await run()
-    # Under a key an upload is identified by its file's hashes, size and media type (the file
-    # itself is neither kept nor hashed twice) and its form fields as sent, as a JSON body is
-    # by its bytes (D137); ASCII JSON, which any text part can be written as.
-    fields = {name: form.getlist(name) for name in _UPLOAD_FIELDS}  # kept after close()
-    sent = json.dumps({"file": [facts.sha256, facts.sm3, facts.size, facts.media_type],
-                       "fields": fields}, sort_keys=True).encode()
-    return await deps.once(n, who, key, (b"/v1/works", query, b"multipart/form-data", sent), run)
+    return await deps.once(n, who, key, ident, run)
 
 
 _UPLOAD_FIELDS = tuple(name for name in _UPLOAD["properties"] if name != "file")
