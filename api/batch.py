@@ -161,8 +161,12 @@ async def answer(
                 n.idempotency.abandon(held)
             raise
         finally:
-            for held in [] if cancelled else list(claimed.values()):  # refused, or never run
-                await release(n.idempotency, held)
+            # Refused, or never run: released, all of them, even if this task is cancelled
+            # again meanwhile (a cancel scope cancels every await in it): each release left
+            # undone would hold its key "in flight", refreshed, for the life of the process.
+            if claimed and not cancelled:
+                await asyncio.shield(asyncio.gather(
+                    *(release(n.idempotency, held) for held in claimed.values())))
     done = [r for r in results if r is not None]
     return FastJSONResponse({
         "results": done,

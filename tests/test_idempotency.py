@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from copyledger.ledger.errors import InvalidInput
 from copyledger.ledger.schema import (
@@ -1125,6 +1125,52 @@ def test_only_a_dead_owners_claim_is_taken_over(api: Api) -> None:
     finally:
         holder.kill()
         holder.wait(60)
+
+
+def test_a_batch_cancelled_while_it_releases_its_keys_releases_them_all(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch refused before anything was handed over releases every key it claimed, even if
+    its task is cancelled while it does (a cancel scope cancels each await in it again): a key
+    left unreleased would be held "in flight", refreshed by the heartbeat, for the life of the
+    process, and every retry told 409."""
+    import asyncio
+
+    from copyledger.api import batch
+    from copyledger.ledger.schema import idempotency_keys as table
+    from copyledger.service.apikeys import Principal
+    from copyledger.service.operations import WorkIn
+
+    _, reg = api
+    keys = reg.idempotency
+    entered, go_on = threading.Event(), threading.Event()
+    real_release = keys.release
+
+    def slow_release(claim: Claim) -> None:
+        entered.set()
+        go_on.wait(60)
+        real_release(claim)
+
+    monkeypatch.setattr(keys, "release", slow_release)
+    items = [{**work_body(f"cancelled {i}", again=True), "idempotency_key": f"cut-{i}"}
+             for i in range(3)]
+
+    async def refused(_: Any) -> Any:
+        raise InvalidInput("refused before anything was handed over")
+
+    async def main() -> None:
+        task = asyncio.ensure_future(batch.answer(
+            reg, Principal("alice", "creator", 0), orjson.dumps({"works": items}), b"",
+            "/v1/works/batch", "works", WorkIn, refused))
+        await asyncio.to_thread(entered.wait, 60)  # the first release is under way
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        go_on.set()
+
+    asyncio.run(main())
+    wait_for(lambda: not keys._held, "every claim released")
+    with reg.store.engine.connect() as conn:
+        assert conn.execute(select(table.c.key).where(table.c.key.like("cut-%"))).all() == []
 
 
 def test_a_batch_item_whose_keep_fails_still_gets_its_receipt(api: Api) -> None:
