@@ -29,7 +29,7 @@ from copyledger.service.idempotency import (
     check_key,
     claim,
     keep,
-    release,
+    release_all,
     request_hash,
 )
 from copyledger.service.node import Node
@@ -162,11 +162,10 @@ async def answer(
             raise
         finally:
             # Refused, or never run: released, all of them, even if this task is cancelled
-            # again meanwhile (a cancel scope cancels every await in it): each release left
-            # undone would hold its key "in flight", refreshed, for the life of the process.
+            # meanwhile (a cancel scope cancels every await in it): each release left undone
+            # would hold its key "in flight", refreshed, for the life of the process (D141).
             if claimed and not cancelled:
-                await asyncio.shield(asyncio.gather(
-                    *(release(n.idempotency, held) for held in claimed.values())))
+                await asyncio.shield(release_all(n.idempotency, list(claimed.values())))
     done = [r for r in results if r is not None]
     return FastJSONResponse({
         "results": done,

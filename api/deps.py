@@ -133,7 +133,7 @@ async def once(
 
 
 async def answered_before(n: Node, who: Principal, key: str,
-                   request: tuple[bytes, ...]) -> Response | None:
+                          request: tuple[bytes, ...]) -> Response | None:
     """The success kept under the key for `request` (as `once` identifies it), replayed, or
     None: a check without a claim, made before work that only a first send needs (an
     upload's fingerprints, D140). `once` still settles whatever this does not answer."""

@@ -14,7 +14,7 @@ suite's generators (tests/test_av.py; no real music or video ships in a package 
 The registry is SQLite in a temporary directory, the API in process (FastAPI's TestClient),
 so the times are the server's work plus the in-process transport, no network.
 
-Prints one JSON object. Usage: python bench/upload_retry_bench.py [--retries 5]
+Prints one JSON object. Usage: python bench/upload_retry_bench.py [--retries 7]
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -45,7 +46,7 @@ def _photo() -> bytes:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--retries", type=int, default=5)
+    ap.add_argument("--retries", type=int, default=7)
     args = ap.parse_args()
 
     from fastapi.testclient import TestClient
@@ -106,6 +107,7 @@ def main() -> None:
                 "median_ms": ms,
                 "saved_ratio": round(ms["before_d140"] / ms["d140"], 1)}
             print(name, ms, file=sys.stderr)
+    shutil.rmtree(tmp, ignore_errors=True)
     out["load_average"] = os.getloadavg()
     print(json.dumps(out, indent=2))
 

@@ -205,7 +205,8 @@ idempotency_keys = Table(
     Column("answer", Text, nullable=False),  # the JSON answer, as sent
     Column("created", BigInteger, nullable=False, index=True),  # Unix seconds
     # While in flight, the token of the claim that holds it, so a claim acts on its own row
-    # only, never on a later claim of the same request (D139); "" from a release before it.
+    # only, never on a later claim of the same request (D139); "" once that claim ended, and
+    # in rows written by a release before D139.
     Column("holder", String(32), nullable=False, server_default=""),
 )
 

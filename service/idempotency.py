@@ -15,6 +15,11 @@ retry that reaches another process while the first request is still running wait
 answer (or is told 409, in progress) instead of writing a second entry. The claim is its
 process's, refreshed by a heartbeat, so only a dead process's claim is taken over (D69).
 
+Each claim carries a token of its own in its row while in flight (D139), so what an ended claim
+does late (a keep retried, a release, a refresh) never acts on a later claim of the same request.
+A retried upload whose success is kept is answered before its file is fingerprinted (`kept`,
+D140).
+
 The block that writes a claimed request's entry records it in `idempotency_written` in its
 own transaction (D132), so whether that request was recorded is known exactly: a claim taken
 over from a dead process, or a kept 503, whose request has an entry there is answered with
@@ -168,10 +173,12 @@ class _Pending:
     created: int | None = None
     tries: int = 0
 
+
 WRITING: ContextVar[Held | None] = ContextVar("copyledger_idempotency_writing", default=None)
-"""The claim a single write runs under (set by the API around it): `operations.record` hands it
-to the sequencer with the entry, so the block that writes the entry records it as written
-under the claim (`idempotency_written`)."""
+"""The request (account, key, request hash) a single write runs under a claim of (set by the
+API around it): `operations.record` hands it to the sequencer with the entry, so the block that
+writes the entry records it as written under the key (`idempotency_written`). The request, not
+the claim's token: a retry is answered with the entry whichever claim wrote it (D139)."""
 
 WRITING_MANY: ContextVar[Sequence[Held | None] | None] = ContextVar(
     "copyledger_idempotency_writing_many", default=None)
@@ -296,12 +303,13 @@ class Keys:
         return bool(done)
 
     def keep(self, claim: Claim, answer: Answer) -> None:
-        """Keep the answer to replay (a success, or an Uncertain's 503) in this request's
-        claim (or, unclaimed, in a row of its own; the first one kept wins). It does not
+        """Keep the answer to replay (a success, or an Uncertain's 503) in this claim's row
+        (or, the row no longer this claim's, in a row of its own unless the key has one: the
+        first one kept wins). It does not
         raise for the database: the write it answers is done, and its writer must still get
         that answer (D69). A keep the database refused is tried again by the heartbeat while
         the claim is refreshed; after `_KEEP_TRIES` beats it is let go, so the claim ages out
-        and is taken over (the retry is then answered by D36's "already registered")."""
+        and is taken over (the retry is then answered with the entry its block recorded, D132)."""
         self._write(claim, _Pending(answer), "keeping an idempotent answer failed; trying again")
 
     def _write(self, claim: Claim, pending: _Pending, failed: str) -> None:
@@ -526,3 +534,12 @@ async def settle_written(keys: Keys, account: str, key: str, request_sha256: str
 async def release(keys: Keys, claim: Claim) -> None:
     """`Keys.release` on a worker thread."""
     await asyncio.to_thread(keys.release, claim)
+
+
+async def release_all(keys: Keys, claims: Sequence[Claim]) -> None:
+    """`Keys.release` of each claim, one after another on one worker thread (a batch's up to
+    1,000 claims never take every thread of the loop's executor)."""
+    def each() -> None:
+        for c in claims:
+            keys.release(c)
+    await asyncio.to_thread(each)

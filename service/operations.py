@@ -595,6 +595,10 @@ FINGERPRINT_WORKERS = 2
 `matching.MAX_DECODE_BYTES`, so this, not the number of clients, bounds that memory. Audio and
 video are decoded by one FFmpeg process each, streamed (matching.audio), within the same pool."""
 _fingerprinting = ThreadPoolExecutor(FINGERPRINT_WORKERS, thread_name_prefix="fingerprint")
+_identifying = ThreadPoolExecutor(FINGERPRINT_WORKERS, thread_name_prefix="identify")
+"""Uploads identified at once (`Upload.identify`: the first bytes sniffed, and on an SM-suite
+registry the whole file read for SM3): bounded apart from the decodes, so an answer that needs
+no decode (D140) does not wait behind them, nor the loop's executor behind large files."""
 
 
 class Upload:
@@ -630,11 +634,13 @@ class Upload:
         """`describe` without the fingerprints, which cost far more: what identifies an upload
         under its Idempotency-Key, so a retry answered with the first send's answer is not
         fingerprinted again (D140). `fingerprint` adds them. It decodes nothing (it sniffs the
-        first bytes, and reads the file for SM3 in chunks), so it runs on a thread of its own,
-        not in the pool that bounds decodes: neither a retry's answer nor an upload's place in
+        first bytes, and reads the file for SM3 in chunks), so it runs in a pool of its own,
+        not the one that bounds decodes: neither a retry's answer nor an upload's place in
         that pool waits for it."""
-        return await asyncio.to_thread(_identified, self._file, self._hash.hexdigest(),
-                                       self.size, self.media_type, sm3)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            _identifying, _identified, self._file, self._hash.hexdigest(), self.size,
+            self.media_type, sm3)
 
     async def fingerprint(self, facts: FileFacts) -> FileFacts:
         """`facts` (from `identify`) with the upload's fingerprints, in the bounded pool."""

@@ -1129,10 +1129,10 @@ def test_only_a_dead_owners_claim_is_taken_over(api: Api) -> None:
 
 def test_a_batch_cancelled_while_it_releases_its_keys_releases_them_all(
         api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A batch refused before anything was handed over releases every key it claimed, even if
-    its task is cancelled while it does (a cancel scope cancels each await in it again): a key
-    left unreleased would be held "in flight", refreshed by the heartbeat, for the life of the
-    process, and every retry told 409."""
+    """A batch whose write refused every item (nothing was written) releases every key it
+    claimed, even if its task is cancelled while it does (a cancel scope cancels each await in
+    it again): a key left unreleased would be held "in flight", refreshed by the heartbeat, for
+    the life of the process, and every retry told 409."""
     import asyncio
 
     from copyledger.api import batch
@@ -1155,7 +1155,7 @@ def test_a_batch_cancelled_while_it_releases_its_keys_releases_them_all(
              for i in range(3)]
 
     async def refused(_: Any) -> Any:
-        raise InvalidInput("refused before anything was handed over")
+        raise InvalidInput("every item refused, nothing written")
 
     async def main() -> None:
         task = asyncio.ensure_future(batch.answer(
@@ -1337,7 +1337,7 @@ def test_a_claim_acts_on_its_own_row_only(api: Api) -> None:
 
     _, reg = api
     # No beat of `keys` may refresh the stalled claim below while the test ages it.
-    keys, other = Keys(reg.store, 3600, heartbeat_s=3600), Keys(reg.store, 3600)
+    keys, other = Keys(reg.store, 3600, heartbeat_s=3600), Keys(reg.store, 3600, heartbeat_s=3600)
 
     def still(key: str, holder: Claim) -> None:
         row = _row(reg, key)

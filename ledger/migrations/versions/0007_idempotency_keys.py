@@ -18,7 +18,3 @@ def upgrade() -> None:
     Table(idempotency_keys.name, MetaData(),
           *(c._copy() for c in idempotency_keys.columns if c.name not in ADDED_LATER),
           ).create(op.get_bind())
-
-
-def downgrade() -> None:
-    idempotency_keys.drop(op.get_bind())
