@@ -1407,9 +1407,9 @@ def test_kept_reads_a_live_success_of_the_same_request_only(api: Api) -> None:
 def test_a_503_the_database_refused_to_put_back_is_put_back_by_the_heartbeat(
         api: Api) -> None:
     """D139: a claim that took over a kept 503 and was refused puts the 503 back (D135); if
-    the database refuses that, the heartbeat tries again, as it does a keep, and meanwhile
-    keeps the claim in flight, so the key never says less than that the first send's fate is
-    unknown. (It aged out before, and the 503 with it.)"""
+    the database refuses that, the heartbeat tries again, as it does a keep (for
+    `_KEEP_TRIES` beats), and meanwhile keeps the claim in flight, so the key goes on saying
+    that the first send's fate is unknown. (It aged out at once before, and the 503 with it.)"""
     from copyledger.service.idempotency import IN_FLIGHT
 
     _, reg = api
