@@ -215,7 +215,7 @@ class Keys:
         # The kept 503s this process's claims took over (D135), with their `created`, put
         # back if the claim is released, so the key still says its first send's fate is
         # unknown, for as long as it would have.
-        self._over: dict[Claim, tuple[Answer, int]] = {}
+        self._over: dict[Claim, _Pending] = {}
         self._beat = threading.Condition()
         self._beating = False
         self._stopped = False
@@ -298,8 +298,8 @@ class Keys:
         if done:
             self._hold(claim)
             with self._beat:
-                self._over[claim] = (Answer(int(row.status), str(row.answer).encode()),
-                                     int(row.created))
+                self._over[claim] = _Pending(Answer(int(row.status), str(row.answer).encode()),
+                                             int(row.created))
         return bool(done)
 
     def keep(self, claim: Claim, answer: Answer) -> None:
@@ -381,9 +381,7 @@ class Keys:
         with self._beat:
             over = self._over.get(claim)
         if over is not None:
-            answer, created = over
-            self._write(claim, _Pending(answer, created),
-                        "putting a kept 503 back failed; trying again")
+            self._write(claim, over, "putting a kept 503 back failed; trying again")
             return
         try:
             with self.store.engine.begin() as conn:
