@@ -10,7 +10,8 @@ sqlite3, the registry's pragmas: WAL, synchronous=FULL, its cache and checkpoint
 timed in the sequencer's thread. The very same rows (entries, Merkle nodes, block) are then
 written again into two fresh databases by plain sqlite3 `executemany`, a transaction a block,
 with the same pragmas:
-- `raw_same_schema`: the registry's schema as migrated (the physical floor for our rows);
+- `raw_same_schema`: the registry's schema as migrated, with the two B-tree content-hash
+  indexes (on SQLite, where the registry keeps them as runs since D142, they are made here);
 - `raw_without_content_indexes`: the same without the two content-hash indexes
   (`ix_entries_sha256`, `ix_entries_registrant_sha256`), which put each entry's key at a
   random place and so dirty a page of each index an entry (D96): what they cost.
@@ -127,7 +128,19 @@ def ours(url: str, key: Path, entries: int, block: int) -> tuple[list[Sample], l
                         written() - w))
         kept.append((_stored_rows(rows), list(nodes), _block_values(blk)))  # as stored (D124)
 
+    upkeep = store.upkeep
+
+    def timed_upkeep() -> bool:  # (SQLite's runs, D142: a step after each block, in its sample)
+        w, c, t = written(), time.thread_time(), time.perf_counter()
+        did = upkeep()
+        if samples:
+            n, cpu, wall, wrote = samples[-1]
+            samples[-1] = (n, cpu + time.thread_time() - c, wall + time.perf_counter() - t,
+                           wrote + written() - w)
+        return did
+
     store.append_block = timed  # type: ignore[method-assign,assignment]
+    store.upkeep = timed_upkeep  # type: ignore[method-assign]
     seq.start()
     samples.clear()
     kept.clear()  # (the genesis block is written by `start`, before any entry)
@@ -142,8 +155,8 @@ def ours(url: str, key: Path, entries: int, block: int) -> tuple[list[Sample], l
     return samples, kept
 
 
-RUN_KEYS = {"content_runs": ("sha256", "seq"),
-            "content_runs_by_registrant": ("registrant", "sha256", "seq")}
+RUN_KEYS = {"bench_runs": ("sha256", "seq"),
+            "bench_runs_by_registrant": ("registrant", "sha256", "seq")}
 """Each table of runs and the entry columns of its key, after the run: the two indexes'."""
 
 
@@ -242,8 +255,12 @@ def _replay(url: str, kept: list[Any], content_indexes: bool, written: Callable[
         return samples, None
     con = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
     _sqlite_pragmas(con, None)  # the registry's own: WAL, FULL, its cache and checkpoint
+    if content_indexes:  # the B-tree indexes the registry kept before its runs (D142)
+        con.execute(f"CREATE INDEX IF NOT EXISTS {CONTENT_INDEXES[0]} ON entries (sha256, seq)")
+        con.execute(f"CREATE INDEX IF NOT EXISTS {CONTENT_INDEXES[1]} "
+                    "ON entries (registrant, sha256, seq)")
     for ix in () if content_indexes else CONTENT_INDEXES:
-        con.execute(f"DROP INDEX {ix}")
+        con.execute(f"DROP INDEX IF EXISTS {ix}")
     runs = Runs(con, runs_fanout) if runs_fanout else None
     for rows, nodes, blk in kept:
         w, c, t = written(), time.thread_time(), time.perf_counter()
@@ -289,7 +306,7 @@ def lookups(kept: list[Any], index_db: Path, runs: Runs, n: int = 2000) -> dict[
     result = {
         "btree_index": timed("SELECT seq FROM entries WHERE registrant = ? AND sha256 = ?",
                              lambda r: (r[5], r[4]), con),
-        "runs": timed(f"SELECT seq FROM content_runs_by_registrant WHERE run IN ({marks}) "
+        "runs": timed(f"SELECT seq FROM bench_runs_by_registrant WHERE run IN ({marks}) "
                       "AND registrant = ? AND sha256 = ?", lambda r: (*live, r[5], r[4]),
                       runs.con),
         "live_runs": len(live),

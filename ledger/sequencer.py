@@ -257,11 +257,13 @@ class Sequencer:
         self._stopping = False
         self._stale = False  # the state must be read back before the next block (a failure)
         self.state = LogState.load(store)
-        # The log's content hashes, once started (D103): by default on PostgreSQL only, where
-        # the read it spares is a round trip and ~6 µs of the cluster's CPU an entry; on SQLite
-        # the read is in-process and the filter measured no gain.
-        self.content_filter = (store.dialect == "postgresql" if content_filter is None
-                               else content_filter)
+        # The log's content hashes, once started (D103): by default on PostgreSQL, where the
+        # read it spares is a round trip and ~6 µs of the cluster's CPU an entry, and on SQLite
+        # with the content-hash runs (D142), where the read seeks every listed run; on SQLite
+        # with B-tree indexes (an older schema) the read is one seek and the filter measured
+        # no gain.
+        self.content_filter = (store.dialect == "postgresql" or store.has_runs
+                               if content_filter is None else content_filter)
         self.seen: SeenHashes | None = None
         # Seconds spent sealing, by phase, and event-loop wake-ups asked for: cumulative
         # counters (a few clock reads a block) an operator and the benchmark read (D86).
@@ -426,6 +428,7 @@ class Sequencer:
                     return
                 self._seal_guarded([])
                 last_seal = time.monotonic()
+                self.store.upkeep()
                 continue
             batch, done = self._collect(first)
             if batch:
@@ -433,6 +436,7 @@ class Sequencer:
                 self._seal_guarded(batch)
                 if self.state.last is not before:  # a block of only earlier registrations
                     last_seal = time.monotonic()  # (D94) seals none: the heartbeat is due
+                self.store.upkeep()  # between blocks: a step of the runs' merges (D142)
             if done:
                 return
 

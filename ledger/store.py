@@ -49,7 +49,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
-from copyledger.ledger import merkle
+from copyledger.ledger import merkle, runs
 from copyledger.ledger.entry import valid_sha256
 from copyledger.ledger.errors import Conflict, LockLost, NotFound, WrongSecret, said
 from copyledger.ledger.links import Link
@@ -705,6 +705,7 @@ class Store:
         self._closed = False
         self._upper: dict[merkle.NodeId, bytes] = {}
         self._by_size: dict[int, BlockRow] = {}
+        self.runs = runs.Runs()  # SQLite's content-hash runs: the writer's upkeep (D142)
 
     @functools.cached_property
     def _text_keys(self) -> bool:
@@ -715,6 +716,13 @@ class Store:
         sequencing process migrated to before it started. Asked at the first read, not when
         the store is made (a process may start while its database is down, D111)."""
         return self._schema_before(TEXT_KEYS_BEFORE)
+
+    @functools.cached_property
+    def has_runs(self) -> bool:
+        """Whether the content-hash indexes are runs (SQLite from revision 0016, D142): then
+        a block writes its keys as a run and every read by content hash seeks the runs. An
+        older SQLite schema (`audit` reads one as it is) and PostgreSQL have B-tree indexes."""
+        return self.dialect == "sqlite" and not self._schema_before(runs.RUNS_FROM)
 
     def schema_at(self) -> str | None:
         """The database's schema revision now (None where no migration has run)."""
@@ -1108,7 +1116,11 @@ class Store:
         try:
             with self._block_transaction() as conn:
                 if rows:
-                    self._insert_many(conn, "entries", _ENTRY_COLS, _stored_rows(rows))
+                    stored = _stored_rows(rows)
+                    self._insert_many(conn, "entries", _ENTRY_COLS, stored)
+                    if self.has_runs:
+                        cur = self._driver_cursor(conn)
+                        runs.add(cur, runs.next_run(cur), [(r[4], r[0], r[5]) for r in stored])
                 if links:
                     conn.exec_driver_sql(
                         self._insert_sql("entry_links", ("target", "seq", "rel")), list(links)
@@ -1128,6 +1140,8 @@ class Store:
                         self._insert_sql("idempotency_written",
                                          ("seq", "account", '"key"', "request_sha256", "created")),
                         [(*c, now) for c in claims])
+            if rows and self.has_runs:
+                self.runs.added()
         except (SAIntegrityError, self._driver_integrity_error) as e:
             raise Conflict(said("block {height} conflicts with stored rows (another writer?)",
                                 height=h.height)) from e
@@ -1165,6 +1179,44 @@ class Store:
              .where(w.seq.in_(sorted(set(seqs)))))
         with self.engine.connect() as conn:
             return {int(seq): (str(a), str(k), str(h)) for seq, a, k, h in conn.execute(q)}
+
+    def upkeep(self) -> bool:
+        """One bounded step of the content-hash runs' upkeep (`runs.Runs.step`: a merge's
+        step, or garbage deleted), in a transaction of its own; the sequencer calls it after
+        each block it seals. Whether it did anything; False on PostgreSQL and on a schema
+        without runs. It never raises: a failure is logged and the step forgotten (the block
+        before it is committed either way, and the next step reads the state again), so the
+        upkeep cannot stop the sequencer."""
+        if not self.has_runs or not self.runs.due():
+            return False
+        try:
+            with self.engine.connect() as conn:
+                cur = self._driver_cursor(conn)
+                # Not synced at its commit: the next block's commit syncs the WAL, and every
+                # frame before it with it. A crash may lose the last steps, each whole (the
+                # merge they belonged to starts over), never a block.
+                cur.execute("PRAGMA synchronous=NORMAL")
+                try:
+                    with conn.begin():
+                        return self.runs.step(cur)
+                finally:
+                    try:
+                        cur.execute("PRAGMA synchronous=FULL")
+                    except BaseException:
+                        conn.invalidate()  # never back in the pool unsynced
+                        raise
+        except Exception:
+            self.runs.forget()
+            log.exception("a step of the content-hash runs' upkeep failed")
+            return False
+
+    @staticmethod
+    def _driver_cursor(conn: Connection) -> Any:
+        """A driver cursor of `conn`'s connection: its statements are in `conn`'s transaction
+        (pysqlite opens it at the first write, on the connection, whatever the cursor)."""
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        return driver.cursor()
 
     @contextmanager
     def _block_transaction(self) -> Iterator[Connection]:
@@ -1471,6 +1523,13 @@ class Store:
     ) -> list[EntryRow]:
         """Entries with this content hash (of one kind, if given), oldest first, from seq
         `after` + 1 on (keyset paging)."""
+        if self.has_runs:
+            if (key := key_bytes(sha256)) is None or limit < 1:
+                return []
+            args = (key, after, limit) if kind is None else (key, after, limit, kind)
+            with self._cursor() as run:
+                return [EntryRow(*t) for t in
+                        _entry_tuples(run(runs.search_sql(kind), args).fetchall(), key_text)]
         e = self._entries
         q = select(e).where(e.c.sha256 == self._key_arg(sha256), e.c.seq > after)
         if kind is not None:
@@ -1480,6 +1539,10 @@ class Store:
 
     def holds_leaf(self, sha256: str, leaf_hash: bytes) -> bool:
         """Whether an entry with this content hash and leaf hash is stored."""
+        if self.has_runs:
+            with self._cursor() as run:
+                return run(runs.HOLDS_LEAF_SQL, (key_bytes(sha256), leaf_hash)).fetchone() \
+                    is not None
         e = self._entries
         q = (select(e.c.seq)
              .where(e.c.sha256 == self._key_arg(sha256), e.c.leaf_hash == leaf_hash).limit(1))
@@ -1508,7 +1571,8 @@ class Store:
             found: dict[str, int] = {}
             for i in range(0, len(wanted), 500):  # well under SQLite's parameter limit
                 part = [bytes.fromhex(h) for h in wanted[i:i + 500]]  # (validated above)
-                sql = ("SELECT sha256, seq FROM entries WHERE registrant = ? AND sha256 "
+                sql = (runs.registered_sql(len(part)) if self.has_runs else
+                       "SELECT sha256, seq FROM entries WHERE registrant = ? AND sha256 "
                        f"IN ({', '.join('?' * len(part))}) AND kind = 'work'")
                 for key, seq in run(sql, (registrant, *part)).fetchall():
                     sha = key_text(key)
@@ -1525,14 +1589,47 @@ class Store:
         mark is the last row's stored key itself, not its text: a tampered key that is not
         32 bytes has no text that orders as it does, and would start the scan over (D124).
         The sequencer's read: the schema is this release's."""
-        mark = "%s" if self.dialect == "postgresql" else "?"
-        where = f"WHERE (sha256, seq) > ({mark}, {mark}) " if after is not None else ""
-        sql = f"SELECT sha256, seq FROM entries {where}ORDER BY sha256, seq LIMIT {int(limit)}"
+        args: tuple[object, ...]
+        if self.has_runs:
+            sql, args = runs.SCAN_SQL, (*(after or (b"", -1)), int(limit))
+        else:
+            mark = "%s" if self.dialect == "postgresql" else "?"
+            where = f"WHERE (sha256, seq) > ({mark}, {mark}) " if after is not None else ""
+            sql = (f"SELECT sha256, seq FROM entries {where}ORDER BY sha256, seq "
+                   f"LIMIT {int(limit)}")
+            args = after or ()
         with self._cursor() as run:
-            rows = run(sql, after or ()).fetchall()
+            rows = run(sql, args).fetchall()
         if not rows:
             return [], None
         return [key_text(k) for k, _ in rows], (rows[-1][0], int(rows[-1][1]))
+
+    def runs_fault(self, start: int, end: int) -> str | None:
+        """What is wrong with SQLite's content-hash runs (D142), if anything; None where the
+        indexes are B-trees. From `start` 0 (a full audit): in each table the listed rows, the
+        listed rows that match their entry's key, and their distinct seqs are each as many as
+        the entries, so every entry is listed once, under its own key (a read of every listed
+        row and its entry). From a later `start` (a resumed audit): each entry from `start` to
+        `end` - 1 is listed once in each table under its own key (a seek a listed run, twice,
+        an entry: what is new, not the whole log). The runs locate the entries that every
+        read by content hash answers with."""
+        if not self.has_runs:
+            return None
+        with self._cursor() as run:
+            for table in runs.KEYS if start == 0 else ():
+                n, rows, seqs = run(runs.totals_sql(table, joined=False), ()).fetchone()
+                if (rows, seqs) != (n, n):
+                    return said("{table}: {rows} listed rows of {seqs} entries, for {n} "
+                                "entries", table=table, rows=rows, seqs=seqs, n=n)
+                n, rows, seqs = run(runs.totals_sql(table, joined=True), ()).fetchone()
+                if (rows, seqs) != (n, n):
+                    return said("{table}: a listed row does not match its entry's key",
+                                table=table)
+            bad = run(runs.UNLISTED_SQL, (start, end)).fetchone() if start else None
+        if bad is not None:
+            return said("entry {seq}'s content hash is not listed once in each index",
+                        seq=int(bad[0]))
+        return None
 
     def content_hashes_of(self, start: int, end: int) -> list[str]:
         """The content hashes of entries `start` to `end` - 1 (a block or a few, by seq)."""
@@ -1543,6 +1640,10 @@ class Store:
 
     def first_work(self, sha256: str) -> int | None:
         """The seq of the earliest `work` entry with this content hash, if any."""
+        if self.has_runs:
+            with self._cursor() as run:
+                found = run(runs.FIRST_WORK_SQL, (key_bytes(sha256),)).fetchone()[0]
+            return None if found is None else int(found)
         e = self._entries
         q = (select(e.c.seq).where(e.c.sha256 == self._key_arg(sha256), e.c.kind == "work")
              .order_by(e.c.seq).limit(1))

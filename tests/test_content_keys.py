@@ -129,8 +129,12 @@ def test_the_scan_ends_past_a_key_that_is_not_a_hash(reg: Node) -> None:
     made from the key's text lost its place: the scan started over (the filter never
     ready), or ended early (hashes missed)."""
     fill(reg, 30)
-    drop_trigger(reg, "entries", "update")
-    reg.store.execute_raw(f"UPDATE entries SET sha256 = {blob(reg, '804100')} WHERE seq = 4")
+    if reg.store.has_runs:  # SQLite's scan reads the runs (D142): the key is tampered there
+        reg.store.execute_raw(f"UPDATE runs_by_hash SET sha256 = {blob(reg, '804100')} "
+                              "WHERE seq = 4")
+    else:
+        drop_trigger(reg, "entries", "update")
+        reg.store.execute_raw(f"UPDATE entries SET sha256 = {blob(reg, '804100')} WHERE seq = 4")
     got = scanned(reg.store, 2)
     hashes = [h for h in got if valid_sha256(h)]
     assert sorted(hashes) == sorted(sha(i) for i in range(30) if i != 4) and len(got) == 30

@@ -161,7 +161,9 @@ def test_the_sequencers_check_reads_only_the_hashes_asked(
         else:
             cur.execute("EXPLAIN QUERY PLAN " + sql, args)
             detail = " ".join(str(r[-1]) for r in cur.fetchall())
-            assert "ix_entries_registrant_sha256 (registrant=? AND sha256=?)" in detail, detail
+            # The runs of D142: a seek of each listed run by registrant and hash, no scan.
+            assert "runs_by_registrant" in sql and "SCAN" not in detail, detail
+            assert "PRIMARY KEY (run=? AND registrant=? AND sha256=?)" in detail, detail
     finally:
         raw.close()
 

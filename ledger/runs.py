@@ -1,0 +1,328 @@
+"""The two content-hash indexes on SQLite, kept as sorted runs (D142). Internal.
+
+A B-tree index puts each new entry's key at a random place, so on SQLite a block of N
+entries dirtied about 2N index pages, each written to the WAL at the commit and again at the
+checkpoint: the two content-hash indexes held batch registration near 20,000 entries/s and
+fell as the log grew (D96, D100, D105). Here each block's keys go in as a new *run*: rows of
+two `WITHOUT ROWID` tables keyed by the run first, so a run lands at the right edge of each
+table, a few sequential pages. Once `fanout` runs of one level are live they are merged into
+one run of the next level, a step at a time between blocks (`Runs.step`), so the number of
+live runs stays small (at most `fanout` - 1 a level, and a level holds `fanout` times the
+entries of the one below). A lookup seeks each live run.
+
+Which runs are live is the table `content_runs`. A run is listed there by the transaction
+that completes it (a block's, or a merge's last step, which also unlists the runs it merged),
+so a reader that finds a run listed finds all of its rows, and every key is in exactly one
+listed run: each lookup here is ONE statement, which SQLite answers from one snapshot. Rows of
+a run that is not listed (merged away, or a merge cut off by a crash) are garbage, deleted a
+step at a time. Every lookup joins the entry itself and keeps only rows whose entry has the
+content hash (and registrant) looked up: the runs can only locate entries, never vouch for one.
+
+PostgreSQL keeps its B-tree indexes: its index work runs in the cluster's own processes, and
+its commit allows 30,000-39,000 entries/s with them (D105)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from copyledger.ledger.errors import Conflict, said
+
+RUNS_FROM = "0016"  # the schema revision that keeps SQLite's content-hash indexes as runs
+FANOUT = 8  # runs of one level merged into one of the next (D105 measured 4, 8 and 16)
+STEP_ROWS = 20_000  # rows a step copies into (or deletes from) each table at most
+TOP_LEVEL = 1_000_000  # the level of the one run revision 0016 builds of an existing log
+
+# Each table's key after the run: what a lookup seeks by, in order.
+KEYS: dict[str, tuple[str, ...]] = {
+    "runs_by_hash": ("sha256", "seq"),
+    "runs_by_registrant": ("registrant", "sha256", "seq"),
+}
+
+# A run's rows, as the block writes them: (sha256 32 bytes, seq, registrant).
+Key = tuple[bytes, int, str]
+
+
+def create_sql() -> list[str]:
+    """The DDL of the runs' tables (revision 0016)."""
+    out = ["CREATE TABLE content_runs (run INTEGER PRIMARY KEY, level INTEGER NOT NULL)"]
+    for table, key in KEYS.items():
+        cols = ", ".join(f"{c} {_TYPES[c]} NOT NULL" for c in key)
+        out.append(f"CREATE TABLE {table} (run INTEGER NOT NULL, {cols}, "
+                   f"PRIMARY KEY (run, {', '.join(key)})) WITHOUT ROWID")
+    return out
+
+
+_TYPES = {"sha256": "BLOB", "seq": "INTEGER", "registrant": "VARCHAR(64)"}
+
+
+def fill_sql() -> list[str]:
+    """Revision 0016's copy of an existing log's keys into one run (run 0), in key order."""
+    out = []
+    for table, key in KEYS.items():
+        cols = ", ".join(key)
+        out.append(f"INSERT INTO {table} (run, {cols}) SELECT 0, {cols} FROM entries "
+                   f"ORDER BY {cols}")
+    out.append(f"INSERT INTO content_runs (run, level) SELECT 0, {TOP_LEVEL} "
+               "WHERE EXISTS (SELECT 1 FROM entries)")
+    return out
+
+
+def add(cur: Any, run: int, keys: Sequence[Key]) -> None:
+    """A block's keys as the new level-0 run `run`, inside the block's transaction (`cur`: a
+    driver cursor of it), listed at once: the block and its run commit together."""
+    cur.execute("INSERT INTO content_runs (run, level) VALUES (?, 0)", (run,))
+    cur.executemany("INSERT INTO runs_by_hash (run, sha256, seq) VALUES (?, ?, ?)",
+                    sorted((run, h, s) for h, s, _ in keys))
+    cur.executemany("INSERT INTO runs_by_registrant (run, registrant, sha256, seq) "
+                    "VALUES (?, ?, ?, ?)", sorted((run, r, h, s) for h, s, r in keys))
+
+
+# -- lookups: each one statement (one snapshot), over the listed runs ---------------------------
+
+LIVE = "SELECT run FROM content_runs"
+
+
+def search_sql(kind: str | None) -> str:
+    """Entries with content hash ?1, seq > ?2, (kind ?4,) oldest first, at most ?3. Each run
+    contributes its first ?3 such rows at most: the cut-off, a correlated subquery, is the
+    ?3-th, so a lookup reads ?3 rows a run whatever else holds that hash (as the B-tree's
+    ordered read did, D96)."""
+    on_kind = "" if kind is None else " AND e2.kind = ?4"
+    outer_kind = "" if kind is None else " AND e.kind = ?4"
+    return (
+        "SELECT e.seq, e.leaf_hash, e.data, e.kind, e.sha256, e.registrant, e.block_height "
+        "FROM content_runs c CROSS JOIN runs_by_hash r ON r.run = c.run "
+        "JOIN entries e ON e.seq = r.seq AND e.sha256 = r.sha256 "
+        f"WHERE r.sha256 = ?1 AND r.seq > ?2{outer_kind} AND r.seq <= coalesce(("
+        "SELECT r2.seq FROM runs_by_hash r2 JOIN entries e2 ON e2.seq = r2.seq "
+        "WHERE r2.run = c.run AND r2.sha256 = ?1 AND r2.seq > ?2 AND e2.sha256 = r2.sha256"
+        f"{on_kind} "
+        "ORDER BY r2.seq LIMIT 1 OFFSET ?3 - 1), 9223372036854775807) "
+        "ORDER BY e.seq LIMIT ?3")
+
+
+FIRST_WORK_SQL = (
+    "SELECT min((SELECT r.seq FROM runs_by_hash r JOIN entries e ON e.seq = r.seq "
+    "AND e.sha256 = r.sha256 WHERE r.run = c.run AND r.sha256 = ?1 AND e.kind = 'work' "
+    "ORDER BY r.seq LIMIT 1)) FROM content_runs c")
+"""The earliest `work` entry with content hash ?1: the first of each run, then the least."""
+
+HOLDS_LEAF_SQL = (
+    "SELECT 1 FROM runs_by_hash r JOIN entries e ON e.seq = r.seq AND e.sha256 = r.sha256 "
+    f"WHERE r.run IN ({LIVE}) AND r.sha256 = ?1 AND e.leaf_hash = ?2 LIMIT 1")
+
+
+def registered_sql(n: int) -> str:
+    """Of n content hashes (?2...), the registrant ?1's `work` entries: (sha256, least seq)."""
+    marks = ", ".join(f"?{i + 2}" for i in range(n))
+    return (
+        "SELECT r.sha256, min(r.seq) FROM runs_by_registrant r JOIN entries e "
+        "ON e.seq = r.seq AND e.sha256 = r.sha256 AND e.registrant = r.registrant "
+        f"WHERE r.run IN ({LIVE}) AND r.registrant = ?1 AND r.sha256 IN ({marks}) "
+        "AND e.kind = 'work' GROUP BY r.sha256")
+
+
+SCAN_SQL = (
+    "SELECT r.sha256, r.seq FROM content_runs c CROSS JOIN runs_by_hash r ON r.run = c.run "
+    "WHERE (r.sha256, r.seq) > (?1, ?2) AND r.sha256 <= coalesce((SELECT min(("
+    "SELECT r2.sha256 FROM runs_by_hash r2 WHERE r2.run = c2.run AND (r2.sha256, r2.seq) > "
+    "(?1, ?2) ORDER BY r2.sha256, r2.seq LIMIT 1 OFFSET ?3 - 1)) FROM content_runs c2), "
+    f"X'{'FF' * 33}') ORDER BY r.sha256, r.seq LIMIT ?3")
+"""A page of (sha256, seq) in key order after (?1, ?2), at most ?3 rows (`Store.content_hashes`;
+the first page after (X'', -1)). It ends at the least of the runs' ?3-th hashes after the mark
+(33 bytes of FF, above every 32-byte key, where no run has ?3 left): at most ?3 rows from each
+run, and no run has a smaller key left after the page."""
+
+
+# -- the audit's checks: each listed row is its entry's, and each entry is listed once --------
+
+
+def totals_sql(table: str, joined: bool) -> str:
+    """The entries, the listed rows of `table`, and their distinct seqs, in one statement (one
+    snapshot, while blocks and merges go on); `joined`: only rows whose entry has the row's
+    key. A full read of the listed runs (and of the entries if `joined`)."""
+    on = " AND e.registrant = r.registrant" if table == "runs_by_registrant" else ""
+    join = f" JOIN entries e ON e.seq = r.seq AND e.sha256 = r.sha256{on}" if joined else ""
+    return ("SELECT (SELECT count(*) FROM entries), count(*), count(DISTINCT r.seq) "
+            f"FROM content_runs c CROSS JOIN {table} r ON r.run = c.run{join}")
+
+
+UNLISTED_SQL = (
+    "SELECT e.seq FROM entries e WHERE e.seq >= ?1 AND e.seq < ?2 AND ("
+    "(SELECT count(*) FROM content_runs c CROSS JOIN runs_by_hash r ON r.run = c.run "
+    "WHERE r.sha256 = e.sha256 AND r.seq = e.seq) != 1 OR "
+    "(SELECT count(*) FROM content_runs c CROSS JOIN runs_by_registrant r ON r.run = c.run "
+    "WHERE r.registrant = e.registrant AND r.sha256 = e.sha256 AND r.seq = e.seq) != 1) "
+    "ORDER BY e.seq LIMIT 1")
+"""The first entry from seq ?1 to ?2 - 1 whose key is not in exactly one listed run of each
+table: a seek a listed run, twice, an entry (the incremental audit's check of new entries)."""
+
+
+# -- the writer's upkeep ------------------------------------------------------------------------
+
+
+@dataclass
+class _Merge:
+    """A merge under way: `olds` (runs of one level) into `new`, table by table, each from
+    just after its `done` key (None: from the start) until `finished`."""
+
+    olds: list[int]
+    new: int
+    level: int
+    done: dict[str, tuple[Any, ...] | None] = field(default_factory=dict)
+    finished: set[str] = field(default_factory=set)
+
+
+def next_run(cur: Any) -> int:
+    """The number of a new run: one past any run listed or stored (a merge's run is stored
+    before it is listed). Three seeks, read in the writer's transaction."""
+    last = [cur.execute(f"SELECT max(run) FROM {t}").fetchone()[0]
+            for t in ("content_runs", *KEYS)]
+    return max((int(r) for r in last if r is not None), default=-1) + 1
+
+
+class Runs:
+    """The writer's upkeep: the merge under way and the runs whose rows are garbage. Kept in
+    memory by the store that writes blocks, read from the database at its first step and
+    again after any failure. Only the sequencing process writes (the sequencer's lock, D109),
+    so no two of these act on one database at once; even so a merge lists its run only if
+    every run it merged is still listed, so two could never list one key twice."""
+
+    def __init__(self, *, fanout: int = FANOUT, step_rows: int = STEP_ROWS) -> None:
+        self.fanout, self.step_rows = fanout, step_rows
+        self._loaded = False
+        self._garbage: list[int] = []  # runs not listed whose rows are still stored
+        self._merge: _Merge | None = None
+        self._levels: dict[int, int] = {}  # listed runs by level, as last read and kept since
+        self.merged_rows = 0  # rows copied by merges (both tables), for the benchmark
+
+    def forget(self) -> None:
+        """A transaction of upkeep failed: read the state again at the next step (the merge
+        under way starts over; its rows so far are garbage)."""
+        self._loaded, self._merge, self._garbage = False, None, []
+
+    def added(self) -> None:
+        """A block's run is committed (listed at level 0)."""
+        self._levels[0] = self._levels.get(0, 0) + 1
+
+    def due(self) -> bool:
+        """Whether a step has work (or must read the state first): what lets a block with
+        nothing to merge skip the step's transaction."""
+        return (not self._loaded or bool(self._garbage) or self._merge is not None
+                or any(n >= self.fanout for lv, n in self._levels.items() if lv < TOP_LEVEL))
+
+    def step(self, cur: Any) -> bool:
+        """One bounded step of upkeep, in the caller's transaction (`cur`: a driver cursor of
+        it): delete up to `step_rows` garbage rows of each table, or copy up to `step_rows`
+        rows of each table into the merge under way (listing the new run, and unlisting the
+        runs it merged, with its last rows), or start a merge of the lowest level holding
+        `fanout` listed runs. Returns whether it did anything. Called by the writer between
+        blocks; if the transaction fails, the caller calls `forget`."""
+        if not self._loaded:
+            listed = {int(r) for r, in cur.execute(LIVE).fetchall()}
+            self._garbage = sorted(set(_stored_runs(cur)) - listed)
+            self._merge, self._loaded = None, True
+            self._levels = {}
+            for (level,) in cur.execute("SELECT level FROM content_runs"):
+                self._levels[int(level)] = self._levels.get(int(level), 0) + 1
+        budget = self.step_rows
+        while self._garbage and budget > 0:
+            budget -= self._delete(cur, self._garbage[0], budget)
+        if budget <= 0:
+            return True
+        if self._merge is None:
+            self._merge = self._start(cur)
+            if self._merge is None:
+                return budget < self.step_rows
+        self._copy(cur, self._merge)
+        return True
+
+    def _delete(self, cur: Any, run: int, budget: int) -> int:
+        """Delete up to about `budget` rows of garbage run `run` from each table, in key order
+        (all of them, and the run forgotten, if they fit); the rows deleted from one table."""
+        most = 0
+        for table, key in KEYS.items():
+            cut = _cut(cur, table, key, run, None, budget)
+            where = "" if cut is None else f" AND ({', '.join(key)}) <= ({_marks(key)})"
+            cur.execute(f"DELETE FROM {table} WHERE run = ?{where}", (run, *(cut or ())))
+            most = max(most, int(cur.rowcount), 1)
+            if cut is not None:
+                return most
+        self._garbage.pop(0)
+        return most
+
+    def _copy(self, cur: Any, m: _Merge) -> None:
+        """Copy the next rows of the merge into its run: in each table, every row of the runs
+        merged from just after the last step's up to the (`step_rows` / runs)-th key after it
+        in the first of them (runs of one level are of about one size, so a step copies about
+        `step_rows` rows), in key order, so the new run grows at its right edge; all in
+        SQLite, no row through Python."""
+        for table, key in KEYS.items():
+            if table in m.finished:
+                continue
+            cols = ", ".join(key)
+            after = m.done.get(table)
+            cut = _cut(cur, table, key, m.olds[0], after,
+                       max(1, self.step_rows // len(m.olds)))
+            where = "" if after is None else f" AND ({cols}) > ({_marks(key)})"
+            if cut is not None:
+                where += f" AND ({cols}) <= ({_marks(key)})"
+            cur.execute(f"INSERT INTO {table} (run, {cols}) SELECT ?, {cols} FROM {table} "
+                        f"WHERE run IN ({', '.join(str(r) for r in m.olds)}){where} "
+                        f"ORDER BY {cols}", (m.new, *(after or ()), *(cut or ())))
+            self.merged_rows += cur.rowcount
+            if cut is None:
+                m.finished.add(table)
+            else:
+                m.done[table] = cut
+        if len(m.finished) < len(KEYS):
+            return
+        self._merge = None
+        cur.execute(f"DELETE FROM content_runs WHERE run IN ({', '.join('?' * len(m.olds))})",
+                    m.olds)
+        if cur.rowcount == len(m.olds):
+            cur.execute("INSERT INTO content_runs (run, level) VALUES (?, ?)", (m.new, m.level))
+            self._garbage += m.olds
+            self._levels[m.level - 1] -= len(m.olds)
+            self._levels[m.level] = self._levels.get(m.level, 0) + 1
+        else:  # (not while one process writes): the transaction rolls back, the merge is dropped
+            raise Conflict(said("the runs a merge read were unlisted by another writer"))
+
+    def _start(self, cur: Any) -> _Merge | None:
+        """A merge of the lowest level holding `fanout` listed runs, into a new run."""
+        levels: dict[int, list[int]] = {}
+        for run, level in cur.execute("SELECT run, level FROM content_runs ORDER BY run"):
+            levels.setdefault(int(level), []).append(int(run))
+        self._levels = {level: len(listed) for level, listed in levels.items()}
+        for level in sorted(levels):
+            runs = levels[level]
+            if len(runs) >= self.fanout and level < TOP_LEVEL:
+                return _Merge(olds=runs[: self.fanout], new=next_run(cur), level=level + 1)
+        return None
+
+
+def _marks(key: tuple[str, ...]) -> str:
+    return ", ".join("?" * len(key))
+
+
+def _cut(cur: Any, table: str, key: tuple[str, ...], run: int, after: tuple[Any, ...] | None,
+         n: int) -> tuple[Any, ...] | None:
+    """The `n`-th key of `run` in `table` after `after` (from its start if None), or None if
+    it has fewer: where a step of `n` rows of that run ends. One seek and `n` index rows."""
+    cols = ", ".join(key)
+    where = "" if after is None else f" AND ({cols}) > ({_marks(key)})"
+    row = cur.execute(f"SELECT {cols} FROM {table} WHERE run = ?{where} ORDER BY {cols} "
+                      "LIMIT 1 OFFSET ?", (run, *(after or ()), n - 1)).fetchone()
+    return None if row is None else tuple(row)
+
+
+def _stored_runs(cur: Any) -> Iterable[int]:
+    """Every run with rows in either table: each found by one seek past the one before."""
+    for table in KEYS:
+        run = -1
+        while (row := cur.execute(f"SELECT run FROM {table} WHERE run > ? ORDER BY run "
+                                  "LIMIT 1", (run,)).fetchone()) is not None:
+            run = int(row[0])
+            yield run

@@ -1,0 +1,323 @@
+"""SQLite's content-hash indexes as sorted runs (D142): every read by content hash answers as
+the entries themselves do, whatever the runs' merges have reached, across restarts cut in the
+middle of a merge, and through revision 0016's upgrade and downgrade."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import create_engine
+
+from copyledger.ledger import entry as entry_mod
+from copyledger.ledger import note, runs
+from copyledger.ledger.audit import audit
+from copyledger.ledger.errors import AlreadyRegistered
+from copyledger.ledger.sequencer import Pending, Sequencer
+from copyledger.ledger.store import Store
+from copyledger.notary.signer import FileSigner, sign_note
+from tests.helpers import downgrade, sha
+
+POOL = 6  # content hashes: few, so that entries share them
+WHO = ("alice", "bob", "carol")
+
+
+def key(h: int) -> str:
+    """The h-th content hash: the least and the greatest of all among them (where a bound
+    made of bytes, or a byte's order, would show), then others."""
+    return {0: "00" * 32, 1: "ff" * 32}.get(h) or sha(h)
+
+
+def _pending(h: int, who: str, kind: str, once: bool) -> Pending:
+    now = entry_mod.utc_now()
+    if kind == "work":
+        e = entry_mod.build_work(registrant=who, received_at=now, sha256=key(h), title=f"w{h}",
+                                 creators=["A"], work_type="text")
+    else:
+        e = entry_mod.build_evidence(registrant=who, received_at=now, sha256=key(h),
+                                     source_url=None, captured_at=now, capture_method="upload",
+                                     description="d")
+    return Pending(entry_mod.canonical_bytes(e), kind, key(h), who, once=once and kind == "work",
+                   received_at=now)
+
+
+def _model(store: Store) -> list[tuple[Any, ...]]:
+    """Every entry, read by seq (no content-hash index): what each lookup must agree with."""
+    return [t for chunk in store.iter_entry_tuples() for t in chunk]
+
+
+def _check(store: Store) -> None:
+    rows = _model(store)
+    for h in range(POOL + 1):  # (one hash never registered)
+        k = key(h)
+        mine = [r for r in rows if r[4] == k]
+        for kind in (None, "work", "evidence"):
+            want = [r[0] for r in mine if kind is None or r[3] == kind]
+            for limit in (1, 2, 1000):
+                got: list[int] = []
+                after = -1
+                while True:  # keyset pages, as the search and the explorer page
+                    page = store.search_sha256(k, limit, kind=kind, after=after)
+                    assert len(page) <= limit
+                    got += [r.seq for r in page]
+                    if len(page) < limit:
+                        break
+                    after = page[-1].seq
+                assert got == want, (k, kind, limit)
+        works = [r[0] for r in mine if r[3] == "work"]
+        assert store.first_work(k) == (min(works) if works else None)
+        for r in mine[:3]:
+            assert store.holds_leaf(k, r[1])
+        assert not store.holds_leaf(k, b"\0" * 32)
+    for who in WHO:
+        want_reg: dict[str, int] = {}
+        for r in rows:
+            if r[5] == who and r[3] == "work":
+                want_reg.setdefault(r[4], r[0])
+        assert store.registered(who, [key(h) for h in range(POOL + 1)]) == want_reg
+    for page_size in (1, 3, 1000):
+        seen: list[str] = []
+        after = None
+        while True:
+            page, after = store.content_hashes(after, page_size)
+            if not page:
+                break
+            seen += page
+        assert seen == sorted(r[4] for r in rows), page_size
+
+
+def _listed_once(path: Path) -> None:
+    """Each entry's key is in exactly one listed run of each table."""
+    con = sqlite3.connect(path)
+    try:
+        n = con.execute("SELECT count(*) FROM entries").fetchone()[0]
+        for table in runs.KEYS:
+            got = con.execute(f"SELECT count(*), count(DISTINCT seq) FROM {table} "
+                              f"WHERE run IN ({runs.LIVE})").fetchone()
+            assert got == (n, n), table
+    finally:
+        con.close()
+
+
+blocks_st = st.lists(
+    st.lists(st.tuples(st.integers(0, POOL - 1), st.sampled_from(WHO),
+                       st.sampled_from(["work", "work", "evidence"]), st.booleans()),
+             min_size=1, max_size=7),
+    min_size=1, max_size=14)
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(blocks=blocks_st, restarts=st.sets(st.integers(0, 13), max_size=3),
+       step_rows=st.integers(1, 4))
+def test_lookups_by_content_hash_agree_with_the_entries_whatever_the_merges_reached(
+        tmp_path_factory: pytest.TempPathFactory, blocks: list[list[tuple[int, str, str, bool]]],
+        restarts: set[int], step_rows: int) -> None:
+    path = tmp_path_factory.mktemp("runs") / "l.db"
+    signer = FileSigner.generate("test.example/log", path.parent / "k.pem")
+    store = Store.open(f"sqlite:///{path}")
+    store.runs = runs.Runs(fanout=2, step_rows=step_rows)  # merges of a few rows, in steps
+    seq = Sequencer(store, lambda t, _c: sign_note(t, [signer]), "test.example/log",  # type: ignore[arg-type]
+                    linger=0.0)
+    seq.start()
+    try:
+        for i, block in enumerate(blocks):
+            for item, f in zip(block, seq.submit_many([_pending(*item) for item in block]),
+                               strict=True):
+                try:
+                    f.result(timeout=60)
+                except AlreadyRegistered as e:  # D36, read through the runs
+                    h, who, _kind, _once = item
+                    assert e.seq == min(r[0] for r in _model(store)
+                                        if r[4] == key(h) and r[5] == who and r[3] == "work")
+            _check(store)  # with a merge or a deletion part done
+            if i in restarts:  # a process that stopped mid-merge: its run is garbage now
+                store.runs = runs.Runs(fanout=2, step_rows=step_rows)
+    finally:
+        seq.stop()
+    while store.upkeep():
+        pass
+    _check(store)
+    _listed_once(path)
+    con = sqlite3.connect(path)
+    levels = [lv for lv, in con.execute("SELECT level FROM content_runs")]
+    stored = {r for t in runs.KEYS for r, in con.execute(f"SELECT DISTINCT run FROM {t}")}
+    listed = {r for r, in con.execute(runs.LIVE)}
+    con.close()
+    assert stored == listed  # no garbage left
+    assert all(levels.count(lv) < 2 for lv in set(levels))  # every due merge done
+    store.close()
+
+
+def test_revision_0016_moves_an_existing_logs_keys_into_one_run_and_back(tmp_path: Path
+                                                                          ) -> None:
+    path = tmp_path / "l.db"
+    signer = FileSigner.generate("test.example/log", tmp_path / "k.pem")
+    store = Store.open(f"sqlite:///{path}")
+    seq = Sequencer(store, lambda t, _c: sign_note(t, [signer]), "test.example/log")  # type: ignore[arg-type]
+    seq.start()
+    for f in seq.submit_many([_pending(h % POOL, WHO[h % 3], ("work", "evidence")[h % 2], False)
+                              for h in range(20)]):
+        f.result(timeout=60)
+    seq.stop()
+    store.close()
+    engine = create_engine(f"sqlite:///{path}")
+    try:
+        downgrade(engine, "0015")
+    finally:
+        engine.dispose()
+    con = sqlite3.connect(path)
+    tables = {r for r, in con.execute("SELECT name FROM sqlite_master")}
+    assert {"ix_entries_sha256", "ix_entries_registrant_sha256"} <= tables
+    assert not tables & {"content_runs", *runs.KEYS}
+    con.close()
+    old = Store(Store.open(f"sqlite:///{path}", migrate_schema=False).engine)
+    assert not old.has_runs
+    _check(old)  # the B-tree indexes answer as before
+    old.close()
+    store = Store.open(f"sqlite:///{path}")  # upgrades to 0016
+    assert store.has_runs
+    con = sqlite3.connect(path)
+    tables = {r for r, in con.execute("SELECT name FROM sqlite_master")}
+    assert not {"ix_entries_sha256", "ix_entries_registrant_sha256"} & tables
+    assert con.execute("SELECT run, level FROM content_runs").fetchall() == [(0, runs.TOP_LEVEL)]
+    con.close()
+    _listed_once(path)
+    _check(store)
+    store.close()
+
+
+def test_the_upkeep_never_stops_the_sequencer(tmp_path: Path, caplog: pytest.LogCaptureFixture
+                                              ) -> None:
+    """A step that fails is logged and forgotten; the blocks go on, and the next steps merge."""
+    path = tmp_path / "l.db"
+    signer = FileSigner.generate("test.example/log", tmp_path / "k.pem")
+    store = Store.open(f"sqlite:///{path}")
+    store.runs = runs.Runs(fanout=2, step_rows=1)
+    failing = {"left": 3}
+    real = store.runs.step
+    synced: set[int] = set()
+
+    def step(cur: Any) -> bool:
+        synced.add(cur.execute("PRAGMA synchronous").fetchone()[0])
+        if failing["left"]:
+            failing["left"] -= 1
+            raise sqlite3.OperationalError("disk I/O error")
+        return real(cur)
+
+    store.runs.step = step  # type: ignore[method-assign]
+    seq = Sequencer(store, lambda t, _c: sign_note(t, [signer]), "test.example/log",  # type: ignore[arg-type]
+                    linger=0.0)
+    seq.start()
+    for h in range(8):
+        seq.submit(_pending(h % POOL, "alice", "work", False)).result(timeout=60)
+    seq.stop()
+    assert failing["left"] == 0
+    assert "upkeep failed" in caplog.text
+    while store.upkeep():
+        pass
+    _check(store)
+    _listed_once(path)
+    assert synced == {1}  # a step commits unsynced (NORMAL) ...
+    idle = store.engine.pool.checkedin()  # type: ignore[attr-defined]
+    conns = [store.engine.connect() for _ in range(idle + 1)]  # every pooled one, and a new
+    try:  # ... and every connection it used is back in the pool synced (FULL), failed or not
+        assert {c.exec_driver_sql("PRAGMA synchronous").scalar() for c in conns} == {2}
+    finally:
+        for c in conns:
+            c.close()
+    store.close()
+
+
+def test_every_lookup_seeks_the_runs_and_scans_only_their_list(tmp_path: Path) -> None:
+    """Each read by content hash costs a seek a listed run (and the entries it finds), never a
+    scan of the runs or of the entries: `SCAN` names only `content_runs`, a row a run."""
+    Store.open(f"sqlite:///{tmp_path / 'l.db'}").close()
+    con = sqlite3.connect(tmp_path / "l.db")
+    probe = b"\1" * 32
+    for sql, args in ((runs.search_sql(None), (probe, -1, 10)),
+                      (runs.search_sql("work"), (probe, -1, 10, "work")),
+                      (runs.FIRST_WORK_SQL, (probe,)), (runs.HOLDS_LEAF_SQL, (probe, b"x")),
+                      (runs.registered_sql(3), ("alice", probe, probe, probe)),
+                      (runs.SCAN_SQL, (probe, 3, 5))):
+        plan = [str(r[3]) for r in con.execute("EXPLAIN QUERY PLAN " + sql, args)]
+        scans = [p for p in plan if p.startswith("SCAN")]
+        assert all(p in ("SCAN c",) for p in scans), (sql, plan)
+        assert any("USING PRIMARY KEY (run=?" in p for p in plan), (sql, plan)
+        if sql == runs.SCAN_SQL:  # a page's rows are bounded in the index, not filtered
+            assert "SEARCH r USING PRIMARY KEY (run=? AND (sha256,seq)>(?,?) AND sha256<?)" \
+                in plan, plan
+    con.close()
+
+
+def _log(path: Path, n: int) -> tuple[Store, str]:
+    """The log at `path` with `n` more entries, its runs merged as they came (fanout 2, steps
+    of 3 rows); its verifier key (made at the first call, then loaded)."""
+    pem = path.parent / "k.pem"
+    signer = (FileSigner.load("test.example/log", pem) if pem.exists()
+              else FileSigner.generate("test.example/log", pem))
+    store = Store.open(f"sqlite:///{path}")
+    store.runs = runs.Runs(fanout=2, step_rows=3)
+    seq = Sequencer(store, lambda t, _c: sign_note(t, [signer]), "test.example/log",  # type: ignore[arg-type]
+                    linger=0.0)
+    seq.start()
+    base = sum(1 for chunk in store.iter_entry_tuples() for _ in chunk)
+    for h in range(base, base + n):
+        seq.submit(_pending(h % POOL, WHO[h % 3], ("work", "evidence")[h % 2], False)
+                   ).result(timeout=60)
+    seq.stop()
+    while store.upkeep():
+        pass
+    return store, note.format_verifier_key(signer.name, signer.public_key)
+
+
+def _tamper(path: Path, sql: str) -> None:
+    con = sqlite3.connect(path)
+    con.execute(sql)
+    con.commit()
+    con.close()
+
+
+@pytest.mark.parametrize("tamper", [
+    "DELETE FROM runs_by_hash WHERE seq = 3",
+    "DELETE FROM runs_by_registrant WHERE seq = 9",
+    "DELETE FROM content_runs WHERE run = (SELECT min(run) FROM content_runs)",
+    # listed twice
+    "INSERT INTO runs_by_hash SELECT (SELECT min(run) FROM content_runs WHERE run NOT IN "
+    "(SELECT run FROM runs_by_hash WHERE seq = 4)), sha256, seq FROM entries WHERE seq = 4",
+    # listed under another entry's key, and under another registrant
+    "UPDATE runs_by_hash SET sha256 = (SELECT sha256 FROM entries WHERE seq = 2) WHERE seq = 5",
+    "UPDATE runs_by_registrant SET registrant = 'mallory' WHERE seq = 6",
+])
+def test_the_audit_finds_an_entry_the_runs_do_not_list_once_under_its_key(
+        tmp_path: Path, tamper: str) -> None:
+    path = tmp_path / "l.db"
+    store, vkey = _log(path, 12)
+    first = audit(store, vkey)
+    assert first.ok, first
+    assert "the content-hash index lists every entry once, under its own key" in first.checked
+    _tamper(path, tamper)
+    rep = audit(store, vkey)
+    assert not rep.ok and "content-hash index" in str(rep.problem), rep
+    store.close()
+
+
+def test_a_resumed_audit_checks_the_new_entries_runs(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    store, vkey = _log(path, 8)
+    first = audit(store, vkey)
+    assert first.ok and first.state is not None
+    store.close()
+    store, _ = _log(path, 5)
+    again = audit(store, vkey, since=first.state)
+    assert again.ok and again.resumed_from == 8, again
+    assert ("the content-hash index lists each of the 5 new entries once, under its own key"
+            in again.checked)
+    _tamper(path, "DELETE FROM runs_by_hash WHERE seq = 10")  # a new entry, and one too few
+    rep = audit(store, vkey, since=first.state)
+    assert not rep.ok and "content-hash index" in str(rep.problem), rep
+    store.close()
