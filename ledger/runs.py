@@ -6,9 +6,10 @@ checkpoint: the two content-hash indexes held batch registration near 20,000 ent
 fell as the log grew (D96, D100, D105). Here each block's keys go in as a new *run*: rows of
 two `WITHOUT ROWID` tables keyed by the run first, so a run lands at the right edge of each
 table, a few sequential pages. Once `fanout` runs of one level are live they are merged into
-one run of the next level, a step at a time between blocks (`Runs.step`), so the number of
-live runs stays small (at most `fanout` - 1 a level, and a level holds `fanout` times the
-entries of the one below). A lookup seeks each live run.
+one run of the next level, a bounded step at a time between blocks and while the sequencer is
+idle (`Runs.step`), lowest levels first, so the number of live runs stays small (about
+`fanout` - 1 a level, and a level holds `fanout` times the entries of the one below). A lookup
+seeks each live run.
 
 Which runs are live is the table `content_runs`. A run is listed there by the transaction
 that completes it (a block's, or a merge's last step, which also unlists the runs it merged),
@@ -126,26 +127,30 @@ def registered_sql(n: int) -> str:
 
 SCAN_SQL = (
     "SELECT r.sha256, r.seq FROM content_runs c CROSS JOIN runs_by_hash r ON r.run = c.run "
-    "WHERE (r.sha256, r.seq) > (?1, ?2) AND r.sha256 <= coalesce((SELECT min(("
-    "SELECT r2.sha256 FROM runs_by_hash r2 WHERE r2.run = c2.run AND (r2.sha256, r2.seq) > "
-    "(?1, ?2) ORDER BY r2.sha256, r2.seq LIMIT 1 OFFSET ?3 - 1)) FROM content_runs c2), "
-    f"X'{'FF' * 33}') ORDER BY r.sha256, r.seq LIMIT ?3")
+    "WHERE (r.sha256, r.seq) > (?1, ?2) AND r.sha256 <= coalesce(("
+    "SELECT r2.sha256 FROM runs_by_hash r2 WHERE r2.run = (SELECT run FROM content_runs "
+    "ORDER BY level DESC, run LIMIT 1) AND (r2.sha256, r2.seq) > (?1, ?2) "
+    f"ORDER BY r2.sha256, r2.seq LIMIT 1 OFFSET ?3 - 1), X'{'FF' * 33}') "
+    "ORDER BY r.sha256, r.seq LIMIT ?3")
 """A page of (sha256, seq) in key order after (?1, ?2), at most ?3 rows (`Store.content_hashes`;
-the first page after (X'', -1)). It ends at the least of the runs' ?3-th hashes after the mark
-(33 bytes of FF, above every 32-byte key, where no run has ?3 left): at most ?3 rows from each
-run, and no run has a smaller key left after the page."""
+the first page after (X'', -1)). It ends at most at the ?3-th hash after the mark in the run of
+the highest level (the largest; 33 bytes of FF, above every 32-byte key, where it has fewer
+left): each run gives the keys up to that hash, so a page reads about ?3 rows of that run and
+fewer of each smaller one, and no run has a smaller key left after the page."""
 
 
 # -- the audit's checks: each listed row is its entry's, and each entry is listed once --------
 
 
 def totals_sql(table: str, joined: bool) -> str:
-    """The entries, the listed rows of `table`, and their distinct seqs, in one statement (one
-    snapshot, while blocks and merges go on); `joined`: only rows whose entry has the row's
-    key. A full read of the listed runs (and of the entries if `joined`)."""
+    """The log's size (its greatest seq + 1: one seek; the audit has read every seq by then),
+    the listed rows of `table`, and their distinct seqs, in one statement (one snapshot, while
+    blocks and merges go on); `joined`: only rows whose entry has the row's key. A full read
+    of the listed runs (and a lookup of each row's entry if `joined`)."""
     on = " AND e.registrant = r.registrant" if table == "runs_by_registrant" else ""
     join = f" JOIN entries e ON e.seq = r.seq AND e.sha256 = r.sha256{on}" if joined else ""
-    return ("SELECT (SELECT count(*) FROM entries), count(*), count(DISTINCT r.seq) "
+    return ("SELECT (SELECT coalesce(max(seq) + 1, 0) FROM entries), count(*), "
+            "count(DISTINCT r.seq) "
             f"FROM content_runs c CROSS JOIN {table} r ON r.run = c.run{join}")
 
 
@@ -184,24 +189,32 @@ def next_run(cur: Any) -> int:
 
 
 class Runs:
-    """The writer's upkeep: the merge under way and the runs whose rows are garbage. Kept in
-    memory by the store that writes blocks, read from the database at its first step and
-    again after any failure. Only the sequencing process writes (the sequencer's lock, D109),
-    so no two of these act on one database at once; even so a merge lists its run only if
-    every run it merged is still listed, so two could never list one key twice."""
+    """The writer's upkeep: the merges under way (at most one a level) and the runs whose rows
+    are garbage. Kept in memory by the store that writes blocks, read from the database at its
+    first step and again after any failure. Only the process holding the sequencer's lock
+    steps (`Store.upkeep`): two writers would each take the other's run under construction
+    for garbage. A merge still lists its run only if every run it merged is still listed."""
 
     def __init__(self, *, fanout: int = FANOUT, step_rows: int = STEP_ROWS) -> None:
         self.fanout, self.step_rows = fanout, step_rows
         self._loaded = False
         self._garbage: list[int] = []  # runs not listed whose rows are still stored
-        self._merge: _Merge | None = None
+        self._merges: dict[int, _Merge] = {}  # by the level they merge from
         self._levels: dict[int, int] = {}  # listed runs by level, as last read and kept since
+        self._last = -1  # the greatest run number this process handed out
         self.merged_rows = 0  # rows copied by merges (both tables), for the benchmark
 
+    def next_run(self, cur: Any) -> int:
+        """The number of a new run (a block's or a merge's): past any run listed or stored,
+        and past any this process handed out (a merge's run holds no row until its first
+        copy, which may wait for steps with budget to spare)."""
+        self._last = max(next_run(cur), self._last + 1)
+        return self._last
+
     def forget(self) -> None:
-        """A transaction of upkeep failed: read the state again at the next step (the merge
-        under way starts over; its rows so far are garbage)."""
-        self._loaded, self._merge, self._garbage = False, None, []
+        """A transaction of upkeep failed: read the state again at the next step (the merges
+        under way start over; their rows so far are garbage)."""
+        self._loaded, self._merges, self._garbage = False, {}, []
 
     def added(self) -> None:
         """A block's run is committed (listed at level 0)."""
@@ -210,62 +223,70 @@ class Runs:
     def due(self) -> bool:
         """Whether a step has work (or must read the state first): what lets a block with
         nothing to merge skip the step's transaction."""
-        return (not self._loaded or bool(self._garbage) or self._merge is not None
-                or any(n >= self.fanout for lv, n in self._levels.items() if lv < TOP_LEVEL))
+        return (not self._loaded or bool(self._garbage) or bool(self._merges)
+                or any(self._free(lv, n) >= self.fanout for lv, n in self._levels.items()))
+
+    def _free(self, level: int, listed: int) -> int:
+        """Listed runs of `level` that no merge under way reads (none at the top level)."""
+        if level >= TOP_LEVEL:
+            return 0
+        return listed - (len(self._merges[level].olds) if level in self._merges else 0)
 
     def step(self, cur: Any) -> bool:
         """One bounded step of upkeep, in the caller's transaction (`cur`: a driver cursor of
-        it): delete up to `step_rows` garbage rows of each table, or copy up to `step_rows`
-        rows of each table into the merge under way (listing the new run, and unlisting the
-        runs it merged, with its last rows), or start a merge of the lowest level holding
-        `fanout` listed runs. Returns whether it did anything. Called by the writer between
-        blocks; if the transaction fails, the caller calls `forget`."""
+        it), of about `step_rows` rows a table at most: the merges under way advance from the
+        lowest level up (a merge of the lowest levels is small and due most often, so a large
+        one cannot hold the many small ones back), a merge is started on each level holding
+        `fanout` listed runs no merge reads, and what is left of the budget deletes garbage.
+        Returns whether it did anything. Called by the writer between blocks, and while it
+        is idle; if the transaction fails, the caller calls `forget`."""
         if not self._loaded:
             listed = {int(r) for r, in cur.execute(LIVE).fetchall()}
             self._garbage = sorted(set(_stored_runs(cur)) - listed)
-            self._merge, self._loaded = None, True
+            self._merges, self._loaded = {}, True
             self._levels = {}
             for (level,) in cur.execute("SELECT level FROM content_runs"):
                 self._levels[int(level)] = self._levels.get(int(level), 0) + 1
+        if any(self._free(lv, n) >= self.fanout for lv, n in self._levels.items()):
+            self._start(cur)
         budget = self.step_rows
+        for level in sorted(self._merges):
+            if budget <= 0:
+                break
+            budget -= self._copy(cur, self._merges[level], budget)
         while self._garbage and budget > 0:
             budget -= self._delete(cur, self._garbage[0], budget)
-        if budget <= 0:
-            return True
-        if self._merge is None:
-            self._merge = self._start(cur)
-            if self._merge is None:
-                return budget < self.step_rows
-        self._copy(cur, self._merge)
-        return True
+        return budget < self.step_rows
 
     def _delete(self, cur: Any, run: int, budget: int) -> int:
-        """Delete up to about `budget` rows of garbage run `run` from each table, in key order
-        (all of them, and the run forgotten, if they fit); the rows deleted from one table."""
-        most = 0
+        """Delete up to `budget` rows of garbage run `run`, from one table and then the other
+        (the run forgotten once both are empty); the rows deleted (at least 1)."""
         for table, key in KEYS.items():
             cut = _cut(cur, table, key, run, None, budget)
             where = "" if cut is None else f" AND ({', '.join(key)}) <= ({_marks(key)})"
             cur.execute(f"DELETE FROM {table} WHERE run = ?{where}", (run, *(cut or ())))
-            most = max(most, int(cur.rowcount), 1)
             if cut is not None:
-                return most
+                return max(int(cur.rowcount), 1)
         self._garbage.pop(0)
-        return most
+        return max(int(cur.rowcount), 1)
 
-    def _copy(self, cur: Any, m: _Merge) -> None:
-        """Copy the next rows of the merge into its run: in each table, every row of the runs
-        merged from just after the last step's up to the (`step_rows` / runs)-th key after it
-        in the first of them (runs of one level are of about one size, so a step copies about
-        `step_rows` rows), in key order, so the new run grows at its right edge; all in
-        SQLite, no row through Python."""
+    def _copy(self, cur: Any, m: _Merge, budget: int) -> int:
+        """Copy the merge's next rows into its run, about `budget` rows a table at most: in
+        each table every row of the runs merged from just after the last step's key up to the
+        least of their (`budget` / runs)-th keys after it, so no run gives more than its share
+        whatever the runs' sizes; or, where every run has fewer left, all that is left. In
+        key order, so the new run grows at its right edge; all in SQLite, no row through
+        Python. Returns the most rows copied into one table."""
+        share = max(1, budget // len(m.olds))
+        most = 0
         for table, key in KEYS.items():
             if table in m.finished:
                 continue
             cols = ", ".join(key)
             after = m.done.get(table)
-            cut = _cut(cur, table, key, m.olds[0], after,
-                       max(1, self.step_rows // len(m.olds)))
+            cuts = [c for run in m.olds
+                    if (c := _cut(cur, table, key, run, after, share)) is not None]
+            cut = min(cuts) if cuts else None  # (Python orders these keys as SQLite does)
             where = "" if after is None else f" AND ({cols}) > ({_marks(key)})"
             if cut is not None:
                 where += f" AND ({cols}) <= ({_marks(key)})"
@@ -273,34 +294,41 @@ class Runs:
                         f"WHERE run IN ({', '.join(str(r) for r in m.olds)}){where} "
                         f"ORDER BY {cols}", (m.new, *(after or ()), *(cut or ())))
             self.merged_rows += cur.rowcount
+            most = max(most, int(cur.rowcount))
             if cut is None:
                 m.finished.add(table)
             else:
                 m.done[table] = cut
-        if len(m.finished) < len(KEYS):
-            return
-        self._merge = None
+        if len(m.finished) == len(KEYS):
+            self._switch(cur, m)
+        return max(most, 1)
+
+    def _switch(self, cur: Any, m: _Merge) -> None:
+        """List the merge's run and unlist the runs it merged, in the step that copied its
+        last rows: a reader sees either the old runs or the new one, never both or neither."""
+        del self._merges[m.level - 1]
         cur.execute(f"DELETE FROM content_runs WHERE run IN ({', '.join('?' * len(m.olds))})",
                     m.olds)
-        if cur.rowcount == len(m.olds):
-            cur.execute("INSERT INTO content_runs (run, level) VALUES (?, ?)", (m.new, m.level))
-            self._garbage += m.olds
-            self._levels[m.level - 1] -= len(m.olds)
-            self._levels[m.level] = self._levels.get(m.level, 0) + 1
-        else:  # (not while one process writes): the transaction rolls back, the merge is dropped
+        if cur.rowcount != len(m.olds):  # (a second writer): the step rolls back
             raise Conflict(said("the runs a merge read were unlisted by another writer"))
+        cur.execute("INSERT INTO content_runs (run, level) VALUES (?, ?)", (m.new, m.level))
+        self._garbage += m.olds
+        self._levels[m.level - 1] -= len(m.olds)
+        self._levels[m.level] = self._levels.get(m.level, 0) + 1
 
-    def _start(self, cur: Any) -> _Merge | None:
-        """A merge of the lowest level holding `fanout` listed runs, into a new run."""
+    def _start(self, cur: Any) -> None:
+        """A merge on each level holding `fanout` listed runs that no merge reads: its oldest
+        `fanout` of them, into a new run of the next level."""
         levels: dict[int, list[int]] = {}
         for run, level in cur.execute("SELECT run, level FROM content_runs ORDER BY run"):
             levels.setdefault(int(level), []).append(int(run))
         self._levels = {level: len(listed) for level, listed in levels.items()}
         for level in sorted(levels):
-            runs = levels[level]
-            if len(runs) >= self.fanout and level < TOP_LEVEL:
-                return _Merge(olds=runs[: self.fanout], new=next_run(cur), level=level + 1)
-        return None
+            if level >= TOP_LEVEL or level in self._merges:
+                continue
+            if len(runs := levels[level]) >= self.fanout:
+                self._merges[level] = _Merge(olds=runs[: self.fanout],
+                                             new=self.next_run(cur), level=level + 1)
 
 
 def _marks(key: tuple[str, ...]) -> str:

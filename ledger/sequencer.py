@@ -421,11 +421,25 @@ class Sequencer:
         last_seal = time.monotonic()
         while True:
             timeout = max(0.0, last_seal + self.heartbeat - time.monotonic())
+            # Idle, with the content-hash runs' upkeep to do (D142): a step, then look again,
+            # so a merge left by a burst ends without waiting for blocks or heartbeats; if a
+            # failed step asks for a wait, wake when it ends.
+            upkeep = None if self._stopping else self.store.upkeep_wait()
+            idle_work = upkeep == 0.0 and timeout > 0
             try:
-                first = self._queue.get(timeout=0.0 if self._stopping else timeout)
+                if self._stopping or idle_work:
+                    first = self._queue.get_nowait()
+                else:
+                    first = self._queue.get(timeout=timeout if upkeep is None
+                                            else min(timeout, upkeep))
             except queue.Empty:
                 if self._stopping:  # stopped, and nothing left to seal
                     return
+                if idle_work:
+                    self.store.upkeep()
+                    continue
+                if time.monotonic() < last_seal + self.heartbeat:
+                    continue  # (woken for the upkeep's wait, not the heartbeat)
                 self._seal_guarded([])
                 last_seal = time.monotonic()
                 self.store.upkeep()

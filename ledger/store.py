@@ -77,6 +77,8 @@ from copyledger.ledger.schema import (
 
 log = logging.getLogger("copyledger.store")
 
+UPKEEP_WAIT_S = (1.0, 60.0)  # the wait after a failed step of the runs' upkeep: first, at most
+
 LOCK_IDLE_PING_S = 1.0
 """A sequencer idle this long asks its lock's session for a round trip before its next block
 (`check_sequencer_lock`): a session that ended while no block was written (a PostgreSQL
@@ -706,6 +708,8 @@ class Store:
         self._upper: dict[merkle.NodeId, bytes] = {}
         self._by_size: dict[int, BlockRow] = {}
         self.runs = runs.Runs()  # SQLite's content-hash runs: the writer's upkeep (D142)
+        self._upkeep_after = 0.0  # monotonic time before which no step is tried (after failures)
+        self._upkeep_wait = 0.0  # the wait after the last failure, doubled at each one
 
     @functools.cached_property
     def _text_keys(self) -> bool:
@@ -1120,7 +1124,8 @@ class Store:
                     self._insert_many(conn, "entries", _ENTRY_COLS, stored)
                     if self.has_runs:
                         cur = self._driver_cursor(conn)
-                        runs.add(cur, runs.next_run(cur), [(r[4], r[0], r[5]) for r in stored])
+                        runs.add(cur, self.runs.next_run(cur),
+                                 [(r[4], r[0], r[5]) for r in stored])
                 if links:
                     conn.exec_driver_sql(
                         self._insert_sql("entry_links", ("target", "seq", "rel")), list(links)
@@ -1183,32 +1188,57 @@ class Store:
     def upkeep(self) -> bool:
         """One bounded step of the content-hash runs' upkeep (`runs.Runs.step`: a merge's
         step, or garbage deleted), in a transaction of its own; the sequencer calls it after
-        each block it seals. Whether it did anything; False on PostgreSQL and on a schema
-        without runs. It never raises: a failure is logged and the step forgotten (the block
-        before it is committed either way, and the next step reads the state again), so the
-        upkeep cannot stop the sequencer."""
-        if not self.has_runs or not self.runs.due():
+        each block it seals and while it is idle (`upkeep_due`). Whether it did anything;
+        False on PostgreSQL and on a schema without runs. It never raises: a failure is
+        logged, the step forgotten (the block before it is committed either way, and the next
+        step reads the state again) and the next one tried after a wait that doubles with each
+        failure in a row (1 s to 60 s), so the upkeep can neither stop the sequencer nor spin."""
+        if not self.upkeep_due():
             return False
         try:
             with self.engine.connect() as conn:
                 cur = self._driver_cursor(conn)
                 # Not synced at its commit: the next block's commit syncs the WAL, and every
                 # frame before it with it. A crash may lose the last steps, each whole (the
-                # merge they belonged to starts over), never a block.
+                # merges they belonged to start over), never a block.
                 cur.execute("PRAGMA synchronous=NORMAL")
                 try:
                     with conn.begin():
-                        return self.runs.step(cur)
+                        did = self.runs.step(cur)
                 finally:
                     try:
                         cur.execute("PRAGMA synchronous=FULL")
+                        cur.close()
                     except BaseException:
                         conn.invalidate()  # never back in the pool unsynced
                         raise
         except Exception:
             self.runs.forget()
-            log.exception("a step of the content-hash runs' upkeep failed")
+            least, most = UPKEEP_WAIT_S
+            self._upkeep_wait = min(most, max(least, 2 * self._upkeep_wait))
+            self._upkeep_after = time.monotonic() + self._upkeep_wait
+            log.exception("a step of the content-hash runs' upkeep failed; the next in %.0f s",
+                          self._upkeep_wait)
             return False
+        self._upkeep_wait = 0.0
+        return did
+
+    def upkeep_due(self) -> bool:
+        """Whether `upkeep` has a step to take now."""
+        return self.upkeep_wait() == 0.0
+
+    def upkeep_wait(self) -> float | None:
+        """Seconds until `upkeep` may take a step (0: now), or None if it has none to take:
+        the content-hash runs have work, this store holds the sequencer's lock (only the
+        sequencing process merges: two would each take the other's run under construction
+        for garbage), and a failure may ask it to wait."""
+        if not (self.has_runs and self.runs.due() and self._holds_sqlite_lock()):
+            return None
+        return max(0.0, self._upkeep_after - time.monotonic())
+
+    def _holds_sqlite_lock(self) -> bool:
+        db = self.engine.url.database
+        return self._lock_file is not None or not db or db == ":memory:"
 
     @staticmethod
     def _driver_cursor(conn: Connection) -> Any:

@@ -4,7 +4,9 @@ middle of a merge, and through revision 0016's upgrade and downgrade."""
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ from copyledger.ledger.errors import AlreadyRegistered
 from copyledger.ledger.sequencer import Pending, Sequencer
 from copyledger.ledger.store import Store
 from copyledger.notary.signer import FileSigner, sign_note
-from tests.helpers import downgrade, sha
+from tests.helpers import downgrade, sha, wait_for
 
 POOL = 6  # content hashes: few, so that entries share them
 WHO = ("alice", "bob", "carol")
@@ -139,6 +141,7 @@ def test_lookups_by_content_hash_agree_with_the_entries_whatever_the_merges_reac
                 store.runs = runs.Runs(fanout=2, step_rows=step_rows)
     finally:
         seq.stop()
+    store.acquire_sequencer_lock()  # (only the lock's holder merges)
     while store.upkeep():
         pass
     _check(store)
@@ -191,9 +194,13 @@ def test_revision_0016_moves_an_existing_logs_keys_into_one_run_and_back(tmp_pat
     store.close()
 
 
-def test_the_upkeep_never_stops_the_sequencer(tmp_path: Path, caplog: pytest.LogCaptureFixture
-                                              ) -> None:
-    """A step that fails is logged and forgotten; the blocks go on, and the next steps merge."""
+def test_the_upkeep_never_stops_the_sequencer(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step that fails is logged and forgotten, and the next tried after a wait that doubles;
+    the blocks go on, and the later steps merge, while the sequencer is idle too."""
+    from copyledger.ledger import store as store_mod
+
+    monkeypatch.setattr(store_mod, "UPKEEP_WAIT_S", (0.2, 0.5))
     path = tmp_path / "l.db"
     signer = FileSigner.generate("test.example/log", tmp_path / "k.pem")
     store = Store.open(f"sqlite:///{path}")
@@ -201,11 +208,13 @@ def test_the_upkeep_never_stops_the_sequencer(tmp_path: Path, caplog: pytest.Log
     failing = {"left": 3}
     real = store.runs.step
     synced: set[int] = set()
+    failed_at: list[float] = []
 
     def step(cur: Any) -> bool:
         synced.add(cur.execute("PRAGMA synchronous").fetchone()[0])
         if failing["left"]:
             failing["left"] -= 1
+            failed_at.append(time.monotonic())
             raise sqlite3.OperationalError("disk I/O error")
         return real(cur)
 
@@ -215,11 +224,13 @@ def test_the_upkeep_never_stops_the_sequencer(tmp_path: Path, caplog: pytest.Log
     seq.start()
     for h in range(8):
         seq.submit(_pending(h % POOL, "alice", "work", False)).result(timeout=60)
+    # Idle now: the sequencer steps on its own once each wait is over, until nothing is due.
+    wait_for(lambda: failing["left"] == 0 and not store.runs.due(), "the idle upkeep",
+             timeout=30)
     seq.stop()
-    assert failing["left"] == 0
-    assert "upkeep failed" in caplog.text
-    while store.upkeep():
-        pass
+    gaps = [b - a for a, b in itertools.pairwise(failed_at)]
+    assert gaps[0] >= 0.2 and gaps[1] >= 0.4, gaps  # 0.2 s, then doubled (0.5 at most)
+    assert caplog.text.count("upkeep failed") == 3
     _check(store)
     _listed_once(path)
     assert synced == {1}  # a step commits unsynced (NORMAL) ...
@@ -246,8 +257,11 @@ def test_every_lookup_seeks_the_runs_and_scans_only_their_list(tmp_path: Path) -
                       (runs.SCAN_SQL, (probe, 3, 5))):
         plan = [str(r[3]) for r in con.execute("EXPLAIN QUERY PLAN " + sql, args)]
         scans = [p for p in plan if p.startswith("SCAN")]
-        assert all(p in ("SCAN c",) for p in scans), (sql, plan)
+        assert all(p in ("SCAN c", "SCAN content_runs") for p in scans), (sql, plan)
         assert any("USING PRIMARY KEY (run=?" in p for p in plan), (sql, plan)
+        if sql in (runs.search_sql(None), runs.search_sql("work")):  # a run's page, bounded
+            assert "SEARCH r USING PRIMARY KEY (run=? AND sha256=? AND seq>? AND seq<?)" \
+                in plan, plan
         if sql == runs.SCAN_SQL:  # a page's rows are bounded in the index, not filtered
             assert "SEARCH r USING PRIMARY KEY (run=? AND (sha256,seq)>(?,?) AND sha256<?)" \
                 in plan, plan
@@ -270,8 +284,10 @@ def _log(path: Path, n: int) -> tuple[Store, str]:
         seq.submit(_pending(h % POOL, WHO[h % 3], ("work", "evidence")[h % 2], False)
                    ).result(timeout=60)
     seq.stop()
+    store.acquire_sequencer_lock()  # (only the lock's holder merges)
     while store.upkeep():
         pass
+    store.release_sequencer_lock()
     return store, note.format_verifier_key(signer.name, signer.public_key)
 
 
@@ -321,3 +337,65 @@ def test_a_resumed_audit_checks_the_new_entries_runs(tmp_path: Path) -> None:
     rep = audit(store, vkey, since=first.state)
     assert not rep.ok and "content-hash index" in str(rep.problem), rep
     store.close()
+
+
+def _runs_db(tmp_path: Path, sizes: dict[int, tuple[int, str]]) -> sqlite3.Connection:
+    """A database whose listed runs are `sizes`: run -> (keys, registrant), all at level 0, the
+    keys spread over the whole key space."""
+    path = tmp_path / "r.db"
+    Store.open(f"sqlite:///{path}").close()
+    con = sqlite3.connect(path, isolation_level=None)
+    seq = 0
+    for run, (n, who) in sizes.items():
+        keys = []
+        for _ in range(n):
+            keys.append((bytes.fromhex(sha(f"k{seq}")), seq, who))
+            seq += 1
+        con.execute("BEGIN")
+        runs.add(con.cursor(), run, keys)
+        con.execute("COMMIT")
+    return con
+
+
+def test_a_step_copies_at_most_its_budget_whatever_the_runs_sizes(tmp_path: Path) -> None:
+    """A merge step's end is the least of every merged run's share of the budget, so a small
+    first run (or one whose registrant sorts last) cannot let the others pour in at once."""
+    sizes = {0: (10, "zed"), **{r: (1000, "amy") for r in range(1, 8)}}
+    con = _runs_db(tmp_path, sizes)
+    upkeep = runs.Runs(fanout=8, step_rows=800)
+    cur = con.cursor()
+    copied = []
+    while upkeep.step(cur):
+        before = upkeep.merged_rows
+        copied.append(before)
+    steps = [b - a for a, b in itertools.pairwise([0, *copied])]
+    assert steps and max(steps) <= 2 * 800 + 2 * 8, steps  # (two tables, a row a run over)
+    listed = [r for r, in con.execute(runs.LIVE)]
+    assert len(listed) == 1
+    for table in runs.KEYS:
+        assert con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 7010
+    con.close()
+
+
+def test_small_merges_go_on_while_a_large_one_is_under_way(tmp_path: Path) -> None:
+    """Blocks of 10 keys, steps of 200 rows (the ratio of 1,000-entry blocks to 20,000-row
+    steps), a step after each block: the runs listed stay about `fanout` - 1 a level, however
+    large the merge under way, because merges advance from the lowest level up."""
+    con = _runs_db(tmp_path, {})
+    upkeep = runs.Runs(fanout=4, step_rows=200)
+    cur = con.cursor()
+    most = 0
+    for block in range(1200):
+        keys = [(bytes.fromhex(sha(f"b{block}.{i}")), block * 10 + i, "amy") for i in range(10)]
+        con.execute("BEGIN")
+        runs.add(cur, runs.next_run(cur), keys)
+        con.execute("COMMIT")
+        upkeep.added()
+        con.execute("BEGIN")
+        upkeep.step(cur)
+        con.execute("COMMIT")
+        levels = [lv for lv, in con.execute("SELECT level FROM content_runs")]
+        most = max(most, max(levels.count(lv) for lv in set(levels)))
+    assert most <= 4 + 1, most  # a level's runs: at most one more than the fanout
+    assert max(levels) >= 3  # (merges of 640 keys and more happened meanwhile)
+    con.close()
