@@ -32,7 +32,8 @@ from copyledger.ledger.errors import Conflict, said
 
 RUNS_FROM = "0016"  # the schema revision that keeps SQLite's content-hash indexes as runs
 FANOUT = 8  # runs of one level merged into one of the next (D105 measured 4, 8 and 16)
-STEP_ROWS = 20_000  # rows a step copies into (or deletes from) each table at most
+STEP_ROWS = 20_000  # rows a step copies into (or deletes from) each table, about
+MIN_SHARE = 16  # the least share of a step by which a merged run bounds it
 TOP_LEVEL = 1_000_000  # the level of the one run revision 0016 builds of an existing log
 
 # Each table's key after the run: what a lookup seeks by, in order.
@@ -47,7 +48,8 @@ Key = tuple[bytes, int, str]
 
 def create_sql() -> list[str]:
     """The DDL of the runs' tables (revision 0016)."""
-    out = ["CREATE TABLE content_runs (run INTEGER PRIMARY KEY, level INTEGER NOT NULL)"]
+    out = ["CREATE TABLE content_runs (run INTEGER PRIMARY KEY, level INTEGER NOT NULL, "
+           "keys INTEGER NOT NULL)"]
     for table, key in KEYS.items():
         cols = ", ".join(f"{c} {_TYPES[c]} NOT NULL" for c in key)
         out.append(f"CREATE TABLE {table} (run INTEGER NOT NULL, {cols}, "
@@ -65,15 +67,15 @@ def fill_sql() -> list[str]:
         cols = ", ".join(key)
         out.append(f"INSERT INTO {table} (run, {cols}) SELECT 0, {cols} FROM entries "
                    f"ORDER BY {cols}")
-    out.append(f"INSERT INTO content_runs (run, level) SELECT 0, {TOP_LEVEL} "
-               "WHERE EXISTS (SELECT 1 FROM entries)")
+    out.append(f"INSERT INTO content_runs (run, level, keys) SELECT 0, {TOP_LEVEL}, count(*) "
+               "FROM entries HAVING count(*) > 0")
     return out
 
 
 def add(cur: Any, run: int, keys: Sequence[Key]) -> None:
     """A block's keys as the new level-0 run `run`, inside the block's transaction (`cur`: a
     driver cursor of it), listed at once: the block and its run commit together."""
-    cur.execute("INSERT INTO content_runs (run, level) VALUES (?, 0)", (run,))
+    cur.execute("INSERT INTO content_runs (run, level, keys) VALUES (?, 0, ?)", (run, len(keys)))
     cur.executemany("INSERT INTO runs_by_hash (run, sha256, seq) VALUES (?, ?, ?)",
                     sorted((run, h, s) for h, s, _ in keys))
     cur.executemany("INSERT INTO runs_by_registrant (run, registrant, sha256, seq) "
@@ -129,14 +131,14 @@ SCAN_SQL = (
     "SELECT r.sha256, r.seq FROM content_runs c CROSS JOIN runs_by_hash r ON r.run = c.run "
     "WHERE (r.sha256, r.seq) > (?1, ?2) AND r.sha256 <= coalesce(("
     "SELECT r2.sha256 FROM runs_by_hash r2 WHERE r2.run = (SELECT run FROM content_runs "
-    "ORDER BY level DESC, run LIMIT 1) AND (r2.sha256, r2.seq) > (?1, ?2) "
+    "ORDER BY keys DESC, run LIMIT 1) AND (r2.sha256, r2.seq) > (?1, ?2) "
     f"ORDER BY r2.sha256, r2.seq LIMIT 1 OFFSET ?3 - 1), X'{'FF' * 33}') "
     "ORDER BY r.sha256, r.seq LIMIT ?3")
 """A page of (sha256, seq) in key order after (?1, ?2), at most ?3 rows (`Store.content_hashes`;
-the first page after (X'', -1)). It ends at most at the ?3-th hash after the mark in the run of
-the highest level (the largest; 33 bytes of FF, above every 32-byte key, where it has fewer
-left): each run gives the keys up to that hash, so a page reads about ?3 rows of that run and
-fewer of each smaller one, and no run has a smaller key left after the page."""
+the first page after (X'', -1)). It ends at most at the ?3-th hash after the mark in the
+largest run (by its `keys`; 33 bytes of FF, above every 32-byte key, where it has fewer left):
+each run gives the keys up to that hash, so a page reads about ?3 rows of that run and, keys
+being spread evenly, fewer of each smaller one; no run has a smaller key left after it."""
 
 
 # -- the audit's checks: each listed row is its entry's, and each entry is listed once --------
@@ -176,6 +178,7 @@ class _Merge:
     olds: list[int]
     new: int
     level: int
+    sizes: list[int]  # each old run's keys
     done: dict[str, tuple[Any, ...] | None] = field(default_factory=dict)
     finished: set[str] = field(default_factory=set)
 
@@ -232,14 +235,15 @@ class Runs:
             return 0
         return listed - (len(self._merges[level].olds) if level in self._merges else 0)
 
-    def step(self, cur: Any) -> bool:
+    def step(self, cur: Any) -> int:
         """One bounded step of upkeep, in the caller's transaction (`cur`: a driver cursor of
         it), of about `step_rows` rows a table at most: the merges under way advance from the
         lowest level up (a merge of the lowest levels is small and due most often, so a large
         one cannot hold the many small ones back), a merge is started on each level holding
         `fanout` listed runs no merge reads, and what is left of the budget deletes garbage.
-        Returns whether it did anything. Called by the writer between blocks, and while it
-        is idle; if the transaction fails, the caller calls `forget`."""
+        Returns the rows it copied or deleted (the most in one table, step by step; 0: it did
+        nothing). Called by the writer between blocks, and while it is idle; if the
+        transaction fails, the caller calls `forget`."""
         if not self._loaded:
             listed = {int(r) for r, in cur.execute(LIVE).fetchall()}
             self._garbage = sorted(set(_stored_runs(cur)) - listed)
@@ -256,36 +260,45 @@ class Runs:
             budget -= self._copy(cur, self._merges[level], budget)
         while self._garbage and budget > 0:
             budget -= self._delete(cur, self._garbage[0], budget)
-        return budget < self.step_rows
+        return self.step_rows - budget
 
     def _delete(self, cur: Any, run: int, budget: int) -> int:
         """Delete up to `budget` rows of garbage run `run`, from one table and then the other
         (the run forgotten once both are empty); the rows deleted (at least 1)."""
+        most = 1
         for table, key in KEYS.items():
             cut = _cut(cur, table, key, run, None, budget)
             where = "" if cut is None else f" AND ({', '.join(key)}) <= ({_marks(key)})"
             cur.execute(f"DELETE FROM {table} WHERE run = ?{where}", (run, *(cut or ())))
+            most = max(most, int(cur.rowcount))
             if cut is not None:
-                return max(int(cur.rowcount), 1)
+                return most
         self._garbage.pop(0)
-        return max(int(cur.rowcount), 1)
+        return most
 
     def _copy(self, cur: Any, m: _Merge, budget: int) -> int:
         """Copy the merge's next rows into its run, about `budget` rows a table at most: in
         each table every row of the runs merged from just after the last step's key up to the
-        least of their (`budget` / runs)-th keys after it, so no run gives more than its share
-        whatever the runs' sizes; or, where every run has fewer left, all that is left. In
+        least of their share-th keys after it (each run's share of the budget in proportion to
+        its keys), so no run gives more than its share whatever the runs' sizes, and a step
+        of unequal runs still copies about its budget; or, where every run has fewer left
+        than its share, all that is left. In
         key order, so the new run grows at its right edge; all in SQLite, no row through
         Python. Returns the most rows copied into one table."""
-        share = max(1, budget // len(m.olds))
+        total = max(1, sum(m.sizes))
+        # A run whose share is under MIN_SHARE does not bound the step (the position of its
+        # few next keys is mostly chance, and would cut most steps short): its rows come
+        # along, fewer than MIN_SHARE x total / budget in all.
+        shares = [budget * n // total for n in m.sizes]
         most = 0
         for table, key in KEYS.items():
             if table in m.finished:
                 continue
             cols = ", ".join(key)
             after = m.done.get(table)
-            cuts = [c for run in m.olds
-                    if (c := _cut(cur, table, key, run, after, share)) is not None]
+            cuts = [c for run, share in zip(m.olds, shares, strict=True)
+                    if share >= MIN_SHARE
+                    and (c := _cut(cur, table, key, run, after, share)) is not None]
             cut = min(cuts) if cuts else None  # (Python orders these keys as SQLite does)
             where = "" if after is None else f" AND ({cols}) > ({_marks(key)})"
             if cut is not None:
@@ -311,7 +324,8 @@ class Runs:
                     m.olds)
         if cur.rowcount != len(m.olds):  # (a second writer): the step rolls back
             raise Conflict(said("the runs a merge read were unlisted by another writer"))
-        cur.execute("INSERT INTO content_runs (run, level) VALUES (?, ?)", (m.new, m.level))
+        cur.execute("INSERT INTO content_runs (run, level, keys) VALUES (?, ?, ?)",
+                    (m.new, m.level, sum(m.sizes)))
         self._garbage += m.olds
         self._levels[m.level - 1] -= len(m.olds)
         self._levels[m.level] = self._levels.get(m.level, 0) + 1
@@ -319,16 +333,18 @@ class Runs:
     def _start(self, cur: Any) -> None:
         """A merge on each level holding `fanout` listed runs that no merge reads: its oldest
         `fanout` of them, into a new run of the next level."""
-        levels: dict[int, list[int]] = {}
-        for run, level in cur.execute("SELECT run, level FROM content_runs ORDER BY run"):
-            levels.setdefault(int(level), []).append(int(run))
+        levels: dict[int, list[tuple[int, int]]] = {}
+        for run, level, keys in cur.execute(
+                "SELECT run, level, keys FROM content_runs ORDER BY run"):
+            levels.setdefault(int(level), []).append((int(run), int(keys)))
         self._levels = {level: len(listed) for level, listed in levels.items()}
         for level in sorted(levels):
             if level >= TOP_LEVEL or level in self._merges:
                 continue
             if len(runs := levels[level]) >= self.fanout:
-                self._merges[level] = _Merge(olds=runs[: self.fanout],
-                                             new=self.next_run(cur), level=level + 1)
+                self._merges[level] = _Merge(
+                    olds=[r for r, _ in runs[: self.fanout]], new=self.next_run(cur),
+                    level=level + 1, sizes=[n for _, n in runs[: self.fanout]])
 
 
 def _marks(key: tuple[str, ...]) -> str:

@@ -78,6 +78,7 @@ from copyledger.ledger.schema import (
 log = logging.getLogger("copyledger.store")
 
 UPKEEP_WAIT_S = (1.0, 60.0)  # the wait after a failed step of the runs' upkeep: first, at most
+UPKEEP_ROWS_AN_ENTRY = 8  # rows of the runs' upkeep a written entry owes (D142)
 
 LOCK_IDLE_PING_S = 1.0
 """A sequencer idle this long asks its lock's session for a round trip before its next block
@@ -710,6 +711,7 @@ class Store:
         self.runs = runs.Runs()  # SQLite's content-hash runs: the writer's upkeep (D142)
         self._upkeep_after = 0.0  # monotonic time before which no step is tried (after failures)
         self._upkeep_wait = 0.0  # the wait after the last failure, doubled at each one
+        self._upkeep_debt = 0  # rows of steps the blocks written since still owe
 
     @functools.cached_property
     def _text_keys(self) -> bool:
@@ -812,6 +814,7 @@ class Store:
                 raise Conflict("this log's last sequencer is still sealing a block")
             if self.dialect != "postgresql":
                 self._lock_sqlite()
+                self.runs.forget()  # another process may have merged since this one held it
                 return
             if self._lock_conn is not None:
                 return
@@ -1147,6 +1150,7 @@ class Store:
                         [(*c, now) for c in claims])
             if rows and self.has_runs:
                 self.runs.added()
+                self._upkeep_debt += len(rows) * UPKEEP_ROWS_AN_ENTRY
         except (SAIntegrityError, self._driver_integrity_error) as e:
             raise Conflict(said("block {height} conflicts with stored rows (another writer?)",
                                 height=h.height)) from e
@@ -1186,25 +1190,40 @@ class Store:
             return {int(seq): (str(a), str(k), str(h)) for seq, a, k, h in conn.execute(q)}
 
     def upkeep(self) -> bool:
-        """One bounded step of the content-hash runs' upkeep (`runs.Runs.step`: a merge's
-        step, or garbage deleted), in a transaction of its own; the sequencer calls it after
-        each block it seals and while it is idle (`upkeep_due`). Whether it did anything;
-        False on PostgreSQL and on a schema without runs. It never raises: a failure is
-        logged, the step forgotten (the block before it is committed either way, and the next
-        step reads the state again) and the next one tried after a wait that doubles with each
-        failure in a row (1 s to 60 s), so the upkeep can neither stop the sequencer nor spin."""
+        """The content-hash runs' upkeep (`runs.Runs.step`: merges' steps, garbage deleted),
+        each step in a transaction of its own; the sequencer calls it after each block it
+        seals and while it is idle (`upkeep_due`). One step, and more while the blocks
+        written since owe work (`UPKEEP_ROWS_AN_ENTRY` rows of steps an entry: about a copy
+        and a deletion a level), so merges keep up with blocks of any size. Whether it did
+        anything; False on PostgreSQL and on a schema without runs. It never raises: a
+        failure is logged, the step forgotten (the block before it is committed either way,
+        and the next step reads the state again) and the next one tried after a wait that
+        doubles with each failure in a row (1 s to 60 s), so the upkeep can neither stop the
+        sequencer nor spin."""
+        did = False
+        while self.upkeep_due():
+            done = self._upkeep_step()
+            did |= done > 0
+            self._upkeep_debt -= done
+            if done <= 0 or self._upkeep_debt <= 0:
+                break
         if not self.upkeep_due():
-            return False
+            self._upkeep_debt = 0  # (nothing due: what is owed is paid)
+        self._upkeep_debt = max(0, self._upkeep_debt)
+        return did
+
+    def _upkeep_step(self) -> int:
+        """One step (`upkeep`): the rows it did, 0 if none or it failed."""
         try:
             with self.engine.connect() as conn:
                 cur = self._driver_cursor(conn)
-                # Not synced at its commit: the next block's commit syncs the WAL, and every
-                # frame before it with it. A crash may lose the last steps, each whole (the
-                # merges they belonged to start over), never a block.
-                cur.execute("PRAGMA synchronous=NORMAL")
                 try:
+                    # Not synced at its commit: the next block's commit syncs the WAL, and
+                    # every frame before it with it. A crash may lose the last steps, each
+                    # whole (the merges they belonged to start over), never a block.
+                    cur.execute("PRAGMA synchronous=NORMAL")
                     with conn.begin():
-                        did = self.runs.step(cur)
+                        done = self.runs.step(cur)
                 finally:
                     try:
                         cur.execute("PRAGMA synchronous=FULL")
@@ -1219,9 +1238,9 @@ class Store:
             self._upkeep_after = time.monotonic() + self._upkeep_wait
             log.exception("a step of the content-hash runs' upkeep failed; the next in %.0f s",
                           self._upkeep_wait)
-            return False
+            return 0
         self._upkeep_wait = 0.0
-        return did
+        return done
 
     def upkeep_due(self) -> bool:
         """Whether `upkeep` has a step to take now."""

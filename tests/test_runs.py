@@ -339,9 +339,13 @@ def test_a_resumed_audit_checks_the_new_entries_runs(tmp_path: Path) -> None:
     store.close()
 
 
-def _runs_db(tmp_path: Path, sizes: dict[int, tuple[int, str]]) -> sqlite3.Connection:
-    """A database whose listed runs are `sizes`: run -> (keys, registrant), all at level 0, the
-    keys spread over the whole key space."""
+def _runs_db(tmp_path: Path, sizes: dict[int, tuple[int, str]], *,
+             levels: dict[int, int] | None = None, narrow: int | None = None
+             ) -> sqlite3.Connection:
+    """A database whose listed runs are `sizes`: run -> (keys, registrant), at level 0 unless
+    `levels` says, the keys spread over the whole key space (those of run `narrow` over a
+    65,536th of it)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "r.db"
     Store.open(f"sqlite:///{path}").close()
     con = sqlite3.connect(path, isolation_level=None)
@@ -349,32 +353,41 @@ def _runs_db(tmp_path: Path, sizes: dict[int, tuple[int, str]]) -> sqlite3.Conne
     for run, (n, who) in sizes.items():
         keys = []
         for _ in range(n):
-            keys.append((bytes.fromhex(sha(f"k{seq}")), seq, who))
+            k = bytes.fromhex(sha(f"k{seq}"))
+            keys.append((b"\x80\x00" + k[2:] if run == narrow else k, seq, who))
             seq += 1
         con.execute("BEGIN")
         runs.add(con.cursor(), run, keys)
+        con.execute("UPDATE content_runs SET level = ? WHERE run = ?",
+                    ((levels or {}).get(run, 0), run))
         con.execute("COMMIT")
     return con
 
 
 def test_a_step_copies_at_most_its_budget_whatever_the_runs_sizes(tmp_path: Path) -> None:
-    """A merge step's end is the least of every merged run's share of the budget, so a small
-    first run (or one whose registrant sorts last) cannot let the others pour in at once."""
-    sizes = {0: (10, "zed"), **{r: (1000, "amy") for r in range(1, 8)}}
-    con = _runs_db(tmp_path, sizes)
-    upkeep = runs.Runs(fanout=8, step_rows=800)
-    cur = con.cursor()
-    copied = []
-    while upkeep.step(cur):
-        before = upkeep.merged_rows
-        copied.append(before)
-    steps = [b - a for a, b in itertools.pairwise([0, *copied])]
-    assert steps and max(steps) <= 2 * 800 + 2 * 8, steps  # (two tables, a row a run over)
-    listed = [r for r, in con.execute(runs.LIVE)]
-    assert len(listed) == 1
-    for table in runs.KEYS:
-        assert con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 7010
-    con.close()
+    """A merge step's end is the least of every merged run's share of the budget (each in
+    proportion to its keys), so neither a small run (or one whose registrant sorts last) nor
+    one whose keys crowd into a narrow range lets the others pour in at once, and a step of
+    unequal runs still copies about its budget."""
+    sizes = {0: (10, "zed"), 1: (1000, "amy"), 2: (3, "zed"), 3: (1000, "amy"),
+             4: (2000, "bob"), 5: (1000, "amy"), 6: (7, "zed"), 7: (1000, "amy")}
+    total = sum(n for n, _ in sizes.values())
+    for narrow in (None, 5, 1):
+        con = _runs_db(tmp_path / f"n{narrow}", sizes, narrow=narrow)
+        upkeep = runs.Runs(fanout=8, step_rows=800)
+        cur = con.cursor()
+        copied = []
+        while upkeep.step(cur):
+            copied.append(upkeep.merged_rows)
+        steps = [b - a for a, b in itertools.pairwise([0, *copied])]
+        # two tables, and the rows of the three runs too small to bound a step
+        assert steps and max(steps) <= 2 * (800 + 20), (narrow, steps)
+        if narrow is None:  # keys spread evenly: about the budget a step
+            assert len([s for s in steps if s]) <= 2 * total // 800 + 3, steps
+        assert len(list(con.execute(runs.LIVE))) == 1
+        for table in runs.KEYS:
+            assert con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == total
+        con.close()
 
 
 def test_small_merges_go_on_while_a_large_one_is_under_way(tmp_path: Path) -> None:
@@ -388,7 +401,7 @@ def test_small_merges_go_on_while_a_large_one_is_under_way(tmp_path: Path) -> No
     for block in range(1200):
         keys = [(bytes.fromhex(sha(f"b{block}.{i}")), block * 10 + i, "amy") for i in range(10)]
         con.execute("BEGIN")
-        runs.add(cur, runs.next_run(cur), keys)
+        runs.add(cur, upkeep.next_run(cur), keys)
         con.execute("COMMIT")
         upkeep.added()
         con.execute("BEGIN")
@@ -399,3 +412,65 @@ def test_small_merges_go_on_while_a_large_one_is_under_way(tmp_path: Path) -> No
     assert most <= 4 + 1, most  # a level's runs: at most one more than the fanout
     assert max(levels) >= 3  # (merges of 640 keys and more happened meanwhile)
     con.close()
+
+
+def test_merges_keep_up_with_blocks_of_any_size(tmp_path: Path) -> None:
+    """Blocks of 800 entries against steps of 400 rows: the steps a block's entries owe (not one
+    step a block) keep every level at about the fanout while blocks come back to back."""
+    path = tmp_path / "l.db"
+    signer = FileSigner.generate("test.example/log", tmp_path / "k.pem")
+    store = Store.open(f"sqlite:///{path}")
+    store.runs = runs.Runs(fanout=4, step_rows=400)
+    worst: list[int] = []
+    real = store.append_block
+
+    def append(*args: Any, **kw: Any) -> None:
+        real(*args, **kw)
+        con = sqlite3.connect(path)
+        levels = [lv for lv, in con.execute("SELECT level FROM content_runs")]
+        con.close()
+        if levels:  # (the genesis block has no entry)
+            worst.append(max(levels.count(lv) for lv in set(levels)))
+
+    store.append_block = append  # type: ignore[method-assign]
+    seq = Sequencer(store, lambda t, _c: sign_note(t, [signer]), "test.example/log",  # type: ignore[arg-type]
+                    linger=0.0, max_batch=800)
+    blocks = [[_pending(i % POOL, WHO[i % 3], "work", False) for i in range(b, b + 800)]
+              for b in range(0, 25_600, 800)]
+    seq.start()
+    futures = [f for block in blocks for f in seq.submit_many(block)]  # queued at once: no idle
+    for f in futures:
+        f.result(timeout=120)
+    seq.stop()
+    assert len(worst) >= 32 and max(worst) <= 4 + 1, worst
+    _check(store)
+    store.close()
+
+
+def _scan_cost(con: sqlite3.Connection, page: int) -> int:
+    """SQLite's virtual-machine steps (in thousands) of a whole scan by `runs.SCAN_SQL`."""
+    ticks = [0]
+
+    def tick() -> int:
+        ticks[0] += 1
+        return 0
+
+    con.set_progress_handler(tick, 1000)
+    mark: tuple[Any, ...] = (b"", -1)
+    n = 0
+    while rows := con.execute(runs.SCAN_SQL, (*mark, page)).fetchall():
+        n += len(rows)
+        mark = rows[-1]
+    con.set_progress_handler(None, 0)
+    return ticks[0]
+
+
+def test_the_scan_reads_about_each_key_once_whatever_the_runs_levels(tmp_path: Path) -> None:
+    """A whole scan costs about one read of each key, also when a tiny run sits at the top level
+    (as a log migrated when small keeps one forever): the page's bound comes from the run with
+    the most keys."""
+    big = {1: (20_000, "amy")}
+    alone = _scan_cost(_runs_db(tmp_path / "a", big), 500)
+    with_top = _scan_cost(_runs_db(tmp_path / "b", {0: (5, "amy"), **big},
+                                   levels={0: runs.TOP_LEVEL, 1: 3}), 500)
+    assert with_top < 2 * alone, (with_top, alone)
