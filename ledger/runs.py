@@ -144,16 +144,15 @@ being spread evenly, fewer of each smaller one; no run has a smaller key left af
 # -- the audit's checks: each listed row is its entry's, and each entry is listed once --------
 
 
-def totals_sql(table: str, joined: bool) -> str:
+def totals_sql(table: str) -> str:
     """The log's size (its greatest seq + 1: one seek; the audit has read every seq by then),
-    the listed rows of `table`, and their distinct seqs, in one statement (one snapshot, while
-    blocks and merges go on); `joined`: only rows whose entry has the row's key. A full read
-    of the listed runs (and a lookup of each row's entry if `joined`)."""
+    the listed rows of `table`, those whose entry has the row's key, and their distinct seqs,
+    in one statement (one snapshot, while blocks and merges go on): one read of the listed
+    runs, and a lookup of each row's entry."""
     on = " AND e.registrant = r.registrant" if table == "runs_by_registrant" else ""
-    join = f" JOIN entries e ON e.seq = r.seq AND e.sha256 = r.sha256{on}" if joined else ""
-    return ("SELECT (SELECT coalesce(max(seq) + 1, 0) FROM entries), count(*), "
-            "count(DISTINCT r.seq) "
-            f"FROM content_runs c CROSS JOIN {table} r ON r.run = c.run{join}")
+    return ("SELECT (SELECT coalesce(max(seq) + 1, 0) FROM entries), count(*), count(e.seq), "
+            f"count(DISTINCT r.seq) FROM content_runs c CROSS JOIN {table} r ON r.run = c.run "
+            f"LEFT JOIN entries e ON e.seq = r.seq AND e.sha256 = r.sha256{on}")
 
 
 UNLISTED_SQL = (
@@ -227,13 +226,13 @@ class Runs:
         """Whether a step has work (or must read the state first): what lets a block with
         nothing to merge skip the step's transaction."""
         return (not self._loaded or bool(self._garbage) or bool(self._merges)
-                or any(self._free(lv, n) >= self.fanout for lv, n in self._levels.items()))
+                or self._startable())
 
-    def _free(self, level: int, listed: int) -> int:
-        """Listed runs of `level` that no merge under way reads (none at the top level)."""
-        if level >= TOP_LEVEL:
-            return 0
-        return listed - (len(self._merges[level].olds) if level in self._merges else 0)
+    def _startable(self) -> bool:
+        """Whether a level holds `fanout` listed runs that no merge under way reads (as far
+        as `_levels` knows; `_start` reads the list itself)."""
+        return any(listed - (len(self._merges[lv].olds) if lv in self._merges else 0)
+                   >= self.fanout for lv, listed in self._levels.items() if lv < TOP_LEVEL)
 
     def step(self, cur: Any) -> int:
         """One bounded step of upkeep, in the caller's transaction (`cur`: a driver cursor of
@@ -248,10 +247,8 @@ class Runs:
             listed = {int(r) for r, in cur.execute(LIVE).fetchall()}
             self._garbage = sorted(set(_stored_runs(cur)) - listed)
             self._merges, self._loaded = {}, True
-            self._levels = {}
-            for (level,) in cur.execute("SELECT level FROM content_runs"):
-                self._levels[int(level)] = self._levels.get(int(level), 0) + 1
-        if any(self._free(lv, n) >= self.fanout for lv, n in self._levels.items()):
+            self._start(cur)  # (reads the levels)
+        elif self._startable():
             self._start(cur)
         budget = self.step_rows
         for level in sorted(self._merges):
@@ -282,9 +279,9 @@ class Runs:
         least of their share-th keys after it (each run's share of the budget in proportion to
         its keys), so no run gives more than its share whatever the runs' sizes, and a step
         of unequal runs still copies about its budget; or, where every run has fewer left
-        than its share, all that is left. In
-        key order, so the new run grows at its right edge; all in SQLite, no row through
-        Python. Returns the most rows copied into one table."""
+        than its share, all that is left. In key order, so the new run grows at its right
+        edge; all in SQLite, no row through Python. Returns the most rows copied into one
+        table."""
         total = max(1, sum(m.sizes))
         # A run whose share is under MIN_SHARE does not bound the step (the position of its
         # few next keys is mostly chance, and would cut most steps short): its rows come
