@@ -1655,21 +1655,23 @@ class Store:
 
     def runs_fault(self, start: int, end: int) -> str | None:
         """What is wrong with SQLite's content-hash runs (D142), if anything; None where the
-        indexes are B-trees. From `start` 0 (a full audit): in each table the listed rows, the
-        listed rows that match their entry's key, and their distinct seqs are each as many as
-        the entries, so every entry is listed once, under its own key (a read of every listed
-        row and its entry). From a later `start` (a resumed audit): each entry from `start` to
-        `end` - 1 is listed once in each table under its own key (a seek a listed run, twice,
-        an entry: what is new, not the whole log). The runs locate the entries that every
-        read by content hash answers with."""
+        indexes are B-trees. From `start` 0 (a full audit): in each table the listed rows and
+        those that match their entry's key are as many as the entries, and the i-th least
+        listed seq is i, so every entry is listed once, under its own key (a read of every
+        listed row, a sort, and a read of every entry in seq order). From a later `start` (a
+        resumed audit): each entry from `start` to `end` - 1 is listed once in each table
+        under its own key (a seek a listed run, twice, an entry: what is new, not the whole
+        log). The runs locate the entries that every read by content hash answers with."""
         if not self.has_runs:
             return None
         with self._cursor() as run:
             for table in runs.KEYS if start == 0 else ():
-                n, rows, matched, seqs = run(runs.totals_sql(table), ()).fetchone()
-                if (rows, seqs) != (n, n):
-                    return said("{table}: {rows} listed rows of {seqs} entries, for {n} "
-                                "entries", table=table, rows=rows, seqs=seqs, n=n)
+                n, rows, matched, misplaced = run(runs.totals_sql(table), ()).fetchone()
+                if rows != n or misplaced:
+                    return said("{table}: {rows} listed rows, for {n} entries, {misplaced} of "
+                                "them out of their place in seq order (an entry listed twice "
+                                "or not at all)", table=table, rows=rows, n=n,
+                                misplaced=misplaced)
                 if matched != n:
                     return said("{table}: a listed row does not match its entry's key",
                                 table=table)

@@ -308,6 +308,10 @@ def _tamper(path: Path, sql: str) -> None:
     # listed under another entry's key, and under another registrant
     "UPDATE runs_by_hash SET sha256 = (SELECT sha256 FROM entries WHERE seq = 2) WHERE seq = 5",
     "UPDATE runs_by_registrant SET registrant = 'mallory' WHERE seq = 6",
+    # one entry listed twice, under its own key, and another not at all: as many rows as
+    # entries, each matching its entry (only the seqs' places in order tell)
+    "UPDATE runs_by_hash SET sha256 = (SELECT sha256 FROM entries WHERE seq = 2), seq = 2 "
+    "WHERE seq = 10 AND run != (SELECT run FROM runs_by_hash WHERE seq = 2)",
 ])
 def test_the_audit_finds_an_entry_the_runs_do_not_list_once_under_its_key(
         tmp_path: Path, tamper: str) -> None:
