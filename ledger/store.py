@@ -1666,12 +1666,16 @@ class Store:
             return None
         with self._cursor() as run:
             for table in runs.KEYS if start == 0 else ():
-                n, rows, matched, misplaced = run(runs.totals_sql(table), ()).fetchone()
-                if rows != n or misplaced:
-                    return said("{table}: {rows} listed rows, for {n} entries, {misplaced} of "
-                                "them out of their place in seq order (an entry listed twice "
-                                "or not at all)", table=table, rows=rows, n=n,
-                                misplaced=misplaced)
+                n, rows, matched, place, found = run(runs.totals_sql(table), ()).fetchone()
+                if place is not None and found < place:  # (seqs 0, 1, 1, ...)
+                    return said("{table}: entry {seq} is listed more than once", table=table,
+                                seq=int(found))
+                if place is not None:  # (seqs 0, 1, 3, ...)
+                    return said("{table}: entry {seq} is not listed", table=table,
+                                seq=int(place))
+                if rows != n:
+                    return said("{table}: {rows} listed rows, for {n} entries", table=table,
+                                rows=rows, n=n)
                 if matched != n:
                     return said("{table}: a listed row does not match its entry's key",
                                 table=table)

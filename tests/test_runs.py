@@ -265,6 +265,13 @@ def test_every_lookup_seeks_the_runs_and_scans_only_their_list(tmp_path: Path) -
         if sql == runs.SCAN_SQL:  # a page's rows are bounded in the index, not filtered
             assert "SEARCH r USING PRIMARY KEY (run=? AND (sha256,seq)>(?,?) AND sha256<?)" \
                 in plan, plan
+    # The full audit's check reads the listed runs once, sorts their rows by seq, and then
+    # seeks each entry by seq, in that order (D143): no scan of the entries.
+    for table in runs.KEYS:
+        plan = [str(r[3]) for r in con.execute("EXPLAIN QUERY PLAN " + runs.totals_sql(table))]
+        assert [p for p in plan if p.startswith("SCAN")] == ["SCAN c", "SCAN (subquery-4)",
+                                                              "SCAN r"], plan
+        assert "SEARCH e USING INDEX sqlite_autoindex_entries_1 (seq=?) LEFT-JOIN" in plan, plan
     con.close()
 
 
@@ -295,6 +302,7 @@ def _tamper(path: Path, sql: str) -> None:
     con = sqlite3.connect(path)
     con.execute(sql)
     con.commit()
+    assert con.total_changes > 0, sql  # (a tampering that changed nothing would prove nothing)
     con.close()
 
 
@@ -323,6 +331,11 @@ def test_the_audit_finds_an_entry_the_runs_do_not_list_once_under_its_key(
     _tamper(path, tamper)
     rep = audit(store, vkey)
     assert not rep.ok and "content-hash index" in str(rep.problem), rep
+    named = {"DELETE FROM runs_by_hash WHERE seq = 3": "entry 3 is not listed",
+             "seq = 2 WHERE seq = 10": "entry 2 is listed more than once"}
+    for case, problem in named.items():  # where the seqs in order depart from the entries
+        if case in tamper:
+            assert problem in str(rep.problem), rep
     store.close()
 
 
