@@ -26,7 +26,7 @@ import itertools
 import multiprocessing
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
@@ -175,11 +175,11 @@ def audit(
     keys = [verifier_key] if isinstance(verifier_key, str) else list(verifier_key)
     _verifiers(tuple(keys))  # every key parses, before anything is read
     try:
-        with _pool(workers) as pool:
+        with _pool(workers) as pool, _runs_beside(store, since) as full_runs:
             _run(store, keys, (tsa_roots_pem, sm2_tsa_roots_pem, tuple(sm2_tsa_retired)), pool,
                  since, progress, rep)
             if store.has_runs:
-                _check_runs(store, rep)
+                _check_runs(store, rep, full_runs)
             newest: dict[str, tuple[int, int]] = {}
             for cosigned in (_check_cosignatures(store, witness_keys, newest),
                              _check_fresh_cosignatures(store, newest)):
@@ -192,11 +192,28 @@ def audit(
     return rep
 
 
-def _check_runs(store: Store, rep: AuditReport) -> None:
+@contextlib.contextmanager
+def _runs_beside(store: Store, since: AuditState | None) -> Iterator[Future[str | None] | None]:
+    """A full audit's check of SQLite's content-hash runs, started in a thread beside the
+    other checks (D143: tens of seconds at 10 M entries, which SQLite runs without the GIL);
+    None for a resumed audit (its check of the new entries is a seek each, done after) and
+    where there are no runs. Leaving waits for the check to end, also when another check
+    failed first (whose fault is the one reported)."""
+    if not store.has_runs or since is not None:
+        yield None
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="audit-runs") as beside:
+        yield beside.submit(store.runs_fault, 0, 0)
+
+
+def _check_runs(store: Store, rep: AuditReport, full: Future[str | None] | None) -> None:
     """SQLite's content-hash runs (D142) list every entry audited once, under its own key
-    (all of them, and every listed row, on a full audit; the new ones on a resumed one)."""
+    (all of them, and every listed row, on a full audit: `full`, the check started beside the
+    others, unless the audit asked to resume fell back to a full one; the new ones on a
+    resumed one)."""
     start = rep.resumed_from or 0
-    fault = store.runs_fault(start, rep.tree_size)
+    fault = (full.result() if full is not None and start == 0
+             else store.runs_fault(start, rep.tree_size))
     if fault is not None:
         raise _Fault(said("the content-hash index: {fault}", fault=fault))
     rep.checked.append(
@@ -1058,6 +1075,8 @@ class _pool:
             how = "fork" if threading.active_count() == 1 and _can_fork() else "spawn"
             self.executor = ProcessPoolExecutor(
                 workers, mp_context=multiprocessing.get_context(how))
+            if how == "fork":  # every worker forked now, while this is the only thread (a
+                self.executor.submit(int).result()  # check started beside comes next)
 
     def __enter__(self) -> Executor | None:
         return self.executor
