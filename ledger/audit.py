@@ -193,27 +193,39 @@ def audit(
 
 
 @contextlib.contextmanager
-def _runs_beside(store: Store, since: AuditState | None) -> Iterator[Future[str | None] | None]:
-    """A full audit's check of SQLite's content-hash runs, started in a thread beside the
-    other checks (D143: tens of seconds at 10 M entries, which SQLite runs without the GIL);
-    None for a resumed audit (its check of the new entries is a seek each, done after) and
-    where there are no runs. Leaving waits for the check to end, also when another check
-    failed first (whose fault is the one reported)."""
-    if not store.has_runs or since is not None:
+def _runs_beside(store: Store, since: AuditState | None
+                 ) -> Iterator[Future[tuple[str | None, int]] | None]:
+    """A full audit's check of SQLite's content-hash runs (`Store.runs_whole_fault`), started
+    in a thread beside the other checks (D143: tens of seconds at 10 M entries, which SQLite
+    runs without the GIL); None for a resumed audit (its check of the new entries is a seek
+    each, done after), where there are no runs, and for an in-memory database (a second
+    connection would open another, empty one). If the audit stops first (another check's
+    fault, an interrupt), the check is interrupted, and waited for."""
+    if not store.has_runs or since is not None or _own_url(store) is None:
         yield None
         return
+    stop = threading.Event()
     with ThreadPoolExecutor(1, thread_name_prefix="audit-runs") as beside:
-        yield beside.submit(store.runs_fault, 0, 0)
+        try:
+            yield beside.submit(store.runs_whole_fault, stop)
+        except BaseException:
+            stop.set()
+            raise
 
 
-def _check_runs(store: Store, rep: AuditReport, full: Future[str | None] | None) -> None:
-    """SQLite's content-hash runs (D142) list every entry audited once, under its own key
-    (all of them, and every listed row, on a full audit: `full`, the check started beside the
-    others, unless the audit asked to resume fell back to a full one; the new ones on a
-    resumed one)."""
+def _check_runs(store: Store, rep: AuditReport,
+                whole: Future[tuple[str | None, int]] | None) -> None:
+    """SQLite's content-hash runs (D142) list every entry audited once, under its own key:
+    all of them, and every listed row, on a full audit (`whole`: the check started beside
+    the others, whose snapshot may end before the audit's last block: the entries past it are
+    checked one by one here); the new ones on a resumed one."""
     start = rep.resumed_from or 0
-    fault = (full.result() if full is not None and start == 0
-             else store.runs_fault(start, rep.tree_size))
+    if whole is not None and start == 0:
+        fault, covered = whole.result()
+        if fault is None and covered < rep.tree_size:
+            fault = store.runs_fault(covered, rep.tree_size)
+    else:
+        fault = store.runs_fault(start, rep.tree_size)
     if fault is not None:
         raise _Fault(said("the content-hash index: {fault}", fault=fault))
     rep.checked.append(
@@ -1076,7 +1088,11 @@ class _pool:
             self.executor = ProcessPoolExecutor(
                 workers, mp_context=multiprocessing.get_context(how))
             if how == "fork":  # every worker forked now, while this is the only thread (a
-                self.executor.submit(int).result()  # check started beside comes next)
+                try:  # check started beside comes next)
+                    self.executor.submit(int).result()
+                except BaseException:
+                    self.executor.shutdown(wait=True, cancel_futures=True)
+                    raise
 
     def __enter__(self) -> Executor | None:
         return self.executor

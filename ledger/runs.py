@@ -145,7 +145,7 @@ being spread evenly, fewer of each smaller one; no run has a smaller key left af
 
 
 def totals_sql(table: str) -> str:
-    """The log's size (its greatest seq + 1: one seek; the audit has read every seq by then),
+    """The log's size (its greatest seq + 1, in this statement's snapshot: one seek),
     the listed rows of `table`, those whose entry has the row's key, the first place in seq
     order whose row's seq is not that place and that row's seq (NULLs if none: the i-th least
     seq is i, so with as many rows as entries none is listed twice or left out; the rows

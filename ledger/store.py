@@ -79,6 +79,7 @@ log = logging.getLogger("copyledger.store")
 
 UPKEEP_WAIT_S = (1.0, 60.0)  # the wait after a failed step of the runs' upkeep: first, at most
 UPKEEP_ROWS_AN_ENTRY = 8  # rows of the runs' upkeep a written entry owes (D142)
+RUNS_CHECK_STEPS = 100_000  # SQLite steps between two looks at the audit's stop (D143)
 
 LOCK_IDLE_PING_S = 1.0
 """A sequencer idle this long asks its lock's session for a round trip before its next block
@@ -1654,36 +1655,62 @@ class Store:
         return [key_text(k) for k, _ in rows], (rows[-1][0], int(rows[-1][1]))
 
     def runs_fault(self, start: int, end: int) -> str | None:
-        """What is wrong with SQLite's content-hash runs (D142), if anything; None where the
-        indexes are B-trees. From `start` 0 (a full audit): in each table the listed rows and
-        those that match their entry's key are as many as the entries, and the i-th least
-        listed seq is i, so every entry is listed once, under its own key (a read of every
-        listed row, a sort, and a read of every entry in seq order). From a later `start` (a
-        resumed audit): each entry from `start` to `end` - 1 is listed once in each table
+        """What is wrong with SQLite's content-hash runs (D142) for the entries `start` to
+        `end` - 1, if anything; None where the indexes are B-trees. From `start` 0 (a full
+        audit), `runs_whole_fault`, then the entries past what its snapshot held. From a later
+        `start` (a resumed audit, and those entries): each entry is listed once in each table
         under its own key (a seek a listed run, twice, an entry: what is new, not the whole
         log). The runs locate the entries that every read by content hash answers with."""
         if not self.has_runs:
             return None
+        if start == 0:
+            fault, start = self.runs_whole_fault()
+            if fault is not None or start >= end:
+                return fault
         with self._cursor() as run:
-            for table in runs.KEYS if start == 0 else ():
-                n, rows, matched, place, found = run(runs.totals_sql(table), ()).fetchone()
-                if place is not None and found < place:  # (seqs 0, 1, 1, ...)
-                    return said("{table}: entry {seq} is listed more than once", table=table,
-                                seq=int(found))
-                if place is not None:  # (seqs 0, 1, 3, ...)
-                    return said("{table}: entry {seq} is not listed", table=table,
-                                seq=int(place))
-                if rows != n:
-                    return said("{table}: {rows} listed rows, for {n} entries", table=table,
-                                rows=rows, n=n)
-                if matched != n:
-                    return said("{table}: a listed row does not match its entry's key",
-                                table=table)
-            bad = run(runs.UNLISTED_SQL, (start, end)).fetchone() if start else None
+            bad = run(runs.UNLISTED_SQL, (start, end)).fetchone()
         if bad is not None:
             return said("entry {seq}'s content hash is not listed once in each index",
                         seq=int(bad[0]))
         return None
+
+    def runs_whole_fault(self, stop: threading.Event | None = None) -> tuple[str | None, int]:
+        """What is wrong with SQLite's content-hash runs, over every entry and every listed
+        row, if anything; and how many entries that covered (the least of the two tables'
+        snapshots: a block sealed meanwhile is past it). In each table the listed rows and
+        those that match their entry's key are as many as the entries, and the i-th least
+        listed seq is i, so every entry is listed once, under its own key (a read of every
+        listed row, a sort, and a read of every entry in seq order: tens of seconds at 10 M
+        entries). Setting `stop`, from another thread, interrupts it (an OperationalError)."""
+        raw = self.engine.raw_connection()
+        driver = raw.driver_connection
+        assert driver is not None
+        if stop is not None:
+            driver.set_progress_handler(lambda: int(stop.is_set()), RUNS_CHECK_STEPS)
+        covered: int | None = None
+        try:
+            cur = driver.cursor()
+            for table in runs.KEYS:
+                n, rows, matched, place, found = cur.execute(runs.totals_sql(table)).fetchone()
+                covered = n if covered is None else min(covered, n)
+                if place is not None and found < place:  # (seqs 0, 1, 1, ...)
+                    return said("{table}: entry {seq} is listed more than once", table=table,
+                                seq=int(found)), 0
+                if place is not None:  # (seqs 0, 1, 3, ...)
+                    return said("{table}: entry {seq} is not listed", table=table,
+                                seq=int(place)), 0
+                if rows != n:
+                    return said("{table}: {rows} listed rows, for {n} entries", table=table,
+                                rows=rows, n=n), 0
+                if matched != n:
+                    return said("{table}: a listed row does not match its entry's key",
+                                table=table), 0
+            cur.close()
+        finally:
+            if stop is not None:
+                driver.set_progress_handler(None, 0)
+            raw.close()
+        return None, int(covered or 0)
 
     def content_hashes_of(self, start: int, end: int) -> list[str]:
         """The content hashes of entries `start` to `end` - 1 (a block or a few, by seq)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from sqlalchemy import create_engine
 
 from copyledger.ledger import entry as entry_mod
 from copyledger.ledger import note, runs
+from copyledger.ledger import store as store_mod
 from copyledger.ledger.audit import audit
 from copyledger.ledger.errors import AlreadyRegistered
 from copyledger.ledger.sequencer import Pending, Sequencer
@@ -336,6 +338,72 @@ def test_the_audit_finds_an_entry_the_runs_do_not_list_once_under_its_key(
     for case, problem in named.items():  # where the seqs in order depart from the entries
         if case in tamper:
             assert problem in str(rep.problem), rep
+    store.close()
+
+
+def test_the_whole_check_beside_the_audit_covers_the_entries_past_its_snapshot(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check of every listed row runs beside the other checks (D143), from a snapshot
+    taken when the audit starts: the entries sealed after it are checked one by one."""
+    path = tmp_path / "l.db"
+    store, vkey = _log(path, 12)
+    _tamper(path, "DELETE FROM runs_by_hash WHERE seq = 10")
+    whole = store.runs_whole_fault
+    assert whole()[0] is not None  # (a whole check that sees entry 10 finds it)
+
+    def as_if_it_began_at_eight(stop: threading.Event | None = None) -> tuple[str | None, int]:
+        assert stop is not None  # (started beside the audit, with a way to stop it)
+        return None, 8  # (its snapshot held entries 0-7, all listed once)
+
+    monkeypatch.setattr(store, "runs_whole_fault", as_if_it_began_at_eight)
+    rep = audit(store, vkey)
+    assert not rep.ok and "entry 10's content hash is not listed once" in str(rep.problem), rep
+    store.close()
+
+
+def test_the_whole_check_stops_when_asked(tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """An audit that stops first (another fault, an interrupt) interrupts the check beside
+    it rather than wait for tens of seconds at 10 M entries."""
+    store, _ = _log(tmp_path / "l.db", 12)
+    monkeypatch.setattr(store_mod, "RUNS_CHECK_STEPS", 1)
+    stop = threading.Event()
+    assert store.runs_whole_fault(stop) == (None, 12)
+    stop.set()
+    with pytest.raises(sqlite3.OperationalError, match="interrupted"):
+        store.runs_whole_fault(stop)
+    store.close()
+
+
+def test_an_audit_that_fails_first_stops_the_check_beside_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another check's fault is the one reported, and the check of the runs is asked to stop
+    rather than waited for to its end."""
+    store, _ = _log(tmp_path / "l.db", 4)
+    asked: list[bool] = []
+
+    def long_check(stop: threading.Event | None = None) -> tuple[str | None, int]:
+        assert stop is not None
+        asked.append(stop.wait(timeout=20))
+        return None, 4
+
+    monkeypatch.setattr(store, "runs_whole_fault", long_check)
+    other = FileSigner.generate("test.example/log", tmp_path / "other.pem")  # not the log's key
+    rep = audit(store, note.format_verifier_key(other.name, other.public_key))
+    assert not rep.ok and "content-hash" not in str(rep.problem), rep
+    assert asked == [True]
+    store.close()
+
+
+def test_an_in_memory_log_is_audited_whole(tmp_path: Path) -> None:
+    """In memory, a second connection (another thread's) opens another, empty database: the
+    check of the runs is then not started beside the others but run after them, here."""
+    signer = FileSigner.generate("test.example/log", tmp_path / "k.pem")
+    store = Store.open("sqlite://")
+    assert store.has_runs
+    rep = audit(store, note.format_verifier_key(signer.name, signer.public_key))
+    assert rep.ok, rep
+    assert "the content-hash index lists every entry once, under its own key" in rep.checked
     store.close()
 
 
