@@ -222,8 +222,8 @@ def _check_runs(store: Store, rep: AuditReport,
     start = rep.resumed_from or 0
     if whole is not None and start == 0:
         fault, covered = whole.result()
-        if fault is None and covered < rep.tree_size:
-            fault = store.runs_fault(covered, rep.tree_size)
+        if fault is None:
+            fault = store.runs_unlisted_fault(covered, rep.tree_size)
     else:
         fault = store.runs_fault(start, rep.tree_size)
     if fault is not None:

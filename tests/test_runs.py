@@ -372,6 +372,15 @@ def test_the_whole_check_stops_when_asked(tmp_path: Path,
     stop.set()
     with pytest.raises(sqlite3.OperationalError, match="interrupted"):
         store.runs_whole_fault(stop)
+    # Every pooled connection is back without the stop's handler (the stop is still set).
+    idle = store.engine.pool.checkedin()  # type: ignore[attr-defined]
+    conns = [store.engine.raw_connection() for _ in range(idle + 1)]
+    try:
+        for c in conns:
+            assert c.cursor().execute("SELECT count(*) FROM runs_by_hash").fetchone() == (12,)
+    finally:
+        for c in conns:
+            c.close()
     store.close()
 
 
