@@ -1701,23 +1701,22 @@ class Store:
         try:
             if stop is not None:
                 driver.set_progress_handler(lambda: int(stop.is_set()), RUNS_CHECK_STEPS)
-            cur = driver.cursor()
-            for table in runs.KEYS:
-                n, rows, matched, place, found = cur.execute(runs.totals_sql(table)).fetchone()
-                covered = n if covered is None else min(covered, n)
-                if place is not None and found < place:  # (seqs 0, 1, 1, ...)
-                    return said("{table}: entry {seq} is listed more than once", table=table,
-                                seq=int(found)), 0
-                if place is not None:  # (seqs 0, 1, 3, ...)
-                    return said("{table}: entry {seq} is not listed", table=table,
-                                seq=int(place)), 0
-                if rows != n:
-                    return said("{table}: {rows} listed rows, for {n} entries", table=table,
-                                rows=rows, n=n), 0
-                if matched != n:
-                    return said("{table}: a listed row does not match its entry's key",
-                                table=table), 0
-            cur.close()
+            with contextlib.closing(driver.cursor()) as cur:
+                for table in runs.KEYS:
+                    n, rows, matched, place, found = cur.execute(runs.totals_sql(table)).fetchone()
+                    covered = n if covered is None else min(covered, n)
+                    if place is not None and found < place:  # (seqs 0, 1, 1, ...)
+                        return said("{table}: entry {seq} is listed more than once", table=table,
+                                    seq=int(found)), 0
+                    if place is not None:  # (seqs 0, 1, 3, ...)
+                        return said("{table}: entry {seq} is not listed", table=table,
+                                    seq=int(place)), 0
+                    if rows != n:
+                        return said("{table}: {rows} listed rows, for {n} entries", table=table,
+                                    rows=rows, n=n), 0
+                    if matched != n:
+                        return said("{table}: a listed row does not match its entry's key",
+                                    table=table), 0
         finally:
             if stop is not None:
                 driver.set_progress_handler(None, 0)

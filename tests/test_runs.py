@@ -4,17 +4,19 @@ middle of a merge, and through revision 0016's upgrade and downgrade."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import create_engine
+from sqlalchemy import Connection, create_engine
 
 from copyledger.ledger import entry as entry_mod
 from copyledger.ledger import note, runs
@@ -236,14 +238,23 @@ def test_the_upkeep_never_stops_the_sequencer(tmp_path: Path, caplog: pytest.Log
     _check(store)
     _listed_once(path)
     assert synced == {1}  # a step commits unsynced (NORMAL) ...
-    idle = store.engine.pool.checkedin()  # type: ignore[attr-defined]
-    conns = [store.engine.connect() for _ in range(idle + 1)]  # every pooled one, and a new
-    try:  # ... and every connection it used is back in the pool synced (FULL), failed or not
+    with _every_pooled(store) as conns:  # ... and every connection it used is back in the
+        # pool synced (FULL), failed or not
         assert {c.exec_driver_sql("PRAGMA synchronous").scalar() for c in conns} == {2}
+    store.close()
+
+
+@contextlib.contextmanager
+def _every_pooled(store: Store) -> Iterator[list[Connection]]:
+    """Every connection idle in the store's pool, and a new one: what a step or a check left
+    behind in the pool."""
+    idle = store.engine.pool.checkedin()  # type: ignore[attr-defined]
+    conns = [store.engine.connect() for _ in range(idle + 1)]
+    try:
+        yield conns
     finally:
         for c in conns:
             c.close()
-    store.close()
 
 
 def test_every_lookup_seeks_the_runs_and_scans_only_their_list(tmp_path: Path) -> None:
@@ -348,8 +359,7 @@ def test_the_whole_check_beside_the_audit_covers_the_entries_past_its_snapshot(
     path = tmp_path / "l.db"
     store, vkey = _log(path, 12)
     _tamper(path, "DELETE FROM runs_by_hash WHERE seq = 10")
-    whole = store.runs_whole_fault
-    assert whole()[0] is not None  # (a whole check that sees entry 10 finds it)
+    assert store.runs_whole_fault()[0] is not None  # (a whole check that sees entry 10 finds it)
 
     def as_if_it_began_at_eight(stop: threading.Event | None = None) -> tuple[str | None, int]:
         assert stop is not None  # (started beside the audit, with a way to stop it)
@@ -373,14 +383,9 @@ def test_the_whole_check_stops_when_asked(tmp_path: Path,
     with pytest.raises(sqlite3.OperationalError, match="interrupted"):
         store.runs_whole_fault(stop)
     # Every pooled connection is back without the stop's handler (the stop is still set).
-    idle = store.engine.pool.checkedin()  # type: ignore[attr-defined]
-    conns = [store.engine.raw_connection() for _ in range(idle + 1)]
-    try:
+    with _every_pooled(store) as conns:
         for c in conns:
-            assert c.cursor().execute("SELECT count(*) FROM runs_by_hash").fetchone() == (12,)
-    finally:
-        for c in conns:
-            c.close()
+            assert c.exec_driver_sql("SELECT count(*) FROM runs_by_hash").scalar() == 12
     store.close()
 
 
