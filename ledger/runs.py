@@ -24,7 +24,7 @@ its commit allows 30,000-39,000 entries/s with them (D105)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,10 +41,6 @@ KEYS: dict[str, tuple[str, ...]] = {
     "runs_by_hash": ("sha256", "seq"),
     "runs_by_registrant": ("registrant", "sha256", "seq"),
 }
-
-# A run's rows, as the block writes them: (sha256 32 bytes, seq, registrant).
-Key = tuple[bytes, int, str]
-
 
 def create_sql() -> list[str]:
     """The DDL of the runs' tables (revision 0016)."""
@@ -72,14 +68,16 @@ def fill_sql() -> list[str]:
     return out
 
 
-def add(cur: Any, run: int, keys: Sequence[Key]) -> None:
+def add(cur: Any, run: int, first: int, count: int) -> None:
     """A block's keys as the new level-0 run `run`, inside the block's transaction (`cur`: a
-    driver cursor of it), listed at once: the block and its run commit together."""
-    cur.execute("INSERT INTO content_runs (run, level, keys) VALUES (?, 0, ?)", (run, len(keys)))
-    cur.executemany("INSERT INTO runs_by_hash (run, sha256, seq) VALUES (?, ?, ?)",
-                    sorted((run, h, s) for h, s, _ in keys))
-    cur.executemany("INSERT INTO runs_by_registrant (run, registrant, sha256, seq) "
-                    "VALUES (?, ?, ?, ?)", sorted((run, r, h, s) for h, s, r in keys))
+    driver cursor of it), listed at once: the block and its run commit together. The keys
+    are copied from the block's entries (seqs `first` to `first + count - 1`, written just
+    before in the same transaction), sorted by SQLite: no row through Python (D144)."""
+    cur.execute("INSERT INTO content_runs (run, level, keys) VALUES (?, 0, ?)", (run, count))
+    for table, key in KEYS.items():
+        cols = ", ".join(key)
+        cur.execute(f"INSERT INTO {table} (run, {cols}) SELECT ?, {cols} FROM entries "
+                    f"WHERE seq >= ? AND seq < ? ORDER BY {cols}", (run, first, first + count))
 
 
 # -- lookups: each one statement (one snapshot), over the listed runs ---------------------------

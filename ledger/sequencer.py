@@ -436,13 +436,13 @@ class Sequencer:
                 if self._stopping:  # stopped, and nothing left to seal
                     return
                 if idle_work:
-                    self.store.upkeep()
+                    self._upkeep()
                     continue
                 if time.monotonic() < last_seal + self.heartbeat:
                     continue  # (woken for the upkeep's wait, not the heartbeat)
                 self._seal_guarded([])
                 last_seal = time.monotonic()
-                self.store.upkeep()
+                self._upkeep()
                 continue
             batch, done = self._collect(first)
             if batch:
@@ -450,9 +450,14 @@ class Sequencer:
                 self._seal_guarded(batch)
                 if self.state.last is not before:  # a block of only earlier registrations
                     last_seal = time.monotonic()  # (D94) seals none: the heartbeat is due
-                self.store.upkeep()  # between blocks: a step of the runs' merges (D142)
+                self._upkeep()  # between blocks: steps of the runs' merges (D142)
             if done:
                 return
+
+    def _upkeep(self) -> None:
+        """Steps of the content-hash runs' upkeep, none while blocks wait to be sealed unless
+        too much is owed (`Store.upkeep`, D144): their writers wait for their receipts."""
+        self.store.upkeep(waiting=lambda: not self._queue.empty())
 
     def _collect(self, first: _Item | list[_Item] | _Group | None
                  ) -> tuple[list[_Item], bool]:

@@ -79,6 +79,9 @@ log = logging.getLogger("copyledger.store")
 
 UPKEEP_WAIT_S = (1.0, 60.0)  # the wait after a failed step of the runs' upkeep: first, at most
 UPKEEP_ROWS_AN_ENTRY = 8  # rows of the runs' upkeep a written entry owes (D142)
+# The most rows of upkeep a writer with blocks waiting may owe before it steps anyway (D144):
+# those of 25,000 entries, about a step for every 2,500 entries it is behind.
+UPKEEP_MOST_OWED = 25_000 * UPKEEP_ROWS_AN_ENTRY
 # SQLite's steps between two looks at the audit's stop (D143): each look takes the GIL, so
 # 100,000 (some 470 a second) made the check twice as slow beside a busy thread; this is about
 # one look in 0.2 s.
@@ -1131,8 +1134,7 @@ class Store:
                     self._insert_many(conn, "entries", _ENTRY_COLS, stored)
                     if self.has_runs:
                         with contextlib.closing(self._driver_cursor(conn)) as cur:
-                            runs.add(cur, self.runs.next_run(cur),
-                                     [(r[4], r[0], r[5]) for r in stored])
+                            runs.add(cur, self.runs.next_run(cur), rows[0].seq, len(rows))
                 if links:
                     conn.exec_driver_sql(
                         self._insert_sql("entry_links", ("target", "seq", "rel")), list(links)
@@ -1193,19 +1195,28 @@ class Store:
         with self.engine.connect() as conn:
             return {int(seq): (str(a), str(k), str(h)) for seq, a, k, h in conn.execute(q)}
 
-    def upkeep(self) -> bool:
+    def upkeep(self, waiting: Callable[[], bool] | None = None) -> bool:
         """The content-hash runs' upkeep (`runs.Runs.step`: merges' steps, garbage deleted),
         each step in a transaction of its own; the sequencer calls it after each block it
         seals and while it is idle (`upkeep_due`). One step, and more while the blocks
         written since owe work (`UPKEEP_ROWS_AN_ENTRY` rows of steps an entry: about a copy
-        and a deletion a level), so merges keep up with blocks of any size. Whether it did
-        anything; False on PostgreSQL and on a schema without runs. It never raises: a
-        failure is logged, the step forgotten (the block before it is committed either way,
-        and the next step reads the state again) and the next one tried after a wait that
-        doubles with each failure in a row (1 s to 60 s), so the upkeep can neither stop the
-        sequencer nor spin."""
+        and a deletion a level), so merges keep up with blocks of any size.
+
+        `waiting`: whether blocks wait to be sealed. While it says so, no step is taken
+        unless more than `UPKEEP_MOST_OWED` rows are owed (D144): a block's writers wait for
+        their receipts behind the steps before it, so the steps are left for the writer's
+        idle moments, and only a writer that has none falls behind, by a bounded amount.
+
+        Whether it did anything; False on PostgreSQL and on a schema without runs. It never
+        raises: a failure is logged, the step forgotten (the block before it is committed
+        either way, and the next step reads the state again) and the next one tried after a
+        wait that doubles with each failure in a row (1 s to 60 s), so the upkeep can neither
+        stop the sequencer nor spin."""
         did = False
         while self.upkeep_due():
+            if (waiting is not None and self._upkeep_debt <= UPKEEP_MOST_OWED
+                    and waiting()):
+                return did  # (what is owed stays owed)
             done = self._upkeep_step()
             did |= done > 0
             self._upkeep_debt -= done
