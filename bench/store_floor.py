@@ -130,9 +130,10 @@ def ours(url: str, key: Path, entries: int, block: int) -> tuple[list[Sample], l
 
     upkeep = store.upkeep
 
-    def timed_upkeep() -> bool:  # (SQLite's runs, D142: a step after each block, in its sample)
+    def timed_upkeep(*args: Any, **kwargs: Any) -> bool:  # (SQLite's runs, D142: the steps
+        # after each block, in its sample; none while blocks wait, D144)
         w, c, t = written(), time.thread_time(), time.perf_counter()
-        did = upkeep()
+        did = upkeep(*args, **kwargs)
         if samples:
             n, cpu, wall, wrote = samples[-1]
             samples[-1] = (n, cpu + time.thread_time() - c, wall + time.perf_counter() - t,

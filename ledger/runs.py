@@ -8,8 +8,9 @@ two `WITHOUT ROWID` tables keyed by the run first, so a run lands at the right e
 table, a few sequential pages. Once `fanout` runs of one level are live they are merged into
 one run of the next level, a bounded step at a time between blocks and while the sequencer is
 idle (`Runs.step`), lowest levels first, so the number of live runs stays small (about
-`fanout` - 1 a level, and a level holds `fanout` times the entries of the one below). A lookup
-seeks each live run.
+`fanout` - 1 a level, and a level holds `fanout` times the entries of the one below). While
+blocks wait to be sealed the steps wait, within bounds (`Store.upkeep`, D144), so level 0
+may then hold more. A lookup seeks each live run.
 
 Which runs are live is the table `content_runs`. A run is listed there by the transaction
 that completes it (a block's, or a merge's last step, which also unlists the runs it merged),
@@ -226,6 +227,10 @@ class Runs:
         under way start over; their rows so far are garbage)."""
         self._loaded, self._merges, self._garbage = False, {}, []
 
+    def listed(self, level: int) -> int:
+        """Listed runs of `level`, as last read and kept since (0 before the first step)."""
+        return self._levels.get(level, 0)
+
     def added(self) -> None:
         """A block's run is committed (listed at level 0)."""
         self._levels[0] = self._levels.get(0, 0) + 1
@@ -249,8 +254,8 @@ class Runs:
         one cannot hold the many small ones back), a merge is started on each level holding
         `fanout` listed runs no merge reads, and what is left of the budget deletes garbage.
         Returns the rows it copied or deleted (the most in one table, step by step; 0: it did
-        nothing). Called by the writer between blocks, and while it is idle; if the
-        transaction fails, the caller calls `forget`."""
+        nothing). Called by the writer between blocks (unless blocks wait, D144), and while it
+        is idle; if the transaction fails, the caller calls `forget`."""
         if not self._loaded:
             listed = {int(r) for r, in cur.execute(LIVE).fetchall()}
             self._garbage = sorted(set(_stored_runs(cur)) - listed)

@@ -79,9 +79,11 @@ log = logging.getLogger("copyledger.store")
 
 UPKEEP_WAIT_S = (1.0, 60.0)  # the wait after a failed step of the runs' upkeep: first, at most
 UPKEEP_ROWS_AN_ENTRY = 8  # rows of the runs' upkeep a written entry owes (D142)
-# The most rows of upkeep a writer with blocks waiting may owe before it steps anyway (D144):
-# those of 25,000 entries, about a step for every 2,500 entries it is behind.
+# A writer with blocks waiting steps anyway past either bound (D144): rows of upkeep owed
+# (those of 25,000 entries), or level-0 runs listed (each a block's, each sought by every
+# lookup, the writer's own included: small blocks must not pile up thousands).
 UPKEEP_MOST_OWED = 25_000 * UPKEEP_ROWS_AN_ENTRY
+UPKEEP_MOST_BLOCK_RUNS = 4 * runs.FANOUT
 # SQLite's steps between two looks at the audit's stop (D143): each look takes the GIL, so
 # 100,000 (some 470 a second) made the check twice as slow beside a busy thread; this is about
 # one look in 0.2 s.
@@ -1133,6 +1135,8 @@ class Store:
                     stored = _stored_rows(rows)
                     self._insert_many(conn, "entries", _ENTRY_COLS, stored)
                     if self.has_runs:
+                        # (a block's seqs are consecutive: its run is copied by their range)
+                        assert rows[-1].seq - rows[0].seq == len(rows) - 1
                         with contextlib.closing(self._driver_cursor(conn)) as cur:
                             runs.add(cur, self.runs.next_run(cur), rows[0].seq, len(rows))
                 if links:
@@ -1203,7 +1207,8 @@ class Store:
         and a deletion a level), so merges keep up with blocks of any size.
 
         `waiting`: whether blocks wait to be sealed. While it says so, no step is taken
-        unless more than `UPKEEP_MOST_OWED` rows are owed (D144): a block's writers wait for
+        unless more than `UPKEEP_MOST_OWED` rows are owed or more than
+        `UPKEEP_MOST_BLOCK_RUNS` level-0 runs are listed (D144): a block's writers wait for
         their receipts behind the steps before it, so the steps are left for the writer's
         idle moments, and only a writer that has none falls behind, by a bounded amount.
 
@@ -1215,7 +1220,7 @@ class Store:
         did = False
         while self.upkeep_due():
             if (waiting is not None and self._upkeep_debt <= UPKEEP_MOST_OWED
-                    and waiting()):
+                    and self.runs.listed(0) <= UPKEEP_MOST_BLOCK_RUNS and waiting()):
                 return did  # (what is owed stays owed)
             done = self._upkeep_step()
             did |= done > 0

@@ -244,26 +244,30 @@ def test_the_upkeep_never_stops_the_sequencer(tmp_path: Path, caplog: pytest.Log
     store.close()
 
 
-@pytest.mark.parametrize("most_owed", [None, 16])
+@pytest.mark.parametrize("bound", [None, "owed", "runs"])
 def test_the_upkeep_waits_for_the_blocks_waiting_while_it_owes_little(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, most_owed: int | None) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bound: str | None) -> None:
     """Blocks waiting to be sealed go first: the sequencer takes no step of the runs' upkeep
-    between them while it owes at most `UPKEEP_MOST_OWED` rows (D144), and steps when idle;
-    past that bound it steps between them too, so it falls behind only so far."""
-    if most_owed is not None:
-        monkeypatch.setattr(store_mod, "UPKEEP_MOST_OWED", most_owed)
+    between them while it owes at most `UPKEEP_MOST_OWED` rows and level 0 lists at most
+    `UPKEEP_MOST_BLOCK_RUNS` runs (D144), and steps when idle; past either bound it steps
+    between them too, so it falls behind only so far."""
+    # Each bound tried alone: two entries' rows, or three runs of single-entry blocks.
+    most_owed = 16 if bound == "owed" else 10**9
+    most_runs = 3 if bound == "runs" else 10**9
+    monkeypatch.setattr(store_mod, "UPKEEP_MOST_OWED", most_owed)
+    monkeypatch.setattr(store_mod, "UPKEEP_MOST_BLOCK_RUNS", most_runs)
     path = tmp_path / "l.db"
     signer = FileSigner.generate("test.example/log", tmp_path / "k.pem")
     store = Store.open(f"sqlite:///{path}")
     store.runs = runs.Runs(fanout=2, step_rows=1)
     seq = Sequencer(store, lambda t, _c: sign_note(t, [signer]), "test.example/log",  # type: ignore[arg-type]
                     linger=0.0, max_batch=1)  # (a block an entry)
-    steps: list[tuple[int, int]] = []  # (blocks waiting, rows owed) at each step
+    steps: list[tuple[int, int, int]] = []  # (blocks waiting, rows owed, level-0 runs) a step
     real_step, real_append = store._upkeep_step, store.append_block
     held = threading.Event()
 
     def step() -> int:
-        steps.append((seq._queue.qsize(), store._upkeep_debt))
+        steps.append((seq._queue.qsize(), store._upkeep_debt, store.runs.listed(0)))
         return real_step()
 
     def append_block(*args: Any, **kwargs: Any) -> None:
@@ -277,14 +281,15 @@ def test_the_upkeep_waits_for_the_blocks_waiting_while_it_owes_little(
     held.set()
     for f in futures:
         f.result(timeout=60)
-    wait_for(lambda: not store.runs.due(), "the idle upkeep", timeout=30)
+    wait_for(lambda: not store.runs.due(), "the idle upkeep")
     seq.stop()
-    behind = [(waiting, owed) for waiting, owed in steps if waiting > 0]
-    if most_owed is None:
+    behind = [step for step in steps if step[0] > 0]
+    if bound is None:
         assert behind == []
-    else:  # owed past the bound: a step between blocks, and only then
-        assert behind and all(owed > most_owed for _, owed in behind), behind
-    assert any(waiting == 0 for waiting, _ in steps)  # the idle ones
+    else:  # past a bound: a step between blocks, and only then
+        assert behind and all(owed > most_owed or listed > most_runs
+                              for _, owed, listed in behind), behind
+    assert any(waiting == 0 for waiting, _, _ in steps)  # the idle ones
     _check(store)
     _listed_once(path)
     store.close()
