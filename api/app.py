@@ -115,6 +115,12 @@ CLOCK_REFUSED = Gauge("copyledger_entries_refused_clock",
                       "Entries this process's sequencer refused, nothing recorded, because a "
                       "host's clock stamped them more than 0.5 s ahead of its own (D117; "
                       "cumulative)", registry=REGISTRY)
+CONTENT_FILTER_READY = Gauge(
+    "copyledger_content_filter_ready",
+    "1 once this process sequences and its filter of the log's content hashes (D103) holds "
+    "every hash of the log; 0 while the scan that fills it at start runs (about 25 s at "
+    "10,000,000 entries; until then each block reads its works from the database), where the "
+    "filter is off, or in a process that does not sequence", registry=REGISTRY)
 CLOCK_AHEAD = Gauge("copyledger_blocks_sealed_ahead",
                     "Blocks this process sealed at an entry's received_at ahead of its own clock "
                     "(D117: a host's clock runs ahead, by at most 0.5 s; cumulative)",
@@ -350,6 +356,7 @@ def _watch_sequencer(node: Node) -> None:
     WAKEUPS.set_function(lambda: float(seq.wakeups))
     CLOCK_REFUSED.set_function(lambda: float(seq.clock_refused))
     CLOCK_AHEAD.set_function(lambda: float(seq.clock_ahead_blocks))
+    CONTENT_FILTER_READY.set_function(lambda: float(seq.content_filter_ready))
     for phase in seq.spent:  # every phase, from the start
         SEAL_SECONDS.labels(phase).set_function(functools.partial(seq.spent.__getitem__, phase))
 

@@ -273,6 +273,12 @@ class Sequencer:
         self.clock_refused = 0  # entries refused for a clock too far ahead (D117)
         self.clock_ahead_blocks = 0  # blocks sealed at a `received_at` ahead of this clock
 
+    @property
+    def content_filter_ready(self) -> bool:
+        """Whether the filter of the log's content hashes (D103) holds every hash of the log:
+        until its scan at start ends, each block reads its works from the database instead."""
+        return self.seen is not None and self.seen.ready
+
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:

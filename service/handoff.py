@@ -1190,6 +1190,11 @@ class Handoff:
         return self.local.clock_ahead_blocks
 
     @property
+    def content_filter_ready(self) -> bool:
+        """Whether this process sequences and its filter of the log's content hashes is ready."""
+        return self.leading and self.local.content_filter_ready
+
+    @property
     def wakeups(self) -> int:
         """Event-loop wake-ups this process asked for to answer its writers: from sealing here
         and from answers handed back."""

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from copyledger.ledger import jcs, merkle, note
 from copyledger.service.apikeys import create_key
 from copyledger.service.node import Node
-from tests.helpers import open_registry, sha, work_body
+from tests.helpers import open_registry, sha, wait_for, work_body
 
 
 @pytest.fixture
@@ -226,7 +226,8 @@ def test_metrics_say_a_process_is_barred_for_its_secret(client: TestClient, reg:
     assert "copyledger_handoff_barred 1.0" in client.get("/metrics").text
 
 
-def test_metrics_count_requests_and_seals(client: TestClient, creator: dict[str, str]) -> None:
+def test_metrics_count_requests_and_seals(client: TestClient, creator: dict[str, str],
+                                          reg: Node) -> None:
     register(client, creator, 0)
     client.get("/v1/entries/99")
     text = client.get("/metrics").text
@@ -241,6 +242,13 @@ def test_metrics_count_requests_and_seals(client: TestClient, creator: dict[str,
     assert "copyledger_entries_refused_clock 0.0" in text  # (D117)
     assert "copyledger_blocks_sealed_ahead 0.0" in text
     assert float(seconds["commit"]) > 0 and float(seconds["sign"]) > 0
+    # The content filter (D103): ready once its scan at start has read the log.
+    seq = reg.sequencer
+    wait_for(lambda: seq.content_filter_ready, "the content-hash scan")
+    assert "copyledger_content_filter_ready 1.0" in client.get("/metrics").text
+    assert seq.seen is not None  # type: ignore[union-attr]
+    seq.seen._ready = None  # type: ignore[union-attr]  # (as before the scan ends)
+    assert "copyledger_content_filter_ready 0.0" in client.get("/metrics").text
     assert float(re.findall(r"^copyledger_answer_wakeups (\S+)", text, re.M)[0]) >= 1
 
 

@@ -332,6 +332,7 @@ def test_a_process_with_another_secret_never_sequences(
     try:
         assert first.leading
         assert first.submit(pending(1)).result(60).seq == 0
+        wait_for(lambda: first.content_filter_ready, "the leader's content filter")
         with psycopg.connect(pg_dsn(url), autocommit=True) as admin:
             (check,) = admin.execute("SELECT secret_check FROM handoff_secret").fetchone()
         assert check == right.secret_check != wrong.secret_check
@@ -351,6 +352,7 @@ def test_a_process_with_another_secret_never_sequences(
     admin_store = Store.open(url)
     try:
         assert not odd.leading and odd.barred
+        assert not odd.content_filter_ready  # (it does not sequence)
         assert _published(url) == right.advertise  # nothing of its own written
         again, st3 = started(right, "again")  # the lock was given up, and is left alone
         try:
