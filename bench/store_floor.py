@@ -131,7 +131,7 @@ def ours(url: str, key: Path, entries: int, block: int) -> tuple[list[Sample], l
     upkeep = store.upkeep
 
     def timed_upkeep(*args: Any, **kwargs: Any) -> bool:  # (SQLite's runs, D142: the steps
-        # after each block, in its sample; none while blocks wait, D144)
+        # after each block, in its sample; while blocks wait, only past D144's bounds)
         w, c, t = written(), time.thread_time(), time.perf_counter()
         did = upkeep(*args, **kwargs)
         if samples:

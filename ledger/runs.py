@@ -43,6 +43,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "runs_by_registrant": ("registrant", "sha256", "seq"),
 }
 
+
 def create_sql() -> list[str]:
     """The DDL of the runs' tables (revision 0016)."""
     out = ["CREATE TABLE content_runs (run INTEGER PRIMARY KEY, level INTEGER NOT NULL, "
@@ -228,7 +229,8 @@ class Runs:
         self._loaded, self._merges, self._garbage = False, {}, []
 
     def listed(self, level: int) -> int:
-        """Listed runs of `level`, as last read and kept since (0 before the first step)."""
+        """Listed runs of `level`, as last read and kept since; before the first step reads
+        them, only those this process's blocks added."""
         return self._levels.get(level, 0)
 
     def added(self) -> None:

@@ -276,8 +276,10 @@ class Sequencer:
     @property
     def content_filter_ready(self) -> bool:
         """Whether the filter of the log's content hashes (D103) holds every hash of the log:
-        until its scan at start ends, each block reads its works from the database instead."""
-        return self.seen is not None and self.seen.ready
+        until its scan at start ends, each block reads its works from the database instead.
+        False once stopping (a scan may still finish after it was asked to stop)."""
+        return (self._thread is not None and not self._stopping and self.seen is not None
+                and self.seen.ready)
 
     # -- lifecycle ----------------------------------------------------------------------------
 

@@ -1191,8 +1191,9 @@ class Handoff:
 
     @property
     def content_filter_ready(self) -> bool:
-        """Whether this process sequences and its filter of the log's content hashes is ready."""
-        return self.leading and self.local.content_filter_ready
+        """Whether this process sequences (not stepping down) and its filter of the log's
+        content hashes is ready."""
+        return self.leading and not self._stepped_down and self.local.content_filter_ready
 
     @property
     def wakeups(self) -> int:

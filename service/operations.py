@@ -835,8 +835,7 @@ def _plain_built(sm_suite: bool, account: str, w: WorkIn, received_at: str,
     """`_pending(_work_entry(...))` for a plain work (no media type, metadata or
     fingerprints), its canonical bytes written straight from the fields (`plain_work`, proven
     to give `entry.encode`'s bytes); None for anything else, which `_work_entry` builds.
-    `once` as `Pending.once` (given here: a named tuple's `_replace` costs a batch ~1 µs a
-    work)."""
+    `once` as `Pending.once` (given here: a named tuple's `_replace` costs ~0.7 µs a work)."""
     if (w.fingerprints or w.metadata is not None or w.media_type is not None
             or (sm_suite and w.sm3 is None)):
         return None
@@ -845,7 +844,8 @@ def _plain_built(sm_suite: bool, account: str, w: WorkIn, received_at: str,
                       license=w.license, sm3=w.sm3)
     if data is None:
         return None
-    return orjson.loads(data), Pending(data, "work", w.sha256, account, (), once, received_at)
+    return orjson.loads(data), Pending(data=data, kind="work", sha256=w.sha256,
+                                       registrant=account, once=once, received_at=received_at)
 
 
 def _work_entry(sm_suite: bool, account: str, w: WorkIn, computed: dict[str, Any] | None,

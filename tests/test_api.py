@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from copyledger.ledger import jcs, merkle, note
+from copyledger.ledger.sequencer import Sequencer
 from copyledger.service.apikeys import create_key
 from copyledger.service.node import Node
 from tests.helpers import open_registry, sha, wait_for, work_body
@@ -244,10 +245,11 @@ def test_metrics_count_requests_and_seals(client: TestClient, creator: dict[str,
     assert float(seconds["commit"]) > 0 and float(seconds["sign"]) > 0
     # The content filter (D103): ready once its scan at start has read the log.
     seq = reg.sequencer
+    assert isinstance(seq, Sequencer)
     wait_for(lambda: seq.content_filter_ready, "the content-hash scan")
     assert "copyledger_content_filter_ready 1.0" in client.get("/metrics").text
-    assert seq.seen is not None  # type: ignore[union-attr]
-    seq.seen._ready = None  # type: ignore[union-attr]  # (as before the scan ends)
+    assert seq.seen is not None
+    seq.seen._ready = None  # (as before the scan ends)
     assert "copyledger_content_filter_ready 0.0" in client.get("/metrics").text
     assert float(re.findall(r"^copyledger_answer_wakeups (\S+)", text, re.M)[0]) >= 1
 

@@ -275,6 +275,9 @@ def test_the_upkeep_waits_for_the_blocks_waiting_while_it_owes_little(
         real_append(*args, **kwargs)
 
     seq.start()  # (its first block, the log's start, sealed)
+    # Its first idle step (reading the runs' state) done before any is recorded: a step that
+    # began idle must not be taken for one between blocks.
+    wait_for(lambda: not store.runs.due(), "the first idle step")
     store._upkeep_step = step  # type: ignore[method-assign]
     store.append_block = append_block  # type: ignore[method-assign]
     futures = [seq.submit(_pending(h % POOL, WHO[h % 3], "work", False)) for h in range(12)]

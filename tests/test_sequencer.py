@@ -579,8 +579,9 @@ def test_a_late_block_of_a_sequencer_that_lost_the_lock_reaches_the_filter(
 
     store = Store.open(database_url)
     s = make(store, signer, linger=0.001, content_filter=True)
+    assert not s.content_filter_ready  # (not started)
     s.start()
-    wait_for(lambda: s.seen is not None and s.seen.ready, "the content-hash scan")
+    wait_for(lambda: s.content_filter_ready, "the content-hash scan")
     late = make(Store.open(database_url), signer)  # never started: holds no lock
     late._seal([pending(7, once=True)])  # its block, committed behind the sequencer's back
     with pytest.raises(Exception):  # noqa: B017  (the clash on seq: whatever it is called)
@@ -589,6 +590,7 @@ def test_a_late_block_of_a_sequencer_that_lost_the_lock_reaches_the_filter(
         s.submit(pending(7, once=True)).result(120)
     assert [e.sha256 for part in store.iter_entries() for e in part].count(sha(7)) == 1
     s.stop()
+    assert s.seen is not None and s.seen.ready and not s.content_filter_ready  # (stopped)
     late.store.close()
     store.close()
 
