@@ -58,13 +58,17 @@ def create_sql() -> list[str]:
 _TYPES = {"sha256": "BLOB", "seq": "INTEGER", "registrant": "VARCHAR(64)"}
 
 
+def _copy_sql(table: str, run: str, where: str = "") -> str:
+    """The statement copying `table`'s keys of the entries (those `where` keeps) into run
+    `run` (a literal or a parameter), in key order: the run lands at the table's right edge."""
+    cols = ", ".join(KEYS[table])
+    return (f"INSERT INTO {table} (run, {cols}) SELECT {run}, {cols} FROM entries{where} "
+            f"ORDER BY {cols}")
+
+
 def fill_sql() -> list[str]:
     """Revision 0016's copy of an existing log's keys into one run (run 0), in key order."""
-    out = []
-    for table, key in KEYS.items():
-        cols = ", ".join(key)
-        out.append(f"INSERT INTO {table} (run, {cols}) SELECT 0, {cols} FROM entries "
-                   f"ORDER BY {cols}")
+    out = [_copy_sql(table, "0") for table in KEYS]
     out.append(f"INSERT INTO content_runs (run, level, keys) SELECT 0, {TOP_LEVEL}, count(*) "
                "FROM entries HAVING count(*) > 0")
     return out
@@ -76,10 +80,9 @@ def add(cur: Any, run: int, first: int, count: int) -> None:
     are copied from the block's entries (seqs `first` to `first + count - 1`, written just
     before in the same transaction), sorted by SQLite: no row through Python (D144)."""
     cur.execute("INSERT INTO content_runs (run, level, keys) VALUES (?, 0, ?)", (run, count))
-    for table, key in KEYS.items():
-        cols = ", ".join(key)
-        cur.execute(f"INSERT INTO {table} (run, {cols}) SELECT ?, {cols} FROM entries "
-                    f"WHERE seq >= ? AND seq < ? ORDER BY {cols}", (run, first, first + count))
+    for table in KEYS:
+        cur.execute(_copy_sql(table, "?", " WHERE seq >= ? AND seq < ?"),
+                    (run, first, first + count))
 
 
 # -- lookups: each one statement (one snapshot), over the listed runs ---------------------------
