@@ -222,7 +222,7 @@ def _copy_table(src: sqlite3.Connection, cur: Any, table: str, chunk: int,
     other = [c for c in cols if c not in blob]
     bad = "CASE " + " ".join(f"WHEN typeof({c}) = 'blob' THEN '{c}'" for c in other) + " END"
     rows = src.execute(f"SELECT {', '.join(picks)}, {bad if other else 'NULL'} FROM {table} "
-                       "ORDER BY rowid")
+                       f"ORDER BY {_order(src, table)}")
     n = 0
     with sends_may_wait(cur.connection), cur.copy(
             f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy:
@@ -234,6 +234,16 @@ def _copy_table(src: sqlite3.Connection, cur: Any, table: str, chunk: int,
             n += len(batch)
             progress(table, len(batch))
     return n
+
+
+def _order(src: sqlite3.Connection, table: str) -> str:
+    """The order a table's rows are read in: as they were inserted (rowid), or by the primary
+    key for a `WITHOUT ROWID` table, which has no rowid (`merkle_nodes` from revision 0017)."""
+    sql = src.execute("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?",
+                      (table,)).fetchone()
+    if sql and "WITHOUT ROWID" in " ".join(str(sql[0]).upper().split()):
+        return ", ".join(c.name for c in metadata.tables[table].primary_key.columns)
+    return "rowid"
 
 
 def _bytes_in_text(table: str, cols: list[str], row: tuple[Any, ...]) -> IntegrityError:
