@@ -237,9 +237,9 @@ def _copy_table(src: sqlite3.Connection, cur: Any, table: str, chunk: int,
 
 
 def _order(src: sqlite3.Connection, table: str) -> str:
-    """The order a table's rows are read in: as they were inserted (rowid), or by the primary
-    key for a `WITHOUT ROWID` table, which has no rowid (`merkle_nodes` from revision 0017)."""
-    sql = src.execute("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?",
+    """The order a table's rows are read in: by rowid, or by the primary key for a `WITHOUT
+    ROWID` table, which has no rowid (`merkle_nodes` from revision 0017)."""
+    sql = src.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?",
                       (table,)).fetchone()
     if sql and "WITHOUT ROWID" in " ".join(str(sql[0]).upper().split()):
         return ", ".join(c.name for c in metadata.tables[table].primary_key.columns)

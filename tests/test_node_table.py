@@ -43,7 +43,7 @@ def _table(path: Path) -> tuple[str, list[tuple[int, int, bytes]]]:
     """merkle_nodes' DDL and its rows in key order."""
     con = sqlite3.connect(path)
     try:
-        ddl, = con.execute("SELECT sql FROM sqlite_schema WHERE type = 'table' "
+        ddl, = con.execute("SELECT sql FROM sqlite_master WHERE type = 'table' "
                            "AND name = 'merkle_nodes'").fetchone()
         rows = con.execute("SELECT level, idx, hash FROM merkle_nodes "
                            "ORDER BY level, idx").fetchall()

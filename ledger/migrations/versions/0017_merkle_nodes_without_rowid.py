@@ -1,8 +1,8 @@
 """SQLite's `merkle_nodes` as a `WITHOUT ROWID` table (D145): a node is found by one B-tree
-search on (level, idx), not the primary-key index's and then the table's by rowid, so a proof
-reads about half the pages, and each node is written to one B-tree, not two. The rows are
-copied in key order into the new table, which takes the old one's name and its append-only
-triggers. PostgreSQL is unchanged."""
+search on (level, idx), not the primary-key index's and then the table's by rowid, and each
+node is written to one B-tree, not two. The rows are copied in key order into a new table,
+the old one is dropped (its triggers with it), and the new one takes its name; the
+append-only triggers are then created again. PostgreSQL is unchanged."""
 
 from __future__ import annotations
 
