@@ -242,13 +242,18 @@ def _order(src: sqlite3.Connection, table: str) -> str:
     sql = src.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?",
                       (table,)).fetchone()
     if sql and "WITHOUT ROWID" in " ".join(str(sql[0]).upper().split()):
-        return ", ".join(c.name for c in metadata.tables[table].primary_key.columns)
+        return ", ".join(_primary_key(table))
     return "rowid"
+
+
+def _primary_key(table: str) -> list[str]:
+    """The columns of `table`'s primary key, as the schema declares them."""
+    return [c.name for c in metadata.tables[table].primary_key.columns]
 
 
 def _bytes_in_text(table: str, cols: list[str], row: tuple[Any, ...]) -> IntegrityError:
     """The refusal of a row whose non-BLOB column holds bytes, naming the row by its key."""
-    keys = [c.name for c in metadata.tables[table].primary_key.columns] or cols[:1]
+    keys = _primary_key(table) or cols[:1]
     where = ", ".join(f"{k}={row[cols.index(k)]!r}" for k in keys)
     return IntegrityError(said("{table}.{column} holds bytes, not text, in the row {row}: "
                                "the copy cannot write it as the store reads it; correct the "
