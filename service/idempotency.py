@@ -141,6 +141,8 @@ class InFlight(Conflict):
 IN_FLIGHT = 0  # `status` of a claimed key whose request has not answered yet (D59)
 HEARTBEAT_S = 5.0  # how often a process refreshes the claims it holds (D69)
 ABANDONED_S = 60  # a claim not refreshed for this long was left by a process that died (D69)
+_GIVEN_UP = ("an idempotent answer (or a 503 put back) could not be kept; its claim will be "
+             "taken over after %s s")
 _KEEP_TRIES = 12  # a keep (or put-back) the database refused is tried again this many beats
 
 Held = tuple[str, str, str]  # (account, key, request_sha256): a request under its key
@@ -305,11 +307,11 @@ class Keys:
     def keep(self, claim: Claim, answer: Answer) -> None:
         """Keep the answer to replay (a success, or an Uncertain's 503) in this claim's row
         (or, the row no longer this claim's, in a row of its own unless the key has one: the
-        first one kept wins). It does not
-        raise for the database: the write it answers is done, and its writer must still get
-        that answer (D69). A keep the database refused is tried again by the heartbeat while
-        the claim is refreshed; after `_KEEP_TRIES` beats it is let go, so the claim ages out
-        and is taken over (the retry is then answered with the entry its block recorded, D132)."""
+        first one kept wins). It does not raise: the write it answers is done, and its writer
+        must still get that answer (D69). A keep the database refused is tried again by the
+        heartbeat while the claim is refreshed; after `_KEEP_TRIES` beats, or at once for a
+        fault other than the database's, it is let go, so the claim ages out and is taken over
+        (the retry is then answered with the entry its block recorded, D132)."""
         self._write(claim, _Pending(answer), "keeping an idempotent answer failed; trying again")
 
     def _write(self, claim: Claim, pending: _Pending, failed: str) -> None:
@@ -322,6 +324,9 @@ class Keys:
             with self._beat:
                 if claim in self._held:
                     self._held[claim] = pending
+            return
+        except Exception:  # not the database: a fault no retry mends
+            self._give_up(claim)
             return
         self._let_go(claim)
 
@@ -389,6 +394,8 @@ class Keys:
                     _claimed(claim), ~_was_written(int(time.time()) - self.ttl_s)))
         except SQLAlchemyError:
             log.warning("releasing an idempotency key failed; it ages out", exc_info=True)
+        except Exception:  # not the database: the refusal is still the writer's answer
+            log.exception("releasing an idempotency key failed; it ages out")
         finally:
             self._let_go(claim)
 
@@ -470,8 +477,19 @@ class Keys:
                     if claim in self._held:
                         self._held[claim] = replace(pending, tries=pending.tries + 1)
                 return
-            log.error("an idempotent answer (or a 503 put back) could not be kept; its claim "
-                      "will be taken over after %s s", self.abandoned_s)
+            log.error(_GIVEN_UP, self.abandoned_s)
+        except Exception:  # not the database: the other claims' keeps go on
+            self._give_up(claim)
+            return
+        self._let_go(claim)
+
+    def _give_up(self, claim: Claim) -> None:
+        """A keep or put-back failed for a reason other than the database (a fault in this
+        code): trying again would fail again, and a claim held on would be refreshed for as
+        long as the process lives, every retry told 409 (in progress). So it is let go and
+        ages out like a dead owner's; the retry is then answered from its entry, if the block
+        recorded one (D132), or run again."""
+        log.exception(_GIVEN_UP, self.abandoned_s)
         self._let_go(claim)
 
     def stop(self) -> None:

@@ -648,6 +648,120 @@ def test_a_keep_that_keeps_failing_lets_the_claim_age_out(
     assert tree_size(client) == n
 
 
+def _keep_breaks(reg: Node, monkeypatch: pytest.MonkeyPatch, key: str | None = None
+                 ) -> list[int]:
+    """Keeping an answer (under `key`, or any) fails with a fault that is not the database's
+    (a bug); returns the count of such failures, in a list."""
+    broke = [0]
+    put = reg.idempotency._put
+
+    def broken(request: Any, answer: Answer, over: Any, **also: int | str) -> None:
+        if key is None or request[1] == key:
+            broke[0] += 1
+            raise RuntimeError("a fault in the code, not the database")
+        put(request, answer, over, **also)
+
+    monkeypatch.setattr(reg.idempotency, "_put", broken)
+    return broke
+
+
+def _ages_out_and_is_answered_from_its_entry(client: TestClient, reg: Node, key: str,
+                                             body: dict[str, Any], first: Any) -> None:
+    """The claim under `key` is no longer refreshed: made a minute old, it stays so, and a
+    retry takes it over and is answered with the entry its block recorded (D132)."""
+    from copyledger.service import idempotency
+
+    n = tree_size(client)
+    old = int(time.time()) - idempotency.ABANDONED_S - 1  # as if a minute had passed
+    with reg.store.engine.begin() as conn:
+        conn.execute(update(idempotency_keys).where(idempotency_keys.c.key == key)
+                     .values(created=old))
+    time.sleep(0.2)  # twenty heartbeats: none refreshes it now
+    assert _row(reg, key).created == old
+    retry = client.post("/v1/works", json=body, headers={**bearer(reg, "alice"),
+                                                           "Idempotency-Key": key})
+    assert (retry.status_code, retry.json()) == (201, first.json())
+    assert tree_size(client) == n
+
+
+def test_a_keep_broken_by_a_fault_not_the_databases_answers_and_lets_the_claim_go(
+        api: Api, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A keep that fails for a reason other than the database (a bug) is not retried (it
+    would fail again) and does not keep its claim: the writer still gets its receipt, not a
+    500, and the claim ages out instead of being refreshed for as long as the process lives,
+    every retry told 409."""
+    client, reg = api
+    reg.idempotency.heartbeat_s = 0.01
+    broke = _keep_breaks(reg, monkeypatch)
+    body = work_body("keep-breaks")
+    first = client.post("/v1/works", json=body,
+                        headers={**bearer(reg, "alice"), "Idempotency-Key": "keep-breaks"})
+    assert first.status_code == 201, first.text
+    assert broke == [1] and "could not be kept" in caplog.text
+    assert _row(reg, "keep-breaks").status == 0  # still in flight, not kept
+    monkeypatch.undo()
+    _ages_out_and_is_answered_from_its_entry(client, reg, "keep-breaks", body, first)
+
+
+def test_a_keep_the_heartbeat_retries_broken_by_a_fault_lets_the_claim_go(
+        api: Api, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The database refuses two writes' keeps; the heartbeat's retry of the first then fails
+    with a fault of another kind: that claim is let go at once (not tried each beat for
+    `_KEEP_TRIES` beats), and the heartbeat goes on to keep the second's answer."""
+    client, reg = api
+    reg.idempotency.heartbeat_s = 0.05
+    alice = bearer(reg, "alice")
+    bodies = {"breaks-first": work_body("breaks-first"), "kept-second": work_body("kept-second")}
+    heal = _keep_fails(reg, 2)
+    try:
+        firsts = {k: client.post("/v1/works", json=b, headers={**alice, "Idempotency-Key": k})
+                  for k, b in bodies.items()}
+        broke = _keep_breaks(reg, monkeypatch, "breaks-first")
+    finally:
+        heal()
+    assert [r.status_code for r in firsts.values()] == [201, 201]
+    wait_for(lambda: _row(reg, "kept-second").status == 201, "the heartbeat keeps the second")
+    wait_for(lambda: "could not be kept" in caplog.text, "the first is given up")
+    time.sleep(0.3)  # six more beats
+    assert broke == [1] and _row(reg, "breaks-first").status == 0
+    monkeypatch.undo()
+    _ages_out_and_is_answered_from_its_entry(client, reg, "breaks-first",
+                                             bodies["breaks-first"], firsts["breaks-first"])
+
+
+def test_a_release_broken_by_a_fault_still_answers_the_refusal(
+        api: Api, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A refused request's claim is deleted; if that fails for a reason other than the
+    database, the writer is still told why it was refused (not a 500), and the claim, no
+    longer refreshed, ages out."""
+    from copyledger.service import idempotency
+
+    client, reg = api
+    reg.idempotency.heartbeat_s = 0.01
+    alice = bearer(reg, "alice")
+    # (keyed: its claim runs the once-a-minute sweep of old keys, not due again below)
+    assert client.post("/v1/works", json=work_body("mine"),
+                       headers={**alice, "Idempotency-Key": "first"}).status_code == 201
+    bearer(reg, "bob")
+
+    def broken(*_: Any) -> Any:
+        raise RuntimeError("a fault in the code, not the database")
+
+    monkeypatch.setattr(idempotency, "delete", broken)
+    refused = client.post("/v1/transfers", json={"work_seq": 999, "to": "bob",
+                                                 "transfer_type": "non_exclusive_licence"},
+                          headers={**alice, "Idempotency-Key": "refused"})
+    monkeypatch.undo()
+    assert refused.status_code == 422 and "no entry with seq 999" in refused.text, refused.text
+    assert "releasing an idempotency key failed" in caplog.text
+    old = int(time.time()) - idempotency.ABANDONED_S - 1
+    with reg.store.engine.begin() as conn:
+        conn.execute(update(idempotency_keys).where(idempotency_keys.c.key == "refused")
+                     .values(created=old))
+    time.sleep(0.2)  # twenty heartbeats: none refreshes it
+    assert _row(reg, "refused").created == old
+
+
 def _dies_after_the_commit(reg: Node, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each write's process "dies" once its block is committed: the answer is never kept and
     the claim no longer refreshed, what a SIGKILL between the commit and the keep leaves."""
