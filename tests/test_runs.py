@@ -198,17 +198,33 @@ def test_revision_0016_moves_an_existing_logs_keys_into_one_run_and_back(tmp_pat
     store.close()
 
 
-def test_the_upkeep_never_stops_the_sequencer(tmp_path: Path, caplog: pytest.LogCaptureFixture,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    """A step that fails is logged and forgotten, and the next tried after a wait that doubles;
-    the blocks go on, and the later steps merge, while the sequencer is idle too."""
-    from copyledger.ledger import store as store_mod
-
-    monkeypatch.setattr(store_mod, "UPKEEP_WAIT_S", (0.2, 0.5))
+def _one_row_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, waits: tuple[float, float]
+                   ) -> tuple[Path, Store, FileSigner]:
+    """A new log whose runs merge in pairs, a row a step, a failed step's next after `waits`
+    (least, most): its path, store and signer."""
+    monkeypatch.setattr(store_mod, "UPKEEP_WAIT_S", waits)
     path = tmp_path / "l.db"
     signer = FileSigner.generate("test.example/log", tmp_path / "k.pem")
     store = Store.open(f"sqlite:///{path}")
     store.runs = runs.Runs(fanout=2, step_rows=1)
+    return path, store, signer
+
+
+def _eight_works(store: Store, signer: FileSigner) -> Sequencer:
+    """A sequencer on `store` (no linger), started, once eight works are sealed one by one."""
+    seq = Sequencer(store, lambda t, _c: sign_note(t, [signer]), "test.example/log",
+                    linger=0.0)
+    seq.start()
+    for h in range(8):
+        seq.submit(_pending(h % POOL, "alice", "work", False)).result(timeout=60)
+    return seq
+
+
+def test_the_upkeep_never_stops_the_sequencer(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step that fails is logged and forgotten, and the next tried after a wait that doubles;
+    the blocks go on, and the later steps merge, while the sequencer is idle too."""
+    path, store, signer = _one_row_steps(tmp_path, monkeypatch, (0.2, 0.5))
     failing = {"left": 3}
     real = store.runs.step
     synced: set[int] = set()
@@ -223,11 +239,7 @@ def test_the_upkeep_never_stops_the_sequencer(tmp_path: Path, caplog: pytest.Log
         return real(cur)
 
     store.runs.step = step  # type: ignore[method-assign]
-    seq = Sequencer(store, lambda t, _c: sign_note(t, [signer]), "test.example/log",  # type: ignore[arg-type]
-                    linger=0.0)
-    seq.start()
-    for h in range(8):
-        seq.submit(_pending(h % POOL, "alice", "work", False)).result(timeout=60)
+    seq = _eight_works(store, signer)
     # Idle now: the sequencer steps on its own once each wait is over, until nothing is due.
     wait_for(lambda: failing["left"] == 0 and not store.runs.due(), "the idle upkeep",
              timeout=30)
@@ -241,6 +253,49 @@ def test_the_upkeep_never_stops_the_sequencer(tmp_path: Path, caplog: pytest.Log
     with _every_pooled(store) as conns:  # ... and every connection it used is back in the
         # pool synced (FULL), failed or not
         assert {c.exec_driver_sql("PRAGMA synchronous").scalar() for c in conns} == {2}
+    store.close()
+
+
+def test_a_connection_whose_sync_cannot_be_set_back_is_never_pooled(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step commits unsynced (NORMAL) and sets FULL back after; if that fails, its connection
+    is closed, not pooled: a block committed on it later would not be synced, and could be
+    lost with the machine's power after its writers were answered. The blocks and the later
+    steps go on."""
+    path, store, signer = _one_row_steps(tmp_path, monkeypatch, (0.05, 0.1))
+    left = {"n": 2}
+    dropped: list[sqlite3.Connection] = []
+    driver_cursor = store._driver_cursor
+
+    class Cursor:
+        """The driver's cursor, but setting FULL back fails the first two times."""
+
+        def __init__(self, cur: Any) -> None:
+            self._cur = cur
+
+        def execute(self, sql: str, *args: Any) -> Any:
+            if sql == "PRAGMA synchronous=FULL" and left["n"]:
+                left["n"] -= 1
+                dropped.append(self._cur.connection)
+                raise sqlite3.OperationalError("disk I/O error")
+            return self._cur.execute(sql, *args)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._cur, name)
+
+    monkeypatch.setattr(store, "_driver_cursor", lambda conn: Cursor(driver_cursor(conn)))
+    seq = _eight_works(store, signer)
+    wait_for(lambda: left["n"] == 0 and not store.runs.due(), "the upkeep, failing then not",
+             timeout=30)
+    seq.stop()
+    assert len(dropped) == 2 and caplog.text.count("upkeep failed") == 2
+    for con in dropped:
+        with pytest.raises(sqlite3.ProgrammingError):  # closed: dropped from the pool
+            con.execute("SELECT 1")
+    with _every_pooled(store) as conns:
+        assert {c.exec_driver_sql("PRAGMA synchronous").scalar() for c in conns} == {2}
+    _check(store)
+    _listed_once(path)
     store.close()
 
 
