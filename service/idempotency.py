@@ -316,7 +316,8 @@ class Keys:
 
     def _write(self, claim: Claim, pending: _Pending, failed: str) -> None:
         """Write `pending` into this claim's row and let the claim go; if the database
-        refuses, log `failed` and leave it to the heartbeat, which tries again each beat."""
+        refuses, log `failed` and leave it to the heartbeat, which tries again each beat; on
+        any other fault, give the claim up at once (`_give_up`)."""
         try:
             self._keep(claim, pending)
         except SQLAlchemyError:
@@ -488,7 +489,8 @@ class Keys:
         code): trying again would fail again, and a claim held on would be refreshed for as
         long as the process lives, every retry told 409 (in progress). So it is let go and
         ages out like a dead owner's; the retry is then answered from its entry, if the block
-        recorded one (D132), or run again."""
+        recorded one (D132), or run again. Called in the `except` block that caught it, so
+        the log shows its traceback."""
         log.exception(_GIVEN_UP, self.abandoned_s)
         self._let_go(claim)
 

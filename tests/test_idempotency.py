@@ -705,25 +705,35 @@ def test_a_keep_broken_by_a_fault_not_the_databases_answers_and_lets_the_claim_g
 
 def test_a_keep_the_heartbeat_retries_broken_by_a_fault_lets_the_claim_go(
         api: Api, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    """The database refuses two writes' keeps; the heartbeat's retry of the first then fails
-    with a fault of another kind: that claim is let go at once (not tried each beat for
-    `_KEEP_TRIES` beats), and the heartbeat goes on to keep the second's answer."""
+    """The database refuses each of two writes' first keep; the heartbeat's retry of the first
+    then fails with a fault of another kind: that claim is let go at once (not tried each beat
+    for `_KEEP_TRIES` beats), and the heartbeat goes on to keep the second's answer."""
+    from sqlalchemy.exc import OperationalError
+
     client, reg = api
     reg.idempotency.heartbeat_s = 0.05
     alice = bearer(reg, "alice")
     bodies = {"breaks-first": work_body("breaks-first"), "kept-second": work_body("kept-second")}
-    heal = _keep_fails(reg, 2)
-    try:
-        firsts = {k: client.post("/v1/works", json=b, headers={**alice, "Idempotency-Key": k})
-                  for k, b in bodies.items()}
-        broke = _keep_breaks(reg, monkeypatch, "breaks-first")
-    finally:
-        heal()
+    calls = {k: 0 for k in bodies}
+    put = reg.idempotency._put
+
+    def failing(request: Any, answer: Answer, over: Any, **also: int | str) -> None:
+        calls[request[1]] += 1
+        if calls[request[1]] == 1:
+            raise OperationalError("UPDATE idempotency_keys", {}, Exception("disk I/O error"))
+        if request[1] == "breaks-first":
+            raise RuntimeError("a fault in the code, not the database")
+        put(request, answer, over, **also)
+
+    monkeypatch.setattr(reg.idempotency, "_put", failing)
+    firsts = {k: client.post("/v1/works", json=b, headers={**alice, "Idempotency-Key": k})
+              for k, b in bodies.items()}
     assert [r.status_code for r in firsts.values()] == [201, 201]
     wait_for(lambda: _row(reg, "kept-second").status == 201, "the heartbeat keeps the second")
     wait_for(lambda: "could not be kept" in caplog.text, "the first is given up")
     time.sleep(0.3)  # six more beats
-    assert broke == [1] and _row(reg, "breaks-first").status == 0
+    assert calls == {"breaks-first": 2, "kept-second": 2}, calls
+    assert _row(reg, "breaks-first").status == 0
     monkeypatch.undo()
     _ages_out_and_is_answered_from_its_entry(client, reg, "breaks-first",
                                              bodies["breaks-first"], firsts["breaks-first"])
