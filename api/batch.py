@@ -148,8 +148,10 @@ async def answer(
                     member, keeps = "registration", True
                 results[i] = item
                 if keeps and i in claimed:
-                    await keep(n.idempotency, claimed.pop(i),
-                               Answer(item["status"], orjson.dumps(item[member])))
+                    # (the answer made first: should that fail, the claim is still listed, and
+                    # released below rather than held and refreshed for the process's life)
+                    answer = Answer(item["status"], orjson.dumps(item[member]))
+                    await keep(n.idempotency, claimed.pop(i), answer)
         except asyncio.CancelledError:
             # The client hung up: what was handed over may still be sealed, so its keys stay
             # claimed ("in flight") until taken over as abandoned, rather than freed for a

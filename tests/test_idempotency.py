@@ -665,19 +665,26 @@ def _keep_breaks(reg: Node, monkeypatch: pytest.MonkeyPatch, key: str | None = N
     return broke
 
 
+def _unrefreshed(reg: Node, key: str) -> None:
+    """The claim under `key`, made a minute old (as if its process had died), stays so over
+    twenty heartbeats: no process holds it any more."""
+    from copyledger.service import idempotency
+
+    old = int(time.time()) - idempotency.ABANDONED_S - 1
+    with reg.store.engine.begin() as conn:
+        conn.execute(update(idempotency_keys).where(idempotency_keys.c.key == key)
+                     .values(created=old))
+    time.sleep(0.2)
+    assert _row(reg, key).created == old
+
+
 def _ages_out_and_is_answered_from_its_entry(client: TestClient, reg: Node, key: str,
                                              body: dict[str, Any], first: Any) -> None:
     """The claim under `key` is no longer refreshed: made a minute old, it stays so, and a
     retry takes it over and is answered with the entry its block recorded (D132)."""
-    from copyledger.service import idempotency
 
     n = tree_size(client)
-    old = int(time.time()) - idempotency.ABANDONED_S - 1  # as if a minute had passed
-    with reg.store.engine.begin() as conn:
-        conn.execute(update(idempotency_keys).where(idempotency_keys.c.key == key)
-                     .values(created=old))
-    time.sleep(0.2)  # twenty heartbeats: none refreshes it now
-    assert _row(reg, key).created == old
+    _unrefreshed(reg, key)
     retry = client.post("/v1/works", json=body, headers={**bearer(reg, "alice"),
                                                            "Idempotency-Key": key})
     assert (retry.status_code, retry.json()) == (201, first.json())
@@ -764,12 +771,7 @@ def test_a_release_broken_by_a_fault_still_answers_the_refusal(
     monkeypatch.undo()
     assert refused.status_code == 422 and "no entry with seq 999" in refused.text, refused.text
     assert "releasing an idempotency key failed" in caplog.text
-    old = int(time.time()) - idempotency.ABANDONED_S - 1
-    with reg.store.engine.begin() as conn:
-        conn.execute(update(idempotency_keys).where(idempotency_keys.c.key == "refused")
-                     .values(created=old))
-    time.sleep(0.2)  # twenty heartbeats: none refreshes it
-    assert _row(reg, "refused").created == old
+    _unrefreshed(reg, "refused")
 
 
 def _dies_after_the_commit(reg: Node, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1310,6 +1312,38 @@ def test_a_batch_item_whose_keep_fails_still_gets_its_receipt(api: Api) -> None:
     assert first.status_code == 200, first.text
     assert first.json()["results"][0]["status"] == 201
     wait_for(lambda: _row(reg, "item-keep").status == 201, "the heartbeat keeps the answer")
+
+
+def test_a_batch_item_whose_answer_breaks_before_its_keep_lets_its_claim_go(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fault while an item's answer is made ready to keep (after its entry is recorded):
+    the batch fails (500), but the item's claim is released, not held and refreshed for the
+    process's life; once aged out, the retried batch is answered with the recorded entry."""
+    from types import SimpleNamespace
+
+    from copyledger.api import batch
+
+    client, reg = api
+    reg.idempotency.heartbeat_s = 0.01
+
+    def dumps(value: Any, *args: Any, **kwargs: Any) -> bytes:
+        if isinstance(value, orjson.Fragment):  # a registration, as the batch answers it
+            raise RuntimeError("a fault in the code, not the database")
+        return orjson.dumps(value, *args, **kwargs)
+
+    stub = {k: getattr(orjson, k) for k in dir(orjson) if not k.startswith("_")}
+    monkeypatch.setattr(batch, "orjson", SimpleNamespace(**{**stub, "dumps": dumps}))
+    items = [{**work_body("answer-breaks", again=True), "idempotency_key": "answer-breaks"}]
+    alice = bearer(reg, "alice")
+    with pytest.raises(RuntimeError, match="not the database"):  # (the test client re-raises
+        client.post("/v1/works/batch", json={"works": items}, headers=alice)  # the 500's fault)
+    monkeypatch.undo()
+    n = tree_size(client)
+    _unrefreshed(reg, "answer-breaks")
+    retry = client.post("/v1/works/batch", json={"works": items}, headers=alice)
+    assert retry.status_code == 200, retry.text
+    assert [r["status"] for r in retry.json()["results"]] == [201]
+    assert tree_size(client) == n
 
 
 def test_a_claim_cancelled_midway_frees_its_key(tmp_path: Path) -> None:
