@@ -624,8 +624,6 @@ def test_a_keep_that_keeps_failing_lets_the_claim_age_out(
     """Not claimed for ever: once the keep is given up, the claim is no longer refreshed, so
     it is taken over as a dead owner's would be, and the retry is answered with the entry its
     block recorded (D132; before, D36's "already registered") rather than writing it again."""
-    from copyledger.service import idempotency
-
     client, reg = api
     reg.idempotency.heartbeat_s = 0.01
     h = {**bearer(reg, "alice"), "Idempotency-Key": "keep-gives-up"}
@@ -636,16 +634,8 @@ def test_a_keep_that_keeps_failing_lets_the_claim_age_out(
         wait_for(lambda: "could not be kept" in caplog.text, "the keep is given up")
     finally:
         heal()
-    n = tree_size(client)
-    old = int(time.time()) - idempotency.ABANDONED_S - 1  # as if a minute had passed
-    with reg.store.engine.begin() as conn:
-        conn.execute(update(idempotency_keys).where(idempotency_keys.c.key == "keep-gives-up")
-                     .values(created=old))
-    time.sleep(0.2)  # twenty heartbeats: none refreshes it now
-    assert _row(reg, "keep-gives-up").created == old
-    retry = client.post("/v1/works", json=work_body("gives-up"), headers=h)
-    assert (retry.status_code, retry.json()) == (201, first.json())
-    assert tree_size(client) == n
+    _ages_out_and_is_answered_from_its_entry(client, reg, "keep-gives-up", work_body("gives-up"),
+                                             first)
 
 
 def _keep_breaks(reg: Node, monkeypatch: pytest.MonkeyPatch, key: str | None = None
@@ -682,7 +672,6 @@ def _ages_out_and_is_answered_from_its_entry(client: TestClient, reg: Node, key:
                                              body: dict[str, Any], first: Any) -> None:
     """The claim under `key` is no longer refreshed: made a minute old, it stays so, and a
     retry takes it over and is answered with the entry its block recorded (D132)."""
-
     n = tree_size(client)
     _unrefreshed(reg, key)
     retry = client.post("/v1/works", json=body, headers={**bearer(reg, "alice"),
