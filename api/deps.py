@@ -174,11 +174,20 @@ async def _settled(n: Node, claim: Claim, path: bytes,
         finally:
             idempotency.REPLAYED.reset(replayed)
             idempotency.WRITING.reset(token)
+        # Made here, so a fault while making it releases the claim below rather than leaving
+        # it held, and refreshed for the process's life (D147).
+        success = (Answer(answer.status_code, bytes(answer.body))
+                   if 200 <= answer.status_code < 300 else None)
     except Uncertain as error:
         from copyledger.api.problems import body_of  # problems imports this module
 
-        body = body_of(error, path.decode("utf-8", "replace"))
-        await idempotency.keep(n.idempotency, claim, Answer(body["status"], orjson.dumps(body)))
+        try:
+            body = body_of(error, path.decode("utf-8", "replace"))
+            problem = Answer(body["status"], orjson.dumps(body))
+        except BaseException:  # its fate is unknown: it ages out, as a dead owner's (D147)
+            n.idempotency.abandon(claim)
+            raise
+        await idempotency.keep(n.idempotency, claim, problem)
         raise
     except asyncio.CancelledError:  # only the whole server stopping cancels the write itself
         n.idempotency.abandon(claim)  # in flight until taken over
@@ -186,10 +195,10 @@ async def _settled(n: Node, claim: Claim, path: bytes,
     except BaseException:
         await idempotency.release(n.idempotency, claim)
         raise
-    if 200 <= answer.status_code < 300:
-        await idempotency.keep(n.idempotency, claim, Answer(answer.status_code, bytes(answer.body)))
-    else:
+    if success is None:
         await idempotency.release(n.idempotency, claim)
+    else:
+        await idempotency.keep(n.idempotency, claim, success)
     return answer
 
 

@@ -143,6 +143,7 @@ HEARTBEAT_S = 5.0  # how often a process refreshes the claims it holds (D69)
 ABANDONED_S = 60  # a claim not refreshed for this long was left by a process that died (D69)
 _GIVEN_UP = ("an idempotent answer (or a 503 put back) could not be kept; its claim will be "
              "taken over after %s s")
+_NOT_REFRESHED = "refreshing idempotency claims failed"
 _KEEP_TRIES = 12  # a keep (or put-back) the database refused is tried again this many beats
 
 Held = tuple[str, str, str]  # (account, key, request_sha256): a request under its key
@@ -438,8 +439,9 @@ class Keys:
 
     def _heartbeat(self) -> None:
         """While this process holds claims: refresh them, and keep again the answers the
-        database refused. Ends when none is held (the next claim starts another), or on an
-        unexpected error, which it logs: the next claim then starts a new heartbeat."""
+        database refused. Ends when none is held (the next claim starts another). A refresh
+        or keep that fails is logged and the beats go on (D146, D147); should anything else
+        fail, it logs that and ends, and the next claim starts a new heartbeat."""
         try:
             self._beats()  # returns with _beating cleared under the lock
         except Exception:
@@ -458,7 +460,9 @@ class Keys:
             try:
                 self._refresh(list(held))
             except SQLAlchemyError:
-                log.warning("refreshing idempotency claims failed", exc_info=True)
+                log.warning(_NOT_REFRESHED, exc_info=True)
+            except Exception:  # not the database: the keeps go on, the next beat tries again
+                log.exception(_NOT_REFRESHED)
             for claim, pending in held.items():
                 if pending is not None:
                     self._keep_again(claim, pending)

@@ -763,6 +763,97 @@ def test_a_release_broken_by_a_fault_still_answers_the_refusal(
     _unrefreshed(reg, "refused")
 
 
+def _answered_from_its_entry_once_aged(client: TestClient, reg: Node, key: str, path: str,
+                                       body: dict[str, Any], headers: dict[str, str]) -> None:
+    """The claim under `key`, whose request's entry was recorded but never answered, is
+    still in flight and no longer refreshed; once aged out, the retry is answered with that
+    entry (D132) and writes nothing."""
+    [seq] = _written(reg, key)
+    assert _row(reg, key).status == 0
+    n = tree_size(client)
+    _unrefreshed(reg, key)
+    retry = _post(client, path, body, {**headers, "Idempotency-Key": key})
+    assert retry.status_code == 201 and retry.json()["seq"] == seq, retry.text
+    assert retry.headers["idempotent-replayed"] == "true" and tree_size(client) == n
+
+
+def test_a_write_whose_answer_breaks_before_its_keep_lets_its_claim_go(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fault while a recorded write's answer is made ready to keep: the request fails
+    (500), but its claim is released (its row stays, since its entry was recorded), not held
+    and refreshed for the process's life; once aged out, the retry gets the entry (D147)."""
+    from copyledger.api import deps
+
+    client, reg = api
+    reg.idempotency.heartbeat_s = 0.01
+
+    class Broken(Answer):  # still a type, for the checks `once` makes with it
+        def __new__(cls, *_: Any) -> Broken:
+            raise RuntimeError("a fault in the code, not the database")
+
+    monkeypatch.setattr(deps, "Answer", Broken)
+    path, headers, body = _work(client, reg)
+    first = _post(client, path, body, {**headers, "Idempotency-Key": "success-breaks"})
+    monkeypatch.undo()
+    assert first.status_code == 500, first.text
+    _answered_from_its_entry_once_aged(client, reg, "success-breaks", path, body, headers)
+
+
+def test_a_write_of_unknown_fate_whose_problem_breaks_lets_its_claim_go(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fault while the problem of a write of unknown fate is made ready to keep: the claim
+    is let go (not released: the write may still be sealed), so it ages out and the retry is
+    answered with the entry its block recorded (D147)."""
+    from copyledger.api import problems
+
+    client, reg = api
+    reg.idempotency.heartbeat_s = 0.01
+    path, headers, body = _evidence(client, reg)
+
+    def broken(*_: Any) -> dict[str, Any]:
+        raise RuntimeError("a fault in the code, not the database")
+
+    _receipts_fail(monkeypatch)
+    monkeypatch.setattr(problems, "body_of", broken)
+    with pytest.raises(RuntimeError, match="not the database"):  # (the test client re-raises
+        _post(client, path, body, {**headers, "Idempotency-Key": "problem-breaks"})  # the 500's)
+    monkeypatch.undo()
+    _answered_from_its_entry_once_aged(client, reg, "problem-breaks", path, body, headers)
+
+
+def test_a_refresh_broken_by_a_fault_not_the_databases_does_not_stop_the_heartbeat(
+        api: Api, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A fault of the code's in one beat's refresh is logged, and the next beat refreshes the
+    claims again: before D147 it ended the heartbeat, so the claims this process still held
+    aged out while their writes ran, and another process could take them over."""
+    _, reg = api
+    keys = reg.idempotency
+    keys.heartbeat_s = 0.01
+    refresh = keys._refresh
+    broke = [0]
+
+    def once_broken(claims: list[Claim]) -> None:
+        if not broke[0]:
+            broke[0] += 1
+            raise RuntimeError("a fault in the code, not the database")
+        refresh(claims)
+
+    monkeypatch.setattr(keys, "_refresh", once_broken)
+    claim = _claimed(keys, "held")
+    try:
+        wait_for(lambda: broke[0] == 1, "a beat's refresh breaks")
+        from copyledger.service import idempotency
+
+        old = int(time.time()) - idempotency.ABANDONED_S - 1
+        with reg.store.engine.begin() as conn:
+            conn.execute(update(idempotency_keys).where(idempotency_keys.c.key == "held")
+                         .values(created=old))
+        wait_for(lambda: _row(reg, "held").created > old, "a later beat refreshes the claim")
+    finally:
+        keys.release(claim)
+    assert "refreshing idempotency claims failed" in caplog.text
+
+
 def _dies_after_the_commit(reg: Node, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each write's process "dies" once its block is committed: the answer is never kept and
     the claim no longer refreshed, what a SIGKILL between the commit and the keep leaves."""
@@ -1328,6 +1419,7 @@ def test_a_batch_item_whose_answer_breaks_before_its_keep_lets_its_claim_go(
         client.post("/v1/works/batch", json={"works": items}, headers=alice)  # the 500's fault)
     monkeypatch.undo()
     n = tree_size(client)
+    assert _row(reg, "answer-breaks").status == 0  # released, but kept: its entry was recorded
     _unrefreshed(reg, "answer-breaks")
     retry = client.post("/v1/works/batch", json={"works": items}, headers=alice)
     assert retry.status_code == 200, retry.text
