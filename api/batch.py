@@ -103,6 +103,7 @@ async def answer(
     async with n.idempotency_locks.hold_many(sorted((who.account, str(parsed[i][1]))
                                                     for i in digests)):
         claimed: dict[int, Claim] = {}  # keys this request now holds in the database (D59)
+        unsure: set[int] = set()  # items whose write's fate is unknown (Uncertain)
         written: dict[int, int] = {}  # item: the seq its key's earlier request wrote (D132)
         cancelled = handed_over = False
         try:
@@ -134,6 +135,8 @@ async def answer(
                 idempotency.WRITING_MANY.reset(token)
             for i, outcome in zip(todo, outcomes, strict=True):
                 item: dict[str, Any]
+                if isinstance(outcome, Uncertain):
+                    unsure.add(i)  # should its answer break, not released below (D147)
                 if isinstance(outcome, CopyledgerError):
                     item, member = _refused(i, outcome, path), "problem"
                     # A refusal frees its key (or puts back a kept 503 it took over); a write
@@ -167,7 +170,9 @@ async def answer(
             # meanwhile (a cancel scope cancels every await in it): each release left undone
             # would hold its key "in flight", refreshed, for the life of the process (D141).
             if claimed and not cancelled:
-                await asyncio.shield(release_all(n.idempotency, list(claimed.values())))
+                await asyncio.shield(release_all(
+                    n.idempotency, [c for i, c in claimed.items() if i not in unsure],
+                    [c for i, c in claimed.items() if i in unsure]))
     done = [r for r in results if r is not None]
     return FastJSONResponse({
         "results": done,

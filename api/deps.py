@@ -162,7 +162,8 @@ async def _settled(n: Node, claim: Claim, path: bytes,
     is answered with its entry if it was recorded (D132) and run again if not (D135); any
     other refusal frees the key, since nothing was written (or puts back the kept 503 this
     retry took over, D135). Keeping never fails the answer: the entry is recorded whatever
-    the key's row says (D69)."""
+    the key's row says (D69). A fault while the answer is made ready to keep fails it (500),
+    the answer itself may be what broke, but never leaves the claim held (D147)."""
     # The entry's block records that it was written under this claim (D132).
     try:
         token = idempotency.WRITING.set(claim.request)
@@ -179,13 +180,13 @@ async def _settled(n: Node, claim: Claim, path: bytes,
         success = (Answer(answer.status_code, bytes(answer.body))
                    if 200 <= answer.status_code < 300 else None)
     except Uncertain as error:
-        from copyledger.api.problems import body_of  # problems imports this module
-
         try:
+            from copyledger.api.problems import body_of  # problems imports this module
+
             body = body_of(error, path.decode("utf-8", "replace"))
             problem = Answer(body["status"], orjson.dumps(body))
-        except BaseException:  # its fate is unknown: it ages out, as a dead owner's (D147)
-            n.idempotency.abandon(claim)
+        except BaseException:  # its fate is still unknown: not released (D147)
+            await idempotency.unsettled(n.idempotency, claim)
             raise
         await idempotency.keep(n.idempotency, claim, problem)
         raise

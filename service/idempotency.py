@@ -401,6 +401,18 @@ class Keys:
         finally:
             self._let_go(claim)
 
+    def unsettled(self, claim: Claim) -> None:
+        """Leave this claim's request of unknown fate (Uncertain) when its problem could not
+        be kept (D147): a claim that took over a kept 503 puts it back, since that 503 says
+        the same (D135); any other is let go and ages out, as a dead owner's. Not released: the
+        write may still be sealed, and its row must stay until a retry can tell (D132)."""
+        with self._beat:
+            over = self._over.get(claim)
+        if over is not None:
+            self._write(claim, over, "putting a kept 503 back failed; trying again")
+        else:
+            self._let_go(claim)
+
     def abandon(self, claim: Claim) -> None:
         """Stop refreshing this claim, whose outcome will not be settled here (its request
         was cancelled mid-write): it ages out and is taken over as a dead owner's."""
@@ -440,7 +452,8 @@ class Keys:
     def _heartbeat(self) -> None:
         """While this process holds claims: refresh them, and keep again the answers the
         database refused. Ends when none is held (the next claim starts another). A refresh
-        or keep that fails is logged and the beats go on (D146, D147); should anything else
+        that fails is logged and the beats go on (D147); a keep the database refuses again is
+        tried next beat, and one that fails otherwise is given up (D146). Should anything else
         fail, it logs that and ends, and the next claim starts a new heartbeat."""
         try:
             self._beats()  # returns with _beating cleared under the lock
@@ -558,10 +571,19 @@ async def release(keys: Keys, claim: Claim) -> None:
     await asyncio.to_thread(keys.release, claim)
 
 
-async def release_all(keys: Keys, claims: Sequence[Claim]) -> None:
-    """`Keys.release` of each claim, one after another on one worker thread (a batch's up to
-    1,000 claims never take every thread of the loop's executor)."""
+async def unsettled(keys: Keys, claim: Claim) -> None:
+    """`Keys.unsettled` on a worker thread."""
+    await asyncio.to_thread(keys.unsettled, claim)
+
+
+async def release_all(keys: Keys, claims: Sequence[Claim], unsure: Sequence[Claim] = ()
+                      ) -> None:
+    """`Keys.release` of each of `claims` and `Keys.unsettled` of each of `unsure`, one after
+    another on one worker thread (a batch's up to 1,000 claims never take every thread of
+    the loop's executor)."""
     def each() -> None:
         for c in claims:
             keys.release(c)
+        for c in unsure:
+            keys.unsettled(c)
     await asyncio.to_thread(each)

@@ -763,6 +763,17 @@ def test_a_release_broken_by_a_fault_still_answers_the_refusal(
     _unrefreshed(reg, "refused")
 
 
+def _problem_breaks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Making any refusal's problem document fails with a fault of the code's."""
+    from copyledger.api import batch, problems
+
+    def broken(*_: Any) -> dict[str, Any]:
+        raise RuntimeError("a fault in the code, not the database")
+
+    monkeypatch.setattr(problems, "body_of", broken)
+    monkeypatch.setattr(batch, "_refused", broken)
+
+
 def _answered_from_its_entry_once_aged(client: TestClient, reg: Node, key: str, path: str,
                                        body: dict[str, Any], headers: dict[str, str]) -> None:
     """The claim under `key`, whose request's entry was recorded but never answered, is
@@ -804,21 +815,74 @@ def test_a_write_of_unknown_fate_whose_problem_breaks_lets_its_claim_go(
     """A fault while the problem of a write of unknown fate is made ready to keep: the claim
     is let go (not released: the write may still be sealed), so it ages out and the retry is
     answered with the entry its block recorded (D147)."""
-    from copyledger.api import problems
-
     client, reg = api
     reg.idempotency.heartbeat_s = 0.01
     path, headers, body = _evidence(client, reg)
-
-    def broken(*_: Any) -> dict[str, Any]:
-        raise RuntimeError("a fault in the code, not the database")
-
     _receipts_fail(monkeypatch)
-    monkeypatch.setattr(problems, "body_of", broken)
+    _problem_breaks(monkeypatch)
     with pytest.raises(RuntimeError, match="not the database"):  # (the test client re-raises
         _post(client, path, body, {**headers, "Idempotency-Key": "problem-breaks"})  # the 500's)
     monkeypatch.undo()
     _answered_from_its_entry_once_aged(client, reg, "problem-breaks", path, body, headers)
+
+
+def test_an_unrecorded_write_of_unknown_fate_whose_problem_breaks_is_not_released(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its block failed (nothing recorded), but the write's fate is unknown to the writer:
+    had it been released, its row would be deleted and a retry could run while the first
+    might still be sealed. Its row stays in flight, unrefreshed; once aged out, the retry
+    runs it again (D135, D147)."""
+    client, reg = api
+    reg.idempotency.heartbeat_s = 0.01
+    path, headers, body = _evidence(client, reg)
+    h = {**headers, "Idempotency-Key": "unsure-breaks"}
+    n = tree_size(client)
+    _block_fails(monkeypatch, reg)
+    _problem_breaks(monkeypatch)
+    with pytest.raises(RuntimeError, match="not the database"):
+        _post(client, path, body, h)
+    monkeypatch.undo()
+    assert _row(reg, "unsure-breaks").status == 0 and _written(reg, "unsure-breaks") == []
+    _unrefreshed(reg, "unsure-breaks")
+    retry = _post(client, path, body, h)
+    assert retry.status_code == 201 and retry.json()["seq"] == n, retry.text
+    assert tree_size(client) == n + 1
+
+
+def test_a_kept_503_taken_over_whose_problem_breaks_is_put_back(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A retry that took over a kept 503 meets an unknown fate again and its problem breaks:
+    the 503 is put back as it was (D135), not left to age out in a minute, after which a
+    request with another body could take the key (D147)."""
+    client, reg = api
+    path, headers, body = _evidence(client, reg)
+    h = {**headers, "Idempotency-Key": "503-breaks"}
+    _block_fails(monkeypatch, reg)
+    assert _post(client, path, body, h).status_code == 503
+    kept = _row(reg, "503-breaks")
+    assert kept.status == 503
+    _problem_breaks(monkeypatch)
+    with pytest.raises(RuntimeError, match="not the database"):
+        _post(client, path, body, h)
+    monkeypatch.undo()
+    again = _row(reg, "503-breaks")
+    assert (again.status, again.answer, again.created) == (503, kept.answer, kept.created)
+
+
+def test_a_batch_item_of_unknown_fate_whose_answer_breaks_is_not_released(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As for a single write: the batch fails, and the item whose block failed keeps its
+    claim's row, in flight and unrefreshed, instead of having it deleted (D147)."""
+    client, reg = api
+    reg.idempotency.heartbeat_s = 0.01
+    items = [{**work_body("unsure-item", again=True), "idempotency_key": "unsure-item"}]
+    _block_fails(monkeypatch, reg)
+    _problem_breaks(monkeypatch)
+    with pytest.raises(RuntimeError, match="not the database"):
+        client.post("/v1/works/batch", json={"works": items}, headers=bearer(reg, "alice"))
+    monkeypatch.undo()
+    assert _row(reg, "unsure-item").status == 0 and _written(reg, "unsure-item") == []
+    _unrefreshed(reg, "unsure-item")
 
 
 def test_a_refresh_broken_by_a_fault_not_the_databases_does_not_stop_the_heartbeat(
@@ -852,6 +916,7 @@ def test_a_refresh_broken_by_a_fault_not_the_databases_does_not_stop_the_heartbe
     finally:
         keys.release(claim)
     assert "refreshing idempotency claims failed" in caplog.text
+    assert "a fault in the code, not the database" in caplog.text
 
 
 def _dies_after_the_commit(reg: Node, monkeypatch: pytest.MonkeyPatch) -> None:
