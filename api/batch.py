@@ -133,10 +133,11 @@ async def answer(
                 outcomes = await run([parsed[i][0] for i in todo])
             finally:
                 idempotency.WRITING_MANY.reset(token)
+            # Should a fault end the loop below, these are not released (D147).
+            unsure.update(i for i, o in zip(todo, outcomes, strict=True)
+                          if isinstance(o, Uncertain))
             for i, outcome in zip(todo, outcomes, strict=True):
                 item: dict[str, Any]
-                if isinstance(outcome, Uncertain):
-                    unsure.add(i)  # should its answer break, not released below (D147)
                 if isinstance(outcome, CopyledgerError):
                     item, member = _refused(i, outcome, path), "problem"
                     # A refusal frees its key (or puts back a kept 503 it took over); a write

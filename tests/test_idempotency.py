@@ -872,10 +872,12 @@ def test_a_kept_503_taken_over_whose_problem_breaks_is_put_back(
 def test_a_batch_item_of_unknown_fate_whose_answer_breaks_is_not_released(
         api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     """As for a single write: the batch fails, and the item whose block failed keeps its
-    claim's row, in flight and unrefreshed, instead of having it deleted (D147)."""
+    claim's row, in flight and unrefreshed, instead of having it deleted (D147); so does it
+    when the fault is an earlier item's (here a refusal's, which ends the batch first)."""
     client, reg = api
     reg.idempotency.heartbeat_s = 0.01
-    items = [{**work_body("unsure-item", again=True), "idempotency_key": "unsure-item"}]
+    items = [{**work_body("refused"), "sha256": "not a hash"},
+             {**work_body("unsure-item", again=True), "idempotency_key": "unsure-item"}]
     _block_fails(monkeypatch, reg)
     _problem_breaks(monkeypatch)
     with pytest.raises(RuntimeError, match="not the database"):
