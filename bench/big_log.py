@@ -78,7 +78,14 @@ def warm_start(node: Node, size: int) -> dict[str, Any]:
         return {"upper_nodes_read": None}
     t0 = time.perf_counter()
     got = warm(size)
-    return {"upper_nodes_read": got, "wall_ms": round(1000 * (time.perf_counter() - t0), 1)}
+    out: dict[str, Any] = {"upper_nodes_read": got,
+                           "wall_ms": round(1000 * (time.perf_counter() - t0), 1)}
+    lower = getattr(node.store, "warm_levels", None)  # (D148; code before it has none)
+    if lower is not None:
+        t0 = time.perf_counter()
+        out["lower_level_nodes_kept"] = lower(size)
+        out["lower_levels_wall_ms"] = round(1000 * (time.perf_counter() - t0), 1)
+    return out
 
 
 def block_reads(node: Node) -> dict[str, int] | None:
@@ -156,10 +163,15 @@ def in_memory(node: Node) -> dict[str, Any]:
     blocks found by size (both bounded, D70), measured with sys.getsizeof."""
     upper = node.store._upper
     by_size = node.store._by_size
+    levels = getattr(node.store, "_levels", {})  # (D148)
     return {
         "upper_nodes": len(upper),
         "upper_nodes_mib": round((sys.getsizeof(upper) + sum(
             sys.getsizeof(k) + sys.getsizeof(v) for k, v in upper.items())) / 2**20, 2),
+        "lower_levels": sorted(levels),
+        "lower_level_nodes": sum(map(len, levels.values())) // 32,
+        "lower_levels_mib": round((sys.getsizeof(levels) + sum(
+            sys.getsizeof(v) for v in levels.values())) / 2**20, 2),
         "blocks_by_size": len(by_size),
         "blocks_by_size_mib": round((sys.getsizeof(by_size) + sum(
             len(b.checkpoint) + len(b.block_note) + 400 for b in by_size.values())) / 2**20, 2),
@@ -266,6 +278,9 @@ def main() -> None:
     ap.add_argument("--first-pass", type=int, default=500,
                     help="inclusion proofs timed apart first (cold), before the samples")
     ap.add_argument("--startup-only", action="store_true")
+    ap.add_argument("--seed", type=int, default=13,
+                    help="the random picks' seed: another one reads other pages (a page cache "
+                         "outside this machine's, such as a virtual disk's host, keeps those read)")
     ap.add_argument("--server-side-only", action="store_true",
                     help="no start-up and no HTTP: the reads in this process only")
     args = ap.parse_args()
@@ -273,7 +288,7 @@ def main() -> None:
         print(json.dumps(startups(args.data_dir, args.database, args.port, args.starts),
                          indent=2))
         return
-    rng = random.Random(13)
+    rng = random.Random(args.seed)
     s = settings_mod.load(args.data_dir, database=args.database or None)
     node = Node.open(s)
     size = node.store.latest_block().header.tree_size  # type: ignore[union-attr]

@@ -393,6 +393,12 @@ def _pg_array(values: list[int]) -> str:
 # value and the dict slot, ~180 bytes each), all of them up to 33 million entries (D70).
 UPPER_LEVEL = 10
 UPPER_MAX_NODES = 1 << 16
+# Levels below UPPER_LEVEL, from the lowest whose nodes (with those of the levels above it, up
+# to UPPER_LEVEL) fit in LEVELS_MAX_BYTES, are kept once `warm_levels` has read them at start:
+# each level as one bytes string of its hashes in idx order, 32 bytes a node and no object a
+# node (D148). At 10 M entries: levels 5-9, about 606,000 nodes, 19 MiB.
+LEVELS_MAX_BYTES = 32 << 20
+_LEVEL_READ_ROWS = 1 << 16  # `warm_levels` reads a level this many nodes at a time
 _BLOCK_FOR_SIZE = (select(blocks).where(blocks.c.tree_size == bindparam("tree_size"))
                    .order_by(blocks.c.height).limit(1))
 # A bundle's reads by key (D89): on the read path, one round trip each on PostgreSQL instead of
@@ -716,6 +722,7 @@ class Store:
         self._lock_kept = False  # see keep_sequencer_lock
         self._closed = False
         self._upper: dict[merkle.NodeId, bytes] = {}
+        self._levels: dict[int, bytes] = {}  # level: its hashes from idx 0 on (D148)
         self._by_size: dict[int, BlockRow] = {}
         self.runs = runs.Runs()  # SQLite's content-hash runs: the writer's upkeep (D142)
         self._upkeep_after = 0.0  # monotonic time before which no step is tried (after failures)
@@ -1409,10 +1416,14 @@ class Store:
         if not ids:
             return []
         upper = self._upper if cached else {}
+        levels = self._levels if cached else {}
         got: dict[merkle.NodeId, bytes] = {}
         wanted: list[merkle.NodeId] = []
         for node in dict.fromkeys(ids):  # one lookup each: another thread may start it again
-            if (h := upper.get(node)) is None:
+            row = levels.get(node[0])
+            if row is not None and (end := (node[1] + 1) * merkle.HASH_SIZE) <= len(row):
+                got[node] = row[end - merkle.HASH_SIZE:end]
+            elif (h := upper.get(node)) is None:
                 wanted.append(node)
             else:
                 got[node] = h
@@ -1458,6 +1469,41 @@ class Store:
         self._remember_upper({(lv, ix): hs if type(hs) is bytes else _bytes(hs)
                               for lv, ix, hs in rows})
         return len(rows)
+
+    def warm_levels(self, size: int) -> int:
+        """Read the levels below `UPPER_LEVEL` of the tree of `size` leaves into memory, from
+        the lowest whose nodes and those of the levels above it fit in `LEVELS_MAX_BYTES`,
+        each level as one string of its hashes in idx order (D148): on a cold page cache each
+        node a proof reads is a random page read, and at 10 M a proof then reads the 5 nodes
+        of levels 0-4 instead of the 10 of levels 0-9. A stored node never changes, so what is
+        read here stays right; the nodes of later blocks are read from the database as
+        before. A level not wholly stored (fewer rows than the tree has complete nodes there,
+        or a hash of another size) is left to the database. Returns the nodes kept."""
+        low = UPPER_LEVEL
+        while low and (sum(size >> lv for lv in range(low - 1, UPPER_LEVEL)) * merkle.HASH_SIZE
+                       <= LEVELS_MAX_BYTES):
+            low -= 1
+        kept = dict(self._levels)
+        for lv in range(low, UPPER_LEVEL):
+            n = size >> lv
+            if (n and len(kept.get(lv, b"")) < n * merkle.HASH_SIZE
+                    and (hashes := self._whole_level(lv, n)) is not None):
+                kept[lv] = hashes
+        self._levels = kept
+        return sum(map(len, kept.values())) // merkle.HASH_SIZE
+
+    def _whole_level(self, level: int, n: int) -> bytes | None:
+        """The hashes of nodes 0..n-1 at `level` as one string, read a range at a time (a
+        level's rows as objects would take about three times its string's memory at once);
+        None if any is missing or not `HASH_SIZE` bytes long."""
+        parts: list[bytes] = []
+        for lo in range(0, n, _LEVEL_READ_ROWS):
+            hashes = self.read_level(level, lo, min(n, lo + _LEVEL_READ_ROWS))
+            if (len(hashes) != min(n, lo + _LEVEL_READ_ROWS) - lo
+                    or any(len(h) != merkle.HASH_SIZE for h in hashes)):
+                return None
+            parts.append(b"".join(hashes))
+        return b"".join(parts)
 
     def _remember_upper(self, got: dict[merkle.NodeId, bytes]) -> None:
         """Keep the upper nodes just read, up to `UPPER_MAX_NODES` (then start again: the

@@ -20,7 +20,7 @@ from copyledger.ledger import store as store_mod
 from copyledger.service import reads
 from copyledger.service.node import Node
 from tests.conftest import PostgresServer
-from tests.helpers import open_registry, terminate_backend
+from tests.helpers import open_registry, terminate_backend, wait_for
 from tests.test_tiles import fill
 
 SIZE = 1500  # past 2 ** UPPER_LEVEL, so a proof has nodes in memory and nodes to read
@@ -223,6 +223,95 @@ def test_warming_stays_within_the_cache_bound(reg: Node, monkeypatch: pytest.Mon
     monkeypatch.setattr(store_mod, "UPPER_MAX_NODES", 2)
     assert reg.store.warm_upper(SIZE) == 1 and len(reg.store._upper) <= 2
     checked_proof(reg, 9)
+
+
+def _asked(reg: Node, seqs: list[int]) -> list[tuple[int, int]]:
+    """The nodes the stored-node statements ask for while the proofs of `seqs` (checked
+    against the sequencer's root) and consistency proofs to the latest size are made."""
+    asked: list[tuple[int, int]] = []
+
+    def on_execute(_c: Any, _cur: Any, sql: str, args: Any, *_: Any) -> None:
+        if "merkle_nodes" in sql:
+            asked.extend(read_ids(sql, args))
+
+    size = reg.sequencer.state.size
+    event.listen(reg.store.engine, "before_cursor_execute", on_execute)
+    try:
+        for seq in seqs:
+            checked_proof(reg, seq)
+            c = reads.consistency(reg, seq + 1, None)
+            merkle.verify_consistency(seq + 1, size, bytes.fromhex(c["old_root"]),
+                                      bytes.fromhex(c["new_root"]),
+                                      [bytes.fromhex(h) for h in c["proof"]])
+    finally:
+        event.remove(reg.store.engine, "before_cursor_execute", on_execute)
+    return asked
+
+
+SEQS = [0, 1, 2, 63, 64, 700, 1023, 1024, 1400, SIZE - 2, SIZE - 1]
+
+
+def test_warming_the_lower_levels_leaves_proofs_no_node_to_read(
+        reg: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A log whose levels below UPPER_LEVEL all fit the bound keeps them all (D148): after
+    `warm_upper` and `warm_levels`, read a few thousand nodes at a time, its proofs read no
+    stored node, and they still verify against the sequencer's root."""
+    monkeypatch.setattr(store_mod, "_LEVEL_READ_ROWS", 7)  # (each level in several reads)
+    reg.store._upper = {}
+    reg.store.block_for_size(SIZE)
+    reg.store.warm_upper(SIZE)
+    lower = range(store_mod.UPPER_LEVEL)
+    assert reg.store.warm_levels(SIZE) == sum(SIZE >> lv for lv in lower)
+    for lv in lower:
+        assert reg.store._levels[lv] == b"".join(reg.store.read_level(lv, 0, SIZE >> lv))
+    assert _asked(reg, SEQS) == []
+
+
+def test_the_node_warms_both_in_the_background(reg: Node) -> None:
+    """What `serve` starts (`Node.warm_reads`) reads the upper levels and then the lower ones
+    into memory, without making its caller wait."""
+    reg.store._upper, reg.store._levels = {}, {}
+    reg.warm_reads()
+    wait_for(lambda: sorted(reg.store._levels) == list(range(store_mod.UPPER_LEVEL)),
+             "the lower levels are read")
+    assert len(reg.store._upper) >= sum(SIZE >> lv for lv in range(store_mod.UPPER_LEVEL, 64))
+
+
+def test_warming_the_lower_levels_stays_within_its_bound(
+        reg: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the levels from the lowest whose nodes (with those above it) fit in
+    LEVELS_MAX_BYTES are kept; a proof reads the levels below them, and later nodes (of
+    blocks after the warming) from the database, and still verifies."""
+    reg.store.warm_upper(SIZE)  # (the levels above, not asked for below)
+    fits = sum(SIZE >> lv for lv in range(3, store_mod.UPPER_LEVEL)) * merkle.HASH_SIZE
+    monkeypatch.setattr(store_mod, "LEVELS_MAX_BYTES", fits - 1)
+    assert reg.store.warm_levels(SIZE) == sum(SIZE >> lv for lv in range(4, 10))
+    monkeypatch.setattr(store_mod, "LEVELS_MAX_BYTES", fits)
+    assert reg.store.warm_levels(SIZE) == sum(SIZE >> lv for lv in range(3, 10))
+    assert sorted(reg.store._levels) == list(range(3, store_mod.UPPER_LEVEL))
+    assert {lv for lv, _ in _asked(reg, SEQS)} == {0, 1, 2}
+    fill(reg, 600)  # nodes past those kept, at every level
+    asked = _asked(reg, [SIZE - 1, SIZE, SIZE + 599])
+    assert any(lv >= 3 and ix >= SIZE >> lv for lv, ix in asked)
+
+
+def test_a_level_not_wholly_stored_is_left_to_the_database(
+        reg: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A level whose read comes back short (a row missing) or with a hash of another size is
+    not kept, so its nodes are read from the database as before (where a missing one is an
+    error, as it was); the other levels are kept."""
+    real = reg.store.read_level
+
+    def damaged(level: int, lo: int, hi: int) -> list[bytes]:
+        got = real(level, lo, hi)
+        return got[:-1] if level == 4 else [*got[:-1], got[-1] + b"!"] if level == 6 else got
+
+    monkeypatch.setattr(reg.store, "read_level", damaged)
+    reg.store.warm_upper(SIZE)
+    kept = reg.store.warm_levels(SIZE)
+    assert sorted(reg.store._levels) == [lv for lv in range(10) if lv not in (4, 6)]
+    assert kept == sum(SIZE >> lv for lv in range(10) if lv not in (4, 6))
+    assert {lv for lv, _ in _asked(reg, SEQS)} == {4, 6}
 
 
 @pytest.mark.postgres
