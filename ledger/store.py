@@ -366,20 +366,25 @@ def _pg_engine(url: Any, **kw: Any) -> Engine:
 _NODES_PER_QUERY = 64
 
 
-@functools.lru_cache(maxsize=_NODES_PER_QUERY * 2)
-def _nodes_sql(n: int, mark: str) -> str:
+@functools.lru_cache(maxsize=_NODES_PER_QUERY * 4)
+def _nodes_sql(n: int, mark: str, leaves: bool = False) -> str:
     """SELECT of `n` nodes by (level, idx): an OR of primary-key equalities, which SQLite
-    answers with one index probe each."""
-    terms = " OR ".join([f"(level = {mark} AND idx = {mark})"] * n)
-    return f"SELECT level, idx, hash FROM merkle_nodes WHERE {terms}"
+    answers with one index probe each; with `leaves`, first a range of leaves (level 0, idx
+    from the first parameter up to the second), one more probe (D149)."""
+    terms = [f"(level = 0 AND idx >= {mark} AND idx < {mark})"] if leaves else []
+    terms += [f"(level = {mark} AND idx = {mark})"] * n
+    return f"SELECT level, idx, hash FROM merkle_nodes WHERE {' OR '.join(terms)}"
 
 
 # PostgreSQL's read of any number of nodes: ONE text whatever the count, so psycopg prepares it
 # on each connection after a few uses (`prepare_threshold`) and PostgreSQL plans it once there
 # (a nested loop of primary-key probes); the OR above had a text per count, each planned anew
 # until prepared, and planning cost as much as running it (0.15-0.7 ms at 10 M, D89).
+# Always with the range of leaves of D149 (empty when none is wanted): still one text.
 _PG_NODES_SQL = ("SELECT m.level, m.idx, m.hash FROM unnest(%s::smallint[], %s::bigint[]) "
-                 "AS w(level, idx) JOIN merkle_nodes m ON m.level = w.level AND m.idx = w.idx")
+                 "AS w(level, idx) JOIN merkle_nodes m ON m.level = w.level AND m.idx = w.idx "
+                 "UNION ALL SELECT level, idx, hash FROM merkle_nodes "
+                 "WHERE level = 0 AND idx >= %s AND idx < %s")
 
 
 def _pg_array(values: list[int]) -> str:
@@ -396,9 +401,28 @@ UPPER_MAX_NODES = 1 << 16
 # Levels below UPPER_LEVEL, from the lowest whose nodes (with those of the levels above it, up
 # to UPPER_LEVEL) fit in LEVELS_MAX_BYTES, are kept once `warm_levels` has read them at start:
 # each level as one bytes string of its hashes in idx order, 32 bytes a node and no object a
-# node (D148). At 10 M entries: levels 5-9, about 606,000 nodes, 19 MiB.
+# node (D148). At 10 M entries: levels 5-9, 606,072 nodes, 18.5 MiB (each API process).
 LEVELS_MAX_BYTES = 32 << 20
 _LEVEL_READ_ROWS = 1 << 16  # `warm_levels` reads a level this many nodes at a time
+# A read that wants two or more nodes below this level within one aligned block of
+# 2**LEAF_BLOCK_LEVEL leaves (a proof's lowest siblings) reads that block's leaves as one range
+# and makes those nodes from them (D149): one or two pages instead of a page a node.
+LEAF_BLOCK_LEVEL = 5
+
+
+def _leaf_block(wanted: Sequence[merkle.NodeId]) -> tuple[int, int, list[merkle.NodeId]]:
+    """The aligned block of 2**LEAF_BLOCK_LEVEL leaves that holds the most of `wanted`'s nodes
+    below LEAF_BLOCK_LEVEL, as (first leaf, end, those nodes); (0, 0, []) if none holds two."""
+    blocks: dict[int, list[merkle.NodeId]] = {}
+    for lv, ix in wanted:
+        if lv < LEAF_BLOCK_LEVEL:
+            blocks.setdefault((ix << lv) >> LEAF_BLOCK_LEVEL, []).append((lv, ix))
+    if not blocks:
+        return 0, 0, []
+    block, nodes = max(blocks.items(), key=lambda b: len(b[1]))
+    if len(nodes) < 2:
+        return 0, 0, []
+    return block << LEAF_BLOCK_LEVEL, (block + 1) << LEAF_BLOCK_LEVEL, nodes
 _BLOCK_FOR_SIZE = (select(blocks).where(blocks.c.tree_size == bindparam("tree_size"))
                    .order_by(blocks.c.height).limit(1))
 # A bundle's reads by key (D89): on the read path, one round trip each on PostgreSQL instead of
@@ -1411,8 +1435,10 @@ class Store:
 
     def read_hashes(self, ids: Sequence[merkle.NodeId], *, cached: bool = True) -> list[bytes]:
         """Stored hashes of `ids`, in order. Nodes at level `UPPER_LEVEL` or above come from
-        memory once read (a stored node never changes); `cached=False` reads every one from
-        the database (the audit, which must see a rewritten row)."""
+        memory once read, and the lower levels `warm_levels` kept (D148); of the rest, the
+        lowest ones of a proof are made from their leaves (D149); a stored node never
+        changes. `cached=False` reads every one from the database (the audit, which must see a
+        rewritten row)."""
         if not ids:
             return []
         upper = self._upper if cached else {}
@@ -1421,17 +1447,27 @@ class Store:
         wanted: list[merkle.NodeId] = []
         for node in dict.fromkeys(ids):  # one lookup each: another thread may start it again
             row = levels.get(node[0])
-            if row is not None and (end := (node[1] + 1) * merkle.HASH_SIZE) <= len(row):
+            if (row is not None and node[1] >= 0
+                    and (end := (node[1] + 1) * merkle.HASH_SIZE) <= len(row)):
                 got[node] = row[end - merkle.HASH_SIZE:end]
             elif (h := upper.get(node)) is None:
                 wanted.append(node)
             else:
                 got[node] = h
         if wanted:
+            # Not for the audit (`cached=False`): it must read each stored node itself.
+            lo, hi, made = _leaf_block(wanted) if cached else (0, 0, [])
             with self._cursor() as run:
-                for sql, args in self._node_statements(wanted):
+                rest = [n for n in wanted if n not in made] if made else wanted
+                for sql, args in self._node_statements(rest, lo, hi):
                     for lv, ix, hs in run(sql, args).fetchall():
                         got[(lv, ix)] = hs if type(hs) is bytes else _bytes(hs)
+                self._made_from_leaves(made, got)
+                # A leaf missing (a damaged table): those nodes are read as stored.
+                if unmade := [n for n in made if n not in got]:
+                    for sql, args in self._node_statements(unmade):
+                        for lv, ix, hs in run(sql, args).fetchall():
+                            got[(lv, ix)] = hs if type(hs) is bytes else _bytes(hs)
             if cached:
                 self._remember_upper(got)
         try:
@@ -1439,17 +1475,36 @@ class Store:
         except KeyError as e:
             raise NotFound(said("stored Merkle hash {index} is missing", index=e.args[0])) from None
 
-    def _node_statements(self, ids: Sequence[merkle.NodeId]) -> Iterator[tuple[str, Any]]:
-        """The statements that read `ids`: on PostgreSQL one, of a fixed text with the ids as
-        two arrays; on SQLite the OR of equalities, `_NODES_PER_QUERY` a statement (no round
-        trip to save there, and a join on a table-valued function would scan, D59)."""
+    @staticmethod
+    def _made_from_leaves(made: Sequence[merkle.NodeId], got: dict[merkle.NodeId, bytes]
+                          ) -> None:
+        """Into `got`, each node of `made` (below LEAF_BLOCK_LEVEL) as the Merkle root of its
+        leaves, which `got` holds once read; a node one of whose leaves is not there is left
+        out. A stored node is exactly that root (the audit checks it), so this answers as the
+        stored one would."""
+        for lv, ix in made:
+            if lv:
+                leaves = [h for i in range(ix << lv, (ix + 1) << lv)
+                          if (h := got.get((0, i))) is not None]
+                if len(leaves) == 1 << lv:
+                    got[(lv, ix)] = merkle.root(leaves)
+
+    def _node_statements(self, ids: Sequence[merkle.NodeId], lo: int = 0, hi: int = 0
+                         ) -> Iterator[tuple[str, Any]]:
+        """The statements that read `ids`, and the leaves lo <= idx < hi: on PostgreSQL one,
+        of a fixed text with the ids as two arrays; on SQLite the OR of equalities,
+        `_NODES_PER_QUERY` a statement (no round trip to save there, and a join on a
+        table-valued function would scan, D59), the range in the first."""
         if self.dialect == "postgresql":  # arrays as text: a third of the CPU of list params
             yield _PG_NODES_SQL, (_pg_array([lv for lv, _ in ids]),
-                                  _pg_array([ix for _, ix in ids]))
+                                  _pg_array([ix for _, ix in ids]), lo, hi)
             return
-        for i in range(0, len(ids), _NODES_PER_QUERY):
+        leaves = lo < hi
+        for i in range(0, max(len(ids), leaves), _NODES_PER_QUERY):
             part = ids[i : i + _NODES_PER_QUERY]
-            yield _nodes_sql(len(part), self._mark()), [v for lx in part for v in lx]
+            first = leaves and not i
+            yield (_nodes_sql(len(part), self._mark(), first),
+                   [*((lo, hi) if first else ()), *(v for lx in part for v in lx)])
 
     def warm_upper(self, size: int) -> int:
         """Read the upper levels of the tree of `size` leaves into memory in one range read,
@@ -1483,7 +1538,7 @@ class Store:
         while low and (sum(size >> lv for lv in range(low - 1, UPPER_LEVEL)) * merkle.HASH_SIZE
                        <= LEVELS_MAX_BYTES):
             low -= 1
-        kept = dict(self._levels)
+        kept = {lv: hashes for lv, hashes in self._levels.items() if lv >= low}  # (the bound)
         for lv in range(low, UPPER_LEVEL):
             n = size >> lv
             if (n and len(kept.get(lv, b"")) < n * merkle.HASH_SIZE
@@ -1498,6 +1553,8 @@ class Store:
         None if any is missing or not `HASH_SIZE` bytes long."""
         parts: list[bytes] = []
         for lo in range(0, n, _LEVEL_READ_ROWS):
+            if self._closed:  # (the node stopped meanwhile: no more reads)
+                return None
             hashes = self.read_level(level, lo, min(n, lo + _LEVEL_READ_ROWS))
             if (len(hashes) != min(n, lo + _LEVEL_READ_ROWS) - lo
                     or any(len(h) != merkle.HASH_SIZE for h in hashes)):

@@ -182,11 +182,16 @@ def test_a_read_connection_left_in_a_command_is_never_checked_back_in(pg_reg: No
 
 
 def read_ids(sql: str, args: Any) -> list[tuple[int, int]]:
-    """The (level, idx) pairs one node statement asks for, on either engine."""
-    if isinstance(args, tuple) and len(args) == 2 and isinstance(args[0], str):
-        levels, idxs = ([int(v) for v in a.strip("{}").split(",")] for a in args)
-        return list(zip(levels, idxs, strict=True))  # PostgreSQL: two arrays, as text
-    return list(zip(args[::2], args[1::2], strict=True))  # SQLite: the OR's pairs
+    """The (level, idx) pairs one node statement asks for, on either engine: its leaves'
+    range first (D149), each leaf as (0, idx), then its pairs."""
+    if isinstance(args, tuple) and len(args) == 4 and isinstance(args[0], str):
+        levels, idxs = ([int(v) for v in a.strip("{}").split(",") if v] for a in args[:2])
+        pairs = list(zip(levels, idxs, strict=True))  # PostgreSQL: two arrays, as text
+        lo, hi = args[2:]
+    else:
+        lo, hi, args = (*args[:2], args[2:]) if "idx >=" in sql else (0, 0, args)
+        pairs = list(zip(args[::2], args[1::2], strict=True))  # SQLite: the OR's pairs
+    return [*((0, i) for i in range(lo, hi)), *pairs]
 
 
 def test_warming_at_start_leaves_proofs_only_the_lower_levels(reg: Node) -> None:
@@ -240,6 +245,7 @@ def _asked(reg: Node, seqs: list[int]) -> list[tuple[int, int]]:
         for seq in seqs:
             checked_proof(reg, seq)
             c = reads.consistency(reg, seq + 1, None)
+            assert c["new_root"] == reg.sequencer.state.last.header.tree_root.hex()  # type: ignore[union-attr]
             merkle.verify_consistency(seq + 1, size, bytes.fromhex(c["old_root"]),
                                       bytes.fromhex(c["new_root"]),
                                       [bytes.fromhex(h) for h in c["proof"]])
@@ -289,7 +295,12 @@ def test_warming_the_lower_levels_stays_within_its_bound(
     monkeypatch.setattr(store_mod, "LEVELS_MAX_BYTES", fits)
     assert reg.store.warm_levels(SIZE) == sum(SIZE >> lv for lv in range(3, 10))
     assert sorted(reg.store._levels) == list(range(3, store_mod.UPPER_LEVEL))
-    assert {lv for lv, _ in _asked(reg, SEQS)} == {0, 1, 2}
+    monkeypatch.setattr(store_mod, "LEVELS_MAX_BYTES", fits - 1)  # warmed again: level 3 goes
+    assert reg.store.warm_levels(SIZE) == sum(SIZE >> lv for lv in range(4, 10))
+    monkeypatch.setattr(store_mod, "LEVELS_MAX_BYTES", fits)
+    assert reg.store.warm_levels(SIZE) == sum(SIZE >> lv for lv in range(3, 10))
+    asked_levels = {lv for lv, _ in _asked(reg, SEQS)}  # (1 and 2 mostly made, D149)
+    assert 0 in asked_levels and asked_levels <= {0, 1, 2}
     fill(reg, 600)  # nodes past those kept, at every level
     asked = _asked(reg, [SIZE - 1, SIZE, SIZE + 599])
     assert any(lv >= 3 and ix >= SIZE >> lv for lv, ix in asked)
@@ -312,6 +323,79 @@ def test_a_level_not_wholly_stored_is_left_to_the_database(
     assert sorted(reg.store._levels) == [lv for lv in range(10) if lv not in (4, 6)]
     assert kept == sum(SIZE >> lv for lv in range(10) if lv not in (4, 6))
     assert {lv for lv, _ in _asked(reg, SEQS)} == {4, 6}
+
+
+def _unwarmed(reg: Node) -> None:
+    """The upper levels in memory, the lower ones not (as before `warm_levels` is done)."""
+    reg.store._levels = {}
+    reg.store.warm_upper(SIZE)
+    reg.store.block_for_size(SIZE)  # (what the first proof at a size reads besides)
+
+
+def test_a_proofs_lowest_nodes_are_made_from_one_range_of_leaves(reg: Node) -> None:
+    """A proof's nodes below LEAF_BLOCK_LEVEL in its leaf's aligned block of 32 are made from
+    those leaves, read as one range in the proof's one statement (D149): at 10 M one or two
+    pages instead of one a level. The proof still verifies."""
+    _unwarmed(reg)
+    asked: list[list[tuple[int, int]]] = []
+
+    def on_execute(_c: Any, _cur: Any, sql: str, args: Any, *_: Any) -> None:
+        asked.append(read_ids(sql, args))
+
+    event.listen(reg.store.engine, "before_cursor_execute", on_execute)
+    try:
+        checked_proof(reg, 700)
+    finally:
+        event.remove(reg.store.engine, "before_cursor_execute", on_execute)
+    [ids] = asked  # one statement
+    # 700's block is leaves 672-703 (21 * 32 up to 22 * 32): its path's nodes at levels 1-4
+    # are made from them; levels 5-9, and the root's nodes elsewhere, are read by key
+    assert {ix for lv, ix in ids if lv == 0} == set(range(672, 704))
+    assert {(1, 351), (2, 174), (3, 86), (4, 42)}.isdisjoint(ids)
+    assert {(5, 20), (6, 11), (7, 4), (8, 3), (9, 0)} <= set(ids)
+
+
+def test_every_proof_verifies_with_its_lowest_nodes_made(reg: Node) -> None:
+    """Every inclusion proof of the log, at its latest size and at three older ones, and the
+    consistency proofs from every seventh size, verify with their lowest nodes made from
+    leaves (right edge and block boundaries included)."""
+    _unwarmed(reg)
+    for size in (SIZE, 1025, 1100, SIZE - 1):
+        for seq in range(size):
+            p = reads.proof(reg, seq, size)
+            assert merkle.verify_inclusion(seq, size, bytes.fromhex(p["leaf_hash"]),
+                                           [bytes.fromhex(h) for h in p["proof"]],
+                                           bytes.fromhex(p["root"])) is None
+    roots = {size: reads.proof(reg, 0, size)["root"] for size in (SIZE, 1025, 1100, SIZE - 1)}
+    assert roots[SIZE] == reg.sequencer.state.last.header.tree_root.hex()  # type: ignore[union-attr]
+    for old in range(1, SIZE, 7):
+        c = reads.consistency(reg, old, None)
+        assert c["new_root"] == roots[SIZE]
+        merkle.verify_consistency(old, SIZE, bytes.fromhex(c["old_root"]),
+                                  bytes.fromhex(c["new_root"]),
+                                  [bytes.fromhex(h) for h in c["proof"]])
+
+
+def test_a_node_whose_leaf_is_missing_is_read_as_stored(reg: Node) -> None:
+    """A damaged table (a leaf row gone): the node over that leaf cannot be made, so it is
+    read as stored, in a second statement, and the proof still verifies."""
+    from tests.test_audit import drop_trigger
+
+    _unwarmed(reg)
+    drop_trigger(reg, "merkle_nodes", "delete")
+    reg.store.execute_raw("DELETE FROM merkle_nodes WHERE level = 0 AND idx = 690")
+    asked: list[list[tuple[int, int]]] = []
+
+    def on_execute(_c: Any, _cur: Any, sql: str, args: Any, *_: Any) -> None:
+        if "merkle_nodes" in sql:
+            asked.append(read_ids(sql, args))
+
+    event.listen(reg.store.engine, "before_cursor_execute", on_execute)
+    try:
+        checked_proof(reg, 700)  # its level-3 sibling covers leaves 688-695
+    finally:
+        event.remove(reg.store.engine, "before_cursor_execute", on_execute)
+    assert len(asked) == 2 and asked[1] == [(3, 86)]
 
 
 @pytest.mark.postgres
