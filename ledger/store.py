@@ -380,11 +380,13 @@ def _nodes_sql(n: int, mark: str, leaves: bool = False) -> str:
 # on each connection after a few uses (`prepare_threshold`) and PostgreSQL plans it once there
 # (a nested loop of primary-key probes); the OR above had a text per count, each planned anew
 # until prepared, and planning cost as much as running it (0.15-0.7 ms at 10 M, D89).
-# Always with the range of leaves of D149 (empty when none is wanted): still one text.
+# Always with the range of leaves of D149 (empty when none is wanted): still one text, and
+# its bounds sent as text like the arrays, so psycopg prepares it once whatever their size
+# (it keys a prepared statement by its parameters' types, and types an int by its value).
 _PG_NODES_SQL = ("SELECT m.level, m.idx, m.hash FROM unnest(%s::smallint[], %s::bigint[]) "
                  "AS w(level, idx) JOIN merkle_nodes m ON m.level = w.level AND m.idx = w.idx "
                  "UNION ALL SELECT level, idx, hash FROM merkle_nodes "
-                 "WHERE level = 0 AND idx >= %s AND idx < %s")
+                 "WHERE level = 0 AND idx >= %s::bigint AND idx < %s::bigint")
 
 
 def _pg_array(values: list[int]) -> str:
@@ -415,7 +417,7 @@ def _leaf_block(wanted: Sequence[merkle.NodeId]) -> tuple[int, int, list[merkle.
     below LEAF_BLOCK_LEVEL, as (first leaf, end, those nodes); (0, 0, []) if none holds two."""
     blocks: dict[int, list[merkle.NodeId]] = {}
     for lv, ix in wanted:
-        if lv < LEAF_BLOCK_LEVEL:
+        if 0 <= lv < LEAF_BLOCK_LEVEL and ix >= 0:
             blocks.setdefault((ix << lv) >> LEAF_BLOCK_LEVEL, []).append((lv, ix))
     if not blocks:
         return 0, 0, []
@@ -423,6 +425,8 @@ def _leaf_block(wanted: Sequence[merkle.NodeId]) -> tuple[int, int, list[merkle.
     if len(nodes) < 2:
         return 0, 0, []
     return block << LEAF_BLOCK_LEVEL, (block + 1) << LEAF_BLOCK_LEVEL, nodes
+
+
 _BLOCK_FOR_SIZE = (select(blocks).where(blocks.c.tree_size == bindparam("tree_size"))
                    .order_by(blocks.c.height).limit(1))
 # A bundle's reads by key (D89): on the read path, one round trip each on PostgreSQL instead of
@@ -1479,13 +1483,13 @@ class Store:
     def _made_from_leaves(made: Sequence[merkle.NodeId], got: dict[merkle.NodeId, bytes]
                           ) -> None:
         """Into `got`, each node of `made` (below LEAF_BLOCK_LEVEL) as the Merkle root of its
-        leaves, which `got` holds once read; a node one of whose leaves is not there is left
-        out. A stored node is exactly that root (the audit checks it), so this answers as the
-        stored one would."""
+        leaves, which `got` holds once read; a node one of whose leaves is not there (or not
+        a hash) is left out, to be read as stored. A stored node is exactly that root (the
+        audit checks it), so this answers as the stored one would."""
         for lv, ix in made:
             if lv:
                 leaves = [h for i in range(ix << lv, (ix + 1) << lv)
-                          if (h := got.get((0, i))) is not None]
+                          if len(h := got.get((0, i), b"")) == merkle.HASH_SIZE]
                 if len(leaves) == 1 << lv:
                     got[(lv, ix)] = merkle.root(leaves)
 
@@ -1497,7 +1501,7 @@ class Store:
         table-valued function would scan, D59), the range in the first."""
         if self.dialect == "postgresql":  # arrays as text: a third of the CPU of list params
             yield _PG_NODES_SQL, (_pg_array([lv for lv, _ in ids]),
-                                  _pg_array([ix for _, ix in ids]), lo, hi)
+                                  _pg_array([ix for _, ix in ids]), str(lo), str(hi))
             return
         leaves = lo < hi
         for i in range(0, max(len(ids), leaves), _NODES_PER_QUERY):

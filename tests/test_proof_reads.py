@@ -187,7 +187,7 @@ def read_ids(sql: str, args: Any) -> list[tuple[int, int]]:
     if isinstance(args, tuple) and len(args) == 4 and isinstance(args[0], str):
         levels, idxs = ([int(v) for v in a.strip("{}").split(",") if v] for a in args[:2])
         pairs = list(zip(levels, idxs, strict=True))  # PostgreSQL: two arrays, as text
-        lo, hi = args[2:]
+        lo, hi = (int(v) for v in args[2:])  # (as text too)
     else:
         lo, hi, args = (*args[:2], args[2:]) if "idx >=" in sql else (0, 0, args)
         pairs = list(zip(args[::2], args[1::2], strict=True))  # SQLite: the OR's pairs
@@ -360,14 +360,16 @@ def test_every_proof_verifies_with_its_lowest_nodes_made(reg: Node) -> None:
     consistency proofs from every seventh size, verify with their lowest nodes made from
     leaves (right edge and block boundaries included)."""
     _unwarmed(reg)
-    for size in (SIZE, 1025, 1100, SIZE - 1):
+    leaves = reg.store.read_level(0, 0, SIZE)  # the roots made from them alone, for reference
+    roots = {size: merkle.root(leaves[:size]).hex() for size in (SIZE, 1025, 1100, SIZE - 1)}
+    assert roots[SIZE] == reg.sequencer.state.last.header.tree_root.hex()  # type: ignore[union-attr]
+    for size in roots:
         for seq in range(size):
             p = reads.proof(reg, seq, size)
-            assert merkle.verify_inclusion(seq, size, bytes.fromhex(p["leaf_hash"]),
+            assert (p["root"], p["leaf_hash"]) == (roots[size], leaves[seq].hex())
+            assert merkle.verify_inclusion(seq, size, leaves[seq],
                                            [bytes.fromhex(h) for h in p["proof"]],
                                            bytes.fromhex(p["root"])) is None
-    roots = {size: reads.proof(reg, 0, size)["root"] for size in (SIZE, 1025, 1100, SIZE - 1)}
-    assert roots[SIZE] == reg.sequencer.state.last.header.tree_root.hex()  # type: ignore[union-attr]
     for old in range(1, SIZE, 7):
         c = reads.consistency(reg, old, None)
         assert c["new_root"] == roots[SIZE]
@@ -376,14 +378,36 @@ def test_every_proof_verifies_with_its_lowest_nodes_made(reg: Node) -> None:
                                   [bytes.fromhex(h) for h in c["proof"]])
 
 
-def test_a_node_whose_leaf_is_missing_is_read_as_stored(reg: Node) -> None:
-    """A damaged table (a leaf row gone): the node over that leaf cannot be made, so it is
-    read as stored, in a second statement, and the proof still verifies."""
-    from tests.test_audit import drop_trigger
+def test_sqlite_searches_the_leaves_range_by_its_key(tmp_path: Path) -> None:
+    """The range arm of SQLite's node statement is a search of the primary key, like each
+    equality arm, never a scan of `merkle_nodes` (D149)."""
+    r = open_registry(tmp_path, "")
+    try:
+        with r.store.engine.connect() as conn:
+            plan = [row[3] for row in conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN " + store_mod._nodes_sql(2, "?", True), (0, 32, 1, 2, 3, 4))]
+    finally:
+        r.store.close()
+    searches = [p for p in plan if p.startswith(("SEARCH", "SCAN"))]
+    assert len(searches) == 3, plan
+    assert all(p.startswith("SEARCH merkle_nodes USING PRIMARY KEY") for p in searches), plan
+    assert any("idx>? AND idx<?" in p for p in searches), plan
+
+
+@pytest.mark.parametrize("damage", ["gone", "not a hash"])
+def test_a_node_whose_leaf_is_missing_is_read_as_stored(reg: Node, damage: str) -> None:
+    """A damaged table (a leaf row gone, or holding 33 bytes): the node over that leaf cannot
+    be made, so it is read as stored, in a second statement, and the proof still verifies."""
+    from tests.test_audit import blob, drop_trigger
 
     _unwarmed(reg)
-    drop_trigger(reg, "merkle_nodes", "delete")
-    reg.store.execute_raw("DELETE FROM merkle_nodes WHERE level = 0 AND idx = 690")
+    where = "WHERE level = 0 AND idx = 690"
+    if damage == "gone":
+        drop_trigger(reg, "merkle_nodes", "delete")
+        reg.store.execute_raw(f"DELETE FROM merkle_nodes {where}")
+    else:
+        drop_trigger(reg, "merkle_nodes", "update")
+        reg.store.execute_raw(f"UPDATE merkle_nodes SET hash = {blob(reg, '00' * 33)} {where}")
     asked: list[list[tuple[int, int]]] = []
 
     def on_execute(_c: Any, _cur: Any, sql: str, args: Any, *_: Any) -> None:
@@ -402,14 +426,20 @@ def test_a_node_whose_leaf_is_missing_is_read_as_stored(reg: Node) -> None:
 def test_the_proof_statement_is_prepared_and_a_dropped_one_prepared_again(
         pg_reg: Node) -> None:
     """On PostgreSQL every proof sends the same text, which psycopg prepares on the connection
-    after a few uses (planned once there, D89); a connection ended by the server takes its
-    prepared statement with it, and the fresh one prepares it again."""
+    after a few uses (planned once there, D89), once whatever the size of its leaves' range
+    bounds (D149: psycopg types an int by its value); a connection ended by the server takes
+    its prepared statement with it, and the fresh one prepares it again."""
+    from copyledger.ledger.errors import NotFound
+
     reg = pg_reg
 
     def prepared() -> tuple[int, int]:
         with reg.store.reading():
             for seq in range(20, 30):
                 checked_proof(reg, seq)
+            for _ in range(6):  # a block past 32,767 leaves (none stored here)
+                with pytest.raises(NotFound):
+                    reg.store.read_hashes([(0, 100_000), (1, 50_001)])
             with reg.store._cursor() as run:
                 got = run("SELECT pg_backend_pid(), count(*) FROM pg_prepared_statements "
                           "WHERE statement LIKE %s", ("%unnest%merkle_nodes%",)).fetchone()
