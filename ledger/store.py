@@ -1462,16 +1462,17 @@ class Store:
             # Not for the audit (`cached=False`): it must read each stored node itself.
             lo, hi, made = _leaf_block(wanted) if cached else (0, 0, [])
             with self._cursor() as run:
-                rest = [n for n in wanted if n not in made] if made else wanted
-                for sql, args in self._node_statements(rest, lo, hi):
-                    for lv, ix, hs in run(sql, args).fetchall():
-                        got[(lv, ix)] = hs if type(hs) is bytes else _bytes(hs)
+
+                def fetch(ids: Sequence[merkle.NodeId], lo: int = 0, hi: int = 0) -> None:
+                    for sql, args in self._node_statements(ids, lo, hi):
+                        for lv, ix, hs in run(sql, args).fetchall():
+                            got[(lv, ix)] = hs if type(hs) is bytes else _bytes(hs)
+
+                fetch([n for n in wanted if n not in made] if made else wanted, lo, hi)
                 self._made_from_leaves(made, got)
                 # A leaf missing (a damaged table): those nodes are read as stored.
                 if unmade := [n for n in made if n not in got]:
-                    for sql, args in self._node_statements(unmade):
-                        for lv, ix, hs in run(sql, args).fetchall():
-                            got[(lv, ix)] = hs if type(hs) is bytes else _bytes(hs)
+                    fetch(unmade)
             if cached:
                 self._remember_upper(got)
         try:
@@ -1559,9 +1560,9 @@ class Store:
         for lo in range(0, n, _LEVEL_READ_ROWS):
             if self._closed:  # (the node stopped meanwhile: no more reads)
                 return None
-            hashes = self.read_level(level, lo, min(n, lo + _LEVEL_READ_ROWS))
-            if (len(hashes) != min(n, lo + _LEVEL_READ_ROWS) - lo
-                    or any(len(h) != merkle.HASH_SIZE for h in hashes)):
+            hi = min(n, lo + _LEVEL_READ_ROWS)
+            hashes = self.read_level(level, lo, hi)
+            if len(hashes) != hi - lo or any(len(h) != merkle.HASH_SIZE for h in hashes):
                 return None
             parts.append(b"".join(hashes))
         return b"".join(parts)

@@ -385,10 +385,7 @@ class Keys:
         says nothing of the first send, which may still be sealed; if the database refuses,
         the heartbeat tries again, as for `keep` (D139). If deleting the claim fails, it is
         no longer refreshed and ages out instead."""
-        with self._beat:
-            over = self._over.get(claim)
-        if over is not None:
-            self._write(claim, over, "putting a kept 503 back failed; trying again")
+        if self._put_back(claim):
             return
         try:
             with self.store.engine.begin() as conn:
@@ -406,12 +403,17 @@ class Keys:
         be kept (D147): a claim that took over a kept 503 puts it back, since that 503 says
         the same (D135); any other is let go and ages out, as a dead owner's. Not released: the
         write may still be sealed, and its row must stay until a retry can tell (D132)."""
+        if not self._put_back(claim):
+            self._let_go(claim)
+
+    def _put_back(self, claim: Claim) -> bool:
+        """Put back the kept 503 this claim took over, if it took one over (D135); whether it
+        did."""
         with self._beat:
             over = self._over.get(claim)
         if over is not None:
             self._write(claim, over, "putting a kept 503 back failed; trying again")
-        else:
-            self._let_go(claim)
+        return over is not None
 
     def abandon(self, claim: Claim) -> None:
         """Stop refreshing this claim, whose outcome will not be settled here (its request
