@@ -655,15 +655,21 @@ def _keep_breaks(reg: Node, monkeypatch: pytest.MonkeyPatch, key: str | None = N
     return broke
 
 
-def _unrefreshed(reg: Node, key: str) -> None:
-    """The claim under `key`, made a minute old (as if its process had died), stays so over
-    twenty heartbeats: no process holds it any more."""
+def _made_old(reg: Node, key: str) -> int:
+    """Make the claim under `key` a minute old, as if its process had died; its new time."""
     from copyledger.service import idempotency
 
     old = int(time.time()) - idempotency.ABANDONED_S - 1
     with reg.store.engine.begin() as conn:
         conn.execute(update(idempotency_keys).where(idempotency_keys.c.key == key)
                      .values(created=old))
+    return old
+
+
+def _unrefreshed(reg: Node, key: str) -> None:
+    """The claim under `key`, made a minute old (as if its process had died), stays so over
+    twenty heartbeats: no process holds it any more."""
+    old = _made_old(reg, key)
     time.sleep(0.2)
     assert _row(reg, key).created == old
 
@@ -908,12 +914,7 @@ def test_a_refresh_broken_by_a_fault_not_the_databases_does_not_stop_the_heartbe
     claim = _claimed(keys, "held")
     try:
         wait_for(lambda: broke[0] == 1, "a beat's refresh breaks")
-        from copyledger.service import idempotency
-
-        old = int(time.time()) - idempotency.ABANDONED_S - 1
-        with reg.store.engine.begin() as conn:
-            conn.execute(update(idempotency_keys).where(idempotency_keys.c.key == "held")
-                         .values(created=old))
+        old = _made_old(reg, "held")
         wait_for(lambda: _row(reg, "held").created > old, "a later beat refreshes the claim")
     finally:
         keys.release(claim)

@@ -194,6 +194,25 @@ def read_ids(sql: str, args: Any) -> list[tuple[int, int]]:
     return [*((0, i) for i in range(lo, hi)), *pairs]
 
 
+def node_reads(reg: Node, call: Any) -> tuple[int, list[list[tuple[int, int]]]]:
+    """While `call()` runs: the statements sent through the store's engine, and the nodes
+    each statement on `merkle_nodes` asks for (`read_ids`)."""
+    sent = [0]
+    asked: list[list[tuple[int, int]]] = []
+
+    def on_execute(_c: Any, _cur: Any, sql: str, args: Any, *_: Any) -> None:
+        sent[0] += 1
+        if "merkle_nodes" in sql:
+            asked.append(read_ids(sql, args))
+
+    event.listen(reg.store.engine, "before_cursor_execute", on_execute)
+    try:
+        call()
+    finally:
+        event.remove(reg.store.engine, "before_cursor_execute", on_execute)
+    return sent[0], asked
+
+
 def test_warming_at_start_leaves_proofs_only_the_lower_levels(reg: Node) -> None:
     """After `warm_upper` (what `serve` starts in the background, D89) a proof reads no node
     at an upper level: they are all in memory already, and the proof still verifies. The
@@ -203,17 +222,9 @@ def test_warming_at_start_leaves_proofs_only_the_lower_levels(reg: Node) -> None
     reg.store.block_for_size(SIZE)
     assert reg.store.warm_upper(SIZE) == sum(SIZE >> lv for lv in
                                              range(store_mod.UPPER_LEVEL, 64))
-    asked: list[tuple[int, int]] = []
-
-    def on_execute(_c: Any, _cur: Any, sql: str, args: Any, *_: Any) -> None:
-        asked.extend(read_ids(sql, args))
-
-    event.listen(reg.store.engine, "before_cursor_execute", on_execute)
-    try:
-        for seq in (1, 700, 1024, 1400, SIZE - 1):
-            checked_proof(reg, seq)
-    finally:
-        event.remove(reg.store.engine, "before_cursor_execute", on_execute)
+    _, per_statement = node_reads(reg, lambda: [checked_proof(reg, seq)
+                                                for seq in (1, 700, 1024, 1400, SIZE - 1)])
+    asked = [node for ids in per_statement for node in ids]
     assert asked and all(lv < store_mod.UPPER_LEVEL for lv, _ in asked)
 
 
@@ -233,15 +244,9 @@ def test_warming_stays_within_the_cache_bound(reg: Node, monkeypatch: pytest.Mon
 def _asked(reg: Node, seqs: list[int]) -> list[tuple[int, int]]:
     """The nodes the stored-node statements ask for while the proofs of `seqs` (checked
     against the sequencer's root) and consistency proofs to the latest size are made."""
-    asked: list[tuple[int, int]] = []
-
-    def on_execute(_c: Any, _cur: Any, sql: str, args: Any, *_: Any) -> None:
-        if "merkle_nodes" in sql:
-            asked.extend(read_ids(sql, args))
-
     size = reg.sequencer.state.size
-    event.listen(reg.store.engine, "before_cursor_execute", on_execute)
-    try:
+
+    def proofs() -> None:
         for seq in seqs:
             checked_proof(reg, seq)
             c = reads.consistency(reg, seq + 1, None)
@@ -249,9 +254,9 @@ def _asked(reg: Node, seqs: list[int]) -> list[tuple[int, int]]:
             merkle.verify_consistency(seq + 1, size, bytes.fromhex(c["old_root"]),
                                       bytes.fromhex(c["new_root"]),
                                       [bytes.fromhex(h) for h in c["proof"]])
-    finally:
-        event.remove(reg.store.engine, "before_cursor_execute", on_execute)
-    return asked
+
+    _, asked = node_reads(reg, proofs)
+    return [node for ids in asked for node in ids]
 
 
 SEQS = [0, 1, 2, 63, 64, 700, 1023, 1024, 1400, SIZE - 2, SIZE - 1]
@@ -337,17 +342,8 @@ def test_a_proofs_lowest_nodes_are_made_from_one_range_of_leaves(reg: Node) -> N
     those leaves, read as one range in the proof's one statement (D149): at 10 M one or two
     pages instead of one a level. The proof still verifies."""
     _unwarmed(reg)
-    asked: list[list[tuple[int, int]]] = []
-
-    def on_execute(_c: Any, _cur: Any, sql: str, args: Any, *_: Any) -> None:
-        asked.append(read_ids(sql, args))
-
-    event.listen(reg.store.engine, "before_cursor_execute", on_execute)
-    try:
-        checked_proof(reg, 700)
-    finally:
-        event.remove(reg.store.engine, "before_cursor_execute", on_execute)
-    [ids] = asked  # one statement
+    sent, [ids] = node_reads(reg, lambda: checked_proof(reg, 700))
+    assert sent == 1  # one statement
     # 700's block is leaves 672-703 (21 * 32 up to 22 * 32): its path's nodes at levels 1-4
     # are made from them; levels 5-9, and the root's nodes elsewhere, are read by key
     assert {ix for lv, ix in ids if lv == 0} == set(range(672, 704))
@@ -408,17 +404,8 @@ def test_a_node_whose_leaf_is_missing_is_read_as_stored(reg: Node, damage: str) 
     else:
         drop_trigger(reg, "merkle_nodes", "update")
         reg.store.execute_raw(f"UPDATE merkle_nodes SET hash = {blob(reg, '00' * 33)} {where}")
-    asked: list[list[tuple[int, int]]] = []
-
-    def on_execute(_c: Any, _cur: Any, sql: str, args: Any, *_: Any) -> None:
-        if "merkle_nodes" in sql:
-            asked.append(read_ids(sql, args))
-
-    event.listen(reg.store.engine, "before_cursor_execute", on_execute)
-    try:
-        checked_proof(reg, 700)  # its level-3 sibling covers leaves 688-695
-    finally:
-        event.remove(reg.store.engine, "before_cursor_execute", on_execute)
+    # 700's level-3 sibling covers leaves 688-695
+    _, asked = node_reads(reg, lambda: checked_proof(reg, 700))
     assert len(asked) == 2 and asked[1] == [(3, 86)]
 
 
