@@ -162,9 +162,10 @@ async def answer(
             # retry that could write the same items again (no longer refreshed, D69).
             # Cancelled before anything was handed over: nothing can be written, so the
             # keys are freed below.
+            # A key that took over a kept 503 puts it back instead (D150).
             cancelled = handed_over
-            for held in claimed.values() if cancelled else ():
-                n.idempotency.abandon(held)
+            if cancelled:
+                await asyncio.shield(release_all(n.idempotency, [], list(claimed.values())))
             raise
         finally:
             # Refused, or never run: released, all of them, even if this task is cancelled

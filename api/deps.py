@@ -186,12 +186,14 @@ async def _settled(n: Node, claim: Claim, path: bytes,
             body = body_of(error, path.decode("utf-8", "replace"))
             problem = Answer(body["status"], orjson.dumps(body))
         except BaseException:  # its fate is still unknown: not released (D147)
-            await idempotency.unsettled(n.idempotency, claim)
+            await idempotency.abandon(n.idempotency, claim)
             raise
         await idempotency.keep(n.idempotency, claim, problem)
         raise
     except asyncio.CancelledError:  # only the whole server stopping cancels the write itself
-        n.idempotency.abandon(claim)  # in flight until taken over
+        # In flight until taken over, or the kept 503 it took over put back (D150); shielded,
+        # since the task is being cancelled and the stop may cancel it again.
+        await asyncio.shield(idempotency.abandon(n.idempotency, claim))
         raise
     except BaseException:
         await idempotency.release(n.idempotency, claim)

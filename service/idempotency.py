@@ -398,14 +398,6 @@ class Keys:
         finally:
             self._let_go(claim)
 
-    def unsettled(self, claim: Claim) -> None:
-        """Leave this claim's request of unknown fate (Uncertain) when its problem could not
-        be kept (D147): a claim that took over a kept 503 puts it back, since that 503 says
-        the same (D135); any other is let go and ages out, as a dead owner's. Not released: the
-        write may still be sealed, and its row must stay until a retry can tell (D132)."""
-        if not self._put_back(claim):
-            self._let_go(claim)
-
     def _put_back(self, claim: Claim) -> bool:
         """Put back the kept 503 this claim took over, if it took one over (D135); whether it
         did."""
@@ -416,9 +408,14 @@ class Keys:
         return over is not None
 
     def abandon(self, claim: Claim) -> None:
-        """Stop refreshing this claim, whose outcome will not be settled here (its request
-        was cancelled mid-write): it ages out and is taken over as a dead owner's."""
-        self._let_go(claim)
+        """Leave this claim's request of unknown fate, settled nowhere here: its write was
+        cancelled midway (the server stopping, a batch's client hanging up) or was Uncertain
+        and its problem could not be kept (D147). A claim that took over a kept 503 puts it
+        back, since that 503 says the same (D135, D150); any other is let go and ages out, as
+        a dead owner's. Not released: the write may still be sealed, and its row must stay
+        until a retry can tell (D132)."""
+        if not self._put_back(claim):
+            self._let_go(claim)
 
     def _sweep(self, now: float) -> None:
         """Delete rows past their lifetime, at most once a minute."""
@@ -573,19 +570,19 @@ async def release(keys: Keys, claim: Claim) -> None:
     await asyncio.to_thread(keys.release, claim)
 
 
-async def unsettled(keys: Keys, claim: Claim) -> None:
-    """`Keys.unsettled` on a worker thread."""
-    await asyncio.to_thread(keys.unsettled, claim)
+async def abandon(keys: Keys, claim: Claim) -> None:
+    """`Keys.abandon` on a worker thread."""
+    await asyncio.to_thread(keys.abandon, claim)
 
 
 async def release_all(keys: Keys, claims: Sequence[Claim], unsure: Sequence[Claim] = ()
                       ) -> None:
-    """`Keys.release` of each of `claims` and `Keys.unsettled` of each of `unsure`, one after
+    """`Keys.release` of each of `claims` and `Keys.abandon` of each of `unsure`, one after
     another on one worker thread (a batch's up to 1,000 claims never take every thread of
     the loop's executor)."""
     def each() -> None:
         for c in claims:
             keys.release(c)
         for c in unsure:
-            keys.unsettled(c)
+            keys.abandon(c)
     await asyncio.to_thread(each)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -873,6 +873,79 @@ def test_a_kept_503_taken_over_whose_problem_breaks_is_put_back(
     monkeypatch.undo()
     again = _row(reg, "503-breaks")
     assert (again.status, again.answer, again.created) == (503, kept.answer, kept.created)
+
+
+def _cancelled_midway(write: Callable[[Callable[..., Awaitable[Any]]], Awaitable[Any]]
+                      ) -> None:
+    """`write(run)` started, cancelled once `run` (what it writes with) is under way and
+    never ends, as the server's stop cancels it; its task ends cancelled."""
+    import asyncio
+
+    async def main() -> None:
+        started = asyncio.Event()
+
+        async def run(*_: Any) -> Any:
+            started.set()
+            await asyncio.Event().wait()  # a write that never ends
+
+        task = asyncio.ensure_future(write(run))
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+
+
+def test_a_kept_503_taken_over_by_a_write_the_stop_cancels_is_put_back(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A retry that took over a kept 503 is cancelled midway by the server's stop: the 503 is
+    put back as it was (D135), so the next retry runs at once; before D150 the claim was left
+    in flight, and every retry was told 409 until it aged out a minute later."""
+    from copyledger.api import deps
+
+    client, reg = api
+    path, headers, body = _evidence(client, reg)
+    h = {**headers, "Idempotency-Key": "503-cancelled"}
+    with monkeypatch.context() as m:
+        _block_fails(m, reg)
+        assert _post(client, path, body, h).status_code == 503
+    kept = _row(reg, "503-cancelled")
+    taken = reg.idempotency.claim(kept.account, kept.key, kept.request_sha256)
+    assert isinstance(taken, Claim) and _row(reg, "503-cancelled").status == 0
+    _cancelled_midway(lambda run: deps._settled(reg, taken, path.encode(), run))
+    again = _row(reg, "503-cancelled")
+    assert (again.status, again.answer, again.created) == (503, kept.answer, kept.created)
+    assert not reg.idempotency._held
+    n = tree_size(client)
+    retry = _post(client, path, body, h)
+    assert retry.status_code == 201 and retry.json()["seq"] == n, retry.text
+
+
+def test_a_cancelled_batchs_items_that_took_over_kept_503s_put_them_back(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch cancelled after its items were handed over (its client hung up): an item
+    whose claim took over a kept 503 puts it back (D150); one that claimed a free key stays
+    in flight, unrefreshed, to age out as a dead owner's (its write may still be sealed)."""
+    from copyledger.api import batch
+    from copyledger.service.apikeys import Principal
+    from copyledger.service.operations import WorkIn
+
+    client, reg = api
+    alice = bearer(reg, "alice")
+    earlier = [{**work_body("was-503", again=True), "idempotency_key": "was-503"}]
+    with monkeypatch.context() as m:
+        _block_fails(m, reg)
+        first = client.post("/v1/works/batch", json={"works": earlier}, headers=alice).json()
+    assert [r["status"] for r in first["results"]] == [503]
+    kept = _row(reg, "was-503")
+    items = [*earlier, {**work_body("new-key", again=True), "idempotency_key": "new-key"}]
+    _cancelled_midway(lambda run: batch.answer(
+        reg, Principal("alice", "creator", 0), orjson.dumps({"works": items}), b"",
+        "/v1/works/batch", "works", WorkIn, run))
+    again = _row(reg, "was-503")
+    assert (again.status, again.answer, again.created) == (503, kept.answer, kept.created)
+    assert _row(reg, "new-key").status == 0 and not reg.idempotency._held
 
 
 def test_a_batch_item_of_unknown_fate_whose_answer_breaks_is_not_released(
