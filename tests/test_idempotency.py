@@ -769,6 +769,17 @@ def test_a_release_broken_by_a_fault_still_answers_the_refusal(
     _unrefreshed(reg, "refused")
 
 
+def _answer_breaks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Making a write's answer ready to keep fails with a fault of the code's."""
+    from copyledger.api import deps
+
+    class Broken(Answer):  # still a type, for the checks `once` makes with it
+        def __new__(cls, *_: Any) -> Broken:
+            raise RuntimeError("a fault in the code, not the database")
+
+    monkeypatch.setattr(deps, "Answer", Broken)
+
+
 def _problem_breaks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Making any refusal's problem document fails with a fault of the code's."""
     from copyledger.api import batch, problems
@@ -799,21 +810,58 @@ def test_a_write_whose_answer_breaks_before_its_keep_lets_its_claim_go(
     """A fault while a recorded write's answer is made ready to keep: the request fails
     (500), but its claim is released (its row stays, since its entry was recorded), not held
     and refreshed for the process's life; once aged out, the retry gets the entry (D147)."""
-    from copyledger.api import deps
-
     client, reg = api
     reg.idempotency.heartbeat_s = 0.01
-
-    class Broken(Answer):  # still a type, for the checks `once` makes with it
-        def __new__(cls, *_: Any) -> Broken:
-            raise RuntimeError("a fault in the code, not the database")
-
-    monkeypatch.setattr(deps, "Answer", Broken)
     path, headers, body = _work(client, reg)
-    first = _post(client, path, body, {**headers, "Idempotency-Key": "success-breaks"})
-    monkeypatch.undo()
+    with monkeypatch.context() as m:
+        _answer_breaks(m)
+        first = _post(client, path, body, {**headers, "Idempotency-Key": "success-breaks"})
     assert first.status_code == 500, first.text
     _answered_from_its_entry_once_aged(client, reg, "success-breaks", path, body, headers)
+
+
+def test_an_earlier_registration_whose_answer_breaks_frees_its_key(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 200 (`already_registered`) recorded nothing: when its answer breaks (500), its claim
+    is released and its row deleted, so the retry runs at once and is answered 200 again,
+    writing nothing (D147)."""
+    client, reg = api
+    path, headers, body = _work(client, reg)
+    assert _post(client, path, body, headers).status_code == 201
+    n = tree_size(client)
+    with monkeypatch.context() as m:
+        _answer_breaks(m)
+        first = _post(client, path, body, {**headers, "Idempotency-Key": "200-breaks"})
+    assert first.status_code == 500, first.text
+    assert _row(reg, "200-breaks") is None and not reg.idempotency._held
+    retry = _post(client, path, body, {**headers, "Idempotency-Key": "200-breaks"})
+    assert retry.status_code == 200 and retry.json()["already_registered"], retry.text
+    assert tree_size(client) == n
+
+
+def test_a_kept_503_taken_over_by_a_write_whose_answer_breaks_is_put_back(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A retry that took over a kept 503 records its entry, then its answer breaks (500): the
+    503 is put back as it was (D135), and the next retry is answered with the recorded entry
+    at once, writing nothing (D132, D147)."""
+    client, reg = api
+    path, headers, body = _evidence(client, reg)
+    h = {**headers, "Idempotency-Key": "503-then-breaks"}
+    with monkeypatch.context() as m:
+        _block_fails(m, reg)
+        assert _post(client, path, body, h).status_code == 503
+    kept = _row(reg, "503-then-breaks")
+    n = tree_size(client)
+    with monkeypatch.context() as m:
+        _answer_breaks(m)
+        with pytest.raises(RuntimeError, match="not the database"):  # (the test client
+            _post(client, path, body, h)  # re-raises the 500's fault)
+    assert tree_size(client) == n + 1 and _written(reg, "503-then-breaks") == [n]
+    again = _row(reg, "503-then-breaks")
+    assert (again.status, again.answer, again.created) == (503, kept.answer, kept.created)
+    retry = _post(client, path, body, h)
+    assert retry.status_code == 201 and retry.json()["seq"] == n, retry.text
+    assert retry.headers["idempotent-replayed"] == "true" and tree_size(client) == n + 1
 
 
 def test_a_write_of_unknown_fate_whose_problem_breaks_lets_its_claim_go(
