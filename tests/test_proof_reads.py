@@ -415,7 +415,8 @@ def test_the_proof_statement_is_prepared_and_a_dropped_one_prepared_again(
     """On PostgreSQL every proof sends the same text, which psycopg prepares on the connection
     after a few uses (planned once there, D89), once whatever the size of its leaves' range
     bounds (D149: psycopg types an int by its value); a connection ended by the server takes
-    its prepared statement with it, and the fresh one prepares it again."""
+    its prepared statement with it, and the fresh one prepares it again. It is never planned
+    afresh at an execution (D151: left to choose, PostgreSQL did so at each)."""
     from copyledger.ledger.errors import NotFound
 
     reg = pg_reg
@@ -428,8 +429,10 @@ def test_the_proof_statement_is_prepared_and_a_dropped_one_prepared_again(
                 with pytest.raises(NotFound):
                     reg.store.read_hashes([(0, 100_000), (1, 50_001)])
             with reg.store._cursor() as run:
-                got = run("SELECT pg_backend_pid(), count(*) FROM pg_prepared_statements "
+                got = run("SELECT pg_backend_pid(), count(*), sum(generic_plans), "
+                          "sum(custom_plans) FROM pg_prepared_statements "
                           "WHERE statement LIKE %s", ("%unnest%merkle_nodes%",)).fetchone()
+        assert got[2] > 0 and got[3] == 0, got  # (generic plans, custom plans)
         return int(got[0]), int(got[1])
 
     pid, count = prepared()
