@@ -378,8 +378,9 @@ def _nodes_sql(n: int, mark: str, leaves: bool = False) -> str:
 
 # PostgreSQL's read of any number of nodes: ONE text whatever the count, so psycopg prepares it
 # on each connection after a few uses (`prepare_threshold`) and PostgreSQL plans it once there
-# (a nested loop of primary-key probes); the OR above had a text per count, each planned anew
-# until prepared, and planning cost as much as running it (0.15-0.7 ms at 10 M, D89).
+# (a nested loop of primary-key probes; once only since D151, which the read connections need
+# for it); the OR above had a text per count, each planned anew until prepared, and planning
+# cost as much as running it (0.15-0.7 ms at 10 M, D89).
 # Always with the range of leaves of D149 (empty when none is wanted): still one text, and
 # its bounds sent as text like the arrays, so psycopg prepares it once whatever their size
 # (it keys a prepared statement by its parameters' types, and types an int by its value).

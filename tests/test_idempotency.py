@@ -769,6 +769,21 @@ def test_a_release_broken_by_a_fault_still_answers_the_refusal(
     _unrefreshed(reg, "refused")
 
 
+def _deposit_kept_as_503(api: Api, key: str, monkeypatch: pytest.MonkeyPatch
+              ) -> tuple[str, dict[str, Any], dict[str, str], Any]:
+    """An evidence deposit under `key` whose block failed unrecorded, its 503 kept: the
+    request's path, body and headers, and the kept row."""
+    client, reg = api
+    path, headers, body = _evidence(client, reg)
+    h = {**headers, "Idempotency-Key": key}
+    with monkeypatch.context() as m:
+        _block_fails(m, reg)
+        assert _post(client, path, body, h).status_code == 503
+    kept = _row(reg, key)
+    assert kept.status == 503
+    return path, body, h, kept
+
+
 def _answer_breaks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Making a write's answer ready to keep fails with a fault of the code's."""
     from copyledger.api import deps
@@ -845,12 +860,7 @@ def test_a_kept_503_taken_over_by_a_write_whose_answer_breaks_is_put_back(
     503 is put back as it was (D135), and the next retry is answered with the recorded entry
     at once, writing nothing (D132, D147)."""
     client, reg = api
-    path, headers, body = _evidence(client, reg)
-    h = {**headers, "Idempotency-Key": "503-then-breaks"}
-    with monkeypatch.context() as m:
-        _block_fails(m, reg)
-        assert _post(client, path, body, h).status_code == 503
-    kept = _row(reg, "503-then-breaks")
+    path, body, h, kept = _deposit_kept_as_503(api, "503-then-breaks", monkeypatch)
     n = tree_size(client)
     with monkeypatch.context() as m:
         _answer_breaks(m)
@@ -909,12 +919,8 @@ def test_a_kept_503_taken_over_whose_problem_breaks_is_put_back(
     the 503 is put back as it was (D135), not left to age out in a minute, after which a
     request with another body could take the key (D147)."""
     client, reg = api
-    path, headers, body = _evidence(client, reg)
-    h = {**headers, "Idempotency-Key": "503-breaks"}
+    path, body, h, kept = _deposit_kept_as_503(api, "503-breaks", monkeypatch)
     _block_fails(monkeypatch, reg)
-    assert _post(client, path, body, h).status_code == 503
-    kept = _row(reg, "503-breaks")
-    assert kept.status == 503
     _problem_breaks(monkeypatch)
     with pytest.raises(RuntimeError, match="not the database"):
         _post(client, path, body, h)
@@ -953,12 +959,7 @@ def test_a_kept_503_taken_over_by_a_write_the_stop_cancels_is_put_back(
     from copyledger.api import deps
 
     client, reg = api
-    path, headers, body = _evidence(client, reg)
-    h = {**headers, "Idempotency-Key": "503-cancelled"}
-    with monkeypatch.context() as m:
-        _block_fails(m, reg)
-        assert _post(client, path, body, h).status_code == 503
-    kept = _row(reg, "503-cancelled")
+    path, body, h, kept = _deposit_kept_as_503(api, "503-cancelled", monkeypatch)
     taken = reg.idempotency.claim(kept.account, kept.key, kept.request_sha256)
     assert isinstance(taken, Claim) and _row(reg, "503-cancelled").status == 0
     _cancelled_midway(lambda run: deps._settled(reg, taken, path.encode(), run))
