@@ -157,12 +157,12 @@ async def answer(
                     answer = Answer(item["status"], orjson.dumps(item[member]))
                     await keep(n.idempotency, claimed.pop(i), answer)
         except asyncio.CancelledError:
-            # The client hung up: what was handed over may still be sealed, so its keys stay
-            # claimed ("in flight") until taken over as abandoned, rather than freed for a
-            # retry that could write the same items again (no longer refreshed, D69).
-            # Cancelled before anything was handed over: nothing can be written, so the
-            # keys are freed below.
-            # A key that took over a kept 503 puts it back instead (D150).
+            # Cancelled (the server's stop, past its grace: uvicorn does not cancel a request
+            # whose client hung up): what was handed over may still be sealed, so its keys
+            # stay claimed ("in flight") until taken over as abandoned, rather than freed for
+            # a retry that could write the same items again (no longer refreshed, D69); a key
+            # that took over a kept 503 puts it back instead (D150). Cancelled before anything
+            # was handed over: nothing can be written, so the keys are freed below.
             cancelled = handed_over
             if cancelled:
                 await asyncio.shield(release_all(n.idempotency, [], list(claimed.values())))

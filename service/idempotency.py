@@ -212,12 +212,12 @@ class Keys:
         self.abandoned_s = abandoned_s
         self._swept = 0.0
         # Claims this process holds, each with what it must still write (its `keep` or the
-        # put-back of `release` failed: tried again each beat, `_KEEP_TRIES` times) or None
-        # while its request runs.
+        # put-back of `release` or `abandon` failed: tried again each beat, `_KEEP_TRIES`
+        # times) or None while its request runs.
         self._held: dict[Claim, _Pending | None] = {}
         # The kept 503s this process's claims took over (D135), with their `created`, put
-        # back if the claim is released, so the key still says its first send's fate is
-        # unknown, for as long as it would have.
+        # back if the claim is released or abandoned (D150), so the key still says its first
+        # send's fate is unknown, for as long as it would have.
         self._over: dict[Claim, _Pending] = {}
         self._beat = threading.Condition()
         self._beating = False

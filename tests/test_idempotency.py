@@ -770,7 +770,7 @@ def test_a_release_broken_by_a_fault_still_answers_the_refusal(
 
 
 def _deposit_kept_as_503(api: Api, key: str, monkeypatch: pytest.MonkeyPatch
-              ) -> tuple[str, dict[str, Any], dict[str, str], Any]:
+                         ) -> tuple[str, dict[str, Any], dict[str, str], Any]:
     """An evidence deposit under `key` whose block failed unrecorded, its 503 kept: the
     request's path, body and headers, and the kept row."""
     client, reg = api
@@ -971,9 +971,22 @@ def test_a_kept_503_taken_over_by_a_write_the_stop_cancels_is_put_back(
     assert retry.status_code == 201 and retry.json()["seq"] == n, retry.text
 
 
+def test_a_write_the_stop_cancels_leaves_its_claim_in_flight(api: Api) -> None:
+    """A write on a free key cancelled midway by the server's stop may still be sealed: its
+    claim is neither released (its row deleted, so a retry could run beside it) nor kept
+    refreshed; it stays in flight to age out as a dead owner's (D69, D150)."""
+    from copyledger.api import deps
+
+    _, reg = api
+    taken = reg.idempotency.claim("alice", "free-cancelled", "ab" * 32)
+    assert isinstance(taken, Claim)
+    _cancelled_midway(lambda run: deps._settled(reg, taken, b"/v1/works", run))
+    assert _row(reg, "free-cancelled").status == 0 and not reg.idempotency._held
+
+
 def test_a_cancelled_batchs_items_that_took_over_kept_503s_put_them_back(
         api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A batch cancelled after its items were handed over (its client hung up): an item
+    """A batch cancelled after its items were handed over (by the server's stop): an item
     whose claim took over a kept 503 puts it back (D150); one that claimed a free key stays
     in flight, unrefreshed, to age out as a dead owner's (its write may still be sealed)."""
     from copyledger.api import batch
@@ -1047,7 +1060,7 @@ def test_a_refresh_broken_by_a_fault_not_the_databases_does_not_stop_the_heartbe
 def _dies_after_the_commit(reg: Node, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each write's process "dies" once its block is committed: the answer is never kept and
     the claim no longer refreshed, what a SIGKILL between the commit and the keep leaves."""
-    monkeypatch.setattr(reg.idempotency, "keep", lambda claim, _: reg.idempotency.abandon(claim))
+    monkeypatch.setattr(reg.idempotency, "keep", lambda claim, _: reg.idempotency._let_go(claim))
 
 
 def _abandoned(reg: Node) -> None:
