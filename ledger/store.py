@@ -492,12 +492,13 @@ def _read_pool(engine: Engine) -> Engine | None:
 
 
 def _generic_plans(dbapi_conn: Any, _record: Any) -> None:
-    """A read connection plans each prepared statement once (PostgreSQL 12 and later, D151).
-    Left to choose, PostgreSQL planned the proofs' node read afresh at every execution: its
-    generic plan's estimate (a range of leaves it cannot see, D149, and an array it takes for
-    ten) looked dearer than each custom plan, yet both are the same primary-key probes, and
-    the planning cost 0.1-0.2 ms a proof. The hot reads are probes and short ranges on their
-    keys, whose plans do not depend on the values."""
+    """A read connection plans each statement once, with its parameters unseen (PostgreSQL 12
+    and later, D151). Left to choose, PostgreSQL planned the proofs' node read afresh at every
+    execution: its generic plan's estimate (a range of leaves it cannot see, D149, and an array
+    it takes for ten) looked dearer than each custom plan, though both read the same rows
+    through the primary key, and the planning cost about 0.1 ms a read. The reads on these
+    connections (the API's, the sequencer's, the audit's) are probes and ranges of the primary
+    keys and of the registrant's index, whose plans were checked to be the same either way."""
     if dbapi_conn.info.server_version < 120000:
         return
     with dbapi_conn.cursor() as cur:
