@@ -498,7 +498,7 @@ def _generic_plans(dbapi_conn: Any, _record: Any) -> None:
     it takes for ten) looked dearer than each custom plan, though both read the same rows
     through the primary key, and the planning cost about 0.1 ms a read. The reads on these
     connections (the API's, the sequencer's, the audit's) are probes and ranges of the primary
-    keys and of the registrant's index, whose plans were checked to be the same either way."""
+    keys and of the registrant's index; those checked keep the plan their custom one had."""
     if dbapi_conn.info.server_version < 120000:
         return
     with dbapi_conn.cursor() as cur:

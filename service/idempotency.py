@@ -409,7 +409,7 @@ class Keys:
 
     def abandon(self, claim: Claim) -> None:
         """Leave this claim's request of unknown fate, settled nowhere here: its write was
-        cancelled midway (the server stopping, a batch's client hanging up) or was Uncertain
+        cancelled midway (by the server's stop, past its grace: D119) or was Uncertain
         and its problem could not be kept (D147). A claim that took over a kept 503 puts it
         back, since that 503 says the same (D135, D150); any other is let go and ages out, as
         a dead owner's. Not released: the write may still be sealed, and its row must stay
