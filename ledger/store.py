@@ -327,20 +327,30 @@ def sends_may_wait(driver: Any) -> Iterator[None]:
                     sock.setsockopt(socket.IPPROTO_TCP, opt, was)
 
 
-def _set_all(settings: dict[str, int]) -> str:
+def _set_all(settings: Mapping[str, object]) -> str:
     return "SELECT " + ", ".join(f"set_config('{k}', '{v}', false)" for k, v in settings.items())
 
 
 _PG_SESSION = _set_all(PG_SERVER_KEEPALIVE)
 _PG11_SESSION = _set_all({k: v for k, v in PG_SERVER_KEEPALIVE.items()
                           if k != "tcp_user_timeout"})  # (PostgreSQL 12's)
+# A read connection (`_read_pool`) also plans each statement once, its parameters unseen
+# (D151; PostgreSQL 12's setting, so 11 keeps its own choice). Left to choose, PostgreSQL
+# planned the proofs' node read afresh at every execution: its generic plan's estimate (a
+# range of leaves it cannot see, D149, and an array it takes for ten) looked dearer than each
+# custom plan, though both read the same rows through the primary key, and the planning cost
+# about 0.1 ms a read. The reads on these connections (the API's, the sequencer's, the
+# audit's) are probes and ranges of the primary keys and of the registrant's index; those
+# checked keep the plan their custom one had.
+_PG_READ_SESSION = _set_all({**PG_SERVER_KEEPALIVE, "plan_cache_mode": "force_generic_plan"})
 
 
-def _pg_session(dbapi_conn: Any, _record: Any) -> None:
-    """Each new PostgreSQL connection: `PG_SERVER_KEEPALIVE` for its session (every setting
-    there is one a session may set)."""
+def _pg_session(dbapi_conn: Any, _record: Any, session: str = _PG_SESSION) -> None:
+    """Each new PostgreSQL connection: `session`'s settings (`PG_SERVER_KEEPALIVE`, and a
+    read connection's plan mode; every one a session may set), in one statement; on
+    PostgreSQL 11 the keepalives it has."""
     with dbapi_conn.cursor() as cur:
-        cur.execute(_PG_SESSION if dbapi_conn.info.server_version >= 120000 else _PG11_SESSION)
+        cur.execute(session if dbapi_conn.info.server_version >= 120000 else _PG11_SESSION)
     dbapi_conn.commit()
 
 
@@ -352,10 +362,10 @@ def _client_keepalive(given: Mapping[str, Any]) -> dict[str, int]:
             if k not in given and not (tuned and k == "tcp_user_timeout")}
 
 
-def _pg_engine(url: Any, **kw: Any) -> Engine:
+def _pg_engine(url: Any, session: str = _PG_SESSION, **kw: Any) -> Engine:
     engine = create_engine(url, pool_size=10, max_overflow=10,
                            connect_args=_client_keepalive(make_url(url).query), **kw)
-    event.listen(engine, "connect", _pg_session)
+    event.listen(engine, "connect", functools.partial(_pg_session, session=session))
     return engine
 
 
@@ -485,25 +495,8 @@ def _read_pool(engine: Engine) -> Engine | None:
     with no round trip to save."""
     if engine.dialect.name != "postgresql":
         return None
-    reads = _pg_engine(engine.url, pool_pre_ping=False, pool_reset_on_return=None,
-                       isolation_level="AUTOCOMMIT")
-    event.listen(reads, "connect", _generic_plans)
-    return reads
-
-
-def _generic_plans(dbapi_conn: Any, _record: Any) -> None:
-    """A read connection plans each statement once, with its parameters unseen (PostgreSQL 12
-    and later, D151). Left to choose, PostgreSQL planned the proofs' node read afresh at every
-    execution: its generic plan's estimate (a range of leaves it cannot see, D149, and an array
-    it takes for ten) looked dearer than each custom plan, though both read the same rows
-    through the primary key, and the planning cost about 0.1 ms a read. The reads on these
-    connections (the API's, the sequencer's, the audit's) are probes and ranges of the primary
-    keys and of the registrant's index; those checked keep the plan their custom one had."""
-    if dbapi_conn.info.server_version < 120000:
-        return
-    with dbapi_conn.cursor() as cur:
-        cur.execute("SELECT set_config('plan_cache_mode', 'force_generic_plan', false)")
-    dbapi_conn.commit()
+    return _pg_engine(engine.url, _PG_READ_SESSION, pool_pre_ping=False,
+                      pool_reset_on_return=None, isolation_level="AUTOCOMMIT")
 
 
 _OWN_SESSION = ("SELECT pid, backend_start FROM pg_stat_activity "
