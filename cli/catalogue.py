@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -101,27 +101,48 @@ def _row(n: int, doc: Any) -> Row:
 @dataclass
 class ImportProgress:
     """The progress file beside the catalogue: one JSON line per finished chunk, the last one
-    (complete) telling how many rows are done. A line cut short by a kill is ignored."""
+    (complete) telling how many rows are done. A line cut short by a kill is ignored. The
+    refused rows stay in the file, not in memory (`refusals`): an import may refuse millions
+    (D152)."""
 
     path: Path
     done: int = 0
     registered: int = 0
     already: int = 0
-    refused: list[dict[str, Any]] = field(default_factory=list)
+    refused: int = 0
 
     @classmethod
     def load(cls, path: Path) -> ImportProgress:
+        """The progress recorded in `path` (none if it does not exist). A last line that a
+        kill cut short is cut off, so the next chunk's line starts on a line of its own."""
         p = cls(path)
         if path.exists():
-            for raw in path.read_text().splitlines():
+            _cut_torn_line(path)
+            for doc in p._records():
+                p.done, p.registered, p.already = doc["done"], doc["registered"], doc["already"]
+                p.refused += len(doc["refused"])
+        return p
+
+    def _records(self) -> Iterator[dict[str, Any]]:
+        """The file's complete, well-formed lines, in order, read one at a time."""
+        if not self.path.exists():
+            return
+        with self.path.open(encoding="utf-8") as f:
+            for raw in f:
                 try:
                     doc = json.loads(raw)
-                    p.done, p.registered, p.already = (int(doc["done"]), int(doc["registered"]),
-                                                       int(doc["already"]))
-                    p.refused.extend(doc["refused"])
+                    for name in ("done", "registered", "already"):
+                        doc[name] = int(doc[name])
+                    if isinstance(doc["refused"], list):
+                        yield doc
                 except (ValueError, KeyError, TypeError):
                     continue
-        return p
+
+    def refusals(self) -> Iterator[dict[str, Any]]:
+        """Every refused row recorded (`{"line", "problem"}`), in the order the chunks
+        finished, each chunk's by line: read from the file as they are wanted."""
+        for doc in self._records():
+            yield from doc["refused"]
 
     def advance(self, rows: int, registered: int, already: int,
                 refused: list[dict[str, Any]]) -> None:
@@ -129,7 +150,41 @@ class ImportProgress:
         self.done += rows
         self.registered += registered
         self.already += already
-        self.refused.extend(refused)
+        self.refused += len(refused)
         with self.path.open("a") as f:
             f.write(json.dumps({"done": self.done, "registered": self.registered,
                                 "already": self.already, "refused": refused}) + "\n")
+
+
+def _cut_torn_line(path: Path) -> None:
+    """Drop what follows the file's last newline: the start of a line a kill cut short."""
+    with path.open("r+b") as f:
+        end = f.seek(0, 2)
+        at = end
+        while at > 0:
+            step = min(at, 65_536)
+            f.seek(at - step)
+            tail = f.read(step)
+            nl = tail.rfind(b"\n")
+            if nl >= 0:
+                at = at - step + nl + 1
+                break
+            at -= step
+        if at != end:
+            f.truncate(at)
+
+
+class Listing(list[Any]):
+    """A list whose items are read as they are written: `json`'s indenting encoder iterates a
+    list, so a summary that lists millions of rows is written without holding them (D152).
+    `size` is how many `items` yields (the encoder asks only whether it is empty)."""
+
+    def __init__(self, items: Callable[[], Iterator[Any]], size: int) -> None:
+        super().__init__()
+        self._items, self._size = items, size
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._items()
+
+    def __len__(self) -> int:
+        return self._size

@@ -31,7 +31,7 @@ from rich.progress import (
 from rich.table import Table
 from typer.core import TyperGroup
 
-from copyledger.cli.catalogue import ImportProgress, Row, count_rows, read_rows
+from copyledger.cli.catalogue import ImportProgress, Listing, Row, count_rows, read_rows
 from copyledger.cli.words import Localized, detail, tr
 from copyledger.client import (
     BatchWork,
@@ -131,9 +131,19 @@ def _domain_errors_exit() -> Iterator[None]:
         _die(f"{detail(e.detail)} ({e.internal})" if e.internal else detail(e.detail))
 
 
+_EMIT_PIECES = 65_536
+"""Tokens `_emit` joins into one write: a few hundred kB, not a call per token."""
+
+
 def _emit(as_json: bool, obj: Any, human: str | None = None) -> None:
-    if as_json:
-        sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+    if as_json:  # written as encoded: a `Listing` in `obj` is never held whole (D152)
+        pieces: list[str] = []
+        for piece in json.JSONEncoder(indent=2).iterencode(obj):
+            pieces.append(piece)
+            if len(pieces) >= _EMIT_PIECES:
+                sys.stdout.write("".join(pieces))
+                pieces.clear()
+        sys.stdout.write("".join(pieces) + "\n")
     elif human is not None:
         out.print(human)
 
@@ -710,17 +720,18 @@ def import_(
             stopped = conn.finish(state)
     summary = {"file": str(catalogue), "done": state.done, "total": total,
                "registered": state.registered, "already_registered": state.already,
-               "refused": state.refused, "key_pinned": pinned, "stopped": stopped}
+               "refused": Listing(state.refusals, state.refused), "key_pinned": pinned,
+               "stopped": stopped}
     if as_json:
         _emit(True, summary)
     else:
-        for r in state.refused:
+        for r in state.refusals():
             err.print(tr("line {line}: {problem}").format(line=r["line"],
                                                           problem=detail(r["problem"])))
         err.print(tr("{done}/{total} rows: {registered} registered, {already} already "
                      "registered, {refused} refused").format(
                          done=state.done, total=total, registered=state.registered,
-                         already=state.already, refused=len(state.refused))
+                         already=state.already, refused=state.refused)
                   + (tr("; stopped: {why} (run the command again to resume)").format(
                       why=detail(stopped))
                      if stopped else ""))

@@ -3,7 +3,9 @@ halfway and run again, leaves each work in the log exactly once."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import signal
@@ -13,9 +15,14 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from copyledger.cli.catalogue import ImportProgress, Listing
 from tests.server import ServerProcess, cli, init_registry, init_with_creator
 
 N = 3000
@@ -203,3 +210,57 @@ def test_a_local_import_needs_an_account_that_holds_a_key(tmp_path: Path) -> Non
             "--json")
     assert r.returncode == 1 and "bob" in json.loads(r.stdout)["stopped"]
     assert _entries(data) == [e for e in _entries(data) if e["kind"] != "work"]
+
+
+def test_a_progress_file_keeps_the_refusals_and_a_torn_line_is_cut(tmp_path: Path) -> None:
+    """The refused rows of every run are read back from the progress file, in order, not
+    kept in memory (D152); a line a kill cut short is dropped, so the next chunk's line
+    parses instead of being glued to it and lost."""
+    path = tmp_path / "c.jsonl.progress"
+    first = ImportProgress.load(path)
+    first.advance(100, 97, 1, [{"line": 4, "problem": "a"}, {"line": 9, "problem": "b"}])
+    first.advance(100, 99, 0, [{"line": 150, "problem": "c"}])
+    with path.open("a") as f:  # a third chunk's line, cut by a kill
+        f.write('{"done": 300, "registered": 296, "refused": [{"line": 2')
+    again = ImportProgress.load(path)
+    assert (again.done, again.registered, again.already, again.refused) == (200, 196, 1, 3)
+    assert path.read_text().endswith("\n"), "the torn tail is cut"
+    again.advance(100, 100, 0, [{"line": 201, "problem": "d"}])
+    lines = path.read_text().splitlines()
+    assert [json.loads(x)["done"] for x in lines] == [100, 200, 300]
+    third = ImportProgress.load(path)
+    assert (third.done, third.registered, third.refused) == (300, 296, 4)
+    assert [r["line"] for r in third.refusals()] == [4, 9, 150, 201]
+    assert ImportProgress.load(tmp_path / "none").refused == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.fixed_dictionaries({"line": st.integers(1, 10**9), "problem": st.text()}),
+                max_size=5), st.booleans())
+def test_a_listing_is_written_as_json_writes_the_list(items: list[dict[str, Any]],
+                                                      pinned: bool) -> None:
+    """`--json` summaries stream a `Listing` from its source (the progress file's refusals)
+    and the text is what `json.dumps` writes for the list it stands for."""
+    from copyledger.cli.main import _emit
+
+    out = io.StringIO()
+    written: list[int] = []  # how much was written when each item was read
+
+    def source() -> Iterator[dict[str, Any]]:
+        for item in items:
+            written.append(len(out.getvalue()))
+            yield item
+
+    summary = {"done": 3, "refused": Listing(source, len(items)), "key_pinned": pinned}
+    expected = json.dumps({**summary, "refused": items}, indent=2) + "\n"
+    with contextlib.redirect_stdout(out):
+        _emit(True, summary)
+    assert out.getvalue() == expected
+    assert len(written) == len(items), "each item read once"
+    out.seek(0)
+    out.truncate()
+    written.clear()
+    with mock.patch("copyledger.cli.main._EMIT_PIECES", 1), contextlib.redirect_stdout(out):
+        _emit(True, summary)  # a write per token: what the encoder made is out before it reads on
+    assert out.getvalue() == expected
+    assert written == sorted(set(written)), "each item's text written before the next is read"
