@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,14 +113,11 @@ class ImportProgress:
 
     @classmethod
     def load(cls, path: Path) -> ImportProgress:
-        """The progress recorded in `path` (none if it does not exist). A last line that a
-        kill cut short is cut off, so the next chunk's line starts on a line of its own."""
+        """The progress recorded in `path` (none if it does not exist); read only."""
         p = cls(path)
-        if path.exists():
-            _cut_torn_line(path)
-            for doc in p._records():
-                p.done, p.registered, p.already = doc["done"], doc["registered"], doc["already"]
-                p.refused += len(doc["refused"])
+        for doc in p._records():
+            p.done, p.registered, p.already = doc["done"], doc["registered"], doc["already"]
+            p.refused += len(doc["refused"])
         return p
 
     def _records(self) -> Iterator[dict[str, Any]]:
@@ -146,45 +143,42 @@ class ImportProgress:
 
     def advance(self, rows: int, registered: int, already: int,
                 refused: list[dict[str, Any]]) -> None:
-        """Record a finished chunk (appended and flushed: a kill loses at most the chunk)."""
+        """Record a finished chunk (appended and flushed: a kill loses at most the chunk). If
+        the file's last line was cut short (a kill, a full disk), this one starts on a line of
+        its own, so it is not glued to that one and lost with it."""
         self.done += rows
         self.registered += registered
         self.already += already
         self.refused += len(refused)
-        with self.path.open("a") as f:
-            f.write(json.dumps({"done": self.done, "registered": self.registered,
-                                "already": self.already, "refused": refused}) + "\n")
-
-
-def _cut_torn_line(path: Path) -> None:
-    """Drop what follows the file's last newline: the start of a line a kill cut short."""
-    with path.open("r+b") as f:
-        end = f.seek(0, 2)
-        at = end
-        while at > 0:
-            step = min(at, 65_536)
-            f.seek(at - step)
-            tail = f.read(step)
-            nl = tail.rfind(b"\n")
-            if nl >= 0:
-                at = at - step + nl + 1
-                break
-            at -= step
-        if at != end:
-            f.truncate(at)
+        line = json.dumps({"done": self.done, "registered": self.registered,
+                           "already": self.already, "refused": refused}) + "\n"
+        with self.path.open("a+b") as f:  # (appends, wherever it last read)
+            end = f.seek(0, 2)
+            if end:
+                f.seek(end - 1)
+                if f.read(1) != b"\n":
+                    line = "\n" + line
+            f.write(line.encode())
 
 
 class Listing(list[Any]):
-    """A list whose items are read as they are written: `json`'s indenting encoder iterates a
-    list, so a summary that lists millions of rows is written without holding them (D152).
-    `size` is how many `items` yields (the encoder asks only whether it is empty)."""
+    """A list whose items are read once, as they are written: `json`'s own (pure Python)
+    encoder iterates a list, so a summary listing millions of rows is written without holding
+    them (`cli.main._emit_streamed`, D152). Whether it is empty is known by reading its first
+    item ahead; its length is not known."""
 
-    def __init__(self, items: Callable[[], Iterator[Any]], size: int) -> None:
+    def __init__(self, items: Iterable[Any]) -> None:
         super().__init__()
-        self._items, self._size = items, size
+        self._rest = iter(items)
+        self._first = next(self._rest, _NOTHING)
+
+    def __bool__(self) -> bool:
+        return self._first is not _NOTHING
 
     def __iter__(self) -> Iterator[Any]:
-        return self._items()
+        if self._first is not _NOTHING:
+            yield self._first
+            yield from self._rest
 
-    def __len__(self) -> int:
-        return self._size
+
+_NOTHING = object()

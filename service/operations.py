@@ -64,6 +64,18 @@ from copyledger.service.title import _parsed, claim_entry, load_title
 
 SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 M = TypeVar("M", bound=BaseModel)
+E = TypeVar("E", bound=CopyledgerError)
+
+
+def _kept_refusal(e: E) -> E:
+    """A refusal kept as an item's answer, without the traceback and the exception it was
+    raised while handling: their frames hold the list that holds it, a cycle only the
+    collector frees (18-30 objects a refused item, which an import of millions of refused
+    rows kept until a rare full collection, D152). Its answer needs neither."""
+    e.__traceback__ = None
+    e.__context__ = None
+    return e
+
 
 MAX_INT = 2**63 - 1
 """The largest integer a request may carry: the database's 64-bit signed integer. A bigger one
@@ -469,7 +481,7 @@ async def record_many(node: Node, entries: Sequence[dict[str, Any] | Built | Cop
                 raise e
             built = e if isinstance(e, tuple) else _pending(e)
         except CopyledgerError as err:
-            slots.append(err)
+            slots.append(_kept_refusal(err))
             continue
         if claims is not None and claims[i] is not None:
             built = (built[0], built[1]._replace(claim=claims[i]))
@@ -537,7 +549,7 @@ async def _each(futures: Sequence[asyncio.Future[Receipt]]) -> list[Receipt | Ba
         try:
             out.append(await fut)
         except CopyledgerError as err:
-            out.append(err)
+            out.append(_kept_refusal(err))
         except BaseException:
             for rest in waiting:
                 rest.add_done_callback(_retrieved)
@@ -728,7 +740,7 @@ async def register_works(
                 raise made
             assert made is not None  # None only for a refused work, answered above
         except CopyledgerError as e:
-            entries.append(e)
+            entries.append(_kept_refusal(e))
             continue
         entries.append((made[0], made[1]._replace(once=once)) if once != made[1].once
                        else made)
@@ -761,7 +773,7 @@ async def deposit_evidence_many(
             entries.append(ev if isinstance(ev, CopyledgerError)
                            else _evidence_entry(node, who, ev))
         except CopyledgerError as e:
-            entries.append(e)
+            entries.append(_kept_refusal(e))
     return await record_many(node, entries)
 
 
@@ -786,12 +798,12 @@ def prepare_works(sm_suite: bool, account: str, docs: Sequence[tuple[str, Any]])
         try:
             w = parse_value(WorkIn, doc, where)
         except CopyledgerError as e:
-            out.append((e, None))
+            out.append((_kept_refusal(e), None))
             continue
         try:
             out.append((w, _pending(_work_entry(sm_suite, account, w, None))))
         except CopyledgerError as e:
-            out.append((w, e))
+            out.append((w, _kept_refusal(e)))
     return out
 
 

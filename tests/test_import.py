@@ -4,6 +4,7 @@ halfway and run again, leaves each work in the log exactly once."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import io
 import json
@@ -212,22 +213,26 @@ def test_a_local_import_needs_an_account_that_holds_a_key(tmp_path: Path) -> Non
     assert _entries(data) == [e for e in _entries(data) if e["kind"] != "work"]
 
 
-def test_a_progress_file_keeps_the_refusals_and_a_torn_line_is_cut(tmp_path: Path) -> None:
+def test_a_progress_file_keeps_the_refusals_and_a_torn_line_is_left_alone(
+        tmp_path: Path) -> None:
     """The refused rows of every run are read back from the progress file, in order, not
-    kept in memory (D152); a line a kill cut short is dropped, so the next chunk's line
-    parses instead of being glued to it and lost."""
+    kept in memory (D152); after a line a kill cut short, the next chunk's line starts on a
+    line of its own instead of being glued to it and lost; loading writes nothing."""
     path = tmp_path / "c.jsonl.progress"
     first = ImportProgress.load(path)
     first.advance(100, 97, 1, [{"line": 4, "problem": "a"}, {"line": 9, "problem": "b"}])
     first.advance(100, 99, 0, [{"line": 150, "problem": "c"}])
+    torn = '{"done": 300, "registered": 296, "refused": [{"line": 2'
     with path.open("a") as f:  # a third chunk's line, cut by a kill
-        f.write('{"done": 300, "registered": 296, "refused": [{"line": 2')
+        f.write(torn)
+    before = path.read_bytes()
     again = ImportProgress.load(path)
+    assert path.read_bytes() == before, "loading only reads"
     assert (again.done, again.registered, again.already, again.refused) == (200, 196, 1, 3)
-    assert path.read_text().endswith("\n"), "the torn tail is cut"
     again.advance(100, 100, 0, [{"line": 201, "problem": "d"}])
     lines = path.read_text().splitlines()
-    assert [json.loads(x)["done"] for x in lines] == [100, 200, 300]
+    assert lines[2] == torn and [json.loads(x)["done"] for x in lines[:2] + lines[3:]] == [
+        100, 200, 300]
     third = ImportProgress.load(path)
     assert (third.done, third.registered, third.refused) == (300, 296, 4)
     assert [r["line"] for r in third.refusals()] == [4, 9, 150, 201]
@@ -239,9 +244,10 @@ def test_a_progress_file_keeps_the_refusals_and_a_torn_line_is_cut(tmp_path: Pat
                 max_size=5), st.booleans())
 def test_a_listing_is_written_as_json_writes_the_list(items: list[dict[str, Any]],
                                                       pinned: bool) -> None:
-    """`--json` summaries stream a `Listing` from its source (the progress file's refusals)
-    and the text is what `json.dumps` writes for the list it stands for."""
-    from copyledger.cli.main import _emit
+    """An import's `--json` summary streams a `Listing` from its source (the progress file's
+    refusals): the text is what `json.dumps` writes for the list it stands for, each item
+    read once; an empty source is `[]` whatever the counts say."""
+    from copyledger.cli.main import _emit_streamed
 
     out = io.StringIO()
     written: list[int] = []  # how much was written when each item was read
@@ -251,16 +257,40 @@ def test_a_listing_is_written_as_json_writes_the_list(items: list[dict[str, Any]
             written.append(len(out.getvalue()))
             yield item
 
-    summary = {"done": 3, "refused": Listing(source, len(items)), "key_pinned": pinned}
-    expected = json.dumps({**summary, "refused": items}, indent=2) + "\n"
+    expected = json.dumps({"done": 3, "refused": items, "key_pinned": pinned}, indent=2) + "\n"
     with contextlib.redirect_stdout(out):
-        _emit(True, summary)
+        _emit_streamed({"done": 3, "refused": Listing(source()), "key_pinned": pinned})
     assert out.getvalue() == expected
+    json.loads(out.getvalue())
     assert len(written) == len(items), "each item read once"
     out.seek(0)
     out.truncate()
     written.clear()
     with mock.patch("copyledger.cli.main._EMIT_PIECES", 1), contextlib.redirect_stdout(out):
-        _emit(True, summary)  # a write per token: what the encoder made is out before it reads on
+        # a write per token: what the encoder made is out before it reads on
+        _emit_streamed({"done": 3, "refused": Listing(source()), "key_pinned": pinned})
     assert out.getvalue() == expected
     assert written == sorted(set(written)), "each item's text written before the next is read"
+
+
+def test_refused_rows_leave_nothing_for_the_cycle_collector() -> None:
+    """A refusal kept as a row's answer holds no traceback whose frames hold it back: an
+    import of millions of refused rows, whose collector runs rarely (D68), would keep 18-30
+    objects a row until a full collection (D152)."""
+    from copyledger.service.operations import prepare_works
+
+    def doc(i: int, **bad: Any) -> tuple[str, dict[str, Any]]:
+        return f"line {i}: ", {"sha256": sha(i), "title": f"Work {i}", "creators": ["Ada"],
+                               "work_type": "text", **bad}
+
+    docs = [doc(i, **[{"work_type": "poem"}, {"sha256": "zz"}, {"bogus": 1}, {"title": 5}][i % 4])
+            for i in range(2000)]
+    gc.collect()
+    gc.disable()
+    try:
+        out = prepare_works(False, "alice", docs)
+        assert all(isinstance(w, Exception) or isinstance(b, Exception) for w, b in out)
+        del out
+        assert gc.collect() < 100
+    finally:
+        gc.enable()
