@@ -524,14 +524,14 @@ async def _answer_recorded(node: Node, result: list[Outcome],
                                      [seq for _, seq in found])
     except CopyledgerError as e:  # which they are cannot be told now: each is retried
         for i, _ in found:
-            result[i] = e
+            result[i] = _kept_refusal(e)
         return
     ours = [(i, seq) for (i, seq), yes in zip(found, mine, strict=True) if yes]
     answers: Sequence[Outcome]
     try:
         answers = await recorded_before(node, [seq for _, seq in ours]) if ours else []
     except CopyledgerError as e:  # the other items' answers stand
-        answers = [e] * len(ours)
+        answers = [_kept_refusal(e)] * len(ours)
     for (i, _), answer in zip(ours, answers, strict=True):
         result[i] = answer
 
