@@ -341,8 +341,11 @@ _PG11_SESSION = _set_all({k: v for k, v in PG_SERVER_KEEPALIVE.items()
 # custom plan, though both read the same rows through the primary key, and the planning cost
 # about 0.1 ms a read. The reads on these connections (the API's, the sequencer's, the
 # audit's) are probes and ranges of the primary keys and of the registrant's index; those
-# checked keep the plan their custom one had.
-_PG_READ_SESSION = _set_all({**PG_SERVER_KEEPALIVE, "plan_cache_mode": "force_generic_plan"})
+# checked keep the plan their custom one had. And no JIT compilation (D153): a generic plan's
+# cost is that estimate, which grows with the table, and past `jit_above_cost` PostgreSQL
+# compiled the node read at every execution, about 5 ms, at 10 M entries (at 2 M it was under).
+_PG_READ_SESSION = _set_all({**PG_SERVER_KEEPALIVE, "plan_cache_mode": "force_generic_plan",
+                             "jit": "off"})
 
 
 def _pg_session(dbapi_conn: Any, _record: Any, session: str = _PG_SESSION) -> None:

@@ -443,6 +443,27 @@ def test_the_proof_statement_is_prepared_and_a_dropped_one_prepared_again(
     assert new_pid != pid and count == 1
 
 
+@pytest.mark.postgres
+def test_a_read_connection_never_compiles_a_statement(pg_reg: Node) -> None:
+    """A read connection runs no JIT compilation, whatever a plan's estimated cost (D153):
+    at 10 M entries the generic plan of the node read (D151) was estimated past
+    `jit_above_cost`, and compiling it took about 5 ms at every execution. Here the threshold
+    is set to 0 on the connection meanwhile, so any statement would be compiled if JIT were on."""
+    from sqlalchemy import text
+
+    reg = pg_reg
+    with reg.store.engine.connect() as conn:  # (a write connection: PostgreSQL's defaults)
+        assert conn.execute(text("SELECT pg_jit_available()")).scalar(), "it has JIT, on"
+    with reg.store.reading(), reg.store._cursor() as run:
+        run("SET jit_above_cost = 0", ())
+        try:
+            [plan] = run("EXPLAIN (ANALYZE, FORMAT JSON) " + store_mod._PG_NODES_SQL,
+                         ("{1,2}", "{10,5}", "64", "96")).fetchone()
+        finally:
+            run("RESET jit_above_cost", ())
+    assert "JIT" not in plan[0], plan[0].get("JIT")
+
+
 def test_the_app_warms_the_proofs_cache_at_start(reg: Node) -> None:
     """`serve` (the app's start) reads the upper levels in the background (D89)."""
     reg.store._upper.clear()
