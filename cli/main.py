@@ -726,12 +726,11 @@ def import_(
             batch = []
         if local and not stopped:
             stopped = conn.finish(state)
-    summary = {"file": str(catalogue), "done": state.done, "total": total,
-               "registered": state.registered, "already_registered": state.already,
-               "refused": Listing(state.refusals()), "key_pinned": pinned,
-               "stopped": stopped}
-    if as_json:
-        _emit_streamed(summary)
+    if as_json:  # (the refusals read from the progress file once, as they are written)
+        _emit_streamed({"file": str(catalogue), "done": state.done, "total": total,
+                        "registered": state.registered, "already_registered": state.already,
+                        "refused": Listing(state.refusals()), "key_pinned": pinned,
+                        "stopped": stopped})
     else:
         for r in state.refusals():
             err.print(tr("line {line}: {problem}").format(line=r["line"],

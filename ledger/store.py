@@ -350,7 +350,7 @@ _PG_READ_SESSION = _set_all({**PG_SERVER_KEEPALIVE, "plan_cache_mode": "force_ge
 
 def _pg_session(dbapi_conn: Any, _record: Any, session: str = _PG_SESSION) -> None:
     """Each new PostgreSQL connection: `session`'s settings (`PG_SERVER_KEEPALIVE`, and a
-    read connection's plan mode; every one a session may set), in one statement; on
+    read connection's plan mode and JIT; every one a session may set), in one statement; on
     PostgreSQL 11 the keepalives it has."""
     with dbapi_conn.cursor() as cur:
         cur.execute(session if dbapi_conn.info.server_version >= 120000 else _PG11_SESSION)

@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import event
+from sqlalchemy import event, text
 
 from copyledger.api.app import create_app
 from copyledger.ledger import merkle
@@ -449,8 +449,6 @@ def test_a_read_connection_never_compiles_a_statement(pg_reg: Node) -> None:
     at 10 M entries the generic plan of the node read (D151) was estimated past
     `jit_above_cost`, and compiling it took about 5 ms at every execution. Here the threshold
     is set to 0 on the connection meanwhile, so any statement would be compiled if JIT were on."""
-    from sqlalchemy import text
-
     reg = pg_reg
     with reg.store.engine.connect() as conn:  # (a write connection: PostgreSQL's defaults)
         assert conn.execute(text("SELECT pg_jit_available()")).scalar(), "it has JIT, on"
