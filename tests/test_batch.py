@@ -193,6 +193,10 @@ def test_a_batch_registration_written_as_json_is_to_dict(
     assert orjson.loads(orjson.dumps(recorded.to_json())) == recorded.to_dict()
     without = operations.Recorded(receipt, entry, existing=existing)  # the bytes not at hand
     assert orjson.loads(orjson.dumps(without.to_json())) == recorded.to_dict()
+    # D154: a plain work's dict is not made; its bytes answer both ways
+    bytes_only = operations.Recorded(receipt, None, existing=existing, data=data)
+    assert bytes_only.to_dict() == recorded.to_dict()
+    assert orjson.loads(orjson.dumps(bytes_only.to_json())) == recorded.to_dict()
 
 
 def test_sqlite_connections_keep_full_durability_with_a_larger_cache_and_wal(reg: Node) -> None:
