@@ -33,10 +33,10 @@ from copyledger.service.idempotency import (
     request_hash,
 )
 from copyledger.service.node import Node
-from copyledger.service.operations import MAX_BATCH, Outcome, parse_value
+from copyledger.service.operations import MAX_BATCH, Outcome, PlainWorkIn, parse_item
 
 Run = Callable[[Sequence[Any]], Awaitable[list[Outcome]]]
-Parsed = tuple[BaseModel | CopyledgerError, str | None, bytes]
+Parsed = tuple[BaseModel | PlainWorkIn | CopyledgerError, str | None, bytes]
 """An item as `_parse` leaves it: the model (or the error refusing it), its key, its bytes."""
 
 
@@ -77,7 +77,7 @@ def _parse(raw: Any, model: type[BaseModel], where: str, seen: set[str]) -> Pars
                     "{where}.idempotency_key: {key!r} is repeated in this batch",
                     where=where, key=key))
             seen.add(key)
-        return parse_value(model, item, f"{where}."), key, canonical
+        return parse_item(model, item, f"{where}."), key, canonical
     except CopyledgerError as e:
         return e, None, canonical
 

@@ -11,8 +11,9 @@ from typing import Any
 import orjson
 import pytest
 from fastapi.testclient import TestClient
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from copyledger.ledger import jcs, note
 from copyledger.ledger.sequencer import Receipt
@@ -197,6 +198,86 @@ def test_a_batch_registration_written_as_json_is_to_dict(
     bytes_only = operations.Recorded(receipt, None, existing=existing, data=data)
     assert bytes_only.to_dict() == recorded.to_dict()
     assert orjson.loads(orjson.dumps(bytes_only.to_json())) == recorded.to_dict()
+
+
+_ANY_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-2, 2**64) | st.floats(allow_nan=False)
+    | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner,
+                                                                 max_size=2),
+    max_leaves=4)
+
+
+def _or_any(s: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.one_of(s, s, _ANY_JSON)  # (mostly the member's own type)
+
+
+_PLAIN_MEMBERS: dict[str, st.SearchStrategy[Any]] = {
+    "sha256": st.sampled_from(["ab" * 32, "AB" * 32, "x", ""]),
+    "title": st.text(max_size=8),
+    "creators": st.lists(st.text(max_size=4), max_size=3),
+    "work_type": st.sampled_from(["image", "music", "poem"]),
+}
+_WORK_MEMBERS: dict[str, st.SearchStrategy[Any]] = {
+    **{k: _or_any(v) for k, v in _PLAIN_MEMBERS.items()},
+    "size": _or_any(st.sampled_from([0, 7, operations.MAX_INT, operations.MAX_INT + 1, -1,
+                                     True, False, 5.0, "5", None])),
+    "license": _or_any(st.none() | st.text(max_size=4)),
+    "sm3": _or_any(st.none() | st.sampled_from(["cd" * 32, "x"])),
+    "again": _or_any(st.sampled_from([None, True, False, 1, 0, "true"])),
+    "media_type": _or_any(st.none() | st.just("image/png")),
+    "metadata": _or_any(st.none() | st.just({"year": 2026})),
+    "fingerprints": _or_any(st.none()),
+    "idempotency_key": _ANY_JSON,
+}
+_REQUIRED = ("sha256", "title", "creators", "work_type")
+
+
+@settings(max_examples=1500, deadline=None)
+@given(raw=st.one_of(
+    st.fixed_dictionaries({k: v for k, v in _WORK_MEMBERS.items() if k in _REQUIRED},
+                          optional={k: v for k, v in _WORK_MEMBERS.items()
+                                    if k not in _REQUIRED}),
+    st.fixed_dictionaries({k: _PLAIN_MEMBERS[k] for k in _REQUIRED},  # mostly plain
+                          optional={k: _WORK_MEMBERS[k]
+                                    for k in ("size", "license", "sm3", "again")}),
+    st.fixed_dictionaries({}, optional=_WORK_MEMBERS),  # required members missing too
+    _ANY_JSON))
+def test_a_plain_work_read_without_pydantic_is_what_pydantic_reads(raw: Any) -> None:
+    """D155: a batch item (or catalogue row) that is a plain work of JSON's own types is read
+    without pydantic. Whatever it accepts, `WorkIn.model_validate` must accept too, with the
+    same value and type for every field; whatever it passes on, pydantic decides."""
+    plain = operations._plain_work_in(raw)
+    event("read without pydantic" if plain is not None else "passed on")
+    try:
+        model: operations.WorkIn | None = operations.WorkIn.model_validate(raw)
+    except ValidationError:
+        model = None
+    got = operations.parse_item(operations.WorkIn, raw) if model is not None else None
+    if plain is None:
+        assert got is None or isinstance(got, operations.WorkIn)
+        return
+    assert model is not None, raw
+    assert got == plain
+    for name in operations.PlainWorkIn._fields:
+        mine, theirs = getattr(plain, name), getattr(model, name)
+        assert mine == theirs and type(mine) is type(theirs), (name, raw)
+    assert all(type(c) is str for c in plain.creators)
+
+
+def test_the_plain_read_takes_plain_works_and_only_them() -> None:
+    """The quick read is used where it should be (else the test above proves nothing)."""
+    work = {"sha256": "ab" * 32, "title": "T", "creators": ["A"], "work_type": "image"}
+    assert isinstance(operations.parse_item(operations.WorkIn, work), operations.PlainWorkIn)
+    for more in ({"size": 5, "license": "CC0", "sm3": "cd" * 32, "again": True},
+                 {"size": None, "license": None, "sm3": None, "again": None}):
+        assert isinstance(operations.parse_item(operations.WorkIn, {**work, **more}),
+                          operations.PlainWorkIn)
+    for other in ({"media_type": "image/png"}, {"size": True}, {"size": 5.0},
+                  {"size": operations.MAX_INT + 1}, {"again": 1}, {"creators": ("A",)}):
+        assert operations._plain_work_in({**work, **other}) is None
+    assert isinstance(operations.parse_item(operations.WorkIn, {**work, "size": 5.0}),
+                      operations.WorkIn)
 
 
 def test_sqlite_connections_keep_full_durability_with_a_larger_cache_and_wal(reg: Node) -> None:
