@@ -457,8 +457,14 @@ def test_a_read_connection_never_compiles_a_statement(pg_reg: Node) -> None:
         try:
             [plan] = run("EXPLAIN (ANALYZE, FORMAT JSON) " + store_mod._PG_NODES_SQL,
                          ("{1,2}", "{10,5}", "64", "96")).fetchone()
+            # The EXPLAIN ran where the threshold is 0: had it found the connection dead,
+            # `_cursor` would have run it again on a fresh one, with the default threshold,
+            # and the plan would show no JIT whatever `jit` says. The SHOW runs on the
+            # connection the EXPLAIN last ran on.
+            [threshold] = run("SHOW jit_above_cost", ()).fetchone()
         finally:
             run("RESET jit_above_cost", ())
+    assert threshold == "0", threshold
     assert "JIT" not in plan[0], plan[0].get("JIT")
 
 
