@@ -270,8 +270,8 @@ class WorkIn(BaseModel):
 class PlainWorkIn(NamedTuple):
     """A plain work (no media type, metadata or fingerprints) as `WorkIn.model_validate` reads
     it, field for field, read without pydantic (`parse_item`): pydantic took ~2.9 µs a work,
-    6.5 % of a batch-registering server's time in the interpreter (D155). `tests/test_batch.py` holds
-    the two equal for any value this one accepts."""
+    6.5 % of a batch-registering server's time in the interpreter (D155).
+    `tests/test_batch.py` holds the two equal for any value this one accepts."""
 
     sha256: str
     title: str
@@ -560,7 +560,8 @@ async def record_many(node: Node, entries: Sequence[dict[str, Any] | Built | Cop
         waiting = (seq.submit_group_async(pendings) if isinstance(seq, Sequencer)
                    else _each(seq.submit_many_async(pendings)))
     except CopyledgerError as err:  # nothing queued: the queue is full, or sequencing stopped
-        return [err if isinstance(o, tuple) else o for o in slots]
+        kept = _kept_refusal(err)  # (one answer for every item left: kept as the others are)
+        return [kept if isinstance(o, tuple) else o for o in slots]
     outcomes = iter(await waiting)
     result: list[Outcome] = []
     for slot in slots:

@@ -176,6 +176,28 @@ def test_an_unexpected_failure_leaves_no_future_unretrieved() -> None:
     assert asyncio.run(scenario()) == []
 
 
+def test_a_batch_the_sequencer_cannot_take_is_answered_by_one_bare_refusal() -> None:
+    """Nothing queued (the queue full, sequencing stopped): every item is answered with the
+    one error, kept without its traceback and context, whose frames would hold the list that
+    holds it (D152's cycle, one a chunk of an import)."""
+    from copyledger.ledger.errors import Unavailable
+
+    class Sequencer:
+        def submit_many_async(self, pendings: list[object]) -> list[asyncio.Future[Any]]:
+            try:
+                raise KeyError("the cause")
+            except KeyError:
+                raise Unavailable("the sequencer's queue is full") from None
+
+    node: Any = SimpleNamespace(sequencer=Sequencer())
+    refused = operations.InvalidInput("refused before")
+    got = asyncio.run(operations.record_many(node, [({"n": 0}, object()), refused,
+                                                    ({"n": 2}, object())]))
+    assert got[1] is refused
+    assert got[0] is got[2] and isinstance(got[0], Unavailable)
+    assert got[0].__traceback__ is None and got[0].__context__ is None
+
+
 @settings(max_examples=150, deadline=None)
 @given(proof=st.lists(st.binary(min_size=32, max_size=32), max_size=40),
        seq=st.integers(0, 2**53 - 1), checkpoint=st.text(max_size=300),
