@@ -30,7 +30,7 @@ Warm-up: `--warmup` batches (2 unless told) are sent and verified before any clo
 counter starts, so the server's first requests (lazy imports, the matching index built at
 start) are not counted in its CPU an entry (D82); they were 10-20 µs an entry of a 20-batch run.
 Each client also makes all its works (hashes, titles) before the clocks start, since session
-45: until then their making, 2-3 µs an entry, was counted in the client's CPU.
+45: until then their making, about 3-4 µs an entry, was counted in the client's CPU.
 
 Sustained means long: `--batches 30` with two clients (60,000 entries) is a burst, and on
 SQLite the rate falls as the log grows (each entry dirties a random page in each of the two
@@ -113,7 +113,7 @@ def run_client(url: str, key: str, no: int, batches: int, size: int,
 
         # The catalogue, made before the clocks start (as wrk's bodies are): the registry
         # and the client library are measured, not this script's making of hashes and titles
-        # (2-3 µs an entry of the client's CPU until session 45).
+        # (about 3-4 µs an entry of the client's CPU until session 45).
         catalogue = [works(no, b, size) for b in range(batches)]
 
         def exchange(b: int) -> tuple[Any, Any]:
