@@ -397,9 +397,9 @@ class Recorded(NamedTuple):
     the canonical entry as recorded. A named tuple: a batch makes thousands (D82)."""
 
     receipt: Receipt
-    # The entry as a dict; None where `data` holds it and nothing asked for the dict yet: a
-    # batch's plain works are answered from their bytes (`to_json`), and reading each back
-    # into a dict cost ~1-2 µs a work that nothing used (D154). `document()` gives it.
+    # The entry as a dict, or None where only `data` holds it: a batch's new plain works,
+    # answered from their bytes (`to_json`), whose dicts nothing read (D154). `document()`
+    # gives the dict either way, reading the bytes at each call where it is None.
     entry: dict[str, Any] | None
     existing: bool = False  # an earlier registration, answered instead of recording again
     data: bytes | None = None  # the entry's canonical bytes, when at hand (`to_json`)

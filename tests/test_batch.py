@@ -301,6 +301,45 @@ def test_the_plain_read_takes_plain_works_and_only_them() -> None:
     assert isinstance(operations.parse_item(operations.WorkIn, {**work, "size": 5.0}),
                       operations.WorkIn)
 
+    # Subclasses (which no JSON or CSV reader here makes) are left to pydantic too.
+    class Text(str):
+        pass
+
+    class Number(int):
+        pass
+
+    class Members(dict[str, Any]):
+        pass
+
+    for odd in ({**work, "title": Text("T")}, {**work, "size": Number(5)},
+                {**work, "creators": [Text("A")]}, Members(work)):
+        assert operations._plain_work_in(odd) is None
+
+
+def test_a_batch_of_plain_works_reaches_neither_pydantic_nor_a_dict_read_back(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """D154 and D155 on the endpoint itself: a batch of plain works is parsed without
+    `WorkIn.model_validate` and answered without reading any entry's bytes back into a
+    dict, and the answer is the registrations all the same."""
+    client, reg = api
+
+    def refused(*_: Any, **__: Any) -> Any:
+        raise AssertionError("a plain batch item went through pydantic")
+
+    monkeypatch.setattr(operations.WorkIn, "model_validate", refused)
+    made: list[Any] = []
+    built = operations._plain_built
+    monkeypatch.setattr(operations, "_plain_built",
+                        lambda *a, **k: made.append(out := built(*a, **k)) or out)
+    r = client.post("/v1/works/batch", json={"works": [work_body(f"wired-{i}")
+                                                       for i in range(3)]},
+                    headers=bearer(reg, "alice"))
+    assert r.status_code == 200, r.text
+    assert [x["status"] for x in r.json()["results"]] == [201, 201, 201]
+    assert [x["registration"]["entry"]["title"] for x in r.json()["results"]] == [
+        "Work wired-0", "Work wired-1", "Work wired-2"]
+    assert len(made) == 3 and all(m is not None and m[0] is None for m in made)
+
 
 def test_sqlite_connections_keep_full_durability_with_a_larger_cache_and_wal(reg: Node) -> None:
     """D87: the page cache a block's random index inserts need and a checkpoint every few
