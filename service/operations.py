@@ -146,8 +146,9 @@ def parse_item(model: type[M], value: Any, where: str = "") -> M | PlainWorkIn:
 def _plain_work_in(value: Any) -> PlainWorkIn | None:
     """The PlainWorkIn of `value`, if it is a dict of PlainWorkIn's members only, each of the
     one type pydantic keeps as it is (the text, the list of text, the integer in `Count`'s
-    range, the boolean, or null where WorkIn allows it); None for anything else, a missing
-    member included, which `parse_value` then accepts or refuses and names."""
+    range, the boolean, or null where WorkIn allows it; an optional member left out is null);
+    None for anything else, a missing required member included, which `parse_value` then
+    accepts or refuses and names."""
     if type(value) is not dict or not value.keys() <= _PLAIN_WORK_IN:
         return None
     get = value.get
