@@ -287,8 +287,8 @@ class PlainWorkIn(NamedTuple):
     fingerprints: None = None
 
 
-_PLAIN_WORK_IN = frozenset({"sha256", "title", "creators", "work_type", "size", "license", "sm3",
-                            "again"})
+_PLAIN_WORK_IN = frozenset(PlainWorkIn._fields) - {"media_type", "metadata", "fingerprints"}
+"""The members a plain work may carry: PlainWorkIn's, but those it holds only as None."""
 
 Work = WorkIn | PlainWorkIn
 """A work to register, as the service layer takes it."""
