@@ -97,9 +97,15 @@ def _plain_field(name: str, value: object) -> bool:
     return name == "kind"  # "work": read before
 
 
+def _hex64(value: object) -> bool:
+    """64 lowercase hex digits: `_HEX64`'s compiled match, about half the time of the
+    `str.strip` check it replaced (246 against 452 ns a call, timeit on Python 3.11)."""
+    return type(value) is str and _HEX64.fullmatch(value) is not None
+
+
 def _plain_content(name: str, value: object) -> bool:
     if name == "sha256" or name == "sm3":
-        return type(value) is str and _HEX64.fullmatch(value) is not None
+        return _hex64(value)
     if name == "size":
         return type(value) is int and 0 <= value <= jcs.MAX_SAFE_INTEGER
     return False  # media_type: the reference decides
@@ -218,12 +224,6 @@ _SCHEMA_JSON = orjson.dumps(entry_mod.SCHEMA)
 # A batch's entries share the account and the time received: each is checked once.
 _same_time = functools.lru_cache(maxsize=16)(_plain_time)
 _same_registrant = functools.lru_cache(maxsize=16)(entry_mod.valid_registrant)
-
-
-def _hex64(value: object) -> bool:
-    """64 lowercase hex digits: `_HEX64`'s compiled match, about half the time of the
-    `str.strip` check it replaced (246 against 452 ns a call, timeit on Python 3.11)."""
-    return type(value) is str and _HEX64.fullmatch(value) is not None
 
 
 def plain_work(*, registrant: str, received_at: str, sha256: str, title: str,
