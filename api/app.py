@@ -108,6 +108,21 @@ BARRED = Gauge("copyledger_handoff_barred",
 SEAL_SECONDS = Gauge("copyledger_seal_seconds",
                      "Seconds this process has spent sealing blocks, by phase (cumulative)",
                      ["phase"], registry=REGISTRY)
+UPKEEP_SECONDS = Gauge(
+    "copyledger_content_runs_upkeep_seconds",
+    "Seconds this process's sequencer has spent on the content-hash runs' upkeep (SQLite, "
+    "D142): after a block it sealed, or in idle time (cumulative)",
+    ["when"], registry=REGISTRY)
+UPKEEP_ROWS = Gauge(
+    "copyledger_content_runs_upkeep_rows",
+    "Rows of the content-hash runs (both tables) this process's upkeep copied into merged "
+    "runs or deleted as garbage, in steps that committed (SQLite, D142; cumulative)",
+    ["kind"], registry=REGISTRY)
+CONTENT_RUNS = Gauge(
+    "copyledger_content_runs_listed",
+    "Content-hash runs listed, as this process last read them: every lookup by content hash "
+    "seeks each (SQLite, D142; 0 on PostgreSQL and in a process that does not sequence)",
+    registry=REGISTRY)
 WAKEUPS = Gauge("copyledger_answer_wakeups",
                 "Event-loop wake-ups this process asked for to answer writers (cumulative)",
                 registry=REGISTRY)
@@ -359,6 +374,12 @@ def _watch_sequencer(node: Node) -> None:
     CONTENT_FILTER_READY.set_function(lambda: float(seq.content_filter_ready))
     for phase in seq.spent:  # every phase, from the start
         SEAL_SECONDS.labels(phase).set_function(functools.partial(seq.spent.__getitem__, phase))
+    for when in seq.upkeep_spent:
+        UPKEEP_SECONDS.labels(when).set_function(
+            functools.partial(seq.upkeep_spent.__getitem__, when))
+    UPKEEP_ROWS.labels("copied").set_function(lambda: float(seq.upkeep_rows["copied"]))
+    UPKEEP_ROWS.labels("deleted").set_function(lambda: float(seq.upkeep_rows["deleted"]))
+    CONTENT_RUNS.set_function(lambda: float(seq.content_runs_listed))
 
 
 def _operation_id(route: APIRoute) -> str:

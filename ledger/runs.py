@@ -217,7 +217,12 @@ class Runs:
         self._merges: dict[int, _Merge] = {}  # by the level they merge from
         self._levels: dict[int, int] = {}  # listed runs by level, as last read and kept since
         self._last = -1  # the greatest run number this process handed out
-        self.merged_rows = 0  # rows copied by merges (both tables), for the benchmark
+        # Rows copied by merges and rows of garbage deleted (both tables) by steps whose
+        # transaction committed (`committed`): counters that only grow, for /metrics
+        # (`copyledger_content_runs_upkeep_rows`, D156). The steps since are pending.
+        self.merged_rows = 0
+        self.deleted_rows = 0
+        self._pending = [0, 0]  # (copied, deleted) by the steps not yet committed
 
     def next_run(self, cur: Any) -> int:
         """The number of a new run (a block's or a merge's): past any run listed or stored,
@@ -228,13 +233,26 @@ class Runs:
 
     def forget(self) -> None:
         """A transaction of upkeep failed: read the state again at the next step (the merges
-        under way start over; their rows so far are garbage)."""
+        under way start over; their rows so far are garbage), and its rows not counted."""
         self._loaded, self._merges, self._garbage = False, {}, []
+        self._pending = [0, 0]
+
+    def committed(self) -> None:
+        """The transaction of the steps taken since the last call committed: count their
+        rows."""
+        copied, deleted = self._pending
+        self.merged_rows += copied
+        self.deleted_rows += deleted
+        self._pending = [0, 0]
 
     def listed(self, level: int) -> int:
         """Listed runs of `level`, as last read and kept since; before the first step reads
         them, only those this process's blocks added."""
         return self._levels.get(level, 0)
+
+    def listed_total(self) -> int:
+        """Listed runs of every level, as `listed` knows them: what each lookup seeks."""
+        return sum(self._levels.values())
 
     def added(self) -> None:
         """A block's run is committed (listed at level 0)."""
@@ -285,6 +303,7 @@ class Runs:
             cut = _cut(cur, table, key, run, None, budget)
             where = "" if cut is None else f" AND ({', '.join(key)}) <= ({_marks(key)})"
             cur.execute(f"DELETE FROM {table} WHERE run = ?{where}", (run, *(cut or ())))
+            self._pending[1] += cur.rowcount
             most = max(most, int(cur.rowcount))
             if cut is not None:
                 return most
@@ -321,7 +340,7 @@ class Runs:
             cur.execute(f"INSERT INTO {table} (run, {cols}) SELECT ?, {cols} FROM {table} "
                         f"WHERE run IN ({', '.join(str(r) for r in m.olds)}){where} "
                         f"ORDER BY {cols}", (m.new, *(after or ()), *(cut or ())))
-            self.merged_rows += cur.rowcount
+            self._pending[0] += cur.rowcount
             most = max(most, int(cur.rowcount))
             if cut is None:
                 m.finished.add(table)

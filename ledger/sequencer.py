@@ -97,6 +97,11 @@ PHASES = ("build", "token", "sign", "commit", "proofs", "handover", "answer")
 proof; the RFC 3161 token(s); the block note and checkpoint signatures; the durable commit; the
 receipts' inclusion proofs; telling the listeners (other processes, metrics); waking writers."""
 
+UPKEEP_WHEN = ("after_block", "idle")
+"""When the sequencer calls the content-hash runs' upkeep (D156): after a block it sealed (the
+steps its entries owe, none while blocks wait unless D144's bounds are passed), or in idle time
+(nothing queued, or after a heartbeat block)."""
+
 MAX_AHEAD_S = 0.5
 """How far ahead of the sequencer's clock an entry's `received_at` may be (D117). Another host
 stamps it by its own clock; a block's `sealed_at` is never before any of its entries'
@@ -268,6 +273,9 @@ class Sequencer:
         # Seconds spent sealing, by phase, and event-loop wake-ups asked for: cumulative
         # counters (a few clock reads a block) an operator and the benchmark read (D86).
         self.spent: dict[str, float] = dict.fromkeys(PHASES, 0.0)
+        # Seconds in the content-hash runs' upkeep (D142), by `UPKEEP_WHEN`; with `Runs`' rows,
+        # what shows a merge's cost as it is paid (`copyledger_content_runs_upkeep_seconds`).
+        self.upkeep_spent: dict[str, float] = dict.fromkeys(UPKEEP_WHEN, 0.0)
         self.wakeups = 0
         self._ahead_limit = ("", 0.0)  # `entry.utc_now(MAX_AHEAD_S)` as last read, and when
         self.clock_refused = 0  # entries refused for a clock too far ahead (D117)
@@ -280,6 +288,18 @@ class Sequencer:
         False once stopping (a scan may still finish after it was asked to stop)."""
         return (self._thread is not None and not self._stopping and self.seen is not None
                 and self.seen.ready)
+
+    @property
+    def upkeep_rows(self) -> dict[str, int]:
+        """Rows (both tables) the content-hash runs' upkeep copied into merged runs and
+        deleted as garbage, by steps that committed (D156; 0 on PostgreSQL)."""
+        runs = self.store.runs
+        return {"copied": runs.merged_rows, "deleted": runs.deleted_rows}
+
+    @property
+    def content_runs_listed(self) -> int:
+        """The content-hash runs listed, as this process last read them (D156)."""
+        return self.store.runs.listed_total()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -444,13 +464,13 @@ class Sequencer:
                 if self._stopping:  # stopped, and nothing left to seal
                     return
                 if idle_work:
-                    self._upkeep()
+                    self._upkeep(idle=True)
                     continue
                 if time.monotonic() < last_seal + self.heartbeat:
                     continue  # (woken for the upkeep's wait, not the heartbeat)
                 self._seal_guarded([])
                 last_seal = time.monotonic()
-                self._upkeep()
+                self._upkeep(idle=True)
                 continue
             batch, done = self._collect(first)
             if batch:
@@ -458,14 +478,16 @@ class Sequencer:
                 self._seal_guarded(batch)
                 if self.state.last is not before:  # a block of only earlier registrations
                     last_seal = time.monotonic()  # (D94) seals none: the heartbeat is due
-                self._upkeep()  # between blocks: steps of the runs' merges (D142)
+                self._upkeep(idle=False)  # between blocks: steps of the runs' merges (D142)
             if done:
                 return
 
-    def _upkeep(self) -> None:
+    def _upkeep(self, *, idle: bool) -> None:
         """Steps of the content-hash runs' upkeep, none while blocks wait to be sealed unless
         too much is owed (`Store.upkeep`, D144): their writers wait for their receipts."""
+        t = time.perf_counter()
         self.store.upkeep(waiting=lambda: not self._queue.empty())
+        self.upkeep_spent["idle" if idle else "after_block"] += time.perf_counter() - t
 
     def _collect(self, first: _Item | list[_Item] | _Group | None
                  ) -> tuple[list[_Item], bool]:

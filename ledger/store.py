@@ -1293,6 +1293,7 @@ class Store:
                     cur.execute("PRAGMA synchronous=NORMAL")
                     with conn.begin():
                         done = self.runs.step(cur)
+                    self.runs.committed()
                 finally:
                     try:
                         cur.execute("PRAGMA synchronous=FULL")

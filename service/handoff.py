@@ -1180,6 +1180,25 @@ class Handoff:
         return self.local.spent
 
     @property
+    def upkeep_spent(self) -> dict[str, float]:
+        """Seconds this process's sequencer has spent in the runs' upkeep (zero while
+        following: only the sequencing process merges)."""
+        return self.local.upkeep_spent
+
+    @property
+    def upkeep_rows(self) -> dict[str, int]:
+        """Rows this process's runs' upkeep copied and deleted while it sequenced."""
+        return self.local.upkeep_rows
+
+    @property
+    def content_runs_listed(self) -> int:
+        """The content-hash runs listed, as this process last read them; 0 unless it
+        sequences (what it read when it did grows stale)."""
+        if not self.leading or self._stepped_down:
+            return 0
+        return self.local.content_runs_listed
+
+    @property
     def clock_refused(self) -> int:
         """Entries this process's sequencer refused for a clock too far ahead (D117)."""
         return self.local.clock_refused

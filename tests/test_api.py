@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from copyledger.ledger import jcs, merkle, note
+from copyledger.ledger import jcs, merkle, note, runs
 from copyledger.ledger.sequencer import Sequencer
 from copyledger.service.apikeys import create_key
 from copyledger.service.node import Node
@@ -252,6 +252,45 @@ def test_metrics_count_requests_and_seals(client: TestClient, creator: dict[str,
     seq.seen._ready = None  # (as before the scan ends)
     assert "copyledger_content_filter_ready 0.0" in client.get("/metrics").text
     assert float(re.findall(r"^copyledger_answer_wakeups (\S+)", text, re.M)[0]) >= 1
+
+
+def test_metrics_show_the_runs_upkeep(client: TestClient, creator: dict[str, str],
+                                      reg: Node) -> None:
+    """The content-hash runs' upkeep (D142) in /metrics: the seconds it took after blocks and
+    in idle time, the rows it copied into merged runs and deleted as garbage, and the runs
+    listed, which each lookup seeks (D156). PostgreSQL has no runs: zeros there."""
+    reg.store.runs = runs.Runs(fanout=2)  # (merges after two blocks; read from the database)
+    for i in range(5):  # a block each
+        register(client, creator, i)
+
+    def stored() -> int:
+        with reg.store.engine.connect() as conn:
+            return int(conn.exec_driver_sql("SELECT count(*) FROM content_runs").scalar_one())
+
+    def metrics() -> tuple[dict[str, float], dict[str, float], float]:
+        text = client.get("/metrics").text
+        return ({k: float(v) for k, v in re.findall(
+                    r'^copyledger_content_runs_upkeep_rows\{kind="(\w+)"\} (\S+)', text, re.M)},
+                {k: float(v) for k, v in re.findall(
+                    r'^copyledger_content_runs_upkeep_seconds\{when="(\w+)"\} (\S+)', text,
+                    re.M)},
+                float(re.findall(r"^copyledger_content_runs_listed (\S+)", text, re.M)[0]))
+
+    if not reg.store.has_runs:
+        rows, seconds, listed = metrics()
+        assert rows == {"copied": 0.0, "deleted": 0.0} and listed == 0.0
+        assert set(seconds) == {"after_block", "idle"}
+        return
+    # Done once nothing is left to step and what this process knows is what is stored (the
+    # last step's switch is known before its commit).
+    wait_for(lambda: reg.store.upkeep_wait() is None and metrics()[2] == stored(),
+             "the idle upkeep")
+    rows, seconds, listed = metrics()
+    # The first four blocks' keys (two tables) copied by at least one merge each, and
+    # deleted once merged away; the fifth's may be alone in its run.
+    assert rows["copied"] >= 2 * 4 and rows["deleted"] >= 2 * 4, rows
+    assert seconds["after_block"] > 0 and seconds["idle"] >= 0, seconds
+    assert 0 < listed < 5, listed  # merged: fewer runs than blocks
 
 
 def test_multipart_to_json_only_endpoint_gets_json_limit(

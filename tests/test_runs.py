@@ -22,7 +22,7 @@ from copyledger.ledger import entry as entry_mod
 from copyledger.ledger import note, runs
 from copyledger.ledger import store as store_mod
 from copyledger.ledger.audit import audit
-from copyledger.ledger.errors import AlreadyRegistered
+from copyledger.ledger.errors import AlreadyRegistered, Conflict
 from copyledger.ledger.sequencer import Pending, Sequencer
 from copyledger.ledger.store import Store
 from copyledger.notary.signer import FileSigner, sign_note
@@ -595,7 +595,8 @@ def test_a_step_copies_at_most_its_budget_whatever_the_runs_sizes(tmp_path: Path
         upkeep = runs.Runs(fanout=8, step_rows=800)
         cur = con.cursor()
         copied = []
-        while upkeep.step(cur):
+        while upkeep.step(cur):  # (each statement its own transaction: committed)
+            upkeep.committed()
             copied.append(upkeep.merged_rows)
         steps = [b - a for a, b in itertools.pairwise([0, *copied])]
         # two tables, and the rows of the three runs too small to bound a step
@@ -606,6 +607,57 @@ def test_a_step_copies_at_most_its_budget_whatever_the_runs_sizes(tmp_path: Path
         for table in runs.KEYS:
             assert con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == total
         con.close()
+
+
+def test_the_upkeeps_row_counts_keep_committed_steps_and_drop_a_failed_one(
+        tmp_path: Path) -> None:
+    """`merged_rows` and `deleted_rows` (/metrics, D156) count only what committed, and only
+    grow: a step's rows count once its transaction committed (`committed`), also through a
+    later `forget` (the store calls it when it takes the lock again); the rows of a step
+    rolled back, or that raised midway, are dropped with it by `forget`."""
+    con = _runs_db(tmp_path, {0: (100, "amy"), 1: (100, "bob")})
+    upkeep = runs.Runs(fanout=2, step_rows=60)
+    cur = con.cursor()
+    con.execute("BEGIN")
+    assert upkeep.step(cur)
+    assert upkeep.merged_rows == 0  # (not committed yet)
+    con.execute("COMMIT")
+    upkeep.committed()
+    first = upkeep.merged_rows
+    assert 0 < first <= 2 * (60 + 20), first  # (two tables, a run's share at most over)
+    upkeep.forget()  # (as when the lock is taken again)
+    assert upkeep.merged_rows == first
+    con.execute("BEGIN")
+    upkeep.step(cur)  # (reads the state again: the merge starts over)
+    con.execute("ROLLBACK")
+    upkeep.forget()  # (as `Store._upkeep_step` does when a step fails)
+    assert (upkeep.merged_rows, upkeep.deleted_rows) == (first, 0)
+    # A step that raises after it copied (its merge's switch refused), then forgotten.
+    real_switch = upkeep._switch
+
+    def refuse(*_: Any) -> None:
+        raise Conflict("(a test's refusal)")
+
+    upkeep._switch = refuse  # type: ignore[method-assign]
+    con.execute("BEGIN")
+    with pytest.raises(Conflict):
+        while upkeep.step(cur):
+            pass
+    con.execute("ROLLBACK")
+    upkeep.forget()
+    assert (upkeep.merged_rows, upkeep.deleted_rows) == (first, 0)
+    upkeep._switch = real_switch  # type: ignore[method-assign]
+    while True:  # the rest, each step committed: every row of both runs copied once more
+        con.execute("BEGIN")
+        did = upkeep.step(cur)
+        con.execute("COMMIT")
+        upkeep.committed()
+        if not did:
+            break
+    assert upkeep.merged_rows - first == 2 * 200  # (the merge started over: all of it)
+    # The first merge's rows were garbage once it started over, and the old runs once merged.
+    assert upkeep.deleted_rows == first + 2 * 200, (upkeep.deleted_rows, first)
+    con.close()
 
 
 def test_small_merges_go_on_while_a_large_one_is_under_way(tmp_path: Path) -> None:
