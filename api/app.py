@@ -111,7 +111,7 @@ SEAL_SECONDS = Gauge("copyledger_seal_seconds",
 UPKEEP_SECONDS = Gauge(
     "copyledger_content_runs_upkeep_seconds",
     "Seconds this process's sequencer has spent on the content-hash runs' upkeep (SQLite, "
-    "D142): after a block it sealed, or in idle time (cumulative)",
+    "D142): after a batch of writes it sealed, or in idle time (cumulative)",
     ["when"], registry=REGISTRY)
 UPKEEP_ROWS = Gauge(
     "copyledger_content_runs_upkeep_rows",

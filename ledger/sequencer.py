@@ -98,9 +98,9 @@ proof; the RFC 3161 token(s); the block note and checkpoint signatures; the dura
 receipts' inclusion proofs; telling the listeners (other processes, metrics); waking writers."""
 
 UPKEEP_WHEN = ("after_block", "idle")
-"""When the sequencer calls the content-hash runs' upkeep (D156): after a block it sealed (the
-steps its entries owe, none while blocks wait unless D144's bounds are passed), or in idle time
-(nothing queued, or after a heartbeat block)."""
+"""When the sequencer calls the content-hash runs' upkeep (D156): after a batch of writes it
+sealed (the steps the blocks written since owe, none while blocks wait unless D144's bounds are
+passed), or in idle time (nothing queued, or after a heartbeat block)."""
 
 MAX_AHEAD_S = 0.5
 """How far ahead of the sequencer's clock an entry's `received_at` may be (D117). Another host

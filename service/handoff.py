@@ -1181,8 +1181,8 @@ class Handoff:
 
     @property
     def upkeep_spent(self) -> dict[str, float]:
-        """Seconds this process's sequencer has spent in the runs' upkeep (zero while
-        following: only the sequencing process merges)."""
+        """Seconds this process's sequencer has spent in the runs' upkeep (not growing while
+        it follows: only the sequencing process merges)."""
         return self.local.upkeep_spent
 
     @property

@@ -628,9 +628,10 @@ def test_the_upkeeps_row_counts_keep_committed_steps_and_drop_a_failed_one(
     upkeep.forget()  # (as when the lock is taken again)
     assert upkeep.merged_rows == first
     con.execute("BEGIN")
-    upkeep.step(cur)  # (reads the state again: the merge starts over)
+    upkeep.step(cur)  # (reads the state again: the merge starts over, the old run garbage)
     con.execute("ROLLBACK")
     upkeep.forget()  # (as `Store._upkeep_step` does when a step fails)
+    upkeep.committed()  # (nothing left pending to count)
     assert (upkeep.merged_rows, upkeep.deleted_rows) == (first, 0)
     # A step that raises after it copied (its merge's switch refused), then forgotten.
     real_switch = upkeep._switch
@@ -645,11 +646,14 @@ def test_the_upkeeps_row_counts_keep_committed_steps_and_drop_a_failed_one(
             pass
     con.execute("ROLLBACK")
     upkeep.forget()
+    upkeep.committed()
     assert (upkeep.merged_rows, upkeep.deleted_rows) == (first, 0)
     upkeep._switch = real_switch  # type: ignore[method-assign]
     while True:  # the rest, each step committed: every row of both runs copied once more
         con.execute("BEGIN")
+        counted = (upkeep.merged_rows, upkeep.deleted_rows)
         did = upkeep.step(cur)
+        assert (upkeep.merged_rows, upkeep.deleted_rows) == counted  # (until committed)
         con.execute("COMMIT")
         upkeep.committed()
         if not did:
