@@ -478,7 +478,7 @@ class Sequencer:
                 self._seal_guarded(batch)
                 if self.state.last is not before:  # a block of only earlier registrations
                     last_seal = time.monotonic()  # (D94) seals none: the heartbeat is due
-                self._upkeep(idle=False)  # between blocks: steps of the runs' merges (D142)
+                self._upkeep(idle=False)  # after a batch: the steps its blocks owe (D142)
             if done:
                 return
 
