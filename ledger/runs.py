@@ -288,9 +288,13 @@ class Runs:
             self._start(cur)
         budget = self.step_rows
         for level in sorted(self._merges):
-            if budget <= 0:
+            m = self._merges[level]
+            # A budget under every run's MIN_SHARE would copy all the merge has left (`_copy`),
+            # a large merge's million rows in one statement: it waits for the next step. The
+            # largest run's share is at least budget / len(m.olds).
+            if budget < min(self.step_rows, MIN_SHARE * len(m.olds)):
                 break
-            budget -= self._copy(cur, self._merges[level], budget)
+            budget -= self._copy(cur, m, budget)
         while self._garbage and budget > 0:
             budget -= self._delete(cur, self._garbage[0], budget)
         return self.step_rows - budget

@@ -609,6 +609,30 @@ def test_a_step_copies_at_most_its_budget_whatever_the_runs_sizes(tmp_path: Path
         con.close()
 
 
+def test_a_merge_left_a_sliver_of_a_step_waits_for_the_next(tmp_path: Path) -> None:
+    """A small merge that ends a few rows short of the step's budget leaves a larger merge
+    too little for any of its runs' shares to bound a copy: that merge waits for the next
+    step instead of copying all it has left at once (D157)."""
+    # 20 rows left: each large run's share 10, under MIN_SHARE (16) though not under 16 x 1
+    sizes = {0: (390, "amy"), 1: (390, "amy"), 2: (5000, "amy"), 3: (5000, "amy")}
+    con = _runs_db(tmp_path, sizes, levels={2: 1, 3: 1})
+    upkeep = runs.Runs(fanout=2, step_rows=800)
+    cur = con.cursor()
+    steps = []
+    while upkeep.step(cur):  # (each statement its own transaction: committed)
+        before = upkeep.merged_rows
+        upkeep.committed()
+        steps.append(upkeep.merged_rows - before)
+    assert steps[0] == 2 * 780, steps  # (the small merge, whole; the large one not begun)
+    assert max(steps) <= 2 * (800 + 20), steps  # (two tables, a run's share at most over)
+    assert sum(steps) == 2 * (780 + 10_000)
+    levels = sorted(lv for lv, in con.execute("SELECT level FROM content_runs"))
+    assert levels == [1, 2], levels  # (the small merge's run, then the large one's)
+    for table in runs.KEYS:
+        assert con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 780 + 10_000
+    con.close()
+
+
 def test_the_upkeeps_row_counts_keep_committed_steps_and_drop_a_failed_one(
         tmp_path: Path) -> None:
     """`merged_rows` and `deleted_rows` (/metrics, D156) count only what committed, and only
