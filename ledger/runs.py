@@ -34,7 +34,7 @@ from copyledger.ledger.errors import Conflict, said
 RUNS_FROM = "0016"  # the schema revision that keeps SQLite's content-hash indexes as runs
 FANOUT = 8  # runs of one level merged into one of the next (D105 measured 4, 8 and 16)
 STEP_ROWS = 20_000  # rows a step copies into (or deletes from) each table, about
-MIN_SHARE = 16  # the least share of a step by which a merged run bounds it
+MIN_SHARE = 16  # the least share of a step a merged run is given (it bounds the step)
 TOP_LEVEL = 1_000_000  # the level of the one run revision 0016 builds of an existing log
 
 # Each table's key after the run: what a lookup seeks by, in order.
@@ -289,9 +289,8 @@ class Runs:
         budget = self.step_rows
         for level in sorted(self._merges):
             m = self._merges[level]
-            # A budget under every run's MIN_SHARE would copy all the merge has left (`_copy`),
-            # a large merge's million rows in one statement: it waits for the next step. The
-            # largest run's share is at least budget / len(m.olds).
+            # A sliver of a step would copy MIN_SHARE rows of each run (`_copy`): a statement a
+            # table for little, where the next step gives the merge its whole budget (D157).
             if budget < min(self.step_rows, MIN_SHARE * len(m.olds)):
                 break
             budget -= self._copy(cur, m, budget)
@@ -318,16 +317,19 @@ class Runs:
         """Copy the merge's next rows into its run, about `budget` rows a table at most: in
         each table every row of the runs merged from just after the last step's key up to the
         least of their share-th keys after it (each run's share of the budget in proportion to
-        its keys), so no run gives more than its share whatever the runs' sizes, and a step
-        of unequal runs still copies about its budget; or, where every run has fewer left
-        than its share, all that is left. In key order, so the new run grows at its right
-        edge; all in SQLite, no row through Python. Returns the most rows copied into one
-        table."""
+        its keys, and at least `MIN_SHARE`), so no run gives more than its share whatever the
+        runs' sizes and however their keys cluster (one registrant's keys all in one run), a
+        step copies at most `budget` + `MIN_SHARE` x the runs rows a table, and a step of
+        unequal runs still copies about its budget; or, where every run has fewer left than
+        its share, all that is left (no more). In key order, so the new run grows at its
+        right edge; all in SQLite, no row through Python. Returns the most rows copied into
+        one table."""
         total = max(1, sum(m.sizes))
-        # A run whose share is under MIN_SHARE does not bound the step (the position of its
-        # few next keys is mostly chance, and would cut most steps short): its rows come
-        # along, fewer than MIN_SHARE x total / budget in all.
-        shares = [budget * n // total for n in m.sizes]
+        # A small run's share is raised to MIN_SHARE: where its few next keys lie is mostly
+        # chance, and a cut at its first or second would cut most steps short. Its MIN_SHARE-th
+        # key lies on average beyond the larger runs' cuts, so it seldom ends a step; but it
+        # bounds one where the others have few keys left (D157).
+        shares = [max(MIN_SHARE, budget * n // total) for n in m.sizes]
         most = 0
         for table, key in KEYS.items():
             if table in m.finished:
@@ -335,8 +337,7 @@ class Runs:
             cols = ", ".join(key)
             after = m.done.get(table)
             cuts = [c for run, share in zip(m.olds, shares, strict=True)
-                    if share >= MIN_SHARE
-                    and (c := _cut(cur, table, key, run, after, share)) is not None]
+                    if (c := _cut(cur, table, key, run, after, share)) is not None]
             cut = min(cuts) if cuts else None  # (Python orders these keys as SQLite does)
             where = "" if after is None else f" AND ({cols}) > ({_marks(key)})"
             if cut is not None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Connection, create_engine
 
@@ -630,6 +630,71 @@ def test_a_merge_left_a_sliver_of_a_step_waits_for_the_next(tmp_path: Path) -> N
     assert levels == [1, 2], levels  # (the small merge's run, then the large one's)
     for table in runs.KEYS:
         assert con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 780 + 10_000
+    con.close()
+
+
+def _clustered(parts: list[tuple[int, int]]) -> sqlite3.Connection:
+    """An in-memory database of listed runs 0, 1, ..., run i holding parts[i] = (a, z): `a`
+    keys of registrant "acme" and `z` of "zeta", so that in `runs_by_registrant` each
+    registrant's keys lie together, as one client's catalogue does."""
+    con = sqlite3.connect(":memory:", isolation_level=None)
+    for ddl in runs.create_sql():
+        con.execute(ddl)
+    seq = 0
+    for run, (a, z) in enumerate(parts):
+        keys = []
+        for who, n in (("acme", a), ("zeta", z)):
+            for _ in range(n):
+                keys.append((bytes.fromhex(sha(f"c{seq}")), seq, who))
+                seq += 1
+        _add(con.cursor(), run, keys)
+    return con
+
+
+@settings(max_examples=60, deadline=None)
+@given(parts=st.lists(st.tuples(st.integers(0, 300), st.integers(0, 300)), min_size=2,
+                      max_size=4),
+       budget=st.integers(1, 300), skip=st.floats(0, 1))
+@example(parts=[(300, 10), (0, 100)], budget=30, skip=0.72)  # (only the first run bounds)
+@example(parts=[(200, 0), (0, 200)], budget=20, skip=0.0)  # (every share under MIN_SHARE)
+def test_a_copy_takes_the_next_keys_and_at_most_each_runs_share(
+        parts: list[tuple[int, int]], budget: int, skip: float) -> None:
+    """Whatever the runs' sizes, however their keys cluster, and wherever the merge stands,
+    a step's copy takes the next keys in order and at most each run's share (its part of the
+    budget, at least MIN_SHARE) from each run: a small run cannot pour all it has into a
+    step whose larger runs are near their end, nor can every run's share be too small to
+    bound it (D157)."""
+    con = _clustered(parts)
+    cur = con.cursor()
+    sizes = [a + z for a, z in parts]
+    upkeep = runs.Runs(fanout=len(parts), step_rows=300)
+    m = runs._Merge(olds=list(range(len(parts))), new=99, level=1, sizes=sizes)
+    upkeep._merges, upkeep._levels = {0: m}, {0: len(parts)}  # (as `_start` leaves them)
+    shares = [max(runs.MIN_SHARE, budget * n // max(1, sum(sizes))) for n in sizes]
+    before: dict[str, list[tuple[Any, ...]]] = {}
+    for table, key in runs.KEYS.items():
+        cols = ", ".join(key)
+        rows = [tuple(r) for r in con.execute(f"SELECT {cols} FROM {table} ORDER BY {cols}")]
+        start = int(skip * len(rows))
+        if start:
+            m.done[table] = rows[start - 1]
+        before[table] = rows[start:]
+    upkeep._copy(cur, m, budget)
+    for table, key in runs.KEYS.items():
+        cols = ", ".join(key)
+        got = [tuple(r) for r in con.execute(
+            f"SELECT {cols} FROM {table} WHERE run = 99 ORDER BY {cols}")]
+        assert got == before[table][:len(got)], table  # the next keys, none skipped
+        for run, share in enumerate(shares):
+            mine = con.execute(f"SELECT count(*) FROM {table} t WHERE run = 99 AND EXISTS "
+                               f"(SELECT 1 FROM {table} o WHERE o.run = ? AND "
+                               + " AND ".join(f"o.{c} = t.{c}" for c in key) + ")",
+                               (run,)).fetchone()[0]
+            assert mine <= share, (table, run, mine, share)
+        if table in m.finished:
+            assert len(got) == len(before[table])  # (all that was left)
+        else:
+            assert got and got[-1] == m.done[table]  # (where the next step goes on)
     con.close()
 
 
