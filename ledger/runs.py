@@ -34,7 +34,8 @@ from copyledger.ledger.errors import Conflict, said
 RUNS_FROM = "0016"  # the schema revision that keeps SQLite's content-hash indexes as runs
 FANOUT = 8  # runs of one level merged into one of the next (D105 measured 4, 8 and 16)
 STEP_ROWS = 20_000  # rows a step copies into (or deletes from) each table, about
-MIN_SHARE = 16  # the least share of a step a merged run is given (it bounds the step)
+MIN_SHARE = 16  # the least share of a step a merged run is given (and bounded by); a step's
+# rest under MIN_SHARE x the runs is left to garbage, not given to a merge (D157)
 TOP_LEVEL = 1_000_000  # the level of the one run revision 0016 builds of an existing log
 
 # Each table's key after the run: what a lookup seeks by, in order.
@@ -275,8 +276,9 @@ class Runs:
         it), of about `step_rows` rows a table at most: the merges under way advance from the
         lowest level up (a merge of the lowest levels is small and due most often, so a large
         one cannot hold the many small ones back), a merge is started on each level holding
-        `fanout` listed runs no merge reads, and what is left of the budget deletes garbage.
-        Returns the rows it copied or deleted (the most in one table, step by step; 0: it did
+        `fanout` listed runs no merge reads, and what is left of the budget deletes garbage (a
+        merge is not given a rest under `MIN_SHARE` x its runs: it waits for the next step,
+        D157). Returns the rows it copied or deleted (the most in one table, step by step; 0: it did
         nothing). Called by the writer between blocks (unless blocks wait, D144), and while it
         is idle; if the transaction fails, the caller calls `forget`."""
         if not self._loaded:
@@ -289,8 +291,8 @@ class Runs:
         budget = self.step_rows
         for level in sorted(self._merges):
             m = self._merges[level]
-            # A sliver of a step would copy MIN_SHARE rows of each run (`_copy`): a statement a
-            # table for little, where the next step gives the merge its whole budget (D157).
+            # A sliver of a step would copy at most MIN_SHARE rows of each run (`_copy`): a
+            # statement a table for little, where the next step gives the merge all (D157).
             if budget < min(self.step_rows, MIN_SHARE * len(m.olds)):
                 break
             budget -= self._copy(cur, m, budget)

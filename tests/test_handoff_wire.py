@@ -360,32 +360,27 @@ def test_the_wakeups_counter_keeps_a_dropped_clients_share() -> None:
             store.close()
 
 
-def test_only_the_sequencing_process_reports_the_runs_listed() -> None:
+def test_only_the_sequencing_process_reports_the_runs_listed(tmp_path: Path) -> None:
     """/metrics' `copyledger_content_runs_listed` (D156) is the sequencing process's count: a
     process that follows, or that stepped down, reports 0, not the count it last read, which
     grows stale once another process merges."""
-    import tempfile
-    from pathlib import Path
-
     from copyledger.ledger.sequencer import Sequencer
     from copyledger.ledger.store import Store
 
-    with tempfile.TemporaryDirectory(prefix="cl-r-", dir="/tmp") as tmp:
-        base = Path(tmp)
-        store = Store.open(f"sqlite:///{base / 'l.db'}")
-        try:
-            local = Sequencer(store, lambda t, _c: t, "test.example/log")  # type: ignore[arg-type,return-value]
-            h = handoff.Handoff(local, base)
-            store.runs.added()
-            store.runs.added()  # (two blocks' runs, as this process last knew them)
-            assert local.content_runs_listed == 2
-            assert h.content_runs_listed == 0  # following
-            h.leading = True
-            assert h.content_runs_listed == 2
-            h._stepped_down = True
-            assert h.content_runs_listed == 0
-        finally:
-            store.close()
+    store = Store.open(f"sqlite:///{tmp_path / 'l.db'}")
+    try:
+        local = Sequencer(store, lambda t, _c: t, "test.example/log")  # type: ignore[arg-type,return-value]
+        h = handoff.Handoff(local, tmp_path)
+        store.runs.added()
+        store.runs.added()  # (two blocks' runs, as this process last knew them)
+        assert local.content_runs_listed == 2
+        assert h.content_runs_listed == 0  # following
+        h.leading = True
+        assert h.content_runs_listed == 2
+        h._stepped_down = True
+        assert h.content_runs_listed == 0
+    finally:
+        store.close()
 
 
 def test_a_process_of_another_version_is_refused_at_the_hello(

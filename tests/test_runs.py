@@ -200,8 +200,9 @@ def test_revision_0016_moves_an_existing_logs_keys_into_one_run_and_back(tmp_pat
 
 def _one_row_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, waits: tuple[float, float]
                    ) -> tuple[Path, Store, FileSigner]:
-    """A new log whose runs merge in pairs, a row a step, a failed step's next after `waits`
-    (least, most): its path, store and signer."""
+    """A new log whose runs merge in pairs in the least steps (one row a step deleted, at most
+    `runs.MIN_SHARE` a run copied), a failed step's next after `waits` (least, most): its
+    path, store and signer."""
     monkeypatch.setattr(store_mod, "UPKEEP_WAIT_S", waits)
     path = tmp_path / "l.db"
     signer = FileSigner.generate("test.example/log", tmp_path / "k.pem")
@@ -599,7 +600,8 @@ def test_a_step_copies_at_most_its_budget_whatever_the_runs_sizes(tmp_path: Path
             upkeep.committed()
             copied.append(upkeep.merged_rows)
         steps = [b - a for a, b in itertools.pairwise([0, *copied])]
-        # two tables, and the rows of the three runs too small to bound a step
+        # two tables, and the rows of the three runs with fewer keys than MIN_SHARE in all,
+        # which never bound a step
         assert steps and max(steps) <= 2 * (800 + 20), (narrow, steps)
         if narrow is None:  # keys spread evenly: about the budget a step
             assert len([s for s in steps if s]) <= 2 * total // 800 + 3, steps
@@ -624,12 +626,13 @@ def test_a_merge_left_a_sliver_of_a_step_waits_for_the_next(tmp_path: Path) -> N
         upkeep.committed()
         steps.append(upkeep.merged_rows - before)
     assert steps[0] == 2 * 780, steps  # (the small merge, whole; the large one not begun)
-    assert max(steps) <= 2 * (800 + 20), steps  # (two tables, a run's share at most over)
+    assert max(steps) <= 2 * 800, steps  # (after the first: two runs' shares of 400, two tables)
     assert sum(steps) == 2 * (780 + 10_000)
     levels = sorted(lv for lv, in con.execute("SELECT level FROM content_runs"))
     assert levels == [1, 2], levels  # (the small merge's run, then the large one's)
     for table in runs.KEYS:
-        assert con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 780 + 10_000
+        assert con.execute(f"SELECT count(*), count(DISTINCT seq) FROM {table}"
+                           ).fetchone() == (780 + 10_000, 780 + 10_000)
     con.close()
 
 
@@ -685,16 +688,20 @@ def test_a_copy_takes_the_next_keys_and_at_most_each_runs_share(
         got = [tuple(r) for r in con.execute(
             f"SELECT {cols} FROM {table} WHERE run = 99 ORDER BY {cols}")]
         assert got == before[table][:len(got)], table  # the next keys, none skipped
+        gave = []
         for run, share in enumerate(shares):
             mine = con.execute(f"SELECT count(*) FROM {table} t WHERE run = 99 AND EXISTS "
                                f"(SELECT 1 FROM {table} o WHERE o.run = ? AND "
                                + " AND ".join(f"o.{c} = t.{c}" for c in key) + ")",
                                (run,)).fetchone()[0]
             assert mine <= share, (table, run, mine, share)
+            gave.append(mine)
         if table in m.finished:
             assert len(got) == len(before[table])  # (all that was left)
         else:
             assert got and got[-1] == m.done[table]  # (where the next step goes on)
+            # ... and the run that bounds it gave its whole share: no step stops short
+            assert any(g == s for g, s in zip(gave, shares, strict=True)), (gave, shares)
     con.close()
 
 
