@@ -583,6 +583,17 @@ def _runs_db(tmp_path: Path, sizes: dict[int, tuple[int, str]], *,
     return con
 
 
+def _copied_a_step(upkeep: runs.Runs, cur: Any) -> list[int]:
+    """Steps until none is left (each statement its own transaction: committed at once), and
+    the rows each copied into both tables."""
+    steps = []
+    while upkeep.step(cur):
+        before = upkeep.merged_rows
+        upkeep.committed()
+        steps.append(upkeep.merged_rows - before)
+    return steps
+
+
 def test_a_step_copies_at_most_its_budget_whatever_the_runs_sizes(tmp_path: Path) -> None:
     """A merge step's end is the least of every merged run's share of the budget (each in
     proportion to its keys), so neither a small run (or one whose registrant sorts last) nor
@@ -594,12 +605,7 @@ def test_a_step_copies_at_most_its_budget_whatever_the_runs_sizes(tmp_path: Path
     for narrow in (None, 5, 1):
         con = _runs_db(tmp_path / f"n{narrow}", sizes, narrow=narrow)
         upkeep = runs.Runs(fanout=8, step_rows=800)
-        cur = con.cursor()
-        copied = []
-        while upkeep.step(cur):  # (each statement its own transaction: committed)
-            upkeep.committed()
-            copied.append(upkeep.merged_rows)
-        steps = [b - a for a, b in itertools.pairwise([0, *copied])]
+        steps = _copied_a_step(upkeep, con.cursor())
         # two tables, and the rows of the three runs with fewer keys than MIN_SHARE in all,
         # which never bound a step
         assert steps and max(steps) <= 2 * (800 + 20), (narrow, steps)
@@ -619,12 +625,7 @@ def test_a_merge_left_a_sliver_of_a_step_waits_for_the_next(tmp_path: Path) -> N
     sizes = {0: (390, "amy"), 1: (390, "amy"), 2: (5000, "amy"), 3: (5000, "amy")}
     con = _runs_db(tmp_path, sizes, levels={2: 1, 3: 1})
     upkeep = runs.Runs(fanout=2, step_rows=800)
-    cur = con.cursor()
-    steps = []
-    while upkeep.step(cur):  # (each statement its own transaction: committed)
-        before = upkeep.merged_rows
-        upkeep.committed()
-        steps.append(upkeep.merged_rows - before)
+    steps = _copied_a_step(upkeep, con.cursor())
     assert steps[0] == 2 * 780, steps  # (the small merge, whole; the large one not begun)
     assert max(steps) <= 2 * 800, steps  # (after the first: two runs' shares of 400, two tables)
     assert sum(steps) == 2 * (780 + 10_000)
