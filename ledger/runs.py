@@ -214,7 +214,9 @@ class Runs:
     def __init__(self, *, fanout: int = FANOUT, step_rows: int = STEP_ROWS) -> None:
         self.fanout, self.step_rows = fanout, step_rows
         self._loaded = False
-        self._garbage: list[int] = []  # runs not listed whose rows are still stored
+        # Runs not listed whose rows are still stored, each with its keys (rows a table, as
+        # listed before a merge unlisted it; None: found so at the first step, size unknown).
+        self._garbage: list[tuple[int, int | None]] = []
         self._merges: dict[int, _Merge] = {}  # by the level they merge from
         self._levels: dict[int, int] = {}  # listed runs by level, as last read and kept since
         self._last = -1  # the greatest run number this process handed out
@@ -283,7 +285,7 @@ class Runs:
         is idle; if the transaction fails, the caller calls `forget`."""
         if not self._loaded:
             listed = {int(r) for r, in cur.execute(LIVE).fetchall()}
-            self._garbage = sorted(set(_stored_runs(cur)) - listed)
+            self._garbage = [(r, None) for r in sorted(set(_stored_runs(cur)) - listed)]
             self._merges, self._loaded = {}, True
             self._start(cur)  # (reads the levels)
         elif self._startable():
@@ -297,15 +299,17 @@ class Runs:
                 break
             budget -= self._copy(cur, m, budget)
         while self._garbage and budget > 0:
-            budget -= self._delete(cur, self._garbage[0], budget)
+            budget -= self._delete(cur, *self._garbage[0], budget)
         return self.step_rows - budget
 
-    def _delete(self, cur: Any, run: int, budget: int) -> int:
-        """Delete up to `budget` rows of garbage run `run`, from one table and then the other
-        (the run forgotten once both are empty); the rows deleted (at least 1)."""
+    def _delete(self, cur: Any, run: int, keys: int | None, budget: int) -> int:
+        """Delete up to `budget` rows of garbage run `run` (of `keys` rows a table, if known),
+        from one table and then the other (the run forgotten once both are empty); the rows
+        deleted (at least 1). A run known to fit in the budget is not sought."""
         most = 1
         for table, key in KEYS.items():
-            cut = _cut(cur, table, key, run, None, budget)
+            cut = None if keys is not None and keys < budget else _cut(
+                cur, table, key, run, None, budget)
             where = "" if cut is None else f" AND ({', '.join(key)}) <= ({_marks(key)})"
             cur.execute(f"DELETE FROM {table} WHERE run = ?{where}", (run, *(cut or ())))
             self._pending[1] += cur.rowcount
@@ -338,8 +342,9 @@ class Runs:
                 continue
             cols = ", ".join(key)
             after = m.done.get(table)
-            cuts = [c for run, share in zip(m.olds, shares, strict=True)
-                    if (c := _cut(cur, table, key, run, after, share)) is not None]
+            # A run with fewer keys in all than its share has no share-th key: not sought.
+            cuts = [c for run, n, share in zip(m.olds, m.sizes, shares, strict=True)
+                    if n >= share and (c := _cut(cur, table, key, run, after, share)) is not None]
             cut = min(cuts) if cuts else None  # (Python orders these keys as SQLite does)
             where = "" if after is None else f" AND ({cols}) > ({_marks(key)})"
             if cut is not None:
@@ -367,7 +372,7 @@ class Runs:
             raise Conflict(said("the runs a merge read were unlisted by another writer"))
         cur.execute("INSERT INTO content_runs (run, level, keys) VALUES (?, ?, ?)",
                     (m.new, m.level, sum(m.sizes)))
-        self._garbage += m.olds
+        self._garbage += zip(m.olds, m.sizes, strict=True)
         self._levels[m.level - 1] -= len(m.olds)
         self._levels[m.level] = self._levels.get(m.level, 0) + 1
 

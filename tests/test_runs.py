@@ -5,6 +5,7 @@ middle of a merge, and through revision 0016's upgrade and downgrade."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import sqlite3
 import threading
@@ -635,6 +636,37 @@ def test_a_merge_left_a_sliver_of_a_step_waits_for_the_next(tmp_path: Path) -> N
         assert con.execute(f"SELECT count(*), count(DISTINCT seq) FROM {table}"
                            ).fetchone() == (780 + 10_000, 780 + 10_000)
     con.close()
+
+
+def test_no_run_with_fewer_keys_than_a_steps_share_is_sought(tmp_path: Path) -> None:
+    """A run with fewer keys in all than its share of a step has no share-th key to end the
+    step at, so it is not sought: a level-0 merge of small blocks' runs, which ends in one
+    step, and the deletion of those runs seek nothing; beside a large run, only the large
+    run is sought (its copy and its deletion each end at a sought key)."""
+    for name, sizes, sought in (
+            ("small", {r: (5, "amy") for r in range(8)}, set()),
+            ("mixed", {0: (1000, "amy"), **{r: (5, "zed") for r in range(1, 8)}}, {0})):
+        con = _runs_db(tmp_path / name, sizes)
+        seeks: list[str] = []
+        con.set_trace_callback(functools.partial(_offsets, seeks))
+        upkeep, cur, deleted = runs.Runs(fanout=8, step_rows=800), con.cursor(), [0]
+        while upkeep.step(cur):
+            upkeep.committed()
+            deleted.append(upkeep.deleted_rows)
+        total = sum(n for n, _ in sizes.values())
+        assert (upkeep.merged_rows, deleted[-1]) == (2 * total, 2 * total), (name, deleted)
+        # (each step within its budget, whether its garbage run was sought or known to fit)
+        assert all(b - a <= 2 * 800 for a, b in itertools.pairwise(deleted)), deleted
+        assert {int(sql.split("WHERE run = ")[1].split()[0]) for sql in seeks} == sought, seeks
+        for table in runs.KEYS:  # (the merged run alone is left)
+            assert con.execute(f"SELECT count(*), count(DISTINCT run) FROM {table}"
+                               ).fetchone() == (total, 1)
+        con.close()
+
+
+def _offsets(into: list[str], sql: str) -> None:
+    if " OFFSET " in sql:
+        into.append(sql)
 
 
 def _clustered(parts: list[tuple[int, int]]) -> sqlite3.Connection:
