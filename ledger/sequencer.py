@@ -30,6 +30,7 @@ from copyledger.ledger import links as links_mod
 from copyledger.ledger import merkle, note
 from copyledger.ledger.errors import (
     AlreadyRegistered,
+    Conflict,
     CopyledgerError,
     LockLost,
     Unavailable,
@@ -304,6 +305,8 @@ class Sequencer:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():  # (a second thread would
+            raise Conflict("the sequencer is already running")  # seal from a stale state)
         self.store.acquire_sequencer_lock()
         self.state = LogState.load(self.store)
         # Only now, with the lock held: every entry is either committed already (the scan

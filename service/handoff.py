@@ -51,7 +51,8 @@ from typing import Any, TypeVar
 import orjson
 
 from copyledger.ledger import errors
-from copyledger.ledger.entry import valid_sha256
+from copyledger.ledger import links as links_mod
+from copyledger.ledger.entry import KINDS, MAX_ENTRY_BYTES, valid_registrant, valid_sha256
 from copyledger.ledger.errors import (
     AlreadyRegistered,
     Conflict,
@@ -480,6 +481,8 @@ _STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", re.ASCII)  # `ent
 
 
 _ACCOUNT_MAX = 64  # `idempotency_keys.account`'s length, as the API's accounts are
+_SEQ_END = 2**63  # a link's target seq is a BIGINT (`entry_links.target`)
+_RELATIONS = frozenset({links_mod.TRANSFER, links_mod.CLAIM, links_mod.REPLY})
 
 
 def _claim_shape(claim: Any) -> bool:
@@ -492,9 +495,13 @@ def _claim_shape(claim: Any) -> bool:
 
 
 def _pending(raw: Any) -> Pending:
+    """An entry as the API makes it, or WireError: every field the block stores is checked
+    here, since one value its table refuses would fail the whole block, other writers' too
+    (a kind, registrant or link the table cannot hold), and one entry over the size limit
+    would be in an append-only log for good."""
     data, kind, sha256, registrant, links, once, received_at, claim = raw
-    if not (isinstance(data, str) and isinstance(kind, str) and valid_sha256(sha256)
-            and isinstance(registrant, str) and isinstance(links, list)
+    if not (isinstance(data, str) and kind in KINDS and valid_sha256(sha256)
+            and valid_registrant(registrant) and isinstance(links, list)
             and isinstance(once, bool) and isinstance(received_at, str)
             and (not received_at or _STAMP.fullmatch(received_at))
             and (claim is None or _claim_shape(claim))):
@@ -502,11 +509,15 @@ def _pending(raw: Any) -> Pending:
     out: list[tuple[int | str, str]] = []
     for link in links:
         target, relation = link
-        if not (isinstance(target, int | str) and isinstance(relation, str)):
+        if not (((type(target) is int and 0 <= target < _SEQ_END) or valid_sha256(target))
+                and relation in _RELATIONS):
             raise WireError("a link of another shape")
         out.append((target, relation))
-    return Pending(base64.b64decode(data, validate=True), kind, sha256, registrant, tuple(out),
-                   once, received_at, None if claim is None else (claim[0], claim[1], claim[2]))
+    entry = base64.b64decode(data, validate=True)
+    if len(entry) > MAX_ENTRY_BYTES:
+        raise WireError("an entry over the size limit")
+    return Pending(entry, kind, sha256, registrant, tuple(out), once, received_at,
+                   None if claim is None else (claim[0], claim[1], claim[2]))
 
 
 def _block_message(block: BlockRow) -> list[Any]:
@@ -585,7 +596,8 @@ def _request(raw: Any) -> tuple[int, list[Pending]]:
     """An "entries" message (to the sequencer)."""
     try:
         kind, rid, pendings = raw
-        if kind != "entries" or not isinstance(rid, int) or not isinstance(pendings, list):
+        if (kind != "entries" or not isinstance(rid, int) or not isinstance(pendings, list)
+                or not pendings):  # (an API process never hands over none: nothing answers it)
             raise WireError("a message of another shape")
         return rid, [_pending(p) for p in pendings]
     except (ValueError, TypeError) as e:  # unpacking, hex, base64: all the peer's doing
@@ -1055,6 +1067,10 @@ class _Client:
 
     def _deliver(self, messages: list[Message]) -> None:
         parsed = [_answer_or_block(m) for m in messages]  # all parsed before any is applied
+        with self._lock:  # and every answer's length checked: a waiter taken is answered
+            if any(not isinstance(got, BlockRow) and (w := self._waiting.get(got[0])) is not None
+                   and len(w.futures) != len(got[1]) for got in parsed):
+                raise WireError("an answer of another length than its request")
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Receipt | CopyledgerError]]]
         by_loop = {}
         for got in parsed:
@@ -1244,6 +1260,8 @@ class Handoff:
             self._client.wait_connected(5.0)
 
     def _try_lead(self) -> bool:
+        if self.leading:  # (taken already: never a second server or sequencer thread)
+            return True
         store = self.local.store
         try:
             store.acquire_sequencer_lock()
@@ -1275,13 +1293,31 @@ class Handoff:
             return False
         self._server = server
         self.leading = True
-        # A file of its own (a new inode), held open so that no later file can get its inode:
-        # on stop, the file at the path is removed only if it is still this one (D120).
-        write_public(self.pid_path, f"{os.getpid()}\n")
-        self._pid_file = os.open(self.pid_path, os.O_RDONLY | os.O_CLOEXEC)
+        # The head just reloaded, to the processes that greeted before the reload (each was
+        # sent the head this node loaded at its start, which may lack the last block the dead
+        # sequencer committed) and any sealed before `_server` was set, which `sealed` did
+        # not announce: a follower keeps the newer of two heads, so none steps back.
+        if (head := self.local.state.last) is not None:
+            server.sealed(head)
+        # From here on this process sequences, whatever fails next: a failure is logged, never
+        # raised to the elector, which would take the lock (ours) again and start a second
+        # server and sequencer thread on the same queue.
+        try:
+            # A file of its own (a new inode), held open so that no later file can get its
+            # inode: on stop, the file at the path is removed only if it is still this one
+            # (D120).
+            write_public(self.pid_path, f"{os.getpid()}\n")
+            self._pid_file = os.open(self.pid_path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            log.exception("writing the sequencer's pid file failed; this process sequences "
+                          "without it")
         log.info("this process is the sequencer", extra={"pid": os.getpid(),
                                                          "tree_size": self.local.state.size})
-        self.on_lead()
+        try:
+            self.on_lead()
+        except Exception:
+            log.exception("starting the sequencing process's helpers failed (external "
+                          "time-stamps, witnesses); it sequences without them")
         return True
 
     def _lock_lost(self) -> None:

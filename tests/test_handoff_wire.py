@@ -5,6 +5,7 @@ keep their class and their translatable template, and a frame of any other shape
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import itertools
 import socket
@@ -20,21 +21,28 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from copyledger.ledger.entry import KINDS, MAX_ENTRY_BYTES
 from copyledger.ledger.errors import AlreadyRegistered, NotFound, Unavailable, said
 from copyledger.ledger.note import BlockHeader
 from copyledger.ledger.sequencer import Pending, Receipt
 from copyledger.ledger.store import BlockRow
 from copyledger.service import handoff
+from tests.helpers import wait_for
 
 hashes = st.binary(min_size=32, max_size=32)
 text = st.text(max_size=40)
-links = st.lists(st.tuples(st.integers(min_value=0, max_value=2**62) | text, text),
+content_hashes = hashes.map(bytes.hex)
+# What the API hands over: a kind, registrant and links its tables hold (the sequencer
+# refuses any other, since one would fail the whole block).
+kinds = st.sampled_from(KINDS)
+registrants = st.from_regex(r"[A-Za-z0-9._-]{1,64}", fullmatch=True)
+links = st.lists(st.tuples(st.integers(min_value=0, max_value=2**63 - 1) | content_hashes,
+                           st.sampled_from(["transfer", "claim", "reply"])),
                  max_size=3).map(tuple)
 stamps = st.just("") | st.datetimes(min_value=datetime(1000, 1, 1),
                                     max_value=datetime(9999, 12, 31)).map(
     lambda d: d.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))  # an entry's received_at (D117)
-content_hashes = hashes.map(bytes.hex)
-pendings = st.builds(Pending, st.binary(max_size=200), text, content_hashes, text, links,
+pendings = st.builds(Pending, st.binary(max_size=200), kinds, content_hashes, registrants, links,
                      st.booleans(), stamps, st.none() | st.tuples(
                          st.text(min_size=1, max_size=64),
                          st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E),
@@ -85,10 +93,33 @@ def _through_socket(messages: list[object]) -> list[object]:
         return handoff._recv(b)
 
 
-@given(st.integers(min_value=0, max_value=2**62), st.lists(pendings, max_size=5))
+@given(st.integers(min_value=0, max_value=2**62), st.lists(pendings, min_size=1, max_size=5))
 def test_entries_read_back_as_sent(rid: int, sent: list[Pending]) -> None:
     [message] = _through_socket([handoff._entries_message(rid, sent)])
     assert handoff._request(message) == (rid, sent)
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    (0, base64.b64encode(b"x" * (MAX_ENTRY_BYTES + 1)).decode()),  # over the size limit
+    (1, "novel"), (1, "w" * 17), (1, 1),  # a kind the log does not know
+    (3, ""), (3, "a" * 65), (3, "a b"), (3, None),  # a registrant no account can be
+    (4, [[-1, "claim"]]), (4, [[2**63, "claim"]]), (4, [[True, "claim"]]),  # a seq no BIGINT
+    (4, [["A" * 64, "claim"]]), (4, [[1, "likes"]]), (4, [[1, "c" * 17]]),  # holds, a relation
+])
+def test_an_entry_the_api_could_not_have_made_is_refused(field: int, value: object) -> None:
+    """Every field the block stores is checked as it crosses: one value its tables refuse
+    (a kind or relation over 16 characters, a registrant over 64, a target past a BIGINT)
+    would fail the whole block, other writers' entries too, and an entry over the size
+    limit would be in the append-only log for good. A request of no entries (nothing would
+    ever answer it) is refused too."""
+    one = Pending(b"{}", "work", "a" * 64, "alice", ((3, "claim"), ("b" * 64, "reply")))
+    [message] = _through_socket([handoff._entries_message(1, [one])])
+    assert handoff._request(message) == (1, [one])  # as sent, it passes
+    message[2][0][field] = value  # type: ignore[index]
+    with pytest.raises(handoff.WireError):
+        handoff._request(message)
+    with pytest.raises(handoff.WireError):
+        handoff._request(["entries", 1, []])
 
 
 @pytest.mark.parametrize("claim", [
@@ -358,6 +389,110 @@ def test_the_wakeups_counter_keeps_a_dropped_clients_share() -> None:
         finally:
             listener.close()
             store.close()
+
+
+def test_an_answer_of_another_length_than_its_request_takes_no_waiter(tmp_path: Path) -> None:
+    """An answer whose outcomes are not one a handed-over entry is refused before any waiter
+    of its frame is taken, so the connection's loss answers each of them (503, fate unknown)
+    instead of leaving one popped and never settled."""
+    from concurrent.futures import Future
+
+    from copyledger.ledger.sequencer import Sequencer
+    from copyledger.ledger.store import Store
+
+    path, listener = _listening("cl-len-")
+    store = Store.open(f"sqlite:///{tmp_path / 'l.db'}")
+    try:
+        local = Sequencer(store, lambda t, _c: t, "test.example/log")  # type: ignore[arg-type,return-value]
+        client = handoff._Client(path, local.state)
+        two: list[Future[Any]] = [Future(), Future()]
+        one: list[Future[Any]] = [Future()]
+        client._waiting.update({1: handoff._Waiter(one, None), 2: handoff._Waiter(two, None)})
+        earlier = handoff._outcome(AlreadyRegistered(7))
+        with pytest.raises(handoff.WireError):  # (1's answer right, 2's one short)
+            client._deliver([["answer", 1, [earlier]], ["answer", 2, [earlier]]])
+        assert set(client._waiting) == {1, 2} and not any(f.done() for f in one + two)
+        client._deliver([["answer", 1, [earlier]], ["answer", 2, [earlier, earlier]]])
+        assert not client._waiting and all(f.done() for f in one + two)
+        client.close()
+    finally:
+        listener.close()
+        store.close()
+
+
+def test_a_takeover_whose_helpers_fail_still_sequences_with_one_thread(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Once this process has started its sequencer, what follows (its pid file, the helpers
+    only the sequencing process runs) cannot undo the takeover: a failure there is logged,
+    not raised to the elector, which would take the lock (its own) again and start a second
+    server and sequencer thread on the same queue; a second take is a no-op, and a second
+    start of a running sequencer is refused."""
+    from copyledger.ledger.errors import Conflict
+    from copyledger.ledger.sequencer import Sequencer
+    from copyledger.ledger.store import Store
+
+    base = Path(tempfile.mkdtemp(prefix="cl-lead-", dir="/tmp"))  # a short socket path
+    store = Store.open(f"sqlite:///{tmp_path / 'l.db'}")
+    local = Sequencer(store, lambda t, _c: t, "test.example/log")  # type: ignore[arg-type,return-value]
+
+    def fails() -> None:
+        raise RuntimeError("no thread can start")
+
+    h = handoff.Handoff(local, base, on_lead=fails)
+    (base / handoff.PID_NAME).mkdir()  # (the pid file cannot be written either)
+    before = sum(t.name == "sequencer" for t in threading.enumerate())
+    try:
+        with caplog.at_level("ERROR", logger="copyledger.handoff"):
+            assert h._try_lead() and h.leading
+        said = [r.getMessage() for r in caplog.records]
+        assert any("pid file" in m for m in said) and any("helpers" in m for m in said), said
+        assert h._try_lead()  # (again: taken already)
+        with pytest.raises(Conflict):
+            local.start()
+        assert sum(t.name == "sequencer" for t in threading.enumerate()) == before + 1
+        assert local.submit(Pending(b"{}", "work", "a" * 64, "alice")).result(10).seq == 0
+    finally:
+        h.stop()
+        store.close()
+
+
+def test_a_follower_that_greeted_before_the_takeover_gets_the_reloaded_head(
+        tmp_path: Path) -> None:
+    """A process that connects to a new sequencer between its bind and its start is sent the
+    head the sequencer's node loaded when it was built; the dead sequencer may have committed
+    a block after that and died before announcing it. Once the start has reloaded the state,
+    that head is announced too, so the follower does not serve the older one as current until
+    the next block (up to `heartbeat_s` on an idle log)."""
+    from copyledger.ledger.sequencer import LogState, Sequencer
+    from copyledger.ledger.store import Store
+
+    base = Path(tempfile.mkdtemp(prefix="cl-head-", dir="/tmp"))  # a short socket path
+    store = Store.open(f"sqlite:///{tmp_path / 'l.db'}")
+    sign = lambda t, _c: t  # noqa: E731
+    dead = Sequencer(store, sign, "test.example/log")  # type: ignore[arg-type]
+    dead.start()
+    stale = LogState.load(store)  # (what the new sequencer's node loaded at its start)
+    dead.submit(Pending(b"{}", "work", "a" * 64, "alice")).result(10)
+    dead.stop()
+    local = Sequencer(store, sign, "test.example/log")  # type: ignore[arg-type]
+    local.state = stale
+    h = handoff.Handoff(local, base)
+    client = handoff._Client(h.path, stale)
+    start = local.start
+
+    def start_once_greeted() -> None:
+        wait_for(lambda: client.joined, "the follower's greeting")  # (sent the stale head)
+        assert client.state.size == stale.size == 0
+        start()
+
+    local.start = start_once_greeted  # type: ignore[method-assign]
+    try:
+        assert h._try_lead()
+        wait_for(lambda: client.state.size == 1, "the reloaded head at the follower", 10.0)
+    finally:
+        client.close()
+        h.stop()
+        store.close()
 
 
 def test_only_the_sequencing_process_reports_the_runs_listed(tmp_path: Path) -> None:
