@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 from pydantic import BaseModel
+from pydantic_core import from_json
 
 from copyledger.api.deps import FastJSONResponse, written_answers
 from copyledger.api.problems import body_of
@@ -35,6 +36,7 @@ from copyledger.service.idempotency import (
 from copyledger.service.node import Node
 from copyledger.service.operations import MAX_BATCH, Outcome, PlainWorkIn, parse_item
 
+MAX_DEPTH = 201  # the most levels of nesting a batch's body may have (pydantic's parser's)
 Run = Callable[[Sequence[Any]], Awaitable[list[Outcome]]]
 Parsed = tuple[BaseModel | PlainWorkIn | CopyledgerError, str | None, bytes]
 """An item as `_parse` leaves it: the model (or the error refusing it), its key, its bytes."""
@@ -45,9 +47,16 @@ def items_of(body: bytes, member: str, limit: int) -> list[Any]:
     if len(body) > limit:
         raise PayloadTooLarge(said("request body is {size} bytes; the limit is {limit}",
                                    size=len(body), limit=limit))
+    # pydantic's parser, as `POST /v1/works` reads its body, not orjson's: orjson reads an
+    # integer past 64 bits as a float, which the entry would then record as a value the
+    # caller never sent (an item's check refuses the exact integer, as the single path does),
+    # and it nests 1,024 levels deep, where later steps recurse (this one stops at 201).
     try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
+        doc = from_json(body, allow_inf_nan=False)
+    except ValueError as e:
+        if "recursion limit" in str(e):
+            raise InvalidInput(said("body: nested too deeply (at most {most} levels)",
+                                    most=MAX_DEPTH)) from None
         raise InvalidInput("body: not JSON") from None
     raw = doc.get(member) if isinstance(doc, dict) and set(doc) == {member} else None
     if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_BATCH:
@@ -64,8 +73,11 @@ def _parse(raw: Any, model: type[BaseModel], where: str, seen: set[str]) -> Pars
     key = raw.get("idempotency_key")
     item = ({k: v for k, v in raw.items() if k != "idempotency_key"}
             if "idempotency_key" in raw else raw)
-    # What a kept answer is matched by: only a keyed item needs it.
-    canonical = b"" if key is None else orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
+    try:
+        # What a kept answer is matched by: only a keyed item needs it.
+        canonical = b"" if key is None else orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # an integer past 64 bits: refused below, as the entry's check would
+        canonical = None
     try:
         if key is not None:
             if not isinstance(key, str):
@@ -77,9 +89,12 @@ def _parse(raw: Any, model: type[BaseModel], where: str, seen: set[str]) -> Pars
                     "{where}.idempotency_key: {key!r} is repeated in this batch",
                     where=where, key=key))
             seen.add(key)
-        return parse_item(model, item, f"{where}."), key, canonical
+        parsed = parse_item(model, item, f"{where}.")
+        if canonical is None:  # (in metadata, which the model takes as any JSON)
+            raise InvalidInput(said("{where}: an integer outside +-(2**53-1)", where=where))
+        return parsed, key, canonical
     except CopyledgerError as e:
-        return e, None, canonical
+        return e, None, canonical or b""
 
 
 async def answer(

@@ -85,6 +85,53 @@ def test_a_body_that_is_no_batch_is_refused_whole(api: Api, body: bytes) -> None
     assert tree_size(client) == n
 
 
+def test_an_integer_past_64_bits_is_refused_not_rounded(api: Api) -> None:
+    """An item's integer too large for 64 bits is refused as the single path refuses it
+    (422, nothing written), keyed or not, never recorded as the float a 64-bit parser
+    makes of it, which is a value the caller never sent; the batch's other items go on."""
+    client, reg = api
+    alice = bearer(reg, "alice")
+    n = tree_size(client)
+    big = b"18446744073709551616"  # 2**64
+    body = (b'{"works": [' + orjson.dumps(work_body(40))[:-1] + b', "metadata": {"n": ' + big
+            + b'}}, ' + orjson.dumps({**work_body(41), "idempotency_key": "k-41"})[:-1]
+            + b', "metadata": {"n": ' + big + b'}}, ' + orjson.dumps(work_body(42)) + b"]}")
+    r = client.post("/v1/works/batch", content=body,
+                    headers={**alice, "content-type": "application/json"})
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert [x["status"] for x in results] == [422, 422, 201], results
+    assert all("2**53" in x["problem"]["detail"] for x in results[:2]), results
+    assert tree_size(client) == n + 1
+    single = client.post("/v1/works", content=orjson.dumps(work_body(40))[:-1]
+                         + b', "metadata": {"n": ' + big + b"}}",
+                         headers={**alice, "content-type": "application/json"})
+    assert single.status_code == 422
+
+
+def test_a_body_nested_too_deeply_is_refused_whole_with_no_server_error(api: Api) -> None:
+    """Past 201 levels the body is refused whole, saying so (a 4xx, not the 500 a later
+    step's recursion made of it, keyed or not); at 200 an item is read and judged."""
+    client, reg = api
+    alice = bearer(reg, "alice")
+    n = tree_size(client)
+
+    def nested(depth: int, key: bool) -> bytes:
+        # (the body, the list and the item are three levels; the metadata's value the rest)
+        item = orjson.dumps({**work_body(43), **({"idempotency_key": "k-43"} if key else {})})
+        deep = b"[" * (depth - 4) + b"1" + b"]" * (depth - 4)
+        return b'{"works": [' + item[:-1] + b', "metadata": {"n": ' + deep + b"}}]}"
+
+    for key in (False, True):
+        r = client.post("/v1/works/batch", content=nested(300, key),
+                        headers={**alice, "content-type": "application/json"})
+        assert r.status_code == 422 and "nested" in r.json()["detail"], r.text
+        ok = client.post("/v1/works/batch", content=nested(200, key),
+                         headers={**alice, "content-type": "application/json"})
+        assert ok.status_code == 200, ok.text
+    assert tree_size(client) <= n + 1  # (at most the one item read at 200 levels)
+
+
 def test_at_most_1000_items_and_the_body_limit_fits_them(api: Api) -> None:
     client, reg = api
     alice = bearer(reg, "alice")
