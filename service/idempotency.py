@@ -236,9 +236,11 @@ class Keys:
         for _ in range(3):  # a dead row deleted under us by another taker: try again
             try:
                 with self.store.engine.begin() as conn:
+                    # (`created` read now: the steps before may have waited on the database)
                     conn.execute(table.insert().values(
                         account=account, key=key, request_sha256=request_sha256,
-                        status=IN_FLIGHT, answer="", created=int(now), holder=mine.holder))
+                        status=IN_FLIGHT, answer="", created=int(time.time()),
+                        holder=mine.holder))
                 self._hold(mine)
                 return mine
             except IntegrityError:
@@ -262,9 +264,15 @@ class Keys:
                 # still be queued, the sequencer answers the later of the two with the other's
                 # entry (D134), so it is written once either way (D135).
                 if status >= 400 and row.request_sha256 == request_sha256:
-                    if self._take_over(row, mine, int(now)):
+                    if self._take_over(row, mine, int(time.time())):
                         return mine
                     continue
+                # A dead claim of another request, nothing recorded yet: that request may
+                # still be queued at the sequencer and sealed (D134), so the key stays its
+                # until the key's lifetime ends, as a kept 503's does (D135, D161).
+                if status == IN_FLIGHT and row.request_sha256 != request_sha256 \
+                        and row.created > now - self.ttl_s:
+                    raise _other_request()
             if dead:  # expired, or its owner stopped refreshing it (died): take it over
                 with self.store.engine.begin() as conn:
                     conn.execute(delete(table).where(
@@ -425,12 +433,13 @@ class Keys:
         with self.store.engine.begin() as conn:
             conn.execute(delete(table).where(table.c.status != IN_FLIGHT,
                                              table.c.created <= int(now) - self.ttl_s))
-            # A dead claim whose request was recorded stays, to answer its retries (D132).
-            conn.execute(delete(table).where(table.c.status == IN_FLIGHT,
-                                             table.c.created <= int(now - self.abandoned_s),
-                                             ~_was_written(int(now) - self.ttl_s)))
-            conn.execute(delete(table).where(table.c.status == IN_FLIGHT,
-                                             table.c.created <= int(now) - self.ttl_s))
+            # A dead claim stays for the key's lifetime: recorded, to answer its retries
+            # (D132); not yet, since its request may still be sealed, to refuse another body
+            # under the key (D161). Never sooner than a claim is abandoned: a live one is not
+            # deleted under its request, whatever lifetime keys are given.
+            conn.execute(delete(table).where(
+                table.c.status == IN_FLIGHT,
+                table.c.created <= int(now) - max(self.ttl_s, int(self.abandoned_s))))
             conn.execute(delete(written).where(written.c.created <= int(now) - self.ttl_s))
 
     # -- the heartbeat (D69) -------------------------------------------------------------------
@@ -439,9 +448,11 @@ class Keys:
         with self._beat:
             self._held[claim] = None
             if not self._beating and not self._stopped:
-                self._beating = True
+                # Started first: a thread that cannot start leaves `_beating` False, so the
+                # next claim tries again rather than none being refreshed for good.
                 threading.Thread(target=self._heartbeat, name="idempotency-heartbeat",
                                  daemon=True).start()
+                self._beating = True
 
     def _let_go(self, claim: Claim) -> None:
         with self._beat:

@@ -28,7 +28,7 @@ from copyledger.ledger.schema import (
     sequencer_address,
 )
 from copyledger.ledger.store import Store
-from copyledger.service.idempotency import Answer, Claim, Keys
+from copyledger.service.idempotency import IN_FLIGHT, Answer, Claim, InFlight, Keys
 from copyledger.service.node import Node
 from tests.helpers import bearer, downgrade, open_registry, sha, tree_size, wait_for, work_body
 from tests.test_claims import DMCA
@@ -409,6 +409,81 @@ def test_a_key_is_claimed_once_in_the_database(api: Api) -> None:
     _claimed(mine, "c2")
     for keys in (mine, other):  # no heartbeat left refreshing claims after the test
         keys.stop()
+
+
+def test_a_dead_claim_keeps_its_key_from_another_body_for_the_keys_lifetime(api: Api) -> None:
+    """A claim whose process died (unrefreshed for a minute) with nothing recorded yet: its
+    request may still be queued at the sequencer and be sealed, so another body under the key
+    is refused (422) for the key's lifetime, by the claim and after a sweep alike, never
+    claimed and written beside it (D161); the same request takes it over (the sequencer's
+    check answers it with the first's entry if that is sealed, D134); past the lifetime the
+    key is free."""
+    _, reg = api
+    dead, other = Keys(reg.store, 3600), Keys(reg.store, 3600)
+    first = _claimed(dead, "dk", "ab" * 32)
+    dead.abandon(first)  # (no longer refreshed, as a dead process's)
+    _made_old(reg, "dk")
+    for _ in range(2):
+        other._swept = 0.0  # (each claim sweeps first)
+        with pytest.raises(InvalidInput, match="different request"):
+            other.claim("alice", "dk", "cd" * 32)
+    assert _row(reg, "dk").request_sha256 == "ab" * 32
+    other.abandon(_claimed(other, "dk", "ab" * 32))  # the same request: taken over (and
+    with reg.store.engine.begin() as conn:  # left in flight), then past the key's lifetime
+        conn.execute(update(idempotency_keys).where(idempotency_keys.c.key == "dk")
+                     .values(created=int(time.time()) - 3601))
+    assert (_row(reg, "dk").status, _row(reg, "dk").request_sha256) == (IN_FLIGHT, "ab" * 32)
+    other.release(_claimed(other, "dk", "cd" * 32))  # free for another body
+    for keys in (dead, other):
+        keys.stop()
+
+
+def test_a_sweep_never_deletes_a_live_claim_whatever_the_keys_lifetime(api: Api) -> None:
+    """Keys given a lifetime shorter than a claim takes to be abandoned: a sweep deletes a
+    claim only once it is both, so a claim still refreshed by its process (its request
+    running) is not deleted under it, letting a retry run the write beside it."""
+    _, reg = api
+    mine, other = Keys(reg.store, 5), Keys(reg.store, 5)
+    held = _claimed(mine, "short")
+    with reg.store.engine.begin() as conn:  # (older than the lifetime, refreshed a while ago)
+        conn.execute(update(idempotency_keys).where(idempotency_keys.c.key == "short")
+                     .values(created=int(time.time()) - 30))
+    other._swept = 0.0
+    with pytest.raises(InFlight):
+        other.claim("alice", "short", "ab" * 32)
+    assert _row(reg, "short") is not None
+    mine.release(held)
+    for keys in (mine, other):
+        keys.stop()
+
+
+def test_a_heartbeat_that_could_not_start_is_started_by_the_next_claim(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A heartbeat thread that fails to start (no thread to be had) does not leave the keys
+    believing one runs: the next claim starts it, so claims are refreshed again."""
+    from copyledger.service import idempotency
+
+    _, reg = api
+    keys = Keys(reg.store, 60, heartbeat_s=0.01)
+    real = threading.Thread
+    fails = [1]
+
+    class Once(real):  # type: ignore[misc,valid-type]
+        def start(self) -> None:
+            if fails[0]:
+                fails[0] -= 1
+                raise RuntimeError("can't start new thread")
+            super().start()
+
+    monkeypatch.setattr(idempotency.threading, "Thread", Once)
+    with pytest.raises(RuntimeError):
+        keys.claim("alice", "hb1", "ab" * 32)
+    held = _claimed(keys, "hb2")
+    _made_old(reg, "hb2")
+    wait_for(lambda: _row(reg, "hb2").created > time.time() - 30, "the heartbeat refreshes",
+             10.0)
+    keys.release(held)
+    keys.stop()
 
 
 def test_a_retry_waits_for_the_key_claimed_by_another_process(
@@ -1753,10 +1828,16 @@ def test_what_a_key_says_once_its_request_was_recorded(api: Api) -> None:
     age("never")
     other.release(_claimed(other, "never", h))  # nothing recorded: taken over, run
     assert _row(reg, "never") is None
-    # The sweep frees a dead claim that recorded nothing, whatever other keys' requests (of
-    # the same body, "live" and "fate" above) recorded: its check is the claim's own.
+    # The sweep frees a dead claim that recorded nothing only once the key's lifetime is
+    # over: until then its request may still be sealed (D161). The other claims stay.
     keys.abandon(_claimed(keys, "swept", h))
     age("swept")
+    other._swept = 0.0
+    other._sweep(time.time())
+    assert _row(reg, "swept") is not None
+    with reg.store.engine.begin() as conn:
+        conn.execute(update(idempotency_keys).where(idempotency_keys.c.key == "swept")
+                     .values(created=int(time.time()) - 3601))
     other._swept = 0.0
     other._sweep(time.time())
     assert _row(reg, "swept") is None and _row(reg, "live") is not None
