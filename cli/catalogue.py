@@ -2,20 +2,27 @@
 batch endpoint, with a progress file so an interrupted import resumes where it stopped.
 
 Resuming is safe without the progress file too: a work this account already registered is
-answered with its earlier registration (D36), so a chunk sent twice writes nothing twice. The
-file only saves sending the finished chunks again."""
+answered with its earlier registration (D36), so a chunk sent twice writes nothing twice; a row
+sent `again` (which D36 does not answer) goes under an Idempotency-Key made from the row itself
+(`row_key`), the same on every run, so it too is written once (D162). The file only saves
+sending the finished chunks again."""
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from copyledger.client import BatchWork
+from copyledger.client._calls import strict_json
 from copyledger.ledger.errors import said
+from copyledger.service.idempotency import request_hash
 
 FIELDS = ("sha256", "title", "creators", "work_type", "size", "media_type", "license",
           "metadata", "fingerprints", "again")
@@ -53,7 +60,9 @@ def count_rows(path: Path) -> int:
 
 
 def _jsonl_rows(path: Path, skip: int = 0) -> Iterator[Row]:
-    with path.open(encoding="utf-8") as f:
+    # Read as bytes, each line decoded on its own: one line that is not UTF-8 is that row's
+    # refusal, not the end of the import (and of every resumed run, at the same line).
+    with path.open("rb") as f:
         for n, raw in enumerate(f, 1):
             if not raw.strip():
                 continue
@@ -61,17 +70,24 @@ def _jsonl_rows(path: Path, skip: int = 0) -> Iterator[Row]:
                 skip -= 1
                 continue
             try:
-                doc = json.loads(raw)
-            except ValueError as e:
+                doc = json.loads(raw.decode("utf-8"))
+            except (ValueError, RecursionError) as e:  # (UnicodeDecodeError is a ValueError)
                 yield Row(n, None, said("not JSON: {why}", why=e))
                 continue
-            yield _row(n, doc)
+            yield _row(path, n, doc)
 
 
 def _csv_rows(path: Path) -> Iterator[Row]:
     with path.open(encoding="utf-8", newline="") as f:
         for n, rec in enumerate(csv.DictReader(f), 2):  # line 1 is the header
-            doc: dict[str, Any] = {k: v for k, v in rec.items() if k is not None and v != ""}
+            if None in rec or None in rec.values():  # more cells than the header, or fewer:
+                names = len(rec) - (None in rec)  # (a comma in a cell not quoted, say)
+                cells = (names + len(rec[None]) if None in rec
+                         else sum(v is not None for v in rec.values()))
+                yield Row(n, None, said("{cells} cells where the header names {names}",
+                                        cells=cells, names=names))
+                continue
+            doc: dict[str, Any] = {k: v for k, v in rec.items() if v != ""}
             try:
                 if "creators" in doc:
                     doc["creators"] = [c.strip() for c in doc["creators"].split(CSV_LISTS)]
@@ -85,17 +101,52 @@ def _csv_rows(path: Path) -> Iterator[Row]:
             except ValueError as e:
                 yield Row(n, None, said("bad cell: {why}", why=e))
                 continue
-            yield _row(n, doc)
+            yield _row(path, n, doc)
 
 
-def _row(n: int, doc: Any) -> Row:
+def _row(path: Path, n: int, doc: Any) -> Row:
     if not isinstance(doc, dict):
         return Row(n, None, said("not a JSON object"))
     unknown = sorted(set(doc) - set(FIELDS))
     if unknown:
         return Row(n, None, said("unknown fields: {unknown} (known: {known})",
                                  unknown=", ".join(unknown), known=", ".join(FIELDS)))
-    return Row(n, BatchWork(**doc))  # type: ignore[typeddict-item]
+    try:  # what the client would refuse to send: the row's own refusal, not the chunk's
+        strict_json(doc)
+    except (ValueError, TypeError) as e:  # NaN, an integer past 2**53 - 1, too deep
+        return Row(n, None, said("not JSON the registry takes: {why}", why=e))
+    work = BatchWork(**doc)  # type: ignore[typeddict-item]
+    if doc.get("again"):
+        work["idempotency_key"] = row_key(path, n, work)
+    return Row(n, work)
+
+
+def sent_item(work: BatchWork) -> dict[str, Any]:
+    """The batch item the registry reads for `work` (its members but the null ones, and its
+    key apart), whose canonical bytes a kept answer is matched by (`api.batch`)."""
+    return {k: v for k, v in work.items() if v is not None and k != "idempotency_key"}
+
+
+def row_key(path: Path, line: int, work: BatchWork) -> str:
+    """The Idempotency-Key of a row sent `again`: from the catalogue's path, the row's line
+    and its content, so every run of an import sends that row under the same key (a resumed
+    run's resend of a chunk the registry wrote but the progress file did not record writes it
+    once), and no other row or catalogue shares it."""
+    h = hashlib.sha256(f"{path.resolve()}\n{line}\n".encode())
+    h.update(orjson.dumps(sent_item(work), option=orjson.OPT_SORT_KEYS))
+    return f"import-{h.hexdigest()[:48]}"
+
+
+def row_claim(account: str, work: BatchWork) -> tuple[str, str, str] | None:
+    """What the registry records a keyed row's entry under (account, key, request), as
+    `POST /v1/works/batch` records it (D132): an `import --local` of the row resent by any
+    run, over HTTP or not, is then written once (the sequencer's check, D134). None for a row
+    with no key."""
+    key = work.get("idempotency_key")
+    if key is None:
+        return None
+    body = orjson.dumps(sent_item(work), option=orjson.OPT_SORT_KEYS)
+    return account, key, request_hash(b"/v1/works/batch", b"", body)
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import gc
 import hashlib
@@ -31,7 +32,14 @@ from rich.progress import (
 from rich.table import Table
 from typer.core import TyperGroup
 
-from copyledger.cli.catalogue import ImportProgress, Listing, Row, count_rows, read_rows
+from copyledger.cli.catalogue import (
+    ImportProgress,
+    Listing,
+    Row,
+    count_rows,
+    read_rows,
+    row_claim,
+)
 from copyledger.cli.words import Localized, detail, tr
 from copyledger.client import (
     BatchWork,
@@ -781,7 +789,8 @@ class _LocalImport:
 
     def __init__(self, s: Any, account: str) -> None:
         self.settings, self.account = s, account
-        self.ahead: tuple[list[Row], list[Any]] | None = None  # a chunk being prepared
+        # A chunk being prepared: its rows, its pieces' futures and its rows' claims.
+        self.ahead: tuple[list[Row], list[Any], list[tuple[str, str, str] | None]] | None = None
 
     def __enter__(self) -> _LocalImport:
         import asyncio
@@ -832,11 +841,15 @@ class _LocalImport:
         progress line always lags one chunk); why the import must stop, or None."""
         from copyledger.service.operations import prepare_works
 
-        docs = [(f"line {r.line}: ", r.work) for r in batch if r.work is not None]
+        works = [r.work for r in batch if r.work is not None]
+        # A row's key is not a work's member: its claim goes with its entry instead (D162).
+        docs = [(f"line {r.line}: ", {k: v for k, v in r.work.items() if k != "idempotency_key"})
+                for r in batch if r.work is not None]
+        claims = [row_claim(self.account, w) for w in works]
         step = -(-len(docs) // self.jobs) or 1
         futures = [self.pool.submit(prepare_works, self.node.sm_suite, self.account,
                                     docs[i:i + step]) for i in range(0, len(docs), step)]
-        ahead, self.ahead = self.ahead, (batch, futures)
+        ahead, self.ahead = self.ahead, (batch, futures, claims)
         return self._register(*ahead, state) if ahead else None
 
     def finish(self, state: ImportProgress) -> str | None:
@@ -844,13 +857,19 @@ class _LocalImport:
         ahead, self.ahead = self.ahead, None
         return self._register(*ahead, state) if ahead else None
 
-    def _register(self, batch: list[Row], futures: list[Any], state: ImportProgress
+    def _register(self, batch: list[Row], futures: list[Any],
+                  claims: list[tuple[str, str, str] | None], state: ImportProgress
                   ) -> str | None:
+        from copyledger.service import idempotency
         from copyledger.service.operations import import_works
 
+        # Each keyed row's entry is recorded under its claim, and one already recorded under
+        # it (an earlier run's, over HTTP or not) answers it instead (D132, D134).
+        context = contextvars.copy_context()
+        context.run(idempotency.WRITING_MANY.set, claims)
         try:
             outcomes = self.runner.run(import_works(
-                self.node, self.account, [f.result() for f in futures]))
+                self.node, self.account, [f.result() for f in futures]), context=context)
         except CopyledgerError as e:  # nothing registered: no such account, too big a chunk
             return detail(e.detail)
 

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from copyledger.cli.catalogue import ImportProgress, Listing
+from copyledger.cli.catalogue import ImportProgress, Listing, read_rows
 from tests.server import ServerProcess, cli, init_registry, init_with_creator
 
 N = 3000
@@ -197,6 +197,83 @@ def test_a_local_import_makes_the_log_an_import_over_http_makes(
     assert _entries(local) == before
     audit = cli("audit", "--data-dir", str(local), "--json")
     assert audit.returncode == 0, audit.stdout + audit.stderr
+
+
+def _again_catalogue(path: Path) -> Path:
+    """Three rows: a work, the same content sent `again` (a second entry, which the D36
+    answer does not stop), and another work sent `again` for the first time."""
+    path.write_text("".join(json.dumps(row) + "\n" for row in (
+        {"sha256": sha(70), "title": "Photo", "creators": ["A"], "work_type": "image"},
+        {"sha256": sha(70), "title": "Photo, new edition", "creators": ["A"],
+         "work_type": "image", "again": True},
+        {"sha256": sha(71), "title": "Song", "creators": ["A"], "work_type": "audio",
+         "again": True})))
+    return path
+
+
+def test_rows_sent_again_are_written_once_however_often_the_import_runs(
+        tmp_path: Path, server: tuple[ServerProcess, str]) -> None:
+    """A resumed import resends the chunks its progress file did not record (a kill between
+    the registry's commit and the file's line). A row sent `again` is not answered by D36's
+    "already registered", so it goes under a key made from the row (its catalogue, line and
+    content): every run sends it under the same key and it is written once, over HTTP and
+    with `--local` alike (D162). Run here without the progress file, the whole resend."""
+    srv, key = server
+    catalogue = _again_catalogue(tmp_path / "again.jsonl")
+    args = ["import", str(catalogue), "--server", srv.url, "--api-key", key, "--json"]
+    first = cli(*args)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert json.loads(first.stdout)["registered"] == 3
+    before = works_in_log(srv)
+    assert len(before) == 3
+    (tmp_path / "again.jsonl.progress").unlink()
+    resent = cli(*args)
+    assert resent.returncode == 0, resent.stdout + resent.stderr
+    assert works_in_log(srv) == before
+    local = tmp_path / "local"
+    db, _, _ = init_with_creator(local, "sqlite")
+    args = ["import", str(catalogue), "--local", "--data-dir", str(local), *db,
+            "--account", "alice", "--json", "--progress-file", str(tmp_path / "l.progress")]
+    assert json.loads(cli(*args).stdout)["registered"] == 3
+    entries = _entries(local)
+    (tmp_path / "l.progress").unlink()
+    resent = cli(*args)
+    assert resent.returncode == 0, resent.stdout + resent.stderr
+    assert _entries(local) == entries, json.loads(resent.stdout)
+    summary = json.loads(resent.stdout)  # (a row answered from its key is its first receipt,
+    assert (summary["registered"], summary["already_registered"]) == (2, 1), summary  # a 201)
+    audit = cli("audit", "--data-dir", str(local), "--json")
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+
+
+def test_a_row_the_registry_cannot_take_is_refused_on_its_own(tmp_path: Path) -> None:
+    """A row that is JSON but not JSON the client sends (NaN, an integer past 2**53 - 1,
+    nesting deeper than the encoder goes), a line that is not UTF-8, and a CSV record with
+    more or fewer cells than its header are each refused as their own row: before, each
+    ended the import with a traceback, and every resumed run at the same chunk."""
+    good = {"sha256": sha(80), "title": "T", "creators": ["A"], "work_type": "image"}
+    lines = [json.dumps(good).encode(),
+             json.dumps({**good, "metadata": {"x": float("nan")}}).encode(),
+             json.dumps({**good, "size": 2**53}).encode(),
+             json.dumps(good).encode()[:-1] + b', "metadata": {"x": '
+             + b"[" * 300 + b"]" * 300 + b"}}",
+             b'{"sha256": "' + sha(81).encode() + b'", "title": "\xff\xfe"}',
+             b"[" * 5000 + b"]" * 5000,
+             json.dumps({**good, "sha256": sha(82)}).encode()]
+    jsonl = tmp_path / "rows.jsonl"
+    jsonl.write_bytes(b"\n".join(lines) + b"\n")
+    rows = list(read_rows(jsonl))
+    assert [r.line for r in rows] == list(range(1, 8))
+    assert [r.work is not None for r in rows] == [True] + [False] * 5 + [True], rows
+    csv_file = tmp_path / "rows.csv"
+    csv_file.write_text("sha256,title,creators,work_type\n"
+                        f"{sha(83)},T,A,image\n"
+                        f"{sha(84)},T, with a comma,A,image\n"
+                        f"{sha(85)},T\n")
+    rows = list(read_rows(csv_file))
+    assert [r.work is not None for r in rows] == [True, False, False], rows
+    assert "5 cells where the header names 4" in str(rows[1].error)
+    assert "2 cells where the header names 4" in str(rows[2].error)
 
 
 def test_a_local_import_needs_an_account_that_holds_a_key(tmp_path: Path) -> None:
