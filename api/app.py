@@ -24,7 +24,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from copyledger.api import deps, openapi, problems
+from copyledger.api import deps, openapi, problems, uploads
 from copyledger.api.deps import Language
 from copyledger.api.models import HEALTH_EXAMPLE, HealthOut
 from copyledger.api.routes import (
@@ -184,7 +184,7 @@ class BodyLimit:
         headers = dict(scope.get("headers") or [])
         ctype = headers.get(b"content-type", b"")
         upload = (scope.get("method") == "POST" and scope.get("path") in self.upload_paths
-                  and ctype.split(b";", 1)[0].strip().lower() == b"multipart/form-data")
+                  and uploads.is_multipart(ctype.decode("latin-1")))
         if upload:
             limit = self.max_upload
         elif scope.get("method") == "POST" and scope.get("path") in self.batch_paths:

@@ -159,7 +159,7 @@ def install(app: FastAPI) -> None:
         slug = {404: "not-found", 405: "method-not-allowed", 401: "unauthorized"}.get(
             exc.status_code, "http-error"
         )
-        words = gettext(lang(request), str(exc.detail))
+        words = say(lang(request), exc.detail)  # (a said(...) detail by its template)
         return problem(exc.status_code, slug, words, words, request.url.path)
 
     @app.exception_handler(Exception)

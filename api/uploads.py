@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 from python_multipart.exceptions import FormParserError
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
@@ -45,7 +45,17 @@ class Form:
 
 
 def _bad(message: str) -> HTTPException:
-    return HTTPException(400, f"malformed multipart body: {message}")
+    """A 400 saying what is wrong with the form, in the request's language (`message` a
+    `said(...)`, or the multipart parser's own words, which stay English)."""
+    return HTTPException(400, said("malformed multipart body: {message}", message=message))
+
+
+def is_multipart(content_type: str) -> bool:
+    """Whether a Content-Type names a multipart form, as RFC 9110 reads a media type: the
+    type and subtype case-insensitively, before any parameter. The body limit and the
+    routes must agree: a route reading `Multipart/Form-Data` as not a form read the whole
+    body into memory under the limit given to uploads (2 GiB)."""
+    return content_type.split(";", 1)[0].strip().lower() == "multipart/form-data"
 
 
 class _Parts:
@@ -72,7 +82,7 @@ class _Parts:
     def on_header_value(self, data: bytes, start: int, end: int) -> None:
         self.header_value += data[start:end]
         if len(self.header_value) > 8192:
-            raise _bad("a part header is too long")
+            raise _bad(said("a part header is too long"))
 
     def on_header_end(self) -> None:
         self.headers[self.header_name.strip().lower()] = self.header_value.strip()
@@ -82,16 +92,16 @@ class _Parts:
         _, options = parse_options_header(self.headers.get(b"content-disposition", b""))
         name = options.get(b"name")
         if name is None:
-            raise _bad("every part needs a Content-Disposition with a name")
+            raise _bad(said("every part needs a Content-Disposition with a name"))
         field_name = name.decode("utf-8", errors="replace")
         if b"filename" in options:
             if field_name != FILE_FIELD or self.form.file is not None:
-                raise _bad(f"send one file, as the '{FILE_FIELD}' part")
+                raise _bad(said("send one file, as the {name!r} part", name=FILE_FIELD))
             ctype = self.headers.get(b"content-type", b"").decode("latin-1") or None
             self.form.file = Upload(ctype)
             return
         if sum(len(v) for v in self.form.fields.values()) >= self.max_fields:
-            raise _bad(f"more than {self.max_fields} fields")
+            raise _bad(said("more than {most} fields", most=self.max_fields))
         self.name = field_name
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
@@ -101,7 +111,8 @@ class _Parts:
             return
         self.field_bytes_left -= end - start
         if self.field_bytes_left < 0:
-            raise _bad(f"the text parts are over {MAX_FIELDS_BYTES} bytes together")
+            raise _bad(said("the text parts are over {most} bytes together",
+                             most=MAX_FIELDS_BYTES))
         self.value += data[start:end]
 
     def on_part_end(self) -> None:
@@ -121,7 +132,7 @@ async def read_form(request: Request, *, max_fields: int) -> Form:
     _, params = parse_options_header(request.headers.get("content-type", ""))
     boundary = params.get(b"boundary")
     if not boundary:
-        raise _bad("a multipart/form-data body needs a boundary")
+        raise _bad(said("a multipart/form-data body needs a boundary"))
     form = Form()
     parts = _Parts(form, max_fields, MAX_FIELDS_BYTES)
     parser = MultipartParser(boundary, {
@@ -144,6 +155,8 @@ async def read_form(request: Request, *, max_fields: int) -> Form:
             parser.write(chunk)
             await flush(_FLUSH)
         parser.finalize()
+        if parser.state != MultipartState.END:  # cut short: the file may be incomplete
+            raise _bad(said("the body ended before its closing boundary"))
         await flush(0)
     except FormParserError as e:
         form.close()

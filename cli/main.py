@@ -1941,7 +1941,7 @@ def verify(
         for st in rep.steps:
             why = f"\n    {escape(detail(st.detail))}" if st.detail else ""  # bundle text: plain
             out.print(f"{marks[st.status]} {tr(st.title)}{why}")
-        for line in _trust_lines(rep.facts):
+        for line in _trust_lines(rep.stated_facts):
             out.print(line, markup=False, soft_wrap=True)
         if rep.ok and rep.trust == "pinned":
             out.print(tr("[green bold]VERIFIED[/green bold]"))

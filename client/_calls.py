@@ -637,7 +637,12 @@ def account_unknown(answer: Any, cause: CopyledgerError) -> UnverifiedAnswer:
 
 def proof(seq: int, tree_size: int | None) -> Call[InclusionProof]:
     def finish(answer: Any, trust: Trust) -> InclusionProof:
-        return verify.check_proof(answer, trust.verifiers)
+        p = verify.check_proof(answer, trust.verifiers)
+        if p.seq != seq or tree_size not in (None, 0, p.tree_size):  # (a genuine proof of
+            raise UnverifiedAnswer(said(  # another entry, or tree, proves nothing of this one)
+                "the proof is of seq {got} in a tree of {size}, not the one asked for",
+                got=p.seq, size=p.tree_size), answer)
+        return p
 
     params: dict[str, str | int] | None = {"tree_size": tree_size} if tree_size else None
     return Call("GET", f"/v1/entries/{int(seq)}/proof", finish, params=params, needs_trust=True)
@@ -650,7 +655,7 @@ def certificate(seq: int, pdf: bool) -> Call[bytes]:
 
 def history(seq: int) -> Call[dict[str, Any]]:
     def finish(answer: Any, trust: Trust) -> dict[str, Any]:
-        return verify.check_history(answer, trust.verifiers)
+        return verify.check_history(answer, trust.verifiers, seq)
 
     return Call("GET", f"/v1/works/{int(seq)}/history", finish, needs_trust=True)
 

@@ -29,10 +29,18 @@ from copyledger.ledger import claims, jcs, merkle, note
 from copyledger.ledger import entry as entry_mod
 from copyledger.ledger import fingerprint as fp
 from copyledger.ledger.contact import Disclosure
-from copyledger.ledger.documents import Content, ReceiptProof, Work, parse_plain_work
+from copyledger.ledger.documents import (
+    Content,
+    ReceiptProof,
+    Work,
+    parse_entry,
+    parse_plain_work,
+)
 from copyledger.ledger.errors import CopyledgerError, VerificationError, said
+from copyledger.ledger.links import links_of
 from copyledger.ledger.merkle import _gc_paused
 from copyledger.ledger.quick_entry import matched_plain_work
+from copyledger.ledger.title import Title, holder_after, stated
 from copyledger.ledger.verify import verify_receipt
 
 __all__ = [
@@ -438,9 +446,15 @@ def check_consistency(
         return c
 
 
-def check_history(answer: dict[str, Any], keys: Keys) -> dict[str, Any]:
+def check_history(answer: dict[str, Any], keys: Keys, work_seq: int | None = None
+                  ) -> dict[str, Any]:
     """A chain of title (GET /v1/works/{seq}/history): a trusted key signed its checkpoint,
-    and every link's entry is in that tree. Returned as it came (see results.py)."""
+    every link's entry is in that tree, and what the answer says of the title (registrant,
+    holder, licences, pending offer, each link's kind and holder after it) is what replaying
+    its links says (`ledger.title`'s rules): the work first (`work_seq`, if given, the one
+    asked for), then entries naming it, in log order. Otherwise those would be the operator's
+    word (D31). Returned as it came, checked (see results.py); as the bundle's title step, it
+    cannot show that no later transfer was left out."""
     with _checking(answer):
         cp = check_checkpoint(answer["checkpoint"], keys)
         size, root = answer["tree_size"], answer["root"]
@@ -453,7 +467,36 @@ def check_history(answer: dict[str, Any], keys: Keys) -> dict[str, Any]:
                                              seq=link["seq"]))
             merkle.verify_inclusion(link["seq"], size, leaf, [_unhex(h) for h in link["proof"]],
                                     cp.root)
+        title = _replayed(answer["links"])
+        if answer["work_seq"] != title.work_seq or work_seq not in (None, title.work_seq):
+            raise VerificationError(said("the chain is of work {seq}, not the one asked for",
+                                         seq=title.work_seq))
+        for link in answer["links"]:
+            if (link["kind"], link["holder_after"]) != (
+                    link["entry"]["kind"], holder_after(title, link["seq"])):
+                raise VerificationError(said("link {seq}: its kind or holder after it is not "
+                                             "what its entries say", seq=link["seq"]))
+        if {k: answer[k] for k in ("registrant", "holder", "licences", "pending_offer")} \
+                != stated(title):
+            raise VerificationError("the answer's title is not what its links say")
         return answer
+
+
+def _replayed(chain: Sequence[Mapping[str, Any]]) -> Title:
+    """The title the links make: the first the work, each later one naming it, in log order."""
+    if not chain:
+        raise VerificationError("the chain of title has no links (the first must be the work)")
+    title = Title.of(chain[0]["seq"], chain[0]["entry"])
+    prev = title.work_seq
+    for link in chain[1:]:
+        if link["seq"] <= prev:
+            raise VerificationError(said("link {seq}: out of log order", seq=link["seq"]))
+        if not any(t == title.work_seq for t, _ in links_of(parse_entry(link["entry"]))):
+            raise VerificationError(said("link {seq}: the entry does not name work {work}",
+                                         seq=link["seq"], work=title.work_seq))
+        title.apply(link["seq"], link["entry"])
+        prev = link["seq"]
+    return title
 
 
 def check_claim_check(answer: dict[str, Any], keys: Keys) -> ClaimCheck:

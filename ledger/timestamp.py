@@ -188,6 +188,8 @@ def _verify_token(
                                      version=tst["version"].native))
     imprint_alg = _hash_name(tst["message_imprint"]["hash_algorithm"])
     imprint = bytes(tst["message_imprint"]["hashed_message"].native)
+    if len(imprint) != HASH_ALGORITHMS[imprint_alg][1]:  # (as OpenSSL's ts_check_imprints)
+        raise _fail("imprint-mismatch", "the token's message imprint is not of its hash's size")
     if not hmac.compare_digest(imprint, digest):
         raise _fail("imprint-mismatch", "the token stamps a different digest")
     token_nonce = tst["nonce"].native

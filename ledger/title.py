@@ -128,6 +128,31 @@ class Title:
             self.links.append(replace(offer, seq=seq, holder_after=self.holder, offer=offer.seq))
 
 
+def holder_after(title: Title, seq: int) -> str:
+    """Who held the work just after the entry at `seq`: the registrant, or the holder after
+    the last of the title's links at or before `seq`."""
+    holder = title.registrant
+    for link in title.links:
+        if link.seq <= seq:
+            holder = link.holder_after
+    return holder
+
+
+def stated(title: Title) -> dict[str, Any]:
+    """The title as `GET /v1/works/{seq}/history` states it: who registered and who holds
+    the work, its licences and the offer of assignment awaiting an answer (a client checks
+    an answer's against its own replay of the links, `copyledger.verify.check_history`)."""
+    return {
+        "registrant": title.registrant,
+        "holder": title.holder,
+        "licences": [{"seq": li.seq, "to": li.to_account, "transfer_type": li.transfer_type}
+                     for li in title.licences],
+        "pending_offer": None if title.pending is None else {
+            "seq": title.pending.seq, "from": title.pending.from_account,
+            "to": title.pending.to_account, "transfer_type": title.pending.transfer_type},
+    }
+
+
 def chain_of_title(
     work_seq: int,
     work: Entry | Mapping[str, Any],

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass
 
 from copyledger.ledger.errors import InvalidInput, said
+
+_INDEX = re.compile(r"0|[1-9][0-9]*", re.ASCII)
 
 HEADER = "c2sp.org/tlog-proof@v1"
 
@@ -46,7 +49,7 @@ def parse_tlog_proof(text: str) -> TlogProof:
         if pos >= len(lines) or not lines[pos].startswith("index "):
             raise InvalidInput("tlog-proof: missing 'index' line")
         digits = lines[pos][6:]
-        if not digits.isdigit() or (digits != "0" and digits.startswith("0")):
+        if not _INDEX.fullmatch(digits):  # ASCII decimal, no leading zero (str.isdigit takes "٣")
             raise InvalidInput(said("tlog-proof: bad index {digits!r}", digits=digits))
         proof = [base64.b64decode(x, validate=True) for x in lines[pos + 1 :]]
     except binascii.Error:

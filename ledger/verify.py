@@ -75,6 +75,11 @@ class StepResult:
 Step = StepResult  # the name the report's rows had before they were typed
 
 
+_ANCHOR_FACTS = frozenset({"log_keys", "sm2_keys", "tsa_roots", "sm2_tsa_roots",
+                           "sm2_tsa_retired"})
+"""The facts that name the trust anchors used (pinned or the bundle's), not the evidence."""
+
+
 @dataclass
 class Report:
     steps: list[StepResult] = field(default_factory=lambda: [StepResult(n, t) for n, t in STEPS])
@@ -89,12 +94,22 @@ class Report:
     def failed(self) -> StepResult | None:
         return next((s for s in self.steps if s.status is Status.FAILED), None)
 
+    @property
+    def stated_facts(self) -> dict[str, Any]:
+        """The facts a report may state: all of them once every step held; of a report that
+        failed, only the trust anchors the verifier used. A value the steps before the
+        failure read (a registrant, a block's time) is not verified until every step holds:
+        the entry step reads the registrant before the checkpoint's signature is checked."""
+        if self.ok:
+            return self.facts
+        return {k: v for k, v in self.facts.items() if k in _ANCHOR_FACTS}
+
     def to_json(self) -> dict[str, Any]:
         return {
             "verified": self.ok,
             "failed_step": self.failed.name if self.failed else None,
             "trust": self.trust,
-            "facts": self.facts,
+            "facts": self.stated_facts,
             "steps": [s.to_json() for s in self.steps],
         }
 
@@ -192,7 +207,10 @@ def verify_bundle(
     for step, check in zip(run.rep.steps, checks, strict=True):
         try:
             held = check()
-        except (_Fail, CopyledgerError, KeyError, TypeError, ValueError) as e:
+        # (RecursionError: a bundle nested deeper than the readers' recursion goes; OverflowError:
+        # a date or number past what Python's types hold; each the bundle's, said as a failure)
+        except (_Fail, CopyledgerError, KeyError, TypeError, ValueError, RecursionError,
+                OverflowError) as e:
             step.status = Status.FAILED
             step.detail = (e.detail if isinstance(e, _Fail | CopyledgerError)
                            else Said.literal(str(e)))
@@ -367,9 +385,12 @@ class _Run:
             if (t.hash_alg or info.hash_alg) != info.hash_alg:
                 raise _Fail(said("{what}.hash_alg says {claimed}, the token {alg}",
                                  what=f"timestamps[{i}]", claimed=t.hash_alg, alg=info.hash_alg))
-            latest = info.gen_time + (info.accuracy if info.accuracy is not None
-                                      else _NO_ACCURACY)
-            if self.sealed > latest:
+            if info.hash_alg != "sha256":  # the imprint is (SHA-256, block.hash), §10.1
+                raise _Fail(said("{what}: the token's imprint is {alg}, not the block hash's "
+                                 "sha256", what=f"timestamps[{i}]", alg=info.hash_alg))
+            # (a difference, not genTime + accuracy: a genTime near 9999 must not overflow)
+            if self.sealed - info.gen_time > (info.accuracy if info.accuracy is not None
+                                              else _NO_ACCURACY):
                 raise _sealed_after(f"timestamps[{i}]", self.header.sealed_at, info.gen_time)
             subject = info.tsa_certificate.subject.rfc4514_string()
             independent = pinned and info.root not in own and info.tsa_certificate not in own
@@ -556,8 +577,7 @@ class _Run:
                 info = verify_sm2_token(token, digest, roots)
             except VerificationError as e:
                 raise _Fail(said("{what}: {why}", what=what, why=e.detail)) from None
-            latest = info.gen_time + (info.accuracy or _NO_ACCURACY)
-            if self.sealed > latest:
+            if self.sealed - info.gen_time > (info.accuracy or _NO_ACCURACY):
                 raise _sealed_after(what, self.header.sealed_at, info.gen_time)
             _sm2_not_retired(what, retirements, info.tsa_certificate_sm3, info.gen_time)
             found.append({"tsa_certificate": info.tsa_subject,

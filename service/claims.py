@@ -206,6 +206,13 @@ def check_claim(node: Node, q: CheckIn) -> dict[str, Any]:
             matches.append({"seq": r.seq, "algorithm": "sha256", "distance": 0,
                            "threshold": 0, "verdict": "match"})
             entries.setdefault(r.seq, orjson.loads(r.data))
+        # The claimed work itself, when others registered its content more often than the
+        # search returns (its oldest 1,000): the verdict is its own match, whoever else
+        # holds the hash, never "none" for the very content it registered.
+        if (work_row is not None and work_row.seq not in {m["seq"] for m in matches}
+                and entries[work_row.seq].get("content", {}).get("sha256") == sha):
+            matches.append({"seq": work_row.seq, "algorithm": "sha256", "distance": 0,
+                            "threshold": 0, "verdict": "match"})
     # The tree the answer is signed for: one that holds every entry read so far (D128). The
     # fingerprint index is waited for until it has read that tree (D130), and what it holds
     # past it is left out, so the answer says what that tree holds, no more and no less.

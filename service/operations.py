@@ -197,7 +197,7 @@ def parse_metadata(raw: str) -> dict[str, Any] | None:
                            errors=[{"field": "metadata", "message": message}])
     try:
         v = json.loads(raw)
-    except json.JSONDecodeError as e:
+    except ValueError as e:  # JSONDecodeError, or an integer over Python's 4,300 digits
         raise InvalidInput(said("metadata: not JSON: {e}", e=e),
                            errors=[{"field": "metadata", "message": "not JSON"}]) from None
     if not isinstance(v, dict):

@@ -8,7 +8,7 @@ from copyledger.ledger import jcs, links, merkle
 from copyledger.ledger.documents import ChainLink, TitleChain
 from copyledger.ledger.errors import InvalidInput, NotFound, said
 from copyledger.ledger.store import EntryRow
-from copyledger.ledger.title import Title, chain_of_title
+from copyledger.ledger.title import Title, chain_of_title, holder_after, stated
 from copyledger.service.node import Node
 
 
@@ -90,7 +90,7 @@ def history(node: Node, seq: int) -> dict[str, Any]:
             "kind": r.kind,
             "entry": jcs.parse(r.data),
             "leaf_hash": r.leaf_hash.hex(),
-            "holder_after": _holder_after(title, r.seq),
+            "holder_after": holder_after(title, r.seq),
             "proof": [h.hex() for h in p],
             "bundle": f"/v1/entries/{r.seq}/bundle",
         }
@@ -98,23 +98,10 @@ def history(node: Node, seq: int) -> dict[str, Any]:
     ]
     return {
         "work_seq": seq,
-        "registrant": title.registrant,
-        "holder": title.holder,
-        "licences": [{"seq": li.seq, "to": li.to_account, "transfer_type": li.transfer_type}
-                     for li in title.licences],
-        "pending_offer": None if title.pending is None else {
-            "seq": title.pending.seq, "from": title.pending.from_account,
-            "to": title.pending.to_account, "transfer_type": title.pending.transfer_type},
+        **stated(title),
         "tree_size": size,
         "root": last.header.tree_root.hex(),
         "checkpoint": last.checkpoint,
         "links": links,
     }
 
-
-def _holder_after(title: Title, seq: int) -> str:
-    holder = title.registrant
-    for link in title.links:
-        if link.seq <= seq:
-            holder = link.holder_after
-    return holder

@@ -148,6 +148,58 @@ def test_deep_multipart_metadata_is_refused_before_parsing(
     assert size(client) == 1
 
 
+def test_a_huge_integer_in_multipart_metadata_is_422(client: TestClient,
+                                                     creator: dict[str, str]) -> None:
+    """An integer past Python's 4,300 digits is a ValueError, not a JSONDecodeError, to
+    `json.loads`: refused as the metadata's, not a 500."""
+    r = client.post("/v1/works", headers=creator,
+                    files={"file": ("a.txt", b"hello", "text/plain")},
+                    data={"title": "T", "creators": ["A"], "work_type": "text",
+                          "metadata": '{"a": ' + "1" * 5000 + "}"})
+    problem(r, 422, "metadata")
+    assert size(client) == 0
+
+
+def test_the_media_type_of_a_form_is_read_case_insensitively(
+        client: TestClient, creator: dict[str, str], platform: dict[str, str]) -> None:
+    """`Multipart/Form-Data` is a form (RFC 9110: the type is case-insensitive), for the body
+    limit and the routes alike: before, the limit gave it an upload's 2 GiB while the route
+    took it for JSON and read the whole body into memory before refusing it."""
+    body = b"--x\r\n" + b"y" * 300_000
+    for path, who in (("/v1/works", creator), ("/v1/claims/check", platform)):
+        r = client.post(path, headers={**who, "Content-Type": "Multipart/Form-Data; boundary=x"},
+                        content=body)
+        problem(r, 400)
+        # (read as a form, streamed; before: 413 once the whole body was in memory)
+        assert r.json()["detail"].startswith("malformed multipart body"), r.text
+    form = (b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n'
+            b"Content-Type: text/plain\r\n\r\nhello\r\n")
+    for field, value in (("title", "T"), ("creators", "A"), ("work_type", "text")):
+        form += (f'--x\r\nContent-Disposition: form-data; name="{field}"\r\n\r\n'
+                 f"{value}\r\n").encode()
+    ok = client.post("/v1/works", content=form + b"--x--\r\n",
+                     headers={**creator, "Content-Type": "MULTIPART/form-data; boundary=x"})
+    assert ok.status_code == 201, ok.text
+
+
+@pytest.mark.parametrize("end", [b"", b"--x", b"--x\r\n", b"--xx\r\n"])
+def test_a_form_cut_short_before_its_closing_boundary_is_400_and_writes_nothing(
+        client: TestClient, creator: dict[str, str], end: bytes) -> None:
+    """A form whose body ends before `--boundary--` may hold a file cut short: refused, not
+    the hash of what arrived recorded for good. In the request's language."""
+    form = b""
+    for field, value in (("title", "T"), ("creators", "A"), ("work_type", "text")):
+        form += (f'--x\r\nContent-Disposition: form-data; name="{field}"\r\n\r\n'
+                 f"{value}\r\n").encode()
+    form += (b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n'
+             b"Content-Type: text/plain\r\n\r\nhello, and then\r\n" + end)
+    r = client.post("/v1/works", content=form, headers={
+        **creator, "Content-Type": "multipart/form-data; boundary=x", "Accept-Language": "zh-CN"})
+    body = problem(r, 400)
+    assert "请求体在结束边界之前就结束了" in body["detail"] and "multipart" in body["title"], body
+    assert size(client) == 0
+
+
 def test_deep_json_body_is_422(client: TestClient, creator: dict[str, str]) -> None:
     body = b'{"sha256": "' + sha(1).encode() + b'", "metadata": ' + b'{"a":' * 5000 + b"1" \
         + b"}" * 5000 + b"}"

@@ -151,6 +151,26 @@ def test_claim_check_priority_and_near_duplicates(client: TestClient, reg: Node)
     _ = base64
 
 
+def test_a_claimed_work_whose_content_others_registered_over_a_thousand_times_matches(
+        client: TestClient, reg: Node) -> None:
+    """The search by content hash returns its oldest 1,000 entries: a claimed work registered
+    after a thousand others of the same content was missing from them, and the signed answer
+    said "none" for the very content it registered. Its own match now decides."""
+    bob, ada = hdr(reg, "creator", "bob"), hdr(reg, "creator", "ada")
+    plat = hdr(reg, "platform", "tube")
+    h = sha("popular")
+    body = {"sha256": h, "title": "Popular", "creators": ["Bob"], "work_type": "image"}
+    r = client.post("/v1/works/batch?again=true", headers=bob, json={"works": [body] * 1000})
+    assert r.status_code == 200 and r.json()["registered"] == 1000, r.text
+    mine = client.post("/v1/works", headers=ada, json={**body, "title": "Mine"}).json()
+    r = client.post("/v1/claims/check", headers=plat, json={
+        "claimant": "ada", "work_seq": mine["seq"], "content": {"sha256": h}})
+    assert r.status_code == 200, r.text
+    a = r.json()
+    assert a["verdict"] == "match" and a["earliest_registration"]["registrant"] == "bob", a
+    assert mine["seq"] in [x["seq"] for x in a["registrations"]]
+
+
 def test_claim_check_input_errors(client: TestClient, reg: Node) -> None:
     plat = hdr(reg, "platform", "tube")
     for body in ({"claimant": "ada", "content": {"sha256": sha(1)}},

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import gc
 import hashlib
 import io
@@ -40,6 +41,7 @@ from copyledger.client import (
     InclusionProof,
     Receipt,
     check_claim_check,
+    check_history,
     check_proof,
     check_receipt,
 )
@@ -361,6 +363,16 @@ def test_tampered_proof_and_claim_check_refused(live: Live) -> None:
                transport=Tamper(r"/v1/entries/\d+/proof", flip_proof)).proof(0)
     with pytest.raises(UnverifiedAnswer):
         Client(live.url, trusted_keys=[OTHER_KEY]).checkpoint()
+    other = Client(live.url).proof(1).to_dict()
+
+    def another_entrys(b: Any) -> None:  # a genuine proof, of seq 1
+        b.clear()
+        b.update(other)
+
+    with pytest.raises(UnverifiedAnswer) as asked:
+        Client(live.url, trusted_keys=[live.log_key],
+               transport=Tamper(r"/v1/entries/\d+/proof", another_entrys)).proof(0)
+    assert "not the one asked for" in asked.value.detail
 
     def cleared(b: Any) -> None:
         b["verdict"] = "none"
@@ -581,6 +593,46 @@ def test_registering_again_and_offers_of_assignment(live: Live) -> None:
         again = bob.transfer(work_seq=first.seq, to="ada", transfer_type="assignment")
         assert bob.withdraw_offer(again.seq).entry.KIND == "withdrawal"
         assert bob.history(first.seq)["holder"] == "bob"
+
+
+def test_a_history_whose_title_is_not_what_its_links_say_is_refused(live: Live) -> None:
+    """The title a history answer states (registrant, holder, licences, pending offer, each
+    link's kind and holder after it, the work it is of) is checked against the replay of its
+    links, each proven in the signed tree: before, only the proofs were, and a server could
+    name any holder under a genuine checkpoint."""
+    data = os.urandom(16)
+    with Client(live.url, api_key=live.creator, trusted_keys=[live.log_key]) as ada:
+        first = work(ada, data)
+        ada.transfer(work_seq=first.seq, to="bob", transfer_type="non_exclusive_licence")
+        ada.transfer(work_seq=first.seq, to="bob", transfer_type="assignment")  # an offer
+        good = ada.history(first.seq)
+    assert check_history(good, [live.log_key], first.seq) == good
+    lie: list[Callable[[dict[str, Any]], None]] = [
+        lambda h: h.update(holder="mallory"),
+        lambda h: h.update(registrant="mallory"),
+        lambda h: h.update(licences=[]),
+        lambda h: h.update(pending_offer=None),
+        lambda h: h.update(work_seq=h["work_seq"] + 1),
+        lambda h: h["links"][1].update(holder_after="mallory"),
+        lambda h: h["links"][1].update(kind="work"),
+        lambda h: h.update(links=h["links"][1:]),  # (the work left out)
+        lambda h: h.update(links=[h["links"][0], h["links"][2], h["links"][1]]),
+    ]
+    for change in lie:
+        forged = copy.deepcopy(good)
+        change(forged)
+        with pytest.raises(UnverifiedAnswer):
+            check_history(forged, [live.log_key], first.seq)
+    with pytest.raises(UnverifiedAnswer):  # another work's chain than the one asked for
+        check_history(good, [live.log_key], first.seq + 1)
+
+    def holder(b: Any) -> None:
+        b["holder"] = "mallory"
+
+    with Client(live.url, trusted_keys=[live.log_key],
+                transport=Tamper(r"/v1/works/\d+/history", holder)) as c, \
+            pytest.raises(UnverifiedAnswer):
+        c.history(first.seq)
 
 
 class RewriteRequest(httpx.BaseTransport):

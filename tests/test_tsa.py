@@ -560,6 +560,21 @@ def test_verify_token_rejects(
     assert caught.value.extra["reason"] == reason, caught.value.detail
 
 
+def test_verify_token_refuses_an_imprint_not_of_its_hashs_size(
+        chain: Chain, tsa: TimeStampAuthority) -> None:
+    """A token whose imprint names SHA-512 but holds the 32 bytes asked about is refused, as
+    OpenSSL's ts_check_imprints refuses it: the bytes alone matching is not the imprint."""
+    from copyledger.notary.tsa import _der, _imprint_alg_der
+
+    digest = hashlib.sha256(DATA).digest()
+    odd = tsa._token_der(_der(0x30, _imprint_alg_der("sha512") + _der(0x04, digest)), None,
+                         include_certificate=True)
+    with pytest.raises(TimestampError) as caught:
+        verify_token(odd, digest, chain.root_pem)
+    assert caught.value.extra["reason"] == "imprint-mismatch", caught.value.detail
+    verify_token(tsa.timestamp_digest(digest), digest, chain.root_pem)  # (as made, it passes)
+
+
 def test_verify_token_rejects_token_from_another_tsa_passed_as_ours(
     chain: Chain, other_chain: Chain
 ) -> None:

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import hashlib
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +204,74 @@ def test_sealed_after_the_token_time_is_refused_at_timestamp(made: dict[str, Any
     b["block"]["header"]["sealed_at"] = "2099-01-01T00:00:01.000000Z"
     step, detail = failed_at(made, forge(made, b))
     assert step == "timestamp" and "sealed" in detail
+
+
+def test_a_token_over_the_block_hash_under_another_hash_fails_at_timestamp(
+        made: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The token's imprint is (SHA-256, block.hash) (verification.md §10.1): one that names
+    another hash, whatever bytes it holds, is not accounted for."""
+    from copyledger.ledger import timestamp
+
+    real = timestamp.verify_token
+    monkeypatch.setattr(timestamp, "verify_token", lambda *a, **kw: dataclasses.replace(
+        real(*a, **kw), hash_alg="sha512"))
+    b = copy.deepcopy(made["bundle"])
+    b["timestamps"][0].pop("hash_alg", None)
+    step, detail = failed_at(made, b)
+    assert step == "timestamp" and "sha512" in detail, detail
+
+
+def test_a_token_dated_near_year_9999_is_judged_not_a_crash(
+        made: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A token's time plus its accuracy may pass what a date holds (a TSA of one's own, its
+    certificate valid to 9999): the verifier compares the difference, and answers."""
+    from copyledger.ledger import timestamp
+
+    real = timestamp.verify_token
+    last = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+    monkeypatch.setattr(timestamp, "verify_token", lambda *a, **kw: dataclasses.replace(
+        real(*a, **kw), gen_time=last, accuracy=None))
+    rep = run(made, made["bundle"])  # (raised OverflowError before)
+    assert rep.ok and "9999-12-31" in rep.facts["time_sources"][0]["gen_time"], rep.to_json()
+
+
+def test_a_bundle_nested_past_the_readers_recursion_fails_not_crashes(
+        made: dict[str, Any]) -> None:
+    """Nesting that the JSON reader takes but a later step's recursion does not (some 500 to
+    999 levels) fails a step, said as such, instead of raising RecursionError."""
+    for depth in (500, 990):
+        b = copy.deepcopy(made["bundle"])
+        b["entry"]["metadata"] = {"deep": "HERE"}
+        text = json.dumps(b).replace('"HERE"', "[" * depth + "1" + "]" * depth).encode()
+        rep = run(made, text)  # (bytes: read by the strict reader, as `copyledger verify`)
+        assert not rep.ok and rep.failed is not None, depth
+
+
+def test_a_failed_report_states_only_its_trust_anchors(made: dict[str, Any]) -> None:
+    """A report that failed states no evidence: a registrant read by the entry step, before
+    the checkpoint's signature failed, is not verified. Only trust anchors may be named."""
+    other = note.format_verifier_key("other.example/log", bytes(32))
+    rep = verify_bundle(made["bundle"], file_sha256=hashlib.sha256(FILE).hexdigest(),
+                        trusted_keys=[other])
+    assert not rep.ok and rep.failed is not None and rep.failed.name == "checkpoint"
+    assert rep.facts["registrant"] == "alice"  # (read, not verified)
+    told = rep.to_json()["facts"]
+    assert "registrant" not in told and "kind" not in told, told
+    assert set(told) <= {"log_keys", "sm2_keys", "tsa_roots", "sm2_tsa_roots",
+                         "sm2_tsa_retired"}, told
+    assert run(made, made["bundle"]).to_json()["facts"]["registrant"] == "alice"  # (held)
+
+
+def test_a_tlog_proof_index_in_other_digits_is_refused() -> None:
+    """c2sp.org/tlog-proof's index is an ASCII decimal: `str.isdigit` also takes Arabic-Indic
+    and other digits, which `int` reads, so a form no conforming reader takes passed."""
+    from copyledger.ledger.errors import InvalidInput
+    from copyledger.ledger.tlog_proof import HEADER, parse_tlog_proof
+
+    for index in ("\u0663", "\u0661\u0662", "\uff11", "01", "-1", "1 "):
+        with pytest.raises(InvalidInput):
+            parse_tlog_proof(f"{HEADER}\nindex {index}\n\ncheckpoint\n")
+    assert parse_tlog_proof(f"{HEADER}\nindex 12\n\nx\n").index == 12
 
 
 def test_a_relabelled_notary_token_is_not_independent(made: dict[str, Any]) -> None:

@@ -149,7 +149,7 @@ async def _check_from_form(request: Request) -> CheckIn:
 )
 async def check_claim(request: Request) -> FastJSONResponse:
     deps.require(request, "platform")
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+    if uploads.is_multipart(request.headers.get("content-type", "")):
         q = await _check_from_form(request)
     else:
         q = parse_body(CheckIn, await request.body(),

@@ -127,7 +127,7 @@ async def register_work(request: Request) -> Response:
     who = deps.require_write(request, "creator")  # before reading any of the body
     key = deps.key_of(dict(request.scope["headers"]))
     query = request.scope.get("query_string", b"")
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+    if not uploads.is_multipart(request.headers.get("content-type", "")):
         return await register_json(n, who, await request.body(), query, key)
     again = again_query(query)
     form = await uploads.read_form(request, max_fields=100)
