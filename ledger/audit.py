@@ -40,7 +40,7 @@ from copyledger.ledger.documents import (
     parse_entry,
     parse_logged_entry,
 )
-from copyledger.ledger.errors import CopyledgerError, said
+from copyledger.ledger.errors import CopyledgerError, IntegrityError, said
 from copyledger.ledger.links import LINKED_KINDS, TRANSFER, Link, Target, links_of, resolve
 from copyledger.ledger.note import GENESIS_PREV, BlockHeader, check_header, check_link
 from copyledger.ledger.quick_entry import quick_logged
@@ -252,6 +252,8 @@ def _run(
             rep.state = None
         else:
             st = start.state
+            # (rows added since without a block show here too, as after new blocks)
+            _check_rows_up_to(store, st.tree_size, st.height, st.nodes, st.links)
             rep.resumed_from = rep.entries = rep.tree_size = st.tree_size
             rep.root, rep.nodes, rep.state = st.root, st.nodes, st
             rep.checked.append(said("resumed from the audit of tree size {size} (block "
@@ -335,8 +337,11 @@ class _Tokens:
         self.first = height if self.first is None else self.first
         return token
 
-    def finish(self) -> None:
-        if self._next is not None:
+    def finish(self, store: Store) -> None:
+        """Past the last block the scan read: a token of a block sealed since (the server
+        writing meanwhile: it commits with its block) is the next audit's; one whose block
+        does not exist is a fault."""
+        if self._next is not None and not store.has_block(self._next[0]):
             _stray_token(self._next[0])
 
 
@@ -374,8 +379,8 @@ def _check_blocks(
     for _, fault in _ordered(pool, _check_block_chunk, chunks()):
         if fault is not None:
             raise _Fault(fault[1], height=fault[0])
-    tokens.finish()
-    sm2_tokens.finish()
+    tokens.finish(store)
+    sm2_tokens.finish(store)
     rep.blocks = len(heads) if prev is None else prev.header.height + 1 + len(heads)
     if heads:
         rep.checked.append(said("{n} block headers chain, and their signatures verify",
@@ -633,6 +638,48 @@ class _RangeResult(NamedTuple):
     """(height, `_pieces`) of the blocks the range holds only part of."""
 
 
+def _check_rows_up_to(store: Store, end: int, height: int, nodes: int, links: int) -> None:
+    """The rows of the audited tree (of `end` entries, its last block at `height`) are those
+    its entries make, no more: as many Merkle nodes and links as counted, and no entry past
+    `end` that no block seals. Rows a block sealed after the audit pinned its tree (the
+    server writing meanwhile) are the next audit's: an entry is committed with its block, so
+    one read here has its block seen by a read after it (D166)."""
+    at, sealed = end, end
+    while (extra := next(store.iter_entry_tuples(start=at, chunk=1), [])):
+        seq = extra[0][0]
+        sealed = store.tree_size()  # (read after the entry)
+        if seq >= sealed:
+            if seq != at:
+                raise _Fault(said("seq {size} is missing (next stored is {seq})",
+                                  size=at, seq=seq), seq=at)
+            raise _Fault(said("seq {seq}: recorded in block {block_height}, but block "
+                              "{height} sealed it", seq=seq, block_height=extra[0][6],
+                              height=height), seq=seq)
+        at = sealed
+    stored = store.count_nodes(upto=end)
+    if stored != nodes:
+        raise _Fault(said("{stored} Merkle nodes are stored but the entries make {nodes}",
+                          stored=stored, nodes=nodes))
+    stored = store.count_links(below=end)
+    if stored != links:
+        raise _Fault(said("{stored} links are stored but the entries make {value}",
+                          stored=stored, value=links))
+    checks: tuple[tuple[Callable[[int], int], Callable[[int, int], str]], ...] = (
+        (store.count_nodes_past, lambda n, size: said(
+            "{n} Merkle nodes are stored past the tree of {size}, which no block seals",
+            n=n, size=size)),
+        (store.count_links_past, lambda n, size: said(
+            "{n} links are stored past the tree of {size}, which no block seals",
+            n=n, size=size)))
+    for past, fault in checks:
+        at = end
+        while (n := past(at)):
+            sealed = store.tree_size()  # (read after the count, as for entries)
+            if sealed <= at:
+                raise _Fault(fault(n, at))
+            at = sealed
+
+
 def _ranges(lo: int, end: int, span: int) -> Iterator[tuple[int, int]]:
     """[lo, end) cut into ranges of at most `span` (a power of two) entries, each starting at
     a multiple of a power of two at least its length: then every complete subtree inside a
@@ -857,7 +904,10 @@ def _check_entries(
             except CopyledgerError as e:
                 raise _Fault(said("seq {seq}: {detail}",
                                   seq=seq, detail=e.detail), seq=seq) from None
-        stored_links = store.links_between(lo, hi)
+        try:
+            stored_links = store.links_between(lo, hi, exact=True)
+        except IntegrityError as e:
+            raise _Fault(said("seq {at}: {detail}", at=lo, detail=e.detail), seq=lo) from None
         if stored_links != sorted(links):
             diff = set(stored_links) ^ set(links)
             first = min(s for _, s, _ in diff)
@@ -890,24 +940,8 @@ def _check_entries(
         if progress is not None:
             progress(hi - lo)
     rep.entries, last = size, heads[-1]
-    extra = next(store.iter_entry_tuples(start=end, chunk=1), [])
-    if extra:
-        seq = extra[0][0]
-        if seq != end:
-            raise _Fault(said("seq {size} is missing (next stored is {seq})",
-                              size=end, seq=seq), seq=end)
-        raise _Fault(said("seq {seq}: recorded in block {block_height}, but block {height} "
-                          "sealed it", seq=seq, block_height=extra[0][6], height=last.height),
-                     seq=seq)
     rep.nodes = nodes0 + n_nodes
-    stored = store.count_nodes()
-    if stored != rep.nodes:
-        raise _Fault(said("{stored} Merkle nodes are stored but the entries make {nodes}",
-                          stored=stored, nodes=rep.nodes))
-    stored = store.count_links()
-    if stored != links0 + n_links:
-        raise _Fault(said("{stored} links are stored but the entries make {value}",
-                          stored=stored, value=links0 + n_links))
+    _check_rows_up_to(store, end, last.height, rep.nodes, links0 + n_links)
     rep.tree_size = size
     rep.root = merkle.root_from_frontier(frontier).hex()
     new = size - first_size

@@ -20,7 +20,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from copyledger.ledger import note
-from copyledger.ledger.errors import InvalidInput, SignatureError, said
+from copyledger.ledger.errors import InvalidInput, SignatureError, VerificationError, said
 
 __all__ = [
     "ALG_COSIGNATURE_V1",
@@ -138,6 +138,18 @@ class Cosignature:
         """Read one signature line (with or without its final newline)."""
         one = note.parse_note("x\n\n" + line.removesuffix("\n") + "\n").signatures
         return cls.from_note_signature(one[0])
+
+    @classmethod
+    def by(cls, lines: str, verifier: CosignatureVerifier) -> Cosignature:
+        """The cosignature by `verifier` among one or more signature lines (a witness's answer
+        to add-checkpoint, c2sp.org/tlog-witness: a witness may hold several keys, and a client
+        ignores lines by keys it does not know); VerificationError if none is by it."""
+        signatures = note.parse_note("x\n\n" + lines.removesuffix("\n") + "\n").signatures
+        for sg in signatures:
+            if (sg.name, sg.key_id) == (verifier.name, verifier.key_id):
+                return cls.from_note_signature(sg)
+        raise VerificationError(said("the witness answered no cosignature line by {name}",
+                                     name=verifier.name))
 
 
 def verify_cosignature(checkpoint_text: str, cosig: Cosignature,

@@ -51,7 +51,14 @@ from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
 from copyledger.ledger import merkle, runs
 from copyledger.ledger.entry import valid_sha256
-from copyledger.ledger.errors import Conflict, LockLost, NotFound, WrongSecret, said
+from copyledger.ledger.errors import (
+    Conflict,
+    IntegrityError,
+    LockLost,
+    NotFound,
+    WrongSecret,
+    said,
+)
 from copyledger.ledger.links import Link
 from copyledger.ledger.note import BlockHeader
 from copyledger.ledger.schema import (
@@ -1626,9 +1633,32 @@ class Store:
         with self.engine.connect() as conn:
             return [_bytes(d) for (d,) in conn.execute(q)]
 
-    def count_nodes(self) -> int:
+    def count_nodes(self, upto: int | None = None) -> int:
+        """Stored Merkle nodes; with `upto`, those of the tree of `upto` leaves (complete
+        subtrees within it: (idx + 1) x 2**level <= upto)."""
+        q = select(func.count()).select_from(merkle_nodes)
+        if upto is not None:
+            q = q.where(((merkle_nodes.c.idx + 1).op("<<")(merkle_nodes.c.level)) <= upto)
         with self.engine.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(merkle_nodes)).scalar_one())
+            return int(conn.execute(q).scalar_one())
+
+    def count_nodes_past(self, size: int) -> int:
+        """Stored Merkle nodes that a tree of `size` leaves does not hold."""
+        q = select(func.count()).select_from(merkle_nodes).where(
+            ((merkle_nodes.c.idx + 1).op("<<")(merkle_nodes.c.level)) > size)
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar_one())
+
+    def count_links_past(self, size: int) -> int:
+        """Stored link rows of entries a tree of `size` leaves does not hold (seq >= size)."""
+        q = select(func.count()).select_from(entry_links).where(entry_links.c.seq >= size)
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar_one())
+
+    def has_block(self, height: int) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(select(blocks.c.height).where(blocks.c.height == height)
+                                ).first() is not None
 
     def tree_size(self) -> int:
         last = self.latest_block()
@@ -1899,16 +1929,28 @@ class Store:
         with self.engine.connect() as conn:
             return [(int(s), str(r)) for s, r in conn.execute(q)]
 
-    def links_between(self, lo: int, hi: int) -> list[Link]:
-        """Stored link rows of the entries lo <= seq < hi, sorted (for the audit)."""
+    def links_between(self, lo: int, hi: int, *, exact: bool = False) -> list[Link]:
+        """Stored link rows of the entries lo <= seq < hi, sorted. With `exact` (the audit),
+        IntegrityError for a row whose values are not the integers and text the table
+        declares (SQLite stores any type): read through `int`, a target of 0.5 would pass
+        for 0, where the lookups by target (`linked`) compare it exactly and miss it."""
         q = (select(entry_links.c.target, entry_links.c.seq, entry_links.c.rel)
              .where(entry_links.c.seq >= lo, entry_links.c.seq < hi))
         with self.engine.connect() as conn:
-            return sorted((int(t), int(s), str(r)) for t, s, r in conn.execute(q))
+            rows = conn.execute(q).all()
+        if exact and (odd := next((r for r in rows if not (
+                type(r[0]) is int and type(r[1]) is int and type(r[2]) is str)), None)):
+            raise IntegrityError(said("entry_links holds a row of other types than its "
+                                      "columns': {row}", row=repr(tuple(odd))))
+        return sorted((int(t), int(s), str(r)) for t, s, r in rows)
 
-    def count_links(self) -> int:
+    def count_links(self, below: int | None = None) -> int:
+        """Stored link rows; with `below`, those of the entries seq < `below`."""
+        q = select(func.count()).select_from(entry_links)
+        if below is not None:
+            q = q.where(entry_links.c.seq < below)
         with self.engine.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(entry_links)).scalar_one())
+            return int(conn.execute(q).scalar_one())
 
     def get_block(self, height: int) -> BlockRow:
         r = self._get_block.first(height=height)

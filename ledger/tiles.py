@@ -32,6 +32,7 @@ __all__ = [
     "encode_bundle",
     "encode_index",
     "encode_tile",
+    "iter_new_tiles",
     "new_tiles",
     "parse_path",
     "split_tile",
@@ -171,20 +172,25 @@ def new_tiles(old_size: int, new_size: int, *, entries: bool = False) -> list[Ti
     """The tiles (entry bundles with `entries`) a tree of `new_size` has that one of `old_size`
     lacks: full tiles completed since, and the partial tiles of `new_size` unless unchanged.
     Like Go's tlog.NewTiles, level by level from the bottom."""
+    return list(iter_new_tiles(old_size, new_size, entries=entries))
+
+
+def iter_new_tiles(old_size: int, new_size: int, *, entries: bool = False) -> Iterator[Tile]:
+    """`new_tiles` one at a time: a reader of a tree whose size it does not control (a log's
+    signed checkpoint may say 2**63) meets the first missing tile before it would have
+    listed billions (D165)."""
     if not 0 <= old_size <= new_size:
         raise InvalidInput(said("tree sizes {old_size} → {new_size} do not grow",
                                 old_size=old_size, new_size=new_size))
     old = {lv: (f, w) for lv, f, w in _levels(old_size)}
-    out: list[Tile] = []
     for level, full, width in _levels(new_size):
         if entries and level > 0:
             break
         name = ENTRIES if entries else level
         old_full, old_width = old.get(level, (0, 0))
-        out.extend(Tile(name, n) for n in range(old_full, full))
+        yield from (Tile(name, n) for n in range(old_full, full))
         if width and (full, width) != (old_full, old_width):
-            out.append(Tile(name, full, width))
-    return out
+            yield Tile(name, full, width)
 
 
 def encode_tile(hashes: Sequence[bytes]) -> bytes:

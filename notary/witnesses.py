@@ -149,7 +149,7 @@ class Cosigner:
                                                      url=w.url, old=old, size=size)) from None
             else:
                 raise VerificationError(said("witness {url} keeps answering 409", url=w.url))
-            cosig = Cosignature.parse_line(line)
+            cosig = Cosignature.by(line, w.verifier)
             cosignature.verify_cosignature(note.parse_note(signed).text, cosig, w.verifier)
         except (httpx.HTTPError, CopyledgerError) as e:
             delay = min(self._delay.get(w.vkey, self.interval / 2) * 2, self.max_delay)

@@ -495,7 +495,7 @@ class Follower:
         """Append the entries [size, cp.size) from the bundles, checked, and store them with
         their nodes (inside the caller's transaction); the new root."""
         frontier = self.mirror.read_hashes(merkle.frontier_ids(size))
-        for bundle in t.new_tiles(size, cp.size, entries=True):
+        for bundle in t.iter_new_tiles(size, cp.size, entries=True):
             _, lo, _ = bundle.node_range()
             entries = self._bundle(bundle, size, root, cp)
             held = max(0, size - lo)  # entries of a partial bundle the mirror already has
@@ -550,7 +550,7 @@ class Follower:
     def _check_hash_tiles(self, size: int, root: bytes, cp: note.Checkpoint) -> None:
         """Every hash tile above level 0 the new tree has must hold the mirror's own nodes, so
         the log serves other tile readers the tree it signed (level 0 went with the bundles)."""
-        for tile in t.new_tiles(size, cp.size):
+        for tile in t.iter_new_tiles(size, cp.size):
             if tile.level == 0:
                 continue
             level, lo, hi = tile.node_range()
@@ -624,13 +624,13 @@ class Follower:
         """The first leaf below `upto` where the log's level-0 tiles (of its tree of cp.size)
         leave the mirror's tree, and the log's hash there: one tile per 256 entries, stopping at
         the first difference. None if the tiles agree (or end) before `upto`."""
-        for tile in t.tiles_for_size(cp.size):
+        for tile in t.iter_new_tiles(0, cp.size):
             if tile.level or tile.index * t.WIDTH >= upto:
                 break
             _, lo, hi = tile.node_range()
             try:
                 theirs = t.split_tile(self.fetch(tile.path()))
-            except (NotFound, InvalidInput):
+            except CopyledgerError:  # (any failure: the alert stands without its leaf, D165)
                 return None
             ours = self.mirror.read_node_range(0, lo, min(hi, upto))
             for i in range(lo, min(hi, upto, lo + len(theirs))):

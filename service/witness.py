@@ -113,7 +113,7 @@ class Witness:
         if row is None:
             raise NotFound(said("this witness has not cosigned a checkpoint of {origin} yet",
                                     origin=origin))
-        signed, line = str(row[0]), row[1]
+        signed, line = _by_the_log(str(row[0]), self.logs[origin].verifiers), row[1]
         if line is None:
             timestamp = int(time.time()) if now is None else now
             line = self._cosign(note.parse_note(signed).text, timestamp)
@@ -162,7 +162,8 @@ class Witness:
                     " VALUES (?, ?, ?, ?, ?) ON CONFLICT (origin) DO UPDATE SET"
                     " size = excluded.size, root = excluded.root,"
                     " checkpoint = excluded.checkpoint, cosignature = excluded.cosignature",
-                    (cp.origin, str(cp.size), cp.root, req.checkpoint_note.decode(), line))
+                    (cp.origin, str(cp.size), cp.root,
+                     _by_the_log(req.checkpoint_note.decode(), log.verifiers), line))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -236,3 +237,13 @@ def _read_config(path: Path) -> dict[str, Any]:
         raise InvalidInput(said('{path} must be {{"name": str, "logs": {{origin: [vkey]}}}}',
                                 path=path))
     return config
+
+
+def _by_the_log(signed: str, verifiers: Sequence[note.Verifier]) -> str:
+    """The note with only its signature lines by the log's keys (verified when it was added:
+    `verify_note` checks every line by a known key). Any other line the log put in (one under
+    this witness's own name, or enough to pass a reader's limit with ours) would make every
+    reader of the cosigned checkpoint refuse it, hiding a fork from monitors (D165)."""
+    n = note.parse_note(signed)
+    ours = {(v.name, v.key_id) for v in verifiers}
+    return note.format_note(n.text, [sg for sg in n.signatures if (sg.name, sg.key_id) in ours])

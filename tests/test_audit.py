@@ -250,6 +250,63 @@ def test_incremental_audit_checks_only_what_is_new(reg: Node) -> None:
     assert again.ok and again.state == rep.state and again.resumed_from == 19
 
 
+def test_an_audit_while_the_server_writes_checks_its_tree_and_passes(reg: Node) -> None:
+    """operations §7: an audit may run while the server runs. Blocks sealed after it pinned
+    its tree (their entries, nodes, links and tokens) are the next audit's: before, an entry
+    written meanwhile failed it ("recorded in block 3, but block 2 sealed it") and no state
+    was saved, so `--incremental` never moved (D166)."""
+    fill(reg, 8)
+    wrote: list[int] = []
+
+    def write_meanwhile(_n: int) -> None:
+        if not wrote:
+            wrote.append(1)
+            fill_from(reg, 100, 5)
+
+    rep = audit(reg.store, reg.verifier_key, write_meanwhile,
+                tsa_roots_pem=tsa_roots_pem(reg.settings))
+    assert rep.ok and wrote and rep.entries == 8, rep
+    later = run_audit(reg, since=rep.state)
+    assert later.ok and later.entries == 13 and later.resumed_from == 8, later
+
+
+def test_an_incremental_audit_with_nothing_new_still_counts_the_rows(reg: Node) -> None:
+    """With no block since the last audit, rows added without one (which the append-only
+    triggers allow: an insert) are still found: a link, a Merkle node past the tree, an
+    entry past it (D166)."""
+    fill(reg, 6)
+    st = run_audit(reg).state
+    assert st is not None and run_audit(reg, since=st).ok
+    for sql in ("INSERT INTO entry_links (target, rel, seq) VALUES (0, 'transfer', 3)",
+                f"INSERT INTO merkle_nodes (level, idx, hash) VALUES (0, 50, "
+                f"{blob(reg, 'ab' * 32)})",
+                f"INSERT INTO entries (seq, leaf_hash, data, kind, sha256, registrant, "
+                f"block_height) VALUES (9, {blob(reg, '00' * 32)}, {blob(reg, '7b7d')}, 'work', "
+                f"{blob(reg, '00' * 32)}, 'alice', 99)"):
+        reg.store.execute_raw(sql)
+        rep = run_audit(reg, since=st)
+        assert not rep.ok and rep.state is None, (sql, rep)
+        assert not run_audit(reg).ok
+        table = sql.split()[2]
+        drop_trigger(reg, table, "delete")
+        reg.store.execute_raw(f"DELETE FROM {table} WHERE "
+                              + {"entry_links": "seq = 3 AND rel = 'transfer' AND target = 0",
+                                 "merkle_nodes": "level = 0 AND idx = 50",
+                                 "entries": "seq = 9"}[table])
+
+
+def fill_from(reg: Node, first: int, n: int) -> None:
+    """`fill`, of n works whose hashes start at `first` (others than `fill`'s)."""
+    futs = []
+    for i in range(first, first + n):
+        e = entry_mod.build_work(registrant="alice", received_at=entry_mod.utc_now(),
+                                 sha256=sha(i), title=f"w{i}", creators=["A"], work_type="text")
+        futs.append(reg.sequencer.submit(
+            Pending(entry_mod.canonical_bytes(e), "work", sha(i), "alice")))
+    for f in futs:
+        f.result(timeout=120)
+
+
 def test_incremental_audit_finds_faults_after_and_at_the_head(reg: Node) -> None:
     fill(reg, 10)
     st = run_audit(reg).state

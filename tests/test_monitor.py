@@ -461,3 +461,66 @@ def test_a_mirror_batch_whose_commit_is_refused_leaves_no_open_transaction(
         mirror._add(0, [b"{}"], [(0, 0, b"\x00" * 32)])
     assert mirror._db.execute("SELECT count(*) FROM entries").fetchone() == (1,)
     mirror.close()
+
+
+def test_a_signed_fork_or_rollback_is_alerted_even_if_the_log_fails_its_tiles(
+        tmp_path: Path) -> None:
+    """The log signs another root at the mirror's size (a fork), or a smaller tree with
+    another root (a rollback), then fails the tile the monitor reads to find where it leaves
+    the mirror: the alert stands on the signed checkpoints, without that leaf, where a
+    failure other than 404 used to end the poll with a warning and no alert (D165)."""
+    from copyledger.client.errors import TransportError
+    from copyledger.notary.signer import FileSigner
+
+    key = FileSigner.generate(ORIGIN_T, tmp_path / "log.key")
+    vkey = note.format_verifier_key(ORIGIN_T, key.public_key)
+    datas = [entry_mod.canonical_bytes(entry_mod.build_work(
+        registrant="alice", received_at=entry_mod.utc_now(), sha256=sha(str(i)), title="w",
+        creators=["A"], work_type="text")) for i in range(3)]
+    leaves = merkle.leaf_hashes(datas)
+    state: dict[str, Any] = {"cp": sign_note(note.format_checkpoint(note.Checkpoint(
+        ORIGIN_T, 3, merkle.append(0, [], leaves).root)), [key]), "fail": False}
+
+    def fetch(path: str) -> bytes:
+        if path == "checkpoint":
+            return str(state["cp"]).encode()
+        if state["fail"]:
+            raise TransportError("connection reset")
+        tile = t.parse_path(path)
+        return (t.encode_bundle(datas[:tile.width]) if tile.entries
+                else t.encode_tile(leaves[:tile.width]))
+
+    f = Follower(Mirror(tmp_path / "m"), fetch, vkey)
+    assert f.poll().tree_size == 3
+    state["fail"] = True
+    for size in (3, 2):  # (a fork, then a rollback)
+        state["cp"] = sign_note(note.format_checkpoint(note.Checkpoint(ORIGIN_T, size,
+                                                                       bytes(32))), [key])
+        with pytest.raises(LogMisbehaved) as raised:
+            f.poll()
+        assert raised.value.alert.kind in ("fork", "rollback"), raised.value.alert
+
+
+def test_a_signed_tree_of_2_to_the_40_is_met_tile_by_tile(tmp_path: Path) -> None:
+    """A checkpoint of a tree the monitor cannot hold (here 2**40 leaves, signed by the log)
+    is read tile by tile: the first bundle the log cannot serve is an alert, where listing its
+    tiles first (2**32 of them) ran the monitor out of memory before any fetch (D165)."""
+    from copyledger.notary.signer import FileSigner
+
+    key = FileSigner.generate(ORIGIN_T, tmp_path / "log.key")
+    vkey = note.format_verifier_key(ORIGIN_T, key.public_key)
+    fetched: list[str] = []
+
+    def fetch(path: str) -> bytes:
+        fetched.append(path)
+        if path == "checkpoint":
+            return sign_note(note.format_checkpoint(note.Checkpoint(ORIGIN_T, 2**40, bytes(32))),
+                             [key]).encode()
+        raise NotFound("no such tile")
+
+    with pytest.raises(LogMisbehaved):
+        Follower(Mirror(tmp_path / "m"), fetch, vkey).poll()
+    assert 1 < len(fetched) <= 3, fetched
+
+
+ORIGIN_T = "monitor.example/log"

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy.exc
 from alembic import command
 from alembic.config import Config
 from fastapi.testclient import TestClient
@@ -267,6 +268,29 @@ def test_audit_fails_on_a_tampered_link(started: Node) -> None:
                               f"'transfer', {c + 100})")
     rep = run_audit(started)
     assert not rep.ok and "links are stored" in (rep.problem or ""), rep
+
+
+def test_audit_fails_on_a_link_of_another_type(started: Node, database_url: str) -> None:
+    """SQLite keeps whatever type a row is given: a transfer's target rewritten to 0.5 (or
+    to the bytes '0') read as 0 through `int`, so the audit passed it, while the lookups by
+    target, which compare exactly, lost the transfer from the chain of title (and let the
+    work be assigned a second time). The audit reads the rows as stored."""
+    [w] = submit(started, [work()])
+    [t] = submit(started, [transfer(w, "alice", "bob")])
+    assert run_audit(started).ok and started.store.linked(w, links.TRANSFER) == [t]
+    drop_trigger(started, "entry_links", "update")
+    if not database_url.startswith("sqlite"):  # PostgreSQL keeps a column's type
+        with pytest.raises(sqlalchemy.exc.ProgrammingError):
+            started.store.execute_raw(f"UPDATE entry_links SET target = CAST('{w}' AS BYTEA) "
+                                      f"WHERE seq = {t}")
+        return
+    for odd in (f"{w} + 0.5", f"CAST('{w}' AS BLOB)"):
+        started.store.execute_raw(f"UPDATE entry_links SET target = {odd} WHERE seq = {t}")
+        assert started.store.linked(w, links.TRANSFER) == []  # (what the chain of title sees)
+        rep = run_audit(started)
+        assert not rep.ok and "entry_links" in (rep.problem or ""), rep
+    started.store.execute_raw(f"UPDATE entry_links SET target = {w} WHERE seq = {t}")
+    assert run_audit(started).ok
 
 
 def test_links_table_is_append_only(started: Node) -> None:

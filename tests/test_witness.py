@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from copyledger.api.witness_app import create_witness_app
 from copyledger.ledger import cosignature, merkle, note
 from copyledger.ledger.cosignature import AddCheckpointRequest, Cosignature
-from copyledger.ledger.errors import Conflict, InvalidInput, SignatureError
+from copyledger.ledger.errors import Conflict, InvalidInput, SignatureError, VerificationError
 from copyledger.notary.signer import FileSigner, sign_note
 from copyledger.service import reads
 from copyledger.service.node import Node
@@ -334,6 +334,52 @@ def test_the_witness_serves_what_it_cosigned_for_monitors(tmp_path: Path, node: 
     assert again.startswith(signed) and again != signed + line
     (cosig,) = cosignature.cosignatures_of(again, [wkey])
     assert cosig.timestamp == 1_800_000_000
+
+
+def test_lines_the_log_added_to_its_note_never_reach_the_witness_readers(
+        tmp_path: Path, log_key: FileSigner) -> None:
+    """The witness keeps and serves the log's note with only the log's own (verified)
+    signature lines: a line the log put under the witness's name, or enough lines to pass a
+    reader's limit of 100 with the witness's, made every monitor refuse the cosigned
+    checkpoint, so a fork it would show stayed hidden (D165)."""
+    w = make_witness(tmp_path, LogConfig.from_vkeys(
+        ORIGIN, [note.format_verifier_key(ORIGIN, log_key.public_key)]))
+    wkey = cosignature.parse_verifier_key(w.verifier_key)
+    signed = sign_note(note.format_checkpoint(note.Checkpoint(
+        ORIGIN, 1, merkle.leaf_hashes([b"a"])[0])), [log_key])
+    bogus = "\u2014 " + W + " " + base64.b64encode(w.key_id + bytes(72)).decode() + "\n"
+    others = "".join(f"\u2014 other.example/k{i} " + base64.b64encode(
+        bytes([i, 0, 0, 0]) + bytes(64)).decode() + "\n" for i in range(98))
+    line = w.add_checkpoint(body(0, [], signed + bogus + others))
+    served = w.cosigned_checkpoint(hashlib.sha256(ORIGIN.encode()).hexdigest())
+    assert served == signed + line
+    assert len(cosignature.cosignatures_of(served, [wkey])) == 1
+    note.verify_note(served, [note.parse_verifier_key(
+        note.format_verifier_key(ORIGIN, log_key.public_key))])
+
+
+def test_the_cosigning_client_takes_its_witness_line_among_several() -> None:
+    """A witness may answer add-checkpoint with one or more lines (several keys, another
+    algorithm's first): the client takes the one by the key it trusts and ignores the rest,
+    as c2sp.org/tlog-witness says, and refuses an answer with none (D165)."""
+    import tempfile
+
+    d = Path(tempfile.mkdtemp())
+    text = note.format_checkpoint(note.Checkpoint(ORIGIN, 1, merkle.leaf_hashes([b"a"])[0]))
+
+    def line(name: str) -> tuple[cosignature.CosignatureVerifier, str]:
+        signer = FileSigner.generate(name, d / f"{name.replace('/', '_')}.key")
+        v = cosignature.parse_verifier_key(
+            cosignature.format_verifier_key(name, signer.public_key))
+        return v, Cosignature(name, v.key_id, 1_700_000_000, signer.sign(
+            cosignature.signed_message(text, 1_700_000_000))).line()
+
+    (a, line_a), (b, line_b) = line("w.example/a"), line("w.example/b")
+    picked = Cosignature.by(line_b + line_a, a)
+    cosignature.verify_cosignature(text, picked, a)
+    assert Cosignature.by(line_a + line_b, b).name == "w.example/b"
+    with pytest.raises(VerificationError):
+        Cosignature.by(line_b, a)
 
 
 def test_a_state_file_from_before_monitor_retrieval_gains_the_column(tmp_path: Path) -> None:
