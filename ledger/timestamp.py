@@ -363,6 +363,22 @@ def _check_validity(cert: x509.Certificate, at: datetime) -> None:
         )
 
 
+def load_certificate(der: bytes) -> x509.Certificate:
+    """A DER certificate, refused if its serial number is not positive (RFC 5280 4.1.2.2).
+
+    cryptography only warns on such a serial today and will refuse to read it later; a token
+    can carry any certificate, so the verifier refuses it itself, under every version alike.
+    """
+    try:
+        serial = asn1_x509.Certificate.load(der)["tbs_certificate"]["serial_number"].native
+    except Exception:  # asn1crypto raises many types; cryptography below says what is wrong
+        serial = None
+    if isinstance(serial, int) and serial <= 0:
+        raise _fail("bad-certificate",
+                    "a certificate's serial number is not positive (RFC 5280 4.1.2.2)")
+    return x509.load_der_x509_certificate(der)
+
+
 def load_pem_certs(pem: bytes) -> list[x509.Certificate]:
     """The certificates of a PEM bundle (none if it holds none); TimestampError if unreadable."""
     return _load_pem_certs(pem, said("certificates"))
@@ -454,7 +470,7 @@ def _signer_of(
     roots = _load_pem_certs(roots_pem, said("roots"))
     extra = _load_pem_certs(untrusted_pem, said("untrusted certificates")) if untrusted_pem else []
     carried = [
-        x509.load_der_x509_certificate(choice.chosen.dump())
+        load_certificate(choice.chosen.dump())
         for choice in (cms.CertificateSet.load(certificates_der) if certificates_der else [])
         if choice.name == "certificate"
     ]

@@ -34,7 +34,13 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from copyledger.ledger.timestamp import HASH_CLASSES, TokenInfo, validate_chain
+from copyledger.ledger.timestamp import (
+    HASH_CLASSES,
+    TimestampError,
+    TokenInfo,
+    load_certificate,
+    validate_chain,
+)
 
 __all__ = ["TokenTemplates"]
 
@@ -332,11 +338,11 @@ def _template(token: bytes, info: TokenInfo, roots: list[x509.Certificate]) -> _
         if set(names.values()) < {"message_digest", "signing_time"}:
             return None
         certs = (signed.children[3] if signed.children[3].tag == 0xA0 else None)
-        carried = [x509.load_der_x509_certificate(token[c.off:c.end])
+        carried = [load_certificate(token[c.off:c.end])
                    for c in (certs.children if certs is not None else [])]
         digest_alg = cms.ContentInfo.load(token)["content"]["signer_infos"][0][
             "digest_algorithm"]["algorithm"].native
-    except (IndexError, ValueError):
+    except (IndexError, ValueError, TimestampError):
         return None
     if str(digest_alg) not in HASH_CLASSES:
         return None

@@ -10,6 +10,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -654,6 +655,24 @@ def test_mutated_tokens_fail_cleanly(chain: Chain, data: st.DataObject) -> None:
 
 
 _GOOD_TOKEN: dict[str, bytes] = {}
+
+
+@pytest.mark.parametrize("serial", [0, -1])
+def test_a_carried_certificate_with_a_serial_not_positive_is_refused(
+    chain: Chain, serial: int
+) -> None:
+    """RFC 5280 4.1.2.2: cryptography only warns on such a certificate and will later raise;
+    the verifier refuses it itself, with a TimestampError and no warning either way."""
+    token = cms.ContentInfo.load(TimeStampAuthority(chain.identity).timestamp_digest(SHA256))
+    cert = token["content"]["certificates"][0].chosen
+    cert["tbs_certificate"]["serial_number"] = serial
+    tampered = token.dump(force=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(TimestampError) as caught:
+            verify_token(tampered, SHA256, chain.root_pem)
+    assert caught.value.extra["reason"] == "bad-certificate"
+    assert "not positive" in str(caught.value)
 
 
 def test_token_from_response(tsa: TimeStampAuthority) -> None:
