@@ -98,7 +98,7 @@ class AuditState:
         ints = [d[k] for k in ("tree_size", "height", "nodes", "links")]
         hexes = [d["root"], d["block_hash"], *d["frontier"]] if isinstance(
             d["frontier"], list) else None
-        if (not all(type(v) is int and v >= 0 for v in ints) or hexes is None
+        if (not all(type(v) is int and 0 <= v < 2**63 for v in ints) or hexes is None
                 or not all(isinstance(h, str) and len(h) == 64
                            and h == bytes.fromhex(h).hex() for h in hexes)):
             raise CopyledgerError("the audit state is malformed")
@@ -187,6 +187,8 @@ def audit(
                     rep.checked.append(cosigned)
     except _Fault as e:
         rep.fail(e.detail, seq=e.seq, height=e.height)
+    except IntegrityError as e:  # a row the store refuses to read (of another type)
+        rep.fail(e.detail)
     if not rep.ok:
         rep.state = None
     return rep

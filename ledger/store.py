@@ -39,6 +39,7 @@ from sqlalchemy import (
     func,
     inspect,
     null,
+    or_,
     select,
     text,
     tuple_,
@@ -2045,22 +2046,25 @@ class Store:
                 .limit(chunk)
             )
             with self.engine.connect() as conn:
-                rows = [(int(height), _bytes(tok)) for height, tok in conn.execute(q)]
+                rows = [(_stored_int(height, "block_timestamps.height"), _bytes(tok))
+                        for height, tok in conn.execute(q)]
             yield from rows
             if len(rows) < chunk:
                 return
             after = rows[-1][0] + 1  # one token a (height, tsa): the next chunk starts after
 
     def stray_timestamps(self, tsa: str = "notary", start: int = 0) -> list[int]:
-        """Heights >= `start` that one TSA's tokens name but no block has (for the audit)."""
+        """Heights >= `start`, or below 0, that one TSA's tokens name but no block has (for
+        the audit: a height below 0 is never a block's, whatever audit resumed where)."""
+        height = block_timestamps.c.height
         q = (
-            select(block_timestamps.c.height)
-            .where(block_timestamps.c.tsa == tsa, block_timestamps.c.height >= start,
-                   ~block_timestamps.c.height.in_(select(blocks.c.height)))
-            .order_by(block_timestamps.c.height)
+            select(height)
+            .where(block_timestamps.c.tsa == tsa, or_(height >= start, height < 0),
+                   ~height.in_(select(blocks.c.height)))
+            .order_by(height)
         )
         with self.engine.connect() as conn:
-            return [int(h) for h in conn.execute(q).scalars()]
+            return [_stored_int(h, "block_timestamps.height") for h in conn.execute(q).scalars()]
 
     def add_cosignature(self, tree_size: int, witness: str, line: str,
                         cosigned_at: int) -> bool:
@@ -2120,7 +2124,7 @@ class Store:
         fresh = fresh_cosignatures.c
         for size, witness, line, checkpoint, at in self._lines_with_checkpoints(
                 fresh_cosignatures, fresh.witness, also=fresh.cosigned_at):
-            yield size, witness, line, checkpoint, int(at)
+            yield size, witness, line, checkpoint, _stored_int(at, "fresh_cosignatures.cosigned_at")
 
     def iter_cosigned_checkpoints(self) -> Iterator[tuple[int, str, str, str | None]]:
         """Every kept cosignature (tree size, witness vkey, line) with the checkpoint the log
@@ -2141,7 +2145,7 @@ class Store:
                    null() if also is None else also).order_by(*order)
         with self.engine.connect() as conn:
             for size, witness, line, checkpoint, extra in conn.execute(q):
-                yield int(size), str(witness), str(line), (
+                yield _stored_int(size, f"{table.name}.tree_size"), str(witness), str(line), (
                     None if checkpoint is None else str(checkpoint)), extra
 
     def last_cosigned(self, witness: str) -> int | None:
@@ -2190,6 +2194,15 @@ class Store:
         """For tests and operators' tooling only."""
         with self.engine.begin() as conn:
             conn.execute(text(sql))
+
+
+def _stored_int(value: object, where: str) -> int:
+    """An INTEGER column's value as stored: IntegrityError for another type (SQLite keeps
+    any), which `int` would crash on (text) or read through (0.5 for 0)."""
+    if type(value) is not int:
+        raise IntegrityError(said("{where} holds a value that is not an integer: {value}",
+                                  where=where, value=repr(value)))
+    return value
 
 
 def _bytes(v: object) -> bytes:

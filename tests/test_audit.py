@@ -19,6 +19,7 @@ from copyledger.ledger import audit as audit_mod
 from copyledger.ledger import entry as entry_mod
 from copyledger.ledger import merkle
 from copyledger.ledger.audit import AuditReport, AuditState, audit
+from copyledger.ledger.errors import CopyledgerError
 from copyledger.ledger.sequencer import Pending
 from copyledger.service.i18n import say
 from copyledger.service.node import Node, tsa_roots_pem
@@ -179,6 +180,46 @@ def test_swapped_or_deleted_token_is_found(reg: Node) -> None:
     reg.store.execute_raw("DELETE FROM block_timestamps WHERE height IN (1, 2)")
     rep = run_audit(reg)
     assert not rep.ok and rep.bad_height == 1 and "no time-stamp" in (rep.problem or ""), rep
+
+
+def test_a_token_below_height_zero_is_a_stray(reg: Node) -> None:
+    """No block has a height below 0, so a token there names none, whatever audit resumed
+    where (the stray check looked only from the audit's first height up)."""
+    fill(reg, 8)
+    reg.store.execute_raw("INSERT INTO block_timestamps (height, tsa, token) "
+                          "SELECT -1, tsa, token FROM block_timestamps WHERE height = 1")
+    rep = run_audit(reg)
+    assert not rep.ok and rep.bad_height == -1 and "does not exist" in (rep.problem or ""), rep
+
+
+@pytest.mark.parametrize("table", ["block_timestamps", "cosignatures"])
+def test_a_height_or_size_of_another_type_is_a_fault_not_a_traceback(
+        reg: Node, table: str) -> None:
+    """SQLite keeps text in an integer column; the audit names the row instead of crashing on
+    `int('x')`. PostgreSQL refuses the text itself."""
+    fill(reg, 8)
+    if table == "block_timestamps":
+        insert = ("INSERT INTO block_timestamps (height, tsa, token) "
+                  "SELECT 'x', tsa, token FROM block_timestamps WHERE height = 1")
+    else:
+        insert = "INSERT INTO cosignatures (tree_size, witness, line) VALUES ('x', 'w', 'l')"
+    if reg.store.dialect != "sqlite":
+        with pytest.raises(DBAPIError):
+            reg.store.execute_raw(insert)
+        return
+    reg.store.execute_raw(insert)
+    rep = run_audit(reg)
+    assert not rep.ok and "is not an integer: 'x'" in (rep.problem or ""), rep
+    assert f"{table}." in (rep.problem or "")
+
+
+def test_a_state_past_64_bits_is_refused_as_malformed() -> None:
+    good = {"version": 1, "tree_size": 1, "root": "00" * 32, "height": 1,
+            "block_hash": "00" * 32, "frontier": [], "nodes": 1, "links": 0}
+    assert AuditState.from_dict(good).height == 1
+    for key in ("tree_size", "height", "nodes", "links"):
+        with pytest.raises(CopyledgerError, match="malformed"):
+            AuditState.from_dict({**good, key: 2**64})
 
 
 def test_tokens_after_the_first_are_checked_quickly_and_still_caught(
