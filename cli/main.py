@@ -1646,15 +1646,20 @@ def proof(
             _die(tr("proof does NOT verify: {why}").format(why=e.detail), 1)
         except ClientError as e:
             _die(str(e))
-    signed = checked.checkpoint_verified or None
     p = checked.to_dict()
-    p["verified"] = True
-    p["checkpoint_verified"] = signed
     p["key_pinned"] = client.key_pinned
+    if not checked.checkpoint_verified:
+        # The path leads only to the root the server stated: with no checkpoint the log
+        # signed at that size, nothing is verified.
+        p["verified"] = p["checkpoint_verified"] = False
+        _emit(as_json, p)
+        _die(tr("proof does NOT verify: no checkpoint the log signed at tree size {size} came "
+                "with it, so its root is only the server's word").format(size=p["tree_size"]),
+             1)
+    p["verified"] = p["checkpoint_verified"] = True
     _emit(as_json, p, tr("seq {seq} is included in the tree of size {size} (root {root}…): "
-                         "proof of {n} hashes verified").format(
-                             seq=seq, size=p["tree_size"], root=p["root"][:16], n=len(p["proof"]))
-          + (tr("; checkpoint signature verified") if signed else ""))
+                         "proof of {n} hashes verified; checkpoint signature verified").format(
+                             seq=seq, size=p["tree_size"], root=p["root"][:16], n=len(p["proof"])))
 
 
 @app.command()

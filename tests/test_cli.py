@@ -8,6 +8,7 @@ import os
 import stat
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -159,6 +160,13 @@ def test_register_proof_audit_with_running_server(
         assert code == 0, out
         p = json.loads(out)
         assert p["verified"] is True and p["checkpoint_verified"] is True
+        # One batch, one block: no checkpoint was signed at size 2, so a proof there leads
+        # only to the root the server states and is not called verified.
+        assert httpx.get(f"{srv.url}/v1/entries/1/proof",
+                         params={"tree_size": 2}).json()["checkpoint"] is None
+        code, out = run("proof", "1", "--tree-size", "2", "--server", srv.url, "--json")
+        assert code == 1 and "does NOT verify" in out, out
+        assert json.loads(out[:out.rindex("}") + 1])["verified"] is False
         code, out = run("register", files[0], "--server", srv.url, "--api-key", "cl_wrong")
         assert code == 1 and "401" in out
         # audit works while the server runs on the same data directory
