@@ -49,6 +49,7 @@ from copyledger.client import (
     Receipt,
     UnverifiedAnswer,
 )
+from copyledger.client._calls import readable_name
 from copyledger.ledger.errors import CopyledgerError, Unavailable, said
 from copyledger.service import settings as settings_mod
 from copyledger.service.accounts import KIND_WORDS
@@ -618,7 +619,7 @@ def register(
             media = media_type_of(f.head, path.name)
             fps = _local_fingerprints(path, f.size, media) if media else {}
             work = BatchWork(
-                sha256=f.sha256, size=f.size, title=title or path.name,
+                sha256=f.sha256, size=f.size, title=title or readable_name(path),
                 creators=creator or ["unknown"], work_type=work_type or work_type_of(media),
                 media_type=media, fingerprints=fps or None, license=license or None,
                 again=again)
@@ -1043,7 +1044,7 @@ def evidence(
         body["source_url"] = url
     if related_work is not None:
         body["related_work"] = related_work
-    if file.name.endswith((".warc", ".warc.gz")):
+    if file.name.lower().endswith((".warc", ".warc.gz")):
         with _domain_errors_exit():
             body["warc_records"] = warc_records(file)
     with _client(server, api_key, trust, 60) as client:
@@ -1848,13 +1849,19 @@ def bundle(
                 doc = client.refresh_bundle(json.loads(refresh.read_text()))
             else:
                 doc = client.bundle(int(str(seq)))
+        except UnverifiedAnswer as e:  # (before ValueError: a bad signature is no bad JSON)
+            _die(tr("the bundle does NOT verify: {why}").format(why=e.detail), 1)
         except ClientError as e:
             _die(str(e))
         except ValueError as e:
             _die(tr("{path}: not JSON ({why})").format(path=refresh, why=e))
     output.write_text(json.dumps(doc, indent=2) + "\n")
     if tlog_proof is not None:
-        tlog_proof.write_text(doc["tlog_proof"])
+        text = doc.get("tlog_proof")
+        if not isinstance(text, str):
+            _die(tr("the bundle carries no tlog-proof to write to {path}").format(
+                path=tlog_proof))
+        tlog_proof.write_text(text)
     if refresh is not None:
         err.print(tr("bundle {path} refreshed with the latest witnessed checkpoint, saved to "
                      "{output}").format(path=refresh, output=output))
@@ -1883,13 +1890,15 @@ def verify(
         help="a trusted log verifier key (name+id+key), Ed25519 or an SM-suite log's SM2 "
         "key; repeatable")] = None,
     trust_file: Annotated[Path | None, typer.Option(
-        help="file of trusted verifier keys, one per line")] = None,
+        exists=True, dir_okay=False, help="file of trusted verifier keys, one per line")] = None,
     tsa_roots: Annotated[Path | None, typer.Option(
-        help="PEM file of trusted TSA root certificates")] = None,
+        exists=True, dir_okay=False, help="PEM file of trusted TSA root certificates")] = None,
     sm2_tsa_roots: Annotated[Path | None, typer.Option(
+        exists=True, dir_okay=False,
         help="PEM file of trusted SM2 TSA root certificates (an SM-suite log's SM2/SM3 "
         "time-stamps)")] = None,
     sm2_tsa_retired: Annotated[Path | None, typer.Option(
+        exists=True, dir_okay=False,
         help="JSON of the SM2 TSA certificates a rotation retired, to pin rather than take "
         "from the bundle: the registry's /v1/notary/keys answer, or its sm2_tsa_retired "
         "list")] = None,

@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import mimetypes
+import os
 import random
 import re
 import time
@@ -331,12 +332,15 @@ def _receipt(path: str, body: Any = None, *, file_sha256: str | None = None,
              files: dict[str, tuple[str, bytes, str]] | None = None,
              expect: int | tuple[int, ...] = 201,
              work: dict[str, Any] | None = None, key: str | None = None,
-             keyed: bool = True) -> Call[Receipt]:
+             keyed: bool = True, sent: tuple[str, dict[str, Any]] | None = None
+             ) -> Call[Receipt]:
     """`work`: a work sent by hash, which a new entry must be (`verify.check_sent_work`).
-    `key`: the write's Idempotency-Key, on a path that takes one (`keyed`)."""
+    `sent`: another write's entry kind and fields, which its entry must record
+    (`verify.check_sent`). `key`: the write's Idempotency-Key, on a path that takes one
+    (`keyed`)."""
     def finish(answer: Any, trust: Trust) -> Receipt:
         return verify.check_receipt(answer, trust.verifiers, file_sha256=file_sha256,
-                                    work=work, account=trust.account)
+                                    work=work, account=trust.account, sent=sent)
 
     return Call("POST", path, finish, json=body, data=data, files=files, expect=expect,
                 headers=None if key is None else {IDEMPOTENCY_KEY: key},
@@ -487,11 +491,18 @@ def _needs_key(work: dict[str, Any], again: bool) -> bool:
     return not work.get("idempotency_key") and bool(again or work.get("again"))
 
 
+def readable_name(path: Path) -> str:
+    """A file's name as text a title or form can hold: a name that is not UTF-8 (its bytes
+    kept as lone surrogates, which neither JSON nor a form can send) with U+FFFD for each
+    bad byte."""
+    return os.fsencode(path.name).decode("utf-8", "replace")
+
+
 def read_file(file: bytes | Path, name: str | None, media_type: str | None
               ) -> tuple[bytes, str, str | None]:
     """An upload's bytes, file name and media type (guessed from the name if not given)."""
     if isinstance(file, Path):
-        name = name or file.name
+        name = name or readable_name(file)
         file = file.read_bytes()
     name = name or "upload"
     return file, name, media_type or mimetypes.guess_type(name)[0]
@@ -516,23 +527,27 @@ def upload_work(file: bytes | Path, fields: UploadFields, key: str | None = None
 
 def deposit_evidence(fields: EvidenceFields, key: str | None = None) -> Call[Receipt]:
     body = _body(fields)
-    return _receipt("/v1/evidence", body, file_sha256=body["sha256"], key=key)
+    return _receipt("/v1/evidence", body, file_sha256=body["sha256"], key=key,
+                    sent=("evidence", body))
 
 
 def transfer(fields: TransferFields, key: str | None = None) -> Call[Receipt]:
-    return _receipt("/v1/transfers", _body(fields), key=key)
+    body = _body(fields)
+    return _receipt("/v1/transfers", body, key=key, sent=("transfer", body))
 
 
 def answer_offer(offer_seq: int, what: Literal["accept", "withdraw"],
                  note: str | None) -> Call[Receipt]:
     """Accept (as its recipient) or withdraw (as its offerer) an offer of assignment. The path
     takes no Idempotency-Key, so it is never resent (a second one is refused, 409)."""
-    return _receipt(f"/v1/transfers/{offer_seq}/{what}", {} if note is None else {"note": note},
-                    keyed=False)
+    body = {} if note is None else {"note": note}
+    return _receipt(f"/v1/transfers/{offer_seq}/{what}", body, keyed=False,
+                    sent=("acceptance" if what == "accept" else "withdrawal",
+                          {**body, "offer": offer_seq}))
 
 
 def file_claim(notice: dict[str, Any], key: str | None = None) -> Call[Receipt]:
-    return _receipt("/v1/claims", notice, key=key)
+    return _receipt("/v1/claims", notice, key=key, sent=("claim", notice))
 
 
 def _claim_check(answer: Any, trust: Trust) -> ClaimCheck:

@@ -90,18 +90,23 @@ def check_receipt(
     checked: dict[str, note.Checkpoint] | None = None,
     work: Mapping[str, Any] | None = None,
     account: str | None = None,
+    sent: tuple[str, Mapping[str, Any]] | None = None,
 ) -> Receipt:
     """A registration answer: its entry hashes to the leaf, the proof leads to the root, and a
     trusted key signed a checkpoint of that size and root; with `file_sha256`, the entry
     registers that content. `checked`: checkpoints already verified under `keys` (a batch's).
     `work`: the work's fields as sent (POST /v1/works); a new entry must then be exactly that
     work (`check_sent_work`), an earlier one (`already_registered`) only of its content.
+    `sent`: another write's entry kind and fields as sent (evidence, a transfer, an answer to
+    an offer, a claim), which its entry must record (`check_sent`).
     `account`: the caller's own account, which the entry must name as its registrant (D93)."""
     with _checking(registration):
         receipt = Receipt.from_dict(registration)  # parsed and its entry checked once, not twice
         verify_receipt(receipt, verifiers(keys), file_sha256=file_sha256, checked=checked)
         if work is not None:
             _against_sent(registration, receipt, work)
+        if sent is not None:
+            check_sent(registration["entry"], *sent)
         if account is not None:
             _registered_to(registration, receipt, account)
         return receipt
@@ -176,12 +181,18 @@ def check_sent_work(entry: Any, work: Mapping[str, Any]) -> None:
     except (CopyledgerError, KeyError, TypeError) as e:
         raise UnverifiedAnswer(said("the work sent cannot be an entry ({e!r}), yet the registry "
                                     "answered a new one", e=e), entry) from e
+    _same_entry(got, want)
+
+
+def _same_entry(got: dict[str, Any], want: dict[str, Any]) -> None:
+    """`got` (an answered entry) is `want` (the one the fields sent make), else
+    UnverifiedAnswer naming the first field that differs (a part of `content` by name)."""
     if got == want:
         return
     pairs = [(name, got.get(name), want.get(name)) for name in sorted(got.keys() | want.keys())
              if name != "content"]
-    have, asked = got.get("content"), want["content"]
-    if not isinstance(have, dict):
+    have, asked = got.get("content"), want.get("content")
+    if not isinstance(have, dict) or not isinstance(asked, dict):
         pairs.insert(0, ("content", have, asked))
     else:
         pairs[:0] = [(f"content.{part}", have.get(part), asked.get(part))
@@ -190,8 +201,81 @@ def check_sent_work(entry: Any, work: Mapping[str, Any]) -> None:
         if value != sent_value:
             raise UnverifiedAnswer(said("the registry recorded {name} = {got!r}, not the "
                                         "{want!r} sent", name=name, got=value, want=sent_value),
-                                   entry)
-    raise UnverifiedAnswer(said("the registry recorded another entry than the work sent"), entry)
+                                   got)
+    raise UnverifiedAnswer(said("the registry recorded another entry than the work sent"), got)
+
+
+_CLAIM_FIELDS = ("notice_type", "regime", "refers_to", "targets", "substantiation",
+                 "statements", "requested_action", "signature")
+"""A claim's fields the registry records as sent (its claimant's contact details it seals
+(D32), and a work named by seq it completes with the work's hash)."""
+
+
+def check_sent(entry: Any, kind: str, sent: Mapping[str, Any]) -> None:
+    """A write's entry (as answered, JSON) records what was sent, with only what the registry
+    adds: evidence exactly its fields; a transfer its work, recipient, type, territory, term,
+    contract hash and note, from the registrant (the holder, D27), an assignment as an offer;
+    an `acceptance` or `withdrawal` the offer it answers and its note; a claim its regime,
+    notice type, targets and statements as sent, its works by seq and its claimant's name,
+    authority and account. Else UnverifiedAnswer naming the first field that differs: a
+    receipt that verifies for a licence to another account than the one named proves the
+    wrong licence (`check_sent_work` does this for a work)."""
+    if type(entry) is not dict:
+        raise UnverifiedAnswer(said("entry: not an object"), entry)
+    got: dict[str, Any] = entry
+    body: dict[str, Any] = json.loads(json.dumps(dict(sent)))  # as it went over the wire
+    try:
+        made = {"registrant": got["registrant"], "received_at": got["received_at"],
+                "check": False}
+        if kind == "evidence":
+            for name in ("size", "related_work"):  # read as the registry reads a count
+                if body.get(name) is not None:
+                    body[name] = _SIZE.validate_python(body[name])
+            want = entry_mod.build_evidence(**made, **{"source_url": None, **body})
+        elif kind == "transfer":
+            kept = {k: v for k, v in body.items() if k not in ("work_seq", "to")}
+            want = entry_mod.build_transfer(
+                **made, work_seq=_SIZE.validate_python(body["work_seq"]),
+                work_sha256=got["work"]["sha256"], from_account=got["registrant"],
+                to_account=body["to"], needs_acceptance=body["transfer_type"] == "assignment",
+                **kept)
+        elif kind in ("acceptance", "withdrawal"):
+            want = entry_mod.build_answer(
+                **made, kind=kind, work_seq=got["work"]["seq"],
+                work_sha256=got["work"]["sha256"], offer=body["offer"], note=body.get("note"))
+        elif kind == "claim":
+            _same_claim(got, body)
+            return
+        else:
+            raise ValueError(f"no check for a {kind!r} entry sent")
+    except (KeyError, TypeError, ValidationError) as e:
+        raise UnverifiedAnswer(said("the registry answered a new entry the {kind} sent cannot "
+                                    "be ({e!r})", kind=kind, e=e), entry) from e
+    _same_entry(got, want)
+
+
+def _same_claim(got: dict[str, Any], body: dict[str, Any]) -> None:
+    def named(name: str, value: Any, sent_value: Any) -> None:
+        if value != sent_value:
+            raise UnverifiedAnswer(said("the registry recorded {name} = {got!r}, not the "
+                                        "{want!r} sent", name=name, got=value, want=sent_value),
+                                   got)
+
+    named("kind", got.get("kind"), "claim")
+    named("notice_type", got.get("notice_type"), body.get("notice_type", "notice"))
+    for name in _CLAIM_FIELDS[1:]:
+        if name in body:
+            named(name, got.get(name), body[name])
+    if "works" in body:
+        works = got.get("works")
+        named("works", [w.get("seq") if isinstance(w, dict) else w
+                        for w in (works if isinstance(works, list) else [works])],
+              [w.get("seq") for w in body["works"]])
+    who, sent_who = got.get("claimant"), body.get("claimant", {})
+    for part in ("name", "authority", "account"):
+        if part in sent_who:
+            named(f"claimant.{part}", who.get(part) if isinstance(who, dict) else who,
+                  sent_who[part])
 
 
 _REGISTRATION = frozenset({"seq", "leaf_hash", "block_height", "entry", "receipt"})

@@ -35,6 +35,12 @@ def warc_records(path: Path) -> list[dict[str, Any]]:
                 stream = rec.raw_stream
                 while chunk := stream.read(1 << 16):
                     h.update(chunk)
+                if getattr(stream, "limit", 0):  # bytes its Content-Length promised, missing
+                    raise InvalidInput(said(
+                        "{path}: the response record for {uri} is cut short ({missing} bytes "
+                        "of its payload missing): is the crawl still being written?", path=path,
+                        uri=rec.rec_headers.get_header("WARC-Target-URI"),
+                        missing=stream.limit))
                 out.append({
                     "target_uri": rec.rec_headers.get_header("WARC-Target-URI"),
                     "warc_date": rec.rec_headers.get_header("WARC-Date"),

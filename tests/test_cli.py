@@ -187,6 +187,36 @@ def test_register_proof_audit_with_running_server(
         srv.stop()
 
 
+def test_register_titles_a_name_that_is_not_utf8_and_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file name that is not UTF-8 (kept by Python as lone surrogates, which JSON cannot
+    send) ended `register` in a traceback, the rest of the folder unsent; it is titled with
+    U+FFFD for the bad byte instead."""
+    monkeypatch.chdir(tmp_path)
+    d = tmp_path / "reg"
+    assert run("init", "--data-dir", str(d))[0] == 0
+    key = json.loads(run("keys", "create", "--role", "creator", "--data-dir", str(d),
+                         "--json")[1])["key"]
+    srv = ServerProcess(d).start()
+    try:
+        # A name that is not UTF-8 is titled with U+FFFD; the folder's other file goes too.
+        odd = tmp_path / "odd"
+        odd.mkdir()
+        (odd / os.fsdecode(b"caf\xe9.txt")).write_bytes(os.urandom(64))
+        (odd / "plain.txt").write_bytes(os.urandom(64))
+        code, out = run("register", str(odd), "--server", srv.url, "--api-key", key,
+                        "--work-type", "text", "--creator", "Ada", "--json")
+        assert code == 0, out
+        got = json.loads(out)
+        assert len(got) == 2 and all("seq" in r for r in got), got
+        titles = {httpx.get(f"{srv.url}/v1/entries/{r['seq']}").json()["entry"]["title"]
+                  for r in got}
+        assert titles == {"caf\ufffd.txt", "plain.txt"}, titles
+    finally:
+        srv.stop()
+
+
 def test_origin_is_fixed_at_init(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     d = str(tmp_path / "reg")
     assert run("init", "--data-dir", d, "--origin", "a.example/log")[0] == 0

@@ -701,6 +701,37 @@ def test_batch_checks_each_new_entry_against_its_work(live: Live) -> None:
     assert "title = 'Not what was sent', not the 'Sent' sent" in got[2].detail
 
 
+def test_every_write_is_checked_against_what_was_sent(live: Live) -> None:
+    """D170, D92 for the other writes: evidence, a licence, an answer to an offer and a claim
+    the registry recorded otherwise than sent are refused, naming the field, though their
+    receipts verify; sent as they are, each is accepted (`test_every_endpoint`)."""
+    with Client(live.url, api_key=live.creator, trusted_keys=[live.log_key]) as ada:
+        first, second = work(ada, os.urandom(16)), work(ada, os.urandom(16))
+        offer = ada.transfer(work_seq=second.seq, to="bob", transfer_type="assignment")
+
+    def rewrite(path: str, change: Callable[[Any], None], key: str) -> Client:
+        return Client(live.url, api_key=key, trusted_keys=[live.log_key],
+                      transport=RewriteRequest(path, change))
+
+    with rewrite("/v1/transfers", lambda b: b.update(to="harbour-press"), live.creator) as c, \
+            pytest.raises(UnverifiedAnswer) as e:
+        c.transfer(work_seq=first.seq, to="bob", transfer_type="non_exclusive_licence")
+    assert "to = 'harbour-press', not the 'bob' sent" in e.value.detail
+    with rewrite("/v1/evidence", lambda b: b.update(description="other"), live.creator) as c, \
+            pytest.raises(UnverifiedAnswer) as e:
+        c.deposit_evidence(sha256=sha(os.urandom(8)), captured_at="2026-01-01T00:00:00Z",
+                           capture_method="screenshot", description="the copy")
+    assert "description = 'other', not the 'the copy' sent" in e.value.detail
+    with rewrite(f"/v1/transfers/{offer.seq}/accept", lambda b: b.update(note="no"),
+                 live.bob) as c, pytest.raises(UnverifiedAnswer) as e:
+        c.accept_offer(offer.seq, "yes")
+    assert "note = 'no', not the 'yes' sent" in e.value.detail
+    with rewrite("/v1/claims", lambda b: b.update(works=[{"seq": second.seq}]),
+                 live.platform) as c, pytest.raises(UnverifiedAnswer) as e:
+        c.file_claim({**NOTICE, "works": [{"seq": first.seq}]})
+    assert f"works = [{second.seq}], not the [{first.seq}] sent" in e.value.detail
+
+
 class ActAs(httpx.BaseTransport):
     """Forward to the real server, but send the writes to `paths` with another account's key:
     the registry then records, and validly signs, the entry under that account (D93)."""

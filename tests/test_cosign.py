@@ -18,8 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
+from fastapi.responses import Response
 from fastapi.testclient import TestClient
 
 from copyledger.api.app import create_app
@@ -316,7 +319,8 @@ def test_a_bundle_refreshed_after_1000_more_entries(tmp_path: Path, port: int,
             other = FileSigner.generate(n.origin, tmp_path / "other.key")
             bad = cli("bundle", "--refresh", str(saved), "-o", str(tmp_path / "x.json"),
                       "--server", registry.url, "--trust", verifier_key(other))
-            assert bad.returncode != 0
+            assert bad.returncode == 1, bad.stdout + bad.stderr
+            assert "does NOT verify" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
 
             async def refresh_async() -> dict[str, Any]:
                 async with AsyncClient(registry.url, trusted_keys=[n.verifier_key]) as c:
@@ -537,6 +541,89 @@ def test_witness_settings_are_checked(tmp_path: Path, witness_key: FileSigner) -
         open_registry(tmp_path / "b", witnesses="http://w not-a-vkey")
     with pytest.raises(InvalidInput, match="not `<url> <vkey>`"):
         open_registry(tmp_path / "c", witnesses="http://w")
+
+
+@pytest.mark.parametrize("body", ["\u00b2", "\u0663", "1" * 21, "9" * 5000, "", "-1", "1 2"])
+def test_a_409_without_an_ascii_tree_size_is_a_verification_error(body: str) -> None:
+    """A 409's `text/x.tlog.size` body is a size in ASCII digits (at most a uint64's 20):
+    "²" passes str.isdigit() yet int() refuses it, and "٣" (Arabic-Indic 3) int() reads."""
+    from copyledger.ledger.cosignature import AddCheckpointRequest
+    from copyledger.ledger.errors import Conflict, VerificationError
+    from copyledger.notary.witnesses import add_checkpoint
+
+    def answer(size: str) -> httpx.Client:
+        return httpx.Client(transport=httpx.MockTransport(lambda _r: httpx.Response(
+            409, text=size, headers={"content-type": "text/x.tlog.size"})))
+
+    request = AddCheckpointRequest(0, (), b"x\n")
+    with pytest.raises(VerificationError, match="409 without a tree size"):
+        add_checkpoint(answer(body), "http://w", request)
+    with pytest.raises(Conflict) as caught:
+        add_checkpoint(answer(" 18446744073709551615\n"), "http://w", request)
+    assert caught.value.extra["size"] == 2**64 - 1
+
+
+def two_witnesses(tmp: Path, first: str) -> tuple[Node, FastAPI, str, str]:
+    """A registry of 6 entries asking two witnesses, the first at `first` (a path on the
+    second's app, which cosigns): (the node, the app, first vkey, second vkey)."""
+    good = FileSigner.generate(W, tmp / "w.key")
+    other = FileSigner.generate("witness.example/w0", tmp / "w0.key")
+    n = open_registry(tmp / "a")
+    n.start()
+    fill(n, 6)
+    n.stop()
+    n = open_registry(tmp / "a", witnesses=f"http://testserver{first} {vkey_of(other)},"
+                                           f"http://testserver {vkey_of(good)}")
+    return n, create_witness_app(make_witness(tmp, good, n)), vkey_of(other), vkey_of(good)
+
+
+def test_a_witness_answering_409_with_a_size_not_ascii_does_not_stop_the_others(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A 409 whose size is "²" (str.isdigit() says yes, int() raises ValueError) was a
+    ValueError out of the pass: the witnesses after it were never asked."""
+    n, app, first, second = two_witnesses(tmp_path, "/first")
+
+    @app.post("/first/add-checkpoint")
+    def superscript() -> Response:
+        return Response("\u00b2", 409, media_type="text/x.tlog.size")
+
+    try:
+        with TestClient(app) as http:
+            n.cosigner.run_once(http)
+        size = n.sequencer.state.size
+        assert n.store.cosignature_lines(size, [second])  # the second one was asked
+        assert not n.store.cosignature_lines(size, [first])
+        assert first in n.cosigner._retry_at and second not in n.cosigner._retry_at
+        assert n.cosigner.lag == {first: size, second: 0}
+        assert "409 without a tree size" in caplog.text
+    finally:
+        n.store.close()
+
+
+def test_any_fault_with_one_witness_does_not_stop_the_others(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever one witness's turn raises, it is logged and that witness backs off; the
+    others are asked in the same pass."""
+    from copyledger.notary import witnesses
+
+    n, app, first, second = two_witnesses(tmp_path, "/first")
+    real = witnesses.add_checkpoint
+
+    def faulty(http: httpx.Client, url: str, request: Any) -> str:
+        if url.endswith("/first"):
+            raise RuntimeError("a fault nobody expected")
+        return real(http, url, request)
+
+    monkeypatch.setattr(witnesses, "add_checkpoint", faulty)
+    try:
+        with TestClient(app) as http:
+            n.cosigner.run_once(http)
+        assert n.store.cosignature_lines(n.sequencer.state.size, [second])
+        assert first in n.cosigner._retry_at
+        assert "a fault nobody expected" in caplog.text
+    finally:
+        n.store.close()
 
 
 def test_an_unchanged_tree_is_cosigned_again_once_its_newest_cosignature_is_old(

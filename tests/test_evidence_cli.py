@@ -44,6 +44,12 @@ def test_warc_records_hash_each_response(tmp_path: Path) -> None:
     (tmp_path / "x.warc").write_bytes(b"not a warc at all")
     with pytest.raises(InvalidInput, match="WARC"):
         warc_records(tmp_path / "x.warc")
+    # A crawl still being written: its last response record cut inside the payload.
+    data = f.read_bytes()
+    last = list(PAGES.values())[-1]
+    (tmp_path / "cut.warc").write_bytes(data[:data.rindex(last) + len(last) // 2])
+    with pytest.raises(InvalidInput, match="is cut short"):
+        warc_records(tmp_path / "cut.warc")
 
 
 @pytest.mark.slow

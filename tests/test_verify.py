@@ -245,6 +245,11 @@ def test_cli_verify_without_a_pinned_key_says_so_and_exits_3(
     assert r.exit_code == 3 and json.loads(r.stdout)["trust"] == "bundle"
     r = runner.invoke(app, ["verify", str(bf), "--allow-unpinned"])
     assert r.exit_code == 0, r.stdout
+    # A trust anchor file that is not there is a usage error (2), not a failed step (1).
+    for option in ("--trust-file", "--tsa-roots", "--sm2-tsa-roots", "--sm2-tsa-retired"):
+        r = runner.invoke(app, ["verify", str(bf), option, str(tmp_path / "missing")])
+        assert r.exit_code == 2 and r.exception is not None, (option, r.stdout)
+        assert not isinstance(r.exception, FileNotFoundError), option
     # Another log's key with the same origin: the bundle does not verify under it.
     origin = note.parse_verifier_key(made["vkey"]).name
     other = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
