@@ -42,7 +42,7 @@ def _unb64(v: object, what: str) -> bytes:
         raise InvalidInput(said("{what} must be a base64 string", what=what))
     try:
         return base64.b64decode(v, validate=True)
-    except binascii.Error:
+    except (binascii.Error, ValueError):  # ValueError: text not ASCII, such as "é"
         raise InvalidInput(said("{what} is not base64", what=what)) from None
 
 

@@ -130,8 +130,9 @@ def parse_check_note_text(text: str) -> tuple[str, int, bytes]:
         raise InvalidInput("not a claim-check note")
     try:
         digest = base64.b64decode(lines[3], validate=True)
-    except binascii.Error:
+    except (binascii.Error, ValueError):  # ValueError: text not ASCII
         raise InvalidInput("claim-check note: bad base64") from None
-    if not lines[2].isdigit() or len(digest) != 32:
+    size = lines[2]  # ASCII digits, at most a uint64's 20: "²".isdigit() is true, int() refuses
+    if not (size.isascii() and size.isdigit() and len(size) <= 20) or len(digest) != 32:
         raise InvalidInput("claim-check note: bad size or digest")
-    return lines[1], int(lines[2]), digest
+    return lines[1], int(size), digest

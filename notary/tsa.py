@@ -17,6 +17,9 @@ Decisions, each a line in docs/notary.md:
   need no counter.
 - A client can never make respond() raise: every failure is a DER TimeStampResp with status
   rejection and a failInfo bit; an internal failure is logged and answered with systemFailure.
+- Queries must be DER (badDataFormat otherwise, an explicit certReq FALSE included): the
+  imprint is copied into the token as sent, so a BER one would make a token that is not DER.
+  A version other than 1, or a nonce over MAX_NONCE_BITS, is badRequest.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from copyledger.notary.signer import _write_new_private_file, load_private_pem, 
 
 __all__ = [
     "DEFAULT_POLICY_OID",
+    "MAX_NONCE_BITS",
     "ROOT_FILE",
     "TSA_CERT_FILE",
     "TSA_KEY_FILE",
@@ -77,6 +81,10 @@ log = logging.getLogger("copyledger.tsa")
 DEFAULT_POLICY_OID = "2.25.293157900139308192448035689079653491692.1"
 
 _OID = re.compile(r"[0-2](\.(0|[1-9][0-9]*))+")
+#: The longest nonce echoed into a token. RFC 3161 sets no bound (its example is 64 bits, as
+#: `openssl ts -query` sends); eight times that keeps any real client's nonce and stops a
+#: request from making every token it is granted kilobytes longer.
+MAX_NONCE_BITS = 512
 _OID_TO_HASH = {oid: name for name, (oid, _size) in HASH_ALGORITHMS.items()}
 
 
@@ -299,6 +307,12 @@ def _parse_query(query_der: bytes, policy_oid: str) -> _Query:
     try:
         query = _TimeStampReq.load(query_der, strict=True)
         query.native  # noqa: B018 - parse every field now; asn1crypto is lazy
+        # DER only: asn1crypto reads BER and skips what it does not expect (a field added to
+        # the imprint, a nonce after certReq), and the imprint is copied into the token as
+        # sent. Re-encoded, a DER request gives back its own bytes (an explicit certReq FALSE,
+        # a DEFAULT value encoded, is not DER either, and is refused too).
+        if query.dump(force=True) != query_der:
+            raise ValueError("not DER")
         version = int(query["version"].native)
         imprint = query["message_imprint"]
         oid = str(imprint["hash_algorithm"]["algorithm"].dotted)
@@ -311,8 +325,8 @@ def _parse_query(query_der: bytes, policy_oid: str) -> _Query:
         extensions = query["extensions"].native or []
     except Exception:  # asn1crypto raises many types on bad input
         raise _Rejected("bad_data_format", "the query is not a DER TimeStampReq") from None
-    if version != 1:
-        raise _Rejected("bad_request", f"TimeStampReq version {version} is not supported")
+    if version != 1:  # never formatted: an INTEGER of 4,301 digits is a ValueError in str()
+        raise _Rejected("bad_request", "only TimeStampReq version 1 (v1) is supported")
     name = _OID_TO_HASH.get(oid)
     if name is None:
         accepted = ", ".join(HASH_ALGORITHMS)
@@ -328,6 +342,8 @@ def _parse_query(query_der: bytes, policy_oid: str) -> _Query:
         raise _Rejected("unaccepted_policy", f"policy {policy} is not offered; {policy_oid} is")
     if extensions:
         raise _Rejected("unaccepted_extensions", "no request extensions are supported")
+    if nonce is not None and nonce.bit_length() > MAX_NONCE_BITS:
+        raise _Rejected("bad_request", f"the nonce is over {MAX_NONCE_BITS} bits")
     # Copied into the TSTInfo exactly as the client sent it (RFC 3161 2.4.2).
     copied = tsp.MessageImprint.load(bytes(imprint.dump()))
     return _Query(imprint=copied, nonce=nonce, cert_req=cert_req)

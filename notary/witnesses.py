@@ -56,7 +56,9 @@ def add_checkpoint(http: httpx.Client, url: str, request: AddCheckpointRequest) 
     r = http.post(url.rstrip("/") + "/add-checkpoint", content=request.to_bytes())
     if r.status_code == 409 and r.headers.get("content-type", "").startswith(SIZE_MEDIA_TYPE):
         text = r.text.strip()
-        if not text.isdigit():
+        # ASCII digits only, and no more than a uint64 has: str.isdigit() is also true of "²"
+        # and "٣", and int() of 4,301 digits raises
+        if not (text.isascii() and text.isdigit() and len(text) <= 20):
             raise VerificationError(said("witness {url}: 409 without a tree size", url=url))
         raise Conflict(said("witness {url} last cosigned size {text}",
                             url=url, text=text), size=int(text))
@@ -107,7 +109,8 @@ class Cosigner:
         return min([self.interval, *(t - now for t in self._retry_at.values() if t > now)])
 
     def run_once(self, http: httpx.Client) -> None:
-        """One pass over the witnesses (each one that is not backing off)."""
+        """One pass over the witnesses (each one that is not backing off). Whatever goes wrong
+        with one witness is logged and it backs off; the others are still asked."""
         last = self.store.latest_block()
         if last is None:
             return
@@ -115,14 +118,28 @@ class Cosigner:
         for w in self.witnesses:
             if self._worker.stopping.is_set():
                 return
-            if self._retry_at.get(w.vkey, 0.0) <= time.monotonic():
-                self._ask(http, w, size, last.checkpoint)
-            cosigned = self._known_size(w)
-            self.lag[w.vkey] = size - cosigned if cosigned is not None else size
-            if self.on_lag is not None:
-                self.on_lag(w.vkey, self.lag[w.vkey])
-            if self.on_cosigned is not None and w.vkey in self.cosigned_at:
-                self.on_cosigned(w.vkey, self.cosigned_at[w.vkey])
+            try:
+                self._visit(http, w, size, last.checkpoint)
+            except Exception:  # a fault _ask does not expect: this witness's alone
+                delay = self._back_off(w)
+                log.exception("witness %s: the pass failed; again in %.1f s", w.url, delay)
+
+    def _visit(self, http: httpx.Client, w: WitnessConfig, size: int, signed: str) -> None:
+        if self._retry_at.get(w.vkey, 0.0) <= time.monotonic():
+            self._ask(http, w, size, signed)
+        cosigned = self._known_size(w)
+        self.lag[w.vkey] = size - cosigned if cosigned is not None else size
+        if self.on_lag is not None:
+            self.on_lag(w.vkey, self.lag[w.vkey])
+        if self.on_cosigned is not None and w.vkey in self.cosigned_at:
+            self.on_cosigned(w.vkey, self.cosigned_at[w.vkey])
+
+    def _back_off(self, w: WitnessConfig) -> float:
+        """Ask `w` again only after a delay that doubles up to `max_delay`; the delay."""
+        delay = min(self._delay.get(w.vkey, self.interval / 2) * 2, self.max_delay)
+        self._delay[w.vkey] = delay
+        self._retry_at[w.vkey] = time.monotonic() + delay
+        return delay
 
     def _known_size(self, w: WitnessConfig) -> int | None:
         if w.vkey not in self._sizes:
@@ -152,9 +169,7 @@ class Cosigner:
             cosig = Cosignature.by(line, w.verifier)
             cosignature.verify_cosignature(note.parse_note(signed).text, cosig, w.verifier)
         except (httpx.HTTPError, CopyledgerError) as e:
-            delay = min(self._delay.get(w.vkey, self.interval / 2) * 2, self.max_delay)
-            self._delay[w.vkey] = delay
-            self._retry_at[w.vkey] = time.monotonic() + delay
+            delay = self._back_off(w)
             log.warning("witness %s: no cosignature of size %d (%s); again in %.1f s",
                         w.url, size, e, delay)
             return

@@ -310,3 +310,53 @@ def test_notary_refuses_bad_consistency_and_digest_with_422(notary: TestClient) 
     for digest in ("", base64.b64encode(b"short").decode(), base64.b64encode(bytes(1000)).decode()):
         problem(notary.post("/notary/v1/timestamp-digest", json={"digest": digest}, headers=h),
                 422)
+
+
+@pytest.mark.parametrize("path", ["/notary/v1/sign", "/notary/v1/timestamp-digest"])
+@pytest.mark.parametrize("text", ["é", "AAAA\u00e9", "\uff21\uff21\uff21\uff21"])
+def test_notary_refuses_base64_that_is_not_ascii_with_422(notary: TestClient, path: str,
+                                                          text: str) -> None:
+    """b64decode raises a plain ValueError (not binascii.Error) on text not ASCII: a 500."""
+    key = "message" if path.endswith("/sign") else "digest"
+    body = problem(notary.post(path, json={key: text},
+                               headers={"Authorization": "Bearer test-notary-token-0123456789"}),
+                   422)
+    assert body["detail"] == f"{key} is not base64"
+
+
+def claim_check_note(size: str, digest: str = base64.b64encode(bytes(32)).decode()) -> str:
+    return f"copyledger/claim-check/v1\nn.example/log\n{size}\n{digest}\n"
+
+
+NOT_A_SIZE = ["\u00b2", "\u0663", "1" * 21, "9" * 5000, "", "-1", "+1", " 1"]
+
+
+@pytest.mark.parametrize("size", NOT_A_SIZE)
+def test_a_claim_check_note_with_a_size_not_ascii_digits_is_invalid(size: str) -> None:
+    """"²".isdigit() is true and int() refuses it; "٣" int() reads as 3; int() of 5,000
+    digits raises: each a ValueError where an InvalidInput is due, or a note read wrong."""
+    from copyledger.ledger import claims
+    from copyledger.ledger.errors import InvalidInput
+
+    assert claims.parse_check_note_text(claim_check_note("18446744073709551615"))[1] == 2**64 - 1
+    with pytest.raises(InvalidInput, match="bad size or digest"):
+        claims.parse_check_note_text(claim_check_note(size))
+
+
+def test_a_claim_check_note_with_base64_not_ascii_is_invalid() -> None:
+    from copyledger.ledger import claims
+    from copyledger.ledger.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match="bad base64"):  # not b64decode's plain ValueError
+        claims.parse_check_note_text(claim_check_note("5", "\u00e9" * 44))
+
+
+@pytest.mark.parametrize("text", [*(claim_check_note(s) for s in NOT_A_SIZE),
+                                  claim_check_note("5", "\u00e9" * 44)])
+def test_notary_refuses_a_claim_check_note_it_cannot_read_with_422(notary: TestClient,
+                                                                   text: str) -> None:
+    message = base64.b64encode(text.encode()).decode()
+    body = problem(notary.post("/notary/v1/sign", json={"message": message},
+                               headers={"Authorization": "Bearer test-notary-token-0123456789"}),
+                   422)
+    assert body["detail"].startswith("refused: only checkpoints, block notes and claim-check")

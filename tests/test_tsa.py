@@ -34,6 +34,7 @@ from copyledger.ledger.timestamp import (
 )
 from copyledger.notary.tsa import (
     DEFAULT_POLICY_OID,
+    MAX_NONCE_BITS,
     TimeStampAuthority,
     TsaChainPaths,
     TsaIdentity,
@@ -702,6 +703,42 @@ def with_hash_oid(oid: str, digest: bytes, parameters: bytes = b"") -> bytes:
     return der(0x30, b"\x02\x01\x01" + der(0x30, alg + der(0x04, digest)))
 
 
+def der_long(tag: int, content: bytes) -> bytes:
+    """One element with its length in the long form, even where DER wants the short one."""
+    size = len(content).to_bytes(max(1, (len(content).bit_length() + 7) // 8), "big")
+    return bytes([tag, 0x80 | len(size)]) + size + content
+
+
+IMPRINT_ALG = der(0x30, core.ObjectIdentifier(SHA256_OID).dump() + b"\x05\x00")
+IMPRINT = der(0x30, IMPRINT_ALG + der(0x04, SHA256))
+
+
+def raw_request(*fields: bytes) -> bytes:
+    """A TimeStampReq of these raw fields after version 1 and the imprint: DER or not."""
+    body = b"\x02\x01\x01" + IMPRINT + b"".join(fields)
+    return der(0x30, body) if len(body) < 128 else der_long(0x30, body)
+
+
+# Requests asn1crypto reads (leniently) that are not DER: each was granted, and its imprint
+# copied into the token as it came.
+NOT_DER: list[tuple[str, bytes]] = [
+    ("a field added to the imprint", der(0x30, b"\x02\x01\x01" + der(
+        0x30, IMPRINT_ALG + der(0x04, SHA256) + b"\x02\x01\x05"))),
+    ("imprint length in the long form", der(0x30, b"\x02\x01\x01" + der_long(
+        0x30, IMPRINT_ALG + der(0x04, SHA256)))),
+    ("digest length in the long form", der(0x30, b"\x02\x01\x01" + der(
+        0x30, IMPRINT_ALG + der_long(0x04, SHA256)))),
+    ("request length in the long form", der_long(0x30, b"\x02\x01\x01" + IMPRINT)),
+    ("nonce after certReq", raw_request(b"\x01\x01\xff", b"\x02\x01\x07")),
+    ("two nonces", raw_request(b"\x02\x01\x07", b"\x02\x01\x08")),
+    ("nonce not minimal", raw_request(b"\x02\x02\x00\x07")),
+    ("version not minimal", der(0x30, b"\x02\x02\x00\x01" + IMPRINT)),
+    ("certReq TRUE as 01", raw_request(b"\x01\x01\x01")),
+    ("explicit certReq FALSE", raw_request(b"\x01\x01\x00")),
+]
+
+HUGE_VERSION = der_long(0x30, der_long(0x02, b"\x7f" + b"\x11" * 2000) + IMPRINT)
+
 BAD_QUERIES: list[tuple[str, bytes, str]] = [
     ("empty", b"", "bad_data_format"),
     ("random bytes", bytes(range(7, 90)), "bad_data_format"),
@@ -719,6 +756,10 @@ BAD_QUERIES: list[tuple[str, bytes, str]] = [
     ("extensions", request(SHA256, extensions=[
         {"extn_id": "1.2.3.4", "critical": False, "extn_value": b"x"}]), "unaccepted_extensions"),
     ("version 2", request(SHA256).replace(b"\x02\x01\x01", b"\x02\x01\x02", 1), "bad_request"),
+    ("version of 4,800 digits", HUGE_VERSION, "bad_request"),
+    ("nonce over 512 bits", request(SHA256, nonce=2**MAX_NONCE_BITS), "bad_request"),
+    ("negative nonce over 512 bits", request(SHA256, nonce=-(2**MAX_NONCE_BITS)), "bad_request"),
+    *((case, query, "bad_data_format") for case, query in NOT_DER),
 ]
 
 
@@ -732,6 +773,43 @@ def test_bad_queries_are_refused_properly(
     assert isinstance(resp["time_stamp_token"], core.Void)
     assert resp["status"]["status_string"].native  # a human-readable reason
     assert resp.dump(force=True) == reply  # canonical DER, named bits trimmed
+
+
+def test_a_huge_version_is_refused_without_a_traceback(
+    tsa: TimeStampAuthority, caplog: pytest.LogCaptureFixture
+) -> None:
+    with pytest.raises(ValueError, match="4300 digits"):  # what formatting it would meet
+        str(int.from_bytes(b"\x7f" + b"\x11" * 2000, "big"))
+    reply = tsa.respond(HUGE_VERSION)
+    assert fail_bits(reply) == (2, {"bad_request"})
+    assert parse_resp(reply)["status"]["status_string"].native == [
+        "only TimeStampReq version 1 (v1) is supported"]
+    assert not caplog.records  # refused, not a system failure logged with its traceback
+
+
+def test_the_raw_builder_makes_der_the_tsa_grants(tsa: TimeStampAuthority) -> None:
+    """The NOT_DER cases differ from these, granted, in their one fault only."""
+    for query in (raw_request(), raw_request(b"\x02\x01\x07"), raw_request(b"\x01\x01\xff"),
+                  raw_request(b"\x02\x01\x07", b"\x01\x01\xff")):
+        assert fail_bits(tsa.respond(query)) == (0, set())
+
+
+@pytest.mark.parametrize("nonce", [2**MAX_NONCE_BITS - 1, 1 - 2**MAX_NONCE_BITS, 2**64 + 1, -1, 0])
+def test_nonces_up_to_512_bits_are_echoed(tsa: TimeStampAuthority, nonce: int) -> None:
+    info = tst_info(token_from_response(tsa.respond(request(SHA256, nonce=nonce))))
+    assert info["nonce"].native == nonce
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize(("case", "query"), NOT_DER, ids=[c[0] for c in NOT_DER])
+def test_openssl_reads_the_refusal_of_a_request_not_der(
+    tmp_path: Path, tsa: TimeStampAuthority, openssl: str, case: str, query: bytes
+) -> None:
+    (tmp_path / "reply.tsr").write_bytes(tsa.respond(query))
+    r = run(openssl, "ts", "-reply", "-in", str(tmp_path / "reply.tsr"), "-text")
+    assert r.returncode == 0, r.stderr
+    assert "Status: Rejected." in r.stdout, r.stdout
+    assert "Failure info: the data submitted has the wrong format" in r.stdout, r.stdout
 
 
 def test_bad_alg_failinfo_is_minimal_der(tsa: TimeStampAuthority) -> None:
@@ -886,8 +964,9 @@ def test_der_set_order_is_x690s() -> None:
                       timezones=st.just(UTC)),
     serial=st.integers(1, 2**160 - 1),
     accuracy_ms=st.integers(0, 10**6),
-    # RFC 3161's nonce is any INTEGER, and both the query parser and timestamp_digest take
-    # any: negative ones, and ones whose encoding needs a long-form length (over 127 bytes).
+    # RFC 3161's nonce is any INTEGER: timestamp_digest takes any, negative ones and ones
+    # whose encoding needs a long-form length (over 127 bytes); a client's query any of up
+    # to MAX_NONCE_BITS, negative ones included.
     nonce=st.none() | st.integers() | st.integers(-(2**1100), 2**1100),
     alg=st.sampled_from(["sha256", "sha384", "sha512"]),
     with_cert=st.booleans(),
@@ -924,7 +1003,9 @@ def test_the_token_is_the_der_asn1crypto_writes(
     assert [a["type"].native for a in signer["signed_attrs"]] == [
         cms.CMSAttribute.load(a)["type"].native for a in attrs]
     assert len(attrs) == 4 and _in_der_set_order(attrs), [a.hex() for a in attrs]
-    if nonce is not None:  # a client's query with this nonce gets it back
+    if nonce is not None and nonce.bit_length() > MAX_NONCE_BITS:  # a query's is refused
+        assert fail_bits(tsa.respond(request(digest, alg, nonce=nonce))) == (2, {"bad_request"})
+    elif nonce is not None:  # a client's query with this nonce gets it back
         answer = parse_resp(tsa.respond(request(digest, alg, nonce=nonce)))
         assert answer["status"]["status"].native == "granted"
         assert answer["time_stamp_token"]["content"]["encap_content_info"]["content"].parsed[
@@ -956,3 +1037,40 @@ def test_a_block_token_verifies_and_answers_as_before(tsa: TimeStampAuthority,
     der = tsa.timestamp_digest(digest)
     verify_token(der, digest, chain.root_pem)
     assert _redumped(der) == der
+
+
+# --------------------------------------------------------------------------- the HTTP route
+
+
+def test_the_timestamp_route_answers_off_the_event_loop(tsa: TimeStampAuthority) -> None:
+    """POST /v1/timestamp calls respond() in a worker thread: with a remote notary it is a
+    blocking HTTP call, which on the event loop stalls every other request meanwhile."""
+    import asyncio
+    import types
+
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from copyledger.api.routes import tsa as route
+
+    on_the_loop: list[bool] = []
+
+    class RemoteLike:
+        def respond(self, query_der: bytes) -> bytes:
+            try:
+                asyncio.get_running_loop()
+                on_the_loop.append(True)
+            except RuntimeError:  # no loop running in this thread
+                on_the_loop.append(False)
+            return tsa.respond(query_der)
+
+    app = FastAPI()
+    app.include_router(route.router)
+    app.state.tsa_limiter = route.limiter(100.0)
+    app.state.node = types.SimpleNamespace(tsa=RemoteLike())
+    with TestClient(app) as client:
+        r = client.post("/v1/timestamp", content=request(SHA256),
+                        headers={"content-type": route.QUERY_TYPE})
+    assert r.status_code == 200 and r.headers["content-type"] == route.REPLY_TYPE
+    assert fail_bits(r.content) == (0, set())
+    assert on_the_loop == [False]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from copyledger.api.deps import node
 from copyledger.api.openapi import PUBLIC, problems
@@ -47,5 +48,7 @@ async def timestamp(request: Request) -> Response:
     if len(body) > MAX_QUERY_BYTES:
         raise InvalidInput(said("a time-stamp query is at most {most} bytes",
                                 most=MAX_QUERY_BYTES))
-    reply = node(request).tsa.respond(body)
+    # In a worker thread: with a remote notary respond() is a blocking HTTP call, and even
+    # signing here holds the event loop for a millisecond or more.
+    reply = await run_in_threadpool(node(request).tsa.respond, body)
     return Response(reply, media_type=REPLY_TYPE)
