@@ -192,7 +192,8 @@ def init(
     sm2_line = (tr("SM2 key").ljust(12) + f" {r.sm2_verifier_key}\n" if r.sm2_verifier_key
                 else "")
     _emit(as_json, {"data_dir": str(s.data_dir), "origin": s.origin, "verifier_key":
-                    r.verifier_key, "created_key": r.created_key, "database": _redact(s),
+                    r.verifier_key, "created_key": r.created_key,
+                    "database": settings_mod.shown_url(s.database_url),
                     **({"crypto_suite": s.crypto_suite, "sm2_verifier_key": r.sm2_verifier_key}
                        if r.sm2_verifier_key else {})},
           tr("registry in [bold]{data_dir}[/bold]").format(data_dir=s.data_dir)
@@ -200,15 +201,6 @@ def init(
           + tr("verifier key").ljust(12) + f" {r.verifier_key}\n"
           + sm2_line + (tr("new notary key written (mode 0600)") if r.created_key
                         else tr("existing key kept")))
-
-
-def _redact(s: Any) -> str:
-    url: str = s.database_url
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        return f"{scheme}://{creds.split(':')[0]}:***@{host}"
-    return url
 
 
 @app.command()
@@ -282,7 +274,9 @@ def _serve_workers(s: Any) -> None:
     # The workers read their settings as `serve` itself would, from the environment.
     os.environ.update({"COPYLEDGER_DATA_DIR": str(s.data_dir), "COPYLEDGER_WORKERS":
                        str(s.workers), "COPYLEDGER_DATABASE": s.database,
-                       "COPYLEDGER_NOTARY_URL": s.notary_url})
+                       "COPYLEDGER_NOTARY_URL": s.notary_url,
+                       # (a certificate's links and QR code name this address, D173)
+                       "COPYLEDGER_HOST": s.host, "COPYLEDGER_PORT": str(s.port)})
     err.print(tr("copyledger: serving {origin} from {data_dir} on {url} with {n} processes "
                  "(docs at /docs)").format(origin=s.origin, data_dir=s.data_dir,
                                            url=f"http://{s.host}:{s.port}", n=s.workers))

@@ -33,6 +33,7 @@ from copyledger.ledger.store import (
     sqlite_sequencer_lock,
     upgrade,
 )
+from copyledger.service.settings import shown_url
 
 CHUNK = 20_000  # rows read from SQLite at a time (a few MiB of entries)
 Progress = Callable[[str, int], None]
@@ -103,8 +104,9 @@ def postgresql_url(url: str) -> str:
     it names none. InvalidInput unless it is a PostgreSQL URL."""
     try:
         u = make_url(url)
-    except ArgumentError as e:
-        raise InvalidInput(said("not a database URL: {url}", url=url)) from e
+    except (ArgumentError, ValueError):
+        raise InvalidInput(said("not a database URL like postgresql://user@host/db: {url}",
+                                url=shown_url(url))) from None
     if u.get_backend_name() != "postgresql":
         raise InvalidInput(said("the target must be a PostgreSQL database URL, not {url}",
                                 url=u.render_as_string(hide_password=True)))

@@ -520,7 +520,8 @@ class Node:
         if settings.external_tsa_urls and not settings.external_tsa_roots:
             raise InvalidInput("external_tsas needs external_tsa_roots (their root certificates), "
                                "so that every external token is verified before it is kept")
-        roots_path = Path(settings.external_tsa_roots) if settings.external_tsa_roots else None
+        roots_path = (Path(settings.external_tsa_roots).expanduser() if settings.external_tsa_roots
+                      else None)
         if roots_path is not None and not roots_path.is_file():
             raise InvalidInput(said("external_tsa_roots: no such file {roots_path}",
                                     roots_path=roots_path))

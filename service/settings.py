@@ -137,25 +137,61 @@ class Settings:
         return self.data_dir / CONFIG_FILE
 
 
+_AT_LEAST: dict[str, float] = {
+    "linger_ms": 0, "max_batch": 1, "max_body_bytes": 1024, "max_upload_bytes": 1,
+    "witness_quorum": 0, "write_burst": 1, "shutdown_grace_s": 0, "key_recheck_s": 0,
+    "max_batch_body_bytes": 1024, "max_check_body_bytes": 1024, "workers": 1,
+    "worker_healthcheck_s": 1, "idempotency_ttl_s": 1, "write_rate_per_s": 0,  # 0: no limit
+}
+"""Each numeric setting's least value; those not named here must be more than 0. A value
+out of range is refused rather than run: a heartbeat of 0 sealed blocks without end, a batch
+of 0 or less stopped the sequencer, an infinite wait crashed its thread (D173)."""
+
+_PORTS = (1, 65535)
+_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
 def _coerce(name: str, typ: Any, raw: object) -> object:
     try:
+        if isinstance(raw, (list, dict)):  # a TOML array or table: read as text, it was
+            raise ValueError                # a setting no one meant (D173)
         if typ in (int, "int"):
-            return int(str(raw))
-        if typ in (float, "float"):
+            value: float = int(str(raw))
+        elif typ in (float, "float"):
             value = float(str(raw))
-            if math.isnan(value):  # no setting means anything by it
-                raise ValueError
-            return value
-        if typ in (bool, "bool"):
+            if not math.isfinite(value):  # no setting means anything by NaN; "never" is inf's
+                raise ValueError          # reading, which no wait or count here can take
+        elif typ in (bool, "bool"):
             if isinstance(raw, bool):
                 return raw
-            return str(raw).strip().lower() in ("1", "true", "yes", "on")
-        if typ in (Path, "Path"):
-            return Path(str(raw))
-        return str(raw)
+            word = str(raw).strip().lower()
+            if word not in _TRUE + _FALSE:  # a typo must not turn an option off unseen
+                raise ValueError
+            return word in _TRUE
+        elif typ in (Path, "Path"):
+            return Path(str(raw)).expanduser()
+        else:
+            return str(raw)
     except ValueError:
         raise InvalidInput(said("setting {name}: cannot read {raw} as {typ}",
                                 name=name, raw=repr(raw), typ=typ)) from None
+    _check_range(name, value)
+    return value
+
+
+def _check_range(name: str, value: float) -> None:
+    if name == "port":
+        if not _PORTS[0] <= value <= _PORTS[1]:
+            raise InvalidInput(said("setting {name}: {value} is not a port (1 to 65535)",
+                                    name=name, value=value))
+    elif name in _AT_LEAST:
+        if value < _AT_LEAST[name]:
+            raise InvalidInput(said("setting {name}: {value} is less than {least}",
+                                    name=name, value=value, least=_AT_LEAST[name]))
+    elif value <= 0:
+        raise InvalidInput(said("setting {name}: {value} must be more than 0",
+                                name=name, value=value))
 
 
 def load(data_dir: str | Path | None = None, **overrides: object) -> Settings:
@@ -165,7 +201,7 @@ def load(data_dir: str | Path | None = None, **overrides: object) -> Settings:
         str(data_dir)
         if data_dir is not None
         else env.get(ENV_PREFIX + "DATA_DIR", DEFAULT_DATA_DIR)
-    )
+    ).expanduser()
     values: dict[str, object] = {}
     cfg_path = dd / CONFIG_FILE
     if cfg_path.exists():
@@ -191,7 +227,30 @@ def load(data_dir: str | Path | None = None, **overrides: object) -> Settings:
     coerced: dict[str, Any] = {k: _coerce(k, known[k], v) for k, v in values.items()}
     s = replace(s, **coerced)
     _check_public_url(s.public_url)
+    if s.log_level.lower() not in _LOG_LEVELS:
+        raise InvalidInput(said("setting log_level: {value} is not one of {levels}",
+                                value=repr(s.log_level), levels=", ".join(_LOG_LEVELS)))
     return s
+
+
+_SECRET_PARAMETERS = frozenset({"password", "sslpassword"})
+
+
+def shown_url(url: str) -> str:
+    """A database URL as it may be printed or logged: its password hidden, in the authority
+    or in the query (`?password=`, which psycopg reads too); one that cannot be read is not
+    repeated at all, since where its password is cannot be told (D173)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        u = make_url(url)
+    except (ArgumentError, ValueError):
+        return said("(a database URL that cannot be read)")
+    if u.get_backend_name() == "sqlite":  # a file, no password: as given (not %-escaped)
+        return url
+    kept = {k: v for k, v in u.query.items() if k.lower() not in _SECRET_PARAMETERS}
+    return u.set(query=kept).render_as_string(hide_password=True)
 
 
 def _check_public_url(url: str) -> None:

@@ -80,6 +80,48 @@ def test_public_url_must_be_http(tmp_path: Path) -> None:
     assert load(tmp_path, public_url="https://a.example/x/").base_url == "https://a.example/x"
 
 
+@pytest.mark.parametrize(("text", "setting"), [
+    ("heartbeat_s = 0", "heartbeat_s"),  # sealed empty blocks without end
+    ("heartbeat_s = -1", "heartbeat_s"),
+    ("heartbeat_s = inf", "heartbeat_s"),  # crashed the sequencer's idle wait
+    ("linger_ms = inf", "linger_ms"),
+    ("max_batch = 0", "max_batch"),  # stopped the sequencer at the first write
+    ("max_batch = -1", "max_batch"),  # sealed nothing, ever
+    ("port = 70000", "port"),  # listened on 4464, linked to 70000
+    ("workers = 0", "workers"),
+    ("key_recheck_s = inf", "key_recheck_s"),  # a revoked key working for good
+    ("idempotency_ttl_s = 0", "idempotency_ttl_s"),
+    ('log_level = "verbose"', "log_level"),  # a traceback at start
+    ('log_json = "flase"', "log_json"),  # read as false: JSON logs off unseen
+    ('external_tsas = ["https://a/tsr", "https://b/tsr"]', "external_tsas"),  # mangled URLs
+])
+def test_a_setting_out_of_range_is_refused_naming_it(tmp_path: Path, text: str,
+                                                     setting: str) -> None:
+    """D173: a value no process can run with is refused when the settings are read, naming
+    the setting, instead of stopping the sequencer or making it seal blocks without end."""
+    from copyledger.ledger.errors import InvalidInput
+    from copyledger.service.settings import load
+
+    (tmp_path / "config.toml").write_text(text + "\n")
+    with pytest.raises(InvalidInput, match=f"setting {setting}"):
+        load(tmp_path)
+
+
+def test_settings_in_range_and_paths_with_a_tilde_are_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from copyledger.service.settings import load
+
+    (tmp_path / "config.toml").write_text(
+        'linger_ms = 0\nwrite_rate_per_s = 0\nkey_recheck_s = 0\nwitness_quorum = 0\n'
+        'log_json = "off"\nlog_level = "WARNING"\nport = 65535\n')
+    s = load(tmp_path)
+    assert (s.linger_ms, s.write_rate_per_s, s.key_recheck_s, s.witness_quorum, s.log_json,
+            s.port) == (0, 0, 0, 0, False, 65535)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("COPYLEDGER_DATA_DIR", "~/reg")
+    assert load().data_dir == tmp_path / "reg"
+
+
 def test_write_quota_is_per_key_429_with_retry_after_and_writes_nothing(
     made: dict[str, Any],
 ) -> None:
@@ -177,3 +219,44 @@ def test_render_cache_keys_on_every_input_and_stays_bounded() -> None:
     for i in range(5):
         small({"i": i}, "u")
     assert len(small) == 2  # 100+ bytes each, 250 bytes at most
+
+
+def test_serve_workers_hand_the_address_to_their_processes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """D173: the processes of `serve --workers N --port P` read their settings from the
+    environment; without the host and port there, each built its links (certificates, QR
+    codes) from the default 127.0.0.1:8000."""
+    import uvicorn
+
+    from copyledger.cli import main as cli_main
+    from copyledger.service.settings import load
+
+    for name in ("DATA_DIR", "WORKERS", "DATABASE", "NOTARY_URL", "HOST", "PORT"):
+        monkeypatch.setenv(f"COPYLEDGER_{name}", "")  # restored after the test
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
+    cli_main._serve_workers(load(tmp_path / "reg", host="0.0.0.0", port=9123, workers=2))
+    s = load()
+    assert (s.data_dir, s.host, s.port, s.workers) == (tmp_path / "reg", "0.0.0.0", 9123, 2)
+    assert s.base_url == "http://0.0.0.0:9123"
+
+
+def test_database_passwords_are_not_shown(tmp_path: Path) -> None:
+    """D173: `init --json` hid a password in `user:pw@` only, not in `?password=`; `db copy`
+    repeated a target URL it could not read, password and all."""
+    from typer.testing import CliRunner
+
+    from copyledger.cli.main import app
+    from copyledger.service.settings import shown_url
+
+    assert shown_url("postgresql://u:pw1@h/db?password=pw2&sslpassword=pw3&sslmode=require") \
+        == "postgresql://u:***@h/db?sslmode=require"
+    assert shown_url("sqlite:////tmp/é b.db") == "sqlite:////tmp/é b.db"
+    r = CliRunner().invoke(app, ["db", "copy", "--data-dir", str(tmp_path / "reg"),
+                                 "--to", "u:s3cret@db.internal/reg"])
+    out = r.stdout + (r.stderr if r.stderr_bytes else "")
+    assert r.exit_code == 2 and "not a database URL" in out and "s3cret" not in out, out
+    r = CliRunner().invoke(app, ["db", "copy", "--data-dir", str(tmp_path / "reg"),
+                                 "--to", "postgresql://u:s3cret@h:port/db"])
+    out = r.stdout + (r.stderr if r.stderr_bytes else "")
+    assert r.exit_code == 2 and "s3cret" not in out and r.exception is not None, out
+    assert not isinstance(r.exception, ValueError), out
