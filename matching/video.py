@@ -2,10 +2,11 @@
 
 Our own on pdqhash (already the image hasher) rather than Meta's `vpdq` package, which builds
 C++ against FFmpeg's development libraries: FFmpeg here only decodes (a subprocess, streamed,
-bounded by DECODE_TIMEOUT and MAX_MEDIA_SECONDS), and we add one step vPDQ lacks: dark borders
-are trimmed from each frame before hashing, so a letterboxed or pillarboxed copy hashes like
-its original (D38). Frames are scaled to FRAME_PX square grey first: PDQ downsamples to 64x64
-anyway, and a fixed small frame bounds memory per frame (16 KiB) whatever the resolution.
+bounded by DECODE_TIMEOUT, MAX_MEDIA_SECONDS and MAX_PIXELS a frame), and we add one step vPDQ
+lacks: dark borders are trimmed from each frame before hashing, so a letterboxed or
+pillarboxed copy hashes like its original (D38). Frames are scaled to FRAME_PX square grey
+first: PDQ downsamples to 64x64 anyway, and a fixed small frame bounds memory per frame
+(16 KiB) whatever the resolution.
 A probe is decoded at PROBE_DECODE_PX instead, its bars trimmed there, and the picture then
 scaled to FRAME_PX square, as a registered frame's whole picture was (D72).
 """
@@ -13,6 +14,7 @@ scaled to FRAME_PX square, as a registered frame's whole picture was (D72).
 from __future__ import annotations
 
 import base64
+from contextlib import closing
 from typing import Any
 
 from copyledger.ledger.components import MATCHING, PDQHASH, load, require
@@ -128,26 +130,29 @@ def frames_of(source: Source, progress: Progress | None = None, limit: int = MAX
     filters = f"fps={fps}{rounding},scale={decode_px}:{decode_px}:flags=area,format=gray"
     pending = b""
     seconds = str(limit / fps / len(centres) + 0.5)
-    for block in ffmpeg_stream(source, ["-map", "0:v:0?", "-an", "-t", seconds, "-vf", filters,
-                                        "-f", "rawvideo"], chunk=size):
-        pending += block
-        while len(pending) >= size and len(out) + len(centres) <= limit:
-            frame = np.frombuffer(pending[:size], np.uint8).reshape(decode_px, decode_px)
-            pending = pending[size:]
-            if n < 0:
+    with closing(ffmpeg_stream(source, ["-map", "0:v:0?", "-an", "-t", seconds, "-vf",
+                                        filters, "-f", "rawvideo"], chunk=size)) as blocks:
+        for block in blocks:
+            pending += block
+            while len(pending) >= size and len(out) + len(centres) <= limit:
+                frame = np.frombuffer(pending[:size], np.uint8).reshape(decode_px, decode_px)
+                pending = pending[size:]
+                if n < 0:
+                    n += 1
+                    continue
+                trimmed = trim_borders(frame)
+                if decode_px != FRAME_PX:
+                    trimmed = scaled(trimmed)
+                for centre in centres:
+                    grey = np.ascontiguousarray(_centre(trimmed, centre))
+                    bits, quality = pdqhash.compute(np.dstack([grey, grey, grey]))
+                    code = np.packbits(np.asarray(bits, dtype=np.uint8)).tobytes()
+                    out.append((n * 4 // fps, code, int(quality)))
                 n += 1
-                continue
-            trimmed = trim_borders(frame)
-            if decode_px != FRAME_PX:
-                trimmed = scaled(trimmed)
-            for centre in centres:
-                grey = np.ascontiguousarray(_centre(trimmed, centre))
-                bits, quality = pdqhash.compute(np.dstack([grey, grey, grey]))
-                code = np.packbits(np.asarray(bits, dtype=np.uint8)).tobytes()
-                out.append((n * 4 // fps, code, int(quality)))
-            n += 1
-            if progress is not None:
-                progress(n / fps)
+                if progress is not None:
+                    progress(n / fps)
+            if len(out) + len(centres) > limit:
+                break  # all the hashes wanted: FFmpeg is stopped, not read to its end
     return out
 
 
