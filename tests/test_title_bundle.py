@@ -183,7 +183,7 @@ def test_a_foreign_link_is_refused_though_it_is_in_the_log(made: dict[str, Any])
     """A transfer of another work, with a valid inclusion proof in the chain's checkpoint."""
     w, ab, ab_a, lic, bc, bc_a = _links(made["bundles"][made["w"]])
     _refused(_with_links(made, "w", [w, ab, ab_a, foreign_link(made), lic, bc, bc_a]),
-             f"link 3 (seq {made['foreign']})", f"does not name work {made['w']}")
+             f"link 3 (seq {made['foreign']})", f"not a transfer of work {made['w']}")
 
 
 def test_an_altered_link_or_proof_is_refused(made: dict[str, Any]) -> None:
