@@ -715,13 +715,20 @@ def _known(at: str | None) -> None:
                             "copyledger", at=at))
 
 
+def require_known_schema(engine: Engine) -> str | None:
+    """The database's schema revision; Conflict if a newer release wrote it (whose tables
+    this release would read wrongly, or pass as sound in an audit)."""
+    with engine.connect() as conn:
+        at = schema_revision(conn)
+    _known(at)
+    return at
+
+
 def require_current_schema(engine: Engine) -> None:
     """Conflict unless the database's schema is at this release's revision: a command meeting
     an older schema would fail on a table or column the migrations since then add, with the
     database's own error instead of what to do."""
-    with engine.connect() as conn:
-        at = schema_revision(conn)
-    _known(at)
+    at = require_known_schema(engine)
     if at != (head := head_revision()):
         raise Conflict(said("the database's schema is at revision {at}, this release's at "
                             "{head}: run `copyledger db upgrade` first (a server of this "

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from copyledger.ledger import note, sm2
 from copyledger.ledger.bundle import NotaryKeys
 from copyledger.ledger.errors import (
+    Conflict,
     CopyledgerError,
     InvalidInput,
     NotFound,
@@ -41,6 +42,7 @@ from copyledger.ledger.store import (
     make_engine,
     migrate,
     require_current_schema,
+    require_known_schema,
 )
 from copyledger.matching import LiveIndex
 from copyledger.notary import keys
@@ -104,6 +106,7 @@ def init_data_dir(s: Settings, notary: RemoteNotary | None = None) -> InitResult
                 connect_notary(s)) as remote:
             created, vkey = False, _publish_remote_identity(s, remote)
     else:
+        _refuse_lost_keys(s)
         created, vkey = init_notary_keys(s)
     engine = make_engine(s.database_url)
     try:
@@ -112,6 +115,26 @@ def init_data_dir(s: Settings, notary: RemoteNotary | None = None) -> InitResult
         engine.dispose()
     sm2_vkey = s.sm2_verifier_key_path.read_text().strip() if s.sm_suite else None
     return InitResult(created, vkey, s.database_url, sm2_vkey)
+
+
+def _refuse_lost_keys(s: Settings) -> None:
+    """Conflict where this registry's keys were made (its verifier key is published) but the
+    log key, the TSA chain or the SM2 key is gone: every start would otherwise make a new one
+    in its place, sign the next block under a key or TSA root no verifier pinned, and leave
+    the audit failing (D176). A rotation makes its new keys itself (`rotate_keys`)."""
+    if not s.verifier_key_path.exists():
+        return
+    missing = [p for p, gone in (
+        (s.log_key_path, s.key_backend == "file" and not s.log_key_path.exists()),
+        (s.tsa_dir / TSA_CERT_FILE, not (s.tsa_dir / TSA_CERT_FILE).exists()),
+        (s.sm2_key_path, s.sm_suite and not s.sm2_key_path.exists()),
+    ) if gone]
+    if missing:
+        raise Conflict(said(
+            "this registry's keys were made (its verifier key is {vkey}), but {missing} is "
+            "missing: restore it from a backup of the data directory. A new one would sign "
+            "what verifiers pinned under the old, and the audit would refuse it",
+            vkey=s.verifier_key_path, missing=", ".join(map(str, missing))))
 
 
 def check_suite(s: Settings) -> None:
@@ -340,20 +363,20 @@ def check_log_key(s: Settings, latest: BlockRow) -> None:
 
 def open_store(s: Settings, *, current: bool = False) -> Store:
     """The store of an initialised registry, as it is (no migration: `audit` only reads, and
-    reads an older schema too). With `current`, Conflict unless the schema is this release's
-    (`require_current_schema`): for the commands that use what later migrations added."""
+    reads an older schema too, never a newer release's: Conflict). With `current`, Conflict
+    unless the schema is this release's (`require_current_schema`): for the commands that use
+    what later migrations added."""
     if not s.database and not (s.data_dir / "ledger.sqlite3").exists():
         raise NotFound(
             said("no registry in {data_dir}: run `copyledger init --data-dir "
                  "{data_dir}`", data_dir=s.data_dir)
         )
     store = Store.open(s.database_url, migrate_schema=False)
-    if current:
-        try:
-            require_current_schema(store.engine)
-        except BaseException:
-            store.close()
-            raise
+    try:
+        (require_current_schema if current else require_known_schema)(store.engine)
+    except BaseException:
+        store.close()
+        raise
     return store
 
 

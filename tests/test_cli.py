@@ -123,11 +123,29 @@ def test_commands_refuse_an_older_schema_until_db_upgrade_and_a_newer_one_always
 
     with engine.begin() as conn:  # as a newer release leaves it
         conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
-    for args in (("db", "upgrade"), ("keys", "list"), ("init",)):
+    for args in (("db", "upgrade"), ("keys", "list"), ("init",), ("audit",)):  # audit: D176
         code, out = run(*args, "--data-dir", str(d))
         assert code != 0 and "newer release" in out, (args, out)
     assert at() == "9999"
     engine.dispose()
+
+
+# (under an HSM the log key is in the token, not a file)
+@pytest.mark.parametrize("lost", ["notary/tsa", *([] if HSM else ["notary/log-key.pem"])])
+def test_a_registry_that_lost_a_key_is_not_given_a_new_one(tmp_path: Path, lost: str) -> None:
+    """D176: `init` and every start made any missing key or TSA chain anew, so a registry
+    that lost one signed its next block under a key or TSA root no verifier pinned, and its
+    audit failed from then on. Now they refuse, naming what to restore."""
+    import shutil
+
+    d = tmp_path / "reg"
+    assert run("init", "--data-dir", str(d))[0] == 0
+    vkey = (d / "notary" / "log.vkey").read_text()
+    path = d / lost
+    shutil.rmtree(path) if path.is_dir() else path.unlink()
+    code, out = run("init", "--data-dir", str(d))
+    assert code == 2 and "is missing: restore it from a backup" in " ".join(out.split()), out
+    assert not path.exists() and (d / "notary" / "log.vkey").read_text() == vkey
 
 
 def test_audit_on_missing_registry_is_a_clear_error(tmp_path: Path) -> None:
