@@ -170,7 +170,6 @@ def init_notary_keys(s: Settings) -> tuple[bool, str]:
     signer, created = init_log_signer(key_config(s), s.origin, s.log_key_path, _passphrase(s))
     vkey = verifier_key(signer)
     private_dir(s.verifier_key_path.parent)
-    write_public(s.verifier_key_path, vkey + "\n")
     init_tsa_chain(key_config(s), s.tsa_dir, s.origin, _passphrase(s))
     if s.sm_suite:
         sm2_signer, sm2_created = init_sm2_signer(s)
@@ -178,6 +177,9 @@ def init_notary_keys(s: Settings) -> tuple[bool, str]:
         created = created or sm2_created
         if not (s.tsa_dir / SM2_TSA_CERT_FILE).exists():  # also for a registry made before D51
             create_sm2_tsa_chain(s.tsa_dir, s.origin, passphrase=_passphrase(s))
+    # Last: a published verifier key says every key was made (`_refuse_lost_keys`), so an
+    # init stopped before this line is finished by the next rather than refused.
+    write_public(s.verifier_key_path, vkey + "\n")
     return created, vkey
 
 
