@@ -27,7 +27,7 @@ from copyledger.ledger import cosignature, jcs, note, sm2
 from copyledger.ledger.entry import parse_timestamp
 from copyledger.ledger.errors import CopyledgerError
 from copyledger.ledger.sm2_timestamp import verify_sm2_token
-from copyledger.ledger.timestamp import verify_token
+from copyledger.ledger.timestamp import load_pem_certs, verify_token
 from copyledger.service import accounts
 from copyledger.service.dates import ZONES, both_times, human_time, zone
 from copyledger.service.i18n import DEFAULT, gettext
@@ -92,6 +92,7 @@ class Stamp:
     gen_time: str  # ISO 8601 UTC, when the token verifies
     status: str  # "verified ..." or "not verified: why"
     serial: str = ""  # the token's serial number in hex, when it verifies
+    own: bool = False  # by the registry's own TSA: the operator's word, not independent (D177)
 
 
 @dataclass(frozen=True)
@@ -286,13 +287,18 @@ def _stamp(bundle: dict[str, Any], i: int, lang: str = DEFAULT) -> Stamp:
             "".join(notary["tsa_roots"]).encode(),
             untrusted_pem="".join(notary.get("tsa_chain", [])).encode() or None,
         )
-    except (CopyledgerError, KeyError, TypeError, ValueError) as e:
+        # The operator's own TSA (as `copyledger verify` tells it, docs/verification.md
+        # §10.2): the first tsa_roots string, and the notary's TSA certificates.
+        own = [*load_pem_certs(str(notary["tsa_roots"][0]).encode()),
+               *load_pem_certs("".join(notary.get("tsa_chain", [])).encode())]
+    except (CopyledgerError, KeyError, TypeError, ValueError, IndexError) as e:
         why = e.detail if isinstance(e, CopyledgerError) else f"malformed token ({e})"
         return Stamp(tsa, "", "", _t(lang, "not verified: {why}").format(why=why))
     gen = info.gen_time.astimezone(UTC).isoformat().replace("+00:00", "Z")
     return Stamp(tsa, info.tsa_certificate.subject.rfc4514_string(), gen,
                  _t(lang, "verified over the block hash under the bundle's TSA root "
-                          "certificate"), f"{info.serial_number:x}")
+                          "certificate"), f"{info.serial_number:x}",
+                 own=info.root in own or info.tsa_certificate in own)
 
 
 def base_url(verify_url: str) -> str:
@@ -382,9 +388,11 @@ TEXT: dict[str, str] = {  # the certificate's words for a reader who is not an e
                         "changes: a re-saved, resized or converted copy has a different one.",
     "registered_by": "Registered by (account)",
     "registered_on": "Registered on",
-    "timestamp": "Independently time-stamped",
-    "timestamp_by": "{when}, by {authority}",
-    "timestamp_none": "no verified independent time-stamp in this record",
+    "timestamp": "Time-stamped",
+    "timestamp_by": "{when}, by {authority}, a time-stamp authority outside the registry",
+    "timestamp_own": "{when}, by {authority}, the registry's own time-stamp authority (the "
+                     "operator's statement, not an independent one)",
+    "timestamp_none": "no verified time-stamp in this record",
     "sealed_on": "Sealed into the public log",
     "sealed_text": "{when} (block {height})",
     "proves": "What this proves",
@@ -407,10 +415,12 @@ TEXT: dict[str, str] = {  # the certificate's words for a reader who is not an e
 PROVES = (  # page 1: what the certificate proves, in plain words
     "That exactly this file (identified by its fingerprint) was registered by this account "
     "at the time shown, and that the record has not been changed since.",
-    "That an independent time-stamp authority saw the record no later than the time "
-    "stamped, when a time-stamp is shown above.",
     "That the record is part of a public log that cannot be rewritten without anyone who "
     "checks it noticing.",
+)
+PROVES_TIME = (  # and, only with a token by a TSA other than the registry's own (D177)
+    "That a time-stamp authority outside the registry saw the record no later than the time "
+    "stamped (whether you trust that authority is yours to decide: page 2 names it)."
 )
 NOT_PROVES = (  # page 1: and what it does not
     "Who owns the copyright: the registry records who registered what and when; it does "
@@ -425,7 +435,8 @@ NOT_PROVES = (  # page 1: and what it does not
 def _judge(f: Facts, lang: str = DEFAULT) -> dict[str, Any]:
     """Page 1's facts, in words: the summary, what and who/when rows (labels translated)."""
     t = _text(lang)
-    stamp = next((s for s in f.stamps if s.gen_time), None)
+    verified = [s for s in f.stamps if s.gen_time]  # another TSA's token first: D177
+    stamp = next((s for s in verified if not s.own), verified[0] if verified else None)
     authority = ""
     if stamp is not None:
         cn = [p[3:] for p in stamp.authority.split(",") if p.startswith("CN=")]
@@ -436,16 +447,18 @@ def _judge(f: Facts, lang: str = DEFAULT) -> dict[str, Any]:
     who = [
         (t["registered_by"], _registrant(f, lang)),
         (t["registered_on"], both_times(f.received_at, lang, f.zone)),
-        (t["timestamp"], t["timestamp_by"].format(when=both_times(stamp.gen_time, lang, f.zone),
-                                                  authority=authority)
+        (t["timestamp"], t["timestamp_own" if stamp.own else "timestamp_by"].format(
+            when=both_times(stamp.gen_time, lang, f.zone), authority=authority)
          if stamp is not None else t["timestamp_none"]),
         (t["sealed_on"], t["sealed_text"].format(when=both_times(f.sealed_at, lang, f.zone),
                                                  height=f.block_height)),
     ]
     quote = _t(lang, '"{who}"').format(who=f.registrant)
+    proves = [PROVES[0], *([PROVES_TIME] if stamp is not None and not stamp.own else []),
+              PROVES[1]]
     return {"summary": t["summary"].format(who=quote, origin=f.origin,
                                            when=human_time(f.received_at, lang), seq=f.seq),
-            "what": _labels(what, lang), "who": who}
+            "what": _labels(what, lang), "who": who, "proves": proves}
 
 
 def _text(lang: str) -> dict[str, str]:
@@ -691,7 +704,7 @@ alt="{_e(t["qr_alt"].format(url=verify_url))}"><br>
 <h2>{_e(t["what"])}</h2><table>{_rows(j["what"], mono)}</table>
 <p class="note">{_e(t["fingerprint_note"])}</p>
 <h2>{_e(t["who_when"])}</h2><table>{_rows(j["who"])}</table>
-<h2>{_e(t["proves"])}</h2><ul>{items(f"<li>{_e(_t(lang, x))}</li>" for x in PROVES)}</ul>
+<h2>{_e(t["proves"])}</h2><ul>{items(f"<li>{_e(_t(lang, x))}</li>" for x in j["proves"])}</ul>
 <h2>{_e(t["not_proves"])}</h2><ul>{items(f"<li>{_e(_t(lang, x))}</li>" for x in NOT_PROVES)}</ul>
 <h2>{_e(t["check"])}</h2>
 <p>{_e(t["check_text"].format(url=verify_url))}</p>
@@ -812,7 +825,7 @@ def _certificate_pdf(bundle: dict[str, Any], verify_url: str, lang: str,
     pdf.para(t["fingerprint_note"], 8.5)
     pdf.heading(t["who_when"])
     pdf.rows(j["who"])
-    for head, items in ((t["proves"], PROVES), (t["not_proves"], NOT_PROVES)):
+    for head, items in ((t["proves"], j["proves"]), (t["not_proves"], NOT_PROVES)):
         pdf.heading(head)
         for x in items:
             pdf.para(f"\u2022 {_t(lang, x)}" if pdf.unicode else f"- {x}", 9)

@@ -144,7 +144,8 @@ def messages() -> dict[str, set[str]]:
             "python", path, keywords=keywords)])
     add("cli/main.py", cli_strings())
     add("service/certificate.py", _values([certificate.TITLES, certificate.TEXT,
-                                           certificate.PROVES, certificate.NOT_PROVES,
+                                           certificate.PROVES, certificate.PROVES_TIME,
+                                           certificate.NOT_PROVES,
                                            certificate.WITNESS_NOTE, certificate.LIMITS,
                                            certificate.DEFAULT_TITLE]))
     for path in ("service/certificate.py",):

@@ -328,8 +328,13 @@ def test_first_page_speaks_to_a_judge_the_second_to_an_expert(
     assert html.unescape(summary) in html.unescape(reader)
     for words in ("What was registered", "What this proves", "What this does not prove",
                   "Who owns the copyright", entry["content"]["sha256"], when,
-                  human_time(b["block"]["header"]["sealed_at"]), "by copyledger TSA"):
+                  human_time(b["block"]["header"]["sealed_at"]),
+                  "by copyledger TSA, the registry's own time-stamp authority (the operator's "
+                  "statement, not an independent one)"):
         assert words in html.unescape(reader), words
+    # D177: the registry's own TSA is not called independent, nor said to prove a time.
+    for claim in ("Independently time-stamped", "outside the registry saw the record"):
+        assert claim not in html.unescape(page), claim
     for technical in (entry["received_at"], b["block"]["hash"], "openssl ts -verify", "jq -r",
                       b["notary"]["log_keys"][0]["verifier_key"]):
         assert technical not in reader and technical in expert, technical
