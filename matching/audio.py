@@ -153,7 +153,9 @@ def _run(name: str, stdin: Any, output: list[str],
         log.join()
         proc.stdout.close()
         proc.stderr.close()
-    if large := (_TOO_LARGE.search(log.head) or _TOO_LARGE.search(log.tail)):
+    # Only a decode that failed was refused for it: a large picture in a stream not decoded
+    # (an MP3's cover art, probed) is logged too, and the audio still decodes.
+    if code != 0 and (large := (_TOO_LARGE.search(log.head) or _TOO_LARGE.search(log.tail))):
         message = said("video frames of {width}x{height} pixels are too large: at most "
                        "{limit} pixels a frame ({largest}) are decoded",
                        width=int(large[1]), height=int(large[2]), limit=f"{MAX_PIXELS:,}",

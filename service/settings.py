@@ -141,15 +141,20 @@ _AT_LEAST: dict[str, float] = {
     "linger_ms": 0, "max_batch": 1, "max_body_bytes": 1024, "max_upload_bytes": 1,
     "witness_quorum": 0, "write_burst": 1, "shutdown_grace_s": 0, "key_recheck_s": 0,
     "max_batch_body_bytes": 1024, "max_check_body_bytes": 1024, "workers": 1,
-    "worker_healthcheck_s": 1, "idempotency_ttl_s": 1, "write_rate_per_s": 0,  # 0: no limit
+    "worker_healthcheck_s": 1, "idempotency_ttl_s": 1,
+    "write_rate_per_s": 0, "timestamp_rate_per_s": 0,  # 0: no limit
+    "witness_refresh_s": -math.inf,  # 0 or less: an unchanged tree is never asked about again
 }
 """Each numeric setting's least value; those not named here must be more than 0. A value
 out of range is refused rather than run: a heartbeat of 0 sealed blocks without end, a batch
 of 0 or less stopped the sequencer, an infinite wait crashed its thread (D173)."""
 
+_AT_MOST = 1e8
+"""The largest value of a setting that is a float (a duration or a rate): 3 years in seconds.
+Past about 9.2e9 a wait raises OverflowError (`threading.TIMEOUT_MAX`), as an infinite one did."""
 _PORTS = (1, 65535)
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")  # "": unset
 
 
 def _coerce(name: str, typ: Any, raw: object) -> object:
@@ -162,6 +167,9 @@ def _coerce(name: str, typ: Any, raw: object) -> object:
             value = float(str(raw))
             if not math.isfinite(value):  # no setting means anything by NaN; "never" is inf's
                 raise ValueError          # reading, which no wait or count here can take
+            if value > _AT_MOST:
+                raise InvalidInput(said("setting {name}: {value} is more than {most}",
+                                        name=name, value=value, most=_AT_MOST))
         elif typ in (bool, "bool"):
             if isinstance(raw, bool):
                 return raw

@@ -729,7 +729,18 @@ def test_every_write_is_checked_against_what_was_sent(live: Live) -> None:
     with rewrite("/v1/claims", lambda b: b.update(works=[{"seq": second.seq}]),
                  live.platform) as c, pytest.raises(UnverifiedAnswer) as e:
         c.file_claim({**NOTICE, "works": [{"seq": first.seq}]})
-    assert f"works = [{second.seq}], not the [{first.seq}] sent" in e.value.detail
+    assert (f"works = [{{'seq': {second.seq}, " in e.value.detail
+            and f"not the [{{'seq': {first.seq}, " in e.value.detail), e.value.detail
+    # what a proxy adds is refused too: a target, the claimant's account, a requested action
+    for added, field in ((lambda b: b.update(targets=[*b["targets"], {"url": "https://v.example/"}]),
+                          "targets"),
+                         (lambda b: b["claimant"].update(account="bob"), "claimant"),
+                         (lambda b: b.update(requested_action="disable_access"),
+                          "requested_action")):
+        with rewrite("/v1/claims", added, live.platform) as c, \
+                pytest.raises(UnverifiedAnswer) as e:
+            c.file_claim({**NOTICE, "works": [{"seq": first.seq}]})
+        assert f"recorded {field} = " in e.value.detail, e.value.detail
 
 
 class ActAs(httpx.BaseTransport):

@@ -84,6 +84,7 @@ def test_public_url_must_be_http(tmp_path: Path) -> None:
     ("heartbeat_s = 0", "heartbeat_s"),  # sealed empty blocks without end
     ("heartbeat_s = -1", "heartbeat_s"),
     ("heartbeat_s = inf", "heartbeat_s"),  # crashed the sequencer's idle wait
+    ("heartbeat_s = 1e10", "heartbeat_s"),  # so did a wait past threading.TIMEOUT_MAX
     ("linger_ms = inf", "linger_ms"),
     ("max_batch = 0", "max_batch"),  # stopped the sequencer at the first write
     ("max_batch = -1", "max_batch"),  # sealed nothing, ever
@@ -113,10 +114,14 @@ def test_settings_in_range_and_paths_with_a_tilde_are_read(
 
     (tmp_path / "config.toml").write_text(
         'linger_ms = 0\nwrite_rate_per_s = 0\nkey_recheck_s = 0\nwitness_quorum = 0\n'
-        'log_json = "off"\nlog_level = "WARNING"\nport = 65535\n')
+        'log_json = "off"\nlog_level = "WARNING"\nport = 65535\ntimestamp_rate_per_s = 0\n'
+        'witness_refresh_s = 0\n')
     s = load(tmp_path)
     assert (s.linger_ms, s.write_rate_per_s, s.key_recheck_s, s.witness_quorum, s.log_json,
-            s.port) == (0, 0, 0, 0, False, 65535)
+            s.port, s.timestamp_rate_per_s, s.witness_refresh_s) == (
+                0, 0, 0, 0, False, 65535, 0, 0)  # (0: no limit; never asked again)
+    monkeypatch.setenv("COPYLEDGER_LOG_JSON", "")  # an unset compose variable: false, as before
+    assert load(tmp_path).log_json is False
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("COPYLEDGER_DATA_DIR", "~/reg")
     assert load().data_dir == tmp_path / "reg"

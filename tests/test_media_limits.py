@@ -124,6 +124,19 @@ def test_oversized_video_frames_are_refused_before_decoding(huge_clip: Path) -> 
         compute.fingerprints_for(upload, "video/mp4")
 
 
+def test_a_large_cover_picture_does_not_refuse_the_sound(tmp_path: Path) -> None:
+    """An MP3 whose ID3 cover is 8000x5000: FFmpeg logs the picture as too large while it
+    probes it, then decodes the sound; the upload is fingerprinted, not refused."""
+    path = tmp_path / "song.mp3"
+    subprocess.run(["ffmpeg", "-y", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i",
+                    "sine=f=440:d=5", "-f", "lavfi", "-i", "color=c=blue:s=8000x5000:d=0.04",
+                    "-map", "0:a", "-map", "1:v", "-frames:v", "1", "-c:a", "libmp3lame",
+                    "-c:v", "mjpeg", "-disposition:v", "attached_pic", "-id3v2_version", "3",
+                    str(path)], check=True)
+    items, seconds = audio.chromaprint_items(path)
+    assert items and seconds > 4
+
+
 def test_video_within_the_pixel_bound_still_decodes(tmp_path: Path) -> None:
     path = tmp_path / "small.mp4"
     subprocess.run(["ffmpeg", "-y", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i",

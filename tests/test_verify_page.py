@@ -199,8 +199,13 @@ def test_drop_bundle_and_file_together(page: Any, server: dict[str, Any]) -> Non
         [(server["dir"] / "bundle.json").read_text(), base64.b64encode(EXHIBIT).decode()],
     )
     page.dispatch_event("#drop", "drop", {"dataTransfer": dt})
-    status, text = verdict(page, "verified", "failed", "unsupported")
-    assert status == "verified", (text, step_statuses(page))
+    # D178: a bundle from a file, checked only under the key it carries, is not called the
+    # registered one (anyone can make a key and sign a bundle under a log's name)
+    status, text = verdict(page, "verified", "unpinned", "failed", "unsupported")
+    assert status == "unpinned" and text.startswith("CONSISTENT, NOT TIED"), (
+        text, step_statuses(page))
+    assert plain(page) == ("unpinned", "This file matches the record, but nothing ties the "
+                           "record to a registry you know.")
     assert "bundle.json" in page.locator("#bundle-info").inner_text()
     assert "not pinned" in page.locator("#steps").inner_text()
 
@@ -211,6 +216,7 @@ def test_drop_bundle_and_file_together(page: Any, server: dict[str, Any]) -> Non
     page.click("#run")
     status, _ = verdict(page, "verified", "failed")
     assert status == "verified" and "key you pinned" in page.locator("#trust").inner_text()
+    assert plain(page) == ("verified", "This file is exactly the registered one.")
     page.fill("#pin", "other.example/log+1c1c0ff3+AcYm3BbTtlO3Hm2iexg7zDO4fSLXhYHTm1EIvw8ck3IP")
     page.click("#run")
     status, text = verdict(page, "failed")

@@ -49,6 +49,10 @@
       'It was registered for {who} on {when}, and the record of it has not been changed since. '
       + 'For full assurance of who signed the record, compare the log key with the one the '
       + 'registry publishes (technical detail, below).'],
+    unpinned: ['This file matches the record, but nothing ties the record to a registry you know.',
+      'The record is signed only by the key it carries itself, which anyone can make. To check '
+      + 'that {who} registered it on {when}, pin the log key the registry publishes (in the '
+      + 'technical detail, below), or open this page from the registry\u2019s own link.'],
     file: ['This is not the registered file; even a re-saved or resized copy is a different file.',
       'Its digital fingerprint differs from the registered one, so it is not the same file, byte '
       + 'for byte. If you have the original file, choose that one instead.'],
@@ -90,6 +94,9 @@
       + 'registration.',
     verified: 'Verified: this exact file is the registered content, and the record is intact '
       + 'and signed.',
+    unpinned: 'CONSISTENT, NOT TIED TO A KNOWN LOG: the file is the bundle\u2019s content and the '
+      + 'bundle is intact, but its signatures were checked only against the key it carries '
+      + 'itself.',
     date: '{day} {month} {year}, {hh}:{mm} UTC',
     dateIn: '{day} {month} {year}, {hh}:{mm}',
     bothDates: '{local} ({zone} UTC{offset}) \u00b7 {utc}',
@@ -1365,9 +1372,12 @@
       setVerdict('failed', say('notVerified', { step: failed.name, why: failed.detail }), failed.name === 'file' ? 'file' : 'failed');
     } else if (!state.fileHash) {
       setVerdict('incomplete', say('incomplete'));
-    } else {
+    } else if (ctx.trust === 'pinned' || state.bundleHere) {
+      // (a bundle this registry served to its own page is as tied to it as the page itself)
       setVerdict('verified', say('verified'),
         ctx.trust === 'pinned' ? 'verified' : 'verifiedUnpinned', who);
+    } else { // a bundle from a file, checked only under its own key: `copyledger verify`'s exit 3
+      setVerdict('unpinned', say('unpinned'), 'unpinned', who);
     }
     const signed = results.find((r) => r.name === 'checkpoint').status === 'ok';
     $('trust').textContent = !signed ? ''
