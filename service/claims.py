@@ -123,6 +123,25 @@ def _geometric(query: dict[str, object], work_seq: int | None, found: list[dict[
     return out
 
 
+_OWN_ALGORITHMS = ("pdq", "phash", "minhash", "chromaprint", "vpdq")  # (orb: `_geometric`)
+
+
+def _own_match(query: dict[str, Any], seq: int, work: dict[str, Any]) -> list[dict[str, Any]]:
+    """The claimed work's own fingerprints compared with the disputed content's, one to one:
+    the index search keeps the oldest `DEFAULT_LIMIT` works that match, so where more older
+    works share a fingerprint (flat images, a common intro) the claimed work was cut, and the
+    signed verdict said "none" for the very content it registered (D179). The cost is the
+    caller's own content and that one work's."""
+    registered = work.get("content", {}).get("fingerprints") or {}
+    out = []
+    for algorithm in _OWN_ALGORITHMS:
+        if algorithm in query and algorithm in registered:
+            score = compare(algorithm, registered[algorithm], query[algorithm])
+            if score.verdict != "none":
+                out.append({"seq": seq, **score.to_json()})
+    return out
+
+
 _LINK_PAGE = 1000
 
 
@@ -232,6 +251,8 @@ def check_claim(node: Node, q: CheckIn) -> dict[str, Any]:
             codes.insert(0, "index-rebuilding" if index is None else "index-behind")
         if index is not None:
             matches += [c.to_json() for c in index.search(fps) if c.seq < size]
+        if work_row is not None and work_row.seq not in {m["seq"] for m in matches}:
+            matches += _own_match(fps, work_row.seq, entries[work_row.seq])
         _read(node, {m["seq"] for m in matches} | set(transfers) | set(claim_seqs), entries)
         if "orb" in fps:
             matches += _geometric(fps["orb"], work_seq, matches, entries)

@@ -171,6 +171,31 @@ def test_a_claimed_work_whose_content_others_registered_over_a_thousand_times_ma
     assert mine["seq"] in [x["seq"] for x in a["registrations"]]
 
 
+def test_a_claimed_work_whose_fingerprint_fifty_older_works_share_matches(
+        client: TestClient, reg: Node) -> None:
+    """D179: the near-duplicate search keeps the 50 oldest works that match; a claimed work
+    whose PDQ 60 older works share (flat images all hash alike) was cut from them, and the
+    signed answer said "none" for the very picture it registered. Its own fingerprint, compared
+    one to one, now decides."""
+    bob, ada = hdr(reg, "creator", "bob"), hdr(reg, "creator", "ada")
+    plat = hdr(reg, "platform", "tube")
+    pdq = {"algorithm": "pdq", "version": "1", "hash": "ab" * 32, "quality": 90}
+    works = [{"sha256": sha(f"flat {i}"), "title": f"Flat {i}", "creators": ["Bob"],
+              "work_type": "image", "fingerprints": {"pdq": pdq}} for i in range(60)]
+    r = client.post("/v1/works/batch", headers=bob, json={"works": works})
+    assert r.status_code == 200 and r.json()["registered"] == 60, r.text
+    mine = client.post("/v1/works", headers=ada, json={
+        **works[0], "sha256": sha("mine"), "title": "Mine", "creators": ["Ada"]}).json()
+    r = client.post("/v1/claims/check", headers=plat, json={
+        "claimant": "ada", "work_seq": mine["seq"], "content": {"pdq": "ab" * 32}})
+    assert r.status_code == 200, r.text
+    a = r.json()
+    assert a["verdict"] == "match", a["verdict"]
+    own = [m for m in a["matches"] if m["seq"] == mine["seq"]]
+    assert [(m["algorithm"], m["distance"], m["verdict"]) for m in own] == [("pdq", 0, "match")]
+    assert a["earliest_registration"]["registrant"] == "bob"
+
+
 def test_claim_check_input_errors(client: TestClient, reg: Node) -> None:
     plat = hdr(reg, "platform", "tube")
     for body in ({"claimant": "ada", "content": {"sha256": sha(1)}},
