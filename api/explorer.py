@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import urlencode
 
 from copyledger.service.accounts import beside
 from copyledger.service.dates import both_times, human_time
@@ -176,13 +178,29 @@ EN: dict[str, dict[str, str]] = {
 }
 
 KINDS = {"work": "Registered work", "evidence": "Evidence deposit",
-         "transfer": "Transfer of rights", "claim": "Claim"}
+         "transfer": "Transfer of rights", "claim": "Claim",
+         "acceptance": "Acceptance of an offer", "withdrawal": "Withdrawal of an offer",
+         "rotation": "Key rotation"}
 RELS = {"transfer": "transfer of the work", "claim": "claim naming the work",
         "reply": "counter-notice answering the claim"}
 NOTICES = {"notice": "notice", "counter_notice": "counter-notice"}
 
 
 SWITCH = {"en": "English", "zh-CN": "中文"}  # each language named in itself, never translated
+
+
+_SWITCH_LINK = re.compile(r'href="\?lang=([A-Za-z-]+)"')
+
+
+def keep_query(page: str, query: list[tuple[str, str]]) -> str:
+    """`page` with its language switch's links keeping the rest of the page's `query` (a
+    search's `q`, the verify page's `seq`, paging, `tz`): a bare `?lang=` dropped them, so a
+    search switched to Chinese was a 422 and the verify page lost its entry (D180)."""
+    rest = [(k, v) for k, v in query if k != "lang"]
+    if not rest:
+        return page
+    return _SWITCH_LINK.sub(
+        lambda m: 'href="?' + html.escape(urlencode([*rest, ("lang", m[1])])) + '"', page)
 
 
 def kind_name(kind: str, lang: str = DEFAULT) -> str:

@@ -793,7 +793,7 @@ def _certificate_pdf(bundle: dict[str, Any], verify_url: str, lang: str,
     pdf.add_page()
     qr_size = 42
     pdf.image(io.BytesIO(qr_png(verify_url)), x=pdf.w - pdf.r_margin - qr_size, y=14,
-              w=qr_size, h=qr_size)
+              w=qr_size, h=qr_size, alt_text=t["qr_alt"].format(url=verify_url))
     narrow = pdf.epw - qr_size - 4
     pdf.set_font(pdf.sans, "B", 17)
     pdf.multi_cell(narrow, 8, pdf.text_(f.title), align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)

@@ -85,6 +85,8 @@ def test_pdf_renders_and_its_qr_code_opens_the_verify_page(
     assert r.headers["content-disposition"].startswith("attachment;")
     assert f"copyledger-entry-{seq}.pdf" in r.headers["content-disposition"]
     assert r.content.startswith(b"%PDF-")
+    # the QR code has alternative text, for a screen reader (D180)
+    assert b"/Alt (QR code for " in r.content, "the QR code has no alternative text"
     (tmp_path / "cert.pdf").write_bytes(r.content)
     subprocess.run([pdftoppm, "-r", "110", "-f", "1", "-l", "1", "-png", "cert.pdf", "page"],
                    cwd=tmp_path, check=True, timeout=60, capture_output=True)

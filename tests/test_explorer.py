@@ -155,6 +155,29 @@ def test_search_by_hash_and_by_number(world: tuple[TestClient, dict[str, int]]) 
     assert r.status_code == 303 and r.headers["location"] == f"entries/{s['song']}"
 
 
+def test_the_language_switch_keeps_the_page_and_every_kind_has_words(
+        world: tuple[TestClient, dict[str, int]]) -> None:
+    """D180: the switch's links were a bare `?lang=`, so a search switched to Chinese lost its
+    `q` (a 422) and the verify page lost its `?seq=`; and acceptance, withdrawal and rotation
+    read in English on Chinese pages."""
+    import html as html_mod
+
+    from copyledger.api.explorer import KINDS, kind_name
+    from copyledger.ledger.entry import KINDS as ENTRY_KINDS
+
+    c, s = world
+    q = sha("song")
+    switch = re.search(r'href="([^"]*lang=zh-CN)"', page(c, f"/search?q={q}"))
+    assert switch is not None and html_mod.unescape(switch[1]) == f"?q={q}&lang=zh-CN"
+    r = c.get(f"/search{html_mod.unescape(switch[1])}", follow_redirects=False)
+    assert r.status_code == 200 and r.headers["content-language"] == "zh-CN", r.status_code
+    verify = c.get(f"/verify?seq={s['song']}&lang=en").text
+    assert f'href="?seq={s["song"]}&amp;lang=zh-CN"' in verify
+    assert set(ENTRY_KINDS) <= set(KINDS)
+    for kind in ("acceptance", "withdrawal", "rotation"):
+        assert kind_name(kind, "zh-CN") != kind_name(kind, "en"), kind
+
+
 def test_pages_are_bounded_and_link_to_their_neighbours(reg: Node) -> None:
     with TestClient(create_app(reg)) as c:
         h = hdr(reg, "creator", "ada")

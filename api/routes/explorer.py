@@ -46,14 +46,16 @@ def _page(request: Request, depth: int, read: Callable[[], Any],
     """Read, render in the reader's language; a domain error (no such entry, a bad query) as
     an HTML page with the status its problem would have."""
     lang = deps.lang(request)
+    query = request.query_params.multi_items()
     try:
         out = render(read(), lang)
     except CopyledgerError as e:
         status, _, title = classify(e)
-        return HTMLResponse(pages.error_page(status, gettext(lang, title),
-                                             say(lang, e.detail), depth, lang),
-                            status_code=status, headers=HEADERS)
-    return out if isinstance(out, Response) else HTMLResponse(out, headers=HEADERS)
+        return HTMLResponse(pages.keep_query(pages.error_page(
+            status, gettext(lang, title), say(lang, e.detail), depth, lang), query),
+            status_code=status, headers=HEADERS)
+    return out if isinstance(out, Response) else HTMLResponse(pages.keep_query(out, query),
+                                                              headers=HEADERS)
 
 
 @router.get("/")

@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from copyledger.api.deps import lang as language
 from copyledger.api.deps import node
+from copyledger.api.explorer import keep_query
 from copyledger.api.openapi import PUBLIC, problems
 from copyledger.ledger.errors import NotFound, said
 from copyledger.service import accounts, reads
@@ -143,7 +144,8 @@ def verify_page(
 ) -> HTMLResponse:
     lang = language(request)
     where = beside_utc(lang, tz)  # an unknown zone is the client's mistake: 422, as the certificate
-    return HTMLResponse(in_zone(verify_html(lang), lang, where),
+    page = keep_query(in_zone(verify_html(lang), lang, where), request.query_params.multi_items())
+    return HTMLResponse(page,
                         headers={**SECURITY, "Content-Security-Policy": PAGE_CSP,
                                  "Cache-Control": "no-cache"})
 
