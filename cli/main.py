@@ -1024,6 +1024,7 @@ def evidence(
     receipts: Annotated[Path | None, typer.Option(help="directory to save receipts in")] = None,
     trust: Trust = None,
     as_json: Json = False,
+    retries: Retries = 3,
 ) -> None:
     """Deposit evidence: the file is hashed here; a WARC file's response records are hashed
     and listed one by one, so each captured page can be checked on its own."""
@@ -1041,7 +1042,7 @@ def evidence(
     if file.name.lower().endswith((".warc", ".warc.gz")):
         with _domain_errors_exit():
             body["warc_records"] = warc_records(file)
-    with _client(server, api_key, trust, 60) as client:
+    with _client(server, api_key, trust, 60, retries=retries) as client:
         pinned = _verifiers(client)
         res, _ = _submit(lambda: client.deposit_evidence(**body), file, sha, receipts)
     res["key_pinned"] = pinned
@@ -1255,6 +1256,7 @@ def transfer(
     api_key: ApiKey = None,
     trust: Trust = None,
     as_json: Json = False,
+    retries: Retries = 3,
 ) -> None:
     """License a registered work you hold, or offer to assign it (the recipient accepts with
     `transfer accept`); the receipt is verified."""
@@ -1265,7 +1267,7 @@ def transfer(
     if transfer_type not in TRANSFER_TYPES:
         _die(tr("--type: one of {choices}").format(choices=", ".join(TRANSFER_TYPES)))
     terms_sha = hash_file(terms).sha256 if terms is not None else None
-    with _client(server, api_key, trust, 60) as client:
+    with _client(server, api_key, trust, 60, retries=retries) as client:
         rc, pinned = _write(client, partial(
             client.transfer, work_seq=work_seq, to=to, transfer_type=transfer_type,
             territory=territory, term_start=term_start, term_end=term_end,
@@ -1446,22 +1448,30 @@ def _claim_body(notice_type: str, source: Path | None, fields: dict[str, Any]) -
 
 def _file_claim(notice_type: str, source: Path | None, fields: dict[str, Any],
                 server: str, api_key: str | None, trust: list[str] | None,
-                as_json: bool) -> None:
+                as_json: bool, retries: int) -> None:
     if not api_key:
         _need_key()
     body = _claim_body(notice_type, source, fields)
     kind = notice_type.replace("_", "-")
-    with _client(server, api_key, trust, 60) as client:
+    with _client(server, api_key, trust, 60, retries=retries) as client:
         rc, pinned = _write(client, partial(client.file_claim, body), kind)
         row = _receipt_row(rc, pinned)
-        contact = _contact(client, rc.seq, rc.entry.to_dict())  # the filer: allowed
+        try:
+            contact = _contact(client, rc.seq, rc.entry.to_dict())  # the filer: allowed
+            failed = None
+        except typer.Exit as e:  # the claim is recorded: its receipt is shown all the same
+            contact, failed = None, e
     if contact is not None:
         row["contact"] = contact
+    if failed is not None:
+        row["contact_checked"] = False
     _emit(as_json, row, tr("{kind} ({regime}) recorded as seq {seq} (tree size {size}); "
                            "receipt verified").format(kind=kind, regime=body["regime"],
                                                       seq=rc.seq, size=rc.receipt.tree_size))
     if contact is not None and not as_json:
         _print_contact(contact)
+    if failed is not None:  # (its message is on stderr already)
+        raise failed
 
 
 def _contact(client: Client, seq: int, claim: dict[str, Any]) -> dict[str, Any] | None:
@@ -1524,6 +1534,7 @@ def claim_notice(
     api_key: ApiKey = None,
     trust: Trust = None,
     as_json: Json = False,
+    retries: Retries = 3,
 ) -> None:
     """Record a takedown notice. The server refuses one that lacks what its regime requires,
     naming the missing fields."""
@@ -1533,7 +1544,7 @@ def claim_notice(
         "claimant_authority": authority, "claimant_account": claimant_account, "work": work,
         "work_sha256": work_sha256, "target": target, "substantiation": substantiation,
         "statement": statement, "action": action, "signature": signature,
-    }, server, api_key, trust, as_json)
+    }, server, api_key, trust, as_json, retries)
 
 
 @claim_app.command("counter")
@@ -1559,6 +1570,7 @@ def claim_counter(
     api_key: ApiKey = None,
     trust: Trust = None,
     as_json: Json = False,
+    retries: Retries = 3,
 ) -> None:
     """Record a counter-notice answering a notice (its regime's requirements are checked)."""
     _file_claim("counter_notice", source, {
@@ -1568,7 +1580,7 @@ def claim_counter(
         "work": None, "work_sha256": None, "target": target,
         "substantiation": substantiation, "statement": statement, "action": action,
         "signature": signature,
-    }, server, api_key, trust, as_json)
+    }, server, api_key, trust, as_json, retries)
 
 
 @claim_app.command("show")

@@ -69,6 +69,13 @@ def test_evidence_and_lookup_against_a_server(tmp_path: Path) -> None:
         assert r.exit_code == 0, r.stdout
         res = json.loads(r.stdout)
         assert res["warc_records"] == 2
+        # D181: sent under an Idempotency-Key (--retries, 3 by default), so a resend after a
+        # lost answer records it once
+        import sqlite3
+
+        with sqlite3.connect(d / "ledger.sqlite3") as db:
+            keyed = db.execute("SELECT seq, account FROM idempotency_written").fetchall()
+        assert keyed == [(res["seq"], "court-1")], keyed
         r = runner.invoke(app, ["lookup", str(f), "--server", srv.url, "--json"])
         found = json.loads(r.stdout)["results"]
         assert [x["seq"] for x in found] == [res["seq"]] and found[0]["kind"] == "evidence"

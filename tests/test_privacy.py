@@ -292,7 +292,8 @@ def test_migration_0005_adds_the_table_to_a_0004_log(reg: Node, database_url: st
         s.close()
 
 
-def test_cli_shows_contacts_to_the_filer_and_an_admin_erases_them(tmp_path: Path) -> None:
+def test_cli_shows_contacts_to_the_filer_and_an_admin_erases_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import json
 
     from typer.testing import CliRunner
@@ -339,6 +340,23 @@ def test_cli_shows_contacts_to_the_filer_and_an_admin_erases_them(tmp_path: Path
         assert code == 0 and "contact" not in json.loads(out), out
         code, out = run("audit", "--data-dir", str(d), "--json")
         assert code == 0 and json.loads(out)["ok"] is True, out
+
+        # D181: the claim is recorded though its contact details cannot be read back: its
+        # verified receipt is still printed (it was lost), and the command says what failed.
+        from copyledger.client import Client, ProblemError
+
+        def down(self: Client, seq: int) -> None:
+            raise ProblemError(503, "the registry is busy")
+
+        monkeypatch.setattr(Client, "claim_contact", down)
+        code, out = run("claim", "notice", "--regime", "eu_dsa_art16", "--claimant-name", "Ada",
+                        "--claimant-email", "ada@example.org", "--target",
+                        "https://video.example/watch/10", "--substantiation", "copied",
+                        "--statement", "accuracy", "--server", srv.url, "--api-key",
+                        keys["tube"], "--json")
+        assert code == 2 and "the registry is busy" in out, out
+        row = json.loads(out[out.index("{"):out.rindex("}") + 1])
+        assert row["seq"] > seq and row["contact_checked"] is False and "receipt" in row, row
     finally:
         srv.stop()
 
