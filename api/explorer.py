@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from copyledger.service.accounts import beside
-from copyledger.service.dates import both_times, human_time
+from copyledger.service.dates import beside_utc, both_times, human_time, zone_word
 from copyledger.service.i18n import DEFAULT, gettext, table
 
 EN: dict[str, dict[str, str]] = {
@@ -203,6 +203,16 @@ def keep_query(page: str, query: list[tuple[str, str]]) -> str:
         lambda m: 'href="?' + html.escape(urlencode([*rest, ("lang", m[1])])) + '"', page)
 
 
+def _times_note(lang: str) -> str:
+    """The footer's word on times: UTC alone, or (zh-CN) Beijing time beside UTC, as the
+    entry pages show them (`both_times`); it said all were UTC beside Beijing times (D182)."""
+    where = beside_utc(lang)
+    if where is None:
+        return _t(lang, "layout")["utc"]
+    return gettext(lang, "Times are given in {zone} and in UTC (Coordinated Universal "
+                         "Time).").format(zone=zone_word(where, lang))
+
+
 def kind_name(kind: str, lang: str = DEFAULT) -> str:
     """A kind in words; a kind added later reads as its name until it is given words here."""
     return gettext(lang, KINDS[kind]) if kind in KINDS else kind.replace("_", " ").capitalize()
@@ -295,7 +305,7 @@ def layout(title: str, body: str, depth: int, *, script: bool = False,
 <main>
 <h1>{_e(title)}</h1>
 {body}
-<p class="note">{_e(t["utc"])}</p>
+<p class="note">{_e(_times_note(lang))}</p>
 </main>
 </body></html>
 """

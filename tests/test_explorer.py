@@ -174,6 +174,11 @@ def test_the_language_switch_keeps_the_page_and_every_kind_has_words(
     verify = c.get(f"/verify?seq={s['song']}&lang=en").text
     assert f'href="?seq={s["song"]}&amp;lang=zh-CN"' in verify
     assert set(ENTRY_KINDS) <= set(KINDS)
+    # D182: a zh-CN entry page shows Beijing time beside UTC, and its footer says so
+    zh = c.get(f"/entries/{s['song']}?lang=zh-CN").text
+    assert "北京时间" in zh and "所有时间均为 UTC" not in zh
+    assert "时间以北京时间和 UTC" in zh
+    assert "All times are in UTC" in c.get(f"/entries/{s['song']}?lang=en").text
     for kind in ("acceptance", "withdrawal", "rotation"):
         assert kind_name(kind, "zh-CN") != kind_name(kind, "en"), kind
 
