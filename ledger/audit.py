@@ -180,6 +180,7 @@ def audit(
                  since, progress, rep)
             if store.has_runs:
                 _check_runs(store, rep, full_runs)
+            _check_written(store)
             newest: dict[str, tuple[int, int]] = {}
             for cosigned in (_check_cosignatures(store, witness_keys, newest),
                              _check_fresh_cosignatures(store, newest)):
@@ -1010,6 +1011,22 @@ class _Titles:
                 title.apply(row.seq, parse_entry(row.data))
             self.titles[t.work.seq] = title
         title.apply(seq, t)
+
+
+def _check_written(store: Store) -> None:
+    """Each entry recorded as written under an Idempotency-Key (`idempotency_written`, D132)
+    exists and is the key's account's: a retry is answered with it (D134). Every row is read,
+    incremental or not (rows are swept after the keys' lifetime; the table is small)."""
+    fault = store.written_fault()
+    if fault is None:
+        return
+    seq, account, registrant = fault
+    if registrant is None:
+        raise _Fault(said("idempotency_written names seq {seq} under {account}, but no such "
+                          "entry is stored", seq=seq, account=account), seq=seq)
+    raise _Fault(said("idempotency_written names seq {seq} under {account}, but the entry was "
+                      "recorded by {registrant}", seq=seq, account=account,
+                      registrant=registrant), seq=seq)
 
 
 def _check_cosignatures(store: Store, configured: Sequence[str],

@@ -82,6 +82,7 @@ entries = _entries_table(metadata, LargeBinary(32))
 entries_text_keys = _entries_table(MetaData(), String(64))
 TEXT_KEYS_BEFORE = "0012"  # the revision that stores content hashes as bytes (D124)
 FRESH_COSIGNATURES_FROM = "0014"  # the revision that keeps each witness's newest line (D133)
+WRITTEN_FROM = "0013"  # the revision that records entries written under a key (D132)
 # An account's own registrations of a content hash (`Store.registered`); created by revision 0006,
 # so it is not part of the table revision 0001 creates.
 ENTRIES_BY_REGISTRANT = ("ix_entries_registrant_sha256", ("registrant", "sha256", "seq"))

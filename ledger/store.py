@@ -66,6 +66,7 @@ from copyledger.ledger.schema import (
     FINGERPRINTED_WHERE,
     FRESH_COSIGNATURES_FROM,
     TEXT_KEYS_BEFORE,
+    WRITTEN_FROM,
     block_timestamps,
     blocks,
     claim_contacts,
@@ -1253,6 +1254,26 @@ class Store:
                     if claim in wanted:
                         out[claim] = int(seq)
         return out
+
+    def written_fault(self) -> tuple[int, str, str | None] | None:
+        """The first row of `idempotency_written` (seq, account, the entry's registrant or
+        None) whose entry is missing or was recorded under another account (for the audit): a
+        retried request is answered with the entry its row names (D134), so a row changed by
+        hand would answer one account's retry with another's entry. None if there is none, or
+        on a schema from before the table."""
+        if self._schema_before(WRITTEN_FROM):
+            return None
+        w, e = idempotency_written.c, entries.c
+        q = (select(w.seq, w.account, e.registrant)
+             .select_from(idempotency_written.outerjoin(entries, e.seq == w.seq))
+             .where(or_(e.seq.is_(None), e.registrant != w.account))
+             .order_by(w.seq).limit(1))
+        with self.engine.connect() as conn:
+            row = conn.execute(q).first()
+        if row is None:
+            return None
+        return (_stored_int(row[0], "idempotency_written.seq"), str(row[1]),
+                None if row[2] is None else str(row[2]))
 
     def claims_at(self, seqs: Iterable[int]) -> dict[int, tuple[str, str, str]]:
         """The Idempotency-Key claim (account, key, request hash) each of these entries was

@@ -213,6 +213,24 @@ def test_a_height_or_size_of_another_type_is_a_fault_not_a_traceback(
     assert f"{table}." in (rep.problem or "")
 
 
+@pytest.mark.parametrize(("seq", "account", "says"), [
+    (3, "mallory", "but the entry was recorded by alice"),
+    (999, "alice", "but no such entry is stored"),
+])
+def test_a_key_row_naming_another_accounts_entry_or_none_is_a_fault(
+        reg: Node, seq: int, account: str, says: str) -> None:
+    """D183: a retry is answered with the entry `idempotency_written` names (D134); a row
+    changed by hand would answer one account's retry with another's entry. The audit checks
+    every row names an entry of its own account."""
+    fill(reg, 8)
+    assert run_audit(reg).ok
+    reg.store.execute_raw('INSERT INTO idempotency_written (seq, account, "key", '
+                          f"request_sha256, created) VALUES ({seq}, '{account}', 'k', "
+                          f"'{'0' * 64}', 0)")
+    rep = run_audit(reg)
+    assert not rep.ok and rep.bad_seq == seq and says in (rep.problem or ""), rep
+
+
 def test_a_state_past_64_bits_is_refused_as_malformed() -> None:
     good = {"version": 1, "tree_size": 1, "root": "00" * 32, "height": 1,
             "block_hash": "00" * 32, "frontier": [], "nodes": 1, "links": 0}
