@@ -360,6 +360,14 @@ def _check_blocks(
     first = 0 if prev is None else prev.header.height + 1
     tokens = _Tokens(store, "notary", first, roots_pem[0] is not None)
     sm2_tokens = _Tokens(store, SM2_TSA_LABEL, first, roots_pem[1] is not None)
+    if prev is not None and roots_pem[1] is not None:
+        # Resumed: if the block the last audit ended on has an SM2 token, so must every later
+        # one (the rule below, which a resumed audit started afresh: D184). It had to, if any
+        # block before it had one, or that audit would have failed.
+        had = next(store.iter_timestamps(SM2_TSA_LABEL, start=prev.header.height, chunk=1),
+                   None)
+        if had is not None and had[0] == prev.header.height:
+            sm2_tokens.first = prev.header.height
     heads: list[_Head] = []
 
     def chunks() -> Iterator[_BlockJob]:
@@ -392,7 +400,7 @@ def _check_blocks(
             rep.checked.append(said("{n} RFC 3161 tokens verify over their block hashes",
                                     n=len(heads)))
         if sm2_tokens.first is not None:
-            n = heads[-1].height - sm2_tokens.first + 1
+            n = heads[-1].height - max(sm2_tokens.first, heads[0].height) + 1
             rep.checked.append(said("{n} SM2/SM3 RFC 3161 tokens verify over their headers' SM3 "
                                     "(from block {first} on)", n=n, first=sm2_tokens.first))
     return heads

@@ -234,3 +234,37 @@ def test_the_audit_checks_every_sm2_token_last(reg: dict[str, Any]) -> None:
     rep = audit_registry(settings, workers=1)
     assert not rep.ok and rep.bad_height == height and "SM2 time-stamp token" in (
         rep.problem or ""), rep
+
+
+def test_a_resumed_audit_keeps_the_rule_that_every_later_block_has_an_sm2_token(
+        tmp_path: Path) -> None:
+    """D184: an incremental audit started the rule "every block after the first with an SM2
+    token has one" afresh, so a block sealed after the last audit whose SM2 token was deleted
+    passed it."""
+    from copyledger.service.admin import audit_registry
+    from tests.test_audit import drop_trigger
+
+    node = Node.open(sm_settings(tmp_path))
+    key, _ = create_key(node.store, "creator", "alice")
+    try:
+        with TestClient(create_app(node)) as c:
+            def work(data: bytes) -> int:
+                r = c.post("/v1/works", headers={"Authorization": f"Bearer {key}"},
+                           files={"file": ("x.bin", data, "application/octet-stream")},
+                           data={"title": "画作", "creators": ["李雷"], "work_type": "image"})
+                assert r.status_code == 201, r.text
+                return int(c.get(f"/v1/entries/{r.json()['seq']}/bundle").json()
+                           ["block"]["height"])
+
+            work(FILE + b"1")
+            first = audit_registry(node.settings, workers=1, incremental=True)
+            assert first.ok and first.state is not None, first  # (the next one resumes here)
+            height = work(FILE + b"2")
+        drop_trigger(node, "block_timestamps", "delete")
+        node.store.execute_raw(f"DELETE FROM block_timestamps WHERE height = {height} "
+                               "AND tsa = 'notary-sm2'")
+        rep = audit_registry(node.settings, workers=1, incremental=True)
+        assert not rep.ok and rep.bad_height == height and "no SM2 time-stamp token" in (
+            rep.problem or ""), rep
+    finally:
+        node.stop()
