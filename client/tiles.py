@@ -4,17 +4,26 @@ moves bytes, with the project's errors instead of httpx's."""
 
 from __future__ import annotations
 
+import time
 from types import TracebackType
 from typing import Any
 
 import httpx
 
 from copyledger.client.errors import ProblemError, TransportError
+from copyledger.ledger.bounded import read_bounded
 from copyledger.ledger.errors import NotFound, said
 
 __all__ = ["TileFetcher", "post_alert"]
 
 _HTTPX_ERRORS = (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError)
+
+
+MAX_TILE_BYTES = 64 * 1024 * 1024
+"""The most of one answer read, decoded: a full entry bundle tile is 256 entries of at most
+64 KiB each (16 MiB); past this a log's answer is refused, whatever it says (D185)."""
+FETCH_S = 120.0
+"""The longest one answer may take, however it trickles in."""
 
 
 class TileFetcher:
@@ -30,15 +39,17 @@ class TileFetcher:
 
     def __call__(self, path: str) -> bytes:
         try:
-            r = self._http.get(path)
+            with self._http.stream("GET", path) as r:
+                body = read_bounded(r.iter_bytes(), MAX_TILE_BYTES,
+                                    time.monotonic() + FETCH_S, f"{self.log_url}/{path}")
         except _HTTPX_ERRORS as e:
             raise TransportError(said("cannot fetch {url}/{path}: {e}", url=self.log_url,
                                       path=path, e=e)) from None
         if r.status_code == 404:
             raise NotFound(said("{url}/{path} is not served", url=self.log_url, path=path))
         if r.status_code != 200:
-            raise ProblemError.from_response(r.status_code, r.content)
-        return r.content
+            raise ProblemError.from_response(r.status_code, body)
+        return body
 
     def close(self) -> None:
         self._http.close()

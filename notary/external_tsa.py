@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import httpx
 from asn1crypto import tsp  # type: ignore[import-untyped]
 
+from copyledger.ledger.bounded import read_bounded
 from copyledger.ledger.errors import CopyledgerError
 from copyledger.ledger.store import Store
 from copyledger.ledger.timestamp import token_from_response, verify_token
@@ -40,6 +41,12 @@ def timestamp_query(digest: bytes, nonce: int) -> bytes:
     return bytes(req.dump())
 
 
+MAX_REPLY_BYTES = 256 * 1024
+"""The most of a TSA's reply read: a token with its certificate chain is a few kilobytes."""
+REPLY_S = 30.0
+"""The longest a TSA's reply may take, however it trickles in (D185)."""
+
+
 def fetch_token(
     client: httpx.Client, url: str, digest: bytes, *, roots_pem: bytes | None, retries: int = 3
 ) -> bytes:
@@ -48,12 +55,14 @@ def fetch_token(
     for attempt in range(retries):
         nonce = secrets.randbits(63)
         try:
-            r = client.post(url, content=timestamp_query(digest, nonce),
-                            headers={"content-type": "application/timestamp-query"})
-            if r.status_code != 200:
-                raise httpx.HTTPStatusError(f"HTTP {r.status_code}", request=r.request,
-                                            response=r)
-            token = token_from_response(r.content)
+            with client.stream("POST", url, content=timestamp_query(digest, nonce),
+                               headers={"content-type": "application/timestamp-query"}) as r:
+                if r.status_code != 200:
+                    raise httpx.HTTPStatusError(f"HTTP {r.status_code}", request=r.request,
+                                                response=r)
+                reply = read_bounded(r.iter_bytes(), MAX_REPLY_BYTES,
+                                     time.monotonic() + REPLY_S, url)
+            token = token_from_response(reply)
             if roots_pem is not None:
                 verify_token(token, digest, roots_pem, nonce=nonce)
             return token

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from copyledger.ledger import cosignature, merkle, note
+from copyledger.ledger.bounded import read_bounded
 from copyledger.ledger.cosignature import AddCheckpointRequest, Cosignature, CosignatureVerifier
 from copyledger.ledger.errors import Conflict, CopyledgerError, VerificationError, said
 from copyledger.ledger.store import Store
@@ -50,12 +51,22 @@ class WitnessConfig:
         object.__setattr__(self, "verifier", cosignature.parse_verifier_key(self.vkey))
 
 
+MAX_ANSWER_BYTES = 64 * 1024
+"""The most of a witness's answer read: its cosignature lines are a few hundred bytes."""
+ANSWER_S = 30.0
+"""The longest a witness's answer may take, however it trickles in (D185)."""
+
+
 def add_checkpoint(http: httpx.Client, url: str, request: AddCheckpointRequest) -> str:
     """POST one add-checkpoint request; the cosignature line (unverified). Conflict (with the
     witness's `size`) on a 409, VerificationError on any other refusal."""
-    r = http.post(url.rstrip("/") + "/add-checkpoint", content=request.to_bytes())
+    with http.stream("POST", url.rstrip("/") + "/add-checkpoint",
+                     content=request.to_bytes()) as r:
+        body = read_bounded(r.iter_bytes(), MAX_ANSWER_BYTES, time.monotonic() + ANSWER_S,
+                            url)
+    text = body.decode("utf-8", "replace")
     if r.status_code == 409 and r.headers.get("content-type", "").startswith(SIZE_MEDIA_TYPE):
-        text = r.text.strip()
+        text = text.strip()
         # ASCII digits only, and no more than a uint64 has: str.isdigit() is also true of "²"
         # and "٣", and int() of 4,301 digits raises
         if not (text.isascii() and text.isdigit() and len(text) <= 20):
@@ -64,8 +75,8 @@ def add_checkpoint(http: httpx.Client, url: str, request: AddCheckpointRequest) 
                             url=url, text=text), size=int(text))
     if r.status_code != 200:
         raise VerificationError(said("witness {url}: HTTP {status_code}: {text}",
-                                     url=url, status_code=r.status_code, text=r.text[:200]))
-    return r.text
+                                     url=url, status_code=r.status_code, text=text[:200]))
+    return text
 
 
 @dataclass
