@@ -203,10 +203,11 @@ def keep_query(page: str, query: list[tuple[str, str]]) -> str:
         lambda m: 'href="?' + html.escape(urlencode([*rest, ("lang", m[1])])) + '"', page)
 
 
-def _times_note(lang: str) -> str:
-    """The footer's word on times: UTC alone, or (zh-CN) Beijing time beside UTC, as the
-    entry pages show them (`both_times`); it said all were UTC beside Beijing times (D182)."""
-    where = beside_utc(lang)
+def _times_note(lang: str, beside: bool) -> str:
+    """The footer's word on times: UTC alone, or (zh-CN, on a page that shows them so with
+    `both_times`: `beside`) the reader's zone beside UTC; an entry page said all were UTC
+    beside Beijing times (D182), and the other pages show UTC alone (D186)."""
+    where = beside_utc(lang) if beside else None
     if where is None:
         return _t(lang, "layout")["utc"]
     return gettext(lang, "Times are given in {zone} and in UTC (Coordinated Universal "
@@ -276,7 +277,7 @@ def _code(s: object) -> str:
     return f'<code class="hash">{_e(s)}</code>'
 
 
-def layout(title: str, body: str, depth: int, *, script: bool = False,
+def layout(title: str, body: str, depth: int, *, script: bool = False, beside: bool = False,
            lang: str = DEFAULT) -> str:
     """A whole page: head, the site's navigation and search, `body` in <main>."""
     t = _t(lang, "layout")
@@ -305,7 +306,7 @@ def layout(title: str, body: str, depth: int, *, script: bool = False,
 <main>
 <h1>{_e(title)}</h1>
 {body}
-<p class="note">{_e(_times_note(lang))}</p>
+<p class="note">{_e(_times_note(lang, beside))}</p>
 </main>
 </body></html>
 """
@@ -467,7 +468,7 @@ def entry_page(d: dict[str, Any], lang: str = DEFAULT) -> str:
 <h3>{_e(t["checkpoint"])}</h3><pre>{_e(p["checkpoint"] or "")}</pre></details>
 <details><summary>{_e(t["record"])}</summary>
 <pre>{_e(json.dumps(d["entry"], indent=2, ensure_ascii=False, sort_keys=True))}</pre></details>"""
-    return layout(t["title"].format(seq=seq, kind=kind), body, 1, lang=lang)
+    return layout(t["title"].format(seq=seq, kind=kind), body, 1, lang=lang, beside=True)
 
 
 def title_page(d: dict[str, Any], lang: str = DEFAULT) -> str:

@@ -108,6 +108,10 @@ Trust = Annotated[
 ApiKey = Annotated[
     str | None, typer.Option("--api-key", envvar="COPYLEDGER_API_KEY", help="Bearer API key")
 ]
+IdempotencyKey = Annotated[str | None, typer.Option(
+    "--idempotency-key", help="send the write under this Idempotency-Key (as a run that failed "
+    "named it): the registry answers with what that run recorded, if it did, instead of "
+    "recording again")]
 Retries = Annotated[
     int, typer.Option("--retries", envvar="COPYLEDGER_RETRIES", min=0, max=20,
                       help="send a request again up to this many times (within 30 s) when no "
@@ -968,7 +972,7 @@ def _submit(
     except (ProblemError, UnverifiedAnswer) as e:
         rc = e
     except ClientError as e:
-        _die(str(e))
+        _die_unanswered(e)
     res, verified = _answered(path, sha, rc)
     if receipts and verified is not None:
         receipts.mkdir(parents=True, exist_ok=True)
@@ -1025,6 +1029,7 @@ def evidence(
     trust: Trust = None,
     as_json: Json = False,
     retries: Retries = 3,
+    idempotency_key: IdempotencyKey = None,
 ) -> None:
     """Deposit evidence: the file is hashed here; a WARC file's response records are hashed
     and listed one by one, so each captured page can be checked on its own."""
@@ -1044,7 +1049,8 @@ def evidence(
             body["warc_records"] = warc_records(file)
     with _client(server, api_key, trust, 60, retries=retries) as client:
         pinned = _verifiers(client)
-        res, _ = _submit(lambda: client.deposit_evidence(**body), file, sha, receipts)
+        res, _ = _submit(lambda: client.deposit_evidence(idempotency_key=idempotency_key, **body),
+                         file, sha, receipts)
     res["key_pinned"] = pinned
     res["warc_records"] = len(body.get("warc_records", []))
     if as_json:
@@ -1200,6 +1206,18 @@ def _caveats(answer: dict[str, Any]) -> list[str]:
 TRANSFER_TYPES = ("assignment", "exclusive_licence", "non_exclusive_licence")
 
 
+def _die_unanswered(e: ClientError) -> NoReturn:
+    """A write that got no usable answer: it may have been recorded. Name the key it went
+    under, so that running the command again with it is answered with what it recorded, if
+    it did, rather than recording anew (D186)."""
+    key = getattr(e, "idempotency_key", None)
+    if key is None:
+        _die(str(e))
+    _die(tr("{why} (it may have been recorded: it was sent under Idempotency-Key {key}; run "
+            "the command again with --idempotency-key {key} to be answered with what it "
+            "recorded)").format(why=str(e), key=key))
+
+
 def _write(client: Client, send: Callable[[], Receipt], what: str) -> tuple[Receipt, bool]:
     """Send one write whose receipt is verified; exit 1 on a refusal or a bad receipt."""
     pinned = _verifiers(client)
@@ -1210,7 +1228,7 @@ def _write(client: Client, send: Callable[[], Receipt], what: str) -> tuple[Rece
     except UnverifiedAnswer as e:
         _die(tr("{what}: the receipt does NOT verify: {why}").format(what=what, why=e.detail), 1)
     except ClientError as e:
-        _die(str(e))
+        _die_unanswered(e)
 
 
 def _receipt_row(rc: Receipt, pinned: bool) -> dict[str, Any]:
@@ -1257,6 +1275,7 @@ def transfer(
     trust: Trust = None,
     as_json: Json = False,
     retries: Retries = 3,
+    idempotency_key: IdempotencyKey = None,
 ) -> None:
     """License a registered work you hold, or offer to assign it (the recipient accepts with
     `transfer accept`); the receipt is verified."""
@@ -1269,7 +1288,8 @@ def transfer(
     terms_sha = hash_file(terms).sha256 if terms is not None else None
     with _client(server, api_key, trust, 60, retries=retries) as client:
         rc, pinned = _write(client, partial(
-            client.transfer, work_seq=work_seq, to=to, transfer_type=transfer_type,
+            client.transfer, idempotency_key=idempotency_key, work_seq=work_seq, to=to,
+            transfer_type=transfer_type,
             territory=territory, term_start=term_start, term_end=term_end,
             terms_sha256=terms_sha, note=note), "transfer")
     row = {**_receipt_row(rc, pinned), "work_seq": work_seq, "to": to,
@@ -1448,13 +1468,14 @@ def _claim_body(notice_type: str, source: Path | None, fields: dict[str, Any]) -
 
 def _file_claim(notice_type: str, source: Path | None, fields: dict[str, Any],
                 server: str, api_key: str | None, trust: list[str] | None,
-                as_json: bool, retries: int) -> None:
+                as_json: bool, retries: int, idempotency_key: str | None) -> None:
     if not api_key:
         _need_key()
     body = _claim_body(notice_type, source, fields)
     kind = notice_type.replace("_", "-")
     with _client(server, api_key, trust, 60, retries=retries) as client:
-        rc, pinned = _write(client, partial(client.file_claim, body), kind)
+        rc, pinned = _write(client, partial(client.file_claim, body,
+                                            idempotency_key=idempotency_key), kind)
         row = _receipt_row(rc, pinned)
         try:
             contact = _contact(client, rc.seq, rc.entry.to_dict())  # the filer: allowed
@@ -1535,6 +1556,7 @@ def claim_notice(
     trust: Trust = None,
     as_json: Json = False,
     retries: Retries = 3,
+    idempotency_key: IdempotencyKey = None,
 ) -> None:
     """Record a takedown notice. The server refuses one that lacks what its regime requires,
     naming the missing fields."""
@@ -1544,7 +1566,7 @@ def claim_notice(
         "claimant_authority": authority, "claimant_account": claimant_account, "work": work,
         "work_sha256": work_sha256, "target": target, "substantiation": substantiation,
         "statement": statement, "action": action, "signature": signature,
-    }, server, api_key, trust, as_json, retries)
+    }, server, api_key, trust, as_json, retries, idempotency_key)
 
 
 @claim_app.command("counter")
@@ -1571,6 +1593,7 @@ def claim_counter(
     trust: Trust = None,
     as_json: Json = False,
     retries: Retries = 3,
+    idempotency_key: IdempotencyKey = None,
 ) -> None:
     """Record a counter-notice answering a notice (its regime's requirements are checked)."""
     _file_claim("counter_notice", source, {
@@ -1580,7 +1603,7 @@ def claim_counter(
         "work": None, "work_sha256": None, "target": target,
         "substantiation": substantiation, "statement": statement, "action": action,
         "signature": signature,
-    }, server, api_key, trust, as_json, retries)
+    }, server, api_key, trust, as_json, retries, idempotency_key)
 
 
 @claim_app.command("show")

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from copyledger.client.errors import ProblemError, TransportError
-from copyledger.ledger.bounded import read_bounded
+from copyledger.ledger.bounded import PLAIN, read_bounded, refuse_encoded
 from copyledger.ledger.errors import NotFound, said
 
 __all__ = ["TileFetcher", "post_alert"]
@@ -28,7 +28,8 @@ FETCH_S = 120.0
 
 class TileFetcher:
     """`fetcher(path)`: the bytes at `<log URL>/<path>` (`checkpoint`, `tile/0/000.p/5`, …),
-    gzip-decoded. A 404 is NotFound (the spec's "no such tile"), any other error status a
+    asked for uncompressed (a compressed answer is refused: D186). A 404 is NotFound (the
+    spec's "no such tile"), any other error status a
     ProblemError, no answer a TransportError. Keeps one connection pool; close it when done."""
 
     def __init__(self, log_url: str, *, timeout: float = 30.0,
@@ -39,7 +40,8 @@ class TileFetcher:
 
     def __call__(self, path: str) -> bytes:
         try:
-            with self._http.stream("GET", path) as r:
+            with self._http.stream("GET", path, headers=PLAIN) as r:
+                refuse_encoded(r.headers.get("content-encoding"), f"{self.log_url}/{path}")
                 body = read_bounded(r.iter_bytes(), MAX_TILE_BYTES,
                                     time.monotonic() + FETCH_S, f"{self.log_url}/{path}")
         except _HTTPX_ERRORS as e:

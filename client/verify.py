@@ -252,7 +252,8 @@ def _claim_as_logged(got: dict[str, Any], body: dict[str, Any]) -> dict[str, Any
     works (else the targets) of the claim it answers; the claimant's contact details replaced
     by the names of their fields and a commitment to them (D32). Those added values are taken
     from the entry, which the registry's own checks and the bundle's proofs stand behind."""
-    want = {"notice_type": "notice", **body}
+    # (the registry drops the members sent as null: `model_dump(exclude_none=True)`)
+    want = {"notice_type": "notice", **{k: v for k, v in body.items() if v is not None}}
     if want.get("refers_to") is not None:
         want["refers_to"] = _SIZE.validate_python(want["refers_to"])
     held_works = got.get("works")
@@ -263,10 +264,10 @@ def _claim_as_logged(got: dict[str, Any], body: dict[str, Any]) -> dict[str, Any
             if (isinstance(w, dict) and "seq" in w and "sha256" not in w and i < len(logged)
                 and isinstance(logged[i], dict)) else w
             for i, w in enumerate(body["works"])]
-    if want["notice_type"] == "counter_notice" and "works" not in body:
+    if want["notice_type"] == "counter_notice" and "works" not in want:
         if "works" in got:
             want["works"] = got["works"]
-        elif "targets" not in body and "targets" in got:
+        elif "targets" not in want and "targets" in got:
             want["targets"] = got["targets"]
     claimant = body.get("claimant")
     if isinstance(claimant, dict):

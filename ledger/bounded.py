@@ -12,7 +12,12 @@ from collections.abc import Iterable
 
 from copyledger.ledger.errors import Unavailable, said
 
-__all__ = ["read_bounded"]
+__all__ = ["PLAIN", "read_bounded", "refuse_encoded"]
+
+PLAIN = {"Accept-Encoding": "identity"}
+"""The request header asking for the body as it is: a compressed body decodes to far more than
+its bytes on the wire (64 KiB of gzip to 64 MiB in one chunk), and a stream of empty
+compressed blocks yields no chunk at all, so neither bound would hold (D186)."""
 
 
 def read_bounded(chunks: Iterable[bytes], most: int, deadline: float, what: str) -> bytes:
@@ -28,3 +33,11 @@ def read_bounded(chunks: Iterable[bytes], most: int, deadline: float, what: str)
         if time.monotonic() > deadline:
             raise Unavailable(said("{what}: the answer took too long", what=what))
     return bytes(body)
+
+
+def refuse_encoded(encoding: str | None, what: str) -> None:
+    """Unavailable unless an answer's Content-Encoding is none (`identity`), as `PLAIN`
+    asked: its bytes are then what `read_bounded` counts and times."""
+    if (encoding or "identity").strip().lower() != "identity":
+        raise Unavailable(said("{what}: the answer is compressed ({encoding}), though it was "
+                               "asked for as it is", what=what, encoding=encoding))

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import httpx
 from asn1crypto import tsp  # type: ignore[import-untyped]
 
-from copyledger.ledger.bounded import read_bounded
+from copyledger.ledger.bounded import PLAIN, read_bounded, refuse_encoded
 from copyledger.ledger.errors import CopyledgerError
 from copyledger.ledger.store import Store
 from copyledger.ledger.timestamp import token_from_response, verify_token
@@ -56,7 +56,9 @@ def fetch_token(
         nonce = secrets.randbits(63)
         try:
             with client.stream("POST", url, content=timestamp_query(digest, nonce),
-                               headers={"content-type": "application/timestamp-query"}) as r:
+                               headers={"content-type": "application/timestamp-query",
+                                        **PLAIN}) as r:
+                refuse_encoded(r.headers.get("content-encoding"), url)
                 if r.status_code != 200:
                     raise httpx.HTTPStatusError(f"HTTP {r.status_code}", request=r.request,
                                                 response=r)

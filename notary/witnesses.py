@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from copyledger.ledger import cosignature, merkle, note
-from copyledger.ledger.bounded import read_bounded
+from copyledger.ledger.bounded import PLAIN, read_bounded, refuse_encoded
 from copyledger.ledger.cosignature import AddCheckpointRequest, Cosignature, CosignatureVerifier
 from copyledger.ledger.errors import Conflict, CopyledgerError, VerificationError, said
 from copyledger.ledger.store import Store
@@ -61,7 +61,8 @@ def add_checkpoint(http: httpx.Client, url: str, request: AddCheckpointRequest) 
     """POST one add-checkpoint request; the cosignature line (unverified). Conflict (with the
     witness's `size`) on a 409, VerificationError on any other refusal."""
     with http.stream("POST", url.rstrip("/") + "/add-checkpoint",
-                     content=request.to_bytes()) as r:
+                     content=request.to_bytes(), headers=PLAIN) as r:
+        refuse_encoded(r.headers.get("content-encoding"), url)
         body = read_bounded(r.iter_bytes(), MAX_ANSWER_BYTES, time.monotonic() + ANSWER_S,
                             url)
     text = body.decode("utf-8", "replace")

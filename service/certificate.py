@@ -432,11 +432,17 @@ NOT_PROVES = (  # page 1: and what it does not
 )
 
 
+def _shown_stamp(stamps: list[Stamp]) -> Stamp | None:
+    """The token a certificate shows: the first that verifies, another TSA's before the
+    registry's own (D177), which page 1 and the deposit record both name (D186)."""
+    verified = [s for s in stamps if s.gen_time]
+    return next((s for s in verified if not s.own), verified[0] if verified else None)
+
+
 def _judge(f: Facts, lang: str = DEFAULT) -> dict[str, Any]:
     """Page 1's facts, in words: the summary, what and who/when rows (labels translated)."""
     t = _text(lang)
-    verified = [s for s in f.stamps if s.gen_time]  # another TSA's token first: D177
-    stamp = next((s for s in verified if not s.own), verified[0] if verified else None)
+    stamp = _shown_stamp(f.stamps)
     authority = ""
     if stamp is not None:
         cn = [p[3:] for p in stamp.authority.split(",") if p.startswith("CN=")]
@@ -513,6 +519,9 @@ DEPOSIT = {
     "source": N_("Time source"),
     "source_value": N_("{authority}: RFC 3161 time-stamp token, serial number {serial}, "
                        "verified over the block hash"),
+    "source_own": N_("{authority}, the registry's own time-stamp authority (the operator's "
+                     "statement): RFC 3161 time-stamp token, serial number {serial}, verified "
+                     "over the block hash"),
     "sm2_source": N_("Time source (SM2/SM3)"),
     "sm2_source_value": N_("{authority}: SM2/SM3 RFC 3161 time-stamp token, serial number "
                            "{serial}, verified over the block header's SM3 hash"),
@@ -570,11 +579,11 @@ def deposit(bundle: dict[str, Any], f: Facts, lang: str = DEFAULT) -> Deposit:
     sm2_stamp = _sm2_stamp(bundle)
     if sm2_stamp is not None:
         rows.append((d["header_sm3"], sm2_stamp[2]))
-    stamp = next((s for s in f.stamps if s.gen_time), None)
+    stamp = _shown_stamp(f.stamps)
     when = stamp.gen_time if stamp is not None else f.sealed_at
     rows.append((d["time"], d["time_value"].format(when=human_time(when, lang), utc=when)))
     if stamp is not None:
-        rows.append((d["source"], d["source_value"].format(
+        rows.append((d["source"], d["source_own" if stamp.own else "source_value"].format(
             authority=stamp.authority or stamp.tsa, serial=stamp.serial)))
     else:
         rows.append((d["source"], d["no_source"]))

@@ -124,6 +124,9 @@ def _refuse_lost_keys(s: Settings) -> None:
     the audit failing (D176). A rotation makes its new keys itself (`rotate_keys`)."""
     if not s.verifier_key_path.exists():
         return
+    done = retired_keys(s)
+    if done and done[-1].verifier_key == read_verifier_key(s):
+        return  # a rotation stopped after retiring the keys: these are its new ones to make
     missing = [p for p, gone in (
         (s.log_key_path, s.key_backend == "file" and not s.log_key_path.exists()),
         (s.tsa_dir / TSA_CERT_FILE, not (s.tsa_dir / TSA_CERT_FILE).exists()),

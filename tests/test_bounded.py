@@ -64,3 +64,26 @@ def test_an_endless_tile_is_cut_at_its_bound() -> None:
             pytest.raises(Unavailable, match="is over"):
         fetch("tile/0/000")
     assert body.sent <= MAX_TILE_BYTES + 65_536
+
+
+def test_a_compressed_answer_is_refused_and_none_is_asked_for() -> None:
+    """D186: a gzip body decodes to far more than its bytes (and empty blocks yield nothing to
+    time), so the answers are asked for as they are, and a compressed one is refused."""
+    import gzip
+
+    asked: list[str | None] = []
+
+    def gzipped(request: httpx.Request) -> httpx.Response:
+        asked.append(request.headers.get("accept-encoding"))
+        return httpx.Response(200, content=gzip.compress(b"x" * 1000),
+                              headers={"content-encoding": "gzip"})
+
+    http = httpx.Client(transport=httpx.MockTransport(gzipped))
+    with pytest.raises(Unavailable, match="compressed"):
+        external_tsa.fetch_token(http, "http://tsa", bytes(32), roots_pem=None, retries=1)
+    with pytest.raises(Unavailable, match="compressed"):
+        witnesses.add_checkpoint(http, "http://w", AddCheckpointRequest(0, (), b"x\n"))
+    with TileFetcher("http://log", transport=httpx.MockTransport(gzipped)) as fetch, \
+            pytest.raises(Unavailable, match="compressed"):
+        fetch("checkpoint")
+    assert asked == ["identity"] * 3

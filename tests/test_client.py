@@ -731,6 +731,18 @@ def test_every_write_is_checked_against_what_was_sent(live: Live) -> None:
         c.file_claim({**NOTICE, "works": [{"seq": first.seq}]})
     assert (f"works = [{{'seq': {second.seq}, " in e.value.detail
             and f"not the [{{'seq': {first.seq}, " in e.value.detail), e.value.detail
+    # a counter-notice whose works are sent as null is given the notice's, as the registry
+    # does (D186), and its receipt verifies
+    with Client(live.url, api_key=live.platform, trusted_keys=[live.log_key]) as plat:
+        notice = plat.file_claim({**NOTICE, "works": [{"seq": first.seq}]})
+        counter = plat.file_claim({
+            "notice_type": "counter_notice", "regime": "dmca_512c3", "refers_to": notice.seq,
+            "works": None, "claimant": {"name": "Bob Uploader", "address": "2 Main St",
+                                        "phone": "+1 555 0199"},
+            "targets": [{"url": "https://video.example/watch/1"}],
+            "statements": {"mistake": True, "perjury": True, "jurisdiction_consent": True},
+            "signature": "/Bob/", "requested_action": "restore"})
+        assert counter.entry.to_dict()["works"] == notice.entry.to_dict()["works"]
     # what a proxy adds is refused too: a target, the claimant's account, a requested action
     for added, field in ((lambda b: b.update(targets=[*b["targets"], {"url": "https://v.example/"}]),
                           "targets"),

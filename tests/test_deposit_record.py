@@ -60,6 +60,9 @@ def test_the_record_names_hashes_time_source_and_block(sm: dict[str, Any]) -> No
                         "".join(sm["notary"]["tsa_roots"]).encode(),
                         untrusted_pem="".join(sm["notary"]["tsa_chain"]).encode())
     assert f"serial number {info.serial_number:x}, verified" in rows["Time source"]
+    # the registry's own TSA, named as such (D186), as page 1 names it (D177)
+    assert "the registry's own time-stamp authority (the operator's statement)" in rows[
+        "Time source"]
     assert info.gen_time.isoformat().replace("+00:00", "Z")[:19] in rows["Deposit time"]
     assert "SM2/SM3 RFC 3161 time-stamp token" in rows["Time source (SM2/SM3)"]
 

@@ -80,6 +80,27 @@ def test_evidence_and_lookup_against_a_server(tmp_path: Path) -> None:
         found = json.loads(r.stdout)["results"]
         assert [x["seq"] for x in found] == [res["seq"]] and found[0]["kind"] == "evidence"
         assert found[0]["registrant"] == "court-1"
+        # D186: a deposit that got no answer names its key; sent again under it, the registry
+        # answers with what it recorded rather than recording anew
+        again = ["evidence", str(f), "--captured-at", "2026-11-20T10:00:00Z", "--method",
+                 "warc", "--description", "again", "--api-key", key, "--json"]
+        from copyledger.client import Client, TransportError
+
+        def lost(self: Client, **fields: object) -> None:
+            e = TransportError("the connection broke off")
+            e.idempotency_key = str(fields.get("idempotency_key") or "k-of-the-run")
+            raise e
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(Client, "deposit_evidence", lost)
+            r = runner.invoke(app, [*again, "--server", srv.url])
+        said = r.stdout + (r.stderr if r.stderr_bytes else "")
+        assert r.exit_code == 2 and "--idempotency-key" in " ".join(said.split()), said
+        first = json.loads(runner.invoke(app, [*again, "--server", srv.url,
+                                               "--idempotency-key", "court-1-try"]).stdout)
+        second = json.loads(runner.invoke(app, [*again, "--server", srv.url,
+                                                "--idempotency-key", "court-1-try"]).stdout)
+        assert first["seq"] == second["seq"] != res["seq"], (first, second)
         r = runner.invoke(app, ["evidence", str(f), "--captured-at", "yesterday", "--method",
                                 "warc", "--description", "d", "--server", srv.url,
                                 "--api-key", key])

@@ -179,6 +179,9 @@ def test_the_language_switch_keeps_the_page_and_every_kind_has_words(
     assert "北京时间" in zh and "所有时间均为 UTC" not in zh
     assert "时间以北京时间和 UTC" in zh
     assert "All times are in UTC" in c.get(f"/entries/{s['song']}?lang=en").text
+    # (D186: the pages that show UTC alone, in zh-CN too, say so)
+    for path in ("/entries", "/blocks", "/"):
+        assert "所有时间均为 UTC" in c.get(f"{path}?lang=zh-CN").text, path
     for kind in ("acceptance", "withdrawal", "rotation"):
         assert kind_name(kind, "zh-CN") != kind_name(kind, "en"), kind
 

@@ -105,3 +105,25 @@ def test_rotate_refuses_while_served(tmp_path: Path) -> None:
         assert r.exit_code == 2 and "stop the server" in r.stdout + r.stderr
     finally:
         reg.stop()
+
+
+def test_a_rotation_stopped_after_retiring_the_keys_is_finished_by_the_next_start(
+        tmp_path: Path) -> None:
+    """D186: a rotation retires the keys (moved to notary/retired/N, recorded in
+    rotations.json) and then makes the new ones; stopped in between, the data directory has a
+    published key and no key files. D176 refuses that as lost keys, but here the record says
+    where they went: the next start makes the new keys, as the rotation would have."""
+    from datetime import timedelta
+
+    from copyledger.service import rotation
+    from copyledger.service.settings import load
+
+    register_some(tmp_path, None, 2, "r")
+    s = load(tmp_path / "data")
+    old = rotation.rotate(s, overlap=timedelta(hours=1), valid_from=None)  # then "killed"
+    assert not s.log_key_path.exists() and not (s.tsa_dir / "tsa.pem").exists()
+    r = CliRunner().invoke(cli_app, ["init", "--data-dir", str(tmp_path / "data"), "--json"])
+    assert r.exit_code == 0, r.stdout
+    out = json.loads(r.stdout)
+    assert out["created_key"] is True and out["verifier_key"] != old.verifier_key
+    assert s.log_key_path.exists() and (s.tsa_dir / "tsa.pem").exists()
