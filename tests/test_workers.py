@@ -432,10 +432,11 @@ def test_a_sequencer_whose_lock_session_ends_leaves_one_sequencer(
             try:
                 r = httpx.post(srv.url + "/v1/works", json=work_body(f"new-{next(fresh)}"),
                                headers=auth, timeout=30)
-            except httpx.RemoteProtocolError:
+            except (httpx.RemoteProtocolError, httpx.ReadError):
                 # A connection the old sequencer had accepted when it stepped down: uvicorn's
-                # shutdown closed it unanswered (seen once in CI's SoftHSM pass). Counted,
-                # never acked; `check_log` asks only that every acked entry is there.
+                # shutdown closed it unanswered (seen once in CI's SoftHSM pass), or reset it
+                # (ECONNRESET, seen in session 50's CI). Counted, never acked; `check_log`
+                # asks only that every acked entry is there.
                 dropped.append(1)
                 ok = False
                 continue

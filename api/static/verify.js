@@ -1376,7 +1376,7 @@
       // (a bundle this registry served to its own page is as tied to it as the page itself)
       setVerdict('verified', say('verified'),
         ctx.trust === 'pinned' ? 'verified' : 'verifiedUnpinned', who);
-    } else { // a bundle from a file, checked only under its own key: `copyledger verify`'s exit 3
+    } else { // a bundle from a file, checked only under its own key: as copyledger verify's exit 3
       setVerdict('unpinned', say('unpinned'), 'unpinned', who);
     }
     const signed = results.find((r) => r.name === 'checkpoint').status === 'ok';
