@@ -207,11 +207,11 @@ def check_sent(entry: Any, kind: str, sent: Mapping[str, Any]) -> None:
     """A write's entry (as answered, JSON) records what was sent, with only what the registry
     adds: evidence exactly its fields; a transfer its work, recipient, type, territory, term,
     contract hash and note, from the registrant (the holder, D27), an assignment as an offer;
-    an `acceptance` or `withdrawal` the offer it answers and its note; a claim its regime,
-    notice type, targets and statements as sent, its works by seq and its claimant's name,
-    authority and account. Else UnverifiedAnswer naming the first field that differs: a
-    receipt that verifies for a licence to another account than the one named proves the
-    wrong licence (`check_sent_work` does this for a work)."""
+    an `acceptance` or `withdrawal` the offer it answers and its note; a claim exactly its
+    fields, with only what the registry adds (`_claim_as_logged`). Else UnverifiedAnswer
+    naming the first field that differs: a receipt that verifies for a licence to another
+    account than the one named proves the wrong licence (`check_sent_work` does this for a
+    work)."""
     if type(entry) is not dict:
         raise UnverifiedAnswer(said("entry: not an object"), entry)
     got: dict[str, Any] = entry

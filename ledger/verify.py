@@ -490,7 +490,7 @@ class _Run:
                 merkle.verify_inclusion(link.seq, cp.size, merkle.leaf_hash(data),
                                         [_hex(h, said("proof hash")) for h in link.proof], cp.root)
                 # `Title.apply` refuses a link out of log order or not of this work (as
-                # `chain_of_title`, which `copyledger.verify.check_history` replays with).
+                # `chain_of_title`, which `client.verify.check_history` replays with).
                 if title is None:
                     title = Title.of(link.seq, doc)
                 else:
