@@ -124,15 +124,16 @@ def _refuse_lost_keys(s: Settings) -> None:
     the audit failing (D176). A rotation makes its new keys itself (`rotate_keys`)."""
     if not s.verifier_key_path.exists():
         return
-    done = retired_keys(s)
-    if done and done[-1].verifier_key == read_verifier_key(s):
-        return  # a rotation stopped after retiring the keys: these are its new ones to make
     missing = [p for p, gone in (
         (s.log_key_path, s.key_backend == "file" and not s.log_key_path.exists()),
         (s.tsa_dir / TSA_CERT_FILE, not (s.tsa_dir / TSA_CERT_FILE).exists()),
         (s.sm2_key_path, s.sm_suite and not s.sm2_key_path.exists()),
     ) if gone]
-    if missing:
+    if not missing:
+        return  # (the rotations are read only when a key is missing, not at every start)
+    done = retired_keys(s)
+    if not (done and done[-1].verifier_key == read_verifier_key(s)):
+        # (else a rotation stopped after retiring the keys: these are its new ones to make)
         raise Conflict(said(
             "this registry's keys were made (its verifier key is {vkey}), but {missing} is "
             "missing: restore it from a backup of the data directory. A new one would sign "
