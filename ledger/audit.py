@@ -27,7 +27,7 @@ import multiprocessing
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from copyledger.ledger import cosignature, merkle, note, sm2, sodium
@@ -73,6 +73,10 @@ class AuditState:
     The frontier is the hashes of the maximal complete subtrees of the first `tree_size`
     entries (what the next entries are appended to); `nodes` and `links` count the stored
     rows the audit accounted for, so a row added or deleted before the head shows up.
+    `sm2_first` is the first block the audits found an SM2 token on (None: none so far), so a
+    resumed audit keeps the rule that every later block has one without reading it back from
+    the table it protects (version 2, D187); a version 1 state does not say
+    (`sm2_known` False), and the resumed audit reads it from the last block's token.
     """
 
     tree_size: int
@@ -82,28 +86,40 @@ class AuditState:
     frontier: tuple[str, ...]
     nodes: int
     links: int
+    sm2_first: int | None = None
+    sm2_known: bool = True
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": 1, "tree_size": self.tree_size, "root": self.root,
-                "height": self.height, "block_hash": self.block_hash,
-                "frontier": list(self.frontier), "nodes": self.nodes, "links": self.links}
+        d = {"version": 2, "tree_size": self.tree_size, "root": self.root,
+             "height": self.height, "block_hash": self.block_hash,
+             "frontier": list(self.frontier), "nodes": self.nodes, "links": self.links,
+             "sm2_first": self.sm2_first}
+        if not self.sm2_known:  # (resumed from a version 1 state and nothing sealed since)
+            del d["sm2_first"]
+            d["version"] = 1
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AuditState:
         """InvalidInput-free strict parse: CopyledgerError if anything is off."""
         want = {"version", "tree_size", "root", "height", "block_hash", "frontier", "nodes",
                 "links"}
-        if not isinstance(d, dict) or set(d) != want or d["version"] != 1:
-            raise CopyledgerError("not an audit state (version 1)")
+        version = d.get("version") if isinstance(d, dict) else None
+        if type(version) is not int or version not in (1, 2) or set(d) != (
+                want | {"sm2_first"} if version == 2 else want):
+            raise CopyledgerError("not an audit state (version 1 or 2)")
+        sm2_first = d.get("sm2_first")
         ints = [d[k] for k in ("tree_size", "height", "nodes", "links")]
+        ints += [sm2_first] if sm2_first is not None else []
         hexes = [d["root"], d["block_hash"], *d["frontier"]] if isinstance(
             d["frontier"], list) else None
         if (not all(type(v) is int and 0 <= v < 2**63 for v in ints) or hexes is None
                 or not all(isinstance(h, str) and len(h) == 64
-                           and h == bytes.fromhex(h).hex() for h in hexes)):
+                           and h == bytes.fromhex(h).hex() for h in hexes)
+                or (sm2_first is not None and sm2_first > d["height"])):
             raise CopyledgerError("the audit state is malformed")
         return cls(d["tree_size"], d["root"], d["height"], d["block_hash"],
-                   tuple(d["frontier"]), d["nodes"], d["links"])
+                   tuple(d["frontier"]), d["nodes"], d["links"], sm2_first, version == 2)
 
 
 @dataclass
@@ -247,8 +263,7 @@ def _run(
     rep: AuditReport,
 ) -> None:
     start = _resume(store, since) if since is not None else None
-    prev = start.block if start is not None else None
-    heads = _check_blocks(store, keys, roots_pem, pool, prev, rep)
+    heads, sm2_first = _check_blocks(store, keys, roots_pem, pool, start, rep)
     if not heads:
         if start is None:
             rep.checked.append(said("no blocks yet"))
@@ -269,6 +284,8 @@ def _run(
             raise _Fault(said("block {height}: root of the empty tree is wrong",
                               height=h.height), height=h.height)
     _check_entries(store, pool, heads, start, progress, rep)
+    if rep.state is not None:
+        rep.state = replace(rep.state, sm2_first=sm2_first)
 
 
 # -- Resuming -------------------------------------------------------------------------------
@@ -353,17 +370,23 @@ def _check_blocks(
     keys: list[str],
     roots_pem: _Roots,
     pool: Executor | None,
-    prev: BlockRow | None,
+    start: _Start | None,
     rep: AuditReport,
-) -> list[_Head]:
-    """Check every block after `prev` (all, if None), in chunks: hash, link, notes, tokens."""
+) -> tuple[list[_Head], int | None]:
+    """Check every block after the start (all, if None), in chunks: hash, link, notes, tokens.
+    Also the first block with an SM2 token, as far as the audits know (None: none)."""
+    prev, since = (start.block, start.state) if start is not None else (None, None)
     first = 0 if prev is None else prev.header.height + 1
     tokens = _Tokens(store, "notary", first, roots_pem[0] is not None)
     sm2_tokens = _Tokens(store, SM2_TSA_LABEL, first, roots_pem[1] is not None)
-    if prev is not None and roots_pem[1] is not None:
-        # Resumed: if the block the last audit ended on has an SM2 token, so must every later
-        # one (the rule below, which a resumed audit started afresh: D184). It had to, if any
-        # block before it had one, or that audit would have failed.
+    if since is not None and since.sm2_known:
+        # Resumed: every block after the first with an SM2 token has one (the rule below),
+        # from the first the audits found (D184, D187).
+        sm2_tokens.first = since.sm2_first
+    elif prev is not None and roots_pem[1] is not None:
+        # Resumed from a version 1 state: if the block the last audit ended on has an SM2
+        # token, so must every later one (D184). It had to, if any block before it had one,
+        # or that audit would have failed.
         had = next(store.iter_timestamps(SM2_TSA_LABEL, start=prev.header.height, chunk=1),
                    None)
         if had is not None and had[0] == prev.header.height:
@@ -403,7 +426,7 @@ def _check_blocks(
             n = heads[-1].height - max(sm2_tokens.first, heads[0].height) + 1
             rep.checked.append(said("{n} SM2/SM3 RFC 3161 tokens verify over their headers' SM3 "
                                     "(from block {first} on)", n=n, first=sm2_tokens.first))
-    return heads
+    return heads, sm2_tokens.first
 
 
 def _tuple_of(b: BlockRow) -> BlockTuple:

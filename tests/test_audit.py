@@ -238,6 +238,26 @@ def test_a_state_past_64_bits_is_refused_as_malformed() -> None:
     for key in ("tree_size", "height", "nodes", "links"):
         with pytest.raises(CopyledgerError, match="malformed"):
             AuditState.from_dict({**good, key: 2**64})
+    with pytest.raises(CopyledgerError, match="malformed"):
+        AuditState.from_dict({**good, "version": 2, "sm2_first": 2**64})
+
+
+def test_a_state_says_where_the_sm2_rule_starts_and_an_old_one_still_reads() -> None:
+    """D187: version 2 records the first block with an SM2 token; version 1 (without it) is
+    read, marked as not saying, and written back as it was."""
+    v1 = {"version": 1, "tree_size": 1, "root": "00" * 32, "height": 3,
+          "block_hash": "00" * 32, "frontier": ["11" * 32], "nodes": 1, "links": 0}
+    old = AuditState.from_dict(v1)
+    assert not old.sm2_known and old.to_dict() == v1
+    for first in (None, 0, 3):
+        v2 = {**v1, "version": 2, "sm2_first": first}
+        st = AuditState.from_dict(v2)
+        assert st.sm2_known and st.sm2_first == first and st.to_dict() == v2
+    for bad in ({**v1, "sm2_first": 1}, {**v1, "version": 2}, {**v1, "version": 3},
+                {**v1, "version": True}, {**v1, "version": 2, "sm2_first": 4},
+                {**v1, "version": 2, "sm2_first": "1"}, {**v1, "version": 2, "sm2_first": -1}):
+        with pytest.raises(CopyledgerError):
+            AuditState.from_dict(bad)
 
 
 def test_tokens_after_the_first_are_checked_quickly_and_still_caught(

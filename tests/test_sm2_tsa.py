@@ -266,5 +266,13 @@ def test_a_resumed_audit_keeps_the_rule_that_every_later_block_has_an_sm2_token(
         rep = audit_registry(node.settings, workers=1, incremental=True)
         assert not rep.ok and rep.bad_height == height and "no SM2 time-stamp token" in (
             rep.problem or ""), rep
+        # D187: the rule's start is the audit state's, not the token row of the block the last
+        # audit ended on, which a tamperer can delete too.
+        assert first.state.sm2_first is not None
+        node.store.execute_raw("DELETE FROM block_timestamps WHERE height = "
+                               f"{first.state.height} AND tsa = 'notary-sm2'")
+        rep = audit_registry(node.settings, workers=1, incremental=True)
+        assert not rep.ok and rep.bad_height == height and "no SM2 time-stamp token" in (
+            rep.problem or ""), rep
     finally:
         node.stop()
