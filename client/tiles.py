@@ -4,14 +4,13 @@ moves bytes, with the project's errors instead of httpx's."""
 
 from __future__ import annotations
 
-import time
 from types import TracebackType
 from typing import Any
 
 import httpx
 
 from copyledger.client.errors import ProblemError, TransportError
-from copyledger.ledger.bounded import PLAIN, read_bounded, refuse_encoded
+from copyledger.ledger.bounded import PLAIN, deadline_client, read_bounded, refuse_encoded, within
 from copyledger.ledger.errors import NotFound, said
 
 __all__ = ["TileFetcher", "post_alert"]
@@ -35,15 +34,18 @@ class TileFetcher:
     def __init__(self, log_url: str, *, timeout: float = 30.0,
                  transport: httpx.BaseTransport | None = None) -> None:
         self.log_url = log_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.log_url + "/", timeout=timeout,
-                                  transport=transport)
+        self._http = (deadline_client(timeout, base_url=self.log_url + "/")
+                      if transport is None else
+                      httpx.Client(base_url=self.log_url + "/", timeout=timeout,
+                                   transport=transport))
 
     def __call__(self, path: str) -> bytes:
         try:
-            with self._http.stream("GET", path, headers=PLAIN) as r:
+            with within(FETCH_S) as deadline, self._http.stream("GET", path,
+                                                                headers=PLAIN) as r:
                 refuse_encoded(r.headers.get("content-encoding"), f"{self.log_url}/{path}")
-                body = read_bounded(r.iter_bytes(), MAX_TILE_BYTES,
-                                    time.monotonic() + FETCH_S, f"{self.log_url}/{path}")
+                body = read_bounded(r.iter_bytes(), MAX_TILE_BYTES, deadline,
+                                    f"{self.log_url}/{path}")
         except _HTTPX_ERRORS as e:
             raise TransportError(said("cannot fetch {url}/{path}: {e}", url=self.log_url,
                                       path=path, e=e)) from None

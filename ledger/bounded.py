@@ -1,18 +1,26 @@
 """A peer's answer read within a size and a time: what a TSA, a witness or a log's tiles send
 costs this process at most that, however large or however slowly it is sent (D185).
 
-Pure: it reads an iterator of byte chunks (an HTTP response's body, decoded), so the layers that
-speak HTTP share it without the ledger depending on an HTTP library.
+`read_bounded` is pure: it reads an iterator of byte chunks (an HTTP response's body, decoded).
+The time bound also covers the answer's status line and headers, which the HTTP library reads
+before any body chunk: `deadline_client`'s connections take each read's timeout from the
+deadline `within` set (D188). That part uses httpcore, which httpx is built on.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+import httpcore
+import httpx
 
 from copyledger.ledger.errors import Unavailable, said
 
-__all__ = ["PLAIN", "read_bounded", "refuse_encoded"]
+__all__ = ["PLAIN", "deadline_client", "read_bounded", "refuse_encoded", "within"]
 
 PLAIN = {"Accept-Encoding": "identity"}
 """The request header asking for the body as it is: a compressed body decodes to far more than
@@ -41,3 +49,104 @@ def refuse_encoded(encoding: str | None, what: str) -> None:
     if (encoding or "identity").strip().lower() != "identity":
         raise Unavailable(said("{what}: the answer is compressed ({encoding}), though it was "
                                "asked for as it is", what=what, encoding=encoding))
+
+
+_T = TypeVar("_T")
+
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("deadline",
+                                                                         default=None)
+
+
+@contextlib.contextmanager
+def within(seconds: float) -> Iterator[float]:
+    """Every network read and write of a `deadline_client` in this block (this thread) ends
+    by `seconds` from now: connecting, sending, the status line and headers, the body. Yields
+    the deadline (`time.monotonic()`), for `read_bounded`."""
+    at = time.monotonic() + seconds
+    token = _DEADLINE.set(at)
+    try:
+        yield at
+    finally:
+        _DEADLINE.reset(token)
+
+
+def _left(timeout: float | None, late: type[Exception]) -> float | None:
+    """The timeout of one network operation: the connection's own, cut to what is left
+    before the deadline; `late` once it has passed."""
+    at = _DEADLINE.get()
+    if at is None:
+        return timeout
+    left = at - time.monotonic()
+    if left <= 0:
+        raise late("the answer took too long")
+    return left if timeout is None else min(timeout, left)
+
+
+def _timed(op: Callable[[float | None], _T], timeout: float | None,
+           late: type[Exception]) -> _T:
+    """`op(timeout)` within the deadline; a timeout that the deadline cut says so."""
+    try:
+        return op(_left(timeout, late))
+    except httpcore.TimeoutException:
+        at = _DEADLINE.get()
+        if at is not None and time.monotonic() >= at:
+            raise late("the answer took too long") from None
+        raise
+
+
+class _Stream(httpcore.NetworkStream):
+    """A connection whose every read and write ends by the deadline."""
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return _timed(lambda t: self._inner.read(max_bytes, t), timeout, httpcore.ReadTimeout)
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        _timed(lambda t: self._inner.write(buffer, t), timeout, httpcore.WriteTimeout)
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
+                  timeout: float | None = None) -> httpcore.NetworkStream:
+        return _Stream(_timed(lambda t: self._inner.start_tls(ssl_context, server_hostname, t),
+                              timeout, httpcore.ConnectTimeout))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _Backend(httpcore.NetworkBackend):
+    """The default network backend, its connections held to the deadline."""
+
+    def __init__(self, inner: httpcore.NetworkBackend) -> None:
+        self._inner = inner
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                    local_address: str | None = None,
+                    socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
+        return _Stream(_timed(lambda t: self._inner.connect_tcp(
+            host, port, t, local_address, socket_options), timeout, httpcore.ConnectTimeout))
+
+    def connect_unix_socket(self, path: str, timeout: float | None = None,
+                            socket_options: Iterable[Any] | None = None
+                            ) -> httpcore.NetworkStream:
+        return _Stream(_timed(lambda t: self._inner.connect_unix_socket(
+            path, t, socket_options), timeout, httpcore.ConnectTimeout))
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+def deadline_client(timeout: float, **kwargs: Any) -> httpx.Client:
+    """An httpx client whose connections keep `within`'s deadline (outside one: its own
+    `timeout` per operation, as any). httpx has no public way to hand its pool a network
+    backend, so the transport's pool gets one after it is made (the lock files pin httpx;
+    `tests/test_bounded.py` fails if that stops working). A proxy from the environment is
+    kept to its own per-read timeout (and `read_bounded`'s bound on the body)."""
+    transport = httpx.HTTPTransport()
+    pool = transport._pool
+    pool._network_backend = _Backend(pool._network_backend)
+    return httpx.Client(timeout=timeout, transport=transport, **kwargs)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import httpx
 from asn1crypto import tsp  # type: ignore[import-untyped]
 
-from copyledger.ledger.bounded import PLAIN, read_bounded, refuse_encoded
+from copyledger.ledger.bounded import PLAIN, read_bounded, refuse_encoded, within
 from copyledger.ledger.errors import CopyledgerError
 from copyledger.ledger.store import Store
 from copyledger.ledger.timestamp import token_from_response, verify_token
@@ -55,15 +55,14 @@ def fetch_token(
     for attempt in range(retries):
         nonce = secrets.randbits(63)
         try:
-            with client.stream("POST", url, content=timestamp_query(digest, nonce),
-                               headers={"content-type": "application/timestamp-query",
-                                        **PLAIN}) as r:
+            with within(REPLY_S) as deadline, client.stream(
+                    "POST", url, content=timestamp_query(digest, nonce),
+                    headers={"content-type": "application/timestamp-query", **PLAIN}) as r:
                 refuse_encoded(r.headers.get("content-encoding"), url)
                 if r.status_code != 200:
                     raise httpx.HTTPStatusError(f"HTTP {r.status_code}", request=r.request,
                                                 response=r)
-                reply = read_bounded(r.iter_bytes(), MAX_REPLY_BYTES,
-                                     time.monotonic() + REPLY_S, url)
+                reply = read_bounded(r.iter_bytes(), MAX_REPLY_BYTES, deadline, url)
             token = token_from_response(reply)
             if roots_pem is not None:
                 verify_token(token, digest, roots_pem, nonce=nonce)

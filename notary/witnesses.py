@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from copyledger.ledger import cosignature, merkle, note
-from copyledger.ledger.bounded import PLAIN, read_bounded, refuse_encoded
+from copyledger.ledger.bounded import PLAIN, read_bounded, refuse_encoded, within
 from copyledger.ledger.cosignature import AddCheckpointRequest, Cosignature, CosignatureVerifier
 from copyledger.ledger.errors import Conflict, CopyledgerError, VerificationError, said
 from copyledger.ledger.store import Store
@@ -60,11 +60,11 @@ ANSWER_S = 30.0
 def add_checkpoint(http: httpx.Client, url: str, request: AddCheckpointRequest) -> str:
     """POST one add-checkpoint request; the cosignature line (unverified). Conflict (with the
     witness's `size`) on a 409, VerificationError on any other refusal."""
-    with http.stream("POST", url.rstrip("/") + "/add-checkpoint",
-                     content=request.to_bytes(), headers=PLAIN) as r:
+    with within(ANSWER_S) as deadline, http.stream(
+            "POST", url.rstrip("/") + "/add-checkpoint", content=request.to_bytes(),
+            headers=PLAIN) as r:
         refuse_encoded(r.headers.get("content-encoding"), url)
-        body = read_bounded(r.iter_bytes(), MAX_ANSWER_BYTES, time.monotonic() + ANSWER_S,
-                            url)
+        body = read_bounded(r.iter_bytes(), MAX_ANSWER_BYTES, deadline, url)
     text = body.decode("utf-8", "replace")
     if r.status_code == 409 and r.headers.get("content-type", "").startswith(SIZE_MEDIA_TYPE):
         text = text.strip()

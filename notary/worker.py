@@ -9,6 +9,8 @@ from collections.abc import Callable
 
 import httpx
 
+from copyledger.ledger.bounded import deadline_client
+
 log = logging.getLogger("copyledger.notary")
 
 Pass = Callable[[httpx.Client], float]  # one pass; returns how long to wait for the next
@@ -43,7 +45,7 @@ class Worker:
         self._wake.set()
 
     def _run(self, one_pass: Pass) -> None:
-        with httpx.Client(timeout=self.timeout) as http:
+        with deadline_client(self.timeout) as http:
             while not self.stopping.is_set():
                 try:
                     wait = one_pass(http)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -87,3 +88,85 @@ def test_a_compressed_answer_is_refused_and_none_is_asked_for() -> None:
             pytest.raises(Unavailable, match="compressed"):
         fetch("checkpoint")
     assert asked == ["identity"] * 3
+
+
+class Trickler:
+    """A TCP server that answers each connection with a status line, then one header byte
+    every 50 ms for 15 s, then a complete empty answer: a peer holding a thread with its
+    headers, each read well within the connection's timeout."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.stopping = threading.Event()
+        self.sent = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import threading
+
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: Any) -> None:
+        with conn:
+            try:
+                conn.recv(65_536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                for _ in range(300):
+                    if self.stopping.wait(0.05):
+                        return
+                    conn.sendall(b"a")
+                    self.sent += 1
+                conn.sendall(b"\r\nContent-Length: 0\r\n\r\n")
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.sock.close()
+
+
+@pytest.fixture
+def trickler() -> Iterator[Trickler]:
+    t = Trickler()
+    yield t
+    t.close()
+
+
+def test_a_peer_trickling_its_headers_is_stopped_at_the_deadline(
+        trickler: Trickler, monkeypatch: pytest.MonkeyPatch) -> None:
+    """D188: the deadline held only once the headers were in; a peer sending a header byte
+    within each read's timeout held the thread for as long as it liked (here 15 s, then a
+    complete answer, which each call would take). With a deadline of 1 s each call fails as
+    too slow, long before the peer has sent its 300 bytes."""
+    from copyledger.client.errors import TransportError
+    from copyledger.ledger.bounded import deadline_client
+
+    monkeypatch.setattr(witnesses, "ANSWER_S", 1.0)
+    monkeypatch.setattr(external_tsa, "REPLY_S", 1.0)
+    monkeypatch.setattr("copyledger.client.tiles.FETCH_S", 1.0)
+    with deadline_client(10.0) as http:
+        with pytest.raises(httpx.TimeoutException, match="took too long"):
+            witnesses.add_checkpoint(http, trickler.url, AddCheckpointRequest(0, (), b"x\n"))
+        with pytest.raises(httpx.TimeoutException, match="took too long"):
+            external_tsa.fetch_token(http, trickler.url, bytes(32), roots_pem=None, retries=1)
+    with TileFetcher(trickler.url, timeout=10.0) as fetch, \
+            pytest.raises(TransportError, match="took too long"):
+        fetch("checkpoint")
+    assert trickler.sent < 300
+
+
+def test_outside_a_deadline_the_client_keeps_its_own_timeout(trickler: Trickler) -> None:
+    """Without `within`, a deadline client is any client: its per-read timeout applies."""
+    from copyledger.ledger.bounded import deadline_client
+
+    with deadline_client(0.02) as http, pytest.raises(httpx.ReadTimeout):
+        http.get(trickler.url)
