@@ -232,9 +232,17 @@ async def record(
 
 
 def replay(kept: Answer) -> Response:
+    """A kept answer sent again, with the headers its first send had: a 200 that names an
+    earlier registration (`already_registered`) names its entry in `Content-Location`, which
+    is not kept, so it is read back from the body (D189)."""
     media = "application/problem+json" if kept.status >= 400 else "application/json"
-    return Response(kept.body, status_code=kept.status, media_type=media,
-                    headers={REPLAYED: "true"})
+    headers = {REPLAYED: "true"}
+    if kept.status == 200:
+        body = orjson.loads(kept.body)
+        if isinstance(body, dict) and body.get("already_registered") is True \
+                and type(body.get("seq")) is int:
+            headers["Content-Location"] = f"/v1/entries/{body['seq']}"
+    return Response(kept.body, status_code=kept.status, media_type=media, headers=headers)
 
 
 # --------------------------------------------------------------------------------------------

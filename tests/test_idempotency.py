@@ -927,6 +927,12 @@ def test_an_earlier_registration_whose_answer_breaks_frees_its_key(
     retry = _post(client, path, body, {**headers, "Idempotency-Key": "200-breaks"})
     assert retry.status_code == 200 and retry.json()["already_registered"], retry.text
     assert tree_size(client) == n
+    # Replayed, the 200 names the earlier entry as its first send did (D189).
+    again = _post(client, path, body, {**headers, "Idempotency-Key": "200-breaks"})
+    assert again.headers["Idempotent-Replayed"] == "true", again.headers
+    assert again.status_code == 200 and again.content == retry.content
+    assert again.headers["Content-Location"] == retry.headers["Content-Location"] == \
+        f"/v1/entries/{retry.json()['seq']}"
 
 
 def test_a_kept_503_taken_over_by_a_write_whose_answer_breaks_is_put_back(
