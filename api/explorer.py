@@ -17,7 +17,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 from copyledger.service.accounts import beside
-from copyledger.service.dates import beside_utc, both_times, human_time, zone_word
+from copyledger.service.certificate import TRANSFER_TYPES, in_words
+from copyledger.service.dates import beside_utc, both_times, human_time, times_note
 from copyledger.service.i18n import DEFAULT, gettext, table
 
 EN: dict[str, dict[str, str]] = {
@@ -35,7 +36,6 @@ EN: dict[str, dict[str, str]] = {
         "pages": "Pages",
         "next": "Next page",
         "none": "Nothing here yet.",
-        "utc": "All times are in UTC (Coordinated Universal Time).",
         "language": "Language",
         "entry_prefix": "entry ",
     },
@@ -88,6 +88,8 @@ EN: dict[str, dict[str, str]] = {
         "range": "Entry numbers",
         "sealed": "Sealed",
         "rel": "How it is linked",
+        "claim_label": "{notice} by {name}",
+        "transfer_label": "{type}: {giver} to {to}",
     },
     "entries": {"title": "Entries", "caption": "Entries, newest first"},
     "blocks": {"title": "Blocks", "caption": "Blocks, newest first"},
@@ -175,6 +177,13 @@ EN: dict[str, dict[str, str]] = {
         "title": "Not found or not understood",
         "back": "Back to the log explorer",
     },
+    "regimes": {  # a claim's legal regime in words (`ledger.claims.REGIMES`), the code beside
+        "dmca_512c3": "US Digital Millennium Copyright Act, 17 U.S.C. § 512",
+        "eu_dsa_art16": "EU Digital Services Act, Article 16",
+        "cn_ecommerce_art42": "PRC E-Commerce Law, Articles 42 and 43",
+        "cn_indr_art14": "PRC Regulations on the Protection of the Right of Information Network "
+                         "Dissemination, Articles 14 to 16",
+    },
 }
 
 KINDS = {"work": "Registered work", "evidence": "Evidence deposit",
@@ -203,17 +212,6 @@ def keep_query(page: str, query: list[tuple[str, str]]) -> str:
         lambda m: 'href="?' + html.escape(urlencode([*rest, ("lang", m[1])])) + '"', page)
 
 
-def _times_note(lang: str, beside: bool) -> str:
-    """The footer's word on times: UTC alone, or (zh-CN, on a page that shows them so with
-    `both_times`: `beside`) the reader's zone beside UTC; an entry page said all were UTC
-    beside Beijing times (D182), and the other pages show UTC alone (D186)."""
-    where = beside_utc(lang) if beside else None
-    if where is None:
-        return _t(lang, "layout")["utc"]
-    return gettext(lang, "Times are given in {zone} and in UTC (Coordinated Universal "
-                         "Time).").format(zone=zone_word(where, lang))
-
-
 def kind_name(kind: str, lang: str = DEFAULT) -> str:
     """A kind in words; a kind added later reads as its name until it is given words here."""
     return gettext(lang, KINDS[kind]) if kind in KINDS else kind.replace("_", " ").capitalize()
@@ -222,6 +220,37 @@ def kind_name(kind: str, lang: str = DEFAULT) -> str:
 def _notice(notice_type: str, lang: str = DEFAULT) -> str:
     return (gettext(lang, NOTICES[notice_type]) if notice_type in NOTICES
             else notice_type.replace("_", "-"))
+
+
+def _regime(regime: str, lang: str) -> str:
+    """A claim's regime in words, its code beside (as the signed entry records it)."""
+    return in_words(regime, EN["regimes"], lang) or ""
+
+
+def _transfer_type(code: str, lang: str) -> str:
+    """A transfer's type in words alone (a list's line; the entry's page has the code)."""
+    return gettext(lang, TRANSFER_TYPES[code]) if code in TRANSFER_TYPES else kind_name(code,
+                                                                                        lang)
+
+
+def _licence_type(code: str, lang: str) -> str:
+    """A licence's type in words, its code beside (a chain of title's fact)."""
+    return in_words(code, TRANSFER_TYPES, lang) or ""
+
+
+def _label(r: dict[str, Any], lang: str) -> str:
+    """The line that names an entry in `lang`: the registrant's title or description as
+    typed, else its parties in words (a claim's notice and claimant, a transfer's type and
+    parties), which the service once made in English for every page (D177's leftover)."""
+    p = r.get("parties")
+    if not p:
+        return str(r["label"])
+    t = _t(lang, "tables")
+    if "claimant" in p:
+        return t["claim_label"].format(notice=_notice(p["notice_type"], lang),
+                                       name=p["claimant"]).strip()
+    return t["transfer_label"].format(type=_transfer_type(p["transfer_type"], lang),
+                                      giver=p["from"], to=p["to"])
 
 
 def _rel(rel: str, lang: str) -> str:
@@ -306,7 +335,7 @@ def layout(title: str, body: str, depth: int, *, script: bool = False, beside: b
 <main>
 <h1>{_e(title)}</h1>
 {body}
-<p class="note">{_e(_times_note(lang, beside))}</p>
+<p class="note">{_e(times_note(lang, beside_utc(lang) if beside else None))}</p>
 </main>
 </body></html>
 """
@@ -322,7 +351,7 @@ def _entries_table(rows: list[dict[str, Any]], root: str, caption: str,
     body = "".join(
         "<tr>" + (f"<td>{_e(_rel(r['rel'], lang))}</td>" if rel else "")
         + f"<td>{_entry(root, r['seq'])}</td><td>{_e(kind_name(r['kind'], lang))}"
-        f"</td><td>{_e(r['label'])}</td><td>{_e(r['registrant'])}</td><td>{_e(r['when'])}</td>"
+        f"</td><td>{_e(_label(r, lang))}</td><td>{_e(r['registrant'])}</td><td>{_e(r['when'])}</td>"
         "</tr>" for r in rows)
     return (f"<table><caption>{_e(caption)}</caption><thead><tr>{ths}</tr></thead>"
             f"<tbody>{body}</tbody></table>")
@@ -426,8 +455,8 @@ def entry_page(d: dict[str, Any], lang: str = DEFAULT) -> str:
     plain = t["plain"].format(who=d["registrant"], kind_lower=kind.lower(), when=d["when"],
                               seq=seq, height=d["block_height"])
     facts = [(t["kind"], _e(kind))]
-    if d["label"]:
-        facts.append((t["label"], _e(d["label"])))
+    if label := _label(d, lang):
+        facts.append((t["label"], _e(label)))
     facts += [(t["who"], _e(beside(d["registrant"], d.get("registrant_profile"), lang))),
               (t["when"], f'<time datetime="{_e(d["received_at"])}">'
                           f'{_e(both_times(d["received_at"], lang))}</time>'),
@@ -481,9 +510,10 @@ def title_page(d: dict[str, Any], lang: str = DEFAULT) -> str:
         f"<td>{_e(li['holder_after'])}</td></tr>" for li in d["links"])
     heads = "".join(f'<th scope="col">{_e(h)}</th>'
                     for h in (tt["seq"], tt["kind"], tt["when"], t["holder_after"]))
-    licences = "".join(f"<li>{_e(t['licence'].format(type=li['transfer_type'], to=li['to']))} "
-                       f"({_entry(root, li['seq'], _t(lang, 'layout')['entry_prefix'])})</li>"
-                       for li in d["licences"])
+    licences = "".join(
+        f"<li>{_e(t['licence'].format(type=_licence_type(li['transfer_type'], lang), to=li['to']))}"
+        f" ({_entry(root, li['seq'], _t(lang, 'layout')['entry_prefix'])})</li>"
+        for li in d["licences"])
     facts = [(t["registrant"], _e(d["registrant"])), (t["holder"], _e(d["holder"]))]
     if licences:
         facts.append((t["licences"], f"<ul>{licences}</ul>"))
@@ -505,12 +535,13 @@ def claim_page(d: dict[str, Any], lang: str = DEFAULT) -> str:
     first = d["timeline"][0]
     plain = t["plain"].format(claimant=first["claimant"],
                               notice=_notice(first["notice_type"], lang),
-                              regime=first["regime"], when=first["when"])
+                              regime=_regime(first["regime"], lang), when=first["when"])
     heads = "".join(f'<th scope="col">{_e(t[h])}</th>'
                     for h in ("notice", "regime", "claimant", "who", "when"))
     rows = "".join(
         f"<tr><td>{_entry(root, c['seq'], _notice(c['notice_type'], lang) + ' ')}</td>"
-        f"<td>{_e(c['regime'])}</td><td>{_e(c['claimant'])}</td><td>{_e(c['registrant'])}</td>"
+        f"<td>{_e(_regime(c['regime'], lang))}</td><td>{_e(c['claimant'])}</td>"
+        f"<td>{_e(c['registrant'])}</td>"
         f"<td>{_e(c['when'])}</td></tr>" for c in d["timeline"])
     body = f"""<p class="lead">{_e(plain)}</p>
 <table><caption>{_e(t["timeline"])}</caption><thead><tr>{heads}</tr></thead>

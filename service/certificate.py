@@ -29,7 +29,7 @@ from copyledger.ledger.errors import CopyledgerError
 from copyledger.ledger.sm2_timestamp import verify_sm2_token
 from copyledger.ledger.timestamp import load_pem_certs, verify_token
 from copyledger.service import accounts
-from copyledger.service.dates import ZONES, both_times, human_time, zone
+from copyledger.service.dates import beside_utc, both_times, human_time, times_note, zone
 from copyledger.service.i18n import DEFAULT, gettext
 from copyledger.service.rendercache import RenderCache, Slots, busy
 
@@ -81,6 +81,29 @@ TITLES = {
     "withdrawal": "Certificate of a withdrawn offer of assignment",
 }
 MAX_METADATA_CHARS = 600
+# A recorded code in words (msgids): a transfer's type and a work's type, as `in_words` says
+# them; the explorer says a transfer's type with this table too.
+TRANSFER_TYPES = {"assignment": N_("assignment"), "exclusive_licence": N_("exclusive licence"),
+                  "non_exclusive_licence": N_("non-exclusive licence")}
+WORK_TYPES = {"text": N_("text"), "image": N_("image"), "audio": N_("audio"),
+              "video": N_("video"), "software": N_("software"), "dataset": N_("dataset"),
+              "other": N_("other")}
+
+
+def in_words(value: object, words: Mapping[str, str], lang: str = DEFAULT) -> str | None:
+    """A code the entry records (a transfer's type, a regime) in `lang`'s words, with the code
+    beside as the signed entry holds it, which a court may quote: "独占许可 (exclusive_licence)".
+    The words alone where they are the code's own ("exclusive licence"); a code with no words
+    (a newer one) as it is; None stays None (a row left out)."""
+    if value is None:
+        return None
+    code = str(value)
+    if code not in words:
+        return code
+    named = _t(lang, words[code])
+    if named.replace("-", " ").lower() == code.replace("_", " ").lower():
+        return named
+    return _t(lang, "{words} ({code})").format(words=named, code=code)
 
 
 @dataclass(frozen=True)
@@ -168,13 +191,6 @@ def _registrant(f: Facts, lang: str) -> str:
                                           "kind": f.registrant_kind}, lang)
 
 
-def _times_note(f: Facts, lang: str) -> str:
-    if f.zone == "UTC":
-        return _t(lang, TEXT["all_times_utc"])
-    return _t(lang, "Times are given in {zone} and in UTC (Coordinated Universal Time).").format(
-        zone=_t(lang, ZONES.get(f.zone, f.zone)))
-
-
 def _witnesses(bundle: dict[str, Any], lang: str) -> list[tuple[str, str]]:
     """Who cosigned the bundle's witnessed checkpoint (signature lines shaped as cosignature/v1:
     a timestamp and an Ed25519 signature), with the tree size and the time they state."""
@@ -203,7 +219,8 @@ def _described(entry: dict[str, Any], lang: str) -> list[tuple[str, str]]:
     kind = entry.get("kind")
     rows: list[tuple[str, object]] = []
     if kind == "work":
-        rows = [(N_("Title"), entry.get("title")), (N_("Work type"), entry.get("work_type")),
+        rows = [(N_("Title"), entry.get("title")),
+                (N_("Work type"), in_words(entry.get("work_type"), WORK_TYPES, lang)),
                 (N_("Creators"), "; ".join(map(str, entry.get("creators") or []))),
                 (N_("Licence"), entry.get("license"))]
     elif kind == "evidence":
@@ -216,7 +233,7 @@ def _described(entry: dict[str, Any], lang: str) -> list[tuple[str, str]]:
         work = entry.get("work") or {}
         term = entry.get("term") or {}
         rows = [(N_("Work"), _seq(work.get("seq"), lang)),
-                (N_("Type"), entry.get("transfer_type")),
+                (N_("Type"), in_words(entry.get("transfer_type"), TRANSFER_TYPES, lang)),
                 (N_("From"), entry.get("from")), (N_("To"), entry.get("to")),
                 (N_("Territory"), entry.get("territory")),
                 (N_("Term"), _t(lang, " to ").join(str(term[k]) for k in ("start", "end")
@@ -402,7 +419,6 @@ TEXT: dict[str, str] = {  # the certificate's words for a reader who is not an e
                   "plain words whether it is exactly the registered file. It runs in your "
                   "browser and does not upload the file. Page 2 explains how an expert can check "
                   "everything independently.",
-    "all_times_utc": "All times are in UTC (Coordinated Universal Time).",
     "entry_n": "entry {seq}",
     "qr_alt": "QR code for {url}",
     "scan": "Scan to verify",
@@ -718,7 +734,7 @@ alt="{_e(t["qr_alt"].format(url=verify_url))}"><br>
 <h2>{_e(t["check"])}</h2>
 <p>{_e(t["check_text"].format(url=verify_url))}</p>
 <p>{_e(t["verify_at"])} <a href="{_e(verify_url)}">{_e(verify_url)}</a></p>
-<p class="note">{_e(_times_note(f, lang))}</p>
+<p class="note">{_e(times_note(lang, beside_utc(lang, f.zone)))}</p>
 </section>
 <section class="expert" aria-labelledby="expert-h">
 <h2 id="expert-h">{_e(t["for_expert"])}</h2><p>{_e(t["expert_intro"])}</p>
@@ -819,10 +835,12 @@ def _certificate_pdf(bundle: dict[str, Any], verify_url: str, lang: str,
         pdf.ln(1)
         pdf.set_font(pdf.sans, "B", 8.5)
         shown = ", ".join(f"U+{ord(c):04X}" for c in missing[:12])
-        more = f" and {len(missing) - 12} more" if len(missing) > 12 else ""
-        pdf.multi_cell(narrow, 4.3, f"Some characters cannot be printed with this PDF's fonts and "
-                       f"are left out or shown as '?': {shown}{more}. The HTML certificate and "
-                       "the evidence bundle hold the exact text.", align="L",
+        if len(missing) > 12:
+            shown = _t(lang, "{shown} and {n} more").format(shown=shown, n=len(missing) - 12)
+        pdf.multi_cell(narrow, 4.3, pdf.text_(_t(
+            lang, "Some characters cannot be printed with this PDF's fonts and are left out or "
+                  "shown as '?': {shown}. The HTML certificate and the evidence bundle hold the "
+                  "exact text.").format(shown=shown)), align="L",
                        new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     pdf.set_y(max(pdf.get_y(), 14 + qr_size + 2))
 
@@ -840,7 +858,7 @@ def _certificate_pdf(bundle: dict[str, Any], verify_url: str, lang: str,
             pdf.para(f"\u2022 {_t(lang, x)}" if pdf.unicode else f"- {x}", 9)
     pdf.heading(t["check"])
     pdf.para(t["check_text"].format(url=verify_url), 9)
-    pdf.para(_times_note(f, lang), 8)
+    pdf.para(times_note(lang, beside_utc(lang, f.zone)), 8)
 
     # Page 2 on, for an expert: the exact values, signatures and commands.
     pdf.add_page()

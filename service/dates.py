@@ -21,6 +21,8 @@ FORMAT = "{day} {month} {year}, {hh}:{mm} UTC"  # a msgid: zh-CN says "2026年11
 BOTH = "{local} ({zone} UTC{offset}) · {utc} UTC"  # a msgid; {zone} is ZONES' word or the name
 ZONES = {"Asia/Shanghai": "Beijing time"}  # zones with a name readers use (msgids)
 ZONE_OF = {"zh-CN": "Asia/Shanghai"}  # a language's default zone; UTC for the others
+UTC_ALONE = "All times are in UTC (Coordinated Universal Time)."  # msgids: `times_note`'s
+ZONE_AND_UTC = "Times are given in {zone} and in UTC (Coordinated Universal Time)."
 # China has kept UTC+8 without summer time since 1991: a machine without the tz database
 # still says Beijing time right.
 _FIXED = {"Asia/Shanghai": timezone(timedelta(hours=8))}
@@ -64,6 +66,15 @@ def beside_utc(lang: str = DEFAULT, tz: str | None = None) -> str | None:
 def zone_word(name: str, lang: str = DEFAULT) -> str:
     """How a reader names the zone: ZONES' word in `lang` ("北京时间"), else its IANA name."""
     return gettext(lang, ZONES.get(name, name))
+
+
+def times_note(lang: str, beside: str | None) -> str:
+    """A page's word on how it gives times: UTC alone, or `beside` (the zone its time lines
+    show beside UTC, `beside_utc`'s; None for UTC alone) and UTC. One sentence for the
+    explorer's footer and the certificate, which built it twice from different inputs."""
+    if beside is None:
+        return gettext(lang, UTC_ALONE)
+    return gettext(lang, ZONE_AND_UTC).format(zone=zone_word(beside, lang))
 
 
 def _tzinfo(name: str) -> tzinfo:

@@ -34,7 +34,9 @@ def _rows(limit: int | None) -> int:
 
 
 def summary(row: EntryRow) -> dict[str, Any]:
-    """One entry as a list row: what it is, who recorded it, when, and a line that names it."""
+    """One entry as a list row: what it is, who recorded it, when, and what names it (the
+    registrant's title or description, else a claim's or transfer's parties as recorded, which
+    the page says in its reader's language)."""
     e = jcs.parse(row.data)
     assert isinstance(e, dict)  # the sequencer stores only validated JSON objects
     content = e.get("content") or e.get("work") or {}
@@ -45,23 +47,33 @@ def summary(row: EntryRow) -> dict[str, Any]:
         "received_at": e.get("received_at", ""),
         "when": human_time(str(e.get("received_at", ""))),
         "label": _label(e),
+        "parties": _parties(e),
         "sha256": content.get("sha256", row.sha256) if isinstance(content, dict) else row.sha256,
         "block_height": row.block_height,
     }
 
 
 def _label(e: dict[str, Any]) -> str:
-    """The words a reader knows the entry by, whatever its kind (new kinds included): its
-    title, description, notice type or parties, else nothing."""
+    """The words the registrant gave the entry (its title or description), else nothing; a
+    claim or transfer is named by its `_parties`, which the page says in its language."""
     for key in ("title", "description"):
         if isinstance(e.get(key), str) and e[key]:
             return str(e[key])
-    if isinstance(e.get("claimant"), dict):
-        notice = str(e.get("notice_type", "")).replace("_", "-")
-        return f"{notice} by {e['claimant'].get('name', '')}".strip()
-    if "from" in e and "to" in e:
-        return f"{e.get('transfer_type', e.get('kind', ''))}: {e['from']} to {e['to']}"
     return ""
+
+
+def _parties(e: dict[str, Any]) -> dict[str, str] | None:
+    """What names a claim (its notice type and claimant) or a transfer (its type and parties),
+    as recorded; None for another entry, or one with a title or description."""
+    if _label(e):
+        return None
+    if isinstance(e.get("claimant"), dict):
+        return {"notice_type": str(e.get("notice_type", "")),
+                "claimant": str(e["claimant"].get("name", ""))}
+    if "from" in e and "to" in e:
+        return {"transfer_type": str(e.get("transfer_type", e.get("kind", ""))),
+                "from": str(e["from"]), "to": str(e["to"])}
+    return None
 
 
 def _block_row(b: BlockRow) -> dict[str, Any]:

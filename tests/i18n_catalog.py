@@ -131,7 +131,8 @@ def messages() -> dict[str, set[str]]:
                                     explorer.NOTICES]))
     add("api/problems.py", (t for _, _, t in problems.PROBLEMS.values()))
     add("api/problems.py", iter(problems.DETAILS))
-    add("service/dates.py", _values([dates.MONTHS, dates.FORMAT, dates.BOTH, dates.ZONES]))
+    add("service/dates.py", _values([dates.MONTHS, dates.FORMAT, dates.BOTH, dates.ZONES,
+                                     dates.UTC_ALONE, dates.ZONE_AND_UTC]))
     add("service/claims.py", _values(claims.CAVEAT_TEXT))
     add("service/accounts.py", _values([accounts.KIND_WORDS, accounts.STATEMENT]))
     add("ledger/components.py", list(components.PARTS))
