@@ -46,10 +46,12 @@ __all__ = [
     "check_checkpoint",
     "check_claim_check",
     "check_consistency",
+    "check_contact",
     "check_history",
     "check_proof",
     "check_receipt",
     "check_receipts",
+    "check_sent",
     "check_sent_work",
     "verifiers",
 ]
@@ -179,12 +181,13 @@ def check_sent_work(entry: Any, work: Mapping[str, Any]) -> None:
     except (CopyledgerError, KeyError, TypeError) as e:
         raise UnverifiedAnswer(said("the work sent cannot be an entry ({e!r}), yet the registry "
                                     "answered a new one", e=e), entry) from e
-    _same_entry(got, want)
+    _same_entry(got, want, "work")
 
 
-def _same_entry(got: dict[str, Any], want: dict[str, Any]) -> None:
-    """`got` (an answered entry) is `want` (the one the fields sent make), else
-    UnverifiedAnswer naming the first field that differs (a part of `content` by name)."""
+def _same_entry(got: dict[str, Any], want: dict[str, Any], kind: str) -> None:
+    """`got` (an answered entry) is `want` (the one the `kind` sent makes), else
+    UnverifiedAnswer naming the first field that differs (a part of `content` by name), or,
+    where none does (a member null in one and absent in the other), the kind."""
     if got == want:
         return
     pairs = [(name, got.get(name), want.get(name)) for name in sorted(got.keys() | want.keys())
@@ -200,7 +203,8 @@ def _same_entry(got: dict[str, Any], want: dict[str, Any]) -> None:
             raise UnverifiedAnswer(said("the registry recorded {name} = {got!r}, not the "
                                         "{want!r} sent", name=name, got=value, want=sent_value),
                                    got)
-    raise UnverifiedAnswer(said("the registry recorded another entry than the work sent"), got)
+    raise UnverifiedAnswer(said("the registry recorded another entry than the {kind} sent",
+                                kind=kind), got)
 
 
 def check_sent(entry: Any, kind: str, sent: Mapping[str, Any]) -> None:
@@ -242,7 +246,7 @@ def check_sent(entry: Any, kind: str, sent: Mapping[str, Any]) -> None:
     except (KeyError, TypeError, ValidationError) as e:
         raise UnverifiedAnswer(said("the registry answered a new entry the {kind} sent cannot "
                                     "be ({e!r})", kind=kind, e=e), entry) from e
-    _same_entry(got, want)
+    _same_entry(got, want, kind)
 
 
 def _claim_as_logged(got: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
@@ -366,9 +370,9 @@ def _tree(cp_text: str, trusted: tuple[note.Verifier, ...],
     """A checkpoint's tree, if a trusted key signed it (None: `check_receipt` says why)."""
     try:
         cp = checked.get(cp_text)
-        if cp is None:
-            n, _ = note.verify_note(cp_text, trusted)
-            cp = checked[cp_text] = note.parse_checkpoint(n.text)
+        if cp is None:  # as `verify_receipt` opens it: a checkpoint of the key's own log
+            cp, _ = note.verify_checkpoint(cp_text, trusted)
+            checked[cp_text] = cp
         return cp.size, cp.root.hex(), merkle.InclusionVerifier(cp.size, cp.root)
     except CopyledgerError:
         return None
@@ -493,10 +497,11 @@ def check_contact(answer: Any) -> Disclosure:
 
 
 def check_checkpoint(signed_note: str, keys: Keys) -> SignedCheckpoint:
-    """A C2SP checkpoint signed by a trusted key."""
+    """A C2SP checkpoint signed by a trusted key, of that key's log: its origin is the key's
+    name (`note.verify_checkpoint`). Extension lines, which the spec allows, are not part of
+    the result: nothing says what they vouch for."""
     with _checking(signed_note):
-        n, _ = note.verify_note(signed_note, verifiers(keys))
-        cp = note.parse_checkpoint(n.text)
+        cp, _ = note.verify_checkpoint(signed_note, verifiers(keys))
         return SignedCheckpoint(signed_note, cp.origin, cp.size, cp.root)
 
 

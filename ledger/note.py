@@ -65,6 +65,7 @@ __all__ = [
     "parse_verifier_key",
     "signature_message",
     "unb64",
+    "verify_checkpoint",
     "verify_note",
 ]
 
@@ -347,6 +348,24 @@ def parse_checkpoint(text: str) -> Checkpoint:
         raise InvalidInput("checkpoint lines must not be empty")
     return Checkpoint(origin, _parse_size(size, _TREE_SIZE), _parse_hash(root),
                       tuple(extensions))
+
+
+def verify_checkpoint(data: str | bytes, verifiers: Sequence[V]) -> tuple[Checkpoint, list[V]]:
+    """Open a signed checkpoint of the log a trusted key is for: the note verifies under
+    `verifiers` (`verify_note`) and its origin is the name of a key that signed it, which is
+    the log's origin (c2sp.org/tlog-checkpoint; a copyledger log's key is always named so).
+    Otherwise a key that signs for several logs would lend one log's checkpoint to another.
+    Returns the checkpoint and the keys named for its origin that signed it. Extension lines
+    are read as the spec allows them (non-empty, opaque) and given to the caller, who must not
+    present them as verified: nothing here says what they vouch for."""
+    n, good = verify_note(data, verifiers)
+    cp = parse_checkpoint(n.text)
+    named = [v for v in good if v.name == cp.origin]
+    if not named:
+        raise SignatureError(said("the checkpoint is for log {origin!r}, not for the log of the "
+                                  "trusted key that signed it ({names})", origin=cp.origin,
+                                  names=", ".join(sorted({v.name for v in good}))))
+    return cp, named
 
 
 def block_note_text(origin: str, height: int, block_hash: bytes) -> str:

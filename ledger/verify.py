@@ -297,8 +297,8 @@ class _Run:
         else:
             keys, self.rep.trust = self.b.notary.verifier_keys, "bundle"
         parsed = [note.parse_verifier_key(k) for k in keys]
-        n, ok = note.verify_note(self.b.checkpoint, parsed)
-        cp = note.parse_checkpoint(n.text)
+        # a checkpoint of the log the key is for: its origin is the signing key's name (D191)
+        cp, ok = note.verify_checkpoint(self.b.checkpoint, parsed)
         if cp.extensions:
             raise _Fail("the checkpoint has extension lines; copyledger/bundle/v1 allows none")
         if cp.origin != self.b.origin:
@@ -431,12 +431,17 @@ class _Run:
         if not vkeys:
             return _skipped("no witness keys given, so witness cosignatures were not checked "
                             "(the bundle carries a witnessed checkpoint)")
+        witnesses = [cosignature.parse_verifier_key(k) for k in vkeys]
         if not 1 <= quorum <= len(vkeys):
             raise _Fail(said("the quorum must be 1..{n} (the number of witness keys)",
                              n=len(vkeys)))
+        distinct = len({v.public_key for v in witnesses})
+        if quorum > distinct:
+            raise _Fail(said("the witness keys given are {n} distinct key(s), fewer than the "
+                             "quorum {quorum}: a key given under two names counts once",
+                             n=distinct, quorum=quorum))
         if w is None:
             raise _Fail("the bundle carries no witnessed checkpoint")
-        witnesses = [cosignature.parse_verifier_key(k) for k in vkeys]
         n, _ = note.verify_note(w.checkpoint, self.log_keys)
         cp = note.parse_checkpoint(n.text)
         if cp.extensions or cp.origin != self.b.origin:
@@ -448,9 +453,14 @@ class _Run:
         merkle.verify_consistency(self.size, cp.size, self.root, cp.root, proof)
         cosigs = cosignature.cosignatures_of(w.checkpoint, witnesses)
         cosigners = sorted({(c.name, c.key_id) for c in cosigs})
-        if len(cosigners) < quorum:
+        # A quorum counts keys, not names: an Ed25519 cosignature does not commit to the
+        # cosigner's name, so one key pinned under two names lets anyone copy its line under
+        # the other name's key ID (c2sp.org/tlog-cosignature: one key per cosigner).
+        key_of = {(v.name, v.key_id): v.public_key for v in witnesses}
+        cosigned = {key_of[c.name, c.key_id] for c in cosigs}
+        if len(cosigned) < quorum:
             raise _Fail(said("{n} valid cosignature(s) by the witness keys given, {quorum} "
-                             "required", n=len(cosigners), quorum=quorum))
+                             "required", n=len(cosigned), quorum=quorum))
         self.rep.facts["witnessed_size"] = cp.size
         self.rep.facts["witnesses"] = [
             {"name": c.name, "key_id": c.key_id.hex(), "cosigned_at": c.timestamp}
@@ -695,9 +705,10 @@ def verify_receipt(
 ) -> None:
     """Check the answer to a registration (POST /v1/works, /v1/evidence, ...), as JSON or a
     parsed Receipt: the entry's bytes give the leaf hash, the proof leads to the root, and a
-    trusted key signed a checkpoint with that root and size. Raises VerificationError (or
-    InvalidInput for a malformed one). `checked` remembers signed checkpoints already verified
-    under the same `verifiers` (a batch's receipts share their block's): half the cost."""
+    trusted key signed a checkpoint of its own log (the origin is the key's name) with that root
+    and size. Raises VerificationError (or InvalidInput for a malformed one). `checked`
+    remembers signed checkpoints already verified so under the same `verifiers` (a batch's
+    receipts share their block's): half the cost."""
     r = registration if isinstance(registration, Receipt) else Receipt.from_dict(
         dict(registration))
     if file_sha256 is not None and r.entry.content_sha256 != file_sha256:
@@ -714,8 +725,9 @@ def verify_receipt(
     merkle.verify_inclusion(r.seq, rc.tree_size, leaf, proof, root)
     cp = checked.get(rc.checkpoint) if checked is not None else None
     if cp is None:
-        n, _ = note.verify_note(rc.checkpoint, verifiers)
-        cp = note.parse_checkpoint(n.text)
+        # a checkpoint of the log the key is for (its origin is the signing key's name, which
+        # D163 left unchecked); extension lines are allowed (non-empty) and never reported
+        cp, _ = note.verify_checkpoint(rc.checkpoint, verifiers)
         if checked is not None:
             checked[rc.checkpoint] = cp
     if (cp.size, cp.root) != (rc.tree_size, root):

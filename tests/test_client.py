@@ -755,6 +755,50 @@ def test_every_write_is_checked_against_what_was_sent(live: Live) -> None:
         assert f"recorded {field} = " in e.value.detail, e.value.detail
 
 
+def test_an_entry_that_differs_by_a_null_member_names_its_kind() -> None:
+    """`_same_entry`'s last resort (no field differs in value: a member recorded as null and
+    not sent, or sent as null and not recorded) names the kind sent, not "the work" for every
+    kind."""
+    from copyledger.client.verify import check_sent, check_sent_work
+    from copyledger.ledger import entry as entry_mod
+
+    made = {"registrant": "ada", "received_at": "2026-01-01T00:00:00Z"}
+    evidence = {"sha256": sha(b"e"), "captured_at": "2026-01-01T00:00:00Z",
+                "capture_method": "screenshot", "description": "the copy"}
+    entry = entry_mod.build_evidence(**made, source_url=None, **evidence)
+    check_sent(entry, "evidence", evidence)  # as sent: accepted
+    with pytest.raises(UnverifiedAnswer) as e:
+        check_sent({**entry, "source_url": None}, "evidence", evidence)
+    assert e.value.detail == "the registry recorded another entry than the evidence sent"
+    transfer = {"work_seq": 3, "to": "bob", "transfer_type": "non_exclusive_licence"}
+    held = entry_mod.build_transfer(**made, work_seq=3, work_sha256=sha(b"w"), from_account="ada",
+                                    to_account="bob", transfer_type="non_exclusive_licence",
+                                    check=False)
+    check_sent(held, "transfer", transfer)
+    with pytest.raises(UnverifiedAnswer) as e:
+        check_sent({**held, "note": None}, "transfer", transfer)
+    assert e.value.detail == "the registry recorded another entry than the transfer sent"
+    work_sent = {"sha256": sha(b"w"), "title": "T", "creators": ["Ada"], "work_type": "text"}
+    recorded = entry_mod.build_work(**made, **work_sent)
+    check_sent_work(recorded, work_sent)
+    with pytest.raises(UnverifiedAnswer) as e:
+        check_sent_work({**recorded, "license": None}, work_sent)
+    assert e.value.detail == "the registry recorded another entry than the work sent"
+
+
+def test_client_verify_exports_every_public_check() -> None:
+    """Every public check in `client.verify` is in its `__all__` (`check_sent`, which
+    `check_receipt`'s `sent` runs and docs/client.md names, and `check_contact`, which the
+    package exports and docs/privacy.md names, were left out)."""
+    from copyledger.client import verify
+
+    public = {name for name, value in vars(verify).items()
+              if name.startswith("check_") and callable(value)
+              and getattr(value, "__module__", None) == verify.__name__}
+    assert {"check_sent", "check_sent_work", "check_contact"} <= public
+    assert public <= set(verify.__all__), public - set(verify.__all__)
+
+
 class ActAs(httpx.BaseTransport):
     """Forward to the real server, but send the writes to `paths` with another account's key:
     the registry then records, and validly signs, the entry under that account (D93)."""

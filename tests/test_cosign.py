@@ -504,6 +504,39 @@ def test_one_pass_without_threads(tmp_path: Path) -> None:
     assert rep.ok, rep.to_json()
 
 
+def test_one_witness_key_pinned_under_two_names_counts_once(tmp_path: Path) -> None:
+    """D165's "Left": an Ed25519 cosignature does not sign the witness's name, so its line can
+    be copied under a second name's key ID; one key pinned under two names must not meet a
+    quorum of 2 (c2sp.org/tlog-cosignature: one key per cosigner). Keys are counted."""
+    b, log_vkey, wkey = witnessed_bundle(tmp_path)
+    w = cosignature.parse_verifier_key(wkey)
+    alias = "witness.example/alias"
+    alias_vkey = cosignature.format_verifier_key(alias, w.public_key)
+    # the witness's own line, copied under the alias's name and key ID: a valid cosignature
+    signed = b["witnessed"]["checkpoint"]
+    [line] = [s for s in note.parse_note(signed).signatures if s.name == W]
+    copied = note.format_signature_line(
+        note.Signature(alias, cosignature.key_id(alias, w.public_key), line.signature))
+    b["witnessed"]["checkpoint"] = signed + copied
+    assert len(cosignature.cosignatures_of(b["witnessed"]["checkpoint"],
+                                           [w, cosignature.parse_verifier_key(alias_vkey)])) == 2
+    assert verify_bundle(b, trusted_keys=[log_vkey], witness_keys=[wkey, alias_vkey]).ok
+
+    def failed(keys: list[str], quorum: int) -> str:
+        rep = verify_bundle(b, trusted_keys=[log_vkey], witness_keys=keys, quorum=quorum)
+        assert not rep.ok and rep.failed is not None and rep.failed.name == "witnessed", \
+            rep.to_json()
+        return rep.failed.detail
+
+    assert failed([wkey, alias_vkey], 2) == (
+        "the witness keys given are 1 distinct key(s), fewer than the quorum 2: a key given "
+        "under two names counts once")
+    # with a third, distinct key pinned that did not cosign: 1 key cosigned, 2 required
+    other = vkey_of(FileSigner.generate("witness.example/w2", tmp_path / "w2.key"))
+    assert failed([wkey, alias_vkey, other], 2) == (
+        "1 valid cosignature(s) by the witness keys given, 2 required")
+
+
 def test_cosignatures_are_append_only(tmp_path: Path, database_url: str) -> None:
     from sqlalchemy.exc import DBAPIError
 

@@ -369,3 +369,24 @@ def test_every_attack_fails_at_its_step(made: dict[str, Any]) -> None:
         raw = payload.encode() if isinstance(payload, str) else payload
         rep = verify_bundle(raw, file_sha256=sha)  # the keys in the bundle: the operator's own
         assert rep.failed is not None and rep.failed.name == step, (name, rep.to_json())
+
+
+def test_a_checkpoint_signed_by_another_logs_pinned_key_is_refused(
+        made: dict[str, Any], tmp_path: Path) -> None:
+    """D191: a key named for log A (its origin) that signs this log's checkpoint and block note
+    does not make the bundle A's: pinned, it is refused at the checkpoint step, where the
+    report said "signed by" A's key over this log's origin."""
+    from copyledger.notary.signer import FileSigner, verifier_key
+
+    other = FileSigner.generate("other.example/log", tmp_path / "other.key")
+    b = copy.deepcopy(made["bundle"])
+    text = note.verify_note(b["checkpoint"], [note.parse_verifier_key(made["vkey"])])[0].text
+    b["checkpoint"] = sign_note(text, [other])
+    blk = b["block"]
+    b["block"]["block_note"] = sign_note(
+        note.block_note_text(b["origin"], blk["height"], bytes.fromhex(blk["hash"])), [other])
+    b.pop("tlog_proof", None)  # (it carries the checkpoint too)
+    rep = verify_bundle(b, file_sha256=hashlib.sha256(FILE).hexdigest(),
+                        trusted_keys=[verifier_key(other)])
+    assert rep.failed is not None and rep.failed.name == "checkpoint", rep.to_json()
+    assert "not for the log of the trusted key" in rep.failed.detail
