@@ -29,6 +29,7 @@ __all__ = [
     "ORB_POSSIBLE",
     "PDQ_MATCH",
     "PDQ_POSSIBLE",
+    "PHASH_LOW_BITS",
     "PHASH_MATCH",
     "PHASH_POSSIBLE",
     "THRESHOLDS",
@@ -47,6 +48,7 @@ __all__ = [
     "minhash_hashvalues",
     "minhash_similarity",
     "overall_verdict",
+    "phash_low_information",
     "score_json",
 ]
 
@@ -76,6 +78,15 @@ PHASH_POSSIBLE = 10
 """pHash 'possible' radius. Not 12: among a million registrations a random 64-bit code has
 ~0.22 neighbours within 12 bits by chance alone, ~0.01 within 10 (binomial tails; measured
 0.25 at 12 by bench/index_bench.py). 3 of 448,500 unrelated variant pairs fell within 10."""
+PHASH_LOW_BITS = 16
+"""A pHash with fewer bits set is low-information, no evidence. imagehash sets a bit per
+DCT coefficient above the median of 64, so 32 unless coefficients tie at the median; fewer
+than 16 means at least 18 equal (zero): a flat or near-flat picture, a plain gradient. All of
+these have codes within a few bits of each other (every flat picture's is 8000000000000000 or
+0), so a flat grey picture "matched" a flat white one; and no code with 16 bits or more is
+within the 'possible' radius of a flat picture's. Measured: 60 generated originals of
+tests/test_fingerprint.py and their 300 variants (PDQ's low-quality gradients included) all
+have 32."""
 MINHASH_MATCH = 0.8
 """Estimated Jaccard similarity of word 5-shingles for a match: measured 100 % of texts with
 1 % of words changed, 98 % at 1.5 %, 41 % at 2.5 % (the rest 'possible')."""
@@ -115,6 +126,9 @@ class Thresholds:
     similarity: bool = False
     measure: str = ""
     """The answer's field for the value: `distance` or `similarity` unless named here."""
+    low_is_evidence: bool = True
+    """Whether a low-quality score keeps its verdict (PDQ: flagged for a human look) or is
+    'none' (pHash: a low-information code says nothing, PHASH_LOW_BITS)."""
 
     @property
     def field(self) -> str:
@@ -133,7 +147,7 @@ class Thresholds:
 
 THRESHOLDS: Mapping[str, Thresholds] = MappingProxyType({
     "pdq": Thresholds(PDQ_MATCH, PDQ_POSSIBLE),
-    "phash": Thresholds(PHASH_MATCH, PHASH_POSSIBLE),
+    "phash": Thresholds(PHASH_MATCH, PHASH_POSSIBLE, low_is_evidence=False),
     "minhash": Thresholds(MINHASH_MATCH, MINHASH_POSSIBLE, similarity=True),
     "orb": Thresholds(ORB_MATCH, ORB_POSSIBLE, similarity=True, measure="inliers"),
     "chromaprint": Thresholds(CHROMAPRINT_MATCH, CHROMAPRINT_POSSIBLE, similarity=True),
@@ -152,9 +166,10 @@ class Score:
     `distance` (Hamming bits) is set for pdq/phash, `similarity` (estimated Jaccard) for minhash.
     `threshold` is the match threshold, `possible_threshold` the edge of the 'possible' band.
     `low_quality` means a PDQ hash involved has quality below PDQ_LOW_QUALITY: the verdict
-    stands but needs a human look. `inliers` (orb) counts geometrically consistent keypoints;
-    `explanation` says in words which transform or region of the original was found, and
-    `transform` the same as numbers (orb).
+    stands but needs a human look; or a pHash involved is low-information (PHASH_LOW_BITS):
+    the verdict is 'none', the distance no evidence. `inliers` (orb) counts geometrically
+    consistent keypoints; `explanation` says in words which transform or region of the
+    original was found, and `transform` the same as numbers (orb).
     """
 
     algorithm: str
@@ -177,7 +192,9 @@ class Score:
         """
         bands = THRESHOLDS[algorithm]
         measure: dict[str, Any] = {bands.field: value}
-        return cls(algorithm=algorithm, verdict=bands.verdict(value), threshold=bands.match,
+        verdict: Verdict = ("none" if low_quality and not bands.low_is_evidence
+                            else bands.verdict(value))
+        return cls(algorithm=algorithm, verdict=verdict, threshold=bands.match,
                    possible_threshold=bands.possible, low_quality=low_quality, **measure,
                    **identity)
 
@@ -250,6 +267,12 @@ def hamming(a_hex: str, b_hex: str) -> int:
         raise InvalidInput("hash is not hex") from exc
 
 
+def phash_low_information(code: str | bytes) -> bool:
+    """Whether a pHash (hex, or its 8 bytes) has fewer than PHASH_LOW_BITS bits set."""
+    value = int(code, 16) if isinstance(code, str) else int.from_bytes(code, "big")
+    return value.bit_count() < PHASH_LOW_BITS
+
+
 def minhash_hashvalues(fingerprint: Mapping[str, object]) -> Any:
     """The uint64 numpy array inside a (validated) minhash fingerprint."""
     import numpy as np
@@ -289,12 +312,12 @@ def compare(algorithm: str, a: Mapping[str, object], b: Mapping[str, object]) ->
         from copyledger.matching.avindex import aligned_similarity
 
         return Match.rate(algorithm, aligned_similarity(algorithm, a, b), version=version)
-    return Match.rate(
-        algorithm,
-        hamming(str(a["hash"]), str(b["hash"])),
-        low_quality=bool(a.get("low_quality")) or bool(b.get("low_quality")),
-        version=version,
-    )
+    distance = hamming(str(a["hash"]), str(b["hash"]))
+    if algorithm == "phash":
+        low = phash_low_information(str(a["hash"])) or phash_low_information(str(b["hash"]))
+    else:
+        low = bool(a.get("low_quality")) or bool(b.get("low_quality"))
+    return Match.rate(algorithm, distance, low_quality=low, version=version)
 
 
 GEOMETRIC_CANDIDATES = 4
