@@ -1,11 +1,17 @@
 """`copyledger register DIR`: which files a folder holds, and the receipts folder that lets a
 run stop anywhere and start again.
 
-The receipts folder holds one `<sha256>.json` per registration (the verified receipt, as the
-server sent it) and `manifest.jsonl`, one line per file: path, SHA-256, seq, registrant, a tag
-of the API key used (`key_tag`) and the receipt's file name (null when the registration was
-found in the log rather than made by this run, so its receipt is not here; `copyledger bundle
-SEQ` fetches the evidence). A line is appended only after its receipt is on disk.
+The receipts folder holds one file per verified receipt: `<sha256>.json` for the first one of a
+content, `<sha256>-<seq>.json` for another entry of that content (an `--again` run's), so no
+receipt is ever overwritten (`save_receipt`); and `manifest.jsonl`, one line per file: path,
+SHA-256, seq, registrant, a tag of the API key used (`key_tag`), the receipt's file name, and
+the `--again` run that registered it (`again_run`, null for a run without `--again`). A
+registration found in the log rather than made here has its receipt too: the entry's bundle,
+checked as a registration's receipt is. A line is appended only after its receipt is on disk.
+(A manifest an older version wrote may hold lines with a null receipt.)
+
+`again-run.json` names the current `--again` run (`AgainRun`): the Idempotency-Keys of its
+works are made from it, so a run that stopped is resumed under the same keys.
 """
 
 from __future__ import annotations
@@ -14,16 +20,19 @@ import fnmatch
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Sequence
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from copyledger.client.media import SNIFF_BYTES
 
-__all__ = ["MANIFEST", "Hashed", "Manifest", "collect_files", "hash_file", "key_tag"]
+__all__ = ["AGAIN_RUN", "MANIFEST", "AgainRun", "Hashed", "Manifest", "collect_files",
+           "hash_file", "key_tag"]
 
 MANIFEST = "manifest.jsonl"
+AGAIN_RUN = "again-run.json"
 
 
 def _matches(rel: str, patterns: Sequence[str]) -> bool:
@@ -107,7 +116,8 @@ class Manifest:
                     continue  # a line cut short by a kill: its file is looked up again
                 if isinstance(line, dict):
                     self.lines.append(line)
-        self._seen = {(ln.get("path"), ln.get("sha256")) for ln in self.lines}
+        self._seen = {(ln.get("path"), ln.get("sha256"), ln.get("again_run"))
+                      for ln in self.lines}
 
     def account(self, key: str) -> str | None:
         """The account the latest registration made with this API key was made by: only a
@@ -119,23 +129,115 @@ class Manifest:
         return None
 
     def save_receipt(self, sha256: str, receipt: dict[str, Any]) -> str:
-        """Write a receipt (atomically: a kill leaves the old file or the new, never half)."""
+        """Keep a receipt and return its file name, never overwriting another: `<sha256>.json`,
+        else `<sha256>-<seq>.json` (a later entry of the same content, an `--again` run's),
+        else that with `-2`, `-3`... A file already holding a receipt of this seq is kept as it
+        is. Written whole or not at all (a kill leaves no half file under the name)."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        name = f"{sha256}.json"
-        tmp = self.folder / f".{name}.tmp"
+        seq = receipt.get("seq")
+        tmp = self.folder / f".{sha256}.json.tmp"
         tmp.write_text(json.dumps(receipt, indent=2) + "\n")
-        tmp.replace(self.folder / name)
-        return name
+        try:
+            for name in _receipt_names(sha256, seq):
+                target = self.folder / name
+                if target.exists():
+                    if _seq_in(target) == seq:
+                        return name
+                    continue
+                try:
+                    os.link(tmp, target)  # fails if the name was taken meanwhile
+                except FileExistsError:
+                    if _seq_in(target) == seq:
+                        return name
+                    continue
+                except OSError:  # a file system without hard links: the check above holds
+                    tmp.replace(target)
+                return name
+            raise AssertionError("unreachable")  # (the names go on without end)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def add(self, path: Path, sha256: str, seq: int, registrant: str,
-            receipt: str | None, key: str) -> None:
-        """Record a file's registration, once per (path, content)."""
-        if (str(path), sha256) in self._seen:
+            receipt: str | None, key: str, again_run: str | None = None) -> None:
+        """Record a file's registration, once per (path, content, `--again` run)."""
+        if (str(path), sha256, again_run) in self._seen:
             return
         line = {"path": str(path), "sha256": sha256, "seq": seq, "registrant": registrant,
-                "receipt": receipt, "key": key_tag(key)}
+                "receipt": receipt, "key": key_tag(key), "again_run": again_run}
         self.folder.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as f:
             f.write(json.dumps(line) + "\n")
         self.lines.append(line)
-        self._seen.add((str(path), sha256))
+        self._seen.add((str(path), sha256, again_run))
+
+    def done_in_run(self, path: Path, sha256: str, again_run: str) -> dict[str, Any] | None:
+        """The line recording this file's registration by `again_run`, if that run made it."""
+        if (str(path), sha256, again_run) not in self._seen:
+            return None
+        return next(ln for ln in self.lines if (ln.get("path"), ln.get("sha256"),
+                                                ln.get("again_run")) == (str(path), sha256,
+                                                                          again_run))
+
+
+def _receipt_names(sha256: str, seq: object) -> Iterator[str]:
+    yield f"{sha256}.json"
+    yield f"{sha256}-{seq}.json"
+    n = 2
+    while True:
+        yield f"{sha256}-{seq}-{n}.json"
+        n += 1
+
+
+def _seq_in(path: Path) -> object:
+    """The seq of the receipt kept in `path` (None if it is not one)."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return doc.get("seq") if isinstance(doc, dict) else None
+
+
+@dataclass(frozen=True)
+class AgainRun:
+    """The `--again` run a receipts folder is in (`again-run.json`): its id, from which each
+    work's Idempotency-Key is made (`key`). A run that stopped (killed, a lost connection, a
+    file that failed) is not finished, and the next `--again` run into the folder resumes it:
+    the same keys, so what the registry recorded for the stopped run is answered again rather
+    than recorded twice, and the files the manifest shows it registered are not sent at all.
+    A run that registered every file is finished, and the next `--again` is a new run, with
+    new keys: a new entry for each file, as `--again` asks."""
+
+    folder: Path
+    run: str
+    resumed: bool = False  # the run was recorded unfinished: this one goes on with it
+
+    @classmethod
+    def resume_or_start(cls, folder: Path) -> AgainRun:
+        """The unfinished run recorded in `folder`, else a new one (recorded there)."""
+        path = folder / AGAIN_RUN
+        try:
+            doc = json.loads(path.read_text())
+            if (isinstance(doc, dict) and isinstance(doc.get("run"), str)
+                    and doc.get("finished") is False):
+                return cls(folder, doc["run"], resumed=True)
+        except (OSError, ValueError):
+            pass  # none yet, or one cut short by a kill (its run registered nothing kept)
+        made = cls(folder, uuid.uuid4().hex)
+        made._write(finished=False)
+        return made
+
+    def key(self, path: Path, sha256: str) -> str:
+        """The Idempotency-Key this run sends `path` (with content `sha256`) under: the same in
+        every resumption of the run, another in each run and for each file and content."""
+        h = hashlib.sha256(f"{self.run}\n{path.resolve()}\n{sha256}".encode())
+        return f"register-{h.hexdigest()[:48]}"
+
+    def finish(self) -> None:
+        """Mark the run finished: the next `--again` starts a new one."""
+        self._write(finished=True)
+
+    def _write(self, finished: bool) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / f".{AGAIN_RUN}.tmp"
+        tmp.write_text(json.dumps({"run": self.run, "finished": finished}) + "\n")
+        tmp.replace(self.folder / AGAIN_RUN)

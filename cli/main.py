@@ -40,7 +40,7 @@ from copyledger.cli.catalogue import (
     read_rows,
     row_claim,
 )
-from copyledger.cli.words import Localized, detail, tr
+from copyledger.cli.words import Localized, detail, lang, tr
 from copyledger.client import (
     BatchWork,
     Client,
@@ -135,13 +135,26 @@ def _need_key() -> NoReturn:
     _die(tr("an API key is needed: --api-key or COPYLEDGER_API_KEY"))
 
 
+def _told(e: CopyledgerError) -> str:
+    """A domain error as the command line says it, in the locale's language: its detail
+    through the catalogue (`words.detail`, the lookup the server makes for a problem's), the
+    internal cause as it was; a problem with its status and title first. (A problem's title
+    and detail are the registry's words, in this language where it has them: the client asks
+    for it with Accept-Language.) `str(e)` would be English."""
+    if isinstance(e, ProblemError):
+        if not e.is_problem:  # (a proxy's page: its text as it came)
+            return f"{e.status} {detail(e.detail)}"
+        return f"{e.status} {detail(e.title)}: {detail(e.detail)}"
+    return f"{detail(e.detail)} ({e.internal})" if e.internal else detail(e.detail)
+
+
 @contextmanager
 def _domain_errors_exit() -> Iterator[None]:
     """A domain error ends the command: its message on stderr, exit status 2."""
     try:
         yield
     except CopyledgerError as e:  # in the locale's language; the internal cause as it was
-        _die(f"{detail(e.detail)} ({e.internal})" if e.internal else detail(e.detail))
+        _die(_told(e))
 
 
 def _emit(as_json: bool, obj: Any, human: str | None = None) -> None:
@@ -505,7 +518,7 @@ def _client(server: str, api_key: str | None, trust: list[str] | None,
     `retries` times (D131)."""
     try:
         return Client(server, api_key=api_key, trusted_keys=trust or (), timeout=timeout,
-                      account=account, retries=retries)
+                      account=account, retries=retries, language=lang())
     except CopyledgerError as e:
         _die(tr("bad verifier key: {why}").format(why=detail(e.detail)))
 
@@ -536,10 +549,15 @@ def register(
     server: Server = "http://127.0.0.1:8000",
     api_key: ApiKey = None,
     receipts: Annotated[Path, typer.Option(
-        help="folder for receipts (<sha256>.json) and manifest.jsonl")] = DEFAULT_RECEIPTS,
+        help="folder for receipts (<sha256>.json; <sha256>-<seq>.json for another entry of the "
+        "same content), manifest.jsonl and again-run.json")] = DEFAULT_RECEIPTS,
     again: Annotated[bool, typer.Option(
         "--again", help="register anew content this account already registered (a new "
-        "entry; without this the earlier registration is reported)")] = False,
+        "entry; without this the earlier registration is reported). A run stopped part-way "
+        "(or with files failed) is resumed by the next --again into the same --receipts "
+        "folder: each file goes under the same Idempotency-Key as before, so none is recorded "
+        "twice; once a run registered every file, the next --again is a new run, with new "
+        "entries")] = False,
     trust: Trust = None,
     account: Annotated[str | None, typer.Option(
         envvar="COPYLEDGER_ACCOUNT",
@@ -553,9 +571,10 @@ def register(
     receipt: entry bytes, file hash, inclusion proof and the checkpoint's signature.
 
     Resumable: a file whose SHA-256 this account has already registered is skipped (reported
-    as "already registered (seq N)"), so a run that was stopped can simply be started again;
+    as "already registered (seq N)") once that registration's receipt is fetched and verified
+    (kept in the receipts folder), so a run that was stopped can simply be started again;
     --again registers such files anew."""
-    from copyledger.cli.batch import Manifest, collect_files, hash_file
+    from copyledger.cli.batch import AGAIN_RUN, AgainRun, Manifest, collect_files, hash_file
     from copyledger.client.media import media_type_of, work_type_of
     from copyledger.ledger import sm2
 
@@ -568,6 +587,13 @@ def register(
     # The manifest's account came from verified receipts; the one typed only pins the client
     # (D93): it must not skip files or fill the manifest before a receipt shows it.
     known = manifest.account(api_key)
+    # --again: the run's works go under keys made from it, the same when a stopped run is
+    # resumed (a work the registry recorded is answered again, not recorded twice).
+    run = AgainRun.resume_or_start(receipts) if again else None
+    if run is not None and run.resumed and not as_json:
+        err.print(tr("resuming the --again run that stopped before (or left files failed): "
+                     "its files go under the same Idempotency-Keys; delete {path} to start a "
+                     "new run instead").format(path=receipts / AGAIN_RUN))
     with _client(server, api_key, trust, 60, account or known, retries) as client, Progress(
         TextColumn("{task.description}", table_column=None), BarColumn(),
         TextColumn("{task.completed}/{task.total} files"), TimeRemainingColumn(),
@@ -587,7 +613,7 @@ def register(
             except ProblemError as e:  # the whole request refused (401, 429…): each file says
                 answers = [e] * len(waiting)
             except (ClientError, UnverifiedAnswer) as e:  # unreachable; or not verified whole
-                _die(str(e))  # (D99: answered, but whoami failed): a rerun finds them
+                _die(_told(e))  # (D99: answered, but whoami failed): a rerun finds them
             for (slot, path, sha, _), a in zip(waiting, answers, strict=True):
                 res, rc = _answered(path, sha, a)
                 if rc is not None and rc.already_registered:  # the server knew, the manifest not
@@ -597,7 +623,8 @@ def register(
                     doc = rc.to_dict()
                     known = doc["entry"]["registrant"]
                     name = manifest.save_receipt(sha, doc)
-                    manifest.add(path, sha, rc.seq, known, name, api_key)
+                    manifest.add(path, sha, rc.seq, known, name, api_key,
+                                 None if run is None else run.run)
                 res["key_pinned"] = pinned
                 results[slot] = res
             prog.advance(task, len(waiting))
@@ -606,12 +633,24 @@ def register(
         for path in paths:
             prog.update(task, description=_short(path))
             f = hash_file(path)
-            res = None if again else _already_registered(client, f.sha256, known)
-            if res is not None:
-                manifest.add(path, f.sha256, res["seq"], res["registrant"], None, api_key)
-                results.append({"file": str(path), "sha256": f.sha256, "seq": res["seq"],
-                                "skipped": said("already registered by {account} (seq {seq})",
-                                                account=res["registrant"], seq=res["seq"])})
+            if run is not None:  # a resumed --again run: what it registered is done
+                line = manifest.done_in_run(path, f.sha256, run.run)
+                if line is not None:
+                    results.append({"file": str(path), "sha256": f.sha256, "seq": line["seq"],
+                                    "skipped": said("registered by this --again run before "
+                                                    "it stopped (seq {seq})", seq=line["seq"]),
+                                    "key_pinned": pinned})
+                    prog.advance(task)
+                    continue
+            seq = None if again else _already_registered(client, f.sha256, known)
+            if seq is not None and known is not None:
+                # The log's word only: skipped once that entry's receipt verifies (D171).
+                res, rc = _earlier_registration(client, path, f.sha256, seq, known)
+                if rc is not None:
+                    name = manifest.save_receipt(f.sha256, rc.to_dict())
+                    manifest.add(path, f.sha256, rc.seq, known, name, api_key)
+                res["key_pinned"] = pinned
+                results.append(res)
                 prog.advance(task)
                 continue
             media = media_type_of(f.head, path.name)
@@ -621,6 +660,8 @@ def register(
                 creators=creator or ["unknown"], work_type=work_type or work_type_of(media),
                 media_type=media, fingerprints=fps or None, license=license or None,
                 again=again)
+            if run is not None:
+                work["idempotency_key"] = run.key(path, f.sha256)
             if sm_suite:
                 with path.open("rb") as fh:
                     work["sm3"] = sm2.sm3_file(fh)
@@ -631,6 +672,8 @@ def register(
         if waiting:
             send()
     failed = any("error" in r for r in results)
+    if run is not None and not failed:
+        run.finish()  # every file registered: the next --again is a new run
     if as_json:
         _emit(True, results)
     else:
@@ -889,7 +932,9 @@ def _import_chunk(client: Client, batch: list[Row], state: ImportProgress) -> st
         works = [r.work for r in sendable if r.work is not None]
         answers = client.register_works(works) if works else []
     except (ClientError, UnverifiedAnswer) as e:  # unreachable, refused whole (429, 503…), or
-        return str(e)  # not verified whole (D99: answered, but whoami failed); resumable
+        # not verified whole (D99: answered, but whoami failed); resumable. Said in the
+        # summary in the locale's language (a problem: the registry's words, in it too).
+        return str(e) if isinstance(e, ProblemError) or e.internal else e.detail
 
     def verdict(r: Row, a: Any) -> tuple[str, str]:
         if isinstance(a, ProblemError):
@@ -926,19 +971,62 @@ def _tally(batch: list[Row], verdicts: Iterable[tuple[str, str]], state: ImportP
     return None
 
 
-def _already_registered(client: Client, sha: str, account: str | None) -> dict[str, Any] | None:
-    """The earliest work with this SHA-256 registered by `account`, if the log holds one."""
+def _already_registered(client: Client, sha: str, account: str | None) -> int | None:
+    """The seq of the earliest work with this SHA-256 registered by `account`, as the log's
+    search says (the server's word: `_earlier_registration` checks it)."""
     if account is None:
         return None
     try:
         found = client.search(sha)["results"]
     except ClientError as e:
-        _die(str(e))
+        _die(_told(e))
     for x in found:
         found_entry = x["entry"]
-        if found_entry.get("kind") == "work" and found_entry.get("registrant") == account:
-            return {"seq": x["seq"], "registrant": account}
+        if (found_entry.get("kind") == "work" and found_entry.get("registrant") == account
+                and type(x.get("seq")) is int):
+            return int(x["seq"])
     return None
+
+
+def _earlier_registration(client: Client, path: Path, sha: str, seq: int, account: str
+                          ) -> tuple[dict[str, Any], Receipt | None]:
+    """The result row of a file the log says `account` registered as `seq`, and the receipt
+    of that registration when it verifies as a registration's receipt does: made from the
+    entry's bundle (its entry, leaf, proof and the sealing block's signed checkpoint), it
+    must be a work of this content, by this account, at that seq, under the trusted keys.
+    Else an error row: a skip rests on a verified receipt, never on the server's word."""
+    from copyledger.client import verify
+    from copyledger.ledger.documents import Work
+
+    try:
+        b = client.bundle(seq)
+        try:
+            doc = {"seq": b["seq"], "leaf_hash": b["leaf_hash"],
+                   "block_height": b["block"]["height"], "entry": b["entry"],
+                   "receipt": {"tree_size": b["inclusion"]["tree_size"],
+                               "root": b["inclusion"]["root"],
+                               "proof": b["inclusion"]["proof"],
+                               "checkpoint": b["checkpoint"]},
+                   "already_registered": True}
+        except (KeyError, TypeError) as e:
+            raise UnverifiedAnswer(said("malformed answer ({name}: {e})",
+                                        name=type(e).__name__, e=e), b) from None
+        rc = verify.check_receipt(doc, client.verifiers(), file_sha256=sha, account=account)
+        if rc.seq != seq:
+            raise UnverifiedAnswer(said("the proof is of seq {got} in a tree of {size}, not "
+                                        "the one asked for", got=rc.seq,
+                                        size=rc.receipt.tree_size), b)
+        if not isinstance(rc.entry, Work):
+            raise UnverifiedAnswer(said("the registry answered an earlier registration that "
+                                        "is not a work"), b)
+    except (ClientError, UnverifiedAnswer) as e:
+        return {"file": str(path), "sha256": sha, "seq": seq,
+                "error": said("the log says this account registered it (seq {seq}), but no "
+                              "receipt of it verifies: {why}", seq=seq, why=e.detail)}, None
+    return {"file": str(path), "sha256": sha, "seq": seq, "leaf_hash": rc.leaf_hash,
+            "tree_size": rc.receipt.tree_size,
+            "skipped": said("already registered by {account} (seq {seq})", account=account,
+                            seq=seq)}, rc
 
 
 def _local_fingerprints(path: Path, size: int, media: str, query: bool = False
@@ -1008,9 +1096,9 @@ def _verifiers(client: Client) -> bool:
         client.verifiers()
     except ProblemError as e:
         _die(tr("cannot read the log's key from {url}: {why}").format(url=client.base_url,
-                                                                       why=detail(str(e))))
+                                                                       why=_told(e)))
     except ClientError as e:
-        _die(str(e))
+        _die(_told(e))
     return client.key_pinned
 
 
@@ -1075,7 +1163,7 @@ def lookup(
         try:
             answer = client.search(sha)
         except ClientError as e:
-            _die(str(e))
+            _die(_told(e))
     found = answer["results"]
     rows = [{"seq": x["seq"], "kind": x["entry"]["kind"], "registrant": x["entry"]["registrant"],
              "received_at": x["entry"]["received_at"], "block_height": x["block_height"],
@@ -1107,7 +1195,7 @@ def whoami(
         try:
             me = client.whoami()
         except ClientError as e:
-            _die(str(e))
+            _die(_told(e))
     _emit(as_json, me, f"account [bold]{me['account']}[/bold], role {me['role']}; key "
           f"{me['key_id']} ({me['key_prefix']}…), created {me['created_at']}")
 
@@ -1149,7 +1237,7 @@ def check_claim(
         except UnverifiedAnswer as e:
             _die(tr("the answer's signature does NOT verify: {why}").format(why=e.detail), 1)
         except ClientError as e:
-            _die(str(e))
+            _die(_told(e))
     a = checked.to_dict()
     a["signature_verified"], a["key_pinned"] = True, pinned
     if as_json:
@@ -1212,10 +1300,10 @@ def _die_unanswered(e: ClientError) -> NoReturn:
     it did, rather than recording anew (D186)."""
     key = getattr(e, "idempotency_key", None)
     if key is None:
-        _die(str(e))
+        _die(_told(e))
     _die(tr("{why} (it may have been recorded: it was sent under Idempotency-Key {key}; run "
             "the command again with --idempotency-key {key} to be answered with what it "
-            "recorded)").format(why=str(e), key=key))
+            "recorded)").format(why=_told(e), key=key))
 
 
 def _write(client: Client, send: Callable[[], Receipt], what: str) -> tuple[Receipt, bool]:
@@ -1224,7 +1312,7 @@ def _write(client: Client, send: Callable[[], Receipt], what: str) -> tuple[Rece
     try:
         return send(), pinned
     except ProblemError as e:
-        _die(tr("{what} refused: {why}").format(what=what, why=detail(str(e))), 1)
+        _die(tr("{what} refused: {why}").format(what=what, why=_told(e)), 1)
     except UnverifiedAnswer as e:
         _die(tr("{what}: the receipt does NOT verify: {why}").format(what=what, why=e.detail), 1)
     except ClientError as e:
@@ -1374,7 +1462,7 @@ def history(
         except UnverifiedAnswer as e:
             _die(tr("the chain of title does NOT verify: {why}").format(why=e.detail), 1)
         except ClientError as e:
-            _die(str(e))
+            _die(_told(e))
         pinned = client.key_pinned
     if as_json:
         _emit(True, {**h, "verified": True, "key_pinned": pinned})
@@ -1506,12 +1594,12 @@ def _contact(client: Client, seq: int, claim: dict[str, Any]) -> dict[str, Any] 
     except ProblemError as e:
         if e.status in (403, 404):
             return None
-        _die(str(e))
+        _die(_told(e))
     except UnverifiedAnswer as e:
         _die(tr("the contact details do NOT open their commitment: {why}").format(
             why=e.detail), 1)
     except ClientError as e:
-        _die(str(e))
+        _die(_told(e))
     if not d.opens(logged):
         _die(tr("the contact details do NOT open the commitment logged in claim {seq}").format(
             seq=seq), 1)
@@ -1620,7 +1708,7 @@ def claim_show(
         try:
             c = client.claim(seq)
         except ClientError as e:
-            _die(str(e))
+            _die(_told(e))
         contact = _contact(client, seq, c["entry"]) if api_key else None
     if contact is not None:
         c["contact"] = contact
@@ -1675,7 +1763,7 @@ def proof(
         except UnverifiedAnswer as e:
             _die(tr("proof does NOT verify: {why}").format(why=e.detail), 1)
         except ClientError as e:
-            _die(str(e))
+            _die(_told(e))
     p = checked.to_dict()
     p["key_pinned"] = client.key_pinned
     if not checked.checkpoint_verified:
@@ -1881,7 +1969,7 @@ def bundle(
         except UnverifiedAnswer as e:  # (before ValueError: a bad signature is no bad JSON)
             _die(tr("the bundle does NOT verify: {why}").format(why=e.detail), 1)
         except ClientError as e:
-            _die(str(e))
+            _die(_told(e))
         except ValueError as e:
             _die(tr("{path}: not JSON ({why})").format(path=refresh, why=e))
     output.write_text(json.dumps(doc, indent=2) + "\n")

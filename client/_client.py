@@ -55,7 +55,7 @@ class _Base:
     """What both clients hold: the server, the API key, the trusted keys and the account."""
 
     def __init__(self, base_url: str, api_key: str | None, trusted_keys: Keys,
-                 account: str | None, retries: int) -> None:
+                 account: str | None, retries: int, language: str | None = None) -> None:
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise InvalidInput(said("retries must be a whole number of at least 0, not "
                                     "{retries!r}", retries=retries))
@@ -64,6 +64,8 @@ class _Base:
         pinned = verifiers(trusted_keys)  # InvalidInput for a malformed key, before any I/O
         self._trust: Trust | None = Trust(pinned, pinned=True) if pinned else None
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        if language:  # the registry's problems (title, detail) said in this language
+            self._headers["Accept-Language"] = language
         self._account = account or None
         self._account_pinned = self._account is not None
 
@@ -119,6 +121,9 @@ class Client(_Base):
     name it as registrant. Without it the client asks GET /v1/whoami once, before its first
     write's answer, and `account_pinned` says so (D93).
 
+    `language`: a BCP 47 tag (`zh-CN`) sent as Accept-Language, so the registry's problems
+    come back in that language where it has them (their `type`s are the same in every one).
+
     `retries`: how many times a call is sent again when no answer came or the server asked
     for a pause (429, 409 in progress, 502–504; D131). Writes are then sent under an
     Idempotency-Key (the caller's, or one made per call), so a resend never records twice;
@@ -137,8 +142,9 @@ class Client(_Base):
         transport: httpx.BaseTransport | None = None,
         account: str | None = None,
         retries: int = 0,
+        language: str | None = None,
     ) -> None:
-        super().__init__(base_url, api_key, trusted_keys, account, retries)
+        super().__init__(base_url, api_key, trusted_keys, account, retries, language)
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout,
                                   headers=self._headers, transport=transport)
 
@@ -344,8 +350,9 @@ class AsyncClient(_Base):
         transport: httpx.AsyncBaseTransport | None = None,
         account: str | None = None,
         retries: int = 0,
+        language: str | None = None,
     ) -> None:
-        super().__init__(base_url, api_key, trusted_keys, account, retries)
+        super().__init__(base_url, api_key, trusted_keys, account, retries, language)
         self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout,
                                        headers=self._headers, transport=transport)
         # The whoami in flight, which first writes answered together all wait on (D99).
