@@ -19,6 +19,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from sqlalchemy import inspect, select
 
 from copyledger.ledger import note, sm2
 from copyledger.ledger.bundle import NotaryKeys
@@ -33,6 +34,7 @@ from copyledger.ledger.errors import (
 )
 from copyledger.ledger.merkle import Consistency
 from copyledger.ledger.note import BlockHeader
+from copyledger.ledger.schema import block_timestamps
 from copyledger.ledger.sequencer import Sequencer
 from copyledger.ledger.sm2_timestamp import TSA_LABEL as SM2_TSA_LABEL
 from copyledger.ledger.sm2_timestamp import load_certificates
@@ -63,6 +65,7 @@ from copyledger.notary.sm2_tsa import (
     Sm2TimeStampAuthority,
     create_sm2_tsa_chain,
     load_sm2_tsa,
+    sm2_tsa_paths,
 )
 from copyledger.notary.tsa import ROOT_FILE, TSA_CERT_FILE, TimeStampAuthority, TsaIdentity
 from copyledger.notary.witnesses import Cosigner, WitnessConfig
@@ -70,6 +73,8 @@ from copyledger.service import idempotency
 from copyledger.service.fsperm import private_dir, trusted_text, write_public
 from copyledger.service.handoff import Handoff, handoff_network
 from copyledger.service.rotation import (
+    finish_stopped_rotation,
+    narrow_rotations,
     overlap_signers,
     overlap_sm2_signers,
     overlapping,
@@ -106,7 +111,9 @@ def init_data_dir(s: Settings, notary: RemoteNotary | None = None) -> InitResult
                 connect_notary(s)) as remote:
             created, vkey = False, _publish_remote_identity(s, remote)
     else:
-        _refuse_lost_keys(s)
+        narrow_rotations(s)  # (one an older rotation wrote with the umask's mode)
+        finish_stopped_rotation(s)  # (undone, or left for the next lines to finish)
+        _refuse_lost_keys(s, registry=True)
         created, vkey = init_notary_keys(s)
     engine = make_engine(s.database_url)
     try:
@@ -117,17 +124,24 @@ def init_data_dir(s: Settings, notary: RemoteNotary | None = None) -> InitResult
     return InitResult(created, vkey, s.database_url, sm2_vkey)
 
 
-def _refuse_lost_keys(s: Settings) -> None:
-    """Conflict where this registry's keys were made (its verifier key is published) but the
-    log key, the TSA chain or the SM2 key is gone: every start would otherwise make a new one
-    in its place, sign the next block under a key or TSA root no verifier pinned, and leave
-    the audit failing (D176). A rotation makes its new keys itself (`rotate_keys`)."""
+def _refuse_lost_keys(s: Settings, *, registry: bool) -> None:
+    """Conflict where this registry's (or stand-alone notary's) keys were made (its verifier
+    key is published) but the log key, the TSA chain, the SM2 key or the SM2 TSA chain is
+    gone: every start would otherwise make a new one in its place, sign the next block under
+    a key or TSA root no verifier pinned, and leave the audit failing (D176). A rotation makes
+    its new keys itself (`rotate_keys`)."""
     if not s.verifier_key_path.exists():
         return
+    chain = sm2_tsa_paths(s.tsa_dir)
+    sm2_tsa = [p for p in (chain.certificate, chain.key, chain.root)
+               if s.sm_suite and not p.exists()]
+    if len(sm2_tsa) == 3 and registry and not _has_sm2_tokens(s):
+        sm2_tsa = []  # a registry made before D51 gets its first SM2 TSA chain
     missing = [p for p, gone in (
         (s.log_key_path, s.key_backend == "file" and not s.log_key_path.exists()),
         (s.tsa_dir / TSA_CERT_FILE, not (s.tsa_dir / TSA_CERT_FILE).exists()),
         (s.sm2_key_path, s.sm_suite and not s.sm2_key_path.exists()),
+        *((p, True) for p in sm2_tsa),
     ) if gone]
     if not missing:
         return  # (the rotations are read only when a key is missing, not at every start)
@@ -139,6 +153,23 @@ def _refuse_lost_keys(s: Settings) -> None:
             "missing: restore it from a backup of the data directory. A new one would sign "
             "what verifiers pinned under the old, and the audit would refuse it",
             vkey=s.verifier_key_path, missing=", ".join(map(str, missing))))
+
+
+def _has_sm2_tokens(s: Settings) -> bool:
+    """Whether the log holds an SM2 token: its SM2 TSA chain existed (D51), and is lost if
+    gone, not yet to be made."""
+    if not s.database and not (s.data_dir / "ledger.sqlite3").exists():
+        return False
+    engine = make_engine(s.database_url)
+    try:
+        with engine.connect() as conn:
+            if not inspect(conn).has_table(block_timestamps.name):
+                return False  # a database not made yet
+            # (any other error, a database out of reach, fails closed: it propagates)
+            return conn.execute(select(block_timestamps.c.height).where(
+                block_timestamps.c.tsa == SM2_TSA_LABEL).limit(1)).first() is not None
+    finally:
+        engine.dispose()
 
 
 def check_suite(s: Settings) -> None:
@@ -219,6 +250,7 @@ def init_notary_dir(s: Settings) -> tuple[bool, str]:
     check_suite(s)
     if not s.config_path.exists():
         write_config(s)
+    _refuse_lost_keys(s, registry=False)  # (as a registry's, D176)
     return init_notary_keys(s)
 
 
@@ -407,7 +439,8 @@ def tsa_roots_pem(s: Settings) -> bytes:
     if not path.exists():
         raise NotFound(said("no TSA root certificate at {path}: run `copyledger init` "
                             "first", path=path))
-    return path.read_bytes() + "".join(r.tsa_root for r in retired_keys(s)).encode()
+    return (trusted_text(path, s.data_dir)  # a trust anchor, as the verifier key
+            + "".join(r.tsa_root for r in retired_keys(s))).encode()
 
 
 def all_verifier_keys(s: Settings) -> list[str]:
@@ -419,11 +452,11 @@ def all_sm2_keys(s: Settings) -> tuple[list[str], bytes | None]:
     """An SM-suite registry's SM2 note keys (current and retired) and SM2 TSA roots (PEM,
     current and retired): what the audit checks SM2 lines and tokens with (D40, D51, D57)."""
     retired = retired_keys(s)
-    keys = [s.sm2_verifier_key_path.read_text().strip(),
+    keys = [trusted_text(s.sm2_verifier_key_path, s.data_dir).strip(),
             *(r.sm2_verifier_key for r in retired if r.sm2_verifier_key is not None)]
-    root = s.tsa_dir / SM2_ROOT_FILE
-    roots = (root.read_bytes() if root.exists() else b"") + "".join(
-        r.sm2_tsa_root for r in retired if r.sm2_tsa_root is not None).encode()
+    root = s.tsa_dir / SM2_ROOT_FILE  # trust anchors, read as the verifier key
+    roots = ((trusted_text(root, s.data_dir) if root.exists() else "") + "".join(
+        r.sm2_tsa_root for r in retired if r.sm2_tsa_root is not None)).encode()
     return keys, roots or None
 
 

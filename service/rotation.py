@@ -8,14 +8,24 @@ that pinned either key accepts them; afterwards only the new key signs. Retired 
 stay published (/v1/notary/keys, bundles) with the period they were valid, so everything signed
 before still verifies. The rotation itself is a ledger entry (kind `rotation`), sealed in a
 block that both keys sign.
+
+A rotation is crash-safe: it first writes `notary/rotation-intent.json` (durably) naming the
+retired directory it moves the keys to, and removes it once the move is recorded in
+`rotations.json`. The next start (or rotation) finds an intent left behind and, if the record
+was not written, puts the keys back (`finish_stopped_rotation`): a rotation stopped before its
+record is undone, one stopped after it is finished by the start (D186), never refused as lost.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import logging
 import os
-import shutil
+import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,15 +33,18 @@ from typing import Any
 
 from copyledger.ledger import sm2
 from copyledger.ledger.entry import parse_timestamp
-from copyledger.ledger.errors import InvalidInput
+from copyledger.ledger.errors import Conflict, InvalidInput, said
 from copyledger.ledger.sm2_timestamp import load_certificates
 from copyledger.notary.signer import FileSigner, Signer
 from copyledger.notary.sm2 import Sm2Signer
 from copyledger.notary.sm2_tsa import SM2_ROOT_FILE, SM2_TSA_CERT_FILE
+from copyledger.notary.tsa import ROOT_FILE, TSA_CERT_FILE
 from copyledger.service.fsperm import trusted_text
 from copyledger.service.settings import Settings
 
 ROTATIONS = "rotations.json"
+INTENT = "rotation-intent.json"  # a rotation under way: the retired directory it moves to
+LOCK = ".rotation.lock"
 SM2_KEY_FILE = "log-sm2-key.pem"  # a retired SM2 note key, beside the retired log key
 
 
@@ -67,21 +80,141 @@ def _ts(t: datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+log = logging.getLogger("copyledger.rotation")
 
 
 def retired_keys(s: Settings) -> list[Retired]:
+    """The rotations recorded, read as a trust anchor (`trusted_text`): whoever could rewrite
+    the file could add a key of their own to those the audit and verifiers accept."""
     path = s.data_dir / "notary" / ROTATIONS
     if not path.exists():
         return []
     out = []
-    for r in json.loads(path.read_text()):
-        base = s.data_dir / "notary" / "retired" / str(r["n"])
-        out.append(Retired(r["n"], r["verifier_key"], r.get("valid_from"), r["valid_until"],
-                           r["overlap_until"], r["tsa_root"], r["tsa_chain"],
-                           base / "log-key.pem", r.get("sm2_verifier_key"),
-                           r.get("sm2_tsa_root"), r.get("sm2_tsa_certificate_sm3"),
-                           base / SM2_KEY_FILE if r.get("sm2_verifier_key") else None))
+    try:
+        for r in json.loads(trusted_text(path, s.data_dir)):
+            base = s.data_dir / "notary" / "retired" / str(int(r["n"]))
+            out.append(Retired(r["n"], r["verifier_key"], r.get("valid_from"),
+                               r["valid_until"], r["overlap_until"], r["tsa_root"],
+                               r["tsa_chain"], base / "log-key.pem", r.get("sm2_verifier_key"),
+                               r.get("sm2_tsa_root"), r.get("sm2_tsa_certificate_sm3"),
+                               base / SM2_KEY_FILE if r.get("sm2_verifier_key") else None))
+    except (ValueError, KeyError, TypeError) as e:  # (UnicodeDecodeError is a ValueError)
+        raise InvalidInput(said("cannot read {path}: {error}", path=path,
+                                error=str(e))) from None
     return out
+
+
+def _retiring(s: Settings, dest: Path) -> list[tuple[Path, Path]]:
+    """What a rotation moves, and where (the SM2 TSA chain lives in the TSA directory)."""
+    return [*([(s.sm2_key_path, dest / SM2_KEY_FILE)] if s.sm_suite else []),
+            (s.log_key_path, dest / "log-key.pem"), (s.tsa_dir, dest / "tsa")]
+
+
+def _sync_dir(path: Path) -> None:
+    """Make the renames in directory `path` durable (a rename is the directory's data)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_durably(path: Path, text: str) -> None:
+    """`text` as the whole of `path`, old or new but never part, and on disk when this
+    returns: a temporary file synced, renamed over it, and the directory synced."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o644)
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _sync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def _rotation_lock(notary: Path) -> Iterator[None]:
+    """Held by a rotation from its intent to its record, and by whoever mends a stopped one:
+    a start must not undo a rotation that is still running (`rotate_keys` does not hold the
+    sequencer lock while it moves the keys). A killed process's lock is released with it."""
+    fd = os.open(notary / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # (the rotation holds it for a few renames)
+        yield
+    finally:
+        os.close(fd)
+
+
+def narrow_rotations(s: Settings) -> None:
+    """Take group and other write off `rotations.json`, which rotations before D194 wrote
+    with the umask's mode (0664 under umask 0002): it is read as a trust anchor now, which
+    refuses a file others may write, though in the 0700 `notary/` no one else could. Only
+    there: a file others could have reached is left to be refused."""
+    path = s.data_dir / "notary" / ROTATIONS
+    try:
+        st, parent = path.lstat(), path.parent.stat()
+    except FileNotFoundError:
+        return
+    if (st.st_uid == parent.st_uid == os.geteuid() and not parent.st_mode & 0o077
+            and stat.S_ISREG(st.st_mode) and st.st_mode & 0o022):
+        os.chmod(path, stat.S_IMODE(st.st_mode) & ~0o022)
+
+
+def finish_stopped_rotation(s: Settings) -> int | None:
+    """Mend a rotation stopped part-way (killed, power lost) from its intent, if one is left;
+    the number of the rotation it mended, or None. Recorded in rotations.json: the rotation
+    only has to forget its intent (the start then makes its new keys, D186). Not recorded:
+    the keys it moved to notary/retired/N go back where they were and the rotation is undone,
+    to be run again; nothing was signed with a new key, which is made only after the record."""
+    notary = s.data_dir / "notary"
+    if not (notary / INTENT).exists():
+        return None  # (the common case: no lock taken)
+    with _rotation_lock(notary):
+        return _finish_stopped(s)
+
+
+def _finish_stopped(s: Settings) -> int | None:
+    """`finish_stopped_rotation`'s work, under the rotation lock."""
+    notary = s.data_dir / "notary"
+    intent = notary / INTENT
+    if not intent.exists():
+        return None  # (it was a rotation under way, which has ended)
+    try:
+        n = json.loads(trusted_text(intent, s.data_dir))["n"]
+        if type(n) is not int or n < 1:
+            raise ValueError(f"n = {n!r}")
+    except (ValueError, KeyError, TypeError) as e:
+        raise InvalidInput(said("cannot read {path}: {error}", path=intent,
+                                error=str(e))) from None
+    if all(r.n != n for r in retired_keys(s)):
+        dest = notary / "retired" / str(n)
+        moves = [(s.sm2_key_path, dest / SM2_KEY_FILE), (s.log_key_path, dest / "log-key.pem"),
+                 (s.tsa_dir, dest / "tsa")]  # (the SM2 key too, whatever the settings say)
+        for live, moved in moves:
+            if moved.exists() and not live.exists():
+                with contextlib.suppress(FileNotFoundError):  # another start put it back
+                    os.rename(moved, live)
+        _sync_dir(notary)  # (every key lives in notary/, the TSA chain in notary/tsa/)
+        try:
+            dest.rmdir()
+        except FileNotFoundError:
+            pass
+        except OSError:
+            raise Conflict(said(
+                "a key rotation stopped before it was recorded, and {dest} still holds "
+                "files although the keys are back in {notary}: compare them with the "
+                "registry's keys, keep the right ones in {notary}, then remove {dest} and "
+                "{intent}", dest=dest, notary=notary, intent=intent)) from None
+        log.warning("a key rotation (%d) stopped before it was recorded: its keys were put "
+                    "back; run `copyledger notary rotate` again", n)
+    else:
+        log.warning("a key rotation (%d) stopped after it was recorded: a start makes its "
+                    "new keys", n)
+    with contextlib.suppress(FileNotFoundError):
+        intent.unlink()
+    _sync_dir(notary)
+    return n
 
 
 def overlapping(s: Settings) -> list[tuple[Retired, datetime]]:
@@ -107,19 +240,36 @@ def overlap_sm2_signers(s: Settings,
 
 
 def rotate(s: Settings, *, overlap: timedelta, valid_from: str | None) -> Retired:
-    """Retire the current log key and TSA chain (the caller makes the new ones)."""
+    """Retire the current log key and TSA chain (the caller makes the new ones). Each step
+    can be stopped (`finish_stopped_rotation`): the intent is on disk before a key moves,
+    each move is a rename (whole or not at all), and the record is written last."""
     if s.key_backend != "file" or s.notary_url:
         raise InvalidInput("rotation here covers keys in files; HSM keys and a stand-alone "
                            "notary's keys have no rotation yet (notary.md §6.2)")
     notary = s.data_dir / "notary"
+    with _rotation_lock(notary):
+        return _rotate(s, overlap, valid_from)
+
+
+def _rotate(s: Settings, overlap: timedelta, valid_from: str | None) -> Retired:
+    """`rotate`'s work, under the rotation lock."""
+    notary = s.data_dir / "notary"
+    _finish_stopped(s)
     done = retired_keys(s)
     n = max((r.n for r in done), default=0) + 1
     dest = notary / "retired" / str(n)
-    dest.mkdir(parents=True, mode=0o700)
-    now = _now()
     vkey = trusted_text(s.verifier_key_path, s.data_dir).strip()
-    tsa_root = (s.tsa_dir / "root.pem").read_text()
-    chain_text = (s.tsa_dir / "tsa.pem").read_text()
+    needed = [s.log_key_path, s.tsa_dir / ROOT_FILE, s.tsa_dir / TSA_CERT_FILE,
+              *([s.sm2_key_path, s.tsa_dir / SM2_ROOT_FILE, s.tsa_dir / SM2_TSA_CERT_FILE]
+                if s.sm_suite else [])]
+    if (done and done[-1].verifier_key == vkey) or not all(p.exists() for p in needed):
+        # (the last rotation stopped after its record: its new keys are not all made yet)
+        raise Conflict(said("the last key rotation is not finished or a key is missing: run "
+                            "`copyledger init`, which finishes a stopped rotation or names "
+                            "what to restore"))
+    now = _now()
+    tsa_root = trusted_text(s.tsa_dir / ROOT_FILE, s.data_dir)
+    chain_text = (s.tsa_dir / TSA_CERT_FILE).read_text()
     record: dict[str, Any] = {
         "n": n, "verifier_key": vkey, "valid_from": valid_from, "valid_until": _ts(now),
         "overlap_until": _ts(now + overlap), "tsa_root": tsa_root, "tsa_chain": [chain_text],
@@ -128,16 +278,22 @@ def rotate(s: Settings, *, overlap: timedelta, valid_from: str | None) -> Retire
         sm2_cert = load_certificates((s.tsa_dir / SM2_TSA_CERT_FILE).read_bytes())[0]
         record |= {
             "sm2_verifier_key": trusted_text(s.sm2_verifier_key_path, s.data_dir).strip(),
-            "sm2_tsa_root": (s.tsa_dir / SM2_ROOT_FILE).read_text(),
+            "sm2_tsa_root": trusted_text(s.tsa_dir / SM2_ROOT_FILE, s.data_dir),
             "sm2_tsa_certificate_sm3": sm2.sm3_hex(sm2_cert),
         }
-        shutil.move(str(s.sm2_key_path), dest / SM2_KEY_FILE)
-    shutil.move(str(s.log_key_path), dest / "log-key.pem")
-    shutil.move(str(s.tsa_dir), dest / "tsa")  # the SM2 TSA chain lives there too
-    path = notary / ROTATIONS
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps([*(_record(r) for r in done), record], indent=2) + "\n")
-    os.replace(tmp, path)
+    _write_durably(notary / INTENT, json.dumps({"n": n, "retired_to": f"retired/{n}"}) + "\n")
+    (notary / "retired").mkdir(exist_ok=True, mode=0o700)
+    dest.mkdir(mode=0o700)
+    _sync_dir(notary / "retired")  # (the keys' new home, durable before they move into it)
+    for live, moved in _retiring(s, dest):  # renames: each whole or not at all
+        os.rename(live, moved)
+    _sync_dir(dest)
+    _sync_dir(notary)  # (every key lives in notary/, the TSA chain in notary/tsa/)
+    # The record: from here the rotation is done but for its new keys (a start makes them).
+    _write_durably(notary / ROTATIONS,
+                   json.dumps([*(_record(r) for r in done), record], indent=2) + "\n")
+    (notary / INTENT).unlink()
+    _sync_dir(notary)
     return retired_keys(s)[-1]
 
 
