@@ -229,8 +229,7 @@ def _regime(regime: str, lang: str) -> str:
 
 def _transfer_type(code: str, lang: str) -> str:
     """A transfer's type in words alone (a list's line; the entry's page has the code)."""
-    return gettext(lang, TRANSFER_TYPES[code]) if code in TRANSFER_TYPES else kind_name(code,
-                                                                                        lang)
+    return gettext(lang, TRANSFER_TYPES[code]) if code in TRANSFER_TYPES else code
 
 
 def _licence_type(code: str, lang: str) -> str:

@@ -20,6 +20,7 @@ import fnmatch
 import hashlib
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,11 @@ __all__ = ["AGAIN_RUN", "MANIFEST", "AgainRun", "Hashed", "Manifest", "collect_f
 
 MANIFEST = "manifest.jsonl"
 AGAIN_RUN = "again-run.json"
+RESUME_S = 23 * 3600
+"""How long after its start an unfinished `--again` run is resumed: within the 24 hours a
+registry keeps Idempotency-Keys by default (D41), so a resent work is still answered with what
+its key recorded. Past it (or a run that can never finish, a file the registry refuses for
+good), the next `--again` is a new run."""
 
 
 def _matches(rel: str, patterns: Sequence[str]) -> bool:
@@ -69,7 +75,11 @@ def collect_files(paths: Iterable[Path], include: Sequence[str] = (),
                     continue
                 if p.is_file():
                     found.append(p)
-    return found
+    # A file named twice (`register dir dir/a.jpg`) is one file: once, where first named
+    first: dict[Path, Path] = {}
+    for p in found:
+        first.setdefault(p.absolute(), p)
+    return list(first.values())
 
 
 @dataclass(frozen=True)
@@ -131,8 +141,9 @@ class Manifest:
     def save_receipt(self, sha256: str, receipt: dict[str, Any]) -> str:
         """Keep a receipt and return its file name, never overwriting another: `<sha256>.json`,
         else `<sha256>-<seq>.json` (a later entry of the same content, an `--again` run's),
-        else that with `-2`, `-3`... A file already holding a receipt of this seq is kept as it
-        is. Written whole or not at all (a kill leaves no half file under the name)."""
+        else that with `-2`, `-3`... A file already holding a receipt of this entry (its seq
+        and leaf hash) is kept as it is. Written whole or not at all (a kill leaves no half
+        file under the name)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         seq = receipt.get("seq")
         tmp = self.folder / f".{sha256}.json.tmp"
@@ -141,13 +152,13 @@ class Manifest:
             for name in _receipt_names(sha256, seq):
                 target = self.folder / name
                 if target.exists():
-                    if _seq_in(target) == seq:
+                    if _same_receipt(target, receipt):
                         return name
                     continue
                 try:
                     os.link(tmp, target)  # fails if the name was taken meanwhile
                 except FileExistsError:
-                    if _seq_in(target) == seq:
+                    if _same_receipt(target, receipt):
                         return name
                     continue
                 except OSError:  # a file system without hard links: the check above holds
@@ -188,13 +199,15 @@ def _receipt_names(sha256: str, seq: object) -> Iterator[str]:
         n += 1
 
 
-def _seq_in(path: Path) -> object:
-    """The seq of the receipt kept in `path` (None if it is not one)."""
+def _same_receipt(path: Path, receipt: dict[str, Any]) -> bool:
+    """Whether `path` keeps a receipt of the same entry: the same seq and leaf hash (a seq
+    alone could be another registry's, a folder used against a test registry first)."""
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError):
-        return None
-    return doc.get("seq") if isinstance(doc, dict) else None
+        return False
+    return isinstance(doc, dict) and (doc.get("seq"), doc.get("leaf_hash")) == (
+        receipt.get("seq"), receipt.get("leaf_hash"))
 
 
 @dataclass(frozen=True)
@@ -209,6 +222,7 @@ class AgainRun:
 
     folder: Path
     run: str
+    started: float  # (Unix time) a run is resumed only within RESUME_S of it
     resumed: bool = False  # the run was recorded unfinished: this one goes on with it
 
     @classmethod
@@ -218,18 +232,22 @@ class AgainRun:
         try:
             doc = json.loads(path.read_text())
             if (isinstance(doc, dict) and isinstance(doc.get("run"), str)
-                    and doc.get("finished") is False):
-                return cls(folder, doc["run"], resumed=True)
+                    and doc.get("finished") is False
+                    and type(doc.get("started")) in (int, float)
+                    and 0 <= time.time() - doc["started"] < RESUME_S):
+                return cls(folder, doc["run"], doc["started"], resumed=True)
         except (OSError, ValueError):
             pass  # none yet, or one cut short by a kill (its run registered nothing kept)
-        made = cls(folder, uuid.uuid4().hex)
+        made = cls(folder, uuid.uuid4().hex, time.time())
         made._write(finished=False)
         return made
 
     def key(self, path: Path, sha256: str) -> str:
         """The Idempotency-Key this run sends `path` (with content `sha256`) under: the same in
         every resumption of the run, another in each run and for each file and content."""
-        h = hashlib.sha256(f"{self.run}\n{path.resolve()}\n{sha256}".encode())
+        # (the path as named, made absolute: two links to one file are two files, as a run
+        # without --again registers them, and need two keys)
+        h = hashlib.sha256(f"{self.run}\n{path.absolute()}\n{sha256}".encode())
         return f"register-{h.hexdigest()[:48]}"
 
     def finish(self) -> None:
@@ -239,5 +257,6 @@ class AgainRun:
     def _write(self, finished: bool) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.folder / f".{AGAIN_RUN}.tmp"
-        tmp.write_text(json.dumps({"run": self.run, "finished": finished}) + "\n")
+        tmp.write_text(json.dumps({"run": self.run, "started": self.started,
+                                   "finished": finished}) + "\n")
         tmp.replace(self.folder / AGAIN_RUN)

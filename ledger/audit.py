@@ -263,7 +263,7 @@ def _run(
     rep: AuditReport,
 ) -> None:
     start = _resume(store, since) if since is not None else None
-    heads, sm2_first = _check_blocks(store, keys, roots_pem, pool, start, rep)
+    heads, sm2 = _check_blocks(store, keys, roots_pem, pool, start, rep)
     if not heads:
         if start is None:
             rep.checked.append(said("no blocks yet"))
@@ -285,7 +285,7 @@ def _run(
                               height=h.height), height=h.height)
     _check_entries(store, pool, heads, start, progress, rep)
     if rep.state is not None:
-        rep.state = replace(rep.state, sm2_first=sm2_first)
+        rep.state = replace(rep.state, sm2_first=sm2[0], sm2_known=sm2[1])
 
 
 # -- Resuming -------------------------------------------------------------------------------
@@ -372,14 +372,16 @@ def _check_blocks(
     pool: Executor | None,
     start: _Start | None,
     rep: AuditReport,
-) -> tuple[list[_Head], int | None]:
+) -> tuple[list[_Head], tuple[int | None, bool]]:
     """Check every block after the start (all, if None), in chunks: hash, link, notes, tokens.
-    Also the first block with an SM2 token, as far as the audits know (None: none)."""
+    Also the first block with an SM2 token, as far as the audits know (None: none), and
+    whether they know: an audit without the SM2 TSA roots reads no SM2 token, so it passes on
+    what the last audit knew (D187)."""
     prev, since = (start.block, start.state) if start is not None else (None, None)
     first = 0 if prev is None else prev.header.height + 1
     tokens = _Tokens(store, "notary", first, roots_pem[0] is not None)
     sm2_tokens = _Tokens(store, SM2_TSA_LABEL, first, roots_pem[1] is not None)
-    if since is not None and since.sm2_known:
+    if since is not None and since.sm2_known and roots_pem[1] is not None:
         # Resumed: every block after the first with an SM2 token has one (the rule below),
         # from the first the audits found (D184, D187).
         sm2_tokens.first = since.sm2_first
@@ -426,7 +428,9 @@ def _check_blocks(
             n = heads[-1].height - max(sm2_tokens.first, heads[0].height) + 1
             rep.checked.append(said("{n} SM2/SM3 RFC 3161 tokens verify over their headers' SM3 "
                                     "(from block {first} on)", n=n, first=sm2_tokens.first))
-    return heads, sm2_tokens.first
+    if roots_pem[1] is None:
+        return heads, (since.sm2_first, since.sm2_known) if since is not None else (None, False)
+    return heads, (sm2_tokens.first, True)
 
 
 def _tuple_of(b: BlockRow) -> BlockTuple:

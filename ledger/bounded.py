@@ -142,11 +142,14 @@ class _Backend(httpcore.NetworkBackend):
 
 def deadline_client(timeout: float, **kwargs: Any) -> httpx.Client:
     """An httpx client whose connections keep `within`'s deadline (outside one: its own
-    `timeout` per operation, as any). httpx has no public way to hand its pool a network
-    backend, so the transport's pool gets one after it is made (the lock files pin httpx;
-    `tests/test_bounded.py` fails if that stops working). A proxy from the environment is
-    kept to its own per-read timeout (and `read_bounded`'s bound on the body)."""
-    transport = httpx.HTTPTransport()
-    pool = transport._pool
-    pool._network_backend = _Backend(pool._network_backend)
-    return httpx.Client(timeout=timeout, transport=transport, **kwargs)
+    `timeout` per operation, as any), through a proxy from the environment too. httpx has no
+    public way to hand its pools a network backend, so each pool the client made (its own and
+    one per proxy) gets one after it is made (the lock files pin httpx; `tests/test_bounded.py`
+    fails if that stops working). Made as any client is: a transport given to httpx would make
+    it ignore the environment's proxies."""
+    client = httpx.Client(timeout=timeout, **kwargs)
+    for transport in (client._transport, *client._mounts.values()):
+        if isinstance(transport, httpx.HTTPTransport):
+            pool = transport._pool
+            pool._network_backend = _Backend(pool._network_backend)
+    return client

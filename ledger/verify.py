@@ -442,8 +442,7 @@ class _Run:
                              n=distinct, quorum=quorum))
         if w is None:
             raise _Fail("the bundle carries no witnessed checkpoint")
-        n, _ = note.verify_note(w.checkpoint, self.log_keys)
-        cp = note.parse_checkpoint(n.text)
+        cp, _ = note.verify_checkpoint(w.checkpoint, self.log_keys)  # (of its key's log)
         if cp.extensions or cp.origin != self.b.origin:
             raise _Fail("the witnessed checkpoint is not a plain checkpoint of this log")
         proof = [_hex(h, said("witnessed.consistency hash")) for h in w.consistency]
@@ -452,7 +451,6 @@ class _Run:
                              "({entry_size})", size=cp.size, entry_size=self.size))
         merkle.verify_consistency(self.size, cp.size, self.root, cp.root, proof)
         cosigs = cosignature.cosignatures_of(w.checkpoint, witnesses)
-        cosigners = sorted({(c.name, c.key_id) for c in cosigs})
         # A quorum counts keys, not names: an Ed25519 cosignature does not commit to the
         # cosigner's name, so one key pinned under two names lets anyone copy its line under
         # the other name's key ID (c2sp.org/tlog-cosignature: one key per cosigner).
@@ -462,12 +460,17 @@ class _Run:
             raise _Fail(said("{n} valid cosignature(s) by the witness keys given, {quorum} "
                              "required", n=len(cosigned), quorum=quorum))
         self.rep.facts["witnessed_size"] = cp.size
+        # One witness per key: a key pinned under two names is named once (the first name)
+        one: dict[bytes, Any] = {}
+        for c in cosigs:
+            one.setdefault(key_of[c.name, c.key_id], c)
         self.rep.facts["witnesses"] = [
             {"name": c.name, "key_id": c.key_id.hex(), "cosigned_at": c.timestamp}
-            for c in cosigs]
+            for c in one.values()]
         return _Held(said("tree size {size}, consistent with size {entry_size}; cosigned by "
                           "{names} (quorum {quorum})", size=cp.size, entry_size=self.size,
-                          names=", ".join(name for name, _ in cosigners), quorum=quorum))
+                          names=", ".join(sorted({c.name for c in one.values()})),
+                          quorum=quorum))
 
     def title(self) -> _Held:
         """Replay the chain of title the bundle carries. The holder rules are `ledger.title`'s
@@ -480,8 +483,7 @@ class _Run:
         if c is None:
             return _skipped("the bundle carries no chain of title, so none was checked: it "
                             "does not show who holds a work now")
-        n, _ = note.verify_note(c.checkpoint, self.log_keys)
-        cp = note.parse_checkpoint(n.text)
+        cp, _ = note.verify_checkpoint(c.checkpoint, self.log_keys)  # (of its key's log)
         if cp.extensions or cp.origin != self.b.origin:
             raise _Fail("the chain's checkpoint is not a plain checkpoint of this log")
         if cp.size < self.size:
@@ -541,6 +543,12 @@ class _Run:
             except CopyledgerError as e:
                 raise _Fail(said("{what}'s SM2 signature: {why}", what=what,
                                  why=e.detail)) from None
+            # An SM2 note signature signs the text, not the key's name: a key named for
+            # another log is no signature of this one (D191)
+            ok = [v for v in ok if v.name == self.b.origin]
+            if not ok:
+                raise _Fail(said("{what}'s SM2 signature is by a key named for another log "
+                                 "than {origin}", what=what, origin=self.b.origin))
         key = keys[parsed.index(ok[0])]
         self.rep.facts["sm2_keys"] = [{"verifier_key": key, "sha256": _sha256_hex(key.encode()),
                                        "pinned": bool(pinned)}]

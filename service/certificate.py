@@ -800,6 +800,22 @@ def pdf_cache() -> RenderCache:
     return RenderCache(render_pdf, slots=_RENDER_SLOTS, wait_s=RENDER_WAIT_S)
 
 
+def _unprintable_notice(pdf: Any, missing: list[str], lang: str) -> str:
+    """The PDF's word that characters of `missing` cannot be printed, in `lang`; in English
+    where its own words cannot be printed either (a zh-CN PDF without a CJK font): the one
+    line that explains the gaps must not be one."""
+    def notice(lang: str) -> str:
+        shown = ", ".join(f"U+{ord(c):04X}" for c in missing[:12])
+        if len(missing) > 12:
+            shown = _t(lang, "{shown} and {n} more").format(shown=shown, n=len(missing) - 12)
+        return _t(lang, "Some characters cannot be printed with this PDF's fonts and are left "
+                        "out or shown as '?': {shown}. The HTML certificate and the evidence "
+                        "bundle hold the exact text.").format(shown=shown)
+
+    words = notice(lang)
+    return notice(DEFAULT) if lang != DEFAULT and pdf.cover(words) else words
+
+
 def _certificate_pdf(bundle: dict[str, Any], verify_url: str, lang: str,
                      profile: Mapping[str, str] | None, tz: str | None) -> bytes:
     from fpdf.enums import XPos, YPos  # fpdf2 loads with the first PDF, not at start (D54)
@@ -834,14 +850,8 @@ def _certificate_pdf(bundle: dict[str, Any], verify_url: str, lang: str,
     if missing:
         pdf.ln(1)
         pdf.set_font(pdf.sans, "B", 8.5)
-        shown = ", ".join(f"U+{ord(c):04X}" for c in missing[:12])
-        if len(missing) > 12:
-            shown = _t(lang, "{shown} and {n} more").format(shown=shown, n=len(missing) - 12)
-        pdf.multi_cell(narrow, 4.3, pdf.text_(_t(
-            lang, "Some characters cannot be printed with this PDF's fonts and are left out or "
-                  "shown as '?': {shown}. The HTML certificate and the evidence bundle hold the "
-                  "exact text.").format(shown=shown)), align="L",
-                       new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        pdf.multi_cell(narrow, 4.3, pdf.text_(_unprintable_notice(pdf, missing, lang)),
+                       align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     pdf.set_y(max(pdf.get_y(), 14 + qr_size + 2))
 
     # Page 1, for a judge: what, who, when, in words; what it proves and does not.

@@ -164,6 +164,24 @@ def test_a_peer_trickling_its_headers_is_stopped_at_the_deadline(
     assert trickler.sent < 300
 
 
+def test_a_proxy_from_the_environment_is_used_and_held_to_the_deadline(
+        trickler: Trickler, monkeypatch: pytest.MonkeyPatch) -> None:
+    """D188's review: a client made with its own transport ignored HTTP(S)_PROXY, so a notary
+    whose only way out is a proxy could not reach its TSA or witnesses. The proxy (here the
+    trickler, which every request to the unresolvable peer must go through) is used, and its
+    trickled headers are stopped at the deadline."""
+    from copyledger.ledger.bounded import deadline_client, within
+
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", trickler.url)
+    monkeypatch.setenv("http_proxy", trickler.url)
+    with deadline_client(10.0) as http, within(1.0), \
+            pytest.raises(httpx.TimeoutException, match="took too long"):
+        http.get("http://peer.invalid/checkpoint")
+    assert 0 < trickler.sent < 300
+
+
 def test_outside_a_deadline_the_client_keeps_its_own_timeout(trickler: Trickler) -> None:
     """Without `within`, a deadline client is any client: its per-read timeout applies."""
     from copyledger.ledger.bounded import deadline_client

@@ -173,6 +173,8 @@ def test_save_receipt_never_overwrites(tmp_path: Path) -> None:
     assert json.loads((tmp_path / f"{sha}-9.json").read_text()) == {"seq": 9}
     assert (tmp_path / f"{sha}-7.json").read_text() == "not a receipt"
     assert not list(tmp_path.glob(".*.tmp"))
+    # D193's review: the same seq of another log (a test registry's) is another receipt
+    assert m.save_receipt(sha, {"seq": 4, "leaf_hash": "cd" * 32}) == f"{sha}-4.json"
 
 
 def test_again_runs_resume_until_finished(tmp_path: Path) -> None:
@@ -186,6 +188,27 @@ def test_again_runs_resume_until_finished(tmp_path: Path) -> None:
     new = batch.AgainRun.resume_or_start(tmp_path)
     assert not new.resumed and new.run != one.run
     assert new.key(Path("x"), "0" * 64) != one.key(Path("x"), "0" * 64)
+    # D193's review: a run is resumed only while the registry still keeps its keys (24 h by
+    # default): past RESUME_S an unfinished run (one a refused file keeps open, say) is not
+    path = tmp_path / batch.AGAIN_RUN
+    doc = json.loads(path.read_text())
+    assert doc["finished"] is False and doc["run"] == new.run
+    path.write_text(json.dumps({**doc, "started": doc["started"] - batch.RESUME_S - 1}))
+    later = batch.AgainRun.resume_or_start(tmp_path)
+    assert not later.resumed and later.run != new.run
+
+
+def test_a_file_named_twice_is_one_file_and_two_links_are_two(tmp_path: Path) -> None:
+    """D193's review: `register --again d d/a.txt` sent one file twice under one key, which
+    the registry refuses in a batch; a link to it is another file, with another key."""
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "a.txt").write_text("a")
+    (d / "link.txt").symlink_to(d / "a.txt")
+    files = batch.collect_files([d, d / "a.txt", d / "link.txt"])
+    assert files == [d / "a.txt", d / "link.txt"]
+    run = batch.AgainRun.resume_or_start(tmp_path / "receipts")
+    assert run.key(d / "a.txt", "0" * 64) != run.key(d / "link.txt", "0" * 64)
 
 
 # ------------------------------------------------------------------ the locale's language

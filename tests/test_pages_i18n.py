@@ -131,6 +131,25 @@ def test_the_pdfs_notice_of_unprintable_characters_is_in_the_readers_language(
     assert "另有 2 个" in notice[0] and "Some characters" not in notice[0]
 
 
+def test_the_pdfs_notice_is_in_english_where_its_own_words_cannot_be_printed() -> None:
+    """D190's review: in a zh-CN PDF without a CJK font, the notice that explains missing
+    characters was Chinese itself, so it was missing too; it falls back to English then."""
+
+    class Fonts:
+        def __init__(self, cjk: bool) -> None:
+            self.cjk = cjk
+
+        def cover(self, text: str) -> list[str]:
+            return [] if self.cjk else sorted({c for c in text if ord(c) > 0x2FFF})
+
+    missing = [chr(0x13000 + i) for i in range(3)]
+    with_cjk = certificate._unprintable_notice(Fonts(True), missing, "zh-CN")
+    without = certificate._unprintable_notice(Fonts(False), missing, "zh-CN")
+    assert with_cjk.startswith("部分字符无法用本 PDF 的字体打印") and "U+13000" in with_cjk
+    assert without.startswith("Some characters cannot be printed") and "U+13002" in without
+    assert certificate._unprintable_notice(Fonts(False), missing, "en").startswith("Some")
+
+
 def test_one_sentence_on_times_for_pages_and_certificates(
         world: tuple[TestClient, dict[str, int]]) -> None:
     """`times_note` is the explorer's footer and the certificate's note; the certificate read a

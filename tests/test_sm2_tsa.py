@@ -236,17 +236,14 @@ def test_the_audit_checks_every_sm2_token_last(reg: dict[str, Any]) -> None:
         rep.problem or ""), rep
 
 
-def test_a_resumed_audit_keeps_the_rule_that_every_later_block_has_an_sm2_token(
-        tmp_path: Path) -> None:
-    """D184: an incremental audit started the rule "every block after the first with an SM2
-    token has one" afresh, so a block sealed after the last audit whose SM2 token was deleted
-    passed it."""
+def _audited_then_one_more(tmp_path: Path) -> tuple[Node, Any, int]:
+    """An SM-suite registry with one work, audited (its state kept for an incremental audit),
+    then a second work: the node (the caller stops it), the audit and the second's block."""
     from copyledger.service.admin import audit_registry
-    from tests.test_audit import drop_trigger
 
     node = Node.open(sm_settings(tmp_path))
-    key, _ = create_key(node.store, "creator", "alice")
     try:
+        key, _ = create_key(node.store, "creator", "alice")
         with TestClient(create_app(node)) as c:
             def work(data: bytes) -> int:
                 r = c.post("/v1/works", headers={"Authorization": f"Bearer {key}"},
@@ -259,7 +256,22 @@ def test_a_resumed_audit_keeps_the_rule_that_every_later_block_has_an_sm2_token(
             work(FILE + b"1")
             first = audit_registry(node.settings, workers=1, incremental=True)
             assert first.ok and first.state is not None, first  # (the next one resumes here)
-            height = work(FILE + b"2")
+            return node, first, work(FILE + b"2")
+    except BaseException:
+        node.stop()
+        raise
+
+
+def test_a_resumed_audit_keeps_the_rule_that_every_later_block_has_an_sm2_token(
+        tmp_path: Path) -> None:
+    """D184: an incremental audit started the rule "every block after the first with an SM2
+    token has one" afresh, so a block sealed after the last audit whose SM2 token was deleted
+    passed it."""
+    from copyledger.service.admin import audit_registry
+    from tests.test_audit import drop_trigger
+
+    node, first, height = _audited_then_one_more(tmp_path)
+    try:
         drop_trigger(node, "block_timestamps", "delete")
         node.store.execute_raw(f"DELETE FROM block_timestamps WHERE height = {height} "
                                "AND tsa = 'notary-sm2'")
@@ -274,5 +286,28 @@ def test_a_resumed_audit_keeps_the_rule_that_every_later_block_has_an_sm2_token(
         rep = audit_registry(node.settings, workers=1, incremental=True)
         assert not rep.ok and rep.bad_height == height and "no SM2 time-stamp token" in (
             rep.problem or ""), rep
+    finally:
+        node.stop()
+
+
+def test_an_audit_without_the_sm2_roots_neither_uses_nor_forgets_where_the_rule_starts(
+        tmp_path: Path) -> None:
+    """D187's review: an audit given no SM2 TSA roots reads no SM2 token, so it must not hold
+    new blocks to a recorded `sm2_first` (every one failed "no SM2 time-stamp token", though
+    each had one), nor record "none seen"; it passes on what the last audit knew."""
+    from copyledger.ledger.audit import audit
+    from copyledger.service.node import all_sm2_keys, all_verifier_keys, tsa_roots_pem
+
+    node, first, _ = _audited_then_one_more(tmp_path)
+    try:
+        assert first.state is not None and first.state.sm2_first is not None
+        s = node.settings
+        keys = all_verifier_keys(s) + all_sm2_keys(s)[0]
+        rep = audit(node.store, keys, tsa_roots_pem=tsa_roots_pem(s), since=first.state)
+        assert rep.ok and rep.state is not None, rep.problem
+        assert (rep.state.sm2_first, rep.state.sm2_known) == (first.state.sm2_first, True)
+        whole = audit(node.store, keys, tsa_roots_pem=tsa_roots_pem(s))
+        assert whole.ok and whole.state is not None and not whole.state.sm2_known
+        assert whole.state.to_dict()["version"] == 1
     finally:
         node.stop()

@@ -390,3 +390,24 @@ def test_a_checkpoint_signed_by_another_logs_pinned_key_is_refused(
                         trusted_keys=[verifier_key(other)])
     assert rep.failed is not None and rep.failed.name == "checkpoint", rep.to_json()
     assert "not for the log of the trusted key" in rep.failed.detail
+
+
+def test_a_chain_of_title_checkpoint_signed_by_another_pinned_logs_key_is_refused(
+        made: dict[str, Any], tmp_path: Path) -> None:
+    """D191's review: with the keys of two logs pinned, log B's key could sign a checkpoint
+    with this log's origin for the chain of title (a larger tree of B's making) and the title
+    step took it: only the first checkpoint step asked for the key named for the origin."""
+    from copyledger.notary.signer import FileSigner, verifier_key
+
+    other = FileSigner.generate("other.example/log", tmp_path / "other.key")
+    b = copy.deepcopy(made["bundle"])
+    assert b.get("title_chain"), "the exhibit's bundle carries its chain of title"
+    vkeys = [made["vkey"], verifier_key(other)]
+    assert verify_bundle(b, file_sha256=hashlib.sha256(FILE).hexdigest(),
+                         trusted_keys=vkeys).ok  # (pinning a second log's key is allowed)
+    chain = b["title_chain"]
+    text = note.verify_note(chain["checkpoint"], [note.parse_verifier_key(made["vkey"])])[0].text
+    chain["checkpoint"] = sign_note(text, [other])
+    rep = verify_bundle(b, file_sha256=hashlib.sha256(FILE).hexdigest(), trusted_keys=vkeys)
+    assert rep.failed is not None and rep.failed.name == "title", rep.to_json()
+    assert "not for the log of the trusted key" in rep.failed.detail
