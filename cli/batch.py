@@ -78,8 +78,14 @@ def collect_files(paths: Iterable[Path], include: Sequence[str] = (),
     # A file named twice (`register dir dir/a.jpg`) is one file: once, where first named
     first: dict[Path, Path] = {}
     for p in found:
-        first.setdefault(p.absolute(), p)
+        first.setdefault(_as_named(p), p)
     return list(first.values())
+
+
+def _as_named(path: Path) -> Path:
+    """`path` absolute, its `.` and `..` taken out as text: `d/../d/a.txt` is `d/a.txt`, but a
+    link stays a file of its own (not resolved), as a run registers it."""
+    return Path(os.path.normpath(path.absolute()))
 
 
 @dataclass(frozen=True)
@@ -224,21 +230,24 @@ class AgainRun:
     run: str
     started: float  # (Unix time) a run is resumed only within RESUME_S of it
     resumed: bool = False  # the run was recorded unfinished: this one goes on with it
+    dropped: float | None = None  # the start of an unfinished run too old to resume
 
     @classmethod
     def resume_or_start(cls, folder: Path) -> AgainRun:
         """The unfinished run recorded in `folder`, else a new one (recorded there)."""
         path = folder / AGAIN_RUN
+        dropped = None
         try:
             doc = json.loads(path.read_text())
             if (isinstance(doc, dict) and isinstance(doc.get("run"), str)
                     and doc.get("finished") is False
-                    and type(doc.get("started")) in (int, float)
-                    and 0 <= time.time() - doc["started"] < RESUME_S):
-                return cls(folder, doc["run"], doc["started"], resumed=True)
+                    and type(doc.get("started")) in (int, float)):
+                if 0 <= time.time() - doc["started"] < RESUME_S:
+                    return cls(folder, doc["run"], doc["started"], resumed=True)
+                dropped = float(doc["started"])  # (the caller says so: its files go again)
         except (OSError, ValueError):
             pass  # none yet, or one cut short by a kill (its run registered nothing kept)
-        made = cls(folder, uuid.uuid4().hex, time.time())
+        made = cls(folder, uuid.uuid4().hex, time.time(), dropped=dropped)
         made._write(finished=False)
         return made
 
@@ -247,7 +256,7 @@ class AgainRun:
         every resumption of the run, another in each run and for each file and content."""
         # (the path as named, made absolute: two links to one file are two files, as a run
         # without --again registers them, and need two keys)
-        h = hashlib.sha256(f"{self.run}\n{path.absolute()}\n{sha256}".encode())
+        h = hashlib.sha256(f"{self.run}\n{_as_named(path)}\n{sha256}".encode())
         return f"register-{h.hexdigest()[:48]}"
 
     def finish(self) -> None:

@@ -11,6 +11,7 @@ import math
 import multiprocessing
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -594,6 +595,11 @@ def register(
         err.print(tr("resuming the --again run that stopped before (or left files failed): "
                      "its files go under the same Idempotency-Keys; delete {path} to start a "
                      "new run instead").format(path=receipts / AGAIN_RUN))
+    if run is not None and run.dropped is not None and not as_json:
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(run.dropped))
+        err.print(tr("the unfinished --again run started {when} is too old to resume (a "
+                     "registry keeps Idempotency-Keys for 24 hours): this is a new run, and "
+                     "every file is registered again").format(when=when))
     with _client(server, api_key, trust, 60, account or known, retries) as client, Progress(
         TextColumn("{task.description}", table_column=None), BarColumn(),
         TextColumn("{task.completed}/{task.total} files"), TimeRemainingColumn(),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
@@ -52,6 +53,7 @@ def refuse_encoded(encoding: str | None, what: str) -> None:
 
 
 _T = TypeVar("_T")
+log = logging.getLogger("copyledger.bounded")
 
 _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("deadline",
                                                                          default=None)
@@ -147,7 +149,12 @@ def deadline_client(timeout: float, **kwargs: Any) -> httpx.Client:
     one per proxy) gets one after it is made (the lock files pin httpx; `tests/test_bounded.py`
     fails if that stops working). Made as any client is: a transport given to httpx would make
     it ignore the environment's proxies."""
-    client = httpx.Client(timeout=timeout, **kwargs)
+    try:
+        client = httpx.Client(timeout=timeout, **kwargs)
+    except (ImportError, ValueError) as e:  # a proxy httpx cannot use (socks5 without socksio)
+        log.warning("the environment's proxy settings cannot be used (%s): connecting "
+                    "directly", e)
+        client = httpx.Client(timeout=timeout, trust_env=False, **kwargs)
     for transport in (client._transport, *client._mounts.values()):
         if isinstance(transport, httpx.HTTPTransport):
             pool = transport._pool

@@ -591,6 +591,12 @@ class Node:
         self.external = ExternalStamper(store, settings.external_tsa_urls, roots_pem=roots)
         self._external_roots = roots
         self.witnesses = [WitnessConfig(url, vkey) for url, vkey in settings.witness_list]
+        first: dict[bytes, WitnessConfig] = {}
+        for w in self.witnesses:  # a quorum counts keys, as verifiers do (D191, D196)
+            if (same := first.setdefault(w.verifier.public_key, w)) is not w:
+                raise InvalidInput(said("witnesses: {a} and {b} are one key under two names; "
+                                        "a quorum counts keys: list it once",
+                                        a=same.verifier.name, b=w.verifier.name))
         if self.witnesses and not 1 <= settings.witness_quorum <= len(self.witnesses):
             raise InvalidInput(said("witness_quorum must be 1..{n} (the number of witnesses)",
                                     n=len(self.witnesses)))

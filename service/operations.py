@@ -50,6 +50,7 @@ from copyledger.matching.media import SNIFF_BYTES, sniff
 from copyledger.notary.sm2_tsa import SM2_ROOT_FILE
 from copyledger.service import contacts, idempotency
 from copyledger.service.apikeys import Principal, list_keys
+from copyledger.service.fsperm import trusted_text
 from copyledger.service.node import Node, init_notary_keys, open_store
 from copyledger.service.rotation import retired_keys, rotate, sha256_text
 from copyledger.service.settings import Settings
@@ -1152,16 +1153,19 @@ def rotate_keys(s: Settings, overlap: timedelta) -> Rotation:
             "received_at": entry_mod.utc_now(), "content": {"sha256": sha256_text(new_vkey)},
             "old_verifier_key": old.verifier_key, "new_verifier_key": new_vkey,
             "old_tsa_root_sha256": sha256_text(old.tsa_root),
-            "new_tsa_root_sha256": sha256_text((s.tsa_dir / "root.pem").read_text()),
+            # (the new trust anchors, read as trust anchors are: D194's review)
+            "new_tsa_root_sha256": sha256_text(trusted_text(s.tsa_dir / "root.pem",
+                                                            s.data_dir)),
             "overlap_until": old.overlap_until,
         }
         if old.sm2_verifier_key is not None and old.sm2_tsa_root is not None:  # D57
             entry |= {
                 "old_sm2_verifier_key": old.sm2_verifier_key,
-                "new_sm2_verifier_key": s.sm2_verifier_key_path.read_text().strip(),
+                "new_sm2_verifier_key": trusted_text(s.sm2_verifier_key_path,
+                                                     s.data_dir).strip(),
                 "old_sm2_tsa_root_sha256": sha256_text(old.sm2_tsa_root),
                 "new_sm2_tsa_root_sha256": sha256_text(
-                    (s.tsa_dir / SM2_ROOT_FILE).read_text()),
+                    trusted_text(s.tsa_dir / SM2_ROOT_FILE, s.data_dir)),
             }
         _, data = entry_mod.encode(entry)
         receipt = node.sequencer.submit(Pending(data, "rotation", sha256_text(new_vkey),

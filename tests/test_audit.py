@@ -242,6 +242,19 @@ def test_a_state_past_64_bits_is_refused_as_malformed() -> None:
         AuditState.from_dict({**good, "version": 2, "sm2_first": 2**64})
 
 
+def test_a_standard_logs_state_knows_it_has_no_sm2_token(reg: Node) -> None:
+    """D195's review: a log without SM2 keys (no SM2 roots given) recorded its start as not
+    known, so every standard registry wrote a version 1 state, flipping with each audit."""
+    fill(reg, 3)
+    rep = run_audit(reg)
+    assert rep.ok and rep.state is not None
+    assert (rep.state.sm2_first, rep.state.sm2_known) == (None, True)
+    assert rep.state.to_dict()["version"] == 2
+    fill(reg, 2)
+    again = run_audit(reg, since=rep.state)
+    assert again.ok and again.state is not None and again.state.to_dict()["version"] == 2
+
+
 def test_a_state_says_where_the_sm2_rule_starts_and_an_old_one_still_reads() -> None:
     """D187: version 2 records the first block with an SM2 token; version 1 (without it) is
     read, marked as not saying, and written back as it was."""

@@ -182,6 +182,19 @@ def test_a_proxy_from_the_environment_is_used_and_held_to_the_deadline(
     assert 0 < trickler.sent < 300
 
 
+def test_a_proxy_setting_httpx_cannot_use_connects_directly(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """D195's review: made from the environment, the client failed to be made at all under
+    a proxy httpx cannot use (socks5 without socksio, an unknown scheme), which ended the
+    notary's TSA and witness thread; it connects directly then, and says why."""
+    from copyledger.ledger.bounded import deadline_client
+
+    monkeypatch.setenv("ALL_PROXY", "gopher://proxy.invalid:70")
+    with caplog.at_level("WARNING"), deadline_client(1.0) as http:
+        assert not http._mounts
+    assert "cannot be used" in caplog.text
+
+
 def test_outside_a_deadline_the_client_keeps_its_own_timeout(trickler: Trickler) -> None:
     """Without `within`, a deadline client is any client: its per-read timeout applies."""
     from copyledger.ledger.bounded import deadline_client

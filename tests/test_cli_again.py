@@ -196,6 +196,8 @@ def test_again_runs_resume_until_finished(tmp_path: Path) -> None:
     path.write_text(json.dumps({**doc, "started": doc["started"] - batch.RESUME_S - 1}))
     later = batch.AgainRun.resume_or_start(tmp_path)
     assert not later.resumed and later.run != new.run
+    assert later.dropped == doc["started"] - batch.RESUME_S - 1  # (the CLI says so)
+    assert new.dropped is None
 
 
 def test_a_file_named_twice_is_one_file_and_two_links_are_two(tmp_path: Path) -> None:
@@ -205,7 +207,7 @@ def test_a_file_named_twice_is_one_file_and_two_links_are_two(tmp_path: Path) ->
     d.mkdir()
     (d / "a.txt").write_text("a")
     (d / "link.txt").symlink_to(d / "a.txt")
-    files = batch.collect_files([d, d / "a.txt", d / "link.txt"])
+    files = batch.collect_files([d, d / "a.txt", d / ".." / "d" / "a.txt", d / "link.txt"])
     assert files == [d / "a.txt", d / "link.txt"]
     run = batch.AgainRun.resume_or_start(tmp_path / "receipts")
     assert run.key(d / "a.txt", "0" * 64) != run.key(d / "link.txt", "0" * 64)

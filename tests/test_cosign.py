@@ -574,6 +574,13 @@ def test_witness_settings_are_checked(tmp_path: Path, witness_key: FileSigner) -
         open_registry(tmp_path / "b", witnesses="http://w not-a-vkey")
     with pytest.raises(InvalidInput, match="not `<url> <vkey>`"):
         open_registry(tmp_path / "c", witnesses="http://w")
+    # D196: one key under two names would count twice toward the quorum (a cosignature does
+    # not sign the witness's name, so its line can be copied under the other name)
+    w = cosignature.parse_verifier_key(vkey_of(witness_key))
+    alias = cosignature.format_verifier_key("witness.example/alias", w.public_key)
+    with pytest.raises(InvalidInput, match="one key under two names"):
+        open_registry(tmp_path / "d", witnesses=f"http://w {vkey_of(witness_key)},"
+                      f"http://w2 {alias}", witness_quorum=2)
 
 
 @pytest.mark.parametrize("body", ["\u00b2", "\u0663", "1" * 21, "9" * 5000, "", "-1", "1 2"])
