@@ -19,6 +19,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import math
 import os
 import time
 import uuid
@@ -83,9 +84,10 @@ def collect_files(paths: Iterable[Path], include: Sequence[str] = (),
 
 
 def _as_named(path: Path) -> Path:
-    """`path` absolute, its `.` and `..` taken out as text: `d/../d/a.txt` is `d/a.txt`, but a
-    link stays a file of its own (not resolved), as a run registers it."""
-    return Path(os.path.normpath(path.absolute()))
+    """`path` absolute, its folders resolved: `d/../d/a.txt` is `d/a.txt` (and `d/ln/../a.txt`
+    is wherever `d/ln/..` really is), but a link to a file stays a file of its own, as a run
+    registers it."""
+    return Path(os.path.realpath(path.absolute().parent)) / path.name
 
 
 @dataclass(frozen=True)
@@ -242,9 +244,11 @@ class AgainRun:
             if (isinstance(doc, dict) and isinstance(doc.get("run"), str)
                     and doc.get("finished") is False
                     and type(doc.get("started")) in (int, float)):
-                if 0 <= time.time() - doc["started"] < RESUME_S:
+                age = time.time() - doc["started"]
+                if 0 <= age < RESUME_S:
                     return cls(folder, doc["run"], doc["started"], resumed=True)
-                dropped = float(doc["started"])  # (the caller says so: its files go again)
+                if math.isfinite(age) and age >= RESUME_S:  # (said: its files go again)
+                    dropped = float(doc["started"])
         except (OSError, ValueError):
             pass  # none yet, or one cut short by a kill (its run registered nothing kept)
         made = cls(folder, uuid.uuid4().hex, time.time(), dropped=dropped)

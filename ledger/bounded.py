@@ -151,9 +151,12 @@ def deadline_client(timeout: float, **kwargs: Any) -> httpx.Client:
     it ignore the environment's proxies."""
     try:
         client = httpx.Client(timeout=timeout, **kwargs)
-    except (ImportError, ValueError) as e:  # a proxy httpx cannot use (socks5 without socksio)
+    except (ImportError, ValueError, httpx.InvalidURL) as e:  # a proxy httpx cannot use
+        # (socks5 without socksio, an unknown scheme, a bad port): directly, still trusting
+        # the CA files the environment names (SSL_CERT_FILE, SSL_CERT_DIR)
         log.warning("the environment's proxy settings cannot be used (%s): connecting "
                     "directly", e)
+        kwargs.setdefault("verify", httpx.create_ssl_context())
         client = httpx.Client(timeout=timeout, trust_env=False, **kwargs)
     for transport in (client._transport, *client._mounts.values()):
         if isinstance(transport, httpx.HTTPTransport):

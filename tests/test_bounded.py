@@ -189,10 +189,12 @@ def test_a_proxy_setting_httpx_cannot_use_connects_directly(
     notary's TSA and witness thread; it connects directly then, and says why."""
     from copyledger.ledger.bounded import deadline_client
 
-    monkeypatch.setenv("ALL_PROXY", "gopher://proxy.invalid:70")
-    with caplog.at_level("WARNING"), deadline_client(1.0) as http:
-        assert not http._mounts
-    assert "cannot be used" in caplog.text
+    for bad in ("gopher://proxy.invalid:70", "http://proxy.invalid:port"):
+        monkeypatch.setenv("ALL_PROXY", bad)
+        caplog.clear()
+        with caplog.at_level("WARNING"), deadline_client(1.0) as http:
+            assert not http._mounts
+        assert "cannot be used" in caplog.text
 
 
 def test_outside_a_deadline_the_client_keeps_its_own_timeout(trickler: Trickler) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -198,6 +199,9 @@ def test_again_runs_resume_until_finished(tmp_path: Path) -> None:
     assert not later.resumed and later.run != new.run
     assert later.dropped == doc["started"] - batch.RESUME_S - 1  # (the CLI says so)
     assert new.dropped is None
+    for odd in (float("nan"), float("inf"), time.time() + 3600):  # never said as too old
+        path.write_text(json.dumps({**doc, "run": "x", "started": odd}))
+        assert batch.AgainRun.resume_or_start(tmp_path).dropped is None
 
 
 def test_a_file_named_twice_is_one_file_and_two_links_are_two(tmp_path: Path) -> None:
@@ -209,6 +213,11 @@ def test_a_file_named_twice_is_one_file_and_two_links_are_two(tmp_path: Path) ->
     (d / "link.txt").symlink_to(d / "a.txt")
     files = batch.collect_files([d, d / "a.txt", d / ".." / "d" / "a.txt", d / "link.txt"])
     assert files == [d / "a.txt", d / "link.txt"]
+    # `..` after a linked folder is where the link leads, not the text before it
+    (tmp_path / "other" / "sub").mkdir(parents=True)
+    (tmp_path / "other" / "a.txt").write_text("theirs")
+    (d / "ln").symlink_to(tmp_path / "other" / "sub")
+    assert len(batch.collect_files([d / "a.txt", d / "ln" / ".." / "a.txt"])) == 2
     run = batch.AgainRun.resume_or_start(tmp_path / "receipts")
     assert run.key(d / "a.txt", "0" * 64) != run.key(d / "link.txt", "0" * 64)
 
