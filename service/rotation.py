@@ -104,9 +104,11 @@ def retired_keys(s: Settings) -> list[Retired]:
     return out
 
 
-def _retiring(s: Settings, dest: Path) -> list[tuple[Path, Path]]:
-    """What a rotation moves, and where (the SM2 TSA chain lives in the TSA directory)."""
-    return [*([(s.sm2_key_path, dest / SM2_KEY_FILE)] if s.sm_suite else []),
+def _retiring(s: Settings, dest: Path, *, sm2: bool | None = None) -> list[tuple[Path, Path]]:
+    """What a rotation moves, and where (the SM2 TSA chain lives in the TSA directory); the
+    SM2 key with `sm2` (default: an SM-suite registry's)."""
+    sm2 = s.sm_suite if sm2 is None else sm2
+    return [*([(s.sm2_key_path, dest / SM2_KEY_FILE)] if sm2 else []),
             (s.log_key_path, dest / "log-key.pem"), (s.tsa_dir, dest / "tsa")]
 
 
@@ -189,9 +191,8 @@ def _finish_stopped(s: Settings) -> int | None:
                                 error=str(e))) from None
     if all(r.n != n for r in retired_keys(s)):
         dest = notary / "retired" / str(n)
-        moves = [(s.sm2_key_path, dest / SM2_KEY_FILE), (s.log_key_path, dest / "log-key.pem"),
-                 (s.tsa_dir, dest / "tsa")]  # (the SM2 key too, whatever the settings say)
-        for live, moved in moves:
+        # (the SM2 key too, whatever the settings say)
+        for live, moved in _retiring(s, dest, sm2=True):
             if moved.exists() and not live.exists():
                 with contextlib.suppress(FileNotFoundError):  # another start put it back
                     os.rename(moved, live)
