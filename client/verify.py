@@ -585,11 +585,16 @@ def _replayed(chain: Sequence[Mapping[str, Any]]) -> Title:
 
 
 def check_claim_check(answer: dict[str, Any], keys: Keys) -> ClaimCheck:
-    """A claim-check answer: a trusted key signed the SHA-256 of its RFC 8785 JSON without
-    `signature`, for this log at this size."""
+    """A claim-check answer: a trusted key named for this log (its origin) signed the SHA-256
+    of its RFC 8785 JSON without `signature`, for this log at this size."""
     with _checking(answer):
-        n, _ = note.verify_note(answer["signature"], verifiers(keys))
+        n, good = note.verify_note(answer["signature"], verifiers(keys))
         origin, size, digest = claims.parse_check_note_text(n.text)
+        if not any(v.name == origin for v in good):  # as a checkpoint's (D191)
+            raise VerificationError(said(
+                "the claim check is for log {origin!r}, not for the log of the trusted key "
+                "that signed it ({names})", origin=origin,
+                names=", ".join(sorted({v.name for v in good}))))
         unsigned = {k: v for k, v in answer.items() if k != "signature"}
         if hashlib.sha256(jcs.canonicalize(unsigned)).digest() != digest:
             raise VerificationError("the signature covers a different answer")

@@ -15,10 +15,16 @@ from typing import Any
 
 import pytest
 
-from copyledger.client import UnverifiedAnswer, check_checkpoint, check_proof, check_receipt
+from copyledger.client import (
+    UnverifiedAnswer,
+    check_checkpoint,
+    check_claim_check,
+    check_proof,
+    check_receipt,
+)
 from copyledger.client.verify import check_receipts
+from copyledger.ledger import claims, jcs, merkle, note
 from copyledger.ledger import entry as entry_mod
-from copyledger.ledger import jcs, merkle, note
 from copyledger.ledger.errors import CopyledgerError
 from copyledger.ledger.verify import verify_receipt
 from copyledger.notary.signer import FileSigner, sign_note, verifier_key
@@ -101,3 +107,29 @@ def test_extension_lines_are_allowed_opaque_and_never_reported(signer: FileSigne
     leaf = bytes.fromhex(reg["leaf_hash"])
     text = f"{LOG_A}\n1\n{note.b64(leaf)}\n\next\n"
     refused(registration(signer, text=text), vkey, "checkpoint lines must not be empty")
+
+
+def claim_check(signer: FileSigner, origin: str) -> dict[str, Any]:
+    """A claim-check answer of log `origin` at size 1, signed by `signer` as the log signs."""
+    answer: dict[str, Any] = {
+        "verdict": "none", "work_registered": False, "work_seq": None, "claimant": "ada",
+        "claimant_is_registrant": False, "claimant_is_holder": False, "holder": None,
+        "earliest_registration": None, "registrations": [], "matches": [], "claims": [],
+        "caveats": [], "caveat_codes": [], "index_ready": True, "fingerprinted": [],
+        "checked_at": "2026-01-01T00:00:00Z", "tree_size": 1, "origin": origin}
+    digest = hashlib.sha256(jcs.canonicalize(answer)).digest()
+    return {**answer, "signature": sign_note(claims.check_note_text(origin, 1, digest), [signer])}
+
+
+def test_a_claim_check_is_of_the_signing_keys_own_log(signer: FileSigner) -> None:
+    """As a checkpoint: with log A's key pinned, a claim check that names log B and is signed
+    by A's key is refused; signed and named for A, it verifies."""
+    keys = [verifier_key(signer)]
+    assert check_claim_check(claim_check(signer, LOG_A), keys).origin == LOG_A
+    with pytest.raises(UnverifiedAnswer, match="not for the log of the trusted key"):
+        check_claim_check(claim_check(signer, LOG_B), keys)
+    # B's key pinned too (the same key material under B's name): signed under A's name only,
+    # the answer is still not B's key's
+    both = [*keys, note.format_verifier_key(LOG_B, signer.public_key)]
+    with pytest.raises(UnverifiedAnswer, match="not for the log of the trusted key"):
+        check_claim_check(claim_check(signer, LOG_B), both)
