@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -17,8 +18,13 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    # pip builds in the source tree (build/, *.egg-info): a copy keeps two runs of the suite
+    # at once (CI's two passes) from building in the same folders
+    src = tmp_path_factory.mktemp("source") / "copyledger"
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "build", "*.egg-info", "*_cache", ".hypothesis", "__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
-                    "-w", str(out), str(REPO)],
+                    "-w", str(out), str(src)],
                    check=True, capture_output=True, timeout=300)
     (whl,) = out.glob("copyledger-*.whl")
     return whl
