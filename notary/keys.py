@@ -16,10 +16,12 @@ from copyledger.notary.pkcs11 import Pkcs11EcdsaKey, Pkcs11Ed25519Signer, Pkcs11
 from copyledger.notary.signer import FileSigner, Signer
 from copyledger.notary.tsa import (
     TSA_CERT_FILE,
+    TsaChainPaths,
     TsaIdentity,
     TsaKey,
     create_tsa_chain,
     load_tsa,
+    set_aside_unfinished,
 )
 
 __all__ = [
@@ -110,10 +112,12 @@ def init_tsa_chain(
     config: KeyConfig, tsa_dir: Path, name: str, passphrase: bytes | None = None
 ) -> bool:
     """Create the TSA chain in tsa_dir unless it exists; with pkcs11 the TSA key is generated
-    in the token (or reused, if an earlier init made it and stopped). True if created."""
+    in the token (or reused, if an earlier init made it and stopped), and what a stopped
+    creation left in tsa_dir is set aside first. True if created."""
     if (Path(tsa_dir) / TSA_CERT_FILE).exists():
         return False
     Path(tsa_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+    set_aside_unfinished(TsaChainPaths.in_directory(tsa_dir))
     tsa_key: TsaKey | None = None
     if config.backend == "pkcs11":
         token = open_configured_token(config)
@@ -122,3 +126,4 @@ def init_tsa_chain(
         tsa_key = Pkcs11EcdsaKey(token, label) if exists else Pkcs11EcdsaKey.generate(token, label)
     create_tsa_chain(tsa_dir, name, passphrase=passphrase, tsa_key=tsa_key)
     return True
+

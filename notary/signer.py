@@ -8,7 +8,9 @@ and the private key never leaves its holder. What a notary agrees to sign (`chec
 
 from __future__ import annotations
 
+import errno
 import os
+import secrets
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -178,27 +180,37 @@ def _write_new_private_file(path: Path, data: bytes) -> None:
 
 
 def write_new_file(path: Path, data: bytes, mode: int) -> None:
-    """Write data to a new file with exactly `mode`, durably; Conflict if the file exists,
-    and no partial file left behind on failure."""
+    """Write data to a new file with exactly `mode`, durably; Conflict if the file exists.
+    The file appears whole or not at all, even if the process is killed while writing: the
+    bytes go to a temporary file first, synced, then linked under the name (a link fails
+    where the name exists, so nothing is overwritten). A kill leaves at most a stray
+    `.<name>.*.tmp`, never a partial key under the name (D198)."""
+    if path.exists():
+        raise Conflict(said("{path} already exists; refusing to overwrite it", path=path))
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     try:
-        fd = os.open(path, flags, mode)
-    except FileExistsError:
-        raise Conflict(said("{path} already exists; refusing to overwrite it", path=path)) from None
+        fd = os.open(tmp, flags, mode)
     except OSError as exc:
         raise InvalidInput(said("cannot create {path}: {strerror}",
                                 path=path, strerror=exc.strerror)) from None
     try:
-        os.fchmod(fd, mode)  # the umask may only have narrowed it; make it exact
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        path.unlink(missing_ok=True)
-        raise
-    os.close(fd)
+        _write_synced(fd, data, mode)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise Conflict(said("{path} already exists; refusing to overwrite it",
+                                path=path)) from None
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP):
+                raise InvalidInput(said("cannot create {path}: {strerror}",
+                                        path=path, strerror=exc.strerror)) from None
+            if path.exists():  # a file system without hard links: a rename, checked first
+                raise Conflict(said("{path} already exists; refusing to overwrite it",
+                                    path=path)) from None
+            os.rename(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
 
 
@@ -207,7 +219,14 @@ def replace_file(path: Path, data: bytes, mode: int) -> None:
     content or the new, never a mix, and the new is on disk when this returns."""
     tmp = path.with_name(path.name + ".tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
-    fd = os.open(tmp, flags, mode)
+    _write_synced(os.open(tmp, flags, mode), data, mode)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _write_synced(fd: int, data: bytes, mode: int) -> None:
+    """Give the open file exactly `mode` (the umask may only have narrowed it), write all of
+    data, sync it to disk, and close it."""
     try:
         os.fchmod(fd, mode)
         view = memoryview(data)
@@ -216,8 +235,6 @@ def replace_file(path: Path, data: bytes, mode: int) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def _fsync_dir(directory: Path) -> None:

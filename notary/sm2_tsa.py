@@ -187,10 +187,11 @@ def create_sm2_tsa_chain(directory: Path, name: str, *, passphrase: bytes | None
     try:
         tsa = _certificate(root_key, root_name, _name(name, "copyledger SM2 TSA"),
                            tsa_key.public_key, now, TSA_VALIDITY, ca=False)
-        write_new_file(paths.certificate, _pem(tsa, "CERTIFICATE"), 0o644)
         write_new_file(paths.root, _pem(root, "CERTIFICATE"), 0o644)
+        # last: the chain is whole once it exists (`tsa.set_aside_unfinished`)
+        write_new_file(paths.certificate, _pem(tsa, "CERTIFICATE"), 0o644)
     except BaseException:
-        for path in (paths.key, paths.certificate):
+        for path in (paths.key, paths.root):
             path.unlink(missing_ok=True)
         raise
     return paths

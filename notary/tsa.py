@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import os
 import re
 import secrets
 from collections.abc import Callable
@@ -71,6 +72,7 @@ __all__ = [
     "import_tsa",
     "load_tsa",
     "self_signed",
+    "set_aside_unfinished",
 ]
 
 
@@ -586,16 +588,36 @@ def create_tsa_chain(
         )
         .sign(root_key, hashes.SHA256())
     )
-    files = [
-        (paths.certificate, tsa.public_bytes(serialization.Encoding.PEM), False),
-        (paths.root, root.public_bytes(serialization.Encoding.PEM), False),
-    ]
+    files = [(paths.root, root.public_bytes(serialization.Encoding.PEM), False)]
     if file_key is not None:
         files.insert(0, (paths.key, _private_pem(file_key, passphrase), True))
     if root_key_path is not None:
         files.append((Path(root_key_path), _private_pem(root_key, passphrase), True))
+    files.append((paths.certificate, tsa.public_bytes(serialization.Encoding.PEM), False))
     _write_all(files)
     return paths
+
+
+def set_aside_unfinished(paths: TsaChainPaths) -> list[Path]:
+    """Make room for a chain that a stopped creation (kill -9, power lost) left unfinished.
+
+    A chain's certificate is written last, so a key or root with no certificate beside it is
+    such a leftover: its key never signed a token, since a TSA loads only a whole chain. Each
+    is renamed `<name>.unfinished-<UTC time>` (kept, not deleted) and the new names returned;
+    nothing is touched where the certificate exists. Whether a chain that is missing was made
+    and lost is for the caller to rule out first (`service.node`'s lost-key check)."""
+    if paths.certificate.exists():
+        return []
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    moved = []
+    for path in (paths.key, paths.root):
+        if path.exists():
+            dest = path.with_name(f"{path.name}.unfinished-{stamp}")
+            os.rename(path, dest)
+            log.warning("set aside %s: left by a chain's creation that stopped before its "
+                        "certificate was written (never used to sign)", dest)
+            moved.append(dest)
+    return moved
 
 
 def import_tsa(
@@ -627,9 +649,9 @@ def import_tsa(
     _write_all(
         [
             (paths.key, key_pem, True),
+            (paths.root, b"".join(c.public_bytes(pem) for c in roots), False),
             (paths.certificate, b"".join(c.public_bytes(pem) for c in [certs[0], *intermediates]),
              False),
-            (paths.root, b"".join(c.public_bytes(pem) for c in roots), False),
         ]
     )
     return paths
@@ -777,7 +799,8 @@ def _refuse_existing(paths: list[Path]) -> None:
 
 
 def _write_all(files: list[tuple[Path, bytes, bool]]) -> None:
-    """Write each new file (private ones 0600, certificates 0644); on failure remove them all."""
+    """Write each new file (private ones 0600, certificates 0644); on failure remove them all.
+    The TSA certificate comes last: a chain is whole once it exists (`set_aside_unfinished`)."""
     written: list[Path] = []
     try:
         for path, data, private in files:

@@ -67,7 +67,13 @@ from copyledger.notary.sm2_tsa import (
     load_sm2_tsa,
     sm2_tsa_paths,
 )
-from copyledger.notary.tsa import ROOT_FILE, TSA_CERT_FILE, TimeStampAuthority, TsaIdentity
+from copyledger.notary.tsa import (
+    ROOT_FILE,
+    TSA_CERT_FILE,
+    TimeStampAuthority,
+    TsaIdentity,
+    set_aside_unfinished,
+)
 from copyledger.notary.witnesses import Cosigner, WitnessConfig
 from copyledger.service import idempotency
 from copyledger.service.fsperm import private_dir, trusted_text, write_public
@@ -135,8 +141,10 @@ def _refuse_lost_keys(s: Settings, *, registry: bool) -> None:
     chain = sm2_tsa_paths(s.tsa_dir)
     sm2_tsa = [p for p in (chain.certificate, chain.key, chain.root)
                if s.sm_suite and not p.exists()]
-    if len(sm2_tsa) == 3 and registry and not _has_sm2_tokens(s):
-        sm2_tsa = []  # a registry made before D51 gets its first SM2 TSA chain
+    if chain.certificate in sm2_tsa and registry and not _has_sm2_tokens(s):
+        # a registry made before D51 gets its first SM2 TSA chain (or finishes one stopped
+        # midway: the certificate is written last)
+        sm2_tsa = []
     missing = [p for p, gone in (
         (s.log_key_path, s.key_backend == "file" and not s.log_key_path.exists()),
         (s.tsa_dir / TSA_CERT_FILE, not (s.tsa_dir / TSA_CERT_FILE).exists()),
@@ -211,6 +219,7 @@ def init_notary_keys(s: Settings) -> tuple[bool, str]:
         write_public(s.sm2_verifier_key_path, sm2_signer.verifier_key + "\n")
         created = created or sm2_created
         if not (s.tsa_dir / SM2_TSA_CERT_FILE).exists():  # also for a registry made before D51
+            set_aside_unfinished(sm2_tsa_paths(s.tsa_dir))
             create_sm2_tsa_chain(s.tsa_dir, s.origin, passphrase=_passphrase(s))
     # Last: a published verifier key says every key was made (`_refuse_lost_keys`), so an
     # init stopped before this line is finished by the next rather than refused.

@@ -1,0 +1,127 @@
+"""A key or certificate file appears whole or not at all, even when the process writing it is
+killed (D196): before, `write_new_file` created the file under its name and then wrote it, so
+a kill -9 in between left an empty or partial key that every later start failed to load (and
+that D176's lost-key check could not tell from a good one)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from copyledger.ledger.errors import Conflict
+from copyledger.notary.signer import write_new_file
+from copyledger.service.node import init_data_dir
+from tests.helpers import HSM, settings_for
+from tests.test_rotation_crash import audit_ok, registry
+from tests.test_sm import sm_settings
+
+# A process that writes 1 MiB through write_new_file with a write that stops after the first
+# 16 bytes (and says so), so the parent can kill it mid-file.
+CHILD = """
+import os, sys, time
+from pathlib import Path
+from copyledger.notary import signer
+real = os.write
+def slow(fd, data):
+    n = real(fd, bytes(data[:16]))
+    Path(sys.argv[2]).touch()
+    time.sleep(120)
+    return n
+signer.os.write = slow
+signer.write_new_file(Path(sys.argv[1]), b"k" * (1 << 20), 0o600)
+"""
+
+
+def test_a_file_killed_while_written_is_not_left_under_its_name(tmp_path: Path) -> None:
+    path, marker = tmp_path / "log-key.pem", tmp_path / "writing"
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(path), str(marker)])
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert child.poll() is None and time.monotonic() < deadline, "child did not write"
+            time.sleep(0.02)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait()
+    assert not path.exists()  # whole or not at all: the next start makes it or says it is lost
+    write_new_file(path, b"key", 0o600)  # and it can be written then
+    assert path.read_bytes() == b"key" and path.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_new_file_is_exact_and_never_overwrites(tmp_path: Path) -> None:
+    path = tmp_path / "tsa.pem"
+    old = os.umask(0o077)
+    try:
+        write_new_file(path, b"cert", 0o644)
+    finally:
+        os.umask(old)
+    assert path.read_bytes() == b"cert" and path.stat().st_mode & 0o777 == 0o644
+    with pytest.raises(Conflict, match="already exists"):
+        write_new_file(path, b"other", 0o644)
+    assert path.read_bytes() == b"cert"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tsa.pem"]  # no temporary left
+
+
+# `init` in a process that kills itself (SIGKILL) as it is about to write the file named
+# argv[1]: the TSA chains' certificates are written last, so what is left is a key and a root.
+INIT_KILLED = """
+import os, signal, sys
+from pathlib import Path
+from copyledger.notary import sm2_tsa, tsa
+from copyledger.service.node import init_data_dir
+from tests.helpers import settings_for
+from tests.test_sm import sm_settings
+
+def killing(real):
+    def write(path, data, mode):
+        if Path(path).name == sys.argv[1]:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(path, data, mode)
+    return write
+
+tsa.write_new_file = killing(tsa.write_new_file)
+sm2_tsa.write_new_file = killing(sm2_tsa.write_new_file)
+init_data_dir((sm_settings if sys.argv[3] == "sm" else settings_for)(Path(sys.argv[2])))
+"""
+
+
+#: a chain's certificate: its key file and root
+CHAINS = {"tsa.pem": ("tsa-key.pem", "root.pem"),
+          "sm2-tsa.pem": ("sm2-tsa-key.pem", "sm2-root.pem")}
+
+
+@pytest.mark.parametrize(("suite", "certificate"), [
+    ("standard", "tsa.pem"), ("sm", "tsa.pem"), ("sm", "sm2-tsa.pem")])
+def test_an_init_killed_before_a_tsa_certificate_is_finished_by_the_next(
+        tmp_path: Path, suite: str, certificate: str) -> None:
+    """Before: the next `init` refused, "tsa-key.pem already exists; refusing to overwrite a
+    TSA chain", so a registry whose first start was killed there never started. Now what the
+    stopped creation left (its key, never used, and root) is set aside, kept, and a whole
+    chain made, under which the registry signs and audits."""
+    s = (sm_settings if suite == "sm" else settings_for)(tmp_path)
+    child = subprocess.run([sys.executable, "-c", INIT_KILLED, certificate, str(tmp_path),
+                            suite], capture_output=True, timeout=300)
+    assert child.returncode == -signal.SIGKILL, child.stderr.decode()
+    tsa = s.data_dir / "notary" / "tsa"
+    keyfile, root = CHAINS[certificate]
+    # (a standard registry's TSA key with an HSM is in the token, reused by the next init:
+    # no file; an SM registry's keys are files, D40)
+    left = {root} if HSM and suite == "standard" else {keyfile, root}
+    assert {p.name for p in tsa.iterdir()} >= left and not (tsa / certificate).exists()
+    before = {name: (tsa / name).read_bytes() for name in left}
+    init_data_dir(s)
+    aside = {p.name.split(".unfinished-")[0]: p for p in tsa.iterdir()
+             if ".unfinished-" in p.name}
+    assert set(aside) == left, aside
+    for name, data in before.items():  # kept as they were, not deleted
+        assert aside[name].read_bytes() == data and (tsa / name).read_bytes() != data
+    if keyfile in aside:
+        assert aside[keyfile].stat().st_mode & 0o777 == 0o600
+    registry(s, works=1)  # signs and time-stamps under the new chain
+    audit_ok(s.data_dir)
