@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -428,6 +428,122 @@ def test_page_refuses_chain_of_title_tampering_at_the_title_step(
         return Object.fromEntries(r.results.map((s) => [s.name, s.status]));
     }""", [good, made["vkey"]])
     assert ok["title"] == "external", ok
+
+
+def on_page(page: Any, server: dict[str, Any], cases: list[Any], sha: str,
+            collect: str) -> list[Any]:
+    """Each [bundle, pins] of `cases` verified by the page against the file hash `sha`; of each
+    report `r`, what the JavaScript expression `collect` makes of it."""
+    page.goto(f"{server['url']}/verify")
+    verdict(page, "waiting")
+    return cast(list[Any], page.evaluate(
+        """async ([cases, hash]) => {
+            const out = [];
+            for (const [b, pins] of cases) {
+                const r = await window.copyledgerVerify.verify(b, hash, pins);
+                out.push(COLLECT);
+            }
+            return out;
+        }""".replace("COLLECT", collect), [cases, sha]))
+
+
+def test_page_refuses_a_checkpoint_signed_by_another_pinned_logs_key(
+    page: Any, server: dict[str, Any], tmp_path: Path
+) -> None:
+    """D191, D195 on the page: a checkpoint is of the signing key's own log. With two logs' keys
+    pinned, log B's key (named for B) that signs this log's checkpoint, or the chain of title's,
+    does not make it this log's, and the block note is checked only with the keys named for
+    this log: the page refuses each at the step ledger/verify.py does, with its words."""
+    from copyledger.ledger import note
+    from copyledger.notary.signer import FileSigner, sign_note, verifier_key
+    from tests.test_verify_strict import FILE, make
+
+    made = make(tmp_path / "log")
+    other = FileSigner.generate("other.example/log", tmp_path / "other.key")
+    vkey, other_vkey = made["vkey"], verifier_key(other)
+    good = made["bundle"]
+    assert good.get("title_chain"), "the exhibit's bundle carries its chain of title"
+    blk = good["block"]
+    cp_text = note.verify_note(good["checkpoint"], [note.parse_verifier_key(vkey)])[0].text
+    block_text = note.block_note_text(good["origin"], blk["height"], bytes.fromhex(blk["hash"]))
+
+    by_other = copy.deepcopy(good)  # checkpoint and block note signed by log B's key alone
+    by_other["checkpoint"] = sign_note(cp_text, [other])
+    by_other["block"]["block_note"] = sign_note(block_text, [other])
+    by_other.pop("tlog_proof", None)  # (it carries the checkpoint too)
+    block_by_other = copy.deepcopy(good)  # the checkpoint by both, the block note by B alone
+    block_by_other["checkpoint"] = sign_note(cp_text, [made["reg"].signer, other])
+    block_by_other["block"]["block_note"] = sign_note(block_text, [other])
+    block_by_other.pop("tlog_proof", None)
+    chain_by_other = copy.deepcopy(good)  # the chain of title's checkpoint by B alone
+    chain = chain_by_other["title_chain"]
+    text = note.verify_note(chain["checkpoint"], [note.parse_verifier_key(vkey)])[0].text
+    chain["checkpoint"] = sign_note(text, [other])
+    cases = [  # (bundle, pins, the step that fails: None for none)
+        (good, [vkey, other_vkey], None),  # (pinning a second log's key is allowed)
+        (by_other, [other_vkey], "checkpoint"),
+        (by_other, [vkey, other_vkey], "checkpoint"),
+        (block_by_other, [vkey, other_vkey], "block-signature"),
+        (chain_by_other, [vkey, other_vkey], "title"),
+    ]
+    sha = hashlib.sha256(FILE).hexdigest()
+    out = on_page(page, server, [[b, pins] for b, pins, _ in cases], sha,
+                  "(() => { const f = r.results.find((s) => s.status === 'failed');"
+                  " return f ? [f.name, f.detail] : [null, '']; })()")
+    for (b, pins, step), (js_step, js_detail) in zip(cases, out, strict=True):
+        rep = verify_bundle(b, file_sha256=sha, trusted_keys=pins)
+        assert (rep.failed.name if rep.failed else None) == step, rep.to_json()
+        assert js_step == step, (step, js_step, js_detail)
+        if step in ("checkpoint", "title"):
+            assert rep.failed is not None and "not for the log of the trusted key" in (
+                rep.failed.detail)
+            assert js_detail == (
+                f"the checkpoint is for log {json.dumps(b['origin'])}, not for the log of the "
+                "trusted key that signed it (other.example/log)"), js_detail
+
+
+def test_page_refuses_an_sm2_signature_by_a_key_named_for_another_log(
+    page: Any, server: dict[str, Any], tmp_path: Path
+) -> None:
+    """D195 on the page: an SM2 note signature does not sign the key's name, so the sm2 step
+    takes only the signatures of an SM2 key named for this log: a pinned SM2 key of another log
+    that signed the checkpoint and the block note is refused there, as in ledger/verify.py."""
+    from copyledger.ledger import note
+    from copyledger.notary.sm2 import Sm2Signer
+    from tests.test_sm import FILE, sm_bundle
+
+    b, log = sm_bundle(tmp_path)
+    other = Sm2Signer("other.example/log", 7)
+
+    def also_signed(signed: str) -> str:
+        n = note.parse_note(signed)
+        line = note.Signature(other.name, other.key_id,
+                              other.sign(note.signature_message(n.text)))
+        return note.format_note(n.text, [*n.signatures, line])
+
+    bad = copy.deepcopy(b)
+    bad["checkpoint"] = also_signed(b["checkpoint"])
+    bad["block"]["block_note"] = also_signed(b["block"]["block_note"])
+    bad.pop("tlog_proof", None)
+    vkey = log["verifier_key"]
+    cases = [(b, [vkey, log["sm2_verifier_key"]]), (bad, [vkey, log["sm2_verifier_key"]]),
+             (bad, [vkey, other.verifier_key])]
+    sha = hashlib.sha256(FILE).hexdigest()
+    out = on_page(page, server, cases, sha,
+                  "Object.fromEntries(r.results.map((s) => [s.name, [s.status, s.detail]]))")
+    good, also, refused = out
+    for steps in (good, also):  # another SM2 line beside this log's key's is ignored
+        assert steps["sm2"][0] == "ok", steps["sm2"]
+    assert refused["sm2"] == ["failed", "the checkpoint's SM2 signature is by a key named for "
+                              f"another log than {b['origin']}"], refused["sm2"]
+    assert refused["checkpoint"][0] == refused["block-signature"][0] == "ok", refused
+    for case, pins in cases:
+        rep = verify_bundle(case, file_sha256=sha, trusted_keys=pins[:1], sm2_keys=pins[1:])
+        assert (rep.failed.name if rep.failed else None) == (
+            "sm2" if pins[1] == other.verifier_key else None), rep.to_json()
+    rep = verify_bundle(bad, file_sha256=sha, trusted_keys=[vkey],
+                        sm2_keys=[other.verifier_key])
+    assert rep.failed is not None and rep.failed.detail == refused["sm2"][1]
 
 
 def test_page_verifies_an_offer_and_its_acceptance(page: Any, server: dict[str, Any]) -> None:

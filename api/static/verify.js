@@ -1,7 +1,7 @@
 /* copyledger verification page: checks an exhibit file against its evidence bundle in the
  * browser, with this file's own code and WebCrypto (SHA-256, Ed25519). No third-party code,
  * no upload. The steps and their names follow ledger/verify.py and docs/verification.md, so
- * this page and `copyledger verify` agree on what passes and what fails, and where.
+ * this page and 'copyledger verify' agree on what passes and what fails, and where.
  *
  * Every string from a bundle is shown with textContent, never as HTML: a bundle is input.
  */
@@ -121,9 +121,9 @@
     for (const k of Object.keys(table)) table[k] = tr(table[k]);
   }
   const fillIn = (text, vars) => Object.entries(vars).reduce(
-    (s, [k, x]) => s.split(`{${k}}`).join(String(x)), text);
+    (s, [k, x]) => s.split('{' + k + '}').join(String(x)), text);
   const say = (key, vars = {}) => fillIn(WORDS[key], vars);
-  /** A step's words: `template` (a catalogue msgid, as in ledger/verify.py where the two say
+  /** A step's words: 'template' (a catalogue msgid, as in ledger/verify.py where the two say
    * the same) in the page's language, its {slots} filled in one pass, so a value from a bundle
    * that holds braces stays as it is. Values are never translated; a noun chosen here is a T()
    * itself. */
@@ -158,7 +158,7 @@
     return btoa(s);
   }
 
-  /** Standard padded base64; with `canonical`, only the one spelling that re-encodes alike. */
+  /** Standard padded base64; with 'canonical', only the one spelling that re-encodes alike. */
   function b64decode(s, what, canonical = true) {
     let bin;
     try { bin = atob(s); } catch (e) { fail(T('{what} is not base64', { what })); }
@@ -467,14 +467,35 @@
     return BigInt(s);
   }
 
+  /** Checkpoint text, as ledger/note.py's parse_checkpoint: its extension lines (non-empty,
+   * opaque) are read and given to the caller, who decides, as ledger/verify.py does, that a
+   * bundle's checkpoints have none. */
   function parseCheckpoint(text) {
     const lines = noteLines(text, 'checkpoint');
     if (lines.length < 3) fail(T('a checkpoint needs origin, size and root lines'));
     if (lines.some((l, i) => !l && i !== 1)) fail(T('checkpoint lines must not be empty'));
-    if (lines.length > 3) fail(T('the checkpoint has extension lines; copyledger/bundle/v1 allows none'));
     const root = b64decode(lines[2], T('the checkpoint root'));
     if (root.length !== 32) fail(T('the checkpoint root is not 32 bytes'));
-    return { origin: lines[0], size: parseUint64(lines[1], T('the tree size')), root };
+    return { origin: lines[0], size: parseUint64(lines[1], T('the tree size')), root,
+      extensions: lines.slice(3) };
+  }
+
+  /** A signed checkpoint of the log a trusted key is for, as ledger/note.py's verify_checkpoint
+   * (D191, D195): the note verifies under the verifiers given (verifyNote), and its origin is
+   * the name of a key that signed it (c2sp.org/tlog-checkpoint; a copyledger log's key is
+   * always named for its origin). Otherwise, with two logs' keys pinned, log B's key could
+   * lend log A a checkpoint. Returns the checkpoint and the keys named for its origin that
+   * signed it (the only ones that vouch for it). */
+  async function verifyCheckpoint(text, verifiers) {
+    const n = await verifyNote(text, verifiers);
+    const cp = parseCheckpoint(n.text);
+    const named = n.signers.filter((v) => v.name === cp.origin);
+    if (!named.length) {
+      const names = [...new Set(n.signers.map((v) => v.name))].sort().join(', ');
+      fail(T('the checkpoint is for log {origin}, not for the log of the trusted key that signed it ({names})',
+        { origin: JSON.stringify(cp.origin), names }));
+    }
+    return { checkpoint: cp, signers: named };
   }
 
   // ------------------------------------------------------------ SM3 and SM2 (the SM suite, D40)
@@ -523,7 +544,7 @@
     gy: 0xBC3736A2F4F6779C59BDCEE36B692153D0A9877CC62A474002DF32E52139F0A0n,
   };
   const SM2_KEY_TYPE = concat(Uint8Array.of(0xff), enc.encode('copyledger/sm2-sm3/v1'));
-  const big = (bytes) => BigInt(`0x${toHex(bytes) || '0'}`);
+  const big = (bytes) => BigInt('0x' + (toHex(bytes) || '0'));
   const be32 = (x) => fromHex(x.toString(16).padStart(64, '0'), T('a field element'));
   const mod = (x, m = SM2.p) => ((x % m) + m) % m;
   function modPow(b, e, m) {
@@ -625,7 +646,7 @@
 
   // ------------------------------------------------------------ RFC 3161, just enough DER
   // The token's signature and certificate chain need X.509 path validation, which browsers
-  // do not expose; `openssl ts -verify` does that (commands on the page). Here: the token is
+  // do not expose; 'openssl ts -verify' does that (commands on the page). Here: the token is
   // a SignedData over a TSTInfo whose messageImprint is the block hash, and its genTime.
 
   function der(buf, pos) {
@@ -675,7 +696,7 @@
     const g = new TextDecoder().decode(expect(tst[4], 0x18, 'genTime').bytes);
     const m = /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\.\d+)?Z$/.exec(g);
     if (!m) fail(T('the token genTime is malformed'));
-    const genTime = `${m[1]}-${m[2]}-${m[3]}T${m[4]}:${m[5]}:${m[6]}${m[7] || ''}Z`;
+    const genTime = m[1] + '-' + m[2] + '-' + m[3] + 'T' + m[4] + ':' + m[5] + ':' + m[6] + (m[7] || '') + 'Z';
     let accuracy = NO_ACCURACY; // Accuracy ::= SEQUENCE { seconds, [0] millis, [1] micros }
     if (tst[5] && tst[5].tag === 0x30) {
       const unit = { 0x02: 1e6, 0x80: 1e3, 0x81: 1 };
@@ -709,7 +730,7 @@
     const m = /^(\d{2}|\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/.exec(t);
     if (!m || (n.tag === 0x17) !== (m[1].length === 2)) fail(T('a certificate time is malformed'));
     const year = m[1].length === 2 ? (Number(m[1]) < 50 ? 2000 : 1900) + Number(m[1]) : m[1];
-    return micros(`${year}-${m[2]}-${m[3]}T${m[4]}:${m[5]}:${m[6]}Z`, T('a certificate time'));
+    return micros(year + '-' + m[2] + '-' + m[3] + 'T' + m[4] + ':' + m[5] + ':' + m[6] + 'Z', T('a certificate time'));
   }
 
   function sm2Cert(cert) {
@@ -782,19 +803,20 @@
   function opensslCommands(b, i) {
     const chain = Array.isArray(b.notary.tsa_chain) && b.notary.tsa_chain.length > 0;
     const cmds = [
-      `jq -r '.timestamps[${i}].token' bundle.json | base64 -d > token.der`,
+      "jq -r '.timestamps[" + i + "].token' bundle.json | base64 -d > token.der",
       "jq -r '.notary.tsa_roots[]' bundle.json > root.pem",
     ];
     if (chain) cmds.push("jq -r '.notary.tsa_chain[]' bundle.json > chain.pem");
-    cmds.push(`openssl ts -verify -digest ${b.block.hash} -in token.der -token_in -CAfile root.pem`
-      + (chain ? ' -untrusted chain.pem' : ''));
+    // (a command line, word by word, so that no literal of it reads as words to translate)
+    cmds.push(['openssl', 'ts', '-verify', '-digest', b.block.hash, '-in', 'token.der', '-token_in', '-CAfile',
+      'root.pem'].join(' ') + (chain ? ' -untrusted chain.pem' : ''));
     return cmds;
   }
 
   // ------------------------------------------------------------ the steps
 
   function need(obj, key, type, where) {
-    const path = where ? `${where}.${key}` : key;
+    const path = where ? where + '.' + key : key;
     if (obj === null || typeof obj !== 'object' || !(key in obj)) fail(T('bundle: {path} is missing', { path }));
     const v = obj[key];
     const ok = type === 'int' ? Number.isSafeInteger(v) && v >= 0
@@ -838,15 +860,15 @@
     objects: Array.isArray,
   };
 
-  /** Exactly the members `spec` names, each of its type: nothing else, nothing missing. */
+  /** Exactly the members 'spec' names, each of its type: nothing else, nothing missing. */
   function checkShape(obj, spec, path) {
     if (!isObj(obj)) fail(T('bundle: {path} must be a JSON object', { path: path || T('the document') }));
-    const at = (k) => (path ? `${path}.${k}` : k);
+    const at = (k) => (path ? path + '.' + k : k);
     for (const k of Object.keys(obj)) if (!spec.some(([n]) => n === k)) fail(T('bundle: {field}: unknown field', { field: at(k) }));
     for (const [k, type, required, members] of spec) {
       if (!(k in obj)) { if (required) fail(T('bundle: {field}: required', { field: at(k) })); continue; }
       if (!TYPES[type](obj[k])) fail(T('bundle: {field} has the wrong type', { field: at(k) }));
-      if (members && type === 'objects') obj[k].forEach((o, i) => checkShape(o, members, `${at(k)}[${i}]`));
+      if (members && type === 'objects') obj[k].forEach((o, i) => checkShape(o, members, at(k) + '[' + i + ']'));
       else if (members) checkShape(obj[k], members, at(k));
     }
   }
@@ -880,14 +902,14 @@
 
   /** The entry's members: exactly those of its kind (and of each nested object), no null
    * outside metadata, content hashes in lowercase hex, received_at RFC 3339. The values' other
-   * rules (lengths, enumerations, ...) are ledger/entry.py's; `copyledger verify` checks them. */
+   * rules (lengths, enumerations, ...) are ledger/entry.py's; 'copyledger verify' checks them. */
   function checkEntry(e) {
     if (!isObj(e) || e.schema !== 'copyledger/entry/v1') fail(T('invalid entry: schema: must be copyledger/entry/v1'));
     const allowed = ENTRY_KINDS[e.kind];
     if (!allowed) fail(T('invalid entry: kind: must be one of work, evidence, transfer, claim, rotation, acceptance, withdrawal'));
     const members = (obj, names, path) => {
       for (const [k, v] of Object.entries(obj)) {
-        const at = path ? `${path}.${k}` : k;
+        const at = path ? path + '.' + k : k;
         if (!names.includes(k)) fail(T('invalid entry: {at}: unknown field', { at }));
         if (v === null) fail(T('invalid entry: {at}: must be left out rather than null', { at }));
         if (ENTRY_HEX.includes(k) && !(typeof v === 'string' && /^[0-9a-f]{64}$/.test(v))) {
@@ -895,7 +917,7 @@
         }
         const part = ENTRY_PARTS[k];
         if (part && k !== 'metadata') {
-          if (Array.isArray(v)) v.forEach((o, i) => { if (isObj(o)) members(o, part, `${at}[${i}]`); });
+          if (Array.isArray(v)) v.forEach((o, i) => { if (isObj(o)) members(o, part, at + '[' + i + ']'); });
           else if (isObj(v)) members(v, part, at);
         }
       }
@@ -962,20 +984,21 @@
           verifiers.push(await parseVerifierKey(need(k, 'verifier_key', 'string', 'notary.log_keys[]')));
         }
       }
-      const n = await verifyNote(b.checkpoint, verifiers);
-      const cp = parseCheckpoint(n.text);
+      // a checkpoint of the log the key is for: its origin is the signing key's name (D191)
+      const { checkpoint: cp, signers } = await verifyCheckpoint(b.checkpoint, verifiers);
+      if (cp.extensions.length) fail(T('the checkpoint has extension lines; copyledger/bundle/v1 allows none'));
       if (cp.origin !== b.origin) fail(T('the checkpoint is for log {got}, not {origin}', { got: JSON.stringify(cp.origin), origin: JSON.stringify(b.origin) }));
       if (cp.size !== ctx.size || !eq(cp.root, ctx.root)) fail(T("the signed checkpoint's size and root differ from the inclusion proof's"));
-      ctx.verifiers = n.signers;
+      ctx.verifiers = signers; // the keys named for this log that signed: the block note's too
       ctx.logKeys = verifiers;
       const pinned = ctx.trust === 'pinned';
       const how = pinned ? T('a key you pinned') : T('the key in the bundle (not pinned)');
-      for (const v of n.signers) {
+      for (const v of signers) {
         ctx.facts.push([pinned ? T('Log key (pinned)') : T('Log key (taken from the bundle, NOT pinned)'),
-          `${v.vkey} — SHA-256 ${toHex(await sha256(enc.encode(v.vkey)))}`]);
+          v.vkey + ' \u2014 SHA-256 ' + toHex(await sha256(enc.encode(v.vkey)))]);
       }
       return T('signed by {key} ({how}; SHA-256 {sha256}); tree size {size}', {
-        key: n.signers[0].vkey, how, sha256: toHex(await sha256(enc.encode(n.signers[0].vkey))), size: cp.size });
+        key: signers[0].vkey, how, sha256: toHex(await sha256(enc.encode(signers[0].vkey))), size: cp.size });
     },
 
     async block(ctx) {
@@ -984,7 +1007,7 @@
       if (h.schema !== BLOCK_SCHEMA) fail(T('the block header is not a {schema} header', { schema: BLOCK_SCHEMA }));
       const header = { schema: BLOCK_SCHEMA }; // the fields the block hash covers, as ledger/block.py
       for (const k of ['height', 'first_seq', 'count', 'tree_size']) header[k] = need(h, k, 'int', 'block.header');
-      for (const k of ['prev_block_hash', 'batch_root', 'tree_root']) header[k] = toHex(fromHex(h[k], `block.header.${k}`));
+      for (const k of ['prev_block_hash', 'batch_root', 'tree_root']) header[k] = toHex(fromHex(h[k], 'block.header.' + k));
       if (!('sealed_at' in h)) fail(T('bundle: block.header.sealed_at is missing'));
       header.sealed_at = String(h.sealed_at);
       if (jcs(header) !== jcs(h)) {
@@ -1026,9 +1049,9 @@
       const b = ctx.bundle;
       if (!b.timestamps.length) fail(T('the bundle carries no time-stamp token'));
       const times = b.timestamps.map((t, i) => {
-        const what = `timestamps[${i}]`;
+        const what = 'timestamps[' + i + ']';
         let info;
-        try { info = parseToken(b64decode(need(t, 'token', 'string', `timestamps[${i}]`), T('{what} token', { what }), false)); } catch (e) {
+        try { info = parseToken(b64decode(need(t, 'token', 'string', 'timestamps[' + i + ']'), T('{what} token', { what }), false)); } catch (e) {
           if (e instanceof Fail) fail(T('{what}: {why}', { what, why: e.message }));
           throw e;
         }
@@ -1037,9 +1060,9 @@
         if (ctx.sealed > micros(info.genTime, T('{what} genTime', { what })) + info.accuracy) {
           fail(T("{what}: the block was sealed at {sealed_at}, after the token's time {gen_time} (+ accuracy)", { what, sealed_at: ctx.header.sealed_at, gen_time: info.genTime }));
         }
-        // `tsa` is a label nobody signed: the page names the token by its place in the bundle.
+        // 'tsa' is a label nobody signed: the page names the token by its place in the bundle.
         ctx.facts.push([T('Time-stamp {what}', { what }), T('{gen_time} (serial {serial}); who signed it, and whether that TSA is independent of the operator, only openssl ts -verify or copyledger verify --tsa-roots can tell', { gen_time: info.genTime, serial: info.serial })]);
-        return `${what}: ${info.genTime}`;
+        return what + ': ' + info.genTime;
       });
       ctx.openssl = opensslCommands(b, 0);
       return {
@@ -1080,25 +1103,30 @@
       }
       const keys = [];
       for (const k of pinned.length ? pinned : carried) keys.push(await parseSm2Key(k));
-      let n;
+      let ok;
       for (const [what, signed] of [[T('the checkpoint'), b.checkpoint], [T('the block note'), b.block.block_note]]) {
+        let n;
         try { n = await verifyNote(signed, keys); } catch (e) {
           if (e instanceof Fail) fail(T("{what}'s SM2 signature: {why}", { what, why: e.message }));
           throw e;
         }
+        // An SM2 note signature signs the text, not the key's name: a key named for another
+        // log is no signature of this one (D191, D195)
+        ok = n.signers.filter((k) => k.name === b.origin);
+        if (!ok.length) fail(T("{what}'s SM2 signature is by a key named for another log than {origin}", { what, origin: b.origin }));
       }
-      const v = n.signers[0], how = pinned.length ? T('a key you pinned') : T('the key in the bundle (not pinned)');
+      const v = ok[0], how = pinned.length ? T('a key you pinned') : T('the key in the bundle (not pinned)');
       ctx.facts.push([pinned.length ? T('SM2 key (pinned)') : T('SM2 key (taken from the bundle, NOT pinned)'),
-        `${v.vkey} — SHA-256 ${toHex(await sha256(enc.encode(v.vkey)))}`]);
+        v.vkey + ' \u2014 SHA-256 ' + toHex(await sha256(enc.encode(v.vkey)))]);
       if (b.entry.content && b.entry.content.sm3) ctx.facts.push([T('SM3 (registered)'), b.entry.content.sm3]);
       const stamps = b.sm2_timestamps || [];
       const sm2Held = (timestamps) => T('SM2 with SM3 and ID {distid}, by {key} ({how}){timestamps}', {
-        distid: `'${v.distid}'`, key: v.vkey, how, timestamps });
+        distid: "'" + v.distid + "'", key: v.vkey, how, timestamps });
       if (!stamps.length) return sm2Held(T('; no SM2 time-stamp token in the bundle'));
       const roots = [];
       const digest = sm3(enc.encode(jcs(ctx.header)));
       const times = stamps.map((t, i) => {
-        const what = `sm2_timestamps[${i}]`;
+        const what = 'sm2_timestamps[' + i + ']';
         let info;
         try {
           if (!roots.length) for (const pem of b.notary.sm2_tsa_roots || []) for (const d of pemCerts(pem)) roots.push(sm2Cert(d));
@@ -1120,13 +1148,13 @@
         }
         ctx.facts.push([T('SM2 time-stamp {what} (root taken from the bundle, NOT pinned)', { what }),
           T("{gen_time} (serial {serial}); the header's SM3 {sm3}", { gen_time: info.genTime, serial: info.serial, sm3: toHex(digest) })]);
-        return `${info.genTime}`;
+        return String(info.genTime);
       });
       return sm2Held(T("; {n} SM2/SM3 time-stamp token(s) over the header's SM3 {sm3}, under {how}: {times}", {
         n: times.length, sm3: toHex(digest), how: T('the SM2 TSA root in the bundle (not pinned)'), times: times.join('; ') }));
     },
 
-    // The page has no witness keys to pin, so, like `copyledger verify` without --witness, it
+    // The page has no witness keys to pin, so, like 'copyledger verify' without --witness, it
     // skips this step; it names the cosigners the bundle claims, as NOT verified.
     witnessed(ctx) {
       const w = ctx.bundle.witnessed;
@@ -1153,8 +1181,8 @@
       if (c === undefined) {
         return { status: 'skipped', detail: T('the bundle carries no chain of title, so none was checked: it does not show who holds a work now') };
       }
-      const cp = parseCheckpoint((await verifyNote(c.checkpoint, ctx.logKeys)).text);
-      if (cp.origin !== b.origin) fail(T("the chain's checkpoint is not a plain checkpoint of this log"));
+      const cp = (await verifyCheckpoint(c.checkpoint, ctx.logKeys)).checkpoint; // (of its key's log)
+      if (cp.extensions.length || cp.origin !== b.origin) fail(T("the chain's checkpoint is not a plain checkpoint of this log"));
       if (cp.size < ctx.size) fail(T("the chain's checkpoint (size {size}) is older than the entry's ({entry_size})", { size: cp.size, entry_size: ctx.size }));
       const cons = c.consistency.map((h) => fromHex(h, T('title_chain.consistency hash')));
       await verifyConsistency(ctx.size, cp.size, ctx.root, cp.root, cons);
@@ -1182,7 +1210,7 @@
         }
       }
       if (!carried) fail(T('the bundled entry (seq {seq}) is not a link of the chain', { seq: b.seq }));
-      const seqs = c.links.map((l) => `${l.seq} (${l.entry.kind})`).join(', ');
+      const seqs = c.links.map((l) => l.seq + ' (' + l.entry.kind + ')').join(', ');
       ctx.facts.push([T('Chain of title links (in the log; holders NOT replayed by this page)'), seqs]);
       return {
         status: 'external',
@@ -1228,8 +1256,8 @@
   }
 
   /** The viewer's zone, as the server chose it by service/dates.py's rule (zh-CN: Asia/Shanghai,
-   * else UTC, or `?tz=`): `data-tz` on <body>, absent when that zone is UTC itself, with the
-   * zone's word (北京时间) in `data-tz-name`. The page never re-decides it. */
+   * else UTC, or ?tz=): data-tz on <body>, absent when that zone is UTC itself, with the
+   * zone's word (北京时间) in data-tz-name. The page never re-decides it. */
   const VIEWER = (() => {
     const tz = document.body && document.body.dataset.tz;
     if (!tz) return null;
@@ -1241,8 +1269,8 @@
     } catch (e) { return null; } // a zone this browser's ICU does not know: UTC alone
   })();
 
-  /** `t` in the viewer's zone, by the browser's time-zone database (Intl, so summer time is
-   * right for any zone `?tz=` names): its parts and its offset from UTC in minutes. */
+  /** t in the viewer's zone, by the browser's time-zone database (Intl, so summer time is
+   * right for any zone ?tz= names): its parts and its offset from UTC in minutes. */
   function inZone(t) {
     const p = Object.fromEntries(VIEWER.parts.formatToParts(t).map((x) => [x.type, x.value]));
     const [y, mo, d, h, mi, s] = [p.year, p.month, p.day, p.hour, p.minute, p.second].map(Number);
@@ -1268,7 +1296,7 @@
     let z;
     try { z = inZone(t); } catch (e) { return utc; } // beyond what Intl formats
     const m = Math.abs(z.offset);
-    const offset = (z.offset < 0 ? '-' : '+') + Math.floor(m / 60) + (m % 60 ? `:${pad(m % 60)}` : '');
+    const offset = (z.offset < 0 ? '-' : '+') + Math.floor(m / 60) + (m % 60 ? ':' + pad(m % 60) : '');
     const local = say('dateIn', { day: z.d, month: MONTHS[z.mo - 1], year: z.y,
       hh: pad(z.h), mm: pad(z.mi) });
     return say('bothDates', { local, zone: VIEWER.name, offset, utc });
@@ -1282,7 +1310,7 @@
       li.dataset.status = r.status;
       const t = document.createElement('span');
       t.className = 'title';
-      t.textContent = `${r.title} — ${r.status === 'external' ? say('seeBelow') : r.status}`;
+      t.textContent = r.title + ' — ' + (r.status === 'external' ? say('seeBelow') : r.status);
       const d = document.createElement('span');
       d.className = 'detail';
       d.textContent = r.detail;
@@ -1320,7 +1348,7 @@
     if (typeof who !== 'string' || !/^[A-Za-z0-9._-]{1,64}$/.test(who)) return;
     let p;
     try {
-      const r = await fetch(`v1/accounts/${encodeURIComponent(who)}`, { headers: { Accept: 'application/json' } });
+      const r = await fetch('v1/accounts/' + encodeURIComponent(who), { headers: { Accept: 'application/json' } });
       if (!r.ok) return;
       p = await r.json();
     } catch (e) { return; }
@@ -1391,7 +1419,7 @@
     }
   }
 
-  /** `text`, when there is one, is what gets verified: read strictly (no duplicate member). */
+  /** text, when there is one, is what gets verified: read strictly (no duplicate member). */
   function setBundle(obj, source, text = null, here = false) {
     state.bundle = obj;
     state.bundleText = text;
@@ -1443,7 +1471,7 @@
   async function loadSeq(seq) {
     $('bundle-info').textContent = say('loading', { seq });
     try {
-      const r = await fetch(`v1/entries/${seq}/bundle`, { headers: { Accept: 'application/json' } });
+      const r = await fetch('v1/entries/' + seq + '/bundle', { headers: { Accept: 'application/json' } });
       const text = await r.text();
       const body = JSON.parse(text);
       if (!r.ok) throw new Error(body.detail || r.statusText);
