@@ -16,10 +16,11 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from sqlalchemy import inspect, select
+from sqlalchemy import Select, inspect, select
 
 from copyledger.ledger import note, sm2
 from copyledger.ledger.bundle import NotaryKeys
@@ -34,7 +35,7 @@ from copyledger.ledger.errors import (
 )
 from copyledger.ledger.merkle import Consistency
 from copyledger.ledger.note import BlockHeader
-from copyledger.ledger.schema import block_timestamps
+from copyledger.ledger.schema import block_timestamps, blocks
 from copyledger.ledger.sequencer import Sequencer
 from copyledger.ledger.sm2_timestamp import TSA_LABEL as SM2_TSA_LABEL
 from copyledger.ledger.sm2_timestamp import load_certificates
@@ -71,6 +72,7 @@ from copyledger.notary.tsa import (
     ROOT_FILE,
     TSA_CERT_FILE,
     TimeStampAuthority,
+    TsaChainPaths,
     TsaIdentity,
     set_aside_unfinished,
 )
@@ -80,6 +82,7 @@ from copyledger.service.fsperm import private_dir, trusted_text, write_public
 from copyledger.service.handoff import Handoff, handoff_network
 from copyledger.service.rotation import (
     finish_stopped_rotation,
+    keys_lock,
     narrow_rotations,
     overlap_signers,
     overlap_sm2_signers,
@@ -117,10 +120,11 @@ def init_data_dir(s: Settings, notary: RemoteNotary | None = None) -> InitResult
                 connect_notary(s)) as remote:
             created, vkey = False, _publish_remote_identity(s, remote)
     else:
-        narrow_rotations(s)  # (one an older rotation wrote with the umask's mode)
-        finish_stopped_rotation(s)  # (undone, or left for the next lines to finish)
-        _refuse_lost_keys(s, registry=True)
-        created, vkey = init_notary_keys(s)
+        with keys_lock(s.data_dir / "notary"):  # (no rotation or other start midway)
+            narrow_rotations(s)  # (one an older rotation wrote with the umask's mode)
+            finish_stopped_rotation(s)  # (undone, or left for the next lines to finish)
+            _refuse_lost_keys(s, registry=True)
+            created, vkey = init_notary_keys(s)
     engine = make_engine(s.database_url)
     try:
         migrate(engine)
@@ -136,9 +140,18 @@ def _refuse_lost_keys(s: Settings, *, registry: bool) -> None:
     gone: every start would otherwise make a new one in its place, sign the next block under
     a key or TSA root no verifier pinned, and leave the audit failing (D176). A rotation makes
     its new keys itself (`rotate_keys`)."""
-    if not s.verifier_key_path.exists():
-        return
     chain = sm2_tsa_paths(s.tsa_dir)
+    if not s.verifier_key_path.exists():
+        # Not made, or made and its verifier key deleted: a TSA key or root lying without
+        # its certificate is set aside as a stopped init's (D198) only if nothing was signed
+        left = [p for c in (TsaChainPaths.in_directory(s.tsa_dir), chain)
+                if not c.certificate.exists() for p in (c.key, c.root) if p.exists()]
+        if left and _has_signed(s, registry=registry):
+            raise Conflict(said(
+                "{left} lie without their certificate, yet this log has signed with its keys: "
+                "restore the data directory's notary folder from a backup. Nothing was "
+                "changed", left=", ".join(map(str, left))))
+        return
     sm2_tsa = [p for p in (chain.certificate, chain.key, chain.root)
                if s.sm_suite and not p.exists()]
     if chain.certificate in sm2_tsa and registry and not _has_sm2_tokens(s):
@@ -163,21 +176,34 @@ def _refuse_lost_keys(s: Settings, *, registry: bool) -> None:
             vkey=s.verifier_key_path, missing=", ".join(map(str, missing))))
 
 
-def _has_sm2_tokens(s: Settings) -> bool:
-    """Whether the log holds an SM2 token: its SM2 TSA chain existed (D51), and is lost if
-    gone, not yet to be made."""
+def _has_signed(s: Settings, *, registry: bool) -> bool:
+    """Whether these keys have signed: a registry's log has a block (each is signed and
+    time-stamped), a stand-alone notary remembers a checkpoint it signed."""
+    if not registry:
+        return s.last_checkpoint_path.exists()
+    return _first_row(s, select(blocks.c.height).limit(1), blocks.name)
+
+
+def _first_row(s: Settings, query: Select[Any], table: str) -> bool:
+    """Whether the registry's database gives `query` a row; False where there is no database
+    or no `table` yet. A database out of reach fails closed: the error propagates."""
     if not s.database and not (s.data_dir / "ledger.sqlite3").exists():
         return False
     engine = make_engine(s.database_url)
     try:
         with engine.connect() as conn:
-            if not inspect(conn).has_table(block_timestamps.name):
+            if not inspect(conn).has_table(table):
                 return False  # a database not made yet
-            # (any other error, a database out of reach, fails closed: it propagates)
-            return conn.execute(select(block_timestamps.c.height).where(
-                block_timestamps.c.tsa == SM2_TSA_LABEL).limit(1)).first() is not None
+            return conn.execute(query).first() is not None
     finally:
         engine.dispose()
+
+
+def _has_sm2_tokens(s: Settings) -> bool:
+    """Whether the log holds an SM2 token: its SM2 TSA chain existed (D51), and is lost if
+    gone, not yet to be made."""
+    return _first_row(s, select(block_timestamps.c.height).where(
+        block_timestamps.c.tsa == SM2_TSA_LABEL).limit(1), block_timestamps.name)
 
 
 def check_suite(s: Settings) -> None:
@@ -259,8 +285,9 @@ def init_notary_dir(s: Settings) -> tuple[bool, str]:
     check_suite(s)
     if not s.config_path.exists():
         write_config(s)
-    _refuse_lost_keys(s, registry=False)  # (as a registry's, D176)
-    return init_notary_keys(s)
+    with keys_lock(s.data_dir / "notary"):
+        _refuse_lost_keys(s, registry=False)  # (as a registry's, D176)
+        return init_notary_keys(s)
 
 
 def open_notary(s: Settings) -> tuple[Signer, TimeStampAuthority, CheckpointGuard]:

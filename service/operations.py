@@ -52,7 +52,7 @@ from copyledger.service import contacts, idempotency
 from copyledger.service.apikeys import Principal, list_keys
 from copyledger.service.fsperm import trusted_text
 from copyledger.service.node import Node, init_notary_keys, open_store
-from copyledger.service.rotation import retired_keys, rotate, sha256_text
+from copyledger.service.rotation import keys_lock, retired_keys, rotate, sha256_text
 from copyledger.service.settings import Settings
 from copyledger.service.title import _parsed, claim_entry, load_title
 
@@ -1143,8 +1143,9 @@ def rotate_keys(s: Settings, overlap: timedelta) -> Rotation:
         store.close()
     done = retired_keys(s)
     valid_from = done[-1].valid_until if done else (genesis.header.sealed_at if genesis else None)
-    old = rotate(s, overlap=overlap, valid_from=valid_from)
-    _, new_vkey = init_notary_keys(s)
+    with keys_lock(s.data_dir / "notary"):  # (no start sets aside the keys being made)
+        old = rotate(s, overlap=overlap, valid_from=valid_from)
+        _, new_vkey = init_notary_keys(s)
     node = Node.open(replace(s, handoff_listen=""))  # offline: no other host to listen for
     node.start()
     try:

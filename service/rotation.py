@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import stat
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -39,7 +40,7 @@ from copyledger.notary.signer import FileSigner, Signer
 from copyledger.notary.sm2 import Sm2Signer
 from copyledger.notary.sm2_tsa import SM2_ROOT_FILE, SM2_TSA_CERT_FILE
 from copyledger.notary.tsa import ROOT_FILE, TSA_CERT_FILE
-from copyledger.service.fsperm import trusted_text
+from copyledger.service.fsperm import private_dir, trusted_text
 from copyledger.service.settings import Settings
 
 ROTATIONS = "rotations.json"
@@ -135,15 +136,32 @@ def _write_durably(path: Path, text: str) -> None:
     _sync_dir(path.parent)
 
 
+_held = threading.local()  # the notary folders whose keys lock this thread holds
+
+
 @contextlib.contextmanager
-def _rotation_lock(notary: Path) -> Iterator[None]:
-    """Held by a rotation from its intent to its record, and by whoever mends a stopped one:
-    a start must not undo a rotation that is still running (`rotate_keys` does not hold the
-    sequencer lock while it moves the keys). A killed process's lock is released with it."""
+def keys_lock(notary: Path) -> Iterator[None]:
+    """Held while the key files in `notary` change: by a rotation from its intent to its new
+    keys, by whoever mends a stopped one, and by a start that makes missing keys. A start must
+    not undo a rotation still running (`rotate_keys` does not hold the sequencer lock while it
+    moves the keys), nor set aside a chain another process is making (D198's review). Taken
+    again by the thread that holds it, it is already held; a killed process's lock is
+    released with it."""
+    held: set[str] = _held.__dict__.setdefault("paths", set())
+    if not notary.is_dir():  # (a first init's; no change to the file system otherwise)
+        private_dir(notary)
+    name = os.path.realpath(notary)
+    if name in held:
+        yield
+        return
     fd = os.open(notary / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # (the rotation holds it for a few renames)
-        yield
+        fcntl.flock(fd, fcntl.LOCK_EX)  # (held for a few renames, or the keys' making)
+        held.add(name)
+        try:
+            yield
+        finally:
+            held.discard(name)
     finally:
         os.close(fd)
 
@@ -172,7 +190,7 @@ def finish_stopped_rotation(s: Settings) -> int | None:
     notary = s.data_dir / "notary"
     if not (notary / INTENT).exists():
         return None  # (the common case: no lock taken)
-    with _rotation_lock(notary):
+    with keys_lock(notary):
         return _finish_stopped(s)
 
 
@@ -248,7 +266,7 @@ def rotate(s: Settings, *, overlap: timedelta, valid_from: str | None) -> Retire
         raise InvalidInput("rotation here covers keys in files; HSM keys and a stand-alone "
                            "notary's keys have no rotation yet (notary.md §6.2)")
     notary = s.data_dir / "notary"
-    with _rotation_lock(notary):
+    with keys_lock(notary):
         return _rotate(s, overlap, valid_from)
 
 

@@ -151,8 +151,10 @@ class Netns:
                               text=True).stdout
         last: subprocess.CalledProcessError | None = None
         for _ in range(50):  # a name and /24 nobody here uses (another run's, a real network)
-            tag = random.randrange(100_000)
-            net = f"10.231.{tag % 250}"
+            # (the name is the /24: `ip netns add` takes it for this run alone, so two runs at
+            # once, CI's two passes, never pick one network)
+            tag = random.randrange(250)
+            net = f"10.231.{tag}"
             if f"{net}." in used:
                 continue
             self.name = f"copyledger-{tag}"

@@ -235,7 +235,8 @@ def test_cli_register_fingerprints_locally_and_check_claim(tmp_path: Path) -> No
     srv = ServerProcess(d).start()
     try:
         r = runner.invoke(app, ["register", str(tmp_path / "harbour.jpg"), "--work-type", "image",
-                                "--server", srv.url, "--api-key", ada, "--json"])
+                                "--server", srv.url, "--api-key", ada, "--json",
+                                "--receipts", str(tmp_path / "receipts")])
         assert r.exit_code == 0, r.stdout
         seq = json.loads(r.stdout)[0]["seq"]
         deadline = time.monotonic() + 120  # the index is rebuilt in the background (D55)

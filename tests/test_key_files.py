@@ -5,12 +5,15 @@ that D176's lost-key check could not tell from a good one)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -125,3 +128,53 @@ def test_an_init_killed_before_a_tsa_certificate_is_finished_by_the_next(
         assert aside[keyfile].stat().st_mode & 0o777 == 0o600
     registry(s, works=1)  # signs and time-stamps under the new chain
     audit_ok(s.data_dir)
+
+
+def test_a_chain_left_without_its_certificate_after_signing_is_refused_not_set_aside(
+        tmp_path: Path) -> None:
+    """D198's review: with the verifier key deleted too (a public file `init` makes again),
+    nothing said the TSA key beside a missing `tsa.pem` had signed, and it was set aside as a
+    stopped init's: every earlier token would no longer chain to the new root. A log with a
+    block has signed, so the start is refused and nothing is renamed."""
+    s = settings_for(tmp_path)
+    registry(s, works=1)
+    tsa = s.data_dir / "notary" / "tsa"
+    (tsa / "tsa.pem").unlink()
+    s.verifier_key_path.unlink()
+    before = sorted(p.name for p in tsa.iterdir())
+    with pytest.raises(Conflict, match="lie without their certificate"):
+        init_data_dir(s)
+    assert sorted(p.name for p in tsa.iterdir()) == before
+
+
+def test_keys_are_made_under_the_keys_lock(tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """D198's review: a start made keys (and set leftovers aside) without the lock a rotation
+    holds, so it could set aside the chain a rotation was making. The lock is held wherever
+    a TSA chain is made: at init and in a rotation, through its new keys."""
+    from copyledger.service import node as node_mod
+    from copyledger.service.operations import rotate_keys
+    from copyledger.service.rotation import LOCK
+
+    s = settings_for(tmp_path)
+    made: list[bool] = []
+    real = node_mod.init_tsa_chain
+
+    def checked(*a: Any, **kw: Any) -> bool:
+        fd = os.open(s.data_dir / "notary" / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        try:  # (another open file: blocked as another process would be)
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+        made.append(True)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(node_mod, "init_tsa_chain", checked)
+    init_data_dir(s)
+    assert made
+    if not HSM:  # (rotation covers file keys)
+        registry(s, works=1)
+        before = len(made)
+        rotate_keys(s, timedelta(hours=1))
+        assert len(made) > before  # the rotation's new chain, made under the lock

@@ -22,7 +22,8 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # at once (CI's two passes) from building in the same folders
     src = tmp_path_factory.mktemp("source") / "copyledger"
     shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(
-        ".venv", ".git", "build", "*.egg-info", "*_cache", ".hypothesis", "__pycache__"))
+        ".venv", ".git", "build", "*.egg-info", "*_cache", ".hypothesis", "__pycache__",
+        "copyledger-*", "images"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
                     "-w", str(out), str(src)],
                    check=True, capture_output=True, timeout=300)

@@ -8,6 +8,7 @@ operator's statement of who the registrant is, and Beijing time beside UTC.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -63,14 +64,14 @@ def test_certificate_pdf_in_chinese(server: dict[str, Any], tmp_path: Path) -> N
                           check=True, timeout=60).stdout.decode()
     flat = "".join(text.split())
     assert ORG in flat and "登记系统运营方的陈述" in flat and "北京时间UTC+8" in flat
-    IMAGES.mkdir(parents=True, exist_ok=True)
     subprocess.run(["pdftoppm", "-png", "-r", "80", "-f", "1", "-l", "1", "-singlefile",
-                    str(pdf), str(IMAGES / "certificate-zh-CN")], check=True, timeout=120)
-    assert (IMAGES / "certificate-zh-CN.png").stat().st_size > 10_000
+                    str(pdf), str(tmp_path / "certificate-zh-CN")], check=True, timeout=120)
+    assert (tmp_path / "certificate-zh-CN.png").stat().st_size > 10_000
+    publish(tmp_path / "certificate-zh-CN.png")
 
 
-def test_verify_page_in_chinese_shows_who_the_account_is(browser: Any,
-                                                         server: dict[str, Any]) -> None:
+def test_verify_page_in_chinese_shows_who_the_account_is(
+        browser: Any, server: dict[str, Any], tmp_path: Path) -> None:
     ctx = context(browser, locale="zh-CN", extra_http_headers={"Accept-Language": "zh-CN"},
                               viewport={"width": 1000, "height": 1400})
     pg = ctx.new_page()
@@ -84,13 +85,23 @@ def test_verify_page_in_chinese_shows_who_the_account_is(browser: Any,
         shown = pg.locator("#facts").inner_text()
         assert f"{ORG}（组织）：登记系统运营方的陈述，不由日志签名" in shown
         assert "（北京时间 UTC+8）·" in shown, shown  # Beijing time beside UTC (D71)
-        IMAGES.mkdir(parents=True, exist_ok=True)
-        pg.screenshot(path=str(IMAGES / "verify-zh-CN.png"), full_page=True)
+        pg.screenshot(path=str(tmp_path / "verify-zh-CN.png"), full_page=True)
         # The technical detail unfolded: each step's detail in Chinese too (D64).
         pg.evaluate("() => { document.getElementById('tech').open = true; }")
         steps = pg.locator("#steps").inner_text()
         assert f"日志 {server['origin']} 的条目 {server['seq']}" in steps, steps
         assert "区块记录核验通过" in steps and "叶哈希" in steps, steps
-        pg.locator("#tech").screenshot(path=str(IMAGES / "verify-zh-CN-steps.png"))
+        pg.locator("#tech").screenshot(path=str(tmp_path / "verify-zh-CN-steps.png"))
     finally:
         ctx.close()
+    publish(tmp_path / "verify-zh-CN.png")
+    publish(tmp_path / "verify-zh-CN-steps.png")
+
+
+def publish(image: Path) -> None:
+    """Put an image made in a test's own folder into docs/images whole, by a rename: CI's two
+    passes run at once, and neither must see the other's half-written file."""
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    tmp = IMAGES / f".{image.name}.{os.getpid()}.tmp"
+    shutil.copyfile(image, tmp)
+    os.replace(tmp, IMAGES / image.name)
