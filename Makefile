@@ -117,7 +117,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy --strict -p copyledger
 
 unit: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=25
 
 # What the suite needs installed: `make test` makes it first; CI's SoftHSM pass waits for it.
 test-deps: $(STAMP) system-deps tlogcheck
