@@ -743,10 +743,15 @@ def _made_old(reg: Node, key: str) -> int:
 
 def _unrefreshed(reg: Node, key: str) -> None:
     """The claim under `key`, made a minute old (as if its process had died), stays so over
-    twenty heartbeats: no process holds it any more."""
-    old = _made_old(reg, key)
-    time.sleep(0.2)
-    assert _row(reg, key).created == old
+    twenty heartbeats: no process holds it any more. A beat that took its list of claims just
+    before this one was let go may still refresh it once, late (seen under load in CI's two
+    passes at once); a claim still held is refreshed at every try, so three are given."""
+    for _ in range(3):
+        old = _made_old(reg, key)
+        time.sleep(0.2)
+        if _row(reg, key).created == old:
+            return
+    pytest.fail(f"the claim {key!r} is still refreshed: some process holds it")
 
 
 def _ages_out_and_is_answered_from_its_entry(client: TestClient, reg: Node, key: str,
