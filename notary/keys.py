@@ -126,4 +126,3 @@ def init_tsa_chain(
         tsa_key = Pkcs11EcdsaKey(token, label) if exists else Pkcs11EcdsaKey.generate(token, label)
     create_tsa_chain(tsa_dir, name, passphrase=passphrase, tsa_key=tsa_key)
     return True
-

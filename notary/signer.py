@@ -186,7 +186,7 @@ def write_new_file(path: Path, data: bytes, mode: int) -> None:
     where the name exists, so nothing is overwritten). A kill leaves at most a stray
     `.<name>.*.tmp`, never a partial key under the name (D198)."""
     if path.exists():
-        raise Conflict(said("{path} already exists; refusing to overwrite it", path=path))
+        raise _exists(path)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     try:
@@ -199,19 +199,21 @@ def write_new_file(path: Path, data: bytes, mode: int) -> None:
         try:
             os.link(tmp, path)
         except FileExistsError:
-            raise Conflict(said("{path} already exists; refusing to overwrite it",
-                                path=path)) from None
+            raise _exists(path) from None
         except OSError as exc:
             if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP):
                 raise InvalidInput(said("cannot create {path}: {strerror}",
                                         path=path, strerror=exc.strerror)) from None
             if path.exists():  # a file system without hard links: a rename, checked first
-                raise Conflict(said("{path} already exists; refusing to overwrite it",
-                                    path=path)) from None
+                raise _exists(path) from None
             os.rename(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
+
+
+def _exists(path: Path) -> Conflict:
+    return Conflict(said("{path} already exists; refusing to overwrite it", path=path))
 
 
 def replace_file(path: Path, data: bytes, mode: int) -> None:

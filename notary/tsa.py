@@ -598,26 +598,23 @@ def create_tsa_chain(
     return paths
 
 
-def set_aside_unfinished(paths: TsaChainPaths) -> list[Path]:
+def set_aside_unfinished(paths: TsaChainPaths) -> None:
     """Make room for a chain that a stopped creation (kill -9, power lost) left unfinished.
 
     A chain's certificate is written last, so a key or root with no certificate beside it is
     such a leftover: its key never signed a token, since a TSA loads only a whole chain. Each
-    is renamed `<name>.unfinished-<UTC time>` (kept, not deleted) and the new names returned;
-    nothing is touched where the certificate exists. Whether a chain that is missing was made
+    is renamed `<name>.unfinished-<UTC time>` (kept, not deleted) and logged; nothing is
+    touched where the certificate exists. Whether a chain that is missing was made
     and lost is for the caller to rule out first (`service.node`'s lost-key check)."""
     if paths.certificate.exists():
-        return []
+        return
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-    moved = []
     for path in (paths.key, paths.root):
         if path.exists():
             dest = path.with_name(f"{path.name}.unfinished-{stamp}")
             os.rename(path, dest)
             log.warning("set aside %s: left by a chain's creation that stopped before its "
                         "certificate was written (never used to sign)", dest)
-            moved.append(dest)
-    return moved
 
 
 def import_tsa(
