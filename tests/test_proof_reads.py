@@ -4,6 +4,7 @@ check-out; a connection the server dropped between proofs is replaced and the pr
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,11 +46,14 @@ def pg_reg(tmp_path: Path, pg_server: PostgresServer) -> Iterator[Node]:
 
 
 def statements(reg: Node, call: Any) -> list[str]:
-    """The SQL statements `call()` sends through the store's engine."""
+    """The SQL statements `call()` sends through the store's engine from this thread (the
+    registry's own threads use the engine at any time)."""
     seen: list[str] = []
+    me = threading.get_ident()
 
     def on_execute(_c: Any, _cur: Any, sql: str, *_: Any) -> None:
-        seen.append(sql)
+        if threading.get_ident() == me:
+            seen.append(sql)
 
     event.listen(reg.store.engine, "before_cursor_execute", on_execute)
     try:
@@ -196,11 +200,14 @@ def read_ids(sql: str, args: Any) -> list[tuple[int, int]]:
 
 def node_reads(reg: Node, call: Any) -> tuple[int, list[list[tuple[int, int]]]]:
     """While `call()` runs: the statements sent through the store's engine, and the nodes
-    each statement on `merkle_nodes` asks for (`read_ids`)."""
+    each statement on `merkle_nodes` asks for (`read_ids`); this thread's only, as above."""
     sent = [0]
     asked: list[list[tuple[int, int]]] = []
+    me = threading.get_ident()
 
     def on_execute(_c: Any, _cur: Any, sql: str, args: Any, *_: Any) -> None:
+        if threading.get_ident() != me:
+            return
         sent[0] += 1
         if "merkle_nodes" in sql:
             asked.append(read_ids(sql, args))
