@@ -72,7 +72,6 @@ from copyledger.notary.tsa import (
     ROOT_FILE,
     TSA_CERT_FILE,
     TimeStampAuthority,
-    TsaChainPaths,
     TsaIdentity,
     set_aside_unfinished,
 )
@@ -136,22 +135,17 @@ def init_data_dir(s: Settings, notary: RemoteNotary | None = None) -> InitResult
 
 def _refuse_lost_keys(s: Settings, *, registry: bool) -> None:
     """Conflict where this registry's (or stand-alone notary's) keys were made (its verifier
-    key is published) but the log key, the TSA chain, the SM2 key or the SM2 TSA chain is
-    gone: every start would otherwise make a new one in its place, sign the next block under
-    a key or TSA root no verifier pinned, and leave the audit failing (D176). A rotation makes
-    its new keys itself (`rotate_keys`)."""
+    key is published, or its log has signed) but the log key, the TSA chain, the SM2 key or
+    the SM2 TSA chain is gone: every start would otherwise make a new one in its place, sign
+    the next block under a key or TSA root no verifier pinned, and leave the audit failing
+    (D176). The verifier key is a public file a start makes again from the log key, so its
+    absence alone says nothing: until the log has signed, what a stopped init left is set
+    aside (D198); after, a missing key is refused as it is with the verifier key there
+    (D202). A rotation makes its new keys itself (`rotate_keys`)."""
+    published = s.verifier_key_path.exists()
+    if not published and not _has_signed(s, registry=registry):
+        return  # a first init, or one stopped midway: the next lines finish it
     chain = sm2_tsa_paths(s.tsa_dir)
-    if not s.verifier_key_path.exists():
-        # Not made, or made and its verifier key deleted: a TSA key or root lying without
-        # its certificate is set aside as a stopped init's (D198) only if nothing was signed
-        left = [p for c in (TsaChainPaths.in_directory(s.tsa_dir), chain)
-                if not c.certificate.exists() for p in (c.key, c.root) if p.exists()]
-        if left and _has_signed(s, registry=registry):
-            raise Conflict(said(
-                "{left} lie without their certificate, yet this log has signed with its keys: "
-                "restore the data directory's notary folder from a backup. Nothing was "
-                "changed", left=", ".join(map(str, left))))
-        return
     sm2_tsa = [p for p in (chain.certificate, chain.key, chain.root)
                if s.sm_suite and not p.exists()]
     if chain.certificate in sm2_tsa and registry and not _has_sm2_tokens(s):
@@ -166,6 +160,12 @@ def _refuse_lost_keys(s: Settings, *, registry: bool) -> None:
     ) if gone]
     if not missing:
         return  # (the rotations are read only when a key is missing, not at every start)
+    if not published:
+        raise Conflict(said(
+            "this log has signed with its keys, but {missing} is missing, and so is its "
+            "verifier key {vkey}: restore them from a backup of the data directory. A new "
+            "key or TSA chain would sign what verifiers pinned under the old, and the audit "
+            "would refuse it", vkey=s.verifier_key_path, missing=", ".join(map(str, missing))))
     done = retired_keys(s)
     if not (done and done[-1].verifier_key == read_verifier_key(s)):
         # (else a rotation stopped after retiring the keys: these are its new ones to make)

@@ -142,9 +142,44 @@ def test_a_chain_left_without_its_certificate_after_signing_is_refused_not_set_a
     (tsa / "tsa.pem").unlink()
     s.verifier_key_path.unlink()
     before = sorted(p.name for p in tsa.iterdir())
-    with pytest.raises(Conflict, match="lie without their certificate"):
+    with pytest.raises(Conflict, match="tsa.pem is missing, and so is its verifier key"):
         init_data_dir(s)
     assert sorted(p.name for p in tsa.iterdir()) == before
+    assert not s.verifier_key_path.exists()
+
+
+@pytest.mark.parametrize("gone", ["certificate and root", "TSA folder"])
+def test_a_signed_log_whose_tsa_chain_and_verifier_key_are_gone_is_refused(
+        tmp_path: Path, gone: str) -> None:
+    """D200's review: the check above ran only when a key or root was left behind. Deleting
+    every public file of the chain with the verifier key (`tsa.pem`, `root.pem`, `log.vkey`;
+    with an HSM the TSA key stays in the token) or the whole `tsa/` folder left nothing to
+    set aside, and the next start made a new chain (certifying, with an HSM, the token's TSA
+    key under a new root) that no earlier token chains to. Now the start is refused and
+    makes nothing; with the files put back it starts and the audit passes."""
+    s = settings_for(tmp_path)
+    registry(s, works=1)
+    tsa = s.data_dir / "notary" / "tsa"
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    names = ["tsa.pem", "root.pem"] if gone != "TSA folder" else [p.name for p in tsa.iterdir()]
+    for name in names:
+        os.rename(tsa / name, saved / name)
+    if gone == "TSA folder":
+        tsa.rmdir()
+    vkey = s.verifier_key_path.read_text()
+    s.verifier_key_path.unlink()
+    before = sorted(os.listdir(tsa)) if tsa.exists() else None
+    with pytest.raises(Conflict, match="tsa.pem is missing, and so is its verifier key"):
+        init_data_dir(s)
+    assert not s.verifier_key_path.exists()
+    assert (sorted(os.listdir(tsa)) if tsa.exists() else None) == before
+    tsa.mkdir(mode=0o700, exist_ok=True)
+    for name in names:
+        os.rename(saved / name, tsa / name)
+    init_data_dir(s)  # every key there: the verifier key is made again, the same
+    assert s.verifier_key_path.read_text() == vkey
+    audit_ok(s.data_dir)
 
 
 def test_keys_are_made_under_the_keys_lock(tmp_path: Path,
