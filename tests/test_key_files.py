@@ -142,7 +142,7 @@ def test_a_chain_left_without_its_certificate_after_signing_is_refused_not_set_a
     (tsa / "tsa.pem").unlink()
     s.verifier_key_path.unlink()
     before = sorted(p.name for p in tsa.iterdir())
-    with pytest.raises(Conflict, match="tsa.pem is missing, and so is its verifier key"):
+    with pytest.raises(Conflict, match=r"tsa\.pem is missing, and so is its verifier key"):
         init_data_dir(s)
     assert sorted(p.name for p in tsa.iterdir()) == before
     assert not s.verifier_key_path.exists()
@@ -170,7 +170,7 @@ def test_a_signed_log_whose_tsa_chain_and_verifier_key_are_gone_is_refused(
     vkey = s.verifier_key_path.read_text()
     s.verifier_key_path.unlink()
     before = sorted(os.listdir(tsa)) if tsa.exists() else None
-    with pytest.raises(Conflict, match="tsa.pem is missing, and so is its verifier key"):
+    with pytest.raises(Conflict, match=r"tsa\.pem is missing, and so is its verifier key"):
         init_data_dir(s)
     assert not s.verifier_key_path.exists()
     assert (sorted(os.listdir(tsa)) if tsa.exists() else None) == before
