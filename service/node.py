@@ -161,11 +161,15 @@ def _refuse_lost_keys(s: Settings, *, registry: bool) -> None:
     if not missing:
         return  # (the rotations are read only when a key is missing, not at every start)
     if not published:
+        if registry:
+            _refuse_another_log(s)
         raise Conflict(said(
             "this log has signed with its keys, but {missing} is missing, and so is its "
-            "verifier key {vkey}: restore them from a backup of the data directory. A new "
-            "key or TSA chain would sign what verifiers pinned under the old, and the audit "
-            "would refuse it", vkey=s.verifier_key_path, missing=", ".join(map(str, missing))))
+            "verifier key {vkey}: restore them from a backup of the data directory (for "
+            "another host of this log, copy the data directory of a host that serves it). A "
+            "new key or TSA chain would sign what verifiers pinned under the old, and the "
+            "audit would refuse it",
+            vkey=s.verifier_key_path, missing=", ".join(map(str, missing))))
     done = retired_keys(s)
     if not (done and done[-1].verifier_key == read_verifier_key(s)):
         # (else a rotation stopped after retiring the keys: these are its new ones to make)
@@ -181,20 +185,37 @@ def _has_signed(s: Settings, *, registry: bool) -> bool:
     time-stamped), a stand-alone notary remembers a checkpoint it signed."""
     if not registry:
         return s.last_checkpoint_path.exists()
-    return _first_row(s, select(blocks.c.height).limit(1), blocks.name)
+    return _first_row(s, select(blocks.c.height).limit(1), blocks.name) is not None
 
 
-def _first_row(s: Settings, query: Select[Any], table: str) -> bool:
-    """Whether the registry's database gives `query` a row; False where there is no database
-    or no `table` yet. A database out of reach fails closed: the error propagates."""
+def _refuse_another_log(s: Settings) -> None:
+    """InvalidInput where the database's log is not this data directory's: its keys are not
+    missing, the database is the wrong one (a data directory of no keys pointed at it)."""
+    row = _first_row(s, select(blocks.c.checkpoint).where(blocks.c.height == 0), blocks.name)
+    if row is not None:
+        check_logged_origin(s, note.parse_checkpoint(note.parse_note(row[0]).text).origin)
+
+
+def check_logged_origin(s: Settings, logged: str) -> None:
+    """InvalidInput unless the log in the database (the origin of its genesis checkpoint) is
+    the one these settings name."""
+    if logged != s.origin:
+        raise InvalidInput(said("the database holds log {logged}, not {origin}: wrong "
+                                "--database?", logged=repr(logged), origin=repr(s.origin)))
+
+
+def _first_row(s: Settings, query: Select[Any], table: str) -> Any | None:
+    """The first row the registry's database gives `query`; None where it gives none, or
+    there is no database or no `table` yet. A database out of reach fails closed: the error
+    propagates."""
     if not s.database and not (s.data_dir / "ledger.sqlite3").exists():
-        return False
+        return None
     engine = make_engine(s.database_url)
     try:
         with engine.connect() as conn:
             if not inspect(conn).has_table(table):
-                return False  # a database not made yet
-            return conn.execute(query).first() is not None
+                return None  # a database not made yet
+            return conn.execute(query).first()
     finally:
         engine.dispose()
 
@@ -203,7 +224,7 @@ def _has_sm2_tokens(s: Settings) -> bool:
     """Whether the log holds an SM2 token: its SM2 TSA chain existed (D51), and is lost if
     gone, not yet to be made."""
     return _first_row(s, select(block_timestamps.c.height).where(
-        block_timestamps.c.tsa == SM2_TSA_LABEL).limit(1), block_timestamps.name)
+        block_timestamps.c.tsa == SM2_TSA_LABEL).limit(1), block_timestamps.name) is not None
 
 
 def check_suite(s: Settings) -> None:
@@ -742,12 +763,11 @@ class Node:
         genesis = store.get_block(0) if latest else None
         if genesis is not None:
             logged = note.parse_checkpoint(note.parse_note(genesis.checkpoint).text).origin
-            if logged != s.origin:
+            try:
+                check_logged_origin(s, logged)
+            except InvalidInput:
                 store.close()
-                raise InvalidInput(
-                    said("the database holds log {logged}, not {origin}: wrong "
-                         "--database?", logged=repr(logged), origin=repr(s.origin))
-                )
+                raise
         if latest is not None:
             try:
                 check_log_key(s, latest)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from copyledger.ledger.errors import InvalidInput
+from copyledger.ledger.errors import Conflict, InvalidInput
 from copyledger.ledger.note import parse_verifier_key, verify_note
 from copyledger.ledger.store import BlockRow
-from copyledger.service.node import Node, read_verifier_key
+from copyledger.service.node import Node, init_notary_keys, read_verifier_key
 from copyledger.service.settings import Settings
 from tests.helpers import settings_for
 from tests.test_index_start import submit_work
@@ -23,11 +23,22 @@ def test_a_host_set_up_with_keys_of_its_own_refuses_to_serve_the_log(
     """Host A serves the log. Host B was set up by its own `init` on the same database (its
     own notary key) instead of a copy of A's data directory: B refuses to start, naming the
     key, so it never signs a block of this log; the log is untouched. A copy of A's data
-    directory starts and signs with A's key."""
+    directory starts and signs with A's key. B with a data directory of no keys at all is
+    refused before it makes any (D202): the log has signed, so its keys are missing."""
     a = settings_for(tmp_path / "a", database_url)
     size, _ = log_work(a, "first")
     # B: a file key whatever the suite's backend (under the HSM pass A's key is the token's).
     b = settings_for(tmp_path / "b", database_url, key_backend="file")
+    with pytest.raises(Conflict, match="copy the data directory of a host that serves it"):
+        Node.open(b)
+    assert not b.verifier_key_path.exists() and not b.log_key_path.exists()
+    # (a data directory of no keys for another log: the database is the wrong one, not the
+    # keys lost)
+    elsewhere = settings_for(tmp_path / "e", database_url, origin="elsewhere.example/log")
+    with pytest.raises(InvalidInput, match=r"the database holds log 'test\.example/log', not"):
+        Node.open(elsewhere)
+    assert not elsewhere.verifier_key_path.exists()
+    init_notary_keys(b)  # keys of its own, as an `init` on another database makes them
     with pytest.raises(InvalidInput, match="not signed by this data directory's log key") as e:
         Node.open(b)
     assert read_verifier_key(b) in str(e.value) and read_verifier_key(b) != read_verifier_key(a)
