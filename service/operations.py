@@ -1141,38 +1141,42 @@ def rotate_keys(s: Settings, overlap: timedelta) -> Rotation:
         genesis = store.get_block(0) if store.latest_block() else None
     finally:
         store.close()
-    done = retired_keys(s)
-    valid_from = done[-1].valid_until if done else (genesis.header.sealed_at if genesis else None)
-    with keys_lock(s.data_dir / "notary"):  # (no start sets aside the keys being made)
+    # The keys lock from the last rotation read to the sealed entry: no start sets aside the
+    # keys being made, and no other rotation retires them before their entry names them.
+    with keys_lock(s.data_dir / "notary"):
+        done = retired_keys(s)
+        valid_from = (done[-1].valid_until if done
+                      else genesis.header.sealed_at if genesis else None)
         old = rotate(s, overlap=overlap, valid_from=valid_from)
         _, new_vkey = init_notary_keys(s)
-    node = Node.open(replace(s, handoff_listen=""))  # offline: no other host to listen for
-    node.start()
-    try:
-        entry: dict[str, object] = {
-            "schema": entry_mod.SCHEMA, "kind": "rotation", "registrant": "notary",
-            "received_at": entry_mod.utc_now(), "content": {"sha256": sha256_text(new_vkey)},
-            "old_verifier_key": old.verifier_key, "new_verifier_key": new_vkey,
-            "old_tsa_root_sha256": sha256_text(old.tsa_root),
-            # (the new trust anchors, read as trust anchors are: D194's review)
-            "new_tsa_root_sha256": sha256_text(trusted_text(s.tsa_dir / "root.pem",
-                                                            s.data_dir)),
-            "overlap_until": old.overlap_until,
-        }
-        if old.sm2_verifier_key is not None and old.sm2_tsa_root is not None:  # D57
-            entry |= {
-                "old_sm2_verifier_key": old.sm2_verifier_key,
-                "new_sm2_verifier_key": trusted_text(s.sm2_verifier_key_path,
-                                                     s.data_dir).strip(),
-                "old_sm2_tsa_root_sha256": sha256_text(old.sm2_tsa_root),
-                "new_sm2_tsa_root_sha256": sha256_text(
-                    trusted_text(s.tsa_dir / SM2_ROOT_FILE, s.data_dir)),
+        node = Node.open(replace(s, handoff_listen=""))  # offline: no other host to listen for
+        node.start()
+        try:
+            entry: dict[str, object] = {
+                "schema": entry_mod.SCHEMA, "kind": "rotation", "registrant": "notary",
+                "received_at": entry_mod.utc_now(),
+                "content": {"sha256": sha256_text(new_vkey)},
+                "old_verifier_key": old.verifier_key, "new_verifier_key": new_vkey,
+                "old_tsa_root_sha256": sha256_text(old.tsa_root),
+                # (the new trust anchors, read as trust anchors are: D194's review)
+                "new_tsa_root_sha256": sha256_text(trusted_text(s.tsa_dir / "root.pem",
+                                                                s.data_dir)),
+                "overlap_until": old.overlap_until,
             }
-        _, data = entry_mod.encode(entry)
-        receipt = node.sequencer.submit(Pending(data, "rotation", sha256_text(new_vkey),
-                                                "notary", received_at=str(entry["received_at"]))
-                                        ).result(60)
-    finally:
-        node.stop()
+            if old.sm2_verifier_key is not None and old.sm2_tsa_root is not None:  # D57
+                entry |= {
+                    "old_sm2_verifier_key": old.sm2_verifier_key,
+                    "new_sm2_verifier_key": trusted_text(s.sm2_verifier_key_path,
+                                                         s.data_dir).strip(),
+                    "old_sm2_tsa_root_sha256": sha256_text(old.sm2_tsa_root),
+                    "new_sm2_tsa_root_sha256": sha256_text(
+                        trusted_text(s.tsa_dir / SM2_ROOT_FILE, s.data_dir)),
+                }
+            _, data = entry_mod.encode(entry)
+            receipt = node.sequencer.submit(Pending(
+                data, "rotation", sha256_text(new_vkey), "notary",
+                received_at=str(entry["received_at"]))).result(60)
+        finally:
+            node.stop()
     return Rotation(old.verifier_key, new_vkey, old.overlap_until, receipt.seq,
                     receipt.block_height)

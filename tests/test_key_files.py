@@ -186,30 +186,40 @@ def test_keys_are_made_under_the_keys_lock(tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """D198's review: a start made keys (and set leftovers aside) without the lock a rotation
     holds, so it could set aside the chain a rotation was making. The lock is held wherever
-    a TSA chain is made: at init and in a rotation, through its new keys."""
+    a TSA chain is made: at init and in a rotation, through its new keys. D200's review: a
+    rotation also read the last rotation (its `valid_from`) before the lock and sealed its
+    entry after it, so another rotation could come between; both are under it now (D204)."""
     from copyledger.service import node as node_mod
-    from copyledger.service.operations import rotate_keys
+    from copyledger.service import operations as operations_mod
     from copyledger.service.rotation import LOCK
 
     s = settings_for(tmp_path)
-    made: list[bool] = []
-    real = node_mod.init_tsa_chain
+    made: list[str] = []
 
-    def checked(*a: Any, **kw: Any) -> bool:
-        fd = os.open(s.data_dir / "notary" / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-        try:  # (another open file: blocked as another process would be)
-            with pytest.raises(BlockingIOError):
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        finally:
-            os.close(fd)
-        made.append(True)
-        return real(*a, **kw)
+    def locked(name: str, real: Any) -> Any:
+        def checked(*a: Any, **kw: Any) -> Any:
+            fd = os.open(s.data_dir / "notary" / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+            try:  # (another open file: blocked as another process would be)
+                with pytest.raises(BlockingIOError):
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            finally:
+                os.close(fd)
+            made.append(name)
+            return real(*a, **kw)
+        return checked
 
-    monkeypatch.setattr(node_mod, "init_tsa_chain", checked)
+    monkeypatch.setattr(node_mod, "init_tsa_chain",
+                        locked("chain", node_mod.init_tsa_chain))
     init_data_dir(s)
-    assert made
+    assert made == ["chain"]
     if not HSM:  # (rotation covers file keys)
         registry(s, works=1)
-        before = len(made)
-        rotate_keys(s, timedelta(hours=1))
-        assert len(made) > before  # the rotation's new chain, made under the lock
+        del made[:]
+        monkeypatch.setattr(operations_mod, "retired_keys",
+                            locked("read", operations_mod.retired_keys))
+        node = operations_mod.Node
+        monkeypatch.setattr(node, "stop", locked("sealed", node.stop))
+        operations_mod.rotate_keys(s, timedelta(hours=1))
+        # the last rotation read, the rotation's new chain, its entry sealed (the node that
+        # sealed it stopped): all under the lock
+        assert made[0] == "read" and "chain" in made and made[-1] == "sealed", made
