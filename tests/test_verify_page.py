@@ -546,6 +546,35 @@ def test_page_refuses_an_sm2_signature_by_a_key_named_for_another_log(
     assert rep.failed is not None and rep.failed.detail == refused["sm2"][1]
 
 
+def test_page_and_python_agree_on_sm2_time_stamps_without_an_sm2_key(
+    page: Any, server: dict[str, Any], tmp_path: Path
+) -> None:
+    """A bundle of the standard suite with an empty `sm2_timestamps` list carries no SM2
+    token: ledger/verify.py skips its sm2 step, and the page failed it ("carries SM2
+    time-stamps") because an empty array is true in JavaScript. A token in the list, with no
+    SM2 key to check the notes with, fails the step in both."""
+    from tests.test_verify_strict import FILE, make
+
+    made = make(tmp_path / "log")
+    good, vkey = made["bundle"], made["vkey"]
+    empty = copy.deepcopy(good)
+    empty["sm2_timestamps"] = []
+    one = copy.deepcopy(good)
+    one["sm2_timestamps"] = [copy.deepcopy(good["timestamps"][0]) | {"hash_alg": "sm3"}]
+    sha = hashlib.sha256(FILE).hexdigest()
+    cases = [(empty, "skipped"), (one, "failed")]
+    out = on_page(page, server, [[b, [vkey]] for b, _ in cases], sha,
+                  "(() => { const s = r.results.find((x) => x.name === 'sm2');"
+                  " const f = r.results.find((x) => x.status === 'failed');"
+                  " return [s ? s.status : null, f ? f.name : null]; })()")
+    for (b, status), (js_status, js_failed) in zip(cases, out, strict=True):
+        rep = verify_bundle(b, file_sha256=sha, trusted_keys=[vkey])
+        [py_status] = [st.status.value for st in rep.steps if st.name == "sm2"]
+        assert js_status == py_status == status, (status, py_status, js_status, js_failed)
+        assert js_failed == (rep.failed.name if rep.failed else None) == (
+            "sm2" if status == "failed" else None), rep.to_json()
+
+
 def test_page_verifies_an_offer_and_its_acceptance(page: Any, server: dict[str, Any]) -> None:
     """The entry kinds of a two-step assignment (D36) pass the page's entry rules, as Python's."""
     data = server["dir"] / "data"

@@ -1098,7 +1098,7 @@
       const b = ctx.bundle, pinned = ctx.pinned.filter(isSm2Key);
       const carried = (b.notary.sm2_keys || []).map((k) => k.verifier_key);
       if (!pinned.length && !carried.length) {
-        if (b.sm2_timestamps) fail(T('the bundle carries SM2 time-stamps, but there is no SM2 key to check its notes with'));
+        if (b.sm2_timestamps && b.sm2_timestamps.length) fail(T('the bundle carries SM2 time-stamps, but there is no SM2 key to check its notes with'));
         return { status: 'skipped', detail: T('not an SM-suite log: the bundle carries no SM2 key') };
       }
       const keys = [];
