@@ -168,6 +168,10 @@ class Netns:
                 continue  # (taken, or not allowed: said below)
             try:
                 self._make()
+            except subprocess.CalledProcessError as e:
+                self.close()  # (an interface of this name left by a killed run: another /24)
+                last = e
+                continue
             except BaseException:
                 self.close()
                 raise
@@ -197,9 +201,10 @@ class Netns:
         self._inside("link", "set", self.inner_if, "up")
 
     def close(self) -> None:
-        """The namespace and its veth pair (whose outer end goes with it)."""
-        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+        """The veth pair (from this side), then the namespace: the name, which holds the /24
+        and the interfaces' names for this run, is given up last."""
         subprocess.run(["ip", "link", "del", self.outer_if], capture_output=True)
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
 
 
 @pytest.fixture
