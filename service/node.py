@@ -50,7 +50,13 @@ from copyledger.ledger.store import (
 from copyledger.matching import LiveIndex
 from copyledger.notary import keys
 from copyledger.notary.external_tsa import ExternalStamper
-from copyledger.notary.keys import KeyConfig, init_log_signer, init_tsa_chain, load_log_signer
+from copyledger.notary.keys import (
+    KeyConfig,
+    init_log_signer,
+    init_tsa_chain,
+    load_log_signer,
+    log_key_place,
+)
 from copyledger.notary.remote import (
     RemoteNotary,
     RemoteSigner,
@@ -152,8 +158,9 @@ def _refuse_lost_keys(s: Settings, *, registry: bool) -> None:
         # a registry made before D51 gets its first SM2 TSA chain (or finishes one stopped
         # midway: the certificate is written last)
         sm2_tsa = []
+    log_key, has_log_key = log_key_place(key_config(s), s.log_key_path)
     missing = [p for p, gone in (
-        (s.log_key_path, s.key_backend == "file" and not s.log_key_path.exists()),
+        (log_key, not has_log_key),
         (s.tsa_dir / TSA_CERT_FILE, not (s.tsa_dir / TSA_CERT_FILE).exists()),
         (s.sm2_key_path, s.sm_suite and not s.sm2_key_path.exists()),
         *((p, True) for p in sm2_tsa),

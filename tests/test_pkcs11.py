@@ -11,7 +11,7 @@ import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -408,3 +408,29 @@ def test_key_config_picks_the_backend(
         KeyConfig(backend="pkcs11")
     with pytest.raises(InvalidInput, match="not one of"):
         KeyConfig(backend="vault")
+
+
+def test_a_signed_log_whose_token_lost_its_log_key_is_refused(
+        tmp_path: Path, hsm: Hsm, monkeypatch: pytest.MonkeyPatch) -> None:
+    """D202's review: with keys in a PKCS#11 token the lost-key check never looked in it, so a
+    signed log whose token no longer held its log key (a token initialised again, a mistyped
+    `pkcs11_log_key_label`) had a new key made there at the next start and `log.vkey`
+    rewritten with it, before D116's check refused to serve. Now the start is refused first,
+    naming the label, and neither the token nor `log.vkey` changes."""
+    from copyledger.service.node import init_data_dir
+    from tests.helpers import settings_for
+    from tests.test_rotation_crash import audit_ok, registry
+
+    monkeypatch.setenv("COPYLEDGER_TEST_KEY_FILES_PIN", hsm.pin)
+    s = settings_for(tmp_path, key_backend="pkcs11", pkcs11_module=hsm.module,
+                     pkcs11_token_label=hsm.label, pkcs11_pin_env="COPYLEDGER_TEST_KEY_FILES_PIN",
+                     pkcs11_log_key_label="log-key-files", pkcs11_tsa_key_label="tsa-key-files")
+    registry(s, works=1)
+    vkey = s.verifier_key_path.read_text()
+    moved = replace(s, pkcs11_log_key_label="log-key-files-mistyped")
+    with pytest.raises(Conflict, match="'log-key-files-mistyped' in PKCS#11 token"):
+        init_data_dir(moved)
+    assert not open_token(hsm.module, hsm.label, hsm.pin).has_object("log-key-files-mistyped")
+    assert s.verifier_key_path.read_text() == vkey
+    init_data_dir(s)  # with the right label it starts, as before
+    audit_ok(s.data_dir)
