@@ -9,7 +9,9 @@ and the private key never leaves its holder. What a notary agrees to sign (`chec
 from __future__ import annotations
 
 import errno
+import logging
 import os
+import re
 import secrets
 import threading
 from collections.abc import Callable, Sequence
@@ -210,6 +212,27 @@ def write_new_file(path: Path, data: bytes, mode: int) -> None:
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
+
+
+_STRAY = re.compile(r"\..+\.[0-9a-f]{16}\.tmp")  # `write_new_file`'s temporary names
+
+log = logging.getLogger(__name__)
+
+
+def remove_stray_writes(directory: Path) -> None:
+    """Delete what killed `write_new_file` calls left in `directory` (`.<name>.<16 hex>.tmp`,
+    a private key's copy among them): never linked under a name, so never used. Only for a
+    directory whose writers are all stopped or hold its lock (a data directory's `notary/`
+    under `keys_lock`): another's file being written would go too."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return
+    for name in names:
+        if _STRAY.fullmatch(name):
+            (directory / name).unlink(missing_ok=True)
+            log.warning("removed %s: left by a key write that was stopped (never used)",
+                        directory / name)
 
 
 def _exists(path: Path) -> Conflict:

@@ -64,7 +64,14 @@ from copyledger.notary.remote import (
     RemoteSm2TSA,
     RemoteTSA,
 )
-from copyledger.notary.signer import CheckpointGuard, ExtraSigner, Signer, sign_note, verifier_key
+from copyledger.notary.signer import (
+    CheckpointGuard,
+    ExtraSigner,
+    Signer,
+    remove_stray_writes,
+    sign_note,
+    verifier_key,
+)
 from copyledger.notary.sm2 import Sm2Signer
 from copyledger.notary.sm2_tsa import (
     SM2_ROOT_FILE,
@@ -263,7 +270,10 @@ def key_config(s: Settings) -> KeyConfig:
 
 
 def init_notary_keys(s: Settings) -> tuple[bool, str]:
-    """The log key (PEM file or HSM token) and the TSA chain, created if missing."""
+    """The log key (PEM file or HSM token) and the TSA chain, created if missing; what a
+    stopped key write left is removed first (the caller holds `keys_lock`)."""
+    for directory in (s.verifier_key_path.parent, s.tsa_dir):
+        remove_stray_writes(directory)
     signer, created = init_log_signer(key_config(s), s.origin, s.log_key_path, _passphrase(s))
     vkey = verifier_key(signer)
     private_dir(s.verifier_key_path.parent)

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from copyledger.ledger.errors import Conflict
-from copyledger.notary.signer import write_new_file
+from copyledger.notary.signer import remove_stray_writes, write_new_file
 from copyledger.service.node import init_data_dir
 from tests.helpers import HSM, settings_for
 from tests.test_rotation_crash import audit_ok, registry
@@ -53,8 +53,31 @@ def test_a_file_killed_while_written_is_not_left_under_its_name(tmp_path: Path) 
     finally:
         child.wait()
     assert not path.exists()  # whole or not at all: the next start makes it or says it is lost
+    # what it left (the key's first bytes, 0600) is a stray the next start removes
+    [stray] = [p for p in tmp_path.iterdir() if p.name.startswith(".log-key.pem.")]
+    assert stray.stat().st_mode & 0o777 == 0o600
+    (tmp_path / ".kept.tmp").write_bytes(b"")  # (not a name write_new_file makes)
+    remove_stray_writes(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".kept.tmp", "writing"]
     write_new_file(path, b"key", 0o600)  # and it can be written then
     assert path.read_bytes() == b"key" and path.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_start_removes_what_stopped_key_writes_left(tmp_path: Path) -> None:
+    """A key write killed midway (above) leaves `.<name>.<hex>.tmp` in `notary/` or
+    `notary/tsa/`, a private key's partial copy: `init` (every start) removes it, under the
+    keys lock, and nothing else."""
+    s = settings_for(tmp_path)
+    init_data_dir(s)
+    notary, tsa = s.verifier_key_path.parent, s.tsa_dir
+    strays = [notary / ".log-key.pem.0123456789abcdef.tmp",
+              tsa / ".tsa-key.pem.fedcba9876543210.tmp"]
+    for p in strays:
+        p.write_bytes(b"-----BEGIN")
+    before = {d: sorted(os.listdir(d)) for d in (notary, tsa)}
+    init_data_dir(s)
+    for d, names in before.items():
+        assert sorted(os.listdir(d)) == [n for n in names if n not in {p.name for p in strays}]
 
 
 def test_a_new_file_is_exact_and_never_overwrites(tmp_path: Path) -> None:
