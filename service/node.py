@@ -276,10 +276,14 @@ def init_notary_keys(s: Settings) -> tuple[bool, str]:
         remove_stray_writes(directory)
     signer, created = init_log_signer(key_config(s), s.origin, s.log_key_path, _passphrase(s))
     vkey = verifier_key(signer)
+    _refuse_another_key(s, s.verifier_key_path, vkey,
+                        log_key_place(key_config(s), s.log_key_path)[0], "verifier_key")
     private_dir(s.verifier_key_path.parent)
     init_tsa_chain(key_config(s), s.tsa_dir, s.origin, _passphrase(s))
     if s.sm_suite:
         sm2_signer, sm2_created = init_sm2_signer(s)
+        _refuse_another_key(s, s.sm2_verifier_key_path, sm2_signer.verifier_key,
+                            str(s.sm2_key_path), "sm2_verifier_key")
         write_public(s.sm2_verifier_key_path, sm2_signer.verifier_key + "\n")
         created = created or sm2_created
         if not (s.tsa_dir / SM2_TSA_CERT_FILE).exists():  # also for a registry made before D51
@@ -289,6 +293,28 @@ def init_notary_keys(s: Settings) -> tuple[bool, str]:
     # init stopped before this line is finished by the next rather than refused.
     write_public(s.verifier_key_path, vkey + "\n")
     return created, vkey
+
+
+def _refuse_another_key(s: Settings, published_at: Path, vkey: str, place: str,
+                        field: str) -> None:
+    """Conflict where the verifier key published at `published_at` is not `vkey`, that of the
+    key this data directory signs with (at `place`): a log key file swapped for another, or a
+    PKCS#11 label naming another registry's key in a shared token. A start would otherwise
+    publish the other key and sign the log with it (D202's review). A rotation's new key is
+    the one exception: until it is made, the published key is the one it retired (`field`
+    of the last rotation's record)."""
+    try:
+        published = published_at.read_text().strip()
+    except FileNotFoundError:
+        return
+    done = retired_keys(s) if published != vkey else []
+    if published == vkey or (done and getattr(done[-1], field) == published):
+        return
+    raise Conflict(said(
+        "{path} publishes the verifier key {published}, but the key this data directory "
+        "signs with ({place}) is {vkey}: put back the key that matches it, or correct the "
+        "key's label. Started, it would sign the log with a key no verifier pinned",
+        path=published_at, published=published, place=place, vkey=vkey))
 
 
 def init_sm2_signer(s: Settings) -> tuple[Sm2Signer, bool]:

@@ -205,6 +205,34 @@ def test_a_signed_log_whose_tsa_chain_and_verifier_key_are_gone_is_refused(
     audit_ok(s.data_dir)
 
 
+@pytest.mark.parametrize("suite", ["standard", "sm"])
+def test_a_log_key_swapped_for_another_is_refused(tmp_path: Path, suite: str) -> None:
+    """D202's review: a log key file (or an SM-suite registry's SM2 key file) replaced by
+    another key was loaded, and `init` rewrote the published verifier key with it; only a
+    later start refused (D116). `init` now refuses, and the published key stays."""
+    from copyledger.notary.signer import FileSigner
+    from copyledger.notary.sm2 import Sm2Signer
+
+    s = sm_settings(tmp_path) if suite == "sm" else settings_for(tmp_path, key_backend="file")
+    registry(s, works=1)
+    key, published = ((s.sm2_key_path, s.sm2_verifier_key_path) if suite == "sm"
+                      else (s.log_key_path, s.verifier_key_path))
+    before, mine = published.read_text(), key.read_bytes()
+    key.unlink()
+    if suite == "sm":
+        Sm2Signer.generate(s.origin, key, s.sm2_distid.encode())
+    else:
+        FileSigner.generate(s.origin, key)
+    with pytest.raises(Conflict, match="publishes the verifier key"):
+        init_data_dir(s)
+    assert published.read_text() == before
+    key.unlink()
+    key.write_bytes(mine)
+    os.chmod(key, 0o600)
+    init_data_dir(s)
+    audit_ok(s.data_dir)
+
+
 def test_keys_are_made_under_the_keys_lock(tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """D198's review: a start made keys (and set leftovers aside) without the lock a rotation

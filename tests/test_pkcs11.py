@@ -432,5 +432,12 @@ def test_a_signed_log_whose_token_lost_its_log_key_is_refused(
         init_data_dir(moved)
     assert not open_token(hsm.module, hsm.label, hsm.pin).has_object("log-key-files-mistyped")
     assert s.verifier_key_path.read_text() == vkey
+    # A label that names another registry's key in the same token: refused as well (D202's
+    # review), before log.vkey is rewritten with that key.
+    Pkcs11Ed25519Signer.generate("other.example/log", open_token(hsm.module, hsm.label, hsm.pin),
+                                 "log-key-files-other")
+    with pytest.raises(Conflict, match="publishes the verifier key"):
+        init_data_dir(replace(s, pkcs11_log_key_label="log-key-files-other"))
+    assert s.verifier_key_path.read_text() == vkey
     init_data_dir(s)  # with the right label it starts, as before
     audit_ok(s.data_dir)
