@@ -79,13 +79,19 @@ def load_log_signer(
     return Pkcs11Ed25519Signer(name, open_configured_token(config), config.log_key_label)
 
 
-def log_key_place(config: KeyConfig, key_path: Path) -> tuple[str, bool]:
-    """Where the log key lives (its file, or its label in the token) and whether it is there:
-    what a start checks before `init_log_signer`, which would make a missing one."""
+def log_key_name(config: KeyConfig, key_path: Path) -> str:
+    """Where the log key lives, as a refusal names it: its file, or its label in the token."""
     if config.backend == "file":
-        return str(key_path), Path(key_path).exists()
-    return (f"the log key {config.log_key_label!r} in PKCS#11 token {config.token_label!r}",
-            open_configured_token(config).has_object(config.log_key_label))
+        return str(key_path)
+    return f"the log key {config.log_key_label!r} in PKCS#11 token {config.token_label!r}"
+
+
+def has_log_key(config: KeyConfig, key_path: Path) -> bool:
+    """Whether the log key is there: what a start checks before `init_log_signer`, which
+    would make a missing one."""
+    if config.backend == "file":
+        return Path(key_path).exists()
+    return open_configured_token(config).has_object(config.log_key_label)
 
 
 def init_log_signer(

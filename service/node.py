@@ -52,10 +52,11 @@ from copyledger.notary import keys
 from copyledger.notary.external_tsa import ExternalStamper
 from copyledger.notary.keys import (
     KeyConfig,
+    has_log_key,
     init_log_signer,
     init_tsa_chain,
     load_log_signer,
-    log_key_place,
+    log_key_name,
 )
 from copyledger.notary.remote import (
     RemoteNotary,
@@ -165,9 +166,9 @@ def _refuse_lost_keys(s: Settings, *, registry: bool) -> None:
         # a registry made before D51 gets its first SM2 TSA chain (or finishes one stopped
         # midway: the certificate is written last)
         sm2_tsa = []
-    log_key, has_log_key = log_key_place(key_config(s), s.log_key_path)
+    config = key_config(s)
     missing = [p for p, gone in (
-        (log_key, not has_log_key),
+        (log_key_name(config, s.log_key_path), not has_log_key(config, s.log_key_path)),
         (s.tsa_dir / TSA_CERT_FILE, not (s.tsa_dir / TSA_CERT_FILE).exists()),
         (s.sm2_key_path, s.sm_suite and not s.sm2_key_path.exists()),
         *((p, True) for p in sm2_tsa),
@@ -184,8 +185,7 @@ def _refuse_lost_keys(s: Settings, *, registry: bool) -> None:
             "new key or TSA chain would sign what verifiers pinned under the old, and the "
             "audit would refuse it",
             vkey=s.verifier_key_path, missing=", ".join(map(str, missing))))
-    done = retired_keys(s)
-    if not (done and done[-1].verifier_key == read_verifier_key(s)):
+    if not _retired_last(s, "verifier_key", read_verifier_key(s)):
         # (else a rotation stopped after retiring the keys: these are its new ones to make)
         raise Conflict(said(
             "this registry's keys were made (its verifier key is {vkey}), but {missing} is "
@@ -207,12 +207,13 @@ def _refuse_another_log(s: Settings) -> None:
     missing, the database is the wrong one (a data directory of no keys pointed at it)."""
     row = _first_row(s, select(blocks.c.checkpoint).where(blocks.c.height == 0), blocks.name)
     if row is not None:
-        check_logged_origin(s, note.parse_checkpoint(note.parse_note(row[0]).text).origin)
+        check_logged_origin(s, row[0])
 
 
-def check_logged_origin(s: Settings, logged: str) -> None:
-    """InvalidInput unless the log in the database (the origin of its genesis checkpoint) is
-    the one these settings name."""
+def check_logged_origin(s: Settings, genesis_checkpoint: str) -> None:
+    """InvalidInput unless the log in the database (the origin of its genesis block's
+    checkpoint) is the one these settings name."""
+    logged = note.parse_checkpoint(note.parse_note(genesis_checkpoint).text).origin
     if logged != s.origin:
         raise InvalidInput(said("the database holds log {logged}, not {origin}: wrong "
                                 "--database?", logged=repr(logged), origin=repr(s.origin)))
@@ -277,7 +278,7 @@ def init_notary_keys(s: Settings) -> tuple[bool, str]:
     signer, created = init_log_signer(key_config(s), s.origin, s.log_key_path, _passphrase(s))
     vkey = verifier_key(signer)
     _refuse_another_key(s, s.verifier_key_path, vkey,
-                        log_key_place(key_config(s), s.log_key_path)[0], "verifier_key")
+                        log_key_name(key_config(s), s.log_key_path), "verifier_key")
     private_dir(s.verifier_key_path.parent)
     init_tsa_chain(key_config(s), s.tsa_dir, s.origin, _passphrase(s))
     if s.sm_suite:
@@ -307,14 +308,20 @@ def _refuse_another_key(s: Settings, published_at: Path, vkey: str, place: str,
         published = published_at.read_text().strip()
     except FileNotFoundError:
         return
-    done = retired_keys(s) if published != vkey else []
-    if published == vkey or (done and getattr(done[-1], field) == published):
+    if published == vkey or _retired_last(s, field, published):
         return
     raise Conflict(said(
         "{path} publishes the verifier key {published}, but the key this data directory "
         "signs with ({place}) is {vkey}: put back the key that matches it, or correct the "
         "key's label. Started, it would sign the log with a key no verifier pinned",
         path=published_at, published=published, place=place, vkey=vkey))
+
+
+def _retired_last(s: Settings, field: str, published: str) -> bool:
+    """Whether `published` is the key (`field` of its record) the last rotation retired: a
+    rotation stopped after its record, whose new keys a start is to make."""
+    done = retired_keys(s)
+    return bool(done) and getattr(done[-1], field) == published
 
 
 def init_sm2_signer(s: Settings) -> tuple[Sm2Signer, bool]:
@@ -805,9 +812,8 @@ class Node:
         latest = store.latest_block()
         genesis = store.get_block(0) if latest else None
         if genesis is not None:
-            logged = note.parse_checkpoint(note.parse_note(genesis.checkpoint).text).origin
             try:
-                check_logged_origin(s, logged)
+                check_logged_origin(s, genesis.checkpoint)
             except InvalidInput:
                 store.close()
                 raise
