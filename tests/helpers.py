@@ -9,7 +9,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -218,3 +218,24 @@ def downgrade(engine: Any, revision: str) -> None:
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, revision)
+
+
+@contextlib.contextmanager
+def own_statements(engine: Any) -> Iterator[list[tuple[str, Any]]]:
+    """The SQL statements, with their parameters, that this thread sends through `engine`
+    while the block runs: a started registry's own threads (the sequencer, the heartbeat)
+    use the same engine at any time, and their statements are not the caller's."""
+    from sqlalchemy import event
+
+    seen: list[tuple[str, Any]] = []
+    me = threading.get_ident()
+
+    def on_execute(_c: Any, _cur: Any, sql: str, args: Any, *_: Any) -> None:
+        if threading.get_ident() == me:
+            seen.append((sql, args))
+
+    event.listen(engine, "before_cursor_execute", on_execute)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", on_execute)

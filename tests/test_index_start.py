@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy import create_engine, inspect, text
 
 from copyledger.ledger import entry as entry_mod
 from copyledger.ledger import store
@@ -19,7 +19,7 @@ from copyledger.matching import LiveIndex, image_fingerprints
 from copyledger.service.node import Node
 from tests import test_tiles
 from tests.conftest import PostgresServer
-from tests.helpers import sha, wait_for
+from tests.helpers import own_statements, sha, wait_for
 from tests.test_claims import png
 from tests.test_tiles import fill
 
@@ -97,19 +97,9 @@ def test_the_rebuild_query_can_use_the_partial_index(reg: Node) -> None:
     index (on PostgreSQL, with sequential scans off: a table this small is read whole).
     Only this thread's statements count: the registry's own threads (the sequencer, the
     heartbeat) read entries on the same engine at any time."""
-    seen: list[tuple[str, Any]] = []
-    me = threading.get_ident()
-
-    def on_execute(_c: Any, _cur: Any, sql: str, args: Any, *_: Any) -> None:
-        if threading.get_ident() == me:
-            seen.append((sql, args))
-
     fill(reg, 20)
-    event.listen(reg.store.engine, "before_cursor_execute", on_execute)
-    try:
+    with own_statements(reg.store.engine) as seen:
         LiveIndex().build(reg.store)
-    finally:
-        event.remove(reg.store.engine, "before_cursor_execute", on_execute)
     [(sql, args)] = [s for s in seen if "FROM entries" in s[0]]
     raw = reg.store.engine.raw_connection()
     try:

@@ -153,39 +153,24 @@ def test_an_init_killed_before_a_tsa_certificate_is_finished_by_the_next(
     audit_ok(s.data_dir)
 
 
-def test_a_chain_left_without_its_certificate_after_signing_is_refused_not_set_aside(
-        tmp_path: Path) -> None:
-    """D198's review: with the verifier key deleted too (a public file `init` makes again),
-    nothing said the TSA key beside a missing `tsa.pem` had signed, and it was set aside as a
-    stopped init's: every earlier token would no longer chain to the new root. A log with a
-    block has signed, so the start is refused and nothing is renamed."""
-    s = settings_for(tmp_path)
-    registry(s, works=1)
-    tsa = s.data_dir / "notary" / "tsa"
-    (tsa / "tsa.pem").unlink()
-    s.verifier_key_path.unlink()
-    before = sorted(p.name for p in tsa.iterdir())
-    with pytest.raises(Conflict, match=r"tsa\.pem is missing, and so is its verifier key"):
-        init_data_dir(s)
-    assert sorted(p.name for p in tsa.iterdir()) == before
-    assert not s.verifier_key_path.exists()
-
-
-@pytest.mark.parametrize("gone", ["certificate and root", "TSA folder"])
+@pytest.mark.parametrize("gone", ["certificate", "certificate and root", "TSA folder"])
 def test_a_signed_log_whose_tsa_chain_and_verifier_key_are_gone_is_refused(
         tmp_path: Path, gone: str) -> None:
-    """D200's review: the check above ran only when a key or root was left behind. Deleting
-    every public file of the chain with the verifier key (`tsa.pem`, `root.pem`, `log.vkey`;
-    with an HSM the TSA key stays in the token) or the whole `tsa/` folder left nothing to
-    set aside, and the next start made a new chain (certifying, with an HSM, the token's TSA
-    key under a new root) that no earlier token chains to. Now the start is refused and
-    makes nothing; with the files put back it starts and the audit passes."""
+    """With the verifier key deleted too (a public file `init` makes again), nothing said the
+    chain had signed. D198's review: the TSA key beside a missing `tsa.pem` was set aside as
+    a stopped init's, so no earlier token chained to the new root. D200's review: deleting
+    every public file of the chain (`tsa.pem`, `root.pem`; with an HSM the TSA key stays in
+    the token) or the whole `tsa/` folder left nothing to set aside, and the next start made
+    a new chain (certifying, with an HSM, the token's TSA key under a new root). A log with a
+    block has signed: the start is refused, and nothing is made or renamed; with the files
+    put back it starts and the audit passes."""
     s = settings_for(tmp_path)
     registry(s, works=1)
     tsa = s.data_dir / "notary" / "tsa"
     saved = tmp_path / "saved"
     saved.mkdir()
-    names = ["tsa.pem", "root.pem"] if gone != "TSA folder" else [p.name for p in tsa.iterdir()]
+    names = {"certificate": ["tsa.pem"], "certificate and root": ["tsa.pem", "root.pem"],
+             "TSA folder": [p.name for p in tsa.iterdir()]}[gone]
     for name in names:
         os.rename(tsa / name, saved / name)
     if gone == "TSA folder":

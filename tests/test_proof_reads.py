@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import event, text
+from sqlalchemy import text
 
 from copyledger.api.app import create_app
 from copyledger.ledger import merkle
@@ -21,7 +21,7 @@ from copyledger.ledger import store as store_mod
 from copyledger.service import reads
 from copyledger.service.node import Node
 from tests.conftest import PostgresServer
-from tests.helpers import open_registry, terminate_backend, wait_for
+from tests.helpers import open_registry, own_statements, terminate_backend, wait_for
 from tests.test_tiles import fill
 
 SIZE = 1500  # past 2 ** UPPER_LEVEL, so a proof has nodes in memory and nodes to read
@@ -46,21 +46,10 @@ def pg_reg(tmp_path: Path, pg_server: PostgresServer) -> Iterator[Node]:
 
 
 def statements(reg: Node, call: Any) -> list[str]:
-    """The SQL statements `call()` sends through the store's engine from this thread (the
-    registry's own threads use the engine at any time)."""
-    seen: list[str] = []
-    me = threading.get_ident()
-
-    def on_execute(_c: Any, _cur: Any, sql: str, *_: Any) -> None:
-        if threading.get_ident() == me:
-            seen.append(sql)
-
-    event.listen(reg.store.engine, "before_cursor_execute", on_execute)
-    try:
+    """The SQL statements `call()` sends through the store's engine (this thread's)."""
+    with own_statements(reg.store.engine) as seen:
         call()
-    finally:
-        event.remove(reg.store.engine, "before_cursor_execute", on_execute)
-    return seen
+    return [sql for sql, _ in seen]
 
 
 def checked_proof(reg: Node, seq: int) -> None:
@@ -201,23 +190,9 @@ def read_ids(sql: str, args: Any) -> list[tuple[int, int]]:
 def node_reads(reg: Node, call: Any) -> tuple[int, list[list[tuple[int, int]]]]:
     """While `call()` runs: the statements sent through the store's engine, and the nodes
     each statement on `merkle_nodes` asks for (`read_ids`); this thread's only, as above."""
-    sent = [0]
-    asked: list[list[tuple[int, int]]] = []
-    me = threading.get_ident()
-
-    def on_execute(_c: Any, _cur: Any, sql: str, args: Any, *_: Any) -> None:
-        if threading.get_ident() != me:
-            return
-        sent[0] += 1
-        if "merkle_nodes" in sql:
-            asked.append(read_ids(sql, args))
-
-    event.listen(reg.store.engine, "before_cursor_execute", on_execute)
-    try:
+    with own_statements(reg.store.engine) as seen:
         call()
-    finally:
-        event.remove(reg.store.engine, "before_cursor_execute", on_execute)
-    return sent[0], asked
+    return len(seen), [read_ids(sql, args) for sql, args in seen if "merkle_nodes" in sql]
 
 
 def test_warming_at_start_leaves_proofs_only_the_lower_levels(reg: Node) -> None:
@@ -495,7 +470,6 @@ def test_more_concurrent_bundles_than_the_pool_holds_all_answer(reg: Node) -> No
     connections in the pool, every thread held one and waited for another until the pool's
     timeout and the seal waiting beside them failed too. The timeout is a minute here: a
     deadlock still fails, and forty threads served out of order on a loaded machine do not."""
-    import threading
 
     pool: Any = reg.store.engine.pool
     pool._timeout = 60.0
