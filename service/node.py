@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,7 +38,7 @@ from copyledger.ledger.errors import (
 from copyledger.ledger.merkle import Consistency
 from copyledger.ledger.note import BlockHeader
 from copyledger.ledger.schema import block_timestamps, blocks
-from copyledger.ledger.sequencer import Sequencer
+from copyledger.ledger.sequencer import Receipt, Sequencer
 from copyledger.ledger.sm2_timestamp import TSA_LABEL as SM2_TSA_LABEL
 from copyledger.ledger.sm2_timestamp import load_certificates
 from copyledger.ledger.store import (
@@ -101,8 +103,11 @@ from copyledger.service.rotation import (
     overlap_sm2_signers,
     overlapping,
     retired_keys,
+    rotation_entries,
 )
 from copyledger.service.settings import Settings, write_config
+
+log = logging.getLogger("copyledger.node")
 
 
 def _passphrase(s: Settings) -> bytes | None:
@@ -665,7 +670,8 @@ class Node:
         # The log is this notary's memory: it admits an extension of the last committed tree,
         # so a failed commit or a crash after signing never leaves it refusing the real next one.
         self.checkpoints = CheckpointGuard(settings.origin)
-        local = Sequencer(
+        self.rotation_sealed: Future[Receipt] | None = None  # see `seal_rotations`
+        self._local = local = Sequencer(
             store,
             self._sign,
             settings.origin,
@@ -683,7 +689,7 @@ class Node:
         network = handoff_network(settings)
         if settings.workers > 1 or network is not None:
             handoff = Handoff(local, settings.data_dir, prepare=self._remember_last,
-                              on_lead=self._start_helpers, network=network)
+                              on_lead=self._lead, network=network)
             self.sequencer = handoff
             self.listeners.append(handoff.sealed)
         if settings.external_tsa_urls and not settings.external_tsa_roots:
@@ -841,7 +847,7 @@ class Node:
             return
         self._remember_last()
         self.sequencer.start()
-        self._start_helpers()
+        self._lead()
 
     def _remember_last(self) -> None:
         """Before sequencing: the notary admits only extensions of the last committed tree."""
@@ -910,10 +916,34 @@ class Node:
             keys.add(_tsa_name("SM2 TSA", self.sm2_tsa.certificate_der))
         return keys
 
-    def _start_helpers(self) -> None:
-        """What only the sequencing process runs: external time-stamps, witnesses."""
+    def _lead(self) -> None:
+        """What only the sequencing process runs, from when it comes to lead: the entries of
+        rotations the log lacks (`seal_rotations`), external time-stamps, witnesses."""
+        try:
+            self.rotation_sealed = self.seal_rotations()
+        except (OSError, CopyledgerError) as e:  # (it leads still: `rotate_keys` raises it)
+            log.exception("sealing a key rotation's entry failed")
+            self.rotation_sealed = Future()
+            self.rotation_sealed.set_exception(e)
         self.external.start()
         self.cosigner.start()
+
+    def seal_rotations(self) -> Future[Receipt] | None:
+        """Queue the `rotation` entry of each recorded rotation the log lacks, oldest first;
+        the last one's receipt to come, or None if none was missing (D206). `rotate_keys`
+        seals its rotation's entry this way, and a process that comes to lead seals that of
+        a rotation stopped after its record, whose new keys a start made (D186): before, no
+        entry ever recorded it. Found by content hash (the new key's) and kind, one indexed
+        query a rotation; run only by the leader, after its start reloaded the log, so an
+        entry is sealed once (one an earlier leader sealed is found)."""
+        s = self.settings
+        if s.notary_url or s.key_backend != "file":
+            return None  # (rotation covers keys in files only)
+        last = None
+        for digest, pending in rotation_entries(s, self.verifier_key):
+            if not self.store.search_sha256(digest, 1, kind="rotation"):
+                last = self._local.submit(pending)
+        return last
 
     def step_down_with(self, stop: Callable[[], None]) -> None:
         """How this process stops leading when another took the log's lock from it (D109):

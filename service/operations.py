@@ -47,12 +47,10 @@ from copyledger.ledger.store import EntryRow
 from copyledger.matching import MAX_FINGERPRINT_BYTES, fingerprints_for
 from copyledger.matching.compute import IMAGE_MEDIA_TYPES
 from copyledger.matching.media import SNIFF_BYTES, sniff
-from copyledger.notary.sm2_tsa import SM2_ROOT_FILE
 from copyledger.service import contacts, idempotency
 from copyledger.service.apikeys import Principal, list_keys
-from copyledger.service.fsperm import trusted_text
 from copyledger.service.node import Node, init_notary_keys, open_store
-from copyledger.service.rotation import keys_lock, retired_keys, rotate, sha256_text
+from copyledger.service.rotation import keys_lock, retired_keys, rotate
 from copyledger.service.settings import Settings
 from copyledger.service.title import _parsed, claim_entry, load_title
 
@@ -1150,32 +1148,11 @@ def rotate_keys(s: Settings, overlap: timedelta) -> Rotation:
         old = rotate(s, overlap=overlap, valid_from=valid_from)
         _, new_vkey = init_notary_keys(s)
         node = Node.open(replace(s, handoff_listen=""))  # offline: no other host to listen for
-        node.start()
+        node.start()  # (which, leading, queues the rotation's entry: `Node.seal_rotations`)
         try:
-            entry: dict[str, object] = {
-                "schema": entry_mod.SCHEMA, "kind": "rotation", "registrant": "notary",
-                "received_at": entry_mod.utc_now(),
-                "content": {"sha256": sha256_text(new_vkey)},
-                "old_verifier_key": old.verifier_key, "new_verifier_key": new_vkey,
-                "old_tsa_root_sha256": sha256_text(old.tsa_root),
-                # (the new trust anchors, read as trust anchors are: D194's review)
-                "new_tsa_root_sha256": sha256_text(trusted_text(s.tsa_dir / "root.pem",
-                                                                s.data_dir)),
-                "overlap_until": old.overlap_until,
-            }
-            if old.sm2_verifier_key is not None and old.sm2_tsa_root is not None:  # D57
-                entry |= {
-                    "old_sm2_verifier_key": old.sm2_verifier_key,
-                    "new_sm2_verifier_key": trusted_text(s.sm2_verifier_key_path,
-                                                         s.data_dir).strip(),
-                    "old_sm2_tsa_root_sha256": sha256_text(old.sm2_tsa_root),
-                    "new_sm2_tsa_root_sha256": sha256_text(
-                        trusted_text(s.tsa_dir / SM2_ROOT_FILE, s.data_dir)),
-                }
-            _, data = entry_mod.encode(entry)
-            receipt = node.sequencer.submit(Pending(
-                data, "rotation", sha256_text(new_vkey), "notary",
-                received_at=str(entry["received_at"]))).result(60)
+            if node.rotation_sealed is None:
+                raise Conflict("the key rotation's entry was not sealed (see the log)")
+            receipt = node.rotation_sealed.result(60)
         finally:
             node.stop()
     return Rotation(old.verifier_key, new_vkey, old.overlap_until, receipt.seq,

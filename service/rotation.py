@@ -32,9 +32,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from copyledger.ledger import entry as entry_mod
 from copyledger.ledger import sm2
 from copyledger.ledger.entry import parse_timestamp
 from copyledger.ledger.errors import Conflict, InvalidInput, said
+from copyledger.ledger.sequencer import Pending
 from copyledger.ledger.sm2_timestamp import load_certificates
 from copyledger.notary.signer import FileSigner, Signer
 from copyledger.notary.sm2 import Sm2Signer
@@ -329,3 +331,47 @@ def _record(r: Retired) -> dict[str, Any]:
 
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def rotation_entries(s: Settings, current_vkey: str) -> list[tuple[str, Pending]]:
+    """Each recorded rotation's `rotation` entry, oldest first, with its content hash (the
+    new verifier key's, by which the log is searched for it): both keys, both TSA roots'
+    hashes (and the SM2 twins, D57) and the overlap. A rotation's new keys are the next
+    record's old ones, or for the last, the keys now in `notary/` (`current_vkey` and the
+    files), read as trust anchors are (D194's review)."""
+    done = retired_keys(s)
+    out = []
+    nexts: list[Retired | None] = [*done[1:], None] if done else []
+    for old, new in zip(done, nexts, strict=True):
+        new_vkey = new.verifier_key if new else current_vkey
+        if new_vkey == old.verifier_key:
+            break  # (stopped after its record: its new keys are not made yet, D186)
+        entry: dict[str, object] = {
+            "schema": entry_mod.SCHEMA, "kind": "rotation", "registrant": "notary",
+            "received_at": entry_mod.utc_now(), "content": {"sha256": sha256_text(new_vkey)},
+            "old_verifier_key": old.verifier_key, "new_verifier_key": new_vkey,
+            "old_tsa_root_sha256": sha256_text(old.tsa_root),
+            "new_tsa_root_sha256": sha256_text(
+                new.tsa_root if new else trusted_text(s.tsa_dir / ROOT_FILE, s.data_dir)),
+            "overlap_until": old.overlap_until,
+        }
+        if old.sm2_verifier_key is not None and old.sm2_tsa_root is not None:  # D57
+            new_sm2 = ((new.sm2_verifier_key, new.sm2_tsa_root) if new else
+                       (trusted_text(s.sm2_verifier_key_path, s.data_dir).strip(),
+                        trusted_text(s.tsa_dir / SM2_ROOT_FILE, s.data_dir)))
+            if new_sm2[0] is None or new_sm2[1] is None:  # (the suite is fixed at init, D40)
+                raise InvalidInput(said("cannot read {path}: {error}",
+                                        path=s.data_dir / "notary" / ROTATIONS,
+                                        error=f"rotation {new.n if new else old.n} has no "
+                                              "SM2 keys"))
+            entry |= {
+                "old_sm2_verifier_key": old.sm2_verifier_key,
+                "new_sm2_verifier_key": new_sm2[0],
+                "old_sm2_tsa_root_sha256": sha256_text(old.sm2_tsa_root),
+                "new_sm2_tsa_root_sha256": sha256_text(new_sm2[1]),
+            }
+        _, data = entry_mod.encode(entry)
+        digest = sha256_text(new_vkey)
+        out.append((digest, Pending(data, "rotation", digest, "notary",
+                                    received_at=str(entry["received_at"]))))
+    return out

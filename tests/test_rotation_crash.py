@@ -24,9 +24,12 @@ from typer.testing import CliRunner
 from copyledger.api.app import create_app
 from copyledger.cli.main import app as cli_app
 from copyledger.ledger import sm2
+from copyledger.ledger.documents import Rotation, parse_entry
+from copyledger.ledger.store import Store
 from copyledger.service.apikeys import create_key
 from copyledger.service.node import Node
 from copyledger.service.operations import rotate_keys
+from copyledger.service.rotation import retired_keys, sha256_text
 from copyledger.service.settings import Settings, load
 from tests.helpers import HSM, settings_for, work_body
 
@@ -97,6 +100,43 @@ def audit_ok(d: Path) -> None:
     assert code == 0 and json.loads(out)["ok"] is True, out
 
 
+def serve_once(d: Path) -> None:
+    """Start the registry in `d` as `serve` does (it leads) and stop it once what its lead
+    queued is sealed."""
+    node = Node.open(load(d))
+    node.start()
+    try:
+        if node.rotation_sealed is not None:
+            node.rotation_sealed.result(60)
+    finally:
+        node.stop()
+
+
+def rotations_logged(d: Path) -> int:
+    """How many rotations the log records, after checking that each one rotations.json
+    records has exactly one `rotation` entry, naming its old and its new key (the next
+    rotation's old one, or the key now published), and none else is logged."""
+    s = load(d)
+    done = retired_keys(s)
+    new_keys = [r.verifier_key for r in done[1:]] + [s.verifier_key_path.read_text().strip()]
+    store = Store.open(s.database_url)
+    try:
+        for old, new in zip(done, new_keys, strict=True):
+            found = store.search_sha256(sha256_text(new), kind="rotation")
+            assert len(found) == 1, (old.n, len(found))
+            entry = parse_entry(found[0].data)
+            assert isinstance(entry, Rotation)
+            assert (entry.old_verifier_key, entry.new_verifier_key) == (old.verifier_key, new)
+            assert entry.overlap_until == old.overlap_until
+        with store.engine.connect() as conn:
+            logged = conn.exec_driver_sql(
+                "SELECT count(*) FROM entries WHERE kind = 'rotation'").scalar_one()
+    finally:
+        store.close()
+    assert logged == len(done), (logged, len(done))
+    return len(done)
+
+
 def test_a_rotation_stopped_at_any_step_is_undone_or_finished_by_the_next_start(
         tmp_path: Path, template: Path) -> None:
     """Before: a stop between the file moves and rotations.json left keys moved to
@@ -125,10 +165,16 @@ def test_a_rotation_stopped_at_any_step_is_undone_or_finished_by_the_next_start(
             finished += 1
             assert json.loads(out)["verifier_key"] + "\n" != old_vkey, k
             assert (notary / "retired" / "1" / "log-key.pem").read_bytes() == old_key, k
+            # Its entry is sealed by the next process to lead (D206; before, no entry ever
+            # recorded it): a start, or the next rotation's.
+            if k % 2:
+                serve_once(d)
+                assert rotations_logged(d) == 1, k
         audit_ok(d)
         code, out = run("notary", "rotate", "--data-dir", str(d), "--json")  # rotates still
         assert code == 0, (k, out)
         audit_ok(d)
+        assert rotations_logged(d) == (2 if (notary / "retired" / "2").exists() else 1), k
         k += 1
     assert undone >= 4 and finished >= 2, (undone, finished)  # the moves, and the keys made
 
@@ -138,7 +184,7 @@ def test_a_rotation_run_again_after_a_stop_mends_the_stopped_one_first(
     """`notary rotate` run again at once (no start between) undoes a stopped rotation not yet
     recorded and rotates; one recorded but without new keys is refused, naming `init`.
     Before: a stop between the moves gave a FileNotFoundError traceback on the rerun."""
-    k, outcomes = 0, set()
+    k, outcomes, both = 0, set(), False
     while True:
         d = tmp_path / f"k{k}"
         shutil.copytree(template, d)
@@ -148,12 +194,17 @@ def test_a_rotation_run_again_after_a_stop_mends_the_stopped_one_first(
         if code == 2:
             assert "run `copyledger init`" in " ".join(out.split()), (k, out)
             assert run("init", "--data-dir", str(d))[0] == 0
+            serve_once(d)
+            assert rotations_logged(d) == 1, k  # (D206: before, it had no entry)
         else:
             assert code == 0, (k, out)
+            # 2 when the stopped one had made its new keys but not sealed its entry: the
+            # rerun's start seals it before its own (D206)
+            both |= rotations_logged(d) == 2
         outcomes.add(code)
         audit_ok(d)
         k += 1
-    assert outcomes == {0, 2}, outcomes
+    assert outcomes == {0, 2} and both, (outcomes, both)
 
 
 @pytest.mark.parametrize("k", [4, 7])
