@@ -19,19 +19,25 @@ Why one session and one lock:
   session per (module, token), shared by the keys in it, and checks every later PIN against the
   one that logged in rather than accept any PIN.
 - A PKCS#11 session does not survive fork(): open tokens in the process that signs.
+- A session can be lost under a running process (a network HSM restarted, a token reset): the
+  next call logs in again, once, and each key finds its object again and signs a probe that its
+  loaded public key must verify before it signs anything else (D207). Without that, a process
+  answered 503 for every signature until it was restarted.
 """
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import hashlib
 import hmac
+import logging
 import os
 import secrets
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import pkcs11
 from cryptography.exceptions import InvalidSignature
@@ -64,33 +70,49 @@ _PROBE = b"copyledger: does this private key match its public key?"
 _registry_lock = threading.Lock()
 _module_locks: dict[str, threading.RLock] = {}
 _tokens: dict[tuple[str, str], Pkcs11Token] = {}
-_pin_salt = secrets.token_bytes(32)  # PINs are compared as salted digests, never kept
+_pin_salt = secrets.token_bytes(32)  # PINs are compared as salted digests
+# What a token says when the session is gone rather than the operation refused: log in again.
+_LOST = (p11.SessionHandleInvalid, p11.SessionClosed, p11.DeviceRemoved, p11.TokenNotPresent,
+         p11.UserNotLoggedIn)
+log = logging.getLogger("copyledger.pkcs11")
 
 
 class Pkcs11Token:
     """One logged-in session on one token; every call into it holds the module's lock."""
 
     def __init__(
-        self, module: str, label: str, session: Any, lock: threading.RLock, pin_digest: bytes
+        self, module: str, label: str, session: Any, lock: threading.RLock, pin: str
     ) -> None:
         self.module = module
         self.label = label
         self._session: Any = session  # pkcs11.Session; Any: its methods are loosely typed
         self._lock = lock
-        self._pin_digest = pin_digest
+        self._pin_digest = hashlib.sha256(_pin_salt + pin.encode()).digest()
+        self._pin = pin  # to log in again after a lost session (the settings hold it too)
+        self._closed = False
+        # Counts the logins after the first: a key's object belongs to the session it was
+        # found in, so a key finds it again when this changes (`_TokenKey._object`).
+        self.generation = 0
 
     def __repr__(self) -> str:
-        state = "open" if self._session is not None else "closed"
+        state = "closed" if self._closed else "open"
         return f"Pkcs11Token(module={self.module!r}, label={self.label!r}, {state})"
 
     def run(self, what: str, operation: Callable[[Any], T]) -> T:
-        """operation(session) under the lock; a PKCS#11 failure becomes Unavailable."""
+        """operation(session) under the lock; a PKCS#11 failure becomes Unavailable. A lost
+        session (`_LOST`) is logged in again and the operation tried once more."""
         with self._lock:
-            if self._session is None:
+            if self._closed:
                 raise Unavailable(said("the session on token {label!r} is closed",
                                        label=self.label))
             try:
-                return operation(self._session)
+                if self._session is None:  # lost before, and not back yet
+                    self._login_again()
+                try:
+                    return operation(self._session)
+                except _LOST:
+                    self._login_again()
+                    return operation(self._session)
             except CopyledgerError:
                 raise
             except p11.PKCS11Error as exc:
@@ -98,6 +120,21 @@ class Pkcs11Token:
                     said("HSM {what} failed on token {label!r}: {value}",
                          what=what, label=self.label, value=_describe(exc))
                 ) from exc
+
+    def _login_again(self) -> None:
+        """A new logged-in session in place of a lost one (the lock is held)."""
+        lost, self._session = self._session, None
+        if lost is not None:
+            with contextlib.suppress(p11.PKCS11Error):
+                lost.close()
+        try:
+            self._session = _login(self.module, self.label, self._pin)
+        except CopyledgerError as e:  # (a wrong PIN now is the token's change, not a client's)
+            raise Unavailable(said("the session on token {label!r} was lost, and logging in "
+                                   "again failed: {error}", label=self.label,
+                                   error=e.detail)) from None
+        self.generation += 1
+        log.warning("the session on token %r was lost; logged in again", self.label)
 
     def has_object(self, label: str) -> bool:
         """Whether any object (key, certificate, ...) in the token carries this label."""
@@ -114,6 +151,7 @@ class Pkcs11Token:
                 del _tokens[(self.module, self.label)]
         with self._lock:
             session, self._session = self._session, None
+            self._closed = True
             if session is not None:
                 with contextlib.suppress(p11.PKCS11Error):  # the token went away already
                     session.close()
@@ -143,7 +181,7 @@ def open_token(module: str, token_label: str, pin: str) -> Pkcs11Token:
         lock = _module_locks.setdefault(module, threading.RLock())
         with lock:
             session = _login(module, token_label, pin)
-        token = Pkcs11Token(module, token_label, session, lock, digest)
+        token = Pkcs11Token(module, token_label, session, lock, pin)
         _tokens[(module, token_label)] = token
         return token
 
@@ -178,8 +216,60 @@ def _custody(private_key: Any) -> dict[str, bool]:
     return {name: bool(values.get(attr)) for name, attr in names.items()}
 
 
-class Pkcs11Ed25519Signer:
+class _TokenKey(abc.ABC):
+    """A key pair in a token, by label: its private object is the session's, found again
+    after the token logged in again, and then trusted only once it signed a probe its public
+    key, read at load, verifies: a token reset and filled again under the same label must not
+    have this process sign with another key."""
+
+    KEY_TYPE: ClassVar[KeyType]
+    token: Pkcs11Token
+    key_label: str
+    _private: Any
+    _generation: int
+
+    def _find(self) -> Any:
+        """The public key object; sets the private one (at load)."""
+        self._generation = self.token.generation
+        self._private, public = self.token.run(
+            said("key lookup"),
+            lambda s: _find_pair(s, self.token.label, self.key_label, self.KEY_TYPE))
+        return public
+
+    def _object(self, session: Any) -> Any:
+        """The private key object in `session` (under the token's lock)."""
+        if self._generation == self.token.generation:
+            return self._private
+        where = said("key {label!r} in token {token_label!r}", label=self.key_label,
+                     token_label=self.token.label)
+        try:
+            self._private, _ = _find_pair(session, self.token.label, self.key_label,
+                                          self.KEY_TYPE)
+            self._generation = self.token.generation  # (for the probe's own signature)
+            _check(self._verify, self, self.key_label)
+        except BaseException as e:
+            self._generation = -1  # (looked for and checked again at the next use)
+            if not isinstance(e, InvalidInput):
+                raise
+            raise Unavailable(said("{where} is not the key this process loaded, since the "
+                                   "token's session was lost: {error}; restart the process "
+                                   "once the token holds its key again",
+                                   where=where, error=e.detail)) from None
+        return self._private
+
+    @abc.abstractmethod
+    def sign(self, data: bytes) -> bytes:
+        """A signature over `data` by the key in the token."""
+
+    @abc.abstractmethod
+    def _verify(self, signature: bytes, data: bytes) -> None:
+        """InvalidSignature unless the public key read at load verifies `signature`."""
+
+
+class Pkcs11Ed25519Signer(_TokenKey):
     """The log key in a token: a notary.signer.Signer whose private half never leaves it."""
+
+    KEY_TYPE = KeyType.EC_EDWARDS
 
     def __init__(self, name: str, token: Pkcs11Token, key_label: str) -> None:
         if not note.is_valid_key_name(name):
@@ -189,12 +279,9 @@ class Pkcs11Ed25519Signer:
         self.name = name
         self.token = token
         self.key_label = key_label
-        self._private, public = token.run(
-            said("key lookup"),
-            lambda s: _find_pair(s, token.label, key_label, KeyType.EC_EDWARDS),
-        )
+        public = self._find()
         self._public_key = token.run(said("key read"), lambda _s: _ed25519_point(public))
-        _check(Ed25519PublicKey.from_public_bytes(self._public_key).verify, self, key_label)
+        _check(self._verify, self, key_label)
 
     def __repr__(self) -> str:
         key_id = note.key_id(self.name, self._public_key).hex()
@@ -206,13 +293,14 @@ class Pkcs11Ed25519Signer:
 
     def custody(self) -> dict[str, bool]:
         """What the token says about the private key: sensitive, extractable, local, ..."""
-        return self.token.run(said("attribute read"), lambda _s: _custody(self._private))
+        return self.token.run(said("attribute read"), lambda s: _custody(self._object(s)))
 
-    def sign(self, message: bytes) -> bytes:
-        return self.token.run(said("Ed25519 signing"), lambda _s: self._sign(message))
+    def sign(self, data: bytes) -> bytes:
+        return self.token.run(said("Ed25519 signing"), lambda s: bytes(
+            self._object(s).sign(data, mechanism=Mechanism.EDDSA)))
 
-    def _sign(self, message: bytes) -> bytes:
-        return bytes(self._private.sign(message, mechanism=Mechanism.EDDSA))
+    def _verify(self, signature: bytes, data: bytes) -> None:
+        Ed25519PublicKey.from_public_bytes(self._public_key).verify(signature, data)
 
     @classmethod
     def generate(cls, name: str, token: Pkcs11Token, key_label: str) -> Pkcs11Ed25519Signer:
@@ -221,17 +309,16 @@ class Pkcs11Ed25519Signer:
         return cls(name, token, key_label)
 
 
-class Pkcs11EcdsaKey:
+class Pkcs11EcdsaKey(_TokenKey):
     """The TSA key in a token: a notary.tsa.TsaKey (ECDSA P-256 with SHA-256)."""
 
     digest_algorithm = "sha256"
+    KEY_TYPE = KeyType.EC
 
     def __init__(self, token: Pkcs11Token, key_label: str) -> None:
         self.token = token
         self.key_label = key_label
-        self._private, public = token.run(
-            said("key lookup"), lambda s: _find_pair(s, token.label, key_label, KeyType.EC)
-        )
+        public = self._find()
         self._public_key = token.run(said("key read"), lambda _s: _p256_point(public, key_label))
         _check(self._verify, self, key_label)
 
@@ -243,20 +330,18 @@ class Pkcs11EcdsaKey:
 
     def custody(self) -> dict[str, bool]:
         """What the token says about the private key: sensitive, extractable, local, ..."""
-        return self.token.run(said("attribute read"), lambda _s: _custody(self._private))
+        return self.token.run(said("attribute read"), lambda s: _custody(self._object(s)))
 
     def sign(self, data: bytes) -> bytes:
         """A DER ECDSA-Sig-Value over SHA-256(data): what a CMS SignerInfo carries."""
         digest = hashlib.sha256(data).digest()
-        raw = self.token.run(said("ECDSA signing"), lambda _s: self._sign_digest(digest))
+        raw = self.token.run(said("ECDSA signing"), lambda s: bytes(
+            self._object(s).sign(digest, mechanism=Mechanism.ECDSA)))
         if len(raw) != 64:
             raise Unavailable(said("the HSM returned a {raw_len}-byte P-256 signature, not 64",
                                    raw_len=len(raw)))
         r, s = int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big")
         return encode_dss_signature(r, s)
-
-    def _sign_digest(self, digest: bytes) -> bytes:
-        return bytes(self._private.sign(digest, mechanism=Mechanism.ECDSA))
 
     def _verify(self, signature: bytes, data: bytes) -> None:
         self._public_key.verify(signature, data, ec.ECDSA(hashes.SHA256()))

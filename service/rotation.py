@@ -360,10 +360,9 @@ def rotation_entries(s: Settings, current_vkey: str) -> list[tuple[str, Pending]
                        (trusted_text(s.sm2_verifier_key_path, s.data_dir).strip(),
                         trusted_text(s.tsa_dir / SM2_ROOT_FILE, s.data_dir)))
             if new_sm2[0] is None or new_sm2[1] is None:  # (the suite is fixed at init, D40)
+                why = f"rotation {new.n if new else old.n} has no SM2 keys"
                 raise InvalidInput(said("cannot read {path}: {error}",
-                                        path=s.data_dir / "notary" / ROTATIONS,
-                                        error=f"rotation {new.n if new else old.n} has no "
-                                              "SM2 keys"))
+                                        path=s.data_dir / "notary" / ROTATIONS, error=why))
             entry |= {
                 "old_sm2_verifier_key": old.sm2_verifier_key,
                 "new_sm2_verifier_key": new_sm2[0],

@@ -266,6 +266,69 @@ def test_a_closed_token_is_unavailable_and_reopens(hsm: Hsm) -> None:
     assert Pkcs11Ed25519Signer(ORIGIN, again, signer.key_label).public_key == signer.public_key
 
 
+def _lose_session(token: Pkcs11Token) -> None:
+    """What a network HSM's restart or a token reset does to a running process: the session
+    it logged in with is gone (closed here behind the token object's back)."""
+    token._session.close()
+
+
+def test_a_lost_session_is_logged_in_again_and_the_keys_sign_on(token: Pkcs11Token) -> None:
+    """Before (D207): every later signature failed with SessionHandleInvalid (503) until the
+    process was restarted. One login again serves both keys; each finds its object again."""
+    signer = Pkcs11Ed25519Signer.generate(ORIGIN, token, fresh("log"))
+    tsa_key = Pkcs11EcdsaKey.generate(token, fresh("tsa"))
+    before = token.generation
+    _lose_session(token)
+    Ed25519PublicKey.from_public_bytes(signer.public_key).verify(signer.sign(DATA), DATA)
+    tsa_key.public_key().verify(tsa_key.sign(DATA), DATA, ec.ECDSA(hashes.SHA256()))
+    assert token.generation == before + 1
+    assert signer.custody()["sensitive"] is True  # (read through the new session too)
+    _lose_session(token)  # lost again: logged in again again
+    Ed25519PublicKey.from_public_bytes(signer.public_key).verify(signer.sign(DATA), DATA)
+    assert token.generation == before + 2
+
+
+@pytest.mark.parametrize("change", ["removed", "replaced"])
+def test_a_key_changed_while_the_session_was_lost_does_not_sign(
+        token: Pkcs11Token, change: str) -> None:
+    """A token reset and filled again: a key gone, or another under its label, is refused
+    with 503 (Unavailable) rather than sign what verifiers would not accept, and refused
+    again at every try; the token's other keys sign on."""
+    label = fresh("log")
+    signer = Pkcs11Ed25519Signer.generate(ORIGIN, token, label)
+    other = Pkcs11Ed25519Signer.generate(ORIGIN, token, fresh("log"))
+    _lose_session(token)
+    Ed25519PublicKey.from_public_bytes(other.public_key).verify(other.sign(DATA), DATA)
+
+    def destroy(session: Any) -> None:
+        for obj in list(session.get_objects({Attribute.LABEL: label})):
+            obj.destroy()
+
+    token.run("test", destroy)
+    if change == "replaced":
+        Pkcs11Ed25519Signer.generate(ORIGIN, token, label)
+    for _ in range(2):
+        with pytest.raises(Unavailable, match="not the key this process loaded"):
+            signer.sign(DATA)
+    Ed25519PublicKey.from_public_bytes(other.public_key).verify(other.sign(DATA), DATA)
+
+
+def test_a_session_that_cannot_be_had_again_is_unavailable_until_it_can(hsm: Hsm) -> None:
+    """Logging in again fails (here: the PIN the process holds was changed on the token):
+    503 naming the cause, and tried again at the next call, which succeeds once the PIN is
+    back."""
+    token = open_token(hsm.module, hsm.label, hsm.pin)
+    signer = Pkcs11Ed25519Signer.generate(ORIGIN, token, fresh("log"))
+    _lose_session(token)
+    token._pin = "not-the-pin"
+    with pytest.raises(Unavailable, match=r"logging in again failed.*wrong PIN"):
+        signer.sign(DATA)
+    with pytest.raises(Unavailable, match="logging in again failed"):
+        signer.sign(DATA)
+    token._pin = hsm.pin
+    Ed25519PublicKey.from_public_bytes(signer.public_key).verify(signer.sign(DATA), DATA)
+
+
 # --------------------------------------------------------------------------- the TSA key
 
 
@@ -440,4 +503,38 @@ def test_a_signed_log_whose_token_lost_its_log_key_is_refused(
         init_data_dir(replace(s, pkcs11_log_key_label="log-key-files-other"))
     assert s.verifier_key_path.read_text() == vkey
     init_data_dir(s)  # with the right label it starts, as before
+    audit_ok(s.data_dir)
+
+
+def test_a_registry_whose_token_lost_its_session_registers_on(
+        tmp_path: Path, hsm: Hsm, monkeypatch: pytest.MonkeyPatch) -> None:
+    """D207 end to end: the session the serving registry's log and TSA keys share is lost
+    between two registrations; the second is sealed (signed checkpoint, RFC 3161 token) and
+    answered 201, not 503, and the audit is clean."""
+    from fastapi.testclient import TestClient
+
+    from copyledger.api.app import create_app
+    from copyledger.service.apikeys import create_key
+    from copyledger.service.node import Node
+    from tests.helpers import settings_for, work_body
+    from tests.test_rotation_crash import audit_ok
+
+    monkeypatch.setenv("COPYLEDGER_TEST_LOST_PIN", hsm.pin)
+    s = settings_for(tmp_path, key_backend="pkcs11", pkcs11_module=hsm.module,
+                     pkcs11_token_label=hsm.label, pkcs11_pin_env="COPYLEDGER_TEST_LOST_PIN",
+                     pkcs11_log_key_label="log-lost", pkcs11_tsa_key_label="tsa-lost")
+    node = Node.open(s)
+    try:
+        key, _ = create_key(node.store, "creator", "alice")
+        with TestClient(create_app(node)) as c:
+            auth = {"Authorization": f"Bearer {key}"}
+            assert c.post("/v1/works", json=work_body("lost0"), headers=auth).status_code == 201
+            token = open_token(hsm.module, hsm.label, hsm.pin)
+            before = token.generation
+            _lose_session(token)
+            r = c.post("/v1/works", json=work_body("lost1"), headers=auth)
+            assert r.status_code == 201, r.text
+            assert token.generation == before + 1
+    finally:
+        node.stop()
     audit_ok(s.data_dir)
