@@ -35,6 +35,7 @@ import logging
 import os
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -70,10 +71,11 @@ _PROBE = b"copyledger: does this private key match its public key?"
 _registry_lock = threading.Lock()
 _module_locks: dict[str, threading.RLock] = {}
 _tokens: dict[tuple[str, str], Pkcs11Token] = {}
-_pin_salt = secrets.token_bytes(32)  # PINs are compared as salted digests
-# What a token says when the session is gone rather than the operation refused: log in again.
+# What a token says when the session (or the objects found in it) is gone rather than the
+# operation refused: log in again, and find the keys again.
 _LOST = (p11.SessionHandleInvalid, p11.SessionClosed, p11.DeviceRemoved, p11.TokenNotPresent,
-         p11.UserNotLoggedIn)
+         p11.UserNotLoggedIn, p11.ObjectHandleInvalid, p11.KeyHandleInvalid)
+_LOGIN_WAIT_S = (1.0, 30.0)  # after a failed login again: the first wait, at most (doubling)
 log = logging.getLogger("copyledger.pkcs11")
 
 
@@ -87,9 +89,12 @@ class Pkcs11Token:
         self.label = label
         self._session: Any = session  # pkcs11.Session; Any: its methods are loosely typed
         self._lock = lock
-        self._pin_digest = hashlib.sha256(_pin_salt + pin.encode()).digest()
-        self._pin = pin  # to log in again after a lost session (the settings hold it too)
+        # Kept to log in again after a lost session, as the process's environment keeps it.
+        self._pin = pin
         self._closed = False
+        self._refused: str | None = None  # why logging in again is no longer tried
+        self._login_at, self._login_wait = 0.0, 0.0  # the next login's earliest time, backoff
+        self._login_error = ""
         # Counts the logins after the first: a key's object belongs to the session it was
         # found in, so a key finds it again when this changes (`_TokenKey._object`).
         self.generation = 0
@@ -98,9 +103,10 @@ class Pkcs11Token:
         state = "closed" if self._closed else "open"
         return f"Pkcs11Token(module={self.module!r}, label={self.label!r}, {state})"
 
-    def run(self, what: str, operation: Callable[[Any], T]) -> T:
+    def run(self, what: str, operation: Callable[[Any], T], *, again: bool = True) -> T:
         """operation(session) under the lock; a PKCS#11 failure becomes Unavailable. A lost
-        session (`_LOST`) is logged in again and the operation tried once more."""
+        session (`_LOST`) is logged in again and, with `again`, the operation tried once
+        more (not one that may have changed the token before the loss: a key's making)."""
         with self._lock:
             if self._closed:
                 raise Unavailable(said("the session on token {label!r} is closed",
@@ -111,6 +117,9 @@ class Pkcs11Token:
                 try:
                     return operation(self._session)
                 except _LOST:
+                    if not again:
+                        self._drop()  # (logged in again at the next call)
+                        raise
                     self._login_again()
                     return operation(self._session)
             except CopyledgerError:
@@ -121,28 +130,48 @@ class Pkcs11Token:
                          what=what, label=self.label, value=_describe(exc))
                 ) from exc
 
-    def _login_again(self) -> None:
-        """A new logged-in session in place of a lost one (the lock is held)."""
+    def _drop(self) -> None:
+        """Forget a lost session, closing what is left of it (the lock is held)."""
         lost, self._session = self._session, None
         if lost is not None:
             with contextlib.suppress(p11.PKCS11Error):
                 lost.close()
+
+    def _login_again(self) -> None:
+        """A new logged-in session in place of a lost one (the lock is held). A PIN the token
+        refuses is not tried again: tokens lock a PIN after a few failed logins. Other
+        failures (the token still away) are tried again after a wait that doubles."""
+        self._drop()
+        if self._refused is not None:
+            raise Unavailable(self._refused)
+        if time.monotonic() < self._login_at:
+            raise Unavailable(self._login_error)
         try:
-            self._session = _login(self.module, self.label, self._pin)
-        except CopyledgerError as e:  # (a wrong PIN now is the token's change, not a client's)
-            raise Unavailable(said("the session on token {label!r} was lost, and logging in "
-                                   "again failed: {error}", label=self.label,
-                                   error=e.detail)) from None
+            self._session = _login(self.module, self.label, self._pin, again=True)
+        except _PinRefused as e:
+            self._refused = said(
+                "the session on token {label!r} was lost, and the token refused this "
+                "process's PIN when it logged in again ({error}); no more logins are tried, "
+                "which would lock the PIN: restart the process with the token's PIN",
+                label=self.label, error=e.detail)
+            log.critical("%s", self._refused)
+            raise Unavailable(self._refused) from None
+        except CopyledgerError as e:
+            lo, hi = _LOGIN_WAIT_S
+            self._login_wait = min(hi, self._login_wait * 2) if self._login_wait else lo
+            self._login_at = time.monotonic() + self._login_wait
+            self._login_error = said("the session on token {label!r} was lost, and logging "
+                                     "in again failed: {error}", label=self.label,
+                                     error=e.detail)
+            raise Unavailable(self._login_error) from None
+        self._login_wait = 0.0
         self.generation += 1
         log.warning("the session on token %r was lost; logged in again", self.label)
 
     def has_object(self, label: str) -> bool:
         """Whether any object (key, certificate, ...) in the token carries this label."""
 
-        def find(session: Any) -> bool:
-            return next(iter(session.get_objects({Attribute.LABEL: label})), None) is not None
-
-        return self.run(said("object lookup"), find)
+        return self.run(said("object lookup"), lambda s: _has_label(s, label))
 
     def close(self) -> None:
         """Log out and close the session, for every key that shares it; idempotent."""
@@ -170,11 +199,10 @@ def open_token(module: str, token_label: str, pin: str) -> Pkcs11Token:
     if not path.is_file():
         raise InvalidInput(said("no PKCS#11 module at {module}", module=module))
     module = os.path.realpath(path)
-    digest = hashlib.sha256(_pin_salt + pin.encode()).digest()
     with _registry_lock:
         token = _tokens.get((module, token_label))
         if token is not None:
-            if not hmac.compare_digest(token._pin_digest, digest):
+            if not hmac.compare_digest(token._pin.encode(), pin.encode()):
                 raise InvalidInput(said("wrong PIN for token {token_label!r}",
                                         token_label=token_label))
             return token
@@ -223,6 +251,7 @@ class _TokenKey(abc.ABC):
     have this process sign with another key."""
 
     KEY_TYPE: ClassVar[KeyType]
+    SIGNING: ClassVar[str]  # what `run` names in a failure
     token: Pkcs11Token
     key_label: str
     _private: Any
@@ -242,24 +271,29 @@ class _TokenKey(abc.ABC):
             return self._private
         where = said("key {label!r} in token {token_label!r}", label=self.key_label,
                      token_label=self.token.label)
+        self._generation = -1  # (until the probe verifies: looked for again at each use)
         try:
-            self._private, _ = _find_pair(session, self.token.label, self.key_label,
-                                          self.KEY_TYPE)
-            self._generation = self.token.generation  # (for the probe's own signature)
-            _check(self._verify, self, self.key_label)
-        except BaseException as e:
-            self._generation = -1  # (looked for and checked again at the next use)
-            if not isinstance(e, InvalidInput):
-                raise
+            private, _ = _find_pair(session, self.token.label, self.key_label, self.KEY_TYPE)
+            # The probe signs in this session, not through `run`: no second login inside.
+            self._verify(self._signed(private, _PROBE), _PROBE)
+        except (InvalidInput, InvalidSignature) as e:
+            error = e.detail if isinstance(e, InvalidInput) else said(
+                "the private and public keys labelled {label!r} are not one pair",
+                label=self.key_label)
             raise Unavailable(said("{where} is not the key this process loaded, since the "
-                                   "token's session was lost: {error}; restart the process "
-                                   "once the token holds its key again",
-                                   where=where, error=e.detail)) from None
-        return self._private
+                                   "token's session was lost: {error}; it is looked for "
+                                   "again at the next signature", where=where,
+                                   error=error)) from None
+        self._private, self._generation = private, self.token.generation
+        return private
 
-    @abc.abstractmethod
     def sign(self, data: bytes) -> bytes:
         """A signature over `data` by the key in the token."""
+        return self.token.run(self.SIGNING, lambda s: self._signed(self._object(s), data))
+
+    @abc.abstractmethod
+    def _signed(self, private: Any, data: bytes) -> bytes:
+        """`private`'s signature over `data`, as `sign` returns it (the lock is held)."""
 
     @abc.abstractmethod
     def _verify(self, signature: bytes, data: bytes) -> None:
@@ -270,6 +304,7 @@ class Pkcs11Ed25519Signer(_TokenKey):
     """The log key in a token: a notary.signer.Signer whose private half never leaves it."""
 
     KEY_TYPE = KeyType.EC_EDWARDS
+    SIGNING = said("Ed25519 signing")
 
     def __init__(self, name: str, token: Pkcs11Token, key_label: str) -> None:
         if not note.is_valid_key_name(name):
@@ -295,9 +330,8 @@ class Pkcs11Ed25519Signer(_TokenKey):
         """What the token says about the private key: sensitive, extractable, local, ..."""
         return self.token.run(said("attribute read"), lambda s: _custody(self._object(s)))
 
-    def sign(self, data: bytes) -> bytes:
-        return self.token.run(said("Ed25519 signing"), lambda s: bytes(
-            self._object(s).sign(data, mechanism=Mechanism.EDDSA)))
+    def _signed(self, private: Any, data: bytes) -> bytes:
+        return bytes(private.sign(data, mechanism=Mechanism.EDDSA))
 
     def _verify(self, signature: bytes, data: bytes) -> None:
         Ed25519PublicKey.from_public_bytes(self._public_key).verify(signature, data)
@@ -314,6 +348,7 @@ class Pkcs11EcdsaKey(_TokenKey):
 
     digest_algorithm = "sha256"
     KEY_TYPE = KeyType.EC
+    SIGNING = said("ECDSA signing")
 
     def __init__(self, token: Pkcs11Token, key_label: str) -> None:
         self.token = token
@@ -332,11 +367,10 @@ class Pkcs11EcdsaKey(_TokenKey):
         """What the token says about the private key: sensitive, extractable, local, ..."""
         return self.token.run(said("attribute read"), lambda s: _custody(self._object(s)))
 
-    def sign(self, data: bytes) -> bytes:
+    def _signed(self, private: Any, data: bytes) -> bytes:
         """A DER ECDSA-Sig-Value over SHA-256(data): what a CMS SignerInfo carries."""
         digest = hashlib.sha256(data).digest()
-        raw = self.token.run(said("ECDSA signing"), lambda s: bytes(
-            self._object(s).sign(digest, mechanism=Mechanism.ECDSA)))
+        raw = bytes(private.sign(digest, mechanism=Mechanism.ECDSA))
         if len(raw) != 64:
             raise Unavailable(said("the HSM returned a {raw_len}-byte P-256 signature, not 64",
                                    raw_len=len(raw)))
@@ -353,8 +387,14 @@ class Pkcs11EcdsaKey(_TokenKey):
         return cls(token, key_label)
 
 
-def _login(module: str, token_label: str, pin: str) -> Any:
-    """A read-write session on the token, logged in as its user."""
+class _PinRefused(InvalidInput):
+    """The token refused the PIN (wrong, locked, never set): `_login_again` stops trying."""
+
+
+def _login(module: str, token_label: str, pin: str, *, again: bool = False) -> Any:
+    """A read-write session on the token, logged in as its user. `again`, after a lost
+    session: if the process is logged in still (a session the token did not close holds the
+    login, which is the application's, not a session's), a session without the PIN shares it."""
     try:
         lib = pkcs11.lib(module)
     except (RuntimeError, OSError) as exc:  # not a shared library, or no C_GetFunctionList
@@ -371,16 +411,21 @@ def _login(module: str, token_label: str, pin: str) -> Any:
         if len(tokens) > 1:
             raise InvalidInput(said("{tokens_len} tokens are labelled {token_label!r} in {module}",
                                     tokens_len=len(tokens), token_label=token_label, module=module))
-        return tokens[0].open(rw=True, user_pin=pin)
+        try:
+            return tokens[0].open(rw=True, user_pin=pin)
+        except p11.UserAlreadyLoggedIn:
+            if not again:
+                raise
+            return tokens[0].open(rw=True)
     except (p11.PinIncorrect, p11.PinInvalid, p11.PinLenRange):
-        raise InvalidInput(said("wrong PIN for token {token_label!r}",
-                                token_label=token_label)) from None
+        raise _PinRefused(said("wrong PIN for token {token_label!r}",
+                               token_label=token_label)) from None
     except p11.PinLocked:
-        raise InvalidInput(said("the user PIN of token {token_label!r} is locked",
-                                token_label=token_label)) from None
+        raise _PinRefused(said("the user PIN of token {token_label!r} is locked",
+                               token_label=token_label)) from None
     except p11.UserPinNotInitialized:
-        raise InvalidInput(said("token {token_label!r} has no user PIN yet",
-                                token_label=token_label)) from None
+        raise _PinRefused(said("token {token_label!r} has no user PIN yet",
+                               token_label=token_label)) from None
     except p11.UserAlreadyLoggedIn:
         raise Unavailable(
             said("token {token_label!r} is already logged in by other code in this process",
@@ -422,7 +467,7 @@ def _generate(token: Pkcs11Token, label: str, key_type: KeyType, ec_params: byte
     """Generate a signing key pair on the token: private sensitive, never extractable."""
 
     def generate(session: Any) -> None:
-        if token.has_object(label):  # the lock is re-entrant; check and create under one hold
+        if _has_label(session, label):  # (checked and made under one hold of the lock)
             raise Conflict(said("token {label!r} already holds {label2!r}; refusing to overwrite",
                                 label=token.label, label2=label))
         session.generate_keypair(
@@ -439,7 +484,12 @@ def _generate(token: Pkcs11Token, label: str, key_type: KeyType, ec_params: byte
             },
         )
 
-    token.run(said("key generation"), generate)
+    token.run(said("key generation"), generate, again=False)
+
+
+def _has_label(session: Any, label: str) -> bool:
+    """Whether any object (key, certificate, ...) in the token carries this label."""
+    return next(iter(session.get_objects({Attribute.LABEL: label})), None) is not None
 
 
 def _ed25519_point(public: Any) -> bytes:

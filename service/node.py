@@ -108,6 +108,7 @@ from copyledger.service.rotation import (
 from copyledger.service.settings import Settings, write_config
 
 log = logging.getLogger("copyledger.node")
+ROTATION_RETRY_S = 60  # after a rotation entry failed to be sealed, the wait before the next try
 
 
 def _passphrase(s: Settings) -> bytes | None:
@@ -670,7 +671,10 @@ class Node:
         # The log is this notary's memory: it admits an extension of the last committed tree,
         # so a failed commit or a crash after signing never leaves it refusing the real next one.
         self.checkpoints = CheckpointGuard(settings.origin)
-        self.rotation_sealed: Future[Receipt] | None = None  # see `seal_rotations`
+        self.rotation_sealed: list[Future[Receipt]] = []  # see `seal_rotations`
+        self._retry: threading.Timer | None = None  # its next try after a failure
+        self._retry_guard = threading.Lock()
+        self._stopped = False
         self._local = local = Sequencer(
             store,
             self._sign,
@@ -917,33 +921,56 @@ class Node:
         return keys
 
     def _lead(self) -> None:
-        """What only the sequencing process runs, from when it comes to lead: the entries of
-        rotations the log lacks (`seal_rotations`), external time-stamps, witnesses."""
-        try:
-            self.rotation_sealed = self.seal_rotations()
-        except (OSError, CopyledgerError) as e:  # (it leads still: `rotate_keys` raises it)
-            log.exception("sealing a key rotation's entry failed")
-            self.rotation_sealed = Future()
-            self.rotation_sealed.set_exception(e)
+        """What only the sequencing process runs, from when it comes to lead: external
+        time-stamps, witnesses, and the entries of rotations the log lacks (`seal_rotations`;
+        last, so that nothing it raises keeps the helpers from starting)."""
         self.external.start()
         self.cosigner.start()
+        self.rotation_sealed = self.seal_rotations()
 
-    def seal_rotations(self) -> Future[Receipt] | None:
-        """Queue the `rotation` entry of each recorded rotation the log lacks, oldest first;
-        the last one's receipt to come, or None if none was missing (D206). `rotate_keys`
-        seals its rotation's entry this way, and a process that comes to lead seals that of
-        a rotation stopped after its record, whose new keys a start made (D186): before, no
-        entry ever recorded it. Found by content hash (the new key's) and kind, one indexed
-        query a rotation; run only by the leader, after its start reloaded the log, so an
-        entry is sealed once (one an earlier leader sealed is found)."""
+    def seal_rotations(self) -> list[Future[Receipt]]:
+        """Queue the `rotation` entries of the recorded rotations the log lacks, oldest first
+        and as one (one block, up to `max_batch`); their receipts to come, none if none was
+        missing (D206). `rotate_keys` seals its rotation's entry this way, and a process that
+        comes to lead seals that of a rotation stopped after its record, whose new keys a
+        start made (D186): before, no entry ever recorded it. Found by content hash (the new
+        key's) and kind, one indexed query a rotation; run only by the leader, after its
+        start reloaded the log, so an entry is sealed once (one an earlier leader sealed is
+        found). Never raises: a failure, here or in sealing, is logged and the whole tried
+        again a minute later while this process leads; the futures carry it to `rotate_keys`."""
         s = self.settings
         if s.notary_url or s.key_backend != "file":
-            return None  # (rotation covers keys in files only)
-        last = None
-        for digest, pending in rotation_entries(s, self.verifier_key):
-            if not self.store.search_sha256(digest, 1, kind="rotation"):
-                last = self._local.submit(pending)
-        return last
+            return []  # (rotation covers keys in files only)
+        try:
+            missing = [pending for digest, pending in rotation_entries(s, self.verifier_key)
+                       if not self.store.search_sha256(digest, 1, kind="rotation")]
+            futures = self._local.submit_many(missing)
+        except Exception as e:  # (a database restarting, an unreadable trust anchor)
+            failed: Future[Receipt] = Future()
+            failed.set_exception(e)
+            futures = [failed]
+        for fut in futures:
+            fut.add_done_callback(self._rotation_sealed)
+        return futures
+
+    def _rotation_sealed(self, fut: Future[Receipt]) -> None:
+        """A rotation entry's outcome: a failure is logged and sealing tried again later."""
+        if (e := fut.exception()) is None or self._stopped:
+            return
+        log.error("sealing a key rotation's entry failed (tried again in %d s): %s",
+                  ROTATION_RETRY_S, e)
+        with self._retry_guard:
+            if self._retry is None:
+                self._retry = threading.Timer(ROTATION_RETRY_S, self._seal_again)
+                self._retry.daemon = True
+                self._retry.start()
+
+    def _seal_again(self) -> None:
+        with self._retry_guard:
+            self._retry = None
+        if not self._stopped and not self.stepped_down and (
+                not isinstance(self.sequencer, Handoff) or self.sequencer.leading):
+            self.rotation_sealed = self.seal_rotations()
 
     def step_down_with(self, stop: Callable[[], None]) -> None:
         """How this process stops leading when another took the log's lock from it (D109):
@@ -1014,6 +1041,10 @@ class Node:
         threading.Thread(target=warm, name="proof-warm", daemon=True).start()
 
     def stop(self) -> None:
+        self._stopped = True
+        with self._retry_guard:
+            if self._retry is not None:
+                self._retry.cancel()
         self.cosigner.stop()
         self.external.stop()
         self.sequencer.stop()

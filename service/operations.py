@@ -1148,11 +1148,11 @@ def rotate_keys(s: Settings, overlap: timedelta) -> Rotation:
         old = rotate(s, overlap=overlap, valid_from=valid_from)
         _, new_vkey = init_notary_keys(s)
         node = Node.open(replace(s, handoff_listen=""))  # offline: no other host to listen for
-        node.start()  # (which, leading, queues the rotation's entry: `Node.seal_rotations`)
         try:
-            if node.rotation_sealed is None:
+            node.start()  # (which, leading, queues the rotation's entry: `Node.seal_rotations`)
+            if not node.rotation_sealed:
                 raise Conflict("the key rotation's entry was not sealed (see the log)")
-            receipt = node.rotation_sealed.result(60)
+            receipt = [f.result(60) for f in node.rotation_sealed][-1]
         finally:
             node.stop()
     return Rotation(old.verifier_key, new_vkey, old.overlap_until, receipt.seq,

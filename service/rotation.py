@@ -7,7 +7,8 @@ Until `overlap_until`, checkpoints and block notes carry both keys' signatures, 
 that pinned either key accepts them; afterwards only the new key signs. Retired public keys
 stay published (/v1/notary/keys, bundles) with the period they were valid, so everything signed
 before still verifies. The rotation itself is a ledger entry (kind `rotation`), sealed in a
-block that both keys sign.
+block that both keys sign (or, sealed late after a stopped rotation, the keys of that moment:
+D206).
 
 A rotation is crash-safe: it first writes `notary/rotation-intent.json` (durably) naming the
 retired directory it moves the keys to, and removes it once the move is recorded in
@@ -344,8 +345,10 @@ def rotation_entries(s: Settings, current_vkey: str) -> list[tuple[str, Pending]
     nexts: list[Retired | None] = [*done[1:], None] if done else []
     for old, new in zip(done, nexts, strict=True):
         new_vkey = new.verifier_key if new else current_vkey
-        if new_vkey == old.verifier_key:
-            break  # (stopped after its record: its new keys are not made yet, D186)
+        if new_vkey == old.verifier_key:  # (the last: stopped after its record, its new
+            log.warning("rotation %d names the key it retired as its successor: no entry "
+                        "for it", old.n)  # keys not made yet, D186; else a record edited)
+            continue
         entry: dict[str, object] = {
             "schema": entry_mod.SCHEMA, "kind": "rotation", "registrant": "notary",
             "received_at": entry_mod.utc_now(), "content": {"sha256": sha256_text(new_vkey)},

@@ -268,21 +268,44 @@ def test_a_closed_token_is_unavailable_and_reopens(hsm: Hsm) -> None:
 
 def _lose_session(token: Pkcs11Token) -> None:
     """What a network HSM's restart or a token reset does to a running process: the session
-    it logged in with is gone (closed here behind the token object's back)."""
+    it logged in with is gone (closed here behind the token object's back, logged out)."""
     token._session.close()
 
 
-def test_a_lost_session_is_logged_in_again_and_the_keys_sign_on(token: Pkcs11Token) -> None:
+def _close_keeping_login(token: Pkcs11Token) -> Any:
+    """The session is gone but the process is still logged in: another session (opened here,
+    without the PIN, and returned to close later) holds the login, which is the application's,
+    and the token's own session is closed at the C level without a logout."""
+    import ctypes
+
+    import pkcs11
+
+    keeper = pkcs11.lib(token.module).get_token(token_label=token.label).open(rw=True)
+    lib = ctypes.CDLL(token.module)  # (the module already loaded: the same state)
+    assert lib.C_CloseSession(ctypes.c_ulong(token._session.handle)) == 0
+    return keeper
+
+
+@pytest.mark.parametrize("loss", ["logged-out", "still-logged-in"])
+def test_a_lost_session_is_logged_in_again_and_the_keys_sign_on(
+        token: Pkcs11Token, loss: str) -> None:
     """Before (D207): every later signature failed with SessionHandleInvalid (503) until the
-    process was restarted. One login again serves both keys; each finds its object again."""
+    process was restarted. One login again serves both keys; each finds its object again.
+    Still logged in (a session the token kept holds the login), a login with the PIN is
+    answered 'already logged in': a session without the PIN shares the login (D207's review;
+    before, every call failed until a restart)."""
     signer = Pkcs11Ed25519Signer.generate(ORIGIN, token, fresh("log"))
     tsa_key = Pkcs11EcdsaKey.generate(token, fresh("tsa"))
     before = token.generation
-    _lose_session(token)
-    Ed25519PublicKey.from_public_bytes(signer.public_key).verify(signer.sign(DATA), DATA)
-    tsa_key.public_key().verify(tsa_key.sign(DATA), DATA, ec.ECDSA(hashes.SHA256()))
-    assert token.generation == before + 1
-    assert signer.custody()["sensitive"] is True  # (read through the new session too)
+    keeper = _close_keeping_login(token) if loss == "still-logged-in" else _lose_session(token)
+    try:
+        Ed25519PublicKey.from_public_bytes(signer.public_key).verify(signer.sign(DATA), DATA)
+        tsa_key.public_key().verify(tsa_key.sign(DATA), DATA, ec.ECDSA(hashes.SHA256()))
+        assert token.generation == before + 1
+        assert signer.custody()["sensitive"] is True  # (read through the new session too)
+    finally:
+        if keeper is not None:
+            keeper.close()
     _lose_session(token)  # lost again: logged in again again
     Ed25519PublicKey.from_public_bytes(signer.public_key).verify(signer.sign(DATA), DATA)
     assert token.generation == before + 2
@@ -292,19 +315,23 @@ def test_a_lost_session_is_logged_in_again_and_the_keys_sign_on(token: Pkcs11Tok
 def test_a_key_changed_while_the_session_was_lost_does_not_sign(
         token: Pkcs11Token, change: str) -> None:
     """A token reset and filled again: a key gone, or another under its label, is refused
-    with 503 (Unavailable) rather than sign what verifiers would not accept, and refused
-    again at every try; the token's other keys sign on."""
+    with 503 (Unavailable) rather than sign what verifiers would not accept, and looked for
+    again at every try, so it signs again once the token holds it; the token's other keys
+    sign on."""
     label = fresh("log")
     signer = Pkcs11Ed25519Signer.generate(ORIGIN, token, label)
     other = Pkcs11Ed25519Signer.generate(ORIGIN, token, fresh("log"))
     _lose_session(token)
     Ed25519PublicKey.from_public_bytes(other.public_key).verify(other.sign(DATA), DATA)
+    handles: list[Any] = []
 
-    def destroy(session: Any) -> None:
+    def take(session: Any) -> None:  # (the key's objects, kept aside under another label)
         for obj in list(session.get_objects({Attribute.LABEL: label})):
-            obj.destroy()
+            obj[Attribute.LABEL] = label + "-aside"
+            handles.append(obj)
 
-    token.run("test", destroy)
+    token.run("test", take)
+    assert len(handles) == 2
     if change == "replaced":
         Pkcs11Ed25519Signer.generate(ORIGIN, token, label)
     for _ in range(2):
@@ -312,21 +339,71 @@ def test_a_key_changed_while_the_session_was_lost_does_not_sign(
             signer.sign(DATA)
     Ed25519PublicKey.from_public_bytes(other.public_key).verify(other.sign(DATA), DATA)
 
+    def restore(session: Any) -> None:  # the operator puts the right key back
+        for obj in list(session.get_objects({Attribute.LABEL: label})):
+            obj.destroy()
+        for obj in list(session.get_objects({Attribute.LABEL: label + "-aside"})):
+            obj[Attribute.LABEL] = label
 
-def test_a_session_that_cannot_be_had_again_is_unavailable_until_it_can(hsm: Hsm) -> None:
-    """Logging in again fails (here: the PIN the process holds was changed on the token):
-    503 naming the cause, and tried again at the next call, which succeeds once the PIN is
-    back."""
-    token = open_token(hsm.module, hsm.label, hsm.pin)
+    token.run("test", restore)
+    Ed25519PublicKey.from_public_bytes(signer.public_key).verify(signer.sign(DATA), DATA)
+
+
+def test_a_pin_refused_when_logging_in_again_is_not_tried_again(
+        hsm: Hsm, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The PIN was changed on the token: the login again is refused, and no later call tries
+    the PIN again (a token locks it after a few failures): each is 503 naming the cause and
+    the way out, a restart (D207's review; before, every block tried it)."""
+    import copyledger.notary.pkcs11 as p11mod
+
+    token = open_token(hsm.module, hsm.idle_label, hsm.idle_pin)
     signer = Pkcs11Ed25519Signer.generate(ORIGIN, token, fresh("log"))
+    logins = []
+    real = p11mod._login
+    monkeypatch.setattr(p11mod, "_login", lambda *a, **kw: logins.append(1) or real(*a, **kw))
     _lose_session(token)
-    token._pin = "not-the-pin"
-    with pytest.raises(Unavailable, match=r"logging in again failed.*wrong PIN"):
+    monkeypatch.setattr(token, "_pin", "not-the-pin")
+    for _ in range(3):
+        with pytest.raises(Unavailable, match=r"refused this process's PIN.*wrong PIN"):
+            signer.sign(DATA)
+    assert len(logins) == 1
+    monkeypatch.setattr(token, "_pin", hsm.idle_pin)  # (even the right one: a restart)
+    with pytest.raises(Unavailable, match="restart the process"):
+        signer.sign(DATA)
+    assert len(logins) == 1
+    token.close()
+
+
+def test_a_token_still_away_is_tried_again_after_a_wait(
+        token: Pkcs11Token, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Logging in again fails for another cause (the token still away): 503 naming it, no
+    login tried again until the wait (1 s, doubling to 30 s) is over, then signing resumes."""
+    import copyledger.notary.pkcs11 as p11mod
+
+    signer = Pkcs11Ed25519Signer.generate(ORIGIN, token, fresh("log"))
+    logins = []
+    real = p11mod._login
+
+    def away(*a: Any, **kw: Any) -> Any:
+        logins.append(1)
+        if len(logins) <= 2:
+            raise Unavailable("cannot open token: DeviceRemoved")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(p11mod, "_login", away)
+    _lose_session(token)
+    with pytest.raises(Unavailable, match="logging in again failed: cannot open token"):
         signer.sign(DATA)
     with pytest.raises(Unavailable, match="logging in again failed"):
+        signer.sign(DATA)  # (within the wait: not tried)
+    assert len(logins) == 1 and token._login_wait == 1.0
+    monkeypatch.setattr(token, "_login_at", 0.0)  # the wait is over
+    with pytest.raises(Unavailable):
         signer.sign(DATA)
-    token._pin = hsm.pin
+    assert len(logins) == 2 and token._login_wait == 2.0  # (doubled)
+    monkeypatch.setattr(token, "_login_at", 0.0)
     Ed25519PublicKey.from_public_bytes(signer.public_key).verify(signer.sign(DATA), DATA)
+    assert len(logins) == 3 and token._login_wait == 0.0
 
 
 # --------------------------------------------------------------------------- the TSA key

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -25,6 +26,7 @@ from copyledger.api.app import create_app
 from copyledger.cli.main import app as cli_app
 from copyledger.ledger import sm2
 from copyledger.ledger.documents import Rotation, parse_entry
+from copyledger.ledger.errors import Conflict
 from copyledger.ledger.store import Store
 from copyledger.service.apikeys import create_key
 from copyledger.service.node import Node
@@ -106,8 +108,8 @@ def serve_once(d: Path) -> None:
     node = Node.open(load(d))
     node.start()
     try:
-        if node.rotation_sealed is not None:
-            node.rotation_sealed.result(60)
+        for sealed in node.rotation_sealed:
+            sealed.result(60)
     finally:
         node.stop()
 
@@ -118,16 +120,23 @@ def rotations_logged(d: Path) -> int:
     rotation's old one, or the key now published), and none else is logged."""
     s = load(d)
     done = retired_keys(s)
-    new_keys = [r.verifier_key for r in done[1:]] + [s.verifier_key_path.read_text().strip()]
+    now = (s.verifier_key_path.read_text().strip(), (s.tsa_dir / "root.pem").read_text(),
+           s.sm2_verifier_key_path.read_text().strip() if s.sm_suite else None)
+    news = [(r.verifier_key, r.tsa_root, r.sm2_verifier_key) for r in done[1:]] + (
+        [now] if done else [])
     store = Store.open(s.database_url)
     try:
-        for old, new in zip(done, new_keys, strict=True):
+        for old, (new, new_root, new_sm2) in zip(done, news, strict=True):
             found = store.search_sha256(sha256_text(new), kind="rotation")
             assert len(found) == 1, (old.n, len(found))
             entry = parse_entry(found[0].data)
             assert isinstance(entry, Rotation)
             assert (entry.old_verifier_key, entry.new_verifier_key) == (old.verifier_key, new)
             assert entry.overlap_until == old.overlap_until
+            assert (entry.old_tsa_root_sha256, entry.new_tsa_root_sha256) == (
+                sha256_text(old.tsa_root), sha256_text(new_root))
+            assert (entry.old_sm2_verifier_key, entry.new_sm2_verifier_key) == (
+                old.sm2_verifier_key, new_sm2)
         with store.engine.connect() as conn:
             logged = conn.exec_driver_sql(
                 "SELECT count(*) FROM entries WHERE kind = 'rotation'").scalar_one()
@@ -207,6 +216,46 @@ def test_a_rotation_run_again_after_a_stop_mends_the_stopped_one_first(
     assert outcomes == {0, 2} and both, (outcomes, both)
 
 
+def test_a_rotation_entry_that_failed_to_be_sealed_is_sealed_later(
+        tmp_path: Path, template: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """D206's review: a failure to seal a missing rotation entry (here: reading what it
+    needs fails once) is logged, and the entry is sealed at the next try while the process
+    leads (a minute later; 0.2 s here). Before the review nothing tried again."""
+    import copyledger.service.node as node_mod
+
+    d = tmp_path / "data"
+    shutil.copytree(template, d)
+    with monkeypatch.context() as mp:  # a rotation whose entry was never sealed
+        mp.setattr(Node, "seal_rotations", lambda self: [])
+        with pytest.raises(Conflict, match="not sealed"):
+            rotate_keys(load(d), timedelta(hours=1))
+    assert len(retired_keys(load(d))) == 1
+    calls: list[int] = []
+    real = node_mod.rotation_entries
+
+    def flaky(*a: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("a disk that failed once")
+        return real(*a)
+
+    monkeypatch.setattr(node_mod, "rotation_entries", flaky)
+    monkeypatch.setattr(node_mod, "ROTATION_RETRY_S", 0.2)
+    node = Node.open(load(d))
+    node.start()
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not all(
+                f.done() and f.exception() is None for f in node.rotation_sealed):
+            time.sleep(0.05)
+        assert len(calls) == 2 and len(node.rotation_sealed) == 1
+        node.rotation_sealed[0].result(0)
+    finally:
+        node.stop()
+    assert rotations_logged(d) == 1
+    audit_ok(d)
+
+
 @pytest.mark.parametrize("k", [4, 7])
 def test_an_sm_registry_s_stopped_rotation_is_mended_with_its_sm2_key(
         tmp_path: Path, k: int) -> None:
@@ -227,6 +276,8 @@ def test_an_sm_registry_s_stopped_rotation_is_mended_with_its_sm2_key(
         assert s.sm2_key_path.read_bytes() == sm2_key and not retired.exists()
     else:
         assert s.sm2_key_path.read_bytes() != sm2_key and retired.read_bytes() == sm2_key
+    serve_once(s.data_dir)  # (D206: the finished one's entry, SM2 keys and all, sealed)
+    assert rotations_logged(s.data_dir) == (0 if k == 4 else 1)
     audit_ok(s.data_dir)
 
 
