@@ -116,11 +116,11 @@ class Pkcs11Token:
                     self._login_again()
                 try:
                     return operation(self._session)
-                except _LOST:
+                except _LOST as lost:
                     if not again:
                         self._drop()  # (logged in again at the next call)
                         raise
-                    self._login_again()
+                    self._login_again(type(lost).__name__)
                     return operation(self._session)
             except CopyledgerError:
                 raise
@@ -137,7 +137,7 @@ class Pkcs11Token:
             with contextlib.suppress(p11.PKCS11Error):
                 lost.close()
 
-    def _login_again(self) -> None:
+    def _login_again(self, cause: str = "lost before") -> None:
         """A new logged-in session in place of a lost one (the lock is held). A PIN the token
         refuses is not tried again: tokens lock a PIN after a few failed logins. Other
         failures (the token still away) are tried again after a wait that doubles."""
@@ -166,7 +166,8 @@ class Pkcs11Token:
             raise Unavailable(self._login_error) from None
         self._login_wait = 0.0
         self.generation += 1
-        log.warning("the session on token %r was lost; logged in again", self.label)
+        log.warning("the session on token %r was lost (%s); logged in again", self.label,
+                    cause)
 
     def has_object(self, label: str) -> bool:
         """Whether any object (key, certificate, ...) in the token carries this label."""
@@ -388,7 +389,7 @@ class Pkcs11EcdsaKey(_TokenKey):
 
 
 class _PinRefused(InvalidInput):
-    """The token refused the PIN (wrong, locked, never set): `_login_again` stops trying."""
+    """The token refused the PIN (wrong or locked): `_login_again` stops trying."""
 
 
 def _login(module: str, token_label: str, pin: str, *, again: bool = False) -> Any:
@@ -411,21 +412,22 @@ def _login(module: str, token_label: str, pin: str, *, again: bool = False) -> A
         if len(tokens) > 1:
             raise InvalidInput(said("{tokens_len} tokens are labelled {token_label!r} in {module}",
                                     tokens_len=len(tokens), token_label=token_label, module=module))
-        try:
-            return tokens[0].open(rw=True, user_pin=pin)
-        except p11.UserAlreadyLoggedIn:
-            if not again:
-                raise
-            return tokens[0].open(rw=True)
+        if again:  # (a login that fails leaves its session open: python-pkcs11 0.10)
+            session = tokens[0].open(rw=True)
+            if next(iter(session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY})),
+                    None) is not None:
+                return session  # still logged in: private objects are visible
+            session.close()  # (opened without a login: closed without a logout)
+        return tokens[0].open(rw=True, user_pin=pin)
     except (p11.PinIncorrect, p11.PinInvalid, p11.PinLenRange):
         raise _PinRefused(said("wrong PIN for token {token_label!r}",
                                token_label=token_label)) from None
     except p11.PinLocked:
         raise _PinRefused(said("the user PIN of token {token_label!r} is locked",
                                token_label=token_label)) from None
-    except p11.UserPinNotInitialized:
-        raise _PinRefused(said("token {token_label!r} has no user PIN yet",
-                               token_label=token_label)) from None
+    except p11.UserPinNotInitialized:  # (set up again after a reset, perhaps: not refused)
+        raise InvalidInput(said("token {token_label!r} has no user PIN yet",
+                                token_label=token_label)) from None
     except p11.UserAlreadyLoggedIn:
         raise Unavailable(
             said("token {token_label!r} is already logged in by other code in this process",

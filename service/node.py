@@ -673,7 +673,8 @@ class Node:
         self.checkpoints = CheckpointGuard(settings.origin)
         self.rotation_sealed: list[Future[Receipt]] = []  # see `seal_rotations`
         self._retry: threading.Timer | None = None  # its next try after a failure
-        self._retry_guard = threading.Lock()
+        self._retry_guard = threading.Lock()  # guards `_retry` and `_stopped`
+        self._sealing = threading.Lock()  # held by a retry's sealing, which `stop` waits for
         self._stopped = False
         self._local = local = Sequencer(
             store,
@@ -954,23 +955,28 @@ class Node:
         return futures
 
     def _rotation_sealed(self, fut: Future[Receipt]) -> None:
-        """A rotation entry's outcome: a failure is logged and sealing tried again later."""
-        if (e := fut.exception()) is None or self._stopped:
+        """A rotation entry's outcome: a failure is logged (once an attempt) and sealing tried
+        again later, unless this node stops (`rotate_keys` raises the failure then)."""
+        if fut.cancelled() or (e := fut.exception()) is None:
             return
-        log.error("sealing a key rotation's entry failed (tried again in %d s): %s",
-                  ROTATION_RETRY_S, e)
         with self._retry_guard:
-            if self._retry is None:
-                self._retry = threading.Timer(ROTATION_RETRY_S, self._seal_again)
-                self._retry.daemon = True
-                self._retry.start()
+            if self._stopped or self._retry is not None:
+                return
+            log.error("sealing a key rotation's entry failed (tried again in %d s): %s",
+                      ROTATION_RETRY_S, e)
+            self._retry = threading.Timer(ROTATION_RETRY_S, self._seal_again)
+            self._retry.daemon = True
+            self._retry.start()
 
     def _seal_again(self) -> None:
-        with self._retry_guard:
-            self._retry = None
-        if not self._stopped and not self.stepped_down and (
-                not isinstance(self.sequencer, Handoff) or self.sequencer.leading):
-            self.rotation_sealed = self.seal_rotations()
+        with self._sealing:  # (`stop` waits for it: no query on a closed store)
+            with self._retry_guard:
+                self._retry = None
+                if self._stopped:
+                    return
+            if not self.stepped_down and (not isinstance(self.sequencer, Handoff)
+                                          or self.sequencer.leading):
+                self.rotation_sealed = self.seal_rotations()
 
     def step_down_with(self, stop: Callable[[], None]) -> None:
         """How this process stops leading when another took the log's lock from it (D109):
@@ -1041,8 +1047,8 @@ class Node:
         threading.Thread(target=warm, name="proof-warm", daemon=True).start()
 
     def stop(self) -> None:
-        self._stopped = True
-        with self._retry_guard:
+        with self._sealing, self._retry_guard:
+            self._stopped = True
             if self._retry is not None:
                 self._retry.cancel()
         self.cosigner.stop()

@@ -1150,9 +1150,10 @@ def rotate_keys(s: Settings, overlap: timedelta) -> Rotation:
         node = Node.open(replace(s, handoff_listen=""))  # offline: no other host to listen for
         try:
             node.start()  # (which, leading, queues the rotation's entry: `Node.seal_rotations`)
-            if not node.rotation_sealed:
+            sealed = node.rotation_sealed  # (read once: a retry may replace it)
+            if not sealed:
                 raise Conflict("the key rotation's entry was not sealed (see the log)")
-            receipt = [f.result(60) for f in node.rotation_sealed][-1]
+            receipt = [f.result(60) for f in sealed][-1]
         finally:
             node.stop()
     return Rotation(old.verifier_key, new_vkey, old.overlap_until, receipt.seq,

@@ -60,7 +60,7 @@ class Hsm:
     module: str
     label: str
     pin: str
-    idle_label: str  # a second token that no test logs in to: C_Login really checks its PIN
+    idle_label: str  # a second token, for tests that log in and out on their own
     idle_pin: str
 
 
@@ -303,12 +303,13 @@ def test_a_lost_session_is_logged_in_again_and_the_keys_sign_on(
         tsa_key.public_key().verify(tsa_key.sign(DATA), DATA, ec.ECDSA(hashes.SHA256()))
         assert token.generation == before + 1
         assert signer.custody()["sensitive"] is True  # (read through the new session too)
+        _lose_session(token)  # lost again: logged in again again
+        Ed25519PublicKey.from_public_bytes(signer.public_key).verify(signer.sign(DATA), DATA)
+        assert token.generation == before + 2
     finally:
-        if keeper is not None:
-            keeper.close()
-    _lose_session(token)  # lost again: logged in again again
-    Ed25519PublicKey.from_public_bytes(signer.public_key).verify(signer.sign(DATA), DATA)
-    assert token.generation == before + 2
+        if keeper is not None:  # (and no session of this process left to hold a login for
+            keeper.close()  # the next tests: they begin logged out, as at a start)
+            close_all()
 
 
 @pytest.mark.parametrize("change", ["removed", "replaced"])
@@ -363,15 +364,17 @@ def test_a_pin_refused_when_logging_in_again_is_not_tried_again(
     monkeypatch.setattr(p11mod, "_login", lambda *a, **kw: logins.append(1) or real(*a, **kw))
     _lose_session(token)
     monkeypatch.setattr(token, "_pin", "not-the-pin")
-    for _ in range(3):
-        with pytest.raises(Unavailable, match=r"refused this process's PIN.*wrong PIN"):
+    try:
+        for _ in range(3):
+            with pytest.raises(Unavailable, match=r"refused this process's PIN.*wrong PIN"):
+                signer.sign(DATA)
+        assert len(logins) == 1
+        monkeypatch.setattr(token, "_pin", hsm.idle_pin)  # (even the right one: a restart)
+        with pytest.raises(Unavailable, match="restart the process"):
             signer.sign(DATA)
-    assert len(logins) == 1
-    monkeypatch.setattr(token, "_pin", hsm.idle_pin)  # (even the right one: a restart)
-    with pytest.raises(Unavailable, match="restart the process"):
-        signer.sign(DATA)
-    assert len(logins) == 1
-    token.close()
+        assert len(logins) == 1
+    finally:
+        token.close()
 
 
 def test_a_token_still_away_is_tried_again_after_a_wait(
@@ -392,18 +395,21 @@ def test_a_token_still_away_is_tried_again_after_a_wait(
 
     monkeypatch.setattr(p11mod, "_login", away)
     _lose_session(token)
-    with pytest.raises(Unavailable, match="logging in again failed: cannot open token"):
-        signer.sign(DATA)
-    with pytest.raises(Unavailable, match="logging in again failed"):
-        signer.sign(DATA)  # (within the wait: not tried)
-    assert len(logins) == 1 and token._login_wait == 1.0
-    monkeypatch.setattr(token, "_login_at", 0.0)  # the wait is over
-    with pytest.raises(Unavailable):
-        signer.sign(DATA)
-    assert len(logins) == 2 and token._login_wait == 2.0  # (doubled)
-    monkeypatch.setattr(token, "_login_at", 0.0)
-    Ed25519PublicKey.from_public_bytes(signer.public_key).verify(signer.sign(DATA), DATA)
-    assert len(logins) == 3 and token._login_wait == 0.0
+    try:
+        with pytest.raises(Unavailable, match="logging in again failed: cannot open token"):
+            signer.sign(DATA)
+        with pytest.raises(Unavailable, match="logging in again failed"):
+            signer.sign(DATA)  # (within the wait: not tried)
+        assert len(logins) == 1 and token._login_wait == 1.0
+        token._login_at = 0.0  # the wait is over
+        with pytest.raises(Unavailable):
+            signer.sign(DATA)
+        assert len(logins) == 2 and token._login_wait == 2.0  # (doubled)
+        token._login_at = 0.0
+        Ed25519PublicKey.from_public_bytes(signer.public_key).verify(signer.sign(DATA), DATA)
+        assert len(logins) == 3 and token._login_wait == 0.0
+    finally:
+        token._login_at, token._login_wait = 0.0, 0.0  # (the token is the module's)
 
 
 # --------------------------------------------------------------------------- the TSA key
