@@ -256,6 +256,49 @@ def test_a_rotation_entry_that_failed_to_be_sealed_is_sealed_later(
     audit_ok(d)
 
 
+def test_a_process_that_takes_over_the_lead_seals_a_missing_rotation_entry(
+        tmp_path: Path, template: Path) -> None:
+    """D206 through the Handoff (`serve --workers`): the process that leads first seals
+    nothing here (as one from before D206 would not), another follows; once the first stops,
+    the follower takes the log's lock and, coming to lead, seals the entry the log lacks."""
+    from dataclasses import replace
+
+    from copyledger.service.handoff import Handoff
+
+    d = tmp_path / "data"
+    shutil.copytree(template, d)
+    with pytest.MonkeyPatch.context() as mp:  # a rotation whose entry was never sealed
+        mp.setattr(Node, "seal_rotations", lambda self: [])
+        with pytest.raises(Conflict, match="not sealed"):
+            rotate_keys(load(d), timedelta(hours=1))
+    s = replace(load(d), workers=2)
+    first = Node.open(s)
+    first.seal_rotations = lambda: []  # type: ignore[method-assign]
+    first.start()
+    second: Node | None = None
+    first_running = True
+    try:
+        assert isinstance(first.sequencer, Handoff) and first.sequencer.leading
+        second = Node.open(s)
+        second.start()
+        assert isinstance(second.sequencer, Handoff) and not second.sequencer.leading
+        assert second.rotation_sealed == []
+        first.stop()
+        first_running = False
+        deadline = time.monotonic() + 30
+        while not second.rotation_sealed and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert second.sequencer.leading and len(second.rotation_sealed) == 1
+        second.rotation_sealed[0].result(60)
+    finally:
+        if first_running:
+            first.stop()
+        if second is not None:
+            second.stop()
+    assert rotations_logged(d) == 1
+    audit_ok(d)
+
+
 @pytest.mark.parametrize("k", [4, 7])
 def test_an_sm_registry_s_stopped_rotation_is_mended_with_its_sm2_key(
         tmp_path: Path, k: int) -> None:
