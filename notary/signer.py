@@ -211,7 +211,7 @@ def write_new_file(path: Path, data: bytes, mode: int) -> None:
             os.rename(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 _STRAY = re.compile(r"\..+\.[0-9a-f]{16}\.tmp")  # `write_new_file`'s temporary names
@@ -246,7 +246,7 @@ def replace_file(path: Path, data: bytes, mode: int) -> None:
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
     _write_synced(os.open(tmp, flags, mode), data, mode)
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _write_synced(fd: int, data: bytes, mode: int) -> None:
@@ -262,8 +262,10 @@ def _write_synced(fd: int, data: bytes, mode: int) -> None:
         os.close(fd)
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make the new directory entry durable, so a crash cannot lose a key already in use."""
+def fsync_dir(directory: Path) -> None:
+    """Make the renames and new names in `directory` durable (they are the directory's data),
+    so a crash cannot lose a key already in use or undo a recorded rotation. Best effort
+    where the file system cannot sync a directory."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:

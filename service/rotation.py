@@ -39,7 +39,7 @@ from copyledger.ledger.entry import parse_timestamp
 from copyledger.ledger.errors import Conflict, InvalidInput, said
 from copyledger.ledger.sequencer import Pending
 from copyledger.ledger.sm2_timestamp import load_certificates
-from copyledger.notary.signer import FileSigner, Signer
+from copyledger.notary.signer import FileSigner, Signer, fsync_dir, replace_file
 from copyledger.notary.sm2 import Sm2Signer
 from copyledger.notary.sm2_tsa import SM2_ROOT_FILE, SM2_TSA_CERT_FILE
 from copyledger.notary.tsa import ROOT_FILE, TSA_CERT_FILE
@@ -114,29 +114,6 @@ def _retiring(s: Settings, dest: Path, *, sm2: bool | None = None) -> list[tuple
     sm2 = s.sm_suite if sm2 is None else sm2
     return [*([(s.sm2_key_path, dest / SM2_KEY_FILE)] if sm2 else []),
             (s.log_key_path, dest / "log-key.pem"), (s.tsa_dir, dest / "tsa")]
-
-
-def _sync_dir(path: Path) -> None:
-    """Make the renames in directory `path` durable (a rename is the directory's data)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_durably(path: Path, text: str) -> None:
-    """`text` as the whole of `path`, old or new but never part, and on disk when this
-    returns: a temporary file synced, renamed over it, and the directory synced."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    with os.fdopen(fd, "w") as f:
-        os.fchmod(f.fileno(), 0o644)
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _sync_dir(path.parent)
 
 
 _held = threading.local()  # the notary folders whose keys lock this thread holds
@@ -217,7 +194,7 @@ def _finish_stopped(s: Settings) -> int | None:
             if moved.exists() and not live.exists():
                 with contextlib.suppress(FileNotFoundError):  # another start put it back
                     os.rename(moved, live)
-        _sync_dir(notary)  # (every key lives in notary/, the TSA chain in notary/tsa/)
+        fsync_dir(notary)  # (every key lives in notary/, the TSA chain in notary/tsa/)
         try:
             dest.rmdir()
         except FileNotFoundError:
@@ -235,7 +212,7 @@ def _finish_stopped(s: Settings) -> int | None:
                     "new keys", n)
     with contextlib.suppress(FileNotFoundError):
         intent.unlink()
-    _sync_dir(notary)
+    fsync_dir(notary)
     return n
 
 
@@ -303,19 +280,21 @@ def _rotate(s: Settings, overlap: timedelta, valid_from: str | None) -> Retired:
             "sm2_tsa_root": trusted_text(s.tsa_dir / SM2_ROOT_FILE, s.data_dir),
             "sm2_tsa_certificate_sm3": sm2.sm3_hex(sm2_cert),
         }
-    _write_durably(notary / INTENT, json.dumps({"n": n, "retired_to": f"retired/{n}"}) + "\n")
+    intent = json.dumps({"n": n, "retired_to": f"retired/{n}"}) + "\n"
+    replace_file(notary / INTENT, intent.encode(), 0o644)
     (notary / "retired").mkdir(exist_ok=True, mode=0o700)
     dest.mkdir(mode=0o700)
-    _sync_dir(notary / "retired")  # (the keys' new home, durable before they move into it)
+    fsync_dir(notary / "retired")  # (the keys' new home, durable before they move into it)
     for live, moved in _retiring(s, dest):  # renames: each whole or not at all
         os.rename(live, moved)
-    _sync_dir(dest)
-    _sync_dir(notary)  # (every key lives in notary/, the TSA chain in notary/tsa/)
+    fsync_dir(dest)
+    fsync_dir(notary)  # (every key lives in notary/, the TSA chain in notary/tsa/)
     # The record: from here the rotation is done but for its new keys (a start makes them).
-    _write_durably(notary / ROTATIONS,
-                   json.dumps([*(_record(r) for r in done), record], indent=2) + "\n")
+    replace_file(notary / ROTATIONS,
+                 (json.dumps([*(_record(r) for r in done), record], indent=2) + "\n").encode(),
+                 0o644)
     (notary / INTENT).unlink()
-    _sync_dir(notary)
+    fsync_dir(notary)
     return retired_keys(s)[-1]
 
 
