@@ -4,13 +4,14 @@ candidates for the `limit` oldest works only, whatever the index holds."""
 from __future__ import annotations
 
 import io
+import itertools
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -263,23 +264,72 @@ def _brute(registered: list[tuple[int, Fingerprints]], query: Fingerprints, limi
        views=st.lists(st.tuples(st.sampled_from([*_PDQ_CENTRES, FLAT_PDQ]),
                                 st.lists(st.integers(0, 255), max_size=40)), max_size=3),
        limit=st.integers(1, 8),
-       multihash_from=st.sampled_from([index_mod.MULTIHASH_FROM, 0, 10]))
+       multihash_from=st.sampled_from([index_mod.MULTIHASH_FROM, 0, 10]),
+       in_log_order=st.booleans(), first_cut=st.sampled_from([1, 2, 3]))
 def test_a_limited_search_answers_as_comparing_every_fingerprint(
         registered: list[tuple[int, Fingerprints]], query: Fingerprints,
-        views: list[tuple[str, list[int]]], limit: int, multihash_from: int) -> None:
+        views: list[tuple[str, list[int]]], limit: int, multihash_from: int,
+        in_log_order: bool, first_cut: int) -> None:
     """Random small indexes (flat codes shared, seqs out of order and repeated, the flat and
     the multi-index, its tables merged): a search answers what comparing every registered
-    fingerprint one by one answers, for every limit, more or fewer than the candidates."""
+    fingerprint one by one answers, for every limit, more or fewer than the candidates. In
+    log order (seqs ascending, some repeated), the multi-index's slices are cut after
+    `first_cut` codes and cut longer until each row is complete (D209)."""
+    if in_log_order:
+        registered = sorted(registered, key=lambda item: item[0])
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(index_mod, "MULTIHASH_TAIL", 4)
+        mp.setattr(index_mod, "_FIRST_CUT", first_cut)
         index = FingerprintIndex(multihash_from=multihash_from)
         for at in range(0, len(registered), 7):  # in batches, as blocks are sealed
             index.add_many(registered[at:at + 7])
-    query = {**query, "views": [{"transform": f"view {i}", "hash": _near(centre, flips)}
-                                for i, (centre, flips) in enumerate(views)]}
-    radius = scoring.PDQ_MATCH if index.stats()["pdq_index"] == "multihash" \
-        else scoring.PDQ_POSSIBLE
-    assert index.search(query, limit=limit) == _brute(registered, query, limit, radius)
+        query = {**query, "views": [{"transform": f"view {i}", "hash": _near(centre, flips)}
+                                    for i, (centre, flips) in enumerate(views)]}
+        radius = scoring.PDQ_MATCH if index.stats()["pdq_index"] == "multihash" \
+            else scoring.PDQ_POSSIBLE
+        assert index.search(query, limit=limit) == _brute(registered, query, limit, radius)
+
+
+def test_a_search_of_a_code_thousands_share_measures_the_first_of_each_slice(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """3,000 flat pictures in the multi-index: a search with limit 5 measured all 3,000
+    through each of the flat code's 272 slices (D192's 1.61 s at 300,000); it measures the
+    first `_FIRST_CUT` of each now, once, and answers what the whole search answers."""
+    monkeypatch.setattr(index_mod, "MULTIHASH_TAIL", 4)
+    index = FingerprintIndex(multihash_from=0)
+    rng = np.random.default_rng(3)
+    index.add_many((seq, _pdq(FLAT_PDQ if seq % 3 else bytes(
+        rng.integers(0, 256, 32, dtype=np.uint8)).hex(), quality=0)) for seq in range(1, 4501))
+    assert index.stats()["pdq_index"] == "multihash"
+    multi = index._pdq.multi
+    assert multi is not None
+    full = index._pdq.search_many(np.frombuffer(bytes(32), np.uint8).reshape(1, -1),
+                                  None, None)[0]
+    assert len(full) == 3000  # every flat picture, found the whole way
+    measured: list[int] = []
+    search_arrays = multi.search_arrays
+
+    def counted(queries: np.ndarray, radius: int, cap: int | None = None) -> Any:
+        measured.append(-1 if cap is None else cap)
+        return search_arrays(queries, radius, cap)
+
+    monkeypatch.setattr(multi, "search_arrays", counted)
+    found = index.search(_pdq(FLAT_PDQ, quality=0), limit=5)
+    assert [c.seq for c in found] == [1, 2, 4, 5, 7]
+    assert measured == [index_mod._FIRST_CUT]  # one cut pass, complete at once
+    oldest = sorted(full, key=lambda hit: hit[0])[:5]
+    assert [(c.seq, c.distance) for c in found] == [(seq, d) for seq, d, _ in oldest]
+
+
+def test_a_search_after_codes_out_of_log_order_measures_every_code() -> None:
+    """Codes added out of log order (a start's scan racing a new block): the lowest ids are no
+    longer the oldest seqs, so no slice is cut."""
+    index = FingerprintIndex(multihash_from=0)
+    index.add_many([(10, _pdq(FLAT_PDQ, quality=0))])
+    assert index._pdq.ascending
+    index.add_many([(4, _pdq(FLAT_PDQ, quality=0)), (12, _pdq(FLAT_PDQ, quality=0))])
+    assert not index._pdq.ascending
+    assert [c.seq for c in index.search(_pdq(FLAT_PDQ, quality=0), limit=1)] == [4]
 
 
 def test_the_oldest_seqs_are_chosen_with_repeats() -> None:
@@ -290,3 +340,36 @@ def test_the_oldest_seqs_are_chosen_with_repeats() -> None:
     assert index_mod._oldest(seqs, 3).tolist() == [s <= 3 for s in seqs.tolist()]  # type: ignore[union-attr]
     assert index_mod._oldest(seqs, 1).tolist() == [s == 1 for s in seqs.tolist()]  # type: ignore[union-attr]
     assert index_mod._oldest(np.array([5, 6, 2, 8]), 2).tolist() == [True, False, True, False]  # type: ignore[union-attr]
+
+
+_FEW_CODES = [FLAT_PDQ, _PDQ_CENTRES[0], _near(_PDQ_CENTRES[0], [3]),
+              _near(_PDQ_CENTRES[0], [3, 40, 77]), _near(FLAT_PDQ, [0, 17, 250])]
+
+
+@settings(max_examples=300, deadline=None)
+@example(codes=[(1, FLAT_PDQ), (0, FLAT_PDQ), (0, FLAT_PDQ), *[(1, FLAT_PDQ)] * 6],
+         queries=[FLAT_PDQ], limit=1, first_cut=1, radius=0)  # a seq's codes across the cut
+@given(codes=st.lists(st.tuples(st.integers(0, 3), st.sampled_from(_FEW_CODES)), max_size=60),
+       queries=st.lists(st.sampled_from(_FEW_CODES), min_size=1, max_size=3),
+       limit=st.integers(1, 6), first_cut=st.sampled_from([1, 2, 3]),
+       radius=st.sampled_from([0, 3, scoring.PDQ_MATCH]))
+def test_a_cut_search_keeps_what_the_whole_search_keeps(
+        codes: list[tuple[int, str]], queries: list[str], limit: int, first_cut: int,
+        radius: int) -> None:
+    """Few distinct codes, so every slice is shared and cut; seqs ascending with repeats (a
+    seq's gap drawn 0-3): the cut search keeps, per query, the same codes of the `limit` oldest
+    seqs as measuring every code does (D209)."""
+    seqs = list(itertools.accumulate(gap for gap, _ in codes))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(index_mod, "MULTIHASH_TAIL", 4)
+        mp.setattr(index_mod, "_FIRST_CUT", first_cut)
+        index = FingerprintIndex(multihash_from=0)
+        for at in range(0, len(codes), 9):
+            index.add_many((seq, _pdq(code)) for seq, (_, code) in
+                           zip(seqs[at:at + 9], codes[at:at + 9], strict=True))
+        pdq = index._pdq
+        assert pdq.ascending
+        stacked = np.stack([np.frombuffer(bytes.fromhex(q), np.uint8) for q in queries])
+        cut = pdq.search_many(stacked, radius, limit)
+        pdq.ascending = False  # as if added out of order: every code measured
+        assert cut == pdq.search_many(stacked, radius, limit)

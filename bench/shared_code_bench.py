@@ -1,0 +1,113 @@
+"""A claim check's search when one code is shared by many registered works (D192, D209).
+
+Anyone can register the same picture many times (a flat or near-flat image, a logo), so a
+search for it must not cost what others registered. This builds a FingerprintIndex in the
+multi-index mode (the mode past 2,000,000 PDQ codes) holding `--random` random works plus
+`--shared` copies of each of three codes, interleaved in log order:
+
+- a flat PDQ code (every flat picture's: all zeroes);
+- a textured PDQ code (random bits);
+- a textured pHash code (32 bits set).
+
+It then times `search(limit=50)` of each, as a claim check calls it, two ways in the same run:
+`cut` (D209: the first codes of each multi-index slice measured, cut longer until complete)
+and `whole` (every code of each probed slice measured, as before D209; forced by marking the
+index as not in log order). The two answers are compared: they must be equal. Output: JSON,
+median and max seconds of `--repeat` searches each, and the ratio whole / cut.
+
+Usage: python bench/shared_code_bench.py [--random 2000000] [--shared 300000] [--repeat 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from copyledger.matching.index import FingerprintIndex
+
+TEXTURED_PHASH = "ff00ff00f0f0cc33"  # 32 bits set: not low-information
+
+
+def _works(random: int, shared: int, rng: np.random.Generator) -> tuple[list[Any], dict[str, str]]:
+    flat = "00" * 32
+    textured = bytes(rng.integers(0, 256, 32, dtype=np.uint8)).hex()
+    total = random + 3 * shared
+    kinds = np.zeros(total, np.int8)  # 0 random, 1 flat, 2 textured PDQ, 3 textured pHash
+    kinds[rng.choice(total, 3 * shared, replace=False)] = np.repeat([1, 2, 3], shared)
+    codes = rng.integers(0, 256, (total, 32), dtype=np.uint8)
+    phashes = rng.integers(0, 256, (total, 8), dtype=np.uint8)
+    items: list[Any] = []
+    for seq in range(total):
+        kind = int(kinds[seq])
+        pdq = flat if kind == 1 else textured if kind == 2 else codes[seq].tobytes().hex()
+        phash = TEXTURED_PHASH if kind == 3 else phashes[seq].tobytes().hex()
+        items.append((seq, {"pdq": {"algorithm": "pdq", "version": "1", "hash": pdq,
+                                    "quality": 100, "low_quality": False},
+                            "phash": {"algorithm": "phash", "version": "1", "hash": phash}}))
+    return items, {"flat PDQ": flat, "textured PDQ": textured}
+
+
+def _time(index: FingerprintIndex, query: dict[str, Any], repeat: int) -> tuple[list[float], Any]:
+    times, answer = [], None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        answer = index.search(query, limit=50)
+        times.append(time.perf_counter() - start)
+    return times, answer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--random", type=int, default=2_000_000)
+    parser.add_argument("--shared", type=int, default=300_000)
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--seed", type=int, default=11)
+    args = parser.parse_args()
+    rng = np.random.default_rng(args.seed)
+    items, pdq_codes = _works(args.random, args.shared, rng)
+    index = FingerprintIndex(multihash_from=0)
+    start = time.perf_counter()
+    for at in range(0, len(items), 10_000):
+        index.add_many(items[at:at + 10_000])
+    built = time.perf_counter() - start
+    del items
+    queries = {name: {"pdq": {"algorithm": "pdq", "version": "1", "hash": code,
+                              "quality": 100, "low_quality": False}}
+               for name, code in pdq_codes.items()}
+    queries["textured pHash"] = {"phash": {"algorithm": "phash", "version": "1",
+                                           "hash": TEXTURED_PHASH}}
+    results: dict[str, Any] = {}
+    for name, query in queries.items():
+        index._pdq.ascending = index._phash.ascending = True
+        cut, cut_answer = _time(index, query, args.repeat)
+        index._pdq.ascending = index._phash.ascending = False
+        whole, whole_answer = _time(index, query, args.repeat)
+        index._pdq.ascending = index._phash.ascending = True
+        assert cut_answer == whole_answer, name
+        results[name] = {
+            "found": len(cut_answer),
+            "cut_s": {"median": statistics.median(cut), "max": max(cut)},
+            "whole_s": {"median": statistics.median(whole), "max": max(whole)},
+            "ratio_whole_over_cut": statistics.median(whole) / statistics.median(cut),
+        }
+    print(json.dumps({
+        "bench": "shared_code", "random": args.random, "shared": args.shared,
+        "codes": len(index), "pdq_index": index.stats()["pdq_index"],
+        "build_s": round(built, 1), "repeat": args.repeat, "results": results,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "load_1min": os.getloadavg()[0]},
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
