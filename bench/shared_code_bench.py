@@ -7,7 +7,10 @@ multi-index mode (the mode past 2,000,000 PDQ codes) holding `--random` random w
 
 - a flat PDQ code (every flat picture's: all zeroes);
 - a textured PDQ code (random bits);
-- a textured pHash code (32 bits set).
+- a textured pHash code (32 bits set);
+
+and, in a second index, `--texts` random texts (MinHash minima) plus `--shared` copies of one
+real text's MinHash (D210).
 
 It then times `search(limit=50)` of each, as a claim check calls it, two ways in the same run:
 `cut` (D209: the first codes of each multi-index slice measured, cut longer until complete)
@@ -21,6 +24,7 @@ Usage: python bench/shared_code_bench.py [--random 2000000] [--shared 300000] [-
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import platform
@@ -33,6 +37,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from copyledger.matching import compute
 from copyledger.matching.index import FingerprintIndex
 
 TEXTURED_PHASH = "ff00ff00f0f0cc33"  # 32 bits set: not low-information
@@ -57,6 +62,22 @@ def _works(random: int, shared: int, rng: np.random.Generator) -> tuple[list[Any
     return items, {"flat PDQ": flat, "textured PDQ": textured}
 
 
+def _texts(random: int, shared: int, rng: np.random.Generator) -> tuple[list[Any], Any]:
+    text = compute.text_fingerprints(" ".join(f"word{i}" for i in range(400)))
+    total = random + shared
+    is_shared = np.zeros(total, bool)
+    is_shared[rng.choice(total, shared, replace=False)] = True
+    items: list[Any] = []
+    for seq in range(total):
+        if is_shared[seq]:
+            items.append((seq, text))
+            continue
+        minima = rng.integers(0, 2**32, 128, dtype=np.uint64).astype("<u8").tobytes()
+        items.append((seq, {"minhash": {**text["minhash"],
+                                        "hashvalues": base64.b64encode(minima).decode()}}))
+    return items, text
+
+
 def _time(index: FingerprintIndex, query: dict[str, Any], repeat: int) -> tuple[list[float], Any]:
     times, answer = [], None
     for _ in range(repeat):
@@ -66,10 +87,18 @@ def _time(index: FingerprintIndex, query: dict[str, Any], repeat: int) -> tuple[
     return times, answer
 
 
+def _row(cut: list[float], whole: list[float], answer: Any) -> dict[str, Any]:
+    return {"found": len(answer),
+            "cut_s": {"median": statistics.median(cut), "max": max(cut)},
+            "whole_s": {"median": statistics.median(whole), "max": max(whole)},
+            "ratio_whole_over_cut": statistics.median(whole) / statistics.median(cut)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--random", type=int, default=2_000_000)
     parser.add_argument("--shared", type=int, default=300_000)
+    parser.add_argument("--texts", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args()
@@ -94,15 +123,23 @@ def main() -> None:
         whole, whole_answer = _time(index, query, args.repeat)
         index._pdq.ascending = index._phash.ascending = True
         assert cut_answer == whole_answer, name
-        results[name] = {
-            "found": len(cut_answer),
-            "cut_s": {"median": statistics.median(cut), "max": max(cut)},
-            "whole_s": {"median": statistics.median(whole), "max": max(whole)},
-            "ratio_whole_over_cut": statistics.median(whole) / statistics.median(cut),
-        }
+        results[name] = _row(cut, whole, cut_answer)
+    pdq_index = index.stats()["pdq_index"]
+    del index
+    texts, text = _texts(args.texts, args.shared, rng)
+    index = FingerprintIndex()
+    for at in range(0, len(texts), 10_000):
+        index.add_many(texts[at:at + 10_000])
+    del texts
+    cut, cut_answer = _time(index, text, args.repeat)
+    index._lsh.ascending = False
+    whole, whole_answer = _time(index, text, args.repeat)
+    assert cut_answer == whole_answer
+    results["shared text"] = _row(cut, whole, cut_answer)
     print(json.dumps({
         "bench": "shared_code", "random": args.random, "shared": args.shared,
-        "codes": len(index), "pdq_index": index.stats()["pdq_index"],
+        "codes": args.random + 3 * args.shared, "pdq_index": pdq_index,
+        "texts": args.texts + args.shared,
         "build_s": round(built, 1), "repeat": args.repeat, "results": results,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "load_1min": os.getloadavg()[0]},

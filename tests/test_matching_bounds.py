@@ -373,3 +373,75 @@ def test_a_cut_search_keeps_what_the_whole_search_keeps(
         cut = pdq.search_many(stacked, radius, limit)
         pdq.ascending = False  # as if added out of order: every code measured
         assert cut == pdq.search_many(stacked, radius, limit)
+
+
+def _minima(rng: np.random.Generator, like: bytes | None, keep: float) -> bytes:
+    """128 uint32 minima: random, or `like`'s with each band of 4 kept with chance `keep`,
+    and some bands' first 3 (not a shared band: no candidate by it)."""
+    values = rng.integers(0, 2**32, 128, dtype=np.uint32)
+    if like is not None:
+        old = np.frombuffer(like, np.uint32)
+        for band in range(32):
+            share = rng.random()
+            if share < keep:
+                values[4 * band:4 * band + 4] = old[4 * band:4 * band + 4]
+            elif share < 2 * keep:
+                values[4 * band:4 * band + 3] = old[4 * band:4 * band + 3]
+    return values.astype("<u4").tobytes()
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), size=st.integers(0, 40),
+       keep=st.sampled_from([0.0, 0.05, 0.3, 1.0]), in_log_order=st.booleans())
+def test_the_text_bands_find_what_datasketch_finds(
+        seed: int, size: int, keep: float, in_log_order: bool) -> None:
+    """The LSH's bands against datasketch's MinHashLSH at the index's threshold, the same
+    texts in both: the same candidates for every text, oldest first and each once (D210)."""
+    from datasketch import LeanMinHash, MinHashLSH
+
+    rng = np.random.default_rng(seed)
+    texts: list[bytes] = []
+    for _ in range(size):
+        like = texts[int(rng.integers(len(texts)))] if texts and keep else None
+        texts.append(_minima(rng, like, keep))
+    seqs = list(range(size)) if in_log_order else [int(s) for s in rng.permutation(size)]
+
+    def lean(values: bytes) -> Any:
+        return LeanMinHash(seed=1, hashvalues=np.frombuffer(values, "<u4").astype(np.uint64),
+                           scheme="legacy")
+
+    bands = index_mod._Bands(index_mod.LSH_THRESHOLD, 128)
+    theirs = MinHashLSH(threshold=index_mod.LSH_THRESHOLD, num_perm=128)
+    for seq, values in zip(seqs, texts, strict=True):
+        bands.insert(seq, values)
+        theirs.insert(seq, lean(values))
+    assert bands.ascending == (in_log_order or size < 2 or seqs == sorted(seqs))
+    for values in texts:
+        found = list(bands.candidates(values))
+        assert found == sorted(theirs.query(lean(values)))
+
+
+def test_a_text_thousands_share_is_scored_for_the_limit_oldest_only() -> None:
+    """3,000 copies of one text: datasketch's query built all 3,000 candidates (from each of
+    its 32 bands) before the search scored the oldest; the bands now read only the first few
+    seqs of each band's list (D210). Counted as the seqs the band lists hand over."""
+    index = FingerprintIndex()
+    index.add_many((seq, TEXT) for seq in range(1, 3001))
+    read = [0]
+
+    class Counted(list[int]):
+        def __iter__(self) -> Iterator[int]:
+            for seq in super().__iter__():
+                read[0] += 1
+                yield seq
+
+    for table in index._lsh.tables:
+        for key, seqs in table.items():
+            table[key] = Counted(seqs)
+    found = index.search(TEXT, limit=5)
+    assert [c.seq for c in found] == [1, 2, 3, 4, 5]
+    assert read[0] <= 32 * 6  # each band's first 5, and one ahead
+    read[0] = 0
+    index._lsh.ascending = False  # as if added out of order: every candidate gathered first
+    assert [c.seq for c in index.search(TEXT, limit=5)] == [1, 2, 3, 4, 5]
+    assert read[0] == 32 * 3000
