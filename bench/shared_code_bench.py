@@ -10,7 +10,9 @@ multi-index mode (the mode past 2,000,000 PDQ codes) holding `--random` random w
 - a textured pHash code (32 bits set);
 
 and, in a second index, `--texts` random texts (MinHash minima) plus `--shared` copies of one
-real text's MinHash (D210).
+real text's MinHash (D210); and in a third, `--videos` 40-second videos (a random PDQ frame a
+second) that share a ten-second intro, searched with one of them (D211: `cut` aligns the
+VIDEO_CANDIDATES best voted, `whole` every video found).
 
 It then times `search(limit=50)` of each, as a claim check calls it, two ways in the same run:
 `cut` (D209: the first codes of each multi-index slice measured, cut longer until complete)
@@ -37,7 +39,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from copyledger.matching import compute
+from copyledger.matching import avindex, compute
 from copyledger.matching.index import FingerprintIndex
 
 TEXTURED_PHASH = "ff00ff00f0f0cc33"  # 32 bits set: not low-information
@@ -78,6 +80,19 @@ def _texts(random: int, shared: int, rng: np.random.Generator) -> tuple[list[Any
     return items, text
 
 
+def _videos(count: int, rng: np.random.Generator) -> list[Any]:
+    intro = rng.integers(0, 256, (10, 32), dtype=np.uint8)
+    items = []
+    for seq in range(count):
+        rows = np.zeros((40, 35), np.uint8)
+        rows[:, 0:2] = (np.arange(40, dtype="<u2") * 4).view(np.uint8).reshape(-1, 2)
+        rows[:, 2:34] = rng.integers(0, 256, (40, 32), dtype=np.uint8)
+        rows[:10, 2:34] = intro
+        rows[:, 34] = 100
+        items.append((seq, {"vpdq": {"frames": base64.b64encode(rows.tobytes()).decode()}}))
+    return items
+
+
 def _time(index: FingerprintIndex, query: dict[str, Any], repeat: int) -> tuple[list[float], Any]:
     times, answer = [], None
     for _ in range(repeat):
@@ -99,6 +114,7 @@ def main() -> None:
     parser.add_argument("--random", type=int, default=2_000_000)
     parser.add_argument("--shared", type=int, default=300_000)
     parser.add_argument("--texts", type=int, default=200_000)
+    parser.add_argument("--videos", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args()
@@ -136,10 +152,25 @@ def main() -> None:
     whole, whole_answer = _time(index, text, args.repeat)
     assert cut_answer == whole_answer
     results["shared text"] = _row(cut, whole, cut_answer)
+    del index
+    videos = _videos(args.videos, rng)
+    index = FingerprintIndex()
+    for at in range(0, len(videos), 1_000):
+        index.add_many(videos[at:at + 1_000])
+    query = videos[-1][1]
+    del videos
+    cut, cut_answer = _time(index, query, args.repeat)
+    shortlist = avindex.VIDEO_CANDIDATES
+    avindex.VIDEO_CANDIDATES = args.videos
+    whole, whole_answer = _time(index, query, max(1, args.repeat // 3))
+    avindex.VIDEO_CANDIDATES = shortlist
+    assert cut_answer == whole_answer  # (those sharing only the intro rate 'none')
+    assert args.videos - 1 in {c.seq for c in cut_answer}  # the query's own video
+    results["video sharing an intro"] = _row(cut, whole, cut_answer)
     print(json.dumps({
         "bench": "shared_code", "random": args.random, "shared": args.shared,
         "codes": args.random + 3 * args.shared, "pdq_index": pdq_index,
-        "texts": args.texts + args.shared,
+        "texts": args.texts + args.shared, "videos": args.videos,
         "build_s": round(built, 1), "repeat": args.repeat, "results": results,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "load_1min": os.getloadavg()[0]},
