@@ -185,6 +185,7 @@ class AVIndex:
         self._trained_on = 0  # frames when the IVF was last trained; 0 while flat
         self._codes = np.empty((0, 32), np.uint8)  # every frame, to retrain from
         self._lock = threading.Lock()
+        self._adding = threading.Lock()  # one batch added at a time (outside `_lock`)
         self._items: list[Any] = []  # per track, uint16 sub-fingerprints
         self._track_seq: list[int] = []
         self._main = _Postings([], [])
@@ -207,40 +208,58 @@ class AVIndex:
 
     def add_many(self, items: list[tuple[int, Mapping[str, Mapping[str, object]]]]) -> int:
         """Index a batch (a sealed block, or the log at start); returns entries with audio or
-        video. Everything is decoded before anything is added."""
+        video. Everything is decoded before anything is added.
+
+        What costs seconds at scale (the postings of every track, every tenth growth; the
+        frames' inverted file, retrained at every fourfold growth) is built outside the lock
+        searches take, then swapped in: a search meanwhile reads the tables before the batch
+        (D212). One batch is added at a time (`_adding`), so what is built stays current."""
         audio = [(seq, items_of(f["chromaprint"])) for seq, f in items if "chromaprint" in f]
         video = [(seq, frame_codes(f["vpdq"])) for seq, f in items if "vpdq" in f]
-        with self._lock:
-            for seq, values in audio:
-                self._items.append(values)
-                self._track_seq.append(seq)
-                self._fresh.append(len(self._items) - 1)
-            if audio and len(self._fresh) * 10 >= max(len(self._items), 2_000):
-                self._main = _Postings(list(range(len(self._items))), self._items)
-                self._fresh = []
+        with self._adding:
             if audio:
-                self._fresh_postings = _Postings(self._fresh,
-                                                 [self._items[t] for t in self._fresh])
+                self._add_audio(audio)
             # Frames of little texture (PDQ quality < PDQ_LOW_QUALITY) are not indexed: a
             # flat picture's hash is mostly noise, lost by most edits, so such a frame
             # counted only in an alignment's denominator (D72).
             new = [(seq, secs[~low], codes[~low]) for seq, (secs, codes, low) in video
                    if seq not in self._video_secs]
+            if new:
+                self._add_video(new)
+        return len({seq for seq, _ in audio} | {seq for seq, _ in video})
+
+    def _add_audio(self, audio: list[tuple[int, Any]]) -> None:
+        with self._lock:
+            first = len(self._items)
+            self._items.extend(values for _, values in audio)
+            self._track_seq.extend(seq for seq, _ in audio)
+            items = list(self._items)
+        fresh = self._fresh + list(range(first, len(items)))
+        if len(fresh) * 10 >= max(len(items), 2_000):  # all in the main table
+            main, fresh = _Postings(list(range(len(items))), items), []
+        else:
+            main = self._main
+        postings = _Postings(fresh, [items[t] for t in fresh])
+        with self._lock:
+            self._main, self._fresh, self._fresh_postings = main, fresh, postings
+
+    def _add_video(self, new: list[tuple[int, Any, Any]]) -> None:
+        codes = np.concatenate([codes for _, _, codes in new])  # one a batch: the log's
+        every = np.concatenate([self._codes, codes])  # rebuild adds 10,000 at a time
+        n = len(every)
+        ivf = _frame_ivf(every) if n >= self._ivf_min_frames and n >= 4 * self._trained_on \
+            else None
+        with self._lock:
             for seq, secs, _ in new:
                 self._video_secs[seq] = secs
-            if new:  # one concatenation a batch: the log's rebuild adds 10,000 at a time
-                codes = np.concatenate([codes for _, _, codes in new])
-                self._codes = np.concatenate([self._codes, codes])
-                n = len(self._codes)
-                if n >= self._ivf_min_frames and n >= 4 * self._trained_on:
-                    self._frames = _frame_ivf(self._codes)
-                    self._trained_on = n
-                else:
-                    self._frames.add(codes)
-                self._frame_seq = np.concatenate(
-                    [self._frame_seq, *(np.full(len(s), seq) for seq, s, _ in new)])
-                self._frame_sec = np.concatenate([self._frame_sec, *(s for _, s, _ in new)])
-        return len({seq for seq, _ in audio} | {seq for seq, _ in video})
+            self._codes = every
+            if ivf is not None:
+                self._frames, self._trained_on = ivf, n
+            else:
+                self._frames.add(codes)
+            self._frame_seq = np.concatenate(
+                [self._frame_seq, *(np.full(len(s), seq) for seq, s, _ in new)])
+            self._frame_sec = np.concatenate([self._frame_sec, *(s for _, s, _ in new)])
 
     def search(self, fingerprints: Mapping[str, Mapping[str, object]], *,
                keep_none: bool = False) -> list[Aligned]:

@@ -15,6 +15,7 @@ import base64
 import io
 import itertools
 import subprocess
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -403,6 +404,49 @@ def test_a_search_aligns_the_best_voted_videos_then_the_oldest(
     assert sorted(c.seq for c in found) == [0, 1, 2, 3, 4, 5, 6, 300]
     assert all(c == everyone[c.seq] for c in found)
     assert (everyone[300].verdict, everyone[300].similarity) == ("match", 1.0)
+
+
+def test_a_search_is_answered_while_the_index_rebuilds_its_tables(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The frames' inverted file is retrained (seconds at scale) and the audio postings are
+    rebuilt outside the lock searches take: a search during either is answered from the
+    tables before the batch, where it used to wait for the rebuild (D212)."""
+    rng = np.random.default_rng(9)
+    films = [_random_film(rng, 40) for _ in range(3)]
+    song = rng.integers(0, 1 << 16, 400, dtype=np.uint16)
+    index = AVIndex(ivf_min_frames=80)
+    index.add(0, _film_vpdq(films[0]))
+    building, release = threading.Event(), threading.Event()
+    frame_ivf, postings = avindex._frame_ivf, avindex._Postings
+
+    def slow_ivf(codes: np.ndarray) -> object:
+        building.set()
+        assert release.wait(30)
+        return frame_ivf(codes)
+
+    class SlowPostings(postings):  # type: ignore[misc, valid-type]
+        def __init__(self, tracks: list[int], items: list[np.ndarray]) -> None:
+            if tracks:
+                building.set()
+                assert release.wait(30)
+            super().__init__(tracks, items)
+
+    for patch, batch in (("_frame_ivf", [(1, _film_vpdq(films[1]))]),
+                         ("_Postings", [(2, {"chromaprint": _chromaprint(song.tobytes())})])):
+        monkeypatch.setattr(avindex, patch, slow_ivf if patch == "_frame_ivf" else SlowPostings)
+        adding = threading.Thread(target=index.add_many, args=(batch,))
+        adding.start()
+        assert building.wait(30)
+        [found] = index.search(_film_vpdq(films[0]))  # answered mid-rebuild
+        assert found.seq == 0 and adding.is_alive()
+        release.set()
+        adding.join(30)
+        assert not adding.is_alive()
+        building.clear()
+        release.clear()
+    assert [c.seq for c in index.search(_film_vpdq(films[1]))] == [1]
+    assert index.stats() == {"chromaprint": 1, "vpdq": 2, "postings": 400, "frames": 80}
+    assert index._trained_on == 80
 
 
 # ---------------------------------------------------------------- schemas
