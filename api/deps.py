@@ -254,6 +254,32 @@ def replay(kept: Answer) -> Response:
 # (`Content-Language`) and that it depends on the request (`Vary`), so a cache keeps one copy per
 # language. JSON data is the same in every language and is left alone.
 
+def accept_weights(accept: str) -> dict[str, float]:
+    """Each media type an Accept header names, with its q-value (1 unless given; 0 if
+    unreadable), lower-cased."""
+    q: dict[str, float] = {}
+    for part in accept.split(","):
+        media, *params = (p.strip() for p in part.split(";"))
+        weight = 1.0
+        for p in params:
+            if p.startswith("q="):
+                try:
+                    weight = float(p[2:])
+                except ValueError:
+                    weight = 0.0
+        q[media.lower()] = max(weight, q.get(media.lower(), 0.0))
+    return q
+
+
+def wants_html(request: Request) -> bool:
+    """A browser's request: Accept names text/html, ranked at least as high as JSON (curl's
+    `*/*` and API clients' `application/json` are not)."""
+    q = accept_weights(request.headers.get("accept", ""))
+    html = q.get("text/html", 0.0)
+    return html > 0 and html >= max(q.get("application/json", 0.0),
+                                    q.get("application/problem+json", 0.0))
+
+
 READ = (b"text/html", b"application/problem+json", b"application/pdf")
 VARY = "Accept-Language, Cookie"
 

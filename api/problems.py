@@ -9,11 +9,11 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from copyledger.api.deps import lang
+from copyledger.api.deps import lang, wants_html
 from copyledger.ledger.errors import (
     Conflict,
     CopyledgerError,
@@ -65,7 +65,9 @@ PROBLEMS: dict[type[CopyledgerError], tuple[int, str, str]] = {
 INTERNAL = "the server failed; nothing was recorded by this request"
 # Fixed details, translated like the titles. A domain error's detail built with values is a
 # `said(template, **values)`: its template is the msgid, filled in after the lookup (D50).
-DETAILS = (INTERNAL, "invalid request", "Not Found", "Method Not Allowed", "Unauthorized")
+NO_PAGE = "No page has this address."
+"""A browser's 404 page (outside /v1): a mistyped address."""
+DETAILS = (INTERNAL, "invalid request", "Not Found", "Method Not Allowed", "Unauthorized", NO_PAGE)
 
 
 def classify(exc: CopyledgerError) -> tuple[int, str, str]:
@@ -155,12 +157,21 @@ def install(app: FastAPI) -> None:
         return invalid_input(exc.errors(), request.url.path, lang(request))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        path = request.url.path
+        if exc.status_code == 404 and not path.startswith("/v1/") and wants_html(request):
+            # A mistyped page address in a browser: a page, not the API's JSON problem.
+            from copyledger.api.routes.explorer import error_response
+
+            words = lang(request)
+            return error_response(request, max(path.count("/") - 1, 0), 404,
+                                  gettext(words, "Not found"),
+                                  gettext(words, NO_PAGE))
         slug = {404: "not-found", 405: "method-not-allowed", 401: "unauthorized"}.get(
             exc.status_code, "http-error"
         )
         words = say(lang(request), exc.detail)  # (a said(...) detail by its template)
-        return problem(exc.status_code, slug, words, words, request.url.path)
+        return problem(exc.status_code, slug, words, words, path)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -241,6 +241,34 @@ def test_hostile_queries_get_a_4xx_and_change_nothing(
     assert c.get("/v1/log").json()["tree_size"] == size
 
 
+BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+
+
+def test_an_address_with_no_page_is_a_page_for_a_browser(
+        world: tuple[TestClient, dict[str, int]]) -> None:
+    """A mistyped address in a browser was answered with the API's JSON problem, shown as
+    text: it is a 404 page in the reader's language now, its links from its depth. Clients
+    that do not ask for HTML first (curl's `*/*`, JSON), and every address under /v1, keep the
+    problem document."""
+    c, _ = world
+    for path, depth in (("/nope", 0), ("/entries/1/nope", 2), ("/certificates/", 1)):
+        r = c.get(path, headers=BROWSER)
+        assert r.status_code == 404 and r.headers["content-type"].startswith("text/html"), path
+        assert "No page has this address." in r.text and "Back to the log explorer" in r.text
+        assert "default-src 'none'" in r.headers["content-security-policy"]
+        css = re.search(r'href="([^"]*static/explorer.css)"', r.text)
+        assert css is not None and css[1] == "../" * depth + "static/explorer.css", path
+    zh = c.get("/nope?lang=zh-CN", headers=BROWSER)
+    assert zh.status_code == 404 and '<html lang="zh-CN">' in zh.text
+    assert "No page has this address." not in zh.text and "未找到" in zh.text
+    for path, accept in (("/nope", "*/*"), ("/nope", "application/json"),
+                         ("/nope", "application/json, text/html;q=0.5"),
+                         ("/v1/nope", BROWSER["Accept"]), ("/v1/entries/999", BROWSER["Accept"])):
+        r = c.get(path, headers={"Accept": accept})
+        assert r.status_code == 404 and r.headers["content-type"].startswith(
+            "application/problem+json"), (path, accept)
+
+
 def test_works_page_refuses_what_is_not_a_work(
         world: tuple[TestClient, dict[str, int]]) -> None:
     c, s = world

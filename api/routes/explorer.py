@@ -55,7 +55,8 @@ def _refused(errors: Sequence[Any]) -> list[Said]:
     return parts or [said("invalid request")]
 
 
-def _error(request: Request, depth: int, status: int, title: str, detail: str) -> Response:
+def error_response(request: Request, depth: int, status: int, title: str, detail: str
+                   ) -> Response:
     """An explorer page's error as an HTML page, with `status`; `title` and `detail` are in
     the reader's language already."""
     lang = deps.lang(request)
@@ -78,7 +79,7 @@ class PageRoute(APIRoute):
                 return await handler(request)
             except RequestValidationError as e:
                 lang = deps.lang(request)
-                return _error(request, depth, 422, gettext(lang, "Invalid input"),
+                return error_response(request, depth, 422, gettext(lang, "Invalid input"),
                               "; ".join(say(lang, p) for p in _refused(e.errors())))
         return page
 
@@ -104,7 +105,7 @@ def _page(request: Request, depth: int, read: Callable[[], Any],
         out = render(read(), lang)
     except CopyledgerError as e:
         status, _, title = classify(e)
-        return _error(request, depth, status, gettext(lang, title), say(lang, e.detail))
+        return error_response(request, depth, status, gettext(lang, title), say(lang, e.detail))
     return out if isinstance(out, Response) else HTMLResponse(
         pages.keep_query(out, request.query_params.multi_items()), headers=HEADERS)
 

@@ -18,8 +18,8 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from copyledger.api.deps import accept_weights, node
 from copyledger.api.deps import lang as language
-from copyledger.api.deps import node
 from copyledger.api.explorer import keep_query
 from copyledger.api.openapi import PUBLIC, problems
 from copyledger.ledger.errors import NotFound, said
@@ -55,17 +55,7 @@ def verify_url(request: Request, seq: int) -> str:
 def _wants_pdf(accept: str) -> bool:
     """True when Accept ranks application/pdf above text/html, by q-value (browsers ask for
     HTML, so only a client that names PDF gets it without ?format=pdf)."""
-    q: dict[str, float] = {}
-    for part in accept.split(","):
-        media, *params = (p.strip() for p in part.split(";"))
-        weight = 1.0
-        for p in params:
-            if p.startswith("q="):
-                try:
-                    weight = float(p[2:])
-                except ValueError:
-                    weight = 0.0
-        q[media.lower()] = max(weight, q.get(media.lower(), 0.0))
+    q = accept_weights(accept)
     pdf = q.get("application/pdf", 0.0)
     if "text/html" in q:  # named both: PDF only if ranked strictly higher
         return pdf > q["text/html"]
