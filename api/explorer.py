@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlencode
 
+from copyledger.ledger.sm2_timestamp import TSA_LABEL as SM2_TSA_LABEL
+from copyledger.ledger.timestamp import TSA_LABEL as OWN_TSA
 from copyledger.service.accounts import beside
 from copyledger.service.certificate import TRANSFER_TYPES, in_words
 from copyledger.service.dates import beside_utc, both_times, human_time, times_note
@@ -158,6 +160,8 @@ EN: dict[str, dict[str, str]] = {
         "count": "Entries in this block",
         "size": "Log size after this block",
         "tsas": "Time-stamped by",
+        "own_tsa": "this registry's notary",
+        "own_sm2_tsa": "this registry's notary (SM2/SM3)",
         "entries": "Entries in this block",
         "hash": "Block hash",
         "root": "Root hash",
@@ -548,6 +552,12 @@ def claim_page(d: dict[str, Any], lang: str = DEFAULT) -> str:
     return layout(t["title"].format(seq=d["seq"]), body, 1, lang=lang)
 
 
+def _tsa_name(label: str, t: dict[str, str]) -> str:
+    """A time-stamp's recorded TSA in words: the registry's own by name, an external one by
+    its URL (D214)."""
+    return {OWN_TSA: t["own_tsa"], SM2_TSA_LABEL: t["own_sm2_tsa"]}.get(label, label)
+
+
 def block_page(d: dict[str, Any], lang: str = DEFAULT) -> str:
     d = localize(d, lang)
     t = _t(lang, "block")
@@ -558,7 +568,7 @@ def block_page(d: dict[str, Any], lang: str = DEFAULT) -> str:
              if d["count"] else t["plain_empty"].format(height=h, when=d["when"]))
     facts = _dl([(t["sealed"], f'<time datetime="{_e(d["sealed_at"])}">{_e(d["when"])}</time>'),
                  (t["count"], str(d["count"])), (t["size"], str(d["tree_size"])),
-                 (t["tsas"], _e(", ".join(d["tsas"]) or "—")),
+                 (t["tsas"], _e(", ".join(_tsa_name(tsa, t) for tsa in d["tsas"]) or "—")),
                  (t["hash"], _code(d["hash"])), (t["root"], _code(d["root"]))])
     pager = ""
     if d["next"] is not None:

@@ -65,6 +65,8 @@ HASH_CLASSES: dict[str, type[hashes.HashAlgorithm]] = {
     "sha384": hashes.SHA384,
     "sha512": hashes.SHA512,
 }
+#: The `tsa` the registry keeps its own TSA's tokens under (block_timestamps, bundles).
+TSA_LABEL = "notary"
 _MAX_CHAIN = 8
 
 

@@ -167,7 +167,7 @@ def block_view(node: Node, height: int, after: int | None, limit: int | None) ->
     hi = min(end, lo + n)
     rows = node.store.get_entries(range(lo, hi)) if lo < hi else []
     return {**b, **_block_row(node.store.get_block(height)),
-            "tsas": [t["tsa"] for t in b["timestamps"]],
+            "tsas": [t["tsa"] for t in (*b["timestamps"], *b.get("sm2_timestamps", ()))],
             "rows": [summary(r) for r in rows],
             "next": hi - 1 if hi < end else None, "limit": n}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -143,6 +144,11 @@ def test_chain_of_title_claim_timeline_and_block(
     blk = c.get(f"/v1/blocks/{height}").json()
     assert blk["hash"] in b and blk["checkpoint"].splitlines()[0] in b
     assert f"Block {height} was sealed on {human_time(blk['header']['sealed_at'])}" in text(b)
+    # Its own TSA by name, not by its label in the database, "notary" (D214).
+    assert [t["tsa"] for t in blk["timestamps"]] == ["notary"]
+    assert "Time-stamped by this registry's notary" in unescape(text(b))
+    zh = text(page(c, f"/blocks/{height}?lang=zh-CN"))
+    assert "本登记系统的公证服务" in zh and "this registry" not in zh
 
 
 def test_search_by_hash_and_by_number(world: tuple[TestClient, dict[str, int]]) -> None:

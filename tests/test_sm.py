@@ -256,8 +256,10 @@ def sm_reg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
                     data={"title": "画作", "creators": ["李雷"], "work_type": "image"}).json()
         bundle = c.get(f"/v1/entries/{up['seq']}/bundle").json()
         block = c.get(f"/v1/blocks/{bundle['block']['height']}").json()
+        page = c.get(f"/blocks/{bundle['block']['height']}").text
     yield {"reg": reg, "tmp": tmp, "log": log, "missing": missing, "bad": bad,
-           "json_work": json_work, "upload": up, "bundle": bundle, "block": block}
+           "json_work": json_work, "upload": up, "bundle": bundle, "block": block,
+           "page": page}
     reg.stop()
 
 
@@ -269,6 +271,14 @@ def test_the_log_says_its_suite_and_works_record_sm3(sm_reg: dict[str, Any]) -> 
     assert sm_reg["bad"].status_code == 422
     assert sm_reg["json_work"]["entry"]["content"]["sm3"] == sm2.sm3_hex(b"w")
     assert sm_reg["upload"]["entry"]["content"]["sm3"] == sm2.sm3_hex(FILE)  # by the server
+
+
+def test_the_block_page_names_both_of_the_notarys_time_stamps(sm_reg: dict[str, Any]) -> None:
+    """The SM2/SM3 token (kept apart, in `sm2_timestamps`) is named on the block page too, by
+    name rather than its label in the database (D214)."""
+    assert [t["tsa"] for t in sm_reg["block"]["sm2_timestamps"]] == ["notary-sm2"]
+    assert ("this registry&#x27;s notary, this registry&#x27;s notary (SM2/SM3)"
+            in sm_reg["page"])
 
 
 def test_every_note_carries_both_lines(sm_reg: dict[str, Any], openssl: str,
