@@ -1077,8 +1077,9 @@ def _submit(
 def _answered(path: Path, sha: str, answer: Receipt | ProblemError | UnverifiedAnswer
               ) -> tuple[dict[str, Any], Receipt | None]:
     """A file's result row, and its receipt when it verified."""
-    if isinstance(answer, ProblemError):
-        return {"file": str(path), "sha256": sha, "error": str(answer)}, None
+    if isinstance(answer, ProblemError):  # (`error` in the locale's words; the rest fixed)
+        return {"file": str(path), "sha256": sha, "error": str(answer), "status": answer.status,
+                "problem_type": answer.type}, None
     if isinstance(answer, UnverifiedAnswer):
         seq = answer.answer.get("seq") if isinstance(answer.answer, dict) else None
         return {"file": str(path), "sha256": sha, "seq": seq,

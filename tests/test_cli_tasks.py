@@ -324,3 +324,27 @@ def test_serve_on_a_taken_port_says_so_and_exits(tmp_path: Path) -> None:
     assert f"port {port} is in use" in r.stderr and f"PORT={port + 1} make run" in r.stderr
     assert "serving" not in r.stderr  # no "serving on" line before the failure
     assert not (tmp_path / "reg").exists()  # nothing was created
+
+
+def test_a_refused_registration_row_carries_its_status_and_problem_type(
+    node: tuple[ServerProcess, dict[str, str]], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`register --json`'s row for a file the registry refused: `error` is the registry's
+    words, which may be in the locale's language (the client asks for it), so a script reads
+    `status` and `problem_type`, the same in every language."""
+    srv, keys = node
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.txt").write_text("a short text")
+    rows = []
+    for lang in ("C.UTF-8", "zh_CN.UTF-8"):  # (a process each: the language is chosen once)
+        done = cli("register", str(tmp_path / "a.txt"), "--title", "t" * 600, "--server",
+                   srv.url, "--api-key", keys["alice"], "--receipts", str(tmp_path / lang),
+                   "--json", env={"LANG": lang, "LC_ALL": "", "LC_MESSAGES": ""})
+        assert done.returncode == 1, done.stdout + done.stderr
+        [row] = json.loads(done.stdout)
+        rows.append(row)
+    en, zh = rows
+    assert "title" in en["error"] and "title" in zh["error"], rows
+    assert en["status"] == zh["status"] == 422
+    assert en["problem_type"] == zh["problem_type"] == "https://copyledger.dev/problems/invalid-input"
