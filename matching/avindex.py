@@ -53,9 +53,6 @@ MIN_OVERLAP_ITEMS = 40
 VOTE_ITEMS = 512
 """Query values that vote (spread evenly over a long query): bounds the postings read."""
 CANDIDATES = 16
-VIDEO_CANDIDATES = 64
-"""Videos aligned per search, those with the most votes (the oldest on a tie): more than a
-claim check's DEFAULT_LIMIT of 50, so a search of a video many share still finds its oldest."""
 STOP_SHARE = 0.002
 """A value held by more than this share of all postings (silence, a steady tone) does not vote."""
 MAX_QUERY_VOTES = 1 << 20
@@ -229,18 +226,18 @@ class AVIndex:
         return len({seq for seq, _ in audio} | {seq for seq, _ in video})
 
     def _add_audio(self, audio: list[tuple[int, Any]]) -> None:
-        with self._lock:
-            first = len(self._items)
-            self._items.extend(values for _, values in audio)
-            self._track_seq.extend(seq for seq, _ in audio)
-            items = list(self._items)
-        fresh = self._fresh + list(range(first, len(items)))
+        """Build the postings with the batch's tracks, then add the tracks and swap the
+        postings in at once: a build that fails (memory) changes nothing."""
+        items = self._items + [values for _, values in audio]  # (only `_adding` writes)
+        fresh = self._fresh + list(range(len(self._items), len(items)))
         if len(fresh) * 10 >= max(len(items), 2_000):  # all in the main table
             main, fresh = _Postings(list(range(len(items))), items), []
         else:
             main = self._main
         postings = _Postings(fresh, [items[t] for t in fresh])
         with self._lock:
+            self._items = items  # (a search holding the old list reads only ids within it)
+            self._track_seq = self._track_seq + [seq for seq, _ in audio]
             self._main, self._fresh, self._fresh_postings = main, fresh, postings
 
     def _add_video(self, new: list[tuple[int, Any, Any]]) -> None:
@@ -335,9 +332,11 @@ class AVIndex:
         offs = secs - seconds[np.repeat(np.arange(len(codes)), np.diff(lims).astype(np.int64))]
         order = np.argsort(seqs, kind="stable")
         seqs, secs, offs = seqs[order], secs[order], offs[order]
-        shortlist = _video_shortlist(seqs, secs, offs)
+        if not len(seqs):
+            return []
+        firsts = np.flatnonzero(np.r_[True, seqs[1:] != seqs[:-1]])  # each video's first hit
         with self._lock:  # (a video's times never change once added)
-            registered = {seq: self._video_secs[seq] for seq in shortlist}
+            registered = {seq: self._video_secs[seq] for seq in seqs[firsts].tolist()}
         out = []
         for seq, frames in registered.items():
             a, b = np.searchsorted(seqs, [seq, seq + 1])
@@ -357,27 +356,6 @@ class AVIndex:
                 query_range=(r0 - off, r1 - off), registered_range=(r0, r1), compared=compared)
             out.append(candidate)
         return out
-
-
-def _video_shortlist(seqs: Any, secs: Any, offs: Any) -> list[int]:
-    """The VIDEO_CANDIDATES videos to align, of the query frames' hits (`seqs` ascending): the
-    most votes first, then the oldest. A video's votes are the most of its distinct frames a
-    single exact offset reproduces. Aligning every video found cost a loop over them all:
-    5,000 videos sharing a ten-frame intro took 1.15 s a search (D211)."""
-    if not len(seqs):
-        return []
-    first = np.r_[True, seqs[1:] != seqs[:-1]]
-    videos = seqs[first]
-    # One int64 per hit: the video's rank, the offset and the frame's time in quarter seconds
-    # (both within 2**16 quarters: a time is a uint16 of quarters).
-    rank = np.cumsum(first) - 1
-    offset = np.rint(offs * 4).astype(np.int64) + (1 << 16)
-    key = (rank << 34) | (offset << 16) | np.rint(secs * 4).astype(np.int64)
-    pairs, votes = np.unique(np.unique(key) >> 16, return_counts=True)  # per (video, offset)
-    best = np.zeros(len(videos), np.int64)
-    np.maximum.at(best, pairs >> 18, votes)
-    top = np.lexsort((videos, -best))[:VIDEO_CANDIDATES]
-    return [int(v) for v in videos[top]]
 
 
 def _rated(algorithm: str, similarity: float, **identity: Any) -> Aligned:

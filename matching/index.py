@@ -114,6 +114,7 @@ class _MultiIndex:
         self.ids = np.empty((self.tables, 0), np.int32)
         self.offsets = np.zeros((self.tables, (1 << 16) + 1), np.int64)
         self.tail: Any = faiss.IndexBinaryFlat(8 * code_bytes)
+        self.measured = 0  # codes measured in the tables by every search so far (a count)
 
     def add(self, codes: np.ndarray) -> None:
         end = self.n + len(codes)
@@ -156,16 +157,18 @@ class _MultiIndex:
         return [list(zip(ids.tolist(), distances.tolist(), strict=True))
                 for ids, distances in self.search_arrays(queries, radius)[0]]
 
-    def search_arrays(self, queries: np.ndarray, radius: int, cap: int | None = None
+    def search_arrays(self, queries: np.ndarray, radius: int, start: int = 0,
+                      cap: int | None = None
                       ) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[int | None]]:
         """search_many() as arrays (ids, distances) per row: no Python object per code found,
         so a caller keeping a few of 300,000 flat images' codes does not build them all.
 
-        With `cap`, only the first `cap` ids of each probed slice are measured, and each row
-        comes with its frontier: every code within the radius whose id is at most the
-        frontier is in the row (those past it may be missing), or None where no slice was
-        cut (the row is complete). Within a slice ids ascend, so a row's frontier is the last
-        id measured in its most cut slice."""
+        With `cap`, only the ids at positions `start` to `cap` of each probed slice are
+        measured (and the tail only with `start` 0), and each row comes with its frontier:
+        every code within the radius whose id is at most the frontier is in the rows of this
+        call and the calls before it for positions below `start` (those past it may be
+        missing), or None where no slice was cut (the row is complete). Within a slice ids
+        ascend, so a row's frontier is the last id measured in its most cut slice."""
         assert radius <= self.radius
         empty = np.empty(0, np.int64)
         found: list[tuple[np.ndarray, np.ndarray]] = [(empty, empty)] * len(queries)
@@ -180,6 +183,7 @@ class _MultiIndex:
                 frontiers = [None if f == self.built else f
                              for f in last.reshape(len(queries), -1).min(1).tolist()]
                 hi = np.minimum(hi, lo + cap)
+            lo = np.minimum(lo + start, hi)
             lengths = (hi - lo).ravel()
             firsts = (lo + table * self.built).ravel()
             before = np.cumsum(lengths) - lengths
@@ -187,6 +191,7 @@ class _MultiIndex:
             per_query = self.tables * len(self.flips)
             owner = np.repeat(np.repeat(np.arange(len(queries)), per_query), lengths)
             ids = np.take(self.ids.ravel(), at)
+            self.measured += len(ids)
             # np.take, not fancy indexing: 7x faster on rows. A code met through several
             # tables is measured each time; only the few within the radius are deduplicated.
             bits = np.take(self.codes[:self.built].view(np.uint64), ids, axis=0)
@@ -198,7 +203,7 @@ class _MultiIndex:
             bounds = np.searchsorted(pairs, np.arange(len(queries) + 1) * self.built)
             for q, (a, b) in enumerate(itertools.pairwise(bounds.tolist())):
                 found[q] = (pairs[a:b] % self.built, near_distance[a:b])
-        if self.tail.ntotal:
+        if self.tail.ntotal and not start:
             limits, distances, tail_ids = self.tail.range_search(queries, radius + 1)
             for q, (a, b) in enumerate(itertools.pairwise(limits.tolist())):
                 order = np.argsort(tail_ids[a:b], kind="stable")
@@ -319,26 +324,34 @@ class _BinaryCodes:
         300,000 flat pictures share every one of a flat code's 272 slices, and measuring them
         all cost 1.61 s a search (D192). A row is complete once, below its frontier, it holds
         `limit` distinct seqs all older than the frontier's (the codes past it are no older,
-        as seqs ascend with ids); the slices are cut longer (eight times) until every row is.
-        The worst case, slices of codes that are all too far, measures each code about 8/7
-        times."""
+        as seqs ascend with ids). The slices of the rows not yet complete are read on, eight
+        times as far each time, from where the last reading stopped: no code is measured
+        twice, so a search never measures more than the whole search would (D209)."""
         assert self.multi is not None
-        cap = max(limit, _FIRST_CUT)
-        while True:
-            rows, frontiers = self.multi.search_arrays(codes, radius, cap)
-            out = []
-            for (ids, distances), frontier in zip(rows, frontiers, strict=True):
+        rows: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(len(codes))]
+        out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(codes)
+        start, cap = 0, max(limit, _FIRST_CUT)
+        while pending := [q for q, row in enumerate(out) if row is None]:
+            found, frontiers = self.multi.search_arrays(codes[pending], radius, start, cap)
+            for q, part, frontier in zip(pending, found, frontiers, strict=True):
+                rows[q].append(part)
+                ids, first = np.unique(np.concatenate([i for i, _ in rows[q]]),
+                                       return_index=True)
+                distances = np.concatenate([d for _, d in rows[q]])[first]
                 if frontier is None:
-                    out.append((ids, distances))
+                    out[q] = (ids, distances)
                     continue
                 inside = ids <= frontier
                 oldest = np.unique(self.seqs[ids[inside]])[:limit]
-                if len(oldest) < limit or oldest[-1] >= self.seqs[frontier]:
-                    break
-                out.append((ids[inside], distances[inside]))
-            else:
-                return out
-            cap *= 8
+                if len(oldest) == limit and oldest[-1] < self.seqs[frontier]:
+                    out[q] = (ids[inside], distances[inside])
+            start, cap = cap, cap * 8
+        return [row for row in out if row is not None]
+
+
+_FIRST_CUT = 256
+"""Codes measured first in each probed slice by a search with a limit (`_cut_search`): a few
+times DEFAULT_LIMIT; a PDQ code probes 272 slices (~70,000 codes at most), a pHash 548."""
 
 
 class _Bands:
@@ -383,11 +396,6 @@ class _Bands:
             if seq != last:
                 yield seq
                 last = seq
-
-
-_FIRST_CUT = 256
-"""Codes measured first in each probed slice by a search with a limit (`_cut_search`): a few
-times DEFAULT_LIMIT, and 272 such slices (a PDQ code's) are ~70,000 codes at most, ~5 ms."""
 
 
 def _oldest(seqs: np.ndarray, limit: int) -> np.ndarray | None:

@@ -293,53 +293,71 @@ def test_a_limited_search_answers_as_comparing_every_fingerprint(
 def test_a_search_of_a_code_thousands_share_measures_the_first_of_each_slice(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """3,000 flat pictures in the multi-index: a search with limit 5 measured all 3,000
-    through each of the flat code's 272 slices (D192's 1.61 s at 300,000); it measures the
-    first `_FIRST_CUT` of each now, once, and answers what the whole search answers."""
+    through each of the flat code's 16 slices of its own keys (D192's 1.61 s at 300,000); it
+    measures the first `_FIRST_CUT` (here 16) of each now, once, and answers what the whole
+    search answers."""
     monkeypatch.setattr(index_mod, "MULTIHASH_TAIL", 4)
+    monkeypatch.setattr(index_mod, "_FIRST_CUT", 16)
     index = FingerprintIndex(multihash_from=0)
     rng = np.random.default_rng(3)
     index.add_many((seq, _pdq(FLAT_PDQ if seq % 3 else bytes(
         rng.integers(0, 256, 32, dtype=np.uint8)).hex(), quality=0)) for seq in range(1, 4501))
     assert index.stats()["pdq_index"] == "multihash"
     multi = index._pdq.multi
-    assert multi is not None
+    assert multi is not None and multi.built == 4500
     full = index._pdq.search_many(np.frombuffer(bytes(32), np.uint8).reshape(1, -1),
                                   None, None)[0]
     assert len(full) == 3000  # every flat picture, found the whole way
-    measured: list[int] = []
-    search_arrays = multi.search_arrays
-
-    def counted(queries: np.ndarray, radius: int, cap: int | None = None) -> Any:
-        measured.append(-1 if cap is None else cap)
-        return search_arrays(queries, radius, cap)
-
-    monkeypatch.setattr(multi, "search_arrays", counted)
+    assert multi.measured >= 16 * 3000  # (each through the 16 slices of its own keys)
+    multi.measured = 0
     found = index.search(_pdq(FLAT_PDQ, quality=0), limit=5)
     assert [c.seq for c in found] == [1, 2, 4, 5, 7]
-    assert measured == [index_mod._FIRST_CUT]  # one cut pass, complete at once
+    assert multi.measured <= 272 * 16  # the first 16 of each of the 272 slices probed, once
     oldest = sorted(full, key=lambda hit: hit[0])[:5]
     assert [(c.seq, c.distance) for c in found] == [(seq, d) for seq, d, _ in oldest]
 
 
-def test_a_search_after_codes_out_of_log_order_measures_every_code() -> None:
-    """Codes added out of log order (a start's scan racing a new block): the lowest ids are no
-    longer the oldest seqs, so no slice is cut."""
+def test_a_search_that_reads_on_measures_no_code_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A query with no match whose keys 4,000 far codes share: every row stays incomplete,
+    so the slices are read to their ends, eight times as far each time, from where the last
+    reading stopped. The codes measured are those the whole search measures, not more (a
+    reading from the start each time measured up to about twice as many: the first review of
+    D209)."""
+    monkeypatch.setattr(index_mod, "MULTIHASH_TAIL", 4)
+    monkeypatch.setattr(index_mod, "_FIRST_CUT", 2)
+    rng = np.random.default_rng(4)
+    far = rng.integers(0, 256, (4000, 32), dtype=np.uint8)
+    far[:, :2] = 0  # one key shared with the query, all else random: none within the radius
+    index = FingerprintIndex(multihash_from=0)
+    index.add_many((seq, _pdq(bytes(code).hex())) for seq, code in enumerate(far.tolist()))
+    multi = index._pdq.multi
+    assert multi is not None
+    query = np.zeros((1, 32), np.uint8)
+    query[0, 2:] = rng.integers(0, 256, 30, dtype=np.uint8)
+    whole = index._pdq.search_many(query, None, None)
+    measured, multi.measured = multi.measured, 0
+    assert index._pdq.search_many(query, None, 5) == whole == [[]]
+    assert 4000 <= multi.measured <= measured
+
+
+def test_a_search_after_codes_out_of_log_order_measures_every_code(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Codes added out of log order (a start's scan racing a new block), across batches or
+    within one: the lowest ids are no longer the oldest seqs, so no slice is cut, and the
+    oldest seq is still found (cut after one code, seq 1's would be)."""
+    monkeypatch.setattr(index_mod, "MULTIHASH_TAIL", 1)
+    monkeypatch.setattr(index_mod, "_FIRST_CUT", 1)
     index = FingerprintIndex(multihash_from=0)
     index.add_many([(10, _pdq(FLAT_PDQ, quality=0))])
     assert index._pdq.ascending
     index.add_many([(4, _pdq(FLAT_PDQ, quality=0)), (12, _pdq(FLAT_PDQ, quality=0))])
     assert not index._pdq.ascending
     assert [c.seq for c in index.search(_pdq(FLAT_PDQ, quality=0), limit=1)] == [4]
-
-
-def test_the_oldest_seqs_are_chosen_with_repeats() -> None:
-    """A seq added twice is one of the `limit` (a partition alone would count it twice)."""
-    seqs = np.array([9, 1, 4, 1, 3, 7, 3, 2], np.int64)
-    assert index_mod._oldest(seqs, 8) is None  # as many codes as the limit: all kept
-    assert index_mod._oldest(seqs, 6) is None  # only 6 distinct seqs
-    assert index_mod._oldest(seqs, 3).tolist() == [s <= 3 for s in seqs.tolist()]  # type: ignore[union-attr]
-    assert index_mod._oldest(seqs, 1).tolist() == [s == 1 for s in seqs.tolist()]  # type: ignore[union-attr]
-    assert index_mod._oldest(np.array([5, 6, 2, 8]), 2).tolist() == [True, False, True, False]  # type: ignore[union-attr]
+    within = FingerprintIndex(multihash_from=0)
+    within.add_many([(1, _pdq(FLAT_PDQ)), (5, _pdq(FLAT_PDQ)), (0, _pdq(FLAT_PDQ))])
+    assert not within._pdq.ascending
+    assert within._pdq.multi is not None and within._pdq.multi.built == 3
+    assert [c.seq for c in within.search(_pdq(FLAT_PDQ), limit=1)] == [0]
 
 
 _FEW_CODES = [FLAT_PDQ, _PDQ_CENTRES[0], _near(_PDQ_CENTRES[0], [3]),
