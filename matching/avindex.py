@@ -235,9 +235,9 @@ class AVIndex:
         else:
             main = self._main
         postings = _Postings(fresh, [items[t] for t in fresh])
-        with self._lock:
-            self._items = items  # (a search holding the old list reads only ids within it)
-            self._track_seq = self._track_seq + [seq for seq, _ in audio]
+        track_seq = self._track_seq + [seq for seq, _ in audio]
+        with self._lock:  # (assignments only: nothing here can fail half-way)
+            self._items, self._track_seq = items, track_seq  # (replaced, never changed)
             self._main, self._fresh, self._fresh_postings = main, fresh, postings
 
     def _add_video(self, new: list[tuple[int, Any, Any]]) -> None:
@@ -246,17 +246,16 @@ class AVIndex:
         n = len(every)
         ivf = _frame_ivf(every) if n >= self._ivf_min_frames and n >= 4 * self._trained_on \
             else None
-        with self._lock:
-            for seq, secs, _ in new:
-                self._video_secs[seq] = secs
-            self._codes = every
-            if ivf is not None:
-                self._frames, self._trained_on = ivf, n
-            else:
+        frame_seq = np.concatenate([self._frame_seq,
+                                    *(np.full(len(s), seq) for seq, s, _ in new)])
+        frame_sec = np.concatenate([self._frame_sec, *(s for _, s, _ in new)])
+        with self._lock:  # what can fail first (faiss' add), then only assignments
+            if ivf is None:
                 self._frames.add(codes)
-            self._frame_seq = np.concatenate(
-                [self._frame_seq, *(np.full(len(s), seq) for seq, s, _ in new)])
-            self._frame_sec = np.concatenate([self._frame_sec, *(s for _, s, _ in new)])
+            else:
+                self._frames, self._trained_on = ivf, n
+            self._codes, self._frame_seq, self._frame_sec = every, frame_seq, frame_sec
+            self._video_secs.update((seq, secs) for seq, secs, _ in new)
 
     def search(self, fingerprints: Mapping[str, Mapping[str, object]], *,
                keep_none: bool = False) -> list[Aligned]:
@@ -276,7 +275,7 @@ class AVIndex:
             np.int64))
         with self._lock:
             tables = [self._main, self._fresh_postings]
-            items, track_seq = self._items, list(self._track_seq)
+            items, track_seq = self._items, self._track_seq
             total = sum(len(t) for t in tables)
         stop = max(2_000, int(total * STOP_SHARE))
         values, which = np.unique(query[at].astype(np.int64), return_inverse=True)

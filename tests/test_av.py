@@ -17,6 +17,7 @@ import itertools
 import subprocess
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -479,6 +480,31 @@ def test_a_batch_whose_tables_cannot_be_built_changes_nothing(
         assert [c.seq for c in index.search({"chromaprint": _chromaprint(song.tobytes())})] \
             == [seq]
     assert index.stats()["chromaprint"] == 3
+    # The frames: faiss' add failing once left the film marked as added, so the retry skipped
+    # it and it was never found (the third review of D212).
+    films = [_random_film(rng, 40) for _ in range(2)]
+    index.add(10, _film_vpdq(films[0]))
+
+    class FailsOnce:
+        def __init__(self, inner: Any) -> None:
+            self.inner, self.failed = inner, False
+
+        def add(self, codes: np.ndarray) -> None:
+            if not self.failed:
+                self.failed = True
+                raise MemoryError
+            self.inner.add(codes)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+    index._frames = FailsOnce(index._frames)
+    with pytest.raises(MemoryError):
+        index.add(11, _film_vpdq(films[1]))
+    assert (index.stats()["vpdq"], index.stats()["frames"]) == (1, 40)
+    index.add(11, _film_vpdq(films[1]))  # the retry
+    assert [c.seq for c in index.search(_film_vpdq(films[1]))] == [11]
+    assert (index.stats()["vpdq"], index.stats()["frames"]) == (2, 80)
 
 
 # ---------------------------------------------------------------- schemas

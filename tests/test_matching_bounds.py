@@ -360,6 +360,16 @@ def test_a_search_after_codes_out_of_log_order_measures_every_code(
     assert [c.seq for c in within.search(_pdq(FLAT_PDQ), limit=1)] == [0]
 
 
+def test_the_oldest_seqs_are_chosen_with_repeats() -> None:
+    """A seq added twice is one of the `limit` (a partition alone would count it twice)."""
+    seqs = np.array([9, 1, 4, 1, 3, 7, 3, 2], np.int64)
+    assert index_mod._oldest(seqs, 8) is None  # as many codes as the limit: all kept
+    assert index_mod._oldest(seqs, 6) is None  # only 6 distinct seqs
+    assert index_mod._oldest(seqs, 3).tolist() == [s <= 3 for s in seqs.tolist()]  # type: ignore[union-attr]
+    assert index_mod._oldest(seqs, 1).tolist() == [s == 1 for s in seqs.tolist()]  # type: ignore[union-attr]
+    assert index_mod._oldest(np.array([5, 6, 2, 8]), 2).tolist() == [True, False, True, False]  # type: ignore[union-attr]
+
+
 _FEW_CODES = [FLAT_PDQ, _PDQ_CENTRES[0], _near(_PDQ_CENTRES[0], [3]),
               _near(_PDQ_CENTRES[0], [3, 40, 77]), _near(FLAT_PDQ, [0, 17, 250])]
 
