@@ -423,7 +423,7 @@ def create_app(node: Node, *, manage: bool = True) -> FastAPI:
     node.external.on_missing = lambda url, n: EXTERNAL_MISSING.labels(url).set(n)
     node.cosigner.on_lag = lambda vkey, n: WITNESS_LAG.labels(vkey).set(n)
     node.cosigner.on_cosigned = lambda vkey, at: WITNESS_COSIGNED.labels(vkey).set(at)
-    problems.install(app)
+    problems.install(app, pages=True)
     openapi.install(app)
     for r in (works, entries, log, tiles, tsa, transfers, claims, account, keys, pages, explorer,
               docs):

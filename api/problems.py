@@ -143,7 +143,14 @@ def invalid_input(errors: Sequence[Any], instance: str, lang: str = DEFAULT) -> 
                    errors=fields)
 
 
-def install(app: FastAPI) -> None:
+MAX_PAGE_DEPTH = 32
+"""Levels a 404 page's relative links climb at most: a deeper path (a crafted one of slashes)
+would only lengthen each link, and a browser stops `..` at the root anyway."""
+
+
+def install(app: FastAPI, *, pages: bool = False) -> None:
+    """Answer errors as problem documents; with `pages` (the registry, whose explorer they
+    are), a browser's 404 outside /v1 as an explorer page (D213)."""
     @app.exception_handler(CopyledgerError)
     async def _copyledger(request: Request, exc: CopyledgerError) -> JSONResponse:
         return from_error(exc, request.url.path, lang(request))
@@ -159,19 +166,25 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         path = request.url.path
-        if exc.status_code == 404 and not path.startswith("/v1/") and wants_html(request):
+        page_or_problem = pages and exc.status_code == 404 and not (
+            path == "/v1" or path.startswith("/v1/"))
+        if page_or_problem and wants_html(request):
             # A mistyped page address in a browser: a page, not the API's JSON problem.
             from copyledger.api.routes.explorer import error_response
 
             words = lang(request)
-            return error_response(request, max(path.count("/") - 1, 0), 404,
-                                  gettext(words, "Not found"),
-                                  gettext(words, NO_PAGE))
+            page = error_response(request, min(max(path.count("/") - 1, 0), MAX_PAGE_DEPTH),
+                                  404, gettext(words, "Not found"), gettext(words, NO_PAGE))
+            page.headers.append("Vary", "Accept")
+            return page
         slug = {404: "not-found", 405: "method-not-allowed", 401: "unauthorized"}.get(
             exc.status_code, "http-error"
         )
         words = say(lang(request), exc.detail)  # (a said(...) detail by its template)
-        return problem(exc.status_code, slug, words, words, path)
+        answer = problem(exc.status_code, slug, words, words, path)
+        if page_or_problem:  # (the answer to this address depends on Accept)
+            answer.headers.append("Vary", "Accept")
+        return answer
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -257,22 +257,40 @@ def test_an_address_with_no_page_is_a_page_for_a_browser(
     that do not ask for HTML first (curl's `*/*`, JSON), and every address under /v1, keep the
     problem document."""
     c, _ = world
-    for path, depth in (("/nope", 0), ("/entries/1/nope", 2), ("/certificates/", 1)):
+    for path, depth in (("/nope", 0), ("/entries/1/nope", 2), ("/certificates/", 1),
+                        ("/a" * 5000, 32)):  # (depth capped: the links stay short)
         r = c.get(path, headers=BROWSER)
         assert r.status_code == 404 and r.headers["content-type"].startswith("text/html"), path
         assert "No page has this address." in r.text and "Back to the log explorer" in r.text
         assert "default-src 'none'" in r.headers["content-security-policy"]
+        assert "Accept" in r.headers["vary"].split(", ")  # (JSON to others: a cache must know)
         css = re.search(r'href="([^"]*static/explorer.css)"', r.text)
-        assert css is not None and css[1] == "../" * depth + "static/explorer.css", path
+        assert css is not None and css[1] == "../" * depth + "static/explorer.css", path[:20]
     zh = c.get("/nope?lang=zh-CN", headers=BROWSER)
     assert zh.status_code == 404 and '<html lang="zh-CN">' in zh.text
     assert "No page has this address." not in zh.text and "未找到" in zh.text
     for path, accept in (("/nope", "*/*"), ("/nope", "application/json"),
                          ("/nope", "application/json, text/html;q=0.5"),
-                         ("/v1/nope", BROWSER["Accept"]), ("/v1/entries/999", BROWSER["Accept"])):
+                         ("/v1/nope", BROWSER["Accept"]), ("/v1/entries/999", BROWSER["Accept"]),
+                         ("/v1", BROWSER["Accept"])):
         r = c.get(path, headers={"Accept": accept})
         assert r.status_code == 404 and r.headers["content-type"].startswith(
             "application/problem+json"), (path, accept)
+    assert "Accept" in c.get("/nope").headers["vary"].split(", ")
+    assert "Accept" not in c.get("/v1/nope").headers["vary"].split(", ")
+
+
+def test_a_monitor_answers_a_browsers_404_with_a_problem_not_an_explorer_page(
+        tmp_path: Path) -> None:
+    """The explorer's 404 page is the registry's: a monitor (and a witness) has no explorer,
+    so the page's links and stylesheet would go nowhere (the review of D213)."""
+    from copyledger.api.monitor_app import create_monitor_app
+    from copyledger.service.monitor import MonitorStatus
+
+    with TestClient(create_monitor_app(tmp_path / "monitor", MonitorStatus())) as m:
+        r = m.get("/entries/5", headers=BROWSER)
+    assert r.status_code == 404 and r.headers["content-type"].startswith(
+        "application/problem+json")
 
 
 def test_works_page_refuses_what_is_not_a_work(
