@@ -21,6 +21,7 @@ is what a platform needs to act on a claim (Content ID and Pex report the same).
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 from collections.abc import Mapping
@@ -335,10 +336,11 @@ class AVIndex:
             return []
         firsts = np.flatnonzero(np.r_[True, seqs[1:] != seqs[:-1]])  # each video's first hit
         with self._lock:  # (a video's times never change once added)
-            registered = {seq: self._video_secs[seq] for seq in seqs[firsts].tolist()}
+            registered = [(seq, self._video_secs[seq]) for seq in seqs[firsts].tolist()]
         out = []
-        for seq, frames in registered.items():
-            a, b = np.searchsorted(seqs, [seq, seq + 1])
+        for (seq, frames), (a, b) in zip(registered, itertools.pairwise([*firsts.tolist(),
+                                                                         len(seqs)]),
+                                         strict=True):
             o, t = offs[a:b], secs[a:b]
             # The offset at which the most registered frames are reproduced by the query.
             hits, off = max((len(np.unique(t[np.abs(o - c) <= ALIGN_TOLERANCE])), float(c))

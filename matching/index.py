@@ -257,10 +257,8 @@ class _BinaryCodes:
             grown[:start] = self.seqs[:start]
             self.seqs = grown
         self.seqs[start:end] = seqs
-        if self.ascending and len(seqs) and (  # (a start's scan and a new block could race)
-                (start and seqs[0] < self.seqs[start - 1])
-                or (np.diff(self.seqs[start:end]) < 0).any()):
-            self.ascending = False
+        if self.ascending and (np.diff(self.seqs[max(start - 1, 0):end]) < 0).any():
+            self.ascending = False  # (a start's scan and a new block could race)
         self.low.update(start + i for i, flag in enumerate(low) if flag)
         if self.multi is not None:
             self.multi.add(codes)
@@ -315,7 +313,6 @@ class _BinaryCodes:
             out.append([(s, d, i in self.low) for s, d, i in
                         zip(seqs.tolist(), distances.tolist(), ids.tolist(), strict=True)])
         return out
-
 
     def _cut_search(self, codes: np.ndarray, radius: int, limit: int
                     ) -> list[tuple[np.ndarray, np.ndarray]]:
